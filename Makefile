@@ -1,0 +1,60 @@
+# Switchboard: `make run` for the service on embedded defaults, `make test` for the checks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtual environment and install Switchboard with its tools
+
+run: $(STAMP) ## Run the service (embedded broker and PostgreSQL unless configured)
+	exec $(BIN)/switchboard run
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+tools: ## Tools the tests use beyond Python packages (chromium, promtool)
+	@sh deploy/install-tools.sh
+
+test: tools lint ## Lint, type-check and run the whole test suite
+	$(BIN)/pytest
+
+DEMO_PORT ?= 8080
+DEMO_DURATION ?= 120
+DEMO_ENV := SWITCHBOARD_CONFIG=switchboard/demo.toml SWITCHBOARD_PORT=$(DEMO_PORT) \
+	SWITCHBOARD_STATE_DIR=$(CURDIR)/.state \
+	SWITCHBOARD_PUBLIC_URL=http://127.0.0.1:$(DEMO_PORT) SWITCHBOARD_ADMIN_TOKEN=demo-admin-token \
+	TWILIO_AUTH_TOKEN=demo-twilio-token META_APP_SECRET=demo-meta-secret \
+	META_VERIFY_TOKEN=demo-verify-token MAILGUN_SIGNING_KEY=demo-mailgun-key
+
+# The service runs in the background (throwaway secrets from DEMO_ENV); the trap stops it
+# (SIGTERM: it stops its embedded broker and PostgreSQL) when the simulation ends or on Ctrl-C.
+demo: $(STAMP) ## Run the service and a simulated contact centre; watch http://127.0.0.1:8080/console
+	@export $(DEMO_ENV); \
+	$(BIN)/switchboard run & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; trap - EXIT; exit' EXIT INT TERM; \
+	$(BIN)/switchboard simulate --url http://127.0.0.1:$(DEMO_PORT) --wait-ready 120 --service-pid $$pid \
+		--duration $(DEMO_DURATION) --console-hint
+
+bench: $(STAMP) ## Measure engine and end-to-end throughput; writes .bench/results.json
+	$(BIN)/python -m bench
+
+schemas: $(STAMP) ## Regenerate the JSON Schema and AsyncAPI files
+	$(BIN)/switchboard schemas
+
+clean: ## Remove the virtual environment and local state
+	rm -rf $(VENV) .state .bench .mypy_cache .pytest_cache .ruff_cache
+
+.PHONY: help install run demo lint tools test bench schemas clean
