@@ -1,0 +1,119 @@
+"""``agents.events``: agents and the agent API acting on routing state.
+
+Every record here is keyed by domain so that the router instance owning the domain
+applies it, in order, as the single writer. Commands (``*Requested``) may be refused by
+the router; it answers each with ``command.completed`` or ``command.rejected`` on
+``conversations.routing``, carrying the command's ``id``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.common import Channel, Event, Presence
+
+
+class ShiftInterval(msgspec.Struct, frozen=True, kw_only=True):
+    """One weekly working interval in the schedule's time zone (may cross midnight)."""
+
+    day: int
+    """0 = Monday ... 6 = Sunday: the day the interval starts."""
+    start: str
+    """``HH:MM`` local time."""
+    end: str
+    """``HH:MM`` local time; at or before ``start``: the next day."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.day <= 6:
+            raise ValueError("day must be 0 (Monday) to 6 (Sunday)")
+        for value in (self.start, self.end):
+            hours, _, minutes = value.partition(":")
+            if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+                raise ValueError(f"{value!r} is not HH:MM")
+            if not (0 <= int(hours) <= 24 and 0 <= int(minutes) < 60):
+                raise ValueError(f"{value!r} is not HH:MM")
+
+
+class AgentSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's weekly working hours (shift start makes the agent "returning")."""
+
+    timezone: str = "UTC"
+    """IANA time zone name, e.g. ``Europe/Paris``."""
+    weekly: tuple[ShiftInterval, ...] = ()
+
+
+class AgentRegistered(Event, frozen=True, kw_only=True, tag="agent.registered"):
+    """An agent was registered or updated (the whole profile, not a patch)."""
+
+    agent_id: str
+    name: str = ""
+    skills: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    capacity: dict[Channel, int] = {}
+    """Concurrent conversations per channel; a channel absent here is not served."""
+    schedule: AgentSchedule | None = None
+    """Working hours; None: no schedule (the engine never assumes a return time)."""
+
+
+class PresenceChanged(Event, frozen=True, kw_only=True, tag="agent.presence_changed"):
+    agent_id: str
+    status: Presence
+
+
+class CustomerOwnerSet(Event, frozen=True, kw_only=True, tag="customer.owner_set"):
+    """An explicit owner for a customer (``agent_id`` None clears it)."""
+
+    customer_id: str
+    agent_id: str | None = None
+
+
+class ConversationAcceptRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.accept_requested"
+):
+    conversation_id: str
+    agent_id: str
+
+
+class ConversationCloseRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.close_requested"
+):
+    conversation_id: str
+    agent_id: str | None = None
+    """The acting agent; None when an admin closes it."""
+    reason: str = "resolved"
+
+
+class ConversationTransferRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.transfer_requested"
+):
+    conversation_id: str
+    agent_id: str | None = None
+    """The acting agent; None when an admin transfers it."""
+    to_agent_id: str | None = None
+    to_queue: str | None = None
+
+
+class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
+    """An agent's reply left for the customer (first response, waiting on customer)."""
+
+    conversation_id: str
+    agent_id: str
+    outbound_id: str
+    channel: Channel
+
+
+AgentCommand = (
+    ConversationAcceptRequested | ConversationCloseRequested | ConversationTransferRequested
+)
+
+AgentEvent = (
+    AgentRegistered
+    | PresenceChanged
+    | CustomerOwnerSet
+    | ConversationAcceptRequested
+    | ConversationCloseRequested
+    | ConversationTransferRequested
+    | AgentReplied
+)
+
+AGENT_EVENT_DECODER: msgspec.json.Decoder[AgentEvent] = msgspec.json.Decoder(AgentEvent)

@@ -1,0 +1,70 @@
+"""CloudEvents 1.0 attributes carried as Kafka headers (binary content mode)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+
+from schemas.common import Event
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+class CloudEventHeaders(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    source: str
+    type: str
+    time: str
+    specversion: str = SPEC_VERSION
+    subject: str | None = None
+    content_type: str = CONTENT_TYPE
+
+
+def encode_headers(
+    event: Event, *, source: str, subject: str | None = None
+) -> list[tuple[str, bytes]]:
+    """Kafka headers for ``event`` per the CloudEvents Kafka protocol binding."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str), f"{type(event).__name__} has no tag"
+    headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", event.id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", tag.encode()),
+        ("ce_time", _rfc3339(event.occurred_at)),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    if subject is not None:
+        headers.append(("ce_subject", subject.encode()))
+    return headers
+
+
+@functools.lru_cache(maxsize=256)
+def _rfc3339(epoch_seconds: float) -> bytes:
+    # Cached: the events of one batch mostly share their time.
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat().encode()
+
+
+def decode_headers(headers: Sequence[tuple[str, bytes]]) -> CloudEventHeaders:
+    """Read the CloudEvents attributes back; raises ``ValueError`` when one is missing."""
+    values = {name: value.decode("utf-8", "replace") for name, value in headers}
+    try:
+        return CloudEventHeaders(
+            id=values["ce_id"],
+            source=values["ce_source"],
+            type=values["ce_type"],
+            time=values["ce_time"],
+            specversion=values["ce_specversion"],
+            subject=values.get("ce_subject"),
+            content_type=values.get("content-type", CONTENT_TYPE),
+        )
+    except KeyError as missing:
+        raise ValueError(f"missing CloudEvents header {missing.args[0]}") from None
+
+
+def encode(event: Event) -> bytes:
+    return msgspec.json.encode(event)

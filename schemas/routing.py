@@ -1,0 +1,160 @@
+"""``conversations.routing``: every routing outcome, for other systems to consume.
+
+Every payload names its conversation, domain, channel and time. ``conversation.assigned``
+also says why: the strategy, the step, the customer's wait, and the candidates passed
+over with the reason for each.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from schemas.common import Channel, Event, Strategy
+
+
+class CandidateNote(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent considered for an assignment and why they were passed over."""
+
+    agent_id: str
+    reason: str
+    """``at_capacity``, ``away``, ``offline``, ``missing_skill``, ``offer_missed``,
+    ``not_in_queue``, ``no_channel``, or ``chosen``."""
+
+
+class ConversationEvent(Event, frozen=True, kw_only=True):
+    conversation_id: str
+    channel: Channel
+    customer_id: str
+    queue: str
+
+
+class ConversationQueued(ConversationEvent, frozen=True, kw_only=True, tag="conversation.queued"):
+    """The conversation waits: for its preferred agent, or for anyone in its queue."""
+
+    step: str
+    preferred_agent_id: str | None = None
+    wait_until: float | None = None
+    """When this step gives up waiting (None: until the queue's final timeout)."""
+    priority: int = 0
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (None: no such window)."""
+    reply_window_closed: bool = False
+    """The window has closed: a reply now needs an approved template."""
+
+
+class ConversationOffered(ConversationEvent, frozen=True, kw_only=True, tag="conversation.offered"):
+    agent_id: str
+    strategy: Strategy
+    step: str
+    expires_at: float
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (None: no such window)."""
+    reply_window_closed: bool = False
+    """The window has closed: a reply now needs an approved template."""
+
+
+class ConversationAssigned(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.assigned"
+):
+    agent_id: str
+    assignment_id: str
+    strategy: Strategy
+    step: str
+    waited_seconds: float
+    preferred_agent_id: str | None = None
+    candidates: tuple[CandidateNote, ...] = ()
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (None: no such window)."""
+    reply_window_closed: bool = False
+    """The window has closed: a reply now needs an approved template."""
+
+
+class ConversationFallback(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.fallback"
+):
+    """A step gave up: the conversation moves down the queue's ladder."""
+
+    from_step: str
+    to_step: str | None
+    preferred_agent_id: str | None = None
+    reason: str = "timeout"
+
+
+class ConversationReassigned(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.reassigned"
+):
+    from_agent_id: str | None
+    to_agent_id: str | None
+    to_queue: str | None = None
+    strategy: Strategy = Strategy.TRANSFER
+    reason: str = "transfer"
+
+
+class ConversationOverflowed(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.overflowed"
+):
+    """Nobody took it within the queue's final timeout: another system should."""
+
+    waited_seconds: float
+
+
+class ConversationClosed(ConversationEvent, frozen=True, kw_only=True, tag="conversation.closed"):
+    agent_id: str | None = None
+    reason: str = "resolved"
+
+
+class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.routed"):
+    """A customer message reached its conversation (and its owner, when it has one)."""
+
+    message_id: str
+    provider_message_id: str
+    agent_id: str | None = None
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (None: no such window)."""
+    reply_window_closed: bool = False
+    """The window has closed: a reply now needs an approved template."""
+
+
+class ConversationReplyWindowClosed(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.reply_window_closed"
+):
+    """The provider's free-form reply window closed (WhatsApp, Meta: 24 h after the
+    customer's last message): replies now need an approved template."""
+
+    reply_window_ends_at: float
+    status: str
+    """The conversation's status when it closed (``assigned``, ``idle``, ``waiting``...)."""
+    agent_id: str | None = None
+    """The owner, who can no longer answer freely."""
+
+
+class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
+    """The router applied an agent API command (``command_id`` is the command's id)."""
+
+    command_id: str
+    conversation_id: str | None = None
+
+
+class CommandRejected(Event, frozen=True, kw_only=True, tag="command.rejected"):
+    """The router refused an agent API command in the current state, with the reason."""
+
+    command_id: str
+    reason: str
+    conversation_id: str | None = None
+
+
+RoutingEvent = (
+    ConversationQueued
+    | ConversationOffered
+    | ConversationAssigned
+    | ConversationFallback
+    | ConversationReassigned
+    | ConversationOverflowed
+    | ConversationClosed
+    | MessageRouted
+    | ConversationReplyWindowClosed
+    | CommandCompleted
+    | CommandRejected
+)
+
+ROUTING_DECODER: msgspec.json.Decoder[RoutingEvent] = msgspec.json.Decoder(RoutingEvent)

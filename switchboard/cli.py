@@ -1,0 +1,178 @@
+"""The ``switchboard`` command: run, router, adapters, migrate, schemas, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from router.api.tokens import add_token_parser, token_command
+from router.replay import add_replay_parser, replay_command
+from switchboard import db, kafka
+from switchboard import logging as logs
+from switchboard.app import Role, build_app
+from switchboard.config import Config, ConfigError, load_config
+from switchboard.embedded import EmbeddedError, missing_services
+from switchboard.simulate import add_simulate_parser, simulate_command
+
+log = structlog.get_logger("switchboard")
+
+EMBEDDED_DATABASE = "switchboard"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (default: $SWITCHBOARD_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", help="adapters + router in one process; embedded broker and PostgreSQL when unset"
+    )
+    commands.add_parser("router", help="the router and agent API only")
+    commands.add_parser("adapters", help="the channel adapters only")
+    commands.add_parser("migrate", help="apply the database migrations and exit")
+    commands.add_parser("schemas", help="write the generated JSON Schema files")
+    add_token_parser(commands)
+    add_replay_parser(commands)
+    add_simulate_parser(commands)
+    args = parser.parse_args(argv)
+
+    environ = dict(os.environ)
+    if args.command == "schemas":
+        from schemas.generate import write
+
+        for path in write():
+            print(f"wrote {path}")
+        return 0
+    if args.command == "simulate":  # a client of a running service: needs no configuration
+        return simulate_command(args, environ)
+    try:
+        config = load_config(environ, args.config)
+    except ConfigError as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_format, config.log_level)
+    try:
+        if args.command == "migrate":
+            if not config.database.url:
+                print("switchboard: migrate needs DATABASE_URL", file=sys.stderr)
+                return 2
+            applied = asyncio.run(db.migrate_url(config.database.url))
+            print(f"applied migrations: {applied or 'none (up to date)'}")
+            return 0
+        if args.command == "token":
+            return token_command(args, config)
+        if args.command == "replay":
+            policies = {name: domain.routing for name, domain in config.domains.items()}
+            return replay_command(args, config.database.url, policies)
+        roles = {
+            "run": frozenset(Role),
+            "router": frozenset({Role.ROUTER}),
+            "adapters": frozenset({Role.ADAPTERS}),
+        }[args.command]
+        embedded = args.command == "run"
+        with infrastructure(config, embedded=embedded) as resolved:
+            asyncio.run(serve(resolved, environ, roles))
+    except EmbeddedError as error:
+        print(f"switchboard: {error}", file=sys.stderr)
+        return 1
+    except (OSError, asyncpg.PostgresError) as error:
+        print(f"switchboard: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def infrastructure(config: Config, *, embedded: bool) -> Iterator[Config]:
+    """Start the embedded broker / PostgreSQL for what the configuration leaves unset."""
+    missing = [
+        name
+        for name, value in (
+            ("KAFKA_BOOTSTRAP_SERVERS", config.kafka.bootstrap_servers),
+            ("DATABASE_URL", config.database.url),
+        )
+        if not value
+    ]
+    if missing and not embedded:
+        raise EmbeddedError(
+            f"set {' and '.join(missing)} (only 'switchboard run' starts embedded ones)"
+        )
+    with missing_services(
+        Path(config.state_dir),
+        config.kafka.bootstrap_servers,
+        config.database.url,
+        database=EMBEDDED_DATABASE,
+    ) as (bootstrap_servers, database_url):
+        yield msgspec.structs.replace(
+            config,
+            kafka=msgspec.structs.replace(config.kafka, bootstrap_servers=bootstrap_servers),
+            database=msgspec.structs.replace(config.database, url=database_url),
+        )
+
+
+async def prepare(config: Config, environ: Mapping[str, str]) -> None:
+    """Database, migrations, domains and topics: everything the service needs to exist."""
+    assert config.database.url
+    await db.ensure_database(config.database.url)
+    await db.migrate_url(config.database.url)
+    conn = await asyncpg.connect(config.database.url)
+    try:
+        await conn.executemany(
+            "INSERT INTO domains (domain) VALUES ($1) ON CONFLICT DO NOTHING",
+            [(name,) for name in config.domains],
+        )
+    finally:
+        await conn.close()
+    await kafka.ensure_topics(config, environ)
+
+
+async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Role]) -> None:
+    await prepare(config, environ)
+    app = build_app(config, environ, roles=roles)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http.host, config.http.port)
+    try:
+        await site.start()
+    except OSError as error:
+        await runner.cleanup()
+        raise OSError(
+            f"cannot listen on {config.http.host}:{config.http.port}: {error.strerror}"
+        ) from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    base = f"http://{config.http.host}:{config.http.port}"
+    print(_banner(base, config, roles), file=sys.stderr, flush=True)
+    await stop.wait()
+    log.info("shutting_down")
+    await runner.cleanup()
+
+
+def _banner(base: str, config: Config, roles: frozenset[Role]) -> str:
+    lines = [f"Switchboard is up ({', '.join(sorted(roles))}) on {base}"]
+    lines.append(f"  readiness   {base}/readyz")
+    lines.append(f"  metrics     {base}/metrics")
+    if Role.ROUTER in roles:
+        lines.append(f"  agent API   {base}/v1/domains/<domain>/agents/<agent_id>")
+    if Role.ADAPTERS in roles:
+        for name, domain in config.domains.items():
+            if domain.webchat.enabled:
+                lines.append(f"  web chat    POST {base}/v1/domains/{name}/webchat/messages")
+    lines.append(f"  kafka       {config.kafka.bootstrap_servers}")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

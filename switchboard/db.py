@@ -1,0 +1,97 @@
+"""PostgreSQL: connection pools and versioned migrations.
+
+Migrations are the numbered ``migrations/NNNN_name.sql`` files, applied in order inside
+one transaction each, under an advisory lock so that several processes starting at once
+apply each one exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_LOCK_ID = 0x5B0A4D  # advisory lock key of the migrator
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for path in sorted(MIGRATIONS_DIR.iterdir()):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], path.read_text()))
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the migrations not applied yet; return their versions."""
+    applied: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            applied.append(migration.version)
+            log.info("migration_applied", version=migration.version, name=migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+    return applied
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+async def ensure_database(url: str) -> None:
+    """Create the URL's database when it does not exist (embedded and test set-ups)."""
+    name = urlsplit(url).path.lstrip("/") or "postgres"
+    conn = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    assert pool is not None
+    return pool
+
+
+async def migrate_url(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()

