@@ -1,0 +1,203 @@
+"""The API's view of ``conversations.routing``: command verdicts and the live event stream.
+
+Every API process reads every partition of the routing topic from its end, without a
+consumer group (so each process sees every event, and nothing is committed). Each event
+1. settles the future of a command this process published (``command.completed`` or
+   ``command.rejected`` carry the command's id),
+2. is appended to its domain's ring of recent events (``stream_buffer`` of them, for
+   ``Last-Event-ID`` resumption; duplicates of a republished event are dropped by id),
+3. is handed to the domain's stream subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from schemas import ROUTING_DECODER, CommandCompleted, CommandRejected, RoutingEvent
+
+log = structlog.get_logger(__name__)
+
+Verdict = CommandCompleted | CommandRejected
+
+SUBSCRIBER_BACKLOG = 10_000
+"""Events queued for one slow stream client before it is cut off (it then resumes with
+``Last-Event-ID``)."""
+ISSUERS_KEPT = 10_000
+"""Commands whose acting agent is remembered, so their verdicts reach that agent's stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    seq: int
+    event_id: str
+    type: str
+    data: bytes
+    agents: frozenset[str]
+    """Agents the event concerns (for ``?agent_id=`` filtering)."""
+
+
+@dataclass(eq=False, slots=True)
+class Subscriber:
+    domain: str
+    queue: asyncio.Queue[FeedEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_BACKLOG)
+    )
+    cut_off: bool = False
+
+
+def _concerned(event: RoutingEvent, issuer: str | None) -> frozenset[str]:
+    names = ("agent_id", "from_agent_id", "to_agent_id", "preferred_agent_id")
+    found = {value for name in names if isinstance(value := getattr(event, name, None), str)}
+    if issuer is not None:
+        found.add(issuer)
+    return frozenset(found)
+
+
+class _Ring:
+    def __init__(self, size: int) -> None:
+        self.events: deque[FeedEvent] = deque()
+        self.index: dict[str, int] = {}
+        self.size = size
+
+    def add(self, event: FeedEvent) -> bool:
+        if event.event_id in self.index:
+            return False
+        if len(self.events) >= self.size:
+            old = self.events.popleft()
+            self.index.pop(old.event_id, None)
+        self.events.append(event)
+        self.index[event.event_id] = event.seq
+        return True
+
+
+class RoutingFeed:
+    """Verdict futures, per-domain rings and stream subscribers, fed by one consumer."""
+
+    def __init__(self, buffer: int) -> None:
+        self._buffer = buffer
+        self._seq = itertools.count(1)
+        self._rings: dict[str, _Ring] = {}
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._waiters: dict[str, asyncio.Future[Verdict]] = {}
+        self._issuers: OrderedDict[str, str] = OrderedDict()
+
+    # -- commands -----------------------------------------------------------------
+
+    def expect(self, command_id: str, agent_id: str | None) -> asyncio.Future[Verdict]:
+        """A future settled by the router's verdict on ``command_id`` (call before publishing)."""
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self._waiters[command_id] = future
+        if agent_id is not None:
+            self._issuers[command_id] = agent_id
+            while len(self._issuers) > ISSUERS_KEPT:
+                self._issuers.popitem(last=False)
+        return future
+
+    def forget(self, command_id: str) -> None:
+        self._waiters.pop(command_id, None)
+
+    # -- streams ------------------------------------------------------------------
+
+    def subscribe(self, domain: str) -> Subscriber:
+        subscriber = Subscriber(domain)
+        self._subscribers.setdefault(domain, set()).add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.get(subscriber.domain, set()).discard(subscriber)
+
+    def recent(self, domain: str, last_event_id: str | None) -> tuple[list[FeedEvent], bool]:
+        """Buffered events after ``last_event_id``, and whether that id was still buffered
+        (when it was not, every buffered event)."""
+        ring = self._rings.get(domain)
+        if ring is None:
+            return [], last_event_id is None
+        if last_event_id is None:
+            return [], True
+        seq = ring.index.get(last_event_id)
+        if seq is None:
+            return list(ring.events), False
+        return [event for event in ring.events if event.seq > seq], True
+
+    def close_all(self) -> None:
+        """End every stream (shutdown)."""
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                subscriber.cut_off = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscriber.queue.put_nowait(None)
+
+    # -- input --------------------------------------------------------------------
+
+    def feed(self, event: RoutingEvent, event_type: str, data: bytes) -> None:
+        command_id = getattr(event, "command_id", None)
+        if isinstance(event, CommandCompleted | CommandRejected):
+            waiter = self._waiters.pop(event.command_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event)
+        issuer = None if command_id is None else self._issuers.get(command_id)
+        item = FeedEvent(
+            seq=next(self._seq),
+            event_id=event.id,
+            type=event_type,
+            data=data,
+            agents=_concerned(event, issuer),
+        )
+        ring = self._rings.get(event.domain)
+        if ring is None:
+            ring = self._rings[event.domain] = _Ring(self._buffer)
+        if not ring.add(item):
+            return  # a republished duplicate
+        for subscriber in list(self._subscribers.get(event.domain, ())):
+            if subscriber.cut_off:
+                continue
+            try:
+                subscriber.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                subscriber.cut_off = True
+
+    def feed_records(self, values: Iterable[bytes | None]) -> None:
+        for value in values:
+            try:
+                event = ROUTING_DECODER.decode(value or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # not ours to judge: the router never publishes such a record
+            tag = type(event).__struct_config__.tag
+            self.feed(event, str(tag), value or b"")
+
+
+async def start_consumer(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Start ``consumer`` on every partition of ``topic``, positioned at the end."""
+    await consumer.start()
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer.topics()  # fetch metadata
+        partitions = consumer.partitions_for_topic(topic) or set()
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assigned)
+    await consumer.seek_to_end(*assigned)
+    for tp in assigned:
+        await consumer.position(tp)  # resolve now: later commands' verdicts come after it
+    log.info("routing_feed_started", topic=topic, partitions=len(assigned))
+
+
+async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed) -> None:
+    while True:
+        try:
+            batch = await consumer.getmany(timeout_ms=1000)
+        except KafkaError as error:
+            log.warning("routing_feed_fetch_failed", error=type(error).__name__)
+            await asyncio.sleep(1)
+            continue
+        for records in batch.values():
+            feed.feed_records(record.value for record in records)

@@ -1,0 +1,330 @@
+"""``/openapi.json``: the OpenAPI 3.1 document of the agent API.
+
+Request and response schemas come from the msgspec types of ``router.api.models``
+(``msgspec.json.schema_components``); the operations are listed in ``OPERATIONS``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from router.api.models import (
+    Accepted,
+    AcceptIn,
+    AgentIn,
+    AgentView,
+    CloseIn,
+    ConversationView,
+    ErrorBody,
+    OwnerIn,
+    PresenceIn,
+    QueuesView,
+    ReplyAccepted,
+    ReplyIn,
+    TransferIn,
+)
+
+REF = "#/components/schemas/{name}"
+
+_DOMAIN = {
+    "name": "domain",
+    "in": "path",
+    "required": True,
+    "description": "Routing domain id",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 64},
+}
+_AGENT = {
+    "name": "agent_id",
+    "in": "path",
+    "required": True,
+    "schema": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_.@:-]+$",
+        "minLength": 1,
+        "maxLength": 128,
+    },
+}
+_CUSTOMER = {
+    "name": "customer_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+}
+_CONVERSATION = {
+    "name": "conversation_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "Most recent assignments and messages in the timeline (each)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+_STREAM_AGENT = {
+    "name": "agent_id",
+    "in": "query",
+    "required": False,
+    "description": "Only events concerning this agent (forced to its own for an agent token)",
+    "schema": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_.@:-]+$",
+        "minLength": 1,
+        "maxLength": 128,
+    },
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "Resume after this event id (sent by EventSource on reconnection)",
+    "schema": {"type": "string", "maxLength": 256},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    parameters: tuple[dict[str, Any], ...]
+    ok_status: int
+    ok_type: type | None
+    request: type | None = None
+    errors: tuple[int, ...] = (400, 401, 403, 404, 503)
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_BASE = "/v1/domains/{domain}"
+_CONV = _BASE + "/conversations/{conversation_id}"
+_COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+
+OPERATIONS = (
+    Operation(
+        "put",
+        _BASE + "/agents/{agent_id}",
+        "putAgent",
+        "Register or update an agent (admin)",
+        (_DOMAIN, _AGENT),
+        202,
+        Accepted,
+        AgentIn,
+        (400, 401, 403, 404, 413, 503),
+    ),
+    Operation(
+        "get",
+        _BASE + "/agents/{agent_id}",
+        "getAgent",
+        "An agent's state and live figures of the UTC day",
+        (_DOMAIN, _AGENT),
+        200,
+        AgentView,
+    ),
+    Operation(
+        "post",
+        _BASE + "/agents/{agent_id}/presence",
+        "postPresence",
+        "Set an agent's presence (admin, or the agent itself)",
+        (_DOMAIN, _AGENT),
+        202,
+        Accepted,
+        PresenceIn,
+        (400, 401, 403, 404, 413, 503),
+    ),
+    Operation(
+        "put",
+        _BASE + "/customers/{customer_id}/owner",
+        "putCustomerOwner",
+        "Set a customer's explicit owner (admin): preferred before anyone else",
+        (_DOMAIN, _CUSTOMER),
+        202,
+        Accepted,
+        OwnerIn,
+        (400, 401, 403, 404, 413, 503),
+    ),
+    Operation(
+        "delete",
+        _BASE + "/customers/{customer_id}/owner",
+        "deleteCustomerOwner",
+        "Clear a customer's explicit owner (admin)",
+        (_DOMAIN, _CUSTOMER),
+        202,
+        Accepted,
+    ),
+    Operation(
+        "get",
+        _CONV,
+        "getConversation",
+        "A conversation: status, owner, queue and timeline (with the messages' text)",
+        (_DOMAIN, _CONVERSATION, _LIMIT),
+        200,
+        ConversationView,
+    ),
+    Operation(
+        "post",
+        _CONV + "/accept",
+        "acceptConversation",
+        "Accept an offer, or pick up a waiting or overflowed conversation",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        AcceptIn,
+        _COMMAND_ERRORS,
+        "202 `completed` once the router applied it, `pending` when its verdict did not "
+        "come in time; 409 with the router's reason when it refused.",
+    ),
+    Operation(
+        "post",
+        _CONV + "/close",
+        "closeConversation",
+        "Close a conversation (its owner, or an admin)",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        CloseIn,
+        _COMMAND_ERRORS,
+        "Same verdicts as accept.",
+    ),
+    Operation(
+        "post",
+        _CONV + "/transfer",
+        "transferConversation",
+        "Transfer to an agent or a queue (its owner, or an admin)",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        TransferIn,
+        _COMMAND_ERRORS,
+        "Same verdicts as accept.",
+    ),
+    Operation(
+        "post",
+        _CONV + "/reply",
+        "replyToConversation",
+        "Reply to the customer on the conversation's channel (its owner, or an admin)",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        ReplyAccepted,
+        ReplyIn,
+        _COMMAND_ERRORS,
+        "Answered at once; the delivery status shows in the conversation's timeline.",
+    ),
+    Operation(
+        "get",
+        _BASE + "/queues",
+        "getQueues",
+        "Each queue's waiting conversations, oldest wait, agents online and estimated wait",
+        (_DOMAIN,),
+        200,
+        QueuesView,
+    ),
+    Operation(
+        "get",
+        _BASE + "/stream",
+        "streamRoutingEvents",
+        "Server-Sent Events of the domain's routing events",
+        (_DOMAIN, _STREAM_AGENT, _LAST_EVENT_ID),
+        200,
+        None,
+        None,
+        (400, 401, 403, 404, 503),
+        "`id:` is the event id, `event:` its type, `data:` the JSON payload (see the "
+        "`conversations.routing` schema). Resume with `Last-Event-ID`; a comment says so "
+        "when that id is older than the buffer, which is then replayed whole. A heartbeat "
+        "comment comes every 15 s.",
+    ),
+)
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _ref(type_: type) -> dict[str, Any]:
+    return {"$ref": REF.format(name=type_.__name__)}
+
+
+_REASONS = {
+    400: "Bad request: invalid path, query or body",
+    401: "Missing, unknown or revoked bearer token",
+    403: "The token may not do this (scope, agent or domain)",
+    404: "Unknown domain, agent or conversation",
+    409: "The router (or the conversation's state) refused the action; `error` says why",
+    413: "Body too large",
+    503: "Broker or database unavailable: retry later",
+}
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    types: list[Any] = [ErrorBody]
+    for op in OPERATIONS:
+        types.extend(t for t in (op.ok_type, op.request) if t is not None)
+    _, components = msgspec.json.schema_components(list(dict.fromkeys(types)), ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        responses: dict[str, Any] = {}
+        if op.ok_type is None:
+            responses[str(op.ok_status)] = {
+                "description": "The event stream",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        else:
+            responses[str(op.ok_status)] = {
+                "description": "OK" if op.ok_status == 200 else "Accepted",
+                "content": _json(_ref(op.ok_type)),
+            }
+        for status in op.errors:
+            response: dict[str, Any] = {
+                "description": _REASONS[status],
+                "content": _json(_ref(ErrorBody)),
+            }
+            if status == 401:
+                response["headers"] = {
+                    "WWW-Authenticate": {"schema": {"type": "string"}, "required": True}
+                }
+            responses[str(status)] = response
+        operation: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "parameters": list(op.parameters),
+            "responses": responses,
+        }
+        if op.description:
+            operation["description"] = op.description
+        if op.request is not None:
+            operation["requestBody"] = {"required": False, "content": _json(_ref(op.request))}
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard agent and operations API",
+            "version": "1",
+            "description": (
+                "Agents, conversations, queues and the live routing stream of a routing "
+                "domain. Authenticate with `Authorization: Bearer <token>` (see "
+                "`switchboard token create`): an admin token acts on its domain, an agent "
+                "token as its agent. Times are seconds since the Unix epoch (UTC)."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())

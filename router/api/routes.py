@@ -1,0 +1,639 @@
+"""The router's HTTP API under ``/v1/domains/{domain}/``.
+
+Actions that change routing state are published to ``agents.events`` (keyed by domain)
+and applied by the router that owns the domain, the single writer. Registration and
+presence answer 202 once the broker has the event. Commands (accept, close, transfer)
+wait up to ``api.command_timeout`` for the router's verdict on ``conversations.routing``:
+202 ``completed``, 409 with the router's reason, or 202 ``pending`` when none came in
+time. Replies go to ``conversations.outbound`` for the adapters' egress. Reads come from
+PostgreSQL; ``stream`` serves the routing events live (Server-Sent Events).
+
+Access: an ``admin`` token acts on its whole domain; an ``agent`` token on its own agent
+(presence, figures), the conversations it owns, was offered or handled before (read;
+including the messages' text, which the agent needs to answer), and its own commands and
+replies. Registration, customer ownership and other agents are admin only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from adapters.base import BrokerUnavailable
+from router.api import stats
+from router.api.auth import Authenticator, Principal, forbidden
+from router.api.config import ApiConfig
+from router.api.feed import FeedEvent, RoutingFeed, Subscriber
+from router.api.models import (
+    Accepted,
+    AcceptIn,
+    AgentIn,
+    AgentView,
+    CloseIn,
+    CommandStatus,
+    ConversationView,
+    ErrorBody,
+    OwnerIn,
+    PresenceIn,
+    QueuesView,
+    ReplyAccepted,
+    ReplyIn,
+    TransferIn,
+)
+from router.engine import AgentRecord, ConversationRecord, ConversationStatus
+from schemas import (
+    AgentRegistered,
+    AgentReplied,
+    CommandRejected,
+    ConversationAcceptRequested,
+    ConversationCloseRequested,
+    ConversationTransferRequested,
+    CustomerOwnerSet,
+    PresenceChanged,
+    ReplyRequested,
+)
+from schemas.agents import AgentEvent
+from switchboard.appkeys import AGENT_PUBLISHER, CONFIG, DB_POOL, OUTBOUND_PUBLISHER
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+AGENT_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
+CUSTOMER_ID_MAX = 512
+CONVERSATION_ID_MAX = 256
+TIMELINE_LIMIT = 100
+TIMELINE_LIMIT_MAX = 1000
+
+_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+_agent_record = msgspec.json.Decoder(AgentRecord)
+_conversation_record = msgspec.json.Decoder(ConversationRecord)
+
+
+@dataclass(slots=True)
+class ApiContext:
+    """The API's own resources (one per application)."""
+
+    config: ApiConfig
+    auth: Authenticator
+    feed: RoutingFeed
+
+
+API = web.AppKey("api", ApiContext)
+
+
+# -- plumbing -----------------------------------------------------------------------
+
+
+def json_error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type="application/json"
+    )
+
+
+def _http_error(cls: type[web.HTTPException], reason: str) -> web.HTTPException:
+    return cls(
+        text=msgspec.json.encode({"error": reason}).decode(), content_type="application/json"
+    )
+
+
+def bad_request(reason: str) -> web.HTTPException:
+    return _http_error(web.HTTPBadRequest, reason)
+
+
+def not_found(reason: str) -> web.HTTPException:
+    return _http_error(web.HTTPNotFound, reason)
+
+
+async def read_json(request: web.Request, type_: type[T]) -> T:
+    limit = request.app[API].config.max_body_bytes
+    too_large = web.HTTPRequestEntityTooLarge(
+        max_size=limit,
+        actual_size=request.content_length or limit + 1,
+        text=msgspec.json.encode({"error": f"body larger than {limit} bytes"}).decode(),
+        content_type="application/json",
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    if not body.strip():
+        body = b"{}"
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as error:
+        raise bad_request(f"invalid body: {error}") from None
+    except msgspec.DecodeError:
+        raise bad_request("body is not valid JSON") from None
+
+
+def agent_id_of(request: web.Request, name: str = "agent_id") -> str:
+    agent_id = request.match_info[name]
+    if not AGENT_ID.fullmatch(agent_id):
+        raise bad_request("agent id must be 1 to 128 letters, digits or . _ @ : -")
+    return agent_id
+
+
+def _bounded(request: web.Request, name: str, limit: int) -> str:
+    value = request.match_info[name]
+    if not 1 <= len(value) <= limit:
+        raise bad_request(f"{name} must be 1 to {limit} characters")
+    return value
+
+
+async def enter(request: web.Request) -> tuple[str, Principal]:
+    """Authenticate (401/403) for the path's domain, then check the domain exists (404)."""
+    domain = request.match_info["domain"]
+    principal = await request.app[API].auth.principal(request, request.app[DB_POOL], domain)
+    if domain not in request.app[CONFIG].domains:
+        raise not_found(f"unknown domain {domain!r}")
+    return domain, principal
+
+
+def require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise forbidden("needs an admin token")
+
+
+def require_self_or_admin(principal: Principal, agent_id: str) -> None:
+    if not (principal.is_admin or principal.is_agent(agent_id)):
+        raise forbidden("an agent token acts only as its own agent")
+
+
+def new_event_fields(domain: str) -> dict[str, Any]:
+    return {"id": str(uuid.uuid4()), "domain": domain, "occurred_at": time.time()}
+
+
+async def publish(request: web.Request, event: AgentEvent) -> None:
+    try:
+        await request.app[AGENT_PUBLISHER].publish([event])
+    except BrokerUnavailable:
+        raise _http_error(web.HTTPServiceUnavailable, "broker unavailable, retry later") from None
+
+
+async def publish_accepted(request: web.Request, event: AgentEvent) -> web.Response:
+    await publish(request, event)
+    return respond(Accepted(event_id=event.id), status=202)
+
+
+async def run_command(
+    request: web.Request,
+    event: ConversationAcceptRequested | ConversationCloseRequested | ConversationTransferRequested,
+    acting: str | None,
+) -> web.Response:
+    """Publish a command, then answer with the router's verdict (or pending)."""
+    api = request.app[API]
+    verdict = api.feed.expect(event.id, acting)
+    try:
+        await publish(request, event)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(verdict), api.config.command_timeout)
+        except TimeoutError:
+            return respond(Accepted(event_id=event.id, status=CommandStatus.PENDING), status=202)
+    finally:
+        api.feed.forget(event.id)
+    if isinstance(result, CommandRejected):
+        return respond(ErrorBody(error=result.reason, event_id=event.id), status=409)
+    return respond(Accepted(event_id=event.id, status=CommandStatus.COMPLETED), status=202)
+
+
+def guarded(handler: Handler) -> Handler:
+    """A database failure answers 503 (the client may retry), never a bare 500."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _DATABASE_ERRORS as error:
+            log.warning("api_database_error", error=type(error).__name__, path=request.path)
+            return json_error(503, "database unavailable, retry later")
+
+    wrapper.__name__ = handler.__name__
+    return wrapper
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors of the API's paths (405, 413, unmatched routes) carry ``{"error": ...}``."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if (
+            error.status < 400
+            or error.content_type == "application/json"
+            or not request.path.startswith("/v1/domains/")
+            or "/webchat/" in request.path
+        ):
+            raise
+        reason = error.reason if error.status != 413 else "body too large"
+        response = json_error(error.status, reason)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in error.headers:
+                response.headers[name] = error.headers[name]
+        return response
+
+
+# -- agents -------------------------------------------------------------------------
+
+
+async def put_agent(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    agent_id = agent_id_of(request)
+    require_admin(principal)
+    body = await read_json(request, AgentIn)
+    event = AgentRegistered(
+        **new_event_fields(domain),
+        agent_id=agent_id,
+        name=body.name,
+        skills=body.skills,
+        queues=body.queues,
+        capacity=dict(body.capacity),
+    )
+    return await publish_accepted(request, event)
+
+
+async def post_presence(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    agent_id = agent_id_of(request)
+    require_self_or_admin(principal, agent_id)
+    body = await read_json(request, PresenceIn)
+    event = PresenceChanged(**new_event_fields(domain), agent_id=agent_id, status=body.status)
+    return await publish_accepted(request, event)
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    agent_id = agent_id_of(request)
+    require_self_or_admin(principal, agent_id)
+    async with request.app[DB_POOL].acquire() as conn:
+        raw = await conn.fetchval(
+            "SELECT record::text FROM agents WHERE domain = $1 AND agent_id = $2",
+            domain,
+            agent_id,
+        )
+        if raw is None:
+            return json_error(404, f"unknown agent {agent_id!r}")
+        record = _agent_record.decode(raw)
+        figures = await stats.agent_stats(conn, domain, record, time.time())
+    return respond(
+        AgentView(
+            agent_id=record.agent_id,
+            name=record.name,
+            skills=record.skills,
+            queues=record.queues,
+            capacity=record.capacity,
+            presence=record.presence,
+            load=record.load,
+            stats=figures,
+        )
+    )
+
+
+async def put_owner(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
+    require_admin(principal)
+    body = await read_json(request, OwnerIn)
+    known = await request.app[DB_POOL].fetchval(
+        "SELECT 1 FROM agents WHERE domain = $1 AND agent_id = $2", domain, body.agent_id
+    )
+    if not known:
+        return json_error(404, f"unknown agent {body.agent_id!r}")
+    event = CustomerOwnerSet(
+        **new_event_fields(domain), customer_id=customer_id, agent_id=body.agent_id
+    )
+    return await publish_accepted(request, event)
+
+
+async def delete_owner(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
+    require_admin(principal)
+    event = CustomerOwnerSet(**new_event_fields(domain), customer_id=customer_id, agent_id=None)
+    return await publish_accepted(request, event)
+
+
+# -- conversations ------------------------------------------------------------------
+
+
+async def _conversation(
+    conn: asyncpg.Connection, domain: str, conversation_id: str
+) -> ConversationRecord:
+    raw = await conn.fetchval(
+        "SELECT record::text FROM conversations WHERE domain = $1 AND conversation_id = $2",
+        domain,
+        conversation_id,
+    )
+    if raw is None:
+        raise not_found(f"unknown conversation {conversation_id!r}")
+    return _conversation_record.decode(raw)
+
+
+async def _may_read(
+    conn: asyncpg.Connection, principal: Principal, domain: str, record: ConversationRecord
+) -> bool:
+    if principal.is_admin:
+        return True
+    agent_id = principal.agent_id
+    if agent_id in (record.owner_agent_id, record.offered_to):
+        return True
+    handled = await conn.fetchval(
+        "SELECT 1 FROM assignments WHERE domain = $1 AND conversation_id = $2 AND agent_id = $3"
+        " LIMIT 1",
+        domain,
+        record.conversation_id,
+        agent_id,
+    )
+    return bool(handled)
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    try:
+        limit = int(request.query.get("limit", TIMELINE_LIMIT))
+    except ValueError:
+        raise bad_request("limit must be an integer") from None
+    if not 1 <= limit <= TIMELINE_LIMIT_MAX:
+        raise bad_request(f"limit must be between 1 and {TIMELINE_LIMIT_MAX}")
+    async with request.app[DB_POOL].acquire() as conn:
+        record = await _conversation(conn, domain, conversation_id)
+        if not await _may_read(conn, principal, domain, record):
+            raise forbidden("the conversation is not one of this agent's")
+        entries = await stats.timeline(conn, domain, conversation_id, limit)
+    return respond(
+        ConversationView(
+            conversation_id=record.conversation_id,
+            status=str(record.status),
+            channel=record.channel,
+            customer_id=record.customer_id,
+            queue=record.queue,
+            step=record.step,
+            owner_agent_id=record.owner_agent_id,
+            preferred_agent_id=record.preferred_agent_id,
+            offered_to=record.offered_to,
+            opened_at=record.opened_at,
+            waiting_since=record.waiting_since,
+            first_response_at=record.first_response_at,
+            last_customer_message_at=record.last_customer_message_at,
+            last_agent_reply_at=record.last_agent_reply_at,
+            closed_at=record.closed_at,
+            close_reason=record.close_reason,
+            message_count=record.message_count,
+            timeline=entries,
+        )
+    )
+
+
+def _acting_agent(principal: Principal, named: str | None) -> str | None:
+    """The agent a command acts as: the token's own agent, or None for an admin."""
+    if principal.is_admin:
+        return None
+    if named is not None and named != principal.agent_id:
+        raise forbidden("an agent token acts only as its own agent")
+    return principal.agent_id
+
+
+async def post_accept(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    body = await read_json(request, AcceptIn)
+    agent_id = _acting_agent(principal, body.agent_id) or body.agent_id
+    if agent_id is None:
+        raise bad_request("agent_id is required with an admin token")
+    event = ConversationAcceptRequested(
+        **new_event_fields(domain), conversation_id=conversation_id, agent_id=agent_id
+    )
+    return await run_command(request, event, agent_id)
+
+
+async def post_close(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    body = await read_json(request, CloseIn)
+    acting = _acting_agent(principal, None)
+    event = ConversationCloseRequested(
+        **new_event_fields(domain),
+        conversation_id=conversation_id,
+        agent_id=acting,
+        reason=body.reason,
+    )
+    return await run_command(request, event, acting)
+
+
+async def post_transfer(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    body = await read_json(request, TransferIn)
+    if (body.to_agent_id is None) == (body.to_queue is None):
+        raise bad_request("give exactly one of to_agent_id and to_queue")
+    acting = _acting_agent(principal, None)
+    event = ConversationTransferRequested(
+        **new_event_fields(domain),
+        conversation_id=conversation_id,
+        agent_id=acting,
+        to_agent_id=body.to_agent_id,
+        to_queue=body.to_queue,
+    )
+    return await run_command(request, event, acting)
+
+
+_INSERT_REPLY = """
+WITH message AS (
+    INSERT INTO messages (domain, message_id, conversation_id, direction, channel, agent_id,
+                          text, attachments, status, occurred_at)
+    VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7::jsonb, 'queued', $8)
+)
+INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel, agent_id, status)
+VALUES ($1, $2, $3, $4, $5, 'queued')
+"""
+
+
+async def post_reply(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    body = await read_json(request, ReplyIn)
+    if not body.text.strip() and not body.attachments:
+        raise bad_request("a reply needs text or attachments")
+    if body.agent_id is not None and not principal.is_admin:
+        raise forbidden("only an admin token names the replying agent")
+    pool: asyncpg.Pool = request.app[DB_POOL]
+    async with pool.acquire() as conn:
+        record = await _conversation(conn, domain, conversation_id)
+        if record.status is ConversationStatus.CLOSED:
+            return respond(ErrorBody(error="conversation_closed"), status=409)
+        if principal.is_admin:
+            agent_id = body.agent_id or record.owner_agent_id
+            if agent_id is None:
+                raise bad_request("agent_id is required: the conversation has no owner")
+        else:
+            agent_id = principal.agent_id
+            if agent_id is None or record.owner_agent_id != agent_id:
+                return respond(ErrorBody(error="not_owner"), status=409)
+        in_reply_to = await conn.fetchval(
+            "SELECT provider_message_id FROM messages WHERE domain = $1 AND conversation_id = $2"
+            " AND direction = 'inbound' ORDER BY occurred_at DESC LIMIT 1",
+            domain,
+            conversation_id,
+        )
+        now = time.time()
+        reply = ReplyRequested(
+            id=str(uuid.uuid4()),
+            domain=domain,
+            occurred_at=now,
+            conversation_id=conversation_id,
+            agent_id=agent_id,
+            channel=record.channel,
+            endpoint=record.endpoint,
+            customer_address=record.customer_address,
+            text=body.text,
+            attachments=body.attachments,
+            subject=body.subject,
+            in_reply_to=in_reply_to,
+        )
+        await conn.execute(
+            _INSERT_REPLY,
+            domain,
+            reply.id,
+            conversation_id,
+            str(record.channel),
+            agent_id,
+            body.text,
+            msgspec.json.encode(body.attachments).decode(),
+            datetime.fromtimestamp(now, UTC),
+        )
+        try:
+            await request.app[OUTBOUND_PUBLISHER].publish([reply])
+        except BrokerUnavailable:
+            await conn.execute(
+                "UPDATE outbound_messages SET status = 'failed', error = 'broker unavailable',"
+                " updated_at = now() WHERE domain = $1 AND outbound_id = $2",
+                domain,
+                reply.id,
+            )
+            return json_error(503, "broker unavailable, retry later")
+    replied = AgentReplied(
+        **new_event_fields(domain),
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        outbound_id=reply.id,
+        channel=record.channel,
+    )
+    try:
+        await request.app[AGENT_PUBLISHER].publish([replied])
+    except BrokerUnavailable:
+        # The reply is on its way; only the first-response figure misses it.
+        log.warning("agent_replied_not_published", conversation_id=conversation_id)
+    return respond(ReplyAccepted(reply_id=reply.id), status=202)
+
+
+# -- queues and stream --------------------------------------------------------------
+
+
+async def get_queues(request: web.Request) -> web.Response:
+    domain, _ = await enter(request)
+    policy = request.app[CONFIG].domains[domain].routing
+    now = time.time()
+    async with request.app[DB_POOL].acquire() as conn:
+        views = await stats.queue_views(conn, domain, policy, now)
+    return respond(QueuesView(domain=domain, at=now, queues=views))
+
+
+def _sse(event: FeedEvent) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (
+        event.event_id.encode(),
+        event.type.encode(),
+        event.data.replace(b"\n", b" "),
+    )
+
+
+async def get_stream(request: web.Request) -> web.StreamResponse:
+    domain, principal = await enter(request)
+    wanted = request.query.get("agent_id")
+    if wanted is not None and not AGENT_ID.fullmatch(wanted):
+        raise bad_request("agent_id must be 1 to 128 letters, digits or . _ @ : -")
+    if not principal.is_admin:
+        if wanted is not None and wanted != principal.agent_id:
+            raise forbidden("an agent token streams only its own agent's events")
+        wanted = principal.agent_id
+    last_event_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    api = request.app[API]
+    feed = api.feed
+
+    def shown(event: FeedEvent) -> bool:
+        return wanted is None or wanted in event.agents
+
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    subscriber: Subscriber = feed.subscribe(domain)
+    try:
+        backlog, found = feed.recent(domain, last_event_id)
+        await response.prepare(request)
+        await response.write(b"retry: 1000\n\n")
+        if not found:
+            await response.write(
+                b": last-event-id not in the buffer (%d most recent events kept); "
+                b"replaying the whole buffer\n\n" % api.config.stream_buffer
+            )
+        last_seq = 0
+        for event in backlog:
+            last_seq = event.seq
+            if shown(event):
+                await response.write(_sse(event))
+        while True:
+            try:
+                item = await asyncio.wait_for(subscriber.queue.get(), api.config.heartbeat_seconds)
+            except TimeoutError:
+                await response.write(b": heartbeat\n\n")
+                continue
+            if item is None:
+                break
+            if item.seq > last_seq and shown(item):  # else: already sent from the buffer
+                await response.write(_sse(item))
+            if subscriber.cut_off and subscriber.queue.empty():
+                break  # too slow: the client reconnects with Last-Event-ID
+        return response
+    except ConnectionResetError:
+        return response  # the client went away
+    finally:
+        feed.unsubscribe(subscriber)
+
+
+def api_routes() -> list[web.RouteDef]:
+    base = "/v1/domains/{domain}"
+    conversation = base + "/conversations/{conversation_id}"
+    return [
+        web.put(base + "/agents/{agent_id}", guarded(put_agent)),
+        web.get(base + "/agents/{agent_id}", guarded(get_agent)),
+        web.post(base + "/agents/{agent_id}/presence", guarded(post_presence)),
+        web.put(base + "/customers/{customer_id}/owner", guarded(put_owner)),
+        web.delete(base + "/customers/{customer_id}/owner", guarded(delete_owner)),
+        web.get(conversation, guarded(get_conversation)),
+        web.post(conversation + "/accept", guarded(post_accept)),
+        web.post(conversation + "/close", guarded(post_close)),
+        web.post(conversation + "/transfer", guarded(post_transfer)),
+        web.post(conversation + "/reply", guarded(post_reply)),
+        web.get(base + "/queues", guarded(get_queues)),
+        web.get(base + "/stream", guarded(get_stream), allow_head=False),
+    ]

@@ -1,0 +1,80 @@
+"""Installs the API's routes and resources on the application.
+
+Resources (``cleanup_ctx``, after the app's database and producer): the publisher of
+``conversations.outbound``, and the routing feed (a consumer of every partition of
+``conversations.routing``, without a group) that answers commands and feeds streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from router.api.auth import Authenticator
+from router.api.config import AuthMode
+from router.api.feed import RoutingFeed, pump, start_consumer
+from router.api.openapi import get_openapi
+from router.api.routes import API, ApiContext, api_routes, json_errors
+from router.console import setup_console
+from switchboard import kafka
+from switchboard.app import ENVIRON
+from switchboard.appkeys import CONFIG, OUTBOUND_PUBLISHER, PRODUCER
+
+log = structlog.get_logger(__name__)
+
+
+def setup_api(app: web.Application) -> None:
+    """Add the API's routes, its error middleware and its resources to ``app``."""
+    config = app[CONFIG].api
+    environ = app[ENVIRON]
+    bootstrap = environ.get(config.admin_token_env) if config.admin_token_env else None
+    app[API] = ApiContext(
+        config=config,
+        auth=Authenticator(config.auth, bootstrap or None),
+        feed=RoutingFeed(config.stream_buffer),
+    )
+    if config.auth is AuthMode.DISABLED:
+        log.warning("api_auth_disabled", hint="set api.auth = 'tokens' outside local demos")
+    app.middlewares.append(json_errors)
+    app.cleanup_ctx.append(_outbound_publisher)
+    app.cleanup_ctx.append(_routing_feed)
+    app.on_shutdown.append(_end_streams)
+    app.router.add_routes(api_routes())
+    app.router.add_get("/openapi.json", get_openapi)
+    setup_console(app)
+
+
+async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    app[OUTBOUND_PUBLISHER] = kafka.EventPublisher(
+        app[PRODUCER], config.topic(kafka.OUTBOUND), config.source
+    )
+    yield
+
+
+async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    topic = config.topic(kafka.ROUTING)
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(config, app[ENVIRON]),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
+    )
+    await start_consumer(consumer, topic)
+    task = asyncio.create_task(pump(consumer, app[API].feed), name="routing-feed")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await consumer.stop()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[API].feed.close_all()

@@ -1,0 +1,83 @@
+"""The supervisor console: ``GET /console`` (static HTML, JS and CSS, no build step) and the
+small admin-scoped JSON it needs beyond the agent API.
+
+The page asks for a domain and a token (kept in ``sessionStorage``), then follows the
+domain's routing stream (``/v1/domains/{domain}/stream``) with ``fetch()`` streaming, so
+the token travels in the ``Authorization`` header like every other API call, and polls
+``queues`` and ``console/agents`` every few seconds.
+
+``GET /v1/domains/{domain}/console/agents`` (admin): every agent of the domain with its
+presence, capacity and load per channel, from the router's stored agent records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from router.api.routes import enter, guarded, require_admin, respond
+from router.engine import AgentRecord
+from schemas import Channel, Presence
+from switchboard.appkeys import DB_POOL
+
+STATIC = Path(__file__).parent
+FILES = {"console.js": "application/javascript", "console.css": "text/css"}
+
+_agent_record = msgspec.json.Decoder(AgentRecord)
+
+
+class ConsoleAgent(msgspec.Struct, frozen=True, kw_only=True):
+    agent_id: str
+    name: str
+    presence: Presence
+    capacity: dict[Channel, int]
+    load: dict[Channel, int]
+
+
+class ConsoleAgents(msgspec.Struct, frozen=True, kw_only=True):
+    domain: str
+    agents: list[ConsoleAgent]
+
+
+async def get_console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers=_NO_CACHE)
+
+
+async def get_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name not in FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(STATIC / name, headers={**_NO_CACHE, "Content-Type": FILES[name]})
+
+
+async def get_agents(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    require_admin(principal)
+    rows = await request.app[DB_POOL].fetch(
+        "SELECT record::text AS record FROM agents WHERE domain = $1 ORDER BY agent_id", domain
+    )
+    agents = []
+    for row in rows:
+        record = _agent_record.decode(row["record"])
+        agents.append(
+            ConsoleAgent(
+                agent_id=record.agent_id,
+                name=record.name,
+                presence=record.presence,
+                capacity=record.capacity,
+                load=record.load,
+            )
+        )
+    return respond(ConsoleAgents(domain=domain, agents=agents))
+
+
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def setup_console(app: web.Application) -> None:
+    """Add the console's page, its assets and its agents listing to ``app``."""
+    app.router.add_get("/console", get_console)
+    app.router.add_get("/console/{name}", get_static)
+    app.router.add_get("/v1/domains/{domain}/console/agents", guarded(get_agents))

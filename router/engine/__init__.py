@@ -1,0 +1,89 @@
+"""The routing engine: pure, synchronous, deterministic (no I/O, no clock, no randomness).
+
+``apply(state, event, now)`` and ``tick(state, now)`` mutate a ``DomainState`` and return
+effects as data; ``restore`` rebuilds the state from the records those effects saved.
+"""
+
+from router.engine.core import (
+    NAMESPACE,
+    EngineInput,
+    agent_record,
+    apply,
+    conversation_record,
+    customer_record,
+    make_id,
+    new_state,
+    next_deadline,
+    restore,
+    snapshot,
+    tick,
+)
+from router.engine.effects import (
+    Effect,
+    Emit,
+    SaveAgent,
+    SaveAssignment,
+    SaveConversation,
+    SaveCustomer,
+    SaveMessage,
+)
+from router.engine.errors import EngineError
+from router.engine.policy import (
+    AffinityPolicy,
+    ChannelWaits,
+    DomainPolicy,
+    InactivityPolicy,
+    QueueMode,
+    QueuePolicy,
+    ReplyWindowPolicy,
+    ShiftEnd,
+    StepPolicy,
+)
+from router.engine.records import (
+    AgentRecord,
+    AssignmentRecord,
+    ConversationRecord,
+    ConversationStatus,
+    CustomerRecord,
+    DeadlineKind,
+)
+from router.engine.state import DomainState
+
+__all__ = [
+    "NAMESPACE",
+    "AffinityPolicy",
+    "AgentRecord",
+    "AssignmentRecord",
+    "ChannelWaits",
+    "ConversationRecord",
+    "ConversationStatus",
+    "CustomerRecord",
+    "DeadlineKind",
+    "DomainPolicy",
+    "DomainState",
+    "Effect",
+    "Emit",
+    "EngineError",
+    "EngineInput",
+    "InactivityPolicy",
+    "QueueMode",
+    "QueuePolicy",
+    "ReplyWindowPolicy",
+    "SaveAgent",
+    "SaveAssignment",
+    "SaveConversation",
+    "SaveCustomer",
+    "SaveMessage",
+    "ShiftEnd",
+    "StepPolicy",
+    "agent_record",
+    "apply",
+    "conversation_record",
+    "customer_record",
+    "make_id",
+    "new_state",
+    "next_deadline",
+    "restore",
+    "snapshot",
+    "tick",
+]

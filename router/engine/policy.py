@@ -1,0 +1,273 @@
+"""Routing policy of one domain: the ``[domains.<name>.routing]`` section of the config file.
+
+Every field has a default, so ``DomainPolicy()`` routes out of the box: one queue named
+``default`` whose single step offers conversations to every agent serving that queue, the
+per-channel preferred-agent waits of the design, and no overflow.
+
+Example (TOML)::
+
+    [domains.acme.routing]
+    default_queue = "support"
+    away_after_missed_offers = 3
+
+    [domains.acme.routing.preferred_wait]     # hold for the customer's own agent
+    webchat = 30
+    sms = 120
+    email = 14400
+
+    [domains.acme.routing.first_response_sla]  # bounds the preferred hold (wait budget)
+    whatsapp = 300
+
+    [domains.acme.routing.affinity]             # the "affinity" step after "preferred"
+    try_top = 3
+    half_life = 1209600                         # 14 days
+
+    [domains.acme.routing.inactivity]
+    release_after = 1800                        # idle: the agent's slot is freed
+    close_after = 86400                         # then the conversation auto-closes
+
+    [domains.acme.routing.channel_inactivity.email]
+    release_after = 14400
+    close_after = 604800
+
+    [domains.acme.routing.queues.support]
+    skills = ["english"]
+    mode = "offer"
+    offer_timeout = 20
+
+    [[domains.acme.routing.queues.support.steps]]
+    name = "skilled"                            # members of "support" with its skills
+    wait = 60
+
+    [[domains.acme.routing.queues.support.steps]]
+    name = "overflow"                           # then anyone in the domain
+    agents_from = ["*"]
+    skills = []
+    wait = 600                                  # the queue's final timeout: overflowed
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from schemas import Channel
+
+RESERVED_STEP_NAMES = frozenset({"preferred", "affinity", "transfer", "manual"})
+"""Step names the engine uses itself (the preferred hold, transfers, manual pick-ups)."""
+
+ANY_AGENT = "*"
+"""In ``agents_from``: every agent of the domain."""
+
+
+class QueueMode(enum.StrEnum):
+    """How a queue hands a conversation to the agent the engine picked."""
+
+    ASSIGN = "assign"
+    """The agent owns it at once."""
+    OFFER = "offer"
+    """The agent must accept within ``offer_timeout`` or the next candidate gets it."""
+
+
+class ChannelWaits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Seconds to hold a conversation for the customer's preferred agent, per channel."""
+
+    sms: float = 120.0
+    """SMS: an answer is expected within minutes."""
+    whatsapp: float = 120.0
+    """WhatsApp."""
+    messenger: float = 120.0
+    """Facebook Messenger."""
+    instagram: float = 120.0
+    """Instagram direct messages."""
+    telegram: float = 120.0
+    """Telegram."""
+    webchat: float = 30.0
+    """Web chat: the customer watches the widget, seconds matter."""
+    email: float = 14400.0
+    """Email: hours are fine."""
+
+    def __post_init__(self) -> None:
+        for channel in Channel:
+            if getattr(self, channel.value) < 0:
+                raise ValueError(f"preferred_wait.{channel.value} must be >= 0")
+
+    def for_channel(self, channel: Channel) -> float:
+        value: float = getattr(self, channel.value)
+        return value
+
+
+class InactivityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What happens to an owned conversation nobody writes in (customer or agent)."""
+
+    release_after: float | None = 3600.0
+    """Seconds without activity after which the owner's capacity slot is released (the
+    conversation stays theirs); omit to never release."""
+    close_after: float | None = 86400.0
+    """Seconds without activity after which the conversation closes (reason ``inactive``);
+    omit to never auto-close. Also ends overflowed conversations nobody picked up."""
+
+    def __post_init__(self) -> None:
+        for name in ("release_after", "close_after"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"inactivity.{name} must be > 0")
+
+
+class StepPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One rung of a queue's fallback ladder: who is eligible and for how long we try."""
+
+    name: str
+    """Shown in events and assignments (``step``); unique within the queue."""
+    agents_from: tuple[str, ...] = ()
+    """Queues whose agents are eligible (an agent with no queues serves every queue);
+    empty: this queue; ``["*"]``: every agent of the domain."""
+    skills: tuple[str, ...] | None = None
+    """Skills an eligible agent has, all of them; omitted: the queue's ``skills``."""
+    wait: float | None = None
+    """Seconds the conversation waits at this step before falling back to the next one
+    (after the last step: overflowed); omit to wait without limit."""
+    channel_wait: dict[Channel, float] = {}
+    """Per-channel override of ``wait``, e.g. ``{ email = 3600 }``."""
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name in RESERVED_STEP_NAMES:
+            raise ValueError(f"step name {self.name!r} is empty or reserved")
+        waits = [self.wait, *self.channel_wait.values()]
+        if any(value is not None and value < 0 for value in waits):
+            raise ValueError(f"step {self.name!r}: waits must be >= 0")
+
+    def wait_for(self, channel: Channel) -> float | None:
+        return self.channel_wait.get(channel, self.wait)
+
+
+def _default_steps() -> tuple[StepPolicy, ...]:
+    return (StepPolicy(name="queue"),)
+
+
+class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A queue: its ladder of steps after the preferred agent, and how it hands work out."""
+
+    skills: tuple[str, ...] = ()
+    """Default skills of the queue's steps."""
+    steps: tuple[StepPolicy, ...] = msgspec.field(default_factory=_default_steps)
+    """The fallback ladder, tried in order (default: one step ``queue``, no time limit)."""
+    mode: QueueMode = QueueMode.ASSIGN
+    """``assign`` (the agent owns it at once) or ``offer`` (the agent must accept)."""
+    offer_timeout: float = 30.0
+    """Offer mode: seconds an agent has to accept before the next candidate gets it."""
+    preferred_wait: dict[Channel, float] = {}
+    """Per-channel override of the domain's ``preferred_wait`` for this queue."""
+    first_response_sla: dict[Channel, float] = {}
+    """Per-channel override of the domain's ``first_response_sla`` for this queue."""
+
+    def __post_init__(self) -> None:
+        if any(value <= 0 for value in self.first_response_sla.values()):
+            raise ValueError("first_response_sla values must be > 0")
+        if not self.steps:
+            raise ValueError("a queue needs at least one step")
+        names = [step.name for step in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate step names in {names}")
+        if self.offer_timeout <= 0:
+            raise ValueError("offer_timeout must be > 0")
+        if any(value < 0 for value in self.preferred_wait.values()):
+            raise ValueError("preferred_wait values must be >= 0")
+
+
+class ShiftEnd(enum.StrEnum):
+    """What happens to an agent's conversations waiting on the business at shift end."""
+
+    KEEP = "keep"
+    """They stay owned; when the customer writes again, rule 2 re-targets them."""
+    REHOME = "rehome"
+    """They go back through the ladder at once (the agent is passed over)."""
+
+
+class AffinityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per customer, a short list of the agents who served them, with decaying scores.
+
+    A score grows by ``assigned_weight`` per assignment and ``resolved_weight`` per
+    conversation closed as ``resolved``, and halves every ``half_life`` seconds."""
+
+    try_top: int = 0
+    """After the preferred hold gives up: how many of the customer's best-scored agents
+    (other than the preferred one) the ``affinity`` step tries before the queue's steps;
+    0 (default): no affinity step."""
+    min_score: float = 0.0
+    """Agents whose decayed score is below this are not tried."""
+    keep: int = 5
+    """Agents remembered per customer (the lowest score is forgotten first)."""
+    half_life: float = 30 * 86400.0
+    """Seconds after which a score is worth half."""
+    assigned_weight: float = 1.0
+    resolved_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.try_top < 0 or self.keep < 1 or self.try_top > self.keep:
+            raise ValueError("affinity: need 0 <= try_top <= keep and keep >= 1")
+        if self.half_life <= 0 or self.min_score < 0:
+            raise ValueError("affinity: half_life must be > 0 and min_score >= 0")
+        if self.assigned_weight < 0 or self.resolved_weight < 0:
+            raise ValueError("affinity: weights must be >= 0")
+
+
+class ReplyWindowPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The provider's free-form reply window (``MessageReceived.reply_window_ends_at``)."""
+
+    urgent_within: float | None = None
+    """Seconds before the window closes from which a waiting conversation's priority is
+    raised by ``urgent_boost``; omit to never boost."""
+    urgent_boost: int = 10
+
+    def __post_init__(self) -> None:
+        if self.urgent_within is not None and self.urgent_within <= 0:
+            raise ValueError("reply_window.urgent_within must be > 0")
+
+
+def _default_queues() -> dict[str, QueuePolicy]:
+    return {"default": QueuePolicy()}
+
+
+class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Routing configuration of one domain (``[domains.<name>.routing]``)."""
+
+    default_queue: str = "default"
+    """Queue of messages that name none (or an unknown one)."""
+    queues: dict[str, QueuePolicy] = msgspec.field(default_factory=_default_queues)
+    """Queues by name (default: one queue ``default``)."""
+    preferred_wait: ChannelWaits = ChannelWaits()
+    """Per-channel seconds to hold a conversation for its preferred agent (rule 3)."""
+    inactivity: InactivityPolicy = InactivityPolicy()
+    """Slot release and auto-close of quiet conversations (rule 8)."""
+    channel_inactivity: dict[Channel, InactivityPolicy] = {}
+    """Per-channel override of ``inactivity``."""
+    away_after_missed_offers: int | None = 3
+    """Consecutive missed offers that set an agent away; omit to never do so."""
+    first_response_sla: dict[Channel, float] = {}
+    """Per-channel first-response target in seconds: the preferred hold never outlasts
+    what is left of it (the wait budget); empty: no SLA bound."""
+    affinity: AffinityPolicy = AffinityPolicy()
+    """The customer's decaying agent list and the ``affinity`` ladder step."""
+    reply_window: ReplyWindowPolicy = ReplyWindowPolicy()
+    """Priority boost of conversations whose provider reply window is about to close."""
+    on_shift_end: ShiftEnd = ShiftEnd.KEEP
+    """Agents with a schedule: ``keep`` their conversations at shift end, or ``rehome``
+    those waiting on the business (last message from the customer, no reply since)."""
+    login_pace: float | None = None
+    """Seconds between two hand-overs to an agent who came online onto a backlog (one
+    conversation per interval, up to capacity); omit to hand over at once."""
+
+    def __post_init__(self) -> None:
+        if any(value <= 0 for value in self.first_response_sla.values()):
+            raise ValueError("first_response_sla values must be > 0")
+        if self.login_pace is not None and self.login_pace <= 0:
+            raise ValueError("login_pace must be > 0")
+        if self.default_queue not in self.queues:
+            raise ValueError(f"default_queue {self.default_queue!r} is not in queues")
+        if self.away_after_missed_offers is not None and self.away_after_missed_offers < 1:
+            raise ValueError("away_after_missed_offers must be >= 1")
+
+    def inactivity_for(self, channel: Channel) -> InactivityPolicy:
+        return self.channel_inactivity.get(channel, self.inactivity)

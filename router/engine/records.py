@@ -1,0 +1,160 @@
+"""Snapshots of engine state the shell persists (as JSONB) and hands back to ``restore``.
+
+Records are immutable values built only when something changed; the live state is the
+mutable ``__slots__`` objects of ``router.engine.state``. Persisting the latest record of
+every key and calling ``restore`` rebuilds that state exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+from schemas import AgentSchedule, CandidateNote, Channel, Presence, Strategy
+
+
+class ConversationStatus(enum.StrEnum):
+    """Where a conversation is in its life.
+
+    ``waiting``: held for its preferred agent or queued at a step of its queue.
+    ``offered``: offered to one agent, who holds a capacity slot until accepting or the
+    offer expires. ``assigned``: owned, and holding a slot of its owner. ``idle``: still
+    owned, slot released after inactivity. ``overflowed``: nobody took it within the
+    queue's final timeout; it stays open (manual pick-up, transfer, or a new customer
+    message restarts routing). ``closed``: done.
+    """
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    IDLE = "idle"
+    OVERFLOWED = "overflowed"
+    CLOSED = "closed"
+
+
+class DeadlineKind(enum.StrEnum):
+    """What happens when a conversation's deadline fires."""
+
+    STEP = "step"
+    """The current step (preferred hold or queue step) gives up: fall back."""
+    OFFER = "offer"
+    """The pending offer expires: miss recorded, next candidate."""
+    RELEASE = "release"
+    """Inactivity: the owner's slot is released (assigned -> idle)."""
+    CLOSE = "close"
+    """Inactivity: the conversation closes (reason ``inactive``)."""
+
+
+class AgentDeadlineKind(enum.StrEnum):
+    """What happens when an agent's own deadline fires."""
+
+    PACE = "pace"
+    """Login pacing: the agent may take the next conversation of the backlog."""
+    SHIFT = "shift"
+    """A shift boundary of the agent's schedule (``rehome`` at shift end)."""
+
+
+class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    agent_id: str
+    name: str = ""
+    skills: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    capacity: dict[Channel, int] = {}
+    presence: Presence = Presence.OFFLINE
+    load: dict[Channel, int] = {}
+    """Slots in use per channel (assigned + offered conversations); ``restore``
+    recomputes it from the conversations, so it is informational."""
+    idle_since: dict[Channel, float] = {}
+    """Per channel: when the agent last received a conversation (or gained the channel)."""
+    missed_offers: int = 0
+    """Consecutive offers that expired unanswered."""
+    schedule: AgentSchedule | None = None
+    pace_due: float | None = None
+    """Login pacing: no automatic hand-over to this agent before then."""
+    shift_due: float | None = None
+    """Next shift boundary the engine acts on (``on_shift_end = "rehome"``)."""
+
+
+class AssignmentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One owner period of a conversation (an offer that was never accepted included).
+
+    Not tracked by the garbage collector (``gc=False``): it holds no cycles, and every
+    open conversation keeps its current one in memory."""
+
+    assignment_id: str
+    conversation_id: str
+    agent_id: str
+    channel: Channel
+    queue: str
+    strategy: Strategy
+    step: str
+    waited_seconds: float
+    candidates: tuple[CandidateNote, ...] = ()
+    offered_at: float
+    accepted_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+    """``closed:<reason>``, ``transferred``, ``offer_missed``, ``owner_unavailable``..."""
+
+
+class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    conversation_id: str
+    channel: Channel
+    endpoint: str
+    customer_address: str
+    customer_id: str
+    conversation_key: str
+    queue: str
+    priority: int = 0
+    status: ConversationStatus
+    owner_agent_id: str | None = None
+    preferred_agent_id: str | None = None
+    offered_to: str | None = None
+    step: str
+    """The current ladder step (``preferred`` or a queue step name); for an owned
+    conversation, the step it was assigned at (or ``transfer``/``manual``)."""
+    fell_back: bool = False
+    """A step already gave up on it (assignments from a pool count as ``fallback``)."""
+    waiting_since: float
+    opened_at: float
+    last_customer_message_at: float
+    last_agent_reply_at: float | None = None
+    first_response_at: float | None = None
+    last_activity_at: float
+    deadline: float | None = None
+    deadline_kind: DeadlineKind | None = None
+    step_until: float | None = None
+    """When the current step gives up (kept while an offer is pending)."""
+    passed_over: dict[str, str] = {}
+    """Agents not to try again for this routing, with why (``offer_missed``...)."""
+    assignment: AssignmentRecord | None = None
+    """The current owner period (or pending offer)."""
+    message_count: int = 0
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (from the last customer message)."""
+    reply_window_urgent: bool = False
+    """Within the policy's ``urgent_within`` of closing: waiting priority boosted."""
+    reply_window_closed: bool = False
+    """The window closed: replies need a template."""
+    closed_at: float | None = None
+    close_reason: str | None = None
+
+
+class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    customer_id: str
+    owner_agent_id: str | None = None
+    """Explicit owner (``customer.owner_set``): the preferred agent before anyone else."""
+    last_agent_id: str | None = None
+    """The agent who last handled this customer, on any channel."""
+    last_handled_at: float | None = None
+    affinity: tuple[AffinityEntry, ...] = ()
+    """Agents who served this customer, best first (bounded by ``affinity.keep``)."""
+
+
+class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """An agent's affinity with one customer: ``rank = log2(score) + at / half_life``
+    (the score at ``now`` is ``2 ** (rank - now / half_life)``; higher ranks first)."""
+
+    agent_id: str
+    rank: float

@@ -1,0 +1,579 @@
+"""In-memory matching state of one domain, and the indexes that keep decisions cheap.
+
+Nothing here scans all agents or all conversations on a decision:
+
+- ``available``: per (pool, channel), a heap of agents who are online with a free slot
+  on that channel, ordered by (occupancy on the channel, idle since, agent id). Entries
+  carry the agent's per-channel version; any change bumps it, so old entries are skipped
+  lazily and the heap is compacted when it grows past twice its possible size.
+- ``waiting``: per (pool, channel), a heap of conversations queued at a step using that
+  pool, ordered by (-priority, waiting since, conversation id); the preferred hold lives
+  in the preferred agent's own ``held`` heap per channel. Entries carry a token.
+- ``deadlines``: a heap of (due, conversation id); the conversation's ``deadline`` is
+  the truth and ``heap_due`` names its one live entry (any other entry is stale). The
+  live entry may be *earlier* than the deadline (a message pushed the inactivity
+  deadline later without touching the heap): popping it re-pushes at the real deadline.
+
+Every heap key ends in an id, so the order never depends on insertion history: the
+state rebuilt by ``restore`` decides exactly like the live one.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from router.engine.policy import ANY_AGENT, DomainPolicy, QueueMode
+from router.engine.records import AssignmentRecord, ConversationStatus, DeadlineKind
+from schemas import AgentSchedule, CandidateNote, Channel, Presence
+
+AgentEntry = tuple[float, float, str, int]
+"""(occupancy, idle since, agent id, version) in an ``available`` heap."""
+WaitEntry = tuple[int, float, str, int]
+"""(-priority, waiting since, conversation id, token) in a ``waiting``/``held`` heap."""
+DeadlineEntry = tuple[float, str]
+"""(due, conversation id) in the deadline heap."""
+
+PREFERRED_STEP = -1
+"""``Conversation.step_index`` of the preferred-agent hold."""
+TRANSFER_STEP = -2
+"""``step_index`` of a conversation assigned by transfer."""
+MANUAL_STEP = -3
+"""``step_index`` of a conversation assigned by a manual pick-up."""
+AFFINITY_STEP = -4
+"""``step_index`` of a conversation handed to one of its customer's affinity agents."""
+_SPECIAL_STEPS = {
+    PREFERRED_STEP: "preferred",
+    TRANSFER_STEP: "transfer",
+    MANUAL_STEP: "manual",
+    AFFINITY_STEP: "affinity",
+}
+
+WINDOW_OPEN = 0
+WINDOW_URGENT = 1
+WINDOW_CLOSED = 2
+"""``Conversation.window_state``: the provider reply window is open, about to close
+(priority boosted), or closed (replies need a template)."""
+
+AgentDeadline = tuple[float, str, str]
+"""(due, agent id, kind) in the agent deadline heap."""
+
+
+class Pool:
+    """Who may take work at a step: members of some queues (or anyone), with all skills."""
+
+    __slots__ = ("index", "queues", "skills")
+
+    def __init__(self, index: int, queues: frozenset[str] | None, skills: frozenset[str]):
+        self.index = index
+        self.queues = queues
+        self.skills = skills
+
+    def admits(self, agent_queues: tuple[str, ...], agent_skills: frozenset[str]) -> bool:
+        if not self.skills <= agent_skills:
+            return False
+        if self.queues is None or not agent_queues:
+            return True
+        return not self.queues.isdisjoint(agent_queues)
+
+
+class Step:
+    __slots__ = ("name", "pool", "waits")
+
+    def __init__(self, name: str, pool: Pool, waits: dict[Channel, float | None]):
+        self.name = name
+        self.pool = pool
+        self.waits = waits
+
+
+class Queue:
+    __slots__ = (
+        "name",
+        "names",
+        "offer",
+        "offer_timeout",
+        "preferred_wait",
+        "sla",
+        "step_index",
+        "steps",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        steps: list[Step],
+        offer: bool,
+        offer_timeout: float,
+        preferred_wait: dict[Channel, float],
+        sla: dict[Channel, float | None] | None = None,
+    ):
+        self.name = name
+        self.sla = sla or {}
+        """First-response target per channel (None: none)."""
+        self.steps = steps
+        self.offer = offer
+        self.offer_timeout = offer_timeout
+        self.preferred_wait = preferred_wait
+        self.step_index = {step.name: index for index, step in enumerate(steps)}
+        self.names = {**_SPECIAL_STEPS, **{index: step.name for index, step in enumerate(steps)}}
+        """Step index -> name; past the last step: overflowed after it (its name)."""
+        self.names[len(steps)] = steps[-1].name
+
+    def index_of(self, name: str) -> int | None:
+        """The step index of a step name, the engine's own steps included."""
+        for index, special in _SPECIAL_STEPS.items():
+            if special == name:
+                return index
+        return self.step_index.get(name)
+
+
+class Compiled:
+    """The policy turned into lookups: queues with their pools, per-channel timeouts."""
+
+    __slots__ = ("close_after", "default_queue", "pools", "queues", "release_after")
+
+    def __init__(self, policy: DomainPolicy):
+        pools: dict[tuple[frozenset[str] | None, frozenset[str]], Pool] = {}
+        self.queues: dict[str, Queue] = {}
+        for queue_name, queue_policy in policy.queues.items():
+            steps = []
+            for step in queue_policy.steps:
+                sources = step.agents_from or (queue_name,)
+                members = None if ANY_AGENT in sources else frozenset(sources)
+                skills = frozenset(queue_policy.skills if step.skills is None else step.skills)
+                pool = pools.get((members, skills))
+                if pool is None:
+                    pool = pools[(members, skills)] = Pool(len(pools), members, skills)
+                waits = {channel: step.wait_for(channel) for channel in Channel}
+                steps.append(Step(step.name, pool, waits))
+            preferred = {
+                channel: queue_policy.preferred_wait.get(
+                    channel, policy.preferred_wait.for_channel(channel)
+                )
+                for channel in Channel
+            }
+            sla = {
+                channel: queue_policy.first_response_sla.get(
+                    channel, policy.first_response_sla.get(channel)
+                )
+                for channel in Channel
+            }
+            self.queues[queue_name] = Queue(
+                queue_name,
+                steps,
+                queue_policy.mode is QueueMode.OFFER,
+                queue_policy.offer_timeout,
+                preferred,
+                sla,
+            )
+        self.default_queue = policy.default_queue
+        self.pools = list(pools.values())
+        self.release_after = {
+            channel: policy.inactivity_for(channel).release_after for channel in Channel
+        }
+        self.close_after = {
+            channel: policy.inactivity_for(channel).close_after for channel in Channel
+        }
+
+
+class Agent:
+    __slots__ = (
+        "agent_id",
+        "capacity",
+        "chosen",
+        "held",
+        "idle_since",
+        "load",
+        "missed_offers",
+        "name",
+        "pace_due",
+        "pools",
+        "presence",
+        "queues",
+        "schedule",
+        "shift_due",
+        "skills",
+        "version",
+    )
+
+    def __init__(self, agent_id: str):
+        self.agent_id = agent_id
+        self.name = ""
+        self.skills: tuple[str, ...] = ()
+        self.queues: tuple[str, ...] = ()
+        self.capacity: dict[Channel, int] = {}
+        self.presence = Presence.OFFLINE
+        self.load: dict[Channel, int] = {}
+        self.idle_since: dict[Channel, float] = {}
+        self.missed_offers = 0
+        self.pools: tuple[Pool, ...] = ()
+        self.version: dict[Channel, int] = {}
+        self.chosen = (CandidateNote(agent_id=agent_id, reason="chosen"),)
+        """The candidates of an assignment nobody else was considered for (shared)."""
+        self.held: dict[Channel, list[WaitEntry]] = {}
+        """Conversations held for this agent as their preferred agent (rule 3)."""
+        self.schedule: AgentSchedule | None = None
+        self.pace_due: float | None = None
+        """Login pacing: set, no automatic hand-over until the pace deadline fires."""
+        self.shift_due: float | None = None
+        """The shift boundary the agent deadline heap holds for this agent."""
+
+    def has_slot(self, channel: Channel) -> bool:
+        return (
+            self.presence is Presence.ONLINE
+            and self.pace_due is None
+            and self.load.get(channel, 0) < self.capacity.get(channel, 0)
+        )
+
+    def unavailable_reason(self, channel: Channel) -> str:
+        """Why this agent cannot take a conversation on ``channel`` now (or ``chosen``)."""
+        if self.capacity.get(channel, 0) <= 0:
+            return "no_channel"
+        if self.presence is Presence.OFFLINE:
+            return "offline"
+        if self.presence is Presence.AWAY:
+            return "away"
+        if self.load.get(channel, 0) >= self.capacity[channel]:
+            return "at_capacity"
+        return "chosen"
+
+
+class Customer:
+    __slots__ = ("affinity", "customer_id", "last_agent_id", "last_handled_at", "owner_agent_id")
+
+    def __init__(self, customer_id: str):
+        self.customer_id = customer_id
+        self.owner_agent_id: str | None = None
+        self.last_agent_id: str | None = None
+        self.last_handled_at: float | None = None
+        self.affinity: list[tuple[float, str]] | None = None
+        """(rank key, agent id), best first. The key is ``log2(score) + at / half_life``:
+        a decaying score keeps its rank against the others, so the list never needs
+        re-sorting as time passes, and the score at ``now`` is
+        ``2 ** (key - now / half_life)``."""
+
+
+class Conversation:
+    __slots__ = (
+        "assignment",
+        "channel",
+        "conversation_id",
+        "customer_address",
+        "customer_id",
+        "deadline",
+        "deadline_kind",
+        "endpoint",
+        "fell_back",
+        "first_response_at",
+        "heap_due",
+        "key",
+        "last_activity_at",
+        "last_agent_reply_at",
+        "last_customer_message_at",
+        "message_count",
+        "offered_to",
+        "opened_at",
+        "owner",
+        "passed_over",
+        "preferred",
+        "priority",
+        "queue",
+        "status",
+        "step_index",
+        "step_until",
+        "wait_token",
+        "waiting_since",
+        "window_ends_at",
+        "window_state",
+    )
+
+    def __init__(
+        self,
+        conversation_id: str,
+        channel: Channel,
+        endpoint: str,
+        customer_address: str,
+        customer_id: str,
+        key: str,
+        queue: Queue,
+        priority: int,
+        now: float,
+    ):
+        self.conversation_id = conversation_id
+        self.channel = channel
+        self.endpoint = endpoint
+        self.customer_address = customer_address
+        self.customer_id = customer_id
+        self.key = key
+        self.queue = queue
+        self.priority = priority
+        self.status = ConversationStatus.WAITING
+        self.owner: Agent | None = None
+        self.preferred: str | None = None
+        self.offered_to: Agent | None = None
+        self.step_index = 0
+        self.fell_back = False
+        self.waiting_since = now
+        self.opened_at = now
+        self.last_customer_message_at = now
+        self.last_agent_reply_at: float | None = None
+        self.first_response_at: float | None = None
+        self.last_activity_at = now
+        self.deadline: float | None = None
+        self.deadline_kind: DeadlineKind | None = None
+        self.step_until: float | None = None
+        self.passed_over: dict[str, str] | None = None
+        self.assignment: AssignmentRecord | None = None
+        self.message_count = 1
+        self.heap_due: float | None = None
+        """Due time of the conversation's live deadline-heap entry (None: none)."""
+        self.wait_token: int | None = None
+        self.window_ends_at: float | None = None
+        self.window_state = WINDOW_OPEN
+
+    @property
+    def step_name(self) -> str:
+        return self.queue.names[self.step_index]
+
+
+class DomainState:
+    """Mutable matching state of one domain (owned by exactly one writer)."""
+
+    __slots__ = (
+        "agent_deadlines",
+        "agents",
+        "available",
+        "by_key",
+        "compiled",
+        "conversations",
+        "customers",
+        "deadlines",
+        "domain",
+        "interned",
+        "policy",
+        "seq",
+        "waiting",
+        "windows",
+    )
+
+    def __init__(self, domain: str, policy: DomainPolicy):
+        self.domain = domain
+        self.policy = policy
+        self.compiled = Compiled(policy)
+        self.agents: dict[str, Agent] = {}
+        self.customers: dict[str, Customer] = {}
+        self.conversations: dict[str, Conversation] = {}
+        """Open conversations by id."""
+        self.by_key: dict[str, Conversation] = {}
+        """Open conversations by conversation key."""
+        self.available: dict[tuple[int, Channel], list[AgentEntry]] = {}
+        self.waiting: dict[tuple[int, Channel], list[WaitEntry]] = {}
+        self.deadlines: list[DeadlineEntry] = []
+        self.windows: list[DeadlineEntry] = []
+        """Reply-window deadlines: (due, conversation id); stale when the conversation's
+        window no longer gives that due (see ``window_due``)."""
+        self.agent_deadlines: list[AgentDeadline] = []
+        """Pacing and shift deadlines of agents; stale unless the agent's ``pace_due`` /
+        ``shift_due`` still equals the due."""
+        self.interned: dict[str, str] = {}
+        """One copy of strings many conversations share (endpoints)."""
+        self.seq = 0
+        """Source of versions, tokens and heap sequence numbers (never observable)."""
+
+    # -- agents index --------------------------------------------------------------
+
+    def reindex(self, agent: Agent, channel: Channel) -> None:
+        """The agent's rank or eligibility on ``channel`` changed: replace its entries."""
+        self.seq += 1
+        agent.version[channel] = version = self.seq
+        if not agent.has_slot(channel):
+            return
+        entry = (
+            agent.load.get(channel, 0) / agent.capacity[channel],
+            agent.idle_since.get(channel, 0.0),
+            agent.agent_id,
+            version,
+        )
+        limit = 2 * len(self.agents) + 64
+        for pool in agent.pools:
+            heap = self.available.get((pool.index, channel))
+            if heap is None:
+                heap = self.available[(pool.index, channel)] = []
+            heapq.heappush(heap, entry)
+            if len(heap) > limit:
+                self._compact_available(heap, channel)
+
+    def _compact_available(self, heap: list[AgentEntry], channel: Channel) -> None:
+        agents = self.agents
+        heap[:] = [
+            entry
+            for entry in heap
+            if (agent := agents.get(entry[2])) is not None
+            and agent.version.get(channel) == entry[3]
+        ]
+        heapq.heapify(heap)
+
+    def best_agent(
+        self, pool: Pool, channel: Channel, passed_over: dict[str, str] | None
+    ) -> Agent | None:
+        """Least occupancy, then longest idle, then agent id, among the pool's available
+        agents on ``channel`` not passed over for this conversation."""
+        heap = self.available.get((pool.index, channel))
+        if not heap:
+            return None
+        agents = self.agents
+        skipped: list[AgentEntry] = []
+        chosen: Agent | None = None
+        while heap:
+            entry = heap[0]
+            agent = agents.get(entry[2])
+            if agent is None or agent.version.get(channel) != entry[3]:
+                heapq.heappop(heap)
+                continue
+            if passed_over is not None and entry[2] in passed_over:
+                skipped.append(heapq.heappop(heap))
+                continue
+            chosen = agent
+            break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return chosen
+
+    # -- waiting lists -------------------------------------------------------------
+
+    def enqueue(self, conversation: Conversation, heap: list[WaitEntry]) -> None:
+        self.seq += 1
+        conversation.wait_token = self.seq
+        boost = (
+            self.policy.reply_window.urgent_boost
+            if conversation.window_state == WINDOW_URGENT
+            else 0
+        )
+        heapq.heappush(
+            heap,
+            (
+                -conversation.priority - boost,
+                conversation.waiting_since,
+                conversation.conversation_id,
+                self.seq,
+            ),
+        )
+        if len(heap) > 2 * len(self.conversations) + 64:
+            self._compact_waiting(heap)
+
+    def _compact_waiting(self, heap: list[WaitEntry]) -> None:
+        conversations = self.conversations
+        heap[:] = [
+            entry
+            for entry in heap
+            if (conversation := conversations.get(entry[2])) is not None
+            and conversation.wait_token == entry[3]
+        ]
+        heapq.heapify(heap)
+
+    def first_waiting(
+        self, heap: list[WaitEntry] | None, agent_id: str
+    ) -> tuple[WaitEntry, Conversation] | None:
+        """The head of a waiting heap that ``agent_id`` may take (stale entries dropped)."""
+        if not heap:
+            return None
+        conversations = self.conversations
+        skipped: list[WaitEntry] = []
+        found: tuple[WaitEntry, Conversation] | None = None
+        while heap:
+            entry = heap[0]
+            conversation = conversations.get(entry[2])
+            if conversation is None or conversation.wait_token != entry[3]:
+                heapq.heappop(heap)
+                continue
+            passed = conversation.passed_over
+            if passed is not None and agent_id in passed:
+                skipped.append(heapq.heappop(heap))
+                continue
+            found = (entry, conversation)
+            break
+        for entry in skipped:
+            heapq.heappush(heap, entry)
+        return found
+
+    # -- deadlines -----------------------------------------------------------------
+
+    def schedule(
+        self, conversation: Conversation, due: float | None, kind: DeadlineKind | None
+    ) -> None:
+        """Set the conversation's deadline; the heap gets an entry only when needed."""
+        conversation.deadline = due
+        conversation.deadline_kind = kind if due is not None else None
+        if due is None:
+            return
+        heap_due = conversation.heap_due
+        if heap_due is None or due < heap_due:
+            conversation.heap_due = due
+            heapq.heappush(self.deadlines, (due, conversation.conversation_id))
+            if len(self.deadlines) > 2 * len(self.conversations) + 1024:
+                self._compact_deadlines()
+
+    def _compact_deadlines(self) -> None:
+        conversations = self.conversations
+        live = {}
+        for entry in self.deadlines:
+            conversation = conversations.get(entry[1])
+            if conversation is not None and conversation.heap_due == entry[0]:
+                live[entry[1]] = entry  # one entry per conversation, even if due repeats
+        self.deadlines = list(live.values())
+        heapq.heapify(self.deadlines)
+
+    def pop_due(self, now: float) -> list[Conversation]:
+        """Conversations whose real deadline is at or before ``now``, in (deadline, id)
+        order; early entries are pushed back at their real deadline."""
+        heap = self.deadlines
+        conversations = self.conversations
+        due: list[Conversation] = []
+        while heap and heap[0][0] <= now:
+            entry_due, conversation_id = heapq.heappop(heap)
+            conversation = conversations.get(conversation_id)
+            if conversation is None or conversation.heap_due != entry_due:
+                continue
+            conversation.heap_due = None
+            deadline = conversation.deadline
+            if deadline is None:
+                continue
+            if deadline > now:
+                self.schedule(conversation, deadline, conversation.deadline_kind)
+                continue
+            due.append(conversation)
+        due.sort(key=_deadline_order)
+        return due
+
+    def next_deadline(self) -> float | None:
+        heap = self.deadlines
+        conversations = self.conversations
+        while heap:
+            entry_due, conversation_id = heap[0]
+            conversation = conversations.get(conversation_id)
+            if conversation is None or conversation.heap_due != entry_due:
+                heapq.heappop(heap)
+                continue
+            deadline = conversation.deadline
+            if deadline is None or deadline > entry_due:
+                heapq.heappop(heap)
+                conversation.heap_due = None
+                if deadline is not None:
+                    self.schedule(conversation, deadline, conversation.deadline_kind)
+                continue
+            return entry_due
+        return None
+
+
+def window_due(conversation: Conversation, urgent_within: float | None) -> float | None:
+    """When the conversation's reply window next needs the engine (urgent, then closed)."""
+    ends_at = conversation.window_ends_at
+    if ends_at is None or conversation.window_state == WINDOW_CLOSED:
+        return None
+    if conversation.window_state == WINDOW_OPEN and urgent_within is not None:
+        return ends_at - urgent_within
+    return ends_at
+
+
+def _deadline_order(conversation: Conversation) -> tuple[float, str]:
+    assert conversation.deadline is not None
+    return (conversation.deadline, conversation.conversation_id)

@@ -1,0 +1,466 @@
+"""PostgreSQL side of the router: one transaction per batch, and recovery loads.
+
+A batch's writes — the engine's row snapshots, the customer messages, the outbox rows of
+the events to publish, dead letters and the next input offsets — are written in ONE
+transaction, with one statement per table (``unnest`` arrays or COPY), never one round
+trip per row. A crash before the commit loses nothing (the input is consumed again from
+the stored offsets); a crash after it republishes from the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from router.engine import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
+from schemas import AgentEvent, MessageReceived
+
+_encode = msgspec.json.Encoder().encode
+
+
+class FencedOut(Exception):
+    """Another router took some of these partitions since this one loaded them."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        super().__init__(f"partitions {partitions} are owned by another router now")
+        self.partitions = partitions
+
+
+_ACQUIRE_LEASES = """
+INSERT INTO partition_leases (consumer_group, partition, epoch, owner)
+SELECT $1, p, 1, $3 FROM unnest($2::int[]) AS p ORDER BY p
+ON CONFLICT (consumer_group, partition) DO UPDATE SET
+    epoch = partition_leases.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+RETURNING partition, epoch
+"""
+
+_CHECK_LEASES = """
+UPDATE partition_leases l SET updated_at = now()
+FROM unnest($2::int[], $3::bigint[]) AS mine(p, e)
+WHERE l.consumer_group = $1 AND l.partition = mine.p AND l.epoch = mine.e
+RETURNING l.partition
+"""
+
+
+async def acquire_leases(
+    conn: asyncpg.Connection, consumer_group: str, partitions: list[int], owner: str
+) -> dict[int, int]:
+    """Take the partitions (call inside the transaction that then loads them)."""
+    rows = await conn.fetch(_ACQUIRE_LEASES, consumer_group, sorted(partitions), owner)
+    return {row["partition"]: row["epoch"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    domain: str
+    partition: int
+    event_id: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """Everything one batch writes, with later snapshots of a row replacing earlier ones."""
+
+    agents: dict[tuple[str, str], AgentRecord] = field(default_factory=dict)
+    conversations: dict[tuple[str, str], ConversationRecord] = field(default_factory=dict)
+    customers: dict[tuple[str, str], CustomerRecord] = field(default_factory=dict)
+    assignments: dict[tuple[str, str], AssignmentRecord] = field(default_factory=dict)
+    messages: list[tuple[MessageReceived, str]] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    delivery_statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
+    """(channel, provider_message_id, status, error) reported by providers."""
+    published: list[tuple[str, str]] = field(default_factory=list)
+    """(domain, event_id) of outbox rows already acknowledged by the broker: deleted here."""
+    agent_events: list[AgentEvent] = field(default_factory=list)
+    """Applied ``agents.events`` records, appended to ``agent_events`` (for replay)."""
+
+    def is_empty(self) -> bool:
+        return not (
+            self.agents
+            or self.conversations
+            or self.customers
+            or self.assignments
+            or self.messages
+            or self.outbox
+            or self.dead_letters
+            or self.offsets
+            or self.delivery_statuses
+            or self.published
+            or self.agent_events
+        )
+
+
+_UPSERT_AGENTS = """
+INSERT INTO agents (domain, agent_id, name, presence, record, updated_at)
+SELECT d, a, n, p, r::json, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS t(d, a, n, p, r)
+ON CONFLICT (domain, agent_id) DO UPDATE SET
+    name = EXCLUDED.name, presence = EXCLUDED.presence, record = EXCLUDED.record, updated_at = now()
+"""
+
+_UPSERT_CUSTOMERS = """
+INSERT INTO customers (domain, customer_id, owner_agent_id, last_agent_id, record, updated_at)
+SELECT d, c, o, l, r::json, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+    AS t(d, c, o, l, r)
+ON CONFLICT (domain, customer_id) DO UPDATE SET
+    owner_agent_id = EXCLUDED.owner_agent_id, last_agent_id = EXCLUDED.last_agent_id,
+    record = EXCLUDED.record, updated_at = now()
+"""
+
+_UPSERT_CONVERSATIONS = """
+INSERT INTO conversations (domain, conversation_id, channel, customer_id, conversation_key, queue,
+    status, owner_agent_id, preferred_agent_id, opened_at, closed_at, record, updated_at)
+SELECT d, c, ch, cu, k, q, s, o, p, to_timestamp(op),
+       CASE WHEN s = 'closed' THEN now() END, r::json, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::text[], $10::float8[], $11::text[])
+    AS t(d, c, ch, cu, k, q, s, o, p, op, r)
+ON CONFLICT (domain, conversation_id) DO UPDATE SET
+    queue = EXCLUDED.queue, status = EXCLUDED.status, owner_agent_id = EXCLUDED.owner_agent_id,
+    preferred_agent_id = EXCLUDED.preferred_agent_id,
+    closed_at = CASE WHEN EXCLUDED.status = 'closed'
+                     THEN coalesce(conversations.closed_at, now()) END,
+    record = EXCLUDED.record, updated_at = now()
+"""
+
+_UPSERT_ASSIGNMENTS = """
+INSERT INTO assignments (domain, assignment_id, conversation_id, agent_id, strategy, step,
+    waited_seconds, candidates, offered_at, accepted_at, ended_at, end_reason, record)
+SELECT d, a, c, ag, st, sp, w, ca::jsonb, to_timestamp(o), to_timestamp(ac), to_timestamp(e), er,
+       r::json
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
+            $8::text[], $9::float8[], $10::float8[], $11::float8[], $12::text[], $13::text[])
+    AS t(d, a, c, ag, st, sp, w, ca, o, ac, e, er, r)
+ON CONFLICT (domain, assignment_id) DO UPDATE SET
+    accepted_at = EXCLUDED.accepted_at, ended_at = EXCLUDED.ended_at,
+    end_reason = EXCLUDED.end_reason, record = EXCLUDED.record
+"""
+
+_UPSERT_OFFSETS = """
+INSERT INTO router_offsets (consumer_group, topic, partition, next_offset, updated_at)
+SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o)
+ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
+    next_offset = EXCLUDED.next_offset, updated_at = now()
+"""
+
+_UPDATE_DELIVERY = """
+UPDATE outbound_messages o SET status = u.s, error = coalesce(u.e, o.error), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(ch, pid, s, e)
+WHERE o.channel = u.ch AND o.provider_message_id = u.pid
+"""
+
+_DELETE_PUBLISHED = """
+DELETE FROM outbox o USING unnest($1::text[], $2::text[]) AS p(d, e)
+WHERE o.domain = p.d AND o.event_id = p.e
+"""
+
+
+def _columns(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for index, value in enumerate(row):
+            columns[index].append(value)
+    return columns
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    consumer_group: str,
+    leases: dict[int, int],
+    writes: BatchWrites,
+) -> None:
+    """Write a batch's effects, outbox, dead letters and offsets in one transaction.
+
+    Raises ``FencedOut`` (and writes nothing) when another router took a partition.
+    """
+    async with conn.transaction():
+        if leases:
+            held = await conn.fetch(
+                _CHECK_LEASES, consumer_group, list(leases), list(leases.values())
+            )
+            lost = sorted(set(leases) - {row["partition"] for row in held})
+            if lost:
+                raise FencedOut(lost)
+        if writes.agents:
+            await conn.execute(
+                _UPSERT_AGENTS,
+                *_columns(
+                    (
+                        (d, r.agent_id, r.name, str(r.presence), _encode(r).decode())
+                        for (d, _), r in writes.agents.items()
+                    ),
+                    5,
+                ),
+            )
+        if writes.customers:
+            await conn.execute(
+                _UPSERT_CUSTOMERS,
+                *_columns(
+                    (
+                        (d, r.customer_id, r.owner_agent_id, r.last_agent_id, _encode(r).decode())
+                        for (d, _), r in writes.customers.items()
+                    ),
+                    5,
+                ),
+            )
+        if writes.conversations:
+            await conn.execute(
+                _UPSERT_CONVERSATIONS,
+                *_columns(
+                    (
+                        (
+                            d,
+                            r.conversation_id,
+                            str(r.channel),
+                            r.customer_id,
+                            r.conversation_key,
+                            r.queue,
+                            str(r.status),
+                            r.owner_agent_id,
+                            r.preferred_agent_id,
+                            r.opened_at,
+                            _encode(r).decode(),
+                        )
+                        for (d, _), r in writes.conversations.items()
+                    ),
+                    11,
+                ),
+            )
+        if writes.assignments:
+            await conn.execute(
+                _UPSERT_ASSIGNMENTS,
+                *_columns(
+                    (
+                        (
+                            d,
+                            r.assignment_id,
+                            r.conversation_id,
+                            r.agent_id,
+                            str(r.strategy),
+                            r.step,
+                            r.waited_seconds,
+                            _encode(r.candidates).decode(),
+                            r.offered_at,
+                            r.accepted_at,
+                            r.ended_at,
+                            r.end_reason,
+                            _encode(r).decode(),
+                        )
+                        for (d, _), r in writes.assignments.items()
+                    ),
+                    13,
+                ),
+            )
+        if writes.messages:
+            await conn.copy_records_to_table(
+                "messages",
+                columns=[
+                    "domain",
+                    "message_id",
+                    "conversation_id",
+                    "direction",
+                    "channel",
+                    "provider_message_id",
+                    "text",
+                    "attachments",
+                    "occurred_at",
+                ],
+                records=[
+                    (
+                        m.domain,
+                        m.id,
+                        conversation_id,
+                        "inbound",
+                        str(m.channel),
+                        m.provider_message_id,
+                        m.text,
+                        _encode(m.attachments).decode(),
+                        _timestamp(m.occurred_at),
+                    )
+                    for m, conversation_id in writes.messages
+                ],
+            )
+        if writes.agent_events:
+            await conn.copy_records_to_table(
+                "agent_events",
+                columns=["domain", "event_id", "type", "occurred_at", "payload"],
+                records=[
+                    (
+                        e.domain,
+                        e.id,
+                        str(type(e).__struct_config__.tag),
+                        _timestamp(e.occurred_at),
+                        _encode(e).decode(),
+                    )
+                    for e in writes.agent_events
+                ],
+            )
+        if writes.outbox:
+            await conn.copy_records_to_table(
+                "outbox",
+                columns=["domain", "partition", "event_id", "topic", "key", "value", "headers"],
+                records=[
+                    (
+                        row.domain,
+                        row.partition,
+                        row.event_id,
+                        row.topic,
+                        row.key,
+                        row.value,
+                        _encode([[name, value.decode()] for name, value in row.headers]).decode(),
+                    )
+                    for row in writes.outbox
+                ],
+            )
+        if writes.dead_letters:
+            await conn.executemany(
+                'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value)'
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (d.topic, d.partition, d.offset, d.reason, d.key, d.value)
+                    for d in writes.dead_letters
+                ],
+            )
+        if writes.delivery_statuses:
+            await conn.execute(_UPDATE_DELIVERY, *_columns(writes.delivery_statuses, 4))
+        if writes.published:
+            await conn.execute(_DELETE_PUBLISHED, *_columns(writes.published, 2))
+        if writes.offsets:
+            await conn.execute(
+                _UPSERT_OFFSETS,
+                consumer_group,
+                *_columns(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
+            )
+
+
+async def delete_published(conn: asyncpg.Connection, published: list[tuple[str, str]]) -> None:
+    if published:
+        await conn.execute(_DELETE_PUBLISHED, *_columns(published, 2))
+
+
+async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]) -> set[str]:
+    """The (domain, message id) pairs already stored: provider retries to drop."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT m.message_id FROM messages m"
+        " JOIN unnest($1::text[], $2::text[]) AS i(d, id)"
+        " ON m.domain = i.d AND m.message_id = i.id",
+        *_columns(ids, 2),
+    )
+    return {row["message_id"] for row in rows}
+
+
+async def stored_offsets(
+    conn: asyncpg.Connection, consumer_group: str, topics: list[str], partitions: list[int]
+) -> dict[tuple[str, int], int]:
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM router_offsets"
+        " WHERE consumer_group = $1 AND topic = ANY($2::text[]) AND partition = ANY($3::int[])",
+        consumer_group,
+        topics,
+        partitions,
+    )
+    return {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+
+
+async def reset_offsets(
+    conn: asyncpg.Connection, consumer_group: str, offsets: dict[tuple[str, int], int]
+) -> None:
+    await conn.execute(
+        _UPSERT_OFFSETS,
+        consumer_group,
+        *_columns(((t, p, o) for (t, p), o in offsets.items()), 3),
+    )
+
+
+@dataclass(slots=True)
+class DomainSnapshot:
+    agents: list[AgentRecord] = field(default_factory=list)
+    conversations: list[ConversationRecord] = field(default_factory=list)
+    customers: list[CustomerRecord] = field(default_factory=list)
+
+
+_LOAD_QUERY = """
+SELECT domain, convert_to(json_agg(record)::text, 'UTF8') AS records FROM {table}
+WHERE domain = ANY($1::text[]) {where} GROUP BY domain
+"""
+
+
+async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, DomainSnapshot]:
+    """The latest snapshots of the domains' agents, open conversations and customers.
+
+    Each table comes back as one JSON array per domain, decoded in one call; the three
+    load in parallel on their own connections. Call this only once the partitions' leases
+    are committed (no previous owner can write any more).
+    """
+    snapshots = {domain: DomainSnapshot() for domain in domains}
+
+    async def load(table: str, where: str, decoder: msgspec.json.Decoder[Any]) -> list[Any]:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(_LOAD_QUERY.format(table=table, where=where), domains)
+        return [(row["domain"], decoder.decode(row["records"])) for row in rows]
+
+    agents, conversations, customers = await asyncio.gather(
+        load("agents", "", msgspec.json.Decoder(list[AgentRecord])),
+        load(
+            "conversations",
+            "AND status <> 'closed'",
+            msgspec.json.Decoder(list[ConversationRecord]),
+        ),
+        load("customers", "", msgspec.json.Decoder(list[CustomerRecord])),
+    )
+    for domain, records in agents:
+        snapshots[domain].agents = records
+    for domain, records in conversations:
+        snapshots[domain].conversations = records
+    for domain, records in customers:
+        snapshots[domain].customers = records
+    return snapshots
+
+
+async def unpublished(conn: asyncpg.Connection, partitions: list[int]) -> list[OutboxRow]:
+    rows = await conn.fetch(
+        "SELECT domain, partition, event_id, topic, key, value, headers::text AS h FROM outbox"
+        " WHERE partition = ANY($1::int[]) ORDER BY seq",
+        partitions,
+    )
+    return [
+        OutboxRow(
+            domain=row["domain"],
+            partition=row["partition"],
+            event_id=row["event_id"],
+            topic=row["topic"],
+            key=row["key"],
+            value=row["value"],
+            headers=tuple((name, value.encode()) for name, value in msgspec.json.decode(row["h"])),
+        )
+        for row in rows
+    ]
+
+
+def _timestamp(epoch_seconds: float) -> object:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_seconds, UTC)

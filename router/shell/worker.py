@@ -1,0 +1,814 @@
+"""The router process's consume → apply → persist → publish loop.
+
+One loop per process owns every partition assigned to it, so each routing domain has a
+single writer. Deadlines fire from the same loop. For each batch:
+
+1. ``getmany`` a bounded batch from ``conversations.inbound`` and ``agents.events``;
+   decode with msgspec; an undecodable, invalid or unknown-domain record becomes a dead
+   letter (outbox row to ``switchboard.dlq`` plus a ``dead_letters`` row) and the batch
+   goes on. Provider retries of a stored message are dropped.
+2. Apply the events, then the due deadlines, to the pure engine; collect its effects.
+3. In ONE PostgreSQL transaction write the effects' rows, the outbox rows, the dead
+   letters and the partitions' next input offsets.
+4. Publish the outbox rows, awaiting the broker's acks; their deletion rides along with
+   the next transaction. Kafka offsets are committed now and then, for lag tools only:
+   the offsets of record are the ones in PostgreSQL.
+
+A database failure leaves the in-memory state ahead of PostgreSQL, so the loop reloads the
+owned domains from PostgreSQL and seeks back to the stored offsets once it is reachable
+again: nothing is lost and nothing is applied twice. A broker failure keeps the committed
+outbox rows and publishes them before consuming anything new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import assert_never
+
+import asyncpg
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+
+from router.engine import (
+    ConversationRecord,
+    ConversationStatus,
+    DomainState,
+    Effect,
+    Emit,
+    EngineInput,
+    SaveAgent,
+    SaveAssignment,
+    SaveConversation,
+    SaveCustomer,
+    SaveMessage,
+    apply,
+    new_state,
+    next_deadline,
+    restore,
+    tick,
+)
+from router.shell import store
+from router.shell.observe import observe_routing_event
+from schemas import (
+    AGENT_EVENT_DECODER,
+    INBOUND_DECODER,
+    DeliveryStatusChanged,
+    MessageReceived,
+    Presence,
+    RoutingEvent,
+)
+from schemas.cloudevents import encode_headers
+from schemas.common import Event
+from switchboard import kafka
+from switchboard.config import Config
+from switchboard.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+_DATABASE_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+    store.FencedOut,
+)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class _Partition:
+    number: int
+    domains: dict[str, DomainState] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Decoded:
+    partition: int
+    topic: str
+    offset: int
+    timestamp: int
+    event: Event
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading a partition builds hundreds of thousands of long-lived objects: the cyclic
+    collector would rescan them again and again (5x slower), so it waits, and what was
+    loaded is then frozen out of future collections."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+        gc.freeze()
+
+
+class RouterWorker:
+    """Owns the assigned partitions' domains and runs the batch loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str],
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._environ = environ
+        self._pool = pool
+        self._producer = producer
+        self._metrics = metrics
+        self._clock = clock
+        self._group = config.kafka.consumer_group
+        self._inbound = config.topic(kafka.INBOUND)
+        self._agents = config.topic(kafka.AGENTS)
+        self._dlq = config.topic(kafka.DLQ)
+        self._partitions: dict[int, _Partition] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._pending: list[store.OutboxRow] = []
+        self._inflight: list[tuple[list[store.OutboxRow], asyncio.Future[list[object]]]] = []
+        self._acked: list[tuple[str, str]] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._joined = False
+        self._last_kafka_commit = 0.0
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leases: dict[int, int] = {}
+        self._first_responses_seen: set[tuple[str, str]] = set()
+        self._committing: asyncio.Task[None] | None = None
+        self._expected: dict[TopicPartition, int | None] = {}
+        """The next offset to apply per input partition (None: whatever comes first)."""
+        self.problem: str | None = "starting"
+        self.last_load_started: float | None = None
+        """``perf_counter`` when the latest partition load began (takeover timing)."""
+        self.first_applied_after_load: float | None = None
+        """``perf_counter`` when the first batch after that load was committed."""
+        """Why the router is not ready, or None when it is."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    def domain_states(self) -> list[DomainState]:
+        return [state for part in self._partitions.values() for state in part.domains.values()]
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until ``stop()``; then finish the batch, flush, and leave the group."""
+        kafka_config = self._config.kafka
+        consumer = AIOKafkaConsumer(
+            **kafka.client_options(self._config, self._environ),
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
+            session_timeout_ms=kafka_config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
+            max_poll_records=kafka_config.max_batch_records,
+        )
+        self._consumer = consumer
+        consumer.subscribe([self._inbound, self._agents], listener=_Rebalance(self, consumer))
+        await consumer.start()
+        log.info("router_started", group=self._group)
+        try:
+            while not self._stopping.is_set():
+                await self._step(consumer)
+        finally:
+            async with self._lock:
+                await self._settle(wait=True)
+                await self._flush_acked()
+            await consumer.stop()
+            self._partitions.clear()
+            self._metrics.partitions_owned.set(0)
+            log.info("router_stopped")
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        if self._pending:
+            async with self._lock:
+                published = await self._publish_pending()
+            if not published:
+                await asyncio.sleep(0.5)
+                return
+        try:
+            batch = await consumer.getmany(
+                timeout_ms=self._poll_timeout_ms(),
+                max_records=self._config.kafka.max_batch_records,
+            )
+        except KafkaError as error:
+            self.problem = f"broker: {type(error).__name__}"
+            log.warning("consume_failed", error=str(error))
+            await asyncio.sleep(0.5)
+            return
+        async with self._lock:
+            if not self._joined:
+                return
+            try:
+                await self._process(batch)
+            except _DATABASE_ERRORS as error:
+                await self._recover_from_database(consumer, error)
+                return
+        await self._commit_kafka(consumer)
+
+    def _poll_timeout_ms(self) -> int:
+        wait = self._config.kafka.fetch_max_wait_ms + 200
+        due = min(
+            (d for s in self.domain_states() if (d := next_deadline(s)) is not None),
+            default=None,
+        )
+        if due is not None:
+            wait = min(wait, max(0, int((due - self._clock()) * 1000)))
+        return wait
+
+    async def _process(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        started = time.perf_counter()
+        writes = store.BatchWrites()
+        decoded = self._decode(batch, writes)
+        known: set[str] = set()
+        messages = [
+            (d.event.domain, d.event.id) for d in decoded if isinstance(d.event, MessageReceived)
+        ]
+        if messages:
+            async with self._pool.acquire() as conn:
+                known = await store.known_message_ids(conn, messages)
+        emitted: list[RoutingEvent] = []
+        now = self._clock()
+        decoded.sort(key=lambda d: (d.partition, d.timestamp, d.topic != self._agents, d.offset))
+        for item in decoded:
+            self._apply(item, now, known, writes, emitted)
+        for part in self._partitions.values():
+            for state in part.domains.values():
+                due = next_deadline(state)
+                if due is not None and due <= now:
+                    self._collect(part.number, state, tick(state, now), writes, emitted)
+        await self._settle(wait=False)
+        if writes.is_empty() and not self._acked:
+            return
+        # Taken before awaiting: publishing elsewhere may append acknowledgements meanwhile.
+        deleting, self._acked = self._acked, []
+        writes.published.extend(deleting)
+        try:
+            async with self._pool.acquire() as conn:
+                await store.write_batch(conn, self._group, self._leases, writes)
+        except BaseException:
+            self._acked = deleting + self._acked
+            raise
+        self.problem = None
+        if emitted and self.first_applied_after_load is None:
+            self.first_applied_after_load = time.perf_counter()
+        for event in emitted:
+            observe_routing_event(self._metrics, event)
+        if batch:
+            self._metrics.batch_size.observe(sum(len(records) for records in batch.values()))
+        await self._publish(writes.outbox)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _decode(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        writes: store.BatchWrites,
+    ) -> list[_Decoded]:
+        decoded: list[_Decoded] = []
+        for tp, fetched in batch.items():
+            if tp.partition not in self._partitions or tp not in self._expected:
+                continue  # revoked while the fetch was in flight: the new owner reads it
+            records = self._in_sequence(tp, fetched)
+            if not records:
+                continue
+            decoder = INBOUND_DECODER if tp.topic == self._inbound else AGENT_EVENT_DECODER
+            for record in records:
+                try:
+                    event: Event = decoder.decode(record.value or b"")
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    self._dead_letter(writes, record, f"invalid: {error}")
+                    continue
+                if event.domain not in self._partitions[tp.partition].domains:
+                    self._dead_letter(writes, record, f"unknown domain {event.domain!r}")
+                    continue
+                decoded.append(
+                    _Decoded(tp.partition, tp.topic, record.offset, record.timestamp, event)
+                )
+            writes.offsets[(tp.topic, tp.partition)] = records[-1].offset + 1
+        return decoded
+
+    def _in_sequence(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """The records that continue exactly where this partition's state stands.
+
+        A fetch that raced with a reload can hand back records from before the rewind
+        (already applied: dropped) or skip ahead of it (a gap: rewind and read again).
+        """
+        expected = self._expected[tp]
+        if expected is not None:
+            records = [record for record in records if record.offset >= expected]
+            if records and records[0].offset != expected:
+                log.warning(
+                    "fetch_gap_rewound",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    expected=expected,
+                    fetched=records[0].offset,
+                )
+                assert self._consumer is not None
+                self._consumer.seek(tp, expected)
+                return []
+        if records:
+            self._expected[tp] = records[-1].offset + 1
+        return records
+
+    def _apply(
+        self,
+        item: _Decoded,
+        now: float,
+        known: set[str],
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        event = item.event
+        state = self._partitions[item.partition].domains[event.domain]
+        if isinstance(event, DeliveryStatusChanged):
+            writes.delivery_statuses.append(
+                (
+                    str(event.channel),
+                    event.provider_message_id,
+                    str(event.status),
+                    event.error_code or "",
+                )
+            )
+            self._metrics.delivery_statuses.labels(str(event.channel), str(event.status)).inc()
+            return
+        if isinstance(event, MessageReceived):
+            if event.id in known:
+                self._metrics.duplicate_messages.labels(str(event.channel)).inc()
+                return
+            known.add(event.id)  # a retry later in the same batch is a duplicate too
+        assert isinstance(event, EngineInput)
+        if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
+            writes.agent_events.append(event)
+        self._collect(item.partition, state, apply(state, event, now), writes, emitted)
+
+    def _collect(
+        self,
+        partition: int,
+        state: DomainState,
+        effects: list[Effect],
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        domain = state.domain
+        for effect in effects:
+            match effect:
+                case Emit(event=event):
+                    writes.outbox.append(self._outbox_row(partition, event))
+                    emitted.append(event)
+                case SaveMessage(message=message, conversation_id=conversation_id):
+                    writes.messages.append((message, conversation_id))
+                case SaveConversation(record=record):
+                    writes.conversations[(domain, record.conversation_id)] = record
+                    self._observe_first_response(state, record)
+                case SaveAgent(record=record):
+                    writes.agents[(domain, record.agent_id)] = record
+                case SaveCustomer(record=record):
+                    writes.customers[(domain, record.customer_id)] = record
+                case SaveAssignment(record=record):
+                    writes.assignments[(domain, record.assignment_id)] = record
+                    if record.end_reason == "offer_missed":
+                        self._metrics.offer_misses.labels(str(record.channel), record.queue).inc()
+                case _:
+                    assert_never(effect)
+
+    def _observe_first_response(self, state: DomainState, record: ConversationRecord) -> None:
+        """First-response time and SLA breaches, counted once: in the call that set it."""
+        answered = record.first_response_at
+        if answered is None or answered != record.last_agent_reply_at:
+            return
+        key = (state.domain, record.conversation_id)
+        if key in self._first_responses_seen:
+            return
+        self._first_responses_seen.add(key)
+        if len(self._first_responses_seen) > 100_000:
+            self._first_responses_seen.clear()
+        channel = str(record.channel)
+        waited = answered - record.opened_at
+        self._metrics.first_response_seconds.labels(channel, record.queue).observe(waited)
+        queue = state.compiled.queues.get(record.queue)
+        target = queue.sla.get(record.channel) if queue is not None else None
+        if target is not None and waited > target:
+            self._metrics.sla_breaches.labels(channel, record.queue).inc()
+
+    def _refresh_gauges(self) -> None:
+        """Queue length, open conversations, agents by presence, occupancy, outbox backlog."""
+        waiting: Counter[str] = Counter()
+        open_by_channel: Counter[str] = Counter()
+        presence: Counter[str] = Counter({str(p): 0 for p in Presence})
+        used: Counter[str] = Counter()
+        capacity: Counter[str] = Counter()
+        for state in self.domain_states():
+            for queue in state.compiled.queues:
+                waiting[queue] += 0
+            for conversation in state.conversations.values():
+                open_by_channel[str(conversation.channel)] += 1
+                if conversation.status is ConversationStatus.WAITING:
+                    waiting[conversation.queue.name] += 1
+            for agent in state.agents.values():
+                presence[str(agent.presence)] += 1
+                if agent.presence is Presence.ONLINE:
+                    for channel, slots in agent.capacity.items():
+                        capacity[str(channel)] += slots
+                        used[str(channel)] += agent.load.get(channel, 0)
+        backlog: Counter[int] = Counter({number: 0 for number in self._partitions})
+        for row in self._pending:
+            backlog[row.partition] += 1
+        for rows, _ in self._inflight:
+            for row in rows:
+                backlog[row.partition] += 1
+        m = self._metrics
+        for gauge in (m.queue_length, m.open_conversations, m.occupancy, m.outbox_backlog):
+            gauge.clear()
+        for name, count in waiting.items():
+            m.queue_length.labels(name).set(count)
+        for channel_name, count in open_by_channel.items():
+            m.open_conversations.labels(channel_name).set(count)
+        for status, count in presence.items():
+            m.agents_by_presence.labels(status).set(count)
+        for channel_name, slots in capacity.items():
+            m.occupancy.labels(channel_name).set(used[channel_name] / slots if slots else 0.0)
+        for number, count in backlog.items():
+            m.outbox_backlog.labels(str(number)).set(count)
+
+    def _outbox_row(self, partition: int, event: RoutingEvent) -> store.OutboxRow:
+        subject = getattr(event, "conversation_id", None)
+        return store.OutboxRow(
+            domain=event.domain,
+            partition=partition,
+            event_id=event.id,
+            topic=self._config.topic(kafka.ROUTING),
+            key=event.domain.encode(),
+            value=_encode(event),
+            headers=tuple(encode_headers(event, source=self._config.source, subject=subject)),
+        )
+
+    def _dead_letter(
+        self, writes: store.BatchWrites, record: ConsumerRecord[bytes, bytes], reason: str
+    ) -> None:
+        reason = reason[:500]
+        writes.dead_letters.append(
+            store.DeadLetter(
+                record.topic, record.partition, record.offset, reason, record.key, record.value
+            )
+        )
+        writes.outbox.append(
+            store.OutboxRow(
+                domain=(record.key or b"").decode("utf-8", "replace") or "-",
+                partition=record.partition,
+                event_id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
+                topic=self._dlq,
+                key=record.key,
+                value=record.value or b"",
+                headers=(
+                    ("dlq_reason", reason.encode()),
+                    ("dlq_topic", record.topic.encode()),
+                    ("dlq_partition", str(record.partition).encode()),
+                    ("dlq_offset", str(record.offset).encode()),
+                    *(
+                        (name, value)
+                        for name, value in record.headers
+                        if not name.startswith("dlq_")
+                    ),
+                ),
+            )
+        )
+        self._metrics.dead_letters.labels(record.topic, reason.split(":")[0].split(" ")[0]).inc()
+        log.warning(
+            "dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+        )
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def _publish(self, rows: list[store.OutboxRow]) -> None:
+        """Hand rows to the producer. Their acknowledgements are collected by ``_settle``,
+        so the next batch does not wait for the broker; only acknowledged rows are deleted."""
+        if not rows:
+            return
+        try:
+            futures = [
+                await self._producer.send(
+                    row.topic, value=row.value, key=row.key, headers=list(row.headers)
+                )
+                for row in rows
+            ]
+        except (KafkaError, OSError) as error:
+            self._publish_failed(rows, error)
+            return
+        self._inflight.append((rows, asyncio.gather(*futures)))
+
+    async def _settle(self, *, wait: bool) -> None:
+        """Acknowledged rows become deletable; rows the broker refused go back to pending."""
+        inflight, self._inflight = self._inflight, []
+        for rows, acks in inflight:
+            if not wait and not acks.done():
+                self._inflight.append((rows, acks))
+                continue
+            try:
+                await acks
+            except (KafkaError, OSError) as error:
+                self._publish_failed(rows, error)
+                continue
+            self._acked.extend((row.domain, row.event_id) for row in rows)
+            for row in rows:
+                if row.topic != self._dlq:
+                    self._metrics.routing_events.labels(
+                        dict(row.headers).get("ce_type", b"").decode()
+                    ).inc()
+
+    def _publish_failed(self, rows: list[store.OutboxRow], error: BaseException) -> None:
+        self._pending.extend(rows)
+        self.problem = f"broker: cannot publish ({type(error).__name__})"
+        log.warning("publish_failed", rows=len(rows), error=str(error))
+
+    async def _publish_pending(self) -> bool:
+        rows, self._pending = self._pending, []
+        await self._publish(rows)
+        await self._settle(wait=True)
+        return not self._pending
+
+    async def _flush_acked(self) -> None:
+        if not self._acked:
+            return
+        deleting, self._acked = self._acked, []
+        try:
+            async with self._pool.acquire() as conn:
+                await store.delete_published(conn, deleting)
+        except _DATABASE_ERRORS:
+            # Kept for the next transaction; after a restart they are republished and
+            # consumers drop them by event id.
+            self._acked = deleting + self._acked
+
+    async def _commit_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Now and then: Kafka offsets (for lag tools only) and the gauges, off the hot path."""
+        now = time.monotonic()
+        if now - self._last_kafka_commit < 5:
+            return
+        self._last_kafka_commit = now
+        self._refresh_gauges()
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_and_measure_lag(consumer))
+
+    async def _commit_and_measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await consumer.commit()
+        except KafkaError as error:
+            log.info("kafka_commit_skipped", error=type(error).__name__)
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            expected = self._expected.get(tp)
+            if highwater is not None and expected is not None:
+                self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - expected)
+                )
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def _recover_from_database(
+        self, consumer: AIOKafkaConsumer, error: BaseException
+    ) -> None:
+        """Reload the owned domains and rewind to the stored offsets once the database is back.
+
+        Also the way back after being fenced out: the reload takes the partitions anew, and
+        the consumer group settles which router keeps them.
+        """
+        if isinstance(error, store.FencedOut):
+            self.problem = "fenced out: reloading partitions"
+            log.warning("fenced_out", partitions=error.partitions)
+        else:
+            self._metrics.database_errors.inc()
+            self.problem = f"database: {type(error).__name__}"
+            log.warning("database_failed", error=str(error) or type(error).__name__)
+        delay = 0.2
+        while not self._stopping.is_set():
+            await asyncio.sleep(delay)
+            try:
+                await self._load(consumer, list(self._partitions), consumer.assignment())
+            except _DATABASE_ERRORS as again:
+                self._metrics.database_errors.inc()
+                self.problem = f"database: {type(again).__name__}"
+                delay = min(delay * 2, 5.0)
+                continue
+            self.problem = None
+            log.info("database_recovered")
+            return
+
+    async def _load(
+        self, consumer: AIOKafkaConsumer, numbers: list[int], assigned: set[TopicPartition]
+    ) -> None:
+        """Load the partitions' domains from PostgreSQL and seek to the stored offsets."""
+        started = time.perf_counter()
+        total = (
+            len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
+        )
+        owned = {
+            number: [d for d in self._config.domains if kafka.partition_for(d, total) == number]
+            for number in numbers
+        }
+        domains = [d for names in owned.values() for d in names]
+        async with self._pool.acquire() as conn:
+            # The lease's row locks wait for any in-flight batch of a previous owner; once
+            # committed, no previous owner can write, so what is read next is final.
+            async with conn.transaction():
+                leases = await store.acquire_leases(conn, self._group, numbers, self._owner)
+            offsets = await store.stored_offsets(
+                conn, self._group, [self._inbound, self._agents], numbers
+            )
+            pending = await store.unpublished(conn, numbers)
+        with _collector_paused():
+            snapshots = await store.load_domains(self._pool, domains)
+            states = {
+                name: (
+                    restore(
+                        name,
+                        self._config.domains[name].routing,
+                        snap.agents,
+                        snap.conversations,
+                        snap.customers,
+                    )
+                    if snap.agents or snap.conversations or snap.customers
+                    else new_state(name, self._config.domains[name].routing)
+                )
+                for name, snap in snapshots.items()
+            }
+            del snapshots
+        self._leases = leases
+        positions = await self._validated_positions(consumer, assigned, offsets)
+        if positions != {tp: offsets.get((tp.topic, tp.partition)) for tp in assigned}:
+            async with self._pool.acquire() as conn:
+                await store.reset_offsets(
+                    conn,
+                    self._group,
+                    {(tp.topic, tp.partition): o for tp, o in positions.items() if o is not None},
+                )
+        for number, names in owned.items():
+            part = _Partition(number)
+            for name in names:
+                part.domains[name] = states[name]
+            self._partitions[number] = part
+        for tp, position in positions.items():
+            self._expected[tp] = position
+            if position is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, position)
+        # Rows already acknowledged are only waiting for their deletion: not republished.
+        known = {(row.domain, row.event_id) for row in self._pending} | set(self._acked)
+        known.update((row.domain, row.event_id) for rows, _ in self._inflight for row in rows)
+        republish = [row for row in pending if (row.domain, row.event_id) not in known]
+        if republish:
+            log.info("outbox_republishing", events=len(republish), partitions=numbers)
+        self._pending.extend(republish)
+        self._metrics.partition_load_seconds.observe(time.perf_counter() - started)
+        self.last_load_started = started
+        self.first_applied_after_load = None
+        self._metrics.partitions_owned.set(len(self._partitions))
+
+    async def _validated_positions(
+        self,
+        consumer: AIOKafkaConsumer,
+        assigned: set[TopicPartition],
+        offsets: dict[tuple[str, int], int],
+    ) -> dict[TopicPartition, int | None]:
+        """Stored offsets, except those past the partition's end (a broker that lost its log):
+        those restart from the beginning, with a warning."""
+        positions: dict[TopicPartition, int | None] = {
+            tp: offsets.get((tp.topic, tp.partition)) for tp in assigned
+        }
+        stored = [tp for tp, o in positions.items() if o]
+        if not stored:
+            return positions
+        ends = await consumer.end_offsets(stored)
+        for tp in stored:
+            offset = positions[tp]
+            assert offset is not None
+            if offset <= ends[tp]:
+                continue
+            true_end = await self._probe_end(tp, ends[tp])
+            if offset > true_end:
+                log.warning(
+                    "stored_offset_past_partition_end",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    stored=offset,
+                    end=true_end,
+                    action="restart from the beginning",
+                )
+                self._metrics.offset_resets.labels(tp.topic).inc()
+                positions[tp] = 0
+        return positions
+
+    async def _probe_end(self, tp: TopicPartition, hint: int) -> int:
+        """The partition's true end, read by fetching its last batch.
+
+        ``end_offsets`` is only trusted as a lower bound: some Kafka-compatible brokers
+        answer the last batch's base offset instead of the next offset.
+        """
+        probe = AIOKafkaConsumer(
+            **kafka.client_options(self._config, self._environ),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._config.kafka.fetch_max_wait_ms,
+        )
+        await probe.start()
+        try:
+            probe.assign([tp])
+            probe.seek(tp, hint)
+            end = hint
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                records = (await probe.getmany(tp, timeout_ms=300)).get(tp, [])
+                if not records:
+                    if end > hint or probe.highwater(tp) is not None:
+                        break
+                    continue
+                end = records[-1].offset + 1
+            highwater = probe.highwater(tp)
+            return max(end, highwater or 0)
+        finally:
+            await probe.stop()
+
+    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            numbers = sorted({tp.partition for tp in assigned})
+            delay = 0.2
+            while True:
+                try:
+                    await self._load(consumer, numbers, assigned)
+                    break
+                except _DATABASE_ERRORS as error:
+                    self.problem = f"database: {type(error).__name__}"
+                    log.warning("partition_load_failed", error=str(error))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+            self._joined = True
+            self.problem = None
+            log.info("partitions_assigned", partitions=numbers)
+            if self._pending:
+                await self._publish_pending()
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            numbers = {tp.partition for tp in revoked}
+            await self._settle(wait=True)
+            if self._pending:
+                await self._publish_pending()
+            await self._flush_acked()
+            # Whatever is still unpublished stays in the outbox for the next owner.
+            self._pending = [row for row in self._pending if row.partition not in numbers]
+            for number in numbers:
+                self._partitions.pop(number, None)
+                self._leases.pop(number, None)
+            for tp in revoked:
+                self._expected.pop(tp, None)
+            self._metrics.partitions_owned.set(len(self._partitions))
+            if numbers:
+                log.info("partitions_revoked", partitions=sorted(numbers))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, worker: RouterWorker, consumer: AIOKafkaConsumer) -> None:
+        self._worker = worker
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.on_assigned(self._consumer, assigned)
