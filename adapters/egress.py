@@ -1,0 +1,486 @@
+"""Egress: deliver an agent's ``ReplyRequested`` through the conversation's provider API.
+
+Per channel, ``build_request`` turns a reply into the provider's real send call (pure,
+no I/O): Twilio Messages, WhatsApp Cloud API, Messenger and Instagram Send API, Telegram
+``sendMessage``, Mailgun messages. ``Egress.send`` performs it:
+1. skip the reply when the ``SentLedger`` says its id was already sent (``duplicate``);
+2. call the provider; on 429, 5xx, a Graph throttling error or a connection error,
+   wait (exponential backoff, bounded, ``Retry-After`` honoured up to a cap) and retry;
+   any other 4xx is final;
+3. record the result in the ledger and return it.
+
+Idempotency beyond the ledger: Twilio gets ``I-Twilio-Idempotency-Token`` (the reply id),
+so a retry after a lost response is not sent twice; Mailgun gets a ``Message-Id`` built
+from the reply id; WhatsApp carries the id in ``biz_opaque_callback_data``. Messenger,
+Instagram and Telegram have no idempotency key: a retry after a lost response can
+duplicate there. Attachments travel as media on Twilio; elsewhere their URLs are
+appended to the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import aiohttp
+import msgspec
+import structlog
+
+from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
+from adapters.normalize import find_endpoint
+from adapters.twilio import WHATSAPP_PREFIX
+from schemas import Channel, ReplyRequested
+from switchboard.metrics import Metrics
+
+log = structlog.get_logger()
+
+#: Graph API error codes that mean "slow down" even when the HTTP status is 400/403.
+GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})
+MAX_ERROR_CHARS = 300
+
+
+class SendOutcome(enum.StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one outbound reply."""
+
+    outbound_id: str
+    domain: str
+    channel: Channel
+    outcome: SendOutcome
+    provider_message_id: str | None = None
+    attempts: int = 0
+    status_code: int | None = None
+    """HTTP status of the last provider answer (None: no answer)."""
+    error: str | None = None
+
+
+class SentLedger(Protocol):
+    """Which outbound ids were sent: the caller's guard against sending a reply twice."""
+
+    async def already_sent(self, outbound_id: str) -> bool: ...
+
+    async def record(self, result: SendResult) -> None: ...
+
+
+class InMemorySentLedger:
+    """A ``SentLedger`` for tests and single-process runs."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, SendResult] = {}
+
+    async def already_sent(self, outbound_id: str) -> bool:
+        found = self.results.get(outbound_id)
+        return found is not None and found.outcome is SendOutcome.SENT
+
+    async def record(self, result: SendResult) -> None:
+        if result.outcome is not SendOutcome.DUPLICATE:
+            self.results[result.outbound_id] = result
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Bounded exponential backoff: ``base * 2**(n-1)``, capped, with proportional jitter."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    """Cap of any single wait, a provider's ``Retry-After`` included."""
+    jitter: float = 0.2
+    """Up to this fraction is added at random, so retries of many replies spread out."""
+    timeout: float = 15.0
+    """Seconds one provider call may take."""
+
+    def delay(self, attempt: int, retry_after: float | None, rnd: float) -> float:
+        backoff = self.base_delay * 2 ** (attempt - 1) * (1 + self.jitter * rnd)
+        wanted: float = max(backoff, retry_after or 0.0)
+        return min(wanted, self.max_delay)
+
+
+class EgressUnroutable(Exception):
+    """No provider is configured to send from this endpoint on this channel."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderRequest:
+    """One provider API call, ready to perform."""
+
+    provider: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json: Mapping[str, Any] | None = None
+    form: list[tuple[str, str]] | None = None
+    message_id: Callable[[Any], str | None] = lambda _body: None
+    """Reads the provider's message id from its decoded JSON answer."""
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic authentication."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _text_with_links(reply: ReplyRequested) -> str:
+    links = [a.url for a in reply.attachments]
+    return "\n".join([reply.text, *links]) if reply.text else "\n".join(links)
+
+
+def _get(body: Any, *path: str | int) -> str | None:
+    for key in path:
+        if isinstance(key, int) and isinstance(body, list) and len(body) > key:
+            body = body[key]
+        elif isinstance(key, str) and isinstance(body, dict):
+            body = body.get(key)
+        else:
+            return None
+    return None if body is None else str(body)
+
+
+def twilio_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    cfg = channels.twilio
+    prefix = WHATSAPP_PREFIX if reply.channel is Channel.WHATSAPP else ""
+    form = [
+        ("From", prefix + reply.endpoint),
+        ("To", prefix + reply.customer_address),
+        ("Body", reply.text),
+    ]
+    form += [("MediaUrl", a.url) for a in reply.attachments]
+    if cfg.status_callback_url:
+        form.append(("StatusCallback", cfg.status_callback_url))
+    return ProviderRequest(
+        provider="twilio",
+        url=f"{cfg.api_base_url.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json",
+        headers={
+            "I-Twilio-Idempotency-Token": reply.id,
+            "Authorization": basic_auth(
+                cfg.account_sid, resolve_secret(cfg.auth_token_env, environ)
+            ),
+        },
+        form=form,
+        message_id=lambda body: _get(body, "sid"),
+    )
+
+
+def whatsapp_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    meta = channels.meta
+    number = find_endpoint(meta.whatsapp, reply.endpoint, "phone_number_id")
+    if number is None:
+        raise EgressUnroutable(reply.endpoint)
+    return ProviderRequest(
+        provider="whatsapp",
+        url=f"{meta.graph_api_base_url.rstrip('/')}/{meta.graph_api_version}/"
+        f"{number.phone_number_id}/messages",
+        headers={"Authorization": f"Bearer {resolve_secret(number.access_token_env, environ)}"},
+        json={
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": reply.customer_address.lstrip("+"),
+            "type": "text",
+            "text": {"body": _text_with_links(reply), "preview_url": False},
+            "biz_opaque_callback_data": reply.id,
+        },
+        message_id=lambda body: _get(body, "messages", 0, "id"),
+    )
+
+
+def _send_api_request(
+    reply: ReplyRequested, base: str, version: str, node: str, token: str, provider: str
+) -> ProviderRequest:
+    return ProviderRequest(
+        provider=provider,
+        url=f"{base.rstrip('/')}/{version}/{node}/messages",
+        headers={"Authorization": f"Bearer {token}"},
+        json={
+            "recipient": {"id": reply.customer_address},
+            "messaging_type": "RESPONSE",
+            "message": {"text": _text_with_links(reply)},
+        },
+        message_id=lambda body: _get(body, "message_id"),
+    )
+
+
+def messenger_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    meta = channels.meta
+    page = find_endpoint(meta.messenger, reply.endpoint, "page_id")
+    if page is None:
+        raise EgressUnroutable(reply.endpoint)
+    token = resolve_secret(page.access_token_env, environ)
+    return _send_api_request(
+        reply, meta.graph_api_base_url, meta.graph_api_version, "me", token, "messenger"
+    )
+
+
+def instagram_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    meta = channels.meta
+    account = find_endpoint(meta.instagram, reply.endpoint, "account_id")
+    if account is None:
+        raise EgressUnroutable(reply.endpoint)
+    token = resolve_secret(account.access_token_env, environ)
+    return _send_api_request(
+        reply,
+        meta.instagram_api_base_url,
+        meta.graph_api_version,
+        account.account_id,
+        token,
+        "instagram",
+    )
+
+
+def telegram_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    cfg = channels.telegram
+    bot = find_endpoint(cfg.bots, reply.endpoint, "name")
+    if bot is None:
+        raise EgressUnroutable(reply.endpoint)
+    token = resolve_secret(bot.bot_token_env, environ)
+    chat = reply.customer_address
+
+    def message_id(body: Any) -> str | None:
+        mid = _get(body, "result", "message_id")
+        return None if mid is None else f"{bot.name}:{chat}:{mid}"
+
+    return ProviderRequest(
+        provider="telegram",
+        url=f"{cfg.api_base_url.rstrip('/')}/bot{token}/sendMessage",
+        json={"chat_id": chat, "text": _text_with_links(reply)},
+        message_id=message_id,
+    )
+
+
+def _angle(message_id: str) -> str:
+    return message_id if message_id.startswith("<") else f"<{message_id}>"
+
+
+def mailgun_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    cfg = channels.email.mailgun
+    address = next(
+        (a for a in channels.email.addresses if a.address.lower() == reply.endpoint.lower()), None
+    )
+    if address is None:
+        raise EgressUnroutable(reply.endpoint)
+    sending_domain = address.sending_domain or address.address.rpartition("@")[2]
+    form = [
+        ("from", address.address),
+        ("to", reply.customer_address),
+        ("subject", reply.subject or ""),
+        ("text", _text_with_links(reply)),
+        ("h:Message-Id", f"<{reply.id}@{sending_domain}>"),
+        ("v:switchboard-outbound-id", reply.id),
+    ]
+    if reply.in_reply_to:
+        form += [
+            ("h:In-Reply-To", _angle(reply.in_reply_to)),
+            ("h:References", _angle(reply.in_reply_to)),
+        ]
+
+    def message_id(body: Any) -> str | None:
+        mid = _get(body, "id")
+        return None if mid is None else mid.strip("<>")
+
+    return ProviderRequest(
+        provider="mailgun",
+        url=f"{cfg.api_base_url.rstrip('/')}/v3/{sending_domain}/messages",
+        headers={"Authorization": basic_auth("api", resolve_secret(cfg.api_key_env, environ))},
+        form=form,
+        message_id=message_id,
+    )
+
+
+Builder = Callable[[ReplyRequested, ChannelsConfig, Mapping[str, str]], ProviderRequest]
+
+
+def build_request(
+    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+) -> ProviderRequest:
+    """The provider call that delivers ``reply``; ``EgressUnroutable`` / ``SecretMissing``."""
+    builder: Builder
+    match reply.channel:
+        case Channel.SMS:
+            builder = twilio_request
+        case Channel.WHATSAPP:
+            on_meta = find_endpoint(channels.meta.whatsapp, reply.endpoint, "phone_number_id")
+            builder = whatsapp_request if on_meta is not None else twilio_request
+        case Channel.MESSENGER:
+            builder = messenger_request
+        case Channel.INSTAGRAM:
+            builder = instagram_request
+        case Channel.TELEGRAM:
+            builder = telegram_request
+        case Channel.EMAIL:
+            builder = mailgun_request
+        case Channel.WEBCHAT:
+            raise EgressUnroutable("web chat replies go through the web chat socket")
+    if builder is twilio_request and (
+        find_endpoint(channels.twilio.numbers, reply.endpoint, "number") is None
+    ):
+        raise EgressUnroutable(reply.endpoint)
+    return builder(reply, channels, environ)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_reason(body: Any, status: int) -> str:
+    reason = (
+        _get(body, "error", "message")
+        or _get(body, "message")
+        or _get(body, "description")
+        or f"HTTP {status}"
+    )
+    return reason[:MAX_ERROR_CHARS]
+
+
+def _retryable(status: int, body: Any) -> bool:
+    if status == 429 or status >= 500:
+        return True
+    code = _get(body, "error", "code")
+    if code is not None and code.isdigit() and int(code) in GRAPH_THROTTLING_CODES:
+        return True
+    return _get(body, "error", "is_transient") == "True"
+
+
+class Egress:
+    """Sends replies with retries; one instance per process, sharing one ClientSession."""
+
+    def __init__(
+        self,
+        *,
+        channels: ChannelsConfig,
+        environ: Mapping[str, str],
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        ledger: SentLedger,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.channels = channels
+        self.environ = environ
+        self.session = session
+        self.metrics = metrics
+        self.ledger = ledger
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.rng = rng
+
+    async def send(self, reply: ReplyRequested) -> SendResult:
+        """Steps 1-3 of the module docstring."""
+        channel = reply.channel.value
+        if await self.ledger.already_sent(reply.id):
+            self.metrics.egress_messages.labels(channel=channel, outcome="duplicate").inc()
+            return self._result(reply, SendOutcome.DUPLICATE)
+        try:
+            request = build_request(reply, self.channels, self.environ)
+        except EgressUnroutable:
+            result = self._result(
+                reply, SendOutcome.FAILED, error=f"no {channel} sender for this endpoint"
+            )
+        except SecretMissing as exc:
+            result = self._result(reply, SendOutcome.FAILED, error=str(exc))
+        else:
+            result = await self._perform(reply, request)
+        self.metrics.egress_messages.labels(channel=channel, outcome=result.outcome.value).inc()
+        log.info(
+            "reply_sent" if result.outcome is SendOutcome.SENT else "reply_failed",
+            domain=reply.domain,
+            channel=channel,
+            attempts=result.attempts,
+            status=result.status_code,
+        )
+        await self.ledger.record(result)
+        return result
+
+    def _result(self, reply: ReplyRequested, outcome: SendOutcome, **kw: Any) -> SendResult:
+        return SendResult(
+            outbound_id=reply.id, domain=reply.domain, channel=reply.channel, outcome=outcome, **kw
+        )
+
+    async def _perform(self, reply: ReplyRequested, req: ProviderRequest) -> SendResult:
+        attempts_counter = self.metrics.egress_attempts
+        channel = reply.channel.value
+        status: int | None = None
+        error = "not attempted"
+        timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
+        for attempt in range(1, self.retry.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with self.session.post(
+                    req.url,
+                    headers=dict(req.headers),
+                    json=req.json,
+                    data=req.form,
+                    timeout=timeout,
+                ) as resp:
+                    status = resp.status
+                    raw = await resp.read()
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = None
+                error = f"connection error: {type(exc).__name__}"
+                attempts_counter.labels(channel=channel, result="error").inc()
+            else:
+                try:
+                    body: Any = msgspec.json.decode(raw) if raw else None
+                except msgspec.DecodeError:
+                    body = None
+                if 200 <= status < 300:
+                    attempts_counter.labels(channel=channel, result="ok").inc()
+                    return self._result(
+                        reply,
+                        SendOutcome.SENT,
+                        provider_message_id=req.message_id(body),
+                        attempts=attempt,
+                        status_code=status,
+                    )
+                error = _error_reason(body, status)
+                if not _retryable(status, body):
+                    attempts_counter.labels(channel=channel, result="permanent").inc()
+                    return self._result(
+                        reply, SendOutcome.FAILED, attempts=attempt, status_code=status, error=error
+                    )
+                attempts_counter.labels(channel=channel, result="retryable").inc()
+                if retry_after is None:
+                    after = _get(body, "parameters", "retry_after")  # Telegram's 429 body
+                    retry_after = float(after) if after and after.isdigit() else None
+            if attempt < self.retry.max_attempts:
+                await self.sleep(self.retry.delay(attempt, retry_after, self.rng()))
+        return self._result(
+            reply,
+            SendOutcome.FAILED,
+            attempts=self.retry.max_attempts,
+            status_code=status,
+            error=error,
+        )

@@ -1,0 +1,436 @@
+"""Meta ingress: WhatsApp Cloud API, Messenger and Instagram, all through one app webhook.
+
+Meta signs the raw body: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app
+secret>``. Subscribing is a GET with ``hub.mode=subscribe``, ``hub.verify_token`` and
+``hub.challenge``; we echo the challenge when the token matches.
+
+One POST can carry several entries, each several changes (WhatsApp) or messaging items
+(Messenger, Instagram), each several messages and statuses: all are normalized.
+Customer messages become ``MessageReceived`` with a 24 h reply window; statuses and
+deliveries become ``DeliveryStatusChanged``; echoes of our own messages, reads,
+reactions, typing and the like are recognised and not routed. Entries for pages or
+numbers that are not configured are skipped (one app serves many pages, and a 4xx would
+make Meta retry the whole batch); a request with no configured entry at all gets 404.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import msgspec
+
+from adapters.base import BadRequest, SignatureRejected, constant_time_equal, hmac_hex
+from adapters.base import inbound_event_id as event_id
+from adapters.config import ChannelsConfig
+from adapters.normalize import (
+    META_REPLY_WINDOW_SECONDS,
+    Endpoint,
+    decode_json,
+    e164,
+    find_endpoint,
+    message_received,
+)
+from schemas import (
+    Attachment,
+    Channel,
+    DeliveryStatus,
+    DeliveryStatusChanged,
+    InboundEvent,
+    MessageReceived,
+)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+EVENT_RECEIVED = "EVENT_RECEIVED"
+
+
+# --- payload shapes (only the fields we read; unknown fields are ignored) -----------------
+
+
+class _S(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class WaText(_S, frozen=True, kw_only=True):
+    body: str = ""
+
+
+class WaMedia(_S, frozen=True, kw_only=True):
+    id: str = ""
+    mime_type: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+
+
+class WaLocation(_S, frozen=True, kw_only=True):
+    latitude: float | None = None
+    longitude: float | None = None
+    name: str | None = None
+    address: str | None = None
+
+
+class WaButton(_S, frozen=True, kw_only=True):
+    text: str = ""
+
+
+class WaReply(_S, frozen=True, kw_only=True):
+    id: str = ""
+    title: str = ""
+
+
+class WaInteractive(_S, frozen=True, kw_only=True):
+    type: str = ""
+    button_reply: WaReply | None = None
+    list_reply: WaReply | None = None
+
+
+class WaMessage(_S, frozen=True, kw_only=True):
+    from_: str = msgspec.field(name="from")
+    id: str
+    timestamp: str
+    type: str = "text"
+    text: WaText | None = None
+    image: WaMedia | None = None
+    video: WaMedia | None = None
+    audio: WaMedia | None = None
+    document: WaMedia | None = None
+    sticker: WaMedia | None = None
+    location: WaLocation | None = None
+    button: WaButton | None = None
+    interactive: WaInteractive | None = None
+
+
+class WaError(_S, frozen=True, kw_only=True):
+    code: int | str | None = None
+
+
+class WaStatus(_S, frozen=True, kw_only=True):
+    id: str
+    status: str
+    timestamp: str
+    recipient_id: str | None = None
+    errors: list[WaError] = []
+
+
+class WaMetadata(_S, frozen=True, kw_only=True):
+    phone_number_id: str
+    display_phone_number: str | None = None
+
+
+class WaValue(_S, frozen=True, kw_only=True):
+    messaging_product: str = "whatsapp"
+    metadata: WaMetadata
+    messages: list[WaMessage] = []
+    statuses: list[WaStatus] = []
+
+
+class Change(_S, frozen=True, kw_only=True):
+    field: str
+    value: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class Party(_S, frozen=True, kw_only=True):
+    id: str
+
+
+class AttachmentPayload(_S, frozen=True, kw_only=True):
+    url: str | None = None
+
+
+class MsgAttachment(_S, frozen=True, kw_only=True):
+    type: str = "file"
+    payload: AttachmentPayload | None = None
+
+
+class MsgMessage(_S, frozen=True, kw_only=True):
+    mid: str
+    text: str | None = None
+    is_echo: bool = False
+    is_deleted: bool = False
+    is_unsupported: bool = False
+    attachments: list[MsgAttachment] = []
+
+
+class MsgPostback(_S, frozen=True, kw_only=True):
+    title: str = ""
+    payload: str | None = None
+    mid: str | None = None
+
+
+class MsgDelivery(_S, frozen=True, kw_only=True):
+    mids: list[str] = []
+    watermark: int | None = None
+
+
+class Messaging(_S, frozen=True, kw_only=True):
+    sender: Party
+    recipient: Party
+    timestamp: int | None = None
+    message: MsgMessage | None = None
+    postback: MsgPostback | None = None
+    delivery: MsgDelivery | None = None
+
+
+class Entry(_S, frozen=True, kw_only=True):
+    id: str
+    time: int | None = None
+    changes: list[Change] = []
+    messaging: list[Messaging] = []
+
+
+class Notification(_S, frozen=True, kw_only=True):
+    object: str
+    entry: list[Entry]
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+def verify_signature(app_secret: str, body: bytes, header: str | None) -> None:
+    """Raise ``SignatureRejected`` (401 missing, 403 wrong) unless Meta signed ``body``."""
+    if not header:
+        raise SignatureRejected(f"missing {SIGNATURE_HEADER} header", status=401)
+    scheme, _, given = header.strip().partition("=")
+    if scheme != "sha256" or not given:
+        raise SignatureRejected(f"{SIGNATURE_HEADER} must be sha256=<hex>")
+    if not constant_time_equal(hmac_hex(app_secret, body, "sha256"), given.lower()):
+        raise SignatureRejected()
+
+
+def verify_subscription(query: Mapping[str, str], verify_token: str) -> str:
+    """The ``hub.challenge`` to echo when the subscribe handshake carries our verify token."""
+    if query.get("hub.mode") != "subscribe":
+        raise BadRequest("hub.mode must be subscribe")
+    challenge = query.get("hub.challenge")
+    if not challenge:
+        raise BadRequest("hub.challenge missing")
+    if not constant_time_equal(verify_token, query.get("hub.verify_token", "")):
+        raise SignatureRejected("verify token does not match")
+    return challenge
+
+
+# --- normalization ------------------------------------------------------------------------
+
+
+def _seconds(raw: str | int | None, fallback: float, *, millis: bool = False) -> float:
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        raise BadRequest(f"timestamp {raw!r} is not a number") from None
+    if value is None:
+        return fallback
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(f"timestamp {raw!r} is not a Unix time")
+    return value / 1000 if millis else value
+
+
+_WA_STATUS = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+#: WhatsApp message types that carry something for an agent. Reactions, system
+#: notices (number changed), unsupported and ephemeral types are not routed.
+_WA_MEDIA = ("image", "video", "audio", "document", "sticker")
+
+
+def media_reference(config: ChannelsConfig, media_id: str) -> str:
+    """Graph URL that resolves a WhatsApp media id to a download URL (needs the bearer token)."""
+    meta = config.meta
+    return f"{meta.graph_api_base_url.rstrip('/')}/{meta.graph_api_version}/{media_id}"
+
+
+def _wa_content(
+    config: ChannelsConfig, msg: WaMessage
+) -> tuple[str, tuple[Attachment, ...]] | None:
+    """Text and attachments of a WhatsApp message, or None when it is not for an agent."""
+    if msg.type == "text":
+        return (msg.text.body if msg.text else ""), ()
+    if msg.type in _WA_MEDIA:
+        media: WaMedia | None = getattr(msg, msg.type)
+        if media is None or not media.id:
+            raise BadRequest(f"WhatsApp {msg.type} message without media id")
+        att = Attachment(
+            url=media_reference(config, media.id),
+            content_type=media.mime_type,
+            filename=media.filename,
+        )
+        return media.caption or "", (att,)
+    if msg.type == "location" and msg.location is not None:
+        loc = msg.location
+        label = " ".join(p for p in (loc.name, loc.address) if p)
+        return f"[location] {loc.latitude},{loc.longitude} {label}".strip(), ()
+    if msg.type == "button" and msg.button is not None:
+        return msg.button.text, ()
+    if msg.type == "interactive" and msg.interactive is not None:
+        reply = msg.interactive.button_reply or msg.interactive.list_reply
+        return (reply.title if reply else ""), ()
+    return None
+
+
+def _whatsapp(
+    config: ChannelsConfig, change: Change, now: float, events: list[InboundEvent]
+) -> bool:
+    """Append the events of one WhatsApp ``messages`` change; False if its number is unknown."""
+    try:
+        value = msgspec.json.decode(change.value, type=WaValue)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"malformed WhatsApp change: {exc}") from None
+    number_id = value.metadata.phone_number_id
+    endpoint = find_endpoint(config.meta.whatsapp, number_id, "phone_number_id")
+    if endpoint is None:
+        return False
+    for msg in value.messages:
+        content = _wa_content(config, msg)
+        if content is None:
+            continue
+        text, attachments = content
+        events.append(
+            message_received(
+                config,
+                endpoint,
+                channel=Channel.WHATSAPP,
+                endpoint_key=number_id,
+                customer_address=e164(msg.from_),
+                provider_message_id=msg.id,
+                occurred_at=_seconds(msg.timestamp, now),
+                text=text,
+                attachments=attachments,
+                reply_window=META_REPLY_WINDOW_SECONDS,
+            )
+        )
+    for st in value.statuses:
+        mapped = _WA_STATUS.get(st.status)
+        if mapped is None:
+            continue
+        code = st.errors[0].code if st.errors else None
+        events.append(
+            DeliveryStatusChanged(
+                id=event_id(endpoint.domain, "whatsapp", f"{st.id}/status/{st.status}"),
+                domain=endpoint.domain,
+                occurred_at=_seconds(st.timestamp, now),
+                channel=Channel.WHATSAPP,
+                provider_message_id=st.id,
+                status=mapped,
+                error_code=None if code is None else str(code),
+            )
+        )
+    return True
+
+
+def _messaging(
+    config: ChannelsConfig,
+    channel: Channel,
+    endpoint: Endpoint,
+    endpoint_key: str,
+    item: Messaging,
+    now: float,
+) -> list[InboundEvent]:
+    """Events of one Messenger/Instagram messaging item (often none)."""
+    at = _seconds(item.timestamp, now, millis=True)
+    if item.message is not None:
+        msg = item.message
+        if msg.is_echo or msg.is_deleted or item.sender.id == endpoint_key:
+            return []
+        attachments = tuple(
+            Attachment(url=a.payload.url, content_type=a.type)
+            for a in msg.attachments
+            if a.payload is not None and a.payload.url
+        )
+        if not msg.text and not attachments:
+            return []
+        text = msg.text or ""
+        return [
+            _meta_message(
+                config,
+                channel,
+                endpoint,
+                endpoint_key,
+                item,
+                msg.mid,
+                at,
+                text=text,
+                attachments=attachments,
+            )
+        ]
+    if item.postback is not None:
+        pb = item.postback
+        mid = pb.mid or f"postback:{item.sender.id}:{item.timestamp}"
+        return [
+            _meta_message(config, channel, endpoint, endpoint_key, item, mid, at, text=pb.title)
+        ]
+    if item.delivery is not None:
+        return [
+            DeliveryStatusChanged(
+                id=event_id(endpoint.domain, channel.value, f"{mid}/status/delivered"),
+                domain=endpoint.domain,
+                occurred_at=at,
+                channel=channel,
+                provider_message_id=mid,
+                status=DeliveryStatus.DELIVERED,
+            )
+            for mid in item.delivery.mids
+        ]
+    # read, reaction, optin, referral, typing, account linking …: not routed.
+    return []
+
+
+def _meta_message(
+    config: ChannelsConfig,
+    channel: Channel,
+    endpoint: Endpoint,
+    endpoint_key: str,
+    item: Messaging,
+    mid: str,
+    at: float,
+    *,
+    text: str = "",
+    attachments: tuple[Attachment, ...] = (),
+) -> MessageReceived:
+    return message_received(
+        config,
+        endpoint,
+        channel=channel,
+        endpoint_key=endpoint_key,
+        customer_address=item.sender.id,
+        provider_message_id=mid,
+        occurred_at=at,
+        text=text,
+        attachments=attachments,
+        reply_window=META_REPLY_WINDOW_SECONDS,
+    )
+
+
+def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> list[InboundEvent]:
+    """Normalize a verified Meta notification into events (possibly none)."""
+    note = decode_json(body, Notification, "Meta notification")
+    events: list[InboundEvent] = []
+    known = False
+    for entry in note.entry:
+        if note.object == "whatsapp_business_account":
+            for change in entry.changes:
+                if change.field == "messages":
+                    known |= _whatsapp(config, change, now, events)
+            continue
+        endpoint: Endpoint | None
+        if note.object == "page":
+            channel = Channel.MESSENGER
+            endpoint = find_endpoint(config.meta.messenger, entry.id, "page_id")
+        elif note.object == "instagram":
+            channel = Channel.INSTAGRAM
+            endpoint = find_endpoint(config.meta.instagram, entry.id, "account_id")
+        else:
+            raise BadRequest(f"unsupported object {note.object!r}")
+        if endpoint is None:
+            continue
+        known = True
+        for item in entry.messaging:
+            events.extend(_messaging(config, channel, endpoint, entry.id, item, now))
+    if note.entry and not known and not events:
+        if note.object == "whatsapp_business_account" and not any(
+            c.field == "messages" for e in note.entry for c in e.changes
+        ):
+            return []  # account-level changes (templates, quality): nothing to route
+        raise BadRequest("no entry of this notification is configured in [channels]", status=404)
+    return events

@@ -1,0 +1,238 @@
+"""Web chat: visitors POST messages as JSON and receive agents' replies on a WebSocket.
+
+``POST /v1/domains/{domain}/webchat/messages`` with
+``{"session_id", "message_id", "text", "attachments"?, "user_id"?, "user_hash"?}``
+answers 202 once the broker acknowledged the normalized message. ``message_id`` is the
+client's idempotency key: a retry with the same id is routed once.
+
+``GET /v1/domains/{domain}/webchat/sessions/{session_id}/socket`` upgrades to a WebSocket
+on which the session's agent replies arrive as JSON, live; replies sent while no socket
+was open are kept for a while and delivered on connect. Every adapter instance reads the
+whole ``conversations.outbound`` topic (no consumer group) so a visitor may be connected
+to any instance behind the load balancer.
+
+With ``identity_secret_env`` set, a signed-in visitor's ``user_id`` is trusted only with
+``user_hash`` = hex HMAC-SHA256 of the user id under that secret (computed by the
+customer's own backend); the customer is then the same across sessions and devices.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+
+import msgspec
+import structlog
+from aiohttp import WSMsgType, web
+
+from adapters.base import (
+    BadRequest,
+    SignatureRejected,
+    constant_time_equal,
+    hmac_hex,
+    inbound_event_id,
+)
+from adapters.config import resolve_secret
+from schemas import Attachment, Channel, MessageReceived, ReplyRequested
+
+log = structlog.get_logger(__name__)
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
+
+
+class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    """Accept web chat messages for this domain."""
+    queue: str | None = None
+    """Queue of web chat conversations (the domain's default queue when unset)."""
+    identity_secret_env: str | None = None
+    """Environment variable with the HMAC secret that signs visitors' ``user_id``."""
+    max_text_chars: int = 4000
+    """Longest message text accepted."""
+    reply_backlog: int = 50
+    """Replies kept per session for a visitor who is not connected."""
+    reply_backlog_seconds: float = 3600.0
+    """How long such replies are kept."""
+
+
+class WebchatAttachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str
+    content_type: str | None = None
+    filename: str | None = None
+
+
+class WebchatMessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of a web chat message POST."""
+
+    session_id: str
+    message_id: str
+    text: str = ""
+    attachments: tuple[WebchatAttachment, ...] = ()
+    user_id: str | None = None
+    user_hash: str | None = None
+
+
+class WebchatMessageAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an accepted web chat message."""
+
+    event_id: str
+    conversation_key: str
+
+
+_decoder = msgspec.json.Decoder(WebchatMessageIn)
+
+
+def parse_message(
+    domain: str,
+    config: WebchatConfig,
+    body: bytes,
+    secret: str | None,
+    now: float,
+) -> MessageReceived:
+    """Validate a web chat POST and normalize it; ``BadRequest`` says what is wrong."""
+    if not config.enabled:
+        raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
+    try:
+        message = _decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise BadRequest(f"invalid message: {error}") from None
+    except msgspec.DecodeError:
+        raise BadRequest("body is not valid JSON") from None
+    if not _SESSION_ID.match(message.session_id):
+        raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
+    if not 1 <= len(message.message_id) <= 128:
+        raise BadRequest("message_id must be 1 to 128 characters")
+    if not message.text.strip() and not message.attachments:
+        raise BadRequest("a message needs text or attachments")
+    if len(message.text) > config.max_text_chars:
+        raise BadRequest(f"text longer than {config.max_text_chars} characters", status=413)
+    for attachment in message.attachments:
+        if not attachment.url.startswith(("https://", "http://")):
+            raise BadRequest("attachment url must be http(s)")
+    customer_id = f"webchat:{message.session_id}"
+    if message.user_id is not None:
+        if secret is None:
+            raise BadRequest("user_id is not accepted: identity verification is not configured")
+        if message.user_hash is None or not constant_time_equal(
+            hmac_hex(secret, message.user_id.encode()), message.user_hash
+        ):
+            raise SignatureRejected("user_hash does not sign user_id")
+        customer_id = f"user:{message.user_id}"
+    provider_message_id = f"{message.session_id}/{message.message_id}"
+    return MessageReceived(
+        id=inbound_event_id(domain, Channel.WEBCHAT.value, provider_message_id),
+        domain=domain,
+        occurred_at=now,
+        channel=Channel.WEBCHAT,
+        endpoint="webchat",
+        customer_address=message.session_id,
+        customer_id=customer_id,
+        conversation_key=f"webchat:{message.session_id}",
+        provider_message_id=provider_message_id,
+        text=message.text,
+        attachments=tuple(
+            Attachment(url=a.url, content_type=a.content_type, filename=a.filename)
+            for a in message.attachments
+        ),
+        queue=config.queue,
+    )
+
+
+class WebchatHub:
+    """Live sockets per (domain, session) and a bounded backlog of undelivered replies."""
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, max_sessions: int = 100_000
+    ) -> None:
+        self._sockets: dict[tuple[str, str], set[web.WebSocketResponse]] = {}
+        self._backlog: OrderedDict[tuple[str, str], deque[tuple[float, bytes]]] = OrderedDict()
+        self._clock = clock
+        self._max_sessions = max_sessions
+
+    def connected(self, domain: str, session_id: str) -> int:
+        return len(self._sockets.get((domain, session_id), ()))
+
+    async def deliver(self, reply: ReplyRequested, config: WebchatConfig) -> bool:
+        """Send a reply to the session's sockets; keep it when none is open. True if sent."""
+        key = (reply.domain, reply.customer_address)
+        payload = msgspec.json.encode(
+            {
+                "type": "reply",
+                "id": reply.id,
+                "conversation_id": reply.conversation_id,
+                "agent_id": reply.agent_id,
+                "text": reply.text,
+                "attachments": reply.attachments,
+                "sent_at": reply.occurred_at,
+            }
+        )
+        sockets = [ws for ws in self._sockets.get(key, ()) if not ws.closed]
+        sent = False
+        for ws in sockets:
+            try:
+                await ws.send_str(payload.decode())
+                sent = True
+            except (ConnectionError, RuntimeError):
+                continue
+        if not sent:
+            backlog = self._backlog.setdefault(key, deque(maxlen=config.reply_backlog))
+            backlog.append((self._clock(), payload))
+            self._backlog.move_to_end(key)
+            while len(self._backlog) > self._max_sessions:
+                self._backlog.popitem(last=False)
+        return sent
+
+    async def attach(
+        self, domain: str, session_id: str, ws: web.WebSocketResponse, config: WebchatConfig
+    ) -> None:
+        key = (domain, session_id)
+        self._sockets.setdefault(key, set()).add(ws)
+        horizon = self._clock() - config.reply_backlog_seconds
+        for at, payload in self._backlog.pop(key, deque()):
+            if at >= horizon:
+                await ws.send_str(payload.decode())
+
+    def detach(self, domain: str, session_id: str, ws: web.WebSocketResponse) -> None:
+        key = (domain, session_id)
+        sockets = self._sockets.get(key)
+        if sockets is not None:
+            sockets.discard(ws)
+            if not sockets:
+                del self._sockets[key]
+
+    async def close_all(self) -> None:
+        for sockets in list(self._sockets.values()):
+            for ws in list(sockets):
+                await ws.close(code=1001, message=b"server shutting down")
+        self._sockets.clear()
+
+
+async def socket_session(
+    request: web.Request, hub: WebchatHub, domain: str, config: WebchatConfig
+) -> web.WebSocketResponse:
+    """Serve one visitor's WebSocket until either side closes it."""
+    session_id = request.match_info["session_id"]
+    if not config.enabled:
+        raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
+    if not _SESSION_ID.match(session_id):
+        raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
+    await ws.prepare(request)
+    await hub.attach(domain, session_id, ws, config)
+    try:
+        async for message in ws:
+            if message.type == WSMsgType.TEXT and message.data == "ping":
+                await ws.send_str('{"type":"pong"}')
+            elif message.type == WSMsgType.ERROR:
+                break
+    finally:
+        hub.detach(domain, session_id, ws)
+    return ws
+
+
+def identity_secret(config: WebchatConfig, environ: Mapping[str, str]) -> str | None:
+    if config.identity_secret_env is None:
+        return None
+    return resolve_secret(config.identity_secret_env, environ)

@@ -1,0 +1,250 @@
+"""The provider webhooks as aiohttp routes: read (bounded), verify, normalize, publish, answer.
+
+Every request follows the same steps:
+1. read the raw body, refusing more than ``max_body_bytes`` (413);
+2. verify the provider's signature or secret (401 missing, 403 wrong);
+3. normalize into ``schemas`` events (4xx with a reason on bad input, nothing published);
+4. publish and wait for the broker's acknowledgement (503 when it cannot);
+5. only then answer 2xx in the provider's expected form.
+
+Each outcome is counted in ``switchboard_webhook_requests_total``; logs carry provider,
+domains, counts and outcome, never bodies or customer identities.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+from adapters import email as email_adapter
+from adapters import meta, telegram, twilio
+from adapters.base import BadRequest, BrokerUnavailable, Publisher, SignatureRejected
+from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
+from adapters.normalize import first_values, parse_form
+from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
+from switchboard.metrics import Metrics
+
+log = structlog.get_logger()
+
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookContext:
+    """What the webhook handlers need; built once by the app."""
+
+    channels: ChannelsConfig
+    environ: Mapping[str, str]
+    publisher: Publisher
+    metrics: Metrics
+    public_url: str | None = None
+    max_body_bytes: int = 1024 * 1024
+    clock: Callable[[], float] = field(default=time.time)
+
+
+class BodyTooLarge(BadRequest):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body larger than {limit} bytes", status=413)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The raw body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status)
+
+
+Work = Callable[[bytes], list[InboundEvent]]
+
+
+async def _serve(
+    ctx: WebhookContext,
+    provider: str,
+    request: web.Request,
+    work: Work,
+    ok: Callable[[], web.Response],
+    *,
+    empty_outcome: str = "ignored",
+) -> web.Response:
+    """Steps 1-5 of the module docstring for one request."""
+    m = ctx.metrics
+    try:
+        body = await read_body(request, ctx.max_body_bytes)
+        events = work(body)
+    except BodyTooLarge as exc:
+        return _refused(ctx, provider, "too_large", exc)
+    except SignatureRejected as exc:
+        m.signature_failures.labels(provider=provider).inc()
+        return _refused(ctx, provider, "bad_signature", exc)
+    except BadRequest as exc:
+        return _refused(ctx, provider, "bad_request", exc)
+    except SecretMissing as exc:
+        # Our deployment is incomplete: 503 keeps the provider retrying until it is fixed.
+        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+        log.error("webhook_secret_missing", provider=provider, variable=exc.env_name)
+        return _error(503, "adapter not configured")
+
+    messages = [e for e in events if isinstance(e, MessageReceived)]
+    statuses = [e for e in events if isinstance(e, DeliveryStatusChanged)]
+    domains = sorted({e.domain for e in events})
+    if events:
+        try:
+            await ctx.publisher.publish(events)
+        except BrokerUnavailable:
+            m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+            log.warning("webhook_unavailable", provider=provider, domains=domains)
+            return _error(503, "broker unavailable, retry later")
+    for msg in messages:
+        m.inbound_messages.labels(channel=msg.channel.value).inc()
+    for st in statuses:
+        m.delivery_statuses.labels(channel=st.channel.value, status=st.status.value).inc()
+    outcome = "accepted" if events else empty_outcome
+    m.webhook_requests.labels(provider=provider, outcome=outcome).inc()
+    log.info(
+        "webhook",
+        provider=provider,
+        outcome=outcome,
+        domains=domains,
+        messages=len(messages),
+        statuses=len(statuses),
+    )
+    return ok()
+
+
+def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) -> web.Response:
+    ctx.metrics.webhook_requests.labels(provider=provider, outcome=outcome).inc()
+    log.info(
+        "webhook_refused", provider=provider, outcome=outcome, status=exc.status, reason=exc.reason
+    )
+    return _error(exc.status, exc.reason)
+
+
+def _require_form(request: web.Request) -> None:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("expected application/x-www-form-urlencoded", status=415)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _twilio(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        def work(body: bytes) -> list[InboundEvent]:
+            _require_form(request)
+            token = resolve_secret(ctx.channels.twilio.auth_token_env, ctx.environ)
+            params = parse_form(body)
+            url = twilio.signature_url(ctx.public_url, str(request.url), request.raw_path)
+            algorithm = twilio.signature_algorithm(
+                request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
+            )
+            twilio.verify_signature(
+                token, url, params, request.headers.get(twilio.SIGNATURE_HEADER), algorithm
+            )
+            return twilio.parse_webhook(params, ctx.channels, ctx.clock())
+
+        return await _serve(
+            ctx,
+            "twilio",
+            request,
+            work,
+            lambda: web.Response(text=TWIML_EMPTY, content_type="text/xml"),
+        )
+
+    return handle
+
+
+def _meta_post(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        def work(body: bytes) -> list[InboundEvent]:
+            secret = resolve_secret(ctx.channels.meta.app_secret_env, ctx.environ)
+            meta.verify_signature(secret, body, request.headers.get(meta.SIGNATURE_HEADER))
+            return meta.parse_webhook(body, ctx.channels, ctx.clock())
+
+        return await _serve(
+            ctx, "meta", request, work, lambda: web.Response(text=meta.EVENT_RECEIVED)
+        )
+
+    return handle
+
+
+def _meta_get(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        challenge = ""
+
+        def work(_body: bytes) -> list[InboundEvent]:
+            nonlocal challenge
+            token = resolve_secret(ctx.channels.meta.verify_token_env, ctx.environ)
+            challenge = meta.verify_subscription(request.query, token)
+            return []
+
+        return await _serve(
+            ctx,
+            "meta",
+            request,
+            work,
+            lambda: web.Response(text=challenge),
+            empty_outcome="accepted",  # a successful subscription handshake
+        )
+
+    return handle
+
+
+def _telegram(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        def work(body: bytes) -> list[InboundEvent]:
+            bot = telegram.find_bot(ctx.channels, request.match_info["bot"])
+            secret = resolve_secret(bot.secret_token_env, ctx.environ)
+            telegram.verify_secret(secret, request.headers.get(telegram.SECRET_HEADER))
+            return telegram.parse_update(body, bot, ctx.channels)
+
+        return await _serve(ctx, "telegram", request, work, lambda: web.Response(text="ok"))
+
+    return handle
+
+
+def _email(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        provider = request.match_info["provider"]
+        if provider not in email_adapter.PROVIDERS:
+            ctx.metrics.webhook_requests.labels(provider="email", outcome="bad_request").inc()
+            return _error(404, f"unknown email provider {provider!r}")
+
+        def work(body: bytes) -> list[InboundEvent]:
+            cfg = ctx.channels.email.mailgun
+            key = resolve_secret(cfg.signing_key_env, ctx.environ)
+            form = email_adapter.parse_form_body(body, request.headers.get("Content-Type"))
+            now = ctx.clock()
+            fields = first_values(form.fields)
+            email_adapter.verify_mailgun(key, fields, now, cfg.max_age_seconds)
+            return email_adapter.parse_mailgun(form, ctx.channels, now)
+
+        return await _serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
+
+    return handle
+
+
+def webhook_routes(ctx: WebhookContext) -> list[web.RouteDef]:
+    """The provider webhooks of the public contract, bound to ``ctx``."""
+    return [
+        web.post("/webhooks/twilio/sms", _twilio(ctx)),
+        web.get("/webhooks/meta", _meta_get(ctx), allow_head=False),
+        web.post("/webhooks/meta", _meta_post(ctx)),
+        web.post("/webhooks/telegram/{bot}", _telegram(ctx)),
+        web.post("/webhooks/email/{provider}", _email(ctx)),
+    ]
