@@ -1,0 +1,59 @@
+"""``make bench``: the engine and end-to-end benchmarks, printed and saved to
+``.bench/results.json`` (one object per run, appended, so runs can be compared)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from bench.e2e_bench import run_e2e_bench
+from bench.engine_bench import run_engine_bench
+
+RESULTS = Path(".bench/results.json")
+
+
+def main() -> int:
+    figures: dict[str, float] = {}
+    print("== engine (one core, no I/O)", flush=True)
+    figures.update(run_engine_bench())
+    print("\n== end to end (embedded broker and PostgreSQL unless configured)", flush=True)
+    e2e = run_e2e_bench()
+    for key, value in e2e.items():
+        print(f"  {key:36} {value}")
+    figures.update(e2e)
+    targets = [
+        ("engine_fast_path_events_per_s", figures["engine_fast_path_events_per_s"] >= 100_000),
+        ("engine_assignments_per_s", figures["engine_assignments_per_s"] >= 20_000),
+        (
+            "engine_bytes_per_open_conversation",
+            figures["engine_bytes_per_open_conversation"] <= 1024,
+        ),
+        ("e2e_ratio_to_raw >= 0.5", figures["e2e_ratio_to_raw"] >= 0.5),
+        ("e2e_p99_ratio_to_raw <= 1.5", figures["e2e_p99_ratio_to_raw"] <= 1.5),
+        ("recovery_seconds_100k_open < 5", figures["recovery_seconds_100k_open"] < 5),
+    ]
+    print("\n== targets")
+    for name, met in targets:
+        print(f"  {'met   ' if met else 'MISSED'} {name}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    history = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    if isinstance(history, dict):
+        history = [history]
+    history.append(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            **figures,
+        }
+    )
+    RESULTS.write_text(json.dumps(history, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""End-to-end benchmark on real infrastructure, with this machine's raw limit beside it.
+
+Everything runs on the embedded broker and PostgreSQL (or the ones named by
+``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL``), in one run, so the ratios compare like
+with like:
+
+- raw pipeline: consume → decode → COPY one row per message, one transaction per batch →
+  produce one event per message → commit. No routing. The best this machine does.
+- naive pipeline: the same with one transaction per message (what a careless design gets).
+- Switchboard: the router (engine, one transaction per batch with outbox and offsets,
+  outbox publish) from ``conversations.inbound`` to committed outcome + routing event.
+- latency at a fixed 1,000 msg/s: produce time → the output event seen by a consumer,
+  for the raw pipeline and for Switchboard.
+- recovery: taking over a partition whose domain holds 100,000 open conversations, from
+  the start of the load to the first new event applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from router.engine import DomainPolicy, apply, new_state, snapshot
+from router.shell.worker import RouterWorker
+from schemas import (
+    INBOUND_DECODER,
+    AgentRegistered,
+    Channel,
+    MessageReceived,
+    Presence,
+    PresenceChanged,
+)
+from switchboard import db, kafka
+from switchboard.cli import prepare
+from switchboard.config import Config
+from switchboard.embedded import missing_services
+from switchboard.metrics import Metrics
+
+THROUGHPUT_MESSAGES = 20_000
+NAIVE_MESSAGES = 1_000
+LATENCY_RATE = 1_000
+LATENCY_SECONDS = 8
+RECOVERY_CONVERSATIONS = 100_000
+FETCH_MAX_WAIT_MS = 10
+
+
+@dataclass(frozen=True)
+class Services:
+    bootstrap: str
+    server_url: str
+
+
+@contextlib.asynccontextmanager
+async def services() -> AsyncIterator[Services]:
+    state = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    with missing_services(
+        state, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+    ) as (bootstrap, url):
+        yield Services(bootstrap, db.with_database(url, "postgres"))
+
+
+async def fresh_database(services: Services) -> str:
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(services.server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return db.with_database(services.server_url, name)
+
+
+async def drop_database(services: Services, url: str) -> None:
+    conn = await asyncpg.connect(services.server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def message(domain: str, index: int, conversations: int) -> MessageReceived:
+    customer = index % conversations
+    address = f"+1555{customer:07d}"
+    return MessageReceived(
+        id=str(uuid.uuid4()),
+        domain=domain,
+        occurred_at=time.time(),
+        channel=Channel.SMS,
+        endpoint="+15550000000",
+        customer_address=address,
+        customer_id=f"phone:{address}",
+        conversation_key=f"sms:{address}",
+        provider_message_id=f"SM{index}-{uuid.uuid4().hex[:6]}",
+        text="where is my parcel?",
+    )
+
+
+# -- the raw pipeline ------------------------------------------------------------------
+
+
+async def raw_pipeline(
+    services: Services,
+    url: str,
+    source: str,
+    sink: str,
+    count: int,
+    *,
+    per_message_transaction: bool = False,
+    stop: asyncio.Event | None = None,
+) -> float:
+    """Consume ``count`` records (or until ``stop``), return seconds from first to last."""
+    conn = await asyncpg.connect(url)
+    await conn.execute("DROP TABLE IF EXISTS raw_messages")
+    await conn.execute("CREATE TABLE raw_messages (id text PRIMARY KEY, domain text, body jsonb)")
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=services.bootstrap,
+        group_id=None,  # no group join delay: the pipeline owns its one partition
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_poll_records=2000,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=services.bootstrap, linger_ms=2, max_batch_size=1024 * 1024
+    )
+    await consumer.start()
+    await producer.start()
+    done = 0
+    first = last = 0.0
+    inflight: list[asyncio.Future[list[Any]]] = []
+    try:
+        while done < count and not (stop is not None and stop.is_set()):
+            batch = await consumer.getmany(timeout_ms=100)
+            records = [r for rs in batch.values() for r in rs]
+            if not records:
+                continue
+            if not first:
+                first = time.perf_counter()
+            events = [INBOUND_DECODER.decode(r.value) for r in records]
+            rows = [(e.id, e.domain, msgspec.json.encode(e).decode()) for e in events]
+            if per_message_transaction:
+                for row in rows:
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO raw_messages VALUES ($1, $2, $3::jsonb)", *row
+                        )
+            else:
+                async with conn.transaction():
+                    await conn.copy_records_to_table("raw_messages", records=rows)
+            futures = [
+                await producer.send(sink, value=r.value, key=r.key, headers=r.headers)
+                for r in records
+            ]
+            # Acknowledgements are awaited, but not before the next batch: the same
+            # discipline as the router's outbox.
+            inflight.append(asyncio.gather(*futures))
+            done += len(records)
+            last = time.perf_counter()
+        await asyncio.gather(*inflight)
+        last = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await conn.close()
+    return last - first
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, events: list[MessageReceived]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, len(events), 1000):
+            futures = [
+                await producer.send(topic, value=msgspec.json.encode(e), key=e.domain.encode())
+                for e in events[start : start + 1000]
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def paced_latencies(
+    bootstrap: str,
+    topic: str,
+    out_topic: str,
+    make: Callable[[int], MessageReceived],
+    *,
+    rate: int,
+    seconds: float,
+    matches: Callable[[Any], str | None],
+) -> list[float]:
+    """Produce at ``rate`` for ``seconds``; return produce→output latencies in ms."""
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    reader = AIOKafkaConsumer(
+        out_topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await reader.start()
+    await reader.seek_to_end()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        while not stop.is_set() or len(latencies) < len(sent):
+            batch = await reader.getmany(timeout_ms=50)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    key = matches(record)
+                    if key is not None and key in sent:
+                        latencies.append((now - sent.pop(key)) * 1000)
+            if stop.is_set() and not sent:
+                break
+
+    reading = asyncio.create_task(read())
+    try:
+        interval = 1 / rate
+        start = time.perf_counter()
+        index = 0
+        while time.perf_counter() - start < seconds:
+            event = make(index)
+            sent[event.id] = time.perf_counter()
+            await producer.send(topic, value=msgspec.json.encode(event), key=event.domain.encode())
+            index += 1
+            delay = start + index * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reading, timeout=15)
+    finally:
+        reading.cancel()
+        await producer.stop()
+        await reader.stop()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- Switchboard -----------------------------------------------------------------------
+
+
+def bench_config(services: Services, url: str, domains: list[str]) -> Config:
+    tag = uuid.uuid4().hex[:6]
+    return msgspec.convert(
+        {
+            "kafka": {
+                "bootstrap_servers": services.bootstrap,
+                "topic_prefix": f"bench{tag}.",
+                "consumer_group": f"bench-{tag}",
+                "partitions": 1,
+                "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
+            },
+            "database": {"url": url, "pool_max_size": 4},
+            "domains": {d: {} for d in domains},
+        },
+        Config,
+    )
+
+
+@contextlib.asynccontextmanager
+async def router(config: Config) -> AsyncIterator[RouterWorker]:
+    assert config.database.url
+    pool = await db.create_pool(config.database.url, max_size=4)
+    producer = kafka.make_producer(config, {})
+    await producer.start()
+    worker = RouterWorker(config, {}, pool, producer, Metrics())
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+        await producer.stop()
+        await pool.close()
+
+
+async def register_agents(config: Config, domain: str, agents: int, capacity: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    publisher = kafka.EventPublisher(producer, config.topic(kafka.AGENTS), "bench", timeout=60)
+    try:
+        events: list[Any] = []
+        for i in range(agents):
+            agent = f"agent-{i:05d}"
+            base = {"domain": domain, "occurred_at": time.time()}
+            events.append(
+                AgentRegistered(
+                    id=str(uuid.uuid4()), agent_id=agent, capacity={Channel.SMS: capacity}, **base
+                )
+            )
+            events.append(
+                PresenceChanged(
+                    id=str(uuid.uuid4()), agent_id=agent, status=Presence.ONLINE, **base
+                )
+            )
+        await publisher.publish(events)
+    finally:
+        await producer.stop()
+
+
+async def count_routed(config: Config, expected: int, timeout: float = 120) -> float:
+    """Seconds until ``expected`` message.routed events were seen on the routing topic."""
+    reader = AIOKafkaConsumer(
+        config.topic(kafka.ROUTING),
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+    await reader.start()
+    seen: set[bytes] = set()
+    started = time.perf_counter()
+    try:
+        while len(seen) < expected and time.perf_counter() - started < timeout:
+            batch = await reader.getmany(timeout_ms=100, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    headers = dict(record.headers)
+                    if headers.get("ce_type") == b"message.routed":
+                        seen.add(headers["ce_id"])
+    finally:
+        await reader.stop()
+    if len(seen) < expected:
+        raise RuntimeError(
+            f"only {len(seen)} of {expected} message.routed events within {timeout} s"
+        )
+    return time.perf_counter() - started
+
+
+async def bench_switchboard_throughput(services: Services) -> float:
+    url = await fresh_database(services)
+    try:
+        config = bench_config(services, url, ["bench"])
+        await prepare(config, {})
+        await register_agents(config, "bench", agents=200, capacity=10)
+        events = [message("bench", i, conversations=2000) for i in range(THROUGHPUT_MESSAGES)]
+        await produce(services.bootstrap, config.topic(kafka.INBOUND), events)
+        async with router(config) as worker:
+            # Timed from the partition's assignment, as the raw pipeline is from its first
+            # record: joining a consumer group is start-up, not throughput.
+            counting = asyncio.create_task(count_routed(config, THROUGHPUT_MESSAGES))
+            while worker.last_load_started is None and not counting.done():
+                await asyncio.sleep(0.005)
+            started = worker.last_load_started or time.perf_counter()
+            await counting
+            return THROUGHPUT_MESSAGES / (time.perf_counter() - started)
+    finally:
+        await drop_database(services, url)
+
+
+async def bench_switchboard_latency(services: Services) -> list[float]:
+    url = await fresh_database(services)
+    try:
+        config = bench_config(services, url, ["bench"])
+        await prepare(config, {})
+        await register_agents(config, "bench", agents=200, capacity=10)
+        async with router(config):
+            # Warm up: open the conversations so the measured load is steady traffic.
+            warm = [message("bench", i, conversations=2000) for i in range(2000)]
+            await produce(services.bootstrap, config.topic(kafka.INBOUND), warm)
+            await count_routed(config, 2000)
+
+            def routed_id(record: Any) -> str | None:
+                if dict(record.headers).get("ce_type") != b"message.routed":
+                    return None
+                return str(msgspec.json.decode(record.value)["message_id"])
+
+            return await paced_latencies(
+                services.bootstrap,
+                config.topic(kafka.INBOUND),
+                config.topic(kafka.ROUTING),
+                lambda i: message("bench", i, conversations=2000),
+                rate=LATENCY_RATE,
+                seconds=LATENCY_SECONDS,
+                matches=routed_id,
+            )
+    finally:
+        await drop_database(services, url)
+
+
+async def bench_raw(services: Services) -> tuple[float, float, list[float]]:
+    url = await fresh_database(services)
+    try:
+        tag = uuid.uuid4().hex[:6]
+        source, sink = f"raw{tag}.in", f"raw{tag}.out"
+        await create_topics(services.bootstrap, [source, sink])
+        events = [message("bench", i, 2000) for i in range(THROUGHPUT_MESSAGES)]
+        await produce(services.bootstrap, source, events)
+        seconds = await raw_pipeline(services, url, source, sink, THROUGHPUT_MESSAGES)
+        raw_rate = THROUGHPUT_MESSAGES / seconds
+
+        naive_source, naive_sink = f"naive{tag}.in", f"naive{tag}.out"
+        await create_topics(services.bootstrap, [naive_source, naive_sink])
+        await produce(services.bootstrap, naive_source, events[:NAIVE_MESSAGES])
+        naive_seconds = await raw_pipeline(
+            services, url, naive_source, naive_sink, NAIVE_MESSAGES, per_message_transaction=True
+        )
+
+        lat_source, lat_sink = f"rawlat{tag}.in", f"rawlat{tag}.out"
+        await create_topics(services.bootstrap, [lat_source, lat_sink])
+        stop = asyncio.Event()
+        pipeline = asyncio.create_task(
+            raw_pipeline(services, url, lat_source, lat_sink, 10**9, stop=stop)
+        )
+        await asyncio.sleep(1)
+
+        def same_id(record: Any) -> str | None:
+            return str(msgspec.json.decode(record.value)["id"])
+
+        latencies = await paced_latencies(
+            services.bootstrap,
+            lat_source,
+            lat_sink,
+            lambda i: message("bench", i, 2000),
+            rate=LATENCY_RATE,
+            seconds=LATENCY_SECONDS,
+            matches=same_id,
+        )
+        stop.set()
+        await pipeline
+        return raw_rate, NAIVE_MESSAGES / naive_seconds, latencies
+    finally:
+        await drop_database(services, url)
+
+
+async def bench_recovery(services: Services) -> float:
+    """Seconds from starting a router on a domain with 100,000 open conversations to the
+    first new event applied (the partition's state loaded from PostgreSQL)."""
+    url = await fresh_database(services)
+    try:
+        config = bench_config(services, url, ["bench"])
+        await prepare(config, {})
+        state = new_state("bench", DomainPolicy())
+        agents = RECOVERY_CONVERSATIONS // 10
+        now = time.time()
+        for i in range(agents):
+            agent = f"agent-{i:05d}"
+            apply(
+                state,
+                AgentRegistered(
+                    id=f"r{i}",
+                    domain="bench",
+                    occurred_at=now,
+                    agent_id=agent,
+                    capacity={Channel.SMS: 10},
+                ),
+                now,
+            )
+            apply(
+                state,
+                PresenceChanged(
+                    id=f"p{i}",
+                    domain="bench",
+                    occurred_at=now,
+                    agent_id=agent,
+                    status=Presence.ONLINE,
+                ),
+                now,
+            )
+        for i in range(RECOVERY_CONVERSATIONS):
+            apply(state, message("bench", i, RECOVERY_CONVERSATIONS), now)
+        agent_records, conversation_records, customer_records = snapshot(state)
+        encode = msgspec.json.encode
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.copy_records_to_table(
+                "agents",
+                columns=["domain", "agent_id", "name", "presence", "record"],
+                records=[
+                    ("bench", r.agent_id, r.name, str(r.presence), encode(r).decode())
+                    for r in agent_records
+                ],
+            )
+            await conn.copy_records_to_table(
+                "customers",
+                columns=["domain", "customer_id", "record"],
+                records=[("bench", r.customer_id, encode(r).decode()) for r in customer_records],
+            )
+            from datetime import UTC, datetime
+
+            await conn.copy_records_to_table(
+                "conversations",
+                columns=[
+                    "domain",
+                    "conversation_id",
+                    "channel",
+                    "customer_id",
+                    "conversation_key",
+                    "queue",
+                    "status",
+                    "owner_agent_id",
+                    "opened_at",
+                    "record",
+                ],
+                records=[
+                    (
+                        "bench",
+                        r.conversation_id,
+                        str(r.channel),
+                        r.customer_id,
+                        r.conversation_key,
+                        r.queue,
+                        str(r.status),
+                        r.owner_agent_id,
+                        datetime.fromtimestamp(r.opened_at, UTC),
+                        encode(r).decode(),
+                    )
+                    for r in conversation_records
+                ],
+            )
+        finally:
+            await conn.close()
+        del state
+        probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
+        await produce(services.bootstrap, config.topic(kafka.INBOUND), [probe])
+        async with router(config) as worker:
+            await count_routed(config, 1)
+            assert worker.last_load_started is not None
+            assert worker.first_applied_after_load is not None
+            return worker.first_applied_after_load - worker.last_load_started
+    finally:
+        await drop_database(services, url)
+
+
+async def run_e2e_bench_async() -> dict[str, float]:
+    async with services() as running:
+        raw_rate, naive_rate, raw_latencies = await bench_raw(running)
+        ours = await bench_switchboard_throughput(running)
+        our_latencies = await bench_switchboard_latency(running)
+        recovery = await bench_recovery(running)
+    raw_p99 = percentile(raw_latencies, 0.99)
+    results = {
+        "raw_pipeline_messages_per_s": round(raw_rate, 1),
+        "naive_pipeline_messages_per_s": round(naive_rate, 1),
+        "e2e_messages_per_s": round(ours, 1),
+        "e2e_ratio_to_raw": round(ours / raw_rate, 3),
+        "e2e_p50_ms_at_1000": round(percentile(our_latencies, 0.5), 2),
+        "e2e_p99_ms_at_1000": round(percentile(our_latencies, 0.99), 2),
+        "raw_pipeline_p50_ms_at_1000": round(percentile(raw_latencies, 0.5), 2),
+        "raw_pipeline_p99_ms_at_1000": round(raw_p99, 2),
+        "e2e_p99_ratio_to_raw": round(percentile(our_latencies, 0.99) / raw_p99, 3),
+        "e2e_latency_samples": float(len(our_latencies)),
+        "recovery_seconds_100k_open": round(recovery, 3),
+    }
+    return results
+
+
+def run_e2e_bench() -> dict[str, float]:
+    return asyncio.run(run_e2e_bench_async())
+
+
+if __name__ == "__main__":
+    for key, value in run_e2e_bench().items():
+        print(f"{key:36} {value}")
