@@ -1,0 +1,132 @@
+"""Fixtures of the adapter tests: one channels config, fixed secrets, a recording publisher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from adapters.base import BrokerUnavailable
+from adapters.config import ChannelsConfig
+from adapters.webhooks import WebhookContext, webhook_routes
+from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
+from switchboard.metrics import Metrics
+
+PUBLIC_URL = "https://switchboard.example.com"
+NOW = 1_700_000_000.0
+
+ENVIRON = {
+    "TWILIO_AUTH_TOKEN": "twilio-auth-token",
+    "META_APP_SECRET": "meta-app-secret",
+    "META_VERIFY_TOKEN": "meta-verify-token",
+    "WHATSAPP_ACCESS_TOKEN": "wa-access-token",
+    "MESSENGER_PAGE_ACCESS_TOKEN": "page-access-token",
+    "INSTAGRAM_ACCESS_TOKEN": "ig-access-token",
+    "TELEGRAM_SECRET_TOKEN": "tg-secret_token-1",
+    "TELEGRAM_BOT_TOKEN": "123456:ABC-bot-token",
+    "MAILGUN_SIGNING_KEY": "key-mailgun-signing",
+    "MAILGUN_API_KEY": "mailgun-api-key",
+}
+
+CHANNELS_TOML = """
+phone_identity_domains = ["acme"]
+
+[twilio]
+account_sid = "AC00000000000000000000000000000001"
+numbers = [
+  { number = "+14155550100", domain = "acme", queue = "sms" },
+  { number = "+14155550199", domain = "globex" },
+]
+
+[meta]
+whatsapp = [{ phone_number_id = "106540352242922", domain = "acme", queue = "whatsapp" }]
+messenger = [{ page_id = "1234567890", domain = "acme" }]
+instagram = [{ account_id = "17841400000000000", domain = "globex" }]
+
+[telegram]
+bots = [
+  { name = "acme_support_bot", domain = "acme" },
+  { name = "groups_bot", domain = "acme", allow_groups = true },
+]
+
+[email]
+addresses = [{ address = "support@acme.example", domain = "acme", queue = "email" }]
+"""
+
+CHANNELS = msgspec.toml.decode(CHANNELS_TOML, type=ChannelsConfig)
+
+
+class RecordingPublisher:
+    """Test double of the broker publisher: keeps every batch; can play a broker outage."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[InboundEvent]] = []
+        self.down = False
+
+    async def publish(self, events: Sequence[InboundEvent]) -> None:
+        if self.down:
+            raise BrokerUnavailable("broker down (test)")
+        self.batches.append(list(events))
+
+    @property
+    def events(self) -> list[InboundEvent]:
+        return [e for batch in self.batches for e in batch]
+
+    @property
+    def messages(self) -> list[MessageReceived]:
+        return [e for e in self.events if isinstance(e, MessageReceived)]
+
+    @property
+    def statuses(self) -> list[DeliveryStatusChanged]:
+        return [e for e in self.events if isinstance(e, DeliveryStatusChanged)]
+
+
+@dataclass
+class Harness:
+    client: TestClient[web.Request, web.Application]
+    publisher: RecordingPublisher
+    metrics: Metrics
+
+    def count(self, provider: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "switchboard_webhook_requests_total", {"provider": provider, "outcome": outcome}
+        )
+        return value or 0.0
+
+    def signature_failures(self, provider: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "switchboard_webhook_signature_failures_total", {"provider": provider}
+        )
+        return value or 0.0
+
+
+async def start_harness(
+    *, public_url: str | None = PUBLIC_URL, max_body_bytes: int = 256 * 1024
+) -> Harness:
+    publisher = RecordingPublisher()
+    metrics = Metrics()
+    ctx = WebhookContext(
+        channels=CHANNELS,
+        environ=ENVIRON,
+        publisher=publisher,
+        metrics=metrics,
+        public_url=public_url,
+        max_body_bytes=max_body_bytes,
+        clock=lambda: NOW,
+    )
+    app = web.Application()
+    app.add_routes(webhook_routes(ctx))
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    return Harness(client, publisher, metrics)
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Harness]:
+    harness = await start_harness()
+    yield harness
+    await harness.client.close()

@@ -1,0 +1,162 @@
+"""Email webhook: Mailgun route POSTs (url-encoded and multipart) with their signature."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import aiohttp
+import pytest
+
+from adapters import email
+from adapters.base import hmac_hex, inbound_event_id
+from schemas import Channel
+from tests.adapters.conftest import ENVIRON, Harness
+
+PATH = "/webhooks/email/mailgun"
+KEY = ENVIRON["MAILGUN_SIGNING_KEY"]
+
+
+def mailgun_post(**overrides: str) -> dict[str, str]:
+    """The fields of Mailgun's documented forward() POST."""
+    timestamp, token = "1700000000", "c5f8a1e3d2b4a6c8e0f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1"
+    fields = {
+        "recipient": "support@acme.example",
+        "sender": "bounce+ann=example.org@mail.example.org",
+        "from": "Ann Customer <Ann@Example.org>",
+        "subject": "Re: Order 1234",
+        "body-plain": "Still waiting.\n\nOn Mon, support wrote:\n> We are on it",
+        "stripped-text": "Still waiting.",
+        "stripped-signature": "",
+        "body-html": "<p>Still waiting.</p>",
+        "Message-Id": "<CAF=reply-2@mail.example.org>",
+        "In-Reply-To": "<outbound-1@acme.example>",
+        "References": "<CAF=first-1@mail.example.org> <outbound-1@acme.example>",
+        "message-headers": json.dumps(
+            [["Subject", "Re: Order 1234"], ["Message-Id", "<CAF=reply-2@mail.example.org>"]]
+        ),
+        "attachment-count": "0",
+        "timestamp": timestamp,
+        "token": token,
+        "signature": hmac_hex(KEY, (timestamp + token).encode()),
+    }
+    fields.update(overrides)
+    return fields
+
+
+def test_thread_root() -> None:
+    assert email.thread_root("own", "<b@x>", "<a@x> <b@x>") == "a@x"
+    assert email.thread_root("own", "<b@x>", None) == "b@x"
+    assert email.thread_root("own", None, "") == "own"
+
+
+async def test_reply_continues_the_thread_of_its_root(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=mailgun_post())
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    assert msg.channel is Channel.EMAIL
+    assert msg.domain == "acme"
+    assert msg.queue == "email"
+    assert msg.endpoint == "support@acme.example"
+    assert msg.customer_address == "ann@example.org"
+    assert msg.customer_id == "email:ann@example.org"
+    assert msg.subject == "Re: Order 1234"
+    assert msg.text == "Still waiting."
+    assert msg.provider_message_id == "CAF=reply-2@mail.example.org"
+    assert msg.conversation_key == "email:support@acme.example:CAF=first-1@mail.example.org"
+    assert msg.id == inbound_event_id("acme", "email", "CAF=reply-2@mail.example.org")
+    assert msg.occurred_at == 1700000000
+
+
+async def test_first_message_of_a_thread_is_its_own_root(hook: Harness) -> None:
+    fields = mailgun_post(**{"Message-Id": "<first@x.org>", "In-Reply-To": "", "References": ""})
+    resp = await hook.client.post(PATH, data=fields)
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    assert msg.conversation_key == "email:support@acme.example:first@x.org"
+
+
+async def test_multipart_with_an_attachment(hook: Harness) -> None:
+    form = aiohttp.FormData()
+    for name, value in mailgun_post(**{"attachment-count": "1"}).items():
+        form.add_field(name, value)
+    form.add_field(
+        "attachment-1",
+        io.BytesIO(b"%PDF-1.4 ..."),
+        filename="invoice.pdf",
+        content_type="application/pdf",
+    )
+    resp = await hook.client.post(PATH, data=form)
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    [att] = msg.attachments
+    assert (att.filename, att.content_type, att.size_bytes) == (
+        "invoice.pdf",
+        "application/pdf",
+        12,
+    )
+
+
+async def test_store_notify_attachments_keep_their_urls(hook: Harness) -> None:
+    stored = [
+        {
+            "url": "https://storage.mailgun.net/v3/domains/acme.example/messages/K/attachments/0",
+            "content-type": "image/png",
+            "name": "photo.png",
+            "size": 2048,
+        }
+    ]
+    resp = await hook.client.post(PATH, data=mailgun_post(attachments=json.dumps(stored)))
+    assert resp.status == 200
+    [att] = hook.publisher.messages[0].attachments
+    assert att.url == stored[0]["url"]
+    assert att.content_type == "image/png"
+
+
+async def test_bad_signature_403_missing_401(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=mailgun_post(signature="0" * 64))
+    assert resp.status == 403
+    fields = mailgun_post()
+    del fields["signature"]
+    resp = await hook.client.post(PATH, data=fields)
+    assert resp.status == 401
+    assert hook.publisher.batches == []
+    assert hook.signature_failures("mailgun") == 2
+
+
+async def test_replay_gets_the_same_event_id(hook: Harness) -> None:
+    for _ in range(2):
+        assert (await hook.client.post(PATH, data=mailgun_post())).status == 200
+    first, second = hook.publisher.messages
+    assert first.id == second.id
+
+
+async def test_unknown_recipient_is_404(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=mailgun_post(recipient="sales@other.example"))
+    assert resp.status == 404
+    assert hook.publisher.batches == []
+
+
+async def test_unknown_provider_is_404(hook: Harness) -> None:
+    resp = await hook.client.post("/webhooks/email/postmark", data=mailgun_post())
+    assert resp.status == 404
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        mailgun_post(**{"from": "not an address", "sender": ""}),
+        mailgun_post(**{"message-headers": "{not json"}),
+        mailgun_post(recipient=""),
+    ],
+    ids=["no-sender", "bad-headers-json", "no-recipient"],
+)
+async def test_malformed_posts_are_400(hook: Harness, fields: dict[str, str]) -> None:
+    resp = await hook.client.post(PATH, data=fields)
+    assert resp.status == 400
+    assert hook.publisher.batches == []
+
+
+async def test_json_body_is_415(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, json=mailgun_post())
+    assert resp.status == 415

@@ -1,0 +1,84 @@
+"""Session fixtures: the real broker and PostgreSQL, embedded unless the environment names them.
+
+``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` point the suite at existing services;
+otherwise one embedded broker and one embedded PostgreSQL start for the whole session.
+Every test gets its own database (cloned from a migrated template) and its own topic
+prefix and consumer group, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from switchboard import db
+from switchboard.embedded import missing_services
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    bootstrap_servers: str
+    server_url: str
+    """URL of the PostgreSQL server's maintenance database."""
+    template: str
+    """A migrated database new test databases are cloned from."""
+
+
+@pytest.fixture(scope="session")
+def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
+    state = tmp_path_factory.mktemp("state")
+    with missing_services(
+        state, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+    ) as (bootstrap, database_url):
+        server_url = db.with_database(database_url, "postgres")
+        template = f"switchboard_template_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_create_template(server_url, template))
+        yield Infrastructure(bootstrap, server_url, template)
+        asyncio.run(_drop_databases(server_url, template))
+
+
+async def _create_template(server_url: str, template: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{template}"')
+    finally:
+        await conn.close()
+    await db.migrate_url(db.with_database(server_url, template))
+
+
+async def _drop_databases(server_url: str, template: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        prefix = template.replace("template", "t")
+        names = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = $2",
+            prefix + "%",
+            template,
+        )
+        for row in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = infrastructure.template.replace("template", "t") + "_" + uuid.uuid4().hex[:8]
+    conn = await asyncpg.connect(infrastructure.server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{infrastructure.template}"')
+    finally:
+        await conn.close()
+    yield db.with_database(infrastructure.server_url, name)
+    conn = await asyncpg.connect(infrastructure.server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

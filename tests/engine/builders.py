@@ -1,0 +1,293 @@
+"""Builders with defaults for engine tests: events, a populated domain, effect readers."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from router.engine import (
+    ConversationRecord,
+    DomainPolicy,
+    DomainState,
+    Effect,
+    Emit,
+    EngineInput,
+    QueueMode,
+    QueuePolicy,
+    StepPolicy,
+    apply,
+    new_state,
+    snapshot,
+)
+from schemas import (
+    AgentRegistered,
+    AgentReplied,
+    Channel,
+    ConversationAcceptRequested,
+    ConversationAssigned,
+    ConversationCloseRequested,
+    ConversationTransferRequested,
+    CustomerOwnerSet,
+    MessageReceived,
+    Presence,
+    PresenceChanged,
+    RoutingEvent,
+)
+
+T0 = 1_700_000_000.0
+DOMAIN = "acme"
+_ids = itertools.count(1)
+
+E = TypeVar("E", bound=RoutingEvent)
+
+
+def next_id(prefix: str = "evt") -> str:
+    return f"{prefix}-{next(_ids)}"
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    agent_id: str
+    capacity: dict[Channel, int] = field(
+        default_factory=lambda: {Channel.SMS: 2, Channel.WEBCHAT: 2, Channel.EMAIL: 5}
+    )
+    skills: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    presence: Presence = Presence.ONLINE
+    busy: bool = False
+    """Fill every slot with conversations of other customers."""
+
+    def registered(self) -> AgentRegistered:
+        return registered(
+            self.agent_id, capacity=self.capacity, skills=self.skills, queues=self.queues
+        )
+
+
+def agent(
+    agent_id: str,
+    *,
+    capacity: dict[Channel, int] | None = None,
+    skills: Sequence[str] = (),
+    queues: Sequence[str] = (),
+    presence: Presence = Presence.ONLINE,
+    busy: bool = False,
+) -> AgentSpec:
+    if capacity is None:
+        return AgentSpec(
+            agent_id, skills=tuple(skills), queues=tuple(queues), presence=presence, busy=busy
+        )
+    return AgentSpec(agent_id, dict(capacity), tuple(skills), tuple(queues), presence, busy)
+
+
+def registered(
+    agent_id: str,
+    *,
+    capacity: dict[Channel, int] | None = None,
+    skills: Sequence[str] = (),
+    queues: Sequence[str] = (),
+) -> AgentRegistered:
+    return AgentRegistered(
+        id=next_id("reg"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        agent_id=agent_id,
+        name=agent_id.title(),
+        skills=tuple(skills),
+        queues=tuple(queues),
+        capacity=dict(capacity) if capacity is not None else {Channel.SMS: 2},
+    )
+
+
+def presence(agent_id: str, status: Presence) -> PresenceChanged:
+    return PresenceChanged(
+        id=next_id("presence"), domain=DOMAIN, occurred_at=T0, agent_id=agent_id, status=status
+    )
+
+
+def message(
+    key: str = "key-1",
+    *,
+    customer: str = "cust-1",
+    channel: Channel = Channel.SMS,
+    queue: str | None = None,
+    priority: int = 0,
+    message_id: str | None = None,
+) -> MessageReceived:
+    return MessageReceived(
+        id=message_id or next_id("msg"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        channel=channel,
+        endpoint="+15550000000",
+        customer_address=f"addr:{customer}",
+        customer_id=customer,
+        conversation_key=key,
+        provider_message_id=next_id("pm"),
+        text="hello",
+        queue=queue,
+        priority=priority,
+    )
+
+
+def owner_set(customer: str, agent_id: str | None) -> CustomerOwnerSet:
+    return CustomerOwnerSet(
+        id=next_id("owner"), domain=DOMAIN, occurred_at=T0, customer_id=customer, agent_id=agent_id
+    )
+
+
+def accept(conversation_id: str, agent_id: str) -> ConversationAcceptRequested:
+    return ConversationAcceptRequested(
+        id=next_id("accept"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+    )
+
+
+def close(
+    conversation_id: str, agent_id: str | None = None, reason: str = "resolved"
+) -> ConversationCloseRequested:
+    return ConversationCloseRequested(
+        id=next_id("close"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        reason=reason,
+    )
+
+
+def transfer(
+    conversation_id: str,
+    agent_id: str | None = None,
+    *,
+    to_agent: str | None = None,
+    to_queue: str | None = None,
+) -> ConversationTransferRequested:
+    return ConversationTransferRequested(
+        id=next_id("transfer"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        to_agent_id=to_agent,
+        to_queue=to_queue,
+    )
+
+
+def replied(conversation_id: str, agent_id: str, channel: Channel = Channel.SMS) -> AgentReplied:
+    return AgentReplied(
+        id=next_id("reply"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        outbound_id=next_id("out"),
+        channel=channel,
+    )
+
+
+def ladder_policy(
+    *,
+    mode: QueueMode = QueueMode.ASSIGN,
+    skilled_wait: float | None = 60.0,
+    overflow_wait: float | None = 600.0,
+    offer_timeout: float = 20.0,
+    away_after_missed_offers: int | None = 3,
+) -> DomainPolicy:
+    """Queue ``support``: members with skill ``english``, then anyone, then overflow."""
+    return DomainPolicy(
+        default_queue="support",
+        away_after_missed_offers=away_after_missed_offers,
+        queues={
+            "support": QueuePolicy(
+                skills=("english",),
+                mode=mode,
+                offer_timeout=offer_timeout,
+                steps=(
+                    StepPolicy(name="skilled", wait=skilled_wait),
+                    StepPolicy(name="anyone", agents_from=("*",), skills=(), wait=overflow_wait),
+                ),
+            ),
+            "billing": QueuePolicy(steps=(StepPolicy(name="billing", wait=300.0),)),
+        },
+    )
+
+
+def domain(
+    agents: Iterable[AgentSpec] = (),
+    *,
+    policy: DomainPolicy | None = None,
+    preferred: dict[str, str] | None = None,
+    now: float = T0,
+) -> DomainState:
+    """A domain with registered agents (online unless told), busy ones at capacity,
+    and explicit customer owners from ``preferred``."""
+    state = new_state(DOMAIN, policy or DomainPolicy())
+    specs = list(agents)
+    for spec in specs:
+        apply(state, spec.registered(), now)
+        if spec.presence is not Presence.OFFLINE:
+            apply(state, presence(spec.agent_id, spec.presence), now)
+    for spec in specs:
+        if spec.busy:
+            fill(state, spec, now)
+    for customer, agent_id in (preferred or {}).items():
+        apply(state, owner_set(customer, agent_id), now)
+    return state
+
+
+def fill(state: DomainState, spec: AgentSpec, now: float = T0) -> list[str]:
+    """Give ``spec`` conversations until every slot is taken; returns their ids."""
+    opened = []
+    for channel, slots in spec.capacity.items():
+        for i in range(slots):
+            customer = f"filler-{spec.agent_id}-{channel}-{i}"
+            apply(state, owner_set(customer, spec.agent_id), now)
+            msg = message(f"fill:{customer}", customer=customer, channel=channel)
+            apply(state, msg, now)
+            opened.append(msg.id)
+    return opened
+
+
+def run(state: DomainState, events: Iterable[EngineInput], now: float = T0) -> list[Effect]:
+    effects: list[Effect] = []
+    for event in events:
+        effects.extend(apply(state, event, now))
+    return effects
+
+
+def emitted(effects: Iterable[Effect], kind: type[E]) -> list[E]:
+    return [e.event for e in effects if isinstance(e, Emit) and isinstance(e.event, kind)]
+
+
+def routing_events(effects: Iterable[Effect]) -> list[RoutingEvent]:
+    return [e.event for e in effects if isinstance(e, Emit)]
+
+
+def event_types(effects: Iterable[Effect]) -> list[str]:
+    return [str(type(event).__struct_config__.tag) for event in routing_events(effects)]
+
+
+def assignment(effects: Iterable[Effect]) -> tuple[str, str, str] | None:
+    """(conversation, agent, strategy) of the one assignment in ``effects``, if any."""
+    assigned = emitted(effects, ConversationAssigned)
+    assert len(assigned) <= 1, assigned
+    if not assigned:
+        return None
+    event = assigned[0]
+    return (event.conversation_id, event.agent_id, str(event.strategy))
+
+
+def assigned_to(effects: Iterable[Effect]) -> str | None:
+    """The agent of the one assignment in ``effects``, if any."""
+    found = assignment(effects)
+    return None if found is None else found[1]
+
+
+def conversation(state: DomainState, conversation_id: str) -> ConversationRecord | None:
+    """The snapshot of an open conversation (None once closed)."""
+    return next((r for r in snapshot(state)[1] if r.conversation_id == conversation_id), None)

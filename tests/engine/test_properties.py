@@ -1,0 +1,433 @@
+"""Invariants under random interleavings of messages, presence, capacity, commands and time.
+
+Each example drives one domain through a random sequence and checks, after every step:
+nobody over capacity, nobody owned twice (loads equal holdings), no fallback before its
+deadline, nobody waits while an agent who may take it has a free slot (so a preferred
+agent who frees a slot in time always gets the conversation), persisted snapshots equal
+the live state and a restored state continues identically; at the end, every waiting
+conversation gets assigned or overflowed, and a replay yields the same effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.engine import (
+    AgentRecord,
+    ConversationRecord,
+    ConversationStatus,
+    CustomerRecord,
+    DomainPolicy,
+    DomainState,
+    Effect,
+    EngineInput,
+    InactivityPolicy,
+    QueueMode,
+    QueuePolicy,
+    SaveAgent,
+    SaveConversation,
+    SaveCustomer,
+    StepPolicy,
+    apply,
+    new_state,
+    restore,
+    snapshot,
+    tick,
+)
+from schemas import (
+    Channel,
+    ConversationFallback,
+    Presence,
+)
+from tests.engine.builders import (
+    DOMAIN,
+    T0,
+    accept,
+    close,
+    emitted,
+    message,
+    owner_set,
+    presence,
+    registered,
+    replied,
+    transfer,
+)
+
+AGENTS = ("a0", "a1", "a2", "a3", "a4")
+CUSTOMERS = ("c0", "c1", "c2", "c3", "c4")
+KEYS = tuple(f"k{i}" for i in range(8))
+CHANNELS = (Channel.SMS, Channel.WEBCHAT)
+ADVANCES = (1.0, 5.0, 20.0, 31.0, 61.0, 125.0, 310.0, 1000.0, 4000.0)
+
+
+def policy_for(mode: QueueMode) -> DomainPolicy:
+    return DomainPolicy(
+        default_queue="support",
+        inactivity=InactivityPolicy(release_after=900, close_after=3600),
+        away_after_missed_offers=2,
+        queues={
+            "support": QueuePolicy(
+                skills=("english",),
+                mode=mode,
+                offer_timeout=20,
+                steps=(
+                    StepPolicy(name="skilled", wait=60),
+                    StepPolicy(name="anyone", agents_from=("*",), skills=(), wait=300),
+                ),
+            ),
+            "billing": QueuePolicy(
+                mode=mode, offer_timeout=20, steps=(StepPolicy(name="billing"),)
+            ),
+        },
+    )
+
+
+def eligible(agent: AgentRecord, queue: str, step: str) -> bool:
+    """The pools of ``policy_for``, restated independently of the engine."""
+    if step == "skilled":
+        return "english" in agent.skills and (not agent.queues or "support" in agent.queues)
+    if step == "anyone":
+        return True
+    if step == "billing":
+        return not agent.queues or "billing" in agent.queues
+    raise AssertionError(step)
+
+
+# -- operations ---------------------------------------------------------------------
+
+message_op = st.tuples(st.just("msg"), st.integers(0, len(KEYS) - 1), st.sampled_from((0, 0, 5)))
+op = st.one_of(
+    message_op,
+    message_op,
+    message_op,
+    st.tuples(st.just("presence"), st.integers(0, 4), st.sampled_from(list(Presence))),
+    st.tuples(st.just("presence"), st.integers(0, 4), st.sampled_from(list(Presence))),
+    st.tuples(
+        st.just("register"),
+        st.integers(0, 4),
+        st.integers(0, 3),
+        st.integers(0, 2),
+        st.booleans(),
+        st.sampled_from(((), ("support",), ("billing",))),
+    ),
+    st.tuples(st.just("owner"), st.integers(0, 4), st.one_of(st.none(), st.integers(0, 4))),
+    st.tuples(st.just("accept"), st.integers(0, 9), st.one_of(st.none(), st.integers(0, 4))),
+    st.tuples(st.just("close"), st.integers(0, 9), st.sampled_from(("owner", "admin", "other"))),
+    st.tuples(
+        st.just("transfer"),
+        st.integers(0, 9),
+        st.sampled_from(("owner", "admin", "other")),
+        st.one_of(st.integers(0, 4), st.sampled_from(("support", "billing", "nope"))),
+    ),
+    st.tuples(st.just("reply"), st.integers(0, 9), st.integers(0, 4)),
+    st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
+    st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
+)
+
+Step = tuple[EngineInput | None, float]
+"""An input applied at a time, or ``None``: a tick at that time."""
+
+
+def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> Step:
+    """Turn a drawn operation into a concrete input (conversations picked among the open)."""
+    kind = operation[0]
+    open_ids = sorted(state.conversations)
+
+    def pick(index: object) -> str:
+        assert isinstance(index, int)
+        return open_ids[index % len(open_ids)] if open_ids and index < 8 else "gone"
+
+    def holder(conversation_id: str) -> str | None:
+        conversation = state.conversations.get(conversation_id)
+        if conversation is None:
+            return None
+        agent = conversation.owner or conversation.offered_to
+        return None if agent is None else agent.agent_id
+
+    if kind == "msg":
+        index, priority = operation[1], operation[2]
+        assert isinstance(index, int)
+        assert isinstance(priority, int)
+        return (
+            message(
+                KEYS[index],
+                customer=CUSTOMERS[index % len(CUSTOMERS)],
+                channel=CHANNELS[index % 2],
+                priority=priority,
+            ),
+            now,
+        )
+    if kind == "presence":
+        index, status = operation[1], operation[2]
+        assert isinstance(index, int)
+        assert isinstance(status, Presence)
+        return presence(AGENTS[index], status), now
+    if kind == "register":
+        _, index, sms, chat, english, queues = operation
+        assert isinstance(index, int)
+        assert isinstance(sms, int)
+        assert isinstance(chat, int)
+        assert isinstance(queues, tuple)
+        return (
+            registered(
+                AGENTS[index],
+                capacity={Channel.SMS: sms, Channel.WEBCHAT: chat},
+                skills=("english",) if english else (),
+                queues=queues,
+            ),
+            now,
+        )
+    if kind == "owner":
+        customer, agent = operation[1], operation[2]
+        assert isinstance(customer, int)
+        owner = AGENTS[agent] if isinstance(agent, int) else None
+        return owner_set(CUSTOMERS[customer], owner), now
+    if kind == "accept":
+        conversation_id = pick(operation[1])
+        agent = operation[2]
+        offered = state.conversations.get(conversation_id)
+        if agent is None and offered is not None and offered.offered_to is not None:
+            return accept(conversation_id, offered.offered_to.agent_id), now
+        return accept(conversation_id, AGENTS[agent if isinstance(agent, int) else 0]), now
+    if kind in ("close", "transfer"):
+        conversation_id = pick(operation[1])
+        actor = {"owner": holder(conversation_id), "admin": None, "other": "a4"}[str(operation[2])]
+        if kind == "close":
+            return close(conversation_id, actor), now
+        target = operation[3]
+        if isinstance(target, int):
+            return transfer(conversation_id, actor, to_agent=AGENTS[target]), now
+        return transfer(conversation_id, actor, to_queue=str(target)), now
+    if kind == "reply":
+        agent = operation[2]
+        assert isinstance(agent, int)
+        return replied(pick(operation[1]), AGENTS[agent]), now
+    raise AssertionError(kind)
+
+
+# -- persisted snapshots ------------------------------------------------------------
+
+
+@dataclass
+class Store:
+    """What the shell would have in Postgres: the last saved record per key."""
+
+    agents: dict[str, AgentRecord] = field(default_factory=dict)
+    conversations: dict[str, ConversationRecord] = field(default_factory=dict)
+    customers: dict[str, CustomerRecord] = field(default_factory=dict)
+
+    def save(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, SaveAgent):
+                self.agents[effect.record.agent_id] = effect.record
+            elif isinstance(effect, SaveCustomer):
+                self.customers[effect.record.customer_id] = effect.record
+            elif isinstance(effect, SaveConversation):
+                record = effect.record
+                if record.status is ConversationStatus.CLOSED:
+                    self.conversations.pop(record.conversation_id, None)
+                else:
+                    self.conversations[record.conversation_id] = record
+
+    def restore(self, policy: DomainPolicy) -> DomainState:
+        return restore(
+            DOMAIN,
+            policy,
+            self.agents.values(),
+            self.conversations.values(),
+            self.customers.values(),
+        )
+
+    def snapshot(self) -> tuple[list[AgentRecord], list[ConversationRecord], list[CustomerRecord]]:
+        return (
+            [self.agents[k] for k in sorted(self.agents)],
+            [self.conversations[k] for k in sorted(self.conversations)],
+            [self.customers[k] for k in sorted(self.customers)],
+        )
+
+
+def step(state: DomainState, item: Step) -> list[Effect]:
+    event, now = item
+    return tick(state, now) if event is None else apply(state, event, now)
+
+
+# -- invariants ---------------------------------------------------------------------
+
+
+def loads_equal_holdings(state: DomainState) -> None:
+    """Nobody is owned twice: each agent's load is the conversations they hold."""
+    _, conversations, _ = snapshot(state)
+    held: dict[tuple[str, Channel], int] = {}
+    for record in conversations:
+        if record.status is ConversationStatus.ASSIGNED:
+            assert record.owner_agent_id is not None
+            assert record.offered_to is None
+            key = (record.owner_agent_id, record.channel)
+        elif record.status is ConversationStatus.OFFERED:
+            assert record.offered_to is not None
+            assert record.owner_agent_id is None
+            key = (record.offered_to, record.channel)
+        else:
+            if record.status is not ConversationStatus.IDLE:
+                assert record.owner_agent_id is None, record
+            assert record.offered_to is None
+            continue
+        held[key] = held.get(key, 0) + 1
+    for agent in state.agents.values():
+        for channel, load in agent.load.items():
+            assert load == held.get((agent.agent_id, channel), 0), (agent.agent_id, channel)
+    keys = [record.conversation_key for record in conversations]
+    assert len(keys) == len(set(keys)), "two open conversations share a key"
+
+
+def nobody_newly_over_capacity(state: DomainState, before: dict[tuple[str, Channel], int]) -> None:
+    """An agent given work in this step has it within capacity."""
+    for agent in state.agents.values():
+        for channel, load in agent.load.items():
+            if load > before.get((agent.agent_id, channel), 0):
+                assert load <= agent.capacity.get(channel, 0), (agent.agent_id, channel)
+
+
+def no_fallback_before_deadline(
+    effects: Sequence[Effect], before: dict[str, ConversationRecord], now: float
+) -> None:
+    for fallback in emitted(effects, ConversationFallback):
+        if fallback.reason != "timeout":
+            continue
+        record = before.get(fallback.conversation_id)
+        assert record is not None
+        assert record.step_until is not None
+        assert record.step_until <= now, (record.step_until, now)
+
+
+def nobody_waits_for_a_free_agent(state: DomainState) -> None:
+    """Work conservation: a held conversation's preferred agent has no free slot, and
+    no agent of a waiting conversation's pool (not passed over) has one either."""
+    agents, conversations, _ = snapshot(state)
+    free = [
+        agent
+        for agent in agents
+        if agent.presence is Presence.ONLINE
+        and any(
+            agent.load.get(channel, 0) < capacity for channel, capacity in agent.capacity.items()
+        )
+    ]
+    for record in conversations:
+        if record.status is not ConversationStatus.WAITING:
+            continue
+        for agent in free:
+            if agent.load.get(record.channel, 0) >= agent.capacity.get(record.channel, 0):
+                continue
+            if record.step == "preferred":
+                assert agent.agent_id != record.preferred_agent_id, (record, agent)
+            elif agent.agent_id not in record.passed_over:
+                assert not eligible(agent, record.queue, record.step), (record, agent)
+
+
+def loads(state: DomainState) -> dict[tuple[str, Channel], int]:
+    return {
+        (agent.agent_id, channel): load
+        for agent in state.agents.values()
+        for channel, load in agent.load.items()
+    }
+
+
+# -- the properties -----------------------------------------------------------------
+
+
+def setup(mode: QueueMode, capacities: Sequence[tuple[int, int, bool]]) -> list[Step]:
+    items: list[Step] = []
+    for agent_id, (sms, chat, english) in zip(AGENTS, capacities, strict=True):
+        items.append(
+            (
+                registered(
+                    agent_id,
+                    capacity={Channel.SMS: sms, Channel.WEBCHAT: chat},
+                    skills=("english",) if english else (),
+                ),
+                T0,
+            )
+        )
+        items.append((presence(agent_id, Presence.ONLINE), T0))
+    return items
+
+
+capacities = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 1), st.booleans()), min_size=5, max_size=5
+)
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    mode=st.sampled_from(list(QueueMode)),
+    capacities=capacities,
+    operations=st.lists(op, min_size=15, max_size=50),
+)
+def test_routing_invariants_hold_at_every_step(
+    mode: QueueMode, capacities: list[tuple[int, int, bool]], operations: list[tuple[object, ...]]
+) -> None:
+    policy = policy_for(mode)
+    state = new_state(DOMAIN, policy)
+    store = Store()
+    history: list[Step] = []
+    outputs: list[list[Effect]] = []
+    now = T0
+
+    def run_step(item: Step) -> None:
+        before_records = {r.conversation_id: r for r in snapshot(state)[1]}
+        before_loads = loads(state)
+        revived = store.restore(policy)
+        effects = step(state, item)
+        # restored from the persisted snapshots, the state continues identically
+        assert step(revived, item) == effects
+        history.append(item)
+        outputs.append(effects)
+        store.save(effects)
+        assert store.snapshot() == snapshot(state), "a change was not saved"
+        loads_equal_holdings(state)
+        nobody_newly_over_capacity(state, before_loads)
+        no_fallback_before_deadline(effects, before_records, item[1])
+        nobody_waits_for_a_free_agent(state)
+
+    for item in setup(mode, capacities):
+        run_step(item)
+    for operation in operations:
+        if operation[0] == "advance":
+            assert isinstance(operation[1], float)
+            now += operation[1]
+            run_step((None, now))
+        else:
+            run_step(resolve(state, operation, now))
+
+    # everyone available: every waiting conversation ends up assigned or overflowed
+    for index, agent_id in enumerate(AGENTS):
+        run_step(
+            (registered(agent_id, capacity={c: 50 for c in CHANNELS}, skills=("english",)), now)
+        )
+        run_step((presence(agent_id, Presence.ONLINE), now))
+        del index
+    for _ in range(12):
+        for conversation in sorted(state.conversations.values(), key=lambda c: c.conversation_id):
+            if conversation.status is ConversationStatus.OFFERED:
+                assert conversation.offered_to is not None
+                run_step(
+                    (accept(conversation.conversation_id, conversation.offered_to.agent_id), now)
+                )
+        for agent_id in AGENTS:
+            run_step((presence(agent_id, Presence.ONLINE), now))
+        now += 400
+        run_step((None, now))
+    statuses = {c.status for c in state.conversations.values()}
+    assert not statuses & {ConversationStatus.WAITING, ConversationStatus.OFFERED}, statuses
+
+    # a replay of the same inputs at the same times decides exactly the same
+    replay = new_state(DOMAIN, policy)
+    assert [step(replay, item) for item in history] == outputs

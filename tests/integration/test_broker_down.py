@@ -1,0 +1,44 @@
+"""With the broker gone, a webhook answers 503 (the provider retries) and nothing is
+published; once the broker is back, the retry goes through."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from switchboard.embedded import EmbeddedBroker
+from tests.support import TopicReader, make_config, running_service
+
+
+async def test_a_webhook_answers_503_while_the_broker_is_down(
+    database_url: str, tmp_path: Path
+) -> None:
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        config = make_config(broker.bootstrap_servers, database_url)
+        url = f"http://{config.http.host}:{config.http.port}/v1/domains/acme/webchat/messages"
+        message = {"session_id": "visitor-down1", "message_id": "m1", "text": "anyone there?"}
+        async with running_service(config) as service:
+            broker.stop()
+            started = time.monotonic()
+            async with service.session.post(url, json=message) as r:
+                assert r.status == 503, await r.text()
+                assert "broker unavailable" in (await r.json())["error"]
+            assert time.monotonic() - started < 15
+            broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # back, empty
+            broker.start()
+            async with TopicReader(config, "conversations.inbound") as inbound:
+                retried = False
+                for _ in range(40):
+                    async with service.session.post(url, json=message) as r:
+                        if r.status == 202:
+                            retried = True
+                            break
+                    await asyncio.sleep(0.5)
+                assert retried, "the provider's retry never went through"
+                records = await inbound.wait_for(lambda rs: len(rs) >= 1)
+                assert len(records) == 1  # only the accepted retry was published
+    finally:
+        broker.stop()

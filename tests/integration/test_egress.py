@@ -1,0 +1,167 @@
+"""Replies leave through the provider's real API shape, and come back as delivery statuses:
+SMS in through Twilio's signed webhook, the agent's reply out through a Twilio stand-in on
+loopback (rate-limited once, then accepted), Twilio's signed status callback marks it
+delivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import Infrastructure
+from tests.support import make_config, running_service, wait_until
+
+TOKEN = "twilio-test-auth-token"
+ACCOUNT = "AC00000000000000000000000000000001"
+OUR_NUMBER = "+14155550100"
+CUSTOMER = "+14155552671"
+ADMIN = {"Authorization": "Bearer egress-admin"}
+
+
+class FakeTwilio:
+    """Twilio's Messages API as far as egress uses it: one 429, then 201 with a sid."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.create)
+
+    async def create(self, request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        self.requests.append(
+            {
+                "account": request.match_info["sid"],
+                "form": form,
+                "auth": request.headers.get("Authorization", ""),
+                "idempotency": request.headers.get("I-Twilio-Idempotency-Token"),
+            }
+        )
+        if len(self.requests) == 1:
+            return web.json_response(
+                {"message": "Too Many Requests"}, status=429, headers={"Retry-After": "0"}
+            )
+        return web.json_response({"sid": "SM" + "f" * 32, "status": "queued"}, status=201)
+
+
+def _signed(url: str, params: dict[str, str]) -> dict[str, str]:
+    return {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, params)}
+
+
+async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    fake = FakeTwilio()
+    provider = TestServer(fake.app, host="127.0.0.1")
+    await provider.start_server()
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    public = f"http://{config.http.host}:{config.http.port}"
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "http": {"host": config.http.host, "port": config.http.port, "public_url": public},
+            "channels": {
+                "twilio": {
+                    "account_sid": ACCOUNT,
+                    "api_base_url": str(provider.make_url("")).rstrip("/"),
+                    "numbers": [{"number": OUR_NUMBER, "domain": "acme"}],
+                }
+            },
+        },
+    )
+    environ = {"TWILIO_AUTH_TOKEN": TOKEN, "SWITCHBOARD_ADMIN_TOKEN": "egress-admin"}
+    try:
+        async with running_service(config, environ) as service:
+            http = service.session
+            agent = service.url("/v1/domains/acme/agents/ann")
+            async with http.put(agent, json={"capacity": {"sms": 2}}, headers=ADMIN) as r:
+                assert r.status == 202
+            async with http.post(
+                agent + "/presence", json={"status": "online"}, headers=ADMIN
+            ) as r:
+                assert r.status == 202
+            conn = await asyncpg.connect(database_url)
+            try:
+                await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT count(*) = 1 FROM agents WHERE presence = 'online'"
+                    ),
+                    what="ann online",
+                )
+                inbound = {
+                    "MessageSid": "SM" + "1" * 32,
+                    "AccountSid": ACCOUNT,
+                    "From": CUSTOMER,
+                    "To": OUR_NUMBER,
+                    "Body": "Is my order shipped?",
+                    "NumMedia": "0",
+                }
+                webhook = public + "/webhooks/twilio/sms"
+                async with http.post(webhook, data=inbound, headers=_signed(webhook, inbound)) as r:
+                    assert r.status == 200, await r.text()
+                conversation_id = await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT conversation_id FROM conversations WHERE owner_agent_id = 'ann'"
+                    ),
+                    what="the conversation assigned to ann",
+                )
+                reply_url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
+                async with http.post(
+                    reply_url, json={"text": "Yes, it left today."}, headers=ADMIN
+                ) as r:
+                    assert r.status == 202, await r.text()
+                    reply_id = (await r.json())["reply_id"]
+
+                await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
+                        reply_id,
+                    ),
+                    timeout=20,
+                    what="the reply sent",
+                )
+                row = await conn.fetchrow(
+                    "SELECT provider_message_id, attempts, channel FROM outbound_messages"
+                    " WHERE outbound_id = $1",
+                    reply_id,
+                )
+                assert dict(row) == {
+                    "provider_message_id": "SM" + "f" * 32,
+                    "attempts": 2,
+                    "channel": "sms",
+                }
+                assert len(fake.requests) == 2  # rate-limited once, then accepted
+                sent = fake.requests[-1]
+                assert sent["account"] == ACCOUNT
+                assert sent["form"]["To"] == CUSTOMER
+                assert sent["form"]["From"] == OUR_NUMBER
+                assert sent["form"]["Body"] == "Yes, it left today."
+                assert sent["auth"].startswith("Basic ")
+                assert sent["idempotency"] == reply_id
+
+                callback = {
+                    "MessageSid": "SM" + "f" * 32,
+                    "MessageStatus": "delivered",
+                    "AccountSid": ACCOUNT,
+                    "From": OUR_NUMBER,
+                    "To": CUSTOMER,
+                }
+                async with http.post(
+                    webhook, data=callback, headers=_signed(webhook, callback)
+                ) as r:
+                    assert r.status == 200
+                await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT status = 'delivered' FROM outbound_messages WHERE outbound_id = $1",
+                        reply_id,
+                    ),
+                    what="the delivery recorded",
+                )
+            finally:
+                await conn.close()
+    finally:
+        await provider.close()

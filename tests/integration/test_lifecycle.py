@@ -1,0 +1,119 @@
+"""`make run` on embedded defaults: it becomes ready, and stopping it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from switchboard.embedded import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _environment(tmp_path: Path) -> tuple[dict[str, str], int]:
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+    }
+    # Relative, like the default `.state`: the embedded PostgreSQL must cope with that.
+    state = tmp_path / "state"
+    state.mkdir()
+    env.update(
+        SWITCHBOARD_STATE_DIR=os.path.relpath(state, REPO),
+        SWITCHBOARD_PORT=str(port),
+        SWITCHBOARD_LOG_FORMAT="json",
+    )
+    return env, port
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            pytest.fail(f"exited with {process.returncode} before ready:\n{output[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"/readyz not 200 within {timeout} s")
+
+
+def _infrastructure_of(pid: int) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.name() in ("postgres", "tansu") or "tansu" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _all_gone(processes: list[psutil.Process], timeout: float = 20) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.1)
+    return alive
+
+
+def test_sigterm_to_make_run_stops_cleanly_and_leaves_no_broker_or_postgres(tmp_path: Path) -> None:
+    env, port = _environment(tmp_path)
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(port, process)
+        infrastructure = _infrastructure_of(process.pid)
+        names = {p.name() for p in infrastructure}
+        assert "postgres" in names
+        assert any("tansu" in " ".join(p.cmdline()) for p in infrastructure)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        text = output.decode(errors="replace")
+        assert '"event": "router_stopped"' in text or '"event":"router_stopped"' in text, text[
+            -3000:
+        ]
+        assert _all_gone(infrastructure) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_kill_9_of_the_service_still_takes_broker_and_postgres_down(tmp_path: Path) -> None:
+    env, port = _environment(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "switchboard.cli", "run"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(port, process)
+        infrastructure = _infrastructure_of(process.pid)
+        assert len(infrastructure) >= 2
+        process.kill()
+        process.wait(10)
+        assert _all_gone(infrastructure) == []
+    finally:
+        if process.poll() is None:
+            process.kill()

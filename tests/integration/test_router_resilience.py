@@ -1,0 +1,349 @@
+"""The router under failure, on the real broker and PostgreSQL: kill -9, failover,
+database outage, poison records, and a broker that lost its log."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from schemas import ROUTING_DECODER, ConversationOverflowed, ConversationQueued
+from switchboard.cli import prepare
+from switchboard.config import Config
+from switchboard.embedded import EmbeddedBroker
+from tests.conftest import Infrastructure
+from tests.support import (
+    CuttableProxy,
+    RouterProcess,
+    TopicReader,
+    make_config,
+    make_raw_config,
+    running_service,
+    wait_until,
+)
+from tests.traffic import (
+    Traffic,
+    check_routing_invariants,
+    read_routing_until_covered,
+    stored_message_ids,
+)
+
+DOMAINS = [f"d{i}" for i in range(8)]
+DOMAIN_TABLES = {name: {} for name in DOMAINS}
+
+
+async def _all_stored(conn: asyncpg.Connection, traffic: Traffic, timeout: float = 90) -> None:
+    async def done() -> bool:
+        return len(set(await stored_message_ids(conn))) >= len(set(traffic.sent))
+
+    await wait_until(done, timeout=timeout, interval=0.3, what="every message stored")
+    try:
+        await wait_until(
+            lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"),
+            timeout=30,
+            what="outbox drained",
+        )
+    except AssertionError:
+        left = await conn.fetch(
+            "SELECT partition, topic, count(*), min(created_at), max(created_at) FROM outbox"
+            " GROUP BY 1, 2"
+        )
+        raise AssertionError(f"outbox not drained: {[dict(r) for r in left]}") from None
+
+
+async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    raw = make_raw_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {"domains": DOMAIN_TABLES, "kafka": {"partitions": 4}},
+    )
+    config = msgspec.convert(raw, type=Config)
+    await prepare(config, {})
+    router = RouterProcess(raw, tmp_path)
+    router.start()
+    await router.wait_ready()
+    chaos = random.Random(1234)
+    async with Traffic(config, DOMAINS, agents_per_domain=8, customers_per_domain=60) as traffic:
+        await traffic.register_agents()
+        load = asyncio.create_task(traffic.run(seconds=12, rate=400))
+        kills = 0
+        while not load.done():
+            await asyncio.sleep(chaos.uniform(0.8, 2.5))
+            router.kill()
+            kills += 1
+            await asyncio.sleep(chaos.uniform(0.0, 0.5))
+            router.start()
+        await load
+        await traffic.everyone_online()
+        assert kills >= 3
+        assert len(traffic.sent) > 3000
+        conn = await asyncpg.connect(database_url)
+        try:
+            await _all_stored(conn, traffic)
+            async with TopicReader(config, "conversations.routing") as routing:
+                records = await read_routing_until_covered(routing, conn)
+            await check_routing_invariants(conn, traffic.sent, records)
+        finally:
+            await conn.close()
+    assert router.terminate() == 0
+
+
+async def test_a_killed_routers_partitions_move_and_its_deadlines_still_fire(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    # One step with a 4 s wait and then overflow: every waiting conversation has a deadline.
+    routing = {"queues": {"default": {"steps": [{"name": "queue", "wait": 4}]}}}
+    domains = {name: {"routing": routing} for name in DOMAINS}
+    raw = make_raw_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {"domains": domains, "kafka": {"partitions": 4}},
+    )
+    config = msgspec.convert(raw, type=Config)
+    await prepare(config, {})
+    routers = [RouterProcess(raw, tmp_path, name=f"router{i}") for i in range(3)]
+    for router in routers:
+        router.start()
+    for router in routers:
+        await router.wait_ready()
+
+    async with aiohttp.ClientSession() as http:
+
+        async def owned(router: RouterProcess) -> list[int]:
+            async with http.get(f"http://127.0.0.1:{router.port}/readyz") as r:
+                return list((await r.json()).get("partitions", []))
+
+        await wait_until(
+            lambda: _sum_partitions([owned(r) for r in routers]),
+            timeout=30,
+            what="partitions spread over the routers",
+        )
+        victim = routers[0]
+        for router in routers:
+            if await owned(router):
+                victim = router
+                break
+
+    async with (
+        Traffic(
+            config, DOMAINS, agents_per_domain=1, customers_per_domain=6, capacity=1
+        ) as traffic,
+        TopicReader(config, "conversations.routing") as routing_topic,
+    ):
+        await traffic.register_agents()
+        for domain in DOMAINS:
+            for customer in range(4):  # one agent with one slot: three of them wait
+                await traffic._inbound.publish([traffic.message(domain, customer)])
+                traffic.sent.append("-")
+        queued = await routing_topic.wait_for(
+            lambda rs: (
+                sum(dict(r.headers)["ce_type"] == b"conversation.queued" for r in rs)
+                >= 3 * len(DOMAINS)
+            ),
+            timeout=30,
+        )
+        waiting = {
+            e.conversation_id
+            for e in (ROUTING_DECODER.decode(r.value) for r in queued)
+            if isinstance(e, ConversationQueued)
+        }
+        victim.kill()
+        records = await routing_topic.wait_for(
+            lambda rs: (
+                {
+                    e.conversation_id
+                    for e in (ROUTING_DECODER.decode(r.value) for r in rs)
+                    if isinstance(e, ConversationOverflowed)
+                }
+                >= waiting
+            ),
+            timeout=45,
+        )
+        overflowed = [
+            e
+            for e in (ROUTING_DECODER.decode(r.value) for r in records)
+            if isinstance(e, ConversationOverflowed)
+        ]
+        by_conversation: dict[str, set[str]] = {}
+        for event in overflowed:
+            by_conversation.setdefault(event.conversation_id, set()).add(event.id)
+        assert all(len(ids) == 1 for ids in by_conversation.values()), "a deadline fired twice"
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM messages") == 4 * len(DOMAINS)
+            assert await conn.fetchval(
+                "SELECT count(*) FROM conversations WHERE status = 'overflowed'"
+            ) == 3 * len(DOMAINS)
+        finally:
+            await conn.close()
+    for router in routers:
+        if router is not victim:
+            assert router.terminate() == 0
+
+
+async def _sum_partitions(lists: list[object]) -> bool:
+    results = [await c for c in lists]  # type: ignore[misc]
+    return sum(len(r) for r in results) == 4 and sum(1 for r in results if r) >= 2
+
+
+async def test_a_database_outage_pauses_the_router_which_recovers_with_nothing_lost(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    target = urlsplit(database_url)
+    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        proxied,
+        {"domains": {name: {} for name in DOMAINS[:4]}},
+    )
+    try:
+        async with running_service(config) as service, Traffic(config, DOMAINS[:4]) as traffic:
+            await traffic.register_agents()
+            load = asyncio.create_task(traffic.run(seconds=8, rate=300))
+            await asyncio.sleep(2.5)
+            proxy.cut()
+            problems: list[object] = []
+
+            async def not_ready() -> bool:
+                async with service.session.get(service.url("/readyz")) as r:
+                    body = await r.json()
+                    problems.append(body.get("problems"))
+                    return r.status == 503
+
+            await wait_until(not_ready, timeout=10, what="/readyz to report the outage")
+            await asyncio.sleep(3)
+            proxy.restore()
+            await load
+            await wait_until(
+                lambda: _ready(service.session, service.url("/readyz")),
+                timeout=30,
+                what="ready again",
+            )
+            assert any(p and "database" in p for p in problems if isinstance(p, dict))
+            conn = await asyncpg.connect(database_url)
+            try:
+                await _all_stored(conn, traffic)
+                async with TopicReader(config, "conversations.routing") as routing:
+                    records = await read_routing_until_covered(routing, conn)
+                await check_routing_invariants(conn, traffic.sent, records)
+            finally:
+                await conn.close()
+    finally:
+        await proxy.stop()
+
+
+async def _ready(session: aiohttp.ClientSession, url: str) -> bool:
+    async with session.get(url) as r:
+        return r.status == 200
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_processing_goes_on(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    async with (
+        running_service(config) as service,
+        Traffic(config, ["acme"], agents_per_domain=1) as traffic,
+        TopicReader(config, "switchboard.dlq") as dlq,
+    ):
+        await traffic.register_agents()
+        producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            inbound = config.topic("conversations.inbound")
+            await traffic.send_messages(1)
+            await producer.send_and_wait(inbound, b"\x00\xffnot json", key=b"acme")
+            await producer.send_and_wait(
+                inbound, b'{"type":"message.received","id":"x"}', key=b"acme"
+            )
+            stranger = msgspec.json.encode(
+                msgspec.structs.replace(traffic.message("acme", 1), domain="nowhere")
+            )
+            await producer.send_and_wait(inbound, stranger, key=b"nowhere")
+            await producer.send_and_wait(config.topic("agents.events"), b"[]", key=b"acme")
+            await traffic.send_messages(1)
+        finally:
+            await producer.stop()
+        letters = await dlq.wait_for(lambda rs: len(rs) >= 4)
+        reasons = sorted(
+            dict(r.headers)["dlq_reason"].decode().split(":")[0].split(" ")[0] for r in letters
+        )
+        assert reasons == ["invalid", "invalid", "invalid", "unknown"]
+        assert {r.value for r in letters} >= {b"\x00\xffnot json", stranger}
+        assert all(
+            dict(r.headers)["dlq_topic"].startswith(config.topic("").encode()) for r in letters
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) = 2 FROM messages"), what="good messages"
+            )
+            assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 4
+        finally:
+            await conn.close()
+        async with service.session.get(service.url("/metrics")) as r:
+            scrape = await r.text()
+        assert "switchboard_dead_letters_total" in scrape
+
+
+async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over(
+    database_url: str, tmp_path: Path
+) -> None:
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        config = make_config(broker.bootstrap_servers, database_url, {"kafka": {"partitions": 1}})
+        async with (
+            running_service(config),
+            Traffic(config, ["acme"], agents_per_domain=2) as traffic,
+        ):
+            await traffic.register_agents()
+            await traffic.send_messages(30)
+            conn = await asyncpg.connect(database_url)
+            try:
+                await _all_stored(conn, traffic)
+            finally:
+                await conn.close()
+        broker.stop()
+        broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # same address, empty log
+        broker.start()
+        async with (
+            running_service(config) as service,
+            Traffic(config, ["acme"], seed=8) as traffic2,
+        ):
+            await traffic2.send_messages(3)
+            conn = await asyncpg.connect(database_url)
+            try:
+                await wait_until(
+                    lambda: conn.fetchval("SELECT count(*) FROM messages"),
+                    what="messages",
+                )
+                await wait_until(
+                    lambda: _count_is(conn, len(traffic.sent) + 3),
+                    timeout=30,
+                    what="new messages routed",
+                )
+            finally:
+                await conn.close()
+            async with service.session.get(service.url("/metrics")) as r:
+                scrape = await r.text()
+            assert any(
+                line.startswith("switchboard_offset_resets_total") and not line.endswith(" 0.0")
+                for line in scrape.splitlines()
+            )
+    finally:
+        broker.stop()
+
+
+async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM messages") == expected)

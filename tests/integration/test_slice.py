@@ -1,0 +1,179 @@
+"""The walking skeleton end to end: web chat → broker → router → PostgreSQL, events, metrics."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from schemas import ROUTING_DECODER, ConversationAssigned, MessageRouted, decode_headers
+from tests.conftest import Infrastructure
+from tests.support import TopicReader, make_config, running_service, wait_until
+
+
+async def test_a_web_chat_message_is_assigned_to_an_online_agent_and_recorded(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    admin = {"Authorization": "Bearer slice-admin-token"}
+    async with (
+        running_service(config, {"SWITCHBOARD_ADMIN_TOKEN": "slice-admin-token"}) as service,
+        TopicReader(config, "conversations.routing") as routing,
+    ):
+        http = service.session
+        agent_url = service.url("/v1/domains/acme/agents/ann")
+        profile = {"name": "Ann", "capacity": {"webchat": 3}}
+        async with http.put(agent_url, json=profile, headers=admin) as r:
+            assert r.status == 202, await r.text()
+        async with http.post(
+            agent_url + "/presence", json={"status": "online"}, headers=admin
+        ) as r:
+            assert r.status == 202
+        pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        try:
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT presence = 'online' FROM agents WHERE domain = 'acme' AND agent_id = 'ann'"
+                ),
+                what="ann online in PostgreSQL",
+            )
+            message = {"session_id": "visitor-0001", "message_id": "m1", "text": "Hello, my order?"}
+            async with http.post(
+                service.url("/v1/domains/acme/webchat/messages"), json=message
+            ) as r:
+                assert r.status == 202, await r.text()
+                accepted = await r.json()
+
+            records = await routing.wait_for(
+                lambda rs: (
+                    {dict(r.headers)["ce_type"] for r in rs}
+                    >= {b"conversation.assigned", b"message.routed"}
+                )
+            )
+            events = [ROUTING_DECODER.decode(r.value) for r in records]
+            assigned = next(e for e in events if isinstance(e, ConversationAssigned))
+            routed = next(e for e in events if isinstance(e, MessageRouted))
+            assert assigned.agent_id == "ann"
+            assert assigned.domain == "acme"
+            assert assigned.channel == "webchat"
+            assert routed.message_id == accepted["event_id"]
+            assert routed.conversation_id == assigned.conversation_id
+            headers = decode_headers(records[0].headers)
+            assert headers.specversion == "1.0"
+            assert headers.source == config.source
+            assert {r.key for r in records} == {b"acme"}
+
+            conversation = await pool.fetchrow(
+                "SELECT status, owner_agent_id, channel FROM conversations WHERE conversation_id = $1",
+                assigned.conversation_id,
+            )
+            assert dict(conversation) == {
+                "status": "assigned",
+                "owner_agent_id": "ann",
+                "channel": "webchat",
+            }
+            stored = await pool.fetch("SELECT message_id, text, direction FROM messages")
+            assert [dict(r) for r in stored] == [
+                {
+                    "message_id": accepted["event_id"],
+                    "text": "Hello, my order?",
+                    "direction": "inbound",
+                }
+            ]
+            assignment = await pool.fetchrow("SELECT agent_id, strategy, ended_at FROM assignments")
+            assert assignment["agent_id"] == "ann"
+            assert assignment["strategy"] == str(assigned.strategy)
+            assert assignment["ended_at"] is None
+        finally:
+            await pool.close()
+
+        async with http.get(service.url("/metrics")) as r:
+            scrape = await r.text()
+        assert (
+            f'switchboard_assignments_total{{channel="webchat",queue="{assigned.queue}",'
+            f'strategy="{assigned.strategy}"}} 1.0' in scrape
+        )
+        assert 'switchboard_routed_messages_total{channel="webchat"} 1.0' in scrape
+        assert 'switchboard_inbound_messages_total{channel="webchat"} 1.0' in scrape
+
+
+async def test_a_retried_web_chat_message_is_routed_once(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    async with (
+        running_service(config) as service,
+        TopicReader(config, "conversations.routing") as routing,
+    ):
+        message = {"session_id": "visitor-0002", "message_id": "same", "text": "hi"}
+        for _ in range(3):
+            async with service.session.post(
+                service.url("/v1/domains/acme/webchat/messages"), json=message
+            ) as r:
+                assert r.status == 202
+        await routing.wait_for(
+            lambda rs: any(dict(r.headers)["ce_type"] == b"message.routed" for r in rs)
+        )
+        conn = await asyncpg.connect(database_url)
+        try:
+            await wait_until(
+                lambda: _scrape_has(service, "switchboard_duplicate_messages_total"),
+                what="duplicates",
+            )
+            assert await conn.fetchval("SELECT count(*) FROM messages") == 1
+        finally:
+            await conn.close()
+        routed = [
+            r for r in await routing.poll() if dict(r.headers)["ce_type"] == b"message.routed"
+        ]
+        assert len(routed) == 1
+
+
+async def _scrape_has(service: object, text: str) -> bool:
+    from tests.support import Service
+
+    assert isinstance(service, Service)
+    async with service.session.get(service.url("/metrics")) as r:
+        body = await r.text()
+    return any(line.startswith(text) and not line.endswith(" 0.0") for line in body.splitlines())
+
+
+async def test_a_malformed_web_chat_request_gets_a_reason_and_publishes_nothing(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    async with (
+        running_service(config) as service,
+        TopicReader(config, "conversations.inbound") as inbound,
+    ):
+        url = service.url("/v1/domains/acme/webchat/messages")
+        cases = [
+            (b"{not json", 400, "not valid JSON"),
+            (msgspec.json.encode({"session_id": "visitor-0003"}), 400, "message_id"),
+            (
+                msgspec.json.encode({"session_id": "x", "message_id": "1", "text": "hi"}),
+                400,
+                "session_id",
+            ),
+            (
+                msgspec.json.encode({"session_id": "visitor-0003", "message_id": "1", "text": " "}),
+                400,
+                "text",
+            ),
+            (b"x" * (config.http.max_body_bytes + 1), 413, "larger than"),
+        ]
+        for body, status, reason in cases:
+            async with service.session.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as r:
+                assert r.status == status, (body[:40], await r.text())
+                assert reason in (await r.json())["error"]
+        async with service.session.post(
+            service.url("/v1/domains/nowhere/webchat/messages"), json={"session_id": "visitor-0003"}
+        ) as r:
+            assert r.status == 404
+        # A good message afterwards is the only record on the topic.
+        good = {"session_id": "visitor-0003", "message_id": "ok", "text": "hi"}
+        async with service.session.post(url, json=good) as r:
+            assert r.status == 202
+        records = await inbound.wait_for(lambda rs: len(rs) >= 1)
+        assert len(records) == 1

@@ -1,0 +1,299 @@
+"""Factories for integration tests: configurations, a running service, topic readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+
+from switchboard.app import Role, build_app
+from switchboard.cli import prepare
+from switchboard.config import Config
+from switchboard.embedded import free_port
+from switchboard.metrics import Metrics
+
+DEFAULT_TOML: dict[str, Any] = {"domains": {"acme": {"webchat": {"enabled": True}}}}
+
+
+def make_config(
+    bootstrap_servers: str, database_url: str, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """A configuration on the given services with a unique topic prefix and group."""
+    return msgspec.convert(make_raw_config(bootstrap_servers, database_url, overrides), Config)
+
+
+def make_raw_config(
+    bootstrap_servers: str, database_url: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``make_config``'s input, for writing a TOML file for a router process."""
+    tag = uuid.uuid4().hex[:8]
+    raw: dict[str, Any] = {
+        **DEFAULT_TOML,
+        "kafka": {
+            "bootstrap_servers": bootstrap_servers,
+            "topic_prefix": f"t{tag}.",
+            "consumer_group": f"router-{tag}",
+            "partitions": 2,
+            "fetch_max_wait_ms": 10,
+            "session_timeout_ms": 6000,
+        },
+        "database": {"url": database_url, "pool_max_size": 5},
+        "http": {"host": "127.0.0.1", "port": free_port()},
+    }
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
+    """Enough TOML for test configurations: nested tables of scalars and lists."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            tables.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for name, table in tables:
+        out += f"\n[{name}]\n" + to_toml(table, f"{name}.")
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+@dataclass
+class Service:
+    config: Config
+    app: web.Application
+    base_url: str
+    session: aiohttp.ClientSession
+    metrics: Metrics
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    roles: frozenset[Role] = frozenset(Role),
+) -> AsyncIterator[Service]:
+    environ = dict(environ or {})
+    await prepare(config, environ)
+    metrics = Metrics()
+    app = build_app(config, environ, roles=roles, metrics=metrics)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.http.host, config.http.port)
+    await site.start()
+    base = f"http://{config.http.host}:{config.http.port}"
+    async with aiohttp.ClientSession() as session:
+        try:
+            await wait_until(lambda: _ready(session, base), timeout=30, what="service ready")
+            yield Service(config, app, base, session, metrics)
+        finally:
+            await runner.cleanup()
+
+
+async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
+    async with session.get(base + "/readyz") as response:
+        return response.status == 200
+
+
+async def wait_until(
+    check: Callable[[], Any],
+    *,
+    timeout: float = 15,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class TopicReader:
+    """Reads every record of a topic from the beginning, without a consumer group."""
+
+    def __init__(self, config: Config, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            config.topic(topic),
+            bootstrap_servers=config.kafka.bootstrap_servers,
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+        )
+        self.records: list[Any] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def poll(self) -> list[Any]:
+        batch = await self._consumer.getmany(timeout_ms=100)
+        for records in batch.values():
+            self.records.extend(records)
+        return self.records
+
+    async def wait_for(
+        self, predicate: Callable[[list[Any]], bool], timeout: float = 15
+    ) -> list[Any]:
+        async def check() -> bool:
+            return predicate(await self.poll())
+
+        await wait_until(check, timeout=timeout, what="records")
+        return self.records
+
+
+class RouterProcess:
+    """``switchboard router`` as a child process, to be killed and restarted."""
+
+    def __init__(self, raw_config: Mapping[str, Any], directory: Any, name: str = "router") -> None:
+        import os
+        from pathlib import Path
+
+        self.port = free_port()
+        raw = {**raw_config, "http": {"host": "127.0.0.1", "port": self.port}}
+        self.config_path = Path(directory) / f"{name}.toml"
+        self.config_path.write_text(to_toml(raw))
+        self.log_path = Path(directory) / f"{name}.log"
+        self.env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+            },
+            "SWITCHBOARD_CONFIG": str(self.config_path),
+            "SWITCHBOARD_LOG_FORMAT": "json",
+        }
+        self.process: Any = None
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "router"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        async with aiohttp.ClientSession() as session:
+
+            async def ready() -> bool:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"router exited: {self.log_path.read_text()[-3000:]}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as r:
+                        return r.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready, timeout=timeout, interval=0.1, what="router ready")
+
+    def kill(self) -> None:
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return int(self.process.returncode) if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        return int(self.process.wait(timeout))
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback that a test can cut (drop every connection, refuse new ones)."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._cut = False
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    def cut(self) -> None:
+        self._cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self._cut = False
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
