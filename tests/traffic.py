@@ -27,6 +27,7 @@ from schemas import (
 )
 from switchboard.config import Config
 from switchboard.kafka import AGENTS, INBOUND, EventPublisher
+from tests.support import TopicReader
 
 
 @dataclass
@@ -141,7 +142,7 @@ async def stored_message_ids(conn: asyncpg.Connection) -> list[str]:
 
 
 async def check_routing_invariants(
-    conn: asyncpg.Connection, sent: list[str], routing_records: list[Any]
+    conn: asyncpg.Connection, sent: list[str], routing: TopicReader
 ) -> None:
     """Exactly once in PostgreSQL, one owner, nobody over capacity, every event published."""
     stored = await stored_message_ids(conn)
@@ -193,38 +194,53 @@ async def check_routing_invariants(
     ]
     assert over == [], f"agents above capacity: {over[:5]}"
 
-    events = [ROUTING_DECODER.decode(r.value) for r in routing_records]
-    routed = {e.message_id for e in events if isinstance(e, MessageRouted)}
-    assert set(stored) <= routed, f"{len(set(stored) - routed)} messages without message.routed"
-    assigned = {e.assignment_id for e in events if isinstance(e, ConversationAssigned)}
-    rows = {
-        r["assignment_id"]
-        for r in await conn.fetch(
-            "SELECT assignment_id FROM assignments WHERE accepted_at IS NOT NULL"
-        )
-    }
-    assert rows <= assigned, f"{len(rows - assigned)} assignments without conversation.assigned"
+    published = await _wait_until_published(conn, routing)
+    assert published.missing_routed == set(), (
+        f"{len(published.missing_routed)} messages without message.routed"
+    )
+    assert published.missing_assigned == set(), (
+        f"{len(published.missing_assigned)} assignments without conversation.assigned"
+    )
 
 
-async def read_routing_until_covered(
-    reader: Any, conn: asyncpg.Connection, timeout: float = 60
-) -> list[Any]:
-    """Read ``conversations.routing`` until every stored message has its ``message.routed``."""
-    stored = set(await stored_message_ids(conn))
+@dataclass
+class _Unpublished:
+    missing_routed: set[str]
+    missing_assigned: set[str]
 
-    def covered(records: list[Any]) -> bool:
-        routed = {
-            e.message_id
-            for e in (
-                ROUTING_DECODER.decode(r.value)
-                for r in records
-                if dict(r.headers)["ce_type"] == b"message.routed"
+    def __bool__(self) -> bool:
+        return not self.missing_routed and not self.missing_assigned
+
+
+async def _wait_until_published(
+    conn: asyncpg.Connection, routing: TopicReader, timeout: float = 60
+) -> _Unpublished:
+    """Read ``conversations.routing`` until everything committed has been published: a
+    ``message.routed`` per stored message, a ``conversation.assigned`` per accepted
+    assignment. The router may still be committing (presence changes sent just before), and
+    the outbox promises publication after the commit, not with it: so PostgreSQL is read
+    first on every round, then the topic."""
+    routed: set[str] = set()
+    assigned: set[str] = set()
+    seen = 0
+    last = _Unpublished(set(), set())
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = set(await stored_message_ids(conn))
+        accepted = {
+            r["assignment_id"]
+            for r in await conn.fetch(
+                "SELECT assignment_id FROM assignments WHERE accepted_at IS NOT NULL"
             )
-            if isinstance(e, MessageRouted)
         }
-        return stored <= routed
-
-    try:
-        return list(await reader.wait_for(covered, timeout=timeout))
-    except AssertionError:
-        return list(reader.records)  # the invariant check reports what is missing
+        records = await routing.poll()
+        for record in records[seen:]:
+            event = ROUTING_DECODER.decode(record.value)
+            if isinstance(event, MessageRouted):
+                routed.add(event.message_id)
+            elif isinstance(event, ConversationAssigned):
+                assigned.add(event.assignment_id)
+        seen = len(records)
+        last = _Unpublished(stored - routed, accepted - assigned)
+        if last or time.monotonic() > deadline:
+            return last
