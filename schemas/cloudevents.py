@@ -12,6 +12,8 @@ from schemas.common import Event
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+_SPEC_VERSION_BYTES = SPEC_VERSION.encode()
+_CONTENT_TYPE_BYTES = CONTENT_TYPE.encode()
 
 
 class CloudEventHeaders(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,12 +33,12 @@ def encode_headers(
     tag = type(event).__struct_config__.tag
     assert isinstance(tag, str), f"{type(event).__name__} has no tag"
     headers = [
-        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_specversion", _SPEC_VERSION_BYTES),
         ("ce_id", event.id.encode()),
         ("ce_source", source.encode()),
         ("ce_type", tag.encode()),
         ("ce_time", _rfc3339(event.occurred_at)),
-        ("content-type", CONTENT_TYPE.encode()),
+        ("content-type", _CONTENT_TYPE_BYTES),
     ]
     if subject is not None:
         headers.append(("ce_subject", subject.encode()))

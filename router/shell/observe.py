@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import assert_never
 
 import structlog
@@ -23,6 +25,18 @@ from schemas import (
 from switchboard.metrics import Metrics
 
 log = structlog.get_logger("router.decisions")
+
+
+def observe_routing_events(metrics: Metrics, events: Iterable[RoutingEvent]) -> None:
+    """A batch's events; ``message.routed`` (one per customer message) counted in one go."""
+    routed: Counter[str] = Counter()
+    for event in events:
+        if isinstance(event, MessageRouted):
+            routed[event.channel] += 1
+        else:
+            observe_routing_event(metrics, event)
+    for channel, count in routed.items():
+        metrics.routed_messages.labels(channel).inc(count)
 
 
 def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:

@@ -1,10 +1,14 @@
 """PostgreSQL side of the router: one transaction per batch, and recovery loads.
 
-A batch's writes — the engine's row snapshots, the customer messages, the outbox rows of
-the events to publish, dead letters and the next input offsets — are written in ONE
+A batch's writes — the engine's row snapshots, the customer messages, the events to
+publish (the outbox), dead letters and the next input offsets — are written in ONE
 transaction, with one statement per table (``unnest`` arrays or COPY), never one round
 trip per row. A crash before the commit loses nothing (the input is consumed again from
 the stored offsets); a crash after it republishes from the outbox.
+
+The outbox keeps one row per batch and partition, its events packed in one msgpack value:
+a batch's events are published together and deleted together once the broker
+acknowledged all of them, so a row per event would only add index work to the hot path.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -55,15 +60,26 @@ async def acquire_leases(
     return {row["partition"]: row["epoch"] for row in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    domain: str
-    partition: int
-    event_id: str
+class OutboxEvent(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One record to publish, as the producer takes it."""
+
     topic: str
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(slots=True)
+class OutboxBatch:
+    """The events one batch transaction decided for one partition: one outbox row."""
+
+    seq: int
+    partition: int
+    events: list[OutboxEvent]
+
+
+_encode_events = msgspec.msgpack.Encoder().encode
+_decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +101,31 @@ class BatchWrites:
     customers: dict[tuple[str, str], CustomerRecord] = field(default_factory=dict)
     assignments: dict[tuple[str, str], AssignmentRecord] = field(default_factory=dict)
     messages: list[tuple[MessageReceived, str]] = field(default_factory=list)
-    outbox: list[OutboxRow] = field(default_factory=list)
+    outbox: dict[int, list[OutboxEvent]] = field(default_factory=dict)
+    """Events to publish, by input partition."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     delivery_statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(channel, provider_message_id, status, error) reported by providers."""
-    published: list[tuple[str, str]] = field(default_factory=list)
-    """(domain, event_id) of outbox rows already acknowledged by the broker: deleted here."""
+    published: list[int] = field(default_factory=list)
+    """Outbox rows (``seq``) whose events the broker acknowledged: deleted here."""
     agent_events: list[AgentEvent] = field(default_factory=list)
     """Applied ``agents.events`` records, appended to ``agent_events`` (for replay)."""
+
+    def absorb(self, later: BatchWrites) -> None:
+        """Add a later batch's writes: its snapshots replace this one's, rows append."""
+        self.agents.update(later.agents)
+        self.conversations.update(later.conversations)
+        self.customers.update(later.customers)
+        self.assignments.update(later.assignments)
+        self.messages.extend(later.messages)
+        for partition, events in later.outbox.items():
+            self.outbox.setdefault(partition, []).extend(events)
+        self.dead_letters.extend(later.dead_letters)
+        self.offsets.update(later.offsets)
+        self.delivery_statuses.extend(later.delivery_statuses)
+        self.published.extend(later.published)
+        self.agent_events.extend(later.agent_events)
 
     def is_empty(self) -> bool:
         return not (
@@ -170,10 +202,13 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(ch, pid, s, e)
 WHERE o.channel = u.ch AND o.provider_message_id = u.pid
 """
 
-_DELETE_PUBLISHED = """
-DELETE FROM outbox o USING unnest($1::text[], $2::text[]) AS p(d, e)
-WHERE o.domain = p.d AND o.event_id = p.e
+_INSERT_OUTBOX = """
+INSERT INTO outbox (partition, event_count, events)
+SELECT * FROM unnest($1::int[], $2::int[], $3::bytea[]) ORDER BY 1
+RETURNING seq, partition
 """
+
+_DELETE_PUBLISHED = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
 
 
 def _columns(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
@@ -189,11 +224,13 @@ async def write_batch(
     consumer_group: str,
     leases: dict[int, int],
     writes: BatchWrites,
-) -> None:
-    """Write a batch's effects, outbox, dead letters and offsets in one transaction.
+) -> list[OutboxBatch]:
+    """Write a batch's effects, outbox, dead letters and offsets in one transaction; return
+    the outbox rows written, to publish.
 
     Raises ``FencedOut`` (and writes nothing) when another router took a partition.
     """
+    outbox: list[OutboxBatch] = []
     async with conn.transaction():
         if leases:
             held = await conn.fetch(
@@ -225,28 +262,34 @@ async def write_batch(
                 ),
             )
         if writes.conversations:
-            await conn.execute(
-                _UPSERT_CONVERSATIONS,
-                *_columns(
-                    (
-                        (
-                            d,
-                            r.conversation_id,
-                            str(r.channel),
-                            r.customer_id,
-                            r.conversation_key,
-                            r.queue,
-                            str(r.status),
-                            r.owner_agent_id,
-                            r.preferred_agent_id,
-                            r.opened_at,
-                            _encode(r).decode(),
-                        )
-                        for (d, _), r in writes.conversations.items()
-                    ),
-                    11,
-                ),
-            )
+            # Columns built in one pass: this statement runs for nearly every message.
+            columns: list[list[Any]] = [[] for _ in range(11)]
+            (
+                domains,
+                ids,
+                channels,
+                customers,
+                keys,
+                queues,
+                statuses,
+                owners,
+                preferred,
+                opened,
+                records,
+            ) = columns
+            for (d, _), r in writes.conversations.items():
+                domains.append(d)
+                ids.append(r.conversation_id)
+                channels.append(r.channel.value)
+                customers.append(r.customer_id)
+                keys.append(r.conversation_key)
+                queues.append(r.queue)
+                statuses.append(r.status.value)
+                owners.append(r.owner_agent_id)
+                preferred.append(r.preferred_agent_id)
+                opened.append(r.opened_at)
+                records.append(_encode(r).decode())
+            await conn.execute(_UPSERT_CONVERSATIONS, *columns)
         if writes.assignments:
             await conn.execute(
                 _UPSERT_ASSIGNMENTS,
@@ -317,22 +360,17 @@ async def write_batch(
                 ],
             )
         if writes.outbox:
-            await conn.copy_records_to_table(
-                "outbox",
-                columns=["domain", "partition", "event_id", "topic", "key", "value", "headers"],
-                records=[
-                    (
-                        row.domain,
-                        row.partition,
-                        row.event_id,
-                        row.topic,
-                        row.key,
-                        row.value,
-                        _encode([[name, value.decode()] for name, value in row.headers]).decode(),
-                    )
-                    for row in writes.outbox
-                ],
+            partitions = sorted(writes.outbox)
+            rows = await conn.fetch(
+                _INSERT_OUTBOX,
+                partitions,
+                [len(writes.outbox[p]) for p in partitions],
+                [_encode_events(writes.outbox[p]) for p in partitions],
             )
+            outbox = [
+                OutboxBatch(row["seq"], row["partition"], writes.outbox[row["partition"]])
+                for row in rows
+            ]
         if writes.dead_letters:
             await conn.executemany(
                 'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value)'
@@ -345,18 +383,19 @@ async def write_batch(
         if writes.delivery_statuses:
             await conn.execute(_UPDATE_DELIVERY, *_columns(writes.delivery_statuses, 4))
         if writes.published:
-            await conn.execute(_DELETE_PUBLISHED, *_columns(writes.published, 2))
+            await conn.execute(_DELETE_PUBLISHED, writes.published)
         if writes.offsets:
             await conn.execute(
                 _UPSERT_OFFSETS,
                 consumer_group,
                 *_columns(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
             )
+    return sorted(outbox, key=lambda batch: batch.seq)
 
 
-async def delete_published(conn: asyncpg.Connection, published: list[tuple[str, str]]) -> None:
+async def delete_published(conn: asyncpg.Connection, published: list[int]) -> None:
     if published:
-        await conn.execute(_DELETE_PUBLISHED, *_columns(published, 2))
+        await conn.execute(_DELETE_PUBLISHED, published)
 
 
 async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]) -> set[str]:
@@ -440,27 +479,15 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
     return snapshots
 
 
-async def unpublished(conn: asyncpg.Connection, partitions: list[int]) -> list[OutboxRow]:
+async def unpublished(conn: asyncpg.Connection, partitions: list[int]) -> list[OutboxBatch]:
     rows = await conn.fetch(
-        "SELECT domain, partition, event_id, topic, key, value, headers::text AS h FROM outbox"
-        " WHERE partition = ANY($1::int[]) ORDER BY seq",
+        "SELECT seq, partition, events FROM outbox WHERE partition = ANY($1::int[]) ORDER BY seq",
         partitions,
     )
     return [
-        OutboxRow(
-            domain=row["domain"],
-            partition=row["partition"],
-            event_id=row["event_id"],
-            topic=row["topic"],
-            key=row["key"],
-            value=row["value"],
-            headers=tuple((name, value.encode()) for name, value in msgspec.json.decode(row["h"])),
-        )
-        for row in rows
+        OutboxBatch(row["seq"], row["partition"], _decode_events(row["events"])) for row in rows
     ]
 
 
-def _timestamp(epoch_seconds: float) -> object:
-    from datetime import UTC, datetime
-
+def _timestamp(epoch_seconds: float) -> datetime:
     return datetime.fromtimestamp(epoch_seconds, UTC)

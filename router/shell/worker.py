@@ -10,9 +10,13 @@ single writer. Deadlines fire from the same loop. For each batch:
 2. Apply the events, then the due deadlines, to the pure engine; collect its effects.
 3. In ONE PostgreSQL transaction write the effects' rows, the outbox rows, the dead
    letters and the partitions' next input offsets.
-4. Publish the outbox rows, awaiting the broker's acks; their deletion rides along with
-   the next transaction. Kafka offsets are committed now and then, for lag tools only:
-   the offsets of record are the ones in PostgreSQL.
+4. Publish the outbox rows; their acknowledgements are collected later and the acked
+   rows' deletion rides along with a later transaction. Kafka offsets are committed now
+   and then, for lag tools only: the offsets of record are the ones in PostgreSQL.
+
+Steps 3 and 4 run as a task while the next batch is fetched, decoded and applied (1 and
+2), so PostgreSQL and the engine work at the same time; the next transaction starts only
+once the previous one committed, so commits keep the input order.
 
 A database failure leaves the in-memory state ahead of PostgreSQL, so the loop reloads the
 owned domains from PostgreSQL and seeks back to the stored offsets once it is reachable
@@ -41,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 
 from router.engine import (
     ConversationRecord,
@@ -61,7 +66,7 @@ from router.engine import (
     tick,
 )
 from router.shell import store
-from router.shell.observe import observe_routing_event
+from router.shell.observe import observe_routing_events
 from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
@@ -86,6 +91,8 @@ _DATABASE_ERRORS = (
     store.FencedOut,
 )
 _encode = msgspec.json.Encoder().encode
+_PARTITIONER = DefaultPartitioner()
+_APPLY_SLICE = 100
 
 
 @dataclass(slots=True)
@@ -101,6 +108,23 @@ class _Decoded:
     offset: int
     timestamp: int
     event: Event
+
+
+@dataclass(slots=True)
+class _WriteJob:
+    """Applied batches to commit in one transaction."""
+
+    writes: store.BatchWrites
+    emitted: list[RoutingEvent]
+    records: int
+    started: float
+    message_ids: set[str]
+
+    def absorb(self, later: _WriteJob) -> None:
+        self.writes.absorb(later.writes)
+        self.emitted.extend(later.emitted)
+        self.records += later.records
+        self.message_ids.update(later.message_ids)
 
 
 @contextlib.contextmanager
@@ -141,12 +165,15 @@ class RouterWorker:
         self._inbound = config.topic(kafka.INBOUND)
         self._agents = config.topic(kafka.AGENTS)
         self._dlq = config.topic(kafka.DLQ)
+        self._routing = config.topic(kafka.ROUTING)
         self._partitions: dict[int, _Partition] = {}
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
-        self._pending: list[store.OutboxRow] = []
-        self._inflight: list[tuple[list[store.OutboxRow], asyncio.Future[list[object]]]] = []
-        self._acked: list[tuple[str, str]] = []
+        self._pending: list[store.OutboxBatch] = []
+        """Committed outbox rows the broker refused (or not yet published after a load)."""
+        self._inflight: list[tuple[store.OutboxBatch, asyncio.Future[list[object]]]] = []
+        self._acked: list[int] = []
+        """Outbox rows (``seq``) fully acknowledged, to delete with a later transaction."""
         self._consumer: AIOKafkaConsumer | None = None
         self._joined = False
         self._last_kafka_commit = 0.0
@@ -154,6 +181,13 @@ class RouterWorker:
         self._leases: dict[int, int] = {}
         self._first_responses_seen: set[tuple[str, str]] = set()
         self._committing: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[None] | None = None
+        """Writes the queued jobs (``_write_queued``) while the loop goes on."""
+        self._queued: _WriteJob | None = None
+        """Applied batches waiting for the transaction in flight to commit, merged."""
+        self._writing_ids: set[str] = set()
+        """Message ids of the transaction in flight."""
+        self._queue_limit = 4 * config.kafka.max_batch_records
         self._expected: dict[TopicPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
         self.problem: str | None = "starting"
@@ -198,6 +232,7 @@ class RouterWorker:
                 await self._step(consumer)
         finally:
             async with self._lock:
+                await self._settle_writing()
                 await self._settle(wait=True)
                 await self._flush_acked()
             await consumer.stop()
@@ -255,39 +290,112 @@ class RouterWorker:
             (d.event.domain, d.event.id) for d in decoded if isinstance(d.event, MessageReceived)
         ]
         if messages:
+            # Taken before the query: a write may commit while it runs.
+            uncommitted = self._uncommitted_message_ids()
             async with self._pool.acquire() as conn:
                 known = await store.known_message_ids(conn, messages)
+            known.update(uncommitted)
         emitted: list[RoutingEvent] = []
         now = self._clock()
         decoded.sort(key=lambda d: (d.partition, d.timestamp, d.topic != self._agents, d.offset))
-        for item in decoded:
+        for index, item in enumerate(decoded):
+            if index % _APPLY_SLICE == _APPLY_SLICE - 1:
+                # Let the transaction in flight send its next statement: it advances only
+                # when this loop yields.
+                await asyncio.sleep(0)
             self._apply(item, now, known, writes, emitted)
         for part in self._partitions.values():
             for state in part.domains.values():
                 due = next_deadline(state)
                 if due is not None and due <= now:
                     self._collect(part.number, state, tick(state, now), writes, emitted)
+        self._raise_write_failure()
         await self._settle(wait=False)
         if writes.is_empty() and not self._acked:
             return
-        # Taken before awaiting: publishing elsewhere may append acknowledgements meanwhile.
-        deleting, self._acked = self._acked, []
-        writes.published.extend(deleting)
+        # Taken now: publishing meanwhile may append more acknowledgements.
+        writes.published.extend(self._acked)
+        self._acked = []
+        job = _WriteJob(
+            writes,
+            emitted,
+            records=sum(len(records) for records in batch.values()),
+            started=started,
+            message_ids={d.event.id for d in decoded if isinstance(d.event, MessageReceived)},
+        )
+        if self._queued is None:
+            self._queued = job
+        else:
+            self._queued.absorb(job)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_queued())
+        if self._queued is not None and self._queued.records >= self._queue_limit:
+            # PostgreSQL is the slower side: wait for it rather than pile up more.
+            await self._finish_writing()
+
+    async def _write_queued(self) -> None:
+        """Commit what the loop queued, one transaction at a time, until nothing is left.
+
+        The loop keeps fetching and applying while a transaction is in flight; whatever it
+        applies meanwhile is merged into one job, written by the next transaction. So
+        PostgreSQL and the engine work at the same time, transactions grow with the
+        database's latency, and commits keep the input order.
+        """
+        while self._queued is not None:
+            job, self._queued = self._queued, None
+            self._writing_ids = job.message_ids
+            await self._write(job)
+
+    async def _write(self, job: _WriteJob) -> None:
+        """Commit one job, then hand its outbox to the producer."""
         try:
             async with self._pool.acquire() as conn:
-                await store.write_batch(conn, self._group, self._leases, writes)
+                outbox = await store.write_batch(conn, self._group, self._leases, job.writes)
         except BaseException:
-            self._acked = deleting + self._acked
+            self._acked = job.writes.published + self._acked
             raise
         self.problem = None
-        if emitted and self.first_applied_after_load is None:
+        if job.emitted and self.first_applied_after_load is None:
             self.first_applied_after_load = time.perf_counter()
-        for event in emitted:
-            observe_routing_event(self._metrics, event)
-        if batch:
-            self._metrics.batch_size.observe(sum(len(records) for records in batch.values()))
-        await self._publish(writes.outbox)
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        observe_routing_events(self._metrics, job.emitted)
+        if job.records:
+            self._metrics.batch_size.observe(job.records)
+        for batch in outbox:
+            await self._publish(batch)
+        self._metrics.batch_seconds.observe(time.perf_counter() - job.started)
+
+    def _uncommitted_message_ids(self) -> set[str]:
+        """Messages applied whose transaction may not have committed yet."""
+        ids = set(self._writing_ids)
+        if self._queued is not None:
+            ids.update(self._queued.message_ids)
+        return ids
+
+    def _raise_write_failure(self) -> None:
+        """A failed transaction's error, raised in the loop (which then recovers)."""
+        writing = self._writing
+        if writing is not None and writing.done():
+            self._writing = None
+            writing.result()
+
+    async def _finish_writing(self) -> None:
+        """Wait until everything queued is committed; a database error is raised here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _settle_writing(self) -> None:
+        """Before a rebalance, a stop or a reload: what is queued commits or is given up (its
+        input is read again from the stored offsets by whoever owns the partition next)."""
+        try:
+            await self._finish_writing()
+        except _DATABASE_ERRORS as error:
+            log.warning("batch_abandoned", error=str(error) or type(error).__name__)
+        if self._queued is not None:
+            # Acknowledged outbox rows it was to delete stay deletable.
+            self._acked = self._queued.writes.published + self._acked
+            self._queued = None
+        self._writing_ids = set()
 
     def _decode(
         self,
@@ -386,7 +494,7 @@ class RouterWorker:
         for effect in effects:
             match effect:
                 case Emit(event=event):
-                    writes.outbox.append(self._outbox_row(partition, event))
+                    writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
                     emitted.append(event)
                 case SaveMessage(message=message, conversation_id=conversation_id):
                     writes.messages.append((message, conversation_id))
@@ -444,11 +552,8 @@ class RouterWorker:
                         capacity[str(channel)] += slots
                         used[str(channel)] += agent.load.get(channel, 0)
         backlog: Counter[int] = Counter({number: 0 for number in self._partitions})
-        for row in self._pending:
-            backlog[row.partition] += 1
-        for rows, _ in self._inflight:
-            for row in rows:
-                backlog[row.partition] += 1
+        for batch in [*self._pending, *(batch for batch, _ in self._inflight)]:
+            backlog[batch.partition] += len(batch.events)
         m = self._metrics
         for gauge in (m.queue_length, m.open_conversations, m.occupancy, m.outbox_backlog):
             gauge.clear()
@@ -463,13 +568,10 @@ class RouterWorker:
         for number, count in backlog.items():
             m.outbox_backlog.labels(str(number)).set(count)
 
-    def _outbox_row(self, partition: int, event: RoutingEvent) -> store.OutboxRow:
+    def _outbox_event(self, event: RoutingEvent) -> store.OutboxEvent:
         subject = getattr(event, "conversation_id", None)
-        return store.OutboxRow(
-            domain=event.domain,
-            partition=partition,
-            event_id=event.id,
-            topic=self._config.topic(kafka.ROUTING),
+        return store.OutboxEvent(
+            topic=self._routing,
             key=event.domain.encode(),
             value=_encode(event),
             headers=tuple(encode_headers(event, source=self._config.source, subject=subject)),
@@ -484,11 +586,8 @@ class RouterWorker:
                 record.topic, record.partition, record.offset, reason, record.key, record.value
             )
         )
-        writes.outbox.append(
-            store.OutboxRow(
-                domain=(record.key or b"").decode("utf-8", "replace") or "-",
-                partition=record.partition,
-                event_id=f"dlq:{record.topic}:{record.partition}:{record.offset}",
+        writes.outbox.setdefault(record.partition, []).append(
+            store.OutboxEvent(
                 topic=self._dlq,
                 key=record.key,
                 value=record.value or b"",
@@ -516,50 +615,86 @@ class RouterWorker:
 
     # -- publishing --------------------------------------------------------------------
 
-    async def _publish(self, rows: list[store.OutboxRow]) -> None:
-        """Hand rows to the producer. Their acknowledgements are collected by ``_settle``,
-        so the next batch does not wait for the broker; only acknowledged rows are deleted."""
-        if not rows:
-            return
+    async def _publish(self, batch: store.OutboxBatch) -> None:
+        """Hand an outbox row's events to the producer, as record batches per destination
+        partition (one future per record batch, not per event). Their acknowledgements are
+        collected by ``_settle``, so the next batch does not wait for the broker; only a
+        fully acknowledged row is deleted."""
+        producer = self._producer
+        futures: list[asyncio.Future[object]] = []
         try:
-            futures = [
-                await self._producer.send(
-                    row.topic, value=row.value, key=row.key, headers=list(row.headers)
-                )
-                for row in rows
-            ]
+            for (topic, partition), events in (await self._by_destination(batch.events)).items():
+                builder = producer.create_batch()
+                for event in events:
+                    # A full builder refuses the record; a fresh one always takes it.
+                    while (
+                        builder.append(
+                            timestamp=None,
+                            key=event.key,
+                            value=event.value,
+                            headers=list(event.headers),
+                        )
+                        is None
+                    ):
+                        futures.append(
+                            await producer.send_batch(builder, topic, partition=partition)
+                        )
+                        builder = producer.create_batch()
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
         except (KafkaError, OSError) as error:
-            self._publish_failed(rows, error)
+            self._publish_failed(batch, error)
             return
-        self._inflight.append((rows, asyncio.gather(*futures)))
+        self._inflight.append((batch, asyncio.gather(*futures)))
+
+    async def _by_destination(
+        self, events: list[store.OutboxEvent]
+    ) -> dict[tuple[str, int], list[store.OutboxEvent]]:
+        """Events by (topic, partition), in order, partitioned as the producer itself would
+        (murmur2 of the key): a domain's events keep one partition whichever way they go."""
+        destinations: dict[tuple[str, int], list[store.OutboxEvent]] = {}
+        chosen: dict[tuple[str, bytes | None], int] = {}
+        for event in events:
+            partition = chosen.get((event.topic, event.key))
+            if partition is None:
+                partitions = sorted(await self._producer.partitions_for(event.topic))
+                partition = _PARTITIONER(event.key, partitions, partitions)
+                if event.key is not None:
+                    chosen[(event.topic, event.key)] = partition
+            destinations.setdefault((event.topic, partition), []).append(event)
+        return destinations
 
     async def _settle(self, *, wait: bool) -> None:
         """Acknowledged rows become deletable; rows the broker refused go back to pending."""
         inflight, self._inflight = self._inflight, []
-        for rows, acks in inflight:
+        for batch, acks in inflight:
             if not wait and not acks.done():
-                self._inflight.append((rows, acks))
+                self._inflight.append((batch, acks))
                 continue
             try:
                 await acks
             except (KafkaError, OSError) as error:
-                self._publish_failed(rows, error)
+                self._publish_failed(batch, error)
                 continue
-            self._acked.extend((row.domain, row.event_id) for row in rows)
-            for row in rows:
-                if row.topic != self._dlq:
-                    self._metrics.routing_events.labels(
-                        dict(row.headers).get("ce_type", b"").decode()
-                    ).inc()
+            self._acked.append(batch.seq)
+            published = Counter(
+                value
+                for event in batch.events
+                if event.topic != self._dlq
+                for name, value in event.headers
+                if name == "ce_type"
+            )
+            for event_type, count in published.items():
+                self._metrics.routing_events.labels(event_type.decode()).inc(count)
 
-    def _publish_failed(self, rows: list[store.OutboxRow], error: BaseException) -> None:
-        self._pending.extend(rows)
+    def _publish_failed(self, batch: store.OutboxBatch, error: BaseException) -> None:
+        self._pending.append(batch)
         self.problem = f"broker: cannot publish ({type(error).__name__})"
-        log.warning("publish_failed", rows=len(rows), error=str(error))
+        log.warning("publish_failed", events=len(batch.events), error=str(error))
 
     async def _publish_pending(self) -> bool:
-        rows, self._pending = self._pending, []
-        await self._publish(rows)
+        batches, self._pending = self._pending, []
+        for batch in batches:
+            await self._publish(batch)
         await self._settle(wait=True)
         return not self._pending
 
@@ -608,6 +743,7 @@ class RouterWorker:
         Also the way back after being fenced out: the reload takes the partitions anew, and
         the consumer group settles which router keeps them.
         """
+        await self._settle_writing()
         if isinstance(error, store.FencedOut):
             self.problem = "fenced out: reloading partitions"
             log.warning("fenced_out", partitions=error.partitions)
@@ -634,6 +770,7 @@ class RouterWorker:
     ) -> None:
         """Load the partitions' domains from PostgreSQL and seek to the stored offsets."""
         started = time.perf_counter()
+        await self._settle_writing()
         total = (
             len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
         )
@@ -689,11 +826,15 @@ class RouterWorker:
             else:
                 consumer.seek(tp, position)
         # Rows already acknowledged are only waiting for their deletion: not republished.
-        known = {(row.domain, row.event_id) for row in self._pending} | set(self._acked)
-        known.update((row.domain, row.event_id) for rows, _ in self._inflight for row in rows)
-        republish = [row for row in pending if (row.domain, row.event_id) not in known]
+        known = {batch.seq for batch in self._pending} | set(self._acked)
+        known.update(batch.seq for batch, _ in self._inflight)
+        republish = [batch for batch in pending if batch.seq not in known]
         if republish:
-            log.info("outbox_republishing", events=len(republish), partitions=numbers)
+            log.info(
+                "outbox_republishing",
+                events=sum(len(batch.events) for batch in republish),
+                partitions=numbers,
+            )
         self._pending.extend(republish)
         self._metrics.partition_load_seconds.observe(time.perf_counter() - started)
         self.last_load_started = started
@@ -786,12 +927,13 @@ class RouterWorker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             numbers = {tp.partition for tp in revoked}
+            await self._settle_writing()
             await self._settle(wait=True)
             if self._pending:
                 await self._publish_pending()
             await self._flush_acked()
             # Whatever is still unpublished stays in the outbox for the next owner.
-            self._pending = [row for row in self._pending if row.partition not in numbers]
+            self._pending = [batch for batch in self._pending if batch.partition not in numbers]
             for number in numbers:
                 self._partitions.pop(number, None)
                 self._leases.pop(number, None)

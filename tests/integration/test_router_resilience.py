@@ -50,8 +50,8 @@ async def _all_stored(conn: asyncpg.Connection, traffic: Traffic, timeout: float
         )
     except AssertionError:
         left = await conn.fetch(
-            "SELECT partition, topic, count(*), min(created_at), max(created_at) FROM outbox"
-            " GROUP BY 1, 2"
+            "SELECT partition, count(*) AS batches, sum(event_count) AS events,"
+            " min(created_at), max(created_at) FROM outbox GROUP BY 1"
         )
         raise AssertionError(f"outbox not drained: {[dict(r) for r in left]}") from None
 
