@@ -10,7 +10,8 @@ with like:
 - Switchboard: the router (engine, one transaction per batch with outbox and offsets,
   outbox publish) from ``conversations.inbound`` to committed outcome + routing event.
 - latency at a fixed 1,000 msg/s: produce time → the output event seen by a consumer,
-  for the raw pipeline and for Switchboard.
+  for the raw pipeline and for Switchboard, in three rounds each (figures: the median
+  round's; the worst round's p99 is printed too).
 - recovery: taking over a partition whose domain holds 100,000 open conversations, from
   the start of the load to the first new event applied.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -49,10 +51,11 @@ from switchboard.config import Config
 from switchboard.embedded import missing_services
 from switchboard.metrics import Metrics
 
-THROUGHPUT_MESSAGES = 20_000
+THROUGHPUT_MESSAGES = 100_000
 NAIVE_MESSAGES = 1_000
 LATENCY_RATE = 1_000
-LATENCY_SECONDS = 8
+LATENCY_SECONDS = 6
+LATENCY_ROUNDS = 3
 RECOVERY_CONVERSATIONS = 100_000
 FETCH_MAX_WAIT_MS = 10
 
@@ -262,6 +265,35 @@ async def paced_latencies(
     return latencies
 
 
+async def latency_rounds(
+    bootstrap: str,
+    topic: str,
+    out_topic: str,
+    make: Callable[[int], MessageReceived],
+    *,
+    matches: Callable[[Any], str | None],
+) -> list[list[float]]:
+    """``LATENCY_ROUNDS`` paced runs, back to back. The embedded broker now and then stalls
+    for about 200 ms (the raw pipeline sees it as often as Switchboard): one such stall in
+    a single run moves its p99 by a factor of five, so figures are the median round's."""
+    return [
+        await paced_latencies(
+            bootstrap,
+            topic,
+            out_topic,
+            make,
+            rate=LATENCY_RATE,
+            seconds=LATENCY_SECONDS,
+            matches=matches,
+        )
+        for _ in range(LATENCY_ROUNDS)
+    ]
+
+
+def median_round(rounds: list[list[float]], q: float) -> float:
+    return statistics.median(percentile(latencies, q) for latencies in rounds)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -399,7 +431,7 @@ async def bench_switchboard_throughput(services: Services) -> float:
         await drop_database(services, url)
 
 
-async def bench_switchboard_latency(services: Services) -> list[float]:
+async def bench_switchboard_latency(services: Services) -> list[list[float]]:
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])
@@ -416,20 +448,18 @@ async def bench_switchboard_latency(services: Services) -> list[float]:
                     return None
                 return str(msgspec.json.decode(record.value)["message_id"])
 
-            return await paced_latencies(
+            return await latency_rounds(
                 services.bootstrap,
                 config.topic(kafka.INBOUND),
                 config.topic(kafka.ROUTING),
                 lambda i: message("bench", i, conversations=2000),
-                rate=LATENCY_RATE,
-                seconds=LATENCY_SECONDS,
                 matches=routed_id,
             )
     finally:
         await drop_database(services, url)
 
 
-async def bench_raw(services: Services) -> tuple[float, float, list[float]]:
+async def bench_raw(services: Services) -> tuple[float, float, list[list[float]]]:
     url = await fresh_database(services)
     try:
         tag = uuid.uuid4().hex[:6]
@@ -458,13 +488,11 @@ async def bench_raw(services: Services) -> tuple[float, float, list[float]]:
         def same_id(record: Any) -> str | None:
             return str(msgspec.json.decode(record.value)["id"])
 
-        latencies = await paced_latencies(
+        latencies = await latency_rounds(
             services.bootstrap,
             lat_source,
             lat_sink,
             lambda i: message("bench", i, 2000),
-            rate=LATENCY_RATE,
-            seconds=LATENCY_SECONDS,
             matches=same_id,
         )
         stop.set()
@@ -579,18 +607,25 @@ async def run_e2e_bench_async() -> dict[str, float]:
         ours = await bench_switchboard_throughput(running)
         our_latencies = await bench_switchboard_latency(running)
         recovery = await bench_recovery(running)
-    raw_p99 = percentile(raw_latencies, 0.99)
+    raw_p99 = median_round(raw_latencies, 0.99)
+    our_p99 = median_round(our_latencies, 0.99)
     results = {
         "raw_pipeline_messages_per_s": round(raw_rate, 1),
         "naive_pipeline_messages_per_s": round(naive_rate, 1),
         "e2e_messages_per_s": round(ours, 1),
         "e2e_ratio_to_raw": round(ours / raw_rate, 3),
-        "e2e_p50_ms_at_1000": round(percentile(our_latencies, 0.5), 2),
-        "e2e_p99_ms_at_1000": round(percentile(our_latencies, 0.99), 2),
-        "raw_pipeline_p50_ms_at_1000": round(percentile(raw_latencies, 0.5), 2),
+        "e2e_p50_ms_at_1000": round(median_round(our_latencies, 0.5), 2),
+        "e2e_p99_ms_at_1000": round(our_p99, 2),
+        "e2e_p99_ms_at_1000_worst_round": round(
+            max(percentile(latencies, 0.99) for latencies in our_latencies), 2
+        ),
+        "raw_pipeline_p50_ms_at_1000": round(median_round(raw_latencies, 0.5), 2),
         "raw_pipeline_p99_ms_at_1000": round(raw_p99, 2),
-        "e2e_p99_ratio_to_raw": round(percentile(our_latencies, 0.99) / raw_p99, 3),
-        "e2e_latency_samples": float(len(our_latencies)),
+        "raw_pipeline_p99_ms_at_1000_worst_round": round(
+            max(percentile(latencies, 0.99) for latencies in raw_latencies), 2
+        ),
+        "e2e_p99_ratio_to_raw": round(our_p99 / raw_p99, 3),
+        "e2e_latency_samples": float(sum(len(latencies) for latencies in our_latencies)),
         "recovery_seconds_100k_open": round(recovery, 3),
     }
     return results

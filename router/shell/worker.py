@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -188,6 +188,9 @@ class RouterWorker:
         self._writing_ids: set[str] = set()
         """Message ids of the transaction in flight."""
         self._queue_limit = 4 * config.kafka.max_batch_records
+        self._to_publish: deque[store.OutboxBatch] = deque()
+        """Committed outbox rows for ``_publish_queued`` to hand to the producer."""
+        self._publishing: asyncio.Task[None] | None = None
         self._expected: dict[TopicPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
         self.problem: str | None = "starting"
@@ -290,11 +293,14 @@ class RouterWorker:
             (d.event.domain, d.event.id) for d in decoded if isinstance(d.event, MessageReceived)
         ]
         if messages:
-            # Taken before the query: a write may commit while it runs.
-            uncommitted = self._uncommitted_message_ids()
+            # Taken before the query, as a write may commit while it runs (the writer
+            # replaces these sets, it does not change them).
+            writing, queued = self._writing_ids, self._queued
             async with self._pool.acquire() as conn:
                 known = await store.known_message_ids(conn, messages)
-            known.update(uncommitted)
+            known.update(writing)
+            if queued is not None:
+                known.update(queued.message_ids)
         emitted: list[RoutingEvent] = []
         now = self._clock()
         decoded.sort(key=lambda d: (d.partition, d.timestamp, d.topic != self._agents, d.offset))
@@ -360,16 +366,10 @@ class RouterWorker:
         observe_routing_events(self._metrics, job.emitted)
         if job.records:
             self._metrics.batch_size.observe(job.records)
-        for batch in outbox:
-            await self._publish(batch)
         self._metrics.batch_seconds.observe(time.perf_counter() - job.started)
-
-    def _uncommitted_message_ids(self) -> set[str]:
-        """Messages applied whose transaction may not have committed yet."""
-        ids = set(self._writing_ids)
-        if self._queued is not None:
-            ids.update(self._queued.message_ids)
-        return ids
+        self._to_publish.extend(outbox)
+        if self._publishing is None or self._publishing.done():
+            self._publishing = asyncio.create_task(self._publish_queued())
 
     def _raise_write_failure(self) -> None:
         """A failed transaction's error, raised in the loop (which then recovers)."""
@@ -377,6 +377,17 @@ class RouterWorker:
         if writing is not None and writing.done():
             self._writing = None
             writing.result()
+        publishing = self._publishing
+        if publishing is not None and publishing.done():
+            self._publishing = None
+            publishing.result()
+
+    async def _publish_queued(self) -> None:
+        """Hand committed outbox rows to the producer in commit order. A task of its own:
+        the producer may make it wait (one request in flight per broker), and neither the
+        next transaction nor the loop should."""
+        while self._to_publish:
+            await self._publish(self._to_publish.popleft())
 
     async def _finish_writing(self) -> None:
         """Wait until everything queued is committed; a database error is raised here."""
@@ -391,6 +402,9 @@ class RouterWorker:
             await self._finish_writing()
         except _DATABASE_ERRORS as error:
             log.warning("batch_abandoned", error=str(error) or type(error).__name__)
+        publishing, self._publishing = self._publishing, None
+        if publishing is not None:
+            await publishing
         if self._queued is not None:
             # Acknowledged outbox rows it was to delete stay deletable.
             self._acked = self._queued.writes.published + self._acked
@@ -552,7 +566,7 @@ class RouterWorker:
                         capacity[str(channel)] += slots
                         used[str(channel)] += agent.load.get(channel, 0)
         backlog: Counter[int] = Counter({number: 0 for number in self._partitions})
-        for batch in [*self._pending, *(batch for batch, _ in self._inflight)]:
+        for batch in [*self._pending, *self._to_publish, *(batch for batch, _ in self._inflight)]:
             backlog[batch.partition] += len(batch.events)
         m = self._metrics
         for gauge in (m.queue_length, m.open_conversations, m.occupancy, m.outbox_backlog):
@@ -826,7 +840,7 @@ class RouterWorker:
             else:
                 consumer.seek(tp, position)
         # Rows already acknowledged are only waiting for their deletion: not republished.
-        known = {batch.seq for batch in self._pending} | set(self._acked)
+        known = {batch.seq for batch in [*self._pending, *self._to_publish]} | set(self._acked)
         known.update(batch.seq for batch, _ in self._inflight)
         republish = [batch for batch in pending if batch.seq not in known]
         if republish:

@@ -1,5 +1,7 @@
-"""With the broker gone, a webhook answers 503 (the provider retries) and nothing is
-published; once the broker is back, the retry goes through."""
+"""With the broker gone, a webhook answers 503 (the provider retries); once the broker is
+back, the retry goes through. A producer may still deliver the refused attempt when the
+broker returns (nothing can recall a buffered record), so what reaches the topic is the
+one message under one event id, however often: the router stores it once."""
 
 from __future__ import annotations
 
@@ -39,6 +41,6 @@ async def test_a_webhook_answers_503_while_the_broker_is_down(
                     await asyncio.sleep(0.5)
                 assert retried, "the provider's retry never went through"
                 records = await inbound.wait_for(lambda rs: len(rs) >= 1)
-                assert len(records) == 1  # only the accepted retry was published
+                assert len({dict(r.headers)["ce_id"] for r in records}) == 1, records
     finally:
         broker.stop()
