@@ -5,18 +5,19 @@ single writer. Deadlines fire from the same loop. For each batch:
 
 1. ``getmany`` a bounded batch from ``conversations.inbound`` and ``agents.events``;
    decode with msgspec; an undecodable, invalid or unknown-domain record becomes a dead
-   letter (outbox row to ``switchboard.dlq`` plus a ``dead_letters`` row) and the batch
-   goes on. Provider retries of a stored message are dropped.
+   letter (an outbox event for ``switchboard.dlq`` plus a ``dead_letters`` row) and the
+   batch goes on. Provider retries of a stored message are dropped.
 2. Apply the events, then the due deadlines, to the pure engine; collect its effects.
-3. In ONE PostgreSQL transaction write the effects' rows, the outbox rows, the dead
-   letters and the partitions' next input offsets.
-4. Publish the outbox rows; their acknowledgements are collected later and the acked
-   rows' deletion rides along with a later transaction. Kafka offsets are committed now
-   and then, for lag tools only: the offsets of record are the ones in PostgreSQL.
+3. In ONE PostgreSQL transaction write the effects' rows, the outbox (one row per
+   partition), the dead letters and the partitions' next input offsets.
+4. Publish the outbox; acknowledgements are collected later and the acknowledged rows'
+   deletion rides along with a later transaction. Kafka offsets are committed now and
+   then, for lag tools only: the offsets of record are the ones in PostgreSQL.
 
-Steps 3 and 4 run as a task while the next batch is fetched, decoded and applied (1 and
-2), so PostgreSQL and the engine work at the same time; the next transaction starts only
-once the previous one committed, so commits keep the input order.
+Step 3 runs in a writer task and step 4 in a publisher task, while the loop goes on with
+steps 1 and 2 for the next batches: PostgreSQL and the engine work at the same time.
+Batches applied while a transaction is in flight are merged into the next one, so
+commits keep the input order (and at four batches' worth queued the loop waits).
 
 A database failure leaves the in-memory state ahead of PostgreSQL, so the loop reloads the
 owned domains from PostgreSQL and seeks back to the stored offsets once it is reachable
@@ -353,7 +354,7 @@ class RouterWorker:
             await self._write(job)
 
     async def _write(self, job: _WriteJob) -> None:
-        """Commit one job, then hand its outbox to the producer."""
+        """Commit one job, then hand its outbox rows to the publisher task."""
         try:
             async with self._pool.acquire() as conn:
                 outbox = await store.write_batch(conn, self._group, self._leases, job.writes)
