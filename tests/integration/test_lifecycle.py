@@ -62,11 +62,18 @@ def _infrastructure_of(pid: int) -> list[psutil.Process]:
     return found
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # exited between the two questions
+        return False
+
+
 def _all_gone(processes: list[psutil.Process], timeout: float = 20) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     alive = processes
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in alive if _running(p)]
         time.sleep(0.1)
     return alive
 
