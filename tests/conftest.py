@@ -9,10 +9,14 @@ prefix and consumer group, so tests never see each other's data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -30,12 +34,34 @@ class Infrastructure:
     """A migrated database new test databases are cloned from."""
 
 
+@contextlib.contextmanager
+def embedded_state_dir() -> Iterator[Path]:
+    """A folder for embedded services' data, outside pytest's temporary root. As root, the
+    embedded PostgreSQL runs as another user, and every pytest session that starts meanwhile
+    (a second `make test`, an editor's test run) takes group and other permissions off that
+    root, pulling the data folder from under a running server (PANIC on pg_control)."""
+    path = Path(tempfile.mkdtemp(prefix="switchboard-tests-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def service_state_dir() -> Iterator[Path]:
+    """``embedded_state_dir`` for one test's own ``switchboard run``."""
+    with embedded_state_dir() as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
-def infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infrastructure]:
-    state = tmp_path_factory.mktemp("state")
-    with missing_services(
-        state, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
-    ) as (bootstrap, database_url):
+def infrastructure() -> Iterator[Infrastructure]:
+    with (
+        embedded_state_dir() as state,
+        missing_services(
+            state, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+        ) as (bootstrap, database_url),
+    ):
         server_url = db.with_database(database_url, "postgres")
         template = f"switchboard_template_{uuid.uuid4().hex[:8]}"
         asyncio.run(_create_template(server_url, template))

@@ -19,13 +19,13 @@ from switchboard.embedded import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _environment(tmp_path: Path) -> tuple[dict[str, str], int]:
+def _environment(state_dir: Path) -> tuple[dict[str, str], int]:
     port = free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
     }
     # Relative, like the default `.state`: the embedded PostgreSQL must cope with that.
-    state = tmp_path / "state"
+    state = state_dir / "state"
     state.mkdir()
     env.update(
         SWITCHBOARD_STATE_DIR=os.path.relpath(state, REPO),
@@ -78,8 +78,10 @@ def _all_gone(processes: list[psutil.Process], timeout: float = 20) -> list[psut
     return alive
 
 
-def test_sigterm_to_make_run_stops_cleanly_and_leaves_no_broker_or_postgres(tmp_path: Path) -> None:
-    env, port = _environment(tmp_path)
+def test_sigterm_to_make_run_stops_cleanly_and_leaves_no_broker_or_postgres(
+    service_state_dir: Path,
+) -> None:
+    env, port = _environment(service_state_dir)
     process = subprocess.Popen(
         ["make", "--no-print-directory", "run"],
         cwd=REPO,
@@ -105,8 +107,10 @@ def test_sigterm_to_make_run_stops_cleanly_and_leaves_no_broker_or_postgres(tmp_
             process.kill()
 
 
-def test_kill_9_of_the_service_still_takes_broker_and_postgres_down(tmp_path: Path) -> None:
-    env, port = _environment(tmp_path)
+def test_kill_9_of_the_service_still_takes_broker_and_postgres_down(
+    service_state_dir: Path,
+) -> None:
+    env, port = _environment(service_state_dir)
     process = subprocess.Popen(
         [sys.executable, "-m", "switchboard.cli", "run"],
         cwd=REPO,
