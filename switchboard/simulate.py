@@ -23,6 +23,10 @@ agents' reply times, shifts and breaks are divided by it. The router's own timeo
 
 The summary counts what the routing stream reported while the simulation ran (it only
 sees events from the moment it connected), and the messages the service accepted (2xx).
+After the traffic stops, the simulation keeps following the stream until every message
+is routed and every step or offer deadline the router announced (a queued conversation's
+``wait_until``, an offer's ``expires_at``) within ``drain`` seconds has played out, so
+that a later reader of the same stream sees nothing the summary missed.
 ``generate_load`` is the same simulation with a target message rate, for benchmarks.
 """
 
@@ -212,6 +216,9 @@ class Figures:
     fallbacks: int = 0
     overflowed: int = 0
     waiting: set[str] = field(default_factory=set)
+    deadlines: dict[str, float] = field(default_factory=dict)
+    """Conversations the router will act on by itself, and when (its clock, epoch
+    seconds): a step's ``wait_until`` or an offer's ``expires_at``."""
     replies: int = 0
     closed: int = 0
     presence_changes: int = 0
@@ -237,11 +244,26 @@ class StreamEvent(msgspec.Struct, kw_only=True):
     strategy: str | None = None
     waited_seconds: float | None = None
     preferred_agent_id: str | None = None
+    wait_until: float | None = None
+    expires_at: float | None = None
     from_agent_id: str | None = None
     to_agent_id: str | None = None
 
 
 _stream_event = msgspec.json.Decoder(StreamEvent)
+_DEADLINE_REPLACED = frozenset(
+    {
+        "conversation.queued",
+        "conversation.offered",
+        "conversation.fallback",
+        "conversation.assigned",
+        "conversation.reassigned",
+        "conversation.overflowed",
+        "conversation.closed",
+    }
+)
+"""Events after which a conversation's pending step or offer deadline no longer stands
+(``conversation.queued`` and ``conversation.offered`` announce the next one, if any)."""
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, bytes]]:
@@ -591,6 +613,8 @@ class Simulation:
             return
         f.conversations.add(cid)
         agent = self.agents.get(event.agent_id or "")
+        if kind in _DEADLINE_REPLACED:
+            f.deadlines.pop(cid, None)
         match kind:
             case "message.routed":
                 f.routed += 1
@@ -598,6 +622,8 @@ class Simulation:
                     self.spawn(self.answer(agent, cid, event.channel or ""))
             case "conversation.queued":
                 f.waiting.add(cid)
+                if event.wait_until is not None:
+                    f.deadlines[cid] = event.wait_until
             case "conversation.fallback":
                 f.fallbacks += 1
             case "conversation.assigned":
@@ -613,15 +639,18 @@ class Simulation:
                 if agent is not None:
                     agent.conversations[cid] = self.rng.randint(1, 3)
                     self.spawn(self.answer(agent, cid, event.channel or ""))
-            case "conversation.offered" if agent is not None:
-                self.spawn(
-                    self.api_call(
-                        "accept",
-                        "POST",
-                        f"/conversations/{cid}/accept",
-                        {"agent_id": agent.agent_id},
+            case "conversation.offered":
+                if event.expires_at is not None:
+                    f.deadlines[cid] = event.expires_at
+                if agent is not None:
+                    self.spawn(
+                        self.api_call(
+                            "accept",
+                            "POST",
+                            f"/conversations/{cid}/accept",
+                            {"agent_id": agent.agent_id},
+                        )
                     )
-                )
             case "conversation.reassigned":
                 self._drop(cid)
             case "conversation.overflowed":
@@ -694,15 +723,20 @@ class Simulation:
     async def _drain(
         self, stream: asyncio.Task[None], on_progress: Callable[[Progress], None] | None
     ) -> None:
-        """Let in-flight requests finish, then wait for the router to route every message
-        and for the stream to go quiet (at most ``drain`` seconds)."""
+        """Let in-flight requests finish, then wait for the router to route every message,
+        to act on every deadline it announced that falls within the drain, and for the
+        stream to go quiet (at most ``drain`` seconds)."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=self.o.drain / 2)
         deadline = time.monotonic() + self.o.drain
+        # Announced deadlines are on the router's clock (epoch seconds). One due later
+        # than the drain cannot be waited for: what it brings is after the summary.
+        drain_ends_at = time.time() + self.o.drain
         f = self.figures
         while time.monotonic() < deadline and not stream.done():
             quiet = time.monotonic() - f.last_event > 0.75
-            if f.routed >= sum(f.messages.values()) and quiet and not self.tasks:
+            pending = any(due <= drain_ends_at for due in f.deadlines.values())
+            if f.routed >= sum(f.messages.values()) and quiet and not pending and not self.tasks:
                 break
             await asyncio.sleep(0.1)
         if on_progress is not None:
