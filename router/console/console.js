@@ -110,6 +110,17 @@ async function follow() {
   }
 }
 
+// Ids of recent events: far more than a stream resume replays (api.stream_buffer, 1000 by default).
+const SEEN_LIMIT = 20000;
+const seen = new Set();
+const seenOrder = [];
+
+function remember(id) {
+  seen.add(id);
+  seenOrder.push(id);
+  if (seenOrder.length > SEEN_LIMIT) seen.delete(seenOrder.shift());
+}
+
 async function readStream(reader) {
   const decoder = new TextDecoder();
   let buffer = "";
@@ -127,7 +138,12 @@ async function readStream(reader) {
         else if (line.startsWith("data:")) data += line.slice(5).trim();
         else if (line.startsWith("id:")) id = line.slice(3).trim();
       }
-      if (id) state.lastEventId = id;
+      if (id) {
+        // A resume older than the server's buffer replays the whole buffer: count once.
+        if (seen.has(id)) continue;
+        remember(id);
+        state.lastEventId = id;
+      }
       if (data) onEvent(type, data);
     }
   }
@@ -272,6 +288,8 @@ function connect(domain, token) {
     domain, token, abort: new AbortController(), lastEventId: null,
     messages: 0, assigned: 0, strategies: {}, hits: 0, misses: 0, overflowed: 0, waits: [], buckets: [],
   });
+  seen.clear();
+  seenOrder.length = 0;
   sessionStorage.setItem("switchboard.domain", domain);
   sessionStorage.setItem("switchboard.token", token);
   setStatus("connecting…", false);
