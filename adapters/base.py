@@ -7,10 +7,12 @@ acknowledged (``Publisher.publish`` returns), so a provider retries anything we 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from schemas import InboundEvent
@@ -40,13 +42,62 @@ class SignatureRejected(BadRequest):
         super().__init__(reason, status=status)
 
 
+class Unusable(AdapterError):
+    """Correctly signed provider data holding a value no event may carry (see
+    ``schemas.limits``): the item is set aside on the dead-letter topic, not refused, so
+    that the provider does not redeliver it forever. ``reason`` never quotes the value."""
+
+    def __init__(self, reason: str, *, domain: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.domain = domain
+
+
 class BrokerUnavailable(AdapterError):
     """The broker did not acknowledge: answer 503 so the provider retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A provider request, or an item of one, that was accepted but not published."""
+
+    source: str
+    """Where it came from: ``webhook/<provider>``."""
+    reason: str
+    domain: str | None
+    """The routing domain of its endpoint, when known (the record key)."""
+    body: bytes
+    """The request body as received, for an operator to inspect or re-drive."""
+    content_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """What a provider request turned into: events to publish and items set aside."""
+
+    events: list[InboundEvent]
+    set_aside: list[Unusable] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def setting_aside(self, where: str) -> Iterator[None]:
+        """Set an item aside, named by ``where`` (its place in the request), when building
+        it raises ``Unusable``: the request's other items go on."""
+        try:
+            yield
+        except Unusable as unusable:
+            self.set_aside.append(Unusable(f"{where}: {unusable.reason}", domain=unusable.domain))
 
 
 class Publisher(Protocol):
     async def publish(self, events: Sequence[InboundEvent]) -> None:
         """Publish to ``conversations.inbound`` and return once the broker acknowledged all.
+
+        Raises ``BrokerUnavailable`` when it cannot.
+        """
+        ...
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish to ``switchboard.dlq`` and return once the broker acknowledged all.
 
         Raises ``BrokerUnavailable`` when it cannot.
         """
@@ -59,8 +110,10 @@ def inbound_event_id(domain: str, channel: str, provider_message_id: str) -> str
 
 
 def constant_time_equal(expected: str | bytes, given: str | bytes) -> bool:
-    a = expected.encode() if isinstance(expected, str) else expected
-    b = given.encode() if isinstance(given, str) else given
+    # surrogatepass: a header that is not UTF-8 reaches us as lone surrogates (aiohttp's
+    # surrogateescape), and must compare unequal rather than fail to encode (a 500).
+    a = expected.encode("utf-8", "surrogatepass") if isinstance(expected, str) else expected
+    b = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else given
     return hmac.compare_digest(a, b)
 
 

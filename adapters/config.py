@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import msgspec
 
 from adapters.base import AdapterError
+from schemas.limits import Endpoint, QueueName
 
 
 class SecretMissing(AdapterError):
@@ -46,11 +47,11 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class TwilioNumber(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    number: str
+    number: Endpoint
     """Our Twilio number in E.164 (``+15005550006``); SMS and Twilio WhatsApp to it are routed."""
     domain: str
     """Routing domain fed by this number."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
 
 
@@ -74,33 +75,33 @@ class TwilioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class WhatsAppNumber(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    phone_number_id: str
+    phone_number_id: Endpoint
     """WhatsApp Cloud API phone number id (not the phone number itself)."""
     domain: str
     """Routing domain fed by this number."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
     access_token_env: str = "WHATSAPP_ACCESS_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the system-user access token used to send replies."""
 
 
 class MessengerPage(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    page_id: str
+    page_id: Endpoint
     """Facebook page id."""
     domain: str
     """Routing domain fed by this page."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
     access_token_env: str = "MESSENGER_PAGE_ACCESS_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the page access token used to send replies."""
 
 
 class InstagramAccount(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    account_id: str
+    account_id: Endpoint
     """Instagram professional account id (the ``entry.id`` of its webhooks)."""
     domain: str
     """Routing domain fed by this account."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
     access_token_env: str = "INSTAGRAM_ACCESS_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the Instagram access token used to send replies."""
@@ -131,11 +132,11 @@ class MetaConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class TelegramBot(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Endpoint
     """Bot name as used in the webhook path ``/webhooks/telegram/{name}``."""
     domain: str
     """Routing domain fed by this bot."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
     secret_token_env: str = "TELEGRAM_SECRET_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the ``secret_token`` given to ``setWebhook``."""
@@ -156,11 +157,11 @@ class TelegramConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class EmailAddress(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    address: str
+    address: Endpoint
     """Inbound address customers write to (compared case-insensitively)."""
     domain: str
     """Routing domain fed by this address."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue for its conversations; the domain's default queue when unset."""
     sending_domain: str | None = None
     """Mailgun sending domain for replies; default: the address's domain part."""

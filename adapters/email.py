@@ -8,28 +8,54 @@ Threading: the thread root is the first Message-ID of ``References``, else
 ``In-Reply-To``, else the message's own ``Message-Id``, so every message of a thread
 shares one ``conversation_key`` (``email:{our address}:{root}``). Replies we send carry
 ``In-Reply-To``/``References`` (see ``adapters.egress``), so the customer's answers land
-in the same thread.
+in the same thread. Message-IDs are written by the customer's mailer: one that no event
+may carry (longer than ``PROVIDER_MESSAGE_ID_MAX``, or holding control characters) is
+passed over as a thread root, and as the message's own id it is replaced by the digest
+used for mail without a Message-Id, rather than setting the customer's mail aside.
 """
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import email.policy
 import email.utils
 import hashlib
-import math
+import quopri
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 
-from adapters.base import BadRequest, SignatureRejected, constant_time_equal, hmac_hex
+from adapters.base import BadRequest, SignatureRejected, Unusable, constant_time_equal, hmac_hex
 from adapters.config import ChannelsConfig, EmailAddress
-from adapters.normalize import first_values, message_received, parse_form, unknown_endpoint
+from adapters.normalize import (
+    decode_json,
+    first_values,
+    message_received,
+    parse_form,
+    unknown_endpoint,
+)
 from schemas import Attachment, Channel, InboundEvent
+from schemas.limits import PROVIDER_MESSAGE_ID_MAX, UnusableValue, is_identifier
+
+T = TypeVar("T")
 
 PROVIDERS = ("mailgun",)
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
+
+
+MAX_PARTS = 256
+"""Parts of a multipart form: Mailgun's thirty-odd fields and the attached files."""
+MAX_PART_HEADER_BYTES = 8 * 1024
+"""Header block of one part (a few ``Content-*`` lines)."""
+MAX_ADDRESS_LIST_CHARS = 4000
+"""A ``from`` or ``recipient`` value: a few addresses with display names."""
+_SIGNATURE_FIELDS = ("timestamp", "token", "signature")
+# The field name of a part, read before the signature is checked: a plain quoted name.
+_PART_NAME = re.compile(rb'(?im)^content-disposition:[^\r\n]*?;\s*name="([^"\r\n]*)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,34 +74,116 @@ class Form:
     uploads: list[Upload]
 
 
-def parse_form_body(body: bytes, content_type: str | None) -> Form:
-    """Decode a url-encoded or multipart/form-data body, or raise ``BadRequest``."""
-    ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    if ctype == "application/x-www-form-urlencoded":
-        return Form(parse_form(body), [])
-    if ctype != "multipart/form-data":
-        raise BadRequest("expected a url-encoded or multipart/form-data body", status=415)
-    head = b"Content-Type: " + (content_type or "").encode("latin-1", "replace") + b"\r\n\r\n"
-    try:
-        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-        if not msg.is_multipart():
-            raise BadRequest("multipart body without parts (boundary?)")
+@dataclass(frozen=True, slots=True)
+class _RawPart:
+    headers: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SplitForm:
+    """A form body cut into its fields, nothing decoded but what the signature needs."""
+
+    pairs: list[tuple[str, str]] | None
+    """A url-encoded body's fields (decoding them is the cheap part)."""
+    parts: list[_RawPart]
+    """A multipart body's parts, as bytes."""
+
+    def signature_fields(self) -> dict[str, str]:
+        """``timestamp``, ``token`` and ``signature``, as far as present."""
+        if self.pairs is not None:
+            return {k: v for k, v in first_values(self.pairs).items() if k in _SIGNATURE_FIELDS}
+        found: dict[str, str] = {}
+        for part in self.parts:
+            match = _PART_NAME.search(part.headers)
+            name = match.group(1).decode("ascii", "replace") if match else ""
+            if name in _SIGNATURE_FIELDS and name not in found:
+                found[name] = part.data.decode("utf-8", "replace")
+        return found
+
+    def decoded(self) -> Form:
+        """Every field as text and every file part as an ``Upload``, or ``BadRequest``."""
+        if self.pairs is not None:
+            return Form(self.pairs, [])
         fields: list[tuple[str, str]] = []
         uploads: list[Upload] = []
-        for part in msg.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str):
-                continue
-            payload = part.get_payload(decode=True)
-            data = payload if isinstance(payload, bytes) else b""
-            filename = part.get_filename()
-            if filename is not None:
-                uploads.append(Upload(name, filename, part.get_content_type(), len(data)))
-            else:
-                fields.append((name, data.decode(part.get_content_charset() or "utf-8")))
-    except (UnicodeError, LookupError, ValueError, TypeError, IndexError) as exc:
-        raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
-    return Form(fields, uploads)
+        parser = email.parser.BytesHeaderParser(policy=email.policy.HTTP)
+        for raw in self.parts:
+            try:
+                # Headers only: the parser never looks into a part's content, so a part
+                # claiming to be multipart or message/rfc822 is not parsed recursively.
+                headers = parser.parsebytes(raw.headers)
+                name = headers.get_param("name", header="content-disposition")
+                if not isinstance(name, str):
+                    continue
+                data = _transfer_decoded(raw.data, headers.get("content-transfer-encoding"))
+                filename = headers.get_filename()
+                if filename is not None:
+                    uploads.append(Upload(name, filename, headers.get_content_type(), len(data)))
+                else:
+                    fields.append((name, data.decode(headers.get_content_charset() or "utf-8")))
+            except (UnicodeError, LookupError, ValueError, TypeError, IndexError) as exc:
+                raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
+        return Form(fields, uploads)
+
+
+def _transfer_decoded(data: bytes, encoding: str | None) -> bytes:
+    name = (encoding or "").strip().lower()
+    if name == "base64":
+        return base64.b64decode(data)
+    if name == "quoted-printable":
+        return quopri.decodestring(data)
+    return data
+
+
+def split_form(body: bytes, content_type: str | None) -> SplitForm:
+    """Cut a url-encoded or multipart/form-data body into fields, or raise ``BadRequest``.
+
+    Linear in the body and bounded: at most ``MAX_PARTS`` parts, each with a header block
+    of at most ``MAX_PART_HEADER_BYTES``; nested multipart content stays opaque bytes.
+    """
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype == "application/x-www-form-urlencoded":
+        return SplitForm(parse_form(body), [])
+    if ctype != "multipart/form-data":
+        raise BadRequest("expected a url-encoded or multipart/form-data body", status=415)
+    boundary = _boundary(content_type or "")
+    delimiter = b"--" + boundary
+    start = body.find(delimiter)
+    if start < 0:
+        raise BadRequest("multipart body without parts (boundary?)")
+    if body.count(b"\r\n" + delimiter, start) > MAX_PARTS:
+        raise BadRequest(f"multipart body of more than {MAX_PARTS} parts")
+    parts: list[_RawPart] = []
+    for chunk in body[start + len(delimiter) :].split(b"\r\n" + delimiter):
+        if chunk.startswith(b"--"):
+            break  # the closing delimiter
+        _, newline, rest = chunk.partition(b"\r\n")
+        if not newline:
+            raise BadRequest("malformed multipart body: a delimiter line does not end")
+        if rest.startswith(b"\r\n"):
+            headers, data = b"", rest[2:]
+        else:
+            headers, separator, data = rest.partition(b"\r\n\r\n")
+            if not separator:
+                raise BadRequest("malformed multipart body: a part's headers do not end")
+        if len(headers) > MAX_PART_HEADER_BYTES:
+            raise BadRequest(f"multipart part headers longer than {MAX_PART_HEADER_BYTES} bytes")
+        parts.append(_RawPart(headers, data))
+    if not parts:
+        raise BadRequest("multipart body without parts (boundary?)")
+    return SplitForm(None, parts)
+
+
+def _boundary(content_type: str) -> bytes:
+    header = email.parser.HeaderParser(policy=email.policy.HTTP).parsestr(
+        f"Content-Type: {content_type}\r\n\r\n", headersonly=True
+    )
+    boundary = header.get_boundary()
+    # RFC 2046: 1 to 70 characters.
+    if not boundary or len(boundary) > 70 or not boundary.isascii():
+        raise BadRequest("multipart body without a usable boundary")
+    return boundary.encode("ascii")
 
 
 def verify_mailgun(
@@ -112,11 +220,17 @@ def message_ids(value: str | None) -> list[str]:
     return found if found else value.split()
 
 
+def usable_message_id(value: str) -> bool:
+    return is_identifier(value, PROVIDER_MESSAGE_ID_MAX)
+
+
 def thread_root(message_id: str, in_reply_to: str | None, references: str | None) -> str:
-    """The first Message-ID of References, else In-Reply-To, else the message's own id."""
+    """The first usable Message-ID of References, else of In-Reply-To, else the message's
+    own id."""
     for ids in (message_ids(references), message_ids(in_reply_to)):
-        if ids:
-            return ids[0]
+        usable = [i for i in ids if usable_message_id(i)]
+        if usable:
+            return usable[0]
     return message_id
 
 
@@ -125,10 +239,11 @@ def _headers(fields: dict[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     raw = fields.get("message-headers")
     if raw:
-        try:
-            pairs = msgspec.json.decode(raw, type=list[tuple[str, str]])
-        except msgspec.DecodeError:
-            raise BadRequest("message-headers is not a JSON list of [name, value]") from None
+        pairs = decode_json(
+            raw.encode("utf-8", "surrogatepass"),
+            list[tuple[str, str]],
+            "message-headers (a JSON list of [name, value])",
+        )
         for name, value in pairs:
             out.setdefault(name.lower(), value)
     for name in ("Message-Id", "In-Reply-To", "References", "Date"):
@@ -145,8 +260,23 @@ class StoredAttachment(msgspec.Struct, frozen=True):
     size: int | None = None
 
 
+def _parsed(parse: Callable[[str], T], value: str) -> T:
+    """``parse(value)`` (an address or address list parser of ``email.utils``), within
+    ``MAX_ADDRESS_LIST_CHARS``: those parsers recurse once per nested comment."""
+    if len(value) > MAX_ADDRESS_LIST_CHARS:
+        raise UnusableValue(f"longer than {MAX_ADDRESS_LIST_CHARS} characters")
+    try:
+        return parse(value)
+    except RecursionError:
+        raise UnusableValue("nested too deeply") from None
+
+
 def _find_address(config: ChannelsConfig, recipients: str) -> tuple[EmailAddress, str]:
-    wanted = {addr.lower() for _, addr in email.utils.getaddresses([recipients]) if addr}
+    try:
+        found = _parsed(lambda value: email.utils.getaddresses([value]), recipients)
+    except UnusableValue as exc:
+        raise BadRequest(f"recipient is not an address list: {exc}") from None
+    wanted = {addr.lower() for _, addr in found if addr}
     for configured in config.email.addresses:
         key = configured.address.lower()
         if key in wanted:
@@ -155,13 +285,19 @@ def _find_address(config: ChannelsConfig, recipients: str) -> tuple[EmailAddress
 
 
 def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[InboundEvent]:
-    """Normalize a verified Mailgun route POST into one ``MessageReceived``."""
+    """Normalize a verified Mailgun route POST into one ``MessageReceived``; ``now`` is
+    the time we received it."""
     fields = first_values(form.fields)
     recipient = fields.get("recipient") or fields.get("To") or ""
     if not recipient:
         raise BadRequest("recipient missing")
     endpoint, our_address = _find_address(config, recipient)
-    _, customer = email.utils.parseaddr(fields.get("from") or fields.get("sender") or "")
+    try:
+        _, customer = _parsed(
+            email.utils.parseaddr, fields.get("from") or fields.get("sender") or ""
+        )
+    except UnusableValue as exc:
+        raise Unusable(f"from: {exc}", domain=endpoint.domain) from None
     customer = customer.strip().lower()
     if "@" not in customer:
         raise BadRequest("sender address missing")
@@ -169,20 +305,22 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
     subject = fields.get("subject") or fields.get("Subject")
     body = fields.get("stripped-text") or fields.get("body-plain") or ""
     own_ids = message_ids(headers.get("message-id"))
-    if own_ids:
+    if own_ids and usable_message_id(own_ids[0]):
         message_id = own_ids[0]
     else:
-        # No Message-Id (rare, broken mailers): a digest of what a retry repeats exactly.
+        # No usable Message-Id (rare, broken mailers): a digest of what a retry repeats
+        # exactly.
         basis = "\n".join([customer, our_address, subject or "", headers.get("date", ""), body])
-        message_id = "sha256:" + hashlib.sha256(basis.encode()).hexdigest()
+        message_id = "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
     root = thread_root(message_id, headers.get("in-reply-to"), headers.get("references"))
 
     attachments: list[Attachment] = []
     if fields.get("attachments"):
-        try:
-            stored = msgspec.json.decode(fields["attachments"], type=list[StoredAttachment])
-        except msgspec.DecodeError:
-            raise BadRequest("attachments is not Mailgun's JSON list") from None
+        stored = decode_json(
+            fields["attachments"].encode("utf-8", "surrogatepass"),
+            list[StoredAttachment],
+            "attachments (Mailgun's JSON list)",
+        )
         attachments += [
             Attachment(url=a.url, content_type=a.content_type, filename=a.name, size_bytes=a.size)
             for a in stored
@@ -198,11 +336,10 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
         for u in form.uploads
     ]
     try:
-        occurred_at = float(fields.get("timestamp") or now)
+        # Mailgun signs the time it posted: the closest it gives to when the mail came.
+        posted_at: float | None = float(fields.get("timestamp") or "")
     except ValueError:
-        raise BadRequest("timestamp is not a number") from None
-    if not math.isfinite(occurred_at) or occurred_at < 0:
-        raise BadRequest("timestamp is not a Unix time")
+        posted_at = None
     return [
         message_received(
             config,
@@ -211,7 +348,8 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             endpoint_key=our_address,
             customer_address=customer,
             provider_message_id=message_id,
-            occurred_at=occurred_at,
+            received_at=now,
+            sent_at=posted_at,
             text=body,
             attachments=tuple(attachments),
             subject=subject,

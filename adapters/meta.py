@@ -11,34 +11,30 @@ deliveries become ``DeliveryStatusChanged``; echoes of our own messages, reads,
 reactions, typing and the like are recognised and not routed. Entries for pages or
 numbers that are not configured are skipped (one app serves many pages, and a 4xx would
 make Meta retry the whole batch); a request with no configured entry at all gets 404.
+Likewise an item holding a value no event may carry is set aside (``Unusable``, named by
+its place in the notification) while the other items of the request are published.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgspec
 
-from adapters.base import BadRequest, SignatureRejected, constant_time_equal, hmac_hex
-from adapters.base import inbound_event_id as event_id
+from adapters.base import BadRequest, Normalized, SignatureRejected, constant_time_equal, hmac_hex
 from adapters.config import ChannelsConfig
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
     decode_json,
+    delivery_status_changed,
     e164,
     find_endpoint,
     message_received,
 )
-from schemas import (
-    Attachment,
-    Channel,
-    DeliveryStatus,
-    DeliveryStatusChanged,
-    InboundEvent,
-    MessageReceived,
-)
+from schemas import Attachment, Channel, DeliveryStatus, MessageReceived
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RECEIVED = "EVENT_RECEIVED"
@@ -212,15 +208,17 @@ def verify_subscription(query: Mapping[str, str], verify_token: str) -> str:
 # --- normalization ------------------------------------------------------------------------
 
 
-def _seconds(raw: str | int | None, fallback: float, *, millis: bool = False) -> float:
+def _seconds(raw: str | int | None, *, millis: bool = False) -> float | None:
+    """A Meta timestamp (seconds as a string, or milliseconds) as seconds; None when it is
+    not a number (``normalize.plausible_time`` then takes our receive time)."""
+    if raw is None:
+        return None
     try:
-        value = float(raw) if raw is not None else None
-    except ValueError:
-        raise BadRequest(f"timestamp {raw!r} is not a number") from None
-    if value is None:
-        return fallback
-    if not math.isfinite(value) or value < 0:
-        raise BadRequest(f"timestamp {raw!r} is not a Unix time")
+        value = float(raw)
+    except (ValueError, OverflowError):
+        return None
+    if not math.isfinite(value):
+        return None
     return value / 1000 if millis else value
 
 
@@ -270,52 +268,53 @@ def _wa_content(
 
 
 def _whatsapp(
-    config: ChannelsConfig, change: Change, now: float, events: list[InboundEvent]
+    config: ChannelsConfig, change: Change, now: float, out: Normalized, where: str
 ) -> bool:
-    """Append the events of one WhatsApp ``messages`` change; False if its number is unknown."""
-    try:
-        value = msgspec.json.decode(change.value, type=WaValue)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"malformed WhatsApp change: {exc}") from None
+    """Collect the events of one WhatsApp ``messages`` change; False if its number is unknown."""
+    value = decode_json(change.value, WaValue, "WhatsApp change")
     number_id = value.metadata.phone_number_id
     endpoint = find_endpoint(config.meta.whatsapp, number_id, "phone_number_id")
     if endpoint is None:
         return False
-    for msg in value.messages:
+    for index, msg in enumerate(value.messages):
         content = _wa_content(config, msg)
         if content is None:
             continue
         text, attachments = content
-        events.append(
-            message_received(
-                config,
-                endpoint,
-                channel=Channel.WHATSAPP,
-                endpoint_key=number_id,
-                customer_address=e164(msg.from_),
-                provider_message_id=msg.id,
-                occurred_at=_seconds(msg.timestamp, now),
-                text=text,
-                attachments=attachments,
-                reply_window=META_REPLY_WINDOW_SECONDS,
+        with out.setting_aside(f"{where}.messages[{index}]"):
+            out.events.append(
+                message_received(
+                    config,
+                    endpoint,
+                    channel=Channel.WHATSAPP,
+                    endpoint_key=number_id,
+                    customer_address=e164(msg.from_),
+                    provider_message_id=msg.id,
+                    received_at=now,
+                    sent_at=_seconds(msg.timestamp),
+                    text=text,
+                    attachments=attachments,
+                    reply_window=META_REPLY_WINDOW_SECONDS,
+                )
             )
-        )
-    for st in value.statuses:
+    for index, st in enumerate(value.statuses):
         mapped = _WA_STATUS.get(st.status)
         if mapped is None:
             continue
         code = st.errors[0].code if st.errors else None
-        events.append(
-            DeliveryStatusChanged(
-                id=event_id(endpoint.domain, "whatsapp", f"{st.id}/status/{st.status}"),
-                domain=endpoint.domain,
-                occurred_at=_seconds(st.timestamp, now),
-                channel=Channel.WHATSAPP,
-                provider_message_id=st.id,
-                status=mapped,
-                error_code=None if code is None else str(code),
+        with out.setting_aside(f"{where}.statuses[{index}]"):
+            out.events.append(
+                delivery_status_changed(
+                    endpoint,
+                    channel=Channel.WHATSAPP,
+                    provider_message_id=st.id,
+                    provider_status=st.status,
+                    status=mapped,
+                    received_at=now,
+                    sent_at=_seconds(st.timestamp),
+                    error_code=None if code is None else str(code),
+                )
             )
-        )
     return True
 
 
@@ -326,92 +325,70 @@ def _messaging(
     endpoint_key: str,
     item: Messaging,
     now: float,
-) -> list[InboundEvent]:
-    """Events of one Messenger/Instagram messaging item (often none)."""
-    at = _seconds(item.timestamp, now, millis=True)
+    out: Normalized,
+    where: str,
+) -> None:
+    """Collect the events of one Messenger/Instagram messaging item (often none)."""
+    at = _seconds(item.timestamp, millis=True)
+    message: Callable[..., MessageReceived] = functools.partial(
+        message_received,
+        config,
+        endpoint,
+        channel=channel,
+        endpoint_key=endpoint_key,
+        customer_address=item.sender.id,
+        received_at=now,
+        sent_at=at,
+        reply_window=META_REPLY_WINDOW_SECONDS,
+    )
     if item.message is not None:
         msg = item.message
         if msg.is_echo or msg.is_deleted or item.sender.id == endpoint_key:
-            return []
+            return
         attachments = tuple(
             Attachment(url=a.payload.url, content_type=a.type)
             for a in msg.attachments
             if a.payload is not None and a.payload.url
         )
         if not msg.text and not attachments:
-            return []
-        text = msg.text or ""
-        return [
-            _meta_message(
-                config,
-                channel,
-                endpoint,
-                endpoint_key,
-                item,
-                msg.mid,
-                at,
-                text=text,
-                attachments=attachments,
+            return
+        with out.setting_aside(where):
+            out.events.append(
+                message(provider_message_id=msg.mid, text=msg.text or "", attachments=attachments)
             )
-        ]
-    if item.postback is not None:
+    elif item.postback is not None:
         pb = item.postback
         mid = pb.mid or f"postback:{item.sender.id}:{item.timestamp}"
-        return [
-            _meta_message(config, channel, endpoint, endpoint_key, item, mid, at, text=pb.title)
-        ]
-    if item.delivery is not None:
-        return [
-            DeliveryStatusChanged(
-                id=event_id(endpoint.domain, channel.value, f"{mid}/status/delivered"),
-                domain=endpoint.domain,
-                occurred_at=at,
-                channel=channel,
-                provider_message_id=mid,
-                status=DeliveryStatus.DELIVERED,
-            )
-            for mid in item.delivery.mids
-        ]
+        with out.setting_aside(where):
+            out.events.append(message(provider_message_id=mid, text=pb.title))
+    elif item.delivery is not None:
+        for index, mid in enumerate(item.delivery.mids):
+            with out.setting_aside(f"{where}.delivery.mids[{index}]"):
+                out.events.append(
+                    delivery_status_changed(
+                        endpoint,
+                        channel=channel,
+                        provider_message_id=mid,
+                        provider_status="delivered",
+                        status=DeliveryStatus.DELIVERED,
+                        received_at=now,
+                        sent_at=at,
+                    )
+                )
     # read, reaction, optin, referral, typing, account linking …: not routed.
-    return []
 
 
-def _meta_message(
-    config: ChannelsConfig,
-    channel: Channel,
-    endpoint: Endpoint,
-    endpoint_key: str,
-    item: Messaging,
-    mid: str,
-    at: float,
-    *,
-    text: str = "",
-    attachments: tuple[Attachment, ...] = (),
-) -> MessageReceived:
-    return message_received(
-        config,
-        endpoint,
-        channel=channel,
-        endpoint_key=endpoint_key,
-        customer_address=item.sender.id,
-        provider_message_id=mid,
-        occurred_at=at,
-        text=text,
-        attachments=attachments,
-        reply_window=META_REPLY_WINDOW_SECONDS,
-    )
-
-
-def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> list[InboundEvent]:
-    """Normalize a verified Meta notification into events (possibly none)."""
+def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized:
+    """Normalize a verified Meta notification into events (possibly none) and the items
+    set aside."""
     note = decode_json(body, Notification, "Meta notification")
-    events: list[InboundEvent] = []
+    out = Normalized([])
     known = False
-    for entry in note.entry:
+    for e, entry in enumerate(note.entry):
         if note.object == "whatsapp_business_account":
-            for change in entry.changes:
+            for c, change in enumerate(entry.changes):
                 if change.field == "messages":
-                    known |= _whatsapp(config, change, now, events)
+                    known |= _whatsapp(config, change, now, out, f"entry[{e}].changes[{c}]")
             continue
         endpoint: Endpoint | None
         if note.object == "page":
@@ -425,12 +402,14 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> list[Inbou
         if endpoint is None:
             continue
         known = True
-        for item in entry.messaging:
-            events.extend(_messaging(config, channel, endpoint, entry.id, item, now))
-    if note.entry and not known and not events:
+        for i, item in enumerate(entry.messaging):
+            _messaging(
+                config, channel, endpoint, entry.id, item, now, out, f"entry[{e}].messaging[{i}]"
+            )
+    if note.entry and not known and not out.events:
         if note.object == "whatsapp_business_account" and not any(
             c.field == "messages" for e in note.entry for c in e.changes
         ):
-            return []  # account-level changes (templates, quality): nothing to route
+            return out  # account-level changes (templates, quality): nothing to route
         raise BadRequest("no entry of this notification is configured in [channels]", status=404)
-    return events
+    return out

@@ -1,21 +1,55 @@
-"""Helpers every provider module shares to turn a provider payload into ``schemas`` events."""
+"""Helpers every provider module shares to turn a provider payload into ``schemas`` events.
+
+``message_received``, ``delivery_status_changed`` and ``usable_attachment`` are the one
+place where a provider's values meet ``schemas.limits``: identifiers and addresses that
+storage cannot hold make the item ``Unusable`` (set aside on the dead-letter topic, see
+``adapters.webhooks``), free text is cleaned and cut at the channel's maximum, optional
+descriptive values (a media type, a size) that are unusable are dropped, and a provider's
+timestamp outside the plausible window is replaced by our receive time.
+"""
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
 import msgspec
 
-from adapters.base import BadRequest, inbound_event_id
+from adapters.base import BadRequest, Unusable, inbound_event_id
 from adapters.config import ChannelsConfig
-from schemas import Attachment, Channel, MessageReceived
+from schemas import Attachment, Channel, DeliveryStatus, DeliveryStatusChanged, MessageReceived
+from schemas.limits import (
+    ADDRESS_MAX,
+    ATTACHMENTS_MAX,
+    CHANNEL_TEXT_MAX,
+    CODE_MAX,
+    CONTENT_TYPE_MAX,
+    CONVERSATION_KEY_MAX,
+    CUSTOMER_ID_MAX,
+    ENDPOINT_MAX,
+    FILENAME_MAX,
+    PLAUSIBLE_FUTURE_SECONDS,
+    PLAUSIBLE_PAST_SECONDS,
+    PROVIDER_MESSAGE_ID_MAX,
+    SUBJECT_MAX,
+    URL_MAX,
+    UnusableValue,
+    checked_identifier,
+    clean_text,
+    decode_json_text,
+    is_identifier,
+)
 
 T = TypeVar("T")
 
 #: Meta lets a business answer freely for 24 h after the customer's last message.
 META_REPLY_WINDOW_SECONDS = 24 * 3600
+MAX_FORM_FIELDS = 1000
+"""Fields of a url-encoded form (Twilio sends about 20, Mailgun about 30)."""
+SIZE_MAX = 2**53
+"""Largest attachment size believed (the largest integer JSON readers agree on)."""
 
 
 class Endpoint(Protocol):
@@ -44,11 +78,18 @@ def unknown_endpoint(kind: str) -> BadRequest:
 
 
 def decode_json(body: bytes, type_: type[T], what: str) -> T:
-    """Decode and validate a JSON body, or raise ``BadRequest`` with msgspec's reason."""
+    """Decode and validate a JSON body, or raise ``BadRequest`` with msgspec's reason.
+
+    A lone surrogate escape (``"\\ud800"``) is read as U+FFFD rather than refused; a
+    document nested deeper than the decoder's recursion limit (about a thousand levels,
+    far beyond any provider's payload) is refused.
+    """
     try:
-        return msgspec.json.decode(body, type=type_)
+        return decode_json_text(lambda text: msgspec.json.decode(text, type=type_), body)
     except msgspec.DecodeError as exc:
         raise BadRequest(f"malformed {what}: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"malformed {what}: nested too deeply") from None
 
 
 def parse_form(body: bytes) -> list[tuple[str, str]]:
@@ -56,10 +97,16 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
     try:
         text = body.decode("utf-8")
         return urllib.parse.parse_qsl(
-            text, keep_blank_values=True, strict_parsing=False, errors="strict"
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
         )
     except (UnicodeDecodeError, ValueError):
-        raise BadRequest("form body is not valid UTF-8 url-encoded data") from None
+        raise BadRequest(
+            f"form body is not valid UTF-8 url-encoded data of at most {MAX_FORM_FIELDS} fields"
+        ) from None
 
 
 def first_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -76,6 +123,40 @@ def e164(number: str) -> str:
     return "+" + digits if digits.isdigit() else digits
 
 
+def plausible_time(sent_at: float | None, received_at: float) -> float:
+    """The provider's time of an event when believable, else ``received_at``.
+
+    Believable: a finite number no more than ``PLAUSIBLE_PAST_SECONDS`` (30 days) before
+    and ``PLAUSIBLE_FUTURE_SECONDS`` (15 minutes) after our receive time. Anything else
+    (a year 33658, a negative time, not a number) says nothing about when the customer
+    wrote, and would not fit a timestamp column or a CloudEvents ``time``.
+    """
+    if sent_at is None or (isinstance(sent_at, float) and not math.isfinite(sent_at)):
+        return received_at
+    if received_at - PLAUSIBLE_PAST_SECONDS <= sent_at <= received_at + PLAUSIBLE_FUTURE_SECONDS:
+        return float(sent_at)
+    return received_at
+
+
+def usable_attachment(attachment: Attachment) -> Attachment:
+    """``attachment`` as an event may carry it: its URL must be usable (else
+    ``UnusableValue``), its file name is cleaned text, and a media type or size that is
+    not usable is dropped rather than losing the attachment."""
+    content_type = attachment.content_type
+    if content_type is not None and not is_identifier(content_type, CONTENT_TYPE_MAX):
+        content_type = None
+    size = attachment.size_bytes
+    if size is not None and not 0 <= size <= SIZE_MAX:
+        size = None
+    filename = attachment.filename
+    return Attachment(
+        url=checked_identifier("attachment url", attachment.url, URL_MAX),
+        content_type=content_type,
+        filename=None if filename is None else clean_text(filename, FILENAME_MAX),
+        size_bytes=size,
+    )
+
+
 def message_received(
     config: ChannelsConfig,
     endpoint: Endpoint,
@@ -84,15 +165,38 @@ def message_received(
     endpoint_key: str,
     customer_address: str,
     provider_message_id: str,
-    occurred_at: float,
+    received_at: float,
+    sent_at: float | None = None,
     text: str = "",
     attachments: tuple[Attachment, ...] = (),
     subject: str | None = None,
     conversation_key: str | None = None,
     reply_window: float | None = None,
 ) -> MessageReceived:
-    """One normalized customer message with its stable id and identities derived."""
+    """One normalized customer message with its stable id and identities derived.
+
+    ``sent_at`` is the provider's time of the message (``plausible_time``); raises
+    ``Unusable`` when an identifier, an address or an attachment URL cannot be carried.
+    """
     domain = endpoint.domain
+    try:
+        checked_identifier("endpoint", endpoint_key, ENDPOINT_MAX)
+        checked_identifier("customer address", customer_address, ADDRESS_MAX)
+        checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
+        customer_id = checked_identifier(
+            "customer id",
+            config.customer_id(domain, channel.value, customer_address),
+            CUSTOMER_ID_MAX,
+        )
+        key = checked_identifier(
+            "conversation key",
+            conversation_key or f"{channel.value}:{endpoint_key}:{customer_address}",
+            CONVERSATION_KEY_MAX,
+        )
+        usable = tuple(usable_attachment(a) for a in attachments[:ATTACHMENTS_MAX])
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    occurred_at = plausible_time(sent_at, received_at)
     return MessageReceived(
         id=inbound_event_id(domain, channel.value, provider_message_id),
         domain=domain,
@@ -100,14 +204,47 @@ def message_received(
         channel=channel,
         endpoint=endpoint_key,
         customer_address=customer_address,
-        customer_id=config.customer_id(domain, channel.value, customer_address),
-        conversation_key=conversation_key or f"{channel.value}:{endpoint_key}:{customer_address}",
+        customer_id=customer_id,
+        conversation_key=key,
         provider_message_id=provider_message_id,
-        text=text,
-        attachments=attachments,
-        subject=subject,
+        text=clean_text(text, CHANNEL_TEXT_MAX[channel]),
+        attachments=usable,
+        subject=None if subject is None else clean_text(subject, SUBJECT_MAX),
         queue=endpoint.queue,
         reply_window_ends_at=None if reply_window is None else occurred_at + reply_window,
+    )
+
+
+def delivery_status_changed(
+    endpoint: Endpoint,
+    *,
+    channel: Channel,
+    provider_message_id: str,
+    provider_status: str,
+    status: DeliveryStatus,
+    received_at: float,
+    sent_at: float | None = None,
+    error_code: str | None = None,
+) -> DeliveryStatusChanged:
+    """A provider's report on a message we sent, with its stable id (one per message and
+    provider status word); raises ``Unusable`` like ``message_received``."""
+    domain = endpoint.domain
+    try:
+        checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
+        if error_code is not None:
+            checked_identifier("error code", error_code, CODE_MAX)
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    return DeliveryStatusChanged(
+        id=inbound_event_id(
+            domain, channel.value, f"{provider_message_id}/status/{provider_status}"
+        ),
+        domain=domain,
+        occurred_at=plausible_time(sent_at, received_at),
+        channel=channel,
+        provider_message_id=provider_message_id,
+        status=status,
+        error_code=error_code,
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-from adapters.base import BadRequest, SignatureRejected, constant_time_equal
+from adapters.base import SignatureRejected, constant_time_equal
 from adapters.config import ChannelsConfig, TelegramBot
 from adapters.normalize import decode_json, find_endpoint, message_received, unknown_endpoint
 from schemas import Attachment, Channel, InboundEvent
@@ -117,8 +117,11 @@ def _attachments(bot: str, msg: Message) -> tuple[Attachment, ...]:
     return tuple(items)
 
 
-def parse_update(body: bytes, bot: TelegramBot, config: ChannelsConfig) -> list[InboundEvent]:
-    """Normalize a verified Update into events (at most one message)."""
+def parse_update(
+    body: bytes, bot: TelegramBot, config: ChannelsConfig, now: float
+) -> list[InboundEvent]:
+    """Normalize a verified Update into events (at most one message); ``now`` is the
+    time we received it."""
     update = decode_json(body, Update, "Telegram update")
     msg = update.message
     if msg is None:
@@ -133,8 +136,6 @@ def parse_update(body: bytes, bot: TelegramBot, config: ChannelsConfig) -> list[
     text = msg.text if msg.text is not None else (msg.caption or "")
     if not text and not attachments:
         return []  # service messages: joins, pins, titles …
-    if msg.date <= 0:
-        raise BadRequest("message.date must be a Unix time")
     chat = str(msg.chat.id)
     return [
         message_received(
@@ -145,7 +146,8 @@ def parse_update(body: bytes, bot: TelegramBot, config: ChannelsConfig) -> list[
             customer_address=chat,
             # message_id is unique within one bot's chat only.
             provider_message_id=f"{bot.name}:{chat}:{msg.message_id}",
-            occurred_at=float(msg.date),
+            received_at=now,
+            sent_at=msg.date,
             text=text,
             attachments=attachments,
         )

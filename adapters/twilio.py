@@ -18,16 +18,16 @@ import hmac
 import urllib.parse
 from collections.abc import Sequence
 
-from adapters.base import BadRequest, SignatureRejected, constant_time_equal, inbound_event_id
+from adapters.base import BadRequest, SignatureRejected, constant_time_equal
 from adapters.config import ChannelsConfig, TwilioNumber
-from adapters.normalize import find_endpoint, first_values, message_received, unknown_endpoint
-from schemas import (
-    Attachment,
-    Channel,
-    DeliveryStatus,
-    DeliveryStatusChanged,
-    InboundEvent,
+from adapters.normalize import (
+    delivery_status_changed,
+    find_endpoint,
+    first_values,
+    message_received,
+    unknown_endpoint,
 )
+from schemas import Attachment, Channel, DeliveryStatus, InboundEvent
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
@@ -181,7 +181,7 @@ def parse_webhook(
                 endpoint_key=ours,
                 customer_address=customer,
                 provider_message_id=sid,
-                occurred_at=now,
+                received_at=now,
                 text=form.get("Body", ""),
                 attachments=_media(form),
                 reply_window=24 * 3600.0 if channel is Channel.WHATSAPP else None,
@@ -197,13 +197,13 @@ def parse_webhook(
     channel, ours = _strip_whatsapp(from_)
     endpoint = _number(config, ours)
     return [
-        DeliveryStatusChanged(
-            id=inbound_event_id(endpoint.domain, channel.value, f"{sid}/status/{status}"),
-            domain=endpoint.domain,
-            occurred_at=now,
+        delivery_status_changed(
+            endpoint,
             channel=channel,
             provider_message_id=sid,
+            provider_status=status,
             status=mapped,
+            received_at=now,
             error_code=form.get("ErrorCode") or None,
         )
     ]

@@ -14,6 +14,12 @@ to any instance behind the load balancer.
 With ``identity_secret_env`` set, a signed-in visitor's ``user_id`` is trusted only with
 ``user_hash`` = hex HMAC-SHA256 of the user id under that secret (computed by the
 customer's own backend); the customer is then the same across sessions and devices.
+
+Input limits (``schemas.limits``), all answered 4xx with the reason since the visitor's
+page can fix them: ``text`` is cleaned (NUL removed, a lone surrogate read as U+FFFD) and
+refused (413) beyond ``max_text_chars``; ids, the user id and attachments' URLs and media
+types are refused (400) when too long or holding control characters; attachment file names
+are cleaned text, cut at their maximum.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from typing import Annotated
 
 import msgspec
 import structlog
@@ -36,6 +43,19 @@ from adapters.base import (
 )
 from adapters.config import resolve_secret
 from schemas import Attachment, Channel, MessageReceived, ReplyRequested
+from schemas.limits import (
+    ADDRESS_MAX,
+    ATTACHMENTS_MAX,
+    CONTENT_TYPE_MAX,
+    FILENAME_MAX,
+    TEXT_MAX,
+    URL_MAX,
+    QueueName,
+    UnusableValue,
+    checked_identifier,
+    clean_text,
+    decode_json_text,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -45,11 +65,11 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
 class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = False
     """Accept web chat messages for this domain."""
-    queue: str | None = None
+    queue: QueueName | None = None
     """Queue of web chat conversations (the domain's default queue when unset)."""
     identity_secret_env: str | None = None
     """Environment variable with the HMAC secret that signs visitors' ``user_id``."""
-    max_text_chars: int = 4000
+    max_text_chars: Annotated[int, msgspec.Meta(ge=1, le=TEXT_MAX)] = 4000
     """Longest message text accepted."""
     reply_backlog: int = 50
     """Replies kept per session for a visitor who is not connected."""
@@ -69,7 +89,9 @@ class WebchatMessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     session_id: str
     message_id: str
     text: str = ""
-    attachments: tuple[WebchatAttachment, ...] = ()
+    attachments: Annotated[
+        tuple[WebchatAttachment, ...], msgspec.Meta(max_length=ATTACHMENTS_MAX)
+    ] = ()
     user_id: str | None = None
     user_hash: str | None = None
 
@@ -94,23 +116,23 @@ def parse_message(
     """Validate a web chat POST and normalize it; ``BadRequest`` says what is wrong."""
     if not config.enabled:
         raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
-    try:
-        message = _decoder.decode(body)
-    except msgspec.ValidationError as error:
-        raise BadRequest(f"invalid message: {error}") from None
-    except msgspec.DecodeError:
-        raise BadRequest("body is not valid JSON") from None
-    if not _SESSION_ID.match(message.session_id):
+    message = _decoded(body)
+    if not _SESSION_ID.fullmatch(message.session_id):
         raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
     if not 1 <= len(message.message_id) <= 128:
         raise BadRequest("message_id must be 1 to 128 characters")
-    if not message.text.strip() and not message.attachments:
+    text = clean_text(message.text)
+    if not text.strip() and not message.attachments:
         raise BadRequest("a message needs text or attachments")
-    if len(message.text) > config.max_text_chars:
+    if len(text) > config.max_text_chars:
         raise BadRequest(f"text longer than {config.max_text_chars} characters", status=413)
-    for attachment in message.attachments:
-        if not attachment.url.startswith(("https://", "http://")):
-            raise BadRequest("attachment url must be http(s)")
+    try:
+        checked_identifier("message_id", message.message_id, 128)
+        if message.user_id is not None:
+            checked_identifier("user_id", message.user_id, ADDRESS_MAX)
+        attachments = tuple(_attachment(a) for a in message.attachments)
+    except UnusableValue as error:
+        raise BadRequest(str(error)) from None
     customer_id = f"webchat:{message.session_id}"
     if message.user_id is not None:
         if secret is None:
@@ -131,12 +153,35 @@ def parse_message(
         customer_id=customer_id,
         conversation_key=f"webchat:{message.session_id}",
         provider_message_id=provider_message_id,
-        text=message.text,
-        attachments=tuple(
-            Attachment(url=a.url, content_type=a.content_type, filename=a.filename)
-            for a in message.attachments
-        ),
+        text=text,
+        attachments=attachments,
         queue=config.queue,
+    )
+
+
+def _decoded(body: bytes) -> WebchatMessageIn:
+    try:
+        return decode_json_text(_decoder.decode, body)
+    except msgspec.ValidationError as error:
+        raise BadRequest(f"invalid message: {error}") from None
+    except msgspec.DecodeError:
+        raise BadRequest("body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply") from None
+
+
+def _attachment(attachment: WebchatAttachment) -> Attachment:
+    url = checked_identifier("attachment url", attachment.url, URL_MAX)
+    if not url.startswith(("https://", "http://")):
+        raise UnusableValue("attachment url must be http(s)")
+    content_type = attachment.content_type
+    if content_type is not None:
+        checked_identifier("attachment content_type", content_type, CONTENT_TYPE_MAX)
+    filename = attachment.filename
+    return Attachment(
+        url=url,
+        content_type=content_type,
+        filename=None if filename is None else clean_text(filename, FILENAME_MAX),
     )
 
 
@@ -216,7 +261,7 @@ async def socket_session(
     session_id = request.match_info["session_id"]
     if not config.enabled:
         raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
-    if not _SESSION_ID.match(session_id):
+    if not _SESSION_ID.fullmatch(session_id):
         raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
     await ws.prepare(request)

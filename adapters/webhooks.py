@@ -1,11 +1,27 @@
 """The provider webhooks as aiohttp routes: read (bounded), verify, normalize, publish, answer.
 
 Every request follows the same steps:
-1. read the raw body, refusing more than ``max_body_bytes`` (413);
+1. read the raw body, refusing more than ``max_body_bytes`` (413) and any body with a
+   ``Content-Encoding`` (415, see ``refuse_encoded_bodies``);
 2. verify the provider's signature or secret (401 missing, 403 wrong);
-3. normalize into ``schemas`` events (4xx with a reason on bad input, nothing published);
-4. publish and wait for the broker's acknowledgement (503 when it cannot);
+3. normalize into ``schemas`` events (4xx with a reason on a malformed request, nothing
+   published); an item that is correctly signed but holds a value no event may carry
+   (``adapters.base.Unusable``) is set aside instead;
+4. publish the events, and the set-aside items to ``switchboard.dlq``, and wait for the
+   broker's acknowledgement (503 when it cannot);
 5. only then answer 2xx in the provider's expected form.
+
+Why set aside and answer 2xx rather than refuse signed data: each provider redelivers
+what it did not get a 2xx for, and the same bytes would be refused again. Meta retries
+"until successfully completed" and unsubscribes an app whose webhook keeps failing
+(developers.facebook.com/docs/messenger-platform/faq); Telegram retries an update "a
+reasonable amount of attempts" (core.telegram.org/bots/api#setwebhook); Mailgun retries
+anything but 200 and 406 for 8 hours, and on 406 drops the message
+(documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-retries); Twilio does
+not retry by default, so a 4xx would only lose the message in its error log
+(twilio.com/docs/usage/security/availability-reliability), while connection overrides
+(``#rc=``) make it retry. On the dead-letter topic the item keeps its reason and the
+request body, for an operator to inspect or re-drive.
 
 Each outcome is counted in ``switchboard_webhook_requests_total``; logs carry provider,
 domains, counts and outcome, never bodies or customer identities.
@@ -22,10 +38,19 @@ from aiohttp import web
 
 from adapters import email as email_adapter
 from adapters import meta, telegram, twilio
-from adapters.base import BadRequest, BrokerUnavailable, Publisher, SignatureRejected
+from adapters.base import (
+    BadRequest,
+    BrokerUnavailable,
+    DeadLetter,
+    Normalized,
+    Publisher,
+    SignatureRejected,
+    Unusable,
+)
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
-from adapters.normalize import first_values, parse_form
-from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
+from adapters.normalize import parse_form
+from schemas import DeliveryStatusChanged, MessageReceived
+from schemas.limits import CONTENT_TYPE_MAX, is_identifier
 from switchboard.metrics import Metrics
 
 log = structlog.get_logger()
@@ -70,7 +95,36 @@ def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status)
 
 
-Work = Callable[[bytes], list[InboundEvent]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+IDENTITY_ENCODINGS = frozenset({"", "identity"})
+
+
+@web.middleware
+async def refuse_encoded_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """415 for a request body with a ``Content-Encoding`` other than identity, before
+    anything reads it, on every route (webhooks, web chat and the API).
+
+    No provider compresses its webhooks and our clients need not, so nothing is
+    decompressed: no decompression bomb, and no error from a body that is not what its
+    encoding says. The answer is sent and the connection closed at once: left open,
+    aiohttp would go on reading (and decompressing) the body after the handler returns.
+    """
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in IDENTITY_ENCODINGS or not request.body_exists:
+        return await handler(request)
+    response = web.json_response(
+        {"error": "a Content-Encoding other than identity is not accepted"},
+        status=415,
+        headers={"Accept-Encoding": "identity"},
+    )
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
+Work = Callable[[bytes], Normalized]
 
 
 async def _serve(
@@ -85,8 +139,12 @@ async def _serve(
     """Steps 1-5 of the module docstring for one request."""
     m = ctx.metrics
     try:
+        # Steps 1-3
         body = await read_body(request, ctx.max_body_bytes)
-        events = work(body)
+        try:
+            normalized = work(body)
+        except Unusable as unusable:
+            normalized = Normalized(events=[], set_aside=[unusable])
     except BodyTooLarge as exc:
         return _refused(ctx, provider, "too_large", exc)
     except SignatureRejected as exc:
@@ -100,21 +158,44 @@ async def _serve(
         log.error("webhook_secret_missing", provider=provider, variable=exc.env_name)
         return _error(503, "adapter not configured")
 
+    events = normalized.events
+    letters = [
+        DeadLetter(
+            source=f"webhook/{provider}",
+            reason=unusable.reason,
+            domain=unusable.domain,
+            body=body,
+            content_type=_media_type(request),
+        )
+        for unusable in normalized.set_aside
+    ]
     messages = [e for e in events if isinstance(e, MessageReceived)]
     statuses = [e for e in events if isinstance(e, DeliveryStatusChanged)]
-    domains = sorted({e.domain for e in events})
-    if events:
-        try:
+    domains = sorted({e.domain for e in events} | {d.domain for d in letters if d.domain})
+    try:
+        # Step 4
+        if events:
             await ctx.publisher.publish(events)
-        except BrokerUnavailable:
-            m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
-            log.warning("webhook_unavailable", provider=provider, domains=domains)
-            return _error(503, "broker unavailable, retry later")
+        if letters:
+            await ctx.publisher.dead_letter(letters)
+    except BrokerUnavailable:
+        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+        log.warning("webhook_unavailable", provider=provider, domains=domains)
+        return _error(503, "broker unavailable, retry later")
     for msg in messages:
         m.inbound_messages.labels(channel=msg.channel.value).inc()
     for st in statuses:
         m.delivery_statuses.labels(channel=st.channel.value, status=st.status.value).inc()
-    outcome = "accepted" if events else empty_outcome
+    if letters:
+        outcome = "dead_lettered"
+        log.warning(
+            "webhook_dead_lettered",
+            provider=provider,
+            domains=domains,
+            reasons=[letter.reason for letter in letters],
+        )
+    else:
+        outcome = "accepted" if events else empty_outcome
     m.webhook_requests.labels(provider=provider, outcome=outcome).inc()
     log.info(
         "webhook",
@@ -123,8 +204,18 @@ async def _serve(
         domains=domains,
         messages=len(messages),
         statuses=len(statuses),
+        set_aside=len(letters),
     )
+    # Step 5
     return ok()
+
+
+def _media_type(request: web.Request) -> str | None:
+    """The body's media type as the dead letter records it (None when it is unusable)."""
+    value = request.headers.get("Content-Type")
+    if value is None or not value.isascii() or not is_identifier(value, CONTENT_TYPE_MAX):
+        return None
+    return value
 
 
 def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) -> web.Response:
@@ -140,12 +231,9 @@ def _require_form(request: web.Request) -> None:
         raise BadRequest("expected application/x-www-form-urlencoded", status=415)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 def _twilio(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        def work(body: bytes) -> list[InboundEvent]:
+        def work(body: bytes) -> Normalized:
             _require_form(request)
             token = resolve_secret(ctx.channels.twilio.auth_token_env, ctx.environ)
             params = parse_form(body)
@@ -156,7 +244,7 @@ def _twilio(ctx: WebhookContext) -> Handler:
             twilio.verify_signature(
                 token, url, params, request.headers.get(twilio.SIGNATURE_HEADER), algorithm
             )
-            return twilio.parse_webhook(params, ctx.channels, ctx.clock())
+            return Normalized(twilio.parse_webhook(params, ctx.channels, ctx.clock()))
 
         return await _serve(
             ctx,
@@ -171,7 +259,7 @@ def _twilio(ctx: WebhookContext) -> Handler:
 
 def _meta_post(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        def work(body: bytes) -> list[InboundEvent]:
+        def work(body: bytes) -> Normalized:
             secret = resolve_secret(ctx.channels.meta.app_secret_env, ctx.environ)
             meta.verify_signature(secret, body, request.headers.get(meta.SIGNATURE_HEADER))
             return meta.parse_webhook(body, ctx.channels, ctx.clock())
@@ -187,11 +275,11 @@ def _meta_get(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         challenge = ""
 
-        def work(_body: bytes) -> list[InboundEvent]:
+        def work(_body: bytes) -> Normalized:
             nonlocal challenge
             token = resolve_secret(ctx.channels.meta.verify_token_env, ctx.environ)
             challenge = meta.verify_subscription(request.query, token)
-            return []
+            return Normalized([])
 
         return await _serve(
             ctx,
@@ -207,11 +295,11 @@ def _meta_get(ctx: WebhookContext) -> Handler:
 
 def _telegram(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        def work(body: bytes) -> list[InboundEvent]:
+        def work(body: bytes) -> Normalized:
             bot = telegram.find_bot(ctx.channels, request.match_info["bot"])
             secret = resolve_secret(bot.secret_token_env, ctx.environ)
             telegram.verify_secret(secret, request.headers.get(telegram.SECRET_HEADER))
-            return telegram.parse_update(body, bot, ctx.channels)
+            return Normalized(telegram.parse_update(body, bot, ctx.channels, ctx.clock()))
 
         return await _serve(ctx, "telegram", request, work, lambda: web.Response(text="ok"))
 
@@ -225,14 +313,14 @@ def _email(ctx: WebhookContext) -> Handler:
             ctx.metrics.webhook_requests.labels(provider="email", outcome="bad_request").inc()
             return _error(404, f"unknown email provider {provider!r}")
 
-        def work(body: bytes) -> list[InboundEvent]:
+        def work(body: bytes) -> Normalized:
             cfg = ctx.channels.email.mailgun
             key = resolve_secret(cfg.signing_key_env, ctx.environ)
-            form = email_adapter.parse_form_body(body, request.headers.get("Content-Type"))
+            form = email_adapter.split_form(body, request.headers.get("Content-Type"))
             now = ctx.clock()
-            fields = first_values(form.fields)
-            email_adapter.verify_mailgun(key, fields, now, cfg.max_age_seconds)
-            return email_adapter.parse_mailgun(form, ctx.channels, now)
+            # Only the signature's three short fields are read before it is checked.
+            email_adapter.verify_mailgun(key, form.signature_fields(), now, cfg.max_age_seconds)
+            return Normalized(email_adapter.parse_mailgun(form.decoded(), ctx.channels, now))
 
         return await _serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
 

@@ -8,9 +8,26 @@ the router; it answers each with ``command.completed`` or ``command.rejected`` o
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from schemas.common import Channel, Event, Presence
+from schemas.limits import (
+    LIST_MAX,
+    SCHEDULE_MAX,
+    AgentId,
+    Code,
+    ConversationId,
+    CustomerId,
+    EventId,
+    Name,
+    QueueName,
+    SkillName,
+    TimeZone,
+)
+
+_HourMinute = Annotated[str, msgspec.Meta(max_length=5)]
 
 
 class ShiftInterval(msgspec.Struct, frozen=True, kw_only=True):
@@ -18,9 +35,9 @@ class ShiftInterval(msgspec.Struct, frozen=True, kw_only=True):
 
     day: int
     """0 = Monday ... 6 = Sunday: the day the interval starts."""
-    start: str
+    start: _HourMinute
     """``HH:MM`` local time."""
-    end: str
+    end: _HourMinute
     """``HH:MM`` local time; at or before ``start``: the next day."""
 
     def __post_init__(self) -> None:
@@ -37,18 +54,18 @@ class ShiftInterval(msgspec.Struct, frozen=True, kw_only=True):
 class AgentSchedule(msgspec.Struct, frozen=True, kw_only=True):
     """An agent's weekly working hours (shift start makes the agent "returning")."""
 
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     """IANA time zone name, e.g. ``Europe/Paris``."""
-    weekly: tuple[ShiftInterval, ...] = ()
+    weekly: Annotated[tuple[ShiftInterval, ...], msgspec.Meta(max_length=SCHEDULE_MAX)] = ()
 
 
 class AgentRegistered(Event, frozen=True, kw_only=True, tag="agent.registered"):
     """An agent was registered or updated (the whole profile, not a patch)."""
 
-    agent_id: str
-    name: str = ""
-    skills: tuple[str, ...] = ()
-    queues: tuple[str, ...] = ()
+    agent_id: AgentId
+    name: Name = ""
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
+    queues: Annotated[tuple[QueueName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
     capacity: dict[Channel, int] = {}
     """Concurrent conversations per channel; a channel absent here is not served."""
     schedule: AgentSchedule | None = None
@@ -56,49 +73,49 @@ class AgentRegistered(Event, frozen=True, kw_only=True, tag="agent.registered"):
 
 
 class PresenceChanged(Event, frozen=True, kw_only=True, tag="agent.presence_changed"):
-    agent_id: str
+    agent_id: AgentId
     status: Presence
 
 
 class CustomerOwnerSet(Event, frozen=True, kw_only=True, tag="customer.owner_set"):
     """An explicit owner for a customer (``agent_id`` None clears it)."""
 
-    customer_id: str
-    agent_id: str | None = None
+    customer_id: CustomerId
+    agent_id: AgentId | None = None
 
 
 class ConversationAcceptRequested(
     Event, frozen=True, kw_only=True, tag="conversation.accept_requested"
 ):
-    conversation_id: str
-    agent_id: str
+    conversation_id: ConversationId
+    agent_id: AgentId
 
 
 class ConversationCloseRequested(
     Event, frozen=True, kw_only=True, tag="conversation.close_requested"
 ):
-    conversation_id: str
-    agent_id: str | None = None
+    conversation_id: ConversationId
+    agent_id: AgentId | None = None
     """The acting agent; None when an admin closes it."""
-    reason: str = "resolved"
+    reason: Code = "resolved"
 
 
 class ConversationTransferRequested(
     Event, frozen=True, kw_only=True, tag="conversation.transfer_requested"
 ):
-    conversation_id: str
-    agent_id: str | None = None
+    conversation_id: ConversationId
+    agent_id: AgentId | None = None
     """The acting agent; None when an admin transfers it."""
-    to_agent_id: str | None = None
-    to_queue: str | None = None
+    to_agent_id: AgentId | None = None
+    to_queue: QueueName | None = None
 
 
 class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
     """An agent's reply left for the customer (first response, waiting on customer)."""
 
-    conversation_id: str
-    agent_id: str
-    outbound_id: str
+    conversation_id: ConversationId
+    agent_id: AgentId
+    outbound_id: EventId
     channel: Channel
 
 

@@ -55,7 +55,9 @@ TOPICS: dict[str, tuple[str, str]] = {
     DLQ_TOPIC: (
         "switchboardDlq",
         "Poison records: the original key, bytes and headers of a record the router could "
-        "not decode or validate, with the reason and where it came from.",
+        "not decode or validate, with the reason and where it came from; and provider "
+        "webhook items a channel adapter accepted but could not publish (a value no event "
+        "may carry), with the reason and the request body.",
     ),
 }
 
@@ -107,7 +109,9 @@ OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
         "publishDeadLetters",
         "send",
         DLQ_TOPIC,
-        "The router sets poison records aside here and goes on.",
+        "The router sets poison records aside here and goes on; so do the channel adapters "
+        "with webhook items they cannot publish (answering the provider 2xx, so that it "
+        "does not redeliver them forever).",
     ),
 )
 
@@ -138,10 +142,26 @@ OPTIONAL_HEADERS = frozenset({"ce_subject"})
 
 DLQ_HEADERS: dict[str, dict[str, Any]] = {
     "dlq_reason": {"type": "string", "description": "Why the record was refused."},
-    "dlq_topic": {"type": "string", "description": "Topic the record was read from."},
-    "dlq_partition": {"type": "string", "description": "Its partition, in decimal."},
-    "dlq_offset": {"type": "string", "description": "Its offset, in decimal."},
+    "dlq_topic": {
+        "type": "string",
+        "description": "Topic the record was read from (the router), or the topic a "
+        "webhook item was meant for (a channel adapter).",
+    },
+    "dlq_partition": {
+        "type": "string",
+        "description": "Its partition, in decimal (records the router read).",
+    },
+    "dlq_offset": {
+        "type": "string",
+        "description": "Its offset, in decimal (records the router read).",
+    },
+    "dlq_source": {
+        "type": "string",
+        "description": "`webhook/<provider>` for an item a channel adapter set aside; the "
+        "value is then the provider's request body and `content-type` its media type.",
+    },
 }
+DLQ_REQUIRED = ("dlq_reason", "dlq_topic")
 
 
 def _members(union: Any) -> tuple[type[msgspec.Struct], ...]:
@@ -190,11 +210,12 @@ def _dlq_message() -> dict[str, Any]:
     return {
         "name": "dead_letter",
         "title": "Dead letter",
-        "summary": "A record the router refused, unchanged, with why and where from.",
+        "summary": "A record the router refused, or a webhook item an adapter set aside, "
+        "unchanged, with why and where from.",
         "contentType": "application/octet-stream",
         "headers": {
             "type": "object",
-            "required": list(DLQ_HEADERS),
+            "required": list(DLQ_REQUIRED),
             "properties": DLQ_HEADERS,
             "additionalProperties": {
                 "description": "The original record's own headers (its CloudEvents "

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
+
+from schemas.limits import (
+    ATTACHMENTS_MAX,
+    ContentType,
+    Domain,
+    EventId,
+    Filename,
+    Timestamp,
+    Url,
+)
 
 
 class Channel(enum.StrEnum):
@@ -40,10 +51,13 @@ class Strategy(enum.StrEnum):
 class Attachment(msgspec.Struct, frozen=True, kw_only=True):
     """A media item of a message: where to fetch it and what it is."""
 
-    url: str
-    content_type: str | None = None
-    filename: str | None = None
-    size_bytes: int | None = None
+    url: Url
+    content_type: ContentType | None = None
+    filename: Filename | None = None
+    size_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+Attachments = Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=ATTACHMENTS_MAX)]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -53,7 +67,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ``domain`` is the routing domain and the Kafka record key.
     """
 
-    id: str
-    domain: str
-    occurred_at: float
+    id: EventId
+    domain: Domain
+    occurred_at: Timestamp
     """Seconds since the Unix epoch (UTC) at which the fact happened."""

@@ -6,7 +6,19 @@ import enum
 
 import msgspec
 
-from schemas.common import Attachment, Channel, Event
+from schemas.common import Attachments, Channel, Event
+from schemas.limits import (
+    Address,
+    Code,
+    ConversationKey,
+    CustomerId,
+    Endpoint,
+    ProviderMessageId,
+    QueueName,
+    Subject,
+    Text,
+    Timestamp,
+)
 
 
 class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
@@ -19,20 +31,20 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     """
 
     channel: Channel
-    endpoint: str
+    endpoint: Endpoint
     """Our side of the exchange: the phone number, page, bot or address written to."""
-    customer_address: str
+    customer_address: Address
     """The customer's channel identity: E.164 phone, PSID, chat id, email address, session."""
-    customer_id: str
-    conversation_key: str
-    provider_message_id: str
-    text: str = ""
-    attachments: tuple[Attachment, ...] = ()
-    subject: str | None = None
-    queue: str | None = None
+    customer_id: CustomerId
+    conversation_key: ConversationKey
+    provider_message_id: ProviderMessageId
+    text: Text = ""
+    attachments: Attachments = ()
+    subject: Subject | None = None
+    queue: QueueName | None = None
     """Queue chosen by the endpoint's config; the domain's default queue when unset."""
     priority: int = 0
-    reply_window_ends_at: float | None = None
+    reply_window_ends_at: Timestamp | None = None
     """When the provider's free-form reply window closes (WhatsApp, Meta: 24 h)."""
 
 
@@ -48,9 +60,9 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
     """A provider reported what became of a message we sent (not a customer message)."""
 
     channel: Channel
-    provider_message_id: str
+    provider_message_id: ProviderMessageId
     status: DeliveryStatus
-    error_code: str | None = None
+    error_code: Code | None = None
 
 
 InboundEvent = MessageReceived | DeliveryStatusChanged

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.common import Attachment, Channel, Event
+from schemas.common import Attachments, Channel, Event
+from schemas.limits import (
+    Address,
+    AgentId,
+    ConversationId,
+    Endpoint,
+    ProviderMessageId,
+    Subject,
+    Text,
+)
 
 
 class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
@@ -13,15 +22,15 @@ class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     ``id`` is the outbound message id: egress is idempotent on it.
     """
 
-    conversation_id: str
-    agent_id: str
+    conversation_id: ConversationId
+    agent_id: AgentId
     channel: Channel
-    endpoint: str
-    customer_address: str
-    text: str = ""
-    attachments: tuple[Attachment, ...] = ()
-    subject: str | None = None
-    in_reply_to: str | None = None
+    endpoint: Endpoint
+    customer_address: Address
+    text: Text = ""
+    attachments: Attachments = ()
+    subject: Subject | None = None
+    in_reply_to: ProviderMessageId | None = None
     """Provider message id being answered (email threading headers)."""
 
 

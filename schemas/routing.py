@@ -10,29 +10,37 @@ from __future__ import annotations
 import msgspec
 
 from schemas.common import Channel, Event, Strategy
+from schemas.limits import (
+    AgentId,
+    ConversationId,
+    CustomerId,
+    EventId,
+    ProviderMessageId,
+    QueueName,
+)
 
 
 class CandidateNote(msgspec.Struct, frozen=True, kw_only=True):
     """One agent considered for an assignment and why they were passed over."""
 
-    agent_id: str
+    agent_id: AgentId
     reason: str
     """``at_capacity``, ``away``, ``offline``, ``missing_skill``, ``offer_missed``,
     ``not_in_queue``, ``no_channel``, or ``chosen``."""
 
 
 class ConversationEvent(Event, frozen=True, kw_only=True):
-    conversation_id: str
+    conversation_id: ConversationId
     channel: Channel
-    customer_id: str
-    queue: str
+    customer_id: CustomerId
+    queue: QueueName
 
 
 class ConversationQueued(ConversationEvent, frozen=True, kw_only=True, tag="conversation.queued"):
     """The conversation waits: for its preferred agent, or for anyone in its queue."""
 
     step: str
-    preferred_agent_id: str | None = None
+    preferred_agent_id: AgentId | None = None
     wait_until: float | None = None
     """When this step gives up waiting (None: until the queue's final timeout)."""
     priority: int = 0
@@ -43,7 +51,7 @@ class ConversationQueued(ConversationEvent, frozen=True, kw_only=True, tag="conv
 
 
 class ConversationOffered(ConversationEvent, frozen=True, kw_only=True, tag="conversation.offered"):
-    agent_id: str
+    agent_id: AgentId
     strategy: Strategy
     step: str
     expires_at: float
@@ -56,12 +64,12 @@ class ConversationOffered(ConversationEvent, frozen=True, kw_only=True, tag="con
 class ConversationAssigned(
     ConversationEvent, frozen=True, kw_only=True, tag="conversation.assigned"
 ):
-    agent_id: str
-    assignment_id: str
+    agent_id: AgentId
+    assignment_id: EventId
     strategy: Strategy
     step: str
     waited_seconds: float
-    preferred_agent_id: str | None = None
+    preferred_agent_id: AgentId | None = None
     candidates: tuple[CandidateNote, ...] = ()
     reply_window_ends_at: float | None = None
     """When the provider's free-form reply window closes (None: no such window)."""
@@ -76,16 +84,16 @@ class ConversationFallback(
 
     from_step: str
     to_step: str | None
-    preferred_agent_id: str | None = None
+    preferred_agent_id: AgentId | None = None
     reason: str = "timeout"
 
 
 class ConversationReassigned(
     ConversationEvent, frozen=True, kw_only=True, tag="conversation.reassigned"
 ):
-    from_agent_id: str | None
-    to_agent_id: str | None
-    to_queue: str | None = None
+    from_agent_id: AgentId | None
+    to_agent_id: AgentId | None
+    to_queue: QueueName | None = None
     strategy: Strategy = Strategy.TRANSFER
     reason: str = "transfer"
 
@@ -99,16 +107,16 @@ class ConversationOverflowed(
 
 
 class ConversationClosed(ConversationEvent, frozen=True, kw_only=True, tag="conversation.closed"):
-    agent_id: str | None = None
+    agent_id: AgentId | None = None
     reason: str = "resolved"
 
 
 class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.routed"):
     """A customer message reached its conversation (and its owner, when it has one)."""
 
-    message_id: str
-    provider_message_id: str
-    agent_id: str | None = None
+    message_id: EventId
+    provider_message_id: ProviderMessageId
+    agent_id: AgentId | None = None
     reply_window_ends_at: float | None = None
     """When the provider's free-form reply window closes (None: no such window)."""
     reply_window_closed: bool = False
@@ -124,23 +132,23 @@ class ConversationReplyWindowClosed(
     reply_window_ends_at: float
     status: str
     """The conversation's status when it closed (``assigned``, ``idle``, ``waiting``...)."""
-    agent_id: str | None = None
+    agent_id: AgentId | None = None
     """The owner, who can no longer answer freely."""
 
 
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
     """The router applied an agent API command (``command_id`` is the command's id)."""
 
-    command_id: str
-    conversation_id: str | None = None
+    command_id: EventId
+    conversation_id: ConversationId | None = None
 
 
 class CommandRejected(Event, frozen=True, kw_only=True, tag="command.rejected"):
     """The router refused an agent API command in the current state, with the reason."""
 
-    command_id: str
+    command_id: EventId
     reason: str
-    conversation_id: str | None = None
+    conversation_id: ConversationId | None = None
 
 
 RoutingEvent = (

@@ -21,6 +21,7 @@ from adapters.config import ChannelsConfig
 from adapters.webchat import WebchatConfig
 from router.api.config import ApiConfig
 from router.engine import DomainPolicy
+from schemas.limits import DOMAIN_MAX
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 
@@ -125,6 +126,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         for name in self.domains:
             if not name or not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"domain ids are letters, digits, '-' and '_' (domains.{name})")
+            if len(name) > DOMAIN_MAX:
+                raise ValueError(f"domain ids are at most {DOMAIN_MAX} characters (domains.{name})")
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

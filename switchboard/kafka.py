@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from adapters.base import BrokerUnavailable
+from adapters.base import BrokerUnavailable, DeadLetter
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
 from switchboard.config import Config
@@ -100,24 +100,64 @@ def make_producer(config: Config, environ: Mapping[str, str]) -> AIOKafkaProduce
 
 
 class EventPublisher:
-    """Publishes ``schemas`` events on one topic, keyed by domain, awaiting the broker's ack."""
+    """Publishes ``schemas`` events on one topic, keyed by domain, awaiting the broker's ack.
+
+    With a ``dead_letter_topic`` it also sets aside what an adapter accepted but could not
+    publish (``dead_letter``), in the router's dead-letter format: the original bytes as
+    the value, the domain as the key, ``dlq_reason`` and ``dlq_topic`` (here: the topic
+    the item was meant for) headers, plus ``dlq_source`` and the body's ``content-type``.
+    """
 
     def __init__(
-        self, producer: AIOKafkaProducer, topic: str, source: str, *, timeout: float = 5.0
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        source: str,
+        *,
+        timeout: float = 5.0,
+        dead_letter_topic: str | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._source = source
         self._timeout = timeout
+        self._dead_letter_topic = dead_letter_topic
 
     async def publish(self, events: Sequence[Event]) -> None:
+        await self._acknowledged(self._send_all(events))
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        assert self._dead_letter_topic is not None, "built without a dead-letter topic"
+        await self._acknowledged(self._send_dead_letters(self._dead_letter_topic, letters))
+
+    async def _acknowledged(self, sending: Coroutine[Any, Any, None]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._send_all(events)
+                await sending
         except (KafkaError, KafkaConnectionError, OSError, TimeoutError) as error:
             raise BrokerUnavailable(
                 f"broker did not acknowledge: {type(error).__name__}"
             ) from error
+
+    async def _send_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:
+        futures = []
+        for letter in letters:
+            headers = [
+                ("dlq_reason", letter.reason[:500].encode()),
+                ("dlq_topic", self._topic.encode()),
+                ("dlq_source", letter.source.encode()),
+            ]
+            if letter.content_type:
+                headers.append(("content-type", letter.content_type.encode()))
+            futures.append(
+                await self._producer.send(
+                    topic,
+                    value=letter.body,
+                    key=None if letter.domain is None else letter.domain.encode(),
+                    headers=headers,
+                )
+            )
+        await asyncio.gather(*futures)
 
     async def _send_all(self, events: Sequence[Event]) -> None:
         futures = [

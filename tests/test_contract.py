@@ -4,6 +4,7 @@ and imports go ``schemas <- engine <- shell/api <- app`` with no I/O in the engi
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
     ROUTING_DECODER,
+    Channel,
     ConversationAssigned,
     MessageReceived,
     decode_headers,
     encode_headers,
+    limits,
 )
 from schemas.generate import rendered
 
@@ -56,6 +59,103 @@ def test_unknown_fields_from_newer_producers_are_ignored() -> None:
 def test_a_record_of_another_topic_is_refused() -> None:
     with pytest.raises(msgspec.ValidationError):
         ROUTING_DECODER.decode(b'{"type":"message.received","id":"x"}')
+
+
+MINIMAL_MESSAGE = {
+    "type": "message.received",
+    "id": "e1",
+    "domain": "acme",
+    "occurred_at": 1700000000.0,
+    "channel": "sms",
+    "endpoint": "+15550001",
+    "customer_address": "+15550002",
+    "customer_id": "phone:+15550002",
+    "conversation_key": "sms:+15550001:+15550002",
+    "provider_message_id": "SM1",
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("customer_address", "+1" + "5" * limits.ADDRESS_MAX),
+        ("customer_id", "c" * (limits.CUSTOMER_ID_MAX + 1)),
+        ("provider_message_id", "m" * (limits.PROVIDER_MESSAGE_ID_MAX + 1)),
+        ("text", "t" * (limits.TEXT_MAX + 1)),
+        ("occurred_at", 1e17),
+        ("occurred_at", -1.0),
+        ("attachments", [{"url": "u" * (limits.URL_MAX + 1)}]),
+    ],
+)
+def test_the_router_refuses_a_record_beyond_the_limits_as_invalid(
+    field: str, value: object
+) -> None:
+    """The router dead-letters a record its decoder refuses, rather than failing on it."""
+    assert isinstance(INBOUND_DECODER.decode(msgspec.json.encode(MINIMAL_MESSAGE)), MessageReceived)
+    with pytest.raises(msgspec.ValidationError):
+        INBOUND_DECODER.decode(msgspec.json.encode({**MINIMAL_MESSAGE, field: value}))
+
+
+#: The longest value, in characters, of every column an index holds.
+INDEXED_COLUMN_MAX = {
+    "domain": limits.DOMAIN_MAX,
+    "agent_id": limits.AGENT_ID_MAX,
+    "owner_agent_id": limits.AGENT_ID_MAX,
+    "preferred_agent_id": limits.AGENT_ID_MAX,
+    "customer_id": limits.CUSTOMER_ID_MAX,
+    "conversation_id": limits.CONVERSATION_ID_MAX,
+    "message_id": limits.EVENT_ID_MAX,
+    "assignment_id": limits.EVENT_ID_MAX,
+    "event_id": limits.EVENT_ID_MAX,
+    "outbound_id": limits.EVENT_ID_MAX,
+    "token_id": limits.EVENT_ID_MAX,
+    "token_sha256": 64,
+    "provider_message_id": limits.PROVIDER_MESSAGE_ID_MAX,
+    "channel": max(len(channel.value) for channel in Channel),
+}
+FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
+               "created_at", "applied_at"}  # fmt: skip
+#: Keys of the router's own bookkeeping, named by the operator's configuration, not by input.
+CONFIGURED = {"consumer_group", "topic"}
+BTREE_MAX_BYTES = 2704  # a third of an 8 kB page, less the page's own overhead
+
+
+def _index_keys(sql: str) -> list[tuple[str, list[str]]]:
+    keys = [
+        (f"index on {table}", columns.split(","))
+        for table, columns in re.findall(r"CREATE (?:UNIQUE )?INDEX \w+ ON (\w+) \(([^)]*)\)", sql)
+    ]
+    for table, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\);", sql, re.DOTALL):
+        keys += [
+            (f"key of {table}", columns.split(","))
+            for columns in re.findall(r"(?:PRIMARY KEY|UNIQUE) \(([^)]*)\)", body)
+        ]
+        keys += [
+            (f"key of {table}", [column])
+            for column in re.findall(r"^\s*(\w+)\s[^,]*\b(?:PRIMARY KEY|UNIQUE)\b", body, re.M)
+        ]
+    return [(where, [c.strip().strip('"') for c in columns]) for where, columns in keys]
+
+
+def test_no_value_within_the_limits_can_exceed_a_btree_index_row() -> None:
+    """Every column an index holds has a maximum, and at 4 UTF-8 bytes a character plus a
+    4-byte header each, the widest index entry stays below PostgreSQL's limit."""
+    sql = "\n".join(
+        path.read_text() for path in sorted((ROOT / "switchboard" / "migrations").glob("*.sql"))
+    )
+    keys = _index_keys(sql)
+    assert len(keys) > 20  # the parse found the schema's keys
+    for where, columns in keys:
+        if CONFIGURED & set(columns):
+            continue
+        size = 8  # the index tuple's header
+        for column in columns:
+            if column in FIXED_WIDTH:
+                size += 8
+            else:
+                assert column in INDEXED_COLUMN_MAX, f"{column} ({where}) has no maximum"
+                size += 4 + 4 * INDEXED_COLUMN_MAX[column]
+        assert size <= BTREE_MAX_BYTES, (where, columns, size)
 
 
 def test_cloudevents_headers_round_trip() -> None:

@@ -1,6 +1,10 @@
 """Request and response bodies of the router API (also the source of ``/openapi.json``).
 
-Times are seconds since the Unix epoch (UTC), as in the events.
+Times are seconds since the Unix epoch (UTC), as in the events. Request bodies keep to
+``schemas.limits``: the maxima are ``msgspec.Meta`` constraints (so ``/openapi.json``
+states them), identifiers holding a control character are refused (400), and free text
+(an agent's name, a reply's text, subject and file names) has NUL removed and each lone
+surrogate replaced by U+FFFD (``__post_init__``).
 """
 
 from __future__ import annotations
@@ -11,11 +15,41 @@ from typing import Annotated
 import msgspec
 
 from schemas import Attachment, Channel, Presence
+from schemas.limits import (
+    AGENT_ID_MAX,
+    CODE_MAX,
+    CONTENT_TYPE_MAX,
+    FILENAME_MAX,
+    LIST_MAX,
+    NAME_MAX,
+    QUEUE_MAX,
+    REPLY_TEXT_MAX,
+    SKILL_MAX,
+    SUBJECT_MAX,
+    URL_MAX,
+    checked_identifier,
+    clean_text,
+)
 
-AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:-]+$")]
-QueueName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+#: No control characters (checked again after decoding: a JSON Schema ``$`` does not
+#: allow a trailing newline, Python's does).
+NO_CONTROLS = r"^[^\x00-\x1f\x7f]+$"
+
+AgentId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=AGENT_ID_MAX, pattern=r"^[A-Za-z0-9_.@:-]+$")
+]
+QueueName = Annotated[str, msgspec.Meta(min_length=1, max_length=QUEUE_MAX, pattern=NO_CONTROLS)]
+SkillName = Annotated[str, msgspec.Meta(min_length=1, max_length=SKILL_MAX, pattern=NO_CONTROLS)]
 Capacity = Annotated[int, msgspec.Meta(ge=0, le=1000)]
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Reason = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=CODE_MAX, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+
+
+def _check_identifiers(field: str, values: tuple[str | None, ...], limit: int) -> None:
+    for value in values:
+        if value is not None:
+            checked_identifier(field, value, limit)
 
 
 # -- requests -----------------------------------------------------------------------
@@ -24,14 +58,16 @@ Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-
 class AgentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Register or update an agent (the whole profile)."""
 
-    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
-    skills: Annotated[
-        tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], ...],
-        msgspec.Meta(max_length=100),
-    ] = ()
-    queues: Annotated[tuple[QueueName, ...], msgspec.Meta(max_length=100)] = ()
+    name: Annotated[str, msgspec.Meta(max_length=NAME_MAX)] = ""
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
+    queues: Annotated[tuple[QueueName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
     capacity: dict[Channel, Capacity] = {}
     """Concurrent conversations per channel; a channel absent here is not served."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("skills", self.skills, SKILL_MAX)
+        _check_identifiers("queues", self.queues, QUEUE_MAX)
+        msgspec.structs.force_setattr(self, "name", clean_text(self.name))
 
 
 class PresenceIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +79,9 @@ class OwnerIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     agent_id: AgentId
 
+    def __post_init__(self) -> None:
+        _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
+
 
 class AcceptIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Accept an offer, or pick up a waiting or overflowed conversation."""
@@ -51,9 +90,15 @@ class AcceptIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Who takes it: an agent token takes it itself (omit, or its own id); an admin must
     name the agent."""
 
+    def __post_init__(self) -> None:
+        _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
+
 
 class CloseIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Reason = "resolved"
+
+    def __post_init__(self) -> None:
+        _check_identifiers("reason", (self.reason,), CODE_MAX)
 
 
 class TransferIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,15 +107,50 @@ class TransferIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     to_agent_id: AgentId | None = None
     to_queue: QueueName | None = None
 
+    def __post_init__(self) -> None:
+        _check_identifiers("to_agent_id", (self.to_agent_id,), AGENT_ID_MAX)
+        _check_identifiers("to_queue", (self.to_queue,), QUEUE_MAX)
+
+
+class AttachmentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A media item of a reply: where the customer's channel fetches it, and what it is."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=URL_MAX, pattern=NO_CONTROLS)]
+    content_type: (
+        Annotated[str, msgspec.Meta(max_length=CONTENT_TYPE_MAX, pattern=NO_CONTROLS)] | None
+    ) = None
+    filename: Annotated[str, msgspec.Meta(max_length=FILENAME_MAX)] | None = None
+    size_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+    def __post_init__(self) -> None:
+        _check_identifiers("url", (self.url,), URL_MAX)
+        _check_identifiers("content_type", (self.content_type,), CONTENT_TYPE_MAX)
+        if self.filename is not None:
+            msgspec.structs.force_setattr(self, "filename", clean_text(self.filename))
+
+    def attachment(self) -> Attachment:
+        return Attachment(
+            url=self.url,
+            content_type=self.content_type,
+            filename=self.filename,
+            size_bytes=self.size_bytes,
+        )
+
 
 class ReplyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An agent's reply to the customer, sent on the conversation's channel."""
 
-    text: Annotated[str, msgspec.Meta(max_length=10000)] = ""
-    attachments: Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=10)] = ()
-    subject: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    text: Annotated[str, msgspec.Meta(max_length=REPLY_TEXT_MAX)] = ""
+    attachments: Annotated[tuple[AttachmentIn, ...], msgspec.Meta(max_length=10)] = ()
+    subject: Annotated[str, msgspec.Meta(max_length=SUBJECT_MAX)] | None = None
     agent_id: AgentId | None = None
     """Admin only: the agent the reply is from (default: the conversation's owner)."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
+        msgspec.structs.force_setattr(self, "text", clean_text(self.text))
+        if self.subject is not None:
+            msgspec.structs.force_setattr(self, "subject", clean_text(self.subject))
 
 
 # -- responses ----------------------------------------------------------------------

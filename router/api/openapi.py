@@ -14,6 +14,7 @@ import msgspec
 from aiohttp import web
 
 from router.api.models import (
+    NO_CONTROLS,
     Accepted,
     AcceptIn,
     AgentIn,
@@ -28,6 +29,8 @@ from router.api.models import (
     ReplyIn,
     TransferIn,
 )
+from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
+from switchboard.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 
 REF = "#/components/schemas/{name}"
 
@@ -36,7 +39,12 @@ _DOMAIN = {
     "in": "path",
     "required": True,
     "description": "Routing domain id",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": 64},
+    "schema": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 1,
+        "maxLength": DOMAIN_MAX,
+    },
 }
 _AGENT = {
     "name": "agent_id",
@@ -46,20 +54,32 @@ _AGENT = {
         "type": "string",
         "pattern": "^[A-Za-z0-9_.@:-]+$",
         "minLength": 1,
-        "maxLength": 128,
+        "maxLength": AGENT_ID_MAX,
     },
 }
 _CUSTOMER = {
     "name": "customer_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 512},
+    "description": "No control characters",
+    "schema": {
+        "type": "string",
+        "pattern": NO_CONTROLS,
+        "minLength": 1,
+        "maxLength": CUSTOMER_ID_MAX,
+    },
 }
 _CONVERSATION = {
     "name": "conversation_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+    "description": "No control characters",
+    "schema": {
+        "type": "string",
+        "pattern": NO_CONTROLS,
+        "minLength": 1,
+        "maxLength": CONVERSATION_ID_MAX,
+    },
 }
 _LIMIT = {
     "name": "limit",
@@ -77,7 +97,7 @@ _STREAM_AGENT = {
         "type": "string",
         "pattern": "^[A-Za-z0-9_.@:-]+$",
         "minLength": 1,
-        "maxLength": 128,
+        "maxLength": AGENT_ID_MAX,
     },
 }
 _LAST_EVENT_ID = {
@@ -86,6 +106,29 @@ _LAST_EVENT_ID = {
     "required": False,
     "description": "Resume after this event id (sent by EventSource on reconnection)",
     "schema": {"type": "string", "maxLength": 256},
+}
+
+
+_LETTER = {
+    "name": "letter_id",
+    "in": "path",
+    "required": True,
+    "description": "A dead letter's id",
+    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+}
+_AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "description": "Only dead letters with a larger id (the previous page's `next_after`)",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+}
+_PAGE = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "Dead letters on one page",
+    "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 100},
 }
 
 
@@ -242,6 +285,37 @@ OPERATIONS = (
         "when that id is older than the buffer, which is then replayed whole. A heartbeat "
         "comment comes every 15 s.",
     ),
+    Operation(
+        "get",
+        _BASE + "/dead-letters",
+        "listDeadLetters",
+        "Records of the domain the router set aside, oldest first (admin)",
+        (_DOMAIN, _AFTER, _PAGE),
+        200,
+        DeadLettersPage,
+    ),
+    Operation(
+        "get",
+        _BASE + "/dead-letters/{letter_id}",
+        "getDeadLetter",
+        "A dead letter with its record (admin)",
+        (_DOMAIN, _LETTER),
+        200,
+        DeadLetterRecord,
+        description="`value` and `key` are text when they are UTF-8, else base64 "
+        "(`value_base64`, `key_base64`).",
+    ),
+    Operation(
+        "post",
+        _BASE + "/dead-letters/{letter_id}/redrive",
+        "redriveDeadLetter",
+        "Publish a dead letter's record again to the topic it came from (admin)",
+        (_DOMAIN, _LETTER),
+        202,
+        DeadLetterView,
+        description="For after the cause is fixed: the router applies the record like any "
+        "other, or sets it aside again as a new dead letter.",
+    ),
 )
 
 
@@ -257,9 +331,10 @@ _REASONS = {
     400: "Bad request: invalid path, query or body",
     401: "Missing, unknown or revoked bearer token",
     403: "The token may not do this (scope, agent or domain)",
-    404: "Unknown domain, agent or conversation",
+    404: "Unknown domain, agent, conversation or dead letter",
     409: "The router (or the conversation's state) refused the action; `error` says why",
     413: "Body too large",
+    415: "The body has a Content-Encoding: send it uncompressed",
     503: "Broker or database unavailable: retry later",
 }
 
@@ -283,7 +358,8 @@ def document() -> dict[str, Any]:
                 "description": "OK" if op.ok_status == 200 else "Accepted",
                 "content": _json(_ref(op.ok_type)),
             }
-        for status in op.errors:
+        # Any body with a Content-Encoding is refused before it is read.
+        for status in sorted({*op.errors, *((415,) if op.request is not None else ())}):
             response: dict[str, Any] = {
                 "description": _REASONS[status],
                 "content": _json(_ref(ErrorBody)),

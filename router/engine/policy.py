@@ -53,6 +53,7 @@ import enum
 import msgspec
 
 from schemas import Channel
+from schemas.limits import QUEUE_MAX
 
 RESERVED_STEP_NAMES = frozenset({"preferred", "affinity", "transfer", "manual"})
 """Step names the engine uses itself (the preferred hold, transfers, manual pick-ups)."""
@@ -266,6 +267,9 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError("login_pace must be > 0")
         if self.default_queue not in self.queues:
             raise ValueError(f"default_queue {self.default_queue!r} is not in queues")
+        if any(len(name) > QUEUE_MAX for name in self.queues):
+            # Queue names travel in every event: longer ones would make them invalid.
+            raise ValueError(f"queue names are at most {QUEUE_MAX} characters")
         if self.away_after_missed_offers is not None and self.away_after_missed_offers < 1:
             raise ValueError("away_after_missed_offers must be >= 1")
 

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.base import BrokerUnavailable
+from adapters.base import BrokerUnavailable, DeadLetter
 from adapters.config import ChannelsConfig
-from adapters.webhooks import WebhookContext, webhook_routes
+from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
 from switchboard.metrics import Metrics
 
@@ -61,16 +61,23 @@ CHANNELS = msgspec.toml.decode(CHANNELS_TOML, type=ChannelsConfig)
 
 
 class RecordingPublisher:
-    """Test double of the broker publisher: keeps every batch; can play a broker outage."""
+    """Test double of the broker publisher: keeps every batch and dead letter; can play a
+    broker outage."""
 
     def __init__(self) -> None:
         self.batches: list[list[InboundEvent]] = []
+        self.dead_letters: list[DeadLetter] = []
         self.down = False
 
     async def publish(self, events: Sequence[InboundEvent]) -> None:
         if self.down:
             raise BrokerUnavailable("broker down (test)")
         self.batches.append(list(events))
+
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        if self.down:
+            raise BrokerUnavailable("broker down (test)")
+        self.dead_letters.extend(letters)
 
     @property
     def events(self) -> list[InboundEvent]:
@@ -118,7 +125,7 @@ async def start_harness(
         max_body_bytes=max_body_bytes,
         clock=lambda: NOW,
     )
-    app = web.Application()
+    app = web.Application(middlewares=[refuse_encoded_bodies])  # as switchboard.app does
     app.add_routes(webhook_routes(ctx))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()

@@ -60,7 +60,7 @@ def wa_text(
     return {
         "from": "16505551234",
         "id": mid,
-        "timestamp": "1749416383",
+        "timestamp": "1699999383",
         "type": "text",
         "text": {"body": "Does it come in another color?"},
     }
@@ -71,7 +71,7 @@ def page_notification(
 ) -> dict[str, Any]:
     return {
         "object": obj,
-        "entry": [{"id": entry_id, "time": 1458692752478, "messaging": list(messaging)}],
+        "entry": [{"id": entry_id, "time": 1699999752478, "messaging": list(messaging)}],
     }
 
 
@@ -107,8 +107,8 @@ async def test_whatsapp_text_message(hook: Harness) -> None:
     assert msg.customer_address == "+16505551234"
     assert msg.customer_id == "phone:+16505551234"
     assert msg.text == "Does it come in another color?"
-    assert msg.occurred_at == 1749416383
-    assert msg.reply_window_ends_at == 1749416383 + 24 * 3600
+    assert msg.occurred_at == 1699999383
+    assert msg.reply_window_ends_at == 1699999383 + 24 * 3600
     assert msg.id == inbound_event_id("acme", "whatsapp", wa_text()["id"])
 
 
@@ -116,7 +116,7 @@ async def test_whatsapp_image_is_an_attachment_with_a_graph_reference(hook: Harn
     image = {
         "from": "16505551234",
         "id": "wamid.IMAGE",
-        "timestamp": "1749416383",
+        "timestamp": "1699999383",
         "type": "image",
         "image": {
             "caption": "The box arrived like this",
@@ -140,13 +140,13 @@ async def test_one_request_with_many_changes_messages_and_statuses(hook: Harness
         {
             "id": "wamid.OUT1",
             "status": "delivered",
-            "timestamp": "1750263773",
+            "timestamp": "1699999773",
             "recipient_id": "16505551234",
         },
         {
             "id": "wamid.OUT2",
             "status": "failed",
-            "timestamp": "1750263774",
+            "timestamp": "1699999774",
             "recipient_id": "16505551234",
             "errors": [{"code": 131047, "title": "Re-engagement message"}],
         },
@@ -154,7 +154,7 @@ async def test_one_request_with_many_changes_messages_and_statuses(hook: Harness
     reaction = {
         "from": "16505551234",
         "id": "wamid.REACT",
-        "timestamp": "1749416390",
+        "timestamp": "1699999390",
         "type": "reaction",
         "reaction": {"message_id": "wamid.OUT1", "emoji": "👍"},
     }
@@ -180,7 +180,7 @@ async def test_one_request_with_many_changes_messages_and_statuses(hook: Harness
 
 
 async def test_whatsapp_status_only_is_not_a_message(hook: Harness) -> None:
-    status = {"id": "wamid.OUT", "status": "read", "timestamp": "1750263773"}
+    status = {"id": "wamid.OUT", "status": "read", "timestamp": "1699999773"}
     body, headers = signed(wa_notification(wa_value(statuses=[status])))
     resp = await hook.client.post(PATH, data=body, headers=headers)
     assert resp.status == 200
@@ -193,7 +193,7 @@ async def test_messenger_text_and_attachment(hook: Harness) -> None:
         {
             "sender": {"id": "6783125368444163"},
             "recipient": {"id": PAGE_ID},
-            "timestamp": 1458692752478,
+            "timestamp": 1699999752478,
             "message": {
                 "mid": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P",
                 "text": "hello, world!",
@@ -214,8 +214,8 @@ async def test_messenger_text_and_attachment(hook: Harness) -> None:
     assert msg.customer_address == "6783125368444163"
     assert msg.customer_id == "messenger:6783125368444163"
     assert msg.text == "hello, world!"
-    assert msg.occurred_at == 1458692752.478
-    assert msg.reply_window_ends_at == 1458692752.478 + 24 * 3600
+    assert msg.occurred_at == 1699999752.478
+    assert msg.reply_window_ends_at == 1699999752.478 + 24 * 3600
     assert [a.url for a in msg.attachments] == ["https://scontent.xx.fbcdn.net/v/photo.jpg"]
 
 
@@ -226,19 +226,19 @@ async def test_messenger_echo_read_and_reaction_are_not_routed_delivery_is_a_sta
         {
             "sender": {"id": PAGE_ID},
             "recipient": {"id": "6783125368444163"},
-            "timestamp": 1458692752478,
+            "timestamp": 1699999752478,
             "message": {"is_echo": True, "app_id": 1517776481860111, "mid": "m_echo", "text": "hi"},
         },
         {
             "sender": {"id": "6783125368444163"},
             "recipient": {"id": PAGE_ID},
-            "timestamp": 1458668856463,
+            "timestamp": 1699999856463,
             "read": {"watermark": 1458668856253},
         },
         {
             "sender": {"id": "6783125368444163"},
             "recipient": {"id": PAGE_ID},
-            "timestamp": 1458668856463,
+            "timestamp": 1699999856463,
             "reaction": {"reaction": "love", "emoji": "❤️", "action": "react", "mid": "m_x"},
         },
         {
@@ -261,7 +261,7 @@ async def test_only_non_message_items_is_answered_and_counted_as_ignored(hook: H
         {
             "sender": {"id": "6783125368444163"},
             "recipient": {"id": PAGE_ID},
-            "timestamp": 1458668856463,
+            "timestamp": 1699999856463,
             "read": {"watermark": 1458668856253},
         }
     )
@@ -277,7 +277,7 @@ async def test_instagram_message(hook: Harness) -> None:
         {
             "sender": {"id": "1254459154682919"},
             "recipient": {"id": IG_ID},
-            "timestamp": 1569262486134,
+            "timestamp": 1699999486134,
             "message": {
                 "mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3",
                 "text": "is this in stock?",

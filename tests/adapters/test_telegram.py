@@ -20,7 +20,7 @@ def update(kind: str = "message", **message: Any) -> dict[str, Any]:
         "message_id": 42,
         "from": CUSTOMER,
         "chat": PRIVATE_CHAT,
-        "date": 1441645532,
+        "date": 1699999532,
         "text": "/start",
     }
     body.update(message)
@@ -38,7 +38,7 @@ async def test_private_text_message(hook: Harness) -> None:
     assert msg.customer_id == "telegram:1111111"
     assert msg.conversation_key == "telegram:acme_support_bot:1111111"
     assert msg.text == "my parcel is late"
-    assert msg.occurred_at == 1441645532
+    assert msg.occurred_at == 1699999532
     assert msg.id == inbound_event_id("acme", "telegram", "acme_support_bot:1111111:42")
 
 

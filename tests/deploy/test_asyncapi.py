@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -173,12 +174,17 @@ def test_the_headers_are_the_cloudevents_headers_the_code_writes() -> None:
     assert msgspec.json.decode(msgspec.json.encode(event))["type"] == message["name"]
 
 
-def test_the_dead_letter_headers_are_the_ones_the_router_writes() -> None:
-    worker = (ROOT / "router" / "shell" / "worker.py").read_text()
-    written = set(re.findall(r'\("(dlq_[a-z_]+)",', worker))
+def test_the_dead_letter_headers_are_the_ones_the_router_and_the_adapters_write() -> None:
+    def written(path: Path) -> set[str]:
+        return set(re.findall(r'\("(dlq_[a-z_]+)",', path.read_text()))
+
+    by_router = written(ROOT / "router" / "shell" / "worker.py")
+    by_adapters = written(ROOT / "switchboard" / "kafka.py")
     doc = _loaded()
     (dlq,) = [c for c in doc["channels"].values() if c["address"] == kafka.DLQ]
     (ref,) = dlq["messages"].values()
     message = _resolve(doc, ref["$ref"])
-    assert set(message["headers"]["properties"]) == written
-    assert written == {"dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset"}
+    assert set(message["headers"]["properties"]) == by_router | by_adapters
+    assert by_router == {"dlq_reason", "dlq_topic", "dlq_partition", "dlq_offset"}
+    assert by_adapters == {"dlq_reason", "dlq_topic", "dlq_source"}
+    assert set(message["headers"]["required"]) == by_router & by_adapters
