@@ -14,7 +14,6 @@ import enum
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
@@ -22,9 +21,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from adapters.base import BadRequest, BrokerUnavailable
+from adapters.base import BadRequest, BrokerUnavailable, DeadLetter
 from adapters.webchat import WebchatHub, identity_secret, parse_message, socket_session
-from adapters.webhooks import WebhookContext, read_body, webhook_routes
+from adapters.webhooks import WebhookContext, read_body, refuse_encoded_bodies, webhook_routes
 from router.api import setup_api
 from router.api.routes import json_error
 from router.shell.worker import RouterWorker
@@ -41,7 +40,9 @@ from switchboard.appkeys import (
 )
 from switchboard.config import Config
 from switchboard.egress import EgressWorker
+from switchboard.http_errors import setup_errors
 from switchboard.metrics import Metrics
+from switchboard.readiness import Readiness
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,7 @@ class Role(enum.StrEnum):
 
 
 ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
+READINESS = web.AppKey("readiness", Readiness)
 ENVIRON: web.AppKey[Mapping[str, str]] = web.AppKey("environ")
 
 
@@ -62,7 +64,10 @@ def build_app(
     roles: frozenset[Role] = frozenset(Role),
     metrics: Metrics | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=config.http.max_body_bytes)
+    app = web.Application(
+        client_max_size=config.http.max_body_bytes, middlewares=[refuse_encoded_bodies]
+    )
+    setup_errors(app)
     app[CONFIG] = config
     app[ENVIRON] = dict(environ)
     app[METRICS] = metrics or Metrics()
@@ -79,6 +84,7 @@ def build_app(
     if Role.ROUTER in roles:
         app.cleanup_ctx.append(_router_worker)
         setup_api(app)
+    app.cleanup_ctx.append(_readiness)  # last: it reads the router worker, when there is one
     return app
 
 
@@ -101,7 +107,10 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     await producer.start()
     app[PRODUCER] = producer
     app[INBOUND_PUBLISHER] = kafka.EventPublisher(
-        producer, config.topic(kafka.INBOUND), config.source
+        producer,
+        config.topic(kafka.INBOUND),
+        config.source,
+        dead_letter_topic=config.topic(kafka.DLQ),
     )
     app[AGENT_PUBLISHER] = kafka.EventPublisher(producer, config.topic(kafka.AGENTS), config.source)
     yield
@@ -191,6 +200,9 @@ class _StartedPublisher:
     async def publish(self, events: Sequence[InboundEvent]) -> None:
         await self._app[self._key].publish(events)
 
+    async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        await self._app[self._key].dead_letter(letters)
+
 
 def _adapter_routes(app: web.Application) -> list[web.RouteDef]:
     config = app[CONFIG]
@@ -250,27 +262,23 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _readyz(request: web.Request) -> web.Response:
-    app = request.app
-    problems: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(2):
-            await app[DB_POOL].fetchval("SELECT 1")
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        problems["database"] = type(error).__name__
-    producer = app[PRODUCER]
-    try:
-        async with asyncio.timeout(2):
-            if not await producer.client.force_metadata_update():
-                problems["broker"] = "metadata unavailable"
-    except (KafkaError, OSError, TimeoutError) as error:
-        problems["broker"] = type(error).__name__
+async def _readiness(app: web.Application) -> AsyncIterator[None]:
     worker = app.get(ROUTER_WORKER)
-    body: dict[str, object] = {}
-    if worker is not None:
-        body["partitions"] = worker.partitions
-        if worker.problem is not None:
-            problems["router"] = worker.problem
-    if problems:
-        return web.json_response({"status": "not ready", "problems": problems, **body}, status=503)
-    return web.json_response({"status": "ready", **body})
+    readiness = Readiness(
+        # Adapters accept webhooks without PostgreSQL: only a router needs it to be ready.
+        database_url=app[CONFIG].database.url if worker is not None else None,
+        producer=app[PRODUCER],
+        worker=worker,
+    )
+    app[READINESS] = readiness
+    await readiness.check()
+    task = asyncio.create_task(readiness.run(), name="readiness")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ready, body = request.app[READINESS].report()
+    return web.json_response(body, status=200 if ready else 503)

@@ -1,4 +1,5 @@
-"""The ``switchboard`` command: run, router, adapters, migrate, schemas, simulate."""
+"""The ``switchboard`` command: run, router, adapters, migrate, schemas, token, dead-letters,
+replay, simulate."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from switchboard import db, kafka
 from switchboard import logging as logs
 from switchboard.app import Role, build_app
 from switchboard.config import Config, ConfigError, load_config
+from switchboard.dead_letter_cli import add_dead_letter_parser, dead_letter_command
 from switchboard.embedded import EmbeddedError, missing_services
 from switchboard.simulate import add_simulate_parser, simulate_command
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply the database migrations and exit")
     commands.add_parser("schemas", help="write the generated JSON Schema files")
     add_token_parser(commands)
+    add_dead_letter_parser(commands)
     add_replay_parser(commands)
     add_simulate_parser(commands)
     args = parser.parse_args(argv)
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 2
-    logs.configure(config.log_format, config.log_level)
+    logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
     try:
         if args.command == "migrate":
             if not config.database.url:
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "token":
             return token_command(args, config)
+        if args.command == "dead-letters":
+            return dead_letter_command(args, config, environ)
         if args.command == "replay":
             policies = {name: domain.routing for name, domain in config.domains.items()}
             return replay_command(args, config.database.url, policies)

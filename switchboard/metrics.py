@@ -22,8 +22,8 @@ class Metrics:
         # Adapters (ingress and egress)
         self.webhook_requests = Counter(
             "switchboard_webhook_requests_total",
-            "Webhook requests by provider and outcome "
-            "(accepted, duplicate, ignored, bad_request, bad_signature, too_large, unavailable).",
+            "Webhook requests by provider and outcome (accepted, duplicate, ignored, "
+            "dead_lettered, bad_request, bad_signature, too_large, unavailable).",
             ["provider", "outcome"],
             registry=r,
         )
@@ -91,8 +91,9 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "switchboard_fallbacks_total",
-            "Routing steps given up (conversation.fallback).",
-            ["channel", "queue"],
+            "Routing steps given up (conversation.fallback), by reason (timeout, offer_missed, "
+            "shift_ended, no_channel, agent_unavailable_within_budget, no_affinity_agent).",
+            ["channel", "queue", "reason"],
             registry=r,
         )
         self.overflows = Counter(

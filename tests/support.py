@@ -255,6 +255,8 @@ class CuttableProxy:
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._cut = False
+        self._hung = asyncio.Event()
+        self._hung.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -263,6 +265,7 @@ class CuttableProxy:
         if self._cut:
             writer.close()
             return
+        await self._hung.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -273,6 +276,7 @@ class CuttableProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    await self._hung.wait()
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -289,8 +293,13 @@ class CuttableProxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def hang(self) -> None:
+        """Keep every connection open but carry nothing: a server that stopped answering."""
+        self._hung.clear()
+
     def restore(self) -> None:
         self._cut = False
+        self._hung.set()
 
     async def stop(self) -> None:
         self.cut()

@@ -97,6 +97,11 @@ class Traffic:
             text="hello",
         )
 
+    async def publish(self, messages: list[MessageReceived]) -> None:
+        """Produce ``messages`` as they are, in order."""
+        await self._inbound.publish(messages)
+        self.sent.extend(m.id for m in messages)
+
     async def send_messages(self, count: int) -> None:
         batch = [
             self.message(

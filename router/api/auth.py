@@ -6,7 +6,8 @@ Each token belongs to one domain and has a scope: ``admin`` acts on everything o
 domain, ``agent`` acts as one agent (its own presence and figures, conversations it owns
 or was offered, its replies). A token never reaches another domain. The optional
 bootstrap admin token (``api.admin_token_env``) is an operator's credential valid on
-every domain. 401 means no or an unknown token; 403 a valid token that may not do this.
+every domain. 401 means no, a malformed or an unknown token; 403 a valid token that may
+not do this.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -26,6 +28,11 @@ from router.api.config import AuthMode
 
 TOKEN_PREFIX = "sbt_"  # noqa: S105 -- a public prefix, not a secret
 REALM = 'Bearer realm="switchboard"'
+MAX_TOKEN_CHARS = 512
+#: Visible ASCII: wider than RFC 6750's b64token, so that an operator's bootstrap token may
+#: hold any punctuation. Anything else (non-ASCII, controls, and the lone surrogates aiohttp
+#: decodes bytes that are not UTF-8 to) is refused before it is hashed or compared.
+_TOKEN = re.compile(rf"[\x21-\x7e]{{1,{MAX_TOKEN_CHARS}}}")
 
 
 class Scope(enum.StrEnum):
@@ -118,6 +125,12 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _error(401, "missing bearer token", **{"WWW-Authenticate": REALM})
+        if not _TOKEN.fullmatch(token):
+            raise _error(
+                401,
+                f"malformed bearer token: at most {MAX_TOKEN_CHARS} visible ASCII characters",
+                **{"WWW-Authenticate": REALM + ', error="invalid_token"'},
+            )
         digest = token_sha256(token)
         if self._bootstrap is not None and hmac.compare_digest(digest, self._bootstrap):
             return Principal(scope=Scope.ADMIN, domain=None, token_id="bootstrap")  # noqa: S106 -- a label

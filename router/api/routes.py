@@ -64,16 +64,22 @@ from schemas import (
     ReplyRequested,
 )
 from schemas.agents import AgentEvent
-from switchboard.appkeys import AGENT_PUBLISHER, CONFIG, DB_POOL, OUTBOUND_PUBLISHER
+from schemas.limits import (
+    AGENT_ID_MAX,
+    CONVERSATION_ID_MAX,
+    CUSTOMER_ID_MAX,
+    decode_json_text,
+    is_identifier,
+)
+from switchboard import dead_letters
+from switchboard.appkeys import AGENT_PUBLISHER, CONFIG, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-AGENT_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
-CUSTOMER_ID_MAX = 512
-CONVERSATION_ID_MAX = 256
+AGENT_ID = re.compile(rf"[A-Za-z0-9_.@:-]{{1,{AGENT_ID_MAX}}}")
 TIMELINE_LIMIT = 100
 TIMELINE_LIMIT_MAX = 1000
 
@@ -137,11 +143,14 @@ async def read_json(request: web.Request, type_: type[T]) -> T:
     if not body.strip():
         body = b"{}"
     try:
-        return msgspec.json.decode(body, type=type_)
+        # A lone surrogate escape is read as U+FFFD (see schemas.limits).
+        return decode_json_text(lambda text: msgspec.json.decode(text, type=type_), body)
     except msgspec.ValidationError as error:
         raise bad_request(f"invalid body: {error}") from None
     except msgspec.DecodeError:
         raise bad_request("body is not valid JSON") from None
+    except RecursionError:
+        raise bad_request("body is nested too deeply") from None
 
 
 def agent_id_of(request: web.Request, name: str = "agent_id") -> str:
@@ -152,9 +161,11 @@ def agent_id_of(request: web.Request, name: str = "agent_id") -> str:
 
 
 def _bounded(request: web.Request, name: str, limit: int) -> str:
+    """A path id no event or query would choke on: 1 to ``limit`` characters, none of
+    them a control character or a lone surrogate."""
     value = request.match_info[name]
-    if not 1 <= len(value) <= limit:
-        raise bad_request(f"{name} must be 1 to {limit} characters")
+    if not value or not is_identifier(value, limit):
+        raise bad_request(f"{name} must be 1 to {limit} characters, none a control character")
     return value
 
 
@@ -221,7 +232,10 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except _DATABASE_ERRORS as error:
-            log.warning("api_database_error", error=type(error).__name__, path=request.path)
+            # The route's pattern, not the path: paths hold customer and conversation ids.
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else None
+            log.warning("api_database_error", error=type(error).__name__, route=route)
             return json_error(503, "database unavailable, retry later")
 
     wrapper.__name__ = handler.__name__
@@ -473,6 +487,7 @@ async def post_reply(request: web.Request) -> web.Response:
         raise bad_request("a reply needs text or attachments")
     if body.agent_id is not None and not principal.is_admin:
         raise forbidden("only an admin token names the replying agent")
+    attachments = tuple(a.attachment() for a in body.attachments)
     pool: asyncpg.Pool = request.app[DB_POOL]
     async with pool.acquire() as conn:
         record = await _conversation(conn, domain, conversation_id)
@@ -503,7 +518,7 @@ async def post_reply(request: web.Request) -> web.Response:
             endpoint=record.endpoint,
             customer_address=record.customer_address,
             text=body.text,
-            attachments=body.attachments,
+            attachments=attachments,
             subject=body.subject,
             in_reply_to=in_reply_to,
         )
@@ -515,7 +530,7 @@ async def post_reply(request: web.Request) -> web.Response:
             str(record.channel),
             agent_id,
             body.text,
-            msgspec.json.encode(body.attachments).decode(),
+            msgspec.json.encode(attachments).decode(),
             datetime.fromtimestamp(now, UTC),
         )
         try:
@@ -620,6 +635,63 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
         feed.unsubscribe(subscriber)
 
 
+# -- dead letters -------------------------------------------------------------------
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def _letter_id(request: web.Request) -> int:
+    raw = request.match_info["letter_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise bad_request("letter_id must be a whole number")
+    return int(raw)
+
+
+async def get_dead_letters(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    require_admin(principal)
+    after = _query_int(request, "after", 0, 0, 2**62)
+    limit = _query_int(request, "limit", 100, 1, dead_letters.PAGE_MAX)
+    async with request.app[DB_POOL].acquire() as conn:
+        page = await dead_letters.list_dead_letters(conn, domain=domain, after=after, limit=limit)
+    return respond(page)
+
+
+async def get_dead_letter(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    require_admin(principal)
+    letter_id = _letter_id(request)
+    async with request.app[DB_POOL].acquire() as conn:
+        letter = await dead_letters.get_dead_letter(conn, letter_id, domain=domain)
+    if letter is None:
+        raise not_found(f"no dead letter {letter_id} in this domain")
+    return respond(letter)
+
+
+async def post_redrive(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    require_admin(principal)
+    letter_id = _letter_id(request)
+    try:
+        async with request.app[DB_POOL].acquire() as conn:
+            letter = await dead_letters.redrive(
+                conn, request.app[PRODUCER], letter_id, domain=domain
+            )
+    except BrokerUnavailable:
+        raise _http_error(web.HTTPServiceUnavailable, "broker unavailable, retry later") from None
+    if letter is None:
+        raise not_found(f"no dead letter {letter_id} in this domain")
+    log.info("dead_letter_redriven", domain=domain, letter_id=letter_id, topic=letter.topic)
+    return respond(letter, status=202)
+
+
 def api_routes() -> list[web.RouteDef]:
     base = "/v1/domains/{domain}"
     conversation = base + "/conversations/{conversation_id}"
@@ -636,4 +708,7 @@ def api_routes() -> list[web.RouteDef]:
         web.post(conversation + "/reply", guarded(post_reply)),
         web.get(base + "/queues", guarded(get_queues)),
         web.get(base + "/stream", guarded(get_stream), allow_head=False),
+        web.get(base + "/dead-letters", guarded(get_dead_letters)),
+        web.get(base + "/dead-letters/{letter_id}", guarded(get_dead_letter)),
+        web.post(base + "/dead-letters/{letter_id}/redrive", guarded(post_redrive)),
     ]

@@ -24,6 +24,7 @@ import msgspec
 
 from router.engine import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
 from schemas import AgentEvent, MessageReceived
+from schemas.limits import DOMAIN_MAX, is_identifier
 
 _encode = msgspec.json.Encoder().encode
 
@@ -90,6 +91,18 @@ class DeadLetter:
     reason: str
     key: bytes | None
     value: bytes | None
+
+    @property
+    def domain(self) -> str | None:
+        """The record's key when it can be a domain id (every record of ours is keyed by
+        domain); anything else stays out of the indexed ``domain`` column."""
+        if self.key is None or len(self.key) > DOMAIN_MAX:
+            return None
+        try:
+            domain = self.key.decode()
+        except UnicodeDecodeError:
+            return None
+        return domain if is_identifier(domain, DOMAIN_MAX) else None
 
 
 @dataclass(slots=True)
@@ -373,10 +386,11 @@ async def write_batch(
             ]
         if writes.dead_letters:
             await conn.executemany(
-                'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value)'
-                " VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO dead_letters"
+                ' (topic, partition, "offset", reason, key, value, domain)'
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 [
-                    (d.topic, d.partition, d.offset, d.reason, d.key, d.value)
+                    (d.topic, d.partition, d.offset, d.reason, d.key, d.value, d.domain)
                     for d in writes.dead_letters
                 ],
             )

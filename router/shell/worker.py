@@ -23,6 +23,15 @@ A database failure leaves the in-memory state ahead of PostgreSQL, so the loop r
 owned domains from PostgreSQL and seeks back to the stored offsets once it is reachable
 again: nothing is lost and nothing is applied twice. A broker failure keeps the committed
 outbox rows and publishes them before consuming anything new.
+
+A record the router cannot apply (the engine raised) or whose effects PostgreSQL refuses
+(a data error: a NUL in text, a value out of range, an index row too large) is poison,
+not an outage: retrying would fail the same way forever, and stall every domain of the
+process. The loop then reloads from PostgreSQL like after an outage, and replays the
+records it had applied since the last commit one at a time, each in a transaction of its
+own (``_process_carefully``): the record that fails again is dead-lettered with its reason
+(``dead_letters`` row and ``switchboard.dlq``, its offset passed in the same transaction),
+and every other record goes through. Then batches resume.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import assert_never
@@ -49,8 +58,6 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from router.engine import (
-    ConversationRecord,
-    ConversationStatus,
     DomainState,
     Effect,
     Emit,
@@ -67,13 +74,20 @@ from router.engine import (
     tick,
 )
 from router.shell import store
-from router.shell.observe import observe_routing_events
+from router.shell.observe import (
+    observe_dead_letter,
+    observe_duplicate,
+    observe_first_response,
+    observe_published,
+    observe_routing_events,
+    observe_saved_assignment,
+    refresh_gauges,
+)
 from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
     DeliveryStatusChanged,
     MessageReceived,
-    Presence,
     RoutingEvent,
 )
 from schemas.cloudevents import encode_headers
@@ -91,9 +105,40 @@ _DATABASE_ERRORS = (
     TimeoutError,
     store.FencedOut,
 )
+_DATA_ERRORS = (
+    asyncpg.DataError,  # text PostgreSQL cannot hold, numbers out of range, bad encoding
+    asyncpg.ProgramLimitExceededError,  # e.g. an index row larger than a btree page allows
+    asyncpg.IntegrityConstraintViolationError,
+)
+"""Errors of a transaction caused by what it writes: the same rows fail the same way again."""
 _encode = msgspec.json.Encoder().encode
 _PARTITIONER = DefaultPartitioner()
 _APPLY_SLICE = 100
+
+
+class _Unappliable(Exception):
+    """The engine, or the encoding of what it emitted, failed on one record."""
+
+
+def _poison_reason(error: BaseException) -> str:
+    """Why a record is set aside: the error's type and SQLSTATE, never its message, which
+    can quote the record's content."""
+    if isinstance(error, _Unappliable) and error.__cause__ is not None:
+        return f"unappliable: {type(error.__cause__).__name__}"
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"unstorable: {type(error).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
+def _holds_nul(value: bytes) -> bool:
+    """Whether a JSON document holds U+0000 in a string (``\\u0000`` not preceded by an
+    odd run of backslashes): PostgreSQL's text and jsonb cannot store it."""
+    start = value.find(b"\\u0000")
+    while start >= 0:
+        backslashes = len(value[:start]) - len(value[:start].rstrip(b"\\"))
+        if backslashes % 2 == 0:
+            return True
+        start = value.find(b"\\u0000", start + 1)
+    return False
 
 
 @dataclass(slots=True)
@@ -194,6 +239,11 @@ class RouterWorker:
         self._publishing: asyncio.Task[None] | None = None
         self._expected: dict[TopicPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
+        self._committed_at = time.monotonic()
+        """When a transaction last committed (or the partitions were loaded)."""
+        self._careful_until: dict[TopicPartition, int] = {}
+        """Per input partition, the offset up to which records are applied and committed one
+        at a time, to find the poison record among those a failed transaction held."""
         self.problem: str | None = "starting"
         self.last_load_started: float | None = None
         """``perf_counter`` when the latest partition load began (takeover timing)."""
@@ -212,6 +262,19 @@ class RouterWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def stalled_partitions(self, seconds: float) -> list[int]:
+        """Owned partitions with input beyond what was applied while nothing committed for
+        ``seconds``: the loop is not getting through them."""
+        consumer = self._consumer
+        if consumer is None or time.monotonic() - self._committed_at < seconds:
+            return []
+        waiting = set()
+        for tp, expected in self._expected.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and highwater > (expected or 0):
+                waiting.add(tp.partition)
+        return sorted(waiting)
 
     async def run(self) -> None:
         """Consume until ``stop()``; then finish the batch, flush, and leave the group."""
@@ -260,14 +323,20 @@ class RouterWorker:
             )
         except KafkaError as error:
             self.problem = f"broker: {type(error).__name__}"
-            log.warning("consume_failed", error=str(error))
+            log.warning("consume_failed", error=type(error).__name__)
             await asyncio.sleep(0.5)
             return
         async with self._lock:
             if not self._joined:
                 return
             try:
-                await self._process(batch)
+                if self._careful_until:
+                    await self._process_carefully(consumer, batch)
+                else:
+                    await self._process(batch)
+            except (_Unappliable, *_DATA_ERRORS) as error:  # before their base classes
+                await self._quarantine(consumer, error)
+                return
             except _DATABASE_ERRORS as error:
                 await self._recover_from_database(consumer, error)
                 return
@@ -284,7 +353,10 @@ class RouterWorker:
         return wait
 
     async def _process(
-        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        *,
+        deadlines: bool = True,
     ) -> None:
         started = time.perf_counter()
         writes = store.BatchWrites()
@@ -310,8 +382,11 @@ class RouterWorker:
                 # Let the transaction in flight send its next statement: it advances only
                 # when this loop yields.
                 await asyncio.sleep(0)
-            self._apply(item, now, known, writes, emitted)
-        for part in self._partitions.values():
+            try:
+                self._apply(item, now, known, writes, emitted)
+            except Exception as error:  # any failure on one record is that record's: isolated
+                raise _Unappliable() from error
+        for part in self._partitions.values() if deadlines else ():
             for state in part.domains.values():
                 due = next_deadline(state)
                 if due is not None and due <= now:
@@ -362,6 +437,7 @@ class RouterWorker:
             self._acked = job.writes.published + self._acked
             raise
         self.problem = None
+        self._committed_at = time.monotonic()
         if job.emitted and self.first_applied_after_load is None:
             self.first_applied_after_load = time.perf_counter()
         observe_routing_events(self._metrics, job.emitted)
@@ -402,7 +478,7 @@ class RouterWorker:
         try:
             await self._finish_writing()
         except _DATABASE_ERRORS as error:
-            log.warning("batch_abandoned", error=str(error) or type(error).__name__)
+            log.warning("batch_abandoned", error=type(error).__name__)
         publishing, self._publishing = self._publishing, None
         if publishing is not None:
             await publishing
@@ -426,10 +502,17 @@ class RouterWorker:
                 continue
             decoder = INBOUND_DECODER if tp.topic == self._inbound else AGENT_EVENT_DECODER
             for record in records:
+                value = record.value or b""
                 try:
-                    event: Event = decoder.decode(record.value or b"")
+                    event: Event = decoder.decode(value)
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
                     self._dead_letter(writes, record, f"invalid: {error}")
+                    continue
+                except RecursionError:
+                    self._dead_letter(writes, record, "invalid: nested too deeply")
+                    continue
+                if _holds_nul(value):
+                    self._dead_letter(writes, record, "invalid: a string holds U+0000 (NUL)")
                     continue
                 if event.domain not in self._partitions[tp.partition].domains:
                     self._dead_letter(writes, record, f"unknown domain {event.domain!r}")
@@ -489,7 +572,7 @@ class RouterWorker:
             return
         if isinstance(event, MessageReceived):
             if event.id in known:
-                self._metrics.duplicate_messages.labels(str(event.channel)).inc()
+                observe_duplicate(self._metrics, event.channel)
                 return
             known.add(event.id)  # a retry later in the same batch is a duplicate too
         assert isinstance(event, EngineInput)
@@ -515,73 +598,16 @@ class RouterWorker:
                     writes.messages.append((message, conversation_id))
                 case SaveConversation(record=record):
                     writes.conversations[(domain, record.conversation_id)] = record
-                    self._observe_first_response(state, record)
+                    observe_first_response(self._metrics, self._first_responses_seen, state, record)
                 case SaveAgent(record=record):
                     writes.agents[(domain, record.agent_id)] = record
                 case SaveCustomer(record=record):
                     writes.customers[(domain, record.customer_id)] = record
                 case SaveAssignment(record=record):
                     writes.assignments[(domain, record.assignment_id)] = record
-                    if record.end_reason == "offer_missed":
-                        self._metrics.offer_misses.labels(str(record.channel), record.queue).inc()
+                    observe_saved_assignment(self._metrics, record)
                 case _:
                     assert_never(effect)
-
-    def _observe_first_response(self, state: DomainState, record: ConversationRecord) -> None:
-        """First-response time and SLA breaches, counted once: in the call that set it."""
-        answered = record.first_response_at
-        if answered is None or answered != record.last_agent_reply_at:
-            return
-        key = (state.domain, record.conversation_id)
-        if key in self._first_responses_seen:
-            return
-        self._first_responses_seen.add(key)
-        if len(self._first_responses_seen) > 100_000:
-            self._first_responses_seen.clear()
-        channel = str(record.channel)
-        waited = answered - record.opened_at
-        self._metrics.first_response_seconds.labels(channel, record.queue).observe(waited)
-        queue = state.compiled.queues.get(record.queue)
-        target = queue.sla.get(record.channel) if queue is not None else None
-        if target is not None and waited > target:
-            self._metrics.sla_breaches.labels(channel, record.queue).inc()
-
-    def _refresh_gauges(self) -> None:
-        """Queue length, open conversations, agents by presence, occupancy, outbox backlog."""
-        waiting: Counter[str] = Counter()
-        open_by_channel: Counter[str] = Counter()
-        presence: Counter[str] = Counter({str(p): 0 for p in Presence})
-        used: Counter[str] = Counter()
-        capacity: Counter[str] = Counter()
-        for state in self.domain_states():
-            for queue in state.compiled.queues:
-                waiting[queue] += 0
-            for conversation in state.conversations.values():
-                open_by_channel[str(conversation.channel)] += 1
-                if conversation.status is ConversationStatus.WAITING:
-                    waiting[conversation.queue.name] += 1
-            for agent in state.agents.values():
-                presence[str(agent.presence)] += 1
-                if agent.presence is Presence.ONLINE:
-                    for channel, slots in agent.capacity.items():
-                        capacity[str(channel)] += slots
-                        used[str(channel)] += agent.load.get(channel, 0)
-        backlog: Counter[int] = Counter({number: 0 for number in self._partitions})
-        for batch in [*self._pending, *self._to_publish, *(batch for batch, _ in self._inflight)]:
-            backlog[batch.partition] += len(batch.events)
-        m = self._metrics
-        for gauge in (m.queue_length, m.open_conversations, m.occupancy, m.outbox_backlog):
-            gauge.clear()
-        for name, count in waiting.items():
-            m.queue_length.labels(name).set(count)
-        for channel_name, count in open_by_channel.items():
-            m.open_conversations.labels(channel_name).set(count)
-        for status, count in presence.items():
-            m.agents_by_presence.labels(status).set(count)
-        for channel_name, slots in capacity.items():
-            m.occupancy.labels(channel_name).set(used[channel_name] / slots if slots else 0.0)
-        for number, count in backlog.items():
-            m.outbox_backlog.labels(str(number)).set(count)
 
     def _outbox_event(self, event: RoutingEvent) -> store.OutboxEvent:
         subject = getattr(event, "conversation_id", None)
@@ -619,7 +645,7 @@ class RouterWorker:
                 ),
             )
         )
-        self._metrics.dead_letters.labels(record.topic, reason.split(":")[0].split(" ")[0]).inc()
+        observe_dead_letter(self._metrics, record.topic, reason)
         log.warning(
             "dead_letter",
             topic=record.topic,
@@ -691,20 +717,12 @@ class RouterWorker:
                 self._publish_failed(batch, error)
                 continue
             self._acked.append(batch.seq)
-            published = Counter(
-                value
-                for event in batch.events
-                if event.topic != self._dlq
-                for name, value in event.headers
-                if name == "ce_type"
-            )
-            for event_type, count in published.items():
-                self._metrics.routing_events.labels(event_type.decode()).inc(count)
+            observe_published(self._metrics, batch.events, self._dlq)
 
     def _publish_failed(self, batch: store.OutboxBatch, error: BaseException) -> None:
         self._pending.append(batch)
         self.problem = f"broker: cannot publish ({type(error).__name__})"
-        log.warning("publish_failed", events=len(batch.events), error=str(error))
+        log.warning("publish_failed", events=len(batch.events), error=type(error).__name__)
 
     async def _publish_pending(self) -> bool:
         batches, self._pending = self._pending, []
@@ -731,7 +749,12 @@ class RouterWorker:
         if now - self._last_kafka_commit < 5:
             return
         self._last_kafka_commit = now
-        self._refresh_gauges()
+        refresh_gauges(
+            self._metrics,
+            self.domain_states(),
+            self._partitions,
+            [*self._pending, *self._to_publish, *(batch for batch, _ in self._inflight)],
+        )
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_and_measure_lag(consumer))
 
@@ -765,7 +788,8 @@ class RouterWorker:
         else:
             self._metrics.database_errors.inc()
             self.problem = f"database: {type(error).__name__}"
-            log.warning("database_failed", error=str(error) or type(error).__name__)
+            # The type only: a server message can quote the values of a statement.
+            log.warning("database_failed", error=type(error).__name__)
         delay = 0.2
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
@@ -779,6 +803,67 @@ class RouterWorker:
             self.problem = None
             log.info("database_recovered")
             return
+
+    async def _quarantine(self, consumer: AIOKafkaConsumer, error: BaseException) -> None:
+        """A record applied since the last commit is poison: reload, then replay those
+        records one at a time (``_process_carefully``) to find it."""
+        reached = {tp: offset for tp, offset in self._expected.items() if offset is not None}
+        log.warning("batch_unwritable", reason=_poison_reason(error), partitions=self.partitions)
+        await self._settle_writing()
+        try:
+            await self._load(consumer, list(self._partitions), consumer.assignment())
+        except _DATABASE_ERRORS as outage:
+            await self._recover_from_database(consumer, outage)
+        self._careful_until = {
+            tp: end for tp, end in reached.items() if (self._expected.get(tp) or 0) < end
+        }
+        if not self._careful_until:
+            # Nothing applied since the last commit to blame: deadlines' effects failed.
+            self.problem = f"stuck: deadlines of partitions {self.partitions} cannot be written"
+            log.error("deadlines_unwritable", reason=_poison_reason(error))
+            await asyncio.sleep(1.0)
+
+    async def _process_carefully(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        """Steps 1 to 3 one record at a time, each committed before the next: the record
+        that cannot be applied or written is set aside and the others go through.
+        Deadlines wait until the suspect records are behind (a tick blames no record)."""
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    await self._process({tp: [record]}, deadlines=False)
+                    await self._finish_writing()
+                except (_Unappliable, *_DATA_ERRORS) as error:
+                    await self._settle_writing()
+                    await self._load(consumer, list(self._partitions), consumer.assignment())
+                    await self._set_aside(consumer, tp, record, _poison_reason(error))
+        self._careful_until = {
+            tp: end
+            for tp, end in self._careful_until.items()
+            if tp in self._expected and (self._expected[tp] or 0) < end
+        }
+        if not self._careful_until:
+            log.info("quarantine_finished")
+
+    async def _set_aside(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        record: ConsumerRecord[bytes, bytes],
+        reason: str,
+    ) -> None:
+        """Dead-letter ``record`` and move the partition past it, in one transaction."""
+        if self._expected.get(tp) not in (None, record.offset):
+            return  # the reload rewound elsewhere (another owner moved it on): nothing to do
+        writes = store.BatchWrites()
+        self._dead_letter(writes, record, reason)
+        writes.offsets[(tp.topic, tp.partition)] = record.offset + 1
+        await self._write(_WriteJob(writes, [], 1, time.perf_counter(), set()))
+        self._expected[tp] = record.offset + 1
+        consumer.seek(tp, record.offset + 1)
 
     async def _load(
         self, consumer: AIOKafkaConsumer, numbers: list[int], assigned: set[TopicPartition]
@@ -854,6 +939,7 @@ class RouterWorker:
         self._metrics.partition_load_seconds.observe(time.perf_counter() - started)
         self.last_load_started = started
         self.first_applied_after_load = None
+        self._committed_at = time.monotonic()
         self._metrics.partitions_owned.set(len(self._partitions))
 
     async def _validated_positions(
@@ -930,7 +1016,7 @@ class RouterWorker:
                     break
                 except _DATABASE_ERRORS as error:
                     self.problem = f"database: {type(error).__name__}"
-                    log.warning("partition_load_failed", error=str(error))
+                    log.warning("partition_load_failed", error=type(error).__name__)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
             self._joined = True
@@ -954,6 +1040,7 @@ class RouterWorker:
                 self._leases.pop(number, None)
             for tp in revoked:
                 self._expected.pop(tp, None)
+                self._careful_until.pop(tp, None)
             self._metrics.partitions_owned.set(len(self._partitions))
             if numbers:
                 log.info("partitions_revoked", partitions=sorted(numbers))

@@ -1,0 +1,179 @@
+"""Dead letters for operators: list them, inspect one, re-drive it.
+
+The router writes a ``dead_letters`` row (and a copy on ``switchboard.dlq``) for every record
+it sets aside: undecodable, invalid, of an unknown domain, unappliable or unstorable. Once
+the cause is fixed (the domain configured, a version that reads the record, the data
+repaired by hand), re-driving publishes the record again, with its key, to the topic it came
+from; the router then applies it like any other record, or sets it aside again with a new
+row. The row remembers when it was last re-driven and how often.
+
+Both the admin API (``/v1/domains/{domain}/dead-letters``, a domain's own letters) and the
+CLI (``switchboard dead-letters``, every domain) use these functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from adapters.base import BrokerUnavailable
+
+_COLUMNS = (
+    'id, topic, partition, "offset", reason, domain, key, value, created_at, redriven_at, redrives'
+)
+_MARK_REDRIVEN = (
+    "UPDATE dead_letters SET redriven_at = now(), redrives = redrives + 1"  # noqa: S608  # fixed column list
+    f" WHERE id = $1 RETURNING {_COLUMNS}"
+)
+PAGE_MAX = 1000
+PUBLISH_TIMEOUT = 10.0
+"""Seconds a re-drive waits for the broker's acknowledgement."""
+
+
+class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
+    """A dead letter as the API and the CLI show it."""
+
+    id: int
+    topic: str
+    """The topic the record was read from."""
+    partition: int
+    offset: int
+    reason: str
+    domain: str | None
+    """The record's key when it is a domain id (every record of ours is keyed by domain)."""
+    created_at: float
+    """When it was set aside (seconds since the Unix epoch)."""
+    redriven_at: float | None
+    redrives: int
+    size: int
+    """Bytes of the record's value."""
+
+
+class DeadLettersPage(msgspec.Struct, frozen=True, kw_only=True):
+    dead_letters: list[DeadLetterView]
+    next_after: int | None
+    """Pass as ``after`` for the next page; null on the last page."""
+
+
+class DeadLetterRecord(DeadLetterView, frozen=True, kw_only=True):
+    """A dead letter with its record: ``value`` as text when it is UTF-8 (our records are
+    JSON), else base64 with ``value_base64`` true; ``key`` likewise."""
+
+    key: str | None
+    key_base64: bool = False
+    value: str
+    value_base64: bool = False
+
+
+@dataclass(frozen=True)
+class _Row:
+    record: asyncpg.Record
+
+    def view(self) -> DeadLetterView:
+        r = self.record
+        return DeadLetterView(
+            id=r["id"],
+            topic=r["topic"],
+            partition=r["partition"],
+            offset=r["offset"],
+            reason=r["reason"],
+            domain=r["domain"],
+            created_at=_epoch(r["created_at"]),
+            redriven_at=None if r["redriven_at"] is None else _epoch(r["redriven_at"]),
+            redrives=r["redrives"],
+            size=len(r["value"] or b""),
+        )
+
+    def full(self) -> DeadLetterRecord:
+        key, key_base64 = _text(self.record["key"])
+        value, value_base64 = _text(self.record["value"] or b"")
+        return DeadLetterRecord(
+            **msgspec.structs.asdict(self.view()),
+            key=key,
+            key_base64=key_base64,
+            value=value or "",
+            value_base64=value_base64,
+        )
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _text(data: bytes | None) -> tuple[str | None, bool]:
+    if data is None:
+        return None, False
+    try:
+        return data.decode(), False
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode(), True
+
+
+async def list_dead_letters(
+    conn: asyncpg.Connection, *, domain: str | None, after: int = 0, limit: int = 100
+) -> DeadLettersPage:
+    """Dead letters with an id above ``after``, oldest first, at most ``limit`` (up to
+    ``PAGE_MAX``); a domain's own, or every one (``domain=None``, the CLI)."""
+    limit = min(max(limit, 1), PAGE_MAX)
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608  # fixed column list
+        " WHERE id > $1 AND ($2::text IS NULL OR domain = $2) ORDER BY id LIMIT $3",
+        after,
+        domain,
+        limit,
+    )
+    views = [_Row(r).view() for r in rows]
+    return DeadLettersPage(
+        dead_letters=views, next_after=views[-1].id if len(views) == limit else None
+    )
+
+
+async def get_dead_letter(
+    conn: asyncpg.Connection, letter_id: int, *, domain: str | None
+) -> DeadLetterRecord | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608  # fixed column list
+        " WHERE id = $1 AND ($2::text IS NULL OR domain = $2)",
+        letter_id,
+        domain,
+    )
+    return None if row is None else _Row(row).full()
+
+
+async def redrive(
+    conn: asyncpg.Connection,
+    producer: AIOKafkaProducer,
+    letter_id: int,
+    *,
+    domain: str | None,
+) -> DeadLetterView | None:
+    """Publish the record again to the topic it came from, then mark the row. The row is
+    locked meanwhile, so two operators re-driving it at once publish it once each, in
+    turn, never concurrently; ``BrokerUnavailable`` leaves the row unmarked."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608  # fixed column list
+            " WHERE id = $1 AND ($2::text IS NULL OR domain = $2) FOR UPDATE",
+            letter_id,
+            domain,
+        )
+        if row is None:
+            return None
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                await producer.send_and_wait(row["topic"], row["value"] or b"", key=row["key"])
+        except (KafkaError, TimeoutError) as error:
+            raise BrokerUnavailable(type(error).__name__) from error
+        marked = await conn.fetchrow(
+            _MARK_REDRIVEN,
+            letter_id,
+        )
+    assert marked is not None
+    return _Row(marked).view()

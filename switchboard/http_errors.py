@@ -1,0 +1,101 @@
+"""The outermost middleware: what a failed request answers, and the one line it logs.
+
+Every route of the process (webhooks, web chat, the API, the console, probes) runs inside
+it, so these rules hold whoever wrote the handler:
+
+- A client's mistake is a 4xx with a reason. That includes a body aiohttp cannot decode
+  (junk under ``Content-Encoding: gzip``, a broken chunked encoding): 400, or 413 when it
+  inflates past aiohttp's limit. It logs ``client_error`` at warning, without traceback:
+  status, method and route pattern, never the path (it holds customer and conversation
+  ids) nor the query.
+- Anything else is our bug: 500 ``{"error": "internal error", "error_id": …}``, nothing of
+  the request echoed, and ``request_failed`` at error with the exception's type and a
+  traceback without messages (``switchboard.logging.format_exception``), under the same
+  ``error_id``.
+- Both lines are rate limited per kind (status and route, or exception type and route):
+  a client can cause them at will, and must not be able to flood the logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
+
+from switchboard.logging import RateLimit, format_exception
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ERROR_LOG_LIMIT = web.AppKey("error_log_limit", RateLimit)
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's pattern (``/v1/domains/{domain}/queues``), or ``unmatched``."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _log_client_error(request: web.Request, status: int, error: str | None = None) -> None:
+    route = route_of(request)
+    suppressed = request.app[ERROR_LOG_LIMIT].admit(("client_error", status, route))
+    if suppressed is None:
+        return
+    details: dict[str, object] = {"error": error} if error else {}
+    if suppressed:
+        details["suppressed"] = suppressed
+    log.warning("client_error", status=status, method=request.method, route=route, **details)
+
+
+@web.middleware
+async def contain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as error:
+        if 400 <= error.status < 500:
+            _log_client_error(request, error.status)
+        raise
+    except (HttpProcessingError, web.RequestPayloadError) as error:
+        # Raised while reading the body: the bytes the client sent cannot be decoded.
+        cause = error.__cause__ if isinstance(error, web.RequestPayloadError) else error
+        too_large = isinstance(cause, DecompressSizeError)
+        status = 413 if too_large else 400
+        _log_client_error(request, status, type(cause or error).__name__)
+        reason = "body too large once decompressed" if too_large else "malformed request body"
+        return web.json_response({"error": reason}, status=status)
+    except ConnectionError:
+        # The client went away: there is no one to answer. aiohttp's own line for it is a
+        # warning without traceback (switchboard.logging).
+        raise
+    except Exception as error:
+        if request.writer.output_size > 0:
+            # The answer has begun: no error response can follow. aiohttp logs it (without
+            # the message, through switchboard.logging) and closes the connection.
+            raise
+        error_id = uuid.uuid4().hex[:12]
+        route = route_of(request)
+        suppressed = request.app[ERROR_LOG_LIMIT].admit(("request_failed", type(error), route))
+        if suppressed is not None:
+            log.error(
+                "request_failed",
+                error_id=error_id,
+                method=request.method,
+                route=route,
+                error=type(error).__name__,
+                exception=format_exception(error, ours=True),
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
+        return web.json_response({"error": "internal error", "error_id": error_id}, status=500)
+    if 400 <= response.status < 500:
+        _log_client_error(request, response.status)
+    return response
+
+
+def setup_errors(app: web.Application, limit: RateLimit | None = None) -> None:
+    """Install ``contain_errors`` as the outermost middleware (call before any other)."""
+    app[ERROR_LOG_LIMIT] = limit or RateLimit()
+    app.middlewares.insert(0, contain_errors)

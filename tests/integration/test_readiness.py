@@ -1,0 +1,109 @@
+"""``/readyz`` means what a load balancer and Kubernetes need: adapters are ready while they
+can accept and publish webhooks (PostgreSQL aside), a router is not ready while its
+dependencies fail or a partition is stalled (and says which), and the answer never waits
+on a dependency that stopped answering."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import msgspec
+import pytest
+
+from switchboard import kafka
+from switchboard.app import READINESS, Role
+from switchboard.embedded import free_port
+from tests.conftest import Infrastructure
+from tests.support import CuttableProxy, Service, make_config, running_service, wait_until
+from tests.traffic import Traffic
+
+pytestmark = pytest.mark.integration
+
+PROBE = aiohttp.ClientTimeout(total=3)
+"""The readiness probes' timeout in deploy/k8s: an answer must come within it."""
+
+
+async def _readyz(service: Service) -> tuple[int, dict[str, Any]]:
+    async with service.session.get(service.url("/readyz"), timeout=PROBE) as response:
+        return response.status, await response.json()
+
+
+async def test_adapters_stay_ready_and_accept_webchat_while_postgresql_is_down(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    target = urlsplit(database_url)
+    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    config = make_config(infrastructure.bootstrap_servers, proxied)
+    router_config = msgspec.structs.replace(
+        config, http=msgspec.structs.replace(config.http, port=free_port())
+    )
+    try:
+        async with (
+            running_service(config, roles=frozenset({Role.ADAPTERS})) as adapters,
+            running_service(router_config, roles=frozenset({Role.ROUTER})) as router,
+        ):
+            proxy.cut()
+
+            async def router_reports_the_database() -> bool:
+                status, body = await _readyz(router)
+                return status == 503 and "database" in body["problems"]
+
+            await wait_until(router_reports_the_database, what="the router not ready")
+            for index in range(3):
+                assert await _readyz(adapters) == (200, {"status": "ready"})
+                async with adapters.session.post(
+                    adapters.url("/v1/domains/acme/webchat/messages"),
+                    json={"session_id": "visitor-0001", "message_id": f"m{index}", "text": "hi"},
+                ) as response:
+                    assert response.status == 202, await response.text()
+            proxy.restore()
+            await wait_until(lambda: _ready(router), timeout=30, what="the router ready again")
+    finally:
+        await proxy.stop()
+
+
+async def _ready(service: Service) -> bool:
+    return (await _readyz(service))[0] == 200
+
+
+async def test_a_router_whose_database_stops_answering_names_its_stalled_partitions(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    target = urlsplit(database_url)
+    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    config = make_config(infrastructure.bootstrap_servers, proxied)
+    try:
+        async with (
+            running_service(config) as service,
+            Traffic(config, ["acme"], agents_per_domain=2) as traffic,
+        ):
+            service.app[READINESS].stall_seconds = 2.0  # 30 s in production
+            await traffic.register_agents()
+            await traffic.send_messages(5)
+            proxy.hang()  # connections stay open, nothing answers: no error is ever raised
+            try:
+                await traffic.send_messages(5)
+                reports: list[dict[str, Any]] = []
+
+                async def stalled() -> bool:
+                    status, body = await _readyz(service)
+                    reports.append(body)
+                    problems = body.get("problems", {})
+                    return status == 503 and {"stalled", "database"} <= problems.keys()
+
+                await wait_until(stalled, timeout=20, what="the stalled partition named")
+            finally:
+                proxy.restore()  # else leaving would wait on the silent connections
+            problems = reports[-1]["problems"]
+            assert problems["database"] == "TimeoutError", problems
+            acme = kafka.partition_for("acme", config.kafka.partitions)
+            assert problems["stalled"].startswith(f"partitions [{acme}] have input waiting")
+            await wait_until(lambda: _ready(service), timeout=60, what="ready again")
+    finally:
+        await proxy.stop()

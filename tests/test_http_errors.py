@@ -1,0 +1,228 @@
+"""What a failed request answers and logs (``switchboard.http_errors``), and the header-driven
+500s it replaced: a small app for the middleware's rules, then the real service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from switchboard.http_errors import setup_errors
+from switchboard.logging import RateLimit
+from tests.api.support import api_service
+from tests.conftest import Infrastructure
+from tests.logcapture import captured_logs, lines_of
+from tests.support import make_config, running_service
+
+EMAIL = "zoe.plantagenet@example.org"
+NAME = "Zoë Plantagenet"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _fails(request: web.Request) -> web.Response:
+    # A message that quotes input, as UnicodeDecodeError, KeyError and asyncpg's errors do.
+    raise KeyError(f"{NAME} <{EMAIL}>")
+
+
+async def _refuses(request: web.Request) -> web.Response:
+    raise web.HTTPUnauthorized(text=f"who is {NAME}?")
+
+
+async def _answers_404(request: web.Request) -> web.Response:
+    return web.json_response({"error": f"unknown customer {EMAIL}"}, status=404)
+
+
+async def _reads_body(request: web.Request) -> web.Response:
+    return web.Response(body=await request.read())
+
+
+async def _fails_mid_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"data: 1\n\n")
+    raise RuntimeError(NAME)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], Clock]]:
+    clock = Clock()
+    app = web.Application()
+    setup_errors(app, RateLimit(per_window=2, window_seconds=60, clock=clock))
+    app.router.add_get("/customers/{customer_id}/fails", _fails)
+    app.router.add_get("/refuses", _refuses)
+    app.router.add_get("/answers-404", _answers_404)
+    app.router.add_post("/reads-body", _reads_body)
+    app.router.add_get("/fails-mid-stream", _fails_mid_stream)
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client, clock
+
+
+async def test_an_unexpected_error_is_a_500_that_echoes_nothing_and_logs_its_type_only(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    with captured_logs([]) as buffer:
+        response = await http.get(f"/customers/{EMAIL}/fails")
+        body = await response.json()
+    assert response.status == 500
+    assert set(body) == {"error", "error_id"}
+    assert body["error"] == "internal error"
+    [line] = [line for line in lines_of(buffer) if line["event"] == "request_failed"]
+    assert line["level"] == "error"
+    assert line["error_id"] == body["error_id"]
+    assert line["error"] == "KeyError"
+    assert line["route"] == "/customers/{customer_id}/fails"
+    assert line["exception"].startswith("Traceback")
+    assert line["exception"].endswith("KeyError")
+    assert EMAIL not in buffer.getvalue()
+    assert "Plantagenet" not in buffer.getvalue()
+
+
+async def test_client_errors_are_warnings_by_route_without_path_or_traceback(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    with captured_logs([]) as buffer:
+        assert (await http.get("/refuses")).status == 401
+        assert (await http.get("/answers-404")).status == 404
+        assert (await http.get(f"/nowhere/{EMAIL}")).status == 404
+    lines = lines_of(buffer)
+    assert [(line["event"], line["level"], line["status"], line["route"]) for line in lines] == [
+        ("client_error", "warning", 401, "/refuses"),
+        ("client_error", "warning", 404, "/answers-404"),
+        ("client_error", "warning", 404, "unmatched"),
+    ]
+    assert all("exception" not in line for line in lines)
+    assert EMAIL not in buffer.getvalue()
+
+
+async def test_error_lines_are_rate_limited_then_counted(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, clock = client
+    with captured_logs([]) as buffer:
+        for _ in range(5):
+            assert (await http.get("/refuses")).status == 401
+            assert (await http.get("/customers/c1/fails")).status == 500
+        clock.now = 61
+        assert (await http.get("/refuses")).status == 401
+        assert (await http.get("/customers/c1/fails")).status == 500
+    lines = lines_of(buffer)
+    assert [(line["event"], line.get("suppressed")) for line in lines] == [
+        ("client_error", None),
+        ("request_failed", None),
+        ("client_error", None),
+        ("request_failed", None),
+        ("client_error", 3),
+        ("request_failed", 3),
+    ]
+
+
+async def test_a_body_that_cannot_be_decoded_is_a_400(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    port = http.server.port
+    assert port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /reads-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nnot a chunk\r\n0\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"400"
+
+
+async def test_a_failure_after_the_answer_began_ends_the_connection(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    with captured_logs([]) as buffer:
+        response = await http.get("/fails-mid-stream")
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    [line] = lines_of(buffer)
+    assert line["logger"] == "aiohttp.server"
+    assert line["level"] == "error"
+    assert line["exception"].endswith("RuntimeError")
+    assert "Plantagenet" not in buffer.getvalue()
+
+
+# -- the real service: header-driven 500s that are now 4xx ------------------------------------
+
+
+async def _status_of(port: int, request: bytes) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), head + b"\n" + body
+
+
+async def test_an_authorization_header_that_is_not_a_token_is_a_401_with_a_reason(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        port = api.service.config.http.port
+        foreign = api.tokens["globex"].encode()
+        for token in (
+            foreign + b"\xe9",  # not UTF-8: was a 500 whose log line held the whole token
+            foreign + "é".encode(),
+            b"a" * 600,
+        ):
+            status, answer = await _status_of(
+                port,
+                b"GET /v1/domains/acme/queues HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + token + b"\r\n\r\n",
+            )
+            assert status == 401, answer
+            assert b"malformed bearer token" in answer
+            assert b'error="invalid_token"' in answer
+            assert foreign not in answer
+
+
+async def test_signature_headers_that_are_not_utf8_are_refused_not_500(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    channels = {
+        "twilio": {"numbers": [{"number": "+14155550100", "domain": "acme"}]},
+        "telegram": {"bots": [{"name": "acme_bot", "domain": "acme"}]},
+    }
+    config = make_config(infrastructure.bootstrap_servers, database_url, {"channels": channels})
+    secrets = {
+        "TWILIO_AUTH_TOKEN": "twilio-token",
+        "META_APP_SECRET": "meta-secret",
+        "TELEGRAM_SECRET_TOKEN": "telegram-secret",
+    }
+    form, json = b"application/x-www-form-urlencoded", b"application/json"
+    async with running_service(config, secrets):
+        for path, header, media, body in (
+            (b"/webhooks/twilio/sms", b"X-Twilio-Signature", form, b"To=%2B14155550100"),
+            (b"/webhooks/meta", b"X-Hub-Signature-256", json, b"{}"),
+            (b"/webhooks/telegram/acme_bot", b"X-Telegram-Bot-Api-Secret-Token", json, b"{}"),
+        ):
+            status, answer = await _status_of(
+                config.http.port,
+                b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: " + media + b"\r\n" + header + b": sha256=\xe9\xff\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body,
+            )
+            assert status in (401, 403), (path, answer)
