@@ -41,11 +41,23 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-tools: ## Tools the tests use beyond Python packages (chromium, promtool)
+tools: ## Tools the tests use beyond Python packages (chromium, promtool, curl, openssl)
 	@sh deploy/install-tools.sh
 
 test: tools lint ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
+
+# Mutation testing ([tool.mutmut] in pyproject.toml): mutmut mutates the routing metrics and
+# the engine in a copy of the tree (mutants/) and runs the tests that cover each mutant, on one
+# embedded broker and PostgreSQL. MUTANTS picks mutants by name (globs): by default the metric
+# modules; MUTANTS='router.engine*' (or 'router.engine.state*', ...) the engine. MUTATE_JOBS
+# mutants run at once: most of their time is spent waiting on the service, not on a core.
+MUTANTS ?= router.shell.observe* switchboard.metrics*
+MUTATE_JOBS ?= 4
+
+mutate: $(STAMP) ## Mutation testing of the routing metrics (MUTANTS='router.engine*': the engine)
+	$(BIN)/python -m tests.mutation --max-children $(MUTATE_JOBS) $(foreach m,$(MUTANTS),'$(m)')
+	$(BIN)/mutmut results
 
 DEMO_PORT ?= 8080
 DEMO_DURATION ?= 120
@@ -71,6 +83,6 @@ schemas: $(STAMP) ## Regenerate the JSON Schema and AsyncAPI files
 	$(BIN)/switchboard schemas
 
 clean: ## Remove the virtual environment and local state
-	rm -rf $(VENV) .state .bench .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .state .bench .mypy_cache .pytest_cache .ruff_cache mutants
 
-.PHONY: help install lock run demo lint tools test bench schemas clean
+.PHONY: help install lock run demo lint tools test mutate bench schemas clean

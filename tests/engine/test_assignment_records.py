@@ -15,6 +15,7 @@ from router.engine import (
     SaveConversation,
     new_state,
 )
+from tests.engine.builders import examples
 from tests.engine.test_properties import (
     DOMAIN,
     T0,
@@ -44,7 +45,7 @@ def open_periods_match_conversations(
 
 
 @settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -49,6 +49,7 @@ from tests.engine.builders import (
     accept,
     close,
     emitted,
+    examples,
     message,
     owner_set,
     presence,
@@ -362,7 +363,7 @@ capacities = st.lists(
 
 
 @settings(
-    max_examples=250,
+    max_examples=examples(250),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -355,6 +355,21 @@ def test_an_overflowed_conversation_can_be_picked_up_manually() -> None:
     assert emitted(effects, CommandCompleted)[0].conversation_id == msg.id
 
 
+def test_a_single_slot_takes_one_manual_pick_up_and_refuses_the_next() -> None:
+    state = domain([agent("ann", skills=["english"], busy=True)], policy=ladder_policy())
+    first, second = message("k1", customer="c1"), message("k2", customer="c2")
+    for msg in (first, second):
+        apply(state, msg, T0)
+    tick(state, T0 + 60)
+    tick(state, T0 + 660)
+    apply(state, registered("zed", capacity={Channel.SMS: 1}), T0 + 700)
+    apply(state, presence("zed", Presence.ONLINE), T0 + 700)
+    picked = apply(state, accept(first.id, "zed"), T0 + 710)
+    assert assignment(picked) == (first.id, "zed", "manual")
+    refused = apply(state, accept(second.id, "zed"), T0 + 720)
+    assert [event.reason for event in emitted(refused, CommandRejected)] == ["at_capacity"]
+
+
 def test_a_new_message_restarts_routing_of_an_overflowed_conversation() -> None:
     state = domain([agent("ann", skills=["english"], busy=True)], policy=ladder_policy())
     msg = message("k1", customer="new")

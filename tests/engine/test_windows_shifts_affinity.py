@@ -40,6 +40,7 @@ from tests.engine.builders import (
     conversation,
     domain,
     emitted,
+    examples,
     message,
     presence,
     registered,
@@ -69,7 +70,7 @@ def scheduled(agent_id: str, schedule: AgentSchedule | None = WEEKDAYS_9_TO_17):
 # -- wait budget --------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     max_wait=st.floats(0, 10_000),
     sla=st.one_of(st.none(), st.floats(1, 10_000)),
@@ -99,7 +100,7 @@ def test_budget_never_exceeds_any_of_its_bounds(
     assert until == min(bounds)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     offset=st.floats(-86_400, 7 * 86_400),
     max_wait=st.sampled_from([60.0, 3600.0, 12 * 3600.0, 86_400.0]),
@@ -144,7 +145,7 @@ def test_an_offline_agent_without_schedule_is_waited_for_as_before() -> None:
 # -- reply windows ------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     windows=st.lists(st.floats(1, 5000), min_size=1, max_size=6),
     advance=st.lists(st.floats(1, 3000), min_size=1, max_size=6),
@@ -225,7 +226,7 @@ def test_shift_end_rehomes_only_conversations_waiting_on_the_business() -> None:
     assert {f.reason for f in emitted(effects, ConversationFallback)} == {"shift_ended"}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     replies=st.lists(st.booleans(), min_size=1, max_size=6),
     late=st.lists(st.booleans(), min_size=6, max_size=6),
@@ -260,7 +261,7 @@ def test_rehoming_never_takes_a_conversation_waiting_on_the_customer(
 # -- login pacing -------------------------------------------------------------------
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     backlog=st.integers(1, 8),
     capacity=st.integers(1, 6),
