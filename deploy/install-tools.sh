@@ -1,11 +1,29 @@
 #!/bin/sh
 # Installs the tools the tests need: Chromium for tests/console (deploy/install-chromium.sh),
-# then promtool for tests/deploy (Debian/Ubuntu package `prometheus`).
+# curl and openssl for tests/readme (they run the README's commands as written), then
+# promtool for tests/deploy (Debian/Ubuntu package `prometheus`).
 # `make test` runs this first. As root it installs what is missing; otherwise it says what
 # to run and fails, so the tests never silently skip.
 set -eu
 
 sh "$(dirname "$0")/install-chromium.sh"
+
+missing=""
+for tool in curl openssl; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install-tools: installing$missing" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086 # one package per word
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+        echo "install-tools:$missing missing (tests/readme runs the README's commands with them)" >&2
+        exit 1
+    fi
+fi
 
 if command -v promtool >/dev/null 2>&1; then
     exit 0

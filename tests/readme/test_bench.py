@@ -1,0 +1,67 @@
+"""README "make bench": what it runs (``python -m bench``), with message counts small enough for
+the suite. The figures mean nothing at this size; the test checks that every measurement
+runs and that a run is appended to the results file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+import bench.__main__ as bench_main
+from bench import e2e_bench, engine_bench
+from tests.conftest import Infrastructure
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SMALL = {
+    engine_bench: {
+        "AGENTS": 200,
+        "HELD": 1_000,
+        "NEW": 300,
+        "FAST": 2_000,
+        "ROUNDS": 1,
+        "MEMORY_CONVERSATIONS": 500,
+        "MEMORY_AGENTS": 100,
+    },
+    e2e_bench: {
+        "THROUGHPUT_MESSAGES": 1_000,
+        "NAIVE_MESSAGES": 50,
+        "LATENCY_SECONDS": 1,
+        "LATENCY_ROUNDS": 1,
+        "RECOVERY_CONVERSATIONS": 1_000,
+    },
+}
+
+
+async def test_the_benchmark_runs_at_a_small_scale(
+    infrastructure: Infrastructure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module, values in SMALL.items():
+        for name, value in values.items():
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+            monkeypatch.setattr(module, name, value)
+    results = tmp_path / "results.json"
+    earlier = {"time": "2024-05-01T00:00:00Z", "e2e_messages_per_s": 1.0}
+    results.write_text(json.dumps([earlier]))
+    monkeypatch.setattr(bench_main, "RESULTS", results)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", infrastructure.bootstrap_servers)
+    monkeypatch.setenv("DATABASE_URL", infrastructure.server_url)
+
+    assert await asyncio.to_thread(bench_main.main) == 0
+
+    # "every run is appended to .bench/results.json"
+    first, run = json.loads(results.read_text())
+    assert first == earlier
+    for figure in (
+        "engine_fast_path_events_per_s",
+        "engine_assignments_per_s",
+        "raw_pipeline_messages_per_s",
+        "naive_pipeline_messages_per_s",
+        "e2e_messages_per_s",
+        "e2e_p99_ms_at_1000",
+        "recovery_seconds_100k_open",
+    ):
+        assert run[figure] > 0, figure
