@@ -103,8 +103,13 @@ API = web.AppKey("api", ApiContext)
 # -- plumbing -----------------------------------------------------------------------
 
 
+RETRY_AFTER_SECONDS = "5"
+"""What a 503 (an outage of the broker or the database) asks clients to wait."""
+
+
 def json_error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
@@ -114,8 +119,11 @@ def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
 
 
 def _http_error(cls: type[web.HTTPException], reason: str) -> web.HTTPException:
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if cls.status_code == 503 else None
     return cls(
-        text=msgspec.json.encode({"error": reason}).decode(), content_type="application/json"
+        text=msgspec.json.encode({"error": reason}).decode(),
+        content_type="application/json",
+        headers=headers,
     )
 
 

@@ -86,9 +86,25 @@ async def test_the_api_keeps_to_its_openapi_document(
         base = api.service.base_url
         positive = await asyncio.to_thread(_fuzz, base, api.auth("admin"), GenerationMode.POSITIVE)
         negative = await asyncio.to_thread(_fuzz, base, api.auth("ann"), GenerationMode.NEGATIVE)
-        print("statuses", dict(positive), dict(negative))
+        # Every other authentication level: an agent's valid requests, another domain's
+        # admin, a revoked-looking unknown token, and none at all.
+        levels = {
+            "agent": api.auth("ann"),
+            "other domain's admin": api.auth("globex"),
+            "unknown token": {"Authorization": "Bearer sbt_unknown"},
+            "no token": {},
+        }
+        others = {
+            level: await asyncio.to_thread(_fuzz, base, headers, GenerationMode.POSITIVE)
+            for level, headers in levels.items()
+        }
+        print("statuses", dict(positive), dict(negative), {k: dict(v) for k, v in others.items()})
         assert positive[200] + positive[202] > 50, positive  # the handlers ran, not just errors
         assert negative[400] > 20, negative
+        assert others["agent"][403] > 10, others["agent"]  # admin-only operations refused
+        assert set(others["other domain's admin"]) <= {400, 403, 404}, others
+        assert set(others["unknown token"]) <= {400, 401, 404}, others
+        assert set(others["no token"]) <= {400, 401, 404}, others
 
 
 def _fast() -> dict[str, Any]:

@@ -53,6 +53,13 @@ async def test_adapters_stay_ready_and_accept_webchat_while_postgresql_is_down(
                 return status == 503 and "database" in body["problems"]
 
             await wait_until(router_reports_the_database, what="the router not ready")
+            # The API's answer to an outage asks the client to come back.
+            async with router.session.get(
+                router.url("/v1/domains/acme/queues"),
+                headers={"Authorization": "Bearer sbt_not_checkable_without_a_database"},
+            ) as response:
+                assert response.status == 503, await response.text()
+                assert response.headers["Retry-After"] == "5"
             for index in range(3):
                 assert await _readyz(adapters) == (200, {"status": "ready"})
                 async with adapters.session.post(
