@@ -57,6 +57,11 @@ class BrokerUnavailable(AdapterError):
     """The broker did not acknowledge: answer 503 so the provider retries."""
 
 
+class NonceStoreUnavailable(AdapterError):
+    """The token cache cannot be reached: whether a token was used cannot be known, so the
+    request is answered 503 and the provider retries."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A provider request, or an item of one, that was accepted but not published."""
@@ -72,11 +77,24 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Nonce:
+    """A provider's one-time token of a signed request: claimed before publishing."""
+
+    provider: str
+    value: str
+    """At most ``schemas.limits.NONCE_MAX`` characters, no control characters."""
+    expires_at: float
+    """When the signature stops being fresh: no replay can pass after that (epoch seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Normalized:
-    """What a provider request turned into: events to publish and items set aside."""
+    """What a provider request turned into: events to publish, items set aside, and the
+    one-time token to claim first (providers that sign one)."""
 
     events: list[InboundEvent]
     set_aside: list[Unusable] = field(default_factory=list)
+    nonce: Nonce | None = None
 
     @contextlib.contextmanager
     def setting_aside(self, where: str) -> Iterator[None]:
@@ -100,6 +118,24 @@ class Publisher(Protocol):
         """Publish to ``switchboard.dlq`` and return once the broker acknowledged all.
 
         Raises ``BrokerUnavailable`` when it cannot.
+        """
+        ...
+
+
+class NonceStore(Protocol):
+    """Tokens of signed webhook requests already used, shared by every adapter process."""
+
+    async def claim(self, provider: str, nonce: str, expires_at: float) -> bool:
+        """Record ``nonce`` as used until ``expires_at``; False when it already was.
+
+        Raises ``NonceStoreUnavailable`` when the store cannot be reached.
+        """
+        ...
+
+    async def release(self, provider: str, nonce: str) -> None:
+        """Forget a claim whose request was not accepted, so the provider's retry is.
+
+        Raises ``NonceStoreUnavailable`` when the store cannot be reached.
         """
         ...
 

@@ -14,7 +14,11 @@ from collections.abc import Mapping
 import msgspec
 
 from adapters.base import AdapterError
-from schemas.limits import Endpoint, QueueName
+from schemas.limits import PLAUSIBLE_PAST_SECONDS, Endpoint, QueueName
+
+MAILGUN_MAX_AGE_SECONDS = 30_600
+"""8.5 hours: Mailgun's 8 hours of retries, each of which may carry the first signature,
+and half an hour of margin for the last attempt's queueing and clock skew."""
 
 
 class SecretMissing(AdapterError):
@@ -174,8 +178,17 @@ class MailgunConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Variable holding the API key used to send replies."""
     api_base_url: str = "https://api.mailgun.net"
     """Mailgun API base URL (``https://api.eu.mailgun.net`` for EU domains)."""
-    max_age_seconds: int = 0
-    """Refuse route POSTs signed longer ago than this (replay guard); 0 turns the check off."""
+    max_age_seconds: int = MAILGUN_MAX_AGE_SECONDS
+    """Refuse route POSTs signed longer ago than this, in seconds (replay guard, with the
+    token cache). Default 8.5 hours: Mailgun retries a failed delivery for 8 hours, maybe
+    with its first signature. Always on: 1 to 2,592,000 (30 days)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_age_seconds <= PLAUSIBLE_PAST_SECONDS:
+            raise ValueError(
+                "email.mailgun.max_age_seconds must be 1 to 2592000 (30 days): the replay"
+                " window cannot be turned off"
+            )
 
 
 class EmailConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -2,7 +2,10 @@
 
 A route's ``forward()`` (or ``store(notify=…)``) action posts the parsed message as a
 form: url-encoded, or multipart when files are attached. Authenticity: ``signature`` is
-the hex HMAC-SHA256 of ``timestamp`` + ``token`` keyed with the webhook signing key.
+the hex HMAC-SHA256 of ``timestamp`` + ``token`` keyed with the webhook signing key. It
+covers neither the body nor the Message-Id, so a captured triple could carry any mail:
+the timestamp must be fresh (``max_age_seconds``, and no more than 15 minutes ahead) and
+the token unused (claimed once, in the shared token cache, see ``adapters.webhooks``).
 
 Threading: the thread root is the first Message-ID of ``References``, else
 ``In-Reply-To``, else the message's own ``Message-Id``, so every message of a thread
@@ -21,6 +24,7 @@ import email.parser
 import email.policy
 import email.utils
 import hashlib
+import math
 import quopri
 import re
 from collections.abc import Callable
@@ -29,8 +33,15 @@ from typing import TypeVar
 
 import msgspec
 
-from adapters.base import BadRequest, SignatureRejected, Unusable, constant_time_equal, hmac_hex
-from adapters.config import ChannelsConfig, EmailAddress
+from adapters.base import (
+    BadRequest,
+    Nonce,
+    SignatureRejected,
+    Unusable,
+    constant_time_equal,
+    hmac_hex,
+)
+from adapters.config import MAILGUN_MAX_AGE_SECONDS, ChannelsConfig, EmailAddress
 from adapters.normalize import (
     decode_json,
     first_values,
@@ -39,7 +50,13 @@ from adapters.normalize import (
     unknown_endpoint,
 )
 from schemas import Attachment, Channel, InboundEvent
-from schemas.limits import PROVIDER_MESSAGE_ID_MAX, UnusableValue, is_identifier
+from schemas.limits import (
+    NONCE_MAX,
+    PLAUSIBLE_FUTURE_SECONDS,
+    PROVIDER_MESSAGE_ID_MAX,
+    UnusableValue,
+    is_identifier,
+)
 
 T = TypeVar("T")
 
@@ -190,9 +207,16 @@ def verify_mailgun(
     signing_key: str,
     fields: dict[str, str],
     now: float,
-    max_age_seconds: int = 0,
-) -> None:
-    """Raise ``SignatureRejected`` unless Mailgun signed ``timestamp`` + ``token``."""
+    max_age_seconds: int = MAILGUN_MAX_AGE_SECONDS,
+) -> Nonce:
+    """The request's ``token`` to claim, once Mailgun is known to have signed ``timestamp``
+    + ``token`` no longer than ``max_age_seconds`` ago and not more than
+    ``PLAUSIBLE_FUTURE_SECONDS`` ahead of ``now``; else ``SignatureRejected`` (401
+    missing, 403 wrong or stale) or ``BadRequest`` (a token the cache cannot hold).
+
+    The signature covers neither the body nor the Message-Id: only the token, claimed once
+    by the caller, keeps a captured triple from carrying another body.
+    """
     timestamp, token, signature = (
         fields.get("timestamp"),
         fields.get("token"),
@@ -200,16 +224,23 @@ def verify_mailgun(
     )
     if not (timestamp and token and signature):
         raise SignatureRejected("missing timestamp, token or signature", status=401)
+    if not is_identifier(token, NONCE_MAX):
+        # Before the signature: cheap, and no such token may reach the token cache.
+        raise BadRequest(f"token longer than {NONCE_MAX} characters or not printable")
     expected = hmac_hex(signing_key, (timestamp + token).encode(), "sha256")
     if not constant_time_equal(expected, signature.lower()):
         raise SignatureRejected()
-    if max_age_seconds > 0:
-        try:
-            age = abs(now - float(timestamp))
-        except ValueError:
-            raise SignatureRejected("timestamp is not a number") from None
-        if age > max_age_seconds:
-            raise SignatureRejected("signature expired")
+    try:
+        signed_at = float(timestamp)
+    except ValueError:
+        raise SignatureRejected("timestamp is not a number") from None
+    if not math.isfinite(signed_at):
+        raise SignatureRejected("timestamp is not a number")
+    if now - signed_at > max_age_seconds:
+        raise SignatureRejected("signature expired")
+    if signed_at - now > PLAUSIBLE_FUTURE_SECONDS:
+        raise SignatureRejected("timestamp in the future")
+    return Nonce(provider="mailgun", value=token, expires_at=signed_at + max_age_seconds)
 
 
 def message_ids(value: str | None) -> list[str]:

@@ -7,9 +7,18 @@ Every request follows the same steps:
 3. normalize into ``schemas`` events (4xx with a reason on a malformed request, nothing
    published); an item that is correctly signed but holds a value no event may carry
    (``adapters.base.Unusable``) is set aside instead;
-4. publish the events, and the set-aside items to ``switchboard.dlq``, and wait for the
-   broker's acknowledgement (503 when it cannot);
+4. claim the request's one-time token, for providers that sign one (Mailgun): 409 when
+   it was already used, 503 with ``Retry-After`` when the token cache (PostgreSQL) cannot
+   be reached; then publish the events, and the set-aside items to ``switchboard.dlq``,
+   and wait for the broker's acknowledgement (503 when it cannot, and the claim is
+   released so that the provider's retry of the same delivery is accepted);
 5. only then answer 2xx in the provider's expected form.
+
+Why 409 for a used token: Mailgun retries a request only when we did not answer 2xx, and
+then we released its claim, so a used token is a replay, or the retry of a delivery we
+accepted but whose 2xx was lost (already published). Mailgun retries a 409 at most for
+its 8 hours, each refused without publishing; 406 would stop it at once, but would also
+tell a genuine sender to drop mail if a token were ever claimed by mistake.
 
 Why set aside and answer 2xx rather than refuse signed data: each provider redelivers
 what it did not get a 2xx for, and the same bytes would be refused again. Meta retries
@@ -42,6 +51,9 @@ from adapters.base import (
     BadRequest,
     BrokerUnavailable,
     DeadLetter,
+    Nonce,
+    NonceStore,
+    NonceStoreUnavailable,
     Normalized,
     Publisher,
     SignatureRejected,
@@ -57,6 +69,8 @@ log = structlog.get_logger()
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 READ_CHUNK = 64 * 1024
+RETRY_AFTER_SECONDS = 60
+"""``Retry-After`` while the token cache is unreachable (Mailgun's own schedule rules)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +80,8 @@ class WebhookContext:
     channels: ChannelsConfig
     environ: Mapping[str, str]
     publisher: Publisher
+    nonces: NonceStore
+    """Tokens already used (Mailgun's), shared by every adapter process."""
     metrics: Metrics
     public_url: str | None = None
     max_body_bytes: int = 1024 * 1024
@@ -91,8 +107,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -172,16 +188,39 @@ async def _serve(
     messages = [e for e in events if isinstance(e, MessageReceived)]
     statuses = [e for e in events if isinstance(e, DeliveryStatusChanged)]
     domains = sorted({e.domain for e in events} | {d.domain for d in letters if d.domain})
+    nonce = normalized.nonce
+    # Step 4
+    if nonce is not None:
+        try:
+            fresh = await ctx.nonces.claim(nonce.provider, nonce.value, nonce.expires_at)
+        except NonceStoreUnavailable:
+            m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+            log.warning("webhook_nonces_unavailable", provider=provider, domains=domains)
+            return _error(
+                503,
+                "token cache unavailable, retry later",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        if not fresh:
+            return _refused(ctx, provider, "replayed", BadRequest("token already used", status=409))
+    published = False
     try:
-        # Step 4
         if events:
             await ctx.publisher.publish(events)
         if letters:
             await ctx.publisher.dead_letter(letters)
+        published = True
     except BrokerUnavailable:
         m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
         log.warning("webhook_unavailable", provider=provider, domains=domains)
-        return _error(503, "broker unavailable, retry later")
+        return _error(
+            503,
+            "broker unavailable, retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    finally:
+        if nonce is not None and not published:
+            await _release(ctx, nonce)
     for msg in messages:
         m.inbound_messages.labels(channel=msg.channel.value).inc()
     for st in statuses:
@@ -208,6 +247,16 @@ async def _serve(
     )
     # Step 5
     return ok()
+
+
+async def _release(ctx: WebhookContext, nonce: Nonce) -> None:
+    """Forget the claim of a request we did not accept, so the provider's retry is."""
+    try:
+        await ctx.nonces.release(nonce.provider, nonce.value)
+    except NonceStoreUnavailable:
+        # Broker and database down at once: this delivery's retries are refused as
+        # replays until the token expires. Loud, for an operator to re-send the mail.
+        log.error("webhook_nonce_not_released", provider=nonce.provider)
 
 
 def _media_type(request: web.Request) -> str | None:
@@ -319,8 +368,14 @@ def _email(ctx: WebhookContext) -> Handler:
             form = email_adapter.split_form(body, request.headers.get("Content-Type"))
             now = ctx.clock()
             # Only the signature's three short fields are read before it is checked.
-            email_adapter.verify_mailgun(key, form.signature_fields(), now, cfg.max_age_seconds)
-            return Normalized(email_adapter.parse_mailgun(form.decoded(), ctx.channels, now))
+            nonce = email_adapter.verify_mailgun(
+                key, form.signature_fields(), now, cfg.max_age_seconds
+            )
+            try:
+                events = email_adapter.parse_mailgun(form.decoded(), ctx.channels, now)
+            except Unusable as unusable:
+                return Normalized(events=[], set_aside=[unusable], nonce=nonce)
+            return Normalized(events, nonce=nonce)
 
         return await _serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
 

@@ -79,6 +79,9 @@ CONTENT_TYPE_MAX = 255
 """Media types (RFC 6838: 127 characters of type and of subtype)."""
 CODE_MAX = 64
 """Error codes, reasons and other short machine words."""
+NONCE_MAX = 256
+"""A provider's one-time webhook token (Mailgun's ``token``: 50 characters), kept in the
+``webhook_nonces`` primary key (provider, nonce): 4 * (64 + 256) bytes at most."""
 TIMEZONE_MAX = 64
 """IANA time zone names."""
 ATTACHMENTS_MAX = 100

@@ -42,6 +42,7 @@ from switchboard.config import Config
 from switchboard.egress import EgressWorker
 from switchboard.http_errors import setup_errors
 from switchboard.metrics import Metrics
+from switchboard.nonces import PostgresNonces
 from switchboard.readiness import Readiness
 
 log = structlog.get_logger(__name__)
@@ -212,6 +213,7 @@ def _adapter_routes(app: web.Application) -> list[web.RouteDef]:
         channels=config.channels,
         environ=app[ENVIRON],
         publisher=publisher,
+        nonces=PostgresNonces(lambda: app[DB_POOL]),
         metrics=metrics,
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,

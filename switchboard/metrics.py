@@ -23,7 +23,7 @@ class Metrics:
         self.webhook_requests = Counter(
             "switchboard_webhook_requests_total",
             "Webhook requests by provider and outcome (accepted, duplicate, ignored, "
-            "dead_lettered, bad_request, bad_signature, too_large, unavailable).",
+            "dead_lettered, bad_request, bad_signature, replayed, too_large, unavailable).",
             ["provider", "outcome"],
             registry=r,
         )

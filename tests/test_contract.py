@@ -111,10 +111,12 @@ INDEXED_COLUMN_MAX = {
     "token_id": limits.EVENT_ID_MAX,
     "token_sha256": 64,
     "provider_message_id": limits.PROVIDER_MESSAGE_ID_MAX,
+    "provider": limits.CODE_MAX,
+    "nonce": limits.NONCE_MAX,
     "channel": max(len(channel.value) for channel in Channel),
 }
 FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
-               "created_at", "applied_at"}  # fmt: skip
+               "created_at", "applied_at", "expires_at"}  # fmt: skip
 #: Keys of the router's own bookkeeping, named by the operator's configuration, not by input.
 CONFIGURED = {"consumer_group", "topic"}
 BTREE_MAX_BYTES = 2704  # a third of an 8 kB page, less the page's own overhead

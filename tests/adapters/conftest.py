@@ -92,11 +92,29 @@ class RecordingPublisher:
         return [e for e in self.events if isinstance(e, DeliveryStatusChanged)]
 
 
+class MemoryNonces:
+    """Test double of the token cache (``switchboard.nonces`` is tested on PostgreSQL in
+    ``tests/integration/test_replays.py``)."""
+
+    def __init__(self) -> None:
+        self.claimed: dict[tuple[str, str], float] = {}
+
+    async def claim(self, provider: str, nonce: str, expires_at: float) -> bool:
+        if (provider, nonce) in self.claimed:
+            return False
+        self.claimed[provider, nonce] = expires_at
+        return True
+
+    async def release(self, provider: str, nonce: str) -> None:
+        self.claimed.pop((provider, nonce), None)
+
+
 @dataclass
 class Harness:
     client: TestClient[web.Request, web.Application]
     publisher: RecordingPublisher
     metrics: Metrics
+    nonces: MemoryNonces
 
     def count(self, provider: str, outcome: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -116,10 +134,12 @@ async def start_harness(
 ) -> Harness:
     publisher = RecordingPublisher()
     metrics = Metrics()
+    nonces = MemoryNonces()
     ctx = WebhookContext(
         channels=CHANNELS,
         environ=ENVIRON,
         publisher=publisher,
+        nonces=nonces,
         metrics=metrics,
         public_url=public_url,
         max_body_bytes=max_body_bytes,
@@ -129,7 +149,7 @@ async def start_harness(
     app.add_routes(webhook_routes(ctx))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    return Harness(client, publisher, metrics)
+    return Harness(client, publisher, metrics, nonces)
 
 
 @pytest.fixture

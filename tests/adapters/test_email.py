@@ -10,8 +10,10 @@ import pytest
 
 from adapters import email
 from adapters.base import hmac_hex, inbound_event_id
+from adapters.config import MAILGUN_MAX_AGE_SECONDS, MailgunConfig
 from schemas import Channel
-from tests.adapters.conftest import ENVIRON, Harness
+from schemas.limits import NONCE_MAX
+from tests.adapters.conftest import ENVIRON, NOW, Harness
 
 PATH = "/webhooks/email/mailgun"
 KEY = ENVIRON["MAILGUN_SIGNING_KEY"]
@@ -124,11 +126,75 @@ async def test_bad_signature_403_missing_401(hook: Harness) -> None:
     assert hook.signature_failures("mailgun") == 2
 
 
-async def test_replay_gets_the_same_event_id(hook: Harness) -> None:
-    for _ in range(2):
-        assert (await hook.client.post(PATH, data=mailgun_post())).status == 200
+def signed_with(timestamp: str, token: str, **overrides: str) -> dict[str, str]:
+    """``mailgun_post`` signed with another timestamp or token."""
+    signature = hmac_hex(KEY, (timestamp + token).encode())
+    return mailgun_post(timestamp=timestamp, token=token, signature=signature, **overrides)
+
+
+async def test_the_same_message_under_two_tokens_gets_the_same_event_id(hook: Harness) -> None:
+    for token in ("a" * 50, "b" * 50):
+        assert (await hook.client.post(PATH, data=signed_with("1700000000", token))).status == 200
     first, second = hook.publisher.messages
     assert first.id == second.id
+
+
+async def test_a_replayed_token_is_409_and_nothing_is_published(hook: Harness) -> None:
+    assert (await hook.client.post(PATH, data=mailgun_post())).status == 200
+    replay = mailgun_post(**{"Message-Id": "<forged@x.org>", "stripped-text": "pay here"})
+    resp = await hook.client.post(PATH, data=replay)
+    assert resp.status == 409
+    assert len(hook.publisher.messages) == 1
+    assert hook.count("mailgun", "replayed") == 1
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [
+        (str(int(NOW) - 90 * 24 * 3600), "signature expired"),
+        (str(int(NOW) - MAILGUN_MAX_AGE_SECONDS - 1), "signature expired"),
+        (str(int(NOW) + 15 * 60 + 1), "timestamp in the future"),
+        ("nan", "timestamp is not a number"),
+    ],
+)
+async def test_a_stale_or_future_signature_is_403(
+    hook: Harness, timestamp: str, reason: str
+) -> None:
+    resp = await hook.client.post(PATH, data=signed_with(timestamp, "c" * 50))
+    assert resp.status == 403
+    assert (await resp.json())["error"] == reason
+    assert hook.publisher.batches == []
+    assert hook.nonces.claimed == {}
+
+
+async def test_a_signature_at_the_edges_of_the_window_is_accepted(hook: Harness) -> None:
+    oldest, latest = int(NOW) - MAILGUN_MAX_AGE_SECONDS, int(NOW) + 15 * 60
+    for token, timestamp in (("d" * 50, oldest), ("e" * 50, latest)):
+        resp = await hook.client.post(PATH, data=signed_with(str(timestamp), token))
+        assert resp.status == 200
+    assert hook.nonces.claimed[("mailgun", "d" * 50)] == NOW
+
+
+async def test_an_over_long_token_is_400_before_the_cache(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=signed_with("1700000000", "f" * (NONCE_MAX + 1)))
+    assert resp.status == 400
+    assert hook.publisher.batches == []
+    assert hook.nonces.claimed == {}
+
+
+async def test_a_failed_publish_releases_the_token_for_the_retry(hook: Harness) -> None:
+    hook.publisher.down = True
+    assert (await hook.client.post(PATH, data=mailgun_post())).status == 503
+    assert hook.nonces.claimed == {}
+    hook.publisher.down = False
+    assert (await hook.client.post(PATH, data=mailgun_post())).status == 200
+    assert len(hook.publisher.messages) == 1
+
+
+def test_the_replay_window_cannot_be_turned_off() -> None:
+    assert MailgunConfig().max_age_seconds == MAILGUN_MAX_AGE_SECONDS == 8.5 * 3600
+    with pytest.raises(ValueError, match="cannot be turned off"):
+        MailgunConfig(max_age_seconds=0)
 
 
 async def test_unknown_recipient_is_404(hook: Harness) -> None:

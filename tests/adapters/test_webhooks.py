@@ -18,6 +18,7 @@ from tests.adapters.conftest import (
     CHANNELS,
     ENVIRON,
     Harness,
+    MemoryNonces,
     RecordingPublisher,
     start_harness,
 )
@@ -157,6 +158,7 @@ async def test_missing_secret_is_503_not_a_crash() -> None:
         channels=CHANNELS,
         environ={k: v for k, v in ENVIRON.items() if k != "TWILIO_AUTH_TOKEN"},
         publisher=publisher,
+        nonces=MemoryNonces(),
         metrics=Metrics(),
     )
     app = web.Application()

@@ -27,6 +27,7 @@ async def test_a_webhook_answers_503_while_the_broker_is_down(
             started = time.monotonic()
             async with service.session.post(url, json=message) as r:
                 assert r.status == 503, await r.text()
+                assert r.headers["Retry-After"]
                 assert "broker unavailable" in (await r.json())["error"]
             assert time.monotonic() - started < 15
             broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # back, empty
