@@ -71,7 +71,7 @@ log = structlog.get_logger()
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 READ_CHUNK = 64 * 1024
 RETRY_AFTER_SECONDS = 60
-"""``Retry-After`` while the token cache is unreachable (Mailgun's own schedule rules)."""
+"""``Retry-After`` of every 503 (the provider's own retry schedule still rules)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +108,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+def _error(status: int, reason: str) -> web.Response:
+    """A JSON error; a 503 (a dependency or our deployment is down) says when to retry."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
@@ -197,11 +199,7 @@ async def _serve(
         except NonceStoreUnavailable:
             m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
             log.warning("webhook_nonces_unavailable", provider=provider, domains=domains)
-            return _error(
-                503,
-                "token cache unavailable, retry later",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+            return _error(503, "token cache unavailable, retry later")
         if not fresh:
             return _refused(ctx, provider, "replayed", BadRequest("token already used", status=409))
     published = False
@@ -214,11 +212,7 @@ async def _serve(
     except BrokerUnavailable:
         m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
         log.warning("webhook_unavailable", provider=provider, domains=domains)
-        return _error(
-            503,
-            "broker unavailable, retry later",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        return _error(503, "broker unavailable, retry later")
     finally:
         if nonce is not None and not published:
             await _release(ctx, nonce)

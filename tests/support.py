@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -248,6 +249,17 @@ class RouterProcess:
 
 class CuttableProxy:
     """A TCP proxy on loopback that a test can cut (drop every connection, refuse new ones)."""
+
+    @classmethod
+    async def before_database(cls, database_url: str) -> tuple[CuttableProxy, str]:
+        """A started proxy in front of ``database_url``'s server, and the URL through it."""
+        target = urlsplit(database_url)
+        proxy = cls(target.hostname or "127.0.0.1", target.port or 5432)
+        await proxy.start()
+        through = database_url.replace(
+            f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}"
+        )
+        return proxy, through
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)

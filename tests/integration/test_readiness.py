@@ -6,7 +6,6 @@ on a dependency that stopped answering."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -33,10 +32,7 @@ async def _readyz(service: Service) -> tuple[int, dict[str, Any]]:
 async def test_adapters_stay_ready_and_accept_webchat_while_postgresql_is_down(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    target = urlsplit(database_url)
-    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied = await CuttableProxy.before_database(database_url)
     config = make_config(infrastructure.bootstrap_servers, proxied)
     router_config = msgspec.structs.replace(
         config, http=msgspec.structs.replace(config.http, port=free_port())
@@ -80,10 +76,7 @@ async def _ready(service: Service) -> bool:
 async def test_a_router_whose_database_stops_answering_names_its_stalled_partitions(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    target = urlsplit(database_url)
-    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied = await CuttableProxy.before_database(database_url)
     config = make_config(infrastructure.bootstrap_servers, proxied)
     try:
         async with (

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -195,10 +194,7 @@ async def _sum_partitions(lists: list[object]) -> bool:
 async def test_a_database_outage_pauses_the_router_which_recovers_with_nothing_lost(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    target = urlsplit(database_url)
-    proxy = CuttableProxy(target.hostname or "127.0.0.1", target.port or 5432)
-    await proxy.start()
-    proxied = database_url.replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
+    proxy, proxied = await CuttableProxy.before_database(database_url)
     config = make_config(
         infrastructure.bootstrap_servers,
         proxied,
