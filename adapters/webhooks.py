@@ -4,9 +4,10 @@ Every request follows the same steps:
 1. read the raw body, refusing more than ``max_body_bytes`` (413) and any body with a
    ``Content-Encoding`` (415, see ``refuse_encoded_bodies``);
 2. verify the provider's signature or secret (401 missing, 403 wrong);
-3. normalize into ``schemas`` events (4xx with a reason on a malformed request, nothing
-   published); an item that is correctly signed but holds a value no event may carry
-   (``adapters.base.Unusable``) is set aside instead;
+3. normalize into ``schemas`` events. A request refused before its signature is verified
+   is a 4xx with a reason, nothing published; once verified, a request that cannot be
+   read, or an item holding a value no event may carry (``adapters.base.Unusable``), is
+   set aside instead (``_parse_signed``);
 4. claim the request's one-time token, for providers that sign one (Mailgun): 409 when
    it was already used, 503 with ``Retry-After`` when the token cache (PostgreSQL) cannot
    be reached; then publish the events, and the set-aside items to ``switchboard.dlq``,
@@ -160,10 +161,7 @@ async def _serve(
     try:
         # Steps 1-3
         body = await read_body(request, ctx.max_body_bytes)
-        try:
-            normalized = work(body)
-        except Unusable as unusable:
-            normalized = Normalized(events=[], set_aside=[unusable])
+        normalized = work(body)
     except BodyTooLarge as exc:
         return _refused(ctx, provider, "too_large", exc)
     except SignatureRejected as exc:
@@ -279,6 +277,21 @@ def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) 
     return _error(exc.status, exc.reason)
 
 
+def _parse_signed(
+    parse: Callable[[], Normalized], *, domain: str | None = None, nonce: Nonce | None = None
+) -> Normalized:
+    """Normalize a request whose signature was verified, setting the whole request aside
+    when it cannot be read: the provider sent it, and would redeliver the same bytes for as
+    long as we refuse them (the module docstring)."""
+    try:
+        return parse()
+    except Unusable as unusable:
+        return Normalized(events=[], set_aside=[unusable], nonce=nonce)
+    except BadRequest as malformed:
+        unreadable = Unusable(malformed.reason[:500], domain=domain)
+        return Normalized(events=[], set_aside=[unreadable], nonce=nonce)
+
+
 def _require_form(request: web.Request) -> None:
     if request.content_type != "application/x-www-form-urlencoded":
         raise BadRequest("expected application/x-www-form-urlencoded", status=415)
@@ -297,7 +310,9 @@ def _twilio(ctx: WebhookContext) -> Handler:
             twilio.verify_signature(
                 token, url, params, request.headers.get(twilio.SIGNATURE_HEADER), algorithm
             )
-            return Normalized(twilio.parse_webhook(params, ctx.channels, ctx.clock()))
+            return _parse_signed(
+                lambda: Normalized(twilio.parse_webhook(params, ctx.channels, ctx.clock()))
+            )
 
         return await _serve(
             ctx,
@@ -315,7 +330,7 @@ def _meta_post(ctx: WebhookContext) -> Handler:
         def work(body: bytes) -> Normalized:
             secret = resolve_secret(ctx.channels.meta.app_secret_env, ctx.environ)
             meta.verify_signature(secret, body, request.headers.get(meta.SIGNATURE_HEADER))
-            return meta.parse_webhook(body, ctx.channels, ctx.clock())
+            return _parse_signed(lambda: meta.parse_webhook(body, ctx.channels, ctx.clock()))
 
         return await _serve(
             ctx, "meta", request, work, lambda: web.Response(text=meta.EVENT_RECEIVED)
@@ -352,7 +367,10 @@ def _telegram(ctx: WebhookContext) -> Handler:
             bot = telegram.find_bot(ctx.channels, request.match_info["bot"])
             secret = resolve_secret(bot.secret_token_env, ctx.environ)
             telegram.verify_secret(secret, request.headers.get(telegram.SECRET_HEADER))
-            return Normalized(telegram.parse_update(body, bot, ctx.channels, ctx.clock()))
+            return _parse_signed(
+                lambda: Normalized(telegram.parse_update(body, bot, ctx.channels, ctx.clock())),
+                domain=bot.domain,
+            )
 
         return await _serve(ctx, "telegram", request, work, lambda: web.Response(text="ok"))
 
@@ -375,11 +393,12 @@ def _email(ctx: WebhookContext) -> Handler:
             nonce = email_adapter.verify_mailgun(
                 key, form.signature_fields(), now, cfg.max_age_seconds
             )
-            try:
-                events = email_adapter.parse_mailgun(form.decoded(), ctx.channels, now)
-            except Unusable as unusable:
-                return Normalized(events=[], set_aside=[unusable], nonce=nonce)
-            return Normalized(events, nonce=nonce)
+            return _parse_signed(
+                lambda: Normalized(
+                    email_adapter.parse_mailgun(form.decoded(), ctx.channels, now), nonce=nonce
+                ),
+                nonce=nonce,
+            )
 
         return await _serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
 

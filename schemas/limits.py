@@ -174,6 +174,18 @@ def is_identifier(value: str, max_chars: int) -> bool:
     return len(value) <= max_chars and not _NOT_IN_IDENTIFIERS.search(value)
 
 
+def domain_of_key(key: bytes | None) -> str | None:
+    """The domain a record's key names (every record of ours is keyed by domain), or None
+    when the key cannot be a domain id."""
+    if key is None or len(key) > DOMAIN_MAX:
+        return None
+    try:
+        domain = key.decode()
+    except UnicodeDecodeError:
+        return None
+    return domain if is_identifier(domain, DOMAIN_MAX) else None
+
+
 def replace_lone_surrogate_escapes(body: bytes) -> bytes:
     """A JSON document with every ``\\uD800``-style escape of a lone surrogate replaced by
     ``\\uFFFD``. JSON allows such escapes (RFC 8259 §8.2) but they encode no character:

@@ -39,6 +39,7 @@ from switchboard.appkeys import (
     WEBCHAT_HUB,
 )
 from switchboard.config import Config
+from switchboard.dead_letters import DeadLetterRecorder
 from switchboard.egress import EgressWorker
 from switchboard.http_errors import setup_errors
 from switchboard.metrics import Metrics
@@ -81,6 +82,7 @@ def build_app(
     if Role.ADAPTERS in roles:
         app.cleanup_ctx.append(_webchat_replies)
         app.cleanup_ctx.append(_egress)
+        app.cleanup_ctx.append(_dead_letter_recorder)
         app.router.add_routes(_adapter_routes(app))
     if Role.ROUTER in roles:
         app.cleanup_ctx.append(_router_worker)
@@ -142,6 +144,20 @@ async def _egress(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(task, timeout=30)
     except TimeoutError:
         log.error("egress_stop_timed_out")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
+    recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
+    task = asyncio.create_task(recorder.run(), name="dead-letter-recorder")
+    yield
+    recorder.stop()
+    try:
+        await asyncio.wait_for(task, timeout=30)
+    except TimeoutError:
+        log.error("dead_letter_recorder_stop_timed_out")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -52,6 +52,13 @@ def dead_letter_command(
     except BrokerUnavailable as error:
         print(f"switchboard: the broker did not take the record ({error})", file=sys.stderr)
         return 1
+    except dead_letters.NotRedrivable as error:
+        print(
+            f"switchboard: dead letter {args.id} is a provider's request that an adapter set"
+            f" aside ({error}): only the provider can send it again",
+            file=sys.stderr,
+        )
+        return 1
     if found is None:
         print(f"switchboard: no dead letter {args.id}", file=sys.stderr)
         return 1

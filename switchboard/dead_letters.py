@@ -7,6 +7,13 @@ repaired by hand), re-driving publishes the record again, with its key, to the t
 from; the router then applies it like any other record, or sets it aside again with a new
 row. The row remembers when it was last re-driven and how often.
 
+An adapter sets aside, on ``switchboard.dlq`` only, a provider's request it accepted but
+could not use (a signed webhook whose fields no event can hold): it needs only the broker
+to accept webhooks. ``DeadLetterRecorder``, in the adapters process, copies those into the
+table with their ``source`` (``webhook/<provider>``). They can be listed and inspected,
+not re-driven: what they hold is the provider's request, not a record of ours, and only
+the provider can send it again.
+
 Both the admin API (``/v1/domains/{domain}/dead-letters``, a domain's own letters) and the
 CLI (``switchboard dead-letters``, every domain) use these functions.
 """
@@ -15,18 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import msgspec
-from aiokafka import AIOKafkaProducer
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from adapters.base import BrokerUnavailable
+from schemas.limits import domain_of_key
+from switchboard import kafka
+from switchboard.config import Config
+
+log = structlog.get_logger(__name__)
 
 _COLUMNS = (
-    'id, topic, partition, "offset", reason, domain, key, value, created_at, redriven_at, redrives'
+    'id, topic, partition, "offset", reason, domain, key, value, created_at, redriven_at,'
+    " redrives, source"
 )
 _MARK_REDRIVEN = (
     "UPDATE dead_letters SET redriven_at = now(), redrives = redrives + 1"  # noqa: S608  # fixed column list
@@ -54,6 +70,10 @@ class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
     redrives: int
     size: int
     """Bytes of the record's value."""
+    source: str | None = None
+    """``webhook/<provider>``: a provider's request an adapter accepted but could not use,
+    read from ``topic`` (the dead-letter topic); it cannot be re-driven. Null when the
+    router or the egress set the record aside while reading ``topic``."""
 
 
 class DeadLettersPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +109,7 @@ class _Row:
             redriven_at=None if r["redriven_at"] is None else _epoch(r["redriven_at"]),
             redrives=r["redrives"],
             size=len(r["value"] or b""),
+            source=r["source"],
         )
 
     def full(self) -> DeadLetterRecord:
@@ -147,6 +168,10 @@ async def get_dead_letter(
     return None if row is None else _Row(row).full()
 
 
+class NotRedrivable(Exception):
+    """The dead letter holds a provider's request (see the module docstring)."""
+
+
 async def redrive(
     conn: asyncpg.Connection,
     producer: AIOKafkaProducer,
@@ -156,7 +181,8 @@ async def redrive(
 ) -> DeadLetterView | None:
     """Publish the record again to the topic it came from, then mark the row. The row is
     locked meanwhile, so two operators re-driving it at once publish it once each, in
-    turn, never concurrently; ``BrokerUnavailable`` leaves the row unmarked."""
+    turn, never concurrently; ``BrokerUnavailable`` leaves the row unmarked;
+    ``NotRedrivable`` refuses an adapter's letter."""
     async with conn.transaction():
         row = await conn.fetchrow(
             f"SELECT {_COLUMNS} FROM dead_letters"  # noqa: S608  # fixed column list
@@ -166,6 +192,8 @@ async def redrive(
         )
         if row is None:
             return None
+        if row["source"] is not None:
+            raise NotRedrivable(row["source"])
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 await producer.send_and_wait(row["topic"], row["value"] or b"", key=row["key"])
@@ -177,3 +205,92 @@ async def redrive(
         )
     assert marked is not None
     return _Row(marked).view()
+
+
+_RECORD = (
+    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain, source)'
+    ' VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (topic, partition, "offset")'
+    " WHERE source IS NOT NULL DO NOTHING"
+)
+RECORDED_SOURCE_PREFIX = "webhook/"
+"""``dlq_source`` of the letters the recorder copies (``kafka.EventPublisher.dead_letter``)."""
+
+
+class DeadLetterRecorder:
+    """Copies the adapters' letters from ``switchboard.dlq`` into ``dead_letters``.
+
+    Consumer group ``<consumer_group>-dead-letters``; offsets are committed once the rows
+    are written, and the unique index makes a copy after a crash a no-op. A database
+    failure rewinds to the committed offsets and tries again a second later: the letters
+    wait on the topic meanwhile. The router's and the egress's letters, already in the
+    table, are skipped.
+    """
+
+    def __init__(self, config: Config, environ: Mapping[str, str], pool: asyncpg.Pool) -> None:
+        self._config = config
+        self._environ = environ
+        self._pool = pool
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        kafka_config = self._config.kafka
+        consumer = AIOKafkaConsumer(
+            self._config.topic(kafka.DLQ),
+            **kafka.client_options(self._config, self._environ),
+            group_id=f"{kafka_config.consumer_group}-dead-letters",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
+            session_timeout_ms=kafka_config.session_timeout_ms,
+            heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
+        )
+        await consumer.start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                except KafkaError as error:
+                    log.warning("dead_letter_fetch_failed", error=type(error).__name__)
+                    await asyncio.sleep(1)
+                    continue
+                if not batch:
+                    continue
+                rows = [
+                    row
+                    for records in batch.values()
+                    for record in records
+                    if (row := _recorded_row(record)) is not None
+                ]
+                try:
+                    if rows:
+                        await self._pool.executemany(_RECORD, rows)
+                    await consumer.commit()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    log.warning("dead_letter_record_failed", error=type(error).__name__)
+                    await asyncio.sleep(1)
+                    await consumer.seek_to_committed()
+                except KafkaError as error:
+                    log.warning("dead_letter_commit_failed", error=type(error).__name__)
+        finally:
+            await consumer.stop()
+
+
+def _recorded_row(record: ConsumerRecord[bytes, bytes]) -> tuple[object, ...] | None:
+    headers = dict(record.headers)
+    source = headers.get("dlq_source", b"").decode("utf-8", "replace")
+    if not source.startswith(RECORDED_SOURCE_PREFIX):
+        return None
+    reason = headers.get("dlq_reason", b"").decode("utf-8", "replace").replace("\x00", "")
+    return (
+        record.topic,
+        record.partition,
+        record.offset,
+        reason[:500],
+        record.key,
+        record.value or b"",
+        domain_of_key(record.key),
+        source[:100].replace("\x00", ""),
+    )

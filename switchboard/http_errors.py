@@ -14,6 +14,9 @@ it, so these rules hold whoever wrote the handler:
   ``error_id``.
 - Both lines are rate limited per kind (status and route, or exception type and route):
   a client can cause them at will, and must not be able to flood the logs.
+- An ``Expect`` header other than ``100-continue`` is a 417 that does not quote it. aiohttp
+  handles ``Expect`` before any middleware, and its own 417 quotes the header: a value that
+  is not UTF-8 then fails to encode and became a 500 with an error-level traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web, web_urldispatcher
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
 
 from switchboard.logging import RateLimit, format_exception
@@ -95,7 +99,24 @@ async def contain_errors(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+async def answer_expect(request: web.Request) -> None:
+    """aiohttp's default ``Expect`` handling, with a 417 that echoes nothing."""
+    if request.version != HttpVersion11:
+        return
+    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not begun
+        return
+    raise web.HTTPExpectationFailed(
+        text='{"error": "only Expect: 100-continue is supported"}',
+        content_type="application/json",
+    )
+
+
 def setup_errors(app: web.Application, limit: RateLimit | None = None) -> None:
     """Install ``contain_errors`` as the outermost middleware (call before any other)."""
     app[ERROR_LOG_LIMIT] = limit or RateLimit()
+    # Every route, including those aiohttp makes for unmatched paths, takes the module's
+    # default when it is created; no public hook reaches the latter.
+    web_urldispatcher._default_expect_handler = answer_expect
     app.middlewares.insert(0, contain_errors)

@@ -162,6 +162,32 @@ async def test_a_failure_after_the_answer_began_ends_the_connection(
     assert "Plantagenet" not in buffer.getvalue()
 
 
+async def test_an_expect_header_other_than_100_continue_is_a_417_that_quotes_nothing(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    port = http.server.port
+    assert port is not None
+    with captured_logs([]) as buffer:
+        for path in (b"/reads-body", b"/nowhere"):
+            for expect in (b"\xe9t\xe9", b"zoe@example.org", b"\xff" * 300):
+                status, answer = await _status_of(
+                    port,
+                    b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Expect: " + expect + b"\r\nContent-Length: 2\r\n\r\nhi",
+                )
+                assert status == 417, answer
+                assert expect not in answer
+        status, answer = await _status_of(
+            port,
+            b"POST /reads-body HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Expect: 100-Continue\r\nContent-Length: 2\r\n\r\nhi",
+        )
+        assert answer.startswith(b"HTTP/1.1 100 Continue"), answer
+    assert "error" not in {line["level"] for line in lines_of(buffer)}
+    assert "example.org" not in buffer.getvalue()
+
+
 # -- the real service: header-driven 500s that are now 4xx ------------------------------------
 
 

@@ -313,8 +313,10 @@ OPERATIONS = (
         (_DOMAIN, _LETTER),
         202,
         DeadLetterView,
+        errors=(400, 401, 403, 404, 409, 503),
         description="For after the cause is fixed: the router applies the record like any "
-        "other, or sets it aside again as a new dead letter.",
+        "other, or sets it aside again as a new dead letter. 409 for a letter with a "
+        "`source`: a provider's request that an adapter set aside, kept for inspection.",
     ),
 )
 
@@ -332,7 +334,8 @@ _REASONS = {
     401: "Missing, unknown or revoked bearer token",
     403: "The token may not do this (scope, agent or domain)",
     404: "Unknown domain, agent, conversation or dead letter",
-    409: "The router (or the conversation's state) refused the action; `error` says why",
+    409: "The router, the conversation's state or the dead letter refused the action;"
+    " `error` says why",
     413: "Body too large",
     415: "The body has a Content-Encoding: send it uncompressed",
     503: "Broker or database unavailable: retry later",

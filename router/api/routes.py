@@ -694,6 +694,14 @@ async def post_redrive(request: web.Request) -> web.Response:
             )
     except BrokerUnavailable:
         raise _http_error(web.HTTPServiceUnavailable, "broker unavailable, retry later") from None
+    except dead_letters.NotRedrivable:
+        return respond(
+            ErrorBody(
+                error="a provider's request set aside by an adapter: only the provider"
+                " can send it again"
+            ),
+            status=409,
+        )
     if letter is None:
         raise not_found(f"no dead letter {letter_id} in this domain")
     log.info("dead_letter_redriven", domain=domain, letter_id=letter_id, topic=letter.topic)

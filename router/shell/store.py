@@ -24,7 +24,7 @@ import msgspec
 
 from router.engine import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
 from schemas import AgentEvent, MessageReceived
-from schemas.limits import DOMAIN_MAX, is_identifier
+from schemas.limits import domain_of_key
 
 _encode = msgspec.json.Encoder().encode
 
@@ -94,15 +94,7 @@ class DeadLetter:
 
     @property
     def domain(self) -> str | None:
-        """The record's key when it can be a domain id (every record of ours is keyed by
-        domain); anything else stays out of the indexed ``domain`` column."""
-        if self.key is None or len(self.key) > DOMAIN_MAX:
-            return None
-        try:
-            domain = self.key.decode()
-        except UnicodeDecodeError:
-            return None
-        return domain if is_identifier(domain, DOMAIN_MAX) else None
+        return domain_of_key(self.key)
 
 
 @dataclass(slots=True)

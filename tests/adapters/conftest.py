@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.base import BrokerUnavailable, DeadLetter
@@ -121,6 +121,16 @@ class Harness:
             "switchboard_webhook_requests_total", {"provider": provider, "outcome": outcome}
         )
         return value or 0.0
+
+    async def set_aside(self, response: ClientResponse, provider: str) -> str:
+        """Assert that ``response`` accepted a signed request but published nothing of it,
+        setting it aside whole; the reason, and forget the letter."""
+        assert response.status == 200, await response.text()
+        assert self.publisher.batches == []
+        [letter] = self.publisher.dead_letters
+        assert letter.source == f"webhook/{provider}"
+        self.publisher.dead_letters.clear()
+        return letter.reason
 
     def signature_failures(self, provider: str) -> float:
         value = self.metrics.registry.get_sample_value(

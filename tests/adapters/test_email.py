@@ -197,10 +197,11 @@ def test_the_replay_window_cannot_be_turned_off() -> None:
         MailgunConfig(max_age_seconds=0)
 
 
-async def test_unknown_recipient_is_404(hook: Harness) -> None:
+async def test_a_signed_post_to_an_unknown_recipient_is_set_aside(hook: Harness) -> None:
+    # Mailgun retries anything but 200 and 406 for 8 hours: refusing would only repeat it.
     resp = await hook.client.post(PATH, data=mailgun_post(recipient="sales@other.example"))
-    assert resp.status == 404
-    assert hook.publisher.batches == []
+    reason = await hook.set_aside(resp, "mailgun")
+    assert reason == "this recipient address is not configured in [channels]"
 
 
 async def test_unknown_provider_is_404(hook: Harness) -> None:
@@ -217,10 +218,12 @@ async def test_unknown_provider_is_404(hook: Harness) -> None:
     ],
     ids=["no-sender", "bad-headers-json", "no-recipient"],
 )
-async def test_malformed_posts_are_400(hook: Harness, fields: dict[str, str]) -> None:
+async def test_signed_posts_that_cannot_be_read_are_set_aside(
+    hook: Harness, fields: dict[str, str]
+) -> None:
     resp = await hook.client.post(PATH, data=fields)
-    assert resp.status == 400
-    assert hook.publisher.batches == []
+    assert await hook.set_aside(resp, "mailgun")
+    assert hook.count("mailgun", "dead_lettered") == 1
 
 
 async def test_json_body_is_415(hook: Harness) -> None:

@@ -132,8 +132,14 @@ async def test_replay_gets_the_same_event_id(hook: Harness) -> None:
     assert first.id == second.id
 
 
-async def test_malformed_updates_are_400(hook: Harness) -> None:
+async def test_a_signed_update_that_cannot_be_read_is_set_aside(hook: Harness) -> None:
+    # Telegram retries an update it did not get a 2xx for.
     for body in (b"[]", b"{", b'{"update_id": "x"}', b'{"update_id": 1, "message": {"chat": 1}}'):
         resp = await hook.client.post(PATH, data=body, headers=SECRET)
-        assert resp.status == 400, body
-    assert hook.publisher.batches == []
+        assert (await hook.set_aside(resp, "telegram")).startswith("malformed"), body
+
+
+async def test_an_unsigned_update_is_refused_before_it_is_read(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=b"{")
+    assert resp.status == 401
+    assert hook.publisher.dead_letters == []

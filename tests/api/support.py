@@ -71,10 +71,14 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def api_service(
-    bootstrap_servers: str, database_url: str, overrides: dict[str, Any] | None = None
+    bootstrap_servers: str,
+    database_url: str,
+    overrides: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> AsyncIterator[Api]:
     config = make_config(bootstrap_servers, database_url, {**DOMAINS, **(overrides or {})})
-    async with running_service(config, {"SWITCHBOARD_ADMIN_TOKEN": BOOTSTRAP}) as service:
+    environ = {"SWITCHBOARD_ADMIN_TOKEN": BOOTSTRAP, **(secrets or {})}
+    async with running_service(config, environ) as service:
         pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
         try:
             api = Api(service, pool, {"bootstrap": BOOTSTRAP})

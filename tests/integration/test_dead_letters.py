@@ -129,3 +129,52 @@ async def test_an_admin_lists_inspects_and_redrives_a_dead_letter(
         stored = "SELECT count(*) FROM messages WHERE message_id = $1"
         assert await api.pool.fetchval(stored, event_id) == 1
         assert await api.pool.fetchval("SELECT count(*) FROM dead_letters") == 1
+
+
+async def test_a_provider_request_an_adapter_set_aside_is_listed_but_not_redriven(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    bots = {"channels": {"telegram": {"bots": [{"name": "acme_bot", "domain": "acme"}]}}}
+    secret = {"TELEGRAM_SECRET_TOKEN": "telegram-secret"}
+    async with api_service(infrastructure.bootstrap_servers, database_url, bots, secret) as api:
+        unreadable = b'{"update_id": "not a number"}'
+        async with api.service.session.post(
+            api.service.url("/webhooks/telegram/acme_bot"),
+            data=unreadable,
+            headers={
+                "Content-Type": "application/json",
+                "X-Telegram-Bot-Api-Secret-Token": "telegram-secret",
+            },
+        ) as response:
+            assert response.status == 200, await response.text()
+
+        async def listed() -> list[dict[str, Any]]:
+            status, body = await _letters(api)
+            assert status == 200, body
+            return list(body["dead_letters"])
+
+        [letter] = await wait_until(listed, what="the adapter's letter recorded")
+        assert letter["source"] == "webhook/telegram"
+        assert letter["domain"] == "acme"
+        assert letter["topic"].endswith("switchboard.dlq")
+        assert letter["reason"].startswith("malformed Telegram update: Expected `int`")
+        path = f"/v1/domains/acme/dead-letters/{letter['id']}"
+        status, shown = await api.call("GET", path)
+        assert status == 200
+        assert shown["value"] == unreadable.decode()
+
+        status, refused = await api.call("POST", path + "/redrive")
+        assert status == 409, refused
+        assert "only the provider" in refused["error"]
+        code, message = await _cli(
+            database_url, infrastructure.bootstrap_servers, "redrive", str(letter["id"])
+        )
+        assert code == 1
+        assert "only the provider can send it again" in message
+        row = "SELECT redrives, source FROM dead_letters WHERE id = $1"
+        assert tuple(await api.pool.fetchrow(row, letter["id"])) == (0, "webhook/telegram")
+
+    # A second adapters process (the same consumer group, after a restart) copies nothing twice.
+    async with api_service(infrastructure.bootstrap_servers, database_url, bots, secret) as api:
+        await asyncio.sleep(2)
+        assert await api.pool.fetchval("SELECT count(*) FROM dead_letters") == 1
