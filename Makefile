@@ -52,7 +52,7 @@ test: tools lint ## Lint, type-check and run the whole test suite
 # embedded broker and PostgreSQL. MUTANTS picks mutants by name (globs): by default the metric
 # modules; MUTANTS='router.engine*' (or 'router.engine.state*', ...) the engine. MUTATE_JOBS
 # mutants run at once: most of their time is spent waiting on the service, not on a core.
-MUTANTS ?= router.shell.observe* switchboard.metrics*
+MUTANTS ?= router.shell.observe* runtime.metrics*
 MUTATE_JOBS ?= 4
 
 mutate: $(STAMP) ## Mutation testing of the routing metrics (MUTANTS='router.engine*': the engine)
@@ -77,7 +77,7 @@ demo: $(STAMP) ## Run the service and a simulated contact centre; watch http://1
 		--duration $(DEMO_DURATION) --console-hint
 
 bench: $(STAMP) ## Measure engine and end-to-end throughput; writes .bench/results.json
-	$(BIN)/python -m bench
+	$(BIN)/python -m tools.bench
 
 schemas: $(STAMP) ## Regenerate the JSON Schema and AsyncAPI files
 	$(BIN)/switchboard schemas

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from runtime.kafka import DeadLetter
 from schemas import InboundEvent
 
 #: Namespace of inbound event ids: the same provider message always gets the same id,
@@ -53,27 +54,9 @@ class Unusable(AdapterError):
         self.domain = domain
 
 
-class BrokerUnavailable(AdapterError):
-    """The broker did not acknowledge: answer 503 so the provider retries."""
-
-
 class NonceStoreUnavailable(AdapterError):
     """The token cache cannot be reached: whether a token was used cannot be known, so the
     request is answered 503 and the provider retries."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A provider request, or an item of one, that was accepted but not published."""
-
-    source: str
-    """Where it came from: ``webhook/<provider>``."""
-    reason: str
-    domain: str | None
-    """The routing domain of its endpoint, when known (the record key)."""
-    body: bytes
-    """The request body as received, for an operator to inspect or re-drive."""
-    content_type: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,8 @@ import structlog
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
 from adapters.normalize import find_endpoint
 from adapters.twilio import WHATSAPP_PREFIX
+from runtime.metrics import Metrics
 from schemas import Channel, ReplyRequested
-from switchboard.metrics import Metrics
 
 log = structlog.get_logger()
 

@@ -96,13 +96,6 @@ class WebchatMessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     user_hash: str | None = None
 
 
-class WebchatMessageAccepted(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to an accepted web chat message."""
-
-    event_id: str
-    conversation_key: str
-
-
 _decoder = msgspec.json.Decoder(WebchatMessageIn)
 
 

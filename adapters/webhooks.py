@@ -51,8 +51,6 @@ from adapters import email as email_adapter
 from adapters import meta, telegram, twilio
 from adapters.base import (
     BadRequest,
-    BrokerUnavailable,
-    DeadLetter,
     Nonce,
     NonceStore,
     NonceStoreUnavailable,
@@ -63,16 +61,18 @@ from adapters.base import (
 )
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
 from adapters.normalize import parse_form
+from runtime.http_errors import json_error
+from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.metrics import Metrics
 from schemas import DeliveryStatusChanged, MessageReceived
 from schemas.limits import CONTENT_TYPE_MAX, is_identifier
-from switchboard.metrics import Metrics
 
 log = structlog.get_logger()
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 READ_CHUNK = 64 * 1024
 RETRY_AFTER_SECONDS = 60
-"""``Retry-After`` of every 503 (the provider's own retry schedule still rules)."""
+"""``Retry-After`` of a webhook's 503 (the provider's own retry schedule still rules)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,9 +110,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def _error(status: int, reason: str) -> web.Response:
-    """A JSON error; a 503 (a dependency or our deployment is down) says when to retry."""
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
-    return web.json_response({"error": reason}, status=status, headers=headers)
+    return json_error(status, reason, retry_after_seconds=RETRY_AFTER_SECONDS)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -18,41 +18,52 @@ from typing import Any
 import msgspec
 
 from schemas.cloudevents import CONTENT_TYPE, SPEC_VERSION
-from schemas.generate import TOPIC_TYPES
+from schemas.topics import (
+    AGENTS,
+    DLQ,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_SOURCE,
+    DLQ_TOPIC,
+    INBOUND,
+    OUTBOUND,
+    ROUTING,
+    TOPIC_TYPES,
+)
 
 ASYNCAPI_PATH = Path(__file__).with_name("asyncapi.yaml")
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
 REF = "#/components/schemas/{name}"
-DLQ_TOPIC = "switchboard.dlq"
 
 #: Channel id (an AsyncAPI key) and description of each topic, in document order.
 TOPICS: dict[str, tuple[str, str]] = {
-    "conversations.inbound": (
+    INBOUND: (
         "conversationsInbound",
         "Normalized customer messages and delivery statuses from every provider. The "
         "channel adapters publish here once a webhook verifies; the router consumes it.",
     ),
-    "agents.events": (
+    AGENTS: (
         "agentsEvents",
         "Agent registrations, presence changes and agent commands (accept, close, "
         "transfer, reply). The agent API publishes here; the router consumes it and answers "
         "each command on conversations.routing. Must have as many partitions as "
         "conversations.inbound: the same router owns partition i of both.",
     ),
-    "conversations.routing": (
+    ROUTING: (
         "conversationsRouting",
         "Every routing decision, for other systems to consume: queued, offered, assigned "
         "(with strategy, step, wait and the candidates passed over), fallback, reassigned, "
         "overflowed, closed, message.routed, and command outcomes. Published by the router "
         "from its PostgreSQL outbox: at least once, so consumers drop duplicates by ce_id.",
     ),
-    "conversations.outbound": (
+    OUTBOUND: (
         "conversationsOutbound",
         "Agents' replies for the channel adapters to deliver through the providers' APIs. "
         "Egress is idempotent on the record's id.",
     ),
-    DLQ_TOPIC: (
+    DLQ: (
         "switchboardDlq",
         "Poison records: the original key, bytes and headers of a record the router could "
         "not decode or validate, with the reason and where it came from; and provider "
@@ -66,49 +77,49 @@ OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
     (
         "publishInbound",
         "send",
-        "conversations.inbound",
+        INBOUND,
         "The channel adapters publish each verified provider message or status.",
     ),
     (
         "routeInbound",
         "receive",
-        "conversations.inbound",
+        INBOUND,
         "The router applies customer messages to the owning domain's state.",
     ),
     (
         "publishAgentEvents",
         "send",
-        "agents.events",
+        AGENTS,
         "The agent API publishes agent profiles, presence and commands.",
     ),
     (
         "applyAgentEvents",
         "receive",
-        "agents.events",
+        AGENTS,
         "The router applies agent events and commands to the owning domain's state.",
     ),
     (
         "publishRoutingEvents",
         "send",
-        "conversations.routing",
+        ROUTING,
         "The router publishes every routing decision and command outcome.",
     ),
     (
         "publishReplies",
         "send",
-        "conversations.outbound",
+        OUTBOUND,
         "The router publishes agents' replies for delivery.",
     ),
     (
         "deliverReplies",
         "receive",
-        "conversations.outbound",
+        OUTBOUND,
         "The channel adapters send each reply through its provider.",
     ),
     (
         "publishDeadLetters",
         "send",
-        DLQ_TOPIC,
+        DLQ,
         "The router sets poison records aside here and goes on; so do the channel adapters "
         "with webhook items they cannot publish (answering the provider 2xx, so that it "
         "does not redeliver them forever).",
@@ -141,27 +152,27 @@ CLOUDEVENTS_HEADERS: dict[str, dict[str, Any]] = {
 OPTIONAL_HEADERS = frozenset({"ce_subject"})
 
 DLQ_HEADERS: dict[str, dict[str, Any]] = {
-    "dlq_reason": {"type": "string", "description": "Why the record was refused."},
-    "dlq_topic": {
+    DLQ_REASON: {"type": "string", "description": "Why the record was refused."},
+    DLQ_TOPIC: {
         "type": "string",
         "description": "Topic the record was read from (the router), or the topic a "
         "webhook item was meant for (a channel adapter).",
     },
-    "dlq_partition": {
+    DLQ_PARTITION: {
         "type": "string",
         "description": "Its partition, in decimal (records the router read).",
     },
-    "dlq_offset": {
+    DLQ_OFFSET: {
         "type": "string",
         "description": "Its offset, in decimal (records the router read).",
     },
-    "dlq_source": {
+    DLQ_SOURCE: {
         "type": "string",
         "description": "`webhook/<provider>` for an item a channel adapter set aside; the "
         "value is then the provider's request body and `content-type` its media type.",
     },
 }
-DLQ_REQUIRED = ("dlq_reason", "dlq_topic")
+DLQ_REQUIRED = (DLQ_REASON, DLQ_TOPIC)
 
 
 def _members(union: Any) -> tuple[type[msgspec.Struct], ...]:
@@ -245,7 +256,7 @@ def document() -> dict[str, Any]:
     channels: dict[str, Any] = {}
     for topic, (channel_id, description) in TOPICS.items():
         refs: dict[str, Any] = {}
-        if topic == DLQ_TOPIC:
+        if topic == DLQ:
             messages["DeadLetter"] = _dlq_message()
             refs["DeadLetter"] = {"$ref": "#/components/messages/DeadLetter"}
         else:

@@ -12,20 +12,10 @@ from typing import Any
 
 import msgspec
 
-from schemas.agents import AgentEvent
-from schemas.inbound import InboundEvent
-from schemas.outbound import OutboundEvent
-from schemas.routing import RoutingEvent
+from schemas import asyncapi
+from schemas.topics import TOPIC_TYPES
 
 JSON_DIR = Path(__file__).with_name("json")
-
-#: Topic (without prefix) -> the tagged union its records decode to.
-TOPIC_TYPES: dict[str, Any] = {
-    "conversations.inbound": InboundEvent,
-    "agents.events": AgentEvent,
-    "conversations.routing": RoutingEvent,
-    "conversations.outbound": OutboundEvent,
-}
 
 
 def json_schema(topic: str) -> dict[str, Any]:
@@ -40,8 +30,6 @@ def json_schema(topic: str) -> dict[str, Any]:
 
 def rendered() -> dict[Path, bytes]:
     """Every generated file and its exact content."""
-    from schemas import asyncapi  # imported here: it builds on this module
-
     return {
         **{
             JSON_DIR / f"{topic}.schema.json": msgspec.json.format(

@@ -1,6 +1,6 @@
 """``build_app``: wires configuration, clients, adapters, router and API into one aiohttp app.
 
-Each resource is a ``cleanup_ctx`` entry under a typed ``AppKey`` (``switchboard.appkeys``),
+Each resource is a ``cleanup_ctx`` entry under a typed ``AppKey`` (``runtime.appkeys``),
 so start-up and shutdown happen in order, and tests build the app the same way. Roles
 select what runs in the process: ``adapters`` (webhooks, web chat, egress), ``router``
 (the routing loop and the agent API), or both (``switchboard run``).
@@ -8,45 +8,40 @@ select what runs in the process: ``adapters`` (webhooks, web chat, egress), ``ro
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
-import time
+import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-import msgspec
-import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from adapters.base import BadRequest, BrokerUnavailable, DeadLetter
-from adapters.webchat import WebchatHub, identity_secret, parse_message, socket_session
-from adapters.webhooks import WebhookContext, read_body, refuse_encoded_bodies, webhook_routes
-from router.api import setup_api
-from router.api.routes import json_error
+from adapters.egress_worker import EgressWorker
+from adapters.nonces import PostgresNonces
+from adapters.webchat import WebchatHub
+from adapters.webchat_routes import reply_pump, webchat_routes
+from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
+from router.api.setup import setup_api
+from router.engine import DomainPolicy
 from router.shell.worker import RouterWorker
-from schemas import OUTBOUND_DECODER, InboundEvent, ReplyRequested
-from switchboard import db, kafka
-from switchboard.appkeys import (
+from runtime import db, kafka
+from runtime.appkeys import (
     AGENT_PUBLISHER,
     CONFIG,
     DB_POOL,
+    ENVIRON,
     INBOUND_PUBLISHER,
     METRICS,
     PRODUCER,
-    WEBCHAT_HUB,
 )
+from runtime.dead_letters import DeadLetterRecorder
+from runtime.http_errors import setup_errors
+from runtime.kafka import DeadLetter
+from runtime.metrics import Metrics
+from runtime.readiness import Readiness
+from runtime.tasks import background
+from schemas import InboundEvent, topics
 from switchboard.config import Config
-from switchboard.dead_letters import DeadLetterRecorder
-from switchboard.egress import EgressWorker
-from switchboard.http_errors import setup_errors
-from switchboard.metrics import Metrics
-from switchboard.nonces import PostgresNonces
-from switchboard.readiness import Readiness
-
-log = structlog.get_logger(__name__)
 
 
 class Role(enum.StrEnum):
@@ -56,7 +51,7 @@ class Role(enum.StrEnum):
 
 ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
 READINESS = web.AppKey("readiness", Readiness)
-ENVIRON: web.AppKey[Mapping[str, str]] = web.AppKey("environ")
+WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
 
 
 def build_app(
@@ -73,20 +68,21 @@ def build_app(
     app[CONFIG] = config
     app[ENVIRON] = dict(environ)
     app[METRICS] = metrics or Metrics()
-    app[WEBCHAT_HUB] = WebchatHub()
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
     if Role.ADAPTERS in roles:
-        app.cleanup_ctx.append(_webchat_replies)
-        app.cleanup_ctx.append(_egress)
+        app[WEBCHAT_HUB] = WebchatHub()
+        app.cleanup_ctx.append(functools.partial(_webchat_replies, config))
+        app.cleanup_ctx.append(functools.partial(_egress, config))
         app.cleanup_ctx.append(_dead_letter_recorder)
-        app.router.add_routes(_adapter_routes(app))
+        app.router.add_routes(_adapter_routes(app, config))
     if Role.ROUTER in roles:
-        app.cleanup_ctx.append(_router_worker)
-        setup_api(app)
+        policies = {name: domain.routing for name, domain in config.domains.items()}
+        app.cleanup_ctx.append(functools.partial(_router_worker, policies))
+        setup_api(app, config.api, policies)
     app.cleanup_ctx.append(_readiness)  # last: it reads the router worker, when there is one
     return app
 
@@ -111,98 +107,56 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     app[PRODUCER] = producer
     app[INBOUND_PUBLISHER] = kafka.EventPublisher(
         producer,
-        config.topic(kafka.INBOUND),
+        config.topic(topics.INBOUND),
         config.source,
-        dead_letter_topic=config.topic(kafka.DLQ),
+        dead_letter_topic=config.topic(topics.DLQ),
     )
-    app[AGENT_PUBLISHER] = kafka.EventPublisher(producer, config.topic(kafka.AGENTS), config.source)
+    app[AGENT_PUBLISHER] = kafka.EventPublisher(
+        producer, config.topic(topics.AGENTS), config.source
+    )
     yield
     await producer.stop()
 
 
-async def _router_worker(app: web.Application) -> AsyncIterator[None]:
-    worker = RouterWorker(app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS])
+async def _router_worker(
+    policies: Mapping[str, DomainPolicy], app: web.Application
+) -> AsyncIterator[None]:
+    worker = RouterWorker(
+        app[CONFIG], policies, app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+    )
     app[ROUTER_WORKER] = worker
-    task = asyncio.create_task(worker.run(), name="router-worker")
-    yield
-    worker.stop()
-    try:
-        await asyncio.wait_for(task, timeout=30)
-    except TimeoutError:
-        log.error("router_stop_timed_out")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with background("router-worker", worker.run(), worker.stop):
+        yield
 
 
-async def _egress(app: web.Application) -> AsyncIterator[None]:
-    worker = EgressWorker(app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS])
-    task = asyncio.create_task(worker.run(), name="egress")
-    yield
-    worker.stop()
-    try:
-        await asyncio.wait_for(task, timeout=30)
-    except TimeoutError:
-        log.error("egress_stop_timed_out")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
+    worker = EgressWorker(
+        config, config.channels, app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+    )
+    async with background("egress", worker.run(), worker.stop):
+        yield
 
 
 async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
-    task = asyncio.create_task(recorder.run(), name="dead-letter-recorder")
-    yield
-    recorder.stop()
-    try:
-        await asyncio.wait_for(task, timeout=30)
-    except TimeoutError:
-        log.error("dead_letter_recorder_stop_timed_out")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with background("dead-letter-recorder", recorder.run(), recorder.stop):
+        yield
 
 
-async def _webchat_replies(app: web.Application) -> AsyncIterator[None]:
+async def _webchat_replies(config: Config, app: web.Application) -> AsyncIterator[None]:
     """Every adapter instance reads all replies and hands web chat ones to its sockets."""
-    config = app[CONFIG]
     hub = app[WEBCHAT_HUB]
     consumer = AIOKafkaConsumer(
-        config.topic(kafka.OUTBOUND),
+        config.topic(topics.OUTBOUND),
         **kafka.client_options(config, app[ENVIRON]),
         group_id=None,
         auto_offset_reset="latest",
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
-
-    async def pump() -> None:
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as error:
-                log.warning("webchat_replies_fetch_failed", error=type(error).__name__)
-                await asyncio.sleep(1)
-                continue
-            for records in batch.values():
-                for record in records:
-                    try:
-                        reply = OUTBOUND_DECODER.decode(record.value or b"")
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        continue  # the egress worker dead-letters it
-                    domain = config.domains.get(reply.domain)
-                    if (
-                        isinstance(reply, ReplyRequested)
-                        and domain is not None
-                        and reply.channel == "webchat"
-                    ):
-                        await hub.deliver(reply, domain.webchat)
-
-    task = asyncio.create_task(pump(), name="webchat-replies")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    domains = {name: domain.webchat for name, domain in config.domains.items()}
+    async with background("webchat-replies", reply_pump(consumer, hub, domains)):
+        yield
     await hub.close_all()
     await consumer.stop()
 
@@ -221,57 +175,26 @@ class _StartedPublisher:
         await self._app[self._key].dead_letter(letters)
 
 
-def _adapter_routes(app: web.Application) -> list[web.RouteDef]:
-    config = app[CONFIG]
-    metrics = app[METRICS]
+def _adapter_routes(app: web.Application, config: Config) -> list[web.RouteDef]:
     publisher = _StartedPublisher(app, INBOUND_PUBLISHER)
     context = WebhookContext(
         channels=config.channels,
         environ=app[ENVIRON],
         publisher=publisher,
         nonces=PostgresNonces(lambda: app[DB_POOL]),
-        metrics=metrics,
+        metrics=app[METRICS],
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,
     )
-
-    async def post_webchat_message(request: web.Request) -> web.Response:
-        domain = request.match_info["domain"]
-        domain_config = config.domains.get(domain)
-        if domain_config is None:
-            return json_error(404, f"unknown domain {domain!r}")
-        try:
-            body = await read_body(request, config.http.max_body_bytes)
-            secret = identity_secret(domain_config.webchat, app[ENVIRON])
-            event = parse_message(domain, domain_config.webchat, body, secret, time.time())
-        except BadRequest as error:
-            metrics.webhook_requests.labels("webchat", "bad_request").inc()
-            return json_error(error.status, error.reason)
-        try:
-            await publisher.publish([event])
-        except BrokerUnavailable:
-            metrics.webhook_requests.labels("webchat", "unavailable").inc()
-            return json_error(503, "broker unavailable, retry later")
-        metrics.webhook_requests.labels("webchat", "accepted").inc()
-        metrics.inbound_messages.labels("webchat").inc()
-        return web.json_response(
-            {"event_id": event.id, "conversation_key": event.conversation_key}, status=202
-        )
-
-    async def webchat_socket(request: web.Request) -> web.StreamResponse:
-        domain = request.match_info["domain"]
-        domain_config = config.domains.get(domain)
-        if domain_config is None:
-            return json_error(404, f"unknown domain {domain!r}")
-        try:
-            return await socket_session(request, app[WEBCHAT_HUB], domain, domain_config.webchat)
-        except BadRequest as error:
-            return json_error(error.status, error.reason)
-
-    base = "/v1/domains/{domain}/webchat"
     return [
-        web.post(base + "/messages", post_webchat_message),
-        web.get(base + "/sessions/{session_id}/socket", webchat_socket),
+        *webchat_routes(
+            {name: domain.webchat for name, domain in config.domains.items()},
+            app[WEBCHAT_HUB],
+            publisher,
+            app[METRICS],
+            app[ENVIRON],
+            max_body_bytes=config.http.max_body_bytes,
+        ),
         *webhook_routes(context),
     ]
 
@@ -290,11 +213,8 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
     )
     app[READINESS] = readiness
     await readiness.check()
-    task = asyncio.create_task(readiness.run(), name="readiness")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with background("readiness", readiness.run()):
+        yield
 
 
 async def _readyz(request: web.Request) -> web.Response:

@@ -1,5 +1,8 @@
-"""The ``switchboard`` command: run, router, adapters, migrate, schemas, token, dead-letters,
-replay, simulate."""
+"""The service's commands: run, router, adapters, migrate, schemas.
+
+The ``switchboard`` program (``tools.cli``) adds the operator's tools to them: token,
+dead-letters, replay, simulate. ``python -m switchboard.cli`` has the service's alone.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +20,20 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from router.api.tokens import add_token_parser, token_command
-from router.replay import add_replay_parser, replay_command
-from switchboard import db, kafka
-from switchboard import logging as logs
+from runtime import db, kafka
+from runtime import logging as logs
+from runtime.config import ConfigError
+from schemas.generate import write as write_schemas
 from switchboard.app import Role, build_app
-from switchboard.config import Config, ConfigError, load_config
-from switchboard.dead_letter_cli import add_dead_letter_parser, dead_letter_command
+from switchboard.config import Config, load_config
 from switchboard.embedded import EmbeddedError, missing_services
-from switchboard.simulate import add_simulate_parser, simulate_command
 
 log = structlog.get_logger("switchboard")
 
 EMBEDDED_DATABASE = "switchboard"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
-    parser.add_argument("--config", help="TOML configuration file (default: $SWITCHBOARD_CONFIG)")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     commands.add_parser(
         "run", help="adapters + router in one process; embedded broker and PostgreSQL when unset"
     )
@@ -43,27 +41,45 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("adapters", help="the channel adapters only")
     commands.add_parser("migrate", help="apply the database migrations and exit")
     commands.add_parser("schemas", help="write the generated JSON Schema files")
-    add_token_parser(commands)
-    add_dead_letter_parser(commands)
-    add_replay_parser(commands)
-    add_simulate_parser(commands)
-    args = parser.parse_args(argv)
 
-    environ = dict(os.environ)
-    if args.command == "schemas":
-        from schemas.generate import write
 
-        for path in write():
-            print(f"wrote {path}")
-        return 0
-    if args.command == "simulate":  # a client of a running service: needs no configuration
-        return simulate_command(args, environ)
+def new_parser(
+    description: str | None = __doc__,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """The command line's parser with the service's commands; ``tools.cli`` adds its own."""
+    parser = argparse.ArgumentParser(prog="switchboard", description=description)
+    parser.add_argument("--config", help="TOML configuration file (default: $SWITCHBOARD_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_service_commands(commands)
+    return parser, commands
+
+
+def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | None:
+    """The configuration, with logging set up by it; None (and a message) when invalid."""
     try:
         config = load_config(environ, args.config)
     except ConfigError as error:
         print(f"switchboard: {error}", file=sys.stderr)
-        return 2
+        return None
     logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, _ = new_parser()
+    args = parser.parse_args(argv)
+    return service_command(args, dict(os.environ))
+
+
+def service_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run one of ``add_service_commands``' commands."""
+    if args.command == "schemas":
+        for path in write_schemas():
+            print(f"wrote {path}")
+        return 0
+    config = configure(args, environ)
+    if config is None:
+        return 2
     try:
         if args.command == "migrate":
             if not config.database.url:
@@ -72,13 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             applied = asyncio.run(db.migrate_url(config.database.url))
             print(f"applied migrations: {applied or 'none (up to date)'}")
             return 0
-        if args.command == "token":
-            return token_command(args, config)
-        if args.command == "dead-letters":
-            return dead_letter_command(args, config, environ)
-        if args.command == "replay":
-            policies = {name: domain.routing for name, domain in config.domains.items()}
-            return replay_command(args, config.database.url, policies)
         roles = {
             "run": frozenset(Role),
             "router": frozenset({Role.ROUTER}),

@@ -21,7 +21,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from switchboard import db
+from runtime import db
 from switchboard.embedded import missing_services
 
 

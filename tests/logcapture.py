@@ -1,4 +1,4 @@
-"""``switchboard.logging`` configured as the CLI configures it, its output in a buffer."""
+"""``runtime.logging`` configured as the CLI configures it, its output in a buffer."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from typing import Any
 
 import structlog
 
-from switchboard import logging as logs
+from runtime import logging as logs
 
 
 @contextlib.contextmanager
 def captured_logs(
     secrets: list[str], library_levels: dict[str, int] | None = None
 ) -> Iterator[io.StringIO]:
-    """``switchboard.logging.configure`` as the CLI calls it, its output in a buffer."""
+    """``runtime.logging.configure`` as the CLI calls it, its output in a buffer."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_hooks = (sys.excepthook, threading.excepthook)

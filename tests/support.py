@@ -16,11 +16,11 @@ import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from runtime.metrics import Metrics
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import free_port
-from switchboard.metrics import Metrics
 
 DEFAULT_TOML: dict[str, Any] = {"domains": {"acme": {"webchat": {"enabled": True}}}}
 

@@ -1,5 +1,5 @@
-"""The contract and the layering: generated files are fresh, old payloads still decode,
-and imports go ``schemas <- engine <- shell/api <- app`` with no I/O in the engine."""
+"""The contract and purity: generated files are fresh, old payloads still decode,
+and no I/O in the contract or the engine (the layers: ``tests/test_layers.py``)."""
 
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def test_no_value_within_the_limits_can_exceed_a_btree_index_row() -> None:
     """Every column an index holds has a maximum, and at 4 UTF-8 bytes a character plus a
     4-byte header each, the widest index entry stays below PostgreSQL's limit."""
     sql = "\n".join(
-        path.read_text() for path in sorted((ROOT / "switchboard" / "migrations").glob("*.sql"))
+        path.read_text() for path in sorted((ROOT / "runtime" / "migrations").glob("*.sql"))
     )
     keys = _index_keys(sql)
     assert len(keys) > 20  # the parse found the schema's keys
@@ -220,13 +220,3 @@ def test_the_contract_and_the_engine_do_no_io(package: str) -> None:
         assert root in sys.stdlib_module_names or root in allowed_roots, f"{package} imports {name}"
         if root == "router":
             assert name.startswith("router.engine"), f"{package} imports {name}"
-
-
-def test_adapters_know_nothing_of_routing() -> None:
-    assert not any(name.split(".")[0] == "router" for name in _imports("adapters"))
-
-
-def test_the_engine_and_schemas_do_not_import_the_shell_or_app() -> None:
-    for package in ("schemas", "router.engine"):
-        for name in _imports(package):
-            assert not name.startswith(("router.shell", "router.api", "switchboard")), name

@@ -1,4 +1,4 @@
-"""What a failed request answers and logs (``switchboard.http_errors``), and the header-driven
+"""What a failed request answers and logs (``runtime.http_errors``), and the header-driven
 500s it replaced: a small app for the middleware's rules, then the real service."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from switchboard.http_errors import setup_errors
-from switchboard.logging import RateLimit
+from runtime.http_errors import setup_errors
+from runtime.logging import RateLimit
 from tests.api.support import api_service
 from tests.conftest import Infrastructure
 from tests.logcapture import captured_logs, lines_of

@@ -1,6 +1,6 @@
 """No log line holds a secret or a customer's data: the redaction rules, then full runs.
 
-The rules are tested by value first (``switchboard.logging``'s docstring numbers them).
+The rules are tested by value first (``runtime.logging``'s docstring numbers them).
 Then the whole service runs through one scenario with planted secrets and customer data —
 every provider's webhook valid and malformed, the API with good, wrong, foreign and
 undecodable tokens, a 500 caused by a corrupt row — twice: in this process
@@ -38,7 +38,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from twilio.request_validator import RequestValidator
 
 from router.api.auth import Scope, create_token
-from switchboard import logging as logs
+from runtime import logging as logs
 from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.logcapture import captured_logs, lines_of

@@ -15,6 +15,7 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from runtime.kafka import EventPublisher
 from schemas import (
     ROUTING_DECODER,
     AgentRegistered,
@@ -25,8 +26,8 @@ from schemas import (
     Presence,
     PresenceChanged,
 )
+from schemas.topics import AGENTS, INBOUND
 from switchboard.config import Config
-from switchboard.kafka import AGENTS, INBOUND, EventPublisher
 from tests.support import TopicReader
 
 

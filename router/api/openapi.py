@@ -29,8 +29,8 @@ from router.api.models import (
     ReplyIn,
     TransferIn,
 )
+from runtime.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
-from switchboard.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 
 REF = "#/components/schemas/{name}"
 

@@ -20,7 +20,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -30,7 +30,6 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from adapters.base import BrokerUnavailable
 from router.api import stats
 from router.api.auth import Authenticator, Principal, forbidden
 from router.api.config import ApiConfig
@@ -51,7 +50,12 @@ from router.api.models import (
     ReplyIn,
     TransferIn,
 )
-from router.engine import AgentRecord, ConversationRecord, ConversationStatus
+from router.engine import AgentRecord, ConversationRecord, ConversationStatus, DomainPolicy
+from runtime import dead_letters
+from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
+from runtime.db import DATABASE_ERRORS
+from runtime.http_errors import RETRY_AFTER_SECONDS, json_error
+from runtime.kafka import BrokerUnavailable
 from schemas import (
     AgentRegistered,
     AgentReplied,
@@ -71,8 +75,6 @@ from schemas.limits import (
     decode_json_text,
     is_identifier,
 )
-from switchboard import dead_letters
-from switchboard.appkeys import AGENT_PUBLISHER, CONFIG, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +85,6 @@ AGENT_ID = re.compile(rf"[A-Za-z0-9_.@:-]{{1,{AGENT_ID_MAX}}}")
 TIMELINE_LIMIT = 100
 TIMELINE_LIMIT_MAX = 1000
 
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 _agent_record = msgspec.json.Decoder(AgentRecord)
 _conversation_record = msgspec.json.Decoder(ConversationRecord)
 
@@ -93,6 +94,8 @@ class ApiContext:
     """The API's own resources (one per application)."""
 
     config: ApiConfig
+    policies: Mapping[str, DomainPolicy]
+    """Routing policy by domain: the domains the API serves."""
     auth: Authenticator
     feed: RoutingFeed
 
@@ -103,15 +106,6 @@ API = web.AppKey("api", ApiContext)
 # -- plumbing -----------------------------------------------------------------------
 
 
-RETRY_AFTER_SECONDS = "5"
-"""What a 503 (an outage of the broker or the database) asks clients to wait."""
-
-
-def json_error(status: int, reason: str) -> web.Response:
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-    return web.json_response({"error": reason}, status=status, headers=headers)
-
-
 def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
     return web.Response(
         body=msgspec.json.encode(body), status=status, content_type="application/json"
@@ -119,7 +113,7 @@ def respond(body: msgspec.Struct, status: int = 200) -> web.Response:
 
 
 def _http_error(cls: type[web.HTTPException], reason: str) -> web.HTTPException:
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if cls.status_code == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if cls.status_code == 503 else None
     return cls(
         text=msgspec.json.encode({"error": reason}).decode(),
         content_type="application/json",
@@ -181,7 +175,7 @@ async def enter(request: web.Request) -> tuple[str, Principal]:
     """Authenticate (401/403) for the path's domain, then check the domain exists (404)."""
     domain = request.match_info["domain"]
     principal = await request.app[API].auth.principal(request, request.app[DB_POOL], domain)
-    if domain not in request.app[CONFIG].domains:
+    if domain not in request.app[API].policies:
         raise not_found(f"unknown domain {domain!r}")
     return domain, principal
 
@@ -239,7 +233,7 @@ def guarded(handler: Handler) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except _DATABASE_ERRORS as error:
+        except DATABASE_ERRORS as error:
             # The route's pattern, not the path: paths hold customer and conversation ids.
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else None
@@ -571,7 +565,7 @@ async def post_reply(request: web.Request) -> web.Response:
 
 async def get_queues(request: web.Request) -> web.Response:
     domain, _ = await enter(request)
-    policy = request.app[CONFIG].domains[domain].routing
+    policy = request.app[API].policies[domain]
     now = time.time()
     async with request.app[DB_POOL].acquire() as conn:
         views = await stats.queue_views(conn, domain, policy, now)

@@ -7,34 +7,37 @@ Resources (``cleanup_ctx``, after the app's database and producer): the publishe
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from router.api.auth import Authenticator
-from router.api.config import AuthMode
+from router.api.config import ApiConfig, AuthMode
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.openapi import get_openapi
 from router.api.routes import API, ApiContext, api_routes, json_errors
 from router.console import setup_console
-from switchboard import kafka
-from switchboard.app import ENVIRON
-from switchboard.appkeys import CONFIG, OUTBOUND_PUBLISHER, PRODUCER
+from router.engine import DomainPolicy
+from runtime import kafka
+from runtime.appkeys import CONFIG, ENVIRON, OUTBOUND_PUBLISHER, PRODUCER
+from runtime.tasks import background
+from schemas import topics
 
 log = structlog.get_logger(__name__)
 
 
-def setup_api(app: web.Application) -> None:
-    """Add the API's routes, its error middleware and its resources to ``app``."""
-    config = app[CONFIG].api
+def setup_api(
+    app: web.Application, config: ApiConfig, policies: Mapping[str, DomainPolicy]
+) -> None:
+    """Add the API's routes, its error middleware and its resources to ``app``: the
+    domains of ``policies``, each routed by its policy."""
     environ = app[ENVIRON]
     bootstrap = environ.get(config.admin_token_env) if config.admin_token_env else None
     app[API] = ApiContext(
         config=config,
+        policies=policies,
         auth=Authenticator(config.auth, bootstrap or None),
         feed=RoutingFeed(config.stream_buffer),
     )
@@ -52,14 +55,14 @@ def setup_api(app: web.Application) -> None:
 async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[OUTBOUND_PUBLISHER] = kafka.EventPublisher(
-        app[PRODUCER], config.topic(kafka.OUTBOUND), config.source
+        app[PRODUCER], config.topic(topics.OUTBOUND), config.source
     )
     yield
 
 
 async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    topic = config.topic(kafka.ROUTING)
+    topic = config.topic(topics.ROUTING)
     consumer = AIOKafkaConsumer(
         **kafka.client_options(config, app[ENVIRON]),
         group_id=None,
@@ -68,11 +71,8 @@ async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await start_consumer(consumer, topic)
-    task = asyncio.create_task(pump(consumer, app[API].feed), name="routing-feed")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with background("routing-feed", pump(consumer, app[API].feed)):
+        yield
     await consumer.stop()
 
 

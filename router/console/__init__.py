@@ -19,8 +19,8 @@ from aiohttp import web
 
 from router.api.routes import enter, guarded, require_admin, respond
 from router.engine import AgentRecord
+from runtime.appkeys import DB_POOL
 from schemas import Channel, Presence
-from switchboard.appkeys import DB_POOL
 
 STATIC = Path(__file__).parent
 FILES = {"console.js": "application/javascript", "console.css": "text/css"}

@@ -16,6 +16,7 @@ import structlog
 
 from router.engine import AssignmentRecord, ConversationRecord, ConversationStatus, DomainState
 from router.shell.store import OutboxBatch, OutboxEvent
+from runtime.metrics import Metrics
 from schemas import (
     Channel,
     CommandCompleted,
@@ -32,7 +33,6 @@ from schemas import (
     Presence,
     RoutingEvent,
 )
-from switchboard.metrics import Metrics
 
 log = structlog.get_logger("router.decisions")
 

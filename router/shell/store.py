@@ -23,8 +23,8 @@ import asyncpg
 import msgspec
 
 from router.engine import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
+from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import AgentEvent, MessageReceived
-from schemas.limits import domain_of_key
 
 _encode = msgspec.json.Encoder().encode
 
@@ -83,20 +83,6 @@ _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    topic: str
-    partition: int
-    offset: int
-    reason: str
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def domain(self) -> str | None:
-        return domain_of_key(self.key)
-
-
 @dataclass(slots=True)
 class BatchWrites:
     """Everything one batch writes, with later snapshots of a row replacing earlier ones."""
@@ -108,7 +94,7 @@ class BatchWrites:
     messages: list[tuple[MessageReceived, str]] = field(default_factory=list)
     outbox: dict[int, list[OutboxEvent]] = field(default_factory=dict)
     """Events to publish, by input partition."""
-    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letters: list[DeadRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     delivery_statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
     """(channel, provider_message_id, status, error) reported by providers."""
@@ -377,15 +363,7 @@ async def write_batch(
                 for row in rows
             ]
         if writes.dead_letters:
-            await conn.executemany(
-                "INSERT INTO dead_letters"
-                ' (topic, partition, "offset", reason, key, value, domain)'
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [
-                    (d.topic, d.partition, d.offset, d.reason, d.key, d.value, d.domain)
-                    for d in writes.dead_letters
-                ],
-            )
+            await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
         if writes.delivery_statuses:
             await conn.execute(_UPDATE_DELIVERY, *_columns(writes.delivery_statuses, 4))
         if writes.published:

@@ -58,6 +58,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from router.engine import (
+    DomainPolicy,
     DomainState,
     Effect,
     Emit,
@@ -83,28 +84,24 @@ from router.shell.observe import (
     observe_saved_assignment,
     refresh_gauges,
 )
+from runtime import db, kafka
+from runtime.config import ServiceConfig
+from runtime.dead_letters import DeadRecord
+from runtime.metrics import Metrics
 from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
     DeliveryStatusChanged,
     MessageReceived,
     RoutingEvent,
+    topics,
 )
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
-from switchboard import kafka
-from switchboard.config import Config
-from switchboard.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-_DATABASE_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    TimeoutError,
-    store.FencedOut,
-)
+_DATABASE_ERRORS = (*db.DATABASE_ERRORS, store.FencedOut)
 _DATA_ERRORS = (
     asyncpg.DataError,  # text PostgreSQL cannot hold, numbers out of range, bad encoding
     asyncpg.ProgramLimitExceededError,  # e.g. an index row larger than a btree page allows
@@ -196,7 +193,8 @@ class RouterWorker:
 
     def __init__(
         self,
-        config: Config,
+        config: ServiceConfig,
+        policies: Mapping[str, DomainPolicy],
         environ: Mapping[str, str],
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
@@ -205,16 +203,18 @@ class RouterWorker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._policies = policies
+        """Routing policy by domain: the domains this deployment routes."""
         self._environ = environ
         self._pool = pool
         self._producer = producer
         self._metrics = metrics
         self._clock = clock
         self._group = config.kafka.consumer_group
-        self._inbound = config.topic(kafka.INBOUND)
-        self._agents = config.topic(kafka.AGENTS)
-        self._dlq = config.topic(kafka.DLQ)
-        self._routing = config.topic(kafka.ROUTING)
+        self._inbound = config.topic(topics.INBOUND)
+        self._agents = config.topic(topics.AGENTS)
+        self._dlq = config.topic(topics.DLQ)
+        self._routing = config.topic(topics.ROUTING)
         self._partitions: dict[int, _Partition] = {}
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -248,11 +248,11 @@ class RouterWorker:
         """Per input partition, the offset up to which records are applied and committed one
         at a time, to find the poison record among those a failed transaction held."""
         self.problem: str | None = "starting"
+        """Why the router is not ready, or None when it is."""
         self.last_load_started: float | None = None
         """``perf_counter`` when the latest partition load began (takeover timing)."""
         self.first_applied_after_load: float | None = None
         """``perf_counter`` when the first batch after that load was committed."""
-        """Why the router is not ready, or None when it is."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -624,28 +624,23 @@ class RouterWorker:
     def _dead_letter(
         self, writes: store.BatchWrites, record: ConsumerRecord[bytes, bytes], reason: str
     ) -> None:
-        reason = reason[:500]
-        writes.dead_letters.append(
-            store.DeadLetter(
-                record.topic, record.partition, record.offset, reason, record.key, record.value
-            )
+        letter = DeadRecord(
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            record.key,
+            record.value,
+            tuple(record.headers),
         )
+        reason = letter.reason
+        writes.dead_letters.append(letter)
         writes.outbox.setdefault(record.partition, []).append(
             store.OutboxEvent(
                 topic=self._dlq,
                 key=record.key,
                 value=record.value or b"",
-                headers=(
-                    ("dlq_reason", reason.encode()),
-                    ("dlq_topic", record.topic.encode()),
-                    ("dlq_partition", str(record.partition).encode()),
-                    ("dlq_offset", str(record.offset).encode()),
-                    *(
-                        (name, value)
-                        for name, value in record.headers
-                        if not name.startswith("dlq_")
-                    ),
-                ),
+                headers=letter.dlq_headers(),
             )
         )
         observe_dead_letter(self._metrics, record.topic, reason)
@@ -878,7 +873,7 @@ class RouterWorker:
             len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
         )
         owned = {
-            number: [d for d in self._config.domains if kafka.partition_for(d, total) == number]
+            number: [d for d in self._policies if kafka.partition_for(d, total) == number]
             for number in numbers
         }
         domains = [d for names in owned.values() for d in names]
@@ -897,13 +892,13 @@ class RouterWorker:
                 name: (
                     restore(
                         name,
-                        self._config.domains[name].routing,
+                        self._policies[name],
                         snap.agents,
                         snap.conversations,
                         snap.customers,
                     )
                     if snap.agents or snap.conversations or snap.customers
-                    else new_state(name, self._config.domains[name].routing)
+                    else new_state(name, self._policies[name])
                 )
                 for name, snap in snapshots.items()
             }

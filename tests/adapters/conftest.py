@@ -10,11 +10,11 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from adapters.base import BrokerUnavailable, DeadLetter
 from adapters.config import ChannelsConfig
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
+from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.metrics import Metrics
 from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
-from switchboard.metrics import Metrics
 
 PUBLIC_URL = "https://switchboard.example.com"
 NOW = 1_700_000_000.0
@@ -93,7 +93,7 @@ class RecordingPublisher:
 
 
 class MemoryNonces:
-    """Test double of the token cache (``switchboard.nonces`` is tested on PostgreSQL in
+    """Test double of the token cache (``adapters.nonces`` is tested on PostgreSQL in
     ``tests/integration/test_replays.py``)."""
 
     def __init__(self) -> None:

@@ -21,8 +21,8 @@ from adapters.egress import (
     SendOutcome,
     parse_retry_after,
 )
+from runtime.metrics import Metrics
 from schemas import Attachment, Channel, ReplyRequested
-from switchboard.metrics import Metrics
 from tests.adapters.conftest import CHANNELS, ENVIRON
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.webhooks import WebhookContext, webhook_routes
-from switchboard.metrics import Metrics
+from runtime.metrics import Metrics
 from tests.adapters.conftest import (
     CHANNELS,
     ENVIRON,

@@ -99,7 +99,7 @@ async def test_the_token_command_prints_a_working_token_once(
     from pathlib import Path
     from unittest import mock
 
-    from switchboard.cli import main
+    from tools.cli import main
 
     assert isinstance(tmp_path, Path)
     config = tmp_path / "switchboard.toml"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.simulate import simulate
 from tests.conftest import Infrastructure
 from tests.simulate.demo import ADMIN, demo_service, options
 from tests.support import wait_until
+from tools.simulate import simulate
 
 pytestmark = pytest.mark.integration
 

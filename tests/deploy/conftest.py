@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 import yaml
 
-from switchboard import db
+from runtime import db
 from tests.conftest import Infrastructure
 from tests.support import make_config, running_service, wait_until
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from runtime.tasks import STOP_TIMEOUT
 from switchboard import app, cli
 from switchboard.app import Role, build_app
 from switchboard.config import ENVIRONMENT_KEYS, Config, load_config
@@ -70,10 +71,11 @@ def http_paths() -> frozenset[str]:
 
 
 def router_stop_timeout() -> float:
-    """Seconds the router gets to flush after SIGTERM (``_router_worker``'s wait)."""
+    """Seconds the router gets to flush after SIGTERM (``_router_worker`` stops it with
+    ``runtime.tasks.background``'s default grace)."""
     source = inspect.getsource(app._router_worker)
-    (seconds,) = re.findall(r"wait_for\(task, timeout=(\d+(?:\.\d+)?)\)", source)
-    return float(seconds)
+    assert 'background("router-worker", worker.run(), worker.stop)' in source
+    return STOP_TIMEOUT
 
 
 def seconds(duration: str | int) -> float:

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 import yaml
 
-from schemas import ConversationAssigned, encode_headers
+from runtime.dead_letters import DeadRecord
+from schemas import ConversationAssigned, encode_headers, topics
 from schemas.asyncapi import ASYNCAPI_PATH, document, render, to_yaml
-from schemas.generate import TOPIC_TYPES, json_schema
-from switchboard import kafka
+from schemas.generate import json_schema
+from schemas.topics import TOPIC_TYPES
 from tests.deploy.conftest import ROOT
 
 COMPONENT_KEY = re.compile(r"^[A-Za-z0-9.\-_]+$")
@@ -102,7 +102,7 @@ def test_the_document_has_the_required_asyncapi_3_fields() -> None:
 def test_every_topic_is_a_channel_with_its_send_and_receive_operations() -> None:
     doc = _loaded()
     addresses = {channel["address"]: key for key, channel in doc["channels"].items()}
-    assert set(addresses) == set(kafka.ALL_TOPICS)
+    assert set(addresses) == set(topics.ALL_TOPICS)
     for address, key in addresses.items():
         assert doc["channels"][key]["bindings"]["kafka"]["topic"] == address
         used = {
@@ -116,7 +116,7 @@ def test_every_topic_is_a_channel_with_its_send_and_receive_operations() -> None
         for op in doc["operations"].values()
         if op["action"] == "receive"
     }
-    assert {kafka.INBOUND, kafka.AGENTS, kafka.OUTBOUND} <= receives
+    assert {topics.INBOUND, topics.AGENTS, topics.OUTBOUND} <= receives
 
 
 @pytest.mark.parametrize("topic", sorted(TOPIC_TYPES))
@@ -175,13 +175,15 @@ def test_the_headers_are_the_cloudevents_headers_the_code_writes() -> None:
 
 
 def test_the_dead_letter_headers_are_the_ones_the_router_and_the_adapters_write() -> None:
-    def written(path: Path) -> set[str]:
-        return set(re.findall(r'\("(dlq_[a-z_]+)",', path.read_text()))
-
-    by_router = written(ROOT / "router" / "shell" / "worker.py")
-    by_adapters = written(ROOT / "switchboard" / "kafka.py")
+    record = DeadRecord("conversations.inbound", 2, 7, "invalid", b"acme", b"{", (("x", b"1"),))
+    by_router = {name for name, _ in record.dlq_headers()} - {"x"}
+    # The adapters' letters (``runtime.kafka.EventPublisher.dead_letter``): never a record.
+    by_adapters = set(
+        re.findall(r"\((topics\.DLQ_[A-Z_]+),", (ROOT / "runtime" / "kafka.py").read_text())
+    )
+    by_adapters = {getattr(topics, name.removeprefix("topics.")) for name in by_adapters}
     doc = _loaded()
-    (dlq,) = [c for c in doc["channels"].values() if c["address"] == kafka.DLQ]
+    (dlq,) = [c for c in doc["channels"].values() if c["address"] == topics.DLQ]
     (ref,) = dlq["messages"].values()
     message = _resolve(doc, ref["$ref"])
     assert set(message["headers"]["properties"]) == by_router | by_adapters

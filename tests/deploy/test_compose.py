@@ -4,6 +4,7 @@ adapters and two routers with the variables, commands, ports and probes the code
 from __future__ import annotations
 
 import re
+import tomllib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -165,6 +166,11 @@ def test_the_dockerfile_is_small_non_root_and_probes_healthz() -> None:
     assert 'ENTRYPOINT ["switchboard"]' in lines
     cmd = [line for line in lines if line.startswith("CMD ")][-1]  # the last is the image's
     assert is_command(re.findall(r'"([^"]+)"', cmd)[0])
+    # Every package the project installs (pyproject's packages.find) is in the image.
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in packages["packages"]["find"]["include"]:
+        package = pattern.removesuffix("*")
+        assert f"COPY {package} ./{package}" in lines, package
     for line in lines:
         if line.startswith("COPY ") and "--from" not in line:
             for source in line.split()[1:-1]:

@@ -8,7 +8,7 @@ import subprocess
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from switchboard.metrics import Metrics
+from runtime.metrics import Metrics
 from tests.deploy.conftest import ROOT, exposed_names
 
 #: Every label the catalogue may use: bounded sets, never ids.

@@ -26,7 +26,7 @@ async def _cli(database_url: str, bootstrap: str, *arguments: str) -> tuple[int,
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "switchboard.cli",
+        "tools.cli",
         "dead-letters",
         *arguments,
         env={

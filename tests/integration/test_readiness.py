@@ -11,7 +11,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from switchboard import kafka
+from runtime import kafka
 from switchboard.app import READINESS, Role
 from switchboard.embedded import free_port
 from tests.conftest import Infrastructure

@@ -15,12 +15,12 @@ import asyncpg
 import pytest
 
 from adapters.base import hmac_hex
+from runtime.appkeys import DB_POOL
+from runtime.metrics import Metrics
 from schemas import INBOUND_DECODER, MessageReceived
 from switchboard.app import Role
-from switchboard.appkeys import DB_POOL
 from switchboard.config import Config
 from switchboard.embedded import EmbeddedBroker
-from switchboard.metrics import Metrics
 from tests.conftest import Infrastructure
 from tests.support import Service, TopicReader, make_config, running_service
 

@@ -219,9 +219,9 @@ RULES: tuple[Rule, ...] = (
         r"^make bench$",
         Mapped(
             "tests/readme/test_bench.py::test_the_benchmark_runs_at_a_small_scale",
-            "the benchmark takes minutes: the test runs `python -m bench` (what make bench "
+            "the benchmark takes minutes: the test runs `python -m tools.bench` (what make bench "
             "runs) with a thousandth of its message counts",
-            recipe=".venv/bin/python -m bench",
+            recipe=".venv/bin/python -m tools.bench",
         ),
     ),
     # -- See it route -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""README "make bench": what it runs (``python -m bench``), with message counts small enough for
+"""README "make bench": what it runs (``python -m tools.bench``), with message counts small enough for
 the suite. The figures mean nothing at this size; the test checks that every measurement
 runs and that a run is appended to the results file."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import bench.__main__ as bench_main
-from bench import e2e_bench, engine_bench
+import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
+from tools.bench import e2e_bench, engine_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from switchboard import db, kafka
+from runtime import db, kafka
+from schemas import topics
 from switchboard.config import DEFAULTS_PATH
 from switchboard.embedded import free_port
 from tests.conftest import Infrastructure
@@ -268,8 +269,8 @@ async def test_switchboard_refuses_unequal_partition_counts(
     try:
         await admin.create_topics(
             [
-                NewTopic(config.topic(kafka.INBOUND), 2, 1),
-                NewTopic(config.topic(kafka.AGENTS), 3, 1),
+                NewTopic(config.topic(topics.INBOUND), 2, 1),
+                NewTopic(config.topic(topics.AGENTS), 3, 1),
             ]
         )
     finally:

@@ -14,12 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from runtime.kafka import EventPublisher
 from schemas import AgentRegistered, Channel, ConversationCloseRequested, Presence, PresenceChanged
-from switchboard.cli import main
-from switchboard.kafka import AGENTS, INBOUND, EventPublisher
+from schemas.topics import AGENTS, INBOUND
 from tests.conftest import Infrastructure
 from tests.support import make_config, make_raw_config, running_service, to_toml, wait_until
 from tests.traffic import Traffic
+from tools.cli import main
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -29,6 +29,7 @@ from router.shell.observe import (
     refresh_gauges,
 )
 from router.shell.store import OutboxBatch, OutboxEvent
+from runtime.metrics import Metrics
 from schemas import (
     Channel,
     CommandCompleted,
@@ -46,7 +47,6 @@ from schemas import (
     RoutingEvent,
     Strategy,
 )
-from switchboard.metrics import Metrics
 from tests.engine.builders import (
     DOMAIN,
     T0,

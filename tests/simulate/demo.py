@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from switchboard.simulate import Options, secrets_from
 from tests.conftest import Infrastructure
 from tests.support import Service, make_config, running_service
+from tools.simulate import Options, secrets_from
 
 ADMIN = "demo-admin-token-for-tests"
 ENVIRON = {

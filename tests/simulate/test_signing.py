@@ -7,12 +7,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from adapters import email, meta, twilio
-from switchboard.simulate import (
-    mailgun_signature,
-    meta_signature,
-    percentile,
-    twilio_signature,
-)
+from tools.simulate import mailgun_signature, meta_signature, twilio_signature
+from tools.stats import percentile
 
 URL = "https://switchboard.example.com/webhooks/twilio/sms"
 PARAMS = [

@@ -7,9 +7,9 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from switchboard.simulate import Progress, SimulationError, simulate
 from tests.conftest import Infrastructure
 from tests.simulate.demo import demo_service, options
+from tools.simulate import Progress, SimulationError, simulate
 
 pytestmark = pytest.mark.integration
 

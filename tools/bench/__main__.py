@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.e2e_bench import run_e2e_bench
-from bench.engine_bench import run_engine_bench
+from tools.bench.e2e_bench import run_e2e_bench
+from tools.bench.engine_bench import run_engine_bench
 
 RESULTS = Path(".bench/results.json")
 

@@ -17,6 +17,10 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a database call that failed raises, whatever the cause (unreachable, refused,
+timed out, or the statement's own error): what a caller that tries again later catches."""
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _LOCK_ID = 0x5B0A4D  # advisory lock key of the migrator

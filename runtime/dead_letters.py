@@ -33,10 +33,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from adapters.base import BrokerUnavailable
+from runtime import kafka
+from runtime.config import ServiceConfig
+from runtime.db import DATABASE_ERRORS
+from runtime.kafka import BrokerUnavailable
+from schemas import topics
 from schemas.limits import domain_of_key
-from switchboard import kafka
-from switchboard.config import Config
 
 log = structlog.get_logger(__name__)
 
@@ -168,6 +170,61 @@ async def get_dead_letter(
     return None if row is None else _Row(row).full()
 
 
+REASON_MAX = 500
+"""Characters of a reason kept (the row, the ``dlq_reason`` header)."""
+
+INSERT_RECORD = (
+    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain)'
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+"""Stores a ``DeadRecord`` (its ``row()``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    """A record read from a topic and set aside: the router's (written with its batch,
+    through the outbox) and the egress worker's letters are both made of it."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """The record's own headers, kept on its copy on the dead-letter topic."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", self.reason[:REASON_MAX])
+
+    @property
+    def domain(self) -> str | None:
+        return domain_of_key(self.key)
+
+    def row(self) -> tuple[object, ...]:
+        """The values of ``INSERT_RECORD``."""
+        return (
+            self.topic,
+            self.partition,
+            self.offset,
+            self.reason,
+            self.key,
+            self.value,
+            self.domain,
+        )
+
+    def dlq_headers(self) -> tuple[tuple[str, bytes], ...]:
+        """Headers of its copy on ``switchboard.dlq``: where it came from and why, then the
+        record's own (any of those of an earlier setting aside dropped)."""
+        return (
+            (topics.DLQ_REASON, self.reason.encode()),
+            (topics.DLQ_TOPIC, self.topic.encode()),
+            (topics.DLQ_PARTITION, str(self.partition).encode()),
+            (topics.DLQ_OFFSET, str(self.offset).encode()),
+            *((name, value) for name, value in self.headers if not name.startswith("dlq_")),
+        )
+
+
 class NotRedrivable(Exception):
     """The dead letter holds a provider's request (see the module docstring)."""
 
@@ -226,7 +283,9 @@ class DeadLetterRecorder:
     table, are skipped.
     """
 
-    def __init__(self, config: Config, environ: Mapping[str, str], pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, config: ServiceConfig, environ: Mapping[str, str], pool: asyncpg.Pool
+    ) -> None:
         self._config = config
         self._environ = environ
         self._pool = pool
@@ -238,7 +297,7 @@ class DeadLetterRecorder:
     async def run(self) -> None:
         kafka_config = self._config.kafka
         consumer = AIOKafkaConsumer(
-            self._config.topic(kafka.DLQ),
+            self._config.topic(topics.DLQ),
             **kafka.client_options(self._config, self._environ),
             group_id=f"{kafka_config.consumer_group}-dead-letters",
             enable_auto_commit=False,
@@ -268,7 +327,7 @@ class DeadLetterRecorder:
                     if rows:
                         await self._pool.executemany(_RECORD, rows)
                     await consumer.commit()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                except DATABASE_ERRORS as error:
                     log.warning("dead_letter_record_failed", error=type(error).__name__)
                     await asyncio.sleep(1)
                     await consumer.seek_to_committed()
@@ -280,15 +339,15 @@ class DeadLetterRecorder:
 
 def _recorded_row(record: ConsumerRecord[bytes, bytes]) -> tuple[object, ...] | None:
     headers = dict(record.headers)
-    source = headers.get("dlq_source", b"").decode("utf-8", "replace")
+    source = headers.get(topics.DLQ_SOURCE, b"").decode("utf-8", "replace")
     if not source.startswith(RECORDED_SOURCE_PREFIX):
         return None
-    reason = headers.get("dlq_reason", b"").decode("utf-8", "replace").replace("\x00", "")
+    reason = headers.get(topics.DLQ_REASON, b"").decode("utf-8", "replace").replace("\x00", "")
     return (
         record.topic,
         record.partition,
         record.offset,
-        reason[:500],
+        reason[:REASON_MAX],
         record.key,
         record.value or b"",
         domain_of_key(record.key),

@@ -10,7 +10,7 @@ it, so these rules hold whoever wrote the handler:
   ids) nor the query.
 - Anything else is our bug: 500 ``{"error": "internal error", "error_id": …}``, nothing of
   the request echoed, and ``request_failed`` at error with the exception's type and a
-  traceback without messages (``switchboard.logging.format_exception``), under the same
+  traceback without messages (``runtime.logging.format_exception``), under the same
   ``error_id``.
 - Both lines are rate limited per kind (status and route, or exception type and route):
   a client can cause them at will, and must not be able to flood the logs.
@@ -29,13 +29,26 @@ from aiohttp import hdrs, web, web_urldispatcher
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
 
-from switchboard.logging import RateLimit, format_exception
+from runtime.logging import RateLimit, format_exception
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 ERROR_LOG_LIMIT = web.AppKey("error_log_limit", RateLimit)
+
+
+RETRY_AFTER_SECONDS = 5
+"""What a 503 (an outage of the broker or the database) asks clients to wait, unless the
+caller knows better (providers' webhooks: ``adapters.webhooks``)."""
+
+
+def json_error(
+    status: int, reason: str, *, retry_after_seconds: int = RETRY_AFTER_SECONDS
+) -> web.Response:
+    """``{"error": reason}``; a 503 says when to come back (``Retry-After``)."""
+    headers = {"Retry-After": str(retry_after_seconds)} if status == 503 else None
+    return web.json_response({"error": reason}, status=status, headers=headers)
 
 
 def route_of(request: web.Request) -> str:
@@ -73,12 +86,12 @@ async def contain_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return web.json_response({"error": reason}, status=status)
     except ConnectionError:
         # The client went away: there is no one to answer. aiohttp's own line for it is a
-        # warning without traceback (switchboard.logging).
+        # warning without traceback (runtime.logging).
         raise
     except Exception as error:
         if request.writer.output_size > 0:
             # The answer has begun: no error response can follow. aiohttp logs it (without
-            # the message, through switchboard.logging) and closes the connection.
+            # the message, through runtime.logging) and closes the connection.
             raise
         error_id = uuid.uuid4().hex[:12]
         route = route_of(request)

@@ -27,7 +27,6 @@ After the traffic stops, the simulation keeps following the stream until every m
 is routed and every step or offer deadline the router announced (a queued conversation's
 ``wait_until``, an offer's ``expires_at``) within ``drain`` seconds has played out, so
 that a later reader of the same stream sees nothing the summary missed.
-``generate_load`` is the same simulation with a target message rate, for benchmarks.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import math
 import os
 import random
 import sys
@@ -50,6 +48,8 @@ from typing import Any
 
 import aiohttp
 import msgspec
+
+from tools.stats import percentile
 
 CHANNELS = ("webchat", "sms", "whatsapp", "email")
 CHANNEL_WEIGHTS = {"webchat": 0.35, "sms": 0.25, "whatsapp": 0.25, "email": 0.15}
@@ -191,15 +191,6 @@ class Progress:
             f"{self.elapsed:5.0f}s  messages {self.messages:6d}  assigned {self.assigned:5d}"
             f"  waiting {self.waiting:4d}  hit ratio {ratio:>4}"
         )
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0-1) by nearest rank; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank]
 
 
 @dataclass
@@ -795,37 +786,6 @@ async def simulate(
             return await Simulation(options, session).run(on_progress)
         except aiohttp.ClientConnectionError as error:
             raise SimulationError(f"cannot reach {options.url}: {error}") from None
-
-
-async def generate_load(
-    url: str,
-    *,
-    rate: float,
-    duration: float,
-    token: str | None = None,
-    domain: str = "demo",
-    seed: int = 1,
-    secrets: Mapping[str, str] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> Summary:
-    """Customer traffic at about ``rate`` messages per second for ``duration`` seconds.
-
-    For benchmarks: enough customers and agents for the rate, and simulated time fast
-    enough that the rate limiter, not the customers' pauses, sets the pace.
-    """
-    options = Options(
-        url=url,
-        token=token,
-        domain=domain,
-        rate=rate,
-        duration=duration,
-        seed=seed,
-        customers=max(20, int(rate * 4)),
-        agents=max(4, int(rate)),
-        speed=20_000.0,
-        secrets=dict(secrets if secrets is not None else secrets_from(os.environ)),
-    )
-    return await simulate(options, on_progress)
 
 
 async def wait_ready(url: str, within: float, pid: int | None = None) -> bool:

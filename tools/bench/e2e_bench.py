@@ -37,6 +37,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.engine import DomainPolicy, apply, new_state, snapshot
 from router.shell.worker import RouterWorker
+from runtime import db, kafka
+from runtime.metrics import Metrics
 from schemas import (
     INBOUND_DECODER,
     AgentRegistered,
@@ -44,12 +46,12 @@ from schemas import (
     MessageReceived,
     Presence,
     PresenceChanged,
+    topics,
 )
-from switchboard import db, kafka
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import missing_services
-from switchboard.metrics import Metrics
+from tools.stats import sampled_percentile
 
 THROUGHPUT_MESSAGES = 100_000
 NAIVE_MESSAGES = 1_000
@@ -291,14 +293,7 @@ async def latency_rounds(
 
 
 def median_round(rounds: list[list[float]], q: float) -> float:
-    return statistics.median(percentile(latencies, q) for latencies in rounds)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return statistics.median(sampled_percentile(latencies, q) for latencies in rounds)
 
 
 # -- Switchboard -----------------------------------------------------------------------
@@ -328,7 +323,8 @@ async def router(config: Config, metrics: Metrics | None = None) -> AsyncIterato
     pool = await db.create_pool(config.database.url, max_size=4)
     producer = kafka.make_producer(config, {})
     await producer.start()
-    worker = RouterWorker(config, {}, pool, producer, metrics or Metrics())
+    policies = {name: domain.routing for name, domain in config.domains.items()}
+    worker = RouterWorker(config, policies, {}, pool, producer, metrics or Metrics())
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -342,20 +338,28 @@ async def router(config: Config, metrics: Metrics | None = None) -> AsyncIterato
 async def register_agents(config: Config, domain: str, agents: int, capacity: int) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, linger_ms=5)
     await producer.start()
-    publisher = kafka.EventPublisher(producer, config.topic(kafka.AGENTS), "bench", timeout=60)
+    publisher = kafka.EventPublisher(producer, config.topic(topics.AGENTS), "bench", timeout=60)
     try:
         events: list[Any] = []
         for i in range(agents):
             agent = f"agent-{i:05d}"
-            base = {"domain": domain, "occurred_at": time.time()}
+            now = time.time()
             events.append(
                 AgentRegistered(
-                    id=str(uuid.uuid4()), agent_id=agent, capacity={Channel.SMS: capacity}, **base
+                    id=str(uuid.uuid4()),
+                    domain=domain,
+                    occurred_at=now,
+                    agent_id=agent,
+                    capacity={Channel.SMS: capacity},
                 )
             )
             events.append(
                 PresenceChanged(
-                    id=str(uuid.uuid4()), agent_id=agent, status=Presence.ONLINE, **base
+                    id=str(uuid.uuid4()),
+                    domain=domain,
+                    occurred_at=now,
+                    agent_id=agent,
+                    status=Presence.ONLINE,
                 )
             )
         await publisher.publish(events)
@@ -366,7 +370,7 @@ async def register_agents(config: Config, domain: str, agents: int, capacity: in
 async def count_routed(config: Config, expected: int, timeout: float = 120) -> float:
     """Seconds until ``expected`` message.routed events were seen on the routing topic."""
     reader = AIOKafkaConsumer(
-        config.topic(kafka.ROUTING),
+        config.topic(topics.ROUTING),
         bootstrap_servers=config.kafka.bootstrap_servers,
         group_id=None,
         auto_offset_reset="earliest",
@@ -407,7 +411,7 @@ async def bench_switchboard_throughput(services: Services) -> float:
         await prepare(config, {})
         await register_agents(config, "bench", agents=200, capacity=10)
         events = [message("bench", i, conversations=2000) for i in range(THROUGHPUT_MESSAGES)]
-        await produce(services.bootstrap, config.topic(kafka.INBOUND), events)
+        await produce(services.bootstrap, config.topic(topics.INBOUND), events)
         metrics = Metrics()
         async with router(config, metrics) as worker:
             # Timed from the partition's assignment, as the raw pipeline is from its first
@@ -440,7 +444,7 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
         async with router(config):
             # Warm up: open the conversations so the measured load is steady traffic.
             warm = [message("bench", i, conversations=2000) for i in range(2000)]
-            await produce(services.bootstrap, config.topic(kafka.INBOUND), warm)
+            await produce(services.bootstrap, config.topic(topics.INBOUND), warm)
             await count_routed(config, 2000)
 
             def routed_id(record: Any) -> str | None:
@@ -450,8 +454,8 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
 
             return await latency_rounds(
                 services.bootstrap,
-                config.topic(kafka.INBOUND),
-                config.topic(kafka.ROUTING),
+                config.topic(topics.INBOUND),
+                config.topic(topics.ROUTING),
                 lambda i: message("bench", i, conversations=2000),
                 matches=routed_id,
             )
@@ -591,7 +595,7 @@ async def bench_recovery(services: Services) -> float:
             await conn.close()
         del state
         probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
-        await produce(services.bootstrap, config.topic(kafka.INBOUND), [probe])
+        await produce(services.bootstrap, config.topic(topics.INBOUND), [probe])
         async with router(config) as worker:
             await count_routed(config, 1)
             assert worker.last_load_started is not None
@@ -617,12 +621,12 @@ async def run_e2e_bench_async() -> dict[str, float]:
         "e2e_p50_ms_at_1000": round(median_round(our_latencies, 0.5), 2),
         "e2e_p99_ms_at_1000": round(our_p99, 2),
         "e2e_p99_ms_at_1000_worst_round": round(
-            max(percentile(latencies, 0.99) for latencies in our_latencies), 2
+            max(sampled_percentile(latencies, 0.99) for latencies in our_latencies), 2
         ),
         "raw_pipeline_p50_ms_at_1000": round(median_round(raw_latencies, 0.5), 2),
         "raw_pipeline_p99_ms_at_1000": round(raw_p99, 2),
         "raw_pipeline_p99_ms_at_1000_worst_round": round(
-            max(percentile(latencies, 0.99) for latencies in raw_latencies), 2
+            max(sampled_percentile(latencies, 0.99) for latencies in raw_latencies), 2
         ),
         "e2e_p99_ratio_to_raw": round(our_p99 / raw_p99, 3),
         "e2e_latency_samples": float(sum(len(latencies) for latencies in our_latencies)),

@@ -13,7 +13,7 @@ import sys
 import asyncpg
 
 from router.api.auth import Scope, create_token
-from switchboard import db
+from runtime import db
 from switchboard.config import Config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,19 +19,31 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
-from adapters.base import BrokerUnavailable, DeadLetter
+from runtime.config import ServiceConfig
+from schemas import topics
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
-from switchboard.config import Config
 
 log = structlog.get_logger(__name__)
 
-INBOUND = "conversations.inbound"
-AGENTS = "agents.events"
-ROUTING = "conversations.routing"
-OUTBOUND = "conversations.outbound"
-DLQ = "switchboard.dlq"
-ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, DLQ)
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge in time: nothing may be taken as published."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Something accepted but not published as an event: a provider's request, or an item
+    of one, that no event may carry (``EventPublisher.dead_letter``)."""
+
+    source: str
+    """Who set it aside: ``webhook/<provider>``."""
+    reason: str
+    domain: str | None
+    """The routing domain of its endpoint, when known (the record key)."""
+    body: bytes
+    """The request body as received, for an operator to inspect."""
+    content_type: str | None
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -38,7 +51,7 @@ def partition_for(key: str, partitions: int) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def client_options(config: Config, environ: Mapping[str, str]) -> dict[str, Any]:
+def client_options(config: ServiceConfig, environ: Mapping[str, str]) -> dict[str, Any]:
     kafka = config.kafka
     assert kafka.bootstrap_servers, "bootstrap servers are resolved before clients are made"
     options: dict[str, Any] = {
@@ -58,12 +71,12 @@ def client_options(config: Config, environ: Mapping[str, str]) -> dict[str, Any]
     return options
 
 
-async def ensure_topics(config: Config, environ: Mapping[str, str]) -> None:
+async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> None:
     """Create missing topics; refuse to run when inbound and agents partitions differ."""
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
-        wanted = [config.topic(name) for name in ALL_TOPICS]
+        wanted = [config.topic(name) for name in topics.ALL_TOPICS]
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing and config.kafka.create_topics:
@@ -76,17 +89,19 @@ async def ensure_topics(config: Config, environ: Mapping[str, str]) -> None:
                     ]
                 )
             log.info("topics_created", topics=missing, partitions=config.kafka.partitions)
-        described = await admin.describe_topics([config.topic(INBOUND), config.topic(AGENTS)])
+        described = await admin.describe_topics(
+            [config.topic(topics.INBOUND), config.topic(topics.AGENTS)]
+        )
         counts = {d["topic"]: len(d["partitions"]) for d in described}
         if len(set(counts.values())) > 1:
             raise RuntimeError(
-                f"{INBOUND} and {AGENTS} must have the same partition count, found {counts}"
+                f"{topics.INBOUND} and {topics.AGENTS} must have the same partition count, found {counts}"
             )
     finally:
         await admin.close()
 
 
-def make_producer(config: Config, environ: Mapping[str, str]) -> AIOKafkaProducer:
+def make_producer(config: ServiceConfig, environ: Mapping[str, str]) -> AIOKafkaProducer:
     # Idempotence stays off: exactly-once effects come from the outbox and event ids.
     return AIOKafkaProducer(
         **client_options(config, environ),
@@ -143,9 +158,9 @@ class EventPublisher:
         futures = []
         for letter in letters:
             headers = [
-                ("dlq_reason", letter.reason[:500].encode()),
-                ("dlq_topic", self._topic.encode()),
-                ("dlq_source", letter.source.encode()),
+                (topics.DLQ_REASON, letter.reason[:500].encode()),
+                (topics.DLQ_TOPIC, self._topic.encode()),
+                (topics.DLQ_SOURCE, letter.source.encode()),
             ]
             if letter.content_type:
                 headers.append(("content-type", letter.content_type.encode()))

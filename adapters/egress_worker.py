@@ -28,17 +28,20 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from adapters.config import ChannelsConfig
 from adapters.egress import Egress, SendOutcome, SendResult
-from schemas import OUTBOUND_DECODER, Channel, ReplyRequested
-from switchboard import kafka
-from switchboard.config import Config
-from switchboard.metrics import Metrics
+from runtime import kafka
+from runtime.config import ServiceConfig
+from runtime.db import DATABASE_ERRORS
+from runtime.dead_letters import INSERT_RECORD, DeadRecord
+from runtime.metrics import Metrics
+from schemas import OUTBOUND_DECODER, Channel, ReplyRequested, topics
 
 log = structlog.get_logger(__name__)
 
 PARALLEL_CONVERSATIONS = 16
-_DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class PostgresSentLedger:
@@ -91,19 +94,21 @@ class PostgresSentLedger:
 class EgressWorker:
     def __init__(
         self,
-        config: Config,
+        config: ServiceConfig,
+        channels: ChannelsConfig,
         environ: Mapping[str, str],
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         metrics: Metrics,
     ) -> None:
         self._config = config
+        self._channels = channels
         self._environ = environ
         self._pool = pool
         self._producer = producer
         self._metrics = metrics
         self._stopping = asyncio.Event()
-        self._topic = config.topic(kafka.OUTBOUND)
+        self._topic = config.topic(topics.OUTBOUND)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -124,7 +129,7 @@ class EgressWorker:
         try:
             async with aiohttp.ClientSession() as session:
                 egress = Egress(
-                    channels=self._config.channels,
+                    channels=self._channels,
                     environ=self._environ,
                     session=session,
                     metrics=self._metrics,
@@ -142,7 +147,7 @@ class EgressWorker:
                     try:
                         await self._handle(batch, ledger, egress)
                         await consumer.commit()
-                    except _DATABASE_ERRORS as error:
+                    except DATABASE_ERRORS as error:
                         log.warning("egress_database_failed", error=type(error).__name__)
                         await asyncio.sleep(1)
                         await consumer.seek_to_committed()
@@ -153,16 +158,15 @@ class EgressWorker:
 
     async def _handle(
         self,
-        batch: Mapping[object, list[object]],
+        batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
         ledger: PostgresSentLedger,
         egress: Egress,
     ) -> None:
         by_conversation: dict[tuple[str, str], list[ReplyRequested]] = defaultdict(list)
         for records in batch.values():
             for record in records:
-                value: bytes = getattr(record, "value", b"") or b""
                 try:
-                    reply = OUTBOUND_DECODER.decode(value)
+                    reply = OUTBOUND_DECODER.decode(record.value or b"")
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
                     await self._dead_letter(record, f"invalid: {error}")
                     continue
@@ -187,33 +191,29 @@ class EgressWorker:
 
         await asyncio.gather(*(deliver(replies) for replies in by_conversation.values()))
 
-    async def _dead_letter(self, record: object, reason: str) -> None:
-        topic = str(getattr(record, "topic", ""))
-        partition = int(getattr(record, "partition", 0))
-        offset = int(getattr(record, "offset", 0))
-        self._metrics.dead_letters.labels(topic, reason.split(":")[0]).inc()
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        letter = DeadRecord(
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            record.key,
+            record.value,
+            tuple(record.headers),
+        )
+        self._metrics.dead_letters.labels(letter.topic, reason.split(":")[0]).inc()
         log.warning(
-            "dead_letter", topic=topic, partition=partition, offset=offset, reason=reason[:200]
+            "dead_letter",
+            topic=letter.topic,
+            partition=letter.partition,
+            offset=letter.offset,
+            reason=letter.reason,
         )
         with contextlib.suppress(KafkaError):
             await self._producer.send_and_wait(
-                self._config.topic(kafka.DLQ),
-                value=getattr(record, "value", b"") or b"",
-                key=getattr(record, "key", None),
-                headers=[
-                    ("dlq_reason", reason[:500].encode()),
-                    ("dlq_topic", topic.encode()),
-                    ("dlq_partition", str(partition).encode()),
-                    ("dlq_offset", str(offset).encode()),
-                ],
+                self._config.topic(topics.DLQ),
+                value=letter.value or b"",
+                key=letter.key,
+                headers=list(letter.dlq_headers()),
             )
-        await self._pool.execute(
-            'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value)'
-            " VALUES ($1, $2, $3, $4, $5, $6)",
-            topic,
-            partition,
-            offset,
-            reason[:500],
-            getattr(record, "key", None),
-            getattr(record, "value", None),
-        )
+        await self._pool.execute(INSERT_RECORD, *letter.row())

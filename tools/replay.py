@@ -26,9 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import math
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from schemas import (
     Presence,
     Strategy,
 )
+from tools.stats import percentile
 
 WINDOWED = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM})
 REPLY_WINDOW = 24 * 3600.0
@@ -82,14 +82,6 @@ class Kpis:
 
     def wait(self, q: float) -> float | None:
         return percentile(self.waits, q)
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (None without values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 # -- reading the recording (I/O) ------------------------------------------------------
@@ -265,8 +257,8 @@ def report(
     rows = [
         ("assignments", *(k.assignments for k in (recorded, baseline, candidate))),
         ("preferred_hit_ratio", None, baseline.hit_ratio, candidate.hit_ratio),
-        ("wait_p50_s", *(k.wait(50) for k in (recorded, baseline, candidate))),
-        ("wait_p95_s", *(k.wait(95) for k in (recorded, baseline, candidate))),
+        ("wait_p50_s", *(k.wait(0.5) for k in (recorded, baseline, candidate))),
+        ("wait_p95_s", *(k.wait(0.95) for k in (recorded, baseline, candidate))),
         ("sla_breaches", None, baseline.sla_breaches, candidate.sla_breaches),
         ("overflowed", None, baseline.overflowed, candidate.overflowed),
         ("occupancy", None, baseline.occupancy, candidate.occupancy),

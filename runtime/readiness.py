@@ -23,12 +23,24 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from router.shell.worker import RouterWorker
+from runtime.db import DATABASE_ERRORS
+
+
+class Worker(Protocol):
+    """What readiness reads of a router worker (``router.shell.worker.RouterWorker``)."""
+
+    @property
+    def partitions(self) -> list[int]: ...
+
+    problem: str | None
+
+    def stalled_partitions(self, seconds: float) -> list[int]: ...
 
 
 @dataclass
@@ -36,7 +48,7 @@ class Readiness:
     database_url: str | None
     """Checked when set (processes that run the router)."""
     producer: AIOKafkaProducer
-    worker: RouterWorker | None = None
+    worker: Worker | None = None
     interval: float = 2.0
     check_timeout: float = 1.5
     stall_seconds: float = 30.0
@@ -75,7 +87,7 @@ class Readiness:
                     self._connection = await asyncpg.connect(self.database_url)
                 await self._connection.fetchval("SELECT 1")
             return None
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             if self._connection is not None:
                 self._connection.terminate()
                 self._connection = None

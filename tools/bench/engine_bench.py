@@ -8,7 +8,7 @@
   after one resolved conversation; the per-conversation figure opens conversations of
   customers the domain already knows, and the "with new customer" one counts both).
 
-``python -m bench.engine_bench`` prints the table; ``run_engine_bench()`` returns it.
+``python -m tools.bench.engine_bench`` prints the table; ``run_engine_bench()`` returns it.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from adapters.base import BrokerUnavailable
-from switchboard import dead_letters, kafka
+from runtime import dead_letters, kafka
+from runtime.kafka import BrokerUnavailable
 from switchboard.config import Config
 
 

@@ -1,0 +1,103 @@
+"""The service's own configuration sections: clients, HTTP, logging.
+
+The sections of the router and the adapters live next to the code that uses them; the
+composition root (``switchboard.config``) puts them all together and reads the files and
+the environment.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    bootstrap_servers: str | None = None
+    """Kafka bootstrap servers (env ``KAFKA_BOOTSTRAP_SERVERS``); unset: start the embedded broker."""
+    topic_prefix: str = ""
+    """Prefix of every topic name, e.g. ``prod.`` gives ``prod.conversations.inbound``."""
+    partitions: int = 6
+    """Partitions of the topics Switchboard creates (inbound and agents topics must match)."""
+    replication_factor: int = 1
+    """Replication factor of the topics Switchboard creates."""
+    create_topics: bool = True
+    """Create missing topics at start-up."""
+    consumer_group: str = "switchboard-router"
+    """Consumer group of the router processes."""
+    fetch_max_wait_ms: int = 20
+    """Longest a fetch waits for data: bounds routing latency (see the README)."""
+    max_batch_records: int = 2000
+    """Records the router takes per batch at most."""
+    session_timeout_ms: int = 10000
+    """Consumer session timeout: how fast a dead router's partitions move."""
+    security_protocol: str = "PLAINTEXT"
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
+    sasl_mechanism: str | None = None
+    """``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` when SASL is used."""
+    sasl_username_env: str | None = None
+    """Environment variable holding the SASL user name."""
+    sasl_password_env: str | None = None
+    """Environment variable holding the SASL password."""
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError("must be at least 1 (partitions)")
+        if not 0 <= self.fetch_max_wait_ms <= 10000:
+            raise ValueError("must be between 0 and 10000 (fetch_max_wait_ms)")
+
+
+class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str | None = None
+    """PostgreSQL URL (env ``DATABASE_URL``); unset: start the embedded PostgreSQL."""
+    pool_min_size: int = 1
+    """Connections kept open in the pool."""
+    pool_max_size: int = 10
+    """Connections the pool may open."""
+
+
+class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds (env ``SWITCHBOARD_HOST``)."""
+    port: int = 8080
+    """HTTP port (env ``SWITCHBOARD_PORT``)."""
+    public_url: str | None = None
+    """The URL providers call, for signature checks behind proxies (env ``SWITCHBOARD_PUBLIC_URL``)."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest request body accepted; larger ones get 413."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("must be a port number (port)")
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What every part of the service reads: clients, logging, event source, topic names.
+
+    The deployment's whole configuration (``switchboard.config.Config``) extends it with
+    the sections of the router and the adapters.
+    """
+
+    kafka: KafkaConfig = KafkaConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    http: HttpConfig = HttpConfig()
+    log_format: LogFormat | None = None
+    """``json`` or ``console`` (env ``SWITCHBOARD_LOG_FORMAT``); default: console in a terminal."""
+    log_level: str = "INFO"
+    """Log level of Switchboard's own loggers."""
+    state_dir: str = ".state"
+    """Where the embedded broker and PostgreSQL keep their files."""
+    source: str = "switchboard"
+    """CloudEvents ``source`` of the events this deployment publishes."""
+
+    def topic(self, name: str) -> str:
+        return f"{self.kafka.topic_prefix}{name}"

@@ -1,0 +1,38 @@
+"""The topics of the contract: their names (without the deployment's prefix), the event
+union each one's records decode to, and the headers of the dead-letter topic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.agents import AgentEvent
+from schemas.inbound import InboundEvent
+from schemas.outbound import OutboundEvent
+from schemas.routing import RoutingEvent
+
+INBOUND = "conversations.inbound"
+AGENTS = "agents.events"
+ROUTING = "conversations.routing"
+OUTBOUND = "conversations.outbound"
+DLQ = "switchboard.dlq"
+ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, DLQ)
+
+#: Topic -> the tagged union its records decode to (the dead-letter topic holds raw bytes).
+TOPIC_TYPES: dict[str, Any] = {
+    INBOUND: InboundEvent,
+    AGENTS: AgentEvent,
+    ROUTING: RoutingEvent,
+    OUTBOUND: OutboundEvent,
+}
+
+# Headers of a dead letter (``switchboard.dlq``), besides the original record's own.
+DLQ_REASON = "dlq_reason"
+"""Why it was set aside; never quotes the value."""
+DLQ_TOPIC = "dlq_topic"
+"""The topic it was read from (or, for an adapter's, meant for)."""
+DLQ_PARTITION = "dlq_partition"
+"""The partition it was read from (records the router or the egress set aside)."""
+DLQ_OFFSET = "dlq_offset"
+"""Its offset there."""
+DLQ_SOURCE = "dlq_source"
+"""Who set aside what was never a record: ``webhook/<provider>``."""

@@ -1,0 +1,40 @@
+"""The ``switchboard`` program: the service's commands (``switchboard.cli``: run, router,
+adapters, migrate, schemas) and the operator's tools: token, dead-letters, replay, simulate."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from switchboard.cli import configure, new_parser, service_command
+from tools.dead_letter_cli import add_dead_letter_parser, dead_letter_command
+from tools.replay import add_replay_parser, replay_command
+from tools.simulate import add_simulate_parser, simulate_command
+from tools.token_cli import add_token_parser, token_command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = new_parser(__doc__)
+    add_token_parser(commands)
+    add_dead_letter_parser(commands)
+    add_replay_parser(commands)
+    add_simulate_parser(commands)
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    if args.command == "simulate":  # a client of a running service: needs no configuration
+        return simulate_command(args, environ)
+    if args.command not in ("token", "dead-letters", "replay"):
+        return service_command(args, environ)
+    config = configure(args, environ)
+    if config is None:
+        return 2
+    if args.command == "token":
+        return token_command(args, config)
+    if args.command == "dead-letters":
+        return dead_letter_command(args, config, environ)
+    policies = {name: domain.routing for name, domain in config.domains.items()}
+    return replay_command(args, config.database.url, policies)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
