@@ -248,6 +248,14 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(r"^switchboard simulate$", Run(DEMO, "make demo runs it")),
     Rule(
+        r"^switchboard dead-letters$",
+        Mapped(
+            "tests/integration/test_dead_letters.py"
+            "::test_an_admin_lists_inspects_and_redrives_a_dead_letter",
+            "runs `switchboard dead-letters list`, `show` and `redrive` on a real dead letter",
+        ),
+    ),
+    Rule(
         r"^switchboard replay$|^switchboard --config \S+ replay |^printf '\[routing",
         Mapped(
             "tests/replay/test_replay.py::test_longer_preferred_wait_hits_more_and_waits_longer",

@@ -404,7 +404,11 @@ def published_routed(metrics: Metrics) -> float:
     return value or 0.0
 
 
-async def bench_switchboard_throughput(services: Services) -> float:
+async def bench_switchboard_throughput(services: Services) -> tuple[float, float]:
+    """Messages per second, and the router's CPU time per message in microseconds (this
+    process's user and system time over the same window: the broker and PostgreSQL run in
+    processes of their own, so it is what the router spends, and it depends far less on
+    what else the machine does than the rate)."""
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])
@@ -422,6 +426,7 @@ async def bench_switchboard_throughput(services: Services) -> float:
             while worker.last_load_started is None:
                 await asyncio.sleep(0.005)
             started = worker.last_load_started
+            cpu_started = time.process_time()
             deadline = time.perf_counter() + 120
             while published_routed(metrics) < THROUGHPUT_MESSAGES:
                 if time.perf_counter() > deadline:
@@ -429,8 +434,9 @@ async def bench_switchboard_throughput(services: Services) -> float:
                 # Reading the registry costs the router's core: not too often.
                 await asyncio.sleep(0.02)
             seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
         await count_routed(config, THROUGHPUT_MESSAGES)
-        return THROUGHPUT_MESSAGES / seconds
+        return THROUGHPUT_MESSAGES / seconds, cpu_seconds / THROUGHPUT_MESSAGES * 1e6
     finally:
         await drop_database(services, url)
 
@@ -608,7 +614,7 @@ async def bench_recovery(services: Services) -> float:
 async def run_e2e_bench_async() -> dict[str, float]:
     async with services() as running:
         raw_rate, naive_rate, raw_latencies = await bench_raw(running)
-        ours = await bench_switchboard_throughput(running)
+        ours, cpu_per_message = await bench_switchboard_throughput(running)
         our_latencies = await bench_switchboard_latency(running)
         recovery = await bench_recovery(running)
     raw_p99 = median_round(raw_latencies, 0.99)
@@ -618,6 +624,7 @@ async def run_e2e_bench_async() -> dict[str, float]:
         "naive_pipeline_messages_per_s": round(naive_rate, 1),
         "e2e_messages_per_s": round(ours, 1),
         "e2e_ratio_to_raw": round(ours / raw_rate, 3),
+        "e2e_router_cpu_us_per_message": round(cpu_per_message, 1),
         "e2e_p50_ms_at_1000": round(median_round(our_latencies, 0.5), 2),
         "e2e_p99_ms_at_1000": round(our_p99, 2),
         "e2e_p99_ms_at_1000_worst_round": round(
