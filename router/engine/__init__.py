@@ -4,14 +4,10 @@
 effects as data; ``restore`` rebuilds the state from the records those effects saved.
 """
 
+from router.engine.call import NAMESPACE, make_id
 from router.engine.core import (
-    NAMESPACE,
     EngineInput,
-    agent_record,
     apply,
-    conversation_record,
-    customer_record,
-    make_id,
     new_state,
     next_deadline,
     restore,
@@ -47,6 +43,7 @@ from router.engine.records import (
     CustomerRecord,
     DeadlineKind,
 )
+from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.state import DomainState
 
 __all__ = [

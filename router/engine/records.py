@@ -23,6 +23,9 @@ class ConversationStatus(enum.StrEnum):
     owned, slot released after inactivity. ``overflowed``: nobody took it within the
     queue's final timeout; it stays open (manual pick-up, transfer, or a new customer
     message restarts routing). ``closed``: done.
+
+    The legal moves between them, and the one setter that makes them:
+    ``router.engine.lifecycle``.
     """
 
     WAITING = "waiting"

@@ -20,10 +20,16 @@ state rebuilt by ``restore`` decides exactly like the live one.
 
 from __future__ import annotations
 
+import enum
 import heapq
 
 from router.engine.policy import ANY_AGENT, DomainPolicy, QueueMode
-from router.engine.records import AssignmentRecord, ConversationStatus, DeadlineKind
+from router.engine.records import (
+    AgentDeadlineKind,
+    AssignmentRecord,
+    ConversationStatus,
+    DeadlineKind,
+)
 from schemas import AgentSchedule, CandidateNote, Channel, Presence
 
 AgentEntry = tuple[float, float, str, int]
@@ -33,29 +39,48 @@ WaitEntry = tuple[int, float, str, int]
 DeadlineEntry = tuple[float, str]
 """(due, conversation id) in the deadline heap."""
 
-PREFERRED_STEP = -1
-"""``Conversation.step_index`` of the preferred-agent hold."""
-TRANSFER_STEP = -2
-"""``step_index`` of a conversation assigned by transfer."""
-MANUAL_STEP = -3
-"""``step_index`` of a conversation assigned by a manual pick-up."""
-AFFINITY_STEP = -4
-"""``step_index`` of a conversation handed to one of its customer's affinity agents."""
-_SPECIAL_STEPS = {
-    PREFERRED_STEP: "preferred",
-    TRANSFER_STEP: "transfer",
-    MANUAL_STEP: "manual",
-    AFFINITY_STEP: "affinity",
-}
 
-WINDOW_OPEN = 0
-WINDOW_URGENT = 1
-WINDOW_CLOSED = 2
-"""``Conversation.window_state``: the provider reply window is open, about to close
-(priority boosted), or closed (replies need a template)."""
+class LadderStep(enum.IntEnum):
+    """``Conversation.step_index`` of the engine's own steps, below the queue's steps
+    (``0`` to ``n - 1``; ``n`` is an overflowed conversation, named after the last step).
+    Records and events carry the step's name (the member's name in lower case)."""
 
-AgentDeadline = tuple[float, str, str]
+    PREFERRED = -1
+    """The preferred-agent hold (rule 3)."""
+    TRANSFER = -2
+    """Assigned by a transfer to an agent."""
+    MANUAL = -3
+    """Assigned by a manual pick-up."""
+    AFFINITY = -4
+    """Handed to one of the customer's affinity agents."""
+
+    @property
+    def step_name(self) -> str:
+        return self.name.lower()
+
+
+_SPECIAL_STEPS: dict[int, str] = {step: step.step_name for step in LadderStep}
+
+
+class WindowState(enum.IntEnum):
+    """``Conversation.window_state``: the provider reply window is open, about to close
+    (priority boosted), or closed (replies need a template). The number is part of the
+    cause of the ids made when the window fires."""
+
+    OPEN = 0
+    URGENT = 1
+    CLOSED = 2
+
+
+_WINDOW_OPEN = WindowState.OPEN
+_WINDOW_URGENT = WindowState.URGENT
+_WINDOW_CLOSED = WindowState.CLOSED
+
+AgentDeadline = tuple[float, str, AgentDeadlineKind]
 """(due, agent id, kind) in the agent deadline heap."""
+
+NONE_PASSED: dict[str, str] = {}
+"""Nobody passed over: shared by every record that says so (never mutated)."""
 
 
 class Pool:
@@ -114,7 +139,10 @@ class Queue:
         self.offer_timeout = offer_timeout
         self.preferred_wait = preferred_wait
         self.step_index = {step.name: index for index, step in enumerate(steps)}
-        self.names = {**_SPECIAL_STEPS, **{index: step.name for index, step in enumerate(steps)}}
+        self.names: dict[int, str] = {
+            **_SPECIAL_STEPS,
+            **{index: step.name for index, step in enumerate(steps)},
+        }
         """Step index -> name; past the last step: overflowed after it (its name)."""
         self.names[len(steps)] = steps[-1].name
 
@@ -297,7 +325,11 @@ class Conversation:
         queue: Queue,
         priority: int,
         now: float,
+        status: ConversationStatus = ConversationStatus.WAITING,
     ):
+        """A conversation opened at ``now``: waiting (a new one), or the saved
+        ``status`` of one ``restore`` rebuilds; after that, only
+        ``router.engine.lifecycle.set_status`` changes the status."""
         self.conversation_id = conversation_id
         self.channel = channel
         self.endpoint = endpoint
@@ -306,7 +338,7 @@ class Conversation:
         self.key = key
         self.queue = queue
         self.priority = priority
-        self.status = ConversationStatus.WAITING
+        self.status = status
         self.owner: Agent | None = None
         self.preferred: str | None = None
         self.offered_to: Agent | None = None
@@ -328,7 +360,7 @@ class Conversation:
         """Due time of the conversation's live deadline-heap entry (None: none)."""
         self.wait_token: int | None = None
         self.window_ends_at: float | None = None
-        self.window_state = WINDOW_OPEN
+        self.window_state: WindowState = _WINDOW_OPEN
 
     @property
     def step_name(self) -> str:
@@ -445,7 +477,7 @@ class DomainState:
         conversation.wait_token = self.seq
         boost = (
             self.policy.reply_window.urgent_boost
-            if conversation.window_state == WINDOW_URGENT
+            if conversation.window_state == _WINDOW_URGENT
             else 0
         )
         heapq.heappush(
@@ -567,9 +599,9 @@ class DomainState:
 def window_due(conversation: Conversation, urgent_within: float | None) -> float | None:
     """When the conversation's reply window next needs the engine (urgent, then closed)."""
     ends_at = conversation.window_ends_at
-    if ends_at is None or conversation.window_state == WINDOW_CLOSED:
+    if ends_at is None or conversation.window_state == _WINDOW_CLOSED:
         return None
-    if conversation.window_state == WINDOW_OPEN and urgent_within is not None:
+    if conversation.window_state == _WINDOW_OPEN and urgent_within is not None:
         return ends_at - urgent_within
     return ends_at
 

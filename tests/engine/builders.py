@@ -123,6 +123,7 @@ def message(
     queue: str | None = None,
     priority: int = 0,
     message_id: str | None = None,
+    reply_window_ends_at: float | None = None,
 ) -> MessageReceived:
     return MessageReceived(
         id=message_id or next_id("msg"),
@@ -137,6 +138,7 @@ def message(
         text="hello",
         queue=queue,
         priority=priority,
+        reply_window_ends_at=reply_window_ends_at,
     )
 
 

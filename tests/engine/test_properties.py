@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.engine import (
+    AffinityPolicy,
     AgentRecord,
     ConversationRecord,
     ConversationStatus,
@@ -28,6 +29,7 @@ from router.engine import (
     InactivityPolicy,
     QueueMode,
     QueuePolicy,
+    ReplyWindowPolicy,
     SaveAgent,
     SaveConversation,
     SaveCustomer,
@@ -84,6 +86,23 @@ def policy_for(mode: QueueMode) -> DomainPolicy:
                 mode=mode, offer_timeout=20, steps=(StepPolicy(name="billing"),)
             ),
         },
+    )
+
+
+def policy_variant(
+    mode: QueueMode, *, affinity: bool = False, release: bool = True, urgent: bool = False
+) -> DomainPolicy:
+    """``policy_for``, with the affinity step, without slot release (an assigned
+    conversation then closes straight from ``assigned``), or with an urgent reply-window
+    boost."""
+    base = policy_for(mode)
+    return DomainPolicy(
+        default_queue=base.default_queue,
+        queues=base.queues,
+        away_after_missed_offers=base.away_after_missed_offers,
+        inactivity=InactivityPolicy(release_after=900 if release else None, close_after=3600),
+        affinity=AffinityPolicy(try_top=2 if affinity else 0),
+        reply_window=ReplyWindowPolicy(urgent_within=600 if urgent else None),
     )
 
 

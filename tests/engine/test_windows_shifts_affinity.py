@@ -20,7 +20,7 @@ from router.engine import (
     snapshot,
     tick,
 )
-from router.engine.core import affinity_ranking
+from router.engine.affinity import affinity_ranking
 from router.engine.records import AgentRecord, CustomerRecord
 from schemas import (
     AgentSchedule,

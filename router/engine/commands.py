@@ -1,0 +1,174 @@
+"""Agent commands (rule 9): accept, close, transfer.
+
+Each command is answered with ``command.completed`` or ``command.rejected`` and a reason;
+a refused command changes nothing: every check runs before the first mutation.
+"""
+
+from __future__ import annotations
+
+from router.engine.assignment import assign, close, end_assignment
+from router.engine.call import Call
+from router.engine.events import conversation_event
+from router.engine.lifecycle import set_status
+from router.engine.records import ConversationStatus
+from router.engine.routing import enter_step
+from router.engine.state import Conversation, LadderStep
+from schemas import (
+    CommandCompleted,
+    CommandRejected,
+    ConversationAcceptRequested,
+    ConversationCloseRequested,
+    ConversationReassigned,
+    ConversationTransferRequested,
+    Strategy,
+)
+
+_WAITING = ConversationStatus.WAITING
+_OFFERED = ConversationStatus.OFFERED
+_ASSIGNED = ConversationStatus.ASSIGNED
+_IDLE = ConversationStatus.IDLE
+_OVERFLOWED = ConversationStatus.OVERFLOWED
+
+
+def _reject(call: Call, command_id: str, reason: str, conversation_id: str | None) -> None:
+    call.emit(
+        CommandRejected(
+            id=call.new_id(),
+            domain=call.state.domain,
+            occurred_at=call.now,
+            command_id=command_id,
+            reason=reason,
+            conversation_id=conversation_id,
+        )
+    )
+
+
+def _complete(call: Call, command_id: str, conversation_id: str) -> None:
+    call.emit(
+        CommandCompleted(
+            id=call.new_id(),
+            domain=call.state.domain,
+            occurred_at=call.now,
+            command_id=command_id,
+            conversation_id=conversation_id,
+        )
+    )
+
+
+def on_accept(call: Call, event: ConversationAcceptRequested) -> None:
+    state = call.state
+    conversation = state.conversations.get(event.conversation_id)
+    agent = state.agents.get(event.agent_id)
+    refusal: str | None = None
+    if conversation is None:
+        refusal = "unknown_conversation"
+    elif agent is None:
+        refusal = "unknown_agent"
+    elif conversation.status is _OFFERED:
+        if conversation.offered_to is not agent:
+            refusal = "not_offered_to_agent"
+    elif conversation.status in (_WAITING, _OVERFLOWED):
+        reason = agent.unavailable_reason(conversation.channel)
+        if reason != "chosen":
+            refusal = reason
+    elif conversation.owner is agent:
+        refusal = "already_owner"
+    else:
+        refusal = "owned_by_another_agent"
+    if refusal is not None or conversation is None or agent is None:
+        _reject(call, event.id, refusal or "unknown", event.conversation_id)
+        return
+    if conversation.status is _OFFERED:
+        offer = conversation.assignment
+        assert offer is not None
+        agent.missed_offers = 0
+        call.agents[agent.agent_id] = agent
+        assign(call, conversation, agent, offer.strategy, offer)
+    else:
+        conversation.step_index = LadderStep.MANUAL
+        assign(call, conversation, agent, Strategy.MANUAL, None)
+    _complete(call, event.id, conversation.conversation_id)
+
+
+def _acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> str | None:
+    """Agents act only on conversations they own; ``None`` is an admin."""
+    if agent_id is None:
+        return None
+    owner = conversation.owner
+    if owner is None or owner.agent_id != agent_id:
+        return "not_owner"
+    return None
+
+
+def on_close(call: Call, event: ConversationCloseRequested) -> None:
+    conversation = call.state.conversations.get(event.conversation_id)
+    if conversation is None:
+        _reject(call, event.id, "unknown_conversation", event.conversation_id)
+        return
+    refusal = _acting_agent_refusal(conversation, event.agent_id)
+    if refusal is not None:
+        _reject(call, event.id, refusal, event.conversation_id)
+        return
+    call.conversations[conversation.conversation_id] = conversation
+    close(call, conversation, event.reason)
+    _complete(call, event.id, conversation.conversation_id)
+
+
+def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
+    state = call.state
+    conversation = state.conversations.get(event.conversation_id)
+    if conversation is None:
+        _reject(call, event.id, "unknown_conversation", event.conversation_id)
+        return
+    refusal = _acting_agent_refusal(conversation, event.agent_id)
+    target = None
+    queue = None
+    if refusal is None and (event.to_agent_id is None) == (event.to_queue is None):
+        refusal = "needs_exactly_one_of_to_agent_id_or_to_queue"
+    if refusal is None and event.to_agent_id is not None:
+        target = state.agents.get(event.to_agent_id)
+        if target is None:
+            refusal = "unknown_agent"
+        elif target is conversation.owner:
+            refusal = "already_owner"
+        elif target is conversation.offered_to:
+            refusal = "already_offered"
+        else:
+            reason = target.unavailable_reason(conversation.channel)
+            refusal = None if reason == "chosen" else reason
+    if refusal is None and event.to_queue is not None:
+        queue = state.compiled.queues.get(event.to_queue)
+        if queue is None:
+            refusal = "unknown_queue"
+    if refusal is not None:
+        _reject(call, event.id, refusal, event.conversation_id)
+        return
+    previous = conversation.owner
+    was_owned = conversation.status in (_ASSIGNED, _IDLE)
+    end_assignment(call, conversation, "transferred")
+    if queue is not None:
+        conversation.queue = queue
+    call.emit(
+        conversation_event(
+            ConversationReassigned,
+            call,
+            conversation,
+            from_agent_id=None if previous is None else previous.agent_id,
+            to_agent_id=None if target is None else target.agent_id,
+            to_queue=event.to_queue,
+        )
+    )
+    conversation.wait_token = None
+    if was_owned:
+        conversation.waiting_since = call.now
+    if target is not None:
+        conversation.step_index = LadderStep.TRANSFER
+        assign(call, conversation, target, Strategy.TRANSFER, None)
+    else:
+        set_status(call, conversation, _WAITING)
+        conversation.waiting_since = call.now
+        conversation.fell_back = False
+        conversation.preferred = None
+        conversation.passed_over = None if previous is None else {previous.agent_id: "transferred"}
+        enter_step(call, conversation, 0)
+    _complete(call, event.id, conversation.conversation_id)

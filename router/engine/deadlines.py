@@ -1,0 +1,81 @@
+"""What a conversation's deadline does when it fires, by ``DeadlineKind`` (``FIRE``).
+
+A conversation has at most one deadline (``Conversation.deadline`` and ``deadline_kind``):
+its step gives up (rule 4), its offer expires (rule 6), its slot is released or it closes
+after inactivity (rule 8). ``router.engine.core.tick`` pops them in (due, conversation
+id) order and clears each before firing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from router.engine.assignment import close, end_assignment, free_slot, schedule_inactivity
+from router.engine.call import Call
+from router.engine.errors import EngineError
+from router.engine.lifecycle import set_status
+from router.engine.records import ConversationStatus, DeadlineKind
+from router.engine.routing import fall_back, try_step
+from router.engine.state import Conversation, LadderStep
+from schemas import Presence
+
+_WAITING = ConversationStatus.WAITING
+_OFFERED = ConversationStatus.OFFERED
+_ASSIGNED = ConversationStatus.ASSIGNED
+_IDLE = ConversationStatus.IDLE
+_ONLINE = Presence.ONLINE
+_PREFERRED = LadderStep.PREFERRED
+_AFFINITY = LadderStep.AFFINITY
+
+
+def _fire_step(call: Call, conversation: Conversation) -> None:
+    if conversation.status is not _WAITING:
+        raise EngineError(f"step deadline of {conversation.status} {conversation.conversation_id}")
+    fall_back(call, conversation, "timeout")
+
+
+def _fire_offer(call: Call, conversation: Conversation) -> None:
+    agent = conversation.offered_to
+    if conversation.status is not _OFFERED or agent is None:
+        raise EngineError(f"offer deadline of {conversation.status} {conversation.conversation_id}")
+    end_assignment(call, conversation, "offer_missed")
+    set_status(call, conversation, _WAITING)
+    passed = conversation.passed_over
+    if passed is None:
+        passed = conversation.passed_over = {}
+    passed[agent.agent_id] = "offer_missed"
+    agent.missed_offers += 1
+    limit = call.state.policy.away_after_missed_offers
+    if limit is not None and agent.missed_offers >= limit and agent.presence is _ONLINE:
+        agent.presence = Presence.AWAY
+        for channel in sorted(set(agent.capacity) | set(agent.version)):
+            call.state.reindex(agent, channel)
+    call.agents[agent.agent_id] = agent
+    if conversation.step_index in (_PREFERRED, _AFFINITY):
+        fall_back(call, conversation, "offer_missed")
+    elif conversation.step_until is not None and conversation.step_until <= call.now:
+        fall_back(call, conversation, "timeout")
+    else:
+        try_step(call, conversation)
+
+
+def _fire_release(call: Call, conversation: Conversation) -> None:
+    owner = conversation.owner
+    if conversation.status is not _ASSIGNED or owner is None:
+        raise EngineError(f"release of {conversation.status} {conversation.conversation_id}")
+    set_status(call, conversation, _IDLE)
+    free_slot(call, owner, conversation.channel)
+    schedule_inactivity(call.state, conversation)
+
+
+def _fire_close(call: Call, conversation: Conversation) -> None:
+    call.conversations[conversation.conversation_id] = conversation
+    close(call, conversation, "inactive")
+
+
+FIRE: dict[DeadlineKind, Callable[[Call, Conversation], None]] = {
+    DeadlineKind.STEP: _fire_step,
+    DeadlineKind.OFFER: _fire_offer,
+    DeadlineKind.RELEASE: _fire_release,
+    DeadlineKind.CLOSE: _fire_close,
+}

@@ -1,0 +1,268 @@
+"""The ladder (rules 2 to 5): preferred agent, the affinity step, the queue's steps, overflow.
+
+``route`` (re)starts routing at the preferred agent, else at the first step; each step
+hands the conversation to the best available agent of its pool or waits there until its
+deadline gives up (``fall_back``). Agents who free a slot take waiting work when the call
+finishes (``finish``): their held conversations first, then the best waiter of their
+pools.
+"""
+
+from __future__ import annotations
+
+from router.engine.affinity import affinity_agent
+from router.engine.assignment import hand_to, schedule_inactivity
+from router.engine.call import Call
+from router.engine.effects import Effect
+from router.engine.events import conversation_event
+from router.engine.lifecycle import set_status
+from router.engine.records import ConversationStatus, DeadlineKind
+from router.engine.schedule import on_shift
+from router.engine.state import (
+    Agent,
+    Conversation,
+    DomainState,
+    LadderStep,
+    WaitEntry,
+    WindowState,
+)
+from schemas import (
+    Channel,
+    ConversationFallback,
+    ConversationOverflowed,
+    ConversationQueued,
+    Presence,
+    Strategy,
+)
+
+_WAITING = ConversationStatus.WAITING
+_OVERFLOWED = ConversationStatus.OVERFLOWED
+_PREFERRED = LadderStep.PREFERRED
+_AFFINITY = LadderStep.AFFINITY
+_WINDOW_CLOSED = WindowState.CLOSED
+
+
+def route(call: Call, conversation: Conversation, last_owner: Agent | None) -> None:
+    """Rule 2: (re)start routing at the preferred agent, else at the first step."""
+    state = call.state
+    now = call.now
+    channel = conversation.channel
+    set_status(call, conversation, _WAITING)
+    conversation.owner = None
+    conversation.offered_to = None
+    conversation.waiting_since = now
+    conversation.fell_back = False
+    conversation.passed_over = None
+    conversation.step_until = None
+    customer = state.customers.get(conversation.customer_id)
+    preferred_id: str | None = None
+    if customer is not None and customer.owner_agent_id is not None:
+        preferred_id = customer.owner_agent_id
+    elif last_owner is not None:
+        preferred_id = last_owner.agent_id
+    elif customer is not None:
+        preferred_id = customer.last_agent_id
+    preferred = state.agents.get(preferred_id) if preferred_id is not None else None
+    conversation.preferred = None if preferred is None else preferred.agent_id
+    if preferred is None:
+        enter_step(call, conversation, 0)
+        return
+    conversation.step_index = _PREFERRED
+    if preferred.has_slot(channel):
+        hand_to(call, conversation, preferred, Strategy.PREFERRED)
+        return
+    if preferred.capacity.get(channel, 0) <= 0:
+        fall_back(call, conversation, "no_channel")
+        return
+    until = wait_budget_end(conversation, now)
+    back = return_time(preferred, now)
+    if back is not None and back > until:
+        fall_back(call, conversation, "agent_unavailable_within_budget")
+        return
+    conversation.step_until = until
+    wait(call, conversation)
+
+
+def wait_budget_end(conversation: Conversation, now: float) -> float:
+    """When the preferred hold gives up: the soonest of the queue's preferred wait for
+    the channel, the first-response SLA left, and the provider's reply window left
+    (never before ``now``)."""
+    queue = conversation.queue
+    channel = conversation.channel
+    until = now + queue.preferred_wait[channel]
+    sla = queue.sla.get(channel)
+    if sla is not None:
+        start = (
+            conversation.opened_at
+            if conversation.first_response_at is None
+            else conversation.waiting_since
+        )
+        until = min(until, start + sla)
+    window = conversation.window_ends_at
+    if window is not None and conversation.window_state != _WINDOW_CLOSED:
+        until = min(until, window)
+    return max(until, now)
+
+
+def return_time(agent: Agent, now: float) -> float | None:
+    """When an offline agent with a schedule is next due at work (None: unknown, or
+    not offline, or on shift now)."""
+    if agent.presence is not Presence.OFFLINE or agent.schedule is None:
+        return None
+    working, boundary = on_shift(agent.schedule, now)
+    return None if working else boundary
+
+
+def enter_step(call: Call, conversation: Conversation, index: int) -> None:
+    queue = conversation.queue
+    if index >= len(queue.steps):
+        _overflow(call, conversation)
+        return
+    step = queue.steps[index]
+    conversation.step_index = index
+    step_wait = step.waits[conversation.channel]
+    conversation.step_until = None if step_wait is None else call.now + step_wait
+    try_step(call, conversation)
+
+
+def try_step(call: Call, conversation: Conversation) -> None:
+    """Rule 4: the best available agent of the step's pool, else wait at the step."""
+    step = conversation.queue.steps[conversation.step_index]
+    agent = call.state.best_agent(step.pool, conversation.channel, conversation.passed_over)
+    if agent is not None:
+        strategy = Strategy.FALLBACK if conversation.fell_back else Strategy.QUEUE
+        hand_to(call, conversation, agent, strategy)
+        return
+    wait(call, conversation)
+
+
+def wait(call: Call, conversation: Conversation) -> None:
+    state = call.state
+    set_status(call, conversation, _WAITING)
+    enqueue(state, conversation)
+    state.schedule(conversation, conversation.step_until, DeadlineKind.STEP)
+    emit_queued(call, conversation)
+
+
+def emit_queued(call: Call, conversation: Conversation) -> None:
+    call.emit(
+        conversation_event(
+            ConversationQueued,
+            call,
+            conversation,
+            step=conversation.step_name,
+            preferred_agent_id=conversation.preferred,
+            wait_until=conversation.step_until,
+            priority=conversation.priority,
+            reply_window_ends_at=conversation.window_ends_at,
+            reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
+        )
+    )
+
+
+def enqueue(state: DomainState, conversation: Conversation) -> None:
+    """Put a waiting conversation on its preferred agent's hold list or its pool's."""
+    channel = conversation.channel
+    if conversation.step_index == _PREFERRED:
+        assert conversation.preferred is not None
+        agent = state.agents[conversation.preferred]
+        heap = agent.held.get(channel)
+        if heap is None:
+            heap = agent.held[channel] = []
+    else:
+        pool = conversation.queue.steps[conversation.step_index].pool
+        key = (pool.index, channel)
+        heap = state.waiting.get(key)
+        if heap is None:
+            heap = state.waiting[key] = []
+    state.enqueue(conversation, heap)
+
+
+def fall_back(call: Call, conversation: Conversation, reason: str) -> None:
+    """The current step gave up: next step, or overflow after the last one. After the
+    preferred hold comes the ``affinity`` step when configured: the customer's other
+    best-scored agents with a free slot, tried at once in rank order (it never waits)."""
+    conversation.wait_token = None
+    queue = conversation.queue
+    if conversation.step_index == _PREFERRED and call.state.policy.affinity.try_top > 0:
+        _emit_fallback(call, conversation, conversation.step_name, _AFFINITY.step_name, reason)
+        conversation.fell_back = True
+        conversation.step_index = _AFFINITY
+        call.conversations[conversation.conversation_id] = conversation
+        agent = affinity_agent(call.state, conversation, call.now)
+        if agent is not None:
+            hand_to(call, conversation, agent, Strategy.FALLBACK)
+            return
+        reason = "no_affinity_agent"
+    index = max(conversation.step_index + 1, 0)
+    to_step = queue.steps[index].name if index < len(queue.steps) else None
+    _emit_fallback(call, conversation, conversation.step_name, to_step, reason)
+    conversation.fell_back = True
+    call.conversations[conversation.conversation_id] = conversation
+    enter_step(call, conversation, index)
+
+
+def _emit_fallback(
+    call: Call, conversation: Conversation, from_step: str, to_step: str | None, reason: str
+) -> None:
+    call.emit(
+        conversation_event(
+            ConversationFallback,
+            call,
+            conversation,
+            from_step=from_step,
+            to_step=to_step,
+            preferred_agent_id=conversation.preferred,
+            reason=reason,
+        )
+    )
+
+
+def _overflow(call: Call, conversation: Conversation) -> None:
+    state = call.state
+    set_status(call, conversation, _OVERFLOWED)
+    conversation.wait_token = None
+    conversation.step_index = len(conversation.queue.steps)  # named after the last step
+    conversation.step_until = None
+    schedule_inactivity(state, conversation)
+    call.emit(
+        conversation_event(
+            ConversationOverflowed,
+            call,
+            conversation,
+            waited_seconds=call.now - conversation.waiting_since,
+        )
+    )
+
+
+def finish(call: Call) -> list[Effect]:
+    """End a call: agents who gained a free slot take waiting work (``drain``), then the
+    call's effects and saves."""
+    _drain(call)
+    return call.effects_and_saves()
+
+
+def _drain(call: Call) -> None:
+    """Agents who gained a free slot take waiting work: their held conversations first
+    (rule 3), then the best waiter of their pools (priority, then age, then id)."""
+    while call.drain:
+        agent, channel = call.drain.pop(0)
+        while agent.has_slot(channel) and take_one(call, agent, channel):
+            pass
+
+
+def take_one(call: Call, agent: Agent, channel: Channel) -> bool:
+    """Hand the agent (who has a free slot) one waiting conversation, if any."""
+    state = call.state
+    found = state.first_waiting(agent.held.get(channel), agent.agent_id)
+    if found is not None:
+        hand_to(call, found[1], agent, Strategy.PREFERRED)
+        return True
+    best: tuple[WaitEntry, Conversation] | None = None
+    for pool in agent.pools:
+        candidate = state.first_waiting(state.waiting.get((pool.index, channel)), agent.agent_id)
+        if candidate is not None and (best is None or candidate[0] < best[0]):
+            best = candidate
+    if best is None:
+        return False
+    hand_to(call, best[1], agent, Strategy.QUEUE)
+    return True
