@@ -1,0 +1,363 @@
+"""The batch loop's per-record rules, without I/O: decode, keep in sequence, drop
+duplicates, apply to the engine, and collect what the batch writes.
+
+The worker hands in what it fetched and what it looked up (the records, the message ids
+already stored or being written, the clock) and gets plain values back: the rows, outbox
+events, dead letters and next offsets of one transaction (``store.BatchWrites``), and the
+positions the consumer must seek back to. Nothing here awaits, queries or publishes.
+
+Rules, per record of a fetch:
+1. A fetch continues exactly where its partition's state stands: records before that
+   position were applied already (dropped); a fetch that starts past it skipped some (the
+   partition's records are dropped and it is read again from that position).
+2. A record is set aside as a dead letter, with its reason, when it cannot be decoded or
+   validated (``invalid: …``), holds U+0000 in a string (PostgreSQL's text and jsonb
+   cannot store it: the whole transaction would fail), or names a domain this router does
+   not own on that partition (``unknown domain …``). The batch goes on without it.
+3. Records apply in order per partition: by broker timestamp, agent events before
+   inbound records of the same millisecond, then by offset.
+4. A customer message whose id is already stored, being written, or earlier in the batch
+   is a provider retry: dropped before the engine. A delivery status updates the outbound
+   message's row and never reaches the engine.
+5. A record the engine fails on raises ``Unappliable``: its batch cannot be written, and
+   the worker finds the record by replaying one record at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, assert_never
+
+import msgspec
+import structlog
+
+from router.engine import (
+    DomainState,
+    Effect,
+    Emit,
+    EngineInput,
+    SaveAgent,
+    SaveAssignment,
+    SaveConversation,
+    SaveCustomer,
+    SaveMessage,
+    apply,
+    next_deadline,
+    tick,
+)
+from router.shell import store
+from router.shell.observe import (
+    observe_dead_letter,
+    observe_duplicate,
+    observe_first_response,
+    observe_saved_assignment,
+)
+from runtime.dead_letters import DeadRecord
+from runtime.metrics import Metrics
+from schemas import (
+    AGENT_EVENT_DECODER,
+    INBOUND_DECODER,
+    DeliveryStatusChanged,
+    MessageReceived,
+    RoutingEvent,
+)
+from schemas.cloudevents import encode_headers
+from schemas.common import Event
+
+log = structlog.get_logger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+APPLY_SLICE = 100
+"""Records applied between two chances for the caller to let other tasks run."""
+
+InputPartition = tuple[str, int]
+"""(topic, partition) of an input topic; aiokafka's ``TopicPartition`` is one."""
+
+
+class Unappliable(Exception):
+    """The engine, or the encoding of what it emitted, failed on one record."""
+
+
+def poison_reason(error: BaseException) -> str:
+    """Why a record is set aside: the error's type and SQLSTATE, never its message, which
+    can quote the record's content."""
+    if isinstance(error, Unappliable) and error.__cause__ is not None:
+        return f"unappliable: {type(error.__cause__).__name__}"
+    sqlstate = getattr(error, "sqlstate", None)
+    return f"unstorable: {type(error).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+
+
+def holds_nul(value: bytes) -> bool:
+    """Whether a JSON document holds U+0000 in a string (``\\u0000`` not preceded by an
+    odd run of backslashes): PostgreSQL's text and jsonb cannot store it. Most records hold
+    no backslash at all, and looking for one byte (memchr) is cheaper than for six."""
+    if b"\\" not in value:
+        return False
+    start = value.find(b"\\u0000")
+    while start >= 0:
+        backslashes = len(value[:start]) - len(value[:start].rstrip(b"\\"))
+        if backslashes % 2 == 0:
+            return True
+        start = value.find(b"\\u0000", start + 1)
+    return False
+
+
+class Record(Protocol):
+    """A fetched record, as the intake reads it (aiokafka's ``ConsumerRecord`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(slots=True)
+class Decoded:
+    partition: int
+    topic: str
+    offset: int
+    timestamp: int
+    event: Event
+
+
+@dataclass(slots=True)
+class Batch:
+    """One fetch on its way through the intake: what it decoded, then what it writes."""
+
+    writes: store.BatchWrites = field(default_factory=store.BatchWrites)
+    decoded: list[Decoded] = field(default_factory=list)
+    """The records to apply, in the order they apply (rule 3)."""
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    """(domain, message id) of the customer messages among them: to look up (rule 4)."""
+    emitted: list[RoutingEvent] = field(default_factory=list)
+    rewinds: dict[InputPartition, int] = field(default_factory=dict)
+    """Where the consumer must seek back to, per partition that skipped records (rule 1)."""
+    records: int = 0
+    """Records fetched, whatever became of them."""
+
+
+class Intake:
+    """The owned domains' states and input positions, and the rules that move them."""
+
+    def __init__(
+        self,
+        *,
+        inbound: str,
+        agents: str,
+        routing: str,
+        dlq: str,
+        source: str,
+        metrics: Metrics,
+    ) -> None:
+        self._inbound = inbound
+        self._agents = agents
+        self._routing = routing
+        self._dlq = dlq
+        self._source = source
+        self._metrics = metrics
+        self.partitions: dict[int, dict[str, DomainState]] = {}
+        """The owned domains' states, by input partition number."""
+        self.expected: dict[InputPartition, int | None] = {}
+        """The next offset to apply per input partition (None: whatever comes first)."""
+        self._first_responses_seen: set[tuple[str, str]] = set()
+
+    def states(self) -> list[DomainState]:
+        return [state for domains in self.partitions.values() for state in domains.values()]
+
+    def decode(self, fetched: Mapping[InputPartition, Sequence[Record]]) -> Batch:
+        """Rules 1 to 3: the records to apply, in order, and the dead letters and next
+        offsets to write."""
+        batch = Batch()
+        writes, decoded, messages = batch.writes, batch.decoded, batch.messages
+        for tp, records in fetched.items():
+            batch.records += len(records)
+            topic, number = tp
+            domains = self.partitions.get(number)
+            if domains is None or tp not in self.expected:
+                continue  # revoked while the fetch was in flight: the new owner reads it
+            records = self._in_sequence(tp, records, batch.rewinds)
+            if not records:
+                continue
+            decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
+            for record in records:
+                value = record.value or b""
+                try:
+                    event: Event = decoder.decode(value)
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    self.dead_letter(writes, record, f"invalid: {error}")
+                    continue
+                except RecursionError:
+                    self.dead_letter(writes, record, "invalid: nested too deeply")
+                    continue
+                if holds_nul(value):
+                    self.dead_letter(writes, record, "invalid: a string holds U+0000 (NUL)")
+                    continue
+                if event.domain not in domains:
+                    self.dead_letter(writes, record, f"unknown domain {event.domain!r}")
+                    continue
+                if isinstance(event, MessageReceived):
+                    messages.append((event.domain, event.id))
+                decoded.append(Decoded(number, topic, record.offset, record.timestamp, event))
+            writes.offsets[(topic, number)] = records[-1].offset + 1
+        agents = self._agents
+        decoded.sort(key=lambda d: (d.partition, d.timestamp, d.topic != agents, d.offset))
+        return batch
+
+    def _in_sequence(
+        self, tp: InputPartition, records: Sequence[Record], rewinds: dict[InputPartition, int]
+    ) -> Sequence[Record]:
+        """The records that continue exactly where this partition's state stands.
+
+        A fetch that raced with a reload can hand back records from before the rewind
+        (already applied: dropped) or skip ahead of it (a gap: rewind and read again).
+        """
+        expected = self.expected[tp]
+        if expected is not None:
+            records = [record for record in records if record.offset >= expected]
+            if records and records[0].offset != expected:
+                log.warning(
+                    "fetch_gap_rewound",
+                    topic=tp[0],
+                    partition=tp[1],
+                    expected=expected,
+                    fetched=records[0].offset,
+                )
+                rewinds[tp] = expected
+                return []
+        if records:
+            self.expected[tp] = records[-1].offset + 1
+        return records
+
+    def apply_events(self, batch: Batch, now: float, known: set[str]) -> Iterator[None]:
+        """Rules 4 and 5 for the decoded records, in order; ``known`` holds the message ids
+        already stored or being written, and gains the batch's own.
+
+        Yields every ``APPLY_SLICE`` records: the caller lets other tasks run then (a
+        transaction in flight advances only when the loop yields)."""
+        writes, emitted = batch.writes, batch.emitted
+        for index, item in enumerate(batch.decoded):
+            if index % APPLY_SLICE == APPLY_SLICE - 1:
+                yield
+            try:
+                self._apply(item, now, known, writes, emitted)
+            except Exception as error:  # any failure on one record is that record's: isolated
+                raise Unappliable() from error
+
+    def fire_deadlines(self, batch: Batch, now: float) -> None:
+        """Tick every owned domain with a deadline due by ``now``."""
+        for number, domains in self.partitions.items():
+            for state in domains.values():
+                due = next_deadline(state)
+                if due is not None and due <= now:
+                    self._collect(number, state, tick(state, now), batch.writes, batch.emitted)
+
+    def _apply(
+        self,
+        item: Decoded,
+        now: float,
+        known: set[str],
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        event = item.event
+        state = self.partitions[item.partition][event.domain]
+        if isinstance(event, DeliveryStatusChanged):
+            writes.delivery_statuses.append(
+                (
+                    str(event.channel),
+                    event.provider_message_id,
+                    str(event.status),
+                    event.error_code or "",
+                )
+            )
+            self._metrics.delivery_statuses.labels(str(event.channel), str(event.status)).inc()
+            return
+        if isinstance(event, MessageReceived):
+            if event.id in known:
+                observe_duplicate(self._metrics, event.channel)
+                return
+            known.add(event.id)  # a retry later in the same batch is a duplicate too
+        assert isinstance(event, EngineInput)
+        if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
+            writes.agent_events.append(event)
+        self._collect(item.partition, state, apply(state, event, now), writes, emitted)
+
+    def _collect(
+        self,
+        partition: int,
+        state: DomainState,
+        effects: list[Effect],
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        domain = state.domain
+        for effect in effects:
+            match effect:
+                case Emit(event=event):
+                    writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
+                    emitted.append(event)
+                case SaveMessage(message=message, conversation_id=conversation_id):
+                    writes.messages.append((message, conversation_id))
+                case SaveConversation(record=record):
+                    writes.conversations[(domain, record.conversation_id)] = record
+                    observe_first_response(self._metrics, self._first_responses_seen, state, record)
+                case SaveAgent(record=record):
+                    writes.agents[(domain, record.agent_id)] = record
+                case SaveCustomer(record=record):
+                    writes.customers[(domain, record.customer_id)] = record
+                case SaveAssignment(record=record):
+                    writes.assignments[(domain, record.assignment_id)] = record
+                    observe_saved_assignment(self._metrics, record)
+                case _:
+                    assert_never(effect)
+
+    def _outbox_event(self, event: RoutingEvent) -> store.OutboxEvent:
+        subject = getattr(event, "conversation_id", None)
+        return store.OutboxEvent(
+            topic=self._routing,
+            key=event.domain.encode(),
+            value=_encode(event),
+            headers=tuple(encode_headers(event, source=self._source, subject=subject)),
+        )
+
+    def dead_letter(self, writes: store.BatchWrites, record: Record, reason: str) -> None:
+        """Set ``record`` aside: a ``dead_letters`` row and a copy on the dead-letter topic,
+        both written with ``writes``."""
+        letter = DeadRecord(
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            record.key,
+            record.value,
+            tuple(record.headers),
+        )
+        reason = letter.reason
+        writes.dead_letters.append(letter)
+        writes.outbox.setdefault(record.partition, []).append(
+            store.OutboxEvent(
+                topic=self._dlq,
+                key=record.key,
+                value=record.value or b"",
+                headers=letter.dlq_headers(),
+            )
+        )
+        observe_dead_letter(self._metrics, record.topic, reason)
+        log.warning(
+            "dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+        )
