@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -512,9 +513,11 @@ async def bench_raw(services: Services) -> tuple[float, float, list[list[float]]
         await drop_database(services, url)
 
 
-async def bench_recovery(services: Services) -> float:
+async def bench_recovery(services: Services) -> tuple[float, float]:
     """Seconds from starting a router on a domain with 100,000 open conversations to the
-    first new event applied (the partition's state loaded from PostgreSQL)."""
+    first new event applied (the partition's state loaded from PostgreSQL), and the
+    router's resident memory per open conversation: measured by ``tools.bench.takeover``
+    in a process of its own."""
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])
@@ -602,11 +605,20 @@ async def bench_recovery(services: Services) -> float:
         del state
         probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
         await produce(services.bootstrap, config.topic(topics.INBOUND), [probe])
-        async with router(config) as worker:
-            await count_routed(config, 1)
-            assert worker.last_load_started is not None
-            assert worker.first_applied_after_load is not None
-            return worker.first_applied_after_load - worker.last_load_started
+        takeover = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tools.bench.takeover",
+            msgspec.json.encode(config).decode(),
+            str(RECOVERY_CONVERSATIONS),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(takeover.communicate(), 300)
+        if takeover.returncode != 0:
+            raise RuntimeError(f"the takeover measurement failed ({takeover.returncode})")
+        await count_routed(config, 1)
+        figures = msgspec.json.decode(out.splitlines()[-1])
+        return figures["seconds"], figures["rss_bytes_per_open_conversation"]
     finally:
         await drop_database(services, url)
 
@@ -616,7 +628,7 @@ async def run_e2e_bench_async() -> dict[str, float]:
         raw_rate, naive_rate, raw_latencies = await bench_raw(running)
         ours, cpu_per_message = await bench_switchboard_throughput(running)
         our_latencies = await bench_switchboard_latency(running)
-        recovery = await bench_recovery(running)
+        recovery, rss_per_conversation = await bench_recovery(running)
     raw_p99 = median_round(raw_latencies, 0.99)
     our_p99 = median_round(our_latencies, 0.99)
     results = {
@@ -638,6 +650,7 @@ async def run_e2e_bench_async() -> dict[str, float]:
         "e2e_p99_ratio_to_raw": round(our_p99 / raw_p99, 3),
         "e2e_latency_samples": float(sum(len(latencies) for latencies in our_latencies)),
         "recovery_seconds_100k_open": round(recovery, 3),
+        "router_rss_bytes_per_open_conversation": round(rss_per_conversation),
     }
     return results
 
