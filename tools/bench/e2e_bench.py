@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ NAIVE_MESSAGES = 1_000
 LATENCY_RATE = 1_000
 LATENCY_SECONDS = 6
 LATENCY_ROUNDS = 3
+WARM_MESSAGES = 2_000
+"""Messages through a pipeline before a latency round; Switchboard's open as many
+conversations, so the measured load is steady traffic."""
 RECOVERY_CONVERSATIONS = 100_000
 FETCH_MAX_WAIT_MS = 10
 
@@ -268,29 +271,16 @@ async def paced_latencies(
     return latencies
 
 
-async def latency_rounds(
-    bootstrap: str,
-    topic: str,
-    out_topic: str,
-    make: Callable[[int], MessageReceived],
-    *,
-    matches: Callable[[Any], str | None],
-) -> list[list[float]]:
-    """``LATENCY_ROUNDS`` paced runs, back to back. The embedded broker now and then stalls
-    for about 200 ms (the raw pipeline sees it as often as Switchboard): one such stall in
-    a single run moves its p99 by a factor of five, so figures are the median round's."""
-    return [
-        await paced_latencies(
-            bootstrap,
-            topic,
-            out_topic,
-            make,
-            rate=LATENCY_RATE,
-            seconds=LATENCY_SECONDS,
-            matches=matches,
-        )
-        for _ in range(LATENCY_ROUNDS)
-    ]
+async def latency_rounds(one_round: Callable[[], Awaitable[list[float]]]) -> list[list[float]]:
+    """``LATENCY_ROUNDS`` paced runs, back to back, each on topics of its own after the same
+    warm-up (``WARM_MESSAGES`` through the pipeline). The embedded broker's produce →
+    consume latency grows with a partition's size (p50 4 ms on an empty topic, 46 ms once
+    it holds 24,000 records, measured here), so rounds on the same topics would measure
+    how full the broker is, and Switchboard, which writes more records per message than
+    the raw pipeline, would look slower than it is. It also stalls now and then for about
+    200 ms (the raw pipeline sees it as often as Switchboard): one such stall in a single
+    run moves its p99 by a factor of five, so figures are the median round's."""
+    return [await one_round() for _ in range(LATENCY_ROUNDS)]
 
 
 def median_round(rounds: list[list[float]], q: float) -> float:
@@ -368,11 +358,18 @@ async def register_agents(config: Config, domain: str, agents: int, capacity: in
         await producer.stop()
 
 
-async def count_routed(config: Config, expected: int, timeout: float = 120) -> float:
-    """Seconds until ``expected`` message.routed events were seen on the routing topic."""
+async def count_records(
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    identify: Callable[[Any], bytes | None],
+    timeout: float = 120,
+) -> float:
+    """Seconds until ``expected`` distinct records (by ``identify``; None: not counted)
+    were seen on ``topic``."""
     reader = AIOKafkaConsumer(
-        config.topic(topics.ROUTING),
-        bootstrap_servers=config.kafka.bootstrap_servers,
+        topic,
+        bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
@@ -385,16 +382,30 @@ async def count_routed(config: Config, expected: int, timeout: float = 120) -> f
             batch = await reader.getmany(timeout_ms=100, max_records=5000)
             for records in batch.values():
                 for record in records:
-                    headers = dict(record.headers)
-                    if headers.get("ce_type") == b"message.routed":
-                        seen.add(headers["ce_id"])
+                    if (identity := identify(record)) is not None:
+                        seen.add(identity)
     finally:
         await reader.stop()
     if len(seen) < expected:
-        raise RuntimeError(
-            f"only {len(seen)} of {expected} message.routed events within {timeout} s"
-        )
+        raise RuntimeError(f"only {len(seen)} of {expected} records on {topic} within {timeout} s")
     return time.perf_counter() - started
+
+
+def _routed_event_id(record: Any) -> bytes | None:
+    headers = dict(record.headers)
+    return headers["ce_id"] if headers.get("ce_type") == b"message.routed" else None
+
+
+async def count_routed(config: Config, expected: int, timeout: float = 120) -> float:
+    """Seconds until ``expected`` message.routed events were seen on the routing topic."""
+    assert config.kafka.bootstrap_servers
+    return await count_records(
+        config.kafka.bootstrap_servers,
+        config.topic(topics.ROUTING),
+        expected,
+        _routed_event_id,
+        timeout,
+    )
 
 
 def published_routed(metrics: Metrics) -> float:
@@ -443,31 +454,35 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
 
 
 async def bench_switchboard_latency(services: Services) -> list[list[float]]:
-    url = await fresh_database(services)
-    try:
-        config = bench_config(services, url, ["bench"])
-        await prepare(config, {})
-        await register_agents(config, "bench", agents=200, capacity=10)
-        async with router(config):
-            # Warm up: open the conversations so the measured load is steady traffic.
-            warm = [message("bench", i, conversations=2000) for i in range(2000)]
-            await produce(services.bootstrap, config.topic(topics.INBOUND), warm)
-            await count_routed(config, 2000)
+    def routed_id(record: Any) -> str | None:
+        if dict(record.headers).get("ce_type") != b"message.routed":
+            return None
+        return str(msgspec.json.decode(record.value)["message_id"])
 
-            def routed_id(record: Any) -> str | None:
-                if dict(record.headers).get("ce_type") != b"message.routed":
-                    return None
-                return str(msgspec.json.decode(record.value)["message_id"])
+    async def one_round() -> list[float]:
+        url = await fresh_database(services)
+        try:
+            config = bench_config(services, url, ["bench"])  # topics of its own
+            await prepare(config, {})
+            await register_agents(config, "bench", agents=200, capacity=10)
+            async with router(config):
+                # Warm up: open the conversations so the measured load is steady traffic.
+                warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
+                await produce(services.bootstrap, config.topic(topics.INBOUND), warm)
+                await count_routed(config, WARM_MESSAGES)
+                return await paced_latencies(
+                    services.bootstrap,
+                    config.topic(topics.INBOUND),
+                    config.topic(topics.ROUTING),
+                    lambda i: message("bench", i, WARM_MESSAGES),
+                    rate=LATENCY_RATE,
+                    seconds=LATENCY_SECONDS,
+                    matches=routed_id,
+                )
+        finally:
+            await drop_database(services, url)
 
-            return await latency_rounds(
-                services.bootstrap,
-                config.topic(topics.INBOUND),
-                config.topic(topics.ROUTING),
-                lambda i: message("bench", i, conversations=2000),
-                matches=routed_id,
-            )
-    finally:
-        await drop_database(services, url)
+    return await latency_rounds(one_round)
 
 
 async def bench_raw(services: Services) -> tuple[float, float, list[list[float]]]:
@@ -488,26 +503,37 @@ async def bench_raw(services: Services) -> tuple[float, float, list[list[float]]
             services, url, naive_source, naive_sink, NAIVE_MESSAGES, per_message_transaction=True
         )
 
-        lat_source, lat_sink = f"rawlat{tag}.in", f"rawlat{tag}.out"
-        await create_topics(services.bootstrap, [lat_source, lat_sink])
-        stop = asyncio.Event()
-        pipeline = asyncio.create_task(
-            raw_pipeline(services, url, lat_source, lat_sink, 10**9, stop=stop)
-        )
-        await asyncio.sleep(1)
-
         def same_id(record: Any) -> str | None:
             return str(msgspec.json.decode(record.value)["id"])
 
-        latencies = await latency_rounds(
-            services.bootstrap,
-            lat_source,
-            lat_sink,
-            lambda i: message("bench", i, 2000),
-            matches=same_id,
-        )
-        stop.set()
-        await pipeline
+        def value_of(record: Any) -> bytes:
+            return bytes(record.value)
+
+        async def one_round() -> list[float]:
+            lat_source, lat_sink = [f"rawlat{uuid.uuid4().hex[:6]}.{end}" for end in ("in", "out")]
+            await create_topics(services.bootstrap, [lat_source, lat_sink])
+            stop = asyncio.Event()
+            pipeline = asyncio.create_task(
+                raw_pipeline(services, url, lat_source, lat_sink, 10**9, stop=stop)
+            )
+            try:
+                warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
+                await produce(services.bootstrap, lat_source, warm)
+                await count_records(services.bootstrap, lat_sink, WARM_MESSAGES, value_of)
+                return await paced_latencies(
+                    services.bootstrap,
+                    lat_source,
+                    lat_sink,
+                    lambda i: message("bench", i, WARM_MESSAGES),
+                    rate=LATENCY_RATE,
+                    seconds=LATENCY_SECONDS,
+                    matches=same_id,
+                )
+            finally:
+                stop.set()
+                await pipeline
+
+        latencies = await latency_rounds(one_round)
         return raw_rate, NAIVE_MESSAGES / naive_seconds, latencies
     finally:
         await drop_database(services, url)
