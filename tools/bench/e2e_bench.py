@@ -391,9 +391,12 @@ async def count_records(
     return time.perf_counter() - started
 
 
-def _routed_event_id(record: Any) -> bytes | None:
-    headers = dict(record.headers)
-    return headers["ce_id"] if headers.get("ce_type") == b"message.routed" else None
+def _event_id(ce_type: bytes) -> Callable[[Any], bytes | None]:
+    def identify(record: Any) -> bytes | None:
+        headers = dict(record.headers)
+        return headers["ce_id"] if headers.get("ce_type") == ce_type else None
+
+    return identify
 
 
 async def count_routed(config: Config, expected: int, timeout: float = 120) -> float:
@@ -403,7 +406,7 @@ async def count_routed(config: Config, expected: int, timeout: float = 120) -> f
         config.kafka.bootstrap_servers,
         config.topic(topics.ROUTING),
         expected,
-        _routed_event_id,
+        _event_id(b"message.routed"),
         timeout,
     )
 
@@ -467,9 +470,16 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
             await register_agents(config, "bench", agents=200, capacity=10)
             async with router(config):
                 # Warm up: open the conversations so the measured load is steady traffic.
+                # A message can be routed before the agents' presence is applied (another
+                # topic): the conversations are assigned then, all at once. Wait for that.
                 warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
                 await produce(services.bootstrap, config.topic(topics.INBOUND), warm)
-                await count_routed(config, WARM_MESSAGES)
+                await count_records(
+                    services.bootstrap,
+                    config.topic(topics.ROUTING),
+                    WARM_MESSAGES,
+                    _event_id(b"conversation.assigned"),
+                )
                 return await paced_latencies(
                     services.bootstrap,
                     config.topic(topics.INBOUND),
