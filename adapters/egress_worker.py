@@ -192,15 +192,7 @@ class EgressWorker:
         await asyncio.gather(*(deliver(replies) for replies in by_conversation.values()))
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
-        letter = DeadRecord(
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            record.key,
-            record.value,
-            tuple(record.headers),
-        )
+        letter = DeadRecord.read(record, reason)
         self._metrics.dead_letters.labels(letter.topic, reason.split(":")[0]).inc()
         log.warning(
             "dead_letter",

@@ -39,6 +39,7 @@ domains, counts and outcome, never bodies or customer identities.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -278,16 +279,17 @@ def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) 
 def _parse_signed(
     parse: Callable[[], Normalized], *, domain: str | None = None, nonce: Nonce | None = None
 ) -> Normalized:
-    """Normalize a request whose signature was verified, setting the whole request aside
-    when it cannot be read: the provider sent it, and would redeliver the same bytes for as
-    long as we refuse them (the module docstring)."""
+    """Normalize a request whose signature was verified, with its one-time token, setting
+    the whole request aside when it cannot be read: the provider sent it, and would
+    redeliver the same bytes for as long as we refuse them (the module docstring)."""
     try:
-        return parse()
+        normalized = parse()
     except Unusable as unusable:
         return Normalized(events=[], set_aside=[unusable], nonce=nonce)
     except BadRequest as malformed:
         unreadable = Unusable(malformed.reason[:500], domain=domain)
         return Normalized(events=[], set_aside=[unreadable], nonce=nonce)
+    return normalized if nonce is None else dataclasses.replace(normalized, nonce=nonce)
 
 
 def _require_form(request: web.Request) -> None:
@@ -392,9 +394,7 @@ def _email(ctx: WebhookContext) -> Handler:
                 key, form.signature_fields(), now, cfg.max_age_seconds
             )
             return _parse_signed(
-                lambda: Normalized(
-                    email_adapter.parse_mailgun(form.decoded(), ctx.channels, now), nonce=nonce
-                ),
+                lambda: Normalized(email_adapter.parse_mailgun(form.decoded(), ctx.channels, now)),
                 nonce=nonce,
             )
 

@@ -174,16 +174,18 @@ REASON_MAX = 500
 """Characters of a reason kept (the row, the ``dlq_reason`` header)."""
 
 INSERT_RECORD = (
-    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain)'
-    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain, source)'
+    ' VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (topic, partition, "offset")'
+    " WHERE source IS NOT NULL DO NOTHING"
 )
-"""Stores a ``DeadRecord`` (its ``row()``)."""
+"""Stores a ``DeadRecord`` (its ``row()``); a letter with a ``source`` is stored once."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeadRecord:
     """A record read from a topic and set aside: the router's (written with its batch,
-    through the outbox) and the egress worker's letters are both made of it."""
+    through the outbox), the egress worker's and the recorder's letters are all made of
+    it."""
 
     topic: str
     partition: int
@@ -193,9 +195,25 @@ class DeadRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     """The record's own headers, kept on its copy on the dead-letter topic."""
+    source: str | None = None
+    """Who set aside what was never a record of ours (``webhook/<provider>``); then the
+    record is its copy on the dead-letter topic."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reason", self.reason[:REASON_MAX])
+
+    @classmethod
+    def read(cls, record: ConsumerRecord[bytes, bytes], reason: str) -> DeadRecord:
+        """``record``, read from its topic, set aside for ``reason``."""
+        return cls(
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            record.key,
+            record.value,
+            tuple(record.headers),
+        )
 
     @property
     def domain(self) -> str | None:
@@ -211,6 +229,7 @@ class DeadRecord:
             self.key,
             self.value,
             self.domain,
+            self.source,
         )
 
     def dlq_headers(self) -> tuple[tuple[str, bytes], ...]:
@@ -264,11 +283,6 @@ async def redrive(
     return _Row(marked).view()
 
 
-_RECORD = (
-    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain, source)'
-    ' VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (topic, partition, "offset")'
-    " WHERE source IS NOT NULL DO NOTHING"
-)
 RECORDED_SOURCE_PREFIX = "webhook/"
 """``dlq_source`` of the letters the recorder copies (``kafka.EventPublisher.dead_letter``)."""
 
@@ -325,7 +339,7 @@ class DeadLetterRecorder:
                 ]
                 try:
                     if rows:
-                        await self._pool.executemany(_RECORD, rows)
+                        await self._pool.executemany(INSERT_RECORD, rows)
                     await consumer.commit()
                 except DATABASE_ERRORS as error:
                     log.warning("dead_letter_record_failed", error=type(error).__name__)
@@ -343,13 +357,12 @@ def _recorded_row(record: ConsumerRecord[bytes, bytes]) -> tuple[object, ...] | 
     if not source.startswith(RECORDED_SOURCE_PREFIX):
         return None
     reason = headers.get(topics.DLQ_REASON, b"").decode("utf-8", "replace").replace("\x00", "")
-    return (
+    return DeadRecord(
         record.topic,
         record.partition,
         record.offset,
-        reason[:REASON_MAX],
+        reason,
         record.key,
         record.value or b"",
-        domain_of_key(record.key),
-        source[:100].replace("\x00", ""),
-    )
+        source=source[:100].replace("\x00", ""),
+    ).row()

@@ -18,7 +18,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from adapters.egress_worker import EgressWorker
 from adapters.nonces import PostgresNonces
-from adapters.webchat import WebchatHub
+from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump, webchat_routes
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from router.api.setup import setup_api
@@ -75,10 +75,11 @@ def build_app(
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
     if Role.ADAPTERS in roles:
         app[WEBCHAT_HUB] = WebchatHub()
-        app.cleanup_ctx.append(functools.partial(_webchat_replies, config))
+        webchats = {name: domain.webchat for name, domain in config.domains.items()}
+        app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
         app.cleanup_ctx.append(_dead_letter_recorder)
-        app.router.add_routes(_adapter_routes(app, config))
+        app.router.add_routes(_adapter_routes(app, config, webchats))
     if Role.ROUTER in roles:
         policies = {name: domain.routing for name, domain in config.domains.items()}
         app.cleanup_ctx.append(functools.partial(_router_worker, policies))
@@ -143,7 +144,9 @@ async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _webchat_replies(config: Config, app: web.Application) -> AsyncIterator[None]:
+async def _webchat_replies(
+    config: Config, webchats: Mapping[str, WebchatConfig], app: web.Application
+) -> AsyncIterator[None]:
     """Every adapter instance reads all replies and hands web chat ones to its sockets."""
     hub = app[WEBCHAT_HUB]
     consumer = AIOKafkaConsumer(
@@ -154,8 +157,7 @@ async def _webchat_replies(config: Config, app: web.Application) -> AsyncIterato
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
-    domains = {name: domain.webchat for name, domain in config.domains.items()}
-    async with background("webchat-replies", reply_pump(consumer, hub, domains)):
+    async with background("webchat-replies", reply_pump(consumer, hub, webchats)):
         yield
     await hub.close_all()
     await consumer.stop()
@@ -175,7 +177,9 @@ class _StartedPublisher:
         await self._app[self._key].dead_letter(letters)
 
 
-def _adapter_routes(app: web.Application, config: Config) -> list[web.RouteDef]:
+def _adapter_routes(
+    app: web.Application, config: Config, webchats: Mapping[str, WebchatConfig]
+) -> list[web.RouteDef]:
     publisher = _StartedPublisher(app, INBOUND_PUBLISHER)
     context = WebhookContext(
         channels=config.channels,
@@ -188,7 +192,7 @@ def _adapter_routes(app: web.Application, config: Config) -> list[web.RouteDef]:
     )
     return [
         *webchat_routes(
-            {name: domain.webchat for name, domain in config.domains.items()},
+            webchats,
             app[WEBCHAT_HUB],
             publisher,
             app[METRICS],

@@ -334,15 +334,7 @@ class Intake:
     def dead_letter(self, writes: store.BatchWrites, record: Record, reason: str) -> None:
         """Set ``record`` aside: a ``dead_letters`` row and a copy on the dead-letter topic,
         both written with ``writes``."""
-        letter = DeadRecord(
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            record.key,
-            record.value,
-            tuple(record.headers),
-        )
+        letter = DeadRecord.read(record, reason)
         reason = letter.reason
         writes.dead_letters.append(letter)
         writes.outbox.setdefault(record.partition, []).append(
