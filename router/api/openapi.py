@@ -336,20 +336,28 @@ _REASONS = {
     404: "Unknown domain, agent, conversation or dead letter",
     409: "The router, the conversation's state or the dead letter refused the action;"
     " `error` says why",
+    412: "`If-Match` names a version that is no longer the current one: read it again",
     413: "Body too large",
     415: "The body has a Content-Encoding: send it uncompressed",
+    428: "A change needs `If-Match` with the ETag of the version it was made from",
     503: "Broker or database unavailable: retry later",
 }
 
 
+EXTRA_OPERATIONS: web.AppKey[tuple[Operation, ...]] = web.AppKey("openapi_extra_operations")
+"""Operations other packages serve on the same application (the configuration API)."""
+
+
 @functools.cache
-def document() -> dict[str, Any]:
+def document(extra: tuple[Operation, ...] = ()) -> dict[str, Any]:
+    """The OpenAPI document of ``OPERATIONS`` and the ``extra`` ones."""
+    operations = OPERATIONS + extra
     types: list[Any] = [ErrorBody]
-    for op in OPERATIONS:
+    for op in operations:
         types.extend(t for t in (op.ok_type, op.request) if t is not None)
     _, components = msgspec.json.schema_components(list(dict.fromkeys(types)), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
+    for op in operations:
         responses: dict[str, Any] = {}
         if op.ok_type is None:
             responses[str(op.ok_status)] = {
@@ -406,4 +414,4 @@ def document() -> dict[str, Any]:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return web.json_response(document(request.app.get(EXTRA_OPERATIONS, ())))
