@@ -400,7 +400,8 @@ class Egress:
         """Steps 1-3 of the module docstring."""
         channel = reply.channel.value
         if await self.ledger.already_sent(reply.id):
-            self.metrics.egress_messages.labels(channel=channel, outcome="duplicate").inc()
+            sent = self.metrics.for_domain(reply.domain)
+            sent.counter(self.metrics.egress_messages, channel, "duplicate").inc()
             return self._result(reply, SendOutcome.DUPLICATE)
         try:
             request = build_request(reply, self.channels, self.environ)
@@ -412,7 +413,8 @@ class Egress:
             result = self._result(reply, SendOutcome.FAILED, error=str(exc))
         else:
             result = await self._perform(reply, request)
-        self.metrics.egress_messages.labels(channel=channel, outcome=result.outcome.value).inc()
+        sent = self.metrics.for_domain(reply.domain)
+        sent.counter(self.metrics.egress_messages, channel, result.outcome.value).inc()
         log.info(
             "reply_sent" if result.outcome is SendOutcome.SENT else "reply_failed",
             domain=reply.domain,

@@ -109,9 +109,16 @@ class EgressWorker:
         self._metrics = metrics
         self._stopping = asyncio.Event()
         self._topic = config.topic(topics.OUTBOUND)
+        self._egress: Egress | None = None
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def reconfigure(self, channels: ChannelsConfig) -> None:
+        """A new configuration version: replies from now on use these endpoints."""
+        self._channels = channels
+        if self._egress is not None:
+            self._egress.channels = channels
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -128,7 +135,7 @@ class EgressWorker:
         await consumer.start()
         try:
             async with aiohttp.ClientSession() as session:
-                egress = Egress(
+                egress = self._egress = Egress(
                     channels=self._channels,
                     environ=self._environ,
                     session=session,
@@ -193,7 +200,9 @@ class EgressWorker:
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         letter = DeadRecord.read(record, reason)
-        self._metrics.dead_letters.labels(letter.topic, reason.split(":")[0]).inc()
+        # An unreadable reply's key is not trusted to name a domain: counted under none.
+        unowned = self._metrics.for_domain(None)
+        unowned.counter(self._metrics.dead_letters, letter.topic, reason.split(":")[0]).inc()
         log.warning(
             "dead_letter",
             topic=letter.topic,

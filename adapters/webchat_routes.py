@@ -64,7 +64,7 @@ def webchat_routes(
             metrics.webhook_requests.labels("webchat", "unavailable").inc()
             return json_error(503, "broker unavailable, retry later")
         metrics.webhook_requests.labels("webchat", "accepted").inc()
-        metrics.inbound_messages.labels("webchat").inc()
+        metrics.for_domain(domain).counter(metrics.inbound_messages, "webchat").inc()
         return web.json_response(
             {"event_id": event.id, "conversation_key": event.conversation_key}, status=202
         )

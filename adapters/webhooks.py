@@ -76,11 +76,12 @@ RETRY_AFTER_SECONDS = 60
 """``Retry-After`` of a webhook's 503 (the provider's own retry schedule still rules)."""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class WebhookContext:
     """What the webhook handlers need; built once by the app."""
 
     channels: ChannelsConfig
+    """Replaced whole when a new configuration version arrives: a handler reads it once."""
     environ: Mapping[str, str]
     publisher: Publisher
     nonces: NonceStore
@@ -214,7 +215,7 @@ async def _serve(
         if nonce is not None and not published:
             await _release(ctx, nonce)
     for msg in messages:
-        m.inbound_messages.labels(channel=msg.channel.value).inc()
+        m.for_domain(msg.domain).counter(m.inbound_messages, msg.channel.value).inc()
     for st in statuses:
         m.delivery_statuses.labels(channel=st.channel.value, status=st.status.value).inc()
     if letters:

@@ -1,4 +1,4 @@
-"""The service's own configuration sections: clients, HTTP, logging.
+"""The service's own configuration sections: clients, HTTP, logging, metrics.
 
 The sections of the router and the adapters live next to the code that uses them; the
 composition root (``switchboard.config``) puts them all together and reads the files and
@@ -80,6 +80,25 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError("must be a port number (port)")
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What ``/metrics`` exposes (``[metrics]``).
+
+    Example (TOML)::
+
+        [metrics]
+        domain_label_limit = 250
+    """
+
+    domain_label_limit: int = 100
+    """Routing domains that get a ``domain`` label value of their own, per process: the
+    first ones seen; every later domain is counted under ``domain="other"``. Each one
+    adds a set of series to every per-domain metric."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.domain_label_limit <= 10000:
+            raise ValueError("must be between 1 and 10000 (domain_label_limit)")
+
+
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What every part of the service reads: clients, logging, event source, topic names.
 
@@ -90,6 +109,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     kafka: KafkaConfig = KafkaConfig()
     database: DatabaseConfig = DatabaseConfig()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    """What ``/metrics`` exposes: the bound of the ``domain`` label."""
     log_format: LogFormat | None = None
     """``json`` or ``console`` (env ``SWITCHBOARD_LOG_FORMAT``); default: console in a terminal."""
     log_level: str = "INFO"
@@ -98,6 +119,10 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Where the embedded broker and PostgreSQL keep their files."""
     source: str = "switchboard"
     """CloudEvents ``source`` of the events this deployment publishes."""
+    secrets_file: str | None = None
+    """A TOML file of credentials, or a directory with one file per credential, for the
+    variable names the configuration gives (``*_env``) that the environment lacks; read
+    again with every new runtime configuration version (see ``runtime.secrets``)."""
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

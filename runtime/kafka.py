@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,18 +76,13 @@ async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> No
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
-        wanted = [config.topic(name) for name in topics.ALL_TOPICS]
+        wanted = [config.topic(name) for name in (*topics.ALL_TOPICS, topics.CONFIG)]
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing and config.kafka.create_topics:
             # Another process may have created them first.
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [
-                        NewTopic(name, config.kafka.partitions, config.kafka.replication_factor)
-                        for name in missing
-                    ]
-                )
+                await admin.create_topics([_new_topic(config, name) for name in missing])
             log.info("topics_created", topics=missing, partitions=config.kafka.partitions)
         described = await admin.describe_topics(
             [config.topic(topics.INBOUND), config.topic(topics.AGENTS)]
@@ -99,6 +94,18 @@ async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> No
             )
     finally:
         await admin.close()
+
+
+def _new_topic(config: ServiceConfig, name: str) -> NewTopic:
+    if name == config.topic(topics.CONFIG):
+        # One partition keeps versions in order; compaction keeps the latest for ever.
+        return NewTopic(
+            name,
+            1,
+            config.kafka.replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        )
+    return NewTopic(name, config.kafka.partitions, config.kafka.replication_factor)
 
 
 def make_producer(config: ServiceConfig, environ: Mapping[str, str]) -> AIOKafkaProducer:
@@ -121,6 +128,9 @@ class EventPublisher:
     publish (``dead_letter``), in the router's dead-letter format: the original bytes as
     the value, the domain as the key, ``dlq_reason`` and ``dlq_topic`` (here: the topic
     the item was meant for) headers, plus ``dlq_source`` and the body's ``content-type``.
+
+    With ``config_version`` each record carries the ``config_version`` header: the
+    runtime configuration version the process runs (see ``schemas.topics.CONFIG_VERSION``).
     """
 
     def __init__(
@@ -131,7 +141,9 @@ class EventPublisher:
         *,
         timeout: float = 5.0,
         dead_letter_topic: str | None = None,
+        config_version: Callable[[], int] | None = None,
     ) -> None:
+        self._config_version = config_version
         self._producer = producer
         self._topic = topic
         self._source = source
@@ -175,13 +187,18 @@ class EventPublisher:
         await asyncio.gather(*futures)
 
     async def _send_all(self, events: Sequence[Event]) -> None:
-        futures = [
-            await self._producer.send(
-                self._topic,
-                value=msgspec.json.encode(event),
-                key=event.domain.encode(),
-                headers=encode_headers(event, source=self._source),
+        version = None if self._config_version is None else str(self._config_version()).encode()
+        futures = []
+        for event in events:
+            headers = encode_headers(event, source=self._source)
+            if version is not None:
+                headers.append((topics.CONFIG_VERSION, version))
+            futures.append(
+                await self._producer.send(
+                    self._topic,
+                    value=msgspec.json.encode(event),
+                    key=event.domain.encode(),
+                    headers=headers,
+                )
             )
-            for event in events
-        ]
         await asyncio.gather(*futures)

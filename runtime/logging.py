@@ -408,6 +408,7 @@ class _Active:
     second ``configure`` (a test's) reaches loggers already in use."""
 
     def __init__(self) -> None:
+        self.secrets: set[str] = set()
         self.redactor = Redactor()
         self.stream: TextIO | None = None
         """None: whatever ``sys.stderr`` is when a line is written (it may be replaced
@@ -477,6 +478,14 @@ def redact(
 # -- configuration ----------------------------------------------------------------------
 
 
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Mask these values too from now on (credentials a new configuration names)."""
+    new = set(secrets) - _active.secrets
+    if new:
+        _active.secrets |= new
+        _active.redactor = Redactor(_active.secrets)
+
+
 def configure(
     log_format: str | None = None,
     level: str = "INFO",
@@ -497,7 +506,8 @@ def configure(
         if log_format == "console"
         else structlog.processors.JSONRenderer()
     )
-    _active.redactor = Redactor(secrets)
+    _active.secrets = set(secrets)
+    _active.redactor = Redactor(_active.secrets)
     _active.stream = stream
     _active.processors[:] = [
         structlog.contextvars.merge_contextvars,

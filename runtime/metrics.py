@@ -1,24 +1,146 @@
-"""Every Prometheus metric Switchboard exposes, in one place.
+"""Every Prometheus metric Switchboard exposes, in one place, and the ``domain`` label's bound.
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` base units) and
 labels are low-cardinality only: channel, strategy, queue, outcome, provider, partition —
-never conversation, customer or agent ids. Tests build a fresh registry each.
+never conversation, customer or agent ids. The metrics about a routing domain's work also
+carry ``domain``, bounded by ``DomainLabels``; the others (``PROCESS_METRICS``) are about
+the process, a partition or a provider. Tests build a fresh registry each.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from runtime.config import MetricsConfig
+
+log = structlog.get_logger(__name__)
 
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+OTHER_DOMAINS = "other"
+"""The ``domain`` label value of every domain beyond the limit."""
+NO_DOMAIN = ""
+"""The ``domain`` label value of what no domain of this process owns, such as a dead letter
+whose key names none. Prometheus stores an empty label as no label, and a domain id is
+never empty."""
+
+PROCESS_METRICS = frozenset(
+    {
+        # Counted before the request is parsed: no domain is known yet.
+        "switchboard_webhook_requests_total",
+        "switchboard_webhook_signature_failures_total",
+        # A provider's health, shared by the domains that use it.
+        "switchboard_egress_attempts_total",
+        "switchboard_delivery_status_updates_total",
+        # The router's pipeline: a batch, partition, topic or outbox row mixes the domains
+        # hashed to it.
+        "switchboard_router_batch_records",
+        "switchboard_router_batch_seconds",
+        "switchboard_consumer_lag_records",
+        "switchboard_outbox_backlog_events",
+        "switchboard_offset_resets_total",
+        "switchboard_routing_events_total",
+        # The process: its partitions, its database, the domain label's bound itself.
+        "switchboard_router_partitions",
+        "switchboard_partition_load_seconds",
+        "switchboard_database_errors_total",
+        "switchboard_domain_label_limit_reached",
+        # The runtime configuration this process applies: one version for every domain.
+        "switchboard_config_version",
+        "switchboard_config_applied_timestamp_seconds",
+    }
+)
+"""Metrics without a ``domain`` label; every other metric has one (a test holds to it)."""
+
+
+class DomainLabels:
+    """The ``domain`` label value of each routing domain: its id for the first ``limit``
+    domains seen, ``other`` for every later one, for the life of the process.
+
+    Domains are added at run time (rebalances, new tenants), so the set is not taken from
+    the configuration. A slot is never given back, so a domain's value never changes, and
+    a domain beyond the limit needs no memory: it is ``other`` whenever asked.
+    """
+
+    def __init__(self, limit: int, on_first_other: Callable[[str], None]) -> None:
+        if limit < 1:
+            raise ValueError("the domain label limit is at least 1")
+        self.limit = limit
+        self._own: set[str] = set()
+        self._on_first_other: Callable[[str], None] | None = on_first_other
+        """Called once, with the first domain counted under ``other``."""
+
+    @property
+    def labelled(self) -> int:
+        """Domains with a label value of their own."""
+        return len(self._own)
+
+    def label(self, domain: str) -> str:
+        if domain in self._own:
+            return domain
+        if len(self._own) < self.limit:
+            self._own.add(domain)
+            return domain
+        if self._on_first_other is not None:
+            notify, self._on_first_other = self._on_first_other, None
+            notify(domain)
+        return OTHER_DOMAINS
+
+
+class DomainMetrics:
+    """The children of the per-domain metrics for one ``domain`` label value, bound on
+    first use: ``labels()`` converts, checks and locks on every call, which costs more than
+    the increment itself on the per-message path."""
+
+    __slots__ = ("_counters", "_histograms", "label")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+        self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
+
+    def counter(self, metric: Counter, *labels: str) -> Counter:
+        """``metric``'s child for this domain and ``labels`` (the labels after ``domain``)."""
+        key = (metric, labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(self.label, *labels)
+        return child
+
+    def histogram(self, metric: Histogram, *labels: str) -> Histogram:
+        """``metric``'s child for this domain and ``labels`` (the labels after ``domain``)."""
+        key = (metric, labels)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(self.label, *labels)
+        return child
 
 
 class Metrics:
     """The metric catalogue; one instance per process (per registry)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, config: MetricsConfig | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        limit = (config or MetricsConfig()).domain_label_limit
+        self.domain_labels = DomainLabels(limit, self._first_other)
+        self._bound: dict[str | None, DomainMetrics] = {}
+        """By domain (None: no domain), each domain with a label value of its own; those
+        counted under ``other`` are looked up anew (``for_domain``), to bound the memory."""
+        self._by_label: dict[str, DomainMetrics] = {}
+        # The domain label's bound
+        self.domain_label_limit_reached = Gauge(
+            "switchboard_domain_label_limit_reached",
+            "1 once a domain beyond metrics.domain_label_limit was counted under "
+            'domain="other" in this process, else 0.',
+            registry=r,
+        )
         # Adapters (ingress and egress)
         self.webhook_requests = Counter(
             "switchboard_webhook_requests_total",
@@ -36,13 +158,13 @@ class Metrics:
         self.inbound_messages = Counter(
             "switchboard_inbound_messages_total",
             "Customer messages published to conversations.inbound.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.egress_messages = Counter(
             "switchboard_egress_messages_total",
             "Outbound replies by channel and final outcome (sent, failed, duplicate).",
-            ["channel", "outcome"],
+            ["domain", "channel", "outcome"],
             registry=r,
         )
         self.egress_attempts = Counter(
@@ -62,111 +184,111 @@ class Metrics:
         self.routed_messages = Counter(
             "switchboard_routed_messages_total",
             "Customer messages applied by the router (message.routed).",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.duplicate_messages = Counter(
             "switchboard_duplicate_messages_total",
             "Inbound messages dropped as provider retries of a message already routed.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.assignments = Counter(
             "switchboard_assignments_total",
             "Conversations assigned, by channel, queue and strategy.",
-            ["channel", "queue", "strategy"],
+            ["domain", "channel", "queue", "strategy"],
             registry=r,
         )
         self.preferred_hits = Counter(
             "switchboard_preferred_agent_hits_total",
             "Conversations with a preferred agent that went to that agent.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.preferred_misses = Counter(
             "switchboard_preferred_agent_misses_total",
             "Conversations with a preferred agent that went to someone else.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.fallbacks = Counter(
             "switchboard_fallbacks_total",
             "Routing steps given up (conversation.fallback), by reason (timeout, offer_missed, "
             "shift_ended, no_channel, agent_unavailable_within_budget, no_affinity_agent).",
-            ["channel", "queue", "reason"],
+            ["domain", "channel", "queue", "reason"],
             registry=r,
         )
         self.overflows = Counter(
             "switchboard_overflows_total",
             "Conversations nobody took within the queue's final timeout.",
-            ["channel", "queue"],
+            ["domain", "channel", "queue"],
             registry=r,
         )
         self.offers = Counter(
             "switchboard_offers_total",
             "Offers made to agents in offer mode.",
-            ["channel", "queue"],
+            ["domain", "channel", "queue"],
             registry=r,
         )
         self.offer_misses = Counter(
             "switchboard_offer_misses_total",
             "Offers that expired without being accepted.",
-            ["channel", "queue"],
+            ["domain", "channel", "queue"],
             registry=r,
         )
         self.closed = Counter(
             "switchboard_conversations_closed_total",
             "Conversations closed, by reason.",
-            ["channel", "reason"],
+            ["domain", "channel", "reason"],
             registry=r,
         )
         self.reply_windows_closed = Counter(
             "switchboard_reply_windows_closed_total",
             "Provider reply windows that closed on open conversations (templates needed).",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.commands = Counter(
             "switchboard_commands_total",
             "Agent API commands applied by the router, by outcome (completed, rejected).",
-            ["outcome"],
+            ["domain", "outcome"],
             registry=r,
         )
         self.wait_seconds = Histogram(
             "switchboard_assignment_wait_seconds",
             "How long the customer waited from opening to assignment.",
-            ["channel", "strategy"],
+            ["domain", "channel", "strategy"],
             buckets=WAIT_BUCKETS,
             registry=r,
         )
         self.sla_breaches = Counter(
             "switchboard_sla_breaches_total",
             "First responses later than the queue's first_response_sla for the channel.",
-            ["channel", "queue"],
+            ["domain", "channel", "queue"],
             registry=r,
         )
         self.queue_length = Gauge(
             "switchboard_queue_waiting_conversations",
             "Conversations waiting for an agent, by queue.",
-            ["queue"],
+            ["domain", "queue"],
             registry=r,
         )
         self.open_conversations = Gauge(
             "switchboard_open_conversations",
             "Open conversations held by this router process.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.agents_by_presence = Gauge(
             "switchboard_agents",
             "Agents known to this router process, by presence.",
-            ["presence"],
+            ["domain", "presence"],
             registry=r,
         )
         self.occupancy = Gauge(
             "switchboard_agent_occupancy_ratio",
             "Used capacity over total capacity of online agents, by channel.",
-            ["channel"],
+            ["domain", "channel"],
             registry=r,
         )
         self.batch_size = Histogram(
@@ -196,7 +318,7 @@ class Metrics:
         self.dead_letters = Counter(
             "switchboard_dead_letters_total",
             "Poison records sent to the dead-letter topic, by source topic and reason.",
-            ["topic", "reason"],
+            ["domain", "topic", "reason"],
             registry=r,
         )
         self.offset_resets = Counter(
@@ -227,10 +349,42 @@ class Metrics:
             "Failed database operations the router retried.",
             registry=r,
         )
+        self.config_version = Gauge(
+            "switchboard_config_version",
+            "Runtime configuration version this process applies.",
+            registry=r,
+        )
+        self.config_applied = Gauge(
+            "switchboard_config_applied_timestamp_seconds",
+            "When this process applied its current runtime configuration version.",
+            registry=r,
+        )
         self.first_response_seconds = Histogram(
             "switchboard_first_response_seconds",
             "From a conversation's first customer message to its agent's first reply.",
-            ["channel", "queue"],
+            ["domain", "channel", "queue"],
             buckets=WAIT_BUCKETS,
             registry=r,
+        )
+
+    def for_domain(self, domain: str | None) -> DomainMetrics:
+        """The bound children of ``domain``'s label value (None: ``NO_DOMAIN``)."""
+        bound = self._bound.get(domain)
+        if bound is not None:
+            return bound
+        label = NO_DOMAIN if domain is None else self.domain_labels.label(domain)
+        bound = self._by_label.get(label)
+        if bound is None:
+            bound = self._by_label[label] = DomainMetrics(label)
+        if label != OTHER_DOMAINS or domain == OTHER_DOMAINS:
+            self._bound[domain] = bound
+        return bound
+
+    def _first_other(self, domain: str) -> None:
+        self.domain_label_limit_reached.set(1)
+        log.warning(
+            "domain_label_limit_reached",
+            limit=self.domain_labels.limit,
+            domain=domain,
+            label=OTHER_DOMAINS,
         )

@@ -136,6 +136,19 @@ class ConversationReplyWindowClosed(
     """The owner, who can no longer answer freely."""
 
 
+class ConversationOutsideHours(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.outside_hours"
+):
+    """The conversation reached its queue while the queue's business hours are closed, and
+    waits for them (the queue's ``after_hours = "notify"``): the customer side can tell
+    the customer when someone will answer."""
+
+    opens_at: float | None
+    """When the queue opens and routing starts (None: its calendar never opens again)."""
+    calendar: str
+    """The queue's business-hours calendar."""
+
+
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
     """The router applied an agent API command (``command_id`` is the command's id)."""
 
@@ -161,6 +174,7 @@ RoutingEvent = (
     | ConversationClosed
     | MessageRouted
     | ConversationReplyWindowClosed
+    | ConversationOutsideHours
     | CommandCompleted
     | CommandRejected
 )

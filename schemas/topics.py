@@ -16,6 +16,10 @@ ROUTING = "conversations.routing"
 OUTBOUND = "conversations.outbound"
 DLQ = "switchboard.dlq"
 ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, DLQ)
+CONFIG = "switchboard.config"
+"""The current runtime configuration (one partition, compacted): every process follows
+it to apply a new version without a restart. Internal to Switchboard: not an event
+stream of the contract."""
 
 #: Topic -> the tagged union its records decode to (the dead-letter topic holds raw bytes).
 TOPIC_TYPES: dict[str, Any] = {
@@ -36,3 +40,8 @@ DLQ_OFFSET = "dlq_offset"
 """Its offset there."""
 DLQ_SOURCE = "dlq_source"
 """Who set aside what was never a record: ``webhook/<provider>``."""
+
+CONFIG_VERSION = "config_version"
+"""Header of an inbound record: the configuration version the adapter applied when it
+made it. A router that has not applied that version yet waits for it (a queue or a
+domain the record names may be new)."""

@@ -12,8 +12,9 @@ import enum
 import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import structlog
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from adapters.egress_worker import EgressWorker
@@ -21,10 +22,12 @@ from adapters.nonces import PostgresNonces
 from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump, webchat_routes
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
+from router.api.routes import API
 from router.api.setup import setup_api
 from router.engine import DomainPolicy
 from router.shell.worker import RouterWorker
 from runtime import db, kafka
+from runtime import logging as logs
 from runtime.appkeys import (
     AGENT_PUBLISHER,
     CONFIG,
@@ -36,12 +39,17 @@ from runtime.appkeys import (
 )
 from runtime.dead_letters import DeadLetterRecorder
 from runtime.http_errors import setup_errors
-from runtime.kafka import DeadLetter
+from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
 from runtime.readiness import Readiness
+from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import InboundEvent, topics
-from switchboard.config import Config
+from switchboard.config import Config, ControlDocument
+from switchboard.control.api import setup_control
+from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG, ConfigTopic, LiveConfig
+
+log = structlog.get_logger(__name__)
 
 
 class Role(enum.StrEnum):
@@ -50,6 +58,8 @@ class Role(enum.StrEnum):
 
 
 ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
+EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
+
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
 
@@ -60,32 +70,70 @@ def build_app(
     *,
     roles: frozenset[Role] = frozenset(Role),
     metrics: Metrics | None = None,
+    config_version: int = 0,
 ) -> web.Application:
+    """The service's application; ``config`` holds configuration version ``config_version``
+    (0: the file's, not stored yet), and newer versions are applied as they come."""
     app = web.Application(
         client_max_size=config.http.max_body_bytes, middlewares=[refuse_encoded_bodies]
     )
     setup_errors(app)
     app[CONFIG] = config
-    app[ENVIRON] = dict(environ)
-    app[METRICS] = metrics or Metrics()
+    app[ENVIRON] = secrets = Secrets(environ, config.secrets_file)
+    app[METRICS] = metrics or Metrics(config=config.metrics)
+    app[LIVE_CONFIG] = live = LiveConfig(config_version, config.document(), app[METRICS])
+
+    def reload_secrets(document: ControlDocument, version: int) -> None:
+        # A new endpoint may name a credential added to the secrets file since.
+        secrets.reload()
+        logs.add_secrets(logs.secret_values(document, secrets))
+
+    live.subscribe(reload_secrets)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
+    app.cleanup_ctx.append(_config_follower)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
     if Role.ADAPTERS in roles:
         app[WEBCHAT_HUB] = WebchatHub()
-        webchats = {name: domain.webchat for name, domain in config.domains.items()}
+        webchats = _webchats(config.document())
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
         app.cleanup_ctx.append(_dead_letter_recorder)
-        app.router.add_routes(_adapter_routes(app, config, webchats))
+        context, routes = _adapter_routes(app, config, webchats)
+        app.router.add_routes(routes)
+
+        def reconfigure_adapters(document: ControlDocument, version: int) -> None:
+            context.channels = document.channels
+            webchats.clear()
+            webchats.update(_webchats(document))
+            if (egress := app.get(EGRESS_WORKER)) is not None:
+                egress.reconfigure(document.channels)
+
+        live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
-        policies = {name: domain.routing for name, domain in config.domains.items()}
-        app.cleanup_ctx.append(functools.partial(_router_worker, policies))
-        setup_api(app, config.api, policies)
+        app.cleanup_ctx.append(_router_worker)
+        setup_api(app, config.api, _policies(config.document()))
+        setup_control(app)
+
+        def reconfigure_router(document: ControlDocument, version: int) -> None:
+            policies = _policies(document)
+            app[API].policies = policies
+            if (worker := app.get(ROUTER_WORKER)) is not None:
+                worker.reconfigure(policies, version)
+
+        live.subscribe(reconfigure_router)
     app.cleanup_ctx.append(_readiness)  # last: it reads the router worker, when there is one
     return app
+
+
+def _policies(document: ControlDocument) -> dict[str, DomainPolicy]:
+    return {name: domain.routing for name, domain in document.domains.items()}
+
+
+def _webchats(document: ControlDocument) -> dict[str, WebchatConfig]:
+    return {name: domain.webchat for name, domain in document.domains.items()}
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -111,6 +159,7 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
         config.topic(topics.INBOUND),
         config.source,
         dead_letter_topic=config.topic(topics.DLQ),
+        config_version=lambda: app[LIVE_CONFIG].version,
     )
     app[AGENT_PUBLISHER] = kafka.EventPublisher(
         producer, config.topic(topics.AGENTS), config.source
@@ -119,11 +168,43 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
     await producer.stop()
 
 
-async def _router_worker(
-    policies: Mapping[str, DomainPolicy], app: web.Application
-) -> AsyncIterator[None]:
+async def _config_follower(app: web.Application) -> AsyncIterator[None]:
+    """Publish the version this process starts with (it may be the first to), then follow
+    the configuration topic for newer ones."""
+    config = app[CONFIG]
+    live = app[LIVE_CONFIG]
+    topic = app[CONFIG_TOPIC] = ConfigTopic(app[PRODUCER], config.topic(topics.CONFIG))
+    if live.version:
+        try:
+            await topic.publish(live.version, live.document)
+        except BrokerUnavailable:
+            log.warning("config_publish_failed", version=live.version)
+    consumer = AIOKafkaConsumer(
+        **kafka.client_options(config, app[ENVIRON]),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    consumer.assign([TopicPartition(topic.topic, 0)])
+    await consumer.seek_to_beginning(TopicPartition(topic.topic, 0))
+    async with background("config-follower", topic.follow(consumer, live)):
+        yield
+    await topic.close()
+    await consumer.stop()
+
+
+async def _router_worker(app: web.Application) -> AsyncIterator[None]:
+    live = app[LIVE_CONFIG]
     worker = RouterWorker(
-        app[CONFIG], policies, app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+        app[CONFIG],
+        _policies(live.document),
+        app[ENVIRON],
+        app[DB_POOL],
+        app[PRODUCER],
+        app[METRICS],
+        config_version=live.version,
     )
     app[ROUTER_WORKER] = worker
     async with background("router-worker", worker.run(), worker.stop):
@@ -131,8 +212,13 @@ async def _router_worker(
 
 
 async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
-    worker = EgressWorker(
-        config, config.channels, app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+    worker = app[EGRESS_WORKER] = EgressWorker(
+        config,
+        app[LIVE_CONFIG].document.channels,
+        app[ENVIRON],
+        app[DB_POOL],
+        app[PRODUCER],
+        app[METRICS],
     )
     async with background("egress", worker.run(), worker.stop):
         yield
@@ -179,7 +265,7 @@ class _StartedPublisher:
 
 def _adapter_routes(
     app: web.Application, config: Config, webchats: Mapping[str, WebchatConfig]
-) -> list[web.RouteDef]:
+) -> tuple[WebhookContext, list[web.RouteDef]]:
     publisher = _StartedPublisher(app, INBOUND_PUBLISHER)
     context = WebhookContext(
         channels=config.channels,
@@ -190,7 +276,7 @@ def _adapter_routes(
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,
     )
-    return [
+    return context, [
         *webchat_routes(
             webchats,
             app[WEBCHAT_HUB],

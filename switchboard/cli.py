@@ -23,9 +23,12 @@ from aiohttp import web
 from runtime import db, kafka
 from runtime import logging as logs
 from runtime.config import ConfigError
+from runtime.secrets import Secrets, SecretsFileError
 from schemas.generate import write as write_schemas
 from switchboard.app import Role, build_app
 from switchboard.config import Config, load_config
+from switchboard.control import store as config_store
+from switchboard.control.store import Version
 from switchboard.embedded import EmbeddedError, missing_services
 
 log = structlog.get_logger("switchboard")
@@ -58,10 +61,14 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | 
     """The configuration, with logging set up by it; None (and a message) when invalid."""
     try:
         config = load_config(environ, args.config)
+        secrets = Secrets(environ, config.secrets_file)
     except ConfigError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return None
-    logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
+    except SecretsFileError as error:
+        print(f"switchboard: secrets_file: {error}", file=sys.stderr)
+        return None
+    logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, secrets))
     return config
 
 
@@ -133,25 +140,25 @@ def infrastructure(config: Config, *, embedded: bool) -> Iterator[Config]:
         )
 
 
-async def prepare(config: Config, environ: Mapping[str, str]) -> None:
-    """Database, migrations, domains and topics: everything the service needs to exist."""
+async def prepare(config: Config, environ: Mapping[str, str]) -> Version:
+    """Database, migrations, topics: everything the service needs to exist; and the
+    current runtime configuration version (the file's, when it changed since last read)."""
     assert config.database.url
     await db.ensure_database(config.database.url)
     await db.migrate_url(config.database.url)
     conn = await asyncpg.connect(config.database.url)
     try:
-        await conn.executemany(
-            "INSERT INTO domains (domain) VALUES ($1) ON CONFLICT DO NOTHING",
-            [(name,) for name in config.domains],
-        )
+        version = await config_store.seed_from_file(conn, config.document())
     finally:
         await conn.close()
     await kafka.ensure_topics(config, environ)
+    return version
 
 
 async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Role]) -> None:
-    await prepare(config, environ)
-    app = build_app(config, environ, roles=roles)
+    version = await prepare(config, environ)
+    config = config.with_document(version.document)
+    app = build_app(config, environ, roles=roles, config_version=version.version)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.http.host, config.http.port)

@@ -10,7 +10,7 @@ start-up with one message naming the key.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,53 @@ class DomainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """The domain's web chat channel."""
 
 
+def check_domain_id(name: str) -> None:
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"domain ids are letters, digits, '-' and '_' (domains.{name})")
+    if len(name) > DOMAIN_MAX:
+        raise ValueError(f"domain ids are at most {DOMAIN_MAX} characters (domains.{name})")
+
+
+def check_references(domains: Mapping[str, DomainConfig], channels: ChannelsConfig) -> None:
+    """Every endpoint feeds a configured domain and one of its queues."""
+    for name in domains:
+        check_domain_id(name)
+    sections: tuple[tuple[str, Sequence[Any]], ...] = (
+        ("twilio.numbers", channels.twilio.numbers),
+        ("meta.whatsapp", channels.meta.whatsapp),
+        ("meta.messenger", channels.meta.messenger),
+        ("meta.instagram", channels.meta.instagram),
+        ("telegram.bots", channels.telegram.bots),
+        ("email.addresses", channels.email.addresses),
+    )
+    for section, endpoints in sections:
+        for index, endpoint in enumerate(endpoints):
+            where = f"channels.{section}[{index}]"
+            domain = domains.get(endpoint.domain)
+            if domain is None:
+                raise ValueError(f"{where}.domain: unknown domain {endpoint.domain!r}")
+            if endpoint.queue is not None and endpoint.queue not in domain.routing.queues:
+                raise ValueError(
+                    f"{where}.queue: domain {endpoint.domain!r} has no queue {endpoint.queue!r}"
+                )
+    for name in channels.phone_identity_domains:
+        if name not in domains:
+            raise ValueError(f"channels.phone_identity_domains: unknown domain {name!r}")
+
+
+class ControlDocument(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The configuration the configuration API manages while the service runs: the
+    ``domains`` and ``channels`` sections (``switchboard.control``)."""
+
+    domains: dict[str, DomainConfig] = {}
+    """Routing domains by id (tenants)."""
+    channels: ChannelsConfig = ChannelsConfig()
+    """Provider settings and every endpoint, with the domain and queue it feeds."""
+
+    def __post_init__(self) -> None:
+        check_references(self.domains, self.channels)
+
+
 class Config(ServiceConfig, frozen=True, kw_only=True, forbid_unknown_fields=True):
     domains: dict[str, DomainConfig] = {}
     """Routing domains by id; each is one independent contact centre."""
@@ -44,11 +91,14 @@ class Config(ServiceConfig, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def __post_init__(self) -> None:
         if not self.domains:
             raise ValueError("at least one domain must be configured (domains)")
-        for name in self.domains:
-            if not name or not name.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"domain ids are letters, digits, '-' and '_' (domains.{name})")
-            if len(name) > DOMAIN_MAX:
-                raise ValueError(f"domain ids are at most {DOMAIN_MAX} characters (domains.{name})")
+        check_references(self.domains, self.channels)
+
+    def document(self) -> ControlDocument:
+        """The file's domains and channels: the first version of the runtime configuration."""
+        return ControlDocument(domains=self.domains, channels=self.channels)
+
+    def with_document(self, document: ControlDocument) -> Config:
+        return msgspec.structs.replace(self, domains=document.domains, channels=document.channels)
 
 
 #: Environment variables of the public contract and the key each one sets.
@@ -62,6 +112,7 @@ ENVIRONMENT_KEYS: dict[str, tuple[str, ...]] = {
     "SWITCHBOARD_LOG_LEVEL": ("log_level",),
     "SWITCHBOARD_STATE_DIR": ("state_dir",),
     "SWITCHBOARD_TOPIC_PREFIX": ("kafka", "topic_prefix"),
+    "SWITCHBOARD_SECRETS_FILE": ("secrets_file",),
 }
 
 

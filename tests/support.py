@@ -106,9 +106,15 @@ async def running_service(
     roles: frozenset[Role] = frozenset(Role),
 ) -> AsyncIterator[Service]:
     environ = dict(environ or {})
-    await prepare(config, environ)
-    metrics = Metrics()
-    app = build_app(config, environ, roles=roles, metrics=metrics)
+    version = await prepare(config, environ)
+    metrics = Metrics(config=config.metrics)
+    app = build_app(
+        config.with_document(version.document),
+        environ,
+        roles=roles,
+        metrics=metrics,
+        config_version=version.version,
+    )
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.http.host, config.http.port)
@@ -183,9 +189,18 @@ class TopicReader:
 
 
 class RouterProcess:
-    """``switchboard router`` as a child process, to be killed and restarted."""
+    """``switchboard router`` (or another role) as a child process, to be killed and
+    restarted."""
 
-    def __init__(self, raw_config: Mapping[str, Any], directory: Any, name: str = "router") -> None:
+    def __init__(
+        self,
+        raw_config: Mapping[str, Any],
+        directory: Any,
+        name: str = "router",
+        *,
+        role: str = "router",
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         import os
         from pathlib import Path
 
@@ -202,7 +217,9 @@ class RouterProcess:
             },
             "SWITCHBOARD_CONFIG": str(self.config_path),
             "SWITCHBOARD_LOG_FORMAT": "json",
+            **(environ or {}),
         }
+        self.role = role
         self.process: Any = None
 
     def start(self) -> None:
@@ -211,7 +228,7 @@ class RouterProcess:
 
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "router"],
+            [sys.executable, "-m", "switchboard.cli", self.role],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -222,14 +239,14 @@ class RouterProcess:
 
             async def ready() -> bool:
                 if self.process.poll() is not None:
-                    raise AssertionError(f"router exited: {self.log_path.read_text()[-3000:]}")
+                    raise AssertionError(f"{self.role} exited: {self.log_path.read_text()[-3000:]}")
                 try:
                     async with session.get(f"http://127.0.0.1:{self.port}/readyz") as r:
                         return r.status == 200
                 except aiohttp.ClientError:
                     return False
 
-            await wait_until(ready, timeout=timeout, interval=0.1, what="router ready")
+            await wait_until(ready, timeout=timeout, interval=0.1, what=f"{self.role} ready")
 
     def kill(self) -> None:
         import signal

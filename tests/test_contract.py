@@ -116,9 +116,9 @@ INDEXED_COLUMN_MAX = {
     "channel": max(len(channel.value) for channel in Channel),
 }
 FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
-               "created_at", "applied_at", "expires_at"}  # fmt: skip
+               "created_at", "applied_at", "expires_at", "version"}  # fmt: skip
 #: Keys of the router's own bookkeeping, named by the operator's configuration, not by input.
-CONFIGURED = {"consumer_group", "topic"}
+CONFIGURED = {"consumer_group", "topic", "source"}
 BTREE_MAX_BYTES = 2704  # a third of an 8 kB page, less the page's own overhead
 
 

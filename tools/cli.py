@@ -7,6 +7,7 @@ import os
 import sys
 
 from switchboard.cli import configure, new_parser, service_command
+from tools.config_cli import add_config_parser, config_command
 from tools.dead_letter_cli import add_dead_letter_parser, dead_letter_command
 from tools.replay import add_replay_parser, replay_command
 from tools.simulate import add_simulate_parser, simulate_command
@@ -16,6 +17,7 @@ from tools.token_cli import add_token_parser, token_command
 def main(argv: list[str] | None = None) -> int:
     parser, commands = new_parser(__doc__)
     add_token_parser(commands)
+    add_config_parser(commands)
     add_dead_letter_parser(commands)
     add_replay_parser(commands)
     add_simulate_parser(commands)
@@ -23,11 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     if args.command == "simulate":  # a client of a running service: needs no configuration
         return simulate_command(args, environ)
-    if args.command not in ("token", "dead-letters", "replay"):
+    if args.command not in ("token", "dead-letters", "replay", "config"):
         return service_command(args, environ)
     config = configure(args, environ)
     if config is None:
         return 2
+    if args.command == "config":
+        # A wildcard address is where the service listens, not where to reach it.
+        wildcard = config.http.host in ("0.0.0.0", "::", "")  # noqa: S104
+        host = "127.0.0.1" if wildcard else config.http.host
+        return config_command(args, environ, f"http://{host}:{config.http.port}")
     if args.command == "token":
         return token_command(args, config)
     if args.command == "dead-letters":

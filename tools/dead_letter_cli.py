@@ -1,7 +1,8 @@
 """``switchboard dead-letters``: list, show and re-drive the records the router set aside.
 
 For operators, across every domain (the API's ``/dead-letters`` shows an admin its own
-domain's). Needs ``DATABASE_URL``; ``redrive`` also needs ``KAFKA_BOOTSTRAP_SERVERS``.
+domain's). A re-drive is in the audit log (actor ``cli``), written in the transaction that
+marks the letter. Needs ``DATABASE_URL``; ``redrive`` also needs ``KAFKA_BOOTSTRAP_SERVERS``.
 Output is JSON, one document per command, for ``jq`` and scripts.
 """
 
@@ -16,7 +17,7 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from runtime import dead_letters, kafka
+from runtime import audit, dead_letters, kafka
 from runtime.kafka import BrokerUnavailable
 from switchboard.config import Config
 
@@ -83,7 +84,11 @@ async def _run(
                 producer = AIOKafkaProducer(**kafka.client_options(config, environ))
                 await producer.start()
                 try:
-                    return await dead_letters.redrive(conn, producer, args.id, domain=None)
+                    async with conn.transaction():
+                        letter = await dead_letters.redrive(conn, producer, args.id, domain=None)
+                        if letter is not None:
+                            await audit.record_redrive(conn, actor=audit.CLI_ACTOR, letter=letter)
+                        return letter
                 finally:
                     await producer.stop()
     finally:

@@ -1,11 +1,5 @@
-"""``switchboard replay``: the pure engine over recorded traffic, under another routing config.
-
-Reads a domain's recorded input from PostgreSQL (I/O happens here only): the inbound
-``messages`` rows (rebuilt into ``MessageReceived`` with their conversation's record) and
-the ``agent_events`` log (every applied ``agents.events`` record, migration 0004). Both
-carry the time the router applied them (``messages.created_at``, ``agents_events.applied_at``:
-the batch transaction's time), which is the ``now`` the engine is fed; deadlines fire by
-``tick`` before each input, as the shell does.
+"""``switchboard replay``: the pure engine over recorded traffic, under another routing config
+(``router.shell.replay`` reads the recording and measures).
 
 Two configurations are replayed over the same input: the one the service runs with
 (``baseline``: the domain's ``routing`` section of the service config) and the candidate
@@ -14,11 +8,6 @@ happened" is the replay of the recorded config rather than the stored outcome al
 stored rows lack some figures (the preferred agent of ended routings, overflow events once
 published) and replay approximations then cancel out. The ``recorded`` column shows the
 stored assignments' figures as a fidelity check of the baseline.
-
-Approximations: agent replies and closes are replayed as recorded, even if the candidate
-routed the conversation to someone else (a command by an agent who is no longer the owner
-is refused, as it would be live); provider reply windows are not stored, so WhatsApp,
-Messenger and Instagram messages get the 24 h window from their ``occurred_at``.
 """
 
 from __future__ import annotations
@@ -27,188 +16,18 @@ import argparse
 import asyncio
 import datetime as dt
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import msgspec
 
-from router.engine import DomainPolicy, Emit, EngineInput, apply, new_state, next_deadline, tick
-from schemas import (
-    AGENT_EVENT_DECODER,
-    Channel,
-    ConversationAssigned,
-    ConversationOverflowed,
-    MessageReceived,
-    Presence,
-    Strategy,
-)
-from tools.stats import percentile
-
-WINDOWED = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM})
-REPLY_WINDOW = 24 * 3600.0
-ROUTED = frozenset({Strategy.PREFERRED, Strategy.FALLBACK, Strategy.QUEUE})
-"""Assignments the engine decided (transfers and manual pick-ups are people's)."""
+from router.engine import DomainPolicy
+from router.shell.replay import Kpis, load_recording, recorded_kpis, simulate
+from switchboard.control import store as config_store
 
 
 class ReplayError(Exception):
     """Bad replay input (the operator's): unknown domain, bad TOML."""
-
-
-@dataclass(frozen=True, order=True)
-class Recorded:
-    """One recorded input: applied at ``at``; agent events before messages at a tie."""
-
-    at: float
-    order: int
-    seq: float
-    event: EngineInput = field(compare=False)
-
-
-@dataclass
-class Kpis:
-    assignments: int = 0
-    with_preferred: int = 0
-    preferred_hits: int = 0
-    waits: list[float] = field(default_factory=list)
-    sla_breaches: int | None = None
-    overflowed: int = 0
-    occupancy: float | None = None
-
-    @property
-    def hit_ratio(self) -> float | None:
-        return self.preferred_hits / self.with_preferred if self.with_preferred else None
-
-    def wait(self, q: float) -> float | None:
-        return percentile(self.waits, q)
-
-
-# -- reading the recording (I/O) ------------------------------------------------------
-
-_MESSAGES = """
-SELECT m.message_id, m.channel, m.provider_message_id, m.text, m.occurred_at, m.created_at,
-       c.record::text AS record
-FROM messages m JOIN conversations c USING (domain, conversation_id)
-WHERE m.domain = $1 AND m.direction = 'inbound' AND m.created_at >= $2 AND m.created_at < $3
-"""
-_AGENT_EVENTS = """
-SELECT seq, payload::text AS payload, applied_at FROM agent_events
-WHERE domain = $1 AND applied_at < $2 ORDER BY seq
-"""
-_ASSIGNMENTS = """
-SELECT strategy, waited_seconds FROM assignments
-WHERE domain = $1 AND offered_at >= $2 AND offered_at < $3
-"""
-
-
-async def load_recording(
-    conn: asyncpg.Connection, domain: str, start: dt.datetime, end: dt.datetime
-) -> list[Recorded]:
-    """Agent events up to ``end`` (earlier ones set up agents), messages in the range."""
-    from router.engine.records import ConversationRecord
-
-    out: list[Recorded] = []
-    for row in await conn.fetch(_AGENT_EVENTS, domain, end):
-        event = AGENT_EVENT_DECODER.decode(row["payload"])
-        out.append(Recorded(row["applied_at"].timestamp(), 0, float(row["seq"]), event))
-    for row in await conn.fetch(_MESSAGES, domain, start, end):
-        record = msgspec.json.decode(row["record"], type=ConversationRecord)
-        channel = Channel(row["channel"])
-        occurred = row["occurred_at"].timestamp()
-        message = MessageReceived(
-            id=row["message_id"],
-            domain=domain,
-            occurred_at=occurred,
-            channel=channel,
-            endpoint=record.endpoint,
-            customer_address=record.customer_address,
-            customer_id=record.customer_id,
-            conversation_key=record.conversation_key,
-            provider_message_id=row["provider_message_id"] or row["message_id"],
-            text=row["text"],
-            queue=record.queue,
-            priority=record.priority,
-            reply_window_ends_at=occurred + REPLY_WINDOW if channel in WINDOWED else None,
-        )
-        out.append(Recorded(row["created_at"].timestamp(), 1, occurred, message))
-    out.sort()
-    return out
-
-
-async def recorded_kpis(
-    conn: asyncpg.Connection, domain: str, start: dt.datetime, end: dt.datetime
-) -> Kpis:
-    """What the stored assignments say (no preferred agent, overflow or occupancy there)."""
-    kpis = Kpis()
-    for row in await conn.fetch(_ASSIGNMENTS, domain, start, end):
-        if Strategy(row["strategy"]) in ROUTED:
-            kpis.assignments += 1
-            kpis.waits.append(row["waited_seconds"])
-    return kpis
-
-
-# -- the pure part ---------------------------------------------------------------------
-
-
-def simulate(
-    domain: str,
-    policy: DomainPolicy,
-    recording: Iterable[Recorded],
-    start: float,
-    end: float,
-    sla: dict[Channel, float],
-) -> Kpis:
-    """Feed the recording to a fresh engine under ``policy``; measure from ``start``."""
-    state = new_state(domain, policy)
-    kpis = Kpis(sla_breaches=0 if sla else None)
-    busy = 0.0
-    span = 0.0
-    last: float | None = None
-
-    def observe(effects: list[object], now: float) -> None:
-        for effect in effects:
-            if not isinstance(effect, Emit) or now < start:
-                continue
-            event = effect.event
-            if isinstance(event, ConversationAssigned) and event.strategy in ROUTED:
-                kpis.assignments += 1
-                kpis.waits.append(event.waited_seconds)
-                if event.preferred_agent_id is not None:
-                    kpis.with_preferred += 1
-                    kpis.preferred_hits += event.strategy is Strategy.PREFERRED
-                target = sla.get(event.channel)
-                if target is not None and event.waited_seconds > target:
-                    kpis.sla_breaches = (kpis.sla_breaches or 0) + 1
-            elif isinstance(event, ConversationOverflowed):
-                kpis.overflowed += 1
-
-    def occupancy() -> float | None:
-        load = capacity = 0
-        for agent in state.agents.values():
-            if agent.presence is Presence.ONLINE:
-                load += sum(agent.load.values())
-                capacity += sum(agent.capacity.values())
-        return load / capacity if capacity else None
-
-    def catch_up(now: float) -> None:
-        """Fire deadlines at their own times, as the shell's timer does."""
-        while (due := next_deadline(state)) is not None and due <= now:
-            observe(list(tick(state, due)), due)
-
-    for item in recording:
-        now = item.at
-        if last is not None and now > last and last >= start:
-            share = occupancy()
-            if share is not None:
-                busy += share * (now - last)
-                span += now - last
-        catch_up(now)
-        observe(list(apply(state, item.event, now)), now)
-        last = now
-    catch_up(end)
-    kpis.occupancy = busy / span if span else None
-    return kpis
 
 
 # -- the command -----------------------------------------------------------------------
@@ -260,6 +79,7 @@ def report(
         ("wait_p50_s", *(k.wait(0.5) for k in (recorded, baseline, candidate))),
         ("wait_p95_s", *(k.wait(0.95) for k in (recorded, baseline, candidate))),
         ("sla_breaches", None, baseline.sla_breaches, candidate.sla_breaches),
+        ("fallbacks", None, baseline.fallbacks, candidate.fallbacks),
         ("overflowed", None, baseline.overflowed, candidate.overflowed),
         ("occupancy", None, baseline.occupancy, candidate.occupancy),
     ]
@@ -276,13 +96,21 @@ def report(
 async def replay(
     database_url: str,
     domain: str,
-    baseline: DomainPolicy,
+    baseline: DomainPolicy | None,
     candidate: DomainPolicy,
     start: dt.datetime,
     end: dt.datetime,
 ) -> str:
+    """The report; ``baseline``: the file's routing of the domain, which the current
+    runtime configuration version replaces when there is one."""
     conn = await asyncpg.connect(database_url)
     try:
+        version = await config_store.current(conn)
+        if version is not None:
+            current = version.document.domains.get(domain)
+            baseline = None if current is None else current.routing
+        if baseline is None:
+            raise ReplayError(f"unknown domain {domain!r}")
         recording = await load_recording(conn, domain, start, end)
         recorded = await recorded_kpis(conn, domain, start, end)
     finally:
@@ -302,20 +130,18 @@ async def replay(
 def replay_command(
     args: argparse.Namespace, database_url: str | None, policies: dict[str, DomainPolicy]
 ) -> int:
-    """Run ``switchboard replay``; ``policies``: the service's routing per domain."""
+    """Run ``switchboard replay``; ``policies``: the configuration file's routing per
+    domain (the stored runtime configuration wins)."""
     if not database_url:
         print("switchboard: replay needs DATABASE_URL")
         return 2
-    baseline = policies.get(args.domain)
-    if baseline is None:
-        print(f"switchboard: unknown domain {args.domain!r}")
-        return 2
+    start = _moment(args.start, dt.datetime.fromtimestamp(0, dt.UTC))
+    end = _moment(args.end, dt.datetime.now(dt.UTC))
     try:
         candidate = load_policy(args.routing)
+        baseline = policies.get(args.domain)
+        print(asyncio.run(replay(database_url, args.domain, baseline, candidate, start, end)))
     except ReplayError as error:
         print(f"switchboard: {error}")
         return 2
-    start = _moment(args.start, dt.datetime.fromtimestamp(0, dt.UTC))
-    end = _moment(args.end, dt.datetime.now(dt.UTC))
-    print(asyncio.run(replay(database_url, args.domain, baseline, candidate, start, end)))
     return 0

@@ -49,7 +49,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tools.stats import percentile
+from runtime.stats import percentile
 
 CHANNELS = ("webchat", "sms", "whatsapp", "email")
 CHANNEL_WEIGHTS = {"webchat": 0.35, "sms": 0.25, "whatsapp": 0.25, "email": 0.15}

@@ -19,6 +19,7 @@ from schemas.limits import (
     AGENT_ID_MAX,
     CODE_MAX,
     CONTENT_TYPE_MAX,
+    EPOCH_MAX,
     FILENAME_MAX,
     LIST_MAX,
     NAME_MAX,
@@ -151,6 +152,88 @@ class ReplyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         msgspec.structs.force_setattr(self, "text", clean_text(self.text))
         if self.subject is not None:
             msgspec.structs.force_setattr(self, "subject", clean_text(self.subject))
+
+
+class TokenScope(enum.StrEnum):
+    """What a token may do (``router.api.auth``)."""
+
+    ADMIN = "admin"
+    """Everything in its domain, its domain's tokens included."""
+    AGENT = "agent"
+    """Acts as one agent of its domain."""
+    PLATFORM = "platform"
+    """No domain: an admin of every domain, and alone manages platform tokens and reads
+    across domains."""
+
+
+class DomainTokenScope(enum.StrEnum):
+    """The scopes of a domain's tokens (platform tokens are created under ``/v1/tokens``)."""
+
+    ADMIN = "admin"
+    AGENT = "agent"
+
+
+TOKEN_NAME_MAX = 100
+"""Characters of a token's name."""
+TOKEN_LIFETIME_MIN_SECONDS = 60
+"""Shortest lifetime of a token created with an expiry."""
+TOKEN_LIFETIME_MAX_SECONDS = 366 * 24 * 3600
+"""Longest lifetime of a token created with an expiry (a token without one never
+expires: revoke it)."""
+ROTATE_GRACE_MAX_SECONDS = 24 * 3600
+"""Longest time a rotated token's previous secret may keep working."""
+
+TokenName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=TOKEN_NAME_MAX, pattern=NO_CONTROLS)
+]
+Lifetime = Annotated[
+    int, msgspec.Meta(ge=TOKEN_LIFETIME_MIN_SECONDS, le=TOKEN_LIFETIME_MAX_SECONDS)
+]
+Moment = Annotated[float, msgspec.Meta(gt=0, le=EPOCH_MAX)]
+
+
+def _check_expiry(expires_in_seconds: int | None, expires_at: float | None) -> None:
+    if expires_in_seconds is not None and expires_at is not None:
+        raise ValueError("give at most one of expires_in_seconds and expires_at")
+
+
+class PlatformTokenIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new platform token. Without ``expires_in_seconds`` or ``expires_at`` it never
+    expires. ``expires_at`` must lie 60 s to 366 days ahead."""
+
+    name: TokenName
+    """A label: what or who holds the token (1 to 100 characters)."""
+    expires_in_seconds: Lifetime | None = None
+    """Lifetime from now: 60 to 31,622,400 (366 days)."""
+    expires_at: Moment | None = None
+    """Expiry as seconds since the Unix epoch."""
+
+    def __post_init__(self) -> None:
+        checked_identifier("name", self.name, TOKEN_NAME_MAX)
+        _check_expiry(self.expires_in_seconds, self.expires_at)
+
+
+class TokenIn(PlatformTokenIn, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new token of the domain: ``admin``, or ``agent`` with its ``agent_id``."""
+
+    scope: DomainTokenScope
+    agent_id: AgentId | None = None
+    """The agent an agent token acts as (required for ``agent``, refused for ``admin``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
+        if (self.scope is DomainTokenScope.AGENT) != (self.agent_id is not None):
+            raise ValueError("an agent token needs agent_id, an admin token takes none")
+
+
+class RotateIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A new secret for the token; the previous one stops working at once, or after
+    ``grace_seconds``."""
+
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=ROTATE_GRACE_MAX_SECONDS)] = 0
+    """How long the previous secret keeps working (0 to 86,400; default 0: not at all),
+    for clients that cannot switch at the same instant."""
 
 
 # -- responses ----------------------------------------------------------------------
@@ -304,3 +387,39 @@ class QueuesView(msgspec.Struct, frozen=True, kw_only=True):
     domain: str
     at: float
     queues: list[QueueView]
+
+
+class TokenView(msgspec.Struct, frozen=True, kw_only=True):
+    """A token as listed: never its secret, nor the secret's hash."""
+
+    token_id: str
+    scope: TokenScope
+    domain: str | None
+    """Null for a platform token."""
+    agent_id: str | None
+    name: str
+    created_at: float
+    created_by: str | None
+    """Audit actor: a token id, ``bootstrap``, ``local`` or ``cli``; null for tokens
+    created before tokens had a lifecycle."""
+    expires_at: float | None
+    last_used_at: float | None
+    """Last successful authentication, to the minute: written at most once a minute."""
+    rotated_at: float | None
+    revoked_at: float | None
+    revoked_by: str | None
+
+
+class TokenSecret(TokenView, frozen=True, kw_only=True):
+    """A token with its secret: answered once, when created or rotated; only its SHA-256
+    is kept."""
+
+    token: str
+    """``Authorization: Bearer <token>``."""
+
+
+class TokensPage(msgspec.Struct, frozen=True, kw_only=True):
+    tokens: list[TokenView]
+    """Ordered by ``token_id``, revoked tokens included."""
+    next_after: str | None
+    """Pass as ``after`` for the next page; null on the last page."""

@@ -23,12 +23,19 @@ from router.api.models import (
     ConversationView,
     ErrorBody,
     OwnerIn,
+    PlatformTokenIn,
     PresenceIn,
     QueuesView,
     ReplyAccepted,
     ReplyIn,
+    RotateIn,
+    TokenIn,
+    TokenSecret,
+    TokensPage,
+    TokenView,
     TransferIn,
 )
+from runtime import audit
 from runtime.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
 
@@ -132,7 +139,65 @@ _PAGE = {
 }
 
 
-@dataclass(frozen=True)
+_TOKEN = {
+    "name": "token_id",
+    "in": "path",
+    "required": True,
+    "description": "A token's id (not its secret)",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"},
+}
+_TOKEN_AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "description": "Only tokens with a larger id (the previous page's `next_after`)",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"},
+}
+_TOKEN_PAGE = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "Tokens on one page",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+}
+_AUDIT_AFTER = {
+    "name": "after",
+    "in": "query",
+    "required": False,
+    "description": "Only entries with a larger id (the previous page's `next_after`)",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+}
+_AUDIT_PAGE = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "Entries on one page",
+    "schema": {"type": "integer", "minimum": 1, "maximum": audit.PAGE_MAX, "default": 100},
+}
+_ACTION = {
+    "name": "action",
+    "in": "query",
+    "required": False,
+    "description": "Only entries of this action (`token.create`, `agent.register`, …)",
+    "schema": {"type": "string", "pattern": audit.ACTION_PATTERN, "maxLength": audit.ACTION_MAX},
+}
+_AUDIT_DOMAIN = {
+    "name": "domain",
+    "in": "query",
+    "required": False,
+    "description": "Only this domain's entries (default: every entry, platform-wide ones too)",
+    "schema": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 1,
+        "maxLength": DOMAIN_MAX,
+    },
+}
+
+
+# Hashed by identity: ``document`` caches by its ``extra`` operations, whose parameters
+# are dicts (a field-wise hash would raise).
+@dataclass(frozen=True, eq=False)
 class Operation:
     method: str
     path: str
@@ -150,6 +215,87 @@ class Operation:
 _BASE = "/v1/domains/{domain}"
 _CONV = _BASE + "/conversations/{conversation_id}"
 _COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+_READ_ERRORS = (400, 401, 403, 404, 503)
+_WRITE_ERRORS = (400, 401, 403, 404, 413, 503)
+_PLATFORM_ERRORS = (400, 401, 403, 503)
+_ROTATION = (
+    "The token keeps its id, scope and expiry; the answer holds its new secret, shown only "
+    "this once. The previous secret stops working at once, or after `grace_seconds`. 409 "
+    "for a revoked or an expired token."
+)
+_REVOCATION = (
+    "The token stops working at once, for good (its previous secret too, during a rotation's "
+    "grace period). Revoking a revoked token answers 204 again."
+)
+
+
+def _token_operations(
+    path: str, params: tuple[dict[str, Any], ...], who: str
+) -> tuple[Operation, ...]:
+    """The five operations of a set of tokens: a domain's or the platform's."""
+    domain = bool(params)
+    errors = _WRITE_ERRORS if domain else (400, 401, 403, 413, 503)
+    noun = "Domain" if domain else "Platform"
+    return (
+        Operation(
+            "post",
+            path,
+            f"create{noun}Token",
+            f"Create a token and answer its secret, shown only this once ({who})",
+            params,
+            201,
+            TokenSecret,
+            TokenIn if domain else PlatformTokenIn,
+            errors,
+            "Only the token's SHA-256 is stored. Without `expires_in_seconds` or `expires_at` "
+            "the token never expires."
+            + (" A domain's tokens are `admin` or `agent` ones." if domain else ""),
+        ),
+        Operation(
+            "get",
+            path,
+            f"list{noun}Tokens",
+            f"The tokens, by id, revoked ones included; never a secret ({who})",
+            (*params, _TOKEN_AFTER, _TOKEN_PAGE),
+            200,
+            TokensPage,
+            errors=_READ_ERRORS if domain else _PLATFORM_ERRORS,
+        ),
+        Operation(
+            "get",
+            path + "/{token_id}",
+            f"get{noun}Token",
+            f"One token; never its secret ({who})",
+            (*params, _TOKEN),
+            200,
+            TokenView,
+            errors=_READ_ERRORS,
+        ),
+        Operation(
+            "post",
+            path + "/{token_id}/rotate",
+            f"rotate{noun}Token",
+            f"A new secret for the token, the previous one revoked ({who})",
+            (*params, _TOKEN),
+            200,
+            TokenSecret,
+            RotateIn,
+            (400, 401, 403, 404, 409, 413, 503),
+            _ROTATION,
+        ),
+        Operation(
+            "delete",
+            path + "/{token_id}",
+            f"revoke{noun}Token",
+            f"Revoke the token ({who})",
+            (*params, _TOKEN),
+            204,
+            None,
+            errors=_READ_ERRORS,
+            description=_REVOCATION,
+        ),
+    )
+
 
 OPERATIONS = (
     Operation(
@@ -318,6 +464,30 @@ OPERATIONS = (
         "other, or sets it aside again as a new dead letter. 409 for a letter with a "
         "`source`: a provider's request that an adapter set aside, kept for inspection.",
     ),
+    *_token_operations(_BASE + "/tokens", (_DOMAIN,), "the domain's admin, or platform"),
+    *_token_operations("/v1/tokens", (), "platform"),
+    Operation(
+        "get",
+        _BASE + "/audit",
+        "listDomainAudit",
+        "The domain's audit log, oldest first (admin)",
+        (_DOMAIN, _AUDIT_AFTER, _AUDIT_PAGE, _ACTION),
+        200,
+        audit.AuditPage,
+        description="One entry per administrative action on the domain: tokens, agents, "
+        "customer owners, dead-letter re-drives, configuration. `detail` holds ids, counts "
+        "and settings, never a secret or personal data.",
+    ),
+    Operation(
+        "get",
+        "/v1/audit",
+        "listAudit",
+        "Every domain's audit log and the platform's, oldest first (platform)",
+        (_AUDIT_AFTER, _AUDIT_PAGE, _ACTION, _AUDIT_DOMAIN),
+        200,
+        audit.AuditPage,
+        errors=_PLATFORM_ERRORS,
+    ),
 )
 
 
@@ -359,14 +529,16 @@ def document(extra: tuple[Operation, ...] = ()) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         responses: dict[str, Any] = {}
-        if op.ok_type is None:
+        if op.ok_status == 204:
+            responses["204"] = {"description": "Done: no content"}
+        elif op.ok_type is None:
             responses[str(op.ok_status)] = {
                 "description": "The event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             }
         else:
             responses[str(op.ok_status)] = {
-                "description": "OK" if op.ok_status == 200 else "Accepted",
+                "description": {200: "OK", 201: "Created"}.get(op.ok_status, "Accepted"),
                 "content": _json(_ref(op.ok_type)),
             }
         # Any body with a Content-Encoding is refused before it is read.

@@ -1,4 +1,5 @@
-"""The router's HTTP API under ``/v1/domains/{domain}/``.
+"""The router's HTTP API under ``/v1/domains/{domain}/``, and the platform's under
+``/v1/tokens`` and ``/v1/audit``.
 
 Actions that change routing state are published to ``agents.events`` (keyed by domain)
 and applied by the router that owns the domain, the single writer. Registration and
@@ -11,7 +12,13 @@ PostgreSQL; ``stream`` serves the routing events live (Server-Sent Events).
 Access: an ``admin`` token acts on its whole domain; an ``agent`` token on its own agent
 (presence, figures), the conversations it owns, was offered or handled before (read;
 including the messages' text, which the agent needs to answer), and its own commands and
-replies. Registration, customer ownership and other agents are admin only.
+replies. Registration, customer ownership, other agents, dead letters, the domain's
+tokens and its audit log are admin only. A ``platform`` token is an admin of every domain
+and alone manages platform tokens (``/v1/tokens``) and reads the whole audit log
+(``/v1/audit``).
+
+Every administrative action writes its ``runtime.audit`` entry in its own transaction:
+an action whose entry cannot be written is not taken (503).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,11 +37,13 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from router.api import stats
-from router.api.auth import Authenticator, Principal, forbidden
+from router.api import auth, stats
+from router.api.auth import Authenticator, Principal, Scope, forbidden
 from router.api.config import ApiConfig
 from router.api.feed import FeedEvent, RoutingFeed, Subscriber
 from router.api.models import (
+    TOKEN_LIFETIME_MAX_SECONDS,
+    TOKEN_LIFETIME_MIN_SECONDS,
     Accepted,
     AcceptIn,
     AgentIn,
@@ -44,18 +53,25 @@ from router.api.models import (
     ConversationView,
     ErrorBody,
     OwnerIn,
+    PlatformTokenIn,
     PresenceIn,
     QueuesView,
     ReplyAccepted,
     ReplyIn,
+    RotateIn,
+    TokenIn,
+    TokenSecret,
+    TokensPage,
+    TokenView,
     TransferIn,
 )
 from router.engine import AgentRecord, ConversationRecord, ConversationStatus, DomainPolicy
-from runtime import dead_letters
+from runtime import audit, dead_letters
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import RETRY_AFTER_SECONDS, json_error
 from runtime.kafka import BrokerUnavailable
+from runtime.logging import fingerprint
 from schemas import (
     AgentRegistered,
     AgentReplied,
@@ -72,6 +88,7 @@ from schemas.limits import (
     AGENT_ID_MAX,
     CONVERSATION_ID_MAX,
     CUSTOMER_ID_MAX,
+    DOMAIN_MAX,
     decode_json_text,
     is_identifier,
 )
@@ -82,6 +99,7 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 AGENT_ID = re.compile(rf"[A-Za-z0-9_.@:-]{{1,{AGENT_ID_MAX}}}")
+DOMAIN = re.compile(rf"[A-Za-z0-9_-]{{1,{DOMAIN_MAX}}}")
 TIMELINE_LIMIT = 100
 TIMELINE_LIMIT_MAX = 1000
 
@@ -253,7 +271,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if (
             error.status < 400
             or error.content_type == "application/json"
-            or not request.path.startswith("/v1/domains/")
+            or not request.path.startswith(("/v1/domains/", "/v1/tokens", "/v1/audit"))
             or "/webchat/" in request.path
         ):
             raise
@@ -281,7 +299,25 @@ async def put_agent(request: web.Request) -> web.Response:
         queues=body.queues,
         capacity=dict(body.capacity),
     )
-    return await publish_accepted(request, event)
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        known = await conn.fetchval(
+            "SELECT 1 FROM agents WHERE domain = $1 AND agent_id = $2", domain, agent_id
+        )
+        await audit.record_action(
+            conn,
+            actor=principal.actor,
+            action="agent.update" if known else "agent.register",
+            domain=domain,
+            target=f"agent {agent_id}",
+            detail={
+                "event_id": event.id,
+                "skills": body.skills,
+                "queues": body.queues,
+                "capacity": body.capacity,
+            },
+        )
+        await publish(request, event)
+    return respond(Accepted(event_id=event.id), status=202)
 
 
 async def post_presence(request: web.Request) -> web.Response:
@@ -326,15 +362,25 @@ async def put_owner(request: web.Request) -> web.Response:
     customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
     require_admin(principal)
     body = await read_json(request, OwnerIn)
-    known = await request.app[DB_POOL].fetchval(
-        "SELECT 1 FROM agents WHERE domain = $1 AND agent_id = $2", domain, body.agent_id
-    )
-    if not known:
-        return json_error(404, f"unknown agent {body.agent_id!r}")
     event = CustomerOwnerSet(
         **new_event_fields(domain), customer_id=customer_id, agent_id=body.agent_id
     )
-    return await publish_accepted(request, event)
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        known = await conn.fetchval(
+            "SELECT 1 FROM agents WHERE domain = $1 AND agent_id = $2", domain, body.agent_id
+        )
+        if not known:
+            return json_error(404, f"unknown agent {body.agent_id!r}")
+        await audit.record_action(
+            conn,
+            actor=principal.actor,
+            action="customer.owner.set",
+            domain=domain,
+            target=_customer_target(customer_id),
+            detail={"event_id": event.id, "agent_id": body.agent_id},
+        )
+        await publish(request, event)
+    return respond(Accepted(event_id=event.id), status=202)
 
 
 async def delete_owner(request: web.Request) -> web.Response:
@@ -342,7 +388,23 @@ async def delete_owner(request: web.Request) -> web.Response:
     customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
     require_admin(principal)
     event = CustomerOwnerSet(**new_event_fields(domain), customer_id=customer_id, agent_id=None)
-    return await publish_accepted(request, event)
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        await audit.record_action(
+            conn,
+            actor=principal.actor,
+            action="customer.owner.clear",
+            domain=domain,
+            target=_customer_target(customer_id),
+            detail={"event_id": event.id},
+        )
+        await publish(request, event)
+    return respond(Accepted(event_id=event.id), status=202)
+
+
+def _customer_target(customer_id: str) -> str:
+    """A customer as the audit log names it: its id may be a phone number or an email
+    address, so a digest, the one the logs use."""
+    return f"customer {fingerprint(customer_id)}"
 
 
 # -- conversations ------------------------------------------------------------------
@@ -682,10 +744,12 @@ async def post_redrive(request: web.Request) -> web.Response:
     require_admin(principal)
     letter_id = _letter_id(request)
     try:
-        async with request.app[DB_POOL].acquire() as conn:
+        async with request.app[DB_POOL].acquire() as conn, conn.transaction():
             letter = await dead_letters.redrive(
                 conn, request.app[PRODUCER], letter_id, domain=domain
             )
+            if letter is not None:
+                await audit.record_redrive(conn, actor=principal.actor, letter=letter)
     except BrokerUnavailable:
         raise _http_error(web.HTTPServiceUnavailable, "broker unavailable, retry later") from None
     except dead_letters.NotRedrivable:
@@ -700,6 +764,150 @@ async def post_redrive(request: web.Request) -> web.Response:
         raise not_found(f"no dead letter {letter_id} in this domain")
     log.info("dead_letter_redriven", domain=domain, letter_id=letter_id, topic=letter.topic)
     return respond(letter, status=202)
+
+
+# -- tokens -------------------------------------------------------------------------
+
+
+async def _token_owner(request: web.Request) -> tuple[str | None, Principal]:
+    """Whose tokens the path names (a domain, or None: the platform's), and a principal
+    that may manage them: the domain's admin or a platform principal for a domain's, a
+    platform principal for the platform's."""
+    if "domain" in request.match_info:
+        domain, principal = await enter(request)
+        require_admin(principal)
+        return domain, principal
+    return None, await request.app[API].auth.platform_principal(request, request.app[DB_POOL])
+
+
+def _token_id(request: web.Request) -> str:
+    token_id = request.match_info["token_id"]
+    if not auth.TOKEN_ID.fullmatch(token_id):
+        raise bad_request("token_id must be 1 to 32 lowercase hexadecimal digits")
+    return token_id
+
+
+def _expiry(body: PlatformTokenIn, now: float) -> datetime | None:
+    if body.expires_in_seconds is not None:
+        return datetime.fromtimestamp(now, UTC) + timedelta(seconds=body.expires_in_seconds)
+    if body.expires_at is None:
+        return None
+    if not TOKEN_LIFETIME_MIN_SECONDS <= body.expires_at - now <= TOKEN_LIFETIME_MAX_SECONDS:
+        raise bad_request("expires_at must lie 60 seconds to 366 days ahead")
+    return datetime.fromtimestamp(body.expires_at, UTC)
+
+
+def _with_secret(view: TokenView, token: str) -> TokenSecret:
+    return TokenSecret(**msgspec.structs.asdict(view), token=token)
+
+
+async def post_token(request: web.Request) -> web.Response:
+    domain, principal = await _token_owner(request)
+    body: PlatformTokenIn
+    if domain is None:
+        body = await read_json(request, PlatformTokenIn)
+        scope, agent_id = Scope.PLATFORM, None
+    else:
+        body = domain_body = await read_json(request, TokenIn)
+        scope, agent_id = Scope(domain_body.scope), domain_body.agent_id
+    expires_at = _expiry(body, time.time())
+    async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+        token_id, token = await auth.create_token(
+            conn,
+            domain=domain,
+            scope=scope,
+            agent_id=agent_id,
+            name=body.name,
+            expires_at=expires_at,
+            actor=principal.actor,
+        )
+        view = await auth.get_token(conn, token_id, where=domain)
+    assert view is not None
+    return respond(_with_secret(view, token), status=201)
+
+
+async def get_tokens(request: web.Request) -> web.Response:
+    domain, _ = await _token_owner(request)
+    after = request.query.get("after", "")
+    if after and not auth.TOKEN_ID.fullmatch(after):
+        raise bad_request("after must be a token id (the previous page's next_after)")
+    limit = _query_int(request, "limit", 100, 1, auth.PAGE_MAX)
+    async with request.app[DB_POOL].acquire() as conn:
+        tokens, next_after = await auth.list_tokens(conn, where=domain, after=after, limit=limit)
+    return respond(TokensPage(tokens=tokens, next_after=next_after))
+
+
+async def get_token(request: web.Request) -> web.Response:
+    domain, _ = await _token_owner(request)
+    token_id = _token_id(request)
+    async with request.app[DB_POOL].acquire() as conn:
+        view = await auth.get_token(conn, token_id, where=domain)
+    if view is None:
+        raise not_found(f"no token {token_id} here")
+    return respond(view)
+
+
+async def post_rotate(request: web.Request) -> web.Response:
+    domain, principal = await _token_owner(request)
+    token_id = _token_id(request)
+    body = await read_json(request, RotateIn)
+    try:
+        async with request.app[DB_POOL].acquire() as conn:
+            rotated = await auth.rotate_token(
+                conn,
+                token_id,
+                where=domain,
+                actor=principal.actor,
+                grace_seconds=body.grace_seconds,
+            )
+    except auth.TokenRefused as refused:
+        return respond(ErrorBody(error=str(refused)), status=409)
+    if rotated is None:
+        raise not_found(f"no token {token_id} here")
+    view, token = rotated
+    return respond(_with_secret(view, token))
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    domain, principal = await _token_owner(request)
+    token_id = _token_id(request)
+    async with request.app[DB_POOL].acquire() as conn:
+        view = await auth.revoke_token(conn, token_id, where=domain, actor=principal.actor)
+    if view is None:
+        raise not_found(f"no token {token_id} here")
+    return web.Response(status=204)
+
+
+# -- audit log ----------------------------------------------------------------------
+
+
+async def _audit_page(request: web.Request, domain: str | None) -> web.Response:
+    after = _query_int(request, "after", 0, 0, 2**62)
+    limit = _query_int(request, "limit", 100, 1, audit.PAGE_MAX)
+    action = request.query.get("action")
+    if action is not None and not (
+        len(action) <= audit.ACTION_MAX and re.fullmatch(audit.ACTION_PATTERN, action)
+    ):
+        raise bad_request("action must be an action name, e.g. token.create")
+    async with request.app[DB_POOL].acquire() as conn:
+        page = await audit.list_actions(
+            conn, domain=domain, after=after, limit=limit, action=action
+        )
+    return respond(page)
+
+
+async def get_domain_audit(request: web.Request) -> web.Response:
+    domain, principal = await enter(request)
+    require_admin(principal)
+    return await _audit_page(request, domain)
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    await request.app[API].auth.platform_principal(request, request.app[DB_POOL])
+    domain = request.query.get("domain")
+    if domain is not None and not DOMAIN.fullmatch(domain):
+        raise bad_request(f"domain must be 1 to {DOMAIN_MAX} letters, digits, _ or -")
+    return await _audit_page(request, domain)
 
 
 def api_routes() -> list[web.RouteDef]:
@@ -721,4 +929,17 @@ def api_routes() -> list[web.RouteDef]:
         web.get(base + "/dead-letters", guarded(get_dead_letters)),
         web.get(base + "/dead-letters/{letter_id}", guarded(get_dead_letter)),
         web.post(base + "/dead-letters/{letter_id}/redrive", guarded(post_redrive)),
+        web.get(base + "/audit", guarded(get_domain_audit)),
+        web.get("/v1/audit", guarded(get_audit)),
+        *(
+            route
+            for tokens in (base + "/tokens", "/v1/tokens")
+            for route in (
+                web.post(tokens, guarded(post_token)),
+                web.get(tokens, guarded(get_tokens)),
+                web.get(tokens + "/{token_id}", guarded(get_token)),
+                web.post(tokens + "/{token_id}/rotate", guarded(post_rotate)),
+                web.delete(tokens + "/{token_id}", guarded(delete_token)),
+            )
+        ),
     ]

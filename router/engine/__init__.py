@@ -4,12 +4,14 @@
 effects as data; ``restore`` rebuilds the state from the records those effects saved.
 """
 
+from router.engine.calendar import BusinessCalendar, CompiledCalendar
 from router.engine.call import NAMESPACE, make_id
 from router.engine.core import (
     EngineInput,
     apply,
     new_state,
     next_deadline,
+    reconfigure,
     restore,
     snapshot,
     tick,
@@ -26,6 +28,7 @@ from router.engine.effects import (
 from router.engine.errors import EngineError
 from router.engine.policy import (
     AffinityPolicy,
+    AfterHours,
     ChannelWaits,
     DomainPolicy,
     InactivityPolicy,
@@ -49,9 +52,12 @@ from router.engine.state import DomainState
 __all__ = [
     "NAMESPACE",
     "AffinityPolicy",
+    "AfterHours",
     "AgentRecord",
     "AssignmentRecord",
+    "BusinessCalendar",
     "ChannelWaits",
+    "CompiledCalendar",
     "ConversationRecord",
     "ConversationStatus",
     "CustomerRecord",
@@ -80,6 +86,7 @@ __all__ = [
     "make_id",
     "new_state",
     "next_deadline",
+    "reconfigure",
     "restore",
     "snapshot",
     "tick",

@@ -85,6 +85,8 @@ SEARCH_DAYS = 1500
 """How far a search looks, in local days: a calendar closed (or open) for this many days in
 a row is taken to stay so. Over four years, so even a year of holidays ends within it."""
 
+NAME_MAX = 200
+"""Longest holiday name."""
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """The keys of ``weekly``, Monday first (``datetime.date.weekday`` order)."""
 
@@ -215,10 +217,13 @@ class Holiday(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     date: str
     """``"YYYY-MM-DD"``: closed from that local midnight to the next."""
     name: str = ""
-    """For people reading the configuration (``"Christmas"``)."""
+    """For people reading the configuration (``"Christmas"``), at most ``NAME_MAX``
+    characters."""
 
     def __post_init__(self) -> None:
         _date("date", self.date)
+        if len(self.name) > NAME_MAX:
+            raise ValueError(f"name is longer than {NAME_MAX} characters")
 
 
 class OneOffHours(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

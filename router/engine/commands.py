@@ -11,7 +11,7 @@ from router.engine.call import Call
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus
-from router.engine.routing import enter_step
+from router.engine.routing import enter_step, held_outside_hours
 from router.engine.state import Conversation, LadderStep
 from schemas import (
     CommandCompleted,
@@ -170,5 +170,6 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
         conversation.fell_back = False
         conversation.preferred = None
         conversation.passed_over = None if previous is None else {previous.agent_id: "transferred"}
-        enter_step(call, conversation, 0)
+        if not held_outside_hours(call, conversation):
+            enter_step(call, conversation, 0)
     _complete(call, event.id, conversation.conversation_id)

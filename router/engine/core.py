@@ -160,6 +160,15 @@ def tick(state: DomainState, now: float) -> list[Effect]:
     (due, agent id), then reply windows (due, conversation id), then conversations'
     deadlines (oldest first, then conversation id); again until none is left."""
     effects: list[Effect] = []
+    if state.rematch_at is not None and state.rematch_at <= now:
+        state.rematch_at = None
+        call = Call(state, now, f"rematch:{now!r}")
+        for agent_id in sorted(state.agents):
+            agent = state.agents[agent_id]
+            for channel in sorted(agent.capacity):
+                if agent.has_slot(channel):
+                    call.drain.append((agent, channel))
+        effects.extend(finish(call))
     while True:
         fired = tick_agents(state, now, effects) | tick_windows(state, now, effects)
         due = state.pop_due(now)
@@ -188,7 +197,7 @@ def tick(state: DomainState, now: float) -> list[Effect]:
 def next_deadline(state: DomainState) -> float | None:
     """The earliest pending deadline (stale entries are dropped on the way)."""
     found = state.next_deadline()
-    for due in (next_window(state), next_agent_deadline(state)):
+    for due in (next_window(state), next_agent_deadline(state), state.rematch_at):
         if due is not None and (found is None or due < found):
             found = due
     return found
@@ -204,7 +213,9 @@ def restore(
     """Rebuild a domain from its latest persisted snapshots (open conversations only).
 
     Agent loads are recomputed from the conversations; deadlines come back from the
-    records, and one already past fires on the next ``tick``.
+    records, and one already past fires on the next ``tick``, which first lets agents
+    with a free slot take waiting work (the policy may differ from the one that
+    queued it).
     """
     state = DomainState(domain, policy)
     compiled = state.compiled
@@ -263,7 +274,29 @@ def restore(
             enqueue(state, conversation)
         state.schedule(conversation, record_.deadline, record_.deadline_kind)
         push_window(state, conversation)
+    state.rematch_at = 0.0
     return state
+
+
+def reconfigure(state: DomainState, policy: DomainPolicy, now: float) -> DomainState:
+    """The domain's state under another routing policy (a new configuration version).
+
+    Rebuilt as ``restore`` rebuilds a domain, from the records of its agents and open
+    conversations; the customers are kept as they are. So an open conversation keeps its
+    queue (the default queue when its own is gone) and its step by name (the first step
+    when that one is gone), and the deadline it is waiting for: a changed wait or ladder
+    applies from its next step. Agents fall into the new steps' pools at once, and the
+    first ``tick`` at or after ``now`` hands waiting conversations to agents the new
+    pools admit (as after a takeover).
+    """
+    agents = [agent_record(state.agents[key]) for key in sorted(state.agents)]
+    conversations = [
+        conversation_record(state.conversations[key]) for key in sorted(state.conversations)
+    ]
+    rebuilt = restore(state.domain, policy, agents, conversations, ())
+    rebuilt.customers = state.customers
+    rebuilt.rematch_at = now
+    return rebuilt
 
 
 def snapshot(

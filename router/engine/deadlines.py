@@ -2,7 +2,7 @@
 
 A conversation has at most one deadline (``Conversation.deadline`` and ``deadline_kind``):
 its step gives up (rule 4), its offer expires (rule 6), its slot is released or it closes
-after inactivity (rule 8). ``router.engine.core.tick`` pops them in (due, conversation
+after inactivity (rule 8), its queue opens (business hours). ``router.engine.core.tick`` pops them in (due, conversation
 id) order and clears each before firing it.
 """
 
@@ -15,7 +15,7 @@ from router.engine.call import Call
 from router.engine.errors import EngineError
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
-from router.engine.routing import fall_back, try_step
+from router.engine.routing import fall_back, route, try_step
 from router.engine.state import Conversation, LadderStep
 from schemas import Presence
 
@@ -26,6 +26,7 @@ _IDLE = ConversationStatus.IDLE
 _ONLINE = Presence.ONLINE
 _PREFERRED = LadderStep.PREFERRED
 _AFFINITY = LadderStep.AFFINITY
+_AFTER_HOURS = LadderStep.AFTER_HOURS
 
 
 def _fire_step(call: Call, conversation: Conversation) -> None:
@@ -68,6 +69,13 @@ def _fire_release(call: Call, conversation: Conversation) -> None:
     schedule_inactivity(call.state, conversation)
 
 
+def _fire_opens(call: Call, conversation: Conversation) -> None:
+    if conversation.status is not _WAITING or conversation.step_index != _AFTER_HOURS:
+        raise EngineError(f"opening of {conversation.status} {conversation.conversation_id}")
+    # Waiting since it arrived: those who waited overnight go first.
+    route(call, conversation, None, since=conversation.waiting_since)
+
+
 def _fire_close(call: Call, conversation: Conversation) -> None:
     call.conversations[conversation.conversation_id] = conversation
     close(call, conversation, "inactive")
@@ -78,4 +86,5 @@ FIRE: dict[DeadlineKind, Callable[[Call, Conversation], None]] = {
     DeadlineKind.OFFER: _fire_offer,
     DeadlineKind.RELEASE: _fire_release,
     DeadlineKind.CLOSE: _fire_close,
+    DeadlineKind.OPENS: _fire_opens,
 }

@@ -34,6 +34,12 @@ Example (TOML)::
     skills = ["english"]
     mode = "offer"
     offer_timeout = 20
+    calendar = "office"                         # business hours (see router.engine.calendar)
+    after_hours = "notify"                      # hold | notify | queue (after_hours_queue)
+
+    [domains.acme.routing.calendars.office]
+    time_zone = "Europe/Paris"
+    weekly = { mon = [["09:00", "18:00"]], tue = [["09:00", "18:00"]] }
 
     [[domains.acme.routing.queues.support.steps]]
     name = "skilled"                            # members of "support" with its skills
@@ -49,13 +55,18 @@ Example (TOML)::
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 import msgspec
 
+from router.engine.calendar import BusinessCalendar
 from schemas import Channel
-from schemas.limits import QUEUE_MAX
+from schemas.limits import QUEUE_MAX, SKILL_MAX, is_identifier
 
-RESERVED_STEP_NAMES = frozenset({"preferred", "affinity", "transfer", "manual"})
+MAX_CALENDARS = 100
+"""Calendars one domain may define."""
+
+RESERVED_STEP_NAMES = frozenset({"preferred", "affinity", "transfer", "manual", "after_hours"})
 """Step names the engine uses itself (the preferred hold, transfers, manual pick-ups)."""
 
 ANY_AGENT = "*"
@@ -69,6 +80,26 @@ class QueueMode(enum.StrEnum):
     """The agent owns it at once."""
     OFFER = "offer"
     """The agent must accept within ``offer_timeout`` or the next candidate gets it."""
+
+
+def _check_names(field: str, names: Iterable[str], limit: int) -> None:
+    for name in names:
+        if not name or not is_identifier(name, limit):
+            raise ValueError(
+                f"{field}: names are 1 to {limit} characters, none a control character"
+            )
+
+
+class AfterHours(enum.StrEnum):
+    """What a conversation does when it reaches a queue outside the queue's business hours."""
+
+    HOLD = "hold"
+    """It waits, offered to nobody, until the queue opens; then routing starts."""
+    NOTIFY = "notify"
+    """As ``hold``, and a ``conversation.outside_hours`` routing event says when the queue
+    opens, for the customer side to answer."""
+    QUEUE = "queue"
+    """It goes to the queue ``after_hours_queue`` names (a 24/7 team, a partner)."""
 
 
 class ChannelWaits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -135,6 +166,13 @@ class StepPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         if not self.name or self.name in RESERVED_STEP_NAMES:
             raise ValueError(f"step name {self.name!r} is empty or reserved")
+        if not is_identifier(self.name, QUEUE_MAX):
+            # Step names travel in events and assignment rows.
+            raise ValueError(
+                f"step names are at most {QUEUE_MAX} characters, none a control character"
+            )
+        _check_names("skills", self.skills or (), SKILL_MAX)
+        _check_names("agents_from", self.agents_from, QUEUE_MAX)
         waits = [self.wait, *self.channel_wait.values()]
         if any(value is not None and value < 0 for value in waits):
             raise ValueError(f"step {self.name!r}: waits must be >= 0")
@@ -162,10 +200,21 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Per-channel override of the domain's ``preferred_wait`` for this queue."""
     first_response_sla: dict[Channel, float] = {}
     """Per-channel override of the domain's ``first_response_sla`` for this queue."""
+    calendar: str | None = None
+    """Business hours of the queue: a calendar of the domain's ``calendars``; omitted: always
+    open. Outside them, conversations reaching the queue follow ``after_hours``, and its
+    first-response SLA counts business time only."""
+    after_hours: AfterHours = AfterHours.HOLD
+    """``hold``, ``notify`` or ``queue`` (see ``AfterHours``)."""
+    after_hours_queue: str | None = None
+    """With ``after_hours = "queue"``: the queue that takes them."""
 
     def __post_init__(self) -> None:
         if any(value <= 0 for value in self.first_response_sla.values()):
             raise ValueError("first_response_sla values must be > 0")
+        if (self.after_hours is AfterHours.QUEUE) != (self.after_hours_queue is not None):
+            raise ValueError('after_hours_queue is set exactly when after_hours = "queue"')
+        _check_names("skills", self.skills, SKILL_MAX)
         if not self.steps:
             raise ValueError("a queue needs at least one step")
         names = [step.name for step in self.steps]
@@ -259,17 +308,36 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     login_pace: float | None = None
     """Seconds between two hand-overs to an agent who came online onto a backlog (one
     conversation per interval, up to capacity); omit to hand over at once."""
+    calendars: dict[str, BusinessCalendar] = {}
+    """Business-hours calendars by name, for the queues' ``calendar``
+    (see ``router.engine.calendar``)."""
 
     def __post_init__(self) -> None:
+        if len(self.calendars) > MAX_CALENDARS:
+            raise ValueError(f"at most {MAX_CALENDARS} calendars")
+        for name, queue in self.queues.items():
+            if queue.calendar is not None and queue.calendar not in self.calendars:
+                raise ValueError(f"queues.{name}.calendar: no calendar {queue.calendar!r}")
+            target = queue.after_hours_queue
+            if target is None:
+                continue
+            if target not in self.queues:
+                raise ValueError(f"queues.{name}.after_hours_queue: no queue {target!r}")
+            if self.queues[target].after_hours is AfterHours.QUEUE:
+                # One hop only: a chain could come back to where it started.
+                raise ValueError(
+                    f"queues.{name}.after_hours_queue: queue {target!r} sends its own"
+                    " after-hours conversations to another queue"
+                )
         if any(value <= 0 for value in self.first_response_sla.values()):
             raise ValueError("first_response_sla values must be > 0")
         if self.login_pace is not None and self.login_pace <= 0:
             raise ValueError("login_pace must be > 0")
         if self.default_queue not in self.queues:
             raise ValueError(f"default_queue {self.default_queue!r} is not in queues")
-        if any(len(name) > QUEUE_MAX for name in self.queues):
-            # Queue names travel in every event: longer ones would make them invalid.
-            raise ValueError(f"queue names are at most {QUEUE_MAX} characters")
+        # Queue and calendar names travel in every event: longer ones would make them invalid.
+        _check_names("queues", self.queues, QUEUE_MAX)
+        _check_names("calendars", self.calendars, QUEUE_MAX)
         if self.away_after_missed_offers is not None and self.away_after_missed_offers < 1:
             raise ValueError("away_after_missed_offers must be >= 1")
 

@@ -47,6 +47,9 @@ class DeadlineKind(enum.StrEnum):
     """Inactivity: the owner's slot is released (assigned -> idle)."""
     CLOSE = "close"
     """Inactivity: the conversation closes (reason ``inactive``)."""
+    OPENS = "opens"
+    """The queue's business hours begin: routing of a conversation held outside them
+    starts."""
 
 
 class AgentDeadlineKind(enum.StrEnum):

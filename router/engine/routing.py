@@ -15,6 +15,7 @@ from router.engine.call import Call
 from router.engine.effects import Effect
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
+from router.engine.policy import AfterHours
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.schedule import on_shift
 from router.engine.state import (
@@ -28,6 +29,7 @@ from router.engine.state import (
 from schemas import (
     Channel,
     ConversationFallback,
+    ConversationOutsideHours,
     ConversationOverflowed,
     ConversationQueued,
     Presence,
@@ -38,21 +40,28 @@ _WAITING = ConversationStatus.WAITING
 _OVERFLOWED = ConversationStatus.OVERFLOWED
 _PREFERRED = LadderStep.PREFERRED
 _AFFINITY = LadderStep.AFFINITY
+_AFTER_HOURS = LadderStep.AFTER_HOURS
 _WINDOW_CLOSED = WindowState.CLOSED
 
 
-def route(call: Call, conversation: Conversation, last_owner: Agent | None) -> None:
-    """Rule 2: (re)start routing at the preferred agent, else at the first step."""
+def route(
+    call: Call, conversation: Conversation, last_owner: Agent | None, since: float | None = None
+) -> None:
+    """Rule 2: (re)start routing at the preferred agent, else at the first step; outside
+    the queue's business hours, its after-hours rule first (``held_outside_hours``).
+    ``since``: when the conversation started waiting, if before now."""
     state = call.state
     now = call.now
     channel = conversation.channel
     set_status(call, conversation, _WAITING)
     conversation.owner = None
     conversation.offered_to = None
-    conversation.waiting_since = now
+    conversation.waiting_since = now if since is None else since
     conversation.fell_back = False
     conversation.passed_over = None
     conversation.step_until = None
+    if held_outside_hours(call, conversation):
+        return
     customer = state.customers.get(conversation.customer_id)
     preferred_id: str | None = None
     if customer is not None and customer.owner_agent_id is not None:
@@ -82,10 +91,44 @@ def route(call: Call, conversation: Conversation, last_owner: Agent | None) -> N
     wait(call, conversation)
 
 
+def held_outside_hours(call: Call, conversation: Conversation) -> bool:
+    """Outside its queue's business hours, a conversation reaching the queue follows the
+    queue's after-hours rule: on to its ``after_hours_queue`` (whose own hours then
+    apply), or held, offered to nobody, until the queue opens (``notify`` says so with a
+    ``conversation.outside_hours`` event). True when it is held."""
+    queue = conversation.queue
+    calendar = queue.calendar
+    if calendar is None or calendar.is_open(call.now):
+        return False
+    if queue.after_hours_queue is not None:
+        conversation.queue = queue.after_hours_queue
+        call.conversations[conversation.conversation_id] = conversation
+        return held_outside_hours(call, conversation)
+    opens = calendar.next_open(call.now)
+    conversation.step_index = _AFTER_HOURS
+    conversation.preferred = None
+    conversation.step_until = opens
+    conversation.wait_token = None
+    call.conversations[conversation.conversation_id] = conversation
+    call.state.schedule(conversation, opens, DeadlineKind.OPENS)
+    emit_queued(call, conversation)
+    if queue.after_hours is AfterHours.NOTIFY:
+        call.emit(
+            conversation_event(
+                ConversationOutsideHours,
+                call,
+                conversation,
+                opens_at=opens,
+                calendar=queue.calendar_name,
+            )
+        )
+    return True
+
+
 def wait_budget_end(conversation: Conversation, now: float) -> float:
     """When the preferred hold gives up: the soonest of the queue's preferred wait for
-    the channel, the first-response SLA left, and the provider's reply window left
-    (never before ``now``)."""
+    the channel, the first-response SLA left (in business time when the queue has
+    business hours), and the provider's reply window left (never before ``now``)."""
     queue = conversation.queue
     channel = conversation.channel
     until = now + queue.preferred_wait[channel]
@@ -96,7 +139,10 @@ def wait_budget_end(conversation: Conversation, now: float) -> float:
             if conversation.first_response_at is None
             else conversation.waiting_since
         )
-        until = min(until, start + sla)
+        calendar = queue.calendar
+        due = start + sla if calendar is None else calendar.add_business_seconds(start, sla)
+        if due is not None:
+            until = min(until, due)
     window = conversation.window_ends_at
     if window is not None and conversation.window_state != _WINDOW_CLOSED:
         until = min(until, window)
@@ -160,8 +206,12 @@ def emit_queued(call: Call, conversation: Conversation) -> None:
 
 
 def enqueue(state: DomainState, conversation: Conversation) -> None:
-    """Put a waiting conversation on its preferred agent's hold list or its pool's."""
+    """Put a waiting conversation on its preferred agent's hold list or its pool's (one
+    held outside business hours waits on no list)."""
     channel = conversation.channel
+    if conversation.step_index == _AFTER_HOURS:
+        conversation.wait_token = None
+        return
     if conversation.step_index == _PREFERRED:
         assert conversation.preferred is not None
         agent = state.agents[conversation.preferred]

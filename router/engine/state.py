@@ -23,7 +23,8 @@ from __future__ import annotations
 import enum
 import heapq
 
-from router.engine.policy import ANY_AGENT, DomainPolicy, QueueMode
+from router.engine.calendar import CompiledCalendar
+from router.engine.policy import ANY_AGENT, AfterHours, DomainPolicy, QueueMode
 from router.engine.records import (
     AgentDeadlineKind,
     AssignmentRecord,
@@ -53,6 +54,8 @@ class LadderStep(enum.IntEnum):
     """Assigned by a manual pick-up."""
     AFFINITY = -4
     """Handed to one of the customer's affinity agents."""
+    AFTER_HOURS = -5
+    """Held outside the queue's business hours, offered to nobody, until it opens."""
 
     @property
     def step_name(self) -> str:
@@ -112,6 +115,10 @@ class Step:
 
 class Queue:
     __slots__ = (
+        "after_hours",
+        "after_hours_queue",
+        "calendar",
+        "calendar_name",
         "name",
         "names",
         "offer",
@@ -145,6 +152,11 @@ class Queue:
         }
         """Step index -> name; past the last step: overflowed after it (its name)."""
         self.names[len(steps)] = steps[-1].name
+        self.calendar: CompiledCalendar | None = None
+        """Business hours (None: always open)."""
+        self.calendar_name = ""
+        self.after_hours = AfterHours.HOLD
+        self.after_hours_queue: Queue | None = None
 
     def index_of(self, name: str) -> int | None:
         """The step index of a step name, the engine's own steps included."""
@@ -193,6 +205,15 @@ class Compiled:
                 preferred,
                 sla,
             )
+        calendars = {name: CompiledCalendar(c) for name, c in sorted(policy.calendars.items())}
+        for queue_name, queue_policy in policy.queues.items():
+            queue = self.queues[queue_name]
+            if queue_policy.calendar is not None:
+                queue.calendar = calendars[queue_policy.calendar]
+                queue.calendar_name = queue_policy.calendar
+            queue.after_hours = queue_policy.after_hours
+            if queue_policy.after_hours_queue is not None:
+                queue.after_hours_queue = self.queues[queue_policy.after_hours_queue]
         self.default_queue = policy.default_queue
         self.pools = list(pools.values())
         self.release_after = {
@@ -382,6 +403,7 @@ class DomainState:
         "domain",
         "interned",
         "policy",
+        "rematch_at",
         "seq",
         "waiting",
         "windows",
@@ -410,6 +432,10 @@ class DomainState:
         """One copy of strings many conversations share (endpoints)."""
         self.seq = 0
         """Source of versions, tokens and heap sequence numbers (never observable)."""
+        self.rematch_at: float | None = None
+        """Set when the state was rebuilt (``restore``, ``reconfigure``): from then on, the
+        next ``tick`` lets every agent with a free slot take waiting work first, as the
+        rebuilt pools may admit agents the old ones did not."""
 
     # -- agents index --------------------------------------------------------------
 

@@ -285,7 +285,7 @@ class Intake:
             return
         if isinstance(event, MessageReceived):
             if event.id in known:
-                observe_duplicate(self._metrics, event.channel)
+                observe_duplicate(self._metrics, event.domain, event.channel)
                 return
             known.add(event.id)  # a retry later in the same batch is a duplicate too
         assert isinstance(event, EngineInput)
@@ -318,7 +318,7 @@ class Intake:
                     writes.customers[(domain, record.customer_id)] = record
                 case SaveAssignment(record=record):
                     writes.assignments[(domain, record.assignment_id)] = record
-                    observe_saved_assignment(self._metrics, record)
+                    observe_saved_assignment(self._metrics, domain, record)
                 case _:
                     assert_never(effect)
 
@@ -345,7 +345,9 @@ class Intake:
                 headers=letter.dlq_headers(),
             )
         )
-        observe_dead_letter(self._metrics, record.topic, reason)
+        domain = letter.domain
+        owned = domain if domain in self.partitions.get(record.partition, {}) else None
+        observe_dead_letter(self._metrics, owned, record.topic, reason)
         log.warning(
             "dead_letter",
             topic=record.topic,

@@ -3,7 +3,8 @@
 All the arithmetic behind the routing metrics lives here, as functions the worker calls
 with what it has at hand: the events a committed batch emitted, the records the engine
 saved, the domains it owns. The worker decides when (per batch, per record, now and then),
-these functions decide what each figure is.
+these functions decide what each figure is. Each figure of a domain's work counts under
+the domain's bound label value (``Metrics.for_domain``), whose children are bound once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from schemas import (
     ConversationClosed,
     ConversationFallback,
     ConversationOffered,
+    ConversationOutsideHours,
     ConversationOverflowed,
     ConversationQueued,
     ConversationReassigned,
@@ -44,29 +46,30 @@ transfer say, may then count twice)."""
 
 def observe_routing_events(metrics: Metrics, events: Iterable[RoutingEvent]) -> None:
     """A batch's events; ``message.routed`` (one per customer message) counted in one go."""
-    routed: Counter[str] = Counter()
+    routed: Counter[tuple[str, str]] = Counter()
     for event in events:
         if isinstance(event, MessageRouted):
-            routed[event.channel] += 1
+            routed[event.domain, event.channel] += 1
         else:
             observe_routing_event(metrics, event)
-    for channel, count in routed.items():
-        metrics.routed_messages.labels(channel).inc(count)
+    for (domain, channel), count in routed.items():
+        metrics.for_domain(domain).counter(metrics.routed_messages, str(channel)).inc(count)
 
 
 def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
+    m = metrics.for_domain(event.domain)
     match event:
         case MessageRouted():
-            metrics.routed_messages.labels(str(event.channel)).inc()
+            m.counter(metrics.routed_messages, str(event.channel)).inc()
         case ConversationAssigned():
-            channel = str(event.channel)
-            metrics.assignments.labels(channel, event.queue, str(event.strategy)).inc()
-            metrics.wait_seconds.labels(channel, str(event.strategy)).observe(event.waited_seconds)
+            channel, strategy = str(event.channel), str(event.strategy)
+            m.counter(metrics.assignments, channel, event.queue, strategy).inc()
+            m.histogram(metrics.wait_seconds, channel, strategy).observe(event.waited_seconds)
             if event.preferred_agent_id is not None:
                 if event.agent_id == event.preferred_agent_id:
-                    metrics.preferred_hits.labels(channel).inc()
+                    m.counter(metrics.preferred_hits, channel).inc()
                 else:
-                    metrics.preferred_misses.labels(channel).inc()
+                    m.counter(metrics.preferred_misses, channel).inc()
             log.info(
                 "conversation_assigned",
                 domain=event.domain,
@@ -77,7 +80,7 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
                 waited_s=round(event.waited_seconds, 3),
             )
         case ConversationFallback():
-            metrics.fallbacks.labels(str(event.channel), event.queue, event.reason).inc()
+            m.counter(metrics.fallbacks, str(event.channel), event.queue, event.reason).inc()
             log.info(
                 "conversation_fallback",
                 domain=event.domain,
@@ -87,7 +90,7 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
                 reason=event.reason,
             )
         case ConversationOverflowed():
-            metrics.overflows.labels(str(event.channel), event.queue).inc()
+            m.counter(metrics.overflows, str(event.channel), event.queue).inc()
             log.info(
                 "conversation_overflowed",
                 domain=event.domain,
@@ -95,34 +98,35 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
                 waited_s=round(event.waited_seconds, 3),
             )
         case ConversationOffered():
-            metrics.offers.labels(str(event.channel), event.queue).inc()
+            m.counter(metrics.offers, str(event.channel), event.queue).inc()
         case ConversationClosed():
-            metrics.closed.labels(str(event.channel), event.reason).inc()
+            m.counter(metrics.closed, str(event.channel), event.reason).inc()
         case ConversationReplyWindowClosed():
-            metrics.reply_windows_closed.labels(str(event.channel)).inc()
+            m.counter(metrics.reply_windows_closed, str(event.channel)).inc()
         case CommandCompleted():
-            metrics.commands.labels("completed").inc()
+            m.counter(metrics.commands, "completed").inc()
         case CommandRejected():
-            metrics.commands.labels("rejected").inc()
+            m.counter(metrics.commands, "rejected").inc()
             log.info("command_rejected", domain=event.domain, reason=event.reason)
-        case ConversationQueued() | ConversationReassigned():
+        case ConversationQueued() | ConversationReassigned() | ConversationOutsideHours():
             pass
         case _:
             assert_never(event)
 
 
-def observe_duplicate(metrics: Metrics, channel: Channel) -> None:
+def observe_duplicate(metrics: Metrics, domain: str, channel: Channel) -> None:
     """A provider retry of a message already routed, dropped before the engine."""
-    metrics.duplicate_messages.labels(str(channel)).inc()
+    metrics.for_domain(domain).counter(metrics.duplicate_messages, str(channel)).inc()
 
 
-def observe_saved_assignment(metrics: Metrics, record: AssignmentRecord) -> None:
+def observe_saved_assignment(metrics: Metrics, domain: str, record: AssignmentRecord) -> None:
     """An owner period or offer the engine saved: an expired offer is a miss.
 
     Counted from the record rather than an event: a missed offer emits none of its own
     (the next offer or the fallback follows)."""
     if record.end_reason == "offer_missed":
-        metrics.offer_misses.labels(str(record.channel), record.queue).inc()
+        bound = metrics.for_domain(domain)
+        bound.counter(metrics.offer_misses, str(record.channel), record.queue).inc()
 
 
 def observe_first_response(
@@ -146,13 +150,14 @@ def observe_first_response(
     seen.add(key)
     if len(seen) > FIRST_RESPONSES_REMEMBERED:
         seen.clear()
+    m = metrics.for_domain(state.domain)
     channel = str(record.channel)
     waited = answered - record.opened_at
-    metrics.first_response_seconds.labels(channel, record.queue).observe(waited)
+    m.histogram(metrics.first_response_seconds, channel, record.queue).observe(waited)
     queue = state.compiled.queues.get(record.queue)
     target = queue.sla.get(record.channel) if queue is not None else None
     if target is not None and waited > target:
-        metrics.sla_breaches.labels(channel, record.queue).inc()
+        m.counter(metrics.sla_breaches, channel, record.queue).inc()
 
 
 def refresh_gauges(
@@ -163,49 +168,58 @@ def refresh_gauges(
 ) -> None:
     """Queue length, open conversations, agents by presence, occupancy, outbox backlog.
 
-    The routing gauges are this process's: sums over the domains it owns. Every queue of
-    those domains and every presence is set, to 0 when empty, so a queue that drains
-    reads 0 rather than its last value; series of what is no longer there are dropped.
+    The routing gauges are this process's, by domain label value: the domains counted
+    under ``other`` add up there. Every queue and every presence of each owned domain is
+    set, to 0 when empty, so a queue that drains reads 0 rather than its last value;
+    series of what is no longer there (a domain that moved to another router) are dropped.
     """
-    waiting: Counter[str] = Counter()
-    open_by_channel: Counter[str] = Counter()
-    presence: Counter[str] = Counter({str(p): 0 for p in Presence})
-    used: Counter[str] = Counter()
-    capacity: Counter[str] = Counter()
+    waiting: Counter[tuple[str, str]] = Counter()
+    open_by_channel: Counter[tuple[str, str]] = Counter()
+    presence: Counter[tuple[str, str]] = Counter()
+    used: Counter[tuple[str, str]] = Counter()
+    capacity: Counter[tuple[str, str]] = Counter()
     for state in states:
+        label = metrics.for_domain(state.domain).label
         for queue in state.compiled.queues:
-            waiting[queue] += 0
+            waiting[label, queue] += 0
+        for status in Presence:
+            presence[label, str(status)] += 0
         for conversation in state.conversations.values():
-            open_by_channel[str(conversation.channel)] += 1
+            open_by_channel[label, str(conversation.channel)] += 1
             if conversation.status is ConversationStatus.WAITING:
-                waiting[conversation.queue.name] += 1
+                waiting[label, conversation.queue.name] += 1
         for agent in state.agents.values():
-            presence[str(agent.presence)] += 1
+            presence[label, str(agent.presence)] += 1
             if agent.presence is Presence.ONLINE:
                 for channel, slots in agent.capacity.items():
-                    capacity[str(channel)] += slots
-                    used[str(channel)] += agent.load.get(channel, 0)
+                    capacity[label, str(channel)] += slots
+                    used[label, str(channel)] += agent.load.get(channel, 0)
     backlog: Counter[int] = Counter({number: 0 for number in partitions})
     for batch in unpublished:
         backlog[batch.partition] += len(batch.events)
     m = metrics
-    for gauge in (m.queue_length, m.open_conversations, m.occupancy, m.outbox_backlog):
+    gauges = (m.queue_length, m.open_conversations, m.agents_by_presence, m.occupancy)
+    # Cleared and set anew every few seconds, off the per-message path: ``labels()`` here.
+    for gauge in (*gauges, m.outbox_backlog):
         gauge.clear()
-    for name, count in waiting.items():
-        m.queue_length.labels(name).set(count)
-    for channel_name, count in open_by_channel.items():
-        m.open_conversations.labels(channel_name).set(count)
-    for status, count in presence.items():
-        m.agents_by_presence.labels(status).set(count)
-    for channel_name, slots in capacity.items():
-        m.occupancy.labels(channel_name).set(used[channel_name] / slots if slots else 0.0)
+    for labels, count in waiting.items():
+        m.queue_length.labels(*labels).set(count)
+    for labels, count in open_by_channel.items():
+        m.open_conversations.labels(*labels).set(count)
+    for labels, count in presence.items():
+        m.agents_by_presence.labels(*labels).set(count)
+    for labels, slots in capacity.items():
+        m.occupancy.labels(*labels).set(used[labels] / slots if slots else 0.0)
     for number, count in backlog.items():
         m.outbox_backlog.labels(str(number)).set(count)
 
 
-def observe_dead_letter(metrics: Metrics, topic: str, reason: str) -> None:
-    """A poison record, labelled by the first word of its reason (``invalid``, ``unknown``)."""
-    metrics.dead_letters.labels(topic, reason.split(":")[0].split(" ")[0]).inc()
+def observe_dead_letter(metrics: Metrics, domain: str | None, topic: str, reason: str) -> None:
+    """A poison record, labelled by the first word of its reason (``invalid``, ``unknown``),
+    and by its domain when it is one this process owns (None: counted under no domain, so
+    that a record naming a stranger takes no label value)."""
+    bound = metrics.for_domain(domain)
+    bound.counter(metrics.dead_letters, topic, reason.split(":")[0].split(" ")[0]).inc()
 
 
 def observe_published(

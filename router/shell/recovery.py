@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -79,7 +79,8 @@ class PartitionLoader:
         metrics: Metrics,
     ) -> None:
         self._config = config
-        self._policies = policies
+        self.policies = policies
+        """The routing policy of every domain of the deployment (the current version)."""
         self._environ = environ
         self._pool = pool
         self._metrics = metrics
@@ -94,18 +95,24 @@ class PartitionLoader:
         for number in numbers:
             self.leases.pop(number, None)
 
+    def owned_domains(
+        self, consumer: AIOKafkaConsumer, numbers: Iterable[int]
+    ) -> dict[int, list[str]]:
+        """The domains of each partition number under the current policies."""
+        total = (
+            len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
+        )
+        return {
+            number: [d for d in self.policies if kafka.partition_for(d, total) == number]
+            for number in numbers
+        }
+
     async def load(
         self, consumer: AIOKafkaConsumer, numbers: list[int], assigned: set[TopicPartition]
     ) -> Loaded:
         """Steps 1 to 4 of the module docstring for partitions ``numbers``, whose input
         partitions are ``assigned``."""
-        total = (
-            len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
-        )
-        owned = {
-            number: [d for d in self._policies if kafka.partition_for(d, total) == number]
-            for number in numbers
-        }
+        owned = self.owned_domains(consumer, numbers)
         domains = [d for names in owned.values() for d in names]
         async with self._pool.acquire() as conn:
             # Step 1
@@ -123,13 +130,13 @@ class PartitionLoader:
                 name: (
                     restore(
                         name,
-                        self._policies[name],
+                        self.policies[name],
                         snap.agents,
                         snap.conversations,
                         snap.customers,
                     )
                     if snap.agents or snap.conversations or snap.customers
-                    else new_state(name, self._policies[name])
+                    else new_state(name, self.policies[name])
                 )
                 for name, snap in snapshots.items()
             }

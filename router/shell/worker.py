@@ -53,7 +53,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from router.engine import DomainPolicy, DomainState, next_deadline
+from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
 from router.shell import store
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
@@ -107,6 +107,7 @@ class RouterWorker:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        config_version: int = 0,
     ) -> None:
         self._config = config
         self._environ = environ
@@ -150,6 +151,15 @@ class RouterWorker:
         self._careful_until: dict[TopicPartition, int] = {}
         """Per input partition, the offset up to which records are applied and committed one
         at a time, to find the poison record among those a failed transaction held."""
+        self.config_version = config_version
+        """The runtime configuration version whose policies the loop applies."""
+        self._pending_config: tuple[Mapping[str, DomainPolicy], int] | None = None
+        self._awaited_config: tuple[int, float] | None = None
+        """(version, since when): input partitions are paused until the loop applies this
+        version, which an adapter applied before publishing what they hold next."""
+        self._paused: set[TopicPartition] = set()
+        self._config_given_up = 0
+        """The newest version the loop stopped waiting for (its records are applied)."""
         self.problem: str | None = "starting"
         """Why the router is not ready, or None when it is."""
         self.last_load_started: float | None = None
@@ -168,6 +178,11 @@ class RouterWorker:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def reconfigure(self, policies: Mapping[str, DomainPolicy], version: int) -> None:
+        """A new configuration version, applied whole by the loop between two batches."""
+        if version > self.config_version:
+            self._pending_config = (policies, version)
 
     def stalled_partitions(self, seconds: float) -> list[int]:
         """Owned partitions with input beyond what was applied while nothing committed for
@@ -239,6 +254,9 @@ class RouterWorker:
             if not self._joined:
                 return
             try:
+                if self._pending_config is not None and await self._apply_config(consumer):
+                    return  # reloaded: the batch is read again from the stored offsets
+                self._hold_for_config(consumer, batch)
                 if self._careful_until:
                     await self._process_carefully(consumer, batch)
                 else:
@@ -252,8 +270,65 @@ class RouterWorker:
         # Step 4: Kafka offsets, now and then
         await self._commit_kafka(consumer)
 
+    async def _apply_config(self, consumer: AIOKafkaConsumer) -> bool:
+        """Apply the pending configuration version to every owned domain; True when the
+        owned domains changed, which takes a reload from PostgreSQL (a new domain may have
+        a past, a removed one leaves its state there)."""
+        assert self._pending_config is not None
+        policies, version = self._pending_config
+        self._pending_config = None
+        self._loader.policies = policies
+        self.config_version = version
+        partitions = self._intake.partitions
+        owned = self._loader.owned_domains(consumer, partitions)
+        log.info("config_applied", version=version)
+        if any(set(owned[number]) != set(domains) for number, domains in partitions.items()):
+            await self._reload(consumer)
+            return True
+        for domains in partitions.values():
+            for name, state in domains.items():
+                if state.policy != policies[name]:
+                    domains[name] = reconfigure(state, policies[name], self._clock())
+        return False
+
+    def _hold_for_config(self, consumer: AIOKafkaConsumer, fetched: _Fetched) -> None:
+        """Cut each partition's records before the first one made under a configuration
+        version this router has not applied yet (it may name a new queue or domain), and
+        pause the partition until that version comes, for at most ``CONFIG_WAIT_SECONDS``."""
+        awaited = self._awaited_config
+        if awaited is not None and (
+            awaited[0] <= self.config_version or time.monotonic() - awaited[1] > CONFIG_WAIT_SECONDS
+        ):
+            if awaited[0] > self.config_version:
+                log.warning("config_not_received", version=awaited[0], have=self.config_version)
+                self._config_given_up = awaited[0]
+            self._awaited_config = None
+            consumer.resume(*(self._paused & consumer.assignment()))
+            self._paused.clear()
+        accepted = max(self.config_version, self._config_given_up)
+        for tp, records in fetched.items():
+            for index, record in enumerate(records):
+                version = _config_version(record)
+                if version is None or version <= accepted:
+                    continue
+                awaited = self._awaited_config
+                self._awaited_config = (
+                    (version, time.monotonic())
+                    if awaited is None
+                    else (max(version, awaited[0]), awaited[1])
+                )
+                del records[index:]
+                consumer.seek(tp, record.offset)
+                consumer.pause(tp)
+                self._paused.add(tp)
+                break
+
     def _poll_timeout_ms(self) -> int:
         wait = self._config.kafka.fetch_max_wait_ms + 200
+        if not self._joined or self._careful_until:
+            # No deadline fires before the partitions are ours, nor while suspect records
+            # are replayed one by one: waking up for one would only spin the loop.
+            return wait
         due = min(
             (d for s in self.domain_states() if (d := next_deadline(s)) is not None),
             default=None,
@@ -652,6 +727,22 @@ class RouterWorker:
             self._metrics.partitions_owned.set(len(self._intake.partitions))
             if numbers:
                 log.info("partitions_revoked", partitions=sorted(numbers))
+
+
+CONFIG_WAIT_SECONDS = 30.0
+"""Longest a router holds input made under a configuration version it has not received:
+beyond it the records are applied under the version it has (a domain it does not know
+then dead-letters them, a queue it does not know routes to the default queue)."""
+
+
+def _config_version(record: ConsumerRecord[bytes, bytes]) -> int | None:
+    for key, value in reversed(record.headers):
+        if key == topics.CONFIG_VERSION:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -342,7 +342,8 @@ async def test_permanent_400_is_not_retried(rig: Rig, provider: tuple[FakeProvid
     assert len(fake.seen) == 1
     assert (
         rig.metrics.registry.get_sample_value(
-            "switchboard_egress_messages_total", {"channel": "sms", "outcome": "failed"}
+            "switchboard_egress_messages_total",
+            {"domain": "acme", "channel": "sms", "outcome": "failed"},
         )
         == 1
     )

@@ -115,7 +115,7 @@ async def test_inbound_sms_is_published_then_answered_with_empty_twiml(hook: Har
     assert hook.count("twilio", "accepted") == 1
     assert (
         hook.metrics.registry.get_sample_value(
-            "switchboard_inbound_messages_total", {"channel": "sms"}
+            "switchboard_inbound_messages_total", {"domain": "acme", "channel": "sms"}
         )
         == 1
     )

@@ -120,7 +120,7 @@ async def test_broker_down_is_503_and_nothing_acknowledged(hook: Harness) -> Non
     assert hook.count("meta", "unavailable") == 1
     assert (
         hook.metrics.registry.get_sample_value(
-            "switchboard_inbound_messages_total", {"channel": "sms"}
+            "switchboard_inbound_messages_total", {"domain": "acme", "channel": "sms"}
         )
         is None
     )

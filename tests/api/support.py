@@ -28,7 +28,8 @@ class Api:
     service: Service
     pool: asyncpg.Pool
     tokens: dict[str, str] = field(default_factory=dict)
-    """``admin`` (acme), ``globex`` (admin of globex), ``ann``, ``bob`` (agents of acme)."""
+    """``admin`` (acme), ``globex`` (admin of globex), ``ann``, ``bob`` (agents of acme),
+    ``platform`` (a platform token), ``bootstrap`` (the bootstrap token)."""
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -88,6 +89,7 @@ async def api_service(
                     ("globex", "globex", Scope.ADMIN, None),
                     ("ann", "acme", Scope.AGENT, "ann"),
                     ("bob", "acme", Scope.AGENT, "bob"),
+                    ("platform", None, Scope.PLATFORM, None),
                 ):
                     _, api.tokens[who] = await create_token(
                         conn, domain=domain, scope=scope, agent_id=agent

@@ -86,6 +86,10 @@ async def test_the_api_keeps_to_its_openapi_document(
         base = api.service.base_url
         positive = await asyncio.to_thread(_fuzz, base, api.auth("admin"), GenerationMode.POSITIVE)
         negative = await asyncio.to_thread(_fuzz, base, api.auth("ann"), GenerationMode.NEGATIVE)
+        # A platform token reaches the platform's operations too (tokens, the audit log).
+        platform = await asyncio.to_thread(
+            _fuzz, base, api.auth("platform"), GenerationMode.POSITIVE
+        )
         # Every other authentication level: an agent's valid requests, another domain's
         # admin, a revoked-looking unknown token, and none at all.
         levels = {
@@ -98,9 +102,18 @@ async def test_the_api_keeps_to_its_openapi_document(
             level: await asyncio.to_thread(_fuzz, base, headers, GenerationMode.POSITIVE)
             for level, headers in levels.items()
         }
-        print("statuses", dict(positive), dict(negative), {k: dict(v) for k, v in others.items()})
+        print(
+            "statuses",
+            dict(positive),
+            dict(negative),
+            dict(platform),
+            {k: dict(v) for k, v in others.items()},
+        )
         assert positive[200] + positive[202] > 50, positive  # the handlers ran, not just errors
         assert negative[400] > 20, negative
+        assert platform[201] > 0, platform
+        platform_tokens = "SELECT count(*) FROM api_tokens WHERE scope = 'platform'"
+        assert await api.pool.fetchval(platform_tokens) > 1  # /v1/tokens created some
         assert others["agent"][403] > 10, others["agent"]  # admin-only operations refused
         assert set(others["other domain's admin"]) <= {400, 403, 404}, others
         assert set(others["unknown token"]) <= {400, 401, 404}, others

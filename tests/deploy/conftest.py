@@ -17,8 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
 from runtime import db
+from runtime.metrics import Metrics
 from tests.conftest import Infrastructure
 from tests.support import make_config, running_service, wait_until
 
@@ -114,6 +116,31 @@ def promql_metric_names(expr: str) -> set[str]:
     """Metric names a PromQL expression selects (Switchboard's, and ``up``)."""
     without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
     return {name for name in METRIC_NAME.findall(without_strings)}
+
+
+SELECTOR = re.compile(r"\b(switchboard_[a-z0-9_]+)\b(\{[^}]*\})?")
+
+
+def promql_selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, label matchers as written) of each selector of Switchboard's metrics."""
+    without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', lambda m: "_" * len(m[0]), expr)
+    return [
+        (match[1], expr[match.start(2) + 1 : match.end(2) - 1] if match[2] else "")
+        for match in SELECTOR.finditer(without_strings)
+    ]
+
+
+def per_domain_names() -> set[str]:
+    """Sample names of the metrics with a ``domain`` label (a histogram's series too)."""
+    names = set()
+    for metric in vars(Metrics()).values():
+        # prometheus-client keeps the label names and type private; no public accessor
+        if isinstance(metric, MetricWrapperBase) and "domain" in metric._labelnames:
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            names.add(name)
+            if metric._type == "histogram":
+                names.update(name + suffix for suffix in HISTOGRAM_SUFFIXES)
+    return names
 
 
 def missing_names(used: set[str], exposed: set[str]) -> set[str]:

@@ -322,6 +322,10 @@ def test_restore_fires_a_deadline_already_past_on_the_next_tick() -> None:
     apply(state, msg, T0)
     agents, conversations, customers = snapshot(state)
     revived = restore(DOMAIN, state.policy, agents, conversations, customers)
+    # first the rebuilt state's own due: agents with a free slot may take waiting work
+    # (here none may: bob is not the preferred agent, and the hold still runs)
+    assert next_deadline(revived) == 0.0
+    assert tick(revived, T0 + 1) == []
     assert next_deadline(revived) == T0 + 120
     assert assignment(tick(revived, T0 + 5000)) == (msg.id, "bob", "fallback")
 

@@ -123,7 +123,8 @@ async def test_an_admin_lists_inspects_and_redrives_a_dead_letter(
         async def duplicates() -> bool:
             async with api.service.session.get(api.service.url("/metrics")) as response:
                 scrape = await response.text()
-            return 'switchboard_duplicate_messages_total{channel="webchat"} 1.0' in scrape
+            duplicates = 'switchboard_duplicate_messages_total{channel="webchat",domain="acme"} 1.0'
+            return duplicates in scrape
 
         await wait_until(duplicates, what="the second re-drive dropped as a duplicate")
         stored = "SELECT count(*) FROM messages WHERE message_id = $1"

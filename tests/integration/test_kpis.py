@@ -4,14 +4,16 @@ The day is driven through the public HTTP API and webhooks only, step by step: e
 waits for the routing events it causes before the next one starts, so the figures at the
 end are known exactly. Every routing metric of the catalogue is asserted, and the numbers
 are chosen so that swapping two counters, dropping an increment or doubling one changes an
-asserted value (hits 2 against misses 5, offers 4 against misses 2, ...). Waits are real
-seconds, short: they are checked within the latency of the loop that fires deadlines.
+asserted value (hits 2 against misses 4 in north, offers 4 against misses 2, ...), and
+every figure of a domain's work is asserted under its ``domain`` label, so that counting
+it under another domain changes one too. Waits are real seconds, short: they are checked
+within the latency of the loop that fires deadlines.
 
 ``north`` assigns: a preferred hold of 1.5 s, one step ``team`` of 1 s (then overflow;
 WhatsApp waits there for good), a first-response SLA of 2.5 s. ``south`` offers: offers
 expire after 1.2 s, one step ``desk`` without limit, an SLA of 1 s. Both name their queue
-``support``, so the queue gauge is a sum over domains; the default configuration's ``acme``
-stays idle. Conversations are named by domain and order: N1-N5 and W1-W2 (WhatsApp) in
+``support``: only the domain label tells their figures apart. The default configuration's
+``acme`` stays idle (its gauges read 0). Conversations are named by domain and order: N1-N5 and W1-W2 (WhatsApp) in
 north, S1-S3 in south.
 """
 
@@ -251,9 +253,10 @@ async def test_every_routing_kpi_is_exact_after_a_scripted_day(
             await _poison_records(config.kafka.bootstrap_servers, inbound)
             expected = {
                 **EXPECTED,
+                # All keyed by north: its letters, also the one naming a stranger.
                 "switchboard_dead_letters_total": {
-                    ("invalid", inbound): 2,
-                    ("unknown", inbound): 1,
+                    ("north", "invalid", inbound): 2,
+                    ("north", "unknown", inbound): 1,
                 },
             }
             scrape = await _settled_scrape(service, expected)
@@ -262,33 +265,37 @@ async def test_every_routing_kpi_is_exact_after_a_scripted_day(
 
     assert exact_figures(scrape, expected) == expected
     # Waits: deadline-driven ones at least their deadline, and at most LATENCY late.
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "webchat", "preferred") == (
-        2,
-        within(0, 2 * LATENCY),
-    )
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "webchat", "fallback") == (
+    wait = "switchboard_assignment_wait_seconds"
+    assert histogram(scrape, wait, "webchat", "north", "preferred") == (2, within(0, 2 * LATENCY))
+    assert counts(scrape, wait, "webchat", "fallback") == {"north": 2, "south": 1}
+    assert across_domains(scrape, wait, "webchat", "fallback") == (
         3,
         within(PREFERRED_WAIT + OFFER_TIMEOUT, PREFERRED_WAIT + OFFER_TIMEOUT + 2 * LATENCY),
     )
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "webchat", "queue") == (
+    assert histogram(scrape, wait, "webchat", "south", "queue") == (
         1,
         within(OFFER_TIMEOUT, OFFER_TIMEOUT + LATENCY),
     )
     overflowed_at = PREFERRED_WAIT + STEP_WAIT
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "webchat", "manual") == (
+    assert histogram(scrape, wait, "webchat", "north", "manual") == (
         1,
         within(overflowed_at, overflowed_at + 8 * LATENCY),
     )
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "webchat", "transfer") == (1, 0)
-    assert histogram(scrape, "switchboard_assignment_wait_seconds", "whatsapp", "queue") == (1, 0)
+    assert histogram(scrape, wait, "webchat", "north", "transfer") == (1, 0)
+    assert histogram(scrape, wait, "whatsapp", "north", "queue") == (1, 0)
     # First responses: N2 and N3 at once (within their SLA), N5 after its overflow, S1 and
     # S2 after a missed offer each.
     first_responses = "switchboard_first_response_seconds"
-    assert histogram(scrape, first_responses, "webchat", "support") == (
+    assert counts(scrape, first_responses, "webchat", "support") == {"north": 3, "south": 2}
+    assert across_domains(scrape, first_responses, "webchat", "support") == (
         5,
         within(overflowed_at + 2 * OFFER_TIMEOUT, overflowed_at + 2 * OFFER_TIMEOUT + 8 * LATENCY),
     )
-    within_two_seconds = samples(scrape, first_responses + "_bucket")[("webchat", "support", "2.0")]
+    within_two_seconds = sum(
+        value
+        for (channel, _, queue, le), value in samples(scrape, first_responses + "_bucket").items()
+        if (channel, queue, le) == ("webchat", "support", "2.0")
+    )
     assert within_two_seconds == within(2, 4)
 
 
@@ -408,40 +415,51 @@ async def _poison_records(bootstrap_servers: str, inbound_topic: str) -> None:
 
 # -- what the scrape must say ------------------------------------------------------------
 
-WEBCHAT = ("webchat",)
-WHATSAPP = ("whatsapp",)
+NORTH_WEBCHAT = ("webchat", "north")
+SOUTH_WEBCHAT = ("webchat", "south")
+NORTH_WHATSAPP = ("whatsapp", "north")
 EXPECTED: dict[str, dict[tuple[str, ...], float]] = {
     # 9 web chat messages (N1 twice, N2-N5, S1-S3) and 2 WhatsApp ones; N1's first message
     # came three times.
-    "switchboard_routed_messages_total": {WEBCHAT: 9, WHATSAPP: 2},
-    "switchboard_duplicate_messages_total": {WEBCHAT: 2},
+    "switchboard_routed_messages_total": {NORTH_WEBCHAT: 6, SOUTH_WEBCHAT: 3, NORTH_WHATSAPP: 2},
+    "switchboard_duplicate_messages_total": {NORTH_WEBCHAT: 2},
     "switchboard_assignments_total": {
-        ("webchat", "support", "preferred"): 2,  # N1, N2
-        ("webchat", "support", "fallback"): 3,  # N3, N4, S2
-        ("webchat", "support", "queue"): 1,  # S1
-        ("webchat", "support", "manual"): 1,  # N5
-        ("webchat", "support", "transfer"): 1,  # N2 to dot
-        ("whatsapp", "support", "queue"): 1,  # W1
+        ("webchat", "north", "support", "preferred"): 2,  # N1, N2
+        ("webchat", "north", "support", "fallback"): 2,  # N3, N4
+        ("webchat", "south", "support", "fallback"): 1,  # S2
+        ("webchat", "south", "support", "queue"): 1,  # S1
+        ("webchat", "north", "support", "manual"): 1,  # N5
+        ("webchat", "north", "support", "transfer"): 1,  # N2 to dot
+        ("whatsapp", "north", "support", "queue"): 1,  # W1
     },
     # Misses: N3, N4, N5 and N2's transfer (preferred: cat, ann, ann, ann), S2 (dan).
-    "switchboard_preferred_agent_hits_total": {WEBCHAT: 2},
-    "switchboard_preferred_agent_misses_total": {WEBCHAT: 5},
+    "switchboard_preferred_agent_hits_total": {NORTH_WEBCHAT: 2},
+    "switchboard_preferred_agent_misses_total": {NORTH_WEBCHAT: 4, SOUTH_WEBCHAT: 1},
     "switchboard_fallbacks_total": {
-        ("webchat", "support", "no_channel"): 1,  # N3
-        ("webchat", "support", "timeout"): 3,  # N4's hold, N5's hold and step
-        ("webchat", "support", "offer_missed"): 1,  # S2
+        ("webchat", "north", "support", "no_channel"): 1,  # N3
+        ("webchat", "north", "support", "timeout"): 3,  # N4's hold, N5's hold and step
+        ("webchat", "south", "support", "offer_missed"): 1,  # S2
     },
-    "switchboard_overflows_total": {("webchat", "support"): 1},
-    "switchboard_offers_total": {("webchat", "support"): 4},
-    "switchboard_offer_misses_total": {("webchat", "support"): 2},
+    "switchboard_overflows_total": {("webchat", "north", "support"): 1},
+    "switchboard_offers_total": {("webchat", "south", "support"): 4},
+    "switchboard_offer_misses_total": {("webchat", "south", "support"): 2},
     "switchboard_conversations_closed_total": {
-        ("webchat", "resolved"): 1,
-        ("webchat", "abandoned"): 1,
+        ("webchat", "north", "resolved"): 1,
+        ("webchat", "north", "abandoned"): 1,
     },
-    "switchboard_reply_windows_closed_total": {WHATSAPP: 1},
-    # Completed: two closes, a transfer, three accepts; rejected: the unknown conversation.
-    "switchboard_commands_total": {("completed",): 6, ("rejected",): 1},
-    "switchboard_sla_breaches_total": {("webchat", "support"): 3},  # N5, S1, S2
+    "switchboard_reply_windows_closed_total": {NORTH_WHATSAPP: 1},
+    # Completed: two closes, a transfer and N5's accept in north, S1's and S2's accepts in
+    # south; rejected: north's unknown conversation.
+    "switchboard_commands_total": {
+        ("north", "completed"): 4,
+        ("south", "completed"): 2,
+        ("north", "rejected"): 1,
+    },
+    "switchboard_sla_breaches_total": {
+        ("webchat", "north", "support"): 1,  # N5
+        ("webchat", "south", "support"): 2,  # S1, S2
+    },
+    # Counted as the broker acknowledges the outbox: for the process, not per domain.
     "switchboard_routing_events_total": {
         ("message.routed",): 11,
         ("conversation.assigned",): 9,
@@ -457,24 +475,52 @@ EXPECTED: dict[str, dict[tuple[str, ...], float]] = {
     },
     # Histograms: how many, and in which buckets (cumulative, as Prometheus counts them).
     "switchboard_assignment_wait_seconds_bucket": {
-        ("webchat", "preferred", "1.0"): 2,
-        ("webchat", "fallback", "0.5"): 1,  # N3, at once
-        ("webchat", "fallback", "1.0"): 1,
-        ("webchat", "fallback", "2.0"): 3,
-        ("webchat", "queue", "1.0"): 0,
-        ("webchat", "queue", "2.0"): 1,
-        ("webchat", "manual", "2.0"): 0,  # N5, picked up after its overflow
-        ("webchat", "manual", "10.0"): 1,
-        ("webchat", "transfer", "0.5"): 1,
-        ("whatsapp", "queue", "0.5"): 1,
+        ("webchat", "north", "preferred", "1.0"): 2,
+        ("webchat", "north", "fallback", "0.5"): 1,  # N3, at once
+        ("webchat", "north", "fallback", "1.0"): 1,
+        ("webchat", "north", "fallback", "2.0"): 2,
+        ("webchat", "south", "fallback", "1.0"): 0,
+        ("webchat", "south", "fallback", "2.0"): 1,
+        ("webchat", "south", "queue", "1.0"): 0,
+        ("webchat", "south", "queue", "2.0"): 1,
+        ("webchat", "north", "manual", "2.0"): 0,  # N5, picked up after its overflow
+        ("webchat", "north", "manual", "10.0"): 1,
+        ("webchat", "north", "transfer", "0.5"): 1,
+        ("whatsapp", "north", "queue", "0.5"): 1,
     },
-    "switchboard_first_response_seconds_bucket": {("webchat", "support", "10.0"): 5},
-    # Gauges of the router process: sums over the domains it owns.
-    "switchboard_queue_waiting_conversations": {("support",): 2, ("default",): 0},  # W2, S3
-    "switchboard_open_conversations": {WEBCHAT: 6, WHATSAPP: 2},
-    "switchboard_agents": {("online",): 5, ("away",): 1, ("offline",): 2},
-    # Online web chat slots: ann 0/1, bob 1/2, dot 2/2, eve 2/2.
-    "switchboard_agent_occupancy_ratio": {WEBCHAT: 5 / 7, WHATSAPP: 1.0, ("sms",): 0.0},
+    "switchboard_first_response_seconds_bucket": {
+        ("webchat", "north", "support", "10.0"): 3,
+        ("webchat", "south", "support", "10.0"): 2,
+    },
+    # Gauges of the router process, per domain it owns (acme idle: every figure 0).
+    "switchboard_queue_waiting_conversations": {
+        ("north", "support"): 1,  # W2
+        ("south", "support"): 1,  # S3
+        ("acme", "default"): 0,
+    },
+    "switchboard_open_conversations": {
+        NORTH_WEBCHAT: 3,  # N2, N4, N5
+        SOUTH_WEBCHAT: 3,
+        NORTH_WHATSAPP: 2,
+    },
+    "switchboard_agents": {
+        ("acme", "online"): 0,
+        ("acme", "away"): 0,
+        ("acme", "offline"): 0,
+        ("north", "online"): 4,
+        ("north", "away"): 0,
+        ("north", "offline"): 1,
+        ("south", "online"): 1,
+        ("south", "away"): 1,
+        ("south", "offline"): 1,
+    },
+    # Online slots: north's web chat ann 0/1, bob 1/2, dot 2/2; south's eve 2/2.
+    "switchboard_agent_occupancy_ratio": {
+        NORTH_WEBCHAT: 3 / 5,
+        SOUTH_WEBCHAT: 1.0,
+        NORTH_WHATSAPP: 1.0,
+        ("sms", "north"): 0.0,
+    },
     "switchboard_outbox_backlog_events": {("0",): 0, ("1",): 0},
 }
 """Every exact figure, by sample name: label values (by label name, a bucket's ``le`` last)
@@ -507,6 +553,26 @@ def exact_figures(
 def histogram(scrape: str, name: str, *labels: str) -> tuple[float, float]:
     """(count, sum) of one series."""
     return samples(scrape, name + "_count")[labels], samples(scrape, name + "_sum")[labels]
+
+
+def counts(scrape: str, name: str, channel: str, label: str) -> dict[str, float]:
+    """A histogram's count by domain, of the series of ``channel`` and ``label`` (the label
+    after ``domain`` by name: a strategy or a queue)."""
+    return {
+        domain: count
+        for (channel_, domain, label_), count in samples(scrape, name + "_count").items()
+        if (channel_, label_) == (channel, label)
+    }
+
+
+def across_domains(scrape: str, name: str, channel: str, label: str) -> tuple[float, float]:
+    """(count, sum) of a histogram's series of ``channel`` and ``label``, every domain's."""
+    sums = samples(scrape, name + "_sum")
+    return sum(counts(scrape, name, channel, label).values()), sum(
+        value
+        for (channel_, _, label_), value in sums.items()
+        if (channel_, label_) == (channel, label)
+    )
 
 
 class within:

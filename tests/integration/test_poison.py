@@ -171,7 +171,7 @@ async def test_a_record_postgresql_refuses_is_found_and_set_aside_and_the_rest_c
             async with service.session.get(service.url("/metrics")) as response:
                 scrape = await response.text()
             assert (
-                'switchboard_dead_letters_total{reason="unstorable",topic="'
+                'switchboard_dead_letters_total{domain="acme",reason="unstorable",topic="'
                 + config.topic("conversations.inbound")
                 + '"} 1.0'
             ) in scrape

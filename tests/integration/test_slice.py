@@ -89,11 +89,11 @@ async def test_a_web_chat_message_is_assigned_to_an_online_agent_and_recorded(
         async with http.get(service.url("/metrics")) as r:
             scrape = await r.text()
         assert (
-            f'switchboard_assignments_total{{channel="webchat",queue="{assigned.queue}",'
-            f'strategy="{assigned.strategy}"}} 1.0' in scrape
+            f'switchboard_assignments_total{{channel="webchat",domain="acme",'
+            f'queue="{assigned.queue}",strategy="{assigned.strategy}"}} 1.0' in scrape
         )
-        assert 'switchboard_routed_messages_total{channel="webchat"} 1.0' in scrape
-        assert 'switchboard_inbound_messages_total{channel="webchat"} 1.0' in scrape
+        assert 'switchboard_routed_messages_total{channel="webchat",domain="acme"} 1.0' in scrape
+        assert 'switchboard_inbound_messages_total{channel="webchat",domain="acme"} 1.0' in scrape
 
 
 async def test_a_retried_web_chat_message_is_routed_once(

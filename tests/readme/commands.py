@@ -142,6 +142,17 @@ AGENT_API = "tests/readme/test_agent_api.py::test_the_agent_api_examples_answer_
 CHANNELS = "tests/readme/test_channel_examples.py::test_the_webhook_examples_are_accepted"
 DEMO = "tests/readme/test_demo.py::test_make_demo_simulates_every_channel_then_stops_the_service"
 COMMANDS = "tests/readme/test_commands.py"
+MANAGING = (
+    "tests/readme/test_managing_configuration.py"
+    "::test_the_configuration_examples_answer_as_documented"
+)
+TOKEN_COMMANDS = "tests/api/test_tokens.py::test_the_token_commands_create_list_rotate_and_revoke"
+TOKEN_LIFECYCLE = (
+    "tests/api/test_tokens.py::test_a_domain_admin_creates_lists_rotates_and_revokes_tokens"
+)
+AUDIT_LOG = (
+    "tests/api/test_audit.py::test_admins_read_their_domain_and_platform_principals_every_entry"
+)
 
 NO_DOCKER = "no Docker engine runs where the suite runs"
 NO_CLUSTER = "no Kubernetes cluster runs where the suite runs"
@@ -243,10 +254,48 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        r"^switchboard token (list|rotate|revoke)\b"
+        r"|^switchboard token create\b.*--(platform|expires-in)\b",
+        Mapped(
+            TOKEN_COMMANDS,
+            "runs `switchboard token create --platform` and `--expires-in`, `list` (whole, "
+            "--platform, --domain), `rotate --grace` and `revoke` on a test database, and "
+            "checks what each printed, stored and audited",
+        ),
+    ),
+    Rule(
+        r".",
+        Mapped(
+            TOKEN_LIFECYCLE,
+            "sends these requests (create, list and page, rotate with and without a grace "
+            "period, revoke twice, platform tokens) to a running service with real tokens; "
+            "the CLI lines are those of test_the_token_commands_create_list_rotate_and_revoke",
+        ),
+        section="Token lifecycle",
+    ),
+    Rule(
+        r".",
+        Mapped(
+            AUDIT_LOG,
+            "reads a domain's entries as its admin and every entry as a platform token, paged "
+            "by after/limit and filtered by action and domain",
+        ),
+        section="Audit log",
+    ),
+    Rule(
         r"switchboard token create",
         Run(AGENT_API, "with the test's DATABASE_URL and configuration"),
     ),
     Rule(r"^switchboard simulate$", Run(DEMO, "make demo runs it")),
+    Rule(
+        r".",
+        Run(MANAGING, "with a platform token, the service's configuration and port"),
+        section="Managing configuration",
+    ),
+    Rule(
+        r"^switchboard config apply FILE$|^switchboard config export$",
+        Mapped(MANAGING, "runs `switchboard config export` and `config apply` as written there"),
+    ),
     Rule(
         r"^switchboard dead-letters$",
         Mapped(

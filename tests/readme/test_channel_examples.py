@@ -91,7 +91,10 @@ async def test_the_webhook_examples_are_accepted(
         to_toml(
             {
                 "kafka": {"topic_prefix": f"readme{tag}.", "consumer_group": f"readme-{tag}"},
-                "domains": {"acme": {}},
+                # the queues the README's endpoints name: an endpoint's queue must exist
+                "domains": {
+                    "acme": {"routing": {"queues": {"default": {}, "sms": {}, "email": {}}}}
+                },
                 "channels": _readme_channels(),
             }
         )

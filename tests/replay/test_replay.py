@@ -36,7 +36,10 @@ def parse(output: str) -> dict[str, list[str]]:
 
 
 async def test_longer_preferred_wait_hits_more_and_waits_longer(
-    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+    infrastructure: Infrastructure,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = make_config(infrastructure.bootstrap_servers, database_url, RECORDED)
     agents = [f"a{i}" for i in range(3)]
@@ -111,6 +114,8 @@ async def test_longer_preferred_wait_hits_more_and_waits_longer(
     service_toml.write_text(to_toml(raw))
     candidate = tmp_path / "candidate.toml"
     candidate.write_text("[routing.preferred_wait]\nsms = 60\n")
+    # the command reads the environment, whose DATABASE_URL wins over the file's
+    monkeypatch.setenv("DATABASE_URL", database_url)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = await asyncio.to_thread(

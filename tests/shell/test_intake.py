@@ -249,7 +249,20 @@ def test_a_poison_record_becomes_a_dead_letter_and_the_others_go_on(
     assert headers[topics.DLQ_OFFSET] == b"1"
     assert headers["trace"] == b"t1", "the record's own headers travel with it"
     counted = why.split(":")[0].split(" ")[0]
-    assert value(metrics, "switchboard_dead_letters_total", topic=INBOUND, reason=counted) == 1
+    labels = {"domain": DOMAIN, "topic": INBOUND, "reason": counted}
+    assert value(metrics, "switchboard_dead_letters_total", **labels) == 1
+
+
+def test_a_dead_letter_keyed_by_a_domain_not_owned_counts_under_no_domain() -> None:
+    metrics = Metrics()
+    intake = new_intake(metrics=metrics)
+    stranger = msgspec.json.encode(msgspec.structs.replace(message(), domain="elsewhere"))
+    poison = FetchedRecord(INBOUND, 0, 0, 0, b"elsewhere", stranger)
+    [(_, why)] = dead(run(intake, [poison]))
+    assert why == "unknown domain 'elsewhere'"
+    labels = {"topic": INBOUND, "reason": "unknown"}
+    assert value(metrics, "switchboard_dead_letters_total", domain="", **labels) == 1
+    assert value(metrics, "switchboard_dead_letters_total", domain="elsewhere", **labels) is None
 
 
 def test_a_reason_names_the_error_never_the_records_content() -> None:
@@ -290,7 +303,8 @@ def test_a_provider_retry_is_dropped_whether_stored_or_earlier_in_the_batch() ->
     batch = run(intake, [record(stored, 0), record(new, 1), record(new, 2)], known={stored.id})
     assert batch.messages == [(DOMAIN, stored.id), (DOMAIN, new.id), (DOMAIN, new.id)]
     assert [m.id for m, _ in batch.writes.messages] == [new.id]
-    assert value(metrics, "switchboard_duplicate_messages_total", channel="sms") == 2
+    duplicates = {"domain": DOMAIN, "channel": "sms"}
+    assert value(metrics, "switchboard_duplicate_messages_total", **duplicates) == 2
     assert batch.writes.offsets == {(INBOUND, 0): 3}
 
 

@@ -2,6 +2,8 @@
 
 ``tests/integration/test_kpis.py`` checks the same figures through the running service;
 these tests pin each rule down on its own, so that a wrong figure names its function.
+Every figure of a domain's work carries the domain's label value (``runtime.metrics``
+bounds it; ``tests/test_domain_labels.py`` tests the bound itself).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from router.shell.observe import (
     refresh_gauges,
 )
 from router.shell.store import OutboxBatch, OutboxEvent
+from runtime.config import MetricsConfig
 from runtime.metrics import Metrics
 from schemas import (
     Channel,
@@ -91,7 +94,8 @@ def assigned(
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
-    return metrics.registry.get_sample_value(name, labels)
+    """The sample of ``name`` with ``labels``, of the builders' domain unless told."""
+    return metrics.registry.get_sample_value(name, {"domain": DOMAIN} | labels)
 
 
 # -- routing events ------------------------------------------------------------------------
@@ -174,15 +178,65 @@ def test_each_routing_decision_counts_under_its_own_labels() -> None:
     assert value(metrics, "switchboard_commands_total", outcome="rejected") == 1
 
 
-def test_routed_messages_are_counted_per_channel() -> None:
-    def routed(channel: Channel) -> MessageRouted:
-        return event(MessageRouted, channel=channel, message_id="m", provider_message_id="p")
+def test_routed_messages_are_counted_per_domain_and_channel() -> None:
+    def routed(channel: Channel, domain: str = DOMAIN) -> MessageRouted:
+        return event(
+            MessageRouted, domain=domain, channel=channel, message_id="m", provider_message_id="p"
+        )
 
     metrics = Metrics()
-    observe_routing_events(metrics, [routed(Channel.WEBCHAT)] * 3 + [routed(Channel.SMS)])
+    observe_routing_events(
+        metrics,
+        [routed(Channel.WEBCHAT)] * 3 + [routed(Channel.SMS), routed(Channel.SMS, "beta")],
+    )
     observe_routing_events(metrics, [routed(Channel.WEBCHAT)])
     assert value(metrics, "switchboard_routed_messages_total", channel="webchat") == 4
     assert value(metrics, "switchboard_routed_messages_total", channel="sms") == 1
+    assert value(metrics, "switchboard_routed_messages_total", domain="beta", channel="sms") == 1
+
+
+def test_each_domain_counts_under_its_own_label() -> None:
+    metrics = Metrics()
+    observe_routing_events(
+        metrics,
+        [
+            assigned(Strategy.QUEUE, "ann", preferred=None),
+            assigned(Strategy.QUEUE, "bob", preferred="bob", domain="beta"),
+            assigned(Strategy.QUEUE, "bob", preferred="bob", domain="beta"),
+            event(
+                ConversationFallback, domain="beta", from_step="a", to_step="b", reason="timeout"
+            ),
+            event(CommandRejected, domain="beta", command_id="k", reason="not_owner"),
+        ],
+    )
+    labels = {"channel": "webchat", "queue": "support", "strategy": "queue"}
+    assert value(metrics, "switchboard_assignments_total", **labels) == 1
+    assert value(metrics, "switchboard_assignments_total", domain="beta", **labels) == 2
+    wait = "switchboard_assignment_wait_seconds_count"
+    assert value(metrics, wait, domain="beta", channel="webchat", strategy="queue") == 2
+    assert value(metrics, "switchboard_preferred_agent_hits_total", channel="webchat") is None
+    hits = value(
+        metrics, "switchboard_preferred_agent_hits_total", domain="beta", channel="webchat"
+    )
+    assert hits == 2
+    fallbacks = {"channel": "webchat", "queue": "support", "reason": "timeout"}
+    assert value(metrics, "switchboard_fallbacks_total", domain="beta", **fallbacks) == 1
+    assert value(metrics, "switchboard_commands_total", domain="beta", outcome="rejected") == 1
+    assert value(metrics, "switchboard_commands_total", outcome="rejected") is None
+
+
+def test_domains_beyond_the_limit_count_together_under_other() -> None:
+    metrics = Metrics(config=MetricsConfig(domain_label_limit=2))
+    domains = [DOMAIN, "beta", "gamma", "delta", DOMAIN, "gamma"]
+    observe_routing_events(
+        metrics, [assigned(Strategy.QUEUE, "ann", None, domain=name) for name in domains]
+    )
+    labels = {"channel": "webchat", "queue": "support", "strategy": "queue"}
+    assert value(metrics, "switchboard_assignments_total", **labels) == 2
+    assert value(metrics, "switchboard_assignments_total", domain="beta", **labels) == 1
+    assert value(metrics, "switchboard_assignments_total", domain="other", **labels) == 3
+    assert value(metrics, "switchboard_assignments_total", domain="gamma", **labels) is None
+    assert metrics.registry.get_sample_value("switchboard_domain_label_limit_reached") == 1
 
 
 def test_a_routed_message_observed_on_its_own_counts_the_same() -> None:
@@ -198,9 +252,11 @@ def test_a_routed_message_observed_on_its_own_counts_the_same() -> None:
 
 def test_duplicates_count_per_channel() -> None:
     metrics = Metrics()
-    observe_duplicate(metrics, Channel.SMS)
-    observe_duplicate(metrics, Channel.SMS)
+    observe_duplicate(metrics, DOMAIN, Channel.SMS)
+    observe_duplicate(metrics, DOMAIN, Channel.SMS)
+    observe_duplicate(metrics, "beta", Channel.SMS)
     assert value(metrics, "switchboard_duplicate_messages_total", channel="sms") == 2
+    assert value(metrics, "switchboard_duplicate_messages_total", domain="beta", channel="sms") == 1
 
 
 def test_only_an_expired_offer_counts_as_an_offer_miss() -> None:
@@ -212,7 +268,7 @@ def test_only_an_expired_offer_counts_as_an_offer_miss() -> None:
     assert [record.end_reason for record in records] == [None, "offer_missed"]
     metrics = Metrics()
     for record in records:
-        observe_saved_assignment(metrics, record)
+        observe_saved_assignment(metrics, DOMAIN, record)
     assert value(metrics, "switchboard_offer_misses_total", channel="sms", queue="support") == 1
 
 
@@ -275,13 +331,18 @@ def test_a_queue_without_an_sla_never_breaches() -> None:
     assert value(metrics, "switchboard_sla_breaches_total", **labels) is None
 
 
-def test_poison_records_count_by_source_topic_and_first_word_of_the_reason() -> None:
-    metrics = Metrics()
-    observe_dead_letter(metrics, "in", "invalid: JSON is malformed")
-    observe_dead_letter(metrics, "in", "invalid: Expected `object`")
-    observe_dead_letter(metrics, "in", "unknown domain 'x'")
+def test_poison_records_count_by_domain_source_topic_and_first_word_of_the_reason() -> None:
+    metrics = Metrics(config=MetricsConfig(domain_label_limit=1))
+    observe_dead_letter(metrics, None, "in", "invalid: JSON is malformed")
+    observe_dead_letter(metrics, DOMAIN, "in", "invalid: JSON is malformed")
+    observe_dead_letter(metrics, DOMAIN, "in", "invalid: Expected `object`")
+    observe_dead_letter(metrics, DOMAIN, "in", "unknown domain 'x'")
     assert value(metrics, "switchboard_dead_letters_total", topic="in", reason="invalid") == 2
     assert value(metrics, "switchboard_dead_letters_total", topic="in", reason="unknown") == 1
+    unowned = {"domain": "", "topic": "in", "reason": "invalid"}
+    assert value(metrics, "switchboard_dead_letters_total", **unowned) == 1
+    # A letter of no domain took no label value: the one domain allowed got its own.
+    assert metrics.registry.get_sample_value("switchboard_domain_label_limit_reached") == 0
 
 
 def test_published_routing_events_count_by_type_and_dead_letters_do_not() -> None:
@@ -300,16 +361,21 @@ def test_published_routing_events_count_by_type_and_dead_letters_do_not() -> Non
         ],
         "dlq",
     )
-    routing = "switchboard_routing_events_total"
-    assert value(metrics, routing, type="conversation.assigned") == 2
-    assert value(metrics, routing, type="message.routed") == 1
+
+    def published(event_type: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "switchboard_routing_events_total", {"type": event_type}
+        )
+
+    assert published("conversation.assigned") == 2
+    assert published("message.routed") == 1
 
 
 # -- gauges --------------------------------------------------------------------------------
 
 
-def test_gauges_sum_the_domains_of_the_process() -> None:
-    # One domain: ann online with 1 of 5 SMS slots used, bob away, cat offline.
+def test_gauges_hold_each_domain_of_the_process() -> None:
+    # acme: ann online with 1 of 5 SMS slots used, bob away, cat offline.
     ladder = domain(
         [
             agent("ann", capacity={Channel.SMS: 5}, skills=["english"]),
@@ -319,35 +385,93 @@ def test_gauges_sum_the_domains_of_the_process() -> None:
         policy=ladder_policy(),
     )
     apply(ladder, message("k1", customer="c1"), T0)
-    # Another: dan online and full (1 SMS slot), one conversation waiting, eve offline.
+    # beta: dan online and full (1 SMS slot), one conversation waiting, eve offline.
     single = domain(
         [agent("dan", capacity={Channel.SMS: 1}), agent("eve", presence=Presence.OFFLINE)]
     )
     fill(single, agent("dan", capacity={Channel.SMS: 1}))
     apply(single, message("k2", customer="c2"), T0)
+    single.domain = "beta"
     event_ = OutboxEvent(topic="routing", key=None, value=b"", headers=())
     unpublished = [OutboxBatch(1, 1, [event_, event_]), OutboxBatch(2, 1, [event_])]
 
     metrics = Metrics()
     refresh_gauges(metrics, [ladder, single], [0, 1], unpublished)
 
-    def gauge(name: str) -> dict[str, float]:
-        [family] = [f for f in metrics.registry.collect() if f.name == name]
-        return {next(iter(s.labels.values())): s.value for s in family.samples}
-
-    assert gauge("switchboard_queue_waiting_conversations") == {
-        "support": 0,
-        "billing": 0,
-        "default": 1,
+    assert gauge(metrics, "switchboard_queue_waiting_conversations") == {
+        (DOMAIN, "support"): 0,
+        (DOMAIN, "billing"): 0,
+        ("beta", "default"): 1,
     }
-    assert gauge("switchboard_open_conversations") == {"sms": 3}
-    assert gauge("switchboard_agents") == {"online": 2, "away": 1, "offline": 2}
-    assert gauge("switchboard_agent_occupancy_ratio") == {"sms": 2 / 6}
-    assert gauge("switchboard_outbox_backlog_events") == {"0": 0, "1": 3}
+    assert gauge(metrics, "switchboard_open_conversations") == {
+        (DOMAIN, "sms"): 1,
+        ("beta", "sms"): 2,
+    }
+    assert gauge(metrics, "switchboard_agents") == {
+        (DOMAIN, "online"): 1,
+        (DOMAIN, "away"): 1,
+        (DOMAIN, "offline"): 1,
+        ("beta", "online"): 1,
+        ("beta", "away"): 0,
+        ("beta", "offline"): 1,
+    }
+    assert gauge(metrics, "switchboard_agent_occupancy_ratio") == {
+        (DOMAIN, "sms"): 1 / 5,
+        ("beta", "sms"): 1.0,
+    }
+    assert gauge(metrics, "switchboard_outbox_backlog_events") == {("0",): 0, ("1",): 3}
+
+    refresh_gauges(metrics, [single], [1], [])
+    assert gauge(metrics, "switchboard_queue_waiting_conversations") == {("beta", "default"): 1}
+    assert set(gauge(metrics, "switchboard_agents")) == {
+        ("beta", "online"),
+        ("beta", "away"),
+        ("beta", "offline"),
+    }
+    assert gauge(metrics, "switchboard_outbox_backlog_events") == {("1",): 0}
 
     refresh_gauges(metrics, [], [], [])
-    assert gauge("switchboard_queue_waiting_conversations") == {}
-    assert gauge("switchboard_open_conversations") == {}
-    assert gauge("switchboard_agents") == {"online": 0, "away": 0, "offline": 0}
-    assert gauge("switchboard_agent_occupancy_ratio") == {}
-    assert gauge("switchboard_outbox_backlog_events") == {}
+    for name in (
+        "switchboard_queue_waiting_conversations",
+        "switchboard_open_conversations",
+        "switchboard_agents",
+        "switchboard_agent_occupancy_ratio",
+        "switchboard_outbox_backlog_events",
+    ):
+        assert gauge(metrics, name) == {}, name
+
+
+def test_gauges_of_domains_beyond_the_limit_add_up_under_other() -> None:
+    def named(name: str, agents: list[Any], customers: int) -> Any:
+        state = domain(agents)
+        for number in range(customers):
+            apply(state, message(f"k{number}", customer=f"c{number}"), T0)
+        state.domain = name
+        return state
+
+    states = [
+        named(DOMAIN, [agent("ann", capacity={Channel.SMS: 2})], 1),  # ann: 1 of 2 slots
+        named("beta", [], 1),  # nobody: one waits
+        named("gamma", [agent("ann", capacity={Channel.SMS: 4})], 2),  # ann: 2 of 4 slots
+    ]
+    metrics = Metrics(config=MetricsConfig(domain_label_limit=1))
+    refresh_gauges(metrics, states, [], [])
+    assert gauge(metrics, "switchboard_open_conversations") == {
+        (DOMAIN, "sms"): 1,
+        ("other", "sms"): 3,
+    }
+    assert gauge(metrics, "switchboard_agent_occupancy_ratio") == {
+        (DOMAIN, "sms"): 1 / 2,
+        ("other", "sms"): 2 / 4,
+    }
+    assert gauge(metrics, "switchboard_queue_waiting_conversations") == {
+        (DOMAIN, "default"): 0,
+        ("other", "default"): 1,
+    }
+    assert gauge(metrics, "switchboard_agents")["other", "online"] == 1
+
+
+def gauge(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
+    """A gauge's samples: label values, in the metric's label order -> value."""
+    [family] = [f for f in metrics.registry.collect() if f.name == name]
+    return {tuple(s.labels.values()): s.value for s in family.samples}

@@ -7,8 +7,8 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from adapters import email, meta, twilio
+from runtime.stats import percentile
 from tools.simulate import mailgun_signature, meta_signature, twilio_signature
-from tools.stats import percentile
 
 URL = "https://switchboard.example.com/webhooks/twilio/sms"
 PARAMS = [

@@ -315,7 +315,9 @@ async def router(config: Config, metrics: Metrics | None = None) -> AsyncIterato
     producer = kafka.make_producer(config, {})
     await producer.start()
     policies = {name: domain.routing for name, domain in config.domains.items()}
-    worker = RouterWorker(config, policies, {}, pool, producer, metrics or Metrics())
+    worker = RouterWorker(
+        config, policies, {}, pool, producer, metrics or Metrics(config=config.metrics)
+    )
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -431,7 +433,7 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
         await register_agents(config, "bench", agents=200, capacity=10)
         events = [message("bench", i, conversations=2000) for i in range(THROUGHPUT_MESSAGES)]
         await produce(services.bootstrap, config.topic(topics.INBOUND), events)
-        metrics = Metrics()
+        metrics = Metrics(config=config.metrics)
         async with router(config, metrics) as worker:
             # Timed from the partition's assignment, as the raw pipeline is from its first
             # record (joining a consumer group is start-up, not throughput), to the broker's

@@ -1,0 +1,1134 @@
+"""The configuration API: domains, queues and channel endpoints changed while the service runs.
+
+Every resource is a part of the runtime configuration document (``ControlDocument``):
+
+- ``/v1/config``: the whole document (platform admins), its versions, restores;
+- ``/v1/domains/{domain}/config``: a domain's routing and web chat (its admins; creating
+  or deleting a domain is for platform admins);
+- ``/v1/domains/{domain}/queues/{queue}``: one queue of the domain's routing;
+- ``/v1/domains/{domain}/channels[/{kind}/{key}]``: the provider endpoints feeding the domain
+  (Twilio numbers, WhatsApp numbers, pages, Instagram accounts, Telegram bots, addresses).
+  Credentials are never in the document: endpoints name the variable holding them.
+
+Reads answer an ``ETag``; a change must send it back in ``If-Match`` (428 without it, 412
+when someone changed the resource since), except the creation of what does not exist.
+A change is validated as a whole document (400 naming the field), stored as a new version
+with its author and diff, audited, applied by this process at once, and published to every
+other process (``live``). A change that changes nothing makes no version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from adapters.config import ChannelsConfig
+from router.api.auth import Principal, forbidden
+from router.api.openapi import EXTRA_OPERATIONS, Operation
+from router.api.routes import API
+from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
+from router.shell.replay import Kpis, load_recording, simulate
+from runtime.appkeys import DB_POOL
+from runtime.audit import record_action
+from runtime.db import DATABASE_ERRORS
+from runtime.http_errors import json_error
+from runtime.kafka import BrokerUnavailable
+from schemas import MessageReceived
+from schemas.limits import DOMAIN_MAX, QUEUE_MAX, QueueName, decode_json_text
+from switchboard.config import ControlDocument, DomainConfig
+from switchboard.control import store
+from switchboard.control.document import (
+    DOCUMENT_MAX_BYTES,
+    ENDPOINT_KINDS,
+    Change,
+    EndpointKind,
+    diff,
+    etag,
+    iter_endpoints,
+    to_builtins,
+)
+from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+PAGE_MAX = 500
+
+
+class ConfigChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a change: the version it made (the current one if it changed nothing)."""
+
+    version: int
+    changes: list[Change]
+    """What changed; empty: nothing did, and no version was made."""
+    published: bool = True
+    """False: stored, but the broker did not take it yet; other processes get it when this
+    one publishes it again (it retries) or at their next start."""
+
+
+class VersionsPage(msgspec.Struct, frozen=True, kw_only=True):
+    versions: list[store.VersionSummary]
+    next_before: int | None
+    """Pass as ``before`` for the next (older) page; null: no more."""
+
+
+class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    """``twilio``, ``whatsapp``, ``messenger``, ``instagram``, ``telegram`` or ``email``."""
+    key: str
+    """The number, id, bot name or address identifying it."""
+    settings: dict[str, Any]
+    """Its settings, as in the ``[channels]`` section of the configuration file."""
+
+
+class EndpointsView(msgspec.Struct, frozen=True, kw_only=True):
+    endpoints: list[EndpointView]
+
+
+EnvName = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+"""The name of an environment variable (or secrets file entry) holding a credential."""
+
+
+class EndpointSettings(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Body of ``PUT …/channels/{kind}/{key}``: the domain and the key come from the path;
+    a field the kind does not have is refused."""
+
+    queue: QueueName | None = None
+    """Queue of its conversations; default: the domain's default queue."""
+    access_token_env: EnvName | None = None
+    """``whatsapp``, ``messenger``, ``instagram``: the variable holding the access token."""
+    secret_token_env: EnvName | None = None
+    """``telegram``: the variable holding the webhook's ``secret_token``."""
+    bot_token_env: EnvName | None = None
+    """``telegram``: the variable holding the bot token."""
+    allow_groups: bool | None = None
+    """``telegram``: also route group chats."""
+    sending_domain: Annotated[str, msgspec.Meta(max_length=253)] | None = None
+    """``email``: the Mailgun sending domain of replies."""
+
+
+# -- plumbing ---------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _handler(function: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await function(request)
+        except _Refused as refused:
+            return json_error(refused.status, refused.reason)
+        except DATABASE_ERRORS as error:
+            log.warning("config_database_failed", error=type(error).__name__)
+            return json_error(503, "database unavailable, retry later")
+
+    return handle
+
+
+def _json(value: Any, *, tag: str | None = None, status: int = 200) -> web.Response:
+    response = web.Response(
+        body=msgspec.json.encode(value), status=status, content_type="application/json"
+    )
+    if tag is not None:
+        response.headers["ETag"] = tag
+    return response
+
+
+async def _body(request: web.Request, type_: type[T], limit: int) -> T:
+    if request.content_length is not None and request.content_length > limit:
+        raise _Refused(413, f"body larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise _Refused(413, f"body larger than {limit} bytes")
+    try:
+        return decode_json_text(lambda data: msgspec.json.decode(data, type=type_), body)
+    except msgspec.ValidationError as error:
+        raise _Refused(400, f"invalid body: {error}") from None
+    except msgspec.DecodeError:
+        raise _Refused(400, "body is not valid JSON") from None
+    except RecursionError:
+        raise _Refused(400, "body is nested too deeply") from None
+
+
+def _api_limit(request: web.Request) -> int:
+    return request.app[API].config.max_body_bytes
+
+
+async def _platform(request: web.Request) -> Principal:
+    return await request.app[API].auth.platform_principal(request, request.app[DB_POOL])
+
+
+async def _admin(request: web.Request) -> tuple[str, Principal]:
+    domain = request.match_info["domain"]
+    if not domain or len(domain) > DOMAIN_MAX:
+        raise _Refused(400, f"domain must be 1 to {DOMAIN_MAX} characters")
+    principal = await request.app[API].auth.principal(request, request.app[DB_POOL], domain)
+    if not principal.is_admin:
+        raise forbidden("needs an admin token")
+    return domain, principal
+
+
+def _current(request: web.Request) -> tuple[int, ControlDocument]:
+    live = request.app[LIVE_CONFIG]
+    return live.version, live.document
+
+
+def _read(request: web.Request, value: Any, what: str) -> web.Response:
+    if value is None:
+        raise _Refused(404, f"unknown {what}")
+    version, _ = _current(request)
+    response = _json(value, tag=etag(value))
+    response.headers["Config-Version"] = str(version)
+    return response
+
+
+def _validated(document: ControlDocument) -> ControlDocument:
+    """The whole document checked as a client's would be (``__post_init__`` of every part)."""
+    try:
+        return msgspec.convert(to_builtins(document), ControlDocument)
+    except msgspec.ValidationError as error:
+        raise _Refused(400, f"invalid configuration: {error}") from None
+
+
+def _check_precondition(request: web.Request, current: Any, exists: bool) -> None:
+    """``If-Match`` against the resource as it is now (under the writers' lock)."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        if exists:
+            raise _Refused(428, "send If-Match with the ETag of the version you changed")
+        return
+    tags = {tag.strip() for tag in header.split(",")}
+    if "*" in tags:
+        if not exists:
+            raise _Refused(412, "If-Match: * but the resource does not exist")
+        return
+    if not exists or etag(current) not in tags:
+        raise _Refused(412, "the resource changed since you read it: read it again (ETag)")
+
+
+async def _change(
+    request: web.Request,
+    principal: Principal,
+    *,
+    resource: Callable[[ControlDocument], Any],
+    edit: Callable[[ControlDocument], ControlDocument],
+    action: str,
+    domain: str | None,
+    target: str,
+    reason: str = "api",
+    conditional: bool = True,
+) -> web.Response:
+    """Store ``edit`` of the current document as a new version (see the module docstring)."""
+
+    def guarded(document: ControlDocument) -> ControlDocument:
+        if conditional:
+            current = resource(document)
+            _check_precondition(request, current, current is not None)
+        try:
+            edited = edit(document)
+        except ValueError as error:  # a struct's own check, on replace
+            raise _Refused(400, f"invalid configuration: {error}") from None
+        return _validated(edited)
+
+    async def audit(conn: asyncpg.Connection, version: int, changes: list[Change]) -> None:
+        await record_action(
+            conn,
+            actor=principal.actor,
+            action=action,
+            domain=domain,
+            target=target,
+            detail={"version": version, "changes": [c.path for c in changes][:100]},
+        )
+
+    async with request.app[DB_POOL].acquire() as conn:
+        _, after, changes = await store.change(
+            conn, guarded, author=principal.actor, reason=reason, on_insert=audit
+        )
+    published = True
+    if changes:
+        published = await _publish(request, after)
+    response = _json(ConfigChanged(version=after.version, changes=changes, published=published))
+    value = resource(after.document)
+    if value is not None:
+        response.headers["ETag"] = etag(value)
+    response.headers["Config-Version"] = str(after.version)
+    return response
+
+
+async def _publish(request: web.Request, version: store.Version) -> bool:
+    request.app[LIVE_CONFIG].apply(version.version, version.document)
+    try:
+        await request.app[CONFIG_TOPIC].publish(version.version, version.document)
+    except BrokerUnavailable:
+        log.warning("config_publish_failed", version=version.version)
+        request.app[CONFIG_TOPIC].retry_later(request.app[LIVE_CONFIG])
+        return False
+    return True
+
+
+# -- the whole document (platform) ---------------------------------------------------------
+
+
+@_handler
+async def get_config(request: web.Request) -> web.StreamResponse:
+    await _platform(request)
+    _, document = _current(request)
+    return _read(request, document, "configuration")
+
+
+@_handler
+async def put_config(request: web.Request) -> web.StreamResponse:
+    principal = await _platform(request)
+    body = await _body(request, ControlDocument, DOCUMENT_MAX_BYTES)
+    if request.query.get("preview") in ("1", "true"):
+        _, document = _current(request)
+        return _json(ConfigChanged(version=_current(request)[0], changes=diff(document, body)))
+    return await _change(
+        request,
+        principal,
+        resource=lambda document: document,
+        edit=lambda document: body,
+        action="config.replace",
+        domain=None,
+        target="config",
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int | None, high: int) -> int | None:
+    raw = request.query.get(name) if name in request.query else request.match_info.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 18 or not 1 <= int(raw) <= high:
+        raise _Refused(400, f"{name} must be an integer from 1 to {high}")
+    return int(raw)
+
+
+async def _versions(request: web.Request, domain: str | None) -> web.Response:
+    before = _int_param(request, "before", None, 2**62)
+    limit = _int_param(request, "limit", 50, PAGE_MAX) or 50
+    async with request.app[DB_POOL].acquire() as conn:
+        versions = await store.list_versions(conn, domain=domain, before=before, limit=limit)
+    next_before = versions[-1].version if len(versions) == limit else None
+    return _json(VersionsPage(versions=versions, next_before=next_before))
+
+
+@_handler
+async def list_config_versions(request: web.Request) -> web.StreamResponse:
+    await _platform(request)
+    return await _versions(request, None)
+
+
+@_handler
+async def get_config_version(request: web.Request) -> web.StreamResponse:
+    await _platform(request)
+    number = _int_param(request, "version", None, 2**62)
+    assert number is not None
+    async with request.app[DB_POOL].acquire() as conn:
+        detail = await store.get_version(conn, number)
+    if detail is None:
+        raise _Refused(404, f"unknown version {number}")
+    return _json(detail)
+
+
+@_handler
+async def restore_config_version(request: web.Request) -> web.StreamResponse:
+    """A new version holding version N's document: a rollback that keeps the history."""
+    principal = await _platform(request)
+    number = _int_param(request, "version", None, 2**62)
+    assert number is not None
+    async with request.app[DB_POOL].acquire() as conn:
+        detail = await store.get_version(conn, number)
+    if detail is None:
+        raise _Refused(404, f"unknown version {number}")
+    return await _change(
+        request,
+        principal,
+        resource=lambda document: document,
+        edit=lambda document: detail.document,
+        action="config.restore",
+        domain=None,
+        target=f"version {number}",
+        reason=f"restore of {number}",
+    )
+
+
+# -- a domain ----------------------------------------------------------------------------
+
+
+def _domain_of(domain: str) -> Callable[[ControlDocument], DomainConfig | None]:
+    return lambda document: document.domains.get(domain)
+
+
+def _with_domain(
+    document: ControlDocument, domain: str, value: DomainConfig | None
+) -> ControlDocument:
+    domains = dict(document.domains)
+    if value is None:
+        domains.pop(domain, None)
+    else:
+        domains[domain] = value
+    return msgspec.structs.replace(document, domains=domains)
+
+
+@_handler
+async def get_domain_config(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    _, document = _current(request)
+    return _read(request, document.domains.get(domain), f"domain {domain!r}")
+
+
+@_handler
+async def put_domain_config(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    body = await _body(request, DomainConfig, _api_limit(request))
+    _, document = _current(request)
+    if domain not in document.domains and not principal.is_platform:
+        raise forbidden("only a platform admin creates domains")
+    return await _change(
+        request,
+        principal,
+        resource=_domain_of(domain),
+        edit=lambda document: _with_domain(document, domain, body),
+        action="config.domain.put",
+        domain=domain,
+        target=f"domain {domain}",
+    )
+
+
+@_handler
+async def delete_domain_config(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    if not principal.is_platform:
+        raise forbidden("only a platform admin deletes domains")
+    _, document = _current(request)
+    if domain not in document.domains:
+        raise _Refused(404, f"unknown domain {domain!r}")
+    feeding = [
+        f"{e.kind.name}/{e.key}" for e in iter_endpoints(document.channels) if e.domain == domain
+    ]
+    if feeding:
+        raise _Refused(409, f"endpoints still feed domain {domain!r}: {', '.join(feeding[:20])}")
+    return await _change(
+        request,
+        principal,
+        resource=_domain_of(domain),
+        edit=lambda document: _with_domain(document, domain, None),
+        action="config.domain.delete",
+        domain=domain,
+        target=f"domain {domain}",
+    )
+
+
+@_handler
+async def list_domain_versions(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    return await _versions(request, domain)
+
+
+# -- dry run ---------------------------------------------------------------------------------
+
+DRY_RUN_MAX_SECONDS = 31 * 86400
+"""Longest window a dry run replays."""
+DRY_RUN_DEFAULT_SECONDS = 7 * 86400
+"""The window of a dry run that names no start: the last week."""
+DRY_RUN_MAX_INPUTS = 200_000
+"""Most recorded inputs (messages and agent events) a dry run replays: it runs in the
+router's process, so a wider window is refused rather than let it crowd out routing."""
+
+
+class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /v1/domains/{domain}/config/dry-run``: a candidate routing, given
+    whole (``routing``) or as the domain's routing in an earlier version (``version``),
+    and the window of recorded traffic to replay."""
+
+    routing: DomainPolicy | None = None
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    start: float | None = msgspec.field(name="from", default=None)
+    """Seconds since the Unix epoch; default: seven days before ``to`` (last week)."""
+    end: float | None = msgspec.field(name="to", default=None)
+    """Seconds since the Unix epoch; default: now."""
+
+
+class KpisView(msgspec.Struct, frozen=True, kw_only=True):
+    assignments: int
+    """Conversations the engine handed to an agent (transfers and pick-ups excluded)."""
+    preferred_hit_ratio: float | None
+    """Of those with a preferred agent, the share that agent took."""
+    wait_p50_seconds: float | None
+    wait_p95_seconds: float | None
+    sla_breaches: int | None
+    """Assignments that waited longer than the channel's first-response SLA (null: none set)."""
+    fallbacks: int
+    overflowed: int
+    occupancy: float | None
+    """Time-weighted share of online agents' slots in use."""
+
+
+class DryRunView(msgspec.Struct, frozen=True, kw_only=True):
+    domain: str
+    messages: int
+    agent_events: int
+    current: KpisView
+    """The routing the domain runs now, replayed over the same traffic."""
+    candidate: KpisView
+
+
+def _kpis(kpis: Kpis) -> KpisView:
+    return KpisView(
+        assignments=kpis.assignments,
+        preferred_hit_ratio=kpis.hit_ratio,
+        wait_p50_seconds=kpis.wait(0.5),
+        wait_p95_seconds=kpis.wait(0.95),
+        sla_breaches=kpis.sla_breaches,
+        fallbacks=kpis.fallbacks,
+        overflowed=kpis.overflowed,
+        occupancy=kpis.occupancy,
+    )
+
+
+@_handler
+async def dry_run(request: web.Request) -> web.StreamResponse:
+    """Replay recorded traffic under the current and a candidate routing; change nothing."""
+    domain, _ = await _admin(request)
+    body = await _body(request, DryRunIn, _api_limit(request))
+    _, document = _current(request)
+    current = document.domains.get(domain)
+    if current is None:
+        raise _Refused(404, f"unknown domain {domain!r}")
+    if (body.routing is None) == (body.version is None):
+        raise _Refused(400, "invalid body: give exactly one of routing and version")
+    end = time.time() if body.end is None else body.end
+    start = end - DRY_RUN_DEFAULT_SECONDS if body.start is None else body.start
+    if not 0 <= start < end or end - start > DRY_RUN_MAX_SECONDS:
+        raise _Refused(400, f"from must be before to, at most {DRY_RUN_MAX_SECONDS} s apart")
+    candidate = body.routing
+    async with request.app[DB_POOL].acquire() as conn:
+        if body.version is not None:
+            detail = await store.get_version(conn, body.version)
+            if detail is None or domain not in detail.document.domains:
+                raise _Refused(404, f"version {body.version} has no domain {domain!r}")
+            candidate = detail.document.domains[domain].routing
+        recording = await load_recording(
+            conn,
+            domain,
+            datetime.fromtimestamp(start, UTC),
+            datetime.fromtimestamp(end, UTC),
+            limit=DRY_RUN_MAX_INPUTS + 1,
+        )
+    if len(recording) > DRY_RUN_MAX_INPUTS:
+        raise _Refused(400, f"more than {DRY_RUN_MAX_INPUTS} recorded inputs: narrow the window")
+    assert candidate is not None
+    baseline = current.routing
+    sla = dict(candidate.first_response_sla or baseline.first_response_sla)
+    last = min(end, recording[-1].at + 86_400.0) if recording else end
+    # In a thread: the loop keeps routing while the engine replays.
+    results = await asyncio.to_thread(
+        lambda: [
+            simulate(domain, policy, recording, start, last, sla)
+            for policy in (baseline, candidate)
+        ]
+    )
+    messages = sum(1 for item in recording if isinstance(item.event, MessageReceived))
+    return _json(
+        DryRunView(
+            domain=domain,
+            messages=messages,
+            agent_events=len(recording) - messages,
+            current=_kpis(results[0]),
+            candidate=_kpis(results[1]),
+        )
+    )
+
+
+# -- queues ------------------------------------------------------------------------------
+
+
+def _queue_name(request: web.Request) -> str:
+    name = request.match_info["queue"]
+    if not name or len(name) > QUEUE_MAX or not name.isprintable():
+        raise _Refused(400, f"queue names are 1 to {QUEUE_MAX} printable characters")
+    return name
+
+
+def _queue_of(domain: str, queue: str) -> Callable[[ControlDocument], QueuePolicy | None]:
+    def read(document: ControlDocument) -> QueuePolicy | None:
+        config = document.domains.get(domain)
+        return None if config is None else config.routing.queues.get(queue)
+
+    return read
+
+
+def _with_queue(
+    document: ControlDocument, domain: str, queue: str, value: QueuePolicy | None
+) -> ControlDocument:
+    config = document.domains.get(domain)
+    if config is None:
+        raise _Refused(404, f"unknown domain {domain!r}")
+    queues = dict(config.routing.queues)
+    if value is None:
+        if queue == config.routing.default_queue:
+            raise _Refused(409, f"{queue!r} is the domain's default queue (routing.default_queue)")
+        queues.pop(queue, None)
+    else:
+        queues[queue] = value
+    routing = msgspec.structs.replace(config.routing, queues=queues)
+    return _with_domain(document, domain, msgspec.structs.replace(config, routing=routing))
+
+
+@_handler
+async def get_queue(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    queue = _queue_name(request)
+    _, document = _current(request)
+    return _read(request, _queue_of(domain, queue)(document), f"queue {queue!r}")
+
+
+@_handler
+async def put_queue(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    queue = _queue_name(request)
+    body = await _body(request, QueuePolicy, _api_limit(request))
+    return await _change(
+        request,
+        principal,
+        resource=_queue_of(domain, queue),
+        edit=lambda document: _with_queue(document, domain, queue, body),
+        action="config.queue.put",
+        domain=domain,
+        target=f"queue {queue}",
+    )
+
+
+@_handler
+async def delete_queue(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    queue = _queue_name(request)
+    _, document = _current(request)
+    if _queue_of(domain, queue)(document) is None:
+        raise _Refused(404, f"unknown queue {queue!r}")
+    return await _change(
+        request,
+        principal,
+        resource=_queue_of(domain, queue),
+        edit=lambda document: _with_queue(document, domain, queue, None),
+        action="config.queue.delete",
+        domain=domain,
+        target=f"queue {queue}",
+    )
+
+
+# -- business-hours calendars ----------------------------------------------------------------
+
+
+def _calendar_name(request: web.Request) -> str:
+    name = request.match_info["calendar"]
+    if not name or len(name) > QUEUE_MAX or not name.isprintable():
+        raise _Refused(400, f"calendar names are 1 to {QUEUE_MAX} printable characters")
+    return name
+
+
+def _calendar_of(domain: str, name: str) -> Callable[[ControlDocument], BusinessCalendar | None]:
+    def read(document: ControlDocument) -> BusinessCalendar | None:
+        config = document.domains.get(domain)
+        return None if config is None else config.routing.calendars.get(name)
+
+    return read
+
+
+def _with_calendar(
+    document: ControlDocument, domain: str, name: str, value: BusinessCalendar | None
+) -> ControlDocument:
+    config = document.domains.get(domain)
+    if config is None:
+        raise _Refused(404, f"unknown domain {domain!r}")
+    calendars = dict(config.routing.calendars)
+    if value is None:
+        users = [q for q, queue in config.routing.queues.items() if queue.calendar == name]
+        if users:
+            raise _Refused(409, f"queues {', '.join(sorted(users))} keep their hours in {name!r}")
+        calendars.pop(name, None)
+    else:
+        calendars[name] = value
+    routing = msgspec.structs.replace(config.routing, calendars=calendars)
+    return _with_domain(document, domain, msgspec.structs.replace(config, routing=routing))
+
+
+@_handler
+async def get_calendar(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    name = _calendar_name(request)
+    _, document = _current(request)
+    return _read(request, _calendar_of(domain, name)(document), f"calendar {name!r}")
+
+
+@_handler
+async def put_calendar(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    name = _calendar_name(request)
+    body = await _body(request, BusinessCalendar, _api_limit(request))
+    return await _change(
+        request,
+        principal,
+        resource=_calendar_of(domain, name),
+        edit=lambda document: _with_calendar(document, domain, name, body),
+        action="config.calendar.put",
+        domain=domain,
+        target=f"calendar {name}",
+    )
+
+
+@_handler
+async def delete_calendar(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    name = _calendar_name(request)
+    _, document = _current(request)
+    if _calendar_of(domain, name)(document) is None:
+        raise _Refused(404, f"unknown calendar {name!r}")
+    return await _change(
+        request,
+        principal,
+        resource=_calendar_of(domain, name),
+        edit=lambda document: _with_calendar(document, domain, name, None),
+        action="config.calendar.delete",
+        domain=domain,
+        target=f"calendar {name}",
+    )
+
+
+# -- channel endpoints ---------------------------------------------------------------------
+
+
+def _kind(request: web.Request) -> EndpointKind:
+    kind = ENDPOINT_KINDS.get(request.match_info["kind"])
+    if kind is None:
+        raise _Refused(404, f"endpoint kinds are {', '.join(ENDPOINT_KINDS)}")
+    return kind
+
+
+def _key(request: web.Request, kind: EndpointKind) -> str:
+    key = request.match_info["key"]
+    if not key or len(key) > 256 or not key.isprintable():
+        raise _Refused(400, "endpoint keys are 1 to 256 printable characters")
+    return key.lower() if kind.name == "email" else key
+
+
+def _endpoint_of(
+    domain: str, kind: EndpointKind, key: str
+) -> Callable[[ControlDocument], EndpointView | None]:
+    def read(document: ControlDocument) -> EndpointView | None:
+        for item in kind.items(document.channels):
+            if kind.key_of(item) == key:
+                return _view(kind, item) if item.domain == domain else None
+        return None
+
+    return read
+
+
+def _with_endpoint(
+    document: ControlDocument, domain: str, kind: EndpointKind, key: str, value: Any
+) -> ControlDocument:
+    items = list(kind.items(document.channels))
+    for index, item in enumerate(items):
+        if kind.key_of(item) == key:
+            if item.domain != domain:
+                raise _Refused(409, f"{kind.name} endpoint {key!r} feeds another domain")
+            del items[index]
+            if value is not None:
+                items.insert(index, value)
+            break
+    else:
+        if value is not None:
+            items.append(value)
+    channels: ChannelsConfig = kind.replace(document.channels, items)
+    return msgspec.structs.replace(document, channels=channels)
+
+
+def _view(kind: EndpointKind, item: Any) -> EndpointView:
+    return EndpointView(kind=kind.name, key=kind.key_of(item), settings=to_builtins(item))
+
+
+@_handler
+async def list_endpoints(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    _, document = _current(request)
+    if domain not in document.domains:
+        raise _Refused(404, f"unknown domain {domain!r}")
+    views = [_view(e.kind, e.item) for e in iter_endpoints(document.channels) if e.domain == domain]
+    return _json(EndpointsView(endpoints=views))
+
+
+@_handler
+async def get_endpoint(request: web.Request) -> web.StreamResponse:
+    domain, _ = await _admin(request)
+    kind = _kind(request)
+    key = _key(request, kind)
+    _, document = _current(request)
+    return _read(request, _endpoint_of(domain, kind, key)(document), f"{kind.name} endpoint")
+
+
+@_handler
+async def put_endpoint(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    kind = _kind(request)
+    key = _key(request, kind)
+    body = await _body(request, EndpointSettings, _api_limit(request))
+    settings = to_builtins(body)
+    settings.update({"domain": domain, kind.key_field: request.match_info["key"]})
+    try:
+        value = msgspec.convert(settings, kind.type)
+    except msgspec.ValidationError as error:
+        raise _Refused(400, f"invalid body: {error}") from None
+    return await _change(
+        request,
+        principal,
+        resource=_endpoint_of(domain, kind, key),
+        edit=lambda document: _with_endpoint(document, domain, kind, key, value),
+        action="config.endpoint.put",
+        domain=domain,
+        target=f"{kind.name} endpoint",
+    )
+
+
+@_handler
+async def delete_endpoint(request: web.Request) -> web.StreamResponse:
+    domain, principal = await _admin(request)
+    kind = _kind(request)
+    key = _key(request, kind)
+    _, document = _current(request)
+    if _endpoint_of(domain, kind, key)(document) is None:
+        raise _Refused(404, f"unknown {kind.name} endpoint")
+    return await _change(
+        request,
+        principal,
+        resource=_endpoint_of(domain, kind, key),
+        edit=lambda document: _with_endpoint(document, domain, kind, key, None),
+        action="config.endpoint.delete",
+        domain=domain,
+        target=f"{kind.name} endpoint",
+    )
+
+
+# -- installation ----------------------------------------------------------------------------
+
+_DOMAIN = "/v1/domains/{domain}"
+
+
+def setup_control(app: web.Application) -> None:
+    """Add the configuration API's routes (after ``setup_api``: it uses the API's auth)."""
+    app.router.add_routes(
+        [
+            web.get("/v1/config", get_config),
+            web.put("/v1/config", put_config),
+            web.get("/v1/config/versions", list_config_versions),
+            web.get("/v1/config/versions/{version}", get_config_version),
+            web.post("/v1/config/versions/{version}/restore", restore_config_version),
+            web.get(_DOMAIN + "/config", get_domain_config),
+            web.put(_DOMAIN + "/config", put_domain_config),
+            web.delete(_DOMAIN + "/config", delete_domain_config),
+            web.get(_DOMAIN + "/config/versions", list_domain_versions),
+            web.post(_DOMAIN + "/config/dry-run", dry_run),
+            web.get(_DOMAIN + "/queues/{queue}", get_queue),
+            web.put(_DOMAIN + "/queues/{queue}", put_queue),
+            web.delete(_DOMAIN + "/queues/{queue}", delete_queue),
+            web.get(_DOMAIN + "/calendars/{calendar}", get_calendar),
+            web.put(_DOMAIN + "/calendars/{calendar}", put_calendar),
+            web.delete(_DOMAIN + "/calendars/{calendar}", delete_calendar),
+            web.get(_DOMAIN + "/channels", list_endpoints),
+            web.get(_DOMAIN + "/channels/{kind}/{key}", get_endpoint),
+            web.put(_DOMAIN + "/channels/{kind}/{key}", put_endpoint),
+            web.delete(_DOMAIN + "/channels/{kind}/{key}", delete_endpoint),
+        ]
+    )
+    app[EXTRA_OPERATIONS] = OPERATIONS
+
+
+def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_DOMAIN_PARAM = _path(
+    "domain",
+    "Routing domain id",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": DOMAIN_MAX},
+)
+_QUEUE_PARAM = _path(
+    "queue", "Queue name", {"type": "string", "minLength": 1, "maxLength": QUEUE_MAX}
+)
+_CALENDAR_PARAM = _path(
+    "calendar", "Calendar name", {"type": "string", "minLength": 1, "maxLength": QUEUE_MAX}
+)
+_KIND_PARAM = _path("kind", "Endpoint kind", {"type": "string", "enum": list(ENDPOINT_KINDS)})
+_KEY_PARAM = _path(
+    "key",
+    "The number, id, bot name or address (email: compared case-insensitively)",
+    {"type": "string", "minLength": 1, "maxLength": 256},
+)
+_VERSION_PARAM = _path("version", "A configuration version", {"type": "integer", "minimum": 1})
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "The ETag read with the resource; required to change or delete one that exists",
+    "schema": {"type": "string", "maxLength": 1024},
+}
+_PAGE_PARAMS = (
+    {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "description": "Only versions older than this one (the previous page's `next_before`)",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 50},
+    },
+)
+_PREVIEW = {
+    "name": "preview",
+    "in": "query",
+    "required": False,
+    "description": "`true`: validate and answer the diff without storing anything",
+    "schema": {"type": "boolean"},
+}
+_READ = (400, 401, 403, 404, 503)
+_WRITE = (400, 401, 403, 404, 409, 412, 413, 428, 503)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/v1/config",
+        "getConfig",
+        "The runtime configuration (platform admin)",
+        (),
+        200,
+        ControlDocument,
+        errors=_READ,
+    ),
+    Operation(
+        "put",
+        "/v1/config",
+        "putConfig",
+        "Replace the runtime configuration (platform admin)",
+        (_IF_MATCH, _PREVIEW),
+        200,
+        ConfigChanged,
+        ControlDocument,
+        errors=_WRITE,
+    ),
+    Operation(
+        "get",
+        "/v1/config/versions",
+        "listConfigVersions",
+        "Configuration versions, newest first (platform admin)",
+        _PAGE_PARAMS,
+        200,
+        VersionsPage,
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        "/v1/config/versions/{version}",
+        "getConfigVersion",
+        "One version: author, time, diff and document (platform admin)",
+        (_VERSION_PARAM,),
+        200,
+        store.VersionDetail,
+        errors=_READ,
+    ),
+    Operation(
+        "post",
+        "/v1/config/versions/{version}/restore",
+        "restoreConfigVersion",
+        "Make a version's document the current one again, as a new version (platform admin)",
+        (_VERSION_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        errors=_WRITE,
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/config",
+        "getDomainConfig",
+        "A domain's routing and web chat configuration (admin)",
+        (_DOMAIN_PARAM,),
+        200,
+        DomainConfig,
+        errors=_READ,
+    ),
+    Operation(
+        "put",
+        _DOMAIN + "/config",
+        "putDomainConfig",
+        "Create (platform admin) or replace (admin) a domain's configuration",
+        (_DOMAIN_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        DomainConfig,
+        errors=_WRITE,
+    ),
+    Operation(
+        "delete",
+        _DOMAIN + "/config",
+        "deleteDomainConfig",
+        "Delete a domain no endpoint feeds any more (platform admin)",
+        (_DOMAIN_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        errors=_WRITE,
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/config/versions",
+        "listDomainConfigVersions",
+        "Configuration versions that changed this domain, newest first (admin)",
+        (_DOMAIN_PARAM, *_PAGE_PARAMS),
+        200,
+        VersionsPage,
+        errors=_READ,
+    ),
+    Operation(
+        "post",
+        _DOMAIN + "/config/dry-run",
+        "dryRunDomainConfig",
+        "Replay recorded traffic under the current and a candidate routing (admin)",
+        (_DOMAIN_PARAM,),
+        200,
+        DryRunView,
+        DryRunIn,
+        errors=(400, 401, 403, 404, 413, 503),
+        description="Nothing is changed. The candidate is a `routing` section, or the"
+        " domain's routing in an earlier `version`; the KPIs of both come from the same"
+        " replay of the window's recorded messages and agent events through the engine.",
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/queues/{queue}",
+        "getQueue",
+        "A queue's routing: steps, waits, skills, mode (admin)",
+        (_DOMAIN_PARAM, _QUEUE_PARAM),
+        200,
+        QueuePolicy,
+        errors=_READ,
+    ),
+    Operation(
+        "put",
+        _DOMAIN + "/queues/{queue}",
+        "putQueue",
+        "Create or replace a queue (admin)",
+        (_DOMAIN_PARAM, _QUEUE_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        QueuePolicy,
+        errors=_WRITE,
+    ),
+    Operation(
+        "delete",
+        _DOMAIN + "/queues/{queue}",
+        "deleteQueue",
+        "Delete a queue no endpoint names, other than the default one (admin)",
+        (_DOMAIN_PARAM, _QUEUE_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        errors=_WRITE,
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/calendars/{calendar}",
+        "getCalendar",
+        "A business-hours calendar: weekly hours in a time zone, holidays, exceptions (admin)",
+        (_DOMAIN_PARAM, _CALENDAR_PARAM),
+        200,
+        BusinessCalendar,
+        errors=_READ,
+    ),
+    Operation(
+        "put",
+        _DOMAIN + "/calendars/{calendar}",
+        "putCalendar",
+        "Create or replace a business-hours calendar (admin)",
+        (_DOMAIN_PARAM, _CALENDAR_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        BusinessCalendar,
+        errors=_WRITE,
+    ),
+    Operation(
+        "delete",
+        _DOMAIN + "/calendars/{calendar}",
+        "deleteCalendar",
+        "Delete a calendar no queue keeps its hours in (admin)",
+        (_DOMAIN_PARAM, _CALENDAR_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        errors=_WRITE,
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/channels",
+        "listEndpoints",
+        "The provider endpoints feeding the domain (admin)",
+        (_DOMAIN_PARAM,),
+        200,
+        EndpointsView,
+        errors=_READ,
+    ),
+    Operation(
+        "get",
+        _DOMAIN + "/channels/{kind}/{key}",
+        "getEndpoint",
+        "One endpoint (admin)",
+        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM),
+        200,
+        EndpointView,
+        errors=_READ,
+    ),
+    Operation(
+        "put",
+        _DOMAIN + "/channels/{kind}/{key}",
+        "putEndpoint",
+        "Add or change an endpoint feeding the domain (admin)",
+        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        EndpointSettings,
+        errors=_WRITE,
+    ),
+    Operation(
+        "delete",
+        _DOMAIN + "/channels/{kind}/{key}",
+        "deleteEndpoint",
+        "Remove an endpoint: its webhooks are refused from then on (admin)",
+        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM, _IF_MATCH),
+        200,
+        ConfigChanged,
+        errors=_WRITE,
+    ),
+)

@@ -1,0 +1,355 @@
+"""The configuration API through the real service: versions, entity tags and conditional
+writes, isolation between domains, validation naming the field, the audit log, business
+hours sending a conversation to its after-hours rule, the dry run, and the GitOps CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from router.api.auth import Scope, create_token
+from schemas import ROUTING_DECODER, ConversationOutsideHours, ConversationQueued
+from schemas.topics import ROUTING
+from switchboard.config import ControlDocument
+from tests.conftest import Infrastructure
+from tests.support import Service, TopicReader, make_config, running_service, to_toml
+from tools.config_cli import add_config_parser, config_command
+
+pytestmark = pytest.mark.timeout(180)
+
+PLATFORM = "platform-token-for-tests"
+
+
+class Api:
+    def __init__(self, service: Service, token: str) -> None:
+        self.service = service
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def call(
+        self, method: str, path: str, body: Any = None, **headers: str
+    ) -> tuple[int, Any, Any]:
+        async with self.service.session.request(
+            method,
+            self.service.url(path),
+            json=body,
+            headers={**self.headers, **{k.replace("_", "-"): v for k, v in headers.items()}},
+        ) as response:
+            data = await response.read()
+            return response.status, (msgspec.json.decode(data) if data else None), response.headers
+
+
+@contextlib.asynccontextmanager
+async def service_with_tokens(
+    infrastructure: Infrastructure, database_url: str
+) -> AsyncIterator[tuple[Service, Api, Api, Api]]:
+    """acme and globex; a platform token, an acme admin and an acme agent."""
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "api": {"auth": "tokens"},
+            "domains": {"acme": {"webchat": {"enabled": True}}, "globex": {}},
+        },
+    )
+    async with running_service(config, {"SWITCHBOARD_ADMIN_TOKEN": PLATFORM}) as service:
+        conn = await asyncpg.connect(database_url)
+        try:
+            _, admin = await create_token(conn, domain="acme", scope=Scope.ADMIN)
+            _, agent = await create_token(conn, domain="acme", scope=Scope.AGENT, agent_id="ann")
+        finally:
+            await conn.close()
+        yield service, Api(service, PLATFORM), Api(service, admin), Api(service, agent)
+
+
+async def test_versions_etags_and_conditional_writes(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (_, platform, admin, _):
+        status, document, headers = await platform.call("GET", "/v1/config")
+        assert status == 200
+        assert set(document["domains"]) == {"acme", "globex"}
+        assert headers["Config-Version"] == "1"  # the file's, stored at start
+
+        queue = {"steps": [{"name": "gold", "wait": 60}], "mode": "offer"}
+        status, body, headers = await admin.call("PUT", "/v1/domains/acme/queues/vip", queue)
+        assert status == 200, body  # a creation needs no If-Match
+        assert body["version"] == 2
+        assert [c["path"] for c in body["changes"]] == ["domains.acme.routing.queues.vip"]
+        tag = headers["ETag"]
+
+        status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", queue)
+        assert (status, body["error"]) == (
+            428,
+            "send If-Match with the ETag of the version you changed",
+        )
+
+        # the same change again: no new version
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/queues/vip", queue, If_Match=tag
+        )
+        assert (status, body["version"], body["changes"]) == (200, 2, [])
+
+        # two administrators change the queue from the same copy: one wins, one gets 412
+        results = await asyncio.gather(
+            admin.call(
+                "PUT", "/v1/domains/acme/queues/vip", {**queue, "offer_timeout": 10}, If_Match=tag
+            ),
+            platform.call(
+                "PUT", "/v1/domains/acme/queues/vip", {**queue, "offer_timeout": 20}, If_Match=tag
+            ),
+        )
+        assert sorted(status for status, _, _ in results) == [200, 412]
+        winner = next(body for status, body, _ in results if status == 200)
+        assert winner["version"] == 3
+
+        status, page, _ = await platform.call("GET", "/v1/config/versions")
+        assert [v["version"] for v in page["versions"]] == [3, 2, 1]
+        assert page["versions"][-1]["author"] == "config-file"
+        assert page["versions"][0]["domains"] == ["acme"]
+        status, detail, _ = await platform.call("GET", "/v1/config/versions/3")
+        assert detail["diff"][0]["path"] == "domains.acme.routing.queues.vip.offer_timeout"
+        status, domain_page, _ = await admin.call("GET", "/v1/domains/acme/config/versions")
+        assert [v["version"] for v in domain_page["versions"]] == [3, 2, 1]
+
+        # a rollback is a new version holding the old document
+        _, _, headers = await platform.call("GET", "/v1/config")
+        status, body, _ = await platform.call(
+            "POST", "/v1/config/versions/1/restore", If_Match=headers["ETag"]
+        )
+        assert (status, body["version"]) == (200, 4)
+        status, _, _ = await admin.call("GET", "/v1/domains/acme/queues/vip")
+        assert status == 404
+        status, body, _ = await platform.call(
+            "POST", "/v1/config/versions/1/restore", If_Match=headers["ETag"]
+        )
+        assert status == 412  # made from version 3's copy
+
+        conn = await asyncpg.connect(database_url)
+        try:
+            actions = [
+                (row["action"], row["domain"])
+                for row in await conn.fetch(
+                    "SELECT action, domain FROM audit_log WHERE action LIKE 'config.%' ORDER BY id"
+                )
+            ]
+        finally:
+            await conn.close()
+        assert actions == [
+            ("config.queue.put", "acme"),
+            ("config.queue.put", "acme"),
+            ("config.restore", None),
+        ]
+
+
+async def test_a_domain_admin_manages_only_its_domain(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (_, platform, admin, agent):
+        assert (await admin.call("GET", "/v1/domains/acme/config"))[0] == 200
+        assert (await admin.call("GET", "/v1/domains/globex/config"))[0] == 403
+        assert (await admin.call("GET", "/v1/config"))[0] == 403
+        assert (await admin.call("GET", "/v1/config/versions"))[0] == 403
+        assert (await admin.call("PUT", "/v1/domains/initech/config", {}))[0] == 403
+        assert (await agent.call("GET", "/v1/domains/acme/config"))[0] == 403
+        assert (await agent.call("PUT", "/v1/domains/acme/queues/vip", {}))[0] == 403
+        status, body, _ = await admin.call("DELETE", "/v1/domains/acme/config")
+        assert (status, body["error"]) == (403, "only a platform admin deletes domains")
+        # a platform admin creates a domain; its admins then see it alone
+        status, body, _ = await platform.call("PUT", "/v1/domains/initech/config", {})
+        assert status == 200, body
+        status, _, _ = await platform.call("GET", "/v1/domains/initech/config")
+        assert status == 200
+        # an endpoint feeds one domain: acme cannot take globex's
+        status, body, _ = await platform.call(
+            "PUT", "/v1/domains/globex/channels/telegram/globex_bot", {}
+        )
+        assert status == 200, body
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/channels/telegram/globex_bot", {}
+        )
+        assert (status, body["error"]) == (
+            409,
+            "telegram endpoint 'globex_bot' feeds another domain",
+        )
+        status, body, _ = await admin.call("GET", "/v1/domains/acme/channels")
+        assert body == {"endpoints": []}
+        status, body, _ = await platform.call("DELETE", "/v1/domains/globex/config")
+        assert status == 409
+        assert "telegram/globex_bot" in body["error"]
+
+
+async def test_invalid_configuration_is_refused_naming_the_field(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (_, platform, admin, _):
+        status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", {"steps": []})
+        assert status == 400
+        assert "a queue needs at least one step" in body["error"]
+        status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", {"colour": "red"})
+        assert status == 400
+        assert "colour" in body["error"]
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/channels/whatsapp/1001", {"queue": "nope"}
+        )
+        assert status == 400
+        assert "has no queue 'nope'" in body["error"]
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/channels/twilio/+15005550006", {"sending_domain": "x.example"}
+        )
+        assert status == 400
+        assert "sending_domain" in body["error"]
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/calendars/office", {"time_zone": "Mars/Olympus"}
+        )
+        assert status == 400
+        assert "time_zone" in body["error"]
+        status, body, _ = await admin.call(
+            "DELETE", "/v1/domains/acme/queues/default", If_Match="*"
+        )
+        assert status == 409
+        assert "default queue" in body["error"]
+        status, body, _ = await platform.call("GET", "/v1/config/versions")
+        assert [v["version"] for v in body["versions"]] == [1], "nothing invalid was stored"
+
+
+async def test_a_holiday_sends_a_conversation_to_its_after_hours_rule(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (service, _, admin, _):
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        calendar = {
+            "time_zone": "UTC",
+            "weekly": {
+                day: [["00:00", "24:00"]]
+                for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            },
+            "holidays": [{"date": today, "name": "today"}],
+        }
+        status, body, _ = await admin.call("PUT", "/v1/domains/acme/calendars/office", calendar)
+        assert status == 200, body
+        _, _, headers = await admin.call("GET", "/v1/domains/acme/queues/default")
+        status, body, _ = await admin.call(
+            "PUT",
+            "/v1/domains/acme/queues/default",
+            {"calendar": "office", "after_hours": "notify"},
+            If_Match=headers["ETag"],
+        )
+        assert status == 200, body
+        async with TopicReader(service.config, ROUTING) as routing:
+            async with service.session.post(
+                service.url("/v1/domains/acme/webchat/messages"),
+                json={"session_id": "visitor-0001", "message_id": "m1", "text": "anyone there?"},
+            ) as response:
+                assert response.status == 202
+
+            def outside_hours(records: list[Any]) -> bool:
+                return any(
+                    isinstance(ROUTING_DECODER.decode(r.value), ConversationOutsideHours)
+                    for r in records
+                )
+
+            records = await routing.wait_for(outside_hours)
+        events = [ROUTING_DECODER.decode(r.value) for r in records]
+        notice = next(e for e in events if isinstance(e, ConversationOutsideHours))
+        midnight = (int(time.time()) // 86400 + 1) * 86400
+        assert (notice.opens_at, notice.calendar) == (midnight, "office")
+        queued = next(e for e in events if isinstance(e, ConversationQueued))
+        assert (queued.step, queued.wait_until) == ("after_hours", midnight)
+
+
+async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (_, _, admin, _):
+        status, body, _ = await admin.call(
+            "POST",
+            "/v1/domains/acme/config/dry-run",
+            {"from": time.time() - 3600, "routing": {"queues": {"default": {"mode": "offer"}}}},
+        )
+        assert status == 200, body
+        assert body["messages"] == 0
+        assert body["candidate"]["assignments"] == 0
+        status, body, _ = await admin.call(
+            "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 3600}
+        )
+        assert (status, body["error"]) == (
+            400,
+            "invalid body: give exactly one of routing and version",
+        )
+        status, body, _ = await admin.call(
+            "POST", "/v1/domains/acme/config/dry-run", {"from": 0, "version": 1}
+        )
+        assert status == 400
+        assert "apart" in body["error"]
+        status, body, _ = await admin.call(
+            "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 60, "version": 99}
+        )
+        assert status == 404
+
+
+async def test_config_apply_and_export_through_the_api(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    async with service_with_tokens(infrastructure, database_url) as (service, platform, _, _):
+        environ = {"SWITCHBOARD_ADMIN_TOKEN": PLATFORM}
+        exported = await _run(["config", "export", "--url", service.base_url], environ)
+        assert exported[0] == 0, exported
+        document = msgspec.toml.decode(exported[1].encode(), type=ControlDocument)
+        assert set(document.domains) == {"acme", "globex"}
+
+        file = tmp_path / "runtime.toml"
+        raw = msgspec.toml.decode(exported[1].encode())
+        raw["domains"]["acme"]["routing"] = {"queues": {"default": {}, "vip": {"mode": "offer"}}}
+        raw["kafka"] = {"partitions": 3}  # not runtime configuration: named as ignored
+        file.write_text(to_toml(raw))
+
+        code, out, err = await _run(
+            ["config", "apply", str(file), "--dry-run", "--url", service.base_url], environ
+        )
+        assert code == 0, err
+        assert "+ domains.acme.routing.queues.vip" in out
+        assert "not applied (--dry-run)" in out
+        assert "ignored (not runtime configuration): kafka" in err
+        assert (await platform.call("GET", "/v1/domains/acme/queues/vip"))[0] == 404
+
+        code, out, err = await _run(
+            ["config", "apply", str(file), "--url", service.base_url], environ
+        )
+        assert code == 0, err
+        assert "applied as version 2" in out
+        assert (await platform.call("GET", "/v1/domains/acme/queues/vip"))[0] == 200
+
+        code, out, _ = await _run(
+            ["config", "apply", str(file), "--url", service.base_url], environ
+        )
+        assert (code, out.strip()) == (0, "no changes: version 2 already holds this configuration")
+
+        code, _, err = await _run(["config", "apply", str(file), "--url", service.base_url], {})
+        assert code == 1
+        assert "401" in err
+
+
+async def _run(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]:
+    """``switchboard config …`` as the program runs it (``asyncio.run``: in a thread,
+    outside the test's loop), with ``environ`` as its environment."""
+    parser = argparse.ArgumentParser()
+    add_config_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+
+    def run() -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = config_command(args, environ, "http://127.0.0.1:1")
+        return code, out.getvalue(), err.getvalue()
+
+    return await asyncio.to_thread(run)
