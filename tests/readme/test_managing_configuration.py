@@ -20,7 +20,7 @@ from tests.support import to_toml
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-PLATFORM_TOKEN = "readme-platform-token"  # noqa: S105 -- a throwaway test credential
+PLATFORM_TOKEN = "readme-platform-token"
 
 
 def _answers(
@@ -47,7 +47,9 @@ CHECKS: dict[str, Callable[[Outcome], None]] = {
     ),
     r"channels/whatsapp/106540352242922 ": _answers(
         200,
-        lambda body: [c["path"] for c in body["changes"]] == ["channels.meta.whatsapp.106540352242922"],
+        lambda body: (
+            [c["path"] for c in body["changes"]] == ["channels.meta.whatsapp.106540352242922"]
+        ),
     ),
     r"If-Match: \$ETAG.*\"wait\": 60\}": _answers(200, lambda body: body["version"] == 4),
     r"If-Match: \"an-older-etag\"": _answers(412),
@@ -59,8 +61,10 @@ CHECKS: dict[str, Callable[[Outcome], None]] = {
     ),
     r"^switchboard config export > runtime.toml$": _exits(lambda outcome: True),
     r"^switchboard config apply runtime.toml --dry-run$": _exits(
-        lambda outcome: "+ domains.default.routing.queues.night" in outcome.stdout
-        and "not applied (--dry-run)" in outcome.stdout
+        lambda outcome: (
+            "+ domains.default.routing.queues.night" in outcome.stdout
+            and "not applied (--dry-run)" in outcome.stdout
+        )
     ),
     r"^switchboard config apply runtime.toml$": _exits(
         lambda outcome: "applied as version 5" in outcome.stdout
