@@ -20,6 +20,7 @@ other process (``live``). A change that changes nothing makes no version.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -62,6 +63,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 PAGE_MAX = 500
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What neither PostgreSQL's text nor its ``jsonb`` holds."""
 
 
 class ConfigChanged(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,11 +205,30 @@ def _read(request: web.Request, value: Any, what: str) -> web.Response:
 
 
 def _validated(document: ControlDocument) -> ControlDocument:
-    """The whole document checked as a client's would be (``__post_init__`` of every part)."""
+    """The whole document checked as a client's would be (``__post_init__`` of every part),
+    with no text PostgreSQL cannot store (its diff is ``jsonb``)."""
+    tree = to_builtins(document)
+    _check_text(tree, "")
     try:
-        return msgspec.convert(to_builtins(document), ControlDocument)
+        return msgspec.convert(tree, ControlDocument)
     except msgspec.ValidationError as error:
         raise _Refused(400, f"invalid configuration: {error}") from None
+
+
+def _check_text(value: Any, path: str) -> None:
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise _Refused(
+                400, f"invalid configuration: {path or 'a value'} holds NUL or a lone surrogate"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            _check_text(key, f"a key of {path or 'the document'}")
+            _check_text(item, where)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_text(item, f"{path}[{index}]")
 
 
 def _check_precondition(request: web.Request, current: Any, exists: bool) -> None:

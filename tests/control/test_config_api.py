@@ -218,6 +218,12 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         )
         assert status == 409
         assert "default queue" in body["error"]
+        holiday = {"date": "2026-12-25", "name": "Christ\u0000mas"}
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/calendars/office", {"time_zone": "UTC", "holidays": [holiday]}
+        )
+        assert status == 400
+        assert "holds NUL" in body["error"]
         status, body, _ = await platform.call("GET", "/v1/config/versions")
         assert [v["version"] for v in body["versions"]] == [1], "nothing invalid was stored"
 
