@@ -477,6 +477,10 @@ DRY_RUN_MAX_INPUTS = 200_000
 router's process, so a wider window is refused rather than let it crowd out routing."""
 
 
+Instant = Annotated[float, msgspec.Meta(ge=0, le=253_402_300_799)]
+"""Seconds since the Unix epoch, up to the end of year 9999."""
+
+
 class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /v1/domains/{domain}/config/dry-run``: a candidate routing, given
     whole (``routing``) or as the domain's routing in an earlier version (``version``),
@@ -484,9 +488,9 @@ class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     routing: DomainPolicy | None = None
     version: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    start: float | None = msgspec.field(name="from", default=None)
+    start: Instant | None = msgspec.field(name="from", default=None)
     """Seconds since the Unix epoch; default: seven days before ``to`` (last week)."""
-    end: float | None = msgspec.field(name="to", default=None)
+    end: Instant | None = msgspec.field(name="to", default=None)
     """Seconds since the Unix epoch; default: now."""
 
 

@@ -297,6 +297,10 @@ async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
         )
         assert status == 400
         assert "apart" in body["error"]
+        far = {"from": 1e300, "to": 1e300 + 1, "version": 1}
+        status, body, _ = await admin.call("POST", "/v1/domains/acme/config/dry-run", far)
+        assert status == 400
+        assert "from" in body["error"]
         status, body, _ = await admin.call(
             "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 60, "version": 99}
         )
