@@ -115,10 +115,16 @@ def test_routers_get_longer_than_their_flush_to_stop() -> None:
 
 
 def test_the_adapters_get_the_provider_secrets_the_config_names() -> None:
-    (container,) = _pod_spec("Deployment", "switchboard-adapters")["containers"]
-    assert _environment(container)["SWITCHBOARD_PUBLIC_URL"]["value"].startswith("https://")
-    (source,) = container["envFrom"]
-    providers = _find("Secret", source["secretRef"]["name"])
+    spec = _pod_spec("Deployment", "switchboard-adapters")
+    (container,) = spec["containers"]
+    environment = _environment(container)
+    assert environment["SWITCHBOARD_PUBLIC_URL"]["value"].startswith("https://")
+    # a mounted secret (refreshed by the kubelet) named by SWITCHBOARD_SECRETS_FILE
+    assert "envFrom" not in container
+    secrets_dir = environment["SWITCHBOARD_SECRETS_FILE"]["value"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == secrets_dir]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    providers = _find("Secret", volume["secret"]["secretName"])
     assert set(providers["stringData"]) == secret_variables("channels")
     assert not secret_variables("api") & set(_environment(container))
     database = _find("Secret", "switchboard-database")
