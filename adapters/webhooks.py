@@ -62,7 +62,7 @@ from adapters.base import (
 )
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
 from adapters.normalize import parse_form
-from runtime.http_errors import json_error
+from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
 from schemas import DeliveryStatusChanged, MessageReceived
@@ -71,7 +71,6 @@ from schemas.limits import CONTENT_TYPE_MAX, is_identifier
 log = structlog.get_logger()
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-READ_CHUNK = 64 * 1024
 RETRY_AFTER_SECONDS = 60
 """``Retry-After`` of a webhook's 503 (the provider's own retry schedule still rules)."""
 
@@ -99,16 +98,10 @@ class BodyTooLarge(BadRequest):
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The raw body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit``."""
-    if request.content_length is not None and request.content_length > limit:
+    body = await read_limited(request, limit)
+    if body is None:
         raise BodyTooLarge(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return body
 
 
 def _error(status: int, reason: str) -> web.Response:

@@ -133,3 +133,23 @@ def setup_errors(app: web.Application, limit: RateLimit | None = None) -> None:
     # default when it is created; no public hook reaches the latter.
     web_urldispatcher._default_expect_handler = answer_expect
     app.middlewares.insert(0, contain_errors)
+
+
+READ_CHUNK = 64 * 1024
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it is known to exceed ``limit`` bytes.
+
+    Read to its end: one ``read(n)`` answers what has arrived so far, which for a body
+    that comes in several segments is only its beginning."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -252,3 +252,31 @@ async def test_signature_headers_that_are_not_utf8_are_refused_not_500(
                 b"Content-Length: %d\r\n\r\n" % len(body) + body,
             )
             assert status in (401, 403), (path, answer)
+
+
+async def test_a_body_that_arrives_in_segments_is_read_whole() -> None:
+    """``read_limited`` reads to the end: a client (or a network) that sends a body in
+    several segments gets it read whole, and one past the limit is refused as it comes."""
+    from runtime.http_errors import read_limited
+
+    async def echo_length(request: web.Request) -> web.Response:
+        body = await read_limited(request, 4096)
+        return web.json_response({"length": None if body is None else len(body)})
+
+    app = web.Application()
+    app.router.add_post("/", echo_length)
+    async with TestServer(app) as server:
+
+        async def send(size: int) -> bytes:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+            for start in range(0, size, 700):
+                writer.write(b"x" * min(700, size - start))
+                await writer.drain()
+                await asyncio.sleep(0.02)  # each segment on its own, as a slow link sends it
+            answer = await reader.read(4096)
+            writer.close()
+            return answer
+
+        assert b'{"length": 3000}' in await send(3000)
+        assert b'{"length": null}' in await send(5000)

@@ -69,7 +69,7 @@ from router.engine import AgentRecord, ConversationRecord, ConversationStatus, D
 from runtime import audit, dead_letters
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
 from runtime.db import DATABASE_ERRORS
-from runtime.http_errors import RETRY_AFTER_SECONDS, json_error
+from runtime.http_errors import RETRY_AFTER_SECONDS, json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from runtime.logging import fingerprint
 from schemas import (
@@ -155,10 +155,8 @@ async def read_json(request: web.Request, type_: type[T]) -> T:
         text=msgspec.json.encode({"error": f"body larger than {limit} bytes"}).decode(),
         content_type="application/json",
     )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_limited(request, limit)
+    if body is None:
         raise too_large
     if not body.strip():
         body = b"{}"

@@ -40,7 +40,7 @@ from router.shell.replay import Kpis, load_recording, simulate
 from runtime.appkeys import DB_POOL
 from runtime.audit import record_action
 from runtime.db import DATABASE_ERRORS
-from runtime.http_errors import json_error
+from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from schemas import MessageReceived
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX, QueueName, decode_json_text
@@ -157,10 +157,8 @@ def _json(value: Any, *, tag: str | None = None, status: int = 200) -> web.Respo
 
 
 async def _body(request: web.Request, type_: type[T], limit: int) -> T:
-    if request.content_length is not None and request.content_length > limit:
-        raise _Refused(413, f"body larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_limited(request, limit)
+    if body is None:
         raise _Refused(413, f"body larger than {limit} bytes")
     try:
         return decode_json_text(lambda data: msgspec.json.decode(data, type=type_), body)
