@@ -22,7 +22,14 @@ from schemas import ROUTING_DECODER, ConversationOutsideHours, ConversationQueue
 from schemas.topics import ROUTING
 from switchboard.config import ControlDocument
 from tests.conftest import Infrastructure
-from tests.support import Service, TopicReader, make_config, running_service, to_toml
+from tests.support import (
+    Service,
+    TopicReader,
+    make_config,
+    running_service,
+    to_toml,
+    wait_until,
+)
 from tools.config_cli import add_config_parser, config_command
 
 pytestmark = pytest.mark.timeout(180)
@@ -276,15 +283,56 @@ async def test_a_holiday_sends_a_conversation_to_its_after_hours_rule(
 async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    async with service_with_tokens(infrastructure, database_url) as (_, _, admin, _):
+    async with service_with_tokens(infrastructure, database_url) as (service, _, admin, _):
+        # ann takes one web chat at a time; three visitors write: one is hers, two wait
+        status, _, _ = await admin.call(
+            "PUT", "/v1/domains/acme/agents/ann", {"capacity": {"webchat": 1}}
+        )
+        assert status == 202
+        status, _, _ = await admin.call(
+            "POST", "/v1/domains/acme/agents/ann/presence", {"status": "online"}
+        )
+        assert status == 202
+        conn = await asyncpg.connect(database_url)
+        try:
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT presence = 'online' FROM agents WHERE agent_id = 'ann'"
+                ),
+                what="ann online",
+            )
+            for visitor in range(3):
+                async with service.session.post(
+                    service.url("/v1/domains/acme/webchat/messages"),
+                    json={"session_id": f"visitor-000{visitor}", "message_id": "m1", "text": "hi"},
+                ) as response:
+                    assert response.status == 202
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) = 3 FROM messages"), what="messages stored"
+            )
+        finally:
+            await conn.close()
+        # the candidate gives up waiting after a second: the two waiting overflow
+        candidate = {"queues": {"default": {"steps": [{"name": "queue", "wait": 1}]}}}
         status, body, _ = await admin.call(
             "POST",
             "/v1/domains/acme/config/dry-run",
-            {"from": time.time() - 3600, "routing": {"queues": {"default": {"mode": "offer"}}}},
+            # to a minute ahead: the replay runs the clock on past the last message
+            {"from": time.time() - 3600, "to": time.time() + 60, "routing": candidate},
         )
         assert status == 200, body
-        assert body["messages"] == 0
-        assert body["candidate"]["assignments"] == 0
+        assert body["messages"] == 3
+        assert body["agent_events"] == 2
+        assert (body["current"]["assignments"], body["current"]["overflowed"]) == (1, 0)
+        assert (body["candidate"]["assignments"], body["candidate"]["overflowed"]) == (1, 2)
+        # the first version's routing, which is the current one: the same figures
+        status, same, _ = await admin.call(
+            "POST",
+            "/v1/domains/acme/config/dry-run",
+            {"from": time.time() - 3600, "to": time.time() + 60, "version": 1},
+        )
+        assert status == 200, same
+        assert same["candidate"] == same["current"] == body["current"]
         status, body, _ = await admin.call(
             "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 3600}
         )
