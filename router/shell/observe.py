@@ -156,7 +156,12 @@ def observe_first_response(
     m.histogram(metrics.first_response_seconds, channel, record.queue).observe(waited)
     queue = state.compiled.queues.get(record.queue)
     target = queue.sla.get(record.channel) if queue is not None else None
-    if target is not None and waited > target:
+    if target is None or queue is None:
+        return
+    if queue.calendar is not None:
+        # The SLA clock of a queue with business hours counts business time only.
+        waited = queue.calendar.business_seconds(record.opened_at, answered)
+    if waited > target:
         m.counter(metrics.sla_breaches, channel, record.queue).inc()
 
 

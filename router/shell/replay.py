@@ -176,7 +176,12 @@ def simulate(
                     kpis.with_preferred += 1
                     kpis.preferred_hits += event.strategy is Strategy.PREFERRED
                 target = sla.get(event.channel)
-                if target is not None and event.waited_seconds > target:
+                waited = event.waited_seconds
+                queue = state.compiled.queues.get(event.queue)
+                if queue is not None and queue.calendar is not None:
+                    # business time only, as the SLA clock of such a queue counts
+                    waited = queue.calendar.business_seconds(now - waited, now)
+                if target is not None and waited > target:
                     kpis.sla_breaches = (kpis.sla_breaches or 0) + 1
             elif isinstance(event, ConversationFallback):
                 kpis.fallbacks += 1

@@ -8,7 +8,10 @@ bounds it; ``tests/test_domain_labels.py`` tests the bound itself).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import msgspec
 
 from router.engine import (
     DomainPolicy,
@@ -303,6 +306,39 @@ def test_a_first_response_counts_once_and_breaches_the_sla_only_when_later() -> 
     assert value(metrics, "switchboard_first_response_seconds_sum", **labels) == 121.0
     assert value(metrics, "switchboard_sla_breaches_total", **labels) == 1
     assert seen == {(DOMAIN, late.id), (DOMAIN, on_time.id)}
+
+
+def test_in_a_queue_with_business_hours_the_sla_counts_business_time() -> None:
+    """Open 09:00-17:00 UTC, SLA 10 minutes, written at 16:55: answered at 09:04 the next
+    morning is 9 business minutes (on time), at 09:06 eleven (late)."""
+    policy = msgspec.convert(
+        {
+            "default_queue": "support",
+            "first_response_sla": {"sms": 600},
+            "calendars": {
+                "office": {
+                    "time_zone": "UTC",
+                    "weekly": {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed")},
+                }
+            },
+            "queues": {"support": {"calendar": "office"}},
+        },
+        DomainPolicy,
+    )
+    state = domain([agent("ann")], policy=policy)
+    metrics = Metrics()
+    seen: set[tuple[str, str]] = set()
+    evening = datetime(2026, 12, 1, 16, 55, tzinfo=UTC).timestamp()  # a Tuesday
+    on_time, late = message("k1", customer="c1"), message("k2", customer="c2")
+    for msg in (on_time, late):
+        apply(state, msg, evening)
+    morning = datetime(2026, 12, 2, 9, 0, tzinfo=UTC).timestamp()
+    for msg, at in ((on_time, morning + 240), (late, morning + 360)):
+        for record in _saved_conversations(apply(state, replied(msg.id, "ann"), at)):
+            observe_first_response(metrics, seen, state, record)
+    labels = {"channel": "sms", "queue": "support"}
+    assert value(metrics, "switchboard_first_response_seconds_count", **labels) == 2
+    assert value(metrics, "switchboard_sla_breaches_total", **labels) == 1
 
 
 def test_the_memory_of_counted_first_responses_starts_over_past_its_limit() -> None:
