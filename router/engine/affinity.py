@@ -43,7 +43,7 @@ def affinity_agent(state: DomainState, conversation: Conversation, now: float) -
             break
         tried += 1
         agent = state.agents.get(agent_id)
-        if agent is not None and agent.has_slot(conversation.channel):
+        if agent is not None and agent.may_take(conversation):
             return agent
     return None
 

@@ -18,7 +18,6 @@ from router.engine.records import AssignmentRecord, ConversationStatus, Deadline
 from router.engine.state import Agent, Conversation, DomainState, WindowState
 from schemas import (
     CandidateNote,
-    Channel,
     ConversationAssigned,
     ConversationClosed,
     ConversationOffered,
@@ -90,7 +89,7 @@ def offer(call: Call, conversation: Conversation, agent: Agent, strategy: Strate
     call.assignments[record.assignment_id] = record
     set_status(call, conversation, _OFFERED)
     conversation.offered_to = agent
-    take_slot(call, agent, conversation.channel)
+    take_slot(call, agent, conversation)
     expires_at = now + conversation.queue.offer_timeout
     state.schedule(conversation, expires_at, DeadlineKind.OFFER)
     call.emit(
@@ -135,7 +134,7 @@ def assign(
             offered_at=now,
             accepted_at=now,
         )
-        take_slot(call, agent, conversation.channel)
+        take_slot(call, agent, conversation)
     conversation.assignment = record
     call.assignments[record.assignment_id] = record
     set_status(call, conversation, _ASSIGNED)
@@ -176,26 +175,36 @@ def end_assignment(call: Call, conversation: Conversation, reason: str) -> None:
         call.assignments[ended.assignment_id] = ended
         conversation.assignment = None
     if conversation.status is _ASSIGNED and conversation.owner is not None:
-        free_slot(call, conversation.owner, conversation.channel)
+        free_slot(call, conversation.owner, conversation)
     elif conversation.status is _OFFERED and conversation.offered_to is not None:
-        free_slot(call, conversation.offered_to, conversation.channel)
+        free_slot(call, conversation.offered_to, conversation)
     conversation.owner = None
     conversation.offered_to = None
     call.conversations[conversation.conversation_id] = conversation
 
 
-def take_slot(call: Call, agent: Agent, channel: Channel) -> None:
+def take_slot(call: Call, agent: Agent, conversation: Conversation) -> None:
+    channel = conversation.channel
     agent.load[channel] = agent.load.get(channel, 0) + 1
+    key = (conversation.queue.name, channel)
+    agent.queue_load[key] = agent.queue_load.get(key, 0) + 1
     agent.idle_since[channel] = call.now
     call.state.reindex(agent, channel)
     call.agents[agent.agent_id] = agent
 
 
-def free_slot(call: Call, agent: Agent, channel: Channel) -> None:
+def free_slot(call: Call, agent: Agent, conversation: Conversation) -> None:
+    channel = conversation.channel
     load = agent.load.get(channel, 0)
     if load <= 0:
         raise EngineError(f"agent {agent.agent_id} has no {channel} slot to free")
     agent.load[channel] = load - 1
+    key = (conversation.queue.name, channel)
+    held = agent.queue_load.get(key, 0)
+    if held <= 1:
+        agent.queue_load.pop(key, None)
+    else:
+        agent.queue_load[key] = held - 1
     call.state.reindex(agent, channel)
     call.agents[agent.agent_id] = agent
     call.drain.append((agent, channel))

@@ -350,6 +350,8 @@ def _restore_conversation(
     )
     if holder is not None:
         holder.load[conversation.channel] = holder.load.get(conversation.channel, 0) + 1
+        key = (conversation.queue.name, conversation.channel)
+        holder.queue_load[key] = holder.queue_load.get(key, 0) + 1
 
 
 def _agent_of(state: DomainState, agent_id: str | None, record: ConversationRecord) -> Agent | None:

@@ -65,7 +65,7 @@ def _fire_release(call: Call, conversation: Conversation) -> None:
     if conversation.status is not _ASSIGNED or owner is None:
         raise EngineError(f"release of {conversation.status} {conversation.conversation_id}")
     set_status(call, conversation, _IDLE)
-    free_slot(call, owner, conversation.channel)
+    free_slot(call, owner, conversation)
     schedule_inactivity(call.state, conversation)
 
 

@@ -144,9 +144,9 @@ def _message_to_assigned(call: Call, conversation: Conversation) -> None:
 def _message_to_idle(call: Call, conversation: Conversation) -> None:
     owner = conversation.owner
     assert owner is not None
-    if owner.has_slot(conversation.channel):
+    if owner.may_take(conversation):
         set_status(call, conversation, _ASSIGNED)
-        take_slot(call, owner, conversation.channel)
+        take_slot(call, owner, conversation)
         schedule_inactivity(call.state, conversation)
         return
     end_assignment(call, conversation, "owner_unavailable")

@@ -208,6 +208,11 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``hold``, ``notify`` or ``queue`` (see ``AfterHours``)."""
     after_hours_queue: str | None = None
     """With ``after_hours = "queue"``: the queue that takes them."""
+    max_per_agent: dict[Channel, int] = {}
+    """Capacity rule, per channel: at most this many of the queue's conversations held by
+    one agent at once (offered or assigned, within the agent's own capacity); routing
+    passes over an agent at the limit. A manual pick-up or a transfer to a named agent is
+    not limited by it."""
 
     def __post_init__(self) -> None:
         if any(value <= 0 for value in self.first_response_sla.values()):
@@ -215,6 +220,8 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if (self.after_hours is AfterHours.QUEUE) != (self.after_hours_queue is not None):
             raise ValueError('after_hours_queue is set exactly when after_hours = "queue"')
         _check_names("skills", self.skills, SKILL_MAX)
+        if any(value < 1 for value in self.max_per_agent.values()):
+            raise ValueError("max_per_agent values must be >= 1")
         if not self.steps:
             raise ValueError("a queue needs at least one step")
         names = [step.name for step in self.steps]

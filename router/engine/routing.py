@@ -76,7 +76,7 @@ def route(
         enter_step(call, conversation, 0)
         return
     conversation.step_index = _PREFERRED
-    if preferred.has_slot(channel):
+    if preferred.may_take(conversation):
         hand_to(call, conversation, preferred, Strategy.PREFERRED)
         return
     if preferred.capacity.get(channel, 0) <= 0:
@@ -173,7 +173,9 @@ def enter_step(call: Call, conversation: Conversation, index: int) -> None:
 def try_step(call: Call, conversation: Conversation) -> None:
     """Rule 4: the best available agent of the step's pool, else wait at the step."""
     step = conversation.queue.steps[conversation.step_index]
-    agent = call.state.best_agent(step.pool, conversation.channel, conversation.passed_over)
+    agent = call.state.best_agent(
+        step.pool, conversation.channel, conversation.passed_over, conversation
+    )
     if agent is not None:
         strategy = Strategy.FALLBACK if conversation.fell_back else Strategy.QUEUE
         hand_to(call, conversation, agent, strategy)
@@ -303,13 +305,13 @@ def _drain(call: Call) -> None:
 def take_one(call: Call, agent: Agent, channel: Channel) -> bool:
     """Hand the agent (who has a free slot) one waiting conversation, if any."""
     state = call.state
-    found = state.first_waiting(agent.held.get(channel), agent.agent_id)
+    found = state.first_waiting(agent.held.get(channel), agent)
     if found is not None:
         hand_to(call, found[1], agent, Strategy.PREFERRED)
         return True
     best: tuple[WaitEntry, Conversation] | None = None
     for pool in agent.pools:
-        candidate = state.first_waiting(state.waiting.get((pool.index, channel)), agent.agent_id)
+        candidate = state.first_waiting(state.waiting.get((pool.index, channel)), agent)
         if candidate is not None and (best is None or candidate[0] < best[0]):
             best = candidate
     if best is None:

@@ -119,6 +119,7 @@ class Queue:
         "after_hours_queue",
         "calendar",
         "calendar_name",
+        "limits",
         "name",
         "names",
         "offer",
@@ -157,6 +158,8 @@ class Queue:
         self.calendar_name = ""
         self.after_hours = AfterHours.HOLD
         self.after_hours_queue: Queue | None = None
+        self.limits: dict[Channel, int] = {}
+        """Capacity rule: the queue's conversations one agent may hold per channel."""
 
     def index_of(self, name: str) -> int | None:
         """The step index of a step name, the engine's own steps included."""
@@ -212,6 +215,7 @@ class Compiled:
                 queue.calendar = calendars[queue_policy.calendar]
                 queue.calendar_name = queue_policy.calendar
             queue.after_hours = queue_policy.after_hours
+            queue.limits = dict(queue_policy.max_per_agent)
             if queue_policy.after_hours_queue is not None:
                 queue.after_hours_queue = self.queues[queue_policy.after_hours_queue]
         self.default_queue = policy.default_queue
@@ -237,6 +241,7 @@ class Agent:
         "pace_due",
         "pools",
         "presence",
+        "queue_load",
         "queues",
         "schedule",
         "shift_due",
@@ -252,6 +257,8 @@ class Agent:
         self.capacity: dict[Channel, int] = {}
         self.presence = Presence.OFFLINE
         self.load: dict[Channel, int] = {}
+        self.queue_load: dict[tuple[str, Channel], int] = {}
+        """Slots held per (queue, channel), for the queues' capacity rules."""
         self.idle_since: dict[Channel, float] = {}
         self.missed_offers = 0
         self.pools: tuple[Pool, ...] = ()
@@ -272,6 +279,19 @@ class Agent:
             and self.pace_due is None
             and self.load.get(channel, 0) < self.capacity.get(channel, 0)
         )
+
+    def under_limit(self, conversation: Conversation) -> bool:
+        """Whether the conversation's queue lets this agent hold one more of its
+        conversations on its channel (the queue's capacity rule)."""
+        limit = conversation.queue.limits.get(conversation.channel)
+        if limit is None:
+            return True
+        key = (conversation.queue.name, conversation.channel)
+        return self.queue_load.get(key, 0) < limit
+
+    def may_take(self, conversation: Conversation) -> bool:
+        """A free slot on the conversation's channel, within its queue's limit."""
+        return self.has_slot(conversation.channel) and self.under_limit(conversation)
 
     def unavailable_reason(self, channel: Channel) -> str:
         """Why this agent cannot take a conversation on ``channel`` now (or ``chosen``)."""
@@ -471,10 +491,15 @@ class DomainState:
         heapq.heapify(heap)
 
     def best_agent(
-        self, pool: Pool, channel: Channel, passed_over: dict[str, str] | None
+        self,
+        pool: Pool,
+        channel: Channel,
+        passed_over: dict[str, str] | None,
+        conversation: Conversation | None = None,
     ) -> Agent | None:
         """Least occupancy, then longest idle, then agent id, among the pool's available
-        agents on ``channel`` not passed over for this conversation."""
+        agents on ``channel`` not passed over for this conversation (nor at its queue's
+        limit)."""
         heap = self.available.get((pool.index, channel))
         if not heap:
             return None
@@ -487,7 +512,9 @@ class DomainState:
             if agent is None or agent.version.get(channel) != entry[3]:
                 heapq.heappop(heap)
                 continue
-            if passed_over is not None and entry[2] in passed_over:
+            if (passed_over is not None and entry[2] in passed_over) or (
+                conversation is not None and not agent.under_limit(conversation)
+            ):
                 skipped.append(heapq.heappop(heap))
                 continue
             chosen = agent
@@ -529,9 +556,11 @@ class DomainState:
         heapq.heapify(heap)
 
     def first_waiting(
-        self, heap: list[WaitEntry] | None, agent_id: str
+        self, heap: list[WaitEntry] | None, agent: Agent
     ) -> tuple[WaitEntry, Conversation] | None:
-        """The head of a waiting heap that ``agent_id`` may take (stale entries dropped)."""
+        """The head of a waiting heap that ``agent`` may take (stale entries dropped;
+        those passed over for it, or of a queue at its limit for it, skipped)."""
+        agent_id = agent.agent_id
         if not heap:
             return None
         conversations = self.conversations
@@ -544,7 +573,7 @@ class DomainState:
                 heapq.heappop(heap)
                 continue
             passed = conversation.passed_over
-            if passed is not None and agent_id in passed:
+            if (passed is not None and agent_id in passed) or not agent.under_limit(conversation):
                 skipped.append(heapq.heappop(heap))
                 continue
             found = (entry, conversation)

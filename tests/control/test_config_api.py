@@ -202,6 +202,11 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", {"steps": []})
         assert status == 400
         assert "a queue needs at least one step" in body["error"]
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/queues/vip", {"max_per_agent": {"sms": 0}}
+        )
+        assert status == 400
+        assert "max_per_agent" in body["error"]
         status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", {"colour": "red"})
         assert status == 400
         assert "colour" in body["error"]
