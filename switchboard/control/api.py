@@ -23,8 +23,9 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -33,7 +34,7 @@ from aiohttp import web
 
 from adapters.config import ChannelsConfig
 from router.api.auth import Principal, forbidden
-from router.api.openapi import EXTRA_OPERATIONS, Operation
+from router.api.openapi import EXTRA_OPERATIONS
 from router.api.routes import API
 from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
 from router.shell.replay import Kpis, load_recording, simulate
@@ -43,7 +44,7 @@ from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from schemas import MessageReceived
-from schemas.limits import DOMAIN_MAX, QUEUE_MAX, QueueName, decode_json_text
+from schemas.limits import DOMAIN_MAX, QUEUE_MAX, decode_json_text
 from switchboard.config import ControlDocument, DomainConfig
 from switchboard.control import store
 from switchboard.control.document import (
@@ -57,68 +58,24 @@ from switchboard.control.document import (
     to_builtins,
 )
 from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG
+from switchboard.control.models import (
+    ConfigChanged,
+    DryRunIn,
+    DryRunView,
+    EndpointSettings,
+    EndpointsView,
+    EndpointView,
+    KpisView,
+    VersionsPage,
+)
+from switchboard.control.operations import DOMAIN_PATH, OPERATIONS, PAGE_MAX
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-PAGE_MAX = 500
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """What neither PostgreSQL's text nor its ``jsonb`` holds."""
-
-
-class ConfigChanged(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to a change: the version it made (the current one if it changed nothing)."""
-
-    version: int
-    changes: list[Change]
-    """What changed; empty: nothing did, and no version was made."""
-    published: bool = True
-    """False: stored, but the broker did not take it yet; other processes get it when this
-    one publishes it again (it retries) or at their next start."""
-
-
-class VersionsPage(msgspec.Struct, frozen=True, kw_only=True):
-    versions: list[store.VersionSummary]
-    next_before: int | None
-    """Pass as ``before`` for the next (older) page; null: no more."""
-
-
-class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str
-    """``twilio``, ``whatsapp``, ``messenger``, ``instagram``, ``telegram`` or ``email``."""
-    key: str
-    """The number, id, bot name or address identifying it."""
-    settings: dict[str, Any]
-    """Its settings, as in the ``[channels]`` section of the configuration file."""
-
-
-class EndpointsView(msgspec.Struct, frozen=True, kw_only=True):
-    endpoints: list[EndpointView]
-
-
-EnvName = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-"""The name of an environment variable (or secrets file entry) holding a credential."""
-
-
-class EndpointSettings(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
-):
-    """Body of ``PUT …/channels/{kind}/{key}``: the domain and the key come from the path;
-    a field the kind does not have is refused."""
-
-    queue: QueueName | None = None
-    """Queue of its conversations; default: the domain's default queue."""
-    access_token_env: EnvName | None = None
-    """``whatsapp``, ``messenger``, ``instagram``: the variable holding the access token."""
-    secret_token_env: EnvName | None = None
-    """``telegram``: the variable holding the webhook's ``secret_token``."""
-    bot_token_env: EnvName | None = None
-    """``telegram``: the variable holding the bot token."""
-    allow_groups: bool | None = None
-    """``telegram``: also route group chats."""
-    sending_domain: Annotated[str, msgspec.Meta(max_length=253)] | None = None
-    """``email``: the Mailgun sending domain of replies."""
 
 
 # -- plumbing ---------------------------------------------------------------------------
@@ -475,47 +432,6 @@ DRY_RUN_MAX_INPUTS = 200_000
 router's process, so a wider window is refused rather than let it crowd out routing."""
 
 
-Instant = Annotated[float, msgspec.Meta(ge=0, le=253_402_300_799)]
-"""Seconds since the Unix epoch, up to the end of year 9999."""
-
-
-class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Body of ``POST /v1/domains/{domain}/config/dry-run``: a candidate routing, given
-    whole (``routing``) or as the domain's routing in an earlier version (``version``),
-    and the window of recorded traffic to replay."""
-
-    routing: DomainPolicy | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    start: Instant | None = msgspec.field(name="from", default=None)
-    """Seconds since the Unix epoch; default: seven days before ``to`` (last week)."""
-    end: Instant | None = msgspec.field(name="to", default=None)
-    """Seconds since the Unix epoch; default: now."""
-
-
-class KpisView(msgspec.Struct, frozen=True, kw_only=True):
-    assignments: int
-    """Conversations the engine handed to an agent (transfers and pick-ups excluded)."""
-    preferred_hit_ratio: float | None
-    """Of those with a preferred agent, the share that agent took."""
-    wait_p50_seconds: float | None
-    wait_p95_seconds: float | None
-    sla_breaches: int | None
-    """Assignments that waited longer than the channel's first-response SLA (null: none set)."""
-    fallbacks: int
-    overflowed: int
-    occupancy: float | None
-    """Time-weighted share of online agents' slots in use."""
-
-
-class DryRunView(msgspec.Struct, frozen=True, kw_only=True):
-    domain: str
-    messages: int
-    agent_events: int
-    current: KpisView
-    """The routing the domain runs now, replayed over the same traffic."""
-    candidate: KpisView
-
-
 def _kpis(kpis: Kpis) -> KpisView:
     return KpisView(
         assignments=kpis.assignments,
@@ -583,159 +499,107 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
     )
 
 
-# -- queues ------------------------------------------------------------------------------
+# -- queues and calendars: named parts of a domain's routing ---------------------------------
 
 
-def _queue_name(request: web.Request) -> str:
-    name = request.match_info["queue"]
-    if not name or len(name) > QUEUE_MAX or not name.isprintable():
-        raise _Refused(400, f"queue names are 1 to {QUEUE_MAX} printable characters")
-    return name
+def _default_queue_in_use(routing: DomainPolicy, name: str) -> str | None:
+    if name == routing.default_queue:
+        return f"{name!r} is the domain's default queue (routing.default_queue)"
+    return None
 
 
-def _queue_of(domain: str, queue: str) -> Callable[[ControlDocument], QueuePolicy | None]:
-    def read(document: ControlDocument) -> QueuePolicy | None:
+def _calendar_in_use(routing: DomainPolicy, name: str) -> str | None:
+    users = [queue for queue, policy in routing.queues.items() if policy.calendar == name]
+    if users:
+        return f"queues {', '.join(sorted(users))} keep their hours in {name!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class _RoutingPart:
+    """A named entry of a domain's routing section, read, replaced and deleted whole."""
+
+    kind: str
+    """``queue`` or ``calendar``: the path parameter, and the name in actions and messages."""
+    field: str
+    """The ``DomainPolicy`` mapping that holds them."""
+    type: type[Any]
+    in_use: Callable[[DomainPolicy, str], str | None]
+    """Why one may not be deleted (409), or None."""
+
+    def name(self, request: web.Request) -> str:
+        name = request.match_info[self.kind]
+        if not name or len(name) > QUEUE_MAX or not name.isprintable():
+            raise _Refused(400, f"{self.kind} names are 1 to {QUEUE_MAX} printable characters")
+        return name
+
+    def of(self, domain: str, name: str) -> Callable[[ControlDocument], Any]:
+        def read(document: ControlDocument) -> Any:
+            config = document.domains.get(domain)
+            return None if config is None else getattr(config.routing, self.field).get(name)
+
+        return read
+
+    def replaced(
+        self, document: ControlDocument, domain: str, name: str, value: Any
+    ) -> ControlDocument:
         config = document.domains.get(domain)
-        return None if config is None else config.routing.queues.get(queue)
+        if config is None:
+            raise _Refused(404, f"unknown domain {domain!r}")
+        entries = dict(getattr(config.routing, self.field))
+        if value is None:
+            reason = self.in_use(config.routing, name)
+            if reason is not None:
+                raise _Refused(409, reason)
+            entries.pop(name, None)
+        else:
+            entries[name] = value
+        routing = msgspec.structs.replace(config.routing, **{self.field: entries})
+        return _with_domain(document, domain, msgspec.structs.replace(config, routing=routing))
 
-    return read
+    async def _change(
+        self, request: web.Request, principal: Principal, domain: str, name: str, value: Any
+    ) -> web.Response:
+        return await _change(
+            request,
+            principal,
+            resource=self.of(domain, name),
+            edit=lambda document: self.replaced(document, domain, name, value),
+            action=f"config.{self.kind}.{'delete' if value is None else 'put'}",
+            domain=domain,
+            target=f"{self.kind} {name}",
+        )
 
+    def routes(self) -> list[web.RouteDef]:
+        @_handler
+        async def get(request: web.Request) -> web.StreamResponse:
+            domain, _ = await _admin(request)
+            name = self.name(request)
+            _, document = _current(request)
+            return _read(request, self.of(domain, name)(document), f"{self.kind} {name!r}")
 
-def _with_queue(
-    document: ControlDocument, domain: str, queue: str, value: QueuePolicy | None
-) -> ControlDocument:
-    config = document.domains.get(domain)
-    if config is None:
-        raise _Refused(404, f"unknown domain {domain!r}")
-    queues = dict(config.routing.queues)
-    if value is None:
-        if queue == config.routing.default_queue:
-            raise _Refused(409, f"{queue!r} is the domain's default queue (routing.default_queue)")
-        queues.pop(queue, None)
-    else:
-        queues[queue] = value
-    routing = msgspec.structs.replace(config.routing, queues=queues)
-    return _with_domain(document, domain, msgspec.structs.replace(config, routing=routing))
+        @_handler
+        async def put(request: web.Request) -> web.StreamResponse:
+            domain, principal = await _admin(request)
+            name = self.name(request)
+            body = await _body(request, self.type, _api_limit(request))
+            return await self._change(request, principal, domain, name, body)
 
+        @_handler
+        async def delete(request: web.Request) -> web.StreamResponse:
+            domain, principal = await _admin(request)
+            name = self.name(request)
+            _, document = _current(request)
+            if self.of(domain, name)(document) is None:
+                raise _Refused(404, f"unknown {self.kind} {name!r}")
+            return await self._change(request, principal, domain, name, None)
 
-@_handler
-async def get_queue(request: web.Request) -> web.StreamResponse:
-    domain, _ = await _admin(request)
-    queue = _queue_name(request)
-    _, document = _current(request)
-    return _read(request, _queue_of(domain, queue)(document), f"queue {queue!r}")
-
-
-@_handler
-async def put_queue(request: web.Request) -> web.StreamResponse:
-    domain, principal = await _admin(request)
-    queue = _queue_name(request)
-    body = await _body(request, QueuePolicy, _api_limit(request))
-    return await _change(
-        request,
-        principal,
-        resource=_queue_of(domain, queue),
-        edit=lambda document: _with_queue(document, domain, queue, body),
-        action="config.queue.put",
-        domain=domain,
-        target=f"queue {queue}",
-    )
-
-
-@_handler
-async def delete_queue(request: web.Request) -> web.StreamResponse:
-    domain, principal = await _admin(request)
-    queue = _queue_name(request)
-    _, document = _current(request)
-    if _queue_of(domain, queue)(document) is None:
-        raise _Refused(404, f"unknown queue {queue!r}")
-    return await _change(
-        request,
-        principal,
-        resource=_queue_of(domain, queue),
-        edit=lambda document: _with_queue(document, domain, queue, None),
-        action="config.queue.delete",
-        domain=domain,
-        target=f"queue {queue}",
-    )
+        path = f"{DOMAIN_PATH}/{self.field}/{{{self.kind}}}"
+        return [web.get(path, get), web.put(path, put), web.delete(path, delete)]
 
 
-# -- business-hours calendars ----------------------------------------------------------------
-
-
-def _calendar_name(request: web.Request) -> str:
-    name = request.match_info["calendar"]
-    if not name or len(name) > QUEUE_MAX or not name.isprintable():
-        raise _Refused(400, f"calendar names are 1 to {QUEUE_MAX} printable characters")
-    return name
-
-
-def _calendar_of(domain: str, name: str) -> Callable[[ControlDocument], BusinessCalendar | None]:
-    def read(document: ControlDocument) -> BusinessCalendar | None:
-        config = document.domains.get(domain)
-        return None if config is None else config.routing.calendars.get(name)
-
-    return read
-
-
-def _with_calendar(
-    document: ControlDocument, domain: str, name: str, value: BusinessCalendar | None
-) -> ControlDocument:
-    config = document.domains.get(domain)
-    if config is None:
-        raise _Refused(404, f"unknown domain {domain!r}")
-    calendars = dict(config.routing.calendars)
-    if value is None:
-        users = [q for q, queue in config.routing.queues.items() if queue.calendar == name]
-        if users:
-            raise _Refused(409, f"queues {', '.join(sorted(users))} keep their hours in {name!r}")
-        calendars.pop(name, None)
-    else:
-        calendars[name] = value
-    routing = msgspec.structs.replace(config.routing, calendars=calendars)
-    return _with_domain(document, domain, msgspec.structs.replace(config, routing=routing))
-
-
-@_handler
-async def get_calendar(request: web.Request) -> web.StreamResponse:
-    domain, _ = await _admin(request)
-    name = _calendar_name(request)
-    _, document = _current(request)
-    return _read(request, _calendar_of(domain, name)(document), f"calendar {name!r}")
-
-
-@_handler
-async def put_calendar(request: web.Request) -> web.StreamResponse:
-    domain, principal = await _admin(request)
-    name = _calendar_name(request)
-    body = await _body(request, BusinessCalendar, _api_limit(request))
-    return await _change(
-        request,
-        principal,
-        resource=_calendar_of(domain, name),
-        edit=lambda document: _with_calendar(document, domain, name, body),
-        action="config.calendar.put",
-        domain=domain,
-        target=f"calendar {name}",
-    )
-
-
-@_handler
-async def delete_calendar(request: web.Request) -> web.StreamResponse:
-    domain, principal = await _admin(request)
-    name = _calendar_name(request)
-    _, document = _current(request)
-    if _calendar_of(domain, name)(document) is None:
-        raise _Refused(404, f"unknown calendar {name!r}")
-    return await _change(
-        request,
-        principal,
-        resource=_calendar_of(domain, name),
-        edit=lambda document: _with_calendar(document, domain, name, None),
-        action="config.calendar.delete",
-        domain=domain,
-        target=f"calendar {name}",
-    )
+QUEUES = _RoutingPart("queue", "queues", QueuePolicy, _default_queue_in_use)
+CALENDARS = _RoutingPart("calendar", "calendars", BusinessCalendar, _calendar_in_use)
 
 
 # -- channel endpoints ---------------------------------------------------------------------
@@ -853,8 +717,6 @@ async def delete_endpoint(request: web.Request) -> web.StreamResponse:
 
 # -- installation ----------------------------------------------------------------------------
 
-_DOMAIN = "/v1/domains/{domain}"
-
 
 def setup_control(app: web.Application) -> None:
     """Add the configuration API's routes (after ``setup_api``: it uses the API's auth)."""
@@ -865,294 +727,17 @@ def setup_control(app: web.Application) -> None:
             web.get("/v1/config/versions", list_config_versions),
             web.get("/v1/config/versions/{version}", get_config_version),
             web.post("/v1/config/versions/{version}/restore", restore_config_version),
-            web.get(_DOMAIN + "/config", get_domain_config),
-            web.put(_DOMAIN + "/config", put_domain_config),
-            web.delete(_DOMAIN + "/config", delete_domain_config),
-            web.get(_DOMAIN + "/config/versions", list_domain_versions),
-            web.post(_DOMAIN + "/config/dry-run", dry_run),
-            web.get(_DOMAIN + "/queues/{queue}", get_queue),
-            web.put(_DOMAIN + "/queues/{queue}", put_queue),
-            web.delete(_DOMAIN + "/queues/{queue}", delete_queue),
-            web.get(_DOMAIN + "/calendars/{calendar}", get_calendar),
-            web.put(_DOMAIN + "/calendars/{calendar}", put_calendar),
-            web.delete(_DOMAIN + "/calendars/{calendar}", delete_calendar),
-            web.get(_DOMAIN + "/channels", list_endpoints),
-            web.get(_DOMAIN + "/channels/{kind}/{key}", get_endpoint),
-            web.put(_DOMAIN + "/channels/{kind}/{key}", put_endpoint),
-            web.delete(_DOMAIN + "/channels/{kind}/{key}", delete_endpoint),
+            web.get(DOMAIN_PATH + "/config", get_domain_config),
+            web.put(DOMAIN_PATH + "/config", put_domain_config),
+            web.delete(DOMAIN_PATH + "/config", delete_domain_config),
+            web.get(DOMAIN_PATH + "/config/versions", list_domain_versions),
+            web.post(DOMAIN_PATH + "/config/dry-run", dry_run),
+            *QUEUES.routes(),
+            *CALENDARS.routes(),
+            web.get(DOMAIN_PATH + "/channels", list_endpoints),
+            web.get(DOMAIN_PATH + "/channels/{kind}/{key}", get_endpoint),
+            web.put(DOMAIN_PATH + "/channels/{kind}/{key}", put_endpoint),
+            web.delete(DOMAIN_PATH + "/channels/{kind}/{key}", delete_endpoint),
         ]
     )
     app[EXTRA_OPERATIONS] = OPERATIONS
-
-
-def _path(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema,
-    }
-
-
-_DOMAIN_PARAM = _path(
-    "domain",
-    "Routing domain id",
-    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": DOMAIN_MAX},
-)
-_QUEUE_PARAM = _path(
-    "queue", "Queue name", {"type": "string", "minLength": 1, "maxLength": QUEUE_MAX}
-)
-_CALENDAR_PARAM = _path(
-    "calendar", "Calendar name", {"type": "string", "minLength": 1, "maxLength": QUEUE_MAX}
-)
-_KIND_PARAM = _path("kind", "Endpoint kind", {"type": "string", "enum": list(ENDPOINT_KINDS)})
-_KEY_PARAM = _path(
-    "key",
-    "The number, id, bot name or address (email: compared case-insensitively)",
-    {"type": "string", "minLength": 1, "maxLength": 256},
-)
-_VERSION_PARAM = _path("version", "A configuration version", {"type": "integer", "minimum": 1})
-_IF_MATCH = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "The ETag read with the resource; required to change or delete one that exists",
-    "schema": {"type": "string", "maxLength": 1024},
-}
-_PAGE_PARAMS = (
-    {
-        "name": "before",
-        "in": "query",
-        "required": False,
-        "description": "Only versions older than this one (the previous page's `next_before`)",
-        "schema": {"type": "integer", "minimum": 1},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 50},
-    },
-)
-_PREVIEW = {
-    "name": "preview",
-    "in": "query",
-    "required": False,
-    "description": "`true`: validate and answer the diff without storing anything",
-    "schema": {"type": "boolean"},
-}
-_READ = (400, 401, 403, 404, 503)
-_WRITE = (400, 401, 403, 404, 409, 412, 413, 428, 503)
-
-OPERATIONS: tuple[Operation, ...] = (
-    Operation(
-        "get",
-        "/v1/config",
-        "getConfig",
-        "The runtime configuration (platform admin)",
-        (),
-        200,
-        ControlDocument,
-        errors=_READ,
-    ),
-    Operation(
-        "put",
-        "/v1/config",
-        "putConfig",
-        "Replace the runtime configuration (platform admin)",
-        (_IF_MATCH, _PREVIEW),
-        200,
-        ConfigChanged,
-        ControlDocument,
-        errors=_WRITE,
-    ),
-    Operation(
-        "get",
-        "/v1/config/versions",
-        "listConfigVersions",
-        "Configuration versions, newest first (platform admin)",
-        _PAGE_PARAMS,
-        200,
-        VersionsPage,
-        errors=_READ,
-    ),
-    Operation(
-        "get",
-        "/v1/config/versions/{version}",
-        "getConfigVersion",
-        "One version: author, time, diff and document (platform admin)",
-        (_VERSION_PARAM,),
-        200,
-        store.VersionDetail,
-        errors=_READ,
-    ),
-    Operation(
-        "post",
-        "/v1/config/versions/{version}/restore",
-        "restoreConfigVersion",
-        "Make a version's document the current one again, as a new version (platform admin)",
-        (_VERSION_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        errors=_WRITE,
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/config",
-        "getDomainConfig",
-        "A domain's routing and web chat configuration (admin)",
-        (_DOMAIN_PARAM,),
-        200,
-        DomainConfig,
-        errors=_READ,
-    ),
-    Operation(
-        "put",
-        _DOMAIN + "/config",
-        "putDomainConfig",
-        "Create (platform admin) or replace (admin) a domain's configuration",
-        (_DOMAIN_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        DomainConfig,
-        errors=_WRITE,
-    ),
-    Operation(
-        "delete",
-        _DOMAIN + "/config",
-        "deleteDomainConfig",
-        "Delete a domain no endpoint feeds any more (platform admin)",
-        (_DOMAIN_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        errors=_WRITE,
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/config/versions",
-        "listDomainConfigVersions",
-        "Configuration versions that changed this domain, newest first (admin)",
-        (_DOMAIN_PARAM, *_PAGE_PARAMS),
-        200,
-        VersionsPage,
-        errors=_READ,
-    ),
-    Operation(
-        "post",
-        _DOMAIN + "/config/dry-run",
-        "dryRunDomainConfig",
-        "Replay recorded traffic under the current and a candidate routing (admin)",
-        (_DOMAIN_PARAM,),
-        200,
-        DryRunView,
-        DryRunIn,
-        errors=(400, 401, 403, 404, 413, 503),
-        description="Nothing is changed. The candidate is a `routing` section, or the"
-        " domain's routing in an earlier `version`; the KPIs of both come from the same"
-        " replay of the window's recorded messages and agent events through the engine.",
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/queues/{queue}",
-        "getQueue",
-        "A queue's routing: steps, waits, skills, mode (admin)",
-        (_DOMAIN_PARAM, _QUEUE_PARAM),
-        200,
-        QueuePolicy,
-        errors=_READ,
-    ),
-    Operation(
-        "put",
-        _DOMAIN + "/queues/{queue}",
-        "putQueue",
-        "Create or replace a queue (admin)",
-        (_DOMAIN_PARAM, _QUEUE_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        QueuePolicy,
-        errors=_WRITE,
-    ),
-    Operation(
-        "delete",
-        _DOMAIN + "/queues/{queue}",
-        "deleteQueue",
-        "Delete a queue no endpoint names, other than the default one (admin)",
-        (_DOMAIN_PARAM, _QUEUE_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        errors=_WRITE,
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/calendars/{calendar}",
-        "getCalendar",
-        "A business-hours calendar: weekly hours in a time zone, holidays, exceptions (admin)",
-        (_DOMAIN_PARAM, _CALENDAR_PARAM),
-        200,
-        BusinessCalendar,
-        errors=_READ,
-    ),
-    Operation(
-        "put",
-        _DOMAIN + "/calendars/{calendar}",
-        "putCalendar",
-        "Create or replace a business-hours calendar (admin)",
-        (_DOMAIN_PARAM, _CALENDAR_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        BusinessCalendar,
-        errors=_WRITE,
-    ),
-    Operation(
-        "delete",
-        _DOMAIN + "/calendars/{calendar}",
-        "deleteCalendar",
-        "Delete a calendar no queue keeps its hours in (admin)",
-        (_DOMAIN_PARAM, _CALENDAR_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        errors=_WRITE,
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/channels",
-        "listEndpoints",
-        "The provider endpoints feeding the domain (admin)",
-        (_DOMAIN_PARAM,),
-        200,
-        EndpointsView,
-        errors=_READ,
-    ),
-    Operation(
-        "get",
-        _DOMAIN + "/channels/{kind}/{key}",
-        "getEndpoint",
-        "One endpoint (admin)",
-        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM),
-        200,
-        EndpointView,
-        errors=_READ,
-    ),
-    Operation(
-        "put",
-        _DOMAIN + "/channels/{kind}/{key}",
-        "putEndpoint",
-        "Add or change an endpoint feeding the domain (admin)",
-        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        EndpointSettings,
-        errors=_WRITE,
-    ),
-    Operation(
-        "delete",
-        _DOMAIN + "/channels/{kind}/{key}",
-        "deleteEndpoint",
-        "Remove an endpoint: its webhooks are refused from then on (admin)",
-        (_DOMAIN_PARAM, _KIND_PARAM, _KEY_PARAM, _IF_MATCH),
-        200,
-        ConfigChanged,
-        errors=_WRITE,
-    ),
-)
