@@ -17,7 +17,8 @@ from router.api.auth import Authenticator
 from router.api.config import ApiConfig, AuthMode
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.openapi import get_openapi
-from router.api.routes import API, ApiContext, api_routes, json_errors
+from router.api.routes import API, ApiContext, agent_routes, json_errors
+from router.api.tokens import token_routes
 from router.console import setup_console
 from router.engine import DomainPolicy
 from runtime import kafka
@@ -50,6 +51,11 @@ def setup_api(
     app.router.add_routes(api_routes())
     app.router.add_get("/openapi.json", get_openapi)
     setup_console(app)
+
+
+def api_routes() -> list[web.RouteDef]:
+    """Every route of the agent and operations API (``/openapi.json`` documents them)."""
+    return [*agent_routes(), *token_routes("/v1/domains/{domain}")]
 
 
 async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:

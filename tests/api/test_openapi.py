@@ -34,7 +34,7 @@ EXAMPLES = 20
 def test_every_route_of_the_api_is_documented() -> None:
     from aiohttp import web
 
-    from router.api.routes import api_routes
+    from router.api.setup import api_routes
 
     doc = document()
     assert doc["openapi"] == "3.1.0"
