@@ -15,11 +15,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from adapters.base import hmac_hex
 from schemas import ROUTING_DECODER, ConversationAssigned, MessageRouted
 from schemas.topics import ROUTING
 from switchboard.app import Role
 from switchboard.config import Config
+from tests.adapters.test_meta import signed, wa_notification, wa_text, wa_value
 from tests.conftest import Infrastructure
 from tests.support import RouterProcess, TopicReader, make_raw_config, running_service, wait_until
 
@@ -31,41 +31,11 @@ SECRETS = {"META_APP_SECRET": APP_SECRET, "WHATSAPP_ACCESS_TOKEN": "wa-token"}
 
 
 def whatsapp_message(number_id: str, sender: str) -> tuple[bytes, dict[str, str]]:
-    payload = {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": number_id,
-                            },
-                            "contacts": [{"profile": {"name": "Sheena"}, "wa_id": sender}],
-                            "messages": [
-                                {
-                                    "from": sender,
-                                    "id": f"wamid.{uuid.uuid4().hex}",
-                                    "timestamp": str(int(time.time())),
-                                    "type": "text",
-                                    "text": {"body": "hello"},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    body = msgspec.json.encode(payload)
-    return body, {
-        "X-Hub-Signature-256": "sha256=" + hmac_hex(APP_SECRET, body),
-        "Content-Type": "application/json",
-    }
+    """A WhatsApp Cloud API text message, signed with the app secret (``tests.adapters``'
+    documented payload), sent now by ``sender``."""
+    message = {**wa_text(f"wamid.{uuid.uuid4().hex}"), "from": sender}
+    message["timestamp"] = str(int(time.time()))
+    return signed(wa_notification(wa_value(messages=[message], number_id=number_id)), APP_SECRET)
 
 
 async def config_version(session: aiohttp.ClientSession, base: str) -> int:
