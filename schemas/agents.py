@@ -84,6 +84,39 @@ class CustomerOwnerSet(Event, frozen=True, kw_only=True, tag="customer.owner_set
     agent_id: AgentId | None = None
 
 
+class AgentRemoved(Event, frozen=True, kw_only=True, tag="agent.removed"):
+    """An agent left the domain (offboarding): never preferred again; the conversations
+    they own, are offered or are held for go back to routing at once."""
+
+    agent_id: AgentId
+
+
+class CustomerLinkRequested(Event, frozen=True, kw_only=True, tag="customer.link_requested"):
+    """``identity`` is also ``customer_id`` (a verified link: by the API, or by a signed
+    web chat login). When the identity is itself a customer with history, the two
+    profiles merge into ``customer_id``."""
+
+    customer_id: CustomerId
+    identity: CustomerId
+    source: Code = "api"
+    """Who vouched for the link: ``api``, ``webchat_login``, ``lookup``."""
+
+
+class CustomerUnlinkRequested(Event, frozen=True, kw_only=True, tag="customer.unlink_requested"):
+    """``identity`` is no longer ``customer_id``: its next conversation starts a profile
+    of its own (open conversations finish as they are)."""
+
+    customer_id: CustomerId
+    identity: CustomerId
+
+
+class CustomerMergeRequested(Event, frozen=True, kw_only=True, tag="customer.merge_requested"):
+    """``from_customer_id`` is the same person as ``customer_id``: one profile remains."""
+
+    customer_id: CustomerId
+    from_customer_id: CustomerId
+
+
 class ConversationAcceptRequested(
     Event, frozen=True, kw_only=True, tag="conversation.accept_requested"
 ):
@@ -110,6 +143,16 @@ class ConversationTransferRequested(
     to_queue: QueueName | None = None
 
 
+class ConversationDeclineRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.decline_requested"
+):
+    """The agent an offer was made to turns it down: it moves on at once, not a miss."""
+
+    conversation_id: ConversationId
+    agent_id: AgentId
+    reason: Code = "declined"
+
+
 class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
     """An agent's reply left for the customer (first response, waiting on customer)."""
 
@@ -120,7 +163,14 @@ class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_rep
 
 
 AgentCommand = (
-    ConversationAcceptRequested | ConversationCloseRequested | ConversationTransferRequested
+    ConversationAcceptRequested
+    | ConversationCloseRequested
+    | ConversationTransferRequested
+    | ConversationDeclineRequested
+    | AgentRemoved
+    | CustomerLinkRequested
+    | CustomerUnlinkRequested
+    | CustomerMergeRequested
 )
 
 AgentEvent = (
@@ -130,7 +180,12 @@ AgentEvent = (
     | ConversationAcceptRequested
     | ConversationCloseRequested
     | ConversationTransferRequested
+    | ConversationDeclineRequested
     | AgentReplied
+    | AgentRemoved
+    | CustomerLinkRequested
+    | CustomerUnlinkRequested
+    | CustomerMergeRequested
 )
 
 AGENT_EVENT_DECODER: msgspec.json.Decoder[AgentEvent] = msgspec.json.Decoder(AgentEvent)

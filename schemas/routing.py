@@ -149,6 +149,29 @@ class ConversationOutsideHours(
     """The queue's business-hours calendar."""
 
 
+class CustomerLinked(Event, frozen=True, kw_only=True, tag="customer.linked"):
+    """``identity`` now reaches the customer ``customer_id`` (``linked`` False: no
+    longer)."""
+
+    customer_id: CustomerId
+    identity: CustomerId
+    linked: bool = True
+    source: str = "api"
+
+
+class CustomerMerged(Event, frozen=True, kw_only=True, tag="customer.merged"):
+    """``merged_customer_id`` was the same person as ``customer_id``: its identities,
+    owner, last agent, affinity and open conversations are ``customer_id``'s now, and
+    the merged id names that customer from here on (consumers re-key what they hold)."""
+
+    customer_id: CustomerId
+    merged_customer_id: CustomerId
+    identities: tuple[CustomerId, ...] = ()
+    """Every identity of the surviving customer after the merge."""
+    conversation_ids: tuple[ConversationId, ...] = ()
+    """The merged customer's open conversations, now ``customer_id``'s."""
+
+
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
     """The router applied an agent API command (``command_id`` is the command's id)."""
 
@@ -175,6 +198,8 @@ RoutingEvent = (
     | MessageRouted
     | ConversationReplyWindowClosed
     | ConversationOutsideHours
+    | CustomerLinked
+    | CustomerMerged
     | CommandCompleted
     | CommandRejected
 )

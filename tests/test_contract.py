@@ -103,6 +103,7 @@ INDEXED_COLUMN_MAX = {
     "owner_agent_id": limits.AGENT_ID_MAX,
     "preferred_agent_id": limits.AGENT_ID_MAX,
     "customer_id": limits.CUSTOMER_ID_MAX,
+    "identity": limits.CUSTOMER_ID_MAX,
     "conversation_id": limits.CONVERSATION_ID_MAX,
     "message_id": limits.EVENT_ID_MAX,
     "assignment_id": limits.EVENT_ID_MAX,

@@ -10,15 +10,17 @@ surrogate replaced by U+FFFD (``__post_init__``).
 from __future__ import annotations
 
 import enum
+import zoneinfo
 from typing import Annotated
 
 import msgspec
 
-from schemas import Attachment, Channel, Presence
+from schemas import AgentSchedule, Attachment, Channel, Presence
 from schemas.limits import (
     AGENT_ID_MAX,
     CODE_MAX,
     CONTENT_TYPE_MAX,
+    CUSTOMER_ID_MAX,
     EPOCH_MAX,
     FILENAME_MAX,
     LIST_MAX,
@@ -64,11 +66,21 @@ class AgentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     queues: Annotated[tuple[QueueName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
     capacity: dict[Channel, Capacity] = {}
     """Concurrent conversations per channel; a channel absent here is not served."""
+    schedule: AgentSchedule | None = None
+    """Weekly working hours in an IANA time zone: routing expects the agent back at their
+    next shift and, with ``on_shift_end = "rehome"``, re-homes their conversations at
+    shift end. None: no schedule."""
 
     def __post_init__(self) -> None:
         _check_identifiers("skills", self.skills, SKILL_MAX)
         _check_identifiers("queues", self.queues, QUEUE_MAX)
         msgspec.structs.force_setattr(self, "name", clean_text(self.name))
+        if self.schedule is not None:
+            zone = self.schedule.timezone
+            try:
+                zoneinfo.ZoneInfo(zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {zone!r}") from None
 
 
 class PresenceIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -100,6 +112,37 @@ class CloseIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     def __post_init__(self) -> None:
         _check_identifiers("reason", (self.reason,), CODE_MAX)
+
+
+class DeclineIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Turn down an offer: it moves on at once, and it is not counted as a missed offer."""
+
+    reason: Reason = "declined"
+    """Why, as a code (``on_a_call``, ``wrong_language`` …): kept on the offer's record."""
+    agent_id: AgentId | None = None
+    """Admin only: the agent declining (an agent token declines as itself)."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("reason", (self.reason,), CODE_MAX)
+
+
+class IdentityIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An identity to link to the customer: ``kind:value`` (``schemas.identity``)."""
+
+    identity: Annotated[
+        str, msgspec.Meta(min_length=3, max_length=CUSTOMER_ID_MAX, pattern=NO_CONTROLS)
+    ]
+
+
+class MergeIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The customer to fold into the one in the path (the same person)."""
+
+    from_customer_id: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=CUSTOMER_ID_MAX, pattern=NO_CONTROLS)
+    ]
+
+    def __post_init__(self) -> None:
+        _check_identifiers("from_customer_id", (self.from_customer_id,), CUSTOMER_ID_MAX)
 
 
 class TransferIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -300,6 +343,7 @@ class AgentView(msgspec.Struct, frozen=True, kw_only=True):
     skills: tuple[str, ...]
     queues: tuple[str, ...]
     capacity: dict[Channel, int]
+    schedule: AgentSchedule | None = None
     presence: Presence
     load: dict[Channel, int]
     """Slots in use per channel (assigned and offered conversations)."""

@@ -21,7 +21,10 @@ from router.api.models import (
     AgentView,
     CloseIn,
     ConversationView,
+    DeclineIn,
     ErrorBody,
+    IdentityIn,
+    MergeIn,
     OwnerIn,
     PlatformTokenIn,
     PresenceIn,
@@ -86,6 +89,18 @@ _CONVERSATION = {
         "pattern": NO_CONTROLS,
         "minLength": 1,
         "maxLength": CONVERSATION_ID_MAX,
+    },
+}
+_IDENTITY = {
+    "name": "identity",
+    "in": "path",
+    "required": True,
+    "description": "`kind:value`: `phone:+14155550100`, `email:ann@example.com`, `user:42` …",
+    "schema": {
+        "type": "string",
+        "pattern": NO_CONTROLS,
+        "minLength": 3,
+        "maxLength": CUSTOMER_ID_MAX,
     },
 }
 _LIMIT = {
@@ -215,6 +230,11 @@ class Operation:
 _BASE = "/v1/domains/{domain}"
 _CONV = _BASE + "/conversations/{conversation_id}"
 _COMMAND_ERRORS = (400, 401, 403, 404, 409, 413, 503)
+_CUSTOMER_PATH = _BASE + "/customers/{customer_id}"
+_VERDICT = (
+    "202 `completed` once the router applied it, `pending` when its verdict did not come "
+    "in time; 409 with the router's reason when it refused."
+)
 _READ_ERRORS = (400, 401, 403, 404, 503)
 _WRITE_ERRORS = (400, 401, 403, 404, 413, 503)
 _PLATFORM_ERRORS = (400, 401, 403, 503)
@@ -359,6 +379,75 @@ OPERATIONS = (
         ConversationView,
     ),
     Operation(
+        "delete",
+        _BASE + "/agents/{agent_id}",
+        "removeAgent",
+        "Offboard an agent (admin): their tokens are revoked, what they held re-routed",
+        (_DOMAIN, _AGENT),
+        202,
+        Accepted,
+        None,
+        _COMMAND_ERRORS,
+        "The agent is nobody's preferred agent from then on. Offers made to them move on, "
+        "conversations they own go through their queue's ladder with them passed over, and "
+        "those held for them fall back at once. " + _VERDICT,
+    ),
+    Operation(
+        "post",
+        _CUSTOMER_PATH + "/identities",
+        "linkCustomerIdentity",
+        "Link an identity (phone, email, web chat user, PSID …) to the customer (admin)",
+        (_DOMAIN, _CUSTOMER),
+        202,
+        Accepted,
+        IdentityIn,
+        _COMMAND_ERRORS,
+        "Messages from the identity then belong to the customer: same preferred agent, owner "
+        "and affinity on every channel. An identity that is a customer with a history of "
+        "its own is merged into this one (`customer.merged`). Linking an identity already "
+        "linked here changes nothing; one linked to another customer is refused (409 "
+        "`identity_linked_to_another_customer`). " + _VERDICT,
+    ),
+    Operation(
+        "delete",
+        _CUSTOMER_PATH + "/identities/{identity}",
+        "unlinkCustomerIdentity",
+        "Unlink an identity from the customer (admin)",
+        (_DOMAIN, _CUSTOMER, _IDENTITY),
+        202,
+        Accepted,
+        None,
+        _COMMAND_ERRORS,
+        "Its next conversation starts a customer of its own; open ones finish as they are. "
+        "409 `primary_identity` for the customer's own id. " + _VERDICT,
+    ),
+    Operation(
+        "post",
+        _CUSTOMER_PATH + "/merge",
+        "mergeCustomers",
+        "Merge another customer into this one: the same person (admin)",
+        (_DOMAIN, _CUSTOMER),
+        202,
+        Accepted,
+        MergeIn,
+        _COMMAND_ERRORS,
+        "Identities, explicit owner (this customer's first), last agent (the more recent), "
+        "affinity and open conversations move here; `customer.merged` on the routing topic "
+        "tells other systems. Merging the same person twice changes nothing. " + _VERDICT,
+    ),
+    Operation(
+        "post",
+        _CONV + "/decline",
+        "declineOffer",
+        "Turn down an offer made to you: it moves on at once, not counted as a miss",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        DeclineIn,
+        _COMMAND_ERRORS,
+        "409 `not_offered_to_agent` unless the conversation is offered to the agent. " + _VERDICT,
+    ),
+    Operation(
         "post",
         _CONV + "/accept",
         "acceptConversation",
@@ -405,7 +494,10 @@ OPERATIONS = (
         ReplyAccepted,
         ReplyIn,
         _COMMAND_ERRORS,
-        "Answered at once; the delivery status shows in the conversation's timeline.",
+        "Answered at once; the delivery status shows in the conversation's timeline. 409 "
+        "`conversation_closed`, `not_owner`, or `reply_window_closed` when the channel's "
+        "free-form reply window (WhatsApp, Messenger, Instagram: 24 h after the customer's "
+        "last message) has closed: the provider would refuse the message.",
     ),
     Operation(
         "get",

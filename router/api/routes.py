@@ -75,7 +75,7 @@ from schemas import (
     PresenceChanged,
     ReplyRequested,
 )
-from schemas.agents import AgentEvent
+from schemas.agents import AgentCommand, AgentEvent
 from schemas.limits import (
     AGENT_ID_MAX,
     CONVERSATION_ID_MAX,
@@ -168,7 +168,7 @@ def agent_id_of(request: web.Request, name: str = "agent_id") -> str:
     return agent_id
 
 
-def _bounded(request: web.Request, name: str, limit: int) -> str:
+def path_value(request: web.Request, name: str, limit: int) -> str:
     """A path id no event or query would choke on: 1 to ``limit`` characters, none of
     them a control character or a lone surrogate."""
     value = request.match_info[name]
@@ -214,14 +214,22 @@ async def publish_accepted(request: web.Request, event: AgentEvent) -> web.Respo
 
 async def run_command(
     request: web.Request,
-    event: ConversationAcceptRequested | ConversationCloseRequested | ConversationTransferRequested,
+    event: AgentCommand,
     acting: str | None,
+    record: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> web.Response:
-    """Publish a command, then answer with the router's verdict (or pending)."""
+    """Publish a command, then answer with the router's verdict (or pending). ``record``
+    writes what goes with the command (the audit log) in one transaction with its
+    publication: a command the broker refused leaves no trace."""
     api = request.app[API]
     verdict = api.feed.expect(event.id, acting)
     try:
-        await publish(request, event)
+        if record is None:
+            await publish(request, event)
+        else:
+            async with request.app[DB_POOL].acquire() as conn, conn.transaction():
+                await record(conn)
+                await publish(request, event)
         try:
             result = await asyncio.wait_for(asyncio.shield(verdict), api.config.command_timeout)
         except TimeoutError:
@@ -286,6 +294,7 @@ async def put_agent(request: web.Request) -> web.Response:
         skills=body.skills,
         queues=body.queues,
         capacity=dict(body.capacity),
+        schedule=body.schedule,
     )
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
         known = await conn.fetchval(
@@ -338,6 +347,7 @@ async def get_agent(request: web.Request) -> web.Response:
             skills=record.skills,
             queues=record.queues,
             capacity=record.capacity,
+            schedule=record.schedule,
             presence=record.presence,
             load=record.load,
             stats=figures,
@@ -347,7 +357,7 @@ async def get_agent(request: web.Request) -> web.Response:
 
 async def put_owner(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
+    customer_id = path_value(request, "customer_id", CUSTOMER_ID_MAX)
     require_admin(principal)
     body = await read_json(request, OwnerIn)
     event = CustomerOwnerSet(
@@ -364,7 +374,7 @@ async def put_owner(request: web.Request) -> web.Response:
             actor=principal.actor,
             action="customer.owner.set",
             domain=domain,
-            target=_customer_target(customer_id),
+            target=customer_target(customer_id),
             detail={"event_id": event.id, "agent_id": body.agent_id},
         )
         await publish(request, event)
@@ -373,7 +383,7 @@ async def put_owner(request: web.Request) -> web.Response:
 
 async def delete_owner(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    customer_id = _bounded(request, "customer_id", CUSTOMER_ID_MAX)
+    customer_id = path_value(request, "customer_id", CUSTOMER_ID_MAX)
     require_admin(principal)
     event = CustomerOwnerSet(**new_event_fields(domain), customer_id=customer_id, agent_id=None)
     async with request.app[DB_POOL].acquire() as conn, conn.transaction():
@@ -382,14 +392,14 @@ async def delete_owner(request: web.Request) -> web.Response:
             actor=principal.actor,
             action="customer.owner.clear",
             domain=domain,
-            target=_customer_target(customer_id),
+            target=customer_target(customer_id),
             detail={"event_id": event.id},
         )
         await publish(request, event)
     return respond(Accepted(event_id=event.id), status=202)
 
 
-def _customer_target(customer_id: str) -> str:
+def customer_target(customer_id: str) -> str:
     """A customer as the audit log names it: its id may be a phone number or an email
     address, so a digest, the one the logs use."""
     return f"customer {fingerprint(customer_id)}"
@@ -431,7 +441,7 @@ async def _may_read(
 
 async def get_conversation(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     try:
         limit = int(request.query.get("limit", TIMELINE_LIMIT))
     except ValueError:
@@ -467,7 +477,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     )
 
 
-def _acting_agent(principal: Principal, named: str | None) -> str | None:
+def acting_agent(principal: Principal, named: str | None) -> str | None:
     """The agent a command acts as: the token's own agent, or None for an admin."""
     if principal.is_admin:
         return None
@@ -478,9 +488,9 @@ def _acting_agent(principal: Principal, named: str | None) -> str | None:
 
 async def post_accept(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, AcceptIn)
-    agent_id = _acting_agent(principal, body.agent_id) or body.agent_id
+    agent_id = acting_agent(principal, body.agent_id) or body.agent_id
     if agent_id is None:
         raise bad_request("agent_id is required with an admin token")
     event = ConversationAcceptRequested(
@@ -491,9 +501,9 @@ async def post_accept(request: web.Request) -> web.Response:
 
 async def post_close(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, CloseIn)
-    acting = _acting_agent(principal, None)
+    acting = acting_agent(principal, None)
     event = ConversationCloseRequested(
         **new_event_fields(domain),
         conversation_id=conversation_id,
@@ -505,11 +515,11 @@ async def post_close(request: web.Request) -> web.Response:
 
 async def post_transfer(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, TransferIn)
     if (body.to_agent_id is None) == (body.to_queue is None):
         raise bad_request("give exactly one of to_agent_id and to_queue")
-    acting = _acting_agent(principal, None)
+    acting = acting_agent(principal, None)
     event = ConversationTransferRequested(
         **new_event_fields(domain),
         conversation_id=conversation_id,
@@ -518,6 +528,13 @@ async def post_transfer(request: web.Request) -> web.Response:
         to_queue=body.to_queue,
     )
     return await run_command(request, event, acting)
+
+
+def reply_window_closed(record: ConversationRecord, now: float) -> bool:
+    """Whether the provider's free-form reply window of the conversation has closed (the
+    router says so once its deadline fired; the time says so before)."""
+    ends_at = record.reply_window_ends_at
+    return record.reply_window_closed or (ends_at is not None and now >= ends_at)
 
 
 _INSERT_REPLY = """
@@ -533,7 +550,7 @@ VALUES ($1, $2, $3, $4, $5, 'queued')
 
 async def post_reply(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
-    conversation_id = _bounded(request, "conversation_id", CONVERSATION_ID_MAX)
+    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, ReplyIn)
     if not body.text.strip() and not body.attachments:
         raise bad_request("a reply needs text or attachments")
@@ -545,6 +562,10 @@ async def post_reply(request: web.Request) -> web.Response:
         record = await _conversation(conn, domain, conversation_id)
         if record.status is ConversationStatus.CLOSED:
             return respond(ErrorBody(error="conversation_closed"), status=409)
+        if reply_window_closed(record, time.time()):
+            # The provider would refuse a free-form message (WhatsApp, Messenger and
+            # Instagram after 24 h): say so now rather than fail at the provider later.
+            return respond(ErrorBody(error="reply_window_closed"), status=409)
         if principal.is_admin:
             agent_id = body.agent_id or record.owner_agent_id
             if agent_id is None:

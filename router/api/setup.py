@@ -15,8 +15,10 @@ from aiokafka import AIOKafkaConsumer
 
 from router.api.auth import Authenticator
 from router.api.config import ApiConfig, AuthMode
+from router.api.desktop import desktop_routes
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.openapi import get_openapi
+from router.api.people import people_routes
 from router.api.routes import API, ApiContext, agent_routes, json_errors
 from router.api.tokens import token_routes
 from router.console import setup_console
@@ -55,7 +57,8 @@ def setup_api(
 
 def api_routes() -> list[web.RouteDef]:
     """Every route of the agent and operations API (``/openapi.json`` documents them)."""
-    return [*agent_routes(), *token_routes("/v1/domains/{domain}")]
+    base = "/v1/domains/{domain}"
+    return [*agent_routes(), *people_routes(base), *desktop_routes(), *token_routes(base)]
 
 
 async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:

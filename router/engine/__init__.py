@@ -9,6 +9,7 @@ from router.engine.call import NAMESPACE, make_id
 from router.engine.core import (
     EngineInput,
     apply,
+    identity_links,
     new_state,
     next_deadline,
     reconfigure,
@@ -17,12 +18,15 @@ from router.engine.core import (
     tick,
 )
 from router.engine.effects import (
+    DropAgent,
+    DropCustomer,
     Effect,
     Emit,
     SaveAgent,
     SaveAssignment,
     SaveConversation,
     SaveCustomer,
+    SaveIdentity,
     SaveMessage,
 )
 from router.engine.errors import EngineError
@@ -45,6 +49,7 @@ from router.engine.records import (
     ConversationStatus,
     CustomerRecord,
     DeadlineKind,
+    IdentityRecord,
 )
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.state import DomainState
@@ -64,10 +69,13 @@ __all__ = [
     "DeadlineKind",
     "DomainPolicy",
     "DomainState",
+    "DropAgent",
+    "DropCustomer",
     "Effect",
     "Emit",
     "EngineError",
     "EngineInput",
+    "IdentityRecord",
     "InactivityPolicy",
     "QueueMode",
     "QueuePolicy",
@@ -76,6 +84,7 @@ __all__ = [
     "SaveAssignment",
     "SaveConversation",
     "SaveCustomer",
+    "SaveIdentity",
     "SaveMessage",
     "ShiftEnd",
     "StepPolicy",
@@ -83,6 +92,7 @@ __all__ = [
     "apply",
     "conversation_record",
     "customer_record",
+    "identity_links",
     "make_id",
     "new_state",
     "next_deadline",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from router.engine.call import Call
-from router.engine.state import NONE_PASSED, Agent, Conversation, DomainState
+from router.engine.state import NONE_PASSED, Agent, Conversation, Customer, DomainState
 
 
 def affinity_ranking(state: DomainState, customer_id: str, now: float) -> list[tuple[str, float]]:
@@ -57,7 +57,26 @@ def bump_affinity(call: Call, customer_id: str, agent_id: str, weight: float) ->
     entries = customer.affinity
     if entries is None:
         entries = customer.affinity = []
-    rank = math.log2(weight) + call.now / policy.half_life
+    _add(entries, math.log2(weight) + call.now / policy.half_life, agent_id)
+    entries.sort(key=_affinity_order)
+    del entries[policy.keep :]
+
+
+def merge_affinity(state: DomainState, into: Customer, merged: Customer) -> None:
+    """``merged``'s agents' scores added to ``into``'s (one person: both histories count)."""
+    if not merged.affinity:
+        return
+    entries = into.affinity
+    if entries is None:
+        entries = into.affinity = []
+    for rank, agent_id in merged.affinity:
+        _add(entries, rank, agent_id)
+    entries.sort(key=_affinity_order)
+    del entries[state.policy.affinity.keep :]
+
+
+def _add(entries: list[tuple[float, str]], rank: float, agent_id: str) -> None:
+    """Add a rank to the agent's entry (scores add: ranks are their log2)."""
     for i, (old, known) in enumerate(entries):
         if known == agent_id:
             high, low = (old, rank) if old >= rank else (rank, old)
@@ -65,8 +84,6 @@ def bump_affinity(call: Call, customer_id: str, agent_id: str, weight: float) ->
             del entries[i]
             break
     entries.append((rank, agent_id))
-    entries.sort(key=_affinity_order)
-    del entries[policy.keep :]
 
 
 def _affinity_order(entry: tuple[float, str]) -> tuple[float, str]:

@@ -13,7 +13,9 @@ import heapq
 
 from router.engine.assignment import end_assignment, schedule_inactivity
 from router.engine.call import Call
-from router.engine.effects import Effect
+from router.engine.commands import complete, reject
+from router.engine.deadlines import withdraw_offer
+from router.engine.effects import DropAgent, Effect
 from router.engine.lifecycle import set_status
 from router.engine.policy import ShiftEnd
 from router.engine.records import AgentDeadlineKind, ConversationStatus
@@ -22,6 +24,7 @@ from router.engine.schedule import on_shift
 from router.engine.state import Agent, AgentDeadline, Conversation, DomainState, LadderStep
 from schemas import (
     AgentRegistered,
+    AgentRemoved,
     AgentReplied,
     Channel,
     CustomerOwnerSet,
@@ -32,8 +35,10 @@ from schemas import (
 _WAITING = ConversationStatus.WAITING
 _ASSIGNED = ConversationStatus.ASSIGNED
 _IDLE = ConversationStatus.IDLE
+_OFFERED = ConversationStatus.OFFERED
 _OVERFLOWED = ConversationStatus.OVERFLOWED
 _ONLINE = Presence.ONLINE
+_PREFERRED = LadderStep.PREFERRED
 
 
 def set_profile(
@@ -88,8 +93,47 @@ def on_presence_changed(call: Call, event: PresenceChanged) -> None:
             _drain_all(call, agent)
 
 
+def on_agent_removed(call: Call, event: AgentRemoved) -> None:
+    """Offboarding: the agent leaves the domain and is nobody's preferred agent from now
+    on (``routing.route`` skips agents who left). What they held goes back to routing at
+    once, in conversation id order: an offer made to them moves on (not a miss); each
+    conversation they own goes through the ladder with them passed over (``agent_removed``),
+    whoever wrote last; one held for them as its preferred agent falls back. Customers'
+    owner and last agent keep naming them as history."""
+    state = call.state
+    agent = state.agents.get(event.agent_id)
+    if agent is None:
+        reject(call, event.id, "unknown_agent")
+        return
+    agent.presence = Presence.OFFLINE  # no slot: nothing freed below comes back to them
+    agent.pace_due = agent.shift_due = None
+    _reindex_all(state, agent)
+    del state.agents[agent.agent_id]
+    affected = sorted(
+        (
+            conversation
+            for conversation in state.conversations.values()
+            if conversation.owner is agent
+            or conversation.offered_to is agent
+            or (conversation.step_index == _PREFERRED and conversation.preferred == agent.agent_id)
+        ),
+        key=_conversation_id,
+    )
+    for conversation in affected:
+        if conversation.status is _OFFERED and conversation.offered_to is agent:
+            withdraw_offer(call, conversation, "agent_removed", missed=False)
+        elif conversation.owner is agent:
+            _rehome(call, conversation, agent, "agent_removed")
+        elif conversation.status is _WAITING:
+            state.schedule(conversation, None, None)
+            fall_back(call, conversation, "agent_removed")
+    call.agents.pop(agent.agent_id, None)
+    call.effects.append(DropAgent(agent.agent_id))
+    complete(call, event.id)
+
+
 def on_customer_owner_set(call: Call, event: CustomerOwnerSet) -> None:
-    customer = call.customer(event.customer_id)
+    customer = call.customer(call.state.customer_of(event.customer_id))
     customer.owner_agent_id = event.agent_id
 
 
@@ -219,7 +263,7 @@ def _fire_shift(call: Call, agent: Agent) -> None:
             key=_conversation_id,
         )
         for conversation in owned:
-            _rehome(call, conversation, agent)
+            _rehome(call, conversation, agent, "shift_ended")
     _schedule_shift(state, agent, call.now)
 
 
@@ -227,12 +271,14 @@ def _conversation_id(conversation: Conversation) -> str:
     return conversation.conversation_id
 
 
-def _rehome(call: Call, conversation: Conversation, agent: Agent) -> None:
-    end_assignment(call, conversation, "shift_ended")
+def _rehome(call: Call, conversation: Conversation, agent: Agent, reason: str) -> None:
+    """The owner can no longer keep the conversation: through the ladder past them."""
+    call.state.schedule(conversation, None, None)
+    end_assignment(call, conversation, reason)
     set_status(call, conversation, _WAITING)
     conversation.waiting_since = call.now
     conversation.preferred = agent.agent_id
-    conversation.passed_over = {agent.agent_id: "shift_ended"}
+    conversation.passed_over = {agent.agent_id: reason}
     conversation.step_until = None
     conversation.step_index = LadderStep.PREFERRED
-    fall_back(call, conversation, "shift_ended")
+    fall_back(call, conversation, reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from router.engine.assignment import assign, close, end_assignment
 from router.engine.call import Call
+from router.engine.deadlines import withdraw_offer
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus
@@ -18,6 +19,7 @@ from schemas import (
     CommandRejected,
     ConversationAcceptRequested,
     ConversationCloseRequested,
+    ConversationDeclineRequested,
     ConversationReassigned,
     ConversationTransferRequested,
     Strategy,
@@ -30,7 +32,7 @@ _IDLE = ConversationStatus.IDLE
 _OVERFLOWED = ConversationStatus.OVERFLOWED
 
 
-def _reject(call: Call, command_id: str, reason: str, conversation_id: str | None) -> None:
+def reject(call: Call, command_id: str, reason: str, conversation_id: str | None = None) -> None:
     call.emit(
         CommandRejected(
             id=call.new_id(),
@@ -43,7 +45,7 @@ def _reject(call: Call, command_id: str, reason: str, conversation_id: str | Non
     )
 
 
-def _complete(call: Call, command_id: str, conversation_id: str) -> None:
+def complete(call: Call, command_id: str, conversation_id: str | None = None) -> None:
     call.emit(
         CommandCompleted(
             id=call.new_id(),
@@ -76,7 +78,7 @@ def on_accept(call: Call, event: ConversationAcceptRequested) -> None:
     else:
         refusal = "owned_by_another_agent"
     if refusal is not None or conversation is None or agent is None:
-        _reject(call, event.id, refusal or "unknown", event.conversation_id)
+        reject(call, event.id, refusal or "unknown", event.conversation_id)
         return
     if conversation.status is _OFFERED:
         offer = conversation.assignment
@@ -87,7 +89,29 @@ def on_accept(call: Call, event: ConversationAcceptRequested) -> None:
     else:
         conversation.step_index = LadderStep.MANUAL
         assign(call, conversation, agent, Strategy.MANUAL, None)
-    _complete(call, event.id, conversation.conversation_id)
+    complete(call, event.id, conversation.conversation_id)
+
+
+def on_decline(call: Call, event: ConversationDeclineRequested) -> None:
+    """The agent turns down an offer made to them: it moves on at once (the agent passed
+    over, ``declined``), and it is not a missed offer."""
+    state = call.state
+    conversation = state.conversations.get(event.conversation_id)
+    agent = state.agents.get(event.agent_id)
+    refusal: str | None = None
+    if conversation is None:
+        refusal = "unknown_conversation"
+    elif agent is None:
+        refusal = "unknown_agent"
+    elif conversation.status is not _OFFERED or conversation.offered_to is not agent:
+        refusal = "not_offered_to_agent"
+    if refusal is not None or conversation is None:
+        reject(call, event.id, refusal or "unknown", event.conversation_id)
+        return
+    withdraw_offer(
+        call, conversation, "declined", missed=False, end_reason=f"declined:{event.reason}"
+    )
+    complete(call, event.id, conversation.conversation_id)
 
 
 def _acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> str | None:
@@ -103,22 +127,22 @@ def _acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> s
 def on_close(call: Call, event: ConversationCloseRequested) -> None:
     conversation = call.state.conversations.get(event.conversation_id)
     if conversation is None:
-        _reject(call, event.id, "unknown_conversation", event.conversation_id)
+        reject(call, event.id, "unknown_conversation", event.conversation_id)
         return
     refusal = _acting_agent_refusal(conversation, event.agent_id)
     if refusal is not None:
-        _reject(call, event.id, refusal, event.conversation_id)
+        reject(call, event.id, refusal, event.conversation_id)
         return
     call.conversations[conversation.conversation_id] = conversation
     close(call, conversation, event.reason)
-    _complete(call, event.id, conversation.conversation_id)
+    complete(call, event.id, conversation.conversation_id)
 
 
 def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
     state = call.state
     conversation = state.conversations.get(event.conversation_id)
     if conversation is None:
-        _reject(call, event.id, "unknown_conversation", event.conversation_id)
+        reject(call, event.id, "unknown_conversation", event.conversation_id)
         return
     refusal = _acting_agent_refusal(conversation, event.agent_id)
     target = None
@@ -141,7 +165,7 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
         if queue is None:
             refusal = "unknown_queue"
     if refusal is not None:
-        _reject(call, event.id, refusal, event.conversation_id)
+        reject(call, event.id, refusal, event.conversation_id)
         return
     previous = conversation.owner
     was_owned = conversation.status in (_ASSIGNED, _IDLE)
@@ -172,4 +196,4 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
         conversation.passed_over = None if previous is None else {previous.agent_id: "transferred"}
         if not held_outside_hours(call, conversation):
             enter_step(call, conversation, 0)
-    _complete(call, event.id, conversation.conversation_id)
+    complete(call, event.id, conversation.conversation_id)

@@ -62,6 +62,7 @@ from typing import assert_never
 from router.engine.agents import (
     next_agent_deadline,
     on_agent_registered,
+    on_agent_removed,
     on_agent_replied,
     on_customer_owner_set,
     on_presence_changed,
@@ -69,10 +70,11 @@ from router.engine.agents import (
     tick_agents,
 )
 from router.engine.call import Call
-from router.engine.commands import on_accept, on_close, on_transfer
+from router.engine.commands import on_accept, on_close, on_decline, on_transfer
 from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
 from router.engine.errors import EngineError
+from router.engine.identity import on_link, on_merge, on_unlink
 from router.engine.messages import fast_path, on_message
 from router.engine.policy import DomainPolicy
 from router.engine.records import (
@@ -81,6 +83,7 @@ from router.engine.records import (
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
+    IdentityRecord,
 )
 from router.engine.routing import enqueue, finish
 from router.engine.snapshots import agent_record, conversation_record, customer_record
@@ -88,11 +91,16 @@ from router.engine.state import Agent, Conversation, Customer, DomainState, Wind
 from router.engine.windows import next_window, push_window, tick_windows
 from schemas import (
     AgentRegistered,
+    AgentRemoved,
     AgentReplied,
     ConversationAcceptRequested,
     ConversationCloseRequested,
+    ConversationDeclineRequested,
     ConversationTransferRequested,
+    CustomerLinkRequested,
+    CustomerMergeRequested,
     CustomerOwnerSet,
+    CustomerUnlinkRequested,
     MessageReceived,
     PresenceChanged,
 )
@@ -105,7 +113,12 @@ EngineInput = (
     | ConversationAcceptRequested
     | ConversationCloseRequested
     | ConversationTransferRequested
+    | ConversationDeclineRequested
     | AgentReplied
+    | AgentRemoved
+    | CustomerLinkRequested
+    | CustomerUnlinkRequested
+    | CustomerMergeRequested
 )
 
 _WAITING = ConversationStatus.WAITING
@@ -150,6 +163,16 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_transfer(call, event)
         case AgentReplied():
             on_agent_replied(call, event)
+        case ConversationDeclineRequested():
+            on_decline(call, event)
+        case AgentRemoved():
+            on_agent_removed(call, event)
+        case CustomerLinkRequested():
+            on_link(call, event)
+        case CustomerUnlinkRequested():
+            on_unlink(call, event)
+        case CustomerMergeRequested():
+            on_merge(call, event)
         case _:
             assert_never(event)
     return finish(call)
@@ -209,8 +232,10 @@ def restore(
     agents: Iterable[AgentRecord],
     conversations: Iterable[ConversationRecord],
     customers: Iterable[CustomerRecord],
+    identities: Iterable[IdentityRecord] = (),
 ) -> DomainState:
-    """Rebuild a domain from its latest persisted snapshots (open conversations only).
+    """Rebuild a domain from its latest persisted snapshots (open conversations only)
+    and its identity links.
 
     Agent loads are recomputed from the conversations; deadlines come back from the
     records, and one already past fires on the next ``tick``, which first lets agents
@@ -245,6 +270,17 @@ def restore(
                 (entry.rank, entry.agent_id) for entry in customer_record_.affinity
             ]
         state.customers[customer.customer_id] = customer
+    for link in identities:
+        state.identities[link.identity] = link
+        owner = state.customers.get(link.customer_id)
+        if owner is None:
+            owner = state.customers[link.customer_id] = Customer(link.customer_id)
+        if owner.identities is None:
+            owner.identities = []
+        owner.identities.append(link.identity)
+    for customer in state.customers.values():
+        if customer.identities is not None:
+            customer.identities.sort()
     restored: list[tuple[Conversation, ConversationRecord]] = []
     for record_ in conversations:
         if record_.status is _CLOSED:
@@ -295,6 +331,7 @@ def reconfigure(state: DomainState, policy: DomainPolicy, now: float) -> DomainS
     ]
     rebuilt = restore(state.domain, policy, agents, conversations, ())
     rebuilt.customers = state.customers
+    rebuilt.identities = state.identities
     rebuilt.rematch_at = now
     return rebuilt
 
@@ -308,6 +345,11 @@ def snapshot(
         [conversation_record(state.conversations[key]) for key in sorted(state.conversations)],
         [customer_record(state.customers[key]) for key in sorted(state.customers)],
     )
+
+
+def identity_links(state: DomainState) -> list[IdentityRecord]:
+    """The domain's identity links, sorted by identity (what ``restore`` takes)."""
+    return [state.identities[key] for key in sorted(state.identities)]
 
 
 def _restore_conversation(

@@ -36,24 +36,42 @@ def _fire_step(call: Call, conversation: Conversation) -> None:
 
 
 def _fire_offer(call: Call, conversation: Conversation) -> None:
-    agent = conversation.offered_to
-    if conversation.status is not _OFFERED or agent is None:
+    if conversation.status is not _OFFERED or conversation.offered_to is None:
         raise EngineError(f"offer deadline of {conversation.status} {conversation.conversation_id}")
-    end_assignment(call, conversation, "offer_missed")
+    withdraw_offer(call, conversation, "offer_missed", missed=True)
+
+
+def withdraw_offer(
+    call: Call,
+    conversation: Conversation,
+    reason: str,
+    *,
+    missed: bool,
+    end_reason: str | None = None,
+) -> None:
+    """The pending offer ends unaccepted (expired, declined, the agent left): the agent is
+    passed over with ``reason`` and routing goes on at the step. Only an expiry is a
+    ``missed`` offer: N in a row set the agent away. The offer's record ends with
+    ``end_reason`` (default: ``reason``)."""
+    agent = conversation.offered_to
+    assert agent is not None
+    call.state.schedule(conversation, None, None)
+    end_assignment(call, conversation, end_reason or reason)
     set_status(call, conversation, _WAITING)
     passed = conversation.passed_over
     if passed is None:
         passed = conversation.passed_over = {}
-    passed[agent.agent_id] = "offer_missed"
-    agent.missed_offers += 1
-    limit = call.state.policy.away_after_missed_offers
-    if limit is not None and agent.missed_offers >= limit and agent.presence is _ONLINE:
-        agent.presence = Presence.AWAY
-        for channel in sorted(set(agent.capacity) | set(agent.version)):
-            call.state.reindex(agent, channel)
+    passed[agent.agent_id] = reason
+    if missed:
+        agent.missed_offers += 1
+        limit = call.state.policy.away_after_missed_offers
+        if limit is not None and agent.missed_offers >= limit and agent.presence is _ONLINE:
+            agent.presence = Presence.AWAY
+            for channel in sorted(set(agent.capacity) | set(agent.version)):
+                call.state.reindex(agent, channel)
     call.agents[agent.agent_id] = agent
     if conversation.step_index in (_PREFERRED, _AFFINITY):
-        fall_back(call, conversation, "offer_missed")
+        fall_back(call, conversation, reason)
     elif conversation.step_until is not None and conversation.step_until <= call.now:
         fall_back(call, conversation, "timeout")
     else:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import msgspec
 
-from router.engine.records import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
+from router.engine.records import (
+    AgentRecord,
+    AssignmentRecord,
+    ConversationRecord,
+    CustomerRecord,
+    IdentityRecord,
+)
 from schemas import MessageReceived, RoutingEvent
 
 
@@ -41,4 +47,33 @@ class SaveMessage(msgspec.Struct, frozen=True):
     conversation_id: str
 
 
-Effect = Emit | SaveAgent | SaveConversation | SaveCustomer | SaveAssignment | SaveMessage
+class DropAgent(msgspec.Struct, frozen=True):
+    """The agent left the domain: delete their row (their assignments stay as history)."""
+
+    agent_id: str
+
+
+class DropCustomer(msgspec.Struct, frozen=True):
+    """The customer was merged into another: delete their row."""
+
+    customer_id: str
+
+
+class SaveIdentity(msgspec.Struct, frozen=True):
+    """``identity`` is linked as ``record`` says (None: no longer linked to anyone)."""
+
+    identity: str
+    record: IdentityRecord | None
+
+
+Effect = (
+    Emit
+    | SaveAgent
+    | SaveConversation
+    | SaveCustomer
+    | SaveAssignment
+    | SaveMessage
+    | DropAgent
+    | DropCustomer
+    | SaveIdentity
+)

@@ -93,7 +93,7 @@ def on_message(call: Call, message: MessageReceived) -> None:
             message.channel,
             endpoint,
             message.customer_address,
-            message.customer_id,
+            state.customer_of(message.customer_id),
             message.conversation_key,
             queue,
             message.priority,

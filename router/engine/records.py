@@ -158,6 +158,17 @@ class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """Agents who served this customer, best first (bounded by ``affinity.keep``)."""
 
 
+class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An identity linked to a customer profile other than its own (``schemas.identity``):
+    messages from ``identity`` belong to ``customer_id``."""
+
+    identity: str
+    customer_id: str
+    source: str
+    """``api``, ``webchat_login``, ``lookup``, or ``merge`` (a merged customer's id)."""
+    linked_at: float
+
+
 class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """An agent's affinity with one customer: ``rank = log2(score) + at / half_life``
     (the score at ``now`` is ``2 ** (rank - now / half_life)``; higher ranks first)."""

@@ -62,15 +62,7 @@ def route(
     conversation.step_until = None
     if held_outside_hours(call, conversation):
         return
-    customer = state.customers.get(conversation.customer_id)
-    preferred_id: str | None = None
-    if customer is not None and customer.owner_agent_id is not None:
-        preferred_id = customer.owner_agent_id
-    elif last_owner is not None:
-        preferred_id = last_owner.agent_id
-    elif customer is not None:
-        preferred_id = customer.last_agent_id
-    preferred = state.agents.get(preferred_id) if preferred_id is not None else None
+    preferred = _preferred_agent(state, conversation, last_owner)
     conversation.preferred = None if preferred is None else preferred.agent_id
     if preferred is None:
         enter_step(call, conversation, 0)
@@ -89,6 +81,25 @@ def route(
         return
     conversation.step_until = until
     wait(call, conversation)
+
+
+def _preferred_agent(
+    state: DomainState, conversation: Conversation, last_owner: Agent | None
+) -> Agent | None:
+    """The customer's explicit owner, else the conversation's last owner, else the agent
+    who last handled the customer: the first of them still in the domain (an agent who
+    left is nobody's preferred agent)."""
+    agents = state.agents
+    customer = state.customers.get(conversation.customer_id)
+    if customer is not None and customer.owner_agent_id is not None:
+        owner = agents.get(customer.owner_agent_id)
+        if owner is not None:
+            return owner
+    if last_owner is not None and agents.get(last_owner.agent_id) is last_owner:
+        return last_owner
+    if customer is not None and customer.last_agent_id is not None:
+        return agents.get(customer.last_agent_id)
+    return None
 
 
 def held_outside_hours(call: Call, conversation: Conversation) -> bool:

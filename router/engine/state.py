@@ -30,6 +30,7 @@ from router.engine.records import (
     AssignmentRecord,
     ConversationStatus,
     DeadlineKind,
+    IdentityRecord,
 )
 from schemas import AgentSchedule, CandidateNote, Channel, Presence
 
@@ -307,10 +308,19 @@ class Agent:
 
 
 class Customer:
-    __slots__ = ("affinity", "customer_id", "last_agent_id", "last_handled_at", "owner_agent_id")
+    __slots__ = (
+        "affinity",
+        "customer_id",
+        "identities",
+        "last_agent_id",
+        "last_handled_at",
+        "owner_agent_id",
+    )
 
     def __init__(self, customer_id: str):
         self.customer_id = customer_id
+        self.identities: list[str] | None = None
+        """The other identities linked to this customer, sorted (``state.identities``)."""
         self.owner_agent_id: str | None = None
         self.last_agent_id: str | None = None
         self.last_handled_at: float | None = None
@@ -421,6 +431,7 @@ class DomainState:
         "customers",
         "deadlines",
         "domain",
+        "identities",
         "interned",
         "policy",
         "rematch_at",
@@ -435,6 +446,9 @@ class DomainState:
         self.compiled = Compiled(policy)
         self.agents: dict[str, Agent] = {}
         self.customers: dict[str, Customer] = {}
+        self.identities: dict[str, IdentityRecord] = {}
+        """Identities linked to a customer other than their own: messages from them open
+        conversations of that customer (``router.engine.identity``)."""
         self.conversations: dict[str, Conversation] = {}
         """Open conversations by id."""
         self.by_key: dict[str, Conversation] = {}
@@ -456,6 +470,11 @@ class DomainState:
         """Set when the state was rebuilt (``restore``, ``reconfigure``): from then on, the
         next ``tick`` lets every agent with a free slot take waiting work first, as the
         rebuilt pools may admit agents the old ones did not."""
+
+    def customer_of(self, identity: str) -> str:
+        """The customer an identity belongs to (itself unless linked to another)."""
+        link = self.identities.get(identity)
+        return identity if link is None else link.customer_id
 
     # -- agents index --------------------------------------------------------------
 

@@ -34,6 +34,8 @@ import structlog
 
 from router.engine import (
     DomainState,
+    DropAgent,
+    DropCustomer,
     Effect,
     Emit,
     EngineInput,
@@ -41,6 +43,7 @@ from router.engine import (
     SaveAssignment,
     SaveConversation,
     SaveCustomer,
+    SaveIdentity,
     SaveMessage,
     apply,
     next_deadline,
@@ -319,6 +322,12 @@ class Intake:
                 case SaveAssignment(record=record):
                     writes.assignments[(domain, record.assignment_id)] = record
                     observe_saved_assignment(self._metrics, domain, record)
+                case DropAgent(agent_id=agent_id):
+                    writes.agents[(domain, agent_id)] = None
+                case DropCustomer(customer_id=customer_id):
+                    writes.customers[(domain, customer_id)] = None
+                case SaveIdentity(identity=identity, record=link):
+                    writes.identities[(domain, identity)] = link
                 case _:
                     assert_never(effect)
 

@@ -31,6 +31,8 @@ from schemas import (
     ConversationQueued,
     ConversationReassigned,
     ConversationReplyWindowClosed,
+    CustomerLinked,
+    CustomerMerged,
     MessageRouted,
     Presence,
     RoutingEvent,
@@ -108,7 +110,19 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
         case CommandRejected():
             m.counter(metrics.commands, "rejected").inc()
             log.info("command_rejected", domain=event.domain, reason=event.reason)
-        case ConversationQueued() | ConversationReassigned() | ConversationOutsideHours():
+        case CustomerMerged():
+            log.info(
+                "customer_merged",
+                domain=event.domain,
+                identities=len(event.identities),
+                conversations=len(event.conversation_ids),
+            )
+        case (
+            ConversationQueued()
+            | ConversationReassigned()
+            | ConversationOutsideHours()
+            | CustomerLinked()
+        ):
             pass
         case _:
             assert_never(event)

@@ -134,6 +134,7 @@ class PartitionLoader:
                         snap.agents,
                         snap.conversations,
                         snap.customers,
+                        snap.identities,
                     )
                     if snap.agents or snap.conversations or snap.customers
                     else new_state(name, self.policies[name])

@@ -14,15 +14,21 @@ acknowledged all of them, so a row per event would only add index work to the ho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
 
-from router.engine import AgentRecord, AssignmentRecord, ConversationRecord, CustomerRecord
+from router.engine import (
+    AgentRecord,
+    AssignmentRecord,
+    ConversationRecord,
+    CustomerRecord,
+    IdentityRecord,
+)
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import AgentEvent, MessageReceived
 
@@ -79,6 +85,8 @@ class OutboxBatch:
     events: list[OutboxEvent]
 
 
+R = TypeVar("R")
+
 _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
@@ -87,9 +95,13 @@ _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 class BatchWrites:
     """Everything one batch writes, with later snapshots of a row replacing earlier ones."""
 
-    agents: dict[tuple[str, str], AgentRecord] = field(default_factory=dict)
+    agents: dict[tuple[str, str], AgentRecord | None] = field(default_factory=dict)
+    """Latest snapshot per (domain, agent id); None: the agent left (row deleted)."""
     conversations: dict[tuple[str, str], ConversationRecord] = field(default_factory=dict)
-    customers: dict[tuple[str, str], CustomerRecord] = field(default_factory=dict)
+    customers: dict[tuple[str, str], CustomerRecord | None] = field(default_factory=dict)
+    """Latest snapshot per (domain, customer id); None: merged into another (deleted)."""
+    identities: dict[tuple[str, str], IdentityRecord | None] = field(default_factory=dict)
+    """Identity links per (domain, identity); None: unlinked (deleted)."""
     assignments: dict[tuple[str, str], AssignmentRecord] = field(default_factory=dict)
     messages: list[tuple[MessageReceived, str]] = field(default_factory=list)
     outbox: dict[int, list[OutboxEvent]] = field(default_factory=dict)
@@ -108,6 +120,7 @@ class BatchWrites:
         self.agents.update(later.agents)
         self.conversations.update(later.conversations)
         self.customers.update(later.customers)
+        self.identities.update(later.identities)
         self.assignments.update(later.assignments)
         self.messages.extend(later.messages)
         for partition, events in later.outbox.items():
@@ -123,6 +136,7 @@ class BatchWrites:
             self.agents
             or self.conversations
             or self.customers
+            or self.identities
             or self.assignments
             or self.messages
             or self.outbox
@@ -151,6 +165,29 @@ ON CONFLICT (domain, customer_id) DO UPDATE SET
     record = EXCLUDED.record, updated_at = now()
 """
 
+_UPSERT_IDENTITIES = """
+INSERT INTO customer_identities (domain, identity, customer_id, source, linked_at)
+SELECT d, i, c, s, to_timestamp(t) FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+    $5::float8[]) AS u(d, i, c, s, t)
+ON CONFLICT (domain, identity) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, source = EXCLUDED.source, linked_at = EXCLUDED.linked_at
+"""
+
+_DELETE_AGENTS = """
+DELETE FROM agents USING unnest($1::text[], $2::text[]) AS t(d, k)
+WHERE agents.domain = t.d AND agents.agent_id = t.k
+"""
+
+_DELETE_CUSTOMERS = """
+DELETE FROM customers USING unnest($1::text[], $2::text[]) AS t(d, k)
+WHERE customers.domain = t.d AND customers.customer_id = t.k
+"""
+
+_DELETE_IDENTITIES = """
+DELETE FROM customer_identities USING unnest($1::text[], $2::text[]) AS t(d, k)
+WHERE customer_identities.domain = t.d AND customer_identities.identity = t.k
+"""
+
 _UPSERT_CONVERSATIONS = """
 INSERT INTO conversations (domain, conversation_id, channel, customer_id, conversation_key, queue,
     status, owner_agent_id, preferred_agent_id, opened_at, closed_at, record, updated_at)
@@ -160,7 +197,8 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
             $8::text[], $9::text[], $10::float8[], $11::text[])
     AS t(d, c, ch, cu, k, q, s, o, p, op, r)
 ON CONFLICT (domain, conversation_id) DO UPDATE SET
-    queue = EXCLUDED.queue, status = EXCLUDED.status, owner_agent_id = EXCLUDED.owner_agent_id,
+    customer_id = EXCLUDED.customer_id, queue = EXCLUDED.queue, status = EXCLUDED.status,
+    owner_agent_id = EXCLUDED.owner_agent_id,
     preferred_agent_id = EXCLUDED.preferred_agent_id,
     closed_at = CASE WHEN EXCLUDED.status = 'closed'
                      THEN coalesce(conversations.closed_at, now()) END,
@@ -210,6 +248,23 @@ def _columns(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]
     return columns
 
 
+async def _write_rows(
+    conn: asyncpg.Connection,
+    rows: dict[tuple[str, str], R | None],
+    upsert: str,
+    columns_of: Callable[[str, R], Sequence[object]],
+    delete: str,
+) -> None:
+    """Upsert the rows with a record, delete those whose key maps to None (one statement
+    each)."""
+    kept = [columns_of(domain, record) for (domain, _), record in rows.items() if record]
+    gone = [key for key, record in rows.items() if record is None]
+    if kept:
+        await conn.execute(upsert, *_columns(kept, len(kept[0])))
+    if gone:
+        await conn.execute(delete, *_columns(gone, 2))
+
+
 async def write_batch(
     conn: asyncpg.Connection,
     consumer_group: str,
@@ -231,26 +286,34 @@ async def write_batch(
             if lost:
                 raise FencedOut(lost)
         if writes.agents:
-            await conn.execute(
+            await _write_rows(
+                conn,
+                writes.agents,
                 _UPSERT_AGENTS,
-                *_columns(
-                    (
-                        (d, r.agent_id, r.name, str(r.presence), _encode(r).decode())
-                        for (d, _), r in writes.agents.items()
-                    ),
-                    5,
-                ),
+                lambda d, r: (d, r.agent_id, r.name, str(r.presence), _encode(r).decode()),
+                _DELETE_AGENTS,
             )
         if writes.customers:
-            await conn.execute(
+            await _write_rows(
+                conn,
+                writes.customers,
                 _UPSERT_CUSTOMERS,
-                *_columns(
-                    (
-                        (d, r.customer_id, r.owner_agent_id, r.last_agent_id, _encode(r).decode())
-                        for (d, _), r in writes.customers.items()
-                    ),
-                    5,
+                lambda d, r: (
+                    d,
+                    r.customer_id,
+                    r.owner_agent_id,
+                    r.last_agent_id,
+                    _encode(r).decode(),
                 ),
+                _DELETE_CUSTOMERS,
+            )
+        if writes.identities:
+            await _write_rows(
+                conn,
+                writes.identities,
+                _UPSERT_IDENTITIES,
+                lambda d, r: (d, r.identity, r.customer_id, r.source, r.linked_at),
+                _DELETE_IDENTITIES,
             )
         if writes.conversations:
             # Columns built in one pass: this statement runs for nearly every message.
@@ -423,29 +486,34 @@ class DomainSnapshot:
     agents: list[AgentRecord] = field(default_factory=list)
     conversations: list[ConversationRecord] = field(default_factory=list)
     customers: list[CustomerRecord] = field(default_factory=list)
+    identities: list[IdentityRecord] = field(default_factory=list)
 
 
 _LOAD_QUERY = """
-SELECT domain, convert_to(json_agg(record)::text, 'UTF8') AS records FROM {table}
+SELECT domain, convert_to(json_agg({record})::text, 'UTF8') AS records FROM {table}
 WHERE domain = ANY($1::text[]) {where} GROUP BY domain
 """
 
 
 async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, DomainSnapshot]:
-    """The latest snapshots of the domains' agents, open conversations and customers.
+    """The latest snapshots of the domains' agents, open conversations and customers, and
+    their identity links.
 
-    Each table comes back as one JSON array per domain, decoded in one call; the three
+    Each table comes back as one JSON array per domain, decoded in one call; the four
     load in parallel on their own connections. Call this only once the partitions' leases
     are committed (no previous owner can write any more).
     """
     snapshots = {domain: DomainSnapshot() for domain in domains}
 
-    async def load(table: str, where: str, decoder: msgspec.json.Decoder[Any]) -> list[Any]:
+    async def load(
+        table: str, where: str, decoder: msgspec.json.Decoder[Any], record: str = "record"
+    ) -> list[Any]:
+        query = _LOAD_QUERY.format(table=table, where=where, record=record)
         async with pool.acquire() as conn:
-            rows = await conn.fetch(_LOAD_QUERY.format(table=table, where=where), domains)
+            rows = await conn.fetch(query, domains)
         return [(row["domain"], decoder.decode(row["records"])) for row in rows]
 
-    agents, conversations, customers = await asyncio.gather(
+    agents, conversations, customers, identities = await asyncio.gather(
         load("agents", "", msgspec.json.Decoder(list[AgentRecord])),
         load(
             "conversations",
@@ -453,6 +521,13 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
             msgspec.json.Decoder(list[ConversationRecord]),
         ),
         load("customers", "", msgspec.json.Decoder(list[CustomerRecord])),
+        load(
+            "customer_identities",
+            "",
+            msgspec.json.Decoder(list[IdentityRecord]),
+            "json_build_object('identity', identity, 'customer_id', customer_id,"
+            " 'source', source, 'linked_at', extract(epoch FROM linked_at))",
+        ),
     )
     for domain, records in agents:
         snapshots[domain].agents = records
@@ -460,6 +535,8 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
         snapshots[domain].conversations = records
     for domain, records in customers:
         snapshots[domain].customers = records
+    for domain, records in identities:
+        snapshots[domain].identities = records
     return snapshots
 
 

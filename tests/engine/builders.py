@@ -24,13 +24,18 @@ from router.engine import (
 )
 from schemas import (
     AgentRegistered,
+    AgentRemoved,
     AgentReplied,
     Channel,
     ConversationAcceptRequested,
     ConversationAssigned,
     ConversationCloseRequested,
+    ConversationDeclineRequested,
     ConversationTransferRequested,
+    CustomerLinkRequested,
+    CustomerMergeRequested,
     CustomerOwnerSet,
+    CustomerUnlinkRequested,
     MessageReceived,
     Presence,
     PresenceChanged,
@@ -302,3 +307,42 @@ def assigned_to(effects: Iterable[Effect]) -> str | None:
 def conversation(state: DomainState, conversation_id: str) -> ConversationRecord | None:
     """The snapshot of an open conversation (None once closed)."""
     return next((r for r in snapshot(state)[1] if r.conversation_id == conversation_id), None)
+
+
+def declined(
+    conversation_id: str, agent_id: str, reason: str = "busy"
+) -> ConversationDeclineRequested:
+    return ConversationDeclineRequested(
+        id=next_id("decline"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        reason=reason,
+    )
+
+
+def removed(agent_id: str) -> AgentRemoved:
+    return AgentRemoved(id=next_id("removed"), domain=DOMAIN, occurred_at=T0, agent_id=agent_id)
+
+
+def linked(customer: str, identity: str) -> CustomerLinkRequested:
+    return CustomerLinkRequested(
+        id=next_id("link"), domain=DOMAIN, occurred_at=T0, customer_id=customer, identity=identity
+    )
+
+
+def unlinked(customer: str, identity: str) -> CustomerUnlinkRequested:
+    return CustomerUnlinkRequested(
+        id=next_id("unlink"), domain=DOMAIN, occurred_at=T0, customer_id=customer, identity=identity
+    )
+
+
+def merged(customer: str, from_customer: str) -> CustomerMergeRequested:
+    return CustomerMergeRequested(
+        id=next_id("merge"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        customer_id=customer,
+        from_customer_id=from_customer,
+    )

@@ -24,8 +24,11 @@ from router.engine import (
     CustomerRecord,
     DomainPolicy,
     DomainState,
+    DropAgent,
+    DropCustomer,
     Effect,
     EngineInput,
+    IdentityRecord,
     InactivityPolicy,
     QueueMode,
     QueuePolicy,
@@ -33,8 +36,10 @@ from router.engine import (
     SaveAgent,
     SaveConversation,
     SaveCustomer,
+    SaveIdentity,
     StepPolicy,
     apply,
+    identity_links,
     new_state,
     restore,
     snapshot,
@@ -50,19 +55,26 @@ from tests.engine.builders import (
     T0,
     accept,
     close,
+    declined,
     emitted,
     examples,
+    linked,
+    merged,
     message,
     owner_set,
     presence,
     registered,
+    removed,
     replied,
     transfer,
+    unlinked,
 )
 
 AGENTS = ("a0", "a1", "a2", "a3", "a4")
 CUSTOMERS = ("c0", "c1", "c2", "c3", "c4")
 KEYS = tuple(f"k{i}" for i in range(8))
+IDENTITIES = (*CUSTOMERS, "email:e0", "email:e1")
+"""Customers that write (``CUSTOMERS``) and identities that never do, to link and merge."""
 CHANNELS = (Channel.SMS, Channel.WEBCHAT)
 ADVANCES = (1.0, 5.0, 20.0, 31.0, 61.0, 125.0, 310.0, 1000.0, 4000.0)
 
@@ -144,6 +156,13 @@ op = st.one_of(
         st.one_of(st.integers(0, 4), st.sampled_from(("support", "billing", "nope"))),
     ),
     st.tuples(st.just("reply"), st.integers(0, 9), st.integers(0, 4)),
+    st.tuples(st.just("decline"), st.integers(0, 9), st.one_of(st.none(), st.integers(0, 4))),
+    st.tuples(st.just("remove"), st.integers(0, 4)),
+    st.tuples(
+        st.sampled_from(("link", "unlink", "merge")),
+        st.integers(0, len(IDENTITIES) - 1),
+        st.integers(0, len(IDENTITIES) - 1),
+    ),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
 )
@@ -222,6 +241,23 @@ def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> St
         if isinstance(target, int):
             return transfer(conversation_id, actor, to_agent=AGENTS[target]), now
         return transfer(conversation_id, actor, to_queue=str(target)), now
+    if kind == "decline":
+        conversation_id = pick(operation[1])
+        agent = operation[2]
+        if agent is None:
+            return declined(conversation_id, holder(conversation_id) or AGENTS[0]), now
+        assert isinstance(agent, int)
+        return declined(conversation_id, AGENTS[agent]), now
+    if kind == "remove":
+        agent = operation[1]
+        assert isinstance(agent, int)
+        return removed(AGENTS[agent]), now
+    if kind in ("link", "unlink", "merge"):
+        first, second = operation[1], operation[2]
+        assert isinstance(first, int)
+        assert isinstance(second, int)
+        build = {"link": linked, "unlink": unlinked, "merge": merged}[str(kind)]
+        return build(IDENTITIES[first], IDENTITIES[second]), now
     if kind == "reply":
         agent = operation[2]
         assert isinstance(agent, int)
@@ -239,13 +275,23 @@ class Store:
     agents: dict[str, AgentRecord] = field(default_factory=dict)
     conversations: dict[str, ConversationRecord] = field(default_factory=dict)
     customers: dict[str, CustomerRecord] = field(default_factory=dict)
+    identities: dict[str, IdentityRecord] = field(default_factory=dict)
 
     def save(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, SaveAgent):
                 self.agents[effect.record.agent_id] = effect.record
+            elif isinstance(effect, DropAgent):
+                del self.agents[effect.agent_id]
             elif isinstance(effect, SaveCustomer):
                 self.customers[effect.record.customer_id] = effect.record
+            elif isinstance(effect, DropCustomer):
+                self.customers.pop(effect.customer_id, None)
+            elif isinstance(effect, SaveIdentity):
+                if effect.record is None:
+                    del self.identities[effect.identity]
+                else:
+                    self.identities[effect.identity] = effect.record
             elif isinstance(effect, SaveConversation):
                 record = effect.record
                 if record.status is ConversationStatus.CLOSED:
@@ -260,14 +306,41 @@ class Store:
             self.agents.values(),
             self.conversations.values(),
             self.customers.values(),
+            self.identities.values(),
         )
 
-    def snapshot(self) -> tuple[list[AgentRecord], list[ConversationRecord], list[CustomerRecord]]:
+    def snapshot(self) -> Snapshot:
         return (
             [self.agents[k] for k in sorted(self.agents)],
             [self.conversations[k] for k in sorted(self.conversations)],
             [self.customers[k] for k in sorted(self.customers)],
+            [self.identities[k] for k in sorted(self.identities)],
         )
+
+
+Snapshot = tuple[
+    list[AgentRecord], list[ConversationRecord], list[CustomerRecord], list[IdentityRecord]
+]
+
+
+def full_snapshot(state: DomainState) -> Snapshot:
+    return (*snapshot(state), identity_links(state))
+
+
+def identities_are_flat(state: DomainState) -> None:
+    """Every identity belongs to one customer profile, directly: open conversations name
+    profiles, never linked identities, and each profile lists exactly its links."""
+    for identity, link in state.identities.items():
+        assert link.customer_id not in state.identities, (identity, link)
+        customer = state.customers[link.customer_id]
+        assert customer.identities is not None
+        assert identity in customer.identities
+    for customer in state.customers.values():
+        assert customer.customer_id not in state.identities
+        for identity in customer.identities or ():
+            assert state.identities[identity].customer_id == customer.customer_id
+    for conversation in state.conversations.values():
+        assert conversation.customer_id not in state.identities, conversation.conversation_id
 
 
 def step(state: DomainState, item: Step) -> list[Effect]:
@@ -411,7 +484,8 @@ def test_routing_invariants_hold_at_every_step(
         history.append(item)
         outputs.append(effects)
         store.save(effects)
-        assert store.snapshot() == snapshot(state), "a change was not saved"
+        assert store.snapshot() == full_snapshot(state), "a change was not saved"
+        identities_are_flat(state)
         loads_equal_holdings(state)
         nobody_newly_over_capacity(state, before_loads)
         no_fallback_before_deadline(effects, before_records, item[1])

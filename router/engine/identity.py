@@ -1,0 +1,179 @@
+"""One customer across channels: identities linked to a profile, and profiles merged.
+
+A message's ``customer_id`` is the identity its adapter saw (``sms:+1…``,
+``email:ann@…``, ``user:42``; ``schemas.identity``). A customer profile's id is the
+identity it started from; ``state.identities`` maps every *other* identity linked to a
+profile to that profile, so a new conversation belongs to
+``state.customer_of(message.customer_id)`` and the preferred agent, the explicit owner and
+affinity follow the person, whichever address they write from.
+
+- **Link** (``customer.link_requested``) makes an identity the customer's. Linking an
+  identity already linked to the customer changes nothing; one linked to another
+  customer is refused (unlink it first: a link never takes an address from someone
+  silently). An identity that is a profile of its own with history (records, open
+  conversations) is merged into the customer.
+- **Merge** (``customer.merge_requested``) folds one profile into another: identities,
+  explicit owner (the surviving one's first), last agent (the more recent), affinity
+  (scores added) and open conversations, which now name the surviving customer. The
+  merged id becomes one of its identities. ``customer.merged`` tells other systems.
+- **Unlink** (``customer.unlink_requested``) detaches a linked identity: its next
+  conversation starts a profile of its own; open conversations finish as they are, and
+  what the profile learned (last agent, affinity) stays with the profile. A profile's own
+  id cannot be unlinked from it.
+
+Every command is answered with ``command.completed`` or ``command.rejected``; a refused
+one changes nothing.
+"""
+
+from __future__ import annotations
+
+from router.engine.affinity import merge_affinity
+from router.engine.call import Call
+from router.engine.commands import complete, reject
+from router.engine.effects import DropCustomer, SaveIdentity
+from router.engine.records import IdentityRecord
+from router.engine.state import Customer
+from schemas import (
+    CustomerLinked,
+    CustomerLinkRequested,
+    CustomerMerged,
+    CustomerMergeRequested,
+    CustomerUnlinkRequested,
+)
+
+
+def on_link(call: Call, event: CustomerLinkRequested) -> None:
+    state = call.state
+    target = state.customer_of(event.customer_id)
+    identity = event.identity
+    current = state.customer_of(identity)
+    if current == target:
+        complete(call, event.id)
+        return
+    if identity in state.identities:
+        reject(call, event.id, "identity_linked_to_another_customer")
+        return
+    if _has_history(call, identity):
+        _merge(call, target, identity, event.source)
+    else:
+        _link(call, identity, target, event.source)
+    call.emit(
+        CustomerLinked(
+            id=call.new_id(),
+            domain=state.domain,
+            occurred_at=call.now,
+            customer_id=target,
+            identity=identity,
+            source=event.source,
+        )
+    )
+    complete(call, event.id)
+
+
+def on_merge(call: Call, event: CustomerMergeRequested) -> None:
+    state = call.state
+    target = state.customer_of(event.customer_id)
+    merged = state.customer_of(event.from_customer_id)
+    if merged != target:
+        _merge(call, target, merged, "merge")
+    complete(call, event.id)
+
+
+def on_unlink(call: Call, event: CustomerUnlinkRequested) -> None:
+    state = call.state
+    target = state.customer_of(event.customer_id)
+    identity = event.identity
+    if identity == target:
+        reject(call, event.id, "primary_identity")
+        return
+    link = state.identities.get(identity)
+    if link is None:
+        complete(call, event.id)  # not linked to anyone: already done
+        return
+    if link.customer_id != target:
+        reject(call, event.id, "identity_linked_to_another_customer")
+        return
+    del state.identities[identity]
+    customer = call.customer(target)
+    if customer.identities is not None:
+        customer.identities.remove(identity)
+        if not customer.identities:
+            customer.identities = None
+    call.effects.append(SaveIdentity(identity, None))
+    call.emit(
+        CustomerLinked(
+            id=call.new_id(),
+            domain=state.domain,
+            occurred_at=call.now,
+            customer_id=target,
+            identity=identity,
+            linked=False,
+            source="api",
+        )
+    )
+    complete(call, event.id)
+
+
+def _has_history(call: Call, customer_id: str) -> bool:
+    state = call.state
+    if customer_id in state.customers:
+        return True
+    return any(c.customer_id == customer_id for c in state.conversations.values())
+
+
+def _link(call: Call, identity: str, customer_id: str, source: str) -> None:
+    record = IdentityRecord(
+        identity=identity, customer_id=customer_id, source=source, linked_at=call.now
+    )
+    call.state.identities[identity] = record
+    customer = call.customer(customer_id)
+    if customer.identities is None:
+        customer.identities = []
+    customer.identities.append(identity)
+    customer.identities.sort()
+    call.effects.append(SaveIdentity(identity, record))
+
+
+def _merge(call: Call, target: str, merged: str, source: str) -> None:
+    """Fold the profile ``merged`` into ``target`` (both profile ids, not linked ones)."""
+    state = call.state
+    into = call.customer(target)
+    gone = state.customers.pop(merged, None)
+    call.customers.pop(merged, None)
+    moved = [merged]
+    if gone is not None:
+        moved.extend(gone.identities or ())
+        _combine(call, into, gone)
+        call.effects.append(DropCustomer(merged))
+    for identity in moved:
+        link = state.identities.get(identity)
+        _link(call, identity, target, source if link is None else link.source)
+    conversation_ids = []
+    for conversation_id in sorted(state.conversations):
+        conversation = state.conversations[conversation_id]
+        if conversation.customer_id == merged:
+            conversation.customer_id = target
+            call.conversations[conversation_id] = conversation
+            conversation_ids.append(conversation_id)
+    call.emit(
+        CustomerMerged(
+            id=call.new_id(),
+            domain=state.domain,
+            occurred_at=call.now,
+            customer_id=target,
+            merged_customer_id=merged,
+            identities=tuple(into.identities or ()),
+            conversation_ids=tuple(conversation_ids),
+        )
+    )
+
+
+def _combine(call: Call, into: Customer, gone: Customer) -> None:
+    if into.owner_agent_id is None:
+        into.owner_agent_id = gone.owner_agent_id
+    if gone.last_handled_at is not None and (
+        into.last_handled_at is None or gone.last_handled_at > into.last_handled_at
+    ):
+        into.last_agent_id = gone.last_agent_id
+        into.last_handled_at = gone.last_handled_at
+    merge_affinity(call.state, into, gone)
