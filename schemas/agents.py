@@ -17,13 +17,17 @@ from schemas.limits import (
     LIST_MAX,
     SCHEDULE_MAX,
     AgentId,
+    Attributes,
     Code,
     ConversationId,
     CustomerId,
     EventId,
+    Language,
     Name,
+    Priority,
     QueueName,
     SkillName,
+    Timestamp,
     TimeZone,
 )
 
@@ -153,6 +157,36 @@ class ConversationDeclineRequested(
     reason: Code = "declined"
 
 
+class ConversationUpdateRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.update_requested"
+):
+    """Set a conversation's routing context; a field left None is unchanged."""
+
+    conversation_id: ConversationId
+    agent_id: AgentId | None = None
+    """The acting agent (its owner); None when an admin updates it."""
+    priority: Priority | None = None
+    """Higher waits less: waiting lists order by priority, then age."""
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] | None = None
+    """Skills an agent needs to be offered it, beyond its queue step's (replaces the set)."""
+    language: Language | None = None
+    """BCP 47 tag; empty clears it. With the domain's ``language_skill``, a required skill."""
+    attributes: Attributes | None = None
+    """Free context (replaces the whole map)."""
+
+
+class ConversationSnoozeRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.snooze_requested"
+):
+    """Put an owned conversation aside until ``until``: its slot is free meanwhile, and it
+    comes back to its owner then (or when the customer writes)."""
+
+    conversation_id: ConversationId
+    agent_id: AgentId | None = None
+    """The acting agent (its owner); None when an admin snoozes it."""
+    until: Timestamp
+
+
 class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
     """An agent's reply left for the customer (first response, waiting on customer)."""
 
@@ -167,6 +201,8 @@ AgentCommand = (
     | ConversationCloseRequested
     | ConversationTransferRequested
     | ConversationDeclineRequested
+    | ConversationUpdateRequested
+    | ConversationSnoozeRequested
     | AgentRemoved
     | CustomerLinkRequested
     | CustomerUnlinkRequested
@@ -181,6 +217,8 @@ AgentEvent = (
     | ConversationCloseRequested
     | ConversationTransferRequested
     | ConversationDeclineRequested
+    | ConversationUpdateRequested
+    | ConversationSnoozeRequested
     | AgentReplied
     | AgentRemoved
     | CustomerLinkRequested

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
 
 from schemas.common import Attachments, Channel, Event
 from schemas.limits import (
+    LIST_MAX,
     Address,
+    Attributes,
     Code,
     ConversationKey,
     CustomerId,
     Endpoint,
+    Language,
+    Priority,
     ProviderMessageId,
     QueueName,
+    SkillName,
     Subject,
     Text,
     Timestamp,
@@ -43,9 +49,19 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     subject: Subject | None = None
     queue: QueueName | None = None
     """Queue chosen by the endpoint's config; the domain's default queue when unset."""
-    priority: int = 0
+    priority: Priority = 0
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
+    """Skills the conversation needs, from the endpoint's configuration or a pre-chat form."""
+    language: Language | None = None
+    """The customer's language (BCP 47), when the endpoint or a pre-chat form knows it."""
+    attributes: Attributes = {}
+    """Context for routing and reporting from the endpoint or a pre-chat form."""
     reply_window_ends_at: Timestamp | None = None
     """When the provider's free-form reply window closes (WhatsApp, Meta: 24 h)."""
+    known_customer_id: CustomerId | None = None
+    """The customer profile the domain's identity lookup (the platform's CRM) says
+    ``customer_id`` belongs to: the router links the identity to it first, unless the
+    identity is linked already (a link made through the API wins)."""
 
 
 class DeliveryStatus(enum.StrEnum):

@@ -87,6 +87,14 @@ TIMEZONE_MAX = 64
 ATTACHMENTS_MAX = 100
 """Attachments of one message (Twilio delivers at most 10; an email may carry dozens)."""
 SCHEDULE_MAX = 100
+ATTRIBUTES_MAX = 50
+"""Free attributes on a conversation (``order_id``, ``campaign`` …)."""
+ATTRIBUTE_KEY_MAX = 64
+ATTRIBUTE_VALUE_MAX = 256
+LANGUAGE_MAX = 35
+"""A BCP 47 language tag (``fr``, ``pt-BR``, ``zh-Hant-TW``)."""
+PRIORITY_MAX = 1000
+"""Conversation priorities lie in ``-PRIORITY_MAX`` to ``PRIORITY_MAX`` (higher first)."""
 """Working intervals of one agent's week."""
 
 CHANNEL_TEXT_MAX: dict[str, int] = {
@@ -132,6 +140,19 @@ Code = Annotated[str, msgspec.Meta(max_length=CODE_MAX)]
 TimeZone = Annotated[str, msgspec.Meta(max_length=TIMEZONE_MAX)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=EPOCH_MAX)]
 """Seconds since the Unix epoch (UTC), no later than ``EPOCH_MAX``."""
+Priority = Annotated[int, msgspec.Meta(ge=-PRIORITY_MAX, le=PRIORITY_MAX)]
+Language = Annotated[
+    str, msgspec.Meta(max_length=LANGUAGE_MAX, pattern=r"^([A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*)?$")
+]
+"""A BCP 47 tag; empty clears a conversation's language."""
+AttributeKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=ATTRIBUTE_KEY_MAX, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+AttributeValue = Annotated[
+    str, msgspec.Meta(max_length=ATTRIBUTE_VALUE_MAX, pattern=r"^[^\x00-\x1f\x7f]*$")
+]
+Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=ATTRIBUTES_MAX)]
+"""Free attributes of a conversation: its routing and reporting context."""
 
 _NOT_IN_IDENTIFIERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")

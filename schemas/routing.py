@@ -149,6 +149,23 @@ class ConversationOutsideHours(
     """The queue's business-hours calendar."""
 
 
+class ConversationUpdated(ConversationEvent, frozen=True, kw_only=True, tag="conversation.updated"):
+    """The conversation's routing context changed: its whole current context."""
+
+    priority: int = 0
+    skills: tuple[str, ...] = ()
+    language: str | None = None
+    attributes: dict[str, str] = {}
+
+
+class ConversationSnoozed(ConversationEvent, frozen=True, kw_only=True, tag="conversation.snoozed"):
+    """The owner put the conversation aside until ``until`` (its slot free meanwhile);
+    ``until`` None: it is back (the time came, or the customer wrote)."""
+
+    agent_id: AgentId
+    until: float | None
+
+
 class CustomerLinked(Event, frozen=True, kw_only=True, tag="customer.linked"):
     """``identity`` now reaches the customer ``customer_id`` (``linked`` False: no
     longer)."""
@@ -198,6 +215,8 @@ RoutingEvent = (
     | MessageRouted
     | ConversationReplyWindowClosed
     | ConversationOutsideHours
+    | ConversationUpdated
+    | ConversationSnoozed
     | CustomerLinked
     | CustomerMerged
     | CommandCompleted

@@ -30,6 +30,9 @@ from schemas.limits import (
     SKILL_MAX,
     SUBJECT_MAX,
     URL_MAX,
+    Attributes,
+    Language,
+    Priority,
     checked_identifier,
     clean_text,
 )
@@ -124,6 +127,39 @@ class DeclineIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     def __post_init__(self) -> None:
         _check_identifiers("reason", (self.reason,), CODE_MAX)
+
+
+class SnoozeIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Put an owned conversation aside until a time (at most 90 days ahead)."""
+
+    until: Annotated[float, msgspec.Meta(ge=0, le=EPOCH_MAX)]
+    """Seconds since the Unix epoch at which it comes back to its owner."""
+
+
+class ConversationUpdateIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A conversation's routing context; a field left out is unchanged."""
+
+    priority: Priority | None = None
+    """Higher waits less (-1000 to 1000)."""
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] | None = None
+    """Skills an agent needs for it, beyond its queue step's (replaces the set)."""
+    language: Language | None = None
+    """BCP 47 tag (``fr``, ``pt-BR``); empty clears it. With the domain's
+    ``language_skill``, agents need the skill ``lang:<language>``."""
+    attributes: Attributes | None = None
+    """Free context (``order_id``, ``campaign`` …; replaces the whole map): shown in the
+    desktop API and on ``conversation.updated``."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("skills", self.skills or (), SKILL_MAX)
+
+    def is_empty(self) -> bool:
+        return (
+            self.priority is None
+            and self.skills is None
+            and self.language is None
+            and self.attributes is None
+        )
 
 
 class IdentityIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -405,6 +441,17 @@ class ConversationView(msgspec.Struct, frozen=True, kw_only=True):
     closed_at: float | None
     close_reason: str | None
     message_count: int
+    priority: int = 0
+    skills: tuple[str, ...] = ()
+    """Skills an agent needs for it, beyond its queue step's."""
+    language: str | None = None
+    attributes: dict[str, str] = {}
+    snoozed_until: float | None = None
+    """Set while its owner snoozed it: when it comes back."""
+    reply_window_ends_at: float | None = None
+    """When the provider's free-form reply window closes (None: no such window)."""
+    reply_window_closed: bool = False
+    """Closed: the provider refuses free-form replies (409 ``reply_window_closed``)."""
     timeline: list[TimelineEntry]
     """Assignments and messages, oldest first (the most recent ``limit`` of each kind)."""
 

@@ -20,6 +20,7 @@ from router.api.models import (
     AgentIn,
     AgentView,
     CloseIn,
+    ConversationUpdateIn,
     ConversationView,
     DeclineIn,
     ErrorBody,
@@ -32,6 +33,7 @@ from router.api.models import (
     ReplyAccepted,
     ReplyIn,
     RotateIn,
+    SnoozeIn,
     TokenIn,
     TokenSecret,
     TokensPage,
@@ -434,6 +436,36 @@ OPERATIONS = (
         "Identities, explicit owner (this customer's first), last agent (the more recent), "
         "affinity and open conversations move here; `customer.merged` on the routing topic "
         "tells other systems. Merging the same person twice changes nothing. " + _VERDICT,
+    ),
+    Operation(
+        "post",
+        _CONV + "/snooze",
+        "snoozeConversation",
+        "Put a conversation you own aside until a time: its slot is free meanwhile",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        SnoozeIn,
+        _COMMAND_ERRORS,
+        "It comes back to its owner at `until` (through routing, with them preferred, when "
+        "they cannot take it then), or earlier when the customer writes; it does not close "
+        "for inactivity meanwhile. 409 `not_owner`, `not_owned`, `until_not_in_future`, "
+        "`until_too_far` (over 90 days). " + _VERDICT,
+    ),
+    Operation(
+        "patch",
+        _CONV,
+        "updateConversation",
+        "Set a conversation's priority, required skills, language or attributes",
+        (_DOMAIN, _CONVERSATION),
+        202,
+        Accepted,
+        ConversationUpdateIn,
+        _COMMAND_ERRORS,
+        "Its owner or an admin. Routing uses it at once: a waiting conversation is re-ranked "
+        "by its priority, and only agents with its required skills are offered it (its "
+        "preferred agent without them is not waited for). `conversation.updated` carries the "
+        "whole context. " + _VERDICT,
     ),
     Operation(
         "post",

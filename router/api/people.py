@@ -1,4 +1,4 @@
-"""Who is who: customer identity links and merges, declined offers, agents who leave.
+"""Who is who: customer identity links and merges, and agents who leave.
 
 Each route validates, writes what must outlive the request (the audit log, revoked
 tokens), publishes a command on ``agents.events`` keyed by the domain, and answers with
@@ -10,8 +10,6 @@ or 202 ``pending`` when the router has not answered within the command timeout.
   customer's; one with history of its own merges into the customer.
 - ``DELETE /v1/domains/{d}/customers/{customer_id}/identities/{identity}``: no longer.
 - ``POST /v1/domains/{d}/customers/{customer_id}/merge`` ``{"from_customer_id"}``.
-- ``POST /v1/domains/{d}/conversations/{conversation_id}/decline`` ``{"reason"?}``: the
-  agent an offer was made to turns it down (not a miss).
 - ``DELETE /v1/domains/{d}/agents/{agent_id}``: offboarding. The agent's API tokens are
   revoked at once; the router re-homes what they held (``router.engine.agents``).
 
@@ -27,9 +25,8 @@ import asyncpg
 from aiohttp import web
 
 from router.api.auth import Principal
-from router.api.models import DeclineIn, IdentityIn, MergeIn
+from router.api.models import IdentityIn, MergeIn
 from router.api.routes import (
-    acting_agent,
     agent_id_of,
     bad_request,
     customer_target,
@@ -46,13 +43,12 @@ from runtime import audit
 from schemas import (
     AgentCommand,
     AgentRemoved,
-    ConversationDeclineRequested,
     CustomerLinkRequested,
     CustomerMergeRequested,
     CustomerUnlinkRequested,
 )
 from schemas.identity import normalize_identity
-from schemas.limits import CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, UnusableValue
+from schemas.limits import CUSTOMER_ID_MAX, UnusableValue
 
 
 def _identity(value: str) -> str:
@@ -138,22 +134,6 @@ async def post_merge(request: web.Request) -> web.Response:
     )
 
 
-async def post_decline(request: web.Request) -> web.Response:
-    domain, principal = await enter(request)
-    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
-    body = await read_json(request, DeclineIn)
-    agent_id = acting_agent(principal, body.agent_id) or body.agent_id
-    if agent_id is None:
-        raise bad_request("agent_id is required with an admin token")
-    event = ConversationDeclineRequested(
-        **new_event_fields(domain),
-        conversation_id=conversation_id,
-        agent_id=agent_id,
-        reason=body.reason,
-    )
-    return await run_command(request, event, agent_id)
-
-
 _REVOKE_AGENT_TOKENS = """
 UPDATE api_tokens SET revoked_at = now(), revoked_by = $3
 WHERE domain = $1 AND agent_id = $2 AND scope = 'agent' AND revoked_at IS NULL
@@ -192,6 +172,5 @@ def people_routes(base: str) -> list[web.RouteDef]:
         web.post(customer + "/identities", guarded(post_identity)),
         web.delete(customer + "/identities/{identity}", guarded(delete_identity)),
         web.post(customer + "/merge", guarded(post_merge)),
-        web.post(base + "/conversations/{conversation_id}/decline", guarded(post_decline)),
         web.delete(base + "/agents/{agent_id}", guarded(delete_agent)),
     ]

@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -53,27 +52,23 @@ from router.api.models import (
     OwnerIn,
     PresenceIn,
     QueuesView,
-    ReplyAccepted,
-    ReplyIn,
     TransferIn,
 )
-from router.engine import AgentRecord, ConversationRecord, ConversationStatus, DomainPolicy
+from router.engine import AgentRecord, ConversationRecord, DomainPolicy
 from runtime import audit, dead_letters
-from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, OUTBOUND_PUBLISHER, PRODUCER
+from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import RETRY_AFTER_SECONDS, json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from runtime.logging import fingerprint
 from schemas import (
     AgentRegistered,
-    AgentReplied,
     CommandRejected,
     ConversationAcceptRequested,
     ConversationCloseRequested,
     ConversationTransferRequested,
     CustomerOwnerSet,
     PresenceChanged,
-    ReplyRequested,
 )
 from schemas.agents import AgentCommand, AgentEvent
 from schemas.limits import (
@@ -408,7 +403,7 @@ def customer_target(customer_id: str) -> str:
 # -- conversations ------------------------------------------------------------------
 
 
-async def _conversation(
+async def load_conversation(
     conn: asyncpg.Connection, domain: str, conversation_id: str
 ) -> ConversationRecord:
     raw = await conn.fetchval(
@@ -449,7 +444,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     if not 1 <= limit <= TIMELINE_LIMIT_MAX:
         raise bad_request(f"limit must be between 1 and {TIMELINE_LIMIT_MAX}")
     async with request.app[DB_POOL].acquire() as conn:
-        record = await _conversation(conn, domain, conversation_id)
+        record = await load_conversation(conn, domain, conversation_id)
         if not await _may_read(conn, principal, domain, record):
             raise forbidden("the conversation is not one of this agent's")
         entries = await stats.timeline(conn, domain, conversation_id, limit)
@@ -472,6 +467,13 @@ async def get_conversation(request: web.Request) -> web.Response:
             closed_at=record.closed_at,
             close_reason=record.close_reason,
             message_count=record.message_count,
+            priority=record.priority,
+            skills=record.skills,
+            language=record.language,
+            attributes=record.attributes,
+            snoozed_until=record.snoozed_until,
+            reply_window_ends_at=record.reply_window_ends_at,
+            reply_window_closed=reply_window_closed(record, time.time()),
             timeline=entries,
         )
     )
@@ -535,100 +537,6 @@ def reply_window_closed(record: ConversationRecord, now: float) -> bool:
     router says so once its deadline fired; the time says so before)."""
     ends_at = record.reply_window_ends_at
     return record.reply_window_closed or (ends_at is not None and now >= ends_at)
-
-
-_INSERT_REPLY = """
-WITH message AS (
-    INSERT INTO messages (domain, message_id, conversation_id, direction, channel, agent_id,
-                          text, attachments, status, occurred_at)
-    VALUES ($1, $2, $3, 'outbound', $4, $5, $6, $7::jsonb, 'queued', $8)
-)
-INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel, agent_id, status)
-VALUES ($1, $2, $3, $4, $5, 'queued')
-"""
-
-
-async def post_reply(request: web.Request) -> web.Response:
-    domain, principal = await enter(request)
-    conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
-    body = await read_json(request, ReplyIn)
-    if not body.text.strip() and not body.attachments:
-        raise bad_request("a reply needs text or attachments")
-    if body.agent_id is not None and not principal.is_admin:
-        raise forbidden("only an admin token names the replying agent")
-    attachments = tuple(a.attachment() for a in body.attachments)
-    pool: asyncpg.Pool = request.app[DB_POOL]
-    async with pool.acquire() as conn:
-        record = await _conversation(conn, domain, conversation_id)
-        if record.status is ConversationStatus.CLOSED:
-            return respond(ErrorBody(error="conversation_closed"), status=409)
-        if reply_window_closed(record, time.time()):
-            # The provider would refuse a free-form message (WhatsApp, Messenger and
-            # Instagram after 24 h): say so now rather than fail at the provider later.
-            return respond(ErrorBody(error="reply_window_closed"), status=409)
-        if principal.is_admin:
-            agent_id = body.agent_id or record.owner_agent_id
-            if agent_id is None:
-                raise bad_request("agent_id is required: the conversation has no owner")
-        else:
-            agent_id = principal.agent_id
-            if agent_id is None or record.owner_agent_id != agent_id:
-                return respond(ErrorBody(error="not_owner"), status=409)
-        in_reply_to = await conn.fetchval(
-            "SELECT provider_message_id FROM messages WHERE domain = $1 AND conversation_id = $2"
-            " AND direction = 'inbound' ORDER BY occurred_at DESC LIMIT 1",
-            domain,
-            conversation_id,
-        )
-        now = time.time()
-        reply = ReplyRequested(
-            id=str(uuid.uuid4()),
-            domain=domain,
-            occurred_at=now,
-            conversation_id=conversation_id,
-            agent_id=agent_id,
-            channel=record.channel,
-            endpoint=record.endpoint,
-            customer_address=record.customer_address,
-            text=body.text,
-            attachments=attachments,
-            subject=body.subject,
-            in_reply_to=in_reply_to,
-        )
-        await conn.execute(
-            _INSERT_REPLY,
-            domain,
-            reply.id,
-            conversation_id,
-            str(record.channel),
-            agent_id,
-            body.text,
-            msgspec.json.encode(attachments).decode(),
-            datetime.fromtimestamp(now, UTC),
-        )
-        try:
-            await request.app[OUTBOUND_PUBLISHER].publish([reply])
-        except BrokerUnavailable:
-            await conn.execute(
-                "UPDATE outbound_messages SET status = 'failed', error = 'broker unavailable',"
-                " updated_at = now() WHERE domain = $1 AND outbound_id = $2",
-                domain,
-                reply.id,
-            )
-            return json_error(503, "broker unavailable, retry later")
-    replied = AgentReplied(
-        **new_event_fields(domain),
-        conversation_id=conversation_id,
-        agent_id=agent_id,
-        outbound_id=reply.id,
-        channel=record.channel,
-    )
-    try:
-        await request.app[AGENT_PUBLISHER].publish([replied])
-    except BrokerUnavailable:
-        # The reply is on its way; only the first-response figure misses it.
-        log.warning("agent_replied_not_published", conversation_id=conversation_id)
-    return respond(ReplyAccepted(reply_id=reply.id), status=202)
 
 
 # -- queues and stream --------------------------------------------------------------
@@ -790,7 +698,6 @@ def agent_routes() -> list[web.RouteDef]:
         web.post(conversation + "/accept", guarded(post_accept)),
         web.post(conversation + "/close", guarded(post_close)),
         web.post(conversation + "/transfer", guarded(post_transfer)),
-        web.post(conversation + "/reply", guarded(post_reply)),
         web.get(base + "/queues", guarded(get_queues)),
         web.get(base + "/stream", guarded(get_stream), allow_head=False),
         web.get(base + "/dead-letters", guarded(get_dead_letters)),

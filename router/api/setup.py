@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer
 
 from router.api.auth import Authenticator
 from router.api.config import ApiConfig, AuthMode
-from router.api.desktop import desktop_routes
 from router.api.feed import RoutingFeed, pump, start_consumer
+from router.api.handling import handling_routes
 from router.api.openapi import get_openapi
 from router.api.people import people_routes
 from router.api.routes import API, ApiContext, agent_routes, json_errors
@@ -58,7 +58,12 @@ def setup_api(
 def api_routes() -> list[web.RouteDef]:
     """Every route of the agent and operations API (``/openapi.json`` documents them)."""
     base = "/v1/domains/{domain}"
-    return [*agent_routes(), *people_routes(base), *desktop_routes(), *token_routes(base)]
+    return [
+        *agent_routes(),
+        *people_routes(base),
+        *handling_routes(base),
+        *token_routes(base),
+    ]
 
 
 async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:

@@ -55,7 +55,7 @@ def set_profile(
     agent.capacity = {channel: n for channel, n in capacity.items() if n > 0}
     for channel in agent.capacity:
         agent.load.setdefault(channel, 0)  # allocated once, not on the first assignment
-    skill_set = frozenset(skills)
+    agent.skill_set = skill_set = frozenset(skills)
     agent.pools = tuple(pool for pool in state.compiled.pools if pool.admits(queues, skill_set))
 
 

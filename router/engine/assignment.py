@@ -211,7 +211,11 @@ def free_slot(call: Call, agent: Agent, conversation: Conversation) -> None:
 
 
 def schedule_inactivity(state: DomainState, conversation: Conversation) -> None:
-    """Rule 8: release the slot of an assigned conversation, close an idle/overflowed one."""
+    """Rule 8: release the slot of an assigned conversation, close an idle/overflowed one
+    (a snoozed one keeps its snooze deadline: it does not close while snoozed)."""
+    if conversation.snoozed_until is not None:
+        state.schedule(conversation, conversation.snoozed_until, DeadlineKind.SNOOZE)
+        return
     compiled = state.compiled
     channel = conversation.channel
     if conversation.status is _ASSIGNED:

@@ -12,7 +12,7 @@ from router.engine.deadlines import withdraw_offer
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus
-from router.engine.routing import enter_step, held_outside_hours
+from router.engine.routing import enqueue, enter_step, fall_back, held_outside_hours, try_step
 from router.engine.state import Conversation, LadderStep
 from schemas import (
     CommandCompleted,
@@ -22,6 +22,8 @@ from schemas import (
     ConversationDeclineRequested,
     ConversationReassigned,
     ConversationTransferRequested,
+    ConversationUpdated,
+    ConversationUpdateRequested,
     Strategy,
 )
 
@@ -92,6 +94,55 @@ def on_accept(call: Call, event: ConversationAcceptRequested) -> None:
     complete(call, event.id, conversation.conversation_id)
 
 
+def on_update(call: Call, event: ConversationUpdateRequested) -> None:
+    """Set a conversation's priority, required skills, language or attributes (its owner,
+    or an admin). Waiting, it re-enters its step with the new context at once: a priority
+    reorders its waiting list, required skills change who may take it."""
+    state = call.state
+    conversation = state.conversations.get(event.conversation_id)
+    if conversation is None:
+        reject(call, event.id, "unknown_conversation", event.conversation_id)
+        return
+    refusal = acting_agent_refusal(conversation, event.agent_id)
+    if refusal is not None:
+        reject(call, event.id, refusal, event.conversation_id)
+        return
+    if event.priority is not None:
+        conversation.priority = event.priority
+    conversation.set_context(
+        conversation.skills if event.skills is None else tuple(sorted(set(event.skills))),
+        conversation.language if event.language is None else event.language,
+        conversation.attributes if event.attributes is None else dict(event.attributes),
+        state.policy.language_skill,
+    )
+    call.conversations[conversation.conversation_id] = conversation
+    call.emit(
+        conversation_event(
+            ConversationUpdated,
+            call,
+            conversation,
+            priority=conversation.priority,
+            skills=conversation.skills,
+            language=conversation.language,
+            attributes=dict(conversation.attributes or {}),
+        )
+    )
+    if conversation.status is _WAITING and conversation.wait_token is not None:
+        if conversation.step_index >= 0:
+            conversation.wait_token = None
+            try_step(call, conversation)  # an agent may suit it now; else it waits again
+        elif conversation.step_index == LadderStep.PREFERRED and not (
+            conversation.preferred is not None
+            and conversation.required <= state.agents[conversation.preferred].skill_set
+        ):
+            state.schedule(conversation, None, None)
+            conversation.wait_token = None
+            fall_back(call, conversation, "missing_skill")
+        else:
+            enqueue(state, conversation)  # held for its preferred agent, in its new order
+    complete(call, event.id, conversation.conversation_id)
+
+
 def on_decline(call: Call, event: ConversationDeclineRequested) -> None:
     """The agent turns down an offer made to them: it moves on at once (the agent passed
     over, ``declined``), and it is not a missed offer."""
@@ -114,7 +165,7 @@ def on_decline(call: Call, event: ConversationDeclineRequested) -> None:
     complete(call, event.id, conversation.conversation_id)
 
 
-def _acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> str | None:
+def acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> str | None:
     """Agents act only on conversations they own; ``None`` is an admin."""
     if agent_id is None:
         return None
@@ -129,7 +180,7 @@ def on_close(call: Call, event: ConversationCloseRequested) -> None:
     if conversation is None:
         reject(call, event.id, "unknown_conversation", event.conversation_id)
         return
-    refusal = _acting_agent_refusal(conversation, event.agent_id)
+    refusal = acting_agent_refusal(conversation, event.agent_id)
     if refusal is not None:
         reject(call, event.id, refusal, event.conversation_id)
         return
@@ -144,7 +195,7 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
     if conversation is None:
         reject(call, event.id, "unknown_conversation", event.conversation_id)
         return
-    refusal = _acting_agent_refusal(conversation, event.agent_id)
+    refusal = acting_agent_refusal(conversation, event.agent_id)
     target = None
     queue = None
     if refusal is None and (event.to_agent_id is None) == (event.to_queue is None):

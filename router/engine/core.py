@@ -70,7 +70,7 @@ from router.engine.agents import (
     tick_agents,
 )
 from router.engine.call import Call
-from router.engine.commands import on_accept, on_close, on_decline, on_transfer
+from router.engine.commands import on_accept, on_close, on_decline, on_transfer, on_update
 from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
 from router.engine.errors import EngineError
@@ -87,6 +87,7 @@ from router.engine.records import (
 )
 from router.engine.routing import enqueue, finish
 from router.engine.snapshots import agent_record, conversation_record, customer_record
+from router.engine.snooze import on_snooze
 from router.engine.state import Agent, Conversation, Customer, DomainState, WindowState
 from router.engine.windows import next_window, push_window, tick_windows
 from schemas import (
@@ -96,7 +97,9 @@ from schemas import (
     ConversationAcceptRequested,
     ConversationCloseRequested,
     ConversationDeclineRequested,
+    ConversationSnoozeRequested,
     ConversationTransferRequested,
+    ConversationUpdateRequested,
     CustomerLinkRequested,
     CustomerMergeRequested,
     CustomerOwnerSet,
@@ -114,6 +117,8 @@ EngineInput = (
     | ConversationCloseRequested
     | ConversationTransferRequested
     | ConversationDeclineRequested
+    | ConversationUpdateRequested
+    | ConversationSnoozeRequested
     | AgentReplied
     | AgentRemoved
     | CustomerLinkRequested
@@ -165,6 +170,10 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_agent_replied(call, event)
         case ConversationDeclineRequested():
             on_decline(call, event)
+        case ConversationUpdateRequested():
+            on_update(call, event)
+        case ConversationSnoozeRequested():
+            on_snooze(call, event)
         case AgentRemoved():
             on_agent_removed(call, event)
         case CustomerLinkRequested():
@@ -375,6 +384,14 @@ def _restore_conversation(
     conversation.passed_over = dict(record.passed_over) or None
     conversation.assignment = record.assignment
     conversation.message_count = record.message_count
+    if record.skills or record.language or record.attributes:
+        conversation.set_context(
+            record.skills,
+            record.language,
+            dict(record.attributes),
+            state.policy.language_skill,
+        )
+    conversation.snoozed_until = record.snoozed_until
     conversation.window_ends_at = record.reply_window_ends_at
     conversation.window_state = (
         WindowState.CLOSED

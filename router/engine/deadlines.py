@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.engine.assignment import close, end_assignment, free_slot, schedule_inactivity
+from router.engine.assignment import (
+    close,
+    end_assignment,
+    free_slot,
+    schedule_inactivity,
+    take_slot,
+)
 from router.engine.call import Call
 from router.engine.errors import EngineError
+from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.routing import fall_back, route, try_step
 from router.engine.state import Conversation, LadderStep
-from schemas import Presence
+from schemas import ConversationSnoozed, Presence
 
 _WAITING = ConversationStatus.WAITING
 _OFFERED = ConversationStatus.OFFERED
@@ -94,6 +101,36 @@ def _fire_opens(call: Call, conversation: Conversation) -> None:
     route(call, conversation, None, since=conversation.waiting_since)
 
 
+def _fire_snooze(call: Call, conversation: Conversation) -> None:
+    """A snooze's time came: back to the owner if they may take it, else routed with them
+    as the preferred agent (rule 3)."""
+    owner = conversation.owner
+    if conversation.status is not _IDLE or owner is None:
+        raise EngineError(f"snooze of {conversation.status} {conversation.conversation_id}")
+    wake(call, conversation)
+    conversation.last_activity_at = call.now  # inactivity counts from its coming back
+    if owner.may_take(conversation):
+        set_status(call, conversation, _ASSIGNED)
+        take_slot(call, owner, conversation)
+        schedule_inactivity(call.state, conversation)
+        return
+    end_assignment(call, conversation, "owner_unavailable")
+    route(call, conversation, owner)
+
+
+def wake(call: Call, conversation: Conversation) -> None:
+    """A snooze ends (its time came, or the customer wrote): say so."""
+    owner = conversation.owner
+    assert owner is not None
+    conversation.snoozed_until = None
+    call.conversations[conversation.conversation_id] = conversation
+    call.emit(
+        conversation_event(
+            ConversationSnoozed, call, conversation, agent_id=owner.agent_id, until=None
+        )
+    )
+
+
 def _fire_close(call: Call, conversation: Conversation) -> None:
     call.conversations[conversation.conversation_id] = conversation
     close(call, conversation, "inactive")
@@ -105,4 +142,5 @@ FIRE: dict[DeadlineKind, Callable[[Call, Conversation], None]] = {
     DeadlineKind.RELEASE: _fire_release,
     DeadlineKind.CLOSE: _fire_close,
     DeadlineKind.OPENS: _fire_opens,
+    DeadlineKind.SNOOZE: _fire_snooze,
 }

@@ -46,28 +46,44 @@ def on_link(call: Call, event: CustomerLinkRequested) -> None:
     state = call.state
     target = state.customer_of(event.customer_id)
     identity = event.identity
-    current = state.customer_of(identity)
-    if current == target:
+    if state.customer_of(identity) == target:
         complete(call, event.id)
         return
     if identity in state.identities:
         reject(call, event.id, "identity_linked_to_another_customer")
         return
+    _link_or_merge(call, identity, target, event.source)
+    complete(call, event.id)
+
+
+def link_from_lookup(call: Call, identity: str, known_customer_id: str) -> None:
+    """A message's identity lookup names its customer: link the identity to it, unless the
+    identity is linked already (an explicit link wins over the lookup)."""
+    state = call.state
+    if identity in state.identities:
+        return
+    target = state.customer_of(known_customer_id)
+    if target != identity:
+        _link_or_merge(call, identity, target, "lookup")
+
+
+def _link_or_merge(call: Call, identity: str, target: str, source: str) -> None:
+    """Link an identity that is a profile of its own to ``target``: merged when it has a
+    history, else linked."""
     if _has_history(call, identity):
-        _merge(call, target, identity, event.source)
+        _merge(call, target, identity, source)
     else:
-        _link(call, identity, target, event.source)
+        _link(call, identity, target, source)
     call.emit(
         CustomerLinked(
             id=call.new_id(),
-            domain=state.domain,
+            domain=call.state.domain,
             occurred_at=call.now,
             customer_id=target,
             identity=identity,
-            source=event.source,
+            source=source,
         )
     )
-    complete(call, event.id)
 
 
 def on_merge(call: Call, event: CustomerMergeRequested) -> None:

@@ -70,4 +70,6 @@ def set_status(call: Call, conversation: Conversation, status: ConversationStatu
             f" {conversation.status} to {status}"
         )
     conversation.status = status
+    if status is not _IDLE:
+        conversation.snoozed_until = None  # a snooze lasts while it is idle
     call.conversations[conversation.conversation_id] = conversation

@@ -10,9 +10,11 @@ from collections.abc import Callable
 
 from router.engine.assignment import end_assignment, schedule_inactivity, take_slot
 from router.engine.call import Call, make_id
+from router.engine.deadlines import wake
 from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
+from router.engine.identity import link_from_lookup
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.routing import route
@@ -37,6 +39,9 @@ def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[
     conversation = state.by_key.get(message.conversation_key)
     if conversation is None or conversation.status is not _ASSIGNED:
         return None
+    known = message.known_customer_id
+    if known is not None and known != conversation.customer_id:
+        return None  # a lookup names another customer: the general path may link them
     owner = conversation.owner
     if owner is None or owner.presence is not _ONLINE:
         return None
@@ -79,6 +84,8 @@ def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[
 def on_message(call: Call, message: MessageReceived) -> None:
     state = call.state
     now = call.now
+    if message.known_customer_id is not None:
+        link_from_lookup(call, message.customer_id, message.known_customer_id)
     conversation = state.by_key.get(message.conversation_key)
     if conversation is None:
         if message.id in state.conversations:
@@ -99,6 +106,13 @@ def on_message(call: Call, message: MessageReceived) -> None:
             message.priority,
             now,
         )
+        if message.skills or message.language or message.attributes:
+            conversation.set_context(
+                message.skills,
+                message.language,
+                dict(message.attributes),
+                state.policy.language_skill,
+            )
         state.conversations[conversation.conversation_id] = conversation
         state.by_key[conversation.key] = conversation
         call.effects.append(SaveMessage(message, conversation.conversation_id))
@@ -144,6 +158,8 @@ def _message_to_assigned(call: Call, conversation: Conversation) -> None:
 def _message_to_idle(call: Call, conversation: Conversation) -> None:
     owner = conversation.owner
     assert owner is not None
+    if conversation.snoozed_until is not None:
+        wake(call, conversation)
     if owner.may_take(conversation):
         set_status(call, conversation, _ASSIGNED)
         take_slot(call, owner, conversation)

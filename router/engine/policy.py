@@ -312,6 +312,8 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     on_shift_end: ShiftEnd = ShiftEnd.KEEP
     """Agents with a schedule: ``keep`` their conversations at shift end, or ``rehome``
     those waiting on the business (last message from the customer, no reply since)."""
+    language_skill: bool = False
+    """A conversation's language ``xx`` is a skill its agents need: ``lang:xx``."""
     login_pace: float | None = None
     """Seconds between two hand-overs to an agent who came online onto a backlog (one
     conversation per interval, up to capacity); omit to hand over at once."""

@@ -50,6 +50,8 @@ class DeadlineKind(enum.StrEnum):
     OPENS = "opens"
     """The queue's business hours begin: routing of a conversation held outside them
     starts."""
+    SNOOZE = "snooze"
+    """A snoozed conversation comes back to its owner."""
 
 
 class AgentDeadlineKind(enum.StrEnum):
@@ -145,6 +147,12 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     """The window closed: replies need a template."""
     closed_at: float | None = None
     close_reason: str | None = None
+    skills: tuple[str, ...] = ()
+    """Skills an agent needs for it, beyond its queue step's."""
+    language: str | None = None
+    attributes: dict[str, str] = {}
+    snoozed_until: float | None = None
+    """Set while the owner snoozed it (status ``idle``): when it comes back to them."""
 
 
 class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

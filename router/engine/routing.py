@@ -74,6 +74,9 @@ def route(
     if preferred.capacity.get(channel, 0) <= 0:
         fall_back(call, conversation, "no_channel")
         return
+    if not conversation.required <= preferred.skill_set:
+        fall_back(call, conversation, "missing_skill")
+        return
     until = wait_budget_end(conversation, now)
     back = return_time(preferred, now)
     if back is not None and back > until:

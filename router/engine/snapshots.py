@@ -7,7 +7,14 @@ functions turn one of them into its immutable record (``router.engine.records``)
 from __future__ import annotations
 
 from router.engine.records import AffinityEntry, AgentRecord, ConversationRecord, CustomerRecord
-from router.engine.state import NONE_PASSED, Agent, Conversation, Customer, WindowState
+from router.engine.state import (
+    NO_ATTRIBUTES,
+    NONE_PASSED,
+    Agent,
+    Conversation,
+    Customer,
+    WindowState,
+)
 
 _WINDOW_URGENT = WindowState.URGENT
 _WINDOW_CLOSED = WindowState.CLOSED
@@ -45,6 +52,10 @@ def conversation_record(
         conversation_key=conversation.key,
         queue=conversation.queue.name,
         priority=conversation.priority,
+        skills=conversation.skills,
+        language=conversation.language,
+        attributes=NO_ATTRIBUTES if conversation.attributes is None else conversation.attributes,
+        snoozed_until=conversation.snoozed_until,
         status=conversation.status,
         owner_agent_id=None if owner is None else owner.agent_id,
         preferred_agent_id=conversation.preferred,

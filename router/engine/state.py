@@ -85,6 +85,9 @@ AgentDeadline = tuple[float, str, AgentDeadlineKind]
 
 NONE_PASSED: dict[str, str] = {}
 """Nobody passed over: shared by every record that says so (never mutated)."""
+NO_ATTRIBUTES: dict[str, str] = {}
+"""No attributes: shared by every record that has none (never mutated)."""
+NO_SKILLS: frozenset[str] = frozenset()
 
 
 class Pool:
@@ -246,6 +249,7 @@ class Agent:
         "queues",
         "schedule",
         "shift_due",
+        "skill_set",
         "skills",
         "version",
     )
@@ -254,6 +258,7 @@ class Agent:
         self.agent_id = agent_id
         self.name = ""
         self.skills: tuple[str, ...] = ()
+        self.skill_set: frozenset[str] = NO_SKILLS
         self.queues: tuple[str, ...] = ()
         self.capacity: dict[Channel, int] = {}
         self.presence = Presence.OFFLINE
@@ -291,8 +296,17 @@ class Agent:
         return self.queue_load.get(key, 0) < limit
 
     def may_take(self, conversation: Conversation) -> bool:
-        """A free slot on the conversation's channel, within its queue's limit."""
-        return self.has_slot(conversation.channel) and self.under_limit(conversation)
+        """A free slot on the conversation's channel, within its queue's limit, and the
+        skills the conversation itself requires."""
+        return (
+            self.has_slot(conversation.channel)
+            and self.under_limit(conversation)
+            and conversation.required <= self.skill_set
+        )
+
+    def suits(self, conversation: Conversation) -> bool:
+        """Within the conversation's queue limit, with the skills it requires (not slots)."""
+        return self.under_limit(conversation) and conversation.required <= self.skill_set
 
     def unavailable_reason(self, channel: Channel) -> str:
         """Why this agent cannot take a conversation on ``channel`` now (or ``chosen``)."""
@@ -334,6 +348,7 @@ class Customer:
 class Conversation:
     __slots__ = (
         "assignment",
+        "attributes",
         "channel",
         "conversation_id",
         "customer_address",
@@ -345,6 +360,7 @@ class Conversation:
         "first_response_at",
         "heap_due",
         "key",
+        "language",
         "last_activity_at",
         "last_agent_reply_at",
         "last_customer_message_at",
@@ -356,6 +372,9 @@ class Conversation:
         "preferred",
         "priority",
         "queue",
+        "required",
+        "skills",
+        "snoozed_until",
         "status",
         "step_index",
         "step_until",
@@ -412,6 +431,29 @@ class Conversation:
         self.wait_token: int | None = None
         self.window_ends_at: float | None = None
         self.window_state: WindowState = _WINDOW_OPEN
+        self.skills: tuple[str, ...] = ()
+        self.language: str | None = None
+        self.attributes: dict[str, str] | None = None
+        self.required: frozenset[str] = NO_SKILLS
+        """The skills an agent needs for it: ``skills``, and its language's skill under
+        the policy's ``language_skill`` (see ``set_context``)."""
+        self.snoozed_until: float | None = None
+
+    def set_context(
+        self,
+        skills: tuple[str, ...],
+        language: str | None,
+        attributes: dict[str, str] | None,
+        language_skill: bool,
+    ) -> None:
+        """Its routing context (skills, language, attributes) and the skills it requires."""
+        self.skills = skills
+        self.language = language or None
+        self.attributes = attributes or None
+        required = set(skills)
+        if language_skill and self.language:
+            required.add(f"lang:{self.language}")
+        self.required = frozenset(required) if required else NO_SKILLS
 
     @property
     def step_name(self) -> str:
@@ -532,7 +574,7 @@ class DomainState:
                 heapq.heappop(heap)
                 continue
             if (passed_over is not None and entry[2] in passed_over) or (
-                conversation is not None and not agent.under_limit(conversation)
+                conversation is not None and not agent.suits(conversation)
             ):
                 skipped.append(heapq.heappop(heap))
                 continue
@@ -592,7 +634,7 @@ class DomainState:
                 heapq.heappop(heap)
                 continue
             passed = conversation.passed_over
-            if (passed is not None and agent_id in passed) or not agent.under_limit(conversation):
+            if (passed is not None and agent_id in passed) or not agent.suits(conversation):
                 skipped.append(heapq.heappop(heap))
                 continue
             found = (entry, conversation)

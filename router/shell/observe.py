@@ -31,6 +31,8 @@ from schemas import (
     ConversationQueued,
     ConversationReassigned,
     ConversationReplyWindowClosed,
+    ConversationSnoozed,
+    ConversationUpdated,
     CustomerLinked,
     CustomerMerged,
     MessageRouted,
@@ -121,6 +123,8 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             ConversationQueued()
             | ConversationReassigned()
             | ConversationOutsideHours()
+            | ConversationUpdated()
+            | ConversationSnoozed()
             | CustomerLinked()
         ):
             pass

@@ -6,7 +6,7 @@ import itertools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from router.engine import (
     ConversationRecord,
@@ -31,7 +31,9 @@ from schemas import (
     ConversationAssigned,
     ConversationCloseRequested,
     ConversationDeclineRequested,
+    ConversationSnoozeRequested,
     ConversationTransferRequested,
+    ConversationUpdateRequested,
     CustomerLinkRequested,
     CustomerMergeRequested,
     CustomerOwnerSet,
@@ -129,7 +131,10 @@ def message(
     priority: int = 0,
     message_id: str | None = None,
     reply_window_ends_at: float | None = None,
+    **context: Any,
 ) -> MessageReceived:
+    """A customer message; ``context``: ``skills``, ``language``, ``attributes``,
+    ``known_customer_id``."""
     return MessageReceived(
         id=message_id or next_id("msg"),
         domain=DOMAIN,
@@ -144,6 +149,7 @@ def message(
         queue=queue,
         priority=priority,
         reply_window_ends_at=reply_window_ends_at,
+        **context,
     )
 
 
@@ -345,4 +351,30 @@ def merged(customer: str, from_customer: str) -> CustomerMergeRequested:
         occurred_at=T0,
         customer_id=customer,
         from_customer_id=from_customer,
+    )
+
+
+def updated(
+    conversation_id: str, agent_id: str | None = None, **context: Any
+) -> ConversationUpdateRequested:
+    return ConversationUpdateRequested(
+        id=next_id("update"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        **context,
+    )
+
+
+def snoozed(
+    conversation_id: str, until: float, agent_id: str | None = None
+) -> ConversationSnoozeRequested:
+    return ConversationSnoozeRequested(
+        id=next_id("snooze"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id=conversation_id,
+        agent_id=agent_id,
+        until=until,
     )
