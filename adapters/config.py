@@ -2,7 +2,8 @@
 
 Every provider-side endpoint (a Twilio number, a WhatsApp phone number id, a Facebook
 page, an Instagram account, a Telegram bot, an inbound email address) maps to one routing
-domain and optionally a queue. Secrets never appear in the file: each is named by the
+domain and optionally a queue, and may give its conversations a priority, required
+skills, a language and attributes. Secrets never appear in the file: each is named by the
 environment variable that holds it (``*_env`` fields), and read with ``resolve_secret``.
 API base URLs default to the real providers; tests point them at loopback fakes.
 """
@@ -10,11 +11,21 @@ API base URLs default to the real providers; tests point them at loopback fakes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Annotated
 
 import msgspec
 
 from adapters.base import AdapterError
-from schemas.limits import PLAUSIBLE_PAST_SECONDS, Endpoint, QueueName
+from schemas.limits import (
+    LIST_MAX,
+    PLAUSIBLE_PAST_SECONDS,
+    Attributes,
+    Endpoint,
+    Language,
+    Priority,
+    QueueName,
+    SkillName,
+)
 
 MAILGUN_MAX_AGE_SECONDS = 30_600
 """8.5 hours: Mailgun's 8 hours of retries, each of which may carry the first signature,
@@ -50,7 +61,20 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pass
 
 
-class TwilioNumber(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class _Routed(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What an endpoint tells routing about each conversation it opens."""
+
+    priority: Priority = 0
+    """Waiting priority of its conversations (higher first; -1000 to 1000)."""
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
+    """Skills an agent needs for its conversations, beyond their queue step's."""
+    language: Language | None = None
+    """Its customers' language (BCP 47), e.g. for a number advertised to French speakers."""
+    attributes: Attributes = {}
+    """Context put on each of its conversations (``brand``, ``campaign`` …)."""
+
+
+class TwilioNumber(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     number: Endpoint
     """Our Twilio number in E.164 (``+15005550006``); SMS and Twilio WhatsApp to it are routed."""
     domain: str
@@ -78,7 +102,7 @@ class TwilioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"{n.number!r} is not an E.164 number (twilio.numbers)")
 
 
-class WhatsAppNumber(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class WhatsAppNumber(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     phone_number_id: Endpoint
     """WhatsApp Cloud API phone number id (not the phone number itself)."""
     domain: str
@@ -89,7 +113,7 @@ class WhatsAppNumber(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     """Variable holding the system-user access token used to send replies."""
 
 
-class MessengerPage(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class MessengerPage(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     page_id: Endpoint
     """Facebook page id."""
     domain: str
@@ -100,7 +124,7 @@ class MessengerPage(_Section, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Variable holding the page access token used to send replies."""
 
 
-class InstagramAccount(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class InstagramAccount(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     account_id: Endpoint
     """Instagram professional account id (the ``entry.id`` of its webhooks)."""
     domain: str
@@ -135,7 +159,7 @@ class MetaConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
         _unique([a.account_id for a in self.instagram], "meta.instagram")
 
 
-class TelegramBot(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class TelegramBot(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Endpoint
     """Bot name as used in the webhook path ``/webhooks/telegram/{name}``."""
     domain: str
@@ -160,7 +184,7 @@ class TelegramConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
         _unique([b.name for b in self.bots], "telegram.bots")
 
 
-class EmailAddress(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class EmailAddress(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):
     address: Endpoint
     """Inbound address customers write to (compared case-insensitively)."""
     domain: str

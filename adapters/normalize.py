@@ -53,13 +53,26 @@ SIZE_MAX = 2**53
 
 
 class Endpoint(Protocol):
-    """Any configured endpoint: it names its domain and optional queue."""
+    """Any configured endpoint: it names its domain, optional queue, and the routing
+    context of its conversations."""
 
     @property
     def domain(self) -> str: ...
 
     @property
     def queue(self) -> str | None: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def skills(self) -> tuple[str, ...]: ...
+
+    @property
+    def language(self) -> str | None: ...
+
+    @property
+    def attributes(self) -> dict[str, str]: ...
 
 
 E = TypeVar("E", bound=Endpoint)
@@ -211,6 +224,10 @@ def message_received(
         attachments=usable,
         subject=None if subject is None else clean_text(subject, SUBJECT_MAX),
         queue=endpoint.queue,
+        priority=endpoint.priority,
+        skills=endpoint.skills,
+        language=endpoint.language,
+        attributes=endpoint.attributes,
         reply_window_ends_at=None if reply_window is None else occurred_at + reply_window,
     )
 

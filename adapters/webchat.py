@@ -1,9 +1,13 @@
 """Web chat: visitors POST messages as JSON and receive agents' replies on a WebSocket.
 
-``POST /v1/domains/{domain}/webchat/messages`` with
-``{"session_id", "message_id", "text", "attachments"?, "user_id"?, "user_hash"?}``
-answers 202 once the broker acknowledged the normalized message. ``message_id`` is the
-client's idempotency key: a retry with the same id is routed once.
+A visitor first opens a session (``adapters.webchat_routes``): the server picks the
+session id and signs a session token (``adapters.webchat_tokens``) that every later
+request presents. ``POST /v1/domains/{domain}/webchat/messages`` with
+``Authorization: Bearer <token>`` and ``{"session_id"?, "message_id", "text",
+"attachments"?, "user_id"?, "user_hash"?, "prechat"?}`` answers 202 once the broker
+acknowledged the normalized message. ``session_id`` defaults to the token's; naming
+another session is a 403. ``message_id`` is the client's idempotency key: a retry with
+the same id is routed once.
 
 ``GET /v1/domains/{domain}/webchat/sessions/{session_id}/socket`` upgrades to a WebSocket
 on which the session's agent replies arrive as JSON, live; replies sent while no socket
@@ -11,9 +15,18 @@ was open are kept for a while and delivered on connect. Every adapter instance r
 whole ``conversations.outbound`` topic (no consumer group) so a visitor may be connected
 to any instance behind the load balancer.
 
-With ``identity_secret_env`` set, a signed-in visitor's ``user_id`` is trusted only with
-``user_hash`` = hex HMAC-SHA256 of the user id under that secret (computed by the
-customer's own backend); the customer is then the same across sessions and devices.
+The customer of a message is ``webchat:<session_id>``, or ``user:<user_id>`` for a
+signed-in visitor, who is the same customer across sessions and devices. A visitor
+signs in in one of two ways, both under the domain's ``identity_secret_env`` secret
+(computed by the customer's own backend): a signed login given when the session is
+created (``adapters.webchat_tokens``: the token then carries the user), or, per message,
+``user_id`` with ``user_hash`` = hex HMAC-SHA256 of the user id. A message's ``user_id``
+must then be the token's user, if it has one.
+
+``prechat`` holds the visitor's answers to the domain's pre-chat form
+(``adapters.webchat_prechat``: checked against ``webchat.prechat``, 400 naming the field
+otherwise); they become the message's attributes, skills, priority, queue and language,
+which the router applies when the message opens a conversation.
 
 Input limits (``schemas.limits``), all answered 4xx with the reason since the visitor's
 page can fix them: ``text`` is cleaned (NUL removed, a lone surrogate read as U+FFFD) and
@@ -24,7 +37,6 @@ are cleaned text, cut at their maximum.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -42,6 +54,19 @@ from adapters.base import (
     inbound_event_id,
 )
 from adapters.config import resolve_secret
+from adapters.webchat_cors import ORIGINS_MAX, Origin, check_origins
+from adapters.webchat_prechat import (
+    PRECHAT_FIELDS_MAX,
+    PrechatField,
+    check_prechat,
+    prechat_context,
+)
+from adapters.webchat_tokens import (
+    SESSION_ID,
+    TOKEN_SECONDS_MAX,
+    TOKEN_SECONDS_MIN,
+    SessionClaims,
+)
 from schemas import Attachment, Channel, MessageReceived, ReplyRequested
 from schemas.limits import (
     ADDRESS_MAX,
@@ -59,8 +84,6 @@ from schemas.limits import (
 
 log = structlog.get_logger(__name__)
 
-_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{8,128}$")
-
 
 class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = False
@@ -68,13 +91,34 @@ class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     queue: QueueName | None = None
     """Queue of web chat conversations (the domain's default queue when unset)."""
     identity_secret_env: str | None = None
-    """Environment variable with the HMAC secret that signs visitors' ``user_id``."""
+    """Environment variable with the HMAC secret that signs visitors' ``user_id`` and the
+    logins of the customer's backend."""
+    session_secret_env: str | None = None
+    """Environment variable with the secret that signs session tokens. Unset: each process
+    draws one at random when it starts and logs a warning; enough for one process, but
+    with several adapter processes (behind a load balancer) set it, the same in all, or
+    a token works only where it was issued, and none survives a restart."""
+    session_token_seconds: Annotated[
+        int, msgspec.Meta(ge=TOKEN_SECONDS_MIN, le=TOKEN_SECONDS_MAX)
+    ] = 86_400
+    """Lifetime of a session token (60 s to 7 days); the visitor refreshes it before then."""
+    allowed_origins: Annotated[tuple[Origin, ...], msgspec.Meta(max_length=ORIGINS_MAX)] = ()
+    """Web sites whose pages may call the web chat (CORS and the socket's ``Origin``
+    check): ``https://shop.example.com``, exact ``scheme://host[:port]``, at most 50 of
+    at most 255 characters; ``*`` is refused. Empty: no cross-site page may."""
     max_text_chars: Annotated[int, msgspec.Meta(ge=1, le=TEXT_MAX)] = 4000
     """Longest message text accepted."""
     reply_backlog: int = 50
     """Replies kept per session for a visitor who is not connected."""
     reply_backlog_seconds: float = 3600.0
     """How long such replies are kept."""
+    prechat: Annotated[tuple[PrechatField, ...], msgspec.Meta(max_length=PRECHAT_FIELDS_MAX)] = ()
+    """The pre-chat form (at most 10 fields) the widget shows before the first message;
+    the answers become the conversation's routing context (``adapters.webchat_prechat``)."""
+
+    def __post_init__(self) -> None:
+        check_origins(self.allowed_origins)
+        check_prechat(self.prechat)
 
 
 class WebchatAttachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -86,14 +130,17 @@ class WebchatAttachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 class WebchatMessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The body of a web chat message POST."""
 
-    session_id: str
     message_id: str
+    session_id: str | None = None
+    """The token's session when left out."""
     text: str = ""
     attachments: Annotated[
         tuple[WebchatAttachment, ...], msgspec.Meta(max_length=ATTACHMENTS_MAX)
     ] = ()
     user_id: str | None = None
     user_hash: str | None = None
+    prechat: Annotated[dict[str, str], msgspec.Meta(max_length=PRECHAT_FIELDS_MAX)] | None = None
+    """Answers to the pre-chat form by field name (sent with every message of a session)."""
 
 
 _decoder = msgspec.json.Decoder(WebchatMessageIn)
@@ -105,13 +152,25 @@ def parse_message(
     body: bytes,
     secret: str | None,
     now: float,
+    *,
+    session: SessionClaims | None = None,
 ) -> MessageReceived:
-    """Validate a web chat POST and normalize it; ``BadRequest`` says what is wrong."""
+    """Validate a web chat POST and normalize it; ``BadRequest`` says what is wrong.
+
+    ``session``: the claims of the request's verified token; the message must be of
+    that session (403 otherwise), and its customer is the token's user, if any."""
     if not config.enabled:
         raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
     message = _decoded(body)
-    if not _SESSION_ID.fullmatch(message.session_id):
+    session_id = message.session_id
+    if session_id is None:
+        if session is None:
+            raise BadRequest("session_id is required")
+        session_id = session.session_id
+    if not SESSION_ID.fullmatch(session_id):
         raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
+    if session is not None and session_id != session.session_id:
+        raise SignatureRejected("the session token is for another session")
     if not 1 <= len(message.message_id) <= 128:
         raise BadRequest("message_id must be 1 to 128 characters")
     text = clean_text(message.text)
@@ -126,7 +185,10 @@ def parse_message(
         attachments = tuple(_attachment(a) for a in message.attachments)
     except UnusableValue as error:
         raise BadRequest(str(error)) from None
-    customer_id = f"webchat:{message.session_id}"
+    context = prechat_context(config.prechat, message.prechat)
+    customer_id = f"webchat:{session_id}"
+    if session is not None and session.customer_id is not None:
+        customer_id = session.customer_id
     if message.user_id is not None:
         if secret is None:
             raise BadRequest("user_id is not accepted: identity verification is not configured")
@@ -134,21 +196,27 @@ def parse_message(
             hmac_hex(secret, message.user_id.encode()), message.user_hash
         ):
             raise SignatureRejected("user_hash does not sign user_id")
+        if session is not None and session.user_id not in (None, message.user_id):
+            raise SignatureRejected("user_id is not the user the session signed in")
         customer_id = f"user:{message.user_id}"
-    provider_message_id = f"{message.session_id}/{message.message_id}"
+    provider_message_id = f"{session_id}/{message.message_id}"
     return MessageReceived(
         id=inbound_event_id(domain, Channel.WEBCHAT.value, provider_message_id),
         domain=domain,
         occurred_at=now,
         channel=Channel.WEBCHAT,
         endpoint="webchat",
-        customer_address=message.session_id,
+        customer_address=session_id,
         customer_id=customer_id,
-        conversation_key=f"webchat:{message.session_id}",
+        conversation_key=f"webchat:{session_id}",
         provider_message_id=provider_message_id,
         text=text,
         attachments=attachments,
-        queue=config.queue,
+        queue=context.queue or config.queue,
+        priority=context.priority,
+        skills=context.skills,
+        language=context.language,
+        attributes=context.attributes,
     )
 
 
@@ -247,16 +315,21 @@ class WebchatHub:
         self._sockets.clear()
 
 
+SOCKET_PROTOCOL = "switchboard.webchat.v1"
+"""The subprotocol a socket speaks; a browser offers it next to ``bearer.<token>``."""
+
+
 async def socket_session(
-    request: web.Request, hub: WebchatHub, domain: str, config: WebchatConfig
+    request: web.Request,
+    hub: WebchatHub,
+    domain: str,
+    session_id: str,
+    config: WebchatConfig,
 ) -> web.WebSocketResponse:
-    """Serve one visitor's WebSocket until either side closes it."""
-    session_id = request.match_info["session_id"]
-    if not config.enabled:
-        raise BadRequest(f"web chat is not enabled for domain {domain!r}", status=404)
-    if not _SESSION_ID.fullmatch(session_id):
-        raise BadRequest("session_id must be 8 to 128 letters, digits, '-' or '_'")
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096)
+    """Serve one visitor's WebSocket until either side closes it (the session's token
+    was verified by the caller). A client that offered subprotocols gets
+    ``SOCKET_PROTOCOL`` (the caller checked it was among them)."""
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096, protocols=(SOCKET_PROTOCOL,))
     await ws.prepare(request)
     await hub.attach(domain, session_id, ws, config)
     try:

@@ -10,9 +10,11 @@ Every request follows the same steps:
    set aside instead (``_parse_signed``);
 4. claim the request's one-time token, for providers that sign one (Mailgun): 409 when
    it was already used, 503 with ``Retry-After`` when the token cache (PostgreSQL) cannot
-   be reached; then publish the events, and the set-aside items to ``switchboard.dlq``,
-   and wait for the broker's acknowledgement (503 when it cannot, and the claim is
-   released so that the provider's retry of the same delivery is accepted);
+   be reached; then ask the domain's identity lookup about the customer messages, when
+   it has one (``adapters.lookup``: concurrently, bounded by its timeout, failing open);
+   then publish the events, and the set-aside items to ``switchboard.dlq``, and wait for
+   the broker's acknowledgement (503 when it cannot, and the claim is released so that
+   the provider's retry of the same delivery is accepted);
 5. only then answer 2xx in the provider's expected form.
 
 Why 409 for a used token: Mailgun retries a request only when we did not answer 2xx, and
@@ -61,6 +63,7 @@ from adapters.base import (
     Unusable,
 )
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
+from adapters.lookup import IdentityLookups
 from adapters.normalize import parse_form
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable, DeadLetter
@@ -89,6 +92,8 @@ class WebhookContext:
     public_url: str | None = None
     max_body_bytes: int = 1024 * 1024
     clock: Callable[[], float] = field(default=time.time)
+    lookups: IdentityLookups | None = None
+    """The domains' identity lookups (None: none at all)."""
 
 
 class BodyTooLarge(BadRequest):
@@ -196,6 +201,8 @@ async def _serve(
     published = False
     try:
         if events:
+            if ctx.lookups is not None:
+                events = await ctx.lookups.annotate(events)
             await ctx.publisher.publish(events)
         if letters:
             await ctx.publisher.dead_letter(letters)

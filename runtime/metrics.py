@@ -174,6 +174,13 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.identity_lookups = Counter(
+            "switchboard_identity_lookups_total",
+            "Identity lookups of customer messages, by outcome (hit, miss, cached, error, "
+            "timeout, skipped).",
+            ["domain", "outcome"],
+            registry=r,
+        )
         self.delivery_statuses = Counter(
             "switchboard_delivery_status_updates_total",
             "Delivery status callbacks received from providers.",

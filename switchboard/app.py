@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from adapters.egress_worker import EgressWorker
+from adapters.lookup import IdentityLookupConfig, IdentityLookups
 from adapters.nonces import PostgresNonces
 from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump, webchat_routes
@@ -44,7 +45,8 @@ from runtime.metrics import Metrics
 from runtime.readiness import Readiness
 from runtime.secrets import Secrets
 from runtime.tasks import background
-from schemas import InboundEvent, topics
+from schemas import topics
+from schemas.common import Event
 from switchboard.config import Config, ControlDocument
 from switchboard.control.api import setup_control
 from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG, ConfigTopic, LiveConfig
@@ -62,6 +64,7 @@ EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
 
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
+IDENTITY_LOOKUPS = web.AppKey("identity_lookups", IdentityLookups)
 
 
 def build_app(
@@ -101,6 +104,8 @@ def build_app(
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
         app.cleanup_ctx.append(_dead_letter_recorder)
+        app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
+        app.cleanup_ctx.append(_identity_lookups)
         context, routes = _adapter_routes(app, config, webchats)
         app.router.add_routes(routes)
 
@@ -110,6 +115,7 @@ def build_app(
             webchats.update(_webchats(document))
             if (egress := app.get(EGRESS_WORKER)) is not None:
                 egress.reconfigure(document.channels)
+            app[IDENTITY_LOOKUPS].reconfigure(_lookups(document))
 
         live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
@@ -134,6 +140,14 @@ def _policies(document: ControlDocument) -> dict[str, DomainPolicy]:
 
 def _webchats(document: ControlDocument) -> dict[str, WebchatConfig]:
     return {name: domain.webchat for name, domain in document.domains.items()}
+
+
+def _lookups(document: ControlDocument) -> dict[str, IdentityLookupConfig]:
+    return {
+        name: domain.identity_lookup
+        for name, domain in document.domains.items()
+        if domain.identity_lookup is not None
+    }
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -224,6 +238,14 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _identity_lookups(app: web.Application) -> AsyncIterator[None]:
+    """The HTTP session of the identity lookups (one per process, its connections bounded)."""
+    lookups = app[IDENTITY_LOOKUPS]
+    await lookups.start()
+    yield
+    await lookups.close()
+
+
 async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
     async with background("dead-letter-recorder", recorder.run(), recorder.stop):
@@ -256,7 +278,7 @@ class _StartedPublisher:
         self._app = app
         self._key = key
 
-    async def publish(self, events: Sequence[InboundEvent]) -> None:
+    async def publish(self, events: Sequence[Event]) -> None:
         await self._app[self._key].publish(events)
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
@@ -275,6 +297,7 @@ def _adapter_routes(
         metrics=app[METRICS],
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,
+        lookups=app[IDENTITY_LOOKUPS],
     )
     return context, [
         *webchat_routes(
@@ -283,7 +306,9 @@ def _adapter_routes(
             publisher,
             app[METRICS],
             app[ENVIRON],
+            links=_StartedPublisher(app, AGENT_PUBLISHER),
             max_body_bytes=config.http.max_body_bytes,
+            lookups=app[IDENTITY_LOOKUPS],
         ),
         *webhook_routes(context),
     ]

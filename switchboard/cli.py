@@ -189,7 +189,8 @@ def _banner(base: str, config: Config, roles: frozenset[Role]) -> str:
     if Role.ADAPTERS in roles:
         for name, domain in config.domains.items():
             if domain.webchat.enabled:
-                lines.append(f"  web chat    POST {base}/v1/domains/{name}/webchat/messages")
+                lines.append(f"  web chat    POST {base}/v1/domains/{name}/webchat/sessions")
+                lines.append(f"  widget      {base}/v1/domains/{name}/webchat/widget.js")
     lines.append(f"  kafka       {config.kafka.bootstrap_servers}")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)

@@ -17,7 +17,9 @@ from typing import Any
 import msgspec
 
 from adapters.config import ChannelsConfig
+from adapters.lookup import IdentityLookupConfig
 from adapters.webchat import WebchatConfig
+from adapters.webchat_prechat import prechat_queues
 from router.api.config import ApiConfig
 from router.engine import DomainPolicy
 from runtime.config import ConfigError, ServiceConfig
@@ -31,6 +33,8 @@ class DomainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """How conversations of this domain are routed (queues, steps, waits)."""
     webchat: WebchatConfig = WebchatConfig()
     """The domain's web chat channel."""
+    identity_lookup: IdentityLookupConfig | None = None
+    """Ask the platform's CRM who each customer is (``adapters.lookup``); unset: never."""
 
 
 def check_domain_id(name: str) -> None:
@@ -41,9 +45,20 @@ def check_domain_id(name: str) -> None:
 
 
 def check_references(domains: Mapping[str, DomainConfig], channels: ChannelsConfig) -> None:
-    """Every endpoint feeds a configured domain and one of its queues."""
-    for name in domains:
+    """Every endpoint feeds a configured domain and one of its queues, and every queue the
+    web chat or a pre-chat option names is one of its domain's."""
+    for name, config in domains.items():
         check_domain_id(name)
+        queue = config.webchat.queue
+        if queue is not None and queue not in config.routing.queues:
+            raise ValueError(
+                f"domains.{name}.webchat.queue: domain {name!r} has no queue {queue!r}"
+            )
+        for where, queue in prechat_queues(config.webchat.prechat):
+            if queue not in config.routing.queues:
+                raise ValueError(
+                    f"domains.{name}.webchat.{where}.queue: domain {name!r} has no queue {queue!r}"
+                )
     sections: tuple[tuple[str, Sequence[Any]], ...] = (
         ("twilio.numbers", channels.twilio.numbers),
         ("meta.whatsapp", channels.meta.whatsapp),

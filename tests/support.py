@@ -7,7 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,6 +87,35 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
+@dataclass(frozen=True)
+class WebchatSession:
+    """A web chat session as ``POST …/webchat/sessions`` answered it."""
+
+    domain: str
+    session_id: str
+    token: str
+    expires_at: int
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def customer_id(self) -> str:
+        return f"webchat:{self.session_id}"
+
+
+async def open_webchat_session(
+    http: aiohttp.ClientSession, base_url: str, domain: str = "acme", **body: Any
+) -> WebchatSession:
+    """A new web chat session of ``domain`` (``body``: e.g. ``login={...}``)."""
+    url = f"{base_url}/v1/domains/{domain}/webchat/sessions"
+    async with http.post(url, json=body) as response:
+        assert response.status == 201, await response.text()
+        answer = await response.json()
+    return WebchatSession(domain, answer["session_id"], answer["token"], answer["expires_at"])
+
+
 @dataclass
 class Service:
     config: Config
@@ -94,9 +123,30 @@ class Service:
     base_url: str
     session: aiohttp.ClientSession
     metrics: Metrics
+    visitors: dict[tuple[str, str], WebchatSession] = field(default_factory=dict)
+    """Web chat sessions by (domain, the test's name for the visitor)."""
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    async def visitor(self, name: str, domain: str = "acme") -> WebchatSession:
+        """The web chat session of the test's visitor ``name``, opened at first use (the
+        server picks session ids: tests name visitors, not sessions)."""
+        if (domain, name) not in self.visitors:
+            self.visitors[domain, name] = await open_webchat_session(
+                self.session, self.base_url, domain
+            )
+        return self.visitors[domain, name]
+
+    async def webchat(self, message: Mapping[str, Any], domain: str = "acme") -> tuple[int, Any]:
+        """POST a web chat message as the visitor its ``session_id`` names (see
+        ``visitor``); the status and the JSON answer."""
+        session = await self.visitor(message["session_id"], domain)
+        body = {**message, "session_id": session.session_id}
+        async with self.session.post(
+            self.url(f"/v1/domains/{domain}/webchat/messages"), json=body, headers=session.auth
+        ) as response:
+            return response.status, await response.json()
 
 
 @contextlib.asynccontextmanager

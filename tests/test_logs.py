@@ -37,6 +37,7 @@ import structlog
 from aiohttp.http_exceptions import BadHttpMessage
 from twilio.request_validator import RequestValidator
 
+from adapters.webchat import SOCKET_PROTOCOL
 from router.api.auth import Scope, create_token
 from runtime import logging as logs
 from switchboard.config import Config
@@ -63,6 +64,7 @@ SECRETS = {
     "WHATSAPP_ACCESS_TOKEN": "planted-whatsapp-access-5a8b",
     "SWITCHBOARD_ADMIN_TOKEN": "planted-bootstrap-admin-52f0",
     "WEBCHAT_IDENTITY_SECRET": "planted-webchat-identity-8e41",
+    "WEBCHAT_SESSION_SECRET": "planted-webchat-session-2f7c",
 }
 TWILIO_NUMBER = "+14155550100"
 WHATSAPP_NUMBER_ID = "106540352242922"
@@ -86,7 +88,14 @@ CHANNELS: dict[str, Any] = {
     },
 }
 DOMAINS: dict[str, Any] = {
-    "acme": {"webchat": {"enabled": True, "identity_secret_env": "WEBCHAT_IDENTITY_SECRET"}},
+    "acme": {
+        "webchat": {
+            "enabled": True,
+            "identity_secret_env": "WEBCHAT_IDENTITY_SECRET",
+            "session_secret_env": "WEBCHAT_SESSION_SECRET",
+            "allowed_origins": ["https://shop.example.com"],
+        }
+    },
     "globex": {"webchat": {"enabled": True}},
 }
 CAPACITY = {"webchat": 5, "sms": 5, "whatsapp": 5, "telegram": 5, "email": 5}
@@ -505,29 +514,76 @@ class Scenario:
     # -- channels ---------------------------------------------------------------------------
 
     async def webchat(self) -> None:
-        path = "/v1/domains/acme/webchat/messages"
+        base = "/v1/domains/acme/webchat"
+        origin = {"Origin": "https://shop.example.com"}
+        login = {"user_id": USER_ID, "email": EMAIL, "phone": PHONE}
+        login["expires_at"] = int(time.time()) + 300
+        lines = ["switchboard-webchat-login-v1", "acme", USER_ID, EMAIL, PHONE]
+        canonical = "\n".join([*lines, str(login["expires_at"])])
+        signature = _hmac_hex(SECRETS["WEBCHAT_IDENTITY_SECRET"], canonical.encode())
+        login["signature"] = self.planted.add("webchat login signature", signature)
+        await self.call("webchat preflight", "OPTIONS", base + "/sessions", headers=origin)
+        answer = await self.call(
+            "webchat session", "POST", base + "/sessions", json={"login": login}, expect=201
+        )
+        session = json.loads(answer)
+        sid = session["session_id"]
+        token = self.planted.add("webchat token", session["token"])
+        forged = {**login, "signature": self.planted.add("webchat forged login", "ab" * 32)}
+        await self.call(
+            "webchat forged login", "POST", base + "/sessions", json={"login": forged}, expect=403
+        )
+        answer = await self.call(
+            "webchat refresh", "POST", f"{base}/sessions/{sid}/token", headers=_bearer(token)
+        )
+        token = self.planted.add("webchat refreshed token", json.loads(answer)["token"])
+        bearer = {**_bearer(token), **origin}
+        tampered = self.planted.add("webchat tampered token", token[:-4] + "AAAA")
+        await self.call(
+            "webchat tampered token",
+            "POST",
+            base + "/messages",
+            json={"message_id": "m0", "text": TEXT},
+            headers=_bearer(tampered),
+            expect=401,
+        )
+        socket = f"{self.base}{base}/sessions/{sid}/socket"
+        async with self.http.ws_connect(socket, params={"token": token}) as ws:
+            await ws.close()
+        async with self.http.ws_connect(socket, protocols=(SOCKET_PROTOCOL, f"bearer.{token}")):
+            pass
+        for name, kwargs in (
+            ("webchat socket without our protocol", {"protocols": (f"bearer.{token}",)}),
+            ("webchat socket, tampered", {"params": {"token": tampered}}),
+        ):
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await self.http.ws_connect(socket, **kwargs)
+            self.statuses[name] = 400
+        path = base + "/messages"
         user_hash = _hmac_hex(SECRETS["WEBCHAT_IDENTITY_SECRET"], USER_ID.encode())
         self.planted.add("webchat user hash", user_hash)
         message = {
-            "session_id": "visitor-planted-01",
+            "session_id": sid,
             "message_id": "m1",
             "text": f"{TEXT} {EMAIL} {PHONE}",
             "user_id": USER_ID,
             "user_hash": user_hash,
         }
-        await self.call("webchat", "POST", path, json=message, expect=202)
+        await self.call("webchat", "POST", path, json=message, headers=bearer, expect=202)
         forged = {**message, "message_id": "m2", "user_hash": "0" * 64}
-        await self.call("webchat forged identity", "POST", path, json=forged, expect={401, 403})
+        await self.call(
+            "webchat forged identity", "POST", path, json=forged, headers=bearer, expect={401, 403}
+        )
         nul = {**message, "message_id": "m3", "text": f"{TEXT}\u0000{EMAIL}"}
-        await self.call("webchat NUL", "POST", path, json=nul)
+        await self.call("webchat NUL", "POST", path, json=nul, headers=bearer)
         huge = {**message, "message_id": "m4", "text": TEXT * 100_000}
-        await self.call("webchat huge", "POST", path, json=huge, expect=413)
+        await self.call("webchat huge", "POST", path, json=huge, headers=bearer, expect=413)
         await self.call(
             "webchat not UTF-8",
             "POST",
             path,
-            data=b'{"session_id": "visitor-planted-01", "text": "\xe9' + EMAIL.encode() + b'"}',
-            headers={"Content-Type": "application/json"},
+            data=b'{"message_id": "m5", "text": "\xe9' + EMAIL.encode() + b'"}',
+            headers={"Content-Type": "application/json", **bearer},
             expect=400,
         )
 

@@ -11,7 +11,8 @@ surfaces only, exactly as in production:
   the raw body, keyed with the app secret);
 - email: a Mailgun route POST carrying ``timestamp``, ``token`` and ``signature`` (HMAC-
   SHA256 of timestamp + token, keyed with the webhook signing key);
-- web chat: ``POST /v1/domains/{domain}/webchat/messages``;
+- web chat: a session (``POST /v1/domains/{domain}/webchat/sessions``), then
+  ``POST /v1/domains/{domain}/webchat/messages`` with the session's bearer token;
 - agents: the agent API (register, presence, reply, close) with an admin token, and the
   domain's Server-Sent Events stream to follow assignments.
 
@@ -95,6 +96,16 @@ def twilio_signature(auth_token: str, url: str, params: Sequence[tuple[str, str]
 def meta_signature(app_secret: str, body: bytes) -> str:
     """``X-Hub-Signature-256``: ``sha256=`` + hex HMAC-SHA256 of the raw body."""
     return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _error_reason(body: bytes) -> str:
+    """`` <reason>`` of an API error body (a 409 says why), or nothing."""
+    try:
+        answer = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return ""
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return f" {error}" if isinstance(error, str) else ""
 
 
 def mailgun_signature(signing_key: str, timestamp: str, token: str) -> str:
@@ -280,8 +291,9 @@ class Customer:
     index: int
     phone: str
     email: str
-    session: str
     channel: str
+    webchat_token: str | None = None
+    """The web chat session's token, once the customer opened one."""
     email_thread: str | None = None
 
 
@@ -318,7 +330,6 @@ class Simulation:
                 index=i,
                 phone=f"+1555{options.seed % 100:02d}{i:05d}",
                 email=f"customer{i:05d}.s{options.seed}@example.com",
-                session=f"sim-{options.seed}-{i:05d}",
                 channel=self.rng.choices(channels, weights)[0],
             )
             for i in range(options.customers)
@@ -371,10 +382,11 @@ class Simulation:
     ) -> bool:
         try:
             async with self.http.request(method, url, **kwargs) as response:
-                await response.read()
+                body = await response.read()
                 if response.status in (ok if isinstance(ok, tuple) else (ok,)):
                     return True
-                self.figures.errors[f"{what} {response.status}"] += 1
+                reason = _error_reason(body) if response.status == 409 else ""
+                self.figures.errors[f"{what} {response.status}{reason}"] += 1
         except (aiohttp.ClientError, TimeoutError) as error:
             self.figures.errors[f"{what} {type(error).__name__}"] += 1
         return False
@@ -395,10 +407,7 @@ class Simulation:
         message_id = f"{self.run_id}{uuid.UUID(int=self.rng.getrandbits(128)).hex}"
         match channel:
             case "webchat":
-                body = {"session_id": customer.session, "message_id": message_id, "text": text}
-                sent = await self._request(
-                    "webchat", "POST", self.api + "/webchat/messages", 202, json=body
-                )
+                sent = await self._webchat(customer, message_id, text)
             case "sms":
                 sent = await self._twilio(customer, message_id[:32], text)
             case "whatsapp":
@@ -407,6 +416,23 @@ class Simulation:
                 sent = await self._mailgun(customer, message_id, text)
         if sent:
             self.figures.messages[channel] += 1
+
+    async def _webchat(self, customer: Customer, message_id: str, text: str) -> bool:
+        if customer.webchat_token is None:
+            try:
+                async with self.http.post(self.api + "/webchat/sessions", json={}) as response:
+                    if response.status != 201:
+                        self.figures.errors[f"webchat session {response.status}"] += 1
+                        return False
+                    customer.webchat_token = (await response.json())["token"]
+            except (aiohttp.ClientError, TimeoutError) as error:
+                self.figures.errors[f"webchat session {type(error).__name__}"] += 1
+                return False
+        body = {"message_id": message_id, "text": text}
+        auth = {"Authorization": f"Bearer {customer.webchat_token}"}
+        return await self._request(
+            "webchat", "POST", self.api + "/webchat/messages", 202, json=body, headers=auth
+        )
 
     async def _twilio(self, customer: Customer, sid: str, text: str) -> bool:
         path = "/webhooks/twilio/sms"

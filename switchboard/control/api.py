@@ -59,6 +59,7 @@ from switchboard.control.document import (
 )
 from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG
 from switchboard.control.models import (
+    VERSION_MAX,
     ConfigChanged,
     DryRunIn,
     DryRunView,
@@ -317,7 +318,7 @@ async def list_config_versions(request: web.Request) -> web.StreamResponse:
 @_handler
 async def get_config_version(request: web.Request) -> web.StreamResponse:
     await _platform(request)
-    number = _int_param(request, "version", None, 2**62)
+    number = _int_param(request, "version", None, VERSION_MAX)
     assert number is not None
     async with request.app[DB_POOL].acquire() as conn:
         detail = await store.get_version(conn, number)
@@ -330,7 +331,7 @@ async def get_config_version(request: web.Request) -> web.StreamResponse:
 async def restore_config_version(request: web.Request) -> web.StreamResponse:
     """A new version holding version N's document: a rollback that keeps the history."""
     principal = await _platform(request)
-    number = _int_param(request, "version", None, 2**62)
+    number = _int_param(request, "version", None, VERSION_MAX)
     assert number is not None
     async with request.app[DB_POOL].acquire() as conn:
         detail = await store.get_version(conn, number)

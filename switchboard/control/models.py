@@ -66,6 +66,10 @@ class EndpointSettings(
     """``email``: the Mailgun sending domain of replies."""
 
 
+VERSION_MAX = 2**62
+"""Versions are PostgreSQL ``bigint``s: a larger number names no version (400, not a
+database error)."""
+
 Instant = Annotated[float, msgspec.Meta(ge=0, le=253_402_300_799)]
 """Seconds since the Unix epoch, up to the end of year 9999."""
 
@@ -76,7 +80,7 @@ class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     and the window of recorded traffic to replay."""
 
     routing: DomainPolicy | None = None
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=VERSION_MAX)] | None = None
     start: Instant | None = msgspec.field(name="from", default=None)
     """Seconds since the Unix epoch; default: seven days before ``to`` (last week)."""
     end: Instant | None = msgspec.field(name="to", default=None)

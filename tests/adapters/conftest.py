@@ -40,6 +40,7 @@ account_sid = "AC00000000000000000000000000000001"
 numbers = [
   { number = "+14155550100", domain = "acme", queue = "sms" },
   { number = "+14155550199", domain = "globex" },
+  { number = "+14155550142", domain = "acme", priority = 5, skills = ["billing"], language = "fr", attributes = { brand = "acme-fr" } },
 ]
 
 [meta]

@@ -121,6 +121,19 @@ async def test_inbound_sms_is_published_then_answered_with_empty_twiml(hook: Har
     )
 
 
+async def test_a_number_gives_its_conversations_their_routing_context(hook: Harness) -> None:
+    params = inbound_sms(To="+14155550142")
+    resp = await hook.client.post(PATH, data=params, headers=sign(params))
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    assert (msg.priority, msg.skills, msg.language, msg.attributes) == (
+        5,
+        ("billing",),
+        "fr",
+        {"brand": "acme-fr"},
+    )
+
+
 async def test_customer_id_is_channel_scoped_in_unlinked_domains(hook: Harness) -> None:
     params = inbound_sms(To="+14155550199")
     resp = await hook.client.post(PATH, data=params, headers=sign(params))

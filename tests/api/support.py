@@ -60,14 +60,15 @@ class Api:
             what=f"{agent_id} online",
         )
 
-    async def customer_writes(self, session_id: str, message_id: str, text: str = "hi") -> str:
-        async with self.service.session.post(
-            self.service.url("/v1/domains/acme/webchat/messages"),
-            json={"session_id": session_id, "message_id": message_id, "text": text},
-        ) as response:
-            assert response.status == 202, await response.text()
-            event_id: str = (await response.json())["event_id"]
-            return event_id
+    async def customer_writes(self, visitor: str, message_id: str, text: str = "hi") -> str:
+        """The web chat visitor ``visitor`` (a name: see ``Service.visitor``) writes; the
+        message's event id."""
+        status, answer = await self.service.webchat(
+            {"session_id": visitor, "message_id": message_id, "text": text}
+        )
+        assert status == 202, answer
+        event_id: str = answer["event_id"]
+        return event_id
 
 
 @contextlib.asynccontextmanager

@@ -69,8 +69,9 @@ async def test_an_agent_works_a_conversation_through_the_api(
             "On its way",
             "webchat",
         )
-        assert reply.customer_address == "visitor-0001"
-        assert reply.in_reply_to == "visitor-0001/m1"  # the provider message id
+        visitor = await api.service.visitor("visitor-0001")
+        assert reply.customer_address == visitor.session_id
+        assert reply.in_reply_to == f"{visitor.session_id}/m1"  # the provider message id
         # Recorded at once; the egress worker then marks a web chat reply sent (handed
         # to the visitor's live socket hub).
         assert await api.pool.fetchval(

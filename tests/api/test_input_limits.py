@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from typing import Any
 
 from router.api.openapi import document
@@ -32,9 +33,20 @@ CONVERSATION = "/v1/domains/acme/conversations/"
 DEEP = b"[" * 5000 + b"]" * 5000
 
 
-async def post_raw(api: Api, path: str, body: bytes, **headers: str) -> tuple[int, Any]:
+async def post_webchat_raw(api: Api, body: bytes) -> tuple[int, Any]:
+    """POST ``body`` as it is, but for each ``"visitor-NNNN"`` in it the real session id of
+    that visitor, with the first visitor's token."""
+    names = re.findall(rb'"(visitor-\d{4})"', body) or [b"visitor-0001"]
+    for name in names:
+        session = await api.service.visitor(name.decode())
+        body = body.replace(b'"' + name + b'"', b'"' + session.session_id.encode() + b'"')
+    first = await api.service.visitor(names[0].decode())
     return await api.call(
-        "POST", path, data=body, headers={"Content-Type": "application/json", **headers}
+        "POST",
+        MESSAGES,
+        None,
+        data=body,
+        headers={"Content-Type": "application/json", **first.auth},
     )
 
 
@@ -43,15 +55,13 @@ async def test_free_text_with_nul_or_a_lone_surrogate_is_cleaned_and_routed(
 ) -> None:
     async with api_service(infrastructure.bootstrap_servers, database_url) as api:
         # 1. A NUL in web chat text: stored without it, and the router goes on.
-        status, _ = await post_raw(
+        status, _ = await post_webchat_raw(
             api,
-            MESSAGES,
             b'{"session_id": "visitor-0001", "message_id": "m1", "text": "hello\\u0000world"}',
         )
         assert status == 202
-        status, _ = await post_raw(
+        status, _ = await post_webchat_raw(
             api,
-            MESSAGES,
             b'{"session_id": "visitor-0002", "message_id": "m1", "text": "cut \\ud83d emoji"}',
         )
         assert status == 202
@@ -108,7 +118,7 @@ async def test_identifiers_and_bodies_are_refused_with_4xx(
             (b'{"session_id": "visitor\\u0000001", "message_id": "m", "text": "x"}', "session_id"),
             (b'{"session_id": "visitor-0001\\n", "message_id": "m", "text": "x"}', "session_id"),
         ]:
-            status, answer = await post_raw(api, MESSAGES, body)
+            status, answer = await post_webchat_raw(api, body)
             assert status == 400, (body[:80], answer)
             assert reason in answer["error"]
 
@@ -143,24 +153,31 @@ async def test_identifiers_and_bodies_are_refused_with_4xx(
         assert (await api.call("GET", "/v1/domains/ac%00me/queues", "bootstrap"))[0] == 404
 
         # 3. Bodies: compressed (even validly) is 415 before reading; deep JSON is 400.
-        for path, method in (
-            (MESSAGES, "POST"),
-            (AGENT, "PUT"),
-            (CONVERSATION + "c/reply", "POST"),
+        visitor = (await api.service.visitor("visitor-0001")).auth
+        for path, method, who, auth in (
+            (MESSAGES, "POST", None, visitor),
+            (AGENT, "PUT", "admin", {}),
+            (CONVERSATION + "c/reply", "POST", "admin", {}),
         ):
             for body in (b"\x00junk" * 10, gzip.compress(b"{}")):
                 status, answer = await api.call(
                     method,
                     path,
+                    who,
                     data=body,
-                    headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+                    headers={
+                        "Content-Encoding": "gzip",
+                        "Content-Type": "application/json",
+                        **auth,
+                    },
                 )
                 assert status == 415, (path, answer)
             status, answer = await api.call(
                 method,
                 path,
+                who,
                 data=b'{"text": ' + DEEP + b"}",
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **auth},
             )
             assert status == 400, (path, answer)
 

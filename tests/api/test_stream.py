@@ -44,10 +44,11 @@ async def test_an_agent_desktop_gets_its_assignment_live_and_resumes_without_los
         for n in range(2, 6):
             await api.customer_writes(f"visitor-000{n}", f"m{n}")
             await admin.wait_for("conversation.assigned")
+            visitor = await api.service.visitor(f"visitor-000{n}")
             owner = await wait_until(
-                lambda n=n: api.pool.fetchval(
-                    "SELECT owner_agent_id FROM conversations WHERE customer_id LIKE $1",
-                    f"%visitor-000{n}",
+                lambda visitor=visitor: api.pool.fetchval(
+                    "SELECT owner_agent_id FROM conversations WHERE customer_id = $1",
+                    visitor.customer_id,
                 ),
                 what="assignment",
             )

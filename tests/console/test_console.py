@@ -8,30 +8,17 @@ import contextlib
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import Infrastructure
+from tests.console.chromium import ARTIFACTS, ROOT, chromium_page
 from tests.simulate.demo import ADMIN, demo_service, options
 from tests.support import wait_until
 from tools.simulate import simulate
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 DOCS_PICTURE = ROOT / "docs" / "console.png"
 """Refreshed from the browser test when ``SWITCHBOARD_CONSOLE_DOCS`` is set."""
 SECONDS = float(os.environ.get("SWITCHBOARD_CONSOLE_SECONDS", "8"))
@@ -91,10 +78,6 @@ async def test_the_agents_listing_needs_an_admin_token(
             assert r.status == 404
 
 
-def _installed(executable: str) -> bool:
-    return Path(executable).is_file()
-
-
 def _number(text: str) -> int:
     return int(text.strip()) if text.strip().isdigit() else 0
 
@@ -102,82 +85,68 @@ def _number(text: str) -> int:
 async def test_the_console_follows_a_running_simulation_in_a_browser(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    if not _installed(CHROMIUM):
-        pytest.fail(
-            f"{CHROMIUM} is missing: run `make tools` (as root it installs Debian's chromium)"
-        )
     from playwright.async_api import TimeoutError as PlaywrightTimeoutError
-    from playwright.async_api import async_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
     async with (
         demo_service(infrastructure, database_url) as service,
-        async_playwright() as playwright,
+        chromium_page("console", viewport={"width": 1440, "height": 900}) as browsed,
     ):
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page, errors = browsed.page, browsed.errors
+        await page.goto(service.url("/console"))
+        await page.fill("#domain", "demo")
+        await page.fill("#token", ADMIN)
+        await page.click("button[type=submit]")
+        await page.wait_for_function(
+            "document.getElementById('status').textContent === 'live'", timeout=10_000
+        )
+        speed = min(3000.0, 18_000 / SECONDS)  # at most 5 simulated hours: shifts overlap
+        started = time.monotonic()
+        run = asyncio.create_task(
+            simulate(
+                options(service, duration=SECONDS, rate=15.0, speed=speed, agents=8, customers=40)
+            )
+        )
         try:
-            page = await browser.new_page(viewport={"width": 1440, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.goto(service.url("/console"))
-            await page.fill("#domain", "demo")
-            await page.fill("#token", ADMIN)
-            await page.click("button[type=submit]")
             await page.wait_for_function(
-                "document.getElementById('status').textContent === 'live'", timeout=10_000
+                "Number(document.getElementById('messages').textContent) > 0",
+                timeout=15_000,
             )
-            speed = min(3000.0, 18_000 / SECONDS)  # at most 5 simulated hours: shifts overlap
-            started = time.monotonic()
-            run = asyncio.create_task(
-                simulate(
-                    options(
-                        service, duration=SECONDS, rate=15.0, speed=speed, agents=8, customers=40
-                    )
-                )
+            first = _number(await page.inner_text("#messages"))
+            await page.wait_for_function(
+                f"Number(document.getElementById('messages').textContent) > {first}",
+                timeout=15_000,
             )
-            try:
-                await page.wait_for_function(
-                    "Number(document.getElementById('messages').textContent) > 0",
-                    timeout=15_000,
-                )
-                first = _number(await page.inner_text("#messages"))
-                await page.wait_for_function(
-                    f"Number(document.getElementById('messages').textContent) > {first}",
-                    timeout=15_000,
-                )
-                await page.wait_for_function(
-                    "document.querySelectorAll('#agents tbody tr').length > 0"
-                    " && document.querySelectorAll('#queues tbody tr').length > 0",
-                    timeout=15_000,
-                )
-                # A picture of the floor while it is busy, then the final figures.
-                await asyncio.sleep(max(0.0, started + 0.8 * SECONDS - time.monotonic()))
-                live = ARTIFACTS / "console-live.png"
-                await page.screenshot(path=str(live), full_page=True)
-                if os.environ.get("SWITCHBOARD_CONSOLE_DOCS"):
-                    shutil.copy(live, DOCS_PICTURE)
-                summary = await run
-            finally:
-                if not run.done():
-                    run.cancel()
-            # The page and the simulation follow the same stream from before the first
-            # event to after the last (the simulation drains the router's deadlines), so
-            # their counts agree; but the page redraws its figures once a second, so wait
-            # for the redraw showing the last events before reading them.
-            final = {"messages": summary.messages_routed, "assigned": summary.assignments}
-            with contextlib.suppress(PlaywrightTimeoutError):
-                await page.wait_for_function(
-                    "final => Object.entries(final).every("
-                    "([id, count]) => Number(document.getElementById(id).textContent) === count)",
-                    arg=final,
-                    timeout=10_000,
-                )
-            shown = {figure: _number(await page.inner_text(f"#{figure}")) for figure in final}
-            assert shown == final
-            assert "%" in await page.inner_text("#hit-ratio")
-            assert await page.inner_text("#queues tbody tr td") == "support"
-            assert await page.evaluate("sessionStorage.getItem('switchboard.token')") == ADMIN
-            assert errors == []
-            await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+            await page.wait_for_function(
+                "document.querySelectorAll('#agents tbody tr').length > 0"
+                " && document.querySelectorAll('#queues tbody tr').length > 0",
+                timeout=15_000,
+            )
+            # A picture of the floor while it is busy, then the final figures.
+            await asyncio.sleep(max(0.0, started + 0.8 * SECONDS - time.monotonic()))
+            live = ARTIFACTS / "console-live.png"
+            await page.screenshot(path=str(live), full_page=True)
+            if os.environ.get("SWITCHBOARD_CONSOLE_DOCS"):
+                shutil.copy(live, DOCS_PICTURE)
+            summary = await run
         finally:
-            await browser.close()
+            if not run.done():
+                run.cancel()
+        # The page and the simulation follow the same stream from before the first
+        # event to after the last (the simulation drains the router's deadlines), so
+        # their counts agree; but the page redraws its figures once a second, so wait
+        # for the redraw showing the last events before reading them.
+        final = {"messages": summary.messages_routed, "assigned": summary.assignments}
+        with contextlib.suppress(PlaywrightTimeoutError):
+            await page.wait_for_function(
+                "final => Object.entries(final).every("
+                "([id, count]) => Number(document.getElementById(id).textContent) === count)",
+                arg=final,
+                timeout=10_000,
+            )
+        shown = {figure: _number(await page.inner_text(f"#{figure}")) for figure in final}
+        assert shown == final
+        assert "%" in await page.inner_text("#hit-ratio")
+        assert await page.inner_text("#queues tbody tr td") == "support"
+        assert await page.evaluate("sessionStorage.getItem('switchboard.token')") == ADMIN
+        assert errors == []
+        await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)

@@ -264,11 +264,10 @@ async def test_a_holiday_sends_a_conversation_to_its_after_hours_rule(
         )
         assert status == 200, body
         async with TopicReader(service.config, ROUTING) as routing:
-            async with service.session.post(
-                service.url("/v1/domains/acme/webchat/messages"),
-                json={"session_id": "visitor-0001", "message_id": "m1", "text": "anyone there?"},
-            ) as response:
-                assert response.status == 202
+            status, answer = await service.webchat(
+                {"session_id": "visitor-0001", "message_id": "m1", "text": "anyone there?"}
+            )
+            assert status == 202, answer
 
             def outside_hours(records: list[Any]) -> bool:
                 return any(
@@ -307,11 +306,10 @@ async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
                 what="ann online",
             )
             for visitor in range(3):
-                async with service.session.post(
-                    service.url("/v1/domains/acme/webchat/messages"),
-                    json={"session_id": f"visitor-000{visitor}", "message_id": "m1", "text": "hi"},
-                ) as response:
-                    assert response.status == 202
+                status, answer = await service.webchat(
+                    {"session_id": f"visitor-000{visitor}", "message_id": "m1", "text": "hi"}
+                )
+                assert status == 202, answer
             await wait_until(
                 lambda: conn.fetchval("SELECT count(*) = 3 FROM messages"), what="messages stored"
             )
@@ -358,6 +356,11 @@ async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
             "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 60, "version": 99}
         )
         assert status == 404
+        # beyond a bigint: no version, and a client's mistake (not a database error)
+        status, body, _ = await admin.call(
+            "POST", "/v1/domains/acme/config/dry-run", {"from": None, "version": 2**66}
+        )
+        assert status == 400, body
 
 
 async def test_config_apply_and_export_through_the_api(

@@ -130,3 +130,8 @@ def test_without_defaults_keeps_only_what_differs_and_round_trips() -> None:
     assert "api_base_url" not in minimal["channels"]["twilio"]
     assert msgspec.convert(minimal, ControlDocument) == original
     assert without_defaults(DomainConfig()) == {}
+
+
+def test_the_web_chat_queue_must_be_one_of_its_domain() -> None:
+    with pytest.raises(msgspec.ValidationError, match=r"webchat\.queue: domain 'acme' has no queue"):
+        document({**BASE, "domains": {"acme": {"webchat": {"enabled": True, "queue": "gold"}}}})

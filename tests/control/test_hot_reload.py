@@ -21,7 +21,14 @@ from switchboard.app import Role
 from switchboard.config import Config
 from tests.adapters.test_meta import signed, wa_notification, wa_text, wa_value
 from tests.conftest import Infrastructure
-from tests.support import RouterProcess, TopicReader, make_raw_config, running_service, wait_until
+from tests.support import (
+    RouterProcess,
+    TopicReader,
+    make_raw_config,
+    open_webchat_session,
+    running_service,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -85,9 +92,10 @@ async def _scenario(router: Any, adapters: str, config: Any) -> None:
     async def web_chat_traffic() -> None:
         while not stop.is_set():
             message_id = uuid.uuid4().hex
-            body = {"session_id": f"s-{message_id}", "message_id": message_id, "text": "hi"}
+            visitor = await open_webchat_session(session, adapters)
+            body = {"message_id": message_id, "text": "hi"}
             async with session.post(
-                f"{adapters}/v1/domains/acme/webchat/messages", json=body
+                f"{adapters}/v1/domains/acme/webchat/messages", json=body, headers=visitor.auth
             ) as response:
                 assert response.status == 202, await response.text()
                 accepted.append((await response.json())["event_id"])

@@ -83,8 +83,8 @@ async def scrape(infrastructure: Infrastructure) -> AsyncIterator[str]:
         finally:
             await pool.close()
         message = {"session_id": "visitor-0001", "message_id": "m1", "text": "Where is my order?"}
-        async with http.post(service.url("/v1/domains/acme/webchat/messages"), json=message) as r:
-            assert r.status == 202, await r.text()
+        status, answer = await service.webchat(message)
+        assert status == 202, answer
 
         async def scraped() -> str | None:
             async with http.get(service.url("/metrics")) as r:

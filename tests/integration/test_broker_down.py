@@ -21,11 +21,13 @@ async def test_a_webhook_answers_503_while_the_broker_is_down(
     try:
         config = make_config(broker.bootstrap_servers, database_url)
         url = f"http://{config.http.host}:{config.http.port}/v1/domains/acme/webchat/messages"
-        message = {"session_id": "visitor-down1", "message_id": "m1", "text": "anyone there?"}
         async with running_service(config) as service:
+            # The session is opened while the broker is up (it publishes nothing).
+            visitor = await service.visitor("visitor-down1")
+            message = {"session_id": visitor.session_id, "message_id": "m1", "text": "anyone?"}
             broker.stop()
             started = time.monotonic()
-            async with service.session.post(url, json=message) as r:
+            async with service.session.post(url, json=message, headers=visitor.auth) as r:
                 assert r.status == 503, await r.text()
                 assert r.headers["Retry-After"]
                 assert "broker unavailable" in (await r.json())["error"]
@@ -35,7 +37,7 @@ async def test_a_webhook_answers_503_while_the_broker_is_down(
             async with TopicReader(config, "conversations.inbound") as inbound:
                 retried = False
                 for _ in range(40):
-                    async with service.session.post(url, json=message) as r:
+                    async with service.session.post(url, json=message, headers=visitor.auth) as r:
                         if r.status == 202:
                             retried = True
                             break

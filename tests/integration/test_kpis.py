@@ -153,15 +153,13 @@ class Day:
             what=f"{agent_id} {presence} in PostgreSQL",
         )
 
-    async def webchat(self, domain: str, session_id: str, message_id: str = "1") -> str:
-        """A customer message; its event id (a new conversation's id)."""
-        body = {"session_id": session_id, "message_id": message_id, "text": "Hello?"}
-        async with self.service.session.post(
-            self.service.url(f"/v1/domains/{domain}/webchat/messages"), json=body
-        ) as response:
-            assert response.status == 202, await response.text()
-            event_id: str = (await response.json())["event_id"]
-            return event_id
+    async def webchat(self, domain: str, visitor: str, message_id: str = "1") -> str:
+        """A message of the visitor so named; its event id (a new conversation's id)."""
+        body = {"session_id": visitor, "message_id": message_id, "text": "Hello?"}
+        status, answer = await self.service.webchat(body, domain)
+        assert status == 202, answer
+        event_id: str = answer["event_id"]
+        return event_id
 
     async def whatsapp(self, sender: str, message_id: str, sent_at: int) -> str:
         """A signed WhatsApp Cloud API message to north's number; the conversation's id."""
@@ -309,8 +307,9 @@ async def _staff_and_customers(day: Day) -> None:
         lambda: day.pool.fetchval("SELECT count(*) = $1 FROM agents", len(AGENTS)),
         what="every agent in PostgreSQL",
     )
-    for domain, session_id, agent_id in OWNERS:
-        path = f"/v1/domains/{domain}/customers/webchat:{session_id}/owner"
+    for domain, visitor, agent_id in OWNERS:
+        session = await day.service.visitor(visitor, domain)
+        path = f"/v1/domains/{domain}/customers/{session.customer_id}/owner"
         status, answer = await day.call("PUT", path, {"agent_id": agent_id})
         assert status == 202, answer
     await wait_until(

@@ -37,11 +37,8 @@ async def test_a_web_chat_message_is_assigned_to_an_online_agent_and_recorded(
                 what="ann online in PostgreSQL",
             )
             message = {"session_id": "visitor-0001", "message_id": "m1", "text": "Hello, my order?"}
-            async with http.post(
-                service.url("/v1/domains/acme/webchat/messages"), json=message
-            ) as r:
-                assert r.status == 202, await r.text()
-                accepted = await r.json()
+            status, accepted = await service.webchat(message)
+            assert status == 202, accepted
 
             records = await routing.wait_for(
                 lambda rs: (
@@ -106,10 +103,8 @@ async def test_a_retried_web_chat_message_is_routed_once(
     ):
         message = {"session_id": "visitor-0002", "message_id": "same", "text": "hi"}
         for _ in range(3):
-            async with service.session.post(
-                service.url("/v1/domains/acme/webchat/messages"), json=message
-            ) as r:
-                assert r.status == 202
+            status, answer = await service.webchat(message)
+            assert status == 202, answer
         await routing.wait_for(
             lambda rs: any(dict(r.headers)["ce_type"] == b"message.routed" for r in rs)
         )
@@ -146,34 +141,51 @@ async def test_a_malformed_web_chat_request_gets_a_reason_and_publishes_nothing(
         TopicReader(config, "conversations.inbound") as inbound,
     ):
         url = service.url("/v1/domains/acme/webchat/messages")
+        visitor = await service.visitor("visitor-0003")
+        other = await service.visitor("visitor-0004")
         cases = [
             (b"{not json", 400, "not valid JSON"),
-            (msgspec.json.encode({"session_id": "visitor-0003"}), 400, "message_id"),
+            (msgspec.json.encode({"session_id": visitor.session_id}), 400, "message_id"),
             (
                 msgspec.json.encode({"session_id": "x", "message_id": "1", "text": "hi"}),
                 400,
                 "session_id",
             ),
             (
-                msgspec.json.encode({"session_id": "visitor-0003", "message_id": "1", "text": " "}),
+                msgspec.json.encode(
+                    {"session_id": visitor.session_id, "message_id": "1", "text": " "}
+                ),
                 400,
                 "text",
+            ),
+            (
+                msgspec.json.encode(
+                    {"session_id": other.session_id, "message_id": "1", "text": "hi"}
+                ),
+                403,
+                "another session",
             ),
             (b"x" * (config.http.max_body_bytes + 1), 413, "larger than"),
         ]
         for body, status, reason in cases:
             async with service.session.post(
-                url, data=body, headers={"Content-Type": "application/json"}
+                url, data=body, headers={"Content-Type": "application/json", **visitor.auth}
             ) as r:
                 assert r.status == status, (body[:40], await r.text())
                 assert reason in (await r.json())["error"]
+        async with service.session.post(url, json={"message_id": "1", "text": "hi"}) as r:
+            assert r.status == 401, await r.text()
+            assert "Authorization" in (await r.json())["error"]
         async with service.session.post(
-            service.url("/v1/domains/nowhere/webchat/messages"), json={"session_id": "visitor-0003"}
+            service.url("/v1/domains/nowhere/webchat/messages"),
+            json={"session_id": "visitor-0003"},
+            headers=visitor.auth,
         ) as r:
             assert r.status == 404
         # A good message afterwards is the only record on the topic.
-        good = {"session_id": "visitor-0003", "message_id": "ok", "text": "hi"}
-        async with service.session.post(url, json=good) as r:
-            assert r.status == 202
+        status, _ = await service.webchat(
+            {"session_id": "visitor-0003", "message_id": "ok", "text": "hi"}
+        )
+        assert status == 202
         records = await inbound.wait_for(lambda rs: len(rs) >= 1)
         assert len(records) == 1

@@ -236,7 +236,11 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     # -- See it route -----------------------------------------------------------------
-    Rule(r"^curl ", Run(QUICK_START, "with the service's port for 8080"), section="See it route"),
+    Rule(
+        r"^curl |^TOKEN=\$\(curl ",
+        Run(QUICK_START, "with the service's port for 8080"),
+        section="See it route",
+    ),
     # -- the switchboard command ------------------------------------------------------
     Rule(r"^switchboard run$", Run(QUICK_START)),
     Rule(

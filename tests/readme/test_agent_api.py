@@ -223,11 +223,13 @@ async def test_the_agent_api_examples_answer_as_documented(
 async def _conversation_of_ann(shell: Shell, stream: Stream, port: int) -> str:
     """A visitor writes; the ``conversation.assigned`` event on the stream names ``$C``."""
     outcome = await shell.run(
+        f"T=$(curl -s -X POST localhost:{port}/v1/domains/acme/webchat/sessions "
+        """| python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')\n"""
         f"curl -X POST localhost:{port}/v1/domains/acme/webchat/messages "
-        "-H 'Content-Type: application/json' "
-        """-d '{"session_id": "visitor-0001", "message_id": "m1", "text": "Where is my order?"}'"""
+        """-H "Authorization: Bearer $T" -H 'Content-Type: application/json' """
+        """-d '{"message_id": "m1", "text": "Where is my order?"}'"""
     )
-    assert outcome.statuses == [202], str(outcome)
+    assert outcome.statuses == [201, 202], str(outcome)
     await stream.wait_for(
         lambda lines: "conversation.assigned" in {e["event"] for e in events(lines)},
         "conversation.assigned on the stream",

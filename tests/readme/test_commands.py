@@ -36,7 +36,7 @@ from tests.readme.commands import (
     rule_for,
 )
 from tests.readme.shell import BIN, clean_environment, switchboard_run
-from tests.support import make_config, wait_until
+from tests.support import make_config, open_webchat_session, wait_until
 
 
 @cache
@@ -234,18 +234,19 @@ async def test_the_router_and_the_adapters_run_as_separate_processes(
         )
         agent = "/v1/domains/default/agents/ann"
         webchat = "/v1/domains/default/webchat/messages"
-        message = {"session_id": "visitor-0001", "message_id": "m1", "text": "Hello?"}
+        message = {"message_id": "m1", "text": "Hello?"}
         async with aiohttp.ClientSession() as http:
             # The router serves the agent API, the adapters web chat; neither the other's.
             async with http.put(router.url + agent, json={"capacity": {"webchat": 1}}) as r:
                 assert r.status == 202, await r.text()
             async with http.post(router.url + agent + "/presence", json={"status": "online"}) as r:
                 assert r.status == 202, await r.text()
-            async with http.post(adapters.url + webchat, json=message) as r:
+            visitor = await open_webchat_session(http, adapters.url, "default")
+            async with http.post(adapters.url + webchat, json=message, headers=visitor.auth) as r:
                 assert r.status == 202, await r.text()
             async with http.get(adapters.url + agent) as r:
                 assert r.status == 404
-            async with http.post(router.url + webchat, json=message) as r:
+            async with http.post(router.url + webchat, json=message, headers=visitor.auth) as r:
                 assert r.status == 404
         conn = await asyncpg.connect(database_url)
         try:

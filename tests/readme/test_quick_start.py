@@ -29,9 +29,17 @@ def _accepted(outcome: Outcome) -> None:
     assert outcome.json()["event_id"], str(outcome)
 
 
+def _session_opened(outcome: Outcome) -> None:
+    """The session's token, in ``$TOKEN`` for the commands after it."""
+    assert outcome.returncode == 0, str(outcome)
+    assert outcome.statuses == [201], str(outcome)
+    assert outcome.stdout.startswith("v1."), str(outcome)
+
+
 CHECKS = {
     r"-X PUT \S+/agents/ann ": _accepted,
     r"-X POST \S+/agents/ann/presence ": _accepted,
+    r"^TOKEN=\$\(curl -s -X POST \S+/webchat/sessions ": _session_opened,
     r"-X POST \S+/webchat/messages ": _accepted,
 }
 """What each README command must answer, by a pattern of the command."""
@@ -72,6 +80,13 @@ async def test_see_it_route_assigns_the_visitor_to_ann(
                 check for pattern, check in CHECKS.items() if re.search(pattern, command.bare)
             ]
             assert len(checks) == 1, f"no check for this README command: {command}"
+            if checks[0] is _session_opened:
+                # As written, then $TOKEN for the commands after it, as in the reader's
+                # terminal (a prelude would open a new session before each of them).
+                outcome = await shell.run(shell.text_of(command) + '\nprintf %s "$TOKEN"')
+                checks[0](outcome)
+                shell.env["TOKEN"] = outcome.stdout
+                continue
             outcome = await shell.run(command)
             checks[0](outcome)
             if "/webchat/messages" in command.bare:
@@ -104,8 +119,8 @@ async def test_see_it_route_assigns_the_visitor_to_ann(
         # "A malformed request gets a 4xx with the reason and publishes nothing."
         malformed = await shell.run(
             f"curl -X POST localhost:{port}/v1/domains/default/webchat/messages "
-            "-H 'Content-Type: application/json' "
-            """-d '{"session_id": "visitor-0002", "text": "no message id"}'"""
+            """-H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' """
+            """-d '{"text": "no message id"}'"""
         )
         assert malformed.statuses == [400], str(malformed)
         assert "message_id" in malformed.json()["error"], str(malformed)
