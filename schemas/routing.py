@@ -152,6 +152,8 @@ class ConversationOutsideHours(
 class ConversationUpdated(ConversationEvent, frozen=True, kw_only=True, tag="conversation.updated"):
     """The conversation's routing context changed: its whole current context."""
 
+    agent_id: AgentId | None = None
+    """Its owner (or the agent it is offered to), if any."""
     priority: int = 0
     skills: tuple[str, ...] = ()
     language: str | None = None

@@ -245,6 +245,18 @@ class TokenScope(enum.StrEnum):
     across domains."""
 
 
+class Caller(msgspec.Struct, frozen=True, kw_only=True):
+    """Who the token of a request is (``GET /v1/domains/{domain}/me``)."""
+
+    domain: str
+    """The domain asked about."""
+    scope: TokenScope
+    agent_id: str | None
+    """The agent an ``agent`` token acts as."""
+    token_id: str | None
+    """The token's id (``bootstrap`` for the bootstrap token; null without authentication)."""
+
+
 class DomainTokenScope(enum.StrEnum):
     """The scopes of a domain's tokens (platform tokens are created under ``/v1/tokens``)."""
 

@@ -7,18 +7,19 @@ Request and response schemas come from the msgspec types of ``router.api.models`
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from router.api.desktop_operations import DESKTOP_OPERATIONS
 from router.api.models import (
     NO_CONTROLS,
     Accepted,
     AcceptIn,
     AgentIn,
     AgentView,
+    Caller,
     CloseIn,
     ConversationUpdateIn,
     ConversationView,
@@ -40,6 +41,7 @@ from router.api.models import (
     TokenView,
     TransferIn,
 )
+from router.api.operation import Operation
 from runtime import audit
 from runtime.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
@@ -210,23 +212,6 @@ _AUDIT_DOMAIN = {
         "maxLength": DOMAIN_MAX,
     },
 }
-
-
-# Hashed by identity: ``document`` caches by its ``extra`` operations, whose parameters
-# are dicts (a field-wise hash would raise).
-@dataclass(frozen=True, eq=False)
-class Operation:
-    method: str
-    path: str
-    operation_id: str
-    summary: str
-    parameters: tuple[dict[str, Any], ...]
-    ok_status: int
-    ok_type: type | None
-    request: type | None = None
-    errors: tuple[int, ...] = (400, 401, 403, 404, 503)
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _BASE = "/v1/domains/{domain}"
@@ -592,6 +577,17 @@ OPERATIONS = (
     *_token_operations("/v1/tokens", (), "platform"),
     Operation(
         "get",
+        _BASE + "/me",
+        "getCaller",
+        "Who the token is: its scope, its agent (an agent token) and its id",
+        (_DOMAIN,),
+        200,
+        Caller,
+        description="Any valid token of the domain (or a platform token). An agent desktop "
+        "signs in with the token alone and learns its agent id here.",
+    ),
+    Operation(
+        "get",
         _BASE + "/audit",
         "listDomainAudit",
         "The domain's audit log, oldest first (admin)",
@@ -612,6 +608,7 @@ OPERATIONS = (
         audit.AuditPage,
         errors=_PLATFORM_ERRORS,
     ),
+    *DESKTOP_OPERATIONS,
 )
 
 

@@ -54,6 +54,7 @@ from router.api.models import (
     QueuesView,
     TransferIn,
 )
+from router.api.visibility import may_read
 from router.engine import AgentRecord, ConversationRecord, DomainPolicy
 from runtime import audit, dead_letters
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER
@@ -416,24 +417,6 @@ async def load_conversation(
     return _conversation_record.decode(raw)
 
 
-async def _may_read(
-    conn: asyncpg.Connection, principal: Principal, domain: str, record: ConversationRecord
-) -> bool:
-    if principal.is_admin:
-        return True
-    agent_id = principal.agent_id
-    if agent_id in (record.owner_agent_id, record.offered_to):
-        return True
-    handled = await conn.fetchval(
-        "SELECT 1 FROM assignments WHERE domain = $1 AND conversation_id = $2 AND agent_id = $3"
-        " LIMIT 1",
-        domain,
-        record.conversation_id,
-        agent_id,
-    )
-    return bool(handled)
-
-
 async def get_conversation(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
     conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
@@ -445,7 +428,7 @@ async def get_conversation(request: web.Request) -> web.Response:
         raise bad_request(f"limit must be between 1 and {TIMELINE_LIMIT_MAX}")
     async with request.app[DB_POOL].acquire() as conn:
         record = await load_conversation(conn, domain, conversation_id)
-        if not await _may_read(conn, principal, domain, record):
+        if not await may_read(conn, principal, domain, record.conversation_id):
             raise forbidden("the conversation is not one of this agent's")
         entries = await stats.timeline(conn, domain, conversation_id, limit)
     return respond(

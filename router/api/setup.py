@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from router.api.auth import Authenticator
 from router.api.config import ApiConfig, AuthMode
+from router.api.desktop import desktop_routes
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.handling import handling_routes
 from router.api.openapi import get_openapi
@@ -62,6 +63,7 @@ def api_routes() -> list[web.RouteDef]:
         *agent_routes(),
         *people_routes(base),
         *handling_routes(base),
+        *desktop_routes(),
         *token_routes(base),
     ]
 

@@ -16,6 +16,7 @@ from router.api.auth import Principal, Scope
 from router.api.models import (
     TOKEN_LIFETIME_MAX_SECONDS,
     TOKEN_LIFETIME_MIN_SECONDS,
+    Caller,
     ErrorBody,
     PlatformTokenIn,
     RotateIn,
@@ -190,9 +191,23 @@ async def get_audit(request: web.Request) -> web.Response:
     return await _audit_page(request, domain)
 
 
+async def get_me(request: web.Request) -> web.Response:
+    """Who the caller's token is: an agent desktop learns its agent id from its token."""
+    domain, principal = await enter(request)
+    return respond(
+        Caller(
+            domain=domain,
+            scope=principal.scope,
+            agent_id=principal.agent_id,
+            token_id=principal.token_id,
+        )
+    )
+
+
 def token_routes(base: str) -> list[web.RouteDef]:
     """The audit log's and the tokens' routes, of a domain (``base``) and of the platform."""
     return [
+        web.get(base + "/me", guarded(get_me)),
         web.get(base + "/audit", guarded(get_domain_audit)),
         web.get("/v1/audit", guarded(get_audit)),
         *(

@@ -1,5 +1,6 @@
 """The supervisor console: ``GET /console`` (static HTML, JS and CSS, no build step) and the
-small admin-scoped JSON it needs beyond the agent API.
+small admin-scoped JSON it needs beyond the agent API; and the agent inbox,
+``GET /console/inbox``, the reference agent desktop.
 
 The page asks for a domain and a token (kept in ``sessionStorage``), then follows the
 domain's routing stream (``/v1/domains/{domain}/stream``) with ``fetch()`` streaming, so
@@ -8,6 +9,15 @@ the token travels in the ``Authorization`` header like every other API call, and
 
 ``GET /v1/domains/{domain}/console/agents`` (admin): every agent of the domain with its
 presence, capacity and load per channel, from the router's stored agent records.
+
+The inbox is an agent's whole day on the public agent API only (an agent token, no admin
+endpoint, nothing of this module's JSON): sign in with domain, agent id and token (kept in
+``sessionStorage``; verified with ``GET …/agents/{id}`` and a ``mine=true`` list, since no
+endpoint says whose a token is), presence, offers from the agent's stream, their
+conversations, one conversation with the customer's history on every channel, and the
+commands on it. Its page is served with a Content-Security-Policy allowing this origin's
+scripts, styles and connections only: no third-party script, and no inline script that a
+customer's text could smuggle in.
 """
 
 from __future__ import annotations
@@ -23,7 +33,14 @@ from runtime.appkeys import DB_POOL
 from schemas import Channel, Presence
 
 STATIC = Path(__file__).parent
-FILES = {"console.js": "application/javascript", "console.css": "text/css"}
+FILES = {
+    "console.js": "application/javascript",
+    "console.css": "text/css",
+    "inbox.js": "application/javascript",
+    "inbox-conversation.js": "application/javascript",
+    "inbox.css": "text/css",
+}
+"""Assets served under ``/console/{name}``; any other name is 404."""
 
 _agent_record = msgspec.json.Decoder(AgentRecord)
 
@@ -43,6 +60,10 @@ class ConsoleAgents(msgspec.Struct, frozen=True, kw_only=True):
 
 async def get_console(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers=_NO_CACHE)
+
+
+async def get_inbox(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "inbox.html", headers={**_NO_CACHE, **_INBOX_HEADERS})
 
 
 async def get_static(request: web.Request) -> web.StreamResponse:
@@ -74,10 +95,19 @@ async def get_agents(request: web.Request) -> web.Response:
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
+_INBOX_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
+        " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def setup_console(app: web.Application) -> None:
-    """Add the console's page, its assets and its agents listing to ``app``."""
+    """Add the console's pages, their assets and the agents listing to ``app``."""
     app.router.add_get("/console", get_console)
+    app.router.add_get("/console/inbox", get_inbox)  # before the assets' pattern
     app.router.add_get("/console/{name}", get_static)
     app.router.add_get("/v1/domains/{domain}/console/agents", guarded(get_agents))

@@ -116,11 +116,13 @@ def on_update(call: Call, event: ConversationUpdateRequested) -> None:
         state.policy.language_skill,
     )
     call.conversations[conversation.conversation_id] = conversation
+    holder = conversation.owner or conversation.offered_to
     call.emit(
         conversation_event(
             ConversationUpdated,
             call,
             conversation,
+            agent_id=None if holder is None else holder.agent_id,
             priority=conversation.priority,
             skills=conversation.skills,
             language=conversation.language,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.api.openapi import Operation
+from router.api.operation import Operation
 from router.engine import BusinessCalendar, QueuePolicy
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX
 from switchboard.config import ControlDocument, DomainConfig

@@ -117,3 +117,16 @@ async def test_a_reply_after_the_reply_window_closed_is_refused(
             "SELECT count(*) FROM outbound_messages WHERE domain = 'acme'"
         )
         assert sent == 0
+
+
+async def test_a_token_says_whose_it_is(infrastructure: Infrastructure, database_url: str) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        status, me = await api.call("GET", "/v1/domains/acme/me", "ann")
+        assert status == 200
+        assert (me["domain"], me["scope"], me["agent_id"]) == ("acme", "agent", "ann")
+        status, me = await api.call("GET", "/v1/domains/acme/me", "admin")
+        assert (status, me["scope"], me["agent_id"]) == (200, "admin", None)
+        status, _ = await api.call("GET", "/v1/domains/globex/me", "ann")
+        assert status == 403
+        status, _ = await api.call("GET", "/v1/domains/acme/me", None)
+        assert status == 401

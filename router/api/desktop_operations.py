@@ -1,0 +1,198 @@
+"""The agent desktop's operations in the OpenAPI document (``router.api.desktop``).
+
+``router.api.openapi`` lists them with its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.api.desktop_models import (
+    CURSOR_MAX,
+    HISTORY_LIMIT,
+    HISTORY_LIMIT_MAX,
+    LIST_LIMIT,
+    LIST_LIMIT_MAX,
+    MOMENT_MAX,
+    STATUS_VALUES,
+    ConversationsPage,
+    CustomerProfile,
+    HistoryPage,
+)
+from router.api.models import NO_CONTROLS
+from router.api.operation import Operation
+from schemas import Channel
+from schemas.limits import AGENT_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX, EPOCH_MAX, QUEUE_MAX
+
+_BASE = "/v1/domains/{domain}"
+_ERRORS = (400, 401, 403, 404, 503)
+
+
+def _parameter(where: str, name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "description": description,
+        "schema": schema,
+    }
+
+
+_DOMAIN = _parameter(
+    "path",
+    "domain",
+    "Routing domain id",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": DOMAIN_MAX},
+)
+_CUSTOMER = _parameter(
+    "path",
+    "customer_id",
+    "Any identity of the customer (the profile answers for all of them); no control characters",
+    {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": CUSTOMER_ID_MAX},
+)
+_STATUS = {
+    **_parameter(
+        "query",
+        "status",
+        "Only these statuses: repeat the parameter or separate with commas; `open` is every "
+        "status but `closed`. Default: every status.",
+        {
+            "type": "array",
+            "items": {"type": "string", "enum": list(STATUS_VALUES)},
+            "maxItems": len(STATUS_VALUES),
+        },
+    ),
+    "style": "form",
+    "explode": True,
+}
+_MOMENT = {
+    "oneOf": [
+        {"type": "number", "minimum": 0, "maximum": EPOCH_MAX},
+        {"type": "string", "format": "date-time", "maxLength": MOMENT_MAX},
+    ]
+}
+_CURSOR = _parameter(
+    "query",
+    "cursor",
+    "The previous page's `next_cursor` (opaque); 400 for one this endpoint did not give",
+    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": CURSOR_MAX},
+)
+_LIST_PARAMETERS = (
+    _DOMAIN,
+    _STATUS,
+    _parameter(
+        "query",
+        "queue",
+        "Only this queue's",
+        {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": QUEUE_MAX},
+    ),
+    _parameter(
+        "query",
+        "agent_id",
+        "Only the ones this agent owns: open ones (closing a conversation ends its owner period)",
+        {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_.@:-]+$",
+            "minLength": 1,
+            "maxLength": AGENT_ID_MAX,
+        },
+    ),
+    _parameter(
+        "query",
+        "customer_id",
+        "Only this customer's: any identity of the customer's profile, matching all of them",
+        {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": CUSTOMER_ID_MAX},
+    ),
+    _parameter(
+        "query",
+        "channel",
+        "Only this channel's",
+        {"type": "string", "enum": [str(channel) for channel in Channel]},
+    ),
+    _parameter(
+        "query",
+        "since",
+        "Only the ones opened at or after: epoch seconds, or ISO 8601 (UTC unless it has an "
+        "offset), 1970 to 9999",
+        _MOMENT,
+    ),
+    _parameter("query", "until", "Only the ones opened before (as `since`)", _MOMENT),
+    _parameter(
+        "query",
+        "mine",
+        "The calling agent's open conversations: owned or offered to it (an agent token; "
+        "400 for any other)",
+        {"type": "boolean", "default": False},
+    ),
+    _CURSOR,
+    _parameter(
+        "query",
+        "limit",
+        "Conversations on one page",
+        {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": LIST_LIMIT},
+    ),
+)
+
+_VISIBILITY = (
+    "An admin token sees the domain's conversations; an agent token those it owns, is "
+    "offered or handled before."
+)
+_CUSTOMER_ACCESS = (
+    "An admin token, or an agent token that may read one of the customer's conversations "
+    "(owned, offered or handled before). 404 for a customer never seen."
+)
+
+
+DESKTOP_OPERATIONS = (
+    Operation(
+        "get",
+        _BASE + "/conversations",
+        "listConversations",
+        "List and search conversations, most recently active first",
+        _LIST_PARAMETERS,
+        200,
+        ConversationsPage,
+        errors=_ERRORS,
+        description=_VISIBILITY + " Filters combine (all must hold). Paged by `cursor`: a "
+        "conversation that changes while you page moves to the top, and is not served twice.",
+    ),
+    Operation(
+        "get",
+        _BASE + "/customers/{customer_id}",
+        "getCustomer",
+        "A customer's profile: identities, owner, last agent, affinity, open conversations",
+        (_DOMAIN, _CUSTOMER),
+        200,
+        CustomerProfile,
+        errors=_ERRORS,
+        description=_CUSTOMER_ACCESS,
+    ),
+    Operation(
+        "get",
+        _BASE + "/customers/{customer_id}/history",
+        "getCustomerHistory",
+        "A customer's conversations and messages on every channel, newest page first",
+        (
+            _DOMAIN,
+            _CUSTOMER,
+            _CURSOR,
+            _parameter(
+                "query",
+                "limit",
+                "Entries on one page",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": HISTORY_LIMIT_MAX,
+                    "default": HISTORY_LIMIT,
+                },
+            ),
+        ),
+        200,
+        HistoryPage,
+        errors=_ERRORS,
+        description=_CUSTOMER_ACCESS + " Every identity of the profile, every channel: "
+        "conversations opened and closed, assignments, messages with their text, attachments "
+        "and delivery status. Oldest first within a page; `next_cursor` pages back in time.",
+    ),
+)
