@@ -10,7 +10,7 @@ from switchboard.cli import configure, new_parser, service_command
 from tools.config_cli import add_config_parser, config_command
 from tools.dead_letter_cli import add_dead_letter_parser, dead_letter_command
 from tools.replay import add_replay_parser, replay_command
-from tools.simulate import add_simulate_parser, simulate_command
+from tools.simulate_cli import add_simulate_parser, simulate_command
 from tools.token_cli import add_token_parser, token_command
 
 

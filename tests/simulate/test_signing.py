@@ -8,7 +8,7 @@ from twilio.request_validator import RequestValidator
 
 from adapters import email, meta, twilio
 from runtime.stats import percentile
-from tools.simulate import mailgun_signature, meta_signature, twilio_signature
+from tools.simulate_signing import mailgun_signature, meta_signature, twilio_signature
 
 URL = "https://switchboard.example.com/webhooks/twilio/sms"
 PARAMS = [
