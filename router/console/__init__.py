@@ -35,6 +35,7 @@ from schemas import Channel, Presence
 STATIC = Path(__file__).parent
 FILES = {
     "console.js": "application/javascript",
+    "stream.js": "application/javascript",
     "console.css": "text/css",
     "inbox.js": "application/javascript",
     "inbox-conversation.js": "application/javascript",

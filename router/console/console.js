@@ -110,43 +110,13 @@ async function follow() {
   }
 }
 
-// Ids of recent events: far more than a stream resume replays (api.stream_buffer, 1000 by default).
-const SEEN_LIMIT = 20000;
-const seen = new Set();
-const seenOrder = [];
+const seen = newSeenEvents();
 
-function remember(id) {
-  seen.add(id);
-  seenOrder.push(id);
-  if (seenOrder.length > SEEN_LIMIT) seen.delete(seenOrder.shift());
-}
-
-async function readStream(reader) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let type = "message", data = "", id = null;
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) type = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trim();
-        else if (line.startsWith("id:")) id = line.slice(3).trim();
-      }
-      if (id) {
-        // A resume older than the server's buffer replays the whole buffer: count once.
-        if (seen.has(id)) continue;
-        remember(id);
-        state.lastEventId = id;
-      }
-      if (data) onEvent(type, data);
-    }
-  }
+function readStream(reader) {
+  return readEvents(reader, seen, (type, data, id) => {
+    if (id) state.lastEventId = id;
+    onEvent(type, data);
+  });
 }
 
 // -- polling -------------------------------------------------------------------
@@ -289,7 +259,6 @@ function connect(domain, token) {
     messages: 0, assigned: 0, strategies: {}, hits: 0, misses: 0, overflowed: 0, waits: [], buckets: [],
   });
   seen.clear();
-  seenOrder.length = 0;
   sessionStorage.setItem("switchboard.domain", domain);
   sessionStorage.setItem("switchboard.token", token);
   setStatus("connecting…", false);

@@ -212,7 +212,6 @@ function signOut(reason) {
   });
   for (const map of [state.offers, state.mine, state.snoozed, state.unread, state.history.entries]) map.clear();
   seen.clear();
-  seenOrder.length = 0;
   for (const id of ["offers", "mine", "timeline", "history", "facts"]) $(id).replaceChildren();
   $("token").value = "";
   $("signin").hidden = false;
@@ -285,38 +284,13 @@ async function follow(signal) {
   }
 }
 
-// Ids of recent events: a resume older than the server's buffer replays all of it.
-const SEEN_LIMIT = 20000;
-const seen = new Set();
-const seenOrder = [];
+const seen = newSeenEvents();
 
-async function readStream(reader) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += decoder.decode(value, { stream: true });
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let type = "message", data = "", id = null;
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) type = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trim();
-        else if (line.startsWith("id:")) id = line.slice(3).trim();
-      }
-      if (id) {
-        if (seen.has(id)) continue;
-        seen.add(id);
-        seenOrder.push(id);
-        if (seenOrder.length > SEEN_LIMIT) seen.delete(seenOrder.shift());
-        state.lastEventId = id;
-      }
-      if (data) onEvent(type, data);
-    }
-  }
+function readStream(reader) {
+  return readEvents(reader, seen, (type, data, id) => {
+    if (id) state.lastEventId = id;
+    onEvent(type, data);
+  });
 }
 
 const KEEPS_OFFER = new Set(["conversation.offered", "conversation.updated", "message.routed", "conversation.reply_window_closed"]);

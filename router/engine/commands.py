@@ -99,13 +99,8 @@ def on_update(call: Call, event: ConversationUpdateRequested) -> None:
     or an admin). Waiting, it re-enters its step with the new context at once: a priority
     reorders its waiting list, required skills change who may take it."""
     state = call.state
-    conversation = state.conversations.get(event.conversation_id)
+    conversation = commanded(call, event.id, event.conversation_id, event.agent_id)
     if conversation is None:
-        reject(call, event.id, "unknown_conversation", event.conversation_id)
-        return
-    refusal = acting_agent_refusal(conversation, event.agent_id)
-    if refusal is not None:
-        reject(call, event.id, refusal, event.conversation_id)
         return
     if event.priority is not None:
         conversation.priority = event.priority
@@ -177,14 +172,26 @@ def acting_agent_refusal(conversation: Conversation, agent_id: str | None) -> st
     return None
 
 
-def on_close(call: Call, event: ConversationCloseRequested) -> None:
-    conversation = call.state.conversations.get(event.conversation_id)
-    if conversation is None:
-        reject(call, event.id, "unknown_conversation", event.conversation_id)
-        return
-    refusal = acting_agent_refusal(conversation, event.agent_id)
+def commanded(
+    call: Call, command_id: str, conversation_id: str, agent_id: str | None
+) -> Conversation | None:
+    """The conversation a command names, when the acting agent (None: an admin) may act on
+    it; else the command is rejected with why, and None."""
+    conversation = call.state.conversations.get(conversation_id)
+    refusal = (
+        "unknown_conversation"
+        if conversation is None
+        else acting_agent_refusal(conversation, agent_id)
+    )
     if refusal is not None:
-        reject(call, event.id, refusal, event.conversation_id)
+        reject(call, command_id, refusal, conversation_id)
+        return None
+    return conversation
+
+
+def on_close(call: Call, event: ConversationCloseRequested) -> None:
+    conversation = commanded(call, event.id, event.conversation_id, event.agent_id)
+    if conversation is None:
         return
     call.conversations[conversation.conversation_id] = conversation
     close(call, conversation, event.reason)

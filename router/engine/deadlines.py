@@ -15,14 +15,13 @@ from router.engine.assignment import (
     end_assignment,
     free_slot,
     schedule_inactivity,
-    take_slot,
 )
 from router.engine.call import Call
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
-from router.engine.routing import fall_back, route, try_step
+from router.engine.routing import fall_back, reclaim, route, try_step
 from router.engine.state import Conversation, LadderStep
 from schemas import ConversationSnoozed, Presence
 
@@ -109,13 +108,7 @@ def _fire_snooze(call: Call, conversation: Conversation) -> None:
         raise EngineError(f"snooze of {conversation.status} {conversation.conversation_id}")
     wake(call, conversation)
     conversation.last_activity_at = call.now  # inactivity counts from its coming back
-    if owner.may_take(conversation):
-        set_status(call, conversation, _ASSIGNED)
-        take_slot(call, owner, conversation)
-        schedule_inactivity(call.state, conversation)
-        return
-    end_assignment(call, conversation, "owner_unavailable")
-    route(call, conversation, owner)
+    reclaim(call, conversation)
 
 
 def wake(call: Call, conversation: Conversation) -> None:

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from router.engine.assignment import end_assignment, schedule_inactivity, take_slot
+from router.engine.assignment import end_assignment, schedule_inactivity
 from router.engine.call import Call, make_id
 from router.engine.deadlines import wake
 from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.identity import link_from_lookup
-from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
-from router.engine.routing import route
+from router.engine.routing import reclaim, route
 from router.engine.snapshots import conversation_record
 from router.engine.state import Conversation, DomainState, WindowState
 from router.engine.windows import note_window
@@ -156,17 +155,9 @@ def _message_to_assigned(call: Call, conversation: Conversation) -> None:
 
 
 def _message_to_idle(call: Call, conversation: Conversation) -> None:
-    owner = conversation.owner
-    assert owner is not None
     if conversation.snoozed_until is not None:
         wake(call, conversation)
-    if owner.may_take(conversation):
-        set_status(call, conversation, _ASSIGNED)
-        take_slot(call, owner, conversation)
-        schedule_inactivity(call.state, conversation)
-        return
-    end_assignment(call, conversation, "owner_unavailable")
-    route(call, conversation, owner)
+    reclaim(call, conversation)
 
 
 def _message_while_routing(call: Call, conversation: Conversation) -> None:

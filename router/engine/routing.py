@@ -10,7 +10,7 @@ pools.
 from __future__ import annotations
 
 from router.engine.affinity import affinity_agent
-from router.engine.assignment import hand_to, schedule_inactivity
+from router.engine.assignment import end_assignment, hand_to, schedule_inactivity, take_slot
 from router.engine.call import Call
 from router.engine.effects import Effect
 from router.engine.events import conversation_event
@@ -37,6 +37,7 @@ from schemas import (
 )
 
 _WAITING = ConversationStatus.WAITING
+_ASSIGNED = ConversationStatus.ASSIGNED
 _OVERFLOWED = ConversationStatus.OVERFLOWED
 _PREFERRED = LadderStep.PREFERRED
 _AFFINITY = LadderStep.AFFINITY
@@ -103,6 +104,20 @@ def _preferred_agent(
     if customer is not None and customer.last_agent_id is not None:
         return agents.get(customer.last_agent_id)
     return None
+
+
+def reclaim(call: Call, conversation: Conversation) -> None:
+    """An idle conversation needs its owner again: they take its slot back when they may,
+    else it is routed with them as the preferred agent (rule 3)."""
+    owner = conversation.owner
+    assert owner is not None
+    if owner.may_take(conversation):
+        set_status(call, conversation, _ASSIGNED)
+        take_slot(call, owner, conversation)
+        schedule_inactivity(call.state, conversation)
+        return
+    end_assignment(call, conversation, "owner_unavailable")
+    route(call, conversation, owner)
 
 
 def held_outside_hours(call: Call, conversation: Conversation) -> bool:

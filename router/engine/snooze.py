@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from router.engine.assignment import free_slot
 from router.engine.call import Call
-from router.engine.commands import acting_agent_refusal, complete, reject
+from router.engine.commands import commanded, complete, reject
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.records import ConversationStatus, DeadlineKind
@@ -28,13 +28,12 @@ SNOOZE_MAX_SECONDS = 90 * 24 * 3600.0
 
 def on_snooze(call: Call, event: ConversationSnoozeRequested) -> None:
     state = call.state
-    conversation = state.conversations.get(event.conversation_id)
+    conversation = commanded(call, event.id, event.conversation_id, event.agent_id)
     if conversation is None:
-        reject(call, event.id, "unknown_conversation", event.conversation_id)
         return
-    refusal = acting_agent_refusal(conversation, event.agent_id)
     owner = conversation.owner
-    if refusal is None and (conversation.status not in (_ASSIGNED, _IDLE) or owner is None):
+    refusal: str | None = None
+    if conversation.status not in (_ASSIGNED, _IDLE) or owner is None:
         refusal = "not_owned"
     if refusal is None and event.until <= call.now:
         refusal = "until_not_in_future"

@@ -39,7 +39,7 @@ OVERRIDES: dict[str, Any] = {
 HOSTILE = "<img src=x onerror=\"document.title='owned'\"> I need to change my address"
 WAIT = 15_000
 """Milliseconds the page has to show a step (the router and the page's refreshes between)."""
-ASSETS = ("inbox.js", "inbox-conversation.js", "inbox.css")
+ASSETS = ("stream.js", "inbox.js", "inbox-conversation.js", "inbox.css")
 ENDED = (
     "retry: 1000\n\nid: ended-1\nevent: conversation.queued\n"
     'data: {"conversation_id": "elsewhere", "channel": "sms", "customer_id": "sms:+1",'
