@@ -133,5 +133,7 @@ def test_without_defaults_keeps_only_what_differs_and_round_trips() -> None:
 
 
 def test_the_web_chat_queue_must_be_one_of_its_domain() -> None:
-    with pytest.raises(msgspec.ValidationError, match=r"webchat\.queue: domain 'acme' has no queue"):
+    with pytest.raises(
+        msgspec.ValidationError, match=r"webchat\.queue: domain 'acme' has no queue"
+    ):
         document({**BASE, "domains": {"acme": {"webchat": {"enabled": True, "queue": "gold"}}}})
