@@ -360,7 +360,7 @@ async def test_a_schedule_set_by_the_api_rehomes_at_shift_end(
     }
     now = dt.datetime.now(dt.UTC)
     end = (now + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
-    if (end - now).total_seconds() < 10:
+    if (end - now).total_seconds() < 4:
         end += dt.timedelta(minutes=1)
     start = now - dt.timedelta(hours=1)
     schedule = {
