@@ -190,6 +190,13 @@ async def test_one_person_on_sms_email_and_web_chat_reaches_the_same_agent(
             "SELECT DISTINCT customer_id FROM conversations WHERE domain = 'acme'"
         )
         assert [row["customer_id"] for row in owners] == [CUSTOMER]
+        # the desktop shows one person: the history asked by the email reaches all three
+        status, history = await api.call("GET", f"/v1/domains/acme/customers/{EMAIL}/history")
+        assert status == 200, history
+        assert history["customer_id"] == CUSTOMER
+        assert {entry["channel"] for entry in history["entries"]} == {"sms", "email", "webchat"}
+        status, history = await api.call("GET", f"/v1/domains/acme/customers/{USER}/history", "bob")
+        assert (status, history["customer_id"]) == (200, CUSTOMER)  # bob served the person
 
         # an agent may not link; an identity of another customer is not taken silently
         status, _ = await api.call(
