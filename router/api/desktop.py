@@ -80,6 +80,7 @@ from router.api.desktop_models import (
     HistoryOpened,
     HistoryPage,
     ListCursor,
+    attribute_filters,
 )
 from router.api.routes import (
     AGENT_ID,
@@ -143,6 +144,7 @@ def _filters_digest(filters: ConversationFilters) -> str:
         None if filters.since is None else _micros(filters.since),
         None if filters.until is None else _micros(filters.until),
         filters.mine,
+        filters.attributes,
     )
 
 
@@ -217,6 +219,13 @@ def _identifier(request: web.Request, name: str, limit: int) -> str | None:
     return raw
 
 
+def _attributes(request: web.Request) -> tuple[tuple[str, str], ...]:
+    try:
+        return attribute_filters(request.query.getall("attribute", []))
+    except ValueError as error:
+        raise bad_request(str(error)) from None
+
+
 def _statuses(request: web.Request) -> frozenset[ConversationStatus]:
     tokens = [t.strip() for value in request.query.getall("status", []) for t in value.split(",")]
     if not tokens:
@@ -289,6 +298,7 @@ def list_filters(request: web.Request, principal: Principal) -> ConversationFilt
         since=_moment(request, "since"),
         until=_moment(request, "until"),
         mine=_mine(request, principal),
+        attributes=_attributes(request),
     )
     if filters.since and filters.until and filters.since > filters.until:
         raise bad_request("since is after until")
@@ -315,9 +325,7 @@ def _conditions(
     filters: ConversationFilters,
     identities: Sequence[str] | None,
 ) -> list[str]:
-    """The conditions on ``conversations c`` both parts of a list share (``$1``: domain).
-    Conversation attributes, once the record has them, filter here as well:
-    ``c.record->'attributes'->>{name} = {value}``."""
+    """The conditions on ``conversations c`` both parts of a list share (``$1``: domain)."""
     conditions = []
     if filters.queue is not None:
         conditions.append(f"c.queue = {query.bind(filters.queue)}")
@@ -331,6 +339,8 @@ def _conditions(
         conditions.append(f"c.opened_at >= {query.bind(filters.since)}")
     if filters.until is not None:
         conditions.append(f"c.opened_at < {query.bind(filters.until)}")
+    for key, value in filters.attributes:
+        conditions.append(f"c.record->'attributes'->>{query.bind(key)} = {query.bind(value)}")
     if filters.mine is not None:
         me = query.bind(filters.mine)
         conditions.append(

@@ -9,6 +9,7 @@ they belong to.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -17,7 +18,13 @@ import msgspec
 from router.api.models import TimelineAssignment, TimelineMessage
 from router.engine import ConversationStatus
 from schemas import Channel
-from schemas.limits import CONVERSATION_ID_MAX, EVENT_ID_MAX
+from schemas.limits import (
+    ATTRIBUTE_KEY_MAX,
+    ATTRIBUTE_VALUE_MAX,
+    CONVERSATION_ID_MAX,
+    EVENT_ID_MAX,
+    is_identifier,
+)
 
 LIST_LIMIT = 50
 """Conversations on a page of the list, unless ``limit`` says otherwise."""
@@ -58,6 +65,33 @@ class ConversationFilters(msgspec.Struct, frozen=True, kw_only=True):
     """``opened_at`` before."""
     mine: str | None = None
     """This agent's open conversations: owned or offered to it."""
+    attributes: tuple[tuple[str, str], ...] = ()
+    """(key, value) pairs the conversation's attributes must all hold."""
+
+
+ATTRIBUTE_FILTERS_MAX = 5
+"""``attribute`` filters one list may combine."""
+_ATTRIBUTE_KEY = re.compile(rf"[A-Za-z0-9_.-]{{1,{ATTRIBUTE_KEY_MAX}}}")
+
+
+def attribute_filters(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``key:value`` filters, sorted; ``ValueError`` says what is wrong."""
+    if len(values) > ATTRIBUTE_FILTERS_MAX:
+        raise ValueError(f"attribute takes at most {ATTRIBUTE_FILTERS_MAX} filters")
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition(":")
+        if not sep or not _ATTRIBUTE_KEY.fullmatch(key):
+            raise ValueError(
+                f"attribute is key:value, the key 1 to {ATTRIBUTE_KEY_MAX} of A-Z a-z 0-9 _ . -"
+            )
+        if not is_identifier(value, ATTRIBUTE_VALUE_MAX):
+            raise ValueError(
+                f"an attribute value is at most {ATTRIBUTE_VALUE_MAX} characters, none a"
+                " control character"
+            )
+        pairs.append((key, value))
+    return tuple(sorted(pairs))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

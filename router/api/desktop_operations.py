@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from router.api.desktop_models import (
+    ATTRIBUTE_FILTERS_MAX,
     CURSOR_MAX,
     HISTORY_LIMIT,
     HISTORY_LIMIT_MAX,
@@ -123,6 +124,21 @@ _LIST_PARAMETERS = (
         "The calling agent's open conversations: owned or offered to it (an agent token; "
         "400 for any other)",
         {"type": "boolean", "default": False},
+    ),
+    _parameter(
+        "query",
+        "attribute",
+        "Only the ones whose attributes hold `key:value` (repeat for several, at most "
+        f"{ATTRIBUTE_FILTERS_MAX}, all must hold)",
+        {
+            "type": "array",
+            "maxItems": ATTRIBUTE_FILTERS_MAX,
+            "items": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.-]{1,64}:[^\\x00-\\x1f\\x7f]{0,256}$",
+                "maxLength": 321,
+            },
+        },
     ),
     _CURSOR,
     _parameter(

@@ -50,6 +50,14 @@ async def test_the_owner_sets_context_and_snoozes_a_conversation(
             "fr",
             {"order_id": "A-1234"},
         )
+        listed = "/v1/domains/acme/conversations?attribute="
+        status, page = await api.call("GET", listed + "order_id:A-1234")
+        assert [c["conversation_id"] for c in page["conversations"]] == [chat]
+        assert page["conversations"][0]["attributes"] == {"order_id": "A-1234"}
+        status, page = await api.call("GET", listed + "order_id:A-9999")
+        assert (status, page["conversations"]) == (200, [])
+        status, _ = await api.call("GET", listed + "no-colon")
+        assert status == 400
         status, body = await api.call("PATCH", path, "bob", json={"priority": 1})
         assert (status, body["error"]) == (409, "not_owner")
         for bad in ({}, {"language": "not a tag"}, {"priority": 10**6}, {"skills": ["\u0000"]}):
