@@ -74,16 +74,7 @@ def _link_or_merge(call: Call, identity: str, target: str, source: str) -> None:
         _merge(call, target, identity, source)
     else:
         _link(call, identity, target, source)
-    call.emit(
-        CustomerLinked(
-            id=call.new_id(),
-            domain=call.state.domain,
-            occurred_at=call.now,
-            customer_id=target,
-            identity=identity,
-            source=source,
-        )
-    )
+    _emit_linked(call, target, identity, source, linked=True)
 
 
 def on_merge(call: Call, event: CustomerMergeRequested) -> None:
@@ -116,18 +107,22 @@ def on_unlink(call: Call, event: CustomerUnlinkRequested) -> None:
         if not customer.identities:
             customer.identities = None
     call.effects.append(SaveIdentity(identity, None))
+    _emit_linked(call, target, identity, "api", linked=False)
+    complete(call, event.id)
+
+
+def _emit_linked(call: Call, target: str, identity: str, source: str, *, linked: bool) -> None:
     call.emit(
         CustomerLinked(
             id=call.new_id(),
-            domain=state.domain,
+            domain=call.state.domain,
             occurred_at=call.now,
             customer_id=target,
             identity=identity,
-            linked=False,
-            source="api",
+            linked=linked,
+            source=source,
         )
     )
-    complete(call, event.id)
 
 
 def _has_history(call: Call, customer_id: str) -> bool:
