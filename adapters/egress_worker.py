@@ -132,7 +132,8 @@ class EgressWorker:
             heartbeat_interval_ms=max(100, self._config.kafka.session_timeout_ms // 4),
         )
         ledger = PostgresSentLedger(self._pool)
-        await consumer.start()
+        if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="egress"):
+            return
         try:
             async with aiohttp.ClientSession() as session:
                 egress = self._egress = Egress(

@@ -320,7 +320,11 @@ class DeadLetterRecorder:
             session_timeout_ms=kafka_config.session_timeout_ms,
             heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
         )
-        await consumer.start()
+        started = await kafka.start_consumer_when_reachable(
+            consumer, self._stopping, name="dead-letters"
+        )
+        if not started:
+            return
         try:
             while not self._stopping.is_set():
                 try:

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -44,6 +44,30 @@ class DeadLetter:
     body: bytes
     """The request body as received, for an operator to inspect."""
     content_type: str | None
+
+
+async def start_consumer_when_reachable(
+    consumer: AIOKafkaConsumer, stopping: asyncio.Event, *, name: str
+) -> bool:
+    """Start ``consumer``, trying again while the broker cannot be reached, so a worker
+    started during an outage waits it out instead of dying. False when ``stopping`` is set
+    first (the consumer is then not started)."""
+    delay = CONSUMER_START_RETRY_MIN
+    while not stopping.is_set():
+        try:
+            await consumer.start()
+            return True
+        except KafkaConnectionError as error:
+            log.warning("consumer_start_failed", consumer=name, error=type(error).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        delay = min(delay * 2, CONSUMER_START_RETRY_MAX)
+    return False
+
+
+CONSUMER_START_RETRY_MIN = 0.5
+CONSUMER_START_RETRY_MAX = 10.0
+"""Seconds between attempts to start a consumer while the broker is unreachable."""
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -213,7 +213,8 @@ class RouterWorker:
         )
         self._consumer = consumer
         consumer.subscribe([self._inbound, self._agents], listener=_Rebalance(self, consumer))
-        await consumer.start()
+        if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="router"):
+            return
         log.info("router_started", group=self._group)
         try:
             while not self._stopping.is_set():

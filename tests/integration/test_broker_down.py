@@ -9,6 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+
+from runtime import kafka
 from switchboard.embedded import EmbeddedBroker
 from tests.support import TopicReader, make_config, running_service
 
@@ -47,3 +50,39 @@ async def test_a_webhook_answers_503_while_the_broker_is_down(
                 assert len({dict(r.headers)["ce_id"] for r in records}) == 1, records
     finally:
         broker.stop()
+
+
+async def test_a_worker_started_during_an_outage_starts_once_the_broker_is_back(
+    tmp_path: Path,
+) -> None:
+    """Workers start their consumers in the background: one that finds the broker gone
+    keeps trying (it does not die and leave the process half-working) until the broker is
+    back, or until it is asked to stop."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    broker.stop()
+    address = broker.bootstrap_servers
+    consumer = AIOKafkaConsumer(bootstrap_servers=address)
+    stopping = asyncio.Event()
+    starting = asyncio.create_task(
+        kafka.start_consumer_when_reachable(consumer, stopping, name="test")
+    )
+    try:
+        await asyncio.sleep(1.5)
+        assert not starting.done()
+        broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)
+        broker.start()
+        assert await asyncio.wait_for(starting, timeout=30)
+        assert await consumer.topics() is not None
+    finally:
+        stopping.set()
+        await starting
+        await consumer.stop()
+        broker.stop()
+
+    gone = AIOKafkaConsumer(bootstrap_servers=address)
+    stopping = asyncio.Event()
+    starting = asyncio.create_task(kafka.start_consumer_when_reachable(gone, stopping, name="test"))
+    await asyncio.sleep(0.5)
+    stopping.set()
+    assert await asyncio.wait_for(starting, timeout=5) is False
