@@ -178,6 +178,8 @@ class EgressWorker:
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
                     await self._dead_letter(record, f"invalid: {error}")
                     continue
+                if not isinstance(reply, ReplyRequested):
+                    continue  # a business-started message: sent from PostgreSQL at its pace
                 by_conversation[(reply.domain, reply.conversation_id)].append(reply)
         gate = asyncio.Semaphore(PARALLEL_CONVERSATIONS)
 

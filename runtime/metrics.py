@@ -181,6 +181,41 @@ class Metrics:
             ["domain", "outcome"],
             registry=r,
         )
+        self.outbound_requests = Counter(
+            "switchboard_outbound_requests_total",
+            "Business-started messages asked for through the API, by channel and outcome"
+            " (accepted, duplicate, opted_out, refused).",
+            ["domain", "channel", "outcome"],
+            registry=r,
+        )
+        self.outbound_sends = Counter(
+            "switchboard_outbound_sends_total",
+            "Business-started messages the sender finished, by channel and outcome (sent,"
+            " failed, refused, cancelled).",
+            ["domain", "channel", "outcome"],
+            registry=r,
+        )
+        self.outbound_pending = Gauge(
+            "switchboard_outbound_pending_messages",
+            "Business-started messages waiting for their turn (queued or being sent), as the"
+            " sender last counted them.",
+            ["domain", "channel"],
+            registry=r,
+        )
+        self.outbound_throttled = Counter(
+            "switchboard_outbound_throttled_total",
+            "Times the sender waited for a send rate (the domain's or a sender's) or a"
+            " provider's 429 before sending.",
+            ["domain", "channel", "limit"],
+            registry=r,
+        )
+        self.consent_changes = Counter(
+            "switchboard_consent_changes_total",
+            "Customers' opt-outs and opt-ins recorded, by channel, consent and source"
+            " (keyword, provider, api).",
+            ["domain", "channel", "consent", "source"],
+            registry=r,
+        )
         self.delivery_statuses = Counter(
             "switchboard_delivery_status_updates_total",
             "Delivery status callbacks received from providers.",

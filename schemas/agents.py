@@ -13,14 +13,18 @@ from typing import Annotated
 import msgspec
 
 from schemas.common import Channel, Event, Presence
+from schemas.inbound import Consent
 from schemas.limits import (
     LIST_MAX,
     SCHEDULE_MAX,
+    Address,
     AgentId,
     Attributes,
+    CampaignId,
     Code,
     ConversationId,
     CustomerId,
+    Endpoint,
     EventId,
     Language,
     Name,
@@ -30,6 +34,7 @@ from schemas.limits import (
     Timestamp,
     TimeZone,
 )
+from schemas.outbound import Answerer
 
 _HourMinute = Annotated[str, msgspec.Meta(max_length=5)]
 
@@ -187,6 +192,36 @@ class ConversationSnoozeRequested(
     until: Timestamp
 
 
+class CustomerNotified(Event, frozen=True, kw_only=True, tag="customer.notified"):
+    """The business wrote first (``notification.requested``): the customer's next new
+    conversation on ``channel`` opens as ``conversation_id`` with ``attributes``, and
+    goes to ``answer`` until ``answer.until``. A later notification replaces it."""
+
+    outbound_id: EventId
+    conversation_id: ConversationId
+    customer_id: CustomerId
+    """The identity written to (``sms:+1…``, ``phone:+1…``, ``email:…``)."""
+    channel: Channel
+    endpoint: Endpoint
+    customer_address: Address
+    answer: Answerer
+    attributes: Attributes = {}
+    campaign_id: CampaignId | None = None
+
+
+class CustomerConsentRequested(Event, frozen=True, kw_only=True, tag="customer.consent_requested"):
+    """An admin records a customer's consent on one channel address (a signed form, a
+    call): as if the customer had sent the keyword."""
+
+    channel: Channel
+    customer_address: Address
+    customer_id: CustomerId
+    consent: Consent
+    agent_id: AgentId | None = None
+    """Who recorded it (None: an admin token)."""
+    note: Code | None = None
+
+
 class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
     """An agent's reply left for the customer (first response, waiting on customer)."""
 
@@ -207,6 +242,7 @@ AgentCommand = (
     | CustomerLinkRequested
     | CustomerUnlinkRequested
     | CustomerMergeRequested
+    | CustomerConsentRequested
 )
 
 AgentEvent = (
@@ -224,6 +260,8 @@ AgentEvent = (
     | CustomerLinkRequested
     | CustomerUnlinkRequested
     | CustomerMergeRequested
+    | CustomerNotified
+    | CustomerConsentRequested
 )
 
 AGENT_EVENT_DECODER: msgspec.json.Decoder[AgentEvent] = msgspec.json.Decoder(AgentEvent)

@@ -16,6 +16,7 @@ from schemas.limits import (
     ConversationKey,
     CustomerId,
     Endpoint,
+    EventId,
     Language,
     Priority,
     ProviderMessageId,
@@ -25,6 +26,15 @@ from schemas.limits import (
     Text,
     Timestamp,
 )
+
+
+class Consent(enum.StrEnum):
+    """A customer's answer to "may we message you?" on one channel address."""
+
+    OPT_OUT = "opt_out"
+    """STOP, UNSUBSCRIBE, ARRET, … or the provider's own opt-out signal."""
+    OPT_IN = "opt_in"
+    """START, UNSTOP, … : business-started messages may be sent again."""
 
 
 class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
@@ -62,6 +72,11 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     """The customer profile the domain's identity lookup (the platform's CRM) says
     ``customer_id`` belongs to: the router links the identity to it first, unless the
     identity is linked already (a link made through the API wins)."""
+    consent: Consent | None = None
+    """The message changes the customer's consent on this channel address: an opt-out
+    or opt-in keyword (the domain's ``outbound`` keywords) or the provider's signal."""
+    consent_source: Code | None = None
+    """Where ``consent`` comes from: ``keyword`` (None says the same) or ``provider``."""
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -69,6 +84,8 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     DELIVERED = "delivered"
     READ = "read"
+    UNDELIVERED = "undelivered"
+    """The provider accepted it but could not deliver it (carrier refusal, unreachable)."""
     FAILED = "failed"
 
 
@@ -79,6 +96,10 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
     provider_message_id: ProviderMessageId
     status: DeliveryStatus
     error_code: Code | None = None
+    outbound_id: EventId | None = None
+    """Our outbound message id, when the provider echoes it back (WhatsApp
+    ``biz_opaque_callback_data``, a status callback URL, Mailgun's variables) or when
+    egress itself reports the outcome of its send."""
 
 
 InboundEvent = MessageReceived | DeliveryStatusChanged

@@ -95,6 +95,16 @@ LANGUAGE_MAX = 35
 """A BCP 47 language tag (``fr``, ``pt-BR``, ``zh-Hant-TW``)."""
 PRIORITY_MAX = 1000
 """Conversation priorities lie in ``-PRIORITY_MAX`` to ``PRIORITY_MAX`` (higher first)."""
+TEMPLATE_NAME_MAX = 512
+"""A message template's name (WhatsApp: 512) or a provider's template id (Twilio Content SID)."""
+TEMPLATE_PARAMETERS_MAX = 100
+TEMPLATE_PARAMETER_MAX = 1024
+"""One template parameter's text (WhatsApp body parameters: 1,024 characters)."""
+CLIENT_KEY_MAX = 128
+"""A client's idempotency key for a business-started message."""
+CAMPAIGN_ID_MAX = 64
+ANSWER_WINDOW_MAX = 30 * 24 * 3600.0
+"""How long, at most, replies to a business-started message go to its named answerer."""
 """Working intervals of one agent's week."""
 
 CHANNEL_TEXT_MAX: dict[str, int] = {
@@ -153,6 +163,19 @@ AttributeValue = Annotated[
 ]
 Attributes = Annotated[dict[AttributeKey, AttributeValue], msgspec.Meta(max_length=ATTRIBUTES_MAX)]
 """Free attributes of a conversation: its routing and reporting context."""
+TemplateName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=TEMPLATE_NAME_MAX, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+TemplateParameter = Annotated[
+    str, msgspec.Meta(max_length=TEMPLATE_PARAMETER_MAX, pattern=r"^[^\x00\x7f]*$")
+]
+ClientKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=CLIENT_KEY_MAX, pattern=r"^[\x21-\x7e]+$")
+]
+"""Printable ASCII, no spaces."""
+CampaignId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=CAMPAIGN_ID_MAX, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
 
 _NOT_IN_IDENTIFIERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import msgspec
 
 from schemas.common import Channel, Event, Strategy
+from schemas.inbound import Consent, DeliveryStatus
 from schemas.limits import (
+    Address,
     AgentId,
+    Code,
     ConversationId,
     CustomerId,
     EventId,
@@ -121,6 +124,9 @@ class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.r
     """When the provider's free-form reply window closes (None: no such window)."""
     reply_window_closed: bool = False
     """The window has closed: a reply now needs an approved template."""
+    answers_outbound_id: EventId | None = None
+    """The business-started message (``notification.requested``) this message answers:
+    set on the message that opened the notification's conversation."""
 
 
 class ConversationReplyWindowClosed(
@@ -191,6 +197,33 @@ class CustomerMerged(Event, frozen=True, kw_only=True, tag="customer.merged"):
     """The merged customer's open conversations, now ``customer_id``'s."""
 
 
+class CustomerConsentChanged(Event, frozen=True, kw_only=True, tag="customer.consent_changed"):
+    """A customer opted out of (or back in to) business-started messages on one channel
+    address: sends to it are refused (``opt_out``) or allowed again (``opt_in``)."""
+
+    customer_id: CustomerId
+    """The customer profile."""
+    channel: Channel
+    customer_address: Address
+    consent: Consent
+    source: str
+    """``keyword`` (the customer's message), ``provider`` (its own opt-out signal), ``api``."""
+    message_id: EventId | None = None
+    """The customer's message that said so."""
+
+
+class OutboundStatusChanged(Event, frozen=True, kw_only=True, tag="outbound.status_changed"):
+    """What became of a message we sent: egress's send (``sent``, ``failed``) and the
+    provider's later reports (``delivered``, ``read``, ``undelivered``, ``failed``)."""
+
+    channel: Channel
+    provider_message_id: ProviderMessageId
+    status: DeliveryStatus
+    outbound_id: EventId | None = None
+    """Our outbound message id, when known."""
+    error_code: Code | None = None
+
+
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
     """The router applied an agent API command (``command_id`` is the command's id)."""
 
@@ -221,6 +254,8 @@ RoutingEvent = (
     | ConversationSnoozed
     | CustomerLinked
     | CustomerMerged
+    | CustomerConsentChanged
+    | OutboundStatusChanged
     | CommandCompleted
     | CommandRejected
 )

@@ -23,6 +23,7 @@ from adapters.webchat_prechat import prechat_queues
 from router.api.config import ApiConfig
 from router.engine import DomainPolicy
 from runtime.config import ConfigError, ServiceConfig
+from runtime.outbound import OutboundConfig
 from schemas.limits import DOMAIN_MAX
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
@@ -35,6 +36,9 @@ class DomainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """The domain's web chat channel."""
     identity_lookup: IdentityLookupConfig | None = None
     """Ask the platform's CRM who each customer is (``adapters.lookup``); unset: never."""
+    outbound: OutboundConfig = OutboundConfig()
+    """Business-started messages: templates, consent keywords, send rates
+    (``runtime.outbound``)."""
 
 
 def check_domain_id(name: str) -> None:

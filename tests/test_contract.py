@@ -115,9 +115,15 @@ INDEXED_COLUMN_MAX = {
     "provider": limits.CODE_MAX,
     "nonce": limits.NONCE_MAX,
     "channel": max(len(channel.value) for channel in Channel),
+    "address": limits.ADDRESS_MAX,
+    "endpoint": limits.ENDPOINT_MAX,
+    "client_key": limits.CLIENT_KEY_MAX,
+    "campaign_id": limits.CAMPAIGN_ID_MAX,
+    "change_id": limits.EVENT_ID_MAX,
+    "status": len("undelivered"),  # the longest status word a row may hold
 }
 FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
-               "created_at", "applied_at", "expires_at", "version"}  # fmt: skip
+               "created_at", "applied_at", "expires_at", "version", "changed_at"}  # fmt: skip
 #: Keys of the router's own bookkeeping, named by the operator's configuration, not by input.
 CONFIGURED = {"consumer_group", "topic", "source"}
 BTREE_MAX_BYTES = 2704  # a third of an 8 kB page, less the page's own overhead

@@ -11,6 +11,7 @@ from router.engine.call import Call
 from router.engine.deadlines import withdraw_offer
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
+from router.engine.outbound import record_consent
 from router.engine.records import ConversationStatus
 from router.engine.routing import enqueue, enter_step, fall_back, held_outside_hours, try_step
 from router.engine.state import Conversation, LadderStep
@@ -24,6 +25,7 @@ from schemas import (
     ConversationTransferRequested,
     ConversationUpdated,
     ConversationUpdateRequested,
+    CustomerConsentRequested,
     Strategy,
 )
 
@@ -257,3 +259,18 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
         if not held_outside_hours(call, conversation):
             enter_step(call, conversation, 0)
     complete(call, event.id, conversation.conversation_id)
+
+
+def on_consent_requested(call: Call, event: CustomerConsentRequested) -> None:
+    """An admin records a customer's consent (``router.engine.outbound`` rule 4)."""
+    record_consent(
+        call,
+        call.state.customer_of(event.customer_id),
+        event.channel,
+        event.customer_address,
+        event.consent,
+        source="api",
+        message_id=None,
+        actor=event.agent_id,
+    )
+    complete(call, event.id)

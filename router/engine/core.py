@@ -70,12 +70,20 @@ from router.engine.agents import (
     tick_agents,
 )
 from router.engine.call import Call
-from router.engine.commands import on_accept, on_close, on_decline, on_transfer, on_update
+from router.engine.commands import (
+    on_accept,
+    on_close,
+    on_consent_requested,
+    on_decline,
+    on_transfer,
+    on_update,
+)
 from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
 from router.engine.errors import EngineError
 from router.engine.identity import on_link, on_merge, on_unlink
 from router.engine.messages import fast_path, on_message
+from router.engine.outbound import on_notified
 from router.engine.policy import DomainPolicy
 from router.engine.records import (
     AgentDeadlineKind,
@@ -100,8 +108,10 @@ from schemas import (
     ConversationSnoozeRequested,
     ConversationTransferRequested,
     ConversationUpdateRequested,
+    CustomerConsentRequested,
     CustomerLinkRequested,
     CustomerMergeRequested,
+    CustomerNotified,
     CustomerOwnerSet,
     CustomerUnlinkRequested,
     MessageReceived,
@@ -124,6 +134,8 @@ EngineInput = (
     | CustomerLinkRequested
     | CustomerUnlinkRequested
     | CustomerMergeRequested
+    | CustomerNotified
+    | CustomerConsentRequested
 )
 
 _WAITING = ConversationStatus.WAITING
@@ -182,6 +194,10 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_unlink(call, event)
         case CustomerMergeRequested():
             on_merge(call, event)
+        case CustomerNotified():
+            on_notified(call, event)
+        case CustomerConsentRequested():
+            on_consent_requested(call, event)
         case _:
             assert_never(event)
     return finish(call)
@@ -274,6 +290,7 @@ def restore(
         customer.owner_agent_id = customer_record_.owner_agent_id
         customer.last_agent_id = customer_record_.last_agent_id
         customer.last_handled_at = customer_record_.last_handled_at
+        customer.expectation = customer_record_.expectation
         if customer_record_.affinity:
             customer.affinity = [
                 (entry.rank, entry.agent_id) for entry in customer_record_.affinity

@@ -15,7 +15,7 @@ from router.engine.records import (
     CustomerRecord,
     IdentityRecord,
 )
-from schemas import MessageReceived, RoutingEvent
+from schemas import CustomerConsentChanged, MessageReceived, RoutingEvent
 
 
 class Emit(msgspec.Struct, frozen=True):
@@ -66,6 +66,14 @@ class SaveIdentity(msgspec.Struct, frozen=True):
     record: IdentityRecord | None
 
 
+class SaveConsent(msgspec.Struct, frozen=True):
+    """Record a consent change: the address's current consent, and the audit row."""
+
+    change: CustomerConsentChanged
+    actor: str | None = None
+    """Who recorded it through the API (None: the customer, or an admin token)."""
+
+
 Effect = (
     Emit
     | SaveAgent
@@ -76,4 +84,5 @@ Effect = (
     | DropAgent
     | DropCustomer
     | SaveIdentity
+    | SaveConsent
 )

@@ -15,6 +15,7 @@ from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.identity import link_from_lookup
+from router.engine.outbound import answered_expectation, answering_queue, record_message_consent
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.routing import reclaim, route
 from router.engine.snapshots import conversation_record
@@ -38,6 +39,8 @@ def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[
     conversation = state.by_key.get(message.conversation_key)
     if conversation is None or conversation.status is not _ASSIGNED:
         return None
+    if message.consent is not None:
+        return None  # the general path records it
     known = message.known_customer_id
     if known is not None and known != conversation.customer_id:
         return None  # a lookup names another customer: the general path may link them
@@ -86,30 +89,42 @@ def on_message(call: Call, message: MessageReceived) -> None:
     if message.known_customer_id is not None:
         link_from_lookup(call, message.customer_id, message.known_customer_id)
     conversation = state.by_key.get(message.conversation_key)
+    customer_id = state.customer_of(message.customer_id)
+    if message.consent is not None:
+        record_message_consent(call, customer_id, message)
+    answered = None
     if conversation is None:
         if message.id in state.conversations:
             return  # the opening message of an open conversation, delivered again
+        if message.consent is not None:
+            return  # outbound rule 4: a keyword opens no conversation
         compiled = state.compiled
-        queue = compiled.queues.get(message.queue or compiled.default_queue)
+        answered = answered_expectation(call, customer_id, message.channel, state.conversations)
+        queue = compiled.queues.get(
+            answering_queue(answered, now) or message.queue or compiled.default_queue
+        )
         if queue is None:
             queue = compiled.queues[compiled.default_queue]
         endpoint = state.interned.setdefault(message.endpoint, message.endpoint)
         conversation = Conversation(
-            message.id,
+            message.id if answered is None else answered.conversation_id,
             message.channel,
             endpoint,
             message.customer_address,
-            state.customer_of(message.customer_id),
+            customer_id,
             message.conversation_key,
             queue,
             message.priority,
             now,
         )
-        if message.skills or message.language or message.attributes:
+        attributes = dict(message.attributes)
+        if answered is not None and answered.attributes:
+            attributes = {**answered.attributes, **attributes}
+        if message.skills or message.language or attributes:
             conversation.set_context(
                 message.skills,
                 message.language,
-                dict(message.attributes),
+                attributes,
                 state.policy.language_skill,
             )
         state.conversations[conversation.conversation_id] = conversation
@@ -140,6 +155,7 @@ def on_message(call: Call, message: MessageReceived) -> None:
             else None,
             reply_window_ends_at=conversation.window_ends_at,
             reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
+            answers_outbound_id=None if answered is None else answered.outbound_id,
         )
     )
 

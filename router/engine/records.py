@@ -11,7 +11,7 @@ import enum
 
 import msgspec
 
-from schemas import AgentSchedule, CandidateNote, Channel, Presence, Strategy
+from schemas import AgentSchedule, AnswerMode, CandidateNote, Channel, Presence, Strategy
 
 
 class ConversationStatus(enum.StrEnum):
@@ -155,6 +155,25 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     """Set while the owner snoozed it (status ``idle``): when it comes back to them."""
 
 
+class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The business wrote to the customer first (``customer.notified``): what their
+    reply finds (``router.engine.outbound``)."""
+
+    outbound_id: str
+    conversation_id: str
+    channel: Channel
+    mode: AnswerMode
+    agent_id: str | None = None
+    queue: str | None = None
+    until: float
+    """The answerer applies until then."""
+    remember_until: float
+    """The reply still opens the notification's conversation until then."""
+    attributes: dict[str, str] = {}
+    answered: bool = False
+    """A reply opened the notification's conversation already."""
+
+
 class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     customer_id: str
     owner_agent_id: str | None = None
@@ -164,6 +183,8 @@ class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     last_handled_at: float | None = None
     affinity: tuple[AffinityEntry, ...] = ()
     """Agents who served this customer, best first (bounded by ``affinity.keep``)."""
+    expectation: ExpectationRecord | None = None
+    """The latest business-started message to them, while it matters."""
 
 
 class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -15,6 +15,7 @@ from router.engine.call import Call
 from router.engine.effects import Effect
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
+from router.engine.outbound import intended_agent
 from router.engine.policy import AfterHours
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.schedule import on_shift
@@ -63,7 +64,7 @@ def route(
     conversation.step_until = None
     if held_outside_hours(call, conversation):
         return
-    preferred = _preferred_agent(state, conversation, last_owner)
+    preferred = _preferred_agent(state, conversation, last_owner, call.now)
     conversation.preferred = None if preferred is None else preferred.agent_id
     if preferred is None:
         enter_step(call, conversation, 0)
@@ -88,13 +89,17 @@ def route(
 
 
 def _preferred_agent(
-    state: DomainState, conversation: Conversation, last_owner: Agent | None
+    state: DomainState, conversation: Conversation, last_owner: Agent | None, now: float
 ) -> Agent | None:
-    """The customer's explicit owner, else the conversation's last owner, else the agent
-    who last handled the customer: the first of them still in the domain (an agent who
-    left is nobody's preferred agent)."""
+    """The agent a business-started message named to answer (``router.engine.outbound``
+    rule 3), else the customer's explicit owner, else the conversation's last owner, else
+    the agent who last handled the customer: the first of them still in the domain (an
+    agent who left is nobody's preferred agent)."""
     agents = state.agents
     customer = state.customers.get(conversation.customer_id)
+    intended = intended_agent(state, customer, now)
+    if intended is not None:
+        return intended
     if customer is not None and customer.owner_agent_id is not None:
         owner = agents.get(customer.owner_agent_id)
         if owner is not None:

@@ -95,4 +95,5 @@ def customer_record(customer: Customer) -> CustomerRecord:
         else tuple(
             AffinityEntry(agent_id=agent_id, rank=rank) for rank, agent_id in customer.affinity
         ),
+        expectation=customer.expectation,
     )

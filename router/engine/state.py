@@ -30,6 +30,7 @@ from router.engine.records import (
     AssignmentRecord,
     ConversationStatus,
     DeadlineKind,
+    ExpectationRecord,
     IdentityRecord,
 )
 from schemas import AgentSchedule, CandidateNote, Channel, Presence
@@ -325,6 +326,7 @@ class Customer:
     __slots__ = (
         "affinity",
         "customer_id",
+        "expectation",
         "identities",
         "last_agent_id",
         "last_handled_at",
@@ -343,6 +345,9 @@ class Customer:
         a decaying score keeps its rank against the others, so the list never needs
         re-sorting as time passes, and the score at ``now`` is
         ``2 ** (key - now / half_life)``."""
+        self.expectation: ExpectationRecord | None = None
+        """The latest business-started message to them, while it matters
+        (``router.engine.outbound``)."""
 
 
 class Conversation:

@@ -41,11 +41,13 @@ from router.engine import (
     EngineInput,
     SaveAgent,
     SaveAssignment,
+    SaveConsent,
     SaveConversation,
     SaveCustomer,
     SaveIdentity,
     SaveMessage,
     apply,
+    make_id,
     next_deadline,
     tick,
 )
@@ -63,6 +65,7 @@ from schemas import (
     INBOUND_DECODER,
     DeliveryStatusChanged,
     MessageReceived,
+    OutboundStatusChanged,
     RoutingEvent,
 )
 from schemas.cloudevents import encode_headers
@@ -148,6 +151,21 @@ class Batch:
     """Where the consumer must seek back to, per partition that skipped records (rule 1)."""
     records: int = 0
     """Records fetched, whatever became of them."""
+
+
+def status_changed(event: DeliveryStatusChanged) -> OutboundStatusChanged:
+    """The routing topic's ``outbound.status_changed`` for a status report (its id is
+    made from the report's, so a replay publishes the same event)."""
+    return OutboundStatusChanged(
+        id=make_id(f"{event.id}/status"),
+        domain=event.domain,
+        occurred_at=event.occurred_at,
+        channel=event.channel,
+        provider_message_id=event.provider_message_id,
+        status=event.status,
+        outbound_id=event.outbound_id,
+        error_code=event.error_code,
+    )
 
 
 class Intake:
@@ -276,15 +294,7 @@ class Intake:
         event = item.event
         state = self.partitions[item.partition][event.domain]
         if isinstance(event, DeliveryStatusChanged):
-            writes.delivery_statuses.append(
-                (
-                    str(event.channel),
-                    event.provider_message_id,
-                    str(event.status),
-                    event.error_code or "",
-                )
-            )
-            self._metrics.delivery_statuses.labels(str(event.channel), str(event.status)).inc()
+            self._note_delivery(item.partition, event, writes, emitted)
             return
         if isinstance(event, MessageReceived):
             if event.id in known:
@@ -295,6 +305,34 @@ class Intake:
         if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
             writes.agent_events.append(event)
         self._collect(item.partition, state, apply(state, event, now), writes, emitted)
+
+    def _note_delivery(
+        self,
+        partition: int,
+        event: DeliveryStatusChanged,
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        """A report on a message we sent: the row moves forward, and the routing topic
+        says so (``outbound.status_changed``)."""
+        channel = str(event.channel)
+        key = (
+            (event.domain, event.outbound_id, "")
+            if event.outbound_id
+            else ("", channel, event.provider_message_id)
+        )
+        writes.note_delivery(
+            key,
+            store.DeliveryUpdate(
+                status=str(event.status),
+                error=event.error_code or "",
+                provider_message_id=event.provider_message_id,
+            ),
+        )
+        self._metrics.delivery_statuses.labels(channel, str(event.status)).inc()
+        changed = status_changed(event)
+        writes.outbox.setdefault(partition, []).append(self._outbox_event(changed))
+        emitted.append(changed)
 
     def _collect(
         self,
@@ -328,6 +366,8 @@ class Intake:
                     writes.customers[(domain, customer_id)] = None
                 case SaveIdentity(identity=identity, record=link):
                     writes.identities[(domain, identity)] = link
+                case SaveConsent():
+                    writes.consents.append(effect)
                 case _:
                     assert_never(effect)
 

@@ -33,9 +33,11 @@ from schemas import (
     ConversationReplyWindowClosed,
     ConversationSnoozed,
     ConversationUpdated,
+    CustomerConsentChanged,
     CustomerLinked,
     CustomerMerged,
     MessageRouted,
+    OutboundStatusChanged,
     Presence,
     RoutingEvent,
 )
@@ -119,8 +121,19 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
                 identities=len(event.identities),
                 conversations=len(event.conversation_ids),
             )
+        case CustomerConsentChanged():
+            m.counter(
+                metrics.consent_changes, str(event.channel), str(event.consent), event.source
+            ).inc()
+            log.info(
+                "consent_changed",
+                domain=event.domain,
+                consent=str(event.consent),
+                source=event.source,
+            )
         case (
             ConversationQueued()
+            | OutboundStatusChanged()
             | ConversationReassigned()
             | ConversationOutsideHours()
             | ConversationUpdated()

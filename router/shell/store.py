@@ -28,6 +28,7 @@ from router.engine import (
     ConversationRecord,
     CustomerRecord,
     IdentityRecord,
+    SaveConsent,
 )
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import AgentEvent, MessageReceived
@@ -108,8 +109,11 @@ class BatchWrites:
     """Events to publish, by input partition."""
     dead_letters: list[DeadRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    delivery_statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
-    """(channel, provider_message_id, status, error) reported by providers."""
+    delivery_statuses: dict[tuple[str, str, str], DeliveryUpdate] = field(default_factory=dict)
+    """What became of messages we sent, by (domain, outbound id, '') or ('', channel,
+    provider message id): the furthest status a batch reported wins."""
+    consents: list[SaveConsent] = field(default_factory=list)
+    """Consent changes, in order."""
     published: list[int] = field(default_factory=list)
     """Outbox rows (``seq``) whose events the broker acknowledged: deleted here."""
     agent_events: list[AgentEvent] = field(default_factory=list)
@@ -127,9 +131,17 @@ class BatchWrites:
             self.outbox.setdefault(partition, []).extend(events)
         self.dead_letters.extend(later.dead_letters)
         self.offsets.update(later.offsets)
-        self.delivery_statuses.extend(later.delivery_statuses)
+        for key, update in later.delivery_statuses.items():
+            self.note_delivery(key, update)
+        self.consents.extend(later.consents)
         self.published.extend(later.published)
         self.agent_events.extend(later.agent_events)
+
+    def note_delivery(self, key: tuple[str, str, str], update: DeliveryUpdate) -> None:
+        """Keep the furthest status reported for one message (statuses never go back)."""
+        known = self.delivery_statuses.get(key)
+        if known is None or STATUS_RANK.get(update.status, 0) > STATUS_RANK.get(known.status, 0):
+            self.delivery_statuses[key] = update
 
     def is_empty(self) -> bool:
         return not (
@@ -143,6 +155,7 @@ class BatchWrites:
             or self.dead_letters
             or self.offsets
             or self.delivery_statuses
+            or self.consents
             or self.published
             or self.agent_events
         )
@@ -225,10 +238,63 @@ ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET
     next_offset = EXCLUDED.next_offset, updated_at = now()
 """
 
-_UPDATE_DELIVERY = """
-UPDATE outbound_messages o SET status = u.s, error = coalesce(u.e, o.error), updated_at = now()
+STATUS_RANK: dict[str, int] = {
+    "accepted": 0,
+    "queued": 0,
+    "sending": 0,
+    "sent": 1,
+    "delivered": 2,
+    "undelivered": 3,
+    "failed": 3,
+    "read": 4,
+}
+"""How far a sent message got: a status report moves it forward only (a late ``sent``
+after ``delivered`` changes nothing). Refused and cancelled messages were never sent."""
+
+_RANK_SQL = (
+    "CASE {} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items()) + " ELSE 9 END"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    status: str
+    error: str
+    provider_message_id: str
+
+
+_UPDATE_DELIVERY_BY_ID = f"""
+UPDATE outbound_messages o SET status = u.s, error = coalesce(nullif(u.e, ''), o.error),
+    provider_message_id = coalesce(o.provider_message_id, nullif(u.pid, '')), updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(d, oid, s, e, pid)
+WHERE o.domain = u.d AND o.outbound_id = u.oid
+    AND {_RANK_SQL.format("u.s")} > {_RANK_SQL.format("o.status")}
+"""  # noqa: S608 -- fixed text
+
+_UPDATE_DELIVERY_BY_PROVIDER_ID = f"""
+UPDATE outbound_messages o SET status = u.s, error = coalesce(nullif(u.e, ''), o.error),
+    updated_at = now()
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(ch, pid, s, e)
 WHERE o.channel = u.ch AND o.provider_message_id = u.pid
+    AND {_RANK_SQL.format("u.s")} > {_RANK_SQL.format("o.status")}
+"""  # noqa: S608 -- fixed text
+
+_UPSERT_CONSENTS = """
+INSERT INTO consents (domain, channel, address, customer_id, consent, source, changed_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[])
+ON CONFLICT (domain, channel, address) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, consent = EXCLUDED.consent, source = EXCLUDED.source,
+    changed_at = EXCLUDED.changed_at
+WHERE consents.changed_at <= EXCLUDED.changed_at
+"""
+
+_INSERT_CONSENT_CHANGES = """
+INSERT INTO consent_changes (domain, change_id, channel, address, customer_id, consent, source,
+    message_id, actor, changed_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+ON CONFLICT DO NOTHING
 """
 
 _INSERT_OUTBOX = """
@@ -428,7 +494,9 @@ async def write_batch(
         if writes.dead_letters:
             await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
         if writes.delivery_statuses:
-            await conn.execute(_UPDATE_DELIVERY, *_columns(writes.delivery_statuses, 4))
+            await _write_deliveries(conn, writes.delivery_statuses)
+        if writes.consents:
+            await _write_consents(conn, writes.consents)
         if writes.published:
             await conn.execute(_DELETE_PUBLISHED, writes.published)
         if writes.offsets:
@@ -438,6 +506,72 @@ async def write_batch(
                 *_columns(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
             )
     return sorted(outbox, key=lambda batch: batch.seq)
+
+
+async def _write_deliveries(
+    conn: asyncpg.Connection, updates: dict[tuple[str, str, str], DeliveryUpdate]
+) -> None:
+    by_id = [
+        (domain, outbound_id, u.status, u.error, u.provider_message_id)
+        for (domain, outbound_id, pid), u in updates.items()
+        if domain
+    ]
+    by_provider_id = [
+        (channel, pid, u.status, u.error)
+        for (domain, channel, pid), u in updates.items()
+        if not domain
+    ]
+    if by_id:
+        await conn.execute(_UPDATE_DELIVERY_BY_ID, *_columns(by_id, 5))
+    if by_provider_id:
+        await conn.execute(_UPDATE_DELIVERY_BY_PROVIDER_ID, *_columns(by_provider_id, 4))
+
+
+async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) -> None:
+    latest: dict[tuple[str, str, str], SaveConsent] = {}
+    for item in saved:
+        change = item.change
+        latest[(change.domain, str(change.channel), change.customer_address)] = item
+    await conn.execute(
+        _UPSERT_CONSENTS,
+        *_columns(
+            (
+                (
+                    c.domain,
+                    str(c.channel),
+                    c.customer_address,
+                    c.customer_id,
+                    str(c.consent),
+                    c.source,
+                    _timestamp(c.occurred_at),
+                )
+                for c in (item.change for item in latest.values())
+            ),
+            7,
+        ),
+    )
+    await conn.execute(
+        _INSERT_CONSENT_CHANGES,
+        *_columns(
+            (
+                (
+                    c.domain,
+                    c.id,
+                    str(c.channel),
+                    c.customer_address,
+                    c.customer_id,
+                    str(c.consent),
+                    c.source,
+                    c.message_id,
+                    item.actor,
+                    _timestamp(c.occurred_at),
+                )
+                for item in saved
+                for c in (item.change,)
+            ),
+            10,
+        ),
+    )
 
 
 async def delete_published(conn: asyncpg.Connection, published: list[int]) -> None:

@@ -36,6 +36,7 @@ from router.engine import (
     tick,
 )
 from router.shell import intake as intake_module
+from router.shell import store
 from router.shell.intake import Batch, Intake, Unappliable, holds_nul, poison_reason
 from runtime.metrics import Metrics
 from schemas import (
@@ -44,6 +45,7 @@ from schemas import (
     DeliveryStatus,
     DeliveryStatusChanged,
     MessageReceived,
+    OutboundStatusChanged,
     Presence,
     topics,
 )
@@ -313,9 +315,29 @@ def test_a_delivery_status_updates_the_outbound_row_and_skips_the_engine() -> No
     before = snapshot(state)
     status = delivery(DeliveryStatus.FAILED)
     batch = run(new_intake(state), [record(status, 0)])
-    assert batch.writes.delivery_statuses == [("sms", status.provider_message_id, "failed", "")]
+    assert batch.writes.delivery_statuses == {
+        ("", "sms", status.provider_message_id): store.DeliveryUpdate(
+            status="failed", error="", provider_message_id=status.provider_message_id
+        )
+    }
     assert snapshot(state) == before
-    assert batch.emitted == []
+    assert [(e.provider_message_id, e.status) for e in batch.emitted] == [
+        (status.provider_message_id, DeliveryStatus.FAILED)
+    ]
+    assert all(isinstance(e, OutboundStatusChanged) for e in batch.emitted)
+
+
+def test_a_batch_keeps_the_furthest_status_of_a_message() -> None:
+    """Statuses never go back: a late ``sent`` after ``read`` changes nothing."""
+    intake = new_intake(domain([agent("ann")]))
+    read = delivery(DeliveryStatus.READ)
+    late = msgspec.structs.replace(
+        delivery(DeliveryStatus.SENT), provider_message_id=read.provider_message_id
+    )
+    batch = run(intake, [record(read, 0), record(late, 1)])
+    [update] = batch.writes.delivery_statuses.values()
+    assert update.status == "read"
+    assert len(batch.emitted) == 2
 
 
 # -- rule 5: what the engine cannot apply --------------------------------------------------
@@ -487,6 +509,7 @@ def writes_are_what_the_engine_decided(twin: DomainState, fetch: Fetch, batch: B
         event = fetch.events[(item.topic, item.offset)]
         assert item.event == event
         if isinstance(event, DeliveryStatusChanged):
+            effects.append(Emit(intake_module.status_changed(event)))
             continue
         if isinstance(event, MessageReceived):
             if event.id in seen:
