@@ -48,8 +48,8 @@ counts the ids made for that cause.
 This module is the entry: ``apply``, ``tick``, ``next_deadline``, ``restore`` and
 ``snapshot``. The rules live in ``messages`` (1, 2), ``routing`` (2 to 5, and the drain
 of freed slots), ``affinity``, ``assignment`` (offers, assignments, slots, closing; 6),
-``agents`` (7, pacing, shifts), ``deadlines`` (4, 6, 8), ``windows`` (reply windows) and
-``commands`` (9); ``lifecycle`` holds the table of status moves, ``call`` the call in
+``agents`` (7, pacing, shifts), ``deadlines`` (4, 6, 8), ``windows`` (reply windows),
+``outbound`` (business-started conversations, consent) and ``commands`` (9); ``lifecycle`` holds the table of status moves, ``call`` the call in
 progress and its ids, ``events`` the builder of routing events, ``snapshots`` the records.
 """
 

@@ -26,6 +26,8 @@ from schemas import (
     AgentRegistered,
     AgentRemoved,
     AgentReplied,
+    Answerer,
+    AnswerMode,
     Channel,
     ConversationAcceptRequested,
     ConversationAssigned,
@@ -36,6 +38,7 @@ from schemas import (
     ConversationUpdateRequested,
     CustomerLinkRequested,
     CustomerMergeRequested,
+    CustomerNotified,
     CustomerOwnerSet,
     CustomerUnlinkRequested,
     MessageReceived,
@@ -377,4 +380,31 @@ def snoozed(
         conversation_id=conversation_id,
         agent_id=agent_id,
         until=until,
+    )
+
+
+def notified(
+    customer: str,
+    conversation_id: str,
+    *,
+    mode: AnswerMode = AnswerMode.SENDER,
+    agent_id: str | None = None,
+    queue: str | None = None,
+    until: float = T0 + 72 * 3600,
+    channel: Channel = Channel.SMS,
+    attributes: dict[str, str] | None = None,
+) -> CustomerNotified:
+    """The outbound API's word that ``customer`` was sent a business-started message."""
+    return CustomerNotified(
+        id=next_id("notify"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        outbound_id=f"out-{conversation_id}",
+        conversation_id=conversation_id,
+        customer_id=customer,
+        channel=channel,
+        endpoint="+15550000000",
+        customer_address=f"addr:{customer}",
+        answer=Answerer(mode=mode, agent_id=agent_id, queue=queue, until=until),
+        attributes=attributes or {},
     )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from router.engine import SaveConsent, SaveCustomer, apply, restore, snapshot
 from schemas import (
-    Answerer,
     AnswerMode,
     Channel,
     CommandCompleted,
@@ -27,6 +28,7 @@ from tests.engine.builders import (
     message,
     next_id,
 )
+from tests.engine.builders import notified as notice
 
 CUSTOMER = "sms:+14155550100"
 HOURS = 3600.0
@@ -36,25 +38,17 @@ def notified(
     mode: AnswerMode = AnswerMode.SENDER,
     *,
     agent_id: str | None = "ann",
-    queue: str | None = None,
-    until: float = T0 + 72 * HOURS,
-    channel: Channel = Channel.SMS,
     conversation_id: str = "notice-1",
     attributes: dict[str, str] | None = None,
-    at: float = T0,
+    **kwargs: Any,
 ) -> CustomerNotified:
-    return CustomerNotified(
-        id=next_id("notify"),
-        domain=DOMAIN,
-        occurred_at=at,
-        outbound_id=f"out-{conversation_id}",
-        conversation_id=conversation_id,
-        customer_id=CUSTOMER,
-        channel=channel,
-        endpoint="+15550000000",
-        customer_address="+14155550100",
-        answer=Answerer(mode=mode, agent_id=agent_id, queue=queue, until=until),
-        attributes=attributes if attributes is not None else {"campaign": "spring"},
+    return notice(
+        CUSTOMER,
+        conversation_id,
+        mode=mode,
+        agent_id=agent_id,
+        attributes={"campaign": "spring"} if attributes is None else attributes,
+        **kwargs,
     )
 
 

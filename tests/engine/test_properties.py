@@ -46,7 +46,9 @@ from router.engine import (
     tick,
 )
 from schemas import (
+    AnswerMode,
     Channel,
+    Consent,
     ConversationFallback,
     Presence,
 )
@@ -61,6 +63,7 @@ from tests.engine.builders import (
     linked,
     merged,
     message,
+    notified,
     owner_set,
     presence,
     registered,
@@ -178,6 +181,15 @@ op = st.one_of(
         st.integers(0, len(IDENTITIES) - 1),
         st.integers(0, len(IDENTITIES) - 1),
     ),
+    st.tuples(
+        st.just("notify"),
+        st.integers(0, len(CUSTOMERS) - 1),
+        st.sampled_from(list(AnswerMode)),
+        st.integers(0, 4),
+        st.sampled_from(("billing", "nope")),
+        st.sampled_from((60.0, 3600.0)),
+    ),
+    st.tuples(st.just("consent"), st.integers(0, len(KEYS) - 1), st.sampled_from(list(Consent))),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
 )
@@ -286,6 +298,34 @@ def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> St
         assert isinstance(second, int)
         build = {"link": linked, "unlink": unlinked, "merge": merged}[str(kind)]
         return build(IDENTITIES[first], IDENTITIES[second]), now
+    if kind == "notify":
+        _, customer, mode, agent, queue, window = operation
+        assert isinstance(customer, int)
+        assert isinstance(agent, int)
+        assert isinstance(mode, AnswerMode)
+        assert isinstance(window, float)
+        notice = notified(
+            CUSTOMERS[customer],
+            f"notice-{now!r}-{customer}",
+            mode=mode,
+            agent_id=AGENTS[agent] if mode is AnswerMode.SENDER else None,
+            queue=str(queue) if mode is AnswerMode.QUEUE else None,
+            until=now + window,
+            channel=CHANNELS[customer % 2],
+            attributes={"campaign": "spring"},
+        )
+        return notice, now
+    if kind == "consent":
+        index, consent = operation[1], operation[2]
+        assert isinstance(index, int)
+        assert isinstance(consent, Consent)
+        keyword = message(
+            KEYS[index],
+            customer=CUSTOMERS[index % len(CUSTOMERS)],
+            channel=CHANNELS[index % 2],
+            consent=consent,
+        )
+        return keyword, now
     if kind == "reply":
         agent = operation[2]
         assert isinstance(agent, int)
