@@ -7,12 +7,20 @@ secret>``. Subscribing is a GET with ``hub.mode=subscribe``, ``hub.verify_token`
 One POST can carry several entries, each several changes (WhatsApp) or messaging items
 (Messenger, Instagram), each several messages and statuses: all are normalized.
 Customer messages become ``MessageReceived`` with a 24 h reply window; statuses and
-deliveries become ``DeliveryStatusChanged``; echoes of our own messages, reads,
-reactions, typing and the like are recognised and not routed. Entries for pages or
-numbers that are not configured are skipped (one app serves many pages, and a 4xx would
-make Meta retry the whole batch); a request with no configured entry at all gets 404.
-Likewise an item holding a value no event may carry is set aside (``Unusable``, named by
-its place in the notification) while the other items of the request are published.
+deliveries become ``DeliveryStatusChanged`` (a WhatsApp status echoes the send's
+``biz_opaque_callback_data``, our outbound id, as ``outbound_id``); echoes of our own
+messages, reads, reactions, typing and the like are recognised and not routed. Entries
+for pages or numbers that are not configured are skipped (one app serves many pages, and
+a 4xx would make Meta retry the whole batch); a request with no configured entry at all
+gets 404. Likewise an item holding a value no event may carry is set aside
+(``Unusable``, named by its place in the notification) while the other items of the
+request are published.
+
+WhatsApp's ``user_preferences`` change (a user stopped or resumed marketing messages in
+the app's "Offers and announcements" setting) is not normalized yet: it carries no
+message, and no inbound event carries a consent on its own. Until one does, such a
+notification is answered 200 and dropped like other account-level changes; opt-out
+keywords in a WhatsApp message are recognised as on SMS (``adapters.consent``).
 """
 
 from __future__ import annotations
@@ -106,6 +114,8 @@ class WaStatus(_S, frozen=True, kw_only=True):
     timestamp: str
     recipient_id: str | None = None
     errors: list[WaError] = []
+    biz_opaque_callback_data: str | None = None
+    """What the send request carried in the same field: egress puts our outbound id there."""
 
 
 class WaMetadata(_S, frozen=True, kw_only=True):
@@ -313,6 +323,7 @@ def _whatsapp(
                     received_at=now,
                     sent_at=_seconds(st.timestamp),
                     error_code=None if code is None else str(code),
+                    outbound_id=st.biz_opaque_callback_data,
                 )
             )
     return True

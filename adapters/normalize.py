@@ -19,7 +19,14 @@ import msgspec
 
 from adapters.base import BadRequest, Unusable, inbound_event_id
 from adapters.config import ChannelsConfig
-from schemas import Attachment, Channel, DeliveryStatus, DeliveryStatusChanged, MessageReceived
+from schemas import (
+    Attachment,
+    Channel,
+    Consent,
+    DeliveryStatus,
+    DeliveryStatusChanged,
+    MessageReceived,
+)
 from schemas.limits import (
     ADDRESS_MAX,
     ATTACHMENTS_MAX,
@@ -29,6 +36,7 @@ from schemas.limits import (
     CONVERSATION_KEY_MAX,
     CUSTOMER_ID_MAX,
     ENDPOINT_MAX,
+    EVENT_ID_MAX,
     FILENAME_MAX,
     PLAUSIBLE_FUTURE_SECONDS,
     PLAUSIBLE_PAST_SECONDS,
@@ -185,11 +193,15 @@ def message_received(
     subject: str | None = None,
     conversation_key: str | None = None,
     reply_window: float | None = None,
+    provider_consent: Consent | None = None,
 ) -> MessageReceived:
     """One normalized customer message with its stable id and identities derived.
 
-    ``sent_at`` is the provider's time of the message (``plausible_time``); raises
-    ``Unusable`` when an identifier, an address or an attachment URL cannot be carried.
+    ``sent_at`` is the provider's time of the message (``plausible_time``);
+    ``provider_consent`` what the provider says the message does to the customer's consent
+    (its own opt-out signal; the domain's keywords are matched later, ``adapters.consent``).
+    Raises ``Unusable`` when an identifier, an address or an attachment URL cannot be
+    carried.
     """
     domain = endpoint.domain
     try:
@@ -229,6 +241,8 @@ def message_received(
         language=endpoint.language,
         attributes=endpoint.attributes,
         reply_window_ends_at=None if reply_window is None else occurred_at + reply_window,
+        consent=provider_consent,
+        consent_source=None if provider_consent is None else "provider",
     )
 
 
@@ -242,9 +256,15 @@ def delivery_status_changed(
     received_at: float,
     sent_at: float | None = None,
     error_code: str | None = None,
+    outbound_id: str | None = None,
 ) -> DeliveryStatusChanged:
     """A provider's report on a message we sent, with its stable id (one per message and
-    provider status word); raises ``Unusable`` like ``message_received``."""
+    provider status word); raises ``Unusable`` like ``message_received``.
+
+    ``outbound_id``: our id of the message as the provider echoes it back (WhatsApp's
+    ``biz_opaque_callback_data``). One that cannot be ours (empty, longer than
+    ``EVENT_ID_MAX``, control characters: another application on the same account may set
+    that field) is left out, and the status still counts by its provider message id."""
     domain = endpoint.domain
     try:
         checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
@@ -262,7 +282,15 @@ def delivery_status_changed(
         provider_message_id=provider_message_id,
         status=status,
         error_code=error_code,
+        outbound_id=_our_id(outbound_id),
     )
+
+
+def _our_id(outbound_id: str | None) -> str | None:
+    """An echoed outbound id when it can be one of ours, else None."""
+    if outbound_id and is_identifier(outbound_id, EVENT_ID_MAX):
+        return outbound_id
+    return None
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

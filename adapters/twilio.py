@@ -8,6 +8,13 @@ Behind a proxy the URL Twilio called is ``SWITCHBOARD_PUBLIC_URL`` + path + quer
 
 A form with ``Body`` (or status ``received``) is a customer message; a form with only
 ``MessageStatus`` is a status callback for a message we sent.
+
+Consent: with Advanced Opt-Out on the number's Messaging Service, Twilio adds
+``OptOutType`` to an incoming message whose whole body is one of the service's keywords:
+``STOP`` (an opt-out), ``START`` (an opt-in) or ``HELP`` (neither). The message then
+carries that consent (``consent_source = "provider"``): Twilio blocks sends to an
+opted-out number whatever our keywords say, so its word wins over the domain's keywords
+(``adapters.consent``), which apply to messages without it.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from adapters.normalize import (
     message_received,
     unknown_endpoint,
 )
-from schemas import Attachment, Channel, DeliveryStatus, InboundEvent
+from schemas import Attachment, Channel, Consent, DeliveryStatus, InboundEvent
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
@@ -46,11 +53,18 @@ STATUS_MAP = {
     "sent": DeliveryStatus.SENT,
     "delivered": DeliveryStatus.DELIVERED,
     "read": DeliveryStatus.READ,
-    "undelivered": DeliveryStatus.FAILED,
+    "undelivered": DeliveryStatus.UNDELIVERED,
     "failed": DeliveryStatus.FAILED,
     "canceled": DeliveryStatus.FAILED,
 }
 _INBOUND_STATUSES = frozenset({"received", "receiving"})
+#: Advanced Opt-Out's ``OptOutType`` → the consent it says (``HELP``: none).
+OPT_OUT_TYPES = {"STOP": Consent.OPT_OUT, "START": Consent.OPT_IN}
+
+
+def provider_consent(opt_out_type: str | None) -> Consent | None:
+    """The consent Twilio's ``OptOutType`` says (None: absent, ``HELP`` or unknown)."""
+    return OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
 
 
 def signature_url(public_url: str | None, request_url: str, path_qs: str) -> str:
@@ -185,6 +199,7 @@ def parse_webhook(
                 text=form.get("Body", ""),
                 attachments=_media(form),
                 reply_window=24 * 3600.0 if channel is Channel.WHATSAPP else None,
+                provider_consent=provider_consent(form.get("OptOutType")),
             )
         ]
 

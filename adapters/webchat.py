@@ -10,10 +10,13 @@ another session is a 403. ``message_id`` is the client's idempotency key: a retr
 the same id is routed once.
 
 ``GET /v1/domains/{domain}/webchat/sessions/{session_id}/socket`` upgrades to a WebSocket
-on which the session's agent replies arrive as JSON, live; replies sent while no socket
-was open are kept for a while and delivered on connect. Every adapter instance reads the
-whole ``conversations.outbound`` topic (no consumer group) so a visitor may be connected
-to any instance behind the load balancer.
+on which the session's agent replies arrive as JSON, live (``{"type": "reply", ...}``);
+replies sent while no socket was open are kept for a while and delivered on connect.
+Business-started messages (``NotificationRequested``) arrive the same way as
+``{"type": "notification", ...}``: to every session of a signed-in ``user:<id>`` customer
+that has a socket open, else to the session the notification's address names. Every
+adapter instance reads the whole ``conversations.outbound`` topic (no consumer group) so
+a visitor may be connected to any instance behind the load balancer.
 
 The customer of a message is ``webchat:<session_id>``, or ``user:<user_id>`` for a
 signed-in visitor, who is the same customer across sessions and devices. A visitor
@@ -67,7 +70,7 @@ from adapters.webchat_tokens import (
     TOKEN_SECONDS_MIN,
     SessionClaims,
 )
-from schemas import Attachment, Channel, MessageReceived, ReplyRequested
+from schemas import Attachment, Channel, MessageReceived, NotificationRequested, ReplyRequested
 from schemas.limits import (
     ADDRESS_MAX,
     ATTACHMENTS_MAX,
@@ -247,12 +250,16 @@ def _attachment(attachment: WebchatAttachment) -> Attachment:
 
 
 class WebchatHub:
-    """Live sockets per (domain, session) and a bounded backlog of undelivered replies."""
+    """Live sockets per (domain, session), the sessions of each signed-in user with a
+    socket open here, and a bounded backlog of what could not be delivered."""
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, max_sessions: int = 100_000
     ) -> None:
         self._sockets: dict[tuple[str, str], set[web.WebSocketResponse]] = {}
+        self._users: dict[tuple[str, str], dict[str, int]] = {}
+        """(domain, customer id ``user:<id>``) → its sessions with a socket here, and how
+        many sockets each has."""
         self._backlog: OrderedDict[tuple[str, str], deque[tuple[float, bytes]]] = OrderedDict()
         self._clock = clock
         self._max_sessions = max_sessions
@@ -262,7 +269,6 @@ class WebchatHub:
 
     async def deliver(self, reply: ReplyRequested, config: WebchatConfig) -> bool:
         """Send a reply to the session's sockets; keep it when none is open. True if sent."""
-        key = (reply.domain, reply.customer_address)
         payload = msgspec.json.encode(
             {
                 "type": "reply",
@@ -274,6 +280,34 @@ class WebchatHub:
                 "sent_at": reply.occurred_at,
             }
         )
+        return await self._send((reply.domain, reply.customer_address), payload, config)
+
+    async def notify(self, notification: NotificationRequested, config: WebchatConfig) -> bool:
+        """Send a business-started message to its customer: to every session of a
+        ``user:<id>`` customer with a socket open here, else to the session its address
+        names (kept for a while when that session has no socket). True if sent."""
+        payload = msgspec.json.encode(
+            {
+                "type": "notification",
+                "id": notification.id,
+                "conversation_id": notification.conversation_id,
+                "agent_id": notification.agent_id,
+                "text": notification.text,
+                "attachments": notification.attachments,
+                "subject": notification.subject,
+                "sent_at": notification.occurred_at,
+            }
+        )
+        domain = notification.domain
+        sessions = list(self._users.get((domain, notification.customer_id), ()))
+        if sessions:
+            sent = [await self._send((domain, s), payload, config) for s in sessions]
+            return any(sent)
+        if not SESSION_ID.fullmatch(notification.customer_address):
+            return False  # no session to keep it for
+        return await self._send((domain, notification.customer_address), payload, config)
+
+    async def _send(self, key: tuple[str, str], payload: bytes, config: WebchatConfig) -> bool:
         sockets = [ws for ws in self._sockets.get(key, ()) if not ws.closed]
         sent = False
         for ws in sockets:
@@ -291,28 +325,56 @@ class WebchatHub:
         return sent
 
     async def attach(
-        self, domain: str, session_id: str, ws: web.WebSocketResponse, config: WebchatConfig
+        self,
+        domain: str,
+        session_id: str,
+        ws: web.WebSocketResponse,
+        config: WebchatConfig,
+        *,
+        customer_id: str | None = None,
     ) -> None:
+        """Hold ``ws`` for the session (of the signed-in customer ``customer_id``, if
+        any) and send it what was kept for the session."""
         key = (domain, session_id)
         self._sockets.setdefault(key, set()).add(ws)
+        if customer_id is not None:
+            sessions = self._users.setdefault((domain, customer_id), {})
+            sessions[session_id] = sessions.get(session_id, 0) + 1
         horizon = self._clock() - config.reply_backlog_seconds
         for at, payload in self._backlog.pop(key, deque()):
             if at >= horizon:
                 await ws.send_str(payload.decode())
 
-    def detach(self, domain: str, session_id: str, ws: web.WebSocketResponse) -> None:
+    def detach(
+        self,
+        domain: str,
+        session_id: str,
+        ws: web.WebSocketResponse,
+        *,
+        customer_id: str | None = None,
+    ) -> None:
         key = (domain, session_id)
         sockets = self._sockets.get(key)
         if sockets is not None:
             sockets.discard(ws)
             if not sockets:
                 del self._sockets[key]
+        if customer_id is not None:
+            sessions = self._users.get((domain, customer_id), {})
+            left = sessions.get(session_id, 0) - 1
+            if left > 0:
+                sessions[session_id] = left
+            else:
+                sessions.pop(session_id, None)
+            if not sessions:
+                self._users.pop((domain, customer_id), None)
 
     async def close_all(self) -> None:
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
                 await ws.close(code=1001, message=b"server shutting down")
         self._sockets.clear()
+        self._users.clear()
 
 
 SOCKET_PROTOCOL = "switchboard.webchat.v1"
@@ -325,21 +387,24 @@ async def socket_session(
     domain: str,
     session_id: str,
     config: WebchatConfig,
+    *,
+    customer_id: str | None = None,
 ) -> web.WebSocketResponse:
     """Serve one visitor's WebSocket until either side closes it (the session's token
-    was verified by the caller). A client that offered subprotocols gets
-    ``SOCKET_PROTOCOL`` (the caller checked it was among them)."""
+    was verified by the caller; ``customer_id`` is its signed-in user's, if any). A
+    client that offered subprotocols gets ``SOCKET_PROTOCOL`` (the caller checked it was
+    among them)."""
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096, protocols=(SOCKET_PROTOCOL,))
     await ws.prepare(request)
-    await hub.attach(domain, session_id, ws, config)
     try:
+        await hub.attach(domain, session_id, ws, config, customer_id=customer_id)
         async for message in ws:
             if message.type == WSMsgType.TEXT and message.data == "ping":
                 await ws.send_str('{"type":"pong"}')
             elif message.type == WSMsgType.ERROR:
                 break
     finally:
-        hub.detach(domain, session_id, ws)
+        hub.detach(domain, session_id, ws, customer_id=customer_id)
     return ws
 
 

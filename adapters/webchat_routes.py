@@ -44,9 +44,10 @@ bodies; 503 when the broker or a configured secret is missing. Reasons never quo
 token, a signature, an email or a phone number. Each outcome is counted in
 ``switchboard_webhook_requests_total{provider="webchat"}``.
 
-Every adapter process reads every reply of ``conversations.outbound`` (``reply_pump``, no
-consumer group) and hands those of web chat to the sockets it holds; the egress worker
-marks them sent.
+Every adapter process reads every record of ``conversations.outbound`` (``reply_pump``,
+no consumer group) and hands those of web chat, agents' replies and business-started
+messages, to the sockets it holds (``WebchatHub.deliver`` and ``notify``); the egress
+worker records replies as sent, and the outbound sender its notifications.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Protocol, assert_never
 
 import msgspec
 import structlog
@@ -68,6 +69,7 @@ from aiokafka.errors import KafkaError
 from adapters import webchat_cors as cors
 from adapters.base import BadRequest, Publisher, SignatureRejected
 from adapters.config import SecretMissing
+from adapters.consent import message_consent
 from adapters.lookup import IdentityLookups
 from adapters.webchat import (
     SOCKET_PROTOCOL,
@@ -96,7 +98,14 @@ from adapters.webhooks import BodyTooLarge, read_body
 from runtime.http_errors import json_error
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
-from schemas import OUTBOUND_DECODER, Channel, CustomerLinkRequested, ReplyRequested
+from runtime.outbound import OutboundConfig
+from schemas import (
+    OUTBOUND_DECODER,
+    Channel,
+    CustomerLinkRequested,
+    NotificationRequested,
+    ReplyRequested,
+)
 from schemas.limits import decode_json_text
 
 log = structlog.get_logger(__name__)
@@ -152,6 +161,7 @@ def webchat_routes(
     max_body_bytes: int,
     clock: Callable[[], float] = time.time,
     lookups: IdentityLookups | None = None,
+    outbound: Mapping[str, OutboundConfig] | None = None,
 ) -> list[web.RouteDef]:
     """The web chat routes (the module docstring), for the domains in ``domains`` (read at
     each request: the app replaces its content when the configuration changes)."""
@@ -169,6 +179,7 @@ def webchat_routes(
         widget_body=widget,
         widget_etag='"' + hashlib.sha256(widget).hexdigest()[:32] + '"',
         lookups=lookups,
+        outbound={} if outbound is None else outbound,
     )
     for name, config in domains.items():
         if config.enabled and config.session_secret_env is None:
@@ -203,6 +214,9 @@ class _Routes:
     widget_etag: str
     lookups: IdentityLookups | None = None
     """The domains' identity lookups (``adapters.lookup``), asked before publishing."""
+    outbound: Mapping[str, OutboundConfig] = field(default_factory=dict)
+    """Each domain's ``outbound`` section: its consent keywords apply to web chat messages
+    when its ``keyword_channels`` name ``webchat`` (``adapters.consent``)."""
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -315,6 +329,7 @@ class _Routes:
             return self._refused(request, config, error)
         except Unconfigured:
             return self._answer(request, config, json_error(503, "web chat not configured"))
+        event = message_consent(event, self.outbound)
         if self.lookups is not None:
             event = await self.lookups.annotate_message(event)
         try:
@@ -349,7 +364,9 @@ class _Routes:
             return self._refused(request, config, error, cross_site=False)
         except Unconfigured:
             return json_error(503, "web chat not configured")
-        return await socket_session(request, self.hub, domain, session_id, config)
+        return await socket_session(
+            request, self.hub, domain, session_id, config, customer_id=claims.customer_id
+        )
 
     # -- the widget and preflights -------------------------------------------------------
 
@@ -503,7 +520,8 @@ def _etags(header: str | None) -> set[str]:
 async def reply_pump(
     consumer: AIOKafkaConsumer, hub: WebchatHub, domains: Mapping[str, WebchatConfig]
 ) -> None:
-    """Hand every web chat reply read by ``consumer`` to the hub, until cancelled."""
+    """Hand every web chat reply and business-started message read by ``consumer`` to
+    the hub, until cancelled."""
     while True:
         try:
             batch = await consumer.getmany(timeout_ms=1000)
@@ -514,13 +532,16 @@ async def reply_pump(
         for records in batch.values():
             for record in records:
                 try:
-                    reply = OUTBOUND_DECODER.decode(record.value or b"")
+                    outbound = OUTBOUND_DECODER.decode(record.value or b"")
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue  # the egress worker dead-letters it
-                config = domains.get(reply.domain)
-                if (
-                    isinstance(reply, ReplyRequested)
-                    and config is not None
-                    and reply.channel is Channel.WEBCHAT
-                ):
-                    await hub.deliver(reply, config)
+                config = domains.get(outbound.domain)
+                if config is None or outbound.channel is not Channel.WEBCHAT:
+                    continue
+                match outbound:
+                    case ReplyRequested():
+                        await hub.deliver(outbound, config)
+                    case NotificationRequested():
+                        await hub.notify(outbound, config)
+                    case _:
+                        assert_never(outbound)

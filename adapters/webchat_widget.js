@@ -403,7 +403,7 @@
     ws.onmessage = function (event) {
       var message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
-      if (message && message.type === "reply") received(message);
+      if (message && (message.type === "reply" || message.type === "notification")) received(message);
     };
     ws.onclose = function () {
       if (socket !== ws) return;

@@ -10,8 +10,10 @@ Every request follows the same steps:
    set aside instead (``_parse_signed``);
 4. claim the request's one-time token, for providers that sign one (Mailgun): 409 when
    it was already used, 503 with ``Retry-After`` when the token cache (PostgreSQL) cannot
-   be reached; then ask the domain's identity lookup about the customer messages, when
-   it has one (``adapters.lookup``: concurrently, bounded by its timeout, failing open);
+   be reached; then mark the messages that opt the customer out or in (the provider's
+   signal, else the domain's keywords: ``adapters.consent``); then ask the domain's
+   identity lookup about the customer messages, when it has one (``adapters.lookup``:
+   concurrently, bounded by its timeout, failing open);
    then publish the events, and the set-aside items to ``switchboard.dlq``, and wait for
    the broker's acknowledgement (503 when it cannot, and the claim is released so that
    the provider's retry of the same delivery is accepted);
@@ -63,11 +65,13 @@ from adapters.base import (
     Unusable,
 )
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
+from adapters.consent import consents, with_consent
 from adapters.lookup import IdentityLookups
 from adapters.normalize import parse_form
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
+from runtime.outbound import OutboundConfig
 from schemas import DeliveryStatusChanged, MessageReceived
 from schemas.limits import CONTENT_TYPE_MAX, is_identifier
 
@@ -94,6 +98,9 @@ class WebhookContext:
     clock: Callable[[], float] = field(default=time.time)
     lookups: IdentityLookups | None = None
     """The domains' identity lookups (None: none at all)."""
+    outbound: Mapping[str, OutboundConfig] = field(default_factory=dict)
+    """Each domain's ``[domains.<d>.outbound]`` (its consent keywords); replaced whole when
+    a new configuration version arrives. A domain not named gets the defaults."""
 
 
 class BodyTooLarge(BadRequest):
@@ -201,6 +208,7 @@ async def _serve(
     published = False
     try:
         if events:
+            events = with_consent(events, ctx.outbound)
             if ctx.lookups is not None:
                 events = await ctx.lookups.annotate(events)
             await ctx.publisher.publish(events)
@@ -236,6 +244,7 @@ async def _serve(
         domains=domains,
         messages=len(messages),
         statuses=len(statuses),
+        consents=consents(events),
         set_aside=len(letters),
     )
     # Step 5

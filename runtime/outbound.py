@@ -168,7 +168,7 @@ class OutboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     templates: Annotated[list[TemplateConfig], msgspec.Meta(max_length=TEMPLATES_MAX)] = []
     """Approved templates: business-started WhatsApp messages, and replies after the
     24 h window, must use one."""
-    answer_hours: Annotated[float, msgspec.Meta(gt=0, le=ANSWER_WINDOW_MAX / 3600)] = 72
+    answer_hours: Annotated[float, msgspec.Meta(gt=0, le=ANSWER_WINDOW_MAX / 3600)] = 72.0
     """Default time replies go to the answerer a send names (then: normal routing)."""
     opt_out_keywords: Annotated[
         tuple[Annotated[str, msgspec.Meta(min_length=1, max_length=KEYWORD_MAX)], ...],

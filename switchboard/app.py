@@ -42,6 +42,7 @@ from runtime.dead_letters import DeadLetterRecorder
 from runtime.http_errors import setup_errors
 from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
+from runtime.outbound import OutboundConfig
 from runtime.readiness import Readiness
 from runtime.secrets import Secrets
 from runtime.tasks import background
@@ -106,13 +107,16 @@ def build_app(
         app.cleanup_ctx.append(_dead_letter_recorder)
         app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
         app.cleanup_ctx.append(_identity_lookups)
-        context, routes = _adapter_routes(app, config, webchats)
+        outbounds = _outbounds(config.document())
+        context, routes = _adapter_routes(app, config, webchats, outbounds)
         app.router.add_routes(routes)
 
         def reconfigure_adapters(document: ControlDocument, version: int) -> None:
             context.channels = document.channels
             webchats.clear()
             webchats.update(_webchats(document))
+            outbounds.clear()
+            outbounds.update(_outbounds(document))
             if (egress := app.get(EGRESS_WORKER)) is not None:
                 egress.reconfigure(document.channels)
             app[IDENTITY_LOOKUPS].reconfigure(_lookups(document))
@@ -140,6 +144,11 @@ def _policies(document: ControlDocument) -> dict[str, DomainPolicy]:
 
 def _webchats(document: ControlDocument) -> dict[str, WebchatConfig]:
     return {name: domain.webchat for name, domain in document.domains.items()}
+
+
+def _outbounds(document: ControlDocument) -> dict[str, OutboundConfig]:
+    """Each domain's ``outbound`` section: the adapters read its consent keywords."""
+    return {name: domain.outbound for name, domain in document.domains.items()}
 
 
 def _lookups(document: ControlDocument) -> dict[str, IdentityLookupConfig]:
@@ -286,7 +295,10 @@ class _StartedPublisher:
 
 
 def _adapter_routes(
-    app: web.Application, config: Config, webchats: Mapping[str, WebchatConfig]
+    app: web.Application,
+    config: Config,
+    webchats: Mapping[str, WebchatConfig],
+    outbounds: Mapping[str, OutboundConfig],
 ) -> tuple[WebhookContext, list[web.RouteDef]]:
     publisher = _StartedPublisher(app, INBOUND_PUBLISHER)
     context = WebhookContext(
@@ -298,6 +310,7 @@ def _adapter_routes(
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,
         lookups=app[IDENTITY_LOOKUPS],
+        outbound=outbounds,
     )
     return context, [
         *webchat_routes(
@@ -309,6 +322,7 @@ def _adapter_routes(
             links=_StartedPublisher(app, AGENT_PUBLISHER),
             max_body_bytes=config.http.max_body_bytes,
             lookups=app[IDENTITY_LOOKUPS],
+            outbound=outbounds,
         ),
         *webhook_routes(context),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -14,6 +14,7 @@ from adapters.config import ChannelsConfig
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
+from runtime.outbound import OutboundConfig
 from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
 
 PUBLIC_URL = "https://switchboard.example.com"
@@ -141,7 +142,10 @@ class Harness:
 
 
 async def start_harness(
-    *, public_url: str | None = PUBLIC_URL, max_body_bytes: int = 256 * 1024
+    *,
+    public_url: str | None = PUBLIC_URL,
+    max_body_bytes: int = 256 * 1024,
+    outbound: Mapping[str, OutboundConfig] | None = None,
 ) -> Harness:
     publisher = RecordingPublisher()
     metrics = Metrics()
@@ -155,6 +159,7 @@ async def start_harness(
         public_url=public_url,
         max_body_bytes=max_body_bytes,
         clock=lambda: NOW,
+        outbound=outbound or {},
     )
     app = web.Application(middlewares=[refuse_encoded_bodies])  # as switchboard.app does
     app.add_routes(webhook_routes(ctx))

@@ -6,9 +6,10 @@ from typing import Any
 
 import msgspec
 
+from adapters import meta
 from adapters.base import hmac_hex, inbound_event_id
 from schemas import Channel, DeliveryStatus
-from tests.adapters.conftest import ENVIRON, Harness
+from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness
 
 PATH = "/webhooks/meta"
 SECRET = ENVIRON["META_APP_SECRET"]
@@ -186,6 +187,63 @@ async def test_whatsapp_status_only_is_not_a_message(hook: Harness) -> None:
     assert resp.status == 200
     assert hook.publisher.messages == []
     assert [s.status for s in hook.publisher.statuses] == [DeliveryStatus.READ]
+
+
+OUTBOUND_ID = "3f1c1b8e-5d1e-4f7e-9a44-2f6f0d1c9b77"
+
+
+def wa_status(mid: str, status: str, callback_data: str | None) -> dict[str, Any]:
+    """A WhatsApp status as the Cloud API documents it, echoing the send's
+    ``biz_opaque_callback_data`` when it carried one."""
+    item: dict[str, Any] = {
+        "id": mid,
+        "status": status,
+        "timestamp": "1699999773",
+        "recipient_id": "16505551234",
+        "conversation": {"id": "CONVERSATION_ID", "origin": {"type": "utility"}},
+        "pricing": {"billable": True, "pricing_model": "CBP", "category": "utility"},
+    }
+    if callback_data is not None:
+        item["biz_opaque_callback_data"] = callback_data
+    return item
+
+
+def test_a_whatsapp_status_names_the_outbound_id_it_echoes() -> None:
+    payload = wa_notification(
+        wa_value(
+            statuses=[
+                wa_status("wamid.A", "sent", OUTBOUND_ID),
+                wa_status("wamid.B", "delivered", None),
+                wa_status("wamid.C", "read", "x" * 512),  # another app's data, not our id
+                wa_status("wamid.D", "failed", "ours?\n"),
+                wa_status("wamid.E", "delivered", ""),
+            ]
+        )
+    )
+    out = meta.parse_webhook(msgspec.json.encode(payload), CHANNELS, NOW)
+    assert out.set_aside == []
+    assert [(e.provider_message_id, getattr(e, "outbound_id", "?")) for e in out.events] == [
+        ("wamid.A", OUTBOUND_ID),
+        ("wamid.B", None),
+        ("wamid.C", None),
+        ("wamid.D", None),
+        ("wamid.E", None),
+    ]
+
+
+async def test_a_whatsapp_status_through_the_webhook_carries_its_outbound_id(
+    hook: Harness,
+) -> None:
+    statuses = [wa_status("wamid.OUT", "delivered", OUTBOUND_ID)]
+    body, headers = signed(wa_notification(wa_value(statuses=statuses)))
+    resp = await hook.client.post(PATH, data=body, headers=headers)
+    assert resp.status == 200
+    [status] = hook.publisher.statuses
+    assert (status.provider_message_id, status.status, status.outbound_id) == (
+        "wamid.OUT",
+        DeliveryStatus.DELIVERED,
+        OUTBOUND_ID,
+    )
 
 
 async def test_messenger_text_and_attachment(hook: Harness) -> None:

@@ -11,8 +11,8 @@ from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio
 
 from adapters import twilio
 from adapters.base import SignatureRejected, inbound_event_id
-from schemas import Channel, DeliveryStatus
-from tests.adapters.conftest import ENVIRON, NOW, PUBLIC_URL, Harness, start_harness
+from schemas import Channel, DeliveryStatus, DeliveryStatusChanged
+from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, PUBLIC_URL, Harness, start_harness
 
 PATH = "/webhooks/twilio/sms"
 TOKEN = ENVIRON["TWILIO_AUTH_TOKEN"]
@@ -192,6 +192,55 @@ async def test_status_callback_is_a_delivery_status_not_a_message(hook: Harness)
     assert status.status is DeliveryStatus.DELIVERED
     assert status.provider_message_id == "SM5a1c2b"
     assert status.domain == "acme"
+
+
+def status_callback(status: str, sid: str = "SM5a1c2b", **extra: str) -> dict[str, str]:
+    """Twilio's status callback of a message we sent from +14155550100."""
+    return {
+        "SmsSid": sid,
+        "SmsStatus": status,
+        "MessageStatus": status,
+        "To": "+14155552671",
+        "MessageSid": sid,
+        "AccountSid": "AC00000000000000000000000000000001",
+        "From": "+14155550100",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("undelivered", DeliveryStatus.UNDELIVERED),
+        ("failed", DeliveryStatus.FAILED),
+        ("canceled", DeliveryStatus.FAILED),
+        ("sent", DeliveryStatus.SENT),
+    ],
+)
+def test_twilio_statuses_map_to_ours(status: str, expected: DeliveryStatus) -> None:
+    [event] = twilio.parse_webhook(list(status_callback(status).items()), CHANNELS, NOW)
+    assert isinstance(event, DeliveryStatusChanged)
+    assert event.status is expected
+
+
+async def test_undelivered_is_reported_as_undelivered_with_the_carriers_error(
+    hook: Harness,
+) -> None:
+    """The carrier refused it (30003: unreachable handset): not a failure to send."""
+    params = status_callback("undelivered", ErrorCode="30003")
+    resp = await hook.client.post(PATH, data=params, headers=sign(params))
+    assert resp.status == 200
+    [status] = hook.publisher.statuses
+    assert (status.status, status.error_code, status.outbound_id) == (
+        DeliveryStatus.UNDELIVERED,
+        "30003",
+        None,
+    )
+    counted = hook.metrics.registry.get_sample_value(
+        "switchboard_delivery_status_updates_total", {"channel": "sms", "status": "undelivered"}
+    )
+    assert counted == 1
 
 
 async def test_bad_signature_is_403_and_nothing_published(hook: Harness) -> None:
