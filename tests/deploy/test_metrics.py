@@ -30,6 +30,9 @@ ALLOWED_LABELS = {
     "status",
     "result",
     "type",
+    "limit",  # sender, domain, provider
+    "consent",  # opt_out, opt_in
+    "source",  # keyword, provider, api
 }
 
 
