@@ -1,13 +1,28 @@
-"""Egress: deliver an agent's ``ReplyRequested`` through the conversation's provider API.
+"""Egress: deliver an agent's ``ReplyRequested``, or a business-started
+``NotificationRequested``, through the provider API of its channel.
 
-Per channel, ``build_request`` turns a reply into the provider's real send call (pure,
+Per channel, ``build_request`` turns a message into the provider's real send call (pure,
 no I/O): Twilio Messages, WhatsApp Cloud API, Messenger and Instagram Send API, Telegram
 ``sendMessage``, Mailgun messages. ``Egress.send`` performs it:
-1. skip the reply when the ``SentLedger`` says its id was already sent (``duplicate``);
+1. skip the message when the ``SentLedger`` says its id was already sent (``duplicate``);
 2. call the provider; on 429, 5xx, a Graph throttling error or a connection error,
    wait (exponential backoff, bounded, ``Retry-After`` honoured up to a cap) and retry;
-   any other 4xx is final;
+   any other 4xx is final. A "slow down" answer (429, Graph throttling codes) is also
+   reported to ``on_throttled``, so the notification sender slows every process down;
 3. record the result in the ledger and return it.
+
+Templates and tags (a message's ``template`` / ``message_tag``, set when the provider's
+free-form window is closed or was never opened):
+- WhatsApp Cloud API: ``"type": "template"`` with ``template.name`` (the approved name),
+  ``template.language.code`` (``en_US``) and one ``body`` component of ``text``
+  parameters, in order;
+- Twilio (SMS, WhatsApp): the Content template's ``ContentSid`` (``HX…``) and its
+  ``ContentVariables`` (JSON ``{"1": …, "2": …}``) instead of ``Body``;
+- Messenger / Instagram Send API: ``messaging_type`` ``MESSAGE_TAG`` with ``tag``
+  (``HUMAN_AGENT``: a person's answer up to 7 days after the customer's last message);
+  without a tag a reply is a ``RESPONSE`` and a business-started message an ``UPDATE``
+  (both only inside the 24 h window);
+- Telegram and email have no templates: the filled-in text (``text``) is sent.
 
 Idempotency beyond the ledger: Twilio gets ``I-Twilio-Idempotency-Token`` (the reply id),
 so a retry after a lost response is not sent twice; Mailgun gets a ``Message-Id`` built
@@ -37,13 +52,16 @@ from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
 from adapters.normalize import find_endpoint
 from adapters.twilio import WHATSAPP_PREFIX
 from runtime.metrics import Metrics
-from schemas import Channel, ReplyRequested
+from schemas import Channel, NotificationRequested, ReplyRequested
 
 log = structlog.get_logger()
 
 #: Graph API error codes that mean "slow down" even when the HTTP status is 400/403.
 GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})
 MAX_ERROR_CHARS = 300
+
+Outbound = ReplyRequested | NotificationRequested
+"""What egress sends: both carry the fields the provider requests use."""
 
 
 class SendOutcome(enum.StrEnum):
@@ -53,7 +71,7 @@ class SendOutcome(enum.StrEnum):
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):
-    """What became of one outbound reply."""
+    """What became of one outbound message."""
 
     outbound_id: str
     domain: str
@@ -64,6 +82,8 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     status_code: int | None = None
     """HTTP status of the last provider answer (None: no answer)."""
     error: str | None = None
+    throttled: bool = False
+    """The provider's last answer said "slow down" (429, a Graph throttling code)."""
 
 
 class SentLedger(Protocol):
@@ -130,7 +150,7 @@ def basic_auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _text_with_links(reply: ReplyRequested) -> str:
+def _text_with_links(reply: Outbound) -> str:
     links = [a.url for a in reply.attachments]
     return "\n".join([reply.text, *links]) if reply.text else "\n".join(links)
 
@@ -147,16 +167,20 @@ def _get(body: Any, *path: str | int) -> str | None:
 
 
 def twilio_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     cfg = channels.twilio
     prefix = WHATSAPP_PREFIX if reply.channel is Channel.WHATSAPP else ""
-    form = [
-        ("From", prefix + reply.endpoint),
-        ("To", prefix + reply.customer_address),
-        ("Body", reply.text),
-    ]
-    form += [("MediaUrl", a.url) for a in reply.attachments]
+    form = [("From", prefix + reply.endpoint), ("To", prefix + reply.customer_address)]
+    if reply.template is not None:
+        # A Content template: its SID and the values of its numbered variables, no Body.
+        variables = {str(n): value for n, value in enumerate(reply.template.parameters, 1)}
+        form.append(("ContentSid", reply.template.provider_template))
+        if variables:
+            form.append(("ContentVariables", msgspec.json.encode(variables).decode()))
+    else:
+        form.append(("Body", reply.text))
+        form += [("MediaUrl", a.url) for a in reply.attachments]
     if cfg.status_callback_url:
         form.append(("StatusCallback", cfg.status_callback_url))
     return ProviderRequest(
@@ -173,8 +197,27 @@ def twilio_request(
     )
 
 
+def _whatsapp_content(reply: Outbound) -> dict[str, Any]:
+    template = reply.template
+    if template is None:
+        return {"type": "text", "text": {"body": _text_with_links(reply), "preview_url": False}}
+    content: dict[str, Any] = {
+        "name": template.provider_template,
+        # WhatsApp spells languages with an underscore (en_US); ours are BCP 47 (en-US).
+        "language": {"code": template.language.replace("-", "_")},
+    }
+    if template.parameters:
+        content["components"] = [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": p} for p in template.parameters],
+            }
+        ]
+    return {"type": "template", "template": content}
+
+
 def whatsapp_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     meta = channels.meta
     number = find_endpoint(meta.whatsapp, reply.endpoint, "phone_number_id")
@@ -189,16 +232,25 @@ def whatsapp_request(
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": reply.customer_address.lstrip("+"),
-            "type": "text",
-            "text": {"body": _text_with_links(reply), "preview_url": False},
+            **_whatsapp_content(reply),
             "biz_opaque_callback_data": reply.id,
         },
         message_id=lambda body: _get(body, "messages", 0, "id"),
     )
 
 
+def _messaging_type(reply: Outbound) -> dict[str, str]:
+    """Meta's ``messaging_type``: a tagged message (outside the 24 h window), else an
+    answer (``RESPONSE``) or a message the business starts (``UPDATE``)."""
+    if reply.message_tag is not None:
+        return {"messaging_type": "MESSAGE_TAG", "tag": reply.message_tag.value}
+    if isinstance(reply, NotificationRequested):
+        return {"messaging_type": "UPDATE"}
+    return {"messaging_type": "RESPONSE"}
+
+
 def _send_api_request(
-    reply: ReplyRequested, base: str, version: str, node: str, token: str, provider: str
+    reply: Outbound, base: str, version: str, node: str, token: str, provider: str
 ) -> ProviderRequest:
     return ProviderRequest(
         provider=provider,
@@ -206,7 +258,7 @@ def _send_api_request(
         headers={"Authorization": f"Bearer {token}"},
         json={
             "recipient": {"id": reply.customer_address},
-            "messaging_type": "RESPONSE",
+            **_messaging_type(reply),
             "message": {"text": _text_with_links(reply)},
         },
         message_id=lambda body: _get(body, "message_id"),
@@ -214,7 +266,7 @@ def _send_api_request(
 
 
 def messenger_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     meta = channels.meta
     page = find_endpoint(meta.messenger, reply.endpoint, "page_id")
@@ -227,7 +279,7 @@ def messenger_request(
 
 
 def instagram_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     meta = channels.meta
     account = find_endpoint(meta.instagram, reply.endpoint, "account_id")
@@ -245,7 +297,7 @@ def instagram_request(
 
 
 def telegram_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     cfg = channels.telegram
     bot = find_endpoint(cfg.bots, reply.endpoint, "name")
@@ -271,7 +323,7 @@ def _angle(message_id: str) -> str:
 
 
 def mailgun_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     cfg = channels.email.mailgun
     address = next(
@@ -288,11 +340,9 @@ def mailgun_request(
         ("h:Message-Id", f"<{reply.id}@{sending_domain}>"),
         ("v:switchboard-outbound-id", reply.id),
     ]
-    if reply.in_reply_to:
-        form += [
-            ("h:In-Reply-To", _angle(reply.in_reply_to)),
-            ("h:References", _angle(reply.in_reply_to)),
-        ]
+    in_reply_to = reply.in_reply_to if isinstance(reply, ReplyRequested) else None
+    if in_reply_to:
+        form += [("h:In-Reply-To", _angle(in_reply_to)), ("h:References", _angle(in_reply_to))]
 
     def message_id(body: Any) -> str | None:
         mid = _get(body, "id")
@@ -307,11 +357,11 @@ def mailgun_request(
     )
 
 
-Builder = Callable[[ReplyRequested, ChannelsConfig, Mapping[str, str]], ProviderRequest]
+Builder = Callable[[Outbound, ChannelsConfig, Mapping[str, str]], ProviderRequest]
 
 
 def build_request(
-    reply: ReplyRequested, channels: ChannelsConfig, environ: Mapping[str, str]
+    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     """The provider call that delivers ``reply``; ``EgressUnroutable`` / ``SecretMissing``."""
     builder: Builder
@@ -363,17 +413,27 @@ def _error_reason(body: Any, status: int) -> str:
     return reason[:MAX_ERROR_CHARS]
 
 
-def _retryable(status: int, body: Any) -> bool:
-    if status == 429 or status >= 500:
+def _throttling(status: int, body: Any) -> bool:
+    """The provider says "slow down": 429, or a Graph throttling code (any status)."""
+    if status == 429:
         return True
     code = _get(body, "error", "code")
-    if code is not None and code.isdigit() and int(code) in GRAPH_THROTTLING_CODES:
+    return code is not None and code.isdigit() and int(code) in GRAPH_THROTTLING_CODES
+
+
+def _retryable(status: int, body: Any) -> bool:
+    if status >= 500 or _throttling(status, body):
         return True
     return _get(body, "error", "is_transient") == "True"
 
 
+Throttled = Callable[[Outbound, float | None], Awaitable[None]]
+"""Told of every "slow down" answer: the message and the ``Retry-After`` seconds (None:
+the provider named none)."""
+
+
 class Egress:
-    """Sends replies with retries; one instance per process, sharing one ClientSession."""
+    """Sends messages with retries; one instance per worker, sharing one ClientSession."""
 
     def __init__(
         self,
@@ -386,6 +446,7 @@ class Egress:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        on_throttled: Throttled | None = None,
     ) -> None:
         self.channels = channels
         self.environ = environ
@@ -395,8 +456,9 @@ class Egress:
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
         self.rng = rng
+        self.on_throttled = on_throttled
 
-    async def send(self, reply: ReplyRequested) -> SendResult:
+    async def send(self, reply: Outbound) -> SendResult:
         """Steps 1-3 of the module docstring."""
         channel = reply.channel.value
         if await self.ledger.already_sent(reply.id):
@@ -415,8 +477,9 @@ class Egress:
             result = await self._perform(reply, request)
         sent = self.metrics.for_domain(reply.domain)
         sent.counter(self.metrics.egress_messages, channel, result.outcome.value).inc()
+        kind = "reply" if isinstance(reply, ReplyRequested) else "notification"
         log.info(
-            "reply_sent" if result.outcome is SendOutcome.SENT else "reply_failed",
+            f"{kind}_sent" if result.outcome is SendOutcome.SENT else f"{kind}_failed",
             domain=reply.domain,
             channel=channel,
             attempts=result.attempts,
@@ -425,19 +488,21 @@ class Egress:
         await self.ledger.record(result)
         return result
 
-    def _result(self, reply: ReplyRequested, outcome: SendOutcome, **kw: Any) -> SendResult:
+    def _result(self, reply: Outbound, outcome: SendOutcome, **kw: Any) -> SendResult:
         return SendResult(
             outbound_id=reply.id, domain=reply.domain, channel=reply.channel, outcome=outcome, **kw
         )
 
-    async def _perform(self, reply: ReplyRequested, req: ProviderRequest) -> SendResult:
+    async def _perform(self, reply: Outbound, req: ProviderRequest) -> SendResult:
         attempts_counter = self.metrics.egress_attempts
         channel = reply.channel.value
         status: int | None = None
         error = "not attempted"
+        throttled = False
         timeout = aiohttp.ClientTimeout(total=self.retry.timeout)
         for attempt in range(1, self.retry.max_attempts + 1):
             retry_after: float | None = None
+            throttled = False
             try:
                 async with self.session.post(
                     req.url,
@@ -477,6 +542,9 @@ class Egress:
                 if retry_after is None:
                     after = _get(body, "parameters", "retry_after")  # Telegram's 429 body
                     retry_after = float(after) if after and after.isdigit() else None
+                throttled = _throttling(status, body)
+                if throttled and self.on_throttled is not None:
+                    await self.on_throttled(reply, retry_after)
             if attempt < self.retry.max_attempts:
                 await self.sleep(self.retry.delay(attempt, retry_after, self.rng()))
         return self._result(
@@ -485,4 +553,5 @@ class Egress:
             attempts=self.retry.max_attempts,
             status_code=status,
             error=error,
+            throttled=throttled,
         )

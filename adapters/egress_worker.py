@@ -13,6 +13,11 @@
 
 Web chat replies are delivered by every adapter instance's WebSocket hub; here they are
 only marked ``sent``.
+
+Business-started messages (``NotificationRequested``) are rows in PostgreSQL already: the
+paced sender (``adapters.outbound_sender``) sends them, not this loop. Web chat ones are
+delivered by the hub like replies: here their row is marked ``sent`` and its status
+reported (``delivery.status`` on ``conversations.inbound``).
 """
 
 from __future__ import annotations
@@ -32,12 +37,13 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from adapters.config import ChannelsConfig
 from adapters.egress import Egress, SendOutcome, SendResult
+from adapters.outbound_sender import StatusPublisher, StatusReports, webchat_notification_sent
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from runtime.metrics import Metrics
-from schemas import OUTBOUND_DECODER, Channel, ReplyRequested, topics
+from schemas import OUTBOUND_DECODER, Channel, NotificationRequested, ReplyRequested, topics
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +106,8 @@ class EgressWorker:
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         metrics: Metrics,
+        *,
+        statuses: StatusPublisher,
     ) -> None:
         self._config = config
         self._channels = channels
@@ -110,6 +118,7 @@ class EgressWorker:
         self._stopping = asyncio.Event()
         self._topic = config.topic(topics.OUTBOUND)
         self._egress: Egress | None = None
+        self._reports = StatusReports(pool, statuses)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -171,6 +180,7 @@ class EgressWorker:
         egress: Egress,
     ) -> None:
         by_conversation: dict[tuple[str, str], list[ReplyRequested]] = defaultdict(list)
+        notified: list[NotificationRequested] = []
         for records in batch.values():
             for record in records:
                 try:
@@ -178,9 +188,14 @@ class EgressWorker:
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
                     await self._dead_letter(record, f"invalid: {error}")
                     continue
-                if not isinstance(reply, ReplyRequested):
-                    continue  # a business-started message: sent from PostgreSQL at its pace
+                if isinstance(reply, NotificationRequested):
+                    if reply.channel is Channel.WEBCHAT:
+                        notified.append(reply)
+                    continue  # the paced sender sends it from its row
                 by_conversation[(reply.domain, reply.conversation_id)].append(reply)
+        for notification in notified:
+            await webchat_notification_sent(self._pool, self._reports, notification)
+        await self._reports.flush()
         gate = asyncio.Semaphore(PARALLEL_CONVERSATIONS)
 
         async def deliver(replies: list[ReplyRequested]) -> None:

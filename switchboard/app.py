@@ -20,6 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from adapters.egress_worker import EgressWorker
 from adapters.lookup import IdentityLookupConfig, IdentityLookups
 from adapters.nonces import PostgresNonces
+from adapters.outbound_sender import OutboundSender
 from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump, webchat_routes
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
@@ -62,6 +63,7 @@ class Role(enum.StrEnum):
 
 ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
 EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
+OUTBOUND_SENDER = web.AppKey("outbound_sender", OutboundSender)
 
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
@@ -104,6 +106,7 @@ def build_app(
         webchats = _webchats(config.document())
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
+        app.cleanup_ctx.append(_outbound_sender)
         app.cleanup_ctx.append(_dead_letter_recorder)
         app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
         app.cleanup_ctx.append(_identity_lookups)
@@ -119,6 +122,8 @@ def build_app(
             outbounds.update(_outbounds(document))
             if (egress := app.get(EGRESS_WORKER)) is not None:
                 egress.reconfigure(document.channels)
+            if (sender := app.get(OUTBOUND_SENDER)) is not None:
+                sender.reconfigure(document.channels, _outbounds(document))
             app[IDENTITY_LOOKUPS].reconfigure(_lookups(document))
 
         live.subscribe(reconfigure_adapters)
@@ -242,8 +247,24 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         app[DB_POOL],
         app[PRODUCER],
         app[METRICS],
+        statuses=app[INBOUND_PUBLISHER],
     )
     async with background("egress", worker.run(), worker.stop):
+        yield
+
+
+async def _outbound_sender(app: web.Application) -> AsyncIterator[None]:
+    """Business-started messages, paced; statuses on the inbound topic for the router."""
+    live = app[LIVE_CONFIG]
+    sender = app[OUTBOUND_SENDER] = OutboundSender(
+        live.document.channels,
+        _outbounds(live.document),
+        app[ENVIRON],
+        app[DB_POOL],
+        app[INBOUND_PUBLISHER],
+        app[METRICS],
+    )
+    async with background("outbound-sender", sender.run(), sender.stop):
         yield
 
 

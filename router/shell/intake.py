@@ -316,19 +316,15 @@ class Intake:
         """A report on a message we sent: the row moves forward, and the routing topic
         says so (``outbound.status_changed``)."""
         channel = str(event.channel)
-        key = (
-            (event.domain, event.outbound_id, "")
-            if event.outbound_id
-            else ("", channel, event.provider_message_id)
+        update = store.DeliveryUpdate(
+            status=str(event.status),
+            error=event.error_code or "",
+            provider_message_id=event.provider_message_id,
         )
-        writes.note_delivery(
-            key,
-            store.DeliveryUpdate(
-                status=str(event.status),
-                error=event.error_code or "",
-                provider_message_id=event.provider_message_id,
-            ),
-        )
+        if event.outbound_id:
+            writes.note_delivery((event.domain, event.outbound_id, ""), update)
+        elif event.provider_message_id:  # an empty id names no message
+            writes.note_delivery(("", channel, event.provider_message_id), update)
         self._metrics.delivery_statuses.labels(channel, str(event.status)).inc()
         changed = status_changed(event)
         writes.outbox.setdefault(partition, []).append(self._outbox_event(changed))

@@ -1,50 +1,23 @@
 """Replies leave through the provider's real API shape, and come back as delivery statuses:
 SMS in through Twilio's signed webhook, the agent's reply out through a Twilio stand-in on
-loopback (rate-limited once, then accepted), Twilio's signed status callback marks it
-delivered."""
+loopback (``tools.bench.providers``: rate-limited once, then accepted), Twilio's signed
+status callback marks it delivered."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import Infrastructure
 from tests.support import make_config, running_service, wait_until
+from tools.bench.providers import FakeProviders
 
 TOKEN = "twilio-test-auth-token"
 ACCOUNT = "AC00000000000000000000000000000001"
 OUR_NUMBER = "+14155550100"
 CUSTOMER = "+14155552671"
 ADMIN = {"Authorization": "Bearer egress-admin"}
-
-
-class FakeTwilio:
-    """Twilio's Messages API as far as egress uses it: one 429, then 201 with a sid."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.app = web.Application()
-        self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.create)
-
-    async def create(self, request: web.Request) -> web.Response:
-        form = dict(await request.post())
-        self.requests.append(
-            {
-                "account": request.match_info["sid"],
-                "form": form,
-                "auth": request.headers.get("Authorization", ""),
-                "idempotency": request.headers.get("I-Twilio-Idempotency-Token"),
-            }
-        )
-        if len(self.requests) == 1:
-            return web.json_response(
-                {"message": "Too Many Requests"}, status=429, headers={"Retry-After": "0"}
-            )
-        return web.json_response({"sid": "SM" + "f" * 32, "status": "queued"}, status=201)
 
 
 def _signed(url: str, params: dict[str, str]) -> dict[str, str]:
@@ -54,7 +27,7 @@ def _signed(url: str, params: dict[str, str]) -> dict[str, str]:
 async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    fake = FakeTwilio()
+    fake = FakeProviders(throttled=1, twilio_sid=lambda _: "SM" + "f" * 32)
     provider = TestServer(fake.app, host="127.0.0.1")
     await provider.start_server()
     config = make_config(infrastructure.bootstrap_servers, database_url)
@@ -136,12 +109,12 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
                 }
                 assert len(fake.requests) == 2  # rate-limited once, then accepted
                 sent = fake.requests[-1]
-                assert sent["account"] == ACCOUNT
-                assert sent["form"]["To"] == CUSTOMER
-                assert sent["form"]["From"] == OUR_NUMBER
-                assert sent["form"]["Body"] == "Yes, it left today."
-                assert sent["auth"].startswith("Basic ")
-                assert sent["idempotency"] == reply_id
+                assert sent.account == ACCOUNT
+                assert sent.form["To"] == CUSTOMER
+                assert sent.form["From"] == OUR_NUMBER
+                assert sent.form["Body"] == "Yes, it left today."
+                assert sent.auth.startswith("Basic ")
+                assert sent.idempotency == reply_id
 
                 callback = {
                     "MessageSid": "SM" + "f" * 32,

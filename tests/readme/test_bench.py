@@ -12,7 +12,7 @@ import pytest
 
 import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
-from tools.bench import e2e_bench, engine_bench
+from tools.bench import campaign_bench, e2e_bench, engine_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -34,6 +34,7 @@ SMALL = {
         "WARM_MESSAGES": 200,
         "RECOVERY_CONVERSATIONS": 1_000,
     },
+    campaign_bench: {"MESSAGES": 300, "SENDERS": 2, "PROCESSES": 2, "PROVIDER_DELAY": 0.01},
 }
 
 
@@ -65,6 +66,9 @@ async def test_the_benchmark_runs_at_a_small_scale(
         "e2e_router_cpu_us_per_message",
         "e2e_p99_ms_at_1000",
         "recovery_seconds_100k_open",
+        "campaign_achieved_per_sender_per_s",
+        "campaign_max_1s_window_per_sender",
+        "campaign_restart_seconds",
     ):
         assert run[figure] > 0, figure
     # Resident memory can be reused rather than grown at this small a scale.

@@ -1,0 +1,32 @@
+"""An adapters process for the campaign benchmark, to be killed and restarted.
+
+``python -m tools.bench.adapters_process CONFIG_JSON`` runs the service's adapters role
+(webhooks, egress, the notification sender) on the configuration (JSON of
+``switchboard.config.Config``) until SIGTERM, exactly as ``switchboard adapters`` does;
+warnings and errors only are logged (JSON, on stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import msgspec
+
+from runtime import logging as logs
+from switchboard.app import Role
+from switchboard.cli import serve
+from switchboard.config import Config
+
+
+def main(argv: list[str]) -> int:
+    config = msgspec.json.decode(argv[0], type=Config)
+    environ = dict(os.environ)
+    logs.configure("json", "WARNING", secrets=logs.secret_values(config, environ))
+    asyncio.run(serve(config, environ, frozenset({Role.ADAPTERS})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
