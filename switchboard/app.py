@@ -24,6 +24,7 @@ from adapters.outbound_sender import OutboundSender
 from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump, webchat_routes
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
+from router.api.outbound_models import DomainOutbound
 from router.api.routes import API
 from router.api.setup import setup_api
 from router.engine import DomainPolicy
@@ -48,9 +49,10 @@ from runtime.readiness import Readiness
 from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import topics
-from schemas.common import Event
+from schemas.common import Channel, Event
 from switchboard.config import Config, ControlDocument
 from switchboard.control.api import setup_control
+from switchboard.control.document import iter_endpoints
 from switchboard.control.live import CONFIG_TOPIC, LIVE_CONFIG, ConfigTopic, LiveConfig
 
 log = structlog.get_logger(__name__)
@@ -129,12 +131,13 @@ def build_app(
         live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
         app.cleanup_ctx.append(_router_worker)
-        setup_api(app, config.api, _policies(config.document()))
+        setup_api(app, config.api, _policies(config.document()), _api_outbound(config.document()))
         setup_control(app)
 
         def reconfigure_router(document: ControlDocument, version: int) -> None:
             policies = _policies(document)
             app[API].policies = policies
+            app[API].outbound = _api_outbound(document)
             if (worker := app.get(ROUTER_WORKER)) is not None:
                 worker.reconfigure(policies, version)
 
@@ -145,6 +148,36 @@ def build_app(
 
 def _policies(document: ControlDocument) -> dict[str, DomainPolicy]:
     return {name: domain.routing for name, domain in document.domains.items()}
+
+
+_ENDPOINT_CHANNELS: dict[str, tuple[Channel, ...]] = {
+    "twilio": (Channel.SMS, Channel.WHATSAPP),  # Twilio numbers send SMS and WhatsApp
+    "whatsapp": (Channel.WHATSAPP,),
+    "messenger": (Channel.MESSENGER,),
+    "instagram": (Channel.INSTAGRAM,),
+    "telegram": (Channel.TELEGRAM,),
+    "email": (Channel.EMAIL,),
+}
+
+
+def _api_outbound(document: ControlDocument) -> dict[str, DomainOutbound]:
+    """What the API needs of each domain to send business-started messages: its endpoints
+    by channel, its ``outbound`` section and the adapters' customer-id rule."""
+    endpoints: dict[str, dict[Channel, set[str]]] = {name: {} for name in document.domains}
+    for endpoint in iter_endpoints(document.channels):
+        for channel in _ENDPOINT_CHANNELS[endpoint.kind.name]:
+            endpoints.setdefault(endpoint.domain, {}).setdefault(channel, set()).add(endpoint.key)
+    for name, domain in document.domains.items():
+        if domain.webchat.enabled:
+            endpoints[name][Channel.WEBCHAT] = {"webchat"}
+    return {
+        name: DomainOutbound(
+            config=domain.outbound,
+            endpoints={c: frozenset(keys) for c, keys in endpoints[name].items()},
+            customer_id=functools.partial(document.channels.customer_id, name),
+        )
+        for name, domain in document.domains.items()
+    }
 
 
 def _webchats(document: ControlDocument) -> dict[str, WebchatConfig]:

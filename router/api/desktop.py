@@ -6,7 +6,8 @@
   identity of the profile), their owner, last agent and affinity, open conversations,
   counts.
 - ``GET /v1/domains/{domain}/customers/{customer_id}/history``: every conversation and
-  message of every identity of the customer, on every channel, paged backward from now.
+  message of every identity of the customer, on every channel, paged backward from now
+  (``router.api.history``, with the cursors and the customer lookup of this module).
 
 Reads only: the router is the single writer of routing state, and a batch's rows are
 written in one transaction, so each answer is consistent with some batch boundary.
@@ -37,15 +38,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import heapq
-import itertools
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -55,9 +54,6 @@ from router.api.auth import Principal, Scope, forbidden
 from router.api.desktop_models import (
     ALL_STATUSES,
     CURSOR_MAX,
-    ENTRY_ID_MAX,
-    HISTORY_LIMIT,
-    HISTORY_LIMIT_MAX,
     LIST_LIMIT,
     LIST_LIMIT_MAX,
     MOMENT_MAX,
@@ -72,13 +68,6 @@ from router.api.desktop_models import (
     CustomerCounts,
     CustomerIdentity,
     CustomerProfile,
-    HistoryAssignment,
-    HistoryClosed,
-    HistoryCursor,
-    HistoryEntry,
-    HistoryMessage,
-    HistoryOpened,
-    HistoryPage,
     ListCursor,
     attribute_filters,
 )
@@ -97,7 +86,7 @@ from router.api.routes import (
 from router.api.visibility import agent_may_read
 from router.engine import ConversationRecord, ConversationStatus, CustomerRecord, DeadlineKind
 from runtime.appkeys import DB_POOL
-from schemas import Attachment, Channel
+from schemas import Channel
 from schemas.limits import (
     AGENT_ID_MAX,
     CONVERSATION_ID_MAX,
@@ -111,7 +100,6 @@ T = TypeVar("T")
 
 _conversation = msgspec.json.Decoder(ConversationRecord)
 _customer = msgspec.json.Decoder(CustomerRecord)
-_attachments = msgspec.json.Decoder(tuple[Attachment, ...])
 
 _CLOSED = ConversationStatus.CLOSED
 
@@ -122,80 +110,65 @@ _MICROSECOND = timedelta(microseconds=1)
 _CURSOR = re.compile(rf"[A-Za-z0-9_-]{{1,{CURSOR_MAX}}}")
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     return hashlib.blake2b(msgspec.json.encode(parts), digest_size=8).hexdigest()
 
 
-def _micros(moment: datetime) -> int:
+def micros_of(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _moment_of(micros: int) -> datetime:
+def moment_of(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
 def _filters_digest(filters: ConversationFilters) -> str:
-    return _digest(
+    return digest(
         sorted(filters.statuses),
         filters.queue,
         filters.agent_id,
         filters.customer_id,
         filters.channel,
-        None if filters.since is None else _micros(filters.since),
-        None if filters.until is None else _micros(filters.until),
+        None if filters.since is None else micros_of(filters.since),
+        None if filters.until is None else micros_of(filters.until),
         filters.mine,
         filters.attributes,
     )
 
 
-def _encode_cursor(cursor: msgspec.Struct) -> str:
+def encode_cursor(cursor: msgspec.Struct) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
 
 
-def _refused_cursor() -> web.HTTPException:
+def refused_cursor() -> web.HTTPException:
     return bad_request("cursor is not one this endpoint gave for this query: start without it")
 
 
-def _decode_cursor(raw: str, type_: type[T]) -> T:
+def decode_cursor(raw: str, type_: type[T]) -> T:
     """The cursor ``raw`` holds, or 400: a client may send anything."""
     if not _CURSOR.fullmatch(raw):
-        raise _refused_cursor()
+        raise refused_cursor()
     try:
         data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         return msgspec.json.decode(data, type=type_)
     except (binascii.Error, msgspec.DecodeError):  # ValidationError is a DecodeError
-        raise _refused_cursor() from None
+        raise refused_cursor() from None
 
 
 def list_cursor(at: datetime, conversation_id: str, filters: ConversationFilters) -> str:
-    micros = _micros(at)
-    check = _digest("list", _filters_digest(filters), micros, conversation_id)
-    return _encode_cursor(ListCursor(1, micros, conversation_id, check))
+    micros = micros_of(at)
+    check = digest("list", _filters_digest(filters), micros, conversation_id)
+    return encode_cursor(ListCursor(1, micros, conversation_id, check))
 
 
 def list_position(raw: str, filters: ConversationFilters) -> tuple[datetime, str]:
     """Where the page of ``raw`` starts (400 for a cursor not given for ``filters``)."""
-    cursor = _decode_cursor(raw, ListCursor)
-    if cursor.check != _digest(
+    cursor = decode_cursor(raw, ListCursor)
+    if cursor.check != digest(
         "list", _filters_digest(filters), cursor.at, cursor.conversation_id
     ) or not is_identifier(cursor.conversation_id, CONVERSATION_ID_MAX):
-        raise _refused_cursor()
-    return _moment_of(cursor.at), cursor.conversation_id
-
-
-def history_cursor(at: datetime, rank: int, entry_id: str, profile: str) -> str:
-    micros = _micros(at)
-    check = _digest("history", profile, micros, rank, entry_id)
-    return _encode_cursor(HistoryCursor(1, micros, rank, entry_id, check))
-
-
-def history_position(cursor: HistoryCursor, profile: str) -> HistoryCursor:
-    """``cursor``, if it was given for ``profile`` (else 400)."""
-    if cursor.check != _digest(
-        "history", profile, cursor.at, cursor.rank, cursor.entry_id
-    ) or not is_identifier(cursor.entry_id, ENTRY_ID_MAX):
-        raise _refused_cursor()
-    return cursor
+        raise refused_cursor()
+    return moment_of(cursor.at), cursor.conversation_id
 
 
 # -- query parameters ---------------------------------------------------------------
@@ -205,7 +178,7 @@ _CHANNEL_NAMES = frozenset(str(channel) for channel in Channel)
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 
 
-def _one(request: web.Request, name: str) -> str | None:
+def query_one(request: web.Request, name: str) -> str | None:
     values = request.query.getall(name, [])
     if len(values) > 1:
         raise bad_request(f"give {name} at most once")
@@ -213,7 +186,7 @@ def _one(request: web.Request, name: str) -> str | None:
 
 
 def _identifier(request: web.Request, name: str, limit: int) -> str | None:
-    raw = _one(request, name)
+    raw = query_one(request, name)
     if raw is not None and not (raw and is_identifier(raw, limit)):
         raise bad_request(f"{name} must be 1 to {limit} characters, none a control character")
     return raw
@@ -245,7 +218,7 @@ def _statuses(request: web.Request) -> frozenset[ConversationStatus]:
 
 def _moment(request: web.Request, name: str) -> datetime | None:
     """Epoch seconds or ISO 8601 (UTC unless it names an offset), 1970 to 9999."""
-    raw = _one(request, name)
+    raw = query_one(request, name)
     if raw is None:
         return None
     refused = bad_request(
@@ -271,7 +244,7 @@ def _moment(request: web.Request, name: str) -> datetime | None:
 
 def _mine(request: web.Request, principal: Principal) -> str | None:
     """The calling agent's id when ``mine=true``; 400 for a token that is no agent's."""
-    raw = _one(request, "mine")
+    raw = query_one(request, "mine")
     if raw is None or raw == "false":
         return None
     if raw != "true":
@@ -283,10 +256,10 @@ def _mine(request: web.Request, principal: Principal) -> str | None:
 
 def list_filters(request: web.Request, principal: Principal) -> ConversationFilters:
     """The list's filters from the query string, or 400 with the reason."""
-    agent_id = _one(request, "agent_id")
+    agent_id = query_one(request, "agent_id")
     if agent_id is not None and not AGENT_ID.fullmatch(agent_id):
         raise bad_request(f"agent_id must be 1 to {AGENT_ID_MAX} letters, digits or . _ @ : -")
-    channel = _one(request, "channel")
+    channel = query_one(request, "channel")
     if channel is not None and channel not in _CHANNEL_NAMES:
         raise bad_request(f"channel must be one of {', '.join(Channel)}")
     filters = ConversationFilters(
@@ -438,7 +411,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
     filters = list_filters(request, principal)
     limit = query_int(request, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX)
-    raw_cursor = _one(request, "cursor")
+    raw_cursor = query_one(request, "cursor")
     after = None if raw_cursor is None else list_position(raw_cursor, filters)
     async with request.app[DB_POOL].acquire() as conn:
         identities = None
@@ -496,9 +469,13 @@ async def customer_of(conn: asyncpg.Connection, domain: str, identity: str) -> C
     return Customer(profile, identities)
 
 
+# A customer the business wrote to first is known before they answer (their history
+# shows the message).
 _SEEN = """
 SELECT EXISTS (SELECT 1 FROM customers WHERE domain = $1 AND customer_id = $2)
     OR EXISTS (SELECT 1 FROM conversations WHERE domain = $1 AND customer_id = ANY($3::text[]))
+    OR EXISTS (SELECT 1 FROM outbound_messages WHERE domain = $1 AND kind = 'notification'
+               AND customer_id = ANY($3::text[]))
 """
 _AGENT_KNOWS = (
     "SELECT EXISTS (SELECT 1 FROM conversations c"  # noqa: S608 -- placeholders only
@@ -596,199 +573,10 @@ async def get_customer(request: web.Request) -> web.Response:
     )
 
 
-# -- the history --------------------------------------------------------------------
-
-_CLOSED_AT = "coalesce(to_timestamp((c.record->>'closed_at')::float8), c.closed_at)"
-_ASSIGNED_AT = "coalesce(a.offered_at, a.accepted_at)"
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
-def _opened(row: asyncpg.Record) -> HistoryEntry:
-    return HistoryOpened(
-        at=row["at"].timestamp(),
-        conversation_id=row["conversation_id"],
-        channel=row["channel"],
-        queue=row["queue"],
-        customer_id=row["customer_id"],
-    )
-
-
-def _message(row: asyncpg.Record) -> HistoryEntry:
-    return HistoryMessage(
-        at=row["at"].timestamp(),
-        conversation_id=row["conversation_id"],
-        message_id=row["id"],
-        direction=row["direction"],
-        channel=row["channel"],
-        agent_id=row["agent_id"],
-        status=row["status"],
-        error=row["error"] or None,
-        text=row["text"],
-        attachments=_attachments.decode(row["attachments"]),
-    )
-
-
-def _assignment(row: asyncpg.Record) -> HistoryEntry:
-    return HistoryAssignment(
-        at=row["at"].timestamp(),
-        conversation_id=row["conversation_id"],
-        channel=row["channel"],
-        assignment_id=row["id"],
-        agent_id=row["agent_id"],
-        strategy=row["strategy"],
-        step=row["step"],
-        waited_seconds=row["waited_seconds"],
-        accepted_at=_epoch(row["accepted_at"]),
-        ended_at=_epoch(row["ended_at"]),
-        end_reason=row["end_reason"],
-    )
-
-
-def _closed(row: asyncpg.Record) -> HistoryEntry:
-    return HistoryClosed(
-        at=row["at"].timestamp(),
-        conversation_id=row["conversation_id"],
-        channel=row["channel"],
-        reason=row["reason"],
-    )
-
-
-class _Source(NamedTuple):
-    """One kind of history entry: where it is read from, and in which order."""
-
-    rank: int
-    """Its place among entries of the same instant."""
-    at: str
-    entry_id: str
-    select: str
-    """The statement up to its keyset condition ($1: domain, $2: the identities)."""
-    entry: Callable[[asyncpg.Record], HistoryEntry]
-
-
-# The messages and assignments are read as ``router.api.stats.timeline`` reads them for
-# one conversation (an outbound message's status and error are its delivery's), here for
-# every conversation of the profile at once, in pages.
-_SOURCES = (
-    _Source(
-        0,
-        "c.opened_at",
-        "c.conversation_id",
-        "SELECT c.opened_at AS at, c.conversation_id AS id, c.conversation_id, c.channel,"
-        " c.queue, c.customer_id FROM conversations c"
-        " WHERE c.domain = $1 AND c.customer_id = ANY($2::text[])",
-        _opened,
-    ),
-    _Source(
-        1,
-        "m.occurred_at",
-        "m.message_id",
-        "SELECT m.occurred_at AS at, m.message_id AS id, m.conversation_id, m.direction,"
-        " m.channel, m.agent_id, m.text, m.attachments::text AS attachments,"
-        " coalesce(o.status, m.status) AS status, o.error FROM messages m"
-        " JOIN conversations c ON c.domain = m.domain AND c.conversation_id = m.conversation_id"
-        " LEFT JOIN outbound_messages o ON o.domain = m.domain AND o.outbound_id = m.message_id"
-        " WHERE m.domain = $1 AND c.customer_id = ANY($2::text[])",
-        _message,
-    ),
-    _Source(
-        2,
-        _ASSIGNED_AT,
-        "a.assignment_id",
-        f"SELECT {_ASSIGNED_AT} AS at, a.assignment_id AS id, a.conversation_id, c.channel,"  # noqa: S608 -- fixed text
-        " a.agent_id, a.strategy, a.step, a.waited_seconds, a.accepted_at, a.ended_at,"
-        " a.end_reason FROM assignments a JOIN conversations c"
-        " ON c.domain = a.domain AND c.conversation_id = a.conversation_id"
-        f" WHERE a.domain = $1 AND c.customer_id = ANY($2::text[]) AND {_ASSIGNED_AT} IS NOT NULL",
-        _assignment,
-    ),
-    _Source(
-        3,
-        _CLOSED_AT,
-        "c.conversation_id",
-        f"SELECT {_CLOSED_AT} AS at, c.conversation_id AS id, c.conversation_id, c.channel,"  # noqa: S608 -- fixed text
-        " c.record->>'close_reason' AS reason FROM conversations c"
-        " WHERE c.domain = $1 AND c.customer_id = ANY($2::text[]) AND c.status = 'closed'"
-        f" AND {_CLOSED_AT} IS NOT NULL",
-        _closed,
-    ),
-)
-
-
-Keyed = tuple[datetime, int, str, HistoryEntry]
-
-
-async def _older(
-    conn: asyncpg.Connection,
-    source: _Source,
-    domain: str,
-    ids: list[str],
-    before: HistoryCursor | None,
-    limit: int,
-) -> list[Keyed]:
-    """One source's newest ``limit`` entries older than ``before`` (in the order
-    ``(at, rank, id)``), newest first."""
-    query = Query([domain, ids])
-    condition = ""
-    if before is not None:
-        moment = query.bind(_moment_of(before.at))
-        if source.rank < before.rank:
-            condition = f" AND {source.at} <= {moment}"
-        elif source.rank > before.rank:
-            condition = f" AND {source.at} < {moment}"
-        else:
-            condition = (
-                f" AND ({source.at}, {source.entry_id}) < ({moment}, {query.bind(before.entry_id)})"
-            )
-    top = query.bind(limit)
-    rows = await conn.fetch(
-        f"{source.select}{condition} ORDER BY at DESC, id DESC LIMIT {top}", *query.params
-    )
-    return [(row["at"], source.rank, row["id"], source.entry(row)) for row in rows]
-
-
-async def get_history(request: web.Request) -> web.Response:
-    domain, principal = await enter(request)
-    identity = path_value(request, "customer_id", CUSTOMER_ID_MAX)
-    limit = query_int(request, "limit", HISTORY_LIMIT, 1, HISTORY_LIMIT_MAX)
-    raw_cursor = _one(request, "cursor")
-    cursor = None if raw_cursor is None else _decode_cursor(raw_cursor, HistoryCursor)
-    async with request.app[DB_POOL].acquire() as conn:
-        customer = await readable_customer(conn, principal, domain, identity)
-        if cursor is not None:
-            cursor = history_position(cursor, customer.customer_id)
-        sources = [
-            await _older(conn, source, domain, customer.ids, cursor, limit + 1)
-            for source in _SOURCES
-        ]
-    # Each source is in (at, id) order; ties between sources break on rank, and a merge
-    # keeps each source's own order (the database's order of ids).
-    merged = list(
-        itertools.islice(
-            heapq.merge(*sources, key=lambda keyed: (keyed[0], keyed[1]), reverse=True), limit + 1
-        )
-    )
-    page = merged[:limit]
-    next_cursor = None
-    if len(merged) > limit:
-        at, rank, entry_id, _ = page[-1]
-        next_cursor = history_cursor(at, rank, entry_id, customer.customer_id)
-    return respond(
-        HistoryPage(
-            customer_id=customer.customer_id,
-            entries=[keyed[3] for keyed in reversed(page)],
-            next_cursor=next_cursor,
-        )
-    )
-
-
 def desktop_routes() -> list[web.RouteDef]:
     """The agent desktop's reads (``router.api.desktop_operations`` documents them)."""
     base = "/v1/domains/{domain}"
     return [
         web.get(base + "/conversations", guarded(list_conversations)),
         web.get(base + "/customers/{customer_id}", guarded(get_customer)),
-        web.get(base + "/customers/{customer_id}/history", guarded(get_history)),
     ]

@@ -1,8 +1,12 @@
 """An agent working a conversation: reply, decline an offer, snooze, set its context.
 
 ``POST …/conversations/{id}/reply`` sends the customer a reply on the conversation's
-channel (202 at once; 409 ``conversation_closed``, ``not_owner``, or
-``reply_window_closed`` when the provider would refuse a free-form message).
+channel: free-form text and attachments, or a ``template`` of the domain's registry for
+the channel (202 at once; 409 ``conversation_closed``, ``not_owner``). Once the
+provider's 24 h window has closed (``reply_window_closed``): on WhatsApp only a template
+goes out (409 ``reply_window_closed`` without one); on Messenger and Instagram a reply
+within 7 days of the customer's last message goes out with Meta's ``HUMAN_AGENT`` tag,
+later ones are refused (409 ``reply_window_closed``).
 
 Commands answered with the router's verdict (``run_command``: 202 ``completed``, 409 with
 the router's reason, 202 ``pending``):
@@ -35,10 +39,12 @@ from router.api.models import (
     DeclineIn,
     ErrorBody,
     ReplyAccepted,
-    ReplyIn,
     SnoozeIn,
 )
+from router.api.outbound import HUMAN_AGENT_WINDOW, Refusal, filled
+from router.api.outbound_models import DomainOutbound, ReplyIn
 from router.api.routes import (
+    API,
     acting_agent,
     bad_request,
     enter,
@@ -51,16 +57,19 @@ from router.api.routes import (
     respond,
     run_command,
 )
-from router.engine import ConversationStatus
+from router.engine import ConversationRecord, ConversationStatus
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, OUTBOUND_PUBLISHER
 from runtime.http_errors import json_error
 from runtime.kafka import BrokerUnavailable
 from schemas import (
     AgentReplied,
+    Channel,
     ConversationDeclineRequested,
     ConversationSnoozeRequested,
     ConversationUpdateRequested,
+    MessageTag,
     ReplyRequested,
+    TemplateUse,
 )
 from schemas.limits import CONVERSATION_ID_MAX
 
@@ -131,8 +140,10 @@ async def post_reply(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
     conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, ReplyIn)
-    if not body.text.strip() and not body.attachments:
-        raise bad_request("a reply needs text or attachments")
+    if body.template is not None and (body.text or body.attachments):
+        raise bad_request("give text and attachments or a template, not both")
+    if not body.text.strip() and not body.attachments and body.template is None:
+        raise bad_request("a reply needs text, attachments or a template")
     if body.agent_id is not None and not principal.is_admin:
         raise forbidden("only an admin token names the replying agent")
     attachments = tuple(a.attachment() for a in body.attachments)
@@ -141,10 +152,19 @@ async def post_reply(request: web.Request) -> web.Response:
         record = await load_conversation(conn, domain, conversation_id)
         if record.status is ConversationStatus.CLOSED:
             return respond(ErrorBody(error="conversation_closed"), status=409)
-        if reply_window_closed(record, time.time()):
-            # The provider would refuse a free-form message (WhatsApp, Messenger and
-            # Instagram after 24 h): say so now rather than fail at the provider later.
-            return respond(ErrorBody(error="reply_window_closed"), status=409)
+        template: TemplateUse | None = None
+        text = body.text
+        if body.template is not None:
+            outbound = request.app[API].outbound.get(domain) or DomainOutbound()
+            found = filled(outbound, record.channel, body.template)
+            if isinstance(found, Refusal):
+                raise bad_request(found.reason)
+            template, text = found
+        tag = _window_tag(record, template, time.time())
+        if isinstance(tag, ErrorBody):
+            # The provider would refuse the message: say so now rather than fail at the
+            # provider later.
+            return respond(tag, status=409)
         if principal.is_admin:
             agent_id = body.agent_id or record.owner_agent_id
             if agent_id is None:
@@ -169,10 +189,12 @@ async def post_reply(request: web.Request) -> web.Response:
             channel=record.channel,
             endpoint=record.endpoint,
             customer_address=record.customer_address,
-            text=body.text,
+            text=text,
             attachments=attachments,
             subject=body.subject,
             in_reply_to=in_reply_to,
+            template=template,
+            message_tag=tag,
         )
         await conn.execute(
             _INSERT_REPLY,
@@ -181,7 +203,7 @@ async def post_reply(request: web.Request) -> web.Response:
             conversation_id,
             str(record.channel),
             agent_id,
-            body.text,
+            text,
             msgspec.json.encode(attachments).decode(),
             datetime.fromtimestamp(now, UTC),
         )
@@ -208,6 +230,24 @@ async def post_reply(request: web.Request) -> web.Response:
         # The reply is on its way; only the first-response figure misses it.
         log.warning("agent_replied_not_published", conversation_id=conversation_id)
     return respond(ReplyAccepted(reply_id=reply.id), status=202)
+
+
+def _window_tag(
+    record: ConversationRecord, template: TemplateUse | None, now: float
+) -> MessageTag | ErrorBody | None:
+    """The Meta tag a reply needs, or the refusal: the provider's rules once its 24 h
+    window has closed (WhatsApp: a template; Messenger, Instagram: a person's reply
+    within 7 days, tagged)."""
+    if not reply_window_closed(record, now):
+        return None
+    if record.channel is Channel.WHATSAPP and template is not None:
+        return None
+    if (
+        record.channel in (Channel.MESSENGER, Channel.INSTAGRAM)
+        and now - record.last_customer_message_at < HUMAN_AGENT_WINDOW
+    ):
+        return MessageTag.HUMAN_AGENT
+    return ErrorBody(error="reply_window_closed")
 
 
 def handling_routes(base: str) -> list[web.RouteDef]:

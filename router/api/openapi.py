@@ -32,7 +32,6 @@ from router.api.models import (
     PresenceIn,
     QueuesView,
     ReplyAccepted,
-    ReplyIn,
     RotateIn,
     SnoozeIn,
     TokenIn,
@@ -42,6 +41,7 @@ from router.api.models import (
     TransferIn,
 )
 from router.api.operation import Operation
+from router.api.outbound_models import OUTBOUND_OPERATIONS, ReplyIn
 from runtime import audit
 from runtime.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
@@ -512,9 +512,11 @@ OPERATIONS = (
         ReplyIn,
         _COMMAND_ERRORS,
         "Answered at once; the delivery status shows in the conversation's timeline. 409 "
-        "`conversation_closed`, `not_owner`, or `reply_window_closed` when the channel's "
-        "free-form reply window (WhatsApp, Messenger, Instagram: 24 h after the customer's "
-        "last message) has closed: the provider would refuse the message.",
+        "`conversation_closed`, `not_owner`. Once the channel's free-form window (24 h after "
+        "the customer's last message) has closed: WhatsApp takes only a `template` (409 "
+        "`reply_window_closed` without one); Messenger and Instagram take a reply up to 7 "
+        "days after it, sent with Meta's `HUMAN_AGENT` tag, and refuse later ones (409 "
+        "`reply_window_closed`). 400 `unknown_template`, or the template's wrong parameters.",
     ),
     Operation(
         "get",
@@ -609,6 +611,7 @@ OPERATIONS = (
         errors=_PLATFORM_ERRORS,
     ),
     *DESKTOP_OPERATIONS,
+    *OUTBOUND_OPERATIONS,
 )
 
 
@@ -683,6 +686,9 @@ def document(extra: tuple[Operation, ...] = ()) -> dict[str, Any]:
             operation["description"] = op.description
         if op.request is not None:
             operation["requestBody"] = {"required": False, "content": _json(_ref(op.request))}
+        for key, value in op.extra.items():  # more responses, other request media types
+            known = operation.get(key)
+            operation[key] = {**known, **value} if isinstance(known, dict) else value
         paths.setdefault(op.path, {})[op.method] = operation
     return {
         "openapi": "3.1.0",

@@ -28,7 +28,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
@@ -54,6 +54,7 @@ from router.api.models import (
     QueuesView,
     TransferIn,
 )
+from router.api.outbound_models import DomainOutbound
 from router.api.visibility import may_read
 from router.engine import AgentRecord, ConversationRecord, DomainPolicy
 from runtime import audit, dead_letters
@@ -102,6 +103,8 @@ class ApiContext:
     """Routing policy by domain: the domains the API serves."""
     auth: Authenticator
     feed: RoutingFeed
+    outbound: Mapping[str, DomainOutbound] = field(default_factory=dict)
+    """Per domain: its senders, templates and customer-id rule (business-started messages)."""
 
 
 API = web.AppKey("api", ApiContext)

@@ -14,11 +14,16 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from router.api.auth import Authenticator
+from router.api.campaigns import campaign_routes
 from router.api.config import ApiConfig, AuthMode
+from router.api.consents import consent_routes
 from router.api.desktop import desktop_routes
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.handling import handling_routes
+from router.api.history import history_routes
 from router.api.openapi import get_openapi
+from router.api.outbound_models import DomainOutbound
+from router.api.outbound_routes import outbound_routes
 from router.api.people import people_routes
 from router.api.routes import API, ApiContext, agent_routes, json_errors
 from router.api.tokens import token_routes
@@ -33,10 +38,14 @@ log = structlog.get_logger(__name__)
 
 
 def setup_api(
-    app: web.Application, config: ApiConfig, policies: Mapping[str, DomainPolicy]
+    app: web.Application,
+    config: ApiConfig,
+    policies: Mapping[str, DomainPolicy],
+    outbound: Mapping[str, DomainOutbound] | None = None,
 ) -> None:
     """Add the API's routes, its error middleware and its resources to ``app``: the
-    domains of ``policies``, each routed by its policy."""
+    domains of ``policies``, each routed by its policy, sending business-started messages
+    through its ``outbound`` endpoints."""
     environ = app[ENVIRON]
     bootstrap = environ.get(config.admin_token_env) if config.admin_token_env else None
     app[API] = ApiContext(
@@ -44,6 +53,7 @@ def setup_api(
         policies=policies,
         auth=Authenticator(config.auth, bootstrap or None),
         feed=RoutingFeed(config.stream_buffer),
+        outbound=outbound or {},
     )
     if config.auth is AuthMode.DISABLED:
         log.warning("api_auth_disabled", hint="set api.auth = 'tokens' outside local demos")
@@ -64,7 +74,11 @@ def api_routes() -> list[web.RouteDef]:
         *people_routes(base),
         *handling_routes(base),
         *desktop_routes(),
+        *history_routes(base),
         *token_routes(base),
+        *outbound_routes(base),
+        *campaign_routes(base),
+        *consent_routes(base),
     ]
 
 
