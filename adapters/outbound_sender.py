@@ -94,6 +94,11 @@ REPORT_EVERY = 0.2
 REPORT_AFTER_SECONDS = 10.0
 """An unreported status older than this was left by a process that died: publish it."""
 REPORT_BATCH = 500
+ABANDONED_AFTER_SECONDS = 600.0
+"""An ``accepted`` row older than this was left by an API process that died before it
+answered (before setting it ``queued``): it is deleted, so the client, who got no answer,
+retries with its ``client_key`` as a new send."""
+FORGET_ABANDONED_EVERY = 60.0
 
 _STATUS_EVENT_IDS = uuid.UUID("0b1c3a52-5d0e-4d55-9b7e-2f5b8c1d7e40")
 _NOTIFICATION = msgspec.json.Decoder(NotificationRequested)
@@ -129,6 +134,18 @@ WITH cancelled AS (
     WHERE m.domain = x.domain AND m.message_id = x.outbound_id
 )
 SELECT domain, channel, count(*) AS cancelled FROM cancelled GROUP BY domain, channel
+"""
+
+_FORGET_ABANDONED = """
+WITH gone AS (
+    DELETE FROM outbound_messages
+    WHERE status = 'accepted' AND kind = 'notification'
+      AND created_at < now() - make_interval(secs => $1)
+    RETURNING domain, outbound_id
+), history AS (
+    DELETE FROM messages m USING gone g WHERE m.domain = g.domain AND m.message_id = g.outbound_id
+)
+SELECT domain, count(*) AS gone FROM gone GROUP BY domain
 """
 
 _UNCLAIM_PAUSED = """
@@ -392,6 +409,7 @@ class OutboundSender:
         self._held: dict[str, str] = {}
         """Claimed rows being sent: outbound id → domain (their leases are renewed)."""
         self._drains: dict[Sender, asyncio.Task[None]] = {}
+        self._forget_abandoned_at = 0.0
         self._pending_seen: set[tuple[str, str]] = set()
         self._stopping = asyncio.Event()
         self._egress: Egress | None = None
@@ -478,6 +496,11 @@ class OutboundSender:
             )
             log.info("campaign_messages_cancelled", domain=row["domain"], count=row["cancelled"])
         await self._pool.execute(_UNCLAIM_PAUSED)
+        now = time.monotonic()
+        if now >= self._forget_abandoned_at:
+            self._forget_abandoned_at = now + FORGET_ABANDONED_EVERY
+            for row in await self._pool.fetch(_FORGET_ABANDONED, ABANDONED_AFTER_SECONDS):
+                log.warning("outbound_abandoned_deleted", domain=row["domain"], count=row["gone"])
 
     async def _drain(self, sender: Sender) -> None:
         """Steps 1-2 of a drain, until the sender has nothing left to claim."""

@@ -24,3 +24,8 @@ CREATE TABLE send_buckets (
 ALTER TABLE outbound_messages ADD COLUMN status_unreported boolean NOT NULL DEFAULT false;
 CREATE INDEX outbound_status_unreported
     ON outbound_messages (created_at) WHERE status_unreported;
+
+-- Rows an API process wrote but never answered for (it died between writing them and
+-- setting them queued): the sender deletes them after a while, so the client's retry
+-- with the same client_key is a new send. Normally empty.
+CREATE INDEX outbound_accepted ON outbound_messages (created_at) WHERE status = 'accepted';

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
+from adapters.outbound_sender import ABANDONED_AFTER_SECONDS
 from schemas import (
     INBOUND_DECODER,
     Answerer,
@@ -161,7 +163,7 @@ async def statuses(conn: asyncpg.Connection, *outbound_ids: str) -> list[str]:
         list(outbound_ids),
     )
     # Both tables agree; the customer's history says ``queued`` until the send is recorded.
-    history = {"sending": "queued"}
+    history = {"sending": "queued", "accepted": "queued"}
     assert all(history.get(r["status"], r["status"]) == r["history"] for r in rows), rows
     return [row["status"] for row in rows]
 
@@ -364,6 +366,47 @@ async def test_a_cancelled_campaign_s_messages_are_cancelled(
                 lambda: all_in(conn, "cancelled", *cancelled), timeout=30, what="cancelled"
             )
             assert sends(service.metrics.registry, "sms", "cancelled") == 2
+        assert fake.requests == []
+    finally:
+        await conn.close()
+
+
+async def test_rows_an_api_process_left_accepted_are_forgotten(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    """An API process that died between writing a send and setting it ``queued`` never
+    answered: after ``ABANDONED_AFTER_SECONDS`` the rows go, and nothing is sent; a fresh
+    ``accepted`` row (an API mid-send) stays."""
+    fake, base = provider
+    config = service_config(infrastructure, database_url, base)
+    conn = await asyncpg.connect(database_url)
+    try:
+        old = await queue_notification(conn, "+14155550601")
+        fresh = await queue_notification(conn, "+14155550602")
+        await conn.execute(
+            "UPDATE outbound_messages SET status = 'accepted', created_at = now() - $2::interval"
+            " WHERE outbound_id = $1",
+            old,
+            timedelta(seconds=ABANDONED_AFTER_SECONDS + 60),
+        )
+        await conn.execute(
+            "UPDATE outbound_messages SET status = 'accepted' WHERE outbound_id = $1", fresh
+        )
+        async with running_service(config, ENVIRON):
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT count(*) = 0 FROM messages WHERE message_id = $1", old
+                ),
+                timeout=30,
+                what="the abandoned send forgotten",
+            )
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM outbound_messages WHERE outbound_id = $1", old
+                )
+                == 0
+            )
+            assert await statuses(conn, fresh) == ["accepted"]
         assert fake.requests == []
     finally:
         await conn.close()
