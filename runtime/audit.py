@@ -17,6 +17,10 @@ Entries the API and the CLI write (action: target; detail):
   agent_id.
 - ``dead_letter.redrive``: ``dead letter <id>``; topic, partition, offset, redrives.
 - ``config.*``: the configuration API's (``switchboard.control``).
+- ``campaign.send``: ``campaign <id>``; campaign_id, messages (accepted in one batch).
+- ``campaign.pause`` / ``campaign.resume`` / ``campaign.cancel``: ``campaign <id>``;
+  campaign_id, was (the status before), messages_cancelled.
+- ``customer.consent.set``: ``customer h:<digest>``; event_id, channel, consent, note.
 
 ``actor`` is ``Principal.actor`` (a token id, ``bootstrap``, or ``local`` when the API's
 authentication is disabled) or ``cli`` for the operator's command line. A customer is
