@@ -1,6 +1,7 @@
 """The README's commands, and which test runs each one.
 
-A command is a line of a ``sh`` block (with its continuation lines), a ``$`` line of a
+A command is a line of a ``sh`` block (with its continuation lines, and the lines of a
+quoted string it opens, such as a JSON body), a ``$`` line of a
 ``console`` block, or an inline code span that starts with a program (``make …``,
 ``switchboard …``, ``docker …``, ``kubectl …``, …). Each one matches the first rule of
 ``RULES`` whose pattern it matches:
@@ -140,6 +141,10 @@ class Rule:
 QUICK_START = "tests/readme/test_quick_start.py::test_see_it_route_assigns_the_visitor_to_ann"
 AGENT_API = "tests/readme/test_agent_api.py::test_the_agent_api_examples_answer_as_documented"
 CHANNELS = "tests/readme/test_channel_examples.py::test_the_webhook_examples_are_accepted"
+OUTBOUND = (
+    "tests/readme/test_outbound_examples.py"
+    "::test_the_business_started_examples_answer_as_documented"
+)
 DEMO = "tests/readme/test_demo.py::test_make_demo_simulates_every_channel_then_stops_the_service"
 COMMANDS = "tests/readme/test_commands.py"
 MANAGING = (
@@ -353,6 +358,15 @@ RULES: tuple[Rule, ...] = (
         Run(AGENT_API, "until the expected events came, with a real $LAST_ID"),
         section="Live stream (Server-Sent Events)",
     ),
+    Rule(
+        r".",
+        Run(
+            OUTBOUND,
+            "with real tokens, a registered ann, the README's CSV example as reminders.csv "
+            "(and as NDJSON), $OUTBOUND_ID from the first send, providers on loopback",
+        ),
+        section="Business-started messages",
+    ),
     # -- Channel adapters ---------------------------------------------------------------
     *(
         Rule(r".", Run(CHANNELS, "with the README's [channels] and throwaway secrets"), section=s)
@@ -434,11 +448,36 @@ def _sections_and_lines(text: str) -> list[tuple[int, str, str | None, str]]:
     return out
 
 
+def _quote_after(line: str, quote: str | None) -> str | None:
+    """The quote (bash's ``'`` or ``"``) still open at the end of ``line``, given the one
+    open at its start: a quoted string that spans lines (a JSON body) continues the command."""
+    escaped = False
+    previous = " "
+    for char in line:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            if char == "'":
+                quote = None
+        elif char == "\\":
+            escaped = True
+        elif quote == '"':
+            if char == '"':
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and previous.isspace():
+            break  # a comment
+        previous = char
+    return quote
+
+
 def parse(text: str) -> list[Command]:
     """Every command of a README text, in order."""
     commands: list[Command] = []
     paragraph: list[tuple[int, str, str]] = []
     pending: list[str] = []
+    quote: str | None = None
     start = 0
     for number, section, info, line in _sections_and_lines(text):
         if info is None and line.strip() and not _HEADING.match(line):
@@ -457,7 +496,8 @@ def parse(text: str) -> list[Command]:
                 continue
             start = number
         pending.append(line)
-        if not line.endswith("\\"):
+        quote = _quote_after(line, quote)
+        if quote is None and not line.endswith("\\"):
             commands.append(Command("\n".join(pending), start, section, info))  # type: ignore[arg-type]
             pending = []
     commands.extend(_inline_commands(paragraph))
