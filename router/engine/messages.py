@@ -15,7 +15,12 @@ from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.identity import link_from_lookup
-from router.engine.outbound import answered_expectation, answering_queue, record_message_consent
+from router.engine.outbound import (
+    answered_expectation,
+    answering_queue,
+    forget_expectation,
+    record_message_consent,
+)
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.routing import reclaim, route
 from router.engine.snapshots import conversation_record
@@ -100,6 +105,9 @@ def on_message(call: Call, message: MessageReceived) -> None:
             return  # outbound rule 4: a keyword opens no conversation
         compiled = state.compiled
         answered = answered_expectation(call, customer_id, message.channel, state.conversations)
+        customer = state.customers.get(customer_id)
+        if customer is not None and customer.expectation is not None:
+            forget_expectation(call, customer)  # here only: the fast path never opens one
         queue = compiled.queues.get(
             answering_queue(answered, now) or message.queue or compiled.default_queue
         )

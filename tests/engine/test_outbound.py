@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from router.engine import SaveConsent, SaveCustomer, apply, restore, snapshot
+from router.engine.outbound import REMEMBERED
 from schemas import (
     AnswerMode,
     Channel,
@@ -88,6 +89,26 @@ def test_after_the_window_a_reply_takes_normal_routing_but_keeps_the_context() -
     effects = apply(state, reply(), T0 + 2 * HOURS)  # type: ignore[arg-type]
     assert assignment(effects) == ("notice-1", "bob", "queue")
     assert [r.answers_outbound_id for r in emitted(effects, MessageRouted)] == ["out-notice-1"]
+
+
+def test_an_expectation_is_forgotten_once_answered_and_past_its_window() -> None:
+    state = domain([agent("ann"), agent("bob")])
+    apply(state, notified(until=T0 + HOURS), T0)
+    first = reply("t1")
+    apply(state, first, T0 + 60)  # type: ignore[arg-type]
+    assert state.customers[CUSTOMER].expectation is not None  # the sender still answers
+    apply(state, close("notice-1", "ann"), T0 + 120)
+    effects = apply(state, reply("t2"), T0 + 2 * HOURS)  # type: ignore[arg-type]
+    assert state.customers[CUSTOMER].expectation is None
+    saved = [e.record for e in effects if isinstance(e, SaveCustomer)]
+    assert [r.expectation for r in saved if r.customer_id == CUSTOMER] == [None]
+
+
+def test_an_unanswered_expectation_is_forgotten_after_thirty_days() -> None:
+    state = domain([agent("ann")])
+    apply(state, notified(), T0)
+    apply(state, message("mail", customer=CUSTOMER, channel=Channel.EMAIL), T0 + REMEMBERED + 1)
+    assert state.customers[CUSTOMER].expectation is None
 
 
 def test_a_queue_answerer_opens_the_reply_in_that_queue() -> None:
