@@ -4,6 +4,10 @@
 otherwise one embedded broker and one embedded PostgreSQL start for the whole session.
 Every test gets its own database (cloned from a migrated template) and its own topic
 prefix and consumer group, so tests never see each other's data.
+
+The suite runs on pytest-xdist's workers (pyproject's ``addopts``), each a session of its
+own: each starts its own embedded services, or makes a template of its own on the
+existing PostgreSQL (a random name, dropped with its clones at the end).
 """
 
 from __future__ import annotations
@@ -23,6 +27,16 @@ import pytest
 
 from runtime import db
 from switchboard.embedded import missing_services
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (``-p no:xdist``), the ``--numprocesses`` and ``--dist`` of
+    pyproject's ``addopts`` are accepted and do nothing: the suite runs in one process."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "pytest-xdist is disabled: these options do nothing")
+    group.addoption("--numprocesses", dest="numprocesses", metavar="numprocesses")
+    group.addoption("--dist", dest="dist", metavar="distmode", default="no")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ def main(arguments: list[str]) -> int:
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
             "DATABASE_URL": database_url,
+            # mutmut runs pytest in its own process and watches which tests call what: tests
+            # on pytest-xdist's workers (pyproject's addopts) would call nothing it can see.
+            "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} -p no:xdist".strip(),
         }
         return subprocess.call([str(mutmut), "run", *arguments], env=environ)
 
