@@ -196,6 +196,10 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(r"^make help$", Run(f"{COMMANDS}::test_make_help_lists_the_targets_the_readme_names")),
     Rule(
+        r"^\.venv/bin/pytest -n 0$",
+        Run(f"{COMMANDS}::test_pytest_n_0_runs_the_tests_in_one_process", "on one test file"),
+    ),
+    Rule(
         r"^make demo$",
         Run(
             DEMO,

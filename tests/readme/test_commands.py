@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import subprocess
 import uuid
 from contextlib import AsyncExitStack
@@ -155,6 +156,17 @@ def test_make_help_lists_the_targets_the_readme_names() -> None:
     listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
     named = {m[1] for c in readme_commands() if (m := re.match(r"^make (\w+)", c.bare))}
     assert named <= listed, named - listed
+
+
+def test_pytest_n_0_runs_the_tests_in_one_process() -> None:
+    """The README's way out of the workers (for ``--pdb``): the same tests, no worker."""
+    [command] = commands_run_by(test_pytest_n_0_runs_the_tests_in_one_process)
+    assert command.bare == ".venv/bin/pytest -n 0"
+    argv = [*shlex.split(command.bare), "-q", "tests/engine/test_rules.py"]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert re.search(r"^\d+ passed", result.stdout, re.M), result.stdout[-2000:]
+    assert "workers" not in result.stdout  # xdist says "created: N/N workers" when it runs
 
 
 @pytest.mark.integration
