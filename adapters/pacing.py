@@ -1,6 +1,6 @@
 """Send rates shared by every adapter process: token buckets kept in PostgreSQL.
 
-The model (pure functions below; the SQL statements compute exactly the same):
+The model (pure functions below, which ``SharedBuckets`` applies under the row's lock):
 
 1. A bucket holds ``tokens`` at time ``at``. It refills at ``rate.per_second`` and never
    holds more than ``rate.burst``.
@@ -14,17 +14,20 @@ The model (pure functions below; the SQL statements compute exactly the same):
 Invariant (``tests/adapters/test_pacing.py``): over any sequence of claims, the tokens used
 in any time window ``[t1, t2]`` are at most ``burst + rate * (t2 - t1)``.
 
-Sharing: a bucket is a row of ``send_buckets``, and a claim is one ``UPDATE``. The row
-lock serialises claimers; the time is the database's clock (``clock_timestamp()``, read
-in a sub-select that PostgreSQL evaluates again when the row changed while the statement
-waited for its lock), so adapter hosts' clocks do not matter and N processes together
-never get more than one bucket gives. The rates are configuration, passed with every
-claim: a new configuration version applies at the next claim.
+Sharing: a bucket is a row of ``send_buckets``. A claim is one short transaction: lock
+the row (``FOR UPDATE``), read the database's clock (``clock_timestamp()``, once the lock
+is held, so claimers are serialised in clock order), apply the model, write the row. The
+clock is the database's, so adapter hosts' clocks do not matter, and N processes together
+never get more than one bucket gives. (A single ``UPDATE`` computing the model in SQL
+would read its clock when the statement starts, before any wait for the lock: under
+contention, claims would be granted out of clock order.) The rates are configuration, passed with every claim: a
+new configuration version applies at the next claim.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -105,44 +108,26 @@ class Grant:
     """When, on the database's clock (seconds since the epoch)."""
 
 
-# Each statement reads what the bucket holds now as `r.available` ($4: per second, $5:
-# burst), at `r.at`: the clock read in a sub-select of the SET, after the row's lock.
 _CREATE = """
 INSERT INTO send_buckets (domain, channel, endpoint, tokens, refilled_at)
 VALUES ($1, $2, $3, $4, clock_timestamp()) ON CONFLICT DO NOTHING
 """
 
-_TAKE = """
-UPDATE send_buckets AS b SET (tokens, refilled_at, granted) = (
-    SELECT r.available - g.granted, greatest(b.refilled_at, r.at), g.granted
-    FROM (SELECT n.at, least($5::float8, b.tokens + $4::float8
-                 * greatest(0, extract(epoch FROM n.at - b.refilled_at)::float8)) AS available
-          FROM (SELECT clock_timestamp() AS at) AS n) AS r,
-         LATERAL (SELECT greatest(0, least($6::int, floor(r.available)::int)) AS granted) AS g
-)
-WHERE b.domain = $1 AND b.channel = $2 AND b.endpoint = $3
-RETURNING b.granted, b.tokens, extract(epoch FROM b.refilled_at)::float8 AS at
+_LOCK = """
+SELECT tokens, extract(epoch FROM refilled_at)::float8 AS at FROM send_buckets
+WHERE domain = $1 AND channel = $2 AND endpoint = $3
+FOR UPDATE
 """
 
-_GIVE_BACK = """
-UPDATE send_buckets AS b SET (tokens, refilled_at) = (
-    SELECT least($5::float8, r.available + $6::int), greatest(b.refilled_at, r.at)
-    FROM (SELECT n.at, least($5::float8, b.tokens + $4::float8
-                 * greatest(0, extract(epoch FROM n.at - b.refilled_at)::float8)) AS available
-          FROM (SELECT clock_timestamp() AS at) AS n) AS r
-)
-WHERE b.domain = $1 AND b.channel = $2 AND b.endpoint = $3
+_CLOCK = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+_WRITE = """
+UPDATE send_buckets SET tokens = $4, refilled_at = to_timestamp($5), granted = $6
+WHERE domain = $1 AND channel = $2 AND endpoint = $3
 """
 
-_SLOW_DOWN = """
-UPDATE send_buckets AS b SET (tokens, refilled_at) = (
-    SELECT least(r.available, -$4::float8 * $6::float8), greatest(b.refilled_at, r.at)
-    FROM (SELECT n.at, least($5::float8, b.tokens + $4::float8
-                 * greatest(0, extract(epoch FROM n.at - b.refilled_at)::float8)) AS available
-          FROM (SELECT clock_timestamp() AS at) AS n) AS r
-)
-WHERE b.domain = $1 AND b.channel = $2 AND b.endpoint = $3
-"""
+Change = Callable[[Bucket, float], tuple[Bucket, int]]
+"""A rule applied to a bucket at a time: the bucket after it, and the tokens granted."""
 
 
 class SharedBuckets:
@@ -152,38 +137,34 @@ class SharedBuckets:
         self._pool = pool
 
     async def take(self, key: BucketKey, rate: Rate, want: int) -> Grant:
-        """Rule 2, in one statement (two the first time a bucket is used)."""
-        args = (key.domain, key.channel, key.endpoint, rate.per_second, float(rate.burst), want)
-        row = await self._pool.fetchrow(_TAKE, *args)
-        if row is None:
+        """Rule 2 (the bucket is created full at its first claim)."""
+        grant = await self._change(key, lambda bucket, now: take(bucket, rate, want, now))
+        if grant is None:
             await self._pool.execute(
                 _CREATE, key.domain, key.channel, key.endpoint, float(rate.burst)
             )
-            row = await self._pool.fetchrow(_TAKE, *args)
-            assert row is not None, "the bucket was just created"
-        return Grant(granted=row["granted"], tokens=row["tokens"], at=row["at"])
+            grant = await self._change(key, lambda bucket, now: take(bucket, rate, want, now))
+            assert grant is not None, "the bucket was just created"
+        return grant
 
     async def give_back(self, key: BucketKey, rate: Rate, count: int) -> None:
         """Rule 3."""
         if count > 0:
-            await self._pool.execute(
-                _GIVE_BACK,
-                key.domain,
-                key.channel,
-                key.endpoint,
-                rate.per_second,
-                float(rate.burst),
-                count,
-            )
+            await self._change(key, lambda bucket, now: (give_back(bucket, rate, count, now), 0))
 
     async def slow_down(self, key: BucketKey, rate: Rate, seconds: float) -> None:
         """Rule 4 (a bucket never claimed has nothing to slow down)."""
-        await self._pool.execute(
-            _SLOW_DOWN,
-            key.domain,
-            key.channel,
-            key.endpoint,
-            rate.per_second,
-            float(rate.burst),
-            seconds,
-        )
+        await self._change(key, lambda bucket, now: (slow_down(bucket, rate, seconds, now), 0))
+
+    async def _change(self, key: BucketKey, change: Change) -> Grant | None:
+        """``change`` applied to the bucket under its row's lock, at the database's clock
+        read once the lock is held (None: no such bucket)."""
+        where = (key.domain, key.channel, key.endpoint)
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_LOCK, *where)
+            if row is None:
+                return None
+            now: float = await conn.fetchval(_CLOCK)
+            bucket, granted = change(Bucket(tokens=row["tokens"], at=row["at"]), now)
+            await conn.execute(_WRITE, *where, bucket.tokens, bucket.at, granted)
+        return Grant(granted=granted, tokens=bucket.tokens, at=bucket.at)

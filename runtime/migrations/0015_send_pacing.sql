@@ -4,10 +4,9 @@
 -- One token bucket per sender (domain, channel, endpoint) and one per domain (channel and
 -- endpoint ''). `tokens` is what the bucket held at `refilled_at` (the database's clock:
 -- every process reads the same one); a claim refills it by rate x elapsed, up to the
--- burst, and takes whole tokens, in one UPDATE. A provider's 429 puts it in debt
--- (negative tokens), so every process waits. `granted` is the last claim's grant (the
--- UPDATE's RETURNING sees only new values). The rates themselves are configuration, passed
--- with each claim.
+-- burst, and takes whole tokens, under the row's lock (FOR UPDATE). A provider's 429 puts
+-- it in debt (negative tokens), so every process waits. `granted` is the last claim's
+-- grant. The rates themselves are configuration, passed with each claim.
 CREATE TABLE send_buckets (
     domain       text NOT NULL,
     channel      text NOT NULL,
