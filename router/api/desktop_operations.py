@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from router.api.desktop_models import (
     ATTRIBUTE_FILTERS_MAX,
     CURSOR_MAX,
@@ -21,38 +19,22 @@ from router.api.desktop_models import (
     HistoryPage,
 )
 from router.api.models import NO_CONTROLS
-from router.api.operation import Operation
+from router.api.operation import DOMAIN_PARAMETER, Operation, parameter
 from schemas import Channel
-from schemas.limits import AGENT_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX, EPOCH_MAX, QUEUE_MAX
+from schemas.limits import AGENT_ID_MAX, CUSTOMER_ID_MAX, EPOCH_MAX, QUEUE_MAX
 
 _BASE = "/v1/domains/{domain}"
 _ERRORS = (400, 401, 403, 404, 503)
 
 
-def _parameter(where: str, name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": schema,
-    }
-
-
-_DOMAIN = _parameter(
-    "path",
-    "domain",
-    "Routing domain id",
-    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": DOMAIN_MAX},
-)
-_CUSTOMER = _parameter(
+_CUSTOMER = parameter(
     "path",
     "customer_id",
     "Any identity of the customer (the profile answers for all of them); no control characters",
     {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": CUSTOMER_ID_MAX},
 )
 _STATUS = {
-    **_parameter(
+    **parameter(
         "query",
         "status",
         "Only these statuses: repeat the parameter or separate with commas; `open` is every "
@@ -72,22 +54,22 @@ _MOMENT = {
         {"type": "string", "format": "date-time", "maxLength": MOMENT_MAX},
     ]
 }
-_CURSOR = _parameter(
+_CURSOR = parameter(
     "query",
     "cursor",
     "The previous page's `next_cursor` (opaque); 400 for one this endpoint did not give",
     {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": CURSOR_MAX},
 )
 _LIST_PARAMETERS = (
-    _DOMAIN,
+    DOMAIN_PARAMETER,
     _STATUS,
-    _parameter(
+    parameter(
         "query",
         "queue",
         "Only this queue's",
         {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": QUEUE_MAX},
     ),
-    _parameter(
+    parameter(
         "query",
         "agent_id",
         "Only the ones this agent owns: open ones (closing a conversation ends its owner period)",
@@ -98,34 +80,34 @@ _LIST_PARAMETERS = (
             "maxLength": AGENT_ID_MAX,
         },
     ),
-    _parameter(
+    parameter(
         "query",
         "customer_id",
         "Only this customer's: any identity of the customer's profile, matching all of them",
         {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": CUSTOMER_ID_MAX},
     ),
-    _parameter(
+    parameter(
         "query",
         "channel",
         "Only this channel's",
         {"type": "string", "enum": [str(channel) for channel in Channel]},
     ),
-    _parameter(
+    parameter(
         "query",
         "since",
         "Only the ones opened at or after: epoch seconds, or ISO 8601 (UTC unless it has an "
         "offset), 1970 to 9999",
         _MOMENT,
     ),
-    _parameter("query", "until", "Only the ones opened before (as `since`)", _MOMENT),
-    _parameter(
+    parameter("query", "until", "Only the ones opened before (as `since`)", _MOMENT),
+    parameter(
         "query",
         "mine",
         "The calling agent's open conversations: owned or offered to it (an agent token; "
         "400 for any other)",
         {"type": "boolean", "default": False},
     ),
-    _parameter(
+    parameter(
         "query",
         "attribute",
         "Only the ones whose attributes hold `key:value` (repeat for several, at most "
@@ -141,7 +123,7 @@ _LIST_PARAMETERS = (
         },
     ),
     _CURSOR,
-    _parameter(
+    parameter(
         "query",
         "limit",
         "Conversations on one page",
@@ -177,7 +159,7 @@ DESKTOP_OPERATIONS = (
         _BASE + "/customers/{customer_id}",
         "getCustomer",
         "A customer's profile: identities, owner, last agent, affinity, open conversations",
-        (_DOMAIN, _CUSTOMER),
+        (DOMAIN_PARAMETER, _CUSTOMER),
         200,
         CustomerProfile,
         errors=_ERRORS,
@@ -189,10 +171,10 @@ DESKTOP_OPERATIONS = (
         "getCustomerHistory",
         "A customer's conversations and messages on every channel, newest page first",
         (
-            _DOMAIN,
+            DOMAIN_PARAMETER,
             _CUSTOMER,
             _CURSOR,
-            _parameter(
+            parameter(
                 "query",
                 "limit",
                 "Entries on one page",

@@ -17,7 +17,7 @@ import msgspec
 
 from router.api import models
 from router.api.models import NO_CONTROLS, Accepted, AttachmentIn
-from router.api.operation import Operation
+from router.api.operation import DOMAIN_PARAMETER, Operation, parameter
 from runtime.outbound import OutboundConfig
 from schemas import AnswerMode, Channel, Consent
 from schemas.limits import (
@@ -25,7 +25,6 @@ from schemas.limits import (
     AGENT_ID_MAX,
     ANSWER_WINDOW_MAX,
     CUSTOMER_ID_MAX,
-    DOMAIN_MAX,
     ENDPOINT_MAX,
     EVENT_ID_MAX,
     LANGUAGE_MAX,
@@ -351,65 +350,49 @@ _BASE = "/v1/domains/{domain}"
 _SEND_ERRORS = (400, 401, 403, 404, 409, 413, 503)
 
 
-def _parameter(where: str, name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": where,
-        "required": where == "path",
-        "description": description,
-        "schema": schema,
-    }
-
-
-_DOMAIN = _parameter(
-    "path",
-    "domain",
-    "Routing domain id",
-    {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": DOMAIN_MAX},
-)
-_CAMPAIGN = _parameter(
+_CAMPAIGN = parameter(
     "path",
     "campaign_id",
     "A campaign's id",
     {"type": "string", "pattern": "^[A-Za-z0-9_.:-]+$", "minLength": 1, "maxLength": 64},
 )
-_OUTBOUND = _parameter(
+_OUTBOUND = parameter(
     "path",
     "outbound_id",
     "An outbound message's id",
     {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": EVENT_ID_MAX},
 )
-_CHANNEL = _parameter(
+_CHANNEL = parameter(
     "path", "channel", "The channel", {"type": "string", "enum": [str(c) for c in Channel]}
 )
-_ADDRESS = _parameter(
+_ADDRESS = parameter(
     "path",
     "address",
     "The customer's address on the channel: an E.164 number (sms, whatsapp), an email "
     "address, a PSID, a chat id or a web chat session id",
     {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": ADDRESS_MAX},
 )
-_PAGE = _parameter(
+_PAGE = parameter(
     "query",
     "limit",
     "Entries on one page",
     {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT_MAX, "default": PAGE_LIMIT},
 )
-_CURSOR = _parameter(
+_CURSOR = parameter(
     "query",
     "cursor",
     "The previous page's `next_cursor` (opaque); 400 for one this listing did not give",
     {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "minLength": 1, "maxLength": CURSOR_MAX},
 )
 _CAMPAIGN_QUERY = (
-    _parameter(
+    parameter(
         "query",
         "campaign_id",
         "The batch's campaign (CSV and NDJSON; a JSON body's `campaign` wins): an existing "
         "campaign gets the messages, else a new one is created",
         {"type": "string", "pattern": "^[A-Za-z0-9_.:-]+$", "minLength": 1, "maxLength": 64},
     ),
-    _parameter(
+    parameter(
         "query",
         "campaign_name",
         "A new campaign's name",
@@ -436,7 +419,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/outbound",
         "sendOutbound",
         "Start a conversation: send the customer a notification they can answer",
-        (_DOMAIN,),
+        (DOMAIN_PARAMETER,),
         202,
         OutboundAccepted,
         SendIn,
@@ -463,7 +446,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/outbound/batch",
         "sendOutboundBatch",
         "Send up to 10,000 messages as one campaign: JSON, CSV or NDJSON (admin)",
-        (_DOMAIN, *_CAMPAIGN_QUERY),
+        (DOMAIN_PARAMETER, *_CAMPAIGN_QUERY),
         202,
         BatchAccepted,
         BatchIn,
@@ -490,7 +473,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/outbound/{outbound_id}",
         "getOutbound",
         "One outbound message: status, error, provider message id (admin, or its agent)",
-        (_DOMAIN, _OUTBOUND),
+        (DOMAIN_PARAMETER, _OUTBOUND),
         200,
         OutboundView,
     ),
@@ -500,10 +483,10 @@ OUTBOUND_OPERATIONS = (
         "listCampaigns",
         "The domain's campaigns with their progress, newest first (admin)",
         (
-            _DOMAIN,
+            DOMAIN_PARAMETER,
             _PAGE,
             _CURSOR,
-            _parameter(
+            parameter(
                 "query",
                 "status",
                 "Only campaigns in this status",
@@ -518,7 +501,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/campaigns/{campaign_id}",
         "getCampaign",
         "A campaign: its status and its messages counted by status (admin)",
-        (_DOMAIN, _CAMPAIGN),
+        (DOMAIN_PARAMETER, _CAMPAIGN),
         200,
         CampaignView,
     ),
@@ -527,7 +510,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/campaigns/{campaign_id}/pause",
         "pauseCampaign",
         "Pause a campaign: its waiting messages stay queued until it is resumed",
-        (_DOMAIN, _CAMPAIGN),
+        (DOMAIN_PARAMETER, _CAMPAIGN),
         200,
         CampaignView,
         errors=(400, 401, 403, 404, 409, 503),
@@ -538,7 +521,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/campaigns/{campaign_id}/resume",
         "resumeCampaign",
         "Resume a paused campaign",
-        (_DOMAIN, _CAMPAIGN),
+        (DOMAIN_PARAMETER, _CAMPAIGN),
         200,
         CampaignView,
         errors=(400, 401, 403, 404, 409, 503),
@@ -549,7 +532,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/campaigns/{campaign_id}/cancel",
         "cancelCampaign",
         "Cancel a campaign: every message not yet taken by the sender is cancelled",
-        (_DOMAIN, _CAMPAIGN),
+        (DOMAIN_PARAMETER, _CAMPAIGN),
         200,
         CampaignView,
         errors=(400, 401, 403, 404, 503),
@@ -560,7 +543,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/consents/{channel}/{address}",
         "getConsent",
         "An address's consent to business-started messages (`opt_in` when never recorded)",
-        (_DOMAIN, _CHANNEL, _ADDRESS),
+        (DOMAIN_PARAMETER, _CHANNEL, _ADDRESS),
         200,
         ConsentView,
     ),
@@ -569,7 +552,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/consents/{channel}/{address}",
         "putConsent",
         "Record an address's consent as the customer gave it another way (admin)",
-        (_DOMAIN, _CHANNEL, _ADDRESS),
+        (DOMAIN_PARAMETER, _CHANNEL, _ADDRESS),
         202,
         Accepted,
         ConsentIn,
@@ -583,7 +566,7 @@ OUTBOUND_OPERATIONS = (
         _BASE + "/consents/{channel}/{address}/changes",
         "listConsentChanges",
         "An address's consent changes, newest first (admin)",
-        (_DOMAIN, _CHANNEL, _ADDRESS, _PAGE, _CURSOR),
+        (DOMAIN_PARAMETER, _CHANNEL, _ADDRESS, _PAGE, _CURSOR),
         200,
         ConsentChangesPage,
     ),

@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 
 from router.api.auth import Scope, create_token
+from switchboard.app import Role
 from tests.support import Service, make_config, running_service, wait_until
 
 BOOTSTRAP = "bootstrap-admin-token-for-tests"
@@ -77,10 +78,11 @@ async def api_service(
     database_url: str,
     overrides: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
+    roles: frozenset[Role] = frozenset(Role),
 ) -> AsyncIterator[Api]:
     config = make_config(bootstrap_servers, database_url, {**DOMAINS, **(overrides or {})})
     environ = {"SWITCHBOARD_ADMIN_TOKEN": BOOTSTRAP, **(secrets or {})}
-    async with running_service(config, environ) as service:
+    async with running_service(config, environ, roles) as service:
         pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
         try:
             api = Api(service, pool, {"bootstrap": BOOTSTRAP})

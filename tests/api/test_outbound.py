@@ -19,7 +19,6 @@ from typing import Any
 import asyncpg
 import pytest
 
-from router.api.auth import Scope, create_token
 from runtime.appkeys import INBOUND_PUBLISHER
 from schemas import (
     AGENT_EVENT_DECODER,
@@ -33,7 +32,7 @@ from schemas import (
 )
 from switchboard.app import Role
 from switchboard.embedded import EmbeddedBroker
-from tests.api.support import BOOTSTRAP, Api
+from tests.api.support import Api, api_service
 from tests.api.test_outbound_rules import (
     BOT,
     CUSTOMER,
@@ -45,7 +44,7 @@ from tests.api.test_outbound_rules import (
     WA_ID,
 )
 from tests.conftest import Infrastructure
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -85,26 +84,13 @@ async def outbound_api(
 ) -> AsyncIterator[Api]:
     """The router role (API and router) with acme's endpoints and templates, and the
     tokens of ``tests.api.support``: ``admin``, ``globex``, ``ann``, ``bob``, ``platform``."""
-    config = make_config(bootstrap_servers, database_url, {**OVERRIDES, **(overrides or {})})
-    environ = {"SWITCHBOARD_ADMIN_TOKEN": BOOTSTRAP}
-    async with running_service(config, environ, roles=frozenset({Role.ROUTER})) as service:
-        pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
-        try:
-            api = Api(service, pool, {"bootstrap": BOOTSTRAP})
-            async with pool.acquire() as conn:
-                for who, domain, scope, agent in (
-                    ("admin", "acme", Scope.ADMIN, None),
-                    ("globex", "globex", Scope.ADMIN, None),
-                    ("ann", "acme", Scope.AGENT, "ann"),
-                    ("bob", "acme", Scope.AGENT, "bob"),
-                    ("platform", None, Scope.PLATFORM, None),
-                ):
-                    _, api.tokens[who] = await create_token(
-                        conn, domain=domain, scope=scope, agent_id=agent
-                    )
-            yield api
-        finally:
-            await pool.close()
+    async with api_service(
+        bootstrap_servers,
+        database_url,
+        {**OVERRIDES, **(overrides or {})},
+        roles=frozenset({Role.ROUTER}),
+    ) as api:
+        yield api
 
 
 async def customer_writes(
