@@ -12,11 +12,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
 from runtime.metrics import Metrics
+from schemas import ROUTING_DECODER, ConversationAssigned
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
 from switchboard.config import Config
@@ -237,6 +239,22 @@ class TopicReader:
         await wait_until(check, timeout=timeout, what="records")
         return self.records
 
+    async def assignment(self, conversation_id: str) -> ConversationAssigned:
+        """The ``conversation.assigned`` of ``conversation_id`` on this routing topic, once
+        it comes."""
+
+        async def found() -> ConversationAssigned | None:
+            for record in await self.poll():
+                event = ROUTING_DECODER.decode(record.value)
+                if isinstance(event, ConversationAssigned) and (
+                    event.conversation_id == conversation_id
+                ):
+                    return event
+            return None
+
+        event: ConversationAssigned = await wait_until(found, timeout=15, what="assignment")
+        return event
+
 
 class RouterProcess:
     """``switchboard router`` (or another role) as a child process, to be killed and
@@ -385,3 +403,15 @@ class CuttableProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+async def opt_out(db: asyncpg.Connection | asyncpg.Pool, channel: str, address: str) -> None:
+    """``address`` opted out on ``channel`` in domain acme, as the router records a STOP
+    (``consents``); its customer id is the phone identity."""
+    await db.execute(
+        "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
+        " changed_at) VALUES ('acme', $1, $2, $3, 'opt_out', 'keyword', now())",
+        channel,
+        address,
+        f"phone:{address}",
+    )

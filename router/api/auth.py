@@ -45,7 +45,7 @@ import structlog
 from aiohttp import web
 
 from router.api.config import AuthMode
-from router.api.models import TokenScope, TokenView
+from router.api.models import TokenScope, TokenView, epoch
 from runtime.audit import CLI_ACTOR, record_action
 from runtime.db import DATABASE_ERRORS
 
@@ -155,10 +155,6 @@ class TokenRefused(Exception):
     """The token cannot be rotated (revoked, or expired): the caller's mistake."""
 
 
-def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
-
-
 def _view(row: asyncpg.Record) -> TokenView:
     return TokenView(
         token_id=row["token_id"],
@@ -168,10 +164,10 @@ def _view(row: asyncpg.Record) -> TokenView:
         name=row["name"],
         created_at=row["created_at"].timestamp(),
         created_by=row["created_by"],
-        expires_at=_epoch(row["expires_at"]),
-        last_used_at=_epoch(row["last_used_at"]),
-        rotated_at=_epoch(row["rotated_at"]),
-        revoked_at=_epoch(row["revoked_at"]),
+        expires_at=epoch(row["expires_at"]),
+        last_used_at=epoch(row["last_used_at"]),
+        rotated_at=epoch(row["rotated_at"]),
+        revoked_at=epoch(row["revoked_at"]),
         revoked_by=row["revoked_by"],
     )
 
@@ -217,7 +213,7 @@ async def create_token(
             action="token.create",
             domain=domain,
             target=f"token {token_id}",
-            detail={"scope": str(scope), "agent_id": agent_id, "expires_at": _epoch(expires_at)},
+            detail={"scope": str(scope), "agent_id": agent_id, "expires_at": epoch(expires_at)},
         )
     log.info("token_created", token_id=token_id, scope=str(scope), domain=domain, actor=actor)
     return token_id, token

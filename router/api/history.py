@@ -47,6 +47,7 @@ from router.api.desktop_models import (
     HistoryOpened,
     HistoryPage,
 )
+from router.api.models import epoch
 from router.api.routes import enter, guarded, path_value, query_int, respond
 from runtime.appkeys import DB_POOL
 from schemas import Attachment
@@ -72,10 +73,6 @@ def history_position(cursor: HistoryCursor, profile: str) -> HistoryCursor:
 
 _CLOSED_AT = "coalesce(to_timestamp((c.record->>'closed_at')::float8), c.closed_at)"
 _ASSIGNED_AT = "coalesce(a.offered_at, a.accepted_at)"
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
 
 
 def _opened(row: asyncpg.Record) -> HistoryEntry:
@@ -113,8 +110,8 @@ def _assignment(row: asyncpg.Record) -> HistoryEntry:
         strategy=row["strategy"],
         step=row["step"],
         waited_seconds=row["waited_seconds"],
-        accepted_at=_epoch(row["accepted_at"]),
-        ended_at=_epoch(row["ended_at"]),
+        accepted_at=epoch(row["accepted_at"]),
+        ended_at=epoch(row["ended_at"]),
         end_reason=row["end_reason"],
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import zoneinfo
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -526,3 +527,8 @@ class TokensPage(msgspec.Struct, frozen=True, kw_only=True):
     """Ordered by ``token_id``, revoked tokens included."""
     next_after: str | None
     """Pass as ``after`` for the next page; null on the last page."""
+
+
+def epoch(moment: datetime | None) -> float | None:
+    """A stored time as the answers give it: seconds since the epoch (None stays None)."""
+    return None if moment is None else moment.timestamp()

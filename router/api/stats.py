@@ -19,6 +19,7 @@ from router.api.models import (
     TimelineAssignment,
     TimelineEntry,
     TimelineMessage,
+    epoch,
 )
 from router.engine import AgentRecord, DomainPolicy
 from schemas import Attachment, Presence
@@ -103,10 +104,6 @@ async def agent_stats(
     )
 
 
-def _epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.timestamp()
-
-
 async def timeline(
     conn: asyncpg.Connection, domain: str, conversation_id: str, limit: int
 ) -> list[TimelineEntry]:
@@ -138,7 +135,7 @@ async def timeline(
     delivery = {row["outbound_id"]: (row["status"], row["error"]) for row in replies}
     entries: list[TimelineEntry] = []
     for row in assignments:
-        at = _epoch(row["offered_at"]) or _epoch(row["accepted_at"]) or 0.0
+        at = epoch(row["offered_at"]) or epoch(row["accepted_at"]) or 0.0
         entries.append(
             TimelineAssignment(
                 at=at,
@@ -147,8 +144,8 @@ async def timeline(
                 strategy=row["strategy"],
                 step=row["step"],
                 waited_seconds=row["waited_seconds"],
-                accepted_at=_epoch(row["accepted_at"]),
-                ended_at=_epoch(row["ended_at"]),
+                accepted_at=epoch(row["accepted_at"]),
+                ended_at=epoch(row["ended_at"]),
                 end_reason=row["end_reason"],
             )
         )

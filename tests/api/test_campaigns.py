@@ -12,6 +12,7 @@ import pytest
 
 from tests.api.test_outbound import CUSTOMER, OUTBOUND, WA_ID, outbound_api, requested
 from tests.conftest import Infrastructure
+from tests.support import opt_out
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,12 +33,7 @@ async def test_a_json_batch_with_defaults_answers_one_result_per_message(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
     async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
-        await api.pool.execute(
-            "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-            " changed_at) VALUES ('acme', 'sms', $1, $2, 'opt_out', 'keyword', now())",
-            CUSTOMER,
-            f"phone:{CUSTOMER}",
-        )
+        await opt_out(api.pool, "sms", CUSTOMER)
         template = {"name": "delivery_update", "language": "en_US", "parameters": ["Di", "D-4"]}
         body = {
             "campaign": {"id": "spring-sale", "name": "Spring sale"},

@@ -44,7 +44,7 @@ from tests.api.test_outbound_rules import (
     WA_ID,
 )
 from tests.conftest import Infrastructure
-from tests.support import TopicReader, wait_until
+from tests.support import TopicReader, opt_out, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -307,12 +307,7 @@ async def test_refused_sends_write_nothing_and_are_counted(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
     async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
-        await api.pool.execute(
-            "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-            " changed_at) VALUES ('acme', 'sms', $1, $2, 'opt_out', 'keyword', now())",
-            CUSTOMER,
-            f"phone:{CUSTOMER}",
-        )
+        await opt_out(api.pool, "sms", CUSTOMER)
         sms = {"channel": "sms", "to": CUSTOMER, "text": "Sale today!"}
         for body, who, expected in (
             (sms, "admin", (409, "opted_out")),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.base import hmac_hex
-from schemas import ROUTING_DECODER, ConversationAssigned, CustomerLinked, CustomerMerged
+from schemas import ROUTING_DECODER, CustomerLinked, CustomerMerged
 from schemas.topics import ROUTING
 from tests.adapters.conftest import ENVIRON
 from tests.adapters.test_email import mailgun_post
@@ -50,18 +50,6 @@ def channels_config() -> dict[str, Any]:
             "globex": {"webchat": {"enabled": True}},
         },
     }
-
-
-async def assignments(reader: TopicReader, conversation_id: str) -> ConversationAssigned:
-    async def found() -> ConversationAssigned | None:
-        for record in await reader.poll():
-            event = ROUTING_DECODER.decode(record.value)
-            if isinstance(event, ConversationAssigned) and event.conversation_id == conversation_id:
-                return event
-        return None
-
-    event: ConversationAssigned = await wait_until(found, timeout=15, what="assignment")
-    return event
 
 
 async def routed(reader: TopicReader, kind: type[Any]) -> list[Any]:
@@ -135,7 +123,7 @@ async def test_one_person_on_sms_email_and_web_chat_reaches_the_same_agent(
     ):
         await api.register("bob", capacity=CHANNELS)
         first = await sms(api, "my order has not arrived")
-        assert (await assignments(reader, first)).agent_id == "bob"
+        assert (await reader.assignment(first)).agent_id == "bob"
         await close(api, first)
         await api.register("ann", capacity=CHANNELS)  # idle longer, less busy than bob now
 
@@ -159,7 +147,7 @@ async def test_one_person_on_sms_email_and_web_chat_reaches_the_same_agent(
         assert {(e.customer_id, e.identity) for e in links} == {(CUSTOMER, EMAIL), (CUSTOMER, USER)}
 
         mail = await email(api)
-        assigned = await assignments(reader, mail)
+        assigned = await reader.assignment(mail)
         assert (assigned.agent_id, str(assigned.strategy)) == ("bob", "preferred")
         assert assigned.customer_id == CUSTOMER
         await close(api, mail)
@@ -176,7 +164,7 @@ async def test_one_person_on_sms_email_and_web_chat_reaches_the_same_agent(
         )
         assert status == 202, answer
         chat = answer["event_id"]
-        assigned = await assignments(reader, chat)
+        assigned = await reader.assignment(chat)
         assert (assigned.agent_id, str(assigned.strategy)) == ("bob", "preferred")
         assert assigned.customer_id == CUSTOMER
         del visitor
@@ -229,7 +217,7 @@ async def test_merging_two_customers_moves_their_open_conversations(
     ):
         await api.register("ann")
         chat = await api.customer_writes("first-device", "m1")
-        await assignments(reader, chat)
+        await reader.assignment(chat)
         visitor = await api.service.visitor("first-device")
         other = "email:someone@example.org"
         status, body = await api.call(
@@ -339,7 +327,7 @@ async def test_a_removed_agents_customer_is_routed_to_the_pool_at_once(
     ):
         await api.register("ann")
         first = await api.customer_writes("visitor", "m1")
-        assert (await assignments(reader, first)).agent_id == "ann"
+        assert (await reader.assignment(first)).agent_id == "ann"
         await close(api, first)
         await api.register("bob")
         status, body = await api.call("DELETE", "/v1/domains/acme/agents/ann")
@@ -352,7 +340,7 @@ async def test_a_removed_agents_customer_is_routed_to_the_pool_at_once(
         assert status == 404
         # without the removal the customer would be held an hour for ann
         again = await api.customer_writes("visitor", "m2")
-        assigned = await assignments(reader, again)
+        assigned = await reader.assignment(again)
         assert (assigned.agent_id, str(assigned.strategy)) == ("bob", "queue")
 
 
@@ -385,7 +373,7 @@ async def test_a_schedule_set_by_the_api_rehomes_at_shift_end(
         assert status == 200
         assert body["schedule"]["weekly"][0]["end"] == end.strftime("%H:%M")
         chat = await api.customer_writes("visitor", "m1")
-        assert (await assignments(reader, chat)).agent_id == "ann"
+        assert (await reader.assignment(chat)).agent_id == "ann"
         await api.register("bob")
 
         async def rehomed() -> str | None:
@@ -417,7 +405,7 @@ async def test_identity_links_survive_a_restart(
     ):
         await api.register("bob", capacity=CHANNELS)
         first = await sms(api, "hello")
-        assert (await assignments(reader, first)).agent_id == "bob"
+        assert (await reader.assignment(first)).agent_id == "bob"
         await close(api, first)
         status, body = await api.call(
             "POST", f"/v1/domains/acme/customers/{CUSTOMER}/identities", json={"identity": EMAIL}
@@ -431,6 +419,6 @@ async def test_identity_links_survive_a_restart(
     ):
         await api.register("ann", capacity=CHANNELS)
         mail = await email(api)
-        assigned = await assignments(reader, mail)
+        assigned = await reader.assignment(mail)
         assert (assigned.agent_id, str(assigned.strategy)) == ("bob", "preferred")
         assert assigned.customer_id == CUSTOMER

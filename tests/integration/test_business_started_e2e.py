@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
-from aiohttp.test_utils import TestServer
 
 from adapters.base import hmac_hex
 from schemas import ROUTING_DECODER, ConversationAssigned, MessageRouted
@@ -47,15 +45,6 @@ TEMPLATE = {
     "provider_template": "delivery_update_v2",
     "body": "Hi {{1}}, your order {{2}} arrives today. Reply here with any question.",
 }
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[tuple[FakeProviders, str]]:
-    fake = FakeProviders()
-    server = TestServer(fake.app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
 
 
 async def _call(service: Service, method: str, path: str, body: Any = None) -> tuple[int, Any]:

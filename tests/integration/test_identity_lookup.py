@@ -30,7 +30,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from adapters.base import hmac_hex
-from schemas import INBOUND_DECODER, ROUTING_DECODER, ConversationAssigned, MessageReceived
+from schemas import INBOUND_DECODER, MessageReceived
 from schemas.topics import INBOUND, ROUTING
 from switchboard.app import Role
 from switchboard.config import Config
@@ -174,18 +174,6 @@ async def published(reader: TopicReader, provider_message_id: str) -> MessageRec
     return message
 
 
-async def assignment(reader: TopicReader, conversation_id: str) -> ConversationAssigned:
-    async def found() -> ConversationAssigned | None:
-        for record in await reader.poll():
-            event = ROUTING_DECODER.decode(record.value)
-            if isinstance(event, ConversationAssigned) and event.conversation_id == conversation_id:
-                return event
-        return None
-
-    event: ConversationAssigned = await wait_until(found, timeout=15, what="assignment")
-    return event
-
-
 def lookups_counted(metrics: Any, domain: str, outcome: str) -> float:
     value = metrics.registry.get_sample_value(
         "switchboard_identity_lookups_total", {"domain": domain, "outcome": outcome}
@@ -227,7 +215,7 @@ async def _known_customer(api: Api, crm: Crm, inbound: TopicReader, routing: Top
     assert (first.customer_id, first.known_customer_id) == (f"sms:{PHONE}", PROFILE)
 
     # the router linked the identity to the profile before routing
-    assigned = await assignment(routing, first.id)
+    assigned = await routing.assignment(first.id)
     assert (assigned.agent_id, assigned.customer_id) == ("bob", PROFILE)
     rows = await api.pool.fetch(
         "SELECT identity, customer_id, source FROM customer_identities WHERE domain = 'acme'"
@@ -251,7 +239,7 @@ async def _known_customer(api: Api, crm: Crm, inbound: TopicReader, routing: Top
     await post_email(service.session, service.base_url)
     mail = await published(inbound, "email:ann@example.org")
     assert (mail.customer_id, mail.known_customer_id) == ("email:ann@example.org", PROFILE)
-    assigned = await assignment(routing, mail.id)
+    assigned = await routing.assignment(mail.id)
     assert (assigned.agent_id, str(assigned.strategy), assigned.customer_id) == (
         "bob",
         "preferred",
@@ -267,7 +255,7 @@ async def _known_customer(api: Api, crm: Crm, inbound: TopicReader, routing: Top
     assert status == 202, answer
     chat = await published(inbound, visitor.customer_id)
     assert (chat.id, chat.known_customer_id) == (answer["event_id"], PROFILE)
-    assigned = await assignment(routing, chat.id)
+    assigned = await routing.assignment(chat.id)
     assert (assigned.agent_id, str(assigned.strategy), assigned.customer_id) == (
         "bob",
         "preferred",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from tests.support import (
     RouterProcess,
     TopicReader,
     make_raw_config,
+    opt_out,
     running_service,
     wait_until,
 )
@@ -54,15 +54,6 @@ ENVIRON = {
     "MESSENGER_PAGE_ACCESS_TOKEN": "page-test-token",
 }
 FAST = {"per_second": 50, "burst": 50}
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[tuple[FakeProviders, str]]:
-    fake = FakeProviders()
-    server = TestServer(fake.app, host="127.0.0.1")
-    await server.start_server()
-    yield fake, str(server.make_url("")).rstrip("/")
-    await server.close()
 
 
 def service_config(
@@ -153,6 +144,16 @@ async def queue_notification(
             text,
         )
     return notification.id
+
+
+async def campaign(conn: asyncpg.Connection, campaign_id: str, status: str) -> None:
+    """A campaign of acme's in ``status``, as the campaign API stores it."""
+    await conn.execute(
+        "INSERT INTO campaigns (domain, campaign_id, status, created_by)"
+        " VALUES ('acme', $1, $2, 'test')",
+        campaign_id,
+        status,
+    )
 
 
 async def statuses(conn: asyncpg.Connection, *outbound_ids: str) -> list[str]:
@@ -300,11 +301,7 @@ async def test_an_address_that_opted_out_meanwhile_is_refused(
     config = service_config(infrastructure, database_url, base)
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-            " changed_at) VALUES ('acme', 'sms', '+14155550001', 'phone:+14155550001',"
-            " 'opt_out', 'keyword', now())"
-        )
+        await opt_out(conn, "sms", "+14155550001")
         stopped = await queue_notification(conn, "+14155550001")  # older: claimed first
         kept = await queue_notification(conn, "+14155550002")
         async with running_service(config, ENVIRON) as service:
@@ -323,10 +320,7 @@ async def test_a_paused_campaign_waits_and_resumes(
     config = service_config(infrastructure, database_url, base)
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO campaigns (domain, campaign_id, status, created_by)"
-            " VALUES ('acme', 'spring', 'paused', 'test')"
-        )
+        await campaign(conn, "spring", "paused")
         paused = [
             await queue_notification(conn, f"+1415555030{n}", campaign_id="spring")
             for n in range(3)
@@ -353,10 +347,7 @@ async def test_a_cancelled_campaign_s_messages_are_cancelled(
     config = service_config(infrastructure, database_url, base)
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO campaigns (domain, campaign_id, status, created_by)"
-            " VALUES ('acme', 'autumn', 'cancelled', 'test')"
-        )
+        await campaign(conn, "autumn", "cancelled")
         cancelled = [
             await queue_notification(conn, f"+1415555040{n}", campaign_id="autumn")
             for n in range(2)
@@ -449,10 +440,7 @@ async def test_a_restart_mid_campaign_sends_every_message_exactly_once(
     )
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO campaigns (domain, campaign_id, status, created_by)"
-            " VALUES ('acme', 'winter', 'running', 'test')"
-        )
+        await campaign(conn, "winter", "running")
         ids = [
             await queue_notification(conn, f"+141555506{n:02d}", campaign_id="winter")
             for n in range(60)
