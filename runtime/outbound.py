@@ -46,6 +46,7 @@ from schemas.limits import (
     CHANNEL_TEXT_MAX,
     TEMPLATE_PARAMETERS_MAX,
     TemplateName,
+    keyword_form,
 )
 
 TEMPLATES_MAX = 500
@@ -73,7 +74,6 @@ DEFAULT_OPT_IN_KEYWORDS = ("START", "UNSTOP", "OPTIN")
 an agent."""
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([1-9][0-9]?)\s*\}\}")
-_TRAILING = re.compile(r"[\s.!?¡¿,;:]+$")
 
 
 class Rate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -158,12 +158,6 @@ def fill_template(template: TemplateConfig, parameters: Sequence[str]) -> tuple[
     return use, text
 
 
-def _keyword(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text.strip())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
-    return _TRAILING.sub("", folded).upper()
-
-
 class OutboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     templates: Annotated[list[TemplateConfig], msgspec.Meta(max_length=TEMPLATES_MAX)] = []
     """Approved templates: business-started WhatsApp messages, and replies after the
@@ -195,8 +189,8 @@ class OutboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
                     " is registered twice"
                 )
             seen.add(key)
-        out = {_keyword(k) for k in self.opt_out_keywords}
-        both = out & {_keyword(k) for k in self.opt_in_keywords}
+        out = {keyword_form(k) for k in self.opt_out_keywords}
+        both = out & {keyword_form(k) for k in self.opt_in_keywords}
         if both:
             raise ValueError(f"keywords both opt out and opt in: {sorted(both)}")
 
@@ -220,7 +214,7 @@ class OutboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         """What a customer's message says about consent (None: nothing)."""
         if channel not in self.keyword_channels or len(text) > KEYWORD_MAX * 2:
             return None
-        word = _keyword(text)
+        word = keyword_form(text)
         if not word:
             return None
         out, into = _keyword_sets(self.opt_out_keywords, self.opt_in_keywords)
@@ -235,4 +229,4 @@ class OutboundConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 def _keyword_sets(
     opt_out: tuple[str, ...], opt_in: tuple[str, ...]
 ) -> tuple[frozenset[str], frozenset[str]]:
-    return frozenset(map(_keyword, opt_out)), frozenset(map(_keyword, opt_in))
+    return frozenset(map(keyword_form, opt_out)), frozenset(map(keyword_form, opt_in))

@@ -20,6 +20,7 @@ from schemas.limits import (
     Address,
     AgentId,
     Attributes,
+    BotId,
     CampaignId,
     Code,
     ConversationId,
@@ -28,6 +29,7 @@ from schemas.limits import (
     EventId,
     Language,
     Name,
+    Note,
     Priority,
     QueueName,
     SkillName,
@@ -222,6 +224,32 @@ class CustomerConsentRequested(Event, frozen=True, kw_only=True, tag="customer.c
     note: Code | None = None
 
 
+class ConversationTakeoverRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.takeover_requested"
+):
+    """A person takes a conversation a bot owns (mid-turn included): the bot's pending
+    and later answers are refused, and the person owns it at once, beyond their capacity
+    if need be (they chose to)."""
+
+    conversation_id: ConversationId
+    agent_id: AgentId
+    """The person who takes it."""
+
+
+class ConversationHandbackRequested(
+    Event, frozen=True, kw_only=True, tag="conversation.handback_requested"
+):
+    """Its owner (or an admin) hands a conversation back to a bot: a survey, after hours.
+    The person's slot is free; the bot gets a ``bot.turn`` with the note."""
+
+    conversation_id: ConversationId
+    agent_id: AgentId | None = None
+    """The acting agent (its owner); None when an admin hands it back."""
+    bot_id: BotId | None = None
+    """The bot (None: the bot of the conversation's queue)."""
+    note: Note = ""
+
+
 class AgentReplied(Event, frozen=True, kw_only=True, tag="conversation.agent_replied"):
     """An agent's reply left for the customer (first response, waiting on customer)."""
 
@@ -243,6 +271,8 @@ AgentCommand = (
     | CustomerUnlinkRequested
     | CustomerMergeRequested
     | CustomerConsentRequested
+    | ConversationTakeoverRequested
+    | ConversationHandbackRequested
 )
 
 AgentEvent = (
@@ -262,6 +292,8 @@ AgentEvent = (
     | CustomerMergeRequested
     | CustomerNotified
     | CustomerConsentRequested
+    | ConversationTakeoverRequested
+    | ConversationHandbackRequested
 )
 
 AGENT_EVENT_DECODER: msgspec.json.Decoder[AgentEvent] = msgspec.json.Decoder(AgentEvent)

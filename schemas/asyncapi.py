@@ -20,6 +20,7 @@ import msgspec
 from schemas.cloudevents import CONTENT_TYPE, SPEC_VERSION
 from schemas.topics import (
     AGENTS,
+    BOTS,
     DLQ,
     DLQ_OFFSET,
     DLQ_PARTITION,
@@ -60,8 +61,15 @@ TOPICS: dict[str, tuple[str, str]] = {
     ),
     OUTBOUND: (
         "conversationsOutbound",
-        "Agents' replies for the channel adapters to deliver through the providers' APIs. "
-        "Egress is idempotent on the record's id.",
+        "Agents' and bots' replies, and business-started messages, for the channel adapters "
+        "to deliver through the providers' APIs. Egress is idempotent on the record's id.",
+    ),
+    BOTS: (
+        "botsEvents",
+        "Bots' answers to the bot.turn events of conversations.routing: replies, hand-offs "
+        "to people (with a summary, intent and skills), resolutions and failures. Applied by "
+        "the router only while the bot owns the conversation; otherwise refused with "
+        "command.rejected. Keyed by domain; as many partitions as conversations.inbound.",
     ),
     DLQ: (
         "switchboardDlq",
@@ -99,6 +107,18 @@ OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
         "The router applies agent events and commands to the owning domain's state.",
     ),
     (
+        "publishBotAnswers",
+        "send",
+        BOTS,
+        "A bot (or, for a bot reached over HTTP, the adapters' bot bridge) answers a turn.",
+    ),
+    (
+        "applyBotAnswers",
+        "receive",
+        BOTS,
+        "The router applies a bot's answer while the bot owns the conversation.",
+    ),
+    (
         "publishRoutingEvents",
         "send",
         ROUTING,
@@ -108,7 +128,7 @@ OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
         "publishReplies",
         "send",
         OUTBOUND,
-        "The router publishes agents' replies for delivery.",
+        "The agent API publishes agents' replies, the router bots' replies, for delivery.",
     ),
     (
         "deliverReplies",

@@ -102,6 +102,20 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
     egress itself reports the outcome of its send."""
 
 
-InboundEvent = MessageReceived | DeliveryStatusChanged
+class HumanReplied(Event, frozen=True, kw_only=True, tag="message.human_replied"):
+    """A person of the business answered the customer outside Switchboard: from a
+    connected device or the provider's own inbox (Messenger and Instagram echoes of
+    messages no app of ours sent). A bot that owns the conversation stops at once:
+    people take it over (``human_replied``)."""
+
+    channel: Channel
+    endpoint: Endpoint
+    customer_address: Address
+    customer_id: CustomerId
+    conversation_key: ConversationKey
+    provider_message_id: ProviderMessageId
+
+
+InboundEvent = MessageReceived | DeliveryStatusChanged | HumanReplied
 
 INBOUND_DECODER: msgspec.json.Decoder[InboundEvent] = msgspec.json.Decoder(InboundEvent)

@@ -28,6 +28,7 @@ C0 control (U+0000 to U+001F), DEL or a lone surrogate, or is longer than its ma
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -95,6 +96,16 @@ LANGUAGE_MAX = 35
 """A BCP 47 language tag (``fr``, ``pt-BR``, ``zh-Hant-TW``)."""
 PRIORITY_MAX = 1000
 """Conversation priorities lie in ``-PRIORITY_MAX`` to ``PRIORITY_MAX`` (higher first)."""
+BOT_ID_MAX = 64
+"""Bot ids (configured: letters, digits, ``-`` and ``_``)."""
+SUMMARY_MAX = 4000
+"""A bot's hand-off summary (what the human reads first)."""
+NOTE_MAX = 1000
+"""A hand-back note to a bot."""
+QUICK_REPLIES_MAX = 13
+"""Quick replies of one message (Messenger's limit, the strictest of the channels)."""
+QUICK_REPLY_MAX = 20
+"""One quick reply's title (Messenger: 20 characters)."""
 TEMPLATE_NAME_MAX = 512
 """A message template's name (WhatsApp: 512) or a provider's template id (Twilio Content SID)."""
 TEMPLATE_PARAMETERS_MAX = 100
@@ -148,6 +159,16 @@ Filename = Annotated[str, msgspec.Meta(max_length=FILENAME_MAX)]
 ContentType = Annotated[str, msgspec.Meta(max_length=CONTENT_TYPE_MAX)]
 Code = Annotated[str, msgspec.Meta(max_length=CODE_MAX)]
 TimeZone = Annotated[str, msgspec.Meta(max_length=TIMEZONE_MAX)]
+BotId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=BOT_ID_MAX, pattern=r"^[A-Za-z0-9_-]+$")
+]
+Summary = Annotated[str, msgspec.Meta(max_length=SUMMARY_MAX, pattern=r"^[^\x00]*$")]
+Note = Annotated[str, msgspec.Meta(max_length=NOTE_MAX, pattern=r"^[^\x00]*$")]
+ReplyText = Annotated[str, msgspec.Meta(max_length=REPLY_TEXT_MAX, pattern=r"^[^\x00]*$")]
+"""A reply written by a bot (NUL refused: storage cannot hold it)."""
+QuickReply = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=QUICK_REPLY_MAX, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=EPOCH_MAX)]
 """Seconds since the Unix epoch (UTC), no later than ``EPOCH_MAX``."""
 Priority = Annotated[int, msgspec.Meta(ge=-PRIORITY_MAX, le=PRIORITY_MAX)]
@@ -201,6 +222,17 @@ def clean_text(value: str, max_chars: int | None = None) -> str:
     if max_chars is not None and len(value) > max_chars:
         value = value[: max_chars - 1] + "…"
     return value
+
+
+_KEYWORD_TRAILING = re.compile(r"[\s.!?¡¿,;:]+$")
+
+
+def keyword_form(text: str) -> str:
+    """How a keyword is compared with a whole message: accents, case, surrounding spaces
+    and final punctuation set aside."""
+    folded = unicodedata.normalize("NFKD", text.strip())
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    return _KEYWORD_TRAILING.sub("", folded).upper()
 
 
 def checked_identifier(field: str, value: str, max_chars: int) -> str:

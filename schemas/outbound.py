@@ -15,10 +15,12 @@ import msgspec
 
 from schemas.common import Attachments, Channel, Event
 from schemas.limits import (
+    QUICK_REPLIES_MAX,
     TEMPLATE_PARAMETERS_MAX,
     Address,
     AgentId,
     Attributes,
+    BotId,
     CampaignId,
     ClientKey,
     ConversationId,
@@ -27,6 +29,7 @@ from schemas.limits import (
     Language,
     ProviderMessageId,
     QueueName,
+    QuickReply,
     Subject,
     TemplateName,
     TemplateParameter,
@@ -91,13 +94,14 @@ class Answerer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
-    """An agent's reply to send to the customer through the conversation's channel.
+    """A reply to send to the customer through the conversation's channel, from an agent
+    (``agent_id``) or a bot (``bot_id``): exactly one of them.
 
     ``id`` is the outbound message id: egress is idempotent on it.
     """
 
     conversation_id: ConversationId
-    agent_id: AgentId
+    agent_id: AgentId | None = None
     channel: Channel
     endpoint: Endpoint
     customer_address: Address
@@ -110,6 +114,16 @@ class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     """Send this template instead of ``text`` (the free-form window has closed)."""
     message_tag: MessageTag | None = None
     """Meta's tag for a reply outside the 24 h window (Messenger, Instagram)."""
+    bot_id: BotId | None = None
+    """The bot that wrote it."""
+    quick_replies: Annotated[
+        tuple[QuickReply, ...], msgspec.Meta(max_length=QUICK_REPLIES_MAX)
+    ] = ()
+    """Suggested answers, where the channel has them (a bot's)."""
+
+    def __post_init__(self) -> None:
+        if (self.agent_id is None) == (self.bot_id is None):
+            raise ValueError("a reply names exactly one of agent_id and bot_id")
 
 
 class NotificationRequested(Event, frozen=True, kw_only=True, tag="notification.requested"):

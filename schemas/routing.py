@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.common import Channel, Event, Strategy
+from schemas.bots import BotHandoff, Handoff, HandoffReason
+from schemas.common import Attachments, Channel, Event, Strategy
 from schemas.inbound import Consent, DeliveryStatus
 from schemas.limits import (
     Address,
     AgentId,
+    Attributes,
+    BotId,
     Code,
     ConversationId,
     CustomerId,
     EventId,
+    Language,
+    Note,
     ProviderMessageId,
     QueueName,
+    Subject,
+    Text,
 )
 
 
@@ -78,6 +85,9 @@ class ConversationAssigned(
     """When the provider's free-form reply window closes (None: no such window)."""
     reply_window_closed: bool = False
     """The window has closed: a reply now needs an approved template."""
+    handoff: BotHandoff | None = None
+    """Set on the first assignment to a person after a bot handed the conversation off:
+    what the bot learned (``waited_seconds`` is then the time to a person)."""
 
 
 class ConversationFallback(
@@ -112,6 +122,10 @@ class ConversationOverflowed(
 class ConversationClosed(ConversationEvent, frozen=True, kw_only=True, tag="conversation.closed"):
     agent_id: AgentId | None = None
     reason: str = "resolved"
+    bot_id: BotId | None = None
+    """The bot that owned it when it closed."""
+    contained: bool = False
+    """A bot owned it to the end and no person ever took part: the bot contained it."""
 
 
 class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.routed"):
@@ -127,6 +141,8 @@ class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.r
     answers_outbound_id: EventId | None = None
     """The business-started message (``notification.requested``) this message answers:
     set on the message that opened the notification's conversation."""
+    bot_id: BotId | None = None
+    """The bot that owns the conversation and gets the message (as ``bot.turn``)."""
 
 
 class ConversationReplyWindowClosed(
@@ -172,6 +188,70 @@ class ConversationSnoozed(ConversationEvent, frozen=True, kw_only=True, tag="con
 
     agent_id: AgentId
     until: float | None
+
+
+class ConversationBotAssigned(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.bot_assigned"
+):
+    """A bot owns the conversation now: a new conversation of a bot-first queue
+    (``reason`` ``bot_first``), or a person handed it back (``handback``, with their
+    note). Nobody else answers the customer while it does."""
+
+    bot_id: BotId
+    reason: Code
+    from_agent_id: AgentId | None = None
+    """The person who handed it back."""
+    note: Note = ""
+
+
+class BotTurn(ConversationEvent, frozen=True, kw_only=True, tag="bot.turn"):
+    """The bot that owns the conversation is to answer: the customer wrote (``message_id``
+    and the message), or a person handed it back (``note``). Answer on ``bots.events``
+    with ``turn_id`` = this event's ``id`` before ``answer_by``, or people take over
+    (``bot_timeout``)."""
+
+    bot_id: BotId
+    answer_by: float
+    turn: int
+    """Customer turns since the bot last reported progress (the loop guard's count)."""
+    message_id: EventId | None = None
+    provider_message_id: ProviderMessageId | None = None
+    """The provider's id of the message: answer with it as ``in_reply_to``."""
+    text: Text = ""
+    attachments: Attachments = ()
+    subject: Subject | None = None
+    note: Note = ""
+    """A hand-back's note from the person."""
+    language: Language | None = None
+    attributes: Attributes = {}
+    """The conversation's context."""
+    customer_address: Address = ""
+    """The customer's channel identity (to greet a known customer, look up an order)."""
+
+
+class ConversationHandedOff(
+    ConversationEvent, frozen=True, kw_only=True, tag="conversation.handed_off"
+):
+    """The conversation went from a bot to people, with what the bot learned, and what the
+    customer can be told now: ``position`` in the wait, ``expected_wait_seconds`` (None:
+    unknown), ``opens_at`` when the queue is closed, and the channels the customer may
+    continue on instead (``continue_on``)."""
+
+    bot_id: BotId
+    reason: HandoffReason
+    handoff: Handoff
+    to_agent_id: AgentId | None = None
+    """Set when a named person took it over (``takeover``)."""
+    position: int | None = None
+    """Conversations ahead of it at its step (0: first in line; None: not waiting)."""
+    agents_online: int = 0
+    """People online who could take it at its step (with the channel)."""
+    expected_wait_seconds: float | None = None
+    """The queue's measured estimate (see the README's Bots section); None: unknown."""
+    opens_at: float | None = None
+    """When its queue opens, if it is closed now."""
+    continue_on: tuple[Channel, ...] = ()
+    """Channels the bot may offer instead of waiting (the bot's ``continue_on``)."""
 
 
 class CustomerLinked(Event, frozen=True, kw_only=True, tag="customer.linked"):
@@ -252,6 +332,9 @@ RoutingEvent = (
     | ConversationOutsideHours
     | ConversationUpdated
     | ConversationSnoozed
+    | ConversationBotAssigned
+    | BotTurn
+    | ConversationHandedOff
     | CustomerLinked
     | CustomerMerged
     | CustomerConsentChanged

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.agents import AgentEvent
+from schemas.bots import BotEvent
 from schemas.inbound import InboundEvent
 from schemas.outbound import OutboundEvent
 from schemas.routing import RoutingEvent
@@ -14,8 +15,10 @@ INBOUND = "conversations.inbound"
 AGENTS = "agents.events"
 ROUTING = "conversations.routing"
 OUTBOUND = "conversations.outbound"
+BOTS = "bots.events"
+"""Bots' answers (keyed by domain; as many partitions as the inbound topic)."""
 DLQ = "switchboard.dlq"
-ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, DLQ)
+ALL_TOPICS = (INBOUND, AGENTS, ROUTING, OUTBOUND, BOTS, DLQ)
 CONFIG = "switchboard.config"
 """The current runtime configuration (one partition, compacted): every process follows
 it to apply a new version without a restart. Internal to Switchboard: not an event
@@ -27,6 +30,7 @@ TOPIC_TYPES: dict[str, Any] = {
     AGENTS: AgentEvent,
     ROUTING: RoutingEvent,
     OUTBOUND: OutboundEvent,
+    BOTS: BotEvent,
 }
 
 # Headers of a dead letter (``switchboard.dlq``), besides the original record's own.

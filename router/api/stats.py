@@ -7,7 +7,6 @@ batch's rows in one transaction, so each figure is consistent with some batch bo
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,13 +21,11 @@ from router.api.models import (
     epoch,
 )
 from router.engine import AgentRecord, DomainPolicy
+from runtime.stats import ESTIMATE_WINDOW_SECONDS, estimate_wait
 from schemas import Attachment, Presence
 
 _attachments = msgspec.json.Decoder(tuple[Attachment, ...])
 _agent = msgspec.json.Decoder(AgentRecord)
-
-ESTIMATE_WINDOW_SECONDS = 3600.0
-"""Recent assignments measured for waits and throughput."""
 
 
 def day_start(now: float) -> datetime:
@@ -185,34 +182,6 @@ SELECT record->>'queue' AS queue, waited_seconds
 FROM assignments
 WHERE domain = $1 AND offered_at >= to_timestamp($2) AND strategy <> 'transfer'
 """
-
-
-def estimate_wait(
-    waiting: int, free_slots: int, agents_online: int, recent_waits: Sequence[float]
-) -> float | None:
-    """Expected wait of a conversation arriving now in the queue.
-
-    - Nobody online to serve the queue: unknown (None).
-    - More free slots than waiting conversations: it would be handed out at once, so the
-      estimate is the median wait of the queue's assignments of the last hour (which
-      includes the preferred-agent holds), or 0 without any.
-    - Otherwise the conversation joins the line behind ``waiting`` others, served at the
-      queue's recent throughput ``len(recent_waits) / window``: ``(waiting + 1 -
-      free_slots) / throughput``, and never less than the recent median wait; with no
-      assignment in the window there is no throughput to measure: unknown (None).
-
-    A deliberately simple estimator (Little's law on the last hour); it does not model
-    channels, skills or the fallback ladder separately.
-    """
-    if agents_online == 0:
-        return None
-    median = statistics.median(recent_waits) if recent_waits else 0.0
-    if free_slots > waiting:
-        return round(median, 3)
-    if not recent_waits:
-        return None
-    throughput = len(recent_waits) / ESTIMATE_WINDOW_SECONDS
-    return round(max(median, (waiting + 1 - free_slots) / throughput), 3)
 
 
 async def queue_views(

@@ -143,6 +143,9 @@ def assign(
     conversation.step_until = None
     conversation.last_activity_at = now
     schedule_inactivity(state, conversation)
+    conversation.had_human = True
+    handoff = conversation.handoff if conversation.handoff_open else None
+    conversation.handoff_open = False
     customer = call.customer(conversation.customer_id)
     customer.last_agent_id = agent.agent_id
     customer.last_handled_at = now
@@ -163,6 +166,7 @@ def assign(
             candidates=record.candidates,
             reply_window_ends_at=conversation.window_ends_at,
             reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
+            handoff=handoff,
         )
     )
 
@@ -238,6 +242,8 @@ def close(call: Call, conversation: Conversation, reason: str) -> None:
     carries when and why)."""
     state = call.state
     owner = conversation.owner
+    bot = conversation.bot
+    contained = bot is not None and not conversation.had_human
     if reason == "resolved" and owner is not None and conversation.status in (_ASSIGNED, _IDLE):
         weight = state.policy.affinity.resolved_weight
         bump_affinity(call, conversation.customer_id, owner.agent_id, weight)
@@ -257,5 +263,7 @@ def close(call: Call, conversation: Conversation, reason: str) -> None:
             conversation,
             agent_id=None if owner is None else owner.agent_id,
             reason=reason,
+            bot_id=bot,
+            contained=contained,
         )
     )

@@ -79,6 +79,10 @@ class Call:
         self.n += 1
         return value
 
+    def id_at(self, n: int) -> str:
+        """The ``n``-th id of the call (one reserved earlier by advancing ``n``)."""
+        return make_id(f"{self.cause}/{n}")
+
     def emit(self, event: RoutingEvent) -> None:
         self.effects.append(Emit(event))
 

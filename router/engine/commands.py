@@ -77,6 +77,8 @@ def on_accept(call: Call, event: ConversationAcceptRequested) -> None:
         reason = agent.unavailable_reason(conversation.channel)
         if reason != "chosen":
             refusal = reason
+    elif conversation.status is ConversationStatus.BOT:
+        refusal = "bot_owned"  # a person takes it with a takeover
     elif conversation.owner is agent:
         refusal = "already_owner"
     else:

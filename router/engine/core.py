@@ -69,6 +69,7 @@ from router.engine.agents import (
     set_profile,
     tick_agents,
 )
+from router.engine.bots import fire_bot, on_bot_answer, on_handback, on_human_replied, on_takeover
 from router.engine.call import Call
 from router.engine.commands import (
     on_accept,
@@ -91,6 +92,7 @@ from router.engine.records import (
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
+    DeadlineKind,
     IdentityRecord,
 )
 from router.engine.routing import enqueue, finish
@@ -102,10 +104,16 @@ from schemas import (
     AgentRegistered,
     AgentRemoved,
     AgentReplied,
+    BotFailed,
+    BotHandoffRequested,
+    BotReplied,
+    BotResolved,
     ConversationAcceptRequested,
     ConversationCloseRequested,
     ConversationDeclineRequested,
+    ConversationHandbackRequested,
     ConversationSnoozeRequested,
+    ConversationTakeoverRequested,
     ConversationTransferRequested,
     ConversationUpdateRequested,
     CustomerConsentRequested,
@@ -114,6 +122,7 @@ from schemas import (
     CustomerNotified,
     CustomerOwnerSet,
     CustomerUnlinkRequested,
+    HumanReplied,
     MessageReceived,
     PresenceChanged,
 )
@@ -136,7 +145,18 @@ EngineInput = (
     | CustomerMergeRequested
     | CustomerNotified
     | CustomerConsentRequested
+    | ConversationTakeoverRequested
+    | ConversationHandbackRequested
+    | HumanReplied
+    | BotReplied
+    | BotHandoffRequested
+    | BotResolved
+    | BotFailed
 )
+
+_FIRE = {**FIRE, DeadlineKind.BOT: fire_bot}
+"""``FIRE`` and the bots' answer deadline (``router.engine.bots`` sits above the
+deadlines module: it hands off through routing and commands)."""
 
 _WAITING = ConversationStatus.WAITING
 _OFFERED = ConversationStatus.OFFERED
@@ -198,6 +218,14 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_notified(call, event)
         case CustomerConsentRequested():
             on_consent_requested(call, event)
+        case ConversationTakeoverRequested():
+            on_takeover(call, event)
+        case ConversationHandbackRequested():
+            on_handback(call, event)
+        case HumanReplied():
+            on_human_replied(call, event)
+        case BotReplied() | BotHandoffRequested() | BotResolved() | BotFailed():
+            on_bot_answer(call, event)
         case _:
             assert_never(event)
     return finish(call)
@@ -238,7 +266,7 @@ def tick(state: DomainState, now: float) -> list[Effect]:
             cause = f"deadline:{conversation.conversation_id}:{deadline!r}:{kind}:"
             call = Call(state, now, cause + conversation.step_name)
             state.schedule(conversation, None, None)
-            FIRE[kind](call, conversation)
+            _FIRE[kind](call, conversation)
             effects.extend(finish(call))
 
 
@@ -409,6 +437,12 @@ def _restore_conversation(
             state.policy.language_skill,
         )
     conversation.snoozed_until = record.snoozed_until
+    conversation.bot = record.bot_id
+    conversation.bot_turn_id = record.bot_turn_id
+    conversation.bot_turns = record.bot_turns
+    conversation.handoff = record.handoff
+    conversation.handoff_open = record.handoff_open
+    conversation.had_human = record.had_human
     conversation.window_ends_at = record.reply_window_ends_at
     conversation.window_state = (
         WindowState.CLOSED

@@ -15,7 +15,7 @@ from router.engine.records import (
     CustomerRecord,
     IdentityRecord,
 )
-from schemas import CustomerConsentChanged, MessageReceived, RoutingEvent
+from schemas import CustomerConsentChanged, MessageReceived, ReplyRequested, RoutingEvent
 
 
 class Emit(msgspec.Struct, frozen=True):
@@ -74,8 +74,16 @@ class SaveConsent(msgspec.Struct, frozen=True):
     """Who recorded it through the API (None: the customer, or an admin token)."""
 
 
+class SendReply(msgspec.Struct, frozen=True):
+    """Publish a bot's ``reply`` on ``conversations.outbound`` (through the outbox) and
+    record it as the conversation's outbound message."""
+
+    reply: ReplyRequested
+
+
 Effect = (
     Emit
+    | SendReply
     | SaveAgent
     | SaveConversation
     | SaveCustomer

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from router.engine.assignment import end_assignment, schedule_inactivity
+from router.engine.bots import bot_first, on_bot_message
 from router.engine.call import Call, make_id
 from router.engine.deadlines import wake
 from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
@@ -33,6 +34,7 @@ _OFFERED = ConversationStatus.OFFERED
 _ASSIGNED = ConversationStatus.ASSIGNED
 _IDLE = ConversationStatus.IDLE
 _OVERFLOWED = ConversationStatus.OVERFLOWED
+_BOT = ConversationStatus.BOT
 _CLOSED = ConversationStatus.CLOSED
 _ONLINE = Presence.ONLINE
 _WINDOW_CLOSED = WindowState.CLOSED
@@ -140,7 +142,8 @@ def on_message(call: Call, message: MessageReceived) -> None:
         call.effects.append(SaveMessage(message, conversation.conversation_id))
         if message.reply_window_ends_at is not None:
             note_window(state, conversation, message.reply_window_ends_at, now)
-        route(call, conversation, None)
+        if not bot_first(call, conversation, message, answered):
+            route(call, conversation, None)
     else:
         call.effects.append(SaveMessage(message, conversation.conversation_id))
         conversation.last_customer_message_at = now
@@ -148,7 +151,10 @@ def on_message(call: Call, message: MessageReceived) -> None:
         conversation.message_count += 1
         if message.reply_window_ends_at is not None:
             note_window(state, conversation, message.reply_window_ends_at, now)
-        _ON_MESSAGE[conversation.status](call, conversation)
+        if conversation.status is _BOT:
+            on_bot_message(call, conversation, message)
+        else:
+            _ON_MESSAGE[conversation.status](call, conversation)
     call.conversations[conversation.conversation_id] = conversation
     owner = conversation.owner
     call.emit(
@@ -164,6 +170,7 @@ def on_message(call: Call, message: MessageReceived) -> None:
             reply_window_ends_at=conversation.window_ends_at,
             reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
             answers_outbound_id=None if answered is None else answered.outbound_id,
+            bot_id=conversation.bot,
         )
     )
 
@@ -196,12 +203,18 @@ def _message_to_closed(call: Call, conversation: Conversation) -> None:
     raise EngineError(f"closed conversation {conversation.conversation_id} is still indexed")
 
 
+def _message_to_bot(call: Call, conversation: Conversation) -> None:
+    raise EngineError(f"bot-owned {conversation.conversation_id} takes messages with the message")
+
+
 _ON_MESSAGE: dict[ConversationStatus, Callable[[Call, Conversation], None]] = {
     _ASSIGNED: _message_to_assigned,
     _IDLE: _message_to_idle,
     _WAITING: _message_while_routing,
     _OFFERED: _message_while_routing,
     _OVERFLOWED: _message_to_overflowed,
+    _BOT: _message_to_bot,
     _CLOSED: _message_to_closed,
 }
-"""What a customer message does to an open conversation, by its status."""
+"""What a customer message does to an open conversation, by its status (a bot-owned one:
+``router.engine.bots.on_bot_message``, which needs the message)."""

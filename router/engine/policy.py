@@ -50,6 +50,15 @@ Example (TOML)::
     agents_from = ["*"]
     skills = []
     wait = 600                                  # the queue's final timeout: overflowed
+
+    [domains.acme.routing.queues.sales]
+    bot = "helper"                              # bot first; the steps are the people after it
+    returning = "last_agent"                    # customers with a last agent go to them
+
+    [domains.acme.routing.bots.helper]          # see router.engine.bots
+    answer_timeout = 15
+    max_turns = 6
+    continue_on = ["email"]
 """
 
 from __future__ import annotations
@@ -61,12 +70,18 @@ import msgspec
 
 from router.engine.calendar import BusinessCalendar
 from schemas import Channel
-from schemas.limits import QUEUE_MAX, SKILL_MAX, is_identifier
+from schemas.bot_webhook import BotWebhook
+from schemas.limits import BOT_ID_MAX, QUEUE_MAX, SKILL_MAX, is_identifier, keyword_form
 
 MAX_CALENDARS = 100
 """Calendars one domain may define."""
+MAX_BOTS = 50
+"""Bots one domain may define (each is a ``bot`` label value of the metrics)."""
+HUMAN_KEYWORDS_MAX = 50
 
-RESERVED_STEP_NAMES = frozenset({"preferred", "affinity", "transfer", "manual", "after_hours"})
+RESERVED_STEP_NAMES = frozenset(
+    {"preferred", "affinity", "transfer", "manual", "after_hours", "takeover", "bot"}
+)
 """Step names the engine uses itself (the preferred hold, transfers, manual pick-ups)."""
 
 ANY_AGENT = "*"
@@ -185,6 +200,58 @@ def _default_steps() -> tuple[StepPolicy, ...]:
     return (StepPolicy(name="queue"),)
 
 
+class Returning(enum.StrEnum):
+    """Who a bot-first queue gives a new conversation of a customer who was served before."""
+
+    BOT = "bot"
+    """The bot, like everyone (it can hand off to their last agent, who is preferred)."""
+    LAST_AGENT = "last_agent"
+    """Their last agent (still in the domain) directly: normal routing, no bot."""
+
+
+class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An automated participant (bot, AI agent): ``[domains.<name>.routing.bots.<id>]``.
+
+    It owns the conversations of the queues whose ``bot`` names it until it resolves
+    them or hands them to people (the queue's steps). It is never anyone's preferred or
+    last agent."""
+
+    answer_timeout: float = 20.0
+    """Seconds the bot has to answer a turn; then people take over (``bot_timeout``)."""
+    max_turns: int = 10
+    """Customer turns without the bot reporting progress after which people take over
+    (``no_progress``): a bot going round in circles."""
+    human_keywords: tuple[str, ...] = (
+        "agent",
+        "human",
+        "person",
+        "operator",
+        "representative",
+        "talk to a human",
+        "talk to a person",
+        "speak to a human",
+        "speak to a person",
+        "real person",
+    )
+    """A customer message that is one of these (whole message; case, accents and final
+    punctuation aside) goes to people at once (``customer_asked``), before the bot."""
+    continue_on: tuple[Channel, ...] = ()
+    """Channels the bot may offer when people cannot come soon (in the hand-off event)."""
+    webhook: BotWebhook | None = None
+    """How to reach the bot over HTTP (``schemas.bot_webhook``); unset: it reads ``bot.turn``
+    from the routing topic and answers on ``bots.events``."""
+
+    def __post_init__(self) -> None:
+        if self.answer_timeout <= 0:
+            raise ValueError("answer_timeout must be > 0")
+        if self.max_turns < 1:
+            raise ValueError("max_turns must be >= 1")
+        if len(self.human_keywords) > HUMAN_KEYWORDS_MAX:
+            raise ValueError(f"at most {HUMAN_KEYWORDS_MAX} human_keywords")
+        if any(not keyword_form(word) or len(word) > 100 for word in self.human_keywords):
+            raise ValueError("human_keywords are 1 to 100 characters, not only punctuation")
+
+
 class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A queue: its ladder of steps after the preferred agent, and how it hands work out."""
 
@@ -213,6 +280,12 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     one agent at once (offered or assigned, within the agent's own capacity); routing
     passes over an agent at the limit. A manual pick-up or a transfer to a named agent is
     not limited by it."""
+    bot: str | None = None
+    """Bot first: a bot of the domain's ``bots`` owns each new conversation of the queue
+    (at any hour) until it resolves it or hands it off; the steps are the people after it."""
+    returning: Returning = Returning.BOT
+    """With ``bot``: ``bot`` (every new conversation starts with the bot) or
+    ``last_agent`` (a customer whose last agent is still in the domain goes to them)."""
 
     def __post_init__(self) -> None:
         if any(value <= 0 for value in self.first_response_sla.values()):
@@ -320,11 +393,28 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     calendars: dict[str, BusinessCalendar] = {}
     """Business-hours calendars by name, for the queues' ``calendar``
     (see ``router.engine.calendar``)."""
+    bots: dict[str, BotPolicy] = {}
+    """Automated participants by id, for the queues' ``bot`` and hand-backs
+    (see ``router.engine.bots``)."""
 
     def __post_init__(self) -> None:
         if len(self.calendars) > MAX_CALENDARS:
             raise ValueError(f"at most {MAX_CALENDARS} calendars")
+        if len(self.bots) > MAX_BOTS:
+            raise ValueError(f"at most {MAX_BOTS} bots")
+        for name in self.bots:
+            if (
+                not name
+                or len(name) > BOT_ID_MAX
+                or not name.replace("-", "").replace("_", "").isalnum()
+                or not name.isascii()
+            ):
+                raise ValueError(
+                    f"bots.{name}: bot ids are 1 to {BOT_ID_MAX} ASCII letters, digits, '-', '_'"
+                )
         for name, queue in self.queues.items():
+            if queue.bot is not None and queue.bot not in self.bots:
+                raise ValueError(f"queues.{name}.bot: no bot {queue.bot!r} in bots")
             if queue.calendar is not None and queue.calendar not in self.calendars:
                 raise ValueError(f"queues.{name}.calendar: no calendar {queue.calendar!r}")
             target = queue.after_hours_queue

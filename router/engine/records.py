@@ -11,13 +11,22 @@ import enum
 
 import msgspec
 
-from schemas import AgentSchedule, AnswerMode, CandidateNote, Channel, Presence, Strategy
+from schemas import (
+    AgentSchedule,
+    AnswerMode,
+    BotHandoff,
+    CandidateNote,
+    Channel,
+    Presence,
+    Strategy,
+)
 
 
 class ConversationStatus(enum.StrEnum):
     """Where a conversation is in its life.
 
     ``waiting``: held for its preferred agent or queued at a step of its queue.
+    ``bot``: owned by a bot (``bot_id``), which answers it; no person holds it.
     ``offered``: offered to one agent, who holds a capacity slot until accepting or the
     offer expires. ``assigned``: owned, and holding a slot of its owner. ``idle``: still
     owned, slot released after inactivity. ``overflowed``: nobody took it within the
@@ -33,6 +42,7 @@ class ConversationStatus(enum.StrEnum):
     ASSIGNED = "assigned"
     IDLE = "idle"
     OVERFLOWED = "overflowed"
+    BOT = "bot"
     CLOSED = "closed"
 
 
@@ -52,6 +62,8 @@ class DeadlineKind(enum.StrEnum):
     starts."""
     SNOOZE = "snooze"
     """A snoozed conversation comes back to its owner."""
+    BOT = "bot"
+    """The bot's answer to a turn is due: people take over (``bot_timeout``)."""
 
 
 class AgentDeadlineKind(enum.StrEnum):
@@ -153,6 +165,19 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     attributes: dict[str, str] = {}
     snoozed_until: float | None = None
     """Set while the owner snoozed it (status ``idle``): when it comes back to them."""
+    bot_id: str | None = None
+    """The bot that owns it (status ``bot``)."""
+    bot_turn_id: str | None = None
+    """The bot's latest turn (``bot.turn`` id); its answer is due while the deadline
+    kind is ``bot``."""
+    bot_turns: int = 0
+    """Customer turns since the bot last reported progress."""
+    handoff: BotHandoff | None = None
+    """The latest hand-off from a bot to people."""
+    handoff_open: bool = False
+    """Handed off, and no person assigned since."""
+    had_human: bool = False
+    """A person owned it at some point (then a bot's close is not containment)."""
 
 
 class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -81,6 +81,12 @@ def conversation_record(
         reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
         closed_at=None if closed is None else closed[0],
         close_reason=None if closed is None else closed[1],
+        bot_id=conversation.bot,
+        bot_turn_id=conversation.bot_turn_id,
+        bot_turns=conversation.bot_turns,
+        handoff=conversation.handoff,
+        handoff_open=conversation.handoff_open,
+        had_human=conversation.had_human,
     )
 
 

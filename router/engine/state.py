@@ -24,7 +24,14 @@ import enum
 import heapq
 
 from router.engine.calendar import CompiledCalendar
-from router.engine.policy import ANY_AGENT, AfterHours, DomainPolicy, QueueMode
+from router.engine.policy import (
+    ANY_AGENT,
+    AfterHours,
+    BotPolicy,
+    DomainPolicy,
+    QueueMode,
+    Returning,
+)
 from router.engine.records import (
     AgentDeadlineKind,
     AssignmentRecord,
@@ -33,7 +40,8 @@ from router.engine.records import (
     ExpectationRecord,
     IdentityRecord,
 )
-from schemas import AgentSchedule, CandidateNote, Channel, Presence
+from schemas import AgentSchedule, BotHandoff, CandidateNote, Channel, Presence
+from schemas.limits import keyword_form
 
 AgentEntry = tuple[float, float, str, int]
 """(occupancy, idle since, agent id, version) in an ``available`` heap."""
@@ -58,6 +66,10 @@ class LadderStep(enum.IntEnum):
     """Handed to one of the customer's affinity agents."""
     AFTER_HOURS = -5
     """Held outside the queue's business hours, offered to nobody, until it opens."""
+    TAKEOVER = -6
+    """Taken from a bot by a person (``conversation.takeover_requested``)."""
+    BOT = -7
+    """Owned by a bot (status ``bot``)."""
 
     @property
     def step_name(self) -> str:
@@ -122,6 +134,7 @@ class Queue:
     __slots__ = (
         "after_hours",
         "after_hours_queue",
+        "bot",
         "calendar",
         "calendar_name",
         "limits",
@@ -130,6 +143,7 @@ class Queue:
         "offer",
         "offer_timeout",
         "preferred_wait",
+        "returning",
         "sla",
         "step_index",
         "steps",
@@ -165,6 +179,9 @@ class Queue:
         self.after_hours_queue: Queue | None = None
         self.limits: dict[Channel, int] = {}
         """Capacity rule: the queue's conversations one agent may hold per channel."""
+        self.bot: str | None = None
+        """Bot first: the bot that owns its new conversations."""
+        self.returning = Returning.BOT
 
     def index_of(self, name: str) -> int | None:
         """The step index of a step name, the engine's own steps included."""
@@ -174,10 +191,21 @@ class Queue:
         return self.step_index.get(name)
 
 
+class Bot:
+    """A bot of the domain's policy, with its ``human_keywords`` in compared form."""
+
+    __slots__ = ("bot_id", "human_keywords", "policy")
+
+    def __init__(self, bot_id: str, policy: BotPolicy):
+        self.bot_id = bot_id
+        self.policy = policy
+        self.human_keywords = frozenset(keyword_form(word) for word in policy.human_keywords)
+
+
 class Compiled:
     """The policy turned into lookups: queues with their pools, per-channel timeouts."""
 
-    __slots__ = ("close_after", "default_queue", "pools", "queues", "release_after")
+    __slots__ = ("bots", "close_after", "default_queue", "pools", "queues", "release_after")
 
     def __init__(self, policy: DomainPolicy):
         pools: dict[tuple[frozenset[str] | None, frozenset[str]], Pool] = {}
@@ -221,10 +249,13 @@ class Compiled:
                 queue.calendar_name = queue_policy.calendar
             queue.after_hours = queue_policy.after_hours
             queue.limits = dict(queue_policy.max_per_agent)
+            queue.bot = queue_policy.bot
+            queue.returning = queue_policy.returning
             if queue_policy.after_hours_queue is not None:
                 queue.after_hours_queue = self.queues[queue_policy.after_hours_queue]
         self.default_queue = policy.default_queue
         self.pools = list(pools.values())
+        self.bots = {name: Bot(name, bot) for name, bot in sorted(policy.bots.items())}
         self.release_after = {
             channel: policy.inactivity_for(channel).release_after for channel in Channel
         }
@@ -354,6 +385,9 @@ class Conversation:
     __slots__ = (
         "assignment",
         "attributes",
+        "bot",
+        "bot_turn_id",
+        "bot_turns",
         "channel",
         "conversation_id",
         "customer_address",
@@ -363,6 +397,9 @@ class Conversation:
         "endpoint",
         "fell_back",
         "first_response_at",
+        "had_human",
+        "handoff",
+        "handoff_open",
         "heap_due",
         "key",
         "language",
@@ -443,6 +480,13 @@ class Conversation:
         """The skills an agent needs for it: ``skills``, and its language's skill under
         the policy's ``language_skill`` (see ``set_context``)."""
         self.snoozed_until: float | None = None
+        self.bot: str | None = None
+        """The bot that owns it (status ``bot``; ``router.engine.bots``)."""
+        self.bot_turn_id: str | None = None
+        self.bot_turns = 0
+        self.handoff: BotHandoff | None = None
+        self.handoff_open = False
+        self.had_human = False
 
     def set_context(
         self,

@@ -25,9 +25,10 @@ Rules, per record of a fetch:
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 import msgspec
 import structlog
@@ -46,6 +47,7 @@ from router.engine import (
     SaveCustomer,
     SaveIdentity,
     SaveMessage,
+    SendReply,
     apply,
     make_id,
     next_deadline,
@@ -60,13 +62,18 @@ from router.shell.observe import (
 )
 from runtime.dead_letters import DeadRecord
 from runtime.metrics import Metrics
+from runtime.stats import ESTIMATE_WINDOW_SECONDS, estimate_wait
 from schemas import (
     AGENT_EVENT_DECODER,
+    BOT_EVENT_DECODER,
     INBOUND_DECODER,
+    ConversationAssigned,
+    ConversationHandedOff,
     DeliveryStatusChanged,
     MessageReceived,
     OutboundStatusChanged,
     RoutingEvent,
+    Strategy,
 )
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
@@ -75,6 +82,8 @@ log = structlog.get_logger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 APPLY_SLICE = 100
+RECENT_WAITS_MAX = 10_000
+"""Routed assignments remembered per (domain, queue) for the hand-off estimate."""
 """Records applied between two chances for the caller to let other tasks run."""
 
 InputPartition = tuple[str, int]
@@ -180,10 +189,19 @@ class Intake:
         dlq: str,
         source: str,
         metrics: Metrics,
+        bots: str = "",
+        outbound: str = "",
     ) -> None:
         self._inbound = inbound
         self._agents = agents
+        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
+            inbound: INBOUND_DECODER,
+            agents: AGENT_EVENT_DECODER,
+        }
+        if bots:
+            self._decoders[bots] = BOT_EVENT_DECODER
         self._routing = routing
+        self._outbound = outbound
         self._dlq = dlq
         self._source = source
         self._metrics = metrics
@@ -192,6 +210,9 @@ class Intake:
         self.expected: dict[InputPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
         self._first_responses_seen: set[tuple[str, str]] = set()
+        self._recent_waits: dict[tuple[str, str], deque[tuple[float, float]]] = {}
+        """(time, waited seconds) of the last hour's routed assignments per (domain,
+        queue): what a hand-off's expected wait is estimated from."""
 
     def states(self) -> list[DomainState]:
         return [state for domains in self.partitions.values() for state in domains.values()]
@@ -210,7 +231,7 @@ class Intake:
             records = self._in_sequence(tp, records, batch.rewinds)
             if not records:
                 continue
-            decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
+            decoder = self._decoders.get(topic, AGENT_EVENT_DECODER)
             for record in records:
                 value = record.value or b""
                 try:
@@ -342,8 +363,26 @@ class Intake:
         for effect in effects:
             match effect:
                 case Emit(event=event):
+                    if type(event) is ConversationAssigned:
+                        self._note_wait(event)
+                    elif type(event) is ConversationHandedOff:
+                        event = self._with_expected_wait(event)
                     writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
                     emitted.append(event)
+                case SendReply(reply=reply):
+                    writes.outbox.setdefault(partition, []).append(
+                        store.OutboxEvent(
+                            topic=self._outbound,
+                            key=domain.encode(),
+                            value=_encode(reply),
+                            headers=tuple(
+                                encode_headers(
+                                    reply, source=self._source, subject=reply.conversation_id
+                                )
+                            ),
+                        )
+                    )
+                    writes.bot_replies.append(reply)
                 case SaveMessage(message=message, conversation_id=conversation_id):
                     writes.messages.append((message, conversation_id))
                 case SaveConversation(record=record):
@@ -366,6 +405,25 @@ class Intake:
                     writes.consents.append(effect)
                 case _:
                     assert_never(effect)
+
+    def _note_wait(self, event: ConversationAssigned) -> None:
+        if event.strategy in (Strategy.TRANSFER, Strategy.MANUAL):
+            return  # people's choices, not the queue's pace
+        waits = self._recent_waits.get((event.domain, event.queue))
+        if waits is None:
+            waits = self._recent_waits[(event.domain, event.queue)] = deque(maxlen=RECENT_WAITS_MAX)
+        waits.append((event.occurred_at, event.waited_seconds))
+
+    def _with_expected_wait(self, event: ConversationHandedOff) -> ConversationHandedOff:
+        """The hand-off with the queue's measured expected wait (``estimate_wait`` over the
+        last hour this router saw; unknown after a takeover until it has seen some)."""
+        if event.position is None:
+            return event
+        waits = self._recent_waits.get((event.domain, event.queue), ())
+        since = event.occurred_at - ESTIMATE_WINDOW_SECONDS
+        recent = [waited for at, waited in waits if at >= since]
+        expected = estimate_wait(event.position, 0, event.agents_online, recent)
+        return msgspec.structs.replace(event, expected_wait_seconds=expected)
 
     def _outbox_event(self, event: RoutingEvent) -> store.OutboxEvent:
         subject = getattr(event, "conversation_id", None)

@@ -19,12 +19,15 @@ from router.engine import AssignmentRecord, ConversationRecord, ConversationStat
 from router.shell.store import OutboxBatch, OutboxEvent
 from runtime.metrics import Metrics
 from schemas import (
+    BotTurn,
     Channel,
     CommandCompleted,
     CommandRejected,
     ConversationAssigned,
+    ConversationBotAssigned,
     ConversationClosed,
     ConversationFallback,
+    ConversationHandedOff,
     ConversationOffered,
     ConversationOutsideHours,
     ConversationOverflowed,
@@ -139,6 +142,9 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             | ConversationUpdated()
             | ConversationSnoozed()
             | CustomerLinked()
+            | ConversationBotAssigned()
+            | BotTurn()
+            | ConversationHandedOff()
         ):
             pass
         case _:

@@ -2,7 +2,8 @@
 
 Reads a domain's recorded input from PostgreSQL (the only I/O): the inbound ``messages``
 rows (rebuilt into ``MessageReceived`` with their conversation's record) and the
-``agent_events`` log (every applied ``agents.events`` record, migration 0004). Both carry
+``agent_events`` log (every applied ``agents.events`` and ``bots.events`` record and
+``message.human_replied`` echo, migration 0004). Both carry
 the time the router applied them (``messages.created_at``, ``agent_events.applied_at``: the
 batch transaction's time), which is the ``now`` the engine is fed; deadlines fire by
 ``tick`` at their own times, as the shell does. ``switchboard replay`` and the
@@ -25,9 +26,9 @@ import msgspec
 
 from router.engine import DomainPolicy, Emit, EngineInput, apply, new_state, next_deadline, tick
 from router.engine.records import ConversationRecord
+from router.shell.store import RECORDED_DECODER
 from runtime.stats import percentile
 from schemas import (
-    AGENT_EVENT_DECODER,
     Channel,
     ConversationAssigned,
     ConversationFallback,
@@ -108,7 +109,7 @@ async def load_recording(
         agent_events = await conn.fetch(_AGENT_EVENTS, domain, end)
         messages = await conn.fetch(_MESSAGES, domain, start, end)
     for row in agent_events:
-        event = AGENT_EVENT_DECODER.decode(row["payload"])
+        event = RECORDED_DECODER.decode(row["payload"])
         out.append(Recorded(row["applied_at"].timestamp(), 0, float(row["seq"]), event))
     for row in messages:
         record = msgspec.json.decode(row["record"], type=ConversationRecord)

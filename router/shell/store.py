@@ -31,7 +31,7 @@ from router.engine import (
     SaveConsent,
 )
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
-from schemas import AgentEvent, MessageReceived
+from schemas import AgentEvent, BotEvent, HumanReplied, MessageReceived, ReplyRequested
 
 _encode = msgspec.json.Encoder().encode
 
@@ -92,6 +92,11 @@ _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
+RecordedEvent = AgentEvent | BotEvent | HumanReplied
+"""The inputs besides customer messages, in the ``agent_events`` log (``switchboard replay``)."""
+RECORDED_DECODER: msgspec.json.Decoder[RecordedEvent] = msgspec.json.Decoder(RecordedEvent)
+
+
 @dataclass(slots=True)
 class BatchWrites:
     """Everything one batch writes, with later snapshots of a row replacing earlier ones."""
@@ -116,8 +121,11 @@ class BatchWrites:
     """Consent changes, in order."""
     published: list[int] = field(default_factory=list)
     """Outbox rows (``seq``) whose events the broker acknowledged: deleted here."""
-    agent_events: list[AgentEvent] = field(default_factory=list)
-    """Applied ``agents.events`` records, appended to ``agent_events`` (for replay)."""
+    agent_events: list[RecordedEvent] = field(default_factory=list)
+    """Applied ``agents.events`` and ``bots.events`` records and echoes, appended to
+    ``agent_events`` (for replay)."""
+    bot_replies: list[ReplyRequested] = field(default_factory=list)
+    """Bots' replies on their way out: the conversation's outbound messages."""
 
     def absorb(self, later: BatchWrites) -> None:
         """Add a later batch's writes: its snapshots replace this one's, rows append."""
@@ -136,6 +144,7 @@ class BatchWrites:
         self.consents.extend(later.consents)
         self.published.extend(later.published)
         self.agent_events.extend(later.agent_events)
+        self.bot_replies.extend(later.bot_replies)
 
     def note_delivery(self, key: tuple[str, str, str], update: DeliveryUpdate) -> None:
         """Keep the furthest status reported for one message (statuses never go back)."""
@@ -158,6 +167,7 @@ class BatchWrites:
             or self.consents
             or self.published
             or self.agent_events
+            or self.bot_replies
         )
 
 
@@ -184,6 +194,21 @@ SELECT d, i, c, s, to_timestamp(t) FROM unnest($1::text[], $2::text[], $3::text[
     $5::float8[]) AS u(d, i, c, s, t)
 ON CONFLICT (domain, identity) DO UPDATE SET
     customer_id = EXCLUDED.customer_id, source = EXCLUDED.source, linked_at = EXCLUDED.linked_at
+"""
+
+_INSERT_BOT_REPLIES = """
+WITH replies AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+        $6::text[], $7::text[], $8::float8[]) AS t(d, i, c, ch, b, x, a, o)
+), message AS (
+    INSERT INTO messages (domain, message_id, conversation_id, direction, channel, bot_id,
+                          text, attachments, status, occurred_at)
+    SELECT d, i, c, 'outbound', ch, b, x, a::jsonb, 'queued', to_timestamp(o) FROM replies
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel, bot_id, status)
+SELECT d, i, c, ch, b, 'queued' FROM replies
+ON CONFLICT DO NOTHING
 """
 
 _DELETE_AGENTS = """
@@ -478,6 +503,26 @@ async def write_batch(
                     )
                     for e in writes.agent_events
                 ],
+            )
+        if writes.bot_replies:
+            await conn.execute(
+                _INSERT_BOT_REPLIES,
+                *_columns(
+                    (
+                        (
+                            r.domain,
+                            r.id,
+                            r.conversation_id,
+                            str(r.channel),
+                            r.bot_id,
+                            r.text,
+                            _encode(r.attachments).decode(),
+                            r.occurred_at,
+                        )
+                        for r in writes.bot_replies
+                    ),
+                    8,
+                ),
             )
         if writes.outbox:
             partitions = sorted(writes.outbox)

@@ -10,7 +10,7 @@ import pytest
 from router.api.auth import new_token, token_sha256
 from router.api.config import ApiConfig, AuthMode
 from router.api.feed import RoutingFeed
-from router.api.stats import estimate_wait
+from runtime.stats import estimate_wait
 from schemas import CommandRejected, ConversationAssigned, Strategy
 
 

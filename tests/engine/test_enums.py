@@ -13,7 +13,7 @@ from tests.engine.builders import T0, conversation, domain, emitted, message
 
 def test_the_engine_steps_are_the_reserved_step_names() -> None:
     assert {step.step_name for step in LadderStep} == RESERVED_STEP_NAMES
-    assert [int(step) for step in LadderStep] == [-1, -2, -3, -4, -5]
+    assert [int(step) for step in LadderStep] == [-1, -2, -3, -4, -5, -6, -7]
 
 
 def test_a_reply_window_keeps_the_number_of_its_state_in_its_ids() -> None:
