@@ -228,8 +228,8 @@ class ConversationTakeoverRequested(
     Event, frozen=True, kw_only=True, tag="conversation.takeover_requested"
 ):
     """A person takes a conversation a bot owns (mid-turn included): the bot's pending
-    and later answers are refused, and the person owns it at once, beyond their capacity
-    if need be (they chose to)."""
+    and later answers are refused, and the person owns it at once. Refused, as a manual
+    pick-up is, when they are not online with a free slot on its channel."""
 
     conversation_id: ConversationId
     agent_id: AgentId

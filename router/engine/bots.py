@@ -20,7 +20,8 @@ Rules (``DomainPolicy.bots``, ``QueuePolicy.bot``):
    closes it (``contained`` when no person ever owned it); a failure hands off
    (``bot_error``).
 4. A person takes a bot-owned conversation over (``conversation.takeover_requested``) at
-   once, mid-turn included, beyond their capacity if need be; a person answering from a
+   once, mid-turn included, when they could pick it up by hand (online, a free slot on
+   its channel; else refused with why, as ``accept``); a person answering from a
    connected device (``message.human_replied``) hands it off to routing.
 5. An owner hands an assigned or idle conversation back to a bot
    (``conversation.handback_requested``): the slot is freed, the bot gets a turn with the
@@ -401,6 +402,9 @@ def on_takeover(call: Call, event: ConversationTakeoverRequested) -> None:
         refusal = "unknown_agent"
     elif conversation.status is not _BOT:
         refusal = "not_bot_owned"
+    else:
+        reason = agent.unavailable_reason(conversation.channel)
+        refusal = None if reason == "chosen" else reason  # as a manual pick-up
     if refusal is not None or conversation is None or agent is None:
         reject(call, event.id, refusal or "unknown_conversation", event.conversation_id)
         return

@@ -13,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.engine import (
     AffinityPolicy,
     AgentRecord,
+    BotPolicy,
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
+    DeadlineKind,
     DomainPolicy,
     DomainState,
     DropAgent,
@@ -33,6 +36,7 @@ from router.engine import (
     QueueMode,
     QueuePolicy,
     ReplyWindowPolicy,
+    Returning,
     SaveAgent,
     SaveConversation,
     SaveCustomer,
@@ -47,9 +51,18 @@ from router.engine import (
 )
 from schemas import (
     AnswerMode,
+    BotFailed,
+    BotHandoffRequested,
+    BotReplied,
+    BotResolved,
     Channel,
     Consent,
     ConversationFallback,
+    ConversationHandbackRequested,
+    ConversationTakeoverRequested,
+    Handoff,
+    HandoffReason,
+    HumanReplied,
     Presence,
 )
 from tests.engine.builders import (
@@ -63,6 +76,7 @@ from tests.engine.builders import (
     linked,
     merged,
     message,
+    next_id,
     notified,
     owner_set,
     presence,
@@ -84,8 +98,14 @@ CHANNELS = (Channel.SMS, Channel.WEBCHAT)
 ADVANCES = (1.0, 5.0, 20.0, 31.0, 61.0, 125.0, 310.0, 1000.0, 4000.0)
 
 
-def policy_for(mode: QueueMode) -> DomainPolicy:
+BOT = "helper"
+BOT_TIMEOUT = 30.0
+
+
+def policy_for(mode: QueueMode, returning: Returning = Returning.BOT) -> DomainPolicy:
+    """Two queues of people; ``billing`` is bot first (its steps: the human fallback)."""
     return DomainPolicy(
+        bots={BOT: BotPolicy(answer_timeout=BOT_TIMEOUT, max_turns=3)},
         default_queue="support",
         inactivity=InactivityPolicy(release_after=900, close_after=3600),
         away_after_missed_offers=2,
@@ -100,7 +120,11 @@ def policy_for(mode: QueueMode) -> DomainPolicy:
                 ),
             ),
             "billing": QueuePolicy(
-                mode=mode, offer_timeout=20, steps=(StepPolicy(name="billing"),)
+                mode=mode,
+                offer_timeout=20,
+                steps=(StepPolicy(name="billing"),),
+                bot=BOT,
+                returning=returning,
             ),
         },
     )
@@ -114,6 +138,7 @@ def policy_variant(
     boost."""
     base = policy_for(mode)
     return DomainPolicy(
+        bots=base.bots,
         default_queue=base.default_queue,
         queues=base.queues,
         away_after_missed_offers=base.away_after_missed_offers,
@@ -192,6 +217,23 @@ op = st.one_of(
     st.tuples(st.just("consent"), st.integers(0, len(KEYS) - 1), st.sampled_from(list(Consent))),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
     st.tuples(st.just("advance"), st.sampled_from(ADVANCES)),
+    st.tuples(st.just("botmsg"), st.integers(0, len(KEYS) - 1), st.sampled_from(("hi", "agent"))),
+    st.tuples(st.just("botmsg"), st.integers(0, len(KEYS) - 1), st.just("hi")),
+    st.tuples(st.just("bot_reply"), st.integers(0, 9), st.booleans(), st.booleans()),
+    st.tuples(
+        st.just("bot_handoff"),
+        st.integers(0, 9),
+        st.sampled_from(((), ("english",), ("french",))),
+        st.sampled_from((None, 9)),
+    ),
+    st.tuples(st.sampled_from(("bot_resolve", "bot_fail", "echo")), st.integers(0, 9)),
+    st.tuples(st.just("takeover"), st.integers(0, 9), st.integers(0, 4)),
+    st.tuples(
+        st.just("handback"),
+        st.integers(0, 9),
+        st.sampled_from(("owner", "admin", "other")),
+        st.sampled_from((None, BOT, "nope")),
+    ),
 )
 
 Step = tuple[EngineInput | None, float]
@@ -330,6 +372,95 @@ def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> St
         agent = operation[2]
         assert isinstance(agent, int)
         return replied(pick(operation[1]), AGENTS[agent]), now
+    if kind == "botmsg":
+        index, text = operation[1], operation[2]
+        assert isinstance(index, int)
+        written = message(
+            KEYS[index],
+            customer=CUSTOMERS[index % len(CUSTOMERS)],
+            channel=CHANNELS[index % 2],
+            queue="billing",
+        )
+        return msgspec.structs.replace(written, text=str(text)), now
+    if kind == "takeover":
+        agent = operation[2]
+        assert isinstance(agent, int)
+        return (
+            ConversationTakeoverRequested(
+                id=next_id("take"),
+                domain=DOMAIN,
+                occurred_at=now,
+                conversation_id=pick(operation[1]),
+                agent_id=AGENTS[agent],
+            ),
+            now,
+        )
+    if kind == "handback":
+        conversation_id = pick(operation[1])
+        actor = {"owner": holder(conversation_id), "admin": None, "other": "a4"}[str(operation[2])]
+        bot = operation[3]
+        return (
+            ConversationHandbackRequested(
+                id=next_id("back"),
+                domain=DOMAIN,
+                occurred_at=now,
+                conversation_id=conversation_id,
+                agent_id=actor,
+                bot_id=None if bot is None else str(bot),
+                note="survey",
+            ),
+            now,
+        )
+    if kind == "echo":
+        conversation = state.conversations.get(pick(operation[1]))
+        return (
+            HumanReplied(
+                id=next_id("echo"),
+                domain=DOMAIN,
+                occurred_at=now,
+                channel=Channel.SMS if conversation is None else conversation.channel,
+                endpoint="+15550000000",
+                customer_address="addr",
+                customer_id="c0" if conversation is None else conversation.customer_id,
+                conversation_key="gone" if conversation is None else conversation.key,
+                provider_message_id=next_id("echo-pm"),
+            ),
+            now,
+        )
+    if kind in ("bot_reply", "bot_handoff", "bot_resolve", "bot_fail"):
+        conversation_id = pick(operation[1])
+        current = state.conversations.get(conversation_id)
+        turn_id = None if current is None else current.bot_turn_id
+        common = {
+            "id": next_id("bot"),
+            "domain": DOMAIN,
+            "occurred_at": now,
+            "conversation_id": conversation_id,
+            "bot_id": BOT,
+        }
+        if kind == "bot_reply":
+            progress, answers_turn = operation[2], operation[3]
+            assert isinstance(progress, bool)
+            return (
+                BotReplied(
+                    **common,
+                    turn_id=turn_id if answers_turn else None,
+                    text="ok",
+                    progress=progress,
+                ),
+                now,
+            )
+        if kind == "bot_handoff":
+            skills, priority = operation[2], operation[3]
+            assert isinstance(skills, tuple)
+            assert priority is None or isinstance(priority, int)
+            handoff = Handoff(
+                reason=HandoffReason.LOW_CONFIDENCE, summary="s", skills=skills, priority=priority
+            )
+            return BotHandoffRequested(**common, turn_id=turn_id, handoff=handoff), now
+        if kind == "bot_resolve":
+            return BotResolved(**common, turn_id=turn_id, text="bye"), now
+        return BotFailed(**common, turn_id=turn_id, error="http_500"), now
     raise AssertionError(kind)
 
 
@@ -491,6 +622,29 @@ def nobody_waits_for_a_free_agent(state: DomainState) -> None:
                 assert not eligible(agent, record.queue, record.step), (record, agent)
 
 
+def one_owner_and_a_way_to_people(state: DomainState, now: float) -> None:
+    """A bot owns a conversation exactly when its status says so, and then nobody else
+    holds it; it always has a way on to people (its queue's steps) and a deadline while
+    its answer is due (or the inactivity close); a bot is nobody's last agent."""
+    for conversation in state.conversations.values():
+        owned_by_bot = conversation.status is ConversationStatus.BOT
+        assert (conversation.bot is not None) == owned_by_bot, conversation.conversation_id
+        if not owned_by_bot:
+            assert conversation.bot_turn_id is None
+            continue
+        assert conversation.owner is None
+        assert conversation.offered_to is None
+        assert conversation.queue.steps
+        assert conversation.deadline is not None
+        if conversation.deadline_kind is DeadlineKind.BOT:
+            assert conversation.deadline <= now + BOT_TIMEOUT
+        else:
+            assert conversation.deadline_kind is DeadlineKind.CLOSE
+    for customer in state.customers.values():
+        assert customer.last_agent_id is None or customer.last_agent_id in AGENTS
+        assert customer.owner_agent_id != BOT
+
+
 def loads(state: DomainState) -> dict[tuple[str, Channel], int]:
     return {
         (agent.agent_id, channel): load
@@ -531,13 +685,17 @@ capacities = st.lists(
 )
 @given(
     mode=st.sampled_from(list(QueueMode)),
+    returning=st.sampled_from(list(Returning)),
     capacities=capacities,
     operations=st.lists(op, min_size=15, max_size=50),
 )
 def test_routing_invariants_hold_at_every_step(
-    mode: QueueMode, capacities: list[tuple[int, int, bool]], operations: list[tuple[object, ...]]
+    mode: QueueMode,
+    returning: Returning,
+    capacities: list[tuple[int, int, bool]],
+    operations: list[tuple[object, ...]],
 ) -> None:
-    policy = policy_for(mode)
+    policy = policy_for(mode, returning)
     state = new_state(DOMAIN, policy)
     store = Store()
     history: list[Step] = []
@@ -560,6 +718,7 @@ def test_routing_invariants_hold_at_every_step(
         nobody_newly_over_capacity(state, before_loads)
         no_fallback_before_deadline(effects, before_records, item[1])
         nobody_waits_for_a_free_agent(state)
+        one_owner_and_a_way_to_people(state, item[1])
 
     for item in setup(mode, capacities):
         run_step(item)
