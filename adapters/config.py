@@ -27,6 +27,8 @@ from schemas.limits import (
     SkillName,
 )
 
+META_APP_ID = r"^[0-9]{1,32}$"
+"""A Meta app id: digits (Meta's ids are numbers; TOML keeps them as strings)."""
 MAILGUN_MAX_AGE_SECONDS = 30_600
 """8.5 hours: Mailgun's 8 hours of retries, each of which may carry the first signature,
 and half an hour of margin for the last attempt's queueing and clock skew."""
@@ -152,6 +154,16 @@ class MetaConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Facebook pages and the domains they feed."""
     instagram: list[InstagramAccount] = []
     """Instagram accounts and the domains they feed."""
+    app_id: Annotated[str, msgspec.Meta(pattern=META_APP_ID)] | None = None
+    """This Meta app's id (App Dashboard, App settings > Basic), quoted: ``"1517776481860111"``.
+    Set, a Messenger or Instagram echo (``is_echo``: a message the page or account sent)
+    whose ``app_id`` is another app's, or that has none (the Page inbox, Meta Business
+    Suite, the Instagram app on a phone), means a person answered the customer outside
+    Switchboard: it becomes ``message.human_replied`` (a bot that owns the conversation
+    hands it to people at once); echoes of this app's own sends are dropped. Unset: every
+    echo is dropped, and a person answering from elsewhere goes unnoticed. Messenger sends
+    echoes to apps subscribed to the ``message_echoes`` field; Instagram with
+    ``messages``."""
 
     def __post_init__(self) -> None:
         _unique([w.phone_number_id for w in self.whatsapp], "meta.whatsapp")

@@ -1,4 +1,4 @@
-"""Egress: deliver an agent's ``ReplyRequested``, or a business-started
+"""Egress: deliver a ``ReplyRequested`` (an agent's or a bot's), or a business-started
 ``NotificationRequested``, through the provider API of its channel.
 
 Per channel, ``build_request`` turns a message into the provider's real send call (pure,
@@ -24,6 +24,20 @@ free-form window is closed or was never opened):
   (both only inside the 24 h window);
 - Telegram and email have no templates: the filled-in text (``text``) is sent.
 
+Quick replies (a bot's suggested answers, ``ReplyRequested.quick_replies``; each sent once,
+in order), as each channel offers them — a tap sends the title back as the customer's
+message, which reaches the bot like any other:
+- Messenger / Instagram Send API: ``message.quick_replies``, each ``{"content_type":
+  "text", "title": t, "payload": t}`` (at most 13, titles of at most 20 characters);
+- Telegram ``sendMessage``: a one-time ``reply_markup`` keyboard (``ReplyKeyboardMarkup``,
+  one button a row, ``one_time_keyboard`` and ``resize_keyboard``);
+- WhatsApp Cloud API: an ``interactive`` message of ``type`` ``button`` (reply buttons:
+  ``id`` and ``title`` the answer) when there are at most 3 of at most 20 characters and
+  the body fits the 1,024 characters of an interactive body; otherwise a text message with
+  the answers listed after the text, numbered;
+- SMS, Twilio WhatsApp and email: the answers listed after the text, numbered ("1. Yes");
+- a template (the free-form window is closed) is sent without them.
+
 Idempotency beyond the ledger: Twilio gets ``I-Twilio-Idempotency-Token`` (the reply id),
 so a retry after a lost response is not sent twice; Mailgun gets a ``Message-Id`` built
 from the reply id; WhatsApp carries the id in ``biz_opaque_callback_data``. Messenger,
@@ -39,7 +53,7 @@ import base64
 import enum
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -59,6 +73,12 @@ log = structlog.get_logger()
 #: Graph API error codes that mean "slow down" even when the HTTP status is 400/403.
 GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})
 MAX_ERROR_CHARS = 300
+WHATSAPP_BUTTONS_MAX = 3
+"""Reply buttons of one WhatsApp interactive message."""
+WHATSAPP_BUTTON_TITLE_MAX = 20
+"""Characters of a WhatsApp reply button's title."""
+WHATSAPP_BUTTON_BODY_MAX = 1024
+"""Characters of the body of a WhatsApp interactive message."""
 
 Outbound = ReplyRequested | NotificationRequested
 """What egress sends: both carry the fields the provider requests use."""
@@ -155,6 +175,23 @@ def _text_with_links(reply: Outbound) -> str:
     return "\n".join([reply.text, *links]) if reply.text else "\n".join(links)
 
 
+def quick_replies(reply: Outbound) -> tuple[str, ...]:
+    """A reply's suggested answers, each once, in order (a business-started message has
+    none)."""
+    if isinstance(reply, NotificationRequested):
+        return ()
+    return tuple(dict.fromkeys(reply.quick_replies))
+
+
+def with_numbered_options(text: str, options: Sequence[str]) -> str:
+    """``text`` with ``options`` listed after it, numbered: quick replies where the channel
+    has no buttons."""
+    if not options:
+        return text
+    listed = "\n".join(f"{number}. {option}" for number, option in enumerate(options, 1))
+    return f"{text}\n\n{listed}" if text else listed
+
+
 def _get(body: Any, *path: str | int) -> str | None:
     for key in path:
         if isinstance(key, int) and isinstance(body, list) and len(body) > key:
@@ -179,7 +216,7 @@ def twilio_request(
         if variables:
             form.append(("ContentVariables", msgspec.json.encode(variables).decode()))
     else:
-        form.append(("Body", reply.text))
+        form.append(("Body", with_numbered_options(reply.text, quick_replies(reply))))
         form += [("MediaUrl", a.url) for a in reply.attachments]
     if cfg.status_callback_url:
         form.append(("StatusCallback", cfg.status_callback_url))
@@ -197,10 +234,31 @@ def twilio_request(
     )
 
 
+def _whatsapp_buttons_fit(body: str, options: Sequence[str]) -> bool:
+    """Reply buttons can carry ``options`` with ``body``: WhatsApp's limits."""
+    return (
+        0 < len(options) <= WHATSAPP_BUTTONS_MAX
+        and all(len(option) <= WHATSAPP_BUTTON_TITLE_MAX for option in options)
+        and 0 < len(body) <= WHATSAPP_BUTTON_BODY_MAX
+    )
+
+
 def _whatsapp_content(reply: Outbound) -> dict[str, Any]:
     template = reply.template
     if template is None:
-        return {"type": "text", "text": {"body": _text_with_links(reply), "preview_url": False}}
+        body, options = _text_with_links(reply), quick_replies(reply)
+        if _whatsapp_buttons_fit(body, options):
+            buttons = [{"type": "reply", "reply": {"id": o, "title": o}} for o in options]
+            return {
+                "type": "interactive",
+                "interactive": {
+                    "type": "button",
+                    "body": {"text": body},
+                    "action": {"buttons": buttons},
+                },
+            }
+        text = with_numbered_options(body, options)
+        return {"type": "text", "text": {"body": text, "preview_url": False}}
     content: dict[str, Any] = {
         "name": template.provider_template,
         # WhatsApp spells languages with an underscore (en_US); ours are BCP 47 (en-US).
@@ -252,6 +310,14 @@ def _messaging_type(reply: Outbound) -> dict[str, str]:
 def _send_api_request(
     reply: Outbound, base: str, version: str, node: str, token: str, provider: str
 ) -> ProviderRequest:
+    message: dict[str, Any] = {"text": _text_with_links(reply)}
+    options = quick_replies(reply)
+    if options:
+        # The payload comes back with the tap; the title (the message's text) is what
+        # routing reads, so the payload is the title too.
+        message["quick_replies"] = [
+            {"content_type": "text", "title": o, "payload": o} for o in options
+        ]
     return ProviderRequest(
         provider=provider,
         url=f"{base.rstrip('/')}/{version}/{node}/messages",
@@ -259,7 +325,7 @@ def _send_api_request(
         json={
             "recipient": {"id": reply.customer_address},
             **_messaging_type(reply),
-            "message": {"text": _text_with_links(reply)},
+            "message": message,
         },
         message_id=lambda body: _get(body, "message_id"),
     )
@@ -310,10 +376,18 @@ def telegram_request(
         mid = _get(body, "result", "message_id")
         return None if mid is None else f"{bot.name}:{chat}:{mid}"
 
+    request: dict[str, Any] = {"chat_id": chat, "text": _text_with_links(reply)}
+    options = quick_replies(reply)
+    if options:
+        request["reply_markup"] = {
+            "keyboard": [[{"text": option}] for option in options],
+            "one_time_keyboard": True,
+            "resize_keyboard": True,
+        }
     return ProviderRequest(
         provider="telegram",
         url=f"{cfg.api_base_url.rstrip('/')}/bot{token}/sendMessage",
-        json={"chat_id": chat, "text": _text_with_links(reply)},
+        json=request,
         message_id=message_id,
     )
 
@@ -336,7 +410,7 @@ def mailgun_request(
         ("from", address.address),
         ("to", reply.customer_address),
         ("subject", reply.subject or ""),
-        ("text", _text_with_links(reply)),
+        ("text", with_numbered_options(_text_with_links(reply), quick_replies(reply))),
         ("h:Message-Id", f"<{reply.id}@{sending_domain}>"),
         ("v:switchboard-outbound-id", reply.id),
     ]

@@ -1,5 +1,8 @@
 """The adapters' egress loop: replies on ``conversations.outbound`` → the providers' APIs.
 
+A reply is an agent's (``agent_id``) or a bot's (``bot_id``, relayed by the router): its
+``outbound_messages`` row names whichever wrote it.
+
 1. ``getmany`` a batch from ``conversations.outbound`` (consumer group
    ``<consumer_group>-egress``); an undecodable record goes to the dead-letter topic.
 2. Record each reply in ``outbound_messages`` (status ``queued``) if the API did not.
@@ -58,16 +61,19 @@ class PostgresSentLedger:
         self._domains: dict[str, str] = {}
 
     async def prepare(self, reply: ReplyRequested) -> None:
-        """Make sure the reply has its row (the API writes it first; other producers may not)."""
+        """Make sure the reply has its row (the API writes it first; other producers may not),
+        naming its author: an agent (``agent_id``) or a bot (``bot_id``), the other NULL."""
         self._domains[reply.id] = reply.domain
         await self._pool.execute(
             "INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel,"
-            " agent_id, status) VALUES ($1, $2, $3, $4, $5, 'queued') ON CONFLICT DO NOTHING",
+            " agent_id, bot_id, status) VALUES ($1, $2, $3, $4, $5, $6, 'queued')"
+            " ON CONFLICT DO NOTHING",
             reply.domain,
             reply.id,
             reply.conversation_id,
             str(reply.channel),
             reply.agent_id,
+            reply.bot_id,
         )
 
     async def already_sent(self, outbound_id: str) -> bool:

@@ -8,13 +8,20 @@ One POST can carry several entries, each several changes (WhatsApp) or messaging
 (Messenger, Instagram), each several messages and statuses: all are normalized.
 Customer messages become ``MessageReceived`` with a 24 h reply window; statuses and
 deliveries become ``DeliveryStatusChanged`` (a WhatsApp status echoes the send's
-``biz_opaque_callback_data``, our outbound id, as ``outbound_id``); echoes of our own
-messages, reads, reactions, typing and the like are recognised and not routed. Entries
-for pages or numbers that are not configured are skipped (one app serves many pages, and
-a 4xx would make Meta retry the whole batch); a request with no configured entry at all
-gets 404. Likewise an item holding a value no event may carry is set aside
-(``Unusable``, named by its place in the notification) while the other items of the
-request are published.
+``biz_opaque_callback_data``, our outbound id, as ``outbound_id``); reads, reactions,
+typing and the like are recognised and not routed. Entries for pages or numbers that are
+not configured are skipped (one app serves many pages, and a 4xx would make Meta retry
+the whole batch); a request with no configured entry at all gets 404. Likewise an item
+holding a value no event may carry is set aside (``Unusable``, named by its place in the
+notification) while the other items of the request are published.
+
+Echoes (``message.is_echo``: a message the page or Instagram account sent, to the
+customer who is the echo's ``recipient``) tell who sent it by ``message.app_id``. With
+``meta.app_id`` configured, an echo of another app, or of none (the Page inbox, Meta
+Business Suite, the Instagram app), is a person answering outside Switchboard: it becomes
+``HumanReplied`` with the customer identity and conversation key the customer's own
+messages get (a bot that owns the conversation hands it to people). Echoes of our app's
+own sends, and every echo while ``meta.app_id`` is unset, are dropped.
 
 WhatsApp's ``user_preferences`` change (a user stopped or resumed marketing messages in
 the app's "Offers and announcements" setting) is not normalized yet: it carries no
@@ -31,8 +38,15 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from adapters.base import BadRequest, Normalized, SignatureRejected, constant_time_equal, hmac_hex
-from adapters.config import ChannelsConfig
+from adapters.base import (
+    BadRequest,
+    Normalized,
+    SignatureRejected,
+    constant_time_equal,
+    hmac_hex,
+    inbound_event_id,
+)
+from adapters.config import ChannelsConfig, MetaConfig
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
@@ -42,7 +56,7 @@ from adapters.normalize import (
     find_endpoint,
     message_received,
 )
-from schemas import Attachment, Channel, DeliveryStatus, MessageReceived
+from schemas import Attachment, Channel, DeliveryStatus, HumanReplied, MessageReceived
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RECEIVED = "EVENT_RECEIVED"
@@ -152,6 +166,8 @@ class MsgMessage(_S, frozen=True, kw_only=True):
     mid: str
     text: str | None = None
     is_echo: bool = False
+    app_id: int | str | None = None
+    """The app that sent an echoed message (a number; none: Meta's own inbox or apps)."""
     is_deleted: bool = False
     is_unsupported: bool = False
     attachments: list[MsgAttachment] = []
@@ -329,6 +345,32 @@ def _whatsapp(
     return True
 
 
+def sent_by_a_person(meta: MetaConfig, echo: MsgMessage) -> bool:
+    """An echo of a message no app of ours sent: another app's, or one with no app (Meta's
+    inbox, the Instagram app). False whenever ``meta.app_id`` is unset."""
+    if meta.app_id is None:
+        return False
+    return echo.app_id is None or str(echo.app_id) != meta.app_id
+
+
+def human_replied(as_customers: MessageReceived) -> HumanReplied:
+    """A person's answer, from the echo read as if the customer had sent it
+    (``as_customers``): the customer's address, id and conversation key are exactly those
+    of the customer's own messages. Its id is the echo's own (``<mid>/echo``)."""
+    m = as_customers
+    return HumanReplied(
+        id=inbound_event_id(m.domain, m.channel.value, f"{m.provider_message_id}/echo"),
+        domain=m.domain,
+        occurred_at=m.occurred_at,
+        channel=m.channel,
+        endpoint=m.endpoint,
+        customer_address=m.customer_address,
+        customer_id=m.customer_id,
+        conversation_key=m.conversation_key,
+        provider_message_id=m.provider_message_id,
+    )
+
+
 def _messaging(
     config: ChannelsConfig,
     channel: Channel,
@@ -341,20 +383,30 @@ def _messaging(
 ) -> None:
     """Collect the events of one Messenger/Instagram messaging item (often none)."""
     at = _seconds(item.timestamp, millis=True)
-    message: Callable[..., MessageReceived] = functools.partial(
+    # How a message of the customer ``customer_address`` is read: its own messages, and
+    # (for its identity) a person's echo to it.
+    of_customer: Callable[..., MessageReceived] = functools.partial(
         message_received,
         config,
         endpoint,
         channel=channel,
         endpoint_key=endpoint_key,
-        customer_address=item.sender.id,
         received_at=now,
         sent_at=at,
         reply_window=META_REPLY_WINDOW_SECONDS,
     )
+    message = functools.partial(of_customer, customer_address=item.sender.id)
     if item.message is not None:
         msg = item.message
-        if msg.is_echo or msg.is_deleted or item.sender.id == endpoint_key:
+        if msg.is_echo:
+            # Sent by the page or account to the customer, the echo's recipient.
+            customer = item.recipient.id
+            if sent_by_a_person(config.meta, msg) and customer != endpoint_key:
+                with out.setting_aside(where):
+                    echo = of_customer(customer_address=customer, provider_message_id=msg.mid)
+                    out.events.append(human_replied(echo))
+            return
+        if msg.is_deleted or item.sender.id == endpoint_key:
             return
         attachments = tuple(
             Attachment(url=a.payload.url, content_type=a.type)

@@ -10,7 +10,8 @@ another session is a 403. ``message_id`` is the client's idempotency key: a retr
 the same id is routed once.
 
 ``GET /v1/domains/{domain}/webchat/sessions/{session_id}/socket`` upgrades to a WebSocket
-on which the session's agent replies arrive as JSON, live (``{"type": "reply", ...}``);
+on which the session's replies, an agent's or a bot's, arrive as JSON, live
+(``{"type": "reply", "agent_id" | "bot_id", "quick_replies", ...}``);
 replies sent while no socket was open are kept for a while and delivered on connect.
 Business-started messages (``NotificationRequested``) arrive the same way as
 ``{"type": "notification", ...}``: to every session of a signed-in ``user:<id>`` customer
@@ -268,15 +269,21 @@ class WebchatHub:
         return len(self._sockets.get((domain, session_id), ()))
 
     async def deliver(self, reply: ReplyRequested, config: WebchatConfig) -> bool:
-        """Send a reply to the session's sockets; keep it when none is open. True if sent."""
+        """Send a reply to the session's sockets; keep it when none is open. True if sent.
+
+        The frame names who wrote it: ``agent_id`` (a person) or ``bot_id`` (a bot), the
+        other null; ``quick_replies`` are a bot's suggested answers (the page may show them
+        as buttons that send their title as the visitor's message), empty otherwise."""
         payload = msgspec.json.encode(
             {
                 "type": "reply",
                 "id": reply.id,
                 "conversation_id": reply.conversation_id,
                 "agent_id": reply.agent_id,
+                "bot_id": reply.bot_id,
                 "text": reply.text,
                 "attachments": reply.attachments,
+                "quick_replies": list(dict.fromkeys(reply.quick_replies)),  # each once
                 "sent_at": reply.occurred_at,
             }
         )

@@ -4,7 +4,10 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` base unit
 labels are low-cardinality only: channel, strategy, queue, outcome, provider, partition —
 never conversation, customer or agent ids. The metrics about a routing domain's work also
 carry ``domain``, bounded by ``DomainLabels``; the others (``PROCESS_METRICS``) are about
-the process, a partition or a provider. Tests build a fresh registry each.
+the process, a partition or a provider. The bot metrics carry ``bot``, the bot's id: bots
+are configured (at most ``router.engine.policy.MAX_BOTS`` a domain), unlike agents, and the
+domains counted under ``other`` count their bots under ``other`` too
+(``DomainMetrics.bot``). Tests build a fresh registry each.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ log = structlog.get_logger(__name__)
 
 WAIT_BUCKETS = (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+HANDOFF_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 4 * 3600, 8 * 3600)
+"""A customer handed off by a bot waits for a person: seconds when someone is free, hours
+when the hand-off comes outside business hours."""
 
 OTHER_DOMAINS = "other"
 """The ``domain`` label value of every domain beyond the limit."""
@@ -103,6 +109,11 @@ class DomainMetrics:
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
 
+    def bot(self, bot_id: str) -> str:
+        """The ``bot`` label value of ``bot_id``: its id, bounded by the domain's
+        configuration, except in ``other``, whose domains are not bounded, nor their bots."""
+        return OTHER_DOMAINS if self.label == OTHER_DOMAINS else bot_id
+
     def counter(self, metric: Counter, *labels: str) -> Counter:
         """``metric``'s child for this domain and ``labels`` (the labels after ``domain``)."""
         key = (metric, labels)
@@ -172,6 +183,23 @@ class Metrics:
             "Provider API calls made to deliver replies, by channel and result "
             "(ok, retryable, permanent, error).",
             ["channel", "result"],
+            registry=r,
+        )
+        # HTTP bots (adapters.bots); ``bot`` is bounded by the configuration (at most 50
+        # bots per domain), and is ``other`` under ``domain="other"``.
+        self.bot_webhook_calls = Counter(
+            "switchboard_bot_webhook_calls_total",
+            "Turns of HTTP bots the adapters handled, by bot and outcome (answered, timeout,"
+            " unreachable, http_error, bad_answer, secret_missing, skipped_late,"
+            " undecodable).",
+            ["domain", "bot", "outcome"],
+            registry=r,
+        )
+        self.bot_webhook_seconds = Histogram(
+            "switchboard_bot_webhook_seconds",
+            "How long HTTP bots took to answer a turn's call (answered or failed).",
+            ["domain", "bot"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 60, 120),
             registry=r,
         )
         self.identity_lookups = Counter(
@@ -406,6 +434,42 @@ class Metrics:
             "From a conversation's first customer message to its agent's first reply.",
             ["domain", "channel", "queue"],
             buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        # Bots as routing participants (routing events; ``bot``: DomainMetrics.bot)
+        self.bot_conversations = Counter(
+            "switchboard_bot_conversations_total",
+            "Conversations a bot took (conversation.bot_assigned), by reason (bot_first: a"
+            " new conversation of a bot-first queue, handback: a person handed it back).",
+            ["domain", "bot", "reason"],
+            registry=r,
+        )
+        self.bot_handoffs = Counter(
+            "switchboard_bot_handoffs_total",
+            "Conversations a bot handed to people (conversation.handed_off), by reason"
+            " (customer_asked, low_confidence, failed_attempts, out_of_scope, no_progress,"
+            " bot_timeout, bot_error, takeover, human_replied, other).",
+            ["domain", "bot", "reason"],
+            registry=r,
+        )
+        self.bot_contained = Counter(
+            "switchboard_bot_contained_total",
+            "Conversations a bot closed with no person ever taking part (contained).",
+            ["domain", "bot"],
+            registry=r,
+        )
+        self.bot_turns = Counter(
+            "switchboard_bot_turns_total",
+            "Turns a bot was asked to answer (bot.turn): customer messages and hand-backs.",
+            ["domain", "bot"],
+            registry=r,
+        )
+        self.bot_time_to_human = Histogram(
+            "switchboard_bot_time_to_human_seconds",
+            "From a bot's hand-off to the first assignment to a person, by the bot that"
+            " handed off.",
+            ["domain", "bot"],
+            buckets=HANDOFF_WAIT_BUCKETS,
             registry=r,
         )
 

@@ -2,8 +2,8 @@
 
 Each resource is a ``cleanup_ctx`` entry under a typed ``AppKey`` (``runtime.appkeys``),
 so start-up and shutdown happen in order, and tests build the app the same way. Roles
-select what runs in the process: ``adapters`` (webhooks, web chat, egress), ``router``
-(the routing loop and the agent API), or both (``switchboard run``).
+select what runs in the process: ``adapters`` (webhooks, web chat, egress, HTTP bots),
+``router`` (the routing loop and the agent API), or both (``switchboard run``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from adapters.bots import BotBridge
 from adapters.egress_worker import EgressWorker
 from adapters.lookup import IdentityLookupConfig, IdentityLookups
 from adapters.nonces import PostgresNonces
@@ -49,6 +50,7 @@ from runtime.readiness import Readiness
 from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import topics
+from schemas.bot_webhook import BotWebhook
 from schemas.common import Channel, Event
 from switchboard.config import Config, ControlDocument
 from switchboard.control.api import setup_control
@@ -66,6 +68,7 @@ class Role(enum.StrEnum):
 ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
 EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
 OUTBOUND_SENDER = web.AppKey("outbound_sender", OutboundSender)
+BOT_BRIDGE = web.AppKey("bot_bridge", BotBridge)
 
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
@@ -108,6 +111,7 @@ def build_app(
         webchats = _webchats(config.document())
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
+        app.cleanup_ctx.append(_bot_bridge)
         app.cleanup_ctx.append(_outbound_sender)
         app.cleanup_ctx.append(_dead_letter_recorder)
         app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
@@ -126,6 +130,8 @@ def build_app(
                 egress.reconfigure(document.channels)
             if (sender := app.get(OUTBOUND_SENDER)) is not None:
                 sender.reconfigure(document.channels, _outbounds(document))
+            if (bridge := app.get(BOT_BRIDGE)) is not None:
+                bridge.reconfigure(_bot_webhooks(document))
             app[IDENTITY_LOOKUPS].reconfigure(_lookups(document))
 
         live.subscribe(reconfigure_adapters)
@@ -195,6 +201,19 @@ def _lookups(document: ControlDocument) -> dict[str, IdentityLookupConfig]:
         for name, domain in document.domains.items()
         if domain.identity_lookup is not None
     }
+
+
+def _bot_webhooks(document: ControlDocument) -> dict[str, dict[str, BotWebhook]]:
+    """Each domain's bots reached over HTTP (``adapters.bots``); domains without any left out."""
+    webhooks = {
+        name: {
+            bot: policy.webhook
+            for bot, policy in domain.routing.bots.items()
+            if policy.webhook is not None
+        }
+        for name, domain in document.domains.items()
+    }
+    return {name: bots for name, bots in webhooks.items() if bots}
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -283,6 +302,26 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         statuses=app[INBOUND_PUBLISHER],
     )
     async with background("egress", worker.run(), worker.stop):
+        yield
+
+
+async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
+    """HTTP bots: their turns posted to their webhooks, their answers on ``bots.events``."""
+    config = app[CONFIG]
+    live = app[LIVE_CONFIG]
+    bridge = app[BOT_BRIDGE] = BotBridge(
+        config,
+        _bot_webhooks(live.document),
+        app[ENVIRON],
+        kafka.EventPublisher(
+            app[PRODUCER],
+            config.topic(topics.BOTS),
+            config.source,
+            config_version=lambda: live.version,
+        ),
+        app[METRICS],
+    )
+    async with background("bot-bridge", bridge.run(), bridge.stop):
         yield
 
 

@@ -74,6 +74,10 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             channel, strategy = str(event.channel), str(event.strategy)
             m.counter(metrics.assignments, channel, event.queue, strategy).inc()
             m.histogram(metrics.wait_seconds, channel, strategy).observe(event.waited_seconds)
+            if event.handoff is not None:
+                # The first person after a bot's hand-off: the wait is the time to a person.
+                bot = m.bot(event.handoff.bot_id)
+                m.histogram(metrics.bot_time_to_human, bot).observe(event.waited_seconds)
             if event.preferred_agent_id is not None:
                 if event.agent_id == event.preferred_agent_id:
                     m.counter(metrics.preferred_hits, channel).inc()
@@ -110,6 +114,30 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             m.counter(metrics.offers, str(event.channel), event.queue).inc()
         case ConversationClosed():
             m.counter(metrics.closed, str(event.channel), event.reason).inc()
+            if event.contained and event.bot_id is not None:
+                m.counter(metrics.bot_contained, m.bot(event.bot_id)).inc()
+        case ConversationBotAssigned():
+            m.counter(metrics.bot_conversations, m.bot(event.bot_id), event.reason).inc()
+            log.info(
+                "conversation_bot_assigned",
+                domain=event.domain,
+                conversation_id=event.conversation_id,
+                bot_id=event.bot_id,
+                reason=event.reason,
+            )
+        case BotTurn():
+            m.counter(metrics.bot_turns, m.bot(event.bot_id)).inc()
+        case ConversationHandedOff():
+            reason = str(event.reason)
+            m.counter(metrics.bot_handoffs, m.bot(event.bot_id), reason).inc()
+            log.info(
+                "conversation_handed_off",
+                domain=event.domain,
+                conversation_id=event.conversation_id,
+                bot_id=event.bot_id,
+                reason=reason,
+                to_agent_id=event.to_agent_id,
+            )
         case ConversationReplyWindowClosed():
             m.counter(metrics.reply_windows_closed, str(event.channel)).inc()
         case CommandCompleted():
@@ -142,9 +170,6 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             | ConversationUpdated()
             | ConversationSnoozed()
             | CustomerLinked()
-            | ConversationBotAssigned()
-            | BotTurn()
-            | ConversationHandedOff()
         ):
             pass
         case _:

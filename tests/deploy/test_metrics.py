@@ -33,6 +33,7 @@ ALLOWED_LABELS = {
     "limit",  # sender, domain, provider
     "consent",  # opt_out, opt_in
     "source",  # keyword, provider, api
+    "bot",  # a domain's configured bots (at most 50 each; "other" under domain="other")
 }
 
 
@@ -73,6 +74,11 @@ ROUTING_METRICS = {
     "switchboard_agents",
     "switchboard_agent_occupancy_ratio",
     "switchboard_dead_letters_total",
+    "switchboard_bot_conversations_total",
+    "switchboard_bot_handoffs_total",
+    "switchboard_bot_contained_total",
+    "switchboard_bot_turns_total",
+    "switchboard_bot_time_to_human_seconds",
 }
 
 

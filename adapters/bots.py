@@ -1,0 +1,627 @@
+"""The HTTP bot bridge: ``bot.turn`` on ``conversations.routing`` → the bot's webhook → its
+answer on ``bots.events``.
+
+A bot with a ``webhook`` (``[domains.<d>.routing.bots.<bot>.webhook]``) does not read the
+routing topic itself: the adapters call it, one turn at a time, with the protocol of
+``schemas.bot_webhook``.
+
+1. ``getmany`` from ``conversations.routing`` (consumer group ``<consumer_group>-bots``).
+   Only the records of domains with a webhook bot (the record key) are decoded; of those,
+   a ``bot.turn`` of a bot with a webhook is taken, anything else passes. A record that
+   does not decode is counted (``outcome="undecodable"``) and passed: it is the router's
+   own output, no one's to dead-letter.
+2. Wait for the conversation's previous turn: the turns of one conversation go in order,
+   conversations in parallel (``PARALLEL_CONVERSATIONS`` at most). A turn whose
+   ``answer_by`` has passed is skipped (``skipped_late``): the router has handed the
+   conversation to people already.
+3. POST the turn (the ``bot.turn`` event as JSON) to ``webhook.url``, signed
+   (``signature``) with the secret ``webhook.secret_env`` names, read at each call: the
+   secrets file is read again with each configuration version. The call has
+   ``min(webhook.timeout, time left until answer_by)``; the answer's body is read up to
+   ``ANSWER_MAX_BYTES``.
+4. Publish (acks=all) what the answer means on ``bots.events``, keyed by domain: each
+   action as an event (``answer_events``), or one ``bot.failed`` (``failed_event``:
+   ``timeout``, ``unreachable``, ``http_<status>``, ``bad_answer``, ``secret_missing``).
+   Each carries the turn's id (``turn_id``) and its ``provider_message_id`` (``in_reply_to``:
+   email replies thread). Ids are deterministic (``event_id``): a turn read again publishes
+   the same ids. A broker that does not acknowledge is tried again until it does, the bot
+   not called again.
+5. Commit the offsets, per partition up to the first turn not yet published.
+
+The bot is not called again for a turn whose answer is published and committed. It may be
+called twice for one turn (the process stopped, or the partition moved, between the call
+and the commit; the routing topic holds a turn twice): the events then have the same ids,
+for the router to drop the copy. A bot that answers differently the second time still
+gets ids ``<turn id>/0``, ``/1`` …: a bot should answer a turn id it has seen as before.
+
+Logs carry the domain, bot, conversation and turn ids, the outcome and the HTTP status,
+never the turn's text or addresses, the URL, the secret or the bot's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, assert_never
+
+import aiohttp
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from adapters.base import hmac_hex
+from adapters.config import SecretMissing, resolve_secret
+from runtime import kafka
+from runtime.config import ServiceConfig
+from runtime.kafka import BrokerUnavailable
+from runtime.metrics import Metrics
+from schemas import ROUTING_DECODER, BotTurn, topics
+from schemas.bot_webhook import (
+    SIGNATURE_HEADER,
+    WEBHOOK_TIMEOUT_MAX,
+    BotWebhook,
+    BotWebhookAnswer,
+    HandoffAction,
+    ReplyAction,
+    ResolveAction,
+)
+from schemas.bots import BotEvent, BotFailed, BotHandoffRequested, BotReplied, BotResolved
+
+log = structlog.get_logger(__name__)
+
+PARALLEL_CONVERSATIONS = 64
+"""Conversations whose bot is being called at once, per adapter process. More than the
+egress's 16: a bot (a language model behind it) takes seconds to answer, not a provider's
+milliseconds."""
+TRACKED_MAX = 1000
+"""Turns read and not yet committed; beyond it the partitions pause until turns finish."""
+ANSWER_MAX_BYTES = 256 * 1024
+"""Largest answer body read; a longer one is ``bad_answer``."""
+STOP_GRACE_SECONDS = 20.0
+"""How long stopping waits for the calls in flight (under ``runtime.tasks.STOP_TIMEOUT``);
+the turns still unanswered then are read again by the next process."""
+PUBLISH_RETRY_MAX_SECONDS = 5.0
+"""Longest pause between attempts to publish an answer the broker did not acknowledge."""
+EVENT_IDS = uuid.UUID("d67b7eb5-635f-4102-bb58-17d93a706bd8")
+"""Namespace of the ids of the events published for a bot (``event_id``)."""
+
+Webhooks = Mapping[str, Mapping[str, BotWebhook]]
+"""Each domain's bots with a webhook: ``{domain: {bot_id: webhook}}``."""
+
+
+class Outcome(enum.StrEnum):
+    """What became of one turn (the ``outcome`` label)."""
+
+    ANSWERED = "answered"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    HTTP_ERROR = "http_error"
+    BAD_ANSWER = "bad_answer"
+    SECRET_MISSING = "secret_missing"  # noqa: S105 (an outcome, not a secret)
+    SKIPPED_LATE = "skipped_late"
+    UNDECODABLE = "undecodable"
+
+
+class Publisher(Protocol):
+    """Publishes on ``bots.events`` and waits for the broker's acknowledgement
+    (``runtime.kafka.EventPublisher``); raises ``BrokerUnavailable`` when it does not come."""
+
+    async def publish(self, events: Sequence[BotEvent]) -> None: ...
+
+
+# -- the protocol (no I/O) ----------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The ``X-Switchboard-Signature`` value: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of
+    "<t>.<body>">``. The timestamp is signed with the body so that a recorded request
+    cannot be replayed later than the bot's tolerance (5 minutes)."""
+    return f"t={timestamp},v1={hmac_hex(secret, f'{timestamp}.'.encode() + body)}"
+
+
+def event_id(turn: BotTurn, suffix: str) -> str:
+    """The id of an event published for ``turn``: the same each time the turn is handled,
+    so a turn read again does not make new events."""
+    return str(uuid.uuid5(EVENT_IDS, f"{turn.id}/{suffix}"))
+
+
+def answer_events(turn: BotTurn, answer: BotWebhookAnswer, now: float) -> list[BotEvent]:
+    """The events of a bot's answer to ``turn``, in its order; a hand-off or a resolve ends
+    the bot's part, and the actions after it are dropped."""
+    events: list[BotEvent] = []
+    for index, action in enumerate(answer.actions):
+        ident = event_id(turn, str(index))
+        match action:
+            case ReplyAction():
+                events.append(
+                    BotReplied(
+                        id=ident,
+                        domain=turn.domain,
+                        occurred_at=now,
+                        conversation_id=turn.conversation_id,
+                        bot_id=turn.bot_id,
+                        turn_id=turn.id,
+                        in_reply_to=turn.provider_message_id,
+                        text=action.text,
+                        attachments=action.attachments,
+                        quick_replies=action.quick_replies,
+                        progress=action.progress,
+                    )
+                )
+            case HandoffAction():
+                events.append(
+                    BotHandoffRequested(
+                        id=ident,
+                        domain=turn.domain,
+                        occurred_at=now,
+                        conversation_id=turn.conversation_id,
+                        bot_id=turn.bot_id,
+                        turn_id=turn.id,
+                        in_reply_to=turn.provider_message_id,
+                        handoff=action.handoff,
+                        text=action.text,
+                    )
+                )
+                break
+            case ResolveAction():
+                events.append(
+                    BotResolved(
+                        id=ident,
+                        domain=turn.domain,
+                        occurred_at=now,
+                        conversation_id=turn.conversation_id,
+                        bot_id=turn.bot_id,
+                        turn_id=turn.id,
+                        in_reply_to=turn.provider_message_id,
+                        text=action.text,
+                        reason=action.reason,
+                    )
+                )
+                break
+            case _:
+                assert_never(action)
+    return events
+
+
+def failed_event(turn: BotTurn, error: str, now: float) -> BotFailed:
+    """``bot.failed`` for ``turn``: people take the conversation (``bot_error``)."""
+    return BotFailed(
+        id=event_id(turn, "failed"),
+        domain=turn.domain,
+        occurred_at=now,
+        conversation_id=turn.conversation_id,
+        bot_id=turn.bot_id,
+        turn_id=turn.id,
+        in_reply_to=turn.provider_message_id,
+        error=error,
+    )
+
+
+_ANSWER_DECODER = msgspec.json.Decoder(BotWebhookAnswer)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """What one call of a bot's webhook came to."""
+
+    outcome: Outcome
+    answer: BotWebhookAnswer | None = None
+    """The answer (``ANSWERED`` only)."""
+    error: str = ""
+    """The ``bot.failed`` error code (failures only)."""
+
+
+def read_answer(raw: bytes) -> CallResult:
+    """A ``200``'s body as the bot's answer, or ``bad_answer``."""
+    try:
+        answer = _ANSWER_DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return CallResult(Outcome.BAD_ANSWER, error="bad_answer")
+    return CallResult(Outcome.ANSWERED, answer=answer)
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    webhook: BotWebhook,
+    turn: BotTurn,
+    secret: str | None,
+    *,
+    within: float,
+    now: float,
+) -> CallResult:
+    """One POST of ``turn`` to the bot (step 3), answered ``within`` seconds or
+    ``timeout``; never raising for what the bot or the network does."""
+    body = msgspec.json.encode(turn)
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if secret is not None:
+        headers[SIGNATURE_HEADER] = signature(secret, int(now), body)
+    try:
+        async with (
+            asyncio.timeout(within),
+            session.post(webhook.url, data=body, headers=headers, allow_redirects=False) as reply,
+        ):
+            if reply.status != 200:
+                return CallResult(Outcome.HTTP_ERROR, error=f"http_{reply.status}")
+            raw = await _read_bounded(reply, ANSWER_MAX_BYTES)
+    except TimeoutError:
+        return CallResult(Outcome.TIMEOUT, error="timeout")
+    except (aiohttp.ClientError, OSError):
+        return CallResult(Outcome.UNREACHABLE, error="unreachable")
+    if raw is None:
+        return CallResult(Outcome.BAD_ANSWER, error="bad_answer")
+    return read_answer(raw)
+
+
+async def _read_bounded(reply: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to be longer than ``limit``."""
+    if reply.content_length is not None and reply.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reply.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- offsets ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A turn read from a partition, until its answer is published."""
+
+    offset: int
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Partition:
+    """What of a partition may be committed: every record before its first turn not done."""
+
+    turns: deque[_Pending] = field(default_factory=deque)
+    end: int | None = None
+    """The offset after the last record read (None: none read yet)."""
+    committed: int | None = None
+
+    def committable(self) -> int | None:
+        while self.turns and self.turns[0].done:
+            self.turns.popleft()
+        return self.turns[0].offset if self.turns else self.end
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+class BotBridge:
+    """Calls the HTTP bots of the routing topic's turns and publishes their answers (the
+    module docstring's steps). ``reconfigure`` follows new configuration versions."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        webhooks: Webhooks,
+        environ: Mapping[str, str],
+        publisher: Publisher,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._webhooks = webhooks
+        self._environ = environ
+        """Looked up at each call: the secrets file is read again with each version."""
+        self._publisher = publisher
+        self._metrics = metrics
+        self._clock = clock
+        self._topic = config.topic(topics.ROUTING)
+        self._stopping = asyncio.Event()
+        self._gate = asyncio.Semaphore(PARALLEL_CONVERSATIONS)
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._tails: dict[tuple[str, str], asyncio.Task[None]] = {}
+        """The last turn task of each conversation: the next one waits for it."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._commit_lock = asyncio.Lock()
+        self._paused = False
+        self._failure: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def reconfigure(self, webhooks: Webhooks) -> None:
+        """A new configuration version: turns from now on reach these bots."""
+        self._webhooks = webhooks
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **kafka.client_options(self._config, self._environ),
+            group_id=f"{self._config.kafka.consumer_group}-bots",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._config.kafka.fetch_max_wait_ms,
+            session_timeout_ms=self._config.kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._config.kafka.session_timeout_ms // 4),
+        )
+        consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
+        if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="bots"):
+            return
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=PARALLEL_CONVERSATIONS),
+                # Each call has its own timeout; this only bounds what escapes it.
+                timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_MAX + 5),
+                # The bots of several tenants share the session: none sees another's cookies.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": "Switchboard-bot-bridge"},
+            ) as session:
+                while not self._stopping.is_set():
+                    await self._step(consumer, session)
+                await self._settle()
+                await self._commit(consumer)
+        finally:
+            await self._cancel_all()
+            await consumer.stop()
+        if self._failure is not None:
+            raise self._failure
+
+    async def _step(self, consumer: AIOKafkaConsumer, session: aiohttp.ClientSession) -> None:
+        """Step 1 for one batch (steps 2-4 go on in a task per turn), then step 5."""
+        self._pause_when_full(consumer)
+        # Step 1
+        try:
+            batch = await consumer.getmany(timeout_ms=500, max_records=200)
+        except KafkaError as error:
+            log.warning("bot_bridge_fetch_failed", error=type(error).__name__)
+            await asyncio.sleep(1)
+            return
+        for tp, records in batch.items():
+            partition = self._partitions.setdefault(tp, _Partition())
+            for record in records:
+                turn = self._turn_of(record)
+                if turn is not None:
+                    self._start_turn(turn, partition, record.offset, session)
+                partition.end = record.offset + 1
+        # Step 5
+        await self._commit(consumer)
+
+    def _turn_of(self, record: ConsumerRecord[bytes, bytes]) -> BotTurn | None:
+        """The record's turn, when it is one of a bot with a webhook."""
+        webhooks = self._webhooks
+        domain = (record.key or b"").decode(errors="replace")
+        if domain not in webhooks:
+            return None  # not decoded: most of the topic is other domains' routing
+        try:
+            event = ROUTING_DECODER.decode(record.value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            metrics = self._metrics
+            metrics.for_domain(domain).counter(
+                metrics.bot_webhook_calls, "", Outcome.UNDECODABLE
+            ).inc()
+            log.warning(
+                "bot_bridge_undecodable",
+                domain=domain,
+                partition=record.partition,
+                offset=record.offset,
+                error=type(error).__name__,
+            )
+            return None
+        if not isinstance(event, BotTurn) or event.bot_id not in webhooks.get(event.domain, {}):
+            return None
+        return event
+
+    def _start_turn(
+        self,
+        turn: BotTurn,
+        partition: _Partition,
+        offset: int,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        pending = _Pending(offset)
+        partition.turns.append(pending)
+        key = (turn.domain, turn.conversation_id)
+        task = asyncio.create_task(
+            self._handle(turn, pending, self._tails.get(key), session),
+            name=f"bot-turn-{turn.conversation_id}",
+        )
+        self._tails[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._finished, key))
+
+    def _finished(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        # Our bug, not the bot's nor the network's: stop, and say so when run() returns.
+        log.error("bot_bridge_failed", error=type(error).__name__)
+        self._failure = self._failure or error
+        self._stopping.set()
+
+    async def _handle(
+        self,
+        turn: BotTurn,
+        pending: _Pending,
+        previous: asyncio.Task[None] | None,
+        session: aiohttp.ClientSession,
+    ) -> None:
+        """Steps 2-4 for one turn; ``pending`` is done once its answer is published."""
+        # Step 2
+        if previous is not None:
+            await asyncio.wait([previous])
+        async with self._gate:
+            webhook = self._webhooks.get(turn.domain, {}).get(turn.bot_id)
+            if webhook is None:
+                pending.done = True  # the bot lost its webhook since: it answers itself
+                return
+            metrics = self._metrics
+            bound = metrics.for_domain(turn.domain)
+            bot = bound.bot(turn.bot_id)
+            left = turn.answer_by - self._clock()
+            if left <= 0:
+                bound.counter(metrics.bot_webhook_calls, bot, Outcome.SKIPPED_LATE).inc()
+                log.info(
+                    "bot_turn",
+                    domain=turn.domain,
+                    bot=turn.bot_id,
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.id,
+                    outcome=str(Outcome.SKIPPED_LATE),
+                )
+                pending.done = True
+                return
+            # Step 3
+            started = time.monotonic()
+            result = await self._call(session, webhook, turn, within=min(webhook.timeout, left))
+            seconds = time.monotonic() - started
+            if result.outcome is not Outcome.SECRET_MISSING:
+                bound.histogram(metrics.bot_webhook_seconds, bot).observe(seconds)
+            bound.counter(metrics.bot_webhook_calls, bot, result.outcome).inc()
+            # Step 4
+            now = self._clock()
+            if result.answer is not None:
+                events = answer_events(turn, result.answer, now)
+            else:
+                events = [failed_event(turn, result.error, now)]
+            (log.info if result.answer is not None else log.warning)(
+                "bot_turn",
+                domain=turn.domain,
+                bot=turn.bot_id,
+                conversation_id=turn.conversation_id,
+                turn_id=turn.id,
+                outcome=str(result.outcome),
+                error=result.error or None,
+                events=[event.__struct_config__.tag for event in events],
+                seconds=round(seconds, 3),
+            )
+            if await self._publish(turn, events):
+                pending.done = True
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        webhook: BotWebhook,
+        turn: BotTurn,
+        *,
+        within: float,
+    ) -> CallResult:
+        secret = None
+        if webhook.secret_env is not None:
+            try:
+                secret = resolve_secret(webhook.secret_env, self._environ)
+            except SecretMissing as error:
+                # Never unsigned when a secret is configured: the turn fails at once and
+                # people take over, rather than waiting for the router's deadline.
+                log.error(
+                    "bot_webhook_secret_missing",
+                    domain=turn.domain,
+                    bot=turn.bot_id,
+                    variable=error.env_name,
+                )
+                return CallResult(Outcome.SECRET_MISSING, error="secret_missing")
+        return await call(session, webhook, turn, secret, within=within, now=self._clock())
+
+    async def _publish(self, turn: BotTurn, events: Sequence[BotEvent]) -> bool:
+        """Publish until the broker acknowledges; False when stopping first (the turn is
+        then read again by the next process)."""
+        delay = 0.5
+        while True:
+            try:
+                await self._publisher.publish(events)
+                return True
+            except BrokerUnavailable as error:
+                log.warning(
+                    "bot_answer_publish_failed",
+                    domain=turn.domain,
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.id,
+                    error=str(error),
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            if self._stopping.is_set():
+                return False
+            delay = min(delay * 2, PUBLISH_RETRY_MAX_SECONDS)
+
+    def _pause_when_full(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop reading while ``TRACKED_MAX`` turns wait for their commit; read on below it.
+        Pausing keeps polling (and the group membership) going."""
+        tracked = sum(len(p.turns) for p in self._partitions.values())
+        if tracked >= TRACKED_MAX and not self._paused:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+            log.warning("bot_bridge_paused", turns=tracked)
+        elif tracked < TRACKED_MAX and self._paused:
+            consumer.resume(*consumer.paused())
+            self._paused = False
+            log.info("bot_bridge_resumed", turns=tracked)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+    ) -> None:
+        """Step 5: commit each partition up to its first turn not published yet."""
+        async with self._commit_lock:
+            offsets: dict[TopicPartition, int] = {}
+            states: list[tuple[_Partition, int]] = []
+            for tp, partition in self._partitions.items():
+                if only is not None and tp not in only:
+                    continue
+                offset = partition.committable()
+                if offset is not None and offset != partition.committed:
+                    offsets[tp] = offset
+                    states.append((partition, offset))
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as error:
+                log.warning("bot_bridge_commit_failed", error=type(error).__name__)
+                return
+            for partition, offset in states:
+                partition.committed = offset
+
+    async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        """Commit what is done of the partitions that go, and forget them: the turns still
+        in flight finish and publish, and the next owner reads them again (same ids)."""
+        await self._commit(consumer, revoked)
+        for tp in revoked:
+            self._partitions.pop(tp, None)
+        if self._paused:
+            consumer.resume(*consumer.paused())
+            self._paused = False
+
+    async def _settle(self) -> None:
+        """Let the calls in flight finish, for ``STOP_GRACE_SECONDS`` at most."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE_SECONDS)
+
+    async def _cancel_all(self) -> None:
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, bridge: BotBridge, consumer: AIOKafkaConsumer) -> None:
+        self._bridge = bridge
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._bridge.on_revoked(self._consumer, revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Nothing to do: a partition's tracking starts with its first record."""
