@@ -1,7 +1,9 @@
 """The agent desktop's reads: conversation lists, a customer's profile and history.
 
 - ``GET /v1/domains/{domain}/conversations``: the domain's conversations, filtered, most
-  recently active first, paged by an opaque keyset cursor.
+  recently active first, paged by an opaque keyset cursor. A bot-owned conversation
+  (status ``bot``) names its bot, and one a bot handed off carries the latest hand-off
+  (what the bot learned), so the person who takes it reads it first.
 - ``GET /v1/domains/{domain}/customers/{customer_id}``: who the customer is (every
   identity of the profile), their owner, last agent and affinity, open conversations,
   counts.
@@ -390,6 +392,8 @@ def _item(raw: str, active_at: datetime, now: float) -> ConversationItem:
         owner_agent_id=record.owner_agent_id,
         offered_to=record.offered_to,
         preferred_agent_id=record.preferred_agent_id,
+        bot_id=record.bot_id,
+        handoff=record.handoff,
         priority=record.priority,
         opened_at=record.opened_at,
         last_customer_message_at=record.last_customer_message_at,

@@ -17,7 +17,7 @@ import msgspec
 
 from router.api.models import TimelineAssignment, TimelineMessage
 from router.engine import ConversationStatus
-from schemas import Channel
+from schemas import BotHandoff, Channel, Handoff
 from schemas.limits import (
     ATTRIBUTE_KEY_MAX,
     ATTRIBUTE_VALUE_MAX,
@@ -124,9 +124,11 @@ class ListCursor(msgspec.Struct, frozen=True, array_like=True):
 class HistoryCursor(msgspec.Struct, frozen=True, array_like=True):
     """What a history's ``cursor`` holds: before which entry the page ends."""
 
-    version: Literal[1]
+    version: Literal[2]
+    """2 since hand-offs joined the entries (their rank comes before assignments'): a
+    cursor of version 1 is refused, not read with other ranks."""
     at: Micros
-    rank: Annotated[int, msgspec.Meta(ge=0, le=3)]
+    rank: Annotated[int, msgspec.Meta(ge=0, le=4)]
     entry_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ENTRY_ID_MAX)]
     check: Digest
     """Of the position and the profile (as ``ListCursor.check``)."""
@@ -146,9 +148,14 @@ class ConversationItem(msgspec.Struct, frozen=True, kw_only=True):
     customer_id: str
     """The identity the conversation came from (a customer's profile may have several)."""
     owner_agent_id: str | None
+    """The person who owns it (null while a bot does)."""
     offered_to: str | None
     """The agent an offer waits for (status ``offered``)."""
     preferred_agent_id: str | None
+    bot_id: str | None = None
+    """The bot that owns it (status ``bot``)."""
+    handoff: BotHandoff | None = None
+    """The latest hand-off from a bot to people: what the bot learned."""
     priority: int
     opened_at: float
     last_customer_message_at: float
@@ -252,10 +259,23 @@ class HistoryAssignment(TimelineAssignment, frozen=True, kw_only=True, tag="assi
 
 
 class HistoryMessage(TimelineMessage, frozen=True, kw_only=True, tag="message"):
-    """A message of one of the customer's conversations: theirs, or an agent's reply with
-    its delivery status."""
+    """A message of one of the customer's conversations: theirs, or a reply of an agent
+    (``agent_id``) or a bot (``bot_id``) with its delivery status."""
 
     conversation_id: str
+
+
+class HistoryHandoff(msgspec.Struct, frozen=True, kw_only=True, tag="handoff", tag_field="kind"):
+    """A bot handed one of the customer's conversations to people (its latest hand-off):
+    what the bot learned, for whoever answers next."""
+
+    at: float
+    """When the bot handed it off."""
+    conversation_id: str
+    channel: Channel
+    bot_id: str
+    handoff: Handoff
+    """Why (``reason``), and what the bot learned."""
 
 
 class HistoryClosed(msgspec.Struct, frozen=True, kw_only=True, tag="closed", tag_field="kind"):
@@ -267,7 +287,7 @@ class HistoryClosed(msgspec.Struct, frozen=True, kw_only=True, tag="closed", tag
     reason: str | None
 
 
-HistoryEntry = HistoryOpened | HistoryMessage | HistoryAssignment | HistoryClosed
+HistoryEntry = HistoryOpened | HistoryMessage | HistoryHandoff | HistoryAssignment | HistoryClosed
 
 
 class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -275,6 +295,6 @@ class HistoryPage(msgspec.Struct, frozen=True, kw_only=True):
     """The profile's id (see the profile)."""
     entries: list[HistoryEntry]
     """Oldest first within the page; the first page holds the newest entries. At the
-    same instant: opened, message, assignment, closed."""
+    same instant: opened, message, handoff, assignment, closed."""
     next_cursor: str | None
     """Pass as ``cursor`` for the page of older entries; null when there are none."""

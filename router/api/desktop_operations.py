@@ -190,7 +190,8 @@ DESKTOP_OPERATIONS = (
         HistoryPage,
         errors=_ERRORS,
         description=_CUSTOMER_ACCESS + " Every identity of the profile, every channel: "
-        "conversations opened and closed, assignments, messages with their text, attachments "
-        "and delivery status. Oldest first within a page; `next_cursor` pages back in time.",
+        "conversations opened and closed, bots' hand-offs (what the bot learned), "
+        "assignments, messages with their text, attachments and delivery status (a bot's "
+        "with its `bot_id`). Oldest first within a page; `next_cursor` pages back in time.",
     ),
 )

@@ -2,7 +2,8 @@
 
 ``POST …/conversations/{id}/reply`` sends the customer a reply on the conversation's
 channel: free-form text and attachments, or a ``template`` of the domain's registry for
-the channel (202 at once; 409 ``conversation_closed``, ``not_owner``). Once the
+the channel (202 at once; 409 ``conversation_closed``, ``not_owner``, and ``bot_owned``
+while a bot owns it: a person takes it over first, ``router.api.bots``). Once the
 provider's 24 h window has closed (``reply_window_closed``): on WhatsApp only a template
 goes out (409 ``reply_window_closed`` without one); on Messenger and Instagram a reply
 within 7 days of the customer's last message goes out with Meta's ``HUMAN_AGENT`` tag,
@@ -34,6 +35,7 @@ import structlog
 from aiohttp import web
 
 from router.api.auth import forbidden
+from router.api.bots import bot_routes
 from router.api.models import (
     ConversationUpdateIn,
     DeclineIn,
@@ -152,6 +154,10 @@ async def post_reply(request: web.Request) -> web.Response:
         record = await load_conversation(conn, domain, conversation_id)
         if record.status is ConversationStatus.CLOSED:
             return respond(ErrorBody(error="conversation_closed"), status=409)
+        if record.status is ConversationStatus.BOT:
+            # A person takes it over first (``takeover``): else the bot's next answer
+            # would go out beside theirs.
+            return respond(ErrorBody(error="bot_owned"), status=409)
         template: TemplateUse | None = None
         text = body.text
         if body.template is not None:
@@ -257,4 +263,5 @@ def handling_routes(base: str) -> list[web.RouteDef]:
         web.post(conversation + "/decline", guarded(post_decline)),
         web.post(conversation + "/snooze", guarded(post_snooze)),
         web.patch(conversation, guarded(patch_conversation)),
+        *bot_routes(base),
     ]

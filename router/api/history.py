@@ -8,8 +8,11 @@ row until the customer's answer opens it under the notification's conversation i
 messages source reads those from ``outbound_messages`` until then, and from the
 conversation afterwards, never both.
 
-Entries come from one source per kind (opened, message, assignment, closed), each read in
-``(at, id)`` order from an index, and merged; the cursor holds the last entry's key.
+Entries come from one source per kind (opened, message, hand-off, assignment, closed),
+each read in ``(at, id)`` order, and merged; the cursor holds the last entry's key. A
+bot's replies are messages with its ``bot_id`` (``agent_id`` null); a conversation a bot
+handed to people shows its latest hand-off (the one its record keeps), ranked before the
+assignment it led to.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from router.api.desktop_models import (
     HistoryClosed,
     HistoryCursor,
     HistoryEntry,
+    HistoryHandoff,
     HistoryMessage,
     HistoryOpened,
     HistoryPage,
@@ -50,16 +54,17 @@ from router.api.desktop_models import (
 from router.api.models import epoch
 from router.api.routes import enter, guarded, path_value, query_int, respond
 from runtime.appkeys import DB_POOL
-from schemas import Attachment
+from schemas import Attachment, Handoff
 from schemas.limits import CUSTOMER_ID_MAX, is_identifier
 
 _attachments = msgspec.json.Decoder(tuple[Attachment, ...])
+_handoff = msgspec.json.Decoder(Handoff)
 
 
 def history_cursor(at: datetime, rank: int, entry_id: str, profile: str) -> str:
     micros = micros_of(at)
     check = digest("history", profile, micros, rank, entry_id)
-    return encode_cursor(HistoryCursor(1, micros, rank, entry_id, check))
+    return encode_cursor(HistoryCursor(2, micros, rank, entry_id, check))
 
 
 def history_position(cursor: HistoryCursor, profile: str) -> HistoryCursor:
@@ -72,6 +77,7 @@ def history_position(cursor: HistoryCursor, profile: str) -> HistoryCursor:
 
 
 _CLOSED_AT = "coalesce(to_timestamp((c.record->>'closed_at')::float8), c.closed_at)"
+_HANDED_OFF_AT = "to_timestamp((c.record->'handoff'->>'handed_off_at')::float8)"
 _ASSIGNED_AT = "coalesce(a.offered_at, a.accepted_at)"
 
 
@@ -93,10 +99,21 @@ def _message(row: asyncpg.Record) -> HistoryEntry:
         direction=row["direction"],
         channel=row["channel"],
         agent_id=row["agent_id"],
+        bot_id=row["bot_id"],
         status=row["status"],
         error=row["error"] or None,
         text=row["text"],
         attachments=_attachments.decode(row["attachments"]),
+    )
+
+
+def _handed_off(row: asyncpg.Record) -> HistoryEntry:
+    return HistoryHandoff(
+        at=row["at"].timestamp(),
+        conversation_id=row["conversation_id"],
+        channel=row["channel"],
+        bot_id=row["bot_id"],
+        handoff=_handoff.decode(row["handoff"]),
     )
 
 
@@ -144,14 +161,14 @@ class _Source(NamedTuple):
 # part holds it.
 _MESSAGES = (
     "SELECT m.occurred_at AS at, m.message_id AS id, m.conversation_id, m.direction,"
-    " m.channel, m.agent_id, m.text, m.attachments::text AS attachments,"
+    " m.channel, m.agent_id, m.bot_id, m.text, m.attachments::text AS attachments,"
     " coalesce(o.status, m.status) AS status, o.error FROM messages m"
     " JOIN conversations c ON c.domain = m.domain AND c.conversation_id = m.conversation_id"
     " LEFT JOIN outbound_messages o ON o.domain = m.domain AND o.outbound_id = m.message_id"
     " WHERE m.domain = $1 AND c.customer_id = ANY($2::text[])"
     " UNION ALL"
     " SELECT m.occurred_at, m.message_id, m.conversation_id, m.direction, m.channel,"
-    " m.agent_id, m.text, m.attachments::text, coalesce(o.status, m.status), o.error"
+    " m.agent_id, m.bot_id, m.text, m.attachments::text, coalesce(o.status, m.status), o.error"
     " FROM outbound_messages o"
     " JOIN messages m ON m.domain = o.domain AND m.message_id = o.outbound_id"
     " WHERE o.domain = $1 AND o.kind = 'notification' AND o.customer_id = ANY($2::text[])"
@@ -173,8 +190,21 @@ _SOURCES = (
         _opened,
     ),
     _Source(1, "m.at", "m.id", f"SELECT * FROM ({_MESSAGES}) m WHERE true", _message),  # noqa: S608 -- fixed text
+    # No index holds the hand-off's time: the customer's conversations (found by
+    # ``conversations_by_customer``) are few, and each has one hand-off at most.
     _Source(
         2,
+        _HANDED_OFF_AT,
+        "c.conversation_id",
+        f"SELECT {_HANDED_OFF_AT} AS at, c.conversation_id AS id, c.conversation_id,"  # noqa: S608 -- fixed text
+        " c.channel, c.record->'handoff'->>'bot_id' AS bot_id,"
+        " (c.record->'handoff'->'handoff')::text AS handoff FROM conversations c"
+        " WHERE c.domain = $1 AND c.customer_id = ANY($2::text[])"
+        " AND c.record->'handoff'->>'handed_off_at' IS NOT NULL",
+        _handed_off,
+    ),
+    _Source(
+        3,
         _ASSIGNED_AT,
         "a.assignment_id",
         f"SELECT {_ASSIGNED_AT} AS at, a.assignment_id AS id, a.conversation_id, c.channel,"  # noqa: S608 -- fixed text
@@ -185,7 +215,7 @@ _SOURCES = (
         _assignment,
     ),
     _Source(
-        3,
+        4,
         _CLOSED_AT,
         "c.conversation_id",
         f"SELECT {_CLOSED_AT} AS at, c.conversation_id AS id, c.conversation_id, c.channel,"  # noqa: S608 -- fixed text

@@ -16,9 +16,10 @@ from typing import Annotated
 
 import msgspec
 
-from schemas import AgentSchedule, Attachment, Channel, Presence
+from schemas import AgentSchedule, Attachment, BotHandoff, Channel, Presence
 from schemas.limits import (
     AGENT_ID_MAX,
+    BOT_ID_MAX,
     CODE_MAX,
     CONTENT_TYPE_MAX,
     CUSTOMER_ID_MAX,
@@ -26,12 +27,14 @@ from schemas.limits import (
     FILENAME_MAX,
     LIST_MAX,
     NAME_MAX,
+    NOTE_MAX,
     QUEUE_MAX,
     REPLY_TEXT_MAX,
     SKILL_MAX,
     SUBJECT_MAX,
     URL_MAX,
     Attributes,
+    BotId,
     Language,
     Priority,
     checked_identifier,
@@ -161,6 +164,31 @@ class ConversationUpdateIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
             and self.language is None
             and self.attributes is None
         )
+
+
+class TakeoverIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Take over a conversation a bot owns: the person owns it at once."""
+
+    agent_id: AgentId | None = None
+    """Who takes it: an agent token takes it itself (omit, or its own id); an admin must
+    name the agent."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
+
+
+class HandbackIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Hand a conversation you own back to a bot (a survey, after hours)."""
+
+    bot_id: BotId | None = None
+    """The bot (a ``bots`` entry of the domain's routing); default: the bot of the
+    conversation's queue."""
+    note: Annotated[str, msgspec.Meta(max_length=NOTE_MAX)] = ""
+    """For the bot: it comes in the ``bot.turn`` that starts its part."""
+
+    def __post_init__(self) -> None:
+        _check_identifiers("bot_id", (self.bot_id,), BOT_ID_MAX)
+        msgspec.structs.force_setattr(self, "note", clean_text(self.note))
 
 
 class IdentityIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -417,14 +445,18 @@ class TimelineAssignment(
 
 
 class TimelineMessage(msgspec.Struct, frozen=True, kw_only=True, tag="message", tag_field="kind"):
-    """A message of the conversation: the customer's (inbound) or an agent's reply."""
+    """A message of the conversation: the customer's (inbound), or a reply of an agent or
+    a bot."""
 
     at: float
     message_id: str
     direction: str
-    """``inbound`` (customer) or ``outbound`` (agent reply)."""
+    """``inbound`` (customer) or ``outbound`` (a reply, or a business-started message)."""
     channel: Channel
     agent_id: str | None = None
+    """The agent who wrote an outbound message (null for a bot's)."""
+    bot_id: str | None = None
+    """The bot that wrote an outbound message."""
     status: str | None = None
     """Outbound: ``queued``, ``sent``, ``delivered``, ``read`` or ``failed``."""
     error: str | None = None
@@ -438,12 +470,19 @@ TimelineEntry = TimelineAssignment | TimelineMessage
 class ConversationView(msgspec.Struct, frozen=True, kw_only=True):
     conversation_id: str
     status: str
-    """``waiting``, ``offered``, ``assigned``, ``idle``, ``overflowed`` or ``closed``."""
+    """``waiting``, ``bot``, ``offered``, ``assigned``, ``idle``, ``overflowed`` or
+    ``closed``."""
     channel: Channel
     customer_id: str
     queue: str
     step: str
     owner_agent_id: str | None
+    """The person who owns it (null while a bot does: ``bot_id``)."""
+    bot_id: str | None = None
+    """The bot that owns it (status ``bot``): a person takes it over first to reply."""
+    handoff: BotHandoff | None = None
+    """The latest hand-off from a bot to people: which bot, when, and what it learned
+    (reason, summary, intent, language, skills, priority, attributes)."""
     preferred_agent_id: str | None
     offered_to: str | None
     opened_at: float

@@ -1,7 +1,9 @@
 """``/openapi.json``: the OpenAPI 3.1 document of the agent API.
 
 Request and response schemas come from the msgspec types of ``router.api.models``
-(``msgspec.json.schema_components``); the operations are listed in ``OPERATIONS``.
+(``msgspec.json.schema_components``); the operations are listed in ``OPERATIONS``, and
+the requests Switchboard itself makes (the HTTP bot protocol) in ``WEBHOOKS``, the
+document's ``webhooks``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from router.api.bots import BOT_OPERATIONS, BOT_WEBHOOKS
 from router.api.desktop_operations import DESKTOP_OPERATIONS
 from router.api.models import (
     NO_CONTROLS,
@@ -500,7 +503,8 @@ OPERATIONS = (
         ReplyIn,
         _COMMAND_ERRORS,
         "Answered at once; the delivery status shows in the conversation's timeline. 409 "
-        "`conversation_closed`, `not_owner`. Once the channel's free-form window (24 h after "
+        "`conversation_closed`, `not_owner`, `bot_owned` (a bot owns it: take it over "
+        "first, `takeover`). Once the channel's free-form window (24 h after "
         "the customer's last message) has closed: WhatsApp takes only a `template` (409 "
         "`reply_window_closed` without one); Messenger and Instagram take a reply up to 7 "
         "days after it, sent with Meta's `HUMAN_AGENT` tag, and refuse later ones (409 "
@@ -598,9 +602,13 @@ OPERATIONS = (
         audit.AuditPage,
         errors=_PLATFORM_ERRORS,
     ),
+    *BOT_OPERATIONS,
     *DESKTOP_OPERATIONS,
     *OUTBOUND_OPERATIONS,
 )
+WEBHOOKS = BOT_WEBHOOKS
+"""Requests Switchboard makes to the business's services (``path`` is the webhook's
+name): ``webhooks`` of the document."""
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
@@ -635,7 +643,7 @@ def document(extra: tuple[Operation, ...] = ()) -> dict[str, Any]:
     """The OpenAPI document of ``OPERATIONS`` and the ``extra`` ones."""
     operations = OPERATIONS + extra
     types: list[Any] = [ErrorBody]
-    for op in operations:
+    for op in operations + WEBHOOKS:
         types.extend(t for t in (op.ok_type, op.request) if t is not None)
     _, components = msgspec.json.schema_components(list(dict.fromkeys(types)), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
@@ -693,9 +701,29 @@ def document(extra: tuple[Operation, ...] = ()) -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
+        "webhooks": {op.path: {op.method: _webhook(op)} for op in WEBHOOKS},
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _webhook(op: Operation) -> dict[str, Any]:
+    """A request Switchboard makes: its body is required, its answer is ``op.ok_type``,
+    and any other answer fails it (as ``op.description`` says)."""
+    assert op.request is not None
+    assert op.ok_type is not None
+    return {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "description": op.description,
+        "parameters": list(op.parameters),
+        "security": [],
+        "requestBody": {"required": True, "content": _json(_ref(op.request))},
+        "responses": {
+            str(op.ok_status): {"description": "What to do", "content": _json(_ref(op.ok_type))},
+            "default": {"description": "Anything else fails it (see the description)"},
         },
     }
 

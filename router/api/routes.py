@@ -443,6 +443,8 @@ async def get_conversation(request: web.Request) -> web.Response:
             queue=record.queue,
             step=record.step,
             owner_agent_id=record.owner_agent_id,
+            bot_id=record.bot_id,
+            handoff=record.handoff,
             preferred_agent_id=record.preferred_agent_id,
             offered_to=record.offered_to,
             opened_at=record.opened_at,

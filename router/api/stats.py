@@ -115,7 +115,7 @@ async def timeline(
         limit,
     )
     messages = await conn.fetch(
-        "SELECT * FROM (SELECT message_id, direction, channel, agent_id, text,"
+        "SELECT * FROM (SELECT message_id, direction, channel, agent_id, bot_id, text,"
         " attachments::text AS attachments, occurred_at, status FROM messages"
         " WHERE domain = $1 AND conversation_id = $2 ORDER BY occurred_at DESC LIMIT $3) m",
         domain,
@@ -155,6 +155,7 @@ async def timeline(
                 direction=row["direction"],
                 channel=row["channel"],
                 agent_id=row["agent_id"],
+                bot_id=row["bot_id"],
                 status=status,
                 error=error or None,
                 text=row["text"],

@@ -14,6 +14,7 @@ from typing import Any
 
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
+from router.api.desktop_models import STATUS_VALUES
 from tests.api.support import Api, api_service
 from tests.conftest import Infrastructure
 from tests.support import wait_until
@@ -383,7 +384,7 @@ async def test_lists_filter_page_and_keep_to_each_tokens_conversations(
         # Each filter says what is wrong with it.
         for query in (
             {"status": "pending"},
-            {"status": ",".join(["open"] * 8)},
+            {"status": ",".join(["open"] * (len(STATUS_VALUES) + 1))},
             {"channel": "fax"},
             {"agent_id": "not an id"},
             {"queue": "q" * 65},

@@ -163,6 +163,23 @@ NO_DOCKER = "no Docker engine runs where the suite runs"
 NO_CLUSTER = "no Kubernetes cluster runs where the suite runs"
 
 RULES: tuple[Rule, ...] = (
+    # -- Reference bots ---------------------------------------------------------------
+    Rule(
+        r"^python -m tools\.bots\.kafka_bot ",
+        Mapped(
+            "tests/integration/test_bots_e2e.py::test_kafka_bot_contains_a_conversation",
+            "starts `python -m tools.bots.kafka_bot` with the test broker's address, its domain "
+            "and bot, as a process of its own beside the service",
+        ),
+    ),
+    Rule(
+        r"^HELPER_BOT_SECRET=… python -m tools\.bots\.http_bot ",
+        Mapped(
+            "tests/integration/test_bots_e2e.py::test_http_bot_contains_a_conversation",
+            "starts `python -m tools.bots.http_bot` on a free port with a secret in the "
+            "environment, and the service's bot bridge calls it",
+        ),
+    ),
     # -- Quick start and the make targets -------------------------------------------
     Rule(
         r"^make run$",

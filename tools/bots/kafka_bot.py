@@ -1,0 +1,256 @@
+"""The reference bot over Kafka: reads its turns from the routing topic, answers on
+``bots.events``.
+
+``python -m tools.bots.kafka_bot --bootstrap HOST:PORT --domain acme --bot helper``
+
+A bot without a ``webhook`` in ``[domains.<d>.routing.bots.<bot>]`` takes part this way:
+
+1. Consume ``conversations.routing`` in a consumer group of its own (default
+   ``bot-<domain>-<bot>``; a new group starts from the earliest record).
+2. Keep the ``bot.turn`` events of its domain and bot; a turn whose ``answer_by`` has
+   passed is skipped (the router has handed the conversation to people already). The
+   conversation's ``bot_assigned``, ``handed_off`` and ``closed`` events reset what the
+   bot remembers of it.
+3. Run the rules (``tools.bots.logic``) and publish the answer on ``bots.events``, keyed
+   by domain, each event with ``turn_id`` = the turn's id and an id derived from it: a
+   turn answered twice (the record read again after a crash) is dropped by the router.
+4. Commit the turn's offset once the broker acknowledged the answer.
+
+``--delay SECONDS`` answers each turn that much later (to see ``bot_timeout`` or a
+takeover mid-turn); ``--stop-after N`` exits after answering N turns. SIGTERM or SIGINT
+stop it cleanly (exit status 0), a turn in its delay left unanswered and uncommitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from runtime import logging as logs
+from runtime.config import KafkaConfig, ServiceConfig
+from runtime.kafka import (
+    BrokerUnavailable,
+    EventPublisher,
+    client_options,
+    make_producer,
+    start_consumer_when_reachable,
+)
+from schemas import topics
+from schemas.routing import (
+    BotTurn,
+    ConversationBotAssigned,
+    ConversationClosed,
+    ConversationHandedOff,
+)
+from tools.bots.logic import Memories, events_for
+
+log = structlog.get_logger(__name__)
+
+WATCHED = BotTurn | ConversationBotAssigned | ConversationHandedOff | ConversationClosed
+_WATCHED_TYPES = frozenset(
+    {b"bot.turn", b"conversation.bot_assigned", b"conversation.handed_off", b"conversation.closed"}
+)
+_decoder: msgspec.json.Decoder[WATCHED] = msgspec.json.Decoder(WATCHED)
+
+PUBLISH_RETRY_SECONDS = 1.0
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    bootstrap: str
+    domain: str
+    bot: str
+    topic_prefix: str = ""
+    group: str | None = None
+    delay: float = 0.0
+    stop_after: int | None = None
+    source: str | None = None
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group or f"bot-{self.domain}-{self.bot}"
+
+
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc] # aiokafka is untyped
+    """Logs ``bot_partitions_assigned`` once the group gave this bot its partitions: from
+    then on it reads every turn (the tests wait for this line)."""
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        log.info("bot_partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class KafkaBot:
+    """One bot of one domain, reading ``consumer`` and publishing with ``publisher``."""
+
+    def __init__(
+        self,
+        options: Options,
+        consumer: AIOKafkaConsumer,
+        publisher: EventPublisher,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.options = options
+        self.consumer = consumer
+        self.publisher = publisher
+        self.stopping = stopping
+        self.memories = Memories()
+        self.answered = 0
+
+    async def run(self) -> None:
+        """Until stopped or ``stop_after`` turns answered."""
+        while not self.stopping.is_set():
+            # Step 1
+            batch = await self.consumer.getmany(timeout_ms=200)
+            for partition, records in batch.items():
+                for record in records:
+                    if not await self.handle(record):
+                        return
+                    # Step 4
+                    await self.consumer.commit({partition: record.offset + 1})
+                    if self.done:
+                        return
+
+    @property
+    def done(self) -> bool:
+        return self.options.stop_after is not None and self.answered >= self.options.stop_after
+
+    async def handle(self, record: ConsumerRecord) -> bool:
+        """Steps 2 and 3 for one record; False when stopped before the answer went out."""
+        # Step 2
+        kind = dict(record.headers).get("ce_type")
+        if kind not in _WATCHED_TYPES:
+            return True
+        try:
+            event = _decoder.decode(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("record_skipped", offset=record.offset, error=str(error)[:200])
+            return True
+        if event.domain != self.options.domain:
+            return True
+        match event:
+            case BotTurn() if event.bot_id == self.options.bot:
+                return await self.answer(event)
+            case ConversationBotAssigned() if event.reason == "bot_first":
+                self.memories.forget(event.conversation_id)
+            case ConversationHandedOff() | ConversationClosed():
+                self.memories.forget(event.conversation_id)
+        return True
+
+    async def answer(self, turn: BotTurn) -> bool:
+        if turn.answer_by < time.time():
+            log.info("turn_expired", conversation_id=turn.conversation_id, turn_id=turn.id)
+            return True
+        # Step 3
+        actions = self.memories.answer(turn)
+        if self.options.delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=self.options.delay)
+            if self.stopping.is_set():
+                return False
+        events = events_for(turn, actions, time.time())
+        while True:
+            try:
+                await self.publisher.publish(events)
+                break
+            except BrokerUnavailable as error:
+                log.warning("answer_not_published", error=str(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=PUBLISH_RETRY_SECONDS)
+                if self.stopping.is_set():
+                    return False
+        self.answered += 1
+        log.info(
+            "turn_answered",
+            conversation_id=turn.conversation_id,
+            turn_id=turn.id,
+            answers=[type(event).__struct_config__.tag for event in events],
+        )
+        return True
+
+
+async def serve(options: Options, environ: Mapping[str, str], stopping: asyncio.Event) -> None:
+    config = ServiceConfig(
+        kafka=KafkaConfig(bootstrap_servers=options.bootstrap, topic_prefix=options.topic_prefix)
+    )
+    consumer = AIOKafkaConsumer(
+        **client_options(config, environ),
+        group_id=options.consumer_group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    consumer.subscribe([config.topic(topics.ROUTING)], listener=_Assigned())
+    producer = make_producer(config, environ)
+    source = options.source or f"bot/{options.domain}/{options.bot}"
+    publisher = EventPublisher(producer, config.topic(topics.BOTS), source)
+    if not await start_consumer_when_reachable(consumer, stopping, name="bot"):
+        return
+    try:
+        await producer.start()
+        log.info(
+            "bot_started", domain=options.domain, bot=options.bot, group=options.consumer_group
+        )
+        bot = KafkaBot(options, consumer, publisher, stopping)
+        await bot.run()
+        log.info("bot_stopped", answered=bot.answered)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def parse(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bots.kafka_bot",
+        description="The reference bot: answers its bot.turn events on bots.events.",
+    )
+    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--domain", required=True, help="routing domain")
+    parser.add_argument("--bot", required=True, help="bot id ([domains.<d>.routing.bots.<id>])")
+    parser.add_argument("--topic-prefix", default="", help="the deployment's kafka.topic_prefix")
+    parser.add_argument("--group", help="consumer group (default: bot-<domain>-<bot>)")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--stop-after", type=int, help="exit after answering this many turns")
+    args = parser.parse_args(argv)
+    if args.delay < 0 or (args.stop_after is not None and args.stop_after < 1):
+        parser.error("--delay must be >= 0 and --stop-after >= 1")
+    return Options(
+        bootstrap=args.bootstrap,
+        domain=args.domain,
+        bot=args.bot,
+        topic_prefix=args.topic_prefix,
+        group=args.group,
+        delay=args.delay,
+        stop_after=args.stop_after,
+    )
+
+
+async def main_async(options: Options) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await serve(options, os.environ, stopping)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    logs.configure(os.environ.get("SWITCHBOARD_LOG_FORMAT"))
+    asyncio.run(main_async(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
