@@ -5,9 +5,10 @@ commands move a conversation across, answered with the router's verdict
 (``run_command``: 202 ``completed``, 409 with the router's reason, 202 ``pending``):
 
 - ``POST …/conversations/{id}/takeover`` ``{"agent_id"?}``: a person takes a conversation
-  a bot owns (mid-turn included) and owns it at once, beyond their capacity if need be;
+  a bot owns (mid-turn included) and owns it at once, when they could pick it up by hand;
   the bot's later answers are refused. An agent token takes it as itself; an admin token
-  names the agent. 409 ``not_bot_owned``, ``unknown_agent``, ``unknown_conversation``.
+  names the agent. 409 ``not_bot_owned``, ``unknown_agent``, ``unknown_conversation``, or
+  why the agent cannot take it (``offline``, ``away``, ``at_capacity``, ``no_channel``).
 - ``POST …/conversations/{id}/handback`` ``{"bot_id"?, "note"?}``: its owner (or an admin)
   hands a conversation back to a bot (the queue's, or ``bot_id``), with a note the bot
   reads in its next ``bot.turn``; the person's slot is free. 409 ``not_owner``,
@@ -110,9 +111,10 @@ BOT_OPERATIONS = (
         _ERRORS,
         "An agent token takes it as itself; an admin token names `agent_id`. Mid-turn "
         "included: the bot's pending and later answers are refused, never sent. The agent "
-        "owns it beyond their capacity if need be (they chose to); `conversation.handed_off` "
-        "(reason `takeover`, `to_agent_id`) says so. 409 `not_bot_owned` (no bot owns it), "
-        "`unknown_agent`, `unknown_conversation`. " + _VERDICT,
+        "owns it at once when they could pick it up by hand (online, a free slot on its "
+        "channel); `conversation.handed_off` (reason `takeover`, `to_agent_id`) says so. 409 "
+        "`not_bot_owned` (no bot owns it), `unknown_agent`, `unknown_conversation`, or why "
+        "the agent cannot take it (`offline`, `away`, `at_capacity`, `no_channel`). " + _VERDICT,
     ),
     Operation(
         "post",
