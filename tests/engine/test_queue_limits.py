@@ -67,6 +67,7 @@ def limited(mode: QueueMode) -> DomainPolicy:
         inactivity=base.inactivity,
         away_after_missed_offers=base.away_after_missed_offers,
         queues=queues,
+        bots=base.bots,
     )
 
 

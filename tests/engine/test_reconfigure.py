@@ -34,6 +34,7 @@ from tests.engine.test_properties import (
     loads,
     loads_equal_holdings,
     nobody_newly_over_capacity,
+    one_owner_and_a_way_to_people,
     op,
     policy_for,
     resolve,
@@ -46,6 +47,7 @@ def other_policy(mode: QueueMode, variant: int) -> DomainPolicy:
     """``policy_for`` changed the ways a new version may change it."""
     base = policy_for(mode)
     support = base.queues["support"]
+    bots = base.bots
     if variant == 0:  # the ladder's waits change
         steps = (
             StepPolicy(name="skilled", wait=10),
@@ -57,6 +59,10 @@ def other_policy(mode: QueueMode, variant: int) -> DomainPolicy:
     elif variant == 2:  # a step goes away and a wider one comes
         steps = (StepPolicy(name="everyone", agents_from=("*",), skills=(), wait=100),)
         queues = {**base.queues, "support": QueuePolicy(**{**_fields(support), "steps": steps})}
+    elif variant == 4:  # the bot goes away: its conversations are handed to people
+        billing = QueuePolicy(**{**_fields(base.queues["billing"]), "bot": None})
+        queues = {**base.queues, "billing": billing}
+        bots = {}
     else:  # the hand-out mode flips
         flipped = QueueMode.ASSIGN if mode is QueueMode.OFFER else QueueMode.OFFER
         queues = {
@@ -68,6 +74,7 @@ def other_policy(mode: QueueMode, variant: int) -> DomainPolicy:
         inactivity=base.inactivity,
         away_after_missed_offers=base.away_after_missed_offers,
         queues=queues,
+        bots=bots,
     )
 
 
@@ -124,7 +131,7 @@ def test_the_same_policy_again_changes_no_decision(
     capacities=capacities,
     before=st.lists(op, min_size=5, max_size=30),
     after=st.lists(op, min_size=5, max_size=30),
-    variant=st.integers(0, 3),
+    variant=st.integers(0, 4),
 )
 def test_another_policy_decides_like_a_takeover_under_it(
     mode: QueueMode,
@@ -152,6 +159,7 @@ def test_another_policy_decides_like_a_takeover_under_it(
             store.save(effects)
             loads_equal_holdings(state)
             nobody_newly_over_capacity(state, before_loads)
+            one_owner_and_a_way_to_people(state, item[1])
 
     for item in setup(mode, capacities):
         store.save(step(state, item))
