@@ -69,6 +69,7 @@ from schemas import ROUTING_DECODER, BotTurn, topics
 from schemas.bot_webhook import (
     SIGNATURE_HEADER,
     WEBHOOK_TIMEOUT_MAX,
+    BotAction,
     BotWebhook,
     BotWebhookAnswer,
     HandoffAction,
@@ -135,11 +136,13 @@ def event_id(turn: BotTurn, suffix: str) -> str:
     return str(uuid.uuid5(EVENT_IDS, f"{turn.id}/{suffix}"))
 
 
-def answer_events(turn: BotTurn, answer: BotWebhookAnswer, now: float) -> list[BotEvent]:
-    """The events of a bot's answer to ``turn``, in its order; a hand-off or a resolve ends
-    the bot's part, and the actions after it are dropped."""
+def answer_events(turn: BotTurn, actions: Sequence[BotAction], now: float) -> list[BotEvent]:
+    """The ``bots.events`` of a bot's answer to ``turn``, in its order, threaded under the
+    customer's message (``in_reply_to``), with ids that depend on the turn and the position
+    alone; a hand-off or a resolve ends the bot's part, and the actions after it are
+    dropped (the protocol of ``schemas.bot_webhook``, whatever carries the answer)."""
     events: list[BotEvent] = []
-    for index, action in enumerate(answer.actions):
+    for index, action in enumerate(actions):
         ident = event_id(turn, str(index))
         match action:
             case ReplyAction():
@@ -492,7 +495,7 @@ class BotBridge:
             # Step 4
             now = self._clock()
             if result.answer is not None:
-                events = answer_events(turn, result.answer, now)
+                events = answer_events(turn, result.answer.actions, now)
             else:
                 events = [failed_event(turn, result.error, now)]
             (log.info if result.answer is not None else log.warning)(

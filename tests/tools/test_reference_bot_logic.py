@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.bots import answer_events
 from schemas import BOT_EVENT_DECODER, BotHandoffRequested, BotReplied, BotResolved, Channel
 from schemas.bot_webhook import (
     BotAction,
@@ -26,7 +27,6 @@ from tools.bots.logic import (
     RATINGS,
     Memories,
     Memory,
-    events_for,
     order_number,
     order_status,
     respond,
@@ -254,22 +254,22 @@ def test_long_messages_are_shortened_in_the_summary() -> None:
 def test_events_answer_the_turn_with_ids_of_the_turn_alone() -> None:
     the_turn = turn("A-1001", provider_message_id="<m1@example.com>")
     actions = (ReplyAction(text="one"), ReplyAction(text="two", progress=True))
-    events = events_for(the_turn, actions, now=5.0)
+    events = answer_events(the_turn, actions, now=5.0)
     assert [type(e) for e in events] == [BotReplied, BotReplied]
     assert {e.turn_id for e in events} == {the_turn.id}
     assert {e.in_reply_to for e in events} == {"<m1@example.com>"}
     assert len({e.id for e in events}) == 2
-    assert [e.id for e in events_for(the_turn, actions, now=9.0)] == [e.id for e in events]
-    other = events_for(turn("A-1001", turn_id="turn-2"), actions, now=5.0)
+    assert [e.id for e in answer_events(the_turn, actions, now=9.0)] == [e.id for e in events]
+    other = answer_events(turn("A-1001", turn_id="turn-2"), actions, now=5.0)
     assert not {e.id for e in other} & {e.id for e in events}
 
 
 def test_events_stop_at_a_hand_off_or_a_resolve() -> None:
     handoff = only(talk("refund")[0])
     actions = (ReplyAction(text="one"), handoff, ReplyAction(text="dropped"))
-    events = events_for(turn(), actions, now=5.0)
+    events = answer_events(turn(), actions, now=5.0)
     assert [type(e) for e in events] == [BotReplied, BotHandoffRequested]
-    resolved = events_for(turn(), (ResolveAction(text="bye"), ReplyAction(text="x")), now=5.0)
+    resolved = answer_events(turn(), (ResolveAction(text="bye"), ReplyAction(text="x")), now=5.0)
     assert [type(e) for e in resolved] == [BotResolved]
 
 
@@ -335,7 +335,7 @@ def valid_on_the_wire(actions: Sequence[BotAction]) -> bool:
 
 
 def events_valid_on_the_wire(the_turn: BotTurn, actions: Sequence[BotAction]) -> bool:
-    events = events_for(the_turn, actions, now=1_700_000_001.0)
+    events = answer_events(the_turn, actions, now=1_700_000_001.0)
     return [BOT_EVENT_DECODER.decode(msgspec.json.encode(e)) for e in events] == events
 
 

@@ -37,6 +37,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from adapters.bots import answer_events
 from runtime import logging as logs
 from runtime.config import KafkaConfig, ServiceConfig
 from runtime.kafka import (
@@ -53,7 +54,7 @@ from schemas.routing import (
     ConversationClosed,
     ConversationHandedOff,
 )
-from tools.bots.logic import Memories, events_for
+from tools.bots.logic import Memories
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +161,7 @@ class KafkaBot:
                 await asyncio.wait_for(self.stopping.wait(), timeout=self.options.delay)
             if self.stopping.is_set():
                 return False
-        events = events_for(turn, actions, time.time())
+        events = answer_events(turn, actions, time.time())
         while True:
             try:
                 await self.publisher.publish(events)

@@ -34,19 +34,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import assert_never
 
 import msgspec
 
 from schemas.bot_webhook import BotAction, HandoffAction, ReplyAction, ResolveAction
 from schemas.bots import (
-    BotEvent,
-    BotHandoffRequested,
-    BotReplied,
-    BotResolved,
     Handoff,
     HandoffReason,
 )
@@ -59,11 +52,6 @@ GREETING = "Hi, I'm the Acme assistant."
 SURVEY = "Thanks for talking with us. How did we do today, from 1 (poor) to 5 (great)?"
 QUOTE_MAX = 200
 """Characters of a customer's message quoted in a hand-off summary."""
-
-IDS = uuid.UUID("4c0e2a57-3f1b-4d7e-9a53-2b1b6e0f7c11")
-"""Namespace of the answers' ids: ``uuid5(IDS, f"{turn id}/{n}")``, so an answer given
-again to the same turn (a redelivered record, a retried call) has the same ids and the
-router drops the copy."""
 
 _ORDER = re.compile(
     r"(?<![A-Za-z0-9])(?:#\s?(\d{4,12})|(\d{5,12})|([A-Za-z]{1,3})-?(\d{3,10}))(?![A-Za-z0-9])"
@@ -183,66 +171,6 @@ def respond(turn: BotTurn, memory: Memory = NEW) -> tuple[tuple[BotAction, ...],
     return _greeted(action, memory), msgspec.structs.replace(
         memory, greeted=True, misses=(), order_id=order_id
     )
-
-
-def events_for(turn: BotTurn, actions: Sequence[BotAction], now: float) -> list[BotEvent]:
-    """The ``bots.events`` answering ``turn``: one per action, in order, with ids that
-    depend on the turn and the position alone, threaded under the customer's message
-    (``in_reply_to``: email). A hand-off or a resolve ends the bot's part (later actions
-    are dropped, as the HTTP protocol says)."""
-    events: list[BotEvent] = []
-    for n, action in enumerate(actions):
-        event_id = str(uuid.uuid5(IDS, f"{turn.id}/{n}"))
-        match action:
-            case ReplyAction():
-                events.append(
-                    BotReplied(
-                        id=event_id,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        text=action.text,
-                        attachments=action.attachments,
-                        quick_replies=action.quick_replies,
-                        progress=action.progress,
-                    )
-                )
-            case HandoffAction():
-                events.append(
-                    BotHandoffRequested(
-                        id=event_id,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        handoff=action.handoff,
-                        text=action.text,
-                    )
-                )
-                break
-            case ResolveAction():
-                events.append(
-                    BotResolved(
-                        id=event_id,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        text=action.text,
-                        reason=action.reason,
-                    )
-                )
-                break
-            case _:
-                assert_never(action)
-    return events
 
 
 class Memories:
