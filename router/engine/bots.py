@@ -14,7 +14,9 @@ Rules (``DomainPolicy.bots``, ``QueuePolicy.bot``):
    hand off (``no_progress``); no answer in time hands off (``bot_timeout``).
 3. The bot answers on ``bots.events``; an answer is applied only while that bot owns the
    conversation (else ``command.rejected``, reason ``not_bot_owner``: a reply after a
-   takeover is never sent). A reply goes to the customer through ``conversations.outbound``
+   takeover is never sent). One exception: after its hand-off, until a person has the
+   conversation (it waits or overflowed), the bot may still send replies, to relay what
+   ``conversation.handed_off`` says the customer can expect. A reply goes to the customer through ``conversations.outbound``
    (``SendReply``); a hand-off routes the conversation to people with what the bot learned
    (skills, language, priority, attributes; the customer's last agent preferred); a resolve
    closes it (``contained`` when no person ever owned it); a failure hands off
@@ -77,6 +79,7 @@ from schemas.limits import ATTRIBUTES_MAX, keyword_form
 _WAITING = ConversationStatus.WAITING
 _ASSIGNED = ConversationStatus.ASSIGNED
 _IDLE = ConversationStatus.IDLE
+_OVERFLOWED = ConversationStatus.OVERFLOWED
 _BOT = ConversationStatus.BOT
 _PREFERRED = LadderStep.PREFERRED
 _AFTER_HOURS = LadderStep.AFTER_HOURS
@@ -221,7 +224,9 @@ def on_bot_answer(call: Call, event: BotEvent) -> None:
     refusal = None
     if conversation is None:
         refusal = "unknown_conversation"
-    elif conversation.status is not _BOT or conversation.bot != event.bot_id:
+    elif (conversation.status is not _BOT or conversation.bot != event.bot_id) and not (
+        type(event) is BotReplied and _relays(conversation, event.bot_id)
+    ):
         refusal = "not_bot_owner"
     elif (
         isinstance(event, BotReplied | BotHandoffRequested | BotResolved)
@@ -231,6 +236,10 @@ def on_bot_answer(call: Call, event: BotEvent) -> None:
         refusal = "reply_window_closed"  # the provider would refuse free text now
     if refusal is not None or conversation is None:
         reject(call, event.id, refusal or "unknown_conversation", event.conversation_id)
+        return
+    if conversation.status is not _BOT:
+        assert type(event) is BotReplied
+        _send(call, conversation, event, event.text, event)  # what to expect, until people come
         return
     match event:
         case BotReplied():
@@ -253,6 +262,18 @@ def on_bot_answer(call: Call, event: BotEvent) -> None:
             close(call, conversation, event.reason)
         case BotFailed():
             hand_off(call, conversation, Handoff(reason=HandoffReason.BOT_ERROR))
+
+
+def _relays(conversation: Conversation, bot_id: str) -> bool:
+    """Whether ``bot_id`` handed the conversation off and nobody has it yet: the bot may
+    still tell the customer what to expect (rule 3)."""
+    handoff = conversation.handoff
+    return (
+        conversation.handoff_open
+        and handoff is not None
+        and handoff.bot_id == bot_id
+        and conversation.status in (_WAITING, _OVERFLOWED)
+    )
 
 
 def _send(

@@ -331,3 +331,32 @@ def test_the_honest_answer_names_the_position_and_who_is_online() -> None:
         handed.append(emitted(effects, ConversationHandedOff)[0])
     assert [h.position for h in handed] == [0, 1, 2]
     assert all(h.agents_online == 1 and h.continue_on == (Channel.EMAIL,) for h in handed)
+
+
+def test_the_bot_may_relay_what_to_expect_until_a_person_has_it() -> None:
+    state = with_agents(bot_policy(), ("a1", ()))
+    run(state, [registered("a1", capacity={Channel.SMS: 1})])
+    run(state, [message("busy", customer="c0", queue="other")])  # a1's only slot
+    conversation_id, _ = opened(state)
+    handoff = Handoff(reason=HandoffReason.CUSTOMER_ASKED)
+    effects = run(state, [answer(BotHandoffRequested, conversation_id, handoff=handoff)])
+    handed = emitted(effects, ConversationHandedOff)[0]
+    assert handed.position == 0
+    relay = answer(BotReplied, conversation_id, text="You are first in line.")
+    sent = [e.reply for e in run(state, [relay]) if isinstance(e, SendReply)]
+    assert [reply.text for reply in sent] == ["You are first in line."]
+    assert sent[0].bot_id == BOT
+    # its hand-off is done: nothing else from it is taken
+    again = answer(BotHandoffRequested, conversation_id, handoff=handoff)
+    assert emitted(run(state, [again]), CommandRejected)[0].reason == "not_bot_owner"
+    other_bot = answer(BotReplied, conversation_id, text="hi", bot_id="other")
+    assert emitted(run(state, [other_bot]), CommandRejected)[0].reason == "not_bot_owner"
+    # once a person has it, the bot is silent
+    run(state, [close(next(iter(c for c in state.conversations if c != conversation_id)))])
+    record = conversation(state, conversation_id)
+    assert record is not None
+    assert record.owner_agent_id == "a1"
+    late = answer(BotReplied, conversation_id, text="Still there?")
+    effects = run(state, [late])
+    assert not [e for e in effects if isinstance(e, SendReply)]
+    assert emitted(effects, CommandRejected)[0].reason == "not_bot_owner"
