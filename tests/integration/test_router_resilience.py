@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from schemas import ROUTING_DECODER, ConversationOverflowed, ConversationQueued
+from runtime.kafka import EventPublisher
+from schemas import (
+    ROUTING_DECODER,
+    BotReplied,
+    BotResolved,
+    BotTurn,
+    Channel,
+    CommandRejected,
+    ConversationClosed,
+    ConversationOverflowed,
+    ConversationQueued,
+    MessageReceived,
+    topics,
+)
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import EmbeddedBroker
@@ -342,3 +357,136 @@ async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over
 
 async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
     return bool(await conn.fetchval("SELECT count(*) FROM messages") == expected)
+
+
+async def test_kill_9_while_a_bot_answers_applies_each_answer_once(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    """A bot answers every turn (a reply, then a resolve) while the router is killed at
+    random: every conversation ends contained with one reply, and no answer is applied
+    twice (a second application would be refused: the conversation is gone)."""
+    raw = make_raw_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "domains": {
+                "bots": {
+                    "routing": {
+                        "bots": {"helper": {"answer_timeout": 120}},
+                        "queues": {"default": {"bot": "helper"}},
+                    }
+                }
+            },
+            "kafka": {"partitions": 2},
+        },
+    )
+    config = msgspec.convert(raw, type=Config)
+    await prepare(config, {})
+    router = RouterProcess(raw, tmp_path)
+    router.start()
+    await router.wait_ready()
+    chaos = random.Random(4321)
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    inbound = EventPublisher(producer, config.topic(topics.INBOUND), "test", timeout=30)
+    answers = EventPublisher(producer, config.topic(topics.BOTS), "test", timeout=30)
+    count = 300
+    opened = [
+        MessageReceived(
+            id=f"m-{index}",
+            domain="bots",
+            occurred_at=time.time(),
+            channel=Channel.SMS,
+            endpoint="+15550000000",
+            customer_address=f"+1555100{index:04d}",
+            customer_id=f"sms:+1555100{index:04d}",
+            conversation_key=f"sms:+15550000000:+1555100{index:04d}",
+            provider_message_id=f"SM{index:032d}",
+            text="hello",
+        )
+        for index in range(count)
+    ]
+
+    async def bot() -> None:
+        """Answers each turn once: a reply, then a resolve (ids from the turn's id)."""
+        answered: set[str] = set()
+        async with TopicReader(config, topics.ROUTING) as routing:
+            while len(answered) < count:
+                for record in await routing.poll():
+                    turn = ROUTING_DECODER.decode(record.value)
+                    if not isinstance(turn, BotTurn) or turn.id in answered:
+                        continue
+                    answered.add(turn.id)
+                    now = time.time()
+                    await answers.publish(
+                        [
+                            BotReplied(
+                                id=f"{turn.id}/0",
+                                domain="bots",
+                                occurred_at=now,
+                                conversation_id=turn.conversation_id,
+                                bot_id="helper",
+                                turn_id=turn.id,
+                                text="Hi!",
+                            ),
+                            BotResolved(
+                                id=f"{turn.id}/1",
+                                domain="bots",
+                                occurred_at=now,
+                                conversation_id=turn.conversation_id,
+                                bot_id="helper",
+                                turn_id=turn.id,
+                            ),
+                        ]
+                    )
+                routing.records.clear()
+
+    answering = asyncio.create_task(bot())
+    try:
+        for start in range(0, count, 30):
+            await inbound.publish(opened[start : start + 30])
+            await asyncio.sleep(chaos.uniform(0.1, 0.4))
+            if start % 90 == 0:
+                router.kill()
+                await asyncio.sleep(chaos.uniform(0.0, 0.5))
+                router.start()
+        await asyncio.wait_for(answering, timeout=120)
+        conn = await asyncpg.connect(database_url)
+        try:
+
+            async def all_closed() -> bool:
+                closed = await conn.fetchval(
+                    "SELECT count(*) FROM conversations WHERE domain = 'bots' AND status = 'closed'"
+                )
+                return bool(closed == count)
+
+            await wait_until(all_closed, timeout=90, what="every conversation closed")
+            replies = await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE domain = 'bots' AND bot_id = 'helper'"
+            )
+            assert replies == count
+        finally:
+            await conn.close()
+        async with TopicReader(config, topics.ROUTING) as routing:
+
+            def settled(records: list[Any]) -> bool:
+                closed = {
+                    event.conversation_id
+                    for event in map(ROUTING_DECODER.decode, (r.value for r in records))
+                    if isinstance(event, ConversationClosed)
+                }
+                return len(closed) == count
+
+            records = await routing.wait_for(settled, timeout=60)
+        events = {
+            event.id: event for event in map(ROUTING_DECODER.decode, (r.value for r in records))
+        }
+        closes = [e for e in events.values() if isinstance(e, ConversationClosed)]
+        assert len(closes) == count
+        assert all(close.contained for close in closes)
+        refused = [e for e in events.values() if isinstance(e, CommandRejected)]
+        assert refused == [], refused[:3]
+    finally:
+        answering.cancel()
+        await producer.stop()
+    assert router.terminate() == 0
