@@ -1,41 +1,57 @@
-"""The HTTP bot bridge: ``bot.turn`` on ``conversations.routing`` → the bot's webhook → its
-answer on ``bots.events``.
+"""The HTTP bot bridge: ``bot.turn`` and ``conversation.handed_off`` on
+``conversations.routing`` → the bot's webhook → its answer on ``bots.events``.
 
 A bot with a ``webhook`` (``[domains.<d>.routing.bots.<bot>.webhook]``) does not read the
-routing topic itself: the adapters call it, one turn at a time, with the protocol of
-``schemas.bot_webhook``.
+routing topic itself: the adapters call it, one request at a time, with the protocol of
+``schemas.bot_webhook``. Two kinds of event are posted (the request's ``type``):
+
+- a ``bot.turn`` of the bot: it answers the customer, hands off or resolves;
+- a ``conversation.handed_off`` of the bot (``relayable``) while the conversation waits
+  for a person (``position`` or ``opens_at`` set; not a ``takeover``): it tells the
+  customer what to expect. Only its ``reply`` actions are published (``relay_events``);
+  a ``handoff`` or ``resolve`` is dropped (the ``dropped`` count of the log line), as the
+  bot's part has ended. The router sends the replies until a person has the
+  conversation (``router.engine.bots``, rule 3), and refuses them after.
 
 1. ``getmany`` from ``conversations.routing`` (consumer group ``<consumer_group>-bots``).
    Only the records of domains with a webhook bot (the record key) are decoded; of those,
-   a ``bot.turn`` of a bot with a webhook is taken, anything else passes. A record that
-   does not decode is counted (``outcome="undecodable"``) and passed: it is the router's
-   own output, no one's to dead-letter.
-2. Wait for the conversation's previous turn: the turns of one conversation go in order,
-   conversations in parallel (``PARALLEL_CONVERSATIONS`` at most). A turn whose
-   ``answer_by`` has passed is skipped (``skipped_late``): the router has handed the
-   conversation to people already.
-3. POST the turn (the ``bot.turn`` event as JSON) to ``webhook.url``, signed
-   (``signature``) with the secret ``webhook.secret_env`` names, read at each call: the
-   secrets file is read again with each configuration version. The call has
-   ``min(webhook.timeout, time left until answer_by)``; the answer's body is read up to
+   a ``bot.turn`` or a relayable ``conversation.handed_off`` of a bot with a webhook is
+   taken, anything else passes. A record that does not decode is counted
+   (``outcome="undecodable"``) and passed: it is the router's own output, no one's to
+   dead-letter.
+2. Wait for the conversation's previous request: the turns and hand-offs of one
+   conversation go in order, conversations in parallel (``PARALLEL_CONVERSATIONS`` at
+   most). A turn whose ``answer_by`` has passed is skipped (``skipped_late``): the router
+   has handed the conversation to people already. A hand-off has no deadline but the
+   call's.
+3. POST the event as JSON to ``webhook.url``, signed (``signature``) with the secret
+   ``webhook.secret_env`` names, read at each call: the secrets file is read again with
+   each configuration version. A turn's call has ``min(webhook.timeout, time left until
+   answer_by)``, a hand-off's ``webhook.timeout``; the answer's body is read up to
    ``ANSWER_MAX_BYTES``.
-4. Publish (acks=all) what the answer means on ``bots.events``, keyed by domain: each
-   action as an event (``answer_events``), or one ``bot.failed`` (``failed_event``:
-   ``timeout``, ``unreachable``, ``http_<status>``, ``bad_answer``, ``secret_missing``).
-   Each carries the turn's id (``turn_id``) and its ``provider_message_id`` (``in_reply_to``:
-   email replies thread). Ids are deterministic (``event_id``): a turn read again publishes
-   the same ids. A broker that does not acknowledge is tried again until it does, the bot
-   not called again.
-5. Commit the offsets, per partition up to the first turn not yet published.
+4. Publish (acks=all) what the answer means on ``bots.events``, keyed by domain. For a
+   turn: each action as an event (``answer_events``), or one ``bot.failed``
+   (``failed_event``: ``timeout``, ``unreachable``, ``http_<status>``, ``bad_answer``,
+   ``secret_missing``), each with the turn's id (``turn_id``) and its
+   ``provider_message_id`` (``in_reply_to``: email replies thread). For a hand-off: its
+   replies, ``bot.replied`` without ``turn_id`` nor ``in_reply_to``; a failure publishes
+   nothing (people have the conversation already) and is only counted. Ids are
+   deterministic (``event_id``): an event read again publishes the same ids. A broker
+   that does not acknowledge is tried again until it does, the bot not called again.
+5. Commit the offsets, per partition up to the first request not yet published.
 
-The bot is not called again for a turn whose answer is published and committed. It may be
-called twice for one turn (the process stopped, or the partition moved, between the call
-and the commit; the routing topic holds a turn twice): the events then have the same ids,
+The bot is not called again for an event whose answer is published and committed. It may
+be called twice for one (the process stopped, or the partition moved, between the call and
+the commit; the routing topic holds an event twice): the events then have the same ids,
 for the router to drop the copy. A bot that answers differently the second time still
-gets ids ``<turn id>/0``, ``/1`` …: a bot should answer a turn id it has seen as before.
+gets ids ``<event id>/0``, ``/1`` …: a bot should answer an event id it has seen as
+before.
 
-Logs carry the domain, bot, conversation and turn ids, the outcome and the HTTP status,
-never the turn's text or addresses, the URL, the secret or the bot's answer.
+Metrics count each call by outcome (``switchboard_bot_webhook_calls_total``): a hand-off
+answered with actions dropped is ``answered`` all the same (the bot answered; it is no
+failure), and its log line says how many were dropped. Logs carry the domain, bot,
+conversation and turn (or hand-off) ids, the outcome and the HTTP status, never the
+event's text or addresses, the URL, the secret or the bot's answer.
 """
 
 from __future__ import annotations
@@ -65,13 +81,14 @@ from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
-from schemas import ROUTING_DECODER, BotTurn, topics
+from schemas import ROUTING_DECODER, BotTurn, ConversationHandedOff, HandoffReason, topics
 from schemas.bot_webhook import (
     SIGNATURE_HEADER,
     WEBHOOK_TIMEOUT_MAX,
     BotAction,
     BotWebhook,
     BotWebhookAnswer,
+    BotWebhookRequest,
     HandoffAction,
     ReplyAction,
     ResolveAction,
@@ -85,12 +102,13 @@ PARALLEL_CONVERSATIONS = 64
 egress's 16: a bot (a language model behind it) takes seconds to answer, not a provider's
 milliseconds."""
 TRACKED_MAX = 1000
-"""Turns read and not yet committed; beyond it the partitions pause until turns finish."""
+"""Requests (turns and hand-offs) read and not yet committed; beyond it the partitions
+pause until they finish."""
 ANSWER_MAX_BYTES = 256 * 1024
 """Largest answer body read; a longer one is ``bad_answer``."""
 STOP_GRACE_SECONDS = 20.0
 """How long stopping waits for the calls in flight (under ``runtime.tasks.STOP_TIMEOUT``);
-the turns still unanswered then are read again by the next process."""
+the requests still unanswered then are read again by the next process."""
 PUBLISH_RETRY_MAX_SECONDS = 5.0
 """Longest pause between attempts to publish an answer the broker did not acknowledge."""
 EVENT_IDS = uuid.UUID("d67b7eb5-635f-4102-bb58-17d93a706bd8")
@@ -101,7 +119,7 @@ Webhooks = Mapping[str, Mapping[str, BotWebhook]]
 
 
 class Outcome(enum.StrEnum):
-    """What became of one turn (the ``outcome`` label)."""
+    """What became of one turn or hand-off (the ``outcome`` label)."""
 
     ANSWERED = "answered"
     TIMEOUT = "timeout"
@@ -130,10 +148,19 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={hmac_hex(secret, f'{timestamp}.'.encode() + body)}"
 
 
-def event_id(turn: BotTurn, suffix: str) -> str:
-    """The id of an event published for ``turn``: the same each time the turn is handled,
-    so a turn read again does not make new events."""
-    return str(uuid.uuid5(EVENT_IDS, f"{turn.id}/{suffix}"))
+def event_id(request: BotWebhookRequest, suffix: str) -> str:
+    """The id of an event published for ``request`` (a turn or a hand-off): the same each
+    time it is handled, so an event read again does not make new events."""
+    return str(uuid.uuid5(EVENT_IDS, f"{request.id}/{suffix}"))
+
+
+def relayable(handed_off: ConversationHandedOff) -> bool:
+    """Whether the bot is asked what to tell the customer about its hand-off: the
+    conversation waits for a person (on a waiting list, or until its queue opens), and
+    no person took it over."""
+    return handed_off.reason is not HandoffReason.TAKEOVER and (
+        handed_off.position is not None or handed_off.opens_at is not None
+    )
 
 
 def answer_events(turn: BotTurn, actions: Sequence[BotAction], now: float) -> list[BotEvent]:
@@ -196,6 +223,32 @@ def answer_events(turn: BotTurn, actions: Sequence[BotAction], now: float) -> li
     return events
 
 
+def relay_events(
+    handed_off: ConversationHandedOff, actions: Sequence[BotAction], now: float
+) -> list[BotReplied]:
+    """The ``bots.events`` of a bot's answer to its own hand-off: its ``reply`` actions,
+    in order, as ``bot.replied`` without a turn (the router sends them while the
+    conversation waits for a person); a ``handoff`` or a ``resolve`` is dropped (the bot's
+    part has ended). Ids depend on the hand-off's id and the action's position alone."""
+    return [
+        BotReplied(
+            id=event_id(handed_off, str(index)),
+            domain=handed_off.domain,
+            occurred_at=now,
+            conversation_id=handed_off.conversation_id,
+            bot_id=handed_off.bot_id,
+            turn_id=None,
+            in_reply_to=None,
+            text=action.text,
+            attachments=action.attachments,
+            quick_replies=action.quick_replies,
+            progress=action.progress,
+        )
+        for index, action in enumerate(actions)
+        if isinstance(action, ReplyAction)
+    ]
+
+
 def failed_event(turn: BotTurn, error: str, now: float) -> BotFailed:
     """``bot.failed`` for ``turn``: people take the conversation (``bot_error``)."""
     return BotFailed(
@@ -236,15 +289,16 @@ def read_answer(raw: bytes) -> CallResult:
 async def call(
     session: aiohttp.ClientSession,
     webhook: BotWebhook,
-    turn: BotTurn,
+    request: BotWebhookRequest,
     secret: str | None,
     *,
     within: float,
     now: float,
 ) -> CallResult:
-    """One POST of ``turn`` to the bot (step 3), answered ``within`` seconds or
-    ``timeout``; never raising for what the bot or the network does."""
-    body = msgspec.json.encode(turn)
+    """One POST of ``request`` (a turn or a hand-off) to the bot (step 3), answered
+    ``within`` seconds or ``timeout``; never raising for what the bot or the network
+    does."""
+    body = msgspec.json.encode(request)
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if secret is not None:
         headers[SIGNATURE_HEADER] = signature(secret, int(now), body)
@@ -284,7 +338,8 @@ async def _read_bounded(reply: aiohttp.ClientResponse, limit: int) -> bytes | No
 
 @dataclass(slots=True)
 class _Pending:
-    """A turn read from a partition, until its answer is published."""
+    """A turn or a hand-off read from a partition, until what its answer means is
+    published."""
 
     offset: int
     done: bool = False
@@ -292,25 +347,27 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Partition:
-    """What of a partition may be committed: every record before its first turn not done."""
+    """What of a partition may be committed: every record before its first request not
+    done."""
 
-    turns: deque[_Pending] = field(default_factory=deque)
+    requests: deque[_Pending] = field(default_factory=deque)
     end: int | None = None
     """The offset after the last record read (None: none read yet)."""
     committed: int | None = None
 
     def committable(self) -> int | None:
-        while self.turns and self.turns[0].done:
-            self.turns.popleft()
-        return self.turns[0].offset if self.turns else self.end
+        while self.requests and self.requests[0].done:
+            self.requests.popleft()
+        return self.requests[0].offset if self.requests else self.end
 
 
 # -- the worker ---------------------------------------------------------------------------
 
 
 class BotBridge:
-    """Calls the HTTP bots of the routing topic's turns and publishes their answers (the
-    module docstring's steps). ``reconfigure`` follows new configuration versions."""
+    """Calls the HTTP bots of the routing topic's turns and hand-offs and publishes their
+    answers (the module docstring's steps). ``reconfigure`` follows new configuration
+    versions."""
 
     def __init__(
         self,
@@ -334,7 +391,8 @@ class BotBridge:
         self._gate = asyncio.Semaphore(PARALLEL_CONVERSATIONS)
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._tails: dict[tuple[str, str], asyncio.Task[None]] = {}
-        """The last turn task of each conversation: the next one waits for it."""
+        """The last task (a turn's or a hand-off's) of each conversation: the next one
+        waits for it."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._commit_lock = asyncio.Lock()
         self._paused = False
@@ -344,7 +402,8 @@ class BotBridge:
         self._stopping.set()
 
     def reconfigure(self, webhooks: Webhooks) -> None:
-        """A new configuration version: turns from now on reach these bots."""
+        """A new configuration version: turns and hand-offs from now on reach these
+        bots."""
         self._webhooks = webhooks
 
     async def run(self) -> None:
@@ -380,7 +439,7 @@ class BotBridge:
             raise self._failure
 
     async def _step(self, consumer: AIOKafkaConsumer, session: aiohttp.ClientSession) -> None:
-        """Step 1 for one batch (steps 2-4 go on in a task per turn), then step 5."""
+        """Step 1 for one batch (steps 2-4 go on in a task per request), then step 5."""
         self._pause_when_full(consumer)
         # Step 1
         try:
@@ -392,15 +451,16 @@ class BotBridge:
         for tp, records in batch.items():
             partition = self._partitions.setdefault(tp, _Partition())
             for record in records:
-                turn = self._turn_of(record)
-                if turn is not None:
-                    self._start_turn(turn, partition, record.offset, session)
+                request = self._request_of(record)
+                if request is not None:
+                    self._start(request, partition, record.offset, session)
                 partition.end = record.offset + 1
         # Step 5
         await self._commit(consumer)
 
-    def _turn_of(self, record: ConsumerRecord[bytes, bytes]) -> BotTurn | None:
-        """The record's turn, when it is one of a bot with a webhook."""
+    def _request_of(self, record: ConsumerRecord[bytes, bytes]) -> BotWebhookRequest | None:
+        """The record's event, when it is for a bot with a webhook: a turn, or a hand-off
+        whose customer waits (``relayable``)."""
         webhooks = self._webhooks
         domain = (record.key or b"").decode(errors="replace")
         if domain not in webhooks:
@@ -420,23 +480,30 @@ class BotBridge:
                 error=type(error).__name__,
             )
             return None
-        if not isinstance(event, BotTurn) or event.bot_id not in webhooks.get(event.domain, {}):
+        match event:
+            case BotTurn():
+                request: BotWebhookRequest = event
+            case ConversationHandedOff() if relayable(event):
+                request = event
+            case _:
+                return None
+        if request.bot_id not in webhooks.get(request.domain, {}):
             return None
-        return event
+        return request
 
-    def _start_turn(
+    def _start(
         self,
-        turn: BotTurn,
+        request: BotWebhookRequest,
         partition: _Partition,
         offset: int,
         session: aiohttp.ClientSession,
     ) -> None:
         pending = _Pending(offset)
-        partition.turns.append(pending)
-        key = (turn.domain, turn.conversation_id)
+        partition.requests.append(pending)
+        key = (request.domain, request.conversation_id)
         task = asyncio.create_task(
-            self._handle(turn, pending, self._tails.get(key), session),
-            name=f"bot-turn-{turn.conversation_id}",
+            self._handle(request, pending, self._tails.get(key), session),
+            name=f"bot-call-{request.conversation_id}",
         )
         self._tails[key] = task
         self._tasks.add(task)
@@ -455,68 +522,132 @@ class BotBridge:
 
     async def _handle(
         self,
-        turn: BotTurn,
+        request: BotWebhookRequest,
         pending: _Pending,
         previous: asyncio.Task[None] | None,
         session: aiohttp.ClientSession,
     ) -> None:
-        """Steps 2-4 for one turn; ``pending`` is done once its answer is published."""
+        """Steps 2-4 for one request; ``pending`` is done once what its answer means is
+        published."""
         # Step 2
         if previous is not None:
             await asyncio.wait([previous])
         async with self._gate:
-            webhook = self._webhooks.get(turn.domain, {}).get(turn.bot_id)
+            webhook = self._webhooks.get(request.domain, {}).get(request.bot_id)
             if webhook is None:
-                pending.done = True  # the bot lost its webhook since: it answers itself
+                pending.done = True  # the bot lost its webhook since: it reads Kafka itself
                 return
+            match request:
+                case BotTurn():
+                    done = await self._turn(session, webhook, request)
+                case ConversationHandedOff():
+                    done = await self._relay(session, webhook, request)
+                case _:
+                    assert_never(request)
+            pending.done = done
+
+    async def _turn(
+        self, session: aiohttp.ClientSession, webhook: BotWebhook, turn: BotTurn
+    ) -> bool:
+        """Steps 2-4 of a turn, its predecessor done; False when stopping before its answer
+        is published."""
+        left = turn.answer_by - self._clock()
+        if left <= 0:
             metrics = self._metrics
             bound = metrics.for_domain(turn.domain)
-            bot = bound.bot(turn.bot_id)
-            left = turn.answer_by - self._clock()
-            if left <= 0:
-                bound.counter(metrics.bot_webhook_calls, bot, Outcome.SKIPPED_LATE).inc()
-                log.info(
-                    "bot_turn",
-                    domain=turn.domain,
-                    bot=turn.bot_id,
-                    conversation_id=turn.conversation_id,
-                    turn_id=turn.id,
-                    outcome=str(Outcome.SKIPPED_LATE),
-                )
-                pending.done = True
-                return
-            # Step 3
-            started = time.monotonic()
-            result = await self._call(session, webhook, turn, within=min(webhook.timeout, left))
-            seconds = time.monotonic() - started
-            if result.outcome is not Outcome.SECRET_MISSING:
-                bound.histogram(metrics.bot_webhook_seconds, bot).observe(seconds)
-            bound.counter(metrics.bot_webhook_calls, bot, result.outcome).inc()
-            # Step 4
-            now = self._clock()
-            if result.answer is not None:
-                events = answer_events(turn, result.answer.actions, now)
-            else:
-                events = [failed_event(turn, result.error, now)]
-            (log.info if result.answer is not None else log.warning)(
+            bound.counter(
+                metrics.bot_webhook_calls, bound.bot(turn.bot_id), Outcome.SKIPPED_LATE
+            ).inc()
+            log.info(
                 "bot_turn",
                 domain=turn.domain,
                 bot=turn.bot_id,
                 conversation_id=turn.conversation_id,
                 turn_id=turn.id,
-                outcome=str(result.outcome),
-                error=result.error or None,
-                events=[event.__struct_config__.tag for event in events],
-                seconds=round(seconds, 3),
+                outcome=str(Outcome.SKIPPED_LATE),
             )
-            if await self._publish(turn, events):
-                pending.done = True
+            return True
+        # Step 3
+        result, seconds = await self._timed_call(
+            session, webhook, turn, within=min(webhook.timeout, left)
+        )
+        # Step 4
+        now = self._clock()
+        if result.answer is not None:
+            events = answer_events(turn, result.answer.actions, now)
+        else:
+            events = [failed_event(turn, result.error, now)]
+        (log.info if result.answer is not None else log.warning)(
+            "bot_turn",
+            domain=turn.domain,
+            bot=turn.bot_id,
+            conversation_id=turn.conversation_id,
+            turn_id=turn.id,
+            outcome=str(result.outcome),
+            error=result.error or None,
+            events=[event.__struct_config__.tag for event in events],
+            seconds=round(seconds, 3),
+        )
+        return await self._publish(turn, events)
+
+    async def _relay(
+        self,
+        session: aiohttp.ClientSession,
+        webhook: BotWebhook,
+        handed_off: ConversationHandedOff,
+    ) -> bool:
+        """Steps 3-4 of a hand-off: its replies published, the rest of the answer dropped,
+        a failure only counted (people have the conversation already, whatever the bot
+        says). False when stopping before the replies are published."""
+        # Step 3
+        result, seconds = await self._timed_call(
+            session, webhook, handed_off, within=webhook.timeout
+        )
+        # Step 4
+        actions = () if result.answer is None else result.answer.actions
+        events = relay_events(handed_off, actions, self._clock())
+        dropped = len(actions) - len(events)
+        (log.info if result.answer is not None and not dropped else log.warning)(
+            "bot_relay",
+            domain=handed_off.domain,
+            bot=handed_off.bot_id,
+            conversation_id=handed_off.conversation_id,
+            handed_off_id=handed_off.id,
+            outcome=str(result.outcome),
+            error=result.error or None,
+            events=[event.__struct_config__.tag for event in events],
+            dropped=dropped,
+            seconds=round(seconds, 3),
+        )
+        if not events:
+            return True
+        return await self._publish(handed_off, events)
+
+    async def _timed_call(
+        self,
+        session: aiohttp.ClientSession,
+        webhook: BotWebhook,
+        request: BotWebhookRequest,
+        *,
+        within: float,
+    ) -> tuple[CallResult, float]:
+        """Step 3, counted by outcome and timed: the result and the call's seconds."""
+        metrics = self._metrics
+        bound = metrics.for_domain(request.domain)
+        bot = bound.bot(request.bot_id)
+        started = time.monotonic()
+        result = await self._call(session, webhook, request, within=within)
+        seconds = time.monotonic() - started
+        if result.outcome is not Outcome.SECRET_MISSING:
+            bound.histogram(metrics.bot_webhook_seconds, bot).observe(seconds)
+        bound.counter(metrics.bot_webhook_calls, bot, result.outcome).inc()
+        return result, seconds
 
     async def _call(
         self,
         session: aiohttp.ClientSession,
         webhook: BotWebhook,
-        turn: BotTurn,
+        request: BotWebhookRequest,
         *,
         within: float,
     ) -> CallResult:
@@ -525,20 +656,20 @@ class BotBridge:
             try:
                 secret = resolve_secret(webhook.secret_env, self._environ)
             except SecretMissing as error:
-                # Never unsigned when a secret is configured: the turn fails at once and
+                # Never unsigned when a secret is configured: a turn fails at once and
                 # people take over, rather than waiting for the router's deadline.
                 log.error(
                     "bot_webhook_secret_missing",
-                    domain=turn.domain,
-                    bot=turn.bot_id,
+                    domain=request.domain,
+                    bot=request.bot_id,
                     variable=error.env_name,
                 )
                 return CallResult(Outcome.SECRET_MISSING, error="secret_missing")
-        return await call(session, webhook, turn, secret, within=within, now=self._clock())
+        return await call(session, webhook, request, secret, within=within, now=self._clock())
 
-    async def _publish(self, turn: BotTurn, events: Sequence[BotEvent]) -> bool:
-        """Publish until the broker acknowledges; False when stopping first (the turn is
-        then read again by the next process)."""
+    async def _publish(self, request: BotWebhookRequest, events: Sequence[BotEvent]) -> bool:
+        """Publish until the broker acknowledges; False when stopping first (the request
+        is then read again by the next process)."""
         delay = 0.5
         while True:
             try:
@@ -547,9 +678,9 @@ class BotBridge:
             except BrokerUnavailable as error:
                 log.warning(
                     "bot_answer_publish_failed",
-                    domain=turn.domain,
-                    conversation_id=turn.conversation_id,
-                    turn_id=turn.id,
+                    domain=request.domain,
+                    conversation_id=request.conversation_id,
+                    event_id=request.id,
                     error=str(error),
                 )
             with contextlib.suppress(TimeoutError):
@@ -559,22 +690,22 @@ class BotBridge:
             delay = min(delay * 2, PUBLISH_RETRY_MAX_SECONDS)
 
     def _pause_when_full(self, consumer: AIOKafkaConsumer) -> None:
-        """Stop reading while ``TRACKED_MAX`` turns wait for their commit; read on below it.
-        Pausing keeps polling (and the group membership) going."""
-        tracked = sum(len(p.turns) for p in self._partitions.values())
+        """Stop reading while ``TRACKED_MAX`` requests wait for their commit; read on below
+        it. Pausing keeps polling (and the group membership) going."""
+        tracked = sum(len(p.requests) for p in self._partitions.values())
         if tracked >= TRACKED_MAX and not self._paused:
             consumer.pause(*consumer.assignment())
             self._paused = True
-            log.warning("bot_bridge_paused", turns=tracked)
+            log.warning("bot_bridge_paused", requests=tracked)
         elif tracked < TRACKED_MAX and self._paused:
             consumer.resume(*consumer.paused())
             self._paused = False
-            log.info("bot_bridge_resumed", turns=tracked)
+            log.info("bot_bridge_resumed", requests=tracked)
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
     ) -> None:
-        """Step 5: commit each partition up to its first turn not published yet."""
+        """Step 5: commit each partition up to its first request not published yet."""
         async with self._commit_lock:
             offsets: dict[TopicPartition, int] = {}
             states: list[tuple[_Partition, int]] = []
@@ -596,7 +727,7 @@ class BotBridge:
                 partition.committed = offset
 
     async def on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
-        """Commit what is done of the partitions that go, and forget them: the turns still
+        """Commit what is done of the partitions that go, and forget them: the requests still
         in flight finish and publish, and the next owner reads them again (same ids)."""
         await self._commit(consumer, revoked)
         for tp in revoked:

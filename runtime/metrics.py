@@ -189,15 +189,16 @@ class Metrics:
         # bots per domain), and is ``other`` under ``domain="other"``.
         self.bot_webhook_calls = Counter(
             "switchboard_bot_webhook_calls_total",
-            "Turns of HTTP bots the adapters handled, by bot and outcome (answered, timeout,"
-            " unreachable, http_error, bad_answer, secret_missing, skipped_late,"
-            " undecodable).",
+            "Turns and waiting hand-offs of HTTP bots the adapters handled, by bot and"
+            " outcome (answered, timeout, unreachable, http_error, bad_answer,"
+            " secret_missing, skipped_late, undecodable).",
             ["domain", "bot", "outcome"],
             registry=r,
         )
         self.bot_webhook_seconds = Histogram(
             "switchboard_bot_webhook_seconds",
-            "How long HTTP bots took to answer a turn's call (answered or failed).",
+            "How long HTTP bots took to answer a call, a turn's or a hand-off's (answered"
+            " or failed).",
             ["domain", "bot"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 10, 15, 20, 30, 60, 120),
             registry=r,

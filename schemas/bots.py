@@ -101,9 +101,10 @@ class BotAnswer(Event, frozen=True, kw_only=True):
 
 
 class BotReplied(BotAnswer, frozen=True, kw_only=True, tag="bot.replied"):
-    """A message from the bot to the customer. The router sends it only while the bot owns
-    the conversation (as ``reply.requested`` with ``bot_id`` on
-    ``conversations.outbound``); it ends the turn's deadline."""
+    """A message from the bot to the customer. The router sends it (as ``reply.requested``
+    with ``bot_id`` on ``conversations.outbound``) while the bot owns the conversation, where
+    answering the latest turn ends its deadline; and after the bot's own hand-off until a
+    person has the conversation, to relay what ``conversation.handed_off`` says."""
 
     text: ReplyText = ""
     attachments: Attachments = ()

@@ -22,8 +22,9 @@ A reply to a conversation a bot owns is refused before anything is sent (409
 ``bot_owned``, ``router.api.handling``): the person takes it over first.
 
 ``BOT_WEBHOOKS`` documents the HTTP bot protocol (``schemas.bot_webhook``) as the
-OpenAPI document's ``webhooks``: what ``switchboard adapters`` posts to a bot's webhook
-and what the bot answers.
+OpenAPI document's ``webhooks``: what ``switchboard adapters`` posts to a bot's webhook (a
+turn, ``botTurn``; its hand-off while the customer waits, ``botHandedOff``) and what the
+bot answers.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ from router.api.routes import (
     read_json,
     run_command,
 )
-from schemas import BotTurn, ConversationHandbackRequested, ConversationTakeoverRequested
+from schemas import (
+    BotTurn,
+    ConversationHandbackRequested,
+    ConversationHandedOff,
+    ConversationTakeoverRequested,
+)
 from schemas.bot_webhook import SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECONDS, BotWebhookAnswer
 from schemas.limits import CONVERSATION_ID_MAX
 
@@ -161,7 +167,32 @@ BOT_WEBHOOKS = (
         "the adapter publishes them on `bots.events` for the bot. Anything else (an error "
         "status, a body that is not such an answer, no answer in time) fails the turn: "
         "people take the conversation (`bot_error`). A bot without a webhook reads "
-        "`bot.turn` from `conversations.routing` and publishes on `bots.events` itself.",
+        "`bot.turn` from `conversations.routing` and publishes on `bots.events` itself. "
+        "The same URL also gets the bot's hand-offs (`botHandedOff`): tell the requests "
+        "apart by `type`.",
+    ),
+    Operation(
+        "post",
+        "botHandedOff",
+        "botHandedOff",
+        "The bot's hand-off while the customer waits: tell them what to expect",
+        (_SIGNATURE,),
+        200,
+        BotWebhookAnswer,
+        ConversationHandedOff,
+        (),
+        "What `switchboard adapters` POSTs to the same `webhook.url` after the bot handed a "
+        "conversation to people, while it waits for a person: the "
+        "`conversation.handed_off` routing event (`position` or `opens_at` set; never a "
+        "`takeover`, nor a conversation a person has at once), with `position`, "
+        "`agents_online`, `expected_wait_seconds`, `opens_at` and `continue_on`. Answer "
+        "`200` with `reply` actions telling the customer what to expect, within "
+        "`webhook.timeout`: the adapter publishes them as `bot.replied` (no `turn_id`), "
+        "and the router sends them until a person has the conversation (later ones are "
+        "refused, `not_bot_owner`). `handoff` and `resolve` actions are dropped. Anything "
+        "else changes nothing: people have the conversation already, and no `bot.failed` "
+        "is published. A bot without a webhook reads `conversation.handed_off` from "
+        "`conversations.routing` itself.",
     ),
 )
 """The OpenAPI document's ``webhooks`` (``path`` is the webhook's name): requests

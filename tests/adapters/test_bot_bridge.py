@@ -2,7 +2,8 @@
 by an aiohttp server on loopback: turns on ``conversations.routing`` reach the bot's
 webhook signed, its answers come out on ``bots.events`` with ids that do not change when a
 turn is read again, and every failure becomes one ``bot.failed`` within the turn's
-deadline."""
+deadline. A bot's hand-off whose customer waits reaches it the same way, and only the
+replies of its answer come out; a failed one publishes nothing."""
 
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ from schemas import (
     BotResolved,
     BotTurn,
     Channel,
+    ConversationHandedOff,
+    Handoff,
     HandoffReason,
     topics,
 )
-from schemas.bot_webhook import SIGNATURE_HEADER, BotWebhook
+from schemas.bot_webhook import SIGNATURE_HEADER, BotWebhook, BotWebhookRequest
 from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.logcapture import captured_logs, lines_of
-from tests.support import TopicReader, make_config
+from tests.support import TopicReader, make_config, wait_until
 
 SECRET = "bot-signing-secret-9a3e"
 ENVIRON = {"HELPER_BOT_SECRET": SECRET}
@@ -70,6 +73,15 @@ REPLY_HANDOFF = {
     ]
 }
 RESOLVE = {"actions": [{"type": "resolve", "text": "Glad I could help.", "reason": "answered"}]}
+RELAY = {
+    "actions": [
+        {"type": "reply", "text": "You're next in line.", "quick_replies": ["OK"]},
+        {"type": "handoff", "handoff": {"reason": "customer_asked"}, "text": "dropped"},
+        {"type": "reply", "text": "You can also continue by email."},
+        {"type": "resolve", "text": "dropped too"},
+    ]
+}
+"""An answer to a hand-off: its two replies are published, the rest dropped."""
 
 
 # -- the bot -------------------------------------------------------------------------------
@@ -86,6 +98,11 @@ class BotRequest:
     @property
     def turn(self) -> BotTurn:
         return msgspec.json.decode(self.body, type=BotTurn)
+
+    @property
+    def event(self) -> BotWebhookRequest:
+        """The request's event, a turn or a hand-off."""
+        return msgspec.json.decode(self.body, type=BotWebhookRequest)
 
 
 Behaviour = Callable[["FakeBot"], Awaitable[web.Response]]
@@ -122,6 +139,7 @@ async def _garbage(bot: FakeBot) -> web.Response:
 BEHAVIOURS: dict[str, Behaviour] = {
     "reply-handoff": lambda bot: _answer(REPLY_HANDOFF),
     "resolve": lambda bot: _answer(RESOLVE),
+    "relay": lambda bot: _answer(RELAY),
     "slow": _slow,
     "delayed": _delayed,
     "error": _error,
@@ -210,7 +228,7 @@ class Harness:
         self.running.append(running)
         return running
 
-    async def send(self, *events: BotTurn) -> None:
+    async def send(self, *events: BotWebhookRequest) -> None:
         publisher = kafka.EventPublisher(
             self.producer, self.config.topic(topics.ROUTING), self.config.source
         )
@@ -275,6 +293,36 @@ def bot_turn(
     )
 
 
+def handed_off(
+    bot_id: str = "helper",
+    *,
+    conversation_id: str = "c1",
+    reason: HandoffReason = HandoffReason.OUT_OF_SCOPE,
+    position: int | None = 0,
+    opens_at: float | None = None,
+    to_agent_id: str | None = None,
+) -> ConversationHandedOff:
+    """The bot's hand-off of ``conversation_id``: first in line, unless told otherwise."""
+    return ConversationHandedOff(
+        id=str(uuid.uuid4()),
+        domain="acme",
+        occurred_at=time.time(),
+        conversation_id=conversation_id,
+        channel=Channel.SMS,
+        customer_id=f"sms:{CUSTOMER}",
+        queue="support",
+        bot_id=bot_id,
+        reason=reason,
+        handoff=Handoff(reason=reason, summary="Refund for order 1234.", skills=("billing",)),
+        to_agent_id=to_agent_id,
+        position=position,
+        agents_online=0,
+        expected_wait_seconds=None if position is None else 240.0,
+        opens_at=opens_at,
+        continue_on=(Channel.EMAIL,),
+    )
+
+
 async def events_of(reader: TopicReader, count: int, timeout: float = 20) -> list[BotEvent]:
     """The first ``count`` events on ``bots.events``, once there are that many."""
     records = await reader.wait_for(lambda records: len(records) >= count, timeout=timeout)
@@ -299,10 +347,11 @@ def verify_switchboard_signature(
     return hmac.compare_digest(received, expected)
 
 
-def expected_id(turn: BotTurn, suffix: str) -> str:
-    """The id the bridge gives an event of ``turn`` (the module's documented rule)."""
+def expected_id(request: BotWebhookRequest, suffix: str) -> str:
+    """The id the bridge gives an event of ``request``, a turn or a hand-off (the module's
+    documented rule)."""
     namespace = uuid.UUID("d67b7eb5-635f-4102-bb58-17d93a706bd8")
-    return str(uuid.uuid5(namespace, f"{turn.id}/{suffix}"))
+    return str(uuid.uuid5(namespace, f"{request.id}/{suffix}"))
 
 
 # -- an answer -----------------------------------------------------------------------------
@@ -545,6 +594,117 @@ async def test_a_new_configuration_version_reaches_the_new_bot(harness: Harness)
         assert len(await reader.poll()) == 3
     assert [type(e) for e in events] == [BotResolved, BotReplied, BotHandoffRequested]
     assert [r.behaviour for r in harness.bot.requests] == ["resolve", "reply-handoff"]
+
+
+# -- hand-offs: what the waiting customer is told ---------------------------------------
+
+
+async def test_a_waiting_hand_off_is_posted_signed_and_only_its_replies_published(
+    harness: Harness,
+) -> None:
+    running = harness.start(
+        {"acme": {"helper": harness.webhook("relay", secret_env="HELPER_BOT_SECRET")}}
+    )
+    event = handed_off()
+    async with harness.answers() as reader:
+        await harness.send(event)
+        first, second = await events_of(reader, 2)
+        await asyncio.sleep(0.5)
+        assert len(await reader.poll()) == 2, "the hand-off and the resolve are dropped"
+        assert {record.key for record in reader.records} == {b"acme"}
+    assert isinstance(first, BotReplied)
+    assert isinstance(second, BotReplied)
+    assert (first.id, second.id) == (expected_id(event, "0"), expected_id(event, "2"))
+    assert (first.text, first.quick_replies) == ("You're next in line.", ("OK",))
+    assert second.text == "You can also continue by email."
+    for reply in (first, second):
+        assert (reply.turn_id, reply.in_reply_to) == (None, None)
+        assert (reply.domain, reply.bot_id, reply.conversation_id) == ("acme", "helper", "c1")
+    [request] = harness.bot.requests
+    assert request.body == msgspec.json.encode(event), "the request is the routing event"
+    assert request.event == event
+    assert verify_switchboard_signature(SECRET, request.headers[SIGNATURE_HEADER], request.body)
+    assert running.count("helper", "answered") == 1
+    assert running.calls_timed("helper") == 1
+
+
+async def test_a_hand_off_read_twice_publishes_the_same_ids(harness: Harness) -> None:
+    harness.start({"acme": {"helper": harness.webhook("relay")}})
+    event = handed_off()
+    async with harness.answers() as reader:
+        await harness.send(event, event)
+        events = await events_of(reader, 4)
+    ids = [e.id for e in events]
+    assert ids[:2] == ids[2:] == [expected_id(event, "0"), expected_id(event, "2")]
+
+
+async def test_a_hand_off_until_the_queue_opens_is_posted_too(harness: Harness) -> None:
+    harness.start({"acme": {"helper": harness.webhook("relay")}})
+    closed = handed_off(position=None, opens_at=time.time() + 3600)
+    async with harness.answers() as reader:
+        await harness.send(closed)
+        replies = await events_of(reader, 2)
+    assert {reply.conversation_id for reply in replies} == {"c1"}
+    assert [r.event for r in harness.bot.requests] == [closed]
+
+
+async def test_a_takeover_or_a_hand_off_assigned_at_once_is_not_posted(
+    harness: Harness,
+) -> None:
+    running = harness.start({"acme": {"helper": harness.webhook("relay")}})
+    takeover = handed_off(
+        reason=HandoffReason.TAKEOVER, to_agent_id="ann", position=None, conversation_id="c1"
+    )
+    # A takeover says where it stands in no line; even one that did is not the bot's to tell.
+    takeover_in_line = handed_off(reason=HandoffReason.TAKEOVER, conversation_id="c2")
+    assigned = handed_off(position=None, conversation_id="c3")  # a person had it at once
+    other_bot = handed_off("selfhosted", conversation_id="c4")  # reads Kafka itself
+    waiting = handed_off(conversation_id="c5")
+    async with harness.answers() as reader:
+        await harness.send(takeover, takeover_in_line, assigned, other_bot, waiting)
+        replies = await events_of(reader, 2)
+        await asyncio.sleep(0.5)
+        assert len(await reader.poll()) == 2
+    assert {reply.conversation_id for reply in replies} == {"c5"}
+    assert [r.event.id for r in harness.bot.requests] == [waiting.id]
+    assert running.count("helper", "answered") == 1
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "options", "outcome"),
+    [
+        ("error", {}, "http_error"),
+        ("garbage", {}, "bad_answer"),
+        ("slow", {"timeout": 1.0}, "timeout"),
+    ],
+)
+async def test_a_failed_hand_off_call_publishes_nothing(
+    harness: Harness, behaviour: str, options: dict[str, object], outcome: str
+) -> None:
+    running = harness.start({"acme": {"helper": harness.webhook(behaviour, **options)}})
+    async with harness.answers() as reader:
+        await harness.send(handed_off())
+        await wait_until(lambda: running.count("helper", outcome) == 1, what=outcome)
+        await asyncio.sleep(0.5)
+        assert await reader.poll() == [], "no bot.failed: people have the conversation"
+    assert len(harness.bot.requests) == 1
+
+
+async def test_a_hand_off_waits_for_the_conversations_turn_before_it(
+    harness: Harness,
+) -> None:
+    harness.start(
+        {"acme": {"helper": harness.webhook("delayed"), "relayer": harness.webhook("relay")}}
+    )
+    turn = bot_turn()
+    event = handed_off("relayer")
+    async with harness.answers() as reader:
+        await harness.send(turn, event)
+        await events_of(reader, 3)
+    first, second = harness.bot.requests
+    assert (first.event.id, second.event.id) == (turn.id, event.id)
+    assert first.ended is not None
+    assert second.started >= first.ended, "the hand-off waits for the turn before it"
 
 
 # -- order, redelivery and offsets ---------------------------------------------------------

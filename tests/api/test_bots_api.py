@@ -322,3 +322,15 @@ def test_the_document_states_the_bot_operations_and_protocol() -> None:
     assert schemas["BotTurn"]["properties"]["type"]["enum"] == ["bot.turn"]
     actions = schemas["BotWebhookAnswer"]["properties"]["actions"]
     assert actions["minItems"] == 1
+    handed_off = doc["webhooks"]["botHandedOff"]["post"]
+    assert handed_off["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ConversationHandedOff"
+    )
+    assert handed_off["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/BotWebhookAnswer"
+    )
+    assert [p["name"] for p in handed_off["parameters"]] == ["X-Switchboard-Signature"]
+    assert {"position", "expected_wait_seconds", "opens_at", "continue_on"} <= set(
+        schemas["ConversationHandedOff"]["properties"]
+    )
+    assert "botHandedOff" in turn["description"], "one URL, two kinds of request"

@@ -7,6 +7,10 @@ called by the service's bridge, ``adapters.bots``).
 Customers are web chat visitors: a visitor's session is one customer, and a message after
 their conversation closed opens a new one. Every wait is for an event on a topic (or a
 process's log line), with a timeout.
+
+Lettered scenarios: (a) contained, (b) a hand-off to the customer's last person, (c) a
+takeover mid-turn, (d) a bot that does not answer in time, (e) a returning customer, (f)
+asking for a person, (g) a hand-off nobody can take at once, relayed by the bot.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -26,12 +31,15 @@ import asyncpg
 import msgspec
 import pytest
 
+from adapters.bots import event_id
+from runtime import kafka
 from schemas import (
     BOT_EVENT_DECODER,
     OUTBOUND_DECODER,
     ROUTING_DECODER,
     BotReplied,
     BotTurn,
+    Channel,
     CommandRejected,
     ConversationAssigned,
     ConversationBotAssigned,
@@ -40,11 +48,13 @@ from schemas import (
     HandoffReason,
     MessageRouted,
     ReplyRequested,
+    topics,
 )
 from switchboard.config import Config
 from switchboard.embedded import free_port
 from tests.conftest import Infrastructure
 from tests.support import Service, TopicReader, make_config, running_service, wait_until
+from tools.bots.logic import ASAP, relay
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "bots-admin-token"
@@ -68,10 +78,11 @@ def bot_config(
     returning: str = "bot",
     answer_timeout: float = 15.0,
     webhook_port: int | None = None,
+    continue_on: tuple[str, ...] = (),
 ) -> Config:
     """Domain acme whose default queue is bot first (``helper``), over Kafka, or over HTTP
     at ``webhook_port``."""
-    bot: dict[str, Any] = {"answer_timeout": answer_timeout}
+    bot: dict[str, Any] = {"answer_timeout": answer_timeout, "continue_on": list(continue_on)}
     if webhook_port is not None:
         bot["webhook"] = {
             "url": f"http://127.0.0.1:{webhook_port}/switchboard",
@@ -156,15 +167,21 @@ def types_of(events: list[Any]) -> list[str]:
     return [type(e).__struct_config__.tag for e in events]
 
 
+async def register(service: Service, agent_id: str, skills: tuple[str, ...]) -> str:
+    """Register an agent for web chat (offline until told otherwise); its URL."""
+    url = service.url(f"/v1/domains/acme/agents/{agent_id}")
+    profile = {"name": agent_id.title(), "skills": list(skills), "capacity": {"webchat": 3}}
+    async with service.session.put(url, json=profile, headers=ADMIN) as r:
+        assert r.status == 202, await r.text()
+    return url
+
+
 async def online(
     service: Service, pool: asyncpg.Pool, *agents: tuple[str, tuple[str, ...]]
 ) -> None:
     """Register ``(agent id, skills)`` agents for web chat, online, as PostgreSQL shows."""
     for agent_id, skills in agents:
-        url = service.url(f"/v1/domains/acme/agents/{agent_id}")
-        profile = {"name": agent_id.title(), "skills": list(skills), "capacity": {"webchat": 3}}
-        async with service.session.put(url, json=profile, headers=ADMIN) as r:
-            assert r.status == 202, await r.text()
+        url = await register(service, agent_id, skills)
         async with service.session.post(
             url + "/presence", json={"status": "online"}, headers=ADMIN
         ) as r:
@@ -420,6 +437,72 @@ async def handoff_to_last_human(service: Service, pool: asyncpg.Pool, config: Co
         assert told.bot_id == BOT
 
 
+async def relay_while_nobody_can_come(
+    service: Service, pool: asyncpg.Pool, config: Config, bot: BotProcess
+) -> None:
+    """(g) zoe, the only person with the billing skill, is offline. The customer writes
+    "refund": the bot hands off, and the conversation waits first in line with nobody
+    online to take it (``position`` 0, ``agents_online`` 0). The bot relays that to the
+    customer (``bot.replied`` without a turn, ids from the hand-off's), and the router
+    sends it. Once zoe comes online she gets the conversation; a relay then is refused."""
+    await register(service, "zoe", ("billing",))
+    async with feeds(config) as (routing, outbound, bots):
+        customer = await customer_id(service, "v-wait")
+        await say(service, "v-wait", "refund")
+        assigned = await routing.first(ConversationBotAssigned, customer_id=customer)
+        conversation = assigned.conversation_id
+        handed = await routing.first(ConversationHandedOff, conversation_id=conversation)
+        assert (handed.bot_id, handed.reason) == (BOT, HandoffReason.OUT_OF_SCOPE)
+        assert (handed.position, handed.agents_online, handed.opens_at) == (0, 0, None)
+        assert handed.continue_on == (Channel.EMAIL,)
+        [expected] = relay(handed)
+        if handed.expected_wait_seconds is None:  # a new domain: nothing measured yet
+            assert expected.text == (f"You're next in line. {ASAP} You can also continue by email.")
+        relayed = await bots.first(BotReplied, conversation_id=conversation, turn_id=None)
+        assert (relayed.id, relayed.text, relayed.in_reply_to) == (
+            event_id(handed, "0"),
+            expected.text,
+            None,
+        )
+        told = await outbound.first(
+            ReplyRequested, conversation_id=conversation, text=expected.text
+        )
+        assert (told.bot_id, told.agent_id) == (BOT, None)
+        handing = await outbound.first(
+            ReplyRequested, lambda r: "billing team" in r.text, conversation_id=conversation
+        )
+        replies = [e for e in outbound.of(conversation) if isinstance(e, ReplyRequested)]
+        assert replies.index(handing) < replies.index(told), "the hand-off's text first"
+        sequence = types_of(routing.of(conversation))
+        assert "conversation.assigned" not in sequence, sequence
+
+        await online(service, pool, ("zoe", ("billing",)))
+        person = await routing.first(ConversationAssigned, conversation_id=conversation)
+        assert person.agent_id == "zoe"
+        assert person.handoff is not None
+        await bot.wait_for_line("handoff_relayed")
+
+        # The bot speaks again, too late: a person has the conversation.
+        late = BotReplied(
+            id=str(uuid.uuid4()),
+            domain="acme",
+            occurred_at=time.time(),
+            conversation_id=conversation,
+            bot_id=BOT,
+            text="Still there? You're next in line.",
+        )
+        producer = kafka.make_producer(config, {})
+        await producer.start()
+        try:
+            await kafka.EventPublisher(producer, config.topic(topics.BOTS), "test").publish([late])
+        finally:
+            await producer.stop()
+        rejected = await routing.first(CommandRejected, command_id=late.id)
+        assert (rejected.reason, rejected.conversation_id) == ("not_bot_owner", conversation)
+        replies = [e for e in outbound.of(conversation) if isinstance(e, ReplyRequested)]
+        assert late.text not in [r.text for r in replies]
+
+
 # -- over Kafka -------------------------------------------------------------------------------
 
 
@@ -447,6 +530,18 @@ async def test_kafka_bot_hands_a_refund_to_the_customers_last_human(
         kafka_bot(config, tmp_path),
     ):
         await handoff_to_last_human(service, pool, config)
+
+
+async def test_kafka_bot_tells_the_waiting_customer_what_to_expect(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    config = bot_config(infrastructure, database_url, continue_on=("email",))
+    async with (
+        database(database_url) as pool,
+        running_service(config, SERVICE_ENVIRON) as service,
+        kafka_bot(config, tmp_path) as bot,
+    ):
+        await relay_while_nobody_can_come(service, pool, config, bot)
 
 
 async def test_a_takeover_mid_turn_refuses_the_bots_late_reply(
@@ -674,6 +769,21 @@ async def test_http_bot_hands_a_refund_to_the_customers_last_human(
         running_service(config, SERVICE_ENVIRON) as service,
     ):
         await handoff_to_last_human(service, pool, config)
+
+
+async def test_http_bot_tells_the_waiting_customer_what_to_expect(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path, webhook_port: int
+) -> None:
+    config = bot_config(
+        infrastructure, database_url, webhook_port=webhook_port, continue_on=("email",)
+    )
+    async with (
+        database(database_url) as pool,
+        http_bot(webhook_port, tmp_path) as bot,
+        running_service(config, SERVICE_ENVIRON) as service,
+    ):
+        await relay_while_nobody_can_come(service, pool, config, bot)
+    assert bot.log().count("handoff_relayed") == 1
 
 
 async def test_http_bot_refusing_the_bridges_signature_hands_off_as_a_bot_error(

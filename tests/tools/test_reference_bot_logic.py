@@ -1,15 +1,18 @@
 """The reference bot's rules (``tools.bots.logic``), by value: turns in, actions out,
-sectioned by the rules of its docstring, then invariants over random conversations."""
+sectioned by the rules of its docstring, what it relays of its hand-offs, then invariants
+over random conversations and hand-offs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.bots import answer_events
+from adapters.bots import answer_events, relay_events, relayable
 from schemas import BOT_EVENT_DECODER, BotHandoffRequested, BotReplied, BotResolved, Channel
 from schemas.bot_webhook import (
     BotAction,
@@ -18,9 +21,11 @@ from schemas.bot_webhook import (
     ReplyAction,
     ResolveAction,
 )
-from schemas.bots import HandoffReason
-from schemas.routing import BotTurn
+from schemas.bots import Handoff, HandoffReason
+from schemas.limits import REPLY_TEXT_MAX
+from schemas.routing import BotTurn, ConversationHandedOff
 from tools.bots.logic import (
+    ASAP,
     GREETING,
     MENU,
     NEW,
@@ -29,6 +34,7 @@ from tools.bots.logic import (
     Memory,
     order_number,
     order_status,
+    relay,
     respond,
 )
 
@@ -62,6 +68,36 @@ def turn(
         note=note,
         language=language,
     )
+
+
+MONDAY_MORNING = datetime(2026, 3, 2, 7, 30, tzinfo=UTC).timestamp()
+
+
+def handed_off(**overrides: Any) -> ConversationHandedOff:
+    """The bot's hand-off of a web chat conversation, first in line, no estimate yet."""
+    fields: dict[str, Any] = {
+        "id": "handoff-1",
+        "domain": "acme",
+        "occurred_at": MONDAY_MORNING,
+        "conversation_id": "c1",
+        "channel": Channel.WEBCHAT,
+        "customer_id": "webchat:s1",
+        "queue": "default",
+        "bot_id": "helper",
+        "reason": HandoffReason.OUT_OF_SCOPE,
+        "handoff": Handoff(reason=HandoffReason.OUT_OF_SCOPE, skills=("billing",)),
+        "position": 0,
+        "agents_online": 0,
+    }
+    fields.update(overrides)
+    return ConversationHandedOff(**fields)
+
+
+def relayed(**overrides: Any) -> str:
+    """The text of the one reply relaying a hand-off."""
+    action = only(relay(handed_off(**overrides)))
+    assert isinstance(action, ReplyAction)
+    return action.text
 
 
 def only(actions: Sequence[BotAction]) -> BotAction:
@@ -273,6 +309,96 @@ def test_events_stop_at_a_hand_off_or_a_resolve() -> None:
     assert [type(e) for e in resolved] == [BotResolved]
 
 
+# -- relaying a hand-off ----------------------------------------------------------------
+
+
+def test_first_in_line_without_an_estimate_is_next_as_soon_as_possible() -> None:
+    assert relayed() == f"You're next in line. {ASAP}"
+    assert ASAP == "A colleague will be with you as soon as possible."
+
+
+def test_a_place_in_line_with_the_expected_wait() -> None:
+    assert relayed(position=2, expected_wait_seconds=240.0) == (
+        "You're number 3 in line; the expected wait is about 4 minutes."
+    )
+    assert relayed(position=0, expected_wait_seconds=75.0) == (
+        "You're next in line; the expected wait is about 1 minute."
+    )
+    assert relayed(position=4) == f"You're number 5 in line. {ASAP}"
+
+
+def test_the_expected_wait_in_words() -> None:
+    def wait(seconds: float) -> str:
+        return relayed(position=1, expected_wait_seconds=seconds).split("wait is ")[1]
+
+    assert wait(0) == "less than a minute."
+    assert wait(29) == "less than a minute."
+    assert wait(90) == "about 2 minutes."
+    assert wait(119 * 60) == "about 119 minutes."
+    assert wait(3 * 3600 + 600) == "about 3 hours."
+
+
+def test_a_closed_queue_says_when_it_opens_in_utc() -> None:
+    nine = datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp()
+    assert relayed(position=None, opens_at=nine) == (
+        "We're closed right now; we open at 09:00 UTC."
+    )
+    friday_evening = datetime(2026, 2, 27, 19, 0, tzinfo=UTC).timestamp()
+    assert relayed(position=None, opens_at=nine, occurred_at=friday_evening) == (
+        "We're closed right now; we open on Monday 2 March at 09:00 UTC."
+    )
+    sunday_evening = datetime(2026, 3, 1, 22, 0, tzinfo=UTC).timestamp()
+    assert relayed(position=None, opens_at=nine, occurred_at=sunday_evening) == (
+        "We're closed right now; we open tomorrow at 09:00 UTC."
+    )
+    # Closed wins over a place in line: the wait starts when it opens.
+    assert relayed(position=3, opens_at=nine).startswith("We're closed right now;")
+
+
+def test_other_channels_to_continue_on_are_offered_last() -> None:
+    assert relayed(continue_on=(Channel.EMAIL,)) == (
+        f"You're next in line. {ASAP} You can also continue by email."
+    )
+    assert relayed(continue_on=(Channel.WEBCHAT, Channel.EMAIL, Channel.SMS)).endswith(
+        "You can also continue by email or SMS."
+    ), "not the channel the customer is on"
+    assert relayed(
+        continue_on=(Channel.EMAIL, Channel.SMS, Channel.WHATSAPP),
+        channel=Channel.TELEGRAM,
+    ).endswith("You can also continue by email, SMS or WhatsApp.")
+    assert relayed(continue_on=(Channel.WEBCHAT,)) == f"You're next in line. {ASAP}"
+
+
+def test_nothing_is_relayed_when_nobody_waits() -> None:
+    taken = handed_off(
+        reason=HandoffReason.TAKEOVER,
+        handoff=Handoff(reason=HandoffReason.TAKEOVER),
+        to_agent_id="ann",
+        position=None,
+    )
+    assert relay(taken) == []
+    assert relay(handed_off(position=None)) == [], "a person has it already"
+    assert relay(handed_off(reason=HandoffReason.TAKEOVER, position=0)) == []
+
+
+def test_relayed_replies_have_no_turn_and_ids_of_the_hand_off_alone() -> None:
+    event = handed_off(position=1, continue_on=(Channel.EMAIL,))
+    handoff = only(talk("refund")[0])
+    actions = (*relay(event), handoff, ReplyAction(text="And one more thing."))
+    events = relay_events(event, actions, now=5.0)
+    assert [type(e) for e in events] == [BotReplied, BotReplied], "the hand-off is dropped"
+    assert [e.text for e in events] == [
+        relayed(position=1, continue_on=(Channel.EMAIL,)),
+        "And one more thing.",
+    ]
+    assert {(e.turn_id, e.in_reply_to, e.bot_id, e.conversation_id) for e in events} == {
+        (None, None, "helper", "c1")
+    }
+    assert [e.id for e in relay_events(event, actions, now=9.0)] == [e.id for e in events]
+    other = relay_events(handed_off(id="handoff-2"), actions, now=5.0)
+    assert not {e.id for e in other} & {e.id for e in events}
+
+
 # -- memories ---------------------------------------------------------------------------
 
 
@@ -377,3 +503,39 @@ def test_every_answer_is_one_valid_action_and_never_two_misses_in_a_row(
 @given(st.lists(MESSAGE, min_size=1, max_size=8))
 def test_the_same_conversation_gets_the_same_answers(texts: list[str]) -> None:
     assert talk(*texts) == talk(*texts)
+
+
+HAND_OFFS = st.builds(
+    handed_off,
+    reason=st.sampled_from(HandoffReason),
+    channel=st.sampled_from(Channel),
+    position=st.none() | st.integers(min_value=0, max_value=10_000),
+    expected_wait_seconds=st.none() | st.floats(min_value=0, max_value=7 * 86_400),
+    opens_at=st.none()
+    | st.floats(min_value=MONDAY_MORNING, max_value=MONDAY_MORNING + 14 * 86_400),
+    continue_on=st.lists(st.sampled_from(Channel), max_size=4).map(tuple),
+)
+
+
+def one_reply_exactly_when_the_adapters_ask(event: ConversationHandedOff) -> bool:
+    """The bot has something to say about each hand-off the adapters post, and only
+    about those (the HTTP answer needs an action)."""
+    return len(relay(event)) == (1 if relayable(event) else 0)
+
+
+def a_short_reply(event: ConversationHandedOff) -> bool:
+    return all(0 < len(action.text) < min(REPLY_TEXT_MAX, 300) for action in relay(event))
+
+
+@settings(max_examples=300, deadline=None)
+@given(HAND_OFFS)
+def test_every_relay_is_one_valid_reply_when_someone_waits_and_the_same_each_time(
+    event: ConversationHandedOff,
+) -> None:
+    assert one_reply_exactly_when_the_adapters_ask(event)
+    assert a_short_reply(event)
+    assert relay(event) == relay(event)
+    if relay(event):
+        assert valid_on_the_wire(relay(event))
+        events = relay_events(event, relay(event), now=1_700_000_001.0)
+        assert [BOT_EVENT_DECODER.decode(msgspec.json.encode(e)) for e in events] == events

@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from schemas import Channel
 from schemas.bot_webhook import SIGNATURE_HEADER, BotWebhookAnswer, ReplyAction
-from schemas.routing import BotTurn
+from schemas.bots import Handoff, HandoffReason
+from schemas.routing import BotTurn, ConversationHandedOff
 from tools.bots.http_bot import build_app, sign, verify
 from tools.bots.kafka_bot import parse
 
@@ -37,6 +38,26 @@ BODY = msgspec.json.encode(
         text="order A-1001",
     )
 )
+
+
+def handed_off_body(**overrides: object) -> bytes:
+    fields: dict[str, object] = {
+        "id": "handoff-1",
+        "domain": "acme",
+        "occurred_at": NOW,
+        "conversation_id": "c1",
+        "channel": Channel.WEBCHAT,
+        "customer_id": "webchat:s1",
+        "queue": "default",
+        "bot_id": "helper",
+        "reason": HandoffReason.OUT_OF_SCOPE,
+        "handoff": Handoff(reason=HandoffReason.OUT_OF_SCOPE),
+        "position": 2,
+        "expected_wait_seconds": 240.0,
+        "continue_on": (Channel.EMAIL,),
+    }
+    fields.update(overrides)
+    return msgspec.json.encode(msgspec.convert(fields, ConversationHandedOff))
 
 
 def test_a_signature_is_the_hmac_of_the_time_and_the_body() -> None:
@@ -88,6 +109,37 @@ async def test_a_signed_turn_gets_the_bots_answer(
     # Posted again (a retried call): the same answer.
     again = await client.post("/other/path", data=BODY, headers=headers)
     assert await again.read() == await response.read()
+
+
+async def test_a_signed_hand_off_gets_what_to_tell_the_waiting_customer(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    body = handed_off_body()
+    headers = {SIGNATURE_HEADER: sign(body, SECRET, NOW), "Content-Type": "application/json"}
+    response = await client.post("/switchboard", data=body, headers=headers)
+    assert response.status == 200, await response.text()
+    answer = msgspec.json.decode(await response.read(), type=BotWebhookAnswer)
+    assert answer.actions == (
+        ReplyAction(
+            text="You're number 3 in line; the expected wait is about 4 minutes."
+            " You can also continue by email."
+        ),
+    )
+    unsigned = await client.post("/switchboard", data=body)
+    assert unsigned.status == 401
+
+
+async def test_a_hand_off_nobody_waits_on_has_nothing_to_relay(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    for body in (
+        handed_off_body(reason=HandoffReason.TAKEOVER, to_agent_id="ann", position=None),
+        handed_off_body(position=None),
+    ):
+        headers = {SIGNATURE_HEADER: sign(body, SECRET, NOW)}
+        response = await client.post("/", data=body, headers=headers)
+        assert response.status == 422
+        assert "nothing to relay" in (await response.json())["error"]
 
 
 async def test_an_unsigned_or_badly_signed_turn_is_refused(

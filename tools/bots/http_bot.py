@@ -1,19 +1,24 @@
-"""The reference bot over HTTP: the webhook ``switchboard adapters`` calls with each turn.
+"""The reference bot over HTTP: the webhook ``switchboard adapters`` calls with each turn,
+and with each of its hand-offs whose customer waits for a person.
 
 ``python -m tools.bots.http_bot --port 8085 --secret-env HELPER_BOT_SECRET``
 
 A bot with ``[domains.<d>.routing.bots.<bot>.webhook]`` takes part this way (the protocol:
 ``schemas.bot_webhook``):
 
-1. ``POST`` (any path) with the ``bot.turn`` event as JSON. With a secret, the request
+1. ``POST`` (any path) with a ``bot.turn`` or ``conversation.handed_off`` event as JSON
+   (``schemas.bot_webhook.BotWebhookRequest``). With a secret, the request
    must carry ``X-Switchboard-Signature: t=<unix seconds>,v1=<hex>``, the hex being the
    HMAC-SHA256 of ``"<t>.<body>"`` under the secret, with ``t`` within 300 seconds of
    this bot's clock; otherwise ``401``. Several ``v1`` (a secret being rotated): one
    matching is enough. Without ``--secret-env`` nothing is checked (a bot on a private
    network).
-2. A body that is not a ``bot.turn``: ``400``.
-3. ``200`` with the answer (``BotWebhookAnswer``): the rules of ``tools.bots.logic``. A
-   turn posted again (a retried call) gets the same answer.
+2. A body that is neither: ``400``.
+3. ``200`` with the answer (``BotWebhookAnswer``): for a turn, the rules of
+   ``tools.bots.logic`` (``respond``); a turn posted again (a retried call) gets the same
+   answer. For a hand-off, what the waiting customer can expect (``logic.relay``), and
+   the conversation is forgotten; a hand-off nobody waits on (a takeover, a person has
+   it already: the adapters never post those) has nothing to relay: ``422``.
 
 ``GET /healthz`` answers 200 once the bot listens. ``--delay SECONDS`` answers that much
 later (to see the webhook's ``timeout`` fail a turn). SIGTERM or SIGINT stop it.
@@ -29,19 +34,26 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import assert_never
 
 import msgspec
 import structlog
 from aiohttp import web
 
 from runtime import logging as logs
-from schemas.bot_webhook import SIGNATURE_HEADER, SIGNATURE_TOLERANCE_SECONDS, BotWebhookAnswer
-from schemas.routing import BotTurn
-from tools.bots.logic import Memories
+from schemas.bot_webhook import (
+    SIGNATURE_HEADER,
+    SIGNATURE_TOLERANCE_SECONDS,
+    BotAction,
+    BotWebhookAnswer,
+    BotWebhookRequest,
+)
+from schemas.routing import BotTurn, ConversationHandedOff
+from tools.bots.logic import Memories, relay
 
 log = structlog.get_logger(__name__)
 
-_turn_decoder = msgspec.json.Decoder(BotTurn)
+_request_decoder: msgspec.json.Decoder[BotWebhookRequest] = msgspec.json.Decoder(BotWebhookRequest)
 
 
 def sign(body: bytes, secret: str, now: float) -> str:
@@ -97,19 +109,38 @@ def build_app(
             return web.json_response({"error": "bad or missing signature"}, status=401)
         # Step 2
         try:
-            turn = _turn_decoder.decode(body)
+            event = _request_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            return web.json_response({"error": f"not a bot.turn: {error}"}, status=400)
+            return web.json_response(
+                {"error": f"not a bot.turn nor a conversation.handed_off: {error}"}, status=400
+            )
         # Step 3
-        actions = request.app[BOT].answer(turn)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        log.info(
-            "turn_answered",
-            conversation_id=turn.conversation_id,
-            turn_id=turn.id,
-            actions=[type(a).__struct_config__.tag for a in actions],
-        )
+        actions: tuple[BotAction, ...]
+        match event:
+            case BotTurn():
+                actions = request.app[BOT].answer(event)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                log.info(
+                    "turn_answered",
+                    conversation_id=event.conversation_id,
+                    turn_id=event.id,
+                    actions=[type(a).__struct_config__.tag for a in actions],
+                )
+            case ConversationHandedOff():
+                request.app[BOT].forget(event.conversation_id)
+                actions = tuple(relay(event))
+                if not actions:
+                    return web.json_response(
+                        {"error": "nothing to relay: nobody waits for a person"}, status=422
+                    )
+                log.info(
+                    "handoff_relayed",
+                    conversation_id=event.conversation_id,
+                    handed_off_id=event.id,
+                )
+            case _:
+                assert_never(event)
         return web.Response(
             body=msgspec.json.encode(BotWebhookAnswer(actions=actions)),
             content_type="application/json",
@@ -128,7 +159,8 @@ def build_app(
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bots.http_bot",
-        description="The reference bot as a signed webhook (schemas.bot_webhook).",
+        description="The reference bot as a signed webhook (schemas.bot_webhook): its"
+        " turns, and its hand-offs while the customer waits.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument("--port", type=int, required=True)

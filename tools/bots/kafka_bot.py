@@ -1,5 +1,5 @@
-"""The reference bot over Kafka: reads its turns from the routing topic, answers on
-``bots.events``.
+"""The reference bot over Kafka: reads its turns and hand-offs from the routing topic,
+answers on ``bots.events``.
 
 ``python -m tools.bots.kafka_bot --bootstrap HOST:PORT --domain acme --bot helper``
 
@@ -8,17 +8,23 @@ A bot without a ``webhook`` in ``[domains.<d>.routing.bots.<bot>]`` takes part t
 1. Consume ``conversations.routing`` in a consumer group of its own (default
    ``bot-<domain>-<bot>``; a new group starts from the earliest record).
 2. Keep the ``bot.turn`` events of its domain and bot; a turn whose ``answer_by`` has
-   passed is skipped (the router has handed the conversation to people already). The
+   passed is skipped (the router has handed the conversation to people already). Keep
+   too its own ``conversation.handed_off`` events whose customer waits for a person
+   (``adapters.bots.relayable``: ``position`` or ``opens_at`` set, not a takeover). The
    conversation's ``bot_assigned``, ``handed_off`` and ``closed`` events reset what the
    bot remembers of it.
 3. Run the rules (``tools.bots.logic``) and publish the answer on ``bots.events``, keyed
    by domain, each event with ``turn_id`` = the turn's id and an id derived from it: a
    turn answered twice (the record read again after a crash) is dropped by the router.
-4. Commit the turn's offset once the broker acknowledged the answer.
+   A hand-off gets what the customer can expect (``logic.relay``) as ``bot.replied``
+   without a turn, ids derived from the hand-off's (``adapters.bots.relay_events``): the
+   router sends it while the conversation waits for a person, and refuses it after.
+4. Commit the record's offset once the broker acknowledged the answer.
 
 ``--delay SECONDS`` answers each turn that much later (to see ``bot_timeout`` or a
-takeover mid-turn); ``--stop-after N`` exits after answering N turns. SIGTERM or SIGINT
-stop it cleanly (exit status 0), a turn in its delay left unanswered and uncommitted.
+takeover mid-turn; a hand-off is relayed at once); ``--stop-after N`` exits after
+answering N turns. SIGTERM or SIGINT stop it cleanly (exit status 0), a turn in its delay
+left unanswered and uncommitted.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from adapters.bots import answer_events
+from adapters.bots import answer_events, relay_events, relayable
 from runtime import logging as logs
 from runtime.config import KafkaConfig, ServiceConfig
 from runtime.kafka import (
@@ -47,14 +53,14 @@ from runtime.kafka import (
     make_producer,
     start_consumer_when_reachable,
 )
-from schemas import topics
+from schemas import BotEvent, topics
 from schemas.routing import (
     BotTurn,
     ConversationBotAssigned,
     ConversationClosed,
     ConversationHandedOff,
 )
-from tools.bots.logic import Memories
+from tools.bots.logic import Memories, relay
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +115,7 @@ class KafkaBot:
         self.stopping = stopping
         self.memories = Memories()
         self.answered = 0
+        self.relayed = 0
 
     async def run(self) -> None:
         """Until stopped or ``stop_after`` turns answered."""
@@ -146,6 +153,9 @@ class KafkaBot:
                 return await self.answer(event)
             case ConversationBotAssigned() if event.reason == "bot_first":
                 self.memories.forget(event.conversation_id)
+            case ConversationHandedOff() if event.bot_id == self.options.bot and relayable(event):
+                self.memories.forget(event.conversation_id)
+                return await self.relay_handoff(event)
             case ConversationHandedOff() | ConversationClosed():
                 self.memories.forget(event.conversation_id)
         return True
@@ -162,16 +172,8 @@ class KafkaBot:
             if self.stopping.is_set():
                 return False
         events = answer_events(turn, actions, time.time())
-        while True:
-            try:
-                await self.publisher.publish(events)
-                break
-            except BrokerUnavailable as error:
-                log.warning("answer_not_published", error=str(error))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=PUBLISH_RETRY_SECONDS)
-                if self.stopping.is_set():
-                    return False
+        if not await self.publish(events):
+            return False
         self.answered += 1
         log.info(
             "turn_answered",
@@ -180,6 +182,33 @@ class KafkaBot:
             answers=[type(event).__struct_config__.tag for event in events],
         )
         return True
+
+    async def relay_handoff(self, handed_off: ConversationHandedOff) -> bool:
+        """Tell the waiting customer what to expect (step 3 for a hand-off)."""
+        events = relay_events(handed_off, relay(handed_off), time.time())
+        if events and not await self.publish(events):
+            return False
+        self.relayed += 1
+        log.info(
+            "handoff_relayed",
+            conversation_id=handed_off.conversation_id,
+            handed_off_id=handed_off.id,
+            replies=len(events),
+        )
+        return True
+
+    async def publish(self, events: Sequence[BotEvent]) -> bool:
+        """Until the broker acknowledges; False when stopped first."""
+        while True:
+            try:
+                await self.publisher.publish(events)
+                return True
+            except BrokerUnavailable as error:
+                log.warning("answer_not_published", error=str(error))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=PUBLISH_RETRY_SECONDS)
+                if self.stopping.is_set():
+                    return False
 
 
 async def serve(options: Options, environ: Mapping[str, str], stopping: asyncio.Event) -> None:
@@ -206,7 +235,7 @@ async def serve(options: Options, environ: Mapping[str, str], stopping: asyncio.
         )
         bot = KafkaBot(options, consumer, publisher, stopping)
         await bot.run()
-        log.info("bot_stopped", answered=bot.answered)
+        log.info("bot_stopped", answered=bot.answered, relayed=bot.relayed)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -215,7 +244,8 @@ async def serve(options: Options, environ: Mapping[str, str], stopping: asyncio.
 def parse(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m tools.bots.kafka_bot",
-        description="The reference bot: answers its bot.turn events on bots.events.",
+        description="The reference bot: answers its bot.turn and waiting hand-off events on"
+        " bots.events.",
     )
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     parser.add_argument("--domain", required=True, help="routing domain")

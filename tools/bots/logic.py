@@ -1,7 +1,8 @@
 """The reference bot's rules: a pure function from a ``bot.turn`` (and what the bot
-remembers of the conversation) to the actions of its answer, and the ``bots.events``
-those actions become. No I/O and no clock: ``tools.bots.kafka_bot`` and
-``tools.bots.http_bot`` put it on the wire.
+remembers of the conversation) to the actions of its answer (``respond``), and another
+from its own ``conversation.handed_off`` to what the customer is told while they wait
+(``relay``). No I/O and no clock: ``tools.bots.kafka_bot`` and ``tools.bots.http_bot`` put
+them on the wire.
 
 Rules, first match wins (``text`` is the customer's message, compared word by word with
 case, accents and punctuation set aside):
@@ -28,6 +29,13 @@ case, accents and punctuation set aside):
 The bot's first answer in a conversation starts with its greeting. Every understood
 message reports progress, so the router's turn count stays low while the bot gets
 somewhere.
+
+After the bot hands a conversation off, while it waits for a person, the bot relays what
+``conversation.handed_off`` says, in one reply (``relay``): the queue is closed and opens
+at ``opens_at`` (UTC); else the customer's place in line (``position`` 0: "You're next in
+line") and the expected wait, or "as soon as possible" when it is unknown; then the
+channels of ``continue_on`` other than the conversation's own. Nothing for a takeover nor
+for a conversation a person has already (no ``position`` nor ``opens_at``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -43,7 +53,8 @@ from schemas.bots import (
     Handoff,
     HandoffReason,
 )
-from schemas.routing import BotTurn
+from schemas.common import Channel
+from schemas.routing import BotTurn, ConversationHandedOff
 
 MENU = ("Order status", "Refund", "Talk to a person")
 """The quick replies of the greeting and of a message not understood."""
@@ -70,6 +81,33 @@ _ORDER_WORDS = frozenset(
 )
 _THANKS = frozenset({"thanks", "thank", "thx", "ty", "bye", "goodbye", "cheers"})
 _GREETINGS = frozenset({"hi", "hello", "hey", "hiya", "morning", "evening", "afternoon"})
+
+ASAP = "A colleague will be with you as soon as possible."
+_CHANNEL_NAMES = {
+    Channel.SMS: "SMS",
+    Channel.WHATSAPP: "WhatsApp",
+    Channel.MESSENGER: "Messenger",
+    Channel.INSTAGRAM: "Instagram",
+    Channel.TELEGRAM: "Telegram",
+    Channel.WEBCHAT: "web chat",
+    Channel.EMAIL: "email",
+}
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+"""Names of their own, not ``strftime``'s: the text does not depend on the locale."""
 
 
 class Memory(msgspec.Struct, frozen=True, kw_only=True):
@@ -173,6 +211,27 @@ def respond(turn: BotTurn, memory: Memory = NEW) -> tuple[tuple[BotAction, ...],
     )
 
 
+def relay(event: ConversationHandedOff) -> list[ReplyAction]:
+    """What to tell the customer while they wait for a person after the bot's hand-off
+    (the module docstring's last paragraph): one reply, or none when nobody waits."""
+    position, wait = event.position, event.expected_wait_seconds
+    if event.reason is HandoffReason.TAKEOVER:
+        return []
+    if event.opens_at is not None:
+        said = f"We're closed right now; we open {_opening(event.opens_at, event.occurred_at)}."
+    elif position is not None:
+        place = "You're next in line" if position <= 0 else f"You're number {position + 1} in line"
+        said = (
+            f"{place}. {ASAP}" if wait is None else f"{place}; the expected wait is {_wait(wait)}."
+        )
+    else:
+        return []  # a person has it already
+    others = [channel for channel in event.continue_on if channel != event.channel]
+    if others:
+        said += f" You can also continue by {_either(others)}."
+    return [ReplyAction(text=said)]
+
+
 class Memories:
     """What the bot remembers per conversation, ``limit`` conversations at most (the
     least recently answered forgotten first). A turn answered before gets the same
@@ -248,6 +307,36 @@ def _quote(text: str) -> str:
     printable = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
     flat = " ".join(printable.split())
     return flat if len(flat) <= QUOTE_MAX else flat[: QUOTE_MAX - 1] + "…"
+
+
+def _wait(seconds: float) -> str:
+    """``seconds`` of expected wait in words: "less than a minute", "about 4 minutes",
+    "about 2 hours" (from two hours on)."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "less than a minute"
+    if minutes < 120:
+        return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+    return f"about {round(minutes / 60)} hours"
+
+
+def _opening(opens_at: float, now: float) -> str:
+    """When a closed queue opens, from ``now``'s day: "at 09:00 UTC", "tomorrow at 09:00
+    UTC", "on Monday 2 March at 09:00 UTC"."""
+    when = datetime.fromtimestamp(opens_at, UTC)
+    days = (when.date() - datetime.fromtimestamp(now, UTC).date()).days
+    time = f"at {when:%H:%M} UTC"
+    if days <= 0:
+        return time
+    if days == 1:
+        return f"tomorrow {time}"
+    return f"on {_DAYS[when.weekday()]} {when.day} {_MONTHS[when.month - 1]} {time}"
+
+
+def _either(channels: Sequence[Channel]) -> str:
+    """``email``, ``email or SMS``, ``email, SMS or WhatsApp``."""
+    names = [_CHANNEL_NAMES.get(channel, str(channel)) for channel in dict.fromkeys(channels)]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _greeted(action: BotAction, memory: Memory) -> tuple[BotAction, ...]:
