@@ -96,8 +96,8 @@ def client_options(config: ServiceConfig, environ: Mapping[str, str]) -> dict[st
 
 
 async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> None:
-    """Create missing topics; refuse to run when the router's input topics (inbound, agents,
-    bots) differ in partitions: one router must own partition i of each."""
+    """Create missing topics; refuse to run when inbound and agents partitions differ (one
+    router must own partition i of both)."""
     admin = AIOKafkaAdminClient(**client_options(config, environ))
     await admin.start()
     try:
@@ -110,13 +110,13 @@ async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> No
                 await admin.create_topics([_new_topic(config, name) for name in missing])
             log.info("topics_created", topics=missing, partitions=config.kafka.partitions)
         described = await admin.describe_topics(
-            [config.topic(topics.INBOUND), config.topic(topics.AGENTS), config.topic(topics.BOTS)]
+            [config.topic(topics.INBOUND), config.topic(topics.AGENTS)]
         )
         counts = {d["topic"]: len(d["partitions"]) for d in described}
         if len(set(counts.values())) > 1:
             raise RuntimeError(
-                f"{topics.INBOUND}, {topics.AGENTS} and {topics.BOTS} must have the same"
-                f" partition count, found {counts}"
+                f"{topics.INBOUND} and {topics.AGENTS} must have the same partition count,"
+                f" found {counts}"
             )
     finally:
         await admin.close()

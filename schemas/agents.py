@@ -1,7 +1,9 @@
 """``agents.events``: agents and the agent API acting on routing state.
 
 Every record here is keyed by domain so that the router instance owning the domain
-applies it, in order, as the single writer. Commands (``*Requested``) may be refused by
+applies it, in order, as the single writer. Bots' answers arrive here too: bots publish
+them on ``bots.events`` and the adapters forward them (so the router reads two topics,
+and a bot's credentials reach only its own topic). Commands (``*Requested``) may be refused by
 the router; it answers each with ``command.completed`` or ``command.rejected`` on
 ``conversations.routing``, carrying the command's ``id``.
 """
@@ -12,6 +14,7 @@ from typing import Annotated
 
 import msgspec
 
+from schemas.bots import BotFailed, BotHandoffRequested, BotReplied, BotResolved
 from schemas.common import Channel, Event, Presence
 from schemas.inbound import Consent
 from schemas.limits import (
@@ -294,6 +297,12 @@ AgentEvent = (
     | CustomerConsentRequested
     | ConversationTakeoverRequested
     | ConversationHandbackRequested
+    | BotReplied
+    | BotHandoffRequested
+    | BotResolved
+    | BotFailed
 )
+"""What the router applies from ``agents.events``: the agent API's records, and the bots'
+answers that the adapters forward from ``bots.events`` (``adapters.bot_answers``)."""
 
 AGENT_EVENT_DECODER: msgspec.json.Decoder[AgentEvent] = msgspec.json.Decoder(AgentEvent)

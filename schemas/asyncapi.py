@@ -48,7 +48,8 @@ TOPICS: dict[str, tuple[str, str]] = {
     AGENTS: (
         "agentsEvents",
         "Agent registrations, presence changes and agent commands (accept, close, "
-        "transfer, reply). The agent API publishes here; the router consumes it and answers "
+        "transfer, reply, takeover, hand-back), and bots' answers forwarded from bots.events. "
+        "The agent API and the adapters publish here; the router consumes it and answers "
         "each command on conversations.routing. Must have as many partitions as "
         "conversations.inbound: the same router owns partition i of both.",
     ),
@@ -67,9 +68,10 @@ TOPICS: dict[str, tuple[str, str]] = {
     BOTS: (
         "botsEvents",
         "Bots' answers to the bot.turn events of conversations.routing: replies, hand-offs "
-        "to people (with a summary, intent and skills), resolutions and failures. Applied by "
-        "the router only while the bot owns the conversation; otherwise refused with "
-        "command.rejected. Keyed by domain; as many partitions as conversations.inbound.",
+        "to people (with a summary, intent and skills), resolutions and failures, keyed by "
+        "domain. The adapters forward each valid answer, unchanged, to agents.events (others "
+        "to switchboard.dlq); the router applies it only while the bot owns the "
+        "conversation, otherwise it answers command.rejected.",
     ),
     DLQ: (
         "switchboardDlq",
@@ -113,10 +115,10 @@ OPERATIONS: tuple[tuple[str, str, str, str], ...] = (
         "A bot (or, for a bot reached over HTTP, the adapters' bot bridge) answers a turn.",
     ),
     (
-        "applyBotAnswers",
+        "forwardBotAnswers",
         "receive",
         BOTS,
-        "The router applies a bot's answer while the bot owns the conversation.",
+        "The adapters forward each bot answer to agents.events, where the router applies it.",
     ),
     (
         "publishRoutingEvents",
@@ -317,7 +319,7 @@ def document() -> dict[str, Any]:
                 for name in channels[channel_id]["messages"]
             ],
         }
-        if action == "receive" and topic != "conversations.outbound":
+        if action == "receive" and topic not in (OUTBOUND, BOTS):
             operation["bindings"] = {
                 "kafka": {
                     "groupId": {

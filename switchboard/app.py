@@ -17,6 +17,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from adapters.bot_answers import BotAnswerForwarder
 from adapters.bots import BotBridge
 from adapters.egress_worker import EgressWorker
 from adapters.lookup import IdentityLookupConfig, IdentityLookups
@@ -112,6 +113,7 @@ def build_app(
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
         app.cleanup_ctx.append(_bot_bridge)
+        app.cleanup_ctx.append(_bot_answers)
         app.cleanup_ctx.append(_outbound_sender)
         app.cleanup_ctx.append(_dead_letter_recorder)
         app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
@@ -322,6 +324,15 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
     )
     async with background("bot-bridge", bridge.run(), bridge.stop):
+        yield
+
+
+async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
+    """Bots' answers forwarded from ``bots.events`` to the router's ``agents.events``."""
+    forwarder = BotAnswerForwarder(
+        app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+    )
+    async with background("bot-answers", forwarder.run(), forwarder.stop):
         yield
 
 

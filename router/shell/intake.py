@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, assert_never
+from typing import Protocol, assert_never
 
 import msgspec
 import structlog
@@ -65,7 +65,6 @@ from runtime.metrics import Metrics
 from runtime.stats import ESTIMATE_WINDOW_SECONDS, estimate_wait
 from schemas import (
     AGENT_EVENT_DECODER,
-    BOT_EVENT_DECODER,
     INBOUND_DECODER,
     ConversationAssigned,
     ConversationHandedOff,
@@ -189,17 +188,10 @@ class Intake:
         dlq: str,
         source: str,
         metrics: Metrics,
-        bots: str = "",
         outbound: str = "",
     ) -> None:
         self._inbound = inbound
         self._agents = agents
-        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {
-            inbound: INBOUND_DECODER,
-            agents: AGENT_EVENT_DECODER,
-        }
-        if bots:
-            self._decoders[bots] = BOT_EVENT_DECODER
         self._routing = routing
         self._outbound = outbound
         self._dlq = dlq
@@ -231,7 +223,7 @@ class Intake:
             records = self._in_sequence(tp, records, batch.rewinds)
             if not records:
                 continue
-            decoder = self._decoders.get(topic, AGENT_EVENT_DECODER)
+            decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
             for record in records:
                 value = record.value or b""
                 try:

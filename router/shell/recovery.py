@@ -87,7 +87,6 @@ class PartitionLoader:
         self._group = config.kafka.consumer_group
         self._inbound = config.topic(topics.INBOUND)
         self._agents = config.topic(topics.AGENTS)
-        self._bots = config.topic(topics.BOTS)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leases: dict[int, int] = {}
         """Partition -> the lease epoch this router holds (checked by every transaction)."""
@@ -121,7 +120,7 @@ class PartitionLoader:
                 leases = await store.acquire_leases(conn, self._group, numbers, self.owner)
             # Step 2
             offsets = await store.stored_offsets(
-                conn, self._group, [self._inbound, self._agents, self._bots], numbers
+                conn, self._group, [self._inbound, self._agents], numbers
             )
             unpublished = await store.unpublished(conn, numbers)
         # Step 3

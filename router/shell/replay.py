@@ -2,8 +2,8 @@
 
 Reads a domain's recorded input from PostgreSQL (the only I/O): the inbound ``messages``
 rows (rebuilt into ``MessageReceived`` with their conversation's record) and the
-``agent_events`` log (every applied ``agents.events`` and ``bots.events`` record and
-``message.human_replied`` echo, migration 0004). Both carry
+``agent_events`` log (every applied ``agents.events`` record, bots' answers included,
+and ``message.human_replied`` echo, migration 0004). Both carry
 the time the router applied them (``messages.created_at``, ``agent_events.applied_at``: the
 batch transaction's time), which is the ``now`` the engine is fed; deadlines fire by
 ``tick`` at their own times, as the shell does. ``switchboard replay`` and the

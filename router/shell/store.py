@@ -31,7 +31,7 @@ from router.engine import (
     SaveConsent,
 )
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
-from schemas import AgentEvent, BotEvent, HumanReplied, MessageReceived, ReplyRequested
+from schemas import AgentEvent, HumanReplied, MessageReceived, ReplyRequested
 
 _encode = msgspec.json.Encoder().encode
 
@@ -92,7 +92,7 @@ _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
-RecordedEvent = AgentEvent | BotEvent | HumanReplied
+RecordedEvent = AgentEvent | HumanReplied
 """The inputs besides customer messages, in the ``agent_events`` log (``switchboard replay``)."""
 RECORDED_DECODER: msgspec.json.Decoder[RecordedEvent] = msgspec.json.Decoder(RecordedEvent)
 
@@ -122,7 +122,7 @@ class BatchWrites:
     published: list[int] = field(default_factory=list)
     """Outbox rows (``seq``) whose events the broker acknowledged: deleted here."""
     agent_events: list[RecordedEvent] = field(default_factory=list)
-    """Applied ``agents.events`` and ``bots.events`` records and echoes, appended to
+    """Applied ``agents.events`` records (bots' answers included) and echoes, appended to
     ``agent_events`` (for replay)."""
     bot_replies: list[ReplyRequested] = field(default_factory=list)
     """Bots' replies on their way out: the conversation's outbound messages."""

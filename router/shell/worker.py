@@ -118,7 +118,6 @@ class RouterWorker:
         self._group = config.kafka.consumer_group
         self._inbound = config.topic(topics.INBOUND)
         self._agents = config.topic(topics.AGENTS)
-        self._bots = config.topic(topics.BOTS)
         self._dlq = config.topic(topics.DLQ)
         self._intake = Intake(
             inbound=self._inbound,
@@ -127,7 +126,6 @@ class RouterWorker:
             dlq=self._dlq,
             source=config.source,
             metrics=metrics,
-            bots=self._bots,
             outbound=config.topic(topics.OUTBOUND),
         )
         """The owned domains (``policies`` says which: the domains this deployment routes),
@@ -215,9 +213,7 @@ class RouterWorker:
             max_poll_records=kafka_config.max_batch_records,
         )
         self._consumer = consumer
-        consumer.subscribe(
-            [self._inbound, self._agents, self._bots], listener=_Rebalance(self, consumer)
-        )
+        consumer.subscribe([self._inbound, self._agents], listener=_Rebalance(self, consumer))
         if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="router"):
             return
         log.info("router_started", group=self._group)

@@ -389,7 +389,8 @@ async def test_kill_9_while_a_bot_answers_applies_each_answer_once(
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, linger_ms=5)
     await producer.start()
     inbound = EventPublisher(producer, config.topic(topics.INBOUND), "test", timeout=30)
-    answers = EventPublisher(producer, config.topic(topics.BOTS), "test", timeout=30)
+    # The router reads bots' answers on agents.events (the adapters forward them there).
+    answers = EventPublisher(producer, config.topic(topics.AGENTS), "test", timeout=30)
     count = 300
     opened = [
         MessageReceived(

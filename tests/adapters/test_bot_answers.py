@@ -1,0 +1,88 @@
+"""The adapters forward bots' answers from ``bots.events`` to ``agents.events`` unchanged,
+and set aside on the dead-letter topic and table what is not a bot's answer keyed by its
+domain (``adapters.bot_answers``): real broker, real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from schemas import AGENT_EVENT_DECODER, BotReplied, Presence, PresenceChanged, topics
+from switchboard.app import Role
+from tests.conftest import Infrastructure
+from tests.support import TopicReader, make_config, running_service, wait_until
+
+ADAPTERS = frozenset({Role.ADAPTERS})
+
+
+def answer(answer_id: str, domain: str = "acme") -> BotReplied:
+    return BotReplied(
+        id=answer_id,
+        domain=domain,
+        occurred_at=time.time(),
+        conversation_id="c-1",
+        bot_id="helper",
+        turn_id="t-1",
+        text="Hello",
+    )
+
+
+async def test_answers_are_forwarded_unchanged_and_anything_else_is_set_aside(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    async with running_service(config, roles=ADAPTERS):
+        producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            source = config.topic(topics.BOTS)
+            valid = msgspec.json.encode(answer("a-1"))
+            headers = [("ce_id", b"a-1"), ("ce_type", b"bot.replied")]
+            await producer.send_and_wait(source, valid, key=b"acme", headers=headers)
+            # An agent's command is no bot answer: it must never reach agents.events from here.
+            command = msgspec.json.encode(
+                PresenceChanged(
+                    id="p-1",
+                    domain="acme",
+                    occurred_at=time.time(),
+                    agent_id="ann",
+                    status=Presence.OFFLINE,
+                )
+            )
+            await producer.send_and_wait(source, command, key=b"acme")
+            await producer.send_and_wait(source, b"{not json", key=b"acme")
+            await producer.send_and_wait(source, msgspec.json.encode(answer("a-2")), key=b"other")
+            await producer.send_and_wait(source, msgspec.json.encode(answer("a-3")), key=b"acme")
+        finally:
+            await producer.stop()
+        async with TopicReader(config, topics.AGENTS) as agents:
+            records = await agents.wait_for(lambda records: len(records) >= 2, timeout=30)
+            assert [AGENT_EVENT_DECODER.decode(r.value).id for r in records] == ["a-1", "a-3"]
+            assert records[0].value == valid
+            assert records[0].key == b"acme"
+            assert ("ce_type", b"bot.replied") in list(records[0].headers)
+        conn = await asyncpg.connect(database_url)
+        try:
+
+            async def three_set_aside() -> bool:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letters WHERE topic = $1", source
+                )
+                return bool(count == 3)
+
+            await wait_until(three_set_aside, timeout=30, what="three dead letters")
+            reasons = sorted(
+                await conn.fetchval(
+                    "SELECT array_agg(reason) FROM dead_letters WHERE topic = $1", source
+                )
+            )
+            assert all(reason.startswith("invalid") for reason in reasons), reasons
+            assert any("key is not its domain" in reason for reason in reasons)
+        finally:
+            await conn.close()
+        async with TopicReader(config, topics.AGENTS) as again:
+            await again.poll()
+            assert len(await again.poll()) == 2  # still only the two answers
