@@ -2,8 +2,9 @@
 
 A bot owns a conversation the way a person does, one owner at a time: it receives the
 conversation's turns as ``bot.turn`` on ``conversations.routing`` and answers here, keyed
-by domain, so the router that owns the domain applies the answer in order with the
-customer's messages. The router accepts an answer only while the bot owns the
+by domain. The adapters forward each answer to ``agents.events`` (``adapters.bot_answers``),
+so the router that owns the domain applies it in order with the customer's messages and
+the agents' commands. The router accepts an answer only while the bot owns the
 conversation: a reply that arrives after a person took over is refused
 (``command.rejected`` with the answer's id), never sent.
 
