@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import aiohttp
+
 from runtime.kafka import DeadLetter
 from schemas import InboundEvent
 
@@ -139,3 +141,18 @@ def constant_time_equal(expected: str | bytes, given: str | bytes) -> bool:
 def hmac_hex(secret: str | bytes, body: bytes, digest: str = "sha256") -> str:
     key = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(key, body, getattr(hashlib, digest)).hexdigest()
+
+
+async def read_bounded(reply: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """A provider's or a hook's answer body, or None as soon as it is known to be longer
+    than ``limit`` (read before parsing, never whole when too long)."""
+    if reply.content_length is not None and reply.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await reply.content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import asyncpg
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -65,17 +65,7 @@ class BotAnswerForwarder:
         self._stopping.set()
 
     async def run(self) -> None:
-        kafka_config = self._config.kafka
-        consumer = AIOKafkaConsumer(
-            self._source,
-            **kafka.client_options(self._config, self._environ),
-            group_id=f"{kafka_config.consumer_group}-bot-answers",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
-            session_timeout_ms=kafka_config.session_timeout_ms,
-            heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
-        )
+        consumer = kafka.group_consumer(self._config, self._environ, "bot-answers", self._source)
         if not await kafka.start_consumer_when_reachable(
             consumer, self._stopping, name="bot-answers"
         ):

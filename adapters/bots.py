@@ -75,7 +75,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from adapters.base import hmac_hex
+from adapters.base import hmac_hex, read_bounded
 from adapters.config import SecretMissing, resolve_secret
 from runtime import kafka
 from runtime.config import ServiceConfig
@@ -309,7 +309,7 @@ async def call(
         ):
             if reply.status != 200:
                 return CallResult(Outcome.HTTP_ERROR, error=f"http_{reply.status}")
-            raw = await _read_bounded(reply, ANSWER_MAX_BYTES)
+            raw = await read_bounded(reply, ANSWER_MAX_BYTES)
     except TimeoutError:
         return CallResult(Outcome.TIMEOUT, error="timeout")
     except (aiohttp.ClientError, OSError):
@@ -317,20 +317,6 @@ async def call(
     if raw is None:
         return CallResult(Outcome.BAD_ANSWER, error="bad_answer")
     return read_answer(raw)
-
-
-async def _read_bounded(reply: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be longer than ``limit``."""
-    if reply.content_length is not None and reply.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await reply.content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- offsets ------------------------------------------------------------------------------
@@ -407,15 +393,7 @@ class BotBridge:
         self._webhooks = webhooks
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **kafka.client_options(self._config, self._environ),
-            group_id=f"{self._config.kafka.consumer_group}-bots",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._config.kafka.fetch_max_wait_ms,
-            session_timeout_ms=self._config.kafka.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self._config.kafka.session_timeout_ms // 4),
-        )
+        consumer = kafka.group_consumer(self._config, self._environ, "bots")
         consumer.subscribe([self._topic], listener=_Rebalance(self, consumer))
         if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="bots"):
             return

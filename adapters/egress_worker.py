@@ -34,7 +34,7 @@ import aiohttp
 import asyncpg
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -136,16 +136,7 @@ class EgressWorker:
             self._egress.channels = channels
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            **kafka.client_options(self._config, self._environ),
-            group_id=f"{self._config.kafka.consumer_group}-egress",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._config.kafka.fetch_max_wait_ms,
-            session_timeout_ms=self._config.kafka.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self._config.kafka.session_timeout_ms // 4),
-        )
+        consumer = kafka.group_consumer(self._config, self._environ, "egress", self._topic)
         ledger = PostgresSentLedger(self._pool)
         if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="egress"):
             return

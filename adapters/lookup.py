@@ -68,7 +68,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from adapters.base import hmac_hex
+from adapters.base import hmac_hex, read_bounded
 from adapters.config import SecretMissing, resolve_secret
 from runtime.metrics import Metrics
 from schemas import InboundEvent, MessageReceived
@@ -258,7 +258,7 @@ async def ask(
                 return Answer(Outcome.MISS)
             if reply.status != 200:
                 return Answer(Outcome.ERROR, reason=f"status {reply.status}")
-            raw = await _read_bounded(reply, ANSWER_MAX_BYTES)
+            raw = await read_bounded(reply, ANSWER_MAX_BYTES)
     except TimeoutError:
         return Answer(Outcome.TIMEOUT, reason=f"no answer within {config.timeout_seconds} s")
     except (aiohttp.ClientError, OSError) as error:
@@ -280,20 +280,6 @@ def read_answer(raw: bytes) -> Answer:
         return Answer(Outcome.HIT, normalize_identity(answer.customer_id))
     except UnusableValue:
         return Answer(Outcome.ERROR, reason="answer's customer_id is not an identity")
-
-
-async def _read_bounded(reply: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The body, or None as soon as it is known to be longer than ``limit``."""
-    if reply.content_length is not None and reply.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await reply.content.readany():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- a domain's lookups -------------------------------------------------------------------

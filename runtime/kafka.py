@@ -95,6 +95,25 @@ def client_options(config: ServiceConfig, environ: Mapping[str, str]) -> dict[st
     return options
 
 
+def group_consumer(
+    config: ServiceConfig, environ: Mapping[str, str], group: str, *topics_: str
+) -> AIOKafkaConsumer:
+    """A consumer of the deployment's consumer group ``<kafka.consumer_group>-<group>``
+    that commits by hand, starts a new group at the earliest record, and polls as fast as
+    ``kafka.fetch_max_wait_ms`` says (the adapters' egress, bot bridge and forwarder)."""
+    kafka_config = config.kafka
+    return AIOKafkaConsumer(
+        *topics_,
+        **client_options(config, environ),
+        group_id=f"{kafka_config.consumer_group}-{group}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
+        session_timeout_ms=kafka_config.session_timeout_ms,
+        heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
+    )
+
+
 async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> None:
     """Create missing topics; refuse to run when inbound and agents partitions differ (one
     router must own partition i of both)."""
