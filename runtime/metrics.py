@@ -459,6 +459,13 @@ class Metrics:
             ["domain", "bot"],
             registry=r,
         )
+        self.bot_downs = Counter(
+            "switchboard_bot_downs_total",
+            "Times a bot went down (bot.status_changed): it failed down_after turns in a"
+            " row, and new conversations went straight to people for retry_after seconds.",
+            ["domain", "bot"],
+            registry=r,
+        )
         self.bot_turns = Counter(
             "switchboard_bot_turns_total",
             "Turns a bot was asked to answer (bot.turn): customer messages and hand-backs.",

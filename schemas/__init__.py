@@ -70,6 +70,7 @@ from schemas.outbound import (
 )
 from schemas.routing import (
     ROUTING_DECODER,
+    BotStatusChanged,
     BotTurn,
     CandidateNote,
     CommandCompleted,
@@ -116,6 +117,7 @@ __all__ = [
     "BotHandoffRequested",
     "BotReplied",
     "BotResolved",
+    "BotStatusChanged",
     "BotTurn",
     "CandidateNote",
     "Channel",

@@ -254,6 +254,17 @@ class ConversationHandedOff(
     """Channels the bot may offer instead of waiting (the bot's ``continue_on``)."""
 
 
+class BotStatusChanged(Event, frozen=True, kw_only=True, tag="bot.status_changed"):
+    """A bot went down (``available`` False: it failed ``down_after`` turns in a row; new
+    conversations go straight to people until ``until``) or answered again (True)."""
+
+    bot_id: BotId
+    available: bool
+    until: float | None = None
+    failures: int = 0
+    """Turns failed in a row."""
+
+
 class CustomerLinked(Event, frozen=True, kw_only=True, tag="customer.linked"):
     """``identity`` now reaches the customer ``customer_id`` (``linked`` False: no
     longer)."""
@@ -335,6 +346,7 @@ RoutingEvent = (
     | ConversationBotAssigned
     | BotTurn
     | ConversationHandedOff
+    | BotStatusChanged
     | CustomerLinked
     | CustomerMerged
     | CustomerConsentChanged

@@ -119,6 +119,7 @@ INDEXED_COLUMN_MAX = {
     "endpoint": limits.ENDPOINT_MAX,
     "client_key": limits.CLIENT_KEY_MAX,
     "campaign_id": limits.CAMPAIGN_ID_MAX,
+    "bot_id": limits.BOT_ID_MAX,
     "change_id": limits.EVENT_ID_MAX,
     "status": len("undelivered"),  # the longest status word a row may hold
 }

@@ -28,6 +28,11 @@ Rules (``DomainPolicy.bots``, ``QueuePolicy.bot``):
 5. An owner hands an assigned or idle conversation back to a bot
    (``conversation.handback_requested``): the slot is freed, the bot gets a turn with the
    note. The queue's steps stay its human fallback.
+6. A bot that failed ``down_after`` turns in a row (no answer in time, ``bot.failed``) is
+   down for ``retry_after`` seconds (``bot.status_changed``): new conversations of its
+   queues go straight to people instead of each waiting ``answer_timeout``. Then new
+   conversations try it again; one more failure takes it down again, an answer brings it
+   back up. Its health is saved (``SaveBot``), so a restored router decides the same.
 
 Every hand-off says what the customer can be told (``conversation.handed_off``): the
 position in the wait, the people online who could take it, when a closed queue opens, and
@@ -39,12 +44,12 @@ from __future__ import annotations
 from router.engine.assignment import assign, close, end_assignment, schedule_inactivity
 from router.engine.call import Call
 from router.engine.commands import commanded, complete, reject
-from router.engine.effects import Emit, SendReply
+from router.engine.effects import Emit, SaveBot, SendReply
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
 from router.engine.policy import Returning
-from router.engine.records import ConversationStatus, DeadlineKind, ExpectationRecord
+from router.engine.records import BotRecord, ConversationStatus, DeadlineKind, ExpectationRecord
 from router.engine.routing import route
 from router.engine.state import (
     Agent,
@@ -61,6 +66,7 @@ from schemas import (
     BotHandoffRequested,
     BotReplied,
     BotResolved,
+    BotStatusChanged,
     BotTurn,
     ConversationBotAssigned,
     ConversationHandbackRequested,
@@ -99,13 +105,61 @@ def bot_first(
     if queue.bot is None or answered is not None:
         return False
     bot = state.compiled.bots.get(queue.bot)
-    if bot is None:
+    if bot is None or _is_down(state, bot.bot_id, call.now):
         return False
     if queue.returning is Returning.LAST_AGENT and _has_own_agent(state, conversation):
         return False
     to_bot(call, conversation, bot, "bot_first")
     _turn_or_hand_off(call, conversation, bot, message)
     return True
+
+
+def _is_down(state: DomainState, bot_id: str, now: float) -> bool:
+    health = state.bot_health.get(bot_id)
+    return health is not None and health.down_until is not None and now < health.down_until
+
+
+def _note_failure(call: Call, bot_id: str) -> None:
+    """Rule 6: one more turn the bot failed; at ``down_after`` in a row, it is down."""
+    state = call.state
+    bot = state.compiled.bots.get(bot_id)
+    if bot is None or bot.policy.down_after == 0:
+        return
+    health = state.bot_health.get(bot_id)
+    failures = 1 if health is None else health.failures + 1
+    down_until = None if health is None else health.down_until
+    goes_down = failures >= bot.policy.down_after and (down_until is None or down_until <= call.now)
+    if goes_down:
+        down_until = call.now + bot.policy.retry_after
+    record = BotRecord(bot_id=bot_id, failures=failures, down_until=down_until)
+    state.bot_health[bot_id] = record
+    call.effects.append(SaveBot(bot_id, record))
+    if goes_down:
+        call.emit(_status(call, bot_id, available=False, until=down_until, failures=failures))
+
+
+def _note_answer(call: Call, bot_id: str) -> None:
+    """Rule 6: the bot answered: whatever it failed before is forgotten."""
+    health = call.state.bot_health.pop(bot_id, None)
+    if health is None:
+        return
+    call.effects.append(SaveBot(bot_id, None))
+    if health.down_until is not None:
+        call.emit(_status(call, bot_id, available=True, until=None, failures=0))
+
+
+def _status(
+    call: Call, bot_id: str, *, available: bool, until: float | None, failures: int
+) -> BotStatusChanged:
+    return BotStatusChanged(
+        id=call.new_id(),
+        domain=call.state.domain,
+        occurred_at=call.now,
+        bot_id=bot_id,
+        available=available,
+        until=until,
+        failures=failures,
+    )
 
 
 def _has_own_agent(state: DomainState, conversation: Conversation) -> bool:
@@ -213,8 +267,9 @@ def start_turn(
 
 def fire_bot(call: Call, conversation: Conversation) -> None:
     """The bot did not answer its turn in time: people take over."""
-    if conversation.status is not _BOT:
+    if conversation.status is not _BOT or conversation.bot is None:
         raise EngineError(f"bot deadline of {conversation.status} {conversation.conversation_id}")
+    _note_failure(call, conversation.bot)
     hand_off(call, conversation, Handoff(reason=HandoffReason.BOT_TIMEOUT))
 
 
@@ -241,6 +296,10 @@ def on_bot_answer(call: Call, event: BotEvent) -> None:
         assert type(event) is BotReplied
         _send(call, conversation, event, event.text, event)  # what to expect, until people come
         return
+    if type(event) is BotFailed:
+        _note_failure(call, event.bot_id)
+    else:
+        _note_answer(call, event.bot_id)
     match event:
         case BotReplied():
             _send(call, conversation, event, event.text, event)

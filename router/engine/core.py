@@ -89,6 +89,7 @@ from router.engine.policy import DomainPolicy
 from router.engine.records import (
     AgentDeadlineKind,
     AgentRecord,
+    BotRecord,
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
@@ -286,9 +287,10 @@ def restore(
     conversations: Iterable[ConversationRecord],
     customers: Iterable[CustomerRecord],
     identities: Iterable[IdentityRecord] = (),
+    bots: Iterable[BotRecord] = (),
 ) -> DomainState:
-    """Rebuild a domain from its latest persisted snapshots (open conversations only)
-    and its identity links.
+    """Rebuild a domain from its latest persisted snapshots (open conversations only),
+    its identity links and its bots' health.
 
     Agent loads are recomputed from the conversations; deadlines come back from the
     records, and one already past fires on the next ``tick``, which first lets agents
@@ -297,6 +299,7 @@ def restore(
     """
     state = DomainState(domain, policy)
     compiled = state.compiled
+    state.bot_health = {bot.bot_id: bot for bot in bots}
     for record in agents:
         agent = Agent(record.agent_id)
         set_profile(state, agent, record.name, record.skills, record.queues, record.capacity)
@@ -386,6 +389,7 @@ def reconfigure(state: DomainState, policy: DomainPolicy, now: float) -> DomainS
     rebuilt = restore(state.domain, policy, agents, conversations, ())
     rebuilt.customers = state.customers
     rebuilt.identities = state.identities
+    rebuilt.bot_health = state.bot_health
     rebuilt.rematch_at = now
     return rebuilt
 
@@ -399,6 +403,12 @@ def snapshot(
         [conversation_record(state.conversations[key]) for key in sorted(state.conversations)],
         [customer_record(state.customers[key]) for key in sorted(state.customers)],
     )
+
+
+def bot_health(state: DomainState) -> list[BotRecord]:
+    """The health of the domain's bots that failed lately, sorted by bot (what ``restore``
+    takes)."""
+    return [state.bot_health[key] for key in sorted(state.bot_health)]
 
 
 def identity_links(state: DomainState) -> list[IdentityRecord]:

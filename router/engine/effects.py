@@ -11,6 +11,7 @@ import msgspec
 from router.engine.records import (
     AgentRecord,
     AssignmentRecord,
+    BotRecord,
     ConversationRecord,
     CustomerRecord,
     IdentityRecord,
@@ -81,9 +82,17 @@ class SendReply(msgspec.Struct, frozen=True):
     reply: ReplyRequested
 
 
+class SaveBot(msgspec.Struct, frozen=True):
+    """A bot's health (``record`` None: it answered, nothing to keep)."""
+
+    bot_id: str
+    record: BotRecord | None
+
+
 Effect = (
     Emit
     | SendReply
+    | SaveBot
     | SaveAgent
     | SaveConversation
     | SaveCustomer

@@ -237,6 +237,13 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     punctuation aside) goes to people at once (``customer_asked``), before the bot."""
     continue_on: tuple[Channel, ...] = ()
     """Channels the bot may offer when people cannot come soon (in the hand-off event)."""
+    down_after: int = 3
+    """Turns failed in a row (no answer in time, ``bot.failed``) after which the bot counts
+    as down: new conversations go straight to people for ``retry_after`` seconds, instead
+    of each waiting ``answer_timeout`` for a bot that does not answer; 0: never."""
+    retry_after: float = 60.0
+    """Seconds a down bot is skipped; then new conversations try it again (one more
+    failure: down again; an answer: up)."""
     webhook: BotWebhook | None = None
     """How to reach the bot over HTTP (``schemas.bot_webhook``); unset: it reads ``bot.turn``
     from the routing topic and answers on ``bots.events``."""
@@ -246,6 +253,10 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("answer_timeout must be > 0")
         if self.max_turns < 1:
             raise ValueError("max_turns must be >= 1")
+        if self.down_after < 0:
+            raise ValueError("down_after must be >= 0 (0: never down)")
+        if self.retry_after <= 0:
+            raise ValueError("retry_after must be > 0")
         if len(self.human_keywords) > HUMAN_KEYWORDS_MAX:
             raise ValueError(f"at most {HUMAN_KEYWORDS_MAX} human_keywords")
         if any(not keyword_form(word) or len(word) > 100 for word in self.human_keywords):

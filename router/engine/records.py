@@ -223,6 +223,17 @@ class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     linked_at: float
 
 
+class BotRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How a bot has been answering lately (``router.engine.bots``, rule 6): only a bot that
+    failed since its last answer has one."""
+
+    bot_id: str
+    failures: int
+    """Turns it failed (no answer in time, ``bot.failed``) since it last answered."""
+    down_until: float | None = None
+    """Set when failures reached ``down_after``: new conversations skip it until then."""
+
+
 class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """An agent's affinity with one customer: ``rank = log2(score) + at / half_life``
     (the score at ``now`` is ``2 ** (rank - now / half_life)``; higher ranks first)."""

@@ -35,6 +35,7 @@ from router.engine.policy import (
 from router.engine.records import (
     AgentDeadlineKind,
     AssignmentRecord,
+    BotRecord,
     ConversationStatus,
     DeadlineKind,
     ExpectationRecord,
@@ -516,6 +517,7 @@ class DomainState:
         "agent_deadlines",
         "agents",
         "available",
+        "bot_health",
         "by_key",
         "compiled",
         "conversations",
@@ -553,6 +555,8 @@ class DomainState:
         self.agent_deadlines: list[AgentDeadline] = []
         """Pacing and shift deadlines of agents; stale unless the agent's ``pace_due`` /
         ``shift_due`` still equals the due."""
+        self.bot_health: dict[str, BotRecord] = {}
+        """Bots that failed since they last answered (``router.engine.bots`` rule 6)."""
         self.interned: dict[str, str] = {}
         """One copy of strings many conversations share (endpoints)."""
         self.seq = 0

@@ -42,6 +42,7 @@ from router.engine import (
     EngineInput,
     SaveAgent,
     SaveAssignment,
+    SaveBot,
     SaveConsent,
     SaveConversation,
     SaveCustomer,
@@ -395,6 +396,8 @@ class Intake:
                     writes.identities[(domain, identity)] = link
                 case SaveConsent():
                     writes.consents.append(effect)
+                case SaveBot(bot_id=bot_id, record=health):
+                    writes.bots[(domain, bot_id)] = health
                 case _:
                     assert_never(effect)
 

@@ -19,6 +19,7 @@ from router.engine import AssignmentRecord, ConversationRecord, ConversationStat
 from router.shell.store import OutboxBatch, OutboxEvent
 from runtime.metrics import Metrics
 from schemas import (
+    BotStatusChanged,
     BotTurn,
     Channel,
     CommandCompleted,
@@ -127,6 +128,16 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             )
         case BotTurn():
             m.counter(metrics.bot_turns, m.bot(event.bot_id)).inc()
+        case BotStatusChanged():
+            if not event.available:
+                m.counter(metrics.bot_downs, m.bot(event.bot_id)).inc()
+            log.warning(
+                "bot_status_changed",
+                domain=event.domain,
+                bot_id=event.bot_id,
+                available=event.available,
+                failures=event.failures,
+            )
         case ConversationHandedOff():
             reason = str(event.reason)
             m.counter(metrics.bot_handoffs, m.bot(event.bot_id), reason).inc()

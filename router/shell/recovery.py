@@ -135,8 +135,9 @@ class PartitionLoader:
                         snap.conversations,
                         snap.customers,
                         snap.identities,
+                        snap.bots,
                     )
-                    if snap.agents or snap.conversations or snap.customers
+                    if snap.agents or snap.conversations or snap.customers or snap.bots
                     else new_state(name, self.policies[name])
                 )
                 for name, snap in snapshots.items()

@@ -25,6 +25,7 @@ import msgspec
 from router.engine import (
     AgentRecord,
     AssignmentRecord,
+    BotRecord,
     ConversationRecord,
     CustomerRecord,
     IdentityRecord,
@@ -108,6 +109,8 @@ class BatchWrites:
     """Latest snapshot per (domain, customer id); None: merged into another (deleted)."""
     identities: dict[tuple[str, str], IdentityRecord | None] = field(default_factory=dict)
     """Identity links per (domain, identity); None: unlinked (deleted)."""
+    bots: dict[tuple[str, str], BotRecord | None] = field(default_factory=dict)
+    """Bots' health per (domain, bot id); None: it answered (deleted)."""
     assignments: dict[tuple[str, str], AssignmentRecord] = field(default_factory=dict)
     messages: list[tuple[MessageReceived, str]] = field(default_factory=list)
     outbox: dict[int, list[OutboxEvent]] = field(default_factory=dict)
@@ -133,6 +136,7 @@ class BatchWrites:
         self.conversations.update(later.conversations)
         self.customers.update(later.customers)
         self.identities.update(later.identities)
+        self.bots.update(later.bots)
         self.assignments.update(later.assignments)
         self.messages.extend(later.messages)
         for partition, events in later.outbox.items():
@@ -158,6 +162,7 @@ class BatchWrites:
             or self.conversations
             or self.customers
             or self.identities
+            or self.bots
             or self.assignments
             or self.messages
             or self.outbox
@@ -209,6 +214,17 @@ WITH replies AS (
 INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel, bot_id, status)
 SELECT d, i, c, ch, b, 'queued' FROM replies
 ON CONFLICT DO NOTHING
+"""
+
+_UPSERT_BOTS = """
+INSERT INTO bot_health (domain, bot_id, record)
+SELECT d, b, r::json FROM unnest($1::text[], $2::text[], $3::text[]) AS t(d, b, r)
+ON CONFLICT (domain, bot_id) DO UPDATE SET record = EXCLUDED.record
+"""
+
+_DELETE_BOTS = """
+DELETE FROM bot_health USING unnest($1::text[], $2::text[]) AS t(d, k)
+WHERE bot_health.domain = t.d AND bot_health.bot_id = t.k
 """
 
 _DELETE_AGENTS = """
@@ -405,6 +421,14 @@ async def write_batch(
                 _UPSERT_IDENTITIES,
                 lambda d, r: (d, r.identity, r.customer_id, r.source, r.linked_at),
                 _DELETE_IDENTITIES,
+            )
+        if writes.bots:
+            await _write_rows(
+                conn,
+                writes.bots,
+                _UPSERT_BOTS,
+                lambda d, r: (d, r.bot_id, _encode(r).decode()),
+                _DELETE_BOTS,
             )
         if writes.conversations:
             # Columns built in one pass: this statement runs for nearly every message.
@@ -666,6 +690,7 @@ class DomainSnapshot:
     conversations: list[ConversationRecord] = field(default_factory=list)
     customers: list[CustomerRecord] = field(default_factory=list)
     identities: list[IdentityRecord] = field(default_factory=list)
+    bots: list[BotRecord] = field(default_factory=list)
 
 
 _LOAD_QUERY = """
@@ -676,9 +701,9 @@ WHERE domain = ANY($1::text[]) {where} GROUP BY domain
 
 async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, DomainSnapshot]:
     """The latest snapshots of the domains' agents, open conversations and customers, and
-    their identity links.
+    their identity links and bots' health.
 
-    Each table comes back as one JSON array per domain, decoded in one call; the four
+    Each table comes back as one JSON array per domain, decoded in one call; the five
     load in parallel on their own connections. Call this only once the partitions' leases
     are committed (no previous owner can write any more).
     """
@@ -692,7 +717,7 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
             rows = await conn.fetch(query, domains)
         return [(row["domain"], decoder.decode(row["records"])) for row in rows]
 
-    agents, conversations, customers, identities = await asyncio.gather(
+    agents, conversations, customers, identities, bots = await asyncio.gather(
         load("agents", "", msgspec.json.Decoder(list[AgentRecord])),
         load(
             "conversations",
@@ -707,6 +732,7 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
             "json_build_object('identity', identity, 'customer_id', customer_id,"
             " 'source', source, 'linked_at', extract(epoch FROM linked_at))",
         ),
+        load("bot_health", "", msgspec.json.Decoder(list[BotRecord])),
     )
     for domain, records in agents:
         snapshots[domain].agents = records
@@ -716,6 +742,8 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
         snapshots[domain].customers = records
     for domain, records in identities:
         snapshots[domain].identities = records
+    for domain, records in bots:
+        snapshots[domain].bots = records
     return snapshots
 
 

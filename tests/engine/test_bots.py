@@ -12,6 +12,7 @@ from router.engine import (
     InactivityPolicy,
     QueuePolicy,
     Returning,
+    SaveBot,
     SendReply,
     StepPolicy,
     new_state,
@@ -22,6 +23,7 @@ from schemas import (
     BotHandoffRequested,
     BotReplied,
     BotResolved,
+    BotStatusChanged,
     BotTurn,
     Channel,
     CommandCompleted,
@@ -360,3 +362,27 @@ def test_the_bot_may_relay_what_to_expect_until_a_person_has_it() -> None:
     effects = run(state, [late])
     assert not [e for e in effects if isinstance(e, SendReply)]
     assert emitted(effects, CommandRejected)[0].reason == "not_bot_owner"
+
+
+def test_a_bot_that_keeps_failing_is_skipped_until_retry_after_then_tried_again() -> None:
+    state = with_agents(bot_policy(answer_timeout=5.0, down_after=2, retry_after=60.0), ("a1", ()))
+    run(state, [registered("a1", capacity={Channel.SMS: 10})])
+    opened(state, "k1", "c1")
+    assert not emitted(tick(state, T0 + 5), BotStatusChanged)  # one failure: still up
+    opened(state, "k2", "c2", at=T0 + 6)
+    effects = tick(state, T0 + 11)
+    status = emitted(effects, BotStatusChanged)
+    assert [(s.available, s.until, s.failures) for s in status] == [(False, T0 + 71, 2)]
+    assert state.bot_health[BOT].down_until == T0 + 71
+    # down: a new conversation goes straight to people
+    _, effects = opened(state, "k3", "c3", at=T0 + 20)
+    assert "conversation.bot_assigned" not in event_types(effects)
+    assert emitted(effects, ConversationAssigned)[0].agent_id == "a1"
+    # after retry_after the bot is tried again; its answer brings it back up
+    conversation_id, effects = opened(state, "k4", "c4", at=T0 + 71)
+    turn = emitted(effects, BotTurn)[0]
+    reply = answer(BotReplied, conversation_id, turn_id=turn.id, text="back")
+    effects = run(state, [reply], T0 + 72)
+    assert [(s.available, s.failures) for s in emitted(effects, BotStatusChanged)] == [(True, 0)]
+    assert BOT not in state.bot_health
+    assert any(isinstance(e, SaveBot) and e.record is None for e in effects)

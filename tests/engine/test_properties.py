@@ -21,6 +21,7 @@ from router.engine import (
     AffinityPolicy,
     AgentRecord,
     BotPolicy,
+    BotRecord,
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
@@ -38,11 +39,13 @@ from router.engine import (
     ReplyWindowPolicy,
     Returning,
     SaveAgent,
+    SaveBot,
     SaveConversation,
     SaveCustomer,
     SaveIdentity,
     StepPolicy,
     apply,
+    bot_health,
     identity_links,
     new_state,
     restore,
@@ -105,7 +108,7 @@ BOT_TIMEOUT = 30.0
 def policy_for(mode: QueueMode, returning: Returning = Returning.BOT) -> DomainPolicy:
     """Two queues of people; ``billing`` is bot first (its steps: the human fallback)."""
     return DomainPolicy(
-        bots={BOT: BotPolicy(answer_timeout=BOT_TIMEOUT, max_turns=3)},
+        bots={BOT: BotPolicy(answer_timeout=BOT_TIMEOUT, max_turns=3, down_after=2)},
         default_queue="support",
         inactivity=InactivityPolicy(release_after=900, close_after=3600),
         away_after_missed_offers=2,
@@ -475,6 +478,7 @@ class Store:
     conversations: dict[str, ConversationRecord] = field(default_factory=dict)
     customers: dict[str, CustomerRecord] = field(default_factory=dict)
     identities: dict[str, IdentityRecord] = field(default_factory=dict)
+    bots: dict[str, BotRecord] = field(default_factory=dict)
 
     def save(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
@@ -491,6 +495,11 @@ class Store:
                     del self.identities[effect.identity]
                 else:
                     self.identities[effect.identity] = effect.record
+            elif isinstance(effect, SaveBot):
+                if effect.record is None:
+                    del self.bots[effect.bot_id]
+                else:
+                    self.bots[effect.bot_id] = effect.record
             elif isinstance(effect, SaveConversation):
                 record = effect.record
                 if record.status is ConversationStatus.CLOSED:
@@ -506,6 +515,7 @@ class Store:
             self.conversations.values(),
             self.customers.values(),
             self.identities.values(),
+            self.bots.values(),
         )
 
     def snapshot(self) -> Snapshot:
@@ -514,16 +524,21 @@ class Store:
             [self.conversations[k] for k in sorted(self.conversations)],
             [self.customers[k] for k in sorted(self.customers)],
             [self.identities[k] for k in sorted(self.identities)],
+            [self.bots[k] for k in sorted(self.bots)],
         )
 
 
 Snapshot = tuple[
-    list[AgentRecord], list[ConversationRecord], list[CustomerRecord], list[IdentityRecord]
+    list[AgentRecord],
+    list[ConversationRecord],
+    list[CustomerRecord],
+    list[IdentityRecord],
+    list[BotRecord],
 ]
 
 
 def full_snapshot(state: DomainState) -> Snapshot:
-    return (*snapshot(state), identity_links(state))
+    return (*snapshot(state), identity_links(state), bot_health(state))
 
 
 def identities_are_flat(state: DomainState) -> None:

@@ -19,13 +19,16 @@ from schemas import (
     ROUTING_DECODER,
     BotReplied,
     BotResolved,
+    BotStatusChanged,
     BotTurn,
     Channel,
     CommandRejected,
+    ConversationBotAssigned,
     ConversationClosed,
     ConversationOverflowed,
     ConversationQueued,
     MessageReceived,
+    MessageRouted,
     topics,
 )
 from switchboard.cli import prepare
@@ -489,5 +492,83 @@ async def test_kill_9_while_a_bot_answers_applies_each_answer_once(
         assert refused == [], refused[:3]
     finally:
         answering.cancel()
+        await producer.stop()
+    assert router.terminate() == 0
+
+
+async def test_a_down_bot_stays_down_across_a_router_restart(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    """A bot that failed its turn (down_after = 1) is down; a router restarted from
+    PostgreSQL knows it, and sends the next new conversation straight to people."""
+    raw = make_raw_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "domains": {
+                "bots": {
+                    "routing": {
+                        "bots": {
+                            "helper": {"answer_timeout": 1, "down_after": 1, "retry_after": 600}
+                        },
+                        "queues": {"default": {"bot": "helper"}},
+                    }
+                }
+            },
+        },
+    )
+    config = msgspec.convert(raw, type=Config)
+    await prepare(config, {})
+    router = RouterProcess(raw, tmp_path)
+    router.start()
+    await router.wait_ready()
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    inbound = EventPublisher(producer, config.topic(topics.INBOUND), "test", timeout=30)
+
+    def written(index: int) -> MessageReceived:
+        return MessageReceived(
+            id=f"m-{index}",
+            domain="bots",
+            occurred_at=time.time(),
+            channel=Channel.SMS,
+            endpoint="+15550000000",
+            customer_address=f"+1555200{index:04d}",
+            customer_id=f"sms:+1555200{index:04d}",
+            conversation_key=f"sms:+15550000000:+1555200{index:04d}",
+            provider_message_id=f"SM{index:032d}",
+            text="hello",
+        )
+
+    try:
+        async with TopicReader(config, topics.ROUTING) as routing:
+            await inbound.publish([written(1)])
+
+            def events(records: list[Any]) -> list[Any]:
+                return [ROUTING_DECODER.decode(record.value) for record in records]
+
+            def went_down(records: list[Any]) -> bool:
+                return any(
+                    isinstance(e, BotStatusChanged) and not e.available for e in events(records)
+                )
+
+            await routing.wait_for(went_down, timeout=30)
+            router.kill()
+            router.start()
+            await router.wait_ready()
+            await inbound.publish([written(2)])
+
+            def second_routed(records: list[Any]) -> bool:
+                return any(
+                    isinstance(e, MessageRouted) and e.conversation_id == "m-2"
+                    for e in events(records)
+                )
+
+            records = await routing.wait_for(second_routed, timeout=60)
+            second = [e for e in events(records) if getattr(e, "conversation_id", None) == "m-2"]
+            assert not any(isinstance(e, ConversationBotAssigned) for e in second), second
+            routed = next(e for e in second if isinstance(e, MessageRouted))
+            assert routed.bot_id is None
+    finally:
         await producer.stop()
     assert router.terminate() == 0
