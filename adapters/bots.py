@@ -65,7 +65,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 import aiohttp
 import msgspec
@@ -163,6 +163,31 @@ def relayable(handed_off: ConversationHandedOff) -> bool:
     )
 
 
+def _answering(request: BotWebhookRequest, suffix: str, now: float) -> dict[str, Any]:
+    """The fields every event answering ``request`` carries: its deterministic id, and,
+    for a turn, the turn it answers and the customer's message it threads under."""
+    turn = request if isinstance(request, BotTurn) else None
+    return {
+        "id": event_id(request, suffix),
+        "domain": request.domain,
+        "occurred_at": now,
+        "conversation_id": request.conversation_id,
+        "bot_id": request.bot_id,
+        "turn_id": None if turn is None else turn.id,
+        "in_reply_to": None if turn is None else turn.provider_message_id,
+    }
+
+
+def _replied(fields: dict[str, Any], action: ReplyAction) -> BotReplied:
+    return BotReplied(
+        **fields,
+        text=action.text,
+        attachments=action.attachments,
+        quick_replies=action.quick_replies,
+        progress=action.progress,
+    )
+
+
 def answer_events(turn: BotTurn, actions: Sequence[BotAction], now: float) -> list[BotEvent]:
     """The ``bots.events`` of a bot's answer to ``turn``, in its order, threaded under the
     customer's message (``in_reply_to``), with ids that depend on the turn and the position
@@ -170,53 +195,17 @@ def answer_events(turn: BotTurn, actions: Sequence[BotAction], now: float) -> li
     dropped (the protocol of ``schemas.bot_webhook``, whatever carries the answer)."""
     events: list[BotEvent] = []
     for index, action in enumerate(actions):
-        ident = event_id(turn, str(index))
+        fields = _answering(turn, str(index), now)
         match action:
             case ReplyAction():
-                events.append(
-                    BotReplied(
-                        id=ident,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        text=action.text,
-                        attachments=action.attachments,
-                        quick_replies=action.quick_replies,
-                        progress=action.progress,
-                    )
-                )
+                events.append(_replied(fields, action))
             case HandoffAction():
                 events.append(
-                    BotHandoffRequested(
-                        id=ident,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        handoff=action.handoff,
-                        text=action.text,
-                    )
+                    BotHandoffRequested(**fields, handoff=action.handoff, text=action.text)
                 )
                 break
             case ResolveAction():
-                events.append(
-                    BotResolved(
-                        id=ident,
-                        domain=turn.domain,
-                        occurred_at=now,
-                        conversation_id=turn.conversation_id,
-                        bot_id=turn.bot_id,
-                        turn_id=turn.id,
-                        in_reply_to=turn.provider_message_id,
-                        text=action.text,
-                        reason=action.reason,
-                    )
-                )
+                events.append(BotResolved(**fields, text=action.text, reason=action.reason))
                 break
             case _:
                 assert_never(action)
@@ -231,19 +220,7 @@ def relay_events(
     conversation waits for a person); a ``handoff`` or a ``resolve`` is dropped (the bot's
     part has ended). Ids depend on the hand-off's id and the action's position alone."""
     return [
-        BotReplied(
-            id=event_id(handed_off, str(index)),
-            domain=handed_off.domain,
-            occurred_at=now,
-            conversation_id=handed_off.conversation_id,
-            bot_id=handed_off.bot_id,
-            turn_id=None,
-            in_reply_to=None,
-            text=action.text,
-            attachments=action.attachments,
-            quick_replies=action.quick_replies,
-            progress=action.progress,
-        )
+        _replied(_answering(handed_off, str(index), now), action)
         for index, action in enumerate(actions)
         if isinstance(action, ReplyAction)
     ]
@@ -251,16 +228,7 @@ def relay_events(
 
 def failed_event(turn: BotTurn, error: str, now: float) -> BotFailed:
     """``bot.failed`` for ``turn``: people take the conversation (``bot_error``)."""
-    return BotFailed(
-        id=event_id(turn, "failed"),
-        domain=turn.domain,
-        occurred_at=now,
-        conversation_id=turn.conversation_id,
-        bot_id=turn.bot_id,
-        turn_id=turn.id,
-        in_reply_to=turn.provider_message_id,
-        error=error,
-    )
+    return BotFailed(**_answering(turn, "failed", now), error=error)
 
 
 _ANSWER_DECODER = msgspec.json.Decoder(BotWebhookAnswer)

@@ -362,6 +362,24 @@ async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
     return bool(await conn.fetchval("SELECT count(*) FROM messages") == expected)
 
 
+def first_sms(index: int, prefix: str) -> MessageReceived:
+    """Customer ``<prefix><index>``'s first SMS to the ``bots`` domain (a new conversation,
+    whose id is the message id ``m-<index>``)."""
+    number = f"{prefix}{index:04d}"
+    return MessageReceived(
+        id=f"m-{index}",
+        domain="bots",
+        occurred_at=time.time(),
+        channel=Channel.SMS,
+        endpoint="+15550000000",
+        customer_address=number,
+        customer_id=f"sms:{number}",
+        conversation_key=f"sms:+15550000000:{number}",
+        provider_message_id=f"SM{index:032d}",
+        text="hello",
+    )
+
+
 async def test_kill_9_while_a_bot_answers_applies_each_answer_once(
     infrastructure: Infrastructure, database_url: str, tmp_path: Path
 ) -> None:
@@ -395,21 +413,7 @@ async def test_kill_9_while_a_bot_answers_applies_each_answer_once(
     # The router reads bots' answers on agents.events (the adapters forward them there).
     answers = EventPublisher(producer, config.topic(topics.AGENTS), "test", timeout=30)
     count = 300
-    opened = [
-        MessageReceived(
-            id=f"m-{index}",
-            domain="bots",
-            occurred_at=time.time(),
-            channel=Channel.SMS,
-            endpoint="+15550000000",
-            customer_address=f"+1555100{index:04d}",
-            customer_id=f"sms:+1555100{index:04d}",
-            conversation_key=f"sms:+15550000000:+1555100{index:04d}",
-            provider_message_id=f"SM{index:032d}",
-            text="hello",
-        )
-        for index in range(count)
-    ]
+    opened = [first_sms(index, "+1555100") for index in range(count)]
 
     async def bot() -> None:
         """Answers each turn once: a reply, then a resolve (ids from the turn's id)."""
@@ -526,23 +530,9 @@ async def test_a_down_bot_stays_down_across_a_router_restart(
     await producer.start()
     inbound = EventPublisher(producer, config.topic(topics.INBOUND), "test", timeout=30)
 
-    def written(index: int) -> MessageReceived:
-        return MessageReceived(
-            id=f"m-{index}",
-            domain="bots",
-            occurred_at=time.time(),
-            channel=Channel.SMS,
-            endpoint="+15550000000",
-            customer_address=f"+1555200{index:04d}",
-            customer_id=f"sms:+1555200{index:04d}",
-            conversation_key=f"sms:+15550000000:+1555200{index:04d}",
-            provider_message_id=f"SM{index:032d}",
-            text="hello",
-        )
-
     try:
         async with TopicReader(config, topics.ROUTING) as routing:
-            await inbound.publish([written(1)])
+            await inbound.publish([first_sms(1, "+1555200")])
 
             def events(records: list[Any]) -> list[Any]:
                 return [ROUTING_DECODER.decode(record.value) for record in records]
@@ -556,7 +546,7 @@ async def test_a_down_bot_stays_down_across_a_router_restart(
             router.kill()
             router.start()
             await router.wait_ready()
-            await inbound.publish([written(2)])
+            await inbound.publish([first_sms(2, "+1555200")])
 
             def second_routed(records: list[Any]) -> bool:
                 return any(
