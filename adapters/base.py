@@ -125,6 +125,36 @@ class NonceStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelDeclaration:
+    """What one provider adapter does, as the README's channel matrix shows it (generated
+    from these declarations: ``adapters.catalog``). Each provider module declares its own
+    next to the code that does it."""
+
+    provider: str
+    """The provider's name as people know it (``Twilio``, ``SendGrid``)."""
+    channels: tuple[str, ...]
+    """Our ``Channel`` values it carries."""
+    inbound: str
+    """Webhook routes customers' messages arrive on (``POST /webhooks/…``)."""
+    outbound: str
+    """The provider API replies are sent through, or ``—``."""
+    media_in: str
+    """What media customers' messages carry in (``image, video, audio, document``…)."""
+    media_out: str
+    """Attachments a reply can carry, with the provider's limits checked before sending."""
+    statuses: str
+    """Delivery statuses it reports (the provider's own names)."""
+    read_receipts: str
+    """Whether and how it tells that a customer read a message."""
+    quick_replies: str
+    """Suggested answers in replies, as the channel offers them, or ``—``."""
+    signature: str
+    """How its webhooks are authenticated."""
+    replay_protection: str
+    """What stops a captured request from being accepted twice."""
+
+
 def inbound_event_id(domain: str, channel: str, provider_message_id: str) -> str:
     """The stable event id of a provider message (dedupe key across retries)."""
     return str(uuid.uuid5(INBOUND_NAMESPACE, f"{domain}/{channel}/{provider_message_id}"))

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from runtime.outbound import OutboundConfig
-from schemas import InboundEvent, MessageReceived
+from schemas import ConsentReported, InboundEvent, MessageReceived
 
 DEFAULT_OUTBOUND = OutboundConfig()
 KEYWORD_SOURCE = "keyword"
@@ -59,5 +59,11 @@ def with_consent(
 
 
 def consents(events: Sequence[InboundEvent]) -> int:
-    """How many of ``events`` change a consent (for the request's log line)."""
-    return sum(1 for e in events if isinstance(e, MessageReceived) and e.consent is not None)
+    """How many of ``events`` change a consent (for the request's log line): customer
+    messages carrying one, and providers' consent reports."""
+    return sum(
+        1
+        for e in events
+        if isinstance(e, ConsentReported)
+        or (isinstance(e, MessageReceived) and e.consent is not None)
+    )

@@ -3,7 +3,8 @@
 
 Per channel, ``build_request`` turns a message into the provider's real send call (pure,
 no I/O): Twilio Messages, WhatsApp Cloud API, Messenger and Instagram Send API, Telegram
-``sendMessage``, Mailgun messages. ``Egress.send`` performs it:
+``sendMessage`` and its media methods, Mailgun messages. ``Egress.send`` performs it
+(after its ``prepare``, and followed by its ``then`` calls, when it has them):
 1. skip the message when the ``SentLedger`` says its id was already sent (``duplicate``);
 2. call the provider; on 429, 5xx, a Graph throttling error or a connection error,
    wait (exponential backoff, bounded, ``Retry-After`` honoured up to a cap) and retry;
@@ -29,8 +30,8 @@ in order), as each channel offers them — a tap sends the title back as the cus
 message, which reaches the bot like any other:
 - Messenger / Instagram Send API: ``message.quick_replies``, each ``{"content_type":
   "text", "title": t, "payload": t}`` (at most 13, titles of at most 20 characters);
-- Telegram ``sendMessage``: a one-time ``reply_markup`` keyboard (``ReplyKeyboardMarkup``,
-  one button a row, ``one_time_keyboard`` and ``resize_keyboard``);
+- Telegram: a one-time ``reply_markup`` keyboard (``ReplyKeyboardMarkup``, one button a
+  row, ``one_time_keyboard`` and ``resize_keyboard``) on the reply's first call;
 - WhatsApp Cloud API: an ``interactive`` message of ``type`` ``button`` (reply buttons:
   ``id`` and ``title`` the answer) when there are at most 3 of at most 20 characters and
   the body fits the 1,024 characters of an interactive body; otherwise a text message with
@@ -42,19 +43,24 @@ Idempotency beyond the ledger: Twilio gets ``I-Twilio-Idempotency-Token`` (the r
 so a retry after a lost response is not sent twice; Mailgun gets a ``Message-Id`` built
 from the reply id; WhatsApp carries the id in ``biz_opaque_callback_data``. Messenger,
 Instagram and Telegram have no idempotency key: a retry after a lost response can
-duplicate there. Attachments travel as media on Twilio; elsewhere their URLs are
-appended to the text.
+duplicate there. Attachments travel as media on Twilio; on Telegram by URL, one call each
+(``adapters.telegram.reply_calls``); on Mailgun fetched and uploaded (``prepare``); on
+WhatsApp, Messenger and Instagram by URL, one message each (``then``; WhatsApp's first
+media takes the text as caption where its kind allows, the Send API's follow the text),
+each checked first against ``adapters.meta``'s limits, and a WhatsApp reply's place as a
+``location`` message; elsewhere their URLs are appended to the text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 import enum
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -62,26 +68,47 @@ import aiohttp
 import msgspec
 import structlog
 
+from adapters import email as email_adapter
+from adapters import meta, rbm, sendgrid, twilio, vonage, x_dm
+from adapters import telegram as telegram_adapter
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
+from adapters.media import MediaLimits, MediaRefused, MediaRule, check_attachments, media_type
 from adapters.normalize import find_endpoint
+from adapters.provider_api import (
+    OCTET_STREAM,
+    WHATSAPP_BUTTON_BODY_MAX,
+    WHATSAPP_BUTTON_TITLE_MAX,
+    WHATSAPP_BUTTONS_MAX,
+    EgressUnroutable,
+    FilePart,
+    Outbound,
+    PrepareFailed,
+    ProviderRequest,
+    basic_auth,
+    email_text,
+    fetch_attachment,
+    location_text,
+    multipart_form_data,
+    quick_replies,
+    upload_name,
+    with_numbered_options,
+)
 from adapters.twilio import WHATSAPP_PREFIX
 from runtime.metrics import Metrics
-from schemas import Channel, NotificationRequested, ReplyRequested
+from schemas import (
+    Attachment,
+    Channel,
+    Location,
+    NotificationRequested,
+    ReplyRequested,
+    TemplateUse,
+)
 
 log = structlog.get_logger()
 
 #: Graph API error codes that mean "slow down" even when the HTTP status is 400/403.
 GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})
 MAX_ERROR_CHARS = 300
-WHATSAPP_BUTTONS_MAX = 3
-"""Reply buttons of one WhatsApp interactive message."""
-WHATSAPP_BUTTON_TITLE_MAX = 20
-"""Characters of a WhatsApp reply button's title."""
-WHATSAPP_BUTTON_BODY_MAX = 1024
-"""Characters of the body of a WhatsApp interactive message."""
-
-Outbound = ReplyRequested | NotificationRequested
-"""What egress sends: both carry the fields the provider requests use."""
 
 
 class SendOutcome(enum.StrEnum):
@@ -148,48 +175,9 @@ class RetryPolicy:
         return min(wanted, self.max_delay)
 
 
-class EgressUnroutable(Exception):
-    """No provider is configured to send from this endpoint on this channel."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProviderRequest:
-    """One provider API call, ready to perform."""
-
-    provider: str
-    url: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    json: Mapping[str, Any] | None = None
-    form: list[tuple[str, str]] | None = None
-    message_id: Callable[[Any], str | None] = lambda _body: None
-    """Reads the provider's message id from its decoded JSON answer."""
-
-
-def basic_auth(user: str, password: str) -> str:
-    """An ``Authorization`` header value for HTTP basic authentication."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 def _text_with_links(reply: Outbound) -> str:
     links = [a.url for a in reply.attachments]
     return "\n".join([reply.text, *links]) if reply.text else "\n".join(links)
-
-
-def quick_replies(reply: Outbound) -> tuple[str, ...]:
-    """A reply's suggested answers, each once, in order (a business-started message has
-    none)."""
-    if isinstance(reply, NotificationRequested):
-        return ()
-    return tuple(dict.fromkeys(reply.quick_replies))
-
-
-def with_numbered_options(text: str, options: Sequence[str]) -> str:
-    """``text`` with ``options`` listed after it, numbered: quick replies where the channel
-    has no buttons."""
-    if not options:
-        return text
-    listed = "\n".join(f"{number}. {option}" for number, option in enumerate(options, 1))
-    return f"{text}\n\n{listed}" if text else listed
 
 
 def _get(body: Any, *path: str | int) -> str | None:
@@ -206,8 +194,13 @@ def _get(body: Any, *path: str | int) -> str | None:
 def twilio_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
+    """Twilio's Messages API call. Attachments are checked against the channel's limits
+    (``twilio.media_limits``: MMS up to 10 and 5 MB, WhatsApp 1); a place is a WhatsApp
+    location (``PersistentAction`` ``geo:``), on SMS its name, address and ``geo:`` URI
+    after the text. ``StatusCallback``: ``twilio.status_callback`` (our id in its query)."""
     cfg = channels.twilio
-    prefix = WHATSAPP_PREFIX if reply.channel is Channel.WHATSAPP else ""
+    whatsapp = reply.channel is Channel.WHATSAPP
+    prefix = WHATSAPP_PREFIX if whatsapp else ""
     form = [("From", prefix + reply.endpoint), ("To", prefix + reply.customer_address)]
     if reply.template is not None:
         # A Content template: its SID and the values of its numbered variables, no Body.
@@ -216,10 +209,23 @@ def twilio_request(
         if variables:
             form.append(("ContentVariables", msgspec.json.encode(variables).decode()))
     else:
-        form.append(("Body", with_numbered_options(reply.text, quick_replies(reply))))
+        check_attachments(reply.attachments, twilio.media_limits(reply.channel))
+        place = reply.location if isinstance(reply, ReplyRequested) else None
+        text = reply.text
+        if place is not None and whatsapp:
+            if reply.attachments:
+                raise MediaRefused("Twilio WhatsApp sends a location without attachments")
+            form.append(("PersistentAction", twilio.geo_action(place)))
+            text = text or place.name or place.address or f"{place.latitude},{place.longitude}"
+        elif place is not None:
+            text = "\n\n".join(t for t in (text, location_text(place)) if t)
+        form.append(("Body", with_numbered_options(text, quick_replies(reply))))
         form += [("MediaUrl", a.url) for a in reply.attachments]
-    if cfg.status_callback_url:
-        form.append(("StatusCallback", cfg.status_callback_url))
+    callback = twilio.status_callback(
+        channels, reply.endpoint, reply.id, environ.get(twilio.PUBLIC_URL_ENV)
+    )
+    if callback:
+        form.append(("StatusCallback", callback))
     return ProviderRequest(
         provider="twilio",
         url=f"{cfg.api_base_url.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json",
@@ -243,22 +249,38 @@ def _whatsapp_buttons_fit(body: str, options: Sequence[str]) -> bool:
     )
 
 
-def _whatsapp_content(reply: Outbound) -> dict[str, Any]:
-    template = reply.template
-    if template is None:
-        body, options = _text_with_links(reply), quick_replies(reply)
-        if _whatsapp_buttons_fit(body, options):
-            buttons = [{"type": "reply", "reply": {"id": o, "title": o}} for o in options]
-            return {
-                "type": "interactive",
-                "interactive": {
-                    "type": "button",
-                    "body": {"text": body},
-                    "action": {"buttons": buttons},
-                },
-            }
-        text = with_numbered_options(body, options)
-        return {"type": "text", "text": {"body": text, "preview_url": False}}
+WHATSAPP_CAPTION_MAX = 1024
+"""Characters of a WhatsApp media caption."""
+WHATSAPP_CAPTIONED = frozenset({"image", "video", "document"})
+"""WhatsApp media kinds that take a caption (audio and stickers do not)."""
+WHATSAPP_HEADERS = WHATSAPP_CAPTIONED
+"""Media kinds an interactive message's header can carry."""
+
+
+def _whatsapp_media(attachment: Attachment, rule: MediaRule, caption: str = "") -> dict[str, Any]:
+    """A Cloud API media message sending ``attachment`` by link."""
+    media: dict[str, Any] = {"link": attachment.url}
+    if caption:
+        media["caption"] = caption
+    if rule.kind == "document" and attachment.filename:
+        media["filename"] = attachment.filename
+    return {"type": rule.kind, rule.kind: media}
+
+
+def _whatsapp_location(place: Location) -> dict[str, Any]:
+    location: dict[str, Any] = {"latitude": place.latitude, "longitude": place.longitude}
+    if place.name:
+        location["name"] = place.name
+    if place.address:
+        location["address"] = place.address
+    return {"type": "location", "location": location}
+
+
+def _whatsapp_text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": {"body": text, "preview_url": False}}
+
+
+def _whatsapp_template(template: TemplateUse) -> dict[str, Any]:
     content: dict[str, Any] = {
         "name": template.provider_template,
         # WhatsApp spells languages with an underscore (en_US); ours are BCP 47 (en-US).
@@ -274,27 +296,98 @@ def _whatsapp_content(reply: Outbound) -> dict[str, Any]:
     return {"type": "template", "template": content}
 
 
+def _place(reply: Outbound) -> Location | None:
+    return reply.location if isinstance(reply, ReplyRequested) else None
+
+
+def _whatsapp_content(reply: Outbound) -> list[dict[str, Any]]:
+    """The Cloud API messages that deliver ``reply``, in order (one media item a message):
+
+    - a template alone (the free-form window is closed);
+    - with quick replies that fit reply buttons: the media (all but the first one a header
+      can carry) and the place first, then the ``interactive`` message whose header is that
+      media and whose body is the text (with no text, the attachments' links: a body is
+      required);
+    - otherwise: the text (answers numbered after it) as the caption of the first media
+      when its kind takes one and it fits, else as a text message first; then each media;
+      then the place.
+    ``MediaRefused`` when an attachment breaks WhatsApp's limits.
+    """
+    if reply.template is not None:
+        return [_whatsapp_template(reply.template)]
+    media = check_attachments(reply.attachments, meta.WHATSAPP_MEDIA)
+    place = _place(reply)
+    tail = [_whatsapp_location(place)] if place is not None else []
+    options = quick_replies(reply)
+    body = reply.text or "\n".join(a.url for a in reply.attachments)
+    if _whatsapp_buttons_fit(body, options):
+        header = media[0] if media and media[0][1].kind in WHATSAPP_HEADERS else None
+        interactive: dict[str, Any] = {
+            "type": "button",
+            "body": {"text": body},
+            "action": {
+                "buttons": [{"type": "reply", "reply": {"id": o, "title": o}} for o in options]
+            },
+        }
+        if header is not None:
+            media = media[1:]
+            interactive["header"] = _whatsapp_media(*header)
+        before = [_whatsapp_media(a, rule) for a, rule in media]
+        return [*before, *tail, {"type": "interactive", "interactive": interactive}]
+    text = with_numbered_options(reply.text, options)
+    parts: list[dict[str, Any]] = []
+    if (
+        media
+        and text
+        and media[0][1].kind in WHATSAPP_CAPTIONED
+        and len(text) <= WHATSAPP_CAPTION_MAX
+    ):
+        (first, rule), media = media[0], media[1:]
+        parts.append(_whatsapp_media(first, rule, caption=text))
+    elif text or not (media or tail):
+        parts.append(_whatsapp_text(text))
+    parts += [_whatsapp_media(a, rule) for a, rule in media]
+    return [*parts, *tail]
+
+
+Call = Callable[[Mapping[str, Any], tuple[ProviderRequest, ...]], ProviderRequest]
+"""One provider call of a message body, with the calls that follow it."""
+
+
+def _chained(call: Call, bodies: Sequence[Mapping[str, Any]]) -> ProviderRequest:
+    """The call of the first body, with the calls of the others as its ``then`` parts."""
+    first, *rest = bodies
+    return call(first, tuple(call(body, ()) for body in rest))
+
+
 def whatsapp_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
-    meta = channels.meta
-    number = find_endpoint(meta.whatsapp, reply.endpoint, "phone_number_id")
+    """The Cloud API ``messages`` calls that deliver ``reply`` (one a message, each
+    carrying our outbound id in ``biz_opaque_callback_data``)."""
+    cfg = channels.meta
+    number = find_endpoint(cfg.whatsapp, reply.endpoint, "phone_number_id")
     if number is None:
         raise EgressUnroutable(reply.endpoint)
-    return ProviderRequest(
-        provider="whatsapp",
-        url=f"{meta.graph_api_base_url.rstrip('/')}/{meta.graph_api_version}/"
-        f"{number.phone_number_id}/messages",
-        headers={"Authorization": f"Bearer {resolve_secret(number.access_token_env, environ)}"},
-        json={
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": reply.customer_address.lstrip("+"),
-            **_whatsapp_content(reply),
-            "biz_opaque_callback_data": reply.id,
-        },
-        message_id=lambda body: _get(body, "messages", 0, "id"),
-    )
+    url = f"{cfg.graph_api_base_url.rstrip('/')}/{cfg.graph_api_version}/{number.phone_number_id}/messages"
+    headers = {"Authorization": f"Bearer {resolve_secret(number.access_token_env, environ)}"}
+    envelope = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": reply.customer_address.lstrip("+"),
+    }
+
+    def call(content: Mapping[str, Any], then: tuple[ProviderRequest, ...]) -> ProviderRequest:
+        return ProviderRequest(
+            provider="whatsapp",
+            url=url,
+            headers=headers,
+            json={**envelope, **content, "biz_opaque_callback_data": reply.id},
+            message_id=lambda body: _get(body, "messages", 0, "id"),
+            then=then,
+        )
+
+    return _chained(call, _whatsapp_content(reply))
 
 
 def _messaging_type(reply: Outbound) -> dict[str, str]:
@@ -307,64 +400,101 @@ def _messaging_type(reply: Outbound) -> dict[str, str]:
     return {"messaging_type": "RESPONSE"}
 
 
-def _send_api_request(
-    reply: Outbound, base: str, version: str, node: str, token: str, provider: str
-) -> ProviderRequest:
-    message: dict[str, Any] = {"text": _text_with_links(reply)}
+def _send_api_messages(reply: Outbound, limits: MediaLimits) -> list[dict[str, Any]]:
+    """The Send API messages that deliver ``reply``, in order: the text (a place written
+    after it: no location message exists), then each attachment by URL (a message carries
+    either text or one attachment); the quick replies ride on the last one.
+    ``MediaRefused`` when an attachment breaks the channel's limits."""
+    media = check_attachments(reply.attachments, limits)
+    place = _place(reply)
+    text = "\n".join(p for p in (reply.text, location_text(place) if place else "") if p)
+    messages: list[dict[str, Any]] = [{"text": text}] if text or not media else []
+    messages += [
+        {"attachment": {"type": rule.kind, "payload": {"url": a.url, "is_reusable": False}}}
+        for a, rule in media
+    ]
     options = quick_replies(reply)
     if options:
         # The payload comes back with the tap; the title (the message's text) is what
         # routing reads, so the payload is the title too.
-        message["quick_replies"] = [
+        messages[-1]["quick_replies"] = [
             {"content_type": "text", "title": o, "payload": o} for o in options
         ]
-    return ProviderRequest(
-        provider=provider,
-        url=f"{base.rstrip('/')}/{version}/{node}/messages",
-        headers={"Authorization": f"Bearer {token}"},
-        json={
-            "recipient": {"id": reply.customer_address},
-            **_messaging_type(reply),
-            "message": message,
-        },
-        message_id=lambda body: _get(body, "message_id"),
-    )
+    return messages
+
+
+def _send_api_request(
+    reply: Outbound,
+    base: str,
+    version: str,
+    node: str,
+    token: str,
+    provider: str,
+    limits: MediaLimits,
+) -> ProviderRequest:
+    """The Send API calls that deliver ``reply`` from ``node`` (``me``: the page of the
+    token; an Instagram account id), one a message."""
+
+    def call(message: Mapping[str, Any], then: tuple[ProviderRequest, ...]) -> ProviderRequest:
+        return ProviderRequest(
+            provider=provider,
+            url=f"{base.rstrip('/')}/{version}/{node}/messages",
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "recipient": {"id": reply.customer_address},
+                **_messaging_type(reply),
+                "message": message,
+            },
+            message_id=lambda body: _get(body, "message_id"),
+            then=then,
+        )
+
+    return _chained(call, _send_api_messages(reply, limits))
 
 
 def messenger_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
-    meta = channels.meta
-    page = find_endpoint(meta.messenger, reply.endpoint, "page_id")
+    cfg = channels.meta
+    page = find_endpoint(cfg.messenger, reply.endpoint, "page_id")
     if page is None:
         raise EgressUnroutable(reply.endpoint)
     token = resolve_secret(page.access_token_env, environ)
     return _send_api_request(
-        reply, meta.graph_api_base_url, meta.graph_api_version, "me", token, "messenger"
+        reply,
+        cfg.graph_api_base_url,
+        cfg.graph_api_version,
+        "me",
+        token,
+        "messenger",
+        meta.MESSENGER_MEDIA,
     )
 
 
 def instagram_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
-    meta = channels.meta
-    account = find_endpoint(meta.instagram, reply.endpoint, "account_id")
+    cfg = channels.meta
+    account = find_endpoint(cfg.instagram, reply.endpoint, "account_id")
     if account is None:
         raise EgressUnroutable(reply.endpoint)
     token = resolve_secret(account.access_token_env, environ)
     return _send_api_request(
         reply,
-        meta.instagram_api_base_url,
-        meta.graph_api_version,
+        cfg.instagram_api_base_url,
+        cfg.graph_api_version,
         account.account_id,
         token,
         "instagram",
+        meta.INSTAGRAM_MEDIA,
     )
 
 
 def telegram_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
+    """The Bot API calls of ``adapters.telegram.reply_calls``: the first, the rest as
+    ``then``; ``MediaRefused`` when an attachment breaks Telegram's limits."""
     cfg = channels.telegram
     bot = find_endpoint(cfg.bots, reply.endpoint, "name")
     if bot is None:
@@ -374,22 +504,20 @@ def telegram_request(
 
     def message_id(body: Any) -> str | None:
         mid = _get(body, "result", "message_id")
-        return None if mid is None else f"{bot.name}:{chat}:{mid}"
+        return None if mid is None else telegram_adapter.message_key(bot.name, chat, mid)
 
-    request: dict[str, Any] = {"chat_id": chat, "text": _text_with_links(reply)}
-    options = quick_replies(reply)
-    if options:
-        request["reply_markup"] = {
-            "keyboard": [[{"text": option}] for option in options],
-            "one_time_keyboard": True,
-            "resize_keyboard": True,
-        }
-    return ProviderRequest(
-        provider="telegram",
-        url=f"{cfg.api_base_url.rstrip('/')}/bot{token}/sendMessage",
-        json=request,
-        message_id=message_id,
+    location = reply.location if isinstance(reply, ReplyRequested) else None
+    calls = telegram_adapter.reply_calls(
+        bot.name, chat, reply.text, reply.attachments, location, quick_replies(reply)
     )
+    base = f"{cfg.api_base_url.rstrip('/')}/bot{token}"
+    first, *rest = [
+        ProviderRequest(
+            provider="telegram", url=f"{base}/{method}", json=params, message_id=message_id
+        )
+        for method, params in calls
+    ]
+    return dataclasses.replace(first, then=tuple(rest))
 
 
 def _angle(message_id: str) -> str:
@@ -399,20 +527,29 @@ def _angle(message_id: str) -> str:
 def mailgun_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
+    """Mailgun's messages API: a url-encoded form, or, with attachments, a multipart one
+    whose files ``prepare`` fetches; ``MediaRefused`` when they break Mailgun's limits."""
     cfg = channels.email.mailgun
     address = next(
         (a for a in channels.email.addresses if a.address.lower() == reply.endpoint.lower()), None
     )
     if address is None:
         raise EgressUnroutable(reply.endpoint)
+    # Mail carries any bytes: a file of no known type goes as application/octet-stream.
+    typed = [
+        a if media_type(a) else msgspec.structs.replace(a, content_type=OCTET_STREAM)
+        for a in reply.attachments
+    ]
+    checked = check_attachments(typed, email_adapter.MEDIA_LIMITS)
     sending_domain = address.sending_domain or address.address.rpartition("@")[2]
     form = [
         ("from", address.address),
         ("to", reply.customer_address),
         ("subject", reply.subject or ""),
-        ("text", with_numbered_options(_text_with_links(reply), quick_replies(reply))),
+        ("text", email_text(reply)),
         ("h:Message-Id", f"<{reply.id}@{sending_domain}>"),
-        ("v:switchboard-outbound-id", reply.id),
+        (f"v:{email_adapter.OUTBOUND_ID_VARIABLE}", reply.id),
+        (f"v:{email_adapter.DOMAIN_VARIABLE}", reply.domain),
     ]
     in_reply_to = reply.in_reply_to if isinstance(reply, ReplyRequested) else None
     if in_reply_to:
@@ -422,22 +559,63 @@ def mailgun_request(
         mid = _get(body, "id")
         return None if mid is None else mid.strip("<>")
 
-    return ProviderRequest(
+    request = ProviderRequest(
         provider="mailgun",
         url=f"{cfg.api_base_url.rstrip('/')}/v3/{sending_domain}/messages",
         headers={"Authorization": basic_auth("api", resolve_secret(cfg.api_key_env, environ))},
         form=form,
         message_id=message_id,
     )
+    if not checked:
+        return request
+    allow_private = channels.media_fetch_allow_private
+
+    async def upload(session: aiohttp.ClientSession) -> ProviderRequest:
+        """The files fetched (``attachment`` parts) within Mailgun's limits."""
+        files: list[FilePart] = []
+        room = email_adapter.ATTACHMENTS_MAX_BYTES
+        for number, (attachment, rule) in enumerate(checked, 1):
+            data = await fetch_attachment(
+                attachment, min(rule.max_bytes, room), number, allow_private=allow_private
+            )
+            room -= len(data)
+            kind = media_type(attachment) or OCTET_STREAM
+            files.append(FilePart("attachment", upload_name(attachment, number), kind, data))
+        content_type, body = multipart_form_data(form, files)
+        return dataclasses.replace(
+            request,
+            form=None,
+            data=body,
+            headers={**request.headers, "Content-Type": content_type},
+            prepare=None,
+        )
+
+    return dataclasses.replace(request, prepare=upload)
 
 
 Builder = Callable[[Outbound, ChannelsConfig, Mapping[str, str]], ProviderRequest]
+Owns = Callable[[Outbound, ChannelsConfig], bool]
+"""Whether a provider's configuration holds the endpoint a message is sent from."""
+
+
+PROVIDER_SENDERS: tuple[tuple[Owns, Builder], ...] = (
+    (rbm.owns, rbm.rbm_request),
+    (sendgrid.owns, sendgrid.sendgrid_request),
+    (x_dm.owns, x_dm.x_request),
+    (vonage.owns, vonage.vonage_request),
+)
+"""The providers whose sending lives in their own module: whether they hold the endpoint
+a message is sent from, and how to send from it (asked before the channels' builders
+here)."""
 
 
 def build_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
     """The provider call that delivers ``reply``; ``EgressUnroutable`` / ``SecretMissing``."""
+    for owns, provider_builder in PROVIDER_SENDERS:
+        if owns(reply, channels):
+            return provider_builder(reply, channels, environ)
     builder: Builder
     match reply.channel:
         case Channel.SMS:
@@ -455,6 +633,8 @@ def build_request(
             builder = mailgun_request
         case Channel.WEBCHAT:
             raise EgressUnroutable("web chat replies go through the web chat socket")
+        case Channel.RCS | Channel.X | Channel.VIBER:
+            raise EgressUnroutable(reply.endpoint)
     if builder is twilio_request and (
         find_endpoint(channels.twilio.numbers, reply.endpoint, "number") is None
     ):
@@ -477,14 +657,56 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_QUOTED_ADDRESS = re.compile(r"[^\s@<>()\[\]{}\"',;:]+@[^\s@<>()\[\]{}\"',;:]+")
+"""An email address quoted in a provider's error."""
+_QUOTED_NUMBER = re.compile(r"\+?\(?\d(?:[\s().-]{0,2}\d){6,}")
+"""A phone number or a user id quoted in a provider's error: seven digits or more."""
+
+
+def _said(body: Any, *path: str | int) -> str | None:
+    """The text at ``path`` in a decoded answer, when it is non-empty text."""
+    found = _value(body, path)
+    return found if isinstance(found, str) and found.strip() else None
+
+
+def _value(body: Any, path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        if isinstance(key, int) and isinstance(body, list) and len(body) > key:
+            body = body[key]
+        elif isinstance(key, str) and isinstance(body, dict):
+            body = body.get(key)
+        else:
+            return None
+    return body
+
+
 def _error_reason(body: Any, status: int) -> str:
-    reason = (
-        _get(body, "error", "message")
-        or _get(body, "message")
-        or _get(body, "description")
-        or f"HTTP {status}"
-    )
-    return reason[:MAX_ERROR_CHARS]
+    """The provider's own words about a refused call, else ``HTTP <status>``: at most
+    ``MAX_ERROR_CHARS`` printable characters. Read from each provider's documented error
+    body (none of them quotes the message's text; the status is what matters):
+    - Graph API (WhatsApp, Messenger, Instagram): ``error.message``;
+    - Google (RBM): ``error.status`` and ``error.message``
+      (``INVALID_ARGUMENT: Request contains an invalid argument.``);
+    - Twilio, Mailgun: ``message``; Telegram: ``description``;
+    - Vonage and X API v2 (RFC 7807 problem details): ``title`` and ``detail``
+      (``Invalid params: The value of one or more parameters is invalid.``);
+    - else SendGrid's and X's v1.1-style ``errors[0].message``.
+    Some of these words quote the request (SendGrid names a duplicate recipient, Twilio
+    the number it refused, X a parameter's value): email addresses and numbers of seven
+    digits or more are replaced by ``<address>`` and ``<number>``."""
+    if isinstance(_value(body, ("error",)), dict):
+        parts = [_said(body, "error", "status"), _said(body, "error", "message")]
+    else:
+        parts = [_said(body, "message") or _said(body, "description")]
+        if not parts[0]:
+            parts = [_said(body, "title"), _said(body, "detail")]
+        if not any(parts):
+            parts = [_said(body, "errors", 0, "message")]
+    said = [part for part in dict.fromkeys(parts) if part]
+    reason = ": ".join(said)[: 4 * MAX_ERROR_CHARS] or f"HTTP {status}"
+    reason = _QUOTED_NUMBER.sub("<number>", _QUOTED_ADDRESS.sub("<address>", reason))
+    printable = "".join(c if c.isprintable() else " " for c in reason)
+    return " ".join(printable.split())[:MAX_ERROR_CHARS]
 
 
 def _throttling(status: int, body: Any) -> bool:
@@ -504,6 +726,32 @@ def _retryable(status: int, body: Any) -> bool:
 Throttled = Callable[[Outbound, float | None], Awaitable[None]]
 """Told of every "slow down" answer: the message and the ``Retry-After`` seconds (None:
 the provider named none)."""
+
+
+class EgressEnviron(Mapping[str, str]):
+    """What the request builders read besides ``channels``: the secrets of ``environ``,
+    and under ``twilio.PUBLIC_URL_ENV`` the resolved ``[http] public_url`` alone (present
+    only when it is set; ``SWITCHBOARD_PUBLIC_URL``, when set, is already in it), so the
+    configuration file's public URL is the one replies' default ``StatusCallback`` uses."""
+
+    def __init__(self, environ: Mapping[str, str], public_url: str | None) -> None:
+        self._environ = environ
+        self._public_url = public_url or None
+
+    def __getitem__(self, name: str) -> str:
+        if name != twilio.PUBLIC_URL_ENV:
+            return self._environ[name]
+        if self._public_url is None:
+            raise KeyError(name)
+        return self._public_url
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (name for name in self._environ if name != twilio.PUBLIC_URL_ENV)
+        if self._public_url is not None:
+            yield twilio.PUBLIC_URL_ENV
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class Egress:
@@ -547,8 +795,10 @@ class Egress:
             )
         except SecretMissing as exc:
             result = self._result(reply, SendOutcome.FAILED, error=str(exc))
+        except MediaRefused as refused:
+            result = self._result(reply, SendOutcome.FAILED, error=refused.reason)
         else:
-            result = await self._perform(reply, request)
+            result = await self._prepared(reply, request)
         sent = self.metrics.for_domain(reply.domain)
         sent.counter(self.metrics.egress_messages, channel, result.outcome.value).inc()
         kind = "reply" if isinstance(reply, ReplyRequested) else "notification"
@@ -567,6 +817,32 @@ class Egress:
             outbound_id=reply.id, domain=reply.domain, channel=reply.channel, outcome=outcome, **kw
         )
 
+    async def _prepared(self, reply: Outbound, request: ProviderRequest) -> SendResult:
+        """``request`` after its preparation (``ProviderRequest.prepare``), performed."""
+        if request.prepare is not None:
+            for attempt in range(1, self.retry.max_attempts + 1):
+                try:
+                    request = await request.prepare(self.session)
+                    break
+                except PrepareFailed as failed:
+                    if not failed.retryable or attempt == self.retry.max_attempts:
+                        return self._result(
+                            reply, SendOutcome.FAILED, attempts=attempt, error=failed.reason
+                        )
+                    await self.sleep(self.retry.delay(attempt, None, self.rng()))
+        result = await self._perform(reply, request)
+        for later in request.then:
+            if result.outcome is not SendOutcome.SENT:
+                break
+            rest = await self._perform(reply, later)
+            result = msgspec.structs.replace(
+                rest,
+                provider_message_id=result.provider_message_id,
+                attempts=result.attempts + rest.attempts,
+                error=None if rest.error is None else f"sent in part: {rest.error}",
+            )
+        return result
+
     async def _perform(self, reply: Outbound, req: ProviderRequest) -> SendResult:
         attempts_counter = self.metrics.egress_attempts
         channel = reply.channel.value
@@ -578,16 +854,20 @@ class Egress:
             retry_after: float | None = None
             throttled = False
             try:
-                async with self.session.post(
+                async with self.session.request(
+                    req.method,
                     req.url,
                     headers=dict(req.headers),
                     json=req.json,
-                    data=req.form,
+                    data=req.form if req.data is None else req.data,
                     timeout=timeout,
                 ) as resp:
                     status = resp.status
                     raw = await resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    header_id = (
+                        resp.headers.get(req.message_id_header) if req.message_id_header else None
+                    )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = None
                 error = f"connection error: {type(exc).__name__}"
@@ -602,7 +882,7 @@ class Egress:
                     return self._result(
                         reply,
                         SendOutcome.SENT,
-                        provider_message_id=req.message_id(body),
+                        provider_message_id=header_id or req.message_id(body),
                         attempts=attempt,
                         status_code=status,
                     )

@@ -1,4 +1,6 @@
-"""Email ingress through Mailgun inbound routes: ``POST /webhooks/email/mailgun``.
+"""Email through Mailgun: inbound routes (``POST /webhooks/email/mailgun``), event
+webhooks (``POST /webhooks/email/mailgun/events``), and what replies need (threading,
+attachment limits; the send itself is ``adapters.egress.mailgun_request``).
 
 A route's ``forward()`` (or ``store(notify=…)``) action posts the parsed message as a
 form: url-encoded, or multipart when files are attached. Authenticity: ``signature`` is
@@ -6,6 +8,23 @@ the hex HMAC-SHA256 of ``timestamp`` + ``token`` keyed with the webhook signing 
 covers neither the body nor the Message-Id, so a captured triple could carry any mail:
 the timestamp must be fresh (``max_age_seconds``, and no more than 15 minutes ahead) and
 the token unused (claimed once, in the shared token cache, see ``adapters.webhooks``).
+
+Event webhooks post JSON ``{"signature": {timestamp, token, signature}, "event-data":
+{…}}`` signed the same way (documentation.mailgun.com/docs/mailgun/user-manual/webhooks):
+the signature object alone is read and verified, and its token claimed, before the
+event is. Each event about a message we sent becomes a ``DeliveryStatusChanged``
+(``STATUS_MAP``; ``provider_status`` is the event's name, with the severity of a
+``failed`` one: ``failed:permanent``); our outbound id and routing domain come back in
+``user-variables`` (set by the send), the provider message id is the Message-Id in
+``message.headers.message-id``. Events of mail we did not send (another application on
+the same Mailgun domain) are not ours and are ignored. ``unsubscribed`` (the mail's
+unsubscribe link followed) and ``complained`` (reported as spam) of mail of ours also
+opt the customer out (``CONSENT_MAP``): a ``ConsentReported`` besides the status, for the
+event's ``recipient`` spelled as a customer message's sender is (the address alone, in
+lower case) on our sending address, its id from the event's ``id``, so a redelivery is
+the same report. Mailgun itself stops sending to such an address (later sends come back
+``failed:permanent``); the opt-out also stops our business-started messages on any
+provider before they are sent.
 
 Threading: the thread root is the first Message-ID of ``References``, else
 ``In-Reply-To``, else the message's own ``Message-Id``, so every message of a thread
@@ -15,6 +34,11 @@ in the same thread. Message-IDs are written by the customer's mailer: one that n
 may carry (longer than ``PROVIDER_MESSAGE_ID_MAX``, or holding control characters) is
 passed over as a thread root, and as the message's own id it is replaced by the digest
 used for mail without a Message-Id, rather than setting the customer's mail aside.
+
+Attachments keep every reference Mailgun gives: a stored message's attachment keeps
+Mailgun's URL (``url``, fetched with the API key), a forwarded file (its bytes are not
+kept) our ``urn:switchboard:email:…`` reference; both keep their media type, file name,
+size, and the Content-ID ``content-id-map`` gives it (``media_id``).
 """
 
 from __future__ import annotations
@@ -29,12 +53,13 @@ import quopri
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from adapters.base import (
     BadRequest,
+    ChannelDeclaration,
     Nonce,
     SignatureRejected,
     Unusable,
@@ -42,15 +67,26 @@ from adapters.base import (
     hmac_hex,
 )
 from adapters.config import MAILGUN_MAX_AGE_SECONDS, ChannelsConfig, EmailAddress
+from adapters.media import EVERY_MEDIA_TYPE, MediaLimits, MediaRule
 from adapters.normalize import (
+    consent_reported,
     decode_json,
+    delivery_status_changed,
     first_values,
     message_received,
     parse_form,
     unknown_endpoint,
 )
-from schemas import Attachment, Channel, InboundEvent
+from schemas import (
+    Attachment,
+    Channel,
+    Consent,
+    ConsentReported,
+    DeliveryStatus,
+    InboundEvent,
+)
 from schemas.limits import (
+    ATTACHMENTS_MAX,
     NONCE_MAX,
     PLAUSIBLE_FUTURE_SECONDS,
     PROVIDER_MESSAGE_ID_MAX,
@@ -62,6 +98,81 @@ T = TypeVar("T")
 
 PROVIDERS = ("mailgun",)
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
+
+OUTBOUND_ID_VARIABLE = "switchboard-outbound-id"
+"""The Mailgun variable (``v:…``) holding our outbound id: events echo it back."""
+DOMAIN_VARIABLE = "switchboard-domain"
+"""The Mailgun variable holding the routing domain of the message sent."""
+
+MESSAGE_MAX_BYTES = 25 * 1024 * 1024
+"""Mailgun's largest message: "Mailgun supports maximum messages size of 25MB"
+(documentation.mailgun.com, Sending messages)."""
+ATTACHMENTS_MAX_BYTES = 18 * 1024 * 1024
+"""Files of one reply together: base64 makes them a third larger in the message, and
+its text and headers need some room under ``MESSAGE_MAX_BYTES``."""
+MEDIA_LIMITS = MediaLimits(
+    provider="Mailgun",
+    # Mailgun uploads any type of file (``attachment`` parts): the message size is the rule.
+    rules=(
+        MediaRule(
+            "file",
+            EVERY_MEDIA_TYPE,
+            ATTACHMENTS_MAX_BYTES,
+        ),
+    ),
+    max_count=ATTACHMENTS_MAX,
+    max_total_bytes=ATTACHMENTS_MAX_BYTES,
+)
+"""What a reply may attach: fetched from their URLs and uploaded with the message."""
+
+#: Mailgun events (a ``failed`` one with its severity) → our status; None: not about
+#: delivering a message we sent. The documented events ("Event Types",
+#: documentation.mailgun.com/docs/mailgun/user-manual/events) are all here.
+STATUS_MAP: dict[str, DeliveryStatus | None] = {
+    "accepted": DeliveryStatus.QUEUED,
+    "rejected": DeliveryStatus.FAILED,  # Mailgun refused to send it at all
+    "delivered": DeliveryStatus.DELIVERED,  # the recipient's mail server took it
+    "failed:temporary": DeliveryStatus.QUEUED,  # refused for now: Mailgun retries
+    # Bounced, retries exhausted, or an address Mailgun suppresses (bounced, unsubscribed,
+    # complained before): accepted by Mailgun, never delivered.
+    "failed:permanent": DeliveryStatus.UNDELIVERED,
+    "opened": DeliveryStatus.READ,  # open tracking: the nearest email has to a receipt
+    "clicked": DeliveryStatus.READ,  # a link in it followed (images may be off)
+    "unsubscribed": DeliveryStatus.READ,  # its unsubscribe link followed
+    "complained": DeliveryStatus.DELIVERED,  # reported as spam: it reached the mailbox
+    "stored": None,  # an incoming message a route stored: not one we sent
+    "list_member_uploaded": None,  # mailing-list bookkeeping: no message
+    "list_member_upload_error": None,
+    "list_uploaded": None,
+}
+#: Mailgun events that also change the customer's consent (a ``ConsentReported``).
+CONSENT_MAP: dict[str, Consent] = {
+    "unsubscribed": Consent.OPT_OUT,  # the unsubscribe link of a mail of ours followed
+    "complained": Consent.OPT_OUT,  # a mail of ours reported as spam: stop writing
+}
+FAILED_OTHERWISE = DeliveryStatus.FAILED
+"""A ``failed`` event of a severity not documented (``internal``)."""
+
+DECLARATION = ChannelDeclaration(
+    provider="Mailgun",
+    channels=("email",),
+    inbound="POST /webhooks/email/mailgun (routes: forward() or store(notify)); POST"
+    " /webhooks/email/mailgun/events (event webhooks; unsubscribed and complained also opt"
+    " the customer out)",
+    outbound="Mailgun messages API (`/v3/{domain}/messages`), threaded by In-Reply-To / References",
+    media_in="attachments: stored ones by Mailgun's URL, forwarded files by reference;"
+    " media type, file name, size, Content-ID",
+    media_out="any file type, fetched from its URL and uploaded (multipart `attachment`),"
+    " 18 MB together (a 25 MB message); a location as text",
+    statuses="accepted, rejected, delivered, failed (temporary / permanent), opened,"
+    " clicked, unsubscribed, complained",
+    read_receipts="`opened` (open tracking) and `clicked`, as `read`",
+    quick_replies="numbered list after the text",
+    signature="HMAC-SHA256 of timestamp + token with the webhook signing key (routes and events)",
+    replay_protection="timestamp within `max_age_seconds` (8.5 h) and each token accepted"
+    " once (shared token cache)",
+)
+"""Mailgun as the README's channel matrix shows it."""
 
 
 MAX_PARTS = 256
@@ -284,6 +395,19 @@ def _headers(fields: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _content_ids(raw: str | None) -> dict[str, str]:
+    """``content-id-map`` turned around: each attachment (its ``attachment-x`` field, or
+    its stored URL) → its Content-ID without angle brackets. Descriptive only: a map that
+    cannot be read is left out rather than losing the mail."""
+    if not raw:
+        return {}
+    try:
+        mapping = decode_json(raw.encode("utf-8", "surrogatepass"), dict[str, str], "map")
+    except BadRequest:
+        return {}
+    return {target: cid.strip().strip("<>") for cid, target in mapping.items()}
+
+
 class StoredAttachment(msgspec.Struct, frozen=True):
     url: str
     content_type: str | None = msgspec.field(default=None, name="content-type")
@@ -315,6 +439,20 @@ def _find_address(config: ChannelsConfig, recipients: str) -> tuple[EmailAddress
     raise unknown_endpoint("this recipient address")
 
 
+def event_customer(value: str | None, domain: str, what: str) -> str:
+    """The customer address a provider's event names, spelled as a customer message's
+    sender is (``parse_mailgun``: the address alone, in lower case), so that consent and
+    conversations name one address; ``Unusable`` when it names none."""
+    try:
+        _, address = _parsed(email.utils.parseaddr, value or "")
+    except UnusableValue as exc:
+        raise Unusable(f"{what}: {exc}", domain=domain) from None
+    address = address.strip().lower()
+    if "@" not in address:
+        raise Unusable(f"{what} is not an email address", domain=domain)
+    return address
+
+
 def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[InboundEvent]:
     """Normalize a verified Mailgun route POST into one ``MessageReceived``; ``now`` is
     the time we received it."""
@@ -344,6 +482,8 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
         basis = "\n".join([customer, our_address, subject or "", headers.get("date", ""), body])
         message_id = "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
     root = thread_root(message_id, headers.get("in-reply-to"), headers.get("references"))
+    answered = [i for i in message_ids(headers.get("in-reply-to")) if usable_message_id(i)]
+    content_ids = _content_ids(fields.get("content-id-map"))
 
     attachments: list[Attachment] = []
     if fields.get("attachments"):
@@ -353,7 +493,13 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             "attachments (Mailgun's JSON list)",
         )
         attachments += [
-            Attachment(url=a.url, content_type=a.content_type, filename=a.name, size_bytes=a.size)
+            Attachment(
+                url=a.url,
+                content_type=a.content_type,
+                filename=a.name,
+                size_bytes=a.size,
+                media_id=content_ids.get(a.url),
+            )
             for a in stored
         ]
     attachments += [
@@ -363,6 +509,7 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             content_type=u.content_type,
             filename=u.filename,
             size_bytes=u.size,
+            media_id=content_ids.get(u.field),
         )
         for u in form.uploads
     ]
@@ -385,5 +532,157 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             attachments=tuple(attachments),
             subject=subject,
             conversation_key=f"email:{our_address}:{root}",
+            in_reply_to=answered[0] if answered else None,
         )
     ]
+
+
+class _Signature(msgspec.Struct, frozen=True):
+    timestamp: str | int
+    token: str
+    signature: str
+
+
+class _Signed(msgspec.Struct, frozen=True):
+    """A webhook body as far as its signature: the rest is skipped, not decoded."""
+
+    signature: _Signature | None = None
+
+
+def event_signature(body: bytes) -> dict[str, str]:
+    """The ``timestamp``, ``token`` and ``signature`` of an event webhook's body (empty
+    when it has none), for ``verify_mailgun``; ``BadRequest`` when it is not JSON."""
+    signed = decode_json(body, _Signed, "Mailgun event webhook")
+    if signed.signature is None:
+        return {}
+    sig = signed.signature
+    return {"timestamp": str(sig.timestamp), "token": sig.token, "signature": sig.signature}
+
+
+class _Headers(msgspec.Struct, frozen=True):
+    message_id: str | None = msgspec.field(default=None, name="message-id")
+    from_: str | None = msgspec.field(default=None, name="from")
+
+
+class _Message(msgspec.Struct, frozen=True):
+    headers: _Headers = _Headers()
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    sender: str | None = None
+
+
+class _DeliveryStatus(msgspec.Struct, frozen=True):
+    code: int | str | None = None
+
+
+class EventData(msgspec.Struct, frozen=True):
+    """What an event says about a message: the fields read (the rest is skipped)."""
+
+    event: str
+    id: str | None = None
+    """Mailgun's id of the event (the same on every delivery of it)."""
+    timestamp: float | None = None
+    recipient: str | None = None
+    severity: str | None = None
+    message: _Message | None = None
+    envelope: _Envelope | None = None
+    delivery_status: _DeliveryStatus | None = msgspec.field(default=None, name="delivery-status")
+    user_variables: dict[str, Any] = msgspec.field(default_factory=dict, name="user-variables")
+
+
+class _Event(msgspec.Struct, frozen=True):
+    event_data: EventData = msgspec.field(name="event-data")
+
+
+def provider_status(event: str, severity: str | None) -> str:
+    """The event's name as ``provider_status`` and ``STATUS_MAP`` know it."""
+    return f"{event}:{severity or 'unknown'}" if event == "failed" else event
+
+
+def _variable(data: EventData, name: str) -> str | None:
+    value = data.user_variables.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _sender(config: ChannelsConfig, data: EventData) -> EmailAddress | None:
+    """Our address that sent the message: the ``From`` header's or the envelope's, else
+    the first address of the routing domain our variables name; None: not ours."""
+    headers = data.message.headers if data.message is not None else _Headers()
+    envelope = data.envelope.sender if data.envelope is not None else None
+    for value in (headers.from_, envelope):
+        if not value:
+            continue
+        try:
+            _, address = _parsed(email.utils.parseaddr, value)
+        except UnusableValue:
+            continue
+        for configured in config.email.addresses:
+            if configured.address.lower() == address.strip().lower():
+                return configured
+    domain = _variable(data, DOMAIN_VARIABLE)
+    if domain is not None and _variable(data, OUTBOUND_ID_VARIABLE) is not None:
+        return next((a for a in config.email.addresses if a.domain == domain), None)
+    return None
+
+
+def parse_mailgun_event(body: bytes, config: ChannelsConfig, now: float) -> list[InboundEvent]:
+    """Normalize a verified event webhook into at most one ``DeliveryStatusChanged`` and,
+    for an unsubscribe or a complaint, one ``ConsentReported``; ``now`` is the time we
+    received it."""
+    data = decode_json(body, _Event, "Mailgun event webhook").event_data
+    status_name = provider_status(data.event, data.severity)
+    status = STATUS_MAP.get(status_name, FAILED_OTHERWISE if data.event == "failed" else None)
+    if status is None:
+        return []  # not about delivering a message, or an event Mailgun does not document
+    endpoint = _sender(config, data)
+    if endpoint is None:
+        return []  # mail another application sent through the same Mailgun domain
+    consent = CONSENT_MAP.get(data.event)
+    reports: list[InboundEvent] = (
+        [] if consent is None else [_consent_report(config, endpoint, data, consent, now)]
+    )
+    ids = message_ids(data.message.headers.message_id if data.message is not None else None)
+    if not ids:
+        if reports:
+            # The opt-out stands without the mail it came from: only the status, which
+            # would name no message, is left out.
+            return reports
+        raise Unusable("event without message.headers.message-id", domain=endpoint.domain)
+    # The SMTP (or Mailgun's 6xx) code of a failure; a success's 250 says nothing more.
+    code = data.delivery_status.code if data.delivery_status and data.event == "failed" else None
+    return [
+        delivery_status_changed(
+            endpoint,
+            channel=Channel.EMAIL,
+            provider_message_id=ids[0],
+            provider_status=status_name,
+            status=status,
+            received_at=now,
+            sent_at=data.timestamp,
+            error_code=None if code is None else str(code),
+            outbound_id=_variable(data, OUTBOUND_ID_VARIABLE),
+        ),
+        *reports,
+    ]
+
+
+def _consent_report(
+    config: ChannelsConfig, endpoint: EmailAddress, data: EventData, consent: Consent, now: float
+) -> ConsentReported:
+    """The customer's consent an event of mail of ours reports: for its ``recipient``, on
+    the address that sent it, one per event ``id``."""
+    if not data.id:
+        raise Unusable(f"{data.event} event without an id", domain=endpoint.domain)
+    return consent_reported(
+        config,
+        endpoint,
+        channel=Channel.EMAIL,
+        endpoint_key=endpoint.address.lower(),
+        customer_address=event_customer(data.recipient, endpoint.domain, "recipient"),
+        consent=consent,
+        provider_status=data.event,
+        report_id=data.id,
+        received_at=now,
+        sent_at=data.timestamp,
+    )

@@ -1,19 +1,49 @@
 """Meta ingress: WhatsApp Cloud API, Messenger and Instagram, all through one app webhook.
 
-Meta signs the raw body: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 with the app
-secret>``. Subscribing is a GET with ``hub.mode=subscribe``, ``hub.verify_token`` and
+Signature. Meta signs the raw body: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of
+the body, keyed with the app secret>`` (the legacy ``X-Hub-Signature``, SHA-1, is not
+accepted). The signature covers the body only: Meta signs no timestamp and no nonce, so
+nothing tells a replayed request from Meta's own retry of it. Both are accepted, and both
+yield the same event ids (each derived from Meta's own ids), so consumers drop the copy.
+Subscribing is a GET with ``hub.mode=subscribe``, ``hub.verify_token`` and
 ``hub.challenge``; we echo the challenge when the token matches.
 
 One POST can carry several entries, each several changes (WhatsApp) or messaging items
-(Messenger, Instagram), each several messages and statuses: all are normalized.
-Customer messages become ``MessageReceived`` with a 24 h reply window; statuses and
-deliveries become ``DeliveryStatusChanged`` (a WhatsApp status echoes the send's
-``biz_opaque_callback_data``, our outbound id, as ``outbound_id``); reads, reactions,
-typing and the like are recognised and not routed. Entries for pages or numbers that are
-not configured are skipped (one app serves many pages, and a 4xx would make Meta retry
-the whole batch); a request with no configured entry at all gets 404. Likewise an item
-holding a value no event may carry is set aside (``Unusable``, named by its place in the
-notification) while the other items of the request are published.
+(Messenger, Instagram), each several messages and statuses: all are normalized. Entries
+for pages or numbers that are not configured are skipped (one app serves many pages, and
+a 4xx would make Meta retry the whole batch); a request with no configured entry at all
+gets 404. Likewise an item holding a value no event may carry is set aside (``Unusable``,
+named by its place in the notification) while the other items of the request are
+published.
+
+What becomes of each documented shape (WhatsApp ``messages`` field; Messenger and
+Instagram messaging items):
+
+- a customer's message → ``MessageReceived`` with a 24 h reply window. Every provider
+  reference is kept beside ours: a WhatsApp media item becomes an ``Attachment`` whose
+  ``url`` is the Graph reference that resolves it (``media_reference``: it needs the
+  number's token), with Meta's ``media_id``, ``sha256``, MIME type, caption, file name
+  and, when the webhook carries one, Meta's own download URL as ``provider_url``; a
+  Messenger/Instagram attachment keeps its ``payload.url`` as ``url`` (a sticker its
+  ``sticker_id`` as ``media_id``). WhatsApp ``location`` and Messenger's legacy location
+  attachment → ``location``; WhatsApp ``contacts`` → ``contacts``; an interactive or
+  template button reply → its title as text; WhatsApp ``context.id`` and Messenger/
+  Instagram ``reply_to.mid`` → ``in_reply_to``;
+- a reaction (WhatsApp ``reaction``, an empty or absent emoji removing it; Messenger/
+  Instagram ``reaction`` with ``react``/``unreact``), an edit (WhatsApp ``edit``,
+  Messenger/Instagram ``message_edit``) or a deletion (WhatsApp ``revoke``, Instagram
+  ``is_deleted``) → ``MessageChanged`` (``adapters.normalize.message_changed``);
+- a WhatsApp status, a Messenger ``delivery`` naming its ``mids``, an Instagram ``read``
+  (``messaging_seen``: it names the message read, ``read.mid``) →
+  ``DeliveryStatusChanged`` with Meta's status word as ``provider_status``. A WhatsApp
+  status echoes the send's ``biz_opaque_callback_data``, our outbound id, as
+  ``outbound_id``; a failed one carries the first error's ``code``;
+- Messenger ``read`` carries only a ``watermark`` ("every message sent before this time
+  was read"): it names no message, and a delivery status is about one message, so it is
+  not reported (likewise a ``delivery`` with a watermark and no ``mids``). Postbacks are
+  messages (their title as text). Echoes: below. Referrals, opt-ins, typing, account
+  linking, handovers, WhatsApp ``unsupported``, ``system``, ``order`` and account-level
+  changes are recognised and not routed.
 
 Echoes (``message.is_echo``: a message the page or Instagram account sent, to the
 customer who is the echo's ``recipient``) tell who sent it by ``message.app_id``. With
@@ -28,6 +58,10 @@ the app's "Offers and announcements" setting) is not normalized yet: it carries 
 message, and no inbound event carries a consent on its own. Until one does, such a
 notification is answered 200 and dropped like other account-level changes; opt-out
 keywords in a WhatsApp message are recognised as on SMS (``adapters.consent``).
+
+Replies go out through ``adapters.egress`` (``whatsapp_request``, ``messenger_request``,
+``instagram_request``), their attachments checked against ``WHATSAPP_MEDIA``,
+``MESSENGER_MEDIA`` and ``INSTAGRAM_MEDIA`` first.
 """
 
 from __future__ import annotations
@@ -35,18 +69,22 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import msgspec
 
 from adapters.base import (
     BadRequest,
+    ChannelDeclaration,
     Normalized,
     SignatureRejected,
+    Unusable,
     constant_time_equal,
     hmac_hex,
     inbound_event_id,
 )
 from adapters.config import ChannelsConfig, MetaConfig
+from adapters.media import MediaLimits, MediaRule
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
@@ -54,9 +92,19 @@ from adapters.normalize import (
     delivery_status_changed,
     e164,
     find_endpoint,
+    message_changed,
     message_received,
 )
-from schemas import Attachment, Channel, DeliveryStatus, HumanReplied, MessageReceived
+from schemas import (
+    Attachment,
+    Channel,
+    Contact,
+    DeliveryStatus,
+    HumanReplied,
+    Location,
+    MessageChange,
+    MessageReceived,
+)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RECEIVED = "EVENT_RECEIVED"
@@ -78,6 +126,9 @@ class WaMedia(_S, frozen=True, kw_only=True):
     mime_type: str | None = None
     caption: str | None = None
     filename: str | None = None
+    sha256: str | None = None
+    url: str | None = None
+    """Meta's download URL (newer webhooks carry it; fetching it needs the token too)."""
 
 
 class WaLocation(_S, frozen=True, kw_only=True):
@@ -85,10 +136,38 @@ class WaLocation(_S, frozen=True, kw_only=True):
     longitude: float | None = None
     name: str | None = None
     address: str | None = None
+    url: str | None = None
+
+
+class WaContactName(_S, frozen=True, kw_only=True):
+    formatted_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class WaContactPhone(_S, frozen=True, kw_only=True):
+    phone: str | None = None
+    wa_id: str | None = None
+
+
+class WaContactEmail(_S, frozen=True, kw_only=True):
+    email: str | None = None
+
+
+class WaContactOrg(_S, frozen=True, kw_only=True):
+    company: str | None = None
+
+
+class WaContactCard(_S, frozen=True, kw_only=True):
+    name: WaContactName | None = None
+    phones: list[WaContactPhone] = []
+    emails: list[WaContactEmail] = []
+    org: WaContactOrg | None = None
 
 
 class WaButton(_S, frozen=True, kw_only=True):
     text: str = ""
+    payload: str | None = None
 
 
 class WaReply(_S, frozen=True, kw_only=True):
@@ -102,11 +181,40 @@ class WaInteractive(_S, frozen=True, kw_only=True):
     list_reply: WaReply | None = None
 
 
+class WaReaction(_S, frozen=True, kw_only=True):
+    message_id: str = ""
+    emoji: str | None = None
+    """Absent or empty: the customer removed their reaction."""
+
+
+class WaContext(_S, frozen=True, kw_only=True):
+    id: str | None = None
+    """The message this one replies to (absent for a forwarded message)."""
+
+
+class WaEdited(_S, frozen=True, kw_only=True):
+    type: str = "text"
+    text: WaText | None = None
+    image: WaMedia | None = None
+    video: WaMedia | None = None
+    document: WaMedia | None = None
+
+
+class WaEdit(_S, frozen=True, kw_only=True):
+    original_message_id: str = ""
+    message: WaEdited | None = None
+
+
+class WaRevoke(_S, frozen=True, kw_only=True):
+    original_message_id: str = ""
+
+
 class WaMessage(_S, frozen=True, kw_only=True):
     from_: str = msgspec.field(name="from")
     id: str
     timestamp: str
     type: str = "text"
+    context: WaContext | None = None
     text: WaText | None = None
     image: WaMedia | None = None
     video: WaMedia | None = None
@@ -114,8 +222,12 @@ class WaMessage(_S, frozen=True, kw_only=True):
     document: WaMedia | None = None
     sticker: WaMedia | None = None
     location: WaLocation | None = None
+    contacts: list[WaContactCard] = []
     button: WaButton | None = None
     interactive: WaInteractive | None = None
+    reaction: WaReaction | None = None
+    edit: WaEdit | None = None
+    revoke: WaRevoke | None = None
 
 
 class WaError(_S, frozen=True, kw_only=True):
@@ -153,13 +265,27 @@ class Party(_S, frozen=True, kw_only=True):
     id: str
 
 
+class Coordinates(_S, frozen=True, kw_only=True):
+    lat: float | None = None
+    long: float | None = None
+
+
 class AttachmentPayload(_S, frozen=True, kw_only=True):
     url: str | None = None
+    sticker_id: int | str | None = None
+    coordinates: Coordinates | None = None
+    """A legacy Messenger location attachment's place."""
 
 
 class MsgAttachment(_S, frozen=True, kw_only=True):
     type: str = "file"
     payload: AttachmentPayload | None = None
+    title: str | None = None
+    url: str | None = None
+
+
+class MsgReplyTo(_S, frozen=True, kw_only=True):
+    mid: str | None = None
 
 
 class MsgMessage(_S, frozen=True, kw_only=True):
@@ -171,6 +297,7 @@ class MsgMessage(_S, frozen=True, kw_only=True):
     is_deleted: bool = False
     is_unsupported: bool = False
     attachments: list[MsgAttachment] = []
+    reply_to: MsgReplyTo | None = None
 
 
 class MsgPostback(_S, frozen=True, kw_only=True):
@@ -181,7 +308,24 @@ class MsgPostback(_S, frozen=True, kw_only=True):
 
 class MsgDelivery(_S, frozen=True, kw_only=True):
     mids: list[str] = []
-    watermark: int | None = None
+
+
+class MsgRead(_S, frozen=True, kw_only=True):
+    mid: str | None = None
+    """Instagram's ``messaging_seen``: the message read. Messenger sends a watermark only."""
+
+
+class MsgReaction(_S, frozen=True, kw_only=True):
+    mid: str = ""
+    action: str = "react"
+    reaction: str | None = None
+    emoji: str | None = None
+
+
+class MsgEdit(_S, frozen=True, kw_only=True):
+    mid: str = ""
+    text: str | None = None
+    num_edit: int | str | None = None
 
 
 class Messaging(_S, frozen=True, kw_only=True):
@@ -191,6 +335,9 @@ class Messaging(_S, frozen=True, kw_only=True):
     message: MsgMessage | None = None
     postback: MsgPostback | None = None
     delivery: MsgDelivery | None = None
+    read: MsgRead | None = None
+    reaction: MsgReaction | None = None
+    message_edit: MsgEdit | None = None
 
 
 class Entry(_S, frozen=True, kw_only=True):
@@ -231,6 +378,166 @@ def verify_subscription(query: Mapping[str, str], verify_token: str) -> str:
     return challenge
 
 
+# --- statuses, media limits, declarations -------------------------------------------------
+
+#: WhatsApp Cloud API message statuses (status webhook reference, and the On-Premises
+#: API's two others) → ours.
+WHATSAPP_STATUS_MAP: dict[str, DeliveryStatus | None] = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    # A voice message was played: it was read, and more.
+    "played": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+    # On-Premises only: the customer deleted the message after receiving it (its delivery
+    # stands), and a catalog warning about the message's products: neither is a step of
+    # its delivery.
+    "deleted": None,
+    "warning": None,
+}
+#: What Messenger's and Instagram's webhooks report about messages we sent: a
+#: ``delivery`` naming its ``mids`` (Messenger), a ``read`` naming its ``mid``
+#: (Instagram ``messaging_seen``). Messenger's ``read`` has only a watermark: not carried.
+SEND_API_STATUS_MAP: dict[str, DeliveryStatus | None] = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+}
+
+MB = 1024 * 1024
+WHATSAPP_MEDIA = MediaLimits(
+    provider="WhatsApp",
+    rules=(
+        MediaRule("image", frozenset({"image/jpeg", "image/png"}), 5 * MB),
+        MediaRule("sticker", frozenset({"image/webp"}), 500 * 1024),
+        MediaRule(
+            "audio",
+            frozenset({"audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"}),
+            16 * MB,
+        ),
+        MediaRule("video", frozenset({"video/mp4", "video/3gpp"}), 16 * MB),
+        MediaRule(
+            "document",
+            frozenset(
+                {
+                    "text/plain",
+                    "application/pdf",
+                    "application/msword",
+                    "application/vnd.ms-excel",
+                    "application/vnd.ms-powerpoint",
+                    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+                }
+            ),
+            100 * MB,
+        ),
+    ),
+    max_count=10,
+)
+"""Cloud API supported media (one media item a message: a reply sends one message per
+attachment, at most 10). A sticker may be 100 KB static, 500 KB animated."""
+MESSENGER_MEDIA = MediaLimits(
+    provider="Messenger",
+    rules=(
+        MediaRule("image", frozenset({"image/*"}), 25 * MB),
+        MediaRule("video", frozenset({"video/*"}), 25 * MB),
+        MediaRule("audio", frozenset({"audio/*"}), 25 * MB),
+        MediaRule("file", frozenset({"application/*", "text/*"}), 25 * MB),
+    ),
+    max_count=10,
+)
+"""Send API attachments by URL: 25 MB each, one a message (at most 10 a reply)."""
+INSTAGRAM_MEDIA = MediaLimits(
+    provider="Instagram",
+    rules=(
+        MediaRule("image", frozenset({"image/png", "image/jpeg", "image/gif"}), 8 * MB),
+        MediaRule(
+            "video",
+            frozenset(
+                {"video/mp4", "video/ogg", "video/x-msvideo", "video/quicktime", "video/webm"}
+            ),
+            25 * MB,
+        ),
+        MediaRule(
+            "audio",
+            frozenset({"audio/aac", "audio/mp4", "audio/x-m4a", "audio/wav", "audio/x-wav"}),
+            25 * MB,
+        ),
+        MediaRule("file", frozenset({"application/pdf"}), 25 * MB),
+    ),
+    max_count=10,
+)
+"""Instagram messaging media (aac/m4a/wav/mp4 audio, png/jpeg/gif images, mp4/ogg/avi/
+mov/webm video, PDF files), one a message (at most 10 a reply)."""
+MEDIA_LIMITS: dict[Channel, MediaLimits] = {
+    Channel.WHATSAPP: WHATSAPP_MEDIA,
+    Channel.MESSENGER: MESSENGER_MEDIA,
+    Channel.INSTAGRAM: INSTAGRAM_MEDIA,
+}
+"""Each Meta channel's limits on a reply's attachments (checked by egress before sending)."""
+
+_SIGNATURE = "X-Hub-Signature-256: HMAC-SHA256 (hex) of the raw body, keyed with the app secret"
+_REPLAY = (
+    "none from Meta: it signs no timestamp or nonce; a replayed or retried request yields"
+    " the same event ids, which consumers drop"
+)
+_SEND_API_QUICK = "up to 13 quick replies (titles of at most 20 characters)"
+DECLARATIONS = (
+    ChannelDeclaration(
+        provider="WhatsApp Cloud API (Meta)",
+        channels=(Channel.WHATSAPP.value,),
+        inbound="POST /webhooks/meta (GET: subscription handshake)",
+        outbound="Cloud API POST /{phone-number-id}/messages",
+        media_in=(
+            "image, video, audio and voice notes, document, sticker (Meta's media id,"
+            " SHA-256, MIME type, caption and file name kept), location, contacts"
+        ),
+        media_out=(
+            "by link, one message each: image (JPEG, PNG ≤ 5 MB), video (MP4, 3GPP ≤ 16 MB),"
+            " audio (AAC, AMR, MP3, MP4, OGG ≤ 16 MB), document (PDF, Office, text ≤ 100 MB,"
+            " with file name), sticker (WebP ≤ 500 KB); the text as the first caption where"
+            " allowed; a location"
+        ),
+        statuses="sent, delivered, read, played, failed (with the error code)",
+        read_receipts="yes: read (played for a voice message)",
+        quick_replies="up to 3 reply buttons (titles ≤ 20 characters), else numbered in the text",
+        signature=_SIGNATURE,
+        replay_protection=_REPLAY,
+    ),
+    ChannelDeclaration(
+        provider="Messenger (Meta)",
+        channels=(Channel.MESSENGER.value,),
+        inbound="POST /webhooks/meta (GET: subscription handshake)",
+        outbound="Send API POST /me/messages",
+        media_in="image, video, audio, file, sticker (the attachment URL as Meta sent it)",
+        media_out="image, video, audio, file by URL (≤ 25 MB), one message each after the text",
+        statuses="delivered (message_deliveries naming the messages)",
+        read_receipts=("no: message_reads carries only a watermark time, which names no message"),
+        quick_replies=_SEND_API_QUICK,
+        signature=_SIGNATURE,
+        replay_protection=_REPLAY,
+    ),
+    ChannelDeclaration(
+        provider="Instagram (Meta)",
+        channels=(Channel.INSTAGRAM.value,),
+        inbound="POST /webhooks/meta (GET: subscription handshake)",
+        outbound="Instagram API POST /{ig-user-id}/messages",
+        media_in="image, video, audio, file, shares, story mentions, reels (URL as sent)",
+        media_out=(
+            "by URL, one message each after the text: image (PNG, JPEG, GIF ≤ 8 MB),"
+            " video (MP4, OGG, AVI, MOV, WebM ≤ 25 MB), audio (AAC, M4A, WAV, MP4 ≤ 25 MB),"
+            " PDF ≤ 25 MB"
+        ),
+        statuses="read (messaging_seen)",
+        read_receipts="yes: messaging_seen names the message read",
+        quick_replies=_SEND_API_QUICK,
+        signature=_SIGNATURE,
+        replay_protection=_REPLAY,
+    ),
+)
+"""What the Meta adapters do, one declaration a channel (the README's channel matrix)."""
+
+
 # --- normalization ------------------------------------------------------------------------
 
 
@@ -248,14 +555,6 @@ def _seconds(raw: str | int | None, *, millis: bool = False) -> float | None:
     return value / 1000 if millis else value
 
 
-_WA_STATUS = {
-    "sent": DeliveryStatus.SENT,
-    "delivered": DeliveryStatus.DELIVERED,
-    "read": DeliveryStatus.READ,
-    "failed": DeliveryStatus.FAILED,
-}
-#: WhatsApp message types that carry something for an agent. Reactions, system
-#: notices (number changed), unsupported and ephemeral types are not routed.
 _WA_MEDIA = ("image", "video", "audio", "document", "sticker")
 
 
@@ -265,32 +564,130 @@ def media_reference(config: ChannelsConfig, media_id: str) -> str:
     return f"{meta.graph_api_base_url.rstrip('/')}/{meta.graph_api_version}/{media_id}"
 
 
-def _wa_content(
-    config: ChannelsConfig, msg: WaMessage
-) -> tuple[str, tuple[Attachment, ...]] | None:
-    """Text and attachments of a WhatsApp message, or None when it is not for an agent."""
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """What a customer message carries for an agent."""
+
+    text: str = ""
+    attachments: tuple[Attachment, ...] = ()
+    location: Location | None = None
+    contacts: tuple[Contact, ...] = ()
+
+
+def _wa_attachment(
+    config: ChannelsConfig, kind: str, media: WaMedia | None, domain: str
+) -> Attachment:
+    if media is None or not media.id:
+        raise Unusable(f"WhatsApp {kind} message without media id", domain=domain)
+    return Attachment(
+        url=media_reference(config, media.id),
+        content_type=media.mime_type,
+        filename=media.filename,
+        media_id=media.id,
+        provider_url=media.url,
+        sha256=media.sha256,
+        caption=media.caption,
+    )
+
+
+def _place(
+    latitude: float | None,
+    longitude: float | None,
+    name: str | None = None,
+    address: str | None = None,
+    url: str | None = None,
+) -> Location | None:
+    """A place when both coordinates are there (``normalize`` checks their range)."""
+    if latitude is None or longitude is None:
+        return None
+    return Location(latitude=latitude, longitude=longitude, name=name, address=address, url=url)
+
+
+def whatsapp_contact(card: WaContactCard) -> Contact:
+    """A WhatsApp contacts message's card (the Cloud API's, and Vonage's, which passes
+    WhatsApp's shape on): its phones, by number else by WhatsApp id."""
+    name = card.name
+    full = None
+    if name is not None:
+        full = name.formatted_name or " ".join(p for p in (name.first_name, name.last_name) if p)
+    return Contact(
+        name=full or None,
+        phones=tuple(p.phone or p.wa_id or "" for p in card.phones if p.phone or p.wa_id),
+        emails=tuple(e.email for e in card.emails if e.email),
+        organization=card.org.company if card.org is not None else None,
+    )
+
+
+def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content | None:
+    """What a WhatsApp message carries for an agent, or None when it is not for one."""
     if msg.type == "text":
-        return (msg.text.body if msg.text else ""), ()
+        return _Content(text=msg.text.body if msg.text else "")
     if msg.type in _WA_MEDIA:
         media: WaMedia | None = getattr(msg, msg.type)
-        if media is None or not media.id:
-            raise BadRequest(f"WhatsApp {msg.type} message without media id")
-        att = Attachment(
-            url=media_reference(config, media.id),
-            content_type=media.mime_type,
-            filename=media.filename,
-        )
-        return media.caption or "", (att,)
+        attachment = _wa_attachment(config, msg.type, media, domain)
+        return _Content(text=attachment.caption or "", attachments=(attachment,))
     if msg.type == "location" and msg.location is not None:
         loc = msg.location
         label = " ".join(p for p in (loc.name, loc.address) if p)
-        return f"[location] {loc.latitude},{loc.longitude} {label}".strip(), ()
+        place = _place(loc.latitude, loc.longitude, loc.name, loc.address, loc.url)
+        where = f"{loc.latitude},{loc.longitude} " if place is not None else ""
+        return _Content(text=f"[location] {where}{label}".strip(), location=place)
+    if msg.type == "contacts" and msg.contacts:
+        cards = tuple(whatsapp_contact(card) for card in msg.contacts)
+        names = ", ".join(c.name for c in cards if c.name)
+        return _Content(text=f"[contacts] {names}".strip(), contacts=cards)
     if msg.type == "button" and msg.button is not None:
-        return msg.button.text, ()
+        return _Content(text=msg.button.text)
     if msg.type == "interactive" and msg.interactive is not None:
         reply = msg.interactive.button_reply or msg.interactive.list_reply
-        return (reply.title if reply else ""), ()
+        return _Content(text=reply.title if reply else "")
+    # reaction, edit, revoke: changes (``_wa_change``); unsupported, system, order,
+    # request_welcome, ephemeral: nothing for an agent.
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A customer's change to a message: which message, what, and the change's own id."""
+
+    target: str
+    change: MessageChange
+    change_id: str
+    reaction: str | None = None
+    text: str | None = None
+
+
+def _edited_text(edited: WaEdited | None) -> str | None:
+    if edited is None:
+        return None
+    if edited.text is not None:
+        return edited.text.body
+    media = edited.image or edited.video or edited.document
+    return None if media is None else media.caption
+
+
+def _wa_change(msg: WaMessage) -> _Change | None:
+    """The change a WhatsApp reaction, edit or revoke makes, or None for other types."""
+    if msg.type == "reaction" and msg.reaction is not None:
+        emoji = msg.reaction.emoji or None
+        change = MessageChange.REACTED if emoji else MessageChange.UNREACTED
+        return _Change(msg.reaction.message_id, change, msg.id, reaction=emoji)
+    if msg.type == "edit" and msg.edit is not None:
+        edit = msg.edit
+        return _Change(
+            edit.original_message_id, MessageChange.EDITED, msg.id, text=_edited_text(edit.message)
+        )
+    if msg.type == "revoke" and msg.revoke is not None:
+        return _Change(msg.revoke.original_message_id, MessageChange.DELETED, msg.id)
+    return None
+
+
+def _changed_message(change: _Change, domain: str) -> str:
+    """The id of the message changed, or ``Unusable``: a change that names no message
+    changes nothing anyone can find."""
+    if not change.target:
+        raise Unusable(f"{change.change.value} without the message it changes", domain=domain)
+    return change.target
 
 
 def _whatsapp(
@@ -303,28 +700,53 @@ def _whatsapp(
     if endpoint is None:
         return False
     for index, msg in enumerate(value.messages):
-        content = _wa_content(config, msg)
-        if content is None:
+        place = f"{where}.messages[{index}]"
+        customer = e164(msg.from_)
+        sent_at = _seconds(msg.timestamp)
+        edit = _wa_change(msg)
+        if edit is not None:
+            with out.setting_aside(place):
+                out.events.append(
+                    message_changed(
+                        config,
+                        endpoint,
+                        channel=Channel.WHATSAPP,
+                        endpoint_key=number_id,
+                        customer_address=customer,
+                        provider_message_id=_changed_message(edit, endpoint.domain),
+                        change=edit.change,
+                        change_id=edit.change_id,
+                        received_at=now,
+                        sent_at=sent_at,
+                        reaction=edit.reaction,
+                        text=edit.text,
+                    )
+                )
             continue
-        text, attachments = content
-        with out.setting_aside(f"{where}.messages[{index}]"):
+        with out.setting_aside(place):
+            content = _wa_content(config, msg, endpoint.domain)
+            if content is None:
+                continue
             out.events.append(
                 message_received(
                     config,
                     endpoint,
                     channel=Channel.WHATSAPP,
                     endpoint_key=number_id,
-                    customer_address=e164(msg.from_),
+                    customer_address=customer,
                     provider_message_id=msg.id,
                     received_at=now,
-                    sent_at=_seconds(msg.timestamp),
-                    text=text,
-                    attachments=attachments,
+                    sent_at=sent_at,
+                    text=content.text,
+                    attachments=content.attachments,
+                    location=content.location,
+                    contacts=content.contacts,
+                    in_reply_to=msg.context.id if msg.context is not None else None,
                     reply_window=META_REPLY_WINDOW_SECONDS,
                 )
             )
     for index, st in enumerate(value.statuses):
-        mapped = _WA_STATUS.get(st.status)
+        mapped = WHATSAPP_STATUS_MAP.get(st.status)
         if mapped is None:
             continue
         code = st.errors[0].code if st.errors else None
@@ -371,6 +793,53 @@ def human_replied(as_customers: MessageReceived) -> HumanReplied:
     )
 
 
+def _send_api_content(msg: MsgMessage) -> _Content:
+    """A Messenger/Instagram message's text, attachments (their URLs as Meta sent them)
+    and place (a legacy location attachment)."""
+    attachments: list[Attachment] = []
+    location: Location | None = None
+    for item in msg.attachments:
+        payload = item.payload
+        coordinates = payload.coordinates if payload is not None else None
+        if item.type == "location" and coordinates is not None:
+            location = location or _place(
+                coordinates.lat, coordinates.long, item.title, None, item.url
+            )
+            continue
+        if payload is None or not payload.url:
+            continue
+        sticker = payload.sticker_id
+        attachments.append(
+            Attachment(
+                url=payload.url,
+                content_type=item.type,
+                media_id=None if sticker is None else str(sticker),
+            )
+        )
+    return _Content(text=msg.text or "", attachments=tuple(attachments), location=location)
+
+
+def _messaging_change(item: Messaging) -> _Change | None:
+    """The change a reaction, an edit or a deletion of the customer's makes."""
+    at = item.timestamp
+    if item.reaction is not None:
+        r = item.reaction
+        change = MessageChange.UNREACTED if r.action == "unreact" else MessageChange.REACTED
+        return _Change(
+            r.mid, change, f"{r.mid}/reaction/{at}", reaction=r.emoji or r.reaction or None
+        )
+    if item.message_edit is not None:
+        e = item.message_edit
+        if e.num_edit is not None and str(e.num_edit) == "0":
+            return None  # the message as first sent: not an edit
+        revision = e.num_edit if e.num_edit is not None else at
+        return _Change(e.mid, MessageChange.EDITED, f"{e.mid}/edit/{revision}", text=e.text)
+    if item.message is not None and item.message.is_deleted and not item.message.is_echo:
+        mid = item.message.mid
+        return _Change(mid, MessageChange.DELETED, mid)
+    return None
+
+
 def _messaging(
     config: ChannelsConfig,
     channel: Channel,
@@ -395,50 +864,83 @@ def _messaging(
         sent_at=at,
         reply_window=META_REPLY_WINDOW_SECONDS,
     )
-    message = functools.partial(of_customer, customer_address=item.sender.id)
-    if item.message is not None:
+    customer = item.sender.id
+    if customer == endpoint_key and (item.message is None or not item.message.is_echo):
+        return  # our own account's doing, not a customer's
+    status = functools.partial(
+        delivery_status_changed, endpoint, channel=channel, received_at=now, sent_at=at
+    )
+    edit = _messaging_change(item)
+    if edit is not None:
+        with out.setting_aside(where):
+            out.events.append(
+                message_changed(
+                    config,
+                    endpoint,
+                    channel=channel,
+                    endpoint_key=endpoint_key,
+                    customer_address=customer,
+                    provider_message_id=_changed_message(edit, endpoint.domain),
+                    change=edit.change,
+                    change_id=edit.change_id,
+                    received_at=now,
+                    sent_at=at,
+                    reaction=edit.reaction,
+                    text=edit.text,
+                )
+            )
+    elif item.message is not None:
         msg = item.message
         if msg.is_echo:
             # Sent by the page or account to the customer, the echo's recipient.
-            customer = item.recipient.id
-            if sent_by_a_person(config.meta, msg) and customer != endpoint_key:
+            to = item.recipient.id
+            if sent_by_a_person(config.meta, msg) and to != endpoint_key:
                 with out.setting_aside(where):
-                    echo = of_customer(customer_address=customer, provider_message_id=msg.mid)
+                    echo = of_customer(customer_address=to, provider_message_id=msg.mid)
                     out.events.append(human_replied(echo))
             return
-        if msg.is_deleted or item.sender.id == endpoint_key:
-            return
-        attachments = tuple(
-            Attachment(url=a.payload.url, content_type=a.type)
-            for a in msg.attachments
-            if a.payload is not None and a.payload.url
-        )
-        if not msg.text and not attachments:
+        content = _send_api_content(msg)
+        if msg.is_unsupported or not (content.text or content.attachments or content.location):
             return
         with out.setting_aside(where):
             out.events.append(
-                message(provider_message_id=msg.mid, text=msg.text or "", attachments=attachments)
+                of_customer(
+                    customer_address=customer,
+                    provider_message_id=msg.mid,
+                    text=content.text,
+                    attachments=content.attachments,
+                    location=content.location,
+                    in_reply_to=msg.reply_to.mid if msg.reply_to is not None else None,
+                )
             )
     elif item.postback is not None:
         pb = item.postback
-        mid = pb.mid or f"postback:{item.sender.id}:{item.timestamp}"
+        mid = pb.mid or f"postback:{customer}:{item.timestamp}"
         with out.setting_aside(where):
-            out.events.append(message(provider_message_id=mid, text=pb.title))
+            out.events.append(
+                of_customer(customer_address=customer, provider_message_id=mid, text=pb.title)
+            )
     elif item.delivery is not None:
         for index, mid in enumerate(item.delivery.mids):
             with out.setting_aside(f"{where}.delivery.mids[{index}]"):
                 out.events.append(
-                    delivery_status_changed(
-                        endpoint,
-                        channel=channel,
+                    status(
                         provider_message_id=mid,
                         provider_status="delivered",
                         status=DeliveryStatus.DELIVERED,
-                        received_at=now,
-                        sent_at=at,
                     )
                 )
-    # read, reaction, optin, referral, typing, account linking …: not routed.
+    elif item.read is not None and item.read.mid:
+        # Instagram names the message read; Messenger's watermark names none (not carried).
+        with out.setting_aside(f"{where}.read"):
+            out.events.append(
+                status(
+                    provider_message_id=item.read.mid,
+                    provider_status="read",
+                    status=DeliveryStatus.READ,
+                )
+            )
+    # optin, referral, typing, account linking, handover …: not routed.
 
 
 def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized:

@@ -23,24 +23,34 @@ from schemas import (
     Attachment,
     Channel,
     Consent,
+    ConsentReported,
+    Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
+    Location,
+    MessageChange,
+    MessageChanged,
     MessageReceived,
 )
 from schemas.limits import (
     ADDRESS_MAX,
     ATTACHMENTS_MAX,
+    CAPTION_MAX,
     CHANNEL_TEXT_MAX,
     CODE_MAX,
+    CONTACT_ITEMS_MAX,
+    CONTACTS_MAX,
     CONTENT_TYPE_MAX,
     CONVERSATION_KEY_MAX,
     CUSTOMER_ID_MAX,
     ENDPOINT_MAX,
     EVENT_ID_MAX,
     FILENAME_MAX,
+    NAME_MAX,
     PLAUSIBLE_FUTURE_SECONDS,
     PLAUSIBLE_PAST_SECONDS,
     PROVIDER_MESSAGE_ID_MAX,
+    REACTION_MAX,
     SUBJECT_MAX,
     URL_MAX,
     UnusableValue,
@@ -170,12 +180,82 @@ def usable_attachment(attachment: Attachment) -> Attachment:
     if size is not None and not 0 <= size <= SIZE_MAX:
         size = None
     filename = attachment.filename
+    caption = attachment.caption
     return Attachment(
         url=checked_identifier("attachment url", attachment.url, URL_MAX),
         content_type=content_type,
         filename=None if filename is None else clean_text(filename, FILENAME_MAX),
         size_bytes=size,
+        media_id=_optional_identifier(attachment.media_id, PROVIDER_MESSAGE_ID_MAX),
+        provider_url=_optional_identifier(attachment.provider_url, URL_MAX),
+        sha256=_optional_identifier(attachment.sha256, CODE_MAX),
+        caption=None if caption is None else clean_text(caption, CAPTION_MAX) or None,
     )
+
+
+def _optional_identifier(value: str | None, limit: int) -> str | None:
+    """A provider reference kept beside ours when usable; dropped (not fatal) otherwise."""
+    return value if value is not None and is_identifier(value, limit) else None
+
+
+def usable_location(location: Location) -> Location | None:
+    """``location`` as an event may carry it: coordinates must be finite and in range
+    (else None: a place nobody can find is no place); name and address cleaned, a URL
+    that is not usable dropped."""
+    lat, lon = location.latitude, location.longitude
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return Location(
+        latitude=lat,
+        longitude=lon,
+        name=_clean_optional(location.name, NAME_MAX),
+        address=_clean_optional(location.address, SUBJECT_MAX),
+        url=_optional_identifier(location.url, URL_MAX),
+    )
+
+
+def usable_contact(contact: Contact) -> Contact:
+    """A contact card as an event may carry it: text cleaned, unusable entries dropped,
+    at most ``CONTACT_ITEMS_MAX`` phones and emails."""
+    return Contact(
+        name=_clean_optional(contact.name, NAME_MAX),
+        phones=tuple(p for p in contact.phones if is_identifier(p, ADDRESS_MAX))[
+            :CONTACT_ITEMS_MAX
+        ],
+        emails=tuple(e for e in contact.emails if is_identifier(e, ADDRESS_MAX))[
+            :CONTACT_ITEMS_MAX
+        ],
+        organization=_clean_optional(contact.organization, NAME_MAX),
+    )
+
+
+def _clean_optional(text: str | None, limit: int) -> str | None:
+    return None if text is None else clean_text(text, limit) or None
+
+
+def _identities(
+    config: ChannelsConfig,
+    domain: str,
+    channel: Channel,
+    endpoint_key: str,
+    customer_address: str,
+    conversation_key: str | None,
+) -> tuple[str, str]:
+    """The customer id and conversation key of a customer's address on an endpoint (raises
+    ``UnusableValue`` when the endpoint, the address or either derived value cannot be
+    carried): the one derivation every customer event shares, so a message, a change to
+    it and a consent report of the same person find the same customer and conversation."""
+    checked_identifier("endpoint", endpoint_key, ENDPOINT_MAX)
+    checked_identifier("customer address", customer_address, ADDRESS_MAX)
+    customer_id = checked_identifier(
+        "customer id", config.customer_id(domain, channel.value, customer_address), CUSTOMER_ID_MAX
+    )
+    key = checked_identifier(
+        "conversation key",
+        conversation_key or f"{channel.value}:{endpoint_key}:{customer_address}",
+        CONVERSATION_KEY_MAX,
+    )
+    return customer_id, key
 
 
 def message_received(
@@ -194,6 +274,9 @@ def message_received(
     conversation_key: str | None = None,
     reply_window: float | None = None,
     provider_consent: Consent | None = None,
+    location: Location | None = None,
+    contacts: tuple[Contact, ...] = (),
+    in_reply_to: str | None = None,
 ) -> MessageReceived:
     """One normalized customer message with its stable id and identities derived.
 
@@ -205,19 +288,10 @@ def message_received(
     """
     domain = endpoint.domain
     try:
-        checked_identifier("endpoint", endpoint_key, ENDPOINT_MAX)
-        checked_identifier("customer address", customer_address, ADDRESS_MAX)
+        customer_id, key = _identities(
+            config, domain, channel, endpoint_key, customer_address, conversation_key
+        )
         checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
-        customer_id = checked_identifier(
-            "customer id",
-            config.customer_id(domain, channel.value, customer_address),
-            CUSTOMER_ID_MAX,
-        )
-        key = checked_identifier(
-            "conversation key",
-            conversation_key or f"{channel.value}:{endpoint_key}:{customer_address}",
-            CONVERSATION_KEY_MAX,
-        )
         usable = tuple(usable_attachment(a) for a in attachments[:ATTACHMENTS_MAX])
     except UnusableValue as exc:
         raise Unusable(str(exc), domain=domain) from None
@@ -243,6 +317,90 @@ def message_received(
         reply_window_ends_at=None if reply_window is None else occurred_at + reply_window,
         consent=provider_consent,
         consent_source=None if provider_consent is None else "provider",
+        location=None if location is None else usable_location(location),
+        contacts=tuple(usable_contact(c) for c in contacts[:CONTACTS_MAX]),
+        in_reply_to=_optional_identifier(in_reply_to, PROVIDER_MESSAGE_ID_MAX),
+    )
+
+
+def consent_reported(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    *,
+    channel: Channel,
+    endpoint_key: str,
+    customer_address: str,
+    consent: Consent,
+    provider_status: str,
+    report_id: str,
+    received_at: float,
+    sent_at: float | None = None,
+) -> ConsentReported:
+    """A provider's report of a customer's consent outside a message, with its stable id
+    (one per ``report_id``, the provider's id of the report); identities are derived as
+    ``message_received`` derives them. Raises ``Unusable`` like it."""
+    domain = endpoint.domain
+    try:
+        customer_id, _ = _identities(config, domain, channel, endpoint_key, customer_address, None)
+        checked_identifier("provider status", provider_status, CODE_MAX)
+        checked_identifier("report id", report_id, PROVIDER_MESSAGE_ID_MAX)
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    return ConsentReported(
+        id=inbound_event_id(domain, channel.value, f"{report_id}/consent/{consent.value}"),
+        domain=domain,
+        occurred_at=plausible_time(sent_at, received_at),
+        channel=channel,
+        endpoint=endpoint_key,
+        customer_address=customer_address,
+        customer_id=customer_id,
+        consent=consent,
+        provider_status=provider_status,
+    )
+
+
+def message_changed(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    *,
+    channel: Channel,
+    endpoint_key: str,
+    customer_address: str,
+    provider_message_id: str,
+    change: MessageChange,
+    change_id: str,
+    received_at: float,
+    sent_at: float | None = None,
+    reaction: str | None = None,
+    text: str | None = None,
+    conversation_key: str | None = None,
+) -> MessageChanged:
+    """A customer's reaction, edit or deletion of a message, with its stable id (one per
+    ``change_id``); identities are derived as ``message_received`` derives them, so the
+    change finds the same conversation. Raises ``Unusable`` like it."""
+    domain = endpoint.domain
+    try:
+        customer_id, key = _identities(
+            config, domain, channel, endpoint_key, customer_address, conversation_key
+        )
+        checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
+        checked_identifier("change id", change_id, PROVIDER_MESSAGE_ID_MAX)
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    return MessageChanged(
+        id=inbound_event_id(domain, channel.value, f"{change_id}/change/{change.value}"),
+        domain=domain,
+        occurred_at=plausible_time(sent_at, received_at),
+        channel=channel,
+        endpoint=endpoint_key,
+        customer_address=customer_address,
+        customer_id=customer_id,
+        conversation_key=key,
+        provider_message_id=provider_message_id,
+        change=change,
+        change_id=change_id,
+        reaction=_clean_optional(reaction, REACTION_MAX),
+        text=None if text is None else clean_text(text, CHANNEL_TEXT_MAX[channel.value]),
     )
 
 
@@ -283,6 +441,7 @@ def delivery_status_changed(
         status=status,
         error_code=error_code,
         outbound_id=_our_id(outbound_id),
+        provider_status=_optional_identifier(provider_status, CODE_MAX),
     )
 
 

@@ -62,8 +62,9 @@ import msgspec
 import structlog
 
 from adapters.config import ChannelsConfig
-from adapters.egress import Egress, Outbound, RetryPolicy, SendOutcome, SendResult
+from adapters.egress import Egress, RetryPolicy, SendOutcome, SendResult
 from adapters.pacing import BucketKey, SharedBuckets, batch_size, seconds_until
+from adapters.provider_api import Outbound
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics

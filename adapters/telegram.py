@@ -1,25 +1,134 @@
-"""Telegram Bot API ingress: one webhook per bot, ``POST /webhooks/telegram/{bot}``.
+"""Telegram Bot API: one webhook per bot (``POST /webhooks/telegram/{bot}``), and the
+calls that send a reply (built here, performed by ``adapters.egress``).
 
-``setWebhook`` takes a ``secret_token``; Telegram sends it back in
-``X-Telegram-Bot-Api-Secret-Token`` on every update, which is all the authentication
-Telegram offers. Each POST is one ``Update`` with exactly one optional field set.
+Authenticity: ``setWebhook`` takes a ``secret_token`` (1-256 characters of ``A-Z``,
+``a-z``, ``0-9``, ``_`` and ``-``); Telegram sends it back in
+``X-Telegram-Bot-Api-Secret-Token`` on every update, and we compare it in constant time.
+That is all Telegram offers: nothing is signed and there is no timestamp or nonce, so
+nothing tells a replayed update from Telegram's own retry. Both carry the same
+``update_id`` and ``message_id``, and event ids are derived from them (``{bot}:{chat}:
+{message_id}``, ``{bot}:{update_id}``): a replay is the same event, which consumers
+drop by its id.
 
-Only ``message`` from a private chat (and from groups when the bot allows them) becomes
-a ``MessageReceived``; edits, channel posts, callback queries, membership changes and
-other update kinds are recognised and not routed. Files carry no URL without the bot
-token, so attachments reference them as ``tg-file:{bot}/{file_id}`` for ``getFile``.
+Each POST is one ``Update`` with exactly one optional field set
+(https://core.telegram.org/bots/api#update):
+- ``message`` from a private chat (or a group, when the bot allows groups) becomes a
+  ``MessageReceived``: its text or caption; every file it carries (the largest of a
+  photo's sizes; document, audio, voice, video, video note, animation, sticker), each
+  with its ``file_id`` (``Attachment.media_id``), caption, file name, MIME type and size;
+  a ``location`` or ``venue`` (``Location``); a ``contact`` (``Contact``, with the phones,
+  emails and organisation of its vCard); ``reply_to_message`` (``in_reply_to``).
+  Telegram sets ``document`` beside ``animation`` for the same file: it is kept once.
+- ``edited_message`` becomes a ``MessageChanged`` ``edited`` with the new text or
+  caption. An edit without either (a live location moving) is not routed.
+- ``message_reaction`` becomes one ``MessageChanged`` per reaction removed
+  (``unreacted``) and per reaction added (``reacted``): ``old_reaction`` against
+  ``new_reaction``. Telegram sends it only to a bot whose ``allowed_updates`` name
+  ``message_reaction``.
+- Every other kind (channel posts, callback and inline queries, polls, membership,
+  payments, reaction counts, business connections …) is recognised and not routed.
+Telegram does not tell a bot that a user deleted a message (only a bot connected to a
+business account gets ``deleted_business_messages``, which is not routed), and reports
+no delivery or read status to bots.
+
+Files: a file's URL (``getFile``) holds the bot token, so it is never stored. An
+attachment's ``url`` is our reference ``tg-file:{bot}/{file_id}``; its ``media_id`` is
+Telegram's ``file_id`` (valid for this bot only). ``file_unique_id`` is not kept (no
+field of ``Attachment`` means it).
+
+Replies (``reply_calls``): text alone is one ``sendMessage``. Attachments go by URL,
+one call each (``sendPhoto``, ``sendAnimation``, ``sendVideo``, ``sendVoice``,
+``sendAudio``, ``sendDocument``), checked first against ``MEDIA_LIMITS``; the text
+rides as the first one's caption when it fits Telegram's 1,024 characters, else it is
+sent first as its own message. A location is a ``sendVenue`` (with a name and address)
+or a ``sendLocation``, after the rest. ``sendMediaGroup`` is not used: an album cannot
+carry a reply keyboard, and every call but the first may fail on its own anyway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 
-from adapters.base import SignatureRejected, constant_time_equal
+from adapters.base import ChannelDeclaration, SignatureRejected, constant_time_equal
 from adapters.config import ChannelsConfig, TelegramBot
-from adapters.normalize import decode_json, find_endpoint, message_received, unknown_endpoint
-from schemas import Attachment, Channel, InboundEvent
+from adapters.media import MediaLimits, MediaRule, check_attachments
+from adapters.normalize import (
+    decode_json,
+    find_endpoint,
+    message_changed,
+    message_received,
+    unknown_endpoint,
+)
+from schemas import (
+    Attachment,
+    Channel,
+    Contact,
+    InboundEvent,
+    Location,
+    MessageChange,
+)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+CAPTION_MAX = 1024
+"""Characters of a caption (UTF-16 code units, as Telegram counts them)."""
+VCARD_MAX = 4096
+"""Characters of a contact's vCard read (Telegram sends at most 2,048 bytes)."""
+_MB = 1024 * 1024
+
+MEDIA_LIMITS = MediaLimits(
+    provider="Telegram",
+    # https://core.telegram.org/bots/api#sending-files: sent by URL, photos up to 5 MB,
+    # other files up to 20 MB; sendDocument by URL takes only GIF, PDF and ZIP; sendAudio
+    # MP3 or M4A; sendVoice OGG (OPUS), sent as a file above 1 MB; sendVideo MPEG4.
+    rules=(
+        MediaRule("photo", frozenset({"image/jpeg", "image/png"}), 5 * _MB),
+        MediaRule("animation", frozenset({"image/gif"}), 20 * _MB),
+        MediaRule("video", frozenset({"video/mp4"}), 20 * _MB),
+        MediaRule("voice", frozenset({"audio/ogg"}), 20 * _MB),
+        MediaRule(
+            "audio", frozenset({"audio/mpeg", "audio/mp3", "audio/mp4", "audio/x-m4a"}), 20 * _MB
+        ),
+        MediaRule("document", frozenset({"application/pdf", "application/zip"}), 20 * _MB),
+    ),
+    max_count=10,
+)
+"""What a reply may carry: one Bot API call per attachment, at most 10 (the API's)."""
+
+#: A media rule's kind → the method that sends it and the parameter holding the file.
+SEND_METHODS = {
+    "photo": ("sendPhoto", "photo"),
+    "animation": ("sendAnimation", "animation"),
+    "video": ("sendVideo", "video"),
+    "voice": ("sendVoice", "voice"),
+    "audio": ("sendAudio", "audio"),
+    "document": ("sendDocument", "document"),
+}
+
+DECLARATION = ChannelDeclaration(
+    provider="Telegram Bot API",
+    channels=("telegram",),
+    inbound="POST /webhooks/telegram/{bot}: messages, edits, reactions (Telegram does not"
+    " tell bots of deletions)",
+    outbound="Bot API sendMessage; sendPhoto, sendAnimation, sendVideo, sendVoice, sendAudio,"
+    " sendDocument by URL; sendVenue / sendLocation",
+    media_in="photo (largest size), document, audio, voice, video, video note, animation,"
+    " sticker (file_id, caption, file name, MIME type, size); location, venue, contact;"
+    " reply_to_message",
+    media_out="up to 10 files by URL, one call each: JPEG/PNG photo ≤ 5 MB; GIF, MP4,"
+    " OGG voice, MP3/M4A audio, PDF, ZIP ≤ 20 MB; the text as the first file's caption"
+    " (≤ 1,024 characters, else sent first on its own); a location or venue",
+    statuses="— (the Bot API reports no delivery status to bots: `sent` once it accepted the call)",
+    read_receipts="— (bots are not told that a message was read)",
+    quick_replies="one-time reply keyboard (`ReplyKeyboardMarkup`, one button a row)",
+    signature="`X-Telegram-Bot-Api-Secret-Token` equal to setWebhook's `secret_token`"
+    " (constant-time); the body is not signed",
+    replay_protection="none from Telegram (no timestamp or nonce): event ids come from"
+    " `message_id` / `update_id`, so a replayed update is the same event",
+)
+"""Telegram as the README's channel matrix shows it."""
 
 
 class _S(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,10 +153,41 @@ class PhotoSize(_S, frozen=True, kw_only=True):
 
 
 class File(_S, frozen=True, kw_only=True):
+    """Any of Document, Audio, Voice, Video, VideoNote, Animation, Sticker: the fields
+    we keep (each is optional on some of them)."""
+
     file_id: str
     file_name: str | None = None
     mime_type: str | None = None
     file_size: int | None = None
+    is_animated: bool = False
+    """Stickers: a Lottie animation (``.tgs``)."""
+    is_video: bool = False
+    """Stickers: a WEBM video."""
+
+
+class TgLocation(_S, frozen=True, kw_only=True):
+    latitude: float
+    longitude: float
+
+
+class Venue(_S, frozen=True, kw_only=True):
+    location: TgLocation
+    title: str | None = None
+    address: str | None = None
+
+
+class TgContact(_S, frozen=True, kw_only=True):
+    phone_number: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    vcard: str | None = None
+
+
+class Replied(_S, frozen=True, kw_only=True):
+    """The message a message answers, in the same chat: only what names it."""
+
+    message_id: int
 
 
 class Message(_S, frozen=True, kw_only=True):
@@ -55,6 +195,7 @@ class Message(_S, frozen=True, kw_only=True):
     date: int
     chat: Chat
     from_: User | None = msgspec.field(default=None, name="from")
+    edit_date: int | None = None
     text: str | None = None
     caption: str | None = None
     photo: list[PhotoSize] = []
@@ -65,11 +206,34 @@ class Message(_S, frozen=True, kw_only=True):
     video_note: File | None = None
     animation: File | None = None
     sticker: File | None = None
+    location: TgLocation | None = None
+    venue: Venue | None = None
+    contact: TgContact | None = None
+    reply_to_message: Replied | None = None
+
+
+class ReactionType(_S, frozen=True, kw_only=True):
+    """``emoji`` (with ``emoji``), ``custom_emoji`` (with ``custom_emoji_id``) or ``paid``."""
+
+    type: str
+    emoji: str | None = None
+    custom_emoji_id: str | None = None
+
+
+class MessageReactionUpdated(_S, frozen=True, kw_only=True):
+    chat: Chat
+    message_id: int
+    date: int
+    user: User | None = None
+    old_reaction: list[ReactionType] = []
+    new_reaction: list[ReactionType] = []
 
 
 class Update(_S, frozen=True, kw_only=True):
     update_id: int
     message: Message | None = None
+    edited_message: Message | None = None
+    message_reaction: MessageReactionUpdated | None = None
 
 
 def verify_secret(expected: str, given: str | None) -> None:
@@ -88,11 +252,28 @@ def find_bot(config: ChannelsConfig, name: str) -> TelegramBot:
 
 
 def file_reference(bot: str, file_id: str) -> str:
+    """Our reference to a file of ``bot``'s (its URL would hold the bot token)."""
     return f"tg-file:{bot}/{file_id}"
+
+
+def message_key(bot: str, chat: int | str, message_id: int | str) -> str:
+    """A message's provider id: ``message_id`` is unique within one bot's chat only."""
+    return f"{bot}:{chat}:{message_id}"
+
+
+def _sticker_type(sticker: File) -> str:
+    if sticker.is_animated:
+        return "application/x-tgsticker"
+    return "video/webm" if sticker.is_video else "image/webp"
+
+
+#: Media types Telegram leaves out of a kind whose format is fixed.
+_FIXED_TYPES = {"voice": "audio/ogg", "video_note": "video/mp4"}
 
 
 def _attachments(bot: str, msg: Message) -> tuple[Attachment, ...]:
     items: list[Attachment] = []
+    caption = msg.caption
     if msg.photo:
         # Telegram sends one PhotoSize per resolution; the agent wants the largest.
         best = max(msg.photo, key=lambda p: p.width * p.height)
@@ -101,42 +282,115 @@ def _attachments(bot: str, msg: Message) -> tuple[Attachment, ...]:
                 url=file_reference(bot, best.file_id),
                 content_type="image/jpeg",
                 size_bytes=best.file_size,
+                media_id=best.file_id,
+                caption=caption,
             )
         )
-    for kind in ("document", "video", "audio", "voice", "video_note", "animation", "sticker"):
+    seen = {item.media_id for item in items}
+    for kind in ("animation", "document", "video", "audio", "voice", "video_note", "sticker"):
         f: File | None = getattr(msg, kind)
-        if f is not None:
-            items.append(
-                Attachment(
-                    url=file_reference(bot, f.file_id),
-                    content_type=f.mime_type,
-                    filename=f.file_name,
-                    size_bytes=f.file_size,
-                )
+        if f is None or f.file_id in seen:
+            continue  # an animation's ``document`` twin
+        seen.add(f.file_id)
+        content_type = f.mime_type or _FIXED_TYPES.get(kind)
+        if kind == "sticker":
+            content_type = _sticker_type(f)
+        items.append(
+            Attachment(
+                url=file_reference(bot, f.file_id),
+                content_type=content_type,
+                filename=f.file_name,
+                size_bytes=f.file_size,
+                media_id=f.file_id,
+                caption=caption,
             )
+        )
     return tuple(items)
+
+
+def _location(msg: Message) -> Location | None:
+    if msg.venue is not None:
+        # Telegram also sets ``location`` beside a venue: the venue says more.
+        place = msg.venue.location
+        return Location(
+            latitude=place.latitude,
+            longitude=place.longitude,
+            name=msg.venue.title,
+            address=msg.venue.address,
+        )
+    if msg.location is not None:
+        return Location(latitude=msg.location.latitude, longitude=msg.location.longitude)
+    return None
+
+
+def _vcard_values(vcard: str) -> dict[str, list[str]]:
+    """A vCard's property values by upper-case name (``TEL``, ``EMAIL``, ``ORG``),
+    unfolded (RFC 6350 §3.2), parameters dropped."""
+    lines: list[str] = []
+    for raw in vcard[:VCARD_MAX].splitlines():
+        if raw[:1] in (" ", "\t") and lines:
+            lines[-1] += raw[1:]
+        else:
+            lines.append(raw)
+    values: dict[str, list[str]] = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep and value.strip():
+            key = name.split(";", 1)[0].rsplit(".", 1)[-1].strip().upper()
+            values.setdefault(key, []).append(value.strip())
+    return values
+
+
+def _contact(card: TgContact) -> Contact:
+    vcard = _vcard_values(card.vcard) if card.vcard else {}
+    phones = [card.phone_number] if card.phone_number else []
+    phones += [p for p in vcard.get("TEL", []) if p not in phones]
+    name = " ".join(n for n in (card.first_name, card.last_name) if n) or None
+    org = vcard.get("ORG", [None])[0]
+    return Contact(
+        name=name,
+        phones=tuple(phones),
+        emails=tuple(dict.fromkeys(vcard.get("EMAIL", []))),
+        organization=None if org is None else org.split(";", 1)[0] or None,
+    )
+
+
+def _routed(bot: TelegramBot, chat: Chat, sender: User | None) -> bool:
+    """Whether the bot routes this chat's messages: private chats, groups if allowed,
+    never another bot's."""
+    if sender is not None and sender.is_bot:
+        return False
+    return chat.type == "private" or (bot.allow_groups and chat.type in ("group", "supergroup"))
 
 
 def parse_update(
     body: bytes, bot: TelegramBot, config: ChannelsConfig, now: float
 ) -> list[InboundEvent]:
-    """Normalize a verified Update into events (at most one message); ``now`` is the
-    time we received it."""
+    """Normalize a verified Update into events; ``now`` is the time we received it."""
     update = decode_json(body, Update, "Telegram update")
-    msg = update.message
-    if msg is None:
-        return []
-    if msg.chat.type != "private" and not (
-        bot.allow_groups and msg.chat.type in ("group", "supergroup")
-    ):
-        return []
-    if msg.from_ is not None and msg.from_.is_bot:
+    if update.message is not None:
+        return _message(update.message, bot, config, now)
+    if update.edited_message is not None:
+        return _edit(update.update_id, update.edited_message, bot, config, now)
+    if update.message_reaction is not None:
+        return _reactions(update.update_id, update.message_reaction, bot, config, now)
+    return []
+
+
+def _message(
+    msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float
+) -> list[InboundEvent]:
+    if not _routed(bot, msg.chat, msg.from_):
         return []
     attachments = _attachments(bot.name, msg)
+    location = _location(msg)
+    contacts = () if msg.contact is None else (_contact(msg.contact),)
     text = msg.text if msg.text is not None else (msg.caption or "")
-    if not text and not attachments:
+    if not (text or attachments or location or contacts):
         return []  # service messages: joins, pins, titles …
     chat = str(msg.chat.id)
+    replied = msg.reply_to_message
+    in_reply_to = None if replied is None else message_key(bot.name, chat, replied.message_id)
     return [
         message_received(
             config,
@@ -144,11 +398,138 @@ def parse_update(
             channel=Channel.TELEGRAM,
             endpoint_key=bot.name,
             customer_address=chat,
-            # message_id is unique within one bot's chat only.
-            provider_message_id=f"{bot.name}:{chat}:{msg.message_id}",
+            provider_message_id=message_key(bot.name, chat, msg.message_id),
             received_at=now,
             sent_at=msg.date,
             text=text,
             attachments=attachments,
+            location=location,
+            contacts=contacts,
+            in_reply_to=in_reply_to,
         )
     ]
+
+
+def _edit(
+    update_id: int, msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float
+) -> list[InboundEvent]:
+    text = msg.text if msg.text is not None else msg.caption
+    if text is None or not _routed(bot, msg.chat, msg.from_):
+        return []  # a live location moving, a channel, another bot
+    chat = str(msg.chat.id)
+    return [
+        message_changed(
+            config,
+            bot,
+            channel=Channel.TELEGRAM,
+            endpoint_key=bot.name,
+            customer_address=chat,
+            provider_message_id=message_key(bot.name, chat, msg.message_id),
+            change=MessageChange.EDITED,
+            change_id=f"{bot.name}:{update_id}",
+            received_at=now,
+            sent_at=msg.edit_date or msg.date,
+            text=text,
+        )
+    ]
+
+
+def reaction_name(reaction: ReactionType) -> str:
+    """An emoji, else ``custom_emoji:{id}``, else the reaction's type (``paid``)."""
+    if reaction.type == "emoji" and reaction.emoji:
+        return reaction.emoji
+    if reaction.type == "custom_emoji" and reaction.custom_emoji_id:
+        return f"custom_emoji:{reaction.custom_emoji_id}"
+    return reaction.type
+
+
+def _reactions(
+    update_id: int,
+    change: MessageReactionUpdated,
+    bot: TelegramBot,
+    config: ChannelsConfig,
+    now: float,
+) -> list[InboundEvent]:
+    if not _routed(bot, change.chat, change.user):
+        return []
+    old = list(dict.fromkeys(reaction_name(r) for r in change.old_reaction))
+    new = list(dict.fromkeys(reaction_name(r) for r in change.new_reaction))
+    changes = [(MessageChange.UNREACTED, r) for r in old if r not in new] + [
+        (MessageChange.REACTED, r) for r in new if r not in old
+    ]
+    chat = str(change.chat.id)
+    return [
+        message_changed(
+            config,
+            bot,
+            channel=Channel.TELEGRAM,
+            endpoint_key=bot.name,
+            customer_address=chat,
+            provider_message_id=message_key(bot.name, chat, change.message_id),
+            change=kind,
+            change_id=f"{bot.name}:{update_id}:{number}",
+            received_at=now,
+            sent_at=change.date,
+            reaction=reaction,
+        )
+        for number, (kind, reaction) in enumerate(changes)
+    ]
+
+
+def caption_fits(text: str) -> bool:
+    """Whether ``text`` fits a caption (Telegram counts UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2 <= CAPTION_MAX
+
+
+def _file(attachment: Attachment, bot: str) -> str:
+    """What names the file to Telegram: a file of this bot's by its ``file_id``, else
+    the URL Telegram downloads."""
+    ours = file_reference(bot, "")
+    if attachment.url.startswith(ours) and len(attachment.url) > len(ours):
+        return attachment.url[len(ours) :]
+    return attachment.url
+
+
+Call = tuple[str, dict[str, Any]]
+"""A Bot API method and its JSON parameters."""
+
+
+def reply_calls(
+    bot: str,
+    chat: str,
+    text: str,
+    attachments: Sequence[Attachment],
+    location: Location | None,
+    options: Sequence[str],
+) -> list[Call]:
+    """The Bot API calls that send a reply, in order (the module docstring); raises
+    ``MediaRefused`` when an attachment breaks ``MEDIA_LIMITS``."""
+    checked = check_attachments(attachments, MEDIA_LIMITS)
+    calls: list[Call] = []
+    caption = text if checked and text and caption_fits(text) else None
+    if (text and caption is None) or not (checked or location):
+        calls.append(("sendMessage", {"chat_id": chat, "text": text}))
+    for number, (attachment, rule) in enumerate(checked):
+        method, parameter = SEND_METHODS[rule.kind]
+        params: dict[str, Any] = {"chat_id": chat, parameter: _file(attachment, bot)}
+        if number == 0 and caption is not None:
+            params["caption"] = caption
+        calls.append((method, params))
+    if location is not None:
+        place: dict[str, Any] = {
+            "chat_id": chat,
+            "latitude": location.latitude,
+            "longitude": location.longitude,
+        }
+        if location.name and location.address:
+            venue = {**place, "title": location.name, "address": location.address}
+            calls.append(("sendVenue", venue))
+        else:
+            calls.append(("sendLocation", place))
+    if options:
+        calls[0][1]["reply_markup"] = {
+            "keyboard": [[{"text": option}] for option in options],
+            "one_time_keyboard": True,
+            "resize_keyboard": True,
+        }
+    return calls

@@ -52,6 +52,7 @@ from aiohttp import WSMsgType, web
 
 from adapters.base import (
     BadRequest,
+    ChannelDeclaration,
     SignatureRejected,
     constant_time_equal,
     hmac_hex,
@@ -87,6 +88,21 @@ from schemas.limits import (
 )
 
 log = structlog.get_logger(__name__)
+
+DECLARATION = ChannelDeclaration(
+    provider="Switchboard web chat",
+    channels=("webchat",),
+    inbound="POST /v1/domains/{domain}/webchat/messages",
+    outbound="the session's WebSocket (kept for a while when none is open)",
+    media_in="attachments by URL (media type, file name, size)",
+    media_out="attachments by URL, passed to the widget as given",
+    statuses="— (a reply is on the socket or kept for the next connection)",
+    read_receipts="—",
+    quick_replies="buttons in the widget (`quick_replies` on the socket's reply)",
+    signature="session token signed by the domain's secret; signed-in users by HMAC-SHA256 (`user_hash`) or a signed login",
+    replay_protection="`message_id` is an idempotency key: a message sent twice is routed once",
+)
+"""The web chat as the README's channel matrix shows it."""
 
 
 class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

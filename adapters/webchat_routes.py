@@ -94,7 +94,7 @@ from adapters.webchat_tokens import (
     verify_login,
     verify_token,
 )
-from adapters.webhooks import BodyTooLarge, read_body
+from adapters.webhook_serving import BodyTooLarge, read_body
 from runtime.http_errors import json_error
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics

@@ -1,338 +1,31 @@
-"""The provider webhooks as aiohttp routes: read (bounded), verify, normalize, publish, answer.
+"""The webhooks of the providers without a module of routes of their own (Meta,
+Telegram, Mailgun), and every provider's routes together (``webhook_routes``).
 
-Every request follows the same steps:
-1. read the raw body, refusing more than ``max_body_bytes`` (413) and any body with a
-   ``Content-Encoding`` (415, see ``refuse_encoded_bodies``);
-2. verify the provider's signature or secret (401 missing, 403 wrong);
-3. normalize into ``schemas`` events. A request refused before its signature is verified
-   is a 4xx with a reason, nothing published; once verified, a request that cannot be
-   read, or an item holding a value no event may carry (``adapters.base.Unusable``), is
-   set aside instead (``_parse_signed``);
-4. claim the request's one-time token, for providers that sign one (Mailgun): 409 when
-   it was already used, 503 with ``Retry-After`` when the token cache (PostgreSQL) cannot
-   be reached; then mark the messages that opt the customer out or in (the provider's
-   signal, else the domain's keywords: ``adapters.consent``); then ask the domain's
-   identity lookup about the customer messages, when it has one (``adapters.lookup``:
-   concurrently, bounded by its timeout, failing open);
-   then publish the events, and the set-aside items to ``switchboard.dlq``, and wait for
-   the broker's acknowledgement (503 when it cannot, and the claim is released so that
-   the provider's retry of the same delivery is accepted);
-5. only then answer 2xx in the provider's expected form.
-
-Why 409 for a used token: Mailgun retries a request only when we did not answer 2xx, and
-then we released its claim, so a used token is a replay, or the retry of a delivery we
-accepted but whose 2xx was lost (already published). Mailgun retries a 409 at most for
-its 8 hours, each refused without publishing; 406 would stop it at once, but would also
-tell a genuine sender to drop mail if a token were ever claimed by mistake.
-
-Why set aside and answer 2xx rather than refuse signed data: each provider redelivers
-what it did not get a 2xx for, and the same bytes would be refused again. Meta retries
-"until successfully completed" and unsubscribes an app whose webhook keeps failing
-(developers.facebook.com/docs/messenger-platform/faq); Telegram retries an update "a
-reasonable amount of attempts" (core.telegram.org/bots/api#setwebhook); Mailgun retries
-anything but 200 and 406 for 8 hours, and on 406 drops the message
-(documentation.mailgun.com/docs/mailgun/user-manual/webhooks/webhook-retries); Twilio does
-not retry by default, so a 4xx would only lose the message in its error log
-(twilio.com/docs/usage/security/availability-reliability), while connection overrides
-(``#rc=``) make it retry. On the dead-letter topic the item keeps its reason and the
-request body, for an operator to inspect or re-drive.
-
-Each outcome is counted in ``switchboard_webhook_requests_total``; logs carry provider,
-domains, counts and outcome, never bodies or customer identities.
+Each request goes through ``adapters.webhook_serving.serve``: bounded read, signature,
+normalization, publication, then the provider's expected answer.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-
-import structlog
 from aiohttp import web
 
 from adapters import email as email_adapter
-from adapters import meta, telegram, twilio
+from adapters import meta, rbm, sendgrid, telegram, twilio_routes, vonage, x_dm
 from adapters.base import (
     BadRequest,
-    Nonce,
-    NonceStore,
-    NonceStoreUnavailable,
     Normalized,
-    Publisher,
-    SignatureRejected,
-    Unusable,
 )
-from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
-from adapters.consent import consents, with_consent
-from adapters.lookup import IdentityLookups
-from adapters.normalize import parse_form
-from runtime.http_errors import json_error, read_limited
-from runtime.kafka import BrokerUnavailable, DeadLetter
-from runtime.metrics import Metrics
-from runtime.outbound import OutboundConfig
-from schemas import DeliveryStatusChanged, MessageReceived
-from schemas.limits import CONTENT_TYPE_MAX, is_identifier
+from adapters.config import resolve_secret
+from adapters.webhook_serving import (
+    Handler,
+    WebhookContext,
+    error_response,
+    parse_signed,
+    refuse_encoded_bodies,
+    serve,
+)
 
-log = structlog.get_logger()
-
-TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-RETRY_AFTER_SECONDS = 60
-"""``Retry-After`` of a webhook's 503 (the provider's own retry schedule still rules)."""
-
-
-@dataclass(kw_only=True)
-class WebhookContext:
-    """What the webhook handlers need; built once by the app."""
-
-    channels: ChannelsConfig
-    """Replaced whole when a new configuration version arrives: a handler reads it once."""
-    environ: Mapping[str, str]
-    publisher: Publisher
-    nonces: NonceStore
-    """Tokens already used (Mailgun's), shared by every adapter process."""
-    metrics: Metrics
-    public_url: str | None = None
-    max_body_bytes: int = 1024 * 1024
-    clock: Callable[[], float] = field(default=time.time)
-    lookups: IdentityLookups | None = None
-    """The domains' identity lookups (None: none at all)."""
-    outbound: Mapping[str, OutboundConfig] = field(default_factory=dict)
-    """Each domain's ``[domains.<d>.outbound]`` (its consent keywords); replaced whole when
-    a new configuration version arrives. A domain not named gets the defaults."""
-
-
-class BodyTooLarge(BadRequest):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"body larger than {limit} bytes", status=413)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The raw body, or ``BodyTooLarge`` as soon as it is known to exceed ``limit``."""
-    body = await read_limited(request, limit)
-    if body is None:
-        raise BodyTooLarge(limit)
-    return body
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return json_error(status, reason, retry_after_seconds=RETRY_AFTER_SECONDS)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-IDENTITY_ENCODINGS = frozenset({"", "identity"})
-
-
-@web.middleware
-async def refuse_encoded_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """415 for a request body with a ``Content-Encoding`` other than identity, before
-    anything reads it, on every route (webhooks, web chat and the API).
-
-    No provider compresses its webhooks and our clients need not, so nothing is
-    decompressed: no decompression bomb, and no error from a body that is not what its
-    encoding says. The answer is sent and the connection closed at once: left open,
-    aiohttp would go on reading (and decompressing) the body after the handler returns.
-    """
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    if encoding in IDENTITY_ENCODINGS or not request.body_exists:
-        return await handler(request)
-    response = web.json_response(
-        {"error": "a Content-Encoding other than identity is not accepted"},
-        status=415,
-        headers={"Accept-Encoding": "identity"},
-    )
-    response.force_close()
-    await response.prepare(request)
-    await response.write_eof()
-    request.protocol.force_close()
-    return response
-
-
-Work = Callable[[bytes], Normalized]
-
-
-async def _serve(
-    ctx: WebhookContext,
-    provider: str,
-    request: web.Request,
-    work: Work,
-    ok: Callable[[], web.Response],
-    *,
-    empty_outcome: str = "ignored",
-) -> web.Response:
-    """Steps 1-5 of the module docstring for one request."""
-    m = ctx.metrics
-    try:
-        # Steps 1-3
-        body = await read_body(request, ctx.max_body_bytes)
-        normalized = work(body)
-    except BodyTooLarge as exc:
-        return _refused(ctx, provider, "too_large", exc)
-    except SignatureRejected as exc:
-        m.signature_failures.labels(provider=provider).inc()
-        return _refused(ctx, provider, "bad_signature", exc)
-    except BadRequest as exc:
-        return _refused(ctx, provider, "bad_request", exc)
-    except SecretMissing as exc:
-        # Our deployment is incomplete: 503 keeps the provider retrying until it is fixed.
-        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
-        log.error("webhook_secret_missing", provider=provider, variable=exc.env_name)
-        return _error(503, "adapter not configured")
-
-    events = normalized.events
-    letters = [
-        DeadLetter(
-            source=f"webhook/{provider}",
-            reason=unusable.reason,
-            domain=unusable.domain,
-            body=body,
-            content_type=_media_type(request),
-        )
-        for unusable in normalized.set_aside
-    ]
-    messages = [e for e in events if isinstance(e, MessageReceived)]
-    statuses = [e for e in events if isinstance(e, DeliveryStatusChanged)]
-    domains = sorted({e.domain for e in events} | {d.domain for d in letters if d.domain})
-    nonce = normalized.nonce
-    # Step 4
-    if nonce is not None:
-        try:
-            fresh = await ctx.nonces.claim(nonce.provider, nonce.value, nonce.expires_at)
-        except NonceStoreUnavailable:
-            m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
-            log.warning("webhook_nonces_unavailable", provider=provider, domains=domains)
-            return _error(503, "token cache unavailable, retry later")
-        if not fresh:
-            return _refused(ctx, provider, "replayed", BadRequest("token already used", status=409))
-    published = False
-    try:
-        if events:
-            events = with_consent(events, ctx.outbound)
-            if ctx.lookups is not None:
-                events = await ctx.lookups.annotate(events)
-            await ctx.publisher.publish(events)
-        if letters:
-            await ctx.publisher.dead_letter(letters)
-        published = True
-    except BrokerUnavailable:
-        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
-        log.warning("webhook_unavailable", provider=provider, domains=domains)
-        return _error(503, "broker unavailable, retry later")
-    finally:
-        if nonce is not None and not published:
-            await _release(ctx, nonce)
-    for msg in messages:
-        m.for_domain(msg.domain).counter(m.inbound_messages, msg.channel.value).inc()
-    for st in statuses:
-        m.delivery_statuses.labels(channel=st.channel.value, status=st.status.value).inc()
-    if letters:
-        outcome = "dead_lettered"
-        log.warning(
-            "webhook_dead_lettered",
-            provider=provider,
-            domains=domains,
-            reasons=[letter.reason for letter in letters],
-        )
-    else:
-        outcome = "accepted" if events else empty_outcome
-    m.webhook_requests.labels(provider=provider, outcome=outcome).inc()
-    log.info(
-        "webhook",
-        provider=provider,
-        outcome=outcome,
-        domains=domains,
-        messages=len(messages),
-        statuses=len(statuses),
-        consents=consents(events),
-        set_aside=len(letters),
-    )
-    # Step 5
-    return ok()
-
-
-async def _release(ctx: WebhookContext, nonce: Nonce) -> None:
-    """Forget the claim of a request we did not accept, so the provider's retry is."""
-    try:
-        await ctx.nonces.release(nonce.provider, nonce.value)
-    except NonceStoreUnavailable:
-        # Broker and database down at once: this delivery's retries are refused as
-        # replays until the token expires. Loud, for an operator to re-send the mail.
-        log.error("webhook_nonce_not_released", provider=nonce.provider)
-
-
-def _media_type(request: web.Request) -> str | None:
-    """The body's media type as the dead letter records it (None when it is unusable)."""
-    value = request.headers.get("Content-Type")
-    if value is None or not value.isascii() or not is_identifier(value, CONTENT_TYPE_MAX):
-        return None
-    return value
-
-
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-
-
-def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) -> web.Response:
-    ctx.metrics.webhook_requests.labels(provider=provider, outcome=outcome).inc()
-    # Debug only, and without what a reason quotes of the request: a client can cause this
-    # line at will (the rate-limited ``client_error`` line is the one operators see).
-    log.debug(
-        "webhook_refused",
-        provider=provider,
-        outcome=outcome,
-        status=exc.status,
-        reason=_QUOTED.sub("…", exc.reason.split(":", 1)[0])[:120],
-    )
-    return _error(exc.status, exc.reason)
-
-
-def _parse_signed(
-    parse: Callable[[], Normalized], *, domain: str | None = None, nonce: Nonce | None = None
-) -> Normalized:
-    """Normalize a request whose signature was verified, with its one-time token, setting
-    the whole request aside when it cannot be read: the provider sent it, and would
-    redeliver the same bytes for as long as we refuse them (the module docstring)."""
-    try:
-        normalized = parse()
-    except Unusable as unusable:
-        return Normalized(events=[], set_aside=[unusable], nonce=nonce)
-    except BadRequest as malformed:
-        unreadable = Unusable(malformed.reason[:500], domain=domain)
-        return Normalized(events=[], set_aside=[unreadable], nonce=nonce)
-    return normalized if nonce is None else dataclasses.replace(normalized, nonce=nonce)
-
-
-def _require_form(request: web.Request) -> None:
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise BadRequest("expected application/x-www-form-urlencoded", status=415)
-
-
-def _twilio(ctx: WebhookContext) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        def work(body: bytes) -> Normalized:
-            _require_form(request)
-            token = resolve_secret(ctx.channels.twilio.auth_token_env, ctx.environ)
-            params = parse_form(body)
-            url = twilio.signature_url(ctx.public_url, str(request.url), request.raw_path)
-            algorithm = twilio.signature_algorithm(
-                request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
-            )
-            twilio.verify_signature(
-                token, url, params, request.headers.get(twilio.SIGNATURE_HEADER), algorithm
-            )
-            return _parse_signed(
-                lambda: Normalized(twilio.parse_webhook(params, ctx.channels, ctx.clock()))
-            )
-
-        return await _serve(
-            ctx,
-            "twilio",
-            request,
-            work,
-            lambda: web.Response(text=TWIML_EMPTY, content_type="text/xml"),
-        )
-
-    return handle
+__all__ = ["WebhookContext", "refuse_encoded_bodies", "webhook_routes"]
 
 
 def _meta_post(ctx: WebhookContext) -> Handler:
@@ -340,9 +33,9 @@ def _meta_post(ctx: WebhookContext) -> Handler:
         def work(body: bytes) -> Normalized:
             secret = resolve_secret(ctx.channels.meta.app_secret_env, ctx.environ)
             meta.verify_signature(secret, body, request.headers.get(meta.SIGNATURE_HEADER))
-            return _parse_signed(lambda: meta.parse_webhook(body, ctx.channels, ctx.clock()))
+            return parse_signed(lambda: meta.parse_webhook(body, ctx.channels, ctx.clock()))
 
-        return await _serve(
+        return await serve(
             ctx, "meta", request, work, lambda: web.Response(text=meta.EVENT_RECEIVED)
         )
 
@@ -359,7 +52,7 @@ def _meta_get(ctx: WebhookContext) -> Handler:
             challenge = meta.verify_subscription(request.query, token)
             return Normalized([])
 
-        return await _serve(
+        return await serve(
             ctx,
             "meta",
             request,
@@ -377,12 +70,12 @@ def _telegram(ctx: WebhookContext) -> Handler:
             bot = telegram.find_bot(ctx.channels, request.match_info["bot"])
             secret = resolve_secret(bot.secret_token_env, ctx.environ)
             telegram.verify_secret(secret, request.headers.get(telegram.SECRET_HEADER))
-            return _parse_signed(
+            return parse_signed(
                 lambda: Normalized(telegram.parse_update(body, bot, ctx.channels, ctx.clock())),
                 domain=bot.domain,
             )
 
-        return await _serve(ctx, "telegram", request, work, lambda: web.Response(text="ok"))
+        return await serve(ctx, "telegram", request, work, lambda: web.Response(text="ok"))
 
     return handle
 
@@ -392,7 +85,7 @@ def _email(ctx: WebhookContext) -> Handler:
         provider = request.match_info["provider"]
         if provider not in email_adapter.PROVIDERS:
             ctx.metrics.webhook_requests.labels(provider="email", outcome="bad_request").inc()
-            return _error(404, f"unknown email provider {provider!r}")
+            return error_response(404, f"unknown email provider {provider!r}")
 
         def work(body: bytes) -> Normalized:
             cfg = ctx.channels.email.mailgun
@@ -403,22 +96,51 @@ def _email(ctx: WebhookContext) -> Handler:
             nonce = email_adapter.verify_mailgun(
                 key, form.signature_fields(), now, cfg.max_age_seconds
             )
-            return _parse_signed(
+            return parse_signed(
                 lambda: Normalized(email_adapter.parse_mailgun(form.decoded(), ctx.channels, now)),
                 nonce=nonce,
             )
 
-        return await _serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
+        return await serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
+
+    return handle
+
+
+def _mailgun_events(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        def work(body: bytes) -> Normalized:
+            if request.content_type != "application/json":
+                raise BadRequest("expected application/json", status=415)
+            cfg = ctx.channels.email.mailgun
+            key = resolve_secret(cfg.signing_key_env, ctx.environ)
+            now = ctx.clock()
+            # The signature object is verified, and its token claimed, before the event
+            # is decoded.
+            nonce = email_adapter.verify_mailgun(
+                key, email_adapter.event_signature(body), now, cfg.max_age_seconds
+            )
+            return parse_signed(
+                lambda: Normalized(email_adapter.parse_mailgun_event(body, ctx.channels, now)),
+                nonce=nonce,
+            )
+
+        return await serve(ctx, "mailgun", request, work, lambda: web.Response(text="ok"))
 
     return handle
 
 
 def webhook_routes(ctx: WebhookContext) -> list[web.RouteDef]:
-    """The provider webhooks of the public contract, bound to ``ctx``."""
+    """The provider webhooks of the public contract, bound to ``ctx`` (providers with a
+    module of their own bring their routes: ``routes(ctx)``)."""
     return [
-        web.post("/webhooks/twilio/sms", _twilio(ctx)),
+        *twilio_routes.routes(ctx),
         web.get("/webhooks/meta", _meta_get(ctx), allow_head=False),
         web.post("/webhooks/meta", _meta_post(ctx)),
         web.post("/webhooks/telegram/{bot}", _telegram(ctx)),
+        *sendgrid.routes(ctx),  # before the ``{provider}`` route: its path is more specific
         web.post("/webhooks/email/{provider}", _email(ctx)),
+        web.post("/webhooks/email/mailgun/events", _mailgun_events(ctx)),
+        *rbm.routes(ctx),
+        *x_dm.routes(ctx),
+        *vonage.routes(ctx),
     ]

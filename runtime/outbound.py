@@ -91,6 +91,9 @@ DEFAULT_RATES: dict[Channel, Rate] = {
     Channel.TELEGRAM: Rate(per_second=30, burst=30),  # Bot API: about 30 messages a second
     Channel.EMAIL: Rate(per_second=20, burst=20),  # conservative for a new sending domain
     Channel.WEBCHAT: Rate(per_second=1000, burst=1000),  # our own socket
+    Channel.RCS: Rate(per_second=20, burst=20),  # RBM agents: conservative, quota is per project
+    Channel.X: Rate(per_second=0.2, burst=10),  # X API v2 DMs: 200 per 15 minutes per user
+    Channel.VIBER: Rate(per_second=30, burst=30),  # Vonage Messages API, Viber
 }
 """Per sender (number, page, account, bot, address) when the domain sets none."""
 

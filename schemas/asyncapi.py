@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from schemas.cloudevents import CONTENT_TYPE, SPEC_VERSION
+from schemas.descriptions import describe_fields
 from schemas.topics import (
     AGENTS,
     BOTS,
@@ -274,6 +275,7 @@ def document() -> dict[str, Any]:
     _, generated = msgspec.json.schema_components(unions, ref_template=REF)
     # Through JSON and back: plain data, as in the JSON Schema files (tuples become lists).
     components: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(generated))
+    describe_fields(components, *unions)
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     for topic, (channel_id, description) in TOPICS.items():

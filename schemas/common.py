@@ -9,10 +9,18 @@ import msgspec
 
 from schemas.limits import (
     ATTACHMENTS_MAX,
+    CONTACT_ITEMS_MAX,
+    CONTACTS_MAX,
+    Address,
+    Caption,
+    Code,
     ContentType,
     Domain,
     EventId,
     Filename,
+    Name,
+    ProviderMessageId,
+    Subject,
     Timestamp,
     Url,
 )
@@ -28,6 +36,12 @@ class Channel(enum.StrEnum):
     TELEGRAM = "telegram"
     WEBCHAT = "webchat"
     EMAIL = "email"
+    RCS = "rcs"
+    """RCS Business Messaging (Google's RBM, through a carrier-connected agent)."""
+    X = "x"
+    """X (Twitter) direct messages."""
+    VIBER = "viber"
+    """Viber Business Messages (through Vonage)."""
 
 
 class Presence(enum.StrEnum):
@@ -49,15 +63,47 @@ class Strategy(enum.StrEnum):
 
 
 class Attachment(msgspec.Struct, frozen=True, kw_only=True):
-    """A media item of a message: where to fetch it and what it is."""
+    """A media item of a message: where to fetch it and what it is.
+
+    ``url`` is where a consumer fetches it (for providers whose media need our
+    credentials, our own reference); every reference the provider gave is kept beside it.
+    """
 
     url: Url
     content_type: ContentType | None = None
     filename: Filename | None = None
     size_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    media_id: ProviderMessageId | None = None
+    """The provider's own id of the media (WhatsApp media id, Telegram ``file_id``, …)."""
+    provider_url: Url | None = None
+    """The provider's URL of the media, as it sent it, when ``url`` is not that URL."""
+    sha256: Code | None = None
+    """The provider's hash of the media (hex or base64, as the provider sends it)."""
+    caption: Caption | None = None
+    """Text the customer sent with the media."""
+
+
+class Location(msgspec.Struct, frozen=True, kw_only=True):
+    """A place shared in a message, or sent in a reply."""
+
+    latitude: Annotated[float, msgspec.Meta(ge=-90, le=90)]
+    longitude: Annotated[float, msgspec.Meta(ge=-180, le=180)]
+    name: Name | None = None
+    address: Subject | None = None
+    url: Url | None = None
+
+
+class Contact(msgspec.Struct, frozen=True, kw_only=True):
+    """A contact card shared in a message."""
+
+    name: Name | None = None
+    phones: Annotated[tuple[Address, ...], msgspec.Meta(max_length=CONTACT_ITEMS_MAX)] = ()
+    emails: Annotated[tuple[Address, ...], msgspec.Meta(max_length=CONTACT_ITEMS_MAX)] = ()
+    organization: Name | None = None
 
 
 Attachments = Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=ATTACHMENTS_MAX)]
+Contacts = Annotated[tuple[Contact, ...], msgspec.Meta(max_length=CONTACTS_MAX)]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from schemas import asyncapi
+from schemas.descriptions import describe_fields
 from schemas.topics import TOPIC_TYPES
 
 JSON_DIR = Path(__file__).with_name("json")
@@ -20,6 +21,7 @@ JSON_DIR = Path(__file__).with_name("json")
 
 def json_schema(topic: str) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(TOPIC_TYPES[topic])
+    describe_fields(schema.get("$defs", {}), TOPIC_TYPES[topic])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://switchboard.dev/schemas/{topic}.schema.json",

@@ -17,7 +17,7 @@ import re
 
 from schemas.limits import ADDRESS_MAX, UnusableValue, checked_identifier
 
-PHONE_KINDS = frozenset({"phone", "sms", "whatsapp"})
+PHONE_KINDS = frozenset({"phone", "sms", "whatsapp", "rcs", "viber"})
 """Identities whose value is an E.164 phone number."""
 IDENTITY_KINDS = frozenset(
     {
@@ -28,6 +28,7 @@ IDENTITY_KINDS = frozenset(
         "messenger",
         "instagram",
         "telegram",
+        "x",
         "external",
     }
 )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import Attachments, Channel, Event
+from schemas.common import Attachments, Channel, Contacts, Event, Location
 from schemas.limits import (
     LIST_MAX,
     Address,
@@ -21,6 +21,7 @@ from schemas.limits import (
     Priority,
     ProviderMessageId,
     QueueName,
+    Reaction,
     SkillName,
     Subject,
     Text,
@@ -57,6 +58,13 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     text: Text = ""
     attachments: Attachments = ()
     subject: Subject | None = None
+    location: Location | None = None
+    """A place the customer shared."""
+    contacts: Contacts = ()
+    """Contact cards the customer shared."""
+    in_reply_to: ProviderMessageId | None = None
+    """The provider's id of the message this one answers or quotes, when it says
+    (WhatsApp ``context.id``, Messenger ``reply_to.mid``, email ``In-Reply-To``)."""
     queue: QueueName | None = None
     """Queue chosen by the endpoint's config; the domain's default queue when unset."""
     priority: Priority = 0
@@ -100,6 +108,54 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
     """Our outbound message id, when the provider echoes it back (WhatsApp
     ``biz_opaque_callback_data``, a status callback URL, Mailgun's variables) or when
     egress itself reports the outcome of its send."""
+    provider_status: Code | None = None
+    """The provider's own name of the status (``undelivered``, ``bounce``, ``rejected``,
+    ``READ``, …), exactly as it sent it: ``status`` is its place in our vocabulary."""
+
+
+class ConsentReported(Event, frozen=True, kw_only=True, tag="consent.reported"):
+    """A provider reported a customer's consent on one channel address outside any
+    message of theirs: an email's unsubscribe link or a spam complaint (Mailgun,
+    SendGrid), an RCS user's unsubscribe or subscribe (RBM). Recorded as a message's
+    opt-out or opt-in keyword would be (``source`` ``provider``)."""
+
+    channel: Channel
+    endpoint: Endpoint
+    customer_address: Address
+    customer_id: CustomerId
+    consent: Consent
+    provider_status: Code
+    """The provider's own name of what happened (``unsubscribed``, ``complained``,
+    ``spamreport``, ``UNSUBSCRIBE`` …)."""
+
+
+class MessageChange(enum.StrEnum):
+    """What a customer did to a message already sent."""
+
+    REACTED = "reacted"
+    UNREACTED = "unreacted"
+    EDITED = "edited"
+    DELETED = "deleted"
+
+
+class MessageChanged(Event, frozen=True, kw_only=True, tag="message.changed"):
+    """A customer reacted to, edited or deleted (unsent) a message of the conversation,
+    where the provider tells (Meta, Telegram, X, RCS …). ``provider_message_id`` is the
+    message changed (the customer's own, or one we sent, for a reaction);
+    ``change_id`` is the provider's id of the change itself (the dedupe key)."""
+
+    channel: Channel
+    endpoint: Endpoint
+    customer_address: Address
+    customer_id: CustomerId
+    conversation_key: ConversationKey
+    provider_message_id: ProviderMessageId
+    change: MessageChange
+    change_id: ProviderMessageId
+    reaction: Reaction | None = None
+    """The emoji (or the provider's name of the reaction) for ``reacted``/``unreacted``."""
+    text: Text | None = None
+    """The message's new text for ``edited``."""
 
 
 class HumanReplied(Event, frozen=True, kw_only=True, tag="message.human_replied"):
@@ -116,6 +172,8 @@ class HumanReplied(Event, frozen=True, kw_only=True, tag="message.human_replied"
     provider_message_id: ProviderMessageId
 
 
-InboundEvent = MessageReceived | DeliveryStatusChanged | HumanReplied
+InboundEvent = (
+    MessageReceived | DeliveryStatusChanged | HumanReplied | MessageChanged | ConsentReported
+)
 
 INBOUND_DECODER: msgspec.json.Decoder[InboundEvent] = msgspec.json.Decoder(InboundEvent)

@@ -86,6 +86,14 @@ NONCE_MAX = 256
 TIMEZONE_MAX = 64
 """IANA time zone names."""
 ATTACHMENTS_MAX = 100
+CONTACTS_MAX = 10
+"""Contact cards in one message."""
+CONTACT_ITEMS_MAX = 20
+"""Phone numbers, and email addresses, on one contact card."""
+CAPTION_MAX = 4_096
+"""Characters of a media item's caption (Telegram's and WhatsApp's are shorter)."""
+REACTION_MAX = 32
+"""Characters of a reaction (one emoji, maybe with modifiers, or a provider's name for it)."""
 """Attachments of one message (Twilio delivers at most 10; an email may carry dozens)."""
 SCHEDULE_MAX = 100
 ATTRIBUTES_MAX = 50
@@ -126,6 +134,9 @@ CHANNEL_TEXT_MAX: dict[str, int] = {
     "telegram": 4_096,  # Bot API message text (captions: 1,024)
     "webchat": TEXT_MAX,  # bounded per domain by webchat.max_text_chars (default 4,000)
     "email": TEXT_MAX,
+    "rcs": 3_072,  # RBM text message
+    "x": 10_000,  # X direct message text
+    "viber": 1_000,  # Vonage Messages API, Viber text
 }
 """Longest message text per channel (by ``Channel`` value): what the provider itself
 sends at most. Provider webhooks cut longer text there (see ``clean_text``)."""
@@ -153,6 +164,8 @@ ConversationKey = Annotated[str, msgspec.Meta(max_length=CONVERSATION_KEY_MAX)]
 ProviderMessageId = Annotated[str, msgspec.Meta(max_length=PROVIDER_MESSAGE_ID_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 Subject = Annotated[str, msgspec.Meta(max_length=SUBJECT_MAX)]
+Caption = Annotated[str, msgspec.Meta(max_length=CAPTION_MAX)]
+Reaction = Annotated[str, msgspec.Meta(max_length=REACTION_MAX)]
 Name = Annotated[str, msgspec.Meta(max_length=NAME_MAX)]
 Url = Annotated[str, msgspec.Meta(max_length=URL_MAX)]
 Filename = Annotated[str, msgspec.Meta(max_length=FILENAME_MAX)]

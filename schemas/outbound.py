@@ -13,7 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas.common import Attachments, Channel, Event
+from schemas.common import Attachments, Channel, Event, Location
 from schemas.limits import (
     QUICK_REPLIES_MAX,
     TEMPLATE_PARAMETERS_MAX,
@@ -116,6 +116,8 @@ class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     """Meta's tag for a reply outside the 24 h window (Messenger, Instagram)."""
     bot_id: BotId | None = None
     """The bot that wrote it."""
+    location: Location | None = None
+    """A place to send, where the channel can (WhatsApp, Telegram, RCS, Vonage)."""
     quick_replies: Annotated[
         tuple[QuickReply, ...], msgspec.Meta(max_length=QUICK_REPLIES_MAX)
     ] = ()

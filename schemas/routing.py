@@ -11,7 +11,7 @@ import msgspec
 
 from schemas.bots import BotHandoff, Handoff, HandoffReason
 from schemas.common import Attachments, Channel, Event, Strategy
-from schemas.inbound import Consent, DeliveryStatus
+from schemas.inbound import Consent, DeliveryStatus, MessageChange
 from schemas.limits import (
     Address,
     AgentId,
@@ -25,6 +25,7 @@ from schemas.limits import (
     Note,
     ProviderMessageId,
     QueueName,
+    Reaction,
     Subject,
     Text,
 )
@@ -143,6 +144,24 @@ class MessageRouted(ConversationEvent, frozen=True, kw_only=True, tag="message.r
     set on the message that opened the notification's conversation."""
     bot_id: BotId | None = None
     """The bot that owns the conversation and gets the message (as ``bot.turn``)."""
+
+
+class MessageChangeRouted(
+    ConversationEvent, frozen=True, kw_only=True, tag="message.change_routed"
+):
+    """The customer reacted to, edited or deleted a message of an open conversation: the
+    desktop of its owner (or its bot) shows it. A change to a message of a conversation
+    that is no longer open is not routed."""
+
+    change_event_id: EventId
+    """The inbound ``message.changed`` event's id."""
+    provider_message_id: ProviderMessageId
+    """The message changed."""
+    change: MessageChange
+    reaction: Reaction | None = None
+    text: Text | None = None
+    agent_id: AgentId | None = None
+    bot_id: BotId | None = None
 
 
 class ConversationReplyWindowClosed(
@@ -313,6 +332,8 @@ class OutboundStatusChanged(Event, frozen=True, kw_only=True, tag="outbound.stat
     outbound_id: EventId | None = None
     """Our outbound message id, when known."""
     error_code: Code | None = None
+    provider_status: Code | None = None
+    """The provider's own name of the status, exactly as it sent it."""
 
 
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):
@@ -339,6 +360,7 @@ RoutingEvent = (
     | ConversationOverflowed
     | ConversationClosed
     | MessageRouted
+    | MessageChangeRouted
     | ConversationReplyWindowClosed
     | ConversationOutsideHours
     | ConversationUpdated

@@ -19,6 +19,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from adapters.bot_answers import BotAnswerForwarder
 from adapters.bots import BotBridge
+from adapters.egress import EgressEnviron
 from adapters.egress_worker import EgressWorker
 from adapters.lookup import IdentityLookupConfig, IdentityLookups
 from adapters.nonces import PostgresNonces
@@ -165,6 +166,10 @@ _ENDPOINT_CHANNELS: dict[str, tuple[Channel, ...]] = {
     "instagram": (Channel.INSTAGRAM,),
     "telegram": (Channel.TELEGRAM,),
     "email": (Channel.EMAIL,),
+    # Vonage numbers send on every channel of the Messages API
+    "vonage": (Channel.SMS, Channel.WHATSAPP, Channel.MESSENGER, Channel.VIBER),
+    "rbm": (Channel.RCS,),
+    "x": (Channel.X,),
 }
 
 
@@ -297,7 +302,7 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
     worker = app[EGRESS_WORKER] = EgressWorker(
         config,
         app[LIVE_CONFIG].document.channels,
-        app[ENVIRON],
+        EgressEnviron(app[ENVIRON], config.http.public_url),
         app[DB_POOL],
         app[PRODUCER],
         app[METRICS],
@@ -342,7 +347,7 @@ async def _outbound_sender(app: web.Application) -> AsyncIterator[None]:
     sender = app[OUTBOUND_SENDER] = OutboundSender(
         live.document.channels,
         _outbounds(live.document),
-        app[ENVIRON],
+        EgressEnviron(app[ENVIRON], app[CONFIG].http.public_url),
         app[DB_POOL],
         app[INBOUND_PUBLISHER],
         app[METRICS],

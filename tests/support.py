@@ -140,6 +140,38 @@ class Service:
             )
         return self.visitors[domain, name]
 
+    async def online_agent(
+        self,
+        agent_id: str,
+        capacity: Mapping[str, int],
+        headers: Mapping[str, str],
+        domain: str = "acme",
+    ) -> None:
+        """Register ``agent_id`` of ``domain`` with ``capacity``, set it online through the
+        API, and wait until PostgreSQL's ``agents`` shows it online."""
+        agent = self.url(f"/v1/domains/{domain}/agents/{agent_id}")
+        async with self.session.put(
+            agent, json={"capacity": dict(capacity)}, headers=headers
+        ) as response:
+            assert response.status == 202, await response.text()
+        async with self.session.post(
+            agent + "/presence", json={"status": "online"}, headers=headers
+        ) as response:
+            assert response.status == 202, await response.text()
+        assert self.config.database.url is not None, "no database URL in the configuration"
+        conn = await asyncpg.connect(self.config.database.url)
+        try:
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT presence = 'online' FROM agents WHERE domain = $1 AND agent_id = $2",
+                    domain,
+                    agent_id,
+                ),
+                what=f"{agent_id} online",
+            )
+        finally:
+            await conn.close()
+
     async def webchat(self, message: Mapping[str, Any], domain: str = "acme") -> tuple[int, Any]:
         """POST a web chat message as the visitor its ``session_id`` names (see
         ``visitor``); the status and the JSON answer."""

@@ -142,10 +142,15 @@ async def post_reply(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
     conversation_id = path_value(request, "conversation_id", CONVERSATION_ID_MAX)
     body = await read_json(request, ReplyIn)
-    if body.template is not None and (body.text or body.attachments):
-        raise bad_request("give text and attachments or a template, not both")
-    if not body.text.strip() and not body.attachments and body.template is None:
-        raise bad_request("a reply needs text, attachments or a template")
+    if body.template is not None and (body.text or body.attachments or body.location):
+        raise bad_request("give text, attachments and a location, or a template, not both")
+    if (
+        not body.text.strip()
+        and not body.attachments
+        and body.location is None
+        and body.template is None
+    ):
+        raise bad_request("a reply needs text, attachments, a location or a template")
     if body.agent_id is not None and not principal.is_admin:
         raise forbidden("only an admin token names the replying agent")
     attachments = tuple(a.attachment() for a in body.attachments)
@@ -201,6 +206,7 @@ async def post_reply(request: web.Request) -> web.Response:
             in_reply_to=in_reply_to,
             template=template,
             message_tag=tag,
+            location=body.location,
         )
         await conn.execute(
             _INSERT_REPLY,

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 
-from schemas import AgentSchedule, Attachment, BotHandoff, Channel, Presence
+from schemas import AgentSchedule, Attachment, BotHandoff, Channel, Location, Presence
 from schemas.limits import (
     AGENT_ID_MAX,
     BOT_ID_MAX,
@@ -254,12 +254,24 @@ class ReplyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     subject: Annotated[str, msgspec.Meta(max_length=SUBJECT_MAX)] | None = None
     agent_id: AgentId | None = None
     """Admin only: the agent the reply is from (default: the conversation's owner)."""
+    location: Location | None = None
+    """A place to send, on channels that can (see the README's channel matrix); elsewhere
+    the send fails with the reason."""
 
     def __post_init__(self) -> None:
         _check_identifiers("agent_id", (self.agent_id,), AGENT_ID_MAX)
         msgspec.structs.force_setattr(self, "text", clean_text(self.text))
         if self.subject is not None:
             msgspec.structs.force_setattr(self, "subject", clean_text(self.subject))
+        place = self.location
+        if place is not None:
+            _check_identifiers("location.url", (place.url,), URL_MAX)
+            cleaned = msgspec.structs.replace(
+                place,
+                name=None if place.name is None else clean_text(place.name) or None,
+                address=None if place.address is None else clean_text(place.address) or None,
+            )
+            msgspec.structs.force_setattr(self, "location", cleaned)
 
 
 class TokenScope(enum.StrEnum):

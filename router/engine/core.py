@@ -83,8 +83,8 @@ from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
 from router.engine.errors import EngineError
 from router.engine.identity import on_link, on_merge, on_unlink
-from router.engine.messages import fast_path, on_message
-from router.engine.outbound import on_notified
+from router.engine.messages import fast_path, on_message, on_message_changed
+from router.engine.outbound import on_consent_reported, on_notified
 from router.engine.policy import DomainPolicy
 from router.engine.records import (
     AgentDeadlineKind,
@@ -109,6 +109,7 @@ from schemas import (
     BotHandoffRequested,
     BotReplied,
     BotResolved,
+    ConsentReported,
     ConversationAcceptRequested,
     ConversationCloseRequested,
     ConversationDeclineRequested,
@@ -124,6 +125,7 @@ from schemas import (
     CustomerOwnerSet,
     CustomerUnlinkRequested,
     HumanReplied,
+    MessageChanged,
     MessageReceived,
     PresenceChanged,
 )
@@ -149,6 +151,8 @@ EngineInput = (
     | ConversationTakeoverRequested
     | ConversationHandbackRequested
     | HumanReplied
+    | MessageChanged
+    | ConsentReported
     | BotReplied
     | BotHandoffRequested
     | BotResolved
@@ -225,6 +229,10 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_handback(call, event)
         case HumanReplied():
             on_human_replied(call, event)
+        case MessageChanged():
+            on_message_changed(call, event)
+        case ConsentReported():
+            on_consent_reported(call, event)
         case BotReplied() | BotHandoffRequested() | BotResolved() | BotFailed():
             on_bot_answer(call, event)
         case _:

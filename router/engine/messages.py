@@ -27,7 +27,7 @@ from router.engine.routing import reclaim, route
 from router.engine.snapshots import conversation_record
 from router.engine.state import Conversation, DomainState, WindowState
 from router.engine.windows import note_window
-from schemas import MessageReceived, MessageRouted, Presence
+from schemas import MessageChanged, MessageChangeRouted, MessageReceived, MessageRouted, Presence
 
 _WAITING = ConversationStatus.WAITING
 _OFFERED = ConversationStatus.OFFERED
@@ -218,3 +218,27 @@ _ON_MESSAGE: dict[ConversationStatus, Callable[[Call, Conversation], None]] = {
 }
 """What a customer message does to an open conversation, by its status (a bot-owned one:
 ``router.engine.bots.on_bot_message``, which needs the message)."""
+
+
+def on_message_changed(call: Call, change: MessageChanged) -> None:
+    """A customer reacted to, edited or deleted a message: shown to whoever has the open
+    conversation (``message.change_routed``); nothing about routing changes. A change in a
+    conversation that is no longer open reaches nobody."""
+    conversation = call.state.by_key.get(change.conversation_key)
+    if conversation is None:
+        return
+    owner = conversation.owner
+    call.emit(
+        conversation_event(
+            MessageChangeRouted,
+            call,
+            conversation,
+            change_event_id=change.id,
+            provider_message_id=change.provider_message_id,
+            change=change.change,
+            reaction=change.reaction,
+            text=change.text,
+            agent_id=None if owner is None else owner.agent_id,
+            bot_id=conversation.bot,
+        )
+    )

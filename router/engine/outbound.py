@@ -35,6 +35,7 @@ from schemas import (
     AnswerMode,
     Channel,
     Consent,
+    ConsentReported,
     CustomerConsentChanged,
     CustomerNotified,
     MessageReceived,
@@ -124,6 +125,21 @@ def record_message_consent(call: Call, customer_id: str, message: MessageReceive
         message.consent,
         source=message.consent_source or "keyword",
         message_id=message.id,
+        actor=None,
+    )
+
+
+def on_consent_reported(call: Call, report: ConsentReported) -> None:
+    """Rule 4, a provider's report of the customer's consent (an email's unsubscribe
+    link, a spam complaint, an RCS unsubscribe): as their keyword would be."""
+    record_consent(
+        call,
+        call.state.customer_of(report.customer_id),
+        report.channel,
+        report.customer_address,
+        report.consent,
+        source="provider",
+        message_id=None,
         actor=None,
     )
 

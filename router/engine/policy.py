@@ -134,6 +134,12 @@ class ChannelWaits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Web chat: the customer watches the widget, seconds matter."""
     email: float = 14400.0
     """Email: hours are fine."""
+    rcs: float = 120.0
+    """RCS Business Messaging."""
+    x: float = 120.0
+    """X direct messages."""
+    viber: float = 120.0
+    """Viber."""
 
     def __post_init__(self) -> None:
         for channel in Channel:

@@ -174,6 +174,7 @@ def status_changed(event: DeliveryStatusChanged) -> OutboundStatusChanged:
         status=event.status,
         outbound_id=event.outbound_id,
         error_code=event.error_code,
+        provider_status=event.provider_status,
     )
 
 

@@ -40,6 +40,7 @@ from schemas import (
     CustomerConsentChanged,
     CustomerLinked,
     CustomerMerged,
+    MessageChangeRouted,
     MessageRouted,
     OutboundStatusChanged,
     Presence,
@@ -181,6 +182,7 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             | ConversationUpdated()
             | ConversationSnoozed()
             | CustomerLinked()
+            | MessageChangeRouted()
         ):
             pass
         case _:

@@ -32,7 +32,14 @@ from router.engine import (
     SaveConsent,
 )
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
-from schemas import AgentEvent, HumanReplied, MessageReceived, ReplyRequested
+from schemas import (
+    AgentEvent,
+    ConsentReported,
+    HumanReplied,
+    MessageChanged,
+    MessageReceived,
+    ReplyRequested,
+)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -93,7 +100,7 @@ _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
-RecordedEvent = AgentEvent | HumanReplied
+RecordedEvent = AgentEvent | HumanReplied | MessageChanged | ConsentReported
 """The inputs besides customer messages, in the ``agent_events`` log (``switchboard replay``)."""
 RECORDED_DECODER: msgspec.json.Decoder[RecordedEvent] = msgspec.json.Decoder(RecordedEvent)
 

@@ -24,9 +24,12 @@ from adapters.config import (
     EmailAddress,
     InstagramAccount,
     MessengerPage,
+    RbmAgent,
     TelegramBot,
     TwilioNumber,
+    VonageNumber,
     WhatsAppNumber,
+    XAccount,
 )
 from switchboard.config import ControlDocument
 
@@ -75,6 +78,9 @@ ENDPOINT_KINDS: dict[str, EndpointKind] = {
         EndpointKind("instagram", "meta", "instagram", InstagramAccount, "account_id"),
         EndpointKind("telegram", "telegram", "bots", TelegramBot, "name"),
         EndpointKind("email", "email", "addresses", EmailAddress, "address"),
+        EndpointKind("vonage", "vonage", "numbers", VonageNumber, "number"),
+        EndpointKind("rbm", "rbm", "agents", RbmAgent, "agent_id"),
+        EndpointKind("x", "x", "accounts", XAccount, "user_id"),
     )
 }
 """Endpoint kinds by their name in API paths."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,8 @@ import msgspec
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.config import ChannelsConfig
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
@@ -31,10 +34,30 @@ ENVIRON = {
     "TELEGRAM_BOT_TOKEN": "123456:ABC-bot-token",
     "MAILGUN_SIGNING_KEY": "key-mailgun-signing",
     "MAILGUN_API_KEY": "mailgun-api-key",
+    "SENDGRID_API_KEY": "SG.sendgrid-api-key",
+    "VONAGE_SIGNATURE_SECRET": "vonage-signature-secret-0123456789",
+    "RBM_CLIENT_TOKEN": "rbm-client-token",
+    "X_CONSUMER_KEY": "x-consumer-key",
+    "X_CONSUMER_SECRET": "x-consumer-secret",
 }
+
+SENDGRID_EVENT_KEY = ec.generate_private_key(ec.SECP256R1())
+"""Signs the tests' SendGrid Event Webhook requests (its public key is configured below)."""
+SENDGRID_PARSE_KEY = ec.generate_private_key(ec.SECP256R1())
+"""Signs the tests' SendGrid Inbound Parse requests (a security policy's key)."""
+
+
+def sendgrid_public_key(key: ec.EllipticCurvePrivateKey) -> str:
+    """A verification key as SendGrid shows it: base64 of the DER SubjectPublicKeyInfo."""
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
 
 CHANNELS_TOML = """
 phone_identity_domains = ["acme"]
+media_fetch_allow_private = true  # the tests' media servers are on loopback
 
 [twilio]
 account_sid = "AC00000000000000000000000000000001"
@@ -42,6 +65,7 @@ numbers = [
   { number = "+14155550100", domain = "acme", queue = "sms" },
   { number = "+14155550199", domain = "globex" },
   { number = "+14155550142", domain = "acme", priority = 5, skills = ["billing"], language = "fr", attributes = { brand = "acme-fr" } },
+  { number = "+14155550177", domain = "acme", webhook_url = "https://hooks.acme.example:8443/twilio/in?tenant=acme", status_callback_url = "https://hooks.acme.example/twilio/out?tenant=acme" },
 ]
 
 [meta]
@@ -56,8 +80,31 @@ bots = [
 ]
 
 [email]
-addresses = [{ address = "support@acme.example", domain = "acme", queue = "email" }]
-"""
+addresses = [
+  { address = "support@acme.example", domain = "acme", queue = "email" },
+  { address = "help@acme.example", domain = "acme", provider = "sendgrid" },
+]
+
+[email.sendgrid]
+event_public_key = "SENDGRID_EVENT_PUBLIC_KEY"
+parse_public_key = "SENDGRID_PARSE_PUBLIC_KEY"
+
+[vonage]
+api_key = "vonage-api-key"
+numbers = [
+  { number = "14155550123", domain = "acme", queue = "sms" },
+  { number = "AcmeInc", domain = "globex" },
+]
+
+[rbm]
+agents = [{ agent_id = "acme-agent", domain = "acme", queue = "rcs" }]
+
+[x]
+app_id = "13090192"
+accounts = [{ user_id = "4337869213", domain = "acme" }]
+""".replace("SENDGRID_EVENT_PUBLIC_KEY", sendgrid_public_key(SENDGRID_EVENT_KEY)).replace(
+    "SENDGRID_PARSE_PUBLIC_KEY", sendgrid_public_key(SENDGRID_PARSE_KEY)
+)
 
 CHANNELS = msgspec.toml.decode(CHANNELS_TOML, type=ChannelsConfig)
 

@@ -11,7 +11,8 @@ import pytest
 from adapters import email
 from adapters.base import hmac_hex, inbound_event_id
 from adapters.config import MAILGUN_MAX_AGE_SECONDS, MailgunConfig
-from schemas import Channel
+from adapters.provider_api import location_text
+from schemas import Channel, Location
 from schemas.limits import NONCE_MAX
 from tests.adapters.conftest import ENVIRON, NOW, Harness
 
@@ -229,3 +230,43 @@ async def test_signed_posts_that_cannot_be_read_are_set_aside(
 async def test_json_body_is_415(hook: Harness) -> None:
     resp = await hook.client.post(PATH, json=mailgun_post())
     assert resp.status == 415
+
+
+async def test_a_reply_names_the_message_it_answers(hook: Harness) -> None:
+    resp = await hook.client.post(PATH, data=mailgun_post())
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    assert msg.in_reply_to == "outbound-1@acme.example"
+
+
+async def test_delivery_events_arrive_on_their_own_route(hook: Harness) -> None:
+    timestamp, token = "1700000000", "e" * 50
+    body = {
+        "signature": {
+            "timestamp": timestamp,
+            "token": token,
+            "signature": hmac_hex(KEY, (timestamp + token).encode()),
+        },
+        "event-data": {
+            "event": "delivered",
+            "timestamp": NOW,
+            "id": "hK7mQVt1QtqRiOfQXta4sw",
+            "message": {"headers": {"message-id": "out-0001@acme.example"}},
+            "user-variables": {
+                "switchboard-outbound-id": "out-0001",
+                "switchboard-domain": "acme",
+            },
+        },
+    }
+    resp = await hook.client.post(PATH + "/events", json=body)
+    assert resp.status == 200
+    [status] = hook.publisher.statuses
+    assert (status.outbound_id, status.provider_status) == ("out-0001", "delivered")
+    assert hook.nonces.claimed[("mailgun", token)] == 1700000000 + MAILGUN_MAX_AGE_SECONDS
+
+
+def test_a_place_as_text() -> None:
+    shop = Location(latitude=48.8584, longitude=2.2945, name="Acme", address="5 Av. A")
+    assert location_text(shop) == "Acme, 5 Av. A (48.8584, 2.2945) geo:48.8584,2.2945"
+    linked = Location(latitude=1.0, longitude=2.0, url="https://maps.example/acme")
+    assert location_text(linked) == "1.0, 2.0 https://maps.example/acme"

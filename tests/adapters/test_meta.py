@@ -1,15 +1,32 @@
-"""Meta webhook: WhatsApp Cloud API, Messenger and Instagram payloads as Meta documents them."""
+"""Meta: WhatsApp Cloud API, Messenger and Instagram payloads as Meta documents them, and
+replies with attachments in the shapes Meta's APIs take (``tests/adapters/conformance/
+test_meta.py`` holds the conformance suite)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import msgspec
+import pytest
+from aiohttp.test_utils import TestServer
 
 from adapters import meta
 from adapters.base import hmac_hex, inbound_event_id
-from schemas import Channel, DeliveryStatus
+from adapters.egress import Egress, InMemorySentLedger, RetryPolicy, SendOutcome
+from runtime.metrics import Metrics
+from schemas import (
+    Attachment,
+    Channel,
+    DeliveryStatus,
+    Location,
+    MessageChanged,
+    ReplyRequested,
+)
 from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness
+from tests.adapters.test_egress import pointed_at
+from tools.bench.providers import FakeProviders
 
 PATH = "/webhooks/meta"
 SECRET = ENVIRON["META_APP_SECRET"]
@@ -134,6 +151,9 @@ async def test_whatsapp_image_is_an_attachment_with_a_graph_reference(hook: Harn
     [att] = msg.attachments
     assert att.url == "https://graph.facebook.com/v23.0/1003383421387256"
     assert att.content_type == "image/jpeg"
+    # Meta's own references are kept beside ours.
+    assert (att.media_id, att.caption) == ("1003383421387256", "The box arrived like this")
+    assert att.sha256 == image["image"]["sha256"]  # type: ignore[index]
 
 
 async def test_one_request_with_many_changes_messages_and_statuses(hook: Harness) -> None:
@@ -277,7 +297,7 @@ async def test_messenger_text_and_attachment(hook: Harness) -> None:
     assert [a.url for a in msg.attachments] == ["https://scontent.xx.fbcdn.net/v/photo.jpg"]
 
 
-async def test_messenger_echo_read_and_reaction_are_not_routed_delivery_is_a_status(
+async def test_messenger_echo_and_read_are_not_routed_delivery_is_a_status_reaction_a_change(
     hook: Harness,
 ) -> None:
     payload = page_notification(
@@ -312,6 +332,8 @@ async def test_messenger_echo_read_and_reaction_are_not_routed_delivery_is_a_sta
     assert [(s.provider_message_id, s.status) for s in hook.publisher.statuses] == [
         ("m_out1", DeliveryStatus.DELIVERED)
     ]
+    [reaction] = [e for e in hook.publisher.events if isinstance(e, MessageChanged)]
+    assert (reaction.provider_message_id, reaction.reaction) == ("m_x", "❤️")
 
 
 async def test_only_non_message_items_is_answered_and_counted_as_ignored(hook: Harness) -> None:
@@ -392,3 +414,229 @@ async def test_a_notification_for_an_unknown_number_is_set_aside(hook: Harness) 
     resp = await hook.client.post(PATH, data=body, headers=headers)
     reason = await hook.set_aside(resp, "meta")
     assert reason == "no entry of this notification is configured in [channels]"
+
+
+# -- replies with attachments, through a Graph stand-in that refuses what Graph refuses ----
+#
+# Cloud API: https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages
+# (media by ``link``, ``caption`` on image/video/document, ``filename`` on document,
+# ``location``, interactive ``header``); Send API:
+# https://developers.facebook.com/docs/messenger-platform/reference/send-api (one
+# ``attachment`` of ``type`` image/audio/video/file with ``payload.url`` a message).
+
+WA_CUSTOMER = "+16505551234"
+PSID, IGSID = "6783125368444163", "1254459154682919"
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[tuple[FakeProviders, Egress]]:
+    fake = FakeProviders()
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    base = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        yield (
+            fake,
+            Egress(
+                channels=pointed_at(base),
+                environ=ENVIRON,
+                session=session,
+                metrics=Metrics(),
+                ledger=InMemorySentLedger(),
+                retry=RetryPolicy(max_attempts=1),
+            ),
+        )
+    await server.close()
+
+
+def reply(channel: Channel, endpoint: str, customer: str, **kw: Any) -> ReplyRequested:
+    fields: dict[str, Any] = {
+        "id": "out-media-1",
+        "domain": "acme",
+        "occurred_at": NOW,
+        "conversation_id": "conv-1",
+        "agent_id": "ann",
+        "channel": channel,
+        "endpoint": endpoint,
+        "customer_address": customer,
+        "text": "Here is your label.",
+    }
+    return ReplyRequested(**(fields | kw))
+
+
+def whatsapp(**kw: Any) -> ReplyRequested:
+    return reply(Channel.WHATSAPP, WA_NUMBER_ID, WA_CUSTOMER, **kw)
+
+
+IMAGE = Attachment(url="https://cdn.example.com/box.jpg", content_type="image/jpeg")
+LABEL = Attachment(url="https://cdn.example.com/label.pdf", filename="label.pdf")
+VOICE = Attachment(url="https://cdn.example.com/hello.ogg", content_type="audio/ogg")
+
+
+async def sent(graph: tuple[FakeProviders, Egress], message: ReplyRequested) -> list[Any]:
+    """The bodies the Graph stand-in accepted for ``message``, which was sent."""
+    fake, egress = graph
+    fake.requests.clear()
+    result = await egress.send(message)
+    assert result.outcome is SendOutcome.SENT, result.error
+    assert [r.status for r in fake.requests] == [200] * len(fake.requests)
+    return [r.json for r in fake.requests]
+
+
+async def test_a_whatsapp_image_goes_by_link_with_the_text_as_its_caption(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    [body] = await sent(graph, whatsapp(attachments=(IMAGE,)))
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "16505551234",
+        "type": "image",
+        "image": {"link": IMAGE.url, "caption": "Here is your label."},
+        "biz_opaque_callback_data": "out-media-1",
+    }
+
+
+async def test_a_whatsapp_document_keeps_its_file_name_and_each_media_is_a_message(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, egress = graph
+    result = await egress.send(whatsapp(attachments=(LABEL, IMAGE, VOICE)))
+    assert result.outcome is SendOutcome.SENT
+    bodies = [r.json for r in fake.requests]
+    assert [(b["type"], b[b["type"]]) for b in bodies] == [
+        (
+            "document",
+            {"link": LABEL.url, "caption": "Here is your label.", "filename": "label.pdf"},
+        ),
+        ("image", {"link": IMAGE.url}),
+        ("audio", {"link": VOICE.url}),
+    ]
+    assert {b["biz_opaque_callback_data"] for b in bodies} == {"out-media-1"}
+    # The message's provider id is the first call's (every status names our id anyway).
+    assert result.provider_message_id == f"wamid.{1:024d}"
+    assert result.attempts == 3
+
+
+async def test_whatsapp_audio_takes_no_caption_so_the_text_goes_first(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    bodies = await sent(graph, whatsapp(attachments=(VOICE,)))
+    assert [b["type"] for b in bodies] == ["text", "audio"]
+    assert bodies[0]["text"] == {"body": "Here is your label.", "preview_url": False}
+
+
+async def test_a_caption_over_1024_characters_goes_as_a_text_message(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    bodies = await sent(graph, whatsapp(text="x" * 1025, attachments=(IMAGE,)))
+    assert [b["type"] for b in bodies] == ["text", "image"]
+    assert "caption" not in bodies[1]["image"]
+
+
+async def test_a_whatsapp_reply_sends_its_place_as_a_location_message(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    place = Location(
+        latitude=37.44216, longitude=-122.16131, name="Lucky Shrub", address="101 Forest Ave"
+    )
+    bodies = await sent(graph, whatsapp(location=place))
+    assert [b["type"] for b in bodies] == ["text", "location"]
+    assert bodies[1]["location"] == {
+        "latitude": 37.44216,
+        "longitude": -122.16131,
+        "name": "Lucky Shrub",
+        "address": "101 Forest Ave",
+    }
+    [only] = await sent(graph, whatsapp(text="", location=place, id="out-media-2"))
+    assert only["type"] == "location"
+
+
+async def test_whatsapp_reply_buttons_carry_the_image_as_their_header(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    bot = whatsapp(agent_id=None, bot_id="helper", quick_replies=("Yes", "No"))
+    [body] = await sent(graph, msgspec.structs.replace(bot, attachments=(IMAGE,)))
+    assert body["interactive"]["header"] == {"type": "image", "image": {"link": IMAGE.url}}
+    assert body["interactive"]["body"] == {"text": "Here is your label."}
+
+
+async def test_media_whatsapp_refuses_fail_the_reply_without_a_call(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, egress = graph
+    too_big = Attachment(url="https://cdn.example.com/big.png", size_bytes=6 * 1024 * 1024)
+    gif = Attachment(url="https://cdn.example.com/a.gif")
+    for attachments, reason in (((too_big,), "over WhatsApp's"), ((gif,), "image/gif")):
+        result = await egress.send(whatsapp(attachments=attachments, id=f"out-{reason}"))
+        assert result.outcome is SendOutcome.FAILED
+        assert reason in (result.error or "")
+    assert fake.requests == []
+
+
+async def test_messenger_sends_the_text_then_one_message_an_attachment(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, _ = graph
+    bot = reply(Channel.MESSENGER, PAGE_ID, PSID, agent_id=None, bot_id="helper")
+    message = msgspec.structs.replace(bot, attachments=(IMAGE, LABEL), quick_replies=("Thanks",))
+    bodies = await sent(graph, message)
+    assert [b["message"] for b in bodies] == [
+        {"text": "Here is your label."},
+        {"attachment": {"type": "image", "payload": {"url": IMAGE.url, "is_reusable": False}}},
+        {
+            "attachment": {"type": "file", "payload": {"url": LABEL.url, "is_reusable": False}},
+            "quick_replies": [{"content_type": "text", "title": "Thanks", "payload": "Thanks"}],
+        },
+    ]
+    assert {b["messaging_type"] for b in bodies} == {"RESPONSE"}
+    assert {r.path for r in fake.requests} == {"/v23.0/me/messages"}
+
+
+async def test_instagram_sends_an_attachment_alone_and_refuses_what_it_cannot_show(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, egress = graph
+    [body] = await sent(
+        graph, reply(Channel.INSTAGRAM, IG_ID, IGSID, text="", attachments=(IMAGE,))
+    )
+    assert body == {
+        "recipient": {"id": IGSID},
+        "messaging_type": "RESPONSE",
+        "message": {
+            "attachment": {"type": "image", "payload": {"url": IMAGE.url, "is_reusable": False}}
+        },
+    }
+    assert fake.requests[0].path == f"/v23.0/{IG_ID}/messages"
+    webp = Attachment(url="https://cdn.example.com/a.webp")
+    result = await egress.send(
+        reply(Channel.INSTAGRAM, IG_ID, IGSID, attachments=(webp,), id="out-ig-webp")
+    )
+    assert (result.outcome, result.error) == (
+        SendOutcome.FAILED,
+        "attachment 1: Instagram does not send image/webp",
+    )
+
+
+async def test_a_place_is_written_into_the_text_where_there_is_no_location_message(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    place = Location(latitude=48.8584, longitude=2.2945, name="Eiffel Tower")
+    [body] = await sent(graph, reply(Channel.MESSENGER, PAGE_ID, PSID, location=place))
+    assert body["message"] == {
+        "text": "Here is your label.\nEiffel Tower (48.8584, 2.2945) geo:48.8584,2.2945"
+    }
+
+
+async def test_a_later_part_graph_refuses_fails_the_reply_saying_the_customer_has_a_part(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, egress = graph
+    unreachable = Attachment(
+        url="ftp://files.example.com/label.pdf", content_type="application/pdf"
+    )
+    result = await egress.send(reply(Channel.MESSENGER, PAGE_ID, PSID, attachments=(unreachable,)))
+    assert [r.status for r in fake.requests] == [200, 400]  # the text went, the file did not
+    assert result.outcome is SendOutcome.FAILED
+    assert result.error == "sent in part: (#100) Invalid parameter"
+    assert result.provider_message_id == f"m_{1:024d}"  # what the customer has

@@ -6,7 +6,7 @@ from typing import Any
 
 from adapters.base import inbound_event_id
 from adapters.telegram import SECRET_HEADER
-from schemas import Channel
+from schemas import Channel, MessageChange, MessageChanged
 from tests.adapters.conftest import ENVIRON, Harness
 
 PATH = "/webhooks/telegram/acme_support_bot"
@@ -67,6 +67,7 @@ async def test_photo_and_document_become_file_references(hook: Harness) -> None:
     assert msg.text == "the damage"
     [att] = msg.attachments
     assert att.url == "tg-file:acme_support_bot/AgAD-large"
+    assert (att.media_id, att.caption) == ("AgAD-large", "the damage")
     assert att.size_bytes == 98000
 
     doc = {
@@ -84,10 +85,23 @@ async def test_photo_and_document_become_file_references(hook: Harness) -> None:
     assert (att.filename, att.content_type) == ("invoice.pdf", "application/pdf")
 
 
-async def test_edits_channel_posts_callbacks_and_groups_are_not_routed(hook: Harness) -> None:
+async def test_an_edit_is_a_change_of_the_message(hook: Harness) -> None:
+    edit = update("edited_message", text="my parcel is very late", edit_date=1699999600)
+    resp = await hook.client.post(PATH, json=edit, headers=SECRET)
+    assert resp.status == 200
+    [change] = hook.publisher.events
+    assert isinstance(change, MessageChanged)
+    assert change.change is MessageChange.EDITED
+    assert change.provider_message_id == "acme_support_bot:1111111:42"
+    assert change.conversation_key == "telegram:acme_support_bot:1111111"
+    assert (change.text, change.occurred_at) == ("my parcel is very late", 1699999600)
+
+
+async def test_channel_posts_callbacks_groups_and_bots_are_not_routed(hook: Harness) -> None:
     group = {"id": -100222, "title": "Friends", "type": "group"}
     payloads = [
-        update("edited_message", edit_date=1441645600),
+        update("edited_message", chat=group, edit_date=1441645600),
+        update("edited_message", text=None, location={"latitude": 1.0, "longitude": 2.0}),
         update("channel_post", chat={"id": -100333, "title": "News", "type": "channel"}),
         {"update_id": 10001, "callback_query": {"id": "4382", "from": CUSTOMER, "data": "x"}},
         update(chat=group),

@@ -327,3 +327,36 @@ async def test_invalid_utf8_form_is_400(hook: Harness) -> None:
         },
     )
     assert resp.status == 400
+
+
+async def test_status_callbacks_have_their_own_route_and_name_our_message(
+    hook: Harness,
+) -> None:
+    """Replies ask Twilio to call back on ``/webhooks/twilio/status?outbound_id=<id>``;
+    the documented callback carries no ``To``."""
+    params = {
+        k: v for k, v in status_callback("undelivered", ErrorCode="30003").items() if k != "To"
+    }
+    target = twilio.STATUS_PATH + "?outbound_id=out-0001"
+    resp = await hook.client.post(
+        target, data=params, headers=sign(params, url=PUBLIC_URL + target)
+    )
+    assert resp.status == 200
+    [status] = hook.publisher.statuses
+    assert (status.outbound_id, status.status, status.provider_status, status.error_code) == (
+        "out-0001",
+        DeliveryStatus.UNDELIVERED,
+        "undelivered",
+        "30003",
+    )
+
+
+async def test_the_sms_route_still_takes_status_callbacks_with_our_id(hook: Harness) -> None:
+    params = status_callback("read")
+    target = PATH + "?outbound_id=out-0002"
+    resp = await hook.client.post(
+        target, data=params, headers=sign(params, url=PUBLIC_URL + target)
+    )
+    assert resp.status == 200
+    [status] = hook.publisher.statuses
+    assert (status.outbound_id, status.status) == ("out-0002", DeliveryStatus.READ)

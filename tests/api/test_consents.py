@@ -92,7 +92,7 @@ async def test_consent_paths_are_checked(infrastructure: Infrastructure, databas
             (
                 "fax/+14155552671",
                 "channel must be one of sms, whatsapp, messenger, instagram,"
-                " telegram, webchat, email",
+                " telegram, webchat, email, rcs, x, viber",
             ),
             ("sms/0415", "address: a sms address is an E.164 number: + and 7 to 15 digits"),
             (

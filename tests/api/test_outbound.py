@@ -446,7 +446,7 @@ async def test_the_reply_api_sends_a_template_or_a_tagged_reply_once_the_window_
         )
         assert (status, answer["error"]) == (
             400,
-            "give text and attachments or a template, not both",
+            "give text, attachments and a location, or a template, not both",
         )
         status, answer = await api.call(
             "POST", reply, "ann", json={"template": {**template, "name": "nope"}}

@@ -141,17 +141,7 @@ async def test_a_notification_is_answered_by_its_sender_then_normal_routing_then
             TopicReader(config, "conversations.routing") as routing,
         ):
             for agent_id in ("ann", "bob", "carol"):
-                path = f"/v1/domains/acme/agents/{agent_id}"
-                status, _ = await _call(service, "PUT", path, {"capacity": {"whatsapp": 3}})
-                assert status == 202
-                status, _ = await _call(service, "POST", path + "/presence", {"status": "online"})
-                assert status == 202
-            await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT count(*) = 3 FROM agents WHERE domain = 'acme' AND presence = 'online'"
-                ),
-                what="three agents online",
-            )
+                await service.online_agent(agent_id, {"whatsapp": 3}, ADMIN)
 
             # 1. bob's template notification goes out as a WhatsApp template message.
             first = await _notify(service, "bob", 3600, "A-1001")

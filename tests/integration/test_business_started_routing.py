@@ -27,7 +27,7 @@ from schemas import (
     OutboundStatusChanged,
 )
 from tests.conftest import Infrastructure
-from tests.support import Service, TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, running_service, wait_until
 
 ADMIN = {"Authorization": "Bearer outbound-admin-token"}
 PHONE = "+14155550123"
@@ -63,16 +63,6 @@ def _status(status: DeliveryStatus, outbound_id: str) -> DeliveryStatusChanged:
     )
 
 
-async def _online(service: Service, agent_id: str) -> None:
-    url = service.url(f"/v1/domains/acme/agents/{agent_id}")
-    async with service.session.put(url, json={"capacity": {"sms": 2}}, headers=ADMIN) as r:
-        assert r.status == 202, await r.text()
-    async with service.session.post(
-        url + "/presence", json={"status": "online"}, headers=ADMIN
-    ) as r:
-        assert r.status == 202, await r.text()
-
-
 async def test_a_notified_customers_reply_statuses_and_stop(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
@@ -85,13 +75,7 @@ async def test_a_notified_customers_reply_statuses_and_stop(
             TopicReader(config, "conversations.routing") as routing,
         ):
             for agent_id in ("ann", "bob"):
-                await _online(service, agent_id)
-            await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT count(*) = 2 FROM agents WHERE domain = 'acme' AND presence = 'online'"
-                ),
-                what="both agents online",
-            )
+                await service.online_agent(agent_id, {"sms": 2}, ADMIN)
             await pool.execute(
                 "INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel,"
                 " agent_id, status, kind, customer_id, endpoint, provider_message_id)"

@@ -1,7 +1,8 @@
 """Replies leave through the provider's real API shape, and come back as delivery statuses:
 SMS in through Twilio's signed webhook, the agent's reply out through a Twilio stand-in on
 loopback (``tools.bench.providers``: rate-limited once, then accepted), Twilio's signed
-status callback marks it delivered."""
+status callback, on the ``StatusCallback`` the reply named (from ``[http] public_url``),
+marks it delivered."""
 
 from __future__ import annotations
 
@@ -50,21 +51,9 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
     try:
         async with running_service(config, environ) as service:
             http = service.session
-            agent = service.url("/v1/domains/acme/agents/ann")
-            async with http.put(agent, json={"capacity": {"sms": 2}}, headers=ADMIN) as r:
-                assert r.status == 202
-            async with http.post(
-                agent + "/presence", json={"status": "online"}, headers=ADMIN
-            ) as r:
-                assert r.status == 202
+            await service.online_agent("ann", {"sms": 2}, ADMIN)
             conn = await asyncpg.connect(database_url)
             try:
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT count(*) = 1 FROM agents WHERE presence = 'online'"
-                    ),
-                    what="ann online",
-                )
                 inbound = {
                     "MessageSid": "SM" + "1" * 32,
                     "AccountSid": ACCOUNT,
@@ -115,6 +104,10 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
                 assert sent.form["Body"] == "Yes, it left today."
                 assert sent.auth.startswith("Basic ")
                 assert sent.idempotency == reply_id
+                # The default StatusCallback is built from [http] public_url alone: the
+                # environment has no SWITCHBOARD_PUBLIC_URL.
+                status_url = f"{public}/webhooks/twilio/status?outbound_id={reply_id}"
+                assert sent.form["StatusCallback"] == status_url
 
                 callback = {
                     "MessageSid": "SM" + "f" * 32,
@@ -124,7 +117,7 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
                     "To": CUSTOMER,
                 }
                 async with http.post(
-                    webhook, data=callback, headers=_signed(webhook, callback)
+                    status_url, data=callback, headers=_signed(status_url, callback)
                 ) as r:
                     assert r.status == 200
                 await wait_until(

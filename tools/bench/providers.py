@@ -12,6 +12,15 @@ WhatsApp Cloud API, as far as egress uses them, in their real request and answer
 - Messenger / Instagram Send API: ``POST /{version}/{me|account id}/messages``, JSON
   (``recipient.id``, ``messaging_type``, ``tag``, ``message``); 200 with ``recipient_id``
   and ``message_id``. No idempotency key either.
+- Both Graph edges refuse what Graph refuses (``graph_refusal``): no bearer token (400,
+  code 2500), a body not of the documented shape (400, code 100, the reason in
+  ``error_data.details``): a Cloud API message of an unknown ``type`` or without its
+  object, media without exactly one of ``id``/``link`` or captioned where the kind takes
+  no caption, a ``filename`` off a document, an interactive message without body or with
+  more than 3 buttons; a Send API message without ``recipient.id``, with an unknown
+  ``messaging_type`` or a tag missing, with not exactly one of ``text`` and
+  ``attachment``, an attachment of an unknown type or without ``payload.url``/
+  ``attachment_id``, more than 13 quick replies.
 
 ``delay`` seconds pass between receiving a request (it counts from then) and answering
 it: a provider far away, and a sender that can die with requests under way.
@@ -120,19 +129,24 @@ class FakeProviders:
     async def graph(self, request: web.Request) -> web.Response:
         """The Graph API's ``messages`` edge: WhatsApp Cloud API or the Send API."""
         body = msgspec.json.decode(await request.read())
-        whatsapp = body.get("messaging_product") == "whatsapp"
-        status = 429 if self._throttle() else 200
+        refused = graph_refusal(body, request.headers.get("Authorization", ""))
+        whatsapp = isinstance(body, dict) and body.get("messaging_product") == "whatsapp"
+        # A refused request is not throttled: Graph checks the request first.
+        status = refused[0] if refused is not None else (429 if self._throttle() else 200)
+        recipient = body.get("recipient") if isinstance(body, dict) else None
         received = Received(
             provider="whatsapp" if whatsapp else "send_api",
             path=request.path,
             sender=request.match_info["number"],
-            to=str(body.get("to", "")) if whatsapp else str(body["recipient"]["id"]),
+            to=str(body.get("to", "") if whatsapp else (recipient or {}).get("id", "")),
             at=time.time(),
             status=status,
             auth=request.headers.get("Authorization", ""),
             json=body,
         )
         self.requests.append(received)
+        if refused is not None:
+            return web.json_response({"error": refused[1]}, status=status)
         if status == 429:
             error = {
                 "message": "(#130429) Rate limit hit",
@@ -153,3 +167,139 @@ class FakeProviders:
                 "messages": [{"id": wamid}],
             }
         )
+
+
+WHATSAPP_TYPES = frozenset(
+    {"text", "image", "audio", "video", "document", "sticker", "location", "contacts"}
+    | {"interactive", "template", "reaction"}
+)
+WHATSAPP_MEDIA = frozenset({"image", "audio", "video", "document", "sticker"})
+WHATSAPP_CAPTIONED = frozenset({"image", "video", "document"})
+SEND_API_TYPES = frozenset({"RESPONSE", "UPDATE", "MESSAGE_TAG"})
+SEND_API_ATTACHMENTS = frozenset({"image", "audio", "video", "file", "template"})
+
+
+def graph_refusal(body: Any, authorization: str) -> tuple[int, dict[str, Any]] | None:
+    """Graph's refusal of a ``messages`` call (status, error object), or None to accept."""
+    if not authorization.startswith("Bearer ") or not authorization[7:].strip():
+        return 400, {
+            "message": "An active access token must be used to query information about the"
+            " current user.",
+            "type": "OAuthException",
+            "code": 2500,
+        }
+    if not isinstance(body, dict):
+        reason: str | None = "the body is not a JSON object"
+    elif body.get("messaging_product") == "whatsapp":
+        reason = _cloud_api_refusal(body)
+    else:
+        reason = _send_api_refusal(body)
+    if reason is None:
+        return None
+    return 400, {
+        "message": "(#100) Invalid parameter",
+        "type": "OAuthException",
+        "code": 100,
+        "error_data": {"details": reason},
+    }
+
+
+def _text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _cloud_media(kind: str, media: dict[str, Any], *, header: bool = False) -> str | None:
+    if ("id" in media) == ("link" in media):
+        return f"{kind}: exactly one of id and link"
+    if "caption" in media and (header or kind not in WHATSAPP_CAPTIONED):
+        return f"{kind}: no caption allowed"
+    if "filename" in media and kind != "document":
+        return f"{kind}: filename is for documents"
+    return None
+
+
+def _cloud_api_refusal(body: dict[str, Any]) -> str | None:
+    """What the Cloud API refuses in a ``messages`` body (None: nothing)."""
+    kind = body.get("type", "text")
+    if not _text(body.get("to"), 32):
+        return "to is required"
+    if kind not in WHATSAPP_TYPES or not isinstance(body.get(kind), dict):
+        return f"a {kind!r} message needs its {kind!r} object"
+    content: dict[str, Any] = body[kind]
+    if kind == "text":
+        return None if _text(content.get("body"), 4096) else "text.body is required"
+    if kind in WHATSAPP_MEDIA:
+        return _cloud_media(kind, content)
+    if kind == "location":
+        coordinates = (content.get("latitude"), content.get("longitude"))
+        ok = all(isinstance(c, int | float) for c in coordinates)
+        return None if ok else "location needs latitude and longitude"
+    if kind == "interactive":
+        return _interactive_refusal(content)
+    if kind == "template":
+        language = content.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        named = _text(content.get("name"), 512) and _text(code, 16)
+        return None if named else "a template needs its name and language.code"
+    return None
+
+
+def _interactive_refusal(content: dict[str, Any]) -> str | None:
+    if content.get("type") != "button":
+        return None  # lists, flows…: not sent by Switchboard
+    if not _text((content.get("body") or {}).get("text"), 1024):
+        return "interactive.body.text is required (at most 1024 characters)"
+    buttons = (content.get("action") or {}).get("buttons")
+    if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+        return "interactive.action.buttons: 1 to 3"
+    for button in buttons:
+        reply = button.get("reply") or {}
+        if button.get("type") != "reply" or not _text(reply.get("title"), 20):
+            return "each button: type reply, a title of at most 20 characters"
+        if not _text(reply.get("id"), 256):
+            return "each button: an id"
+    header = content.get("header")
+    if header is None:
+        return None
+    kind = header.get("type")
+    if kind == "text":
+        return None if _text(header.get("text"), 60) else "header.text"
+    if kind not in WHATSAPP_CAPTIONED or not isinstance(header.get(kind), dict):
+        return "header: text, image, video or document"
+    return _cloud_media(kind, header[kind], header=True)
+
+
+def _send_api_refusal(body: dict[str, Any]) -> str | None:
+    """What the Send API refuses in a ``messages`` body (None: nothing)."""
+    recipient = body.get("recipient")
+    if not isinstance(recipient, dict) or not _text(recipient.get("id"), 128):
+        return "recipient.id is required"
+    messaging_type = body.get("messaging_type")
+    if messaging_type not in SEND_API_TYPES:
+        return "messaging_type: RESPONSE, UPDATE or MESSAGE_TAG"
+    if (messaging_type == "MESSAGE_TAG") != ("tag" in body):
+        return "a tag goes with messaging_type MESSAGE_TAG"
+    message = body.get("message")
+    if not isinstance(message, dict) or ("text" in message) == ("attachment" in message):
+        return "message: exactly one of text and attachment"
+    if "text" in message and not _text(message["text"], 2000):
+        return "message.text: 1 to 2000 characters"
+    attachment = message.get("attachment")
+    if attachment is not None:
+        payload = attachment.get("payload") if isinstance(attachment, dict) else None
+        if attachment.get("type") not in SEND_API_ATTACHMENTS or not isinstance(payload, dict):
+            return "attachment: type image, audio, video, file or template, and a payload"
+        url = payload.get("url")
+        if not (isinstance(url, str) and url.startswith(("https://", "http://"))) and not (
+            payload.get("attachment_id") or attachment["type"] == "template"
+        ):
+            return "attachment.payload: a url or an attachment_id"
+    quick = message.get("quick_replies", [])
+    if not isinstance(quick, list) or len(quick) > 13:
+        return "quick_replies: at most 13"
+    for option in quick:
+        if option.get("content_type") == "text" and not (
+            _text(option.get("title"), 20) and option.get("payload")
+        ):
+            return "a text quick reply needs a title (at most 20 characters) and a payload"
+    return None

@@ -91,6 +91,9 @@ _CHANNEL_NAMES = {
     Channel.TELEGRAM: "Telegram",
     Channel.WEBCHAT: "web chat",
     Channel.EMAIL: "email",
+    Channel.RCS: "RCS",
+    Channel.X: "X",
+    Channel.VIBER: "Viber",
 }
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (

@@ -1,0 +1,75 @@
+"""Twilio's webhook routes: incoming messages and status callbacks, on our paths and on
+the path of every URL configured for Twilio (``adapters.twilio`` says which URL is
+verified on each).
+
+Routes are made when the service starts: a URL with a new path added to the
+configuration later is verified at once on a path already served, and needs a restart to
+be served on a new one. Every request follows ``adapters.webhook_serving.serve``'s steps; the
+answer is an empty TwiML ``<Response/>``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from adapters import twilio
+from adapters.base import BadRequest, Normalized
+from adapters.config import resolve_secret
+from adapters.normalize import parse_form
+from adapters.webhook_serving import Handler, WebhookContext, parse_signed, serve
+
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def routes(ctx: WebhookContext) -> list[web.RouteDef]:
+    """``POST`` on ``/webhooks/twilio/sms``, ``/webhooks/twilio/status`` and each
+    configured URL's path, all with one handler (a form says what it is)."""
+    handler = _handler(ctx)
+    return [web.post(path, handler) for path in twilio.served_paths(ctx.channels)]
+
+
+def _handler(ctx: WebhookContext) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        def work(body: bytes) -> Normalized:
+            channels = ctx.channels  # replaced whole on a new configuration: read once
+            token = resolve_secret(channels.twilio.auth_token_env, ctx.environ)
+            signature = request.headers.get(twilio.SIGNATURE_HEADER)
+            algorithm = twilio.signature_algorithm(
+                request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
+            )
+            urls = twilio.signature_urls(
+                channels, ctx.public_url, str(request.url), request.raw_path
+            )
+            params: list[tuple[str, str]] | None
+            if request.content_type == twilio.FORM:
+                params = parse_form(body)
+                signed = twilio.verified_url(token, urls, params, signature, algorithm)
+            elif request.content_type == twilio.JSON and twilio.BODY_HASH in request.query:
+                # Signed through the URL: nothing of the body is read before both checks.
+                signed = twilio.verified_json_url(token, urls, body, signature, algorithm)
+                params = None
+            else:
+                raise BadRequest(
+                    f"expected {twilio.FORM} (or {twilio.JSON} signed with {twilio.BODY_HASH})",
+                    status=415,
+                )
+            outbound_id = twilio.query_value(signed, twilio.OUTBOUND_ID)
+
+            def parse() -> Normalized:
+                fields = params if params is not None else twilio.json_params(body)
+                events = twilio.parse_webhook(
+                    fields, channels, ctx.clock(), outbound_id=outbound_id
+                )
+                return Normalized(events)
+
+            return parse_signed(parse)
+
+        return await serve(
+            ctx,
+            "twilio",
+            request,
+            work,
+            lambda: web.Response(text=TWIML_EMPTY, content_type="text/xml"),
+        )
+
+    return handle

@@ -1,0 +1,663 @@
+"""Meta conformance (WhatsApp Cloud API, Messenger, Instagram): the webhook signature, the
+subscription handshake, and every documented payload shape, against Meta's documentation.
+
+Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are taken from:
+- signature and handshake: https://developers.facebook.com/docs/graph-api/webhooks/getting-started
+  ("Validating Payloads": ``X-Hub-Signature-256: sha256=`` + the hex HMAC-SHA256 of the raw
+  body keyed with the app secret; "Verification Requests": ``hub.mode``,
+  ``hub.verify_token``, ``hub.challenge``);
+- WhatsApp: https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages
+  (text, image, video, audio, document, sticker, location, contacts, interactive, button,
+  reaction, unsupported, errors, status), with the example values of its parameter tables;
+- Messenger: https://developers.facebook.com/docs/messenger-platform/reference/webhook-events
+  (messages, message_reactions, message_reads, message_deliveries, messaging_postbacks,
+  message_echoes, message_edits);
+- Instagram: https://developers.facebook.com/docs/instagram-platform/webhooks/examples and
+  https://developers.facebook.com/docs/messenger-platform/instagram/features/webhook
+  (messages, attachments, message_reactions, messaging_seen, message_edit, deletions).
+
+Meta publishes no signature test vector and ships no webhook validator in an SDK: the
+vector below was computed with OpenSSL (``printf '%s' BODY | openssl dgst -sha256 -hmac
+meta-app-secret``), independently of our code. Meta signs no timestamp and no nonce, so
+there is no stale signature to refuse and no replay to tell from Meta's own retry: a
+replayed request is accepted and yields the same event ids (consumers drop the copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from adapters import meta
+from adapters.media import MediaRefused, check_attachments
+from schemas import (
+    Attachment,
+    Channel,
+    Contact,
+    DeliveryStatus,
+    DeliveryStatusChanged,
+    HumanReplied,
+    InboundEvent,
+    Location,
+    MessageChange,
+    MessageChanged,
+    MessageReceived,
+)
+from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness
+
+PATH = "/webhooks/meta"
+SECRET = ENVIRON["META_APP_SECRET"]
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "meta"
+GRAPH = "https://graph.facebook.com/v23.0"
+WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA="
+CONTEXT_WAMID = "wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjk5RDUwNUZGMUZEM0VBRAA="
+OUT_WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI3MTE5MjNBNzEyQTdBMkIxQTIA"
+MEDIA_URL = (
+    "https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1003383421387256"
+    "&ext=1739321026&hash=ATtKbVHG9IUDnuYBoUYLyR2ZCP3tzwTBALrTD3JuT2E8pQ"
+)
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / f"{name}.json").read_bytes()
+
+
+def signature(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def post(hook: Harness, body: bytes, header: str | None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers[meta.SIGNATURE_HEADER] = header
+    resp = await hook.client.post(PATH, data=body, headers=headers)
+    return resp.status, await resp.text()
+
+
+def parsed(name: str) -> list[InboundEvent]:
+    out = meta.parse_webhook(fixture(name), CHANNELS, NOW)
+    assert out.set_aside == []
+    return out.events
+
+
+def one(name: str) -> Any:
+    [event] = parsed(name)
+    return event
+
+
+# -- X-Hub-Signature-256 ------------------------------------------------------------------
+
+VECTOR_BODY = b'{"object":"page","entry":[]}'
+VECTOR = "sha256=5dcb51eb590634700c8d9cc1fde4d2d5981ca7bb83f250eb3fb71bfd849057ed"
+VECTOR_SHA1 = "sha1=74bc2bbf5ab6f195d514af1b80ddf3a7c883208e"
+
+
+def test_the_signature_is_the_hex_hmac_sha256_of_the_raw_body_with_the_app_secret() -> None:
+    assert signature(VECTOR_BODY) == VECTOR
+    meta.verify_signature(SECRET, VECTOR_BODY, VECTOR)
+
+
+async def test_a_correctly_signed_request_is_answered_event_received(hook: Harness) -> None:
+    assert await post(hook, VECTOR_BODY, VECTOR) == (200, "EVENT_RECEIVED")
+    assert hook.signature_failures("meta") == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        ("", 401),
+        ("sha256=", 403),
+        ("sha256=" + "0" * 64, 403),
+        (VECTOR.replace("5dcb", "5dcc"), 403),
+        (VECTOR_SHA1, 403),  # the legacy X-Hub-Signature algorithm: not accepted here
+        (VECTOR.removeprefix("sha256="), 403),  # no algorithm prefix
+        ("sha512=" + VECTOR.removeprefix("sha256="), 403),
+        (signature(VECTOR_BODY, "another-app-secret"), 403),
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "no-digest",
+        "zeros",
+        "one-digit-off",
+        "sha1",
+        "no-prefix",
+        "wrong-prefix",
+        "other-secret",
+    ],
+)
+async def test_a_request_not_signed_by_meta_is_refused_and_nothing_is_published(
+    hook: Harness, header: str | None, status: int
+) -> None:
+    code, _ = await post(hook, VECTOR_BODY, header)
+    assert code == status
+    assert hook.publisher.batches == []
+    assert hook.publisher.dead_letters == []
+    assert hook.signature_failures("meta") == 1
+
+
+async def test_a_body_changed_after_signing_is_refused(hook: Harness) -> None:
+    body = fixture("wa_text")
+    header = signature(body)
+    code, _ = await post(hook, body.replace(b"another color", b"another colour"), header)
+    assert code == 403
+    assert hook.publisher.batches == []
+
+
+async def test_meta_signs_no_timestamp_so_a_replay_is_accepted_with_the_same_event_ids(
+    hook: Harness,
+) -> None:
+    body = fixture("wa_text")
+    for _ in range(2):
+        assert await post(hook, body, signature(body)) == (200, "EVENT_RECEIVED")
+    first, second = hook.publisher.events
+    assert first.id == second.id  # downstream drops the copy
+
+
+# -- the subscription handshake -----------------------------------------------------------
+
+
+def handshake(**changes: str | None) -> dict[str, str]:
+    """Meta's verification request, with ``changes`` (None leaves a parameter out)."""
+    query: dict[str, str | None] = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": ENVIRON["META_VERIFY_TOKEN"],
+        "hub.challenge": "1158201444",
+        **changes,
+    }
+    return {k: v for k, v in query.items() if v is not None}
+
+
+async def test_the_handshake_echoes_the_challenge_as_plain_text(hook: Harness) -> None:
+    resp = await hook.client.get(PATH, params=handshake())
+    assert (resp.status, await resp.text()) == (200, "1158201444")
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({"hub.verify_token": "not-ours"}, 403),
+        ({"hub.verify_token": None}, 403),
+        ({"hub.challenge": None}, 400),
+        ({"hub.mode": "unsubscribe"}, 400),
+        ({"hub.mode": None}, 400),
+    ],
+    ids=["wrong-token", "no-token", "no-challenge", "other-mode", "no-mode"],
+)
+async def test_a_handshake_without_our_token_or_a_challenge_is_refused(
+    hook: Harness, changes: dict[str, str | None], status: int
+) -> None:
+    resp = await hook.client.get(PATH, params=handshake(**changes))
+    assert resp.status == status
+    assert "1158201444" not in await resp.text()
+
+
+# -- every documented shape is accepted ---------------------------------------------------
+
+
+def kind(event: InboundEvent) -> str:
+    match event:
+        case MessageReceived():
+            return "message"
+        case MessageChanged(change=change):
+            return change.value
+        case DeliveryStatusChanged(status=status, provider_status=word):
+            return f"{status.value}:{word}"
+        case HumanReplied():
+            return "human_replied"
+    raise AssertionError(event)
+
+
+EXPECTED: dict[str, list[str]] = {
+    "wa_text": ["message"],
+    "wa_text_reply": ["message"],
+    "wa_image": ["message"],
+    "wa_video": ["message"],
+    "wa_audio_voice": ["message"],
+    "wa_document": ["message"],
+    "wa_sticker": ["message"],
+    "wa_location": ["message"],
+    "wa_contacts": ["message"],
+    "wa_interactive_button_reply": ["message"],
+    "wa_interactive_list_reply": ["message"],
+    "wa_button": ["message"],
+    "wa_reaction": ["reacted"],
+    "wa_reaction_removed": ["unreacted"],
+    "wa_edit": ["edited"],
+    "wa_revoke": ["deleted"],
+    "wa_unsupported": [],  # nothing an agent can read: Meta could not deliver it either
+    "wa_errors": [],  # an account-level error, about no message
+    "wa_status_sent": ["sent:sent"],
+    "wa_status_delivered": ["delivered:delivered"],
+    "wa_status_read": ["read:read"],
+    "wa_status_played": ["read:played"],
+    "wa_status_failed": ["failed:failed"],
+    "messenger_message": ["message"],
+    "messenger_message_reply": ["message"],
+    "messenger_message_attachments": ["message"],
+    "messenger_message_sticker": ["message"],
+    "messenger_reaction": ["reacted"],
+    "messenger_unreaction": ["unreacted"],
+    "messenger_read": [],  # a watermark names no message: not carried
+    "messenger_delivery": ["delivered:delivered"],
+    "messenger_postback": ["message"],
+    "messenger_echo": [],  # our app's own send (no meta.app_id here: every echo is dropped)
+    "messenger_message_edit": ["edited"],
+    "instagram_message": ["message"],
+    "instagram_message_reply": ["message"],
+    "instagram_message_attachments": ["message"],
+    "instagram_reaction": ["reacted"],
+    "instagram_unreaction": ["unreacted"],
+    "instagram_seen": ["read:read"],
+    "instagram_message_edit": ["edited"],
+    "instagram_message_deleted": ["deleted"],
+    "instagram_echo": [],
+    "instagram_postback": ["message"],
+}
+
+
+def test_every_fixture_has_an_expectation() -> None:
+    assert sorted(p.stem for p in FIXTURES.glob("*.json")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_every_documented_shape_is_accepted(hook: Harness, name: str) -> None:
+    body = fixture(name)
+    assert await post(hook, body, signature(body)) == (200, "EVENT_RECEIVED")
+    assert hook.publisher.dead_letters == []
+    assert [kind(e) for e in hook.publisher.events] == EXPECTED[name]
+
+
+# -- WhatsApp: every provider reference kept ----------------------------------------------
+
+
+def test_a_whatsapp_image_keeps_every_reference_meta_sent() -> None:
+    message: MessageReceived = one("wa_image")
+    assert message.text == "Is this the right one?"
+    assert message.attachments == (
+        Attachment(
+            url=f"{GRAPH}/1003383421387256",  # resolves the id with the number's token
+            content_type="image/jpeg",
+            media_id="1003383421387256",
+            provider_url=MEDIA_URL,
+            sha256="6a6d1f3e0c5ef5e7b3c5f3f5e7d1c0a0b9d8c7e6f5a4b3c2d1e0f9a8b7c6d5e4",
+            caption="Is this the right one?",
+        ),
+    )
+    assert (message.provider_message_id, message.customer_address) == (WAMID, "+16505551234")
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "filename", "caption"),
+    [
+        ("wa_video", "video/mp4", None, "It makes this noise"),
+        ("wa_audio_voice", "audio/ogg; codecs=opus", None, None),
+        ("wa_document", "application/pdf", "lucky-shrub-invoice.pdf", "Lucky Shrub Invoice"),
+        ("wa_sticker", "image/webp", None, None),
+    ],
+)
+def test_whatsapp_media_keep_their_id_hash_type_name_and_caption(
+    name: str, content_type: str, filename: str | None, caption: str | None
+) -> None:
+    message: MessageReceived = one(name)
+    [attachment] = message.attachments
+    assert attachment.media_id is not None
+    assert attachment.url == f"{GRAPH}/{attachment.media_id}"
+    assert (attachment.content_type, attachment.filename, attachment.caption) == (
+        content_type,
+        filename,
+        caption,
+    )
+    assert attachment.sha256 is not None
+    assert attachment.provider_url == MEDIA_URL
+    assert message.text == (caption or "")
+
+
+def test_a_whatsapp_location_is_a_place() -> None:
+    message: MessageReceived = one("wa_location")
+    assert message.location == Location(
+        latitude=37.44221496582,
+        longitude=-122.16131591797,
+        name="Lucky Shrub",
+        address="101 Forest Ave, Palo Alto, CA 94301",
+        url="https://www.luckyshrub.com",
+    )
+    assert message.text.startswith("[location] 37.44221496582,-122.16131591797 Lucky Shrub")
+
+
+def test_a_whatsapp_contacts_message_is_a_contact_card() -> None:
+    message: MessageReceived = one("wa_contacts")
+    assert message.contacts == (
+        Contact(
+            name="Barbara J. Johnson",
+            phones=("+16505559999", "+19175559999"),
+            emails=("bjohnson@luckyshrub.com",),
+            organization="Lucky Shrub",
+        ),
+    )
+    assert message.text == "[contacts] Barbara J. Johnson"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("wa_interactive_button_reply", "Cancel"),
+        ("wa_interactive_list_reply", "Priority Mail Express"),
+        ("wa_button", "Unsubscribe"),
+        ("wa_text_reply", "Yes, the blue one please."),
+    ],
+)
+def test_a_whatsapp_answer_names_the_message_it_answers(name: str, text: str) -> None:
+    message: MessageReceived = one(name)
+    assert (message.text, message.in_reply_to) == (text, CONTEXT_WAMID)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "reaction", "text"),
+    [
+        ("wa_reaction", MessageChange.REACTED, "\U0001f44d", None),
+        ("wa_reaction_removed", MessageChange.UNREACTED, None, None),
+        ("wa_edit", MessageChange.EDITED, None, "Does it come in another colour?"),
+        ("wa_revoke", MessageChange.DELETED, None, None),
+    ],
+)
+def test_whatsapp_reactions_edits_and_revokes_change_the_message_they_name(
+    name: str, change: MessageChange, reaction: str | None, text: str | None
+) -> None:
+    changed: MessageChanged = one(name)
+    assert (changed.provider_message_id, changed.change_id) == (CONTEXT_WAMID, WAMID)
+    assert (changed.change, changed.reaction, changed.text) == (change, reaction, text)
+    # The same customer and conversation as the customer's messages.
+    message: MessageReceived = one("wa_text")
+    assert (changed.customer_id, changed.conversation_key) == (
+        message.customer_id,
+        message.conversation_key,
+    )
+
+
+#: The statuses the Cloud API status webhook reference documents, and the two the
+#: On-Premises API also sent.
+WHATSAPP_DOCUMENTED_STATUSES = ("sent", "delivered", "read", "played", "failed")
+WHATSAPP_ON_PREMISES_STATUSES = ("deleted", "warning")
+
+
+def test_the_whatsapp_status_map_is_total_over_the_documented_statuses() -> None:
+    documented = {*WHATSAPP_DOCUMENTED_STATUSES, *WHATSAPP_ON_PREMISES_STATUSES}
+    assert set(meta.WHATSAPP_STATUS_MAP) == documented
+    assert all(meta.WHATSAPP_STATUS_MAP[s] is not None for s in WHATSAPP_DOCUMENTED_STATUSES)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "error", "outbound"),
+    [
+        ("wa_status_sent", DeliveryStatus.SENT, None, "3f1c1b8e-5d1e-4f7e-9a44-2f6f0d1c9b77"),
+        ("wa_status_delivered", DeliveryStatus.DELIVERED, None, None),
+        ("wa_status_read", DeliveryStatus.READ, None, None),
+        ("wa_status_played", DeliveryStatus.READ, None, None),
+        ("wa_status_failed", DeliveryStatus.FAILED, "131050", None),
+    ],
+)
+def test_each_whatsapp_status_keeps_its_word_error_code_and_outbound_id(
+    name: str, status: DeliveryStatus, error: str | None, outbound: str | None
+) -> None:
+    report: DeliveryStatusChanged = one(name)
+    assert report.provider_message_id == OUT_WAMID
+    assert report.provider_status == name.removeprefix("wa_status_")
+    assert (report.status, report.error_code, report.outbound_id) == (status, error, outbound)
+
+
+def test_read_and_played_of_one_message_are_two_events() -> None:
+    read, played = one("wa_status_read"), one("wa_status_played")
+    assert read.id != played.id
+
+
+# -- Messenger ----------------------------------------------------------------------------
+
+
+def test_messenger_attachments_keep_the_url_meta_sent() -> None:
+    message: MessageReceived = one("messenger_message_attachments")
+    assert [
+        (a.url.rpartition("/")[2], a.content_type, a.provider_url) for a in message.attachments
+    ] == [
+        ("image.png", "image", None),
+        ("video.mp4", "video", None),
+        ("audio.mp4", "audio", None),
+        ("file.pdf", "file", None),
+    ]
+
+
+def test_a_messenger_sticker_keeps_its_sticker_id() -> None:
+    message: MessageReceived = one("messenger_message_sticker")
+    [sticker] = message.attachments
+    assert (sticker.media_id, sticker.url) == (
+        "369239263222822",
+        "https://scontent.xx.fbcdn.net/v/t39.1997-6/sticker.png",
+    )
+
+
+def test_a_messenger_reply_names_the_message_it_answers() -> None:
+    message: MessageReceived = one("messenger_message_reply")
+    assert message.in_reply_to == "m_1fTq8oLumEyIp3Q2MR-aY7IfLZDamVrALniheU"
+
+
+def test_a_legacy_messenger_location_attachment_is_a_place() -> None:
+    doc = json.loads(fixture("messenger_message"))
+    doc["entry"][0]["messaging"][0]["message"] = {
+        "mid": "m_location",
+        "attachments": [
+            {
+                "title": "Pinned Location",
+                "url": "https://www.bing.com/maps/default.aspx?v=2&pc=FACEBK&mid=8100",
+                "type": "location",
+                "payload": {"coordinates": {"lat": 37.483872693672, "long": -122.14900441942}},
+            }
+        ],
+    }
+    [message] = meta.parse_webhook(msgspec.json.encode(doc), CHANNELS, NOW).events
+    assert isinstance(message, MessageReceived)
+    assert message.location == Location(
+        latitude=37.483872693672,
+        longitude=-122.14900441942,
+        name="Pinned Location",
+        url="https://www.bing.com/maps/default.aspx?v=2&pc=FACEBK&mid=8100",
+    )
+    assert message.attachments == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "reaction"),
+    [
+        ("messenger_reaction", MessageChange.REACTED, "\u2764\ufe0f"),
+        ("messenger_unreaction", MessageChange.UNREACTED, "love"),
+    ],
+)
+def test_messenger_reactions_change_the_message_they_name(
+    name: str, change: MessageChange, reaction: str
+) -> None:
+    changed: MessageChanged = one(name)
+    assert (changed.provider_message_id, changed.change, changed.reaction) == (
+        "m_sent_by_the_page_1",
+        change,
+        reaction,
+    )
+    assert changed.customer_id == "messenger:6783125368444163"
+
+
+def test_a_reaction_undone_and_done_again_are_distinct_changes() -> None:
+    doc = json.loads(fixture("messenger_reaction"))
+    again = json.loads(fixture("messenger_reaction"))
+    again["entry"][0]["messaging"][0]["timestamp"] += 5000
+    first, second = (
+        meta.parse_webhook(msgspec.json.encode(d), CHANNELS, NOW).events[0] for d in (doc, again)
+    )
+    assert first.id != second.id
+
+
+def test_a_messenger_edit_carries_the_new_text_and_its_revision() -> None:
+    changed: MessageChanged = one("messenger_message_edit")
+    assert (changed.change, changed.text, changed.change_id) == (
+        MessageChange.EDITED,
+        "hello, world! (edited)",
+        "m_1457764197618:41d102a3e1ae206a38/edit/1",
+    )
+
+
+def test_a_messenger_delivery_reports_each_message_it_names() -> None:
+    report: DeliveryStatusChanged = one("messenger_delivery")
+    assert (report.provider_message_id, report.status, report.provider_status) == (
+        "mid.1458668856218:ed81099e15d3f4f233",
+        DeliveryStatus.DELIVERED,
+        "delivered",
+    )
+
+
+def test_a_messenger_read_watermark_names_no_message_and_is_not_reported() -> None:
+    assert parsed("messenger_read") == []
+
+
+def test_a_postback_is_the_customer_choosing_its_title() -> None:
+    message: MessageReceived = one("messenger_postback")
+    assert message.text == "Talk to a person"
+
+
+# -- Instagram ----------------------------------------------------------------------------
+
+
+def test_an_instagram_seen_event_marks_the_message_it_names_read() -> None:
+    report: DeliveryStatusChanged = one("instagram_seen")
+    assert report == DeliveryStatusChanged(
+        id=report.id,
+        domain="globex",
+        occurred_at=NOW,  # Meta's example time is beyond the plausible window of NOW
+        channel=Channel.INSTAGRAM,
+        provider_message_id="aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxOTAw",
+        status=DeliveryStatus.READ,
+        provider_status="read",
+    )
+
+
+def test_instagram_attachments_shares_and_story_mentions_keep_their_urls() -> None:
+    message: MessageReceived = one("instagram_message_attachments")
+    assert [a.content_type for a in message.attachments] == [
+        "image",
+        "video",
+        "audio",
+        "file",
+        "share",
+        "story_mention",
+    ]
+    assert message.attachments[4].url == "https://www.instagram.com/p/C1a2b3c4d5e/"
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "text"),
+    [
+        ("instagram_message_edit", MessageChange.EDITED, "is this in stock in blue?"),
+        ("instagram_message_deleted", MessageChange.DELETED, None),
+    ],
+)
+def test_instagram_edits_and_deletions_change_the_customers_message(
+    name: str, change: MessageChange, text: str | None
+) -> None:
+    changed: MessageChanged = one(name)
+    message: MessageReceived = one("instagram_message")
+    assert changed.provider_message_id == message.provider_message_id
+    assert (changed.change, changed.text) == (change, text)
+    assert changed.conversation_key == message.conversation_key
+
+
+def test_an_edit_numbered_zero_is_the_message_as_sent_not_an_edit() -> None:
+    doc = json.loads(fixture("instagram_message_edit"))
+    doc["entry"][0]["messaging"][0]["message_edit"]["num_edit"] = 0
+    assert meta.parse_webhook(msgspec.json.encode(doc), CHANNELS, NOW).events == []
+
+
+def test_a_change_naming_no_message_is_set_aside_alone() -> None:
+    doc = json.loads(fixture("instagram_reaction"))
+    good = doc["entry"][0]["messaging"][0]
+    bad = json.loads(json.dumps(good))
+    bad["reaction"]["mid"] = ""
+    doc["entry"][0]["messaging"] = [bad, good]
+    out = meta.parse_webhook(msgspec.json.encode(doc), CHANNELS, NOW)
+    assert [kind(e) for e in out.events] == ["reacted"]
+    [unusable] = out.set_aside
+    assert unusable.reason.startswith("entry[0].messaging[0]: reacted without the message")
+    assert unusable.domain == "globex"
+
+
+# -- declarations and media limits --------------------------------------------------------
+
+
+def test_three_declarations_one_a_channel_and_honest_about_replays() -> None:
+    assert [d.channels for d in meta.DECLARATIONS] == [
+        ("whatsapp",),
+        ("messenger",),
+        ("instagram",),
+    ]
+    for declaration in meta.DECLARATIONS:
+        assert "X-Hub-Signature-256" in declaration.signature
+        assert "no timestamp" in declaration.replay_protection
+
+
+@pytest.mark.parametrize(
+    ("limits", "attachment", "kind"),
+    [
+        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.jpg"), "image"),
+        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.webp"), "sticker"),
+        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/label.pdf"), "document"),
+        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.mp4"), "video"),
+        (
+            meta.WHATSAPP_MEDIA,
+            Attachment(url="https://x.example/a", content_type="audio/ogg"),
+            "audio",
+        ),
+        (meta.MESSENGER_MEDIA, Attachment(url="https://x.example/a.webp"), "image"),
+        (meta.MESSENGER_MEDIA, Attachment(url="https://x.example/a.zip"), "file"),
+        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.gif"), "image"),
+        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.mov"), "video"),
+        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.pdf"), "file"),
+    ],
+)
+def test_media_each_channel_sends(limits: Any, attachment: Attachment, kind: str) -> None:
+    [(_, rule)] = check_attachments([attachment], limits)
+    assert rule.kind == kind
+
+
+@pytest.mark.parametrize(
+    ("limits", "attachment", "reason"),
+    [
+        (
+            meta.WHATSAPP_MEDIA,
+            Attachment(url="https://x.example/a.jpg", size_bytes=5 * 1024 * 1024 + 1),
+            "over WhatsApp's 5242880 for image",
+        ),
+        (
+            meta.WHATSAPP_MEDIA,
+            Attachment(url="https://x.example/a.webp", size_bytes=600 * 1024),
+            "for sticker",
+        ),
+        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.gif"), "does not send image/gif"),
+        (
+            meta.MESSENGER_MEDIA,
+            Attachment(url="https://x.example/a.mp4", size_bytes=25 * 1024 * 1024 + 1),
+            "over Messenger's",
+        ),
+        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.webp"), "does not send"),
+        (
+            meta.INSTAGRAM_MEDIA,
+            Attachment(url="https://x.example/a.png", size_bytes=8 * 1024 * 1024 + 1),
+            "over Instagram's 8388608 for image",
+        ),
+        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.docx"), "does not send"),
+    ],
+)
+def test_media_a_channel_refuses(limits: Any, attachment: Attachment, reason: str) -> None:
+    with pytest.raises(MediaRefused, match=reason):
+        check_attachments([attachment], limits)

@@ -1,0 +1,211 @@
+"""Instagram through the real service, both ways: a customer's signed message with an
+image comes in (``X-Hub-Signature-256``) and keeps Meta's own media URL; the agent answers
+with text and an image through the API; the Instagram API stand-in on loopback
+(``tools.bench.providers``, which refuses what Graph refuses) receives the text, then the
+image as a Send API attachment by URL; the customer's signed ``messaging_seen`` event
+marks the reply read (``outbound.status_changed``).
+
+Shapes: https://developers.facebook.com/docs/instagram-platform/webhooks/examples (the
+``messages`` and ``messaging_seen`` notifications) and
+https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/messaging-api
+(``POST /{ig-user-id}/messages`` with ``message.attachment``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from schemas import (
+    INBOUND_DECODER,
+    ROUTING_DECODER,
+    Attachment,
+    ConversationAssigned,
+    DeliveryStatus,
+    MessageReceived,
+    MessageRouted,
+    OutboundStatusChanged,
+)
+from tests.conftest import Infrastructure
+from tests.support import Service, TopicReader, make_config, running_service, wait_until
+from tools.bench.providers import FakeProviders
+
+SECRET = "e2e-meta-app-secret"
+TOKEN = "e2e-instagram-access-token"
+ENVIRON = {
+    "META_APP_SECRET": SECRET,
+    "INSTAGRAM_ACCESS_TOKEN": TOKEN,
+    "SWITCHBOARD_ADMIN_TOKEN": "meta-admin",
+}
+ADMIN = {"Authorization": "Bearer meta-admin"}
+IG_ID = "17841400000000000"
+IGSID = "1254459154682919"
+MID = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAw"
+THEIR_IMAGE = (
+    "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17916231716041254&signature=AbX"
+)
+OUR_IMAGE = "https://cdn.acme.example/size-chart.png"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _instagram(service: Service, *items: dict[str, Any]) -> None:
+    """A signed Instagram notification of ``items`` (messaging events of the customer)."""
+    note = {
+        "object": "instagram",
+        "entry": [
+            {
+                "id": IG_ID,
+                "time": _now_ms(),
+                "messaging": [
+                    {
+                        "sender": {"id": IGSID},
+                        "recipient": {"id": IG_ID},
+                        "timestamp": _now_ms(),
+                        **item,
+                    }
+                    for item in items
+                ],
+            }
+        ],
+    }
+    body = msgspec.json.encode(note)
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    async with service.session.post(
+        service.url("/webhooks/meta"),
+        data=body,
+        headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+    ) as resp:
+        assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
+
+
+def _decoded(records: list[Any], decoder: Any) -> list[Any]:
+    return [decoder.decode(record.value) for record in records]
+
+
+async def test_an_instagram_image_in_an_image_reply_out_and_the_customer_reading_it(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    fake, base = provider
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "meta": {
+                    "instagram_api_base_url": base,
+                    "instagram": [{"account_id": IG_ID, "domain": "acme"}],
+                }
+            }
+        },
+    )
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with (
+            running_service(config, ENVIRON) as service,
+            TopicReader(config, "conversations.inbound") as inbound,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            http = service.session
+            await service.online_agent("ann", {"instagram": 2}, ADMIN)
+
+            # 1. The customer's message with an image keeps the URL Meta sent.
+            image = {"type": "image", "payload": {"url": THEIR_IMAGE}}
+            await _instagram(
+                service, {"message": {"mid": MID, "text": "Which size?", "attachments": [image]}}
+            )
+            records = await inbound.wait_for(
+                lambda rs: any(
+                    isinstance(e, MessageReceived) for e in _decoded(rs, INBOUND_DECODER)
+                )
+            )
+            [message] = [
+                e for e in _decoded(records, INBOUND_DECODER) if isinstance(e, MessageReceived)
+            ]
+            assert (message.provider_message_id, message.text) == (MID, "Which size?")
+            assert message.attachments == (Attachment(url=THEIR_IMAGE, content_type="image"),)
+            records = await routing.wait_for(
+                lambda rs: any(isinstance(e, MessageRouted) for e in _decoded(rs, ROUTING_DECODER))
+            )
+            events = _decoded(records, ROUTING_DECODER)
+            routed = next(e for e in events if isinstance(e, MessageRouted))
+            assert (routed.provider_message_id, routed.agent_id) == (MID, "ann")
+            assigned = next(e for e in events if isinstance(e, ConversationAssigned))
+            stored = await pool.fetchval(
+                "SELECT attachments::text FROM messages WHERE domain = 'acme'"
+                " AND conversation_id = $1 AND direction = 'inbound'",
+                assigned.conversation_id,
+            )
+            assert msgspec.json.decode(stored, type=tuple[Attachment, ...]) == message.attachments
+
+            # 2. ann answers with text and an image: two Send API messages, the text first.
+            reply_url = service.url(
+                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
+            )
+            reply = {
+                "text": "This chart shows the sizes.",
+                "attachments": [{"url": OUR_IMAGE, "content_type": "image/png"}],
+            }
+            async with http.post(reply_url, json=reply, headers=ADMIN) as r:
+                assert r.status == 202, await r.text()
+                reply_id = (await r.json())["reply_id"]
+            sent_id = await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT provider_message_id FROM outbound_messages"
+                    " WHERE outbound_id = $1 AND status = 'sent'",
+                    reply_id,
+                ),
+                timeout=20,
+                what="the reply sent",
+            )
+            assert [(r.status, r.path, r.auth) for r in fake.requests] == [
+                (200, f"/v23.0/{IG_ID}/messages", f"Bearer {TOKEN}")
+            ] * 2
+            text, picture = (r.json for r in fake.requests)
+            assert text == {
+                "recipient": {"id": IGSID},
+                "messaging_type": "RESPONSE",
+                "message": {"text": "This chart shows the sizes."},
+            }
+            assert picture == {
+                "recipient": {"id": IGSID},
+                "messaging_type": "RESPONSE",
+                "message": {
+                    "attachment": {
+                        "type": "image",
+                        "payload": {"url": OUR_IMAGE, "is_reusable": False},
+                    }
+                },
+            }
+            assert sent_id == f"m_{1:024d}"  # the first message's id names the reply
+
+            # 3. The customer sees it: Instagram's messaging_seen names the message read.
+            await _instagram(service, {"read": {"mid": sent_id}})
+            records = await routing.wait_for(
+                lambda rs: any(
+                    isinstance(e, OutboundStatusChanged) and e.status is DeliveryStatus.READ
+                    for e in _decoded(rs, ROUTING_DECODER)
+                )
+            )
+            [read] = [
+                e
+                for e in _decoded(records, ROUTING_DECODER)
+                if isinstance(e, OutboundStatusChanged) and e.status is DeliveryStatus.READ
+            ]
+            assert (read.provider_message_id, read.channel.value) == (sent_id, "instagram")
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT status = 'read' FROM outbound_messages WHERE outbound_id = $1",
+                    reply_id,
+                ),
+                what="the reply read",
+            )
+    finally:
+        await pool.close()

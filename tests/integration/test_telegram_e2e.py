@@ -1,0 +1,165 @@
+"""Telegram end to end: a photo in through the bot's webhook (secret token) → routed to an
+agent, the photo's ``file_id`` kept with the message → the agent's reply with a photo →
+``sendPhoto`` by URL with its caption, received by a stand-in of the Bot API
+(``tests.fakes.telegram``: it checks the bot token, the method and the parameters as
+the Bot API documents them). Telegram reports no delivery status to bots: the reply is
+``sent`` once the API accepted it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiohttp.test_utils import TestServer
+
+from schemas import (
+    INBOUND_DECODER,
+    ROUTING_DECODER,
+    ConversationAssigned,
+    MessageReceived,
+    MessageRouted,
+)
+from tests.conftest import Infrastructure
+from tests.fakes.telegram import FakeBotApi
+from tests.support import TopicReader, make_config, running_service, wait_until
+
+BOT = "acme_support_bot"
+TOKEN = "7000000001:AAE2e-telegram-bot-token"
+SECRET = "e2e-telegram-secret_token"
+CHAT = 1111111
+ADMIN = {"Authorization": "Bearer telegram-admin"}
+FILE_ID = "AgACAgQAAxkBAAIBZ2X-large"
+
+
+def _photo_update() -> dict[str, Any]:
+    """A customer's photo, as the Bot API reference describes ``Message.photo``."""
+    return {
+        "update_id": 912000001,
+        "message": {
+            "message_id": 1366,
+            "date": int(time.time()),
+            "chat": {"id": CHAT, "type": "private", "first_name": "Ann"},
+            "from": {"id": CHAT, "is_bot": False, "first_name": "Ann"},
+            "caption": "The box arrived like this",
+            "photo": [
+                {
+                    "file_id": "AgACAgQAAxkBAAIBZ2X-small",
+                    "file_unique_id": "AQADsmall",
+                    "width": 90,
+                    "height": 67,
+                    "file_size": 1270,
+                },
+                {
+                    "file_id": FILE_ID,
+                    "file_unique_id": "AQADlarge",
+                    "width": 1280,
+                    "height": 960,
+                    "file_size": 98234,
+                },
+            ],
+        },
+    }
+
+
+async def test_a_photo_in_and_a_photo_reply_out(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    fake = FakeBotApi(tokens=frozenset({TOKEN}))
+    bot_api = TestServer(fake.app(), host="127.0.0.1")
+    await bot_api.start_server()
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "telegram": {
+                    "api_base_url": str(bot_api.make_url("")).rstrip("/"),
+                    "bots": [{"name": BOT, "domain": "acme"}],
+                }
+            }
+        },
+    )
+    environ = {
+        "TELEGRAM_SECRET_TOKEN": SECRET,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "SWITCHBOARD_ADMIN_TOKEN": "telegram-admin",
+    }
+    try:
+        async with (
+            running_service(config, environ) as service,
+            TopicReader(config, "conversations.routing") as routing,
+            TopicReader(config, "conversations.inbound") as inbound,
+        ):
+            http = service.session
+            await service.online_agent("ann", {"telegram": 2}, ADMIN)
+            conn = await asyncpg.connect(database_url)
+            try:
+                async with http.post(
+                    service.url(f"/webhooks/telegram/{BOT}"),
+                    json=_photo_update(),
+                    headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                ) as r:
+                    assert r.status == 200, await r.text()
+
+                async def assigned() -> tuple[ConversationAssigned, MessageRouted] | None:
+                    events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
+                    found = [e for e in events if isinstance(e, ConversationAssigned)]
+                    routed = [e for e in events if isinstance(e, MessageRouted)]
+                    return (found[0], routed[0]) if found and routed else None
+
+                assignment, routed = await wait_until(assigned, what="assignment")
+                assert assignment.agent_id == "ann"
+                assert routed.provider_message_id == f"{BOT}:{CHAT}:1366"
+
+                # The message the routing event names keeps Telegram's file_id beside ours.
+                records = await inbound.wait_for(lambda rs: len(rs) >= 1)
+                [message] = [INBOUND_DECODER.decode(r.value) for r in records]
+                assert isinstance(message, MessageReceived)
+                assert message.id == routed.message_id
+                [photo] = message.attachments
+                assert (photo.url, photo.media_id) == (f"tg-file:{BOT}/{FILE_ID}", FILE_ID)
+                assert photo.caption == "The box arrived like this"
+                stored = await conn.fetchval(
+                    "SELECT attachments::text FROM messages WHERE message_id = $1",
+                    routed.message_id,
+                )
+                assert msgspec.json.decode(stored)[0]["media_id"] == FILE_ID
+
+                reply_url = service.url(
+                    f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
+                )
+                label = {"url": "https://cdn.example.com/return-label.png"}
+                async with http.post(
+                    reply_url,
+                    json={"text": "Sorry! Here is your return label.", "attachments": [label]},
+                    headers=ADMIN,
+                ) as r:
+                    assert r.status == 202, await r.text()
+                    reply_id = (await r.json())["reply_id"]
+
+                await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
+                        reply_id,
+                    ),
+                    timeout=20,
+                    what="the reply sent",
+                )
+                assert fake.refused == []
+                [call] = fake.calls
+                assert (call.token, call.method) == (TOKEN, "sendPhoto")
+                assert call.params == {
+                    "chat_id": str(CHAT),
+                    "photo": "https://cdn.example.com/return-label.png",
+                    "caption": "Sorry! Here is your return label.",
+                }
+                assert await conn.fetchval(
+                    "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
+                    reply_id,
+                ) == (f"{BOT}:{CHAT}:{call.message_id}")
+            finally:
+                await conn.close()
+    finally:
+        await bot_api.close()
