@@ -39,8 +39,10 @@ Instagram messaging items):
   status echoes the send's ``biz_opaque_callback_data``, our outbound id, as
   ``outbound_id``; a failed one carries the first error's ``code``;
 - Messenger ``read`` carries only a ``watermark`` ("every message sent before this time
-  was read"): it names no message, and a delivery status is about one message, so it is
-  not reported (likewise a ``delivery`` with a watermark and no ``mids``). Postbacks are
+  was read"): it names no message, so it is a ``read_through`` receipt for the
+  conversation (``normalize.read_through``), which the router applies to every reply sent
+  in it up to then (a ``delivery`` with a watermark and no ``mids`` is not reported: a
+  delivery without a read says less than the read that follows). Postbacks are
   messages (their title as text). Echoes: below. Referrals, opt-ins, typing, account
   linking, handovers, WhatsApp ``unsupported``, ``system``, ``order`` and account-level
   changes are recognised and not routed.
@@ -94,6 +96,7 @@ from adapters.normalize import (
     find_endpoint,
     message_changed,
     message_received,
+    read_through,
 )
 from schemas import (
     Attachment,
@@ -312,7 +315,9 @@ class MsgDelivery(_S, frozen=True, kw_only=True):
 
 class MsgRead(_S, frozen=True, kw_only=True):
     mid: str | None = None
-    """Instagram's ``messaging_seen``: the message read. Messenger sends a watermark only."""
+    """Instagram's ``messaging_seen``: the message read."""
+    watermark: int | str | None = None
+    """Messenger's: every message sent before this time (ms) was read."""
 
 
 class MsgReaction(_S, frozen=True, kw_only=True):
@@ -397,7 +402,8 @@ WHATSAPP_STATUS_MAP: dict[str, DeliveryStatus | None] = {
 }
 #: What Messenger's and Instagram's webhooks report about messages we sent: a
 #: ``delivery`` naming its ``mids`` (Messenger), a ``read`` naming its ``mid``
-#: (Instagram ``messaging_seen``). Messenger's ``read`` has only a watermark: not carried.
+#: (Instagram ``messaging_seen``). Messenger's ``read`` has only a watermark: a
+#: ``read_through`` receipt for the conversation.
 SEND_API_STATUS_MAP: dict[str, DeliveryStatus | None] = {
     "delivered": DeliveryStatus.DELIVERED,
     "read": DeliveryStatus.READ,
@@ -512,7 +518,10 @@ DECLARATIONS = (
         media_in="image, video, audio, file, sticker (the attachment URL as Meta sent it)",
         media_out="image, video, audio, file by URL (≤ 25 MB), one message each after the text",
         statuses="delivered (message_deliveries naming the messages)",
-        read_receipts=("no: message_reads carries only a watermark time, which names no message"),
+        read_receipts=(
+            "yes: message_reads' watermark marks every reply sent in the conversation"
+            " before it read"
+        ),
         quick_replies=_SEND_API_QUICK,
         signature=_SIGNATURE,
         replay_protection=_REPLAY,
@@ -931,7 +940,7 @@ def _messaging(
                     )
                 )
     elif item.read is not None and item.read.mid:
-        # Instagram names the message read; Messenger's watermark names none (not carried).
+        # Instagram names the message read.
         with out.setting_aside(f"{where}.read"):
             out.events.append(
                 status(
@@ -940,6 +949,25 @@ def _messaging(
                     status=DeliveryStatus.READ,
                 )
             )
+    elif item.read is not None and item.read.watermark is not None:
+        # Messenger names none: everything sent in the conversation before the watermark.
+        watermark = _seconds(item.read.watermark, millis=True)
+        with out.setting_aside(f"{where}.read"):
+            receipt = (
+                None
+                if watermark is None
+                else read_through(
+                    config,
+                    endpoint,
+                    channel=channel,
+                    endpoint_key=endpoint_key,
+                    customer_address=customer,
+                    watermark=watermark,
+                    received_at=now,
+                )
+            )
+            if receipt is not None:
+                out.events.append(receipt)
     # optin, referral, typing, account linking, handover …: not routed.
 
 

@@ -445,6 +445,45 @@ def delivery_status_changed(
     )
 
 
+def read_through(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    *,
+    channel: Channel,
+    endpoint_key: str,
+    customer_address: str,
+    watermark: float,
+    received_at: float,
+    provider_status: str = "read",
+    conversation_key: str | None = None,
+) -> DeliveryStatusChanged | None:
+    """A read receipt naming no message (Messenger's ``read.watermark``): everything we
+    sent the customer in that conversation up to ``watermark`` was read. Its id is one per
+    conversation and watermark, so a redelivery is the same event. None when the watermark
+    is not a plausible time (``plausible_time``: a receipt for no believable moment says
+    nothing). Raises ``Unusable`` like ``message_received``."""
+    if plausible_time(watermark, received_at) != watermark:
+        return None
+    domain = endpoint.domain
+    try:
+        _, key = _identities(
+            config, domain, channel, endpoint_key, customer_address, conversation_key
+        )
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    return DeliveryStatusChanged(
+        id=inbound_event_id(domain, channel.value, f"{key}/read_through/{watermark!r}"),
+        domain=domain,
+        occurred_at=watermark,
+        channel=channel,
+        provider_message_id="",
+        status=DeliveryStatus.READ,
+        provider_status=_optional_identifier(provider_status, CODE_MAX),
+        read_through=watermark,
+        conversation_key=key,
+    )
+
+
 def _our_id(outbound_id: str | None) -> str | None:
     """An echoed outbound id when it can be one of ours, else None."""
     if outbound_id and is_identifier(outbound_id, EVENT_ID_MAX):

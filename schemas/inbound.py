@@ -111,6 +111,12 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
     provider_status: Code | None = None
     """The provider's own name of the status (``undelivered``, ``bounce``, ``rejected``,
     ``READ``, …), exactly as it sent it: ``status`` is its place in our vocabulary."""
+    read_through: Timestamp | None = None
+    """A read receipt naming no message (Messenger's ``read.watermark``): the customer read
+    everything we sent them in the conversation ``conversation_key`` names up to this time.
+    ``provider_message_id`` is then empty."""
+    conversation_key: ConversationKey | None = None
+    """The conversation of a ``read_through`` receipt (as its messages' events name it)."""
 
 
 class ConsentReported(Event, frozen=True, kw_only=True, tag="consent.reported"):

@@ -334,6 +334,11 @@ class OutboundStatusChanged(Event, frozen=True, kw_only=True, tag="outbound.stat
     error_code: Code | None = None
     provider_status: Code | None = None
     """The provider's own name of the status, exactly as it sent it."""
+    conversation_id: ConversationId | None = None
+    """For a ``read_through`` receipt: the conversation whose messages it covers."""
+    read_through: float | None = None
+    """Every message we sent in ``conversation_id`` up to this time was read (a receipt
+    naming no message: Messenger's watermark); ``provider_message_id`` is then empty."""
 
 
 class CommandCompleted(Event, frozen=True, kw_only=True, tag="command.completed"):

@@ -331,6 +331,9 @@ class Intake:
         """A report on a message we sent: the row moves forward, and the routing topic
         says so (``outbound.status_changed``)."""
         channel = str(event.channel)
+        if event.read_through is not None:
+            self._note_read_through(partition, event, writes, emitted)
+            return
         update = store.DeliveryUpdate(
             status=str(event.status),
             error=event.error_code or "",
@@ -342,6 +345,30 @@ class Intake:
             writes.note_delivery(("", channel, event.provider_message_id), update)
         self._metrics.delivery_statuses.labels(channel, str(event.status)).inc()
         changed = status_changed(event)
+        writes.outbox.setdefault(partition, []).append(self._outbox_event(changed))
+        emitted.append(changed)
+
+    def _note_read_through(
+        self,
+        partition: int,
+        event: DeliveryStatusChanged,
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        """A read receipt naming no message: every reply of the open conversation it names
+        sent up to its time is read. A conversation no longer open is not looked for (its
+        replies keep their status)."""
+        assert event.read_through is not None
+        state = self.partitions[partition][event.domain]
+        conversation = state.by_key.get(event.conversation_key or "")
+        self._metrics.delivery_statuses.labels(str(event.channel), str(event.status)).inc()
+        if conversation is None:
+            return
+        conversation_id = conversation.conversation_id
+        writes.note_read_through((event.domain, conversation_id), event.read_through)
+        changed = msgspec.structs.replace(
+            status_changed(event), conversation_id=conversation_id, read_through=event.read_through
+        )
         writes.outbox.setdefault(partition, []).append(self._outbox_event(changed))
         emitted.append(changed)
 

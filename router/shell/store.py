@@ -125,6 +125,9 @@ class BatchWrites:
     dead_letters: list[DeadRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     delivery_statuses: dict[tuple[str, str, str], DeliveryUpdate] = field(default_factory=dict)
+    reads_through: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(domain, conversation id) → the latest time up to which the customer read every
+    reply of the conversation (receipts naming no message: Messenger's watermark)."""
     """What became of messages we sent, by (domain, outbound id, '') or ('', channel,
     provider message id): the furthest status a batch reported wins."""
     consents: list[SaveConsent] = field(default_factory=list)
@@ -152,6 +155,8 @@ class BatchWrites:
         self.offsets.update(later.offsets)
         for key, update in later.delivery_statuses.items():
             self.note_delivery(key, update)
+        for conversation, through in later.reads_through.items():
+            self.note_read_through(conversation, through)
         self.consents.extend(later.consents)
         self.published.extend(later.published)
         self.agent_events.extend(later.agent_events)
@@ -162,6 +167,10 @@ class BatchWrites:
         known = self.delivery_statuses.get(key)
         if known is None or STATUS_RANK.get(update.status, 0) > STATUS_RANK.get(known.status, 0):
             self.delivery_statuses[key] = update
+
+    def note_read_through(self, conversation: tuple[str, str], through: float) -> None:
+        """Keep the latest read-through time of a conversation."""
+        self.reads_through[conversation] = max(through, self.reads_through.get(conversation, 0.0))
 
     def is_empty(self) -> bool:
         return not (
@@ -176,6 +185,7 @@ class BatchWrites:
             or self.dead_letters
             or self.offsets
             or self.delivery_statuses
+            or self.reads_through
             or self.consents
             or self.published
             or self.agent_events
@@ -318,6 +328,15 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(d, 
 WHERE o.domain = u.d AND o.outbound_id = u.oid
     AND {_RANK_SQL.format("u.s")} > {_RANK_SQL.format("o.status")}
 """  # noqa: S608 -- fixed text
+
+_UPDATE_READ_THROUGH = f"""
+UPDATE outbound_messages o SET status = 'read', updated_at = now()
+FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(d, cid, through)
+WHERE o.domain = u.d AND o.conversation_id = u.cid AND o.created_at <= u.through
+    AND {_RANK_SQL.format("'read'")} > {_RANK_SQL.format("o.status")}
+"""  # noqa: S608 -- fixed text
+"""Every reply of a conversation sent up to a read receipt's watermark becomes ``read``
+(through ``outbound_by_conversation``)."""
 
 _UPDATE_DELIVERY_BY_PROVIDER_ID = f"""
 UPDATE outbound_messages o SET status = u.s, error = coalesce(nullif(u.e, ''), o.error),
@@ -571,6 +590,17 @@ async def write_batch(
             await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
         if writes.delivery_statuses:
             await _write_deliveries(conn, writes.delivery_statuses)
+        if writes.reads_through:
+            await conn.execute(
+                _UPDATE_READ_THROUGH,
+                *_columns(
+                    (
+                        (domain, conversation_id, _timestamp(through))
+                        for (domain, conversation_id), through in writes.reads_through.items()
+                    ),
+                    3,
+                ),
+            )
         if writes.consents:
             await _write_consents(conn, writes.consents)
         if writes.published:

@@ -58,16 +58,23 @@ def _now_ms() -> int:
 
 async def _instagram(service: Service, *items: dict[str, Any]) -> None:
     """A signed Instagram notification of ``items`` (messaging events of the customer)."""
+    await _notify(service, "instagram", IG_ID, IGSID, *items)
+
+
+async def _notify(
+    service: Service, kind: str, ours: str, customer: str, *items: dict[str, Any]
+) -> None:
+    """A signed notification (``object`` ``kind``) of the customer's messaging ``items``."""
     note = {
-        "object": "instagram",
+        "object": kind,
         "entry": [
             {
-                "id": IG_ID,
+                "id": ours,
                 "time": _now_ms(),
                 "messaging": [
                     {
-                        "sender": {"id": IGSID},
-                        "recipient": {"id": IG_ID},
+                        "sender": {"id": customer},
+                        "recipient": {"id": ours},
                         "timestamp": _now_ms(),
                         **item,
                     }
@@ -207,5 +214,112 @@ async def test_an_instagram_image_in_an_image_reply_out_and_the_customer_reading
                 ),
                 what="the reply read",
             )
+    finally:
+        await pool.close()
+
+
+PAGE_ID = "1234567890"
+PSID = "6783125368444163"
+PAGE_TOKEN = "e2e-page-access-token"
+
+
+async def test_a_messenger_read_watermark_marks_the_replies_sent_before_it_read(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    """Messenger's ``read`` names no message, only a watermark: every reply of the
+    conversation sent before it is read, a reply sent after it is not."""
+    _fake, base = provider
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "meta": {
+                    "graph_api_base_url": base,
+                    "messenger": [{"page_id": PAGE_ID, "domain": "acme"}],
+                }
+            }
+        },
+    )
+    environ = {**ENVIRON, "MESSENGER_PAGE_ACCESS_TOKEN": PAGE_TOKEN}
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with (
+            running_service(config, environ) as service,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            await service.online_agent("ann", {"messenger": 2}, ADMIN)
+            await _notify(
+                service, "page", PAGE_ID, PSID, {"message": {"mid": "m_in1", "text": "Hello?"}}
+            )
+            records = await routing.wait_for(
+                lambda rs: any(
+                    isinstance(e, ConversationAssigned) for e in _decoded(rs, ROUTING_DECODER)
+                )
+            )
+            assigned = next(
+                e for e in _decoded(records, ROUTING_DECODER) if isinstance(e, ConversationAssigned)
+            )
+            reply_url = service.url(
+                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
+            )
+
+            async def reply(text: str) -> str:
+                async with service.session.post(reply_url, json={"text": text}, headers=ADMIN) as r:
+                    assert r.status == 202, await r.text()
+                    reply_id: str = (await r.json())["reply_id"]
+                await wait_until(
+                    lambda: pool.fetchval(
+                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
+                        reply_id,
+                    ),
+                    timeout=20,
+                    what="the reply sent",
+                )
+                return reply_id
+
+            first, second = await reply("One moment."), await reply("Found it.")
+            sent_at = await pool.fetchval(
+                "SELECT max(created_at) FROM outbound_messages WHERE outbound_id = ANY($1)",
+                [first, second],
+            )
+            watermark_ms = int(sent_at.timestamp() * 1000) + 1
+            later = await reply("Anything else?")
+            await pool.execute(  # sent after the watermark, whatever the clocks say
+                "UPDATE outbound_messages SET created_at = created_at + interval '1 minute'"
+                " WHERE outbound_id = $1",
+                later,
+            )
+
+            await _notify(service, "page", PAGE_ID, PSID, {"read": {"watermark": watermark_ms}})
+            records = await routing.wait_for(
+                lambda rs: any(
+                    isinstance(e, OutboundStatusChanged) and e.read_through is not None
+                    for e in _decoded(rs, ROUTING_DECODER)
+                )
+            )
+            [read] = [
+                e
+                for e in _decoded(records, ROUTING_DECODER)
+                if isinstance(e, OutboundStatusChanged) and e.read_through is not None
+            ]
+            assert (read.conversation_id, read.status) == (
+                assigned.conversation_id,
+                DeliveryStatus.READ,
+            )
+            assert (read.provider_message_id, read.provider_status) == ("", "read")
+            assert read.read_through == watermark_ms / 1000
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 2 FROM outbound_messages"
+                    " WHERE outbound_id = ANY($1) AND status = 'read'",
+                    [first, second],
+                ),
+                what="the two replies before the watermark read",
+            )
+            status = await pool.fetchval(
+                "SELECT status FROM outbound_messages WHERE outbound_id = $1", later
+            )
+            assert status == "sent"
     finally:
         await pool.close()

@@ -245,7 +245,7 @@ EXPECTED: dict[str, list[str]] = {
     "messenger_message_sticker": ["message"],
     "messenger_reaction": ["reacted"],
     "messenger_unreaction": ["unreacted"],
-    "messenger_read": [],  # a watermark names no message: not carried
+    "messenger_read": [],  # the docs' watermark (2016) is no believable time: nothing read
     "messenger_delivery": ["delivered:delivered"],
     "messenger_postback": ["message"],
     "messenger_echo": [],  # our app's own send (no meta.app_id here: every echo is dropped)
@@ -518,7 +518,23 @@ def test_a_messenger_delivery_reports_each_message_it_names() -> None:
     )
 
 
-def test_a_messenger_read_watermark_names_no_message_and_is_not_reported() -> None:
+def test_a_messenger_read_watermark_reads_the_conversation_through_its_time() -> None:
+    doc = json.loads(fixture("messenger_read"))
+    watermark_ms = int((NOW - 90) * 1000)
+    doc["entry"][0]["messaging"][0]["read"]["watermark"] = watermark_ms
+    [receipt] = meta.parse_webhook(json.dumps(doc).encode(), CHANNELS, NOW).events
+    assert isinstance(receipt, DeliveryStatusChanged)
+    assert receipt.status is DeliveryStatus.READ
+    assert (receipt.provider_message_id, receipt.provider_status) == ("", "read")
+    assert receipt.read_through == watermark_ms / 1000
+    # The key the customer's messages on this page carry: the receipt finds their conversation.
+    message: MessageReceived = one("messenger_message")
+    assert receipt.conversation_key == message.conversation_key
+    again = meta.parse_webhook(json.dumps(doc).encode(), CHANNELS, NOW).events
+    assert again == [receipt]  # a redelivery is the same event
+
+
+def test_a_messenger_read_watermark_at_no_believable_time_reads_nothing() -> None:
     assert parsed("messenger_read") == []
 
 
