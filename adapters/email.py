@@ -453,6 +453,44 @@ def event_customer(value: str | None, domain: str, what: str) -> str:
     return address
 
 
+def mail_id(
+    message_id_header: str | None,
+    customer: str,
+    our_address: str,
+    subject: str | None,
+    date: str | None,
+    body: str,
+) -> str:
+    """A mail's id, whichever provider posted it: its ``Message-Id``, else (rare, broken
+    mailers) a digest of what a retry repeats exactly, so a redelivery is the same message."""
+    own_ids = message_ids(message_id_header)
+    if own_ids and usable_message_id(own_ids[0]):
+        return own_ids[0]
+    basis = "\n".join([customer, our_address, subject or "", date or "", body])
+    return "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def inline_attachment(
+    message_id: str,
+    field: str,
+    *,
+    content_type: str | None,
+    filename: str | None,
+    size: int | None,
+    content_id: str | None,
+) -> Attachment:
+    """A file that arrived inline in a posted mail (forwarded by Mailgun, every file through
+    SendGrid's Inbound Parse), by its form field: without a blob store, what it was, under
+    our reference."""
+    return Attachment(
+        url=f"urn:switchboard:email:{message_id}:{field}",
+        content_type=content_type,
+        filename=filename,
+        size_bytes=size,
+        media_id=content_id,
+    )
+
+
 def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[InboundEvent]:
     """Normalize a verified Mailgun route POST into one ``MessageReceived``; ``now`` is
     the time we received it."""
@@ -473,14 +511,9 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
     headers = _headers(fields)
     subject = fields.get("subject") or fields.get("Subject")
     body = fields.get("stripped-text") or fields.get("body-plain") or ""
-    own_ids = message_ids(headers.get("message-id"))
-    if own_ids and usable_message_id(own_ids[0]):
-        message_id = own_ids[0]
-    else:
-        # No usable Message-Id (rare, broken mailers): a digest of what a retry repeats
-        # exactly.
-        basis = "\n".join([customer, our_address, subject or "", headers.get("date", ""), body])
-        message_id = "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
+    message_id = mail_id(
+        headers.get("message-id"), customer, our_address, subject, headers.get("date"), body
+    )
     root = thread_root(message_id, headers.get("in-reply-to"), headers.get("references"))
     answered = [i for i in message_ids(headers.get("in-reply-to")) if usable_message_id(i)]
     content_ids = _content_ids(fields.get("content-id-map"))
@@ -503,13 +536,13 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             for a in stored
         ]
     attachments += [
-        # Forwarded files arrive inline; without a blob store we keep what they were.
-        Attachment(
-            url=f"urn:switchboard:email:{message_id}:{u.field}",
+        inline_attachment(
+            message_id,
+            u.field,
             content_type=u.content_type,
             filename=u.filename,
-            size_bytes=u.size,
-            media_id=content_ids.get(u.field),
+            size=u.size,
+            content_id=content_ids.get(u.field),
         )
         for u in form.uploads
     ]

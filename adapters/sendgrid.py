@@ -600,28 +600,26 @@ def parse_inbound(
     subject = fields.get("subject") or _decoded_header(_header(headers, "Subject"))
     customer = _customer(fields, headers, endpoint.domain)
     in_reply_to, references = _header(headers, "In-Reply-To"), _header(headers, "References")
-    own_ids = email_adapter.message_ids(_header(headers, "Message-Id"))
-    if own_ids and email_adapter.usable_message_id(own_ids[0]):
-        message_id = own_ids[0]
-    else:
-        # No usable Message-Id: the digest ``adapters.email`` makes of the same parts, so
-        # SendGrid's retry of the mail is the same message.
-        date = _header(headers, "Date") or ""
-        basis = "\n".join([customer, our_address, subject or "", date, body])
-        message_id = "sha256:" + hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()
+    message_id = email_adapter.mail_id(
+        _header(headers, "Message-Id"),
+        customer,
+        our_address,
+        subject,
+        _header(headers, "Date"),
+        body,
+    )
     root = email_adapter.thread_root(message_id, in_reply_to, references)
     answered = [
         i for i in email_adapter.message_ids(in_reply_to) if email_adapter.usable_message_id(i)
     ]
     attachments = tuple(
-        # Kept as ``adapters.email`` keeps forwarded files: without a blob store, what
-        # they were.
-        Attachment(
-            url=f"urn:switchboard:email:{message_id}:{f.field}",
+        email_adapter.inline_attachment(
+            message_id,
+            f.field,
             content_type=f.content_type,
             filename=f.filename,
-            size_bytes=f.size,
-            media_id=f.content_id,
+            size=f.size,
+            content_id=f.content_id,
         )
         for f in files
     )
