@@ -115,6 +115,11 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """``json`` or ``console`` (env ``SWITCHBOARD_LOG_FORMAT``); default: console in a terminal."""
     log_level: str = "INFO"
     """Log level of Switchboard's own loggers."""
+    log_digest_key_env: str = "SWITCHBOARD_LOG_DIGEST_KEY"
+    """Variable holding the key of the customer digests in logs and the audit log (``h:…``):
+    the same in every process, one customer's digest is the same everywhere and across
+    restarts. Unset, each process draws a key of its own at start. Keyed, a digest of a
+    phone number cannot be found by hashing every number."""
     state_dir: str = ".state"
     """Where the embedded broker and PostgreSQL keep their files."""
     source: str = "switchboard"

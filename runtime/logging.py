@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets as secrets_module
 import sys
 import threading
 import time
@@ -142,8 +143,13 @@ _QUERY = re.compile(r"\?(?<=[\w/%.-]\?)(?=[^\s\"'<>]*=)[^\s\"'<>]*")
 
 
 def fingerprint(value: object) -> str:
-    """A stable, non-reversible tag so the same customer can be followed across log lines."""
-    return "h:" + hashlib.blake2b(str(value).encode(), digest_size=6).hexdigest()
+    """A stable tag so the same customer can be followed across log lines, keyed
+    (``configure``'s ``digest_key``): without the key it cannot be reversed, not even for a
+    phone number, whose every possible value could otherwise be hashed and compared."""
+    return (
+        "h:"
+        + hashlib.blake2b(str(value).encode(), digest_size=6, key=_active.digest_key).hexdigest()
+    )
 
 
 def _fingerprint_match(match: re.Match[str]) -> str:
@@ -414,6 +420,8 @@ class _Active:
         """None: whatever ``sys.stderr`` is when a line is written (it may be replaced
         after ``configure``, by a test runner's capture for one)."""
         self.processors: list[structlog.typing.Processor] = []
+        self.digest_key = secrets_module.token_bytes(32)
+        """The key of ``fingerprint``: the deployment's, else one of this process's own."""
 
     @property
     def output(self) -> TextIO:
@@ -492,11 +500,13 @@ def configure(
     *,
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    digest_key: str | None = None,
 ) -> None:
     """Configure structlog and the standard library once, for the whole process.
 
     ``secrets`` are masked wherever they appear (``secret_values`` finds the configured
-    ones); ``stream`` receives every line (default: stderr).
+    ones); ``stream`` receives every line (default: stderr); ``digest_key`` keys the customer
+    digests (``fingerprint``; None: this process's own random key).
     """
     output = sys.stderr if stream is None else stream
     if log_format is None:
@@ -507,6 +517,9 @@ def configure(
         else structlog.processors.JSONRenderer()
     )
     _active.secrets = set(secrets)
+    if digest_key:
+        # blake2b takes keys of at most 64 bytes: a longer secret is hashed down to one.
+        _active.digest_key = hashlib.blake2b(digest_key.encode()).digest()
     _active.redactor = Redactor(_active.secrets)
     _active.stream = stream
     _active.processors[:] = [

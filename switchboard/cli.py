@@ -68,7 +68,12 @@ def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config | 
     except SecretsFileError as error:
         print(f"switchboard: secrets_file: {error}", file=sys.stderr)
         return None
-    logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, secrets))
+    logs.configure(
+        config.log_format,
+        config.log_level,
+        secrets=logs.secret_values(config, secrets),
+        digest_key=secrets.get(config.log_digest_key_env),
+    )
     return config
 
 

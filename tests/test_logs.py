@@ -40,6 +40,7 @@ from twilio.request_validator import RequestValidator
 from adapters.webchat import SOCKET_PROTOCOL
 from router.api.auth import Scope, create_token
 from runtime import logging as logs
+from switchboard.cli import configure, new_parser
 from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.logcapture import captured_logs, lines_of
@@ -870,3 +871,28 @@ async def test_no_log_line_of_switchboard_run_holds_a_planted_value(
     text = output_path.read_text(errors="backslashreplace")
     assert_the_capture_saw_the_run(text)
     assert_nothing_planted(text, scenario.planted)
+
+
+def test_a_customer_digest_is_keyed_so_hashing_every_number_finds_nothing() -> None:
+    unkeyed = "h:" + hashlib.blake2b(PHONE.encode(), digest_size=6).hexdigest()
+    logs.configure("json", digest_key="deployment-key-one")
+    keyed = logs.fingerprint(PHONE)
+    assert keyed != unkeyed
+    assert logs.fingerprint(PHONE) == keyed  # the same customer is followed
+    logs.configure("json", digest_key="deployment-key-one")
+    assert logs.fingerprint(PHONE) == keyed  # another process with the same key agrees
+    logs.configure("json", digest_key="deployment-key-two")
+    assert logs.fingerprint(PHONE) != keyed
+
+
+def test_the_command_line_keys_the_digests_with_the_configured_variable(tmp_path: Path) -> None:
+    parser, _ = new_parser()
+    args = parser.parse_args(["migrate"])
+    environ = {
+        "SWITCHBOARD_LOG_DIGEST_KEY": "from-the-environment",
+        "DATABASE_URL": "postgresql://x@127.0.0.1/x",
+    }
+    assert configure(args, environ) is not None
+    first = logs.fingerprint(PHONE)
+    logs.configure("json", digest_key="from-the-environment")
+    assert logs.fingerprint(PHONE) == first

@@ -62,9 +62,10 @@ def test_switchboard_services_are_built_from_the_dockerfile() -> None:
 
 
 def test_the_environment_is_what_the_code_reads() -> None:
+    logs = {"SWITCHBOARD_LOG_DIGEST_KEY"}  # log_digest_key_env: every process that logs
     secrets = {
-        "adapters": secret_variables("channels"),
-        "router": secret_variables("api"),
+        "adapters": secret_variables("channels") | logs,
+        "router": secret_variables("api") | logs,
         "migrate": set(),
     }
     for name, service in _switchboard_services().items():
@@ -84,7 +85,7 @@ def test_the_environment_is_what_the_code_reads() -> None:
         assert config.kafka.bootstrap_servers == "kafka:9092"
     assert "SWITCHBOARD_PUBLIC_URL" in _switchboard_services()["adapters"]["environment"]
     assert secrets["adapters"]
-    assert secrets["router"] == {"SWITCHBOARD_ADMIN_TOKEN"}
+    assert secrets["router"] == {"SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_LOG_DIGEST_KEY"}
 
 
 def test_the_urls_point_at_the_kafka_and_postgres_services() -> None:

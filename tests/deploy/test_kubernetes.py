@@ -79,7 +79,12 @@ def test_deployments_run_the_right_command_with_probes_resources_and_a_budget(
         "name": "switchboard-database",
         "key": "DATABASE_URL",
     }
-    assert set(environment) - SWITCHBOARD_VARIABLES <= secret_variables("api")
+    assert environment["SWITCHBOARD_LOG_DIGEST_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "switchboard-database",
+        "key": "SWITCHBOARD_LOG_DIGEST_KEY",
+    }
+    logs = {"SWITCHBOARD_LOG_DIGEST_KEY"}  # one key of the log digests for every pod
+    assert set(environment) - SWITCHBOARD_VARIABLES - logs <= secret_variables("api")
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
@@ -128,7 +133,7 @@ def test_the_adapters_get_the_provider_secrets_the_config_names() -> None:
     assert set(providers["stringData"]) == secret_variables("channels")
     assert not secret_variables("api") & set(_environment(container))
     database = _find("Secret", "switchboard-database")
-    assert set(database["stringData"]) == {"DATABASE_URL"}
+    assert set(database["stringData"]) == {"DATABASE_URL", "SWITCHBOARD_LOG_DIGEST_KEY"}
 
 
 def test_the_routers_get_the_api_secret_the_config_names() -> None:
