@@ -21,14 +21,16 @@ Entries the API and the CLI write (action: target; detail):
 - ``campaign.pause`` / ``campaign.resume`` / ``campaign.cancel``: ``campaign <id>``;
   campaign_id, was (the status before), messages_cancelled.
 - ``customer.consent.set``: ``customer h:<digest>``; event_id, channel, consent, note.
+- ``retention.expire``: ``domain <id>`` (``rows of no domain`` for dead letters no domain
+  owns); rows (changed, by ``<table>.<action>``), periods (``runtime.retention``).
 
 ``actor`` is ``Principal.actor`` (a token id, ``bootstrap``, or ``local`` when the API's
-authentication is disabled) or ``cli`` for the operator's command line. A customer is
-named by ``runtime.logging.fingerprint`` of its id, as in the logs: its id may be a phone
-number or an email address. ``detail`` holds ids, counts and settings only: no secret, no
-token, no message text, no name, no customer address; ``record_action`` refuses the
-top-level keys that would carry one (``FORBIDDEN_DETAIL_KEYS``) and any value holding an
-API token.
+authentication is disabled), ``cli`` for the operator's command line, or ``retention``
+for the routers' retention job. A customer is named by ``runtime.logging.fingerprint`` of
+its id, as in the logs: its id may be a phone number or an email address. ``detail`` holds
+ids, counts and settings only: no secret, no token, no message text, no name, no customer
+address; ``record_action`` refuses the top-level keys that would carry one
+(``FORBIDDEN_DETAIL_KEYS``) and any value holding an API token.
 
 Listing pages by id like the dead letters: ``after`` the previous page's ``next_after``.
 """
@@ -67,7 +69,8 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     at: float
     """When the action's transaction ran (seconds since the Unix epoch)."""
     actor: str
-    """A token id, ``bootstrap``, ``local`` (authentication disabled) or ``cli``."""
+    """A token id, ``bootstrap``, ``local`` (authentication disabled), ``cli`` or
+    ``retention`` (the routers' retention job)."""
     action: str
     """``token.create``, ``agent.register``, ``dead_letter.redrive``, …"""
     domain: str | None

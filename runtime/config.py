@@ -32,6 +32,10 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Replication factor of the topics Switchboard creates."""
     create_topics: bool = True
     """Create missing topics at start-up."""
+    topic_retention_ms: int | None = None
+    """``retention.ms`` of the topics Switchboard creates, all but ``switchboard.config``
+    (they carry message texts and addresses); None: the broker's default. At most the
+    shortest retention period any domain sets (see ``runtime.retention``)."""
     consumer_group: str = "switchboard-router"
     """Consumer group of the router processes."""
     fetch_max_wait_ms: int = 20
@@ -54,6 +58,9 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("must be at least 1 (partitions)")
         if not 0 <= self.fetch_max_wait_ms <= 10000:
             raise ValueError("must be between 0 and 10000 (fetch_max_wait_ms)")
+        if self.topic_retention_ms is not None and self.topic_retention_ms < 3_600_000:
+            # Shorter, a router that is down for a while loses records it did not read yet.
+            raise ValueError("must be at least 3600000, one hour (topic_retention_ms)")
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -150,7 +150,15 @@ def _new_topic(config: ServiceConfig, name: str) -> NewTopic:
             config.kafka.replication_factor,
             topic_configs={"cleanup.policy": "compact"},
         )
-    return NewTopic(name, config.kafka.partitions, config.kafka.replication_factor)
+    retention = config.kafka.topic_retention_ms
+    return NewTopic(
+        name,
+        config.kafka.partitions,
+        config.kafka.replication_factor,
+        # The topics carry message texts and addresses: they keep them no longer than the
+        # domains' retention periods allow (README "Topic retention").
+        topic_configs={} if retention is None else {"retention.ms": str(retention)},
+    )
 
 
 def make_producer(config: ServiceConfig, environ: Mapping[str, str]) -> AIOKafkaProducer:

@@ -481,6 +481,16 @@ class Metrics:
             registry=r,
         )
 
+        # Retention (runtime.retention): ``kind`` is the table, ``action`` emptied or deleted.
+        self.retention_rows = Counter(
+            "switchboard_retention_rows_total",
+            "Rows the retention job emptied or deleted, by table (messages,"
+            " outbound_messages, assignments, conversations, agent_events, consent_changes,"
+            " dead_letters, webhook_nonces) and action (emptied, deleted).",
+            ["domain", "kind", "action"],
+            registry=r,
+        )
+
     def for_domain(self, domain: str | None) -> DomainMetrics:
         """The bound children of ``domain``'s label value (None: ``NO_DOMAIN``)."""
         bound = self._bound.get(domain)

@@ -49,6 +49,7 @@ from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
 from runtime.readiness import Readiness
+from runtime.retention import RetentionConfig, RetentionJob
 from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import topics
@@ -71,6 +72,7 @@ ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
 EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
 OUTBOUND_SENDER = web.AppKey("outbound_sender", OutboundSender)
 BOT_BRIDGE = web.AppKey("bot_bridge", BotBridge)
+RETENTION_JOB = web.AppKey("retention_job", RetentionJob)
 
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
@@ -140,6 +142,7 @@ def build_app(
         live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
         app.cleanup_ctx.append(_router_worker)
+        app.cleanup_ctx.append(functools.partial(_retention, config))
         setup_api(app, config.api, _policies(config.document()), _api_outbound(config.document()))
         setup_control(app)
 
@@ -191,6 +194,10 @@ def _api_outbound(document: ControlDocument) -> dict[str, DomainOutbound]:
         )
         for name, domain in document.domains.items()
     }
+
+
+def _retention_periods(document: ControlDocument) -> dict[str, RetentionConfig]:
+    return {name: domain.retention for name, domain in document.domains.items()}
 
 
 def _webchats(document: ControlDocument) -> dict[str, WebchatConfig]:
@@ -295,6 +302,21 @@ async def _router_worker(app: web.Application) -> AsyncIterator[None]:
     )
     app[ROUTER_WORKER] = worker
     async with background("router-worker", worker.run(), worker.stop):
+        yield
+
+
+async def _retention(config: Config, app: web.Application) -> AsyncIterator[None]:
+    """The retention job: every router tries, a PostgreSQL lock per domain lets one do each
+    domain's pass; it reads the domains' periods of the version the process runs."""
+    live = app[LIVE_CONFIG]
+    job = app[RETENTION_JOB] = RetentionJob(
+        app[DB_POOL],
+        app[METRICS],
+        config.retention,
+        lambda: _retention_periods(live.document),
+        topic_retention_ms=config.kafka.topic_retention_ms,
+    )
+    async with background("retention", job.run(), job.stop):
         yield
 
 

@@ -24,6 +24,7 @@ from router.api.config import ApiConfig
 from router.engine import DomainPolicy
 from runtime.config import ConfigError, ServiceConfig
 from runtime.outbound import OutboundConfig
+from runtime.retention import RetentionConfig, RetentionJobConfig
 from schemas.limits import DOMAIN_MAX
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
@@ -39,6 +40,9 @@ class DomainConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     outbound: OutboundConfig = OutboundConfig()
     """Business-started messages: templates, consent keywords, send rates
     (``runtime.outbound``)."""
+    retention: RetentionConfig = RetentionConfig()
+    """How long the domain's message bodies, routing history, consent history and dead
+    letters are kept in PostgreSQL (``runtime.retention``); unset periods: for ever."""
 
 
 def check_domain_id(name: str) -> None:
@@ -106,6 +110,9 @@ class Config(ServiceConfig, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """Provider endpoints and their secrets (see Channel adapters)."""
     api: ApiConfig = ApiConfig()
     """The agent and operations API: authentication, command waits, the event stream."""
+    retention: RetentionJobConfig = RetentionJobConfig()
+    """How the routers' retention job runs: interval, batch size, the dead letters no
+    domain owns (``runtime.retention``)."""
 
     def __post_init__(self) -> None:
         if not self.domains:

@@ -122,6 +122,7 @@ INDEXED_COLUMN_MAX = {
     "bot_id": limits.BOT_ID_MAX,
     "change_id": limits.EVENT_ID_MAX,
     "status": len("undelivered"),  # the longest status word a row may hold
+    "kind": 32,  # retention_marks: runtime.retention's own names (CHECK in 0018)
 }
 FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
                "created_at", "applied_at", "expires_at", "version", "changed_at"}  # fmt: skip

@@ -1,5 +1,6 @@
 """The ``switchboard`` program: the service's commands (``switchboard.cli``: run, router,
-adapters, migrate, schemas) and the operator's tools: token, dead-letters, replay, simulate."""
+adapters, migrate, schemas) and the operator's tools: token, dead-letters, retention, replay,
+simulate."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from switchboard.cli import configure, new_parser, service_command
 from tools.config_cli import add_config_parser, config_command
 from tools.dead_letter_cli import add_dead_letter_parser, dead_letter_command
 from tools.replay import add_replay_parser, replay_command
+from tools.retention_cli import add_retention_parser, retention_command
 from tools.simulate_cli import add_simulate_parser, simulate_command
 from tools.token_cli import add_token_parser, token_command
 
@@ -19,13 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     add_token_parser(commands)
     add_config_parser(commands)
     add_dead_letter_parser(commands)
+    add_retention_parser(commands)
     add_replay_parser(commands)
     add_simulate_parser(commands)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     if args.command == "simulate":  # a client of a running service: needs no configuration
         return simulate_command(args, environ)
-    if args.command not in ("token", "dead-letters", "replay", "config"):
+    if args.command not in ("token", "dead-letters", "retention", "replay", "config"):
         return service_command(args, environ)
     config = configure(args, environ)
     if config is None:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return token_command(args, config)
     if args.command == "dead-letters":
         return dead_letter_command(args, config, environ)
+    if args.command == "retention":
+        return retention_command(args, config)
     policies = {name: domain.routing for name, domain in config.domains.items()}
     return replay_command(args, config.database.url, policies)
 

@@ -34,6 +34,8 @@ ALLOWED_LABELS = {
     "consent",  # opt_out, opt_in
     "source",  # keyword, provider, api
     "bot",  # a domain's configured bots (at most 50 each; "other" under domain="other")
+    "kind",  # retention: the tables it changes (runtime.retention, eight)
+    "action",  # retention: emptied, deleted
 }
 
 

@@ -335,6 +335,25 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        r"^switchboard retention run( --domain \S+)?$",
+        Mapped(
+            "tests/integration/test_retention.py::test_switchboard_retention_run_prints_the_counts",
+            "runs `.venv/bin/switchboard retention run --domain acme` and the whole pass on a "
+            "test database with expired rows, and checks the JSON it printed, the rows, the "
+            "audit entry, a domain a router's pass holds (busy, exit 1) and an unknown domain",
+        ),
+    ),
+    Rule(
+        r"^kafka-configs\.sh --alter ",
+        Mapped(
+            "tests/deploy/test_topic_retention.py"
+            "::test_the_topics_keep_records_no_longer_than_any_domain_keeps_them",
+            "Apache Kafka's own tool, run by an operator on a real cluster; the tests check the "
+            "rule it applies (the deploy files' topic retention against the domains' periods) "
+            "and tests/test_retention_config.py that created topics get kafka.topic_retention_ms",
+        ),
+    ),
+    Rule(
         r"^switchboard replay$|^switchboard --config \S+ replay |^printf '\[routing",
         Mapped(
             "tests/replay/test_replay.py::test_longer_preferred_wait_hits_more_and_waits_longer",
