@@ -21,6 +21,8 @@ Entries the API and the CLI write (action: target; detail):
 - ``campaign.pause`` / ``campaign.resume`` / ``campaign.cancel``: ``campaign <id>``;
   campaign_id, was (the status before), messages_cancelled.
 - ``customer.consent.set``: ``customer h:<digest>``; event_id, channel, consent, note.
+- ``customer.export``: ``customer h:<digest>`` (the profile's); continued (a page after
+  the first), limit.
 - ``retention.expire``: ``domain <id>`` (``rows of no domain`` for dead letters no domain
   owns); rows (changed, by ``<table>.<action>``), periods (``runtime.retention``).
 

@@ -18,6 +18,7 @@ from router.api.desktop_models import (
     CustomerProfile,
     HistoryPage,
 )
+from router.api.export import EXPORT_LIMIT, EXPORT_LIMIT_MAX, EXPORT_MESSAGES_BUDGET, CustomerExport
 from router.api.models import NO_CONTROLS
 from router.api.operation import DOMAIN_PARAMETER, Operation, parameter
 from schemas import Channel
@@ -193,5 +194,38 @@ DESKTOP_OPERATIONS = (
         "conversations opened and closed, bots' hand-offs (what the bot learned), "
         "assignments, messages with their text, attachments and delivery status (a bot's "
         "with its `bot_id`). Oldest first within a page; `next_cursor` pages back in time.",
+    ),
+    Operation(
+        "get",
+        _BASE + "/customers/{customer_id}/export",
+        "exportCustomer",
+        "Everything held about a customer (access and portability), conversations paged",
+        (
+            DOMAIN_PARAMETER,
+            _CUSTOMER,
+            _CURSOR,
+            parameter(
+                "query",
+                "limit",
+                "Conversations on one page",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": EXPORT_LIMIT_MAX,
+                    "default": EXPORT_LIMIT,
+                },
+            ),
+        ),
+        200,
+        CustomerExport,
+        errors=_ERRORS,
+        description="An admin token only (403 for an agent token); audited as "
+        "`customer.export` with the customer's digest. 404 for a customer never seen. Every "
+        "identity of the profile: the customer record, identities, consents and their "
+        "changes, the audit entries naming the customer, business-started messages not "
+        "answered yet, and the conversations (oldest first, each whole: messages, "
+        "assignments, outbound deliveries). A page holds at most `limit` conversations and "
+        f"closes early once they hold {EXPORT_MESSAGES_BUDGET} messages; `next_cursor` "
+        "continues, and every page repeats the customer's own sections.",
     ),
 )
