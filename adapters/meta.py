@@ -73,8 +73,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import msgspec
-
 from adapters.base import (
     BadRequest,
     ChannelDeclaration,
@@ -87,6 +85,17 @@ from adapters.base import (
 )
 from adapters.config import ChannelsConfig, MetaConfig
 from adapters.media import MediaLimits, MediaRule
+from adapters.meta_payloads import (
+    Change,
+    Messaging,
+    MsgMessage,
+    Notification,
+    WaContactCard,
+    WaEdited,
+    WaMedia,
+    WaMessage,
+    WaValue,
+)
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
@@ -111,250 +120,6 @@ from schemas import (
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RECEIVED = "EVENT_RECEIVED"
-
-
-# --- payload shapes (only the fields we read; unknown fields are ignored) -----------------
-
-
-class _S(msgspec.Struct, frozen=True, kw_only=True):
-    pass
-
-
-class WaText(_S, frozen=True, kw_only=True):
-    body: str = ""
-
-
-class WaMedia(_S, frozen=True, kw_only=True):
-    id: str = ""
-    mime_type: str | None = None
-    caption: str | None = None
-    filename: str | None = None
-    sha256: str | None = None
-    url: str | None = None
-    """Meta's download URL (newer webhooks carry it; fetching it needs the token too)."""
-
-
-class WaLocation(_S, frozen=True, kw_only=True):
-    latitude: float | None = None
-    longitude: float | None = None
-    name: str | None = None
-    address: str | None = None
-    url: str | None = None
-
-
-class WaContactName(_S, frozen=True, kw_only=True):
-    formatted_name: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-
-
-class WaContactPhone(_S, frozen=True, kw_only=True):
-    phone: str | None = None
-    wa_id: str | None = None
-
-
-class WaContactEmail(_S, frozen=True, kw_only=True):
-    email: str | None = None
-
-
-class WaContactOrg(_S, frozen=True, kw_only=True):
-    company: str | None = None
-
-
-class WaContactCard(_S, frozen=True, kw_only=True):
-    name: WaContactName | None = None
-    phones: list[WaContactPhone] = []
-    emails: list[WaContactEmail] = []
-    org: WaContactOrg | None = None
-
-
-class WaButton(_S, frozen=True, kw_only=True):
-    text: str = ""
-    payload: str | None = None
-
-
-class WaReply(_S, frozen=True, kw_only=True):
-    id: str = ""
-    title: str = ""
-
-
-class WaInteractive(_S, frozen=True, kw_only=True):
-    type: str = ""
-    button_reply: WaReply | None = None
-    list_reply: WaReply | None = None
-
-
-class WaReaction(_S, frozen=True, kw_only=True):
-    message_id: str = ""
-    emoji: str | None = None
-    """Absent or empty: the customer removed their reaction."""
-
-
-class WaContext(_S, frozen=True, kw_only=True):
-    id: str | None = None
-    """The message this one replies to (absent for a forwarded message)."""
-
-
-class WaEdited(_S, frozen=True, kw_only=True):
-    type: str = "text"
-    text: WaText | None = None
-    image: WaMedia | None = None
-    video: WaMedia | None = None
-    document: WaMedia | None = None
-
-
-class WaEdit(_S, frozen=True, kw_only=True):
-    original_message_id: str = ""
-    message: WaEdited | None = None
-
-
-class WaRevoke(_S, frozen=True, kw_only=True):
-    original_message_id: str = ""
-
-
-class WaMessage(_S, frozen=True, kw_only=True):
-    from_: str = msgspec.field(name="from")
-    id: str
-    timestamp: str
-    type: str = "text"
-    context: WaContext | None = None
-    text: WaText | None = None
-    image: WaMedia | None = None
-    video: WaMedia | None = None
-    audio: WaMedia | None = None
-    document: WaMedia | None = None
-    sticker: WaMedia | None = None
-    location: WaLocation | None = None
-    contacts: list[WaContactCard] = []
-    button: WaButton | None = None
-    interactive: WaInteractive | None = None
-    reaction: WaReaction | None = None
-    edit: WaEdit | None = None
-    revoke: WaRevoke | None = None
-
-
-class WaError(_S, frozen=True, kw_only=True):
-    code: int | str | None = None
-
-
-class WaStatus(_S, frozen=True, kw_only=True):
-    id: str
-    status: str
-    timestamp: str
-    recipient_id: str | None = None
-    errors: list[WaError] = []
-    biz_opaque_callback_data: str | None = None
-    """What the send request carried in the same field: egress puts our outbound id there."""
-
-
-class WaMetadata(_S, frozen=True, kw_only=True):
-    phone_number_id: str
-    display_phone_number: str | None = None
-
-
-class WaValue(_S, frozen=True, kw_only=True):
-    messaging_product: str = "whatsapp"
-    metadata: WaMetadata
-    messages: list[WaMessage] = []
-    statuses: list[WaStatus] = []
-
-
-class Change(_S, frozen=True, kw_only=True):
-    field: str
-    value: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class Party(_S, frozen=True, kw_only=True):
-    id: str
-
-
-class Coordinates(_S, frozen=True, kw_only=True):
-    lat: float | None = None
-    long: float | None = None
-
-
-class AttachmentPayload(_S, frozen=True, kw_only=True):
-    url: str | None = None
-    sticker_id: int | str | None = None
-    coordinates: Coordinates | None = None
-    """A legacy Messenger location attachment's place."""
-
-
-class MsgAttachment(_S, frozen=True, kw_only=True):
-    type: str = "file"
-    payload: AttachmentPayload | None = None
-    title: str | None = None
-    url: str | None = None
-
-
-class MsgReplyTo(_S, frozen=True, kw_only=True):
-    mid: str | None = None
-
-
-class MsgMessage(_S, frozen=True, kw_only=True):
-    mid: str
-    text: str | None = None
-    is_echo: bool = False
-    app_id: int | str | None = None
-    """The app that sent an echoed message (a number; none: Meta's own inbox or apps)."""
-    is_deleted: bool = False
-    is_unsupported: bool = False
-    attachments: list[MsgAttachment] = []
-    reply_to: MsgReplyTo | None = None
-
-
-class MsgPostback(_S, frozen=True, kw_only=True):
-    title: str = ""
-    payload: str | None = None
-    mid: str | None = None
-
-
-class MsgDelivery(_S, frozen=True, kw_only=True):
-    mids: list[str] = []
-
-
-class MsgRead(_S, frozen=True, kw_only=True):
-    mid: str | None = None
-    """Instagram's ``messaging_seen``: the message read."""
-    watermark: int | str | None = None
-    """Messenger's: every message sent before this time (ms) was read."""
-
-
-class MsgReaction(_S, frozen=True, kw_only=True):
-    mid: str = ""
-    action: str = "react"
-    reaction: str | None = None
-    emoji: str | None = None
-
-
-class MsgEdit(_S, frozen=True, kw_only=True):
-    mid: str = ""
-    text: str | None = None
-    num_edit: int | str | None = None
-
-
-class Messaging(_S, frozen=True, kw_only=True):
-    sender: Party
-    recipient: Party
-    timestamp: int | None = None
-    message: MsgMessage | None = None
-    postback: MsgPostback | None = None
-    delivery: MsgDelivery | None = None
-    read: MsgRead | None = None
-    reaction: MsgReaction | None = None
-    message_edit: MsgEdit | None = None
-
-
-class Entry(_S, frozen=True, kw_only=True):
-    id: str
-    time: int | None = None
-    changes: list[Change] = []
-    messaging: list[Messaging] = []
-
-
-class Notification(_S, frozen=True, kw_only=True):
-    object: str
-    entry: list[Entry]
 
 
 # --- verification -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Routes (``routes(ctx)``, registered before the generic ``/webhooks/email/{provid
   event has a place for them). Raw mode ("POST the raw,
   full MIME message") sends the whole message in ``email`` with ``to``, ``from``,
   ``envelope`` and ``charsets``; it is parsed with the standard ``email`` package,
-  bounded (``MAX_MIME_PARTS`` content types at most, no recursion).
+  bounded (``sendgrid_inbound.MAX_MIME_PARTS`` content types at most, no recursion).
 - ``POST /webhooks/email/sendgrid/events``: the Event Webhook, a JSON array of events.
 
 Signatures. SendGrid signs with ECDSA on P-256 over SHA-256 of the value of
@@ -77,12 +77,9 @@ import email.policy
 import email.utils
 import functools
 import hashlib
-import html.parser
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -116,9 +113,7 @@ from adapters.normalize import (
     consent_reported,
     decode_json,
     delivery_status_changed,
-    first_values,
     message_received,
-    unknown_endpoint,
 )
 from adapters.provider_api import (
     EgressUnroutable,
@@ -128,6 +123,19 @@ from adapters.provider_api import (
     email_text,
     fetch_attachment,
     upload_name,
+)
+from adapters.sendgrid_inbound import (
+    AttachmentInfo,
+    MailFile,
+    attachment_info,
+    content_id_of,
+    customer_of,
+    decode_form,
+    decoded_header,
+    html_text,
+    mail_header,
+    parse_mime,
+    recipient_of,
 )
 from adapters.webhook_serving import Handler, WebhookContext, parse_signed, serve
 from schemas import (
@@ -143,8 +151,6 @@ from schemas.limits import (
     ATTACHMENTS_MAX,
     CODE_MAX,
     PLAUSIBLE_FUTURE_SECONDS,
-    SUBJECT_MAX,
-    UnusableValue,
     is_identifier,
 )
 
@@ -168,11 +174,6 @@ SIGNATURE_MAX_CHARS = 200
 TIMESTAMP_MAX_CHARS = 20
 MAX_EVENTS = 10_000
 """Events of one Event Webhook POST (SendGrid batches them; the body limit binds first)."""
-MAX_MIME_PARTS = 256
-"""Content types in a raw-mode message: parts, nested multiparts and attached messages."""
-HEADER_DECODE_MAX_CHARS = 4 * SUBJECT_MAX
-"""An encoded header (a subject, a file name) longer than this is not decoded."""
-_CHARSET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,39}$")
 
 # --- Signatures ---------------------------------------------------------------------------
 
@@ -288,280 +289,6 @@ def authenticate_parse(
     return None
 
 
-# --- Inbound Parse ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class InboundForm:
-    """An Inbound Parse POST's fields: text (each field in its character set), files, and
-    the raw mode's whole message as bytes."""
-
-    fields: dict[str, str]
-    uploads: list[email_adapter.Upload]
-    raw_email: bytes | None
-
-
-class _Envelope(msgspec.Struct, frozen=True):
-    to: list[str] = []
-    sender: str | None = msgspec.field(default=None, name="from")
-
-
-class _AttachmentInfo(msgspec.Struct, frozen=True):
-    filename: str | None = None
-    type: str | None = None
-    content_id: str | None = msgspec.field(default=None, name="content-id")
-
-
-def _lenient_json(value: str | None, type_: type[Any]) -> Any:
-    """An auxiliary JSON field (``envelope``, ``charsets``, ``attachment-info``), or None
-    when absent or malformed: the mail is read without it."""
-    if not value:
-        return None
-    try:
-        return decode_json(value.encode("utf-8", "surrogatepass"), type_, "field")
-    except BadRequest:
-        return None
-
-
-def _text(data: bytes, charset: str | None) -> str:
-    """``data`` decoded in ``charset`` (a name the codec registry knows as a text
-    encoding), else as UTF-8; undecodable bytes become U+FFFD."""
-    if charset and _CHARSET.match(charset):
-        try:
-            return data.decode(charset, "replace")
-        except (LookupError, UnicodeError):
-            pass
-    return data.decode("utf-8", "replace")
-
-
-def decode_form(split: email_adapter.SplitForm) -> InboundForm:
-    """The fields of ``split``: each text field in the character set ``charsets`` names
-    for it (SendGrid re-encodes ``to``, ``from``, ``cc`` and ``subject`` as UTF-8 but sends
-    the bodies as they came), files as ``Upload``, ``email`` (raw mode) as bytes."""
-    if split.pairs is not None:
-        pairs = first_values(split.pairs)
-        raw = pairs.get("email")
-        return InboundForm(pairs, [], None if raw is None else raw.encode("utf-8"))
-    parser = email.parser.BytesHeaderParser(policy=email.policy.HTTP)
-    parts: list[tuple[str, str | None, str, str | None, bytes]] = []
-    for raw_part in split.parts:
-        try:
-            # Headers only, as ``adapters.email`` reads them: content stays bytes.
-            headers = parser.parsebytes(raw_part.headers)
-            name = headers.get_param("name", header="content-disposition")
-            if not isinstance(name, str):
-                continue
-            # The decoder ``adapters.email`` reads Mailgun's parts with.
-            data = email_adapter._transfer_decoded(
-                raw_part.data, headers.get("content-transfer-encoding")
-            )
-            parts.append(
-                (
-                    name,
-                    headers.get_filename(),
-                    headers.get_content_type(),
-                    headers.get_content_charset(),
-                    data,
-                )
-            )
-        except (UnicodeError, LookupError, ValueError, TypeError, IndexError) as exc:
-            raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
-    charsets: dict[str, str] = {}
-    for name, filename, _, declared, data in parts:
-        if name == "charsets" and filename is None:
-            found = _lenient_json(_text(data, declared), dict[str, str])
-            charsets = found if isinstance(found, dict) else {}
-            break
-    fields: dict[str, str] = {}
-    uploads: list[email_adapter.Upload] = []
-    raw_email: bytes | None = None
-    for name, filename, content_type, declared, data in parts:
-        if filename is not None:
-            uploads.append(email_adapter.Upload(name, filename, content_type, len(data)))
-        elif name == "email" and raw_email is None:
-            raw_email = data
-        elif name not in fields:
-            fields[name] = _text(data, charsets.get(name) or declared)
-    return InboundForm(fields, uploads, raw_email)
-
-
-def _header(message: email.message.Message, name: str) -> str | None:
-    value = message.get(name)
-    return None if value is None else str(value)
-
-
-def _decoded_header(value: str | None) -> str | None:
-    """A header with its RFC 2047 encoded words decoded (as written when they are not)."""
-    if value is None or len(value) > HEADER_DECODE_MAX_CHARS:
-        return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (email.errors.HeaderParseError, ValueError, LookupError, UnicodeError):
-        return value
-
-
-class _TextOfHtml(html.parser.HTMLParser):
-    """The text of an HTML body: its character data, scripts and styles left out."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style"):
-            self._skipping += 1
-        elif tag in ("br", "p", "div", "li", "tr"):
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.chunks.append(data)
-
-
-def html_text(markup: str) -> str:
-    """The readable text of an HTML-only mail (its tags dropped, entities decoded, runs
-    of blank lines made one)."""
-    reader = _TextOfHtml()
-    reader.feed(markup)
-    reader.close()
-    lines: list[str] = []
-    for line in "".join(reader.chunks).splitlines():
-        line = line.strip()
-        if line or (lines and lines[-1]):
-            lines.append(line)
-    return "\n".join(lines).strip()
-
-
-@dataclass(frozen=True, slots=True)
-class _File:
-    """A file of a mail: its field (``attachmentN``), name, media type, size and
-    Content-ID."""
-
-    field: str
-    filename: str | None
-    content_type: str | None
-    size: int | None
-    content_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Mime:
-    """What a raw-mode message holds: its headers, text and files."""
-
-    message: email.message.Message
-    text: str
-    files: list[_File]
-
-
-def _payload_size(part: email.message.Message) -> int | None:
-    payload = part.get_payload(decode=True)
-    return len(payload) if isinstance(payload, bytes) else None
-
-
-def parse_mime(raw: bytes, domain: str) -> _Mime:
-    """A raw-mode message read with the standard ``email`` package, bounded: at most
-    ``MAX_MIME_PARTS`` content types (each nested multipart or attached message declares
-    one), walked without recursion; an attached message stays one file. Its text is the
-    first ``text/plain`` part that is not an attachment, else its first HTML part's text;
-    its files are the parts with a file name or an ``attachment`` disposition, and every
-    part that is not text. ``Unusable`` when it nests deeper than that."""
-    if raw.lower().count(b"content-type") > MAX_MIME_PARTS:
-        raise Unusable(f"raw message of more than {MAX_MIME_PARTS} parts", domain=domain)
-    try:
-        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
-        leaves: list[email.message.Message] = []
-        stack = [message]
-        while stack:
-            part = stack.pop()
-            payload = part.get_payload()
-            if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-                stack.extend(p for p in reversed(payload) if isinstance(p, email.message.Message))
-            else:
-                leaves.append(part)
-        plain = html = None
-        files: list[_File] = []
-        for part in leaves:
-            content_type = part.get_content_type()
-            disposition = (part.get_content_disposition() or "").lower()
-            filename = _decoded_header(part.get_filename())
-            if filename is None and disposition != "attachment":
-                if content_type == "text/plain" and plain is None:
-                    plain = part
-                    continue
-                if content_type == "text/html" and html is None:
-                    html = part
-                    continue
-                if part.get_content_maintype() == "text":
-                    continue  # another alternative of the text
-            # An attached message is one file; its size is not worth re-encoding it.
-            size = None if content_type == "message/rfc822" else _payload_size(part)
-            cid = _header(part, "Content-ID")
-            field = f"attachment{len(files) + 1}"
-            files.append(_File(field, filename, content_type, size, _content_id(cid)))
-        text = ""
-        if plain is not None:
-            text = _part_text(plain)
-        elif html is not None:
-            text = html_text(_part_text(html))
-    except (LookupError, ValueError, UnicodeError, TypeError, IndexError) as exc:
-        raise BadRequest(f"malformed raw message: {type(exc).__name__}") from None
-    return _Mime(message, text, files)
-
-
-def _part_text(part: email.message.Message) -> str:
-    payload = part.get_payload(decode=True)
-    data = payload if isinstance(payload, bytes) else b""
-    return _text(data, part.get_content_charset())
-
-
-def _recipient(config: ChannelsConfig, fields: Mapping[str, str]) -> tuple[EmailAddress, str]:
-    """Our configured address the mail came to: the SMTP envelope's recipient (what
-    SendGrid received it for), else ``to`` and ``cc``; else 404 (set aside, signed)."""
-    envelope = _lenient_json(fields.get("envelope"), _Envelope)
-    candidates = []
-    if isinstance(envelope, _Envelope) and envelope.to:
-        candidates.append(", ".join(envelope.to))
-    headers = ", ".join(v for v in (fields.get("to"), fields.get("cc")) if v)
-    if headers:
-        candidates.append(headers)
-    for recipients in candidates:
-        try:
-            return email_adapter._find_address(config, recipients)
-        except BadRequest:
-            continue
-    raise unknown_endpoint("this recipient address")
-
-
-def _customer(fields: Mapping[str, str], headers: email.message.Message, domain: str) -> str:
-    envelope = _lenient_json(fields.get("envelope"), _Envelope)
-    sender = fields.get("from") or _header(headers, "From") or ""
-    if not sender and isinstance(envelope, _Envelope):
-        sender = envelope.sender or ""
-    try:
-        _, address = email_adapter._parsed(email.utils.parseaddr, sender)
-    except UnusableValue as exc:
-        raise Unusable(f"from: {exc}", domain=domain) from None
-    address = address.strip().lower()
-    if "@" not in address:
-        raise BadRequest("sender address missing")
-    return address
-
-
-def _content_id(value: str | None) -> str | None:
-    """A Content-ID without its angle brackets (None when empty)."""
-    return value.strip().strip("<>") or None if value else None
-
-
-def _attachment_info(fields: Mapping[str, str]) -> dict[str, _AttachmentInfo]:
-    found = _lenient_json(fields.get("attachment-info"), dict[str, _AttachmentInfo])
-    return found if isinstance(found, dict) else {}
-
-
 def parse_inbound(
     split: email_adapter.SplitForm,
     config: ChannelsConfig,
@@ -573,7 +300,7 @@ def parse_inbound(
     signed it (None: not signed)."""
     form = decode_form(split)
     fields = form.fields
-    endpoint, our_address = _recipient(config, fields)
+    endpoint, our_address = recipient_of(config, fields)
     if form.raw_email is not None:
         mime = parse_mime(form.raw_email, endpoint.domain)
         headers, body, files = mime.message, mime.text, mime.files
@@ -582,30 +309,33 @@ def parse_inbound(
             fields.get("headers", ""), headersonly=True
         )
         body = fields.get("text") or html_text(fields.get("html", ""))
-        info = _attachment_info(fields)
+        info = attachment_info(fields)
         files = []
         for upload in form.uploads:
             # ``attachment-info`` is SendGrid's word on each file's name, type, Content-ID.
-            about = info.get(upload.field, _AttachmentInfo())
+            about = info.get(upload.field, AttachmentInfo())
             files.append(
-                _File(
+                MailFile(
                     upload.field,
                     upload.filename or about.filename,
                     about.type or upload.content_type,
                     upload.size,
-                    _content_id(about.content_id),
+                    content_id_of(about.content_id),
                 )
             )
     body = body.rstrip()
-    subject = fields.get("subject") or _decoded_header(_header(headers, "Subject"))
-    customer = _customer(fields, headers, endpoint.domain)
-    in_reply_to, references = _header(headers, "In-Reply-To"), _header(headers, "References")
+    subject = fields.get("subject") or decoded_header(mail_header(headers, "Subject"))
+    customer = customer_of(fields, headers, endpoint.domain)
+    in_reply_to, references = (
+        mail_header(headers, "In-Reply-To"),
+        mail_header(headers, "References"),
+    )
     message_id = email_adapter.mail_id(
-        _header(headers, "Message-Id"),
+        mail_header(headers, "Message-Id"),
         customer,
         our_address,
         subject,
-        _header(headers, "Date"),
+        mail_header(headers, "Date"),
         body,
     )
     root = email_adapter.thread_root(message_id, in_reply_to, references)

@@ -105,7 +105,8 @@ from adapters.base import (
 )
 from adapters.config import ChannelsConfig, VonageConfig, VonageNumber, resolve_secret
 from adapters.media import MediaLimits, MediaRule, check_attachments
-from adapters.meta import WaContactCard, whatsapp_contact
+from adapters.meta import whatsapp_contact
+from adapters.meta_payloads import WaContactCard
 from adapters.normalize import (
     MAX_FORM_FIELDS,
     decode_json,

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 
-from adapters import x_dm
+from adapters import oauth1, x_dm
 from adapters.config import ChannelsConfig
 from adapters.egress import Egress, InMemorySentLedger, RetryPolicy, SendOutcome
 from adapters.provider_api import (
@@ -290,7 +290,7 @@ async def test_an_allowed_internal_attachment_is_fetched_and_sent(
 async def test_x_s_upload_refuses_an_internal_attachment(loopback: Loopback) -> None:
     upload = x_dm.MediaUpload(
         base_url=loopback.url(""),
-        credentials=x_dm.OAuthCredentials("ck", "cs", "t", "ts"),
+        credentials=oauth1.OAuthCredentials("ck", "cs", "t", "ts"),
         attachment=Attachment(url=loopback.url("/files/a.png")),
     )
     rule = x_dm.MEDIA_LIMITS.rule_for("image/png")

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from adapters import meta
 from adapters.base import inbound_event_id
 from adapters.config import ChannelsConfig
+from adapters.meta_payloads import MsgMessage
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from runtime.metrics import Metrics
 from schemas import Channel, HumanReplied
@@ -199,7 +200,7 @@ async def test_an_echo_of_our_own_send_is_dropped(hook: Harness, ours: int | str
 async def test_without_our_app_id_every_echo_is_dropped(unaware: Harness) -> None:
     await post(unaware, echo(PAGE_INBOX_APP), echo(None, mid="m_2"), echo(int(OUR_APP), mid="m_3"))
     assert unaware.publisher.batches == []
-    assert not meta.sent_by_a_person(CHANNELS.meta, meta.MsgMessage(mid="m", is_echo=True))
+    assert not meta.sent_by_a_person(CHANNELS.meta, MsgMessage(mid="m", is_echo=True))
 
 
 # -- what cannot be carried ----------------------------------------------------------------

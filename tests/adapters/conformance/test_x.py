@@ -51,7 +51,7 @@ from oauthlib.oauth1.rfc5849 import (  # type: ignore[import-untyped]
 )
 from oauthlib.oauth1.rfc5849 import utils as oauthlib_utils
 
-from adapters import x_dm
+from adapters import oauth1, x_dm
 from adapters.base import inbound_event_id
 from adapters.config import ChannelsConfig, SecretMissing
 from adapters.egress import Egress, InMemorySentLedger, RetryPolicy, SendOutcome, build_request
@@ -512,7 +512,7 @@ def test_documented_sizes_pass() -> None:
 DOC_NONCE = "kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg"
 DOC_TIMESTAMP = 1318622958
 DOC_STATUS = [("status", "Hello Ladies + Gentlemen, a signed OAuth request!")]
-DOC_CREDENTIALS = x_dm.OAuthCredentials(CONSUMER_KEY, CONSUMER_SECRET, TOKEN, TOKEN_SECRET)
+DOC_CREDENTIALS = oauth1.OAuthCredentials(CONSUMER_KEY, CONSUMER_SECRET, TOKEN, TOKEN_SECRET)
 
 
 def doc_params() -> list[tuple[str, str]]:
@@ -529,7 +529,7 @@ def doc_params() -> list[tuple[str, str]]:
 
 def test_the_documented_signature_base_string() -> None:
     url = "https://api.x.com/1.1/statuses/update.json?include_entities=true"
-    assert x_dm.signature_base_string("POST", url, doc_params()) == (
+    assert oauth1.signature_base_string("POST", url, doc_params()) == (
         "POST&https%3A%2F%2Fapi.x.com%2F1.1%2Fstatuses%2Fupdate.json&include_entities%3Dtrue"
         "%26oauth_consumer_key%3Dxvz1evFS4wEEPTGEFPHBog%26oauth_nonce%3DkYjzVBB8Y0ZFabxSWbWovY"
         "3uYSQ2pTgmZeNu2VS4cg%26oauth_signature_method%3DHMAC-SHA1%26oauth_timestamp%3D1318622"
@@ -551,7 +551,7 @@ def test_the_documented_signature_base_string() -> None:
     ],
 )
 def test_the_documented_signatures(url: str, expected: str) -> None:
-    signed = x_dm.oauth_signature(
+    signed = oauth1.oauth_signature(
         "POST", url + "?include_entities=true", doc_params(), CONSUMER_SECRET, TOKEN_SECRET
     )
     assert signed == expected
@@ -563,7 +563,7 @@ def test_the_documented_signatures(url: str, expected: str) -> None:
 
 
 def test_the_documented_authorization_header() -> None:
-    header = x_dm.authorization_header(
+    header = oauth1.authorization_header(
         "POST",
         "https://api.twitter.com/1/statuses/update.json?include_entities=true",
         DOC_CREDENTIALS,
@@ -592,13 +592,13 @@ def test_the_documented_authorization_header() -> None:
     ],
 )
 def test_the_documented_percent_encoding(raw: str, encoded: str) -> None:
-    assert x_dm.percent_encode(raw) == encoded
+    assert oauth1.percent_encode(raw) == encoded
 
 
 def test_the_base_string_uri_follows_rfc_5849() -> None:
-    assert x_dm.base_string_uri("HTTPS://API.X.com:443/2/x?a=1#f") == "https://api.x.com/2/x"
-    assert x_dm.base_string_uri("http://127.0.0.1:8080/2/x") == "http://127.0.0.1:8080/2/x"
-    assert x_dm.base_string_uri("http://h:80") == "http://h/"
+    assert oauth1.base_string_uri("HTTPS://API.X.com:443/2/x?a=1#f") == "https://api.x.com/2/x"
+    assert oauth1.base_string_uri("http://127.0.0.1:8080/2/x") == "http://127.0.0.1:8080/2/x"
+    assert oauth1.base_string_uri("http://h:80") == "http://h/"
 
 
 def oauthlib_header(
@@ -643,7 +643,7 @@ def test_our_signer_agrees_with_oauthlib(
     url = "https://api.x.com/" + "/".join(path)
     if query:
         url += "?" + urllib.parse.urlencode(query)
-    ours = x_dm.authorization_header(
+    ours = oauth1.authorization_header(
         method, url, DOC_CREDENTIALS, form=form, nonce=nonce, timestamp=timestamp
     )
     theirs = oauthlib_header(method, url, form, nonce, timestamp)
@@ -907,7 +907,7 @@ async def test_x_refusing_an_upload_fails_the_send_with_x_s_words(
     fake.files["receipt.png"] = (PNG, "image/png")
     upload = x_dm.MediaUpload(
         base_url=base,
-        credentials=x_dm.OAuthCredentials(CONSUMER_KEY, CONSUMER_SECRET, TOKEN, "not-it"),
+        credentials=oauth1.OAuthCredentials(CONSUMER_KEY, CONSUMER_SECRET, TOKEN, "not-it"),
         attachment=Attachment(url=f"{base}/files/receipt.png"),
         allow_private=True,
     )
