@@ -22,7 +22,7 @@ headers and scheme and a key of its own, once a security policy with ``signature
 is attached to the Parse setting (``parse_public_key``). The signature is checked before
 anything reads the body. The timestamp must be no older than the configured max age and no
 more than ``PLAUSIBLE_FUTURE_SECONDS`` ahead; the signature is then a one-time token,
-claimed in the shared token cache (``adapters.webhooks`` step 4) until that max age
+claimed in the shared token cache (``adapters.webhook_serving`` step 4) until that max age
 passes. ECDSA signatures are malleable (``(r, s)`` and ``(r, n - s)`` both verify), so the
 token is the digest of the timestamp, ``r`` and the low form of ``s``: a re-encoded
 signature is the same token.

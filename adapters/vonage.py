@@ -9,7 +9,7 @@ the account's signature secret, with the claims ``iat``, ``jti``, ``iss`` (``Von
 application sent, ``application_id``. The token and the body's hash are checked before the
 body is read as JSON; then ``iat`` must be at most ``vonage.max_age_seconds`` old (and not
 in the future) and the ``jti`` is claimed once in the token cache, as Mailgun's token is
-(``adapters.webhooks`` step 4). Vonage sends an unsigned callback only "in the rare case of
+(``adapters.webhook_serving`` step 4). Vonage sends an unsigned callback only "in the rare case of
 an internal error" and retries a 5xx; we answer it 401, as any request without a token.
 
 Either route reads either shape (``message_type``: a customer's message; ``status``: a
@@ -72,14 +72,9 @@ policy, the template's locale); elsewhere a template's filled-in text is sent.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import functools
-import hashlib
-import hmac
 import json
-import math
 import re
 import time
 import urllib.parse
@@ -97,25 +92,20 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from adapters.base import (
     BadRequest,
     ChannelDeclaration,
-    Nonce,
     Normalized,
-    SignatureRejected,
     Unusable,
-    constant_time_equal,
 )
 from adapters.config import ChannelsConfig, VonageConfig, VonageNumber, resolve_secret
 from adapters.media import MediaLimits, MediaRule, check_attachments
 from adapters.meta import whatsapp_contact
 from adapters.meta_payloads import WaContactCard
 from adapters.normalize import (
-    MAX_FORM_FIELDS,
     decode_json,
     delivery_status_changed,
     e164,
     find_endpoint,
     message_changed,
     message_received,
-    parse_form,
     unknown_endpoint,
 )
 from adapters.provider_api import (
@@ -129,6 +119,13 @@ from adapters.provider_api import (
     quick_replies,
     with_numbered_options,
 )
+from adapters.vonage_signatures import (
+    PROVIDER,
+    b64url,
+    sms_params,
+    verify_messages_signature,
+    verify_sms_signature,
+)
 from adapters.webhook_serving import Handler, WebhookContext, parse_signed, serve
 from schemas import (
     Attachment,
@@ -140,15 +137,12 @@ from schemas import (
     MessageChange,
     ReplyRequested,
 )
-from schemas.limits import CODE_MAX, NONCE_MAX, PLAUSIBLE_FUTURE_SECONDS, is_identifier
+from schemas.limits import CODE_MAX, is_identifier
 
-PROVIDER = "vonage"
 INBOUND_PATH = "/webhooks/vonage/inbound"
 STATUS_PATH = "/webhooks/vonage/status"
 SMS_INBOUND_PATH = "/webhooks/vonage/sms/inbound"
 SMS_DLR_PATH = "/webhooks/vonage/sms/dlr"
-TOKEN_MAX = 8192
-"""Characters of a webhook's JWT (Vonage's are about 400)."""
 APPLICATION_JWT_TTL = 15 * 60
 """Seconds an application JWT of ours is valid (Vonage's SDKs use 15 minutes)."""
 WHATSAPP_REPLY_WINDOW = 24 * 3600.0
@@ -192,176 +186,6 @@ SMS_DLR_STATUS_MAP: dict[str, DeliveryStatus | None] = {
     "rejected": DeliveryStatus.UNDELIVERED,
     "unknown": None,
 }
-
-SMS_SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
-
-
-# --- Messages API signatures ---------------------------------------------------------
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64url(part: str) -> bytes:
-    """A JWT segment's bytes; ``ValueError`` when it is not base64url."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", part):
-        raise ValueError("not base64url")
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not base64url") from exc
-
-
-def _json_object(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        value = None
-    if not isinstance(value, dict):
-        raise SignatureRejected("malformed token")
-    return value
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def verify_messages_signature(
-    secret: str,
-    authorization: str | None,
-    body: bytes,
-    now: float,
-    max_age_seconds: int,
-    api_key: str = "",
-) -> Nonce:
-    """The request's ``jti`` to claim, once its JWT is known to be Vonage's (HS256 with the
-    signature secret), to hash ``body`` (``payload_hash``), and to be issued no longer than
-    ``max_age_seconds`` ago and not more than ``PLAUSIBLE_FUTURE_SECONDS`` ahead of ``now``;
-    else ``SignatureRejected`` (401 missing, 403 wrong, stale or another account's) or
-    ``BadRequest`` (a ``jti`` the token cache cannot hold). Nothing of ``body`` is parsed."""
-    scheme, _, token = (authorization or "").strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise SignatureRejected("missing Authorization: Bearer token", status=401)
-    if len(token) > TOKEN_MAX or not token.isascii():
-        raise SignatureRejected("malformed token")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise SignatureRejected("malformed token")
-    try:
-        given = _unb64url(parts[2])
-        header_bytes, claims_bytes = _unb64url(parts[0]), _unb64url(parts[1])
-    except ValueError:
-        raise SignatureRejected("malformed token") from None
-    expected = hmac.new(
-        secret.encode(), f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256
-    ).digest()
-    if not constant_time_equal(expected, given):
-        raise SignatureRejected()
-    if _json_object(header_bytes).get("alg") != "HS256":
-        raise SignatureRejected("token is not HS256")
-    claims = _json_object(claims_bytes)
-    payload_hash = claims.get("payload_hash")
-    if not isinstance(payload_hash, str):
-        raise SignatureRejected("token has no payload_hash")
-    if not constant_time_equal(hashlib.sha256(body).hexdigest(), payload_hash.lower()):
-        raise SignatureRejected("payload_hash does not match the body")
-    issued_at = _number(claims.get("iat"))
-    if issued_at is None:
-        raise SignatureRejected("token has no iat")
-    if now - issued_at > max_age_seconds:
-        raise SignatureRejected("signature expired")
-    if issued_at - now > PLAUSIBLE_FUTURE_SECONDS:
-        raise SignatureRejected("token issued in the future")
-    expires_at = _number(claims.get("exp"))
-    if "exp" in claims and (expires_at is None or now > expires_at):
-        raise SignatureRejected("token expired")
-    if api_key and claims.get("api_key", api_key) != api_key:
-        raise SignatureRejected("token of another Vonage account")
-    jti = claims.get("jti")
-    if not isinstance(jti, str) or not jti or not is_identifier(jti, NONCE_MAX):
-        raise BadRequest(f"jti missing, longer than {NONCE_MAX} characters or not printable")
-    return Nonce(provider=PROVIDER, value=jti, expires_at=issued_at + max_age_seconds)
-
-
-# --- SMS API signatures --------------------------------------------------------------
-
-
-def sms_signature(secret: str, params: Mapping[str, str], method: str) -> str:
-    """The SMS API's ``sig`` of ``params`` (all but ``sig``), lower-case hex."""
-    signed = "".join(
-        f"&{name}={value.replace('&', '_').replace('=', '_')}"
-        for name, value in sorted(params.items())
-        if name != "sig"
-    )
-    if method == "md5hash":
-        return hashlib.md5((signed + secret).encode(), usedforsecurity=False).hexdigest()
-    if method not in SMS_SIGNATURE_METHODS:
-        raise SignatureRejected(f"unsupported signature method {method!r}")
-    return hmac.new(secret.encode(), signed.encode(), method).hexdigest()
-
-
-def verify_sms_signature(
-    secret: str,
-    params: Mapping[str, str],
-    method: str,
-    now: float,
-    max_age_seconds: int,
-    api_key: str = "",
-) -> Nonce:
-    """The request's ``nonce`` (else its ``sig``) to claim, once ``sig`` is known to be
-    Vonage's and ``timestamp`` no older than ``max_age_seconds`` and not more than
-    ``PLAUSIBLE_FUTURE_SECONDS`` ahead of ``now``; else ``SignatureRejected`` (401 missing,
-    403 wrong, stale or another account's) or ``BadRequest`` (a nonce the cache cannot
-    hold)."""
-    signature, timestamp = params.get("sig"), params.get("timestamp")
-    if not signature or not timestamp:
-        raise SignatureRejected("missing sig or timestamp (signed webhooks are off?)", status=401)
-    nonce = params.get("nonce") or signature
-    if not is_identifier(nonce, NONCE_MAX):
-        # Before the signature: cheap, and no such nonce may reach the token cache.
-        raise BadRequest(f"nonce longer than {NONCE_MAX} characters or not printable")
-    if not constant_time_equal(sms_signature(secret, params, method), signature.lower()):
-        raise SignatureRejected()
-    if not re.fullmatch(r"[0-9]{1,12}", timestamp):
-        raise SignatureRejected("timestamp is not a number")
-    signed_at = float(timestamp)
-    if now - signed_at > max_age_seconds:
-        raise SignatureRejected("signature expired")
-    if signed_at - now > PLAUSIBLE_FUTURE_SECONDS:
-        raise SignatureRejected("timestamp in the future")
-    if api_key and params.get("api-key", api_key) != api_key:
-        raise SignatureRejected("webhook of another Vonage account")
-    return Nonce(provider=f"{PROVIDER}-sms", value=nonce, expires_at=signed_at + max_age_seconds)
-
-
-def sms_params(
-    method: str, query: list[tuple[str, str]], content_type: str, body: bytes
-) -> dict[str, str]:
-    """The SMS API parameters of a request: the query of a ``GET`` (or of a ``POST``
-    without a body), else the body of a ``POST``: a form, or JSON. A name given twice, or
-    a JSON value that is not a string or an integer, cannot be signed unambiguously:
-    ``BadRequest``."""
-    if method == "GET" or not body:
-        items = query
-    elif content_type == "application/json":
-        document = decode_json(body, dict[str, str | int], "Vonage SMS webhook")
-        items = [(name, str(value)) for name, value in document.items()]
-    elif content_type == "application/x-www-form-urlencoded":
-        items = parse_form(body)
-    else:
-        raise BadRequest("expected a query, a form or JSON", status=415)
-    if len(items) > MAX_FORM_FIELDS:
-        raise BadRequest(f"more than {MAX_FORM_FIELDS} parameters")
-    params: dict[str, str] = {}
-    for name, value in items:
-        if name in params:
-            raise BadRequest(f"parameter {name[:40]!r} given twice")
-        params[name] = value
-    return params
 
 
 # --- Messages API webhook shapes -----------------------------------------------------
@@ -892,17 +716,17 @@ def application_jwt(application_id: str, pem: str, *, now: float, jti: str) -> s
     """An application JWT for the Messages API: RS256 over ``application_id``, ``iat``,
     ``jti`` and ``exp`` (``APPLICATION_JWT_TTL`` on)."""
     key = _private_key(pem)
-    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}, separators=(",", ":")).encode())
     claims = {
         "application_id": application_id,
         "iat": int(now),
         "jti": jti,
         "exp": int(now) + APPLICATION_JWT_TTL,
     }
-    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
     signing_input = f"{header}.{payload}".encode("ascii")
     signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{payload}.{_b64url(signature)}"
+    return f"{header}.{payload}.{b64url(signature)}"
 
 
 def _links(text: str, urls: list[str]) -> str:

@@ -890,7 +890,7 @@ async def test_a_long_vonage_token_is_refused_unread(
     hook: Harness, padding: int, status: int
 ) -> None:
     """Within aiohttp's 8,190 bytes of a header line, a token is refused by its signature
-    (403); a longer line is aiohttp's 400 before any handler (``vonage.TOKEN_MAX``, 8,192,
+    (403); a longer line is aiohttp's 400 before any handler (``vonage_signatures.TOKEN_MAX``, 8,192,
     is never reached over HTTP)."""
     body = msgspec.json.encode(vonage_message())
     header, claims, signature = vonage_jwt(body, NOW).split(".")

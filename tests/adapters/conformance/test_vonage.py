@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from vonage_http_client.auth import Auth  # type: ignore[import-untyped]  # no types shipped
 from vonage_jwt import JwtClient, verify_signature  # type: ignore[import-untyped]
 
-from adapters import vonage
+from adapters import vonage, vonage_signatures
 from adapters.base import SignatureRejected
 from adapters.config import ChannelsConfig, VonageConfig
 from adapters.egress import build_request
@@ -157,7 +157,7 @@ def signed_sms(
 ) -> dict[str, str]:
     """``params`` signed as the SMS API signs (``md5hash``, the account default)."""
     out = {**params, "timestamp": str(int(timestamp)), "nonce": nonce}
-    out["sig"] = vonage.sms_signature(SECRET, out, "md5hash")
+    out["sig"] = vonage_signatures.sms_signature(SECRET, out, "md5hash")
     return out
 
 
@@ -213,7 +213,9 @@ def test_documented_sample_claims_verify_and_the_sdk_agrees() -> None:
     now = time.time()  # the SDK's validator reads the clock itself (iat, exp)
     token = messages_token(body, iat=now, jti=DOC_JTI)
     assert verify_signature(token, SECRET) is True
-    nonce = vonage.verify_messages_signature(SECRET, f"Bearer {token}", body, now, 60, API_KEY)
+    nonce = vonage_signatures.verify_messages_signature(
+        SECRET, f"Bearer {token}", body, now, 60, API_KEY
+    )
     assert (nonce.provider, nonce.value) == ("vonage", DOC_JTI)
     assert nonce.expires_at == int(now) + 60
 
@@ -224,7 +226,7 @@ def test_a_token_of_another_secret_fails_here_as_in_the_sdk() -> None:
     token = messages_token(body, iat=now, secret="another-secret-of-32-characters!")
     assert verify_signature(token, SECRET) is False
     with pytest.raises(SignatureRejected) as refused:
-        vonage.verify_messages_signature(SECRET, f"Bearer {token}", body, now, 60)
+        vonage_signatures.verify_messages_signature(SECRET, f"Bearer {token}", body, now, 60)
     assert refused.value.status == 403
 
 
@@ -242,7 +244,7 @@ def test_a_token_of_another_secret_fails_here_as_in_the_sdk() -> None:
 )
 def test_missing_or_malformed_tokens_are_refused(authorization: str | None, status: int) -> None:
     with pytest.raises(SignatureRejected) as refused:
-        vonage.verify_messages_signature(SECRET, authorization, b"{}", NOW, 60)
+        vonage_signatures.verify_messages_signature(SECRET, authorization, b"{}", NOW, 60)
     assert refused.value.status == status
 
 
@@ -251,7 +253,7 @@ def test_an_unsigned_alg_none_token_is_refused() -> None:
     claims = {"iat": int(NOW), "jti": "x", "payload_hash": hashlib.sha256(body).hexdigest()}
     token = jwt.encode(claims, key="", algorithm="none")
     with pytest.raises(SignatureRejected):
-        vonage.verify_messages_signature(SECRET, f"Bearer {token}", body, NOW, 60)
+        vonage_signatures.verify_messages_signature(SECRET, f"Bearer {token}", body, NOW, 60)
 
 
 def test_a_token_whose_header_names_another_alg_is_refused() -> None:
@@ -262,7 +264,7 @@ def test_a_token_whose_header_names_another_alg_is_refused() -> None:
     mac = hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     token = f"{header}.{payload}." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
     with pytest.raises(SignatureRejected, match="not HS256"):
-        vonage.verify_messages_signature(SECRET, f"Bearer {token}", body, NOW, 60)
+        vonage_signatures.verify_messages_signature(SECRET, f"Bearer {token}", body, NOW, 60)
 
 
 # --- Signatures: the SMS API's sig -----------------------------------------------------
@@ -294,9 +296,11 @@ VECTOR_SECRET = "my_secret_key_for_testing"
     ],
 )
 def test_sms_signatures_match_vonages_published_vectors(method: str, signature: str) -> None:
-    assert vonage.sms_signature(VECTOR_SECRET, VECTOR_PARAMS, method) == signature.lower()
+    assert (
+        vonage_signatures.sms_signature(VECTOR_SECRET, VECTOR_PARAMS, method) == signature.lower()
+    )
     params = {**VECTOR_PARAMS, "sig": signature}
-    nonce = vonage.verify_sms_signature(VECTOR_SECRET, params, method, 1385047698.0, 60)
+    nonce = vonage_signatures.verify_sms_signature(VECTOR_SECRET, params, method, 1385047698.0, 60)
     assert nonce.value == signature  # no nonce in the vector: the sig is claimed
 
 
@@ -304,16 +308,18 @@ def test_sms_signatures_match_vonages_published_vectors(method: str, signature: 
 def test_sms_hmac_signatures_agree_with_the_python_sdk(method: str) -> None:
     params = {**VECTOR_PARAMS, "text": "a=b & c", "nonce": "5e7d1d1c"}
     auth = Auth(api_key=API_KEY, signature_secret=SECRET, signature_method=method)
-    assert vonage.sms_signature(SECRET, params, method) == auth.sign_params(dict(params))
-    signed = {**params, "sig": vonage.sms_signature(SECRET, params, method).upper()}
+    assert vonage_signatures.sms_signature(SECRET, params, method) == auth.sign_params(dict(params))
+    signed = {**params, "sig": vonage_signatures.sms_signature(SECRET, params, method).upper()}
     assert auth.check_signature(dict(signed)) is True
-    vonage.verify_sms_signature(SECRET, signed, method, 1385047698.0, 60)
+    vonage_signatures.verify_sms_signature(SECRET, signed, method, 1385047698.0, 60)
 
 
 def test_a_tampered_parameter_fails_the_sms_signature() -> None:
     signed = signed_sms(fixture("sms_inbound.json"))
     with pytest.raises(SignatureRejected) as refused:
-        vonage.verify_sms_signature(SECRET, {**signed, "text": "send money"}, "md5hash", NOW, 60)
+        vonage_signatures.verify_sms_signature(
+            SECRET, {**signed, "text": "send money"}, "md5hash", NOW, 60
+        )
     assert refused.value.status == 403
 
 
