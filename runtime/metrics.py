@@ -491,6 +491,15 @@ class Metrics:
             registry=r,
         )
 
+        # Erasure (router.engine.erasure): one per customer.erased.
+        self.customer_erasures = Counter(
+            "switchboard_customer_erasures_total",
+            "Customers erased (customer.erased): their rows deleted, the router's memory of"
+            " them gone.",
+            ["domain"],
+            registry=r,
+        )
+
     def for_domain(self, domain: str | None) -> DomainMetrics:
         """The bound children of ``domain``'s label value (None: ``NO_DOMAIN``)."""
         bound = self._bound.get(domain)

@@ -131,6 +131,13 @@ class CustomerMergeRequested(Event, frozen=True, kw_only=True, tag="customer.mer
     from_customer_id: CustomerId
 
 
+class CustomerEraseRequested(Event, frozen=True, kw_only=True, tag="customer.erase_requested"):
+    """Forget a customer everywhere (``DELETE /v1/domains/{d}/customers/{id}``). The record
+    names no one: whom to erase is in PostgreSQL's ``erasures`` row of this event's id,
+    which the router reads when it applies the command and empties when it is done, so
+    that no topic keeps the person the erasure is about."""
+
+
 class ConversationAcceptRequested(
     Event, frozen=True, kw_only=True, tag="conversation.accept_requested"
 ):
@@ -276,6 +283,7 @@ AgentCommand = (
     | CustomerConsentRequested
     | ConversationTakeoverRequested
     | ConversationHandbackRequested
+    | CustomerEraseRequested
 )
 
 AgentEvent = (
@@ -297,6 +305,7 @@ AgentEvent = (
     | CustomerConsentRequested
     | ConversationTakeoverRequested
     | ConversationHandbackRequested
+    | CustomerEraseRequested
     | BotReplied
     | BotHandoffRequested
     | BotResolved

@@ -122,6 +122,8 @@ TEMPLATE_PARAMETER_MAX = 1024
 CLIENT_KEY_MAX = 128
 """A client's idempotency key for a business-started message."""
 CAMPAIGN_ID_MAX = 64
+ERASED_CONVERSATIONS_MAX = 5_000
+"""Conversation ids one ``customer.erased`` names (the most recent first)."""
 ANSWER_WINDOW_MAX = 30 * 24 * 3600.0
 """How long, at most, replies to a business-started message go to its named answerer."""
 """Working intervals of one agent's week."""

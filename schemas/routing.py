@@ -7,12 +7,15 @@ over with the reason for each.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from schemas.bots import BotHandoff, Handoff, HandoffReason
 from schemas.common import Attachments, Channel, Event, Strategy
 from schemas.inbound import Consent, DeliveryStatus, MessageChange
 from schemas.limits import (
+    ERASED_CONVERSATIONS_MAX,
     Address,
     AgentId,
     Attributes,
@@ -307,6 +310,27 @@ class CustomerMerged(Event, frozen=True, kw_only=True, tag="customer.merged"):
     """The merged customer's open conversations, now ``customer_id``'s."""
 
 
+class CustomerErased(Event, frozen=True, kw_only=True, tag="customer.erased"):
+    """A customer was erased (``customer.erase_requested``): Switchboard holds nothing of
+    them any more: no profile, identity, conversation, message, consent or replay record,
+    and the router forgot their owner, last agent and affinity. It names no one. Systems
+    that keep what they consumed erase it by these conversation ids."""
+
+    erasure_id: EventId
+    """The id of the ``customer.erase_requested`` command (``erasures.erasure_id``)."""
+    conversation_ids: Annotated[
+        tuple[ConversationId, ...], msgspec.Meta(max_length=ERASED_CONVERSATIONS_MAX)
+    ] = ()
+    """Every conversation of the customer the router knew of, the most recent first (at
+    most ``ERASED_CONVERSATIONS_MAX``). The open ones among them ended with the erasure
+    without a ``conversation.closed`` (which would name the customer)."""
+    more_conversations: bool = False
+    """The customer had more conversations than ``conversation_ids`` names."""
+    identities: int = 0
+    """How many identities the erasure covered: those named (a phone number on every
+    phone channel) and every identity linked to them."""
+
+
 class CustomerConsentChanged(Event, frozen=True, kw_only=True, tag="customer.consent_changed"):
     """A customer opted out of (or back in to) business-started messages on one channel
     address: sends to it are refused (``opt_out``) or allowed again (``opt_in``)."""
@@ -376,6 +400,7 @@ RoutingEvent = (
     | BotStatusChanged
     | CustomerLinked
     | CustomerMerged
+    | CustomerErased
     | CustomerConsentChanged
     | OutboundStatusChanged
     | CommandCompleted

@@ -121,6 +121,7 @@ INDEXED_COLUMN_MAX = {
     "campaign_id": limits.CAMPAIGN_ID_MAX,
     "bot_id": limits.BOT_ID_MAX,
     "change_id": limits.EVENT_ID_MAX,
+    "erasure_id": limits.EVENT_ID_MAX,
     "status": len("undelivered"),  # the longest status word a row may hold
     "kind": 32,  # retention_marks: runtime.retention's own names (CHECK in 0018)
 }

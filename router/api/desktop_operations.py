@@ -18,11 +18,12 @@ from router.api.desktop_models import (
     CustomerProfile,
     HistoryPage,
 )
+from router.api.erasure import Erasure
 from router.api.export import EXPORT_LIMIT, EXPORT_LIMIT_MAX, EXPORT_MESSAGES_BUDGET, CustomerExport
 from router.api.models import NO_CONTROLS
 from router.api.operation import DOMAIN_PARAMETER, Operation, parameter
 from schemas import Channel
-from schemas.limits import AGENT_ID_MAX, CUSTOMER_ID_MAX, EPOCH_MAX, QUEUE_MAX
+from schemas.limits import AGENT_ID_MAX, CUSTOMER_ID_MAX, EPOCH_MAX, EVENT_ID_MAX, QUEUE_MAX
 
 _BASE = "/v1/domains/{domain}"
 _ERRORS = (400, 401, 403, 404, 503)
@@ -227,5 +228,48 @@ DESKTOP_OPERATIONS = (
         "assignments, outbound deliveries). A page holds at most `limit` conversations and "
         f"closes early once they hold {EXPORT_MESSAGES_BUDGET} messages; `next_cursor` "
         "continues, and every page repeats the customer's own sections.",
+    ),
+    Operation(
+        "delete",
+        _BASE + "/customers/{customer_id}",
+        "eraseCustomer",
+        "Erase a customer everywhere: tables, the router's memory, `customer.erased`",
+        (DOMAIN_PARAMETER, _CUSTOMER),
+        200,
+        Erasure,
+        errors=(400, 401, 403, 413, 503),
+        description="An admin token only; audited as `customer.erase` with the customer's "
+        "digest. `customer_id` is any identity: the profile it belongs to is erased with "
+        "every identity linked to it, and a phone number's identity names the number on "
+        "every phone channel. Deleted: conversations, messages, replies and "
+        "business-started messages, the profile, identity links, consents and their "
+        "changes, the router's replay-log records naming them, dead letters holding one of "
+        "their addresses; the router forgets owner, last agent and affinity, ends their "
+        "open conversations (their agents' slots free at once) and publishes "
+        "`customer.erased`, which names no one. Kept: assignments (agents' work, naming a "
+        "conversation id only) and the audit log (digests). 200 with the rows deleted by "
+        "table once the router is done; 202 with `status` `pending` when it has not "
+        "answered within the command timeout (`GET …/erasures/{erasure_id}` follows it). "
+        "Idempotent: someone erased or never seen completes with nothing deleted.",
+    ),
+    Operation(
+        "get",
+        _BASE + "/erasures/{erasure_id}",
+        "getErasure",
+        "An erasure's state: pending or completed, with the rows deleted",
+        (
+            DOMAIN_PARAMETER,
+            parameter(
+                "path",
+                "erasure_id",
+                "The erasure's id (the `erasure_id` of its DELETE's answer)",
+                {"type": "string", "minLength": 1, "maxLength": EVENT_ID_MAX},
+            ),
+        ),
+        200,
+        Erasure,
+        errors=_ERRORS,
+        description="An admin token only. It names no one: an erasure keeps what it "
+        "deleted, never whom.",
     ),
 )

@@ -92,6 +92,8 @@ NOT_EXPORTED: Final[Mapping[str, str]] = {
     "which is what failed; retention expires them.",
     "outbox": "Transient: a batch's events between its transaction and their publication, "
     "deleted once the broker has them; what they say is in the rows exported.",
+    "erasures": "Requests to erase a customer: whom a request names is held only until the "
+    "router has applied it, and then nobody's data is left to export.",
     "agent_events": "The router's replay log of the commands it applied (links, merges, "
     "owners, consents): their effects are the rows exported (customer_identities, "
     "customers, consent_changes, audit_log).",

@@ -65,6 +65,7 @@ from runtime.kafka import BrokerUnavailable
 from runtime.logging import fingerprint
 from schemas import (
     AgentRegistered,
+    CommandCompleted,
     CommandRejected,
     ConversationAcceptRequested,
     ConversationCloseRequested,
@@ -211,15 +212,15 @@ async def publish_accepted(request: web.Request, event: AgentEvent) -> web.Respo
     return respond(Accepted(event_id=event.id), status=202)
 
 
-async def run_command(
+async def command_verdict(
     request: web.Request,
     event: AgentCommand,
     acting: str | None,
     record: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
-) -> web.Response:
-    """Publish a command, then answer with the router's verdict (or pending). ``record``
-    writes what goes with the command (the audit log) in one transaction with its
-    publication: a command the broker refused leaves no trace."""
+) -> CommandCompleted | CommandRejected | None:
+    """Publish a command and wait for the router's verdict (None: none came within the
+    command timeout). ``record`` writes what goes with the command (the audit log) in one
+    transaction with its publication: a command the broker refused leaves no trace."""
     api = request.app[API]
     verdict = api.feed.expect(event.id, acting)
     try:
@@ -230,11 +231,24 @@ async def run_command(
                 await record(conn)
                 await publish(request, event)
         try:
-            result = await asyncio.wait_for(asyncio.shield(verdict), api.config.command_timeout)
+            return await asyncio.wait_for(asyncio.shield(verdict), api.config.command_timeout)
         except TimeoutError:
-            return respond(Accepted(event_id=event.id, status=CommandStatus.PENDING), status=202)
+            return None
     finally:
         api.feed.forget(event.id)
+
+
+async def run_command(
+    request: web.Request,
+    event: AgentCommand,
+    acting: str | None,
+    record: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+) -> web.Response:
+    """Publish a command (``command_verdict``), then answer with the router's verdict:
+    202 completed, 409 with the router's reason, or 202 pending."""
+    result = await command_verdict(request, event, acting, record)
+    if result is None:
+        return respond(Accepted(event_id=event.id, status=CommandStatus.PENDING), status=202)
     if isinstance(result, CommandRejected):
         return respond(ErrorBody(error=result.reason, event_id=event.id), status=409)
     return respond(Accepted(event_id=event.id, status=CommandStatus.COMPLETED), status=202)

@@ -18,6 +18,7 @@ from router.api.campaigns import campaign_routes
 from router.api.config import ApiConfig, AuthMode
 from router.api.consents import consent_routes
 from router.api.desktop import desktop_routes
+from router.api.erasure import erasure_routes
 from router.api.export import export_routes
 from router.api.feed import RoutingFeed, pump, start_consumer
 from router.api.handling import handling_routes
@@ -77,6 +78,7 @@ def api_routes() -> list[web.RouteDef]:
         *desktop_routes(),
         *history_routes(base),
         *export_routes(base),
+        *erasure_routes(base),
         *token_routes(base),
         *outbound_routes(base),
         *campaign_routes(base),

@@ -23,6 +23,7 @@ from router.engine.effects import (
     DropCustomer,
     Effect,
     Emit,
+    EraseCustomer,
     SaveAgent,
     SaveAssignment,
     SaveBot,
@@ -33,6 +34,7 @@ from router.engine.effects import (
     SaveMessage,
     SendReply,
 )
+from router.engine.erasure import CustomerErasure
 from router.engine.errors import EngineError
 from router.engine.policy import (
     AffinityPolicy,
@@ -74,6 +76,7 @@ __all__ = [
     "CompiledCalendar",
     "ConversationRecord",
     "ConversationStatus",
+    "CustomerErasure",
     "CustomerRecord",
     "DeadlineKind",
     "DomainPolicy",
@@ -84,6 +87,7 @@ __all__ = [
     "Emit",
     "EngineError",
     "EngineInput",
+    "EraseCustomer",
     "IdentityRecord",
     "InactivityPolicy",
     "QueueMode",

@@ -237,9 +237,10 @@ def schedule_inactivity(state: DomainState, conversation: Conversation) -> None:
     )
 
 
-def close(call: Call, conversation: Conversation, reason: str) -> None:
+def close(call: Call, conversation: Conversation, reason: str, *, announce: bool = True) -> None:
     """End the conversation: its owner period ends, it leaves the state (the last save
-    carries when and why)."""
+    carries when and why), and ``conversation.closed`` says so unless ``announce`` is
+    false (an erasure: ``customer.erased`` names it instead)."""
     state = call.state
     owner = conversation.owner
     bot = conversation.bot
@@ -256,6 +257,8 @@ def close(call: Call, conversation: Conversation, reason: str) -> None:
     del state.conversations[conversation.conversation_id]
     if state.by_key.get(conversation.key) is conversation:
         del state.by_key[conversation.key]
+    if not announce:
+        return
     call.emit(
         conversation_event(
             ConversationClosed,

@@ -81,6 +81,7 @@ from router.engine.commands import (
 )
 from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
+from router.engine.erasure import CustomerErasure, on_erase
 from router.engine.errors import EngineError
 from router.engine.identity import on_link, on_merge, on_unlink
 from router.engine.messages import fast_path, on_message, on_message_changed
@@ -157,6 +158,7 @@ EngineInput = (
     | BotHandoffRequested
     | BotResolved
     | BotFailed
+    | CustomerErasure
 )
 
 _FIRE = {**FIRE, DeadlineKind.BOT: fire_bot}
@@ -235,6 +237,8 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_consent_reported(call, event)
         case BotReplied() | BotHandoffRequested() | BotResolved() | BotFailed():
             on_bot_answer(call, event)
+        case CustomerErasure():
+            on_erase(call, event)
         case _:
             assert_never(event)
     return finish(call)

@@ -60,6 +60,16 @@ class DropCustomer(msgspec.Struct, frozen=True):
     customer_id: str
 
 
+class EraseCustomer(msgspec.Struct, frozen=True):
+    """Delete every row about these identities and conversations, after the batch's other
+    writes (``router.engine.erasure``), and close the erasure's row."""
+
+    erasure_id: str
+    identities: tuple[str, ...]
+    conversation_ids: tuple[str, ...]
+    """Newest first: the conversations the router ended and those PostgreSQL knew."""
+
+
 class SaveIdentity(msgspec.Struct, frozen=True):
     """``identity`` is linked as ``record`` says (None: no longer linked to anyone)."""
 
@@ -102,4 +112,5 @@ Effect = (
     | DropCustomer
     | SaveIdentity
     | SaveConsent
+    | EraseCustomer
 )

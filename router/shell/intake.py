@@ -21,6 +21,10 @@ Rules, per record of a fetch:
    message's row and never reaches the engine.
 5. A record the engine fails on raises ``Unappliable``: its batch cannot be written, and
    the worker finds the record by replaying one record at a time.
+6. A customer erasure ends its batch: the records after it are read again by the next
+   fetch, so that its deletions, made after the batch's other writes in one transaction,
+   take nothing written after it (``router.engine.erasure``). Whom it erases comes from
+   its ``erasures`` row, which the worker reads before the batch applies.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ import msgspec
 import structlog
 
 from router.engine import (
+    CustomerErasure,
     DomainState,
     DropAgent,
     DropCustomer,
     Effect,
     Emit,
     EngineInput,
+    EraseCustomer,
     SaveAgent,
     SaveAssignment,
     SaveBot,
@@ -55,6 +61,7 @@ from router.engine import (
     tick,
 )
 from router.shell import store
+from router.shell.erasure import ErasureRequest
 from router.shell.observe import (
     observe_dead_letter,
     observe_duplicate,
@@ -69,11 +76,13 @@ from schemas import (
     INBOUND_DECODER,
     ConversationAssigned,
     ConversationHandedOff,
+    CustomerEraseRequested,
     DeliveryStatusChanged,
     MessageReceived,
     OutboundStatusChanged,
     RoutingEvent,
     Strategy,
+    topics,
 )
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
@@ -155,6 +164,8 @@ class Batch:
     """The records to apply, in the order they apply (rule 3)."""
     messages: list[tuple[str, str]] = field(default_factory=list)
     """(domain, message id) of the customer messages among them: to look up (rule 4)."""
+    erasures: list[tuple[str, str]] = field(default_factory=list)
+    """(domain, erasure id) of the customer erasures among them: to look up (rule 6)."""
     emitted: list[RoutingEvent] = field(default_factory=list)
     rewinds: dict[InputPartition, int] = field(default_factory=dict)
     """Where the consumer must seek back to, per partition that skipped records (rule 1)."""
@@ -175,6 +186,16 @@ def status_changed(event: DeliveryStatusChanged) -> OutboundStatusChanged:
         outbound_id=event.outbound_id,
         error_code=event.error_code,
         provider_status=event.provider_status,
+    )
+
+
+def _dead_letter_origin(event: store.OutboxEvent) -> tuple[str, int, int]:
+    """(topic, partition, offset) of the record a dead-letter topic copy is of."""
+    headers = dict(event.headers)
+    return (
+        headers[topics.DLQ_TOPIC].decode(),
+        int(headers[topics.DLQ_PARTITION]),
+        int(headers[topics.DLQ_OFFSET]),
     )
 
 
@@ -244,6 +265,8 @@ class Intake:
                     continue
                 if isinstance(event, MessageReceived):
                     messages.append((event.domain, event.id))
+                elif isinstance(event, CustomerEraseRequested):
+                    batch.erasures.append((event.domain, event.id))
                 decoded.append(Decoded(number, topic, record.offset, record.timestamp, event))
             writes.offsets[(topic, number)] = records[-1].offset + 1
         agents = self._agents
@@ -275,9 +298,16 @@ class Intake:
             self.expected[tp] = records[-1].offset + 1
         return records
 
-    def apply_events(self, batch: Batch, now: float, known: set[str]) -> Iterator[None]:
-        """Rules 4 and 5 for the decoded records, in order; ``known`` holds the message ids
-        already stored or being written, and gains the batch's own.
+    def apply_events(
+        self,
+        batch: Batch,
+        now: float,
+        known: set[str],
+        erasures: Mapping[str, ErasureRequest] | None = None,
+    ) -> Iterator[None]:
+        """Rules 4 to 6 for the decoded records, in order; ``known`` holds the message ids
+        already stored or being written, and gains the batch's own; ``erasures`` holds the
+        batch's erasure requests by id.
 
         Yields every ``APPLY_SLICE`` records: the caller lets other tasks run then (a
         transaction in flight advances only when the loop yields)."""
@@ -285,10 +315,85 @@ class Intake:
         for index, item in enumerate(batch.decoded):
             if index % APPLY_SLICE == APPLY_SLICE - 1:
                 yield
+            event = item.event
             try:
-                self._apply(item, now, known, writes, emitted)
+                if isinstance(event, CustomerEraseRequested):
+                    self._erase(item, event, now, erasures or {}, writes, emitted)
+                else:
+                    self._apply(item, now, known, writes, emitted)
             except Exception as error:  # any failure on one record is that record's: isolated
                 raise Unappliable() from error
+            if isinstance(event, CustomerEraseRequested):
+                self._end_batch_after(batch, index)
+                return
+
+    def _erase(
+        self,
+        item: Decoded,
+        event: CustomerEraseRequested,
+        now: float,
+        erasures: Mapping[str, ErasureRequest],
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+    ) -> None:
+        """Rule 6: the engine applies the erasure with whom its row names (none when the
+        row is gone: an erasure already done). It is not in the replay log: it would keep
+        whom it erased."""
+        request = erasures.get(event.id)
+        erasure = CustomerErasure(
+            id=event.id,
+            domain=event.domain,
+            occurred_at=event.occurred_at,
+            identities=() if request is None else request.identities,
+            conversation_ids=() if request is None else request.conversation_ids,
+        )
+        state = self.partitions[item.partition][event.domain]
+        self._collect(item.partition, state, apply(state, erasure, now), writes, emitted)
+
+    def _end_batch_after(self, batch: Batch, index: int) -> None:
+        """Rule 6: the records after ``index`` are not this batch's: each partition is read
+        again from the first of them."""
+        rest = batch.decoded[index + 1 :]
+        del batch.decoded[index + 1 :]
+        if not rest:
+            return
+        again: dict[InputPartition, int] = {}
+        for item in rest:
+            tp = (item.topic, item.partition)
+            again[tp] = min(item.offset, again.get(tp, item.offset))
+        for tp, offset in again.items():
+            batch.rewinds[tp] = offset
+            batch.writes.offsets[tp] = offset
+            self.expected[tp] = offset
+        unapplied = {
+            (item.event.domain, item.event.id)
+            for item in rest
+            if isinstance(item.event, MessageReceived)
+        }
+        batch.messages[:] = [m for m in batch.messages if m not in unapplied]
+        self._forget_dead_letters_from(batch.writes, again)
+
+    def _forget_dead_letters_from(
+        self, writes: store.BatchWrites, again: Mapping[InputPartition, int]
+    ) -> None:
+        """Drop the dead letters of records that will be read again, and their copies on
+        the dead-letter topic: the next batch sets them aside once."""
+
+        def read_again(topic: str, partition: int, offset: int) -> bool:
+            start = again.get((topic, partition))
+            return start is not None and offset >= start
+
+        writes.dead_letters[:] = [
+            letter
+            for letter in writes.dead_letters
+            if not read_again(letter.topic, letter.partition, letter.offset)
+        ]
+        for events in writes.outbox.values():
+            events[:] = [
+                event
+                for event in events
+                if event.topic != self._dlq or not read_again(*_dead_letter_origin(event))
+            ]
 
     def fire_deadlines(self, batch: Batch, now: float) -> None:
         """Tick every owned domain with a deadline due by ``now``."""
@@ -317,6 +422,7 @@ class Intake:
                 return
             known.add(event.id)  # a retry later in the same batch is a duplicate too
         assert isinstance(event, EngineInput)
+        assert not isinstance(event, (CustomerErasure, CustomerEraseRequested))  # rule 6's
         if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
             writes.agent_events.append(event)
         self._collect(item.partition, state, apply(state, event, now), writes, emitted)
@@ -426,6 +532,8 @@ class Intake:
                     writes.consents.append(effect)
                 case SaveBot(bot_id=bot_id, record=health):
                     writes.bots[(domain, bot_id)] = health
+                case EraseCustomer():
+                    writes.erasures.append((domain, effect))
                 case _:
                     assert_never(effect)
 

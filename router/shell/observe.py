@@ -38,6 +38,7 @@ from schemas import (
     ConversationSnoozed,
     ConversationUpdated,
     CustomerConsentChanged,
+    CustomerErased,
     CustomerLinked,
     CustomerMerged,
     MessageChangeRouted,
@@ -162,6 +163,15 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
                 "customer_merged",
                 domain=event.domain,
                 identities=len(event.identities),
+                conversations=len(event.conversation_ids),
+            )
+        case CustomerErased():
+            m.counter(metrics.customer_erasures).inc()
+            log.info(
+                "customer_erased",
+                domain=event.domain,
+                erasure_id=event.erasure_id,
+                identities=event.identities,
                 conversations=len(event.conversation_ids),
             )
         case CustomerConsentChanged():

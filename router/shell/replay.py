@@ -33,6 +33,7 @@ from schemas import (
     ConversationAssigned,
     ConversationFallback,
     ConversationOverflowed,
+    CustomerEraseRequested,
     MessageReceived,
     Presence,
     Strategy,
@@ -110,6 +111,8 @@ async def load_recording(
         messages = await conn.fetch(_MESSAGES, domain, start, end)
     for row in agent_events:
         event = RECORDED_DECODER.decode(row["payload"])
+        if isinstance(event, CustomerEraseRequested):
+            continue  # never recorded: an erasure keeps no one in the log
         out.append(Recorded(row["applied_at"].timestamp(), 0, float(row["seq"]), event))
     for row in messages:
         record = msgspec.json.decode(row["record"], type=ConversationRecord)

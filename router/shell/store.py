@@ -28,9 +28,11 @@ from router.engine import (
     BotRecord,
     ConversationRecord,
     CustomerRecord,
+    EraseCustomer,
     IdentityRecord,
     SaveConsent,
 )
+from router.shell.erasure import erase
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import (
     AgentEvent,
@@ -139,6 +141,8 @@ class BatchWrites:
     ``agent_events`` (for replay)."""
     bot_replies: list[ReplyRequested] = field(default_factory=list)
     """Bots' replies on their way out: the conversation's outbound messages."""
+    erasures: list[tuple[str, EraseCustomer]] = field(default_factory=list)
+    """Customers erased, by domain: their rows are deleted after every other write."""
 
     def absorb(self, later: BatchWrites) -> None:
         """Add a later batch's writes: its snapshots replace this one's, rows append."""
@@ -161,6 +165,7 @@ class BatchWrites:
         self.published.extend(later.published)
         self.agent_events.extend(later.agent_events)
         self.bot_replies.extend(later.bot_replies)
+        self.erasures.extend(later.erasures)
 
     def note_delivery(self, key: tuple[str, str, str], update: DeliveryUpdate) -> None:
         """Keep the furthest status reported for one message (statuses never go back)."""
@@ -190,6 +195,7 @@ class BatchWrites:
             or self.published
             or self.agent_events
             or self.bot_replies
+            or self.erasures
         )
 
 
@@ -603,6 +609,8 @@ async def write_batch(
             )
         if writes.consents:
             await _write_consents(conn, writes.consents)
+        for domain, erasure in writes.erasures:
+            await erase(conn, domain, erasure)
         if writes.published:
             await conn.execute(_DELETE_PUBLISHED, writes.published)
         if writes.offsets:

@@ -55,6 +55,7 @@ from aiokafka.errors import KafkaError
 
 from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
 from router.shell import store
+from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
 from router.shell.outbox import Outbox, destinations
@@ -358,12 +359,19 @@ class RouterWorker:
             known.update(writing)
             if queued is not None:
                 known.update(queued.message_ids)
+        erasures: dict[str, ErasureRequest] = {}
+        if batch.erasures:
+            async with self._pool.acquire() as conn:
+                erasures = await load_requests(conn, batch.erasures)
         # Step 2
         now = self._clock()
-        for _ in intake.apply_events(batch, now, known):
+        for _ in intake.apply_events(batch, now, known, erasures):
             # Let the transaction in flight send its next statement: it advances only
             # when this loop yields.
             await asyncio.sleep(0)
+        for (topic, partition), offset in batch.rewinds.items():
+            assert self._consumer is not None  # an erasure ended the batch (intake rule 6)
+            self._consumer.seek(TopicPartition(topic, partition), offset)
         if deadlines:
             intake.fire_deadlines(batch, now)
         # Step 3: queued for the writer task, with the acknowledged outbox rows' deletion
@@ -387,8 +395,12 @@ class RouterWorker:
             self._queued.absorb(job)
         if self._writing is None or self._writing.done():
             self._writing = asyncio.create_task(self._write_queued())
-        if self._queued is not None and self._queued.records >= self._queue_limit:
-            # PostgreSQL is the slower side: wait for it rather than pile up more.
+        if writes.erasures or (
+            self._queued is not None and self._queued.records >= self._queue_limit
+        ):
+            # PostgreSQL is the slower side: wait for it rather than pile up more. An
+            # erasure's deletions come after every write of its transaction: no later
+            # batch may join it.
             await self._finish_writing()
 
     async def _write_queued(self) -> None:

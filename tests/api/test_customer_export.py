@@ -45,7 +45,7 @@ OTHER_PHONE = "+14155550199"
 # -- 1. every table of customer personal data is exported or excused ------------------
 
 
-def _customer_tables() -> set[str]:
+def customer_tables() -> set[str]:
     return {
         key.split(".", 1)[0]
         for key, holds in COLUMNS.items()
@@ -58,7 +58,7 @@ def _customer_tables() -> set[str]:
 
 def test_every_table_holding_customer_data_is_exported_or_excused() -> None:
     tables = {key.split(".", 1)[0] for key in COLUMNS}
-    missing = _customer_tables() - EXPORTED - NOT_EXPORTED.keys()
+    missing = customer_tables() - EXPORTED - NOT_EXPORTED.keys()
     assert not missing, f"customer personal data neither exported nor excused: {missing}"
     assert not EXPORTED & NOT_EXPORTED.keys()
     assert (EXPORTED | NOT_EXPORTED.keys()) <= tables
@@ -80,7 +80,7 @@ async def _set_consent(api: Api, address: str) -> None:
     assert status == 202, body
 
 
-async def _scene(api: Api, reader: TopicReader) -> dict[str, str]:
+async def person_on_three_channels(api: Api, reader: TopicReader) -> dict[str, str]:
     """Bob serves one person on three channels; another web chat visitor writes too."""
     await api.register("bob", capacity=CHANNELS)
     texting = await sms(api, "my order has not arrived")
@@ -159,7 +159,7 @@ async def test_the_export_holds_the_whole_person_and_nobody_else(
         ) as api,
         TopicReader(api.service.config, ROUTING) as reader,
     ):
-        scene = await _scene(api, reader)
+        scene = await person_on_three_channels(api, reader)
 
         status, export = await _export(api, CUSTOMER)
         assert status == 200, export

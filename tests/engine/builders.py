@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from router.engine import (
     ConversationRecord,
+    CustomerErasure,
     DomainPolicy,
     DomainState,
     Effect,
@@ -333,6 +334,17 @@ def declined(
 
 def removed(agent_id: str) -> AgentRemoved:
     return AgentRemoved(id=next_id("removed"), domain=DOMAIN, occurred_at=T0, agent_id=agent_id)
+
+
+def erased(*identities: str, conversation_ids: tuple[str, ...] = ()) -> CustomerErasure:
+    """An erasure as the shell hands it in: whom, read from its ``erasures`` row."""
+    return CustomerErasure(
+        id=next_id("erase"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        identities=identities,
+        conversation_ids=conversation_ids,
+    )
 
 
 def linked(customer: str, identity: str) -> CustomerLinkRequested:

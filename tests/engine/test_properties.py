@@ -32,6 +32,7 @@ from router.engine import (
     DropCustomer,
     Effect,
     EngineInput,
+    EraseCustomer,
     IdentityRecord,
     InactivityPolicy,
     QueueMode,
@@ -75,6 +76,7 @@ from tests.engine.builders import (
     close,
     declined,
     emitted,
+    erased,
     examples,
     linked,
     merged,
@@ -86,6 +88,7 @@ from tests.engine.builders import (
     registered,
     removed,
     replied,
+    routing_events,
     snoozed,
     transfer,
     unlinked,
@@ -204,6 +207,7 @@ op = st.one_of(
         st.sampled_from(("owner", "admin", "other")),
         st.sampled_from((30.0, 600.0, 5000.0, -1.0)),
     ),
+    st.tuples(st.just("erase"), st.integers(0, len(IDENTITIES) - 1)),
     st.tuples(
         st.sampled_from(("link", "unlink", "merge")),
         st.integers(0, len(IDENTITIES) - 1),
@@ -337,6 +341,10 @@ def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> St
         agent = operation[1]
         assert isinstance(agent, int)
         return removed(AGENTS[agent]), now
+    if kind == "erase":
+        named = operation[1]
+        assert isinstance(named, int)
+        return erased(IDENTITIES[named]), now
     if kind in ("link", "unlink", "merge"):
         first, second = operation[1], operation[2]
         assert isinstance(first, int)
@@ -506,6 +514,18 @@ class Store:
                     self.conversations.pop(record.conversation_id, None)
                 else:
                     self.conversations[record.conversation_id] = record
+            elif isinstance(effect, EraseCustomer):
+                self.erase(set(effect.identities))
+
+    def erase(self, gone: set[str]) -> None:
+        """What the shell's erasure deletes (``router.shell.erasure``)."""
+        self.customers = {k: r for k, r in self.customers.items() if k not in gone}
+        self.identities = {
+            k: r for k, r in self.identities.items() if k not in gone and r.customer_id not in gone
+        }
+        self.conversations = {
+            k: r for k, r in self.conversations.items() if r.customer_id not in gone
+        }
 
     def restore(self, policy: DomainPolicy) -> DomainState:
         return restore(
@@ -555,6 +575,21 @@ def identities_are_flat(state: DomainState) -> None:
             assert state.identities[identity].customer_id == customer.customer_id
     for conversation in state.conversations.values():
         assert conversation.customer_id not in state.identities, conversation.conversation_id
+
+
+def nothing_left_of_the_erased(state: DomainState, effects: Sequence[Effect]) -> None:
+    """After an erasure, the state names none of the erased identities, and no event
+    published for it names them either."""
+    for effect in effects:
+        if not isinstance(effect, EraseCustomer):
+            continue
+        gone = set(effect.identities)
+        assert not gone & state.customers.keys()
+        assert not gone & state.identities.keys()
+        assert not any(link.customer_id in gone for link in state.identities.values())
+        assert not any(c.customer_id in gone for c in state.conversations.values())
+        for event in routing_events(effects):
+            assert getattr(event, "customer_id", None) not in gone, event
 
 
 def step(state: DomainState, item: Step) -> list[Effect]:
@@ -729,6 +764,7 @@ def test_routing_invariants_hold_at_every_step(
         store.save(effects)
         assert store.snapshot() == full_snapshot(state), "a change was not saved"
         identities_are_flat(state)
+        nothing_left_of_the_erased(state, effects)
         loads_equal_holdings(state)
         nobody_newly_over_capacity(state, before_loads)
         no_fallback_before_deadline(effects, before_records, item[1])

@@ -571,6 +571,8 @@ async def test_the_job_expires_closed_conversations_while_traffic_goes_on(
                 )
                 passes = job.passes
                 await wait_until(lambda: job.passes > passes, what="one more pass")
+                # the job passes every second: traffic meets its passes, however fast each is
+                await wait_until(lambda: len(routed) >= 10, what="ten messages while it runs")
             finally:
                 stop.set()
                 await sender

@@ -37,11 +37,13 @@ from router.engine import (
 )
 from router.shell import intake as intake_module
 from router.shell import store
+from router.shell.erasure import ErasureRequest
 from router.shell.intake import Batch, Intake, Unappliable, holds_nul, poison_reason
 from runtime.metrics import Metrics
 from schemas import (
     ROUTING_DECODER,
     Channel,
+    CustomerEraseRequested,
     DeliveryStatus,
     DeliveryStatusChanged,
     MessageReceived,
@@ -604,3 +606,54 @@ def test_nul_is_found_in_any_string_of_a_document_and_only_there(
         *(s for v in document.values() for s in ([v] if isinstance(v, str) else v)),
     ]
     assert holds_nul(msgspec.json.encode(document)) == any("\x00" in s for s in strings)
+
+
+# -- rule 6: an erasure ends its batch ------------------------------------------------------
+
+
+def test_an_erasure_ends_its_batch_and_the_rest_is_read_again() -> None:
+    intake = new_intake(domain([agent("ann")]))
+    customer = "sms:+14155550100"
+    before = message("k1", customer=customer)
+    erase = CustomerEraseRequested(id=next_id("erase"), domain=DOMAIN, occurred_at=T0)
+    after = message("k2", customer=customer)
+    records = [
+        record(before, 0, timestamp=1),
+        record(erase, 0, timestamp=2),
+        record(after, 1, timestamp=3),
+        record(b"{not json", 2, timestamp=4),
+        record(presence("ann", Presence.AWAY), 1, timestamp=5),
+    ]
+    batch = intake.decode(fetched(records))
+    assert batch.erasures == [(DOMAIN, erase.id)]
+    request = ErasureRequest((customer,), ("closed-before",))
+    for _ in intake.apply_events(batch, T0, set(), {erase.id: request}):
+        pass
+    assert [(item.topic, item.offset) for item in batch.decoded] == [(INBOUND, 0), (AGENTS, 0)]
+    again = {(INBOUND, 0): 1, (AGENTS, 0): 1}
+    assert batch.rewinds == again
+    assert batch.writes.offsets == again
+    assert {tp: intake.expected[tp] for tp in again} == again
+    # the message after it is not being written (the next batch looks it up again), and the
+    # poison after it is set aside by the batch that reads it
+    assert batch.messages == [(DOMAIN, before.id)]
+    assert not batch.writes.dead_letters
+    assert all(event.topic != DLQ for event in batch.writes.outbox[0])
+    (erasure,) = batch.writes.erasures
+    assert erasure[1].identities == (customer,)
+    assert erasure[1].conversation_ids == (before.id, "closed-before")
+    assert not batch.writes.agent_events, "an erasure keeps no one in the replay log"
+    assert [type(e).__name__ for e in batch.emitted][-2:] == ["CustomerErased", "CommandCompleted"]
+
+    rest = run(intake, [r for r in records if r.offset >= 1])
+    assert [(item.topic, item.offset) for item in rest.decoded] == [(INBOUND, 1), (AGENTS, 1)]
+    assert dead(rest)[0][0] == 2
+    assert not rest.writes.erasures
+
+
+def test_an_erasure_whose_row_is_gone_applies_naming_no_one() -> None:
+    intake = new_intake()
+    erase = CustomerEraseRequested(id=next_id("erase"), domain=DOMAIN, occurred_at=T0)
+    batch = run(intake, [record(erase, 0)])
+    (erasure,) = batch.writes.erasures
+    assert erasure[1].identities == ()
