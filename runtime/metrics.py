@@ -486,7 +486,8 @@ class Metrics:
             "switchboard_retention_rows_total",
             "Rows the retention job emptied or deleted, by table (messages,"
             " outbound_messages, assignments, conversations, agent_events, consent_changes,"
-            " dead_letters, webhook_nonces) and action (emptied, deleted).",
+            " dead_letters, webhook_nonces, erasures) and action (emptied, deleted), and"
+            " customers it handed to erasure (customers, erased).",
             ["domain", "kind", "action"],
             registry=r,
         )

@@ -363,6 +363,12 @@ COLUMNS: Final[Mapping[str, Holds]] = {
     "erasures.requested_at": _NONE,
     "erasures.completed_at": _NONE,
     "erasures.erased": _NONE.because("Rows deleted, counted by table."),
+    "erasures.keep_consents": _NONE,
+    "retention_scans.domain": _NONE,
+    "retention_scans.kind": _NONE,
+    "retention_scans.after": CUSTOMER_IDENTITY.because(
+        "Where the walk of customers stopped: a customer id, deleted when that customer is erased."
+    ),
     "consents.domain": _NONE,
     "consents.channel": _NONE,
     "consents.address": CUSTOMER_IDENTITY,

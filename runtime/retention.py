@@ -8,6 +8,7 @@ Example (TOML)::
     routing_history = 31536000      # a year after: the conversation and its history deleted
     consent_history = 157680000     # consent changes after five years
     dead_letters = 1209600          # the domain's dead letters after 14 days
+    customer_identities = 63072000  # two years quiet: the customer erased, opt-outs kept
 
     [retention]
     interval = 900                  # each router tries a pass every 15 minutes
@@ -42,12 +43,21 @@ router sets once, when it closes it; an open conversation is never touched.
    record) set aside more than P ago are deleted, re-driven or not. ``[retention]
    unowned_dead_letters`` does the same for those no configured domain owns (no domain, or
    a domain not in the configuration).
-5. Webhook tokens (``webhook_nonces``) past their expiry are deleted, always: an expired
+5. ``customer_identities`` (30 days to 10 years): a customer (a profile the router
+   keeps) with no open conversation, no conversation active and no business-started
+   message sent to any of their identities for P is erased, as ``DELETE
+   /v1/domains/{d}/customers/{id}`` erases one (``runtime.erasures``, the router's
+   ``router.engine.erasure``), but their consents stay: an opt-out outlives the profile.
+   The job walks the domain's customers in id order, ``batch_size`` a page, at most
+   ``SCAN_PAGES_PER_PASS`` pages and ``batch_size`` erasures a pass, from where the last
+   pass stopped (``retention_scans``); each erasure is one command the router applies as
+   the last record of its batch. Only the routers' job does it: it publishes the
+   commands (``switchboard retention run`` leaves this period to it).
+6. Webhook tokens (``webhook_nonces``) past their expiry are deleted, always: an expired
    token protects against nothing (each claim purges a few of its provider's already;
-   this catches providers that went quiet).
-
-Customer identities (``customer_identities``, ``customers``, ``consents``) have no period
-here: the router holds them in memory, so forgetting one is an engine command (erasure).
+   this catches providers that went quiet). Erasure requests (``erasures``: what each
+   deleted, never whom) are deleted ``ERASURES_KEPT`` (30 days) after they were made;
+   the audit log keeps who erased whom, by digest.
 
 The job: each router tries a pass every ``interval`` seconds. A domain's pass runs under a
 PostgreSQL advisory lock of its own (``pg_try_advisory_lock``), so of two routers (or a
@@ -64,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -75,9 +86,15 @@ import structlog
 
 from runtime.audit import record_action
 from runtime.db import DATABASE_ERRORS
+from runtime.erasures import linked_identities, request_erasure
+from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
+from schemas import CustomerEraseRequested
 
 log = structlog.get_logger(__name__)
+
+Erase = Callable[[CustomerEraseRequested], Awaitable[None]]
+"""Publishes an erasure command on ``agents.events`` (the routers' job has one)."""
 
 DAY: Final = 86_400
 PERIOD_MAX: Final = 3650 * DAY
@@ -86,6 +103,11 @@ BODIES_MIN: Final = DAY
 HISTORY_MIN: Final = 7 * DAY
 CONSENT_MIN: Final = 7 * DAY
 DEAD_LETTERS_MIN: Final = DAY
+IDENTITIES_MIN: Final = 30 * DAY
+ERASURES_KEPT: Final = 30 * DAY
+"""Completed erasures' rows (what each deleted, never whom) are purged this long after."""
+SCAN_PAGES_PER_PASS: Final = 100
+"""Pages of ``batch_size`` customers the walk of ``customer_identities`` reads per pass."""
 NOTIFICATION_ANSWERABLE: Final = 30 * DAY
 """How long a business-started message's answer still opens its conversation (the engine's
 ``router.engine.outbound.REMEMBERED``; a test keeps the two equal)."""
@@ -106,6 +128,7 @@ Bodies = Annotated[int, msgspec.Meta(ge=BODIES_MIN, le=PERIOD_MAX)]
 History = Annotated[int, msgspec.Meta(ge=HISTORY_MIN, le=PERIOD_MAX)]
 ConsentHistory = Annotated[int, msgspec.Meta(ge=CONSENT_MIN, le=PERIOD_MAX)]
 DeadLetters = Annotated[int, msgspec.Meta(ge=DEAD_LETTERS_MIN, le=PERIOD_MAX)]
+Identities = Annotated[int, msgspec.Meta(ge=IDENTITIES_MIN, le=PERIOD_MAX)]
 
 
 class RetentionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -122,6 +145,9 @@ class RetentionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     604800 (7 days) to 10 years."""
     dead_letters: DeadLetters | None = None
     """The domain's dead letters older than this are deleted; 86400 (1 day) to 10 years."""
+    customer_identities: Identities | None = None
+    """A customer with no open conversation, none active and nothing sent to them for this
+    long is erased, their consents kept; 2592000 (30 days) to 10 years."""
 
     def __post_init__(self) -> None:
         if (
@@ -138,7 +164,13 @@ class RetentionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         """The periods that are set, by name."""
         return {
             name: value
-            for name in ("message_bodies", "routing_history", "consent_history", "dead_letters")
+            for name in (
+                "message_bodies",
+                "routing_history",
+                "consent_history",
+                "dead_letters",
+                "customer_identities",
+            )
             if (value := getattr(self, name)) is not None
         }
 
@@ -307,7 +339,41 @@ DELETE FROM dead_letters WHERE id IN (
     WHERE (domain IS NULL OR domain <> ALL($1::text[])) AND created_at < $2
     LIMIT $3)
 """
-# Rule 5 (the table holds one freshness window of tokens: read whole).
+# Rule 5: a page of the domain's customers after the walk's mark ($2), none being erased,
+# each with whether it is quiet since $3 (no open conversation, none updated since, nothing
+# sent to any of its identities since).
+CUSTOMERS_PAGE = """
+SELECT c.customer_id, (
+    c.updated_at < $3
+    AND NOT EXISTS (SELECT 1 FROM conversations v
+                    WHERE v.domain = $1 AND v.customer_id = c.customer_id
+                      AND (v.status <> 'closed' OR v.updated_at >= $3))
+    AND NOT EXISTS (SELECT 1 FROM outbound_messages o
+                    WHERE o.domain = $1 AND o.kind = 'notification' AND o.created_at >= $3
+                      AND (o.customer_id = c.customer_id OR o.customer_id IN (
+                          SELECT i.identity FROM customer_identities i
+                          WHERE i.domain = $1 AND i.customer_id = c.customer_id)))
+) AS quiet
+FROM customers c
+WHERE c.domain = $1 AND c.customer_id > $2
+  AND NOT EXISTS (SELECT 1 FROM erasures e WHERE e.domain = $1 AND e.completed_at IS NULL
+                  AND c.customer_id = ANY(e.identities))
+ORDER BY c.customer_id
+LIMIT $4
+"""
+_SCAN_MARK = "SELECT after FROM retention_scans WHERE domain = $1 AND kind = $2"
+_SET_SCAN_MARK = """
+INSERT INTO retention_scans (domain, kind, after) VALUES ($1, $2, $3)
+ON CONFLICT (domain, kind) DO UPDATE SET after = EXCLUDED.after
+"""
+_CLEAR_SCAN_MARK = "DELETE FROM retention_scans WHERE domain = $1 AND kind = $2"
+_FORGET_REQUEST = "DELETE FROM erasures WHERE domain = $1 AND erasure_id = $2"
+OLD_ERASURES = "SELECT domain, erasure_id FROM erasures WHERE requested_at < $1 LIMIT $2"
+_DELETE_OLD_ERASURES = f"""
+DELETE FROM erasures WHERE (domain, erasure_id) IN ({OLD_ERASURES})
+"""  # noqa: S608 -- fixed text
+
+# Rule 6 (the table holds one freshness window of tokens: read whole).
 _DELETE_EXPIRED_NONCES = """
 DELETE FROM webhook_nonces WHERE (provider, nonce) IN (
     SELECT provider, nonce FROM webhook_nonces WHERE expires_at < now() LIMIT $1)
@@ -365,12 +431,16 @@ class _Expiry:
         report: Pass,
         job: RetentionJobConfig,
         should_stop: Callable[[], bool],
+        actor: str,
+        erase: Erase | None,
     ) -> None:
         self.conn = conn
         self.report = report
         self.limit = job.batch_size
         self.pause = job.batch_pause
         self.should_stop = should_stop
+        self.actor = actor
+        self.erase = erase
 
     async def _breathe(self) -> None:
         if self.should_stop():
@@ -458,6 +528,50 @@ async def _empty_bodies(x: _Expiry, domain: str, cutoff: datetime) -> None:
             break
 
 
+async def _expire_identities(x: _Expiry, domain: str, cutoff: datetime) -> None:
+    """Rule 5: walk the domain's customers from the mark, a page at a time, and hand the
+    quiet ones to erasure; at most ``batch_size`` erasures and ``SCAN_PAGES_PER_PASS``
+    pages a pass. The mark is the last customer of a page that stays (an erased one's id
+    would outlive them); at the end of the customers the walk starts over."""
+    assert x.erase is not None
+    kind = "customer_identities"
+    after: str = await x.conn.fetchval(_SCAN_MARK, domain, kind) or ""
+    erased = 0
+    for _ in range(SCAN_PAGES_PER_PASS):
+        rows = await x.fetch(CUSTOMERS_PAGE, domain, after, cutoff)
+        for row in rows:
+            if row["quiet"] and erased < x.limit:
+                await _erase_quiet(x, domain, row["customer_id"])
+                erased += 1
+        staying = [row["customer_id"] for row in rows if not row["quiet"]]
+        if len(rows) < x.limit:
+            after = ""
+            break
+        after = staying[-1] if staying else after
+        if erased >= x.limit:
+            break
+    if after:
+        await x.conn.execute(_SET_SCAN_MARK, domain, kind, after)
+    else:
+        await x.conn.execute(_CLEAR_SCAN_MARK, domain, kind)
+
+
+async def _erase_quiet(x: _Expiry, domain: str, profile: str) -> None:
+    """Erase one quiet customer as the API would, their consents kept: the row first, then
+    the command (a refused command takes its row back, and the pass stops)."""
+    assert x.erase is not None
+    await x._breathe()
+    command = CustomerEraseRequested(id=str(uuid.uuid4()), domain=domain, occurred_at=time.time())
+    identities = [profile, *await linked_identities(x.conn, domain, profile)]
+    await request_erasure(x.conn, domain, command.id, identities, x.actor, keep_consents=True)
+    try:
+        await x.erase(command)
+    except BrokerUnavailable:
+        await x.conn.execute(_FORGET_REQUEST, domain, command.id)
+        raise _Stopped("broker unavailable") from None
+    x.report.count("customers.erased", 1)
+
+
 async def _expire_domain(x: _Expiry, domain: str, retention: RetentionConfig) -> None:
     now: datetime = await x.conn.fetchval(_NOW)
 
@@ -480,6 +594,8 @@ async def _expire_domain(x: _Expiry, domain: str, retention: RetentionConfig) ->
         await x.until_done(
             "dead_letters.deleted", _DELETE_DEAD_LETTERS, domain, cutoff(retention.dead_letters)
         )
+    if retention.customer_identities is not None and x.erase is not None:
+        await _expire_identities(x, domain, cutoff(retention.customer_identities))
 
 
 async def _expire_platform(x: _Expiry, domains: list[str], job: RetentionJobConfig) -> None:
@@ -492,6 +608,10 @@ async def _expire_platform(x: _Expiry, domains: list[str], job: RetentionJobConf
             now - timedelta(seconds=job.unowned_dead_letters),
         )
     await x.until_done("webhook_nonces.deleted", _DELETE_EXPIRED_NONCES)
+    now = await x.conn.fetchval(_NOW)
+    await x.until_done(
+        "erasures.deleted", _DELETE_OLD_ERASURES, now - timedelta(seconds=ERASURES_KEPT)
+    )
 
 
 async def _locked_pass(
@@ -503,6 +623,7 @@ async def _locked_pass(
     *,
     actor: str,
     detail: Mapping[str, object],
+    erase: Erase | None = None,
 ) -> Pass:
     """Run ``work`` under the lock of ``domain`` (None: the rows no domain owns), then write
     its audit entry when it changed anything."""
@@ -517,7 +638,7 @@ async def _locked_pass(
                 f"SET lock_timeout = '{LOCK_TIMEOUT}'; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
             )
             try:
-                await work(_Expiry(conn, report, job, should_stop))
+                await work(_Expiry(conn, report, job, should_stop, actor, erase))
             except _Stopped as stopped:
                 report.stopped = str(stopped)
             except (asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError) as error:
@@ -547,9 +668,11 @@ async def run_pass(
     actor: str,
     only: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    erase: Erase | None = None,
 ) -> list[Pass]:
     """One pass over ``domains`` (or ``only`` that one), then over the rows no domain owns
-    (skipped with ``only``): what each did, or that another pass held it (``busy``)."""
+    (skipped with ``only``): what each did, or that another pass held it (``busy``).
+    ``erase`` publishes an erasure command; without it, customer identities are left."""
     passes = []
     for name in sorted(domains) if only is None else [only]:
         retention = domains[name]
@@ -570,6 +693,7 @@ async def run_pass(
                 work,
                 actor=actor,
                 detail={"periods": retention.periods()},
+                erase=erase,
             )
         )
         if should_stop():
@@ -618,7 +742,9 @@ class RetentionJob:
         domains: Callable[[], Mapping[str, RetentionConfig]],
         *,
         topic_retention_ms: int | None = None,
+        erase: Erase | None = None,
     ) -> None:
+        self._erase = erase
         self._pool = pool
         self._metrics = metrics
         self._job = job
@@ -654,6 +780,7 @@ class RetentionJob:
             self._job,
             actor=RETENTION_ACTOR,
             should_stop=self._stopping.is_set,
+            erase=self._erase,
         )
         for report in passes:
             bound = self._metrics.for_domain(report.domain)

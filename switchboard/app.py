@@ -315,6 +315,7 @@ async def _retention(config: Config, app: web.Application) -> AsyncIterator[None
         config.retention,
         lambda: _retention_periods(live.document),
         topic_retention_ms=config.kafka.topic_retention_ms,
+        erase=lambda command: app[AGENT_PUBLISHER].publish([command]),
     )
     async with background("retention", job.run(), job.stop):
         yield

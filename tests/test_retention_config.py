@@ -42,6 +42,7 @@ def test_the_documented_example_is_valid() -> None:
         routing_history=365 * DAY,
         consent_history=5 * 365 * DAY,
         dead_letters=14 * DAY,
+        customer_identities=2 * 365 * DAY,
     )
     job = msgspec.convert(example["retention"], RetentionJobConfig)
     assert (job.interval, job.batch_size, job.unowned_dead_letters) == (900, 1000, 14 * DAY)
@@ -73,6 +74,10 @@ def _load(tmp_path: Path, text: str) -> object:
             "domains.acme.retention.consent_history: Expected `int` >= 604800",
         ),
         ("dead_letters = 60", "domains.acme.retention.dead_letters: Expected `int` >= 86400"),
+        (
+            "customer_identities = 604800",
+            "domains.acme.retention.customer_identities: Expected `int` >= 2592000",
+        ),
         (
             "dead_letters = 315360001",
             "domains.acme.retention.dead_letters: Expected `int` <= 315360000",

@@ -41,9 +41,10 @@ from router.api.routes import (
 )
 from runtime import audit
 from runtime.appkeys import DB_POOL
+from runtime.erasures import request_erasure
 from schemas import CustomerEraseRequested
 from schemas.identity import PHONE_KINDS, normalize_identity
-from schemas.limits import CUSTOMER_ID_MAX, ERASED_CONVERSATIONS_MAX, EVENT_ID_MAX, UnusableValue
+from schemas.limits import CUSTOMER_ID_MAX, EVENT_ID_MAX, UnusableValue
 
 
 class Erasure(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,19 +66,6 @@ def named_identities(identity: str) -> list[str]:
     return [identity, *(f"{other}:{value}" for other in sorted(PHONE_KINDS - {kind}))]
 
 
-_CONVERSATIONS = """
-SELECT conversation_id FROM (
-    SELECT conversation_id, opened_at AS at FROM conversations
-    WHERE domain = $1 AND customer_id = ANY($2::text[])
-    UNION
-    SELECT conversation_id, created_at AS at FROM outbound_messages
-    WHERE domain = $1 AND kind = 'notification' AND customer_id = ANY($2::text[])
-) known ORDER BY at DESC, conversation_id LIMIT $3
-"""
-_REQUEST = """
-INSERT INTO erasures (domain, erasure_id, identities, conversation_ids, requested_by)
-VALUES ($1, $2, $3::text[], $4::text[], $5)
-"""
 _READ = """
 SELECT erasure_id, requested_at, completed_at, erased::text AS erased FROM erasures
 WHERE domain = $1 AND erasure_id = $2
@@ -97,10 +85,7 @@ async def _request(
             profile = customer.customer_id
         identities.update(dict.fromkeys([named, *customer.ids]))
     ids = list(identities)
-    # One more than an event names: the router says when there were more.
-    rows = await conn.fetch(_CONVERSATIONS, domain, ids, ERASED_CONVERSATIONS_MAX + 1)
-    conversations = [row["conversation_id"] for row in rows]
-    await conn.execute(_REQUEST, domain, event.id, ids, conversations, principal.actor)
+    await request_erasure(conn, domain, event.id, ids, principal.actor)
     return profile, ids
 
 

@@ -94,6 +94,8 @@ NOT_EXPORTED: Final[Mapping[str, str]] = {
     "deleted once the broker has them; what they say is in the rows exported.",
     "erasures": "Requests to erase a customer: whom a request names is held only until the "
     "router has applied it, and then nobody's data is left to export.",
+    "retention_scans": "Where the retention job's walk of customers stopped: one customer id "
+    "per domain, a position, not data about that customer.",
     "agent_events": "The router's replay log of the commands it applied (links, merges, "
     "owners, consents): their effects are the rows exported (customer_identities, "
     "customers, consent_changes, audit_log).",

@@ -14,6 +14,10 @@ replay-log records naming them or their conversations, and dead letters whose by
 one of their addresses (a raw record cannot be parsed to find whose it is; values shorter
 than ``DEAD_LETTER_NEEDLE_MIN`` are not looked for, as they would match other records).
 
+An erasure the retention job asked for (``keep_consents``) leaves the consents and their
+changes: an expired customer's opt-out is still honoured (``consent_history`` expires the
+changes). A retention walk's position naming one of the identities is deleted with them.
+
 What stays: assignments (an agent's work: who, when, how long; they name a conversation
 id only), the audit log (it names the customer by keyed digest, and records the erasure
 itself), and the outbox's events not yet published (they leave within the second).
@@ -48,6 +52,7 @@ ERASED: Final = frozenset(
         "agent_events",
         "dead_letters",
         "erasures",
+        "retention_scans",
     }
 )
 """Tables whose rows about the customer an erasure deletes (``erasures``: empties)."""
@@ -149,6 +154,8 @@ DELETE FROM dead_letters
 WHERE (domain = $1 OR domain IS NULL) AND value IS NOT NULL
     AND EXISTS (SELECT 1 FROM unnest($2::bytea[]) AS n WHERE position(n IN value) > 0)
 """
+_KEEPS_CONSENTS = "SELECT keep_consents FROM erasures WHERE domain = $1 AND erasure_id = $2"
+_DELETE_SCAN_MARKS = "DELETE FROM retention_scans WHERE domain = $1 AND after = ANY($2::text[])"
 _COMPLETE = """
 UPDATE erasures SET identities = '{}', conversation_ids = '{}', completed_at = now(),
     erased = $3::jsonb
@@ -167,6 +174,7 @@ async def erase(conn: asyncpg.Connection, domain: str, effect: EraseCustomer) ->
     gone = await conn.fetch(_DELETE_CONVERSATIONS, domain, ids, list(effect.conversation_ids))
     conversations = sorted({*effect.conversation_ids, *(r["conversation_id"] for r in gone)})
     mail = addresses(effect.identities)
+    keep_consents = bool(await conn.fetchval(_KEEPS_CONSENTS, domain, effect.erasure_id))
     erased = {
         "conversations": len(gone),
         "messages": _count(await conn.execute(_DELETE_MESSAGES, domain, conversations)),
@@ -175,12 +183,17 @@ async def erase(conn: asyncpg.Connection, domain: str, effect: EraseCustomer) ->
         ),
         "customers": _count(await conn.execute(_DELETE_CUSTOMERS, domain, ids)),
         "identities": _count(await conn.execute(_DELETE_IDENTITIES, domain, ids)),
-        "consents": _count(await conn.execute(_DELETE_CONSENTS, domain, ids, mail)),
-        "consent_changes": _count(await conn.execute(_DELETE_CONSENT_CHANGES, domain, ids, mail)),
+        "consents": 0
+        if keep_consents
+        else _count(await conn.execute(_DELETE_CONSENTS, domain, ids, mail)),
+        "consent_changes": 0
+        if keep_consents
+        else _count(await conn.execute(_DELETE_CONSENT_CHANGES, domain, ids, mail)),
         "replay_log": _count(await conn.execute(_DELETE_REPLAY_LOG, domain, ids, conversations)),
         "dead_letters": _count(
             await conn.execute(_DELETE_DEAD_LETTERS, domain, needles(effect.identities))
         ),
     }
+    await conn.execute(_DELETE_SCAN_MARKS, domain, ids)
     await conn.execute(_COMPLETE, domain, effect.erasure_id, msgspec.json.encode(erased).decode())
     return erased

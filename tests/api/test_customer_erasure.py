@@ -22,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from router.api.erasure import named_identities
+from router.shell import erasure
 from router.shell.erasure import ERASED, KEPT, needles
 from runtime.personal_data import COLUMNS
 from schemas import ROUTING_DECODER, ConversationClosed, CustomerErased
@@ -76,6 +77,115 @@ def test_dead_letters_are_searched_for_every_spelling_of_an_address() -> None:
     for spelling in (b"+14155552671", b"%2B14155552671", b"14155552671", b"ann%40example.org"):
         assert spelling in found
     assert b"42" not in found  # too short: it would match other records
+
+
+# -- every deletion reads an index -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "args", "indexes"),
+    [
+        (
+            erasure._DELETE_CONVERSATIONS,
+            ("acme", ["sms:+1"], ["c1"]),
+            ("conversations_by_customer", "conversations_pkey"),
+        ),
+        (erasure._DELETE_MESSAGES, ("acme", ["c1"]), ("messages_by_conversation",)),
+        (
+            erasure._DELETE_OUTBOUND,
+            ("acme", ["c1"], ["sms:+1"]),
+            ("outbound_by_conversation", "outbound_notifications_by_customer"),
+        ),
+        (
+            erasure._DELETE_IDENTITIES,
+            ("acme", ["sms:+1"]),
+            ("customer_identities_pkey", "customer_identities_by_customer"),
+        ),
+        (
+            erasure._DELETE_CONSENTS,
+            ("acme", ["sms:+1"], ["+1"]),
+            ("consents_by_customer", "consents_by_address"),
+        ),
+        (
+            erasure._DELETE_CONSENT_CHANGES,
+            ("acme", ["sms:+1"], ["+1"]),
+            ("consent_changes_by_customer", "consent_changes_by_any_address"),
+        ),
+        (
+            erasure._DELETE_REPLAY_LOG,
+            ("acme", ["sms:+1"], ["c1"]),
+            (
+                "agent_events_by_customer",
+                "agent_events_by_conversation",
+                "agent_events_by_identity",
+                "agent_events_by_merged",
+            ),
+        ),
+    ],
+)
+async def test_each_erasure_statement_reads_indexes(
+    database_url: str, statement: str, args: tuple[Any, ...], indexes: tuple[str, ...]
+) -> None:
+    """On a domain of 4,000 customers (analyzed), the plan of each statement names every
+    index it needs: a customer's rows are found, not searched for, inside the router's
+    batch transaction."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _populate(conn)
+        plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {statement}", *args))
+    finally:
+        await conn.close()
+    for index in indexes:
+        assert index in plan, plan
+
+
+async def _populate(conn: asyncpg.Connection) -> None:
+    n = 4000
+    await conn.execute(
+        "INSERT INTO conversations (domain, conversation_id, channel, customer_id,"
+        " conversation_key, queue, status, opened_at, record)"
+        " SELECT 'acme', 'c' || i, 'sms', 'sms:+' || (10000000 + i), 'k' || i, 'q', 'closed',"
+        " now(), '{}' FROM generate_series(1, $1) i",
+        n,
+    )
+    await conn.execute(
+        "INSERT INTO messages (domain, message_id, conversation_id, direction, channel, text,"
+        " occurred_at) SELECT 'acme', 'm' || i, 'c' || (i % $1), 'inbound', 'sms', 'x', now()"
+        " FROM generate_series(1, 4 * $1) i",
+        n,
+    )
+    await conn.execute(
+        "INSERT INTO outbound_messages (domain, outbound_id, conversation_id, channel, status,"
+        " kind, customer_id) SELECT 'acme', 'o' || i, 'c' || i, 'sms', 'sent',"
+        " CASE WHEN i % 2 = 0 THEN 'notification' ELSE 'reply' END, 'sms:+' || (10000000 + i)"
+        " FROM generate_series(1, $1) i",
+        n,
+    )
+    await conn.execute(
+        "INSERT INTO customer_identities (domain, identity, customer_id, source, linked_at)"
+        " SELECT 'acme', 'email:' || i || '@x.org', 'sms:+' || (10000000 + i), 'api', now()"
+        " FROM generate_series(1, $1) i",
+        n,
+    )
+    for table, extra in (("consents", ""), ("consent_changes", "change_id, ")):
+        values = "'ch' || i, " if extra else ""
+        await conn.execute(
+            f"INSERT INTO {table} (domain, {extra}channel, address, customer_id, consent,"  # noqa: S608
+            f" source, changed_at) SELECT 'acme', {values}'sms', '+' || (10000000 + i),"
+            " 'sms:+' || (10000000 + i), 'opt_out', 'api', now() FROM generate_series(1, $1) i",
+            n,
+        )
+    await conn.execute(
+        "INSERT INTO agent_events (domain, event_id, type, occurred_at, payload)"
+        " SELECT 'acme', 'e' || i, 't', now(), CASE i % 4"
+        " WHEN 0 THEN jsonb_build_object('customer_id', 'sms:+' || (10000000 + i))"
+        " WHEN 1 THEN jsonb_build_object('conversation_id', 'c' || i)"
+        " WHEN 2 THEN jsonb_build_object('customer_id', 'sms:+' || i, 'identity', 'email:' || i)"
+        " ELSE jsonb_build_object('customer_id', 'sms:+' || i, 'from_customer_id', 'x' || i)"
+        " END FROM generate_series(1, 4 * $1) i",
+        n,
+    )
+    await conn.execute("ANALYZE")
 
 
 # -- what the scans read ------------------------------------------------------------------

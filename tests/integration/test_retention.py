@@ -21,7 +21,7 @@ import pytest
 
 from runtime import retention
 from runtime.retention import Pass, RetentionConfig, RetentionJobConfig, run_pass
-from switchboard.app import RETENTION_JOB
+from switchboard.app import RETENTION_JOB, ROUTER_WORKER
 from tests.conftest import Infrastructure
 from tests.readme.shell import BIN
 from tests.support import make_config, make_raw_config, running_service, to_toml, wait_until
@@ -396,6 +396,8 @@ async def test_of_two_concurrent_passes_one_does_a_domain(pool: asyncpg.Pool) ->
         (retention.EXPIRED_AGENT_EVENTS, ("acme", "now", 10), "agent_events_by_time"),
         (retention.EXPIRED_CONSENT_CHANGES, ("acme", "now", 10), "consent_changes_by_time"),
         (retention.EXPIRED_DEAD_LETTERS, ("acme", "now", 10), "dead_letters_by_time"),
+        (retention.CUSTOMERS_PAGE, ("acme", "", "now", 10), "customers_pkey"),
+        (retention.OLD_ERASURES, ("now", 10), "erasures_by_age"),
         (
             "SELECT message_id FROM messages WHERE domain = $1 AND conversation_id = ANY($2::text[])"
             " LIMIT $3",
@@ -736,3 +738,147 @@ async def test_switchboard_retention_run_prints_the_counts(
         2,
         "switchboard: unknown domain 'initech'",
     )
+
+
+async def test_quiet_customers_are_erased_and_their_opt_outs_kept(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """Rule 5 through the running service: of four web chat visitors, two have been quiet
+    for longer than ``customer_identities`` (one with an opt-out), one wrote recently and
+    one's conversation is still open. The routers' job erases the two quiet ones as the
+    API would, keeps the opt-out, and leaves the others whole."""
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "retention": {"interval": 1, "batch_size": 2, "batch_pause": 0.01},
+            "domains": {
+                "acme": {
+                    "webchat": {"enabled": True},
+                    "retention": {"customer_identities": 30 * DAY},
+                }
+            },
+        },
+    )
+    admin = {"Authorization": "Bearer retention-admin"}
+    async with running_service(config, {"SWITCHBOARD_ADMIN_TOKEN": "retention-admin"}) as service:
+        db = await asyncpg.create_pool(database_url, min_size=1, max_size=3)
+        assert db is not None
+        try:
+            await service.online_agent("ann", {"webchat": 50}, admin)
+            profiles: dict[str, str] = {}
+            for visitor in ("quiet", "opted-out", "recent", "open"):
+                status, answer = await service.webchat(
+                    {"session_id": visitor, "message_id": "m1", "text": f"{BODY} ({visitor})"}
+                )
+                assert status == 202, answer
+                profiles[visitor] = (await service.visitor(visitor)).customer_id
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT count(*) = 4 FROM customers WHERE domain = 'acme'"
+                    " AND customer_id = ANY($1)",
+                    list(profiles.values()),
+                ),
+                what="four customers saved",
+            )
+            conversations = {
+                visitor: await db.fetchval(
+                    "SELECT conversation_id FROM conversations WHERE customer_id = $1", profile
+                )
+                for visitor, profile in profiles.items()
+            }
+            for visitor in ("quiet", "opted-out", "recent"):
+                async with service.session.post(
+                    service.url(f"/v1/domains/acme/conversations/{conversations[visitor]}/close"),
+                    json={},
+                    headers=admin,
+                ) as response:
+                    assert response.status == 202, await response.text()
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT count(*) = 3 FROM conversations WHERE domain = 'acme'"
+                    " AND status = 'closed'"
+                ),
+                what="three conversations closed",
+            )
+            old = [profiles["quiet"], profiles["opted-out"], profiles["open"]]
+            await db.execute(
+                "UPDATE customers SET updated_at = now() - interval '40 days'"
+                " WHERE customer_id = ANY($1)",
+                old,
+            )
+            await db.execute(
+                "UPDATE conversations SET updated_at = now() - interval '40 days'"
+                " WHERE customer_id = ANY($1)",
+                old,
+            )
+            await db.execute(
+                "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
+                " changed_at) VALUES ('acme', 'sms', '+14155550123', $1, 'opt_out', 'api',"
+                " now() - interval '60 days')",
+                profiles["opted-out"],
+            )
+            # an erasure made long ago: what it deleted is kept 30 days, then purged
+            await db.execute(
+                "INSERT INTO erasures (domain, erasure_id, identities, conversation_ids,"
+                " requested_by, requested_at, completed_at, erased) VALUES ('acme', 'old',"
+                " '{}', '{}', 'x', now() - interval '31 days', now() - interval '31 days',"
+                " '{}')"
+            )
+
+            quiet = [profiles["quiet"], profiles["opted-out"]]
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT count(*) = 2 FROM erasures WHERE completed_at IS NOT NULL"
+                    " AND requested_by = 'retention'"
+                ),
+                timeout=30,
+                what="two quiet customers erased",
+            )
+            rows = await db.fetch(
+                "SELECT identities, keep_consents, erased::text AS erased FROM erasures"
+                " WHERE requested_by = 'retention'"
+            )
+            assert all(row["keep_consents"] and row["identities"] == [] for row in rows)
+            assert sorted(json.loads(row["erased"])["conversations"] for row in rows) == [1, 1]
+            left = await db.fetch(
+                "SELECT customer_id FROM customers WHERE domain = 'acme' ORDER BY customer_id"
+            )
+            assert {row["customer_id"] for row in left} == {profiles["recent"], profiles["open"]}
+            assert not await db.fetchval(
+                "SELECT count(*) FROM conversations WHERE customer_id = ANY($1)", quiet
+            )
+            assert (
+                await db.fetchval(
+                    "SELECT count(*) FROM conversations WHERE customer_id = ANY($1)",
+                    [profiles["recent"], profiles["open"]],
+                )
+                == 2
+            )
+            # the opt-out outlives the profile: a send to that address is still refused
+            assert (
+                await db.fetchval("SELECT consent FROM consents WHERE address = '+14155550123'")
+                == "opt_out"
+            )
+            states = service.app[ROUTER_WORKER].domain_states()
+            remembered = {c for state in states for c in state.customers}
+            assert not remembered & set(quiet)
+            assert profiles["open"] in remembered
+            await wait_until(
+                lambda: db.fetchval(
+                    "SELECT NOT EXISTS (SELECT 1 FROM erasures WHERE erasure_id = 'old')"
+                ),
+                what="the old erasure purged",
+            )
+            # the walk reached the end of the customers: it starts over next time, and keeps
+            # no one's id
+            assert not await db.fetchval(
+                "SELECT count(*) FROM retention_scans WHERE after = ANY($1)", quiet
+            )
+            erased = service.metrics.registry.get_sample_value(
+                "switchboard_retention_rows_total",
+                {"domain": "acme", "kind": "customers", "action": "erased"},
+            )
+            assert erased == 2
+        finally:
+            await db.close()
