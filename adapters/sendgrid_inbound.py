@@ -6,6 +6,7 @@ name. ``adapters.sendgrid`` makes the message event of it."""
 
 from __future__ import annotations
 
+import codecs
 import email.errors
 import email.header
 import email.message
@@ -78,12 +79,18 @@ def _lenient_json(value: str | None, type_: type[Any]) -> Any:
         return None
 
 
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "idna", "punycode"})
+"""Text codecs that are no mail character set: the escape ones turn a sender's ``\\x00``
+into U+0000 and warn on stray backslashes."""
+
+
 def _text(data: bytes, charset: str | None) -> str:
     """``data`` decoded in ``charset`` (a name the codec registry knows as a text
-    encoding), else as UTF-8; undecodable bytes become U+FFFD."""
+    encoding that is a character set), else as UTF-8; undecodable bytes become U+FFFD."""
     if charset and _CHARSET.match(charset):
         try:
-            return data.decode(charset, "replace")
+            if codecs.lookup(charset).name not in _NOT_CHARSETS:
+                return data.decode(charset, "replace")
         except (LookupError, UnicodeError):
             pass
     return data.decode("utf-8", "replace")

@@ -923,6 +923,23 @@ async def test_a_charset_no_codec_decodes_falls_back_to_utf8(hook: Harness) -> N
     assert msg.text == "café \ufffd"
 
 
+@pytest.mark.parametrize("charset", ["unicode_escape", "Raw-Unicode-Escape", "idna"])
+async def test_an_escape_codec_is_no_charset(hook: Harness, charset: str) -> None:
+    """A sender's ``\\x00`` stays four characters: an escape codec would make it U+0000."""
+    body = form(
+        [
+            ("headers", mail_headers()),
+            ("to", OUR),
+            ("from", "ann@example.org"),
+            ("text", b"a\\x00b \\| c"),
+            ("charsets", json.dumps({"text": charset})),
+        ]
+    )
+    assert (await post_parse(hook, body)).status == 200
+    [msg] = hook.publisher.messages
+    assert msg.text == "a\\x00b \\| c"
+
+
 async def test_the_envelope_recipient_picks_our_address(hook: Harness) -> None:
     body = form(
         [
