@@ -49,7 +49,8 @@ from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
 from runtime.readiness import Readiness
-from runtime.retention import RetentionConfig, RetentionJob
+from runtime.retention import RetentionConfig
+from runtime.retention_job import RetentionJob
 from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import topics

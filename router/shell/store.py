@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -127,11 +127,11 @@ class BatchWrites:
     dead_letters: list[DeadRecord] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     delivery_statuses: dict[tuple[str, str, str], DeliveryUpdate] = field(default_factory=dict)
+    """What became of messages we sent, by (domain, outbound id, '') or ('', channel,
+    provider message id): the furthest status a batch reported wins."""
     reads_through: dict[tuple[str, str], float] = field(default_factory=dict)
     """(domain, conversation id) → the latest time up to which the customer read every
     reply of the conversation (receipts naming no message: Messenger's watermark)."""
-    """What became of messages we sent, by (domain, outbound id, '') or ('', channel,
-    provider message id): the furthest status a batch reported wins."""
     consents: list[SaveConsent] = field(default_factory=list)
     """Consent changes, in order."""
     published: list[int] = field(default_factory=list)
@@ -178,25 +178,8 @@ class BatchWrites:
         self.reads_through[conversation] = max(through, self.reads_through.get(conversation, 0.0))
 
     def is_empty(self) -> bool:
-        return not (
-            self.agents
-            or self.conversations
-            or self.customers
-            or self.identities
-            or self.bots
-            or self.assignments
-            or self.messages
-            or self.outbox
-            or self.dead_letters
-            or self.offsets
-            or self.delivery_statuses
-            or self.reads_through
-            or self.consents
-            or self.published
-            or self.agent_events
-            or self.bot_replies
-            or self.erasures
-        )
+        """Nothing to write: every field (each a collection) is empty."""
+        return not any(getattr(self, f.name) for f in fields(self))
 
 
 _UPSERT_AGENTS = """
