@@ -24,7 +24,14 @@ from runtime.retention import Pass, RetentionConfig, RetentionJobConfig, run_pas
 from switchboard.app import RETENTION_JOB, ROUTER_WORKER
 from tests.conftest import Infrastructure
 from tests.readme.shell import BIN
-from tests.support import make_config, make_raw_config, running_service, to_toml, wait_until
+from tests.support import (
+    Service,
+    make_config,
+    make_raw_config,
+    running_service,
+    to_toml,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -425,6 +432,15 @@ async def test_each_expiry_query_can_read_an_index(
 # -- The routers' job under traffic ----------------------------------------------------
 
 
+async def _close(service: Service, admin: dict[str, str], conversation_id: str) -> None:
+    async with service.session.post(
+        service.url(f"/v1/domains/acme/conversations/{conversation_id}/close"),
+        json={},
+        headers=admin,
+    ) as response:
+        assert response.status == 202, await response.text()
+
+
 async def test_the_job_expires_closed_conversations_while_traffic_goes_on(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
@@ -474,12 +490,7 @@ async def test_the_job_expires_closed_conversations_while_traffic_goes_on(
             )
             # v0, v1 and v2 are done: their conversations close, and are made old
             for visitor in ("v0", "v1", "v2"):
-                async with service.session.post(
-                    service.url(f"/v1/domains/acme/conversations/{conversations[visitor]}/close"),
-                    json={},
-                    headers=admin,
-                ) as response:
-                    assert response.status == 202, await response.text()
+                await _close(service, admin, conversations[visitor])
             closed = [conversations[v] for v in ("v0", "v1", "v2")]
             await wait_until(
                 lambda: db.fetchval(
@@ -788,12 +799,7 @@ async def test_quiet_customers_are_erased_and_their_opt_outs_kept(
                 for visitor, profile in profiles.items()
             }
             for visitor in ("quiet", "opted-out", "recent"):
-                async with service.session.post(
-                    service.url(f"/v1/domains/acme/conversations/{conversations[visitor]}/close"),
-                    json={},
-                    headers=admin,
-                ) as response:
-                    assert response.status == 202, await response.text()
+                await _close(service, admin, conversations[visitor])
             await wait_until(
                 lambda: db.fetchval(
                     "SELECT count(*) = 3 FROM conversations WHERE domain = 'acme'"
