@@ -7,6 +7,11 @@ consumer group (so each process sees every event, and nothing is committed). Eac
 2. is appended to its domain's ring of recent events (``stream_buffer`` of them, for
    ``Last-Event-ID`` resumption; duplicates of a republished event are dropped by id),
 3. is handed to the domain's stream subscribers.
+
+A ``customer.erased`` first takes out of the ring the events of the conversations it
+names and every event about a customer that names no conversation (links, merges, consent
+changes: the erasure names no one, so any of them may be the erased customer's): a client
+resuming after an erasure is not handed the erased customer again.
 """
 
 from __future__ import annotations
@@ -23,7 +28,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas import ROUTING_DECODER, CommandCompleted, CommandRejected, RoutingEvent
+from schemas import (
+    ROUTING_DECODER,
+    CommandCompleted,
+    CommandRejected,
+    CustomerConsentChanged,
+    CustomerErased,
+    CustomerLinked,
+    CustomerMerged,
+    RoutingEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +46,8 @@ Verdict = CommandCompleted | CommandRejected
 SUBSCRIBER_BACKLOG = 10_000
 """Events queued for one slow stream client before it is cut off (it then resumes with
 ``Last-Event-ID``)."""
+_CUSTOMER_LEVEL = (CustomerLinked, CustomerMerged, CustomerConsentChanged)
+"""Events that name a customer and no conversation."""
 ISSUERS_KEPT = 10_000
 """Commands whose acting agent is remembered, so their verdicts reach that agent's stream."""
 
@@ -44,6 +60,9 @@ class FeedEvent:
     data: bytes
     agents: frozenset[str]
     """Agents the event concerns (for ``?agent_id=`` filtering)."""
+    conversation_id: str | None = None
+    customer_level: bool = False
+    """It names a customer and no conversation (a link, a merge, a consent change)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -78,6 +97,16 @@ class _Ring:
         self.events.append(event)
         self.index[event.event_id] = event.seq
         return True
+
+    def forget_erased(self, conversation_ids: frozenset[str]) -> None:
+        """Drop the events of ``conversation_ids`` and every customer-level event."""
+        kept = [
+            e
+            for e in self.events
+            if not e.customer_level and e.conversation_id not in conversation_ids
+        ]
+        self.events = deque(kept)
+        self.index = {e.event_id: e.seq for e in kept}
 
 
 class RoutingFeed:
@@ -152,10 +181,14 @@ class RoutingFeed:
             type=event_type,
             data=data,
             agents=_concerned(event, issuer),
+            conversation_id=getattr(event, "conversation_id", None),
+            customer_level=isinstance(event, _CUSTOMER_LEVEL),
         )
         ring = self._rings.get(event.domain)
         if ring is None:
             ring = self._rings[event.domain] = _Ring(self._buffer)
+        if isinstance(event, CustomerErased):
+            ring.forget_erased(frozenset(event.conversation_ids))
         if not ring.add(item):
             return  # a republished duplicate
         for subscriber in list(self._subscribers.get(event.domain, ())):

@@ -11,7 +11,14 @@ from router.api.auth import new_token, token_sha256
 from router.api.config import ApiConfig, AuthMode
 from router.api.feed import RoutingFeed
 from runtime.stats import estimate_wait
-from schemas import CommandRejected, ConversationAssigned, Strategy
+from schemas import (
+    CommandRejected,
+    ConversationAssigned,
+    CustomerErased,
+    CustomerLinked,
+    RoutingEvent,
+    Strategy,
+)
 
 
 def assigned(event_id: str, agent: str = "ann") -> ConversationAssigned:
@@ -31,7 +38,7 @@ def assigned(event_id: str, agent: str = "ann") -> ConversationAssigned:
     )
 
 
-def fed(feed: RoutingFeed, *events: ConversationAssigned) -> None:
+def fed(feed: RoutingFeed, *events: RoutingEvent) -> None:
     feed.feed_records(msgspec.json.encode(event) for event in events)
 
 
@@ -50,6 +57,30 @@ def test_an_id_older_than_the_buffer_gets_the_whole_buffer() -> None:
     after, found = feed.recent("acme", "e1")
     assert not found
     assert [e.event_id for e in after] == ["e2", "e3"]
+
+
+def test_an_erasure_takes_its_conversations_and_customer_level_events_out_of_the_buffer() -> None:
+    feed = RoutingFeed(buffer=10)
+    theirs = msgspec.structs.replace(assigned("e1"), conversation_id="c1", customer_id="sms:+1")
+    others = msgspec.structs.replace(assigned("e2"), conversation_id="c2", customer_id="sms:+2")
+    link = CustomerLinked(
+        id="e3",
+        domain="acme",
+        occurred_at=1.0,
+        customer_id="sms:+1",
+        identity="email:a@b.org",
+        linked=True,
+    )
+    erased = CustomerErased(id="e4", domain="acme", occurred_at=2.0, erasure_id="x")
+    erased = msgspec.structs.replace(erased, conversation_ids=("c1",))
+    before = msgspec.structs.replace(assigned("e0"), conversation_id="c0")
+    fed(feed, before, theirs, others, link, erased)
+    after, found = feed.recent("acme", "e0")
+    assert found
+    assert [e.event_id for e in after] == ["e2", "e4"]
+    assert b"sms:+1" not in b"".join(e.data for e in after)
+    # an id taken out reads as one older than the buffer: the whole (cleaned) buffer
+    assert feed.recent("acme", "e1")[1] is False
 
 
 async def test_republished_duplicates_reach_subscribers_once_and_filters_see_agents() -> None:
