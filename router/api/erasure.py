@@ -41,6 +41,7 @@ from router.api.routes import (
 )
 from runtime import audit
 from runtime.appkeys import DB_POOL
+from runtime.db import DATABASE_ERRORS
 from runtime.erasures import request_erasure
 from schemas import CustomerEraseRequested
 from schemas.identity import PHONE_KINDS, normalize_identity
@@ -126,8 +127,10 @@ async def delete_customer(request: web.Request) -> web.Response:
 
     try:
         await command_verdict(request, event, None, record)
-    except BaseException:
-        # Not published: no router will read the row, which must not keep whom it names.
+    except (web.HTTPServiceUnavailable, *DATABASE_ERRORS):
+        # Not published (the broker or the audit entry refused it): no router will read
+        # the row, which must not keep whom it names. A request cancelled while waiting
+        # for the verdict keeps it: the command may be on its way.
         async with pool.acquire() as conn:
             await conn.execute(
                 "DELETE FROM erasures WHERE domain = $1 AND erasure_id = $2", domain, event.id

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,8 +27,9 @@ from router.shell import erasure
 from router.shell.erasure import ERASED, KEPT, needles
 from schemas import ROUTING_DECODER, ConversationClosed, CustomerErased
 from schemas.topics import ALL_TOPICS, ROUTING
-from switchboard.app import ROUTER_WORKER
+from switchboard.app import ROUTER_WORKER, Role
 from switchboard.config import Config
+from switchboard.embedded import EmbeddedBroker
 from tests.api.support import Api, api_service
 from tests.api.test_customer_export import (
     OTHER_TEXT,
@@ -36,7 +38,7 @@ from tests.api.test_customer_export import (
 )
 from tests.api.test_people import CUSTOMER, EMAIL, PHONE, SECRETS, USER, channels_config
 from tests.conftest import Infrastructure
-from tests.support import TopicReader
+from tests.support import TopicReader, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -406,3 +408,32 @@ async def test_an_erased_customer_is_nowhere_and_everyone_else_is_routed(
             "SELECT count(*) FROM erasures WHERE cardinality(identities) > 0"
         )
         assert pending == 0
+
+
+async def test_an_erasure_the_broker_refuses_answers_503_and_keeps_no_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        async with api_service(
+            broker.bootstrap_servers, database_url, roles=frozenset({Role.ROUTER})
+        ) as api:
+            broker.stop()
+            status, answer = await api.call("DELETE", f"{ACME}/customers/{CUSTOMER}")
+            assert (status, answer) == (503, {"error": "broker unavailable, retry later"})
+            assert await api.pool.fetchval("SELECT count(*) FROM erasures") == 0
+            assert not await api.pool.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action = 'customer.erase'"
+            )
+            # Back (empty): the same request goes through, once the clients reconnected.
+            broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)
+            broker.start()
+
+            async def erased() -> bool:
+                status, _ = await api.call("DELETE", f"{ACME}/customers/{CUSTOMER}")
+                return status in (200, 202)
+
+            await wait_until(erased, timeout=60, what="the erasure accepted again")
+    finally:
+        broker.stop()
