@@ -59,7 +59,7 @@ import enum
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -69,21 +69,21 @@ import msgspec
 import structlog
 
 from adapters import email as email_adapter
-from adapters import meta, rbm, sendgrid, twilio, vonage, x_dm
+from adapters import rbm, sendgrid, twilio, vonage_send, x_dm
 from adapters import telegram as telegram_adapter
 from adapters.config import ChannelsConfig, SecretMissing, resolve_secret
-from adapters.media import MediaLimits, MediaRefused, MediaRule, check_attachments, media_type
+from adapters.media import MediaRefused, check_attachments, media_type
+from adapters.meta_send import instagram_request, messenger_request, whatsapp_request
 from adapters.normalize import find_endpoint
 from adapters.provider_api import (
     OCTET_STREAM,
-    WHATSAPP_BUTTON_BODY_MAX,
-    WHATSAPP_BUTTON_TITLE_MAX,
-    WHATSAPP_BUTTONS_MAX,
     EgressUnroutable,
     FilePart,
     Outbound,
     PrepareFailed,
     ProviderRequest,
+    answer_text,
+    answer_value,
     basic_auth,
     email_text,
     fetch_attachment,
@@ -96,12 +96,8 @@ from adapters.provider_api import (
 from adapters.twilio import WHATSAPP_PREFIX
 from runtime.metrics import Metrics
 from schemas import (
-    Attachment,
     Channel,
-    Location,
-    NotificationRequested,
     ReplyRequested,
-    TemplateUse,
 )
 
 log = structlog.get_logger()
@@ -180,17 +176,6 @@ def _text_with_links(reply: Outbound) -> str:
     return "\n".join([reply.text, *links]) if reply.text else "\n".join(links)
 
 
-def _get(body: Any, *path: str | int) -> str | None:
-    for key in path:
-        if isinstance(key, int) and isinstance(body, list) and len(body) > key:
-            body = body[key]
-        elif isinstance(key, str) and isinstance(body, dict):
-            body = body.get(key)
-        else:
-            return None
-    return None if body is None else str(body)
-
-
 def twilio_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
@@ -236,257 +221,7 @@ def twilio_request(
             ),
         },
         form=form,
-        message_id=lambda body: _get(body, "sid"),
-    )
-
-
-def _whatsapp_buttons_fit(body: str, options: Sequence[str]) -> bool:
-    """Reply buttons can carry ``options`` with ``body``: WhatsApp's limits."""
-    return (
-        0 < len(options) <= WHATSAPP_BUTTONS_MAX
-        and all(len(option) <= WHATSAPP_BUTTON_TITLE_MAX for option in options)
-        and 0 < len(body) <= WHATSAPP_BUTTON_BODY_MAX
-    )
-
-
-WHATSAPP_CAPTION_MAX = 1024
-"""Characters of a WhatsApp media caption."""
-WHATSAPP_CAPTIONED = frozenset({"image", "video", "document"})
-"""WhatsApp media kinds that take a caption (audio and stickers do not)."""
-WHATSAPP_HEADERS = WHATSAPP_CAPTIONED
-"""Media kinds an interactive message's header can carry."""
-
-
-def _whatsapp_media(attachment: Attachment, rule: MediaRule, caption: str = "") -> dict[str, Any]:
-    """A Cloud API media message sending ``attachment`` by link."""
-    media: dict[str, Any] = {"link": attachment.url}
-    if caption:
-        media["caption"] = caption
-    if rule.kind == "document" and attachment.filename:
-        media["filename"] = attachment.filename
-    return {"type": rule.kind, rule.kind: media}
-
-
-def _whatsapp_location(place: Location) -> dict[str, Any]:
-    location: dict[str, Any] = {"latitude": place.latitude, "longitude": place.longitude}
-    if place.name:
-        location["name"] = place.name
-    if place.address:
-        location["address"] = place.address
-    return {"type": "location", "location": location}
-
-
-def _whatsapp_text(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": {"body": text, "preview_url": False}}
-
-
-def _whatsapp_template(template: TemplateUse) -> dict[str, Any]:
-    content: dict[str, Any] = {
-        "name": template.provider_template,
-        # WhatsApp spells languages with an underscore (en_US); ours are BCP 47 (en-US).
-        "language": {"code": template.language.replace("-", "_")},
-    }
-    if template.parameters:
-        content["components"] = [
-            {
-                "type": "body",
-                "parameters": [{"type": "text", "text": p} for p in template.parameters],
-            }
-        ]
-    return {"type": "template", "template": content}
-
-
-def _place(reply: Outbound) -> Location | None:
-    return reply.location if isinstance(reply, ReplyRequested) else None
-
-
-def _whatsapp_content(reply: Outbound) -> list[dict[str, Any]]:
-    """The Cloud API messages that deliver ``reply``, in order (one media item a message):
-
-    - a template alone (the free-form window is closed);
-    - with quick replies that fit reply buttons: the media (all but the first one a header
-      can carry) and the place first, then the ``interactive`` message whose header is that
-      media and whose body is the text (with no text, the attachments' links: a body is
-      required);
-    - otherwise: the text (answers numbered after it) as the caption of the first media
-      when its kind takes one and it fits, else as a text message first; then each media;
-      then the place.
-    ``MediaRefused`` when an attachment breaks WhatsApp's limits.
-    """
-    if reply.template is not None:
-        return [_whatsapp_template(reply.template)]
-    media = check_attachments(reply.attachments, meta.WHATSAPP_MEDIA)
-    place = _place(reply)
-    tail = [_whatsapp_location(place)] if place is not None else []
-    options = quick_replies(reply)
-    body = reply.text or "\n".join(a.url for a in reply.attachments)
-    if _whatsapp_buttons_fit(body, options):
-        header = media[0] if media and media[0][1].kind in WHATSAPP_HEADERS else None
-        interactive: dict[str, Any] = {
-            "type": "button",
-            "body": {"text": body},
-            "action": {
-                "buttons": [{"type": "reply", "reply": {"id": o, "title": o}} for o in options]
-            },
-        }
-        if header is not None:
-            media = media[1:]
-            interactive["header"] = _whatsapp_media(*header)
-        before = [_whatsapp_media(a, rule) for a, rule in media]
-        return [*before, *tail, {"type": "interactive", "interactive": interactive}]
-    text = with_numbered_options(reply.text, options)
-    parts: list[dict[str, Any]] = []
-    if (
-        media
-        and text
-        and media[0][1].kind in WHATSAPP_CAPTIONED
-        and len(text) <= WHATSAPP_CAPTION_MAX
-    ):
-        (first, rule), media = media[0], media[1:]
-        parts.append(_whatsapp_media(first, rule, caption=text))
-    elif text or not (media or tail):
-        parts.append(_whatsapp_text(text))
-    parts += [_whatsapp_media(a, rule) for a, rule in media]
-    return [*parts, *tail]
-
-
-Call = Callable[[Mapping[str, Any], tuple[ProviderRequest, ...]], ProviderRequest]
-"""One provider call of a message body, with the calls that follow it."""
-
-
-def _chained(call: Call, bodies: Sequence[Mapping[str, Any]]) -> ProviderRequest:
-    """The call of the first body, with the calls of the others as its ``then`` parts."""
-    first, *rest = bodies
-    return call(first, tuple(call(body, ()) for body in rest))
-
-
-def whatsapp_request(
-    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
-) -> ProviderRequest:
-    """The Cloud API ``messages`` calls that deliver ``reply`` (one a message, each
-    carrying our outbound id in ``biz_opaque_callback_data``)."""
-    cfg = channels.meta
-    number = find_endpoint(cfg.whatsapp, reply.endpoint, "phone_number_id")
-    if number is None:
-        raise EgressUnroutable(reply.endpoint)
-    url = f"{cfg.graph_api_base_url.rstrip('/')}/{cfg.graph_api_version}/{number.phone_number_id}/messages"
-    headers = {"Authorization": f"Bearer {resolve_secret(number.access_token_env, environ)}"}
-    envelope = {
-        "messaging_product": "whatsapp",
-        "recipient_type": "individual",
-        "to": reply.customer_address.lstrip("+"),
-    }
-
-    def call(content: Mapping[str, Any], then: tuple[ProviderRequest, ...]) -> ProviderRequest:
-        return ProviderRequest(
-            provider="whatsapp",
-            url=url,
-            headers=headers,
-            json={**envelope, **content, "biz_opaque_callback_data": reply.id},
-            message_id=lambda body: _get(body, "messages", 0, "id"),
-            then=then,
-        )
-
-    return _chained(call, _whatsapp_content(reply))
-
-
-def _messaging_type(reply: Outbound) -> dict[str, str]:
-    """Meta's ``messaging_type``: a tagged message (outside the 24 h window), else an
-    answer (``RESPONSE``) or a message the business starts (``UPDATE``)."""
-    if reply.message_tag is not None:
-        return {"messaging_type": "MESSAGE_TAG", "tag": reply.message_tag.value}
-    if isinstance(reply, NotificationRequested):
-        return {"messaging_type": "UPDATE"}
-    return {"messaging_type": "RESPONSE"}
-
-
-def _send_api_messages(reply: Outbound, limits: MediaLimits) -> list[dict[str, Any]]:
-    """The Send API messages that deliver ``reply``, in order: the text (a place written
-    after it: no location message exists), then each attachment by URL (a message carries
-    either text or one attachment); the quick replies ride on the last one.
-    ``MediaRefused`` when an attachment breaks the channel's limits."""
-    media = check_attachments(reply.attachments, limits)
-    place = _place(reply)
-    text = "\n".join(p for p in (reply.text, location_text(place) if place else "") if p)
-    messages: list[dict[str, Any]] = [{"text": text}] if text or not media else []
-    messages += [
-        {"attachment": {"type": rule.kind, "payload": {"url": a.url, "is_reusable": False}}}
-        for a, rule in media
-    ]
-    options = quick_replies(reply)
-    if options:
-        # The payload comes back with the tap; the title (the message's text) is what
-        # routing reads, so the payload is the title too.
-        messages[-1]["quick_replies"] = [
-            {"content_type": "text", "title": o, "payload": o} for o in options
-        ]
-    return messages
-
-
-def _send_api_request(
-    reply: Outbound,
-    base: str,
-    version: str,
-    node: str,
-    token: str,
-    provider: str,
-    limits: MediaLimits,
-) -> ProviderRequest:
-    """The Send API calls that deliver ``reply`` from ``node`` (``me``: the page of the
-    token; an Instagram account id), one a message."""
-
-    def call(message: Mapping[str, Any], then: tuple[ProviderRequest, ...]) -> ProviderRequest:
-        return ProviderRequest(
-            provider=provider,
-            url=f"{base.rstrip('/')}/{version}/{node}/messages",
-            headers={"Authorization": f"Bearer {token}"},
-            json={
-                "recipient": {"id": reply.customer_address},
-                **_messaging_type(reply),
-                "message": message,
-            },
-            message_id=lambda body: _get(body, "message_id"),
-            then=then,
-        )
-
-    return _chained(call, _send_api_messages(reply, limits))
-
-
-def messenger_request(
-    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
-) -> ProviderRequest:
-    cfg = channels.meta
-    page = find_endpoint(cfg.messenger, reply.endpoint, "page_id")
-    if page is None:
-        raise EgressUnroutable(reply.endpoint)
-    token = resolve_secret(page.access_token_env, environ)
-    return _send_api_request(
-        reply,
-        cfg.graph_api_base_url,
-        cfg.graph_api_version,
-        "me",
-        token,
-        "messenger",
-        meta.MESSENGER_MEDIA,
-    )
-
-
-def instagram_request(
-    reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
-) -> ProviderRequest:
-    cfg = channels.meta
-    account = find_endpoint(cfg.instagram, reply.endpoint, "account_id")
-    if account is None:
-        raise EgressUnroutable(reply.endpoint)
-    token = resolve_secret(account.access_token_env, environ)
-    return _send_api_request(
-        reply,
-        cfg.instagram_api_base_url,
-        cfg.graph_api_version,
-        account.account_id,
-        token,
-        "instagram",
-        meta.INSTAGRAM_MEDIA,
+        message_id=lambda body: answer_text(body, "sid"),
     )
 
 
@@ -503,7 +238,7 @@ def telegram_request(
     chat = reply.customer_address
 
     def message_id(body: Any) -> str | None:
-        mid = _get(body, "result", "message_id")
+        mid = answer_text(body, "result", "message_id")
         return None if mid is None else telegram_adapter.message_key(bot.name, chat, mid)
 
     location = reply.location if isinstance(reply, ReplyRequested) else None
@@ -556,7 +291,7 @@ def mailgun_request(
         form += [("h:In-Reply-To", _angle(in_reply_to)), ("h:References", _angle(in_reply_to))]
 
     def message_id(body: Any) -> str | None:
-        mid = _get(body, "id")
+        mid = answer_text(body, "id")
         return None if mid is None else mid.strip("<>")
 
     request = ProviderRequest(
@@ -602,7 +337,7 @@ PROVIDER_SENDERS: tuple[tuple[Owns, Builder], ...] = (
     (rbm.owns, rbm.rbm_request),
     (sendgrid.owns, sendgrid.sendgrid_request),
     (x_dm.owns, x_dm.x_request),
-    (vonage.owns, vonage.vonage_request),
+    (vonage_send.owns, vonage_send.vonage_request),
 )
 """The providers whose sending lives in their own module: whether they hold the endpoint
 a message is sent from, and how to send from it (asked before the channels' builders
@@ -665,19 +400,8 @@ _QUOTED_NUMBER = re.compile(r"\+?\(?\d(?:[\s().-]{0,2}\d){6,}")
 
 def _said(body: Any, *path: str | int) -> str | None:
     """The text at ``path`` in a decoded answer, when it is non-empty text."""
-    found = _value(body, path)
+    found = answer_value(body, *path)
     return found if isinstance(found, str) and found.strip() else None
-
-
-def _value(body: Any, path: tuple[str | int, ...]) -> Any:
-    for key in path:
-        if isinstance(key, int) and isinstance(body, list) and len(body) > key:
-            body = body[key]
-        elif isinstance(key, str) and isinstance(body, dict):
-            body = body.get(key)
-        else:
-            return None
-    return body
 
 
 def _error_reason(body: Any, status: int) -> str:
@@ -694,7 +418,7 @@ def _error_reason(body: Any, status: int) -> str:
     Some of these words quote the request (SendGrid names a duplicate recipient, Twilio
     the number it refused, X a parameter's value): email addresses and numbers of seven
     digits or more are replaced by ``<address>`` and ``<number>``."""
-    if isinstance(_value(body, ("error",)), dict):
+    if isinstance(answer_value(body, "error"), dict):
         parts = [_said(body, "error", "status"), _said(body, "error", "message")]
     else:
         parts = [_said(body, "message") or _said(body, "description")]
@@ -713,14 +437,14 @@ def _throttling(status: int, body: Any) -> bool:
     """The provider says "slow down": 429, or a Graph throttling code (any status)."""
     if status == 429:
         return True
-    code = _get(body, "error", "code")
+    code = answer_text(body, "error", "code")
     return code is not None and code.isdigit() and int(code) in GRAPH_THROTTLING_CODES
 
 
 def _retryable(status: int, body: Any) -> bool:
     if status >= 500 or _throttling(status, body):
         return True
-    return _get(body, "error", "is_transient") == "True"
+    return answer_text(body, "error", "is_transient") == "True"
 
 
 Throttled = Callable[[Outbound, float | None], Awaitable[None]]
@@ -894,7 +618,7 @@ class Egress:
                     )
                 attempts_counter.labels(channel=channel, result="retryable").inc()
                 if retry_after is None:
-                    after = _get(body, "parameters", "retry_after")  # Telegram's 429 body
+                    after = answer_text(body, "parameters", "retry_after")  # Telegram's 429 body
                     retry_after = float(after) if after and after.isdigit() else None
                 throttled = _throttling(status, body)
                 if throttled and self.on_throttled is not None:

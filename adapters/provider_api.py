@@ -86,6 +86,24 @@ class PrepareFailed(Exception):
         self.retryable = retryable
 
 
+def answer_value(body: Any, *path: str | int) -> Any:
+    """What a decoded provider answer holds at ``path`` (keys and list indexes), or None."""
+    for key in path:
+        if isinstance(key, int) and isinstance(body, list) and len(body) > key:
+            body = body[key]
+        elif isinstance(key, str) and isinstance(body, dict):
+            body = body.get(key)
+        else:
+            return None
+    return body
+
+
+def answer_text(body: Any, *path: str | int) -> str | None:
+    """``answer_value`` as text (a message id may come as a number), or None."""
+    found = answer_value(body, *path)
+    return None if found is None else str(found)
+
+
 def basic_auth(user: str, password: str) -> str:
     """An ``Authorization`` header value for HTTP basic authentication."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()

@@ -49,7 +49,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from adapters import rbm
+from adapters import rbm, rbm_tokens
 from adapters.base import inbound_event_id
 from adapters.config import ChannelsConfig
 from adapters.media import MediaRefused
@@ -678,7 +678,7 @@ def service_account(key: rsa.RSAPrivateKey, token_uri: str) -> str:
 
 def test_the_assertion_verifies_with_the_public_key(private_key: rsa.RSAPrivateKey) -> None:
     key = service_account(private_key, "https://oauth2.googleapis.com/token")
-    signed = rbm.assertion(rbm.ServiceAccount.parse(key), NOW)
+    signed = rbm_tokens.assertion(rbm_tokens.ServiceAccount.parse(key), NOW)
     header = jwt.get_unverified_header(signed)
     assert (header["alg"], header["kid"]) == ("RS256", "a1b2c3")
     claims = jwt.decode(
@@ -708,7 +708,7 @@ def test_the_assertion_verifies_with_the_public_key(private_key: rsa.RSAPrivateK
 )
 def test_a_key_that_is_not_a_service_account_fails_the_send(raw: str) -> None:
     with pytest.raises(PrepareFailed) as failed:
-        rbm.ServiceAccount.parse(raw)
+        rbm_tokens.ServiceAccount.parse(raw)
     assert not failed.value.retryable
 
 
@@ -724,7 +724,7 @@ async def test_tokens_are_fetched_once_and_renewed_before_they_expire(
     await server.start_server()
     fake.token_url = str(server.make_url("/token"))
     now = [time.time()]
-    tokens = rbm.AccessTokens(clock=lambda: now[0])
+    tokens = rbm_tokens.AccessTokens(clock=lambda: now[0])
     key = service_account(private_key, fake.token_url)
     try:
         async with aiohttp.ClientSession() as session:
@@ -760,11 +760,11 @@ async def test_an_unreachable_or_failing_token_endpoint_is_retryable(
         async with aiohttp.ClientSession() as session:
             key = service_account(private_key, str(server.make_url("/token")))
             with pytest.raises(PrepareFailed) as failed:
-                await rbm.AccessTokens().token(session, key)
+                await rbm_tokens.AccessTokens().token(session, key)
             assert failed.value.retryable
             closed = service_account(private_key, "http://127.0.0.1:9/token")
             with pytest.raises(PrepareFailed) as unreachable:
-                await rbm.AccessTokens().token(session, closed)
+                await rbm_tokens.AccessTokens().token(session, closed)
             assert unreachable.value.retryable
     finally:
         await server.close()

@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from vonage_http_client.auth import Auth  # type: ignore[import-untyped]  # no types shipped
 from vonage_jwt import JwtClient, verify_signature  # type: ignore[import-untyped]
 
-from adapters import vonage, vonage_signatures
+from adapters import vonage, vonage_send, vonage_signatures
 from adapters.base import SignatureRejected
 from adapters.config import ChannelsConfig, VonageConfig
 from adapters.egress import build_request
@@ -895,7 +895,7 @@ def reply(channel: Channel = Channel.SMS, **overrides: Any) -> ReplyRequested:
 
 
 def send_body(message: ReplyRequested) -> dict[str, Any]:
-    request = vonage.vonage_request(message, CHANNELS, ENVIRON)
+    request = vonage_send.vonage_request(message, CHANNELS, ENVIRON)
     assert request.url == "https://api.vonage.test/v1/messages"
     assert request.json is not None
     return dict(request.json)
@@ -913,7 +913,7 @@ def test_an_sms_reply_is_a_text_message() -> None:
 
 
 async def test_the_jwt_is_rs256_with_the_claims_vonage_sdks_send() -> None:
-    request = vonage.vonage_request(reply(), CHANNELS, ENVIRON)
+    request = vonage_send.vonage_request(reply(), CHANNELS, ENVIRON)
     assert request.prepare is not None
     prepared = await request.prepare(None)  # type: ignore[arg-type]  # no I/O: signs only
     scheme, token = prepared.headers["Authorization"].split(" ")
@@ -939,10 +939,12 @@ async def test_the_jwt_is_rs256_with_the_claims_vonage_sdks_send() -> None:
 
 async def test_a_key_written_on_one_line_is_read_and_a_bad_key_fails_the_send() -> None:
     one_line = {**ENVIRON, "VONAGE_PRIVATE_KEY": PEM.replace("\n", "\\n")}
-    request = vonage.vonage_request(reply(), CHANNELS, one_line)
+    request = vonage_send.vonage_request(reply(), CHANNELS, one_line)
     assert request.prepare is not None
     await request.prepare(None)  # type: ignore[arg-type]
-    broken = vonage.vonage_request(reply(), CHANNELS, {**ENVIRON, "VONAGE_PRIVATE_KEY": "nope"})
+    broken = vonage_send.vonage_request(
+        reply(), CHANNELS, {**ENVIRON, "VONAGE_PRIVATE_KEY": "nope"}
+    )
     assert broken.prepare is not None
     with pytest.raises(PrepareFailed, match="not an unencrypted PEM RSA key"):
         await broken.prepare(None)  # type: ignore[arg-type]
@@ -1030,7 +1032,7 @@ def test_attachments_beyond_vonages_limits_are_refused_before_sending(
 ) -> None:
     endpoint = "16273" if channel is Channel.VIBER else "447700900000"
     with pytest.raises(MediaRefused, match=reason):
-        vonage.vonage_request(
+        vonage_send.vonage_request(
             reply(channel, endpoint=endpoint, attachments=(attachment,)), CHANNELS, ENVIRON
         )
 
@@ -1038,7 +1040,7 @@ def test_attachments_beyond_vonages_limits_are_refused_before_sending(
 def test_one_attachment_per_reply() -> None:
     two = tuple(Attachment(url=f"https://x/{n}.jpg", content_type="image/jpeg") for n in "ab")
     with pytest.raises(MediaRefused, match="at most 1"):
-        vonage.vonage_request(reply(Channel.WHATSAPP, attachments=two), CHANNELS, ENVIRON)
+        vonage_send.vonage_request(reply(Channel.WHATSAPP, attachments=two), CHANNELS, ENVIRON)
 
 
 def test_whatsapp_quick_replies_are_buttons_when_they_fit() -> None:
@@ -1134,18 +1136,18 @@ def test_whatsapp_templates() -> None:
 
 
 def test_vonage_numbers_own_their_replies_and_egress_routes_them() -> None:
-    assert vonage.owns(reply(), CHANNELS)
-    assert not vonage.owns(reply(endpoint="+14155550100"), CHANNELS)
+    assert vonage_send.owns(reply(), CHANNELS)
+    assert not vonage_send.owns(reply(endpoint="+14155550100"), CHANNELS)
     assert (
         build_request(reply(Channel.VIBER, endpoint="16273"), CHANNELS, ENVIRON).provider
         == "vonage"
     )
     with pytest.raises(EgressUnroutable):
-        vonage.vonage_request(reply(endpoint="15550000000"), CHANNELS, ENVIRON)
+        vonage_send.vonage_request(reply(endpoint="15550000000"), CHANNELS, ENVIRON)
 
 
 def test_the_answer_names_the_message_uuid() -> None:
-    request = vonage.vonage_request(reply(), CHANNELS, ENVIRON)
+    request = vonage_send.vonage_request(reply(), CHANNELS, ENVIRON)
     assert request.message_id({"message_uuid": MESSAGE_UUID}) == MESSAGE_UUID
     assert request.message_id({"type": "https://developer.vonage.com/api-errors"}) is None
 
@@ -1328,7 +1330,7 @@ def test_a_business_started_messenger_message_is_an_update() -> None:
         text="Your table is ready.",
         answer=Answerer(until=NOW + 3600),
     )
-    request = vonage.vonage_request(notification, CHANNELS, ENVIRON)
+    request = vonage_send.vonage_request(notification, CHANNELS, ENVIRON)
     assert request.json is not None
     assert request.json["messenger"] == {"category": "update"}
     assert request.json["client_ref"] == notification.id
