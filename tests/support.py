@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -286,6 +286,58 @@ class TopicReader:
 
         event: ConversationAssigned = await wait_until(found, timeout=15, what="assignment")
         return event
+
+
+T = TypeVar("T")
+
+
+class Feed:
+    """One topic's events, decoded, from its beginning."""
+
+    def __init__(self, config: Config, topic: str, decoder: msgspec.json.Decoder[Any]) -> None:
+        self._reader = TopicReader(config, topic)
+        self._decoder = decoder
+        self.events: list[Any] = []
+
+    async def __aenter__(self) -> Feed:
+        await self._reader.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._reader.__aexit__(*exc)
+
+    async def poll(self) -> list[Any]:
+        records = await self._reader.poll()
+        for record in records[len(self.events) :]:
+            self.events.append(self._decoder.decode(record.value))
+        return self.events
+
+    async def first(
+        self,
+        kind: type[T],
+        where: Callable[[T], bool] = lambda _: True,
+        *,
+        timeout: float = 15,
+        **fields: Any,
+    ) -> T:
+        """The first event of type ``kind`` with these field values (and ``where``)."""
+
+        async def found() -> T | None:
+            for event in await self.poll():
+                if (
+                    isinstance(event, kind)
+                    and all(getattr(event, k) == v for k, v in fields.items())
+                    and where(event)
+                ):
+                    return event
+            return None
+
+        event: T = await wait_until(found, timeout=timeout, what=f"{kind.__name__} {fields}")
+        return event
+
+    def of(self, conversation_id: str) -> list[Any]:
+        """The events of one conversation read so far, in topic order."""
+        return [e for e in self.events if getattr(e, "conversation_id", None) == conversation_id]
 
 
 class RouterProcess:

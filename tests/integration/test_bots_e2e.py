@@ -22,13 +22,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import asyncpg
-import msgspec
 import pytest
 
 from adapters.bots import event_id
@@ -53,7 +52,7 @@ from schemas import (
 from switchboard.config import Config
 from switchboard.embedded import free_port
 from tests.conftest import Infrastructure
-from tests.support import Service, TopicReader, make_config, running_service, wait_until
+from tests.support import Feed, Service, make_config, running_service, wait_until
 from tools.bots.logic import ASAP, relay
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,7 +62,6 @@ SECRET_ENV = "HELPER_BOT_SECRET"
 SECRET = "helper-bot-secret-0123456789"
 BOT = "helper"
 
-T = TypeVar("T")
 
 pytestmark = pytest.mark.integration
 
@@ -101,55 +99,6 @@ def bot_config(
 
 
 SERVICE_ENVIRON = {"SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN, SECRET_ENV: SECRET}
-
-
-class Feed:
-    """One topic's events, decoded, from its beginning."""
-
-    def __init__(self, config: Config, topic: str, decoder: msgspec.json.Decoder[Any]) -> None:
-        self._reader = TopicReader(config, topic)
-        self._decoder = decoder
-        self.events: list[Any] = []
-
-    async def __aenter__(self) -> Feed:
-        await self._reader.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._reader.__aexit__(*exc)
-
-    async def poll(self) -> list[Any]:
-        records = await self._reader.poll()
-        for record in records[len(self.events) :]:
-            self.events.append(self._decoder.decode(record.value))
-        return self.events
-
-    async def first(
-        self,
-        kind: type[T],
-        where: Callable[[T], bool] = lambda _: True,
-        *,
-        timeout: float = 15,
-        **fields: Any,
-    ) -> T:
-        """The first event of type ``kind`` with these field values (and ``where``)."""
-
-        async def found() -> T | None:
-            for event in await self.poll():
-                if (
-                    isinstance(event, kind)
-                    and all(getattr(event, k) == v for k, v in fields.items())
-                    and where(event)
-                ):
-                    return event
-            return None
-
-        event: T = await wait_until(found, timeout=timeout, what=f"{kind.__name__} {fields}")
-        return event
-
-    def of(self, conversation_id: str) -> list[Any]:
-        """The events of one conversation read so far, in topic order."""
-        return [e for e in self.events if getattr(e, "conversation_id", None) == conversation_id]
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.mailgun import FakeMailgun
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import Feed, make_config, running_service, wait_until
 
 SIGNING_KEY = "e2e-mailgun-signing-key"
 API_KEY = "e2e-mailgun-api-key"
@@ -109,7 +109,7 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
     try:
         async with (
             running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
+            Feed(config, "conversations.routing", ROUTING_DECODER) as routing,
         ):
             http = service.session
             await service.online_agent("ann", {"email": 2}, ADMIN)
@@ -119,14 +119,7 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                 async with http.post(route, data=_customer_mail()) as r:
                     assert r.status == 200, await r.text()
 
-                async def assigned() -> ConversationAssigned | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if isinstance(event, ConversationAssigned):
-                            return event
-                    return None
-
-                assignment: ConversationAssigned = await wait_until(assigned, what="assignment")
+                assignment = await routing.first(ConversationAssigned)
                 assert assignment.agent_id == "ann"
 
                 reply_url = service.url(
@@ -180,18 +173,9 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                 async with http.post(events, json=_delivered(message_id, reply_id)) as r:
                     assert r.status == 200, await r.text()
 
-                async def delivered() -> OutboundStatusChanged | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if (
-                            isinstance(event, OutboundStatusChanged)
-                            and event.status is DeliveryStatus.DELIVERED
-                        ):
-                            return event
-                    return None
-
-                changed: OutboundStatusChanged = await wait_until(
-                    delivered, what="outbound.status_changed delivered"
+                changed = await routing.first(
+                    OutboundStatusChanged,
+                    lambda event: event.status is DeliveryStatus.DELIVERED,
                 )
                 assert (changed.outbound_id, changed.provider_message_id) == (
                     reply_id,

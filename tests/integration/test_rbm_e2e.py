@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.rbm import FakeRbm
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import Feed, make_config, running_service, wait_until
 
 CLIENT_TOKEN = "rbm-e2e-client-token"
 CLIENT_EMAIL = "rbm-agent@rbm-e2e.iam.gserviceaccount.com"
@@ -99,7 +99,7 @@ async def test_an_rcs_reply_goes_out_through_rbm_and_its_read_event_comes_back(
     try:
         async with (
             running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
+            Feed(config, "conversations.routing", ROUTING_DECODER) as routing,
         ):
             http = service.session
             await service.online_agent("ann", {"rcs": 2}, ADMIN)
@@ -117,14 +117,7 @@ async def test_an_rcs_reply_goes_out_through_rbm_and_its_read_event_comes_back(
                     },
                 )
 
-                async def assigned() -> ConversationAssigned | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if isinstance(event, ConversationAssigned):
-                            return event
-                    return None
-
-                assignment: ConversationAssigned = await wait_until(assigned, what="assignment")
+                assignment = await routing.first(ConversationAssigned)
                 assert assignment.agent_id == "ann"
                 conversation = await conn.fetchrow(
                     "SELECT channel, customer_id FROM conversations WHERE conversation_id = $1",
@@ -193,18 +186,9 @@ async def test_an_rcs_reply_goes_out_through_rbm_and_its_read_event_comes_back(
                     },
                 )
 
-                async def read_reported() -> OutboundStatusChanged | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if (
-                            isinstance(event, OutboundStatusChanged)
-                            and event.status is DeliveryStatus.READ
-                        ):
-                            return event
-                    return None
-
-                changed: OutboundStatusChanged = await wait_until(
-                    read_reported, what="outbound.status_changed read"
+                changed = await routing.first(
+                    OutboundStatusChanged,
+                    lambda event: event.status is DeliveryStatus.READ,
                 )
                 assert changed.provider_message_id == reply_id
                 assert changed.channel.value == "rcs"

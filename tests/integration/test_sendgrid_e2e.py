@@ -26,7 +26,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import Feed, make_config, running_service, wait_until
 
 API_KEY = "SG.e2e-api-key"
 OUR = "support@acme.example"
@@ -101,7 +101,7 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
     try:
         async with (
             running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
+            Feed(config, "conversations.routing", ROUTING_DECODER) as routing,
         ):
             http = service.session
             await service.online_agent("ann", {"email": 2}, ADMIN)
@@ -125,14 +125,7 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                 form_type = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
                 await _post(http, parse_url, mail, {**form_type, **_signed(parse_key, mail)})
 
-                async def assigned() -> ConversationAssigned | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if isinstance(event, ConversationAssigned):
-                            return event
-                    return None
-
-                assignment: ConversationAssigned = await wait_until(assigned, what="assignment")
+                assignment = await routing.first(ConversationAssigned)
                 assert assignment.agent_id == "ann"
                 conversation_id = assignment.conversation_id
                 conversation = await conn.fetchrow(
@@ -233,18 +226,9 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                     {"Content-Type": "application/json", **_signed(event_key, events)},
                 )
 
-                async def delivery_reported() -> OutboundStatusChanged | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if (
-                            isinstance(event, OutboundStatusChanged)
-                            and event.status is DeliveryStatus.DELIVERED
-                        ):
-                            return event
-                    return None
-
-                changed: OutboundStatusChanged = await wait_until(
-                    delivery_reported, what="outbound.status_changed delivered"
+                changed = await routing.first(
+                    OutboundStatusChanged,
+                    lambda event: event.status is DeliveryStatus.DELIVERED,
                 )
                 assert changed.outbound_id == reply_id
                 assert changed.provider_message_id == sent.message_id
@@ -275,17 +259,10 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                 )
                 await _post(http, parse_url, raw, {**form_type, **_signed(parse_key, raw)})
 
-                async def answer_routed() -> MessageRouted | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if (
-                            isinstance(event, MessageRouted)
-                            and event.provider_message_id == "CAF=answer-3@mail.example.org"
-                        ):
-                            return event
-                    return None
-
-                routed: MessageRouted = await wait_until(answer_routed, what="the answer routed")
+                routed = await routing.first(
+                    MessageRouted,
+                    lambda event: event.provider_message_id == "CAF=answer-3@mail.example.org",
+                )
                 assert routed.conversation_id == conversation_id
                 assert routed.agent_id == "ann"
             finally:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.vonage import FakeVonage
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import Feed, make_config, running_service, wait_until
 
 SECRET = "vonage-e2e-signature-secret-0123456789"
 API_KEY = "abcd1234"
@@ -93,7 +93,7 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
     try:
         async with (
             running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
+            Feed(config, "conversations.routing", ROUTING_DECODER) as routing,
         ):
             http = service.session
             await service.online_agent("ann", {"sms": 2}, ADMIN)
@@ -117,14 +117,7 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
                     },
                 )
 
-                async def assigned() -> ConversationAssigned | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if isinstance(event, ConversationAssigned):
-                            return event
-                    return None
-
-                assignment: ConversationAssigned = await wait_until(assigned, what="assignment")
+                assignment = await routing.first(ConversationAssigned)
                 assert assignment.agent_id == "ann"
                 conversation = await conn.fetchrow(
                     "SELECT channel, customer_id FROM conversations WHERE conversation_id = $1",
@@ -184,19 +177,11 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
                     },
                 )
 
-                async def status_changed() -> OutboundStatusChanged | None:
-                    for record in await routing.poll():
-                        event = ROUTING_DECODER.decode(record.value)
-                        if (
-                            isinstance(event, OutboundStatusChanged)
-                            and event.outbound_id == reply_id
-                            and event.status is DeliveryStatus.DELIVERED
-                        ):
-                            return event
-                    return None
-
-                changed: OutboundStatusChanged = await wait_until(
-                    status_changed, what="outbound.status_changed"
+                changed = await routing.first(
+                    OutboundStatusChanged,
+                    lambda event: (
+                        event.outbound_id == reply_id and event.status is DeliveryStatus.DELIVERED
+                    ),
                 )
                 assert (changed.channel, changed.provider_message_id) == ("sms", sent.message_uuid)
                 await wait_until(
