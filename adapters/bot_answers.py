@@ -8,9 +8,12 @@ adapters move the answers, unchanged (key, value and headers), onto ``agents.eve
 where the router applies them in order with the agents' commands:
 
 1. ``getmany`` from ``bots.events`` (consumer group ``<kafka.consumer_group>-bot-answers``).
-2. Each record must decode as a bot answer (``bot.replied``, ``bot.handoff_requested``,
-   ``bot.resolved``, ``bot.failed``) and be keyed by its domain; anything else is set aside
-   on the dead-letter topic (and table) with the reason, never forwarded.
+2. Each record, opened when sealed (``runtime.sealing``), must decode as a bot answer
+   (``bot.replied``, ``bot.handoff_requested``, ``bot.resolved``, ``bot.failed``) and be
+   keyed by its domain; anything else is set aside on the dead-letter topic (and table)
+   with the reason, never forwarded, and so is a record that does not open (its customer
+   was erased). What is forwarded is the record as it came: a sealed answer stays sealed
+   with its key (the ``sealed_with`` header goes with it), for the router to open.
 3. Produce the batch to ``agents.events`` (acks=all), then commit the offsets. A failure
    before the commit forwards the batch again: the router takes an answer twice as it
    takes any redelivered record (a reply's outbound id comes from the answer's id, and
@@ -33,8 +36,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
-from runtime.dead_letters import INSERT_RECORD, DeadRecord
+from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys
 from schemas import BOT_EVENT_DECODER, topics
 from schemas.limits import domain_of_key
 
@@ -51,8 +55,10 @@ class BotAnswerForwarder:
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         metrics: Metrics,
+        keys: TopicKeys,
     ) -> None:
         self._config = config
+        self._keys = keys
         self._environ = environ
         self._pool = pool
         self._producer = producer
@@ -90,20 +96,20 @@ class BotAnswerForwarder:
         self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
         sends = []
-        for records in batch.values():
-            for record in records:
-                reason = _refusal(record)
-                if reason is not None:
-                    await self._dead_letter(record, reason)
-                    continue
-                sends.append(
-                    await self._producer.send(
-                        self._target,
-                        value=record.value,
-                        key=record.key,
-                        headers=list(record.headers),
-                    )
+        fetched = [record for records in batch.values() for record in records]
+        for record, value in await self._keys.opened(fetched):
+            reason = UNOPENABLE if value is None else _refusal(record, value)
+            if reason is not None:
+                await self._dead_letter(record, reason)
+                continue
+            sends.append(
+                await self._producer.send(
+                    self._target,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
                 )
+            )
         for sent in sends:
             await sent  # acks=all: the batch is on agents.events before its offsets commit
         if sends:
@@ -130,10 +136,11 @@ class BotAnswerForwarder:
         await self._pool.execute(INSERT_RECORD, *letter.row())
 
 
-def _refusal(record: ConsumerRecord[bytes, bytes]) -> str | None:
-    """Why a record of ``bots.events`` is not forwarded (None: it is a bot's answer)."""
+def _refusal(record: ConsumerRecord[bytes, bytes], value: bytes) -> str | None:
+    """Why a record of ``bots.events``, its value opened, is not forwarded (None: it is a
+    bot's answer)."""
     try:
-        answer = BOT_EVENT_DECODER.decode(record.value or b"")
+        answer = BOT_EVENT_DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         return f"invalid: {error}"
     if domain_of_key(record.key) != answer.domain:

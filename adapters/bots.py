@@ -14,11 +14,13 @@ routing topic itself: the adapters call it, one request at a time, with the prot
   conversation (``router.engine.bots``, rule 3), and refuses them after.
 
 1. ``getmany`` from ``conversations.routing`` (consumer group ``<consumer_group>-bots``).
-   Only the records of domains with a webhook bot (the record key) are decoded; of those,
-   a ``bot.turn`` or a relayable ``conversation.handed_off`` of a bot with a webhook is
-   taken, anything else passes. A record that does not decode is counted
-   (``outcome="undecodable"``) and passed: it is the router's own output, no one's to
-   dead-letter.
+   Only the records of domains with a webhook bot (the record key) are opened
+   (``runtime.sealing``) and decoded; of those, a ``bot.turn`` or a relayable
+   ``conversation.handed_off`` of a bot with a webhook is taken, anything else passes. A
+   record that does not decode is counted (``outcome="undecodable"``) and passed: it is
+   the router's own output, no one's to dead-letter. So is one that does not open (its
+   customer was erased): no bot is called with it. While PostgreSQL (the keys) fails,
+   the batch is read again a second later.
 2. Wait for the conversation's previous request: the turns and hand-offs of one
    conversation go in order, conversations in parallel (``PARALLEL_CONVERSATIONS`` at
    most). A turn whose ``answer_by`` has passed is skipped (``skipped_late``): the router
@@ -72,15 +74,17 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from adapters.base import hmac_hex, read_bounded
 from adapters.config import SecretMissing, resolve_secret
 from runtime import kafka
 from runtime.config import ServiceConfig
+from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys
 from schemas import ROUTING_DECODER, BotTurn, ConversationHandedOff, HandoffReason, topics
 from schemas.bot_webhook import (
     SIGNATURE_HEADER,
@@ -331,9 +335,11 @@ class BotBridge:
         publisher: Publisher,
         metrics: Metrics,
         *,
+        keys: TopicKeys,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
+        self._keys = keys
         self._webhooks = webhooks
         self._environ = environ
         """Looked up at each call: the secrets file is read again with each version."""
@@ -394,37 +400,51 @@ class BotBridge:
             log.warning("bot_bridge_fetch_failed", error=type(error).__name__)
             await asyncio.sleep(1)
             return
+        webhooks = self._webhooks
+        wanted = [  # the others are not opened: most of the topic is other domains' routing
+            record
+            for records in batch.values()
+            for record in records
+            if _domain_of(record) in webhooks
+        ]
+        try:
+            opened = {
+                (record.partition, record.offset): value
+                for record, value in await self._keys.opened(wanted)
+            }
+        except DATABASE_ERRORS as error:
+            log.warning("bot_bridge_open_failed", error=type(error).__name__)
+            for tp, records in batch.items():
+                with contextlib.suppress(IllegalStateError):  # revoked meanwhile
+                    consumer.seek(tp, records[0].offset)
+            await asyncio.sleep(1)
+            return
         for tp, records in batch.items():
             partition = self._partitions.setdefault(tp, _Partition())
             for record in records:
-                request = self._request_of(record)
-                if request is not None:
-                    self._start(request, partition, record.offset, session)
+                if (record.partition, record.offset) in opened:
+                    value = opened[record.partition, record.offset]
+                    request = self._request_of(record, value)
+                    if request is not None:
+                        self._start(request, partition, record.offset, session)
                 partition.end = record.offset + 1
         # Step 5
         await self._commit(consumer)
 
-    def _request_of(self, record: ConsumerRecord[bytes, bytes]) -> BotWebhookRequest | None:
-        """The record's event, when it is for a bot with a webhook: a turn, or a hand-off
-        whose customer waits (``relayable``)."""
+    def _request_of(
+        self, record: ConsumerRecord[bytes, bytes], value: bytes | None
+    ) -> BotWebhookRequest | None:
+        """The record's event, its ``value`` opened (None: it does not open), when it is
+        for a bot with a webhook: a turn, or a hand-off whose customer waits
+        (``relayable``)."""
         webhooks = self._webhooks
-        domain = (record.key or b"").decode(errors="replace")
-        if domain not in webhooks:
-            return None  # not decoded: most of the topic is other domains' routing
+        if value is None:
+            self._undecodable(record, "unopenable")
+            return None
         try:
-            event = ROUTING_DECODER.decode(record.value or b"")
+            event = ROUTING_DECODER.decode(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            metrics = self._metrics
-            metrics.for_domain(domain).counter(
-                metrics.bot_webhook_calls, "", Outcome.UNDECODABLE
-            ).inc()
-            log.warning(
-                "bot_bridge_undecodable",
-                domain=domain,
-                partition=record.partition,
-                offset=record.offset,
-                error=type(error).__name__,
-            )
+            self._undecodable(record, type(error).__name__)
             return None
         match event:
             case BotTurn():
@@ -436,6 +456,18 @@ class BotBridge:
         if request.bot_id not in webhooks.get(request.domain, {}):
             return None
         return request
+
+    def _undecodable(self, record: ConsumerRecord[bytes, bytes], error: str) -> None:
+        domain = _domain_of(record)
+        metrics = self._metrics
+        metrics.for_domain(domain).counter(metrics.bot_webhook_calls, "", Outcome.UNDECODABLE).inc()
+        log.warning(
+            "bot_bridge_undecodable",
+            domain=domain,
+            partition=record.partition,
+            offset=record.offset,
+            error=error,
+        )
 
     def _start(
         self,
@@ -705,3 +737,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka i
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Nothing to do: a partition's tracking starts with its first record."""
+
+
+def _domain_of(record: ConsumerRecord[bytes, bytes]) -> str:
+    return (record.key or b"").decode(errors="replace")

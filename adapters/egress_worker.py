@@ -4,7 +4,9 @@ A reply is an agent's (``agent_id``) or a bot's (``bot_id``, relayed by the rout
 ``outbound_messages`` row names whichever wrote it.
 
 1. ``getmany`` a batch from ``conversations.outbound`` (consumer group
-   ``<consumer_group>-egress``); an undecodable record goes to the dead-letter topic.
+   ``<consumer_group>-egress``) and open its sealed records (``runtime.sealing``); an
+   undecodable record goes to the dead-letter topic, and so does one that does not open
+   (its customer was erased): its reply is sent to no one.
 2. Record each reply in ``outbound_messages`` (status ``queued``) if the API did not.
 3. Send: one reply at a time per conversation (replies keep their order), conversations
    in parallel (bounded). ``adapters.egress.Egress`` retries 429/5xx with backoff and
@@ -44,8 +46,9 @@ from adapters.outbound_sender import StatusPublisher, StatusReports, webchat_not
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
-from runtime.dead_letters import INSERT_RECORD, DeadRecord
+from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys
 from schemas import OUTBOUND_DECODER, Channel, NotificationRequested, ReplyRequested, topics
 
 log = structlog.get_logger(__name__)
@@ -114,8 +117,10 @@ class EgressWorker:
         metrics: Metrics,
         *,
         statuses: StatusPublisher,
+        keys: TopicKeys,
     ) -> None:
         self._config = config
+        self._keys = keys
         self._channels = channels
         self._environ = environ
         self._pool = pool
@@ -178,18 +183,21 @@ class EgressWorker:
     ) -> None:
         by_conversation: dict[tuple[str, str], list[ReplyRequested]] = defaultdict(list)
         notified: list[NotificationRequested] = []
-        for records in batch.values():
-            for record in records:
-                try:
-                    reply = OUTBOUND_DECODER.decode(record.value or b"")
-                except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                    await self._dead_letter(record, f"invalid: {error}")
-                    continue
-                if isinstance(reply, NotificationRequested):
-                    if reply.channel is Channel.WEBCHAT:
-                        notified.append(reply)
-                    continue  # the paced sender sends it from its row
-                by_conversation[(reply.domain, reply.conversation_id)].append(reply)
+        fetched = [record for records in batch.values() for record in records]
+        for record, value in await self._keys.opened(fetched):
+            if value is None:
+                await self._dead_letter(record, UNOPENABLE)
+                continue
+            try:
+                reply = OUTBOUND_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                await self._dead_letter(record, f"invalid: {error}")
+                continue
+            if isinstance(reply, NotificationRequested):
+                if reply.channel is Channel.WEBCHAT:
+                    notified.append(reply)
+                continue  # the paced sender sends it from its row
+            by_conversation[(reply.domain, reply.conversation_id)].append(reply)
         for notification in notified:
             await webchat_notification_sent(self._pool, self._reports, notification)
         await self._reports.flush()

@@ -45,9 +45,11 @@ token, a signature, an email or a phone number. Each outcome is counted in
 ``switchboard_webhook_requests_total{provider="webchat"}``.
 
 Every adapter process reads every record of ``conversations.outbound`` (``reply_pump``,
-no consumer group) and hands those of web chat, agents' replies and business-started
-messages, to the sockets it holds (``WebchatHub.deliver`` and ``notify``); the egress
-worker records replies as sent, and the outbound sender its notifications.
+no consumer group), opens the sealed ones (``runtime.sealing``) and hands those of web
+chat, agents' replies and business-started messages, to the sockets it holds
+(``WebchatHub.deliver`` and ``notify``); the egress worker records replies as sent, and
+the outbound sender its notifications. A record that does not open (its customer was
+erased) reaches no socket.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
 from adapters import webchat_cors as cors
 from adapters.base import BadRequest, Publisher, SignatureRejected
@@ -95,10 +98,12 @@ from adapters.webchat_tokens import (
     verify_token,
 )
 from adapters.webhook_serving import BodyTooLarge, read_body
+from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
+from runtime.sealing import TopicKeys
 from schemas import (
     OUTBOUND_DECODER,
     Channel,
@@ -518,10 +523,13 @@ def _etags(header: str | None) -> set[str]:
 
 
 async def reply_pump(
-    consumer: AIOKafkaConsumer, hub: WebchatHub, domains: Mapping[str, WebchatConfig]
+    consumer: AIOKafkaConsumer,
+    hub: WebchatHub,
+    domains: Mapping[str, WebchatConfig],
+    keys: TopicKeys,
 ) -> None:
     """Hand every web chat reply and business-started message read by ``consumer`` to
-    the hub, until cancelled."""
+    the hub, opened with ``keys``, until cancelled."""
     while True:
         try:
             batch = await consumer.getmany(timeout_ms=1000)
@@ -529,19 +537,35 @@ async def reply_pump(
             log.warning("webchat_replies_fetch_failed", error=type(error).__name__)
             await asyncio.sleep(1)
             continue
-        for records in batch.values():
-            for record in records:
-                try:
-                    outbound = OUTBOUND_DECODER.decode(record.value or b"")
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue  # the egress worker dead-letters it
-                config = domains.get(outbound.domain)
-                if config is None or outbound.channel is not Channel.WEBCHAT:
-                    continue
-                match outbound:
-                    case ReplyRequested():
-                        await hub.deliver(outbound, config)
-                    case NotificationRequested():
-                        await hub.notify(outbound, config)
-                    case _:
-                        assert_never(outbound)
+        fetched = [record for records in batch.values() for record in records]
+        for _, value in await _opened(keys, fetched):
+            if value is None:
+                continue  # its customer was erased: the egress worker dead-letters it
+            try:
+                outbound = OUTBOUND_DECODER.decode(value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # the egress worker dead-letters it
+            config = domains.get(outbound.domain)
+            if config is None or outbound.channel is not Channel.WEBCHAT:
+                continue
+            match outbound:
+                case ReplyRequested():
+                    await hub.deliver(outbound, config)
+                case NotificationRequested():
+                    await hub.notify(outbound, config)
+                case _:
+                    assert_never(outbound)
+
+
+async def _opened(
+    keys: TopicKeys, records: Sequence[ConsumerRecord[bytes, bytes]]
+) -> list[tuple[ConsumerRecord[bytes, bytes], bytes | None]]:
+    """``keys.opened(records)``, tried again each second while PostgreSQL fails: without a
+    consumer group there is no committed offset to go back to, and a batch given up would
+    be replies that never reach their visitors."""
+    while True:
+        try:
+            return await keys.opened(records)
+        except DATABASE_ERRORS as error:
+            log.warning("webchat_replies_open_failed", error=type(error).__name__)
+            await asyncio.sleep(1)

@@ -11,12 +11,20 @@ from aiokafka import AIOKafkaProducer
 from runtime.config import ServiceConfig
 from runtime.kafka import EventPublisher
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys
 
 CONFIG = web.AppKey("config", ServiceConfig)
 ENVIRON: web.AppKey[Mapping[str, str]] = web.AppKey("environ")
 METRICS = web.AppKey("metrics", Metrics)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+TOPIC_KEYS = web.AppKey("topic_keys", TopicKeys)
+"""The process's one cache of topic keys (``runtime.sealing``), made with the pool."""
 PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 INBOUND_PUBLISHER = web.AppKey("inbound_publisher", EventPublisher)
 AGENT_PUBLISHER = web.AppKey("agent_publisher", EventPublisher)
 OUTBOUND_PUBLISHER = web.AppKey("outbound_publisher", EventPublisher)
+
+
+def sealing_keys(app: web.Application) -> TopicKeys | None:
+    """What the app's publishers seal with: None when ``kafka.seal_personal_data`` is off."""
+    return app[TOPIC_KEYS] if app[CONFIG].kafka.seal_personal_data else None

@@ -36,6 +36,16 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``retention.ms`` of the topics Switchboard creates, all but ``switchboard.config``
     (they carry message texts and addresses); None: the broker's default. At most the
     shortest retention period any domain sets (see ``runtime.retention``)."""
+    seal_personal_data: bool = True
+    """Seal records holding a customer's personal data with a key of the customer's, so
+    that erasing the customer makes the copies on the topics unreadable
+    (``runtime.sealing``). Readers open sealed and plain records alike."""
+    key_cache_seconds: float = 60.0
+    """How long a process keeps a topic key it fetched (``runtime.sealing``)."""
+    key_shred_delay_seconds: int = 300
+    """How long an erased customer's topic keys are kept before they are deleted: longer
+    than ``key_cache_seconds``, so that a record a producer sealed with a cached key just
+    before the erasure is still read by the router; 0 deletes them at once."""
     consumer_group: str = "switchboard-router"
     """Consumer group of the router processes."""
     fetch_max_wait_ms: int = 20
@@ -61,6 +71,12 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         if self.topic_retention_ms is not None and self.topic_retention_ms < 3_600_000:
             # Shorter, a router that is down for a while loses records it did not read yet.
             raise ValueError("must be at least 3600000, one hour (topic_retention_ms)")
+        if not 0 < self.key_cache_seconds <= 3600:
+            raise ValueError("must be more than 0 and at most 3600 (key_cache_seconds)")
+        if self.key_shred_delay_seconds and self.key_shred_delay_seconds <= self.key_cache_seconds:
+            raise ValueError("must be 0 or longer than key_cache_seconds (key_shred_delay_seconds)")
+        if not 0 <= self.key_shred_delay_seconds <= 86_400:
+            raise ValueError("must be between 0 and 86400 (key_shred_delay_seconds)")
 
 
 class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

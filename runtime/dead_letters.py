@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,11 +34,13 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
+from runtime.sealing import SEALED_WITH, SealingKey, Unreadable, open_value, sealed_with
 from schemas import topics
 from schemas.limits import domain_of_key
 
@@ -44,7 +48,7 @@ log = structlog.get_logger(__name__)
 
 _COLUMNS = (
     'id, topic, partition, "offset", reason, domain, key, value, created_at, redriven_at,'
-    " redrives, source"
+    " redrives, source, sealed_with"
 )
 _MARK_REDRIVEN = (
     "UPDATE dead_letters SET redriven_at = now(), redrives = redrives + 1"  # noqa: S608  # fixed column list
@@ -92,6 +96,9 @@ class DeadLetterRecord(DeadLetterView, frozen=True, kw_only=True):
     key_base64: bool = False
     value: str
     value_base64: bool = False
+    sealed: bool = False
+    """The record was sealed (``runtime.sealing``): ``value`` is shown opened while its key
+    exists, and as the sealed bytes (base64) once its customer was erased."""
 
 
 @dataclass(frozen=True)
@@ -114,15 +121,16 @@ class _Row:
             source=r["source"],
         )
 
-    def full(self) -> DeadLetterRecord:
+    def full(self, opened: bytes | None = None) -> DeadLetterRecord:
         key, key_base64 = _text(self.record["key"])
-        value, value_base64 = _text(self.record["value"] or b"")
+        value, value_base64 = _text(opened or self.record["value"] or b"")
         return DeadLetterRecord(
             **msgspec.structs.asdict(self.view()),
             key=key,
             key_base64=key_base64,
             value=value or "",
             value_base64=value_base64,
+            sealed=self.record["sealed_with"] is not None,
         )
 
 
@@ -167,15 +175,30 @@ async def get_dead_letter(
         letter_id,
         domain,
     )
-    return None if row is None else _Row(row).full()
+    if row is None:
+        return None
+    opened = None
+    key_id = row["sealed_with"]
+    if key_id is not None and len(key_id) == 16:
+        found = await conn.fetchval(
+            "SELECT key FROM topic_keys WHERE key_id = $1", uuid.UUID(bytes=key_id)
+        )
+        keys = {} if found is None else {key_id: SealingKey(key_id, AESGCM(found))}
+        with contextlib.suppress(Unreadable):
+            opened = open_value(row["value"] or b"", [(SEALED_WITH, key_id)], keys)
+    return _Row(row).full(opened)
 
 
 REASON_MAX = 500
 """Characters of a reason kept (the row, the ``dlq_reason`` header)."""
+UNOPENABLE = "sealed: it does not open (its key is gone with its customer, or its bytes changed)"
+"""The reason of a sealed record that ``runtime.sealing.TopicKeys.opened`` cannot open:
+it names no one, and its first word labels the dead letter as the router's do."""
 
 INSERT_RECORD = (
-    'INSERT INTO dead_letters (topic, partition, "offset", reason, key, value, domain, source)'
-    ' VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (topic, partition, "offset")'
+    "INSERT INTO dead_letters"
+    ' (topic, partition, "offset", reason, key, value, domain, source, sealed_with)'
+    ' VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (topic, partition, "offset")'
     " WHERE source IS NOT NULL DO NOTHING"
 )
 """Stores a ``DeadRecord`` (its ``row()``); a letter with a ``source`` is stored once."""
@@ -230,6 +253,7 @@ class DeadRecord:
             self.value,
             self.domain,
             self.source,
+            sealed_with(self.headers),
         )
 
     def dlq_headers(self) -> tuple[tuple[str, bytes], ...]:
@@ -272,7 +296,15 @@ async def redrive(
             raise NotRedrivable(row["source"])
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
-                await producer.send_and_wait(row["topic"], row["value"] or b"", key=row["key"])
+                await producer.send_and_wait(
+                    row["topic"],
+                    row["value"] or b"",
+                    key=row["key"],
+                    # sealed as it came: the readers open it with the same key
+                    headers=[]
+                    if row["sealed_with"] is None
+                    else [(SEALED_WITH, row["sealed_with"])],
+                )
         except (KafkaError, TimeoutError) as error:
             raise BrokerUnavailable(type(error).__name__) from error
         marked = await conn.fetchrow(

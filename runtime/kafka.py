@@ -20,6 +20,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from aiokafka.partitioner import murmur2
 
 from runtime.config import ServiceConfig
+from runtime.db import DATABASE_ERRORS
+from runtime.sealing import SealedValue, TopicKeys
 from schemas import topics
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
@@ -184,6 +186,9 @@ class EventPublisher:
 
     With ``config_version`` each record carries the ``config_version`` header: the
     runtime configuration version the process runs (see ``schemas.topics.CONFIG_VERSION``).
+
+    With ``keys`` it seals the events holding a customer's personal data
+    (``runtime.sealing``).
     """
 
     def __init__(
@@ -195,8 +200,10 @@ class EventPublisher:
         timeout: float = 5.0,
         dead_letter_topic: str | None = None,
         config_version: Callable[[], int] | None = None,
+        keys: TopicKeys | None = None,
     ) -> None:
         self._config_version = config_version
+        self._keys = keys
         self._producer = producer
         self._topic = topic
         self._source = source
@@ -204,7 +211,17 @@ class EventPublisher:
         self._dead_letter_topic = dead_letter_topic
 
     async def publish(self, events: Sequence[Event]) -> None:
-        await self._acknowledged(self._send_all(events))
+        values = [msgspec.json.encode(event) for event in events]
+        sealed = None
+        if self._keys is not None:
+            # Keys come from PostgreSQL: without them nothing is published either.
+            try:
+                sealed = await self._keys.sealed(events, values)
+            except DATABASE_ERRORS as error:
+                raise BrokerUnavailable(
+                    f"topic keys unavailable: {type(error).__name__}"
+                ) from error
+        await self._acknowledged(self._send_all(events, values, sealed))
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         assert self._dead_letter_topic is not None, "built without a dead-letter topic"
@@ -239,17 +256,26 @@ class EventPublisher:
             )
         await asyncio.gather(*futures)
 
-    async def _send_all(self, events: Sequence[Event]) -> None:
+    async def _send_all(
+        self,
+        events: Sequence[Event],
+        values: Sequence[bytes],
+        sealed: Sequence[SealedValue] | None,
+    ) -> None:
         version = None if self._config_version is None else str(self._config_version()).encode()
         futures = []
-        for event in events:
+        for index, event in enumerate(events):
             headers = encode_headers(event, source=self._source)
             if version is not None:
                 headers.append((topics.CONFIG_VERSION, version))
+            value = values[index]
+            if sealed is not None:
+                value = sealed[index].value
+                sealed[index].headers(headers)
             futures.append(
                 await self._producer.send(
                     self._topic,
-                    value=msgspec.json.encode(event),
+                    value=value,
                     key=event.domain.encode(),
                     headers=headers,
                 )

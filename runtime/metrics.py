@@ -486,7 +486,7 @@ class Metrics:
             "switchboard_retention_rows_total",
             "Rows the retention job emptied or deleted, by table (messages,"
             " outbound_messages, assignments, conversations, agent_events, consent_changes,"
-            " dead_letters, webhook_nonces, erasures) and action (emptied, deleted), and"
+            " dead_letters, webhook_nonces, erasures, topic_keys) and action (emptied, deleted), and"
             " customers it handed to erasure (customers, erased).",
             ["domain", "kind", "action"],
             registry=r,

@@ -289,6 +289,7 @@ COLUMNS: Final[Mapping[str, Holds]] = {
     "dead_letters.redriven_at": _NONE,
     "dead_letters.redrives": _NONE,
     "dead_letters.source": _NONE,
+    "dead_letters.sealed_with": _NONE.because("The id of the key a sealed record needs."),
     # 0008_webhook_nonces.sql
     "webhook_nonces.provider": _NONE,
     "webhook_nonces.nonce": _NONE,
@@ -364,6 +365,19 @@ COLUMNS: Final[Mapping[str, Holds]] = {
     "erasures.completed_at": _NONE,
     "erasures.erased": _NONE.because("Rows deleted, counted by table."),
     "erasures.keep_consents": _NONE,
+    "topic_keys.key_id": _NONE,
+    "topic_keys.domain": _NONE,
+    "topic_keys.subject": CUSTOMER_IDENTITY.because(
+        "The SHA-256 of whose records the key seals (an identity, a conversation, a thread or "
+        "a sent message): taken away when the customer is erased."
+    ),
+    "topic_keys.period": _NONE,
+    "topic_keys.spare": _NONE,
+    "topic_keys.key": _NONE.because(
+        "An AES-256 key: it opens the customer's sealed records on the topics; erasure deletes it."
+    ),
+    "topic_keys.created_at": _NONE,
+    "topic_keys.shred_at": _NONE,
     "retention_scans.domain": _NONE,
     "retention_scans.kind": _NONE,
     "retention_scans.after": CUSTOMER_IDENTITY.because(

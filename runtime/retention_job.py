@@ -22,6 +22,7 @@ from runtime.retention import (
     run_pass,
     summary,
 )
+from runtime.sealing import sweep
 
 log = structlog.get_logger("runtime.retention")
 
@@ -85,8 +86,17 @@ class RetentionJob:
                 if rows:
                     kind, action = key.split(".")
                     bound.counter(self._metrics.retention_rows, kind, action).inc(rows)
+        shredded = await sweep(self._pool, topic_retention_ms=self._topic_retention_ms)
+        for domain, rows in shredded.items():
+            bound = self._metrics.for_domain(domain)
+            bound.counter(self._metrics.retention_rows, "topic_keys", "deleted").inc(rows)
         self.passes += 1
-        log.info("retention_run", seconds=round(time.monotonic() - started, 3), **summary(passes))
+        log.info(
+            "retention_run",
+            seconds=round(time.monotonic() - started, 3),
+            topic_keys_deleted=sum(shredded.values()),
+            **summary(passes),
+        )
         return passes
 
     def _warn_about_topics(self, domains: Mapping[str, RetentionConfig]) -> None:

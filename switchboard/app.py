@@ -8,6 +8,7 @@ select what runs in the process: ``adapters`` (webhooks, web chat, egress, HTTP 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -42,6 +43,8 @@ from runtime.appkeys import (
     INBOUND_PUBLISHER,
     METRICS,
     PRODUCER,
+    TOPIC_KEYS,
+    sealing_keys,
 )
 from runtime.dead_letters import DeadLetterRecorder
 from runtime.http_errors import setup_errors
@@ -51,6 +54,7 @@ from runtime.outbound import OutboundConfig
 from runtime.readiness import Readiness
 from runtime.retention import RetentionConfig
 from runtime.retention_job import RetentionJob
+from runtime.sealing import TopicKeys
 from runtime.secrets import Secrets
 from runtime.tasks import background
 from schemas import topics
@@ -240,7 +244,20 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         max_size=config.database.pool_max_size,
     )
     app[DB_POOL] = pool
-    yield
+    # A pool of its own: publishing, which needs a key, happens while a request holds a
+    # connection of the main pool; sharing it, a burst of requests would starve.
+    keys_pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
+    keys = app[TOPIC_KEYS] = TopicKeys(keys_pool, cache_seconds=config.kafka.key_cache_seconds)
+    if not config.kafka.seal_personal_data:
+        yield
+    else:
+        # Spare keys in stock before anything is published: the adapters keep accepting
+        # messages through an outage of PostgreSQL.
+        with contextlib.suppress(*db.DATABASE_ERRORS):
+            await keys.stock()
+        async with background("topic-keys", keys.run(), keys.stop):
+            yield
+    await keys_pool.close()
     await pool.close()
 
 
@@ -255,9 +272,10 @@ async def _producer(app: web.Application) -> AsyncIterator[None]:
         config.source,
         dead_letter_topic=config.topic(topics.DLQ),
         config_version=lambda: app[LIVE_CONFIG].version,
+        keys=sealing_keys(app),
     )
     app[AGENT_PUBLISHER] = kafka.EventPublisher(
-        producer, config.topic(topics.AGENTS), config.source
+        producer, config.topic(topics.AGENTS), config.source, keys=sealing_keys(app)
     )
     yield
     await producer.stop()
@@ -300,6 +318,7 @@ async def _router_worker(app: web.Application) -> AsyncIterator[None]:
         app[PRODUCER],
         app[METRICS],
         config_version=live.version,
+        keys=app[TOPIC_KEYS],
     )
     app[ROUTER_WORKER] = worker
     async with background("router-worker", worker.run(), worker.stop):
@@ -331,6 +350,7 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         app[PRODUCER],
         app[METRICS],
         statuses=app[INBOUND_PUBLISHER],
+        keys=app[TOPIC_KEYS],
     )
     async with background("egress", worker.run(), worker.stop):
         yield
@@ -349,8 +369,10 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
             config.topic(topics.BOTS),
             config.source,
             config_version=lambda: live.version,
+            keys=sealing_keys(app),
         ),
         app[METRICS],
+        keys=app[TOPIC_KEYS],
     )
     async with background("bot-bridge", bridge.run(), bridge.stop):
         yield
@@ -359,7 +381,7 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
 async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
     """Bots' answers forwarded from ``bots.events`` to the router's ``agents.events``."""
     forwarder = BotAnswerForwarder(
-        app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS]
+        app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS], app[TOPIC_KEYS]
     )
     async with background("bot-answers", forwarder.run(), forwarder.stop):
         yield
@@ -407,7 +429,7 @@ async def _webchat_replies(
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
-    async with background("webchat-replies", reply_pump(consumer, hub, webchats)):
+    async with background("webchat-replies", reply_pump(consumer, hub, webchats, app[TOPIC_KEYS])):
         yield
     await hub.close_all()
     await consumer.stop()

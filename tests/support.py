@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -17,7 +17,9 @@ import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 
+from runtime import db
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys, with_value
 from schemas import ROUTING_DECODER, ConversationAssigned
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
@@ -236,8 +238,32 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+R = TypeVar("R")
+
+
+@contextlib.asynccontextmanager
+async def topic_keys(database_url: str) -> AsyncIterator[TopicKeys]:
+    """The topic keys of ``database_url`` (``runtime.sealing``), as a reader of the topics
+    in a process of its own holds them."""
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        yield TopicKeys(pool)
+    finally:
+        await pool.close()
+
+
+async def opened_records(keys: TopicKeys, records: Sequence[R]) -> list[R]:
+    """``records``, each with its value opened; one that does not open (its key is gone)
+    keeps its sealed bytes."""
+    return [
+        record if value is None else with_value(record, value)
+        for record, value in await keys.opened(records)
+    ]
+
+
 class TopicReader:
-    """Reads every record of a topic from the beginning, without a consumer group."""
+    """Reads every record of a topic from the beginning, without a consumer group; each
+    comes opened (``opened_records``) with the keys of the configuration's database."""
 
     def __init__(self, config: Config, topic: str) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -247,19 +273,32 @@ class TopicReader:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=10,
         )
+        assert config.database.url, "no database URL in the configuration: no topic keys"
+        self._database_url = config.database.url
+        self._keys: TopicKeys | None = None
+        self._pool: asyncpg.Pool | None = None
         self.records: list[Any] = []
 
     async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
+        self._pool = await db.create_pool(self._database_url, min_size=1, max_size=2)
+        self._keys = TopicKeys(self._pool)
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._pool.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def poll(self) -> list[Any]:
+        assert self._keys is not None, "poll within `async with`"
         batch = await self._consumer.getmany(timeout_ms=100)
-        for records in batch.values():
-            self.records.extend(records)
+        fetched = [record for records in batch.values() for record in records]
+        self.records.extend(await opened_records(self._keys, fetched))
         return self.records
 
     async def wait_for(
@@ -292,7 +331,7 @@ T = TypeVar("T")
 
 
 class Feed:
-    """One topic's events, decoded, from its beginning."""
+    """One topic's events, opened (``TopicReader``) and decoded, from its beginning."""
 
     def __init__(self, config: Config, topic: str, decoder: msgspec.json.Decoder[Any]) -> None:
         self._reader = TopicReader(config, topic)

@@ -94,6 +94,8 @@ NOT_EXPORTED: Final[Mapping[str, str]] = {
     "deleted once the broker has them; what they say is in the rows exported.",
     "erasures": "Requests to erase a customer: whom a request names is held only until the "
     "router has applied it, and then nobody's data is left to export.",
+    "topic_keys": "Keys that seal the customer's records on the topics (named by a "
+    "SHA-256 of the identity or conversation): a means of erasure, not data about them.",
     "retention_scans": "Where the retention job's walk of customers stopped: one customer id "
     "per domain, a position, not data about that customer.",
     "agent_events": "The router's replay log of the commands it applied (links, merges, "

@@ -1,7 +1,9 @@
 """The API's view of ``conversations.routing``: command verdicts and the live event stream.
 
 Every API process reads every partition of the routing topic from its end, without a
-consumer group (so each process sees every event, and nothing is committed). Each event
+consumer group (so each process sees every event, and nothing is committed), and opens
+the sealed records (``runtime.sealing``): one that does not open is about an erased
+customer, and no stream is handed it. Each event
 1. settles the future of a command this process published (``command.completed`` or
    ``command.rejected`` carry the command's id),
 2. is appended to its domain's ring of recent events (``stream_buffer`` of them, for
@@ -27,7 +29,10 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 
+from runtime.db import DATABASE_ERRORS
+from runtime.sealing import TopicKeys
 from schemas import (
     ROUTING_DECODER,
     CommandCompleted,
@@ -224,7 +229,7 @@ async def start_consumer(consumer: AIOKafkaConsumer, topic: str) -> None:
     log.info("routing_feed_started", topic=topic, partitions=len(assigned))
 
 
-async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed) -> None:
+async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed, keys: TopicKeys) -> None:
     while True:
         try:
             batch = await consumer.getmany(timeout_ms=1000)
@@ -232,5 +237,19 @@ async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed) -> None:
             log.warning("routing_feed_fetch_failed", error=type(error).__name__)
             await asyncio.sleep(1)
             continue
-        for records in batch.values():
-            feed.feed_records(record.value for record in records)
+        fetched = [record for records in batch.values() for record in records]
+        feed.feed_records(value for _, value in await _opened(keys, fetched) if value is not None)
+
+
+async def _opened(
+    keys: TopicKeys, records: list[ConsumerRecord[bytes, bytes]]
+) -> list[tuple[ConsumerRecord[bytes, bytes], bytes | None]]:
+    """``keys.opened(records)``, tried again each second while PostgreSQL fails: without a
+    consumer group there is no committed offset to go back to, and a batch given up would
+    be verdicts that never settle their commands."""
+    while True:
+        try:
+            return await keys.opened(records)
+        except DATABASE_ERRORS as error:
+            log.warning("routing_feed_open_failed", error=type(error).__name__)
+            await asyncio.sleep(1)

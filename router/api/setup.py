@@ -2,7 +2,8 @@
 
 Resources (``cleanup_ctx``, after the app's database and producer): the publisher of
 ``conversations.outbound``, and the routing feed (a consumer of every partition of
-``conversations.routing``, without a group) that answers commands and feeds streams.
+``conversations.routing``, without a group, opening with the app's topic keys) that
+answers commands and feeds streams.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from router.api.tokens import token_routes
 from router.console import setup_console
 from router.engine import DomainPolicy
 from runtime import kafka
-from runtime.appkeys import CONFIG, ENVIRON, OUTBOUND_PUBLISHER, PRODUCER
+from runtime.appkeys import (
+    CONFIG,
+    ENVIRON,
+    OUTBOUND_PUBLISHER,
+    PRODUCER,
+    TOPIC_KEYS,
+    sealing_keys,
+)
 from runtime.tasks import background
 from schemas import topics
 
@@ -89,7 +97,7 @@ def api_routes() -> list[web.RouteDef]:
 async def _outbound_publisher(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     app[OUTBOUND_PUBLISHER] = kafka.EventPublisher(
-        app[PRODUCER], config.topic(topics.OUTBOUND), config.source
+        app[PRODUCER], config.topic(topics.OUTBOUND), config.source, keys=sealing_keys(app)
     )
     yield
 
@@ -105,7 +113,7 @@ async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await start_consumer(consumer, topic)
-    async with background("routing-feed", pump(consumer, app[API].feed)):
+    async with background("routing-feed", pump(consumer, app[API].feed, app[TOPIC_KEYS])):
         yield
     await consumer.stop()
 

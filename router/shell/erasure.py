@@ -18,6 +18,11 @@ An erasure the retention job asked for (``keep_consents``) leaves the consents a
 changes: an expired customer's opt-out is still honoured (``consent_history`` expires the
 changes). A retention walk's position naming one of the identities is deleted with them.
 
+Their topic keys go too (``runtime.sealing``): those of their identities, conversations,
+threads and sent messages, at once or, with ``kafka.key_shred_delay_seconds``, once the
+delay has passed (the subject is taken off at once; the retention job deletes the key).
+From then on no copy of their sealed records on any topic can be opened.
+
 What stays: assignments (an agent's work: who, when, how long; they name a conversation
 id only), the audit log (it names the customer by keyed digest, and records the erasure
 itself), and the outbox's events not yet published (they leave within the second).
@@ -35,6 +40,7 @@ import asyncpg
 import msgspec
 
 from router.engine import EraseCustomer
+from runtime.sealing import conversation_subject, sent_subject, subject_digest, thread_subject
 from schemas.identity import PHONE_KINDS
 
 DEAD_LETTER_NEEDLE_MIN = 6
@@ -53,6 +59,7 @@ ERASED: Final = frozenset(
         "dead_letters",
         "erasures",
         "retention_scans",
+        "topic_keys",
     }
 )
 """Tables whose rows about the customer an erasure deletes (``erasures``: empties)."""
@@ -120,13 +127,19 @@ def needles(identities: tuple[str, ...]) -> list[bytes]:
 _DELETE_CONVERSATIONS = """
 DELETE FROM conversations
 WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR conversation_id = ANY($3::text[]))
-RETURNING conversation_id
+RETURNING conversation_id, conversation_key
 """
 _DELETE_MESSAGES = "DELETE FROM messages WHERE domain = $1 AND conversation_id = ANY($2::text[])"
 _DELETE_OUTBOUND = """
 DELETE FROM outbound_messages
 WHERE domain = $1 AND (conversation_id = ANY($2::text[])
     OR (kind = 'notification' AND customer_id = ANY($3::text[])))
+RETURNING provider_message_id
+"""
+_DELETE_TOPIC_KEYS = "DELETE FROM topic_keys WHERE domain = $1 AND subject = ANY($2::bytea[])"
+_SHRED_TOPIC_KEYS_LATER = """
+UPDATE topic_keys SET subject = NULL, shred_at = now() + make_interval(secs => $3)
+WHERE domain = $1 AND subject = ANY($2::bytea[])
 """
 _DELETE_CUSTOMERS = "DELETE FROM customers WHERE domain = $1 AND customer_id = ANY($2::text[])"
 _DELETE_IDENTITIES = """
@@ -168,19 +181,31 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def erase(conn: asyncpg.Connection, domain: str, effect: EraseCustomer) -> dict[str, int]:
-    """Delete every row about the erased customer; close the request with the counts."""
+async def erase(
+    conn: asyncpg.Connection, domain: str, effect: EraseCustomer, *, key_shred_delay: int = 0
+) -> dict[str, int]:
+    """Delete every row about the erased customer, and their topic keys (at once, or
+    after ``key_shred_delay`` seconds: ``runtime.sealing``); close the request with the
+    counts."""
     ids = list(effect.identities)
     gone = await conn.fetch(_DELETE_CONVERSATIONS, domain, ids, list(effect.conversation_ids))
     conversations = sorted({*effect.conversation_ids, *(r["conversation_id"] for r in gone)})
     mail = addresses(effect.identities)
     keep_consents = bool(await conn.fetchval(_KEEPS_CONSENTS, domain, effect.erasure_id))
+    sent = await conn.fetch(_DELETE_OUTBOUND, domain, conversations, ids)
+    subjects = [
+        subject_digest(subject)
+        for subject in (
+            *ids,
+            *(conversation_subject(c) for c in conversations),
+            *(thread_subject(r["conversation_key"]) for r in gone),
+            *(sent_subject(r["provider_message_id"]) for r in sent if r["provider_message_id"]),
+        )
+    ]
     erased = {
         "conversations": len(gone),
         "messages": _count(await conn.execute(_DELETE_MESSAGES, domain, conversations)),
-        "outbound_messages": _count(
-            await conn.execute(_DELETE_OUTBOUND, domain, conversations, ids)
-        ),
+        "outbound_messages": len(sent),
         "customers": _count(await conn.execute(_DELETE_CUSTOMERS, domain, ids)),
         "identities": _count(await conn.execute(_DELETE_IDENTITIES, domain, ids)),
         "consents": 0
@@ -192,6 +217,11 @@ async def erase(conn: asyncpg.Connection, domain: str, effect: EraseCustomer) ->
         "replay_log": _count(await conn.execute(_DELETE_REPLAY_LOG, domain, ids, conversations)),
         "dead_letters": _count(
             await conn.execute(_DELETE_DEAD_LETTERS, domain, needles(effect.identities))
+        ),
+        "topic_keys": _count(
+            await conn.execute(_DELETE_TOPIC_KEYS, domain, subjects)
+            if key_shred_delay == 0
+            else await conn.execute(_SHRED_TOPIC_KEYS_LATER, domain, subjects, key_shred_delay)
         ),
     }
     await conn.execute(_DELETE_SCAN_MARKS, domain, ids)

@@ -70,6 +70,7 @@ from router.shell.observe import (
 )
 from runtime.dead_letters import DeadRecord
 from runtime.metrics import Metrics
+from runtime.sealing import SealingKey, Unreadable, open_value, sealing_subject
 from runtime.stats import ESTIMATE_WINDOW_SECONDS, estimate_wait
 from schemas import (
     AGENT_EVENT_DECODER,
@@ -232,9 +233,15 @@ class Intake:
     def states(self) -> list[DomainState]:
         return [state for domains in self.partitions.values() for state in domains.values()]
 
-    def decode(self, fetched: Mapping[InputPartition, Sequence[Record]]) -> Batch:
+    def decode(
+        self,
+        fetched: Mapping[InputPartition, Sequence[Record]],
+        keys: Mapping[bytes, SealingKey] | None = None,
+    ) -> Batch:
         """Rules 1 to 3: the records to apply, in order, and the dead letters and next
-        offsets to write."""
+        offsets to write. ``keys`` open the sealed records (``runtime.sealing``): one
+        whose key is gone is about an erased customer, and is set aside."""
+        keys = keys or {}
         batch = Batch()
         writes, decoded, messages = batch.writes, batch.decoded, batch.messages
         for tp, records in fetched.items():
@@ -249,6 +256,11 @@ class Intake:
             decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
             for record in records:
                 value = record.value or b""
+                try:
+                    value = open_value(value, record.headers or (), keys)
+                except Unreadable as error:
+                    self.dead_letter(writes, record, str(error))
+                    continue
                 try:
                     event: Event = decoder.decode(value)
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -507,6 +519,7 @@ class Intake:
                                     reply, source=self._source, subject=reply.conversation_id
                                 )
                             ),
+                            seal=sealing_subject(reply),
                         )
                     )
                     writes.bot_replies.append(reply)
@@ -563,6 +576,7 @@ class Intake:
             key=event.domain.encode(),
             value=_encode(event),
             headers=tuple(encode_headers(event, source=self._source, subject=subject)),
+            seal=sealing_subject(event),
         )
 
     def dead_letter(self, writes: store.BatchWrites, record: Record, reason: str) -> None:

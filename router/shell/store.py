@@ -85,6 +85,9 @@ class OutboxEvent(msgspec.Struct, frozen=True, array_like=True, gc=False):
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
+    seal: str | None = None
+    """Whose key seals ``value`` as it is published (``runtime.sealing``); None: not
+    sealed. The outbox row keeps it in clear, for the second it lives."""
 
 
 @dataclass(slots=True)
@@ -392,6 +395,8 @@ async def write_batch(
     consumer_group: str,
     leases: dict[int, int],
     writes: BatchWrites,
+    *,
+    key_shred_delay: int = 0,
 ) -> list[OutboxBatch]:
     """Write a batch's effects, outbox, dead letters and offsets in one transaction; return
     the outbox rows written, to publish.
@@ -593,7 +598,7 @@ async def write_batch(
         if writes.consents:
             await _write_consents(conn, writes.consents)
         for domain, erasure in writes.erasures:
-            await erase(conn, domain, erasure)
+            await erase(conn, domain, erasure, key_shred_delay=key_shred_delay)
         if writes.published:
             await conn.execute(_DELETE_PUBLISHED, writes.published)
         if writes.offsets:

@@ -63,6 +63,7 @@ from router.shell.recovery import PartitionLoader
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
+from runtime.sealing import SEALED_WITH, TopicKeys, seal, sealed_with
 from schemas import RoutingEvent, topics
 
 log = structlog.get_logger(__name__)
@@ -109,8 +110,11 @@ class RouterWorker:
         *,
         clock: Callable[[], float] = time.time,
         config_version: int = 0,
+        keys: TopicKeys | None = None,
     ) -> None:
         self._config = config
+        self._keys = keys or TopicKeys(pool, cache_seconds=config.kafka.key_cache_seconds)
+        self._seals = config.kafka.seal_personal_data
         self._environ = environ
         self._pool = pool
         self._producer = producer
@@ -344,8 +348,16 @@ class RouterWorker:
         """Steps 1 to 3 of one fetched batch: the transaction is queued for the writer."""
         started = time.perf_counter()
         intake = self._intake
-        # Step 1: decode; the poison becomes dead letters; provider retries are looked up
-        batch = intake.decode(fetched)
+        # Step 1: open and decode; the poison becomes dead letters; provider retries are
+        # looked up
+        key_ids = [
+            key_id
+            for records in fetched.values()
+            for record in records
+            if record.headers and (key_id := sealed_with(record.headers)) is not None
+        ]
+        keys = await self._keys.for_opening(key_ids) if key_ids else {}
+        batch = intake.decode(fetched, keys)
         for (topic, partition), offset in batch.rewinds.items():
             assert self._consumer is not None
             self._consumer.seek(TopicPartition(topic, partition), offset)
@@ -402,6 +414,9 @@ class RouterWorker:
             # erasure's deletions come after every write of its transaction: no later
             # batch may join it.
             await self._finish_writing()
+        if writes.erasures:
+            # Keys the erasure took away seal nothing more here.
+            self._keys.forget()
 
     async def _write_queued(self) -> None:
         """Step 3: commit what the loop queued, one transaction at a time, until nothing is
@@ -421,7 +436,13 @@ class RouterWorker:
         """Commit one job, then hand its outbox rows to the publisher task."""
         try:
             async with self._pool.acquire() as conn:
-                outbox = await store.write_batch(conn, self._group, self._loader.leases, job.writes)
+                outbox = await store.write_batch(
+                    conn,
+                    self._group,
+                    self._loader.leases,
+                    job.writes,
+                    key_shred_delay=self._config.kafka.key_shred_delay_seconds,
+                )
         except BaseException:
             self._outbox.not_deleted(job.writes.published)
             raise
@@ -489,13 +510,18 @@ class RouterWorker:
         producer = self._producer
         futures: list[asyncio.Future[object]] = []
         try:
+            events = await self._sealed(batch.events)
+        except db.DATABASE_ERRORS as error:
+            self._publish_failed(batch, error)
+            return
+        try:
             partitions = {
                 topic: sorted(await producer.partitions_for(topic))
                 for topic in {event.topic for event in batch.events}
             }
-            for (topic, partition), events in destinations(batch.events, partitions).items():
+            for (topic, partition), records in destinations(events, partitions).items():
                 builder = producer.create_batch()
-                for event in events:
+                for event in records:
                     # A full builder refuses the record; a fresh one always takes it.
                     while (
                         builder.append(
@@ -528,6 +554,34 @@ class RouterWorker:
                 continue
             self._outbox.acknowledged(batch)
             observe_published(self._metrics, batch.events, self._dlq)
+
+    async def _sealed(self, events: list[store.OutboxEvent]) -> list[store.OutboxEvent]:
+        """``events`` with the values their ``seal`` names sealed (``runtime.sealing``)."""
+        if not self._seals:
+            return events
+        subjects = {
+            ((event.key or b"").decode(), event.seal): None
+            for event in events
+            if event.seal is not None
+        }
+        if not subjects:
+            return events
+        keys = await self._keys.for_sealing(subjects)
+        sealed = []
+        for event in events:
+            if event.seal is None:
+                sealed.append(event)
+                continue
+            key = keys[((event.key or b"").decode(), event.seal)]
+            sealed.append(
+                store.OutboxEvent(
+                    event.topic,
+                    event.key,
+                    seal(key, event.value),
+                    (*event.headers, (SEALED_WITH, key.key_id)),
+                )
+            )
+        return sealed
 
     def _publish_failed(self, batch: store.OutboxBatch, error: BaseException) -> None:
         self._outbox.failed(batch)

@@ -1,29 +1,34 @@
-"""The adapters forward bots' answers from ``bots.events`` to ``agents.events`` unchanged,
-and set aside on the dead-letter topic and table what is not a bot's answer keyed by its
-domain (``adapters.bot_answers``): real broker, real PostgreSQL."""
+"""The adapters forward bots' answers from ``bots.events`` to ``agents.events`` unchanged
+(a sealed one stays sealed), and set aside on the dead-letter topic and table what is not
+a bot's answer keyed by its domain, or does not open (``adapters.bot_answers``): real
+broker, real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from runtime import kafka
+from runtime.dead_letters import UNOPENABLE
+from runtime.sealing import SEALED_WITH
 from schemas import AGENT_EVENT_DECODER, BotReplied, Presence, PresenceChanged, topics
 from switchboard.app import Role
 from tests.conftest import Infrastructure
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, running_service, topic_keys, wait_until
 
 ADAPTERS = frozenset({Role.ADAPTERS})
 
 
-def answer(answer_id: str, domain: str = "acme") -> BotReplied:
+def answer(answer_id: str, domain: str = "acme", conversation_id: str = "c-1") -> BotReplied:
     return BotReplied(
         id=answer_id,
         domain=domain,
         occurred_at=time.time(),
-        conversation_id="c-1",
+        conversation_id=conversation_id,
         bot_id="helper",
         turn_id="t-1",
         text="Hello",
@@ -86,3 +91,46 @@ async def test_answers_are_forwarded_unchanged_and_anything_else_is_set_aside(
         async with TopicReader(config, topics.AGENTS) as again:
             await again.poll()
             assert len(await again.poll()) == 2  # still only the two answers
+
+
+async def test_a_sealed_answer_goes_on_sealed_and_one_that_does_not_open_is_set_aside(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    await kafka.ensure_topics(config, {})
+    producer = kafka.make_producer(config, {})
+    await producer.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with topic_keys(database_url) as keys:
+            bot = kafka.EventPublisher(
+                producer, config.topic(topics.BOTS), "bot/acme/helper", keys=keys
+            )
+            await bot.publish([answer("gone", conversation_id="c-gone")])
+            # Its customer was erased before the adapters read it: its key is gone.
+            assert await conn.execute("DELETE FROM topic_keys") == "DELETE 1"
+            keys.forget()
+            await bot.publish([answer("kept", conversation_id="c-kept")])
+        async with (
+            running_service(config, roles=ADAPTERS),
+            TopicReader(config, topics.AGENTS) as agents,
+        ):
+            [forwarded] = await agents.wait_for(lambda records: len(records) >= 1, timeout=30)
+            assert AGENT_EVENT_DECODER.decode(forwarded.value).id == "kept"
+            assert dict(forwarded.headers).get(SEALED_WITH), "forwarded as it came: sealed"
+
+            async def set_aside() -> bool:
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letters WHERE topic = $1", config.topic(topics.BOTS)
+                )
+                return bool(count == 1)
+
+            await wait_until(set_aside, timeout=30, what="the answer that does not open set aside")
+            letter = await conn.fetchrow("SELECT reason, value FROM dead_letters")
+            assert letter["reason"] == UNOPENABLE
+            assert b"Hello" not in letter["value"], "kept sealed"
+            await asyncio.sleep(0.5)
+            assert len(await agents.poll()) == 1
+    finally:
+        await conn.close()
+        await producer.stop()

@@ -3,7 +3,9 @@ by an aiohttp server on loopback: turns on ``conversations.routing`` reach the b
 webhook signed, its answers come out on ``bots.events`` with ids that do not change when a
 turn is read again, and every failure becomes one ``bot.failed`` within the turn's
 deadline. A bot's hand-off whose customer waits reaches it the same way, and only the
-replies of its answer come out; a failed one publishes nothing."""
+replies of its answer come out; a failed one publishes nothing. Turns and answers are
+sealed as the service seals them (``runtime.sealing``), and a turn that does not open
+reaches no bot."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+import asyncpg
 import msgspec
 import pytest
 from aiohttp import web
@@ -23,8 +26,9 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
 from adapters.bots import ANSWER_MAX_BYTES, BotBridge
-from runtime import kafka
+from runtime import db, kafka
 from runtime.metrics import Metrics
+from runtime.sealing import SEALED_WITH, TopicKeys
 from schemas import (
     BOT_EVENT_DECODER,
     BotEvent,
@@ -209,7 +213,13 @@ class Harness:
     producer: AIOKafkaProducer
     bot: FakeBot
     base_url: str
+    pool: asyncpg.Pool
     running: list[Running] = field(default_factory=list)
+    router_keys: TopicKeys = field(init=False)
+    """What the routing events are sealed with: the router's keys, not the bridge's."""
+
+    def __post_init__(self) -> None:
+        self.router_keys = TopicKeys(self.pool)
 
     def webhook(self, behaviour: str, **options: object) -> BotWebhook:
         return msgspec.convert({"url": f"{self.base_url}/{behaviour}", **options}, BotWebhook)
@@ -220,17 +230,21 @@ class Harness:
         environ: Mapping[str, str] = ENVIRON,
     ) -> Running:
         metrics = Metrics()
+        keys = TopicKeys(self.pool)
         publisher = kafka.EventPublisher(
-            self.producer, self.config.topic(topics.BOTS), self.config.source
+            self.producer, self.config.topic(topics.BOTS), self.config.source, keys=keys
         )
-        bridge = BotBridge(self.config, webhooks, environ, publisher, metrics)
+        bridge = BotBridge(self.config, webhooks, environ, publisher, metrics, keys=keys)
         running = Running(bridge, metrics, asyncio.create_task(bridge.run()))
         self.running.append(running)
         return running
 
     async def send(self, *events: BotWebhookRequest) -> None:
         publisher = kafka.EventPublisher(
-            self.producer, self.config.topic(topics.ROUTING), self.config.source
+            self.producer,
+            self.config.topic(topics.ROUTING),
+            self.config.source,
+            keys=self.router_keys,
         )
         await publisher.publish(events)
 
@@ -244,15 +258,16 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(infrastructure: Infrastructure) -> AsyncIterator[Harness]:
-    config = make_config(infrastructure.bootstrap_servers, infrastructure.server_url)
+async def harness(infrastructure: Infrastructure, database_url: str) -> AsyncIterator[Harness]:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
     await kafka.ensure_topics(config, {})
     producer = kafka.make_producer(config, {})
     await producer.start()
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
     bot = FakeBot()
     server = TestServer(bot.app(), host="127.0.0.1")
     await server.start_server()
-    harness = Harness(config, producer, bot, str(server.make_url("")).rstrip("/"))
+    harness = Harness(config, producer, bot, str(server.make_url("")).rstrip("/"), pool)
     try:
         yield harness
     finally:
@@ -262,6 +277,7 @@ async def harness(infrastructure: Infrastructure) -> AsyncIterator[Harness]:
                 await running.stop()
         await server.close()
         await producer.stop()
+        await pool.close()
 
 
 def bot_turn(
@@ -580,6 +596,29 @@ async def test_turns_of_bots_without_a_webhook_and_other_records_are_left_alone(
     assert resolved.turn_id == answered.id
     assert [r.turn.id for r in harness.bot.requests] == [answered.id]
     assert running.count("", "undecodable") == 1  # under the record key's domain
+
+
+async def test_turns_and_answers_are_sealed_and_a_turn_that_does_not_open_reaches_no_bot(
+    harness: Harness,
+) -> None:
+    erased = bot_turn()
+    await harness.send(erased)
+    # The customer's erasure took the turn's key; the bridge has cached none yet.
+    deleted = await harness.pool.execute("DELETE FROM topic_keys")
+    assert deleted == "DELETE 1", deleted
+    harness.router_keys.forget()
+    running = harness.start({"acme": {"helper": harness.webhook("resolve")}})
+    answered = bot_turn(conversation_id="c2")
+    async with harness.answers() as reader:
+        await harness.send(answered)
+        [resolved] = await events_of(reader, 1)
+        await asyncio.sleep(0.5)
+        assert len(await reader.poll()) == 1
+        [record] = reader.records
+    assert resolved.turn_id == answered.id
+    assert [r.turn.id for r in harness.bot.requests] == [answered.id]
+    assert running.count("", "undecodable") == 1  # under the record key's domain
+    assert dict(record.headers).get(SEALED_WITH), "the answer is sealed"
 
 
 async def test_a_new_configuration_version_reaches_the_new_bot(harness: Harness) -> None:

@@ -10,6 +10,9 @@
 4. A web chat message that is a consent keyword carries the consent when the domain
    lists ``webchat`` in its ``keyword_channels`` (not by default); a new configuration
    version's keywords apply from then on.
+5. Replies are sealed on the topic (``runtime.sealing``); one that does not open (its key
+   is gone: its customer was erased) reaches no socket, is recorded nowhere as a reply,
+   and the egress worker sets it aside on the dead-letter topic and table.
 
 Ordering, not time, tells a record was handled: the outbound records of one domain share
 one partition, and each adapter process hands them to its sockets in order.
@@ -23,12 +26,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.webchat import SOCKET_PROTOCOL
 from adapters.webchat_tokens import LoginIn, sign_login
-from runtime.appkeys import OUTBOUND_PUBLISHER
+from runtime.appkeys import OUTBOUND_PUBLISHER, PRODUCER
+from runtime.dead_letters import UNOPENABLE
+from runtime.sealing import SEALED_WITH, SealingKey, seal
 from schemas import (
     INBOUND_DECODER,
     Answerer,
@@ -284,3 +291,51 @@ async def test_a_new_configuration_versions_keywords_apply_to_the_next_message(
     message = INBOUND_DECODER.decode(record.value)
     assert isinstance(message, MessageReceived)
     assert (message.consent, message.consent_source) == (Consent.OPT_OUT, "keyword")
+
+
+# -- 5. a reply that does not open ----------------------------------------------------------
+
+
+async def test_a_reply_that_does_not_open_reaches_no_one_and_is_set_aside(
+    service: Service,
+) -> None:
+    gina = await service.visitor("gina")
+    ws = await connect(service, gina)
+    erased = reply(gina, "for a customer erased since")
+    after = reply(gina, "next")
+    # Sealed with a key that is in no database: what is left of an erased customer's key.
+    gone = SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+    topic = service.config.topic("conversations.outbound")
+    try:
+        await service.app[PRODUCER].send_and_wait(
+            topic,
+            value=seal(gone, msgspec.json.encode(erased)),
+            key=b"acme",
+            headers=[("ce_type", b"reply.requested"), (SEALED_WITH, gone.key_id)],
+        )
+        await publish(service, after)
+        got = await received(ws)  # same partition: the one before it was passed over
+        assert (got["type"], got["id"]) == ("reply", after.id)
+    finally:
+        await ws.close()
+    async with TopicReader(service.config, "conversations.outbound") as outbound:
+        first, second = await outbound.wait_for(lambda rs: len(rs) >= 2)
+    assert dict(second.headers).get(SEALED_WITH), "replies are sealed on the topic"
+    assert msgspec.json.decode(second.value)["id"] == after.id  # opened by the reader
+    assert b"erased since" not in first.value, "one that does not open stays sealed"
+    assert service.config.database.url is not None
+    conn = await asyncpg.connect(service.config.database.url)
+    try:
+        await wait_until(
+            lambda: conn.fetchval(
+                "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1", after.id
+            ),
+            what="the reply after it marked sent",
+        )
+        letters = await conn.fetch("SELECT topic, reason FROM dead_letters")
+        assert [(r["topic"], r["reason"]) for r in letters] == [(topic, UNOPENABLE)]
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM outbound_messages WHERE outbound_id = $1", erased.id
+        )
+    finally:
+        await conn.close()

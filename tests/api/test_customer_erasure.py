@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from router.api.erasure import named_identities
 from router.shell import erasure
 from router.shell.erasure import ERASED, KEPT, needles
+from runtime.sealing import TopicKeys, sweep
 from schemas import ROUTING_DECODER, ConversationClosed, CustomerErased
 from schemas.topics import ALL_TOPICS, ROUTING
 from switchboard.app import ROUTER_WORKER, Role
@@ -298,6 +299,20 @@ def _holding(texts: Iterable[tuple[str, str]], planted: Iterable[str]) -> list[t
     return [(where, value) for where, text in texts for value in planted if value in text]
 
 
+async def readable_texts(pool: asyncpg.Pool, records: list[Any]) -> list[tuple[str, str]]:
+    """What anyone holding the database's keys can read of ``records``: opened where a key
+    still exists (a process of its own: nothing cached), as they are otherwise."""
+    opened = await TopicKeys(pool).opened(records)
+    return [
+        (
+            f"{record.topic}@{record.offset}",
+            _text(record.value if value is None else value)
+            + "".join(_text(v) for _, v in record.headers),
+        )
+        for record, value in opened
+    ]
+
+
 # -- the erasure ------------------------------------------------------------------------
 
 
@@ -324,6 +339,11 @@ async def test_an_erased_customer_is_nowhere_and_everyone_else_is_routed(
         before = await database_text(api.pool)
         assert _holding(before.items(), PLANTED), "the scene planted nothing to erase"
         start = await end_offsets(config)
+        # what is on the topics about them is sealed: readable with the keys only
+        old_records = await records_since(config, {})
+        raw = [(f"{r.topic}@{r.offset}", _text(r.value or b"")) for r in old_records]
+        assert _holding(await readable_texts(api.pool, old_records), PLANTED)
+        assert not _holding(raw, PLANTED)
 
         others = asyncio.create_task(_others_write(api, 20))
         await asyncio.sleep(0.1)
@@ -358,19 +378,35 @@ async def test_an_erased_customer_is_nowhere_and_everyone_else_is_routed(
 
         # nothing published since names them; customer.erased names their conversations
         published = await records_since(config, start)
-        texts = [
-            (
-                f"{record.topic}@{record.offset}",
-                _text(record.value or b"") + "".join(_text(v) for _, v in record.headers),
-            )
-            for record in published
+        assert not _holding(await readable_texts(api.pool, published), PLANTED)
+        opened = await TopicKeys(api.pool).opened(published)
+        events = [
+            ROUTING_DECODER.decode(value or b"")
+            for record, value in opened
+            if record.topic.endswith(ROUTING)
         ]
-        assert not _holding(texts, PLANTED)
-        events = [ROUTING_DECODER.decode(r.value) for r in published if r.topic.endswith(ROUTING)]
         (told,) = [e for e in events if isinstance(e, CustomerErased)]
         assert told.erasure_id == body["erasure_id"]
         assert set(told.conversation_ids) == {scenes["sms"], scenes["email"], scenes["webchat"]}
         assert told.identities == 7  # the number on five phone channels, email, web chat
+
+        # their topic keys lose their subject now and are deleted after the shredding
+        # delay: then no record published before the erasure opens with anything left
+        assert erased["topic_keys"] >= 3
+        assert (
+            await api.pool.fetchval(
+                "SELECT count(*) FROM topic_keys WHERE subject IS NULL AND shred_at IS NOT NULL"
+            )
+            == erased["topic_keys"]
+        )
+        assert _holding(await readable_texts(api.pool, old_records), PLANTED)
+        await api.pool.execute("UPDATE topic_keys SET shred_at = now() WHERE shred_at IS NOT NULL")
+        assert (
+            sum((await sweep(api.pool, topic_retention_ms=None)).values()) == erased["topic_keys"]
+        )
+        assert not _holding(await readable_texts(api.pool, old_records), PLANTED)
+        others_read = await readable_texts(api.pool, old_records)
+        assert _holding(others_read, [OTHER_TEXT]), "the others' records still open"
         assert not [e for e in events if isinstance(e, ConversationClosed)]
         # bob's web chat slot, taken by their open conversation, was freed: what he holds
         # now is others' (some of whom may have taken it)

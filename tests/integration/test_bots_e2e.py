@@ -239,7 +239,9 @@ async def kafka_bot(config: Config, tmp_path: Path, *extra: str) -> AsyncIterato
             *extra,
         ],
         tmp_path / "kafka_bot.log",
-        {},
+        # The service seals the routing events: the bot opens them, and seals its answers,
+        # with the service database's topic keys.
+        {"DATABASE_URL": str(config.database.url)},
     )
     try:
         await bot.wait_for_line("bot_partitions_assigned")

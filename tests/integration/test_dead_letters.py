@@ -84,6 +84,10 @@ async def test_an_admin_lists_inspects_and_redrives_a_dead_letter(
         status, shown = await api.call("GET", path)
         assert status == 200
         assert shown["value_base64"] is False
+        # sealed on the topic and in the table, shown opened while its key exists
+        assert shown["sealed"] is True
+        stored_value = await api.pool.fetchval("SELECT value FROM dead_letters")
+        assert b"poison pill" not in stored_value
         record = msgspec.json.decode(shown["value"])
         assert (record["id"], record["text"], shown["key"]) == (event_id, "poison pill", "acme")
 

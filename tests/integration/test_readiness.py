@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import pytest
 
 from runtime import kafka
+from runtime.appkeys import TOPIC_KEYS
 from switchboard.app import READINESS, Role
 from switchboard.embedded import free_port
 from tests.conftest import Infrastructure
@@ -62,8 +64,28 @@ async def test_adapters_stay_ready_and_accept_webchat_while_postgresql_is_down(
                     {"session_id": "visitor-0001", "message_id": f"m{index}", "text": "hi"}
                 )
                 assert status == 202, answer
+            # sealed with spare keys (runtime.sealing), named once PostgreSQL is back, and
+            # routed: the router opens them
+            assert adapters.app[TOPIC_KEYS].unnamed >= 1
             proxy.restore()
             await wait_until(lambda: _ready(router), timeout=30, what="the router ready again")
+            conn = await asyncpg.connect(database_url)
+            try:
+
+                async def stored() -> bool:
+                    count = await conn.fetchval("SELECT count(*) FROM messages")
+                    return bool(count == 3)
+
+                await wait_until(stored, timeout=30, what="the three messages stored")
+                await wait_until(
+                    lambda: adapters.app[TOPIC_KEYS].unnamed == 0, what="the spares named"
+                )
+                named = await conn.fetchval(
+                    "SELECT count(*) FROM topic_keys WHERE spare AND domain = 'acme'"
+                )
+                assert named >= 1
+            finally:
+                await conn.close()
     finally:
         await proxy.stop()
 

@@ -165,11 +165,12 @@ NO_CLUSTER = "no Kubernetes cluster runs where the suite runs"
 RULES: tuple[Rule, ...] = (
     # -- Reference bots ---------------------------------------------------------------
     Rule(
-        r"^python -m tools\.bots\.kafka_bot ",
+        r"^DATABASE_URL=… python -m tools\.bots\.kafka_bot ",
         Mapped(
             "tests/integration/test_bots_e2e.py::test_kafka_bot_contains_a_conversation",
-            "starts `python -m tools.bots.kafka_bot` with the test broker's address, its domain "
-            "and bot, as a process of its own beside the service",
+            "starts `python -m tools.bots.kafka_bot` with the test database's URL in "
+            "DATABASE_URL, the test broker's address, its domain and bot, as a process of its "
+            "own beside the service",
         ),
     ),
     Rule(

@@ -28,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.readme.commands import Command
+from tests.support import opened_records, topic_keys
 
 BIN = Path(sys.executable).parent
 """The virtual environment's scripts: ``switchboard`` and ``python`` as the README runs them."""
@@ -294,8 +295,9 @@ async def _wait_ready(service: Service, timeout: float) -> None:
     raise AssertionError(f"/readyz not 200 within {timeout} s:\n{service.output()}")
 
 
-async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
-    """Every record of ``topic`` now, from the beginning of each partition to its end."""
+async def read_topic(bootstrap_servers: str, database_url: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` now, from the beginning of each partition to its end,
+    opened with the topic keys of ``database_url`` (``tests.support.opened_records``)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
     )
@@ -317,9 +319,10 @@ async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)
-        return records
     finally:
         await consumer.stop()
+    async with topic_keys(database_url) as keys:
+        return await opened_records(keys, records)
 
 
 def event_type(record: Any) -> str:

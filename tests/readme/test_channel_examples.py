@@ -126,7 +126,7 @@ async def test_the_webhook_examples_are_accepted(
         # Each message reached the router, which stored it in its conversation.
         await wait_until(lambda: _routed(database_url), timeout=20, what="the messages routed")
         inbound = await read_topic(
-            infrastructure.bootstrap_servers, f"readme{tag}.conversations.inbound"
+            infrastructure.bootstrap_servers, database_url, f"readme{tag}.conversations.inbound"
         )
         kinds = sorted(msgspec.json.decode(r.value)["type"] for r in inbound)
         assert kinds == ["message.received"] * 4, kinds

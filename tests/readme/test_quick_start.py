@@ -109,7 +109,7 @@ async def test_see_it_route_assigns_the_visitor_to_ann(
 
         # "publishes conversation.assigned and message.routed to conversations.routing"
         routing = await read_topic(
-            infrastructure.bootstrap_servers, f"{prefix}conversations.routing"
+            infrastructure.bootstrap_servers, database_url, f"{prefix}conversations.routing"
         )
         by_type = {event_type(r): msgspec.json.decode(r.value) for r in routing}
         assert {"conversation.assigned", "message.routed"} <= set(by_type), sorted(by_type)
@@ -125,7 +125,7 @@ async def test_see_it_route_assigns_the_visitor_to_ann(
         assert malformed.statuses == [400], str(malformed)
         assert "message_id" in malformed.json()["error"], str(malformed)
         inbound = await read_topic(
-            infrastructure.bootstrap_servers, f"{prefix}conversations.inbound"
+            infrastructure.bootstrap_servers, database_url, f"{prefix}conversations.inbound"
         )
         assert [msgspec.json.decode(r.value)["id"] for r in inbound] == [accepted["event_id"]]
         assert service.process.returncode is None

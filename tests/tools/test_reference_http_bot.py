@@ -170,12 +170,17 @@ async def test_without_a_secret_nothing_is_checked() -> None:
 
 def test_the_kafka_bot_reads_its_options() -> None:
     options = parse(
-        ["--bootstrap", "b:9092", "--domain", "acme", "--bot", "helper", "--delay", "1.5"]
+        ["--bootstrap", "b:9092", "--domain", "acme", "--bot", "helper", "--delay", "1.5"],
+        {"DATABASE_URL": "postgresql://db/switchboard"},
     )
     assert (options.consumer_group, options.delay, options.topic_prefix) == (
         "bot-acme-helper",
         1.5,
         "",
     )
+    assert options.database_url == "postgresql://db/switchboard"
+    given = ["--bootstrap", "b", "--domain", "acme", "--bot", "helper", "--database-url", "u"]
+    assert parse(given, {"DATABASE_URL": "ignored"}).database_url == "u"
+    assert parse(given[:6], {}).database_url is None
     with pytest.raises(SystemExit):
         parse(["--bootstrap", "b", "--domain", "acme", "--bot", "helper", "--stop-after", "0"])

@@ -9,6 +9,8 @@ with like:
 - naive pipeline: the same with one transaction per message (what a careless design gets).
 - Switchboard: the router (engine, one transaction per batch with outbox and offsets,
   outbox publish) from ``conversations.inbound`` to committed outcome + routing event.
+  Its messages are sealed as the adapters seal them (``runtime.sealing``, with keys of
+  their own), so the router opens each and seals what it publishes, as in production.
 - latency at a fixed 1,000 msg/s: produce time → the output event seen by a consumer,
   for the raw pipeline and for Switchboard, in three rounds each (figures: the median
   round's; the worst round's p99 is printed too).
@@ -36,10 +38,11 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from router.engine import DomainPolicy, apply, new_state, snapshot
+from router.engine import DomainPolicy, apply, make_id, new_state, snapshot
 from router.shell.worker import RouterWorker
 from runtime import db, kafka
 from runtime.metrics import Metrics
+from runtime.sealing import TopicKeys
 from schemas import (
     INBOUND_DECODER,
     AgentRegistered,
@@ -196,18 +199,44 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, events: list[MessageReceived]) -> None:
+@contextlib.asynccontextmanager
+async def adapter_keys(url: str) -> AsyncIterator[TopicKeys]:
+    """The topic keys the messages are sealed with: a process's of its own, as the
+    adapters' are, so that the router's cache starts empty as it does in production."""
+    pool = await db.create_pool(url, min_size=1, max_size=2)
+    try:
+        yield TopicKeys(pool)
+    finally:
+        await pool.close()
+
+
+async def produce(
+    bootstrap: str, topic: str, events: list[MessageReceived], keys: TopicKeys | None = None
+) -> None:
+    """``events`` on ``topic``, sealed with ``keys`` (None: plain, the raw pipeline's)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         for start in range(0, len(events), 1000):
+            chunk = events[start : start + 1000]
+            records = await _records(chunk, keys)
             futures = [
-                await producer.send(topic, value=msgspec.json.encode(e), key=e.domain.encode())
-                for e in events[start : start + 1000]
+                await producer.send(topic, value=value, key=e.domain.encode(), headers=headers)
+                for e, (value, headers) in zip(chunk, records, strict=True)
             ]
             await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def _records(
+    events: list[MessageReceived], keys: TopicKeys | None
+) -> list[tuple[bytes, list[tuple[str, bytes]] | None]]:
+    """The value and headers of each event's record: sealed with ``keys``, or plain."""
+    values = [msgspec.json.encode(e) for e in events]
+    if keys is None:
+        return [(value, None) for value in values]
+    return [(sealed.value, sealed.headers([])) for sealed in await keys.sealed(events, values)]
 
 
 async def paced_latencies(
@@ -219,8 +248,12 @@ async def paced_latencies(
     rate: int,
     seconds: float,
     matches: Callable[[Any], str | None],
+    output_of: Callable[[MessageReceived], str] = lambda event: event.id,
+    keys: TopicKeys | None = None,
 ) -> list[float]:
-    """Produce at ``rate`` for ``seconds``; return produce→output latencies in ms."""
+    """Produce at ``rate`` for ``seconds`` (sealed with ``keys``: the sealing is part of
+    the time); return produce→output latencies in ms, an output record found by
+    ``matches`` = ``output_of`` its message."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
     reader = AIOKafkaConsumer(
@@ -255,8 +288,9 @@ async def paced_latencies(
         index = 0
         while time.perf_counter() - start < seconds:
             event = make(index)
-            sent[event.id] = time.perf_counter()
-            await producer.send(topic, value=msgspec.json.encode(event), key=event.domain.encode())
+            sent[output_of(event)] = time.perf_counter()
+            ((value, headers),) = await _records([event], keys)
+            await producer.send(topic, value=value, key=event.domain.encode(), headers=headers)
             index += 1
             delay = start + index * interval - time.perf_counter()
             if delay > 0:
@@ -432,7 +466,8 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
         await prepare(config, {})
         await register_agents(config, "bench", agents=200, capacity=10)
         events = [message("bench", i, conversations=2000) for i in range(THROUGHPUT_MESSAGES)]
-        await produce(services.bootstrap, config.topic(topics.INBOUND), events)
+        async with adapter_keys(url) as keys:
+            await produce(services.bootstrap, config.topic(topics.INBOUND), events, keys)
         metrics = Metrics(config=config.metrics)
         async with router(config, metrics) as worker:
             # Timed from the partition's assignment, as the raw pipeline is from its first
@@ -459,10 +494,17 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
 
 
 async def bench_switchboard_latency(services: Services) -> list[list[float]]:
+    # The routed event is recognised by its headers: a message's message.routed has an id
+    # made from the message's (``router.engine.messages``), so the reader opens nothing
+    # and takes none of the router's core.
     def routed_id(record: Any) -> str | None:
-        if dict(record.headers).get("ce_type") != b"message.routed":
+        headers = dict(record.headers)
+        if headers.get("ce_type") != b"message.routed":
             return None
-        return str(msgspec.json.decode(record.value)["message_id"])
+        return str(headers["ce_id"].decode())
+
+    def routed_id_of(message: MessageReceived) -> str:
+        return make_id(f"{message.id}/0")
 
     async def one_round() -> list[float]:
         url = await fresh_database(services)
@@ -470,12 +512,12 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
             config = bench_config(services, url, ["bench"])  # topics of its own
             await prepare(config, {})
             await register_agents(config, "bench", agents=200, capacity=10)
-            async with router(config):
+            async with adapter_keys(url) as keys, router(config):
                 # Warm up: open the conversations so the measured load is steady traffic.
                 # A message can be routed before the agents' presence is applied (another
                 # topic): the conversations are assigned then, all at once. Wait for that.
                 warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
-                await produce(services.bootstrap, config.topic(topics.INBOUND), warm)
+                await produce(services.bootstrap, config.topic(topics.INBOUND), warm, keys)
                 await count_records(
                     services.bootstrap,
                     config.topic(topics.ROUTING),
@@ -490,6 +532,8 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
                     rate=LATENCY_RATE,
                     seconds=LATENCY_SECONDS,
                     matches=routed_id,
+                    output_of=routed_id_of,
+                    keys=keys,
                 )
         finally:
             await drop_database(services, url)
@@ -642,7 +686,8 @@ async def bench_recovery(services: Services) -> tuple[float, float]:
             await conn.close()
         del state
         probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
-        await produce(services.bootstrap, config.topic(topics.INBOUND), [probe])
+        async with adapter_keys(url) as keys:
+            await produce(services.bootstrap, config.topic(topics.INBOUND), [probe], keys)
         takeover = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -1,0 +1,458 @@
+"""Records about a customer are sealed on the topics, so that erasing the customer makes
+the copies already published unreadable (crypto-shredding).
+
+A record whose event holds a customer's personal data (``runtime.personal_data``) is
+encrypted whole with AES-256-GCM under a key of its *subject*: the customer identity it
+names (``customer_id``), else its conversation (``conversation:<id>``), else, for a
+delivery status, the thread or the sent message it is about (``thread:<conversation
+key>``, ``sent:<provider message id>``). The key lives in PostgreSQL (``topic_keys``), one
+per subject and day; the record carries the key's id in the ``sealed_with`` header and
+keeps its CloudEvents headers (which name no one) in clear. Erasing a customer deletes the
+keys of their identities, conversations and threads (``router.shell.erasure``): after the
+shredding delay, no copy of their records on any topic can be opened, whatever the
+topic's retention and whoever kept a copy.
+
+Readers open what they fetch with ``TopicKeys.opened`` (one query per fetch for the keys
+not cached); a record without the header is read as it is, so records published before
+sealing was turned on, or by a producer that does not seal, stay readable. A record whose
+key is gone cannot be opened: it is about an erased customer.
+
+Keys are cached ``cache_seconds`` by every process (so an erased key can still seal or
+open for that long in a process that holds it): ``kafka.key_shred_delay_seconds`` must be
+longer, so that what a producer sealed with a cached key just before an erasure can still
+be read by the router. Keys older than the topics' retention seal nothing that is still
+on a topic and are deleted by the retention job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, TypeVar
+
+import asyncpg
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from runtime import personal_data
+from runtime.db import DATABASE_ERRORS
+from schemas import topics
+from schemas.common import Event
+from schemas.inbound import DeliveryStatusChanged
+
+log = structlog.get_logger(__name__)
+
+SEALED_WITH: Final = "sealed_with"
+"""Header of a sealed record: the 16 bytes of its key's id."""
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+KEY_BYTES: Final = 32
+SECONDS_PER_PERIOD: Final = 86_400
+"""A subject's key seals for one day (UTC); the next day's records get a new key."""
+
+
+def _personal_types() -> frozenset[type]:
+    """The event types with a field holding a customer's personal data."""
+    fields = personal_data.topic_fields()
+    found = set()
+    for cls in personal_data.structs_of(*topics.TOPIC_TYPES.values()):
+        if not issubclass(cls, Event):
+            continue
+        for name in cls.__struct_fields__:
+            labels = personal_data.labels_of(personal_data.key_of(cls, name), fields)
+            if any(
+                label.subject is personal_data.Subject.CUSTOMER
+                and label.category is not personal_data.Category.NONE
+                for label in labels
+            ):
+                found.add(cls)
+                break
+    return frozenset(found)
+
+
+PERSONAL_TYPES: Final = _personal_types()
+"""The events that are sealed: a new field classified as a customer's personal data
+seals its event type too."""
+
+
+def sealing_subject(event: Event) -> str | None:
+    """Whose key seals ``event``; None: it holds no customer's personal data."""
+    if type(event) not in PERSONAL_TYPES:
+        return None
+    customer_id: str | None = getattr(event, "customer_id", None)
+    if customer_id:
+        return customer_id
+    conversation_id: str | None = getattr(event, "conversation_id", None)
+    if conversation_id:
+        return conversation_subject(conversation_id)
+    if isinstance(event, DeliveryStatusChanged) and event.conversation_key:
+        return thread_subject(event.conversation_key)
+    provider_message_id: str | None = getattr(event, "provider_message_id", None)
+    if provider_message_id is not None:
+        return sent_subject(provider_message_id)
+    raise AssertionError(f"{type(event).__name__} names no customer to seal it for")
+
+
+def subject_digest(subject: str) -> bytes:
+    """How ``topic_keys`` names a subject: its SHA-256 (fixed width, and no address in
+    clear in the table; erasure deletes it all the same)."""
+    return hashlib.sha256(subject.encode()).digest()
+
+
+def conversation_subject(conversation_id: str) -> str:
+    return "conversation:" + conversation_id
+
+
+def thread_subject(conversation_key: str) -> str:
+    return "thread:" + conversation_key
+
+
+def sent_subject(provider_message_id: str) -> str:
+    return "sent:" + provider_message_id
+
+
+@dataclass(frozen=True, slots=True)
+class SealingKey:
+    key_id: bytes
+    """16 bytes: the ``topic_keys`` row's uuid, and the associated data of every seal."""
+    cipher: AESGCM
+    material: bytes = b""
+    """The key's bytes, kept only for a spare not stored yet."""
+
+
+def _key(key_id: uuid.UUID, material: bytes) -> SealingKey:
+    return SealingKey(key_id.bytes, AESGCM(material), material)
+
+
+class Unreadable(Exception):
+    """A sealed record that cannot be opened: its key is gone (the customer was erased)
+    or its bytes are not what was sealed."""
+
+
+def seal(key: SealingKey, value: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + key.cipher.encrypt(nonce, value, key.key_id)
+
+
+def sealed_with(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    """The key id a record was sealed with; None: it is not sealed."""
+    for name, value in headers:
+        if name == SEALED_WITH:
+            return value
+    return None
+
+
+def open_value(
+    value: bytes, headers: Sequence[tuple[str, bytes]], keys: Mapping[bytes, SealingKey]
+) -> bytes:
+    """``value`` as it was before sealing (as it is, when not sealed)."""
+    key_id = sealed_with(headers)
+    if key_id is None:
+        return value
+    key = keys.get(key_id)
+    if key is None:
+        raise Unreadable("sealed with a key that is gone (its customer was erased)")
+    if len(value) < NONCE_BYTES + TAG_BYTES:
+        raise Unreadable("sealed bytes do not open with their key")
+    try:
+        return key.cipher.decrypt(value[:NONCE_BYTES], value[NONCE_BYTES:], key_id)
+    except InvalidTag as error:
+        raise Unreadable("sealed bytes do not open with their key") from error
+
+
+R = TypeVar("R")
+
+
+_GET_OR_CREATE = """
+INSERT INTO topic_keys (key_id, domain, subject, period, key)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::bytea[])
+ON CONFLICT (domain, subject, period) WHERE NOT spare
+    -- a no-op update, so that the row another process made first is returned
+    DO UPDATE SET period = EXCLUDED.period
+RETURNING domain, subject, key_id, key
+"""
+_BY_ID = "SELECT key_id, key FROM topic_keys WHERE key_id = ANY($1::uuid[])"
+_STOCK_SPARES = """
+INSERT INTO topic_keys (key_id, key, spare) SELECT k, v, true FROM unnest($1::uuid[], $2::bytea[]) AS s(k, v)
+"""
+_NAME_SPARES = """
+UPDATE topic_keys k SET domain = w.domain, subject = w.subject, period = w.period
+FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[]) AS w(key_id, domain, subject, period)
+WHERE k.key_id = w.key_id AND k.spare
+"""
+
+SPARE_KEYS: Final = 64
+"""Keys a producer keeps in stock for PostgreSQL's outages (``TopicKeys``)."""
+SPARE_SECONDS: Final = 12 * 3600
+"""A spare is used this long after it was stocked at most; the sweep deletes a spare
+never named after ``SPARE_UNNAMED_SECONDS``."""
+SPARE_UNNAMED_SECONDS: Final = 86_400
+STOCK_SECONDS: Final = 2.0
+"""How often a producer names the spares it used and stocks new ones (``run``)."""
+
+
+class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
+    """At most ``size`` keys, each for ``seconds``; least recently used leave first."""
+
+    def __init__(self, size: int, seconds: float) -> None:
+        super().__init__()
+        self.size = size
+        self.seconds = seconds
+
+    def fresh(self, name: Any, now: float) -> SealingKey | None:
+        found = self.get(name)
+        if found is None:
+            return None
+        if found[0] <= now:
+            del self[name]
+            return None
+        self.move_to_end(name)
+        return found[1]
+
+    def keep(self, name: Any, key: SealingKey, now: float) -> None:
+        self[name] = (now + self.seconds, key)
+        self.move_to_end(name)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class TopicKeys:
+    """The ``topic_keys`` table, as producers and readers of the topics use it.
+
+    While PostgreSQL cannot be reached, a producer seals with spare keys: rows it made
+    beforehand with no subject (``stock``), so readers can open what it sealed. It names
+    them (their domain, subject and day) once PostgreSQL answers again (``flush``); until
+    then an erasure cannot find them, and if the process dies first, what they sealed is
+    erased by topic retention only.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        cache_seconds: float = 60.0,
+        cache_size: int = 100_000,
+        clock: Any = time.time,
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._sealing = _Expiring(cache_size, cache_seconds)
+        self._opening = _Expiring(cache_size, cache_seconds)
+        self._spares: list[tuple[float, SealingKey]] = []
+        self._stopping = asyncio.Event()
+        self._unnamed: dict[bytes, tuple[str, bytes, int]] = {}
+        """Spare keys used while PostgreSQL was away: key id -> (domain, subject, day)."""
+
+    @property
+    def unnamed(self) -> int:
+        """Spare keys in use that PostgreSQL does not know the subject of yet."""
+        return len(self._unnamed)
+
+    async def for_sealing(
+        self, subjects: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], SealingKey]:
+        """The current key of every ``(domain, subject)``, made where there is none; a
+        spare one while PostgreSQL cannot be reached (``DATABASE_ERRORS`` once the spares
+        run out)."""
+        now = self._clock()
+        period = int(now // SECONDS_PER_PERIOD)
+        found: dict[tuple[str, str], SealingKey] = {}
+        missing: dict[tuple[str, str], None] = {}
+        for name in subjects:
+            key = self._sealing.fresh((*name, period), now)
+            if key is None:
+                missing[name] = None
+            else:
+                found[name] = key
+        if not missing:
+            return found
+        # In one order in every process: two inserting the same new subjects in different
+        # orders would deadlock on each other's rows.
+        by_digest = dict(
+            sorted(
+                ((domain, subject_digest(subject)), (domain, subject))
+                for domain, subject in missing
+            )
+        )
+        made: list[tuple[tuple[str, bytes], SealingKey]]
+        try:
+            rows = await self._pool.fetch(
+                _GET_OR_CREATE,
+                [uuid.uuid4() for _ in by_digest],
+                [domain for domain, _ in by_digest],
+                [digest for _, digest in by_digest],
+                [period] * len(by_digest),
+                [AESGCM.generate_key(bit_length=KEY_BYTES * 8) for _ in by_digest],
+            )
+            made = [((r["domain"], r["subject"]), _key(r["key_id"], r["key"])) for r in rows]
+        except DATABASE_ERRORS:
+            spares = self._take_spares(len(by_digest), now)
+            if spares is None:
+                raise
+            made = list(zip(by_digest, spares, strict=True))
+            for (domain, digest), key in made:
+                self._unnamed[key.key_id] = (domain, digest, period)
+        for digested, key in made:
+            name = by_digest[digested]
+            found[name] = key
+            self._sealing.keep((*name, period), key, now)
+            self._opening.keep(key.key_id, key, now)
+        return found
+
+    def _take_spares(self, count: int, now: float) -> list[SealingKey] | None:
+        self._spares = [(at, key) for at, key in self._spares if now - at < SPARE_SECONDS]
+        if len(self._spares) < count:
+            return None
+        taken, self._spares = self._spares[:count], self._spares[count:]
+        return [key for _, key in taken]
+
+    async def run(self) -> None:
+        """``stock`` at once, then every ``STOCK_SECONDS``, until ``stop``."""
+        while not self._stopping.is_set():
+            try:
+                await self.stock()
+            except DATABASE_ERRORS as error:
+                log.warning(
+                    "topic_keys_not_stocked", error=type(error).__name__, unnamed=self.unnamed
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), STOCK_SECONDS)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def stock(self) -> None:
+        """Name the spares used while PostgreSQL was away, and make new ones up to
+        ``SPARE_KEYS``: a producer's background task, every few seconds."""
+        if self._unnamed:
+            named = dict(self._unnamed)
+            await self._pool.execute(
+                _NAME_SPARES,
+                [uuid.UUID(bytes=key_id) for key_id in named],
+                [domain for domain, _, _ in named.values()],
+                [digest for _, digest, _ in named.values()],
+                [period for _, _, period in named.values()],
+            )
+            for key_id in named:
+                self._unnamed.pop(key_id, None)
+        now = self._clock()
+        self._spares = [(at, key) for at, key in self._spares if now - at < SPARE_SECONDS]
+        wanted = SPARE_KEYS - len(self._spares)
+        if wanted <= 0:
+            return
+        made = [
+            _key(uuid.uuid4(), AESGCM.generate_key(bit_length=KEY_BYTES * 8)) for _ in range(wanted)
+        ]
+        await self._pool.execute(
+            _STOCK_SPARES,
+            [uuid.UUID(bytes=key.key_id) for key in made],
+            [key.material for key in made],
+        )
+        self._spares.extend((now, key) for key in made)
+
+    async def for_opening(self, key_ids: Iterable[bytes]) -> dict[bytes, SealingKey]:
+        """The keys of ``key_ids`` that still exist."""
+        now = self._clock()
+        found: dict[bytes, SealingKey] = {}
+        missing: list[uuid.UUID] = []
+        for key_id in set(key_ids):
+            key = self._opening.fresh(key_id, now)
+            if key is not None:
+                found[key_id] = key
+            elif len(key_id) == 16:
+                missing.append(uuid.UUID(bytes=key_id))
+        if missing:
+            for row in await self._pool.fetch(_BY_ID, missing):
+                key = _key(row["key_id"], row["key"])
+                found[key.key_id] = key
+                self._opening.keep(key.key_id, key, now)
+        return found
+
+    def forget(self) -> None:
+        """Drop every cached key (tests, and a process told that keys were shredded)."""
+        self._sealing.clear()
+        self._opening.clear()
+
+    async def opened(self, records: Sequence[R]) -> list[tuple[R, bytes | None]]:
+        """Each aiokafka record with its value opened; None where it cannot be opened."""
+        keys = await self.for_opening(
+            key_id
+            for record in records
+            if (key_id := sealed_with(getattr(record, "headers", ()) or ())) is not None
+        )
+        result: list[tuple[R, bytes | None]] = []
+        for record in records:
+            value: bytes = getattr(record, "value", None) or b""
+            try:
+                result.append((record, open_value(value, getattr(record, "headers", ()), keys)))
+            except Unreadable:
+                result.append((record, None))
+        return result
+
+    async def sealed(self, events: Sequence[Event], values: Sequence[bytes]) -> list[SealedValue]:
+        """``values`` (the encoded ``events``) sealed where their event is personal."""
+        subjects = [
+            None if (subject := sealing_subject(event)) is None else (event.domain, subject)
+            for event in events
+        ]
+        keys = await self.for_sealing(name for name in subjects if name is not None)
+        return [
+            SealedValue(value, None)
+            if name is None
+            else SealedValue(seal(keys[name], value), keys[name].key_id)
+            for name, value in zip(subjects, values, strict=True)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class SealedValue:
+    value: bytes
+    key_id: bytes | None
+    """The ``sealed_with`` header's value; None: not sealed."""
+
+    def headers(self, headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        if self.key_id is not None:
+            headers.append((SEALED_WITH, self.key_id))
+        return headers
+
+
+def with_value(record: R, value: bytes) -> R:
+    """An aiokafka record (a dataclass) with ``value`` in place of its own."""
+    return replace(record, value=value)  # type: ignore[type-var]
+
+
+SWEEP_BATCH: Final = 1000
+"""Keys one statement of the sweep deletes: the locks it takes stay short."""
+
+_SWEEP = """
+DELETE FROM topic_keys WHERE key_id IN (
+    SELECT key_id FROM topic_keys
+    WHERE shred_at <= now()
+        OR ($1::bigint IS NOT NULL AND created_at < now() - make_interval(secs => $1::bigint))
+        OR (spare AND domain IS NULL AND created_at < now() - make_interval(secs => $3::bigint))
+    LIMIT $2
+)
+RETURNING coalesce(domain, '') AS domain
+"""
+
+
+async def sweep(pool: asyncpg.Pool, *, topic_retention_ms: int | None) -> dict[str, int]:
+    """Delete the keys whose shredding delay has passed, the keys older than the topics'
+    retention and a day (they seal nothing still on a topic) and spares never used; the
+    count by domain (spares never used: under "")."""
+    oldest = None if topic_retention_ms is None else topic_retention_ms // 1000 + SECONDS_PER_PERIOD
+    deleted: dict[str, int] = {}
+    while True:
+        rows = await pool.fetch(_SWEEP, oldest, SWEEP_BATCH, SPARE_UNNAMED_SECONDS)
+        for row in rows:
+            deleted[row["domain"]] = deleted.get(row["domain"], 0) + 1
+        if len(rows) < SWEEP_BATCH:
+            return deleted

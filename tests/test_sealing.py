@@ -1,0 +1,286 @@
+"""Records about a customer sealed on the topics (``runtime.sealing``): what is sealed and
+under whose key, that a sealed record opens with its key only, the router's intake
+setting aside what no key opens, and the ``topic_keys`` table (one key per subject and
+day whoever asks first, spare keys through an outage of PostgreSQL, keys gone after
+erasure's delay or the topics' retention)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import msgspec
+import msgspec.inspect as mi
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.db import DATABASE_ERRORS
+from runtime.sealing import (
+    PERSONAL_TYPES,
+    SEALED_WITH,
+    SECONDS_PER_PERIOD,
+    SPARE_KEYS,
+    SealingKey,
+    TopicKeys,
+    Unreadable,
+    conversation_subject,
+    open_value,
+    seal,
+    sealing_subject,
+    sent_subject,
+    subject_digest,
+    sweep,
+    thread_subject,
+)
+from schemas import topics
+from schemas.agents import AgentRegistered, PresenceChanged
+from schemas.inbound import DeliveryStatus, DeliveryStatusChanged, MessageReceived
+from schemas.outbound import ReplyRequested
+from schemas.routing import BotTurn, ConversationAssigned, CustomerErased, MessageRouted
+from tests.engine.builders import DOMAIN, T0, message
+from tests.shell.test_intake import applied, dead, new_intake, record, run
+from tests.support import CuttableProxy
+
+
+def a_key() -> SealingKey:
+    return SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+
+
+# -- what is sealed, under whose key ------------------------------------------------------
+
+
+def test_the_events_holding_a_customers_data_are_sealed_and_the_others_not() -> None:
+    for sealed in (MessageReceived, DeliveryStatusChanged, ReplyRequested, BotTurn, MessageRouted):
+        assert sealed in PERSONAL_TYPES, sealed
+    for plain in (AgentRegistered, PresenceChanged, CustomerErased):
+        assert plain not in PERSONAL_TYPES, plain
+
+
+def _required(cls: type) -> set[str]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return {field.name for field in info.fields if field.required}
+
+
+def test_every_sealed_event_names_whose_key_seals_it() -> None:
+    """A sealed type names a customer, a conversation or a sent message on every record:
+    never none, so never a key that no erasure finds."""
+    for cls in PERSONAL_TYPES:
+        names = _required(cls)
+        assert names & {"customer_id", "conversation_id", "provider_message_id"}, cls.__name__
+
+
+def test_a_record_is_sealed_for_its_customer_else_its_conversation_else_its_thread() -> None:
+    received = message("k1", customer="sms:+14155550100")
+    assert sealing_subject(received) == "sms:+14155550100"
+    reply = ReplyRequested(
+        id="r1",
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id="c1",
+        agent_id="ann",
+        channel=received.channel,
+        endpoint=received.endpoint,
+        customer_address=received.customer_address,
+        text="hello",
+    )
+    assert sealing_subject(reply) == conversation_subject("c1") == "conversation:c1"
+    status = DeliveryStatusChanged(
+        id="s1",
+        domain=DOMAIN,
+        occurred_at=T0,
+        channel=received.channel,
+        provider_message_id="SM1",
+        status=DeliveryStatus.DELIVERED,
+    )
+    assert sealing_subject(status) == sent_subject("SM1")
+    read = msgspec.structs.replace(status, provider_message_id="", conversation_key="k1")
+    assert sealing_subject(read) == thread_subject("k1")
+    erased = CustomerErased(id="e1", domain=DOMAIN, occurred_at=T0, erasure_id="x", identities=1)
+    assert sealing_subject(erased) is None
+
+
+# -- seal and open --------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=4096))
+def test_a_sealed_value_opens_with_its_key_to_what_was_sealed(value: bytes) -> None:
+    key = a_key()
+    sealed = seal(key, value)
+    assert len(value) < 8 or value not in sealed
+    assert open_value(sealed, [(SEALED_WITH, key.key_id)], {key.key_id: key}) == value
+
+
+def test_a_plain_value_is_read_as_it_is() -> None:
+    assert open_value(b'{"a":1}', [("ce_id", b"x")], {}) == b'{"a":1}'
+
+
+def test_a_sealed_value_does_not_open_without_its_key_or_changed() -> None:
+    key, other = a_key(), a_key()
+    sealed = seal(key, b"my order has not arrived")
+    headers = [(SEALED_WITH, key.key_id)]
+    with pytest.raises(Unreadable, match="customer was erased"):
+        open_value(sealed, headers, {})
+    with pytest.raises(Unreadable, match="do not open"):
+        open_value(sealed[:-1] + bytes([sealed[-1] ^ 1]), headers, {key.key_id: key})
+    with pytest.raises(Unreadable, match="do not open"):
+        # another key under this key's id: the id is bound into every seal
+        open_value(sealed, headers, {key.key_id: SealingKey(key.key_id, other.cipher)})
+    with pytest.raises(Unreadable):
+        open_value(b"short", headers, {key.key_id: key})
+
+
+# -- the router's intake --------------------------------------------------------------------
+
+
+def test_the_intake_applies_sealed_records_and_sets_aside_those_no_key_opens() -> None:
+    key, gone = a_key(), a_key()
+    first, second, third = message("k1"), message("k2"), message("k3")
+    records = [
+        record(seal(key, msgspec.json.encode(first)), 0, headers=((SEALED_WITH, key.key_id),)),
+        record(seal(gone, msgspec.json.encode(second)), 1, headers=((SEALED_WITH, gone.key_id),)),
+        record(third, 2),
+    ]
+    intake = new_intake()
+    batch = intake.decode(
+        {(topics.INBOUND, 0): records},  # type: ignore[dict-item]
+        {key.key_id: key},
+    )
+    assert applied(batch) == [0, 2]
+    [(offset, reason)] = dead(batch)
+    assert offset == 1
+    assert reason == "sealed with a key that is gone (its customer was erased)"
+    # set aside as it came: sealed, with its header
+    [copy] = [e for e in batch.writes.outbox[0] if e.topic == topics.DLQ]
+    assert copy.value == records[1].value
+    assert (SEALED_WITH, gone.key_id) in copy.headers
+
+
+def test_the_intakes_events_name_whose_key_seals_them_on_publication() -> None:
+    batch = run(new_intake(), [record(message("k1", customer="sms:+14155550100"), 0)])
+    routed = [e for e in batch.writes.outbox[0] if e.topic == topics.ROUTING]
+    assert routed
+    assert {e.seal for e in routed} == {"sms:+14155550100"}
+    tag = str(ConversationAssigned.__struct_config__.tag).encode()
+    assert [e for e in routed if dict(e.headers)["ce_type"] == tag]
+
+
+# -- the keys' table ------------------------------------------------------------------------
+
+
+async def test_one_key_per_subject_and_day_whoever_asks_first(database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4)
+    try:
+        now = [T0]
+        first = TopicKeys(pool, clock=lambda: now[0])
+        others = [TopicKeys(pool, clock=lambda: T0) for _ in range(3)]
+        wanted = [(DOMAIN, "sms:+14155550100"), (DOMAIN, conversation_subject("c1"))]
+        wanted += [(DOMAIN, f"email:p{n}@example.org") for n in range(50)]
+        one, *rest = await asyncio.gather(
+            first.for_sealing(wanted), *(other.for_sealing(wanted[::-1]) for other in others)
+        )
+        for answer in rest:
+            assert {n: k.key_id for n, k in answer.items()} == {n: k.key_id for n, k in one.items()}
+        assert len({k.key_id for k in one.values()}) == len(wanted)
+        rows = await pool.fetch("SELECT subject, domain FROM topic_keys")
+        assert {row["subject"] for row in rows} >= {subject_digest(s) for _, s in wanted}
+        assert all(b"+1415" not in row["subject"] for row in rows)
+
+        # the same process, the next day: a new key; the old one still opens
+        now[0] = T0 + SECONDS_PER_PERIOD
+        tomorrow = await first.for_sealing(wanted[:1])
+        assert tomorrow[wanted[0]].key_id != one[wanted[0]].key_id
+        fresh = TopicKeys(pool)
+        opened = await fresh.for_opening([one[wanted[0]].key_id, tomorrow[wanted[0]].key_id])
+        assert len(opened) == 2
+
+        # a key deleted opens nothing in a process that did not hold it, and nothing once
+        # a process that held it forgets
+        await pool.execute(
+            "DELETE FROM topic_keys WHERE key_id = $1", uuid.UUID(bytes=one[wanted[0]].key_id)
+        )
+        assert await TopicKeys(pool).for_opening([one[wanted[0]].key_id]) == {}
+        assert await fresh.for_opening([one[wanted[0]].key_id]) != {}
+        fresh.forget()
+        assert await fresh.for_opening([one[wanted[0]].key_id]) == {}
+        assert await fresh.for_opening([b"not an id"]) == {}
+    finally:
+        await pool.close()
+
+
+async def test_the_sweep_deletes_shredded_keys_and_keys_older_than_the_topics(
+    database_url: str,
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        keys = TopicKeys(pool)
+        names = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(5)]
+        made = await keys.for_sealing(names)
+        shredded, old, kept_later = (uuid.UUID(bytes=made[n].key_id) for n in names[:3])
+        await pool.execute(
+            "UPDATE topic_keys SET subject = NULL, shred_at = now() - interval '1 second'"
+            " WHERE key_id = $1",
+            shredded,
+        )
+        await pool.execute(
+            "UPDATE topic_keys SET subject = NULL, shred_at = now() + interval '1 hour'"
+            " WHERE key_id = $1",
+            kept_later,
+        )
+        await pool.execute(
+            "UPDATE topic_keys SET created_at = now() - interval '10 days' WHERE key_id = $1", old
+        )
+        assert await sweep(pool, topic_retention_ms=None) == {DOMAIN: 1}
+        assert await sweep(pool, topic_retention_ms=7 * 86_400_000) == {DOMAIN: 1}
+        left = {row["key_id"] for row in await pool.fetch("SELECT key_id FROM topic_keys")}
+        assert shredded not in left
+        assert old not in left
+        assert kept_later in left
+        assert len(left) == 3
+    finally:
+        await pool.close()
+
+
+async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them_after(
+    database_url: str,
+) -> None:
+    proxy, proxied = await CuttableProxy.before_database(database_url)
+    pool = await asyncpg.create_pool(proxied, min_size=1, max_size=2)
+    try:
+        keys = TopicKeys(pool)
+        await keys.stock()
+        assert await pool.fetchval("SELECT count(*) FROM topic_keys WHERE spare") == SPARE_KEYS
+        proxy.cut()
+        wanted = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(SPARE_KEYS)]
+        during = await keys.for_sealing(wanted)
+        assert keys.unnamed == SPARE_KEYS
+        with pytest.raises(DATABASE_ERRORS):
+            await keys.for_sealing([(DOMAIN, "sms:+14155559999")])  # no spare left
+        proxy.restore()
+        await keys.stock()
+        assert keys.unnamed == 0
+        named = await pool.fetch(
+            "SELECT key_id, subject FROM topic_keys WHERE spare AND domain = $1", DOMAIN
+        )
+        assert {row["key_id"].bytes: row["subject"] for row in named} == {
+            during[name].key_id: subject_digest(name[1]) for name in wanted
+        }
+        # an erasure finds them by subject; readers open what they sealed
+        opened = await TopicKeys(pool).for_opening(k.key_id for k in during.values())
+        assert len(opened) == SPARE_KEYS
+        # the stock is whole again, and unused spares are swept after a day
+        assert (
+            await pool.fetchval("SELECT count(*) FROM topic_keys WHERE spare AND domain IS NULL")
+            == SPARE_KEYS
+        )
+        await pool.execute(
+            "UPDATE topic_keys SET created_at = now() - interval '2 days'"
+            " WHERE spare AND domain IS NULL"
+        )
+        assert await sweep(pool, topic_retention_ms=None) == {"": SPARE_KEYS}
+    finally:
+        await pool.close()
+        await proxy.stop()
