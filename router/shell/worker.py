@@ -559,20 +559,21 @@ class RouterWorker:
         """``events`` with the values their ``seal`` names sealed (``runtime.sealing``)."""
         if not self._seals:
             return events
-        subjects = {
-            ((event.key or b"").decode(), event.seal): None
-            for event in events
-            if event.seal is not None
-        }
+        subjects = {(event.key, event.seal) for event in events if event.seal is not None}
         if not subjects:
             return events
-        keys = await self._keys.for_sealing(subjects)
+        named = await self._keys.for_sealing(
+            ((key or b"").decode(), subject) for key, subject in subjects
+        )
+        keys = {
+            (key, subject): named[((key or b"").decode(), subject)] for key, subject in subjects
+        }
         sealed = []
         for event in events:
             if event.seal is None:
                 sealed.append(event)
                 continue
-            key = keys[((event.key or b"").decode(), event.seal)]
+            key = keys[(event.key, event.seal)]
             sealed.append(
                 store.OutboxEvent(
                     event.topic,
