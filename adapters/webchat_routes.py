@@ -67,7 +67,6 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 
 from adapters import webchat_cors as cors
 from adapters.base import BadRequest, Publisher, SignatureRejected
@@ -98,7 +97,6 @@ from adapters.webchat_tokens import (
     verify_token,
 )
 from adapters.webhook_serving import BodyTooLarge, read_body
-from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
@@ -538,7 +536,8 @@ async def reply_pump(
             await asyncio.sleep(1)
             continue
         fetched = [record for records in batch.values() for record in records]
-        for _, value in await _opened(keys, fetched):
+        # A batch given up would be replies that never reach their visitors.
+        for _, value in await keys.opened_persistently(fetched, reader="webchat-replies"):
             if value is None:
                 continue  # its customer was erased: the egress worker dead-letters it
             try:
@@ -555,17 +554,3 @@ async def reply_pump(
                     await hub.notify(outbound, config)
                 case _:
                     assert_never(outbound)
-
-
-async def _opened(
-    keys: TopicKeys, records: Sequence[ConsumerRecord[bytes, bytes]]
-) -> list[tuple[ConsumerRecord[bytes, bytes], bytes | None]]:
-    """``keys.opened(records)``, tried again each second while PostgreSQL fails: without a
-    consumer group there is no committed offset to go back to, and a batch given up would
-    be replies that never reach their visitors."""
-    while True:
-        try:
-            return await keys.opened(records)
-        except DATABASE_ERRORS as error:
-            log.warning("webchat_replies_open_failed", error=type(error).__name__)
-            await asyncio.sleep(1)

@@ -397,6 +397,19 @@ class TopicKeys:
                 result.append((record, None))
         return result
 
+    async def opened_persistently(
+        self, records: Sequence[R], *, reader: str
+    ) -> list[tuple[R, bytes | None]]:
+        """``opened``, tried again each second while PostgreSQL fails (logged as
+        ``topic_keys_unavailable`` with ``reader``): for a reader without a consumer group,
+        which has no committed offset to go back to."""
+        while True:
+            try:
+                return await self.opened(records)
+            except DATABASE_ERRORS as error:
+                log.warning("topic_keys_unavailable", reader=reader, error=type(error).__name__)
+                await asyncio.sleep(1)
+
     async def sealed(self, events: Sequence[Event], values: Sequence[bytes]) -> list[SealedValue]:
         """``values`` (the encoded ``events``) sealed where their event is personal."""
         subjects = [

@@ -29,9 +29,7 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 
-from runtime.db import DATABASE_ERRORS
 from runtime.sealing import TopicKeys
 from schemas import (
     ROUTING_DECODER,
@@ -238,18 +236,6 @@ async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed, keys: TopicKeys) -
             await asyncio.sleep(1)
             continue
         fetched = [record for records in batch.values() for record in records]
-        feed.feed_records(value for _, value in await _opened(keys, fetched) if value is not None)
-
-
-async def _opened(
-    keys: TopicKeys, records: list[ConsumerRecord[bytes, bytes]]
-) -> list[tuple[ConsumerRecord[bytes, bytes], bytes | None]]:
-    """``keys.opened(records)``, tried again each second while PostgreSQL fails: without a
-    consumer group there is no committed offset to go back to, and a batch given up would
-    be verdicts that never settle their commands."""
-    while True:
-        try:
-            return await keys.opened(records)
-        except DATABASE_ERRORS as error:
-            log.warning("routing_feed_open_failed", error=type(error).__name__)
-            await asyncio.sleep(1)
+        # A batch given up would be verdicts that never settle their commands.
+        opened = await keys.opened_persistently(fetched, reader="routing-feed")
+        feed.feed_records(value for _, value in opened if value is not None)
