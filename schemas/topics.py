@@ -3,6 +3,7 @@ union each one's records decode to, and the headers of the dead-letter topic."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.agents import AgentEvent
@@ -49,3 +50,15 @@ CONFIG_VERSION = "config_version"
 """Header of an inbound record: the configuration version the adapter applied when it
 made it. A router that has not applied that version yet waits for it (a queue or a
 domain the record names may be new)."""
+
+
+def config_version_of(headers: Sequence[tuple[str, bytes]]) -> int | None:
+    """A record's ``CONFIG_VERSION`` (its last, should there be several); None: none
+    readable."""
+    for key, value in reversed(headers):
+        if key == CONFIG_VERSION:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.shell.outbox import sealed as outbox_sealed
+from router.shell.outbox import sealing_subjects
+from router.shell.store import OutboxEvent
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
     PERSONAL_TYPES,
@@ -284,3 +287,17 @@ async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them
     finally:
         await pool.close()
         await proxy.stop()
+
+
+def test_the_outbox_publishes_sealed_the_events_that_name_a_subject_and_the_rest_as_they_are() -> (
+    None
+):
+    key = a_key()
+    named = OutboxEvent(topics.ROUTING, b"acme", b'{"text":"hi"}', (("ce_id", b"1"),), "sms:+1")
+    plain = OutboxEvent(topics.DLQ, b"acme", b"raw", (("dlq_reason", b"x"),))
+    assert sealing_subjects([named, plain]) == {(b"acme", "sms:+1")}
+    sent, same = outbox_sealed([named, plain], {(b"acme", "sms:+1"): key})
+    assert same == plain
+    assert sent.headers == (("ce_id", b"1"), (SEALED_WITH, key.key_id))
+    assert open_value(sent.value, sent.headers, {key.key_id: key}) == b'{"text":"hi"}'
+    assert outbox_sealed([plain], {}) == [plain]

@@ -33,6 +33,9 @@ Rules:
 4. A row is deleted only once acknowledged, and forgotten only once deleted, or handed over
    with its partition: a crash at any point republishes it from the table, and consumers
    drop the duplicates by event id.
+5. An event that names whose key seals it (``OutboxEvent.seal``) leaves sealed with that
+   key, its id in the ``sealed_with`` header (``sealed``, ``runtime.sealing``); the row
+   keeps it in clear.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Generic, TypeVar
 from aiokafka.partitioner import DefaultPartitioner
 
 from router.shell.store import OutboxBatch, OutboxEvent
+from runtime.sealing import SEALED_WITH, SealingKey, seal
 
 _PARTITIONER = DefaultPartitioner()
 
@@ -236,3 +240,32 @@ def destinations(
         else:
             destination.append(event)
     return by_destination
+
+
+Subject = tuple[bytes | None, str]
+"""An event's record key (its domain) and the subject whose key seals it."""
+
+
+def sealing_subjects(events: Iterable[OutboxEvent]) -> set[Subject]:
+    return {(event.key, event.seal) for event in events if event.seal is not None}
+
+
+def sealed(events: list[OutboxEvent], keys: Mapping[Subject, SealingKey]) -> list[OutboxEvent]:
+    """``events`` as they are published: rule 5, with ``keys`` for ``sealing_subjects``."""
+    if not keys:
+        return events
+    published = []
+    for event in events:
+        if event.seal is None:
+            published.append(event)
+            continue
+        key = keys[(event.key, event.seal)]
+        published.append(
+            OutboxEvent(
+                event.topic,
+                event.key,
+                seal(key, event.value),
+                (*event.headers, (SEALED_WITH, key.key_id)),
+            )
+        )
+    return published

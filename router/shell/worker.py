@@ -58,12 +58,12 @@ from router.shell import store
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
-from router.shell.outbox import Outbox, destinations
+from router.shell.outbox import Outbox, destinations, sealed, sealing_subjects
 from router.shell.recovery import PartitionLoader
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
-from runtime.sealing import SEALED_WITH, TopicKeys, seal, sealed_with
+from runtime.sealing import TopicKeys, sealed_with
 from schemas import RoutingEvent, topics
 
 log = structlog.get_logger(__name__)
@@ -315,7 +315,7 @@ class RouterWorker:
         accepted = max(self.config_version, self._config_given_up)
         for tp, records in fetched.items():
             for index, record in enumerate(records):
-                version = _config_version(record)
+                version = topics.config_version_of(record.headers)
                 if version is None or version <= accepted:
                     continue
                 awaited = self._awaited_config
@@ -556,33 +556,11 @@ class RouterWorker:
             observe_published(self._metrics, batch.events, self._dlq)
 
     async def _sealed(self, events: list[store.OutboxEvent]) -> list[store.OutboxEvent]:
-        """``events`` with the values their ``seal`` names sealed (``runtime.sealing``)."""
-        if not self._seals:
-            return events
-        subjects = {(event.key, event.seal) for event in events if event.seal is not None}
+        subjects = sealing_subjects(events) if self._seals else set()
         if not subjects:
             return events
-        named = await self._keys.for_sealing(
-            ((key or b"").decode(), subject) for key, subject in subjects
-        )
-        keys = {
-            (key, subject): named[((key or b"").decode(), subject)] for key, subject in subjects
-        }
-        sealed = []
-        for event in events:
-            if event.seal is None:
-                sealed.append(event)
-                continue
-            key = keys[(event.key, event.seal)]
-            sealed.append(
-                store.OutboxEvent(
-                    event.topic,
-                    event.key,
-                    seal(key, event.value),
-                    (*event.headers, (SEALED_WITH, key.key_id)),
-                )
-            )
-        return sealed
+        named = await self._keys.for_sealing((key.decode(), s) for key, s in subjects if key)
+        return sealed(events, {(key, s): named[(key.decode(), s)] for key, s in subjects if key})
 
     def _publish_failed(self, batch: store.OutboxBatch, error: BaseException) -> None:
         self._outbox.failed(batch)
@@ -802,16 +780,6 @@ CONFIG_WAIT_SECONDS = 30.0
 """Longest a router holds input made under a configuration version it has not received:
 beyond it the records are applied under the version it has (a domain it does not know
 then dead-letters them, a queue it does not know routes to the default queue)."""
-
-
-def _config_version(record: ConsumerRecord[bytes, bytes]) -> int | None:
-    for key, value in reversed(record.headers):
-        if key == topics.CONFIG_VERSION:
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
