@@ -50,8 +50,7 @@ from schemas.inbound import DeliveryStatusChanged
 
 log = structlog.get_logger(__name__)
 
-SEALED_WITH: Final = "sealed_with"
-"""Header of a sealed record: the 16 bytes of its key's id."""
+SEALED_WITH: Final = topics.SEALED_WITH
 NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 KEY_BYTES: Final = 32
@@ -416,7 +415,7 @@ class TopicKeys:
             None if (subject := sealing_subject(event)) is None else (event.domain, subject)
             for event in events
         ]
-        keys = await self.for_sealing(name for name in subjects if name is not None)
+        keys = await self.for_sealing({name for name in subjects if name is not None})
         return [
             SealedValue(value, None)
             if name is None

@@ -31,6 +31,7 @@ from schemas.topics import (
     INBOUND,
     OUTBOUND,
     ROUTING,
+    SEALED_WITH,
     TOPIC_TYPES,
 )
 
@@ -171,8 +172,17 @@ CLOUDEVENTS_HEADERS: dict[str, dict[str, Any]] = {
         "description": "The conversation the event concerns, when there is one.",
     },
     "content-type": {"const": CONTENT_TYPE, "description": "Media type of the record value."},
+    SEALED_WITH: {
+        "type": "string",
+        "description": "Present when the value is sealed (events holding a customer's "
+        "personal data): the 16 raw bytes of the id (a UUID) of the key that opens it, "
+        "`topic_keys.key` in the service's PostgreSQL. The value is then a 12-byte nonce "
+        "followed by the AES-256-GCM ciphertext of the JSON body and its 16-byte tag, with "
+        "the key id as associated data. Once the customer is erased the key is deleted "
+        "and the value can no longer be opened (README: Sealed records on the topics).",
+    },
 }
-OPTIONAL_HEADERS = frozenset({"ce_subject"})
+OPTIONAL_HEADERS = frozenset({"ce_subject", SEALED_WITH})
 
 DLQ_HEADERS: dict[str, dict[str, Any]] = {
     DLQ_REASON: {"type": "string", "description": "Why the record was refused."},

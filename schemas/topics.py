@@ -46,6 +46,10 @@ DLQ_OFFSET = "dlq_offset"
 DLQ_SOURCE = "dlq_source"
 """Who set aside what was never a record: ``webhook/<provider>``."""
 
+SEALED_WITH = "sealed_with"
+"""Header of a sealed record: the 16 bytes (a UUID) of the key that opens its value
+(``runtime.sealing``)."""
+
 CONFIG_VERSION = "config_version"
 """Header of an inbound record: the configuration version the adapter applied when it
 made it. A router that has not applied that version yet waits for it (a queue or a

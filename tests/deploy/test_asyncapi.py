@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any
 
 import msgspec
 import pytest
 import yaml
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from router.shell.outbox import sealed
+from router.shell.store import OutboxEvent
 from runtime.dead_letters import DeadRecord
+from runtime.sealing import SealingKey
 from schemas import ConversationAssigned, encode_headers, topics
 from schemas.asyncapi import ASYNCAPI_PATH, document, render, to_yaml
 from schemas.generate import json_schema
@@ -162,7 +167,13 @@ def test_the_headers_are_the_cloudevents_headers_the_code_writes() -> None:
         step="preferred",
         waited_seconds=0.0,
     )
-    written = encode_headers(event, source="switchboard", subject="c1")
+    plain = OutboxEvent(
+        "t", b"acme", b"{}", tuple(encode_headers(event, source="switchboard", subject="c1")), "cu"
+    )
+    key = SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+    # as the router publishes it: sealed (the event names a customer)
+    [published] = sealed([plain], {(b"acme", "cu"): key})
+    written = published.headers
     message = doc["components"]["messages"]["ConversationAssigned"]
     headers = message["headers"]
     assert set(headers["properties"]) == {name for name, _ in written}
