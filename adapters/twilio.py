@@ -44,6 +44,7 @@ opted-out number whatever our keywords say, so its word wins over the domain's k
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import math
@@ -326,20 +327,27 @@ def compute_signature(
     token: str, url: str, params: Sequence[tuple[str, str]], algorithm: str = "HMAC_SHA1"
 ) -> str:
     """Twilio's request signature of ``url`` and POST ``params``."""
+    return _signed(token, url, signed_params(params), algorithm)
+
+
+def signed_params(params: Sequence[tuple[str, str]]) -> str:
+    """What Twilio's signature covers of POST ``params``: each distinct (name, value) pair,
+    sorted by name and then value, concatenated. The same for every URL a request may have
+    been signed for: made once per request."""
+    return "".join([name + value for name, value in sorted(set(params))])
+
+
+def _signed(token: str, url: str, signed: str, algorithm: str) -> str:
     digest = _DIGESTS.get(algorithm)
     if digest is None:
         raise SignatureRejected(f"unsupported signature algorithm {algorithm!r}")
-    by_name: dict[str, set[str]] = {}
-    for name, value in params:
-        by_name.setdefault(name, set()).add(value)
-    payload = url + "".join(
-        name + value for name in sorted(by_name) for value in sorted(by_name[name])
-    )
-    mac = hmac.new(token.encode(), payload.encode(), digest).digest()
+    # hmac.digest: OpenSSL's one-shot, with no HMAC object made per candidate URL
+    mac = hmac.digest(token.encode(), (url + signed).encode(), digest)
     return base64.b64encode(mac).decode()
 
 
-def _port_variants(url: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _port_variants(url: str) -> tuple[str, ...]:
     """The URL as given, without its port and with the scheme's default port, each also
     without a ``#`` fragment: the forms twilio-python's validator accepts, and connection
     overrides (``#rc=3``) that never reach us."""
@@ -361,7 +369,7 @@ def _port_variants(url: str) -> list[str]:
         default = 443 if split.scheme == "https" else 80
         out.append(split._replace(netloc=host).geturl())
         out.append(split._replace(netloc=f"{host}:{port or default}").geturl())
-    return list(dict.fromkeys(out))
+    return tuple(dict.fromkeys(out))
 
 
 def configured_urls(config: ChannelsConfig) -> list[str]:
@@ -435,11 +443,10 @@ def verified_url(
     missing, 403 when no URL matches)."""
     if not signature:
         raise SignatureRejected(f"missing {SIGNATURE_HEADER} header", status=401)
+    signed = signed_params(params)
     for url in urls:
         for candidate in _port_variants(url):
-            if constant_time_equal(
-                compute_signature(token, candidate, params, algorithm), signature
-            ):
+            if constant_time_equal(_signed(token, candidate, signed, algorithm), signature):
                 return url
     raise SignatureRejected()
 
