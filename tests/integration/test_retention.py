@@ -728,7 +728,7 @@ async def test_switchboard_retention_run_prints_the_counts(
             }
         }
     }
-    assert '"event": "retention_run"' in done.stderr
+    assert '"event":"retention_run"' in done.stderr
     assert BODY not in done.stderr
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 2  # globex's
     entry = await pool.fetchrow("SELECT actor, domain FROM audit_log")
