@@ -85,6 +85,7 @@ from adapters.provider_api import (
     answer_text,
     answer_value,
     basic_auth,
+    decoded_answer,
     email_text,
     fetch_attachment,
     location_text,
@@ -597,10 +598,7 @@ class Egress:
                 error = f"connection error: {type(exc).__name__}"
                 attempts_counter.labels(channel=channel, result="error").inc()
             else:
-                try:
-                    body: Any = msgspec.json.decode(raw) if raw else None
-                except msgspec.DecodeError:
-                    body = None
+                body = decoded_answer(raw)
                 if 200 <= status < 300:
                     attempts_counter.labels(channel=channel, result="ok").inc()
                     return self._result(

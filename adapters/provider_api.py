@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import aiohttp
+import msgspec
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
@@ -84,6 +85,15 @@ class PrepareFailed(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+def decoded_answer(raw: bytes | None) -> Any:
+    """A provider's answer as JSON, or None when it is empty or not JSON (an error page):
+    its status says what happened, the body only adds detail."""
+    try:
+        return msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        return None
 
 
 def answer_value(body: Any, *path: str | int) -> Any:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -22,6 +21,7 @@ from adapters.base import (
 )
 from adapters.provider_api import (
     PrepareFailed,
+    decoded_answer,
 )
 
 SCOPE = "https://www.googleapis.com/auth/rcsbusinessmessaging"
@@ -128,10 +128,7 @@ async def _fetch_token(
         raise PrepareFailed(
             f"RBM token endpoint unreachable: {type(exc).__name__}", retryable=True
         ) from None
-    try:
-        body: Any = msgspec.json.decode(raw) if raw else None
-    except msgspec.DecodeError:
-        body = None
+    body = decoded_answer(raw)
     fields = body if isinstance(body, dict) else {}
     if status != 200:
         error = fields.get("error")

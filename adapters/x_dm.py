@@ -124,6 +124,7 @@ from adapters.provider_api import (
     Outbound,
     PrepareFailed,
     ProviderRequest,
+    decoded_answer,
     fetch_attachment_to,
     quick_replies,
     with_numbered_options,
@@ -642,10 +643,7 @@ class MediaUpload:
             raise PrepareFailed(
                 f"X media upload ({step}) failed: {type(exc).__name__}", retryable=True
             ) from None
-        try:
-            body = msgspec.json.decode(raw) if raw else None
-        except msgspec.DecodeError:
-            body = None
+        body = decoded_answer(raw)
         if 200 <= status < 300:
             return body
         said = _problem(body)
