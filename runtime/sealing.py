@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runtime import personal_data
 from runtime.db import DATABASE_ERRORS
+from runtime.personal_labels import Category, Subject
 from schemas import topics
 from schemas.common import Event
 from schemas.inbound import DeliveryStatusChanged
@@ -68,8 +69,7 @@ def _personal_types() -> frozenset[type]:
         for name in cls.__struct_fields__:
             labels = personal_data.labels_of(personal_data.key_of(cls, name), fields)
             if any(
-                label.subject is personal_data.Subject.CUSTOMER
-                and label.category is not personal_data.Category.NONE
+                label.subject is Subject.CUSTOMER and label.category is not Category.NONE
                 for label in labels
             ):
                 found.add(cls)

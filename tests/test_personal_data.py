@@ -25,21 +25,17 @@ import msgspec
 from router.engine import records
 from runtime.personal_data import (
     COLUMNS,
-    FIELDS,
-    SNAPSHOT_FIELDS,
-    Category,
     Field,
-    Label,
-    Subject,
     fields_of,
     key_of,
     labels_of,
     markdown,
-    merged,
     structs_of,
     topic_fields,
     with_markdown,
 )
+from runtime.personal_fields import FIELDS, SNAPSHOT_FIELDS
+from runtime.personal_labels import Category, Label, Subject, merged
 from schemas import Attachment, Channel, Contact, Location, MessageReceived
 from schemas.topics import TOPIC_TYPES
 
@@ -50,7 +46,9 @@ def differences(kind: str, found: Iterable[str], named: Iterable[str]) -> list[s
     """What exists but is not classified, and what is classified but does not exist."""
     found, named = set(found), set(named)
     problems = [
-        f"{kind} not classified in runtime/personal_data.py: {key}" for key in found - named
+        f"{kind} not classified in runtime/personal_data.py (columns) or"
+        f" runtime/personal_fields.py (fields): {key}"
+        for key in found - named
     ]
     problems += [f"classified {kind} that no longer exists: {key}" for key in named - found]
     return sorted(problems)

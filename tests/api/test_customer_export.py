@@ -19,7 +19,8 @@ import pytest
 
 from adapters.base import hmac_hex
 from router.api.export import EXPORTED, NOT_EXPORTED
-from runtime.personal_data import COLUMNS, Category, Subject
+from runtime.personal_data import COLUMNS
+from runtime.personal_labels import Category, Subject
 from schemas.topics import ROUTING
 from tests.api.support import Api, api_service
 from tests.api.test_people import (
