@@ -24,11 +24,12 @@ ALLOWED: dict[str, frozenset[str]] = {
     "router.engine": frozenset({"schemas", "router.engine"}),
     "router.shell": frozenset({"schemas", "runtime", "router.engine", "router.shell"}),
     "router.api": frozenset(
-        {"schemas", "runtime", "router.engine", "router.api", "router.console"}
+        {"schemas", "runtime", "router.engine", "router.planning", "router.api", "router.console"}
     ),
     "router.console": frozenset(
         {"schemas", "runtime", "router.engine", "router.api", "router.console"}
     ),
+    "router.planning": frozenset({"schemas", "runtime", "router.engine", "router.planning"}),
     "adapters": frozenset({"schemas", "runtime", "adapters"}),
     "switchboard": frozenset(
         {
@@ -38,6 +39,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "router.shell",
             "router.api",
             "router.console",
+            "router.planning",
             "adapters",
             "switchboard",
         }
@@ -50,6 +52,7 @@ ALLOWED: dict[str, frozenset[str]] = {
             "router.shell",
             "router.api",
             "router.console",
+            "router.planning",
             "adapters",
             "switchboard",
             "tools",
