@@ -79,6 +79,7 @@ from schemas import (
     PresenceChanged,
     Strategy,
 )
+from schemas.limits import LIST_MAX, QueueName, SkillName
 
 INTERVALS_MAX = 2016
 """Three weeks of 15-minute intervals."""
@@ -100,7 +101,7 @@ ROUTED = frozenset({Strategy.PREFERRED, Strategy.FALLBACK, Strategy.QUEUE})
 class DemandStream(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """New conversations of one queue on one channel, per interval, and how they are handled."""
 
-    queue: Name
+    queue: QueueName
     channel: Channel
     arrivals: Annotated[
         tuple[Annotated[float, msgspec.Meta(ge=0, le=ARRIVALS_MAX)], ...],
@@ -136,8 +137,8 @@ class AgentGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Agents alike in queues, skills and capacity, and how many of them work each interval."""
 
     name: Name
-    queues: Annotated[tuple[Name, ...], msgspec.Meta(max_length=100)] = ()
-    skills: Annotated[tuple[Name, ...], msgspec.Meta(max_length=100)] = ()
+    queues: Annotated[tuple[QueueName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
+    skills: Annotated[tuple[SkillName, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
     capacity: dict[Channel, Annotated[int, msgspec.Meta(ge=0, le=100)]]
     """Concurrent conversations per channel; a channel absent here is not served."""
     staffed: Annotated[
