@@ -27,6 +27,10 @@ HANDOFF_WAIT_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200,
 """A customer handed off by a bot waits for a person: seconds when someone is free, hours
 when the hand-off comes outside business hours."""
 
+_ERROR_STEPS = (10, 30, 60, 120, 300, 600, 1800, 3600)
+SIGNED_ERROR_BUCKETS = (*(-s for s in reversed(_ERROR_STEPS)), 0, *_ERROR_STEPS)
+"""Actual minus predicted wait: served sooner than announced (below 0) or later."""
+
 OTHER_DOMAINS = "other"
 """The ``domain`` label value of every domain beyond the limit."""
 NO_DOMAIN = ""
@@ -481,6 +485,26 @@ class Metrics:
             registry=r,
         )
 
+        # Live wait estimates (router.shell.waits): each prediction a conversation.queued
+        # published, measured when the conversation is assigned.
+        self.wait_estimate_error = Histogram(
+            "switchboard_wait_estimate_error_seconds",
+            "How far each published wait estimate (conversation.queued"
+            " expected_wait_seconds) was from the wait that followed it: |actual - predicted|,"
+            " observed when the conversation is assigned.",
+            ["domain", "queue"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.wait_estimate_signed_error = Histogram(
+            "switchboard_wait_estimate_signed_error_seconds",
+            "Actual minus predicted wait of each published wait estimate (negative: the"
+            " customer was served sooner than announced).",
+            ["domain", "queue"],
+            buckets=SIGNED_ERROR_BUCKETS,
+            registry=r,
+        )
+
         # Retention (runtime.retention): ``kind`` is the table, ``action`` emptied or deleted.
         self.retention_rows = Counter(
             "switchboard_retention_rows_total",
@@ -497,6 +521,16 @@ class Metrics:
             "switchboard_customer_erasures_total",
             "Customers erased (customer.erased): their rows deleted, the router's memory of"
             " them gone.",
+            ["domain"],
+            registry=r,
+        )
+
+        # Measured workload (runtime.workload_job): rows each run re-measured and stored.
+        self.workload_intervals = Counter(
+            "switchboard_workload_intervals_total",
+            "Rows of workload_intervals (a queue, channel and 15-minute interval) the"
+            " routers' workload job measured and stored; each run re-measures the recent"
+            " intervals, so a row counts once per run that measured it.",
             ["domain"],
             registry=r,
         )

@@ -23,6 +23,7 @@ from schemas.limits import (
     BotId,
     CampaignId,
     ClientKey,
+    Code,
     ConversationId,
     CustomerId,
     Endpoint,
@@ -95,7 +96,8 @@ class Answerer(msgspec.Struct, frozen=True, kw_only=True):
 
 class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     """A reply to send to the customer through the conversation's channel, from an agent
-    (``agent_id``) or a bot (``bot_id``): exactly one of them.
+    (``agent_id``), a bot (``bot_id``), or Switchboard itself (``notice``): exactly one of
+    them.
 
     ``id`` is the outbound message id: egress is idempotent on it.
     """
@@ -123,9 +125,14 @@ class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     ] = ()
     """Suggested answers, where the channel has them (a bot's)."""
 
+    notice: Code | None = None
+    """An automatic message of Switchboard's own: ``wait_notice`` (how long the customer
+    will wait, README *Live wait estimates*)."""
+
     def __post_init__(self) -> None:
-        if (self.agent_id is None) == (self.bot_id is None):
-            raise ValueError("a reply names exactly one of agent_id and bot_id")
+        authors = (self.agent_id, self.bot_id, self.notice)
+        if sum(author is not None for author in authors) != 1:
+            raise ValueError("a reply names exactly one of agent_id, bot_id and notice")
 
 
 class NotificationRequested(Event, frozen=True, kw_only=True, tag="notification.requested"):

@@ -62,6 +62,15 @@ class ConversationQueued(ConversationEvent, frozen=True, kw_only=True, tag="conv
     """When the provider's free-form reply window closes (None: no such window)."""
     reply_window_closed: bool = False
     """The window has closed: a reply now needs an approved template."""
+    position: int | None = None
+    """Its place in the line it waits in, 1 being next: among the conversations waiting at
+    its step for the same agents and channel (priority, then age, then id), or, held for
+    its preferred agent, among those held for that agent on the channel. None: on no line
+    (held outside business hours)."""
+    expected_wait_seconds: float | None = None
+    """The router's estimate of the seconds until an agent is assigned, from now (see the
+    README's *Live wait estimates*); None: unknown (nobody online serves it, no handling
+    rate measured yet, or held outside business hours)."""
 
 
 class ConversationOffered(ConversationEvent, frozen=True, kw_only=True, tag="conversation.offered"):

@@ -516,6 +516,15 @@ class ConversationView(msgspec.Struct, frozen=True, kw_only=True):
     """When the provider's free-form reply window closes (None: no such window)."""
     reply_window_closed: bool = False
     """Closed: the provider refuses free-form replies (409 ``reply_window_closed``)."""
+    position: int | None = None
+    """While it waits: its place in its line, 1 being next, as the router last announced
+    it (``conversation.queued``, at ``wait_estimated_at``); null otherwise."""
+    expected_wait_seconds: float | None = None
+    """While it waits: the router's expected wait, counted down from
+    ``wait_estimated_at`` to now (0 once that time has passed); null when unknown."""
+    wait_estimated_at: float | None = None
+    """When the router made the estimate (its latest ``conversation.queued``, or its
+    latest save of the waiting conversation)."""
     timeline: list[TimelineEntry]
     """Assignments and messages, oldest first (the most recent ``limit`` of each kind)."""
 

@@ -56,7 +56,13 @@ from router.api.models import (
 )
 from router.api.outbound_models import DomainOutbound
 from router.api.visibility import may_read
-from router.engine import AgentRecord, ConversationRecord, DomainPolicy
+from router.engine import (
+    AgentRecord,
+    ConversationRecord,
+    ConversationStatus,
+    DomainPolicy,
+    WaitEstimate,
+)
 from runtime import audit, dead_letters
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER
 from runtime.db import DATABASE_ERRORS
@@ -448,6 +454,8 @@ async def get_conversation(request: web.Request) -> web.Response:
         if not await may_read(conn, principal, domain, record.conversation_id):
             raise forbidden("the conversation is not one of this agent's")
         entries = await stats.timeline(conn, domain, conversation_id, limit)
+    now = time.time()
+    estimate = waiting_estimate(record)
     return respond(
         ConversationView(
             conversation_id=record.conversation_id,
@@ -475,10 +483,30 @@ async def get_conversation(request: web.Request) -> web.Response:
             attributes=record.attributes,
             snoozed_until=record.snoozed_until,
             reply_window_ends_at=record.reply_window_ends_at,
-            reply_window_closed=reply_window_closed(record, time.time()),
+            reply_window_closed=reply_window_closed(record, now),
+            position=None if estimate is None else estimate.position,
+            expected_wait_seconds=remaining_wait(estimate, now),
+            wait_estimated_at=None if estimate is None else estimate.estimated_at,
             timeline=entries,
         )
     )
+
+
+def waiting_estimate(record: ConversationRecord) -> WaitEstimate | None:
+    """The router's estimate of a waiting conversation's current wait (None: not waiting,
+    or an estimate of an earlier wait)."""
+    estimate = record.wait_estimate
+    if record.status is not ConversationStatus.WAITING or estimate is None:
+        return None
+    return estimate if estimate.waiting_since == record.waiting_since else None
+
+
+def remaining_wait(estimate: WaitEstimate | None, now: float) -> float | None:
+    """The estimated seconds left: the estimate less the time since it was made."""
+    if estimate is None or estimate.expected_wait_seconds is None:
+        return None
+    elapsed = max(0.0, now - estimate.estimated_at)
+    return round(max(0.0, estimate.expected_wait_seconds - elapsed), 3)
 
 
 def acting_agent(principal: Principal, named: str | None) -> str | None:

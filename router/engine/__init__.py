@@ -59,9 +59,11 @@ from router.engine.records import (
     CustomerRecord,
     DeadlineKind,
     IdentityRecord,
+    WaitEstimate,
 )
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.state import DomainState
+from router.engine.waiting import line_length, line_position, serving_agents, step_line
 
 __all__ = [
     "NAMESPACE",
@@ -105,17 +107,22 @@ __all__ = [
     "SendReply",
     "ShiftEnd",
     "StepPolicy",
+    "WaitEstimate",
     "agent_record",
     "apply",
     "bot_health",
     "conversation_record",
     "customer_record",
     "identity_links",
+    "line_length",
+    "line_position",
     "make_id",
     "new_state",
     "next_deadline",
     "reconfigure",
     "restore",
+    "serving_agents",
     "snapshot",
+    "step_line",
     "tick",
 ]

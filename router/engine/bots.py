@@ -59,6 +59,7 @@ from router.engine.state import (
     LadderStep,
     WindowState,
 )
+from router.engine.waiting import line_position
 from schemas import (
     BotEvent,
     BotFailed,
@@ -427,27 +428,8 @@ def _take_context(state: DomainState, conversation: Conversation, handoff: Hando
 
 def _position(state: DomainState, conversation: Conversation) -> int | None:
     """Conversations ahead of it on its waiting list (None: it is not on one)."""
-    token = conversation.wait_token
-    if conversation.status is not _WAITING or token is None:
-        return None
-    if conversation.step_index == _PREFERRED:
-        if conversation.preferred is None:
-            return None
-        heap = state.agents[conversation.preferred].held.get(conversation.channel, [])
-    else:
-        pool = conversation.queue.steps[conversation.step_index].pool
-        heap = state.waiting.get((pool.index, conversation.channel), [])
-    mine = next((entry for entry in heap if entry[3] == token), None)
-    if mine is None:
-        return None
-    conversations = state.conversations
-    return sum(
-        1
-        for entry in heap
-        if entry < mine
-        and (other := conversations.get(entry[2])) is not None
-        and other.wait_token == entry[3]
-    )
+    position = line_position(state, conversation)
+    return None if position is None else position - 1
 
 
 def _agents_online(state: DomainState, conversation: Conversation) -> int:

@@ -69,6 +69,7 @@ from collections.abc import Iterable
 import msgspec
 
 from router.engine.calendar import BusinessCalendar
+from router.engine.wait_notice import WaitNoticePolicy
 from schemas import Channel
 from schemas.bot_webhook import BotWebhook
 from schemas.limits import BOT_ID_MAX, QUEUE_MAX, SKILL_MAX, is_identifier, keyword_form
@@ -413,6 +414,9 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     bots: dict[str, BotPolicy] = {}
     """Automated participants by id, for the queues' ``bot`` and hand-backs
     (see ``router.engine.bots``)."""
+    wait_notice: WaitNoticePolicy = WaitNoticePolicy()
+    """The automatic message telling a waiting customer how long they will wait
+    (see ``router.engine.wait_notice``); off by default."""
 
     def __post_init__(self) -> None:
         if len(self.calendars) > MAX_CALENDARS:

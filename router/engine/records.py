@@ -178,6 +178,21 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     """Handed off, and no person assigned since."""
     had_human: bool = False
     """A person owned it at some point (then a bot's close is not containment)."""
+    wait_estimate: WaitEstimate | None = None
+    """While it waits: the latest ``conversation.queued`` as the router published it.
+    The router's shell sets it (the engine measures nothing, and ``restore`` ignores it)."""
+
+
+class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A waiting conversation's position and expected wait, as last announced."""
+
+    waiting_since: float
+    """The waiting episode it belongs to (the conversation's ``waiting_since``)."""
+    estimated_at: float
+    position: int | None = None
+    """1: next in its line (``ConversationQueued.position``)."""
+    expected_wait_seconds: float | None = None
+    """Seconds from ``estimated_at`` to an assignment (None: unknown)."""
 
 
 class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -27,6 +27,7 @@ from router.engine.state import (
     WaitEntry,
     WindowState,
 )
+from router.engine.waiting import line_position
 from schemas import (
     Channel,
     ConversationFallback,
@@ -237,6 +238,7 @@ def emit_queued(call: Call, conversation: Conversation) -> None:
             priority=conversation.priority,
             reply_window_ends_at=conversation.window_ends_at,
             reply_window_closed=conversation.window_state == _WINDOW_CLOSED,
+            position=line_position(call.state, conversation),
         )
     )
 

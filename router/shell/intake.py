@@ -29,7 +29,6 @@ Rules, per record of a fetch:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, assert_never
@@ -68,21 +67,25 @@ from router.shell.observe import (
     observe_first_response,
     observe_saved_assignment,
 )
+from router.shell.waits import WaitEstimates
 from runtime.dead_letters import DeadRecord
 from runtime.metrics import Metrics
 from runtime.sealing import SealingKey, Unreadable, open_value, sealing_subject
-from runtime.stats import ESTIMATE_WINDOW_SECONDS, estimate_wait
 from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
     ConversationAssigned,
+    ConversationBotAssigned,
+    ConversationClosed,
     ConversationHandedOff,
+    ConversationOverflowed,
+    ConversationQueued,
     CustomerEraseRequested,
     DeliveryStatusChanged,
     MessageReceived,
     OutboundStatusChanged,
+    ReplyRequested,
     RoutingEvent,
-    Strategy,
     topics,
 )
 from schemas.cloudevents import encode_headers
@@ -92,9 +95,10 @@ log = structlog.get_logger(__name__)
 
 _encode = msgspec.json.Encoder().encode
 APPLY_SLICE = 100
-RECENT_WAITS_MAX = 10_000
-"""Routed assignments remembered per (domain, queue) for the hand-off estimate."""
 """Records applied between two chances for the caller to let other tasks run."""
+
+_WAIT_ENDED = (ConversationOverflowed, ConversationClosed, ConversationBotAssigned)
+"""Events after which a conversation's wait estimates are not measured."""
 
 InputPartition = tuple[str, int]
 """(topic, partition) of an input topic; aiokafka's ``TopicPartition`` is one."""
@@ -226,9 +230,9 @@ class Intake:
         self.expected: dict[InputPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
         self._first_responses_seen: set[tuple[str, str]] = set()
-        self._recent_waits: dict[tuple[str, str], deque[tuple[float, float]]] = {}
-        """(time, waited seconds) of the last hour's routed assignments per (domain,
-        queue): what a hand-off's expected wait is estimated from."""
+        self.waits = WaitEstimates(metrics)
+        """Live wait estimates, their calibration and the wait notices
+        (``router.shell.waits``)."""
 
     def states(self) -> list[DomainState]:
         return [state for domains in self.partitions.values() for state in domains.values()]
@@ -360,7 +364,7 @@ class Intake:
             conversation_ids=() if request is None else request.conversation_ids,
         )
         state = self.partitions[item.partition][event.domain]
-        self._collect(item.partition, state, apply(state, erasure, now), writes, emitted)
+        self._collect(item.partition, state, apply(state, erasure, now), writes, emitted, now)
 
     def _end_batch_after(self, batch: Batch, index: int) -> None:
         """Rule 6: the records after ``index`` are not this batch's: each partition is read
@@ -413,7 +417,7 @@ class Intake:
             for state in domains.values():
                 due = next_deadline(state)
                 if due is not None and due <= now:
-                    self._collect(number, state, tick(state, now), batch.writes, batch.emitted)
+                    self._collect(number, state, tick(state, now), batch.writes, batch.emitted, now)
 
     def _apply(
         self,
@@ -437,7 +441,7 @@ class Intake:
         assert not isinstance(event, (CustomerErasure, CustomerEraseRequested))  # rule 6's
         if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
             writes.agent_events.append(event)
-        self._collect(item.partition, state, apply(state, event, now), writes, emitted)
+        self._collect(item.partition, state, apply(state, event, now), writes, emitted, now)
 
     def _note_delivery(
         self,
@@ -497,35 +501,33 @@ class Intake:
         effects: list[Effect],
         writes: store.BatchWrites,
         emitted: list[RoutingEvent],
+        now: float,
     ) -> None:
         domain = state.domain
+        waits = self.waits
         for effect in effects:
             match effect:
                 case Emit(event=event):
+                    notice = None
                     if type(event) is ConversationAssigned:
-                        self._note_wait(event)
+                        waits.assigned(event)
+                    elif type(event) is ConversationQueued:
+                        event = waits.queued(state, event, now)
+                        notice = waits.notice(state, event, now)
                     elif type(event) is ConversationHandedOff:
-                        event = self._with_expected_wait(event)
+                        event = self._with_expected_wait(state, event, now)
+                    elif isinstance(event, _WAIT_ENDED):
+                        waits.forget(domain, event.conversation_id)
                     writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
                     emitted.append(event)
+                    if notice is not None:
+                        self._send_reply(partition, notice, writes)
                 case SendReply(reply=reply):
-                    writes.outbox.setdefault(partition, []).append(
-                        store.OutboxEvent(
-                            topic=self._outbound,
-                            key=domain.encode(),
-                            value=_encode(reply),
-                            headers=tuple(
-                                encode_headers(
-                                    reply, source=self._source, subject=reply.conversation_id
-                                )
-                            ),
-                            seal=sealing_subject(reply),
-                        )
-                    )
-                    writes.bot_replies.append(reply)
+                    self._send_reply(partition, reply, writes)
                 case SaveMessage(message=message, conversation_id=conversation_id):
                     writes.messages.append((message, conversation_id))
                 case SaveConversation(record=record):
+                    record = waits.saved(state, record, now)
                     writes.conversations[(domain, record.conversation_id)] = record
                     observe_first_response(self._metrics, self._first_responses_seen, state, record)
                 case SaveAgent(record=record):
@@ -550,24 +552,31 @@ class Intake:
                 case _:
                     assert_never(effect)
 
-    def _note_wait(self, event: ConversationAssigned) -> None:
-        if event.strategy in (Strategy.TRANSFER, Strategy.MANUAL):
-            return  # people's choices, not the queue's pace
-        waits = self._recent_waits.get((event.domain, event.queue))
-        if waits is None:
-            waits = self._recent_waits[(event.domain, event.queue)] = deque(maxlen=RECENT_WAITS_MAX)
-        waits.append((event.occurred_at, event.waited_seconds))
-
-    def _with_expected_wait(self, event: ConversationHandedOff) -> ConversationHandedOff:
-        """The hand-off with the queue's measured expected wait (``estimate_wait`` over the
-        last hour this router saw; unknown after a takeover until it has seen some)."""
+    def _with_expected_wait(
+        self, state: DomainState, event: ConversationHandedOff, now: float
+    ) -> ConversationHandedOff:
+        """The hand-off with the expected wait of the conversation's wait now (the
+        estimator of ``conversation.queued``: ``router.shell.waits``)."""
         if event.position is None:
             return event
-        waits = self._recent_waits.get((event.domain, event.queue), ())
-        since = event.occurred_at - ESTIMATE_WINDOW_SECONDS
-        recent = [waited for at, waited in waits if at >= since]
-        expected = estimate_wait(event.position, 0, event.agents_online, recent)
+        expected = self.waits.estimate(state, event.conversation_id, now, event.position + 1)
         return msgspec.structs.replace(event, expected_wait_seconds=expected)
+
+    def _send_reply(self, partition: int, reply: ReplyRequested, writes: store.BatchWrites) -> None:
+        """A reply of a bot's or of Switchboard's own, to publish on the outbound topic and
+        record as the conversation's outbound message."""
+        writes.outbox.setdefault(partition, []).append(
+            store.OutboxEvent(
+                topic=self._outbound,
+                key=reply.domain.encode(),
+                value=_encode(reply),
+                headers=tuple(
+                    encode_headers(reply, source=self._source, subject=reply.conversation_id)
+                ),
+                seal=sealing_subject(reply),
+            )
+        )
+        writes.bot_replies.append(reply)
 
     def _outbox_event(self, event: RoutingEvent) -> store.OutboxEvent:
         subject = getattr(event, "conversation_id", None)

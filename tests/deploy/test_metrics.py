@@ -81,6 +81,8 @@ ROUTING_METRICS = {
     "switchboard_bot_contained_total",
     "switchboard_bot_turns_total",
     "switchboard_bot_time_to_human_seconds",
+    "switchboard_wait_estimate_error_seconds",
+    "switchboard_wait_estimate_signed_error_seconds",
 }
 
 

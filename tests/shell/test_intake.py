@@ -20,6 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.engine import (
+    ConversationRecord,
+    ConversationStatus,
     DomainState,
     Effect,
     Emit,
@@ -500,6 +502,11 @@ def retries_never_reach_the_engine(fetch: Fetch, batch: Batch) -> None:
     assert fetch.known.isdisjoint(saved)
 
 
+def without_estimate(record: ConversationRecord) -> ConversationRecord:
+    """The record as the engine saved it: the shell adds the wait estimate."""
+    return msgspec.structs.replace(record, wait_estimate=None)
+
+
 def writes_are_what_the_engine_decided(twin: DomainState, fetch: Fetch, batch: Batch) -> None:
     """The twin, fed the records that reach the engine in the order they apply (not the
     retries of a message, stored or earlier, nor the delivery statuses), decides the same;
@@ -542,7 +549,15 @@ def writes_are_what_the_engine_decided(twin: DomainState, fetch: Fetch, batch: B
                 saved.setdefault(SaveAssignment, {})[(DOMAIN, r.assignment_id)] = r
             case Emit() | SaveMessage():
                 pass
-    assert batch.writes.conversations == saved.get(SaveConversation, {})
+    written = batch.writes.conversations
+    assert {key: without_estimate(r) for key, r in written.items()} == saved.get(
+        SaveConversation, {}
+    )
+    for record in written.values():
+        estimate = record.wait_estimate
+        waiting = record.status is ConversationStatus.WAITING
+        assert (estimate is not None) == waiting  # the router's estimate, while it waits
+        assert estimate is None or estimate.waiting_since == record.waiting_since
     assert batch.writes.agents == saved.get(SaveAgent, {})
     assert batch.writes.customers == saved.get(SaveCustomer, {})
     assert batch.writes.assignments == saved.get(SaveAssignment, {})
