@@ -78,6 +78,7 @@ from runtime.personal_labels import (
     Subject,
     merged,
 )
+from runtime.workload import COLUMNS as WORKLOAD_COLUMNS
 from schemas import topics
 
 COLUMNS: Final[Mapping[str, Holds]] = {
@@ -344,6 +345,15 @@ COLUMNS: Final[Mapping[str, Holds]] = {
     "bot_health.domain": NONE,
     "bot_health.bot_id": NONE,
     "bot_health.record": NONE.records(structs=["BotRecord"]),
+    # 0022_workload.sql: counts and seconds by queue, channel and interval, nobody's
+    "workload_intervals.domain": NONE,
+    "workload_intervals.interval_start": NONE,
+    "workload_intervals.queue": NONE,
+    "workload_intervals.channel": NONE,
+    **{f"workload_intervals.{column}": NONE for column in WORKLOAD_COLUMNS},
+    "workload_intervals.measured_at": NONE,
+    "workload_marks.domain": NONE,
+    "workload_marks.measured_at": NONE,
     # runtime.db.migrate's own bookkeeping
     "schema_migrations.version": NONE,
     "schema_migrations.name": NONE,

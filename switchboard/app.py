@@ -57,6 +57,7 @@ from runtime.retention_job import RetentionJob
 from runtime.sealing import TopicKeys
 from runtime.secrets import Secrets
 from runtime.tasks import background
+from runtime.workload_job import WorkloadJob
 from schemas import topics
 from schemas.bot_webhook import BotWebhook
 from schemas.common import Channel, Event
@@ -78,6 +79,7 @@ EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
 OUTBOUND_SENDER = web.AppKey("outbound_sender", OutboundSender)
 BOT_BRIDGE = web.AppKey("bot_bridge", BotBridge)
 RETENTION_JOB = web.AppKey("retention_job", RetentionJob)
+WORKLOAD_JOB = web.AppKey("workload_job", WorkloadJob)
 
 READINESS = web.AppKey("readiness", Readiness)
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
@@ -148,6 +150,8 @@ def build_app(
     if Role.ROUTER in roles:
         app.cleanup_ctx.append(_router_worker)
         app.cleanup_ctx.append(functools.partial(_retention, config))
+        if config.workload.enabled:
+            app.cleanup_ctx.append(functools.partial(_workload, config))
         setup_api(app, config.api, _policies(config.document()), _api_outbound(config.document()))
         setup_control(app)
 
@@ -338,6 +342,17 @@ async def _retention(config: Config, app: web.Application) -> AsyncIterator[None
         erase=lambda command: app[AGENT_PUBLISHER].publish([command]),
     )
     async with background("retention", job.run(), job.stop):
+        yield
+
+
+async def _workload(config: Config, app: web.Application) -> AsyncIterator[None]:
+    """The workload job: every router tries, a PostgreSQL lock per domain lets one measure
+    each domain; it measures the domains of the version the process runs."""
+    live = app[LIVE_CONFIG]
+    job = app[WORKLOAD_JOB] = WorkloadJob(
+        app[DB_POOL], app[METRICS], config.workload, lambda: live.document.domains
+    )
+    async with background("workload", job.run(), job.stop):
         yield
 
 

@@ -25,6 +25,7 @@ from router.engine import DomainPolicy
 from runtime.config import ConfigError, ServiceConfig
 from runtime.outbound import OutboundConfig
 from runtime.retention import RetentionConfig, RetentionJobConfig
+from runtime.workload import WorkloadJobConfig
 from schemas.limits import DOMAIN_MAX
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
@@ -113,6 +114,9 @@ class Config(ServiceConfig, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     retention: RetentionJobConfig = RetentionJobConfig()
     """How the routers' retention job runs: interval, batch size, the dead letters no
     domain owns (``runtime.retention``)."""
+    workload: WorkloadJobConfig = WorkloadJobConfig()
+    """How the routers measure the workload as they run: interval, lookback
+    (``runtime.workload``)."""
 
     def __post_init__(self) -> None:
         if not self.domains:

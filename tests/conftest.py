@@ -122,3 +122,23 @@ async def database_url(infrastructure: Infrastructure) -> AsyncIterator[str]:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def cli_environ(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> dict[str, str]:
+    """The environment of an operator's ``switchboard`` tool command: a config file
+    naming the test's broker (the database from ``DATABASE_URL``, as an operator runs it)."""
+    from tests.support import make_raw_config, to_toml
+
+    raw = make_raw_config(infrastructure.bootstrap_servers, database_url)
+    del raw["database"]
+    path = tmp_path / "switchboard.toml"
+    path.write_text(to_toml(raw))
+    return {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": database_url,
+        "SWITCHBOARD_CONFIG": str(path),
+        "SWITCHBOARD_LOG_FORMAT": "json",
+    }

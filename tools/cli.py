@@ -1,6 +1,6 @@
 """The ``switchboard`` program: the service's commands (``switchboard.cli``: run, router,
 adapters, migrate, schemas) and the operator's tools: token, dead-letters, retention, replay,
-simulate."""
+simulate, workload."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tools.replay import add_replay_parser, replay_command
 from tools.retention_cli import add_retention_parser, retention_command
 from tools.simulate_cli import add_simulate_parser, simulate_command
 from tools.token_cli import add_token_parser, token_command
+from tools.workload_cli import add_workload_parser, workload_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     add_retention_parser(commands)
     add_replay_parser(commands)
     add_simulate_parser(commands)
+    add_workload_parser(commands)
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     if args.command == "simulate":  # a client of a running service: needs no configuration
         return simulate_command(args, environ)
-    if args.command not in ("token", "dead-letters", "retention", "replay", "config"):
+    tools = ("token", "dead-letters", "retention", "replay", "config", "workload")
+    if args.command not in tools:
         return service_command(args, environ)
     config = configure(args, environ)
     if config is None:
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return dead_letter_command(args, config, environ)
     if args.command == "retention":
         return retention_command(args, config)
+    if args.command == "workload":
+        return workload_command(args, config)
     policies = {name: domain.routing for name, domain in config.domains.items()}
     return replay_command(args, config.database.url, policies)
 

@@ -345,6 +345,18 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        r"^switchboard workload (backfill|show)\b",
+        Mapped(
+            "tests/integration/test_workload_job.py"
+            "::test_backfill_then_show_print_the_measured_hour",
+            "runs `.venv/bin/switchboard workload backfill --domain acme --since … --until …` "
+            "and `show --interval 60 --from … --to …` on a test database holding a constructed "
+            "hour of history, and checks the progress lines, the summary and every cell of the "
+            "table (the README's sample line is that hour's); "
+            "test_backfill_draws_one_updating_line_in_a_terminal runs it in a terminal",
+        ),
+    ),
+    Rule(
         r"^kafka-configs\.sh --alter ",
         Mapped(
             "tests/deploy/test_topic_retention.py"
