@@ -354,6 +354,22 @@ COLUMNS: Final[Mapping[str, Holds]] = {
     "workload_intervals.measured_at": NONE,
     "workload_marks.domain": NONE,
     "workload_marks.measured_at": NONE,
+    # 0023_planning_jobs.sql: rosters, targets and simulated figures, nobody's
+    "planning_jobs.domain": NONE,
+    "planning_jobs.job_id": NONE,
+    "planning_jobs.kind": NONE,
+    "planning_jobs.status": NONE,
+    "planning_jobs.done": NONE,
+    "planning_jobs.total": NONE,
+    "planning_jobs.request": NONE.because(
+        "A roster (group names, capacities, counts) and a target."
+    ),
+    "planning_jobs.result": NONE.because("Demand and simulated figures per queue and interval."),
+    "planning_jobs.error": NONE,
+    "planning_jobs.created_by": NONE.because("A token id, `bootstrap`, `local` or `cli`."),
+    "planning_jobs.created_at": NONE,
+    "planning_jobs.heartbeat_at": NONE,
+    "planning_jobs.finished_at": NONE,
     # runtime.db.migrate's own bookkeeping
     "schema_migrations.version": NONE,
     "schema_migrations.name": NONE,

@@ -126,11 +126,12 @@ INDEXED_COLUMN_MAX = {
     "kind": 32,  # retention_marks: runtime.retention's own names (CHECK in 0018)
     "subject": 32,  # topic_keys: a SHA-256 (CHECK in 0021)
     "queue": limits.QUEUE_MAX,  # workload_intervals: configured queue names
+    "job_id": 64,  # planning_jobs: a uuid (CHECK in 0023)
 }
 FIXED_WIDTH = {"id", "seq", "partition", "opened_at", "offered_at", "accepted_at", "occurred_at",
                "created_at", "applied_at", "expires_at", "version", "changed_at",
                "requested_at", "key_id", "period", "shred_at", "ended_at",
-               "interval_start"}  # fmt: skip
+               "interval_start", "finished_at"}  # fmt: skip
 #: Keys of the router's own bookkeeping, named by the operator's configuration, not by input.
 CONFIGURED = {"consumer_group", "topic", "source"}
 BTREE_MAX_BYTES = 2704  # a third of an 8 kB page, less the page's own overhead

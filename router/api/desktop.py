@@ -218,7 +218,7 @@ def _statuses(request: web.Request) -> frozenset[ConversationStatus]:
     return frozenset(wanted)
 
 
-def _moment(request: web.Request, name: str) -> datetime | None:
+def moment_query(request: web.Request, name: str) -> datetime | None:
     """Epoch seconds or ISO 8601 (UTC unless it names an offset), 1970 to 9999."""
     raw = query_one(request, name)
     if raw is None:
@@ -270,8 +270,8 @@ def list_filters(request: web.Request, principal: Principal) -> ConversationFilt
         agent_id=agent_id,
         customer_id=_identifier(request, "customer_id", CUSTOMER_ID_MAX),
         channel=None if channel is None else Channel(channel),
-        since=_moment(request, "since"),
-        until=_moment(request, "until"),
+        since=moment_query(request, "since"),
+        until=moment_query(request, "until"),
         mine=_mine(request, principal),
         attributes=_attributes(request),
     )

@@ -45,6 +45,7 @@ from router.api.models import (
 )
 from router.api.operation import DOMAIN_PARAMETER, Operation
 from router.api.outbound_models import OUTBOUND_OPERATIONS, ReplyIn
+from router.api.planning_models import PLANNING_OPERATIONS
 from runtime import audit
 from runtime.dead_letters import PAGE_MAX, DeadLetterRecord, DeadLettersPage, DeadLetterView
 from schemas.limits import AGENT_ID_MAX, CONVERSATION_ID_MAX, CUSTOMER_ID_MAX, DOMAIN_MAX
@@ -605,6 +606,7 @@ OPERATIONS = (
     *BOT_OPERATIONS,
     *DESKTOP_OPERATIONS,
     *OUTBOUND_OPERATIONS,
+    *PLANNING_OPERATIONS,
 )
 WEBHOOKS = BOT_WEBHOOKS
 """Requests Switchboard makes to the business's services (``path`` is the webhook's
@@ -629,7 +631,9 @@ _REASONS = {
     412: "`If-Match` names a version that is no longer the current one: read it again",
     413: "Body too large",
     415: "The body has a Content-Encoding: send it uncompressed",
+    422: "Understood, but there is nothing to work on (e.g. no measured workload to plan from)",
     428: "A change needs `If-Match` with the ETag of the version it was made from",
+    429: "This process runs as many long jobs as it may: retry after `Retry-After` seconds",
     503: "Broker or database unavailable: retry later",
 }
 

@@ -28,6 +28,8 @@ from router.api.openapi import get_openapi
 from router.api.outbound_models import DomainOutbound
 from router.api.outbound_routes import outbound_routes
 from router.api.people import people_routes
+from router.api.planning import planning_routes
+from router.api.planning_jobs import planning_jobs_context
 from router.api.routes import API, ApiContext, agent_routes, json_errors
 from router.api.tokens import token_routes
 from router.console import setup_console
@@ -70,6 +72,7 @@ def setup_api(
     app.middlewares.append(json_errors)
     app.cleanup_ctx.append(_outbound_publisher)
     app.cleanup_ctx.append(_routing_feed)
+    app.cleanup_ctx.append(planning_jobs_context)
     app.on_shutdown.append(_end_streams)
     app.router.add_routes(api_routes())
     app.router.add_get("/openapi.json", get_openapi)
@@ -91,6 +94,7 @@ def api_routes() -> list[web.RouteDef]:
         *outbound_routes(base),
         *campaign_routes(base),
         *consent_routes(base),
+        *planning_routes(base),
     ]
 
 

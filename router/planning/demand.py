@@ -2,7 +2,7 @@
 of the coming days.
 
 Each queue and channel with history is one stream. Its arrivals per interval are either
-the recorded ones (``recorded_demand``) or ``router.planning.forecast``'s forecast fitted on
+the recorded ones, simulated as they came (``recorded_demand``) or ``router.planning.forecast``'s forecast fitted on
 the history (``forecast_demand``, with its backtest on the last week held out when the
 history is longer than a week). How its conversations are handled comes from the whole
 history's sums (``HandlingHistory``; see ``runtime.workload`` for how each is measured):
@@ -124,7 +124,7 @@ def recorded_demand(
         )
         for history in histories
     ]
-    return _demand(start, interval_seconds, streams)
+    return _demand(start, interval_seconds, streams, exact_counts=True)
 
 
 def forecast_demand(
@@ -170,9 +170,21 @@ def _backtest(arrivals: Mapping[int, float], interval_seconds: int, tz: str) -> 
         return None
 
 
-def _demand(start: int, interval_seconds: int, streams: Sequence[DemandStream]) -> Demand:
+def _demand(
+    start: int,
+    interval_seconds: int,
+    streams: Sequence[DemandStream],
+    *,
+    exact_counts: bool = False,
+) -> Demand:
     if not streams:
         raise ValueError("no measured workload in the history: nothing to plan for")
     return msgspec.convert(
-        {"start": start, "interval_seconds": interval_seconds, "streams": streams}, Demand
+        {
+            "start": start,
+            "interval_seconds": interval_seconds,
+            "streams": streams,
+            "exact_counts": exact_counts,
+        },
+        Demand,
     )

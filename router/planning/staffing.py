@@ -8,8 +8,9 @@ customers got. ``router.planning.search`` finds the fewest agents meeting a serv
 The simulated contact centre (the rules, and what they leave out):
 
 - **Arrivals.** Each demand stream (a queue and a channel) has an expected number of new
-  conversations per interval; the count is Poisson with that mean and the times are
-  uniform within the interval. Each arrival is a new conversation (its own thread). With
+  conversations per interval; the count is Poisson with that mean (a recorded day's
+  counts, ``exact_counts``, are taken as they came) and the times are uniform within the
+  interval. Each arrival is a new conversation (its own thread). With
   probability ``returning_share`` it comes from a customer who wrote earlier in the run
   (uniformly among them), so the engine's preferred-agent rules apply to it exactly as live;
   otherwise from a new customer. All randomness is drawn before the run, from ``seed``
@@ -123,6 +124,9 @@ class Demand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Start of the first interval (seconds since the Unix epoch)."""
     interval_seconds: Literal[900, 1800, 3600]
     streams: Annotated[tuple[DemandStream, ...], msgspec.Meta(min_length=1, max_length=STREAMS_MAX)]
+    exact_counts: bool = False
+    """The arrivals are counts that came (a recorded day), not expectations: each interval
+    gets exactly that many (rounded), at uniform times."""
 
     def __post_init__(self) -> None:
         if len({len(stream.arrivals) for stream in self.streams}) != 1:
@@ -220,7 +224,9 @@ def draw_arrivals(demand: Demand, seed: int) -> list[Arrival]:
     for interval in range(demand.intervals):
         begin = demand.start + interval * demand.interval_seconds
         for index, stream in enumerate(demand.streams):
-            for _ in range(_poisson(rng, stream.arrivals[interval])):
+            expected = stream.arrivals[interval]
+            count = round(expected) if demand.exact_counts else _poisson(rng, expected)
+            for _ in range(count):
                 at = begin + rng.random() * demand.interval_seconds
                 holding = rng.expovariate(1.0 / stream.holding_seconds)
                 patience = (

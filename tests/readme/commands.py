@@ -345,6 +345,27 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        r"^switchboard forecast( --domain \S+)?$",
+        Mapped(
+            "tests/tools/test_planning_cli.py"
+            "::test_forecast_prints_the_models_error_and_the_coming_days",
+            "runs `.venv/bin/switchboard forecast --domain acme --days 2` (and `--json`) on a "
+            "test database holding five weeks of measured workload, and checks the model "
+            "line, the table's 48 intervals and the held-out error",
+        ),
+    ),
+    Rule(
+        r"^switchboard staffing$",
+        Mapped(
+            "tests/tools/test_planning_cli.py"
+            "::test_staffing_searches_a_roster_with_progress_and_prints_it",
+            "runs `.venv/bin/switchboard staffing --domain acme --roster <a TOML roster>` "
+            "(and `--json`) on five weeks of measured workload, and checks the progress lines, "
+            "the table and that every interval meets the target; "
+            "test_the_readme_roster_is_a_staffing_request checks the README's roster file",
+        ),
+    ),
+    Rule(
         r"^switchboard workload (backfill|show)\b",
         Mapped(
             "tests/integration/test_workload_job.py"

@@ -1,0 +1,170 @@
+"""Workforce planning through the running service: the measured workload, its forecast,
+staffing what-ifs and searches as jobs with progress, and the workload back-fill."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.api.support import Api, api_service
+from tests.conftest import Infrastructure
+from tests.integration.workload_history import History, at
+from tests.planning_workload import HOLDING, seed_workload
+from tests.support import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def finished_job(api: Api, job: dict[str, Any]) -> dict[str, Any]:
+    path = f"/v1/domains/acme/planning/jobs/{job['job_id']}"
+
+    async def finished() -> dict[str, Any] | None:
+        status, body = await api.call("GET", path)
+        assert status == 200, body
+        return body if body["status"] != "running" else None
+
+    body: dict[str, Any] = await wait_until(finished, timeout=120, what="the planning job finishes")
+    return body
+
+
+async def test_forecast_and_staffing_search_from_the_measured_workload(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        end = now - timedelta(hours=3)  # older than what the routers re-measure
+        drawn = await seed_workload(api.pool, end)
+
+        status, page = await api.call(
+            "GET",
+            "/v1/domains/acme/workload",
+            params={
+                "since": str((end - timedelta(hours=24)).timestamp()),
+                "until": str(end.timestamp()),
+            },
+        )
+        assert status == 200, page
+        assert len(page["intervals"]) == 24
+        assert [i["arrivals"] for i in page["intervals"]] == [
+            drawn[int((end - timedelta(hours=24 - n)).timestamp())] for n in range(24)
+        ]
+
+        status, view = await api.call("GET", "/v1/domains/acme/forecast", params={"days": "2"})
+        assert status == 200, view
+        (stream,) = view["streams"]
+        assert (stream["queue"], stream["channel"], stream["model"]) == (
+            "default",
+            "webchat",
+            "weekly",
+        )
+        assert len(stream["actual"]) == 7 * 24
+        assert len(stream["forecast"]) == 9 * 24
+        backtest = stream["backtest"]
+        assert backtest["wape"] < 0.35, backtest  # Poisson noise around a forecastable profile
+        assert view["time_zone"] == "UTC"
+
+        tomorrow = (now + timedelta(days=1)).timestamp()
+        request: dict[str, Any] = {
+            "start": tomorrow,
+            "days": 1,
+            "groups": [{"name": "chat", "queues": ["default"], "capacity": {"webchat": 3}}],
+            "search": "chat",
+            "target": {"within_seconds": 60, "share": 0.8},
+        }
+        status, job = await api.call("POST", "/v1/domains/acme/staffing", json=request)
+        assert (status, job["status"], job["kind"]) == (202, "running", "staffing"), job
+        done = await finished_job(api, job)
+        assert done["status"] == "completed", done
+        assert done["done"] == done["total"] == 48
+        result = done["result"]
+        staffed = result["staffed"]["chat"]
+        assert len(staffed) == 24
+        assert result["infeasible"] == []
+        assert all(interval["met"] for interval in result["report"]["intervals"])
+        # the afternoon peak needs more people than the night
+        assert max(staffed[12:17]) > max(staffed[0:5])
+        stream = result["demand"]["streams"][0]
+        assert stream["holding_seconds"] == HOLDING
+        assert stream["patience_seconds"] == 40.0
+        erlang = result["erlang"]
+        assert [row["scheduled"] for row in erlang] == staffed
+        assert all(row["erlang_c_agents"] is not None for row in erlang)
+        assert result["simulated_seconds_per_second"] > 50
+
+        # the same roster, simulated as given: the same figures
+        request = {**request, "search": None}
+        request["groups"] = [{**request["groups"][0], "staffed": staffed}]
+        status, job = await api.call("POST", "/v1/domains/acme/staffing", json=request)
+        assert status == 202, job
+        replay = await finished_job(api, job)
+        assert replay["result"]["report"] == result["report"]
+
+
+async def test_planning_refuses_what_it_cannot_do_with_a_reason(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        group = {"name": "chat", "capacity": {"webchat": 3}}
+        path = "/v1/domains/acme/staffing"
+        status, body = await api.call("POST", path, "ann", json={"groups": [group]})
+        assert status == 403, body
+        status, body = await api.call("POST", path, json={"groups": [group], "search": "nobody"})
+        assert (status, body["error"]) == (400, "search names no group: 'nobody'")
+        status, body = await api.call("POST", path, json={"groups": [{**group, "staffed": [1, 2]}]})
+        assert status == 400
+        assert "give 1 or 24 staffing figures" in body["error"]
+        status, body = await api.call(
+            "POST", path, json={"groups": [group], "time_zone": "Mars/Base"}
+        )
+        assert status == 400
+        status, body = await api.call(
+            "POST", path, json={"groups": [group], "search": "chat", "source": "recorded"}
+        )
+        assert (status, body["error"]) == (400, "a recorded run needs start")
+        status, body = await api.call(
+            "POST", path, json={"groups": [group], "search": "chat", "days": 99}
+        )
+        assert status == 400
+        status, body = await api.call("POST", path, json={"groups": [group], "search": "chat"})
+        assert status == 422, body  # nothing measured yet
+        status, body = await api.call("GET", "/v1/domains/acme/workload", params={"interval": "60"})
+        assert status == 400
+        status, body = await api.call("GET", "/v1/domains/acme/planning/jobs/nope")
+        assert status == 404
+
+
+async def test_a_job_whose_process_ended_reads_as_interrupted(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        await api.pool.execute(
+            "INSERT INTO planning_jobs (domain, job_id, kind, status, request, created_by,"
+            " heartbeat_at) VALUES ('acme', 'j1', 'staffing', 'running', '{}', 'test',"
+            " now() - interval '5 minutes')"
+        )
+        status, job = await api.call("GET", "/v1/domains/acme/planning/jobs/j1")
+        assert (status, job["status"]) == (200, "interrupted")
+        status, _ = await api.call("GET", "/v1/domains/globex/planning/jobs/j1", "globex")
+        assert status == 404
+
+
+async def test_the_backfill_measures_recorded_history_as_a_job(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        history = History(api.pool)
+        await history.conversation(
+            "c1", at("09:00"), channel="webchat", queue="default", closed=at("09:50")
+        )
+        body = {"since": at("00:00").timestamp(), "until": at("00:00", day=6).timestamp()}
+        status, job = await api.call("POST", "/v1/domains/acme/workload/backfill", json=body)
+        assert (status, job["kind"]) == (202, "backfill"), job
+        done = await finished_job(api, job)
+        assert done["status"] == "completed", done
+        assert (done["done"], done["total"], done["result"]["days"]) == (2, 2, 2)
+        arrivals = await api.pool.fetchval(
+            "SELECT sum(arrivals) FROM workload_intervals WHERE domain = 'acme'"
+        )
+        assert arrivals == 1

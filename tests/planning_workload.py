@@ -1,0 +1,65 @@
+"""A known measured workload for the planning tests: five weeks of web chat arrivals with a
+weekly profile, stored as the routers store what they measure (``runtime.workload.store``)."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from runtime.workload import WorkloadRow, store
+
+WEEKS = 5
+HOLDING = 600.0
+
+
+def hourly_rate(moment: datetime) -> float:
+    """The known arrival process: web chat arrivals per hour by local (UTC) hour of week,
+    busy on weekday afternoons, quiet at night and on Sundays."""
+    hour = moment.hour
+    day = 0.2 if moment.weekday() == 6 else 1.0
+    return day * (4.0 + 36.0 * math.exp(-(((hour - 14) / 3.5) ** 2)))
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    count, product, limit = 0, rng.random(), math.exp(-mean)
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+async def seed_workload(pool: asyncpg.Pool, end: datetime) -> dict[int, int]:
+    """``WEEKS`` weeks of measured web chat workload of the domain ``acme`` ending at ``end``
+    (an hour), each hour's arrivals drawn from ``hourly_rate``, all at the hour's first 15
+    minutes; each conversation owned ``HOLDING`` seconds, a tenth of them abandoned after
+    waiting 40 s on average. Answers the arrivals of each hour (by its epoch second)."""
+    rng = random.Random(21)
+    start = end - timedelta(weeks=WEEKS)
+    rows = []
+    drawn: dict[int, int] = {}
+    moment = start
+    while moment < end:
+        arrivals = poisson(rng, hourly_rate(moment))
+        drawn[int(moment.timestamp())] = arrivals
+        abandoned = arrivals // 10
+        rows.append(
+            WorkloadRow(
+                queue="default",
+                channel="webchat",
+                interval_start=moment,
+                arrivals=arrivals,
+                assigned=arrivals - abandoned,
+                abandoned=abandoned,
+                wait_count=arrivals - abandoned,
+                wait_seconds_sum=40.0 * abandoned,
+                conversation_seconds=HOLDING * (arrivals - abandoned),
+                busy_agent_seconds=HOLDING * (arrivals - abandoned) / 2,
+            )
+        )
+        moment += timedelta(hours=1)
+    async with pool.acquire() as conn:
+        await store(conn, "acme", start, end, rows)
+    return drawn
