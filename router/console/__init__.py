@@ -1,6 +1,7 @@
 """The supervisor console: ``GET /console`` (static HTML, JS and CSS, no build step) and the
-small admin-scoped JSON it needs beyond the agent API; and the agent inbox,
-``GET /console/inbox``, the reference agent desktop.
+small admin-scoped JSON it needs beyond the agent API; the planning page,
+``GET /console/planning``; and the agent inbox, ``GET /console/inbox``, the reference agent
+desktop.
 
 The page asks for a domain and a token (kept in ``sessionStorage``), then follows the
 domain's routing stream (``/v1/domains/{domain}/stream``) with ``fetch()`` streaming, so
@@ -10,6 +11,11 @@ the token travels in the ``Authorization`` header like every other API call, and
 ``GET /v1/domains/{domain}/console/agents`` (admin): every agent of the domain with its
 presence, capacity and load per channel, from the router's stored agent records.
 
+The planning page (admin) draws the planning API's answers (``router.api.planning``): the
+forecast of arrivals beside what was measured, and staffing searches and simulations run
+as jobs, followed through their progress. The charts of both pages come from one drawing
+function (``figures.js``).
+
 The inbox is an agent's whole day on the public agent API only (an agent token, no admin
 endpoint, nothing of this module's JSON): sign in with domain, agent id and token (kept in
 ``sessionStorage``; verified with ``GET …/agents/{id}`` and a ``mine=true`` list, since no
@@ -17,7 +23,7 @@ endpoint says whose a token is), presence, offers from the agent's stream, their
 conversations, one conversation with the customer's history on every channel, and the
 commands on it. Its page is served with a Content-Security-Policy allowing this origin's
 scripts, styles and connections only: no third-party script, and no inline script that a
-customer's text could smuggle in.
+customer's text could smuggle in. The planning page is served with the same policy.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ FILES = {
     "console.js": "application/javascript",
     "stream.js": "application/javascript",
     "console.css": "text/css",
+    "figures.js": "application/javascript",
+    "planning.js": "application/javascript",
+    "planning.css": "text/css",
     "inbox.js": "application/javascript",
     "inbox-conversation.js": "application/javascript",
     "inbox.css": "text/css",
@@ -64,7 +73,11 @@ async def get_console(request: web.Request) -> web.FileResponse:
 
 
 async def get_inbox(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "inbox.html", headers={**_NO_CACHE, **_INBOX_HEADERS})
+    return web.FileResponse(STATIC / "inbox.html", headers={**_NO_CACHE, **_OWN_ORIGIN_ONLY})
+
+
+async def get_planning(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "planning.html", headers={**_NO_CACHE, **_OWN_ORIGIN_ONLY})
 
 
 async def get_static(request: web.Request) -> web.StreamResponse:
@@ -96,7 +109,7 @@ async def get_agents(request: web.Request) -> web.Response:
 
 
 _NO_CACHE = {"Cache-Control": "no-cache"}
-_INBOX_HEADERS = {
+_OWN_ORIGIN_ONLY = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self';"
         " img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -110,5 +123,6 @@ def setup_console(app: web.Application) -> None:
     """Add the console's pages, their assets and the agents listing to ``app``."""
     app.router.add_get("/console", get_console)
     app.router.add_get("/console/inbox", get_inbox)  # before the assets' pattern
+    app.router.add_get("/console/planning", get_planning)
     app.router.add_get("/console/{name}", get_static)
     app.router.add_get("/v1/domains/{domain}/console/agents", guarded(get_agents))

@@ -1,7 +1,7 @@
 // Switchboard supervisor console: no build step, no dependencies.
 // The routing stream is read with fetch() streaming so that the bearer token travels in
 // the Authorization header (EventSource cannot send headers); queues and agents are
-// polled. Charts are drawn on <canvas> by drawChart below.
+// polled. Charts are drawn on <canvas> by drawChart (figures.js).
 "use strict";
 
 const BUCKET_MS = 5000;
@@ -44,13 +44,6 @@ function quantile(values, q) {
   if (!values.length) return null;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-
-function seconds(v) {
-  if (v === null || v === undefined) return "–";
-  if (v < 60) return v.toFixed(1) + " s";
-  if (v < 3600) return (v / 60).toFixed(1) + " min";
-  return (v / 3600).toFixed(1) + " h";
 }
 
 // -- the stream ----------------------------------------------------------------
@@ -204,50 +197,24 @@ function render() {
   $("wait-p50").textContent = seconds(quantile(state.waits, 0.5));
   $("wait-p95").textContent = "p95 " + seconds(quantile(state.waits, 0.95));
   const b = state.buckets;
-  drawChart($("chart-traffic"), [
+  drawRecent($("chart-traffic"), [
     { color: "#5aa9f5", values: b.map((x) => x.messages) },
     { color: "#4cc38a", values: b.map((x) => x.assigned) },
   ]);
-  drawChart($("chart-waits"), [
+  drawRecent($("chart-waits"), [
     { color: "#f0b429", values: b.map((x) => (x.waits.length ? Math.max(...x.waits) : null)) },
     { color: "#4cc38a", values: b.map((x) => quantile(x.waits, 0.5)) },
   ]);
-  drawChart($("chart-hits"), [
+  drawRecent($("chart-hits"), [
     { color: "#4cc38a", values: b.map((x) => (x.hits + x.misses ? (100 * x.hits) / (x.hits + x.misses) : null)) },
   ], 100);
 }
 
-function drawChart(canvas, series, fixedMax) {
-  const ratio = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
-  if (canvas.width !== w * ratio) { canvas.width = w * ratio; canvas.height = h * ratio; }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-  const left = 34, bottom = h - 16, top = 8, right = w - 6;
-  const all = series.flatMap((s) => s.values).filter((v) => v !== null);
-  const max = fixedMax || Math.max(1, ...all) * 1.15;
-  ctx.strokeStyle = "#223040"; ctx.fillStyle = "#8b9bab"; ctx.font = "10px system-ui";
-  for (let i = 0; i <= 4; i++) {
-    const y = bottom - ((bottom - top) * i) / 4;
-    ctx.beginPath(); ctx.moveTo(left, y); ctx.lineTo(right, y); ctx.stroke();
-    const label = (max * i) / 4;
-    ctx.fillText(label >= 10 ? Math.round(label) : label.toFixed(1), 2, y + 3);
-  }
-  ctx.fillText("−5 min", left, h - 3);
-  ctx.fillText("now", right - 18, h - 3);
-  const step = (right - left) / (BUCKETS - 1);
-  for (const s of series) {
-    const offset = BUCKETS - s.values.length;
-    ctx.strokeStyle = s.color; ctx.lineWidth = 2; ctx.beginPath();
-    let drawing = false;
-    s.values.forEach((v, i) => {
-      if (v === null) { drawing = false; return; }
-      const x = left + (offset + i) * step, y = bottom - ((bottom - top) * Math.min(v, max)) / max;
-      if (drawing) ctx.lineTo(x, y); else { ctx.moveTo(x, y); drawing = true; }
-    });
-    ctx.stroke();
-  }
+// The last BUCKETS buckets, the newest at the right edge.
+function drawRecent(canvas, series, fixedMax) {
+  drawChart(canvas, series.map((s) => ({ ...s, offset: BUCKETS - s.values.length })), {
+    points: BUCKETS, max: fixedMax, ticks: [{ at: 0, text: "−5 min" }, { at: BUCKETS, text: "now" }],
+  });
 }
 
 // -- start ---------------------------------------------------------------------
