@@ -7,7 +7,8 @@ Two configurations are replayed over the same input: the one the service runs wi
 happened" is the replay of the recorded config rather than the stored outcome alone: the
 stored rows lack some figures (the preferred agent of ended routings, overflow events once
 published) and replay approximations then cancel out. The ``recorded`` column shows the
-stored assignments' figures as a fidelity check of the baseline.
+stored assignments' figures as a fidelity check of the baseline. Progress goes to stderr
+(a bar on a terminal).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import sys
 import tomllib
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import msgspec
 from router.engine import DomainPolicy
 from router.shell.replay import Kpis, load_recording, recorded_kpis, simulate
 from switchboard.control import store as config_store
+from tools.progress import TerminalProgress
 
 
 class ReplayError(Exception):
@@ -120,9 +123,12 @@ async def replay(
     last = end.timestamp()
     if recording:
         last = min(last, recording[-1].at + 86_400.0)
-    results = [
-        simulate(domain, policy, recording, first, last, sla) for policy in (baseline, candidate)
-    ]
+    results = []
+    for name, policy in (("baseline", baseline), ("candidate", candidate)):
+        # On stderr: stdout stays the report.
+        progress = TerminalProgress(f"{domain} {name}", "inputs", stream=sys.stderr)
+        results.append(simulate(domain, policy, recording, first, last, sla, progress))
+        progress.finish()
     messages = sum(1 for r in recording if r.order == 1)
     return report(domain, (messages, len(recording) - messages), recorded, *results)
 

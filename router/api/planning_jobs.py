@@ -1,5 +1,5 @@
 """Long planning runs started through the API: a staffing simulation or search, a workload
-back-fill. ``POST`` answers 202 with the job at once; ``GET …/planning/jobs/{job_id}``
+back-fill, a dry run's replay of recorded traffic. ``POST`` answers 202 with the job at once; ``GET …/planning/jobs/{job_id}``
 follows its progress and finally holds its result.
 
 A job runs in the API process that accepted it, as a task of that process (CPU-bound work
@@ -40,7 +40,7 @@ STALE_SECONDS = 30.0
 KEPT_DAYS = 30
 ERROR_MAX = 512
 
-Kind = Literal["staffing", "backfill"]
+Kind = Literal["staffing", "backfill", "replay"]
 Report = Callable[[int, int], None]
 """Called by the work with (steps done, steps in all); safe from any thread."""
 Work = Callable[[Report], Awaitable[bytes]]

@@ -18,7 +18,7 @@ Messenger and Instagram messages get the 24 h window from their ``occurred_at``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -153,15 +153,22 @@ async def recorded_kpis(
 # -- the pure part ---------------------------------------------------------------------
 
 
+PROGRESS_EVERY = 1000
+"""Recorded inputs between two progress reports of ``simulate``."""
+
+
 def simulate(
     domain: str,
     policy: DomainPolicy,
-    recording: Iterable[Recorded],
+    recording: Sequence[Recorded],
     start: float,
     end: float,
     sla: dict[Channel, float],
+    progress: Callable[[int, int], None] | None = None,
 ) -> Kpis:
-    """Feed the recording to a fresh engine under ``policy``; measure from ``start``."""
+    """Feed the recording to a fresh engine under ``policy``; measure from ``start``.
+    ``progress`` is called with (inputs applied, inputs in all) every ``PROGRESS_EVERY``
+    inputs and at the end."""
     state = new_state(domain, policy)
     kpis = Kpis(sla_breaches=0 if sla else None)
     busy = 0.0
@@ -205,7 +212,9 @@ def simulate(
         while (due := next_deadline(state)) is not None and due <= now:
             observe(list(tick(state, due)), due)
 
-    for item in recording:
+    for done, item in enumerate(recording):
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done, len(recording))
         now = item.at
         if last is not None and now > last and last >= start:
             share = occupancy()
@@ -216,5 +225,7 @@ def simulate(
         observe(list(apply(state, item.event, now)), now)
         last = now
     catch_up(end)
+    if progress is not None:
+        progress(len(recording), len(recording))
     kpis.occupancy = busy / span if span else None
     return kpis

@@ -1,11 +1,12 @@
 -- Long planning runs started through the API (router.api.planning_jobs): a staffing
--- simulation or search, a workload back-fill. The process running one writes its progress
--- and a heartbeat every second; a row still running whose heartbeat stopped was
--- interrupted (its process ended). Finished rows are purged 30 days after they finish.
+-- simulation or search, a workload back-fill, a dry run's replay. The process running
+-- one writes its progress and a heartbeat every second; a row still running whose
+-- heartbeat stopped was interrupted (its process ended). Finished rows are purged 30 days
+-- after they finish.
 CREATE TABLE planning_jobs (
     domain        text NOT NULL,
     job_id        text NOT NULL CHECK (char_length(job_id) <= 64),
-    kind          text NOT NULL CHECK (kind IN ('staffing', 'backfill')),
+    kind          text NOT NULL CHECK (kind IN ('staffing', 'backfill', 'replay')),
     status        text NOT NULL CHECK (status IN ('running', 'completed', 'failed')),
     done          integer NOT NULL DEFAULT 0,
     total         integer NOT NULL DEFAULT 0,

@@ -20,6 +20,7 @@ other process (``live``). A change that changes nothing makes no version.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from aiohttp import web
 from adapters.config import ChannelsConfig
 from router.api.auth import Principal, forbidden
 from router.api.openapi import EXTRA_OPERATIONS
+from router.api.planning_jobs import PLANNING_JOBS, Report
 from router.api.routes import API
 from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
 from router.shell.replay import Kpis, load_recording, simulate
@@ -449,7 +451,7 @@ def _kpis(kpis: Kpis) -> KpisView:
 @_handler
 async def dry_run(request: web.Request) -> web.StreamResponse:
     """Replay recorded traffic under the current and a candidate routing; change nothing."""
-    domain, _ = await _admin(request)
+    domain, principal = await _admin(request)
     body = await _body(request, DryRunIn, _api_limit(request))
     _, document = _current(request)
     current = document.domains.get(domain)
@@ -481,23 +483,41 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
     baseline = current.routing
     sla = dict(candidate.first_response_sla or baseline.first_response_sla)
     last = min(end, recording[-1].at + 86_400.0) if recording else end
-    # In a thread: the loop keeps routing while the engine replays.
-    results = await asyncio.to_thread(
-        lambda: [
-            simulate(domain, policy, recording, start, last, sla)
-            for policy in (baseline, candidate)
-        ]
-    )
-    messages = sum(1 for item in recording if isinstance(item.event, MessageReceived))
-    return _json(
-        DryRunView(
+
+    def replay(report: Report | None) -> DryRunView:
+        total = 2 * len(recording)
+        results = []
+        for index, policy in enumerate((baseline, candidate)):
+            step = None
+            if report is not None:
+                before = index * len(recording)
+                step = functools.partial(_shifted, report, before, total)
+            results.append(simulate(domain, policy, recording, start, last, sla, step))
+        messages = sum(1 for item in recording if isinstance(item.event, MessageReceived))
+        return DryRunView(
             domain=domain,
             messages=messages,
             agent_events=len(recording) - messages,
             current=_kpis(results[0]),
             candidate=_kpis(results[1]),
         )
-    )
+
+    if body.background:
+
+        async def work(report: Report) -> bytes:
+            return msgspec.json.encode(await asyncio.to_thread(replay, report))
+
+        jobs = request.app[PLANNING_JOBS]
+        pool = request.app[DB_POOL]
+        job = await jobs.start(pool, domain, "replay", principal.actor, body, work)
+        return _json(job, status=202)
+    # In a thread: the loop keeps routing while the engine replays.
+    return _json(await asyncio.to_thread(replay, None))
+
+
+def _shifted(report: Report, before: int, total: int, done: int, _: int) -> None:
+    """The progress of one of several replays, as steps of them all."""
+    report(before + done, total)
 
 
 # -- queues and calendars: named parts of a domain's routing ---------------------------------

@@ -85,6 +85,9 @@ class DryRunIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Seconds since the Unix epoch; default: seven days before ``to`` (last week)."""
     end: Instant | None = msgspec.field(name="to", default=None)
     """Seconds since the Unix epoch; default: now."""
+    background: bool = False
+    """Run it as a planning job: 202 with the job at once, its progress and then this
+    answer under ``GET …/planning/jobs/{job_id}``."""
 
 
 class KpisView(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.api.openapi import REF
 from router.api.operation import Operation
 from router.engine import BusinessCalendar, QueuePolicy
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX
@@ -190,7 +191,19 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 403, 404, 413, 503),
         description="Nothing is changed. The candidate is a `routing` section, or the"
         " domain's routing in an earlier `version`; the KPIs of both come from the same"
-        " replay of the window's recorded messages and agent events through the engine.",
+        " replay of the window's recorded messages and agent events through the engine."
+        " With `background`, 202 with a planning job at once: `GET"
+        " …/planning/jobs/{job_id}` shows the replay's progress, then this answer.",
+        extra={
+            "responses": {
+                "202": {
+                    "description": "Started as a planning job (`background`)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": REF.format(name="PlanningJob")}}
+                    },
+                }
+            }
+        },
     ),
     Operation(
         "get",

@@ -336,6 +336,21 @@ async def test_a_dry_run_compares_a_candidate_on_recorded_traffic(
         )
         assert status == 200, same
         assert same["candidate"] == same["current"] == body["current"]
+        # in the background: a planning job with progress, and then the same answer
+        window = {"from": time.time() - 3600, "to": time.time() + 60, "routing": candidate}
+        status, job, _ = await admin.call(
+            "POST", "/v1/domains/acme/config/dry-run", {**window, "background": True}
+        )
+        assert (status, job["kind"], job["status"]) == (202, "replay", "running"), job
+
+        async def finished() -> dict[str, Any] | None:
+            _, read, _ = await admin.call("GET", f"/v1/domains/acme/planning/jobs/{job['job_id']}")
+            return read if read["status"] != "running" else None
+
+        done = await wait_until(finished, what="the dry run's job")
+        assert (done["status"], done["done"], done["total"]) == ("completed", 10, 10), done
+        assert done["result"]["candidate"] == body["candidate"]
+        assert done["result"]["current"] == body["current"]
         status, body, _ = await admin.call(
             "POST", "/v1/domains/acme/config/dry-run", {"from": time.time() - 3600}
         )

@@ -116,8 +116,8 @@ async def test_longer_preferred_wait_hits_more_and_waits_longer(
     candidate.write_text("[routing.preferred_wait]\nsms = 60\n")
     # the command reads the environment, whose DATABASE_URL wins over the file's
     monkeypatch.setenv("DATABASE_URL", database_url)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = await asyncio.to_thread(
             main,
             [
@@ -140,6 +140,13 @@ async def test_longer_preferred_wait_hits_more_and_waits_longer(
     assert long_hit > base_hit, output
     base_p95, long_p95 = (float(v) for v in rows["wait_p95_s"][1:])
     assert long_p95 > base_p95, output
+    # progress on stderr, each replay from none to all of the recorded inputs
+    progress = err.getvalue().splitlines()
+    total = progress[-1].removeprefix("acme candidate: ").split("/")[0]
+    assert int(total) > 9
+    assert progress[0] == f"acme baseline: 0/{total} inputs"
+    assert f"acme baseline: {total}/{total} inputs" in progress
+    assert progress[-1] == f"acme candidate: {total}/{total} inputs"
 
 
 async def _assigned(conn: asyncpg.Connection, count: int) -> bool:
