@@ -66,6 +66,7 @@ from router.planning.demand import (
 )
 from router.planning.forecast import backtest, forecast
 from router.planning.search import required_staffing
+from router.planning.shifts import staffed_from_shifts
 from router.planning.staffing import AgentGroup, Roster, simulate, staffed_as
 from runtime.appkeys import DB_POOL
 from runtime.workload import WAIT_LIMITS, backfill, figures, history_start
@@ -290,8 +291,11 @@ async def get_forecast(request: web.Request) -> web.Response:
 # -- staffing ---------------------------------------------------------------------------
 
 
-def _roster(body: StaffingIn, intervals: int) -> tuple[list[AgentGroup], AgentGroup | None]:
-    """The groups with one staffing figure per interval, and the searched group."""
+def _roster(
+    body: StaffingIn, intervals: int, start: int, zone: str
+) -> tuple[list[AgentGroup], AgentGroup | None]:
+    """The groups with one staffing figure per interval (from their shifts, if they have
+    any), and the searched group."""
     names = [group.name for group in body.groups]
     if len(set(names)) != len(names):
         raise ValueError("group names must differ")
@@ -304,6 +308,16 @@ def _roster(body: StaffingIn, intervals: int) -> tuple[list[AgentGroup], AgentGr
             searched = group
             continue
         staffed = group.staffed
+        if group.shifts:
+            if staffed:
+                raise ValueError(f"group {group.name}: give staffed or shifts, not both")
+            staffed = staffed_from_shifts(
+                group.shifts,
+                start=start,
+                intervals=intervals,
+                interval_seconds=body.interval_seconds,
+                tz=zone,
+            )
         if len(staffed) == 1:
             staffed = staffed * intervals
         if len(staffed) != intervals:
@@ -322,7 +336,7 @@ def run_staffing(
     began = time.perf_counter()
     histories, start, zone = prepared.histories, prepared.start, prepared.zone
     intervals = body.days * 86400 // body.interval_seconds
-    groups, searched = _roster(body, intervals)
+    groups, searched = _roster(body, intervals, start, zone)
     if body.source == "forecast":
         demand, made = forecast_demand(
             histories,
@@ -416,9 +430,9 @@ async def prepare_staffing(
 ) -> PreparedStaffing:
     """What a staffing run needs read before it runs: the window, the zone and the measured
     histories (ValueError: the request cannot mean anything; NothingMeasured)."""
-    _roster(body, body.days * 86400 // body.interval_seconds)
     zone = checked_zone(body.time_zone or domain_time_zone(policy))
     start, history_begin, history_end = staffing_window(body, now)
+    _roster(body, body.days * 86400 // body.interval_seconds, start, zone)
     histories = await load_histories(
         conn,
         domain,

@@ -54,8 +54,8 @@ class StaffingIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     channels: Annotated[tuple[Channel, ...], msgspec.Meta(max_length=LIST_MAX)] = ()
     handling: HandlingOverrides = HandlingOverrides()
     groups: Annotated[tuple[AgentGroup, ...], msgspec.Meta(min_length=1, max_length=GROUPS_MAX)]
-    """The roster. ``staffed`` has one figure per interval, or one for all of them; the
-    searched group's is ignored."""
+    """The roster. ``staffed`` has one figure per interval, or one for all of them, or the
+    group has ``shifts`` (local times of ``time_zone``); the searched group's are ignored."""
     search: Name | None = None
     """The group whose agents per interval are searched (None: simulate the roster as given)."""
     target: ServiceTarget = ServiceTarget()

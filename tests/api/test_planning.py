@@ -101,6 +101,19 @@ async def test_forecast_and_staffing_search_from_the_measured_workload(
         replay = await finished_job(api, job)
         assert replay["result"]["report"] == result["report"]
 
+        # a roster of shifts in local time (the domain's: UTC here)
+        shifts = [
+            {"start": "08:00", "end": "20:00", "agents": 3},
+            {"start": "20:00", "end": "08:00", "agents": 1},
+        ]
+        request["groups"] = [{**request["groups"][0], "staffed": [], "shifts": shifts}]
+        status, job = await api.call("POST", "/v1/domains/acme/staffing", json=request)
+        assert status == 202, job
+        shifted = await finished_job(api, job)
+        day = datetime.fromtimestamp(tomorrow, UTC).replace(minute=0, second=0, microsecond=0)
+        expected = [3 if 8 <= (day + timedelta(hours=h)).hour < 20 else 1 for h in range(24)]
+        assert shifted["result"]["staffed"]["chat"] == expected
+
 
 async def test_planning_refuses_what_it_cannot_do_with_a_reason(
     infrastructure: Infrastructure, database_url: str
@@ -110,6 +123,13 @@ async def test_planning_refuses_what_it_cannot_do_with_a_reason(
         path = "/v1/domains/acme/staffing"
         status, body = await api.call("POST", path, "ann", json={"groups": [group]})
         assert status == 403, body
+        both = {
+            **group,
+            "staffed": [1],
+            "shifts": [{"start": "09:00", "end": "17:00", "agents": 1}],
+        }
+        status, body = await api.call("POST", path, json={"groups": [both]})
+        assert (status, body["error"]) == (400, "group chat: give staffed or shifts, not both")
         status, body = await api.call("POST", path, json={"groups": [group], "search": "nobody"})
         assert (status, body["error"]) == (400, "search names no group: 'nobody'")
         status, body = await api.call("POST", path, json={"groups": [{**group, "staffed": [1, 2]}]})
