@@ -269,6 +269,12 @@ def _print_staffing(result: StaffingResult, zone: str) -> None:
         f" preferred-agent hits {_percent(report.preferred_hit_ratio)};"
         f" occupancy {_percent(report.occupancy)}"
     )
+    if report.wait_estimates:
+        print(
+            f"live wait estimates: {report.wait_estimates} judged, off by"
+            f" {_seconds(report.wait_estimate_median_error_seconds)} at the median and"
+            f" {_seconds(report.wait_estimate_p90_error_seconds)} at p90"
+        )
     if result.infeasible:
         print(f"not met even with the most agents tried: intervals {list(result.infeasible)}")
     print(

@@ -35,7 +35,12 @@ The simulated contact centre (the rules, and what they leave out):
   ``within_seconds`` past the last interval, with the last interval's staffing, so every
   arrival is judged.
 - **Occupancy** of an interval: busy slots over the slots of the agents online, averaged
-  over the interval's time. **Preferred-agent hit ratio**: of the first assignments that had
+  over the interval's time.
+- **Wait estimates.** Every ``conversation.queued`` gets the router's live estimate
+  (``router.planning.eta``, fed with the slot times the run measured, as the router's
+  shell feeds it); when the conversation is assigned, each estimate's error (the wait that
+  followed it, minus the estimate) is counted in the interval it arrived in: what the live
+  estimates' calibration would be under this demand and roster. **Preferred-agent hit ratio**: of the first assignments that had
   a preferred agent, the share that went to that agent.
 
 Not modelled: bots, customers writing again into an open conversation, transfers, agents'
@@ -59,11 +64,14 @@ from router.engine import (
     DomainState,
     Emit,
     EngineInput,
+    SaveConversation,
     apply,
     new_state,
     next_deadline,
     tick,
 )
+from router.planning.eta import HandlingMeter, conversation_wait
+from router.planning.shifts import SHIFTS_MAX, Shift
 from runtime.stats import percentile
 from schemas import (
     AgentRegistered,
@@ -75,6 +83,7 @@ from schemas import (
     ConversationCloseRequested,
     ConversationOffered,
     ConversationOverflowed,
+    ConversationQueued,
     MessageReceived,
     Presence,
     PresenceChanged,
@@ -150,6 +159,9 @@ class AgentGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         msgspec.Meta(max_length=INTERVALS_MAX),
     ] = ()
     """Agents online in each interval (one figure per interval)."""
+    shifts: Annotated[tuple[Shift, ...], msgspec.Meta(max_length=SHIFTS_MAX)] = ()
+    """Or the group's shifts in local time, which ``router.planning.shifts`` turns into
+    ``staffed`` before a run (the API and ``switchboard staffing`` do)."""
 
 
 class Roster(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +200,11 @@ class IntervalOutcome(msgspec.Struct, frozen=True, kw_only=True):
     preferred_hit_ratio: float | None
     occupancy: float | None
     """Busy slots over online agents' slots, time-averaged; None with nobody online."""
+    wait_estimates: int = 0
+    """Live wait estimates published for the interval's arrivals and judged (assigned)."""
+    wait_estimate_median_error_seconds: float | None = None
+    """Median absolute error of those estimates."""
+    wait_estimate_p90_error_seconds: float | None = None
 
 
 class StaffingReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -198,6 +215,12 @@ class StaffingReport(msgspec.Struct, frozen=True, kw_only=True):
     preferred_hit_ratio: float | None
     occupancy: float | None
     simulated_seconds: float
+    wait_estimates: int = 0
+    """Every live wait estimate judged, and their errors (see ``IntervalOutcome``)."""
+    wait_estimate_median_error_seconds: float | None = None
+    wait_estimate_p90_error_seconds: float | None = None
+    wait_estimate_bias_seconds: float | None = None
+    """Mean of actual minus estimated wait: above 0, customers waited longer than told."""
 
 
 # -- what is drawn before the run --------------------------------------------------------
@@ -279,6 +302,8 @@ class _Tally:
     with_preferred: int = 0
     preferred_hits: int = 0
     waits: list[float] = field(default_factory=list)
+    estimate_errors: list[float] = field(default_factory=list)
+    """Actual minus estimated wait, of each wait estimate published."""
     busy_slot_seconds: float = 0.0
     slot_seconds: float = 0.0
 
@@ -288,6 +313,8 @@ class _Conversation:
     arrival: Arrival
     assigned: bool = False
     closed: bool = False
+    estimates: list[tuple[float, float]] = field(default_factory=list)
+    """(made at, expected wait) of each estimate published while it waited."""
 
 
 class Run:
@@ -314,6 +341,7 @@ class Run:
         self.online: dict[str, int] = {group.name: 0 for group in self.groups}
         self.working: list[str] = []
         """The agents put online (the engine may set some away)."""
+        self.meter = HandlingMeter()
         self.actions: list[tuple[float, int, int, str]] = []
         self.arrivals = arrivals
         self.next_arrival = 0
@@ -521,10 +549,15 @@ class Run:
 
     def _observe(self, effects: Sequence[object]) -> None:
         for effect in effects:
+            if isinstance(effect, SaveConversation):
+                self.meter.observe(self.domain, effect.record, self.now)
+                continue
             if not isinstance(effect, Emit):
                 continue
             event = effect.event
-            if isinstance(event, ConversationAssigned):
+            if isinstance(event, ConversationQueued):
+                self._estimate(event.conversation_id)
+            elif isinstance(event, ConversationAssigned):
                 self._assigned(event)
             elif isinstance(event, ConversationOffered):
                 self._push(self.now, _ACCEPT, f"{event.conversation_id} {event.agent_id}")
@@ -538,6 +571,15 @@ class Run:
                 if tracked is not None:
                     tracked.closed = True
 
+    def _estimate(self, conversation_id: str) -> None:
+        tracked = self.conversations.get(conversation_id)
+        waiting = self.state.conversations.get(conversation_id)
+        if tracked is None or tracked.assigned or waiting is None:
+            return
+        expected = conversation_wait(self.state, waiting, self.meter, self.now)
+        if expected is not None:
+            tracked.estimates.append((self.now, expected))
+
     def _assigned(self, event: ConversationAssigned) -> None:
         tracked = self.conversations.get(event.conversation_id)
         if tracked is None or tracked.assigned:
@@ -545,6 +587,9 @@ class Run:
         tracked.assigned = True
         arrival = tracked.arrival
         tally = self.tallies[arrival.interval]
+        tally.estimate_errors.extend(
+            (self.now - made) - expected for made, expected in tracked.estimates
+        )
         waited = self.now - arrival.at
         tally.assigned += 1
         tally.waits.append(waited)
@@ -568,7 +613,8 @@ class Run:
         tally = self.tallies[interval]
         service = tally.within_target / tally.arrivals if tally.arrivals else None
         mean = sum(tally.waits) / len(tally.waits) if tally.waits else None
-        p90 = percentile(tally.waits, 0.9)
+        p90_wait = percentile(tally.waits, 0.9)
+        median, p90 = _error_quantiles(tally.estimate_errors)
         return IntervalOutcome(
             start=self.demand.start + interval * self.demand.interval_seconds,
             agents=sum(
@@ -583,7 +629,7 @@ class Run:
             service_level=_rounded(service),
             met=service is None or service >= self.target.share,
             wait_mean_seconds=_rounded(mean),
-            wait_p90_seconds=_rounded(p90),
+            wait_p90_seconds=_rounded(p90_wait),
             with_preferred=tally.with_preferred,
             preferred_hits=tally.preferred_hits,
             preferred_hit_ratio=_rounded(
@@ -592,6 +638,9 @@ class Run:
             occupancy=_rounded(
                 tally.busy_slot_seconds / tally.slot_seconds if tally.slot_seconds else None
             ),
+            wait_estimates=len(tally.estimate_errors),
+            wait_estimate_median_error_seconds=median,
+            wait_estimate_p90_error_seconds=p90,
         )
 
     def met(self, interval: int) -> bool:
@@ -604,6 +653,8 @@ class Run:
         within = sum(tally.within_target for tally in self.tallies)
         with_preferred = sum(tally.with_preferred for tally in self.tallies)
         hits = sum(tally.preferred_hits for tally in self.tallies)
+        errors = [error for tally in self.tallies for error in tally.estimate_errors]
+        median, p90 = _error_quantiles(errors)
         busy = sum(tally.busy_slot_seconds for tally in self.tallies)
         slots = sum(tally.slot_seconds for tally in self.tallies)
         return StaffingReport(
@@ -614,11 +665,21 @@ class Run:
             preferred_hit_ratio=_rounded(hits / with_preferred if with_preferred else None),
             occupancy=_rounded(busy / slots if slots else None),
             simulated_seconds=self.end - self.demand.start,
+            wait_estimates=len(errors),
+            wait_estimate_median_error_seconds=median,
+            wait_estimate_p90_error_seconds=p90,
+            wait_estimate_bias_seconds=_rounded(sum(errors) / len(errors) if errors else None),
         )
 
 
 def _agent_id(group: str, number: int) -> str:
     return f"{group}-{number:04d}"
+
+
+def _error_quantiles(errors: Sequence[float]) -> tuple[float | None, float | None]:
+    """The median and p90 of the absolute errors."""
+    absolute = [abs(error) for error in errors]
+    return _rounded(percentile(absolute, 0.5)), _rounded(percentile(absolute, 0.9))
 
 
 def _rounded(value: float | None) -> float | None:

@@ -92,7 +92,7 @@ async def test_staffing_searches_a_roster_with_progress_and_prints_it(
     assert len(hours) == 24
     assert all("missed" not in hour for hour in hours)
     assert "(24/24 intervals met)" in table[25]
-    assert table[26].endswith("simulated seconds per second")
+    assert table[-1].endswith("simulated seconds per second")
 
     as_json = await asyncio.to_thread(
         switchboard, cli_environ, "staffing", "--domain", "acme", "--roster", str(roster),
@@ -125,5 +125,6 @@ def test_the_readme_roster_is_a_staffing_request() -> None:
     (block,) = re.findall(r"```toml\n(# roster.toml .*?)```", readme, re.S)
     request = msgspec.convert(tomllib.loads(block), StaffingIn)
     assert request.search == "chat"
-    assert [group.name for group in request.groups] == ["chat", "email-team"]
+    assert [group.name for group in request.groups] == ["chat", "email-team", "evenings"]
     assert request.groups[1].staffed == (2,)
+    assert [shift.agents for shift in request.groups[2].shifts] == [2, 1]
