@@ -1,4 +1,4 @@
-"""``make bench``: the engine, end-to-end and campaign benchmarks, printed and saved to
+"""``make bench``: the engine, planning, end-to-end and campaign benchmarks, printed and saved to
 ``.bench/results.json`` (one object per run, appended, so runs can be compared)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from tools.bench.campaign_bench import run_campaign_bench
 from tools.bench.e2e_bench import run_e2e_bench
 from tools.bench.engine_bench import run_engine_bench
+from tools.bench.planning_bench import run_planning_bench
 
 RESULTS = Path(".bench/results.json")
 
@@ -20,6 +21,8 @@ def main() -> int:
     figures: dict[str, float] = {}
     print("== engine (one core, no I/O)", flush=True)
     figures.update(run_engine_bench())
+    print("\n== planning (the engine in simulated time, one core)", flush=True)
+    figures.update(run_planning_bench())
     print("\n== end to end (embedded broker and PostgreSQL unless configured)", flush=True)
     e2e = run_e2e_bench()
     for key, value in e2e.items():
@@ -44,6 +47,10 @@ def main() -> int:
         ("e2e_ratio_to_raw >= 0.5", figures["e2e_ratio_to_raw"] >= 0.5),
         ("e2e_p99_ratio_to_raw <= 1.5", figures["e2e_p99_ratio_to_raw"] <= 1.5),
         ("recovery_seconds_100k_open < 5", figures["recovery_seconds_100k_open"] < 5),
+        (
+            "staffing simulation >= 50x real time",
+            figures["staffing_simulated_seconds_per_second"] >= 50,
+        ),
         ("campaign paced within 5% of its rate", abs(paced - 1) <= 0.05),
         (
             "campaign: no duplicate, no loss",
