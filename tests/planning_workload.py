@@ -13,6 +13,8 @@ from runtime.workload import WorkloadRow, store
 
 WEEKS = 5
 HOLDING = 600.0
+WORK = 150.0
+"""Seconds of active work per conversation served."""
 
 
 def hourly_rate(moment: datetime) -> float:
@@ -34,8 +36,8 @@ def poisson(rng: random.Random, mean: float) -> int:
 async def seed_workload(pool: asyncpg.Pool, end: datetime) -> dict[int, int]:
     """``WEEKS`` weeks of measured web chat workload of the domain ``acme`` ending at ``end``
     (an hour), each hour's arrivals drawn from ``hourly_rate``, all at the hour's first 15
-    minutes; each conversation owned ``HOLDING`` seconds, a tenth of them abandoned after
-    waiting 40 s on average. Answers the arrivals of each hour (by its epoch second)."""
+    minutes; each conversation owned ``HOLDING`` seconds and worked ``WORK`` of them, a
+    tenth of them abandoned after waiting 40 s on average. Answers the arrivals of each hour (by its epoch second)."""
     rng = random.Random(21)
     start = end - timedelta(weeks=WEEKS)
     rows = []
@@ -57,6 +59,8 @@ async def seed_workload(pool: asyncpg.Pool, end: datetime) -> dict[int, int]:
                 wait_seconds_sum=40.0 * abandoned,
                 conversation_seconds=HOLDING * (arrivals - abandoned),
                 busy_agent_seconds=HOLDING * (arrivals - abandoned) / 2,
+                active_handle_seconds=WORK * (arrivals - abandoned),
+                agent_replies=3 * (arrivals - abandoned),
             )
         )
         moment += timedelta(hours=1)

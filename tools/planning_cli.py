@@ -3,8 +3,9 @@ on the measured workload in PostgreSQL (``switchboard workload backfill`` measur
 
 - ``forecast --domain D [--interval 15|30|60] [--days N] [--history-weeks W] [--queue Q]
   [--channel C] [--time-zone Z] [--json]``: per queue and channel, the model and its error
-  on the last week held out (MAPE, WAPE), then the forecast arrivals per interval of the
-  coming days (local time of the zone).
+  on the last week held out (MAPE, WAPE), then per interval of the coming days (local time
+  of the zone) the forecast arrivals and workload: people actively working on average
+  (forecast seconds of active handling over the interval's seconds).
 - ``staffing --domain D --roster FILE [--search GROUP] [--source forecast|recorded]
   [--from YYYY-MM-DD[THH:MM]] [--days N] [--interval 15|30|60] [--seed N] [--json]``:
   simulates the roster of ``FILE`` (TOML or JSON: the body of ``POST …/staffing``, whose
@@ -34,6 +35,7 @@ import msgspec
 
 from router.api.planning import (
     NothingMeasured,
+    chart,
     checked_zone,
     domain_time_zone,
     load_histories,
@@ -48,7 +50,7 @@ from router.api.planning_models import (
     StaffingResult,
 )
 from router.engine import DomainPolicy
-from router.planning.forecast import backtest, forecast
+from router.planning.forecast import Backtest
 from runtime.db import DATABASE_ERRORS
 from switchboard.config import Config
 from switchboard.control import store
@@ -150,18 +152,14 @@ async def _forecast(
     if not histories:
         raise NothingMeasured("no measured workload in the history: nothing to forecast")
     ahead = args.days * 86400 // interval
-    columns: list[tuple[str, tuple[float, ...]]] = []
-    errors: list[dict[str, Any]] = []
-    for history in histories:
-        name = f"{history.queue}/{history.channel.value}"
-        predicted = forecast(
-            history.arrivals, interval_seconds=interval, tz=zone, start=now, intervals=ahead
+    streams = [
+        (
+            f"{history.queue}/{history.channel.value}",
+            chart(history.arrivals, now, 0, ahead, interval, zone),
+            chart(history.handle_seconds, now, 0, ahead, interval, zone),
         )
-        columns.append((name, predicted.values))
-        error = None
-        if max(history.arrivals) - min(history.arrivals) >= 7 * 86400:
-            error = backtest(history.arrivals, interval_seconds=interval, tz=zone)
-        errors.append({"stream": name, "model": predicted.model, "backtest": error})
+        for history in histories
+    ]
     if args.json:
         out = {
             "domain": args.domain,
@@ -169,28 +167,42 @@ async def _forecast(
             "interval_seconds": interval,
             "start": now,
             "streams": [
-                {**meta, "forecast": values}
-                for meta, (_, values) in zip(errors, columns, strict=True)
+                {
+                    "stream": name,
+                    "model": arrivals.model,
+                    "backtest": arrivals.backtest,
+                    "forecast": arrivals.forecast,
+                    "handling_backtest": handling.backtest,
+                    "handling_forecast": handling.forecast,
+                }
+                for name, arrivals, handling in streams
             ],
         }
         print(msgspec.json.encode(out).decode())
         return 0
-    for meta in errors:
-        test = meta["backtest"]
-        measured = (
-            "history of a week or less: no held-out error"
-            if test is None
-            else f"last week held out: MAPE {_percent(test.mape)}, WAPE {_percent(test.wape)}"
+    for name, arrivals, handling in streams:
+        print(
+            f"{name}: {arrivals.model} model; arrivals {_held_out(arrivals.backtest)};"
+            f" workload {_held_out(handling.backtest)}"
         )
-        print(f"{meta['stream']}: {meta['model']} model; {measured}")
     local = ZoneInfo(zone)
     print()
-    print(f"{'interval (' + zone + ')':<28}" + "".join(f"{name:>18}" for name, _ in columns))
+    print(f"{'':<28}" + "".join(f"{name:>28}" for name, _, _ in streams))
+    print(f"{'interval (' + zone + ')':<28}" + f"{'arrivals':>14}{'working':>14}" * len(streams))
     for index in range(ahead):
         moment = datetime.fromtimestamp(now + index * interval, local)
-        cells = "".join(f"{values[index]:>18.1f}" for _, values in columns)
+        cells = "".join(
+            f"{arrivals.forecast[index]:>14.1f}{handling.forecast[index] / interval:>14.2f}"
+            for _, arrivals, handling in streams
+        )
         print(f"{moment:%a %Y-%m-%d %H:%M}{'':<8}{cells}")
     return 0
+
+
+def _held_out(test: Backtest | None) -> str:
+    if test is None:
+        return "no held-out error (a week of history or less)"
+    return f"last week held out: MAPE {_percent(test.mape)}, WAPE {_percent(test.wape)}"
 
 
 def _percent(value: float | None) -> str:

@@ -2,8 +2,9 @@
 staffing what-ifs run on the routing engine in simulated time (``router.planning``).
 
 - ``GET …/workload``: the measured figures per interval (``runtime.workload``).
-- ``GET …/forecast``: arrivals per queue and channel; the last week measured beside what
-  the model, fitted on the weeks before it, forecast for it; then the coming days.
+- ``GET …/forecast``: arrivals and active handling seconds (the workload) per queue and
+  channel; the last week measured beside what the model, fitted on the weeks before it,
+  forecast for it; then the coming days.
 - ``POST …/staffing``: a job (``router.api.planning_jobs``) simulating a roster against a
   forecast or recorded demand, or searching the fewest agents of one group per interval;
   its result sets the simulation's figures beside Erlang C and A.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -64,7 +65,7 @@ from router.planning.demand import (
     forecast_demand,
     recorded_demand,
 )
-from router.planning.forecast import backtest, forecast
+from router.planning.forecast import Backtest, backtest, forecast
 from router.planning.search import required_staffing
 from router.planning.shifts import staffed_from_shifts
 from router.planning.staffing import AgentGroup, Roster, simulate, staffed_as
@@ -148,6 +149,9 @@ async def load_histories(
                 queue=queue,
                 channel=Channel(channel),
                 arrivals={int(row.interval_start.timestamp()): float(row.arrivals) for row in rows},
+                handle_seconds={
+                    int(row.interval_start.timestamp()): row.active_handle_seconds for row in rows
+                },
                 assigned=sum(row.assigned for row in rows),
                 conversation_seconds=sum(row.conversation_seconds for row in rows),
                 first_reply_count=sum(row.first_reply_count for row in rows),
@@ -225,6 +229,35 @@ async def get_workload(request: web.Request) -> web.Response:
 # -- forecast ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Chart:
+    model: str
+    backtest: Backtest | None
+    actual: tuple[float, ...]
+    forecast: tuple[float, ...]
+
+
+def chart(
+    series: Mapping[int, float], start: int, past: int, ahead: int, interval: int, zone: str
+) -> Chart:
+    """A series' ``past`` measured intervals from ``start`` beside their forecast fitted
+    on the history before them, then ``ahead`` intervals forecast; and the error on the
+    history's last week held out (None with a week or less of history)."""
+    before = {at: value for at, value in series.items() if at < start}
+    predicted = forecast(
+        before, interval_seconds=interval, tz=zone, start=start, intervals=past + ahead
+    )
+    measured = None
+    if series and max(series) - min(series) >= WEEK.total_seconds():
+        measured = backtest(series, interval_seconds=interval, tz=zone)
+    return Chart(
+        model=predicted.model,
+        backtest=measured,
+        actual=tuple(series.get(start + i * interval, 0.0) for i in range(past)),
+        forecast=tuple(round(value, 3) for value in predicted.values),
+    )
+
+
 async def get_forecast(request: web.Request) -> web.Response:
     domain, principal = await enter(request)
     require_admin(principal)
@@ -254,26 +287,19 @@ async def get_forecast(request: web.Request) -> web.Response:
     ahead = days * 86400 // interval
     streams = []
     for history in histories:
-        before = {at: value for at, value in history.arrivals.items() if at < chart_start}
-        predicted = forecast(
-            before, interval_seconds=interval, tz=zone, start=chart_start, intervals=past + ahead
-        )
-        measured = None
-        if (
-            history.arrivals
-            and max(history.arrivals) - min(history.arrivals) >= WEEK.total_seconds()
-        ):
-            measured = backtest(history.arrivals, interval_seconds=interval, tz=zone)
+        arrivals = chart(history.arrivals, chart_start, past, ahead, interval, zone)
+        handling = chart(history.handle_seconds, chart_start, past, ahead, interval, zone)
         streams.append(
             ForecastStream(
                 queue=history.queue,
                 channel=history.channel,
-                model=predicted.model,
-                backtest=measured,
-                actual=tuple(
-                    history.arrivals.get(chart_start + i * interval, 0.0) for i in range(past)
-                ),
-                forecast=tuple(round(value, 3) for value in predicted.values),
+                model=arrivals.model,
+                backtest=arrivals.backtest,
+                actual=arrivals.actual,
+                forecast=arrivals.forecast,
+                handling_backtest=handling.backtest,
+                handling_actual=handling.actual,
+                handling_forecast=handling.forecast,
             )
         )
     return respond(

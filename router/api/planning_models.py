@@ -111,11 +111,15 @@ class ForecastStream(msgspec.Struct, frozen=True, kw_only=True):
     """Measured arrivals of each interval of the chart that is past."""
     forecast: tuple[float, ...]
     """The forecast of each interval of the chart, the past ones fitted without them."""
+    handling_backtest: Backtest | None = None
+    """The same for the workload: seconds people actively worked per interval."""
+    handling_actual: tuple[float, ...] = ()
+    handling_forecast: tuple[float, ...] = ()
 
 
 class ForecastView(msgspec.Struct, frozen=True, kw_only=True):
-    """Arrivals per interval: the last week measured and forecast (fitted on the weeks
-    before it), then the coming days forecast."""
+    """Arrivals and workload per interval: the last week measured and forecast (fitted on
+    the weeks before it), then the coming days forecast."""
 
     domain: str
     time_zone: str

@@ -41,6 +41,8 @@ class HandlingHistory(msgspec.Struct, frozen=True, kw_only=True):
     queue: str
     channel: Channel
     arrivals: Mapping[int, float]
+    handle_seconds: Mapping[int, float] = {}
+    """Seconds people actively worked per interval (the workload)."""
     assigned: int = 0
     conversation_seconds: float = 0.0
     first_reply_count: int = 0

@@ -63,6 +63,11 @@ async def test_forecast_and_staffing_search_from_the_measured_workload(
         assert len(stream["forecast"]) == 9 * 24
         backtest = stream["backtest"]
         assert backtest["wape"] < 0.35, backtest  # Poisson noise around a forecastable profile
+        # the workload: seconds of active work per interval, measured and forecast
+        assert len(stream["handling_actual"]) == 7 * 24
+        assert len(stream["handling_forecast"]) == 9 * 24
+        assert sum(stream["handling_actual"]) > 0
+        assert stream["handling_backtest"]["wape"] < 0.35
         assert view["time_zone"] == "UTC"
 
         tomorrow = (now + timedelta(days=1)).timestamp()

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from router.api.planning_models import StaffingIn
-from tests.planning_workload import HOLDING, seed_workload
+from tests.planning_workload import HOLDING, WORK, seed_workload
 from tests.readme.shell import BIN
 
 pytestmark = pytest.mark.timeout(240)
@@ -53,18 +53,24 @@ async def test_forecast_prints_the_models_error_and_the_coming_days(
     )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("default/webchat: weekly model; last week held out: MAPE ")
-    assert lines[2].split() == ["interval", "(UTC)", "default/webchat"]
-    rows = lines[3:]
+    assert lines[0].startswith("default/webchat: weekly model; arrivals last week held out: MAPE ")
+    assert "; workload last week held out: MAPE " in lines[0]
+    assert lines[2].split() == ["default/webchat"]
+    assert lines[3].split() == ["interval", "(UTC)", "arrivals", "working"]
+    rows = lines[4:]
     assert len(rows) == 48
-    values = [float(row.split()[-1]) for row in rows]
-    assert max(values) > 4 * min(values)  # the afternoon peaks stand out from the night
+    arrivals = [float(row.split()[-2]) for row in rows]
+    working = [float(row.split()[-1]) for row in rows]
+    assert max(arrivals) > 4 * min(arrivals)  # the afternoon peaks stand out from the night
+    # 150 s of work per conversation served, 9 in 10 served: working = arrivals x 0.9 x 150 / 3600
+    peak = arrivals.index(max(arrivals))
+    assert working[peak] == pytest.approx(arrivals[peak] * 0.9 * WORK / 3600, rel=0.2)
 
     as_json = await asyncio.to_thread(
         switchboard, cli_environ, "forecast", "--domain", "acme", "--days", "1", "--json"
     )
     (stream,) = json.loads(as_json.stdout)["streams"]
-    assert len(stream["forecast"]) == 24
+    assert len(stream["forecast"]) == len(stream["handling_forecast"]) == 24
     assert stream["backtest"]["wape"] < 0.35
 
 
