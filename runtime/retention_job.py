@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 import asyncpg
 import structlog
 
-from runtime.db import DATABASE_ERRORS
 from runtime.metrics import Metrics
 from runtime.retention import (
     RETENTION_ACTOR,
@@ -23,6 +22,7 @@ from runtime.retention import (
     summary,
 )
 from runtime.sealing import sweep
+from runtime.tasks import run_every
 
 log = structlog.get_logger("runtime.retention")
 
@@ -57,16 +57,10 @@ class RetentionJob:
         self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._job.interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.run_once()
-            except DATABASE_ERRORS as error:
-                log.warning("retention_failed", error=type(error).__name__)
+        await run_every(self._job.interval, self._stopping, self.run_once, self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        log.warning("retention_failed", error=type(error).__name__)
 
     async def run_once(self) -> list[Pass]:
         started = time.monotonic()

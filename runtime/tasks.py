@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
+
+from runtime.db import DATABASE_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -49,3 +51,24 @@ async def background(
         yield task
     finally:
         await stop_task(task, stop, grace_seconds=grace_seconds)
+
+
+async def run_every(
+    interval: float,
+    stopping: asyncio.Event,
+    once: Callable[[], Awaitable[object]],
+    failed: Callable[[BaseException], None],
+) -> None:
+    """Await ``once`` every ``interval`` seconds, the first time an interval from now, until
+    ``stopping`` is set. A run the database failed is handed to ``failed`` (to log and
+    count) and the next run tries again: a background job outlives an outage."""
+    while not stopping.is_set():
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await once()
+        except DATABASE_ERRORS as error:
+            failed(error)

@@ -22,8 +22,8 @@ from typing import Final
 import asyncpg
 import structlog
 
-from runtime.db import DATABASE_ERRORS
 from runtime.metrics import Metrics
+from runtime.tasks import run_every
 from runtime.workload import TRY_LOCK, WorkloadJobConfig, remeasure
 
 log = structlog.get_logger("runtime.workload")
@@ -82,17 +82,11 @@ class WorkloadJob:
         self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._job.interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.run_once()
-            except DATABASE_ERRORS as error:
-                self.failures += 1
-                log.warning("workload_failed", error=type(error).__name__)
+        await run_every(self._job.interval, self._stopping, self.run_once, self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        self.failures += 1
+        log.warning("workload_failed", error=type(error).__name__)
 
     async def run_once(self) -> list[Measurement]:
         started = time.monotonic()
