@@ -11,7 +11,7 @@ the same id is routed once.
 
 ``GET /v1/domains/{domain}/webchat/sessions/{session_id}/socket`` upgrades to a WebSocket
 on which the session's replies, an agent's or a bot's, arrive as JSON, live
-(``{"type": "reply", "agent_id" | "bot_id", "quick_replies", ...}``);
+(``{"type": "reply", "agent_id" | "bot_id" | "notice", "quick_replies", ...}``);
 replies sent while no socket was open are kept for a while and delivered on connect.
 Business-started messages (``NotificationRequested``) arrive the same way as
 ``{"type": "notification", ...}``: to every session of a signed-in ``user:<id>`` customer
@@ -288,7 +288,8 @@ class WebchatHub:
         """Send a reply to the session's sockets; keep it when none is open. True if sent.
 
         The frame names who wrote it: ``agent_id`` (a person) or ``bot_id`` (a bot), the
-        other null; ``quick_replies`` are a bot's suggested answers (the page may show them
+        other null, or neither and ``notice`` (Switchboard's own, e.g. ``wait_notice``);
+        ``quick_replies`` are a bot's suggested answers (the page may show them
         as buttons that send their title as the visitor's message), empty otherwise."""
         payload = msgspec.json.encode(
             {
@@ -297,6 +298,7 @@ class WebchatHub:
                 "conversation_id": reply.conversation_id,
                 "agent_id": reply.agent_id,
                 "bot_id": reply.bot_id,
+                "notice": reply.notice,
                 "text": reply.text,
                 "attachments": reply.attachments,
                 "quick_replies": list(dict.fromkeys(reply.quick_replies)),  # each once

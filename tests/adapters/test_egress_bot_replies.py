@@ -332,6 +332,7 @@ async def test_the_web_chat_frame_names_the_bot_and_carries_its_quick_replies() 
         "conversation_id": "conv-1",
         "agent_id": None,
         "bot_id": "helper",
+        "notice": None,
         "text": "Did that solve it?",
         "attachments": [],
         "quick_replies": ["Yes", "No"],

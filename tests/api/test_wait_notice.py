@@ -144,6 +144,15 @@ async def test_a_queued_customer_is_told_the_wait_once_in_their_language(
                 None,
                 None,
             )
+            # egress takes it like any reply: recorded as sent on its way to the visitor
+            row = await wait_until(
+                lambda: api.pool.fetchrow(
+                    "SELECT agent_id, bot_id, kind FROM outbound_messages WHERE outbound_id = $1",
+                    told.id,
+                ),
+                what="egress's record of the notice",
+            )
+            assert (row["agent_id"], row["bot_id"], row["kind"]) == (None, None, "reply")
             again = {"session_id": "waits", "message_id": "waits-2", "text": "still there?"}
             status, _ = await api.service.webchat(again, "acme")
             assert status == 202
