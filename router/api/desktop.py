@@ -82,8 +82,10 @@ from router.api.routes import (
     not_found,
     path_value,
     query_int,
+    remaining_wait,
     reply_window_closed,
     respond,
+    waiting_estimate,
 )
 from router.api.visibility import agent_may_read
 from router.engine import ConversationRecord, ConversationStatus, CustomerRecord, DeadlineKind
@@ -383,6 +385,7 @@ def _part(at: str, conditions: list[str], keyset: tuple[str, str] | None, top: s
 
 def _item(raw: str, active_at: datetime, now: float) -> ConversationItem:
     record = _conversation.decode(raw)
+    estimate = waiting_estimate(record)
     return ConversationItem(
         conversation_id=record.conversation_id,
         status=record.status,
@@ -407,6 +410,8 @@ def _item(raw: str, active_at: datetime, now: float) -> ConversationItem:
         attributes=record.attributes,
         snoozed_until=record.snoozed_until,
         offer_expires_at=record.deadline if record.deadline_kind is DeadlineKind.OFFER else None,
+        position=None if estimate is None else estimate.position,
+        expected_wait_seconds=remaining_wait(estimate, now),
         updated_at=active_at.timestamp(),
     )
 

@@ -174,6 +174,10 @@ class ConversationItem(msgspec.Struct, frozen=True, kw_only=True):
     """Set while its owner snoozed it: when it comes back."""
     offer_expires_at: float | None = None
     """When the pending offer expires (status ``offered``)."""
+    position: int | None = None
+    """While it waits: its place in its line, 1 being next (as in the conversation's view)."""
+    expected_wait_seconds: float | None = None
+    """While it waits: the router's expected wait, counted down to now; null when unknown."""
     updated_at: float
     """When the router last changed the conversation (for a closed one: when it closed).
     The list's order: most recent first."""

@@ -174,6 +174,14 @@ async def test_a_queued_customer_is_told_the_wait_once_in_their_language(
             assert view["position"] == 1
             assert view["wait_estimated_at"] is not None
             assert 0 <= view["expected_wait_seconds"] <= announced["acme"].expected_wait_seconds
+            # and so does the desktop's list of waiting conversations
+            status, page = await api.call(
+                "GET", "/v1/domains/acme/conversations", params={"status": "waiting"}
+            )
+            assert status == 200, page
+            (item,) = [i for i in page["conversations"] if i["conversation_id"] == acme]
+            assert item["position"] == 1
+            assert 0 <= item["expected_wait_seconds"] <= announced["acme"].expected_wait_seconds
 
 
 async def _queued(reader: TopicReader, conversation_id: str) -> ConversationQueued | None:
