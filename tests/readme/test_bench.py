@@ -7,16 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
-from tools.bench import campaign_bench, e2e_bench, engine_bench
+from tools.bench import campaign_bench, e2e_bench, engine_bench, webhook_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-SMALL = {
+SMALL: dict[ModuleType, dict[str, float]] = {
     engine_bench: {
         "AGENTS": 200,
         "HELD": 1_000,
@@ -35,6 +36,7 @@ SMALL = {
         "RECOVERY_CONVERSATIONS": 1_000,
     },
     campaign_bench: {"MESSAGES": 300, "SENDERS": 2, "PROCESSES": 2, "PROVIDER_DELAY": 0.01},
+    webhook_bench: {"RATE": 20.0, "SECONDS": 1.0, "ROUNDS": 1, "WARM_MESSAGES": 10, "AGENTS": 20},
 }
 
 
@@ -69,7 +71,27 @@ async def test_the_benchmark_runs_at_a_small_scale(
         "campaign_achieved_per_sender_per_s",
         "campaign_max_1s_window_per_sender",
         "campaign_restart_seconds",
+        "webhook_raw_p99_ms",
+        "webhook_p99_ms",
+        "webhook_p99_ratio_to_raw",
+        "webhook_raw_ingress_cpu_us_per_message",
+        "webhook_ingress_cpu_us_per_message",
+        "webhook_raw_consumer_cpu_us_per_message",
+        "webhook_consumer_cpu_us_per_message",
+        "webhook_total_cpu_ratio_to_raw",
     ):
         assert run[figure] > 0, figure
+    # Every message of the webhook load is answered and routed, by both pipelines.
+    measured = run["webhook_measured_messages"]
+    assert measured == run["webhook_raw_accepted"] == run["webhook_raw_routed"]
+    assert measured == run["webhook_accepted"] == run["webhook_routed"]
+    # The servers' CPU time can round to nothing over so short a load.
+    for server in ("postgres", "broker"):
+        for figure in (
+            f"webhook_raw_{server}_cpu_us_per_message",
+            f"webhook_{server}_cpu_us_per_message",
+            f"webhook_{server}_cpu_ratio_to_raw",
+        ):
+            assert run[figure] >= 0, figure
     # Resident memory can be reused rather than grown at this small a scale.
     assert isinstance(run["router_rss_bytes_per_open_conversation"], int | float)

@@ -1,5 +1,5 @@
-"""``make bench``: the engine, planning, end-to-end and campaign benchmarks, printed and saved to
-``.bench/results.json`` (one object per run, appended, so runs can be compared)."""
+"""``make bench``: the engine, planning, end-to-end, campaign and webhook benchmarks, printed and
+saved to ``.bench/results.json`` (one object per run, appended, so runs can be compared)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tools.bench.campaign_bench import run_campaign_bench
 from tools.bench.e2e_bench import run_e2e_bench
 from tools.bench.engine_bench import run_engine_bench
 from tools.bench.planning_bench import run_planning_bench
+from tools.bench.webhook_bench import run_webhook_bench
 
 RESULTS = Path(".bench/results.json")
 
@@ -33,6 +34,13 @@ def main() -> int:
     for key, value in campaign.items():
         print(f"  {key:44} {value}")
     figures.update(campaign)
+    print(
+        "\n== webhook (signed webhook -> routing event; service processes, raw beside)", flush=True
+    )
+    webhook = run_webhook_bench()
+    for key, value in webhook.items():
+        print(f"  {key:44} {value}")
+    figures.update(webhook)
     paced = (
         figures["campaign_steady_per_sender_per_s"]
         / figures["campaign_configured_per_sender_per_s"]

@@ -1,9 +1,10 @@
 """An adapters process for the campaign benchmark, to be killed and restarted.
 
-``python -m tools.bench.adapters_process CONFIG_JSON`` runs the service's adapters role
+``python -m tools.bench.adapters_process CONFIG_JSON [ROLE]`` runs the service's adapters role
 (webhooks, egress, the notification sender) on the configuration (JSON of
 ``switchboard.config.Config``) until SIGTERM, exactly as ``switchboard adapters`` does;
-warnings and errors only are logged (JSON, on stderr).
+warnings and errors only are logged (JSON, on stderr). ``ROLE`` ``router`` runs the
+router role instead, as ``switchboard router`` does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def main(argv: list[str]) -> int:
     config = msgspec.json.decode(argv[0], type=Config)
     environ = dict(os.environ)
     logs.configure("json", "WARNING", secrets=logs.secret_values(config, environ))
-    asyncio.run(serve(config, environ, frozenset({Role.ADAPTERS})))
+    role = Role(argv[1]) if len(argv) > 1 else Role.ADAPTERS
+    asyncio.run(serve(config, environ, frozenset({role})))
     return 0
 
 

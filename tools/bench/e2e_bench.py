@@ -173,7 +173,7 @@ async def raw_pipeline(
                 async with conn.transaction():
                     await conn.copy_records_to_table("raw_messages", records=rows)
             futures = [
-                await producer.send(sink, value=r.value, key=r.key, headers=r.headers)
+                await producer.send(sink, value=r.value, key=r.key, headers=list(r.headers))
                 for r in records
             ]
             # Acknowledgements are awaited, but not before the next batch: the same
