@@ -70,7 +70,8 @@ async def test_forecast_and_staffing_search_from_the_measured_workload(
         assert stream["handling_backtest"]["wape"] < 0.35
         assert view["time_zone"] == "UTC"
 
-        tomorrow = (now + timedelta(days=1)).timestamp()
+        # tomorrow from midnight (UTC, the domain's zone): hour i of the roster is i o'clock
+        tomorrow = (now + timedelta(days=1)).replace(hour=0).timestamp()
         request: dict[str, Any] = {
             "start": tomorrow,
             "days": 1,
