@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import msgspec
@@ -58,7 +57,7 @@ from router.api.routes import (
     require_admin,
     respond,
 )
-from router.engine import DomainPolicy
+from router.engine import DomainPolicy, time_zone
 from router.planning.compare import side_by_side
 from router.planning.demand import (
     HandlingHistory,
@@ -103,10 +102,7 @@ def domain_time_zone(policy: DomainPolicy) -> str:
 
 
 def checked_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"time_zone {name!r} is not an IANA time zone name") from None
+    time_zone(name)  # ValueError: no such zone
     return name
 
 

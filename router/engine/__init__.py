@@ -4,7 +4,7 @@
 effects as data; ``restore`` rebuilds the state from the records those effects saved.
 """
 
-from router.engine.calendar import BusinessCalendar, CompiledCalendar
+from router.engine.calendar import BusinessCalendar, CompiledCalendar, time_zone
 from router.engine.call import NAMESPACE, make_id
 from router.engine.core import (
     EngineInput,
@@ -125,4 +125,5 @@ __all__ = [
     "snapshot",
     "step_line",
     "tick",
+    "time_zone",
 ]

@@ -103,7 +103,8 @@ Span = tuple[float, float]
 """A half-open ``[start, end)``: minutes of a local day, or Unix seconds."""
 
 
-def _zone(name: str) -> ZoneInfo:
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name`` (ValueError: no such zone)."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -266,7 +267,7 @@ class BusinessCalendar(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     agree on ``open``."""
 
     def __post_init__(self) -> None:
-        _zone(self.time_zone)
+        time_zone(self.time_zone)
         if len(self.holidays) > MAX_HOLIDAYS:
             raise ValueError(
                 f"holidays lists {len(self.holidays)} days, at most {MAX_HOLIDAYS} allowed"
@@ -317,7 +318,7 @@ class CompiledCalendar:
 
     def __init__(self, calendar: BusinessCalendar) -> None:
         self.calendar = calendar
-        self._zone = _zone(calendar.time_zone)
+        self._zone = time_zone(calendar.time_zone)
         self._weekly = calendar.weekly.minutes()
         self._holidays = frozenset(
             _date("date", holiday.date).toordinal() for holiday in calendar.holidays

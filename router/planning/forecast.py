@@ -74,9 +74,11 @@ import datetime as dt
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
+
+from router.engine import time_zone
 
 INTERVALS = (900, 1800, 3600)
 """Interval lengths, in seconds."""
@@ -132,13 +134,6 @@ class Backtest(msgspec.Struct, frozen=True, kw_only=True):
     wape: float | None
     actual_total: float
     forecast_total: float
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 def _interval(interval_seconds: int) -> int:
@@ -327,7 +322,7 @@ def forecast(
     the model of the module docstring fitted on the whole ``history``. An empty history
     forecasts 0."""
     interval = _interval(interval_seconds)
-    zone = _zone(tz)
+    zone = time_zone(tz)
     _aligned("start", start, interval)
     if isinstance(intervals, bool) or not 0 <= intervals <= MAX_FORECAST_INTERVALS:
         raise ValueError(f"intervals must be in [0, {MAX_FORECAST_INTERVALS}], got {intervals!r}")
@@ -345,7 +340,7 @@ def backtest(
     ``history``, scored on them (MAPE and WAPE, defined in the module docstring).
     ``ValueError`` when the history leaves nothing to fit on."""
     interval = _interval(interval_seconds)
-    zone = _zone(tz)
+    zone = time_zone(tz)
     if isinstance(held_out_weeks, bool) or not 1 <= held_out_weeks <= MAX_HELD_OUT_WEEKS:
         raise ValueError(f"held_out_weeks must be in [1, {MAX_HELD_OUT_WEEKS}]")
     dense = _dense(history, interval)
