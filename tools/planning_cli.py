@@ -51,9 +51,8 @@ from router.api.planning_models import (
 )
 from router.engine import DomainPolicy
 from router.planning.forecast import Backtest
-from runtime.db import DATABASE_ERRORS
 from switchboard.config import Config
-from switchboard.control import store
+from tools.database_tool import run_with_database, running_document
 from tools.progress import TerminalProgress
 
 ROSTER_MAX_BYTES = 1 << 20
@@ -95,28 +94,18 @@ def _moment(text: str) -> datetime:
 
 
 def planning_command(args: argparse.Namespace, config: Config) -> int:
-    if not config.database.url:
-        print(f"switchboard: {args.command} needs DATABASE_URL", file=sys.stderr)
-        return 2
-    try:
-        return asyncio.run(_run(args, config, config.database.url))
-    except DATABASE_ERRORS as error:
-        print(f"\nswitchboard: {args.command} failed: {type(error).__name__}", file=sys.stderr)
-        return 1
-    except (ValueError, NothingMeasured) as error:
-        print(f"\nswitchboard: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\nswitchboard: {args.command} interrupted", file=sys.stderr)
-        return 130
+    return run_with_database(
+        args.command,
+        config,
+        lambda url: _run(args, config, url),
+        refused=(ValueError, NothingMeasured),
+    )
 
 
 async def _run(args: argparse.Namespace, config: Config, url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
-        version = await store.current(conn)
-        document = config.document() if version is None else version.document
-        domain = document.domains.get(args.domain)
+        domain = (await running_document(conn, config)).domains.get(args.domain)
         if domain is None:
             print(f"switchboard: unknown domain {args.domain!r}", file=sys.stderr)
             return 2

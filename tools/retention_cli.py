@@ -21,7 +21,7 @@ from runtime.audit import CLI_ACTOR
 from runtime.db import DATABASE_ERRORS
 from runtime.retention import RetentionConfig, run_pass, summary
 from switchboard.config import Config
-from switchboard.control import store
+from tools.database_tool import running_document
 
 log = structlog.get_logger("switchboard")
 
@@ -51,8 +51,7 @@ async def _run(args: argparse.Namespace, config: Config, url: str) -> int:
     assert pool is not None
     try:
         async with pool.acquire() as conn:
-            version = await store.current(conn)
-        document = config.document() if version is None else version.document
+            document = await running_document(conn, config)
         domains: dict[str, RetentionConfig] = {
             name: domain.retention for name, domain in document.domains.items()
         }

@@ -18,14 +18,12 @@ stored yet). Needs ``DATABASE_URL``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
 
-from runtime.db import DATABASE_ERRORS
 from runtime.workload import (
     DEFAULT_SERVICE_TARGET,
     WAIT_LIMITS,
@@ -38,7 +36,7 @@ from runtime.workload import (
 )
 from schemas.limits import QUEUE_MAX
 from switchboard.config import Config
-from switchboard.control import store
+from tools.database_tool import run_with_database, running_document
 from tools.progress import TerminalProgress
 
 _DAY = timedelta(days=1)
@@ -92,20 +90,10 @@ def _end(text: str) -> datetime:
 
 
 def workload_command(args: argparse.Namespace, config: Config) -> int:
-    if not config.database.url:
-        print("switchboard: workload needs DATABASE_URL", file=sys.stderr)
-        return 2
     if len(getattr(args, "queue", None) or "") > QUEUE_MAX:
         print(f"switchboard: queue names are at most {QUEUE_MAX} characters", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_run(args, config, config.database.url))
-    except DATABASE_ERRORS as error:
-        print(f"\nswitchboard: workload failed: {type(error).__name__}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nswitchboard: workload interrupted", file=sys.stderr)
-        return 130
+    return run_with_database("workload", config, lambda url: _run(args, config, url))
 
 
 async def _run(args: argparse.Namespace, config: Config, url: str) -> int:
@@ -113,8 +101,7 @@ async def _run(args: argparse.Namespace, config: Config, url: str) -> int:
     assert pool is not None
     try:
         async with pool.acquire() as conn:
-            version = await store.current(conn)
-        document = config.document() if version is None else version.document
+            document = await running_document(conn, config)
         if args.domain not in document.domains:
             print(f"switchboard: unknown domain {args.domain!r}", file=sys.stderr)
             return 2
