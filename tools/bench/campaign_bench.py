@@ -48,7 +48,13 @@ from schemas import Answerer, Channel, NotificationRequested
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import free_port
-from tools.bench.e2e_bench import Services, drop_database, fresh_database, services
+from tools.bench.e2e_bench import (
+    Services,
+    drop_database,
+    fresh_database,
+    service_sections,
+    services,
+)
 from tools.bench.providers import FakeProviders, Received
 
 MESSAGES = 10_000
@@ -78,16 +84,8 @@ def numbers() -> list[str]:
 
 
 def raw_config(services: Services, url: str, provider: str) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:6]
     return {
-        "kafka": {
-            "bootstrap_servers": services.bootstrap,
-            "topic_prefix": f"campaign{tag}.",
-            "consumer_group": f"campaign-{tag}",
-            "partitions": 1,
-            "fetch_max_wait_ms": 10,
-        },
-        "database": {"url": url, "pool_max_size": 10},
+        **service_sections(services, url, "campaign", 10),
         "domains": {DOMAIN: {"outbound": {"rates": {"sms": {"per_second": RATE, "burst": BURST}}}}},
         "channels": {
             "twilio": {

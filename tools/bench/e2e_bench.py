@@ -324,20 +324,25 @@ def median_round(rounds: list[list[float]], q: float) -> float:
 # -- Switchboard -----------------------------------------------------------------------
 
 
-def bench_config(services: Services, url: str, domains: list[str]) -> Config:
+def service_sections(services: Services, url: str, name: str, pool_size: int) -> dict[str, Any]:
+    """The ``kafka`` and ``database`` sections of a benchmark's service: topics and a
+    consumer group of its own (``name`` and a fresh tag) on the shared broker."""
     tag = uuid.uuid4().hex[:6]
-    return msgspec.convert(
-        {
-            "kafka": {
-                "bootstrap_servers": services.bootstrap,
-                "topic_prefix": f"bench{tag}.",
-                "consumer_group": f"bench-{tag}",
-                "partitions": 1,
-                "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
-            },
-            "database": {"url": url, "pool_max_size": 4},
-            "domains": {d: {} for d in domains},
+    return {
+        "kafka": {
+            "bootstrap_servers": services.bootstrap,
+            "topic_prefix": f"{name}{tag}.",
+            "consumer_group": f"{name}-{tag}",
+            "partitions": 1,
+            "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
         },
+        "database": {"url": url, "pool_max_size": pool_size},
+    }
+
+
+def bench_config(services: Services, url: str, domains: list[str]) -> Config:
+    return msgspec.convert(
+        {**service_sections(services, url, "bench", 4), "domains": {d: {} for d in domains}},
         Config,
     )
 

@@ -58,6 +58,7 @@ from tools.bench.e2e_bench import (
     drop_database,
     fresh_database,
     register_agents,
+    service_sections,
     services,
 )
 from tools.bench.webhook_processes import SENDING, LoadFigures, LoadSettings, RawSettings
@@ -305,16 +306,8 @@ async def bench_raw(services: Services, directory: Path) -> Outcome:
 
 
 def switchboard_config(services: Services, url: str) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:6]
     return {
-        "kafka": {
-            "bootstrap_servers": services.bootstrap,
-            "topic_prefix": f"webhook{tag}.",
-            "consumer_group": f"webhook-{tag}",
-            "partitions": 1,
-            "fetch_max_wait_ms": 10,
-        },
-        "database": {"url": url, "pool_max_size": 10},
+        **service_sections(services, url, "webhook", 10),
         "domains": {DOMAIN: {}},
         "channels": {
             "twilio": {"account_sid": ACCOUNT, "numbers": [{"number": NUMBER, "domain": DOMAIN}]}
