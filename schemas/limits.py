@@ -160,7 +160,11 @@ QueueName = Annotated[str, msgspec.Meta(max_length=QUEUE_MAX)]
 SkillName = Annotated[str, msgspec.Meta(max_length=SKILL_MAX)]
 Endpoint = Annotated[str, msgspec.Meta(max_length=ENDPOINT_MAX)]
 Address = Annotated[str, msgspec.Meta(max_length=ADDRESS_MAX)]
-CustomerId = Annotated[str, msgspec.Meta(max_length=CUSTOMER_ID_MAX)]
+CustomerId = Annotated[
+    str, msgspec.Meta(max_length=CUSTOMER_ID_MAX, extra={"names": "customer identity"})
+]
+"""A customer identity; the ``extra`` marks the type apart from other strings of the same
+length, for ``router.engine.residency`` (what an input names is loaded before it applies)."""
 ConversationId = Annotated[str, msgspec.Meta(max_length=CONVERSATION_ID_MAX)]
 ConversationKey = Annotated[str, msgspec.Meta(max_length=CONVERSATION_KEY_MAX)]
 ProviderMessageId = Annotated[str, msgspec.Meta(max_length=PROVIDER_MESSAGE_ID_MAX)]

@@ -61,6 +61,7 @@ from router.engine.records import (
     IdentityRecord,
     WaitEstimate,
 )
+from router.engine.residency import customers_named, forget, open_customers, remember
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.state import DomainState
 from router.engine.waiting import line_length, line_position, serving_agents, step_line
@@ -113,13 +114,17 @@ __all__ = [
     "bot_health",
     "conversation_record",
     "customer_record",
+    "customers_named",
+    "forget",
     "identity_links",
     "line_length",
     "line_position",
     "make_id",
     "new_state",
     "next_deadline",
+    "open_customers",
     "reconfigure",
+    "remember",
     "restore",
     "serving_agents",
     "snapshot",

@@ -59,6 +59,8 @@ import heapq
 from collections.abc import Iterable
 from typing import assert_never
 
+import msgspec
+
 from router.engine.agents import (
     next_agent_deadline,
     on_agent_registered,
@@ -90,6 +92,7 @@ from router.engine.policy import DomainPolicy
 from router.engine.records import (
     AgentDeadlineKind,
     AgentRecord,
+    AssignmentRecord,
     BotRecord,
     ConversationRecord,
     ConversationStatus,
@@ -97,10 +100,11 @@ from router.engine.records import (
     DeadlineKind,
     IdentityRecord,
 )
+from router.engine.residency import remember
 from router.engine.routing import enqueue, finish
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.snooze import on_snooze
-from router.engine.state import Agent, Conversation, Customer, DomainState, WindowState
+from router.engine.state import Agent, Conversation, DomainState, WindowState
 from router.engine.windows import next_window, push_window, tick_windows
 from schemas import (
     AgentRegistered,
@@ -302,7 +306,8 @@ def restore(
     bots: Iterable[BotRecord] = (),
 ) -> DomainState:
     """Rebuild a domain from its latest persisted snapshots (open conversations only),
-    its identity links and its bots' health.
+    the customers given with their identity links (at least those of the open
+    conversations: ``router.engine.residency``) and its bots' health.
 
     Agent loads are recomputed from the conversations; deadlines come back from the
     records, and one already past fires on the next ``tick``, which first lets agents
@@ -328,39 +333,20 @@ def restore(
             if due is not None:
                 heapq.heappush(state.agent_deadlines, (due, agent.agent_id, kind))
         state.agents[agent.agent_id] = agent
-    for customer_record_ in customers:
-        customer = Customer(customer_record_.customer_id)
-        customer.owner_agent_id = customer_record_.owner_agent_id
-        customer.last_agent_id = customer_record_.last_agent_id
-        customer.last_handled_at = customer_record_.last_handled_at
-        customer.expectation = customer_record_.expectation
-        if customer_record_.affinity:
-            customer.affinity = [
-                (entry.rank, entry.agent_id) for entry in customer_record_.affinity
-            ]
-        state.customers[customer.customer_id] = customer
-    for link in identities:
-        state.identities[link.identity] = link
-        owner = state.customers.get(link.customer_id)
-        if owner is None:
-            owner = state.customers[link.customer_id] = Customer(link.customer_id)
-        if owner.identities is None:
-            owner.identities = []
-        owner.identities.append(link.identity)
-    for customer in state.customers.values():
-        if customer.identities is not None:
-            customer.identities.sort()
-    restored: list[tuple[Conversation, ConversationRecord]] = []
+    remember(state, customers, identities)
+    restored: list[tuple[Conversation, float | None, DeadlineKind | None]] = []
+    customers_by_id = state.customers
     for record_ in conversations:
         if record_.status is _CLOSED:
             continue
         queue = compiled.queues.get(record_.queue) or compiled.queues[compiled.default_queue]
+        customer = customers_by_id.get(record_.customer_id)
         conversation = Conversation(
             record_.conversation_id,
             record_.channel,
-            record_.endpoint,
+            state.interned.setdefault(record_.endpoint, record_.endpoint),
             record_.customer_address,
-            record_.customer_id,
+            record_.customer_id if customer is None else customer.customer_id,
             record_.conversation_key,
             queue,
             record_.priority,
@@ -370,14 +356,15 @@ def restore(
         _restore_conversation(state, conversation, record_)
         state.conversations[conversation.conversation_id] = conversation
         state.by_key[conversation.key] = conversation
-        restored.append((conversation, record_))
+        # Only what the second pass needs: the decoded records can go as the load ends.
+        restored.append((conversation, record_.deadline, record_.deadline_kind))
     for agent in state.agents.values():
         for channel in sorted(set(agent.capacity) | set(agent.load)):
             state.reindex(agent, channel)
-    for conversation, record_ in restored:
+    for conversation, deadline, deadline_kind in restored:
         if conversation.status is _WAITING:
             enqueue(state, conversation)
-        state.schedule(conversation, record_.deadline, record_.deadline_kind)
+        state.schedule(conversation, deadline, deadline_kind)
         push_window(state, conversation)
     state.rematch_at = 0.0
     return state
@@ -433,7 +420,7 @@ def _restore_conversation(
 ) -> None:
     conversation.owner = _agent_of(state, record.owner_agent_id, record)
     conversation.offered_to = _agent_of(state, record.offered_to, record)
-    conversation.preferred = record.preferred_agent_id
+    conversation.preferred = _shared_agent_id(state, record.preferred_agent_id)
     queue = conversation.queue
     index = queue.index_of(record.step)
     if record.status is _OVERFLOWED:
@@ -449,7 +436,7 @@ def _restore_conversation(
     conversation.last_activity_at = record.last_activity_at
     conversation.step_until = record.step_until
     conversation.passed_over = dict(record.passed_over) or None
-    conversation.assignment = record.assignment
+    conversation.assignment = _shared_assignment(conversation, record.assignment)
     conversation.message_count = record.message_count
     if record.skills or record.language or record.attributes:
         conversation.set_context(
@@ -484,6 +471,37 @@ def _restore_conversation(
         holder.load[conversation.channel] = holder.load.get(conversation.channel, 0) + 1
         key = (conversation.queue.name, conversation.channel)
         holder.queue_load[key] = holder.queue_load.get(key, 0) + 1
+
+
+def _shared_agent_id(state: DomainState, agent_id: str | None) -> str | None:
+    """The agent's own id string, where the agent is known: a restored domain holds one
+    copy of each agent id, as a live one does."""
+    agent = None if agent_id is None else state.agents.get(agent_id)
+    return agent_id if agent is None else agent.agent_id
+
+
+def _shared_assignment(
+    conversation: Conversation, assignment: AssignmentRecord | None
+) -> AssignmentRecord | None:
+    """The open assignment with the strings the conversation and its agent hold already
+    (the largest part of a restored conversation otherwise)."""
+    holder = conversation.owner or conversation.offered_to
+    if assignment is None or holder is None or assignment.agent_id != holder.agent_id:
+        return assignment
+    queue = conversation.queue
+    candidates = assignment.candidates
+    if candidates == holder.chosen:
+        candidates = holder.chosen
+    return msgspec.structs.replace(
+        assignment,
+        conversation_id=conversation.conversation_id,
+        agent_id=holder.agent_id,
+        queue=queue.name if assignment.queue == queue.name else assignment.queue,
+        step=conversation.step_name
+        if assignment.step == conversation.step_name
+        else assignment.step,
+        candidates=candidates,
+    )
 
 
 def _agent_of(state: DomainState, agent_id: str | None, record: ConversationRecord) -> Agent | None:

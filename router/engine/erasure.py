@@ -27,14 +27,14 @@ from router.engine.commands import complete
 from router.engine.effects import EraseCustomer
 from schemas import CustomerErased
 from schemas.common import Event
-from schemas.limits import ERASED_CONVERSATIONS_MAX
+from schemas.limits import ERASED_CONVERSATIONS_MAX, CustomerId
 
 
 class CustomerErasure(Event, frozen=True, kw_only=True, tag="customer.erasure"):
     """What the engine applies for a ``customer.erase_requested`` (same id): whom, as
     the shell read it from the erasure's row."""
 
-    identities: tuple[str, ...]
+    identities: tuple[CustomerId, ...]
     """The identities the request named (a phone number's on every phone channel)."""
     conversation_ids: tuple[str, ...] = ()
     """Their conversations PostgreSQL held when the request was made, newest first."""
@@ -49,9 +49,6 @@ def erased_identities(call: Call, named: tuple[str, ...]) -> tuple[list[str], se
         customer = state.customers.get(profile)
         if customer is not None and customer.identities:
             identities.update(customer.identities)
-    identities.update(
-        identity for identity, link in state.identities.items() if link.customer_id in profiles
-    )
     return profiles, identities
 
 

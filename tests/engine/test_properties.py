@@ -10,6 +10,7 @@ conversation gets assigned or overflowed, and a replay yields the same effects.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -47,8 +48,10 @@ from router.engine import (
     StepPolicy,
     apply,
     bot_health,
+    customers_named,
     identity_links,
     new_state,
+    remember,
     restore,
     snapshot,
     tick,
@@ -538,6 +541,31 @@ class Store:
             self.bots.values(),
         )
 
+    def resident(self, policy: DomainPolicy, event: object | None) -> DomainState:
+        """The state a router holds to apply ``event``: the open conversations' customers,
+        and those the event names, loaded as the shell loads them (by identity, each
+        profile with all its links); no other history."""
+        open_ids = {record.customer_id for record in self.conversations.values()}
+        # Copies: the records share mutable parts with the live state and ``revived``,
+        # which PostgreSQL's would not.
+        state = restore(
+            DOMAIN,
+            policy,
+            [copy.deepcopy(a) for a in self.agents.values()],
+            [copy.deepcopy(c) for c in self.conversations.values()],
+            [c for c in self.customers.values() if c.customer_id in open_ids],
+            [link for link in self.identities.values() if link.customer_id in open_ids],
+            self.bots.values(),
+        )
+        named = customers_named(event) if event is not None else []
+        profiles = {self.identities[i].customer_id if i in self.identities else i for i in named}
+        remember(
+            state,
+            [self.customers[p] for p in sorted(profiles) if p in self.customers],
+            [link for link in self.identities.values() if link.customer_id in profiles],
+        )
+        return state
+
     def snapshot(self) -> Snapshot:
         return (
             [self.agents[k] for k in sorted(self.agents)],
@@ -756,9 +784,12 @@ def test_routing_invariants_hold_at_every_step(
         before_records = {r.conversation_id: r for r in snapshot(state)[1]}
         before_loads = loads(state)
         revived = store.restore(policy)
+        resident = store.resident(policy, item[0])
         effects = step(state, item)
-        # restored from the persisted snapshots, the state continues identically
+        # restored from the persisted snapshots, the state continues identically, and so
+        # does one holding only open work and the customers the input names
         assert step(revived, item) == effects
+        assert step(resident, item) == effects
         history.append(item)
         outputs.append(effects)
         store.save(effects)
