@@ -50,6 +50,10 @@ PROCESS_METRICS = frozenset(
         # hashed to it.
         "switchboard_router_batch_records",
         "switchboard_router_batch_seconds",
+        # The router's memory and the lookups that keep it bounded: the cache is shared by
+        # the process's domains.
+        "switchboard_router_customers_resident",
+        "switchboard_router_customer_lookups_total",
         "switchboard_consumer_lag_records",
         "switchboard_outbox_backlog_events",
         "switchboard_offset_resets_total",
@@ -406,6 +410,18 @@ class Metrics:
             "switchboard_routing_events_total",
             "Routing events published to conversations.routing, by type.",
             ["type"],
+            registry=r,
+        )
+        self.customers_resident = Gauge(
+            "switchboard_router_customers_resident",
+            "Customer profiles in this router's memory: those of open conversations and the"
+            " recently used ones (router.customer_cache bounds the latter).",
+            registry=r,
+        )
+        self.customer_lookups = Counter(
+            "switchboard_router_customer_lookups_total",
+            "Customer identities a batch named that were not in memory and were looked up in"
+            " PostgreSQL.",
             registry=r,
         )
         self.partitions_owned = Gauge(

@@ -148,7 +148,7 @@ def build_app(
 
         live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
-        app.cleanup_ctx.append(_router_worker)
+        app.cleanup_ctx.append(functools.partial(_router_worker, config))
         app.cleanup_ctx.append(functools.partial(_retention, config))
         if config.workload.enabled:
             app.cleanup_ctx.append(functools.partial(_workload, config))
@@ -312,7 +312,7 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
     await consumer.stop()
 
 
-async def _router_worker(app: web.Application) -> AsyncIterator[None]:
+async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[None]:
     live = app[LIVE_CONFIG]
     worker = RouterWorker(
         app[CONFIG],
@@ -323,6 +323,7 @@ async def _router_worker(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         config_version=live.version,
         keys=app[TOPIC_KEYS],
+        customer_cache=config.router.customer_cache,
     )
     app[ROUTER_WORKER] = worker
     async with background("router-worker", worker.run(), worker.stop):

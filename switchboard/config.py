@@ -22,6 +22,7 @@ from adapters.webchat import WebchatConfig
 from adapters.webchat_prechat import prechat_queues
 from router.api.config import ApiConfig
 from router.engine import DomainPolicy
+from router.shell.residents import RouterConfig
 from runtime.config import ConfigError, ServiceConfig
 from runtime.outbound import OutboundConfig
 from runtime.retention import RetentionConfig, RetentionJobConfig
@@ -117,6 +118,9 @@ class Config(ServiceConfig, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     workload: WorkloadJobConfig = WorkloadJobConfig()
     """How the routers measure the workload as they run: interval, lookback
     (``runtime.workload``)."""
+    router: RouterConfig = RouterConfig()
+    """The router's memory: how many customers without open work it keeps
+    (``router.shell.residents``)."""
 
     def __post_init__(self) -> None:
         if not self.domains:

@@ -237,6 +237,12 @@ class Intake:
     def states(self) -> list[DomainState]:
         return [state for domains in self.partitions.values() for state in domains.values()]
 
+    def domains(self) -> dict[str, DomainState]:
+        """The owned domains' states by domain."""
+        return {
+            name: state for domains in self.partitions.values() for name, state in domains.items()
+        }
+
     def decode(
         self,
         fetched: Mapping[InputPartition, Sequence[Record]],

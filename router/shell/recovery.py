@@ -18,12 +18,13 @@ The worker then installs the states, seeks the consumer and queues the outbox ro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -40,11 +41,24 @@ from schemas import topics
 log = structlog.get_logger(__name__)
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where the C library has it (None elsewhere)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Loading a partition builds hundreds of thousands of long-lived objects: the cyclic
     collector would rescan them again and again (5x slower), so it waits, and what was
-    loaded is then frozen out of future collections."""
+    loaded is then frozen out of future collections. The load's transient records (the
+    decoded JSON) are gone by then: the C heap gives their pages back to the system, or
+    the process would keep a takeover's peak for good (a fifth of its memory, measured)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -53,6 +67,8 @@ def _collector_paused() -> Iterator[None]:
         if was_enabled:
             gc.enable()
         gc.freeze()
+        if _TRIM is not None:
+            _TRIM(0)
 
 
 @dataclass(slots=True)

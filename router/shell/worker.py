@@ -60,6 +60,7 @@ from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
 from router.shell.outbox import Outbox, destinations, sealed, sealing_subjects
 from router.shell.recovery import PartitionLoader
+from router.shell.residents import ResidentCustomers, RouterConfig
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
@@ -88,8 +89,11 @@ class _WriteJob:
     records: int
     started: float
     message_ids: set[str]
+    batch: int = 0
+    """The number of the latest batch it holds (``router.shell.residents``)."""
 
     def absorb(self, later: _WriteJob) -> None:
+        self.batch = later.batch
         self.writes.absorb(later.writes)
         self.emitted.extend(later.emitted)
         self.records += later.records
@@ -111,6 +115,7 @@ class RouterWorker:
         clock: Callable[[], float] = time.time,
         config_version: int = 0,
         keys: TopicKeys | None = None,
+        customer_cache: int = RouterConfig().customer_cache,
     ) -> None:
         self._config = config
         self._keys = keys or TopicKeys(pool, cache_seconds=config.kafka.key_cache_seconds)
@@ -135,6 +140,8 @@ class RouterWorker:
         )
         """The owned domains (``policies`` says which: the domains this deployment routes),
         their input positions, and steps 1 and 2 for each record."""
+        self._residents = ResidentCustomers(customer_cache)
+        """The customers in memory beyond open work, and what each batch must load."""
         self._outbox: Outbox[asyncio.Future[list[object]]] = Outbox()
         self._loader = PartitionLoader(config, policies, environ, pool, metrics)
         self._lock = asyncio.Lock()
@@ -361,20 +368,28 @@ class RouterWorker:
         for (topic, partition), offset in batch.rewinds.items():
             assert self._consumer is not None
             self._consumer.seek(TopicPartition(topic, partition), offset)
-        known: set[str] = set()
-        if batch.messages:
-            # Taken before the query, as a write may commit while it runs (the writer
-            # replaces these sets, it does not change them).
-            writing, queued = self._writing_ids, self._queued
-            async with self._pool.acquire() as conn:
-                known = await store.known_message_ids(conn, batch.messages)
-            known.update(writing)
-            if queued is not None:
-                known.update(queued.message_ids)
         erasures: dict[str, ErasureRequest] = {}
         if batch.erasures:
             async with self._pool.acquire() as conn:
                 erasures = await load_requests(conn, batch.erasures)
+        residents = self._residents
+        residents.next_batch()
+        states = intake.domains()
+        wanted = residents.to_load(states, (item.event for item in batch.decoded), erasures)
+        known: set[str] = set()
+        if batch.messages or wanted:
+            # Taken before the query, as a write may commit while it runs (the writer
+            # replaces these sets, it does not change them).
+            writing, queued = self._writing_ids, self._queued
+            async with self._pool.acquire() as conn:
+                if batch.messages:
+                    known = await store.known_message_ids(conn, batch.messages)
+                if wanted:
+                    residents.loaded(states, wanted, await store.load_customers(conn, wanted))
+                    self._metrics.customer_lookups.inc(len(wanted))
+            known.update(writing)
+            if queued is not None:
+                known.update(queued.message_ids)
         # Step 2
         now = self._clock()
         for _ in intake.apply_events(batch, now, known, erasures):
@@ -386,11 +401,16 @@ class RouterWorker:
             self._consumer.seek(TopicPartition(topic, partition), offset)
         if deadlines:
             intake.fire_deadlines(batch, now)
+        residents.note(states, batch.writes)
+        residents.sweep(states)
+        self._metrics.customers_resident.set(len(residents))
         # Step 3: queued for the writer task, with the acknowledged outbox rows' deletion
         self._raise_write_failure()
         await self._settle(wait=False)
         writes = batch.writes
         if writes.is_empty() and not self._outbox.has_acked:
+            if self._queued is None and (self._writing is None or self._writing.done()):
+                residents.committed = residents.batch  # nothing of it, or before it, to store
             return
         # Taken now: publishing meanwhile may acknowledge more.
         writes.published.extend(self._outbox.delete_acked())
@@ -400,6 +420,7 @@ class RouterWorker:
             records=batch.records,
             started=started,
             message_ids={message_id for _, message_id in batch.messages},
+            batch=residents.batch,
         )
         if self._queued is None:
             self._queued = job
@@ -447,6 +468,8 @@ class RouterWorker:
             self._outbox.not_deleted(job.writes.published)
             raise
         self._outbox.deleted(job.writes.published)
+        if job.batch:
+            self._residents.committed = job.batch
         self.problem = None
         self._committed_at = time.monotonic()
         if job.emitted and self.first_applied_after_load is None:
@@ -716,6 +739,7 @@ class RouterWorker:
         await self._settle_writing()
         loaded = await self._loader.load(consumer, numbers, assigned)
         self._intake.partitions.update(loaded.partitions)
+        self._residents.adopt(self.domain_states())
         for tp, position in loaded.positions.items():
             self._intake.expected[tp] = position
             if position is None:

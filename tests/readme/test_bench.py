@@ -13,7 +13,7 @@ import pytest
 
 import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
-from tools.bench import campaign_bench, e2e_bench, engine_bench, webhook_bench
+from tools.bench import campaign_bench, e2e_bench, engine_bench, scale_bench, webhook_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -37,6 +37,12 @@ SMALL: dict[ModuleType, dict[str, float]] = {
     },
     campaign_bench: {"MESSAGES": 300, "SENDERS": 2, "PROCESSES": 2, "PROVIDER_DELAY": 0.01},
     webhook_bench: {"RATE": 20.0, "SECONDS": 1.0, "ROUNDS": 1, "WARM_MESSAGES": 10, "AGENTS": 20},
+    scale_bench: {
+        "HISTORY_CUSTOMERS": 5_000,
+        "OPEN_CONVERSATIONS": 1_000,
+        "SCALE_MESSAGES": 300,
+        "HISTORY_PAGE": 2_000,
+    },
 }
 
 
@@ -79,8 +85,13 @@ async def test_the_benchmark_runs_at_a_small_scale(
         "webhook_raw_consumer_cpu_us_per_message",
         "webhook_consumer_cpu_us_per_message",
         "webhook_total_cpu_ratio_to_raw",
+        "scale_takeover_seconds",
+        "scale_returning_messages_per_s",
     ):
         assert run[figure] > 0, figure
+    # Every traffic message named one customer identity, looked up once (none was in
+    # memory: the past ones were not loaded at takeover, the new ones were never seen).
+    assert run["scale_customers_read_per_message"] == 1.0
     # Every message of the webhook load is answered and routed, by both pipelines.
     measured = run["webhook_measured_messages"]
     assert measured == run["webhook_raw_accepted"] == run["webhook_raw_routed"]

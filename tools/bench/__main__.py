@@ -1,4 +1,4 @@
-"""``make bench``: the engine, planning, end-to-end, campaign and webhook benchmarks, printed and
+"""``make bench``: the engine, planning, end-to-end, campaign, webhook and scale benchmarks, printed and
 saved to ``.bench/results.json`` (one object per run, appended, so runs can be compared)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from tools.bench.campaign_bench import run_campaign_bench
 from tools.bench.e2e_bench import run_e2e_bench
 from tools.bench.engine_bench import run_engine_bench
 from tools.bench.planning_bench import run_planning_bench
+from tools.bench.scale_bench import run_scale_bench
 from tools.bench.webhook_bench import run_webhook_bench
 
 RESULTS = Path(".bench/results.json")
@@ -41,6 +42,11 @@ def main() -> int:
     for key, value in webhook.items():
         print(f"  {key:44} {value}")
     figures.update(webhook)
+    print("\n== scale (10 million past customers, 100,000 open conversations)", flush=True)
+    scale = run_scale_bench()
+    for key, value in scale.items():
+        print(f"  {key:44} {value}")
+    figures.update(scale)
     paced = (
         figures["campaign_steady_per_sender_per_s"]
         / figures["campaign_configured_per_sender_per_s"]
@@ -55,6 +61,14 @@ def main() -> int:
         ("e2e_ratio_to_raw >= 0.5", figures["e2e_ratio_to_raw"] >= 0.5),
         ("e2e_p99_ratio_to_raw <= 1.5", figures["e2e_p99_ratio_to_raw"] <= 1.5),
         ("recovery_seconds_100k_open < 5", figures["recovery_seconds_100k_open"] < 5),
+        (
+            "takeover with 10 M past customers < 5 s",
+            figures["scale_takeover_seconds"] < 5,
+        ),
+        (
+            "router RSS per open conversation <= 2 KiB (10 M past customers)",
+            figures["scale_rss_bytes_per_open_conversation"] <= 2048,
+        ),
         (
             "staffing simulation >= 50x real time",
             figures["staffing_simulated_seconds_per_second"] >= 50,

@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -600,6 +601,90 @@ async def bench_raw(services: Services) -> tuple[float, float, list[list[float]]
         await drop_database(services, url)
 
 
+async def seed_open_work(url: str, domain: str, conversations: int) -> None:
+    """Store ``conversations`` open conversations of as many customers, assigned to
+    ``conversations // 10`` online agents of 10 SMS slots each, as the router saved them."""
+    state = new_state(domain, DomainPolicy())
+    agents = conversations // 10
+    now = time.time()
+    for i in range(agents):
+        agent = f"agent-{i:05d}"
+        apply(
+            state,
+            AgentRegistered(
+                id=f"r{i}",
+                domain=domain,
+                occurred_at=now,
+                agent_id=agent,
+                capacity={Channel.SMS: 10},
+            ),
+            now,
+        )
+        apply(
+            state,
+            PresenceChanged(
+                id=f"p{i}",
+                domain=domain,
+                occurred_at=now,
+                agent_id=agent,
+                status=Presence.ONLINE,
+            ),
+            now,
+        )
+    for i in range(conversations):
+        apply(state, message(domain, i, conversations), now)
+    agent_records, conversation_records, customer_records = snapshot(state)
+    encode = msgspec.json.encode
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.copy_records_to_table(
+            "agents",
+            columns=["domain", "agent_id", "name", "presence", "record"],
+            records=[
+                (domain, r.agent_id, r.name, str(r.presence), encode(r).decode())
+                for r in agent_records
+            ],
+        )
+        await conn.copy_records_to_table(
+            "customers",
+            columns=["domain", "customer_id", "record"],
+            records=[(domain, r.customer_id, encode(r).decode()) for r in customer_records],
+        )
+        await conn.copy_records_to_table(
+            "conversations",
+            columns=[
+                "domain",
+                "conversation_id",
+                "channel",
+                "customer_id",
+                "conversation_key",
+                "queue",
+                "status",
+                "owner_agent_id",
+                "opened_at",
+                "record",
+            ],
+            records=[
+                (
+                    domain,
+                    r.conversation_id,
+                    str(r.channel),
+                    r.customer_id,
+                    r.conversation_key,
+                    r.queue,
+                    str(r.status),
+                    r.owner_agent_id,
+                    datetime.fromtimestamp(r.opened_at, UTC),
+                    encode(r).decode(),
+                )
+                for r in conversation_records
+            ],
+        )
+    finally:
+        await conn.close()
+    del state
+
+
 async def bench_recovery(services: Services) -> tuple[float, float]:
     """Seconds from starting a router on a domain with 100,000 open conversations to the
     first new event applied (the partition's state loaded from PostgreSQL), and the
@@ -609,87 +694,7 @@ async def bench_recovery(services: Services) -> tuple[float, float]:
     try:
         config = bench_config(services, url, ["bench"])
         await prepare(config, {})
-        state = new_state("bench", DomainPolicy())
-        agents = RECOVERY_CONVERSATIONS // 10
-        now = time.time()
-        for i in range(agents):
-            agent = f"agent-{i:05d}"
-            apply(
-                state,
-                AgentRegistered(
-                    id=f"r{i}",
-                    domain="bench",
-                    occurred_at=now,
-                    agent_id=agent,
-                    capacity={Channel.SMS: 10},
-                ),
-                now,
-            )
-            apply(
-                state,
-                PresenceChanged(
-                    id=f"p{i}",
-                    domain="bench",
-                    occurred_at=now,
-                    agent_id=agent,
-                    status=Presence.ONLINE,
-                ),
-                now,
-            )
-        for i in range(RECOVERY_CONVERSATIONS):
-            apply(state, message("bench", i, RECOVERY_CONVERSATIONS), now)
-        agent_records, conversation_records, customer_records = snapshot(state)
-        encode = msgspec.json.encode
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.copy_records_to_table(
-                "agents",
-                columns=["domain", "agent_id", "name", "presence", "record"],
-                records=[
-                    ("bench", r.agent_id, r.name, str(r.presence), encode(r).decode())
-                    for r in agent_records
-                ],
-            )
-            await conn.copy_records_to_table(
-                "customers",
-                columns=["domain", "customer_id", "record"],
-                records=[("bench", r.customer_id, encode(r).decode()) for r in customer_records],
-            )
-            from datetime import UTC, datetime
-
-            await conn.copy_records_to_table(
-                "conversations",
-                columns=[
-                    "domain",
-                    "conversation_id",
-                    "channel",
-                    "customer_id",
-                    "conversation_key",
-                    "queue",
-                    "status",
-                    "owner_agent_id",
-                    "opened_at",
-                    "record",
-                ],
-                records=[
-                    (
-                        "bench",
-                        r.conversation_id,
-                        str(r.channel),
-                        r.customer_id,
-                        r.conversation_key,
-                        r.queue,
-                        str(r.status),
-                        r.owner_agent_id,
-                        datetime.fromtimestamp(r.opened_at, UTC),
-                        encode(r).decode(),
-                    )
-                    for r in conversation_records
-                ],
-            )
-        finally:
-            await conn.close()
-        del state
+        await seed_open_work(url, "bench", RECOVERY_CONVERSATIONS)
         probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
         async with adapter_keys(url) as keys:
             await produce(services.bootstrap, config.topic(topics.INBOUND), [probe], keys)
