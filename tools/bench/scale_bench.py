@@ -12,7 +12,8 @@ work, not the history (``router.engine.residency``, ``router.shell.residents``).
    work, no history), these show what the history costs.
 3. **Returning customers**: ``SCALE_MESSAGES`` new conversations, ``RETURNING_SHARE`` of
    them from past customers no router has in memory (each read from PostgreSQL by its
-   batch) and the rest from new customers, produced before the router starts; the rate
+   batch) and the rest from new customers, produced before the router starts, with two
+   more slots for each agent so that the conversations are assigned; the rate
    is from the loaded partition to the broker's acknowledgement of the last
    ``message.routed``. The figures include the customers read per batch and the
    customers resident at the end.
@@ -41,6 +42,7 @@ from tools.bench.e2e_bench import (
     fresh_database,
     produce,
     published_routed,
+    register_agents,
     router,
     seed_open_work,
     services,
@@ -143,6 +145,9 @@ async def bench_scale(running: Services) -> dict[str, float]:
             await produce(running.bootstrap, config.topic(topics.INBOUND), [probe_message], keys)
         loaded = await takeover(msgspec.json.encode(config).decode(), open_conversations)
         await count_routed(config, 1)
+        # Room for the traffic: two more slots for each agent of the open work, so that new
+        # conversations are assigned (a queue of thousands would measure the queue).
+        await register_agents(config, "bench", max(1, open_conversations // 10), capacity=12)
         traffic = [scale_message(i + 1, address) for i, address in enumerate(addresses)]
         async with adapter_keys(url) as keys:
             await produce(running.bootstrap, config.topic(topics.INBOUND), traffic, keys)
