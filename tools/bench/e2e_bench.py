@@ -104,8 +104,13 @@ async def drop_database(services: Services, url: str) -> None:
 
 
 def message(domain: str, index: int, conversations: int) -> MessageReceived:
-    customer = index % conversations
-    address = f"+1555{customer:07d}"
+    return message_from(domain, f"+1555{index % conversations:07d}", index)
+
+
+def message_from(
+    domain: str, address: str, index: int, text: str = "where is my parcel?"
+) -> MessageReceived:
+    """The ``index``-th benchmark SMS, from ``address``."""
     return MessageReceived(
         id=str(uuid.uuid4()),
         domain=domain,
@@ -116,7 +121,7 @@ def message(domain: str, index: int, conversations: int) -> MessageReceived:
         customer_id=f"phone:{address}",
         conversation_key=f"sms:{address}",
         provider_message_id=f"SM{index}-{uuid.uuid4().hex[:6]}",
-        text="where is my parcel?",
+        text=text,
     )
 
 

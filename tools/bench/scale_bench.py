@@ -25,13 +25,12 @@ import asyncio
 import random
 import sys
 import time
-import uuid
 
 import asyncpg
 import msgspec
 
 from runtime.metrics import Metrics
-from schemas import Channel, MessageReceived, topics
+from schemas import topics
 from switchboard.cli import prepare
 from tools.bench.e2e_bench import (
     Services,
@@ -40,6 +39,7 @@ from tools.bench.e2e_bench import (
     count_routed,
     drop_database,
     fresh_database,
+    message_from,
     produce,
     published_routed,
     register_agents,
@@ -70,21 +70,6 @@ FROM (
 
 def past_address(index: int) -> str:
     return f"+1666{index:08d}"
-
-
-def scale_message(index: int, address: str) -> MessageReceived:
-    return MessageReceived(
-        id=str(uuid.uuid4()),
-        domain="bench",
-        occurred_at=time.time(),
-        channel=Channel.SMS,
-        endpoint="+15550000000",
-        customer_address=address,
-        customer_id=f"phone:{address}",
-        conversation_key=f"sms:{address}",
-        provider_message_id=f"SM{index}-{uuid.uuid4().hex[:6]}",
-        text="it is me again",
-    )
 
 
 def traffic_addresses(messages: int, history: int, rng: random.Random) -> list[str]:
@@ -140,7 +125,7 @@ async def bench_scale(running: Services) -> dict[str, float]:
         await seed_history(url, history, max(1, open_conversations // 10))
         seeded = time.perf_counter() - started
         probe, *addresses = traffic_addresses(messages, history, random.Random(7))
-        probe_message = scale_message(0, probe)
+        probe_message = message_from("bench", probe, 0, "it is me again")
         async with adapter_keys(url) as keys:
             await produce(running.bootstrap, config.topic(topics.INBOUND), [probe_message], keys)
         loaded = await takeover(msgspec.json.encode(config).decode(), open_conversations)
@@ -148,7 +133,10 @@ async def bench_scale(running: Services) -> dict[str, float]:
         # Room for the traffic: two more slots for each agent of the open work, so that new
         # conversations are assigned (a queue of thousands would measure the queue).
         await register_agents(config, "bench", max(1, open_conversations // 10), capacity=12)
-        traffic = [scale_message(i + 1, address) for i, address in enumerate(addresses)]
+        traffic = [
+            message_from("bench", address, i + 1, "it is me again")
+            for i, address in enumerate(addresses)
+        ]
         async with adapter_keys(url) as keys:
             await produce(running.bootstrap, config.topic(topics.INBOUND), traffic, keys)
         metrics = Metrics(config=config.metrics)
