@@ -32,7 +32,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from router.engine import DomainPolicy, DomainState, new_state, restore
-from router.shell import store
+from router.shell import reads, store
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
@@ -141,7 +141,7 @@ class PartitionLoader:
             unpublished = await store.unpublished(conn, numbers)
         # Step 3
         with _collector_paused():
-            snapshots = await store.load_domains(self._pool, domains)
+            snapshots = await reads.load_domains(self._pool, domains)
             states = {
                 name: (
                     restore(

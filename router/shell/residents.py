@@ -10,7 +10,7 @@ Rules, without I/O (the worker runs the query):
 
 1. Before a batch applies, ``to_load`` lists the identities its inputs name that are
    neither in memory nor known to be absent from storage; the worker reads them in one
-   query (``store.load_customers``) and ``loaded`` puts them in memory (``remember``),
+   query (``reads.load_customers``) and ``loaded`` puts them in memory (``remember``),
    noting the ones storage does not hold as absent.
 2. Each batch has a number. A profile the batch names or saves is marked with it; an
    identity the batch deleted (an unlink, a merge, an erasure) is noted absent with it:
@@ -39,7 +39,7 @@ from router.engine import (
     remember,
 )
 from router.engine.records import CustomerRecord, IdentityRecord
-from router.shell import store
+from router.shell import reads, store
 from router.shell.erasure import ErasureRequest
 from schemas import CustomerEraseRequested
 from schemas.common import Event
@@ -138,7 +138,7 @@ class ResidentCustomers:
         self,
         states: Mapping[str, DomainState],
         asked: Sequence[Key],
-        found: Iterable[store.StoredCustomer],
+        found: Iterable[reads.StoredCustomer],
     ) -> None:
         """Rule 1: what storage held for the identities asked, put in memory."""
         batch, recent = self.batch, self._recent

@@ -13,11 +13,10 @@ acknowledged all of them, so a row per event would only add index work to the ho
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -41,6 +40,7 @@ from schemas import (
     MessageChanged,
     MessageReceived,
     ReplyRequested,
+    RoutingEvent,
 )
 
 _encode = msgspec.json.Encoder().encode
@@ -183,6 +183,27 @@ class BatchWrites:
     def is_empty(self) -> bool:
         """Nothing to write: every field (each a collection) is empty."""
         return not any(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(slots=True)
+class WriteJob:
+    """Applied batches to commit in one transaction: what the router's writer task takes
+    (``router.shell.worker``)."""
+
+    writes: BatchWrites
+    emitted: list[RoutingEvent]
+    records: int
+    started: float
+    message_ids: set[str]
+    batch: int = 0
+    """The number of the latest batch it holds (``router.shell.residents``)."""
+
+    def absorb(self, later: WriteJob) -> None:
+        self.batch = later.batch
+        self.writes.absorb(later.writes)
+        self.emitted.extend(later.emitted)
+        self.records += later.records
+        self.message_ids.update(later.message_ids)
 
 
 _UPSERT_AGENTS = """
@@ -365,7 +386,7 @@ RETURNING seq, partition
 _DELETE_PUBLISHED = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
 
 
-def _columns(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
+def column_arrays(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
     columns: list[list[object]] = [[] for _ in range(width)]
     for row in rows:
         for index, value in enumerate(row):
@@ -385,9 +406,9 @@ async def _write_rows(
     kept = [columns_of(domain, record) for (domain, _), record in rows.items() if record]
     gone = [key for key, record in rows.items() if record is None]
     if kept:
-        await conn.execute(upsert, *_columns(kept, len(kept[0])))
+        await conn.execute(upsert, *column_arrays(kept, len(kept[0])))
     if gone:
-        await conn.execute(delete, *_columns(gone, 2))
+        await conn.execute(delete, *column_arrays(gone, 2))
 
 
 async def write_batch(
@@ -482,7 +503,7 @@ async def write_batch(
         if writes.assignments:
             await conn.execute(
                 _UPSERT_ASSIGNMENTS,
-                *_columns(
+                *column_arrays(
                     (
                         (
                             d,
@@ -551,7 +572,7 @@ async def write_batch(
         if writes.bot_replies:
             await conn.execute(
                 _INSERT_BOT_REPLIES,
-                *_columns(
+                *column_arrays(
                     (
                         (
                             r.domain,
@@ -587,7 +608,7 @@ async def write_batch(
         if writes.reads_through:
             await conn.execute(
                 _UPDATE_READ_THROUGH,
-                *_columns(
+                *column_arrays(
                     (
                         (domain, conversation_id, _timestamp(through))
                         for (domain, conversation_id), through in writes.reads_through.items()
@@ -605,7 +626,7 @@ async def write_batch(
             await conn.execute(
                 _UPSERT_OFFSETS,
                 consumer_group,
-                *_columns(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
+                *column_arrays(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
             )
     return sorted(outbox, key=lambda batch: batch.seq)
 
@@ -624,9 +645,9 @@ async def _write_deliveries(
         if not domain
     ]
     if by_id:
-        await conn.execute(_UPDATE_DELIVERY_BY_ID, *_columns(by_id, 5))
+        await conn.execute(_UPDATE_DELIVERY_BY_ID, *column_arrays(by_id, 5))
     if by_provider_id:
-        await conn.execute(_UPDATE_DELIVERY_BY_PROVIDER_ID, *_columns(by_provider_id, 4))
+        await conn.execute(_UPDATE_DELIVERY_BY_PROVIDER_ID, *column_arrays(by_provider_id, 4))
 
 
 async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) -> None:
@@ -636,7 +657,7 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
         latest[(change.domain, str(change.channel), change.customer_address)] = item
     await conn.execute(
         _UPSERT_CONSENTS,
-        *_columns(
+        *column_arrays(
             (
                 (
                     c.domain,
@@ -654,7 +675,7 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
     )
     await conn.execute(
         _INSERT_CONSENT_CHANGES,
-        *_columns(
+        *column_arrays(
             (
                 (
                     c.domain,
@@ -689,7 +710,7 @@ async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]
         "SELECT m.message_id FROM messages m"
         " JOIN unnest($1::text[], $2::text[]) AS i(d, id)"
         " ON m.domain = i.d AND m.message_id = i.id",
-        *_columns(ids, 2),
+        *column_arrays(ids, 2),
     )
     return {row["message_id"] for row in rows}
 
@@ -713,169 +734,8 @@ async def reset_offsets(
     await conn.execute(
         _UPSERT_OFFSETS,
         consumer_group,
-        *_columns(((t, p, o) for (t, p), o in offsets.items()), 3),
+        *column_arrays(((t, p, o) for (t, p), o in offsets.items()), 3),
     )
-
-
-class RecordPages(Generic[R]):
-    """Stored records as pages of JSON, decoded a page at a time as they are iterated.
-
-    A load then holds at most one page of decoded records beside the state it builds, and
-    the state keeps nothing of the pages it was built from: the memory a takeover leaves
-    behind is the state's, not the records' (decoding everything first left their memory
-    in use for good, a third of the router's resident memory, measured)."""
-
-    __slots__ = ("_decoder", "_pages")
-
-    def __init__(self, decoder: msgspec.json.Decoder[list[R]], pages: list[bytes]) -> None:
-        self._decoder = decoder
-        self._pages = pages
-
-    def __iter__(self) -> Iterator[R]:
-        for page in self._pages:
-            yield from self._decoder.decode(page)
-
-    def __bool__(self) -> bool:
-        return bool(self._pages)
-
-
-def _no_records() -> RecordPages[Any]:
-    return RecordPages(msgspec.json.Decoder(list[Any]), [])
-
-
-@dataclass(slots=True)
-class DomainSnapshot:
-    agents: RecordPages[AgentRecord] = field(default_factory=_no_records)
-    conversations: RecordPages[ConversationRecord] = field(default_factory=_no_records)
-    customers: RecordPages[CustomerRecord] = field(default_factory=_no_records)
-    identities: RecordPages[IdentityRecord] = field(default_factory=_no_records)
-    bots: RecordPages[BotRecord] = field(default_factory=_no_records)
-
-
-_OF_OPEN_WORK = """(
-    SELECT x.* FROM (
-        SELECT DISTINCT domain, customer_id FROM conversations
-        WHERE domain = ANY($1::text[]) AND status <> 'closed'
-    ) o CROSS JOIN LATERAL (
-        SELECT * FROM {table} x WHERE x.domain = o.domain AND x.customer_id = o.customer_id
-        OFFSET 0
-    ) x
-)"""
-"""Only the rows of the open conversations' customers (``router.engine.residency``), each
-found by its index: ``OFFSET 0`` keeps the planner from turning the lookups into a scan
-of the whole history (10 s for 10 million customers, measured). The rest of the history
-is read when an input names it (``load_customers``)."""
-
-LOAD_PAGE = 2_000
-"""Records per page of a partition load (``RecordPages``)."""
-
-_LOAD_QUERY = """
-SELECT domain, convert_to(json_agg(record)::text, 'UTF8') AS records FROM (
-    SELECT t.domain, {record} AS record, (row_number() OVER (PARTITION BY t.domain) - 1) / $2 AS page
-    FROM {table} t WHERE t.domain = ANY($1::text[]) {where}
-) paged GROUP BY domain, page
-"""
-
-
-async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, DomainSnapshot]:
-    """The latest snapshots of the domains' agents, open conversations and their
-    customers with the customers' identity links, and the bots' health.
-
-    Each table comes back as JSON arrays of ``LOAD_PAGE`` records, decoded a page at a
-    time as ``restore`` goes through them (``RecordPages``); the five load in parallel on
-    their own connections. Call this only once the partitions' leases are committed (no
-    previous owner can write any more).
-    """
-    snapshots = {domain: DomainSnapshot() for domain in domains}
-
-    async def load(
-        table: str,
-        decoder: msgspec.json.Decoder[list[Any]],
-        *,
-        where: str = "",
-        record: str = "t.record",
-    ) -> dict[str, RecordPages[Any]]:
-        query = _LOAD_QUERY.format(table=table, where=where, record=record)
-        async with pool.acquire() as conn:
-            # Compiling these plans takes longer than running them (1.2 s, measured); the
-            # setting ends with the connection's return to the pool (RESET ALL).
-            await conn.execute("SET jit = off")
-            rows = await conn.fetch(query, domains, LOAD_PAGE)
-        pages: dict[str, list[bytes]] = {}
-        for row in rows:
-            pages.setdefault(row["domain"], []).append(row["records"])
-        return {domain: RecordPages(decoder, found) for domain, found in pages.items()}
-
-    agents, conversations, customers, identities, bots = await asyncio.gather(
-        load("agents", msgspec.json.Decoder(list[AgentRecord])),
-        load(
-            "conversations",
-            msgspec.json.Decoder(list[ConversationRecord]),
-            where="AND t.status <> 'closed'",
-        ),
-        load(_OF_OPEN_WORK.format(table="customers"), msgspec.json.Decoder(list[CustomerRecord])),
-        load(
-            _OF_OPEN_WORK.format(table="customer_identities"),
-            msgspec.json.Decoder(list[IdentityRecord]),
-            record=_LINK_RECORD.replace("i.", "t."),
-        ),
-        load("bot_health", msgspec.json.Decoder(list[BotRecord])),
-    )
-    for domain, snapshot in snapshots.items():
-        snapshot.agents = agents.get(domain, snapshot.agents)
-        snapshot.conversations = conversations.get(domain, snapshot.conversations)
-        snapshot.customers = customers.get(domain, snapshot.customers)
-        snapshot.identities = identities.get(domain, snapshot.identities)
-        snapshot.bots = bots.get(domain, snapshot.bots)
-    return snapshots
-
-
-class StoredCustomer(msgspec.Struct, frozen=True):
-    """A profile as stored: its record (None: only links so far) and its identity links."""
-
-    domain: str
-    customer_id: str
-    record: CustomerRecord | None = None
-    links: list[IdentityRecord] | None = None
-
-
-_LINK_RECORD = (
-    "json_build_object('identity', i.identity, 'customer_id', i.customer_id,"
-    " 'source', i.source, 'linked_at', extract(epoch FROM i.linked_at))"
-)
-
-_LOAD_CUSTOMERS = """
-WITH named AS (SELECT * FROM unnest($1::text[], $2::text[]) AS n(domain, identity)),
-profiles AS (
-    SELECT DISTINCT n.domain, coalesce(i.customer_id, n.identity) AS customer_id
-    FROM named n
-    LEFT JOIN customer_identities i ON i.domain = n.domain AND i.identity = n.identity
-)
-SELECT convert_to(coalesce(json_agg(json_build_object(
-    'domain', p.domain, 'customer_id', p.customer_id, 'record', c.record, 'links', l.links
-)), '[]')::text, 'UTF8')
-FROM profiles p
-LEFT JOIN customers c ON c.domain = p.domain AND c.customer_id = p.customer_id
-LEFT JOIN LATERAL (
-    SELECT json_agg(json_build_object('identity', i.identity, 'customer_id', i.customer_id,
-        'source', i.source, 'linked_at', extract(epoch FROM i.linked_at))) AS links
-    FROM customer_identities i
-    WHERE i.domain = p.domain AND i.customer_id = p.customer_id
-) l ON true
-WHERE c.record IS NOT NULL OR l.links IS NOT NULL
-"""
-_STORED_CUSTOMERS = msgspec.json.Decoder(list[StoredCustomer])
-
-
-async def load_customers(
-    conn: asyncpg.Connection, identities: Sequence[tuple[str, str]]
-) -> list[StoredCustomer]:
-    """The stored profiles of these (domain, identity) pairs, each with all its links:
-    what ``router.shell.residents`` puts in memory before a batch applies. One query."""
-    if not identities:
-        return []
-    value = await conn.fetchval(_LOAD_CUSTOMERS, *_columns(identities, 2))
-    return _STORED_CUSTOMERS.decode(value)
 
 
 async def unpublished(conn: asyncpg.Connection, partitions: list[int]) -> list[OutboxBatch]:

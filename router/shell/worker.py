@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -54,7 +53,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
-from router.shell import store
+from router.shell import reads, store
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
@@ -65,7 +64,7 @@ from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys, sealed_with
-from schemas import RoutingEvent, topics
+from schemas import topics
 
 log = structlog.get_logger(__name__)
 
@@ -78,26 +77,6 @@ _DATA_ERRORS = (
 """Errors of a transaction caused by what it writes: the same rows fail the same way again."""
 
 _Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-
-
-@dataclass(slots=True)
-class _WriteJob:
-    """Applied batches to commit in one transaction."""
-
-    writes: store.BatchWrites
-    emitted: list[RoutingEvent]
-    records: int
-    started: float
-    message_ids: set[str]
-    batch: int = 0
-    """The number of the latest batch it holds (``router.shell.residents``)."""
-
-    def absorb(self, later: _WriteJob) -> None:
-        self.batch = later.batch
-        self.writes.absorb(later.writes)
-        self.emitted.extend(later.emitted)
-        self.records += later.records
-        self.message_ids.update(later.message_ids)
 
 
 class RouterWorker:
@@ -152,7 +131,7 @@ class RouterWorker:
         self._committing: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[None] | None = None
         """Writes the queued jobs (``_write_queued``) while the loop goes on."""
-        self._queued: _WriteJob | None = None
+        self._queued: store.WriteJob | None = None
         """Applied batches waiting for the transaction in flight to commit, merged."""
         self._writing_ids: set[str] = set()
         """Message ids of the transaction in flight."""
@@ -385,7 +364,7 @@ class RouterWorker:
                 if batch.messages:
                     known = await store.known_message_ids(conn, batch.messages)
                 if wanted:
-                    residents.loaded(states, wanted, await store.load_customers(conn, wanted))
+                    residents.loaded(states, wanted, await reads.load_customers(conn, wanted))
                     self._metrics.customer_lookups.inc(len(wanted))
             known.update(writing)
             if queued is not None:
@@ -414,7 +393,7 @@ class RouterWorker:
             return
         # Taken now: publishing meanwhile may acknowledge more.
         writes.published.extend(self._outbox.delete_acked())
-        job = _WriteJob(
+        job = store.WriteJob(
             writes,
             batch.emitted,
             records=batch.records,
@@ -453,7 +432,7 @@ class RouterWorker:
             self._writing_ids = job.message_ids
             await self._write(job)
 
-    async def _write(self, job: _WriteJob) -> None:
+    async def _write(self, job: store.WriteJob) -> None:
         """Commit one job, then hand its outbox rows to the publisher task."""
         try:
             async with self._pool.acquire() as conn:
@@ -723,7 +702,7 @@ class RouterWorker:
         writes = store.BatchWrites()
         self._intake.dead_letter(writes, record, reason)
         writes.offsets[(tp.topic, tp.partition)] = record.offset + 1
-        await self._write(_WriteJob(writes, [], 1, time.perf_counter(), set()))
+        await self._write(store.WriteJob(writes, [], 1, time.perf_counter(), set()))
         self._intake.expected[tp] = record.offset + 1
         consumer.seek(tp, record.offset + 1)
 

@@ -6,7 +6,7 @@ Each example drives two states through the same random inputs (``test_properties
 operations, with more of those about customers). The reference holds all history. The
 router under test works as the worker does: per batch, the identities its inputs name are
 read from what PostgreSQL holds (the committed batches only, answered as
-``store.load_customers`` answers), the batch applies, the intake collects its writes,
+``reads.load_customers`` answers), the batch applies, the intake collects its writes,
 they are noted and memory is swept; the batches commit in order some batches later (one
 may commit while the load's query runs), and now and then the router loads its
 partitions again. After every input the effects are the reference's and the identity
@@ -36,7 +36,7 @@ from router.engine import (
     new_state,
     open_customers,
 )
-from router.shell import store
+from router.shell import reads, store
 from router.shell.erasure import ErasureRequest
 from router.shell.intake import Intake
 from router.shell.residents import Key, ResidentCustomers
@@ -59,11 +59,11 @@ from tests.engine.test_properties import (
     step,
 )
 
-_stored_customers = msgspec.json.Decoder(list[store.StoredCustomer])
+_stored_customers = msgspec.json.Decoder(list[reads.StoredCustomer])
 
 
-def stored_customers(storage: Store, asked: Sequence[Key]) -> list[store.StoredCustomer]:
-    """What ``store.load_customers`` answers from ``storage``: per identity asked, its
+def stored_customers(storage: Store, asked: Sequence[Key]) -> list[reads.StoredCustomer]:
+    """What ``reads.load_customers`` answers from ``storage``: per identity asked, its
     profile (its link's customer, or itself), with the profile's record and all its links;
     nothing for a profile with neither. Through JSON, as PostgreSQL hands it back."""
     profiles: dict[str, None] = {}
@@ -77,7 +77,7 @@ def stored_customers(storage: Store, asked: Sequence[Key]) -> list[store.StoredC
         links = [link for link in storage.identities.values() if link.customer_id == profile]
         if record is not None or links:
             # PostgreSQL aggregates the links in no particular order
-            found.append(store.StoredCustomer(DOMAIN, profile, record, links[::-1] or None))
+            found.append(reads.StoredCustomer(DOMAIN, profile, record, links[::-1] or None))
     return _stored_customers.decode(msgspec.json.encode(found))
 
 
