@@ -36,7 +36,17 @@ SMALL: dict[ModuleType, dict[str, float]] = {
         "RECOVERY_CONVERSATIONS": 1_000,
     },
     campaign_bench: {"MESSAGES": 300, "SENDERS": 2, "PROCESSES": 2, "PROVIDER_DELAY": 0.01},
-    webhook_bench: {"RATE": 20.0, "SECONDS": 1.0, "ROUNDS": 1, "WARM_MESSAGES": 10, "AGENTS": 20},
+    webhook_bench: {
+        "RATE": 20.0,
+        "SECONDS": 1.0,
+        "ROUNDS": 1,
+        "WARM_MESSAGES": 10,
+        "AGENTS": 20,
+        "PROBE_START": 20.0,
+        "PROBE_CEILING": 30.0,
+        "PROBE_SECONDS": 1.0,
+        "PROBE_REFINE": 1,
+    },
     scale_bench: {
         "HISTORY_CUSTOMERS": 5_000,
         "OPEN_CONVERSATIONS": 1_000,
@@ -85,6 +95,13 @@ async def test_the_benchmark_runs_at_a_small_scale(
         "webhook_raw_consumer_cpu_us_per_message",
         "webhook_consumer_cpu_us_per_message",
         "webhook_total_cpu_ratio_to_raw",
+        "webhook_run_p99_ms",
+        "webhook_run_service_cpu_us_per_message",
+        "webhook_raw_max_msg_per_s",
+        "webhook_max_msg_per_s",
+        "webhook_run_max_msg_per_s",
+        "webhook_run_max_ratio_to_raw",
+        "webhook_rss_open_conversations",
         "scale_takeover_seconds",
         "scale_returning_messages_per_s",
     ):
@@ -92,16 +109,23 @@ async def test_the_benchmark_runs_at_a_small_scale(
     # Every traffic message named one customer identity, looked up once (none was in
     # memory: the past ones were not loaded at takeover, the new ones were never seen).
     assert run["scale_customers_read_per_message"] == 1.0
-    # Every message of the webhook load is answered and routed, by both pipelines.
+    # Every message of the webhook load is answered and routed, by every pipeline.
     measured = run["webhook_measured_messages"]
     assert measured == run["webhook_raw_accepted"] == run["webhook_raw_routed"]
     assert measured == run["webhook_accepted"] == run["webhook_routed"]
+    assert measured == run["webhook_run_accepted"] == run["webhook_run_routed"]
+    # At 20 to 30 messages a second every pipeline keeps up: the search climbs to its
+    # ceiling in two probes.
+    for prefix in ("webhook_raw", "webhook", "webhook_run"):
+        assert run[f"{prefix}_max_msg_per_s"] == 30.0, prefix
+        assert run[f"{prefix}_max_probes"] == 2.0, prefix
     # The servers' CPU time can round to nothing over so short a load.
     for server in ("postgres", "broker"):
         for figure in (
             f"webhook_raw_{server}_cpu_us_per_message",
             f"webhook_{server}_cpu_us_per_message",
             f"webhook_{server}_cpu_ratio_to_raw",
+            f"webhook_run_{server}_cpu_us_per_message",
         ):
             assert run[figure] >= 0, figure
     # Resident memory can be reused rather than grown at this small a scale.

@@ -58,8 +58,25 @@ def main() -> int:
             "engine_bytes_per_open_conversation",
             figures["engine_bytes_per_open_conversation"] <= 1024,
         ),
-        ("e2e_ratio_to_raw >= 0.5", figures["e2e_ratio_to_raw"] >= 0.5),
-        ("e2e_p99_ratio_to_raw <= 1.5", figures["e2e_p99_ratio_to_raw"] <= 1.5),
+        ("e2e_ratio_to_raw >= 0.7", figures["e2e_ratio_to_raw"] >= 0.7),
+        ("e2e_p99_ratio_to_raw <= 1.3", figures["e2e_p99_ratio_to_raw"] <= 1.3),
+        (
+            "webhook: adapters + router max sustained >= 0.8x raw",
+            figures["webhook_max_ratio_to_raw"] >= 0.8,
+        ),
+        (
+            "webhook: switchboard run max sustained >= 0.7x raw",
+            figures["webhook_run_max_ratio_to_raw"] >= 0.7,
+        ),
+        ("webhook: p99 at 300 msg/s <= 1.3x raw", figures["webhook_p99_ratio_to_raw"] <= 1.3),
+        (
+            "webhook: router CPU per message <= 3x the raw consumer's",
+            figures["webhook_consumer_cpu_ratio_to_raw"] <= 3,
+        ),
+        (
+            "webhook: PostgreSQL CPU per message <= 5x raw",
+            figures["webhook_postgres_cpu_ratio_to_raw"] <= 5,
+        ),
         ("recovery_seconds_100k_open < 5", figures["recovery_seconds_100k_open"] < 5),
         (
             "takeover with 10 M past customers < 5 s",

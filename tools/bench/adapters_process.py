@@ -1,10 +1,11 @@
 """An adapters process for the campaign benchmark, to be killed and restarted.
 
-``python -m tools.bench.adapters_process CONFIG_JSON [ROLE]`` runs the service's adapters role
+``python -m tools.bench.adapters_process CONFIG_JSON [ROLE ...]`` runs the service's adapters role
 (webhooks, egress, the notification sender) on the configuration (JSON of
 ``switchboard.config.Config``) until SIGTERM, exactly as ``switchboard adapters`` does;
-warnings and errors only are logged (JSON, on stderr). ``ROLE`` ``router`` runs the
-router role instead, as ``switchboard router`` does.
+warnings and errors only are logged (JSON, on stderr). ``ROLE``s name the roles
+instead: ``router`` as ``switchboard router`` serves it, ``adapters router`` as
+``switchboard run`` does.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def main(argv: list[str]) -> int:
     config = msgspec.json.decode(argv[0], type=Config)
     environ = dict(os.environ)
     logs.configure("json", "WARNING", secrets=logs.secret_values(config, environ))
-    role = Role(argv[1]) if len(argv) > 1 else Role.ADAPTERS
-    asyncio.run(serve(config, environ, frozenset({role})))
+    roles = frozenset(Role(name) for name in argv[1:]) or frozenset({Role.ADAPTERS})
+    asyncio.run(serve(config, environ, roles))
     return 0
 
 

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import math
 import os
 import signal
 import statistics
@@ -37,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ import asyncpg
 import msgspec
 
 from schemas import topics
+from switchboard.app import Role
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import free_port
@@ -71,8 +74,19 @@ the figures are the median round's."""
 WARM_MESSAGES = 1_000
 NEW_FRACTION = 0.3
 AGENTS = 200
-CAPACITY = 20
-"""Conversations each agent takes at once: enough that every new one is assigned."""
+CAPACITY = 100
+"""Conversations each agent takes at once: enough that every new one is assigned, in
+the maximum-rate probes too (this measures the pipeline, not waiting lines)."""
+PROBE_START = 400.0
+PROBE_STEP = 1.5
+PROBE_CEILING = 8_000.0
+PROBE_REFINE = 2
+PROBE_SECONDS = 5.0
+PROBE_TIMEOUT = 10.0
+"""Seconds a probe waits for routing events after its last request."""
+PROBE_PAUSE = 5.0
+"""Seconds after a probe that failed: its backlog drains before the next."""
+SUSTAINED_P99_MS = 500.0
 
 DOMAIN = "bench"
 NUMBER = "+15550001000"
@@ -157,8 +171,15 @@ def cpu_snapshot(processes: dict[str, int], servers: dict[str, int | None]) -> d
 # -- processes -------------------------------------------------------------------------------
 
 
-class RouterProcess(AdaptersProcess):
-    """``switchboard router``: the router role in a child process."""
+class ServiceProcess(AdaptersProcess):
+    """``tools.bench.adapters_process`` running the given roles: ``adapters``, ``router``,
+    or both (``switchboard run``)."""
+
+    def __init__(
+        self, raw: dict[str, Any], directory: Path, name: str, roles: tuple[Role, ...]
+    ) -> None:
+        super().__init__(raw, directory, name)
+        self.roles = roles
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -168,12 +189,17 @@ class RouterProcess(AdaptersProcess):
                     "-m",
                     "tools.bench.adapters_process",
                     self.config.decode(),
-                    "router",
+                    *self.roles,
                 ],
                 env={**os.environ, **ENVIRON},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
 
 @contextlib.contextmanager
@@ -216,59 +242,34 @@ async def wait_listening(port: int, process: subprocess.Popen[bytes], log: Path)
     raise RuntimeError(f"{log.name} not listening after 60 s")
 
 
-async def measure(
-    services: Services,
-    processes: dict[str, int],
-    settings: LoadSettings,
-) -> Outcome:
-    """The load, with the CPU time of ``processes`` and the servers around it."""
-    servers = infrastructure_pids(services)
-    load = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tools.bench.webhook_processes",
-        "load",
-        msgspec.json.encode(settings).decode(),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert load.stdout is not None
-    # From the first request: the generator's start-up is not the services' load.
-    first = await asyncio.wait_for(load.stdout.readline(), 120)
-    before = cpu_snapshot(processes, servers)
-    if first.strip() != SENDING.encode():
-        await load.wait()
-        raise RuntimeError(f"the load generator did not start ({load.returncode})")
-    out, _ = await asyncio.wait_for(load.communicate(), SECONDS * 4 + 300)
-    after = cpu_snapshot(processes, servers)
-    if load.returncode != 0:
-        raise RuntimeError(f"the load generator failed ({load.returncode})")
-    figures = msgspec.json.decode(out.splitlines()[-1], type=LoadFigures)
-    if not figures.accepted or not figures.routed:
-        raise RuntimeError(f"{figures.accepted} webhooks accepted, {figures.routed} routed")
-    return Outcome(figures, {name: after[name] - before[name] for name in after})
+def resident_bytes(pid: int) -> int:
+    """A process's resident set (``VmRSS``), 0 when it cannot be read."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
-def load_settings(port: int, topic: str, bootstrap: str, **matching: Any) -> LoadSettings:
-    return LoadSettings(
-        url=f"http://127.0.0.1:{port}/webhooks/twilio/sms",
-        token=TOKEN,
-        account_sid=ACCOUNT,
-        number=NUMBER,
-        domain=DOMAIN,
-        rate=RATE,
-        warm=WARM_MESSAGES,
-        measured=round(RATE * SECONDS),
-        new_fraction=NEW_FRACTION,
-        bootstrap=bootstrap,
-        topic=topic,
-        **matching,
-    )
+# -- the pipelines ---------------------------------------------------------------------------
 
 
-# -- the two pipelines -----------------------------------------------------------------------
+@dataclass
+class Pipeline:
+    """One side's processes, started and ready on a fresh database and topics."""
+
+    services: Services
+    database_url: str
+    processes: dict[str, int]
+    """Process kind (``ingress``, ``consumer``; ``service`` for ``switchboard run``) to pid."""
+    load: LoadSettings
+    """The load's settings at ``RATE``; a probe replaces rate and counts."""
+    router: int | None = None
+    """The process holding the routing state, whose memory is measured."""
 
 
-async def bench_raw(services: Services, directory: Path) -> Outcome:
+@contextlib.asynccontextmanager
+async def raw_pipeline(services: Services, directory: Path) -> AsyncIterator[Pipeline]:
     url = await fresh_database(services)
     try:
         tag = uuid.uuid4().hex[:6]
@@ -296,8 +297,9 @@ async def bench_raw(services: Services, directory: Path) -> Outcome:
             finally:
                 await conn.close()
             await asyncio.sleep(1)
-            return await measure(
+            yield Pipeline(
                 services,
+                url,
                 {"ingress": app.pid, "consumer": consumer.pid},
                 load_settings(port, sink, services.bootstrap, match_header="sid"),
             )
@@ -315,47 +317,223 @@ def switchboard_config(services: Services, url: str) -> dict[str, Any]:
     }
 
 
-async def bench_switchboard(services: Services, directory: Path) -> Outcome:
+@contextlib.asynccontextmanager
+async def switchboard_pipeline(
+    services: Services, directory: Path, *, together: bool
+) -> AsyncIterator[Pipeline]:
+    """``switchboard adapters`` and ``switchboard router`` in two processes, or (``together``)
+    both roles in one, as ``switchboard run`` serves them."""
     url = await fresh_database(services)
-    adapters: AdaptersProcess | None = None
-    router: RouterProcess | None = None
+    started: list[ServiceProcess] = []
     try:
         raw = switchboard_config(services, url)
         config = msgspec.convert(raw, Config)
         await prepare(config, ENVIRON)
-        adapters = AdaptersProcess(raw, directory, "adapters")
-        router = RouterProcess(raw, directory, "router")
-        adapters.start()
-        router.start()
-        await asyncio.gather(adapters.wait_ready(), router.wait_ready())
+        if together:
+            started = [ServiceProcess(raw, directory, "run", (Role.ADAPTERS, Role.ROUTER))]
+            kinds = {"service": started[0]}
+        else:
+            started = [
+                ServiceProcess(raw, directory, "adapters", (Role.ADAPTERS,)),
+                ServiceProcess(raw, directory, "router", (Role.ROUTER,)),
+            ]
+            kinds = {"ingress": started[0], "consumer": started[1]}
+        for process in started:
+            process.start()
+        await asyncio.gather(*(process.wait_ready() for process in started))
         await register_agents(config, DOMAIN, AGENTS, CAPACITY)
         await asyncio.sleep(2)  # the router applies the agents' presence
-        assert adapters.process is not None
-        assert router.process is not None
-        return await measure(
+        yield Pipeline(
             services,
-            {"ingress": adapters.process.pid, "consumer": router.process.pid},
+            url,
+            {kind: process.pid for kind, process in kinds.items()},
             load_settings(
-                adapters.port,
+                started[0].port,
                 config.topic(topics.ROUTING),
                 services.bootstrap,
                 match_header="ce_id",
                 match_type="message.routed",
             ),
+            router=started[-1].pid,
         )
     finally:
-        for process in (adapters, router):
-            if process is not None:
-                process.terminate()
+        for process in started:
+            process.terminate()
         await drop_database(services, url)
 
 
-PROCESS_KINDS = ("ingress", "consumer", "postgres", "broker")
+SIDES: dict[str, Callable[[Services, Path], contextlib.AbstractAsyncContextManager[Pipeline]]] = {
+    "raw": raw_pipeline,
+    "split": functools.partial(switchboard_pipeline, together=False),
+    "run": functools.partial(switchboard_pipeline, together=True),
+}
+"""The raw baseline, ``switchboard adapters`` + ``switchboard router``, ``switchboard run``."""
+
+
+async def measure(pipeline: Pipeline, settings: LoadSettings) -> Outcome:
+    """The load, with the CPU time of the pipeline's processes and the servers around it."""
+    servers = infrastructure_pids(pipeline.services)
+    load = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tools.bench.webhook_processes",
+        "load",
+        msgspec.json.encode(settings).decode(),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert load.stdout is not None
+    # From the first request: the generator's start-up is not the services' load.
+    first = await asyncio.wait_for(load.stdout.readline(), 300)
+    before = cpu_snapshot(pipeline.processes, servers)
+    if first.strip() != SENDING.encode():
+        await load.wait()
+        raise RuntimeError(f"the load generator did not start ({load.returncode})")
+    seconds = (settings.warm + settings.measured) / settings.rate
+    out, _ = await asyncio.wait_for(load.communicate(), seconds * 4 + 300)
+    after = cpu_snapshot(pipeline.processes, servers)
+    if load.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({load.returncode})")
+    figures = msgspec.json.decode(out.splitlines()[-1], type=LoadFigures)
+    return Outcome(figures, {name: after[name] - before[name] for name in after})
+
+
+def load_settings(port: int, topic: str, bootstrap: str, **matching: Any) -> LoadSettings:
+    return LoadSettings(
+        url=f"http://127.0.0.1:{port}/webhooks/twilio/sms",
+        token=TOKEN,
+        account_sid=ACCOUNT,
+        number=NUMBER,
+        domain=DOMAIN,
+        rate=RATE,
+        warm=WARM_MESSAGES,
+        measured=round(RATE * SECONDS),
+        new_fraction=NEW_FRACTION,
+        bootstrap=bootstrap,
+        topic=topic,
+        **matching,
+    )
+
+
+async def fixed_rate_round(side: str, services: Services, directory: Path) -> Outcome:
+    """One round at ``RATE`` on fresh processes."""
+    async with SIDES[side](services, directory) as pipeline:
+        outcome = await measure(pipeline, pipeline.load)
+    if not outcome.load.accepted or not outcome.load.routed:
+        raise RuntimeError(
+            f"{side}: {outcome.load.accepted} webhooks accepted, {outcome.load.routed} routed"
+        )
+    return outcome
+
+
+# -- the maximum sustained rate --------------------------------------------------------------
+
+
+def sustained(load: LoadFigures, measured: int) -> bool:
+    """The issue's bar for a rate: ≥ 99.5 % answered 2xx, every message routed, p99
+    webhook → routing event within ``SUSTAINED_P99_MS``."""
+    return (
+        load.accepted >= 0.995 * measured
+        and load.routed == measured
+        and load.routed_p99_ms <= SUSTAINED_P99_MS
+    )
+
+
+@dataclass
+class MaxRate:
+    rate: float
+    """The highest rate sustained (0: not even ``PROBE_START``)."""
+    probes: list[tuple[float, Outcome]]
+    """Each probe's rate and outcome."""
+    rss_bytes_per_conversation: float
+    """Growth of the routing process's resident set over the probes, per conversation
+    they opened (0 for the raw side, which keeps no state)."""
+    open_conversations: int
+
+
+async def open_conversations(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM conversations WHERE status <> 'closed'")
+    finally:
+        await conn.close()
+    return int(count)
+
+
+def probe_line(rate: float, outcome: Outcome) -> str:
+    load = outcome.load
+    cpu = ", ".join(
+        f"{kind} {seconds / load.sent * 1e6:.0f}" for kind, seconds in outcome.cpu_seconds.items()
+    )
+    return (
+        f"{rate:7.1f} msg/s: {load.accepted} answered 2xx, {load.routed} routed,"
+        f" p50 {load.routed_p50_ms:.0f} ms, p99 {load.routed_p99_ms:.0f} ms; CPU µs/msg {cpu}"
+    )
+
+
+async def max_sustained_rate(side: str, services: Services, directory: Path) -> MaxRate:
+    """Probes of ``PROBE_SECONDS`` on one set of processes: from ``PROBE_START``, up by
+    ``PROBE_STEP`` while sustained (to ``PROBE_CEILING``), then ``PROBE_REFINE`` bisections
+    between the last rate sustained and the first not. A probe that fails is followed by
+    a pause for the backlog to drain. The first probe carries the warm-up."""
+    probes: list[tuple[float, Outcome]] = []
+    async with SIDES[side](services, directory) as pipeline:
+        stateful = pipeline.router is not None
+        opened_before = await open_conversations(pipeline.database_url) if stateful else 0
+        rss_before = resident_bytes(pipeline.router) if pipeline.router else 0
+        known = 0
+        passed, failed = 0.0, math.inf
+        rate = PROBE_START
+        refinements = 0
+        while True:
+            measured = max(1, round(rate * PROBE_SECONDS))
+            settings = msgspec.structs.replace(
+                pipeline.load,
+                rate=rate,
+                warm=WARM_MESSAGES if not probes else 0,
+                measured=measured,
+                known_customers=known,
+                timeout=PROBE_TIMEOUT,
+            )
+            outcome = await measure(pipeline, settings)
+            known = outcome.load.customers
+            ok = sustained(outcome.load, measured)
+            probes.append((rate, outcome))
+            if ok:
+                passed = rate
+            else:
+                failed = rate
+                await asyncio.sleep(PROBE_PAUSE)
+            if failed == math.inf:
+                if rate >= PROBE_CEILING:
+                    break
+                rate = min(PROBE_CEILING, rate * PROBE_STEP)
+            else:
+                if refinements == PROBE_REFINE:
+                    break
+                refinements += 1
+                rate = round((passed + failed) / 2) if passed else failed / PROBE_STEP
+        opened = (
+            (await open_conversations(pipeline.database_url) - opened_before) if stateful else 0
+        )
+        rss_after = resident_bytes(pipeline.router) if pipeline.router else 0
+    return MaxRate(
+        rate=passed,
+        probes=probes,
+        rss_bytes_per_conversation=(rss_after - rss_before) / opened if opened > 0 else 0.0,
+        open_conversations=opened,
+    )
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+PREFIXES = {"raw": "webhook_raw", "split": "webhook", "run": "webhook_run"}
+SERVERS = ("postgres", "broker")
 
 
 def side_figures(prefix: str, rounds: list[Outcome]) -> dict[str, float]:
-    """One pipeline's figures: each the median of its rounds'; counts summed; the worst
-    round's p99 beside the median."""
+    """One pipeline's figures at ``RATE``: each the median of its rounds'; counts summed;
+    the worst round's p99 beside the median. CPU per message for each process kind, and
+    ``total`` for all of them."""
     loads = [outcome.load for outcome in rounds]
     result = {
         f"{prefix}_accepted": float(sum(load.accepted for load in loads)),
@@ -366,49 +544,79 @@ def side_figures(prefix: str, rounds: list[Outcome]) -> dict[str, float]:
         f"{prefix}_p99_ms": statistics.median(load.routed_p99_ms for load in loads),
         f"{prefix}_p99_ms_worst_round": max(load.routed_p99_ms for load in loads),
     }
-    for kind in PROCESS_KINDS:
+    for kind in rounds[0].cpu_seconds:
         result[f"{prefix}_{kind}_cpu_us_per_message"] = statistics.median(
             outcome.cpu_seconds[kind] / outcome.load.sent * 1e6 for outcome in rounds
         )
     result[f"{prefix}_total_cpu_us_per_message"] = statistics.median(
-        sum(outcome.cpu_seconds[kind] for kind in PROCESS_KINDS) / outcome.load.sent * 1e6
-        for outcome in rounds
+        sum(outcome.cpu_seconds.values()) / outcome.load.sent * 1e6 for outcome in rounds
     )
     return {name: round(value, 2) for name, value in result.items()}
 
 
-def figures(raw: list[Outcome], ours: list[Outcome]) -> dict[str, float]:
-    def ratio(name: str) -> float:
-        mine, theirs = result[f"webhook_{name}"], result[f"webhook_raw_{name}"]
-        return round(mine / theirs, 3) if theirs > 0 else 0.0
+def max_rate_figures(prefix: str, found: MaxRate) -> dict[str, float]:
+    result = {
+        f"{prefix}_max_msg_per_s": found.rate,
+        f"{prefix}_max_probes": float(len(found.probes)),
+    }
+    if found.open_conversations:
+        result[f"{prefix}_rss_bytes_per_open_conversation"] = round(
+            found.rss_bytes_per_conversation
+        )
+        result[f"{prefix}_rss_open_conversations"] = float(found.open_conversations)
+    return result
 
+
+def figures(rounds: dict[str, list[Outcome]], maxima: dict[str, MaxRate]) -> dict[str, float]:
     result: dict[str, float] = {
         "webhook_rate_per_s": RATE,
         "webhook_seconds": SECONDS,
         "webhook_rounds": float(ROUNDS),
         "webhook_measured_messages": float(round(RATE * SECONDS) * ROUNDS),
         "webhook_new_customer_fraction": NEW_FRACTION,
-        **side_figures("webhook_raw", raw),
-        **side_figures("webhook", ours),
     }
-    for kind in (*PROCESS_KINDS, "total"):
-        result[f"webhook_{kind}_cpu_ratio_to_raw"] = ratio(f"{kind}_cpu_us_per_message")
-    result["webhook_p50_ratio_to_raw"] = ratio("p50_ms")
-    result["webhook_p99_ratio_to_raw"] = ratio("p99_ms")
+    for side, outcomes in rounds.items():
+        result.update(side_figures(PREFIXES[side], outcomes))
+    for side, found in maxima.items():
+        result.update(max_rate_figures(PREFIXES[side], found))
+
+    def ratio(mine: str, theirs: str) -> float:
+        value, base = result.get(mine, 0.0), result.get(theirs, 0.0)
+        return round(value / base, 3) if base > 0 else 0.0
+
+    raw = PREFIXES["raw"]
+    for kind in ("ingress", "consumer", *SERVERS, "total"):
+        result[f"webhook_{kind}_cpu_ratio_to_raw"] = ratio(
+            f"webhook_{kind}_cpu_us_per_message", f"{raw}_{kind}_cpu_us_per_message"
+        )
+    for kind in (*SERVERS, "total"):
+        result[f"webhook_run_{kind}_cpu_ratio_to_raw"] = ratio(
+            f"webhook_run_{kind}_cpu_us_per_message", f"{raw}_{kind}_cpu_us_per_message"
+        )
+    for side in ("split", "run"):
+        prefix = PREFIXES[side]
+        for figure in ("p50_ms", "p99_ms", "max_msg_per_s"):
+            name = figure.removesuffix("_ms").removesuffix("_msg_per_s")
+            result[f"{prefix}_{name}_ratio_to_raw"] = ratio(f"{prefix}_{figure}", f"{raw}_{figure}")
     return result
 
 
 async def run_webhook_bench_async() -> dict[str, float]:
-    """``ROUNDS`` rounds, raw and Switchboard alternating, each on fresh processes,
-    database and topics: what else the machine does then weighs on both sides alike."""
+    """``ROUNDS`` rounds at ``RATE``, the sides alternating, each round on fresh processes,
+    database and topics (what else the machine does then weighs on every side alike);
+    then each side's maximum sustained rate."""
     directory = Path(tempfile.mkdtemp(prefix="switchboard-webhook-"))
-    raw: list[Outcome] = []
-    ours: list[Outcome] = []
+    rounds: dict[str, list[Outcome]] = {side: [] for side in SIDES}
+    maxima: dict[str, MaxRate] = {}
     async with services() as running:
         for _ in range(ROUNDS):
-            raw.append(await bench_raw(running, directory))
-            ours.append(await bench_switchboard(running, directory))
-    return figures(raw, ours)
+            for side in SIDES:
+                rounds[side].append(await fixed_rate_round(side, running, directory))
+        for side in SIDES:
+            maxima[side] = await max_sustained_rate(side, running, directory)
+            for rate, outcome in maxima[side].probes:
+                print(f"  {side} probe {probe_line(rate, outcome)}", flush=True)
+    return figures(rounds, maxima)
 
 
 def run_webhook_bench() -> dict[str, float]:
