@@ -653,8 +653,14 @@ async def _locked_pass(
                     detail={"rows": report.changed(), **detail},
                 )
         finally:
-            await conn.execute("RESET lock_timeout; RESET statement_timeout")
-            await conn.fetchval(_UNLOCK, key)
+            try:
+                await conn.execute("RESET lock_timeout; RESET statement_timeout")
+                await conn.fetchval(_UNLOCK, key)
+            except BaseException:
+                # Pools do not reset what a connection holds (runtime.db.keep_session):
+                # closing it ends its lock and settings with its session.
+                conn.terminate()
+                raise
     return report
 
 
