@@ -223,6 +223,19 @@ class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
             self.popitem(last=False)
 
 
+class _KeyRound:
+    """Subjects of one day whose keys one query gets or makes, and its answer."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self.names: dict[tuple[str, str], None] = {}
+        self.made: asyncio.Future[dict[tuple[str, str], SealingKey]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        # Read here too: with every asker cancelled, nobody else would.
+        self.made.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
 class TopicKeys:
     """The ``topic_keys`` table, as producers and readers of the topics use it.
 
@@ -249,6 +262,9 @@ class TopicKeys:
         self._stopping = asyncio.Event()
         self._unnamed: dict[bytes, tuple[str, bytes, int]] = {}
         """Spare keys used while PostgreSQL was away: key id -> (domain, subject, day)."""
+        self._gathering: _KeyRound | None = None
+        """The subjects the next query gets or makes keys for (``_made``)."""
+        self._in_flight: asyncio.Task[None] | None = None
 
     @property
     def unnamed(self) -> int:
@@ -273,12 +289,53 @@ class TopicKeys:
                 found[name] = key
         if not missing:
             return found
+        made = await self._made(list(missing), period)
+        for name in missing:
+            found[name] = made[name]
+        return found
+
+    async def _made(
+        self, names: list[tuple[str, str]], period: int
+    ) -> dict[tuple[str, str], SealingKey]:
+        """The keys of ``names``, got or made by the next query: one query is in flight at
+        a time, and the subjects asked for meanwhile wait for it and share the next one
+        (under load, a webhook each asked for its own)."""
+        gathering = self._gathering
+        if gathering is None or gathering.period != period:
+            gathering = self._gathering = _KeyRound(period)
+            self._in_flight = asyncio.create_task(self._query(gathering, self._in_flight))
+        gathering.names.update(dict.fromkeys(names))
+        # Shielded: a request cancelled while waiting does not cancel the others' query.
+        return await asyncio.shield(gathering.made)
+
+    async def _query(self, gathering: _KeyRound, before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is None:
+                await asyncio.sleep(0)  # the other requests of this turn of the loop join
+            else:
+                await asyncio.wait([before])
+            if self._gathering is gathering:
+                self._gathering = None
+            made = await self._get_or_make(gathering.names, gathering.period)
+        except asyncio.CancelledError:
+            if self._gathering is gathering:
+                self._gathering = None
+            gathering.made.cancel()
+            raise
+        except Exception as error:
+            gathering.made.set_exception(error)
+        else:
+            gathering.made.set_result(made)
+
+    async def _get_or_make(
+        self, names: Iterable[tuple[str, str]], period: int
+    ) -> dict[tuple[str, str], SealingKey]:
+        now = self._clock()
         # In one order in every process: two inserting the same new subjects in different
         # orders would deadlock on each other's rows.
         by_digest = dict(
             sorted(
-                ((domain, subject_digest(subject)), (domain, subject))
-                for domain, subject in missing
+                ((domain, subject_digest(subject)), (domain, subject)) for domain, subject in names
             )
         )
         made: list[tuple[tuple[str, bytes], SealingKey]]
@@ -299,6 +356,7 @@ class TopicKeys:
             made = list(zip(by_digest, spares, strict=True))
             for (domain, digest), key in made:
                 self._unnamed[key.key_id] = (domain, digest, period)
+        found: dict[tuple[str, str], SealingKey] = {}
         for digested, key in made:
             name = by_digest[digested]
             found[name] = key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any, cast
 
 import asyncpg
 import msgspec
@@ -210,6 +211,51 @@ async def test_one_key_per_subject_and_day_whoever_asks_first(database_url: str)
         fresh.forget()
         assert await fresh.for_opening([one[wanted[0]].key_id]) == {}
         assert await fresh.for_opening([b"not an id"]) == {}
+    finally:
+        await pool.close()
+
+
+class CountingPool:
+    """A pool that counts the queries ``TopicKeys`` sends through it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.queries = 0
+        self.sent = asyncio.Event()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        self.queries += 1
+        self.sent.set()
+        return await self.pool.fetch(query, *args)
+
+
+async def test_webhooks_asking_at_once_for_new_subjects_share_one_query(database_url: str) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    try:
+        counting = CountingPool(pool)
+        keys = TopicKeys(cast(asyncpg.Pool, counting))
+        first = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(30)]
+        second = [(DOMAIN, f"sms:+1415666{n:04d}") for n in range(30)]
+        asking = [asyncio.create_task(keys.for_sealing([name])) for name in first]
+        await counting.sent.wait()
+        # Asked while the first query is in flight: they wait for it and share the next.
+        asking += [asyncio.create_task(keys.for_sealing([name])) for name in second]
+        answers = await asyncio.gather(*asking)
+        assert counting.queries == 2
+        stored = {
+            row["subject"]: row["key_id"].bytes
+            for row in await pool.fetch("SELECT subject, key_id FROM topic_keys")
+        }
+        for name, answer in zip(first + second, answers, strict=True):
+            assert list(answer) == [name]
+            assert answer[name].key_id == stored[subject_digest(name[1])]
+        # Known now: no query at all.
+        assert await keys.for_sealing(first[:3] + second[-3:]) == {
+            name: answer[name]
+            for name, answer in zip(first + second, answers, strict=True)
+            if name in first[:3] + second[-3:]
+        }
+        assert counting.queries == 2
     finally:
         await pool.close()
 
