@@ -72,7 +72,7 @@ def hand_to(call: Call, conversation: Conversation, agent: Agent, strategy: Stra
 def offer(call: Call, conversation: Conversation, agent: Agent, strategy: Strategy) -> None:
     state = call.state
     now = call.now
-    conversation.wait_token = None
+    state.leave_line(conversation)
     record = AssignmentRecord(
         assignment_id=call.new_id(),
         conversation_id=conversation.conversation_id,
@@ -117,7 +117,7 @@ def assign(
     """Make ``agent`` the owner; ``offer`` is the accepted offer (its slot is held)."""
     state = call.state
     now = call.now
-    conversation.wait_token = None
+    state.leave_line(conversation)
     if offer is not None:
         record = msgspec.structs.replace(offer, accepted_at=now)
     else:
@@ -251,7 +251,7 @@ def close(call: Call, conversation: Conversation, reason: str, *, announce: bool
     end_assignment(call, conversation, f"closed:{reason}")
     set_status(call, conversation, _CLOSED)
     call.closed[conversation.conversation_id] = (call.now, reason)
-    conversation.wait_token = None
+    state.leave_line(conversation)
     conversation.step_until = None
     state.schedule(conversation, None, None)
     del state.conversations[conversation.conversation_id]

@@ -192,7 +192,7 @@ def to_bot(
     conversation.preferred = None
     conversation.passed_over = None
     conversation.step_until = None
-    conversation.wait_token = None
+    call.state.leave_line(conversation)
     conversation.fell_back = False
     conversation.step_index = LadderStep.BOT
     call.conversations[conversation.conversation_id] = conversation

@@ -128,16 +128,16 @@ def on_update(call: Call, event: ConversationUpdateRequested) -> None:
             attributes=dict(conversation.attributes or {}),
         )
     )
-    if conversation.status is _WAITING and conversation.wait_token is not None:
+    if conversation.status is _WAITING and conversation.wait_entry is not None:
         if conversation.step_index >= 0:
-            conversation.wait_token = None
+            state.leave_line(conversation)
             try_step(call, conversation)  # an agent may suit it now; else it waits again
         elif conversation.step_index == LadderStep.PREFERRED and not (
             conversation.preferred is not None
             and conversation.required <= state.agents[conversation.preferred].skill_set
         ):
             state.schedule(conversation, None, None)
-            conversation.wait_token = None
+            state.leave_line(conversation)
             fall_back(call, conversation, "missing_skill")
         else:
             enqueue(state, conversation)  # held for its preferred agent, in its new order
@@ -246,7 +246,7 @@ def on_transfer(call: Call, event: ConversationTransferRequested) -> None:
             to_queue=event.to_queue,
         )
     )
-    conversation.wait_token = None
+    state.leave_line(conversation)
     if was_owned:
         conversation.waiting_since = call.now
     if target is not None:

@@ -25,6 +25,7 @@ from router.engine.state import (
     DomainState,
     LadderStep,
     WaitEntry,
+    WaitLine,
     WindowState,
 )
 from router.engine.waiting import line_position
@@ -143,7 +144,7 @@ def held_outside_hours(call: Call, conversation: Conversation) -> bool:
     conversation.step_index = _AFTER_HOURS
     conversation.preferred = None
     conversation.step_until = opens
-    conversation.wait_token = None
+    call.state.leave_line(conversation)
     call.conversations[conversation.conversation_id] = conversation
     call.state.schedule(conversation, opens, DeadlineKind.OPENS)
     emit_queued(call, conversation)
@@ -244,32 +245,32 @@ def emit_queued(call: Call, conversation: Conversation) -> None:
 
 
 def enqueue(state: DomainState, conversation: Conversation) -> None:
-    """Put a waiting conversation on its preferred agent's hold list or its pool's (one
-    held outside business hours waits on no list)."""
+    """Put a waiting conversation on its preferred agent's hold line or its pool's (one
+    held outside business hours waits on no line)."""
     channel = conversation.channel
     if conversation.step_index == _AFTER_HOURS:
-        conversation.wait_token = None
+        state.leave_line(conversation)
         return
     if conversation.step_index == _PREFERRED:
         assert conversation.preferred is not None
         agent = state.agents[conversation.preferred]
-        heap = agent.held.get(channel)
-        if heap is None:
-            heap = agent.held[channel] = []
+        line = agent.held.get(channel)
+        if line is None:
+            line = agent.held[channel] = WaitLine()
     else:
         pool = conversation.queue.steps[conversation.step_index].pool
         key = (pool.index, channel)
-        heap = state.waiting.get(key)
-        if heap is None:
-            heap = state.waiting[key] = []
-    state.enqueue(conversation, heap)
+        line = state.waiting.get(key)
+        if line is None:
+            line = state.waiting[key] = WaitLine()
+    state.enqueue(conversation, line)
 
 
 def fall_back(call: Call, conversation: Conversation, reason: str) -> None:
     """The current step gave up: next step, or overflow after the last one. After the
     preferred hold comes the ``affinity`` step when configured: the customer's other
     best-scored agents with a free slot, tried at once in rank order (it never waits)."""
-    conversation.wait_token = None
+    call.state.leave_line(conversation)
     queue = conversation.queue
     if conversation.step_index == _PREFERRED and call.state.policy.affinity.try_top > 0:
         _emit_fallback(call, conversation, conversation.step_name, _AFFINITY.step_name, reason)
@@ -308,7 +309,7 @@ def _emit_fallback(
 def _overflow(call: Call, conversation: Conversation) -> None:
     state = call.state
     set_status(call, conversation, _OVERFLOWED)
-    conversation.wait_token = None
+    state.leave_line(conversation)
     conversation.step_index = len(conversation.queue.steps)  # named after the last step
     conversation.step_until = None
     schedule_inactivity(state, conversation)

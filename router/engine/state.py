@@ -6,9 +6,12 @@ Nothing here scans all agents or all conversations on a decision:
   on that channel, ordered by (occupancy on the channel, idle since, agent id). Entries
   carry the agent's per-channel version; any change bumps it, so old entries are skipped
   lazily and the heap is compacted when it grows past twice its possible size.
-- ``waiting``: per (pool, channel), a heap of conversations queued at a step using that
-  pool, ordered by (-priority, waiting since, conversation id); the preferred hold lives
-  in the preferred agent's own ``held`` heap per channel. Entries carry a token.
+- ``waiting``: per (pool, channel), the line (``WaitLine``) of conversations queued at a
+  step using that pool, ordered by (-priority, waiting since, conversation id); the
+  preferred hold lives in the preferred agent's own ``held`` line per channel. A line
+  holds only live entries: a conversation names its line and entry, and leaves the line
+  through ``DomainState.leave_line`` alone (re-queued, assigned, offered, fallen back,
+  overflowed, closed), so a position is a rank in the line.
 - ``deadlines``: a heap of (due, conversation id); the conversation's ``deadline`` is
   the truth and ``heap_due`` names its one live entry (any other entry is stale). The
   live entry may be *earlier* than the deadline (a message pushed the inactivity
@@ -22,6 +25,9 @@ from __future__ import annotations
 
 import enum
 import heapq
+from bisect import bisect_left, insort
+from collections.abc import Iterator
+from itertools import chain
 
 from router.engine.calendar import CompiledCalendar
 from router.engine.policy import (
@@ -46,10 +52,115 @@ from schemas.limits import keyword_form
 
 AgentEntry = tuple[float, float, str, int]
 """(occupancy, idle since, agent id, version) in an ``available`` heap."""
-WaitEntry = tuple[int, float, str, int]
-"""(-priority, waiting since, conversation id, token) in a ``waiting``/``held`` heap."""
+WaitEntry = tuple[int, float, str]
+"""(-priority, waiting since, conversation id) in a ``waiting``/``held`` line."""
 DeadlineEntry = tuple[float, str]
 """(due, conversation id) in the deadline heap."""
+
+
+WAIT_LINE_LOAD = 1024
+"""A ``WaitLine``'s bucket splits in two past twice this many entries, and joins a
+neighbour under half of it: adding or removing moves at most a few thousand pointers (one
+memmove), and a line of ``n`` has about ``2 n / WAIT_LINE_LOAD`` buckets or fewer to count
+for a position."""
+
+
+class WaitLine:
+    """The entries of one waiting line, sorted: ``WaitEntry`` order is the line's order.
+
+    The entries sit in sorted buckets (lists of ``load / 2`` to ``2 * load`` entries; a
+    short line has one) with the last entry of each bucket beside them. Adding or
+    removing an entry bisects the bucket ends, then the bucket; ``rank`` adds the lengths
+    of the buckets before the entry's (or subtracts those after it, whichever side is
+    shorter): ``O(log n + n / load)``, at most a hundred lengths summed in a line of
+    100,000. Iterating yields the entries in order, first in line first."""
+
+    __slots__ = ("_buckets", "_lasts", "_load", "_size")
+
+    def __init__(self, load: int | None = None):
+        """An empty line; ``load``: ``WAIT_LINE_LOAD`` unless given."""
+        self._buckets: list[list[WaitEntry]] = []
+        self._lasts: list[WaitEntry] = []
+        """The last entry of each bucket."""
+        self._load = WAIT_LINE_LOAD if load is None else load
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[WaitEntry]:
+        return chain.from_iterable(self._buckets)
+
+    def add(self, entry: WaitEntry) -> None:
+        buckets = self._buckets
+        lasts = self._lasts
+        self._size += 1
+        index = bisect_left(lasts, entry)
+        if index == len(lasts):  # after every entry: the usual arrival at equal priority
+            if not buckets:
+                buckets.append([entry])
+                lasts.append(entry)
+                return
+            index -= 1
+            bucket = buckets[index]
+            bucket.append(entry)
+            lasts[index] = entry
+        else:
+            bucket = buckets[index]
+            insort(bucket, entry)
+        if len(bucket) > 2 * self._load:
+            self._split(index)
+
+    def remove(self, entry: WaitEntry) -> None:
+        """Remove ``entry``, which is in the line."""
+        buckets = self._buckets
+        lasts = self._lasts
+        if buckets and buckets[0][0] is entry:  # the usual leaver: first in line, served
+            index = position = 0
+        else:
+            index = bisect_left(lasts, entry)
+            assert index < len(buckets), entry
+            position = bisect_left(buckets[index], entry)
+        bucket = buckets[index]
+        assert bucket[position] == entry, entry
+        del bucket[position]
+        self._size -= 1
+        if not bucket:
+            del buckets[index]
+            del lasts[index]
+            return
+        if position == len(bucket):
+            lasts[index] = bucket[-1]
+        if 2 * len(bucket) < self._load and len(buckets) > 1:
+            self._merge(index if index + 1 < len(buckets) else index - 1)
+
+    def rank(self, entry: WaitEntry) -> int:
+        """How many entries of the line are ordered before ``entry``."""
+        buckets = self._buckets
+        index = bisect_left(self._lasts, entry)
+        if index == len(buckets):
+            return self._size
+        within = bisect_left(buckets[index], entry)
+        if 2 * index <= len(buckets):
+            return sum(map(len, buckets[:index])) + within
+        return self._size - sum(map(len, buckets[index:])) + within
+
+    def _split(self, index: int) -> None:
+        bucket = self._buckets[index]
+        half = len(bucket) // 2
+        self._buckets.insert(index + 1, bucket[half:])
+        del bucket[half:]
+        self._lasts.insert(index, bucket[-1])
+
+    def _merge(self, index: int) -> None:
+        """Join the bucket after ``index`` to it (then split if too long)."""
+        buckets = self._buckets
+        bucket = buckets[index]
+        bucket.extend(buckets[index + 1])
+        del buckets[index + 1]
+        del self._lasts[index]
+        if len(bucket) > 2 * self._load:
+            self._split(index)
 
 
 class LadderStep(enum.IntEnum):
@@ -304,7 +415,7 @@ class Agent:
         self.version: dict[Channel, int] = {}
         self.chosen = (CandidateNote(agent_id=agent_id, reason="chosen"),)
         """The candidates of an assignment nobody else was considered for (shared)."""
-        self.held: dict[Channel, list[WaitEntry]] = {}
+        self.held: dict[Channel, WaitLine] = {}
         """Conversations held for this agent as their preferred agent (rule 3)."""
         self.schedule: AgentSchedule | None = None
         self.pace_due: float | None = None
@@ -421,7 +532,8 @@ class Conversation:
         "status",
         "step_index",
         "step_until",
-        "wait_token",
+        "wait_entry",
+        "wait_line",
         "waiting_since",
         "window_ends_at",
         "window_state",
@@ -471,7 +583,10 @@ class Conversation:
         self.message_count = 1
         self.heap_due: float | None = None
         """Due time of the conversation's live deadline-heap entry (None: none)."""
-        self.wait_token: int | None = None
+        self.wait_entry: WaitEntry | None = None
+        """Its entry in ``wait_line`` (None: on no line); set by ``DomainState.enqueue``,
+        cleared by ``DomainState.leave_line`` alone."""
+        self.wait_line: WaitLine | None = None
         self.window_ends_at: float | None = None
         self.window_state: WindowState = _WINDOW_OPEN
         self.skills: tuple[str, ...] = ()
@@ -547,7 +662,7 @@ class DomainState:
         self.by_key: dict[str, Conversation] = {}
         """Open conversations by conversation key."""
         self.available: dict[tuple[int, Channel], list[AgentEntry]] = {}
-        self.waiting: dict[tuple[int, Channel], list[WaitEntry]] = {}
+        self.waiting: dict[tuple[int, Channel], WaitLine] = {}
         self.deadlines: list[DeadlineEntry] = []
         self.windows: list[DeadlineEntry] = []
         """Reply-window deadlines: (due, conversation id); stale when the conversation's
@@ -560,7 +675,7 @@ class DomainState:
         self.interned: dict[str, str] = {}
         """One copy of strings many conversations share (endpoints)."""
         self.seq = 0
-        """Source of versions, tokens and heap sequence numbers (never observable)."""
+        """Source of agent versions (never observable)."""
         self.rematch_at: float | None = None
         """Set when the state was rebuilt (``restore``, ``reconfigure``): from then on, the
         next ``tick`` lets every agent with a free slot take waiting work first, as the
@@ -637,64 +752,54 @@ class DomainState:
             heapq.heappush(heap, entry)
         return chosen
 
-    # -- waiting lists -------------------------------------------------------------
+    # -- waiting lines -------------------------------------------------------------
 
-    def enqueue(self, conversation: Conversation, heap: list[WaitEntry]) -> None:
-        self.seq += 1
-        conversation.wait_token = self.seq
+    def enqueue(self, conversation: Conversation, line: WaitLine) -> None:
+        """Put the conversation on ``line``, in the order of its priority (the reply
+        window's boost included), waiting since and id; off the line it was on."""
+        self.leave_line(conversation)
         boost = (
             self.policy.reply_window.urgent_boost
             if conversation.window_state == _WINDOW_URGENT
             else 0
         )
-        heapq.heappush(
-            heap,
-            (
-                -conversation.priority - boost,
-                conversation.waiting_since,
-                conversation.conversation_id,
-                self.seq,
-            ),
+        entry = (
+            -conversation.priority - boost,
+            conversation.waiting_since,
+            conversation.conversation_id,
         )
-        if len(heap) > 2 * len(self.conversations) + 64:
-            self._compact_waiting(heap)
+        line.add(entry)
+        conversation.wait_entry = entry
+        conversation.wait_line = line
 
-    def _compact_waiting(self, heap: list[WaitEntry]) -> None:
-        conversations = self.conversations
-        heap[:] = [
-            entry
-            for entry in heap
-            if (conversation := conversations.get(entry[2])) is not None
-            and conversation.wait_token == entry[3]
-        ]
-        heapq.heapify(heap)
+    def leave_line(self, conversation: Conversation) -> None:
+        """The conversation is on no line from now on (the one way off a line: a line
+        holds only the conversations waiting on it, so no entry is ever stale)."""
+        entry = conversation.wait_entry
+        if entry is None:
+            return
+        line = conversation.wait_line
+        assert line is not None
+        line.remove(entry)
+        conversation.wait_entry = None
+        conversation.wait_line = None
 
     def first_waiting(
-        self, heap: list[WaitEntry] | None, agent: Agent
+        self, line: WaitLine | None, agent: Agent
     ) -> tuple[WaitEntry, Conversation] | None:
-        """The head of a waiting heap that ``agent`` may take (stale entries dropped;
-        those passed over for it, or of a queue at its limit for it, skipped)."""
-        agent_id = agent.agent_id
-        if not heap:
+        """The first conversation of a line that ``agent`` may take (those passed over
+        for it, or of a queue at its limit for it, skipped)."""
+        if not line:
             return None
+        agent_id = agent.agent_id
         conversations = self.conversations
-        skipped: list[WaitEntry] = []
-        found: tuple[WaitEntry, Conversation] | None = None
-        while heap:
-            entry = heap[0]
-            conversation = conversations.get(entry[2])
-            if conversation is None or conversation.wait_token != entry[3]:
-                heapq.heappop(heap)
-                continue
+        for entry in line:
+            conversation = conversations[entry[2]]
             passed = conversation.passed_over
             if (passed is not None and agent_id in passed) or not agent.suits(conversation):
-                skipped.append(heapq.heappop(heap))
                 continue
-            found = (entry, conversation)
-            break
-        for entry in skipped:
-            heapq.heappush(heap, entry)
-        return found
+            return entry, conversation
+        return None
 
     # -- deadlines -----------------------------------------------------------------
 

@@ -4,7 +4,7 @@ that line.
 Rules:
 
 1. A waiting conversation is on one line: held for its preferred agent, the agent's
-   ``held`` heap for its channel; at a queue step, the heap ``waiting[(pool, channel)]``
+   ``held`` line for its channel; at a queue step, the line ``waiting[(pool, channel)]``
    of that step's pool, which every step using the same pool (in any queue) shares. A
    conversation held outside business hours is on no line.
 2. Its position is 1 plus the conversations on the same line ordered before it (higher
@@ -15,14 +15,18 @@ Rules:
    admits and who have every skill the conversation requires; for a preferred hold, the
    preferred agent alone.
 
-Reading a position costs one pass over the line's heap (stale entries included), made
-when ``conversation.queued`` is emitted, never on the fast path.
+A line holds only the conversations waiting on it (``router.engine.state.WaitLine``), so
+its length is a count kept as it changes, and a position is a rank that costs
+``O(log n + n / WAIT_LINE_LOAD)`` on a line of ``n`` (a bisection over its buckets, one
+within a bucket, and a sum of the lengths of at most half of them): about 1 µs for a
+newcomer behind 100,000 and 3 µs in the middle of them. Positions are read when
+``conversation.queued`` is emitted, never on the fast path.
 """
 
 from __future__ import annotations
 
 from router.engine.records import ConversationStatus
-from router.engine.state import Agent, Conversation, DomainState, LadderStep, WaitEntry
+from router.engine.state import Agent, Conversation, DomainState, LadderStep, WaitLine
 from schemas import Presence
 
 _WAITING = ConversationStatus.WAITING
@@ -30,9 +34,9 @@ _PREFERRED = LadderStep.PREFERRED
 _ONLINE = Presence.ONLINE
 
 
-def waiting_line(state: DomainState, conversation: Conversation) -> list[WaitEntry] | None:
-    """The heap the conversation waits on (rule 1; None: on none)."""
-    if conversation.status is not _WAITING or conversation.wait_token is None:
+def waiting_line(state: DomainState, conversation: Conversation) -> WaitLine | None:
+    """The line the conversation waits on (rule 1; None: on none)."""
+    if conversation.status is not _WAITING or conversation.wait_entry is None:
         return None
     channel = conversation.channel
     if conversation.step_index == _PREFERRED:
@@ -46,43 +50,20 @@ def waiting_line(state: DomainState, conversation: Conversation) -> list[WaitEnt
 
 def line_position(state: DomainState, conversation: Conversation) -> int | None:
     """Rule 2: the conversation's position on its line, 1 being next (None: on no line)."""
-    heap = waiting_line(state, conversation)
-    if not heap:
+    line = waiting_line(state, conversation)
+    entry = conversation.wait_entry
+    if line is None or entry is None or conversation.wait_line is not line:
         return None
-    token = conversation.wait_token
-    mine: WaitEntry | None = None
-    for entry in reversed(heap):  # a new arrival sits near the end of the heap's list
-        if entry[3] == token:
-            mine = entry
-            break
-    if mine is None:
-        return None
-    conversations = state.conversations
-    ahead = 0
-    for entry in heap:
-        if entry < mine:
-            other = conversations.get(entry[2])
-            if other is not None and other.wait_token == entry[3]:
-                ahead += 1
-    return ahead + 1
+    return line.rank(entry) + 1
 
 
-def line_length(state: DomainState, heap: list[WaitEntry] | None) -> int:
-    """Conversations waiting on a line (its live entries)."""
-    if not heap:
-        return 0
-    conversations = state.conversations
-    return sum(
-        1
-        for entry in heap
-        if (other := conversations.get(entry[2])) is not None and other.wait_token == entry[3]
-    )
+def line_length(state: DomainState, line: WaitLine | None) -> int:
+    """Conversations waiting on a line."""
+    return 0 if line is None else len(line)
 
 
-def step_line(
-    state: DomainState, conversation: Conversation, step_index: int
-) -> list[WaitEntry] | None:
-    """The heap of the queue step ``step_index`` of the conversation's queue, on its
+def step_line(state: DomainState, conversation: Conversation, step_index: int) -> WaitLine | None:
+    """The line of the queue step ``step_index`` of the conversation's queue, on its
     channel: the line it joins at that step."""
     pool = conversation.queue.steps[step_index].pool
     return state.waiting.get((pool.index, conversation.channel))

@@ -40,7 +40,7 @@ def note_window(state: DomainState, conversation: Conversation, ends_at: float, 
     if (
         before != conversation.window_state
         and conversation.status is _WAITING
-        and conversation.wait_token is not None
+        and conversation.wait_entry is not None
     ):
         enqueue(state, conversation)  # the priority boost changed
 
@@ -96,7 +96,7 @@ def _fire_window(call: Call, conversation: Conversation) -> None:
     if conversation.window_state == _WINDOW_OPEN and ends_at > call.now:
         conversation.window_state = _WINDOW_URGENT
         push_window(state, conversation)
-        if conversation.status is _WAITING and conversation.wait_token is not None:
+        if conversation.status is _WAITING and conversation.wait_entry is not None:
             enqueue(state, conversation)
         return
     conversation.window_state = _WINDOW_CLOSED

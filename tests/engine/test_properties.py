@@ -3,7 +3,8 @@
 Each example drives one domain through a random sequence and checks, after every step:
 nobody over capacity, nobody owned twice (loads equal holdings), no fallback before its
 deadline, nobody waits while an agent who may take it has a free slot (so a preferred
-agent who frees a slot in time always gets the conversation), persisted snapshots equal
+agent who frees a slot in time always gets the conversation), every position and line
+length counts the conversations waiting on the line (none gone), persisted snapshots equal
 the live state and a restored state continues identically; at the end, every waiting
 conversation gets assigned or overflowed, and a replay yields the same effects.
 """
@@ -50,12 +51,15 @@ from router.engine import (
     bot_health,
     customers_named,
     identity_links,
+    line_length,
+    line_position,
     new_state,
     remember,
     restore,
     snapshot,
     tick,
 )
+from router.engine.state import Conversation, LadderStep, WindowState
 from schemas import (
     AnswerMode,
     BotFailed,
@@ -700,6 +704,48 @@ def nobody_waits_for_a_free_agent(state: DomainState) -> None:
                 assert not eligible(agent, record.queue, record.step), (record, agent)
 
 
+def positions_count_those_ahead(state: DomainState) -> None:
+    """``router.engine.waiting`` rules 1 and 2, counted naively from the conversations
+    themselves: every waiting conversation not held outside business hours is on the
+    preferred agent's line for its channel, or on its step's pool line for its channel;
+    its position is 1 plus those on that line ordered before it (priority with the
+    urgent window's boost, then waiting since, then id); any other conversation has no
+    position; each line's length is the number of conversations on it."""
+    boost = state.policy.reply_window.urgent_boost
+    lines: dict[tuple[object, ...], list[tuple[tuple[int, float, str], Conversation]]] = {}
+    for conversation in state.conversations.values():
+        if (
+            conversation.status is not ConversationStatus.WAITING
+            or conversation.step_index == LadderStep.AFTER_HOURS
+        ):
+            assert line_position(state, conversation) is None, conversation.conversation_id
+            continue
+        channel = conversation.channel
+        if conversation.step_index == LadderStep.PREFERRED:
+            line: tuple[object, ...] = ("held", conversation.preferred, channel)
+        else:
+            pool = conversation.queue.steps[conversation.step_index].pool
+            line = ("pool", pool.index, channel)
+        urgent = conversation.window_state == WindowState.URGENT
+        order = (
+            -conversation.priority - (boost if urgent else 0),
+            conversation.waiting_since,
+            conversation.conversation_id,
+        )
+        lines.setdefault(line, []).append((order, conversation))
+    for members in lines.values():
+        for order, conversation in members:
+            ahead = sum(1 for other, _ in members if other < order)
+            assert line_position(state, conversation) == ahead + 1, conversation.conversation_id
+    for (pool_index, channel), pool_line in state.waiting.items():
+        expected = len(lines.get(("pool", pool_index, channel), ()))
+        assert line_length(state, pool_line) == expected, (pool_index, channel)
+    for agent in state.agents.values():
+        for channel, held in agent.held.items():
+            expected = len(lines.get(("held", agent.agent_id, channel), ()))
+            assert line_length(state, held) == expected, (agent.agent_id, channel)
+
+
 def one_owner_and_a_way_to_people(state: DomainState, now: float) -> None:
     """A bot owns a conversation exactly when its status says so, and then nobody else
     holds it; it always has a way on to people (its queue's steps) and a deadline while
@@ -800,6 +846,8 @@ def test_routing_invariants_hold_at_every_step(
         nobody_newly_over_capacity(state, before_loads)
         no_fallback_before_deadline(effects, before_records, item[1])
         nobody_waits_for_a_free_agent(state)
+        positions_count_those_ahead(state)
+        positions_count_those_ahead(revived)
         one_owner_and_a_way_to_people(state, item[1])
 
     for item in setup(mode, capacities):

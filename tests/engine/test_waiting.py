@@ -1,10 +1,13 @@
-"""``router.engine.waiting``: a waiting conversation's position, sectioned by its rules, and
-the position on ``conversation.queued``."""
+"""``router.engine.waiting``: a waiting conversation's position, sectioned by its rules, the
+position on ``conversation.queued``, and the lines that make it cheap (``WaitLine``)."""
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+
 import msgspec
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.engine import (
@@ -16,11 +19,15 @@ from router.engine import (
     apply,
     line_length,
     line_position,
+    restore,
     serving_agents,
+    snapshot,
     step_line,
     tick,
 )
+from router.engine import state as engine_state
 from router.engine.calendar import WeeklyHours
+from router.engine.state import WaitEntry, WaitLine
 from schemas import ROUTING_DECODER, Channel, ConversationQueued, Presence
 from tests.engine.builders import (
     T0,
@@ -28,11 +35,17 @@ from tests.engine.builders import (
     close,
     domain,
     emitted,
+    erased,
     examples,
     message,
+    owner_set,
     presence,
     registered,
+    removed,
+    transfer,
+    updated,
 )
+from tests.engine.test_properties import positions_count_those_ahead
 
 BUSY = {Channel.SMS: 1}
 
@@ -181,7 +194,7 @@ def test_positions_on_a_line_are_one_to_n_in_priority_then_age_order(
             apply(state, message(key, customer=f"c{n}", priority=priority), now)
         elif kind == "close" and key in state.by_key:
             apply(state, close(state.by_key[key].conversation_id), now)
-    waiting = [c for c in state.conversations.values() if c.wait_token is not None]
+    waiting = [c for c in state.conversations.values() if c.wait_entry is not None]
     order = sorted(waiting, key=lambda c: (-c.priority, c.waiting_since, c.conversation_id))
     assert [line_position(state, c) for c in order] == list(range(1, len(order) + 1))
 
@@ -197,3 +210,183 @@ def test_an_agent_freeing_a_slot_takes_position_one() -> None:
     assert state.by_key["k1"].owner is not None
     assert line_position(state, state.by_key["k2"]) == 1
     assert emitted(effects, ConversationQueued) == []
+
+
+# -- the lines: only the conversations waiting on them -----------------------------------
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    st.integers(1, 4),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(-2, 2), st.integers(0, 3), st.integers(0, 40)),
+        max_size=150,
+    ),
+)
+def test_a_wait_line_keeps_its_entries_in_order_and_ranks_them(
+    load: int, operations: list[tuple[bool, int, int, int]]
+) -> None:
+    """Against a sorted list, with buckets small enough to split and merge often."""
+    line = WaitLine(load)
+    naive: list[WaitEntry] = []
+    for add, priority, since, n in operations:
+        entry = (priority, float(since), f"c{n:02d}")
+        present = [e for e in naive if e[2] == entry[2]]  # one entry per conversation
+        assert line.rank(entry) == bisect_left(naive, entry)
+        if add and not present:
+            line.add(entry)
+            insort(naive, entry)
+        elif not add and present:
+            line.remove(present[0])
+            naive.remove(present[0])
+        assert len(line) == len(naive)
+        assert list(line) == naive
+        assert [line.rank(e) for e in naive] == list(range(len(naive)))
+
+
+LINE_CUSTOMERS = 25
+LINE_AGENTS = ("ann", "bob", "cat")
+LINE_POLICY = DomainPolicy(
+    default_queue="support",
+    queues={
+        "support": QueuePolicy(
+            skills=("english",),
+            steps=(
+                StepPolicy(name="team", wait=60),
+                StepPolicy(name="anyone", agents_from=("*",), skills=(), wait=3000),
+            ),
+        ),
+        # its one step shares the pool of support's ``anyone``: one line for both queues
+        "billing": QueuePolicy(steps=(StepPolicy(name="anyone", agents_from=("*",), wait=2000),)),
+    },
+)
+"""Two queues whose last steps share one pool (rule 1): a line of conversations of both."""
+
+arrival = st.tuples(
+    st.just("arrive"),
+    st.integers(0, LINE_CUSTOMERS - 1),
+    st.sampled_from((0, 0, 0, 3, -1)),
+    st.sampled_from(("support", "billing")),
+    st.sampled_from((Channel.SMS, Channel.SMS, Channel.WEBCHAT)),
+)
+line_operation = st.one_of(
+    *[arrival] * 6,
+    st.tuples(st.just("close"), st.integers(0, 59)),
+    st.tuples(st.just("priority"), st.integers(0, 59), st.sampled_from((-2, 0, 4))),
+    st.tuples(
+        st.just("transfer"),
+        st.integers(0, 59),
+        st.sampled_from((*LINE_AGENTS, "support", "billing")),
+    ),
+    st.tuples(st.just("erase"), st.integers(0, LINE_CUSTOMERS - 1)),
+    st.tuples(st.just("owner"), st.integers(0, LINE_CUSTOMERS - 1), st.integers(0, 3)),
+    st.tuples(st.just("presence"), st.integers(0, 2), st.sampled_from(list(Presence))),
+    st.tuples(
+        st.just("register"), st.integers(0, 2), st.integers(0, 2), st.integers(0, 1), st.booleans()
+    ),
+    st.tuples(st.just("remove"), st.integers(0, 2)),
+    st.tuples(st.just("advance"), st.sampled_from((1.0, 30.0, 61.0, 1000.0))),
+)
+"""Arrivals of new conversations (most draws), and everything that takes a conversation
+off its line or moves it: assignment (an agent online or given capacity), close, priority
+change, transfer, erasure, a preferred agent's removal, fallback and overflow (time)."""
+
+
+def line_step(state: DomainState, operation: tuple[object, ...], now: float, n: int) -> None:
+    """Apply one drawn operation; ``n``: its number (an arrival's conversation key)."""
+    kind = operation[0]
+    open_ids = sorted(state.conversations)
+
+    def pick(index: object) -> str:
+        assert isinstance(index, int)
+        return open_ids[index % len(open_ids)] if open_ids else "gone"
+
+    if kind == "arrive":
+        _, customer, priority, queue, channel = operation
+        assert isinstance(priority, int)
+        assert isinstance(channel, Channel)
+        event = message(
+            f"k{n}", customer=f"c{customer}", channel=channel, queue=str(queue), priority=priority
+        )
+        apply(state, event, now)
+    elif kind == "close":
+        apply(state, close(pick(operation[1])), now)
+    elif kind == "priority":
+        priority = operation[2]
+        assert isinstance(priority, int)
+        apply(state, updated(pick(operation[1]), priority=priority), now)
+    elif kind == "transfer":
+        target = str(operation[2])
+        if target in LINE_AGENTS:
+            apply(state, transfer(pick(operation[1]), to_agent=target), now)
+        else:
+            apply(state, transfer(pick(operation[1]), to_queue=target), now)
+    elif kind == "erase":
+        apply(state, erased(f"c{operation[1]}"), now)
+    elif kind == "owner":
+        index = operation[2]
+        assert isinstance(index, int)
+        owner = LINE_AGENTS[index] if index < len(LINE_AGENTS) else None
+        apply(state, owner_set(f"c{operation[1]}", owner), now)
+    elif kind == "presence":
+        index, status = operation[1], operation[2]
+        assert isinstance(index, int)
+        assert isinstance(status, Presence)
+        apply(state, presence(LINE_AGENTS[index], status), now)
+    elif kind == "register":
+        _, index, sms, chat, english = operation
+        assert isinstance(index, int)
+        assert isinstance(sms, int)
+        assert isinstance(chat, int)
+        capacity = {Channel.SMS: sms, Channel.WEBCHAT: chat}
+        skills = ("english",) if english else ()
+        apply(state, registered(LINE_AGENTS[index], capacity=capacity, skills=skills), now)
+    elif kind == "remove":
+        index = operation[1]
+        assert isinstance(index, int)
+        apply(state, removed(LINE_AGENTS[index]), now)
+    else:
+        tick(state, now)
+
+
+@settings(
+    max_examples=examples(200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.integers(1, 3),
+    st.lists(arrival, min_size=5, max_size=60),
+    st.lists(line_operation, min_size=10, max_size=80),
+)
+def test_positions_and_lengths_count_only_the_conversations_on_the_line(
+    load: int, backlog: list[tuple[object, ...]], operations: list[tuple[object, ...]]
+) -> None:
+    """After every operation (a backlog of arrivals first, so lines get long), each
+    position and line length equals the naive count of the conversations on the line;
+    the same after a restore, which rebuilds the lines."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_state, "WAIT_LINE_LOAD", load)  # buckets split and merge often
+        state = domain(
+            [
+                agent("ann", capacity={Channel.SMS: 1, Channel.WEBCHAT: 1}, busy=True),
+                agent("bob", capacity={Channel.SMS: 1}, skills=("english",), busy=True),
+                agent("cat", capacity={Channel.WEBCHAT: 1}, presence=Presence.AWAY),
+            ],
+            policy=LINE_POLICY,
+            preferred={f"c{n}": LINE_AGENTS[n % 2] for n in range(8)},  # held for them
+        )
+        now = T0
+        for n, operation in enumerate([*backlog, *operations]):
+            if operation[0] == "advance":
+                assert isinstance(operation[1], float)
+                now += operation[1]
+            else:
+                now += 0.5
+            line_step(state, operation, now, n)
+            positions_count_those_ahead(state)
+        rebuilt = restore(state.domain, LINE_POLICY, *snapshot(state))
+        positions_count_those_ahead(rebuilt)
+        assert {key: line_position(rebuilt, c) for key, c in rebuilt.conversations.items()} == {
+            key: line_position(state, c) for key, c in state.conversations.items()
+        }

@@ -26,6 +26,8 @@ SMALL: dict[ModuleType, dict[str, float]] = {
         "ROUNDS": 1,
         "MEMORY_CONVERSATIONS": 500,
         "MEMORY_AGENTS": 100,
+        "WAITING": 1_000,
+        "QUEUED": 100,
     },
     e2e_bench: {
         "THROUGHPUT_MESSAGES": 1_000,
