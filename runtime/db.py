@@ -8,8 +8,10 @@ apply each one exactly once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -20,6 +22,8 @@ log = structlog.get_logger(__name__)
 DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What a database call that failed raises, whatever the cause (unreachable, refused,
 timed out, or the statement's own error): what a caller that tries again later catches."""
+
+Row = TypeVar("Row")
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -85,6 +89,72 @@ async def ensure_database(url: str) -> None:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+def column_arrays(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
+    """Rows as ``width`` columns: the arrays a statement ``unnest``s, one parameter each."""
+    columns: list[list[object]] = [[] for _ in range(width)]
+    for row in rows:
+        for index, value in enumerate(row):
+            columns[index].append(value)
+    return columns
+
+
+class JoinedStatement:
+    """Data-modifying statements joined as the parts (CTEs) of one statement: one round
+    trip for all of them, where each was one.
+
+    Every part runs on the same snapshot and none sees another's changes, so no two parts
+    may touch the same row (the caller writes each row once). A part given ``returning``
+    gives its ``RETURNING`` rows, tagged with its name.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[object] = []
+        self.returning: list[tuple[str, str]] = []
+
+    def add(self, name: str, statement: str, *args: object, returning: str = "") -> None:
+        """Add ``statement`` (parameters ``$1`` … as its own); ``returning``: the columns
+        its ``RETURNING`` gives, as ``a, b`` (two, the second may be NULL)."""
+        offset = len(self.args)
+        numbered = _PARAMETER.sub(lambda m: f"${int(m.group(1)) + offset}", statement.strip())
+        # Prefixed: a part named as a table would hide that table from the later parts.
+        self.parts.append(f"part_{name} AS ({numbered})")
+        self.args.extend(args)
+        if returning:
+            self.returning.append((name, returning))
+
+    def add_rows(
+        self,
+        name: str,
+        rows: dict[tuple[str, str], Row | None],
+        upsert: str,
+        columns_of: Callable[[str, Row], Sequence[object]],
+        delete: str,
+    ) -> None:
+        """Upsert the rows with a record, delete those whose key maps to None."""
+        kept = [columns_of(domain, record) for (domain, _), record in rows.items() if record]
+        gone = [key for key, record in rows.items() if record is None]
+        if kept:
+            self.add(f"{name}_kept", upsert, *column_arrays(kept, len(kept[0])))
+        if gone:
+            self.add(f"{name}_gone", delete, *column_arrays(gone, 2))
+
+    async def run(self, conn: asyncpg.Connection) -> list[tuple[str, Any, Any]]:
+        """Run it: the ``returning`` parts' rows as (name, first, second)."""
+        if not self.parts:
+            return []
+        results = " UNION ALL ".join(
+            # Names and columns are the caller's constants, never input.
+            f"SELECT '{name}'::text, {columns} FROM part_{name}"  # noqa: S608
+            for name, columns in self.returning
+        )
+        query = f"WITH {', '.join(self.parts)} {results or 'SELECT NULL::text, 0, 0 WHERE false'}"
+        return [(row[0], row[1], row[2]) for row in await conn.fetch(query, *self.args)]
+
+
+_PARAMETER = re.compile(r"\$(\d+)")
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
-from router.shell.store import column_arrays
+from runtime.db import column_arrays
 
 R = TypeVar("R")
 
@@ -176,3 +176,39 @@ async def load_customers(
         return []
     value = await conn.fetchval(_LOAD_CUSTOMERS, *column_arrays(identities, 2))
     return _STORED_CUSTOMERS.decode(value)
+
+
+async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]) -> set[str]:
+    """The (domain, message id) pairs already stored: provider retries to drop."""
+    if not ids:
+        return set()
+    rows = await conn.fetch(
+        "SELECT m.message_id FROM messages m"
+        " JOIN unnest($1::text[], $2::text[]) AS i(d, id)"
+        " ON m.domain = i.d AND m.message_id = i.id",
+        *column_arrays(ids, 2),
+    )
+    return {row["message_id"] for row in rows}
+
+
+async def before_applying(
+    pool: asyncpg.Pool, messages: list[tuple[str, str]], identities: list[tuple[str, str]]
+) -> tuple[set[str], list[StoredCustomer]]:
+    """What a batch reads before the engine applies it: which of its messages are stored
+    already (``known_message_ids``) and the stored profiles of the identities it names
+    that are not in memory (``load_customers``); the two queries at once, each on a
+    connection of its own."""
+
+    async def known() -> set[str]:
+        if not messages:
+            return set()
+        async with pool.acquire() as conn:
+            return await known_message_ids(conn, messages)
+
+    async def customers() -> list[StoredCustomer]:
+        if not identities:
+            return []
+        async with pool.acquire() as conn:
+            return await load_customers(conn, identities)
+
+    return await asyncio.gather(known(), customers())

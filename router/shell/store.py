@@ -3,7 +3,9 @@
 A batch's writes — the engine's row snapshots, the customer messages, the events to
 publish (the outbox), dead letters and the next input offsets — are written in ONE
 transaction, with one statement per table (``unnest`` arrays or COPY), never one round
-trip per row. A crash before the commit loses nothing (the input is consumed again from
+trip per row; the tables nearly every batch writes are the parts of one joined statement
+(``runtime.db.JoinedStatement``): BEGIN, that statement and COMMIT are a batch's round
+trips. A crash before the commit loses nothing (the input is consumed again from
 the stored offsets); a crash after it republishes from the outbox.
 
 The outbox keeps one row per batch and partition, its events packed in one msgpack value:
@@ -13,10 +15,9 @@ acknowledged all of them, so a row per event would only add index work to the ho
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -32,6 +33,7 @@ from router.engine import (
     SaveConsent,
 )
 from router.shell.erasure import erase
+from runtime.db import JoinedStatement, column_arrays
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import (
     AgentEvent,
@@ -98,8 +100,6 @@ class OutboxBatch:
     partition: int
     events: list[OutboxEvent]
 
-
-R = TypeVar("R")
 
 _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
@@ -385,30 +385,13 @@ RETURNING seq, partition
 
 _DELETE_PUBLISHED = "DELETE FROM outbox WHERE seq = ANY($1::bigint[])"
 
-
-def column_arrays(rows: Iterable[Sequence[object]], width: int) -> list[list[object]]:
-    columns: list[list[object]] = [[] for _ in range(width)]
-    for row in rows:
-        for index, value in enumerate(row):
-            columns[index].append(value)
-    return columns
-
-
-async def _write_rows(
-    conn: asyncpg.Connection,
-    rows: dict[tuple[str, str], R | None],
-    upsert: str,
-    columns_of: Callable[[str, R], Sequence[object]],
-    delete: str,
-) -> None:
-    """Upsert the rows with a record, delete those whose key maps to None (one statement
-    each)."""
-    kept = [columns_of(domain, record) for (domain, _), record in rows.items() if record]
-    gone = [key for key, record in rows.items() if record is None]
-    if kept:
-        await conn.execute(upsert, *column_arrays(kept, len(kept[0])))
-    if gone:
-        await conn.execute(delete, *column_arrays(gone, 2))
+_INSERT_MESSAGES = """
+INSERT INTO messages (domain, message_id, conversation_id, direction, channel,
+    provider_message_id, text, attachments, occurred_at)
+SELECT d, m, c, 'inbound', ch, p, x, a::jsonb, to_timestamp(o)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::float8[]) AS t(d, m, c, ch, p, x, a, o)
+"""
 
 
 async def write_batch(
@@ -424,136 +407,155 @@ async def write_batch(
 
     Raises ``FencedOut`` (and writes nothing) when another router took a partition.
     """
-    outbox: list[OutboxBatch] = []
-    async with conn.transaction():
-        if leases:
-            held = await conn.fetch(
-                _CHECK_LEASES, consumer_group, list(leases), list(leases.values())
-            )
-            lost = sorted(set(leases) - {row["partition"] for row in held})
-            if lost:
-                raise FencedOut(lost)
-        if writes.agents:
-            await _write_rows(
-                conn,
-                writes.agents,
-                _UPSERT_AGENTS,
-                lambda d, r: (d, r.agent_id, r.name, str(r.presence), _encode(r).decode()),
-                _DELETE_AGENTS,
-            )
-        if writes.customers:
-            await _write_rows(
-                conn,
-                writes.customers,
-                _UPSERT_CUSTOMERS,
-                lambda d, r: (
-                    d,
-                    r.customer_id,
-                    r.owner_agent_id,
-                    r.last_agent_id,
-                    _encode(r).decode(),
-                ),
-                _DELETE_CUSTOMERS,
-            )
-        if writes.identities:
-            await _write_rows(
-                conn,
-                writes.identities,
-                _UPSERT_IDENTITIES,
-                lambda d, r: (d, r.identity, r.customer_id, r.source, r.linked_at),
-                _DELETE_IDENTITIES,
-            )
-        if writes.bots:
-            await _write_rows(
-                conn,
-                writes.bots,
-                _UPSERT_BOTS,
-                lambda d, r: (d, r.bot_id, _encode(r).decode()),
-                _DELETE_BOTS,
-            )
-        if writes.conversations:
-            # Columns built in one pass: this statement runs for nearly every message.
-            columns: list[list[Any]] = [[] for _ in range(11)]
-            (
-                domains,
-                ids,
-                channels,
-                customers,
-                keys,
-                queues,
-                statuses,
-                owners,
-                preferred,
-                opened,
-                records,
-            ) = columns
-            for (d, _), r in writes.conversations.items():
-                domains.append(d)
-                ids.append(r.conversation_id)
-                channels.append(r.channel.value)
-                customers.append(r.customer_id)
-                keys.append(r.conversation_key)
-                queues.append(r.queue)
-                statuses.append(r.status.value)
-                owners.append(r.owner_agent_id)
-                preferred.append(r.preferred_agent_id)
-                opened.append(r.opened_at)
-                records.append(_encode(r).decode())
-            await conn.execute(_UPSERT_CONVERSATIONS, *columns)
-        if writes.assignments:
-            await conn.execute(
-                _UPSERT_ASSIGNMENTS,
-                *column_arrays(
+    joined = JoinedStatement()
+    if leases:
+        joined.add(
+            "leases",
+            _CHECK_LEASES,
+            consumer_group,
+            list(leases),
+            list(leases.values()),
+            returning="partition, NULL::bigint",
+        )
+    if writes.agents:
+        joined.add_rows(
+            "agents",
+            writes.agents,
+            _UPSERT_AGENTS,
+            lambda d, r: (d, r.agent_id, r.name, str(r.presence), _encode(r).decode()),
+            _DELETE_AGENTS,
+        )
+    if writes.customers:
+        joined.add_rows(
+            "customers",
+            writes.customers,
+            _UPSERT_CUSTOMERS,
+            lambda d, r: (d, r.customer_id, r.owner_agent_id, r.last_agent_id, _encode(r).decode()),
+            _DELETE_CUSTOMERS,
+        )
+    if writes.identities:
+        joined.add_rows(
+            "identities",
+            writes.identities,
+            _UPSERT_IDENTITIES,
+            lambda d, r: (d, r.identity, r.customer_id, r.source, r.linked_at),
+            _DELETE_IDENTITIES,
+        )
+    if writes.bots:
+        joined.add_rows(
+            "bots",
+            writes.bots,
+            _UPSERT_BOTS,
+            lambda d, r: (d, r.bot_id, _encode(r).decode()),
+            _DELETE_BOTS,
+        )
+    if writes.conversations:
+        # Columns built in one pass: this part is written for nearly every message.
+        columns: list[list[Any]] = [[] for _ in range(11)]
+        (
+            domains,
+            ids,
+            channels,
+            customers,
+            keys,
+            queues,
+            statuses,
+            owners,
+            preferred,
+            opened,
+            records,
+        ) = columns
+        for (d, _), r in writes.conversations.items():
+            domains.append(d)
+            ids.append(r.conversation_id)
+            channels.append(r.channel.value)
+            customers.append(r.customer_id)
+            keys.append(r.conversation_key)
+            queues.append(r.queue)
+            statuses.append(r.status.value)
+            owners.append(r.owner_agent_id)
+            preferred.append(r.preferred_agent_id)
+            opened.append(r.opened_at)
+            records.append(_encode(r).decode())
+        joined.add("conversations", _UPSERT_CONVERSATIONS, *columns)
+    if writes.assignments:
+        joined.add(
+            "assignments",
+            _UPSERT_ASSIGNMENTS,
+            *column_arrays(
+                (
                     (
-                        (
-                            d,
-                            r.assignment_id,
-                            r.conversation_id,
-                            r.agent_id,
-                            str(r.strategy),
-                            r.step,
-                            r.waited_seconds,
-                            _encode(r.candidates).decode(),
-                            r.offered_at,
-                            r.accepted_at,
-                            r.ended_at,
-                            r.end_reason,
-                            _encode(r).decode(),
-                        )
-                        for (d, _), r in writes.assignments.items()
-                    ),
-                    13,
+                        d,
+                        r.assignment_id,
+                        r.conversation_id,
+                        r.agent_id,
+                        str(r.strategy),
+                        r.step,
+                        r.waited_seconds,
+                        _encode(r.candidates).decode(),
+                        r.offered_at,
+                        r.accepted_at,
+                        r.ended_at,
+                        r.end_reason,
+                        _encode(r).decode(),
+                    )
+                    for (d, _), r in writes.assignments.items()
                 ),
-            )
-        if writes.messages:
-            await conn.copy_records_to_table(
-                "messages",
-                columns=[
-                    "domain",
-                    "message_id",
-                    "conversation_id",
-                    "direction",
-                    "channel",
-                    "provider_message_id",
-                    "text",
-                    "attachments",
-                    "occurred_at",
-                ],
-                records=[
+                13,
+            ),
+        )
+    if writes.messages:
+        joined.add(
+            "messages",
+            _INSERT_MESSAGES,
+            *column_arrays(
+                (
                     (
                         m.domain,
                         m.id,
                         conversation_id,
-                        "inbound",
                         str(m.channel),
                         m.provider_message_id,
                         m.text,
                         _encode(m.attachments).decode(),
-                        _timestamp(m.occurred_at),
+                        m.occurred_at,
                     )
                     for m, conversation_id in writes.messages
-                ],
-            )
+                ),
+                8,
+            ),
+        )
+    if writes.outbox:
+        partitions = sorted(writes.outbox)
+        joined.add(
+            "outbox",
+            _INSERT_OUTBOX,
+            partitions,
+            [len(writes.outbox[p]) for p in partitions],
+            [_encode_events(writes.outbox[p]) for p in partitions],
+            returning="partition, seq",
+        )
+    if writes.published:
+        joined.add("published", _DELETE_PUBLISHED, writes.published)
+    if writes.offsets:
+        joined.add(
+            "offsets",
+            _UPSERT_OFFSETS,
+            consumer_group,
+            *column_arrays(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
+        )
+    outbox: list[OutboxBatch] = []
+    async with conn.transaction():
+        returned = await joined.run(conn)
+        if leases:
+            lost = sorted(set(leases) - {p for name, p, _ in returned if name == "leases"})
+            if lost:
+                raise FencedOut(lost)  # the transaction rolls back: nothing is written
+        outbox = [
+            OutboxBatch(seq, partition, writes.outbox[partition])
+            for name, partition, seq in returned
+            if name == "outbox"
+        ]
         if writes.agent_events:
             await conn.copy_records_to_table(
                 "agent_events",
@@ -589,18 +591,6 @@ async def write_batch(
                     8,
                 ),
             )
-        if writes.outbox:
-            partitions = sorted(writes.outbox)
-            rows = await conn.fetch(
-                _INSERT_OUTBOX,
-                partitions,
-                [len(writes.outbox[p]) for p in partitions],
-                [_encode_events(writes.outbox[p]) for p in partitions],
-            )
-            outbox = [
-                OutboxBatch(row["seq"], row["partition"], writes.outbox[row["partition"]])
-                for row in rows
-            ]
         if writes.dead_letters:
             await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
         if writes.delivery_statuses:
@@ -620,14 +610,6 @@ async def write_batch(
             await _write_consents(conn, writes.consents)
         for domain, erasure in writes.erasures:
             await erase(conn, domain, erasure, key_shred_delay=key_shred_delay)
-        if writes.published:
-            await conn.execute(_DELETE_PUBLISHED, writes.published)
-        if writes.offsets:
-            await conn.execute(
-                _UPSERT_OFFSETS,
-                consumer_group,
-                *column_arrays(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
-            )
     return sorted(outbox, key=lambda batch: batch.seq)
 
 
@@ -700,19 +682,6 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
 async def delete_published(conn: asyncpg.Connection, published: list[int]) -> None:
     if published:
         await conn.execute(_DELETE_PUBLISHED, published)
-
-
-async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]) -> set[str]:
-    """The (domain, message id) pairs already stored: provider retries to drop."""
-    if not ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT m.message_id FROM messages m"
-        " JOIN unnest($1::text[], $2::text[]) AS i(d, id)"
-        " ON m.domain = i.d AND m.message_id = i.id",
-        *column_arrays(ids, 2),
-    )
-    return {row["message_id"] for row in rows}
 
 
 async def stored_offsets(

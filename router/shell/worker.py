@@ -360,12 +360,11 @@ class RouterWorker:
             # Taken before the query, as a write may commit while it runs (the writer
             # replaces these sets, it does not change them).
             writing, queued = self._writing_ids, self._queued
-            async with self._pool.acquire() as conn:
-                if batch.messages:
-                    known = await store.known_message_ids(conn, batch.messages)
-                if wanted:
-                    residents.loaded(states, wanted, await reads.load_customers(conn, wanted))
-                    self._metrics.customer_lookups.inc(len(wanted))
+            stored, customers = await reads.before_applying(self._pool, batch.messages, wanted)
+            known.update(stored)
+            if wanted:
+                residents.loaded(states, wanted, customers)
+                self._metrics.customer_lookups.inc(len(wanted))
             known.update(writing)
             if queued is not None:
                 known.update(queued.message_ids)

@@ -1,0 +1,143 @@
+"""``router.shell.store.write_batch`` against PostgreSQL: a batch's rows land in one
+transaction (most of them as the parts of one joined statement), the outbox rows come back
+in commit order, acknowledged rows are deleted, and a router whose partition another router
+took writes nothing at all (fencing)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from router.engine import DomainPolicy, DomainState, EngineInput, apply, new_state
+from router.shell import store
+from router.shell.intake import Intake
+from runtime.db import JoinedStatement
+from runtime.metrics import Metrics
+from schemas import Channel, Presence, RoutingEvent
+from tests.engine.builders import DOMAIN, T0, message, presence, registered
+
+pytestmark = pytest.mark.integration
+
+GROUP = "routers"
+INBOUND = "in"
+
+
+class Batch:
+    """Engine effects collected into one batch's writes, as the worker does."""
+
+    def __init__(self, state: DomainState) -> None:
+        self.intake = Intake(
+            inbound=INBOUND,
+            agents="agents",
+            routing="routing",
+            dlq="dlq",
+            source="test",
+            metrics=Metrics(CollectorRegistry()),
+            outbound="out",
+        )
+        self.state = state
+        self.writes = store.BatchWrites()
+        self.emitted: list[RoutingEvent] = []
+
+    def apply(self, event: EngineInput) -> None:
+        effects = apply(self.state, event, T0)
+        self.intake._collect(0, self.state, effects, self.writes, self.emitted, T0)
+
+
+async def counts(conn: asyncpg.Connection) -> dict[str, int]:
+    tables = ("agents", "conversations", "customers", "assignments", "messages", "outbox")
+    found = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in tables}  # noqa: S608
+    found["offsets"] = await conn.fetchval("SELECT count(*) FROM router_offsets")
+    return found
+
+
+async def test_a_batch_lands_whole_and_its_outbox_rows_come_back_in_commit_order(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        leases = await store.acquire_leases(conn, GROUP, [0, 1], "me")
+        batch = Batch(new_state(DOMAIN, DomainPolicy()))
+        batch.apply(registered("ann", capacity={Channel.SMS: 5}))
+        batch.apply(presence("ann", Presence.ONLINE))
+        for n in range(3):
+            batch.apply(message(f"k{n}", customer=f"c{n}"))
+        batch.writes.offsets[(INBOUND, 0)] = 42
+        batch.writes.outbox.setdefault(1, []).extend(batch.writes.outbox.get(0, [])[:1])
+        outbox = await store.write_batch(conn, GROUP, leases, batch.writes)
+
+        assert await counts(conn) == {
+            "agents": 1,
+            "conversations": 3,
+            "customers": 3,
+            "assignments": 3,
+            "messages": 3,
+            "outbox": 2,
+            "offsets": 1,
+        }
+        assert [row.partition for row in outbox] == [0, 1]
+        assert outbox[0].seq < outbox[1].seq
+        assert outbox[0].events == batch.writes.outbox[0]
+        stored = await conn.fetch(
+            "SELECT message_id, conversation_id, direction, channel, text, occurred_at"
+            " FROM messages ORDER BY message_id"
+        )
+        for row, (sent, conversation_id) in zip(
+            stored, sorted(batch.writes.messages, key=lambda m: m[0].id), strict=True
+        ):
+            assert (row["message_id"], row["conversation_id"]) == (sent.id, conversation_id)
+            assert (row["direction"], row["channel"], row["text"]) == ("inbound", "sms", sent.text)
+            assert row["occurred_at"].timestamp() == sent.occurred_at
+        assert await conn.fetchval("SELECT next_offset FROM router_offsets") == 42
+
+        # The next batch deletes the rows the broker acknowledged, moves the offset on.
+        later = store.BatchWrites(published=[row.seq for row in outbox], offsets={(INBOUND, 0): 43})
+        assert await store.write_batch(conn, GROUP, leases, later) == []
+        assert (await counts(conn))["outbox"] == 0
+        assert await conn.fetchval("SELECT next_offset FROM router_offsets") == 43
+    finally:
+        await conn.close()
+
+
+async def test_a_router_whose_partition_was_taken_writes_nothing(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        mine = await store.acquire_leases(conn, GROUP, [0, 1], "me")
+        before = await counts(conn)
+        await store.acquire_leases(conn, GROUP, [1], "another router")
+        batch = Batch(new_state(DOMAIN, DomainPolicy()))
+        batch.apply(registered("ann", capacity={Channel.SMS: 5}))
+        batch.apply(presence("ann", Presence.ONLINE))
+        batch.apply(message("k", customer="c"))
+        batch.writes.offsets[(INBOUND, 1)] = 7
+        with pytest.raises(store.FencedOut) as fenced:
+            await store.write_batch(conn, GROUP, mine, batch.writes)
+        assert fenced.value.partitions == [1]
+        assert await counts(conn) == before
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
+
+
+async def test_joined_parts_keep_their_own_parameters_and_return_tagged_rows(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("CREATE TABLE pairs (k text PRIMARY KEY, v int)")
+        joined = JoinedStatement()
+        joined.add(
+            "first",
+            "INSERT INTO pairs SELECT * FROM unnest($1::text[], $2::int[]) RETURNING k, v",
+            ["a", "b"],
+            [1, 2],
+            returning="k, v",
+        )
+        joined.add("second", "INSERT INTO pairs VALUES ($1, $2)", "c", 3)
+        joined.add("third", "DELETE FROM pairs WHERE k = $1 RETURNING k, v", "z", returning="k, v")
+        assert sorted(await joined.run(conn)) == [("first", "a", 1), ("first", "b", 2)]
+        assert dict(await conn.fetch("SELECT k, v FROM pairs")) == {"a": 1, "b": 2, "c": 3}
+        assert await JoinedStatement().run(conn) == []
+    finally:
+        await conn.close()
