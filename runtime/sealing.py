@@ -125,10 +125,14 @@ class SealingKey:
     cipher: AESGCM
     material: bytes = b""
     """The key's bytes, kept only for a spare not stored yet."""
+    named: tuple[str, bytes, int] | None = None
+    """(domain, subject digest, day) of its row, when it was read by id for opening."""
 
 
-def _key(key_id: uuid.UUID, material: bytes) -> SealingKey:
-    return SealingKey(key_id.bytes, AESGCM(material), material)
+def _key(
+    key_id: uuid.UUID, material: bytes, named: tuple[str, bytes, int] | None = None
+) -> SealingKey:
+    return SealingKey(key_id.bytes, AESGCM(material), material, named)
 
 
 class Unreadable(Exception):
@@ -178,7 +182,9 @@ ON CONFLICT (domain, subject, period) WHERE NOT spare
     DO UPDATE SET period = EXCLUDED.period
 RETURNING domain, subject, key_id, key
 """
-_BY_ID = "SELECT key_id, key FROM topic_keys WHERE key_id = ANY($1::uuid[])"
+_BY_ID = """
+SELECT key_id, key, domain, subject, period FROM topic_keys WHERE key_id = ANY($1::uuid[])
+"""
 _STOCK_SPARES = """
 INSERT INTO topic_keys (key_id, key, spare) SELECT k, v, true FROM unnest($1::uuid[], $2::bytea[]) AS s(k, v)
 """
@@ -428,10 +434,26 @@ class TopicKeys:
                 missing.append(uuid.UUID(bytes=key_id))
         if missing:
             for row in await self._pool.fetch(_BY_ID, missing):
-                key = _key(row["key_id"], row["key"])
+                named = (
+                    None
+                    if row["subject"] is None
+                    else (row["domain"], row["subject"], row["period"])
+                )
+                key = _key(row["key_id"], row["key"], named)
                 found[key.key_id] = key
                 self._opening.keep(key.key_id, key, now)
         return found
+
+    def sealing_too(self, opened: Iterable[tuple[str, str, bytes]]) -> None:
+        """(domain, subject, key id) of records just opened: where that key is the
+        subject's key of today, it seals for the subject too, with no query (a router
+        publishes its routing events under the key its inbound message came with)."""
+        now = self._clock()
+        period = int(now // SECONDS_PER_PERIOD)
+        for domain, subject, key_id in opened:
+            key = self._opening.fresh(key_id, now)
+            if key is not None and key.named == (domain, subject_digest(subject), period):
+                self._sealing.keep((domain, subject, period), key, now)
 
     def forget(self) -> None:
         """Drop every cached key (tests, and a process told that keys were shredded)."""

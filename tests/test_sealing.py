@@ -154,6 +154,8 @@ def test_the_intake_applies_sealed_records_and_sets_aside_those_no_key_opens() -
         {key.key_id: key},
     )
     assert applied(batch) == [0, 2]
+    # The key that opened the first is named for its subject; the plain third names none.
+    assert batch.opened_with == [(first.domain, first.customer_id, key.key_id)]
     [(offset, reason)] = dead(batch)
     assert offset == 1
     assert reason == "sealed with a key that is gone (its customer was erased)"
@@ -256,6 +258,34 @@ async def test_webhooks_asking_at_once_for_new_subjects_share_one_query(database
             if name in first[:3] + second[-3:]
         }
         assert counting.queries == 2
+    finally:
+        await pool.close()
+
+
+async def test_a_key_that_opened_a_subjects_record_today_seals_for_it_with_no_query(
+    database_url: str,
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        customer, other = (DOMAIN, "sms:+14155550100"), (DOMAIN, "sms:+14155550199")
+        made = await TopicKeys(pool, clock=lambda: T0).for_sealing([customer, other])
+        key_id = made[customer].key_id
+        counting = CountingPool(pool)
+        reader = TopicKeys(cast(asyncpg.Pool, counting), clock=lambda: T0)
+        assert set(await reader.for_opening([key_id])) == {key_id}
+        assert counting.queries == 1
+        reader.sealing_too([(*customer, key_id), (*other, key_id)])
+        sealing = await reader.for_sealing([customer])
+        assert sealing[customer].key_id == key_id
+        assert counting.queries == 1
+        # Named for another subject: not that one's key, which is asked for.
+        assert (await reader.for_sealing([other]))[other].key_id == made[other].key_id
+        assert counting.queries == 2
+        # Tomorrow the subject has a key of its own: yesterday's is not taken.
+        tomorrow = TopicKeys(pool, clock=lambda: T0 + SECONDS_PER_PERIOD)
+        await tomorrow.for_opening([key_id])
+        tomorrow.sealing_too([(*customer, key_id)])
+        assert (await tomorrow.for_sealing([customer]))[customer].key_id != key_id
     finally:
         await pool.close()
 

@@ -70,7 +70,7 @@ from router.shell.observe import (
 from router.shell.waits import WaitEstimates
 from runtime.dead_letters import DeadRecord
 from runtime.metrics import Metrics
-from runtime.sealing import SealingKey, Unreadable, open_value, sealing_subject
+from runtime.sealing import SealingKey, Unreadable, open_value, sealed_with, sealing_subject
 from schemas import (
     AGENT_EVENT_DECODER,
     INBOUND_DECODER,
@@ -176,6 +176,9 @@ class Batch:
     """Where the consumer must seek back to, per partition that skipped records (rule 1)."""
     records: int = 0
     """Records fetched, whatever became of them."""
+    opened_with: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """(domain, sealing subject, key id) of the sealed records opened: keys that seal
+    for those subjects too (``TopicKeys.sealing_too``)."""
 
 
 def status_changed(event: DeliveryStatusChanged) -> OutboundStatusChanged:
@@ -285,6 +288,10 @@ class Intake:
                 if event.domain not in domains:
                     self.dead_letter(writes, record, f"unknown domain {event.domain!r}")
                     continue
+                if record.headers and (key_id := sealed_with(record.headers)) is not None:
+                    subject = sealing_subject(event)
+                    if subject is not None:
+                        batch.opened_with.append((event.domain, subject, key_id))
                 if isinstance(event, MessageReceived):
                     messages.append((event.domain, event.id))
                 elif isinstance(event, CustomerEraseRequested):

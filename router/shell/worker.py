@@ -344,6 +344,7 @@ class RouterWorker:
         ]
         keys = await self._keys.for_opening(key_ids) if key_ids else {}
         batch = intake.decode(fetched, keys)
+        self._keys.sealing_too(batch.opened_with)
         for (topic, partition), offset in batch.rewinds.items():
             assert self._consumer is not None
             self._consumer.seek(TopicPartition(topic, partition), offset)
