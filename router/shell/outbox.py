@@ -36,6 +36,11 @@ Rules:
 5. An event that names whose key seals it (``OutboxEvent.seal``) leaves sealed with that
    key, its id in the ``sealed_with`` header (``sealed``, ``runtime.sealing``); the row
    keeps it in clear.
+6. The rows taken at once go out together (``rows_by_destination``): the events of all of
+   them for one destination partition share record batches, rows in order. The producer
+   sends one record batch of a partition per request and waits for its acknowledgement,
+   so a row per record batch would queue the rows committed meanwhile behind each other.
+   A row is acknowledged once every record batch holding any of its events is.
 """
 
 from __future__ import annotations
@@ -240,6 +245,18 @@ def destinations(
         else:
             destination.append(event)
     return by_destination
+
+
+def rows_by_destination(
+    rows: Sequence[OutboxBatch], partitions: Mapping[str, Sequence[int]]
+) -> dict[tuple[str, int], list[tuple[int, OutboxEvent]]]:
+    """Rule 6: for each destination partition, the events of every row bound there (as
+    ``destinations`` places them), rows in order, each with its row's ``seq``."""
+    merged: dict[tuple[str, int], list[tuple[int, OutboxEvent]]] = {}
+    for row in rows:
+        for destination, events in destinations(row.events, partitions).items():
+            merged.setdefault(destination, []).extend((row.seq, event) for event in events)
+    return merged
 
 
 Subject = tuple[bytes | None, str]

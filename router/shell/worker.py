@@ -57,9 +57,10 @@ from router.shell import reads, store
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
-from router.shell.outbox import Outbox, destinations, sealed, sealing_subjects
+from router.shell.outbox import Outbox, sealed, sealing_subjects
 from router.shell.recovery import PartitionLoader
 from router.shell.residents import ResidentCustomers, RouterConfig
+from router.shell.sending import send_rows
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
@@ -498,51 +499,35 @@ class RouterWorker:
     # -- publishing (step 4) -------------------------------------------------------------
 
     async def _publish_queued(self) -> None:
-        """Hand committed outbox rows to the producer in commit order. A task of its own:
-        the producer may make it wait (one request in flight per broker), and neither the
-        next transaction nor the loop should."""
-        while (batch := self._outbox.send_next()) is not None:
-            await self._publish(batch)
+        """Hand committed outbox rows to the producer in commit order, those queued at
+        once together (outbox rule 6). A task of its own: the producer may make it wait
+        (one request in flight per broker), and neither the next transaction nor the loop
+        should."""
+        while rows := list(iter(self._outbox.send_next, None)):
+            await self._publish(rows)
 
-    async def _publish(self, batch: store.OutboxBatch) -> None:
-        """Hand an outbox row's events to the producer, as record batches per destination
+    async def _publish(self, rows: list[store.OutboxBatch]) -> None:
+        """Hand outbox rows' events to the producer, as record batches per destination
         partition (one future per record batch, not per event). Their acknowledgements are
-        collected by ``_settle``, so the next batch does not wait for the broker; only a
+        collected by ``_settle``, so the next rows do not wait for the broker; only a
         fully acknowledged row is deleted."""
-        producer = self._producer
-        futures: list[asyncio.Future[object]] = []
         try:
-            events = await self._sealed(batch.events)
+            events = await self._sealed([event for row in rows for event in row.events])
         except db.DATABASE_ERRORS as error:
-            self._publish_failed(batch, error)
+            self._publish_failed(rows, error)
             return
+        ready = iter(events)
+        to_send = [
+            store.OutboxBatch(row.seq, row.partition, [next(ready) for _ in row.events])
+            for row in rows
+        ]
         try:
-            partitions = {
-                topic: sorted(await producer.partitions_for(topic))
-                for topic in {event.topic for event in batch.events}
-            }
-            for (topic, partition), records in destinations(events, partitions).items():
-                builder = producer.create_batch()
-                for event in records:
-                    # A full builder refuses the record; a fresh one always takes it.
-                    while (
-                        builder.append(
-                            timestamp=None,
-                            key=event.key,
-                            value=event.value,
-                            headers=list(event.headers),
-                        )
-                        is None
-                    ):
-                        futures.append(
-                            await producer.send_batch(builder, topic, partition=partition)
-                        )
-                        builder = producer.create_batch()
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
+            acks = await send_rows(self._producer, to_send)
         except (KafkaError, OSError) as error:
-            self._publish_failed(batch, error)
+            self._publish_failed(rows, error)
             return
-        self._outbox.sent(batch, asyncio.gather(*futures))
+        for row in rows:
+            self._outbox.sent(row, asyncio.gather(*acks[row.seq]))
 
     async def _settle(self, *, wait: bool) -> None:
         """Acknowledged rows become deletable; rows the broker refused go back to pending."""
@@ -552,7 +537,7 @@ class RouterWorker:
             try:
                 await acks
             except (KafkaError, OSError) as error:
-                self._publish_failed(batch, error)
+                self._publish_failed([batch], error)
                 continue
             self._outbox.acknowledged(batch)
             observe_published(self._metrics, batch.events, self._dlq)
@@ -564,14 +549,19 @@ class RouterWorker:
         named = await self._keys.for_sealing((key.decode(), s) for key, s in subjects if key)
         return sealed(events, {(key, s): named[(key.decode(), s)] for key, s in subjects if key})
 
-    def _publish_failed(self, batch: store.OutboxBatch, error: BaseException) -> None:
-        self._outbox.failed(batch)
+    def _publish_failed(self, rows: list[store.OutboxBatch], error: BaseException) -> None:
+        for row in rows:
+            self._outbox.failed(row)
         self.problem = f"broker: cannot publish ({type(error).__name__})"
-        log.warning("publish_failed", events=len(batch.events), error=type(error).__name__)
+        log.warning(
+            "publish_failed",
+            events=sum(len(row.events) for row in rows),
+            error=type(error).__name__,
+        )
 
     async def _publish_pending(self) -> bool:
-        for batch in self._outbox.send_pending():
-            await self._publish(batch)
+        if pending := self._outbox.send_pending():
+            await self._publish(pending)
         await self._settle(wait=True)
         return not self._outbox.has_pending
 

@@ -21,7 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.shell import outbox as outbox_module
-from router.shell.outbox import TRANSITIONS, Outbox, OutboxError, Row, destinations
+from router.shell.outbox import (
+    TRANSITIONS,
+    Outbox,
+    OutboxError,
+    Row,
+    destinations,
+    rows_by_destination,
+)
 from router.shell.store import OutboxBatch, OutboxEvent
 from runtime.kafka import partition_for
 from tests.engine.builders import examples
@@ -206,6 +213,24 @@ def test_destinations_keep_each_keys_order_and_the_producers_partition(
     for (topic, partition), grouped in by_destination.items():
         assert grouped == [e for e in events if e in grouped], "order kept per destination"
         for e in grouped:
+            assert e.topic == topic
+            if e.key is not None:
+                assert partition == partition_for(e.key.decode(), len(PARTITIONS[topic]))
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(rows=st.lists(outbox_events, max_size=4))
+def test_rows_sent_together_share_each_destination_in_row_order(
+    rows: list[list[OutboxEvent]],
+) -> None:
+    batches = [OutboxBatch(seq, 0, events) for seq, events in enumerate(rows, start=10)]
+    merged = rows_by_destination(batches, PARTITIONS)
+    sent = [(seq, e) for grouped in merged.values() for seq, e in grouped]
+    expected = [(batch.seq, e) for batch in batches for e in batch.events]
+    assert sorted(sent, key=expected.index) == expected, "every event goes once, with its row"
+    for (topic, partition), grouped in merged.items():
+        assert grouped == sorted(grouped, key=expected.index), "rows in order, events in order"
+        for _, e in grouped:
             assert e.topic == topic
             if e.key is not None:
                 assert partition == partition_for(e.key.decode(), len(PARTITIONS[topic]))
