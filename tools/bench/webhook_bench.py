@@ -1,26 +1,36 @@
 """Webhook benchmark: the service as deployed, from a signed Twilio webhook to the routing
 event, beside a raw pipeline doing the same essential work, in one run.
 
-- Switchboard: ``switchboard adapters`` and ``switchboard router`` in two child processes
+Three sides (``SIDES``):
+
+- ``split``: ``switchboard adapters`` and ``switchboard router`` in two child processes
   (``tools.bench.adapters_process``: the real roles) on the embedded broker and
   PostgreSQL (or the ones named by ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL``), a
-  Twilio number of one domain configured, ``AGENTS`` agents online with capacity.
-- raw: an aiohttp app checking the same signature with ``hmac``, producing with
+  Twilio number of one domain configured, ``AGENTS`` agents online with capacity;
+- ``run``: both roles in one process, as ``switchboard run`` serves them;
+- ``raw``: an aiohttp app checking the same signature with ``hmac``, producing with
   ``acks=all`` and answering after the ack; a consumer that COPYs each batch into
   PostgreSQL in one transaction and publishes one event per message
   (``tools.bench.webhook_processes``).
 
 The load comes from a process of its own (``tools.bench.webhook_processes load``): open
 loop at ``RATE`` for ``SECONDS`` after ``WARM_MESSAGES`` (not counted), in ``ROUNDS``
-rounds per pipeline, alternating (figures: the median round's), ~``NEW_FRACTION``
-of the messages from new customers, the others from customers who wrote before. Latency
-runs from each request's due time to its routing event (Switchboard's
+rounds per side, alternating, each on fresh processes (figures: the median round's),
+~``NEW_FRACTION`` of the messages from new customers, the others from customers who wrote
+before. Latency runs from each request's due time to its routing event (Switchboard's
 ``message.routed``, recognised by its ``ce_id``, made from the MessageSid: nothing is
 opened) or the raw consumer's event. CPU per message: each process's user + system time
 (``/proc/<pid>/stat``) from the first request to the generator's end (the last event
 read), warm-up included, divided by the messages sent; PostgreSQL's is the server's
 (postmaster and every backend, ended ones included), the broker's its process's: on a
 shared server they count other people's work too.
+
+Then each side's maximum sustained rate (``max_sustained_rate``): probes of
+``PROBE_SECONDS`` on one set of processes, up by ``PROBE_STEP`` from ``PROBE_START`` while
+sustained, then bisected; a rate is sustained when ≥ 99.5 % of its webhooks are answered
+2xx, every message is routed and the p99 webhook → routing event is within
+``SUSTAINED_P99_MS``. Over the probes, the routing process's resident memory growth per
+conversation they opened.
 
 Nothing here is asserted: ``make bench`` prints the figures and stores them.
 """
@@ -439,11 +449,17 @@ def sustained(load: LoadFigures, measured: int) -> bool:
 
 
 @dataclass
+class Probe:
+    rate: float
+    outcome: Outcome
+    sustained: bool
+
+
+@dataclass
 class MaxRate:
     rate: float
     """The highest rate sustained (0: not even ``PROBE_START``)."""
-    probes: list[tuple[float, Outcome]]
-    """Each probe's rate and outcome."""
+    probes: list[Probe]
     rss_bytes_per_conversation: float
     """Growth of the routing process's resident set over the probes, per conversation
     they opened (0 for the raw side, which keeps no state)."""
@@ -459,14 +475,16 @@ async def open_conversations(url: str) -> int:
     return int(count)
 
 
-def probe_line(rate: float, outcome: Outcome) -> str:
-    load = outcome.load
+def probe_line(probe: Probe) -> str:
+    load = probe.outcome.load
     cpu = ", ".join(
-        f"{kind} {seconds / load.sent * 1e6:.0f}" for kind, seconds in outcome.cpu_seconds.items()
+        f"{kind} {seconds / load.sent * 1e6:.0f}"
+        for kind, seconds in probe.outcome.cpu_seconds.items()
     )
     return (
-        f"{rate:7.1f} msg/s: {load.accepted} answered 2xx, {load.routed} routed,"
-        f" p50 {load.routed_p50_ms:.0f} ms, p99 {load.routed_p99_ms:.0f} ms; CPU µs/msg {cpu}"
+        f"{probe.rate:7.1f} msg/s {'sustained' if probe.sustained else 'NOT sustained'}:"
+        f" {load.accepted} answered 2xx, {load.routed} routed, p50 {load.routed_p50_ms:.0f} ms,"
+        f" p99 {load.routed_p99_ms:.0f} ms; CPU µs/msg {cpu}"
     )
 
 
@@ -475,7 +493,7 @@ async def max_sustained_rate(side: str, services: Services, directory: Path) -> 
     ``PROBE_STEP`` while sustained (to ``PROBE_CEILING``), then ``PROBE_REFINE`` bisections
     between the last rate sustained and the first not. A probe that fails is followed by
     a pause for the backlog to drain. The first probe carries the warm-up."""
-    probes: list[tuple[float, Outcome]] = []
+    probes: list[Probe] = []
     async with SIDES[side](services, directory) as pipeline:
         stateful = pipeline.router is not None
         opened_before = await open_conversations(pipeline.database_url) if stateful else 0
@@ -497,7 +515,7 @@ async def max_sustained_rate(side: str, services: Services, directory: Path) -> 
             outcome = await measure(pipeline, settings)
             known = outcome.load.customers
             ok = sustained(outcome.load, measured)
-            probes.append((rate, outcome))
+            probes.append(Probe(rate, outcome, ok))
             if ok:
                 passed = rate
             else:
@@ -614,8 +632,8 @@ async def run_webhook_bench_async() -> dict[str, float]:
                 rounds[side].append(await fixed_rate_round(side, running, directory))
         for side in SIDES:
             maxima[side] = await max_sustained_rate(side, running, directory)
-            for rate, outcome in maxima[side].probes:
-                print(f"  {side} probe {probe_line(rate, outcome)}", flush=True)
+            for probe in maxima[side].probes:
+                print(f"  {side} probe {probe_line(probe)}", flush=True)
     return figures(rounds, maxima)
 
 
