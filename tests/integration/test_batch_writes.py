@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from prometheus_client import CollectorRegistry
 
 from router.engine import DomainPolicy, DomainState, EngineInput, apply, new_state
 from router.shell import store
-from router.shell.intake import Intake
 from runtime.db import JoinedStatement
-from runtime.metrics import Metrics
 from schemas import Channel, Presence, RoutingEvent
 from tests.engine.builders import DOMAIN, T0, message, presence, registered
+from tests.shell.test_intake import collecting_intake
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +25,7 @@ class Batch:
     """Engine effects collected into one batch's writes, as the worker does."""
 
     def __init__(self, state: DomainState) -> None:
-        self.intake = Intake(
-            inbound=INBOUND,
-            agents="agents",
-            routing="routing",
-            dlq="dlq",
-            source="test",
-            metrics=Metrics(CollectorRegistry()),
-            outbound="out",
-        )
+        self.intake = collecting_intake()
         self.state = state
         self.writes = store.BatchWrites()
         self.emitted: list[RoutingEvent] = []

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from router.engine import (
     ConversationRecord,
@@ -144,6 +145,20 @@ def new_intake(
     intake.expected[(INBOUND, partition)] = expected
     intake.expected[(AGENTS, partition)] = expected
     return intake
+
+
+def collecting_intake(registry: CollectorRegistry | None = None) -> Intake:
+    """An intake of no partition, for tests that hand it engine effects (``_collect``) as
+    the worker does; its metrics in ``registry`` (a fresh one unless given)."""
+    return Intake(
+        inbound=INBOUND,
+        agents=AGENTS,
+        routing=ROUTING,
+        dlq=DLQ,
+        source="test",
+        metrics=Metrics(registry or CollectorRegistry()),
+        outbound="out",
+    )
 
 
 def run(

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from router.engine import (
     CustomerErasure,
@@ -40,7 +39,6 @@ from router.shell import reads, store
 from router.shell.erasure import ErasureRequest
 from router.shell.intake import Intake
 from router.shell.residents import Key, ResidentCustomers
-from runtime.metrics import Metrics
 from schemas import CustomerEraseRequested, RoutingEvent
 from schemas.common import Event
 from tests.engine.builders import DOMAIN, T0, examples
@@ -58,6 +56,7 @@ from tests.engine.test_properties import (
     setup,
     step,
 )
+from tests.shell.test_intake import collecting_intake
 
 _stored_customers = msgspec.json.Decoder(list[reads.StoredCustomer])
 
@@ -98,15 +97,7 @@ class CachedRouter:
     def __post_init__(self) -> None:
         self.state = new_state(DOMAIN, self.policy)
         self.residents = ResidentCustomers(self.limit)
-        self.intake = Intake(
-            inbound="in",
-            agents="agents",
-            routing="routing",
-            dlq="dlq",
-            source="test",
-            metrics=Metrics(CollectorRegistry()),
-            outbound="out",
-        )
+        self.intake = collecting_intake()
 
     @property
     def states(self) -> dict[str, DomainState]:

@@ -24,11 +24,10 @@ from router.engine import (
 from router.engine.calendar import WeeklyHours
 from router.engine.wait_notice import Clock, WaitNoticePolicy, WaitNoticeTexts
 from router.shell import store
-from router.shell.intake import Intake
 from router.shell.waits import opens_at
-from runtime.metrics import Metrics
 from schemas import Channel, ConversationQueued, Presence, ReplyRequested, RoutingEvent
 from tests.engine.builders import T0, close, message, presence, registered
+from tests.shell.test_intake import collecting_intake
 
 WEBCHAT = {Channel.WEBCHAT: 1}
 NOTICE = WaitNoticePolicy(
@@ -46,15 +45,7 @@ class Router:
 
     def __init__(self, policy: DomainPolicy) -> None:
         self.registry = CollectorRegistry()
-        self.intake = Intake(
-            inbound="in",
-            agents="agents",
-            routing="routing",
-            dlq="dlq",
-            source="test",
-            metrics=Metrics(self.registry),
-            outbound="out",
-        )
+        self.intake = collecting_intake(self.registry)
         self.state: DomainState = new_state("acme", policy)
         self.writes = store.BatchWrites()
         self.emitted: list[RoutingEvent] = []
