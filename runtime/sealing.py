@@ -450,7 +450,9 @@ class TopicKeys:
         publishes its routing events under the key its inbound message came with)."""
         now = self._clock()
         period = int(now // SECONDS_PER_PERIOD)
-        for domain, subject, key_id in opened:
+        for domain, subject, key_id in set(opened):  # a batch names its customers many times
+            if (domain, subject, period) in self._sealing:
+                continue
             key = self._opening.fresh(key_id, now)
             if key is not None and key.named == (domain, subject_digest(subject), period):
                 self._sealing.keep((domain, subject, period), key, now)
