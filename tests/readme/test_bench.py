@@ -15,7 +15,7 @@ import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
 from tools.bench import campaign_bench, e2e_bench, engine_bench, scale_bench, webhook_bench
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 SMALL: dict[ModuleType, dict[str, float]] = {
     engine_bench: {
@@ -48,6 +48,8 @@ SMALL: dict[ModuleType, dict[str, float]] = {
         "PROBE_CEILING": 30.0,
         "PROBE_SECONDS": 1.0,
         "PROBE_REFINE": 1,
+        # The mechanics are checked here, not the speed of a shared machine.
+        "SUSTAINED_P99_MS": 30_000.0,
     },
     scale_bench: {
         "HISTORY_CUSTOMERS": 5_000,
