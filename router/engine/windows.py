@@ -2,9 +2,10 @@
 
 Each customer message may say when the window closes. Within the policy's
 ``urgent_within`` of that, a waiting conversation's priority is boosted; once closed,
-the conversation is flagged (replies need a template) and ``conversation.reply_window_closed``
-is emitted. The window deadlines live in their own heap, stale unless the conversation's
-window still gives that due (``window_due``).
+the boost ends (no answer fits the window any more), the conversation is flagged
+(replies need a template) and ``conversation.reply_window_closed`` is emitted. The
+window deadlines live in their own heap, stale unless the conversation's window still
+gives that due (``window_due``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def _live_window(state: DomainState, entry: tuple[float, str]) -> Conversation |
 
 def _fire_window(call: Call, conversation: Conversation) -> None:
     """The reply window is about to close (priority boost) or closed (flagged: replies
-    need a template; a waiting conversation is announced again with the flag)."""
+    need a template; a waiting conversation is back on its line at its own priority,
+    boost gone, and announced again with the flag)."""
     state = call.state
     call.conversations[conversation.conversation_id] = conversation
     ends_at = conversation.window_ends_at
@@ -100,6 +102,8 @@ def _fire_window(call: Call, conversation: Conversation) -> None:
             enqueue(state, conversation)
         return
     conversation.window_state = _WINDOW_CLOSED
+    if conversation.status is _WAITING and conversation.wait_entry is not None:
+        enqueue(state, conversation)  # an urgent boost ends: no answer fits the window now
     owner = conversation.owner
     call.emit(
         conversation_event(

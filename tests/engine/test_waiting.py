@@ -15,6 +15,7 @@ from router.engine import (
     DomainPolicy,
     DomainState,
     QueuePolicy,
+    ReplyWindowPolicy,
     StepPolicy,
     apply,
     line_length,
@@ -259,8 +260,13 @@ LINE_POLICY = DomainPolicy(
         # its one step shares the pool of support's ``anyone``: one line for both queues
         "billing": QueuePolicy(steps=(StepPolicy(name="anyone", agents_from=("*",), wait=2000),)),
     },
+    reply_window=ReplyWindowPolicy(urgent_within=100, urgent_boost=3),
 )
-"""Two queues whose last steps share one pool (rule 1): a line of conversations of both."""
+"""Two queues whose last steps share one pool (rule 1): a line of conversations of both;
+reply windows turning urgent (a boost the size of a priority step) and closing."""
+
+reply_window = st.sampled_from((None, None, 30.0, 90.0, 400.0, 2000.0))
+"""Seconds from the message to the end of its reply window (None: no window)."""
 
 arrival = st.tuples(
     st.just("arrive"),
@@ -268,9 +274,11 @@ arrival = st.tuples(
     st.sampled_from((0, 0, 0, 3, -1)),
     st.sampled_from(("support", "billing")),
     st.sampled_from((Channel.SMS, Channel.SMS, Channel.WEBCHAT)),
+    reply_window,
 )
 line_operation = st.one_of(
     *[arrival] * 6,
+    st.tuples(st.just("write"), st.integers(0, 59), reply_window),
     st.tuples(st.just("close"), st.integers(0, 59)),
     st.tuples(st.just("priority"), st.integers(0, 59), st.sampled_from((-2, 0, 4))),
     st.tuples(
@@ -289,7 +297,8 @@ line_operation = st.one_of(
 )
 """Arrivals of new conversations (most draws), and everything that takes a conversation
 off its line or moves it: assignment (an agent online or given capacity), close, priority
-change, transfer, erasure, a preferred agent's removal, fallback and overflow (time)."""
+change, a customer message with a new reply window, transfer, erasure, a preferred agent's
+removal, fallback, overflow and reply windows turning urgent or closing (time)."""
 
 
 def line_step(state: DomainState, operation: tuple[object, ...], now: float, n: int) -> None:
@@ -302,13 +311,28 @@ def line_step(state: DomainState, operation: tuple[object, ...], now: float, n: 
         return open_ids[index % len(open_ids)] if open_ids else "gone"
 
     if kind == "arrive":
-        _, customer, priority, queue, channel = operation
+        _, customer, priority, queue, channel, window = operation
         assert isinstance(priority, int)
         assert isinstance(channel, Channel)
         event = message(
-            f"k{n}", customer=f"c{customer}", channel=channel, queue=str(queue), priority=priority
+            f"k{n}",
+            customer=f"c{customer}",
+            channel=channel,
+            queue=str(queue),
+            priority=priority,
+            reply_window_ends_at=window_end(window, now),
         )
         apply(state, event, now)
+    elif kind == "write":
+        conversation = state.conversations.get(pick(operation[1]))
+        if conversation is not None:
+            event = message(
+                conversation.key,
+                customer=conversation.customer_id,
+                channel=conversation.channel,
+                reply_window_ends_at=window_end(operation[2], now),
+            )
+            apply(state, event, now)
     elif kind == "close":
         apply(state, close(pick(operation[1])), now)
     elif kind == "priority":
@@ -347,6 +371,11 @@ def line_step(state: DomainState, operation: tuple[object, ...], now: float, n: 
         apply(state, removed(LINE_AGENTS[index]), now)
     else:
         tick(state, now)
+
+
+def window_end(window: object, now: float) -> float | None:
+    assert window is None or isinstance(window, float)
+    return None if window is None else now + window
 
 
 @settings(

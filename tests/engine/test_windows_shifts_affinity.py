@@ -16,6 +16,7 @@ from router.engine import (
     ReplyWindowPolicy,
     ShiftEnd,
     apply,
+    line_position,
     restore,
     snapshot,
     tick,
@@ -200,6 +201,30 @@ def test_urgent_window_jumps_the_queue() -> None:
     filler = next(r for r in held if r.owner_agent_id == "ann")
     effects = apply(state, close(filler.conversation_id), T0 + 501)
     assert emitted(effects, ConversationAssigned)[0].conversation_id == late.id
+
+
+def test_a_window_closing_while_waiting_drops_the_boost_as_a_restore_does() -> None:
+    """Closed, the window gives no boost (nobody can answer inside it any more): the
+    live line is the one a restore rebuilds from the records, so after a takeover the
+    agent freeing a slot takes the same conversation."""
+    policy = DomainPolicy(reply_window=ReplyWindowPolicy(urgent_within=600, urgent_boost=10))
+    state = domain([agent("ann", capacity={Channel.SMS: 1}, busy=True)], policy=policy)
+    early = windowed("early", customer="c1", ends_at=T0 + 86_400)
+    late = windowed("late", customer="c2", ends_at=T0 + 1000)
+    apply(state, early, T0)
+    apply(state, late, T0 + 1)
+    tick(state, T0 + 500)
+    assert line_position(state, state.conversations[late.id]) == 1  # urgent: boosted
+    (queued,) = emitted(tick(state, T0 + 1000), ConversationQueued)
+    assert (queued.conversation_id, queued.reply_window_closed) == (late.id, True)
+    revived = restore(DOMAIN, policy, *snapshot(state))
+    live = {key: line_position(state, c) for key, c in state.conversations.items()}
+    assert live == {key: line_position(revived, c) for key, c in revived.conversations.items()}
+    assert (live[early.id], live[late.id], queued.position) == (1, 2, 2)
+    filler = next(r for r in snapshot(state)[1] if r.owner_agent_id == "ann")
+    for either in (state, revived):
+        effects = apply(either, close(filler.conversation_id), T0 + 1001)
+        assert emitted(effects, ConversationAssigned)[0].conversation_id == early.id
 
 
 # -- shifts -------------------------------------------------------------------------
