@@ -15,6 +15,7 @@ from router.engine.call import Call
 from router.engine.effects import Effect
 from router.engine.events import conversation_event
 from router.engine.lifecycle import set_status
+from router.engine.lines import WaitEntry, WaitLine
 from router.engine.outbound import intended_agent
 from router.engine.policy import AfterHours
 from router.engine.records import ConversationStatus, DeadlineKind
@@ -24,8 +25,6 @@ from router.engine.state import (
     Conversation,
     DomainState,
     LadderStep,
-    WaitEntry,
-    WaitLine,
     WindowState,
 )
 from router.engine.waiting import line_position

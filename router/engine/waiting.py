@@ -15,7 +15,7 @@ Rules:
    admits and who have every skill the conversation requires; for a preferred hold, the
    preferred agent alone.
 
-A line holds only the conversations waiting on it (``router.engine.state.WaitLine``), so
+A line holds only the conversations waiting on it (``router.engine.lines.WaitLine``), so
 its length is a count kept as it changes, and a position is a rank that costs
 ``O(log n + n / WAIT_LINE_LOAD)`` on a line of ``n`` (a bisection over its buckets, one
 within a bucket, and a sum of the lengths of at most half of them): about 1 µs for a
@@ -25,8 +25,9 @@ newcomer behind 100,000 and 3 µs in the middle of them. Positions are read when
 
 from __future__ import annotations
 
+from router.engine.lines import WaitLine
 from router.engine.records import ConversationStatus
-from router.engine.state import Agent, Conversation, DomainState, LadderStep, WaitLine
+from router.engine.state import Agent, Conversation, DomainState, LadderStep
 from schemas import Presence
 
 _WAITING = ConversationStatus.WAITING

@@ -26,7 +26,7 @@ from router.engine import (
     step_line,
     tick,
 )
-from router.engine import state as engine_state
+from router.engine import lines as engine_lines
 from router.engine.calendar import WeeklyHours
 from router.engine.state import WaitEntry, WaitLine
 from schemas import ROUTING_DECODER, Channel, ConversationQueued, Presence
@@ -395,7 +395,7 @@ def test_positions_and_lengths_count_only_the_conversations_on_the_line(
     position and line length equals the naive count of the conversations on the line;
     the same after a restore, which rebuilds the lines."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine_state, "WAIT_LINE_LOAD", load)  # buckets split and merge often
+        patch.setattr(engine_lines, "WAIT_LINE_LOAD", load)  # buckets split and merge often
         state = domain(
             [
                 agent("ann", capacity={Channel.SMS: 1, Channel.WEBCHAT: 1}, busy=True),
