@@ -50,6 +50,10 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Consumer group of the router processes."""
     fetch_max_wait_ms: int = 20
     """Longest a fetch waits for data: bounds routing latency (see the README)."""
+    background_fetch_max_wait_ms: int = 500
+    """The same for consumers no one waits on (the configuration follower and the
+    dead-letter recorder): on a broker whose fetches do not wake on new data, each consumer
+    polling every ``fetch_max_wait_ms`` costs the broker and its own process CPU while idle."""
     max_batch_records: int = 2000
     """Records the router takes per batch at most."""
     session_timeout_ms: int = 10000
@@ -68,6 +72,8 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError("must be at least 1 (partitions)")
         if not 0 <= self.fetch_max_wait_ms <= 10000:
             raise ValueError("must be between 0 and 10000 (fetch_max_wait_ms)")
+        if not 0 <= self.background_fetch_max_wait_ms <= 10000:
+            raise ValueError("must be between 0 and 10000 (background_fetch_max_wait_ms)")
         if self.topic_retention_ms is not None and self.topic_retention_ms < 3_600_000:
             # Shorter, a router that is down for a while loses records it did not read yet.
             raise ValueError("must be at least 3600000, one hour (topic_retention_ms)")

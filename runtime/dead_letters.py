@@ -348,7 +348,7 @@ class DeadLetterRecorder:
             group_id=f"{kafka_config.consumer_group}-dead-letters",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
+            fetch_max_wait_ms=kafka_config.background_fetch_max_wait_ms,
             session_timeout_ms=kafka_config.session_timeout_ms,
             heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
         )

@@ -301,7 +301,7 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
+        fetch_max_wait_ms=config.kafka.background_fetch_max_wait_ms,
     )
     await consumer.start()
     consumer.assign([TopicPartition(topic.topic, 0)])

@@ -40,6 +40,11 @@ def test_environment_variables_override_the_file() -> None:
     [
         ('[domains.a]\n[kafka]\npartitions = "many"\n', {}, "kafka.partitions"),
         ("[domains.a]\n[kafka]\npartitions = 0\n", {}, "partitions"),
+        (
+            "[domains.a]\n[kafka]\nbackground_fetch_max_wait_ms = 20000\n",
+            {},
+            "background_fetch_max_wait_ms",
+        ),
         ("[domains.a]\n[http]\nprot = 1\n", {}, "http"),
         ("[domains.a]\n", {"SWITCHBOARD_PORT": "eighty"}, "http.port"),
         ("[domains.a]\n", {"SWITCHBOARD_LOG_FORMAT": "xml"}, "log_format"),
