@@ -120,10 +120,15 @@ class JoinedStatement:
         offset = len(self.args)
         numbered = _PARAMETER.sub(lambda m: f"${int(m.group(1)) + offset}", statement.strip())
         # Prefixed: a part named as a table would hide that table from the later parts.
-        self.parts.append(f"part_{name} AS ({numbered})")
+        self.parts.append(f"{self.part(name)} AS ({numbered})")
         self.args.extend(args)
         if returning:
             self.returning.append((name, returning))
+
+    @staticmethod
+    def part(name: str) -> str:
+        """How a later part's statement names part ``name``'s ``RETURNING`` rows."""
+        return f"part_{name}"
 
     def add_rows(
         self,
@@ -147,7 +152,7 @@ class JoinedStatement:
             return []
         results = " UNION ALL ".join(
             # Names and columns are the caller's constants, never input.
-            f"SELECT '{name}'::text, {columns} FROM part_{name}"  # noqa: S608
+            f"SELECT '{name}'::text, {columns} FROM {self.part(name)}"  # noqa: S608
             for name, columns in self.returning
         )
         query = f"WITH {', '.join(self.parts)} {results or 'SELECT NULL::text, 0, 0 WHERE false'}"

@@ -71,6 +71,14 @@ WHERE l.consumer_group = $1 AND l.partition = mine.p AND l.epoch = mine.e
 RETURNING l.partition
 """
 
+# Fails the statement, with SQLSTATE _FENCED_OUT and the lost partitions as its detail,
+# when a lease was not renewed (migration 0024).
+_FENCE = f"""
+SELECT switchboard_fence($1::int[], ARRAY(SELECT partition FROM {JoinedStatement.part("leases")}))
+    AS fenced
+"""  # noqa: S608 (a constant: the lease part's name)
+_FENCED_OUT = "SB001"
+
 
 async def acquire_leases(
     conn: asyncpg.Connection, consumer_group: str, partitions: list[int], owner: str
@@ -183,6 +191,19 @@ class BatchWrites:
     def is_empty(self) -> bool:
         """Nothing to write: every field (each a collection) is empty."""
         return not any(getattr(self, f.name) for f in fields(self))
+
+    def needs_transaction(self) -> bool:
+        """Some writes are statements of their own (``_write_rarer_parts``): the batch's
+        joined statement and they commit together."""
+        return bool(
+            self.agent_events
+            or self.bot_replies
+            or self.dead_letters
+            or self.delivery_statuses
+            or self.reads_through
+            or self.consents
+            or self.erasures
+        )
 
 
 @dataclass(slots=True)
@@ -402,21 +423,16 @@ async def write_batch(
     *,
     key_shred_delay: int = 0,
 ) -> list[OutboxBatch]:
-    """Write a batch's effects, outbox, dead letters and offsets in one transaction; return
-    the outbox rows written, to publish.
+    """Write a batch's effects, outbox, dead letters and offsets atomically; return the
+    outbox rows written, to publish. The common parts are one statement (atomic alone: one
+    round trip); the rarer ones join it in a transaction.
 
     Raises ``FencedOut`` (and writes nothing) when another router took a partition.
     """
     joined = JoinedStatement()
     if leases:
-        joined.add(
-            "leases",
-            _CHECK_LEASES,
-            consumer_group,
-            list(leases),
-            list(leases.values()),
-            returning="partition, NULL::bigint",
-        )
+        joined.add("leases", _CHECK_LEASES, consumer_group, list(leases), list(leases.values()))
+        joined.add("fence", _FENCE, list(leases), returning="fenced, NULL::bigint")
     if writes.agents:
         joined.add_rows(
             "agents",
@@ -544,73 +560,86 @@ async def write_batch(
             consumer_group,
             *column_arrays(((t, p, o) for (t, p), o in writes.offsets.items()), 3),
         )
-    outbox: list[OutboxBatch] = []
-    async with conn.transaction():
-        returned = await joined.run(conn)
-        if leases:
-            lost = sorted(set(leases) - {p for name, p, _ in returned if name == "leases"})
-            if lost:
-                raise FencedOut(lost)  # the transaction rolls back: nothing is written
-        outbox = [
-            OutboxBatch(seq, partition, writes.outbox[partition])
-            for name, partition, seq in returned
-            if name == "outbox"
-        ]
-        if writes.agent_events:
-            await conn.copy_records_to_table(
-                "agent_events",
-                columns=["domain", "event_id", "type", "occurred_at", "payload"],
-                records=[
-                    (
-                        e.domain,
-                        e.id,
-                        str(type(e).__struct_config__.tag),
-                        _timestamp(e.occurred_at),
-                        _encode(e).decode(),
-                    )
-                    for e in writes.agent_events
-                ],
-            )
-        if writes.bot_replies:
-            await conn.execute(
-                _INSERT_BOT_REPLIES,
-                *column_arrays(
-                    (
-                        (
-                            r.domain,
-                            r.id,
-                            r.conversation_id,
-                            str(r.channel),
-                            r.bot_id,
-                            r.text,
-                            _encode(r.attachments).decode(),
-                            r.occurred_at,
-                        )
-                        for r in writes.bot_replies
-                    ),
-                    8,
-                ),
-            )
-        if writes.dead_letters:
-            await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
-        if writes.delivery_statuses:
-            await _write_deliveries(conn, writes.delivery_statuses)
-        if writes.reads_through:
-            await conn.execute(
-                _UPDATE_READ_THROUGH,
-                *column_arrays(
-                    (
-                        (domain, conversation_id, _timestamp(through))
-                        for (domain, conversation_id), through in writes.reads_through.items()
-                    ),
-                    3,
-                ),
-            )
-        if writes.consents:
-            await _write_consents(conn, writes.consents)
-        for domain, erasure in writes.erasures:
-            await erase(conn, domain, erasure, key_shred_delay=key_shred_delay)
+    try:
+        if writes.needs_transaction():
+            async with conn.transaction():
+                returned = await joined.run(conn)
+                await _write_rarer_parts(conn, writes, key_shred_delay)
+        else:
+            # One statement is atomic by itself: no BEGIN and COMMIT round trips.
+            returned = await joined.run(conn)
+    except asyncpg.PostgresError as error:
+        if error.sqlstate == _FENCED_OUT:
+            detail = error.detail or ""
+            raise FencedOut([int(p) for p in detail.split(",")]) from None
+        raise
+    outbox = [
+        OutboxBatch(seq, partition, writes.outbox[partition])
+        for name, partition, seq in returned
+        if name == "outbox"
+    ]
     return sorted(outbox, key=lambda batch: batch.seq)
+
+
+async def _write_rarer_parts(
+    conn: asyncpg.Connection, writes: BatchWrites, key_shred_delay: int
+) -> None:
+    """The writes that are not parts of the joined statement, in its transaction (the
+    erasures last: they delete what the rest wrote)."""
+    if writes.agent_events:
+        await conn.copy_records_to_table(
+            "agent_events",
+            columns=["domain", "event_id", "type", "occurred_at", "payload"],
+            records=[
+                (
+                    e.domain,
+                    e.id,
+                    str(type(e).__struct_config__.tag),
+                    _timestamp(e.occurred_at),
+                    _encode(e).decode(),
+                )
+                for e in writes.agent_events
+            ],
+        )
+    if writes.bot_replies:
+        await conn.execute(
+            _INSERT_BOT_REPLIES,
+            *column_arrays(
+                (
+                    (
+                        r.domain,
+                        r.id,
+                        r.conversation_id,
+                        str(r.channel),
+                        r.bot_id,
+                        r.text,
+                        _encode(r.attachments).decode(),
+                        r.occurred_at,
+                    )
+                    for r in writes.bot_replies
+                ),
+                8,
+            ),
+        )
+    if writes.dead_letters:
+        await conn.executemany(INSERT_RECORD, [d.row() for d in writes.dead_letters])
+    if writes.delivery_statuses:
+        await _write_deliveries(conn, writes.delivery_statuses)
+    if writes.reads_through:
+        await conn.execute(
+            _UPDATE_READ_THROUGH,
+            *column_arrays(
+                (
+                    (domain, conversation_id, _timestamp(through))
+                    for (domain, conversation_id), through in writes.reads_through.items()
+                ),
+                3,
+            ),
+        )
+    if writes.consents:
+        await _write_consents(conn, writes.consents)
+    for domain, erasure in writes.erasures:
+        await erase(conn, domain, erasure, key_shred_delay=key_shred_delay)
 
 
 async def _write_deliveries(

@@ -90,10 +90,13 @@ async def test_a_batch_lands_whole_and_its_outbox_rows_come_back_in_commit_order
         await conn.close()
 
 
-async def test_a_router_whose_partition_was_taken_writes_nothing(database_url: str) -> None:
+@pytest.mark.parametrize("with_read_receipt", [True, False], ids=["transaction", "one statement"])
+async def test_a_router_whose_partition_was_taken_writes_nothing(
+    database_url: str, with_read_receipt: bool
+) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        mine = await store.acquire_leases(conn, GROUP, [0, 1], "me")
+        mine = await store.acquire_leases(conn, GROUP, [0, 1, 2], "me")
         before = await counts(conn)
         await store.acquire_leases(conn, GROUP, [1], "another router")
         batch = Batch(new_state(DOMAIN, DomainPolicy()))
@@ -101,6 +104,9 @@ async def test_a_router_whose_partition_was_taken_writes_nothing(database_url: s
         batch.apply(presence("ann", Presence.ONLINE))
         batch.apply(message("k", customer="c"))
         batch.writes.offsets[(INBOUND, 1)] = 7
+        if with_read_receipt:  # a statement of its own: the batch needs a transaction
+            batch.writes.note_read_through((DOMAIN, "conversation"), T0)
+        assert batch.writes.needs_transaction() == with_read_receipt
         with pytest.raises(store.FencedOut) as fenced:
             await store.write_batch(conn, GROUP, mine, batch.writes)
         assert fenced.value.partitions == [1]
