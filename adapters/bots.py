@@ -40,11 +40,12 @@ routing topic itself: the adapters call it, one request at a time, with the prot
    nothing (people have the conversation already) and is only counted. Ids are
    deterministic (``event_id``): an event read again publishes the same ids. A broker
    that does not acknowledge is tried again until it does, the bot not called again.
-5. Commit the offsets, per partition up to the first request not yet published.
+5. Commit the offsets, per partition up to the first request not yet published, at most
+   every ``COMMIT_INTERVAL_SECONDS`` (and when partitions move or the bridge stops).
 
 The bot is not called again for an event whose answer is published and committed. It may
 be called twice for one (the process stopped, or the partition moved, between the call and
-the commit; the routing topic holds an event twice): the events then have the same ids,
+the commit, up to a commit interval earlier; the routing topic holds an event twice): the events then have the same ids,
 for the router to drop the copy. A bot that answers differently the second time still
 gets ids ``<event id>/0``, ``/1`` …: a bot should answer an event id it has seen as
 before.
@@ -115,6 +116,10 @@ STOP_GRACE_SECONDS = 20.0
 the requests still unanswered then are read again by the next process."""
 PUBLISH_RETRY_MAX_SECONDS = 5.0
 """Longest pause between attempts to publish an answer the broker did not acknowledge."""
+COMMIT_INTERVAL_SECONDS = 1.0
+"""Offsets are committed at most this often while reading (and always when partitions
+move or the bridge stops): the bridge reads the whole routing topic, and a commit per
+batch was a broker round trip per fetch."""
 EVENT_IDS = uuid.UUID("d67b7eb5-635f-4102-bb58-17d93a706bd8")
 """Namespace of the ids of the events published for a bot (``event_id``)."""
 
@@ -355,6 +360,7 @@ class BotBridge:
         waits for it."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._commit_lock = asyncio.Lock()
+        self._committed_at = 0.0
         self._paused = False
         self._failure: BaseException | None = None
 
@@ -429,7 +435,9 @@ class BotBridge:
                         self._start(request, partition, record.offset, session)
                 partition.end = record.offset + 1
         # Step 5
-        await self._commit(consumer)
+        if time.monotonic() - self._committed_at >= COMMIT_INTERVAL_SECONDS:
+            self._committed_at = time.monotonic()
+            await self._commit(consumer)
 
     def _request_of(
         self, record: ConsumerRecord[bytes, bytes], value: bytes | None

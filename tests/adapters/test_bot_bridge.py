@@ -23,8 +23,10 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
 
+from adapters import bots
 from adapters.bots import ANSWER_MAX_BYTES, BotBridge
 from runtime import db, kafka
 from runtime.metrics import Metrics
@@ -799,6 +801,34 @@ async def test_answered_turns_are_committed_and_not_called_again(harness: Harnes
     assert events[2].turn_id == later.id
     assert len(harness.bot.requests) == 3, "the two answered turns are not sent again"
     assert again.count("helper", "answered") == 1
+
+
+async def test_offsets_are_committed_once_an_interval_and_when_the_bridge_stops(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bots, "COMMIT_INTERVAL_SECONDS", 60.0)
+    partition = TopicPartition(harness.config.topic(topics.ROUTING), 0)
+    group = f"{harness.config.kafka.consumer_group}-bots"
+    running = harness.start({"acme": {"helper": harness.webhook("resolve")}})
+    async with harness.answers() as reader:
+        await harness.send(bot_turn())
+        await events_of(reader, 1)
+    await asyncio.sleep(1.5)  # loops enough for a commit per batch to have happened
+    assert await committed_offset(harness.config, group, partition) in (None, 0)
+    await running.stop()
+    assert await committed_offset(harness.config, group, partition) == 1
+
+
+async def committed_offset(config: Config, group: str, partition: TopicPartition) -> int | None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        offset: int | None = await consumer.committed(partition)
+        return offset
+    finally:
+        await consumer.stop()
 
 
 # -- logs ----------------------------------------------------------------------------------
