@@ -185,7 +185,7 @@ async def get_dead_letter(
         )
         keys = {} if found is None else {key_id: SealingKey(key_id, AESGCM(found))}
         with contextlib.suppress(Unreadable):
-            opened = open_value(row["value"] or b"", [(SEALED_WITH, key_id)], keys)
+            opened = open_value(row["value"] or b"", key_id, keys)
     return _Row(row).full(opened)
 
 

@@ -153,11 +153,9 @@ def sealed_with(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
     return None
 
 
-def open_value(
-    value: bytes, headers: Sequence[tuple[str, bytes]], keys: Mapping[bytes, SealingKey]
-) -> bytes:
-    """``value`` as it was before sealing (as it is, when not sealed)."""
-    key_id = sealed_with(headers)
+def open_value(value: bytes, key_id: bytes | None, keys: Mapping[bytes, SealingKey]) -> bytes:
+    """``value`` as it was before sealing with ``key_id`` (its record's ``sealed_with``), as
+    it is when not sealed (None)."""
     if key_id is None:
         return value
     key = keys.get(key_id)
@@ -464,16 +462,13 @@ class TopicKeys:
 
     async def opened(self, records: Sequence[R]) -> list[tuple[R, bytes | None]]:
         """Each aiokafka record with its value opened; None where it cannot be opened."""
-        keys = await self.for_opening(
-            key_id
-            for record in records
-            if (key_id := sealed_with(getattr(record, "headers", ()) or ())) is not None
-        )
+        key_ids = [sealed_with(getattr(record, "headers", ()) or ()) for record in records]
+        keys = await self.for_opening(key_id for key_id in key_ids if key_id is not None)
         result: list[tuple[R, bytes | None]] = []
-        for record in records:
+        for record, key_id in zip(records, key_ids, strict=True):
             value: bytes = getattr(record, "value", None) or b""
             try:
-                result.append((record, open_value(value, getattr(record, "headers", ()), keys)))
+                result.append((record, open_value(value, key_id, keys)))
             except Unreadable:
                 result.append((record, None))
         return result

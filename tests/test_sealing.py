@@ -33,6 +33,7 @@ from runtime.sealing import (
     conversation_subject,
     open_value,
     seal,
+    sealed_with,
     sealing_subject,
     sent_subject,
     subject_digest,
@@ -115,11 +116,11 @@ def test_a_sealed_value_opens_with_its_key_to_what_was_sealed(value: bytes) -> N
     key = a_key()
     sealed = seal(key, value)
     assert len(value) < 8 or value not in sealed
-    assert open_value(sealed, [(SEALED_WITH, key.key_id)], {key.key_id: key}) == value
+    assert open_value(sealed, key.key_id, {key.key_id: key}) == value
 
 
 def test_a_plain_value_is_read_as_it_is() -> None:
-    assert open_value(b'{"a":1}', [("ce_id", b"x")], {}) == b'{"a":1}'
+    assert open_value(b'{"a":1}', None, {}) == b'{"a":1}'
 
 
 def test_a_sealed_value_does_not_open_without_its_key_or_changed() -> None:
@@ -127,14 +128,14 @@ def test_a_sealed_value_does_not_open_without_its_key_or_changed() -> None:
     sealed = seal(key, b"my order has not arrived")
     headers = [(SEALED_WITH, key.key_id)]
     with pytest.raises(Unreadable, match="customer was erased"):
-        open_value(sealed, headers, {})
+        open_value(sealed, sealed_with(headers), {})
     with pytest.raises(Unreadable, match="do not open"):
-        open_value(sealed[:-1] + bytes([sealed[-1] ^ 1]), headers, {key.key_id: key})
+        open_value(sealed[:-1] + bytes([sealed[-1] ^ 1]), sealed_with(headers), {key.key_id: key})
     with pytest.raises(Unreadable, match="do not open"):
         # another key under this key's id: the id is bound into every seal
-        open_value(sealed, headers, {key.key_id: SealingKey(key.key_id, other.cipher)})
+        open_value(sealed, sealed_with(headers), {key.key_id: SealingKey(key.key_id, other.cipher)})
     with pytest.raises(Unreadable):
-        open_value(b"short", headers, {key.key_id: key})
+        open_value(b"short", sealed_with(headers), {key.key_id: key})
 
 
 # -- the router's intake --------------------------------------------------------------------
@@ -375,5 +376,5 @@ def test_the_outbox_publishes_sealed_the_events_that_name_a_subject_and_the_rest
     sent, same = outbox_sealed([named, plain], {(b"acme", "sms:+1"): key})
     assert same == plain
     assert sent.headers == (("ce_id", b"1"), (SEALED_WITH, key.key_id))
-    assert open_value(sent.value, sent.headers, {key.key_id: key}) == b'{"text":"hi"}'
+    assert open_value(sent.value, sealed_with(sent.headers), {key.key_id: key}) == b'{"text":"hi"}'
     assert outbox_sealed([plain], {}) == [plain]

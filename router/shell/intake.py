@@ -269,8 +269,9 @@ class Intake:
             decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
             for record in records:
                 value = record.value or b""
+                key_id = sealed_with(record.headers) if record.headers else None
                 try:
-                    value = open_value(value, record.headers or (), keys)
+                    value = open_value(value, key_id, keys)
                 except Unreadable as error:
                     self.dead_letter(writes, record, str(error))
                     continue
@@ -288,7 +289,7 @@ class Intake:
                 if event.domain not in domains:
                     self.dead_letter(writes, record, f"unknown domain {event.domain!r}")
                     continue
-                if record.headers and (key_id := sealed_with(record.headers)) is not None:
+                if key_id is not None:
                     subject = sealing_subject(event)
                     if subject is not None:
                         batch.opened_with.append((event.domain, subject, key_id))
