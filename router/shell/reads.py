@@ -1,6 +1,8 @@
 """What the router reads from PostgreSQL besides its batches' writes: a partition's
-domains when it takes them over (``load_domains``), and the stored customers a batch
-names before it applies (``load_customers``, for ``router.shell.residents``)."""
+domains when it takes them over (``load_domains``), and what a batch needs before it
+applies: the keys of its sealed records and which of its messages are stored already
+(``before_decoding``), then the stored customers it names (``before_applying``, for
+``router.shell.residents``)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 import msgspec
+from aiokafka import ConsumerRecord, TopicPartition
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
 from runtime.db import column_arrays
+from runtime.sealing import SealingKey, TopicKeys, sealed_with
+from schemas import MessageReceived
 
 R = TypeVar("R")
 
@@ -191,19 +196,59 @@ async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]
     return {row["message_id"] for row in rows}
 
 
+_MESSAGE_TYPE = MessageReceived.__struct_config__.tag.encode()  # type: ignore[union-attr]
+
+
+def messages_named(
+    fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], inbound: str
+) -> list[tuple[str, str]]:
+    """The (domain, message id) of each customer message of a fetched batch as its record's
+    key and CloudEvents headers name them: known before the records are opened."""
+    named = []
+    for tp, records in fetched.items():
+        if tp.topic != inbound:
+            continue
+        for record in records:
+            if record.key is None or not record.headers:
+                continue
+            headers = dict(record.headers)
+            if headers.get("ce_type") == _MESSAGE_TYPE and (id_ := headers.get("ce_id")):
+                named.append((record.key.decode(errors="replace"), id_.decode(errors="replace")))
+    return named
+
+
+async def before_decoding(
+    keys: TopicKeys,
+    pool: asyncpg.Pool,
+    fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    inbound: str,
+) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
+    """The keys that open a fetched batch's sealed records and, at the same time, which of
+    the messages its headers name (``messages_named``) are stored already: the keys, the
+    messages checked, and the stored ones' ids. A message its payload names otherwise is
+    checked by ``before_applying``."""
+    key_ids = [
+        key_id
+        for records in fetched.values()
+        for record in records
+        if record.headers and (key_id := sealed_with(record.headers)) is not None
+    ]
+    named = messages_named(fetched, inbound)
+
+    async def opening() -> dict[bytes, SealingKey]:
+        return await keys.for_opening(key_ids) if key_ids else {}
+
+    found, stored = await asyncio.gather(opening(), _stored(pool, named))
+    return found, set(named), stored
+
+
 async def before_applying(
     pool: asyncpg.Pool, messages: list[tuple[str, str]], identities: list[tuple[str, str]]
 ) -> tuple[set[str], list[StoredCustomer]]:
-    """What a batch reads before the engine applies it: which of its messages are stored
+    """What a batch reads before the engine applies it: which of ``messages`` are stored
     already (``known_message_ids``) and the stored profiles of the identities it names
     that are not in memory (``load_customers``); the two queries at once, each on a
     connection of its own."""
-
-    async def known() -> set[str]:
-        if not messages:
-            return set()
-        async with pool.acquire() as conn:
-            return await known_message_ids(conn, messages)
 
     async def customers() -> list[StoredCustomer]:
         if not identities:
@@ -211,4 +256,11 @@ async def before_applying(
         async with pool.acquire() as conn:
             return await load_customers(conn, identities)
 
-    return await asyncio.gather(known(), customers())
+    return await asyncio.gather(_stored(pool, messages), customers())
+
+
+async def _stored(pool: asyncpg.Pool, messages: list[tuple[str, str]]) -> set[str]:
+    if not messages:
+        return set()
+    async with pool.acquire() as conn:
+        return await known_message_ids(conn, messages)

@@ -64,7 +64,7 @@ from router.shell.sending import send_rows
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
-from runtime.sealing import TopicKeys, sealed_with
+from runtime.sealing import TopicKeys
 from schemas import topics
 
 log = structlog.get_logger(__name__)
@@ -336,14 +336,12 @@ class RouterWorker:
         started = time.perf_counter()
         intake = self._intake
         # Step 1: open and decode; the poison becomes dead letters; provider retries are
-        # looked up
-        key_ids = [
-            key_id
-            for records in fetched.values()
-            for record in records
-            if record.headers and (key_id := sealed_with(record.headers)) is not None
-        ]
-        keys = await self._keys.for_opening(key_ids) if key_ids else {}
+        # looked up. Taken before the first query, as a write may commit while it runs (the
+        # writer replaces these sets, it does not change them).
+        writing, queued = self._writing_ids, self._queued
+        keys, checked, stored = await reads.before_decoding(
+            self._keys, self._pool, fetched, self._inbound
+        )
         batch = intake.decode(fetched, keys)
         self._keys.sealing_too(batch.opened_with)
         for (topic, partition), offset in batch.rewinds.items():
@@ -357,16 +355,15 @@ class RouterWorker:
         residents.next_batch()
         states = intake.domains()
         wanted = residents.to_load(states, (item.event for item in batch.decoded), erasures)
-        known: set[str] = set()
-        if batch.messages or wanted:
-            # Taken before the query, as a write may commit while it runs (the writer
-            # replaces these sets, it does not change them).
-            writing, queued = self._writing_ids, self._queued
-            stored, customers = await reads.before_applying(self._pool, batch.messages, wanted)
-            known.update(stored)
+        known = stored
+        unchecked = [message for message in batch.messages if message not in checked]
+        if unchecked or wanted:
+            more, customers = await reads.before_applying(self._pool, unchecked, wanted)
+            known.update(more)
             if wanted:
                 residents.loaded(states, wanted, customers)
                 self._metrics.customer_lookups.inc(len(wanted))
+        if batch.messages:
             known.update(writing)
             if queued is not None:
                 known.update(queued.message_ids)

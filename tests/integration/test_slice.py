@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import msgspec
+from aiokafka import AIOKafkaProducer
 
-from schemas import ROUTING_DECODER, ConversationAssigned, MessageRouted, decode_headers
+from schemas import ROUTING_DECODER, ConversationAssigned, MessageRouted, decode_headers, topics
 from tests.conftest import Infrastructure
 from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.traffic import Traffic
 
 
 async def test_a_web_chat_message_is_assigned_to_an_online_agent_and_recorded(
@@ -121,6 +125,65 @@ async def test_a_retried_web_chat_message_is_routed_once(
             r for r in await routing.poll() if dict(r.headers)["ce_type"] == b"message.routed"
         ]
         assert len(routed) == 1
+
+
+async def test_a_stored_message_read_again_is_dropped_whether_its_headers_name_it_or_not(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """The router checks the messages its records' headers name while it fetches their
+    keys, and the others once they are decoded: a provider retry is dropped either way."""
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    async with (
+        running_service(config) as service,
+        Traffic(config, ["acme"], agents_per_domain=1) as traffic,
+        TopicReader(config, "conversations.routing") as routing,
+    ):
+        await traffic.register_agents()
+        message = traffic.message("acme", 1)
+        await traffic.publish([message])
+        conn = await asyncpg.connect(database_url)
+        try:
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) = 1 FROM messages"), what="stored"
+            )
+            # Another message after it (and after each copy below): the router no longer
+            # holds the first among the ids of its last transaction, only PostgreSQL knows it.
+            await traffic.publish([traffic.message("acme", 2)])
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) = 2 FROM messages"), what="stored"
+            )
+            producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+            await producer.start()
+            try:
+                # The same event again, with no headers (a producer of its own)…
+                await producer.send_and_wait(
+                    config.topic(topics.INBOUND), msgspec.json.encode(message), key=b"acme"
+                )
+            finally:
+                await producer.stop()
+            await wait_until(
+                lambda: _scrape_has(service, f"{DUPLICATES} 1.0"), what="the first copy dropped"
+            )
+            # … then as the service publishes it, in a batch of its own, after another.
+            await traffic.publish([traffic.message("acme", 3)])
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) = 3 FROM messages"), what="stored"
+            )
+            await traffic.publish([message])
+            await wait_until(
+                lambda: _scrape_has(service, f"{DUPLICATES} 2.0"), what="the second copy dropped"
+            )
+            assert await conn.fetchval("SELECT count(*) FROM messages") == 3
+        finally:
+            await conn.close()
+
+        def routed(records: list[Any]) -> list[Any]:
+            return [r for r in records if dict(r.headers)["ce_type"] == b"message.routed"]
+
+        assert len(routed(await routing.wait_for(lambda rs: len(routed(rs)) >= 3))) == 3
+
+
+DUPLICATES = 'switchboard_duplicate_messages_total{channel="sms",domain="acme"}'
 
 
 async def _scrape_has(service: object, text: str) -> bool:
