@@ -13,7 +13,9 @@ routing topic itself: the adapters call it, one request at a time, with the prot
   bot's part has ended. The router sends the replies until a person has the
   conversation (``router.engine.bots``, rule 3), and refuses them after.
 
-1. ``getmany`` from ``conversations.routing`` (consumer group ``<consumer_group>-bots``).
+1. ``getmany`` from ``conversations.routing`` (consumer group ``<consumer_group>-bots``);
+   nothing while no domain has a webhook bot (the partitions are paused: the bridge
+   costs the broker no fetches), and from where it stopped once one has.
    Only the records of domains with a webhook bot (the record key) are opened
    (``runtime.sealing``) and decoded; of those, a ``bot.turn`` or a relayable
    ``conversation.handed_off`` of a bot with a webhook is taken, anything else passes. A
@@ -398,7 +400,7 @@ class BotBridge:
 
     async def _step(self, consumer: AIOKafkaConsumer, session: aiohttp.ClientSession) -> None:
         """Step 1 for one batch (steps 2-4 go on in a task per request), then step 5."""
-        self._pause_when_full(consumer)
+        self._pause_or_resume(consumer)
         # Step 1
         try:
             batch = await consumer.getmany(timeout_ms=500, max_records=200)
@@ -675,15 +677,19 @@ class BotBridge:
                 return False
             delay = min(delay * 2, PUBLISH_RETRY_MAX_SECONDS)
 
-    def _pause_when_full(self, consumer: AIOKafkaConsumer) -> None:
-        """Stop reading while ``TRACKED_MAX`` requests wait for their commit; read on below
-        it. Pausing keeps polling (and the group membership) going."""
+    def _pause_or_resume(self, consumer: AIOKafkaConsumer) -> None:
+        """Stop reading while ``TRACKED_MAX`` requests wait for their commit, or while no
+        domain has a webhook bot (nothing read would be for one); read on otherwise.
+        Pausing keeps the group membership and fetches nothing."""
         tracked = sum(len(p.requests) for p in self._partitions.values())
-        if tracked >= TRACKED_MAX and not self._paused:
+        full = tracked >= TRACKED_MAX
+        idle = not any(self._webhooks.values())
+        if (full or idle) and not self._paused:
             consumer.pause(*consumer.assignment())
             self._paused = True
-            log.warning("bot_bridge_paused", requests=tracked)
-        elif tracked < TRACKED_MAX and self._paused:
+            if full:
+                log.warning("bot_bridge_paused", requests=tracked)
+        elif not (full or idle) and self._paused:
             consumer.resume(*consumer.paused())
             self._paused = False
             log.info("bot_bridge_resumed", requests=tracked)

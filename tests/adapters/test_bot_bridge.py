@@ -637,6 +637,26 @@ async def test_a_new_configuration_version_reaches_the_new_bot(harness: Harness)
     assert [r.behaviour for r in harness.bot.requests] == ["resolve", "reply-handoff"]
 
 
+async def test_with_no_webhook_bot_nothing_is_read_until_one_is_configured(
+    harness: Harness,
+) -> None:
+    """Idle, the bridge fetches nothing (its partitions paused): a turn published before
+    its bot's webhook reached this process is still there to read once it has."""
+    running = harness.start({"acme": {"plain": harness.webhook("resolve")}})
+    async with harness.answers() as reader:
+        await harness.send(bot_turn("plain"))
+        await events_of(reader, 1)  # the bridge reads the topic
+        running.bridge.reconfigure({})
+        await asyncio.sleep(1)  # the read in progress ends: the next step pauses
+        await harness.send(bot_turn("helper", conversation_id="c2"))
+        await asyncio.sleep(1.5)  # loops enough to have read and passed the turn
+        assert len(harness.bot.requests) == 1
+        running.bridge.reconfigure({"acme": {"helper": harness.webhook("reply-handoff")}})
+        events = await events_of(reader, 3)
+    assert [type(e) for e in events] == [BotResolved, BotReplied, BotHandoffRequested]
+    assert [r.behaviour for r in harness.bot.requests] == ["resolve", "reply-handoff"]
+
+
 # -- hand-offs: what the waiting customer is told ---------------------------------------
 
 
