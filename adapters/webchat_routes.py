@@ -527,8 +527,15 @@ async def reply_pump(
     keys: TopicKeys,
 ) -> None:
     """Hand every web chat reply and business-started message read by ``consumer`` to
-    the hub, opened with ``keys``, until cancelled."""
+    the hub, opened with ``keys``, until cancelled. While no domain has web chat enabled
+    (``domains`` changes with the configuration), the partitions are paused: nothing read
+    would be for a visitor, and a paused consumer fetches nothing."""
     while True:
+        enabled = any(config.enabled for config in domains.values())
+        if enabled and consumer.paused():
+            consumer.resume(*consumer.paused())
+        elif not enabled and not consumer.paused() and consumer.assignment():
+            consumer.pause(*consumer.assignment())
         try:
             batch = await consumer.getmany(timeout_ms=1000)
         except KafkaError as error:

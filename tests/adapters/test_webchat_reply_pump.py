@@ -1,0 +1,106 @@
+"""``adapters.webchat_routes.reply_pump`` against the real broker and PostgreSQL: while no
+domain has web chat enabled its consumer is paused (a paused consumer fetches nothing),
+and once one has, replies published meanwhile reach the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer
+
+from adapters.webchat import WebchatConfig, WebchatHub, socket_session
+from adapters.webchat_routes import reply_pump
+from runtime import db, kafka
+from runtime.sealing import TopicKeys
+from schemas import Channel, ReplyRequested, topics
+from tests.conftest import Infrastructure
+from tests.support import make_config, wait_until
+
+pytestmark = pytest.mark.integration
+
+SESSION = "visitor-0001"
+
+
+def reply() -> ReplyRequested:
+    return ReplyRequested(
+        id=str(uuid.uuid4()),
+        domain="acme",
+        occurred_at=time.time(),
+        conversation_id=str(uuid.uuid4()),
+        agent_id="ann",
+        channel=Channel.WEBCHAT,
+        endpoint="webchat",
+        customer_address=SESSION,
+        text="Hello from ann",
+    )
+
+
+async def frame_for_visitor(hub: WebchatHub, config: WebchatConfig) -> dict[str, Any]:
+    """The first frame a visitor's socket receives (what the hub kept for the session)."""
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        return await socket_session(request, hub, "acme", SESSION, config)
+
+    app = web.Application()
+    app.router.add_get("/socket", socket)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(server.make_url("/socket")) as ws,
+        ):
+            decoded: dict[str, Any] = msgspec.json.decode(await ws.receive_str(timeout=15))
+            return decoded
+    finally:
+        await server.close()
+
+
+async def test_the_pump_is_paused_while_no_domain_has_web_chat_and_reads_on_after(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    await kafka.ensure_topics(config, {})
+    pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    producer = kafka.make_producer(config, {})
+    await producer.start()
+    consumer = AIOKafkaConsumer(
+        config.topic(topics.OUTBOUND),
+        bootstrap_servers=config.kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    hub = WebchatHub()
+    domains = {"acme": WebchatConfig(enabled=False)}
+    pump = asyncio.create_task(reply_pump(consumer, hub, domains, TopicKeys(pool)))
+    try:
+        await wait_until(
+            lambda: consumer.assignment() and consumer.paused() == consumer.assignment(),
+            what="paused",
+        )
+        enabled = domains["acme"] = WebchatConfig(enabled=True)
+        await wait_until(lambda: not consumer.paused(), what="resumed")
+        sent = reply()
+        publisher = kafka.EventPublisher(
+            producer, config.topic(topics.OUTBOUND), config.source, keys=TopicKeys(pool)
+        )
+        await publisher.publish([sent])
+        # Kept for the session (no socket yet), then handed to the visitor on connect.
+        frame = await frame_for_visitor(hub, enabled)
+        assert (frame["type"], frame["id"], frame["text"]) == ("reply", sent.id, sent.text)
+    finally:
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
