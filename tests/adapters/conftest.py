@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import ClientResponse, web
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.config import ChannelsConfig
+from adapters.webchat import WebchatConfig, WebchatHub, socket_session
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from runtime.kafka import BrokerUnavailable, DeadLetter
 from runtime.metrics import Metrics
@@ -220,3 +223,26 @@ async def hook() -> AsyncIterator[Harness]:
     harness = await start_harness()
     yield harness
     await harness.client.close()
+
+
+async def frames_on_connect(
+    hub: WebchatHub, config: WebchatConfig, session_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The first ``count`` frames a visitor's socket of ``acme`` receives when it connects
+    to ``hub`` (what the hub kept for the session)."""
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        return await socket_session(request, hub, "acme", session_id, config)
+
+    app = web.Application()
+    app.router.add_get("/socket", socket)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(server.make_url("/socket")) as ws,
+        ):
+            return [msgspec.json.decode(await ws.receive_str(timeout=15)) for _ in range(count)]
+    finally:
+        await server.close()

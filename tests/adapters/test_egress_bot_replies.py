@@ -27,10 +27,10 @@ from aiohttp.test_utils import TestServer
 
 from adapters.egress import Egress, InMemorySentLedger, RetryPolicy, SendOutcome, SentLedger
 from adapters.egress_worker import PostgresSentLedger
-from adapters.webchat import WebchatConfig, WebchatHub, socket_session
+from adapters.webchat import WebchatConfig, WebchatHub
 from runtime.metrics import Metrics
 from schemas import Attachment, Channel, ReplyRequested, TemplateUse
-from tests.adapters.conftest import ENVIRON
+from tests.adapters.conftest import ENVIRON, frames_on_connect
 from tests.adapters.test_egress import FakeProvider, pointed_at
 
 PAGE, PSID = "1234567890", "6783125368444163"
@@ -296,22 +296,7 @@ async def frames(*replies: ReplyRequested) -> list[dict[str, Any]]:
     hub, config = WebchatHub(), WebchatConfig(enabled=True)
     for reply in replies:
         assert not await hub.deliver(reply, config)  # no socket yet: kept
-
-    async def socket(request: web.Request) -> web.WebSocketResponse:
-        return await socket_session(request, hub, "acme", "visitor-0001", config)
-
-    app = web.Application()
-    app.router.add_get("/socket", socket)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(server.make_url("/socket")) as ws,
-        ):
-            return [msgspec.json.decode(await ws.receive_str(timeout=5)) for _ in replies]
-    finally:
-        await server.close()
+    return await frames_on_connect(hub, config, "visitor-0001", len(replies))
 
 
 async def test_the_web_chat_frame_names_the_bot_and_carries_its_quick_replies() -> None:

@@ -7,20 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
-import aiohttp
-import msgspec
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 
-from adapters.webchat import WebchatConfig, WebchatHub, socket_session
+from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump
 from runtime import db, kafka
 from runtime.sealing import TopicKeys
 from schemas import Channel, ReplyRequested, topics
+from tests.adapters.conftest import frames_on_connect
 from tests.conftest import Infrastructure
 from tests.support import make_config, wait_until
 
@@ -41,27 +37,6 @@ def reply() -> ReplyRequested:
         customer_address=SESSION,
         text="Hello from ann",
     )
-
-
-async def frame_for_visitor(hub: WebchatHub, config: WebchatConfig) -> dict[str, Any]:
-    """The first frame a visitor's socket receives (what the hub kept for the session)."""
-
-    async def socket(request: web.Request) -> web.WebSocketResponse:
-        return await socket_session(request, hub, "acme", SESSION, config)
-
-    app = web.Application()
-    app.router.add_get("/socket", socket)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(server.make_url("/socket")) as ws,
-        ):
-            decoded: dict[str, Any] = msgspec.json.decode(await ws.receive_str(timeout=15))
-            return decoded
-    finally:
-        await server.close()
 
 
 async def test_the_pump_is_paused_while_no_domain_has_web_chat_and_reads_on_after(
@@ -96,7 +71,7 @@ async def test_the_pump_is_paused_while_no_domain_has_web_chat_and_reads_on_afte
         )
         await publisher.publish([sent])
         # Kept for the session (no socket yet), then handed to the visitor on connect.
-        frame = await frame_for_visitor(hub, enabled)
+        (frame,) = await frames_on_connect(hub, enabled, SESSION, 1)
         assert (frame["type"], frame["id"], frame["text"]) == ("reply", sent.id, sent.text)
     finally:
         pump.cancel()
