@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from typing import assert_never
+from math import copysign
+from typing import assert_never, overload
 
 import msgspec
 
@@ -174,6 +175,8 @@ _OFFERED = ConversationStatus.OFFERED
 _ASSIGNED = ConversationStatus.ASSIGNED
 _OVERFLOWED = ConversationStatus.OVERFLOWED
 _CLOSED = ConversationStatus.CLOSED
+_NO_WAIT = 0.0
+"""The wait of an assignment made on arrival: one object for all of them (``restore``)."""
 
 
 def new_state(domain: str, policy: DomainPolicy) -> DomainState:
@@ -350,14 +353,19 @@ def restore(
             record_.conversation_key,
             queue,
             record_.priority,
-            record_.opened_at,
+            _same_instant(
+                record_.opened_at, None if customer is None else customer.last_handled_at
+            ),
             record_.status,
         )
         _restore_conversation(state, conversation, record_)
         state.conversations[conversation.conversation_id] = conversation
         state.by_key[conversation.key] = conversation
         # Only what the second pass needs: the decoded records can go as the load ends.
-        restored.append((conversation, record_.deadline, record_.deadline_kind))
+        due = _same_instant(
+            _same_instant(record_.deadline, conversation.step_until), conversation.snoozed_until
+        )
+        restored.append((conversation, due, record_.deadline_kind))
     for agent in state.agents.values():
         for channel in sorted(set(agent.capacity) | set(agent.load)):
             state.reindex(agent, channel)
@@ -429,11 +437,15 @@ def _restore_conversation(
         index = 0  # the step left the config: start the ladder over
     conversation.step_index = index
     conversation.fell_back = record.fell_back
-    conversation.waiting_since = record.waiting_since
-    conversation.last_customer_message_at = record.last_customer_message_at
-    conversation.last_agent_reply_at = record.last_agent_reply_at
-    conversation.first_response_at = record.first_response_at
-    conversation.last_activity_at = record.last_activity_at
+    waiting_since = _same_instant(record.waiting_since, conversation.opened_at)
+    customer_at = _same_instant(record.last_customer_message_at, waiting_since)
+    reply_at = record.last_agent_reply_at
+    activity_at = _same_instant(record.last_activity_at, customer_at)
+    conversation.waiting_since = waiting_since
+    conversation.last_customer_message_at = customer_at
+    conversation.last_agent_reply_at = reply_at
+    conversation.first_response_at = _same_instant(record.first_response_at, reply_at)
+    conversation.last_activity_at = _same_instant(activity_at, reply_at)
     conversation.step_until = record.step_until
     conversation.passed_over = dict(record.passed_over) or None
     conversation.assignment = _shared_assignment(conversation, record.assignment)
@@ -473,6 +485,18 @@ def _restore_conversation(
         holder.queue_load[key] = holder.queue_load.get(key, 0) + 1
 
 
+@overload
+def _same_instant(value: float, known: float | None) -> float: ...
+@overload
+def _same_instant(value: float | None, known: float | None) -> float | None: ...
+def _same_instant(value: float | None, known: float | None) -> float | None:
+    """``known`` when it is the same instant as ``value`` (else ``value``): a restored
+    conversation holds one float per instant its record repeats, as a live one does (an
+    event stamps every field it sets with the one ``now``), instead of one per field.
+    Zeros are left alone (``0.0 == -0.0``)."""
+    return value if not value or known is None or value != known else known
+
+
 def _shared_agent_id(state: DomainState, agent_id: str | None) -> str | None:
     """The agent's own id string, where the agent is known: a restored domain holds one
     copy of each agent id, as a live one does."""
@@ -483,8 +507,8 @@ def _shared_agent_id(state: DomainState, agent_id: str | None) -> str | None:
 def _shared_assignment(
     conversation: Conversation, assignment: AssignmentRecord | None
 ) -> AssignmentRecord | None:
-    """The open assignment with the strings the conversation and its agent hold already
-    (the largest part of a restored conversation otherwise)."""
+    """The open assignment with the strings and instants the conversation and its agent
+    hold already (the largest part of a restored conversation otherwise)."""
     holder = conversation.owner or conversation.offered_to
     if assignment is None or holder is None or assignment.agent_id != holder.agent_id:
         return assignment
@@ -492,6 +516,7 @@ def _shared_assignment(
     candidates = assignment.candidates
     if candidates == holder.chosen:
         candidates = holder.chosen
+    offered_at = _same_instant(assignment.offered_at, conversation.last_activity_at)
     return msgspec.structs.replace(
         assignment,
         conversation_id=conversation.conversation_id,
@@ -501,6 +526,11 @@ def _shared_assignment(
         if assignment.step == conversation.step_name
         else assignment.step,
         candidates=candidates,
+        waited_seconds=_NO_WAIT
+        if assignment.waited_seconds == 0.0 and copysign(1.0, assignment.waited_seconds) > 0
+        else assignment.waited_seconds,
+        offered_at=offered_at,
+        accepted_at=_same_instant(assignment.accepted_at, offered_at),
     )
 
 

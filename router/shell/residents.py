@@ -26,7 +26,10 @@ Rules, without I/O (the worker runs the query):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice, repeat
+from operator import itemgetter
 
 import msgspec
 
@@ -63,6 +66,8 @@ SWEEP_EVERY = 64
 
 Key = tuple[str, str]
 """(domain, customer id or identity)."""
+_NONE_MARKED: dict[str, int] = {}
+"""A domain with no profile marked since the load (never mutated)."""
 
 
 class ResidentCustomers:
@@ -71,14 +76,22 @@ class ResidentCustomers:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         """Profiles without an open conversation kept in memory, at most (rule 3)."""
-        self._recent: dict[Key, int] = {}
-        """Every profile in memory, least recently marked first, with its batch number."""
+        self._marked: dict[str, dict[str, int]] = {}
+        """Per domain, the profiles in memory marked since the last load, least recently
+        marked first, with the batch that marked them. A profile in memory that is not
+        here was loaded with the partitions and not marked since: it counts as marked by
+        batch 0, before all of these, in the order loaded. So nothing is kept per profile a
+        load brings (as many as the open conversations), and no key object per profile
+        marked: an entry keyed by (domain, id) per profile was 4% of a router's memory
+        after a takeover, measured."""
         self._absent: dict[Key, int] = {}
         """Identities storage does not hold (or will not, once batch n commits)."""
         self.batch = 0
         """The number of the batch being applied (rule 2)."""
         self.committed = 0
         """Every batch up to this number is committed."""
+        self._resident = 0
+        """Profiles in memory, as last counted (``adopt``, ``sweep``)."""
         self._swept_at = -1
         self._count_at = 0
         """Profiles in memory at which the open work's profiles are counted again."""
@@ -88,14 +101,15 @@ class ResidentCustomers:
         """Profiles read from storage for batches (a measure of cache misses)."""
 
     def __len__(self) -> int:
-        return len(self._recent)
+        """The profiles in memory when the latest ``adopt`` or ``sweep`` counted them."""
+        return self._resident
 
     def adopt(self, states: Iterable[DomainState]) -> None:
-        """After a load: the profiles in memory are the loaded states' (all stored)."""
-        self._recent = {
-            (state.domain, customer_id): 0 for state in states for customer_id in state.customers
-        }
+        """After a load: the profiles in memory are the loaded states' (all stored), none
+        marked yet."""
+        self._marked = {}
         self._absent = {}
+        self._resident = sum(len(state.customers) for state in states)
         self.committed = self.batch
 
     def next_batch(self) -> None:
@@ -110,7 +124,7 @@ class ResidentCustomers:
         """Rule 1: the identities the inputs name that must be read; those in memory are
         marked as used by this batch."""
         missing: dict[Key, None] = {}
-        batch, recent, absent = self.batch, self._recent, self._absent
+        batch, absent = self.batch, self._absent
         for event in events:
             if isinstance(event, CustomerEraseRequested):
                 request = erasures.get(event.id)
@@ -127,9 +141,9 @@ class ResidentCustomers:
                 link = state.identities.get(identity)
                 profile = identity if link is None else link.customer_id
                 if profile in state.customers:
-                    key = (domain, profile)
-                    recent.pop(key, None)
-                    recent[key] = batch
+                    marked = self._marked_in(domain)
+                    marked.pop(profile, None)
+                    marked[profile] = batch
                 elif (domain, identity) not in absent:
                     missing[(domain, identity)] = None
         return list(missing)
@@ -141,7 +155,7 @@ class ResidentCustomers:
         found: Iterable[reads.StoredCustomer],
     ) -> None:
         """Rule 1: what storage held for the identities asked, put in memory."""
-        batch, recent = self.batch, self._recent
+        batch = self.batch
         held: set[Key] = set()
         for stored in found:
             state = states.get(stored.domain)
@@ -151,10 +165,10 @@ class ResidentCustomers:
             links: Sequence[IdentityRecord] = stored.links or ()
             remember(state, records, links)
             if stored.customer_id in state.customers:
-                key = (stored.domain, stored.customer_id)
-                recent.pop(key, None)
-                recent[key] = batch
-                held.add(key)
+                marked = self._marked_in(stored.domain)
+                marked.pop(stored.customer_id, None)
+                marked[stored.customer_id] = batch
+                held.add((stored.domain, stored.customer_id))
                 held.update((stored.domain, link.identity) for link in links)
                 self.loaded_total += 1
         for key in asked:
@@ -163,43 +177,47 @@ class ResidentCustomers:
 
     def note(self, states: Mapping[str, DomainState], writes: store.BatchWrites) -> None:
         """Rule 2: the profiles this batch saved are marked; the ids it deleted, absent."""
-        batch, recent, absent = self.batch, self._recent, self._absent
-        marked: list[Key] = []
+        batch, absent = self.batch, self._absent
+        saved: list[Key] = []
         for key, record in writes.customers.items():
-            recent.pop(key, None)
+            self._unmark(key)
             absent.pop(key, None)
             if record is not None:
-                marked.append(key)
+                saved.append(key)
             else:
                 absent[key] = batch
         for key, link in writes.identities.items():
             absent.pop(key, None)
             if link is not None:
-                marked.append((key[0], link.customer_id))
+                saved.append((key[0], link.customer_id))
             else:
                 absent[key] = batch
         for domain, erasure in writes.erasures:
             for identity in erasure.identities:
                 key = (domain, identity)
-                recent.pop(key, None)
+                self._unmark(key)
                 absent.pop(key, None)
                 absent[key] = batch
-        for key in marked:
-            state = states.get(key[0])
-            if state is not None and key[1] in state.customers:  # not merged away, erased
-                recent.pop(key, None)
-                recent[key] = batch
+        for domain, customer_id in saved:
+            state = states.get(domain)
+            if state is not None and customer_id in state.customers:  # not merged away, erased
+                marked = self._marked_in(domain)
+                marked.pop(customer_id, None)
+                marked[customer_id] = batch
 
     def sweep(self, states: Mapping[str, DomainState], *, now: bool = False) -> int:
         """Rule 3 (and 4): forget the least recently used profiles without open work, down
-        to the bound; returns how many left. Counting the open work's profiles takes a pass
-        over the open conversations, so it is done when a quarter of the bound's profiles
-        joined since the last count, or every ``SWEEP_EVERY`` batches, or ``now``."""
-        committed, recent, bound = self.committed, self._recent, self.limit + self.limit // 4
-        if len(recent) <= bound or self._swept_at == committed:
+        to the bound; returns how many it forgot. Counting the open work's profiles takes a
+        pass over the open conversations, so it is done when a quarter of the bound's
+        profiles joined since the last count, or every ``SWEEP_EVERY`` batches, or ``now``."""
+        committed, bound = self.committed, self.limit + self.limit // 4
+        for domain in [domain for domain in self._marked if domain not in states]:
+            del self._marked[domain]  # a domain no longer owned here
+        resident = self._resident = sum(len(state.customers) for state in states.values())
+        if resident <= bound or self._swept_at == committed:
             self._trim_absent()
             return 0
-        if not now and len(recent) < self._count_at and self._uncounted < SWEEP_EVERY:
+        if not now and resident < self._count_at and self._uncounted < SWEEP_EVERY:
             self._uncounted += 1
             self._trim_absent()
             return 0
@@ -211,33 +229,60 @@ class ResidentCustomers:
             1
             for domain, customer_ids in pinned.items()
             for customer_id in customer_ids
-            if (domain, customer_id) in recent
+            if customer_id in states[domain].customers
         )
-        if len(recent) - busy <= bound:
-            self._count_at = len(recent) + max(1, self.limit // 4)
+        if resident - busy <= bound:
+            self._count_at = resident + max(1, self.limit // 4)
             self._trim_absent()
             return 0
         self._swept_at = committed
-        excess = len(recent) - busy - self.limit
-        kept: dict[Key, int] = {}
-        gone = 0
-        for key, batch in recent.items():
+        excess = resident - busy - self.limit
+        idle = self._least_recent_first(states)
+        gone = list(islice((key for key in idle if key[1] not in pinned[key[0]]), excess))
+        for key in gone:
             domain, customer_id = key
-            state = states.get(domain)
-            if state is None:
-                gone += 1  # a domain no longer owned here
-                continue
-            if excess > 0 and batch <= committed and customer_id not in pinned[domain]:
-                for identity in forget(state, customer_id):
-                    self._absent.pop((domain, identity), None)
-                excess -= 1
-                gone += 1
-                continue
-            kept[key] = batch
-        self._recent = kept
-        self._count_at = len(kept) + max(1, self.limit // 4)
+            for identity in forget(states[domain], customer_id):
+                self._absent.pop((domain, identity), None)
+            self._unmark(key)
+        self._resident = resident - len(gone)
+        self._count_at = self._resident + max(1, self.limit // 4)
         self._trim_absent()
-        return gone
+        return len(gone)
+
+    def _least_recent_first(self, states: Mapping[str, DomainState]) -> Iterator[Key]:
+        """The profiles in memory that storage holds as they are (marked by committed
+        batches), least recently marked first: those loaded and not marked since, then
+        the marked ones by batch."""
+        marked = self._marked
+        for domain, state in states.items():
+            since = marked.get(domain, _NONE_MARKED)
+            for customer_id in state.customers:
+                if customer_id not in since:
+                    yield domain, customer_id
+        by_batch = heapq.merge(
+            *(
+                zip(marked[domain].values(), repeat(domain), marked[domain], strict=False)
+                for domain in states
+                if domain in marked
+            ),
+            key=itemgetter(0),
+        )
+        committed = self.committed
+        for batch, domain, customer_id in by_batch:
+            if batch > committed:
+                return
+            yield domain, customer_id
+
+    def _marked_in(self, domain: str) -> dict[str, int]:
+        marked = self._marked.get(domain)
+        if marked is None:
+            marked = self._marked[domain] = {}
+        return marked
+
+    def _unmark(self, key: Key) -> None:
+        marked = self._marked.get(key[0])
+        if marked is not None:
+            marked.pop(key[1], None)
 
     def _trim_absent(self) -> None:
         absent = self._absent

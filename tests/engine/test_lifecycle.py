@@ -350,6 +350,70 @@ def test_records_round_trip_through_json() -> None:
     assert conversations[0].assignment is not None
 
 
+def restored_from_json(state: DomainState) -> DomainState:
+    """``state`` restored from its records as a load reads them, decoded from JSON: every
+    field of a record has a float of its own."""
+    agents, conversations, customers = (
+        [msgspec.json.decode(msgspec.json.encode(record), type=type(record)) for record in kind]
+        for kind in snapshot(state)
+    )
+    return restore(DOMAIN, state.policy, agents, conversations, customers)
+
+
+def test_a_restore_holds_one_float_per_instant_as_the_live_state_does() -> None:
+    state = domain([agent("ann")])
+    msg = message("k1", customer="x")
+    apply(state, msg, T0 + 0.5)  # opened, assigned and handled at one instant
+    revived = restored_from_json(state)
+
+    def instants(restored: DomainState) -> set[int]:
+        held = restored.conversations[msg.id]
+        assert held.assignment is not None
+        return {
+            id(instant)
+            for instant in (
+                held.opened_at,
+                held.waiting_since,
+                held.last_customer_message_at,
+                held.last_activity_at,
+                held.assignment.offered_at,
+                held.assignment.accepted_at,
+                restored.customers["x"].last_handled_at,
+            )
+        }
+
+    assert snapshot(revived) == snapshot(state)
+    assert len(instants(revived)) == len(instants(state)) == 1
+
+
+def test_a_restored_hold_ends_its_step_and_its_deadline_at_one_instant() -> None:
+    state = domain([agent("ann", busy=True), agent("bob")], preferred={"cust-1": "ann"})
+    msg = message("k1")
+    apply(state, msg, T0)
+    held = restored_from_json(state).conversations[msg.id]
+    assert held.step_until == T0 + 120
+    assert held.deadline is held.step_until
+
+
+def test_a_restore_keeps_a_zero_instant_signed_as_stored() -> None:
+    state = domain([agent("ann")])
+    msg = message("k1")
+    apply(state, msg, T0)
+    agents, conversations, customers = snapshot(state)
+    stored = conversations[0]
+    assert stored.assignment is not None
+    signed = msgspec.structs.replace(
+        stored,
+        opened_at=0.0,
+        waiting_since=-0.0,
+        assignment=msgspec.structs.replace(stored.assignment, waited_seconds=-0.0),
+    )
+    held = restore(DOMAIN, state.policy, agents, [signed], customers).conversations[msg.id]
+    assert held.assignment is not None
+    # 0.0 == -0.0: not the same instant for the records saved next
+    assert (repr(held.waiting_since), repr(held.assignment.waited_seconds)) == ("-0.0", "-0.0")
+
+
 def test_customer_owner_set_saves_the_customer() -> None:
     from tests.engine.builders import owner_set
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from router.engine import (
     CustomerErasure,
+    CustomerRecord,
     DomainPolicy,
     DomainState,
     Effect,
@@ -34,6 +35,7 @@ from router.engine import (
     customer_record,
     new_state,
     open_customers,
+    remember,
 )
 from router.shell import reads, store
 from router.shell.erasure import ErasureRequest
@@ -41,7 +43,7 @@ from router.shell.intake import Intake
 from router.shell.residents import Key, ResidentCustomers
 from schemas import CustomerEraseRequested, RoutingEvent
 from schemas.common import Event
-from tests.engine.builders import DOMAIN, T0, examples
+from tests.engine.builders import DOMAIN, T0, examples, message
 from tests.engine.test_properties import (
     IDENTITIES,
     Step,
@@ -285,3 +287,56 @@ def test_a_bounded_cache_with_late_commits_decides_as_the_whole_history(
     router.commit(len(router.uncommitted))
     router.idle_batch()
     idle_profiles_within_bound(router.state, limit)
+
+
+# -- rule 3 after a load: what is forgotten first ---------------------------------------
+
+
+def loaded_profiles(*customer_ids: str, domain: str = DOMAIN) -> DomainState:
+    """A domain as a load gives it: these stored profiles, and no open conversation."""
+    state = new_state(domain, DomainPolicy())
+    remember(state, [CustomerRecord(customer_id=c) for c in customer_ids], [])
+    return state
+
+
+def naming(residents: ResidentCustomers, states: dict[str, DomainState], *named: Key) -> None:
+    """One batch whose messages name these (domain, customer) profiles, all in memory."""
+    residents.next_batch()
+    events = [msgspec.structs.replace(message(customer=c), domain=d) for d, c in named]
+    assert residents.to_load(states, events, {}) == []
+
+
+def test_the_profiles_a_load_brought_are_counted_and_forgotten_before_those_named_since() -> None:
+    state = loaded_profiles("ann", "bob", "cid", "dan")
+    states = {DOMAIN: state}
+    residents = ResidentCustomers(limit=2)
+    residents.adopt([state])
+    assert len(residents) == 4
+    naming(residents, states, (DOMAIN, "ann"))
+    residents.committed = residents.batch
+    assert residents.sweep(states, now=True) == 2
+    assert set(state.customers) == {"ann", "dan"}
+    assert len(residents) == 2
+
+
+def test_a_profile_named_by_a_batch_not_committed_stays_after_a_load() -> None:
+    state = loaded_profiles("ann", "bob")
+    states = {DOMAIN: state}
+    residents = ResidentCustomers(limit=0)
+    residents.adopt([state])
+    naming(residents, states, (DOMAIN, "ann"))
+    assert residents.sweep(states, now=True) == 1
+    assert set(state.customers) == {"ann"}
+
+
+def test_profiles_named_since_a_load_go_by_batch_across_domains() -> None:
+    here, there = loaded_profiles("ann", "cid"), loaded_profiles("bob", domain="there")
+    states = {DOMAIN: here, "there": there}
+    residents = ResidentCustomers(limit=1)
+    residents.adopt(states.values())
+    naming(residents, states, (DOMAIN, "ann"))
+    naming(residents, states, ("there", "bob"))
+    naming(residents, states, (DOMAIN, "cid"))
+    residents.committed = residents.batch
+    assert residents.sweep(states, now=True) == 2
+    assert (set(here.customers), set(there.customers)) == ({"cid"}, set())
