@@ -58,7 +58,9 @@ def withdraw_offer(
     """The pending offer ends unaccepted (expired, declined, the agent left): the agent is
     passed over with ``reason`` and routing goes on at the step. Only an expiry is a
     ``missed`` offer: N in a row set the agent away. The offer's record ends with
-    ``end_reason`` (default: ``reason``)."""
+    ``end_reason`` (default: ``reason``). At a step that never times out, once everyone who
+    could take it there has passed it over, a new round starts (nobody passed over): the
+    step would otherwise hold it for good (one with a wait falls back when it ends)."""
     agent = conversation.offered_to
     assert agent is not None
     call.state.schedule(conversation, None, None)
@@ -81,7 +83,19 @@ def withdraw_offer(
     elif conversation.step_until is not None and conversation.step_until <= call.now:
         fall_back(call, conversation, "timeout")
     else:
+        if conversation.step_until is None and _everyone_passed(call, conversation, passed):
+            conversation.passed_over = None
         try_step(call, conversation)
+
+
+def _everyone_passed(call: Call, conversation: Conversation, passed: dict[str, str]) -> bool:
+    """Every agent of the step's pool who suits the conversation has passed it over."""
+    pool = conversation.queue.steps[conversation.step_index].pool
+    return all(
+        agent.agent_id in passed
+        for agent in call.state.agents.values()
+        if pool in agent.pools and agent.suits(conversation)
+    )
 
 
 def _fire_release(call: Call, conversation: Conversation) -> None:

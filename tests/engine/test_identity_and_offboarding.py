@@ -172,6 +172,19 @@ def test_a_declined_offer_moves_on_at_once_and_is_not_a_miss() -> None:
     assert state.conversations[msg.id].passed_over == {"ann": "declined"}
 
 
+def test_once_everyone_at_a_step_that_never_ends_declined_a_new_round_starts() -> None:
+    policy = ladder_policy(mode=QueueMode.OFFER, skilled_wait=None)
+    state = domain(
+        [agent("ann", skills=["english"]), agent("bob", skills=["english"])], policy=policy
+    )
+    msg = message("k1", customer="new-customer")
+    apply(state, msg, T0)
+    apply(state, declined(msg.id, "ann"), T0 + 1)
+    effects = apply(state, declined(msg.id, "bob"), T0 + 2)
+    assert [o.agent_id for o in emitted(effects, ConversationOffered)] == ["ann"]
+    assert state.conversations[msg.id].passed_over is None
+
+
 def test_only_the_agent_offered_a_conversation_may_decline_it() -> None:
     policy = ladder_policy(mode=QueueMode.OFFER)
     state = domain(
