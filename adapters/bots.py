@@ -47,8 +47,8 @@ routing topic itself: the adapters call it, one request at a time, with the prot
 
 The bot is not called again for an event whose answer is published and committed. It may
 be called twice for one (the process stopped, or the partition moved, between the call and
-the commit, up to a commit interval earlier; the routing topic holds an event twice): the events then have the same ids,
-for the router to drop the copy. A bot that answers differently the second time still
+the commit, up to a commit interval later; the routing topic holds an event twice): the
+events then have the same ids, for the router to drop the copy. A bot that answers differently the second time still
 gets ids ``<event id>/0``, ``/1`` …: a bot should answer an event id it has seen as
 before.
 

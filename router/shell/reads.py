@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
 from runtime.db import column_arrays
-from runtime.sealing import SealingKey, TopicKeys, sealed_with
+from runtime.sealing import SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
 
 R = TypeVar("R")
@@ -210,22 +210,33 @@ async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]
 _MESSAGE_TYPE = MessageReceived.__struct_config__.tag.encode()  # type: ignore[union-attr]
 
 
-def messages_named(
+def read_headers(
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], inbound: str
-) -> list[tuple[str, str]]:
-    """The (domain, message id) of each customer message of a fetched batch as its record's
-    key and CloudEvents headers name them: known before the records are opened."""
-    named = []
+) -> tuple[list[bytes], list[tuple[str, str]]]:
+    """What a fetched batch's headers tell before its records are opened, in one pass over
+    each record's headers: the ids of the keys that sealed them, and the (domain, message
+    id) of each customer message of ``inbound``, as its record's key and CloudEvents
+    headers name it."""
+    key_ids: list[bytes] = []
+    named: list[tuple[str, str]] = []
     for tp, records in fetched.items():
-        if tp.topic != inbound:
-            continue
+        messages = tp.topic == inbound
         for record in records:
-            if record.key is None or not record.headers:
+            if not record.headers:
                 continue
-            headers = dict(record.headers)
-            if headers.get("ce_type") == _MESSAGE_TYPE and (id_ := headers.get("ce_id")):
-                named.append((record.key.decode(errors="replace"), id_.decode(errors="replace")))
-    return named
+            event_type = event_id = None
+            for name, value in record.headers:
+                if name == SEALED_WITH:
+                    key_ids.append(value)
+                elif name == "ce_type":
+                    event_type = value
+                elif name == "ce_id":
+                    event_id = value
+            if messages and event_type == _MESSAGE_TYPE and event_id and record.key is not None:
+                named.append(
+                    (record.key.decode(errors="replace"), event_id.decode(errors="replace"))
+                )
+    return key_ids, named
 
 
 async def before_decoding(
@@ -235,16 +246,10 @@ async def before_decoding(
     inbound: str,
 ) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
     """The keys that open a fetched batch's sealed records and, at the same time, which of
-    the messages its headers name (``messages_named``) are stored already: the keys, the
+    the messages its headers name (``read_headers``) are stored already: the keys, the
     messages checked, and the stored ones' ids. A message its payload names otherwise is
     checked by ``before_applying``."""
-    key_ids = [
-        key_id
-        for records in fetched.values()
-        for record in records
-        if record.headers and (key_id := sealed_with(record.headers)) is not None
-    ]
-    named = messages_named(fetched, inbound)
+    key_ids, named = read_headers(fetched, inbound)
 
     async def opening() -> dict[bytes, SealingKey]:
         return await keys.for_opening(key_ids) if key_ids else {}
