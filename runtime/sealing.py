@@ -180,9 +180,9 @@ ON CONFLICT (domain, subject, period) WHERE NOT spare
     DO UPDATE SET period = EXCLUDED.period
 RETURNING domain, subject, key_id, key
 """
-_BY_ID = """
-SELECT key_id, key, domain, subject, period FROM topic_keys WHERE key_id = ANY($1::uuid[])
-"""
+KEY_COLUMNS: Final = "key_id, key, domain, subject, period"
+"""What ``TopicKeys.keep_for_opening`` takes of a ``topic_keys`` row."""
+_BY_ID = f"SELECT {KEY_COLUMNS} FROM topic_keys WHERE key_id = ANY($1::uuid[])"  # noqa: S608 -- fixed text
 _STOCK_SPARES = """
 INSERT INTO topic_keys (key_id, key, spare) SELECT k, v, true FROM unnest($1::uuid[], $2::bytea[]) AS s(k, v)
 """
@@ -421,6 +421,17 @@ class TopicKeys:
 
     async def for_opening(self, key_ids: Iterable[bytes]) -> dict[bytes, SealingKey]:
         """The keys of ``key_ids`` that still exist."""
+        found, missing = self.cached_for_opening(key_ids)
+        if missing:
+            found.update(self.keep_for_opening(await self._pool.fetch(_BY_ID, missing)))
+        return found
+
+    def cached_for_opening(
+        self, key_ids: Iterable[bytes]
+    ) -> tuple[dict[bytes, SealingKey], list[uuid.UUID]]:
+        """The keys of ``key_ids`` this process holds, and the ids of the others: what a
+        reader that joins their query to one of its own reads (``KEY_COLUMNS`` of the rows
+        whose ``key_id`` is one of them) and hands to ``keep_for_opening``."""
         now = self._clock()
         found: dict[bytes, SealingKey] = {}
         missing: list[uuid.UUID] = []
@@ -430,16 +441,20 @@ class TopicKeys:
                 found[key_id] = key
             elif len(key_id) == 16:
                 missing.append(uuid.UUID(bytes=key_id))
-        if missing:
-            for row in await self._pool.fetch(_BY_ID, missing):
-                named = (
-                    None
-                    if row["subject"] is None
-                    else (row["domain"], row["subject"], row["period"])
-                )
-                key = _key(row["key_id"], row["key"], named)
-                found[key.key_id] = key
-                self._opening.keep(key.key_id, key, now)
+        return found, missing
+
+    def keep_for_opening(self, rows: Iterable[Mapping[str, Any]]) -> dict[bytes, SealingKey]:
+        """The keys of ``topic_keys`` rows read by their ids (``KEY_COLUMNS``), kept for
+        ``cache_seconds``."""
+        now = self._clock()
+        found: dict[bytes, SealingKey] = {}
+        for row in rows:
+            named = (
+                None if row["subject"] is None else (row["domain"], row["subject"], row["period"])
+            )
+            key = _key(row["key_id"], row["key"], named)
+            found[key.key_id] = key
+            self._opening.keep(key.key_id, key, now)
         return found
 
     def sealing_too(self, opened: Iterable[tuple[str, str, bytes]]) -> None:

@@ -14,12 +14,14 @@ import asyncpg
 import msgspec
 import msgspec.inspect as mi
 import pytest
+from aiokafka import TopicPartition
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
 from router.shell.outbox import sealed as outbox_sealed
 from router.shell.outbox import sealing_subjects
+from router.shell.reads import before_decoding
 from router.shell.store import OutboxEvent
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
@@ -224,10 +226,13 @@ class CountingPool:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.queries = 0
+        self.arguments: tuple[Any, ...] = ()
+        """The last query's."""
         self.sent = asyncio.Event()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         self.queries += 1
+        self.arguments = args
         self.sent.set()
         return await self.pool.fetch(query, *args)
 
@@ -287,6 +292,49 @@ async def test_a_key_that_opened_a_subjects_record_today_seals_for_it_with_no_qu
         await tomorrow.for_opening([key_id])
         tomorrow.sealing_too([(*customer, key_id)])
         assert (await tomorrow.for_sealing([customer]))[customer].key_id != key_id
+    finally:
+        await pool.close()
+
+
+async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one_query(
+    database_url: str,
+) -> None:
+    """Before decoding a batch, the router asks in one query for the keys of its sealed
+    records that it does not hold and for the messages its headers name that are stored
+    already (provider retries); nothing when it holds every key and no header names one."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        customer = (DOMAIN, "sms:+14155550100")
+        key = (await TopicKeys(pool, clock=lambda: T0).for_sealing([customer]))[customer]
+        retried, first = message(message_id="m-retried"), message(message_id="m-first")
+        await pool.execute(
+            "INSERT INTO messages (domain, message_id, conversation_id, direction, channel,"
+            " occurred_at) VALUES ($1, $2, 'c1', 'inbound', 'sms', now())",
+            DOMAIN,
+            retried.id,
+        )
+
+        def sealed(event: MessageReceived, offset: int, *, named: bool = True) -> Any:
+            naming = (("ce_type", b"message.received"), ("ce_id", event.id.encode()))
+            headers = (*(naming if named else ()), (SEALED_WITH, key.key_id))
+            return record(seal(key, msgspec.json.encode(event)), offset, headers=headers)
+
+        fetched = {TopicPartition(topics.INBOUND, 0): [sealed(retried, 0), sealed(first, 1)]}
+        counting = CountingPool(pool)
+        reader = TopicKeys(cast(asyncpg.Pool, counting), clock=lambda: T0)
+        as_pool = cast(asyncpg.Pool, counting)
+
+        keys, checked, stored = await before_decoding(reader, as_pool, fetched, topics.INBOUND)
+        assert (set(keys), stored, counting.queries) == ({key.key_id}, {retried.id}, 1)
+        assert checked == {(DOMAIN, retried.id), (DOMAIN, first.id)}
+        # The key is held now: the query asks for the messages only.
+        keys, _, stored = await before_decoding(reader, as_pool, fetched, topics.INBOUND)
+        assert (set(keys), stored, counting.queries) == ({key.key_id}, {retried.id}, 2)
+        assert counting.arguments[0] == []
+        # Records whose headers name no message, sealed with a key held: no query.
+        unnamed = {TopicPartition(topics.INBOUND, 0): [sealed(first, 2, named=False)]}
+        keys, checked, stored = await before_decoding(reader, as_pool, unnamed, topics.INBOUND)
+        assert (set(keys), checked, stored, counting.queries) == ({key.key_id}, set(), set(), 2)
     finally:
         await pool.close()
 

@@ -1,8 +1,8 @@
 """What the router reads from PostgreSQL besides its batches' writes: a partition's
 domains when it takes them over (``load_domains``), and what a batch needs before it
 applies: the keys of its sealed records and which of its messages are stored already
-(``before_decoding``), then the stored customers it names (``before_applying``, for
-``router.shell.residents``)."""
+(``before_decoding``, one query), then the stored customers it names
+(``before_applying``, for ``router.shell.residents``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
 from runtime.db import column_arrays
-from runtime.sealing import SEALED_WITH, SealingKey, TopicKeys
+from runtime.sealing import KEY_COLUMNS, SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
 
 R = TypeVar("R")
@@ -239,22 +239,31 @@ def read_headers(
     return key_ids, named
 
 
+_KEYS_AND_STORED = f"""
+SELECT {KEY_COLUMNS}, NULL::text AS message_id FROM topic_keys WHERE key_id = ANY($1::uuid[])
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, m.message_id FROM messages m
+JOIN unnest($2::text[], $3::text[]) AS i(d, id) ON m.domain = i.d AND m.message_id = i.id
+"""  # noqa: S608 -- fixed text
+
+
 async def before_decoding(
     keys: TopicKeys,
     pool: asyncpg.Pool,
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     inbound: str,
 ) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
-    """The keys that open a fetched batch's sealed records and, at the same time, which of
-    the messages its headers name (``read_headers``) are stored already: the keys, the
+    """The keys that open a fetched batch's sealed records and which of the messages its
+    headers name (``read_headers``) are stored already, in one query: the keys, the
     messages checked, and the stored ones' ids. A message its payload names otherwise is
     checked by ``before_applying``."""
     key_ids, named = read_headers(fetched, inbound)
-
-    async def opening() -> dict[bytes, SealingKey]:
-        return await keys.for_opening(key_ids) if key_ids else {}
-
-    found, stored = await asyncio.gather(opening(), _stored(pool, named))
+    found, missing = keys.cached_for_opening(key_ids)
+    if not (missing or named):
+        return found, set(), set()
+    rows = await pool.fetch(_KEYS_AND_STORED, missing, *column_arrays(named, 2))
+    found.update(keys.keep_for_opening(row for row in rows if row["key_id"] is not None))
+    stored = {row["message_id"] for row in rows if row["key_id"] is None}
     return found, set(named), stored
 
 
