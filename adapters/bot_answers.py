@@ -18,6 +18,10 @@ where the router applies them in order with the agents' commands:
    before the commit forwards the batch again: the router takes an answer twice as it
    takes any redelivered record (a reply's outbound id comes from the answer's id, and
    egress sends an id once; a second hand-off or resolve is refused).
+
+While no domain has a bot, nothing is read (the partitions are paused: no fetch every
+``kafka.fetch_max_wait_ms`` for answers that no bot can send); an answer published
+meanwhile is forwarded once a bot is configured, for the router to judge.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Mapping
 import asyncpg
 import msgspec
 import structlog
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -56,8 +60,11 @@ class BotAnswerForwarder:
         producer: AIOKafkaProducer,
         metrics: Metrics,
         keys: TopicKeys,
+        *,
+        bots: bool,
     ) -> None:
         self._config = config
+        self._bots = bots
         self._keys = keys
         self._environ = environ
         self._pool = pool
@@ -70,6 +77,10 @@ class BotAnswerForwarder:
     def stop(self) -> None:
         self._stopping.set()
 
+    def reconfigure(self, bots: bool) -> None:
+        """Whether any domain has a bot (the next step pauses or resumes reading)."""
+        self._bots = bots
+
     async def run(self) -> None:
         consumer = kafka.group_consumer(self._config, self._environ, "bot-answers", self._source)
         if not await kafka.start_consumer_when_reachable(
@@ -78,6 +89,7 @@ class BotAnswerForwarder:
             return
         try:
             while not self._stopping.is_set():
+                self._pause_or_resume(consumer)
                 try:
                     batch = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX)
                     if not batch:
@@ -91,6 +103,13 @@ class BotAnswerForwarder:
                         await consumer.seek_to_committed()
         finally:
             await consumer.stop()
+
+    def _pause_or_resume(self, consumer: AIOKafkaConsumer) -> None:
+        """Paused while no domain has a bot; each step, as a rebalance may assign more."""
+        if not self._bots:
+            consumer.pause(*consumer.assignment())
+        elif paused := consumer.paused():
+            consumer.resume(*paused)
 
     async def _forward(
         self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]

@@ -78,6 +78,7 @@ ROUTER_WORKER = web.AppKey("router_worker", RouterWorker)
 EGRESS_WORKER = web.AppKey("egress_worker", EgressWorker)
 OUTBOUND_SENDER = web.AppKey("outbound_sender", OutboundSender)
 BOT_BRIDGE = web.AppKey("bot_bridge", BotBridge)
+BOT_ANSWERS = web.AppKey("bot_answers", BotAnswerForwarder)
 RETENTION_JOB = web.AppKey("retention_job", RetentionJob)
 WORKLOAD_JOB = web.AppKey("workload_job", WorkloadJob)
 
@@ -144,6 +145,8 @@ def build_app(
                 sender.reconfigure(document.channels, _outbounds(document))
             if (bridge := app.get(BOT_BRIDGE)) is not None:
                 bridge.reconfigure(_bot_webhooks(document))
+            if (forwarder := app.get(BOT_ANSWERS)) is not None:
+                forwarder.reconfigure(_any_bot(document))
             app[IDENTITY_LOOKUPS].reconfigure(_lookups(document))
 
         live.subscribe(reconfigure_adapters)
@@ -237,6 +240,10 @@ def _bot_webhooks(document: ControlDocument) -> dict[str, dict[str, BotWebhook]]
         for name, domain in document.domains.items()
     }
     return {name: bots for name, bots in webhooks.items() if bots}
+
+
+def _any_bot(document: ControlDocument) -> bool:
+    return any(domain.routing.bots for domain in document.domains.values())
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -396,8 +403,14 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
 
 async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
     """Bots' answers forwarded from ``bots.events`` to the router's ``agents.events``."""
-    forwarder = BotAnswerForwarder(
-        app[CONFIG], app[ENVIRON], app[DB_POOL], app[PRODUCER], app[METRICS], app[TOPIC_KEYS]
+    forwarder = app[BOT_ANSWERS] = BotAnswerForwarder(
+        app[CONFIG],
+        app[ENVIRON],
+        app[DB_POOL],
+        app[PRODUCER],
+        app[METRICS],
+        app[TOPIC_KEYS],
+        bots=_any_bot(app[LIVE_CONFIG].document),
     )
     async with background("bot-answers", forwarder.run(), forwarder.stop):
         yield

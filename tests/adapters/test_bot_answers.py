@@ -21,6 +21,8 @@ from tests.conftest import Infrastructure
 from tests.support import TopicReader, make_config, running_service, topic_keys, wait_until
 
 ADAPTERS = frozenset({Role.ADAPTERS})
+A_BOT = {"domains": {"acme": {"routing": {"bots": {"helper": {}}}}}}
+"""The forwarder reads nothing while no domain has a bot."""
 
 
 def answer(answer_id: str, domain: str = "acme", conversation_id: str = "c-1") -> BotReplied:
@@ -38,7 +40,7 @@ def answer(answer_id: str, domain: str = "acme", conversation_id: str = "c-1") -
 async def test_answers_are_forwarded_unchanged_and_anything_else_is_set_aside(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    config = make_config(infrastructure.bootstrap_servers, database_url)
+    config = make_config(infrastructure.bootstrap_servers, database_url, A_BOT)
     async with running_service(config, roles=ADAPTERS):
         producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
         await producer.start()
@@ -96,7 +98,7 @@ async def test_answers_are_forwarded_unchanged_and_anything_else_is_set_aside(
 async def test_a_sealed_answer_goes_on_sealed_and_one_that_does_not_open_is_set_aside(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
-    config = make_config(infrastructure.bootstrap_servers, database_url)
+    config = make_config(infrastructure.bootstrap_servers, database_url, A_BOT)
     await kafka.ensure_topics(config, {})
     producer = kafka.make_producer(config, {})
     await producer.start()
@@ -134,3 +136,35 @@ async def test_a_sealed_answer_goes_on_sealed_and_one_that_does_not_open_is_set_
     finally:
         await conn.close()
         await producer.stop()
+
+
+async def test_with_no_bot_configured_nothing_is_read_until_one_is(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """No domain has a bot: the forwarder fetches nothing (its partitions paused), and an
+    answer published meanwhile is forwarded once a bot is added through the API."""
+    config = make_config(
+        infrastructure.bootstrap_servers, database_url, {"api": {"auth": "disabled"}}
+    )
+    async with running_service(config) as service, TopicReader(config, topics.AGENTS) as agents:
+        await asyncio.sleep(1)  # the forwarder's first read ends: the next step pauses
+        producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                config.topic(topics.BOTS), msgspec.json.encode(answer("early")), key=b"acme"
+            )
+        finally:
+            await producer.stop()
+        await asyncio.sleep(1.5)  # loops enough to have forwarded it, were it read
+        assert await agents.poll() == []
+        domain = service.url("/v1/domains/acme/config")
+        async with service.session.get(domain) as response:
+            document, tag = await response.json(), response.headers["ETag"]
+        document["routing"]["bots"] = {"helper": {}}
+        async with service.session.put(
+            domain, json=document, headers={"If-Match": tag}
+        ) as response:
+            assert response.status == 200, await response.text()
+        [forwarded] = await agents.wait_for(lambda records: len(records) >= 1, timeout=15)
+        assert AGENT_EVENT_DECODER.decode(forwarded.value).id == "early"
