@@ -32,7 +32,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
@@ -187,19 +187,27 @@ _STOCK_SPARES = """
 INSERT INTO topic_keys (key_id, key, spare) SELECT k, v, true FROM unnest($1::uuid[], $2::bytea[]) AS s(k, v)
 """
 _NAME_SPARES = """
-UPDATE topic_keys k SET domain = w.domain, subject = w.subject, period = w.period
+UPDATE topic_keys k SET domain = w.domain, subject = w.subject, period = w.period,
+    -- the key's age counts from its first use, as a key made then: retention deletes it
+    -- once what it sealed has left the topics, not a stocking's time earlier
+    created_at = now()
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[]) AS w(key_id, domain, subject, period)
 WHERE k.key_id = w.key_id AND k.spare
 """
 
 SPARE_KEYS: Final = 64
 """Keys a producer keeps in stock for PostgreSQL's outages (``TopicKeys``)."""
+AHEAD_KEYS: Final = 512
+"""Keys a producer keeps in stock beyond ``SPARE_KEYS`` for the subjects it has no key for
+yet: it seals with one at once and names it in the background (``run``), where a request
+would wait for a query (that query and its commit were a quarter of PostgreSQL's work per
+webhook, measured). The stock is filled again once half of them are taken."""
 SPARE_SECONDS: Final = 12 * 3600
 """A spare is used this long after it was stocked at most; the sweep deletes a spare
 never named after ``SPARE_UNNAMED_SECONDS``."""
 SPARE_UNNAMED_SECONDS: Final = 86_400
 STOCK_SECONDS: Final = 2.0
-"""How often a producer names the spares it used and stocks new ones (``run``)."""
+"""How often a producer looks at its stock (``run``), besides each time it takes keys."""
 
 
 class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
@@ -243,11 +251,15 @@ class _KeyRound:
 class TopicKeys:
     """The ``topic_keys`` table, as producers and readers of the topics use it.
 
-    While PostgreSQL cannot be reached, a producer seals with spare keys: rows it made
-    beforehand with no subject (``stock``), so readers can open what it sealed. It names
-    them (their domain, subject and day) once PostgreSQL answers again (``flush``); until
-    then an erasure cannot find them, and if the process dies first, what they sealed is
-    erased by topic retention only.
+    A producer (a process that runs ``run``) keeps spare keys in stock: rows it made
+    beforehand with no subject (``stock``), so readers can open what it seals with them.
+    It takes one for a subject it has no key for today while it holds more than
+    ``SPARE_KEYS`` (``AHEAD_KEYS``), and the rest while PostgreSQL cannot be reached. It
+    names them (their domain, subject and day) in the background: at once when PostgreSQL
+    answers, once it answers again otherwise. Until then an erasure cannot find them (a
+    reader that opens one first seals its own events for the subject under a key of its
+    own), and if the process dies first, what they sealed becomes unreadable a day later,
+    when the sweep deletes spares never named.
     """
 
     def __init__(
@@ -262,8 +274,11 @@ class TopicKeys:
         self._clock = clock
         self._sealing = _Expiring(cache_size, cache_seconds)
         self._opening = _Expiring(cache_size, cache_seconds)
-        self._spares: list[tuple[float, SealingKey]] = []
+        self._spares: deque[tuple[float, SealingKey]] = deque()
+        """Keys stocked, with the time they were: the oldest first."""
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        """Set when keys were taken (to be named) and at the stop."""
         self._unnamed: dict[bytes, tuple[str, bytes, int]] = {}
         """Spare keys used while PostgreSQL was away: key id -> (domain, subject, day)."""
         self._gathering: _KeyRound | None = None
@@ -278,9 +293,10 @@ class TopicKeys:
     async def for_sealing(
         self, subjects: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], SealingKey]:
-        """The current key of every ``(domain, subject)``, made where there is none; a
-        spare one while PostgreSQL cannot be reached (``DATABASE_ERRORS`` once the spares
-        run out)."""
+        """The current key of every ``(domain, subject)``, made where there is none: a
+        spare taken ahead while the stock holds more than ``SPARE_KEYS`` (no query: named
+        by ``run`` soon after), else got or made by a query; a spare while PostgreSQL
+        cannot be reached (``DATABASE_ERRORS`` once the spares run out)."""
         now = self._clock()
         period = int(now // SECONDS_PER_PERIOD)
         found: dict[tuple[str, str], SealingKey] = {}
@@ -292,6 +308,13 @@ class TopicKeys:
             else:
                 found[name] = key
         if not missing:
+            return found
+        ahead = self._take_spares(len(missing), now, keep=SPARE_KEYS)
+        if ahead is not None:
+            for name, key in zip(missing, ahead, strict=True):
+                found[name] = key
+                self._taken(name, period, key, now)
+            self._wake.set()
             return found
         made = await self._made(list(missing), period)
         for name in missing:
@@ -357,10 +380,12 @@ class TopicKeys:
             spares = self._take_spares(len(by_digest), now)
             if spares is None:
                 raise
-            made = list(zip(by_digest, spares, strict=True))
-            for (domain, digest), key in made:
-                self._unnamed[key.key_id] = (domain, digest, period)
-        found: dict[tuple[str, str], SealingKey] = {}
+            found = {}
+            for digested, key in zip(by_digest, spares, strict=True):
+                found[by_digest[digested]] = key
+                self._taken(by_digest[digested], period, key, now)
+            return found
+        found = {}
         for digested, key in made:
             name = by_digest[digested]
             found[name] = key
@@ -368,31 +393,59 @@ class TopicKeys:
             self._opening.keep(key.key_id, key, now)
         return found
 
-    def _take_spares(self, count: int, now: float) -> list[SealingKey] | None:
-        self._spares = [(at, key) for at, key in self._spares if now - at < SPARE_SECONDS]
-        if len(self._spares) < count:
+    def _taken(self, name: tuple[str, str], period: int, key: SealingKey, now: float) -> None:
+        """A spare taken to seal for ``name`` today: named by the next ``stock``."""
+        domain, subject = name
+        self._unnamed[key.key_id] = (domain, subject_digest(subject), period)
+        self._sealing.keep((*name, period), key, now)
+        self._opening.keep(key.key_id, key, now)
+
+    def _take_spares(self, count: int, now: float, *, keep: int = 0) -> list[SealingKey] | None:
+        """``count`` spares, oldest first, leaving ``keep`` in stock; None: too few."""
+        spares = self._fresh_spares(now)
+        if len(spares) - keep < count:
             return None
-        taken, self._spares = self._spares[:count], self._spares[count:]
-        return [key for _, key in taken]
+        return [spares.popleft()[1] for _ in range(count)]
+
+    def _fresh_spares(self, now: float) -> deque[tuple[float, SealingKey]]:
+        """The stock, without the spares stocked ``SPARE_SECONDS`` ago or more."""
+        spares = self._spares
+        while spares and now - spares[0][0] >= SPARE_SECONDS:
+            spares.popleft()
+        return spares
 
     async def run(self) -> None:
-        """``stock`` at once, then every ``STOCK_SECONDS``, until ``stop``."""
-        while not self._stopping.is_set():
+        """``stock`` at once, then each time keys are taken and every ``STOCK_SECONDS``,
+        until ``stop``; then the keys taken meanwhile are named once more."""
+        while True:
+            stopping = self._stopping.is_set()
+            self._wake.clear()
             try:
-                await self.stock()
+                await self.stock(refill=not stopping)
             except DATABASE_ERRORS as error:
                 log.warning(
                     "topic_keys_not_stocked", error=type(error).__name__, unnamed=self.unnamed
                 )
+                if stopping:
+                    return
+                # Away: asking again at each key taken would only add to its load.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), STOCK_SECONDS)
+                continue
+            if stopping:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), STOCK_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), STOCK_SECONDS)
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
-    async def stock(self) -> None:
-        """Name the spares used while PostgreSQL was away, and make new ones up to
-        ``SPARE_KEYS``: a producer's background task, every few seconds."""
+    async def stock(self, *, refill: bool = True) -> None:
+        """Name the spares taken (their domain, subject and day: an erasure finds them
+        then), and, with ``refill``, make new ones up to ``SPARE_KEYS + AHEAD_KEYS`` once
+        the stock is down to ``SPARE_KEYS + AHEAD_KEYS // 2``: a producer's background
+        task (``run``)."""
         if self._unnamed:
             named = dict(self._unnamed)
             await self._pool.execute(
@@ -405,10 +458,10 @@ class TopicKeys:
             for key_id in named:
                 self._unnamed.pop(key_id, None)
         now = self._clock()
-        self._spares = [(at, key) for at, key in self._spares if now - at < SPARE_SECONDS]
-        wanted = SPARE_KEYS - len(self._spares)
-        if wanted <= 0:
+        stocked = len(self._fresh_spares(now))
+        if not refill or stocked > SPARE_KEYS + AHEAD_KEYS // 2:
             return
+        wanted = SPARE_KEYS + AHEAD_KEYS - stocked
         made = [
             _key(uuid.uuid4(), AESGCM.generate_key(bit_length=KEY_BYTES * 8)) for _ in range(wanted)
         ]

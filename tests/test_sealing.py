@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
@@ -25,6 +26,7 @@ from router.shell.reads import before_decoding
 from router.shell.store import OutboxEvent
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
+    AHEAD_KEYS,
     PERSONAL_TYPES,
     SEALED_WITH,
     SECONDS_PER_PERIOD,
@@ -49,7 +51,7 @@ from schemas.outbound import ReplyRequested
 from schemas.routing import BotTurn, ConversationAssigned, CustomerErased, MessageRouted
 from tests.engine.builders import DOMAIN, T0, message
 from tests.shell.test_intake import applied, dead, new_intake, record, run
-from tests.support import CuttableProxy
+from tests.support import CuttableProxy, wait_until
 
 
 def a_key() -> SealingKey:
@@ -236,6 +238,10 @@ class CountingPool:
         self.sent.set()
         return await self.pool.fetch(query, *args)
 
+    async def execute(self, query: str, *args: Any) -> str:
+        """Stocking and naming spares: not counted."""
+        return await self.pool.execute(query, *args)
+
 
 async def test_webhooks_asking_at_once_for_new_subjects_share_one_query(database_url: str) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
@@ -377,14 +383,16 @@ async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them
 ) -> None:
     proxy, proxied = await CuttableProxy.before_database(database_url)
     pool = await asyncpg.create_pool(proxied, min_size=1, max_size=2)
+    stocked = SPARE_KEYS + AHEAD_KEYS
     try:
         keys = TopicKeys(pool)
         await keys.stock()
-        assert await pool.fetchval("SELECT count(*) FROM topic_keys WHERE spare") == SPARE_KEYS
+        assert await pool.fetchval("SELECT count(*) FROM topic_keys WHERE spare") == stocked
         proxy.cut()
-        wanted = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(SPARE_KEYS)]
-        during = await keys.for_sealing(wanted)
-        assert keys.unnamed == SPARE_KEYS
+        wanted = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(stocked)]
+        during = await keys.for_sealing(wanted[:AHEAD_KEYS])  # taken ahead: no query
+        during |= await keys.for_sealing(wanted[AHEAD_KEYS:])  # the query fails: the rest
+        assert keys.unnamed == stocked
         with pytest.raises(DATABASE_ERRORS):
             await keys.for_sealing([(DOMAIN, "sms:+14155559999")])  # no spare left
         proxy.restore()
@@ -398,20 +406,79 @@ async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them
         }
         # an erasure finds them by subject; readers open what they sealed
         opened = await TopicKeys(pool).for_opening(k.key_id for k in during.values())
-        assert len(opened) == SPARE_KEYS
+        assert len(opened) == stocked
         # the stock is whole again, and unused spares are swept after a day
         assert (
             await pool.fetchval("SELECT count(*) FROM topic_keys WHERE spare AND domain IS NULL")
-            == SPARE_KEYS
+            == stocked
         )
         await pool.execute(
             "UPDATE topic_keys SET created_at = now() - interval '2 days'"
             " WHERE spare AND domain IS NULL"
         )
-        assert await sweep(pool, topic_retention_ms=None) == {"": SPARE_KEYS}
+        assert await sweep(pool, topic_retention_ms=None) == {"": stocked}
     finally:
         await pool.close()
         await proxy.stop()
+
+
+async def test_a_producer_seals_for_a_new_subject_with_no_query_and_names_the_key_at_once(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond the reserve kept for outages, a producer seals for a subject it has no key
+    for with a spare at once, and names it in the background right after (not at the next
+    look at its stock), its age counted from then; the keys taken last are named at the
+    stop. Once only the reserve is left, a subject waits for a query again."""
+    monkeypatch.setattr("runtime.sealing.STOCK_SECONDS", 3600.0)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        counting = CountingPool(pool)
+        keys = TopicKeys(cast(asyncpg.Pool, counting))
+        await keys.stock()
+        await pool.execute("UPDATE topic_keys SET created_at = now() - interval '2 hours'")
+        running = asyncio.create_task(keys.run())
+        wanted = [(DOMAIN, f"sms:+1415555{n:04d}") for n in range(3)]
+
+        async def named(count: int) -> bool:
+            rows = await pool.fetchval(
+                "SELECT count(*) FROM topic_keys WHERE spare AND domain = $1"
+                " AND created_at > now() - interval '1 hour'",
+                DOMAIN,
+            )
+            return bool(rows == count)
+
+        sealing = await keys.for_sealing(wanted[:1])
+        await wait_until(lambda: named(1), what="the first key taken named")
+        # Taken while the producer waits for its next look at the stock, an hour away.
+        sealing |= await keys.for_sealing(wanted[1:])
+        assert counting.queries == 0
+        await wait_until(lambda: named(3), what="the keys taken next named")
+        stored = await pool.fetch(
+            "SELECT key_id, subject FROM topic_keys WHERE spare AND domain = $1", DOMAIN
+        )
+        assert {row["key_id"].bytes: row["subject"] for row in stored} == {
+            sealing[name].key_id: subject_digest(name[1]) for name in wanted
+        }
+        last = (DOMAIN, "sms:+14155550999")
+        await keys.for_sealing([last])
+        keys.stop()
+        await running
+        assert await named(4)
+        assert counting.queries == 0
+
+        reserve = TopicKeys(cast(asyncpg.Pool, counting))
+        await reserve.stock()
+        ahead = [(DOMAIN, f"email:p{n}@example.org") for n in range(AHEAD_KEYS)]
+        await reserve.for_sealing(ahead)
+        assert counting.queries == 0
+        made = await reserve.for_sealing([(DOMAIN, "sms:+14155550777")])
+        assert counting.queries == 1
+        assert reserve.unnamed == AHEAD_KEYS
+        assert made[(DOMAIN, "sms:+14155550777")].key_id not in {
+            k.key_id for k in (await reserve.for_sealing(ahead)).values()
+        }
+    finally:
+        await pool.close()
 
 
 def test_the_outbox_publishes_sealed_the_events_that_name_a_subject_and_the_rest_as_they_are() -> (
@@ -426,3 +493,10 @@ def test_the_outbox_publishes_sealed_the_events_that_name_a_subject_and_the_rest
     assert sent.headers == (("ce_id", b"1"), (SEALED_WITH, key.key_id))
     assert open_value(sent.value, sealed_with(sent.headers), {key.key_id: key}) == b'{"text":"hi"}'
     assert outbox_sealed([plain], {}) == [plain]
+
+
+def test_the_readme_states_the_stock_of_spare_keys() -> None:
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    stocked, refilled = SPARE_KEYS + AHEAD_KEYS, SPARE_KEYS + AHEAD_KEYS // 2
+    assert f"no subject yet: {stocked}, made again once {refilled} are left" in readme
+    assert f"The last {SPARE_KEYS} are kept for an outage of PostgreSQL" in readme
