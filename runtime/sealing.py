@@ -207,7 +207,11 @@ SPARE_SECONDS: Final = 12 * 3600
 never named after ``SPARE_UNNAMED_SECONDS``."""
 SPARE_UNNAMED_SECONDS: Final = 86_400
 STOCK_SECONDS: Final = 2.0
-"""How often a producer looks at its stock (``run``), besides each time it takes keys."""
+"""How often a producer looks at its stock (``run``), besides soon after it takes keys."""
+NAME_SECONDS: Final = 0.2
+"""How long after taking spares a producer names them (``run``): those taken meanwhile are
+named by the same statement, where naming each at once was a statement and a commit per new
+customer's webhook."""
 
 
 class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
@@ -415,8 +419,8 @@ class TopicKeys:
         return spares
 
     async def run(self) -> None:
-        """``stock`` at once, then each time keys are taken and every ``STOCK_SECONDS``,
-        until ``stop``; then the keys taken meanwhile are named once more."""
+        """``stock`` at once, then ``NAME_SECONDS`` after keys are taken and every
+        ``STOCK_SECONDS``, until ``stop``; then the keys taken meanwhile are named once more."""
         while True:
             stopping = self._stopping.is_set()
             self._wake.clear()
@@ -436,6 +440,8 @@ class TopicKeys:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), STOCK_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), NAME_SECONDS)
 
     def stop(self) -> None:
         self._stopping.set()

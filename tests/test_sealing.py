@@ -228,6 +228,7 @@ class CountingPool:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.queries = 0
+        self.namings = 0
         self.arguments: tuple[Any, ...] = ()
         """The last query's."""
         self.sent = asyncio.Event()
@@ -239,7 +240,9 @@ class CountingPool:
         return await self.pool.fetch(query, *args)
 
     async def execute(self, query: str, *args: Any) -> str:
-        """Stocking and naming spares: not counted."""
+        """Stocking and naming spares: not counted as queries; namings counted apart."""
+        if query.lstrip().startswith("UPDATE"):
+            self.namings += 1
         return await self.pool.execute(query, *args)
 
 
@@ -422,14 +425,16 @@ async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them
         await proxy.stop()
 
 
-async def test_a_producer_seals_for_a_new_subject_with_no_query_and_names_the_key_at_once(
+async def test_a_producer_seals_for_a_new_subject_with_no_query_and_names_the_key_soon_after(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Beyond the reserve kept for outages, a producer seals for a subject it has no key
-    for with a spare at once, and names it in the background right after (not at the next
-    look at its stock), its age counted from then; the keys taken last are named at the
-    stop. Once only the reserve is left, a subject waits for a query again."""
+    for with a spare at once, and names it in the background soon after (not at the next
+    look at its stock), those taken meanwhile with it, its age counted from then; the keys
+    taken last are named at the stop. Once only the reserve is left, a subject waits for a
+    query again."""
     monkeypatch.setattr("runtime.sealing.STOCK_SECONDS", 3600.0)
+    monkeypatch.setattr("runtime.sealing.NAME_SECONDS", 1.0)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         counting = CountingPool(pool)
@@ -449,10 +454,14 @@ async def test_a_producer_seals_for_a_new_subject_with_no_query_and_names_the_ke
 
         sealing = await keys.for_sealing(wanted[:1])
         await wait_until(lambda: named(1), what="the first key taken named")
-        # Taken while the producer waits for its next look at the stock, an hour away.
-        sealing |= await keys.for_sealing(wanted[1:])
+        # Taken one at a time while the producer waits for its next look at the stock, an
+        # hour away: named together.
+        sealing |= await keys.for_sealing(wanted[1:2])
+        await asyncio.sleep(0.1)
+        sealing |= await keys.for_sealing(wanted[2:])
         assert counting.queries == 0
         await wait_until(lambda: named(3), what="the keys taken next named")
+        assert counting.namings == 2
         stored = await pool.fetch(
             "SELECT key_id, subject FROM topic_keys WHERE spare AND domain = $1", DOMAIN
         )
