@@ -188,12 +188,13 @@ OPERATIONS: tuple[Operation, ...] = (
         200,
         DryRunView,
         DryRunIn,
-        errors=(400, 401, 403, 404, 413, 503),
+        errors=(400, 401, 403, 404, 413, 429, 503),
         description="Nothing is changed. The candidate is a `routing` section, or the"
         " domain's routing in an earlier `version`; the KPIs of both come from the same"
         " replay of the window's recorded messages and agent events through the engine."
         " With `background`, 202 with a planning job at once: `GET"
-        " …/planning/jobs/{job_id}` shows the replay's progress, then this answer.",
+        " …/planning/jobs/{job_id}` shows the replay's progress, then this answer; 429"
+        " when this process runs its most jobs already.",
         extra={
             "responses": {
                 "202": {
