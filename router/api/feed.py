@@ -10,6 +10,12 @@ customer, and no stream is handed it. Each event
    ``Last-Event-ID`` resumption; duplicates of a republished event are dropped by id),
 3. is handed to the domain's stream subscribers.
 
+While no stream is open and no command awaits its verdict, nobody waits on the feed: it
+reads what came every ``kafka.background_fetch_max_wait_ms``, its partitions paused in
+between (a paused consumer fetches nothing), where it fetched every
+``kafka.fetch_max_wait_ms`` for events nobody waited on. Nothing is skipped, so the rings
+stay whole; a command or a new stream resumes reading at once.
+
 A ``customer.erased`` first takes out of the ring the events of the conversations it
 names and every event about a customer that names no conversation (links, merges, consent
 changes: the erasure names no one, so any of them may be the erased customer's): a client
@@ -122,6 +128,8 @@ class RoutingFeed:
         self._subscribers: dict[str, set[Subscriber]] = {}
         self._waiters: dict[str, asyncio.Future[Verdict]] = {}
         self._issuers: OrderedDict[str, str] = OrderedDict()
+        self.woken = asyncio.Event()
+        """Set by a command expected or a stream subscribed: the pump reads on at once."""
 
     # -- commands -----------------------------------------------------------------
 
@@ -129,6 +137,7 @@ class RoutingFeed:
         """A future settled by the router's verdict on ``command_id`` (call before publishing)."""
         future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         self._waiters[command_id] = future
+        self.woken.set()
         if agent_id is not None:
             self._issuers[command_id] = agent_id
             while len(self._issuers) > ISSUERS_KEPT:
@@ -143,10 +152,16 @@ class RoutingFeed:
     def subscribe(self, domain: str) -> Subscriber:
         subscriber = Subscriber(domain)
         self._subscribers.setdefault(domain, set()).add(subscriber)
+        self.woken.set()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.get(subscriber.domain, set()).discard(subscriber)
+
+    @property
+    def awaited(self) -> bool:
+        """A stream is open or a command awaits its verdict."""
+        return bool(self._waiters) or any(self._subscribers.values())
 
     def recent(self, domain: str, last_event_id: str | None) -> tuple[list[FeedEvent], bool]:
         """Buffered events after ``last_event_id``, and whether that id was still buffered
@@ -227,10 +242,23 @@ async def start_consumer(consumer: AIOKafkaConsumer, topic: str) -> None:
     log.info("routing_feed_started", topic=topic, partitions=len(assigned))
 
 
-async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed, keys: TopicKeys) -> None:
+async def pump(
+    consumer: AIOKafkaConsumer, feed: RoutingFeed, keys: TopicKeys, idle_seconds: float
+) -> None:
+    """Feed every record ``consumer`` reads to ``feed``, until cancelled; while the feed is
+    not ``awaited`` and has read up to the high-water mark, pause for ``idle_seconds`` or
+    until ``feed.woken``."""
     while True:
+        feed.woken.clear()
+        if not feed.awaited and await _read_up(consumer):
+            consumer.pause(*consumer.assignment())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(feed.woken.wait(), idle_seconds)
+            consumer.resume(*consumer.paused())
         try:
-            batch = await consumer.getmany(timeout_ms=1000)
+            # Not awaited: one fetch's time for what came meanwhile, then paused again.
+            wait_ms = 1000 if feed.awaited else IDLE_READ_MS
+            batch = await consumer.getmany(timeout_ms=wait_ms)
         except KafkaError as error:
             log.warning("routing_feed_fetch_failed", error=type(error).__name__)
             await asyncio.sleep(1)
@@ -239,3 +267,17 @@ async def pump(consumer: AIOKafkaConsumer, feed: RoutingFeed, keys: TopicKeys) -
         # A batch given up would be verdicts that never settle their commands.
         opened = await keys.opened_persistently(fetched, reader="routing-feed")
         feed.feed_records(value for _, value in opened if value is not None)
+
+
+IDLE_READ_MS = 100
+"""How long a read of the feed nobody awaits waits for records before it pauses again."""
+
+
+async def _read_up(consumer: AIOKafkaConsumer) -> bool:
+    """Every partition read up to the high-water mark its last fetch gave (none fetched
+    yet: nothing known to be behind)."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None and await consumer.position(tp) < highwater:
+            return False
+    return True

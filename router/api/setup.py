@@ -117,7 +117,10 @@ async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await start_consumer(consumer, topic)
-    async with background("routing-feed", pump(consumer, app[API].feed, app[TOPIC_KEYS])):
+    idle_seconds = config.kafka.background_fetch_max_wait_ms / 1000
+    async with background(
+        "routing-feed", pump(consumer, app[API].feed, app[TOPIC_KEYS], idle_seconds)
+    ):
         yield
     await consumer.stop()
 
