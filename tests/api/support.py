@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 
 from router.api.auth import Scope, create_token
+from schemas import ConversationAssigned, Strategy
 from switchboard.app import Role
 from tests.support import Service, make_config, running_service, wait_until
 
@@ -22,6 +23,24 @@ DOMAINS: dict[str, Any] = {
         "globex": {"webchat": {"enabled": True}},
     }
 }
+
+
+def assigned(event_id: str, agent: str = "ann") -> ConversationAssigned:
+    """A routing event of domain ``acme`` concerning ``agent``."""
+    return ConversationAssigned(
+        id=event_id,
+        domain="acme",
+        occurred_at=1.0,
+        conversation_id="c1",
+        channel="webchat",  # type: ignore[arg-type]
+        customer_id="cu",
+        queue="default",
+        agent_id=agent,
+        assignment_id="a1",
+        strategy=Strategy.QUEUE,
+        step="queue",
+        waited_seconds=0.0,
+    )
 
 
 @dataclass

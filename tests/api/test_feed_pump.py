@@ -15,7 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from router.api.feed import RoutingFeed, pump, start_consumer
 from runtime import db, kafka
 from runtime.sealing import TopicKeys
-from schemas import CommandCompleted, ConversationAssigned, Strategy, topics
+from schemas import CommandCompleted, topics
+from tests.api.support import assigned
 from tests.conftest import Infrastructure
 from tests.support import make_config, wait_until
 
@@ -23,23 +24,6 @@ pytestmark = pytest.mark.integration
 
 HOUR = 3600.0
 """The pause between reads nobody awaits, longer than any test: only a wake-up reads."""
-
-
-def assigned(number: int) -> ConversationAssigned:
-    return ConversationAssigned(
-        id=f"e{number}",
-        domain="acme",
-        occurred_at=1.0,
-        conversation_id="c1",
-        channel="webchat",  # type: ignore[arg-type]
-        customer_id="cu",
-        queue="default",
-        agent_id="ann",
-        assignment_id=f"a{number}",
-        strategy=Strategy.QUEUE,
-        step="queue",
-        waited_seconds=0.0,
-    )
 
 
 class Running:
@@ -90,7 +74,7 @@ async def test_a_feed_nobody_awaits_is_paused_and_a_stream_reads_what_came_meanw
     running: Running,
 ) -> None:
     await wait_until(running.paused, what="paused")
-    await running.publisher.publish([assigned(n) for n in range(1, 4)])
+    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
     # Paused for an hour: read only when something wakes it.
     await asyncio.sleep(0.5)
     assert running.feed.recent("acme", None) == ([], True)
@@ -101,7 +85,7 @@ async def test_a_feed_nobody_awaits_is_paused_and_a_stream_reads_what_came_meanw
     assert [event.event_id for event in got if event] == ["e1", "e2", "e3"]
     assert not running.paused()
     # While the stream is open, the feed reads on.
-    await running.publisher.publish([assigned(4)])
+    await running.publisher.publish([assigned("e4")])
     event = await asyncio.wait_for(subscriber.queue.get(), 30)
     assert event is not None
     assert event.event_id == "e4"

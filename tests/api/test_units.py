@@ -11,31 +11,8 @@ from router.api.auth import new_token, token_sha256
 from router.api.config import ApiConfig, AuthMode
 from router.api.feed import RoutingFeed
 from runtime.stats import estimate_wait
-from schemas import (
-    CommandRejected,
-    ConversationAssigned,
-    CustomerErased,
-    CustomerLinked,
-    RoutingEvent,
-    Strategy,
-)
-
-
-def assigned(event_id: str, agent: str = "ann") -> ConversationAssigned:
-    return ConversationAssigned(
-        id=event_id,
-        domain="acme",
-        occurred_at=1.0,
-        conversation_id="c1",
-        channel="webchat",  # type: ignore[arg-type]
-        customer_id="cu",
-        queue="default",
-        agent_id=agent,
-        assignment_id="a1",
-        strategy=Strategy.QUEUE,
-        step="queue",
-        waited_seconds=0.0,
-    )
+from schemas import CommandRejected, CustomerErased, CustomerLinked, RoutingEvent
+from tests.api.support import assigned
 
 
 def fed(feed: RoutingFeed, *events: RoutingEvent) -> None:
