@@ -250,12 +250,12 @@ async def pump(
     until ``feed.woken``."""
     while True:
         feed.woken.clear()
-        if not feed.awaited and await _read_up(consumer):
-            consumer.pause(*consumer.assignment())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(feed.woken.wait(), idle_seconds)
-            consumer.resume(*consumer.paused())
         try:
+            if not feed.awaited and await _read_up(consumer):
+                consumer.pause(*consumer.assignment())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(feed.woken.wait(), idle_seconds)
+                consumer.resume(*consumer.paused())
             # Not awaited: one fetch's time for what came meanwhile, then paused again.
             wait_ms = 1000 if feed.awaited else IDLE_READ_MS
             batch = await consumer.getmany(timeout_ms=wait_ms)
