@@ -53,8 +53,9 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     background_fetch_max_wait_ms: int = 500
     """The same for consumers no one waits on (the configuration follower, the dead-letter
     recorder, and an API process's routing feed while it has no stream open and no command
-    awaiting its verdict: it then reads this often, paused between reads): on a broker whose fetches do not wake on new data, each consumer
-    polling every ``fetch_max_wait_ms`` costs the broker and its own process CPU while idle."""
+    awaiting its verdict: it then reads this often, paused between reads): on a broker
+    whose fetches do not wake on new data, each consumer polling every
+    ``fetch_max_wait_ms`` costs the broker and its own process CPU while idle."""
     max_batch_records: int = 2000
     """Records the router takes per batch at most."""
     session_timeout_ms: int = 10000
