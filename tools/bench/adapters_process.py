@@ -2,8 +2,9 @@
 
 ``python -m tools.bench.adapters_process CONFIG_JSON [ROLE ...]`` runs the service's adapters role
 (webhooks, egress, the notification sender) on the configuration (JSON of
-``switchboard.config.Config``) until SIGTERM, exactly as ``switchboard adapters`` does;
-warnings and errors only are logged (JSON, on stderr). ``ROLE``s name the roles
+``switchboard.config.Config``) until SIGTERM, exactly as ``switchboard adapters`` does,
+logging as the configuration says (by default JSON lines at ``INFO``: a line per webhook
+and per assignment, as deployed). ``ROLE``s name the roles
 instead: ``router`` as ``switchboard router`` serves it, ``adapters router`` as
 ``switchboard run`` does.
 """
@@ -25,7 +26,7 @@ from switchboard.config import Config
 def main(argv: list[str]) -> int:
     config = msgspec.json.decode(argv[0], type=Config)
     environ = dict(os.environ)
-    logs.configure("json", "WARNING", secrets=logs.secret_values(config, environ))
+    logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
     roles = frozenset(Role(name) for name in argv[1:]) or frozenset({Role.ADAPTERS})
     asyncio.run(serve(config, environ, roles))
     return 0
