@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,18 +27,15 @@ HOUR = 3600.0
 """The pause between reads nobody awaits, longer than any test: only a wake-up reads."""
 
 
+@dataclass
 class Running:
-    def __init__(
-        self, feed: RoutingFeed, consumer: AIOKafkaConsumer, publisher: kafka.EventPublisher
-    ) -> None:
-        self.feed = feed
-        self.consumer = consumer
-        self.publisher = publisher
+    feed: RoutingFeed
+    consumer: AIOKafkaConsumer
+    publisher: kafka.EventPublisher
 
     def paused(self) -> bool:
-        return bool(self.consumer.assignment()) and self.consumer.paused() == (
-            self.consumer.assignment()
-        )
+        partitions = self.consumer.assignment()
+        return bool(partitions) and self.consumer.paused() == partitions
 
 
 @pytest.fixture
