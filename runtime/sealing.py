@@ -13,7 +13,7 @@ shredding delay, no copy of their records on any topic can be opened, whatever t
 topic's retention and whoever kept a copy.
 
 Readers open what they fetch with ``TopicKeys.opened`` (one query per fetch for the keys
-not cached); a record without the header is read as it is, so records published before
+not cached, which brings the spares stocked since too: ``KEYS_FOR_OPENING``); a record without the header is read as it is, so records published before
 sealing was turned on, or by a producer that does not seal, stay readable. A record whose
 key is gone cannot be opened: it is about an erased customer.
 
@@ -35,6 +35,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -182,7 +183,20 @@ RETURNING domain, subject, key_id, key
 """
 KEY_COLUMNS: Final = "key_id, key, domain, subject, period"
 """What ``TopicKeys.keep_for_opening`` takes of a ``topic_keys`` row."""
-_BY_ID = f"SELECT {KEY_COLUMNS} FROM topic_keys WHERE key_id = ANY($1::uuid[])"  # noqa: S608 -- fixed text
+KEYS_FOR_OPENING: Final = f"""
+SELECT {KEY_COLUMNS}, created_at FROM topic_keys WHERE key_id = ANY($1::uuid[])
+UNION ALL
+SELECT {KEY_COLUMNS}, created_at FROM topic_keys WHERE spare AND subject IS NULL
+    AND created_at > coalesce($2::timestamptz, now() - make_interval(secs => $3::float8))
+"""  # noqa: S608 -- fixed text
+"""The keys of the ids a reader lacks ($1), and the spares stocked since those it read last
+($2; none yet: its cache's lifetime, $3): ``TopicKeys.opening_arguments`` gives the three,
+``keep_for_opening`` takes the rows. A spare is read before a record sealed with it
+arrives, so that a reader asks again only once the producers have stocked more: once per
+few hundred new subjects, where asking by id was a query per batch of records."""
+SPARES_READ_AGAIN_SECONDS: Final = 1.0
+"""How long before the newest spare it read a reader asks for spares again: stockings
+commit in another order than their clocks', and one missed would be read by id."""
 _STOCK_SPARES = """
 INSERT INTO topic_keys (key_id, key, spare) SELECT k, v, true FROM unnest($1::uuid[], $2::bytea[]) AS s(k, v)
 """
@@ -288,6 +302,8 @@ class TopicKeys:
         self._gathering: _KeyRound | None = None
         """The subjects the next query gets or makes keys for (``_made``)."""
         self._in_flight: asyncio.Task[None] | None = None
+        self._spares_read: datetime | None = None
+        """When the newest spare read for opening was stocked (``KEYS_FOR_OPENING``)."""
 
     @property
     def unnamed(self) -> int:
@@ -480,9 +496,12 @@ class TopicKeys:
 
     async def for_opening(self, key_ids: Iterable[bytes]) -> dict[bytes, SealingKey]:
         """The keys of ``key_ids`` that still exist."""
-        found, missing = self.cached_for_opening(key_ids)
+        asked = set(key_ids)
+        found, missing = self.cached_for_opening(asked)
         if missing:
-            found.update(self.keep_for_opening(await self._pool.fetch(_BY_ID, missing)))
+            rows = await self._pool.fetch(KEYS_FOR_OPENING, *self.opening_arguments(missing))
+            kept = self.keep_for_opening(rows)
+            found.update((key_id, kept[key_id]) for key_id in asked if key_id in kept)
         return found
 
     def cached_for_opening(
@@ -490,7 +509,8 @@ class TopicKeys:
     ) -> tuple[dict[bytes, SealingKey], list[uuid.UUID]]:
         """The keys of ``key_ids`` this process holds, and the ids of the others: what a
         reader that joins their query to one of its own reads (``KEY_COLUMNS`` of the rows
-        whose ``key_id`` is one of them) and hands to ``keep_for_opening``."""
+        whose ``key_id`` is one of them: ``KEYS_FOR_OPENING``) and hands to
+        ``keep_for_opening``."""
         now = self._clock()
         found: dict[bytes, SealingKey] = {}
         missing: list[uuid.UUID] = []
@@ -502,15 +522,27 @@ class TopicKeys:
                 missing.append(uuid.UUID(bytes=key_id))
         return found, missing
 
+    def opening_arguments(self, missing: list[uuid.UUID]) -> tuple[Any, ...]:
+        """``KEYS_FOR_OPENING``'s arguments for the keys ``cached_for_opening`` found
+        missing."""
+        since = self._spares_read
+        if since is not None:
+            since -= timedelta(seconds=SPARES_READ_AGAIN_SECONDS)
+        return missing, since, self._opening.seconds
+
     def keep_for_opening(self, rows: Iterable[Mapping[str, Any]]) -> dict[bytes, SealingKey]:
-        """The keys of ``topic_keys`` rows read by their ids (``KEY_COLUMNS``), kept for
-        ``cache_seconds``."""
+        """The keys of ``topic_keys`` rows read for opening (``KEYS_FOR_OPENING``), kept
+        for ``cache_seconds``."""
         now = self._clock()
         found: dict[bytes, SealingKey] = {}
         for row in rows:
             named = (
                 None if row["subject"] is None else (row["domain"], row["subject"], row["period"])
             )
+            if named is None and (
+                self._spares_read is None or row["created_at"] > self._spares_read
+            ):
+                self._spares_read = row["created_at"]
             key = _key(row["key_id"], row["key"], named)
             found[key.key_id] = key
             self._opening.keep(key.key_id, key, now)

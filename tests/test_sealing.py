@@ -7,7 +7,9 @@ erasure's delay or the topics' retention)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,7 +24,7 @@ from hypothesis import strategies as st
 
 from router.shell.outbox import sealed as outbox_sealed
 from router.shell.outbox import sealing_subjects
-from router.shell.reads import before_decoding
+from router.shell.reads import before_applying, before_decoding
 from router.shell.store import OutboxEvent
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
@@ -246,6 +248,33 @@ class CountingPool:
         return await self.pool.execute(query, *args)
 
 
+class CountingConnections:
+    """A pool whose connections count the statements sent through them."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.statements = 0
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn:
+            yield self._counted(conn)
+
+    def _counted(self, conn: asyncpg.Connection) -> Any:
+        counting = self
+
+        class Counted:
+            async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+                counting.statements += 1
+                return await conn.fetch(query, *args)
+
+            async def fetchval(self, query: str, *args: Any) -> Any:
+                counting.statements += 1
+                return await conn.fetchval(query, *args)
+
+        return Counted()
+
+
 async def test_webhooks_asking_at_once_for_new_subjects_share_one_query(database_url: str) -> None:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     try:
@@ -309,12 +338,15 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
     database_url: str,
 ) -> None:
     """Before decoding a batch, the router asks in one query for the keys of its sealed
-    records that it does not hold and for the messages its headers name that are stored
-    already (provider retries); nothing when it holds every key and no header names one."""
+    records that it does not hold, the spares stocked since it last asked, and the
+    messages its headers name that are stored already (provider retries); nothing when it
+    holds every key. A record sealed later with a spare read ahead opens with no query."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         customer = (DOMAIN, "sms:+14155550100")
         key = (await TopicKeys(pool, clock=lambda: T0).for_sealing([customer]))[customer]
+        producer = TopicKeys(pool, clock=lambda: T0)
+        await producer.stock()
         retried, first = message(message_id="m-retried"), message(message_id="m-first")
         await pool.execute(
             "INSERT INTO messages (domain, message_id, conversation_id, direction, channel,"
@@ -323,10 +355,12 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
             retried.id,
         )
 
-        def sealed(event: MessageReceived, offset: int, *, named: bool = True) -> Any:
+        def sealed(
+            event: MessageReceived, offset: int, *, named: bool = True, by: SealingKey = key
+        ) -> Any:
             naming = (("ce_type", b"message.received"), ("ce_id", event.id.encode()))
-            headers = (*(naming if named else ()), (SEALED_WITH, key.key_id))
-            return record(seal(key, msgspec.json.encode(event)), offset, headers=headers)
+            headers = (*(naming if named else ()), (SEALED_WITH, by.key_id))
+            return record(seal(by, msgspec.json.encode(event)), offset, headers=headers)
 
         fetched = {TopicPartition(topics.INBOUND, 0): [sealed(retried, 0), sealed(first, 1)]}
         counting = CountingPool(pool)
@@ -334,16 +368,76 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
         as_pool = cast(asyncpg.Pool, counting)
 
         keys, checked, stored = await before_decoding(reader, as_pool, fetched, topics.INBOUND)
-        assert (set(keys), stored, counting.queries) == ({key.key_id}, {retried.id}, 1)
+        assert key.key_id in keys
+        assert (stored, counting.queries) == ({retried.id}, 1)
         assert checked == {(DOMAIN, retried.id), (DOMAIN, first.id)}
-        # The key is held now: the query asks for the messages only.
-        keys, _, stored = await before_decoding(reader, as_pool, fetched, topics.INBOUND)
-        assert (set(keys), stored, counting.queries) == ({key.key_id}, {retried.id}, 2)
-        assert counting.arguments[0] == []
-        # Records whose headers name no message, sealed with a key held: no query.
-        unnamed = {TopicPartition(topics.INBOUND, 0): [sealed(first, 2, named=False)]}
-        keys, checked, stored = await before_decoding(reader, as_pool, unnamed, topics.INBOUND)
-        assert (set(keys), checked, stored, counting.queries) == ({key.key_id}, set(), set(), 2)
+        # Every key held: no query; the messages are left to ``before_applying``.
+        assert await before_decoding(reader, as_pool, fetched, topics.INBOUND) == (
+            {key.key_id: keys[key.key_id]},
+            set(),
+            set(),
+        )
+        assert counting.queries == 1
+        # The producer's spares came with the first query: what it seals with one opens.
+        spare = (await producer.for_sealing([(DOMAIN, "sms:+14155550111")])).popitem()[1]
+        later = {TopicPartition(topics.INBOUND, 0): [sealed(first, 2, by=spare)]}
+        keys, checked, stored = await before_decoding(reader, as_pool, later, topics.INBOUND)
+        assert (set(keys), checked, stored, counting.queries) == ({spare.key_id}, set(), set(), 1)
+        # Spares stocked since: read along with the next key lacking, not those read before.
+        await pool.execute("UPDATE topic_keys SET created_at = now() - interval '30 seconds'")
+        restocked = TopicKeys(pool, clock=lambda: T0)
+        await restocked.stock()
+        reader.forget()
+        await before_decoding(reader, as_pool, later, topics.INBOUND)
+        assert counting.queries == 2
+        ages = await pool.fetch(
+            "SELECT key_id, created_at > now() - interval '10 seconds' AS new FROM topic_keys WHERE spare"
+        )
+        held, _ = reader.cached_for_opening(row["key_id"].bytes for row in ages if row["new"])
+        assert len(held) == SPARE_KEYS + AHEAD_KEYS
+        held, _ = reader.cached_for_opening(row["key_id"].bytes for row in ages if not row["new"])
+        assert set(held) == {spare.key_id}
+    finally:
+        await pool.close()
+
+
+async def test_a_batch_checks_its_stored_messages_and_reads_its_customers_in_one_query(
+    database_url: str,
+) -> None:
+    """``before_applying``: the messages stored already and the stored profiles of the
+    identities named, one statement on one connection, whichever of the two is asked."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        stored_message = message(message_id="m-stored")
+        await pool.execute(
+            "INSERT INTO messages (domain, message_id, conversation_id, direction, channel,"
+            " occurred_at) VALUES ($1, $2, 'c1', 'inbound', 'sms', now())",
+            DOMAIN,
+            stored_message.id,
+        )
+        await pool.execute(
+            "INSERT INTO customer_identities (domain, identity, customer_id, source, linked_at)"
+            " VALUES ($1, 'sms:+14155550100', 'cust-1', 'channel', now())",
+            DOMAIN,
+        )
+        counting = CountingConnections(pool)
+        messages = [(DOMAIN, stored_message.id), (DOMAIN, "m-new")]
+        identities = [(DOMAIN, "sms:+14155550100"), (DOMAIN, "sms:+14155550199")]
+        stored, customers = await before_applying(
+            cast(asyncpg.Pool, counting), messages, identities
+        )
+        assert stored == {stored_message.id}
+        assert [(c.customer_id, [link.identity for link in c.links or []]) for c in customers] == [
+            ("cust-1", ["sms:+14155550100"])
+        ]
+        assert counting.statements == 1
+        assert await before_applying(cast(asyncpg.Pool, counting), messages, []) == (
+            {stored_message.id},
+            [],
+        )
+        only_customers = await before_applying(cast(asyncpg.Pool, counting), [], identities)
+        assert (only_customers[0], len(only_customers[1])) == (set(), 1)
+        assert counting.statements == 3
     finally:
         await pool.close()
 

@@ -1,8 +1,8 @@
 """What the router reads from PostgreSQL besides its batches' writes: a partition's
 domains when it takes them over (``load_domains``), and what a batch needs before it
-applies: the keys of its sealed records and which of its messages are stored already
-(``before_decoding``, one query), then the stored customers it names
-(``before_applying``, for ``router.shell.residents``)."""
+applies: the keys of its sealed records that it lacks (``before_decoding``; rarely any, as
+spares are read ahead), then which of its messages are stored already and the stored
+customers it names (``before_applying``, for ``router.shell.residents``): one query each."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
 from runtime.db import column_arrays
-from runtime.sealing import KEY_COLUMNS, SEALED_WITH, SealingKey, TopicKeys
+from runtime.sealing import KEYS_FOR_OPENING, SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
 
 R = TypeVar("R")
@@ -160,8 +160,8 @@ _LINK_RECORD = (
     " 'source', i.source, 'linked_at', extract(epoch FROM i.linked_at))"
 )
 
-_LOAD_CUSTOMERS = """
-WITH named AS (SELECT * FROM unnest($1::text[], $2::text[]) AS n(domain, identity)),
+_CUSTOMERS = """(
+WITH named AS (SELECT * FROM unnest({domains}::text[], {identities}::text[]) AS n(domain, identity)),
 profiles AS (
     SELECT DISTINCT n.domain, coalesce(i.customer_id, n.identity) AS customer_id
     FROM named n
@@ -179,7 +179,9 @@ LEFT JOIN LATERAL (
     WHERE i.domain = p.domain AND i.customer_id = p.customer_id
 ) l ON true
 WHERE c.record IS NOT NULL OR l.links IS NOT NULL
-"""
+)"""
+"""The stored profiles of (domain, identity) pairs as one JSON array of ``StoredCustomer``."""
+_LOAD_CUSTOMERS = "SELECT " + _CUSTOMERS.format(domains="$1", identities="$2")
 _STORED_CUSTOMERS = msgspec.json.Decoder(list[StoredCustomer])
 
 
@@ -198,13 +200,15 @@ async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]
     """The (domain, message id) pairs already stored: provider retries to drop."""
     if not ids:
         return set()
-    rows = await conn.fetch(
-        "SELECT m.message_id FROM messages m"
-        " JOIN unnest($1::text[], $2::text[]) AS i(d, id)"
-        " ON m.domain = i.d AND m.message_id = i.id",
-        *column_arrays(ids, 2),
-    )
+    rows = await conn.fetch(_STORED.format(domains="$1", ids="$2"), *column_arrays(ids, 2))
     return {row["message_id"] for row in rows}
+
+
+_STORED = """
+SELECT m.message_id FROM messages m JOIN unnest({domains}::text[], {ids}::text[]) AS i(d, id)
+ON m.domain = i.d AND m.message_id = i.id
+"""
+"""The ids of the (domain, message id) pairs already stored."""
 
 
 _MESSAGE_TYPE = MessageReceived.__struct_config__.tag.encode()  # type: ignore[union-attr]
@@ -240,10 +244,9 @@ def read_headers(
 
 
 _KEYS_AND_STORED = f"""
-SELECT {KEY_COLUMNS}, NULL::text AS message_id FROM topic_keys WHERE key_id = ANY($1::uuid[])
+SELECT k.*, NULL::text AS message_id FROM ({KEYS_FOR_OPENING}) k
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, m.message_id FROM messages m
-JOIN unnest($2::text[], $3::text[]) AS i(d, id) ON m.domain = i.d AND m.message_id = i.id
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, s.message_id FROM ({_STORED.format(domains="$4", ids="$5")}) s
 """  # noqa: S608 -- fixed text
 
 
@@ -253,39 +256,44 @@ async def before_decoding(
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     inbound: str,
 ) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
-    """The keys that open a fetched batch's sealed records and which of the messages its
-    headers name (``read_headers``) are stored already, in one query: the keys, the
-    messages checked, and the stored ones' ids. A message its payload names otherwise is
-    checked by ``before_applying``."""
+    """The keys that open a fetched batch's sealed records and, when some must be read
+    (``KEYS_FOR_OPENING``), which of the messages its headers name (``read_headers``) are
+    stored already, in the same query: the keys, the messages checked, and the stored
+    ones' ids. The messages not checked here are checked by ``before_applying``; with
+    every key held (spares are read ahead), that is the batch's only read."""
     key_ids, named = read_headers(fetched, inbound)
     found, missing = keys.cached_for_opening(key_ids)
-    if not (missing or named):
+    if not missing:
         return found, set(), set()
-    rows = await pool.fetch(_KEYS_AND_STORED, missing, *column_arrays(named, 2))
+    rows = await pool.fetch(
+        _KEYS_AND_STORED, *keys.opening_arguments(missing), *column_arrays(named, 2)
+    )
     found.update(keys.keep_for_opening(row for row in rows if row["key_id"] is not None))
     stored = {row["message_id"] for row in rows if row["key_id"] is None}
     return found, set(named), stored
 
 
+_STORED_AND_CUSTOMERS = f"""
+SELECT message_id, NULL::bytea AS customers FROM ({_STORED.format(domains="$1", ids="$2")}) s
+UNION ALL
+SELECT NULL, {_CUSTOMERS.format(domains="$3", identities="$4")}
+"""  # noqa: S608 -- fixed text
+
+
 async def before_applying(
     pool: asyncpg.Pool, messages: list[tuple[str, str]], identities: list[tuple[str, str]]
 ) -> tuple[set[str], list[StoredCustomer]]:
-    """What a batch reads before the engine applies it: which of ``messages`` are stored
-    already (``known_message_ids``) and the stored profiles of the identities it names
-    that are not in memory (``load_customers``); the two queries at once, each on a
-    connection of its own."""
-
-    async def customers() -> list[StoredCustomer]:
-        if not identities:
-            return []
-        async with pool.acquire() as conn:
-            return await load_customers(conn, identities)
-
-    return await asyncio.gather(_stored(pool, messages), customers())
-
-
-async def _stored(pool: asyncpg.Pool, messages: list[tuple[str, str]]) -> set[str]:
-    if not messages:
-        return set()
+    """What a batch reads before the engine applies it, in one query: which of
+    ``messages`` are stored already (provider retries) and the stored profiles of the
+    identities it names that are not in memory (``load_customers``)."""
     async with pool.acquire() as conn:
-        return await known_message_ids(conn, messages)
+        if not identities:
+            return await known_message_ids(conn, messages), []
+        if not messages:
+            return set(), await load_customers(conn, identities)
+        rows = await conn.fetch(
+            _STORED_AND_CUSTOMERS, *column_arrays(messages, 2), *column_arrays(identities, 2)
+        )
+    stored = {row["message_id"] for row in rows if row["customers"] is None}
+    customers = next(row["customers"] for row in rows if row["customers"] is not None)
+    return stored, _STORED_CUSTOMERS.decode(customers)
