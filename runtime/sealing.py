@@ -188,9 +188,12 @@ SELECT {KEY_COLUMNS}, created_at FROM topic_keys WHERE key_id = ANY($1::uuid[])
 UNION ALL
 SELECT {KEY_COLUMNS}, created_at FROM topic_keys WHERE spare AND subject IS NULL
     AND created_at > coalesce($2::timestamptz, now() - make_interval(secs => $3::float8))
+    AND shred_at IS NULL
 """  # noqa: S608 -- fixed text
 """The keys of the ids a reader lacks ($1), and the spares stocked since those it read last
-($2; none yet: its cache's lifetime, $3): ``TopicKeys.opening_arguments`` gives the three,
+($2; none yet: its cache's lifetime, $3), not those an erasure took the subject of (kept
+until their shredding, they are read only by id, by whoever holds what they sealed):
+``TopicKeys.opening_arguments`` gives the three,
 ``keep_for_opening`` takes the rows. A spare is read before a record sealed with it
 arrives, so that a reader asks again only once the producers have stocked more: once per
 few hundred new subjects, where asking by id was a query per batch of records."""
