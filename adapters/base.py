@@ -19,6 +19,7 @@ import aiohttp
 
 from runtime.kafka import DeadLetter
 from schemas import InboundEvent
+from schemas.ids import uuid5_of
 
 #: Namespace of inbound event ids: the same provider message always gets the same id,
 #: so a provider's retry is recognised downstream as the same event.
@@ -155,9 +156,13 @@ class ChannelDeclaration:
     """What stops a captured request from being accepted twice."""
 
 
+_inbound_uuid5 = uuid5_of(INBOUND_NAMESPACE)
+
+
 def inbound_event_id(domain: str, channel: str, provider_message_id: str) -> str:
-    """The stable event id of a provider message (dedupe key across retries)."""
-    return str(uuid.uuid5(INBOUND_NAMESPACE, f"{domain}/{channel}/{provider_message_id}"))
+    """The stable event id of a provider message (dedupe key across retries):
+    ``uuid5(INBOUND_NAMESPACE, "<domain>/<channel>/<provider message id>")``."""
+    return _inbound_uuid5(f"{domain}/{channel}/{provider_message_id}")
 
 
 def constant_time_equal(expected: str | bytes, given: str | bytes) -> bool:

@@ -6,7 +6,6 @@ input event id, or the deadline that fired), and ``n`` counts the ids made for i
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 
 from router.engine.effects import (
@@ -21,21 +20,13 @@ from router.engine.records import AssignmentRecord
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.state import Agent, Conversation, Customer, DomainState
 from schemas import Channel, RoutingEvent
+from schemas.ids import uuid5_of
 
 NAMESPACE = uuid.UUID("5b0a7c4e-2f61-4d0b-9a53-7c1e8d2f4a90")
 """Namespace of every id the engine makes (events, assignments)."""
 
-_VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
-_NAMESPACE_SHA1 = hashlib.sha1(NAMESPACE.bytes, usedforsecurity=False)
-"""SHA-1 state after the namespace: each id copies it rather than hashing it again."""
-
-
-def make_id(name: str) -> str:
-    """``str(uuid.uuid5(NAMESPACE, name))``, without building UUID objects (hot path)."""
-    sha1 = _NAMESPACE_SHA1.copy()
-    sha1.update(name.encode())
-    h = sha1.hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+make_id = uuid5_of(NAMESPACE)
+"""``str(uuid.uuid5(NAMESPACE, name))``: the id named ``name`` (``schemas.ids``)."""
 
 
 class Call:
