@@ -13,9 +13,10 @@ shredding delay, no copy of their records on any topic can be opened, whatever t
 topic's retention and whoever kept a copy.
 
 Readers open what they fetch with ``TopicKeys.opened`` (one query per fetch for the keys
-not cached, which brings the spares stocked since too: ``KEYS_FOR_OPENING``); a record without the header is read as it is, so records published before
-sealing was turned on, or by a producer that does not seal, stay readable. A record whose
-key is gone cannot be opened: it is about an erased customer.
+not cached, which brings the spares stocked since too: ``KEYS_FOR_OPENING``); a record
+without the header is read as it is, so records published before sealing was turned on,
+or by a producer that does not seal, stay readable. A record whose key is gone cannot be
+opened: it is about an erased customer.
 
 Keys are cached ``cache_seconds`` by every process (so an erased key can still seal or
 open for that long in a process that holds it): ``kafka.key_shred_delay_seconds`` must be
@@ -193,10 +194,10 @@ SELECT {KEY_COLUMNS}, created_at FROM topic_keys WHERE spare AND subject IS NULL
 """The keys of the ids a reader lacks ($1), and the spares stocked since those it read last
 ($2; none yet: its cache's lifetime, $3), not those an erasure took the subject of (kept
 until their shredding, they are read only by id, by whoever holds what they sealed):
-``TopicKeys.opening_arguments`` gives the three,
-``keep_for_opening`` takes the rows. A spare is read before a record sealed with it
-arrives, so that a reader asks again only once the producers have stocked more: once per
-few hundred new subjects, where asking by id was a query per batch of records."""
+``TopicKeys.opening_arguments`` gives the three, ``keep_for_opening`` takes the rows. A
+spare is read before a record sealed with it arrives, so that a reader asks again only
+once the producers have stocked more: once per few hundred new subjects, where asking by
+id was a query per batch of records."""
 SPARES_READ_AGAIN_SECONDS: Final = 1.0
 """How long before the newest spare it read a reader asks for spares again: stockings
 commit in another order than their clocks', and one missed would be read by id."""
@@ -542,7 +543,9 @@ class TopicKeys:
             named = (
                 None if row["subject"] is None else (row["domain"], row["subject"], row["period"])
             )
-            if named is None and (
+            # A spare no one named has no domain either; a key an erasure took the subject
+            # of keeps its domain, and the time it was named, which is no stocking's.
+            if row["domain"] is None and (
                 self._spares_read is None or row["created_at"] > self._spares_read
             ):
                 self._spares_read = row["created_at"]

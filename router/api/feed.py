@@ -59,6 +59,8 @@ _CUSTOMER_LEVEL = (CustomerLinked, CustomerMerged, CustomerConsentChanged)
 """Events that name a customer and no conversation."""
 ISSUERS_KEPT = 10_000
 """Commands whose acting agent is remembered, so their verdicts reach that agent's stream."""
+IDLE_READ_MS = 100
+"""How long a read of the feed nobody awaits waits for records before it pauses again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,10 +269,6 @@ async def pump(
         # A batch given up would be verdicts that never settle their commands.
         opened = await keys.opened_persistently(fetched, reader="routing-feed")
         feed.feed_records(value for _, value in opened if value is not None)
-
-
-IDLE_READ_MS = 100
-"""How long a read of the feed nobody awaits waits for records before it pauses again."""
 
 
 async def _read_up(consumer: AIOKafkaConsumer) -> bool:
