@@ -20,7 +20,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from runtime import db, kafka
+from runtime import collector, db, kafka
 from runtime import logging as logs
 from runtime.config import ConfigError
 from runtime.secrets import Secrets, SecretsFileError
@@ -174,6 +174,7 @@ async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Rol
         raise OSError(
             f"cannot listen on {config.http.host}:{config.http.port}: {error.strerror}"
         ) from None
+    collector.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

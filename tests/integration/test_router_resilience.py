@@ -86,6 +86,15 @@ async def test_kill_9_at_random_moments_loses_and_doubles_nothing(
     router = RouterProcess(raw, tmp_path)
     router.start()
     await router.wait_ready()
+    # The process set its collector once started (``runtime.collector``): the kills below
+    # then land on a router that runs as deployed.
+    settled = [
+        msgspec.json.decode(line)
+        for line in router.log_path.read_text().splitlines()
+        if '"collector_settled"' in line
+    ]
+    assert settled
+    assert settled[0]["frozen"] > 0
     chaos = random.Random(1234)
     async with Traffic(config, DOMAINS, agents_per_domain=8, customers_per_domain=60) as traffic:
         await traffic.register_agents()
