@@ -116,6 +116,25 @@ def group_consumer(
     )
 
 
+RESTED_READ_MS = 100
+"""How long a consumer back from ``rest`` reads before it may rest again: a few fetches."""
+
+
+async def rest(consumer: AIOKafkaConsumer, seconds: float, wake: asyncio.Event) -> None:
+    """Fetch nothing for ``seconds``, or until ``wake`` is set: the consumer's partitions
+    are paused meanwhile (a paused consumer sends no fetch), then resumed.
+
+    For a consumer with nothing to do: on a broker whose fetches do not wake on new data,
+    it would otherwise fetch every ``kafka.fetch_max_wait_ms``, costing its own process and
+    the broker CPU for nothing."""
+    consumer.pause(*consumer.assignment())
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+    finally:
+        consumer.resume(*consumer.paused())
+
+
 async def ensure_topics(config: ServiceConfig, environ: Mapping[str, str]) -> None:
     """Create missing topics; refuse to run when inbound and agents partitions differ (one
     router must own partition i of both)."""

@@ -36,6 +36,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from runtime.kafka import RESTED_READ_MS, rest
 from runtime.sealing import TopicKeys
 from schemas import (
     ROUTING_DECODER,
@@ -59,8 +60,6 @@ _CUSTOMER_LEVEL = (CustomerLinked, CustomerMerged, CustomerConsentChanged)
 """Events that name a customer and no conversation."""
 ISSUERS_KEPT = 10_000
 """Commands whose acting agent is remembered, so their verdicts reach that agent's stream."""
-IDLE_READ_MS = 100
-"""How long a read of the feed nobody awaits waits for records before it pauses again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,12 +253,9 @@ async def pump(
         feed.woken.clear()
         try:
             if not feed.awaited and await _read_up(consumer):
-                consumer.pause(*consumer.assignment())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(feed.woken.wait(), idle_seconds)
-                consumer.resume(*consumer.paused())
-            # Not awaited: one fetch's time for what came meanwhile, then paused again.
-            wait_ms = 1000 if feed.awaited else IDLE_READ_MS
+                await rest(consumer, idle_seconds, feed.woken)
+            # Not awaited: a few fetches' time for what came meanwhile, then paused again.
+            wait_ms = 1000 if feed.awaited else RESTED_READ_MS
             batch = await consumer.getmany(timeout_ms=wait_ms)
         except KafkaError as error:
             log.warning("routing_feed_fetch_failed", error=type(error).__name__)

@@ -2,16 +2,21 @@
 SMS in through Twilio's signed webhook, the agent's reply out through a Twilio stand-in on
 loopback (``tools.bench.providers``: rate-limited once, then accepted), Twilio's signed
 status callback, on the ``StatusCallback`` the reply named (from ``[http] public_url``),
-marks it delivered."""
+marks it delivered. An egress with nothing to send rests between reads, and a reply that
+comes while it rests is sent when it reads again."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
+from switchboard.app import EGRESS_WORKER
+from switchboard.config import Config
 from tests.conftest import Infrastructure
-from tests.support import make_config, running_service, wait_until
+from tests.support import Service, make_config, running_service, wait_until
 from tools.bench.providers import FakeProviders
 
 TOKEN = "twilio-test-auth-token"
@@ -25,18 +30,19 @@ def _signed(url: str, params: dict[str, str]) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, params)}
 
 
-async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
-    infrastructure: Infrastructure, database_url: str
-) -> None:
-    fake = FakeProviders(throttled=1, twilio_sid=lambda _: "SM" + "f" * 32)
-    provider = TestServer(fake.app, host="127.0.0.1")
-    await provider.start_server()
+def _config(
+    infrastructure: Infrastructure,
+    database_url: str,
+    provider: TestServer,
+    kafka_settings: dict[str, Any] | None = None,
+) -> Config:
     config = make_config(infrastructure.bootstrap_servers, database_url)
     public = f"http://{config.http.host}:{config.http.port}"
-    config = make_config(
+    return make_config(
         infrastructure.bootstrap_servers,
         database_url,
         {
+            "kafka": kafka_settings or {},
             "http": {"host": config.http.host, "port": config.http.port, "public_url": public},
             "channels": {
                 "twilio": {
@@ -47,30 +53,46 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
             },
         },
     )
+
+
+async def _conversation_of_ann(service: Service, conn: asyncpg.Connection) -> str:
+    """A customer's SMS in through the signed webhook, assigned to ann: its conversation."""
+    await service.online_agent("ann", {"sms": 2}, ADMIN)
+    inbound = {
+        "MessageSid": "SM" + "1" * 32,
+        "AccountSid": ACCOUNT,
+        "From": CUSTOMER,
+        "To": OUR_NUMBER,
+        "Body": "Is my order shipped?",
+        "NumMedia": "0",
+    }
+    webhook = service.config.http.public_url + "/webhooks/twilio/sms"
+    async with service.session.post(webhook, data=inbound, headers=_signed(webhook, inbound)) as r:
+        assert r.status == 200, await r.text()
+    conversation_id: str = await wait_until(
+        lambda: conn.fetchval(
+            "SELECT conversation_id FROM conversations WHERE owner_agent_id = 'ann'"
+        ),
+        what="the conversation assigned to ann",
+    )
+    return conversation_id
+
+
+async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    fake = FakeProviders(throttled=1, twilio_sid=lambda _: "SM" + "f" * 32)
+    provider = TestServer(fake.app, host="127.0.0.1")
+    await provider.start_server()
+    config = _config(infrastructure, database_url, provider)
+    public = config.http.public_url
     environ = {"TWILIO_AUTH_TOKEN": TOKEN, "SWITCHBOARD_ADMIN_TOKEN": "egress-admin"}
     try:
         async with running_service(config, environ) as service:
             http = service.session
-            await service.online_agent("ann", {"sms": 2}, ADMIN)
             conn = await asyncpg.connect(database_url)
             try:
-                inbound = {
-                    "MessageSid": "SM" + "1" * 32,
-                    "AccountSid": ACCOUNT,
-                    "From": CUSTOMER,
-                    "To": OUR_NUMBER,
-                    "Body": "Is my order shipped?",
-                    "NumMedia": "0",
-                }
-                webhook = public + "/webhooks/twilio/sms"
-                async with http.post(webhook, data=inbound, headers=_signed(webhook, inbound)) as r:
-                    assert r.status == 200, await r.text()
-                conversation_id = await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT conversation_id FROM conversations WHERE owner_agent_id = 'ann'"
-                    ),
-                    what="the conversation assigned to ann",
-                )
+                conversation_id = await _conversation_of_ann(service, conn)
                 reply_url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
                 async with http.post(
                     reply_url, json={"text": "Yes, it left today."}, headers=ADMIN
@@ -127,6 +149,45 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
                     ),
                     what="the delivery recorded",
                 )
+            finally:
+                await conn.close()
+    finally:
+        await provider.close()
+
+
+async def test_a_reply_that_comes_while_the_egress_rests_is_sent_when_it_reads_again(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    fake = FakeProviders(twilio_sid=lambda _: "SM" + "e" * 32)
+    provider = TestServer(fake.app, host="127.0.0.1")
+    await provider.start_server()
+    # Quiet for 4 s, the egress rests 4 s between reads: long beside posting a reply.
+    config = _config(infrastructure, database_url, provider, {"background_fetch_max_wait_ms": 4000})
+    environ = {"TWILIO_AUTH_TOKEN": TOKEN, "SWITCHBOARD_ADMIN_TOKEN": "egress-admin"}
+    try:
+        async with running_service(config, environ) as service:
+            worker = service.app[EGRESS_WORKER]
+            conn = await asyncpg.connect(database_url)
+            try:
+                conversation_id = await _conversation_of_ann(service, conn)
+                await wait_until(lambda: worker.resting, timeout=30, what="the egress resting")
+                reply_url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
+                async with service.session.post(
+                    reply_url, json={"text": "It left today."}, headers=ADMIN
+                ) as r:
+                    assert r.status == 202, await r.text()
+                    reply_id = (await r.json())["reply_id"]
+                assert worker.resting
+                assert fake.requests == []
+                await wait_until(
+                    lambda: conn.fetchval(
+                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
+                        reply_id,
+                    ),
+                    timeout=20,
+                    what="the reply sent",
+                )
+                assert [request.form["Body"] for request in fake.requests] == ["It left today."]
             finally:
                 await conn.close()
     finally:
