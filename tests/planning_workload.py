@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -25,6 +26,32 @@ def hourly_rate(moment: datetime) -> float:
     return day * (4.0 + 36.0 * math.exp(-(((hour - 14) / 3.5) ** 2)))
 
 
+def _draws(end: datetime, moment: datetime) -> random.Random:
+    """The random draws of the hour ``moment`` of a record ending at ``end``: fixed by the
+    hour's place in the record (whole weeks before ``end``, hour of the week), not by the
+    clock, so that a test sees the same record whatever the hour it runs."""
+    weeks_before = (end - moment - timedelta(hours=1)) // timedelta(weeks=1)
+    return random.Random(f"{weeks_before}:{moment.weekday()}:{moment.hour}")
+
+
+def known_rate_wape(
+    drawn: Mapping[int, int], start: float, end: float, served: bool = False
+) -> float:
+    """The WAPE of the best forecast there can be of the hours ``[start, end)``: each
+    hour's known rate (``hourly_rate``), against the arrivals drawn (0 where none were:
+    hours after the record's end); with ``served``, of the work (``WORK`` seconds per
+    conversation served, 9 in 10) rather than the arrivals. A model's backtest on the same
+    hours can come near it, not below it by much: what is left is the Poisson noise."""
+    errors = actual_total = 0.0
+    for at in range(int(start), int(end), 3600):
+        arrivals = drawn.get(at, 0)
+        actual = WORK * (arrivals - arrivals // 10) if served else float(arrivals)
+        expected = hourly_rate(datetime.fromtimestamp(at, UTC))
+        errors += abs(actual - (WORK * 0.9 * expected if served else expected))
+        actual_total += actual
+    return errors / actual_total
+
+
 def poisson(rng: random.Random, mean: float) -> int:
     count, product, limit = 0, rng.random(), math.exp(-mean)
     while product > limit:
@@ -38,13 +65,12 @@ async def seed_workload(pool: asyncpg.Pool, end: datetime) -> dict[int, int]:
     (an hour), each hour's arrivals drawn from ``hourly_rate``, all at the hour's first 15
     minutes; each conversation owned ``HOLDING`` seconds and worked ``WORK`` of them, a
     tenth of them abandoned after waiting 40 s on average. Answers the arrivals of each hour (by its epoch second)."""
-    rng = random.Random(21)
     start = end - timedelta(weeks=WEEKS)
     rows = []
     drawn: dict[int, int] = {}
     moment = start
     while moment < end:
-        arrivals = poisson(rng, hourly_rate(moment))
+        arrivals = poisson(_draws(end, moment), hourly_rate(moment))
         drawn[int(moment.timestamp())] = arrivals
         abandoned = arrivals // 10
         rows.append(

@@ -77,9 +77,10 @@ WORKLOAD_SPAN_MAX = timedelta(days=31)
 WEEK = timedelta(days=7)
 
 _STREAMS = """
-SELECT DISTINCT queue, channel FROM workload_intervals
+SELECT queue, channel, min(interval_start) AS first FROM workload_intervals
 WHERE domain = $1 AND interval_start >= $2 AND interval_start < $3
   AND ($4::text[] IS NULL OR queue = ANY($4)) AND ($5::text[] IS NULL OR channel = ANY($5))
+GROUP BY queue, channel
 ORDER BY queue, channel
 """
 _RETURNING = """
@@ -117,7 +118,9 @@ async def load_histories(
     channels: Sequence[str] = (),
 ) -> list[HandlingHistory]:
     """Each measured queue and channel's arrivals per interval and handling sums over
-    ``[start, end)``."""
+    ``[start, end)``, from the stream's first stored interval when that is later: the hours
+    before a stream was measured at all are not hours without arrivals (taken as zeros,
+    they would pull its forecast down)."""
     streams = await conn.fetch(
         _STREAMS, domain, start, end, list(queues) or None, list(channels) or None
     )
@@ -134,7 +137,7 @@ async def load_histories(
         rows = await figures(
             conn,
             domain,
-            start=start,
+            start=max(start, stream["first"]),
             end=end,
             interval_seconds=interval_seconds,
             queue=queue,

@@ -11,7 +11,7 @@ import pytest
 from tests.api.support import Api, api_service
 from tests.conftest import Infrastructure
 from tests.integration.workload_history import History, at
-from tests.planning_workload import HOLDING, seed_workload
+from tests.planning_workload import HOLDING, known_rate_wape, seed_workload
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -62,12 +62,18 @@ async def test_forecast_and_staffing_search_from_the_measured_workload(
         assert len(stream["actual"]) == 7 * 24
         assert len(stream["forecast"]) == 9 * 24
         backtest = stream["backtest"]
-        assert backtest["wape"] < 0.35, backtest  # Poisson noise around a forecastable profile
+        # Poisson noise around a forecastable profile: near the best forecast of those hours.
+        best = known_rate_wape(drawn, backtest["held_out_start"], backtest["held_out_end"])
+        assert backtest["wape"] < 1.25 * best, (backtest, best)
         # the workload: seconds of active work per interval, measured and forecast
         assert len(stream["handling_actual"]) == 7 * 24
         assert len(stream["handling_forecast"]) == 9 * 24
         assert sum(stream["handling_actual"]) > 0
-        assert stream["handling_backtest"]["wape"] < 0.35
+        handling = stream["handling_backtest"]
+        best_handling = known_rate_wape(
+            drawn, handling["held_out_start"], handling["held_out_end"], served=True
+        )
+        assert handling["wape"] < 1.25 * best_handling, (handling, best_handling)
         assert view["time_zone"] == "UTC"
 
         # tomorrow from midnight (UTC, the domain's zone): hour i of the roster is i o'clock
