@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import msgspec
 import structlog
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,7 @@ Row = TypeVar("Row")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 _LOCK_ID = 0x5B0A4D  # advisory lock key of the migrator
+_encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,30 @@ def column_arrays(rows: Iterable[Sequence[object]], width: int) -> list[list[obj
     return columns
 
 
+def json_rows(rows: Iterable[Sequence[object]]) -> str:
+    """Rows as one JSON parameter, an array of arrays, that a statement reads with
+    ``rows_of``. For the parts written per message: asyncpg checks each element of an
+    array parameter in Python (two ``isinstance`` calls against ``collections.abc``), about
+    0.5 µs a value, where msgspec encodes the same rows in C."""
+    return _encode_json(list(rows)).decode()
+
+
+def rows_of(parameter: int, columns: str) -> str:
+    """SQL for the rows of JSON parameter ``$parameter`` (``json_rows``) as a table with
+    ``columns``: names, each text unless a type follows it (``"d, c, op float8"``). It goes
+    where a table would: ``FROM {rows_of(1, ...)} AS t``."""
+    selected = []
+    for index, column in enumerate(part.split() for part in columns.split(",")):
+        value = f"e->>{index}"
+        selected.append(
+            f"{value} AS {column[0]}"
+            if len(column) == 1
+            else f"({value})::{column[1]} AS {column[0]}"
+        )
+    elements = f"jsonb_array_elements(${parameter}::jsonb)"
+    return f"(SELECT {', '.join(selected)} FROM {elements} AS e)"  # noqa: S608 -- constants
+
+
 class JoinedStatement:
     """Data-modifying statements joined as the parts (CTEs) of one statement: one round
     trip for all of them, where each was one.
@@ -138,11 +164,12 @@ class JoinedStatement:
         columns_of: Callable[[str, Row], Sequence[object]],
         delete: str,
     ) -> None:
-        """Upsert the rows with a record, delete those whose key maps to None."""
+        """Upsert the rows with a record (``upsert`` reads them with ``rows_of(1, ...)``),
+        delete those whose key maps to None (``delete`` unnests ``$1`` and ``$2``)."""
         kept = [columns_of(domain, record) for (domain, _), record in rows.items() if record]
         gone = [key for key, record in rows.items() if record is None]
         if kept:
-            self.add(f"{name}_kept", upsert, *column_arrays(kept, len(kept[0])))
+            self.add(f"{name}_kept", upsert, json_rows(kept))
         if gone:
             self.add(f"{name}_gone", delete, *column_arrays(gone, 2))
 
