@@ -238,6 +238,17 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+async def reply_sent(conn: asyncpg.Connection | asyncpg.Pool, outbound_id: str) -> None:
+    """Wait until the egress has sent ``outbound_id`` (its row says ``sent``)."""
+    await wait_until(
+        lambda: conn.fetchval(
+            "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1", outbound_id
+        ),
+        timeout=20,
+        what="the reply sent",
+    )
+
+
 R = TypeVar("R")
 
 

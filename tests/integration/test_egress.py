@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from switchboard.app import EGRESS_WORKER
 from switchboard.config import Config
 from tests.conftest import Infrastructure
-from tests.support import Service, make_config, running_service, wait_until
+from tests.support import Service, make_config, reply_sent, running_service, wait_until
 from tools.bench.providers import FakeProviders
 
 TOKEN = "twilio-test-auth-token"
@@ -100,14 +100,7 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
 
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 row = await conn.fetchrow(
                     "SELECT provider_message_id, attempts, channel FROM outbound_messages"
                     " WHERE outbound_id = $1",
@@ -179,14 +172,7 @@ async def test_a_reply_that_comes_while_the_egress_rests_is_sent_when_it_reads_a
                     reply_id = (await r.json())["reply_id"]
                 assert worker.resting
                 assert fake.requests == []
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert [request.form["Body"] for request in fake.requests] == ["It left today."]
             finally:
                 await conn.close()

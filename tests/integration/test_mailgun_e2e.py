@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.mailgun import FakeMailgun
-from tests.support import Feed, make_config, running_service, wait_until
+from tests.support import Feed, make_config, reply_sent, running_service, wait_until
 
 SIGNING_KEY = "e2e-mailgun-signing-key"
 API_KEY = "e2e-mailgun-api-key"
@@ -138,14 +138,7 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
 
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.domain == "acme.example"

@@ -32,7 +32,14 @@ from schemas import (
     OutboundStatusChanged,
 )
 from tests.conftest import Infrastructure
-from tests.support import Service, TopicReader, make_config, running_service, wait_until
+from tests.support import (
+    Service,
+    TopicReader,
+    make_config,
+    reply_sent,
+    running_service,
+    wait_until,
+)
 from tools.bench.providers import FakeProviders
 
 SECRET = "e2e-meta-app-secret"
@@ -268,14 +275,7 @@ async def test_a_messenger_read_watermark_marks_the_replies_sent_before_it_read(
                 async with service.session.post(reply_url, json={"text": text}, headers=ADMIN) as r:
                     assert r.status == 202, await r.text()
                     reply_id: str = (await r.json())["reply_id"]
-                await wait_until(
-                    lambda: pool.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(pool, reply_id)
                 return reply_id
 
             first, second = await reply("One moment."), await reply("Found it.")

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.rbm import FakeRbm
-from tests.support import Feed, make_config, running_service, wait_until
+from tests.support import Feed, make_config, reply_sent, running_service, wait_until
 
 CLIENT_TOKEN = "rbm-e2e-client-token"
 CLIENT_EMAIL = "rbm-agent@rbm-e2e.iam.gserviceaccount.com"
@@ -137,14 +137,7 @@ async def test_an_rcs_reply_goes_out_through_rbm_and_its_read_event_comes_back(
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
 
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert (
                     await conn.fetchval(
                         "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",

@@ -26,7 +26,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.support import Feed, make_config, running_service, wait_until
+from tests.support import Feed, make_config, reply_sent, running_service, wait_until
 
 API_KEY = "SG.e2e-api-key"
 OUR = "support@acme.example"
@@ -155,14 +155,7 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                 ) as r:
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.headers["Authorization"] == f"Bearer {API_KEY}"

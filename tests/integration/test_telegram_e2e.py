@@ -23,7 +23,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.telegram import FakeBotApi
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, reply_sent, running_service, wait_until
 
 BOT = "acme_support_bot"
 TOKEN = "7000000001:AAE2e-telegram-bot-token"
@@ -139,14 +139,7 @@ async def test_a_photo_in_and_a_photo_reply_out(
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
 
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert fake.refused == []
                 [call] = fake.calls
                 assert (call.token, call.method) == (TOKEN, "sendPhoto")

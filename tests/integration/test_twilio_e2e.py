@@ -25,7 +25,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.twilio import FakeTwilio
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, reply_sent, running_service, wait_until
 from tools.bench.providers import FakeProviders
 
 TOKEN = "twilio-e2e-auth-token"
@@ -141,14 +141,7 @@ async def test_a_proxied_number_routes_replies_and_reports_their_delivery(
                 f"{PUBLIC}/webhooks/twilio/status?"
                 + urllib.parse.urlencode({"outbound_id": reply_id})
             )
-            await wait_until(
-                lambda: conn.fetchval(
-                    "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
-                ),
-                timeout=20,
-                what="the reply sent",
-            )
+            await reply_sent(conn, reply_id)
 
             # 3. Twilio calls the StatusCallback back, signed: the carrier delivered it.
             callback = fake.status_callback(SID, "delivered", RawDlrDoneDate="2408241132")

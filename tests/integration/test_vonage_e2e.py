@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.vonage import FakeVonage
-from tests.support import Feed, make_config, running_service, wait_until
+from tests.support import Feed, make_config, reply_sent, running_service, wait_until
 
 SECRET = "vonage-e2e-signature-secret-0123456789"
 API_KEY = "abcd1234"
@@ -134,14 +134,7 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
                     assert r.status == 202, await r.text()
                     reply_id = (await r.json())["reply_id"]
 
-                await wait_until(
-                    lambda: conn.fetchval(
-                        "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    ),
-                    timeout=20,
-                    what="the reply sent",
-                )
+                await reply_sent(conn, reply_id)
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.body == {
