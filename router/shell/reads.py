@@ -165,13 +165,19 @@ WITH named AS (SELECT * FROM unnest({domains}::text[], {identities}::text[]) AS 
 profiles AS (
     SELECT DISTINCT n.domain, coalesce(i.customer_id, n.identity) AS customer_id
     FROM named n
-    LEFT JOIN customer_identities i ON i.domain = n.domain AND i.identity = n.identity
+    LEFT JOIN LATERAL (
+        SELECT i.customer_id FROM customer_identities i
+        WHERE i.domain = n.domain AND i.identity = n.identity OFFSET 0
+    ) i ON true
 )
 SELECT convert_to(coalesce(json_agg(json_build_object(
     'domain', p.domain, 'customer_id', p.customer_id, 'record', c.record, 'links', l.links
 )), '[]')::text, 'UTF8')
 FROM profiles p
-LEFT JOIN customers c ON c.domain = p.domain AND c.customer_id = p.customer_id
+LEFT JOIN LATERAL (
+    SELECT c.record FROM customers c
+    WHERE c.domain = p.domain AND c.customer_id = p.customer_id OFFSET 0
+) c ON true
 LEFT JOIN LATERAL (
     SELECT json_agg(json_build_object('identity', i.identity, 'customer_id', i.customer_id,
         'source', i.source, 'linked_at', extract(epoch FROM i.linked_at))) AS links
@@ -180,7 +186,10 @@ LEFT JOIN LATERAL (
 ) l ON true
 WHERE c.record IS NOT NULL OR l.links IS NOT NULL
 )"""
-"""The stored profiles of (domain, identity) pairs as one JSON array of ``StoredCustomer``."""
+"""The stored profiles of (domain, identity) pairs as one JSON array of ``StoredCustomer``.
+
+Each pair's identity link and profile is looked up by its primary key, one row at a time
+(``LATERAL … OFFSET 0``, as in ``_STORED``)."""
 _LOAD_CUSTOMERS = "SELECT " + _CUSTOMERS.format(domains="$1", identities="$2")
 _STORED_CUSTOMERS = msgspec.json.Decoder(list[StoredCustomer])
 
@@ -205,10 +214,18 @@ async def known_message_ids(conn: asyncpg.Connection, ids: list[tuple[str, str]]
 
 
 _STORED = """
-SELECT m.message_id FROM messages m JOIN unnest({domains}::text[], {ids}::text[]) AS i(d, id)
-ON m.domain = i.d AND m.message_id = i.id
+SELECT m.message_id FROM unnest({domains}::text[], {ids}::text[]) AS i(d, id)
+CROSS JOIN LATERAL (
+    SELECT m.message_id FROM messages m WHERE m.domain = i.d AND m.message_id = i.id OFFSET 0
+) m
 """
-"""The ids of the (domain, message id) pairs already stored."""
+"""The ids of the (domain, message id) pairs already stored, each looked up by the
+primary key (``LATERAL … OFFSET 0``: one probe per pair). The plan a connection keeps is
+made after the statement's first runs, and as a join it was a hash join over the whole
+table when made while the tables were small and not analyzed yet: 1.6 ms a batch and 150
+µs of PostgreSQL's time per message at 1,000 msg/s, where the probes take 12 µs
+(``tests/integration/test_read_plans.py``; migration 0026 keeps the primary key the only
+index of ``messages`` that starts with the domain)."""
 
 
 _MESSAGE_TYPE = MessageReceived.__struct_config__.tag.encode()  # type: ignore[union-attr]

@@ -91,7 +91,7 @@ def test_dead_letters_are_searched_for_every_spelling_of_an_address() -> None:
             ("acme", ["sms:+1"], ["c1"]),
             ("conversations_by_customer", "conversations_pkey"),
         ),
-        (erasure._DELETE_MESSAGES, ("acme", ["c1"]), ("messages_by_conversation",)),
+        (erasure._DELETE_MESSAGES, ("acme", ["c1"]), ("messages_of_conversation",)),
         (
             erasure._DELETE_OUTBOUND,
             ("acme", ["c1"], ["sms:+1"]),
@@ -100,7 +100,7 @@ def test_dead_letters_are_searched_for_every_spelling_of_an_address() -> None:
         (
             erasure._DELETE_IDENTITIES,
             ("acme", ["sms:+1"]),
-            ("customer_identities_pkey", "customer_identities_by_customer"),
+            ("customer_identities_pkey", "customer_identities_of_customer"),
         ),
         (
             erasure._DELETE_CONSENTS,
