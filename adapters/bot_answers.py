@@ -102,7 +102,7 @@ class BotAnswerForwarder:
                     with contextlib.suppress(KafkaError):
                         await consumer.seek_to_committed()
         finally:
-            await consumer.stop()
+            await kafka.stop_consumer(consumer, name="bot-answers")
 
     def _pause_or_resume(self, consumer: AIOKafkaConsumer) -> None:
         """Paused while no domain has a bot; each step, as a rebalance may assign more."""

@@ -394,7 +394,7 @@ class BotBridge:
                 await self._commit(consumer)
         finally:
             await self._cancel_all()
-            await consumer.stop()
+            await kafka.stop_consumer(consumer, name="bot-bridge")
         if self._failure is not None:
             raise self._failure
 

@@ -198,7 +198,7 @@ class EgressWorker:
                     except KafkaError as error:
                         log.warning("egress_commit_failed", error=type(error).__name__)
         finally:
-            await consumer.stop()
+            await kafka.stop_consumer(consumer, name="egress")
 
     async def _handle(
         self,

@@ -384,7 +384,7 @@ class DeadLetterRecorder:
                 except KafkaError as error:
                     log.warning("dead_letter_commit_failed", error=type(error).__name__)
         finally:
-            await consumer.stop()
+            await kafka.stop_consumer(consumer, name="dead-letters")
 
 
 def _recorded_row(record: ConsumerRecord[bytes, bytes]) -> tuple[object, ...] | None:

@@ -37,6 +37,28 @@ async def stop_task(
         await task
 
 
+class Stops:
+    """The stops of a process's background tasks that may all be asked at once when it
+    shuts down (``ask_all``), before its resources close one after another (each resource
+    waits for its own task there): the tasks then wind down together, and the shutdown takes
+    as long as the slowest of them, not their sum. Only tasks whose stop ends nothing but
+    their own work belong here; one that must outlast the others (``TopicKeys.run``, which
+    names the keys they took) stops in its turn."""
+
+    def __init__(self) -> None:
+        self._stops: dict[str, Callable[[], None]] = {}
+
+    def add(self, name: str, stop: Callable[[], None]) -> None:
+        self._stops[name] = stop
+
+    def discard(self, name: str) -> None:
+        self._stops.pop(name, None)
+
+    def ask_all(self) -> None:
+        for stop in list(self._stops.values()):
+            stop()
+
+
 @contextlib.asynccontextmanager
 async def background(
     name: str,
@@ -44,12 +66,18 @@ async def background(
     stop: Callable[[], None] | None = None,
     *,
     grace_seconds: float = STOP_TIMEOUT,
+    stops: Stops | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``work`` as a task for the duration of the block; then ``stop_task`` it."""
+    """Run ``work`` as a task for the duration of the block; then ``stop_task`` it. With
+    ``stops``, its ``stop`` may be asked earlier, with the others' (``Stops.ask_all``)."""
     task = asyncio.create_task(work, name=name)
+    if stops is not None and stop is not None:
+        stops.add(name, stop)
     try:
         yield task
     finally:
+        if stops is not None:
+            stops.discard(name)
         await stop_task(task, stop, grace_seconds=grace_seconds)
 
 

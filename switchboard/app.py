@@ -56,7 +56,7 @@ from runtime.retention import RetentionConfig
 from runtime.retention_job import RetentionJob
 from runtime.sealing import TopicKeys
 from runtime.secrets import Secrets
-from runtime.tasks import background
+from runtime.tasks import Stops, background
 from runtime.workload_job import WorkloadJob
 from schemas import topics
 from schemas.bot_webhook import BotWebhook
@@ -83,6 +83,8 @@ RETENTION_JOB = web.AppKey("retention_job", RetentionJob)
 WORKLOAD_JOB = web.AppKey("workload_job", WorkloadJob)
 
 READINESS = web.AppKey("readiness", Readiness)
+STOPS = web.AppKey("stops", Stops)
+"""The background tasks asked to stop together when the process shuts down (``_ask_stops``)."""
 WEBCHAT_HUB = web.AppKey("webchat_hub", WebchatHub)
 IDENTITY_LOOKUPS = web.AppKey("identity_lookups", IdentityLookups)
 
@@ -112,6 +114,8 @@ def build_app(
         logs.add_secrets(logs.secret_values(document, secrets))
 
     live.subscribe(reload_secrets)
+    app[STOPS] = Stops()
+    app.on_shutdown.append(_ask_stops)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
     app.cleanup_ctx.append(_config_follower)
@@ -272,6 +276,10 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+async def _ask_stops(app: web.Application) -> None:
+    app[STOPS].ask_all()
+
+
 async def _producer(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     producer = kafka.make_producer(config, app[ENVIRON])
@@ -316,7 +324,7 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
     async with background("config-follower", topic.follow(consumer, live)):
         yield
     await topic.close()
-    await consumer.stop()
+    await kafka.stop_consumer(consumer, name="config-follower")
 
 
 async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[None]:
@@ -333,7 +341,7 @@ async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[
         customer_cache=config.router.customer_cache,
     )
     app[ROUTER_WORKER] = worker
-    async with background("router-worker", worker.run(), worker.stop):
+    async with background("router-worker", worker.run(), worker.stop, stops=app[STOPS]):
         yield
 
 
@@ -349,7 +357,7 @@ async def _retention(config: Config, app: web.Application) -> AsyncIterator[None
         topic_retention_ms=config.kafka.topic_retention_ms,
         erase=lambda command: app[AGENT_PUBLISHER].publish([command]),
     )
-    async with background("retention", job.run(), job.stop):
+    async with background("retention", job.run(), job.stop, stops=app[STOPS]):
         yield
 
 
@@ -360,7 +368,7 @@ async def _workload(config: Config, app: web.Application) -> AsyncIterator[None]
     job = app[WORKLOAD_JOB] = WorkloadJob(
         app[DB_POOL], app[METRICS], config.workload, lambda: live.document.domains
     )
-    async with background("workload", job.run(), job.stop):
+    async with background("workload", job.run(), job.stop, stops=app[STOPS]):
         yield
 
 
@@ -375,7 +383,7 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         statuses=app[INBOUND_PUBLISHER],
         keys=app[TOPIC_KEYS],
     )
-    async with background("egress", worker.run(), worker.stop):
+    async with background("egress", worker.run(), worker.stop, stops=app[STOPS]):
         yield
 
 
@@ -397,7 +405,7 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         keys=app[TOPIC_KEYS],
     )
-    async with background("bot-bridge", bridge.run(), bridge.stop):
+    async with background("bot-bridge", bridge.run(), bridge.stop, stops=app[STOPS]):
         yield
 
 
@@ -412,7 +420,7 @@ async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
         app[TOPIC_KEYS],
         bots=_any_bot(app[LIVE_CONFIG].document),
     )
-    async with background("bot-answers", forwarder.run(), forwarder.stop):
+    async with background("bot-answers", forwarder.run(), forwarder.stop, stops=app[STOPS]):
         yield
 
 
@@ -427,7 +435,7 @@ async def _outbound_sender(app: web.Application) -> AsyncIterator[None]:
         app[INBOUND_PUBLISHER],
         app[METRICS],
     )
-    async with background("outbound-sender", sender.run(), sender.stop):
+    async with background("outbound-sender", sender.run(), sender.stop, stops=app[STOPS]):
         yield
 
 
@@ -441,7 +449,7 @@ async def _identity_lookups(app: web.Application) -> AsyncIterator[None]:
 
 async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
-    async with background("dead-letter-recorder", recorder.run(), recorder.stop):
+    async with background("dead-letter-recorder", recorder.run(), recorder.stop, stops=app[STOPS]):
         yield
 
 
@@ -461,7 +469,7 @@ async def _webchat_replies(
     async with background("webchat-replies", reply_pump(consumer, hub, webchats, app[TOPIC_KEYS])):
         yield
     await hub.close_all()
-    await consumer.stop()
+    await kafka.stop_consumer(consumer, name="webchat-replies")
 
 
 class _StartedPublisher:

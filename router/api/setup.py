@@ -122,7 +122,7 @@ async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
         "routing-feed", pump(consumer, app[API].feed, app[TOPIC_KEYS], idle_seconds)
     ):
         yield
-    await consumer.stop()
+    await kafka.stop_consumer(consumer, name="routing-feed")
 
 
 async def _end_streams(app: web.Application) -> None:

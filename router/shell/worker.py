@@ -217,7 +217,7 @@ class RouterWorker:
                 await self._settle_writing()
                 await self._settle(wait=True)
                 await self._flush_acked()
-            await consumer.stop()
+            await kafka.stop_consumer(consumer, name="router")
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
             log.info("router_stopped")

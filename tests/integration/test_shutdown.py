@@ -1,0 +1,78 @@
+"""A process asked to stop stops within its deployment's grace period, whatever its broker
+does meanwhile: a consumer that cannot leave its group is given up after
+``runtime.kafka.CONSUMER_STOP_SECONDS``, and the background tasks are asked to stop all at
+once (``runtime.tasks.Stops``), so that their waits overlap instead of adding up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from runtime import kafka
+from runtime.tasks import Stops, background
+from schemas import topics
+from switchboard.embedded import EmbeddedBroker
+from tests.support import make_config
+
+
+async def test_a_consumer_whose_broker_stopped_answering_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    assert broker.pid is not None
+    frozen = False
+    try:
+        config = make_config(broker.bootstrap_servers, "postgresql://unused/unused")
+        await kafka.ensure_topics(config, {})
+        topic = config.topic(topics.OUTBOUND)
+        consumer = kafka.group_consumer(config, {}, "shutdown", topic)
+        await consumer.start()
+        for _ in range(100):
+            await consumer.getmany(timeout_ms=100)
+            if consumer.assignment():
+                break
+        assert consumer.assignment(), "the consumer never joined its group"
+        # The broker stops answering while the consumer joins its group again (here for a
+        # subscription that changed; in a restart, for members that came and went): the
+        # stop waits for the join to be answered.
+        os.kill(broker.pid, signal.SIGSTOP)
+        frozen = True
+        consumer.subscribe([topic, config.topic(topics.DLQ)])
+        await asyncio.sleep(0.5)
+        monkeypatch.setattr(kafka, "CONSUMER_STOP_SECONDS", 1.0)
+        started = time.monotonic()
+        await asyncio.wait_for(kafka.stop_consumer(consumer, name="shutdown-test"), 30)
+        # It waited the bound out: the stop itself was stuck, and was given up.
+        assert time.monotonic() - started >= 1.0
+    finally:
+        if frozen:
+            os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+
+
+async def test_the_background_tasks_are_asked_to_stop_together() -> None:
+    """Each task takes a while to wind down once asked; asked together, the second has
+    finished by the time the first is waited for, where one at a time it would only then
+    be asked."""
+    asked: dict[str, asyncio.Event] = {name: asyncio.Event() for name in ("first", "second")}
+    finished: list[str] = []
+
+    async def work(name: str) -> None:
+        await asked[name].wait()
+        await asyncio.sleep(0.05)  # its last batch, its commit
+        finished.append(name)
+
+    stops = Stops()
+    async with background("first", work("first"), asked["first"].set, stops=stops):
+        async with background("second", work("second"), asked["second"].set, stops=stops):
+            stops.ask_all()
+            assert all(event.is_set() for event in asked.values())
+        # Only the second was waited for so far, and the first is done too.
+        assert "first" in finished
+    assert finished == ["first", "second"]
