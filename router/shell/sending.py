@@ -40,6 +40,9 @@ async def send_rows(
                     acks[held].append(sent)
                 builder, holding = producer.create_batch(), set()
             holding.add(seq)
+        # Closed, a batch goes out at once: an open one would wait the producer's
+        # ``linger_ms`` for records no one will add (the rows are all here).
+        builder.close()
         sent = await producer.send_batch(builder, topic, partition=partition)
         for held in holding:
             acks[held].append(sent)
