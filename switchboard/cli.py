@@ -34,6 +34,8 @@ from switchboard.embedded import EmbeddedError, missing_services
 log = structlog.get_logger("switchboard")
 
 EMBEDDED_DATABASE = "switchboard"
+LISTENING = "Switchboard is up"
+"""How the banner begins: printed once the HTTP port is bound, and not before."""
 
 
 def add_service_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -187,7 +189,7 @@ async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Rol
 
 
 def _banner(base: str, config: Config, roles: frozenset[Role]) -> str:
-    lines = [f"Switchboard is up ({', '.join(sorted(roles))}) on {base}"]
+    lines = [f"{LISTENING} ({', '.join(sorted(roles))}) on {base}"]
     lines.append(f"  readiness   {base}/readyz")
     lines.append(f"  metrics     {base}/metrics")
     if Role.ROUTER in roles:

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,36 @@ class EmbeddedError(RuntimeError):
     """Local infrastructure could not be started."""
 
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux keeps the range it picks ports from for ``bind(0)`` and outgoing connections."""
+LOWEST_PICKED_PORT = 20_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing holds now, below the range the kernel hands out for port 0 and
+    outgoing connections. The caller binds it later; a port from that range could be
+    handed to any other ``bind(0)`` in between (another test's server, say), and a client
+    of ours would then talk to it."""
+    below = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PICKED_PORT, below)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768  # Linux's default; other systems start higher (49152)
+    return max(low, LOWEST_PICKED_PORT + 1_000)
 
 
 def _die_with_parent(sig: signal.Signals) -> Callable[[], None]:

@@ -21,6 +21,7 @@ from runtime import db
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys, with_value
 from schemas import ROUTING_DECODER, ConversationAssigned
+from switchboard import cli
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
 from switchboard.config import Config
@@ -442,6 +443,8 @@ class RouterProcess:
             async def ready() -> bool:
                 if self.process.poll() is not None:
                     raise AssertionError(f"{self.role} exited: {self.log_path.read_text()[-3000:]}")
+                if cli.LISTENING not in self.log_path.read_text(errors="replace"):
+                    return False  # whatever answers on the port is not our process yet
                 try:
                     async with session.get(f"http://127.0.0.1:{self.port}/readyz") as r:
                         return r.status == 200

@@ -27,6 +27,7 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from switchboard import cli
 from tests.readme.commands import Command
 from tests.support import opened_records, topic_keys
 
@@ -229,6 +230,10 @@ class Service:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
+    def listening(self) -> bool:
+        """Whether the process said it listens: it prints its banner once it does."""
+        return cli.LISTENING in self.log.read_text(errors="replace")
+
     async def stop(self) -> int:
         """SIGTERM, as Ctrl-C or an orchestrator would; the exit code."""
         if self.process.returncode is None:
@@ -287,10 +292,12 @@ async def _wait_ready(service: Service, timeout: float) -> None:
                     f"switchboard {service.command} exited {service.process.returncode}:\n"
                     + service.output()
                 )
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(service.url + "/readyz") as response:
-                    if response.status == 200:
-                        return
+            # Until our process says it listens, whatever answers on the port is not it.
+            if service.listening():
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with session.get(service.url + "/readyz") as response:
+                        if response.status == 200:
+                            return
             await asyncio.sleep(0.1)
     raise AssertionError(f"/readyz not 200 within {timeout} s:\n{service.output()}")
 

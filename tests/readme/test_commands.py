@@ -291,3 +291,37 @@ async def test_switchboard_refuses_unequal_partition_counts(
         await admin.close()
     with pytest.raises(RuntimeError, match="must have the same partition count"):
         await kafka.ensure_topics(config, {})
+
+
+@pytest.mark.integration
+async def test_a_service_is_ready_only_once_it_listens_itself(
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+) -> None:
+    """Another server answering ``/readyz`` on the chosen port is not taken for ours: ours
+    cannot bind it, exits, and ``switchboard_run`` says so instead of handing the port on."""
+
+    async def someone_else(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="someone else")
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/readyz", someone_else)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    tag = uuid.uuid4().hex[:8]
+    config = tmp_path / "switchboard.toml"
+    config.write_text(DEFAULTS_PATH.read_text() + f'\n[kafka]\nconsumer_group = "readme-{tag}"\n')
+    environ = {
+        "KAFKA_BOOTSTRAP_SERVERS": infrastructure.bootstrap_servers,
+        "DATABASE_URL": database_url,
+        "SWITCHBOARD_TOPIC_PREFIX": f"readme{tag}.",
+        "SWITCHBOARD_CONFIG": str(config),
+    }
+    try:
+        with pytest.raises(AssertionError, match="switchboard router exited") as refused:
+            async with switchboard_run(tmp_path, port, environ, command="router"):
+                pass
+        assert f"cannot listen on 127.0.0.1:{port}" in str(refused.value)
+    finally:
+        await runner.cleanup()

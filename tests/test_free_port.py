@@ -1,0 +1,69 @@
+"""The ports handed to services the tests and ``make run`` start: never from the range the
+kernel gives to ``bind(0)``, so no other server can take one between its choice and its use."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from switchboard import embedded
+from switchboard.embedded import LOWEST_PICKED_PORT, free_port
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_a_port_is_below_the_kernels_own_range_and_can_be_listened_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("40000\t60999\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", ranges)
+    ports = {free_port() for _ in range(50)}
+    assert all(LOWEST_PICKED_PORT <= port < 40_000 for port in ports), ports
+    assert len(ports) > 40, "ports are spread, so that concurrent choosers rarely meet"
+    _listen(ports.pop()).close()
+
+
+def test_a_port_something_listens_on_is_never_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    # Every other port of the range: a chooser that did not check would hit one half the time.
+    taken = [
+        sock
+        for port in range(LOWEST_PICKED_PORT, LOWEST_PICKED_PORT + 1_000, 2)
+        if (sock := _try_listen(port))
+    ]
+    ranges.write_text(f"{LOWEST_PICKED_PORT + 1_000} 60999\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", ranges)
+    try:
+        held = {sock.getsockname()[1] for sock in taken}
+        assert held, "some of the range could be held"
+        for _ in range(20):
+            port = free_port()
+            assert port not in held
+            _listen(port).close()
+    finally:
+        for sock in taken:
+            sock.close()
+
+
+def _try_listen(port: int) -> socket.socket | None:
+    try:
+        return _listen(port)
+    except OSError:
+        return None
+
+
+def test_without_the_kernels_range_the_linux_default_is_assumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", tmp_path / "absent")
+    assert all(LOWEST_PICKED_PORT <= free_port() < 32_768 for _ in range(20))
