@@ -226,16 +226,7 @@ async def test_the_router_and_the_adapters_run_as_separate_processes(
         assert refused.returncode == 1, refused.stderr
         assert "set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL" in refused.stderr
 
-    # The packaged defaults, in a consumer group of the test's own.
-    tag = uuid.uuid4().hex[:8]
-    config = tmp_path / "switchboard.toml"
-    config.write_text(DEFAULTS_PATH.read_text() + f'\n[kafka]\nconsumer_group = "readme-{tag}"\n')
-    environ = {
-        "KAFKA_BOOTSTRAP_SERVERS": infrastructure.bootstrap_servers,
-        "DATABASE_URL": database_url,
-        "SWITCHBOARD_TOPIC_PREFIX": f"readme{tag}.",
-        "SWITCHBOARD_CONFIG": str(config),
-    }
+    environ = _packaged_defaults(infrastructure, database_url, tmp_path)
     async with AsyncExitStack() as stack:
         router, adapters = await asyncio.gather(
             stack.enter_async_context(
@@ -309,15 +300,7 @@ async def test_a_service_is_ready_only_once_it_listens_itself(
     await runner.setup()
     port = free_port()
     await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    tag = uuid.uuid4().hex[:8]
-    config = tmp_path / "switchboard.toml"
-    config.write_text(DEFAULTS_PATH.read_text() + f'\n[kafka]\nconsumer_group = "readme-{tag}"\n')
-    environ = {
-        "KAFKA_BOOTSTRAP_SERVERS": infrastructure.bootstrap_servers,
-        "DATABASE_URL": database_url,
-        "SWITCHBOARD_TOPIC_PREFIX": f"readme{tag}.",
-        "SWITCHBOARD_CONFIG": str(config),
-    }
+    environ = _packaged_defaults(infrastructure, database_url, tmp_path)
     try:
         with pytest.raises(AssertionError, match="switchboard router exited") as refused:
             async with switchboard_run(tmp_path, port, environ, command="router"):
@@ -325,3 +308,19 @@ async def test_a_service_is_ready_only_once_it_listens_itself(
         assert f"cannot listen on 127.0.0.1:{port}" in str(refused.value)
     finally:
         await runner.cleanup()
+
+
+def _packaged_defaults(
+    infrastructure: Infrastructure, database_url: str, directory: Path
+) -> dict[str, str]:
+    """The environment of a service on the packaged defaults, with topics and a consumer
+    group of the test's own."""
+    tag = uuid.uuid4().hex[:8]
+    config = directory / "switchboard.toml"
+    config.write_text(DEFAULTS_PATH.read_text() + f'\n[kafka]\nconsumer_group = "readme-{tag}"\n')
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": infrastructure.bootstrap_servers,
+        "DATABASE_URL": database_url,
+        "SWITCHBOARD_TOPIC_PREFIX": f"readme{tag}.",
+        "SWITCHBOARD_CONFIG": str(config),
+    }
