@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -391,6 +392,12 @@ class Feed:
         return [e for e in self.events if getattr(e, "conversation_id", None) == conversation_id]
 
 
+def said_listening(log: Path) -> bool:
+    """Whether the service writing ``log`` has bound its port: its banner says so
+    (``switchboard.cli.LISTENING``), and until then whatever answers there is not it."""
+    return cli.LISTENING in log.read_text(errors="replace")
+
+
 class RouterProcess:
     """``switchboard router`` (or another role) as a child process, to be killed and
     restarted."""
@@ -405,7 +412,6 @@ class RouterProcess:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         import os
-        from pathlib import Path
 
         self.port = free_port()
         raw = {**raw_config, "http": {"host": "127.0.0.1", "port": self.port}}
@@ -443,7 +449,7 @@ class RouterProcess:
             async def ready() -> bool:
                 if self.process.poll() is not None:
                     raise AssertionError(f"{self.role} exited: {self.log_path.read_text()[-3000:]}")
-                if cli.LISTENING not in self.log_path.read_text(errors="replace"):
+                if not said_listening(self.log_path):
                     return False  # whatever answers on the port is not our process yet
                 try:
                     async with session.get(f"http://127.0.0.1:{self.port}/readyz") as r:

@@ -27,9 +27,8 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from switchboard import cli
 from tests.readme.commands import Command
-from tests.support import opened_records, topic_keys
+from tests.support import opened_records, said_listening, topic_keys
 
 BIN = Path(sys.executable).parent
 """The virtual environment's scripts: ``switchboard`` and ``python`` as the README runs them."""
@@ -230,10 +229,6 @@ class Service:
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
-    def listening(self) -> bool:
-        """Whether the process said it listens: it prints its banner once it does."""
-        return cli.LISTENING in self.log.read_text(errors="replace")
-
     async def stop(self) -> int:
         """SIGTERM, as Ctrl-C or an orchestrator would; the exit code."""
         if self.process.returncode is None:
@@ -292,8 +287,7 @@ async def _wait_ready(service: Service, timeout: float) -> None:
                     f"switchboard {service.command} exited {service.process.returncode}:\n"
                     + service.output()
                 )
-            # Until our process says it listens, whatever answers on the port is not it.
-            if service.listening():
+            if said_listening(service.log):
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with session.get(service.url + "/readyz") as response:
                         if response.status == 200:
