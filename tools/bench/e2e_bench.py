@@ -41,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.engine import DomainPolicy, apply, make_id, new_state, snapshot
 from router.shell.worker import RouterWorker
-from runtime import db, kafka
+from runtime import collector, db, kafka
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
 from schemas import (
@@ -156,6 +156,8 @@ async def raw_pipeline(
     )
     await consumer.start()
     await producer.start()
+    # The collector as a service process has it (``switchboard.cli.serve``), for both sides.
+    collector.settle()
     done = 0
     first = last = 0.0
     inflight: list[asyncio.Future[list[Any]]] = []
@@ -363,6 +365,7 @@ async def router(config: Config, metrics: Metrics | None = None) -> AsyncIterato
     worker = RouterWorker(
         config, policies, {}, pool, producer, metrics or Metrics(config=config.metrics)
     )
+    collector.settle()  # as ``switchboard.cli.serve`` does once the service has started
     task = asyncio.create_task(worker.run())
     try:
         yield worker

@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from adapters.base import inbound_event_id
 from router.engine import make_id
+from runtime import collector
 from runtime.stats import percentile
 from schemas import Channel, MessageReceived
 from tools.bench.e2e_bench import Services, raw_pipeline
@@ -305,6 +306,7 @@ async def serve_raw_app(settings: RawSettings) -> None:
     runner = web.AppRunner(raw_app(settings, producer), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.port).start()
+    collector.settle()  # as the service's processes do (``switchboard.cli.serve``)
     try:
         await until_terminated()
     finally:
