@@ -106,11 +106,15 @@ Attachments = Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=ATTACHME
 Contacts = Annotated[tuple[Contact, ...], msgspec.Meta(max_length=CONTACTS_MAX)]
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", gc=False):
     """Fields every record on every topic carries.
 
     ``id`` is unique per event (the CloudEvents ``id``): consumers drop duplicates by it.
     ``domain`` is the routing domain and the Kafka record key.
+
+    Not tracked by the garbage collector (``gc=False``, inherited by every event): an event
+    is immutable and holds no cycle, and a router's batch holds thousands of them, each
+    one the collector would otherwise go through until the batch is done.
     """
 
     id: EventId

@@ -3,6 +3,10 @@
 Records are immutable values built only when something changed; the live state is the
 mutable ``__slots__`` objects of ``router.engine.state``. Persisting the latest record of
 every key and calling ``restore`` rebuilds that state exactly.
+
+Being immutable, a record holds no cycle: none is tracked by the garbage collector
+(``gc=False``), which would otherwise go through each one a batch made (a message's
+conversation snapshot, say) until the batch is written.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class AgentDeadlineKind(enum.StrEnum):
     """A shift boundary of the agent's schedule (``rehome`` at shift end)."""
 
 
-class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     agent_id: str
     name: str = ""
     skills: tuple[str, ...] = ()
@@ -118,7 +122,7 @@ class AssignmentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """``closed:<reason>``, ``transferred``, ``offer_missed``, ``owner_unavailable``..."""
 
 
-class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     conversation_id: str
     channel: Channel
     endpoint: str
@@ -183,7 +187,7 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     The router's shell sets it (the engine measures nothing, and ``restore`` ignores it)."""
 
 
-class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """A waiting conversation's position and expected wait, as last announced."""
 
     waiting_since: float
@@ -195,7 +199,7 @@ class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     """Seconds from ``estimated_at`` to an assignment (None: unknown)."""
 
 
-class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """The business wrote to the customer first (``customer.notified``): what their
     reply finds (``router.engine.outbound``)."""
 
@@ -214,7 +218,7 @@ class ExpectationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults
     """A reply opened the notification's conversation already."""
 
 
-class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     customer_id: str
     owner_agent_id: str | None = None
     """Explicit owner (``customer.owner_set``): the preferred agent before anyone else."""
@@ -227,7 +231,7 @@ class CustomerRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """The latest business-started message to them, while it matters."""
 
 
-class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """An identity linked to a customer profile other than its own (``schemas.identity``):
     messages from ``identity`` belong to ``customer_id``."""
 
@@ -238,7 +242,7 @@ class IdentityRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     linked_at: float
 
 
-class BotRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class BotRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """How a bot has been answering lately (``router.engine.bots``, rule 6): only a bot that
     failed since its last answer has one."""
 
