@@ -1,5 +1,6 @@
 """``runtime.collector.settle``: what exists is frozen, the youngest generation waits for
-``YOUNG_THRESHOLD``, and garbage made later is still collected."""
+``YOUNG_THRESHOLD``, and garbage made later is still collected; the values a batch makes by
+the thousand are never tracked."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ import gc
 import weakref
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 
+from router.engine import effects, records
+from router.shell.intake import Decoded
 from runtime import collector
+from schemas import MessageReceived
+from schemas.common import Event
+from tools.bench.e2e_bench import message_from
 
 
 @pytest.fixture
@@ -62,3 +69,33 @@ def test_cycles_made_later_are_still_collected(collector_restored: None) -> None
     assert tracked(garbage())
     gc.collect()
     assert garbage() is None
+
+
+def subclasses(base: type) -> list[type]:
+    found = []
+    for subclass in base.__subclasses__():
+        found += [subclass, *subclasses(subclass)]
+    return found
+
+
+def structs_of(module: object) -> list[type[msgspec.Struct]]:
+    return [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, msgspec.Struct)
+        and value.__module__ == getattr(module, "__name__", None)
+    ]
+
+
+def test_events_records_and_effects_are_never_tracked() -> None:
+    classes = [Event, *subclasses(Event), *structs_of(records), *structs_of(effects), Decoded]
+    assert MessageReceived in classes
+    assert records.ConversationRecord in classes
+    assert [c.__name__ for c in classes if c.__struct_config__.gc] == []
+    # Holding a dict would make a tracked struct tracked.
+    message = msgspec.structs.replace(
+        message_from("acme", "+15550000001", 1), attributes={"brand": "acme"}
+    )
+    assert not gc.is_tracked(message)
+    assert not gc.is_tracked(effects.SaveMessage(message, "c-1"))

@@ -253,7 +253,7 @@ class BotRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, g
     """Set when failures reached ``down_after``: new conversations skip it until then."""
 
 
-class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """An agent's affinity with one customer: ``rank = log2(score) + at / half_life``
     (the score at ``now`` is ``2 ** (rank - now / half_life)``; higher ranks first)."""
 
