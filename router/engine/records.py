@@ -102,9 +102,8 @@ class AgentRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
 
 class AssignmentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One owner period of a conversation (an offer that was never accepted included).
-
-    Not tracked by the garbage collector (``gc=False``): it holds no cycles, and every
-    open conversation keeps its current one in memory."""
+    Every open conversation keeps its current one in memory (untracked, as every record:
+    the module docstring)."""
 
     assignment_id: str
     conversation_id: str
