@@ -45,6 +45,21 @@ def encode_headers(
     return headers
 
 
+_TYPE_AT = 3
+"""Where ``encode_headers`` puts ``ce_type``."""
+
+
+def event_type(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
+    """The ``ce_type`` of a record's headers (None: it has none): looked for where
+    ``encode_headers`` puts it first, as counting published events reads every one."""
+    if len(headers) > _TYPE_AT and headers[_TYPE_AT][0] == "ce_type":
+        return headers[_TYPE_AT][1]
+    for name, value in headers:
+        if name == "ce_type":
+            return value
+    return None
+
+
 @functools.lru_cache(maxsize=256)
 def _rfc3339(epoch_seconds: float) -> bytes:
     # Cached: the events of one batch mostly share their time.

@@ -29,6 +29,7 @@ from router.shell.store import OutboxEvent
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
     AHEAD_KEYS,
+    NONCE_BYTES,
     PERSONAL_TYPES,
     SEALED_WITH,
     SECONDS_PER_PERIOD,
@@ -37,6 +38,7 @@ from runtime.sealing import (
     TopicKeys,
     Unreadable,
     conversation_subject,
+    fresh_nonces,
     open_value,
     seal,
     sealed_with,
@@ -123,6 +125,18 @@ def test_a_sealed_value_opens_with_its_key_to_what_was_sealed(value: bytes) -> N
     sealed = seal(key, value)
     assert len(value) < 8 or value not in sealed
     assert open_value(sealed, key.key_id, {key.key_id: key}) == value
+
+
+def test_the_seals_of_one_batch_each_have_a_nonce_of_their_own() -> None:
+    key = a_key()
+    nonces = fresh_nonces(500)
+    assert len(nonces) == 500
+    assert {len(nonce) for nonce in nonces} == {NONCE_BYTES}
+    assert len(set(nonces)) == 500
+    sealed = [seal(key, b"same words", nonce) for nonce in nonces]
+    assert [value[:NONCE_BYTES] for value in sealed] == nonces
+    assert {open_value(value, key.key_id, {key.key_id: key}) for value in sealed} == {b"same words"}
+    assert fresh_nonces(0) == []
 
 
 def test_a_plain_value_is_read_as_it_is() -> None:

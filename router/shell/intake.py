@@ -538,14 +538,15 @@ class Intake:
                     emitted.append(event)
                     if notice is not None:
                         self._send_reply(partition, notice, writes)
-                case SendReply(reply=reply):
-                    self._send_reply(partition, reply, writes)
+                # The cases of every customer message first: each case is a type check.
                 case SaveMessage(message=message, conversation_id=conversation_id):
                     writes.messages.append((message, conversation_id))
                 case SaveConversation(record=record):
                     record = waits.saved(state, record, now)
                     writes.conversations[(domain, record.conversation_id)] = record
                     observe_first_response(self._metrics, self._first_responses_seen, state, record)
+                case SendReply(reply=reply):
+                    self._send_reply(partition, reply, writes)
                 case SaveAgent(record=record):
                     writes.agents[(domain, record.agent_id)] = record
                 case SaveCustomer(record=record):

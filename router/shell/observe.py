@@ -47,6 +47,7 @@ from schemas import (
     Presence,
     RoutingEvent,
 )
+from schemas.cloudevents import event_type
 
 log = structlog.get_logger("router.decisions")
 
@@ -317,12 +318,9 @@ def observe_published(
 ) -> None:
     """Routing events the broker acknowledged, by their CloudEvents type (dead letters
     are counted when they are made, not here)."""
-    published = Counter(
-        value
-        for event in events
-        if event.topic != dead_letter_topic
-        for name, value in event.headers
-        if name == "ce_type"
-    )
-    for event_type, count in published.items():
-        metrics.routing_events.labels(event_type.decode()).inc(count)
+    published: dict[bytes, int] = {}
+    for event in events:
+        if event.topic != dead_letter_topic and (kind := event_type(event.headers)) is not None:
+            published[kind] = published.get(kind, 0) + 1
+    for kind, count in published.items():
+        metrics.routing_events.labels(kind.decode()).inc(count)

@@ -53,7 +53,7 @@ from typing import Generic, TypeVar
 from aiokafka.partitioner import DefaultPartitioner
 
 from router.shell.store import OutboxBatch, OutboxEvent
-from runtime.sealing import SEALED_WITH, SealingKey, seal
+from runtime.sealing import SEALED_WITH, SealingKey, fresh_nonces, seal
 
 _PARTITIONER = DefaultPartitioner()
 
@@ -272,7 +272,8 @@ def sealed(events: list[OutboxEvent], keys: Mapping[Subject, SealingKey]) -> lis
     if not keys:
         return events
     published = []
-    for event in events:
+    nonces = fresh_nonces(len(events))
+    for event, nonce in zip(events, nonces, strict=True):
         if event.seal is None:
             published.append(event)
             continue
@@ -281,7 +282,7 @@ def sealed(events: list[OutboxEvent], keys: Mapping[Subject, SealingKey]) -> lis
             OutboxEvent(
                 event.topic,
                 event.key,
-                seal(key, event.value),
+                seal(key, event.value, nonce),
                 (*event.headers, (SEALED_WITH, key.key_id)),
             )
         )

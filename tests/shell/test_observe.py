@@ -53,6 +53,7 @@ from schemas import (
     RoutingEvent,
     Strategy,
 )
+from schemas.cloudevents import encode_headers
 from tests.engine.builders import (
     DOMAIN,
     T0,
@@ -405,6 +406,40 @@ def test_published_routing_events_count_by_type_and_dead_letters_do_not() -> Non
 
     assert published("conversation.assigned") == 2
     assert published("message.routed") == 1
+
+    # As the intake writes them (``encode_headers``), and with no type at all.
+    routed = MessageRouted(
+        id="m1",
+        domain=DOMAIN,
+        occurred_at=T0,
+        conversation_id="c1",
+        channel=Channel.SMS,
+        customer_id="phone:+1",
+        queue="default",
+        message_id="m0",
+        provider_message_id="SM0",
+    )
+    headers = tuple(encode_headers(routed, source="router", subject="c1"))
+    untyped = (("ce_id", b"2"), ("ce_source", b"x"), ("ce_time", b"1"), ("ce_subject", b"c1"))
+    observe_published(
+        metrics,
+        [
+            OutboxEvent("routing", b"acme", b"{}", headers),
+            OutboxEvent("routing", None, b"", untyped),
+        ],
+        "dlq",
+    )
+    assert published("message.routed") == 2
+    assert (
+        sum(
+            sample.value
+            for metric in metrics.registry.collect()
+            if metric.name == "switchboard_routing_events"
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        == 4
+    )
 
 
 # -- gauges --------------------------------------------------------------------------------
