@@ -30,19 +30,36 @@ def encode_headers(
     event: Event, *, source: str, subject: str | None = None
 ) -> list[tuple[str, bytes]]:
     """Kafka headers for ``event`` per the CloudEvents Kafka protocol binding."""
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str), f"{type(event).__name__} has no tag"
     headers = [
         ("ce_specversion", _SPEC_VERSION_BYTES),
         ("ce_id", event.id.encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", tag.encode()),
+        ("ce_source", _encoded_source(source)),
+        ("ce_type", _type_of(type(event))),
         ("ce_time", _rfc3339(event.occurred_at)),
         ("content-type", _CONTENT_TYPE_BYTES),
     ]
     if subject is not None:
         headers.append(("ce_subject", subject.encode()))
     return headers
+
+
+@functools.cache
+def type_name(cls: type[Event]) -> str:
+    """The CloudEvents type of an event class: its msgspec tag. Cached: msgspec builds a
+    class's ``__struct_config__`` anew at every access."""
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str), f"{cls.__name__} has no tag"
+    return tag
+
+
+@functools.cache
+def _type_of(cls: type[Event]) -> bytes:
+    return type_name(cls).encode()
+
+
+@functools.cache
+def _encoded_source(source: str) -> bytes:
+    return source.encode()  # a process publishes under one or two sources
 
 
 _TYPE_AT = 3

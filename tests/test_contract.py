@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import typing
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,7 @@ from schemas import (
     encode_headers,
     limits,
 )
+from schemas.cloudevents import event_type, type_name
 from schemas.generate import rendered
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,6 +200,17 @@ def test_cloudevents_headers_round_trip() -> None:
         "c1",
     )
     assert headers.time.startswith("2023-11-14T22:13:20.5")
+    assert type_name(ConversationAssigned) == "conversation.assigned"
+    assert event_type(encode_headers(event, source="another")) == b"conversation.assigned"
+
+
+@pytest.mark.parametrize("decoder", [INBOUND_DECODER, AGENT_EVENT_DECODER, ROUTING_DECODER])
+def test_every_event_type_is_named_in_its_headers_as_its_tag(decoder: msgspec.json.Decoder) -> None:
+    classes = typing.get_args(decoder.type)
+    assert len(classes) > 1
+    for cls in classes:
+        assert type_name(cls) == cls.__struct_config__.tag
+
     with pytest.raises(ValueError, match="ce_id"):
         decode_headers([("ce_type", b"x")])
 

@@ -48,6 +48,7 @@ from schemas import (
     CustomerMerged,
     RoutingEvent,
 )
+from schemas.cloudevents import type_name
 
 log = structlog.get_logger(__name__)
 
@@ -224,8 +225,7 @@ class RoutingFeed:
                 event = ROUTING_DECODER.decode(value or b"")
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # not ours to judge: the router never publishes such a record
-            tag = type(event).__struct_config__.tag
-            self.feed(event, str(tag), value or b"")
+            self.feed(event, type_name(type(event)), value or b"")
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, topic: str) -> None:
