@@ -56,7 +56,7 @@ from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
 from router.shell import reads, store
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.intake import Intake, Unappliable, poison_reason
-from router.shell.observe import observe_published, observe_routing_events, refresh_gauges
+from router.shell.observe import gauge_slices, observe_published, observe_routing_events
 from router.shell.outbox import Outbox, sealed, sealing_subjects
 from router.shell.recovery import PartitionLoader
 from router.shell.residents import ResidentCustomers, RouterConfig
@@ -130,6 +130,7 @@ class RouterWorker:
         self._joined = False
         self._last_kafka_commit = 0.0
         self._committing: asyncio.Task[None] | None = None
+        self._gauging: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[None] | None = None
         """Writes the queued jobs (``_write_queued``) while the loop goes on."""
         self._queued: store.WriteJob | None = None
@@ -213,6 +214,8 @@ class RouterWorker:
             while not self._stopping.is_set():
                 await self._step(consumer)
         finally:
+            if self._gauging is not None:
+                self._gauging.cancel()
             async with self._lock:
                 await self._settle_writing()
                 await self._settle(wait=True)
@@ -582,11 +585,16 @@ class RouterWorker:
         if now - self._last_kafka_commit < 5:
             return
         self._last_kafka_commit = now
-        refresh_gauges(
-            self._metrics, self.domain_states(), self._intake.partitions, self._outbox.unpublished()
-        )
+        if self._gauging is None or self._gauging.done():
+            self._gauging = asyncio.create_task(self._refresh_gauges())
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_and_measure_lag(consumer))
+
+    async def _refresh_gauges(self) -> None:
+        """The gauges, counted while batches go on (``gauge_slices``)."""
+        partitions, unpublished = list(self._intake.partitions), self._outbox.unpublished()
+        for _ in gauge_slices(self._metrics, self.domain_states(), partitions, unpublished):
+            await asyncio.sleep(0)
 
     async def _commit_and_measure_lag(self, consumer: AIOKafkaConsumer) -> None:
         try:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
+import pytest
 
 from router.engine import (
     DomainPolicy,
@@ -22,8 +23,10 @@ from router.engine import (
     apply,
     tick,
 )
+from router.shell import observe as observe_module
 from router.shell.observe import (
     FIRST_RESPONSES_REMEMBERED,
+    gauge_slices,
     observe_dead_letter,
     observe_duplicate,
     observe_first_response,
@@ -540,6 +543,31 @@ def test_gauges_of_domains_beyond_the_limit_add_up_under_other() -> None:
         ("other", "default"): 1,
     }
     assert gauge(metrics, "switchboard_agents")["other", "online"] == 1
+
+
+def test_gauges_are_counted_a_slice_at_a_time_and_set_together_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 7 agents and 11 conversations, 3 a slice: 4 + 3 slices, and the loop runs between.
+    monkeypatch.setattr(observe_module, "GAUGE_SLICE", 3)
+    state = domain([agent(f"a{i}", capacity={Channel.SMS: 2}) for i in range(7)])
+    for i in range(11):
+        apply(state, message(f"k{i}", customer=f"c{i}"), T0)
+    at_once = Metrics()
+    refresh_gauges(at_once, [state], [0], [])
+    metrics = Metrics()
+    slices = gauge_slices(metrics, [state], [0], [])
+    for _ in range(7):
+        next(slices)
+        assert gauge(metrics, "switchboard_open_conversations") == {}
+    with pytest.raises(StopIteration):
+        next(slices)
+    names = ["switchboard_open_conversations", "switchboard_queue_waiting_conversations"]
+    names += ["switchboard_agents", "switchboard_agent_occupancy_ratio"]
+    for name in names:
+        assert gauge(metrics, name) == gauge(at_once, name)
+    assert gauge(metrics, "switchboard_open_conversations") == {(DOMAIN, "sms"): 11}
+    assert gauge(metrics, "switchboard_agent_occupancy_ratio") == {(DOMAIN, "sms"): 11 / 14}
 
 
 def gauge(metrics: Metrics, name: str) -> dict[tuple[str, ...], float]:
