@@ -101,6 +101,7 @@ from schemas.bot_webhook import (
     ResolveAction,
 )
 from schemas.bots import BotEvent, BotFailed, BotHandoffRequested, BotReplied, BotResolved
+from schemas.cloudevents import type_name
 
 log = structlog.get_logger(__name__)
 
@@ -573,7 +574,7 @@ class BotBridge:
             turn_id=turn.id,
             outcome=str(result.outcome),
             error=result.error or None,
-            events=[event.__struct_config__.tag for event in events],
+            events=[type_name(type(event)) for event in events],
             seconds=round(seconds, 3),
         )
         return await self._publish(turn, events)
@@ -603,7 +604,7 @@ class BotBridge:
             handed_off_id=handed_off.id,
             outcome=str(result.outcome),
             error=result.error or None,
-            events=[event.__struct_config__.tag for event in events],
+            events=[type_name(type(event)) for event in events],
             dropped=dropped,
             seconds=round(seconds, 3),
         )

@@ -95,6 +95,9 @@ def partition_for(key: str, partitions: int) -> int:
     return int(murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
+_DEFAULT_PARTITIONER = DefaultPartitioner()
+
+
 class KeyedPartitioner:
     """aiokafka's default partitioner (the Java client's murmur2 of the key; a keyless
     record to a random partition), remembering the hash of each key it has seen. Records
@@ -108,7 +111,7 @@ class KeyedPartitioner:
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(_DEFAULT_PARTITIONER(key, all_partitions, available))
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.KEYS_REMEMBERED:

@@ -19,6 +19,7 @@ from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRe
 from runtime.db import column_arrays
 from runtime.sealing import KEYS_FOR_OPENING, SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
+from schemas.cloudevents import type_name
 
 R = TypeVar("R")
 
@@ -228,7 +229,7 @@ table when made while the tables were small and not analyzed yet: 1.6 ms a batch
 index of ``messages`` that starts with the domain)."""
 
 
-_MESSAGE_TYPE = MessageReceived.__struct_config__.tag.encode()  # type: ignore[union-attr]
+_MESSAGE_TYPE = type_name(MessageReceived).encode()
 
 
 def read_headers(

@@ -50,6 +50,7 @@ from schemas import (
     ReplyRequested,
     RoutingEvent,
 )
+from schemas.cloudevents import type_name
 
 _encode = msgspec.json.Encoder().encode
 
@@ -578,7 +579,7 @@ async def _write_rarer_parts(
                 (
                     e.domain,
                     e.id,
-                    str(type(e).__struct_config__.tag),
+                    type_name(type(e)),
                     _timestamp(e.occurred_at),
                     _encode(e).decode(),
                 )
