@@ -6,7 +6,8 @@
 logging as the configuration says (by default JSON lines at ``INFO``: a line per webhook
 and per assignment, as deployed). ``ROLE``s name the roles
 instead: ``router`` as ``switchboard router`` serves it, ``adapters router`` as
-``switchboard run`` does.
+``switchboard run`` does. With ``SWITCHBOARD_BENCH_CPU_PROFILE`` set, it writes its CPU
+profile when it stops (``tools.bench.cpu_profile``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import msgspec
 
@@ -21,6 +23,7 @@ from runtime import logging as logs
 from switchboard.app import Role
 from switchboard.cli import serve
 from switchboard.config import Config
+from tools.bench.cpu_profile import ENVIRONMENT, CpuProfile
 
 
 def main(argv: list[str]) -> int:
@@ -28,7 +31,17 @@ def main(argv: list[str]) -> int:
     environ = dict(os.environ)
     logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
     roles = frozenset(Role(name) for name in argv[1:]) or frozenset({Role.ADAPTERS})
-    asyncio.run(serve(config, environ, roles))
+    directory = environ.get(ENVIRONMENT)
+    profile = CpuProfile() if directory else None
+    if profile is not None:
+        profile.start()
+    try:
+        asyncio.run(serve(config, environ, roles))
+    finally:
+        if profile is not None and directory:
+            profile.stop()
+            name = "-".join(sorted(role.value for role in roles))
+            profile.write(Path(directory) / f"{name}-{os.getpid()}.txt")
     return 0
 
 
