@@ -109,6 +109,9 @@ _PHONE = re.compile(
 _DIGIT_RUN = re.compile(r"[0-9][0-9 ()-]{7,}")
 #: Shorter strings hold no secret, credential, address or number that we mask.
 _SHORTEST_MASKED = 6
+#: Strings a ``Redactor`` remembers as clean, and the longest it remembers (ids and names).
+CLEAN_STRINGS_KEPT = 4096
+CLEAN_STRING_MAX_CHARS = 64
 #: Starts where a run of address characters starts, so that a long word is scanned once.
 _EMAIL = re.compile(r"(?<![\w.+%-])[\w.+%-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+")
 _VALUE = r"[^\s,;&\"'<>]+"
@@ -172,10 +175,22 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms = sorted(_secret_forms(secrets), key=len, reverse=True)
         self._secrets = re.compile("|".join(map(re.escape, forms))) if forms else None
+        self._clean: set[str] = set()
+        """Strings found holding nothing to mask (a domain, an agent's id, a state's name
+        come back on line after line): a string that needed masking is never kept, so
+        this holds nothing the rules hide."""
 
     def scrub(self, text: str) -> str:
-        if len(text) < _SHORTEST_MASKED:
+        if len(text) < _SHORTEST_MASKED or text in self._clean:
             return text
+        scrubbed = self._scrubbed(text)
+        if scrubbed is text and len(text) <= CLEAN_STRING_MAX_CHARS:
+            if len(self._clean) >= CLEAN_STRINGS_KEPT:
+                self._clean.clear()
+            self._clean.add(text)
+        return scrubbed
+
+    def _scrubbed(self, text: str) -> str:
         if self._secrets is not None and self._secrets.search(text):
             text = self._secrets.sub(SECRET_MASK, text)
         if _mentions_credential(text.lower()):
@@ -438,10 +453,15 @@ _active = _Active()
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _active.redactor.scrub(value)
+    if value is None or kind in _NUMBERS:
+        return value
+    if (kind is list or kind is tuple) and depth < 4:
+        return [_clean(item, depth + 1) for item in value]
     if isinstance(value, str):
         return _active.redactor.scrub(value)
-    if value is None or type(value) in _NUMBERS:
-        return value
     if isinstance(value, BaseException):
         return describe_exception(value, ours=True)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -470,17 +490,29 @@ def redact(
     # Runs on every line: the common cases (a number, a plain string) come first, inline.
     scrub = _active.redactor.scrub
     for key, value in event_dict.items():
-        if value is None or key in _PLAIN_KEYS:
+        if value is None:
             continue
-        if key in SENSITIVE_KEYS:
+        rule = _KEY_RULES.get(key)
+        if rule is None:
+            kind = type(value)
+            if kind is str:
+                event_dict[key] = scrub(value)
+            elif kind not in _NUMBERS:
+                event_dict[key] = _clean(value)
+        elif rule is _SENSITIVE:
             event_dict[key] = fingerprint(value)
-        elif key in SECRET_KEYS:
+        elif rule is _SECRET:
             event_dict[key] = REDACTED
-        elif type(value) is str:
-            event_dict[key] = scrub(value)
-        elif type(value) not in _NUMBERS:
-            event_dict[key] = _clean(value)
     return event_dict
+
+
+_SENSITIVE, _SECRET, _PLAIN = "sensitive", "secret", "plain"
+_KEY_RULES: dict[str, str] = {
+    **dict.fromkeys(_PLAIN_KEYS, _PLAIN),
+    **dict.fromkeys(SECRET_KEYS, _SECRET),
+    **dict.fromkeys(SENSITIVE_KEYS, _SENSITIVE),
+}
+"""Each key a rule names, with the rule ``redact`` applies first: one look-up per key."""
 
 
 # -- configuration ----------------------------------------------------------------------
@@ -495,6 +527,28 @@ def add_secrets(secrets: Iterable[str]) -> None:
 
 
 _json_line = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+class _Stamp:
+    """The UTC second last formatted (``YYYY-MM-DDTHH:MM:SS``)."""
+
+    second = -1
+    text = ""
+
+
+def add_timestamp(
+    _logger: object, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``timestamp``: ISO 8601 in UTC with microseconds (``2026-12-04T11:35:02.123456Z``).
+    The date and time of day are formatted once a second: this runs for every line, and
+    ``datetime.now(UTC).isoformat()`` cost four times as much."""
+    now = time.time()
+    second = int(now)
+    if second != _Stamp.second:
+        _Stamp.text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _Stamp.second = second
+    event_dict["timestamp"] = f"{_Stamp.text}.{int((now - second) * 1_000_000):06d}Z"
+    return event_dict
 
 
 def render_json(_logger: object, _name: str, event: structlog.typing.EventDict) -> str:
@@ -535,7 +589,7 @@ def configure(
     _active.processors[:] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_timestamp,
         structlog.processors.StackInfoRenderer(),
         render_exception,
         redact,
@@ -562,7 +616,7 @@ def configure(
             ],
             foreign_pre_chain=[
                 structlog.processors.add_log_level,
-                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                add_timestamp,
                 sanitize_library_record,
             ],
         )

@@ -26,6 +26,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,32 @@ def test_known_secret_values_are_masked_in_every_encoding() -> None:
     for form in encoded_forms(secret):
         assert redactor.scrub(f"key={form};") == "key=[secret];"
     assert redactor.scrub("a short word") == "a short word"
+
+
+def test_a_redactor_remembers_only_clean_strings_and_a_bounded_number_of_them() -> None:
+    redactor = logs.Redactor(["planted-secret-value"])
+    masked = [f"to {PHONE}", "key=planted-secret-value", "Authorization: Bearer abc123"]
+    for _ in range(3):  # the second and third pass meet whatever the first one kept
+        for line in masked:
+            assert redactor.scrub(line) != line
+        assert redactor.scrub("conversation_assigned") == "conversation_assigned"
+    assert redactor.scrub(PHONE) != PHONE
+    for index in range(logs.CLEAN_STRINGS_KEPT + 10):
+        assert redactor.scrub(f"agent-{index:08d}") == f"agent-{index:08d}"
+    assert redactor.scrub(f"to {PHONE}") != f"to {PHONE}"
+    kept = redactor._clean
+    assert 0 < len(kept) <= logs.CLEAN_STRINGS_KEPT
+    assert not any(PHONE in text or "planted" in text or "Bearer" in text for text in kept)
+
+
+def test_lines_are_stamped_in_utc_with_microseconds() -> None:
+    before = time.time()
+    stamp = logs.add_timestamp(None, "info", {})["timestamp"]
+    after = time.time()
+    assert len(stamp) == len("2026-12-04T11:35:02.123456Z")
+    assert stamp.endswith("Z")
+    parsed = datetime.fromisoformat(stamp.removesuffix("Z") + "+00:00").timestamp()
+    assert before - 1e-6 <= parsed <= after + 1e-6
 
 
 def test_the_configuration_names_its_secrets_by_variable() -> None:
