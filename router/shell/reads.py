@@ -16,7 +16,7 @@ import msgspec
 from aiokafka import ConsumerRecord, TopicPartition
 
 from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
-from runtime.db import column_arrays
+from runtime.db import HeldConnection, column_arrays
 from runtime.sealing import KEYS_FOR_OPENING, SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
 from schemas.cloudevents import type_name
@@ -270,7 +270,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, s.message_id FROM ({_STORED.format(do
 
 async def before_decoding(
     keys: TopicKeys,
-    pool: asyncpg.Pool,
+    pool: asyncpg.Pool | HeldConnection,
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     inbound: str,
 ) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
@@ -299,7 +299,9 @@ SELECT NULL, {_CUSTOMERS.format(domains="$3", identities="$4")}
 
 
 async def before_applying(
-    pool: asyncpg.Pool, messages: list[tuple[str, str]], identities: list[tuple[str, str]]
+    pool: asyncpg.Pool | HeldConnection,
+    messages: list[tuple[str, str]],
+    identities: list[tuple[str, str]],
 ) -> tuple[set[str], list[StoredCustomer]]:
     """What a batch reads before the engine applies it, in one query: which of
     ``messages`` are stored already (provider retries) and the stored profiles of the

@@ -102,6 +102,9 @@ class RouterWorker:
         self._seals = config.kafka.seal_personal_data
         self._environ = environ
         self._pool = pool
+        # The loop's reads before a batch applies and the writer task's transactions: each
+        # one at a time, on a connection kept.
+        self._reader, self._writer = db.HeldConnection(pool), db.HeldConnection(pool)
         self._producer = producer
         self._metrics = metrics
         self._clock = clock
@@ -216,10 +219,15 @@ class RouterWorker:
         finally:
             if self._gauging is not None:
                 self._gauging.cancel()
-            async with self._lock:
-                await self._settle_writing()
-                await self._settle(wait=True)
-                await self._flush_acked()
+            try:
+                async with self._lock:
+                    await self._settle_writing()
+                    await self._settle(wait=True)
+                    await self._flush_acked()
+            finally:
+                # The pool closes after this: it waits for every connection out.
+                await self._reader.release()
+                await self._writer.release()
             await kafka.stop_consumer(consumer, name="router")
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
@@ -343,7 +351,7 @@ class RouterWorker:
         # writer replaces these sets, it does not change them).
         writing, queued = self._writing_ids, self._queued
         keys, checked, stored = await reads.before_decoding(
-            self._keys, self._pool, fetched, self._inbound
+            self._keys, self._reader, fetched, self._inbound
         )
         batch = intake.decode(fetched, keys)
         self._keys.sealing_too(batch.opened_with)
@@ -361,7 +369,7 @@ class RouterWorker:
         known = stored
         unchecked = [message for message in batch.messages if message not in checked]
         if unchecked or wanted:
-            more, customers = await reads.before_applying(self._pool, unchecked, wanted)
+            more, customers = await reads.before_applying(self._reader, unchecked, wanted)
             known.update(more)
             if wanted:
                 residents.loaded(states, wanted, customers)
@@ -436,7 +444,7 @@ class RouterWorker:
     async def _write(self, job: store.WriteJob) -> None:
         """Commit one job, then hand its outbox rows to the publisher task."""
         try:
-            async with self._pool.acquire() as conn:
+            async with self._writer.acquire() as conn:
                 outbox = await store.write_batch(
                     conn,
                     self._group,

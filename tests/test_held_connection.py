@@ -1,0 +1,131 @@
+"""``runtime.db.HeldConnection``: one pooled connection kept between uses, given back when a
+use fails, never shared by two uses at once; on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from runtime import db
+
+
+async def backend(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+async def test_uses_one_after_another_keep_one_connection_out_of_the_pool(
+    database_url: str,
+) -> None:
+    pool = await db.create_pool(database_url, min_size=2, max_size=2)
+    held = db.HeldConnection(pool)
+    try:
+        async with held.acquire() as conn:
+            first = await backend(conn)
+        assert pool.get_idle_size() == 1  # kept, not given back
+        for _ in range(3):
+            async with held.acquire() as conn:
+                assert await backend(conn) == first
+        assert [row[0] for row in await held.fetch("SELECT 1 UNION ALL SELECT 2")] == [1, 2]
+        assert pool.get_idle_size() == 1
+    finally:
+        await held.release()
+        await asyncio.wait_for(pool.close(), 10)  # nothing left out: close does not wait
+
+
+async def test_a_use_that_fails_gives_the_connection_back_rolled_back(database_url: str) -> None:
+    pool = await db.create_pool(database_url, min_size=1, max_size=1)
+    held = db.HeldConnection(pool)
+    try:
+        await pool.execute("CREATE TABLE held_probe (n int)")
+
+        async def violate() -> None:
+            async with held.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO held_probe VALUES (1)")
+                await conn.execute("CREATE UNIQUE INDEX ON held_probe (n)")
+                await conn.execute("INSERT INTO held_probe VALUES (1)")
+
+        async def fail_in_between() -> None:
+            async with held.acquire() as conn:
+                assert not conn.is_in_transaction()
+                raise RuntimeError("the caller's own error")
+
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await violate()
+        # Back in the pool (its only connection), and nothing of the transaction stayed.
+        assert pool.get_idle_size() == 1
+        assert await pool.fetchval("SELECT count(*) FROM held_probe") == 0
+        with pytest.raises(RuntimeError):
+            await fail_in_between()
+        assert pool.get_idle_size() == 1
+        async with held.acquire() as conn:
+            assert await conn.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await held.release()
+        await asyncio.wait_for(pool.close(), 10)
+
+
+async def wait_until_closed(held: db.HeldConnection) -> None:
+    """Until the client has read the server's goodbye (as between two batches)."""
+    for _ in range(200):
+        try:
+            if held._held is None or held._held.is_closed():
+                return
+        except asyncpg.InterfaceError:  # the pool took its proxy back
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the ended connection still looks open")
+
+
+async def test_a_connection_the_server_ended_is_replaced_at_the_next_use(
+    database_url: str,
+) -> None:
+    pool = await db.create_pool(database_url, min_size=1, max_size=3)
+    held = db.HeldConnection(pool)
+    try:
+        async with held.acquire() as conn:
+            ended = await backend(conn)
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", ended)
+        await wait_until_closed(held)
+        async with held.acquire() as conn:
+            assert await backend(conn) != ended
+        # Closed without a failed use (the caller closed it): taken anew all the same.
+        async with held.acquire() as conn:
+            closed = await backend(conn)
+            await conn.close()
+        async with held.acquire() as conn:
+            assert await backend(conn) != closed
+    finally:
+        await held.release()
+        await asyncio.wait_for(pool.close(), 10)
+
+
+async def test_overlapping_uses_never_share_a_connection(database_url: str) -> None:
+    pool = await db.create_pool(database_url, min_size=1, max_size=3)
+    held = db.HeldConnection(pool)
+    entered = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def long_use() -> int:
+        async with held.acquire() as conn:
+            pid = await backend(conn)
+            entered.set()
+            await leave.wait()
+            await conn.fetchval("SELECT pg_sleep(0.05)")
+            return pid
+
+    try:
+        task = asyncio.create_task(long_use())
+        await entered.wait()
+        async with held.acquire() as conn:
+            other = await backend(conn)
+        leave.set()
+        kept = await task
+        assert other != kept
+        async with held.acquire() as conn:
+            assert await backend(conn) == kept
+        assert pool.get_idle_size() == pool.get_size() - 1
+    finally:
+        await held.release()
+        await asyncio.wait_for(pool.close(), 10)
