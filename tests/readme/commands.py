@@ -262,6 +262,14 @@ RULES: tuple[Rule, ...] = (
             recipe=".venv/bin/python -m tools.bench",
         ),
     ),
+    Rule(
+        r"^python -m tools\.bench\.cpu_profile FILE$",
+        Mapped(
+            "tests/tools/test_cpu_profile.py::"
+            "test_the_command_line_prints_the_summary_of_a_written_profile",
+            "FILE is a profile the benchmark wrote: the test writes one and runs the command on it",
+        ),
+    ),
     # -- See it route -----------------------------------------------------------------
     Rule(
         r"^curl |^TOKEN=\$\(curl ",

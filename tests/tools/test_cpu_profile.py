@@ -3,6 +3,8 @@ summary reads back."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,3 +43,24 @@ def test_samples_count_cpu_time_and_name_the_busy_function(tmp_path: Path) -> No
     assert f"{sum(stacks.values())} samples" in text
     inclusive = text.split("-- inclusive")[1]
     assert "busy (tools/test_cpu_profile.py)" in inclusive
+
+
+def test_the_command_line_prints_the_summary_of_a_written_profile(tmp_path: Path) -> None:
+    """``python -m tools.bench.cpu_profile FILE``, as the README shows it."""
+    profile = CpuProfile()
+    profile.start()
+    try:
+        busy(0.2)
+    finally:
+        profile.stop()
+    path = tmp_path / "router-1.txt"
+    profile.write(path)
+    printed = subprocess.run(
+        [sys.executable, "-m", "tools.bench.cpu_profile", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    assert printed.startswith(f"== {path}\n{sum(profile.stacks.values())} samples\n-- self\n")
+    assert "busy (tools/test_cpu_profile.py)" in printed
