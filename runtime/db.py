@@ -21,9 +21,17 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 """What a database call that failed raises, whatever the cause (unreachable, refused,
-timed out, or the statement's own error): what a caller that tries again later catches."""
+timed out, or the statement's own error): what a caller that tries again later catches.
+asyncpg raises ``InternalClientError`` when the server ends a connection while a new
+statement is being prepared on it ("cannot switch to state ...")."""
 
 Row = TypeVar("Row")
 

@@ -90,6 +90,23 @@ async def test_a_connection_the_server_ended_is_replaced_at_the_next_use(
         await wait_until_closed(held)
         async with held.acquire() as conn:
             assert await backend(conn) != ended
+        # Ended while the client does not know yet: the use in flight fails as any database
+        # error does (a statement not prepared before meets it as InternalClientError),
+        # and a later use takes another connection.
+        async with held.acquire() as conn:
+            ended = await backend(conn)
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", ended)
+        for attempt in range(50):
+            try:
+                pid = int(
+                    (await held.fetch(f"SELECT pg_backend_pid() + {attempt} - {attempt}"))[0][0]
+                )
+            except db.DATABASE_ERRORS:
+                continue
+            if pid != ended:
+                break
+        else:
+            raise AssertionError("the held connection never came back")
         # Closed without a failed use (the caller closed it): taken anew all the same.
         async with held.acquire() as conn:
             closed = await backend(conn)
