@@ -4,6 +4,8 @@ use fails, never shared by two uses at once; on a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -11,33 +13,45 @@ import pytest
 from runtime import db
 
 
+@contextlib.asynccontextmanager
+async def held_from(
+    database_url: str, size: int
+) -> AsyncIterator[tuple[asyncpg.Pool, db.HeldConnection]]:
+    """A pool of ``size`` connections and a ``HeldConnection`` of it; closed at the end,
+    which would wait forever for a connection left out."""
+    pool = await db.create_pool(database_url, min_size=size, max_size=size)
+    held = db.HeldConnection(pool)
+    try:
+        yield pool, held
+    finally:
+        await held.release()
+        await asyncio.wait_for(pool.close(), 10)
+
+
 async def backend(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+
+async def held_backend(held: db.HeldConnection) -> int:
+    async with held.acquire() as conn:
+        return await backend(conn)
 
 
 async def test_uses_one_after_another_keep_one_connection_out_of_the_pool(
     database_url: str,
 ) -> None:
-    pool = await db.create_pool(database_url, min_size=2, max_size=2)
-    held = db.HeldConnection(pool)
-    try:
-        async with held.acquire() as conn:
-            first = await backend(conn)
+    async with held_from(database_url, 2) as (pool, held):
+        first = await held_backend(held)
         assert pool.get_idle_size() == 1  # kept, not given back
         for _ in range(3):
             async with held.acquire() as conn:
                 assert await backend(conn) == first
         assert [row[0] for row in await held.fetch("SELECT 1 UNION ALL SELECT 2")] == [1, 2]
         assert pool.get_idle_size() == 1
-    finally:
-        await held.release()
-        await asyncio.wait_for(pool.close(), 10)  # nothing left out: close does not wait
 
 
 async def test_a_use_that_fails_gives_the_connection_back_rolled_back(database_url: str) -> None:
-    pool = await db.create_pool(database_url, min_size=1, max_size=1)
-    held = db.HeldConnection(pool)
-    try:
+    async with held_from(database_url, 1) as (pool, held):
         await pool.execute("CREATE TABLE held_probe (n int)")
 
         async def violate() -> None:
@@ -61,9 +75,6 @@ async def test_a_use_that_fails_gives_the_connection_back_rolled_back(database_u
         assert pool.get_idle_size() == 1
         async with held.acquire() as conn:
             assert await conn.fetchval("SELECT 41 + 1") == 42
-    finally:
-        await held.release()
-        await asyncio.wait_for(pool.close(), 10)
 
 
 async def wait_until_closed(held: db.HeldConnection) -> None:
@@ -81,11 +92,8 @@ async def wait_until_closed(held: db.HeldConnection) -> None:
 async def test_a_connection_the_server_ended_is_replaced_at_the_next_use(
     database_url: str,
 ) -> None:
-    pool = await db.create_pool(database_url, min_size=1, max_size=3)
-    held = db.HeldConnection(pool)
-    try:
-        async with held.acquire() as conn:
-            ended = await backend(conn)
+    async with held_from(database_url, 3) as (pool, held):
+        ended = await held_backend(held)
         assert await pool.fetchval("SELECT pg_terminate_backend($1)", ended)
         await wait_until_closed(held)
         async with held.acquire() as conn:
@@ -93,8 +101,7 @@ async def test_a_connection_the_server_ended_is_replaced_at_the_next_use(
         # Ended while the client does not know yet: the use in flight fails as any database
         # error does (a statement not prepared before meets it as InternalClientError),
         # and a later use takes another connection.
-        async with held.acquire() as conn:
-            ended = await backend(conn)
+        ended = await held_backend(held)
         assert await pool.fetchval("SELECT pg_terminate_backend($1)", ended)
         for attempt in range(50):
             try:
@@ -113,14 +120,9 @@ async def test_a_connection_the_server_ended_is_replaced_at_the_next_use(
             await conn.close()
         async with held.acquire() as conn:
             assert await backend(conn) != closed
-    finally:
-        await held.release()
-        await asyncio.wait_for(pool.close(), 10)
 
 
 async def test_overlapping_uses_never_share_a_connection(database_url: str) -> None:
-    pool = await db.create_pool(database_url, min_size=1, max_size=3)
-    held = db.HeldConnection(pool)
     entered = asyncio.Event()
     leave = asyncio.Event()
 
@@ -132,17 +134,13 @@ async def test_overlapping_uses_never_share_a_connection(database_url: str) -> N
             await conn.fetchval("SELECT pg_sleep(0.05)")
             return pid
 
-    try:
+    async with held_from(database_url, 3) as (pool, held):
         task = asyncio.create_task(long_use())
         await entered.wait()
-        async with held.acquire() as conn:
-            other = await backend(conn)
+        other = await held_backend(held)
         leave.set()
         kept = await task
         assert other != kept
         async with held.acquire() as conn:
             assert await backend(conn) == kept
         assert pool.get_idle_size() == pool.get_size() - 1
-    finally:
-        await held.release()
-        await asyncio.wait_for(pool.close(), 10)
