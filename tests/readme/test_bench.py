@@ -14,6 +14,7 @@ import pytest
 import tools.bench.__main__ as bench_main
 from tests.conftest import Infrastructure
 from tools.bench import campaign_bench, e2e_bench, engine_bench, scale_bench, webhook_bench
+from tools.bench.cpu_profile import ENVIRONMENT, read_collapsed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
@@ -73,8 +74,18 @@ async def test_the_benchmark_runs_at_a_small_scale(
     monkeypatch.setattr(bench_main, "RESULTS", results)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", infrastructure.bootstrap_servers)
     monkeypatch.setenv("DATABASE_URL", infrastructure.server_url)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    monkeypatch.setenv(ENVIRONMENT, str(profiles))
 
     assert await asyncio.to_thread(bench_main.main) == 0
+
+    # Each service process that stopped wrote its CPU profile: adapters (campaign, split),
+    # router (split), both roles in one (run).
+    written = {path.name.rsplit("-", 1)[0] for path in profiles.glob("*.txt")}
+    assert written == {"adapters", "router", "adapters-router"}
+    for path in profiles.glob("*.txt"):
+        assert sum(read_collapsed(path.read_text()).values()) > 0, path.name
 
     # "every run is appended to .bench/results.json"
     first, run = json.loads(results.read_text())
