@@ -222,12 +222,16 @@ class HeldConnection:
     A use that raises gives the connection back to the pool, which closes a broken one and
     rolls back a transaction left open; the next use takes another. A use that starts while
     another is in flight takes a pooled connection of its own, so overlapping uses stay
-    correct, only not cheaper. ``release`` gives the connection back for good (before the
-    pool closes: ``Pool.close`` waits for every connection out).
+    correct, only not cheaper. ``release`` gives the connection back (at the end of the use
+    in flight, if any); the next use takes one again. Call it before the pool closes
+    (``Pool.close`` waits for every connection out) and before work that needs the pool's
+    other connections. With ``hold=False`` every use takes a pooled connection and gives it
+    back, as ``pool.acquire()`` does: for a pool too small to keep one out.
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, hold: bool = True) -> None:
         self.pool = pool
+        self.hold = hold
         self._held: asyncpg.Connection | None = None
         self._in_use = False
 
@@ -241,7 +245,7 @@ class HeldConnection:
 
     async def release(self) -> None:
         held, self._held = self._held, None
-        if held is not None:
+        if held is not None and not self._in_use:
             await self.pool.release(held)
 
 
@@ -255,7 +259,7 @@ class _HeldUse:
 
     async def __aenter__(self) -> asyncpg.Connection:
         holder = self._holder
-        if holder._in_use:
+        if holder._in_use or not holder.hold:
             self._conn = await holder.pool.acquire()
             return self._conn
         held = holder._held
@@ -277,9 +281,18 @@ class _HeldUse:
             await holder.pool.release(conn)
             return
         holder._in_use = False
-        if error is not None:
-            holder._held = None
+        if error is not None or holder._held is not conn:  # failed, or released meanwhile
+            if holder._held is conn:
+                holder._held = None
             await holder.pool.release(conn)
+
+
+def held_connections(pool: asyncpg.Pool, count: int) -> list[HeldConnection]:
+    """``count`` ``HeldConnection``s of ``pool``, which hold only while the pool has two
+    more connections for everything else: with fewer, a caller waiting for a connection
+    could wait for one kept by a holder with nothing to do."""
+    hold = pool.get_max_size() >= count + 2
+    return [HeldConnection(pool, hold=hold) for _ in range(count)]
 
 
 def _usable(conn: asyncpg.Connection) -> bool:

@@ -144,3 +144,36 @@ async def test_overlapping_uses_never_share_a_connection(database_url: str) -> N
         async with held.acquire() as conn:
             assert await backend(conn) == kept
         assert pool.get_idle_size() == pool.get_size() - 1
+
+
+async def test_a_release_during_a_use_gives_the_connection_back_when_the_use_ends(
+    database_url: str,
+) -> None:
+    async with held_from(database_url, 2) as (pool, held):
+        async with held.acquire() as conn:
+            await held.release()  # a rebalance or a stop while a transaction is in flight
+            assert await conn.fetchval("SELECT 1") == 1  # the use goes on
+            assert pool.get_idle_size() == 1
+        assert pool.get_idle_size() == 2
+        first = await held_backend(held)  # the next use takes one again, and keeps it
+        assert pool.get_idle_size() == 1
+        assert await held_backend(held) == first
+
+
+async def test_a_pool_too_small_to_keep_connections_out_is_used_as_a_pool(
+    database_url: str,
+) -> None:
+    """Two holders of a pool of three would leave one connection for everything else: they
+    do not hold, so a caller of the pool never waits for a connection kept idle."""
+    async with held_from(database_url, 3) as (pool, _):
+        reader, writer = db.held_connections(pool, 2)
+        await held_backend(reader)
+        await held_backend(writer)
+        assert pool.get_idle_size() == 3  # every connection free for others
+    async with held_from(database_url, 4) as (pool, _):
+        holders = db.held_connections(pool, 2)
+        for holder in holders:
+            await held_backend(holder)
+        assert pool.get_idle_size() == 2
+        for holder in holders:
+            await holder.release()

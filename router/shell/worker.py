@@ -103,8 +103,8 @@ class RouterWorker:
         self._environ = environ
         self._pool = pool
         # The loop's reads before a batch applies and the writer task's transactions: each
-        # one at a time, on a connection kept.
-        self._reader, self._writer = db.HeldConnection(pool), db.HeldConnection(pool)
+        # one at a time, on a connection kept (while the pool has two more for the rest).
+        self._reader, self._writer = db.held_connections(pool, 2)
         self._producer = producer
         self._metrics = metrics
         self._clock = clock
@@ -219,15 +219,10 @@ class RouterWorker:
         finally:
             if self._gauging is not None:
                 self._gauging.cancel()
-            try:
-                async with self._lock:
-                    await self._settle_writing()
-                    await self._settle(wait=True)
-                    await self._flush_acked()
-            finally:
-                # The pool closes after this: it waits for every connection out.
-                await self._reader.release()
-                await self._writer.release()
+            async with self._lock:
+                await self._settle_writing()
+                await self._settle(wait=True)
+                await self._flush_acked()
             await kafka.stop_consumer(consumer, name="router")
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
@@ -490,7 +485,11 @@ class RouterWorker:
 
     async def _settle_writing(self) -> None:
         """Before a rebalance, a stop or a reload: what is queued commits or is given up (its
-        input is read again from the stored offsets by whoever owns the partition next)."""
+        input is read again from the stored offsets by whoever owns the partition next).
+        The kept connections go back to the pool: a load reads on several at once, and the
+        pool closes after a stop (it waits for every connection out)."""
+        await self._reader.release()
+        await self._writer.release()  # at the end of its transaction, if one is in flight
         try:
             await self._finish_writing()
         except _DATABASE_ERRORS as error:
