@@ -486,14 +486,15 @@ class RouterWorker:
     async def _settle_writing(self) -> None:
         """Before a rebalance, a stop or a reload: what is queued commits or is given up (its
         input is read again from the stored offsets by whoever owns the partition next).
-        The kept connections go back to the pool: a load reads on several at once, and the
-        pool closes after a stop (it waits for every connection out)."""
-        await self._reader.release()
-        await self._writer.release()  # at the end of its transaction, if one is in flight
+        Then the kept connections go back to the pool: a load reads on several at once, and
+        the pool closes after a stop (it waits for every connection out)."""
         try:
             await self._finish_writing()
         except _DATABASE_ERRORS as error:
             log.warning("batch_abandoned", error=type(error).__name__)
+        finally:
+            await self._reader.release()
+            await self._writer.release()
         publishing, self._publishing = self._publishing, None
         if publishing is not None:
             await publishing
