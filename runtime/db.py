@@ -234,6 +234,8 @@ class HeldConnection:
         self.hold = hold
         self._held: asyncpg.Connection | None = None
         self._in_use = False
+        self._give_back = False
+        """Released while a use was in flight: that use gives the connection back."""
 
     def acquire(self) -> _HeldUse:
         return _HeldUse(self)
@@ -244,8 +246,11 @@ class HeldConnection:
             return rows
 
     async def release(self) -> None:
+        if self._in_use:
+            self._give_back = True
+            return
         held, self._held = self._held, None
-        if held is not None and not self._in_use:
+        if held is not None:
             await self.pool.release(held)
 
 
@@ -262,15 +267,19 @@ class _HeldUse:
         if holder._in_use or not holder.hold:
             self._conn = await holder.pool.acquire()
             return self._conn
-        held = holder._held
-        if held is not None and not _usable(held):
-            holder._held = None
-            with contextlib.suppress(asyncpg.InterfaceError):  # given back already
-                await holder.pool.release(held)
-            held = None
-        if held is None:
-            held = holder._held = await holder.pool.acquire()
-        holder._in_use = self._shared = True
+        holder._in_use = self._shared = True  # before any await: a use meanwhile takes its own
+        try:
+            held = holder._held
+            if held is not None and not _usable(held):
+                holder._held = None
+                with contextlib.suppress(asyncpg.InterfaceError):  # given back already
+                    await holder.pool.release(held)
+                held = None
+            if held is None:
+                held = holder._held = await holder.pool.acquire()
+        except BaseException:
+            holder._in_use = self._shared = False
+            raise
         self._conn = held
         return held
 
@@ -281,9 +290,8 @@ class _HeldUse:
             await holder.pool.release(conn)
             return
         holder._in_use = False
-        if error is not None or holder._held is not conn:  # failed, or released meanwhile
-            if holder._held is conn:
-                holder._held = None
+        if error is not None or holder._give_back:
+            holder._held, holder._give_back = None, False
             await holder.pool.release(conn)
 
 

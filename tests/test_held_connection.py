@@ -15,11 +15,14 @@ from runtime import db
 
 @contextlib.asynccontextmanager
 async def held_from(
-    database_url: str, size: int
+    database_url: str, size: int, *, opened: int | None = None
 ) -> AsyncIterator[tuple[asyncpg.Pool, db.HeldConnection]]:
-    """A pool of ``size`` connections and a ``HeldConnection`` of it; closed at the end,
-    which would wait forever for a connection left out."""
-    pool = await db.create_pool(database_url, min_size=size, max_size=size)
+    """A pool of ``size`` connections (``opened`` of them at once, default all) and a
+    ``HeldConnection`` of it; closed at the end, which would wait forever for a
+    connection left out."""
+    pool = await db.create_pool(
+        database_url, min_size=size if opened is None else opened, max_size=size
+    )
     held = db.HeldConnection(pool)
     try:
         yield pool, held
@@ -177,3 +180,29 @@ async def test_a_pool_too_small_to_keep_connections_out_is_used_as_a_pool(
         assert pool.get_idle_size() == 2
         for holder in holders:
             await holder.release()
+
+
+async def test_uses_that_start_together_never_share_a_connection(database_url: str) -> None:
+    """Two uses start while nothing is held (both wait for the pool); the first ends, and
+    a third starts while the second runs a statement: none shares the second's."""
+    # No connection open yet: each use waits for one, and the others start meanwhile.
+    async with held_from(database_url, 3, opened=0) as (pool, held):
+        second_running = asyncio.Event()
+
+        async def first() -> int:
+            return await held_backend(held)
+
+        async def second() -> int:
+            async with held.acquire() as conn:
+                pid = await backend(conn)
+                second_running.set()
+                await conn.fetchval("SELECT pg_sleep(0.3)")
+                return pid
+
+        async def third() -> int:
+            await second_running.wait()
+            return await held_backend(held)
+
+        first_pid, second_pid, third_pid = await asyncio.gather(first(), second(), third())
+        assert second_pid not in (first_pid, third_pid)  # the first's may serve the third
+        assert pool.get_idle_size() == pool.get_size() - 1  # one kept, the others back
