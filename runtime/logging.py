@@ -453,24 +453,20 @@ _active = _Active()
 
 
 def _clean(value: Any, depth: int = 0) -> Any:
-    kind = type(value)
-    if kind is str:
-        return _active.redactor.scrub(value)
-    if value is None or kind in _NUMBERS:
-        return value
-    if (kind is list or kind is tuple) and depth < 4:
-        return [_clean(item, depth + 1) for item in value]
     if isinstance(value, str):
         return _active.redactor.scrub(value)
+    if value is None or type(value) in _NUMBERS:
+        return value
+    # Sequences first: no sequence is an exception, bytes or a mapping, whose test (an ABC)
+    # costs more, and lists are what lines hold most (a webhook's domains).
+    if depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        return [_clean(item, depth + 1) for item in value]
     if isinstance(value, BaseException):
         return describe_exception(value, ours=True)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"[{len(value)} bytes]"
-    if depth < 4:
-        if isinstance(value, Mapping):
-            return {str(k): _redact_value(str(k).lower(), v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [_clean(item, depth + 1) for item in value]
+    if depth < 4 and isinstance(value, Mapping):
+        return {str(k): _redact_value(str(k).lower(), v, depth + 1) for k, v in value.items()}
     return _active.redactor.scrub(repr(value))
 
 

@@ -31,17 +31,17 @@ def main(argv: list[str]) -> int:
     environ = dict(os.environ)
     logs.configure(config.log_format, config.log_level, secrets=logs.secret_values(config, environ))
     roles = frozenset(Role(name) for name in argv[1:]) or frozenset({Role.ADAPTERS})
-    directory = environ.get(ENVIRONMENT)
-    profile = CpuProfile() if directory else None
-    if profile is not None:
+    profiles = environ.get(ENVIRONMENT)
+    profile = CpuProfile()
+    if profiles:
         profile.start()
     try:
         asyncio.run(serve(config, environ, roles))
     finally:
-        if profile is not None and directory:
+        if profiles:
             profile.stop()
             name = "-".join(sorted(role.value for role in roles))
-            profile.write(Path(directory) / f"{name}-{os.getpid()}.txt")
+            profile.write(Path(profiles) / f"{name}-{os.getpid()}.txt")
     return 0
 
 
