@@ -64,7 +64,7 @@ from router.engine import (
     WaitEstimate,
 )
 from runtime import audit, dead_letters
-from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER
+from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER, TOPIC_KEYS
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import RETRY_AFTER_SECONDS, json_error, read_limited
 from runtime.kafka import BrokerUnavailable
@@ -614,6 +614,7 @@ async def get_stream(request: web.Request) -> web.StreamResponse:
     )
     subscriber: Subscriber = feed.subscribe(domain)
     try:
+        await feed.catch_up(request.app[TOPIC_KEYS])
         backlog, found = feed.recent(domain, last_event_id)
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")

@@ -1,7 +1,7 @@
 """``router.api.feed.pump`` against the real broker and PostgreSQL: while no stream is open
 and no command awaits its verdict, the feed's consumer stays paused between reads (a
-paused consumer fetches nothing); a stream or a command resumes it at once, and nothing
-published meanwhile is skipped."""
+paused consumer fetches nothing) and what it reads is held sealed; a stream or a command
+resumes it at once, and nothing published meanwhile is skipped."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from router.api.feed import RoutingFeed, pump, start_consumer
+from router.api.feed import FeedEvent, RoutingFeed, pump, start_consumer
 from runtime import db, kafka
 from runtime.sealing import TopicKeys
-from schemas import CommandCompleted, topics
+from schemas import CommandCompleted, CustomerErased, topics
 from tests.api.support import assigned
 from tests.conftest import Infrastructure
 from tests.support import make_config, wait_until
@@ -25,6 +26,9 @@ pytestmark = pytest.mark.integration
 
 HOUR = 3600.0
 """The pause between reads nobody awaits, longer than any test: only a wake-up reads."""
+BRIEF = 0.05
+"""A pause between reads short enough that the feed reads what comes, unawaited."""
+BUFFER = 5
 
 
 @dataclass
@@ -32,14 +36,17 @@ class Running:
     feed: RoutingFeed
     consumer: AIOKafkaConsumer
     publisher: kafka.EventPublisher
+    keys: TopicKeys
 
     def paused(self) -> bool:
         partitions = self.consumer.assignment()
         return bool(partitions) and self.consumer.paused() == partitions
 
 
-@pytest.fixture
-async def running(infrastructure: Infrastructure, database_url: str) -> AsyncIterator[Running]:
+@pytest.fixture(params=[HOUR])
+async def running(
+    infrastructure: Infrastructure, database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Running]:
     config = make_config(infrastructure.bootstrap_servers, database_url)
     await kafka.ensure_topics(config, {})
     pool = await db.create_pool(database_url, min_size=1, max_size=2)
@@ -53,13 +60,14 @@ async def running(infrastructure: Infrastructure, database_url: str) -> AsyncIte
         fetch_max_wait_ms=10,
     )
     await start_consumer(consumer, config.topic(topics.ROUTING))
-    feed = RoutingFeed(buffer=100)
-    task = asyncio.create_task(pump(consumer, feed, TopicKeys(pool), HOUR))
+    feed = RoutingFeed(buffer=BUFFER)
+    keys = TopicKeys(pool)
+    task = asyncio.create_task(pump(consumer, feed, keys, request.param))
     publisher = kafka.EventPublisher(
         producer, config.topic(topics.ROUTING), config.source, keys=TopicKeys(pool)
     )
     try:
-        yield Running(feed, consumer, publisher)
+        yield Running(feed, consumer, publisher, keys)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -107,3 +115,59 @@ async def test_a_command_awaiting_its_verdict_resumes_the_feed(running: Running)
     assert settled.command_id == command_id
     # Settled, nobody awaits the feed any more.
     await wait_until(running.paused, what="paused again")
+
+
+def ids(events: list[FeedEvent]) -> list[str]:
+    return [event.event_id for event in events]
+
+
+@pytest.mark.parametrize("running", [BRIEF], indirect=True)
+async def test_what_nobody_awaits_is_held_unopened_and_fed_to_a_new_streams_replay(
+    running: Running,
+) -> None:
+    feed = running.feed
+    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
+    await wait_until(lambda: feed.held == 3, what="three records held")
+    # Held, not fed: the ring does not know them yet.
+    assert feed.recent("acme", "e1") == ([], False)
+
+    await feed.catch_up(running.keys)
+    assert feed.held == 0
+    after, found = feed.recent("acme", "e1")
+    assert (ids(after), found) == (["e2", "e3"], True)
+
+
+async def read_to_the_end(consumer: AIOKafkaConsumer) -> bool:
+    assignment = list(consumer.assignment())
+    ends = await consumer.end_offsets(assignment)
+    return all([await consumer.position(tp) >= ends[tp] for tp in assignment])
+
+
+@pytest.mark.parametrize("running", [BRIEF], indirect=True)
+async def test_a_domain_holds_only_as_many_records_as_its_ring_keeps(running: Running) -> None:
+    feed = running.feed
+    await running.publisher.publish([assigned(f"e{n}") for n in range(1, BUFFER + 4)])
+    await wait_until(lambda: read_to_the_end(running.consumer), what="everything read")
+    assert feed.held == BUFFER
+    await feed.catch_up(running.keys)
+    after, found = feed.recent("acme", "e1")
+    assert not found
+    assert ids(after) == [f"e{n}" for n in range(4, BUFFER + 4)]
+
+
+@pytest.mark.parametrize("running", [BRIEF], indirect=True)
+async def test_an_erasure_read_unawaited_first_feeds_what_is_held_then_takes_it_out(
+    running: Running,
+) -> None:
+    feed = running.feed
+    theirs = msgspec.structs.replace(assigned("theirs"), conversation_id="c-erased")
+    await running.publisher.publish([assigned("before"), theirs])
+    await wait_until(lambda: feed.held == 2, what="two records held")
+    erased = CustomerErased(
+        id="erased", domain="acme", occurred_at=2.0, erasure_id="x", conversation_ids=("c-erased",)
+    )
+    await running.publisher.publish([erased])
+    # Nothing held is left to replay the erased customer's event later.
+    await wait_until(lambda: feed.held == 0, what="the held records fed")
+    after, found = feed.recent("acme", "before")
+    assert (ids(after), found) == (["erased"], True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+from router.api.routes import API
+from router.engine import make_id
 from tests.api.support import SseClient, api_service
 from tests.conftest import Infrastructure
 from tests.support import wait_until
@@ -100,3 +102,44 @@ async def test_an_agent_desktop_gets_its_assignment_live_and_resumes_without_los
         assert [e.id for e in replay.events][: len(admin.events)] == [e.id for e in admin.events]
         await replay.close()
         await admin.close()
+
+
+async def test_a_desk_resuming_from_another_api_process_finds_its_last_event_held_here(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    # With no stream open, the feed holds what it reads unopened. A desk whose last event
+    # came from another API process resumes here with that event's id: it must be found
+    # among the held events, and only what came after it replayed.
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        http = api.service.session
+        await api.register("ann")
+        feed = api.service.app[API].feed
+        await api.customer_writes("visitor-0001", "m1")
+        await wait_until(lambda: feed.held >= 2, what="the assignment held")
+        again = await api.customer_writes("visitor-0001", "m1-again")
+        await api.customer_writes("visitor-0002", "m2")
+        await api.customer_writes("visitor-0003", "m3")
+        await wait_until(lambda: feed.held >= 7, what="the messages' events held")
+
+        # An owned conversation's message.routed has an id made from the message's (the
+        # first of its call: ``router.engine.messages``).
+        last_seen = make_id(f"{again}/0")
+        response = await http.get(
+            api.service.url(STREAM), headers={**api.auth("admin"), "Last-Event-ID": last_seen}
+        )
+        resumed = SseClient(response)
+
+        def routed() -> list[str]:
+            return [
+                json.loads(e.data)["provider_message_id"].rsplit("/", 1)[-1]
+                for e in resumed.events
+                if e.type == "message.routed"
+            ]
+
+        await wait_until(lambda: len(routed()) >= 2, what="the messages after the last seen")
+        assert routed() == ["m2", "m3"]
+        assert not any("not in the buffer" in comment for comment in resumed.comments)
+        ids = [e.id for e in resumed.events]
+        assert last_seen not in ids
+        assert len(ids) == len(set(ids))
+        await resumed.close()
