@@ -18,7 +18,9 @@ stay whole; a command or a new stream resumes reading at once. What it reads the
 as it came, sealed and undecoded, the last ``stream_buffer`` records of each domain (the
 record's key), and opened and decoded into the rings when someone needs them: a command
 expected, a stream opened (``catch_up``, before its replay), a ``customer.erased`` or a
-record without a key read. (Opening and decoding every routing event for rings nobody
+record without a key read. They came before any stream then open, so they go to the rings
+only: a stream starting from now is not handed them, one resuming from one of them
+replays what follows it. (Opening and decoding every routing event for rings nobody
 read made the feed about 10% of the router process's CPU time at 1,000 webhooks a
 second; holding them, 5%.)
 
@@ -217,13 +219,13 @@ class RoutingFeed:
         async with self._feeding:
             if not self.awaited and self._hold(records):
                 return
-            await self._feed([*self._all_held(), *records], keys, persistently=True)
+            await self._feed(records, keys, persistently=True)
 
     async def catch_up(self, keys: TopicKeys) -> None:
         """Feed the held records (a stream's replay then starts from whole rings). Raises a
         database error when their keys cannot be read; they stay held."""
         async with self._feeding:
-            await self._feed(self._all_held(), keys, persistently=False)
+            await self._feed([], keys, persistently=False)
 
     def _hold(self, records: Sequence[Record]) -> bool:
         """Hold ``records``, unless one must be fed at once: an erasure, or one whose
@@ -237,21 +239,27 @@ class RoutingFeed:
             held.append(record)
         return True
 
-    def _all_held(self) -> list[Record]:
-        return [record for held in self._held.values() for record in held]
-
-    async def _feed(self, records: list[Record], keys: TopicKeys, *, persistently: bool) -> None:
-        """Open and feed ``records``, the held ones first among them."""
-        if not records:
+    async def _feed(
+        self, records: Sequence[Record], keys: TopicKeys, *, persistently: bool
+    ) -> None:
+        """Open and feed the held records, then ``records``. The held ones came before
+        every stream now open (none was open while they were held): they go to the rings
+        only, for a client resuming from one of them."""
+        held = [record for domain in self._held.values() for record in domain]
+        if not held and not records:
             return
+        both = [*held, *records]
         if persistently:
-            opened = await keys.opened_persistently(records, reader=READER)
+            opened = await keys.opened_persistently(both, reader=READER)
         else:
-            opened = await keys.opened(records)
+            opened = await keys.opened(both)
         self._held.clear()
-        self.feed_records(value for _, value in opened if value is not None)
+        self.feed_records((value for _, value in opened[: len(held)] if value), live=False)
+        self.feed_records(value for _, value in opened[len(held) :] if value)
 
-    def feed(self, event: RoutingEvent, event_type: str, data: bytes) -> None:
+    def feed(self, event: RoutingEvent, event_type: str, data: bytes, *, live: bool = True) -> None:
+        """Settle the command ``event`` is the verdict on, add it to its domain's ring and,
+        ``live``, hand it to the domain's streams."""
         command_id = getattr(event, "command_id", None)
         if isinstance(event, CommandCompleted | CommandRejected):
             waiter = self._waiters.pop(event.command_id, None)
@@ -272,8 +280,8 @@ class RoutingFeed:
             ring = self._rings[event.domain] = _Ring(self._buffer)
         if isinstance(event, CustomerErased):
             ring.forget_erased(frozenset(event.conversation_ids))
-        if not ring.add(item):
-            return  # a republished duplicate
+        if not ring.add(item) or not live:
+            return  # a republished duplicate, or an event older than the streams
         for subscriber in list(self._subscribers.get(event.domain, ())):
             if subscriber.cut_off:
                 continue
@@ -282,13 +290,13 @@ class RoutingFeed:
             except asyncio.QueueFull:
                 subscriber.cut_off = True
 
-    def feed_records(self, values: Iterable[bytes | None]) -> None:
+    def feed_records(self, values: Iterable[bytes | None], *, live: bool = True) -> None:
         for value in values:
             try:
                 event = ROUTING_DECODER.decode(value or b"")
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # not ours to judge: the router never publishes such a record
-            self.feed(event, type_name(type(event)), value or b"")
+            self.feed(event, type_name(type(event)), value or b"", live=live)
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, topic: str) -> None:

@@ -171,3 +171,23 @@ async def test_an_erasure_read_unawaited_first_feeds_what_is_held_then_takes_it_
     await wait_until(lambda: feed.held == 0, what="the held records fed")
     after, found = feed.recent("acme", "before")
     assert (ids(after), found) == (["erased"], True)
+
+
+@pytest.mark.parametrize("running", [BRIEF], indirect=True)
+async def test_a_new_stream_is_not_handed_what_was_held_before_it_opened(
+    running: Running,
+) -> None:
+    # Held events came before the stream: they are in the replay buffer for a client
+    # resuming from one of them, not sent to a stream that starts from now.
+    feed = running.feed
+    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
+    await wait_until(lambda: feed.held == 3, what="three records held")
+    subscriber = feed.subscribe("acme")
+    await feed.catch_up(running.keys)
+    await running.publisher.publish([assigned("e4")])
+    event = await asyncio.wait_for(subscriber.queue.get(), 30)
+    assert event is not None
+    assert event.event_id == "e4"
+    after, found = feed.recent("acme", "e1")
+    assert (ids(after), found) == (["e2", "e3", "e4"], True)
+    feed.unsubscribe(subscriber)
