@@ -121,13 +121,18 @@ def ids(events: list[FeedEvent]) -> list[str]:
     return [event.event_id for event in events]
 
 
+async def held_e1_to_e3(running: Running) -> None:
+    """Events e1, e2 and e3 published and read while nobody awaits the feed."""
+    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
+    await wait_until(lambda: running.feed.held == 3, what="three records held")
+
+
 @pytest.mark.parametrize("running", [BRIEF], indirect=True)
 async def test_what_nobody_awaits_is_held_unopened_and_fed_to_a_new_streams_replay(
     running: Running,
 ) -> None:
     feed = running.feed
-    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
-    await wait_until(lambda: feed.held == 3, what="three records held")
+    await held_e1_to_e3(running)
     # Held, not fed: the ring does not know them yet.
     assert feed.recent("acme", "e1") == ([], False)
 
@@ -180,8 +185,7 @@ async def test_a_new_stream_is_not_handed_what_was_held_before_it_opened(
     # Held events came before the stream: they are in the replay buffer for a client
     # resuming from one of them, not sent to a stream that starts from now.
     feed = running.feed
-    await running.publisher.publish([assigned(f"e{n}") for n in range(1, 4)])
-    await wait_until(lambda: feed.held == 3, what="three records held")
+    await held_e1_to_e3(running)
     subscriber = feed.subscribe("acme")
     await feed.catch_up(running.keys)
     await running.publisher.publish([assigned("e4")])
