@@ -102,8 +102,7 @@ class RouterWorker:
         self._seals = config.kafka.seal_personal_data
         self._environ = environ
         self._pool = pool
-        # The loop's reads before a batch applies and the writer task's transactions: each
-        # one at a time, on a connection kept (while the pool has two more for the rest).
+        # The loop's reads and the writer's transactions, each on a connection kept.
         self._reader, self._writer = db.held_connections(pool, 2)
         self._producer = producer
         self._metrics = metrics
@@ -219,10 +218,14 @@ class RouterWorker:
         finally:
             if self._gauging is not None:
                 self._gauging.cancel()
-            async with self._lock:
-                await self._settle_writing()
-                await self._settle(wait=True)
-                await self._flush_acked()
+            try:
+                async with self._lock:
+                    await self._settle_writing()
+                    await self._settle(wait=True)
+                    await self._flush_acked()
+            finally:  # cancelled before it settled too: the pool's close waits for them
+                await self._reader.release()
+                await self._writer.release()
             await kafka.stop_consumer(consumer, name="router")
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
@@ -376,8 +379,7 @@ class RouterWorker:
         # Step 2
         now = self._clock()
         for _ in intake.apply_events(batch, now, known, erasures):
-            # Let the transaction in flight send its next statement: it advances only
-            # when this loop yields.
+            # The transaction in flight sends its next statement only when this loop yields.
             await asyncio.sleep(0)
         for (topic, partition), offset in batch.rewinds.items():
             assert self._consumer is not None  # an erasure ended the batch (intake rule 6)
@@ -485,9 +487,8 @@ class RouterWorker:
 
     async def _settle_writing(self) -> None:
         """Before a rebalance, a stop or a reload: what is queued commits or is given up (its
-        input is read again from the stored offsets by whoever owns the partition next).
-        Then the kept connections go back to the pool: a load reads on several at once, and
-        the pool closes after a stop (it waits for every connection out)."""
+        input is read again from the stored offsets by whoever owns the partition next);
+        then the kept connections go back to the pool, as a load reads on several."""
         try:
             await self._finish_writing()
         except _DATABASE_ERRORS as error:
@@ -581,8 +582,7 @@ class RouterWorker:
             async with self._pool.acquire() as conn:
                 await store.delete_published(conn, deleting)
         except _DATABASE_ERRORS:
-            # Kept for the next transaction; after a restart they are republished and
-            # consumers drop them by event id.
+            # Kept for the next transaction (republished after a restart: dropped by id).
             self._outbox.not_deleted(deleting)
             return
         self._outbox.deleted(deleting)

@@ -11,8 +11,9 @@ benchmark's per-message figures count, so this is the profile to cut them by.
 campaign benchmarks (``tools.bench.adapters_process``) write its profile to
 ``DIR/<roles>-<pid>.txt`` when it stops (a process killed writes nothing): one line per
 distinct Python stack, outermost frame first, frames ``;``-separated, then the number of
-samples (the "collapsed" format of flame graph tools). ``python -m tools.bench.cpu_profile FILE`` prints the functions
-with the most samples of their own and the most in all.
+samples (the "collapsed" format of flame graph tools).
+``python -m tools.bench.cpu_profile FILE`` prints the functions with the most samples of
+their own and the most in all.
 
 The signal handler runs in the main thread at the next bytecode: time in a C call is
 charged to the Python frame that made it, and time of other threads to whatever the main
