@@ -121,7 +121,11 @@ class AssignmentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """``closed:<reason>``, ``transferred``, ``offer_missed``, ``owner_unavailable``..."""
 
 
-class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+class ConversationRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """A conversation's snapshot. Its required fields come first and it is not
+    keyword-only: the engine builds one for every customer message, and positional
+    arguments cost a twentieth of 42 keywords (``router.engine.snapshots``)."""
+
     conversation_id: str
     channel: Channel
     endpoint: str
@@ -129,22 +133,22 @@ class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_default
     customer_id: str
     conversation_key: str
     queue: str
-    priority: int = 0
     status: ConversationStatus
-    owner_agent_id: str | None = None
-    preferred_agent_id: str | None = None
-    offered_to: str | None = None
     step: str
     """The current ladder step (``preferred`` or a queue step name); for an owned
     conversation, the step it was assigned at (or ``transfer``/``manual``)."""
-    fell_back: bool = False
-    """A step already gave up on it (assignments from a pool count as ``fallback``)."""
     waiting_since: float
     opened_at: float
     last_customer_message_at: float
+    last_activity_at: float
+    priority: int = 0
+    owner_agent_id: str | None = None
+    preferred_agent_id: str | None = None
+    offered_to: str | None = None
+    fell_back: bool = False
+    """A step already gave up on it (assignments from a pool count as ``fallback``)."""
     last_agent_reply_at: float | None = None
     first_response_at: float | None = None
-    last_activity_at: float
     deadline: float | None = None
     deadline_kind: DeadlineKind | None = None
     step_until: float | None = None
