@@ -34,7 +34,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from runtime import kafka
 from runtime.config import ServiceConfig
@@ -183,7 +182,7 @@ async def get_dead_letter(
         found = await conn.fetchval(
             "SELECT key FROM topic_keys WHERE key_id = $1", uuid.UUID(bytes=key_id)
         )
-        keys = {} if found is None else {key_id: SealingKey(key_id, AESGCM(found))}
+        keys = {} if found is None else {key_id: SealingKey(key_id, found)}
         with contextlib.suppress(Unreadable):
             opened = open_value(row["value"] or b"", key_id, keys)
     return _Row(row).full(opened)

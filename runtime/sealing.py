@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -124,17 +124,40 @@ def sent_subject(provider_message_id: str) -> str:
 class SealingKey:
     key_id: bytes
     """16 bytes: the ``topic_keys`` row's uuid, and the associated data of every seal."""
-    cipher: AESGCM
-    material: bytes = b""
-    """The key's bytes, kept only for a spare not stored yet."""
+    material: bytes
+    """The key's bytes."""
     named: tuple[str, bytes, int] | None = None
     """(domain, subject digest, day) of its row, when it was read by id for opening."""
+    _made: AESGCM | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def cipher(self) -> AESGCM:
+        """The key's cipher, made when first used and kept while it is among the last
+        ``CIPHERS_KEPT`` made by this process."""
+        made = self._made
+        if made is None:
+            made = AESGCM(self.material)
+            object.__setattr__(self, "_made", made)
+            _with_ciphers.append(self)
+            if len(_with_ciphers) > CIPHERS_KEPT:
+                object.__setattr__(_with_ciphers.popleft(), "_made", None)
+        return made
+
+
+CIPHERS_KEPT: Final = 4_096
+"""Ciphers a process keeps made, the oldest made leaving first. A cipher holds its key
+schedule and contexts: a cached key with one took 2,815 B of resident memory, one without
+342 B, and the keys cached are those of every customer who wrote within
+``cache_seconds``. Making a cipher costs 0.7 µs, sealing a routing event with it 0.5."""
+
+_with_ciphers: deque[SealingKey] = deque()
+"""The keys holding a cipher, in the order they made it."""
 
 
 def _key(
     key_id: uuid.UUID, material: bytes, named: tuple[str, bytes, int] | None = None
 ) -> SealingKey:
-    return SealingKey(key_id.bytes, AESGCM(material), material, named)
+    return SealingKey(key_id.bytes, material, named)
 
 
 class Unreadable(Exception):
@@ -242,7 +265,13 @@ customer's webhook."""
 
 
 class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
-    """At most ``size`` keys, each for ``seconds``; least recently used leave first."""
+    """At most ``size`` keys, each for ``seconds``; least recently used leave first, and
+    expired ones as soon as they are the least recently used.
+
+    An entry's expiry is fixed when it is kept and ``fresh`` does not extend it, so an
+    entry behind one that has not expired was used since that one was kept: what is held
+    (as of the last ``keep``) are keys used within ``seconds``, not the last ``size`` used,
+    which kept the keys of every customer a process ever saw, up to 100,000 of them."""
 
     def __init__(self, size: int, seconds: float) -> None:
         super().__init__()
@@ -262,7 +291,8 @@ class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
     def keep(self, name: Any, key: SealingKey, now: float) -> None:
         self[name] = (now + self.seconds, key)
         self.move_to_end(name)
-        while len(self) > self.size:
+        # The entry just kept is last and expires after ``now``: the loop stops at it.
+        while len(self) > self.size or next(iter(self.values()))[0] <= now:
             self.popitem(last=False)
 
 
@@ -317,6 +347,11 @@ class TopicKeys:
         self._in_flight: asyncio.Task[None] | None = None
         self._spares_read: datetime | None = None
         """When the newest spare read for opening was stocked (``KEYS_FOR_OPENING``)."""
+
+    @property
+    def cached(self) -> int:
+        """Keys held in memory, for sealing and for opening (one key may be both)."""
+        return len({id(key) for _, key in (*self._sealing.values(), *self._opening.values())})
 
     @property
     def unnamed(self) -> int:
@@ -580,6 +615,8 @@ class TopicKeys:
         """Drop every cached key (tests, and a process told that keys were shredded)."""
         self._sealing.clear()
         self._opening.clear()
+        while _with_ciphers:
+            object.__setattr__(_with_ciphers.popleft(), "_made", None)
 
     async def opened(self, records: Sequence[R]) -> list[tuple[R, bytes | None]]:
         """Each aiokafka record with its value opened; None where it cannot be opened."""

@@ -26,9 +26,11 @@ from router.shell.outbox import sealed as outbox_sealed
 from router.shell.outbox import sealing_subjects
 from router.shell.reads import before_applying, before_decoding
 from router.shell.store import OutboxEvent
+from runtime import sealing as sealing_module
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import (
     AHEAD_KEYS,
+    CIPHERS_KEPT,
     NONCE_BYTES,
     PERSONAL_TYPES,
     SEALED_WITH,
@@ -59,7 +61,7 @@ from tests.support import CuttableProxy, wait_until
 
 
 def a_key() -> SealingKey:
-    return SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+    return SealingKey(uuid.uuid4().bytes, AESGCM.generate_key(bit_length=256))
 
 
 # -- what is sealed, under whose key ------------------------------------------------------
@@ -139,6 +141,71 @@ def test_the_seals_of_one_batch_each_have_a_nonce_of_their_own() -> None:
     assert fresh_nonces(0) == []
 
 
+async def test_keys_are_held_while_they_are_used_and_let_go_once_expired() -> None:
+    """Each key held costs kilobytes: a process holds the keys used within
+    ``cache_seconds``, not every key it used since it started (up to ``cache_size``)."""
+    now = [T0]
+    keys = TopicKeys(cast(asyncpg.Pool, None), cache_seconds=60, clock=lambda: now[0])
+
+    def read(count: int) -> list[bytes]:
+        rows = [
+            {
+                "key_id": uuid.uuid4(),
+                "key": AESGCM.generate_key(bit_length=256),
+                "domain": DOMAIN,
+                "subject": subject_digest(f"phone:+1415555{n:04d}"),
+                "period": int(T0 // SECONDS_PER_PERIOD),
+                "created_at": None,
+            }
+            for n in range(count)
+        ]
+        return list(keys.keep_for_opening(rows))
+
+    first = read(100)
+    now[0] += 30
+    second = read(100)
+    # The key that opened a customer's record seals for them too: held once.
+    keys.sealing_too([(DOMAIN, "phone:+14155550000", second[0])])
+    sealing = await keys.for_sealing([(DOMAIN, "phone:+14155550000")])  # no query: no pool
+    assert sealing[(DOMAIN, "phone:+14155550000")].key_id == second[0]
+    assert keys.cached == 200
+    # The first hundred expire; one of them is used still (found expired: read again).
+    now[0] += 31
+    assert keys.cached_for_opening(first[:1])[0] == {}
+    third = read(10)
+    assert keys.cached == 110
+    found, missing = keys.cached_for_opening([*second, *third])
+    assert (set(found), missing) == ({*second, *third}, [])
+    # Nothing is kept beyond ``cache_size`` either, expired or not.
+    bounded = TopicKeys(cast(asyncpg.Pool, None), cache_size=5, clock=lambda: T0)
+    bounded.keep_for_opening(
+        {
+            "key_id": uuid.uuid4(),
+            "key": AESGCM.generate_key(bit_length=256),
+            "domain": None,
+            "subject": None,
+            "period": None,
+            "created_at": None,
+        }
+        for _ in range(8)
+    )
+    assert bounded.cached == 5
+
+
+def test_a_key_whose_cipher_was_let_go_makes_it_again() -> None:
+    """A process keeps the ciphers of its last ``CIPHERS_KEPT`` keys made, not of every key
+    it caches: the first of more keys than that still seals and opens, with the same result."""
+    first = a_key()
+    sealed = seal(first, b"where is my parcel?")
+    others = [a_key() for _ in range(CIPHERS_KEPT)]
+    for key in others:
+        seal(key, b"x")
+    assert len(sealing_module._with_ciphers) == CIPHERS_KEPT
+    assert first not in sealing_module._with_ciphers
+    assert open_value(sealed, first.key_id, {first.key_id: first}) == b"where is my parcel?"
+    assert open_value(seal(first, b"again"), first.key_id, {first.key_id: first}) == b"again"
+
+
 def test_a_plain_value_is_read_as_it_is() -> None:
     assert open_value(b'{"a":1}', None, {}) == b'{"a":1}'
 
@@ -153,7 +220,9 @@ def test_a_sealed_value_does_not_open_without_its_key_or_changed() -> None:
         open_value(sealed[:-1] + bytes([sealed[-1] ^ 1]), sealed_with(headers), {key.key_id: key})
     with pytest.raises(Unreadable, match="do not open"):
         # another key under this key's id: the id is bound into every seal
-        open_value(sealed, sealed_with(headers), {key.key_id: SealingKey(key.key_id, other.cipher)})
+        open_value(
+            sealed, sealed_with(headers), {key.key_id: SealingKey(key.key_id, other.material)}
+        )
     with pytest.raises(Unreadable):
         open_value(b"short", sealed_with(headers), {key.key_id: key})
 

@@ -304,7 +304,7 @@ async def test_a_reply_that_does_not_open_reaches_no_one_and_is_set_aside(
     erased = reply(gina, "for a customer erased since")
     after = reply(gina, "next")
     # Sealed with a key that is in no database: what is left of an erased customer's key.
-    gone = SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+    gone = SealingKey(uuid.uuid4().bytes, AESGCM.generate_key(bit_length=256))
     topic = service.config.topic("conversations.outbound")
     try:
         await service.app[PRODUCER].send_and_wait(

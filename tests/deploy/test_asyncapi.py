@@ -170,7 +170,7 @@ def test_the_headers_are_the_cloudevents_headers_the_code_writes() -> None:
     plain = OutboxEvent(
         "t", b"acme", b"{}", tuple(encode_headers(event, source="switchboard", subject="c1")), "cu"
     )
-    key = SealingKey(uuid.uuid4().bytes, AESGCM(AESGCM.generate_key(bit_length=256)))
+    key = SealingKey(uuid.uuid4().bytes, AESGCM.generate_key(bit_length=256))
     # as the router publishes it: sealed (the event names a customer)
     [published] = sealed([plain], {(b"acme", "cu"): key})
     written = published.headers
