@@ -169,7 +169,8 @@ async def test_keys_are_held_while_they_are_used_and_let_go_once_expired() -> No
     sealing = await keys.for_sealing([(DOMAIN, "phone:+14155550000")])  # no query: no pool
     assert sealing[(DOMAIN, "phone:+14155550000")].key_id == second[0]
     assert keys.cached == 200
-    # The first hundred expire; one of them is used still (found expired: read again).
+    # The first hundred have expired: one asked for is not found (it is read again), and
+    # the next keys kept let the others go.
     now[0] += 31
     assert keys.cached_for_opening(first[:1])[0] == {}
     third = read(10)

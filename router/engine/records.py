@@ -123,8 +123,9 @@ class AssignmentRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class ConversationRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """A conversation's snapshot. Its required fields come first and it is not
-    keyword-only: the engine builds one for every customer message, and positional
-    arguments cost a twentieth of 42 keywords (``router.engine.snapshots``)."""
+    keyword-only: the engine builds one for every customer message, and msgspec takes
+    positional arguments in about a twentieth of the time of 42 keywords
+    (``router.engine.snapshots``)."""
 
     conversation_id: str
     channel: Channel
