@@ -55,11 +55,12 @@ def erased_identities(call: Call, named: tuple[str, ...]) -> tuple[list[str], se
 def on_erase(call: Call, event: CustomerErasure) -> None:
     state = call.state
     profiles, identities = erased_identities(call, event.identities)
-    ended = [
-        conversation
-        for _, conversation in sorted(state.conversations.items())
-        if conversation.customer_id in identities
-    ]
+    # Oldest first; the event names them the most recent first. Not by id: a conversation's
+    # id is its first message's, which says nothing of when it opened.
+    ended = sorted(
+        (c for c in state.conversations.values() if c.customer_id in identities),
+        key=lambda c: (c.opened_at, c.conversation_id),
+    )
     for conversation in ended:
         close(call, conversation, "erased", announce=False)
     for profile in profiles:

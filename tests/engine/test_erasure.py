@@ -81,6 +81,19 @@ def test_the_customer_is_forgotten_and_their_agent_takes_the_next_in_line() -> N
     assert state.conversations[again.id].preferred is None
 
 
+def test_the_erased_conversations_are_named_the_most_recent_first_whatever_their_ids() -> None:
+    # A conversation's id is its first message's: in production a random UUID.
+    state = domain([agent("ann", capacity=CHANNELS)])
+    apply(state, message("sms-thread", customer=SMS, message_id="z-opened-first"), T0)
+    apply(state, linked(SMS, EMAIL), T0 + 1)
+    mail = message("mail-thread", customer=EMAIL, channel=Channel.EMAIL, message_id="a-then")
+    apply(state, mail, T0 + 2)
+
+    effects = apply(state, erased(SMS, conversation_ids=("older-closed",)), T0 + 10)
+
+    assert _erasure(effects).conversation_ids == ("a-then", "z-opened-first", "older-closed")
+
+
 def test_erasing_someone_unknown_or_already_erased_completes_with_nothing_to_forget() -> None:
     state = domain([agent("ann", capacity=CHANNELS)])
     effects = apply(state, erased("email:never@example.com"), T0)
