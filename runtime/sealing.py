@@ -291,8 +291,9 @@ class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
     def keep(self, name: Any, key: SealingKey, now: float) -> None:
         self[name] = (now + self.seconds, key)
         self.move_to_end(name)
-        # The entry just kept is last and expires after ``now``: the loop stops at it.
-        while len(self) > self.size or next(iter(self.values()))[0] <= now:
+        # The entry just kept is last and expires after ``now`` (``seconds`` > 0): the loop
+        # stops at it.
+        while self and (len(self) > self.size or next(iter(self.values()))[0] <= now):
             self.popitem(last=False)
 
 
