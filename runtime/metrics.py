@@ -54,6 +54,7 @@ PROCESS_METRICS = frozenset(
         # the process's domains.
         "switchboard_router_customers_resident",
         "switchboard_router_customer_lookups_total",
+        "switchboard_topic_keys_cached",
         "switchboard_consumer_lag_records",
         "switchboard_outbox_backlog_events",
         "switchboard_offset_resets_total",
@@ -416,6 +417,12 @@ class Metrics:
             "switchboard_router_customers_resident",
             "Customer profiles in this router's memory: those of open conversations and the"
             " recently used ones (router.customer_cache bounds the latter).",
+            registry=r,
+        )
+        self.topic_keys_cached = Gauge(
+            "switchboard_topic_keys_cached",
+            "Entries of this process's topic key caches, for sealing and for opening (a key"
+            " used for both counts twice): the keys used within kafka.key_cache_seconds.",
             registry=r,
         )
         self.customer_lookups = Counter(

@@ -351,8 +351,9 @@ class TopicKeys:
 
     @property
     def cached(self) -> int:
-        """Keys held in memory, for sealing and for opening (one key may be both)."""
-        return len({id(key) for _, key in (*self._sealing.values(), *self._opening.values())})
+        """Entries of the caches, for sealing and for opening (a key used for both counts
+        twice): ``switchboard_topic_keys_cached``."""
+        return len(self._sealing) + len(self._opening)
 
     @property
     def unnamed(self) -> int:

@@ -263,6 +263,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     # connection of the main pool; sharing it, a burst of requests would starve.
     keys_pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     keys = app[TOPIC_KEYS] = TopicKeys(keys_pool, cache_seconds=config.kafka.key_cache_seconds)
+    app[METRICS].topic_keys_cached.set_function(lambda: keys.cached)
     if not config.kafka.seal_personal_data:
         yield
     else:

@@ -164,17 +164,17 @@ async def test_keys_are_held_while_they_are_used_and_let_go_once_expired() -> No
     first = read(100)
     now[0] += 30
     second = read(100)
-    # The key that opened a customer's record seals for them too: held once.
+    # The key that opened a customer's record seals for them too: an entry in each cache.
     keys.sealing_too([(DOMAIN, "phone:+14155550000", second[0])])
     sealing = await keys.for_sealing([(DOMAIN, "phone:+14155550000")])  # no query: no pool
     assert sealing[(DOMAIN, "phone:+14155550000")].key_id == second[0]
-    assert keys.cached == 200
+    assert keys.cached == 201
     # The first hundred have expired: one asked for is not found (it is read again), and
     # the next keys kept let the others go.
     now[0] += 31
     assert keys.cached_for_opening(first[:1])[0] == {}
     third = read(10)
-    assert keys.cached == 110
+    assert keys.cached == 111
     found, missing = keys.cached_for_opening([*second, *third])
     assert (set(found), missing) == ({*second, *third}, [])
     # Nothing is kept beyond ``cache_size`` either, expired or not.

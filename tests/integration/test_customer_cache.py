@@ -215,6 +215,8 @@ async def test_the_router_keeps_open_work_and_a_bounded_cache_and_reads_the_rest
             agent_of = {n: event.agent_id for n, event in zip(everyone, first, strict=True)}
             assert set(agent_of.values()) == set(AGENTS)
             await residents_reach(service, CUSTOMERS)
+            # Each customer's key sealed their message and opened it: the process holds them.
+            assert await scraped(service, "switchboard_topic_keys_cached") >= CUSTOMERS
 
             # Customer 0 gets a second identity, then is closed first: the least recently
             # used profile once the others are closed.
