@@ -61,6 +61,7 @@ PROCESS_METRICS = frozenset(
         "switchboard_routing_events_total",
         # The process: its partitions, its database, the domain label's bound itself.
         "switchboard_router_partitions",
+        "switchboard_router_gathering",
         "switchboard_partition_load_seconds",
         "switchboard_database_errors_total",
         "switchboard_domain_label_limit_reached",
@@ -434,6 +435,12 @@ class Metrics:
         self.partitions_owned = Gauge(
             "switchboard_router_partitions",
             "Partitions this router process owns.",
+            registry=r,
+        )
+        self.router_gathering = Gauge(
+            "switchboard_router_gathering",
+            "1 while this router's input comes at router.gather_above_per_s or more and its"
+            " loop lets records gather between batches (router.gather_ms), else 0.",
             registry=r,
         )
         self.partition_load_seconds = Histogram(

@@ -339,9 +339,10 @@ async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[
         app[METRICS],
         config_version=live.version,
         keys=app[TOPIC_KEYS],
-        customer_cache=config.router.customer_cache,
+        router_config=config.router,
     )
     app[ROUTER_WORKER] = worker
+    app[METRICS].router_gathering.set_function(lambda: float(worker.gathering.active))
     async with background("router-worker", worker.run(), worker.stop, stops=app[STOPS]):
         yield
 

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import db
 from runtime.metrics import Metrics
@@ -219,6 +220,18 @@ async def running_service(
 async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
     async with session.get(base + "/readyz") as response:
         return response.status == 200
+
+
+async def scraped(service: Service, name: str) -> float:
+    """A sample of the service's ``/metrics`` (0 when not exposed yet)."""
+    async with service.session.get(service.url("/metrics")) as response:
+        assert response.status == 200
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return 0.0
 
 
 async def wait_until(

@@ -49,16 +49,25 @@ from schemas.common import Event
 
 
 class RouterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The router's memory (``router`` in the configuration file)."""
+    """The router process's memory and batching (``router`` in the configuration file)."""
 
     customer_cache: int = 50_000
     """Customers without an open conversation a router process keeps in memory, at most
     (least recently used first out); the others are read from PostgreSQL when they write
     again. About 1 KiB of resident memory each (500 B of objects)."""
+    gather_ms: int = 20
+    """While records come at ``gather_above_per_s`` or more, the least time between two
+    batches the loop takes (``router.shell.gathering``); 0: never wait."""
+    gather_above_per_s: int = 1_500
+    """Records a second (the process's partitions together) from which the loop gathers."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.customer_cache <= 10_000_000:
             raise ValueError("must be between 0 and 10000000 (customer_cache)")
+        if not 0 <= self.gather_ms <= 1_000:
+            raise ValueError("must be between 0 and 1000 (gather_ms)")
+        if not 0 <= self.gather_above_per_s <= 10_000_000:
+            raise ValueError("must be between 0 and 10000000 (gather_above_per_s)")
 
 
 SWEEP_EVERY = 64

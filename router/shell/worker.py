@@ -55,6 +55,7 @@ from aiokafka.errors import KafkaError
 from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
 from router.shell import reads, store
 from router.shell.erasure import ErasureRequest, load_requests
+from router.shell.gathering import Gathering
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import gauge_slices, observe_published, observe_routing_events
 from router.shell.outbox import Outbox, sealed, sealing_subjects
@@ -78,6 +79,7 @@ _DATA_ERRORS = (
 """Errors of a transaction caused by what it writes: the same rows fail the same way again."""
 
 _Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+DEFAULT_ROUTER_CONFIG = RouterConfig()
 
 
 class RouterWorker:
@@ -95,7 +97,7 @@ class RouterWorker:
         clock: Callable[[], float] = time.time,
         config_version: int = 0,
         keys: TopicKeys | None = None,
-        customer_cache: int = RouterConfig().customer_cache,
+        router_config: RouterConfig = DEFAULT_ROUTER_CONFIG,
     ) -> None:
         self._config = config
         self._keys = keys or TopicKeys(pool, cache_seconds=config.kafka.key_cache_seconds)
@@ -122,10 +124,11 @@ class RouterWorker:
         )
         """The owned domains (``policies`` says which: the domains this deployment routes),
         their input positions, and steps 1 and 2 for each record."""
-        self._residents = ResidentCustomers(customer_cache)
+        self._residents = ResidentCustomers(router_config.customer_cache)
         """The customers in memory beyond open work, and what each batch must load."""
         self._outbox: Outbox[asyncio.Future[list[object]]] = Outbox()
         self._loader = PartitionLoader(config, policies, environ, pool, metrics)
+        self.gathering = Gathering(router_config.gather_ms, router_config.gather_above_per_s)
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -244,10 +247,7 @@ class RouterWorker:
                 return
         # Step 1
         try:
-            batch = await consumer.getmany(
-                timeout_ms=self._poll_timeout_ms(),
-                max_records=self._config.kafka.max_batch_records,
-            )
+            batch = await self._fetch(consumer)
         except KafkaError as error:
             self.problem = f"broker: {type(error).__name__}"
             log.warning("consume_failed", error=type(error).__name__)
@@ -272,6 +272,18 @@ class RouterWorker:
                 return
         # Step 4: Kafka offsets, now and then
         await self._commit_kafka(consumer)
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> _Fetched:
+        """A batch; under load, once records gathered (``router.shell.gathering``)."""
+        gathering = self.gathering.active and self._joined and not self._careful_until
+        if gathering and (wait := self.gathering.wait(time.monotonic(), self._due_in())) > 0:
+            await asyncio.sleep(wait)
+        started = time.monotonic()
+        batch: _Fetched = await consumer.getmany(
+            timeout_ms=self._poll_timeout_ms(), max_records=self._config.kafka.max_batch_records
+        )
+        self.gathering.fetched(sum(map(len, batch.values())), started)
+        return batch
 
     async def _apply_config(self, consumer: AIOKafkaConsumer) -> bool:
         """Apply the pending configuration version to every owned domain; True when the
@@ -332,13 +344,17 @@ class RouterWorker:
             # No deadline fires before the partitions are ours, nor while suspect records
             # are replayed one by one: waking up for one would only spin the loop.
             return wait
+        if (due_in := self._due_in()) is not None:
+            wait = min(wait, max(0, int(due_in * 1000)))
+        return wait
+
+    def _due_in(self) -> float | None:
+        """Seconds until the owned domains' next deadline (None: none)."""
         due = min(
             (d for s in self.domain_states() if (d := next_deadline(s)) is not None),
             default=None,
         )
-        if due is not None:
-            wait = min(wait, max(0, int((due - self._clock()) * 1000)))
-        return wait
+        return None if due is None else due - self._clock()
 
     async def _process(self, fetched: _Fetched, *, deadlines: bool = True) -> None:
         """Steps 1 to 3 of one fetched batch: the transaction is queued for the writer."""

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.appkeys import AGENT_PUBLISHER, INBOUND_PUBLISHER
 from schemas import (
@@ -39,7 +38,7 @@ from schemas import (
     topics,
 )
 from tests.conftest import Infrastructure
-from tests.support import Feed, Service, make_config, running_service, wait_until
+from tests.support import Feed, Service, make_config, running_service, scraped, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -139,18 +138,6 @@ async def close(service: Service, feed: Feed, assigned: Sequence[ConversationAss
         return wanted <= closed
 
     await wait_until(all_closed, timeout=30, what=f"{len(wanted)} conversations closed")
-
-
-async def scraped(service: Service, name: str) -> float:
-    """A sample of the service's ``/metrics`` (0 when not exposed yet)."""
-    async with service.session.get(service.url("/metrics")) as response:
-        assert response.status == 200
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return 0.0
 
 
 async def resident(service: Service) -> float:
