@@ -9,8 +9,8 @@ second: a fetch every 7 ms, 14 records a batch, and each batch about 3.5 ms of C
 the three processes: the README's *Performance* has the figures).
 
 So while records come at ``router.gather_above_per_s`` a second or more (the partitions the
-process owns together, counted over the latest window: ``WINDOW_SECONDS``, or
-``WINDOW_INTERVALS`` gathering intervals when longer), the loop takes a batch
+process owns together, counted over windows of ``WINDOW_SECONDS``, or ``WINDOW_INTERVALS``
+gathering intervals when longer, ``SUSTAINED_WINDOWS`` in a row), the loop takes a batch
 no sooner than ``router.gather_ms`` after it took the previous one: fewer, larger batches.
 The consumer fetches as soon as a batch is taken and holds that fetch until the next, so a
 record waits up to twice ``gather_ms`` longer (one interval in the broker, one in the
@@ -26,6 +26,9 @@ import math
 
 WINDOW_SECONDS = 1.0
 """How long the arrival rate is counted over before it is decided again, at least."""
+SUSTAINED_WINDOWS = 2
+"""Windows in a row at the threshold rate before the loop gathers: a burst (a backlog read
+after a restart, a campaign's first second) is not load, and leaves latency alone."""
 WINDOW_INTERVALS = 4
 """Gathering intervals a window spans, at least: a batch taken after a wait holds what the
 consumer fetched an interval before, so a window of one interval could count none of what
@@ -40,12 +43,14 @@ class Gathering:
         self.above_per_s = above_per_s
         self.window = max(WINDOW_SECONDS, WINDOW_INTERVALS * self.interval)
         self.active = False
-        """Gathering: the latest window's rate was at least ``above_per_s``."""
+        """Gathering: the latest ``SUSTAINED_WINDOWS`` windows' rates were at least
+        ``above_per_s``."""
         self.rate = 0.0
         """Records per second the latest window counted."""
         self._last_fetch = -math.inf
         self._window_started: float | None = None
         self._counted = 0
+        self._fast_windows = 0
 
     def wait(self, now: float, due_in: float | None) -> float:
         """Seconds to wait before the next fetch (0: at once); ``due_in``: seconds until the
@@ -67,5 +72,6 @@ class Gathering:
         elapsed = started - self._window_started
         if elapsed >= self.window:
             self.rate = self._counted / elapsed
-            self.active = self.interval > 0 and self.rate >= self.above_per_s
+            self._fast_windows = self._fast_windows + 1 if self.rate >= self.above_per_s else 0
+            self.active = self.interval > 0 and self._fast_windows >= SUSTAINED_WINDOWS
             self._window_started, self._counted = started, 0

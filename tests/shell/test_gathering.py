@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.shell.gathering import WINDOW_INTERVALS, WINDOW_SECONDS, Gathering
+from router.shell.gathering import SUSTAINED_WINDOWS, WINDOW_INTERVALS, WINDOW_SECONDS, Gathering
 from router.shell.residents import RouterConfig
 from tests.engine.builders import examples
 
@@ -28,22 +28,35 @@ def test_nothing_waits_before_a_window_has_been_counted() -> None:
     assert gathering.wait(0.001, None) == 0.0
 
 
-def test_a_fast_window_makes_the_loop_wait_for_the_rest_of_the_interval() -> None:
+def test_fast_windows_in_a_row_make_the_loop_wait_for_the_rest_of_the_interval() -> None:
     gathering = Gathering(20, 1_000)
     gathering.fetched(0, 0.0)
     gathering.fetched(3_000, 1.0)  # 3,000 records in the first second
-    assert gathering.active
     assert gathering.rate == pytest.approx(3_000)
-    assert gathering.wait(1.005, None) == pytest.approx(0.015)
-    assert gathering.wait(1.005, 0.004) == pytest.approx(0.004)  # a deadline comes first
-    assert gathering.wait(1.005, -1.0) == 0.0  # a deadline already due
-    assert gathering.wait(1.030, None) == 0.0  # the interval has passed
+    assert not gathering.active  # one window: a burst
+    gathering.fetched(2_500, 2.0)
+    assert SUSTAINED_WINDOWS == 2
+    assert gathering.active
+    assert gathering.wait(2.005, None) == pytest.approx(0.015)
+    assert gathering.wait(2.005, 0.004) == pytest.approx(0.004)  # a deadline comes first
+    assert gathering.wait(2.005, -1.0) == 0.0  # a deadline already due
+    assert gathering.wait(2.030, None) == 0.0  # the interval has passed
+
+
+def test_a_burst_of_one_window_does_not_gather() -> None:
+    gathering = Gathering(20, 1_000)
+    gathering.fetched(0, 0.0)
+    gathering.fetched(3_000, 1.0)
+    gathering.fetched(0, 2.0)
+    gathering.fetched(3_000, 3.0)
+    assert not gathering.active
 
 
 def test_the_threshold_rate_itself_gathers() -> None:
     gathering = Gathering(20, 1_000)
     gathering.fetched(0, 0.0)
     gathering.fetched(1_000, 1.0)
+    gathering.fetched(1_000, 2.0)
     assert gathering.active
 
 
@@ -51,10 +64,11 @@ def test_gathering_stops_when_the_rate_falls_below_the_threshold() -> None:
     gathering = Gathering(20, 1_000)
     gathering.fetched(0, 0.0)
     gathering.fetched(2_000, 1.0)
+    gathering.fetched(2_000, 2.0)
     assert gathering.active
-    gathering.fetched(900, 2.0)
+    gathering.fetched(900, 3.0)
     assert not gathering.active
-    assert gathering.wait(2.001, None) == 0.0
+    assert gathering.wait(3.001, None) == 0.0
 
 
 def test_a_long_interval_counts_over_several_intervals() -> None:
@@ -62,16 +76,16 @@ def test_a_long_interval_counts_over_several_intervals() -> None:
     assert gathering.window == WINDOW_INTERVALS * 1.0 > WINDOW_SECONDS
     gathering.fetched(0, 0.0)
     gathering.fetched(30, 1.0)  # the records of the first second
-    assert not gathering.active  # not counted yet
+    assert gathering.rate == 0.0  # not counted yet: the window is longer
     gathering.fetched(30, 4.0)
-    assert gathering.active
-    # After a wait the batch holds what the consumer fetched an interval before: one
-    # record; the window's rate still counts the rest, taken in the next batch.
-    gathering.fetched(1, 5.0)
-    gathering.fetched(25, 5.01)
-    gathering.fetched(1, 6.01)
-    gathering.fetched(25, 6.02)
+    assert gathering.rate == pytest.approx(15)
+    # Once waits begin, a batch holds what the consumer fetched an interval before (one
+    # record), and the rest comes in the next: the window counts both.
+    for second in range(5, 8):
+        gathering.fetched(1, second)
+        gathering.fetched(25, second + 0.01)
     gathering.fetched(1, 8.02)
+    assert gathering.rate == pytest.approx(79 / 4.02)
     assert gathering.active
 
 
@@ -140,6 +154,7 @@ def test_waits_stay_within_the_interval_and_the_deadlines(
     now, fetched_until = 0.0, 0.0
     window_start, window_records = 0.0, 0.0
     expected_active = False
+    fast_windows = 0
     last_fetch = -math.inf
     while now < ends[-1][0]:
         due_in = None
@@ -162,7 +177,9 @@ def test_waits_stay_within_the_interval_and_the_deadlines(
         last_fetch = now
         window_records += count
         if now - window_start >= gathering.window:
-            expected_active = window_records / (now - window_start) >= above
+            fast = window_records / (now - window_start) >= above
+            fast_windows = fast_windows + 1 if fast else 0
+            expected_active = fast_windows >= SUSTAINED_WINDOWS
             assert gathering.rate == pytest.approx(window_records / (now - window_start))
             window_start, window_records = now, 0.0
         # The batch's work, and a fetch that waits a little when nothing came.
