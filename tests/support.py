@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runtime import db
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys, with_value
-from schemas import ROUTING_DECODER, ConversationAssigned
+from schemas import ROUTING_DECODER, Channel, ConversationAssigned, MessageReceived
 from switchboard import cli
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
@@ -220,6 +220,26 @@ async def running_service(
 async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
     async with session.get(base + "/readyz") as response:
         return response.status == 200
+
+
+def sms_received(
+    phone: str, text: str = "hello", *, endpoint: str = "+15005550006", **fields: Any
+) -> MessageReceived:
+    """An SMS from ``phone`` to our number ``endpoint`` of domain ``acme``, as the Twilio
+    adapter publishes it (``fields``: any other of its fields)."""
+    return MessageReceived(
+        id=str(uuid.uuid4()),
+        domain="acme",
+        occurred_at=time.time(),
+        channel=Channel.SMS,
+        endpoint=endpoint,
+        customer_address=phone,
+        customer_id=f"sms:{phone}",
+        conversation_key=f"sms:{endpoint}:{phone}",
+        provider_message_id="SM" + uuid.uuid4().hex,
+        text=text,
+        **fields,
+    )
 
 
 async def scraped(service: Service, name: str) -> float:

@@ -27,7 +27,7 @@ from schemas import (
     OutboundStatusChanged,
 )
 from tests.conftest import Infrastructure
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, running_service, sms_received, wait_until
 
 ADMIN = {"Authorization": "Bearer outbound-admin-token"}
 PHONE = "+14155550123"
@@ -36,19 +36,7 @@ CUSTOMER = f"sms:{PHONE}"
 
 
 def _message(text: str, *, consent: Consent | None = None) -> MessageReceived:
-    return MessageReceived(
-        id=str(uuid.uuid4()),
-        domain="acme",
-        occurred_at=time.time(),
-        channel=Channel.SMS,
-        endpoint=OUR_NUMBER,
-        customer_address=PHONE,
-        customer_id=CUSTOMER,
-        conversation_key=f"sms:{OUR_NUMBER}:{PHONE}",
-        provider_message_id="SM" + uuid.uuid4().hex,
-        text=text,
-        consent=consent,
-    )
+    return sms_received(PHONE, text, endpoint=OUR_NUMBER, consent=consent)
 
 
 def _status(status: DeliveryStatus, outbound_id: str) -> DeliveryStatusChanged:

@@ -38,7 +38,15 @@ from schemas import (
     topics,
 )
 from tests.conftest import Infrastructure
-from tests.support import Feed, Service, make_config, running_service, scraped, wait_until
+from tests.support import (
+    Feed,
+    Service,
+    make_config,
+    running_service,
+    scraped,
+    sms_received,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -68,16 +76,7 @@ def _fields() -> dict[str, Any]:
 
 def sms_from(n: int) -> MessageReceived:
     """Customer ``n`` writes by SMS (a new conversation unless one is open)."""
-    return MessageReceived(
-        **_fields(),
-        channel=Channel.SMS,
-        endpoint=OUR_NUMBER,
-        customer_address=_phone(n),
-        customer_id=customer(n),
-        conversation_key=f"sms:{OUR_NUMBER}:{_phone(n)}",
-        provider_message_id="SM" + uuid.uuid4().hex,
-        text="hello again",
-    )
+    return sms_received(_phone(n), "hello again", endpoint=OUR_NUMBER)
 
 
 def email_from(address: str) -> MessageReceived:

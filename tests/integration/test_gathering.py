@@ -13,22 +13,25 @@ never inactive for ``release_after``).
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 
 import pytest
 
 from runtime.appkeys import INBOUND_PUBLISHER
 from schemas import (
     ROUTING_DECODER,
-    Channel,
     ConversationAssigned,
     ConversationClosed,
-    MessageReceived,
     topics,
 )
 from tests.conftest import Infrastructure
-from tests.support import Feed, make_config, running_service, scraped, wait_until
+from tests.support import (
+    Feed,
+    make_config,
+    running_service,
+    scraped,
+    sms_received,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -42,21 +45,6 @@ CLOSE_AFTER = 3.5
 LATE_AT_MOST = 0.25
 """Seconds a deadline may fire after its time here: a quarter of the gathering interval
 (the timers fire within milliseconds on an idle machine)."""
-
-
-def sms_from(phone: str, text: str = "hello") -> MessageReceived:
-    return MessageReceived(
-        id=str(uuid.uuid4()),
-        domain="acme",
-        occurred_at=time.time(),
-        channel=Channel.SMS,
-        endpoint=OUR_NUMBER,
-        customer_address=phone,
-        customer_id=f"sms:{phone}",
-        conversation_key=f"sms:{OUR_NUMBER}:{phone}",
-        provider_message_id="SM" + uuid.uuid4().hex,
-        text=text,
-    )
 
 
 async def test_a_fast_stream_gathers_into_fewer_batches_and_deadlines_stay_on_time(
@@ -88,11 +76,11 @@ async def test_a_fast_stream_gathers_into_fewer_batches_and_deadlines_stay_on_ti
 
         # One customer writes into a conversation that stays open: the stream goes
         # to it, so nothing else closes while the one that is timed does.
-        streamed = [sms_from("+14155550100", f"message {n}") for n in range(500)]
+        streamed = [sms_received("+14155550100", f"message {n}") for n in range(500)]
         # Three conversations nobody writes in, opened 0.4 s apart: their deadlines fall
         # at three points of the gathering interval, so a wait that ran past them would
         # make at least one late by more than a quarter of it.
-        timed = {250 + 10 * k: sms_from(f"+1415555019{k}", "anyone there?") for k in range(3)}
+        timed = {250 + 10 * k: sms_received(f"+1415555019{k}", "anyone there?") for k in range(3)}
 
         async def stream() -> None:
             for n, message in enumerate(streamed):
