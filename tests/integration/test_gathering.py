@@ -37,7 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 ADMIN_TOKEN = "gathering-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-OUR_NUMBER = "+15005550006"
 GATHER_MS = 1_000
 STREAM_PER_S = 25
 RELEASE_AFTER = 3.0
@@ -75,7 +74,7 @@ async def test_a_fast_stream_gathers_into_fewer_batches_and_deadlines_stay_on_ti
         batches_before = await scraped(service, "switchboard_router_batch_records_count")
 
         # One customer writes into a conversation that stays open: the stream goes
-        # to it, so nothing else closes while the one that is timed does.
+        # to it, so nothing else closes while the timed ones do.
         streamed = [sms_received("+14155550100", f"message {n}") for n in range(500)]
         # Three conversations nobody writes in, opened 0.4 s apart: their deadlines fall
         # at three points of the gathering interval, so a wait that ran past them would
