@@ -54,6 +54,7 @@ from aiokafka.errors import KafkaError
 
 from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
 from router.shell import reads, store
+from router.shell.config_hold import ConfigHold
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.gathering import Gathering
 from router.shell.intake import Intake, Unappliable, poison_reason
@@ -153,12 +154,8 @@ class RouterWorker:
         self.config_version = config_version
         """The runtime configuration version whose policies the loop applies."""
         self._pending_config: tuple[Mapping[str, DomainPolicy], int] | None = None
-        self._awaited_config: tuple[int, float] | None = None
-        """(version, since when): input partitions are paused until the loop applies this
-        version, which an adapter applied before publishing what they hold next."""
-        self._paused: set[TopicPartition] = set()
-        self._config_given_up = 0
-        """The newest version the loop stopped waiting for (its records are applied)."""
+        self._config_hold = ConfigHold()
+        """Input made under a version the loop has not applied yet, paused for it."""
         self.problem: str | None = "starting"
         """Why the router is not ready, or None when it is."""
         self.last_load_started: float | None = None
@@ -259,7 +256,7 @@ class RouterWorker:
             try:
                 if self._pending_config is not None and await self._apply_config(consumer):
                     return  # reloaded: the batch is read again from the stored offsets
-                self._hold_for_config(consumer, batch)
+                self._config_hold.hold(consumer, batch, self.config_version)
                 if self._careful_until:
                     await self._process_carefully(consumer, batch)
                 else:
@@ -305,38 +302,6 @@ class RouterWorker:
                 if state.policy != policies[name]:
                     domains[name] = reconfigure(state, policies[name], self._clock())
         return False
-
-    def _hold_for_config(self, consumer: AIOKafkaConsumer, fetched: _Fetched) -> None:
-        """Cut each partition's records before the first one made under a configuration
-        version this router has not applied yet (it may name a new queue or domain), and
-        pause the partition until that version comes, for at most ``CONFIG_WAIT_SECONDS``."""
-        awaited = self._awaited_config
-        if awaited is not None and (
-            awaited[0] <= self.config_version or time.monotonic() - awaited[1] > CONFIG_WAIT_SECONDS
-        ):
-            if awaited[0] > self.config_version:
-                log.warning("config_not_received", version=awaited[0], have=self.config_version)
-                self._config_given_up = awaited[0]
-            self._awaited_config = None
-            consumer.resume(*(self._paused & consumer.assignment()))
-            self._paused.clear()
-        accepted = max(self.config_version, self._config_given_up)
-        for tp, records in fetched.items():
-            for index, record in enumerate(records):
-                version = topics.config_version_of(record.headers)
-                if version is None or version <= accepted:
-                    continue
-                awaited = self._awaited_config
-                self._awaited_config = (
-                    (version, time.monotonic())
-                    if awaited is None
-                    else (max(version, awaited[0]), awaited[1])
-                )
-                del records[index:]
-                consumer.seek(tp, record.offset)
-                consumer.pause(tp)
-                self._paused.add(tp)
-                break
 
     def _poll_timeout_ms(self) -> int:
         wait = self._config.kafka.fetch_max_wait_ms + 200
@@ -796,12 +761,6 @@ class RouterWorker:
             self._metrics.partitions_owned.set(len(self._intake.partitions))
             if numbers:
                 log.info("partitions_revoked", partitions=sorted(numbers))
-
-
-CONFIG_WAIT_SECONDS = 30.0
-"""Longest a router holds input made under a configuration version it has not received:
-beyond it the records are applied under the version it has (a domain it does not know
-then dead-letters them, a queue it does not know routes to the default queue)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
