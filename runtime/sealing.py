@@ -291,8 +291,8 @@ class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
     def keep(self, name: Any, key: SealingKey, now: float) -> None:
         self[name] = (now + self.seconds, key)
         self.move_to_end(name)
-        # The entry just kept is last and expires after ``now`` (``seconds`` > 0): the loop
-        # stops at it.
+        # The entry just kept is last and expires after ``now`` when ``seconds`` > 0: the
+        # loop stops at it. A cache kept for no time empties instead.
         while self and (len(self) > self.size or next(iter(self.values()))[0] <= now):
             self.popitem(last=False)
 
