@@ -19,6 +19,22 @@ from adapters.normalize import parse_form
 from adapters.webhook_serving import Handler, WebhookContext, parse_signed, serve
 
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+URLS_KEPT = 1024
+
+_urls_seen: dict[tuple[str, str, str], str] = {}
+
+
+def request_url(request: web.Request) -> str:
+    """``str(request.url)``, kept by what aiohttp makes it of (scheme, ``Host``, request
+    target): webhooks arrive on a few URLs, and building one costs more than the lookup.
+    Forgotten all at once past ``URLS_KEPT`` (a status callback's query differs each time)."""
+    seen = (request.scheme, request.host, request.raw_path)
+    url = _urls_seen.get(seen)
+    if url is None:
+        if len(_urls_seen) >= URLS_KEPT:
+            _urls_seen.clear()
+        url = _urls_seen[seen] = str(request.url)
+    return url
 
 
 def routes(ctx: WebhookContext) -> list[web.RouteDef]:
@@ -38,7 +54,7 @@ def _handler(ctx: WebhookContext) -> Handler:
                 request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
             )
             urls = twilio.signature_urls(
-                channels, ctx.public_url, str(request.url), request.raw_path
+                channels, ctx.public_url, request_url(request), request.raw_path
             )
             params: list[tuple[str, str]] | None
             if request.content_type == twilio.FORM:

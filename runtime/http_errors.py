@@ -145,9 +145,15 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
     that comes in several segments is only its beginning."""
     if request.content_length is not None and request.content_length > limit:
         return None
+    content = request.content
+    if content.is_eof():
+        # All of it arrived before the handler ran (a small body usually does): taken
+        # from the buffer at once, with no iterator and no await.
+        body = content.read_nowait()
+        return body if len(body) <= limit else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
+    async for chunk in content.iter_chunked(READ_CHUNK):
         size += len(chunk)
         if size > limit:
             return None

@@ -7,10 +7,13 @@ import ast
 import re
 import sys
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import (
     AGENT_EVENT_DECODER,
@@ -23,7 +26,7 @@ from schemas import (
     encode_headers,
     limits,
 )
-from schemas.cloudevents import event_type, type_name
+from schemas.cloudevents import _rfc3339, event_type, type_name
 from schemas.generate import rendered
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,6 +205,21 @@ def test_cloudevents_headers_round_trip() -> None:
     assert headers.time.startswith("2023-11-14T22:13:20.5")
     assert type_name(ConversationAssigned) == "conversation.assigned"
     assert event_type(encode_headers(event, source="another")) == b"conversation.assigned"
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=limits.EPOCH_MAX),
+        # Near a second's end, where the microseconds round up into the next one.
+        st.integers(0, int(limits.EPOCH_MAX) - 1).map(lambda s: s + 0.9999995),
+        st.integers(0, int(limits.EPOCH_MAX)).map(float),
+    )
+)
+def test_ce_time_is_what_datetime_writes(epoch_seconds: float) -> None:
+    """``ce_time`` is written from a second's cached text and the microseconds: byte for
+    byte what ``datetime`` writes for the whole time."""
+    expected = datetime.fromtimestamp(epoch_seconds, UTC).isoformat().encode()
+    assert _rfc3339(epoch_seconds) == expected
 
 
 @pytest.mark.parametrize("decoder", [INBOUND_DECODER, AGENT_EVENT_DECODER, ROUTING_DECODER])

@@ -280,3 +280,33 @@ async def test_a_body_that_arrives_in_segments_is_read_whole() -> None:
 
         assert b'{"length": 3000}' in await send(3000)
         assert b'{"length": null}' in await send(5000)
+
+
+async def test_a_body_that_arrived_whole_is_read_and_still_bounded() -> None:
+    """A body all in by the time the handler runs is taken from the buffer at once; one
+    past the limit is refused there too, a chunked one (no ``Content-Length`` to refuse it
+    by beforehand) included."""
+    from runtime.http_errors import read_limited
+
+    async def echo_length(request: web.Request) -> web.Response:
+        body = await read_limited(request, 4096)
+        return web.json_response({"length": None if body is None else len(body)})
+
+    app = web.Application()
+    app.router.add_post("/", echo_length)
+    async with TestServer(app) as server:
+
+        async def send(head: bytes, body: bytes) -> bytes:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n" + body)
+            answer = await reader.read(4096)
+            writer.close()
+            return answer
+
+        def chunked(size: int) -> bytes:
+            return b"%x\r\n%s\r\n0\r\n\r\n" % (size, b"x" * size)
+
+        assert b'{"length": 3000}' in await send(b"Content-Length: 3000\r\n", b"x" * 3000)
+        assert b'{"length": 0}' in await send(b"Content-Length: 0\r\n", b"")
+        assert b'{"length": 4096}' in await send(b"Transfer-Encoding: chunked\r\n", chunked(4096))
+        assert b'{"length": null}' in await send(b"Transfer-Encoding: chunked\r\n", chunked(4097))

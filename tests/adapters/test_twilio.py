@@ -360,3 +360,32 @@ async def test_the_sms_route_still_takes_status_callbacks_with_our_id(hook: Harn
     assert resp.status == 200
     [status] = hook.publisher.statuses
     assert (status.outbound_id, status.status) == ("out-0002", DeliveryStatus.READ)
+
+
+def test_the_request_url_kept_is_the_one_aiohttp_makes() -> None:
+    """``twilio_routes.request_url`` keeps ``str(request.url)`` by scheme, ``Host`` and
+    request target: each of these changes the URL it gives, as it changes aiohttp's; and
+    past ``URLS_KEPT`` targets it starts again rather than grow."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from adapters import twilio_routes
+
+    twilio_routes._urls_seen.clear()
+    for host, target in [
+        ("127.0.0.1:8080", "/webhooks/twilio/sms"),
+        ("127.0.0.1:8080", "/webhooks/twilio/sms"),  # kept: the same answer
+        ("hooks.example.com", "/webhooks/twilio/sms"),
+        ("hooks.example.com:443", "/webhooks/twilio/status?outbound_id=o%201&x=+"),
+        ("HOOKS.example.com", "/webhooks/twilio/sms"),
+        ("x", "http://elsewhere.example/webhooks/twilio/sms"),  # absolute form
+    ]:
+        request = make_mocked_request("POST", target, headers={"Host": host})
+        assert twilio_routes.request_url(request) == str(request.url)
+    assert len(twilio_routes._urls_seen) == 5
+    sizes = set()
+    for n in range(twilio_routes.URLS_KEPT):
+        request = make_mocked_request("POST", f"/s?n={n}", headers={"Host": "h"})
+        assert twilio_routes.request_url(request) == f"http://h/s?n={n}"
+        sizes.add(len(twilio_routes._urls_seen))
+    assert max(sizes) == twilio_routes.URLS_KEPT
+    assert len(twilio_routes._urls_seen) == 5  # started again 5 targets before the end
