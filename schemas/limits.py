@@ -249,8 +249,12 @@ _KEYWORD_TRAILING = re.compile(r"[\s.!?¡¿,;:]+$")
 def keyword_form(text: str) -> str:
     """How a keyword is compared with a whole message: accents, case, surrounding spaces
     and final punctuation set aside."""
-    folded = unicodedata.normalize("NFKD", text.strip())
-    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = text.strip()
+    if not folded.isascii():
+        # ASCII has no decomposition and no combining mark: most messages skip this
+        # (a customer's every message is compared, 1.6 µs of 2.3 for a short one).
+        folded = unicodedata.normalize("NFKD", folded)
+        folded = "".join(c for c in folded if not unicodedata.combining(c))
     return _KEYWORD_TRAILING.sub("", folded).upper()
 
 

@@ -7,6 +7,8 @@ import tomllib
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from runtime import outbound
 from runtime.outbound import (
@@ -18,6 +20,7 @@ from runtime.outbound import (
     fill_template,
 )
 from schemas import Channel, Consent, TemplateCategory
+from schemas.limits import keyword_form
 
 REMINDER = TemplateConfig(
     name="reminder",
@@ -106,6 +109,13 @@ def test_a_template_is_registered_once_per_language_and_channel() -> None:
 )
 def test_keywords_are_whole_messages(text: str, channel: Channel, consent: Consent | None) -> None:
     assert OutboundConfig().consent_of(channel, text) is consent
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)).map(str.strip))
+def test_an_ascii_message_folds_as_through_unicode_normalisation(text: str) -> None:
+    """ASCII text skips the NFKD step (nothing of it decomposes or combines): it folds as
+    the same text made non-ASCII by a combining mark, which that step takes away."""
+    assert keyword_form(text) == keyword_form(text + "\u0301")
 
 
 def test_a_word_cannot_both_opt_out_and_opt_in() -> None:
