@@ -53,11 +53,31 @@ async def start_consumer_when_reachable(
 ) -> bool:
     """Start ``consumer``, trying again while the broker cannot be reached, so a worker
     started during an outage waits it out instead of dying. False when ``stopping`` is set
-    first (the consumer is then not started)."""
+    first (the consumer is then not started).
+
+    A group consumer's start waits for its first assignment, which takes as long as its
+    group's rebalance: while members that died are still counted, up to their session
+    timeout, and on some brokers longer (a process restarted with two others waited there
+    for minutes, its shutdown with it). ``stopping`` ends that wait too: the start is
+    given up and the consumer stopped (``stop_consumer``)."""
     delay = CONSUMER_START_RETRY_MIN
     while not stopping.is_set():
+        starting = asyncio.ensure_future(consumer.start())
+        stopped = asyncio.ensure_future(stopping.wait())
         try:
-            await consumer.start()
+            await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+        if starting.cancelled() or not starting.done():
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await starting
+            log.info("consumer_start_given_up", consumer=name)
+            await stop_consumer(consumer, name=name)
+            return False
+        try:
+            starting.result()
             return True
         except KafkaConnectionError as error:
             log.warning("consumer_start_failed", consumer=name, error=type(error).__name__)

@@ -6,10 +6,12 @@ one message under one event id, however often: the router stores it once."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from runtime import kafka
 from switchboard.embedded import EmbeddedBroker
@@ -86,3 +88,72 @@ async def test_a_worker_started_during_an_outage_starts_once_the_broker_is_back(
     await asyncio.sleep(0.5)
     stopping.set()
     assert await asyncio.wait_for(starting, timeout=5) is False
+
+
+_MEMBER_THAT_DIES = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+
+async def main():
+    consumer = AIOKafkaConsumer(
+        sys.argv[2], bootstrap_servers=sys.argv[1], group_id=sys.argv[3],
+        session_timeout_ms=15_000, heartbeat_interval_ms=1_000,
+    )
+    await consumer.start()
+    print("assigned", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_asked_to_stop_while_its_group_assigns_stops(tmp_path: Path) -> None:
+    """A group consumer's start waits for its first assignment: with a member of the group
+    killed (its session still counted for 15 s), the rebalance cannot end soon. A stop
+    asked meanwhile gives the start up within the consumer's stop bound, where waiting for
+    the assignment kept a restarted process from stopping for minutes."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    member = None
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        await admin.create_topics([NewTopic("work", 2, 1)])
+        await admin.close()
+        member = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MEMBER_THAT_DIES,
+            broker.bootstrap_servers,
+            "work",
+            "g",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert member.stdout is not None
+        line = await asyncio.wait_for(member.stdout.readline(), timeout=60)
+        assert line.strip() == b"assigned"
+        member.kill()
+        await member.wait()
+
+        consumer = AIOKafkaConsumer(
+            "work",
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id="g",
+            session_timeout_ms=15_000,
+            heartbeat_interval_ms=1_000,
+        )
+        stopping = asyncio.Event()
+        starting = asyncio.create_task(
+            kafka.start_consumer_when_reachable(consumer, stopping, name="test")
+        )
+        await asyncio.sleep(2)
+        assert not starting.done(), "assigned while the killed member was still counted"
+        stopping.set()
+        asked = time.monotonic()
+        assert await asyncio.wait_for(starting, timeout=30) is False
+        assert time.monotonic() - asked < kafka.CONSUMER_STOP_SECONDS + 2
+    finally:
+        if member is not None and member.returncode is None:
+            member.kill()
+            await member.wait()
+        broker.stop()
