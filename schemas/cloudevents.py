@@ -78,11 +78,26 @@ def event_type(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
     return None
 
 
+class _Last:
+    """The time last written and its text, set together (one assignment)."""
+
+    written: tuple[float, bytes] = (math.nan, b"")
+
+
 def _rfc3339(epoch_seconds: float) -> bytes:
     """``datetime.fromtimestamp(epoch_seconds, UTC).isoformat()``, byte for byte, with the
     second's text made once (``_second``) and the microseconds rounded as ``datetime``
-    rounds them (half to even, carried into the next second). A cache of whole times
-    missed on every webhook: an adapter's events each have a time of their own."""
+    rounds them (half to even, carried into the next second). The router's events of one
+    batch share their time (``_Last``); an adapter's events each have a time of their own,
+    which a cache of whole times missed on every webhook."""
+    last, text = _Last.written
+    if epoch_seconds != last:
+        text = _written(epoch_seconds)
+        _Last.written = (epoch_seconds, text)
+    return text
+
+
+def _written(epoch_seconds: float) -> bytes:
     fraction, whole = math.modf(epoch_seconds)
     micros = round(fraction * 1e6)
     if micros >= 1_000_000:
