@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from runtime.http_errors import setup_errors
+from runtime.http_errors import read_limited, setup_errors
 from runtime.logging import RateLimit
 from tests.api.support import api_service
 from tests.conftest import Infrastructure
@@ -254,10 +254,9 @@ async def test_signature_headers_that_are_not_utf8_are_refused_not_500(
             assert status in (401, 403), (path, answer)
 
 
-async def test_a_body_that_arrives_in_segments_is_read_whole() -> None:
-    """``read_limited`` reads to the end: a client (or a network) that sends a body in
-    several segments gets it read whole, and one past the limit is refused as it comes."""
-    from runtime.http_errors import read_limited
+def _length_read_within_4096() -> web.Application:
+    """An app answering the length ``read_limited`` read of a body, at most 4,096 bytes
+    (``null``: more)."""
 
     async def echo_length(request: web.Request) -> web.Response:
         body = await read_limited(request, 4096)
@@ -265,7 +264,13 @@ async def test_a_body_that_arrives_in_segments_is_read_whole() -> None:
 
     app = web.Application()
     app.router.add_post("/", echo_length)
-    async with TestServer(app) as server:
+    return app
+
+
+async def test_a_body_that_arrives_in_segments_is_read_whole() -> None:
+    """``read_limited`` reads to the end: a client (or a network) that sends a body in
+    several segments gets it read whole, and one past the limit is refused as it comes."""
+    async with TestServer(_length_read_within_4096()) as server:
 
         async def send(size: int) -> bytes:
             reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -286,15 +291,7 @@ async def test_a_body_that_arrived_whole_is_read_and_still_bounded() -> None:
     """A body all in by the time the handler runs is taken from the buffer at once; one
     past the limit is refused there too, a chunked one (no ``Content-Length`` to refuse it
     by beforehand) included."""
-    from runtime.http_errors import read_limited
-
-    async def echo_length(request: web.Request) -> web.Response:
-        body = await read_limited(request, 4096)
-        return web.json_response({"length": None if body is None else len(body)})
-
-    app = web.Application()
-    app.router.add_post("/", echo_length)
-    async with TestServer(app) as server:
+    async with TestServer(_length_read_within_4096()) as server:
 
         async def send(head: bytes, body: bytes) -> bytes:
             reader, writer = await asyncio.open_connection(server.host, server.port)
