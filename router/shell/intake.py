@@ -55,8 +55,8 @@ from router.engine import (
     SaveMessage,
     SendReply,
     apply,
+    deadline_due,
     make_id,
-    next_deadline,
     tick,
 )
 from router.shell import store
@@ -431,8 +431,7 @@ class Intake:
         """Tick every owned domain with a deadline due by ``now``."""
         for number, domains in self.partitions.items():
             for state in domains.values():
-                due = next_deadline(state)
-                if due is not None and due <= now:
+                if deadline_due(state, now):
                     self._collect(number, state, tick(state, now), batch.writes, batch.emitted, now)
 
     def _apply(

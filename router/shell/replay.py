@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 import asyncpg
 import msgspec
 
-from router.engine import DomainPolicy, Emit, EngineInput, apply, new_state, next_deadline, tick
+from router.engine import (
+    DomainPolicy,
+    Emit,
+    EngineInput,
+    apply,
+    deadline_due,
+    new_state,
+    next_deadline,
+    tick,
+)
 from router.engine.records import ConversationRecord
 from router.shell.store import RECORDED_DECODER
 from runtime.stats import percentile
@@ -209,7 +218,7 @@ def simulate(
 
     def catch_up(now: float) -> None:
         """Fire deadlines at their own times, as the shell's timer does."""
-        while (due := next_deadline(state)) is not None and due <= now:
+        while deadline_due(state, now) and (due := next_deadline(state)) is not None:
             observe(list(tick(state, due)), due)
 
     for done, item in enumerate(recording):

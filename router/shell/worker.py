@@ -52,7 +52,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from router.engine import DomainPolicy, DomainState, next_deadline, reconfigure
+from router.engine import DomainPolicy, DomainState, deadline_bound, reconfigure
 from router.shell import reads, store
 from router.shell.config_hold import ConfigHold
 from router.shell.erasure import ErasureRequest, load_requests
@@ -314,9 +314,11 @@ class RouterWorker:
         return wait
 
     def _due_in(self) -> float | None:
-        """Seconds until the owned domains' next deadline (None: none)."""
+        """Seconds until the owned domains' next deadline, or a time before it (None: none):
+        woken then, the loop finds nothing due, re-files what moved and waits again
+        (``router.engine.deadline_bound``)."""
         due = min(
-            (d for s in self.domain_states() if (d := next_deadline(s)) is not None),
+            (d for s in self.domain_states() if (d := deadline_bound(s)) is not None),
             default=None,
         )
         return None if due is None else due - self._clock()

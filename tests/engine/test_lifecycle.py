@@ -27,6 +27,8 @@ from router.engine import (
     SaveCustomer,
     StepPolicy,
     apply,
+    deadline_bound,
+    deadline_due,
     make_id,
     next_deadline,
     restore,
@@ -304,6 +306,20 @@ def test_next_deadline_is_the_earliest_live_one() -> None:
     assert next_deadline(state) == T0 + 121  # held for ann, sms
     apply(state, message("k2", customer="a", channel=Channel.WEBCHAT), T0 + 2)
     assert next_deadline(state) == T0 + 32  # held for ann, web chat
+
+
+def test_a_deadline_moved_later_is_refiled_only_when_its_old_entry_comes_due() -> None:
+    state = domain([agent("ann")], policy=QUIET)
+    apply(state, message("k1"), T0)
+    entries = list(state.deadlines)
+    for seconds in range(1, 50):
+        apply(state, message("k1"), T0 + seconds)  # each moves the inactivity deadline
+        assert not deadline_due(state, T0 + seconds)
+        assert deadline_bound(state) == T0 + 600  # the entry made at T0 bounds them
+    assert state.deadlines == entries  # nothing re-filed meanwhile
+    assert not deadline_due(state, T0 + 600)  # due by then: re-filed at the real one
+    assert deadline_bound(state) == next_deadline(state) == T0 + 49 + 600
+    assert deadline_due(state, T0 + 649)
 
 
 def test_a_stale_deadline_is_a_no_op() -> None:

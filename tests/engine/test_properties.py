@@ -50,10 +50,13 @@ from router.engine import (
     apply,
     bot_health,
     customers_named,
+    deadline_bound,
+    deadline_due,
     identity_links,
     line_length,
     line_position,
     new_state,
+    next_deadline,
     remember,
     restore,
     snapshot,
@@ -769,6 +772,21 @@ def one_owner_and_a_way_to_people(state: DomainState, now: float) -> None:
         assert customer.owner_agent_id != BOT
 
 
+def the_deadline_bound_bounds(state: DomainState) -> None:
+    """``deadline_bound`` is never later than the next deadline, and ``deadline_due`` says
+    exactly what ``next_deadline`` does; once re-filed, the bound is the deadline."""
+    bound = deadline_bound(state)
+    due_at_bound = None if bound is None else deadline_due(state, bound)
+    exact = next_deadline(state)
+    if exact is None:
+        assert not due_at_bound  # a bound from entries that are all stale
+    else:
+        assert bound is not None and bound <= exact
+        assert due_at_bound == (exact == bound)
+        assert deadline_due(state, exact)
+    assert deadline_bound(state) == exact
+
+
 def loads(state: DomainState) -> dict[tuple[str, Channel], int]:
     return {
         (agent.agent_id, channel): load
@@ -849,6 +867,7 @@ def test_routing_invariants_hold_at_every_step(
         positions_count_those_ahead(state)
         positions_count_those_ahead(revived)
         one_owner_and_a_way_to_people(state, item[1])
+        the_deadline_bound_bounds(state)
 
     for item in setup(mode, capacities):
         run_step(item)
