@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from router.shell import reads
+from runtime.db import json_rows
 
 EXPECTED = {
     ("messages", "messages_pkey"),
@@ -58,10 +59,9 @@ async def test_the_kept_plan_reads_primary_keys(
         # The plan a connection keeps after its first executions, made now.
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         await conn.execute(f"PREPARE stored_and_customers AS {reads._STORED_AND_CUSTOMERS}")
-        execute = (
-            "EXECUTE stored_and_customers(ARRAY['acme', 'acme'], ARRAY['m1', 'm0'],"
-            " ARRAY['acme', 'acme'], ARRAY['email:1@x.org', 'phone:+2'])"
-        )
+        messages = json_rows([("acme", "m1"), ("acme", "m0")])
+        identities = json_rows([("acme", "email:1@x.org"), ("acme", "phone:+2")])
+        execute = f"EXECUTE stored_and_customers('{messages}', '{identities}')"
         plan = "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {execute}"))
         found = await conn.fetch(execute)
     finally:
