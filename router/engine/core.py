@@ -302,8 +302,9 @@ def deadline_bound(state: DomainState) -> float | None:
     A message that moves a conversation's deadline later leaves its heap entry as it is
     (``router.engine.state``): the entry, earlier than the deadline, bounds it, and
     ``next_deadline`` re-files it at the real one. Re-filed on every call, that is a heap
-    pop and push for most messages under steady traffic (measured: 3% of the router's
-    CPU); asked through the bound, once per conversation when its entry comes due."""
+    pop and push for most messages under steady traffic (0.56 µs of the router's 34 per
+    message at 20,000 msg/s over 2,000 conversations); asked through the bound, once per
+    conversation when its entry comes due."""
     return _earliest(state.deadlines[0][0] if state.deadlines else None, state)
 
 

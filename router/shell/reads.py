@@ -221,14 +221,14 @@ CROSS JOIN LATERAL (
 ) m
 """
 """The ids of the (domain, message id) pairs already stored (``pairs``: ``rows_of`` a
-``json_rows`` parameter: as two text arrays, asyncpg's checks of each element cost the
+``json_rows`` parameter; as two text arrays, asyncpg's checks of each element cost the
 router 0.6 µs a message), each looked up by the primary key (``LATERAL … OFFSET 0``: one
-probe per pair). The plan a connection keeps is
-made after the statement's first runs, and as a join it was a hash join over the whole
-table when made while the tables were small and not analyzed yet: 1.6 ms a batch and 150
-µs of PostgreSQL's time per message at 1,000 msg/s, where the probes take 12 µs
-(``tests/integration/test_read_plans.py``; migration 0026 keeps the primary key the only
-index of ``messages`` that starts with the domain)."""
+probe per pair). The plan a connection keeps is made after the statement's first runs,
+and as a join it was a hash join over the whole table when made while the tables were
+small and not analyzed yet: 1.6 ms a batch and 150 µs of PostgreSQL's time per message
+at 1,000 msg/s, where the probes take 12 µs (``tests/integration/test_read_plans.py``;
+migration 0026 keeps the primary key the only index of ``messages`` that starts with the
+domain)."""
 
 
 _MESSAGE_TYPE = type_name(MessageReceived).encode()
