@@ -781,7 +781,8 @@ def the_deadline_bound_bounds(state: DomainState) -> None:
     if exact is None:
         assert not due_at_bound  # a bound from entries that are all stale
     else:
-        assert bound is not None and bound <= exact
+        assert bound is not None
+        assert bound <= exact
         assert due_at_bound == (exact == bound)
         assert deadline_due(state, exact)
     assert deadline_bound(state) == exact
