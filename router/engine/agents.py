@@ -21,7 +21,15 @@ from router.engine.policy import ShiftEnd
 from router.engine.records import AgentDeadlineKind, ConversationStatus
 from router.engine.routing import fall_back, finish, take_one
 from router.engine.schedule import on_shift
-from router.engine.state import Agent, AgentDeadline, Conversation, DomainState, LadderStep
+from router.engine.state import (
+    COMPACT_SLACK,
+    Agent,
+    AgentDeadline,
+    Conversation,
+    DomainState,
+    LadderStep,
+    compact,
+)
 from schemas import (
     AgentRegistered,
     AgentRemoved,
@@ -194,6 +202,13 @@ def tick_agents(state: DomainState, now: float, effects: list[Effect]) -> bool:
     return fired
 
 
+def _push_agent_deadline(state: DomainState, entry: AgentDeadline) -> None:
+    """Each agent has a pacing and a shift deadline at most: the others are stale."""
+    heapq.heappush(state.agent_deadlines, entry)
+    if len(state.agent_deadlines) > 4 * len(state.agents) + COMPACT_SLACK:
+        compact(state.agent_deadlines, lambda kept: _live_agent_deadline(state, kept))
+
+
 def _live_agent_deadline(state: DomainState, entry: AgentDeadline) -> Agent | None:
     agent = state.agents.get(entry[1])
     if agent is None:
@@ -217,7 +232,7 @@ def _pace_next(call: Call, agent: Agent) -> None:
     pace = state.policy.login_pace
     if handed and pace is not None:
         agent.pace_due = due = call.now + pace
-        heapq.heappush(state.agent_deadlines, (due, agent.agent_id, AgentDeadlineKind.PACE))
+        _push_agent_deadline(state, (due, agent.agent_id, AgentDeadlineKind.PACE))
         _reindex_all(state, agent)
     elif not handed:
         _drain_all(call, agent)
@@ -231,7 +246,7 @@ def _schedule_shift(state: DomainState, agent: Agent, now: float) -> None:
     _, boundary = on_shift(agent.schedule, now)
     if boundary is not None:
         agent.shift_due = boundary
-        heapq.heappush(state.agent_deadlines, (boundary, agent.agent_id, AgentDeadlineKind.SHIFT))
+        _push_agent_deadline(state, (boundary, agent.agent_id, AgentDeadlineKind.SHIFT))
 
 
 def waiting_on_business(conversation: Conversation) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import enum
 import heapq
+from collections.abc import Callable
+from typing import TypeVar
 
 from router.engine.calendar import CompiledCalendar
 from router.engine.lines import WaitEntry, WaitLine
@@ -98,6 +100,25 @@ _WINDOW_CLOSED = WindowState.CLOSED
 
 AgentDeadline = tuple[float, str, AgentDeadlineKind]
 """(due, agent id, kind) in the agent deadline heap."""
+
+HeapEntry = TypeVar("HeapEntry", DeadlineEntry, AgentDeadline)
+
+COMPACT_SLACK = 1024
+"""Entries a heap with lazily dropped stale entries holds beyond twice its live ones
+before it is compacted."""
+
+
+def compact(heap: list[HeapEntry], live: Callable[[HeapEntry], object]) -> None:
+    """Keep a heap's live entries only (those ``live`` says are), each once: for a heap
+    whose stale entries are dropped only once they are its earliest, when it holds more
+    than twice its live entries at most, and ``COMPACT_SLACK``: O(1) amortized per push.
+
+    Without it, a reply window moved later by each customer message left one entry per
+    message behind the earliest live window: a day of a WhatsApp conversation's messages,
+    held until the first window of any other conversation closed."""
+    heap[:] = dict.fromkeys(entry for entry in heap if live(entry))
+    heapq.heapify(heap)
+
 
 NONE_PASSED: dict[str, str] = {}
 """Nobody passed over: shared by every record that says so (never mutated)."""
@@ -706,18 +727,12 @@ class DomainState:
         if heap_due is None or due < heap_due:
             conversation.heap_due = due
             heapq.heappush(self.deadlines, (due, conversation.conversation_id))
-            if len(self.deadlines) > 2 * len(self.conversations) + 1024:
-                self._compact_deadlines()
+            if len(self.deadlines) > 2 * len(self.conversations) + COMPACT_SLACK:
+                compact(self.deadlines, self._live_deadline)
 
-    def _compact_deadlines(self) -> None:
-        conversations = self.conversations
-        live = {}
-        for entry in self.deadlines:
-            conversation = conversations.get(entry[1])
-            if conversation is not None and conversation.heap_due == entry[0]:
-                live[entry[1]] = entry  # one entry per conversation, even if due repeats
-        self.deadlines = list(live.values())
-        heapq.heapify(self.deadlines)
+    def _live_deadline(self, entry: DeadlineEntry) -> bool:
+        conversation = self.conversations.get(entry[1])
+        return conversation is not None and conversation.heap_due == entry[0]
 
     def pop_due(self, now: float) -> list[Conversation]:
         """Conversations whose real deadline is at or before ``now``, in (deadline, id)

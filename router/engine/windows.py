@@ -17,7 +17,14 @@ from router.engine.effects import Effect
 from router.engine.events import conversation_event
 from router.engine.records import ConversationStatus
 from router.engine.routing import emit_queued, enqueue, finish
-from router.engine.state import Conversation, DomainState, WindowState, window_due
+from router.engine.state import (
+    COMPACT_SLACK,
+    Conversation,
+    DomainState,
+    WindowState,
+    compact,
+    window_due,
+)
 from schemas import ConversationReplyWindowClosed
 
 _WAITING = ConversationStatus.WAITING
@@ -50,6 +57,8 @@ def push_window(state: DomainState, conversation: Conversation) -> None:
     due = window_due(conversation, state.policy.reply_window.urgent_within)
     if due is not None:
         heapq.heappush(state.windows, (due, conversation.conversation_id))
+        if len(state.windows) > 2 * len(state.conversations) + COMPACT_SLACK:
+            compact(state.windows, lambda entry: _live_window(state, entry))
 
 
 def next_window(state: DomainState) -> float | None:

@@ -23,6 +23,7 @@ from router.engine import (
 )
 from router.engine.affinity import affinity_ranking
 from router.engine.records import AgentRecord, CustomerRecord
+from router.engine.state import COMPACT_SLACK
 from schemas import (
     AgentSchedule,
     Channel,
@@ -227,7 +228,34 @@ def test_a_window_closing_while_waiting_drops_the_boost_as_a_restore_does() -> N
         assert emitted(effects, ConversationAssigned)[0].conversation_id == early.id
 
 
+def test_a_window_moved_later_by_every_message_leaves_no_pile_of_stale_entries() -> None:
+    state = domain([agent("ann")])
+    first = windowed("kB", customer="cB", ends_at=T0 + 86_400, channel=Channel.WHATSAPP)
+    apply(state, first, T0)
+    later = 5_000
+    for n in range(1, later + 1):
+        moved = windowed("kA", customer="cA", ends_at=T0 + n + 86_400, channel=Channel.WHATSAPP)
+        apply(state, moved, T0 + n)
+    # each message left its window's old entry behind the first conversation's window
+    assert len(state.windows) <= 2 * len(state.conversations) + COMPACT_SLACK
+    closed = emitted(tick(state, T0 + 86_400), ConversationReplyWindowClosed)
+    assert [event.conversation_id for event in closed] == [first.id]
+    assert emitted(tick(state, T0 + later + 86_399), ConversationReplyWindowClosed) == []
+    closed = emitted(tick(state, T0 + later + 86_400), ConversationReplyWindowClosed)
+    assert len(closed) == 1
+    assert closed[0].conversation_id != first.id
+
+
 # -- shifts -------------------------------------------------------------------------
+
+
+def test_registering_a_scheduled_agent_again_leaves_one_shift_deadline() -> None:
+    monday_9 = dt.datetime(2023, 11, 13, 9, tzinfo=dt.UTC).timestamp()
+    state = domain([], policy=DomainPolicy(on_shift_end=ShiftEnd.REHOME), now=monday_9)
+    for _ in range(3_000):
+        apply(state, scheduled("ann"), monday_9)  # a profile saved again, the same shift
+    assert len(state.agent_deadlines) <= 2 * 2 * len(state.agents) + COMPACT_SLACK
+    assert len(set(state.agent_deadlines)) == 1
 
 
 def test_shift_end_rehomes_only_conversations_waiting_on_the_business() -> None:
