@@ -674,6 +674,37 @@ async def test_a_producer_seals_for_a_new_subject_with_no_query_and_names_the_ke
         await pool.close()
 
 
+async def test_a_process_that_no_longer_holds_a_subjects_key_seals_with_another(
+    database_url: str,
+) -> None:
+    """The README's *Sealed records on the topics*: a process keeps a key
+    ``cache_seconds`` after it made or fetched it; sealing for the subject after that
+    takes a spare, a key of its own for the same day, named for the subject as the first
+    was (an erasure finds every one)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        now = [T0]
+        keys = TopicKeys(pool, cache_seconds=60, clock=lambda: now[0])
+        await keys.stock()
+        name = (DOMAIN, "sms:+14155550123")
+        used = []
+        for _ in range(3):
+            used.append((await keys.for_sealing([name]))[name].key_id)
+            now[0] += 59
+            assert (await keys.for_sealing([name]))[name].key_id == used[-1]  # still held
+            await keys.stock()  # names the spare taken
+            now[0] += 2
+        assert len(set(used)) == 3
+        named = await pool.fetch(
+            "SELECT key_id FROM topic_keys WHERE domain = $1 AND subject = $2",
+            DOMAIN,
+            subject_digest(name[1]),
+        )
+        assert {row["key_id"].bytes for row in named} == set(used)
+    finally:
+        await pool.close()
+
+
 def test_the_outbox_publishes_sealed_the_events_that_name_a_subject_and_the_rest_as_they_are() -> (
     None
 ):
