@@ -128,6 +128,8 @@ class SealingKey:
     """The key's bytes."""
     named: tuple[str, bytes, int] | None = None
     """(domain, subject digest, day) of its row, when it was read by id for opening."""
+    unnamed_spare: bool = False
+    """Read for opening while it was a spare its producer had not named yet."""
     _made: AESGCM | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -155,9 +157,13 @@ _with_ciphers: deque[SealingKey] = deque()
 
 
 def _key(
-    key_id: uuid.UUID, material: bytes, named: tuple[str, bytes, int] | None = None
+    key_id: uuid.UUID,
+    material: bytes,
+    named: tuple[str, bytes, int] | None = None,
+    *,
+    unnamed_spare: bool = False,
 ) -> SealingKey:
-    return SealingKey(key_id.bytes, material, named)
+    return SealingKey(key_id.bytes, material, named, unnamed_spare)
 
 
 class Unreadable(Exception):
@@ -242,7 +248,9 @@ UPDATE topic_keys k SET domain = w.domain, subject = w.subject, period = w.perio
     -- once what it sealed has left the topics, not a stocking's time earlier
     created_at = now()
 FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[]) AS w(key_id, domain, subject, period)
-WHERE k.key_id = w.key_id AND k.spare
+-- the first naming stays: a reader names a spare it adopted (``sealing_too``) as its
+-- producer does, and an erasure's key, which keeps its domain, is not named again
+WHERE k.key_id = w.key_id AND k.spare AND k.domain IS NULL
 """
 
 SPARE_KEYS: Final = 64
@@ -319,9 +327,9 @@ class TopicKeys:
     ``SPARE_KEYS`` (``AHEAD_KEYS``), and the rest while PostgreSQL cannot be reached. It
     names them (their domain, subject and day) in the background: at once when PostgreSQL
     answers, once it answers again otherwise. Until then an erasure cannot find them (a
-    reader that opens one first seals its own events for the subject under a key of its
-    own), and if the process dies first, what they sealed becomes unreadable a day later,
-    when the sweep deletes spares never named.
+    reader that opens one first seals for the subject with it and names it too:
+    ``sealing_too``), and if they all die first, what they sealed becomes unreadable a day
+    later, when the sweep deletes spares never named.
     """
 
     def __init__(
@@ -595,7 +603,7 @@ class TopicKeys:
                 self._spares_read is None or row["created_at"] > self._spares_read
             ):
                 self._spares_read = row["created_at"]
-            key = _key(row["key_id"], row["key"], named)
+            key = _key(row["key_id"], row["key"], named, unnamed_spare=row["domain"] is None)
             found[key.key_id] = key
             self._opening.keep(key.key_id, key, now)
         return found
@@ -603,15 +611,30 @@ class TopicKeys:
     def sealing_too(self, opened: Iterable[tuple[str, str, bytes]]) -> None:
         """(domain, subject, key id) of records just opened: where that key is the
         subject's key of today, it seals for the subject too, with no query (a router
-        publishes its routing events under the key its inbound message came with)."""
+        publishes its routing events under the key its inbound message came with).
+
+        A key read while it was a spare its producer had not named yet (``KEYS_FOR_OPENING``
+        reads them ahead: the usual case for a subject new to the producer) is the
+        subject's too: the producer sealed the record with it for that subject. This
+        process names it as well (``stock``; the first naming stays), so that an erasure
+        finds it should the producer die before naming it; a key of its own for each such
+        subject was a second ``topic_keys`` row for every new customer."""
         now = self._clock()
         period = int(now // SECONDS_PER_PERIOD)
+        adopted = False
         for domain, subject, key_id in set(opened):  # a batch names its customers many times
             if (domain, subject, period) in self._sealing:
                 continue
             key = self._opening.fresh(key_id, now)
-            if key is not None and key.named == (domain, subject_digest(subject), period):
+            if key is None:
+                continue
+            if key.unnamed_spare:
+                self._taken((domain, subject), period, key, now)
+                adopted = True
+            elif key.named == (domain, subject_digest(subject), period):
                 self._sealing.keep((domain, subject, period), key, now)
+        if adopted:
+            self._wake.set()
 
     def forget(self) -> None:
         """Drop every cached key (tests, and a process told that keys were shredded)."""

@@ -418,6 +418,52 @@ async def test_a_key_that_opened_a_subjects_record_today_seals_for_it_with_no_qu
         await pool.close()
 
 
+async def test_a_spare_read_before_its_producer_named_it_seals_for_its_subject_and_is_named(
+    database_url: str,
+) -> None:
+    """A reader that opens a record sealed with a spare its producer has not named yet
+    (spares are read ahead) seals its own events for the record's subject with that key,
+    and names it as the producer would: one ``topic_keys`` row for the subject, not one
+    each, and one an erasure finds should the producer die before naming it. The first
+    naming stays; a key an erasure took the subject of is not taken up again."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        producer = TopicKeys(pool, clock=lambda: T0)
+        await producer.stock()
+        customer, other = (DOMAIN, "sms:+14155550301"), (DOMAIN, "sms:+14155550302")
+        key_id = (await producer.for_sealing([customer]))[customer].key_id
+        reader = TopicKeys(pool, clock=lambda: T0)
+        assert key_id in await reader.for_opening([key_id])
+        rows_before = await pool.fetchval("SELECT count(*) FROM topic_keys")
+        reader.sealing_too([(*customer, key_id)])
+        assert (await reader.for_sealing([customer]))[customer].key_id == key_id
+        assert reader.unnamed == 1
+        await reader.stock(refill=False)  # the reader names it, the producer has not yet
+        assert await pool.fetchval("SELECT count(*) FROM topic_keys") == rows_before
+        named = "SELECT domain, subject, period FROM topic_keys WHERE key_id = $1"
+        period = int(T0 // SECONDS_PER_PERIOD)
+        expected = (DOMAIN, subject_digest(customer[1]), period)
+        assert tuple(await pool.fetchrow(named, uuid.UUID(bytes=key_id))) == expected
+        # The producer's naming comes second and changes nothing, whatever it says.
+        producer._unnamed[key_id] = (DOMAIN, subject_digest(other[1]), period)
+        await producer.stock(refill=False)
+        assert tuple(await pool.fetchrow(named, uuid.UUID(bytes=key_id))) == expected
+
+        # Erased: the key keeps its domain and loses its subject; read by id it is no
+        # spare waiting for a name, and seals nothing.
+        await pool.execute(
+            "UPDATE topic_keys SET subject = NULL, shred_at = now() WHERE key_id = $1",
+            uuid.UUID(bytes=key_id),
+        )
+        late = TopicKeys(pool, clock=lambda: T0)
+        assert key_id in await late.for_opening([key_id])
+        late.sealing_too([(*customer, key_id)])
+        assert late.unnamed == 0
+        assert (await late.for_sealing([customer]))[customer].key_id != key_id
+    finally:
+        await pool.close()
+
+
 async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one_query(
     database_url: str,
 ) -> None:
