@@ -419,7 +419,7 @@ async def test_a_key_that_opened_a_subjects_record_today_seals_for_it_with_no_qu
 
 
 async def test_a_spare_read_before_its_producer_named_it_seals_for_its_subject_and_is_named(
-    database_url: str,
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader that opens a record sealed with a spare its producer has not named yet
     (spares are read ahead) seals its own events for the record's subject with that key,
@@ -432,18 +432,35 @@ async def test_a_spare_read_before_its_producer_named_it_seals_for_its_subject_a
         await producer.stock()
         customer, other = (DOMAIN, "sms:+14155550301"), (DOMAIN, "sms:+14155550302")
         key_id = (await producer.for_sealing([customer]))[customer].key_id
+        # The reader's next look at its stock is an hour away: it names the key it took up
+        # soon after, as a producer names the spares it takes.
+        monkeypatch.setattr("runtime.sealing.STOCK_SECONDS", 3600.0)
         reader = TopicKeys(pool, clock=lambda: T0)
+        running = asyncio.create_task(reader.run())
         assert key_id in await reader.for_opening([key_id])
-        rows_before = await pool.fetchval("SELECT count(*) FROM topic_keys")
         reader.sealing_too([(*customer, key_id)])
         assert (await reader.for_sealing([customer]))[customer].key_id == key_id
-        assert reader.unnamed == 1
-        await reader.stock(refill=False)  # the reader names it, the producer has not yet
-        assert await pool.fetchval("SELECT count(*) FROM topic_keys") == rows_before
         named = "SELECT domain, subject, period FROM topic_keys WHERE key_id = $1"
         period = int(T0 // SECONDS_PER_PERIOD)
         expected = (DOMAIN, subject_digest(customer[1]), period)
-        assert tuple(await pool.fetchrow(named, uuid.UUID(bytes=key_id))) == expected
+
+        async def reader_named_it() -> bool:
+            row = await pool.fetchrow(named, uuid.UUID(bytes=key_id))
+            return row is not None and tuple(row) == expected
+
+        await wait_until(reader_named_it, what="the key taken up named by the reader")
+        assert reader.unnamed == 0
+        reader.stop()
+        await running
+        # One key for the subject, not one each.
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM topic_keys WHERE domain = $1 AND subject = $2",
+                DOMAIN,
+                subject_digest(customer[1]),
+            )
+            == 1
+        )
         # The producer's naming comes second and changes nothing, whatever it says.
         producer._unnamed[key_id] = (DOMAIN, subject_digest(other[1]), period)
         await producer.stock(refill=False)
