@@ -38,7 +38,10 @@ not retry by default, so a 4xx would only lose the message in its error log
 request body, for an operator to inspect or re-drive.
 
 Each outcome is counted in ``switchboard_webhook_requests_total``; logs carry provider,
-domains, counts and outcome, never bodies or customer identities.
+domains, counts and outcome, never bodies or customer identities. The ``webhook`` line of
+a request is let through 10 times a minute per provider and outcome (the first one let
+through after more carries ``suppressed``, how many were left out): its figures are the
+counter's, and providers call as often as traffic comes.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from adapters.consent import consents, with_consent
 from adapters.lookup import IdentityLookups
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.logging import RateLimit
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
 from schemas import DeliveryStatusChanged, MessageReceived
@@ -97,6 +101,8 @@ class WebhookContext:
     outbound: Mapping[str, OutboundConfig] = field(default_factory=dict)
     """Each domain's ``[domains.<d>.outbound]`` (its consent keywords); replaced whole when
     a new configuration version arrives. A domain not named gets the defaults."""
+    log_limit: RateLimit = field(default_factory=RateLimit)
+    """The ``webhook`` lines let through: 10 a minute per provider and outcome."""
 
 
 class BodyTooLarge(BadRequest):
@@ -166,13 +172,13 @@ async def serve(
     except BodyTooLarge as exc:
         return _refused(ctx, provider, "too_large", exc)
     except SignatureRejected as exc:
-        m.signature_failures.labels(provider=provider).inc()
+        m.child(m.signature_failures, provider).inc()
         return _refused(ctx, provider, "bad_signature", exc)
     except BadRequest as exc:
         return _refused(ctx, provider, "bad_request", exc)
     except SecretMissing as exc:
         # Our deployment is incomplete: 503 keeps the provider retrying until it is fixed.
-        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+        m.child(m.webhook_requests, provider, "unavailable").inc()
         log.error("webhook_secret_missing", provider=provider, variable=exc.env_name)
         return error_response(503, "adapter not configured")
 
@@ -196,7 +202,7 @@ async def serve(
         try:
             fresh = await ctx.nonces.claim(nonce.provider, nonce.value, nonce.expires_at)
         except NonceStoreUnavailable:
-            m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+            m.child(m.webhook_requests, provider, "unavailable").inc()
             log.warning("webhook_nonces_unavailable", provider=provider, domains=domains)
             return error_response(503, "token cache unavailable, retry later")
         if not fresh:
@@ -212,7 +218,7 @@ async def serve(
             await ctx.publisher.dead_letter(letters)
         published = True
     except BrokerUnavailable:
-        m.webhook_requests.labels(provider=provider, outcome="unavailable").inc()
+        m.child(m.webhook_requests, provider, "unavailable").inc()
         log.warning("webhook_unavailable", provider=provider, domains=domains)
         return error_response(503, "broker unavailable, retry later")
     finally:
@@ -221,7 +227,7 @@ async def serve(
     for msg in messages:
         m.for_domain(msg.domain).counter(m.inbound_messages, msg.channel.value).inc()
     for st in statuses:
-        m.delivery_statuses.labels(channel=st.channel.value, status=st.status.value).inc()
+        m.child(m.delivery_statuses, st.channel.value, st.status.value).inc()
     if letters:
         outcome = "dead_lettered"
         log.warning(
@@ -232,17 +238,22 @@ async def serve(
         )
     else:
         outcome = "accepted" if events else empty_outcome
-    m.webhook_requests.labels(provider=provider, outcome=outcome).inc()
-    log.info(
-        "webhook",
-        provider=provider,
-        outcome=outcome,
-        domains=domains,
-        messages=len(messages),
-        statuses=len(statuses),
-        consents=consents(events),
-        set_aside=len(letters),
-    )
+    m.child(m.webhook_requests, provider, outcome).inc()
+    # A line per request would say what the counter says, as often as providers call:
+    # a few a minute show the traffic, the next one after a pause how many were left out.
+    suppressed = ctx.log_limit.admit((provider, outcome))
+    if suppressed is not None:
+        log.info(
+            "webhook",
+            provider=provider,
+            outcome=outcome,
+            domains=domains,
+            messages=len(messages),
+            statuses=len(statuses),
+            consents=consents(events),
+            set_aside=len(letters),
+            **({"suppressed": suppressed} if suppressed else {}),
+        )
     # Step 5
     return ok()
 
@@ -269,7 +280,7 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 
 
 def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) -> web.Response:
-    ctx.metrics.webhook_requests.labels(provider=provider, outcome=outcome).inc()
+    ctx.metrics.child(ctx.metrics.webhook_requests, provider, outcome).inc()
     # Debug only, and without what a reason quotes of the request: a client can cause this
     # line at will (the rate-limited ``client_error`` line is the one operators see).
     log.debug(

@@ -155,6 +155,7 @@ class Metrics:
         """By domain (None: no domain), each domain with a label value of its own; those
         counted under ``other`` are looked up anew (``for_domain``), to bound the memory."""
         self._by_label: dict[str, DomainMetrics] = {}
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         # The domain label's bound
         self.domain_label_limit_reached = Gauge(
             "switchboard_domain_label_limit_reached",
@@ -564,6 +565,16 @@ class Metrics:
             ["domain"],
             registry=r,
         )
+
+    def child(self, metric: Counter, *labels: str) -> Counter:
+        """``metric``'s child for ``labels``, bound on first use as ``DomainMetrics`` binds
+        the per-domain ones: for label values from a fixed set (a provider, an outcome, a
+        channel, a status), never from input."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def for_domain(self, domain: str | None) -> DomainMetrics:
         """The bound children of ``domain``'s label value (None: ``NO_DOMAIN``)."""

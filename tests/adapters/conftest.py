@@ -19,6 +19,7 @@ from adapters.config import ChannelsConfig
 from adapters.webchat import WebchatConfig, WebchatHub, socket_session
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
 from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.logging import RateLimit
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
 from schemas import DeliveryStatusChanged, InboundEvent, MessageReceived
@@ -196,6 +197,7 @@ async def start_harness(
     public_url: str | None = PUBLIC_URL,
     max_body_bytes: int = 256 * 1024,
     outbound: Mapping[str, OutboundConfig] | None = None,
+    log_limit: RateLimit | None = None,
 ) -> Harness:
     publisher = RecordingPublisher()
     metrics = Metrics()
@@ -210,6 +212,7 @@ async def start_harness(
         max_body_bytes=max_body_bytes,
         clock=lambda: NOW,
         outbound=outbound or {},
+        log_limit=log_limit or RateLimit(),
     )
     app = web.Application(middlewares=[refuse_encoded_bodies])  # as switchboard.app does
     app.add_routes(webhook_routes(ctx))

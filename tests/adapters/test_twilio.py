@@ -11,8 +11,10 @@ from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio
 
 from adapters import twilio
 from adapters.base import SignatureRejected, inbound_event_id
+from runtime.logging import RateLimit
 from schemas import Channel, DeliveryStatus, DeliveryStatusChanged
 from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, PUBLIC_URL, Harness, start_harness
+from tests.logcapture import captured_logs, lines_of
 
 PATH = "/webhooks/twilio/sms"
 TOKEN = ENVIRON["TWILIO_AUTH_TOKEN"]
@@ -119,6 +121,38 @@ async def test_inbound_sms_is_published_then_answered_with_empty_twiml(hook: Har
         )
         == 1
     )
+
+
+async def test_the_webhook_line_comes_ten_times_a_minute_then_says_how_many_were_left_out() -> None:
+    minute = [0.0]
+    hook = await start_harness(log_limit=RateLimit(clock=lambda: minute[0] * 60))
+    try:
+        with captured_logs([]) as buffer:
+            for index in range(13):
+                minute[0] = 1 if index == 12 else 0
+                params = inbound_sms(MessageSid=f"SM{index:032d}")
+                resp = await hook.client.post(PATH, data=params, headers=sign(params))
+                assert resp.status == 200
+        lines = [line for line in lines_of(buffer) if line["event"] == "webhook"]
+    finally:
+        await hook.client.close()
+    # Every request is published and counted; its line is not: the counter has its figures.
+    assert len(hook.publisher.messages) == 13
+    assert hook.count("twilio", "accepted") == 13
+    assert len(lines) == 11
+    assert [line.get("suppressed") for line in lines] == [None] * 10 + [2]
+    assert lines[0] == {
+        "event": "webhook",
+        "provider": "twilio",
+        "outcome": "accepted",
+        "domains": ["acme"],
+        "messages": 1,
+        "statuses": 0,
+        "consents": 0,
+        "set_aside": 0,
+        "level": "info",
+        "timestamp": lines[0]["timestamp"],
+    }
 
 
 async def test_a_number_gives_its_conversations_their_routing_context(hook: Harness) -> None:
