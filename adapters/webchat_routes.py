@@ -254,7 +254,7 @@ class _Routes:
                 await self.links.publish(commands)
             except BrokerUnavailable:
                 return self._unavailable(request, config)
-        self.metrics.webhook_requests.labels("webchat", "accepted").inc()
+        self.metrics.child(self.metrics.webhook_requests, "webchat", "accepted").inc()
         log.info(
             "webchat_session_opened",
             domain=domain,
@@ -281,7 +281,7 @@ class _Routes:
         renewed = msgspec.structs.replace(
             claims, expires_at=int(now) + config.session_token_seconds
         )
-        self.metrics.webhook_requests.labels("webchat", "accepted").inc()
+        self.metrics.child(self.metrics.webhook_requests, "webchat", "accepted").inc()
         return self._session(request, config, key, renewed, status=200)
 
     def _verified_login(
@@ -339,7 +339,7 @@ class _Routes:
             await self.publisher.publish([event])
         except BrokerUnavailable:
             return self._unavailable(request, config)
-        self.metrics.webhook_requests.labels("webchat", "accepted").inc()
+        self.metrics.child(self.metrics.webhook_requests, "webchat", "accepted").inc()
         self.metrics.for_domain(domain).counter(self.metrics.inbound_messages, "webchat").inc()
         response = web.json_response(
             {"event_id": event.id, "conversation_key": event.conversation_key}, status=202
@@ -456,17 +456,17 @@ class _Routes:
             outcome = "too_large"
         elif error.status in (401, 403):
             outcome = "bad_signature"
-            self.metrics.signature_failures.labels("webchat").inc()
+            self.metrics.child(self.metrics.signature_failures, "webchat").inc()
         else:
             outcome = "bad_request"
-        self.metrics.webhook_requests.labels("webchat", outcome).inc()
+        self.metrics.child(self.metrics.webhook_requests, "webchat", outcome).inc()
         response = json_error(error.status, error.reason)
         if isinstance(error, TokenRejected):
             response.headers["WWW-Authenticate"] = 'Bearer realm="webchat"'
         return self._answer(request, config, response) if cross_site else response
 
     def _unavailable(self, request: web.Request, config: WebchatConfig) -> web.Response:
-        self.metrics.webhook_requests.labels("webchat", "unavailable").inc()
+        self.metrics.child(self.metrics.webhook_requests, "webchat", "unavailable").inc()
         return self._answer(request, config, json_error(503, "broker unavailable, retry later"))
 
 

@@ -84,7 +84,7 @@ def _email(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         provider = request.match_info["provider"]
         if provider not in email_adapter.PROVIDERS:
-            ctx.metrics.webhook_requests.labels(provider="email", outcome="bad_request").inc()
+            ctx.metrics.child(ctx.metrics.webhook_requests, "email", "bad_request").inc()
             return error_response(404, f"unknown email provider {provider!r}")
 
         def work(body: bytes) -> Normalized:
