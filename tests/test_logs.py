@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -179,7 +180,8 @@ def test_patterns_mask_credentials_identities_and_query_strings(
 ) -> None:
     scrubbed = logs.Redactor().scrub(line)
     assert kept in scrubbed
-    assert gone not in scrubbed
+    # A digest is hex of a random key: three of them hold "555" about once in 140 runs.
+    assert gone not in re.sub(r"h:[0-9a-f]{12}", "h:", scrubbed)
 
 
 @pytest.mark.parametrize(
