@@ -480,7 +480,7 @@ class Intake:
             writes.note_delivery((event.domain, event.outbound_id, ""), update)
         elif event.provider_message_id:  # an empty id names no message
             writes.note_delivery(("", channel, event.provider_message_id), update)
-        self._metrics.delivery_statuses.labels(channel, str(event.status)).inc()
+        self._metrics.child(self._metrics.delivery_statuses, channel, str(event.status)).inc()
         changed = status_changed(event)
         writes.outbox.setdefault(partition, []).append(self._outbox_event(changed))
         emitted.append(changed)
@@ -498,7 +498,9 @@ class Intake:
         assert event.read_through is not None
         state = self.partitions[partition][event.domain]
         conversation = state.by_key.get(event.conversation_key or "")
-        self._metrics.delivery_statuses.labels(str(event.channel), str(event.status)).inc()
+        self._metrics.child(
+            self._metrics.delivery_statuses, str(event.channel), str(event.status)
+        ).inc()
         if conversation is None:
             return
         conversation_id = conversation.conversation_id
