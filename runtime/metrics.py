@@ -107,38 +107,49 @@ class DomainLabels:
         return OTHER_DOMAINS
 
 
-class DomainMetrics:
-    """The children of the per-domain metrics for one ``domain`` label value, bound on
-    first use: ``labels()`` converts, checks and locks on every call, which costs more than
-    the increment itself on the per-message path."""
+class BoundChildren:
+    """Metrics' children, bound on first use, for label values that begin with ``prefix``:
+    ``labels()`` converts, checks and locks on every call, which costs more than the
+    increment itself on the per-message path. For label values from a fixed set (a
+    domain's bounded label, a provider, an outcome, a channel, a status), never from input."""
 
-    __slots__ = ("_counters", "_histograms", "label")
+    __slots__ = ("_counters", "_histograms", "_prefix")
 
-    def __init__(self, label: str) -> None:
-        self.label = label
+    def __init__(self, prefix: tuple[str, ...] = ()) -> None:
+        self._prefix = prefix
         self._counters: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
         self._histograms: dict[tuple[Histogram, tuple[str, ...]], Histogram] = {}
+
+    def counter(self, metric: Counter, *labels: str) -> Counter:
+        """``metric``'s child for the prefix and ``labels`` (the labels after it)."""
+        key = (metric, labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(*self._prefix, *labels)
+        return child
+
+    def histogram(self, metric: Histogram, *labels: str) -> Histogram:
+        """``metric``'s child for the prefix and ``labels`` (the labels after it)."""
+        key = (metric, labels)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(*self._prefix, *labels)
+        return child
+
+
+class DomainMetrics(BoundChildren):
+    """The children of the per-domain metrics for one ``domain`` label value."""
+
+    __slots__ = ("label",)
+
+    def __init__(self, label: str) -> None:
+        super().__init__((label,))
+        self.label = label
 
     def bot(self, bot_id: str) -> str:
         """The ``bot`` label value of ``bot_id``: its id, bounded by the domain's
         configuration, except in ``other``, whose domains are not bounded, nor their bots."""
         return OTHER_DOMAINS if self.label == OTHER_DOMAINS else bot_id
-
-    def counter(self, metric: Counter, *labels: str) -> Counter:
-        """``metric``'s child for this domain and ``labels`` (the labels after ``domain``)."""
-        key = (metric, labels)
-        child = self._counters.get(key)
-        if child is None:
-            child = self._counters[key] = metric.labels(self.label, *labels)
-        return child
-
-    def histogram(self, metric: Histogram, *labels: str) -> Histogram:
-        """``metric``'s child for this domain and ``labels`` (the labels after ``domain``)."""
-        key = (metric, labels)
-        child = self._histograms.get(key)
-        if child is None:
-            child = self._histograms[key] = metric.labels(self.label, *labels)
-        return child
 
 
 class Metrics:
@@ -155,7 +166,7 @@ class Metrics:
         """By domain (None: no domain), each domain with a label value of its own; those
         counted under ``other`` are looked up anew (``for_domain``), to bound the memory."""
         self._by_label: dict[str, DomainMetrics] = {}
-        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+        self._children = BoundChildren()
         # The domain label's bound
         self.domain_label_limit_reached = Gauge(
             "switchboard_domain_label_limit_reached",
@@ -567,14 +578,9 @@ class Metrics:
         )
 
     def child(self, metric: Counter, *labels: str) -> Counter:
-        """``metric``'s child for ``labels``, bound on first use as ``DomainMetrics`` binds
-        the per-domain ones: for label values from a fixed set (a provider, an outcome, a
-        channel, a status), never from input."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        """``metric``'s child for ``labels``, bound on first use (``BoundChildren``), for a
+        metric with no ``domain`` label."""
+        return self._children.counter(metric, *labels)
 
     def for_domain(self, domain: str | None) -> DomainMetrics:
         """The bound children of ``domain``'s label value (None: ``NO_DOMAIN``)."""
