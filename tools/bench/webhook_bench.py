@@ -26,11 +26,11 @@ read), warm-up included, divided by the messages sent; PostgreSQL's is the serve
 shared server they count other people's work too.
 
 Then each side's maximum sustained rate (``max_sustained_rate``): probes of
-``PROBE_SECONDS`` on one set of processes, up by ``PROBE_STEP`` from ``PROBE_START`` while
-sustained, then bisected; a rate is sustained when ≥ 99.5 % of its webhooks are answered
-2xx, every message is routed and the p99 webhook → routing event is within
-``SUSTAINED_P99_MS``. Over the probes, the routing process's resident memory growth per
-conversation they opened.
+``PROBE_SECONDS``, each on fresh processes and topics, up by ``PROBE_STEP`` from
+``PROBE_START`` while sustained, then bisected; a rate is sustained when ≥ 99.5 % of its
+webhooks are answered 2xx, every message is routed and the p99 webhook → routing event is
+within ``SUSTAINED_P99_MS``. Over the probes, the routing process's resident memory per
+open conversation (``bytes_per_conversation``).
 
 Nothing here is asserted: ``make bench`` prints the figures and stores them.
 """
@@ -94,8 +94,6 @@ PROBE_REFINE = 2
 PROBE_SECONDS = 5.0
 PROBE_TIMEOUT = 10.0
 """Seconds a probe waits for routing events after its last request."""
-PROBE_PAUSE = 5.0
-"""Seconds after a probe that failed: its backlog drains before the next."""
 SUSTAINED_P99_MS = 500.0
 
 DOMAIN = "bench"
@@ -461,9 +459,10 @@ class MaxRate:
     """The highest rate sustained (0: not even ``PROBE_START``)."""
     probes: list[Probe]
     rss_bytes_per_conversation: float
-    """Growth of the routing process's resident set over the probes, per conversation
-    they opened (0 for the raw side, which keeps no state)."""
+    """The routing process's resident memory per open conversation over the probes
+    (``bytes_per_conversation``; 0 for the raw side, which keeps no state)."""
     open_conversations: int
+    """The most conversations open at the end of a probe."""
 
 
 async def open_conversations(url: str) -> int:
@@ -489,57 +488,66 @@ def probe_line(probe: Probe) -> str:
 
 
 async def max_sustained_rate(side: str, services: Services, directory: Path) -> MaxRate:
-    """Probes of ``PROBE_SECONDS`` on one set of processes: from ``PROBE_START``, up by
-    ``PROBE_STEP`` while sustained (to ``PROBE_CEILING``), then ``PROBE_REFINE`` bisections
-    between the last rate sustained and the first not. A probe that fails is followed by
-    a pause for the backlog to drain. The first probe carries the warm-up."""
+    """Probes of ``PROBE_SECONDS``, each on fresh processes, database and topics with its own
+    warm-up: from ``PROBE_START``, up by ``PROBE_STEP`` while sustained (to
+    ``PROBE_CEILING``), then ``PROBE_REFINE`` bisections between the last rate sustained and
+    the first not.
+
+    Fresh, because the embedded broker's cost per record grows with the record batches its
+    partitions hold, slowly and then steeply (one partition of single-record batches: about
+    0.1 ms a record up to 15,000 of them, 1.8 ms at 21,000, 12 ms at 24,000): probes on one
+    set of topics measured how much each side had sent before as much as the rate, and a
+    side that reached higher rates paid more. A Kafka broker finds an offset through its
+    index. The routing state a long run accumulates is measured by the scale benchmark."""
     probes: list[Probe] = []
-    async with SIDES[side](services, directory) as pipeline:
-        stateful = pipeline.router is not None
-        opened_before = await open_conversations(pipeline.database_url) if stateful else 0
-        rss_before = resident_bytes(pipeline.router) if pipeline.router else 0
-        known = 0
-        passed, failed = 0.0, math.inf
-        rate = PROBE_START
-        refinements = 0
-        while True:
-            measured = max(1, round(rate * PROBE_SECONDS))
+    passed, failed = 0.0, math.inf
+    rate = PROBE_START
+    refinements = 0
+    held: list[tuple[int, int]] = []
+    """(conversations open, router's resident bytes) at the end of each stateful probe."""
+    while True:
+        measured = max(1, round(rate * PROBE_SECONDS))
+        async with SIDES[side](services, directory) as pipeline:
             settings = msgspec.structs.replace(
-                pipeline.load,
-                rate=rate,
-                warm=WARM_MESSAGES if not probes else 0,
-                measured=measured,
-                known_customers=known,
-                timeout=PROBE_TIMEOUT,
+                pipeline.load, rate=rate, measured=measured, timeout=PROBE_TIMEOUT
             )
             outcome = await measure(pipeline, settings)
-            known = outcome.load.customers
-            ok = sustained(outcome.load, measured)
-            probes.append(Probe(rate, outcome, ok))
-            if ok:
-                passed = rate
-            else:
-                failed = rate
-                await asyncio.sleep(PROBE_PAUSE)
-            if failed == math.inf:
-                if rate >= PROBE_CEILING:
-                    break
-                rate = min(PROBE_CEILING, rate * PROBE_STEP)
-            else:
-                if refinements == PROBE_REFINE:
-                    break
-                refinements += 1
-                rate = round((passed + failed) / 2) if passed else failed / PROBE_STEP
-        opened = (
-            (await open_conversations(pipeline.database_url) - opened_before) if stateful else 0
-        )
-        rss_after = resident_bytes(pipeline.router) if pipeline.router else 0
+            if pipeline.router is not None:
+                opened = await open_conversations(pipeline.database_url)
+                held.append((opened, resident_bytes(pipeline.router)))
+        ok = sustained(outcome.load, measured)
+        probes.append(Probe(rate, outcome, ok))
+        if ok:
+            passed = rate
+        else:
+            failed = rate
+        if failed == math.inf:
+            if rate >= PROBE_CEILING:
+                break
+            rate = min(PROBE_CEILING, rate * PROBE_STEP)
+        else:
+            if refinements == PROBE_REFINE:
+                break
+            refinements += 1
+            rate = round((passed + failed) / 2) if passed else failed / PROBE_STEP
     return MaxRate(
         rate=passed,
         probes=probes,
-        rss_bytes_per_conversation=(rss_after - rss_before) / opened if opened > 0 else 0.0,
-        open_conversations=opened,
+        rss_bytes_per_conversation=bytes_per_conversation(held),
+        open_conversations=max((opened for opened, _ in held), default=0),
     )
+
+
+def bytes_per_conversation(held: list[tuple[int, int]]) -> float:
+    """The router's resident memory per open conversation, as the slope of its resident
+    set over the conversations open at the end of each probe (least squares): every
+    probe starts a fresh process and warms it up alike, so what a process holds whatever
+    it serves falls out, where the growth over one probe counted it (0: fewer than two
+    probes, or all with as many conversations)."""
+    if len(held) < 2 or len({opened for opened, _ in held}) < 2:
+        return 0.0
+    opened, resident = zip(*held, strict=True)
+    return statistics.linear_regression(opened, resident).slope
 
 
 # -- figures ---------------------------------------------------------------------------------

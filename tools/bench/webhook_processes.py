@@ -72,9 +72,6 @@ class LoadSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The ``ce_type`` header an output record must have, when set."""
     connections: int = 64
     seed: int = 22
-    known_customers: int = 0
-    """Customers who wrote in an earlier load on the same service (numbered from 0): the
-    returning ones may be any of them, the new ones are numbered after them."""
     timeout: float = 60.0
     """Seconds after the last request that output records are waited for."""
 
@@ -89,8 +86,6 @@ class LoadFigures(msgspec.Struct, frozen=True, kw_only=True):
     """Measured requests answered 2xx."""
     routed: int
     """Measured messages whose output record was read."""
-    customers: int
-    """Customers known after this load: the next load's ``known_customers``."""
     accept_p50_ms: float
     accept_p99_ms: float
     routed_p50_ms: float
@@ -109,20 +104,19 @@ def phone(number: int) -> str:
     return f"+1666{number:07d}"
 
 
-def customers(settings: LoadSettings) -> tuple[list[str], int]:
+def customers(settings: LoadSettings) -> list[str]:
     """Each request's customer phone: the warm-up's are all new; then a new customer
-    with probability ``new_fraction``, else one who wrote before (returning). And the
-    number of customers known after them."""
-    draw = random.Random(settings.seed + settings.known_customers)
+    with probability ``new_fraction``, else one who wrote before (returning)."""
+    draw = random.Random(settings.seed)
     phones: list[str] = []
-    known = [phone(number) for number in range(settings.known_customers)]
+    known: list[str] = []
     for index in range(settings.warm + settings.measured):
         if index < settings.warm or not known or draw.random() < settings.new_fraction:
             known.append(phone(len(known)))
             phones.append(known[-1])
         else:
             phones.append(draw.choice(known))
-    return phones, len(known)
+    return phones
 
 
 def signed_request(settings: LoadSettings, sid: str, customer: str) -> tuple[bytes, dict[str, str]]:
@@ -148,7 +142,7 @@ def signed_request(settings: LoadSettings, sid: str, customer: str) -> tuple[byt
 
 async def run_load(settings: LoadSettings) -> LoadFigures:
     total = settings.warm + settings.measured
-    phones, known = customers(settings)
+    phones = customers(settings)
     sids = [f"SM{uuid.uuid4().hex}" for _ in range(total)]
     # Built and signed before the clock starts: the generator's own work stays out of
     # the paced loop, so it keeps pace at rates the services cannot.
@@ -232,7 +226,6 @@ async def run_load(settings: LoadSettings) -> LoadFigures:
         sent=total,
         accepted=len(accept),
         routed=len(route),
-        customers=known,
         accept_p50_ms=percentile(accept, 0.5) or 0.0,
         accept_p99_ms=percentile(accept, 0.99) or 0.0,
         routed_p50_ms=percentile(route, 0.5) or 0.0,
