@@ -503,8 +503,7 @@ async def max_sustained_rate(side: str, services: Services, directory: Path) -> 
     passed, failed = 0.0, math.inf
     rate = PROBE_START
     refinements = 0
-    held: list[tuple[int, int]] = []
-    """(conversations open, router's resident bytes) at the end of each stateful probe."""
+    held: list[tuple[int, int]] = []  # (conversations open, router's RSS) after each probe
     while True:
         measured = max(1, round(rate * PROBE_SECONDS))
         async with SIDES[side](services, directory) as pipeline:
