@@ -1,0 +1,84 @@
+"""The webhook benchmark's maximum-rate search: every probe on a pipeline of its own, the
+rates it tries, and the router's memory per conversation read over the probes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tools.bench import webhook_bench
+from tools.bench.e2e_bench import Services
+from tools.bench.webhook_processes import LoadFigures, LoadSettings
+
+LIMIT = 1_000.0
+"""The rate the stand-in pipeline sustains up to."""
+BASE_RSS = 80_000_000
+PER_CONVERSATION = 2_500
+
+
+def test_memory_per_conversation_is_the_slope_whatever_a_process_holds_anyway() -> None:
+    held = [(opened, BASE_RSS + PER_CONVERSATION * opened) for opened in (1_600, 2_900, 5_500)]
+    assert webhook_bench.bytes_per_conversation(held) == pytest.approx(PER_CONVERSATION)
+    assert webhook_bench.bytes_per_conversation(held[:1]) == 0.0
+    assert webhook_bench.bytes_per_conversation([(2_000, BASE_RSS), (2_000, BASE_RSS + 9)]) == 0.0
+
+
+async def test_each_probe_has_fresh_processes_and_the_search_bisects(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pipelines: list[int] = []
+    conversations = iter(range(1_000, 100_000, 1_000))
+
+    @contextlib.asynccontextmanager
+    async def pipeline(services: Services, directory: Path) -> AsyncIterator[object]:
+        pipelines.append(len(pipelines))
+        yield webhook_bench.Pipeline(
+            services,
+            f"postgresql://bench/{len(pipelines)}",
+            {"service": 1},
+            webhook_bench.load_settings(8080, "routing", services.bootstrap, match_header="sid"),
+            router=len(pipelines),
+        )
+
+    async def measure(
+        pipeline: webhook_bench.Pipeline, settings: LoadSettings
+    ) -> webhook_bench.Outcome:
+        assert pipeline.router == len(pipelines), "a probe on an earlier probe's processes"
+        assert settings.warm == webhook_bench.WARM_MESSAGES, "every probe warms its processes"
+        answered = settings.measured if settings.rate <= LIMIT else settings.measured // 2
+        load = LoadFigures(
+            sent=settings.warm + settings.measured,
+            accepted=answered,
+            routed=answered,
+            accept_p50_ms=1.0,
+            accept_p99_ms=2.0,
+            routed_p50_ms=10.0,
+            routed_p99_ms=20.0,
+        )
+        return webhook_bench.Outcome(load, {"service": 1.0})
+
+    async def open_conversations(url: str) -> int:
+        return next(conversations)
+
+    def resident_bytes(pid: int) -> int:
+        return BASE_RSS + PER_CONVERSATION * 1_000 * pid
+
+    monkeypatch.setitem(webhook_bench.SIDES, "run", pipeline)
+    monkeypatch.setattr(webhook_bench, "measure", measure)
+    monkeypatch.setattr(webhook_bench, "open_conversations", open_conversations)
+    monkeypatch.setattr(webhook_bench, "resident_bytes", resident_bytes)
+
+    found = await webhook_bench.max_sustained_rate(
+        "run", Services("127.0.0.1:9092", "postgresql://bench/postgres"), tmp_path
+    )
+
+    rates = [probe.rate for probe in found.probes]
+    assert rates == [400.0, 600.0, 900.0, 1350.0, 1125, 1012]
+    assert [probe.sustained for probe in found.probes] == [True, True, True, False, False, False]
+    assert found.rate == 900.0
+    assert pipelines == list(range(len(rates)))
+    assert found.open_conversations == 1_000 * len(rates)
+    assert found.rss_bytes_per_conversation == pytest.approx(PER_CONVERSATION)
