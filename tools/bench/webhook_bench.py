@@ -350,7 +350,7 @@ async def switchboard_pipeline(
             process.start()
         await asyncio.gather(*(process.wait_ready() for process in started))
         await register_agents(config, DOMAIN, AGENTS, CAPACITY)
-        await asyncio.sleep(2)  # the router applies the agents' presence
+        await agents_online(url, AGENTS)
         yield Pipeline(
             services,
             url,
@@ -368,6 +368,21 @@ async def switchboard_pipeline(
         for process in started:
             process.terminate()
         await drop_database(services, url)
+
+
+async def agents_online(url: str, expected: int, timeout: float = 60.0) -> None:
+    """Until the router has applied ``expected`` agents' presence: it stores each agent in
+    the transaction of the batch that applied it."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        query = "SELECT count(*) FROM agents WHERE domain = $1 AND presence = 'online'"
+        while (online := await conn.fetchval(query, DOMAIN)) < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{online} of {expected} agents online after {timeout} s")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
 
 
 SIDES: dict[str, Callable[[Services, Path], contextlib.AbstractAsyncContextManager[Pipeline]]] = {
