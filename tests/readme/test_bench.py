@@ -134,6 +134,11 @@ async def test_the_benchmark_runs_at_a_small_scale(
     for prefix in ("webhook_raw", "webhook", "webhook_run"):
         assert run[f"{prefix}_max_msg_per_s"] == 30.0, prefix
         assert run[f"{prefix}_max_probes"] == 2.0, prefix
+        # The load generator's CPU, and the cores the side kept busy at its maximum.
+        assert run[f"{prefix}_generator_cpu_us_per_message"] > 0, prefix
+        assert run[f"{prefix}_max_generator_cpu_us_per_message"] > 0, prefix
+        assert run[f"{prefix}_max_total_cpu_us_per_message"] > 0, prefix
+        assert run[f"{prefix}_max_cores_busy"] > 0, prefix
     # The servers' CPU time can round to nothing over so short a load.
     for server in ("postgres", "broker"):
         for figure in (

@@ -82,3 +82,36 @@ async def test_each_probe_has_fresh_processes_and_the_search_bisects(
     assert pipelines == list(range(len(rates)))
     assert found.open_conversations == 1_000 * len(rates)
     assert found.rss_bytes_per_conversation == pytest.approx(PER_CONVERSATION)
+
+
+def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it() -> None:
+    def probe(rate: float, sustained: bool, pipeline_seconds: float) -> webhook_bench.Probe:
+        load = LoadFigures(
+            sent=10_000,
+            accepted=9_000,
+            routed=9_000,
+            accept_p50_ms=1.0,
+            accept_p99_ms=2.0,
+            routed_p50_ms=10.0,
+            routed_p99_ms=20.0,
+            cpu_seconds=1.5,
+        )
+        halves = {"ingress": pipeline_seconds / 2, "consumer": pipeline_seconds / 2}
+        return webhook_bench.Probe(rate, webhook_bench.Outcome(load, halves), sustained)
+
+    found = webhook_bench.MaxRate(
+        rate=2_000.0,
+        probes=[probe(2_000.0, True, 4.0), probe(3_000.0, False, 3.0), probe(2_500.0, False, 3.5)],
+        rss_bytes_per_conversation=0.0,
+        open_conversations=0,
+    )
+
+    figures = webhook_bench.max_rate_figures("webhook", found)
+
+    assert figures["webhook_max_msg_per_s"] == 2_000.0
+    assert figures["webhook_max_total_cpu_us_per_message"] == 400.0
+    assert figures["webhook_max_generator_cpu_us_per_message"] == 150.0
+    assert figures["webhook_max_cores_busy"] == 1.1
+    assert "webhook_rss_bytes_per_open_conversation" not in figures
+    nothing = webhook_bench.MaxRate(0.0, [probe(400.0, False, 1.0)], 0.0, 0)
+    assert "webhook_max_cores_busy" not in webhook_bench.max_rate_figures("webhook", nothing)

@@ -23,14 +23,16 @@ opened) or the raw consumer's event. CPU per message: each process's user + syst
 (``/proc/<pid>/stat``) from the first request to the generator's end (the last event
 read), warm-up included, divided by the messages sent; PostgreSQL's is the server's
 (postmaster and every backend, ended ones included), the broker's its process's: on a
-shared server they count other people's work too.
+shared server they count other people's work too. The generator reports its own over the
+same span: it shares the cores, and is not part of any side's total.
 
 Then each side's maximum sustained rate (``max_sustained_rate``): probes of
 ``PROBE_SECONDS``, each on fresh processes and topics, up by ``PROBE_STEP`` from
 ``PROBE_START`` while sustained, then bisected; a rate is sustained when ≥ 99.5 % of its
 webhooks are answered 2xx, every message is routed and the p99 webhook → routing event is
 within ``SUSTAINED_P99_MS``. Over the probes, the routing process's resident memory per
-open conversation (``bytes_per_conversation``).
+open conversation (``bytes_per_conversation``); from the probe that sustained the maximum,
+the cores the pipeline and the generator kept busy (``max_rate_figures``).
 
 Nothing here is asserted: ``make bench`` prints the figures and stores them.
 """
@@ -493,7 +495,7 @@ def probe_line(probe: Probe) -> str:
     load = probe.outcome.load
     cpu = ", ".join(
         f"{kind} {seconds / load.sent * 1e6:.0f}"
-        for kind, seconds in probe.outcome.cpu_seconds.items()
+        for kind, seconds in [*probe.outcome.cpu_seconds.items(), ("generator", load.cpu_seconds)]
     )
     return (
         f"{probe.rate:7.1f} msg/s {'sustained' if probe.sustained else 'NOT sustained'}:"
@@ -591,14 +593,28 @@ def side_figures(prefix: str, rounds: list[Outcome]) -> dict[str, float]:
     result[f"{prefix}_total_cpu_us_per_message"] = statistics.median(
         sum(outcome.cpu_seconds.values()) / outcome.load.sent * 1e6 for outcome in rounds
     )
+    result[f"{prefix}_generator_cpu_us_per_message"] = statistics.median(
+        outcome.load.cpu_seconds / outcome.load.sent * 1e6 for outcome in rounds
+    )
     return {name: round(value, 2) for name, value in result.items()}
 
 
 def max_rate_figures(prefix: str, found: MaxRate) -> dict[str, float]:
+    """The maximum and, from the probe that sustained it, the CPU per message of the
+    pipeline's processes (``total``) and of the load generator, and the cores they kept
+    busy together: the machine's two cores are what a side runs out of."""
     result = {
         f"{prefix}_max_msg_per_s": found.rate,
         f"{prefix}_max_probes": float(len(found.probes)),
     }
+    best = [probe for probe in found.probes if probe.sustained and probe.rate == found.rate]
+    if best:
+        outcome = best[-1].outcome
+        total = sum(outcome.cpu_seconds.values()) / outcome.load.sent * 1e6
+        generator = outcome.load.cpu_seconds / outcome.load.sent * 1e6
+        result[f"{prefix}_max_total_cpu_us_per_message"] = round(total, 1)
+        result[f"{prefix}_max_generator_cpu_us_per_message"] = round(generator, 1)
+        result[f"{prefix}_max_cores_busy"] = round(found.rate * (total + generator) / 1e6, 3)
     if found.open_conversations:
         result[f"{prefix}_rss_bytes_per_open_conversation"] = round(
             found.rss_bytes_per_conversation
