@@ -19,6 +19,20 @@ BASE_RSS = 80_000_000
 PER_CONVERSATION = 2_500
 
 
+def load_figures(sent: int, answered: int, cpu_seconds: float = 0.0) -> LoadFigures:
+    """A load's figures with fixed latencies: the search reads the counts."""
+    return LoadFigures(
+        sent=sent,
+        accepted=answered,
+        routed=answered,
+        accept_p50_ms=1.0,
+        accept_p99_ms=2.0,
+        routed_p50_ms=10.0,
+        routed_p99_ms=20.0,
+        cpu_seconds=cpu_seconds,
+    )
+
+
 def test_memory_per_conversation_is_the_slope_whatever_a_process_holds_anyway() -> None:
     held = [(opened, BASE_RSS + PER_CONVERSATION * opened) for opened in (1_600, 2_900, 5_500)]
     assert webhook_bench.bytes_per_conversation(held) == pytest.approx(PER_CONVERSATION)
@@ -49,15 +63,7 @@ async def test_each_probe_has_fresh_processes_and_the_search_bisects(
         assert pipeline.router == len(pipelines), "a probe on an earlier probe's processes"
         assert settings.warm == webhook_bench.WARM_MESSAGES, "every probe warms its processes"
         answered = settings.measured if settings.rate <= LIMIT else settings.measured // 2
-        load = LoadFigures(
-            sent=settings.warm + settings.measured,
-            accepted=answered,
-            routed=answered,
-            accept_p50_ms=1.0,
-            accept_p99_ms=2.0,
-            routed_p50_ms=10.0,
-            routed_p99_ms=20.0,
-        )
+        load = load_figures(settings.warm + settings.measured, answered)
         return webhook_bench.Outcome(load, {"service": 1.0})
 
     async def open_conversations(url: str) -> int:
@@ -86,16 +92,7 @@ async def test_each_probe_has_fresh_processes_and_the_search_bisects(
 
 def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it() -> None:
     def probe(rate: float, sustained: bool, pipeline_seconds: float) -> webhook_bench.Probe:
-        load = LoadFigures(
-            sent=10_000,
-            accepted=9_000,
-            routed=9_000,
-            accept_p50_ms=1.0,
-            accept_p99_ms=2.0,
-            routed_p50_ms=10.0,
-            routed_p99_ms=20.0,
-            cpu_seconds=1.5,
-        )
+        load = load_figures(10_000, 9_000, cpu_seconds=1.5)
         halves = {"ingress": pipeline_seconds / 2, "consumer": pipeline_seconds / 2}
         return webhook_bench.Probe(rate, webhook_bench.Outcome(load, halves), sustained)
 

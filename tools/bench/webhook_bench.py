@@ -491,10 +491,15 @@ async def open_conversations(url: str) -> int:
     return int(count)
 
 
+def per_message_us(seconds: float, load: LoadFigures) -> float:
+    """CPU seconds over a load as microseconds per message sent (the warm-up's included)."""
+    return seconds / load.sent * 1e6
+
+
 def probe_line(probe: Probe) -> str:
     load = probe.outcome.load
     cpu = ", ".join(
-        f"{kind} {seconds / load.sent * 1e6:.0f}"
+        f"{kind} {per_message_us(seconds, load):.0f}"
         for kind, seconds in [*probe.outcome.cpu_seconds.items(), ("generator", load.cpu_seconds)]
     )
     return (
@@ -588,13 +593,13 @@ def side_figures(prefix: str, rounds: list[Outcome]) -> dict[str, float]:
     }
     for kind in rounds[0].cpu_seconds:
         result[f"{prefix}_{kind}_cpu_us_per_message"] = statistics.median(
-            outcome.cpu_seconds[kind] / outcome.load.sent * 1e6 for outcome in rounds
+            per_message_us(outcome.cpu_seconds[kind], outcome.load) for outcome in rounds
         )
     result[f"{prefix}_total_cpu_us_per_message"] = statistics.median(
-        sum(outcome.cpu_seconds.values()) / outcome.load.sent * 1e6 for outcome in rounds
+        per_message_us(sum(outcome.cpu_seconds.values()), outcome.load) for outcome in rounds
     )
     result[f"{prefix}_generator_cpu_us_per_message"] = statistics.median(
-        outcome.load.cpu_seconds / outcome.load.sent * 1e6 for outcome in rounds
+        per_message_us(outcome.load.cpu_seconds, outcome.load) for outcome in rounds
     )
     return {name: round(value, 2) for name, value in result.items()}
 
@@ -610,8 +615,8 @@ def max_rate_figures(prefix: str, found: MaxRate) -> dict[str, float]:
     best = [probe for probe in found.probes if probe.sustained and probe.rate == found.rate]
     if best:
         outcome = best[-1].outcome
-        total = sum(outcome.cpu_seconds.values()) / outcome.load.sent * 1e6
-        generator = outcome.load.cpu_seconds / outcome.load.sent * 1e6
+        total = per_message_us(sum(outcome.cpu_seconds.values()), outcome.load)
+        generator = per_message_us(outcome.load.cpu_seconds, outcome.load)
         result[f"{prefix}_max_total_cpu_us_per_message"] = round(total, 1)
         result[f"{prefix}_max_generator_cpu_us_per_message"] = round(generator, 1)
         result[f"{prefix}_max_cores_busy"] = round(found.rate * (total + generator) / 1e6, 3)
