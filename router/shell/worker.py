@@ -162,9 +162,9 @@ class RouterWorker:
         """``perf_counter`` when the latest partition load began (takeover timing)."""
         self.first_applied_after_load: float | None = None
         """``perf_counter`` when the first batch after that load was committed."""
-        self.first_fetched_after_load: float | None = None
-        """``perf_counter`` when the loop first fetched records after that load (throughput
-        timing starts there, as a consumer's does at its first records)."""
+        self.first_batch_after_load: float | None = None
+        """``perf_counter`` when the loop began on its first records after that load
+        (throughput timing starts there, as a consumer's does at its first records)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -283,8 +283,6 @@ class RouterWorker:
             timeout_ms=self._poll_timeout_ms(), max_records=self._config.kafka.max_batch_records
         )
         self.gathering.fetched(sum(map(len, batch.values())), started)
-        if batch and self.first_fetched_after_load is None:
-            self.first_fetched_after_load = time.perf_counter()
         return batch
 
     async def _apply_config(self, consumer: AIOKafkaConsumer) -> bool:
@@ -331,6 +329,8 @@ class RouterWorker:
     async def _process(self, fetched: _Fetched, *, deadlines: bool = True) -> None:
         """Steps 1 to 3 of one fetched batch: the transaction is queued for the writer."""
         started = time.perf_counter()
+        if fetched and self.first_batch_after_load is None:
+            self.first_batch_after_load = started
         intake = self._intake
         # Step 1: open and decode; the poison becomes dead letters; provider retries are
         # looked up. Taken before the first query, as a write may commit while it runs (the
@@ -727,7 +727,7 @@ class RouterWorker:
         self._metrics.partition_load_seconds.observe(time.perf_counter() - started)
         self.last_load_started = started
         self.first_applied_after_load = None
-        self.first_fetched_after_load = None
+        self.first_batch_after_load = None
         self._committed_at = time.monotonic()
         self._metrics.partitions_owned.set(len(self._intake.partitions))
 

@@ -547,9 +547,9 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
             # message.routed, as the raw pipeline is to its last ack: the router counts the
             # acknowledged events. A reader in this process would take the router's core;
             # the events are read and checked afterwards.
-            while worker.first_fetched_after_load is None:
+            while worker.first_batch_after_load is None:
                 await asyncio.sleep(0.001)
-            started = worker.first_fetched_after_load
+            started = worker.first_batch_after_load
             cpu_started = time.process_time()
             deadline = time.perf_counter() + 120
             while published_routed(metrics) < THROUGHPUT_MESSAGES:
