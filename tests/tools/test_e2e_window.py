@@ -1,16 +1,22 @@
 """The end-to-end benchmark's throughput window ends where the broker acknowledged the
-router's last record batch, as the raw pipeline's ends at its last acknowledgement."""
+router's last record batch, as the raw pipeline's ends at its last acknowledgement; its
+embedded services go away with their state."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import time
 import uuid
 
+import asyncpg
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import Infrastructure
-from tools.bench.e2e_bench import AcknowledgementClock, create_topics
+from tools.bench.e2e_bench import AcknowledgementClock, create_topics, services
 
 
 async def test_the_clock_notes_each_acknowledged_batch_and_passes_the_rest_through(
@@ -48,3 +54,26 @@ async def test_a_batch_that_failed_is_no_acknowledgement() -> None:
     clock.noted(cancelled)
     assert clock.last is None
     failed.exception()  # retrieved: no "never retrieved" warning
+
+
+async def test_the_benchmarks_embedded_services_leave_no_state_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Embedded ones whatever the environment names: their data directory is the point. A
+    # short parent directory: PostgreSQL's socket path must stay under 108 bytes.
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    parent = tempfile.mkdtemp(prefix="sb-")
+    monkeypatch.setattr(tempfile, "tempdir", parent)
+    try:
+        async with services() as running:
+            (state,) = os.listdir(parent)
+            assert os.listdir(os.path.join(parent, state))  # the embedded services' data
+            conn = await asyncpg.connect(running.server_url)
+            try:
+                assert await conn.fetchval("SELECT 1") == 1
+            finally:
+                await conn.close()
+        assert os.listdir(parent) == []
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)

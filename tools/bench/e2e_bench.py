@@ -78,10 +78,17 @@ class Services:
 
 @contextlib.asynccontextmanager
 async def services() -> AsyncIterator[Services]:
-    state = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
-    with missing_services(
-        state, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
-    ) as (bootstrap, url):
+    """The broker and PostgreSQL the environment names, or embedded ones (stopped, and their
+    state directory removed, on the way out: the scale benchmark's database alone holds
+    more than a gigabyte)."""
+    with (
+        tempfile.TemporaryDirectory(
+            prefix="switchboard-bench-", ignore_cleanup_errors=True
+        ) as state,
+        missing_services(
+            Path(state), os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("DATABASE_URL")
+        ) as (bootstrap, url),
+    ):
         yield Services(bootstrap, db.with_database(url, "postgres"))
 
 
