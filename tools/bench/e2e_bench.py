@@ -390,22 +390,29 @@ class AcknowledgementClock:
         self.last: float | None = None
 
     def watching(self, producer: AIOKafkaProducer) -> AIOKafkaProducer:
-        clock = self
-
-        class Watched:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(producer, name)
-
-            async def send_batch(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-                sent: asyncio.Future[Any] = await producer.send_batch(*args, **kwargs)
-                sent.add_done_callback(clock.noted)
-                return sent
-
-        return cast(AIOKafkaProducer, Watched())
+        """``producer``, its record batches' acknowledgements noted."""
+        return cast(AIOKafkaProducer, _Watched(producer, self))
 
     def noted(self, sent: asyncio.Future[Any]) -> None:
         if not sent.cancelled() and sent.exception() is None:
             self.last = time.perf_counter()
+
+
+class _Watched:
+    """A producer whose ``send_batch`` acknowledgements an ``AcknowledgementClock`` notes;
+    every other call goes to the producer as it is."""
+
+    def __init__(self, producer: AIOKafkaProducer, clock: AcknowledgementClock) -> None:
+        self._producer = producer
+        self._clock = clock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        sent: asyncio.Future[Any] = await self._producer.send_batch(*args, **kwargs)
+        sent.add_done_callback(self._clock.noted)
+        return sent
 
 
 @contextlib.asynccontextmanager

@@ -112,6 +112,14 @@ class Outcome:
     cpu_seconds: dict[str, float]
     """Per process kind: ``ingress``, ``consumer``, ``postgres``, ``broker``."""
 
+    def total_us(self) -> float:
+        """The pipeline's processes together, in µs per message sent."""
+        return per_message_us(sum(self.cpu_seconds.values()), self.load)
+
+    def generator_us(self) -> float:
+        """The load generator's own, in µs per message sent."""
+        return per_message_us(self.load.cpu_seconds, self.load)
+
 
 # -- CPU time of processes -----------------------------------------------------------------
 
@@ -596,10 +604,10 @@ def side_figures(prefix: str, rounds: list[Outcome]) -> dict[str, float]:
             per_message_us(outcome.cpu_seconds[kind], outcome.load) for outcome in rounds
         )
     result[f"{prefix}_total_cpu_us_per_message"] = statistics.median(
-        per_message_us(sum(outcome.cpu_seconds.values()), outcome.load) for outcome in rounds
+        outcome.total_us() for outcome in rounds
     )
     result[f"{prefix}_generator_cpu_us_per_message"] = statistics.median(
-        per_message_us(outcome.load.cpu_seconds, outcome.load) for outcome in rounds
+        outcome.generator_us() for outcome in rounds
     )
     return {name: round(value, 2) for name, value in result.items()}
 
@@ -615,8 +623,7 @@ def max_rate_figures(prefix: str, found: MaxRate) -> dict[str, float]:
     best = [probe for probe in found.probes if probe.sustained and probe.rate == found.rate]
     if best:
         outcome = best[-1].outcome
-        total = per_message_us(sum(outcome.cpu_seconds.values()), outcome.load)
-        generator = per_message_us(outcome.load.cpu_seconds, outcome.load)
+        total, generator = outcome.total_us(), outcome.generator_us()
         result[f"{prefix}_max_total_cpu_us_per_message"] = round(total, 1)
         result[f"{prefix}_max_generator_cpu_us_per_message"] = round(generator, 1)
         result[f"{prefix}_max_cores_busy"] = round(found.rate * (total + generator) / 1e6, 3)
