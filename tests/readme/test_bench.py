@@ -32,6 +32,7 @@ SMALL: dict[ModuleType, dict[str, float]] = {
     },
     e2e_bench: {
         "THROUGHPUT_MESSAGES": 1_000,
+        "THROUGHPUT_ROUNDS": 2,
         "NAIVE_MESSAGES": 50,
         "LATENCY_SECONDS": 1,
         "LATENCY_ROUNDS": 1,
@@ -121,6 +122,11 @@ async def test_the_benchmark_runs_at_a_small_scale(
         "scale_returning_messages_per_s",
     ):
         assert run[figure] > 0, figure
+    # The end-to-end ratio is that of the sides' median rates; the rounds' own beside it.
+    assert 0 < run["e2e_ratio_to_raw_lowest_round"] <= run["e2e_ratio_to_raw_highest_round"]
+    assert run["e2e_ratio_to_raw"] == pytest.approx(
+        run["e2e_messages_per_s"] / run["raw_pipeline_messages_per_s"], abs=0.001
+    )
     # Every traffic message named one customer identity, looked up once (none was in
     # memory: the past ones were not loaded at takeover, the new ones were never seen).
     assert run["scale_customers_read_per_message"] == 1.0
