@@ -114,6 +114,10 @@ COLUMNS: Final[Mapping[str, Holds]] = {
         structs=["ConversationRecord"]
     ),
     "conversations.updated_at": NONE,
+    "conversation_activity.domain": NONE,
+    "conversation_activity.conversation_id": NONE,
+    "conversation_activity.activity": NONE.records(structs=["ConversationActivity"]),
+    "conversation_activity.updated_at": NONE,
     "messages.domain": NONE,
     "messages.message_id": NONE,
     "messages.conversation_id": NONE,

@@ -355,7 +355,8 @@ def list_query(
         if statuses & OPEN_STATUSES != OPEN_STATUSES:
             wanted = sorted(statuses & OPEN_STATUSES)
             conditions.append(f"c.status = ANY({query.bind(wanted)}::text[])")
-        parts.append(_part("c.updated_at", conditions, keyset, top))
+        # Last active: the later of the record's write and the activity's (migration 0027).
+        parts.append(_part(_ACTIVE_AT, conditions, keyset, top, _WITH_ACTIVITY))
     if _CLOSED in statuses:
         # Every closed row has its closed_at (router.shell.store); the condition keeps a
         # row without one from leading the order with a key no cursor can hold.
@@ -373,12 +374,19 @@ def list_query(
     )
 
 
-def _part(at: str, conditions: list[str], keyset: tuple[str, str] | None, top: str) -> str:
+_ACTIVE_AT = "greatest(c.updated_at, a.updated_at)"
+_WITH_ACTIVITY = "LEFT JOIN conversation_activity a USING (domain, conversation_id)"
+
+
+def _part(
+    at: str, conditions: list[str], keyset: tuple[str, str] | None, top: str, join: str = ""
+) -> str:
     if keyset is not None:
         conditions = [*conditions, f"({at}, c.conversation_id) < ({keyset[0]}, {keyset[1]})"]
     return (
-        f"SELECT c.record::text AS record, {at} AS active_at, c.conversation_id"  # noqa: S608
-        f" FROM conversations c WHERE c.domain = $1 AND {' AND '.join(conditions)}"
+        "SELECT switchboard_conversation_record(c)::text AS record,"  # noqa: S608
+        f" {at} AS active_at, c.conversation_id FROM conversations c {join}"
+        f" WHERE c.domain = $1 AND {' AND '.join(conditions)}"
         f" ORDER BY {at} DESC, c.conversation_id DESC LIMIT {top}"
     )
 
@@ -513,15 +521,19 @@ async def readable_customer(
 
 _COUNTS = """
 SELECT channel, count(*) AS conversations, count(*) FILTER (WHERE status <> 'closed') AS open,
-       coalesce(sum((record->>'message_count')::bigint), 0)::bigint AS messages,
-       min(opened_at) AS first, max((record->>'last_customer_message_at')::float8) AS last
-FROM conversations WHERE domain = $1 AND customer_id = ANY($2::text[])
+       coalesce(sum((switchboard_conversation_record(c)->>'message_count')::bigint), 0)::bigint
+           AS messages,
+       min(opened_at) AS first,
+       max((switchboard_conversation_record(c)->>'last_customer_message_at')::float8) AS last
+FROM conversations c WHERE domain = $1 AND customer_id = ANY($2::text[])
 GROUP BY channel
 """
 _OPEN = """
-SELECT record::text AS record, updated_at AS active_at FROM conversations
-WHERE domain = $1 AND customer_id = ANY($2::text[]) AND status <> 'closed'
-ORDER BY updated_at DESC, conversation_id DESC LIMIT $3
+SELECT switchboard_conversation_record(c)::text AS record,
+       greatest(c.updated_at, a.updated_at) AS active_at
+FROM conversations c LEFT JOIN conversation_activity a USING (domain, conversation_id)
+WHERE c.domain = $1 AND c.customer_id = ANY($2::text[]) AND c.status <> 'closed'
+ORDER BY active_at DESC, c.conversation_id DESC LIMIT $3
 """
 
 

@@ -256,7 +256,7 @@ def export_position(raw: str, profile: str) -> tuple[datetime, str]:
 
 _CONVERSATIONS = """
 SELECT c.conversation_id, c.customer_id, c.channel, c.queue, c.status, c.opened_at,
-       c.closed_at, c.record::text AS record,
+       c.closed_at, switchboard_conversation_record(c)::text AS record,
        (SELECT count(*) FROM messages m
         WHERE m.domain = c.domain AND m.conversation_id = c.conversation_id) AS messages
 FROM conversations c

@@ -334,7 +334,8 @@ _LATEST = """
 SELECT t.i, c.record FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[])
     AS t(i, identity, channel, endpoint, address)
 CROSS JOIN LATERAL (
-    SELECT c.record::text AS record FROM conversations c
+    SELECT switchboard_conversation_record(c)::text AS record
+    FROM conversations c
     WHERE c.domain = $1
       AND c.customer_id IN (t.identity, coalesce((SELECT ci.customer_id
           FROM customer_identities ci WHERE ci.domain = $1 AND ci.identity = t.identity),

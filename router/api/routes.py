@@ -431,7 +431,8 @@ async def load_conversation(
     conn: asyncpg.Connection, domain: str, conversation_id: str
 ) -> ConversationRecord:
     raw = await conn.fetchval(
-        "SELECT record::text FROM conversations WHERE domain = $1 AND conversation_id = $2",
+        "SELECT switchboard_conversation_record(c)::text FROM conversations c"
+        " WHERE domain = $1 AND conversation_id = $2",
         domain,
         conversation_id,
     )

@@ -26,6 +26,7 @@ from router.engine.effects import (
     Effect,
     Emit,
     EraseCustomer,
+    SaveActivity,
     SaveAgent,
     SaveAssignment,
     SaveBot,
@@ -56,15 +57,22 @@ from router.engine.records import (
     AgentRecord,
     AssignmentRecord,
     BotRecord,
+    ConversationActivity,
     ConversationRecord,
     ConversationStatus,
     CustomerRecord,
     DeadlineKind,
     IdentityRecord,
     WaitEstimate,
+    with_activity,
 )
 from router.engine.residency import customers_named, forget, open_customers, remember
-from router.engine.snapshots import agent_record, conversation_record, customer_record
+from router.engine.snapshots import (
+    agent_record,
+    conversation_activity,
+    conversation_record,
+    customer_record,
+)
 from router.engine.state import DomainState
 from router.engine.waiting import line_length, line_position, serving_agents, step_line
 
@@ -79,6 +87,7 @@ __all__ = [
     "BusinessCalendar",
     "ChannelWaits",
     "CompiledCalendar",
+    "ConversationActivity",
     "ConversationRecord",
     "ConversationStatus",
     "CustomerErasure",
@@ -99,6 +108,7 @@ __all__ = [
     "QueuePolicy",
     "ReplyWindowPolicy",
     "Returning",
+    "SaveActivity",
     "SaveAgent",
     "SaveAssignment",
     "SaveBot",
@@ -114,6 +124,7 @@ __all__ = [
     "agent_record",
     "apply",
     "bot_health",
+    "conversation_activity",
     "conversation_record",
     "customer_record",
     "customers_named",
@@ -135,4 +146,5 @@ __all__ = [
     "step_line",
     "tick",
     "time_zone",
+    "with_activity",
 ]

@@ -16,6 +16,7 @@ from router.engine.records import (
     AgentRecord,
     AssignmentRecord,
     BotRecord,
+    ConversationActivity,
     ConversationRecord,
     CustomerRecord,
     IdentityRecord,
@@ -35,6 +36,14 @@ class SaveAgent(msgspec.Struct, frozen=True, gc=False):
 
 class SaveConversation(msgspec.Struct, frozen=True, gc=False):
     record: ConversationRecord
+
+
+class SaveActivity(msgspec.Struct, frozen=True, gc=False):
+    """Only the activity of a conversation changed (``ConversationActivity``): store it
+    beside the conversation's last record."""
+
+    conversation_id: str
+    activity: ConversationActivity
 
 
 class SaveCustomer(msgspec.Struct, frozen=True, gc=False):
@@ -109,6 +118,7 @@ Effect = (
     | SaveBot
     | SaveAgent
     | SaveConversation
+    | SaveActivity
     | SaveCustomer
     | SaveAssignment
     | SaveMessage

@@ -12,7 +12,7 @@ from router.engine.assignment import end_assignment, schedule_inactivity
 from router.engine.bots import bot_first, on_bot_message
 from router.engine.call import Call, make_id
 from router.engine.deadlines import wake
-from router.engine.effects import Effect, Emit, SaveConversation, SaveMessage
+from router.engine.effects import Effect, Emit, SaveActivity, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
 from router.engine.identity import link_from_lookup
@@ -24,7 +24,7 @@ from router.engine.outbound import (
 )
 from router.engine.records import ConversationStatus, DeadlineKind
 from router.engine.routing import reclaim, route
-from router.engine.snapshots import conversation_record
+from router.engine.snapshots import conversation_activity
 from router.engine.state import Conversation, DomainState, WindowState
 from router.engine.windows import note_window
 from schemas import MessageChanged, MessageChangeRouted, MessageReceived, MessageRouted, Presence
@@ -42,7 +42,9 @@ _WINDOW_CLOSED = WindowState.CLOSED
 
 def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[Effect] | None:
     """Rule 1 without the bookkeeping of a full call: owned, owner online (None: the
-    message needs the general path, ``on_message``)."""
+    message needs the general path, ``on_message``). Only the conversation's activity
+    changes, and only it is saved (``SaveActivity``): the general path saves the whole
+    record, which equals the last one with this activity (the fast path property)."""
     conversation = state.by_key.get(message.conversation_key)
     if conversation is None or conversation.status is not _ASSIGNED:
         return None
@@ -86,7 +88,7 @@ def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[
     return [
         SaveMessage(message, conversation.conversation_id),
         Emit(routed),
-        SaveConversation(conversation_record(conversation)),
+        SaveActivity(conversation.conversation_id, conversation_activity(conversation)),
     ]
 
 

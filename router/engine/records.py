@@ -191,6 +191,43 @@ class ConversationRecord(msgspec.Struct, frozen=True, omit_defaults=True, gc=Fal
     The router's shell sets it (the engine measures nothing, and ``restore`` ignores it)."""
 
 
+class ConversationActivity(msgspec.Struct, frozen=True, gc=False):
+    """What a customer message changes in a conversation on the engine's fast path (owned,
+    owner online): the fields of the same names in ``ConversationRecord``. The shell
+    stores it beside the conversation's record, which stays as it was
+    (``with_activity`` puts the two together): a fraction of the record's bytes to build,
+    encode and write for every such message. Every field is written, defaults included,
+    so that it replaces the record's values whatever they were."""
+
+    last_customer_message_at: float
+    last_activity_at: float
+    message_count: int
+    reply_window_ends_at: float | None
+    reply_window_urgent: bool
+    reply_window_closed: bool
+    deadline: float | None
+    deadline_kind: DeadlineKind | None
+
+
+def with_activity(
+    record: ConversationRecord, activity: ConversationActivity | None
+) -> ConversationRecord:
+    """The conversation's record with its latest activity (None: the record has it)."""
+    if activity is None:
+        return record
+    return msgspec.structs.replace(
+        record,
+        last_customer_message_at=activity.last_customer_message_at,
+        last_activity_at=activity.last_activity_at,
+        message_count=activity.message_count,
+        reply_window_ends_at=activity.reply_window_ends_at,
+        reply_window_urgent=activity.reply_window_urgent,
+        reply_window_closed=activity.reply_window_closed,
+        deadline=activity.deadline,
+        deadline_kind=activity.deadline_kind,
+    )
+
+
 class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
     """A waiting conversation's position and expected wait, as last announced."""
 

@@ -6,7 +6,13 @@ functions turn one of them into its immutable record (``router.engine.records``)
 
 from __future__ import annotations
 
-from router.engine.records import AffinityEntry, AgentRecord, ConversationRecord, CustomerRecord
+from router.engine.records import (
+    AffinityEntry,
+    AgentRecord,
+    ConversationActivity,
+    ConversationRecord,
+    CustomerRecord,
+)
 from router.engine.state import (
     NO_ATTRIBUTES,
     NONE_PASSED,
@@ -90,6 +96,21 @@ def conversation_record(
         conversation.handoff,
         conversation.handoff_open,
         conversation.had_human,
+    )
+
+
+def conversation_activity(conversation: Conversation) -> ConversationActivity:
+    """The conversation's activity (``ConversationActivity``), as its record has it."""
+    window_state = conversation.window_state
+    return ConversationActivity(
+        conversation.last_customer_message_at,
+        conversation.last_activity_at,
+        conversation.message_count,
+        conversation.window_ends_at,
+        window_state == _WINDOW_URGENT,
+        window_state == _WINDOW_CLOSED,
+        conversation.deadline,
+        conversation.deadline_kind,
     )
 
 

@@ -37,6 +37,7 @@ import msgspec
 import structlog
 
 from router.engine import (
+    ConversationRecord,
     CustomerErasure,
     DomainState,
     DropAgent,
@@ -45,6 +46,7 @@ from router.engine import (
     Emit,
     EngineInput,
     EraseCustomer,
+    SaveActivity,
     SaveAgent,
     SaveAssignment,
     SaveBot,
@@ -55,6 +57,7 @@ from router.engine import (
     SaveMessage,
     SendReply,
     apply,
+    conversation_record,
     deadline_due,
     make_id,
     tick,
@@ -222,8 +225,10 @@ class Intake:
         source: str,
         metrics: Metrics,
         outbound: str = "",
+        save_activity_alone: bool = True,
     ) -> None:
         self._inbound = inbound
+        self._save_activity_alone = save_activity_alone
         self._agents = agents
         self._routing = routing
         self._outbound = outbound
@@ -542,10 +547,16 @@ class Intake:
                 # The cases of every customer message first: each case is a type check.
                 case SaveMessage(message=message, conversation_id=conversation_id):
                     writes.messages.append((message, conversation_id))
+                case SaveActivity(conversation_id=conversation_id, activity=activity):
+                    if self._save_activity_alone:
+                        writes.note_activity((domain, conversation_id), activity)
+                    else:
+                        # The whole record, as the general path saves it: for readers
+                        # older than migration 0027 (``router.save_activity_alone``).
+                        whole = conversation_record(state.conversations[conversation_id])
+                        self._save_conversation(state, whole, writes, now)
                 case SaveConversation(record=record):
-                    record = waits.saved(state, record, now)
-                    writes.conversations[(domain, record.conversation_id)] = record
-                    observe_first_response(self._metrics, self._first_responses_seen, state, record)
+                    self._save_conversation(state, record, writes, now)
                 case SendReply(reply=reply):
                     self._send_reply(partition, reply, writes)
                 case SaveAgent(record=record):
@@ -569,6 +580,13 @@ class Intake:
                     writes.erasures.append((domain, effect))
                 case _:
                     assert_never(effect)
+
+    def _save_conversation(
+        self, state: DomainState, record: ConversationRecord, writes: store.BatchWrites, now: float
+    ) -> None:
+        record = self.waits.saved(state, record, now)
+        writes.note_conversation((state.domain, record.conversation_id), record)
+        observe_first_response(self._metrics, self._first_responses_seen, state, record)
 
     def _with_expected_wait(
         self, state: DomainState, event: ConversationHandedOff, now: float

@@ -7,7 +7,7 @@ customers it names (``before_applying``, for ``router.shell.residents``): one qu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -15,7 +15,15 @@ import asyncpg
 import msgspec
 from aiokafka import ConsumerRecord, TopicPartition
 
-from router.engine import AgentRecord, BotRecord, ConversationRecord, CustomerRecord, IdentityRecord
+from router.engine import (
+    AgentRecord,
+    BotRecord,
+    ConversationActivity,
+    ConversationRecord,
+    CustomerRecord,
+    IdentityRecord,
+    with_activity,
+)
 from runtime.db import HeldConnection, json_rows, rows_of
 from runtime.sealing import KEYS_FOR_OPENING, SEALED_WITH, SealingKey, TopicKeys
 from schemas import MessageReceived
@@ -32,22 +40,33 @@ class RecordPages(Generic[R]):
     behind is the state's, not the records' (decoding everything first left their memory
     in use for good, a third of the router's resident memory, measured)."""
 
-    __slots__ = ("_decoder", "_pages")
+    __slots__ = ("_decode", "_pages")
 
-    def __init__(self, decoder: msgspec.json.Decoder[list[R]], pages: list[bytes]) -> None:
-        self._decoder = decoder
+    def __init__(self, decode: Callable[[bytes], Iterable[R]], pages: list[bytes]) -> None:
+        self._decode = decode
         self._pages = pages
 
     def __iter__(self) -> Iterator[R]:
         for page in self._pages:
-            yield from self._decoder.decode(page)
+            yield from self._decode(page)
 
     def __bool__(self) -> bool:
         return bool(self._pages)
 
 
 def _no_records() -> RecordPages[Any]:
-    return RecordPages(msgspec.json.Decoder(list[Any]), [])
+    return RecordPages(msgspec.json.Decoder(list[Any]).decode, [])
+
+
+_decode_conversations = msgspec.json.Decoder(
+    list[tuple[ConversationRecord, ConversationActivity | None]]
+).decode
+
+
+def _conversations(page: bytes) -> Iterator[ConversationRecord]:
+    """A page of (record, activity) pairs as the conversations' current records."""
+    for record, activity in _decode_conversations(page):
+        yield with_activity(record, activity)
 
 
 @dataclass(slots=True)
@@ -76,6 +95,12 @@ is read when an input names it (``load_customers``)."""
 LOAD_PAGE = 2_000
 """Records per page of a partition load (``RecordPages``)."""
 
+_WITH_ACTIVITY = """(
+    SELECT c.domain, c.status, c.record, a.activity FROM conversations c
+    LEFT JOIN conversation_activity a USING (domain, conversation_id)
+)"""
+"""Open conversations' records with their latest activity (migration 0027)."""
+
 _LOAD_QUERY = """
 SELECT domain, convert_to(json_agg(record)::text, 'UTF8') AS records FROM (
     SELECT t.domain, {record} AS record, (row_number() OVER (PARTITION BY t.domain) - 1) / $2 AS page
@@ -102,7 +127,7 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
 
     async def load(
         table: str,
-        decoder: msgspec.json.Decoder[list[Any]],
+        decode: Callable[[bytes], Iterable[Any]],
         *,
         source: str | None = None,
         where: str = "",
@@ -116,27 +141,30 @@ async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, Doma
         pages: dict[str, list[bytes]] = {}
         for row in rows:
             pages.setdefault(row["domain"], []).append(row["records"])
-        tables[table] = {domain: RecordPages(decoder, found) for domain, found in pages.items()}
+        tables[table] = {domain: RecordPages(decode, found) for domain, found in pages.items()}
 
     await asyncio.gather(
-        load("agents", msgspec.json.Decoder(list[AgentRecord])),
+        load("agents", msgspec.json.Decoder(list[AgentRecord]).decode),
         load(
             "conversations",
-            msgspec.json.Decoder(list[ConversationRecord]),
+            _conversations,
+            source=_WITH_ACTIVITY,
             where="AND t.status <> 'closed'",
+            # Merged here, not by PostgreSQL: its jsonb merge costs about 20 µs a row.
+            record="json_build_array(t.record, t.activity)",
         ),
         load(
             "customers",
-            msgspec.json.Decoder(list[CustomerRecord]),
+            msgspec.json.Decoder(list[CustomerRecord]).decode,
             source=_OF_OPEN_WORK.format(table="customers"),
         ),
         load(
             "customer_identities",
-            msgspec.json.Decoder(list[IdentityRecord]),
+            msgspec.json.Decoder(list[IdentityRecord]).decode,
             source=_OF_OPEN_WORK.format(table="customer_identities"),
             record=_LINK_RECORD.replace("i.", "t."),
         ),
-        load("bot_health", msgspec.json.Decoder(list[BotRecord])),
+        load("bot_health", msgspec.json.Decoder(list[BotRecord]).decode),
     )
     for domain, snapshot in snapshots.items():
         snapshot.agents = tables["agents"].get(domain, snapshot.agents)

@@ -60,6 +60,10 @@ class RouterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     batches the loop takes (``router.shell.gathering``); 0: never wait."""
     gather_above_per_s: int = 1_500
     """Records a second (the process's partitions together) from which the loop gathers."""
+    save_activity_alone: bool = True
+    """Save only the activity of a conversation that a customer message changed no more
+    than that (``router.engine.ConversationActivity``), beside its record; false: its whole
+    record, which processes older than migration 0027 need to read (upgrading)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.customer_cache <= 10_000_000:

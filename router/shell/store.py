@@ -32,11 +32,13 @@ from router.engine import (
     AgentRecord,
     AssignmentRecord,
     BotRecord,
+    ConversationActivity,
     ConversationRecord,
     CustomerRecord,
     EraseCustomer,
     IdentityRecord,
     SaveConsent,
+    with_activity,
 )
 from router.shell.erasure import erase
 from runtime.db import JoinedStatement, column_arrays, json_rows, rows_of
@@ -132,6 +134,11 @@ class BatchWrites:
     agents: dict[tuple[str, str], AgentRecord | None] = field(default_factory=dict)
     """Latest snapshot per (domain, agent id); None: the agent left (row deleted)."""
     conversations: dict[tuple[str, str], ConversationRecord] = field(default_factory=dict)
+    """Latest record per (domain, conversation id): ``note_conversation``."""
+    activities: dict[tuple[str, str], ConversationActivity] = field(default_factory=dict)
+    """Latest activity of conversations whose record the batch does not write
+    (``note_activity``): a conversation is here or in ``conversations``, never in both,
+    as the batch's statement may touch a row only once."""
     customers: dict[tuple[str, str], CustomerRecord | None] = field(default_factory=dict)
     """Latest snapshot per (domain, customer id); None: merged into another (deleted)."""
     identities: dict[tuple[str, str], IdentityRecord | None] = field(default_factory=dict)
@@ -165,7 +172,10 @@ class BatchWrites:
     def absorb(self, later: BatchWrites) -> None:
         """Add a later batch's writes: its snapshots replace this one's, rows append."""
         self.agents.update(later.agents)
-        self.conversations.update(later.conversations)
+        for conversation, record in later.conversations.items():
+            self.note_conversation(conversation, record)
+        for conversation, activity in later.activities.items():
+            self.note_activity(conversation, activity)
         self.customers.update(later.customers)
         self.identities.update(later.identities)
         self.bots.update(later.bots)
@@ -184,6 +194,20 @@ class BatchWrites:
         self.agent_events.extend(later.agent_events)
         self.bot_replies.extend(later.bot_replies)
         self.erasures.extend(later.erasures)
+
+    def note_conversation(self, key: tuple[str, str], record: ConversationRecord) -> None:
+        """A conversation's whole record: it holds the latest activity too."""
+        self.conversations[key] = record
+        if self.activities:
+            self.activities.pop(key, None)
+
+    def note_activity(self, key: tuple[str, str], activity: ConversationActivity) -> None:
+        """A conversation's latest activity: into its record when the batch writes that."""
+        record = self.conversations.get(key)
+        if record is None:
+            self.activities[key] = activity
+        else:
+            self.conversations[key] = with_activity(record, activity)
 
     def note_delivery(self, key: tuple[str, str, str], update: DeliveryUpdate) -> None:
         """Keep the furthest status reported for one message (statuses never go back)."""
@@ -310,6 +334,22 @@ ON CONFLICT (domain, conversation_id) DO UPDATE SET
     closed_at = CASE WHEN EXCLUDED.status = 'closed'
                      THEN coalesce(conversations.closed_at, now()) END,
     record = EXCLUDED.record, updated_at = now()
+"""  # noqa: S608 -- fixed text
+
+# A whole record holds the latest activity: the activity row beside it goes.
+_DELETE_ACTIVITIES = """
+DELETE FROM conversation_activity USING unnest($1::text[], $2::text[]) AS t(d, c)
+WHERE conversation_activity.domain = t.d AND conversation_activity.conversation_id = t.c
+"""
+
+# Only conversations stored: a record the router could not store (a dead letter) has no
+# row, and the foreign key would fail the whole batch.
+_UPSERT_ACTIVITIES = f"""
+INSERT INTO conversation_activity (domain, conversation_id, activity)
+SELECT t.d, t.c, t.a FROM {rows_of(1, "d, c, a json")} AS t
+WHERE EXISTS (SELECT 1 FROM conversations v WHERE v.domain = t.d AND v.conversation_id = t.c)
+ON CONFLICT (domain, conversation_id) DO UPDATE SET
+    activity = EXCLUDED.activity, updated_at = now()
 """  # noqa: S608 -- fixed text
 
 _UPSERT_ASSIGNMENTS = f"""
@@ -484,6 +524,18 @@ async def write_batch(
                 )
                 for (d, _), r in writes.conversations.items()
             ),
+        )
+    if writes.conversations:
+        joined.add(
+            "activities_replaced",
+            _DELETE_ACTIVITIES,
+            *column_arrays(writes.conversations, 2),
+        )
+    if writes.activities:
+        joined.add(
+            "activities",
+            _UPSERT_ACTIVITIES,
+            json_rows((d, c, activity) for (d, c), activity in writes.activities.items()),
         )
     if writes.assignments:
         joined.add(

@@ -122,6 +122,7 @@ class RouterWorker:
             source=config.source,
             metrics=metrics,
             outbound=config.topic(topics.OUTBOUND),
+            save_activity_alone=router_config.save_activity_alone,
         )
         """The owned domains (``policies`` says which: the domains this deployment routes),
         their input positions, and steps 1 and 2 for each record."""

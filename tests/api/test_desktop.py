@@ -402,6 +402,25 @@ async def test_lists_filter_page_and_keep_to_each_tokens_conversations(
             await refused(api, LIST, **query)
         await refused(api, LIST, params=[("queue", "a"), ("queue", "b")])
 
+        # Dave writes again to the conversation Bob holds (the activity alone is stored:
+        # migration 0027): of the two assigned, it is now the most recently active, with
+        # its new message count.
+        assert [i["conversation_id"] for i in await listed(api, status="assigned")] == [
+            scene.alice_web,
+            scene.dave,
+        ]
+        before = {i["conversation_id"]: i for i in await listed(api)}[scene.dave]
+        await api.customer_writes("dave", "d2", "dave again")
+
+        async def dave_on_top() -> dict[str, Any] | None:
+            first = (await listed(api, status="assigned"))[0]
+            wrote = first["message_count"] == before["message_count"] + 1
+            return first if first["conversation_id"] == scene.dave and wrote else None
+
+        again = await wait_until(dave_on_top, what="dave's conversation on top")
+        assert again["updated_at"] > before["updated_at"]
+        assert again["last_customer_message_at"] > before["last_customer_message_at"]
+
 
 async def test_a_customers_profile_and_history_span_identities_and_channels(
     infrastructure: Infrastructure, database_url: str

@@ -50,7 +50,9 @@ ANSWERS = {"topic": "billing", "language": "fr", "order": "A-1234"}
 
 async def conversation_of(api: Api, agent_id: str) -> dict[str, Any] | None:
     row = await api.pool.fetchrow(
-        "SELECT conversation_id, record FROM conversations WHERE owner_agent_id = $1", agent_id
+        "SELECT conversation_id, switchboard_conversation_record(c) AS record"
+        " FROM conversations c WHERE owner_agent_id = $1",
+        agent_id,
     )
     if row is None:
         return None

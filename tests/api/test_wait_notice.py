@@ -158,7 +158,8 @@ async def test_a_queued_customer_is_told_the_wait_once_in_their_language(
             assert status == 202
             await wait_until(
                 lambda: api.pool.fetchval(
-                    "SELECT (record->>'message_count')::int = 2 FROM conversations"
+                    "SELECT (switchboard_conversation_record(c)->>'message_count')::int = 2"
+                    " FROM conversations c"
                     " WHERE conversation_id = $1",
                     acme,
                 ),

@@ -289,7 +289,8 @@ async def test_a_form_changed_during_the_chat_is_asked_again_and_the_message_sti
 
             async def second_routed() -> bool:
                 count = await api.pool.fetchval(
-                    "SELECT (record->>'message_count')::int FROM conversations"
+                    "SELECT (switchboard_conversation_record(c)->>'message_count')::int"
+                    " FROM conversations c"
                     " WHERE conversation_id = $1",
                     conversation_id,
                 )

@@ -41,6 +41,7 @@ from router.engine import (
     QueuePolicy,
     ReplyWindowPolicy,
     Returning,
+    SaveActivity,
     SaveAgent,
     SaveBot,
     SaveConversation,
@@ -61,6 +62,7 @@ from router.engine import (
     restore,
     snapshot,
     tick,
+    with_activity,
 )
 from router.engine.state import Conversation, LadderStep, WindowState
 from schemas import (
@@ -518,6 +520,12 @@ class Store:
                     del self.bots[effect.bot_id]
                 else:
                     self.bots[effect.bot_id] = effect.record
+            elif isinstance(effect, SaveActivity):
+                saved = self.conversations.get(effect.conversation_id)
+                if saved is not None:
+                    self.conversations[effect.conversation_id] = with_activity(
+                        saved, effect.activity
+                    )
             elif isinstance(effect, SaveConversation):
                 record = effect.record
                 if record.status is ConversationStatus.CLOSED:

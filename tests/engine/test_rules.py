@@ -13,8 +13,8 @@ from router.engine import (
     Emit,
     QueueMode,
     QueuePolicy,
+    SaveActivity,
     SaveAssignment,
-    SaveConversation,
     SaveMessage,
     apply,
     make_id,
@@ -75,7 +75,7 @@ def test_routes_a_message_of_an_owned_conversation_to_its_online_owner() -> None
     apply(state, first, T0)
     follow_up = message("k1")
     effects = apply(state, follow_up, T0 + 5)
-    assert [type(e) for e in effects] == [SaveMessage, Emit, SaveConversation]
+    assert [type(e) for e in effects] == [SaveMessage, Emit, SaveActivity]
     routed = emitted(effects, MessageRouted)[0]
     assert (routed.conversation_id, routed.agent_id) == (first.id, "ann")
     assert routed.id == make_id(f"{follow_up.id}/0")

@@ -1,17 +1,28 @@
 """``router.shell.store.write_batch`` against PostgreSQL: a batch's rows land in one
 transaction (most of them as the parts of one joined statement), the outbox rows come back
-in commit order, acknowledged rows are deleted, and a router whose partition another router
-took writes nothing at all (fencing)."""
+in commit order, acknowledged rows are deleted, a conversation's activity is written
+alone and read back merged, and a router whose partition another router took writes
+nothing at all (fencing)."""
 
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 import pytest
 
-from router.engine import DomainPolicy, DomainState, EngineInput, apply, new_state
+from router.engine import (
+    ConversationRecord,
+    DomainPolicy,
+    DomainState,
+    EngineInput,
+    apply,
+    conversation_record,
+    new_state,
+)
 from router.shell import store
+from router.shell.reads import load_domains
 from runtime.db import JoinedStatement
-from schemas import Channel, Presence, RoutingEvent
+from schemas import Channel, ConversationCloseRequested, Presence, RoutingEvent
 from tests.engine.builders import DOMAIN, T0, message, presence, registered
 from tests.shell.test_intake import collecting_intake
 
@@ -30,9 +41,9 @@ class Batch:
         self.writes = store.BatchWrites()
         self.emitted: list[RoutingEvent] = []
 
-    def apply(self, event: EngineInput) -> None:
-        effects = apply(self.state, event, T0)
-        self.intake._collect(0, self.state, effects, self.writes, self.emitted, T0)
+    def apply(self, event: EngineInput, now: float = T0) -> None:
+        effects = apply(self.state, event, now)
+        self.intake._collect(0, self.state, effects, self.writes, self.emitted, now)
 
 
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
@@ -88,6 +99,81 @@ async def test_a_batch_lands_whole_and_its_outbox_rows_come_back_in_commit_order
         assert await conn.fetchval("SELECT next_offset FROM router_offsets") == 43
     finally:
         await conn.close()
+
+
+async def test_a_message_that_changes_only_the_activity_writes_only_it(
+    database_url: str,
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=5)
+    assert pool is not None
+    try:
+        async with pool.acquire() as conn:
+            leases = await store.acquire_leases(conn, GROUP, [0], "me")
+            state = new_state(DOMAIN, DomainPolicy())
+            opening = Batch(state)
+            opening.apply(registered("ann", capacity={Channel.SMS: 5}))
+            opening.apply(presence("ann", Presence.ONLINE))
+            opening.apply(message("k", customer="c"))
+            opening.apply(message("other", customer="d"))
+            await store.write_batch(conn, GROUP, leases, opening.writes)
+            first, other = (state.by_key[k].conversation_id for k in ("k", "other"))
+            query = (
+                "SELECT c.record::text AS record, a.activity::text AS activity,"
+                " switchboard_conversation_record(c)::text AS current"
+                " FROM conversations c LEFT JOIN conversation_activity a"
+                " USING (domain, conversation_id) WHERE c.conversation_id = $1"
+            )
+            before = await conn.fetchrow(query, first)
+            assert before["activity"] is None
+
+            # The owner is online: the fast path, which saves the activity alone.
+            follow = Batch(state)
+            follow.apply(message("k", customer="c", reply_window_ends_at=T0 + 86_400), T0 + 30)
+            assert not follow.writes.conversations
+            assert list(follow.writes.activities) == [(DOMAIN, first)]
+            await store.write_batch(conn, GROUP, leases, follow.writes)
+            after = await conn.fetchrow(query, first)
+            assert after["record"] == before["record"]  # the record stays as it was
+            assert after["activity"] is not None
+            expected = conversation_record(state.conversations[first])
+            assert expected.message_count == 2
+            assert expected.last_customer_message_at == T0 + 30
+            assert expected.reply_window_ends_at == T0 + 86_400
+            decode = msgspec.json.Decoder(ConversationRecord).decode
+            assert decode(after["current"]) == expected  # PostgreSQL's merge, for readers
+
+            # A takeover restores the current records (the router merges them itself).
+            loaded = {
+                r.conversation_id: r
+                for r in (await load_domains(pool, [DOMAIN]))[DOMAIN].conversations
+            }
+            assert loaded[first] == expected
+            assert loaded[other] == conversation_record(state.conversations[other])
+
+            # The next whole record holds the activity: the activity beside it is cleared.
+            closing = Batch(state)
+            closing.apply(
+                ConversationCloseRequested(
+                    id="close-1", domain=DOMAIN, occurred_at=T0 + 60, conversation_id=first
+                ),
+                T0 + 60,
+            )
+            await store.write_batch(conn, GROUP, leases, closing.writes)
+            closed = await conn.fetchrow(query, first)
+            assert closed["activity"] is None
+            whole = decode(closed["current"])
+            assert (whole.status, whole.message_count) == ("closed", 2)
+            assert decode(closed["record"]) == whole
+
+            # Deleting a conversation (erasure, retention) deletes its activity.
+            again = Batch(state)
+            again.apply(message("other", customer="d"), T0 + 90)
+            await store.write_batch(conn, GROUP, leases, again.writes)
+            assert await conn.fetchval("SELECT count(*) FROM conversation_activity") == 1
+            await conn.execute("DELETE FROM conversations WHERE conversation_id = $1", other)
+            assert await conn.fetchval("SELECT count(*) FROM conversation_activity") == 0
+    finally:
+        await pool.close()
 
 
 @pytest.mark.parametrize("with_read_receipt", [True, False], ids=["transaction", "one statement"])

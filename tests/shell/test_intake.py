@@ -27,6 +27,7 @@ from router.engine import (
     Effect,
     Emit,
     EngineInput,
+    SaveActivity,
     SaveAgent,
     SaveAssignment,
     SaveConversation,
@@ -37,6 +38,7 @@ from router.engine import (
     restore,
     snapshot,
     tick,
+    with_activity,
 )
 from router.shell import intake as intake_module
 from router.shell import store
@@ -556,6 +558,15 @@ def writes_are_what_the_engine_decided(twin: DomainState, fetch: Fetch, batch: B
         match effect:
             case SaveConversation(record=r):
                 saved.setdefault(SaveConversation, {})[(DOMAIN, r.conversation_id)] = r
+                saved.get(SaveActivity, {}).pop((DOMAIN, r.conversation_id), None)
+            case SaveActivity(conversation_id=c, activity=a):
+                # into the batch's record of the conversation, when it writes one
+                records = saved.setdefault(SaveConversation, {})
+                last = records.get((DOMAIN, c))
+                if isinstance(last, ConversationRecord):
+                    records[(DOMAIN, c)] = with_activity(last, a)
+                else:
+                    saved.setdefault(SaveActivity, {})[(DOMAIN, c)] = a
             case SaveAgent(record=r):
                 saved.setdefault(SaveAgent, {})[(DOMAIN, r.agent_id)] = r
             case SaveCustomer(record=r):
@@ -573,6 +584,7 @@ def writes_are_what_the_engine_decided(twin: DomainState, fetch: Fetch, batch: B
         waiting = record.status is ConversationStatus.WAITING
         assert (estimate is not None) == waiting  # the router's estimate, while it waits
         assert estimate is None or estimate.waiting_since == record.waiting_since
+    assert batch.writes.activities == saved.get(SaveActivity, {})
     assert batch.writes.agents == saved.get(SaveAgent, {})
     assert batch.writes.customers == saved.get(SaveCustomer, {})
     assert batch.writes.assignments == saved.get(SaveAssignment, {})

@@ -42,7 +42,14 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from router.engine import DomainPolicy, apply, make_id, new_state, snapshot
+from router.engine import (
+    DomainPolicy,
+    apply,
+    conversation_activity,
+    make_id,
+    new_state,
+    snapshot,
+)
 from router.shell.worker import RouterWorker
 from runtime import collector, db, kafka
 from runtime.metrics import Metrics
@@ -702,7 +709,9 @@ async def bench_raw(services: Services) -> tuple[float, list[list[float]]]:
 
 async def seed_open_work(url: str, domain: str, conversations: int) -> None:
     """Store ``conversations`` open conversations of as many customers, assigned to
-    ``conversations // 10`` online agents of 10 SMS slots each, as the router saved them."""
+    ``conversations // 10`` online agents of 10 SMS slots each, as the router saved them,
+    each with its activity in a row of its own, as after a customer message to its owner
+    (``router.save_activity_alone``): a takeover merges every one."""
     state = new_state(domain, DomainPolicy())
     agents = conversations // 10
     now = time.time()
@@ -777,6 +786,14 @@ async def seed_open_work(url: str, domain: str, conversations: int) -> None:
                     encode(r).decode(),
                 )
                 for r in conversation_records
+            ],
+        )
+        await conn.copy_records_to_table(
+            "conversation_activity",
+            columns=["domain", "conversation_id", "activity"],
+            records=[
+                (domain, c.conversation_id, encode(conversation_activity(c)).decode())
+                for c in state.conversations.values()
             ],
         )
     finally:

@@ -1,0 +1,166 @@
+"""A conversation's writes in a batch (``router.shell.store.BatchWrites``): whole records
+and activities (``SaveActivity``) noted in any order, in one batch or in batches absorbed
+into one, store what applying each save in turn would: the latest record with every later
+activity over it. A conversation is in the record part or the activity part of a batch,
+never both (the batch's statement may touch a row only once). With
+``router.save_activity_alone`` false, the intake saves the whole record instead."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from router.engine import (
+    ConversationActivity,
+    ConversationRecord,
+    ConversationStatus,
+    DeadlineKind,
+    apply,
+    conversation_record,
+    with_activity,
+)
+from router.shell.intake import Intake
+from router.shell.store import BatchWrites
+from runtime.metrics import Metrics
+from schemas import Channel, RoutingEvent
+from tests.engine.builders import DOMAIN, T0, agent, domain, message
+
+Key = tuple[str, str]
+Stored = dict[Key, tuple[ConversationRecord, ConversationActivity | None]]
+
+save = st.tuples(st.sampled_from(["record", "activity"]), st.integers(0, 3), st.integers(0, 50))
+"""(what is saved, which conversation, a version that tells the saves apart)."""
+batches = st.lists(st.lists(save, max_size=8), min_size=1, max_size=5)
+
+
+def record(conversation: int, version: int) -> ConversationRecord:
+    """A whole record; its step (not part of the activity) tells which save it was."""
+    return ConversationRecord(
+        f"conv-{conversation}",
+        Channel.SMS,
+        "+15550000000",
+        "addr",
+        "cust",
+        f"key-{conversation}",
+        "default",
+        ConversationStatus.ASSIGNED,
+        f"step-{version}",
+        T0,
+        T0,
+        T0,
+        T0,
+        message_count=version,
+        deadline=T0 + version,
+        deadline_kind=DeadlineKind.RELEASE,
+    )
+
+
+def activity(version: int) -> ConversationActivity:
+    return ConversationActivity(
+        T0 + version,
+        T0 + version,
+        1000 + version,
+        None if version % 2 else T0 + 10 * version,
+        version % 3 == 0,
+        version % 5 == 0,
+        None if version % 4 == 0 else T0 + version,
+        None if version % 4 == 0 else DeadlineKind.CLOSE,
+    )
+
+
+def key(conversation: int) -> Key:
+    return (DOMAIN, f"conv-{conversation}")
+
+
+def noted(saves: list[tuple[str, int, int]]) -> BatchWrites:
+    writes = BatchWrites()
+    for kind, conversation, version in saves:
+        if kind == "record":
+            writes.note_conversation(key(conversation), record(conversation, version))
+        else:
+            writes.note_activity(key(conversation), activity(version))
+    return writes
+
+
+def written(stored: Stored, writes: BatchWrites) -> None:
+    """What ``write_batch`` does to the rows: a record replaces the row and clears its
+    activity; an activity goes beside the row's record (no row: nothing)."""
+    assert writes.conversations.keys().isdisjoint(writes.activities)
+    for conversation, whole in writes.conversations.items():
+        stored[conversation] = (whole, None)
+    for conversation, latest in writes.activities.items():
+        if conversation in stored:
+            stored[conversation] = (stored[conversation][0], latest)
+
+
+def current(stored: Stored) -> dict[Key, ConversationRecord]:
+    return {k: with_activity(whole, latest) for k, (whole, latest) in stored.items()}
+
+
+@given(batches=batches)
+def test_records_and_activities_store_what_each_save_in_turn_would(
+    batches: list[list[tuple[str, int, int]]],
+) -> None:
+    expected: dict[Key, ConversationRecord] = {}
+    for saves in batches:
+        for kind, conversation, version in saves:
+            if kind == "record":
+                expected[key(conversation)] = record(conversation, version)
+            elif key(conversation) in expected:
+                expected[key(conversation)] = with_activity(
+                    expected[key(conversation)], activity(version)
+                )
+
+    one_by_one: Stored = {}
+    for saves in batches:
+        written(one_by_one, noted(saves))
+    assert current(one_by_one) == expected
+
+    absorbed = noted(batches[0])
+    for saves in batches[1:]:
+        absorbed.absorb(noted(saves))
+    together: Stored = {}
+    written(together, absorbed)
+    assert current(together) == expected
+
+
+def test_an_activity_replaces_exactly_the_fields_it_names() -> None:
+    whole = record(1, 7)
+    latest = activity(8)
+    merged = with_activity(whole, latest)
+    for name in ConversationActivity.__struct_fields__:
+        assert getattr(merged, name) == getattr(latest, name)
+    others = set(ConversationRecord.__struct_fields__) - set(ConversationActivity.__struct_fields__)
+    assert {name: getattr(merged, name) for name in others} == {
+        name: getattr(whole, name) for name in others
+    }
+    assert msgspec.json.decode(msgspec.json.encode(latest), type=ConversationActivity) == latest
+
+
+def test_with_the_activity_alone_off_the_whole_record_is_saved() -> None:
+    for alone in (True, False):
+        intake = Intake(
+            inbound="in",
+            agents="agents",
+            routing="routing",
+            dlq="dlq",
+            source="test",
+            metrics=Metrics(CollectorRegistry()),
+            save_activity_alone=alone,
+        )
+        state = domain([agent("ann")])
+        opening, follow = BatchWrites(), BatchWrites()
+        emitted: list[RoutingEvent] = []
+        intake._collect(0, state, apply(state, message("k"), T0), opening, emitted, T0)
+        intake._collect(0, state, apply(state, message("k"), T0 + 5), follow, emitted, T0 + 5)
+        (conversation,) = state.conversations.values()
+        (first,) = opening.conversations.values()
+        if alone:
+            assert not follow.conversations
+            (latest,) = follow.activities.values()
+            assert with_activity(first, latest) == conversation_record(conversation)
+        else:
+            assert not follow.activities
+            assert list(follow.conversations.values()) == [conversation_record(conversation)]
