@@ -197,7 +197,8 @@ class ConversationActivity(msgspec.Struct, frozen=True, gc=False):
     stores it beside the conversation's record, which stays as it was
     (``with_activity`` puts the two together): a fraction of the record's bytes to build,
     encode and write for every such message. Every field is written, defaults included,
-    so that it replaces the record's values whatever they were."""
+    so that it replaces the record's values whatever they were, when it is the later of
+    the two (``with_activity``)."""
 
     last_customer_message_at: float
     last_activity_at: float
@@ -212,8 +213,11 @@ class ConversationActivity(msgspec.Struct, frozen=True, gc=False):
 def with_activity(
     record: ConversationRecord, activity: ConversationActivity | None
 ) -> ConversationRecord:
-    """The conversation's record with its latest activity (None: the record has it)."""
-    if activity is None:
+    """The conversation's current record: the record, or the activity over it when the
+    activity is the later. Every customer message counts one more, and a record holds the
+    count of the state it was saved from, so the later of the two has the higher count;
+    at equal counts the record is the later (saved since, for another reason)."""
+    if activity is None or activity.message_count <= record.message_count:
         return record
     return msgspec.structs.replace(
         record,

@@ -15,6 +15,11 @@ customers, 52-62, 35-42 and 29-31 µs per message against 35-36, 18-20 and 16-18
 (PostgreSQL's own CPU the same within what runs vary by; ``write_batch`` against the local
 PostgreSQL, two runs each).
 
+A customer message on the engine's fast path changes only its conversation's activity,
+and only that is written (``BatchWrites.activities``): a narrow row of
+``conversation_activity`` (migration 0027), updated in place, instead of the whole record
+again; readers take the later of the two (``router.engine.with_activity``).
+
 The outbox keeps one row per batch and partition, its events packed in one msgpack value:
 a batch's events are published together and deleted together once the broker
 acknowledged all of them, so a row per event would only add index work to the hot path.
@@ -34,6 +39,7 @@ from router.engine import (
     BotRecord,
     ConversationActivity,
     ConversationRecord,
+    ConversationStatus,
     CustomerRecord,
     EraseCustomer,
     IdentityRecord,
@@ -55,6 +61,7 @@ from schemas import (
 from schemas.cloudevents import type_name
 
 _encode = msgspec.json.Encoder().encode
+_CLOSED = ConversationStatus.CLOSED
 
 
 class FencedOut(Exception):
@@ -137,8 +144,9 @@ class BatchWrites:
     """Latest record per (domain, conversation id): ``note_conversation``."""
     activities: dict[tuple[str, str], ConversationActivity] = field(default_factory=dict)
     """Latest activity of conversations whose record the batch does not write
-    (``note_activity``): a conversation is here or in ``conversations``, never in both,
-    as the batch's statement may touch a row only once."""
+    (``note_activity``): a conversation is here or in ``conversations``, never in both
+    (a closed one's activity row is deleted, and the batch's statement may touch a row
+    only once)."""
     customers: dict[tuple[str, str], CustomerRecord | None] = field(default_factory=dict)
     """Latest snapshot per (domain, customer id); None: merged into another (deleted)."""
     identities: dict[tuple[str, str], IdentityRecord | None] = field(default_factory=dict)
@@ -336,7 +344,8 @@ ON CONFLICT (domain, conversation_id) DO UPDATE SET
     record = EXCLUDED.record, updated_at = now()
 """  # noqa: S608 -- fixed text
 
-# A whole record holds the latest activity: the activity row beside it goes.
+# A closed conversation's activity row goes (an open one's stays, updated in place: the
+# record saved after it has the higher message count, or the same, and wins).
 _DELETE_ACTIVITIES = """
 DELETE FROM conversation_activity USING unnest($1::text[], $2::text[]) AS t(d, c)
 WHERE conversation_activity.domain = t.d AND conversation_activity.conversation_id = t.c
@@ -525,12 +534,9 @@ async def write_batch(
                 for (d, _), r in writes.conversations.items()
             ),
         )
-    if writes.conversations:
-        joined.add(
-            "activities_replaced",
-            _DELETE_ACTIVITIES,
-            *column_arrays(writes.conversations, 2),
-        )
+    closed = [key for key, record in writes.conversations.items() if record.status is _CLOSED]
+    if closed:
+        joined.add("activities_closed", _DELETE_ACTIVITIES, *column_arrays(closed, 2))
     if writes.activities:
         joined.add(
             "activities",

@@ -22,7 +22,7 @@ from router.engine import (
 from router.shell import store
 from router.shell.reads import load_domains
 from runtime.db import JoinedStatement
-from schemas import Channel, ConversationCloseRequested, Presence, RoutingEvent
+from schemas import AgentReplied, Channel, ConversationCloseRequested, Presence, RoutingEvent
 from tests.engine.builders import DOMAIN, T0, message, presence, registered
 from tests.shell.test_intake import collecting_intake
 
@@ -150,7 +150,39 @@ async def test_a_message_that_changes_only_the_activity_writes_only_it(
             assert loaded[first] == expected
             assert loaded[other] == conversation_record(state.conversations[other])
 
-            # The next whole record holds the activity: the activity beside it is cleared.
+            # A whole record saved since, without a customer message in between (a note
+            # of the agent's last reply): it is the later, and the activity row stays.
+            reply = Batch(state)
+            reply.apply(
+                AgentReplied(
+                    id="reply-1",
+                    domain=DOMAIN,
+                    occurred_at=T0 + 40,
+                    agent_id="ann",
+                    conversation_id=first,
+                    outbound_id="out-1",
+                    channel=Channel.SMS,
+                ),
+                T0 + 40,
+            )
+            assert (DOMAIN, first) in reply.writes.conversations
+            await store.write_batch(conn, GROUP, leases, reply.writes)
+            replied = await conn.fetchrow(query, first)
+            assert replied["activity"] == after["activity"]
+            whole = decode(replied["current"])
+            assert (
+                whole
+                == decode(replied["record"])
+                == conversation_record(state.conversations[first])
+            )
+            assert (whole.message_count, whole.last_agent_reply_at) == (2, T0 + 40)
+            loaded = {
+                r.conversation_id: r
+                for r in (await load_domains(pool, [DOMAIN]))[DOMAIN].conversations
+            }
+            assert loaded[first] == whole
+
+            # Closing it deletes its activity row.
             closing = Batch(state)
             closing.apply(
                 ConversationCloseRequested(

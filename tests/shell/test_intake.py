@@ -43,7 +43,14 @@ from router.engine import (
 from router.shell import intake as intake_module
 from router.shell import store
 from router.shell.erasure import ErasureRequest
-from router.shell.intake import Batch, Intake, Unappliable, holds_nul, poison_reason
+from router.shell.intake import (
+    ACTIVITY_ALONE_FROM,
+    Batch,
+    Intake,
+    Unappliable,
+    holds_nul,
+    poison_reason,
+)
 from runtime.metrics import Metrics
 from schemas import (
     ROUTING_DECODER,
@@ -699,3 +706,19 @@ def test_an_erasure_whose_row_is_gone_applies_naming_no_one() -> None:
     batch = run(intake, [record(erase, 0)])
     (erasure,) = batch.writes.erasures
     assert erasure[1].identities == ()
+
+
+def test_a_small_batch_saves_whole_records_and_a_large_one_the_activity_alone() -> None:
+    intake = new_intake()
+    opened = run(intake, [record(message("k"), 0)])
+    (key,) = opened.writes.conversations
+    few = run(intake, [record(message("k"), offset) for offset in range(1, 3)])
+    assert list(few.writes.conversations) == [key]
+    assert few.writes.activities == {}
+    many = [record(message("k"), offset) for offset in range(3, 3 + ACTIVITY_ALONE_FROM)]
+    large = run(intake, many)
+    assert large.writes.conversations == {}
+    assert list(large.writes.activities) == [key]
+    (conversation,) = intake.partitions[0][DOMAIN].conversations.values()
+    assert large.writes.activities[key].message_count == conversation.message_count
+    assert conversation.message_count == 3 + ACTIVITY_ALONE_FROM
