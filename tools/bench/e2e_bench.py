@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from router.engine import (
+    ConversationActivity,
     DomainPolicy,
     apply,
     conversation_activity,
@@ -50,6 +51,7 @@ from router.engine import (
     new_state,
     snapshot,
 )
+from router.engine.state import Conversation
 from router.shell.worker import RouterWorker
 from runtime import collector, db, kafka
 from runtime.metrics import Metrics
@@ -707,6 +709,13 @@ async def bench_raw(services: Services) -> tuple[float, list[list[float]]]:
         await drop_database(services, url)
 
 
+def later_activity(conversation: Conversation) -> ConversationActivity:
+    """The conversation's activity after one more customer message: later than its record,
+    so that a takeover merges the two (``router.engine.with_activity``)."""
+    activity = conversation_activity(conversation)
+    return msgspec.structs.replace(activity, message_count=activity.message_count + 1)
+
+
 async def seed_open_work(url: str, domain: str, conversations: int) -> None:
     """Store ``conversations`` open conversations of as many customers, assigned to
     ``conversations // 10`` online agents of 10 SMS slots each, as the router saved them,
@@ -792,7 +801,7 @@ async def seed_open_work(url: str, domain: str, conversations: int) -> None:
             "conversation_activity",
             columns=["domain", "conversation_id", "activity"],
             records=[
-                (domain, c.conversation_id, encode(conversation_activity(c)).decode())
+                (domain, c.conversation_id, encode(later_activity(c)).decode())
                 for c in state.conversations.values()
             ],
         )
