@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -78,8 +80,12 @@ async def test_the_benchmark_runs_at_a_small_scale(
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     monkeypatch.setenv(ENVIRONMENT, str(profiles))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     assert await asyncio.to_thread(bench_main.main) == 0
+    assert os.listdir(scratch) == []  # nothing left behind in the temporary directory
 
     # Each service process that stopped wrote its CPU profile: adapters (campaign, split),
     # router (split), both roles in one (run).

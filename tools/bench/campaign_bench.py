@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,6 +286,8 @@ async def run_campaign(services: Services, *, restart: bool) -> Run:
             seconds = time.monotonic() - started
             for process in processes:
                 process.terminate()
+            # The processes' logs: kept only when the run failed (the exception leaves them).
+            shutil.rmtree(directory, ignore_errors=True)
             return Run(fake, seconds, {row["status"]: row["n"] for row in rows})
     finally:
         for process in processes:

@@ -44,6 +44,7 @@ import contextlib
 import functools
 import math
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -684,6 +685,8 @@ async def run_webhook_bench_async() -> dict[str, float]:
             maxima[side] = await max_sustained_rate(side, running, directory)
             for probe in maxima[side].probes:
                 print(f"  {side} probe {probe_line(probe)}", flush=True)
+    # The processes' logs: kept only when a round failed (the exception leaves them).
+    shutil.rmtree(directory, ignore_errors=True)
     return figures(rounds, maxima)
 
 
