@@ -519,22 +519,21 @@ async def readable_customer(
     return customer
 
 
+# Each conversation's current record read once (its activity merged: migration 0027).
 _COUNTS = """
 SELECT channel, count(*) AS conversations, count(*) FILTER (WHERE status <> 'closed') AS open,
-       coalesce(sum((switchboard_conversation_record(c)->>'message_count')::bigint), 0)::bigint
-           AS messages,
-       min(opened_at) AS first,
-       max((switchboard_conversation_record(c)->>'last_customer_message_at')::float8) AS last
-FROM conversations c WHERE domain = $1 AND customer_id = ANY($2::text[])
+       coalesce(sum((m.record->>'message_count')::bigint), 0)::bigint AS messages,
+       min(opened_at) AS first, max((m.record->>'last_customer_message_at')::float8) AS last
+FROM conversations c CROSS JOIN LATERAL (SELECT switchboard_conversation_record(c) AS record) m
+WHERE domain = $1 AND customer_id = ANY($2::text[])
 GROUP BY channel
 """
-_OPEN = """
-SELECT switchboard_conversation_record(c)::text AS record,
-       greatest(c.updated_at, a.updated_at) AS active_at
-FROM conversations c LEFT JOIN conversation_activity a USING (domain, conversation_id)
+_OPEN = f"""
+SELECT switchboard_conversation_record(c)::text AS record, {_ACTIVE_AT} AS active_at
+FROM conversations c {_WITH_ACTIVITY}
 WHERE c.domain = $1 AND c.customer_id = ANY($2::text[]) AND c.status <> 'closed'
 ORDER BY active_at DESC, c.conversation_id DESC LIMIT $3
-"""
+"""  # noqa: S608 -- constants
 
 
 def _counts(rows: Iterable[asyncpg.Record]) -> CustomerCounts:

@@ -219,17 +219,7 @@ def with_activity(
     at equal counts the record is the later (saved since, for another reason)."""
     if activity is None or activity.message_count <= record.message_count:
         return record
-    return msgspec.structs.replace(
-        record,
-        last_customer_message_at=activity.last_customer_message_at,
-        last_activity_at=activity.last_activity_at,
-        message_count=activity.message_count,
-        reply_window_ends_at=activity.reply_window_ends_at,
-        reply_window_urgent=activity.reply_window_urgent,
-        reply_window_closed=activity.reply_window_closed,
-        deadline=activity.deadline,
-        deadline_kind=activity.deadline_kind,
-    )
+    return msgspec.structs.replace(record, **msgspec.structs.asdict(activity))
 
 
 class WaitEstimate(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
