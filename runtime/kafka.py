@@ -268,6 +268,17 @@ async def _acks(futures: list[asyncio.Future[Any]]) -> None:
         await asyncio.gather(*futures)
 
 
+def event_headers(
+    event: Event, source: str, version: bytes | None, sealed: SealedValue | None
+) -> list[tuple[str, bytes]]:
+    """A published event's record headers: its CloudEvents attributes, the configuration
+    version it was made under (None: none stamped) and the key that sealed it, if any."""
+    headers = encode_headers(event, source=source)
+    if version is not None:
+        headers.append((topics.CONFIG_VERSION, version))
+    return headers if sealed is None else sealed.headers(headers)
+
+
 class EventPublisher:
     """Publishes ``schemas`` events on one topic, keyed by domain, awaiting the broker's ack.
 
@@ -357,13 +368,9 @@ class EventPublisher:
         version = None if self._config_version is None else str(self._config_version()).encode()
         futures = []
         for index, event in enumerate(events):
-            headers = encode_headers(event, source=self._source)
-            if version is not None:
-                headers.append((topics.CONFIG_VERSION, version))
-            value = values[index]
-            if sealed is not None:
-                value = sealed[index].value
-                sealed[index].headers(headers)
+            seal = None if sealed is None else sealed[index]
+            headers = event_headers(event, self._source, version, seal)
+            value = values[index] if seal is None else seal.value
             futures.append(
                 await self._producer.send(
                     self._topic,

@@ -75,6 +75,8 @@ THROUGHPUT_ROUNDS = 3
 """Throughput rounds per side, raw and Switchboard alternating: figures are the median
 round's. One round of each gave ratios from 0.45 to 0.55 within an hour on one machine
 (the raw pipeline's rate moved most: 38,600 to 44,200 msg/s)."""
+INPUT_SOURCE = "switchboard"
+"""The CloudEvents source of Switchboard's input records (the default ``source``)."""
 NAIVE_MESSAGES = 1_000
 LATENCY_RATE = 1_000
 LATENCY_SECONDS = 6
@@ -263,11 +265,16 @@ async def produce(
 async def _records(
     events: list[MessageReceived], keys: TopicKeys | None
 ) -> list[tuple[bytes, list[tuple[str, bytes]] | None]]:
-    """The value and headers of each event's record: sealed with ``keys``, or plain."""
+    """The value and headers of each event's record: with ``keys``, as the adapters publish
+    it (``runtime.kafka.event_headers``: sealed, with its CloudEvents headers, which the
+    router reads); without, plain and without headers (the raw pipeline's)."""
     values = [msgspec.json.encode(e) for e in events]
     if keys is None:
         return [(value, None) for value in values]
-    return [(sealed.value, sealed.headers([])) for sealed in await keys.sealed(events, values)]
+    return [
+        (sealed.value, kafka.event_headers(event, INPUT_SOURCE, None, sealed))
+        for event, sealed in zip(events, await keys.sealed(events, values), strict=True)
+    ]
 
 
 async def _read_up(reader: AIOKafkaConsumer) -> None:
