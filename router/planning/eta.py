@@ -194,9 +194,27 @@ class HandlingMeter:
 
     def observe(self, domain: str, record: ConversationRecord, now: float) -> None:
         """A conversation record saved at ``now``."""
-        key = (domain, record.conversation_id)
-        held = self._holding.get(key)
         owner = record.owner_agent_id if record.status is _ASSIGNED else None
+        self.observe_owner(domain, record.conversation_id, owner, record.channel, record.queue, now)
+
+    def holds(self, domain: str, conversation_id: str) -> bool:
+        """A slot of the conversation is being held (by the owner its last save showed)."""
+        return (domain, conversation_id) in self._holding
+
+    def observe_owner(
+        self,
+        domain: str,
+        conversation_id: str,
+        owner: str | None,
+        channel: Channel,
+        queue: str,
+        now: float,
+    ) -> None:
+        """A conversation saved at ``now`` held by ``owner`` (None: by no agent): what
+        ``observe`` reads of a record, for saves that carry no whole record (a message's
+        activity alone, ``router.engine.SaveActivity``)."""
+        key = (domain, conversation_id)
+        held = self._holding.get(key)
         if held is not None:
             if held[0] == owner:
                 return
@@ -205,7 +223,7 @@ class HandlingMeter:
         if owner is not None:
             if len(self._holding) >= self._holding_max:
                 del self._holding[next(iter(self._holding))]
-            self._holding[key] = (owner, record.channel, record.queue, now)
+            self._holding[key] = (owner, channel, queue, now)
 
     def note_slot_time(
         self, domain: str, agent_id: str, channel: Channel, queue: str, seconds: float

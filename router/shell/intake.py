@@ -562,6 +562,7 @@ class Intake:
                 case SaveActivity(conversation_id=conversation_id, activity=activity):
                     if self._activity_alone:
                         writes.note_activity((domain, conversation_id), activity)
+                        self.waits.active(state, conversation_id, now)
                     else:
                         # The whole record, as the general path saves it: a small batch,
                         # or readers older than migration 0027 (``ACTIVITY_ALONE_FROM``).

@@ -73,6 +73,7 @@ NOTICE = "wait_notice"
 AFTER_HOURS = "after_hours"
 
 _WAITING = ConversationStatus.WAITING
+_ASSIGNED = ConversationStatus.ASSIGNED
 _PEOPLE_CHOSE = (Strategy.TRANSFER, Strategy.MANUAL)
 
 
@@ -189,6 +190,23 @@ class WaitEstimates:
         self._episodes.pop((domain, conversation_id), None)
 
     # -- rule 3 ------------------------------------------------------------------------
+
+    def active(self, state: DomainState, conversation_id: str, now: float) -> None:
+        """A conversation's activity saved alone at ``now`` (its owner unchanged): measured
+        as its record would be, so that a slot a takeover found held starts at the first
+        save after it, whichever kind of save that is."""
+        if self.meter.holds(state.domain, conversation_id):
+            return  # by its owner: an activity alone is saved only while the owner is unchanged
+        conversation = state.conversations[conversation_id]
+        owner = conversation.owner
+        self.meter.observe_owner(
+            state.domain,
+            conversation_id,
+            None if owner is None or conversation.status is not _ASSIGNED else owner.agent_id,
+            conversation.channel,
+            conversation.queue.name,
+            now,
+        )
 
     def saved(
         self, state: DomainState, record: ConversationRecord, now: float

@@ -166,17 +166,21 @@ def test_an_activity_replaces_exactly_the_fields_it_names() -> None:
     assert with_activity(whole, activity(6, 9)) == whole
 
 
+def new_intake(*, alone: bool) -> Intake:
+    return Intake(
+        inbound="in",
+        agents="agents",
+        routing="routing",
+        dlq="dlq",
+        source="test",
+        metrics=Metrics(CollectorRegistry()),
+        save_activity_alone=alone,
+    )
+
+
 def test_with_the_activity_alone_off_the_whole_record_is_saved() -> None:
     for alone in (True, False):
-        intake = Intake(
-            inbound="in",
-            agents="agents",
-            routing="routing",
-            dlq="dlq",
-            source="test",
-            metrics=Metrics(CollectorRegistry()),
-            save_activity_alone=alone,
-        )
+        intake = new_intake(alone=alone)
         state = domain([agent("ann")])
         opening, follow = BatchWrites(), BatchWrites()
         emitted: list[RoutingEvent] = []
@@ -191,3 +195,31 @@ def test_with_the_activity_alone_off_the_whole_record_is_saved() -> None:
         else:
             assert not follow.activities
             assert list(follow.conversations.values()) == [conversation_record(conversation)]
+
+
+def test_a_slot_held_at_a_takeover_is_measured_from_the_first_save_of_either_kind() -> None:
+    """The handling-time meter (``router.planning.eta.HandlingMeter``) of a router that
+    took assigned conversations over starts each one's slot at its first save after the
+    takeover: a follow-up message's activity saved alone counts as its whole record does."""
+    conversations = 5  # ``MIN_SAMPLES`` slot times before the agent's mean is used
+    for alone in (True, False):
+        state = domain([agent("ann", capacity={Channel.SMS: conversations})])
+        before = new_intake(alone=alone)
+        for index in range(conversations):
+            opened = apply(state, message(f"k{index}", customer=f"c{index}"), T0)
+            before._collect(0, state, opened, BatchWrites(), [], T0)
+        after = new_intake(alone=alone)  # its meter holds nothing: a takeover's
+        follow_ups = BatchWrites()
+        for index in range(conversations):
+            follow_up = apply(state, message(f"k{index}", customer=f"c{index}"), T0 + 5)
+            after._collect(0, state, follow_up, follow_ups, [], T0 + 5)
+        assert bool(follow_ups.activities) is alone
+        for conversation in state.conversations.values():
+            assert conversation.owner is not None
+            assert conversation.owner.agent_id == "ann"
+            closed = msgspec.structs.replace(
+                conversation_record(conversation), status=ConversationStatus.CLOSED
+            )
+            after.waits.meter.observe(DOMAIN, closed, T0 + 65)
+        queue = next(iter(state.conversations.values())).queue.name
+        assert after.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS) == 60.0
