@@ -34,7 +34,7 @@ agents, and the steps after the current one, are not modelled.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 from router.engine import (
@@ -224,6 +224,15 @@ class HandlingMeter:
             if len(self._holding) >= self._holding_max:
                 del self._holding[next(iter(self._holding))]
             self._holding[key] = (owner, channel, queue, now)
+
+    def release(self, domains: Container[str]) -> None:
+        """Drop the slots held in ``domains``: their conversations are saved by another
+        process now (their partition left this one). Should the partition come back, a
+        slot kept would run from a save before the absence to one after it, the absence
+        counted as handling time; it starts at the first save after the return instead,
+        as at any takeover."""
+        for key in [key for key in self._holding if key[0] in domains]:
+            del self._holding[key]
 
     def note_slot_time(
         self, domain: str, agent_id: str, channel: Channel, queue: str, seconds: float

@@ -29,7 +29,7 @@ Rules, per record of a fetch:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, assert_never
 
@@ -252,6 +252,14 @@ class Intake:
         self.waits = WaitEstimates(metrics)
         """Live wait estimates, their calibration and the wait notices
         (``router.shell.waits``)."""
+
+    def release(self, numbers: Iterable[int]) -> None:
+        """Partitions another process owns now: their domains leave, and the wait
+        estimates stop measuring their conversations (``WaitEstimates.release``)."""
+        for number in numbers:
+            domains = self.partitions.pop(number, None)
+            if domains:
+                self.waits.release(domains)
 
     def states(self) -> list[DomainState]:
         return [state for domains in self.partitions.values() for state in domains.values()]

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+from collections.abc import Container
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -188,6 +189,11 @@ class WaitEstimates:
     def forget(self, domain: str, conversation_id: str) -> None:
         """Overflowed, closed, or a bot's again: its predictions are not measured."""
         self._episodes.pop((domain, conversation_id), None)
+
+    def release(self, domains: Container[str]) -> None:
+        """Domains whose partition left this process: their slots are no longer measured
+        here (``HandlingMeter.release``)."""
+        self.meter.release(domains)
 
     # -- rule 3 ------------------------------------------------------------------------
 

@@ -761,8 +761,7 @@ class RouterWorker:
             await self._flush_acked()
             # Whatever is still unpublished stays in the outbox for the next owner.
             self._outbox.revoked(numbers)
-            for number in numbers:
-                self._intake.partitions.pop(number, None)
+            self._intake.release(numbers)
             self._loader.release(numbers)
             for tp in revoked:
                 self._intake.expected.pop(tp, None)

@@ -223,3 +223,32 @@ def test_a_slot_held_at_a_takeover_is_measured_from_the_first_save_of_either_kin
             after.waits.meter.observe(DOMAIN, closed, T0 + 65)
         queue = next(iter(state.conversations.values())).queue.name
         assert after.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS) == 60.0
+
+
+def test_slots_of_a_partition_that_left_and_came_back_start_at_its_first_save_after() -> None:
+    """A partition revoked and later assigned again: the meter forgot the slots it held in
+    its domains when it left, so the time in another router's hands is not counted as
+    handling time (a slot runs from the first save after the return, as at a takeover)."""
+    conversations = 5  # ``MIN_SAMPLES`` slot times before the agent's mean is used
+    for alone in (True, False):
+        state = domain([agent("ann", capacity={Channel.SMS: conversations})])
+        intake = new_intake(alone=alone)
+        intake.partitions[0] = {DOMAIN: state}
+        for index in range(conversations):
+            opened = apply(state, message(f"k{index}", customer=f"c{index}"), T0)
+            intake._collect(0, state, opened, BatchWrites(), [], T0)
+        assert intake.waits.meter.holds(DOMAIN, next(iter(state.conversations)))
+        intake.release([0])
+        assert not intake.partitions
+        assert not intake.waits.meter.holds(DOMAIN, next(iter(state.conversations)))
+        intake.partitions[0] = {DOMAIN: state}  # back, an hour later
+        for index in range(conversations):
+            follow_up = apply(state, message(f"k{index}", customer=f"c{index}"), T0 + 3600)
+            intake._collect(0, state, follow_up, BatchWrites(), [], T0 + 3600)
+        for conversation in state.conversations.values():
+            closed = msgspec.structs.replace(
+                conversation_record(conversation), status=ConversationStatus.CLOSED
+            )
+            intake.waits.meter.observe(DOMAIN, closed, T0 + 3660)
+        queue = next(iter(state.conversations.values())).queue.name
+        assert intake.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS) == 60.0
