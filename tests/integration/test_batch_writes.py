@@ -208,6 +208,35 @@ async def test_a_message_that_changes_only_the_activity_writes_only_it(
         await pool.close()
 
 
+@pytest.mark.parametrize(
+    ("held", "renewed", "lost"),
+    [
+        ([], [], None),
+        ([0, 1, 2], [2, 0, 1], None),
+        ([3], [3, 4], None),
+        ([2, 0, 1], [1], "0,2"),
+        ([5], [], "5"),
+    ],
+)
+async def test_the_fence_fails_with_the_partitions_lost_in_order(
+    database_url: str, held: list[int], renewed: list[int], lost: str | None
+) -> None:
+    """``switchboard_fence`` (migrations 0024, 0028): 0 when every partition held was
+    renewed, else error SB001 whose detail lists the lost ones in order."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        call = "SELECT switchboard_fence($1::int[], $2::int[])"
+        if lost is None:
+            assert await conn.fetchval(call, held, renewed) == 0
+        else:
+            with pytest.raises(asyncpg.PostgresError) as failed:
+                await conn.fetchval(call, held, renewed)
+            assert failed.value.sqlstate == "SB001"
+            assert failed.value.detail == lost
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize("with_read_receipt", [True, False], ids=["transaction", "one statement"])
 async def test_a_router_whose_partition_was_taken_writes_nothing(
     database_url: str, with_read_receipt: bool
