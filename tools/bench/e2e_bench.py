@@ -15,8 +15,8 @@ with like:
   fresh databases and topics: the figures are the median round's, so a drift of the
   machine's speed within the run weighs on both sides alike.
 - latency at a fixed 1,000 msg/s: produce time → the output event seen by a consumer,
-  for the raw pipeline and for Switchboard, in three rounds each (figures: the median
-  round's; the worst round's p99 is printed too).
+  for the raw pipeline and for Switchboard, in three rounds each, alternating (figures:
+  the median round's; the worst round's p99 is printed too).
 - recovery: taking over a partition whose domain holds 100,000 open conversations, from
   the start of the load to the first new event applied.
 """
@@ -361,16 +361,26 @@ async def paced_latencies(
     return latencies
 
 
-async def latency_rounds(one_round: Callable[[], Awaitable[list[float]]]) -> list[list[float]]:
-    """``LATENCY_ROUNDS`` paced runs, back to back, each on topics of its own after the same
-    warm-up (``WARM_MESSAGES`` through the pipeline). The embedded broker's produce →
-    consume latency grows with a partition's size (p50 4 ms on an empty topic, 46 ms once
-    it holds 24,000 records, measured here), so rounds on the same topics would measure
-    how full the broker is, and Switchboard, which writes more records per message than
-    the raw pipeline, would look slower than it is. It also stalls now and then for about
-    200 ms (the raw pipeline sees it as often as Switchboard): one such stall in a single
-    run moves its p99 by a factor of five, so figures are the median round's."""
-    return [await one_round() for _ in range(LATENCY_ROUNDS)]
+async def latency_rounds(
+    raw_round: Callable[[], Awaitable[list[float]]],
+    our_round: Callable[[], Awaitable[list[float]]],
+) -> tuple[list[list[float]], list[list[float]]]:
+    """``LATENCY_ROUNDS`` paced runs per side, raw and Switchboard alternating (as the
+    throughput rounds do: the broker keeps every topic in memory, and a side whose rounds
+    all came after the other's would meet a fuller broker), each on topics of its own after
+    the same warm-up (``WARM_MESSAGES`` through the pipeline). The embedded broker's
+    produce → consume latency grows with a partition's size (p50 4 ms on an empty topic,
+    46 ms once it holds 24,000 records, measured here), so rounds on the same topics would
+    measure how full the broker is, and Switchboard, which writes more records per message
+    than the raw pipeline, would look slower than it is. It also stalls now and then for
+    about 200 ms (the raw pipeline sees it as often as Switchboard): one such stall in a
+    single run moves its p99 by a factor of five, so figures are the median round's."""
+    raw: list[list[float]] = []
+    ours: list[list[float]] = []
+    for _ in range(LATENCY_ROUNDS):
+        raw.append(await raw_round())
+        ours.append(await our_round())
+    return raw, ours
 
 
 def median_round(rounds: list[list[float]], q: float) -> float:
@@ -608,7 +618,9 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
         await drop_database(services, url)
 
 
-async def bench_switchboard_latency(services: Services) -> list[list[float]]:
+async def switchboard_latency_round(services: Services) -> list[float]:
+    """One latency round of Switchboard, on a fresh database and topics."""
+
     # The routed event is recognised by its headers: a message's message.routed has an id
     # made from the message's (``router.engine.messages``), so the reader opens nothing
     # and takes none of the router's core.
@@ -621,39 +633,36 @@ async def bench_switchboard_latency(services: Services) -> list[list[float]]:
     def routed_id_of(message: MessageReceived) -> str:
         return make_id(f"{message.id}/0")
 
-    async def one_round() -> list[float]:
-        url = await fresh_database(services)
-        try:
-            config = bench_config(services, url, ["bench"])  # topics of its own
-            await prepare(config, {})
-            await register_agents(config, "bench", agents=200, capacity=10)
-            async with adapter_keys(url) as keys, router(config):
-                # Warm up: open the conversations so the measured load is steady traffic.
-                # A message can be routed before the agents' presence is applied (another
-                # topic): the conversations are assigned then, all at once. Wait for that.
-                warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
-                await produce(services.bootstrap, config.topic(topics.INBOUND), warm, keys)
-                await count_records(
-                    services.bootstrap,
-                    config.topic(topics.ROUTING),
-                    WARM_MESSAGES,
-                    _event_id(b"conversation.assigned"),
-                )
-                return await paced_latencies(
-                    services.bootstrap,
-                    config.topic(topics.INBOUND),
-                    config.topic(topics.ROUTING),
-                    lambda i: message("bench", i, WARM_MESSAGES),
-                    rate=LATENCY_RATE,
-                    seconds=LATENCY_SECONDS,
-                    matches=routed_id,
-                    output_of=routed_id_of,
-                    keys=keys,
-                )
-        finally:
-            await drop_database(services, url)
-
-    return await latency_rounds(one_round)
+    url = await fresh_database(services)
+    try:
+        config = bench_config(services, url, ["bench"])  # topics of its own
+        await prepare(config, {})
+        await register_agents(config, "bench", agents=200, capacity=10)
+        async with adapter_keys(url) as keys, router(config):
+            # Warm up: open the conversations so the measured load is steady traffic.
+            # A message can be routed before the agents' presence is applied (another
+            # topic): the conversations are assigned then, all at once. Wait for that.
+            warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
+            await produce(services.bootstrap, config.topic(topics.INBOUND), warm, keys)
+            await count_records(
+                services.bootstrap,
+                config.topic(topics.ROUTING),
+                WARM_MESSAGES,
+                _event_id(b"conversation.assigned"),
+            )
+            return await paced_latencies(
+                services.bootstrap,
+                config.topic(topics.INBOUND),
+                config.topic(topics.ROUTING),
+                lambda i: message("bench", i, WARM_MESSAGES),
+                rate=LATENCY_RATE,
+                seconds=LATENCY_SECONDS,
+                matches=routed_id,
+                output_of=routed_id_of,
+                keys=keys,
+            )
+    finally:
+        await drop_database(services, url)
 
 
 async def bench_raw_throughput(services: Services) -> float:
@@ -672,8 +681,8 @@ async def bench_raw_throughput(services: Services) -> float:
         await drop_database(services, url)
 
 
-async def bench_raw(services: Services) -> tuple[float, list[list[float]]]:
-    """The naive pipeline's messages per second, and the raw pipeline's latency rounds."""
+async def bench_naive(services: Services) -> float:
+    """The naive pipeline's messages per second (one transaction per message)."""
     url = await fresh_database(services)
     try:
         tag = uuid.uuid4().hex[:6]
@@ -684,39 +693,44 @@ async def bench_raw(services: Services) -> tuple[float, list[list[float]]]:
         naive_seconds = await raw_pipeline(
             services, url, naive_source, naive_sink, NAIVE_MESSAGES, per_message_transaction=True
         )
+        return NAIVE_MESSAGES / naive_seconds
+    finally:
+        await drop_database(services, url)
 
-        def same_id(record: Any) -> str | None:
-            return str(msgspec.json.decode(record.value)["id"])
 
-        def value_of(record: Any) -> bytes:
-            return bytes(record.value)
+async def raw_latency_round(services: Services) -> list[float]:
+    """One latency round of the raw pipeline, on a fresh database and topics."""
 
-        async def one_round() -> list[float]:
-            lat_source, lat_sink = [f"rawlat{uuid.uuid4().hex[:6]}.{end}" for end in ("in", "out")]
-            await create_topics(services.bootstrap, [lat_source, lat_sink])
-            stop = asyncio.Event()
-            pipeline = asyncio.create_task(
-                raw_pipeline(services, url, lat_source, lat_sink, 10**9, stop=stop)
+    def same_id(record: Any) -> str | None:
+        return str(msgspec.json.decode(record.value)["id"])
+
+    def value_of(record: Any) -> bytes:
+        return bytes(record.value)
+
+    url = await fresh_database(services)
+    try:
+        lat_source, lat_sink = [f"rawlat{uuid.uuid4().hex[:6]}.{end}" for end in ("in", "out")]
+        await create_topics(services.bootstrap, [lat_source, lat_sink])
+        stop = asyncio.Event()
+        pipeline = asyncio.create_task(
+            raw_pipeline(services, url, lat_source, lat_sink, 10**9, stop=stop)
+        )
+        try:
+            warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
+            await produce(services.bootstrap, lat_source, warm)
+            await count_records(services.bootstrap, lat_sink, WARM_MESSAGES, value_of)
+            return await paced_latencies(
+                services.bootstrap,
+                lat_source,
+                lat_sink,
+                lambda i: message("bench", i, WARM_MESSAGES),
+                rate=LATENCY_RATE,
+                seconds=LATENCY_SECONDS,
+                matches=same_id,
             )
-            try:
-                warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
-                await produce(services.bootstrap, lat_source, warm)
-                await count_records(services.bootstrap, lat_sink, WARM_MESSAGES, value_of)
-                return await paced_latencies(
-                    services.bootstrap,
-                    lat_source,
-                    lat_sink,
-                    lambda i: message("bench", i, WARM_MESSAGES),
-                    rate=LATENCY_RATE,
-                    seconds=LATENCY_SECONDS,
-                    matches=same_id,
-                )
-            finally:
-                stop.set()
-                await pipeline
-
-        latencies = await latency_rounds(one_round)
-        return NAIVE_MESSAGES / naive_seconds, latencies
+        finally:
+            stop.set()
+            await pipeline
     finally:
         await drop_database(services, url)
 
@@ -860,8 +874,10 @@ async def run_e2e_bench_async() -> dict[str, float]:
         for _ in range(THROUGHPUT_ROUNDS):
             raw_rates.append(await bench_raw_throughput(running))
             rounds.append(await bench_switchboard_throughput(running))
-        naive_rate, raw_latencies = await bench_raw(running)
-        our_latencies = await bench_switchboard_latency(running)
+        naive_rate = await bench_naive(running)
+        raw_latencies, our_latencies = await latency_rounds(
+            lambda: raw_latency_round(running), lambda: switchboard_latency_round(running)
+        )
         recovery, rss_per_conversation = await bench_recovery(running)
     raw_p99 = median_round(raw_latencies, 0.99)
     our_p99 = median_round(our_latencies, 0.99)
