@@ -17,6 +17,7 @@ from router.engine import (
     ConversationRecord,
     ConversationStatus,
     DeadlineKind,
+    DomainState,
     apply,
     conversation_record,
     with_activity,
@@ -197,6 +198,17 @@ def test_with_the_activity_alone_off_the_whole_record_is_saved() -> None:
             assert list(follow.conversations.values()) == [conversation_record(conversation)]
 
 
+def ann_slot_time_once_all_closed(intake: Intake, state: DomainState, now: float) -> float | None:
+    """Ann's mean slot time on SMS once the meter saw every conversation closed at ``now``."""
+    for conversation in state.conversations.values():
+        closed = msgspec.structs.replace(
+            conversation_record(conversation), status=ConversationStatus.CLOSED
+        )
+        intake.waits.meter.observe(DOMAIN, closed, now)
+    queue = next(iter(state.conversations.values())).queue.name
+    return intake.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS)
+
+
 def test_a_slot_held_at_a_takeover_is_measured_from_the_first_save_of_either_kind() -> None:
     """The handling-time meter (``router.planning.eta.HandlingMeter``) of a router that
     took assigned conversations over starts each one's slot at its first save after the
@@ -217,12 +229,7 @@ def test_a_slot_held_at_a_takeover_is_measured_from_the_first_save_of_either_kin
         for conversation in state.conversations.values():
             assert conversation.owner is not None
             assert conversation.owner.agent_id == "ann"
-            closed = msgspec.structs.replace(
-                conversation_record(conversation), status=ConversationStatus.CLOSED
-            )
-            after.waits.meter.observe(DOMAIN, closed, T0 + 65)
-        queue = next(iter(state.conversations.values())).queue.name
-        assert after.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS) == 60.0
+        assert ann_slot_time_once_all_closed(after, state, T0 + 65) == 60.0
 
 
 def test_slots_of_a_partition_that_left_and_came_back_start_at_its_first_save_after() -> None:
@@ -245,10 +252,4 @@ def test_slots_of_a_partition_that_left_and_came_back_start_at_its_first_save_af
         for index in range(conversations):
             follow_up = apply(state, message(f"k{index}", customer=f"c{index}"), T0 + 3600)
             intake._collect(0, state, follow_up, BatchWrites(), [], T0 + 3600)
-        for conversation in state.conversations.values():
-            closed = msgspec.structs.replace(
-                conversation_record(conversation), status=ConversationStatus.CLOSED
-            )
-            intake.waits.meter.observe(DOMAIN, closed, T0 + 3660)
-        queue = next(iter(state.conversations.values())).queue.name
-        assert intake.waits.meter.slot_time(DOMAIN, "ann", queue, Channel.SMS) == 60.0
+        assert ann_slot_time_once_all_closed(intake, state, T0 + 3660) == 60.0

@@ -367,8 +367,8 @@ async def latency_rounds(
 ) -> tuple[list[list[float]], list[list[float]]]:
     """``LATENCY_ROUNDS`` paced runs per side, raw and Switchboard alternating (as the
     throughput rounds do: the broker keeps every topic in memory, and a side whose rounds
-    all came after the other's would meet a fuller broker), each on topics of its own after
-    the same warm-up (``WARM_MESSAGES`` through the pipeline). The embedded broker's
+    all came after the other's would meet a fuller broker), each on a database and topics of
+    its own after the same warm-up (``WARM_MESSAGES`` through the pipeline). The embedded broker's
     produce → consume latency grows with a partition's size (p50 4 ms on an empty topic,
     46 ms once it holds 24,000 records, measured here), so rounds on the same topics would
     measure how full the broker is, and Switchboard, which writes more records per message
