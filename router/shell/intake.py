@@ -236,6 +236,9 @@ class Intake:
     ) -> None:
         self._inbound = inbound
         self._save_activity_alone = save_activity_alone
+        self.group_reads_activity = True
+        """Every router of the consumer group reads activity saved alone
+        (``router.shell.group_protocol``); the worker sets it at each assignment."""
         self._activity_alone = save_activity_alone
         """The batch being applied saves activities alone (``ACTIVITY_ALONE_FROM``)."""
         self._agents = agents
@@ -252,6 +255,12 @@ class Intake:
         self.waits = WaitEstimates(metrics)
         """Live wait estimates, their calibration and the wait notices
         (``router.shell.waits``)."""
+
+    @property
+    def saves_activity_alone(self) -> bool:
+        """Large batches save activity alone: the setting allows it, and every router of
+        the group reads it."""
+        return self._save_activity_alone and self.group_reads_activity
 
     def release(self, numbers: Iterable[int]) -> None:
         """Partitions another process owns now: their domains leave, and the wait
@@ -367,7 +376,7 @@ class Intake:
         transaction in flight advances only when the loop yields)."""
         writes, emitted = batch.writes, batch.emitted
         self._activity_alone = (
-            self._save_activity_alone and len(batch.decoded) >= ACTIVITY_ALONE_FROM
+            self.saves_activity_alone and len(batch.decoded) >= ACTIVITY_ALONE_FROM
         )
         for index, item in enumerate(batch.decoded):
             if index % APPLY_SLICE == APPLY_SLICE - 1:

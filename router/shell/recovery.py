@@ -6,7 +6,11 @@ the database). ``PartitionLoader.load`` reads, in this order:
 
 1. the partitions' leases, taken in a transaction of their own: their row locks wait for
    any batch a previous owner has in flight, and once committed no previous owner can
-   write (``store.write_batch`` checks the epochs), so what is read next is final;
+   write (``store.write_batch`` checks the epochs), so what is read next is final. When
+   this router does not save activity alone (its setting, or a router of a version before
+   migration 0027 in the group: ``router.shell.group_protocol``), the same transaction
+   folds the domains' saved activities into their records (``store.fold_activities``),
+   so that such a router, taking the partitions later, restores them whole;
 2. the stored input offsets, and the outbox rows not deleted yet (to publish again);
 3. the domains' agents, open conversations and customers, restored into engine states;
 4. the stored offsets checked against the partitions' ends: a broker that lost its log
@@ -124,7 +128,12 @@ class PartitionLoader:
         }
 
     async def load(
-        self, consumer: AIOKafkaConsumer, numbers: list[int], assigned: set[TopicPartition]
+        self,
+        consumer: AIOKafkaConsumer,
+        numbers: list[int],
+        assigned: set[TopicPartition],
+        *,
+        fold_activities: bool = False,
     ) -> Loaded:
         """Steps 1 to 4 of the module docstring for partitions ``numbers``, whose input
         partitions are ``assigned``."""
@@ -134,6 +143,10 @@ class PartitionLoader:
             # Step 1
             async with conn.transaction():
                 leases = await store.acquire_leases(conn, self._group, numbers, self.owner)
+                if fold_activities and domains:
+                    folded = await store.fold_activities(conn, domains)
+                    if folded:
+                        log.info("activities_folded", conversations=folded, partitions=numbers)
             # Step 2
             offsets = await store.stored_offsets(
                 conn, self._group, [self._inbound, self._agents], numbers

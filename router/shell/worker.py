@@ -49,7 +49,6 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from router.engine import DomainPolicy, DomainState, deadline_bound, reconfigure
@@ -57,6 +56,7 @@ from router.shell import reads, store
 from router.shell.config_hold import ConfigHold
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.gathering import Gathering
+from router.shell.group_protocol import range_assignor
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import gauge_slices, observe_published, observe_routing_events
 from router.shell.outbox import Outbox, sealed, sealing_subjects
@@ -205,7 +205,7 @@ class RouterWorker:
             group_id=self._group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(range_assignor(self._group_reads_activity),),
             fetch_max_wait_ms=kafka_config.fetch_max_wait_ms,
             session_timeout_ms=kafka_config.session_timeout_ms,
             heartbeat_interval_ms=max(100, kafka_config.session_timeout_ms // 4),
@@ -234,6 +234,13 @@ class RouterWorker:
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
             log.info("router_stopped")
+
+    def _group_reads_activity(self, every_router: bool) -> None:
+        """At each assignment, before its partitions load: whether every router of the
+        group reads activity saved alone (``router.shell.group_protocol``)."""
+        if every_router != self._intake.group_reads_activity:
+            log.info("group_reads_activity", every_router=every_router)
+        self._intake.group_reads_activity = every_router
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -708,7 +715,9 @@ class RouterWorker:
         """Load the partitions' domains from PostgreSQL and seek to the stored offsets."""
         started = time.perf_counter()
         await self._settle_writing()
-        loaded = await self._loader.load(consumer, numbers, assigned)
+        loaded = await self._loader.load(
+            consumer, numbers, assigned, fold_activities=not self._intake.saves_activity_alone
+        )
         self._intake.partitions.update(loaded.partitions)
         self._residents.adopt(self.domain_states())
         for tp, position in loaded.positions.items():

@@ -284,3 +284,72 @@ async def test_joined_parts_keep_their_own_parameters_and_return_tagged_rows(
         assert await JoinedStatement().run(conn) == []
     finally:
         await conn.close()
+
+
+async def test_folding_puts_each_later_activity_into_its_record_and_drops_the_rows(
+    database_url: str,
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        leases = await store.acquire_leases(conn, GROUP, [0], "me")
+        states = {name: new_state(name, DomainPolicy()) for name in (DOMAIN, "other")}
+        for name, state in states.items():
+            opening = Batch(state)
+            for event in (
+                registered("ann", capacity={Channel.SMS: 5}),
+                presence("ann", Presence.ONLINE),
+                message("k", customer="c"),
+                message("j", customer="d"),
+            ):
+                opening.apply(msgspec.structs.replace(event, domain=name))
+            await store.write_batch(conn, GROUP, leases, opening.writes)
+            follow = Batch(state)
+            for key, customer in (("k", "c"), ("j", "d")):
+                later = msgspec.structs.replace(message(key, customer=customer), domain=name)
+                follow.apply(later, T0 + 30)
+            assert len(follow.writes.activities) == 2
+            await store.write_batch(conn, GROUP, leases, follow.writes)
+        # j's record is saved again after its activity (the agent's reply): it is the later.
+        state = states[DOMAIN]
+        replied = state.by_key["j"].conversation_id
+        reply = Batch(state)
+        reply.apply(
+            AgentReplied(
+                id="reply-1",
+                domain=DOMAIN,
+                occurred_at=T0 + 40,
+                agent_id="ann",
+                conversation_id=replied,
+                outbound_id="out-1",
+                channel=Channel.SMS,
+            ),
+            T0 + 40,
+        )
+        await store.write_batch(conn, GROUP, leases, reply.writes)
+        query = (
+            "SELECT c.domain, c.conversation_id, c.record::text AS record,"
+            " switchboard_conversation_record(c)::text AS current, a.activity IS NOT NULL AS alone"
+            " FROM conversations c LEFT JOIN conversation_activity a"
+            " USING (domain, conversation_id)"
+        )
+        before = {(r["domain"], r["conversation_id"]): r for r in await conn.fetch(query)}
+
+        assert await store.fold_activities(conn, [DOMAIN]) == 1  # k's; j's record is later
+
+        after = {(r["domain"], r["conversation_id"]): r for r in await conn.fetch(query)}
+        decode = msgspec.json.Decoder(ConversationRecord).decode
+        for key, row in after.items():
+            # What readers see does not change; in the domain folded, the record alone says it.
+            assert decode(row["current"]) == decode(before[key]["current"])
+            if key[0] == DOMAIN:
+                assert not row["alone"]
+                assert decode(row["record"]) == decode(row["current"])
+                expected = conversation_record(state.conversations[key[1]])
+                assert decode(row["record"]) == expected
+            else:
+                assert row["alone"]
+                assert row["record"] == before[key]["record"]
+        assert decode(after[(DOMAIN, replied)]["record"]).last_agent_reply_at == T0 + 40
+        assert await store.fold_activities(conn, [DOMAIN]) == 0
+    finally:
+        await conn.close()

@@ -722,3 +722,21 @@ def test_a_small_batch_saves_whole_records_and_a_large_one_the_activity_alone() 
     (conversation,) = intake.partitions[0][DOMAIN].conversations.values()
     assert large.writes.activities[key].message_count == conversation.message_count
     assert conversation.message_count == 3 + ACTIVITY_ALONE_FROM
+
+
+def test_a_large_batch_saves_whole_records_while_a_router_of_the_group_reads_no_activity() -> None:
+    intake = new_intake()
+    opened = run(intake, [record(message("k"), 0)])
+    (key,) = opened.writes.conversations
+    batches = [
+        [record(message("k"), offset) for offset in range(start, start + ACTIVITY_ALONE_FROM)]
+        for start in (1, 1 + ACTIVITY_ALONE_FROM)
+    ]
+    intake.group_reads_activity = False  # an older router joined
+    mixed = run(intake, batches[0])
+    assert mixed.writes.activities == {}
+    (whole,) = mixed.writes.conversations.values()
+    (conversation,) = intake.partitions[0][DOMAIN].conversations.values()
+    assert whole.message_count == conversation.message_count == 1 + ACTIVITY_ALONE_FROM
+    intake.group_reads_activity = True  # it left
+    assert list(run(intake, batches[1]).writes.activities) == [key]
