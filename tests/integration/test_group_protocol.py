@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import msgspec
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
@@ -69,8 +70,29 @@ def said(log: Path, event: str) -> list[dict[str, object]]:
     return [line for line in lines if line.get("event") == event]
 
 
+def older_router(config: Config, bootstrap: str) -> AIOKafkaConsumer:
+    """A router of a version before migration 0027, as the group sees it: a consumer of the
+    router's topics with the plain range assignor, which says no capabilities."""
+    return AIOKafkaConsumer(
+        config.topic(topics.INBOUND),
+        config.topic(topics.AGENTS),
+        bootstrap_servers=bootstrap,
+        group_id=config.kafka.consumer_group,
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+
+
+async def keep_polling(consumer: AIOKafkaConsumer) -> None:
+    while True:
+        await consumer.getmany(timeout_ms=200)
+
+
+@pytest.mark.parametrize("older_first", [False, True], ids=["router leads", "older one leads"])
 async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group(
-    infrastructure: Infrastructure, database_url: str, tmp_path: Path
+    infrastructure: Infrastructure, database_url: str, tmp_path: Path, older_first: bool
 ) -> None:
     domains = one_domain_a_partition()
     raw = make_raw_config(
@@ -80,14 +102,15 @@ async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group
     )
     config = msgspec.convert(raw, type=Config)
     await prepare(config, {})
-    group = config.kafka.consumer_group
     conn = await asyncpg.connect(database_url)
     router = RouterProcess(raw, tmp_path)
-    older: AIOKafkaConsumer | None = None
+    older = older_router(config, infrastructure.bootstrap_servers)
     polling: asyncio.Task[None] | None = None
     try:
         counts = {
-            domain: await seed_activity_saved_alone(conn, group, partition, domain)
+            domain: await seed_activity_saved_alone(
+                conn, config.kafka.consumer_group, partition, domain
+            )
             for partition, domain in domains.items()
         }
 
@@ -103,71 +126,63 @@ async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group
                 )
             )
 
+        def older_share() -> set[int]:
+            return {tp.partition for tp in older.assignment()}
+
+        async def older_joins() -> None:
+            nonlocal polling
+            await older.start()
+            polling = asyncio.create_task(keep_polling(older))
+
+        if older_first:  # the group's first member, its leader
+            await older_joins()
+            await wait_until(older_share, timeout=30, what="the older one's partitions")
         router.start()
         await router.wait_ready()
-        # Every router of the group reads activity: it stays beside the records.
-        assert await saved_alone() == set(domains.values())
-        assert not said(router.log_path, "group_reads_activity")
+        if not older_first:
+            # Every router of the group reads activity: it stays beside the records.
+            assert await saved_alone() == set(domains.values())
+            assert not said(router.log_path, "group_reads_activity")
+            await older_joins()
 
-        # A router of an older version joins: a plain range assignor, no capabilities.
-        older = AIOKafkaConsumer(
-            config.topic(topics.INBOUND),
-            config.topic(topics.AGENTS),
-            bootstrap_servers=infrastructure.bootstrap_servers,
-            group_id=group,
-            enable_auto_commit=False,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=500,
-            partition_assignment_strategy=(RangePartitionAssignor,),
-        )
-        await older.start()
-
-        async def poll(consumer: AIOKafkaConsumer) -> None:
-            while True:
-                await consumer.getmany(timeout_ms=200)
-
-        polling = asyncio.create_task(poll(older))
         await wait_until(
             lambda: said(router.log_path, "group_reads_activity"),
             timeout=30,
             what="the router told an older router is in the group",
         )
         assert said(router.log_path, "group_reads_activity")[-1]["every_router"] is False
-        assigned = await wait_until(older.assignment, timeout=30, what="the older one's share")
-        kept = {tp.partition for tp in assigned}
-        assert len(kept) == 1, assigned
-        (older_partition,) = kept
-        (taken,) = set(domains) - kept
+        await wait_until(lambda: len(older_share()) == 1, timeout=30, what="the partitions shared")
+        (kept,) = older_share()
+        (taken,) = set(domains) - {kept}
 
-        # The partition it took is loaded with its activities folded into the records, for
-        # an older router to restore whole should it take the partition later. The older
-        # router's own partition keeps its activity: it was saved before the older router
-        # joined (README, *Upgrading*: roll back with the setting off first).
+        # The partition the router took is loaded with its activity folded into the record,
+        # for an older router to restore whole should it take the partition later. The
+        # older router's own partition keeps its activity, saved before it joined (README,
+        # *Upgrading*: roll back with the setting off first).
         async def folded() -> bool:
-            return await saved_alone() == {domains[older_partition]}
+            return await saved_alone() == {domains[kept]}
 
         await wait_until(folded, timeout=30, what="the taken partition's activity folded")
         assert await records_count(domains[taken]) == counts[domains[taken]] == 2
-        assert await records_count(domains[older_partition]) == 1
+        assert await records_count(domains[kept]) == 1
 
         # It leaves: every router reads activity again.
+        assert polling is not None
         polling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await polling
         polling = None
         await older.stop()
-        older = None
         await wait_until(
             lambda: said(router.log_path, "group_reads_activity")[-1]["every_router"] is True,
             timeout=30,
             what="the router told every router reads activity",
         )
-        assert await saved_alone() == {domains[older_partition]}
+        assert await saved_alone() == {domains[kept]}
         assert router.terminate() == 0
     finally:
         if polling is not None:
             polling.cancel()
-        if older is not None:
-            await older.stop()
+        await older.stop()
         router.kill()
         await conn.close()
