@@ -37,6 +37,7 @@ saved beside it."""
 
 
 def capabilities(user_data: bytes | None) -> set[bytes]:
+    """The capabilities a subscription or an assignment says (none: an older router's)."""
     return set((user_data or b"").split(b","))
 
 
@@ -45,7 +46,7 @@ def range_assignor(on_assignment: Callable[[bool], None]) -> type[RangePartition
     router of the group reads activity saved alone (it is called before the partitions'
     listener, so before any of them is loaded)."""
 
-    class RangeReadingActivity(RangePartitionAssignor):  # type: ignore[misc]  # untyped
+    class RangeReadingActivity(RangePartitionAssignor):  # type: ignore[misc]  # aiokafka is untyped
         @classmethod
         def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
             return ConsumerProtocolMemberMetadata(cls.version, list(topics), READS_ACTIVITY)
