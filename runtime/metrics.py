@@ -62,6 +62,7 @@ PROCESS_METRICS = frozenset(
         # The process: its partitions, its database, the domain label's bound itself.
         "switchboard_router_partitions",
         "switchboard_router_gathering",
+        "switchboard_router_saves_activity_alone",
         "switchboard_partition_load_seconds",
         "switchboard_database_errors_total",
         "switchboard_domain_label_limit_reached",
@@ -453,6 +454,13 @@ class Metrics:
             "switchboard_router_gathering",
             "1 while this router's input comes at router.gather_above_per_s or more and its"
             " loop lets records gather between batches (router.gather_ms), else 0.",
+            registry=r,
+        )
+        self.saves_activity_alone = Gauge(
+            "switchboard_router_saves_activity_alone",
+            "1 while this router saves the activity alone of a conversation a customer message"
+            " changed no more than that, in large batches (router.save_activity_alone, with"
+            " every router of its consumer group reading it), else 0.",
             registry=r,
         )
         self.partition_load_seconds = Histogram(

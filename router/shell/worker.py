@@ -241,6 +241,7 @@ class RouterWorker:
         if every_router != self._intake.group_reads_activity:
             log.info("group_reads_activity", every_router=every_router)
         self._intake.group_reads_activity = every_router
+        self._metrics.saves_activity_alone.set(self._intake.saves_activity_alone)
 
     # -- the loop ----------------------------------------------------------------------
 

@@ -9,11 +9,13 @@ import json
 import time
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.engine import DomainPolicy, new_state
 from router.shell import store
@@ -68,6 +70,20 @@ async def seed_activity_saved_alone(
 def said(log: Path, event: str) -> list[dict[str, object]]:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     return [line for line in lines if line.get("event") == event]
+
+
+async def saving_alone(router: RouterProcess) -> float:
+    """The router's ``switchboard_router_saves_activity_alone``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{router.port}/metrics") as response,
+    ):
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "switchboard_router_saves_activity_alone":
+                return float(sample.value)
+    raise AssertionError("switchboard_router_saves_activity_alone not exposed")
 
 
 def older_router(config: Config, bootstrap: str) -> AIOKafkaConsumer:
@@ -143,6 +159,7 @@ async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group
             # Every router of the group reads activity: it stays beside the records.
             assert await saved_alone() == set(domains.values())
             assert not said(router.log_path, "group_reads_activity")
+            assert await saving_alone(router) == 1
             await older_joins()
 
         await wait_until(
@@ -151,6 +168,7 @@ async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group
             what="the router told an older router is in the group",
         )
         assert said(router.log_path, "group_reads_activity")[-1]["every_router"] is False
+        assert await saving_alone(router) == 0
         await wait_until(lambda: len(older_share()) == 1, timeout=30, what="the partitions shared")
         (kept,) = older_share()
         (taken,) = set(domains) - {kept}
@@ -179,6 +197,7 @@ async def test_no_router_saves_activity_alone_while_an_older_one_is_in_the_group
             what="the router told every router reads activity",
         )
         assert await saved_alone() == {domains[kept]}
+        assert await saving_alone(router) == 1
         assert router.terminate() == 0
     finally:
         if polling is not None:
