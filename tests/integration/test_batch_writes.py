@@ -46,6 +46,18 @@ class Batch:
         self.intake._collect(0, self.state, effects, self.writes, self.emitted, now)
 
 
+def ann_replied(conversation_id: str, at: float) -> AgentReplied:
+    return AgentReplied(
+        id="reply-1",
+        domain=DOMAIN,
+        occurred_at=at,
+        agent_id="ann",
+        conversation_id=conversation_id,
+        outbound_id="out-1",
+        channel=Channel.SMS,
+    )
+
+
 async def counts(conn: asyncpg.Connection) -> dict[str, int]:
     tables = ("agents", "conversations", "customers", "assignments", "messages", "outbox")
     found = {table: await conn.fetchval(f"SELECT count(*) FROM {table}") for table in tables}  # noqa: S608
@@ -153,18 +165,7 @@ async def test_a_message_that_changes_only_the_activity_writes_only_it(
             # A whole record saved since, without a customer message in between (a note
             # of the agent's last reply): it is the later, and the activity row stays.
             reply = Batch(state)
-            reply.apply(
-                AgentReplied(
-                    id="reply-1",
-                    domain=DOMAIN,
-                    occurred_at=T0 + 40,
-                    agent_id="ann",
-                    conversation_id=first,
-                    outbound_id="out-1",
-                    channel=Channel.SMS,
-                ),
-                T0 + 40,
-            )
+            reply.apply(ann_replied(first, T0 + 40), T0 + 40)
             assert (DOMAIN, first) in reply.writes.conversations
             await store.write_batch(conn, GROUP, leases, reply.writes)
             replied = await conn.fetchrow(query, first)
@@ -313,18 +314,7 @@ async def test_folding_puts_each_later_activity_into_its_record_and_drops_the_ro
         state = states[DOMAIN]
         replied = state.by_key["j"].conversation_id
         reply = Batch(state)
-        reply.apply(
-            AgentReplied(
-                id="reply-1",
-                domain=DOMAIN,
-                occurred_at=T0 + 40,
-                agent_id="ann",
-                conversation_id=replied,
-                outbound_id="out-1",
-                channel=Channel.SMS,
-            ),
-            T0 + 40,
-        )
+        reply.apply(ann_replied(replied, T0 + 40), T0 + 40)
         await store.write_batch(conn, GROUP, leases, reply.writes)
         query = (
             "SELECT c.domain, c.conversation_id, c.record::text AS record,"
