@@ -151,6 +151,16 @@ async def test_the_benchmark_runs_at_a_small_scale(
         assert run[f"{prefix}_max_generator_cpu_us_per_message"] > 0, prefix
         assert run[f"{prefix}_max_total_cpu_us_per_message"] > 0, prefix
         assert run[f"{prefix}_max_cores_busy"] > 0, prefix
+    # The probes of every side climbed the same steps: each Switchboard side is compared
+    # with raw at the highest one both sustained.
+    for prefix in ("webhook", "webhook_run"):
+        assert run[f"{prefix}_common_rate_msg_per_s"] == 30.0, prefix
+        assert run[f"{prefix}_common_rate_raw_total_cpu_us_per_message"] > 0, prefix
+        assert run[f"{prefix}_common_rate_total_cpu_ratio_to_raw"] == pytest.approx(
+            run[f"{prefix}_common_rate_total_cpu_us_per_message"]
+            / run[f"{prefix}_common_rate_raw_total_cpu_us_per_message"],
+            abs=0.01,
+        ), prefix
     # The servers' CPU time can round to nothing over so short a load.
     for server in ("postgres", "broker"):
         for figure in (

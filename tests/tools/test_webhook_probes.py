@@ -112,3 +112,35 @@ def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it(
     assert "webhook_rss_bytes_per_open_conversation" not in figures
     nothing = webhook_bench.MaxRate(0.0, [probe(400.0, False, 1.0)], 0.0, 0)
     assert "webhook_max_cores_busy" not in webhook_bench.max_rate_figures("webhook", nothing)
+
+
+def test_the_sides_are_compared_at_the_highest_rate_both_sustained() -> None:
+    def probe(rate: float, sustained: bool, pipeline_seconds: float) -> webhook_bench.Probe:
+        load = load_figures(10_000, 10_000)
+        return webhook_bench.Probe(
+            rate, webhook_bench.Outcome(load, {"ingress": pipeline_seconds}), sustained
+        )
+
+    raw = webhook_bench.MaxRate(
+        3_037.5,
+        [probe(2_025.0, True, 2.0), probe(3_037.5, True, 3.0), probe(4_556.25, False, 3.5)],
+        0.0,
+        0,
+    )
+    ours = webhook_bench.MaxRate(
+        2_025.0,
+        [probe(900.0, True, 9.0), probe(2_025.0, True, 5.0), probe(3_037.5, False, 4.0)],
+        0.0,
+        0,
+    )
+
+    figures = webhook_bench.common_rate_figures("webhook", ours, raw)
+
+    assert figures == {
+        "webhook_common_rate_msg_per_s": 2_025.0,
+        "webhook_common_rate_total_cpu_us_per_message": 500.0,
+        "webhook_common_rate_raw_total_cpu_us_per_message": 200.0,
+        "webhook_common_rate_total_cpu_ratio_to_raw": 2.5,
+    }
+    none_sustained = webhook_bench.MaxRate(0.0, [probe(400.0, False, 1.0)], 0.0, 0)
+    assert webhook_bench.common_rate_figures("webhook", none_sustained, raw) == {}

@@ -636,6 +636,26 @@ def max_rate_figures(prefix: str, found: MaxRate) -> dict[str, float]:
     return result
 
 
+def common_rate_figures(prefix: str, mine: MaxRate, raw: MaxRate) -> dict[str, float]:
+    """At the highest rate that both this side and the raw pipeline sustained (their probes
+    climb the same steps from ``PROBE_START`` until each bisects): the CPU per message of
+    each side's processes there, and the ratio. A maximum is one probe's pass or fail;
+    what the two sides spend at the same rate says what the gap between them is made of,
+    and moves less between runs."""
+    theirs = {probe.rate: probe for probe in raw.probes if probe.sustained}
+    common = [probe for probe in mine.probes if probe.sustained and probe.rate in theirs]
+    if not common:
+        return {}
+    probe = max(common, key=lambda found: found.rate)
+    ours, base = probe.outcome.total_us(), theirs[probe.rate].outcome.total_us()
+    return {
+        f"{prefix}_common_rate_msg_per_s": probe.rate,
+        f"{prefix}_common_rate_total_cpu_us_per_message": round(ours, 1),
+        f"{prefix}_common_rate_raw_total_cpu_us_per_message": round(base, 1),
+        f"{prefix}_common_rate_total_cpu_ratio_to_raw": round(ours / base, 3) if base > 0 else 0.0,
+    }
+
+
 def figures(rounds: dict[str, list[Outcome]], maxima: dict[str, MaxRate]) -> dict[str, float]:
     result: dict[str, float] = {
         "webhook_rate_per_s": RATE,
@@ -648,6 +668,8 @@ def figures(rounds: dict[str, list[Outcome]], maxima: dict[str, MaxRate]) -> dic
         result.update(side_figures(PREFIXES[side], outcomes))
     for side, found in maxima.items():
         result.update(max_rate_figures(PREFIXES[side], found))
+        if side != "raw" and "raw" in maxima:
+            result.update(common_rate_figures(PREFIXES[side], found, maxima["raw"]))
 
     def ratio(mine: str, theirs: str) -> float:
         value, base = result.get(mine, 0.0), result.get(theirs, 0.0)
