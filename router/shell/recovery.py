@@ -9,7 +9,7 @@ the database). ``PartitionLoader.load`` reads, in this order:
    write (``store.write_batch`` checks the epochs), so what is read next is final. When
    this router does not save activity alone (its setting, or a router of a version before
    migration 0027 in the group: ``router.shell.group_protocol``), the same transaction
-   folds the domains' saved activities into their records (``store.fold_activities``),
+   folds the domains' saved activities into their records (``fold_activities``),
    so that such a router, taking the partitions later, restores them whole;
 2. the stored input offsets, and the outbox rows not deleted yet (to publish again);
 3. the domains' agents, open conversations and customers, restored into engine states;
@@ -75,6 +75,31 @@ def _collector_paused() -> Iterator[None]:
             _TRIM(0)
 
 
+# Each activity saved alone goes into its conversation's record where it is the later
+# (switchboard_conversation_record's rule), and its row goes.
+_FOLD_ACTIVITIES = """
+WITH folded AS (
+    DELETE FROM conversation_activity WHERE domain = ANY($1::text[])
+    RETURNING domain, conversation_id, activity, updated_at
+)
+UPDATE conversations c
+SET record = (c.record::jsonb || f.activity::jsonb)::json,
+    updated_at = greatest(c.updated_at, f.updated_at)
+FROM folded f
+WHERE c.domain = f.domain AND c.conversation_id = f.conversation_id
+    AND coalesce((f.activity->>'message_count')::bigint, 0)
+        > coalesce((c.record->>'message_count')::bigint, 0)
+"""
+
+
+async def fold_activities(conn: asyncpg.Connection, domains: list[str]) -> int:
+    """Fold the ``domains``' activities saved alone into their conversations' records, for
+    routers that read the records alone (step 1 of the module docstring); the number
+    of records that took one."""
+    status = await conn.execute(_FOLD_ACTIVITIES, domains)
+    return int(status.rsplit(" ", 1)[1])
+
+
 @dataclass(slots=True)
 class Loaded:
     """What a load read: the owned domains' states, where to resume, what to publish."""
@@ -133,7 +158,7 @@ class PartitionLoader:
         numbers: list[int],
         assigned: set[TopicPartition],
         *,
-        fold_activities: bool = False,
+        fold_saved_activities: bool = False,
     ) -> Loaded:
         """Steps 1 to 4 of the module docstring for partitions ``numbers``, whose input
         partitions are ``assigned``."""
@@ -143,8 +168,8 @@ class PartitionLoader:
             # Step 1
             async with conn.transaction():
                 leases = await store.acquire_leases(conn, self._group, numbers, self.owner)
-                if fold_activities and domains:
-                    folded = await store.fold_activities(conn, domains)
+                if fold_saved_activities and domains:
+                    folded = await fold_activities(conn, domains)
                     if folded:
                         log.info("activities_folded", conversations=folded, partitions=numbers)
             # Step 2

@@ -351,31 +351,6 @@ DELETE FROM conversation_activity USING unnest($1::text[], $2::text[]) AS t(d, c
 WHERE conversation_activity.domain = t.d AND conversation_activity.conversation_id = t.c
 """
 
-# Each activity saved alone goes into its conversation's record where it is the later
-# (switchboard_conversation_record's rule), and its row goes.
-_FOLD_ACTIVITIES = """
-WITH folded AS (
-    DELETE FROM conversation_activity WHERE domain = ANY($1::text[])
-    RETURNING domain, conversation_id, activity, updated_at
-)
-UPDATE conversations c
-SET record = (c.record::jsonb || f.activity::jsonb)::json,
-    updated_at = greatest(c.updated_at, f.updated_at)
-FROM folded f
-WHERE c.domain = f.domain AND c.conversation_id = f.conversation_id
-    AND coalesce((f.activity->>'message_count')::bigint, 0)
-        > coalesce((c.record->>'message_count')::bigint, 0)
-"""
-
-
-async def fold_activities(conn: asyncpg.Connection, domains: list[str]) -> int:
-    """Fold the ``domains``' activities saved alone into their conversations' records, for
-    routers that read the records alone (``router.shell.recovery``, step 1); the number
-    of records that took one."""
-    status = await conn.execute(_FOLD_ACTIVITIES, domains)
-    return int(status.rsplit(" ", 1)[1])
-
-
 # Only conversations stored: a record the router could not store (a dead letter) has no
 # row, and the foreign key would fail the whole batch.
 _UPSERT_ACTIVITIES = f"""

@@ -717,7 +717,7 @@ class RouterWorker:
         started = time.perf_counter()
         await self._settle_writing()
         loaded = await self._loader.load(
-            consumer, numbers, assigned, fold_activities=not self._intake.saves_activity_alone
+            consumer, numbers, assigned, fold_saved_activities=not self._intake.saves_activity_alone
         )
         self._intake.partitions.update(loaded.partitions)
         self._residents.adopt(self.domain_states())

@@ -19,7 +19,7 @@ from router.engine import (
     conversation_record,
     new_state,
 )
-from router.shell import store
+from router.shell import recovery, store
 from router.shell.reads import load_domains
 from runtime.db import JoinedStatement
 from schemas import AgentReplied, Channel, ConversationCloseRequested, Presence, RoutingEvent
@@ -324,7 +324,7 @@ async def test_folding_puts_each_later_activity_into_its_record_and_drops_the_ro
         )
         before = {(r["domain"], r["conversation_id"]): r for r in await conn.fetch(query)}
 
-        assert await store.fold_activities(conn, [DOMAIN]) == 1  # k's; j's record is later
+        assert await recovery.fold_activities(conn, [DOMAIN]) == 1  # k's; j's record is later
 
         after = {(r["domain"], r["conversation_id"]): r for r in await conn.fetch(query)}
         decode = msgspec.json.Decoder(ConversationRecord).decode
@@ -340,6 +340,6 @@ async def test_folding_puts_each_later_activity_into_its_record_and_drops_the_ro
                 assert row["alone"]
                 assert row["record"] == before[key]["record"]
         assert decode(after[(DOMAIN, replied)]["record"]).last_agent_reply_at == T0 + 40
-        assert await store.fold_activities(conn, [DOMAIN]) == 0
+        assert await recovery.fold_activities(conn, [DOMAIN]) == 0
     finally:
         await conn.close()
