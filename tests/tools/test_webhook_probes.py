@@ -4,6 +4,7 @@ rates it tries, and the router's memory per conversation read over the probes.""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -90,15 +91,27 @@ async def test_each_probe_has_fresh_processes_and_the_search_bisects(
     assert found.rss_bytes_per_conversation == pytest.approx(PER_CONVERSATION)
 
 
-def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it() -> None:
-    def probe(rate: float, sustained: bool, pipeline_seconds: float) -> webhook_bench.Probe:
-        load = load_figures(10_000, 9_000, cpu_seconds=1.5)
-        halves = {"ingress": pipeline_seconds / 2, "consumer": pipeline_seconds / 2}
-        return webhook_bench.Probe(rate, webhook_bench.Outcome(load, halves), sustained)
+def probe(
+    rate: float,
+    sustained: bool,
+    pipeline_seconds: float,
+    *,
+    answered: int = 10_000,
+    generator_seconds: float = 0.0,
+) -> webhook_bench.Probe:
+    """A probe of 10,000 messages whose pipeline spent ``pipeline_seconds`` of CPU in all,
+    half in each of its two processes."""
+    load = load_figures(10_000, answered, cpu_seconds=generator_seconds)
+    halves = {"ingress": pipeline_seconds / 2, "consumer": pipeline_seconds / 2}
+    return webhook_bench.Probe(rate, webhook_bench.Outcome(load, halves), sustained)
 
+
+def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it() -> None:
+    # 9,000 of each probe's 10,000 answered; the generator spent 1.5 s.
+    busy = functools.partial(probe, answered=9_000, generator_seconds=1.5)
     found = webhook_bench.MaxRate(
         rate=2_000.0,
-        probes=[probe(2_000.0, True, 4.0), probe(3_000.0, False, 3.0), probe(2_500.0, False, 3.5)],
+        probes=[busy(2_000.0, True, 4.0), busy(3_000.0, False, 3.0), busy(2_500.0, False, 3.5)],
         rss_bytes_per_conversation=0.0,
         open_conversations=0,
     )
@@ -110,17 +123,11 @@ def test_the_maximum_gives_the_cpu_and_the_cores_of_the_probe_that_sustained_it(
     assert figures["webhook_max_generator_cpu_us_per_message"] == 150.0
     assert figures["webhook_max_cores_busy"] == 1.1
     assert "webhook_rss_bytes_per_open_conversation" not in figures
-    nothing = webhook_bench.MaxRate(0.0, [probe(400.0, False, 1.0)], 0.0, 0)
+    nothing = webhook_bench.MaxRate(0.0, [busy(400.0, False, 1.0)], 0.0, 0)
     assert "webhook_max_cores_busy" not in webhook_bench.max_rate_figures("webhook", nothing)
 
 
 def test_the_sides_are_compared_at_the_highest_rate_both_sustained() -> None:
-    def probe(rate: float, sustained: bool, pipeline_seconds: float) -> webhook_bench.Probe:
-        load = load_figures(10_000, 10_000)
-        return webhook_bench.Probe(
-            rate, webhook_bench.Outcome(load, {"ingress": pipeline_seconds}), sustained
-        )
-
     raw = webhook_bench.MaxRate(
         3_037.5,
         [probe(2_025.0, True, 2.0), probe(3_037.5, True, 3.0), probe(4_556.25, False, 3.5)],
