@@ -242,16 +242,22 @@ def sms_received(
     )
 
 
+def sample_value(text: str, name: str) -> float | None:
+    """The first sample called ``name`` in a ``/metrics`` text (None: not exposed)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
+
+
 async def scraped(service: Service, name: str) -> float:
     """A sample of the service's ``/metrics`` (0 when not exposed yet)."""
     async with service.session.get(service.url("/metrics")) as response:
         assert response.status == 200
         text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return 0.0
+    value = sample_value(text, name)
+    return 0.0 if value is None else value
 
 
 async def wait_until(

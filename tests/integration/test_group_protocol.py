@@ -15,7 +15,6 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from prometheus_client.parser import text_string_to_metric_families
 
 from router.engine import DomainPolicy, new_state
 from router.shell import store
@@ -26,7 +25,7 @@ from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.engine.builders import message, presence, registered
 from tests.integration.test_batch_writes import Batch
-from tests.support import RouterProcess, make_raw_config, wait_until
+from tests.support import RouterProcess, make_raw_config, sample_value, wait_until
 
 PARTITIONS = 2
 
@@ -79,11 +78,9 @@ async def saving_alone(router: RouterProcess) -> float:
         session.get(f"http://127.0.0.1:{router.port}/metrics") as response,
     ):
         text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "switchboard_router_saves_activity_alone":
-                return float(sample.value)
-    raise AssertionError("switchboard_router_saves_activity_alone not exposed")
+    value = sample_value(text, "switchboard_router_saves_activity_alone")
+    assert value is not None, "switchboard_router_saves_activity_alone not exposed"
+    return value
 
 
 def older_router(config: Config, bootstrap: str) -> AIOKafkaConsumer:
