@@ -86,6 +86,7 @@ from schemas import (
     CustomerEraseRequested,
     DeliveryStatusChanged,
     MessageReceived,
+    MessageRouted,
     OutboundStatusChanged,
     ReplyRequested,
     RoutingEvent,
@@ -478,18 +479,19 @@ class Intake:
     ) -> None:
         event = item.event
         state = self.partitions[item.partition][event.domain]
-        if isinstance(event, DeliveryStatusChanged):
-            self._note_delivery(item.partition, event, writes, emitted)
-            return
-        if isinstance(event, MessageReceived):
+        if type(event) is MessageReceived:  # most records: looked for first
             if event.id in known:
                 observe_duplicate(self._metrics, event.domain, event.channel)
                 return
             known.add(event.id)  # a retry later in the same batch is a duplicate too
-        assert isinstance(event, EngineInput)
-        assert not isinstance(event, (CustomerErasure, CustomerEraseRequested))  # rule 6's
-        if not isinstance(event, MessageReceived):  # the agent event log `switchboard replay` reads
-            writes.agent_events.append(event)
+        elif isinstance(event, DeliveryStatusChanged):
+            self._note_delivery(item.partition, event, writes, emitted)
+            return
+        else:
+            assert isinstance(event, EngineInput)
+            # Erasures apply by rule 6's own path; a message that is not exactly one is none.
+            assert not isinstance(event, (CustomerErasure, CustomerEraseRequested, MessageReceived))
+            writes.agent_events.append(event)  # the agent event log `switchboard replay` reads
         self._collect(item.partition, state, apply(state, event, now), writes, emitted, now)
 
     def _note_delivery(
@@ -554,62 +556,89 @@ class Intake:
         emitted: list[RoutingEvent],
         now: float,
     ) -> None:
-        domain = state.domain
-        waits = self.waits
         for effect in effects:
-            match effect:
-                case Emit(event=event):
-                    notice = None
-                    if type(event) is ConversationAssigned:
-                        waits.assigned(event)
-                    elif type(event) is ConversationQueued:
-                        event = waits.queued(state, event, now)
-                        notice = waits.notice(state, event, now)
-                    elif type(event) is ConversationHandedOff:
-                        event = self._with_expected_wait(state, event, now)
-                    elif isinstance(event, _WAIT_ENDED):
-                        waits.forget(domain, event.conversation_id)
-                    writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
-                    emitted.append(event)
-                    if notice is not None:
-                        self._send_reply(partition, notice, writes)
-                # The cases of every customer message first: each case is a type check.
-                case SaveMessage(message=message, conversation_id=conversation_id):
-                    writes.messages.append((message, conversation_id))
-                case SaveActivity(conversation_id=conversation_id, activity=activity):
-                    if self._activity_alone:
-                        writes.note_activity((domain, conversation_id), activity)
-                        self.waits.active(state, conversation_id, now)
-                    else:
-                        # The whole record, as the general path saves it: a small batch,
-                        # or readers older than migration 0027 (``ACTIVITY_ALONE_FROM``).
-                        whole = conversation_record(state.conversations[conversation_id])
-                        self._save_conversation(state, whole, writes, now)
-                case SaveConversation(record=record):
-                    self._save_conversation(state, record, writes, now)
-                case SendReply(reply=reply):
-                    self._send_reply(partition, reply, writes)
-                case SaveAgent(record=record):
-                    writes.agents[(domain, record.agent_id)] = record
-                case SaveCustomer(record=record):
-                    writes.customers[(domain, record.customer_id)] = record
-                case SaveAssignment(record=record):
-                    writes.assignments[(domain, record.assignment_id)] = record
-                    observe_saved_assignment(self._metrics, domain, record)
-                case DropAgent(agent_id=agent_id):
-                    writes.agents[(domain, agent_id)] = None
-                case DropCustomer(customer_id=customer_id):
-                    writes.customers[(domain, customer_id)] = None
-                case SaveIdentity(identity=identity, record=link):
-                    writes.identities[(domain, identity)] = link
-                case SaveConsent():
-                    writes.consents.append(effect)
-                case SaveBot(bot_id=bot_id, record=health):
-                    writes.bots[(domain, bot_id)] = health
-                case EraseCustomer():
-                    writes.erasures.append((domain, effect))
-                case _:
-                    assert_never(effect)
+            # The effects of every customer message first, by their exact type: a class
+            # pattern costs a type check and an attribute lookup per keyword.
+            if type(effect) is SaveMessage:
+                writes.messages.append((effect.message, effect.conversation_id))
+            elif type(effect) is Emit:
+                self._emit(partition, state, effect.event, writes, emitted, now)
+            elif type(effect) is SaveActivity and self._activity_alone:
+                writes.note_activity((state.domain, effect.conversation_id), effect.activity)
+                self.waits.active(state, effect.conversation_id, now)
+            else:
+                self._collect_rarer(partition, state, effect, writes, now)
+
+    def _emit(
+        self,
+        partition: int,
+        state: DomainState,
+        event: RoutingEvent,
+        writes: store.BatchWrites,
+        emitted: list[RoutingEvent],
+        now: float,
+    ) -> None:
+        """An event the engine emitted, into the outbox, with what the wait estimates
+        note of it."""
+        notice = None
+        if type(event) is MessageRouted:
+            pass  # one per customer message: no wait to note
+        elif type(event) is ConversationAssigned:
+            self.waits.assigned(event)
+        elif type(event) is ConversationQueued:
+            event = self.waits.queued(state, event, now)
+            notice = self.waits.notice(state, event, now)
+        elif type(event) is ConversationHandedOff:
+            event = self._with_expected_wait(state, event, now)
+        elif isinstance(event, _WAIT_ENDED):
+            self.waits.forget(state.domain, event.conversation_id)
+        writes.outbox.setdefault(partition, []).append(self._outbox_event(event))
+        emitted.append(event)
+        if notice is not None:
+            self._send_reply(partition, notice, writes)
+
+    def _collect_rarer(
+        self,
+        partition: int,
+        state: DomainState,
+        effect: Effect,
+        writes: store.BatchWrites,
+        now: float,
+    ) -> None:
+        """The effects ``_collect`` does not take itself."""
+        assert not isinstance(effect, (Emit, SaveMessage))
+        domain = state.domain
+        match effect:
+            case SaveActivity(conversation_id=conversation_id):
+                # The whole record, as the general path saves it: a small batch, or
+                # readers older than migration 0027 (``ACTIVITY_ALONE_FROM``).
+                whole = conversation_record(state.conversations[conversation_id])
+                self._save_conversation(state, whole, writes, now)
+            case SaveConversation(record=record):
+                self._save_conversation(state, record, writes, now)
+            case SendReply(reply=reply):
+                self._send_reply(partition, reply, writes)
+            case SaveAgent(record=record):
+                writes.agents[(domain, record.agent_id)] = record
+            case SaveCustomer(record=record):
+                writes.customers[(domain, record.customer_id)] = record
+            case SaveAssignment(record=record):
+                writes.assignments[(domain, record.assignment_id)] = record
+                observe_saved_assignment(self._metrics, domain, record)
+            case DropAgent(agent_id=agent_id):
+                writes.agents[(domain, agent_id)] = None
+            case DropCustomer(customer_id=customer_id):
+                writes.customers[(domain, customer_id)] = None
+            case SaveIdentity(identity=identity, record=link):
+                writes.identities[(domain, identity)] = link
+            case SaveConsent():
+                writes.consents.append(effect)
+            case SaveBot(bot_id=bot_id, record=health):
+                writes.bots[(domain, bot_id)] = health
+            case EraseCustomer():
+                writes.erasures.append((domain, effect))
+            case _:
+                assert_never(effect)
 
     def _save_conversation(
         self, state: DomainState, record: ConversationRecord, writes: store.BatchWrites, now: float
