@@ -384,15 +384,14 @@ class Intake:
                 yield
             event = item.event
             try:
-                if isinstance(event, CustomerEraseRequested):
-                    self._erase(item, event, now, erasures or {}, writes, emitted)
-                else:
+                if type(event) is not CustomerEraseRequested:
                     self._apply(item, now, known, writes, emitted)
+                    continue
+                self._erase(item, event, now, erasures or {}, writes, emitted)
             except Exception as error:  # any failure on one record is that record's: isolated
                 raise Unappliable() from error
-            if isinstance(event, CustomerEraseRequested):
-                self._end_batch_after(batch, index)
-                return
+            self._end_batch_after(batch, index)
+            return
 
     def _erase(
         self,

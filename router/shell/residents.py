@@ -44,7 +44,7 @@ from router.engine import (
 from router.engine.records import CustomerRecord, IdentityRecord
 from router.shell import reads, store
 from router.shell.erasure import ErasureRequest
-from schemas import CustomerEraseRequested
+from schemas import CustomerEraseRequested, MessageReceived
 from schemas.common import Event
 
 
@@ -139,9 +139,12 @@ class ResidentCustomers:
         missing: dict[Key, None] = {}
         batch, absent = self.batch, self._absent
         for event in events:
-            if isinstance(event, CustomerEraseRequested):
+            named: Sequence[str]
+            if type(event) is MessageReceived:  # most inputs: looked for first
+                named = customers_named(event)
+            elif isinstance(event, CustomerEraseRequested):
                 request = erasures.get(event.id)
-                named: Sequence[str] = () if request is None else request.identities
+                named = () if request is None else request.identities
             elif isinstance(event, EngineInput):
                 named = customers_named(event)
             else:
