@@ -488,7 +488,7 @@ class Intake:
             return
         else:
             assert isinstance(event, EngineInput)
-            # Erasures apply by rule 6's own path; a message that is not exactly one is none.
+            # Rule 6 applies erasures, and every customer message is exactly a MessageReceived.
             assert not isinstance(event, (CustomerErasure, CustomerEraseRequested, MessageReceived))
             writes.agent_events.append(event)  # the agent event log `switchboard replay` reads
         self._collect(item.partition, state, apply(state, event, now), writes, emitted, now)
