@@ -605,7 +605,6 @@ class Intake:
         now: float,
     ) -> None:
         """The effects ``_collect`` does not take itself."""
-        assert not isinstance(effect, (Emit, SaveMessage))
         domain = state.domain
         match effect:
             case SaveActivity(conversation_id=conversation_id):
@@ -636,6 +635,9 @@ class Intake:
                 writes.bots[(domain, bot_id)] = health
             case EraseCustomer():
                 writes.erasures.append((domain, effect))
+            # Last, so that the effects above are not first checked against these.
+            case Emit() | SaveMessage():
+                raise AssertionError(f"{type(effect).__name__} is taken by _collect")
             case _:
                 assert_never(effect)
 
