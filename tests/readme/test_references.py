@@ -11,6 +11,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 _REFERENCE = re.compile(r"\b(?:[Ss]ee|under) \*([^*\s][^*]*)\*")
 _HEADING = re.compile(r"^#+\s+(.*)$", re.MULTILINE)
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
 def _plain(text: str) -> str:
@@ -18,7 +19,8 @@ def _plain(text: str) -> str:
 
 
 def _unresolved(text: str) -> list[str]:
-    headings = [_plain(heading) for heading in _HEADING.findall(text)]
+    prose = _FENCED.sub("", text)  # a shell comment in a code block is no heading
+    headings = [_plain(heading) for heading in _HEADING.findall(prose)]
     titles = [_plain(title).rstrip(".:") for title in _BOLD.findall(text)]
     return [
         name
@@ -33,5 +35,8 @@ def test_every_reference_names_a_heading_or_a_titled_paragraph() -> None:
 
 
 def test_a_reference_to_nothing_is_found() -> None:
-    text = "## Memory\n\n**Kept: the pool.** It is.\n\nSee *Memory*, see *Kept*, see *Speed*.\n"
+    text = (
+        "## Memory\n\n**Kept: the pool.** It is.\n\n```sh\n# Speed\n```\n\n"
+        "See *Memory*, see *Kept*, see *Speed*.\n"
+    )
     assert _unresolved(text) == ["speed"]
