@@ -4,14 +4,11 @@ the README or a paragraph's bold title, so a reader who follows one finds it."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.readme.commands import README, _sections_and_lines
 
 _REFERENCE = re.compile(r"\b(?:[Ss]ee|under) \*([^*\s][^*]*)\*")
-_HEADING = re.compile(r"^#+\s+(.*)$", re.MULTILINE)
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
-_FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
 def _plain(text: str) -> str:
@@ -19,8 +16,8 @@ def _plain(text: str) -> str:
 
 
 def _unresolved(text: str) -> list[str]:
-    prose = _FENCED.sub("", text)  # a shell comment in a code block is no heading
-    headings = [_plain(heading) for heading in _HEADING.findall(prose)]
+    # The headings the commands are filed under: a comment in a code block is none.
+    headings = {_plain(section) for _, section, _, _ in _sections_and_lines(text)}
     titles = [_plain(title).rstrip(".:") for title in _BOLD.findall(text)]
     return [
         name
