@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from router.api.desktop_models import STATUS_VALUES
 from tests.api.support import Api, api_service
 from tests.conftest import Infrastructure
-from tests.support import wait_until
+from tests.support import reply_sent, wait_until
 
 ACME = "/v1/domains/acme"
 LIST = ACME + "/conversations"
@@ -156,6 +156,8 @@ async def build_scene(api: Api) -> Scene:
         "POST", f"{LIST}/{alice_web}/reply", "ann", json={"text": "Hi Alice"}
     )
     assert status == 202, body
+    # Sent, its status moves no more: the history is read whole, then page by page.
+    await reply_sent(api.pool, body["reply_id"])
     await close(api, carol, "ann")
 
     # Alice is one person: her phone joins her web chat profile. The router merges the
