@@ -21,7 +21,6 @@ it, so these rules hold whoever wrote the handler:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -29,7 +28,7 @@ from aiohttp import hdrs, web, web_urldispatcher
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
 
-from runtime.logging import RateLimit, format_exception
+from runtime.logging import RateLimit, format_exception, new_log_id
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +92,7 @@ async def contain_errors(request: web.Request, handler: Handler) -> web.StreamRe
             # The answer has begun: no error response can follow. aiohttp logs it (without
             # the message, through runtime.logging) and closes the connection.
             raise
-        error_id = uuid.uuid4().hex[:12]
+        error_id = new_log_id()
         route = route_of(request)
         suppressed = request.app[ERROR_LOG_LIMIT].admit(("request_failed", type(error), route))
         if suppressed is not None:

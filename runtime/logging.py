@@ -155,6 +155,20 @@ def fingerprint(value: object) -> str:
     )
 
 
+LOG_ID_BYTES = 6
+"""A ``new_log_id`` is twelve hex digits."""
+
+
+def new_log_id() -> str:
+    """A random id for lines that name it and people who look it up by it (a token's, a
+    failed request's): twelve hex digits, drawn again while rule 2 would take them for a
+    phone number, which about one draw in 280 is (all digits), so that the id a client
+    was given is the one its lines carry."""
+    while _PHONE.search(drawn := secrets_module.token_hex(LOG_ID_BYTES)):
+        pass
+    return drawn
+
+
 def _fingerprint_match(match: re.Match[str]) -> str:
     return fingerprint(match.group())
 

@@ -199,6 +199,20 @@ def test_ordinary_operational_text_is_left_alone(line: str) -> None:
     assert logs.Redactor(["some-secret-value"]).scrub(line) == line
 
 
+def test_log_ids_are_never_taken_for_phone_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token's or a failed request's id is what its lines are found by: one the
+    redaction masks (all digits, about one draw in 280) is drawn again."""
+    drawn = iter(["123456789012", "000000000000", "12345678901a"])
+    monkeypatch.setattr(logs.secrets_module, "token_hex", lambda _: next(drawn))
+    assert logs.new_log_id() == "12345678901a"
+    monkeypatch.undo()
+    redactor = logs.Redactor()
+    for _ in range(2_000):
+        log_id = logs.new_log_id()
+        assert re.fullmatch(r"[0-9a-f]{12}", log_id)
+        assert redactor.scrub(f"token {log_id} revoked") == f"token {log_id} revoked"
+
+
 def test_known_secret_values_are_masked_in_every_encoding() -> None:
     secret = "p@ss w/rd+é!"
     redactor = logs.Redactor([secret, "short"])

@@ -33,7 +33,6 @@ import hmac
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +47,7 @@ from router.api.config import AuthMode
 from router.api.models import TokenScope, TokenView, epoch
 from runtime.audit import CLI_ACTOR, record_action
 from runtime.db import DATABASE_ERRORS
+from runtime.logging import new_log_id
 
 log = structlog.get_logger(__name__)
 
@@ -176,14 +176,6 @@ def _where(where: Where) -> tuple[bool, str | None]:
     return (True, None) if where is EVERY_DOMAIN else (False, where)
 
 
-def new_token_id() -> str:
-    """Twelve hex digits with at least one letter: the log redaction masks a run of digits
-    as a phone number, and the id is what the token's log lines name it by."""
-    while (token_id := uuid.uuid4().hex[:12]).isdigit():
-        pass
-    return token_id
-
-
 async def create_token(
     conn: asyncpg.Connection,
     *,
@@ -201,7 +193,7 @@ async def create_token(
     if (scope is Scope.PLATFORM) != (domain is None):
         raise ValueError("a platform token has no domain, every other token has one")
     token = new_token()
-    token_id = new_token_id()
+    token_id = new_log_id()
     async with conn.transaction():
         await conn.execute(
             "INSERT INTO api_tokens (domain, token_id, token_sha256, scope, agent_id, name,"

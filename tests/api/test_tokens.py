@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import sys
-import uuid
 from typing import Any
 
 import asyncpg
@@ -16,8 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from router.api import auth
-from router.api.auth import Authenticator, Scope, create_token, new_token_id, token_sha256
+from router.api.auth import Authenticator, Scope, create_token, token_sha256
 from router.api.config import AuthMode
 from router.api.routes import API
 from tests.api.support import Api, api_service
@@ -642,12 +640,3 @@ async def test_principals_name_their_actor_and_platform_ones_pass_everywhere(
         await auth.settle()
     finally:
         await pool.close()
-
-
-def test_a_token_id_is_never_all_digits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An all-digit id would be masked in the logs as a phone number."""
-    drawn = iter(
-        [uuid.UUID("12345678-9012-4abc-8def-0123456789ab"), uuid.UUID(int=0xABCDEF012345 << 80)]
-    )
-    monkeypatch.setattr(auth.uuid, "uuid4", lambda: next(drawn))
-    assert new_token_id() == "abcdef012345"
