@@ -67,6 +67,7 @@ from schemas import (
 )
 from switchboard.cli import prepare
 from switchboard.config import Config
+from switchboard.control import store as control_store
 from switchboard.embedded import missing_services
 from tools.stats import sampled_percentile
 
@@ -244,15 +245,20 @@ async def adapter_keys(url: str) -> AsyncIterator[TopicKeys]:
 
 
 async def produce(
-    bootstrap: str, topic: str, events: list[MessageReceived], keys: TopicKeys | None = None
+    bootstrap: str,
+    topic: str,
+    events: list[MessageReceived],
+    keys: TopicKeys | None = None,
+    version: int | None = None,
 ) -> None:
-    """``events`` on ``topic``, sealed with ``keys`` (None: plain, the raw pipeline's)."""
+    """``events`` on ``topic``, sealed with ``keys`` and stamped with configuration
+    ``version`` (None: plain, the raw pipeline's)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()
     try:
         for start in range(0, len(events), 1000):
             chunk = events[start : start + 1000]
-            records = await _records(chunk, keys)
+            records = await _records(chunk, keys, version)
             futures = [
                 await producer.send(topic, value=value, key=e.domain.encode(), headers=headers)
                 for e, (value, headers) in zip(chunk, records, strict=True)
@@ -263,16 +269,18 @@ async def produce(
 
 
 async def _records(
-    events: list[MessageReceived], keys: TopicKeys | None
+    events: list[MessageReceived], keys: TopicKeys | None, version: int | None
 ) -> list[tuple[bytes, list[tuple[str, bytes]] | None]]:
     """The value and headers of each event's record: with ``keys``, as the adapters publish
-    it (``runtime.kafka.event_headers``: sealed, with its CloudEvents headers, which the
-    router reads); without, plain and without headers (the raw pipeline's)."""
+    it (``runtime.kafka.event_headers``: sealed, with its CloudEvents headers and the
+    configuration ``version`` it was made under, which the router reads); without, plain
+    and without headers (the raw pipeline's)."""
     values = [msgspec.json.encode(e) for e in events]
     if keys is None:
         return [(value, None) for value in values]
+    stamp = None if version is None else str(version).encode()
     return [
-        (sealed.value, kafka.event_headers(event, INPUT_SOURCE, None, sealed))
+        (sealed.value, kafka.event_headers(event, INPUT_SOURCE, stamp, sealed))
         for event, sealed in zip(events, await keys.sealed(events, values), strict=True)
     ]
 
@@ -305,10 +313,11 @@ async def paced_latencies(
     matches: Callable[[Any], str | None],
     output_of: Callable[[MessageReceived], str] = lambda event: event.id,
     keys: TopicKeys | None = None,
+    version: int | None = None,
 ) -> list[float]:
-    """Produce at ``rate`` for ``seconds`` (sealed with ``keys``: the sealing is part of
-    the time); return produce→output latencies in ms, an output record found by
-    ``matches`` = ``output_of`` its message."""
+    """Produce at ``rate`` for ``seconds`` (sealed with ``keys`` and stamped with
+    ``version``, as ``produce``: the sealing is part of the time); return produce→output
+    latencies in ms, an output record found by ``matches`` = ``output_of`` its message."""
     sent: dict[str, float] = {}
     latencies: list[float] = []
     reader = AIOKafkaConsumer(
@@ -345,7 +354,7 @@ async def paced_latencies(
         while time.perf_counter() - start < seconds:
             event = make(index)
             sent[output_of(event)] = time.perf_counter()
-            ((value, headers),) = await _records([event], keys)
+            ((value, headers),) = await _records([event], keys, version)
             await producer.send(topic, value=value, key=event.domain.encode(), headers=headers)
             index += 1
             delay = start + index * interval - time.perf_counter()
@@ -463,6 +472,8 @@ async def router(
     producer = kafka.make_producer(config, {})
     await producer.start()
     policies = {name: domain.routing for name, domain in config.domains.items()}
+    async with pool.acquire() as conn:
+        applied = await control_store.current(conn)
     worker = RouterWorker(
         config,
         policies,
@@ -470,6 +481,9 @@ async def router(
         pool,
         producer if acknowledgements is None else acknowledgements.watching(producer),
         metrics or Metrics(config=config.metrics),
+        # As ``switchboard.cli.serve`` starts it: under the stored version, which the input
+        # records are stamped with (a newer stamp holds them, ``router.shell.config_hold``).
+        config_version=0 if applied is None else applied.version,
     )
     collector.settle()  # as ``switchboard.cli.serve`` does once the service has started
     task = asyncio.create_task(worker.run())
@@ -583,11 +597,11 @@ async def bench_switchboard_throughput(services: Services) -> tuple[float, float
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])
-        await prepare(config, {})
+        version = (await prepare(config, {})).version
         await register_agents(config, "bench", agents=200, capacity=10)
         events = [message("bench", i, conversations=2000) for i in range(THROUGHPUT_MESSAGES)]
         async with adapter_keys(url) as keys:
-            await produce(services.bootstrap, config.topic(topics.INBOUND), events, keys)
+            await produce(services.bootstrap, config.topic(topics.INBOUND), events, keys, version)
         metrics = Metrics(config=config.metrics)
         clock = AcknowledgementClock()
         async with router(config, metrics, acknowledgements=clock) as worker:
@@ -636,14 +650,14 @@ async def switchboard_latency_round(services: Services) -> list[float]:
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])  # topics of its own
-        await prepare(config, {})
+        version = (await prepare(config, {})).version
         await register_agents(config, "bench", agents=200, capacity=10)
         async with adapter_keys(url) as keys, router(config):
             # Warm up: open the conversations so the measured load is steady traffic.
             # A message can be routed before the agents' presence is applied (another
             # topic): the conversations are assigned then, all at once. Wait for that.
             warm = [message("bench", i, WARM_MESSAGES) for i in range(WARM_MESSAGES)]
-            await produce(services.bootstrap, config.topic(topics.INBOUND), warm, keys)
+            await produce(services.bootstrap, config.topic(topics.INBOUND), warm, keys, version)
             await count_records(
                 services.bootstrap,
                 config.topic(topics.ROUTING),
@@ -660,6 +674,7 @@ async def switchboard_latency_round(services: Services) -> list[float]:
                 matches=routed_id,
                 output_of=routed_id_of,
                 keys=keys,
+                version=version,
             )
     finally:
         await drop_database(services, url)
@@ -844,11 +859,11 @@ async def bench_recovery(services: Services) -> tuple[float, float]:
     url = await fresh_database(services)
     try:
         config = bench_config(services, url, ["bench"])
-        await prepare(config, {})
+        version = (await prepare(config, {})).version
         await seed_open_work(url, "bench", RECOVERY_CONVERSATIONS)
         probe = message("bench", 1, RECOVERY_CONVERSATIONS)  # continues an open conversation
         async with adapter_keys(url) as keys:
-            await produce(services.bootstrap, config.topic(topics.INBOUND), [probe], keys)
+            await produce(services.bootstrap, config.topic(topics.INBOUND), [probe], keys, version)
         takeover = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -119,7 +119,7 @@ async def bench_scale(running: Services) -> dict[str, float]:
     url = await fresh_database(running)
     try:
         config = bench_config(running, url, ["bench"])
-        await prepare(config, {})
+        version = (await prepare(config, {})).version
         started = time.perf_counter()
         await seed_open_work(url, "bench", open_conversations)
         await seed_history(url, history, max(1, open_conversations // 10))
@@ -127,7 +127,9 @@ async def bench_scale(running: Services) -> dict[str, float]:
         probe, *addresses = traffic_addresses(messages, history, random.Random(7))
         probe_message = message_from("bench", probe, 0, "it is me again")
         async with adapter_keys(url) as keys:
-            await produce(running.bootstrap, config.topic(topics.INBOUND), [probe_message], keys)
+            await produce(
+                running.bootstrap, config.topic(topics.INBOUND), [probe_message], keys, version
+            )
         loaded = await takeover(msgspec.json.encode(config).decode(), open_conversations)
         await count_routed(config, 1)
         # Room for the traffic: two more slots for each agent of the open work, so that new
@@ -138,7 +140,7 @@ async def bench_scale(running: Services) -> dict[str, float]:
             for i, address in enumerate(addresses)
         ]
         async with adapter_keys(url) as keys:
-            await produce(running.bootstrap, config.topic(topics.INBOUND), traffic, keys)
+            await produce(running.bootstrap, config.topic(topics.INBOUND), traffic, keys, version)
         metrics = Metrics(config=config.metrics)
         async with router(config, metrics) as worker:
             while not worker.partitions:
