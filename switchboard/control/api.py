@@ -47,7 +47,7 @@ from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from schemas import MessageReceived
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX, decode_json_text
-from switchboard.config import ControlDocument, DomainConfig
+from switchboard.config import ControlDocument, DomainConfig, check_domain_id
 from switchboard.control import store
 from switchboard.control.document import (
     DOCUMENT_MAX_BYTES,
@@ -140,8 +140,14 @@ async def _platform(request: web.Request) -> Principal:
 
 async def _admin(request: web.Request) -> tuple[str, Principal]:
     domain = request.match_info["domain"]
-    if not domain or len(domain) > DOMAIN_MAX:
-        raise _Refused(400, f"domain must be 1 to {DOMAIN_MAX} characters")
+    try:
+        # No domain can be configured under another name, and the name goes into queries:
+        # a NUL, which PostgreSQL's text cannot hold, was a 503.
+        check_domain_id(domain)
+    except ValueError:
+        raise _Refused(
+            400, f"domain ids are 1 to {DOMAIN_MAX} letters, digits, '-' and '_'"
+        ) from None
     principal = await request.app[API].auth.principal(request, request.app[DB_POOL], domain)
     if not principal.is_admin:
         raise forbidden("needs an admin token")

@@ -236,6 +236,14 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         )
         assert status == 400
         assert "holds NUL" in body["error"]
+        # a domain id in the path is refused before it reaches a query
+        for domain in ("%00", "a%20b", "a" * 65):
+            for method, path in (("GET", "config/versions"), ("PUT", "config")):
+                status, body, _ = await platform.call(method, f"/v1/domains/{domain}/{path}", {})
+                assert (status, body["error"]) == (
+                    400,
+                    "domain ids are 1 to 64 letters, digits, '-' and '_'",
+                ), (domain, method)
         status, body, _ = await platform.call("GET", "/v1/config/versions")
         assert [v["version"] for v in body["versions"]] == [1], "nothing invalid was stored"
 
