@@ -564,6 +564,29 @@ class ChannelsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
     x: XConfig = XConfig()
     """X (Twitter) direct messages, through the Account Activity API."""
 
+    def serves(self, provider: str) -> bool:
+        """Whether any endpoint here is ``provider``'s (a webhook's provider name, as
+        ``adapters.webhook_serving.serve`` counts it): the webhooks of a provider that
+        feeds no domain are no provider's calls to us."""
+        match provider:
+            case "twilio":
+                return bool(self.twilio.numbers)
+            case "meta":
+                return bool(self.meta.whatsapp or self.meta.messenger or self.meta.instagram)
+            case "telegram":
+                return bool(self.telegram.bots)
+            case "mailgun" | "sendgrid":
+                return any(address.provider == provider for address in self.email.addresses)
+            case "sendgrid_events":
+                return self.serves("sendgrid")
+            case "vonage":
+                return bool(self.vonage.numbers)
+            case "rbm":
+                return bool(self.rbm.agents)
+            case "x":
+                return bool(self.x.accounts)
+        raise ValueError(f"no webhook provider {provider!r}")
+
     def customer_id(self, domain: str, channel: str, address: str) -> str:
         """The domain's customer id for a channel identity.
 

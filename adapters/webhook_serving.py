@@ -3,7 +3,8 @@
 Every request follows the same steps:
 1. read the raw body, refusing more than ``max_body_bytes`` (413) and any body with a
    ``Content-Encoding`` (415, see ``refuse_encoded_bodies``);
-2. verify the provider's signature or secret (401 missing, 403 wrong);
+2. verify the provider's signature or secret (401 missing, 403 wrong; 503 when our secret
+   is unset, 404 when no endpoint of the provider is configured at all);
 3. normalize into ``schemas`` events. A request refused before its signature is verified
    is a 4xx with a reason, nothing published; once verified, a request that cannot be
    read, or an item holding a value no event may carry (``adapters.base.Unusable``), is
@@ -177,9 +178,20 @@ async def serve(
     except BadRequest as exc:
         return _refused(ctx, provider, "bad_request", exc)
     except SecretMissing as exc:
+        if not ctx.channels.serves(provider):
+            # No endpoint of this provider is configured: anyone's request, not a provider's.
+            not_ours = BadRequest(f"no {provider} endpoint is configured in [channels]", status=404)
+            return _refused(ctx, provider, "bad_request", not_ours)
         # Our deployment is incomplete: 503 keeps the provider retrying until it is fixed.
         m.child(m.webhook_requests, provider, "unavailable").inc()
-        log.error("webhook_secret_missing", provider=provider, variable=exc.env_name)
+        suppressed = ctx.log_limit.admit((provider, "secret_missing"))
+        if suppressed is not None:
+            log.error(
+                "webhook_secret_missing",
+                provider=provider,
+                variable=exc.env_name,
+                **({"suppressed": suppressed} if suppressed else {}),
+            )
         return error_response(503, "adapter not configured")
 
     events = normalized.events

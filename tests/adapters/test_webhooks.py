@@ -20,6 +20,7 @@ from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio
 from yarl import URL
 
 from adapters import rbm, sendgrid, twilio, vonage, x_dm
+from adapters.config import ChannelsConfig
 from adapters.webhooks import WebhookContext, webhook_routes
 from runtime.metrics import Metrics
 from tests.adapters.conftest import (
@@ -42,6 +43,7 @@ from tests.adapters.test_hostile_fields import (
 )
 from tests.adapters.test_meta import signed, wa_notification, wa_text, wa_value
 from tests.adapters.test_twilio import inbound_sms, sign
+from tests.logcapture import captured_logs, lines_of
 
 WEBHOOKS = [
     ("POST", "/webhooks/twilio/sms"),
@@ -225,6 +227,66 @@ async def test_missing_secret_is_503_not_a_crash() -> None:
         assert resp.status == 503
         assert "TWILIO_AUTH_TOKEN" not in await resp.text()
     assert publisher.batches == []
+
+
+async def test_a_provider_without_endpoints_is_404_and_a_missing_secret_logs_sparingly() -> None:
+    """Anyone can call a provider's webhook that this deployment does not use: that is a
+    404, not our incomplete deployment's 503. Where the provider has endpoints, the 503's
+    error line is let through 10 times a minute, the next one counting the rest."""
+    environ = {
+        k: v for k, v in ENVIRON.items() if k not in ("TWILIO_AUTH_TOKEN", "X_CONSUMER_SECRET")
+    }
+    no_x = msgspec.structs.replace(CHANNELS, x=msgspec.structs.replace(CHANNELS.x, accounts=[]))
+    assert CHANNELS.x.accounts
+    assert not no_x.serves("x")
+    assert no_x.serves("twilio")
+    ctx = WebhookContext(
+        channels=no_x,
+        environ=environ,
+        publisher=RecordingPublisher(),
+        nonces=MemoryNonces(),
+        metrics=Metrics(),
+    )
+    app = web.Application()
+    app.add_routes(webhook_routes(ctx))
+    with captured_logs([]) as buffer:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for _ in range(3):
+                resp = await client.post("/webhooks/x", data=b"{}")
+                assert resp.status == 404
+                assert await resp.json() == {"error": "no x endpoint is configured in [channels]"}
+            params = inbound_sms()
+            for _ in range(25):
+                resp = await client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
+                assert resp.status == 503
+    missing = [line for line in lines_of(buffer) if line["event"] == "webhook_secret_missing"]
+    assert len(missing) == 10
+    assert {line["provider"] for line in missing} == {"twilio"}
+    assert {line["variable"] for line in missing} == {"TWILIO_AUTH_TOKEN"}
+
+
+async def test_no_webhook_of_an_unconfigured_deployment_answers_5xx() -> None:
+    """With no endpoint and no secret configured, whatever comes is a client's mistake."""
+    ctx = WebhookContext(
+        channels=ChannelsConfig(),
+        environ={},
+        publisher=RecordingPublisher(),
+        nonces=MemoryNonces(),
+        metrics=Metrics(),
+    )
+    app = web.Application()
+    app.add_routes(webhook_routes(ctx))
+    bodies = [b"", b"{}", b"a=b", b"\xff"]
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for method, path in WEBHOOKS:
+            for body in bodies:
+                resp = await client.request(
+                    method,
+                    path + "?crc_token=abc",
+                    data=body if method == "POST" else None,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+                assert 400 <= resp.status < 500, (method, path, body, resp.status)
 
 
 KEYS = [
