@@ -160,10 +160,10 @@ LOG_ID_BYTES = 6
 
 
 def new_log_id() -> str:
-    """A random id for lines that name it and people who look it up by it (a token's, a
-    failed request's): twelve hex digits, drawn again while rule 2 would take them for a
-    phone number, which about one draw in 280 is (all digits), so that the id a client
-    was given is the one its lines carry."""
+    """A random id that log lines name and people look up (a token's, a failed
+    request's): twelve hex digits, drawn again while rule 2 would take them for a phone
+    number (all digits: about one draw in 280), so that the lines carry the id a client
+    was given."""
     while _PHONE.search(drawn := secrets_module.token_hex(LOG_ID_BYTES)):
         pass
     return drawn

@@ -141,8 +141,8 @@ async def _platform(request: web.Request) -> Principal:
 async def _admin(request: web.Request) -> tuple[str, Principal]:
     domain = request.match_info["domain"]
     try:
-        # No domain can be configured under another name, and the name goes into queries:
-        # a NUL, which PostgreSQL's text cannot hold, was a 503.
+        # No domain can be configured under another name, and the name goes into queries,
+        # where a NUL (PostgreSQL's text cannot hold one) would be a database error.
         check_domain_id(domain)
     except ValueError:
         raise _Refused(
