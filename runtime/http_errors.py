@@ -21,6 +21,7 @@ it, so these rules hold whoever wrote the handler:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -135,10 +136,17 @@ def setup_errors(app: web.Application, limit: RateLimit | None = None) -> None:
 
 
 READ_CHUNK = 64 * 1024
+BODY_IDLE_SECONDS = 60.0
+"""Longest a request's body may pause, once its headers have come, before the request is a
+``408`` and its connection closed (nginx's ``client_body_timeout``): a client that stops
+sending mid-body would otherwise hold its connection and its handler for ever. A slow
+upload that keeps coming is read to its end. Headers that never end are not timed here:
+that is the ingress's (nginx's ``client_header_timeout``)."""
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it is known to exceed ``limit`` bytes.
+    """The whole body, or None as soon as it is known to exceed ``limit`` bytes; a body
+    that pauses for ``BODY_IDLE_SECONDS`` is a ``408``.
 
     Read to its end: one ``read(n)`` answers what has arrived so far, which for a body
     that comes in several segments is only its beginning."""
@@ -152,9 +160,21 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
         return body if len(body) <= limit else None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in content.iter_chunked(READ_CHUNK):
+    while True:
+        try:
+            async with asyncio.timeout(BODY_IDLE_SECONDS):
+                chunk = await content.read(READ_CHUNK)
+        except TimeoutError:
+            timed_out = web.HTTPRequestTimeout(
+                text=f'{{"error": "request body paused for {BODY_IDLE_SECONDS:g} s"}}',
+                content_type="application/json",
+            )
+            # Closed after the answer: what may still come is no next request.
+            timed_out.force_close()
+            raise timed_out from None
+        if not chunk:
+            return b"".join(chunks)
         size += len(chunk)
         if size > limit:
             return None
         chunks.append(chunk)
-    return b"".join(chunks)

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from runtime import http_errors
 from runtime.http_errors import read_limited, setup_errors
 from runtime.logging import RateLimit
 from tests.api.support import api_service
@@ -47,6 +48,10 @@ async def _reads_body(request: web.Request) -> web.Response:
     return web.Response(body=await request.read())
 
 
+async def _reads_limited(request: web.Request) -> web.Response:
+    return web.Response(body=await read_limited(request, 1000))
+
+
 async def _fails_mid_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     await response.prepare(request)
@@ -63,6 +68,7 @@ async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Applicatio
     app.router.add_get("/refuses", _refuses)
     app.router.add_get("/answers-404", _answers_404)
     app.router.add_post("/reads-body", _reads_body)
+    app.router.add_post("/reads-limited", _reads_limited)
     app.router.add_get("/fails-mid-stream", _fails_mid_stream)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client, clock
@@ -144,6 +150,38 @@ async def test_a_body_that_cannot_be_decoded_is_a_400(
     status_line = await asyncio.wait_for(reader.readline(), 10)
     writer.close()
     assert status_line.split()[1] == b"400"
+
+
+async def test_a_body_that_pauses_is_a_408_that_closes_the_connection(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    http, _ = client
+    port = http.server.port
+    assert port is not None
+    monkeypatch.setattr(http_errors, "BODY_IDLE_SECONDS", 0.5)
+    head = b"POST /reads-limited HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    with captured_logs([]) as buffer:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head + b"0123456789")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"}"), 10)
+        writer.close()
+        # A slow body that keeps coming is read whole, however long it takes in all.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        for _ in range(10):
+            writer.write(b"0123456789")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+        in_time = await asyncio.wait_for(reader.readuntil(b"0123456789" * 10), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"\r\nConnection: close\r\n" in answer, answer
+    assert answer.endswith(b'{"error": "request body paused for 0.5 s"}'), answer
+    assert in_time.startswith(b"HTTP/1.1 200 "), in_time
+    [line] = lines_of(buffer)
+    assert (line["event"], line["status"], line["route"]) == ("client_error", 408, "/reads-limited")
 
 
 async def test_a_failure_after_the_answer_began_ends_the_connection(
