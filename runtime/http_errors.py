@@ -17,6 +17,8 @@ it, so these rules hold whoever wrote the handler:
 - An ``Expect`` header other than ``100-continue`` is a 417 that does not quote it. aiohttp
   handles ``Expect`` before any middleware, and its own 417 quotes the header: a value that
   is not UTF-8 then fails to encode and became a 500 with an error-level traceback.
+- Every body is read by ``read_limited``: past its limit, None (the caller's 413); paused
+  for ``BODY_IDLE_SECONDS``, a 408 and the connection closed after it.
 """
 
 from __future__ import annotations
