@@ -17,6 +17,9 @@ it, so these rules hold whoever wrote the handler:
 - An ``Expect`` header other than ``100-continue`` is a 417 that does not quote it. aiohttp
   handles ``Expect`` before any middleware, and its own 417 quotes the header: a value that
   is not UTF-8 then fails to encode and became a 500 with an error-level traceback.
+- A request aiohttp cannot parse (a line over its 8,190 bytes, a header with a control
+  character) is answered by aiohttp itself, before any middleware: its answer names the
+  error's kind and quotes nothing (``answer_unparsable``).
 - Every body is read by ``read_limited``: past its limit, None (the caller's 413); paused
   for ``BODY_IDLE_SECONDS``, a 408 and the connection closed after it.
 """
@@ -25,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 
 import structlog
-from aiohttp import hdrs, web, web_urldispatcher
+from aiohttp import hdrs, web, web_protocol, web_urldispatcher
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import DecompressSizeError, HttpProcessingError
 
@@ -128,12 +132,37 @@ async def answer_expect(request: web.Request) -> None:
     )
 
 
+_aiohttp_handle_error = web_protocol.RequestHandler.handle_error
+
+
+def answer_unparsable(
+    handler: web_protocol.RequestHandler,
+    request: web.BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's answer to a request it could not parse, naming the error's kind only: its
+    own quotes the offending bytes (``Got more than 8190 bytes when reading: b'Bearer
+    …'``), which may be a credential or an address."""
+    if status != HTTPStatus.INTERNAL_SERVER_ERROR:
+        kind = f" ({type(exc).__name__})" if exc is not None else ""
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        message = f"{status} {phrase}: malformed request{kind}"
+    return _aiohttp_handle_error(handler, request, status, exc, message)
+
+
 def setup_errors(app: web.Application, limit: RateLimit | None = None) -> None:
     """Install ``contain_errors`` as the outermost middleware (call before any other)."""
     app[ERROR_LOG_LIMIT] = limit or RateLimit()
     # Every route, including those aiohttp makes for unmatched paths, takes the module's
     # default when it is created; no public hook reaches the latter.
     web_urldispatcher._default_expect_handler = answer_expect
+    # Requests that never reach a route are answered by the protocol handler itself.
+    web_protocol.RequestHandler.handle_error = answer_unparsable  # type: ignore[method-assign,assignment]
     app.middlewares.insert(0, contain_errors)
 
 

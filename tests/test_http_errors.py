@@ -184,6 +184,36 @@ async def test_a_body_that_pauses_is_a_408_that_closes_the_connection(
     assert (line["event"], line["status"], line["route"]) == ("client_error", 408, "/reads-limited")
 
 
+async def test_a_request_aiohttp_cannot_parse_is_a_400_that_quotes_nothing(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    port = http.server.port
+    assert port is not None
+    secret = b"Bearer sbt_" + b"x" * 9000
+    requests = {
+        "a header line too long": b"Authorization: " + secret,
+        "a control character in a header": b"X-Email: zoe\x01@example.org",
+        "a header without a colon": b"zoe@example.org",
+    }
+    with captured_logs([]) as buffer:
+        for what, header in requests.items():
+            status, answer = await _status_of(
+                port,
+                b"POST /reads-body HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n"
+                b"Content-Length: 2\r\n\r\nhi",
+            )
+            assert status == 400, (what, answer)
+            assert b"400 Bad Request: malformed request (" in answer, (what, answer)
+            assert b"sbt_" not in answer, what
+            assert b"example.org" not in answer, what
+        status, answer = await _status_of(port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n")
+        assert status == 400, answer
+        assert b"aaaa" not in answer, answer
+    assert "example.org" not in buffer.getvalue()
+    assert "sbt_" not in buffer.getvalue()
+
+
 async def test_a_failure_after_the_answer_began_ends_the_connection(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
