@@ -74,6 +74,13 @@ async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Applicatio
         yield test_client, clock
 
 
+def _port_of(client: tuple[TestClient[web.Request, web.Application], Clock]) -> int:
+    """The test server's port, for requests written byte by byte."""
+    port = client[0].server.port
+    assert port is not None
+    return port
+
+
 async def test_an_unexpected_error_is_a_500_that_echoes_nothing_and_logs_its_type_only(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
@@ -138,9 +145,7 @@ async def test_error_lines_are_rate_limited_then_counted(
 async def test_a_body_that_cannot_be_decoded_is_a_400(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
-    http, _ = client
-    port = http.server.port
-    assert port is not None
+    port = _port_of(client)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         b"POST /reads-body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -156,9 +161,7 @@ async def test_a_body_that_pauses_is_a_408_that_closes_the_connection(
     client: tuple[TestClient[web.Request, web.Application], Clock],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    http, _ = client
-    port = http.server.port
-    assert port is not None
+    port = _port_of(client)
     monkeypatch.setattr(http_errors, "BODY_IDLE_SECONDS", 0.5)
     head = b"POST /reads-limited HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
     with captured_logs([]) as buffer:
@@ -187,9 +190,7 @@ async def test_a_body_that_pauses_is_a_408_that_closes_the_connection(
 async def test_a_request_aiohttp_cannot_parse_is_a_400_that_quotes_nothing(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
-    http, _ = client
-    port = http.server.port
-    assert port is not None
+    port = _port_of(client)
     secret = b"Bearer sbt_" + b"x" * 9000
     requests = {
         "a header line too long": b"Authorization: " + secret,
@@ -233,9 +234,7 @@ async def test_a_failure_after_the_answer_began_ends_the_connection(
 async def test_an_expect_header_other_than_100_continue_is_a_417_that_quotes_nothing(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
-    http, _ = client
-    port = http.server.port
-    assert port is not None
+    port = _port_of(client)
     with captured_logs([]) as buffer:
         for path in (b"/reads-body", b"/nowhere"):
             for expect in (b"\xe9t\xe9", b"zoe@example.org", b"\xff" * 300):
