@@ -194,6 +194,8 @@ class Harness:
 
 async def start_harness(
     *,
+    channels: ChannelsConfig = CHANNELS,
+    environ: Mapping[str, str] = ENVIRON,
     public_url: str | None = PUBLIC_URL,
     max_body_bytes: int = 256 * 1024,
     outbound: Mapping[str, OutboundConfig] | None = None,
@@ -203,8 +205,8 @@ async def start_harness(
     metrics = Metrics()
     nonces = MemoryNonces()
     ctx = WebhookContext(
-        channels=CHANNELS,
-        environ=ENVIRON,
+        channels=channels,
+        environ=environ,
         publisher=publisher,
         nonces=nonces,
         metrics=metrics,

@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio ships no types
@@ -21,8 +19,6 @@ from yarl import URL
 
 from adapters import rbm, sendgrid, twilio, vonage, x_dm
 from adapters.config import ChannelsConfig
-from adapters.webhooks import WebhookContext, webhook_routes
-from runtime.metrics import Metrics
 from tests.adapters.conftest import (
     CHANNELS,
     ENVIRON,
@@ -30,8 +26,6 @@ from tests.adapters.conftest import (
     PUBLIC_URL,
     SENDGRID_EVENT_KEY,
     Harness,
-    MemoryNonces,
-    RecordingPublisher,
     start_harness,
 )
 from tests.adapters.test_hostile_fields import (
@@ -211,22 +205,17 @@ async def test_oversized_body_is_413() -> None:
 
 
 async def test_missing_secret_is_503_not_a_crash() -> None:
-    publisher = RecordingPublisher()
-    ctx = WebhookContext(
-        channels=CHANNELS,
-        environ={k: v for k, v in ENVIRON.items() if k != "TWILIO_AUTH_TOKEN"},
-        publisher=publisher,
-        nonces=MemoryNonces(),
-        metrics=Metrics(),
+    harness = await start_harness(
+        environ={k: v for k, v in ENVIRON.items() if k != "TWILIO_AUTH_TOKEN"}
     )
-    app = web.Application()
-    app.add_routes(webhook_routes(ctx))
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    try:
         params = inbound_sms()
-        resp = await client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
+        resp = await harness.client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
         assert resp.status == 503
         assert "TWILIO_AUTH_TOKEN" not in await resp.text()
-    assert publisher.batches == []
+    finally:
+        await harness.client.close()
+    assert harness.publisher.batches == []
 
 
 async def test_a_provider_without_endpoints_is_404_and_a_missing_secret_logs_sparingly() -> None:
@@ -240,25 +229,21 @@ async def test_a_provider_without_endpoints_is_404_and_a_missing_secret_logs_spa
     assert CHANNELS.x.accounts
     assert not no_x.serves("x")
     assert no_x.serves("twilio")
-    ctx = WebhookContext(
-        channels=no_x,
-        environ=environ,
-        publisher=RecordingPublisher(),
-        nonces=MemoryNonces(),
-        metrics=Metrics(),
-    )
-    app = web.Application()
-    app.add_routes(webhook_routes(ctx))
     with captured_logs([]) as buffer:
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        harness = await start_harness(channels=no_x, environ=environ)
+        try:
             for _ in range(3):
-                resp = await client.post("/webhooks/x", data=b"{}")
+                resp = await harness.client.post("/webhooks/x", data=b"{}")
                 assert resp.status == 404
                 assert await resp.json() == {"error": "no x endpoint is configured in [channels]"}
             params = inbound_sms()
             for _ in range(25):
-                resp = await client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
+                resp = await harness.client.post(
+                    "/webhooks/twilio/sms", data=params, headers=sign(params)
+                )
                 assert resp.status == 503
+        finally:
+            await harness.client.close()
     missing = [line for line in lines_of(buffer) if line["event"] == "webhook_secret_missing"]
     assert len(missing) == 10
     assert {line["provider"] for line in missing} == {"twilio"}
@@ -267,26 +252,20 @@ async def test_a_provider_without_endpoints_is_404_and_a_missing_secret_logs_spa
 
 async def test_no_webhook_of_an_unconfigured_deployment_answers_5xx() -> None:
     """With no endpoint and no secret configured, whatever comes is a client's mistake."""
-    ctx = WebhookContext(
-        channels=ChannelsConfig(),
-        environ={},
-        publisher=RecordingPublisher(),
-        nonces=MemoryNonces(),
-        metrics=Metrics(),
-    )
-    app = web.Application()
-    app.add_routes(webhook_routes(ctx))
+    harness = await start_harness(channels=ChannelsConfig(), environ={})
     bodies = [b"", b"{}", b"a=b", b"\xff"]
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    try:
         for method, path in WEBHOOKS:
             for body in bodies:
-                resp = await client.request(
+                resp = await harness.client.request(
                     method,
                     path + "?crc_token=abc",
                     data=body if method == "POST" else None,
                     headers={"Content-Type": "application/x-www-form-urlencoded"},
                 )
                 assert 400 <= resp.status < 500, (method, path, body, resp.status)
+    finally:
+        await harness.client.close()
 
 
 KEYS = [
