@@ -13,7 +13,9 @@ Rules, per record of a fetch:
 2. A record is set aside as a dead letter, with its reason, when it cannot be decoded or
    validated (``invalid: …``), holds U+0000 in a string (PostgreSQL's text and jsonb
    cannot store it: the whole transaction would fail), or names a domain this router does
-   not own on that partition (``unknown domain …``). The batch goes on without it.
+   not own on that partition (``unknown domain …``; ``misplaced: …`` when the domain is
+   routed from another partition, its producer having keyed it otherwise). The batch goes
+   on without it.
 3. Records apply in order per partition: by broker timestamp, agent events before
    inbound records of the same millisecond, then by offset.
 4. A customer message whose id is already stored, being written, or earlier in the batch
@@ -250,6 +252,10 @@ class Intake:
         self._metrics = metrics
         self.partitions: dict[int, dict[str, DomainState]] = {}
         """The owned domains' states, by input partition number."""
+        self.homes: Mapping[str, int] = {}
+        """Every domain the deployment routes, with its input partition number (the worker
+        sets it at each load and configuration change): a record naming one of them on
+        another partition was keyed wrongly by its producer."""
         self.expected: dict[InputPartition, int | None] = {}
         """The next offset to apply per input partition (None: whatever comes first)."""
         self._first_responses_seen: set[tuple[str, str]] = set()
@@ -321,7 +327,7 @@ class Intake:
                     self.dead_letter(writes, record, "invalid: a string holds U+0000 (NUL)")
                     continue
                 if event.domain not in domains:
-                    self.dead_letter(writes, record, f"unknown domain {event.domain!r}")
+                    self.dead_letter(writes, record, self._stranger(event.domain, number))
                     continue
                 if key_id is not None:
                     subject = sealing_subject(event)
@@ -682,6 +688,16 @@ class Intake:
             value=_encode(event),
             headers=tuple(encode_headers(event, source=self._source, subject=subject)),
             seal=sealing_subject(event),
+        )
+
+    def _stranger(self, domain: str, number: int) -> str:
+        """Why a record naming ``domain`` on partition ``number`` is not applied here."""
+        home = self.homes.get(domain)
+        if home is None or home == number:
+            return f"unknown domain {domain!r}"
+        return (
+            f"misplaced: domain {domain!r} is routed from partition {home}, not {number}"
+            " (a record's key must be its domain)"
         )
 
     def dead_letter(self, writes: store.BatchWrites, record: Record, reason: str) -> None:

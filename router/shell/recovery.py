@@ -144,13 +144,15 @@ class PartitionLoader:
         self, consumer: AIOKafkaConsumer, numbers: Iterable[int]
     ) -> dict[int, list[str]]:
         """The domains of each partition number under the current policies."""
+        homes = self.homes(consumer)
+        return {number: [d for d, home in homes.items() if home == number] for number in numbers}
+
+    def homes(self, consumer: AIOKafkaConsumer) -> dict[str, int]:
+        """Each routed domain's input partition number, by the producers' partitioner."""
         total = (
             len(consumer.partitions_for_topic(self._inbound) or ()) or self._config.kafka.partitions
         )
-        return {
-            number: [d for d in self.policies if kafka.partition_for(d, total) == number]
-            for number in numbers
-        }
+        return {d: kafka.partition_for(d, total) for d in self.policies}
 
     async def load(
         self,

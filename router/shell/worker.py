@@ -305,6 +305,7 @@ class RouterWorker:
         self.config_version = version
         partitions = self._intake.partitions
         owned = self._loader.owned_domains(consumer, partitions)
+        self._intake.homes = self._loader.homes(consumer)
         log.info("config_applied", version=version)
         if any(set(owned[number]) != set(domains) for number, domains in partitions.items()):
             await self._reload(consumer)
@@ -720,6 +721,7 @@ class RouterWorker:
             consumer, numbers, assigned, fold_saved_activities=not self._intake.saves_activity_alone
         )
         self._intake.partitions.update(loaded.partitions)
+        self._intake.homes = self._loader.homes(consumer)
         self._residents.adopt(self.domain_states())
         for tp, position in loaded.positions.items():
             self._intake.expected[tp] = position

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from runtime.kafka import EventPublisher
+from runtime.kafka import EventPublisher, partition_for
 from schemas import (
     ROUTING_DECODER,
     BotReplied,
@@ -292,16 +292,25 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_processing_goes_on
                 msgspec.structs.replace(traffic.message("acme", 1), domain="nowhere")
             )
             await producer.send_and_wait(inbound, stranger, key=b"nowhere")
+            # acme's own message, keyed to the other partition by a faulty producer.
+            partitions = config.kafka.partitions
+            home = partition_for("acme", partitions)
+            misplaced = msgspec.json.encode(traffic.message("acme", 1))
+            await producer.send_and_wait(
+                inbound, misplaced, key=b"acme", partition=(home + 1) % partitions
+            )
             await producer.send_and_wait(config.topic("agents.events"), b"[]", key=b"acme")
             await traffic.send_messages(1)
         finally:
             await producer.stop()
-        letters = await dlq.wait_for(lambda rs: len(rs) >= 4)
+        letters = await dlq.wait_for(lambda rs: len(rs) >= 5)
         reasons = sorted(
             dict(r.headers)["dlq_reason"].decode().split(":")[0].split(" ")[0] for r in letters
         )
-        assert reasons == ["invalid", "invalid", "invalid", "unknown"]
-        assert {r.value for r in letters} >= {b"\x00\xffnot json", stranger}
+        assert reasons == ["invalid", "invalid", "invalid", "misplaced", "unknown"]
+        [why] = [dict(r.headers)["dlq_reason"].decode() for r in letters if r.value == misplaced]
+        assert why.startswith(f"misplaced: domain 'acme' is routed from partition {home}, not ")
+        assert {r.value for r in letters} >= {b"\x00\xffnot json", stranger, misplaced}
         assert all(
             dict(r.headers)["dlq_topic"].startswith(config.topic("").encode()) for r in letters
         )
@@ -310,7 +319,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_processing_goes_on
             await wait_until(
                 lambda: conn.fetchval("SELECT count(*) = 2 FROM messages"), what="good messages"
             )
-            assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 4
+            assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 5
         finally:
             await conn.close()
         async with service.session.get(service.url("/metrics")) as r:

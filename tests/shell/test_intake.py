@@ -295,6 +295,27 @@ def test_a_dead_letter_keyed_by_a_domain_not_owned_counts_under_no_domain() -> N
     assert value(metrics, "switchboard_dead_letters_total", domain="elsewhere", **labels) is None
 
 
+def test_a_record_keyed_to_another_partition_than_its_domains_is_called_misplaced() -> None:
+    metrics = Metrics()
+    intake = new_intake(metrics=metrics)
+    intake.homes = {DOMAIN: 0, "elsewhere": 2}
+    stranger = msgspec.json.encode(msgspec.structs.replace(message(), domain="elsewhere"))
+    nowhere = msgspec.json.encode(msgspec.structs.replace(message(), domain="nowhere"))
+    batch = run(intake, [record(stranger, 0), record(nowhere, 1), record(message(), 2)])
+    assert dead(batch) == [
+        (
+            0,
+            "misplaced: domain 'elsewhere' is routed from partition 2, not 0"
+            " (a record's key must be its domain)",
+        ),
+        (1, "unknown domain 'nowhere'"),
+    ]
+    assert applied(batch) == [2]
+    labels = {"domain": DOMAIN, "topic": INBOUND}
+    assert value(metrics, "switchboard_dead_letters_total", reason="misplaced", **labels) == 1
+    assert value(metrics, "switchboard_dead_letters_total", reason="unknown", **labels) == 1
+
+
 def test_a_reason_names_the_error_never_the_records_content() -> None:
     error = asyncpg.CharacterNotInRepertoireError("invalid byte sequence: 'secret text'")
     assert poison_reason(error) == "unstorable: CharacterNotInRepertoireError (SQLSTATE 22021)"
