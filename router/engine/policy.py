@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from typing import Annotated, Final
 
 import msgspec
 
@@ -87,6 +88,18 @@ RESERVED_STEP_NAMES = frozenset(
 
 ANY_AGENT = "*"
 """In ``agents_from``: every agent of the domain."""
+
+
+DURATION_MAX: Final = 315_360_000
+"""Seconds: the longest any duration of the routing configuration may be (ten years).
+Finite, so that every deadline made of one is a time the clocks, the events and PostgreSQL
+can hold: a wait of 1e308 seconds once stopped the routing loop."""
+Seconds = Annotated[float, msgspec.Meta(le=DURATION_MAX)]
+"""A duration setting (each field says its lower bound): at most ``DURATION_MAX``; NaN and
+infinity, which a TOML file can write, are refused."""
+WEIGHT_MAX: Final = 1_000_000.0
+Weight = Annotated[float, msgspec.Meta(ge=0, le=WEIGHT_MAX)]
+"""An affinity score or weight."""
 
 
 class QueueMode(enum.StrEnum):
@@ -121,25 +134,25 @@ class AfterHours(enum.StrEnum):
 class ChannelWaits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Seconds to hold a conversation for the customer's preferred agent, per channel."""
 
-    sms: float = 120.0
+    sms: Seconds = 120.0
     """SMS: an answer is expected within minutes."""
-    whatsapp: float = 120.0
+    whatsapp: Seconds = 120.0
     """WhatsApp."""
-    messenger: float = 120.0
+    messenger: Seconds = 120.0
     """Facebook Messenger."""
-    instagram: float = 120.0
+    instagram: Seconds = 120.0
     """Instagram direct messages."""
-    telegram: float = 120.0
+    telegram: Seconds = 120.0
     """Telegram."""
-    webchat: float = 30.0
+    webchat: Seconds = 30.0
     """Web chat: the customer watches the widget, seconds matter."""
-    email: float = 14400.0
+    email: Seconds = 14400.0
     """Email: hours are fine."""
-    rcs: float = 120.0
+    rcs: Seconds = 120.0
     """RCS Business Messaging."""
-    x: float = 120.0
+    x: Seconds = 120.0
     """X direct messages."""
-    viber: float = 120.0
+    viber: Seconds = 120.0
     """Viber."""
 
     def __post_init__(self) -> None:
@@ -155,10 +168,10 @@ class ChannelWaits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 class InactivityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What happens to an owned conversation nobody writes in (customer or agent)."""
 
-    release_after: float | None = 3600.0
+    release_after: Seconds | None = 3600.0
     """Seconds without activity after which the owner's capacity slot is released (the
     conversation stays theirs); omit to never release."""
-    close_after: float | None = 86400.0
+    close_after: Seconds | None = 86400.0
     """Seconds without activity after which the conversation closes (reason ``inactive``);
     omit to never auto-close. Also ends overflowed conversations nobody picked up."""
 
@@ -179,10 +192,10 @@ class StepPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     empty: this queue; ``["*"]``: every agent of the domain."""
     skills: tuple[str, ...] | None = None
     """Skills an eligible agent has, all of them; omitted: the queue's ``skills``."""
-    wait: float | None = None
+    wait: Seconds | None = None
     """Seconds the conversation waits at this step before falling back to the next one
     (after the last step: overflowed); omit to wait without limit."""
-    channel_wait: dict[Channel, float] = {}
+    channel_wait: dict[Channel, Seconds] = {}
     """Per-channel override of ``wait``, e.g. ``{ email = 3600 }``."""
 
     def __post_init__(self) -> None:
@@ -223,7 +236,7 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     them or hands them to people (the queue's steps). It is never anyone's preferred or
     last agent."""
 
-    answer_timeout: float = 20.0
+    answer_timeout: Seconds = 20.0
     """Seconds the bot has to answer a turn; then people take over (``bot_timeout``)."""
     max_turns: int = 10
     """Customer turns without the bot reporting progress after which people take over
@@ -248,7 +261,7 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     """Turns failed in a row (no answer in time, ``bot.failed``) after which the bot counts
     as down: new conversations go straight to people for ``retry_after`` seconds, instead
     of each waiting ``answer_timeout`` for a bot that does not answer; 0: never."""
-    retry_after: float = 60.0
+    retry_after: Seconds = 60.0
     """Seconds a down bot is skipped; then new conversations try it again (one more
     failure: down again; an answer: up)."""
     webhook: BotWebhook | None = None
@@ -279,11 +292,11 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The fallback ladder, tried in order (default: one step ``queue``, no time limit)."""
     mode: QueueMode = QueueMode.ASSIGN
     """``assign`` (the agent owns it at once) or ``offer`` (the agent must accept)."""
-    offer_timeout: float = 30.0
+    offer_timeout: Seconds = 30.0
     """Offer mode: seconds an agent has to accept before the next candidate gets it."""
-    preferred_wait: dict[Channel, float] = {}
+    preferred_wait: dict[Channel, Seconds] = {}
     """Per-channel override of the domain's ``preferred_wait`` for this queue."""
-    first_response_sla: dict[Channel, float] = {}
+    first_response_sla: dict[Channel, Seconds] = {}
     """Per-channel override of the domain's ``first_response_sla`` for this queue."""
     calendar: str | None = None
     """Business hours of the queue: a calendar of the domain's ``calendars``; omitted: always
@@ -343,14 +356,14 @@ class AffinityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """After the preferred hold gives up: how many of the customer's best-scored agents
     (other than the preferred one) the ``affinity`` step tries before the queue's steps;
     0 (default): no affinity step."""
-    min_score: float = 0.0
+    min_score: Weight = 0.0
     """Agents whose decayed score is below this are not tried."""
     keep: int = 5
     """Agents remembered per customer (the lowest score is forgotten first)."""
-    half_life: float = 30 * 86400.0
+    half_life: Seconds = 30 * 86400.0
     """Seconds after which a score is worth half."""
-    assigned_weight: float = 1.0
-    resolved_weight: float = 2.0
+    assigned_weight: Weight = 1.0
+    resolved_weight: Weight = 2.0
 
     def __post_init__(self) -> None:
         if self.try_top < 0 or self.keep < 1 or self.try_top > self.keep:
@@ -364,7 +377,7 @@ class AffinityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class ReplyWindowPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The provider's free-form reply window (``MessageReceived.reply_window_ends_at``)."""
 
-    urgent_within: float | None = None
+    urgent_within: Seconds | None = None
     """Seconds before the window closes from which a waiting conversation's priority is
     raised by ``urgent_boost``; omit to never boost."""
     urgent_boost: int = 10
@@ -393,7 +406,7 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Per-channel override of ``inactivity``."""
     away_after_missed_offers: int | None = 3
     """Consecutive missed offers that set an agent away; omit to never do so."""
-    first_response_sla: dict[Channel, float] = {}
+    first_response_sla: dict[Channel, Seconds] = {}
     """Per-channel first-response target in seconds: the preferred hold never outlasts
     what is left of it (the wait budget); empty: no SLA bound."""
     affinity: AffinityPolicy = AffinityPolicy()
@@ -405,7 +418,7 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     those waiting on the business (last message from the customer, no reply since)."""
     language_skill: bool = False
     """A conversation's language ``xx`` is a skill its agents need: ``lang:xx``."""
-    login_pace: float | None = None
+    login_pace: Seconds | None = None
     """Seconds between two hand-overs to an agent who came online onto a backlog (one
     conversation per interval, up to capacity); omit to hand over at once."""
     calendars: dict[str, BusinessCalendar] = {}

@@ -322,8 +322,9 @@ class RouterWorker:
             # No deadline fires before the partitions are ours, nor while suspect records
             # are replayed one by one: waking up for one would only spin the loop.
             return wait
-        if (due_in := self._due_in()) is not None:
-            wait = min(wait, max(0, int(due_in * 1000)))
+        if (due_in := self._due_in()) is not None and due_in * 1000 < wait:
+            # Compared as floats: a far deadline in ms may be infinite, which int() refuses.
+            wait = max(0, int(due_in * 1000))
         return wait
 
     def _due_in(self) -> float | None:

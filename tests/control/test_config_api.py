@@ -236,6 +236,13 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         )
         assert status == 400
         assert "holds NUL" in body["error"]
+        # a wait no clock can reach (it stopped the routing loop once)
+        far = {"steps": [{"name": "anyone", "agents_from": ["*"], "wait": 1e308}]}
+        status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", far)
+        assert (status, body["error"]) == (
+            400,
+            "invalid body: Expected `float` <= 315360000.0 - at `$.steps[0].wait`",
+        )
         # a domain id in the path is refused before it reaches a query
         for domain in ("%00", "a%20b", "a" * 65):
             for method, path in (("GET", "config/versions"), ("PUT", "config")):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from router.engine import DomainPolicy
+from router.engine.policy import DURATION_MAX
 from switchboard.config import ControlDocument, DomainConfig
 from switchboard.control.document import (
     diff,
@@ -55,6 +57,53 @@ def test_an_endpoint_must_feed_a_known_domain_and_queue() -> None:
         )
     with pytest.raises(msgspec.ValidationError, match="phone_identity_domains: unknown domain"):
         document({**BASE, "channels": {"phone_identity_domains": ["nope"]}})
+
+
+DURATIONS = [
+    "preferred_wait.sms",
+    "inactivity.release_after",
+    "channel_inactivity.email.close_after",
+    "queues.default.steps.0.wait",
+    "queues.default.steps.0.channel_wait.sms",
+    "queues.default.offer_timeout",
+    "queues.default.preferred_wait.sms",
+    "queues.default.first_response_sla.sms",
+    "first_response_sla.sms",
+    "affinity.half_life",
+    "reply_window.urgent_within",
+    "login_pace",
+    "bots.helper.answer_timeout",
+    "bots.helper.retry_after",
+]
+
+
+def routing_with(path: str, value: float) -> dict[str, object]:
+    """acme's routing with the setting at ``path`` (dots; a number indexes a list) set."""
+    routing: dict[str, object] = {
+        "queues": {"default": {"steps": [{"name": "anyone", "agents_from": ["*"]}]}},
+        "bots": {"helper": {}},
+    }
+    *parents, last = path.split(".")
+    node: object = routing
+    for part in parents:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            assert isinstance(node, dict)
+            node = node.setdefault(part, {})
+    assert isinstance(node, dict)
+    node[last] = value
+    return routing
+
+
+@pytest.mark.parametrize("path", DURATIONS)
+def test_every_duration_is_finite_and_at_most_ten_years(path: str) -> None:
+    """A TOML file can write ``inf`` and ``nan``, JSON ``1e308``: none is a time a deadline
+    can be made of."""
+    for value in (float("inf"), float("nan"), 1e308, DURATION_MAX + 1.0):
+        with pytest.raises(msgspec.ValidationError, match=f"<= {DURATION_MAX}"):
+            msgspec.convert(routing_with(path, value), DomainPolicy)
+    msgspec.convert(routing_with(path, DURATION_MAX), DomainPolicy)
 
 
 def test_etags_follow_content_not_key_order() -> None:
