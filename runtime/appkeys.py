@@ -12,6 +12,7 @@ from runtime.config import ServiceConfig
 from runtime.kafka import EventPublisher
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
+from runtime.tasks import TaskFailures
 
 CONFIG = web.AppKey("config", ServiceConfig)
 ENVIRON: web.AppKey[Mapping[str, str]] = web.AppKey("environ")
@@ -23,6 +24,8 @@ PRODUCER = web.AppKey("producer", AIOKafkaProducer)
 INBOUND_PUBLISHER = web.AppKey("inbound_publisher", EventPublisher)
 AGENT_PUBLISHER = web.AppKey("agent_publisher", EventPublisher)
 OUTBOUND_PUBLISHER = web.AppKey("outbound_publisher", EventPublisher)
+TASK_FAILURES = web.AppKey("task_failures", TaskFailures)
+"""The background tasks that failed (``runtime.tasks.TaskFailures``): the process stops."""
 
 
 def sealing_keys(app: web.Application) -> TopicKeys | None:

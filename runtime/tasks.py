@@ -59,6 +59,33 @@ class Stops:
             stop()
 
 
+class TaskFailures:
+    """The background tasks of a process that ended by an error before the end of their
+    block. Each is logged when it ends (``background_task_failed``: the task, the error's
+    type and its traceback without messages) and ``failed`` is set: ``switchboard.cli.serve``
+    then stops the process, which exits 1, so that whatever supervises it starts it again.
+    A process serving on would answer webhooks and readiness with part of its work gone (a
+    router with no routing loop), and only its shutdown would have told."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.failed = asyncio.Event()
+
+    def ended(self, task: asyncio.Task[Any]) -> None:
+        """``task`` ended on its own: recorded when by an error."""
+        if not _failed(task):
+            return
+        error = task.exception()
+        log.error(
+            "background_task_failed",
+            task=task.get_name(),
+            error=type(error).__name__,
+            exc_info=error,
+        )
+        self.names.append(task.get_name())
+        self.failed.set()
+
+
 @contextlib.asynccontextmanager
 async def background(
     name: str,
@@ -67,10 +94,15 @@ async def background(
     *,
     grace_seconds: float = STOP_TIMEOUT,
     stops: Stops | None = None,
+    failures: TaskFailures | None = None,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``work`` as a task for the duration of the block; then ``stop_task`` it. With
-    ``stops``, its ``stop`` may be asked earlier, with the others' (``Stops.ask_all``)."""
+    ``stops``, its ``stop`` may be asked earlier, with the others' (``Stops.ask_all``). With
+    ``failures``, an error that ends it before the block does is reported there at once,
+    rather than raised when the block ends."""
     task = asyncio.create_task(work, name=name)
+    if failures is not None:
+        task.add_done_callback(failures.ended)
     if stops is not None and stop is not None:
         stops.add(name, stop)
     try:
@@ -78,7 +110,15 @@ async def background(
     finally:
         if stops is not None:
             stops.discard(name)
-        await stop_task(task, stop, grace_seconds=grace_seconds)
+        reported = failures is not None and _failed(task)
+        if failures is not None:
+            task.remove_done_callback(failures.ended)
+        if not reported:
+            await stop_task(task, stop, grace_seconds=grace_seconds)
+
+
+def _failed(task: asyncio.Task[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is not None
 
 
 async def run_every(

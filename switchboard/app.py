@@ -43,6 +43,7 @@ from runtime.appkeys import (
     INBOUND_PUBLISHER,
     METRICS,
     PRODUCER,
+    TASK_FAILURES,
     TOPIC_KEYS,
     sealing_keys,
 )
@@ -56,7 +57,7 @@ from runtime.retention import RetentionConfig
 from runtime.retention_job import RetentionJob
 from runtime.sealing import TopicKeys
 from runtime.secrets import Secrets
-from runtime.tasks import Stops, background
+from runtime.tasks import Stops, TaskFailures, background
 from runtime.workload_job import WorkloadJob
 from schemas import topics
 from schemas.bot_webhook import BotWebhook
@@ -115,6 +116,7 @@ def build_app(
 
     live.subscribe(reload_secrets)
     app[STOPS] = Stops()
+    app[TASK_FAILURES] = TaskFailures()
     app.on_shutdown.append(_ask_stops)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_producer)
@@ -271,7 +273,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         # messages through an outage of PostgreSQL.
         with contextlib.suppress(*db.DATABASE_ERRORS):
             await keys.stock()
-        async with background("topic-keys", keys.run(), keys.stop):
+        async with background("topic-keys", keys.run(), keys.stop, failures=app[TASK_FAILURES]):
             yield
     await keys_pool.close()
     await pool.close()
@@ -322,7 +324,9 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
     await consumer.start()
     consumer.assign([TopicPartition(topic.topic, 0)])
     await consumer.seek_to_beginning(TopicPartition(topic.topic, 0))
-    async with background("config-follower", topic.follow(consumer, live)):
+    async with background(
+        "config-follower", topic.follow(consumer, live), failures=app[TASK_FAILURES]
+    ):
         yield
     await topic.close()
     await kafka.stop_consumer(consumer, name="config-follower")
@@ -343,7 +347,9 @@ async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[
     )
     app[ROUTER_WORKER] = worker
     app[METRICS].router_gathering.set_function(lambda: float(worker.gathering.active))
-    async with background("router-worker", worker.run(), worker.stop, stops=app[STOPS]):
+    async with background(
+        "router-worker", worker.run(), worker.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -359,7 +365,9 @@ async def _retention(config: Config, app: web.Application) -> AsyncIterator[None
         topic_retention_ms=config.kafka.topic_retention_ms,
         erase=lambda command: app[AGENT_PUBLISHER].publish([command]),
     )
-    async with background("retention", job.run(), job.stop, stops=app[STOPS]):
+    async with background(
+        "retention", job.run(), job.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -370,7 +378,9 @@ async def _workload(config: Config, app: web.Application) -> AsyncIterator[None]
     job = app[WORKLOAD_JOB] = WorkloadJob(
         app[DB_POOL], app[METRICS], config.workload, lambda: live.document.domains
     )
-    async with background("workload", job.run(), job.stop, stops=app[STOPS]):
+    async with background(
+        "workload", job.run(), job.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -385,7 +395,9 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         statuses=app[INBOUND_PUBLISHER],
         keys=app[TOPIC_KEYS],
     )
-    async with background("egress", worker.run(), worker.stop, stops=app[STOPS]):
+    async with background(
+        "egress", worker.run(), worker.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -407,7 +419,9 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         keys=app[TOPIC_KEYS],
     )
-    async with background("bot-bridge", bridge.run(), bridge.stop, stops=app[STOPS]):
+    async with background(
+        "bot-bridge", bridge.run(), bridge.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -422,7 +436,13 @@ async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
         app[TOPIC_KEYS],
         bots=_any_bot(app[LIVE_CONFIG].document),
     )
-    async with background("bot-answers", forwarder.run(), forwarder.stop, stops=app[STOPS]):
+    async with background(
+        "bot-answers",
+        forwarder.run(),
+        forwarder.stop,
+        stops=app[STOPS],
+        failures=app[TASK_FAILURES],
+    ):
         yield
 
 
@@ -437,7 +457,9 @@ async def _outbound_sender(app: web.Application) -> AsyncIterator[None]:
         app[INBOUND_PUBLISHER],
         app[METRICS],
     )
-    async with background("outbound-sender", sender.run(), sender.stop, stops=app[STOPS]):
+    async with background(
+        "outbound-sender", sender.run(), sender.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
+    ):
         yield
 
 
@@ -451,7 +473,13 @@ async def _identity_lookups(app: web.Application) -> AsyncIterator[None]:
 
 async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
-    async with background("dead-letter-recorder", recorder.run(), recorder.stop, stops=app[STOPS]):
+    async with background(
+        "dead-letter-recorder",
+        recorder.run(),
+        recorder.stop,
+        stops=app[STOPS],
+        failures=app[TASK_FAILURES],
+    ):
         yield
 
 
@@ -468,7 +496,11 @@ async def _webchat_replies(
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
-    async with background("webchat-replies", reply_pump(consumer, hub, webchats, app[TOPIC_KEYS])):
+    async with background(
+        "webchat-replies",
+        reply_pump(consumer, hub, webchats, app[TOPIC_KEYS]),
+        failures=app[TASK_FAILURES],
+    ):
         yield
     await hub.close_all()
     await kafka.stop_consumer(consumer, name="webchat-replies")
@@ -536,7 +568,7 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
     )
     app[READINESS] = readiness
     await readiness.check()
-    async with background("readiness", readiness.run()):
+    async with background("readiness", readiness.run(), failures=app[TASK_FAILURES]):
         yield
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from runtime import collector, db, kafka
 from runtime import logging as logs
+from runtime.appkeys import TASK_FAILURES
 from runtime.config import ConfigError
 from runtime.secrets import Secrets, SecretsFileError
 from schemas.generate import write as write_schemas
@@ -109,7 +110,14 @@ def service_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int
         }[args.command]
         embedded = args.command == "run"
         with infrastructure(config, embedded=embedded) as resolved:
-            asyncio.run(serve(resolved, environ, roles))
+            failed = asyncio.run(serve(resolved, environ, roles))
+        if failed:
+            print(
+                f"switchboard: stopped: {', '.join(failed)} failed"
+                " (its background_task_failed log line has the error)",
+                file=sys.stderr,
+            )
+            return 1
     except EmbeddedError as error:
         print(f"switchboard: {error}", file=sys.stderr)
         return 1
@@ -162,7 +170,9 @@ async def prepare(config: Config, environ: Mapping[str, str]) -> Version:
     return version
 
 
-async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Role]) -> None:
+async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Role]) -> list[str]:
+    """Serve until SIGTERM or SIGINT, or until a background task fails; the names of those
+    that failed (``runtime.tasks.TaskFailures``)."""
     version = await prepare(config, environ)
     config = config.with_document(version.document)
     app = build_app(config, environ, roles=roles, config_version=version.version)
@@ -183,9 +193,14 @@ async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Rol
         loop.add_signal_handler(sig, stop.set)
     base = f"http://{config.http.host}:{config.http.port}"
     print(_banner(base, config, roles), file=sys.stderr, flush=True)
-    await stop.wait()
+    failures = app[TASK_FAILURES]
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(failures.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     log.info("shutting_down")
     await runner.cleanup()
+    return failures.names
 
 
 def _banner(base: str, config: Config, roles: frozenset[Role]) -> str:

@@ -40,6 +40,7 @@ from runtime.appkeys import (
     ENVIRON,
     OUTBOUND_PUBLISHER,
     PRODUCER,
+    TASK_FAILURES,
     TOPIC_KEYS,
     sealing_keys,
 )
@@ -119,7 +120,9 @@ async def _routing_feed(app: web.Application) -> AsyncIterator[None]:
     await start_consumer(consumer, topic)
     idle_seconds = config.kafka.background_fetch_max_wait_ms / 1000
     async with background(
-        "routing-feed", pump(consumer, app[API].feed, app[TOPIC_KEYS], idle_seconds)
+        "routing-feed",
+        pump(consumer, app[API].feed, app[TOPIC_KEYS], idle_seconds),
+        failures=app.get(TASK_FAILURES),
     ):
         yield
     await kafka.stop_consumer(consumer, name="routing-feed")

@@ -74,7 +74,8 @@ def router_stop_timeout() -> float:
     """Seconds the router gets to flush after SIGTERM (``_router_worker`` stops it with
     ``runtime.tasks.background``'s default grace)."""
     source = inspect.getsource(app._router_worker)
-    assert 'background("router-worker", worker.run(), worker.stop, stops=app[STOPS])' in source
+    assert 'background(\n        "router-worker",' in source
+    assert "grace_seconds" not in source
     return STOP_TIMEOUT
 
 

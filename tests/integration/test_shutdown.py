@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from runtime import kafka
-from runtime.tasks import Stops, background
+from runtime.tasks import Stops, TaskFailures, background
 from schemas import topics
 from switchboard.embedded import EmbeddedBroker
+from tests.logcapture import captured_logs, lines_of
 from tests.support import make_config
 
 
@@ -76,3 +77,34 @@ async def test_the_background_tasks_are_asked_to_stop_together() -> None:
         # Only the second was waited for so far, and the first is done too.
         assert "first" in finished
     assert finished == ["first", "second"]
+
+
+async def test_a_task_that_fails_before_its_block_ends_is_reported_at_once() -> None:
+    """Reported when it fails (logged without its message, ``failed`` set), not raised when
+    the block ends: by then the process has stopped because of it."""
+
+    said = "+14155550123 wrote: my card number is 4111"
+
+    async def work() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError(said)
+
+    failures = TaskFailures()
+    with captured_logs([]) as buffer:
+        async with background("worker", work(), failures=failures):
+            await asyncio.wait_for(failures.failed.wait(), 5)
+    assert failures.names == ["worker"]
+    [line] = [line for line in lines_of(buffer) if line["event"] == "background_task_failed"]
+    assert (line["level"], line["task"], line["error"]) == ("error", "worker", "RuntimeError")
+    assert "in work" in line["exception"], "where it failed"
+    assert "4155550123" not in buffer.getvalue()
+    assert "card" not in buffer.getvalue()
+
+
+async def test_a_task_that_ends_when_asked_is_no_failure() -> None:
+    failures = TaskFailures()
+    stopping = asyncio.Event()
+    async with background("worker", stopping.wait(), stopping.set, failures=failures):
+        await asyncio.sleep(0)
+    assert failures.names == []
+    assert not failures.failed.is_set()
