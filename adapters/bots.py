@@ -83,6 +83,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from adapters.base import hmac_hex, read_bounded
 from adapters.config import SecretMissing, resolve_secret
 from runtime import kafka
+from runtime.callbacks import AllowedAddresses, callback_session
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
@@ -381,13 +382,12 @@ class BotBridge:
         if not await kafka.start_consumer_when_reachable(consumer, self._stopping, name="bots"):
             return
         try:
-            async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=PARALLEL_CONVERSATIONS),
+            async with callback_session(
+                AllowedAddresses(self._config.callbacks.allowed_networks),
+                connections=PARALLEL_CONVERSATIONS,
                 # Each call has its own timeout; this only bounds what escapes it.
-                timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_MAX + 5),
-                # The bots of several tenants share the session: none sees another's cookies.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": "Switchboard-bot-bridge"},
+                total_seconds=WEBHOOK_TIMEOUT_MAX + 5,
+                user_agent="Switchboard-bot-bridge",
             ) as session:
                 while not self._stopping.is_set():
                     await self._step(consumer, session)

@@ -70,6 +70,7 @@ import structlog
 
 from adapters.base import hmac_hex, read_bounded
 from adapters.config import SecretMissing, resolve_secret
+from runtime.callbacks import AllowedAddresses, callback_session
 from runtime.metrics import Metrics
 from schemas import InboundEvent, MessageReceived
 from schemas.identity import normalize_identity
@@ -384,10 +385,13 @@ class IdentityLookups:
         environ: Mapping[str, str],
         configs: Mapping[str, IdentityLookupConfig] | None = None,
         *,
+        allowed: AllowedAddresses | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
         self._environ = environ
+        self._allowed = allowed or AllowedAddresses()
+        """Where the CRMs may be (``[callbacks]``)."""
         """Looked up at each request: the secrets file is read again with each version."""
         self._clock = clock
         self._domains: dict[str, DomainLookup] = {}
@@ -407,13 +411,12 @@ class IdentityLookups:
         self._domains = domains
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTIONS),
+        self._session = callback_session(
+            self._allowed,
+            connections=CONNECTIONS,
             # Each request has its domain's timeout; this only bounds what escapes it.
-            timeout=aiohttp.ClientTimeout(total=TIMEOUT_MAX),
-            # The CRMs of several tenants share the session: none sees another's cookies.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": "Switchboard-identity-lookup"},
+            total_seconds=TIMEOUT_MAX,
+            user_agent="Switchboard-identity-lookup",
         )
 
     async def close(self) -> None:

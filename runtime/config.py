@@ -1,4 +1,4 @@
-"""The service's own configuration sections: clients, HTTP, logging, metrics.
+"""The service's own configuration sections: clients, HTTP, logging, metrics, callbacks.
 
 The sections of the router and the adapters live next to the code that uses them; the
 composition root (``switchboard.config``) puts them all together and reads the files and
@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 
 import msgspec
+
+from runtime.callbacks import ALLOWED_BY_DEFAULT, parse_networks
 
 
 class ConfigError(Exception):
@@ -130,6 +132,31 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("must be between 1 and 10000 (domain_label_limit)")
 
 
+class CallbacksConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the URLs a domain's admins set (bot webhooks, identity lookups) may lead
+    (``[callbacks]``; ``runtime.callbacks``).
+
+    Example (TOML)::
+
+        [callbacks]
+        allowed_networks = ["public", "10.20.0.0/16"]
+    """
+
+    allowed_networks: tuple[str, ...] = ALLOWED_BY_DEFAULT
+    """The addresses such a call may connect to: ``public``, ``private``, ``loopback`` or
+    networks in CIDR notation. The default admits all three names, not the link-local
+    instance metadata; a deployment serving several teams names only what their bots and
+    CRMs need."""
+
+    def __post_init__(self) -> None:
+        if len(self.allowed_networks) > 100:
+            raise ValueError("at most 100 entries (callbacks.allowed_networks)")
+        try:
+            parse_networks(self.allowed_networks)
+        except ValueError as error:
+            raise ValueError(f"{error} (callbacks.allowed_networks)") from None
+
+
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What every part of the service reads: clients, logging, event source, topic names.
 
@@ -142,6 +169,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
     """What ``/metrics`` exposes: the bound of the ``domain`` label."""
+    callbacks: CallbacksConfig = CallbacksConfig()
+    """The addresses bot webhooks and identity lookups may connect to."""
     log_format: LogFormat | None = None
     """``json`` or ``console`` (env ``SWITCHBOARD_LOG_FORMAT``); default: console in a terminal."""
     log_level: str = "INFO"

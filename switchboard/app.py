@@ -47,6 +47,7 @@ from runtime.appkeys import (
     TOPIC_KEYS,
     sealing_keys,
 )
+from runtime.callbacks import AllowedAddresses
 from runtime.dead_letters import DeadLetterRecorder
 from runtime.http_errors import setup_errors
 from runtime.kafka import BrokerUnavailable, DeadLetter
@@ -133,7 +134,12 @@ def build_app(
         app.cleanup_ctx.append(_bot_answers)
         app.cleanup_ctx.append(_outbound_sender)
         app.cleanup_ctx.append(_dead_letter_recorder)
-        app[IDENTITY_LOOKUPS] = IdentityLookups(app[METRICS], secrets, _lookups(config.document()))
+        app[IDENTITY_LOOKUPS] = IdentityLookups(
+            app[METRICS],
+            secrets,
+            _lookups(config.document()),
+            allowed=AllowedAddresses(config.callbacks.allowed_networks),
+        )
         app.cleanup_ctx.append(_identity_lookups)
         outbounds = _outbounds(config.document())
         context, routes = _adapter_routes(app, config, webchats, outbounds)

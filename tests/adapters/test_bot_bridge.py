@@ -29,6 +29,7 @@ from aiokafka.structs import TopicPartition
 from adapters import bots
 from adapters.bots import ANSWER_MAX_BYTES, BotBridge
 from runtime import db, kafka
+from runtime.config import CallbacksConfig
 from runtime.metrics import Metrics
 from runtime.sealing import SEALED_WITH, TopicKeys
 from schemas import (
@@ -562,6 +563,24 @@ async def test_an_unreachable_bot_fails_with_unreachable(harness: Harness) -> No
         [failed] = await events_of(reader, 1)
     assert isinstance(failed, BotFailed)
     assert failed.error == "unreachable"
+    assert running.count("helper", "unreachable") == 1
+
+
+async def test_a_bot_at_an_address_callbacks_does_not_allow_is_never_called(
+    harness: Harness,
+) -> None:
+    """A domain's admin cannot make the service call what only its network reaches: with
+    ``allowed_networks = ["public"]`` the loopback bot fails as unreachable, uncalled."""
+    harness.config = msgspec.structs.replace(
+        harness.config, callbacks=CallbacksConfig(allowed_networks=("public",))
+    )
+    running = harness.start({"acme": {"helper": harness.webhook("resolve")}})
+    async with harness.answers() as reader:
+        await harness.send(bot_turn())
+        [failed] = await events_of(reader, 1)
+    assert isinstance(failed, BotFailed)
+    assert failed.error == "unreachable"
+    assert harness.bot.requests == []
     assert running.count("helper", "unreachable") == 1
 
 

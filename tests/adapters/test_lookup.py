@@ -46,6 +46,7 @@ from adapters.lookup import (
     signature,
 )
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
+from runtime.callbacks import AllowedAddresses
 from runtime.config import ConfigError
 from runtime.metrics import Metrics
 from schemas import Channel, DeliveryStatus, DeliveryStatusChanged, InboundEvent, MessageReceived
@@ -466,6 +467,22 @@ async def test_a_crm_not_listening_fails_open_at_once(lookups: IdentityLookups) 
     started = time.monotonic()
     assert (await lookups.annotate_message(message())).known_customer_id is None
     assert time.monotonic() - started < 0.5
+    assert count(lookups, "error") == 1
+
+
+async def test_a_crm_at_an_address_callbacks_does_not_allow_is_never_asked(
+    crm: HttpCrm,
+) -> None:
+    lookups = IdentityLookups(
+        Metrics(), {"CRM_SECRET": SECRET}, allowed=AllowedAddresses(["public", "10.0.0.0/8"])
+    )
+    await lookups.start()
+    try:
+        configure(lookups, crm.url)
+        assert (await lookups.annotate_message(message())).known_customer_id is None
+    finally:
+        await lookups.close()
+    assert crm.bodies == []
     assert count(lookups, "error") == 1
 
 
