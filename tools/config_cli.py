@@ -169,7 +169,13 @@ async def _export(args: argparse.Namespace, environ: Mapping[str, str], base: st
     if args.format == "json":
         print(json.dumps(document, indent=2, sort_keys=True))
         return 0
-    tree = without_defaults(msgspec.convert(document, ControlDocument))
+    try:
+        tree = without_defaults(msgspec.convert(document, ControlDocument))
+    except msgspec.ValidationError as error:
+        raise CommandError(
+            f"version {version} cannot be read by this release: {error} (--format json"
+            " prints it as it is)"
+        ) from None
     nulls = list(_null_paths(tree, ""))
     if nulls:
         raise CommandError(

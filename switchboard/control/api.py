@@ -100,6 +100,8 @@ def _handler(function: Handler) -> Handler:
             return await function(request)
         except _Refused as refused:
             return json_error(refused.status, refused.reason)
+        except store.Unreadable as unreadable:
+            return json_error(409, str(unreadable))
         except DATABASE_ERRORS as error:
             log.warning("config_database_failed", error=type(error).__name__)
             return json_error(503, "database unavailable, retry later")

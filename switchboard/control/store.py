@@ -14,9 +14,12 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+import structlog
 
 from switchboard.config import ControlDocument
 from switchboard.control.document import Change, canonical, decode, diff, encode, touched_domains
+
+log = structlog.get_logger(__name__)
 
 _LOCK_ID = 0x5B0A4E  # advisory lock of configuration writers (the migrator holds 0x5B0A4D)
 FILE_SOURCE = "file"
@@ -60,14 +63,67 @@ async def _lock(conn: asyncpg.Connection) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
 
 
+class Unreadable(Exception):
+    """A stored version this release cannot read: one a limit added since refuses (a wait of
+    1e308 seconds, stored before waits had a maximum, say)."""
+
+    def __init__(self, version: int, reason: str) -> None:
+        super().__init__(f"version {version} cannot be read by this release: {reason}")
+        self.version = version
+        self.reason = reason
+
+
+def _read(version: int, document: str) -> ControlDocument:
+    try:
+        return decode(document)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        # msgspec names the field and the rule, never the value.
+        raise Unreadable(version, str(error)) from None
+
+
 async def current(conn: asyncpg.Connection) -> Version | None:
+    """The newest version; ``Unreadable`` when this release cannot read it."""
     row = await conn.fetchrow(
         "SELECT version, document::text AS document FROM config_versions"
         " ORDER BY version DESC LIMIT 1"
     )
     if row is None:
         return None
-    return Version(row["version"], decode(row["document"]))
+    return Version(row["version"], _read(row["version"], row["document"]))
+
+
+async def _readable_again(
+    conn: asyncpg.Connection, unreadable: Unreadable, file: ControlDocument
+) -> Version:
+    """The newest version this release can read (else the file's document), stored again as
+    the current one after ``unreadable``: the service starts, every process applies the
+    same document, and the history keeps what was set aside."""
+    log.error("config_version_unreadable", version=unreadable.version, reason=unreadable.reason)
+    older = await conn.fetch(
+        "SELECT version FROM config_versions WHERE version < $1 ORDER BY version DESC",
+        unreadable.version,
+    )
+    document, source = file, "the configuration file"
+    for (number,) in older:
+        stored = await conn.fetchval(
+            "SELECT document::text FROM config_versions WHERE version = $1", number
+        )
+        try:
+            document, source = _read(number, stored), f"version {number}"
+            break
+        except Unreadable:
+            continue
+    log.warning("config_version_replaced", version=unreadable.version, by=source)
+    # Numbered after the unreadable one, whose document cannot be read to diff against: it
+    # concerns every domain, so that each domain's admins find it in their history.
+    return await _insert(
+        conn,
+        Version(unreadable.version, document),
+        document,
+        "switchboard",
+        f"version {unreadable.version} unreadable by this release: {source} again",
+        domains=sorted(document.domains),
+    )
 
 
 async def _insert(
@@ -76,7 +132,11 @@ async def _insert(
     document: ControlDocument,
     author: str,
     reason: str,
+    *,
+    domains: list[str] | None = None,
 ) -> Version:
+    """Store ``document`` as the version after ``head``; ``domains``: those it concerns,
+    when not those its diff touches."""
     before = head.document if head is not None else ControlDocument()
     version = (head.version if head is not None else 0) + 1
     changes = diff(before, document)
@@ -88,7 +148,7 @@ async def _insert(
         reason,
         encode(document).decode(),
         msgspec.json.encode(changes).decode(),
-        touched_domains(before, document),
+        touched_domains(before, document) if domains is None else domains,
     )
     await conn.executemany(
         "INSERT INTO domains (domain) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -130,7 +190,10 @@ async def seed_from_file(conn: asyncpg.Connection, document: ControlDocument) ->
     digest = file_hash(document)
     async with conn.transaction():
         await _lock(conn)
-        head = await current(conn)
+        try:
+            head = await current(conn)
+        except Unreadable as unreadable:
+            head = await _readable_again(conn, unreadable, document)
         seen = await conn.fetchval(
             "SELECT sha256 FROM config_sources WHERE source = $1", FILE_SOURCE
         )
@@ -191,5 +254,5 @@ async def get_version(conn: asyncpg.Connection, version: int) -> VersionDetail |
     return VersionDetail(
         **_summary_fields(row),  # type: ignore[arg-type]
         diff=msgspec.json.decode(row["diff"], type=list[Change]),
-        document=decode(row["document"]),
+        document=_read(version, row["document"]),
     )

@@ -22,6 +22,7 @@ from schemas import ROUTING_DECODER, ConversationOutsideHours, ConversationQueue
 from schemas.topics import ROUTING
 from switchboard.config import ControlDocument
 from tests.conftest import Infrastructure
+from tests.logcapture import captured_logs, lines_of
 from tests.support import (
     Service,
     TopicReader,
@@ -434,6 +435,21 @@ async def test_config_apply_and_export_through_the_api(
         assert code == 1
         assert "401" in err
 
+        # A document a release's limits refuse (README "Upgrading") is named, not sent.
+        exported = await _run(
+            ["config", "export", "--format", "json", "--url", service.base_url], environ
+        )
+        current = msgspec.json.decode(exported[1])
+        current["domains"]["acme"]["routing"]["queues"]["vip"]["offer_timeout"] = 1e308
+        json_file = tmp_path / "current.json"
+        json_file.write_bytes(msgspec.json.encode(current))
+        code, _, err = await _run(
+            ["config", "apply", str(json_file), "--dry-run", "--url", service.base_url], environ
+        )
+        assert code == 1
+        assert "Expected `float` <= 315360000.0" in err
+        assert "offer_timeout" in err
+
 
 async def _run(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]:
     """``switchboard config …`` as the program runs it (``asyncio.run``: in a thread,
@@ -449,3 +465,45 @@ async def _run(argv: list[str], environ: dict[str, str]) -> tuple[int, str, str]
         return code, out.getvalue(), err.getvalue()
 
     return await asyncio.to_thread(run)
+
+
+async def test_a_stored_version_this_release_cannot_read_is_replaced_at_start(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """A version an older release stored, which a limit added since refuses (a wait of
+    1e308 seconds): the service starts on the newest version it reads, stored again after
+    it, instead of failing at every start."""
+    vip = {"steps": [{"name": "anyone", "agents_from": ["*"], "wait": 60}]}
+    async with service_with_tokens(infrastructure, database_url) as (_, platform, _, _):
+        status, _, _ = await platform.call("PUT", "/v1/domains/acme/queues/vip", vip)
+        assert status == 200
+        _, readable, _ = await platform.call("GET", "/v1/config")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO config_versions (version, author, reason, document, diff, domains)"
+            " SELECT 3, 'older-release', 'api',"
+            " jsonb_set(document::jsonb, '{domains,acme,routing,queues,vip,steps,0,wait}',"
+            " '1e308')::json, '[]', ARRAY['acme'] FROM config_versions WHERE version = 2"
+        )
+    finally:
+        await conn.close()
+    with captured_logs([]) as buffer:
+        async with service_with_tokens(infrastructure, database_url) as (_, platform, admin, _):
+            status, document, headers = await platform.call("GET", "/v1/config")
+            assert (status, document, headers["Config-Version"]) == (200, readable, "4")
+            _, versions, _ = await admin.call("GET", "/v1/domains/acme/config/versions")
+            newest = versions["versions"][0]
+            assert (newest["version"], newest["author"], newest["reason"]) == (
+                4,
+                "switchboard",
+                "version 3 unreadable by this release: version 2 again",
+            )
+            status, body, _ = await platform.call("GET", "/v1/config/versions/3")
+            assert status == 409
+            assert body["error"].startswith("version 3 cannot be read by this release: ")
+            assert body["error"].endswith("steps[0].wait`")
+            status, _, _ = await platform.call("POST", "/v1/config/versions/3/restore")
+            assert status == 409
+    [line] = [line for line in lines_of(buffer) if line["event"] == "config_version_unreadable"]
+    assert (line["level"], line["version"]) == ("error", 3)

@@ -336,6 +336,16 @@ RULES: tuple[Rule, ...] = (
         Mapped(MANAGING, "runs `switchboard config export` and `config apply` as written there"),
     ),
     Rule(
+        r"^switchboard config export --format json > current\.json$"
+        r"|^switchboard config apply current\.json --dry-run$",
+        Mapped(
+            "tests/control/test_config_api.py::test_config_apply_and_export_through_the_api",
+            "exports the current version as JSON, then applies a copy a limit refuses with"
+            " --dry-run: named, not sent",
+        ),
+        section="Upgrading",
+    ),
+    Rule(
         r"^switchboard dead-letters$",
         Mapped(
             "tests/integration/test_dead_letters.py"
