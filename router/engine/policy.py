@@ -73,7 +73,14 @@ from router.engine.calendar import BusinessCalendar
 from router.engine.wait_notice import WaitNoticePolicy
 from schemas import Channel
 from schemas.bot_webhook import BotWebhook
-from schemas.limits import BOT_ID_MAX, QUEUE_MAX, SKILL_MAX, is_identifier, keyword_form
+from schemas.limits import (
+    BOT_ID_MAX,
+    PRIORITY_MAX,
+    QUEUE_MAX,
+    SKILL_MAX,
+    is_identifier,
+    keyword_form,
+)
 
 MAX_CALENDARS = 100
 """Calendars one domain may define."""
@@ -97,6 +104,12 @@ can hold: a wait of 1e308 seconds once stopped the routing loop."""
 Seconds = Annotated[float, msgspec.Meta(le=DURATION_MAX)]
 """A duration setting (each field says its lower bound): at most ``DURATION_MAX``; NaN and
 infinity, which a TOML file can write, are refused."""
+COUNT_MAX: Final = 1000
+Count = Annotated[int, msgspec.Meta(le=COUNT_MAX)]
+"""A count setting (turns, offers, agents, conversations per agent; each field says its
+lower bound): at most ``COUNT_MAX``, as an agent's capacity is."""
+BOOST_MAX: Final = 2 * PRIORITY_MAX
+"""Enough to lift the lowest priority above the highest."""
 WEIGHT_MAX: Final = 1_000_000.0
 Weight = Annotated[float, msgspec.Meta(ge=0, le=WEIGHT_MAX)]
 """An affinity score or weight."""
@@ -238,7 +251,7 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     answer_timeout: Seconds = 20.0
     """Seconds the bot has to answer a turn; then people take over (``bot_timeout``)."""
-    max_turns: int = 10
+    max_turns: Count = 10
     """Customer turns without the bot reporting progress after which people take over
     (``no_progress``): a bot going round in circles."""
     human_keywords: tuple[str, ...] = (
@@ -257,7 +270,7 @@ class BotPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     punctuation aside) goes to people at once (``customer_asked``), before the bot."""
     continue_on: tuple[Channel, ...] = ()
     """Channels the bot may offer when people cannot come soon (in the hand-off event)."""
-    down_after: int = 3
+    down_after: Count = 3
     """Turns failed in a row (no answer in time, ``bot.failed``) after which the bot counts
     as down: new conversations go straight to people for ``retry_after`` seconds, instead
     of each waiting ``answer_timeout`` for a bot that does not answer; 0: never."""
@@ -306,7 +319,7 @@ class QueuePolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``hold``, ``notify`` or ``queue`` (see ``AfterHours``)."""
     after_hours_queue: str | None = None
     """With ``after_hours = "queue"``: the queue that takes them."""
-    max_per_agent: dict[Channel, int] = {}
+    max_per_agent: dict[Channel, Count] = {}
     """Capacity rule, per channel: at most this many of the queue's conversations held by
     one agent at once (offered or assigned, within the agent's own capacity); routing
     passes over an agent at the limit. A manual pick-up or a transfer to a named agent is
@@ -352,13 +365,13 @@ class AffinityPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     A score grows by ``assigned_weight`` per assignment and ``resolved_weight`` per
     conversation closed as ``resolved``, and halves every ``half_life`` seconds."""
 
-    try_top: int = 0
+    try_top: Count = 0
     """After the preferred hold gives up: how many of the customer's best-scored agents
     (other than the preferred one) the ``affinity`` step tries before the queue's steps;
     0 (default): no affinity step."""
     min_score: Weight = 0.0
     """Agents whose decayed score is below this are not tried."""
-    keep: int = 5
+    keep: Count = 5
     """Agents remembered per customer (the lowest score is forgotten first)."""
     half_life: Seconds = 30 * 86400.0
     """Seconds after which a score is worth half."""
@@ -380,7 +393,7 @@ class ReplyWindowPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     urgent_within: Seconds | None = None
     """Seconds before the window closes from which a waiting conversation's priority is
     raised by ``urgent_boost``; omit to never boost."""
-    urgent_boost: int = 10
+    urgent_boost: Annotated[int, msgspec.Meta(ge=0, le=BOOST_MAX)] = 10
 
     def __post_init__(self) -> None:
         if self.urgent_within is not None and self.urgent_within <= 0:
@@ -404,7 +417,7 @@ class DomainPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Slot release and auto-close of quiet conversations (rule 8)."""
     channel_inactivity: dict[Channel, InactivityPolicy] = {}
     """Per-channel override of ``inactivity``."""
-    away_after_missed_offers: int | None = 3
+    away_after_missed_offers: Count | None = 3
     """Consecutive missed offers that set an agent away; omit to never do so."""
     first_response_sla: dict[Channel, Seconds] = {}
     """Per-channel first-response target in seconds: the preferred hold never outlasts

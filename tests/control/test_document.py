@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from router.engine import DomainPolicy
-from router.engine.policy import DURATION_MAX
+from router.engine.policy import BOOST_MAX, COUNT_MAX, DURATION_MAX
 from switchboard.config import ControlDocument, DomainConfig
 from switchboard.control.document import (
     diff,
@@ -104,6 +104,23 @@ def test_every_duration_is_finite_and_at_most_ten_years(path: str) -> None:
         with pytest.raises(msgspec.ValidationError, match=f"<= {DURATION_MAX}"):
             msgspec.convert(routing_with(path, value), DomainPolicy)
     msgspec.convert(routing_with(path, DURATION_MAX), DomainPolicy)
+
+
+COUNTS = [
+    ("away_after_missed_offers", COUNT_MAX),
+    ("affinity.keep", COUNT_MAX),
+    ("queues.default.max_per_agent.sms", COUNT_MAX),
+    ("bots.helper.max_turns", COUNT_MAX),
+    ("bots.helper.down_after", COUNT_MAX),
+    ("reply_window.urgent_boost", BOOST_MAX),
+]
+
+
+@pytest.mark.parametrize(("path", "most"), COUNTS)
+def test_every_count_has_a_maximum(path: str, most: int) -> None:
+    with pytest.raises(msgspec.ValidationError, match=f"<= {most}"):
+        msgspec.convert(routing_with(path, most + 1), DomainPolicy)
+    msgspec.convert(routing_with(path, most), DomainPolicy)
 
 
 def test_etags_follow_content_not_key_order() -> None:
