@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime import db
+from runtime.appkeys import TASK_FAILURES
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys, with_value
 from schemas import ROUTING_DECODER, Channel, ConversationAssigned, MessageReceived
@@ -215,6 +216,9 @@ async def running_service(
             yield Service(config, app, base, session, metrics)
         finally:
             await runner.cleanup()
+    # Whatever a test did to the service (outages, kills, poison), no background task may
+    # have failed: `switchboard` would have stopped for it (runtime.tasks.TaskFailures).
+    assert app[TASK_FAILURES].names == [], f"background tasks failed: {app[TASK_FAILURES].names}"
 
 
 async def _ready(session: aiohttp.ClientSession, base: str) -> bool:
