@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import re
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,8 +42,9 @@ from router.api.planning_jobs import PLANNING_JOBS, Report
 from router.api.routes import API
 from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
 from router.shell.replay import Kpis, load_recording, simulate
-from runtime.appkeys import DB_POOL
+from runtime.appkeys import CONFIG, DB_POOL
 from runtime.audit import record_action
+from runtime.callbacks import AllowedAddresses
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
@@ -181,6 +184,41 @@ def _validated(document: ControlDocument) -> ControlDocument:
         raise _Refused(400, f"invalid configuration: {error}") from None
 
 
+def _callback_urls(document: ControlDocument) -> dict[str, str]:
+    """The URLs a domain's admins set, which the service calls, by where they are set."""
+    urls = {}
+    for name, domain in document.domains.items():
+        if domain.identity_lookup is not None:
+            urls[f"domains.{name}.identity_lookup.url"] = domain.identity_lookup.url
+        for bot_id, bot in domain.routing.bots.items():
+            if bot.webhook is not None:
+                urls[f"domains.{name}.routing.bots.{bot_id}.webhook.url"] = bot.webhook.url
+    return urls
+
+
+def _check_callback_addresses(
+    request: web.Request, before: ControlDocument, after: ControlDocument
+) -> None:
+    """A URL set or changed whose host is an address ``[callbacks]`` does not admit is
+    refused now, rather than failing every call (a name is checked at each connection)."""
+    allowed = AllowedAddresses(request.app[CONFIG].callbacks.allowed_networks)
+    unchanged = _callback_urls(before)
+    for where, url in _callback_urls(after).items():
+        if unchanged.get(where) == url:
+            continue
+        host = urllib.parse.urlsplit(url).hostname or ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            continue  # a name
+        if not allowed.allows(address):
+            raise _Refused(
+                400,
+                f"invalid configuration: {where}: {address} is not an address"
+                " callbacks.allowed_networks admits",
+            )
+
+
 def _check_text(value: Any, path: str) -> None:
     if isinstance(value, str):
         if _UNSTORABLE.search(value):
@@ -235,7 +273,9 @@ async def _change(
             edited = edit(document)
         except ValueError as error:  # a struct's own check, on replace
             raise _Refused(400, f"invalid configuration: {error}") from None
-        return _validated(edited)
+        validated = _validated(edited)
+        _check_callback_addresses(request, document, validated)
+        return validated
 
     async def audit(conn: asyncpg.Connection, version: int, changes: list[Change]) -> None:
         await record_action(

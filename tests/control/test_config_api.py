@@ -237,6 +237,18 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         )
         assert status == 400
         assert "holds NUL" in body["error"]
+        # a bot at the instance metadata's address: refused when set ([callbacks])
+        status, acme, headers = await admin.call("GET", "/v1/domains/acme/config")
+        metadata = {"helper": {"webhook": {"url": "http://169.254.169.254/latest/meta-data"}}}
+        acme["routing"]["bots"] = metadata
+        status, body, _ = await admin.call(
+            "PUT", "/v1/domains/acme/config", acme, If_Match=headers["ETag"]
+        )
+        assert (status, body["error"]) == (
+            400,
+            "invalid configuration: domains.acme.routing.bots.helper.webhook.url:"
+            " 169.254.169.254 is not an address callbacks.allowed_networks admits",
+        )
         # a wait no clock can reach (it stopped the routing loop once)
         far = {"steps": [{"name": "anyone", "agents_from": ["*"], "wait": 1e308}]}
         status, body, _ = await admin.call("PUT", "/v1/domains/acme/queues/vip", far)
