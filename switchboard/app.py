@@ -8,10 +8,12 @@ select what runs in the process: ``adapters`` (webhooks, web chat, egress, HTTP 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import functools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -279,10 +281,30 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         # messages through an outage of PostgreSQL.
         with contextlib.suppress(*db.DATABASE_ERRORS):
             await keys.stock()
-        async with background("topic-keys", keys.run(), keys.stop, failures=app[TASK_FAILURES]):
+        async with _task(app, "topic-keys", keys.run(), keys.stop, asked_early=False):
             yield
     await keys_pool.close()
     await pool.close()
+
+
+def _task(
+    app: web.Application,
+    name: str,
+    work: Coroutine[Any, Any, None],
+    stop: Callable[[], None] | None = None,
+    *,
+    asked_early: bool = True,
+) -> contextlib.AbstractAsyncContextManager[asyncio.Task[None]]:
+    """``runtime.tasks.background`` for a task of this process: its failure stops the
+    process (``TaskFailures``), and its ``stop`` is asked with the others' when the process
+    shuts down (``Stops``), unless it must outlast them (``asked_early=False``)."""
+    return background(
+        name,
+        work,
+        stop,
+        stops=app[STOPS] if asked_early else None,
+        failures=app[TASK_FAILURES],
+    )
 
 
 async def _ask_stops(app: web.Application) -> None:
@@ -330,9 +352,7 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
     await consumer.start()
     consumer.assign([TopicPartition(topic.topic, 0)])
     await consumer.seek_to_beginning(TopicPartition(topic.topic, 0))
-    async with background(
-        "config-follower", topic.follow(consumer, live), failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "config-follower", topic.follow(consumer, live)):
         yield
     await topic.close()
     await kafka.stop_consumer(consumer, name="config-follower")
@@ -353,9 +373,7 @@ async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[
     )
     app[ROUTER_WORKER] = worker
     app[METRICS].router_gathering.set_function(lambda: float(worker.gathering.active))
-    async with background(
-        "router-worker", worker.run(), worker.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "router-worker", worker.run(), worker.stop):
         yield
 
 
@@ -371,9 +389,7 @@ async def _retention(config: Config, app: web.Application) -> AsyncIterator[None
         topic_retention_ms=config.kafka.topic_retention_ms,
         erase=lambda command: app[AGENT_PUBLISHER].publish([command]),
     )
-    async with background(
-        "retention", job.run(), job.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "retention", job.run(), job.stop):
         yield
 
 
@@ -384,9 +400,7 @@ async def _workload(config: Config, app: web.Application) -> AsyncIterator[None]
     job = app[WORKLOAD_JOB] = WorkloadJob(
         app[DB_POOL], app[METRICS], config.workload, lambda: live.document.domains
     )
-    async with background(
-        "workload", job.run(), job.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "workload", job.run(), job.stop):
         yield
 
 
@@ -401,9 +415,7 @@ async def _egress(config: Config, app: web.Application) -> AsyncIterator[None]:
         statuses=app[INBOUND_PUBLISHER],
         keys=app[TOPIC_KEYS],
     )
-    async with background(
-        "egress", worker.run(), worker.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "egress", worker.run(), worker.stop):
         yield
 
 
@@ -425,9 +437,7 @@ async def _bot_bridge(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         keys=app[TOPIC_KEYS],
     )
-    async with background(
-        "bot-bridge", bridge.run(), bridge.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "bot-bridge", bridge.run(), bridge.stop):
         yield
 
 
@@ -442,13 +452,7 @@ async def _bot_answers(app: web.Application) -> AsyncIterator[None]:
         app[TOPIC_KEYS],
         bots=_any_bot(app[LIVE_CONFIG].document),
     )
-    async with background(
-        "bot-answers",
-        forwarder.run(),
-        forwarder.stop,
-        stops=app[STOPS],
-        failures=app[TASK_FAILURES],
-    ):
+    async with _task(app, "bot-answers", forwarder.run(), forwarder.stop):
         yield
 
 
@@ -463,9 +467,7 @@ async def _outbound_sender(app: web.Application) -> AsyncIterator[None]:
         app[INBOUND_PUBLISHER],
         app[METRICS],
     )
-    async with background(
-        "outbound-sender", sender.run(), sender.stop, stops=app[STOPS], failures=app[TASK_FAILURES]
-    ):
+    async with _task(app, "outbound-sender", sender.run(), sender.stop):
         yield
 
 
@@ -479,13 +481,7 @@ async def _identity_lookups(app: web.Application) -> AsyncIterator[None]:
 
 async def _dead_letter_recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = DeadLetterRecorder(app[CONFIG], app[ENVIRON], app[DB_POOL])
-    async with background(
-        "dead-letter-recorder",
-        recorder.run(),
-        recorder.stop,
-        stops=app[STOPS],
-        failures=app[TASK_FAILURES],
-    ):
+    async with _task(app, "dead-letter-recorder", recorder.run(), recorder.stop):
         yield
 
 
@@ -502,11 +498,7 @@ async def _webchat_replies(
         fetch_max_wait_ms=config.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
-    async with background(
-        "webchat-replies",
-        reply_pump(consumer, hub, webchats, app[TOPIC_KEYS]),
-        failures=app[TASK_FAILURES],
-    ):
+    async with _task(app, "webchat-replies", reply_pump(consumer, hub, webchats, app[TOPIC_KEYS])):
         yield
     await hub.close_all()
     await kafka.stop_consumer(consumer, name="webchat-replies")
@@ -574,7 +566,7 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
     )
     app[READINESS] = readiness
     await readiness.check()
-    async with background("readiness", readiness.run(), failures=app[TASK_FAILURES]):
+    async with _task(app, "readiness", readiness.run()):
         yield
 
 

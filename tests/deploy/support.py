@@ -72,10 +72,10 @@ def http_paths() -> frozenset[str]:
 
 def router_stop_timeout() -> float:
     """Seconds the router gets to flush after SIGTERM (``_router_worker`` stops it with
-    ``runtime.tasks.background``'s default grace)."""
+    ``runtime.tasks.background``'s default grace, through ``switchboard.app._task``)."""
     source = inspect.getsource(app._router_worker)
-    assert 'background(\n        "router-worker",' in source
-    assert "grace_seconds" not in source
+    assert '_task(app, "router-worker", worker.run(), worker.stop)' in source
+    assert "grace_seconds" not in inspect.getsource(app._task)
     return STOP_TIMEOUT
 
 
