@@ -390,9 +390,9 @@ class IdentityLookups:
     ) -> None:
         self.metrics = metrics
         self._environ = environ
+        """Looked up at each request: the secrets file is read again with each version."""
         self._allowed = allowed or AllowedAddresses()
         """Where the CRMs may be (``[callbacks]``)."""
-        """Looked up at each request: the secrets file is read again with each version."""
         self._clock = clock
         self._domains: dict[str, DomainLookup] = {}
         self._session: aiohttp.ClientSession | None = None
