@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import ipaddress
 import secrets
 import socket
 import urllib.parse
@@ -26,6 +25,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
+from runtime.callbacks import literal_address, public_address
 from schemas import Attachment, Location, NotificationRequested, ReplyRequested
 
 WHATSAPP_BUTTONS_MAX = 3
@@ -146,7 +146,6 @@ ATTACHMENT_REDIRECTS_MAX = 5
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 OCTET_STREAM = "application/octet-stream"
@@ -154,44 +153,6 @@ OCTET_STREAM = "application/octet-stream"
 
 class AddressRefused(Exception):
     """A media URL's host is, or resolves to, an address attachments are not fetched from."""
-
-
-def public_address(address: str) -> bool:
-    """Whether attachments may be fetched from ``address`` (an IP address as text): a
-    global unicast address, never a loopback, private, link-local, multicast, reserved,
-    unspecified or shared (100.64/10) one, nor an IPv6 address that carries such an IPv4
-    address (IPv4-mapped, 6to4, NAT64)."""
-    try:
-        ip = ipaddress.ip_address(address.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None and not public_address(str(embedded)):
-            return False
-    return ip.is_global and not (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
-
-
-def _literal_address(host: str) -> str | None:
-    """``host`` as an IP address when it is one, legacy IPv4 forms included (``127.1``,
-    ``0x7f000001``, which ``getaddrinfo`` would take as addresses too)."""
-    try:
-        return str(ipaddress.ip_address(host.partition("%")[0]))
-    except ValueError:
-        pass
-    try:
-        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
-    except (OSError, UnicodeError, ValueError):
-        return None
 
 
 class PublicResolver(AbstractResolver):
@@ -220,7 +181,7 @@ def _checked_url(url: yarl.URL, number: int, allow_private: bool) -> yarl.URL:
     (a host name is checked by ``PublicResolver`` when the connection is made)."""
     if url.scheme not in ("http", "https") or not url.raw_host:
         raise PrepareFailed(f"attachment {number}: not an http(s) URL")
-    literal = _literal_address(url.raw_host)
+    literal = literal_address(url.raw_host)
     if not allow_private and literal is not None and not public_address(literal):
         raise AddressRefused
     return url

@@ -11,15 +11,15 @@ connection to any other address fails as an unreachable callback would
 (``callback_address_refused`` says why, at most 10 lines a minute per address).
 
 The names of ``allowed_networks``:
-- ``public``: every globally routable unicast address (``ipaddress``'s ``is_global``);
+- ``public``: every globally routable unicast address (``public_address``);
 - ``private``: RFC 1918's IPv4 networks and IPv6 unique local addresses (``fc00::/7``);
 - ``loopback``: ``127.0.0.0/8`` and ``::1``;
 - any network in CIDR notation (``10.20.0.0/16``, ``fd12:3456::/48``).
 
 Link-local addresses (the instance metadata among them), multicast, reserved and
 unspecified ones are in none of the three names: only a network given in CIDR notation
-admits them. An IPv4 address mapped into IPv6 (``::ffff:169.254.169.254``) is checked as
-the IPv4 address it is.
+admits them. An IPv6 address that carries an IPv4 address (IPv4-mapped such as
+``::ffff:169.254.169.254``, 6to4, NAT64) is checked as the IPv4 address it leads to.
 """
 
 from __future__ import annotations
@@ -51,6 +51,54 @@ NAMED: Final[dict[str, tuple[IPNetwork, ...]]] = {
 }
 """The networks of each name but ``public``."""
 ALLOWED_BY_DEFAULT: Final = (PUBLIC, PRIVATE, LOOPBACK)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (IPv4-mapped, 6to4, NAT64), which is where
+    a connection to it goes."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    embedded = ip.ipv4_mapped or ip.sixtofour
+    if embedded is None and ip in _NAT64:
+        embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return embedded
+
+
+def public_address(address: str) -> bool:
+    """Whether ``address`` (an IP address as text) is public: a global unicast address,
+    never a loopback, private, link-local, multicast, reserved, unspecified or shared
+    (100.64/10) one, nor an IPv6 address that carries such an IPv4 address. What
+    ``public`` admits here, and the only addresses attachments are fetched from
+    (``adapters.provider_api``)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    embedded = embedded_ipv4(ip)
+    if embedded is not None and not public_address(str(embedded)):
+        return False
+    return ip.is_global and not (
+        ip.is_loopback
+        or ip.is_private
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def literal_address(host: str) -> str | None:
+    """``host`` as an IP address when it is one, legacy IPv4 forms included (``127.1``,
+    ``0x7f000001``, which ``getaddrinfo`` would take as addresses too)."""
+    try:
+        return str(ipaddress.ip_address(host.partition("%")[0]))
+    except ValueError:
+        pass
+    try:
+        return str(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except (OSError, UnicodeError, ValueError):
+        return None
 
 
 def parse_networks(entries: Iterable[str]) -> tuple[bool, tuple[IPNetwork, ...]]:
@@ -83,9 +131,10 @@ class AllowedAddresses:
         self._refusals = RateLimit()
 
     def allows(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if self._public and address.is_global and not address.is_multicast:
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            return self.allows(embedded)  # where the connection goes
+        if self._public and public_address(str(address)):
             return True
         return any(address in network for network in self._networks)
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from runtime.callbacks import AllowedAddresses, callback_session, parse_networks
+from runtime.callbacks import AllowedAddresses, callback_session, literal_address, parse_networks
 from runtime.config import CallbacksConfig
 from tests.logcapture import captured_logs, lines_of
 
@@ -33,6 +33,8 @@ CASES = [
     ("0.0.0.0", False, False, False),  # noqa: S104 - an address checked, not bound
     ("224.0.0.1", False, False, False),
     ("100.64.0.1", False, False, False),  # shared address space: a network to name
+    ("64:ff9b::a9fe:a9fe", False, False, False),  # NAT64 of 169.254.169.254
+    ("2002:a14:102::1", True, False, True),  # 6to4 of 10.20.1.2
 ]
 
 
@@ -44,6 +46,15 @@ def test_the_names_and_networks_admit_what_they_say(
     assert AllowedAddresses().allows(ip) is default
     assert AllowedAddresses(["public"]).allows(ip) is public
     assert AllowedAddresses(["public", "10.20.0.0/16"]).allows(ip) is named
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [("127.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("[::1]", None), ("example.com", None)],
+)
+def test_legacy_ipv4_forms_are_addresses_too(host: str, address: str | None) -> None:
+    """``getaddrinfo`` takes them as addresses: a check that saw a name would miss them."""
+    assert literal_address(host) == address
 
 
 def test_only_a_network_in_cidr_notation_admits_link_local_addresses() -> None:

@@ -44,7 +44,7 @@ from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
 from router.shell.replay import Kpis, load_recording, simulate
 from runtime.appkeys import CONFIG, DB_POOL
 from runtime.audit import record_action
-from runtime.callbacks import AllowedAddresses
+from runtime.callbacks import AllowedAddresses, literal_address
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
@@ -206,11 +206,10 @@ def _check_callback_addresses(
     for where, url in _callback_urls(after).items():
         if unchanged.get(where) == url:
             continue
-        host = urllib.parse.urlsplit(url).hostname or ""
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        literal = literal_address(urllib.parse.urlsplit(url).hostname or "")
+        if literal is None:
             continue  # a name
+        address = ipaddress.ip_address(literal)
         if not allowed.allows(address):
             raise _Refused(
                 400,

@@ -27,8 +27,8 @@ from adapters.provider_api import (
     PublicResolver,
     fetch_attachment,
     fetch_attachment_to,
-    public_address,
 )
+from runtime.callbacks import public_address
 from runtime.metrics import Metrics
 from schemas import Attachment, Channel, ReplyRequested
 
