@@ -175,8 +175,24 @@ async def test_a_domain_admin_manages_only_its_domain(
         # a platform admin creates a domain; its admins then see it alone
         status, body, _ = await platform.call("PUT", "/v1/domains/initech/config", {})
         assert status == 200, body
-        status, _, _ = await platform.call("GET", "/v1/domains/initech/config")
+        status, _, headers = await platform.call("GET", "/v1/domains/initech/config")
         assert status == 200
+        # a PUT replaces every section: one left out returns to its defaults
+        kept = {"retention": {"dead_letters": 86400}, "outbound": {"answer_hours": 24}}
+        status, body, _ = await platform.call(
+            "PUT", "/v1/domains/initech/config", kept, If_Match=headers["ETag"]
+        )
+        assert status == 200, body
+        _, initech, headers = await platform.call("GET", "/v1/domains/initech/config")
+        assert initech["retention"]["dead_letters"] == 86400
+        assert initech["outbound"]["answer_hours"] == 24
+        put = {"retention": {"dead_letters": 86400}}
+        status, body, _ = await platform.call(
+            "PUT", "/v1/domains/initech/config", put, If_Match=headers["ETag"]
+        )
+        assert status == 200, body
+        _, initech, _ = await platform.call("GET", "/v1/domains/initech/config")
+        assert initech["outbound"]["answer_hours"] == 72
         # an endpoint feeds one domain: acme cannot take globex's
         status, body, _ = await platform.call(
             "PUT", "/v1/domains/globex/channels/telegram/globex_bot", {}
