@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import re
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +41,7 @@ from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
 from router.shell.replay import Kpis, load_recording, simulate
 from runtime.appkeys import CONFIG, DB_POOL
 from runtime.audit import record_action
-from runtime.callbacks import AllowedAddresses, literal_address
+from runtime.callbacks import AllowedAddresses
 from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable
@@ -52,6 +49,7 @@ from schemas import MessageReceived
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX, decode_json_text
 from switchboard.config import ControlDocument, DomainConfig, check_domain_id
 from switchboard.control import store
+from switchboard.control.checks import checked
 from switchboard.control.document import (
     DOCUMENT_MAX_BYTES,
     ENDPOINT_KINDS,
@@ -80,7 +78,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """What neither PostgreSQL's text nor its ``jsonb`` holds."""
 
 
@@ -173,67 +170,6 @@ def _read(request: web.Request, value: Any, what: str) -> web.Response:
     return response
 
 
-def _validated(document: ControlDocument) -> ControlDocument:
-    """The whole document checked as a client's would be (``__post_init__`` of every part),
-    with no text PostgreSQL cannot store (its diff is ``jsonb``)."""
-    tree = to_builtins(document)
-    _check_text(tree, "")
-    try:
-        return msgspec.convert(tree, ControlDocument)
-    except msgspec.ValidationError as error:
-        raise _Refused(400, f"invalid configuration: {error}") from None
-
-
-def _callback_urls(document: ControlDocument) -> dict[str, str]:
-    """The URLs a domain's admins set, which the service calls, by where they are set."""
-    urls = {}
-    for name, domain in document.domains.items():
-        if domain.identity_lookup is not None:
-            urls[f"domains.{name}.identity_lookup.url"] = domain.identity_lookup.url
-        for bot_id, bot in domain.routing.bots.items():
-            if bot.webhook is not None:
-                urls[f"domains.{name}.routing.bots.{bot_id}.webhook.url"] = bot.webhook.url
-    return urls
-
-
-def _check_callback_addresses(
-    request: web.Request, before: ControlDocument, after: ControlDocument
-) -> None:
-    """A URL set or changed whose host is an address ``[callbacks]`` does not admit is
-    refused now, rather than failing every call (a name is checked at each connection)."""
-    allowed = AllowedAddresses(request.app[CONFIG].callbacks.allowed_networks)
-    unchanged = _callback_urls(before)
-    for where, url in _callback_urls(after).items():
-        if unchanged.get(where) == url:
-            continue
-        literal = literal_address(urllib.parse.urlsplit(url).hostname or "")
-        if literal is None:
-            continue  # a name
-        address = ipaddress.ip_address(literal)
-        if not allowed.allows(address):
-            raise _Refused(
-                400,
-                f"invalid configuration: {where}: {address} is not an address"
-                " callbacks.allowed_networks admits",
-            )
-
-
-def _check_text(value: Any, path: str) -> None:
-    if isinstance(value, str):
-        if _UNSTORABLE.search(value):
-            raise _Refused(
-                400, f"invalid configuration: {path or 'a value'} holds NUL or a lone surrogate"
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}" if path else str(key)
-            _check_text(key, f"a key of {path or 'the document'}")
-            _check_text(item, where)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_text(item, f"{path}[{index}]")
-
-
 def _check_precondition(request: web.Request, current: Any, exists: bool) -> None:
     """``If-Match`` against the resource as it is now (under the writers' lock)."""
     header = request.headers.get("If-Match")
@@ -268,13 +204,11 @@ async def _change(
         if conditional:
             current = resource(document)
             _check_precondition(request, current, current is not None)
+        allowed = AllowedAddresses(request.app[CONFIG].callbacks.allowed_networks)
         try:
-            edited = edit(document)
-        except ValueError as error:  # a struct's own check, on replace
+            return checked(document, edit(document), allowed)
+        except ValueError as error:  # a struct's own check on replace, or ``checked``'s
             raise _Refused(400, f"invalid configuration: {error}") from None
-        validated = _validated(edited)
-        _check_callback_addresses(request, document, validated)
-        return validated
 
     async def audit(conn: asyncpg.Connection, version: int, changes: list[Change]) -> None:
         await record_action(
