@@ -22,6 +22,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
 from runtime.sealing import SealedValue, TopicKeys
+from runtime.timeouts import SharedTimeout
 from schemas import topics
 from schemas.cloudevents import encode_headers
 from schemas.common import Event
@@ -310,7 +311,7 @@ class EventPublisher:
         self._producer = producer
         self._topic = topic
         self._source = source
-        self._timeout = timeout
+        self._timeout = SharedTimeout(timeout)
         self._dead_letter_topic = dead_letter_topic
 
     async def publish(self, events: Sequence[Event]) -> None:
@@ -332,8 +333,7 @@ class EventPublisher:
 
     async def _acknowledged(self, sending: Coroutine[Any, Any, None]) -> None:
         try:
-            async with asyncio.timeout(self._timeout):
-                await sending
+            await self._timeout.within(sending)
         except (KafkaError, KafkaConnectionError, OSError, TimeoutError) as error:
             raise BrokerUnavailable(
                 f"broker did not acknowledge: {type(error).__name__}"
