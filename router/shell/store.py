@@ -47,7 +47,7 @@ from router.engine import (
     with_activity,
 )
 from router.shell.erasure import erase
-from runtime.db import JoinedStatement, column_arrays, json_rows, rows_of
+from runtime.db import JoinedStatement, column_arrays, document_rows, json_rows, rows_of
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
 from schemas import (
     AgentEvent,
@@ -268,14 +268,14 @@ class WriteJob:
 
 _UPSERT_AGENTS = f"""
 INSERT INTO agents (domain, agent_id, name, presence, record, updated_at)
-SELECT d, a, n, p, r::json, now() FROM {rows_of(1, "d, a, n, p, r")} AS t
+SELECT d, a, n, p, r::json, now() FROM {rows_of(1, "d, a, n, p", document="r")} AS t
 ON CONFLICT (domain, agent_id) DO UPDATE SET
     name = EXCLUDED.name, presence = EXCLUDED.presence, record = EXCLUDED.record, updated_at = now()
 """  # noqa: S608 -- fixed text
 
 _UPSERT_CUSTOMERS = f"""
 INSERT INTO customers (domain, customer_id, owner_agent_id, last_agent_id, record, updated_at)
-SELECT d, c, o, l, r::json, now() FROM {rows_of(1, "d, c, o, l, r")} AS t
+SELECT d, c, o, l, r::json, now() FROM {rows_of(1, "d, c, o, l", document="r")} AS t
 ON CONFLICT (domain, customer_id) DO UPDATE SET
     owner_agent_id = EXCLUDED.owner_agent_id, last_agent_id = EXCLUDED.last_agent_id,
     record = EXCLUDED.record, updated_at = now()
@@ -305,7 +305,7 @@ ON CONFLICT DO NOTHING
 
 _UPSERT_BOTS = f"""
 INSERT INTO bot_health (domain, bot_id, record)
-SELECT d, b, r::json FROM {rows_of(1, "d, b, r")} AS t
+SELECT d, b, r::json FROM {rows_of(1, "d, b", document="r")} AS t
 ON CONFLICT (domain, bot_id) DO UPDATE SET record = EXCLUDED.record
 """  # noqa: S608 -- fixed text
 
@@ -334,7 +334,7 @@ INSERT INTO conversations (domain, conversation_id, channel, customer_id, conver
     status, owner_agent_id, preferred_agent_id, opened_at, closed_at, record, updated_at)
 SELECT d, c, ch, cu, k, q, s, o, p, to_timestamp(op),
        CASE WHEN s = 'closed' THEN now() END, r::json, now()
-FROM {rows_of(1, "d, c, ch, cu, k, q, s, o, p, op float8, r")} AS t
+FROM {rows_of(1, "d, c, ch, cu, k, q, s, o, p, op float8", document="r")} AS t
 ON CONFLICT (domain, conversation_id) DO UPDATE SET
     customer_id = EXCLUDED.customer_id, queue = EXCLUDED.queue, status = EXCLUDED.status,
     owner_agent_id = EXCLUDED.owner_agent_id,
@@ -355,7 +355,7 @@ WHERE conversation_activity.domain = t.d AND conversation_activity.conversation_
 # row, and the foreign key would fail the whole batch.
 _UPSERT_ACTIVITIES = f"""
 INSERT INTO conversation_activity (domain, conversation_id, activity)
-SELECT t.d, t.c, t.a FROM {rows_of(1, "d, c, a json")} AS t
+SELECT t.d, t.c, t.a::json FROM {rows_of(1, "d, c", document="a")} AS t
 WHERE EXISTS (SELECT 1 FROM conversations v WHERE v.domain = t.d AND v.conversation_id = t.c)
 ON CONFLICT (domain, conversation_id) DO UPDATE SET
     activity = EXCLUDED.activity, updated_at = now()
@@ -366,7 +366,7 @@ INSERT INTO assignments (domain, assignment_id, conversation_id, agent_id, strat
     waited_seconds, candidates, offered_at, accepted_at, ended_at, end_reason, record)
 SELECT d, a, c, ag, st, sp, w, ca::jsonb, to_timestamp(o), to_timestamp(ac), to_timestamp(e), er,
        r::json
-FROM {rows_of(1, "d, a, c, ag, st, sp, w float8, ca, o float8, ac float8, e float8, er, r")} AS t
+FROM {rows_of(1, "d, a, c, ag, st, sp, w float8, ca, o float8, ac float8, e float8, er", document="r")} AS t
 ON CONFLICT (domain, assignment_id) DO UPDATE SET
     accepted_at = EXCLUDED.accepted_at, ended_at = EXCLUDED.ended_at,
     end_reason = EXCLUDED.end_reason, record = EXCLUDED.record
@@ -488,6 +488,7 @@ async def write_batch(
             _UPSERT_AGENTS,
             lambda d, r: (d, r.agent_id, r.name, str(r.presence), _encode(r).decode()),
             _DELETE_AGENTS,
+            document=True,
         )
     if writes.customers:
         joined.add_rows(
@@ -496,6 +497,7 @@ async def write_batch(
             _UPSERT_CUSTOMERS,
             lambda d, r: (d, r.customer_id, r.owner_agent_id, r.last_agent_id, _encode(r).decode()),
             _DELETE_CUSTOMERS,
+            document=True,
         )
     if writes.identities:
         joined.add_rows(
@@ -512,12 +514,13 @@ async def write_batch(
             _UPSERT_BOTS,
             lambda d, r: (d, r.bot_id, _encode(r).decode()),
             _DELETE_BOTS,
+            document=True,
         )
     if writes.conversations:
         joined.add(
             "conversations",
             _UPSERT_CONVERSATIONS,
-            json_rows(
+            *document_rows(
                 (
                     d,
                     r.conversation_id,
@@ -541,13 +544,15 @@ async def write_batch(
         joined.add(
             "activities",
             _UPSERT_ACTIVITIES,
-            json_rows((d, c, activity) for (d, c), activity in writes.activities.items()),
+            *document_rows(
+                (d, c, _encode(activity).decode()) for (d, c), activity in writes.activities.items()
+            ),
         )
     if writes.assignments:
         joined.add(
             "assignments",
             _UPSERT_ASSIGNMENTS,
-            json_rows(
+            *document_rows(
                 (
                     d,
                     r.assignment_id,

@@ -1,14 +1,16 @@
 """``runtime.db.json_rows`` and ``rows_of`` against PostgreSQL: rows sent as one JSON
 parameter come back as they were sent, in order: every character a string may hold
 (quotes, backslashes, line breaks, characters beyond the Basic Multilingual Plane, JSON
-text), NULL, and floats to the last bit."""
+text), NULL, and floats to the last bit; with their documents apart (``document_rows``),
+each row with its own document."""
 
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 import pytest
 
-from runtime.db import json_rows, rows_of
+from runtime.db import document_rows, json_rows, rows_of
 
 pytestmark = pytest.mark.integration
 
@@ -38,3 +40,26 @@ async def test_no_rows_are_no_rows(database_url: str) -> None:
     finally:
         await conn.close()
     assert got == []
+
+
+async def test_rows_with_their_documents_apart_come_back_each_with_its_own(
+    database_url: str,
+) -> None:
+    documents = [
+        msgspec.json.encode(
+            {"n": i, "text": 'quote " back\\slash \u00e9 \U0001f389 \\u0041'}
+        ).decode()
+        for i in range(300)
+    ]
+    rows = [(*ROWS[i % len(ROWS)], documents[i]) for i in range(300)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        table = rows_of(1, "a, b, c, d, e, f float8", document="doc")
+        got = await conn.fetch(
+            f"SELECT t.*, t.doc::json->>'n' AS n FROM {table} AS t",  # noqa: S608
+            *document_rows(rows),
+        )
+    finally:
+        await conn.close()
+    assert [tuple(row)[:7] for row in got] == rows
+    assert [row["n"] for row in got] == [str(i) for i in range(300)]
