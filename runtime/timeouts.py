@@ -40,7 +40,7 @@ class SharedTimeout:
 
     @property
     def waiting(self) -> int:
-        """Tasks waiting now (for tests and gauges)."""
+        """Tasks waiting now."""
         return sum(map(len, self._slices.values()))
 
     async def within(self, awaitable: Awaitable[T]) -> T:

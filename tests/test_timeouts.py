@@ -27,7 +27,7 @@ async def test_a_wait_past_its_seconds_is_a_timeout_error_and_the_task_goes_on()
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         await timeout.within(asyncio.sleep(10))
-    assert time.monotonic() - started >= 0.05
+    assert time.monotonic() - started >= 0.045  # the timer may fire a clock tick early
     task = asyncio.current_task()
     assert task is not None
     assert task.cancelling() == 0
