@@ -127,8 +127,9 @@ def document_rows(rows: Iterable[Sequence[object]]) -> tuple[str, list[str]]:
 
     A document inside the JSON parameter would be a string in it: escaped here, then
     lexed by PostgreSQL twice (the parameter, then the document as ``json``) and copied
-    between. Apart, PostgreSQL lexes it once: 12.0 against 9.6 µs of its CPU per
-    conversation row of about 900 bytes (50-row batches; the client 3.6 against 3.3)."""
+    between. Apart, PostgreSQL lexes it once: 12.0 against 9.3 µs of its CPU per
+    conversation row of about 900 bytes (50-row batches, medians of three; the client 3.6
+    against 3.3)."""
     columns: list[Sequence[object]] = []
     documents: list[str] = []
     for row in rows:
