@@ -57,11 +57,9 @@ class SharedTimeout:
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if task in self._expired:
-                self._expired.discard(task)
-                # Ours alone: a cancellation from elsewhere stays one (asyncio.timeout's rule).
-                if task.uncancel() <= waiting.get(task, 0):
-                    raise TimeoutError from None
+            # Ours alone: a cancellation from elsewhere stays one (asyncio.timeout's rule).
+            if task in self._expired and task.uncancel() <= waiting.get(task, 0):
+                raise TimeoutError from None
             raise
         finally:
             waiting.pop(task, None)
