@@ -110,6 +110,13 @@ class Loaded:
     """The next offset per assigned input partition (None: from the beginning)."""
     unpublished: list[store.OutboxBatch]
     """The partitions' outbox rows not deleted yet, in ``seq`` order."""
+    homes: dict[str, int]
+    """Every routed domain's input partition number (``PartitionLoader.homes``)."""
+
+
+def owned_domains(homes: Mapping[str, int], numbers: Iterable[int]) -> dict[int, list[str]]:
+    """The domains of each partition number, by their ``homes``."""
+    return {number: [d for d, home in homes.items() if home == number] for number in numbers}
 
 
 class PartitionLoader:
@@ -140,13 +147,6 @@ class PartitionLoader:
         for number in numbers:
             self.leases.pop(number, None)
 
-    def owned_domains(
-        self, consumer: AIOKafkaConsumer, numbers: Iterable[int]
-    ) -> dict[int, list[str]]:
-        """The domains of each partition number under the current policies."""
-        homes = self.homes(consumer)
-        return {number: [d for d, home in homes.items() if home == number] for number in numbers}
-
     def homes(self, consumer: AIOKafkaConsumer) -> dict[str, int]:
         """Each routed domain's input partition number, by the producers' partitioner."""
         total = (
@@ -164,7 +164,8 @@ class PartitionLoader:
     ) -> Loaded:
         """Steps 1 to 4 of the module docstring for partitions ``numbers``, whose input
         partitions are ``assigned``."""
-        owned = self.owned_domains(consumer, numbers)
+        homes = self.homes(consumer)
+        owned = owned_domains(homes, numbers)
         domains = [d for names in owned.values() for d in names]
         async with self._pool.acquire() as conn:
             # Step 1
@@ -215,6 +216,7 @@ class PartitionLoader:
             },
             positions=positions,
             unpublished=unpublished,
+            homes=homes,
         )
 
     async def _validated_positions(

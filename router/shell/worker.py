@@ -60,7 +60,7 @@ from router.shell.group_protocol import range_assignor
 from router.shell.intake import Intake, Unappliable, poison_reason
 from router.shell.observe import gauge_slices, observe_published, observe_routing_events
 from router.shell.outbox import Outbox, sealed, sealing_subjects
-from router.shell.recovery import PartitionLoader
+from router.shell.recovery import PartitionLoader, owned_domains
 from router.shell.residents import ResidentCustomers, RouterConfig
 from router.shell.sending import send_rows
 from runtime import db, kafka
@@ -304,8 +304,9 @@ class RouterWorker:
         self._loader.policies = policies
         self.config_version = version
         partitions = self._intake.partitions
-        owned = self._loader.owned_domains(consumer, partitions)
-        self._intake.homes = self._loader.homes(consumer)
+        homes = self._loader.homes(consumer)
+        owned = owned_domains(homes, partitions)
+        self._intake.homes = homes
         log.info("config_applied", version=version)
         if any(set(owned[number]) != set(domains) for number, domains in partitions.items()):
             await self._reload(consumer)
@@ -722,7 +723,7 @@ class RouterWorker:
             consumer, numbers, assigned, fold_saved_activities=not self._intake.saves_activity_alone
         )
         self._intake.partitions.update(loaded.partitions)
-        self._intake.homes = self._loader.homes(consumer)
+        self._intake.homes = loaded.homes
         self._residents.adopt(self.domain_states())
         for tp, position in loaded.positions.items():
             self._intake.expected[tp] = position
