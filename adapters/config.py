@@ -153,11 +153,23 @@ class TwilioNumber(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             )
 
 
+class TwilioSharedKey(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    """The SharedKey's id (``webhooks_sharedkey_…``), as ``X-Twilio-Webhooks-Signature-Settings``
+    names it on the webhooks a Webhook Rule has Twilio sign with it."""
+    secret_env: str
+    """Variable holding the secret Twilio returned when the SharedKey was made."""
+
+
 class TwilioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True):
     account_sid: str = ""
     """Twilio Account SID (``AC…``) that sends replies (egress)."""
     auth_token_env: str = "TWILIO_AUTH_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the Auth Token: verifies ``X-Twilio-Signature`` and authenticates egress."""
+    shared_keys: Annotated[list[TwilioSharedKey], msgspec.Meta(max_length=LIST_MAX)] = []
+    """SharedKeys that Webhook Rules have Twilio sign webhooks with instead of the Auth Token:
+    a request whose ``X-Twilio-Webhooks-Signature-Settings`` names one is verified with its
+    secret (list the old and the new key while rotating)."""
     api_base_url: str = "https://api.twilio.com"
     """Base URL of Twilio's REST API (egress)."""
     status_callback_url: str | None = None
@@ -175,6 +187,7 @@ class TwilioConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         _unique([n.number for n in self.numbers], "twilio.numbers")
+        _unique([k.key for k in self.shared_keys], "twilio.shared_keys")
         if self.status_callback_url is not None:
             twilio_webhook_url(self.status_callback_url, "twilio.status_callback_url")
         for url in self.webhook_urls:

@@ -14,8 +14,10 @@ twilio-python's ``RequestValidator`` accepts), and without a ``#`` fragment (con
 overrides). A URL with a new path added to the configuration is served after a restart.
 
 Signature (``X-Twilio-Signature``): base64 of the HMAC of that URL followed by every POST
-parameter sorted by name, as name+value (repeated values sorted too), keyed with the Auth
-Token; HMAC-SHA1 unless ``X-Twilio-Webhooks-Signature-Settings`` names another algorithm.
+parameter sorted by name, as name+value (repeated values sorted too): HMAC-SHA1 keyed with
+the Auth Token, or, when a Webhook Rule has Twilio sign with a SharedKey, keyed with that
+key's secret with the algorithm ``X-Twilio-Webhooks-Signature-Settings`` names beside it
+(``twilio.shared_keys``; twilio.com/docs/usage/webhooks/webhook-shared-keys).
 A JSON body (``application/json``) is signed through the URL: Twilio adds
 ``bodySHA256=<hex SHA-256 of the body>`` to its query and signs the URL alone; we check
 the URL's signature, then the body's hash, and only then decode it (a flat object of the
@@ -49,7 +51,7 @@ import hashlib
 import hmac
 import math
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -61,7 +63,7 @@ from adapters.base import (
     Unusable,
     constant_time_equal,
 )
-from adapters.config import ChannelsConfig, TwilioNumber
+from adapters.config import ChannelsConfig, TwilioConfig, TwilioNumber, resolve_secret
 from adapters.media import MediaLimits, MediaRule
 from adapters.normalize import (
     MAX_FORM_FIELDS,
@@ -263,9 +265,10 @@ DECLARATION = ChannelDeclaration(
     read_receipts="WhatsApp: status read (EventType READ); SMS/MMS: none",
     quick_replies="listed after the text, numbered (buttons need a Content template)",
     signature=(
-        "X-Twilio-Signature: HMAC-SHA1 (or SHA-256, X-Twilio-Webhooks-Signature-Settings)"
-        " of the exact URL + sorted POST parameters, Auth Token; JSON bodies: the URL with"
-        " bodySHA256, then the body's SHA-256"
+        "X-Twilio-Signature: HMAC-SHA1 of the exact URL + sorted POST parameters, Auth Token"
+        " (or the SharedKey and algorithm, HMAC-SHA1 or SHA-256, that"
+        " X-Twilio-Webhooks-Signature-Settings names); JSON bodies: the URL with bodySHA256,"
+        " then the body's SHA-256"
     ),
     replay_protection=(
         "none signed (no timestamp or nonce): a replayed message has the same event id,"
@@ -314,13 +317,43 @@ def provider_consent(opt_out_type: str | None) -> Consent | None:
     return OPT_OUT_TYPES.get((opt_out_type or "").strip().upper())
 
 
-def signature_algorithm(settings_header: str | None) -> str:
-    """The algorithm named in ``X-Twilio-Webhooks-Signature-Settings``; HMAC_SHA1 without it."""
-    for part in (settings_header or "").split(","):
+def signature_settings(header: str | None) -> tuple[str | None, str]:
+    """What ``X-Twilio-Webhooks-Signature-Settings`` says: (the SharedKey's id, the
+    algorithm). Without the header (or with it empty) Twilio signed with the Auth Token and
+    HMAC-SHA1: (None, ``HMAC_SHA1``). With it, with the SharedKey it names (``""``: none)
+    and the algorithm it names (``HMAC_SHA1`` when none), as twilio-python reads it."""
+    if not header or not header.strip():
+        return None, "HMAC_SHA1"
+    key, algorithm = "", "HMAC_SHA1"
+    for part in header.split(","):
         name, sep, value = part.partition("=")
-        if sep and name.strip().lower() == "algorithm" and value.strip():
-            return value.strip().upper()
-    return "HMAC_SHA1"
+        name, value = name.strip().lower(), value.strip()
+        if not sep or not value:
+            continue
+        if name == "key" and not key:
+            key = value
+        elif name == "algorithm":
+            algorithm = value.upper()
+    return key, algorithm
+
+
+def signing_secret(
+    config: TwilioConfig, environ: Mapping[str, str], settings_header: str | None
+) -> tuple[str, str]:
+    """The secret and algorithm Twilio signed a request with (``signature_settings``): the
+    Auth Token's, or the secret of the SharedKey the header names, which must be one of
+    ``twilio.shared_keys`` (``SignatureRejected``, 403, when it is not: no other secret
+    can have signed it). ``SecretMissing`` when the secret's variable is unset."""
+    key, algorithm = signature_settings(settings_header)
+    if key is None:
+        return resolve_secret(config.auth_token_env, environ), algorithm
+    for shared in config.shared_keys:
+        if shared.key == key:
+            return resolve_secret(shared.secret_env, environ), algorithm
+    raise SignatureRejected(
+        f"signed with a SharedKey ({SIGNATURE_SETTINGS_HEADER}) that twilio.shared_keys"
+        " does not name"
+    )
 
 
 def compute_signature(
@@ -363,9 +396,11 @@ def _port_variants(url: str) -> tuple[str, ...]:
             port = split.port
         except ValueError:
             continue
-        host = split.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
+        # The host as written (``hostname`` lowercases it): twilio-python's variants keep it.
+        netloc = split.netloc.rpartition("@")[2]
+        host = (
+            netloc[: netloc.find("]") + 1] if netloc.startswith("[") else netloc.partition(":")[0]
+        )
         default = 443 if split.scheme == "https" else 80
         out.append(split._replace(netloc=host).geturl())
         out.append(split._replace(netloc=f"{host}:{port or default}").geturl())

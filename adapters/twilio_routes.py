@@ -14,7 +14,6 @@ from aiohttp import web
 
 from adapters import twilio
 from adapters.base import BadRequest, Normalized
-from adapters.config import resolve_secret
 from adapters.normalize import parse_form
 from adapters.webhook_serving import Handler, WebhookContext, parse_signed, serve
 
@@ -48,11 +47,10 @@ def _handler(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         def work(body: bytes) -> Normalized:
             channels = ctx.channels  # replaced whole on a new configuration: read once
-            token = resolve_secret(channels.twilio.auth_token_env, ctx.environ)
-            signature = request.headers.get(twilio.SIGNATURE_HEADER)
-            algorithm = twilio.signature_algorithm(
-                request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
+            token, algorithm = twilio.signing_secret(
+                channels.twilio, ctx.environ, request.headers.get(twilio.SIGNATURE_SETTINGS_HEADER)
             )
+            signature = request.headers.get(twilio.SIGNATURE_HEADER)
             urls = twilio.signature_urls(
                 channels, ctx.public_url, request_url(request), request.raw_path
             )

@@ -19,6 +19,9 @@ Documentation the fixtures (``tests/adapters/fixtures/twilio/``) come from, plac
 - https://www.twilio.com/docs/messaging/api/message-resource: the ``status`` values;
 - https://www.twilio.com/docs/usage/webhooks/webhooks-security: the signature, its worked
   example (``L/OH5YylLD5NRKLltdqwSvS0BnU=``) and the JSON example's ``bodySHA256``;
+- https://www.twilio.com/docs/usage/webhooks/webhook-shared-keys: webhooks a Webhook Rule
+  has signed with a SharedKey's secret, named with the algorithm in
+  ``X-Twilio-Webhooks-Signature-Settings``;
 - https://www.twilio.com/docs/messaging/guides/accepted-mime-types and
   https://www.twilio.com/docs/whatsapp/guidance-whatsapp-media-messages: media limits;
 - https://www.twilio.com/docs/whatsapp/message-features: ``PersistentAction`` ``geo:``.
@@ -42,6 +45,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio ships no types
     RequestValidator,
+    get_signature_algorithm,
 )
 from twilio.rest.api.v2010.account.message import (  # type: ignore[import-untyped]
     MessageInstance,
@@ -68,7 +72,13 @@ from tests.adapters.conftest import Harness, MemoryNonces, RecordingPublisher
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "twilio"
 TOKEN = "twilio-conformance-token"
-ENVIRON = {"TWILIO_AUTH_TOKEN": TOKEN}
+SHARED_KEYS = {"webhooks_sharedkey_old": "shared-secret-old", "webhooks_sharedkey_new": "x" * 40}
+"""Two SharedKeys configured, as while one is rotated to the other."""
+ENVIRON = {
+    "TWILIO_AUTH_TOKEN": TOKEN,
+    "TWILIO_SHARED_KEY_OLD": SHARED_KEYS["webhooks_sharedkey_old"],
+    "TWILIO_SHARED_KEY_NEW": SHARED_KEYS["webhooks_sharedkey_new"],
+}
 PUBLIC_URL = "https://switchboard.example.com"
 NOW = 1_700_000_000.0
 OURS, CUSTOMER = "+15017250604", "+15558675310"
@@ -83,6 +93,11 @@ phone_identity_domains = ["acme"]
 [twilio]
 account_sid = "AC{"a" * 32}"
 webhook_urls = ["{SERVICE}"]
+shared_keys = [
+  {{ key = "webhooks_sharedkey_old", secret_env = "TWILIO_SHARED_KEY_OLD" }},
+  {{ key = "webhooks_sharedkey_new", secret_env = "TWILIO_SHARED_KEY_NEW" }},
+  {{ key = "webhooks_sharedkey_unset", secret_env = "TWILIO_SHARED_KEY_UNSET" }},
+]
 
 [[twilio.numbers]]
 number = "{OURS}"
@@ -198,6 +213,30 @@ def test_twilio_python_vectors_repeated_values_sorted_and_deduplicated() -> None
 def test_port_variants_are_those_twilio_python_accepts(url: str, signature: str) -> None:
     assert RequestValidator("12345").validate(url, SDK_PARAMS, signature)
     assert twilio.verified_url("12345", [url], list(SDK_PARAMS.items()), signature) == url
+
+
+@pytest.mark.parametrize(
+    ("configured", "signed_for"),
+    [
+        ("https://MyCompany.com/myapp.php?foo=1", "https://MyCompany.com:443/myapp.php?foo=1"),
+        ("https://MyCompany.com:443/myapp.php?foo=1", "https://MyCompany.com/myapp.php?foo=1"),
+    ],
+)
+def test_port_variants_keep_the_host_as_written(configured: str, signed_for: str) -> None:
+    """twilio-python adds or removes the port and leaves the host's letters alone."""
+    signature = RequestValidator("12345").compute_signature(signed_for, SDK_PARAMS)
+    assert RequestValidator("12345").validate(configured, SDK_PARAMS, signature)
+    params = list(SDK_PARAMS.items())
+    assert twilio.verified_url("12345", [configured], params, signature) == configured
+
+
+def test_an_ipv6_hosts_port_variants_keep_its_brackets() -> None:
+    """(twilio-python cuts such a host at its first colon.)"""
+    assert twilio._port_variants("http://[::1]:8080/a") == (
+        "http://[::1]:8080/a",
+        "http://[::1]/a",
+    )
+    assert twilio._port_variants("https://[::1]/a") == ("https://[::1]/a", "https://[::1]:443/a")
 
 
 def test_a_json_body_is_signed_through_its_hash_in_the_url() -> None:
@@ -654,25 +693,105 @@ async def test_a_replay_cannot_be_told_apart_and_publishes_the_same_event(hook: 
     assert "none signed" in twilio.DECLARATION.replay_protection
 
 
+def shared_key_signed(
+    params: dict[str, str], key: str, algorithm: str, secret: str | None = None
+) -> dict[str, str]:
+    """Headers of a webhook a Webhook Rule has Twilio sign with the SharedKey ``key``
+    (its configured secret unless ``secret`` says otherwise), as twilio-python computes it."""
+    validator = RequestValidator(SHARED_KEYS.get(key, "") if secret is None else secret)
+    return {
+        twilio.SIGNATURE_HEADER: validator.compute_signature(
+            PUBLIC_URL + twilio.SMS_PATH, params, algorithm
+        ),
+        twilio.SIGNATURE_SETTINGS_HEADER: f"key={key},algorithm={algorithm}",
+    }
+
+
+@pytest.mark.parametrize("algorithm", ["HMAC_SHA256", "HMAC_SHA1"])
+@pytest.mark.parametrize("key", sorted(SHARED_KEYS))
+async def test_a_sharedkey_signature_verifies_as_the_sdk_computes_it(
+    hook: Harness, key: str, algorithm: str
+) -> None:
+    """Either key of a rotation, either algorithm: the secret the header's key names."""
+    params = fixture("sms_incoming")
+    headers = shared_key_signed(params, key, algorithm)
+    assert RequestValidator(SHARED_KEYS[key]).validate(
+        PUBLIC_URL + twilio.SMS_PATH, params, headers[twilio.SIGNATURE_HEADER], algorithm
+    )
+    resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
+    assert resp.status == 200
+    assert len(hook.publisher.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("webhooks_sharedkey_new", TOKEN),  # the Auth Token, under a SharedKey's header
+        ("webhooks_sharedkey_new", SHARED_KEYS["webhooks_sharedkey_old"]),  # the other key
+        ("webhooks_sharedkey_elsewhere", SHARED_KEYS["webhooks_sharedkey_new"]),  # not ours
+        ("", SHARED_KEYS["webhooks_sharedkey_new"]),  # the header names no key
+    ],
+    ids=["auth-token", "other-key", "key-not-configured", "no-key"],
+)
+async def test_a_signature_by_another_secret_than_the_named_sharedkeys_is_403(
+    hook: Harness, key: str, secret: str
+) -> None:
+    params = fixture("sms_incoming")
+    headers = shared_key_signed(params, key, "HMAC_SHA256", secret)
+    resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
+    assert resp.status == 403
+    assert hook.publisher.messages == []
+
+
+async def test_the_auth_token_signs_what_carries_no_settings_header(hook: Harness) -> None:
+    """Without ``X-Twilio-Webhooks-Signature-Settings`` (or with it empty), the Auth Token and
+    HMAC-SHA1, SharedKeys configured or not; a SharedKey's signature is then refused."""
+    params = fixture("sms_incoming")
+    by_token = signed(PUBLIC_URL + twilio.SMS_PATH, params)
+    empty = {**by_token, twilio.SIGNATURE_SETTINGS_HEADER: " "}
+    for headers in (by_token, empty):
+        resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
+        assert resp.status == 200
+    by_key = shared_key_signed(params, "webhooks_sharedkey_new", "HMAC_SHA1")
+    del by_key[twilio.SIGNATURE_SETTINGS_HEADER]
+    resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=by_key)
+    assert resp.status == 403
+
+
+async def test_a_sharedkey_whose_variable_is_unset_is_503(hook: Harness) -> None:
+    """Our deployment is incomplete, not the request wrong: Twilio retries."""
+    params = fixture("sms_incoming")
+    headers = shared_key_signed(params, "webhooks_sharedkey_unset", "HMAC_SHA256", "anything")
+    resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
+    assert resp.status == 503
+    assert "TWILIO_SHARED_KEY_UNSET" not in await resp.text()
+
+
 async def test_an_unsupported_algorithm_is_403(hook: Harness) -> None:
     params = fixture("sms_incoming")
-    headers = {
-        **signed(PUBLIC_URL + twilio.SMS_PATH, params),
-        twilio.SIGNATURE_SETTINGS_HEADER: "key=webhooks_sharedkey_1,algorithm=HMAC_MD5",
-    }
+    headers = shared_key_signed(params, "webhooks_sharedkey_new", "HMAC_SHA256")
+    headers[twilio.SIGNATURE_SETTINGS_HEADER] = "key=webhooks_sharedkey_new,algorithm=HMAC_MD5"
     resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
     assert resp.status == 403
 
 
-async def test_sha256_signatures_verify_as_the_sdk_computes_them(hook: Harness) -> None:
-    params = fixture("sms_incoming")
-    signature = SDK.compute_signature(PUBLIC_URL + twilio.SMS_PATH, params, "HMAC_SHA256")
-    headers = {
-        twilio.SIGNATURE_HEADER: signature,
-        twilio.SIGNATURE_SETTINGS_HEADER: "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
-    }
-    resp = await hook.client.post(twilio.SMS_PATH, data=params, headers=headers)
-    assert resp.status == 200
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256",
+        "algorithm=HMAC_SHA256 , key=webhooks_sharedkey_1",
+        "key=webhooks_sharedkey_1",
+        "key=webhooks_sharedkey_1,algorithm=",
+        "key=webhooks_sharedkey_1,algorithm=hmac_sha256",
+        "key=webhooks_sharedkey_1,algorithm=HMAC_MD5",
+        "nonsense",
+    ],
+)
+def test_the_settings_header_names_the_algorithm_twilio_python_reads(header: str | None) -> None:
+    _, algorithm = twilio.signature_settings(header)
+    assert algorithm == get_signature_algorithm(header).upper()
 
 
 async def test_a_channel_twilio_carries_that_we_do_not_is_set_aside(hook: Harness) -> None:
