@@ -80,7 +80,8 @@ def verify_messages_signature(
 ) -> Nonce:
     """The request's ``jti`` to claim, once its JWT is known to be Vonage's (HS256 with the
     signature secret), to hash ``body`` (``payload_hash``), and to be issued no longer than
-    ``max_age_seconds`` ago and not more than ``PLAUSIBLE_FUTURE_SECONDS`` ahead of ``now``;
+    ``max_age_seconds`` ago and not more than ``PLAUSIBLE_FUTURE_SECONDS`` ahead of ``now``
+    (an ``exp`` past, an ``nbf`` that far ahead, refuse it too, as RFC 7519 says);
     else ``SignatureRejected`` (401 missing, 403 wrong, stale or another account's) or
     ``BadRequest`` (a ``jti`` the token cache cannot hold). Nothing of ``body`` is parsed."""
     scheme, _, token = (authorization or "").strip().partition(" ")
@@ -120,6 +121,9 @@ def verify_messages_signature(
     expires_at = _number(claims.get("exp"))
     if "exp" in claims and (expires_at is None or now > expires_at):
         raise SignatureRejected("token expired")
+    not_before = _number(claims.get("nbf"))
+    if "nbf" in claims and (not_before is None or not_before - now > PLAUSIBLE_FUTURE_SECONDS):
+        raise SignatureRejected("token not valid yet (nbf)")
     if api_key and claims.get("api_key", api_key) != api_key:
         raise SignatureRejected("token of another Vonage account")
     jti = claims.get("jti")

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vonage_http_client.auth import Auth  # type: ignore[import-untyped]  # no types shipped
-from vonage_jwt import JwtClient, verify_signature  # type: ignore[import-untyped]
+from vonage_jwt import JwtClient, VonageVerifyJwtError, verify_signature  # type: ignore[import-untyped]
 
 from adapters import vonage, vonage_send, vonage_signatures
 from adapters.base import SignatureRejected
@@ -655,6 +655,27 @@ async def test_the_edges_of_the_window_are_accepted(hook: Harness) -> None:
 async def test_an_expired_exp_is_403(hook: Harness) -> None:
     response = await post_message(hook, fixture("inbound_sms_text.json"), exp=int(NOW) - 1)
     assert response.status == 403
+
+
+@pytest.mark.parametrize("nbf", [NOW + 16 * 60, NOW + 10 * 365 * 86400, "soon"])
+async def test_a_token_not_valid_yet_is_403_as_the_sdk_refuses_it(hook: Harness, nbf: Any) -> None:
+    """RFC 7519's ``nbf``: the SDK (PyJWT) refuses a token before it; we allow the clock skew
+    ``iat`` is allowed (``PLAUSIBLE_FUTURE_SECONDS``)."""
+    body = body_of(fixture("inbound_sms_text.json"))
+    if not isinstance(nbf, str):
+        with pytest.raises(VonageVerifyJwtError):
+            verify_signature(
+                messages_token(body, iat=time.time(), nbf=time.time() + nbf - NOW), SECRET
+            )
+    response = await post_message(hook, fixture("inbound_sms_text.json"), nbf=nbf)
+    assert response.status == 403
+    assert hook.publisher.events == []
+
+
+async def test_a_token_valid_from_now_or_within_the_skew_is_accepted(hook: Harness) -> None:
+    for jti, nbf in (("1", NOW - 60), ("2", NOW), ("3", NOW + 15 * 60)):
+        response = await post_message(hook, fixture("inbound_sms_text.json"), nbf=nbf, jti=jti)
+        assert response.status == 200
 
 
 async def test_a_replayed_token_is_409_and_published_once(hook: Harness) -> None:
