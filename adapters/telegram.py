@@ -142,7 +142,15 @@ class User(_S, frozen=True, kw_only=True):
 
 class Chat(_S, frozen=True, kw_only=True):
     id: int
-    type: str
+    type: str = ""
+    """The Bot API always sends it; the first example update of Telegram's webhook guide
+    does not (``kind``)."""
+
+    @property
+    def kind(self) -> str:
+        """``type``, else what the id says: a user's private chat has the user's id, a
+        positive number, and groups and channels negative ones."""
+        return self.type or ("private" if self.id > 0 else "group")
 
 
 class PhotoSize(_S, frozen=True, kw_only=True):
@@ -360,7 +368,8 @@ def _routed(bot: TelegramBot, chat: Chat, sender: User | None) -> bool:
     never another bot's."""
     if sender is not None and sender.is_bot:
         return False
-    return chat.type == "private" or (bot.allow_groups and chat.type in ("group", "supergroup"))
+    kind = chat.kind
+    return kind == "private" or (bot.allow_groups and kind in ("group", "supergroup"))
 
 
 def parse_update(

@@ -3,7 +3,8 @@ calls that send a reply.
 
 Documentation the fixtures (``tests/adapters/fixtures/telegram/``) come from:
 - https://core.telegram.org/bots/webhooks#testing-your-bot-with-updates, the example
-  updates, verbatim: ``message_text``, ``message_forwarded``,
+  updates, verbatim: ``message_text_untyped_chat`` (the guide's first, whose chat has no
+  ``type``), ``message_text``, ``message_forwarded``,
   ``message_forwarded_channel``, ``message_reply``, ``edited_message``,
   ``message_entities``, ``message_audio``, ``message_voice``, ``message_document``,
   ``inline_query``, ``chosen_inline_result``, ``callback_query``;
@@ -76,6 +77,7 @@ CHAT = "1111111"
 #: Every fixture and what it becomes: a customer message, a change, or nothing.
 OUTCOMES = {
     "message_text": "message",
+    "message_text_untyped_chat": "message",
     "message_forwarded": "message",
     "message_forwarded_channel": "message",
     "message_reply": "message",
@@ -207,6 +209,19 @@ async def test_text_message(hook: Harness) -> None:
     assert (message.endpoint, message.customer_address) == (BOT, CHAT)
     assert message.provider_message_id == f"{BOT}:{CHAT}:1365"
     assert (message.text, message.occurred_at) == ("/start", NOW)  # 2015 is not plausible
+
+
+async def test_a_chat_without_its_type_is_told_by_its_id(hook: Harness) -> None:
+    """A positive id is a user's private chat (routed), a negative one a group's (not
+    routed while the bot does not take groups)."""
+    message = await received(hook, "message_text_untyped_chat")
+    assert (message.customer_address, message.text) == (CHAT, "/start")
+    update = fixture("message_text_untyped_chat")
+    update["message"]["chat"]["id"] = -1001182736542
+    response = await hook.client.post(PATH, json=update, headers=SECRET)
+    assert response.status == 200
+    assert len(hook.publisher.messages) == 1
+    assert hook.publisher.dead_letters == []
 
 
 async def test_a_reply_names_the_message_it_answers(hook: Harness) -> None:
