@@ -179,6 +179,10 @@ MAX_PARTS = 256
 """Parts of a multipart form: Mailgun's thirty-odd fields and the attached files."""
 MAX_PART_HEADER_BYTES = 8 * 1024
 """Header block of one part (a few ``Content-*`` lines)."""
+PART_HEADER_ERRORS = (UnicodeError, LookupError, ValueError, TypeError, IndexError, RecursionError)
+"""What reading a part's headers with the standard library's parser raises on a malformed
+one: ``RecursionError`` for comments nested hundreds deep (``((((…))))``), which it
+reads recursively."""
 MAX_ADDRESS_LIST_CHARS = 4000
 """A ``from`` or ``recipient`` value: a few addresses with display names."""
 _SIGNATURE_FIELDS = ("timestamp", "token", "signature")
@@ -250,7 +254,7 @@ class SplitForm:
                     uploads.append(Upload(name, filename, headers.get_content_type(), len(data)))
                 else:
                     fields.append((name, data.decode(headers.get_content_charset() or "utf-8")))
-            except (UnicodeError, LookupError, ValueError, TypeError, IndexError) as exc:
+            except PART_HEADER_ERRORS as exc:
                 raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
         return Form(fields, uploads)
 
@@ -304,10 +308,13 @@ def split_form(body: bytes, content_type: str | None) -> SplitForm:
 
 
 def _boundary(content_type: str) -> bytes:
-    header = email.parser.HeaderParser(policy=email.policy.HTTP).parsestr(
-        f"Content-Type: {content_type}\r\n\r\n", headersonly=True
-    )
-    boundary = header.get_boundary()
+    try:
+        header = email.parser.HeaderParser(policy=email.policy.HTTP).parsestr(
+            f"Content-Type: {content_type}\r\n\r\n", headersonly=True
+        )
+        boundary = header.get_boundary()
+    except RecursionError:  # comments nested past the parser's stack (PART_HEADER_ERRORS)
+        raise BadRequest("multipart body without a usable boundary") from None
     # RFC 2046: 1 to 70 characters.
     if not boundary or len(boundary) > 70 or not boundary.isascii():
         raise BadRequest("multipart body without a usable boundary")

@@ -126,7 +126,7 @@ def decode_form(split: email_adapter.SplitForm) -> InboundForm:
                     data,
                 )
             )
-        except (UnicodeError, LookupError, ValueError, TypeError, IndexError) as exc:
+        except email_adapter.PART_HEADER_ERRORS as exc:
             raise BadRequest(f"malformed multipart body: {type(exc).__name__}") from None
     charsets: dict[str, str] = {}
     for name, filename, _, declared, data in parts:

@@ -22,6 +22,10 @@ it, so these rules hold whoever wrote the handler:
   error's kind and quotes nothing (``answer_unparsable``).
 - Every body is read by ``read_limited``: past its limit, None (the caller's 413); paused
   for ``BODY_IDLE_SECONDS``, a 408 and the connection closed after it.
+- A ``Content-Type`` that cannot be parsed is a 400 before any handler runs. aiohttp
+  parses it (``request.content_type``) with the standard library's email parser, which
+  reads a comment recursively: ``((((…))))`` a thousand deep raised ``RecursionError`` in
+  whichever handler asked, a 500.
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ def _log_client_error(request: web.Request, status: int, error: str | None = Non
 
 @web.middleware
 async def contain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if hdrs.CONTENT_TYPE in request.headers:
+        try:
+            request.content_type  # noqa: B018 -- parsed once here, kept by aiohttp for the handler
+        except RecursionError:
+            _log_client_error(request, 400, "Content-Type")
+            return web.json_response({"error": "malformed Content-Type header"}, status=400)
     try:
         response = await handler(request)
     except web.HTTPException as error:

@@ -52,6 +52,15 @@ async def _reads_limited(request: web.Request) -> web.Response:
     return web.Response(body=await read_limited(request, 1000))
 
 
+async def _reads_content_type(request: web.Request) -> web.Response:
+    return web.Response(text=request.content_type)
+
+
+NESTED_COMMENT = "(" * 1500 + ")" * 1500
+"""A comment nested past the email parser's stack: aiohttp's ``content_type`` raised
+``RecursionError`` on it."""
+
+
 async def _fails_mid_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse()
     await response.prepare(request)
@@ -70,6 +79,7 @@ async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Applicatio
     app.router.add_post("/reads-body", _reads_body)
     app.router.add_post("/reads-limited", _reads_limited)
     app.router.add_get("/fails-mid-stream", _fails_mid_stream)
+    app.router.add_post("/reads-content-type", _reads_content_type)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client, clock
 
@@ -155,6 +165,33 @@ async def test_a_body_that_cannot_be_decoded_is_a_400(
     status_line = await asyncio.wait_for(reader.readline(), 10)
     writer.close()
     assert status_line.split()[1] == b"400"
+
+
+async def test_a_content_type_the_parser_cannot_read_is_a_400_before_the_handler(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    for header in (f"text/plain; a={NESTED_COMMENT}", NESTED_COMMENT):
+        with captured_logs([]) as buffer:
+            response = await http.post(
+                "/reads-content-type", data=b"x", headers={"Content-Type": header}
+            )
+            assert response.status == 400
+            assert await response.json() == {"error": "malformed Content-Type header"}
+        [line] = lines_of(buffer)
+        assert (line["event"], line["status"], line["error"]) == (
+            "client_error",
+            400,
+            "Content-Type",
+        )
+    for header, parsed in (
+        ("Text/Plain; charset=utf-8 (a (nested) comment)", "text/plain"),
+        ("", "application/octet-stream"),
+    ):
+        response = await http.post(
+            "/reads-content-type", data=b"x", headers={"Content-Type": header}
+        )
+        assert (response.status, await response.text()) == (200, parsed)
 
 
 async def test_a_body_that_pauses_is_a_408_that_closes_the_connection(
@@ -319,6 +356,40 @@ async def test_signature_headers_that_are_not_utf8_are_refused_not_500(
                 b"Content-Length: %d\r\n\r\n" % len(body) + body,
             )
             assert status in (401, 403), (path, answer)
+
+
+async def test_a_nested_comment_in_content_type_is_a_400_on_every_route_that_reads_it(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """Unsigned, on the routes that read the media type before anything else."""
+    channels = {
+        "twilio": {"numbers": [{"number": "+14155550100", "domain": "acme"}]},
+        "vonage": {"numbers": [{"number": "14155550100", "domain": "acme"}]},
+        "email": {"addresses": [{"address": "help@acme.example", "domain": "acme"}]},
+    }
+    config = make_config(infrastructure.bootstrap_servers, database_url, {"channels": channels})
+    secrets = {
+        "TWILIO_AUTH_TOKEN": "twilio-token",
+        "VONAGE_SIGNATURE_SECRET": "vonage-secret",
+        "MAILGUN_SIGNING_KEY": "mailgun-key",
+    }
+    async with running_service(config, secrets):
+        for path, media in (
+            (b"/webhooks/twilio/sms", b"application/x-www-form-urlencoded; a="),
+            (b"/webhooks/twilio/status", b"application/x-www-form-urlencoded; a="),
+            (b"/webhooks/vonage/sms/inbound", b"application/x-www-form-urlencoded; a="),
+            (b"/webhooks/vonage/sms/dlr", b"application/json "),
+            (b"/webhooks/email/mailgun/events", b"application/json "),
+            (b"/webhooks/email/mailgun", b"multipart/form-data; boundary=xYzZY "),
+        ):
+            body = b"--xYzZY--\r\n"
+            status, answer = await _status_of(
+                config.http.port,
+                b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: " + media + NESTED_COMMENT.encode() + b"\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body) + body,
+            )
+            assert status == 400, (path, answer)
 
 
 def _length_read_within_4096() -> web.Application:

@@ -8,8 +8,8 @@ import json
 import aiohttp
 import pytest
 
-from adapters import email
-from adapters.base import hmac_hex, inbound_event_id
+from adapters import email, sendgrid_inbound
+from adapters.base import BadRequest, hmac_hex, inbound_event_id
 from adapters.config import MAILGUN_MAX_AGE_SECONDS, MailgunConfig
 from adapters.provider_api import location_text
 from schemas import Channel, Location
@@ -270,3 +270,23 @@ def test_a_place_as_text() -> None:
     assert location_text(shop) == "Acme, 5 Av. A (48.8584, 2.2945) geo:48.8584,2.2945"
     linked = Location(latitude=1.0, longitude=2.0, url="https://maps.example/acme")
     assert location_text(linked) == "1.0, 2.0 https://maps.example/acme"
+
+
+NESTED = b"(" * 1500 + b")" * 1500
+"""A comment nested past the standard library's header parser, which reads comments
+recursively."""
+
+
+def test_a_part_header_nested_past_the_parser_is_a_400_for_either_provider() -> None:
+    body = b'--b\r\nContent-Disposition: form-data; name="zz" ' + NESTED + b"\r\n\r\nv\r\n--b--\r\n"
+    split = email.split_form(body, "multipart/form-data; boundary=b")
+    with pytest.raises(BadRequest, match="RecursionError"):
+        split.decoded()
+    with pytest.raises(BadRequest, match="RecursionError"):
+        sendgrid_inbound.decode_form(split)
+
+
+def test_a_boundary_behind_a_nested_comment_is_a_400() -> None:
+    content_type = "multipart/form-data; boundary=b " + NESTED.decode()
+    with pytest.raises(BadRequest, match="boundary"):
+        email.split_form(b"--b--\r\n", content_type)
