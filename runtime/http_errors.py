@@ -3,9 +3,10 @@
 Every route of the process (webhooks, web chat, the API, the console, probes) runs inside
 it, so these rules hold whoever wrote the handler:
 
-- A client's mistake is a 4xx with a reason. That includes a body aiohttp cannot decode
-  (junk under ``Content-Encoding: gzip``, a broken chunked encoding): 400, or 413 when it
-  inflates past aiohttp's limit. It logs ``client_error`` at warning, without traceback:
+- A client's mistake is a 4xx with a reason, in JSON: aiohttp's own plain-text answers
+  (a path no route has, a method a route does not take) are turned into JSON too. That
+  includes a body aiohttp cannot decode (junk under ``Content-Encoding: gzip``, a broken
+  chunked encoding): 400, or 413 when it inflates past aiohttp's limit. It logs ``client_error`` at warning, without traceback:
   status, method and route pattern, never the path (it holds customer and conversation
   ids) nor the query.
 - Anything else is our bug: 500 ``{"error": "internal error", "error_id": …}``, nothing of
@@ -91,6 +92,17 @@ async def contain_errors(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as error:
         if 400 <= error.status < 500:
             _log_client_error(request, error.status)
+            if error.text == f"{error.status}: {error.reason}":
+                # aiohttp's own answer (no such route, a method not allowed): in JSON, as
+                # every other error is, with its headers (``Allow``).
+                kept = {
+                    name: value
+                    for name, value in error.headers.items()
+                    if name.lower() not in ("content-type", "content-length")
+                }
+                return web.json_response(
+                    {"error": error.reason.lower()}, status=error.status, headers=kept
+                )
         raise
     except (HttpProcessingError, web.RequestPayloadError) as error:
         # Raised while reading the body: the bytes the client sent cannot be decoded.

@@ -130,6 +130,20 @@ async def test_client_errors_are_warnings_by_route_without_path_or_traceback(
     assert EMAIL not in buffer.getvalue()
 
 
+async def test_aiohttps_own_404_and_405_are_json_with_their_headers(
+    client: tuple[TestClient[web.Request, web.Application], Clock],
+) -> None:
+    http, _ = client
+    missing = await http.get("/nowhere")
+    assert (missing.status, await missing.json()) == (404, {"error": "not found"})
+    wrong_method = await http.delete("/refuses")
+    assert wrong_method.status == 405
+    assert await wrong_method.json() == {"error": "method not allowed"}
+    assert "GET" in wrong_method.headers["Allow"]
+    ours = await http.get("/refuses")  # a handler's own text stays as it wrote it
+    assert (ours.status, await ours.text()) == (401, f"who is {NAME}?")
+
+
 async def test_error_lines_are_rate_limited_then_counted(
     client: tuple[TestClient[web.Request, web.Application], Clock],
 ) -> None:
