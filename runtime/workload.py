@@ -189,6 +189,12 @@ _FLOATS: Final = frozenset(
 )
 
 
+MEASURED_UNTIL: Final = datetime(9999, 12, 30, tzinfo=UTC)
+"""Times later than this are taken as this: the API accepts times up to the end of 9999,
+and an interval or a day past them is a date ``datetime`` cannot hold (``OverflowError``,
+a 500 and a failed job before this bound). No work is recorded that late."""
+
+
 def floor_interval(moment: datetime, seconds: int = INTERVAL_SECONDS) -> datetime:
     """The start of the ``seconds``-long interval (aligned UTC) holding ``moment``."""
     epoch = int(moment.timestamp() // seconds) * seconds
@@ -401,7 +407,7 @@ def window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """``[start, end)`` widened to whole 15-minute intervals."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("the window's times need a time zone")
-    return floor_interval(start), ceil_interval(end)
+    return floor_interval(min(start, MEASURED_UNTIL)), ceil_interval(min(end, MEASURED_UNTIL))
 
 
 async def measure(
@@ -587,8 +593,8 @@ async def figures(
         raise ValueError(f"the service target is one of {WAIT_LIMITS} seconds")
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("the times need a time zone")
-    start = floor_interval(start, interval_seconds)
-    end = ceil_interval(end, interval_seconds)
+    start = floor_interval(min(start, MEASURED_UNTIL), interval_seconds)
+    end = ceil_interval(min(end, MEASURED_UNTIL), interval_seconds)
     if end - start > FIGURES_MAX_SPAN:
         raise ValueError(f"at most {FIGURES_MAX_SPAN.days} days at once")
     found = {

@@ -10,12 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runtime.workload import (
+    MEASURED_UNTIL,
     WAIT_LIMITS,
     WorkloadSums,
     ceil_interval,
     days_of,
     derive,
     floor_interval,
+    window,
 )
 
 moments = st.datetimes(
@@ -51,6 +53,22 @@ def test_a_backfill_covers_its_span_a_day_at_a_time(since: datetime, span: timed
             < end
             <= datetime.combine(start.date(), datetime.min.time(), UTC) + timedelta(days=1)
         )
+
+
+@given(
+    st.datetimes(min_value=datetime(9999, 12, 1), timezones=st.just(UTC)),
+    st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+)
+def test_times_at_the_end_of_9999_are_measured_up_to_the_bound(
+    until: datetime, span: timedelta
+) -> None:
+    """The API accepts times to 9999-12-31T23:59:59; the interval or day after them is past
+    what ``datetime`` holds."""
+    since = until - span
+    start, end = window(since, until)
+    assert end <= MEASURED_UNTIL
+    assert all(day_end <= MEASURED_UNTIL for _, day_end in days_of(since, until))
+    assert start == floor_interval(min(since, MEASURED_UNTIL))
 
 
 @given(

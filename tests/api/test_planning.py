@@ -185,6 +185,24 @@ async def test_a_job_whose_process_ended_reads_as_interrupted(
         assert status == 404
 
 
+async def test_times_at_the_end_of_9999_are_answered_not_500(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """The latest times the API accepts: an interval or a day after them is past what
+    ``datetime`` holds (``runtime.workload.MEASURED_UNTIL``)."""
+    since, until = 253_402_300_000, 253_402_300_799
+    async with api_service(infrastructure.bootstrap_servers, database_url) as api:
+        status, page = await api.call(
+            "GET", "/v1/domains/acme/workload", params={"since": since, "until": until}
+        )
+        assert status == 200, page
+        body = {"since": since, "until": until}
+        status, job = await api.call("POST", "/v1/domains/acme/workload/backfill", json=body)
+        assert status == 202, job
+        done = await finished_job(api, job)
+        assert done["status"] == "completed", done
+
+
 async def test_the_backfill_measures_recorded_history_as_a_job(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
