@@ -217,7 +217,9 @@ CampaignId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=CAMPAIGN_ID_MAX, pattern=r"^[A-Za-z0-9_.:-]+$")
 ]
 
-_NOT_IN_IDENTIFIERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+# U+FFFD too: a JSON decoder reads a lone surrogate escape as it (``decode_json_text``), and
+# an identifier is never changed (two customers' ids cut differently would become one).
+_NOT_IN_IDENTIFIERS = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffd]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string escape of a lone UTF-16 surrogate. Escaped backslashes are matched as
 # units first, so ``\\ud800`` (a backslash, then the letters ``ud800``) is left alone.
@@ -260,11 +262,12 @@ def keyword_form(text: str) -> str:
 
 def checked_identifier(field: str, value: str, max_chars: int) -> str:
     """``value`` unchanged, or ``UnusableValue`` when it is longer than ``max_chars`` or
-    holds a C0 control, DEL or a lone surrogate."""
+    holds a C0 control, DEL, a lone surrogate or U+FFFD (what JSON's lone surrogate
+    escapes are read as)."""
     if len(value) > max_chars:
         raise UnusableValue(f"{field} is longer than {max_chars} characters")
     if _NOT_IN_IDENTIFIERS.search(value):
-        raise UnusableValue(f"{field} holds a control character or a lone surrogate")
+        raise UnusableValue(f"{field} holds a control character, a lone surrogate or U+FFFD")
     return value
 
 

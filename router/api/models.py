@@ -41,9 +41,10 @@ from schemas.limits import (
     clean_text,
 )
 
-#: No control characters (checked again after decoding: a JSON Schema ``$`` does not
-#: allow a trailing newline, Python's does).
-NO_CONTROLS = r"^[^\x00-\x1f\x7f]+$"
+#: No control characters, nor U+FFFD, which a lone surrogate escape is read as (checked
+#: again after decoding: a JSON Schema ``$`` does not allow a trailing newline, Python's
+#: does).
+NO_CONTROLS = r"^[^\x00-\x1f\x7f\ufffd]+$"
 
 AgentId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=AGENT_ID_MAX, pattern=r"^[A-Za-z0-9_.@:-]+$")

@@ -5,7 +5,8 @@ lone surrogates, huge, deeply nested, out-of-range numbers): invariants, as prop
 - ``router_would_accept``: every published event decodes with the strict contract types
   (the router's decoder) and its CloudEvents headers encode.
 - ``storable``: no text of a published event holds NUL or a lone surrogate.
-- ``identifiers_clean``: no identifier, address or attachment URL holds a control character.
+- ``identifiers_clean``: no identifier, address or attachment URL holds a control character
+  or U+FFFD (what a lone surrogate escape is read as: two ids cut differently are not one).
 - ``set_aside_with_reason``: every dead letter says why, without the request's values.
 """
 
@@ -120,7 +121,7 @@ def identifiers_clean(event: InboundEvent) -> bool:
     if isinstance(event, MessageReceived):
         values += [value for a in event.attachments for value in (a.url, a.media_id)]
     return not any(
-        isinstance(value, str) and re.search("[\x00-\x1f\x7f]", value) for value in values
+        isinstance(value, str) and re.search("[\x00-\x1f\x7f\ufffd]", value) for value in values
     )
 
 

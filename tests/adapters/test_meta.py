@@ -403,6 +403,29 @@ async def test_a_signed_body_that_cannot_be_read_is_set_aside(hook: Harness) -> 
         assert (await hook.set_aside(resp, "meta")).startswith("malformed"), payload
 
 
+async def test_senders_cut_inside_a_surrogate_pair_are_set_aside_not_made_one(
+    hook: Harness,
+) -> None:
+    """A lone surrogate escape is read as U+FFFD: in free text that is the repair, in an id
+    it would make ``12345\\ud801`` and ``12345\\udbff`` the same customer."""
+    reasons = []
+    for escape, text in (("\\ud801", "A"), ("\\udbff", "B")):
+        item = {
+            "sender": {"id": "SENDER"},
+            "recipient": {"id": PAGE_ID},
+            "timestamp": 1699999752478,
+            "message": {"mid": f"m_{text}", "text": text},
+        }
+        body = msgspec.json.encode(page_notification(item)).replace(
+            b'"SENDER"', b'"12345' + escape.encode() + b'"'
+        )
+        headers = {"X-Hub-Signature-256": "sha256=" + hmac_hex(SECRET, body)}
+        resp = await hook.client.post(PATH, data=body, headers=headers)
+        reasons.append(await hook.set_aside(resp, "meta"))
+    assert hook.publisher.messages == []
+    assert all("U+FFFD" in reason for reason in reasons), reasons
+
+
 async def test_an_unsigned_body_that_cannot_be_read_is_refused(hook: Harness) -> None:
     resp = await hook.client.post(PATH, data=b"{not json")
     assert resp.status == 401
