@@ -99,7 +99,6 @@ from schemas import (
     Location,
     MessageChange,
 )
-from schemas.limits import CODE_MAX, is_identifier
 
 INBOUND_PATH = "/webhooks/vonage/inbound"
 STATUS_PATH = "/webhooks/vonage/status"
@@ -339,7 +338,7 @@ def _content(hook: _Webhook) -> _Content | None:
 def _inbound(hook: _Webhook, config: ChannelsConfig, now: float) -> list[InboundEvent]:
     channel = CHANNELS.get(hook.channel)
     if channel is None:
-        raise BadRequest(f"channel {hook.channel[:40]!r} is not handled")
+        raise BadRequest("channel is not one Switchboard handles")
     if not (hook.message_uuid and hook.to and hook.from_):
         raise BadRequest("message_uuid, to and from are required")
     endpoint = _vonage_number(config, hook.to)
@@ -396,17 +395,18 @@ def _error_code(error: _Error | None) -> str | None:
     if error is None:
         return None
     code = error.title if error.title is not None else error.code
-    text = None if code is None else str(code)
-    return text if text and is_identifier(text, CODE_MAX) else None
+    # Checked with the status (``delivery_status_changed``): one no event may carry sets
+    # the status aside, as every provider's does, rather than leaving the code out.
+    return None if code is None or code == "" else str(code)
 
 
 def _status(hook: _Webhook, config: ChannelsConfig, now: float) -> list[InboundEvent]:
     channel = CHANNELS.get(hook.channel)
     if channel is None:
-        raise BadRequest(f"channel {hook.channel[:40]!r} is not handled")
+        raise BadRequest("channel is not one Switchboard handles")
     status = hook.status or ""
     if status not in STATUS_MAP:
-        raise BadRequest(f"unknown status {status[:40]!r}")
+        raise BadRequest("status is not one Vonage documents")
     mapped = STATUS_MAP[status]
     if mapped is None:
         return []
@@ -477,7 +477,7 @@ def parse_sms_dlr(
     if not (message_id and to and status):
         raise BadRequest("messageId, to and status are required")
     if status not in SMS_DLR_STATUS_MAP:
-        raise BadRequest(f"unknown status {status[:40]!r}")
+        raise BadRequest("status is not one Vonage documents")
     mapped = SMS_DLR_STATUS_MAP[status]
     if mapped is None:
         return []
@@ -492,7 +492,7 @@ def parse_sms_dlr(
             status=mapped,
             received_at=now,
             sent_at=_timestamp(params.get("message-timestamp")),
-            error_code=err if err and err != "0" and is_identifier(err, CODE_MAX) else None,
+            error_code=err if err and err != "0" else None,
             outbound_id=params.get("client-ref"),
         )
     ]
