@@ -145,6 +145,8 @@ class WebchatAttachment(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     url: str
     content_type: str | None = None
     filename: str | None = None
+    size_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """The file's size, as the page knows it (an agent's reply names it the same way)."""
 
 
 class WebchatMessageIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -263,6 +265,7 @@ def _attachment(attachment: WebchatAttachment) -> Attachment:
         url=url,
         content_type=content_type,
         filename=None if filename is None else clean_text(filename, FILENAME_MAX),
+        size_bytes=attachment.size_bytes,
     )
 
 

@@ -500,3 +500,21 @@ def test_bad_answers_refuse_the_message(prechat: Any, reason: str) -> None:
     assert refused.value.reason.startswith(reason)
     with pytest.raises(BadRequest, match=r"^prechat\.topic is required$"):
         post(config)
+
+
+def test_an_attachment_carries_the_size_the_page_names() -> None:
+    """The channel matrix's "media type, file name, size"."""
+    attachment = {
+        "url": "https://files.example/a.pdf",
+        "content_type": "application/pdf",
+        "filename": "a.pdf",
+        "size_bytes": 48_213,
+    }
+    [carried] = post(WebchatConfig(enabled=True), attachments=[attachment]).attachments
+    assert (carried.url, carried.filename, carried.size_bytes) == (
+        "https://files.example/a.pdf",
+        "a.pdf",
+        48_213,
+    )
+    with pytest.raises(BadRequest):
+        post(WebchatConfig(enabled=True), attachments=[{**attachment, "size_bytes": -1}])
