@@ -6,7 +6,7 @@ hundred records a second the loop fetches as often as records come, one or two a
 latency is as low as it gets, and the fixed costs take little of a core. At thousands a
 second they are a large share of the machine (measured on 2 cores at 2,000 webhooks a
 second: a fetch every 7 ms, 14 records a batch, and each batch about 3.5 ms of CPU between
-the three processes: the README's *Performance* has the figures).
+the three processes: ``tools/bench/README.md`` has the figures).
 
 So while records come at ``router.gather_above_per_s`` a second or more (the partitions the
 process owns together, counted over windows of ``WINDOW_SECONDS``, or ``WINDOW_INTERVALS``

@@ -108,7 +108,7 @@ their conversations' activity alone (``router.save_activity_alone``); a smaller 
 saves the whole records. The activity rows are one more part of the batch's statement,
 with a fixed cost in PostgreSQL that a few rows do not repay: at 300 webhooks a second
 (a few records a batch) PostgreSQL's CPU per message rose by about a fifth with them,
-while batches of 2,000 spend less CPU in every process (README, *Performance*)."""
+while batches of 2,000 spend less CPU in every process (``tools/bench/README.md``)."""
 
 _WAIT_ENDED = (ConversationOverflowed, ConversationClosed, ConversationBotAssigned)
 """Events after which a conversation's wait estimates are not measured."""
