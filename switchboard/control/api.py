@@ -49,7 +49,7 @@ from schemas import MessageReceived
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX, decode_json_text
 from switchboard.config import ControlDocument, DomainConfig, check_domain_id
 from switchboard.control import store
-from switchboard.control.checks import checked
+from switchboard.control.checks import check_domain_variables, checked
 from switchboard.control.document import (
     DOCUMENT_MAX_BYTES,
     ENDPOINT_KINDS,
@@ -206,9 +206,12 @@ async def _change(
             _check_precondition(request, current, current is not None)
         allowed = AllowedAddresses(request.app[CONFIG].callbacks.allowed_networks)
         try:
-            return checked(document, edit(document), allowed)
+            changed = checked(document, edit(document), allowed)
+            if domain is not None and not principal.is_platform:
+                check_domain_variables(document, changed, domain, request.app[CONFIG])
         except ValueError as error:  # a struct's own check on replace, or ``checked``'s
             raise _Refused(400, f"invalid configuration: {error}") from None
+        return changed
 
     async def audit(conn: asyncpg.Connection, version: int, changes: list[Change]) -> None:
         await record_action(

@@ -212,6 +212,55 @@ async def test_a_domain_admin_manages_only_its_domain(
         assert "telegram/globex_bot" in body["error"]
 
 
+async def put(api: Api, path: str, body: Any) -> tuple[int, Any]:
+    """PUT ``body`` at ``path``, conditional on what is there now (if anything)."""
+    status, _, headers = await api.call("GET", path)
+    condition = {"If_Match": headers["ETag"]} if status == 200 else {}
+    status, answer, _ = await api.call("PUT", path, body, **condition)
+    return status, answer
+
+
+async def test_a_domain_admin_names_no_variable_of_the_platform_or_another_domain(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """The service uses what a named variable holds on the domain's behalf (here: signing
+    the identity lookups sent where the domain says), so a domain's admin may not point
+    its settings at the platform's credentials or another tenant's."""
+    async with service_with_tokens(infrastructure, database_url) as (_, platform, admin, _agent):
+        globex_bot = {"bot_token_env": "GLOBEX_BOT_TOKEN"}
+        status, body = await put(
+            platform, "/v1/domains/globex/channels/telegram/globex_bot", globex_bot
+        )
+        assert status == 200, body
+        config, bot = "/v1/domains/acme/config", "/v1/domains/acme/channels/telegram/acme_bot"
+
+        def lookup(variable: str) -> dict[str, Any]:
+            return {
+                "webchat": {"enabled": True},
+                "identity_lookup": {"url": "https://crm.example/lookup", "secret_env": variable},
+            }
+
+        for variable in (
+            "SWITCHBOARD_ADMIN_TOKEN",
+            "DATABASE_URL",
+            "PGPASSWORD",
+            "GLOBEX_BOT_TOKEN",
+            "TWILIO_AUTH_TOKEN",
+        ):
+            status, body = await put(admin, config, lookup(variable))
+            assert status == 400, (variable, body)
+            assert body["error"].startswith(f"invalid configuration: {variable} names a variable")
+            status, body = await put(admin, bot, {"bot_token_env": variable})
+            assert status == 400, (variable, body)
+        assert (await put(admin, config, lookup("ACME_CRM")))[0] == 200
+        assert (await put(admin, bot, {"bot_token_env": "ACME_BOT"}))[0] == 200
+        # a platform admin may; what the domain named before stays allowed to its admin
+        assert (await put(platform, config, lookup("SWITCHBOARD_LOOKUP_SECRET")))[0] == 200
+        kept = {**lookup("SWITCHBOARD_LOOKUP_SECRET"), "retention": {"dead_letters": 86400}}
+        status, body = await put(admin, config, kept)
+        assert status == 200, body
+
+
 async def test_invalid_configuration_is_refused_naming_the_field(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
