@@ -691,6 +691,9 @@ def _messaging(
         pb = item.postback
         mid = pb.mid or f"postback:{customer}:{item.timestamp}"
         with out.setting_aside(where):
+            if not pb.mid and item.timestamp is None:
+                # Its id would be the customer's alone, and every later one a duplicate.
+                raise Unusable("postback without mid or timestamp", domain=endpoint.domain)
             out.events.append(
                 of_customer(customer_address=customer, provider_message_id=mid, text=pb.title)
             )

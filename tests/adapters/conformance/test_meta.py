@@ -543,6 +543,23 @@ def test_a_postback_is_the_customer_choosing_its_title() -> None:
     assert message.text == "Talk to a person"
 
 
+def test_a_postback_without_mid_is_told_apart_by_its_time_or_set_aside() -> None:
+    """Without a ``mid`` its id is made of the customer and the time; without both it
+    would be the customer's alone, and each later postback a duplicate dropped."""
+    doc = json.loads(fixture("messenger_postback"))
+    item = doc["entry"][0]["messaging"][0]
+    item["postback"].pop("mid", None)
+    first = meta.parse_webhook(json.dumps(doc).encode(), CHANNELS, NOW).events
+    item["timestamp"] += 1000
+    later = meta.parse_webhook(json.dumps(doc).encode(), CHANNELS, NOW).events
+    assert first[0].provider_message_id != later[0].provider_message_id
+    del item["timestamp"]
+    out = meta.parse_webhook(json.dumps(doc).encode(), CHANNELS, NOW)
+    assert out.events == []
+    [unusable] = out.set_aside
+    assert unusable.reason.endswith("postback without mid or timestamp")
+
+
 # -- Instagram ----------------------------------------------------------------------------
 
 
