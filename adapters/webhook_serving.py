@@ -166,8 +166,8 @@ def dead_letters(
     provider: str, set_aside: Sequence[Unusable], body: bytes, content_type: str | None
 ) -> list[DeadLetter]:
     """The request's dead letters: one per domain its set-aside items belong to, naming
-    their reasons without what they quote. Each holds the whole body, so one per item made a signed batch of
-    10,000 unusable items (30 KB) into 10,000 records of 30 KB."""
+    their reasons without what they quote. Each holds the whole body, so one per item made
+    a signed batch of 10,000 unusable items (30 KB) into 10,000 records of 30 KB."""
     reasons: dict[str | None, collections.Counter[str]] = {}
     for unusable in set_aside:
         # A reason never quotes a value (a parser's message may: "unknown value 'Ann'"),

@@ -6,7 +6,8 @@ it, so these rules hold whoever wrote the handler:
 - A client's mistake is a 4xx with a reason, in JSON: aiohttp's own plain-text answers
   (a path no route has, a method a route does not take) are turned into JSON too. That
   includes a body aiohttp cannot decode (junk under ``Content-Encoding: gzip``, a broken
-  chunked encoding): 400, or 413 when it inflates past aiohttp's limit. It logs ``client_error`` at warning, without traceback:
+  chunked encoding): 400, or 413 when it inflates past aiohttp's limit. It logs
+  ``client_error`` at warning, without traceback:
   status, method and route pattern, never the path (it holds customer and conversation
   ids) nor the query.
 - Anything else is our bug: 500 ``{"error": "internal error", "error_id": …}``, nothing of

@@ -1,6 +1,7 @@
 """What a changed runtime configuration document must pass before it is stored, beyond its
 structs' own checks: text PostgreSQL can store, callback URLs at addresses the deployment
-admits, and, from a domain's admin, no variable holding another's credential. Each refusal is an ``Invalid`` naming the place (the API answers 400)."""
+admits, and, from a domain's admin, no variable holding another's credential. Each refusal
+is an ``Invalid`` naming the place (the API answers 400)."""
 
 from __future__ import annotations
 
