@@ -67,9 +67,11 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import math
 import re
+import zoneinfo
 from collections.abc import Iterable, Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -103,13 +105,28 @@ Span = tuple[float, float]
 """A half-open ``[start, end)``: minutes of a local day, or Unix seconds."""
 
 
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+"""Files of a tz database that name no zone of their own: ``localtime`` is the machine's
+zone (another machine's hours would differ), ``Factory`` a placeholder."""
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    # The tz database's zone names: not its ``posix/`` and ``right/`` copies (``right/``
+    # counts leap seconds, which Unix time does not).
+    return frozenset(zoneinfo.available_timezones()) - NOT_ZONES
+
+
 def time_zone(name: str) -> ZoneInfo:
     """The IANA zone ``name`` (ValueError: no such zone)."""
+    refused = ValueError(f"time_zone {name!r} is not an IANA time zone name")
+    if name not in _zone_names():
+        raise refused
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # OSError: a key naming a directory of the tz database ("America").
-        raise ValueError(f"time_zone {name!r} is not an IANA time zone name") from None
+        raise refused from None
 
 
 def _minute(field: str, value: str, *, end: bool) -> int:

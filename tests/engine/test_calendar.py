@@ -470,6 +470,11 @@ TOO_MANY_INTERVALS = tuple(
         ({"time_zone": "Mars/Olympus_Mons"}, "time_zone 'Mars/Olympus_Mons'"),
         ({"time_zone": "America"}, "time_zone 'America'"),
         ({"time_zone": "../etc/passwd"}, "time_zone"),
+        # files of the tz database that are no zone of their own, or not Unix time's
+        ({"time_zone": "localtime"}, "time_zone 'localtime'"),
+        ({"time_zone": "Factory"}, "time_zone 'Factory'"),
+        ({"time_zone": "right/UTC"}, "time_zone 'right/UTC'"),
+        ({"time_zone": "posix/Europe/Paris"}, "time_zone 'posix/Europe/Paris'"),
         ({"weekly": {"mon": [["9:00", "17:00"]]}}, r"weekly\.mon\[0\] start"),
         ({"weekly": {"tue": [["09:00", "24:30"]]}}, r"weekly\.tue\[0\] end"),
         ({"weekly": {"wed": [["24:00", "24:00"]]}}, r"weekly\.wed\[0\] start"),
