@@ -156,6 +156,12 @@ async def test_a_replayed_token_is_409_and_nothing_is_published(hook: Harness) -
         (str(int(NOW) - MAILGUN_MAX_AGE_SECONDS - 1), "signature expired"),
         (str(int(NOW) + 15 * 60 + 1), "timestamp in the future"),
         ("nan", "timestamp is not a number"),
+        # what float() takes and Mailgun never writes: other scripts' digits, underscores,
+        # exponents, blanks
+        ("".join(chr(0x0660 + int(d)) for d in str(int(NOW))), "timestamp is not a number"),
+        (f"{int(NOW):_}", "timestamp is not a number"),
+        ("1.7e9", "timestamp is not a number"),
+        (f" {int(NOW)}", "timestamp is not a number"),
     ],
 )
 async def test_a_stale_or_future_signature_is_403(
