@@ -178,6 +178,8 @@ def _check_precondition(request: web.Request, current: Any, exists: bool) -> Non
             raise _Refused(428, "send If-Match with the ETag of the version you changed")
         return
     tags = {tag.strip() for tag in header.split(",")}
+    if "*" in tags and len(tags) > 1:
+        raise _Refused(400, "If-Match is * alone, or a list of ETags")  # RFC 9110 13.1.1
     if "*" in tags:
         if not exists:
             raise _Refused(412, "If-Match: * but the resource does not exist")

@@ -292,6 +292,10 @@ async def test_invalid_configuration_is_refused_naming_the_field(
         assert status == 400
         assert "time_zone" in body["error"]
         status, body, _ = await admin.call(
+            "DELETE", "/v1/domains/acme/queues/default", If_Match='*, "v1"'
+        )
+        assert (status, body["error"]) == (400, "If-Match is * alone, or a list of ETags")
+        status, body, _ = await admin.call(
             "DELETE", "/v1/domains/acme/queues/default", If_Match="*"
         )
         assert status == 409
