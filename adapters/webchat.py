@@ -409,6 +409,12 @@ SOCKET_PROTOCOL = "switchboard.webchat.v1"
 """The subprotocol a socket speaks; a browser offers it next to ``bearer.<token>``."""
 
 
+def is_handshake(request: web.Request) -> bool:
+    """Whether ``request`` opens a WebSocket aiohttp would accept (its own refusal of one that
+    does not is plain text quoting the request's headers)."""
+    return web.WebSocketResponse(protocols=(SOCKET_PROTOCOL,)).can_prepare(request).ok
+
+
 async def socket_session(
     request: web.Request,
     hub: WebchatHub,

@@ -78,6 +78,7 @@ from adapters.webchat import (
     WebchatConfig,
     WebchatHub,
     identity_secret,
+    is_handshake,
     parse_message,
     socket_session,
 )
@@ -363,6 +364,8 @@ class _Routes:
             claims = verify_token(key, token, domain, self.clock())
             if claims.session_id != session_id:
                 raise SignatureRejected("the session token is for another session")
+            if not is_handshake(request):
+                raise BadRequest("expected a WebSocket handshake (Upgrade: websocket)")
         except BadRequest as error:
             return self._refused(request, config, error, cross_site=False)
         except Unconfigured:

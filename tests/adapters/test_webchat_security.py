@@ -133,6 +133,12 @@ async def test_a_token_posts_and_listens_for_its_own_session_only(service: Servi
     assert await socket_status(service, mine, params={"token": tampered}) == 401
     assert await socket_status(service, mine, params={"token": expired}) == 401
     assert await socket_status(service, socket_path(other), params={"token": ann.token}) == 401
+    # a plain GET with the right token: a 400 in JSON, as every refusal is
+    async with service.session.get(service.url(mine), params={"token": ann.token}) as plain:
+        assert plain.status == 400
+        assert await plain.json() == {
+            "error": "expected a WebSocket handshake (Upgrade: websocket)"
+        }
     # Offered protocols must include ours (else aiohttp would log the offered token).
     assert await socket_status(service, mine, protocols=(f"bearer.{ann.token}",)) == 400
 
