@@ -78,7 +78,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from datetime import time as dt_time
 from typing import Annotated, Final
 
 import asyncpg
@@ -506,18 +505,9 @@ async def backfill(
 ) -> BackfillReport:
     """Measure ``domain``'s history in ``[since, until)`` a day (UTC) at a time, each day in
     a transaction of its own under the domain's measuring lock (the routers' job waits
-    meanwhile), calling ``progress(done, total)`` after each day.
-
-    Not before the day of the domain's first recorded conversation (``history_start``):
-    there is nothing to measure before it, and measuring would replace the rows kept from
-    conversations retention has deleted since with none (``since=0`` walked 20,800 days
-    to do it)."""
+    meanwhile), calling ``progress(done, total)`` after each day."""
     started = time.monotonic()
-    async with pool.acquire() as conn:
-        first = await history_start(conn, domain)
-    if first is not None:
-        since = max(since, datetime.combine(first.astimezone(UTC).date(), dt_time(), UTC))
-    days = days_of(since, until) if first is not None and since < until else []
+    days = days_of(since, until)
     rows = 0
     for done, (start, end) in enumerate(days, 1):
         async with pool.acquire() as conn, conn.transaction():
