@@ -186,6 +186,19 @@ def dead_letters(
     ]
 
 
+def _warn_limited(ctx: WebhookContext, event: str, provider: str, domains: list[str]) -> None:
+    """An outage's line, rate limited per provider: every webhook meets the outage, and
+    one line each flooded the log (2,019 lines in 20 s at 100 webhooks a second)."""
+    suppressed = ctx.log_limit.admit((provider, event))
+    if suppressed is not None:
+        log.warning(
+            event,
+            provider=provider,
+            domains=domains,
+            **({"suppressed": suppressed} if suppressed else {}),
+        )
+
+
 def _summary(reasons: collections.Counter[str]) -> str:
     """One item's reason, or ``"<n> items set aside: <reason> (<count> items); …"``."""
     total = sum(reasons.values())
@@ -250,7 +263,7 @@ async def serve(
             fresh = await ctx.nonces.claim(nonce.provider, nonce.value, nonce.expires_at)
         except NonceStoreUnavailable:
             m.child(m.webhook_requests, provider, "unavailable").inc()
-            log.warning("webhook_nonces_unavailable", provider=provider, domains=domains)
+            _warn_limited(ctx, "webhook_nonces_unavailable", provider, domains)
             return error_response(503, "token cache unavailable, retry later")
         if not fresh:
             return _refused(ctx, provider, "replayed", BadRequest("token already used", status=409))
@@ -266,7 +279,7 @@ async def serve(
         published = True
     except BrokerUnavailable:
         m.child(m.webhook_requests, provider, "unavailable").inc()
-        log.warning("webhook_unavailable", provider=provider, domains=domains)
+        _warn_limited(ctx, "webhook_unavailable", provider, domains)
         return error_response(503, "broker unavailable, retry later")
     finally:
         if nonce is not None and not published:

@@ -415,13 +415,21 @@ class RateLimit:
 
 
 class _LibraryErrorFilter(logging.Filter):
-    """aiohttp's error lines: a malformed request is a warning; each type rate limited."""
+    """aiohttp's error lines: a malformed request is a warning; each type rate limited.
+    aiokafka's warnings and errors: each of its messages rate limited (while the broker is
+    away it writes one per connection attempt and fetch, hundreds a second)."""
 
     def __init__(self, limit: RateLimit) -> None:
         super().__init__()
         self._limit = limit
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and record.levelno >= logging.WARNING:
+            kafka_suppressed = self._limit.admit((record.name, str(record.msg)))
+            if kafka_suppressed is None:
+                return False
+            record.suppressed = kafka_suppressed
+            return True
         if not record.name.startswith("aiohttp.") or not record.exc_info:
             return True
         error = record.exc_info[1]

@@ -319,6 +319,18 @@ def test_a_clients_malformed_request_is_a_warning_without_traceback_and_rate_lim
     assert EMAIL not in buffer.getvalue()
 
 
+def test_the_broker_clients_warnings_are_rate_limited_per_message() -> None:
+    """While the broker is away aiokafka writes a line per connection attempt and fetch."""
+    client = logging.getLogger("aiokafka.conn")
+    with captured_logs([]) as buffer:
+        for attempt in range(50):
+            client.error("Unable connect to node with id %s: %s", attempt % 3, "refused")
+            client.warning("Got error produce response: %s", "NotLeader")
+    lines = lines_of(buffer)
+    assert len(lines) == 20  # ten of each message a window
+    assert {line["logger"] for line in lines} == {"aiokafka.conn"}
+
+
 def test_library_exceptions_lose_their_message_and_asyncio_its_reprs() -> None:
     with captured_logs([SECRETS["TWILIO_AUTH_TOKEN"]]) as buffer:
         token = SECRETS["TWILIO_AUTH_TOKEN"]

@@ -66,7 +66,7 @@ from router.engine import (
 from runtime import audit, dead_letters
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, PRODUCER, TOPIC_KEYS
 from runtime.db import DATABASE_ERRORS
-from runtime.http_errors import RETRY_AFTER_SECONDS, json_error, read_limited
+from runtime.http_errors import ERROR_LOG_LIMIT, RETRY_AFTER_SECONDS, json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from runtime.logging import fingerprint
 from schemas import (
@@ -270,7 +270,15 @@ def guarded(handler: Handler) -> Handler:
             # The route's pattern, not the path: paths hold customer and conversation ids.
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else None
-            log.warning("api_database_error", error=type(error).__name__, route=route)
+            # Rate limited as the request errors are: clients set how often this happens.
+            suppressed = request.app[ERROR_LOG_LIMIT].admit(("api_database_error", route))
+            if suppressed is not None:
+                log.warning(
+                    "api_database_error",
+                    error=type(error).__name__,
+                    route=route,
+                    **({"suppressed": suppressed} if suppressed else {}),
+                )
             return json_error(503, "database unavailable, retry later")
 
     wrapper.__name__ = handler.__name__

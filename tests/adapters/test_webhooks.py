@@ -183,6 +183,18 @@ async def test_broker_down_is_503_and_nothing_acknowledged(hook: Harness) -> Non
     assert len(hook.publisher.messages) == 1
 
 
+async def test_an_outage_logs_a_few_lines_not_one_per_webhook(hook: Harness) -> None:
+    hook.publisher.down = True
+    params = inbound_sms()
+    with captured_logs([]) as buffer:
+        for _ in range(30):
+            resp = await hook.client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
+            assert resp.status == 503
+    lines = [line for line in lines_of(buffer) if line["event"] == "webhook_unavailable"]
+    assert 1 <= len(lines) <= 10
+    assert hook.count("twilio", "unavailable") == 30  # the counter counts every one
+
+
 async def test_oversized_body_is_413() -> None:
     harness = await start_harness(max_body_bytes=1024)
     try:
