@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from runtime import collector, db, kafka
 from runtime import logging as logs
@@ -123,6 +124,9 @@ def service_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int
         return 1
     except (OSError, asyncpg.PostgresError) as error:
         print(f"switchboard: cannot start: {error}", file=sys.stderr)
+        return 1
+    except KafkaError as error:  # the broker unreachable while the topics are made
+        print(f"switchboard: cannot start: the broker: {type(error).__name__}", file=sys.stderr)
         return 1
     return 0
 
