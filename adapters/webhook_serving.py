@@ -71,7 +71,7 @@ from adapters.config import ChannelsConfig, SecretMissing
 from adapters.consent import consents, with_consent
 from adapters.lookup import IdentityLookups
 from runtime.http_errors import json_error, read_limited
-from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.kafka import BrokerUnavailable, DeadLetter, KeysUnavailable
 from runtime.logging import RateLimit
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
@@ -277,6 +277,11 @@ async def serve(
         if letters:
             await ctx.publisher.dead_letter(letters)
         published = True
+    except KeysUnavailable:
+        # PostgreSQL, not the broker: a new customer's key, once the spares are used up.
+        m.child(m.webhook_requests, provider, "unavailable").inc()
+        _warn_limited(ctx, "webhook_keys_unavailable", provider, domains)
+        return error_response(503, "topic keys unavailable (database), retry later")
     except BrokerUnavailable:
         m.child(m.webhook_requests, provider, "unavailable").inc()
         _warn_limited(ctx, "webhook_unavailable", provider, domains)

@@ -34,6 +34,11 @@ class BrokerUnavailable(Exception):
     """The broker did not acknowledge in time: nothing may be taken as published."""
 
 
+class KeysUnavailable(BrokerUnavailable):
+    """Nothing was published: the records' topic keys could not be had from PostgreSQL (an
+    outage, once the spare keys a producer keeps for one are used up)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """Something accepted but not published as an event: a provider's request, or an item
@@ -322,9 +327,7 @@ class EventPublisher:
             try:
                 sealed = await self._keys.sealed(events, values)
             except DATABASE_ERRORS as error:
-                raise BrokerUnavailable(
-                    f"topic keys unavailable: {type(error).__name__}"
-                ) from error
+                raise KeysUnavailable(f"topic keys unavailable: {type(error).__name__}") from error
         await self._acknowledged(self._send_all(events, values, sealed))
 
     async def dead_letter(self, letters: Sequence[DeadLetter]) -> None:

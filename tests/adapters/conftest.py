@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from adapters.config import ChannelsConfig
 from adapters.webchat import WebchatConfig, WebchatHub, socket_session
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
-from runtime.kafka import BrokerUnavailable, DeadLetter
+from runtime.kafka import BrokerUnavailable, DeadLetter, KeysUnavailable
 from runtime.logging import RateLimit
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
@@ -121,8 +121,12 @@ class RecordingPublisher:
         self.batches: list[list[InboundEvent]] = []
         self.dead_letters: list[DeadLetter] = []
         self.down = False
+        self.keys_down = False
+        """PostgreSQL away and no spare key left: what sealing raises then."""
 
     async def publish(self, events: Sequence[InboundEvent]) -> None:
+        if self.keys_down:
+            raise KeysUnavailable("topic keys unavailable: OSError (test)")
         if self.down:
             raise BrokerUnavailable("broker down (test)")
         self.batches.append(list(events))

@@ -195,6 +195,18 @@ async def test_an_outage_logs_a_few_lines_not_one_per_webhook(hook: Harness) -> 
     assert hook.count("twilio", "unavailable") == 30  # the counter counts every one
 
 
+async def test_keys_out_of_reach_say_so_not_broker(hook: Harness) -> None:
+    """PostgreSQL away with no spare key left: the 503 names the database, not the broker."""
+    hook.publisher.keys_down = True
+    params = inbound_sms()
+    with captured_logs([]) as buffer:
+        resp = await hook.client.post("/webhooks/twilio/sms", data=params, headers=sign(params))
+    assert resp.status == 503
+    assert resp.headers["Retry-After"]
+    assert (await resp.json())["error"] == "topic keys unavailable (database), retry later"
+    assert [line["event"] for line in lines_of(buffer)] == ["webhook_keys_unavailable"]
+
+
 async def test_oversized_body_is_413() -> None:
     harness = await start_harness(max_body_bytes=1024)
     try:
