@@ -168,6 +168,8 @@ def dead_letters(
     """The request's dead letters: one per domain its set-aside items belong to, naming
     their reasons without what they quote. Each holds the whole body, so one per item made
     a signed batch of 10,000 unusable items (30 KB) into 10,000 records of 30 KB."""
+    if not set_aside:
+        return []  # nearly every request
     reasons: dict[str | None, collections.Counter[str]] = {}
     for unusable in set_aside:
         # A reason never quotes a value (a parser's message may: "unknown value 'Ann'"),
@@ -186,15 +188,19 @@ def dead_letters(
     ]
 
 
-def _warn_limited(ctx: WebhookContext, event: str, provider: str, domains: list[str]) -> None:
-    """An outage's line, rate limited per provider: every webhook meets the outage, and
-    one line each flooded the log (2,019 lines in 20 s at 100 webhooks a second)."""
+def _log_limited(
+    ctx: WebhookContext, event: str, provider: str, *, error: bool = False, **fields: object
+) -> None:
+    """A line every webhook meets while something is missing or away, rate limited per
+    provider and event: one line each flooded the log (2,019 lines in 20 s at 100 webhooks
+    a second, a broker outage)."""
     suppressed = ctx.log_limit.admit((provider, event))
     if suppressed is not None:
-        log.warning(
+        write = log.error if error else log.warning
+        write(
             event,
             provider=provider,
-            domains=domains,
+            **fields,
             **({"suppressed": suppressed} if suppressed else {}),
         )
 
@@ -241,14 +247,7 @@ async def serve(
             return _refused(ctx, provider, "bad_request", not_ours)
         # Our deployment is incomplete: 503 keeps the provider retrying until it is fixed.
         m.child(m.webhook_requests, provider, "unavailable").inc()
-        suppressed = ctx.log_limit.admit((provider, "secret_missing"))
-        if suppressed is not None:
-            log.error(
-                "webhook_secret_missing",
-                provider=provider,
-                variable=exc.env_name,
-                **({"suppressed": suppressed} if suppressed else {}),
-            )
+        _log_limited(ctx, "webhook_secret_missing", provider, error=True, variable=exc.env_name)
         return error_response(503, "adapter not configured")
 
     events = normalized.events
@@ -263,7 +262,7 @@ async def serve(
             fresh = await ctx.nonces.claim(nonce.provider, nonce.value, nonce.expires_at)
         except NonceStoreUnavailable:
             m.child(m.webhook_requests, provider, "unavailable").inc()
-            _warn_limited(ctx, "webhook_nonces_unavailable", provider, domains)
+            _log_limited(ctx, "webhook_nonces_unavailable", provider, domains=domains)
             return error_response(503, "token cache unavailable, retry later")
         if not fresh:
             return _refused(ctx, provider, "replayed", BadRequest("token already used", status=409))
@@ -280,11 +279,11 @@ async def serve(
     except KeysUnavailable:
         # PostgreSQL, not the broker: a new customer's key, once the spares are used up.
         m.child(m.webhook_requests, provider, "unavailable").inc()
-        _warn_limited(ctx, "webhook_keys_unavailable", provider, domains)
+        _log_limited(ctx, "webhook_keys_unavailable", provider, domains=domains)
         return error_response(503, "topic keys unavailable (database), retry later")
     except BrokerUnavailable:
         m.child(m.webhook_requests, provider, "unavailable").inc()
-        _warn_limited(ctx, "webhook_unavailable", provider, domains)
+        _log_limited(ctx, "webhook_unavailable", provider, domains=domains)
         return error_response(503, "broker unavailable, retry later")
     finally:
         if nonce is not None and not published:
