@@ -270,6 +270,12 @@ NAME_SECONDS: Final = 0.2
 """How long after taking spares a producer names them (``run``): those taken meanwhile are
 named by the same statement, where naming each at once was a statement and a commit per new
 customer's webhook."""
+QUERY_SECONDS: Final = 1.0
+"""How long a query for keys may wait for a connection, then for its answer, then to give
+the connection back, before the keys are taken from the stock as in an outage: a
+PostgreSQL that stopped answering (locked, stalled, overloaded) must not hold a webhook
+past its provider's timeout. One query waits for the one before it, so a request waits
+for keys six times this at most, then for the broker (``EventPublisher``'s timeout)."""
 
 
 class _Expiring(OrderedDict[Any, tuple[float, SealingKey]]):
@@ -445,14 +451,18 @@ class TopicKeys:
         )
         made: list[tuple[tuple[str, bytes], SealingKey]]
         try:
-            rows = await self._pool.fetch(
-                _GET_OR_CREATE,
-                [uuid.uuid4() for _ in by_digest],
-                [domain for domain, _ in by_digest],
-                [digest for _, digest in by_digest],
-                [period] * len(by_digest),
-                [AESGCM.generate_key(bit_length=KEY_BYTES * 8) for _ in by_digest],
-            )
+            # Bounded by asyncpg, not by cancelling from outside: its pool would wait
+            # without end to reset a connection whose server stopped answering.
+            async with self._pool.acquire(timeout=QUERY_SECONDS) as conn:
+                rows = await conn.fetch(
+                    _GET_OR_CREATE,
+                    [uuid.uuid4() for _ in by_digest],
+                    [domain for domain, _ in by_digest],
+                    [digest for _, digest in by_digest],
+                    [period] * len(by_digest),
+                    [AESGCM.generate_key(bit_length=KEY_BYTES * 8) for _ in by_digest],
+                    timeout=QUERY_SECONDS,
+                )
             made = [((r["domain"], r["subject"]), _key(r["key_id"], r["key"])) for r in rows]
         except DATABASE_ERRORS:
             spares = self._take_spares(len(by_digest), now)

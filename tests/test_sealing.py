@@ -325,6 +325,21 @@ class CountingPool:
         self.sent.set()
         return await self.pool.fetch(query, *args)
 
+    @contextlib.asynccontextmanager
+    async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        """A connection whose ``fetch`` is counted as the pool's (the keys' own query)."""
+        async with self.pool.acquire(timeout=timeout) as conn:
+            counting = self
+
+            class Counted:
+                async def fetch(self, query: str, *args: Any, timeout: float | None) -> Any:
+                    counting.queries += 1
+                    counting.arguments = args
+                    counting.sent.set()
+                    return await conn.fetch(query, *args, timeout=timeout)
+
+            yield Counted()
+
     async def execute(self, query: str, *args: Any) -> str:
         """Stocking and naming spares: not counted as queries; namings counted apart."""
         if query.lstrip().startswith("UPDATE"):
@@ -668,6 +683,35 @@ async def test_a_producer_seals_with_spare_keys_through_an_outage_and_names_them
         )
         assert await sweep(pool, topic_retention_ms=None) == {"": stocked}
     finally:
+        await pool.close()
+        await proxy.stop()
+
+
+async def test_a_producer_seals_with_a_spare_when_postgresql_stops_answering(
+    database_url: str,
+) -> None:
+    """A server that holds its connections open and answers nothing (stalled, or a lock
+    that does not come free) costs a request a few ``QUERY_SECONDS``, then a spare;
+    with none left, an error a webhook answers 503 for, not a wait without end."""
+    proxy, proxied = await CuttableProxy.before_database(database_url)
+    pool = await asyncpg.create_pool(proxied, min_size=2, max_size=2)
+    try:
+        keys = TopicKeys(pool)
+        await keys.stock()
+        wanted = [(DOMAIN, f"sms:+1415556{n:04d}") for n in range(SPARE_KEYS + AHEAD_KEYS)]
+        await keys.for_sealing(wanted[:AHEAD_KEYS])  # taken ahead: the stock at SPARE_KEYS
+        proxy.hang()
+        async with asyncio.timeout(8 * sealing_module.QUERY_SECONDS):
+            held = await keys.for_sealing(wanted[AHEAD_KEYS:])
+            assert len(held) == SPARE_KEYS
+            assert keys.unnamed == SPARE_KEYS + AHEAD_KEYS
+            with pytest.raises(TimeoutError):
+                await keys.for_sealing([(DOMAIN, "sms:+14155569999")])
+        proxy.restore()
+        await keys.stock()
+        assert keys.unnamed == 0
+    finally:
+        proxy.restore()
         await pool.close()
         await proxy.stop()
 
