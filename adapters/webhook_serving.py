@@ -194,15 +194,8 @@ def _log_limited(
     """A line every webhook meets while something is missing or away, rate limited per
     provider and event: one line each flooded the log (2,019 lines in 20 s at 100 webhooks
     a second, a broker outage)."""
-    suppressed = ctx.log_limit.admit((provider, event))
-    if suppressed is not None:
-        write = log.error if error else log.warning
-        write(
-            event,
-            provider=provider,
-            **fields,
-            **({"suppressed": suppressed} if suppressed else {}),
-        )
+    method = log.error if error else log.warning
+    ctx.log_limit.write(method, event, (provider, event), provider=provider, **fields)
 
 
 def _summary(reasons: collections.Counter[str]) -> str:

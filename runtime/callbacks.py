@@ -144,13 +144,9 @@ class AllowedAddresses:
         family, kind, proto, _, sockaddr = addr_info
         address = ipaddress.ip_address(sockaddr[0])
         if not self.allows(address):
-            suppressed = self._refusals.admit(str(address))
-            if suppressed is not None:
-                log.warning(
-                    "callback_address_refused",
-                    ip=str(address),
-                    **({"suppressed": suppressed} if suppressed else {}),
-                )
+            self._refusals.write(
+                log.warning, "callback_address_refused", str(address), ip=str(address)
+            )
             raise OSError(f"{address} is not an address [callbacks] allowed_networks admits")
         return socket.socket(family=family, type=kind, proto=proto)
 

@@ -71,13 +71,15 @@ def route_of(request: web.Request) -> str:
 
 def _log_client_error(request: web.Request, status: int, error: str | None = None) -> None:
     route = route_of(request)
-    suppressed = request.app[ERROR_LOG_LIMIT].admit(("client_error", status, route))
-    if suppressed is None:
-        return
-    details: dict[str, object] = {"error": error} if error else {}
-    if suppressed:
-        details["suppressed"] = suppressed
-    log.warning("client_error", status=status, method=request.method, route=route, **details)
+    request.app[ERROR_LOG_LIMIT].write(
+        log.warning,
+        "client_error",
+        ("client_error", status, route),
+        status=status,
+        method=request.method,
+        route=route,
+        **({"error": error} if error else {}),
+    )
 
 
 @web.middleware
@@ -124,17 +126,16 @@ async def contain_errors(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         error_id = new_log_id()
         route = route_of(request)
-        suppressed = request.app[ERROR_LOG_LIMIT].admit(("request_failed", type(error), route))
-        if suppressed is not None:
-            log.error(
-                "request_failed",
-                error_id=error_id,
-                method=request.method,
-                route=route,
-                error=type(error).__name__,
-                exception=format_exception(error, ours=True),
-                **({"suppressed": suppressed} if suppressed else {}),
-            )
+        request.app[ERROR_LOG_LIMIT].write(
+            log.error,
+            "request_failed",
+            ("request_failed", type(error), route),
+            error_id=error_id,
+            method=request.method,
+            route=route,
+            error=type(error).__name__,
+            exception=format_exception(error, ours=True),
+        )
         return web.json_response({"error": "internal error", "error_id": error_id}, status=500)
     if 400 <= response.status < 500:
         _log_client_error(request, response.status)

@@ -413,6 +413,15 @@ class RateLimit:
         window[2] += 1
         return None
 
+    def write(
+        self, method: Callable[..., Any], event: str, key: Hashable, /, **fields: Any
+    ) -> None:
+        """``method(event, **fields)`` (a logger's ``warning``, say) when ``admit(key)`` lets
+        the line through, with ``suppressed``: how many were left out before it, if any."""
+        suppressed = self.admit(key)
+        if suppressed is not None:
+            method(event, **fields, **({"suppressed": suppressed} if suppressed else {}))
+
 
 class _LibraryErrorFilter(logging.Filter):
     """aiohttp's error lines: a malformed request is a warning; each type rate limited.

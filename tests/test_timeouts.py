@@ -1,14 +1,16 @@
-"""``runtime.timeouts.SharedTimeout``: ``asyncio.timeout``'s outcomes, one timer per slice."""
+"""``runtime.timeouts``: ``SharedTimeout`` (``asyncio.timeout``'s outcomes, one timer per
+slice) and ``given_up_after`` (on time even when the work cannot end soon)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
 import pytest
 
-from runtime.timeouts import SharedTimeout
+from runtime.timeouts import SharedTimeout, given_up_after
 
 
 async def test_a_wait_that_ends_in_time_gives_its_result_and_leaves_nothing_armed() -> None:
@@ -129,3 +131,65 @@ def test_seconds_and_resolution_must_be_positive() -> None:
     for seconds, resolution in [(0.0, 0.05), (-1.0, 0.05), (1.0, 0.0), (float("nan"), 0.05)]:
         with pytest.raises(ValueError, match="positive"):
             SharedTimeout(seconds, resolution=resolution)
+
+
+async def test_given_up_after_gives_the_works_outcome() -> None:
+    assert await given_up_after(asyncio.sleep(0, result="done"), 1.0) == "done"
+    with pytest.raises(KeyError):
+        await given_up_after(_fails(), 1.0)
+
+
+async def _fails() -> None:
+    raise KeyError("no")
+
+
+async def test_given_up_after_answers_on_time_when_the_cancelled_work_cannot_end() -> None:
+    """The work holds on through its cancellation (as asyncpg's pool does, resetting a
+    connection whose server stopped answering): the caller is answered at its seconds, and
+    the work, cancelled, ends later on its own with its error retrieved."""
+    released = asyncio.Event()
+    cancelled = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            await released.wait()  # cleaning up, and no sooner done than this
+            ended.set()
+            raise RuntimeError("ended late") from None
+        return "never"
+
+    with pytest.raises(TimeoutError):
+        await given_up_after(stubborn(), 0.05)
+    await asyncio.wait_for(cancelled.wait(), 1)
+    assert not ended.is_set()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    released.set()
+    await asyncio.wait_for(ended.wait(), 1)
+    await asyncio.sleep(0)
+    gc.collect()  # an unretrieved error is reported when its task is collected
+    assert reported == []
+
+
+async def test_given_up_after_passes_a_cancellation_on_to_the_work() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    waiting = asyncio.create_task(given_up_after(work(), 10))
+    await started.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.wait_for(cancelled.wait(), 1)

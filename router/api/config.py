@@ -31,6 +31,11 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     command_timeout: float = 3.0
     """Seconds an accept/close/transfer request waits for the router's verdict before it
     answers 202 with ``"status": "pending"``."""
+    request_timeout: float = 10.0
+    """Seconds a request may take, waiting for PostgreSQL and the broker included, before
+    it answers 503 with ``Retry-After`` (the event stream once it streams excepted): a locked
+    or stalled database must not hold clients, nor every connection of the pool. More than
+    ``command_timeout``, whose wait it includes."""
     stream_buffer: int = 1000
     """Recent routing events kept per domain for ``Last-Event-ID`` resumption."""
     heartbeat_seconds: float = 15.0
@@ -41,6 +46,8 @@ class ApiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def __post_init__(self) -> None:
         if not 0 < self.command_timeout <= 60:
             raise ValueError("must be between 0 and 60 (command_timeout)")
+        if not self.command_timeout < self.request_timeout <= 300:
+            raise ValueError("must be more than command_timeout and at most 300 (request_timeout)")
         if not 1 <= self.stream_buffer <= 1_000_000:
             raise ValueError("must be between 1 and 1000000 (stream_buffer)")
         if not 0 < self.heartbeat_seconds <= 300:

@@ -69,6 +69,7 @@ from runtime.db import DATABASE_ERRORS
 from runtime.http_errors import ERROR_LOG_LIMIT, RETRY_AFTER_SECONDS, json_error, read_limited
 from runtime.kafka import BrokerUnavailable
 from runtime.logging import fingerprint
+from runtime.timeouts import given_up_after
 from schemas import (
     AgentRegistered,
     CommandCompleted,
@@ -260,25 +261,28 @@ async def run_command(
     return respond(Accepted(event_id=event.id, status=CommandStatus.COMPLETED), status=202)
 
 
-def guarded(handler: Handler) -> Handler:
-    """A database failure answers 503 (the client may retry), never a bare 500."""
+def guarded(handler: Handler, *, streams: bool = False) -> Handler:
+    """A database failure answers 503 (the client may retry), never a bare 500; so does a
+    request that takes longer than ``api.request_timeout``, unless it ``streams`` (the
+    event stream: it lasts as long as its client listens)."""
 
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            if streams:
+                return await handler(request)
+            return await given_up_after(handler(request), request.app[API].config.request_timeout)
         except DATABASE_ERRORS as error:
             # The route's pattern, not the path: paths hold customer and conversation ids.
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else None
             # Rate limited as the request errors are: clients set how often this happens.
-            suppressed = request.app[ERROR_LOG_LIMIT].admit(("api_database_error", route))
-            if suppressed is not None:
-                log.warning(
-                    "api_database_error",
-                    error=type(error).__name__,
-                    route=route,
-                    **({"suppressed": suppressed} if suppressed else {}),
-                )
+            request.app[ERROR_LOG_LIMIT].write(
+                log.warning,
+                "api_database_error",
+                ("api_database_error", route),
+                error=type(error).__name__,
+                route=route,
+            )
             return json_error(503, "database unavailable, retry later")
 
     wrapper.__name__ = handler.__name__
@@ -739,7 +743,7 @@ def agent_routes() -> list[web.RouteDef]:
         web.post(conversation + "/close", guarded(post_close)),
         web.post(conversation + "/transfer", guarded(post_transfer)),
         web.get(base + "/queues", guarded(get_queues)),
-        web.get(base + "/stream", guarded(get_stream), allow_head=False),
+        web.get(base + "/stream", guarded(get_stream, streams=True), allow_head=False),
         web.get(base + "/dead-letters", guarded(get_dead_letters)),
         web.get(base + "/dead-letters/{letter_id}", guarded(get_dead_letter)),
         web.post(base + "/dead-letters/{letter_id}/redrive", guarded(post_redrive)),

@@ -38,13 +38,14 @@ from router.api.openapi import EXTRA_OPERATIONS
 from router.api.planning_jobs import PLANNING_JOBS, Report
 from router.api.routes import API
 from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
-from router.shell.replay import Kpis, load_recording, simulate
+from router.shell.replay import Kpis, Recorded, load_recording, simulate
 from runtime.appkeys import CONFIG, DB_POOL
 from runtime.audit import record_action
 from runtime.callbacks import AllowedAddresses
 from runtime.db import DATABASE_ERRORS
-from runtime.http_errors import json_error, read_limited
+from runtime.http_errors import ERROR_LOG_LIMIT, json_error, read_limited, route_of
 from runtime.kafka import BrokerUnavailable
+from runtime.timeouts import given_up_after
 from schemas import MessageReceived
 from schemas.limits import DOMAIN_MAX, QUEUE_MAX, decode_json_text
 from switchboard.config import ControlDocument, DomainConfig, check_domain_id
@@ -94,19 +95,36 @@ class _Refused(Exception):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _handler(function: Handler) -> Handler:
+def _handler(function: Handler, *, bounded: bool = True) -> Handler:
+    """Refusals and database failures as their status, never a bare 500; a request that
+    takes longer than ``api.request_timeout`` answers 503, as the API's other requests do
+    (``router.api.routes.guarded``), unless not ``bounded`` (a dry run bounds its reads)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
-            return await function(request)
+            if not bounded:
+                return await function(request)
+            return await given_up_after(function(request), _request_timeout(request))
         except _Refused as refused:
             return json_error(refused.status, refused.reason)
         except store.Unreadable as unreadable:
             return json_error(409, str(unreadable))
         except DATABASE_ERRORS as error:
-            log.warning("config_database_failed", error=type(error).__name__)
+            # Rate limited as the API's other lines are: clients set how often this happens.
+            request.app[ERROR_LOG_LIMIT].write(
+                log.warning,
+                "config_database_failed",
+                ("config_database_failed", route_of(request)),
+                error=type(error).__name__,
+                route=route_of(request),
+            )
             return json_error(503, "database unavailable, retry later")
 
     return handle
+
+
+def _request_timeout(request: web.Request) -> float:
+    return request.app[API].config.request_timeout
 
 
 def _json(value: Any, *, tag: str | None = None, status: int = 200) -> web.Response:
@@ -434,9 +452,10 @@ def _kpis(kpis: Kpis) -> KpisView:
     )
 
 
-@_handler
-async def dry_run(request: web.Request) -> web.StreamResponse:
-    """Replay recorded traffic under the current and a candidate routing; change nothing."""
+async def _dry_run(request: web.Request) -> web.StreamResponse:
+    """Replay recorded traffic under the current and a candidate routing; change nothing.
+    Its reads are bounded by ``api.request_timeout``, the replay is not: a long one may run
+    in the background instead."""
     domain, principal = await _admin(request)
     body = await _body(request, DryRunIn, _api_limit(request))
     _, document = _current(request)
@@ -450,19 +469,24 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
     if not 0 <= start < end or end - start > DRY_RUN_MAX_SECONDS:
         raise _Refused(400, f"from must be before to, at most {DRY_RUN_MAX_SECONDS} s apart")
     candidate = body.routing
-    async with request.app[DB_POOL].acquire() as conn:
-        if body.version is not None:
-            detail = await store.get_version(conn, body.version)
-            if detail is None or domain not in detail.document.domains:
-                raise _Refused(404, f"version {body.version} has no domain {domain!r}")
-            candidate = detail.document.domains[domain].routing
-        recording = await load_recording(
-            conn,
-            domain,
-            datetime.fromtimestamp(start, UTC),
-            datetime.fromtimestamp(end, UTC),
-            limit=DRY_RUN_MAX_INPUTS + 1,
-        )
+
+    async def read() -> list[Recorded]:
+        nonlocal candidate
+        async with request.app[DB_POOL].acquire() as conn:
+            if body.version is not None:
+                detail = await store.get_version(conn, body.version)
+                if detail is None or domain not in detail.document.domains:
+                    raise _Refused(404, f"version {body.version} has no domain {domain!r}")
+                candidate = detail.document.domains[domain].routing
+            return await load_recording(
+                conn,
+                domain,
+                datetime.fromtimestamp(start, UTC),
+                datetime.fromtimestamp(end, UTC),
+                limit=DRY_RUN_MAX_INPUTS + 1,
+            )
+
+    recording = await given_up_after(read(), _request_timeout(request))
     if len(recording) > DRY_RUN_MAX_INPUTS:
         raise _Refused(400, f"more than {DRY_RUN_MAX_INPUTS} recorded inputs: narrow the window")
     assert candidate is not None
@@ -499,6 +523,9 @@ async def dry_run(request: web.Request) -> web.StreamResponse:
         return _json(job, status=202)
     # In a thread: the loop keeps routing while the engine replays.
     return _json(await asyncio.to_thread(replay, None))
+
+
+dry_run = _handler(_dry_run, bounded=False)
 
 
 def _shifted(report: Report, before: int, total: int, done: int, _: int) -> None:

@@ -106,6 +106,10 @@ def test_api_config_defaults_are_secure_and_bad_values_are_refused() -> None:
     assert ApiConfig().auth is AuthMode.TOKENS
     with pytest.raises(msgspec.ValidationError, match="command_timeout"):
         msgspec.convert({"command_timeout": 0}, ApiConfig)
+    with pytest.raises(msgspec.ValidationError, match="request_timeout"):
+        msgspec.convert({"command_timeout": 10, "request_timeout": 10}, ApiConfig)
+    with pytest.raises(msgspec.ValidationError, match="request_timeout"):
+        msgspec.convert({"request_timeout": 301}, ApiConfig)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"auth": "maybe"}, ApiConfig)
 
