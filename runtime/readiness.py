@@ -10,6 +10,12 @@ What "ready" means depends on the roles the process runs:
   no owned partition has input waiting while nothing was committed for ``stall_seconds``
   (a stuck partition is named).
 
+Every process also watches the partition counts of the topics it routes by (``topics``):
+records go to partition ``hash(domain) % count``, and one router owns partition i of each,
+so a count that changes while the processes run (a broker that came back empty and created
+the topics anew with its own default) sends records where no router reads them. Such a
+change is a problem until the processes are restarted on topics made as they should be.
+
 The checks run in a background task every ``interval`` seconds, each bounded by
 ``check_timeout``, on a connection of their own (a busy router holds the pool's
 connections, and waiting for one of them is not an outage). ``/readyz`` answers from the
@@ -22,14 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import asyncpg
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from runtime.db import DATABASE_ERRORS
+
+log = structlog.get_logger(__name__)
 
 
 class Worker(Protocol):
@@ -49,12 +59,17 @@ class Readiness:
     """Checked when set (processes that run the router)."""
     producer: AIOKafkaProducer
     worker: Worker | None = None
+    topics: tuple[str, ...] = ()
+    """Topics whose partition counts must stay those of the first check."""
     interval: float = 2.0
     check_timeout: float = 1.5
     stall_seconds: float = 30.0
     problems: dict[str, str] = field(default_factory=lambda: {"starting": "not checked yet"})
     checked_at: float | None = None
     _connection: asyncpg.Connection | None = None
+    _partitions: dict[str, int] | None = None
+    """The partition count of each of ``topics`` at the first check that saw them all."""
+    _reported: str | None = None
 
     async def run(self) -> None:
         """Check until cancelled."""
@@ -76,6 +91,10 @@ class Readiness:
         broker = await self._check_broker()
         if broker is not None:
             problems["broker"] = broker
+        elif self.topics:
+            partitions = await self._check_partitions()
+            if partitions is not None:
+                problems["topics"] = partitions
         self.problems = problems
         self.checked_at = time.monotonic()
 
@@ -102,6 +121,25 @@ class Readiness:
         except (KafkaError, OSError, TimeoutError) as error:
             return type(error).__name__
 
+    async def _check_partitions(self) -> str | None:
+        try:
+            async with asyncio.timeout(self.check_timeout):
+                # Every topic's metadata: asking for the topics by name would create them.
+                cluster = await self.producer.client.fetch_all_metadata()
+        except (KafkaError, OSError, TimeoutError) as error:
+            return type(error).__name__
+        counts = {name: len(cluster.partitions_for_topic(name) or ()) for name in self.topics}
+        if self._partitions is None:
+            if not all(counts.values()):
+                return f"topics missing: {sorted(n for n, c in counts.items() if not c)}"
+            self._partitions = counts
+            return None
+        problem = _changed(self._partitions, counts)
+        if problem is not None and problem != self._reported:
+            log.error("topic_partitions_changed", problem=problem)
+        self._reported = problem
+        return problem
+
     def report(self) -> tuple[bool, dict[str, object]]:
         """(ready, body) from the latest checks and the routing loop's own state now."""
         problems = dict(self.problems)
@@ -123,3 +161,14 @@ class Readiness:
         if problems:
             return False, {"status": "not ready", "problems": problems, **body}
         return True, {"status": "ready", **body}
+
+
+def _changed(before: Mapping[str, int], now: Mapping[str, int]) -> str | None:
+    changed = [
+        f"{name} has {now[name] or 'no'} partitions, {count} when this process started"
+        for name, count in before.items()
+        if now[name] != count
+    ]
+    if not changed:
+        return None
+    return "; ".join(changed) + ": restart the processes once the topics are as they should be"

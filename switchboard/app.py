@@ -563,6 +563,7 @@ async def _readiness(app: web.Application) -> AsyncIterator[None]:
         database_url=app[CONFIG].database.url if worker is not None else None,
         producer=app[PRODUCER],
         worker=worker,
+        topics=(app[CONFIG].topic(topics.INBOUND), app[CONFIG].topic(topics.AGENTS)),
     )
     app[READINESS] = readiness
     await readiness.check()

@@ -148,7 +148,10 @@ class RouterWorker:
         self._publishing: asyncio.Task[None] | None = None
         """Hands the queued outbox rows to the producer (``_publish_queued``)."""
         self._committed_at = time.monotonic()
-        """When a transaction last committed (or the partitions were loaded)."""
+        """When a transaction last committed (or the partitions were taken)."""
+        self._failed_in_a_row = 0
+        """Database failures since a transaction last committed: the pause before the next
+        reload doubles with each (a full disk fails every write, and reads go on)."""
         self._careful_until: dict[TopicPartition, int] = {}
         """Per input partition, the offset up to which records are applied and committed one
         at a time, to find the poison record among those a failed transaction held."""
@@ -187,8 +190,14 @@ class RouterWorker:
     def stalled_partitions(self, seconds: float) -> list[int]:
         """Owned partitions with input beyond what was applied while nothing committed for
         ``seconds``: the loop is not getting through them."""
+        if time.monotonic() - self._committed_at < seconds:
+            return []
+        return self._input_waiting()
+
+    def _input_waiting(self) -> list[int]:
+        """Owned partitions with input beyond what was applied."""
         consumer = self._consumer
-        if consumer is None or time.monotonic() - self._committed_at < seconds:
+        if consumer is None:
             return []
         waiting = set()
         for tp, expected in self._intake.expected.items():
@@ -457,6 +466,7 @@ class RouterWorker:
             self._residents.committed = job.batch
         self.problem = None
         self._committed_at = time.monotonic()
+        self._failed_in_a_row = 0
         if job.emitted and self.first_applied_after_load is None:
             self.first_applied_after_load = time.perf_counter()
         observe_routing_events(self._metrics, job.emitted)
@@ -628,15 +638,20 @@ class RouterWorker:
         the consumer group settles which router keeps them.
         """
         await self._settle_writing()
+        fenced = isinstance(error, store.FencedOut)
+        committed_at = self._committed_at
         if isinstance(error, store.FencedOut):
             self.problem = "fenced out: reloading partitions"
             log.warning("fenced_out", partitions=error.partitions)
         else:
             self._metrics.database_errors.inc()
+            self._failed_in_a_row += 1
             self.problem = f"database: {type(error).__name__}"
             # The type only: a server message can quote the values of a statement.
-            log.warning("database_failed", error=type(error).__name__)
-        delay = 0.2
+            log.warning(
+                "database_failed", error=type(error).__name__, in_a_row=self._failed_in_a_row
+            )
+        delay = min(0.2 * 2 ** min(self._failed_in_a_row - 1, 5), 5.0) if not fenced else 0.2
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
             try:
@@ -646,8 +661,21 @@ class RouterWorker:
                 self.problem = f"database: {type(again).__name__}"
                 delay = min(delay * 2, 5.0)
                 continue
-            self.problem = None
-            log.info("database_recovered")
+            if fenced:
+                self.problem = None
+            else:
+                # A reload reads: PostgreSQL may answer reads and still fail every write (a
+                # full disk). Ready once the input read again is written, and no stall
+                # forgiven for the reload.
+                self._committed_at = committed_at
+                waiting = self._input_waiting()
+                self.problem = (
+                    f"database: {type(error).__name__}; reloaded, partitions {waiting}"
+                    " not written since"
+                    if waiting
+                    else None
+                )
+            log.info("database_recovered", writes_pending=self.problem is not None)
             return
 
     async def _quarantine(self, consumer: AIOKafkaConsumer, error: BaseException) -> None:

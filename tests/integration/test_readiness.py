@@ -5,17 +5,21 @@ on a dependency that stopped answering."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import msgspec
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from runtime import kafka
 from runtime.appkeys import TOPIC_KEYS
-from switchboard.app import READINESS, Role
-from switchboard.embedded import free_port
+from schemas import topics
+from switchboard.app import READINESS, ROUTER_WORKER, Role
+from switchboard.embedded import EmbeddedBroker, free_port
 from tests.conftest import Infrastructure
 from tests.support import CuttableProxy, Service, make_config, running_service, wait_until
 from tests.traffic import Traffic
@@ -128,3 +132,91 @@ async def test_a_router_whose_database_stops_answering_names_its_stalled_partiti
             await wait_until(lambda: _ready(service), timeout=60, what="ready again")
     finally:
         await proxy.stop()
+
+
+FULL_DISK = """
+CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$;
+CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON router_offsets
+  FOR EACH STATEMENT EXECUTE FUNCTION disk_full();
+"""
+"""Every transaction of the routing loop fails as on a full disk, and reads answer."""
+
+
+async def test_a_router_whose_writes_fail_while_reads_answer_stays_not_ready(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """Each failure reloads the partitions, which only reads and succeeds; the router is
+    not ready again until what it read again is written."""
+    config = make_config(infrastructure.bootstrap_servers, database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with (
+            running_service(config) as service,
+            Traffic(config, ["acme"], agents_per_domain=2) as traffic,
+        ):
+            await traffic.register_agents()
+            await traffic.send_messages(5)
+            await wait_until(lambda: _ready(service), timeout=30, what="ready")
+            await conn.execute(FULL_DISK)
+            try:
+                await traffic.send_messages(5)
+
+                async def writes_failing() -> bool:
+                    status, body = await _readyz(service)
+                    return status == 503 and "DiskFullError" in body["problems"].get("router", "")
+
+                await wait_until(writes_failing, timeout=20, what="the failing writes named")
+                # Several rounds of failed write, pause and reload, each probe not ready.
+                answers = []
+                for _ in range(40):
+                    answers.append(await _readyz(service))
+                    await asyncio.sleep(0.1)
+                assert [status for status, _ in answers] == [503] * len(answers), answers
+                assert service.app[ROUTER_WORKER].partitions
+            finally:
+                await conn.execute("DROP TRIGGER disk_full ON router_offsets")
+            await wait_until(lambda: _ready(service), timeout=30, what="ready again")
+
+            async def all_stored() -> bool:
+                return bool(await conn.fetchval("SELECT count(*) FROM messages") == 10)
+
+            await wait_until(all_stored, timeout=30, what="the ten messages stored")
+    finally:
+        await conn.close()
+
+
+async def test_topics_made_anew_with_other_partition_counts_make_every_process_not_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A broker that came back empty while the processes ran, its topics created again with
+    another partition count (its own default, at the first producer's request): records
+    would go to partitions no router reads, and every process says so."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        config = make_config(broker.bootstrap_servers, database_url, {"kafka": {"partitions": 1}})
+        async with running_service(config) as service:
+            assert await _ready(service)
+            broker.stop()
+            broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # empty
+            broker.start()
+            admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+            await admin.start()
+            try:
+                await admin.create_topics(
+                    [NewTopic(config.topic(name), 3, 1) for name in (topics.INBOUND, topics.AGENTS)]
+                )
+            finally:
+                await admin.close()
+            inbound = config.topic(topics.INBOUND)
+
+            async def named() -> dict[str, Any] | None:
+                status, body = await _readyz(service)
+                problem = body.get("problems", {}).get("topics", "")
+                return body if status == 503 and problem.startswith(f"{inbound} has 3") else None
+
+            body = await wait_until(named, timeout=30, what="the partition counts named")
+            assert "1 when this process started" in body["problems"]["topics"]
+    finally:
+        broker.stop()
