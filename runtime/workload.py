@@ -78,6 +78,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from typing import Annotated, Final
 
 import asyncpg
@@ -496,6 +497,20 @@ def days_of(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]
     return days
 
 
+async def days_to_measure(
+    conn: asyncpg.Connection, domain: str, since: datetime, until: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The days (UTC) of ``[since, until)`` a backfill measures: none before the day of the
+    domain's first recorded conversation (``history_start``). There is nothing to measure
+    before it, and measuring would replace the rows kept from conversations retention has
+    deleted since with none (``since=0`` walked 20,800 days to do it)."""
+    first = await history_start(conn, domain)
+    if first is None:
+        return []
+    since = max(since, datetime.combine(first.astimezone(UTC).date(), dt_time(), UTC))
+    return days_of(since, until) if since < until else []
+
+
 async def backfill(
     pool: asyncpg.Pool,
     domain: str,
@@ -503,11 +518,12 @@ async def backfill(
     until: datetime,
     progress: Progress | None = None,
 ) -> BackfillReport:
-    """Measure ``domain``'s history in ``[since, until)`` a day (UTC) at a time, each day in
-    a transaction of its own under the domain's measuring lock (the routers' job waits
-    meanwhile), calling ``progress(done, total)`` after each day."""
+    """Measure ``domain``'s history in ``[since, until)`` (``days_to_measure``) a day (UTC)
+    at a time, each day in a transaction of its own under the domain's measuring lock (the
+    routers' job waits meanwhile), calling ``progress(done, total)`` after each day."""
     started = time.monotonic()
-    days = days_of(since, until)
+    async with pool.acquire() as conn:
+        days = await days_to_measure(conn, domain, since, until)
     rows = 0
     for done, (start, end) in enumerate(days, 1):
         async with pool.acquire() as conn, conn.transaction():

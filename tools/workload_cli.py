@@ -30,7 +30,7 @@ from runtime.workload import (
     BackfillReport,
     WorkloadFigures,
     backfill,
-    days_of,
+    days_to_measure,
     figures,
     history_start,
 )
@@ -127,7 +127,8 @@ async def _backfill(pool: asyncpg.Pool, args: argparse.Namespace) -> int:
     if until <= since:
         print("switchboard: --until is before --since", file=sys.stderr)
         return 2
-    days = days_of(since, until)
+    async with pool.acquire() as conn:
+        days = await days_to_measure(conn, domain, since, until)
     progress = TerminalProgress(domain, "days", lambda done: days[done - 1][0].date().isoformat())
     report = await backfill(pool, domain, since, until, progress)
     progress.finish()

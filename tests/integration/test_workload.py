@@ -262,3 +262,20 @@ async def test_backfill_measures_a_day_at_a_time_and_reports_progress(
         (at("22:00"), datetime(2024, 3, 5, tzinfo=UTC)),
         (datetime(2024, 3, 5, tzinfo=UTC), at("01:15", day=5)),
     ]
+
+
+async def test_backfill_starts_on_the_day_of_the_domains_first_conversation(
+    pool: asyncpg.Pool,
+) -> None:
+    """Nothing before it to measure; measuring there would replace the rows kept from
+    conversations retention deleted since with none."""
+    earlier = datetime(2024, 1, 2, 9, tzinfo=UTC)
+    kept = WorkloadRow(queue="support", channel="sms", interval_start=earlier, arrivals=3)
+    async with pool.acquire() as conn:
+        await store(conn, "acme", earlier, earlier + timedelta(minutes=15), [kept])
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    report = await backfill(pool, "acme", epoch, at("00:00", day=5))
+    first_day = datetime.combine(at("09:00").date(), datetime.min.time(), UTC)
+    assert (report.since, report.days) == (first_day, 1)
+    assert (await stored(pool))[0] == kept
+    assert (await backfill(pool, "globex", epoch, at("00:00", day=5))).days == 0

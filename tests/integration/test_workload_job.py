@@ -152,15 +152,16 @@ async def test_backfill_then_show_print_the_measured_hour(
     await write_the_hour(History(pool))
     fill = await asyncio.to_thread(
         switchboard, cli_environ, "backfill", "--domain", "acme", "--since", "2024-03-03",
-        "--until", "2024-03-04",
+        "--until", "2024-03-05",
     )  # fmt: skip
     assert fill.returncode == 0, fill.stderr
     lines = fill.stdout.splitlines()
+    # From the day of the first conversation: 2024-03-03 holds none.
     assert lines[:2] == [
-        "acme: 1/2 days (2024-03-03)",
-        "acme: 2/2 days (2024-03-04)",
+        "acme: 1/2 days (2024-03-04)",
+        "acme: 2/2 days (2024-03-05)",
     ]
-    assert lines[2].startswith("acme: measured 2 days (2024-03-03 to 2024-03-04), 7 rows, in ")
+    assert lines[2].startswith("acme: measured 2 days (2024-03-04 to 2024-03-05), 7 rows, in ")
     assert len(lines) == 3
 
     show = await asyncio.to_thread(
@@ -201,7 +202,7 @@ async def test_backfill_draws_one_updating_line_in_a_terminal(
         with contextlib.closing(os.fdopen(follower, "wb")) as terminal:
             return subprocess.run(
                 [str(BIN / "switchboard"), "workload", "backfill", "--domain", "acme",
-                 "--since", "2024-03-02", "--until", "2024-03-04"],
+                 "--since", "2024-03-04", "--until", "2024-03-06"],
                 env=cli_environ, stdout=terminal, stderr=subprocess.DEVNULL, timeout=60,
                 check=False,
             ).returncode  # fmt: skip
@@ -214,9 +215,9 @@ async def test_backfill_draws_one_updating_line_in_a_terminal(
     os.close(leader)
     text = output.decode()
     assert text.count("\r") >= 3
-    assert "\racme [##########....................] 1/3 days (2024-03-02)" in text
-    assert "\racme [##############################] 3/3 days (2024-03-04)" in text
-    assert "acme: measured 3 days (2024-03-02 to 2024-03-04), 7 rows" in text
+    assert "\racme [##########....................] 1/3 days (2024-03-04)" in text
+    assert "\racme [##############################] 3/3 days (2024-03-06)" in text
+    assert "acme: measured 3 days (2024-03-04 to 2024-03-06), 7 rows" in text
     assert "measured\n" not in text.replace("\r\n", "\n")
 
 
