@@ -35,7 +35,9 @@ from typing import Protocol
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from runtime.db import DATABASE_ERRORS
 
@@ -122,10 +124,16 @@ class Readiness:
             return type(error).__name__
 
     async def _check_partitions(self) -> str | None:
+        client = self.producer.client
+        node = client.get_random_node()
+        if node is None:
+            return "no broker known"
+        # Asked not to create them: a broker that lost them would, with its own default.
+        asked = MetadataRequest(list(self.topics), allow_auto_topic_creation=False)
+        cluster = ClusterMetadata()
         try:
             async with asyncio.timeout(self.check_timeout):
-                # Every topic's metadata: asking for the topics by name would create them.
-                cluster = await self.producer.client.fetch_all_metadata()
+                cluster.update_metadata(await client.send(node, asked))
         except (KafkaError, OSError, TimeoutError) as error:
             return type(error).__name__
         counts = {name: len(cluster.partitions_for_topic(name) or ()) for name in self.topics}
