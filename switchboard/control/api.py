@@ -454,9 +454,9 @@ def _kpis(kpis: Kpis) -> KpisView:
 
 async def _dry_run(request: web.Request) -> web.StreamResponse:
     """Replay recorded traffic under the current and a candidate routing; change nothing.
-    Its reads are bounded by ``api.request_timeout``, the replay is not: a long one may run
-    in the background instead."""
-    domain, principal = await _admin(request)
+    Its reads (the token's, the recording's) are each bounded by ``api.request_timeout``,
+    the replay is not: a long one may run in the background instead."""
+    domain, principal = await given_up_after(_admin(request), _request_timeout(request))
     body = await _body(request, DryRunIn, _api_limit(request))
     _, document = _current(request)
     current = document.domains.get(domain)

@@ -78,3 +78,20 @@ async def test_the_event_stream_is_not_cut_at_the_request_timeout(
         await asyncio.sleep(2 * TIMEOUTS["api"]["request_timeout"])
         await api.customer_writes("visitor-0001", "m1")
         await stream.wait_for("conversation.assigned", timeout=5)
+
+
+async def test_a_dry_run_answers_503_while_its_token_cannot_be_read(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """The dry run's replay has no deadline; its reads do, the token's among them."""
+    async with api_service(infrastructure.bootstrap_servers, database_url, TIMEOUTS) as api:
+        dry_run = "/v1/domains/acme/config/dry-run"
+        async with api.pool.acquire() as locker, locker.transaction():
+            await locker.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+            async with api.service.session.post(
+                api.service.url(dry_run), headers=api.auth("platform"), json={"version": 1}
+            ) as response:
+                answered = response.status, await response.json()
+        assert answered == (503, {"error": "database unavailable, retry later"})
+        status, _ = await api.call("POST", dry_run, "platform", json={"version": 1})
+        assert status == 200
