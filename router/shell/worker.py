@@ -190,14 +190,8 @@ class RouterWorker:
     def stalled_partitions(self, seconds: float) -> list[int]:
         """Owned partitions with input beyond what was applied while nothing committed for
         ``seconds``: the loop is not getting through them."""
-        if time.monotonic() - self._committed_at < seconds:
-            return []
-        return self._input_waiting()
-
-    def _input_waiting(self) -> list[int]:
-        """Owned partitions with input beyond what was applied."""
         consumer = self._consumer
-        if consumer is None:
+        if consumer is None or time.monotonic() - self._committed_at < seconds:
             return []
         waiting = set()
         for tp, expected in self._intake.expected.items():
@@ -638,9 +632,8 @@ class RouterWorker:
         the consumer group settles which router keeps them.
         """
         await self._settle_writing()
-        fenced = isinstance(error, store.FencedOut)
         committed_at = self._committed_at
-        if isinstance(error, store.FencedOut):
+        if fenced := isinstance(error, store.FencedOut):
             self.problem = "fenced out: reloading partitions"
             log.warning("fenced_out", partitions=error.partitions)
         else:
@@ -651,7 +644,7 @@ class RouterWorker:
             log.warning(
                 "database_failed", error=type(error).__name__, in_a_row=self._failed_in_a_row
             )
-        delay = min(0.2 * 2 ** min(self._failed_in_a_row - 1, 5), 5.0) if not fenced else 0.2
+        delay = 0.2 if fenced else min(0.2 * 2 ** min(self._failed_in_a_row - 1, 5), 5.0)
         while not self._stopping.is_set():
             await asyncio.sleep(delay)
             try:
@@ -668,13 +661,9 @@ class RouterWorker:
                 # full disk). Ready once the input read again is written, and no stall
                 # forgiven for the reload.
                 self._committed_at = committed_at
-                waiting = self._input_waiting()
-                self.problem = (
-                    f"database: {type(error).__name__}; reloaded, partitions {waiting}"
-                    " not written since"
-                    if waiting
-                    else None
-                )
+                waiting = self.stalled_partitions(0)
+                reloaded = f"database: {type(error).__name__}; reloaded, partitions {waiting}"
+                self.problem = f"{reloaded} not written since" if waiting else None
             log.info("database_recovered", writes_pending=self.problem is not None)
             return
 
