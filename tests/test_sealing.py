@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from router.shell.intake import sealed_ids
 from router.shell.outbox import sealed as outbox_sealed
 from router.shell.outbox import sealing_subjects
 from router.shell.reads import before_applying, before_decoding
@@ -254,6 +255,29 @@ def test_the_intake_applies_sealed_records_and_sets_aside_those_no_key_opens() -
     [copy] = [e for e in batch.writes.outbox[0] if e.topic == topics.DLQ]
     assert copy.value == records[1].value
     assert (SEALED_WITH, gone.key_id) in copy.headers
+
+
+def test_records_read_again_are_dropped_and_the_rest_open_with_their_own_keys() -> None:
+    """A fetch that raced with a reload hands back records applied already: the key ids
+    read from the fetch's headers (``sealed_ids``) follow the records that stay."""
+    keys = [a_key() for _ in range(4)]
+    events = [message(f"k{i}", customer=f"sms:+1415555010{i}") for i in range(4)]
+    records = [
+        record(seal(key, msgspec.json.encode(event)), i, headers=((SEALED_WITH, key.key_id),))
+        for i, (key, event) in enumerate(zip(keys, events, strict=True))
+    ]
+    fetched = {(topics.INBOUND, 0): records}
+    batch = new_intake(expected=2).decode(
+        fetched,  # type: ignore[arg-type]
+        {key.key_id: key for key in keys},
+        sealed_ids(fetched),  # type: ignore[arg-type]
+    )
+    assert applied(batch) == [2, 3]
+    assert batch.opened_with == [
+        (event.domain, event.customer_id, key.key_id)
+        for key, event in zip(keys[2:], events[2:], strict=True)
+    ]
+    assert dead(batch) == []
 
 
 def test_the_intakes_events_name_whose_key_seals_them_on_publication() -> None:
@@ -529,12 +553,16 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
         reader = TopicKeys(cast(asyncpg.Pool, counting), clock=lambda: T0)
         as_pool = cast(asyncpg.Pool, counting)
 
-        keys, checked, stored = await before_decoding(reader, as_pool, fetched, topics.INBOUND)
+        keys, checked, stored = await before_decoding(
+            reader, as_pool, fetched, topics.INBOUND, sealed_ids(fetched)
+        )
         assert key.key_id in keys
         assert (stored, counting.queries) == ({retried.id}, 1)
         assert checked == {(DOMAIN, retried.id), (DOMAIN, first.id)}
         # Every key held: no query; the messages are left to ``before_applying``.
-        assert await before_decoding(reader, as_pool, fetched, topics.INBOUND) == (
+        assert await before_decoding(
+            reader, as_pool, fetched, topics.INBOUND, sealed_ids(fetched)
+        ) == (
             {key.key_id: keys[key.key_id]},
             set(),
             set(),
@@ -543,7 +571,9 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
         # The producer's spares came with the first query: what it seals with one opens.
         spare = (await producer.for_sealing([(DOMAIN, "sms:+14155550111")])).popitem()[1]
         later = {TopicPartition(topics.INBOUND, 0): [sealed(first, 2, by=spare)]}
-        keys, checked, stored = await before_decoding(reader, as_pool, later, topics.INBOUND)
+        keys, checked, stored = await before_decoding(
+            reader, as_pool, later, topics.INBOUND, sealed_ids(later)
+        )
         assert (set(keys), checked, stored, counting.queries) == ({spare.key_id}, set(), set(), 1)
         # Spares stocked since: read along with the next key lacking, not those read before.
         await pool.execute("UPDATE topic_keys SET created_at = now() - interval '30 seconds'")
@@ -556,7 +586,7 @@ async def test_the_router_reads_the_keys_it_lacks_and_the_stored_messages_in_one
             " LIMIT 1) RETURNING key_id"
         )
         reader.forget()
-        await before_decoding(reader, as_pool, later, topics.INBOUND)
+        await before_decoding(reader, as_pool, later, topics.INBOUND, sealed_ids(later))
         assert counting.queries == 2
         ages = await pool.fetch(
             "SELECT key_id, created_at > now() - interval '10 seconds' AS new FROM topic_keys WHERE spare"

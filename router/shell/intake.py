@@ -130,6 +130,18 @@ def poison_reason(error: BaseException) -> str:
     return f"unstorable: {type(error).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
 
 
+def sealed_ids(
+    fetched: Mapping[InputPartition, Sequence[Record]],
+) -> dict[InputPartition, list[bytes | None]]:
+    """Each fetched record's ``sealed_with`` key id (None: not sealed), in fetch order: read
+    once per record, for the keys to look up (``reads.before_decoding``) and to open with
+    (``Intake.decode``)."""
+    return {
+        tp: [sealed_with(record.headers) if record.headers else None for record in records]
+        for tp, records in fetched.items()
+    }
+
+
 def holds_nul(value: bytes) -> bool:
     """Whether a JSON document holds U+0000 in a string (``\\u0000`` not preceded by an
     odd run of backslashes): PostgreSQL's text and jsonb cannot store it. Most records hold
@@ -290,11 +302,14 @@ class Intake:
         self,
         fetched: Mapping[InputPartition, Sequence[Record]],
         keys: Mapping[bytes, SealingKey] | None = None,
+        sealed: Mapping[InputPartition, Sequence[bytes | None]] | None = None,
     ) -> Batch:
         """Rules 1 to 3: the records to apply, in order, and the dead letters and next
         offsets to write. ``keys`` open the sealed records (``runtime.sealing``): one
-        whose key is gone is about an erased customer, and is set aside."""
+        whose key is gone is about an erased customer, and is set aside. ``sealed`` is
+        ``sealed_ids(fetched)``, when the caller has it already."""
         keys = keys or {}
+        sealed = sealed_ids(fetched) if sealed is None else sealed
         batch = Batch()
         writes, decoded, messages = batch.writes, batch.decoded, batch.messages
         for tp, records in fetched.items():
@@ -303,13 +318,17 @@ class Intake:
             domains = self.partitions.get(number)
             if domains is None or tp not in self.expected:
                 continue  # revoked while the fetch was in flight: the new owner reads it
-            records = self._in_sequence(tp, records, batch.rewinds)
-            if not records:
+            in_sequence = self._in_sequence(tp, records, batch.rewinds)
+            if not in_sequence:
                 continue
+            key_ids = iter(
+                sealed[tp] if in_sequence is records else sealed_ids({tp: in_sequence})[tp]
+            )
+            records = in_sequence
             decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
             for record in records:
                 value = record.value or b""
-                key_id = sealed_with(record.headers) if record.headers else None
+                key_id = next(key_ids)
                 try:
                     value = open_value(value, key_id, keys)
                 except Unreadable as error:
@@ -353,7 +372,8 @@ class Intake:
         """
         expected = self.expected[tp]
         if expected is not None:
-            records = [record for record in records if record.offset >= expected]
+            if records and records[0].offset < expected:  # offsets ascend: a prefix goes
+                records = [record for record in records if record.offset >= expected]
             if records and records[0].offset != expected:
                 log.warning(
                     "fetch_gap_rewound",

@@ -7,7 +7,7 @@ customers it names (``before_applying``, for ``router.shell.residents``): one qu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -25,7 +25,7 @@ from router.engine import (
     with_activity,
 )
 from runtime.db import HeldConnection, json_rows, rows_of
-from runtime.sealing import KEYS_FOR_OPENING, SEALED_WITH, SealingKey, TopicKeys
+from runtime.sealing import KEYS_FOR_OPENING, SealingKey, TopicKeys
 from schemas import MessageReceived
 from schemas.cloudevents import type_name
 
@@ -262,33 +262,29 @@ domain)."""
 _MESSAGE_TYPE = type_name(MessageReceived).encode()
 
 
-def read_headers(
+def messages_named(
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], inbound: str
-) -> tuple[list[bytes], list[tuple[str, str]]]:
-    """What a fetched batch's headers tell before its records are opened, in one pass over
-    each record's headers: the ids of the keys that sealed them, and the (domain, message
-    id) of each customer message of ``inbound``, as its record's key and CloudEvents
-    headers name it."""
-    key_ids: list[bytes] = []
+) -> list[tuple[str, str]]:
+    """The (domain, message id) of each customer message of ``inbound`` in a fetched batch,
+    as its record's key and CloudEvents headers name it, before its record is opened."""
     named: list[tuple[str, str]] = []
     for tp, records in fetched.items():
-        messages = tp.topic == inbound
+        if tp.topic != inbound:
+            continue
         for record in records:
-            if not record.headers:
+            if not record.headers or record.key is None:
                 continue
             event_type = event_id = None
             for name, value in record.headers:
-                if name == SEALED_WITH:
-                    key_ids.append(value)
-                elif name == "ce_type":
+                if name == "ce_type":
                     event_type = value
                 elif name == "ce_id":
                     event_id = value
-            if messages and event_type == _MESSAGE_TYPE and event_id and record.key is not None:
+            if event_type == _MESSAGE_TYPE and event_id:
                 named.append(
                     (record.key.decode(errors="replace"), event_id.decode(errors="replace"))
                 )
-    return key_ids, named
+    return named
 
 
 _KEYS_AND_STORED = f"""
@@ -304,16 +300,20 @@ async def before_decoding(
     pool: asyncpg.Pool | HeldConnection,
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     inbound: str,
+    sealed: Mapping[tuple[str, int], Sequence[bytes | None]],
 ) -> tuple[dict[bytes, SealingKey], set[tuple[str, str]], set[str]]:
-    """The keys that open a fetched batch's sealed records and, when some must be read
-    (``KEYS_FOR_OPENING``), which of the messages its headers name (``read_headers``) are
-    stored already, in the same query: the keys, the messages checked, and the stored
-    ones' ids. The messages not checked here are checked by ``before_applying``; with
-    every key held (spares are read ahead), that is the batch's only read."""
-    key_ids, named = read_headers(fetched, inbound)
-    found, missing = keys.cached_for_opening(key_ids)
+    """The keys that open a fetched batch's sealed records (``sealed``: their key ids,
+    ``intake.sealed_ids``) and, when some must be read (``KEYS_FOR_OPENING``), which of the
+    messages its headers name (``messages_named``) are stored already, in the same query:
+    the keys, the messages checked, and the stored ones' ids. The messages not checked here
+    are checked by ``before_applying``; with every key held (spares are read ahead), that
+    is the batch's only read."""
+    found, missing = keys.cached_for_opening(
+        key_id for key_ids in sealed.values() for key_id in key_ids if key_id is not None
+    )
     if not missing:
         return found, set(), set()
+    named = messages_named(fetched, inbound)
     rows = await pool.fetch(_KEYS_AND_STORED, *keys.opening_arguments(missing), json_rows(named))
     found.update(keys.keep_for_opening(row for row in rows if row["key_id"] is not None))
     stored = {row["message_id"] for row in rows if row["key_id"] is None}

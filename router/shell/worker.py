@@ -57,7 +57,7 @@ from router.shell.config_hold import ConfigHold
 from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.gathering import Gathering
 from router.shell.group_protocol import range_assignor
-from router.shell.intake import Intake, Unappliable, poison_reason
+from router.shell.intake import Intake, Unappliable, poison_reason, sealed_ids
 from router.shell.observe import gauge_slices, observe_published, observe_routing_events
 from router.shell.outbox import Outbox, sealed, sealing_subjects
 from router.shell.recovery import PartitionLoader, owned_domains
@@ -351,10 +351,11 @@ class RouterWorker:
         # looked up. Taken before the first query, as a write may commit while it runs (the
         # writer replaces these sets, it does not change them).
         writing, queued = self._writing_ids, self._queued
+        sealed = sealed_ids(fetched)
         keys, checked, stored = await reads.before_decoding(
-            self._keys, self._reader, fetched, self._inbound
+            self._keys, self._reader, fetched, self._inbound, sealed
         )
-        batch = intake.decode(fetched, keys)
+        batch = intake.decode(fetched, keys, sealed)
         self._keys.sealing_too(batch.opened_with)
         for (topic, partition), offset in batch.rewinds.items():
             assert self._consumer is not None
