@@ -19,10 +19,10 @@ owned domains and input positions and the per-record rules of steps 1 and 2, ``o
 the state of every committed outbox row through step 4, and ``recovery`` reads what a
 partition load needs (leases, states, validated offsets).
 
-Step 3 runs in a writer task and step 4 in a publisher task, while the loop goes on with
-steps 1 and 2 for the next batches: PostgreSQL and the engine work at the same time.
-Batches applied while a transaction is in flight are merged into the next one, so
-commits keep the input order (and at four batches' worth queued the loop waits).
+Step 3 runs in a writer task and step 4 in a publisher task (``publishing``), while the
+loop goes on with steps 1 and 2 for the next batches: PostgreSQL and the engine work at
+the same time. Batches applied while a transaction is in flight are merged into the next
+one, so commits keep the input order (and at four batches' worth queued the loop waits).
 
 A database failure leaves the in-memory state ahead of PostgreSQL, so the loop reloads the
 owned domains from PostgreSQL and seeks back to the stored offsets once it is reachable
@@ -58,11 +58,11 @@ from router.shell.erasure import ErasureRequest, load_requests
 from router.shell.gathering import Gathering
 from router.shell.group_protocol import range_assignor
 from router.shell.intake import Intake, Unappliable, poison_reason, sealed_ids
-from router.shell.observe import gauge_slices, observe_published, observe_routing_events
-from router.shell.outbox import Outbox, sealed, sealing_subjects
+from router.shell.observe import gauge_slices, observe_routing_events
+from router.shell.outbox import Outbox
+from router.shell.publishing import Acks, Publisher
 from router.shell.recovery import PartitionLoader, owned_domains
 from router.shell.residents import ResidentCustomers, RouterConfig
-from router.shell.sending import send_rows
 from runtime import db, kafka
 from runtime.config import ServiceConfig
 from runtime.metrics import Metrics
@@ -102,12 +102,10 @@ class RouterWorker:
     ) -> None:
         self._config = config
         self._keys = keys or TopicKeys(pool, cache_seconds=config.kafka.key_cache_seconds)
-        self._seals = config.kafka.seal_personal_data
         self._environ = environ
         self._pool = pool
         # The loop's reads and the writer's transactions, each on a connection kept.
         self._reader, self._writer = db.held_connections(pool, 2)
-        self._producer = producer
         self._metrics = metrics
         self._clock = clock
         self._group = config.kafka.consumer_group
@@ -128,7 +126,17 @@ class RouterWorker:
         their input positions, and steps 1 and 2 for each record."""
         self._residents = ResidentCustomers(router_config.customer_cache)
         """The customers in memory beyond open work, and what each batch must load."""
-        self._outbox: Outbox[asyncio.Future[list[object]]] = Outbox()
+        self._outbox: Outbox[Acks] = Outbox()
+        self._publisher = Publisher(
+            self._outbox,
+            producer,
+            self._keys,
+            metrics,
+            dlq=self._dlq,
+            seals=config.kafka.seal_personal_data,
+            report=self._publishing_failed,
+        )
+        """Step 4, in a task of its own (``router.shell.publishing``)."""
         self._loader = PartitionLoader(config, policies, environ, pool, metrics)
         self.gathering = Gathering(router_config.gather_ms, router_config.gather_above_per_s)
         self._lock = asyncio.Lock()
@@ -145,8 +153,6 @@ class RouterWorker:
         self._writing_ids: set[str] = set()
         """Message ids of the transaction in flight."""
         self._queue_limit = 4 * config.kafka.max_batch_records
-        self._publishing: asyncio.Task[None] | None = None
-        """Hands the queued outbox rows to the producer (``_publish_queued``)."""
         self._committed_at = time.monotonic()
         """When a transaction last committed (or the partitions were taken)."""
         self._failed_in_a_row = 0
@@ -228,8 +234,8 @@ class RouterWorker:
             try:
                 async with self._lock:
                     await self._settle_writing()
-                    await self._settle(wait=True)
-                    await self._flush_acked()
+                    await self._publisher.settle(wait=True)
+                    await self._publisher.flush_acked(self._pool)
             finally:  # cancelled before it settled too: the pool's close waits for them
                 await self._reader.release()
                 await self._writer.release()
@@ -253,7 +259,7 @@ class RouterWorker:
         if self._outbox.has_pending:
             # Step 4, again: what the broker refused goes out before anything new comes in.
             async with self._lock:
-                published = await self._publish_pending()
+                published = await self._publisher.publish_pending()
             if not published:
                 await asyncio.sleep(0.5)
                 return
@@ -395,7 +401,7 @@ class RouterWorker:
         self._metrics.customers_resident.set(len(residents))
         # Step 3: queued for the writer task, with the acknowledged outbox rows' deletion
         self._raise_write_failure()
-        await self._settle(wait=False)
+        await self._publisher.settle(wait=False)
         writes = batch.writes
         if writes.is_empty() and not self._outbox.has_acked:
             if self._queued is None and (self._writing is None or self._writing.done()):
@@ -468,10 +474,7 @@ class RouterWorker:
         if job.records:
             self._metrics.batch_size.observe(job.records)
         self._metrics.batch_seconds.observe(time.perf_counter() - job.started)
-        # Step 4
-        self._outbox.committed(outbox)
-        if self._publishing is None or self._publishing.done():
-            self._publishing = asyncio.create_task(self._publish_queued())
+        self._publisher.committed(outbox)  # step 4
 
     def _raise_write_failure(self) -> None:
         """A failed transaction's error, raised in the loop (which then recovers)."""
@@ -479,10 +482,7 @@ class RouterWorker:
         if writing is not None and writing.done():
             self._writing = None
             writing.result()
-        publishing = self._publishing
-        if publishing is not None and publishing.done():
-            self._publishing = None
-            publishing.result()
+        self._publisher.raise_failure()
 
     async def _finish_writing(self) -> None:
         """Wait until everything queued is committed; a database error is raised here."""
@@ -501,96 +501,15 @@ class RouterWorker:
         finally:
             await self._reader.release()
             await self._writer.release()
-        publishing, self._publishing = self._publishing, None
-        if publishing is not None:
-            await publishing
+        await self._publisher.finish()
         if self._queued is not None:
             # Acknowledged outbox rows it was to delete stay deletable.
             self._outbox.not_deleted(self._queued.writes.published)
             self._queued = None
         self._writing_ids = set()
 
-    # -- publishing (step 4) -------------------------------------------------------------
-
-    async def _publish_queued(self) -> None:
-        """Hand committed outbox rows to the producer in commit order, those queued at
-        once together (outbox rule 6). A task of its own: the producer may make it wait
-        (one request in flight per broker), and neither the next transaction nor the loop
-        should."""
-        while rows := list(iter(self._outbox.send_next, None)):
-            await self._publish(rows)
-
-    async def _publish(self, rows: list[store.OutboxBatch]) -> None:
-        """Hand outbox rows' events to the producer, as record batches per destination
-        partition (one future per record batch, not per event). Their acknowledgements are
-        collected by ``_settle``, so the next rows do not wait for the broker; only a
-        fully acknowledged row is deleted."""
-        try:
-            events = await self._sealed([event for row in rows for event in row.events])
-        except db.DATABASE_ERRORS as error:
-            self._publish_failed(rows, error)
-            return
-        ready = iter(events)
-        to_send = [
-            store.OutboxBatch(row.seq, row.partition, [next(ready) for _ in row.events])
-            for row in rows
-        ]
-        try:
-            acks = await send_rows(self._producer, to_send)
-        except (KafkaError, OSError) as error:
-            self._publish_failed(rows, error)
-            return
-        for row in rows:
-            self._outbox.sent(row, asyncio.gather(*acks[row.seq]))
-
-    async def _settle(self, *, wait: bool) -> None:
-        """Acknowledged rows become deletable; rows the broker refused go back to pending."""
-        for batch, acks in self._outbox.in_flight():
-            if not wait and not acks.done():
-                continue
-            try:
-                await acks
-            except (KafkaError, OSError) as error:
-                self._publish_failed([batch], error)
-                continue
-            self._outbox.acknowledged(batch)
-            observe_published(self._metrics, batch.events, self._dlq)
-
-    async def _sealed(self, events: list[store.OutboxEvent]) -> list[store.OutboxEvent]:
-        subjects = sealing_subjects(events) if self._seals else set()
-        if not subjects:
-            return events
-        named = await self._keys.for_sealing((key.decode(), s) for key, s in subjects if key)
-        return sealed(events, {(key, s): named[(key.decode(), s)] for key, s in subjects if key})
-
-    def _publish_failed(self, rows: list[store.OutboxBatch], error: BaseException) -> None:
-        for row in rows:
-            self._outbox.failed(row)
-        self.problem = f"broker: cannot publish ({type(error).__name__})"
-        log.warning(
-            "publish_failed",
-            events=sum(len(row.events) for row in rows),
-            error=type(error).__name__,
-        )
-
-    async def _publish_pending(self) -> bool:
-        if pending := self._outbox.send_pending():
-            await self._publish(pending)
-        await self._settle(wait=True)
-        return not self._outbox.has_pending
-
-    async def _flush_acked(self) -> None:
-        deleting = self._outbox.delete_acked()
-        if not deleting:
-            return
-        try:
-            async with self._pool.acquire() as conn:
-                await store.delete_published(conn, deleting)
-        except _DATABASE_ERRORS:
-            # Kept for the next transaction (republished after a restart: dropped by id).
-            self._outbox.not_deleted(deleting)
-            return
-        self._outbox.deleted(deleting)
+    def _publishing_failed(self, problem: str) -> None:
+        self.problem = problem
 
     async def _commit_kafka(self, consumer: AIOKafkaConsumer) -> None:
         """Now and then: Kafka offsets (for lag tools only) and the gauges, off the hot path."""
@@ -781,16 +700,16 @@ class RouterWorker:
             self.problem = None
             log.info("partitions_assigned", partitions=numbers)
             if self._outbox.has_pending:
-                await self._publish_pending()
+                await self._publisher.publish_pending()
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             numbers = {tp.partition for tp in revoked}
             await self._settle_writing()
-            await self._settle(wait=True)
+            await self._publisher.settle(wait=True)
             if self._outbox.has_pending:
-                await self._publish_pending()
-            await self._flush_acked()
+                await self._publisher.publish_pending()
+            await self._publisher.flush_acked(self._pool)
             # Whatever is still unpublished stays in the outbox for the next owner.
             self._outbox.revoked(numbers)
             self._intake.release(numbers)
