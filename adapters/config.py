@@ -235,6 +235,12 @@ class MetaConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Variable holding the Meta app secret: verifies ``X-Hub-Signature-256``."""
     verify_token_env: str = "META_VERIFY_TOKEN"  # noqa: S105 (names a variable, not a secret)
     """Variable holding the verify token you typed in the app's webhook settings."""
+    instagram_app_secret_env: str | None = None
+    """Variable holding the Instagram app secret (App Dashboard, Instagram, API setup with
+    Instagram login, Business login settings), for an app on the Instagram API with
+    Instagram Login whose Instagram webhooks Meta signs with it rather than with the app
+    secret. Set, an Instagram notification signed with either is accepted; any other
+    notification still needs the app secret. Unset: the app secret alone."""
     graph_api_base_url: str = "https://graph.facebook.com"
     """Graph API base URL for WhatsApp and Messenger replies."""
     instagram_api_base_url: str = "https://graph.instagram.com"

@@ -90,6 +90,7 @@ from adapters.meta_payloads import (
     Messaging,
     MsgMessage,
     Notification,
+    NotifiedObject,
     WaContactCard,
     WaEdited,
     WaMedia,
@@ -125,15 +126,36 @@ EVENT_RECEIVED = "EVENT_RECEIVED"
 # --- verification -------------------------------------------------------------------------
 
 
-def verify_signature(app_secret: str, body: bytes, header: str | None) -> None:
-    """Raise ``SignatureRejected`` (401 missing, 403 wrong) unless Meta signed ``body``."""
+def verify_signature(
+    app_secret: str, body: bytes, header: str | None, instagram_secret: str | None = None
+) -> None:
+    """Raise ``SignatureRejected`` (401 missing, 403 wrong) unless Meta signed ``body`` with
+    the app secret or, for an Instagram notification, with ``instagram_secret`` (the
+    Instagram app secret of an app on the Instagram API with Instagram Login)."""
     if not header:
         raise SignatureRejected(f"missing {SIGNATURE_HEADER} header", status=401)
     scheme, _, given = header.strip().partition("=")
     if scheme != "sha256" or not given:
         raise SignatureRejected(f"{SIGNATURE_HEADER} must be sha256=<hex>")
-    if not constant_time_equal(hmac_hex(app_secret, body, "sha256"), given.lower()):
-        raise SignatureRejected()
+    given = given.lower()
+    if constant_time_equal(hmac_hex(app_secret, body, "sha256"), given):
+        return
+    if (
+        instagram_secret is not None
+        and constant_time_equal(hmac_hex(instagram_secret, body, "sha256"), given)
+        and _notified_object(body) == "instagram"
+    ):
+        return
+    raise SignatureRejected()
+
+
+def _notified_object(body: bytes) -> str | None:
+    """The ``object`` a body signed with the Instagram app secret names: that secret
+    vouches for Instagram notifications only."""
+    try:
+        return decode_json(body, NotifiedObject, "Meta notification").object
+    except BadRequest:
+        return None
 
 
 def verify_subscription(query: Mapping[str, str], verify_token: str) -> str:
@@ -305,7 +327,10 @@ DECLARATIONS = (
         statuses="read (messaging_seen)",
         read_receipts="yes: messaging_seen names the message read",
         quick_replies=_SEND_API_QUICK,
-        signature=_SIGNATURE,
+        signature=(
+            f"{_SIGNATURE} or, with meta.instagram_app_secret_env set, with the Instagram app"
+            " secret"
+        ),
         replay_protection=_REPLAY,
     ),
 )

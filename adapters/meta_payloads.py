@@ -246,3 +246,9 @@ class Entry(_S, frozen=True, kw_only=True):
 class Notification(_S, frozen=True, kw_only=True):
     object: str
     entry: list[Entry]
+
+
+class NotifiedObject(_S, frozen=True, kw_only=True):
+    """A notification's ``object`` alone."""
+
+    object: str

@@ -31,8 +31,15 @@ __all__ = ["WebhookContext", "refuse_encoded_bodies", "webhook_routes"]
 def _meta_post(ctx: WebhookContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         def work(body: bytes) -> Normalized:
-            secret = resolve_secret(ctx.channels.meta.app_secret_env, ctx.environ)
-            meta.verify_signature(secret, body, request.headers.get(meta.SIGNATURE_HEADER))
+            config = ctx.channels.meta
+            secret = resolve_secret(config.app_secret_env, ctx.environ)
+            instagram = config.instagram_app_secret_env
+            meta.verify_signature(
+                secret,
+                body,
+                request.headers.get(meta.SIGNATURE_HEADER),
+                None if instagram is None else resolve_secret(instagram, ctx.environ),
+            )
             return parse_signed(lambda: meta.parse_webhook(body, ctx.channels, ctx.clock()))
 
         return await serve(

@@ -24,7 +24,7 @@ from schemas import (
     MessageChanged,
     ReplyRequested,
 )
-from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness
+from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness, start_harness
 from tests.adapters.test_egress import pointed_at
 from tools.bench.providers import FakeProviders
 
@@ -385,6 +385,71 @@ async def test_bad_signature_is_403_missing_is_401(hook: Harness) -> None:
     assert resp.status == 401
     assert hook.publisher.batches == []
     assert hook.signature_failures("meta") == 2
+
+
+INSTAGRAM_SECRET = "instagram-app-secret"
+
+
+def ig_message(mid: str = "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3") -> dict[str, Any]:
+    return page_notification(
+        {
+            "sender": {"id": "1254459154682919"},
+            "recipient": {"id": IG_ID},
+            "timestamp": 1699999486134,
+            "message": {"mid": mid, "text": "is this in stock?"},
+        },
+        obj="instagram",
+        entry_id=IG_ID,
+    )
+
+
+async def instagram_login_harness(environ: dict[str, str]) -> Harness:
+    """An app on the Instagram API with Instagram Login beside WhatsApp and Messenger."""
+    meta_config = msgspec.structs.replace(
+        CHANNELS.meta, instagram_app_secret_env="INSTAGRAM_APP_SECRET"
+    )
+    return await start_harness(
+        channels=msgspec.structs.replace(CHANNELS, meta=meta_config), environ=environ
+    )
+
+
+async def test_the_instagram_app_secret_vouches_for_instagram_notifications_alone() -> None:
+    harness = await instagram_login_harness({**ENVIRON, "INSTAGRAM_APP_SECRET": INSTAGRAM_SECRET})
+    try:
+        for secret, mid in ((INSTAGRAM_SECRET, "ig-mid-1"), (SECRET, "ig-mid-2")):
+            body, headers = signed(ig_message(mid), secret)
+            assert (await harness.client.post(PATH, data=body, headers=headers)).status == 200
+        assert [m.provider_message_id for m in harness.publisher.messages] == [
+            "ig-mid-1",
+            "ig-mid-2",
+        ]
+        # The Instagram app secret signs no WhatsApp notification, nor what names no object.
+        whatsapp, _ = signed(wa_notification(wa_value(messages=[wa_text()])))
+        for body in (whatsapp, b"{not json"):
+            headers = {"X-Hub-Signature-256": "sha256=" + hmac_hex(INSTAGRAM_SECRET, body)}
+            assert (await harness.client.post(PATH, data=body, headers=headers)).status == 403
+        assert len(harness.publisher.messages) == 2
+        assert harness.signature_failures("meta") == 2
+    finally:
+        await harness.client.close()
+
+
+async def test_without_the_setting_the_instagram_app_secret_signs_nothing(hook: Harness) -> None:
+    body, headers = signed(ig_message(), INSTAGRAM_SECRET)
+    assert (await hook.client.post(PATH, data=body, headers=headers)).status == 403
+    assert hook.publisher.batches == []
+
+
+async def test_the_instagram_app_secret_named_and_unset_is_503() -> None:
+    harness = await instagram_login_harness(dict(ENVIRON))
+    try:
+        body, headers = signed(ig_message(), INSTAGRAM_SECRET)
+        resp = await harness.client.post(PATH, data=body, headers=headers)
+        assert resp.status == 503
+        assert "INSTAGRAM_APP_SECRET" not in await resp.text()
+    finally:
+        await harness.client.close()
+    assert harness.publisher.batches == []
 
 
 async def test_replay_gets_the_same_event_id(hook: Harness) -> None:
