@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from adapters import meta
+from adapters import meta_catalog
 from adapters.config import ChannelsConfig, resolve_secret
 from adapters.media import MediaLimits, MediaRule, check_attachments
 from adapters.normalize import find_endpoint
@@ -107,7 +107,7 @@ def _whatsapp_content(reply: Outbound) -> list[dict[str, Any]]:
     """
     if reply.template is not None:
         return [_whatsapp_template(reply.template)]
-    media = check_attachments(reply.attachments, meta.WHATSAPP_MEDIA)
+    media = check_attachments(reply.attachments, meta_catalog.WHATSAPP_MEDIA)
     place = _place(reply)
     tail = [_whatsapp_location(place)] if place is not None else []
     options = quick_replies(reply)
@@ -259,7 +259,7 @@ def messenger_request(
         "me",
         token,
         "messenger",
-        meta.MESSENGER_MEDIA,
+        meta_catalog.MESSENGER_MEDIA,
     )
 
 
@@ -278,5 +278,5 @@ def instagram_request(
         account.account_id,
         token,
         "instagram",
-        meta.INSTAGRAM_MEDIA,
+        meta_catalog.INSTAGRAM_MEDIA,
     )

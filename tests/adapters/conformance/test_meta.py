@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters import meta
+from adapters import meta, meta_catalog
 from adapters.media import MediaRefused, check_attachments
 from schemas import (
     Attachment,
@@ -629,12 +629,12 @@ def test_a_change_naming_no_message_is_set_aside_alone() -> None:
 
 
 def test_three_declarations_one_a_channel_and_honest_about_replays() -> None:
-    assert [d.channels for d in meta.DECLARATIONS] == [
+    assert [d.channels for d in meta_catalog.DECLARATIONS] == [
         ("whatsapp",),
         ("messenger",),
         ("instagram",),
     ]
-    for declaration in meta.DECLARATIONS:
+    for declaration in meta_catalog.DECLARATIONS:
         assert "X-Hub-Signature-256" in declaration.signature
         assert "no timestamp" in declaration.replay_protection
 
@@ -642,20 +642,20 @@ def test_three_declarations_one_a_channel_and_honest_about_replays() -> None:
 @pytest.mark.parametrize(
     ("limits", "attachment", "kind"),
     [
-        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.jpg"), "image"),
-        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.webp"), "sticker"),
-        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/label.pdf"), "document"),
-        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.mp4"), "video"),
+        (meta_catalog.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.jpg"), "image"),
+        (meta_catalog.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.webp"), "sticker"),
+        (meta_catalog.WHATSAPP_MEDIA, Attachment(url="https://x.example/label.pdf"), "document"),
+        (meta_catalog.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.mp4"), "video"),
         (
-            meta.WHATSAPP_MEDIA,
+            meta_catalog.WHATSAPP_MEDIA,
             Attachment(url="https://x.example/a", content_type="audio/ogg"),
             "audio",
         ),
-        (meta.MESSENGER_MEDIA, Attachment(url="https://x.example/a.webp"), "image"),
-        (meta.MESSENGER_MEDIA, Attachment(url="https://x.example/a.zip"), "file"),
-        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.gif"), "image"),
-        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.mov"), "video"),
-        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.pdf"), "file"),
+        (meta_catalog.MESSENGER_MEDIA, Attachment(url="https://x.example/a.webp"), "image"),
+        (meta_catalog.MESSENGER_MEDIA, Attachment(url="https://x.example/a.zip"), "file"),
+        (meta_catalog.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.gif"), "image"),
+        (meta_catalog.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.mov"), "video"),
+        (meta_catalog.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.pdf"), "file"),
     ],
 )
 def test_media_each_channel_sends(limits: Any, attachment: Attachment, kind: str) -> None:
@@ -667,28 +667,32 @@ def test_media_each_channel_sends(limits: Any, attachment: Attachment, kind: str
     ("limits", "attachment", "reason"),
     [
         (
-            meta.WHATSAPP_MEDIA,
+            meta_catalog.WHATSAPP_MEDIA,
             Attachment(url="https://x.example/a.jpg", size_bytes=5 * 1024 * 1024 + 1),
             "over WhatsApp's 5242880 for image",
         ),
         (
-            meta.WHATSAPP_MEDIA,
+            meta_catalog.WHATSAPP_MEDIA,
             Attachment(url="https://x.example/a.webp", size_bytes=600 * 1024),
             "for sticker",
         ),
-        (meta.WHATSAPP_MEDIA, Attachment(url="https://x.example/a.gif"), "does not send image/gif"),
         (
-            meta.MESSENGER_MEDIA,
+            meta_catalog.WHATSAPP_MEDIA,
+            Attachment(url="https://x.example/a.gif"),
+            "does not send image/gif",
+        ),
+        (
+            meta_catalog.MESSENGER_MEDIA,
             Attachment(url="https://x.example/a.mp4", size_bytes=25 * 1024 * 1024 + 1),
             "over Messenger's",
         ),
-        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.webp"), "does not send"),
+        (meta_catalog.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.webp"), "does not send"),
         (
-            meta.INSTAGRAM_MEDIA,
+            meta_catalog.INSTAGRAM_MEDIA,
             Attachment(url="https://x.example/a.png", size_bytes=8 * 1024 * 1024 + 1),
             "over Instagram's 8388608 for image",
         ),
-        (meta.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.docx"), "does not send"),
+        (meta_catalog.INSTAGRAM_MEDIA, Attachment(url="https://x.example/a.docx"), "does not send"),
     ],
 )
 def test_media_a_channel_refuses(limits: Any, attachment: Attachment, reason: str) -> None:
