@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tools.bench.campaign_bench import run_campaign_bench
-from tools.bench.e2e_bench import run_e2e_bench
+from tools.bench.e2e_bench import log_as_deployed, run_e2e_bench
 from tools.bench.engine_bench import run_engine_bench
 from tools.bench.planning_bench import run_planning_bench
 from tools.bench.scale_bench import run_scale_bench
@@ -121,4 +121,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    log_as_deployed()
     sys.exit(main())

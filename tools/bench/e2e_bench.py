@@ -54,6 +54,7 @@ from router.engine import (
 from router.engine.state import Conversation
 from router.shell.worker import RouterWorker
 from runtime import collector, db, kafka
+from runtime import logging as logs
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
 from schemas import (
@@ -930,6 +931,15 @@ def run_e2e_bench() -> dict[str, float]:
     return asyncio.run(run_e2e_bench_async())
 
 
+def log_as_deployed() -> None:
+    """Log as a service process does (``switchboard.cli``: JSON lines at ``INFO``), for the
+    routers the end-to-end and scale benchmarks run in the benchmark's own process. Left
+    unconfigured, structlog writes its console lines, about four times the CPU a line (66
+    against 16 µs, measured), and the router writes one for each assignment."""
+    logs.configure("json", "INFO")
+
+
 if __name__ == "__main__":
+    log_as_deployed()
     for key, value in run_e2e_bench().items():
         print(f"{key:36} {value}")

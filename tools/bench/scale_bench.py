@@ -39,6 +39,7 @@ from tools.bench.e2e_bench import (
     count_routed,
     drop_database,
     fresh_database,
+    log_as_deployed,
     message_from,
     produce,
     published_routed,
@@ -181,5 +182,6 @@ def run_scale_bench() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    log_as_deployed()
     for key, value in run_scale_bench().items():
         print(f"{key:44} {value}")

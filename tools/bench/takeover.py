@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from switchboard.config import Config
-from tools.bench.e2e_bench import router
+from tools.bench.e2e_bench import log_as_deployed, router
 
 
 def resident_bytes() -> int:
@@ -43,6 +43,7 @@ async def measure(config: Config, open_conversations: int) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    log_as_deployed()
     config = msgspec.json.decode(argv[0], type=Config)
     print(json.dumps(asyncio.run(measure(config, int(argv[1])))))
     return 0
