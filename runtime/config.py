@@ -61,7 +61,9 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     max_batch_records: int = 2000
     """Records the router takes per batch at most."""
     session_timeout_ms: int = 10000
-    """Consumer session timeout: how fast a dead router's partitions move."""
+    """Consumer session timeout: how fast a dead router's partitions move. The embedded
+    broker answers a consumer group's first join after half of it: a router on it starts
+    reading that much later."""
     security_protocol: str = "PLAINTEXT"
     """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``."""
     sasl_mechanism: str | None = None
