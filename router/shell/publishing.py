@@ -109,7 +109,7 @@ class Publisher:
         try:
             async with pool.acquire() as conn:
                 await store.delete_published(conn, deleting)
-        except (*db.DATABASE_ERRORS, store.FencedOut):
+        except db.DATABASE_ERRORS:
             # Kept for the next transaction (republished after a restart: dropped by id).
             self._outbox.not_deleted(deleting)
             return
