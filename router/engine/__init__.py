@@ -8,6 +8,7 @@ from router.engine.calendar import BusinessCalendar, CompiledCalendar, time_zone
 from router.engine.call import NAMESPACE, make_id
 from router.engine.core import (
     EngineInput,
+    Restoration,
     apply,
     bot_health,
     deadline_bound,
@@ -107,6 +108,7 @@ __all__ = [
     "QueueMode",
     "QueuePolicy",
     "ReplyWindowPolicy",
+    "Restoration",
     "Returning",
     "SaveActivity",
     "SaveAgent",

@@ -343,67 +343,122 @@ def restore(
     Agent loads are recomputed from the conversations; deadlines come back from the
     records, and one already past fires on the next ``tick``, which first lets agents
     with a free slot take waiting work (the policy may differ from the one that
-    queued it).
+    queued it). ``Restoration`` does the same in parts, as the records arrive.
     """
-    state = DomainState(domain, policy)
-    compiled = state.compiled
-    state.bot_health = {bot.bot_id: bot for bot in bots}
-    for record in agents:
-        agent = Agent(record.agent_id)
-        set_profile(state, agent, record.name, record.skills, record.queues, record.capacity)
-        agent.presence = record.presence
-        agent.idle_since = dict(record.idle_since)
-        agent.missed_offers = record.missed_offers
-        agent.schedule = record.schedule
-        agent.pace_due = record.pace_due
-        agent.shift_due = record.shift_due
-        for due, kind in (
-            (record.pace_due, AgentDeadlineKind.PACE),
-            (record.shift_due, AgentDeadlineKind.SHIFT),
-        ):
-            if due is not None:
-                heapq.heappush(state.agent_deadlines, (due, agent.agent_id, kind))
-        state.agents[agent.agent_id] = agent
-    remember(state, customers, identities)
-    restored: list[tuple[Conversation, float | None, DeadlineKind | None]] = []
-    customers_by_id = state.customers
-    for record_ in conversations:
-        if record_.status is _CLOSED:
-            continue
-        queue = compiled.queues.get(record_.queue) or compiled.queues[compiled.default_queue]
-        customer = customers_by_id.get(record_.customer_id)
-        conversation = Conversation(
-            record_.conversation_id,
-            record_.channel,
-            state.interned.setdefault(record_.endpoint, record_.endpoint),
-            record_.customer_address,
-            record_.customer_id if customer is None else customer.customer_id,
-            record_.conversation_key,
-            queue,
-            record_.priority,
-            _same_instant(
-                record_.opened_at, None if customer is None else customer.last_handled_at
-            ),
-            record_.status,
-        )
-        _restore_conversation(state, conversation, record_)
-        state.conversations[conversation.conversation_id] = conversation
-        state.by_key[conversation.key] = conversation
-        # Only what the second pass needs: the decoded records can go as the load ends.
-        due = _same_instant(
-            _same_instant(record_.deadline, conversation.step_until), conversation.snoozed_until
-        )
-        restored.append((conversation, due, record_.deadline_kind))
-    for agent in state.agents.values():
-        for channel in sorted(set(agent.capacity) | set(agent.load)):
-            state.reindex(agent, channel)
-    for conversation, deadline, deadline_kind in restored:
-        if conversation.status is _WAITING:
-            enqueue(state, conversation)
-        state.schedule(conversation, deadline, deadline_kind)
-        push_window(state, conversation)
-    state.rematch_at = 0.0
-    return state
+    restoration = Restoration(domain, policy, agents, bots)
+    restoration.add_customers(customers, identities)
+    restoration.add_conversations(conversations)
+    return restoration.finish()
+
+
+class Restoration:
+    """``restore`` in parts: the agents and bots first, then the customers with their
+    identity links and the open conversations, in either order and the conversations in
+    as many parts as they come, then ``finish``. A takeover restores the conversations
+    read so far while PostgreSQL reads the rest (``router.shell.recovery``)."""
+
+    __slots__ = ("_early", "_restored", "_state")
+
+    def __init__(
+        self,
+        domain: str,
+        policy: DomainPolicy,
+        agents: Iterable[AgentRecord],
+        bots: Iterable[BotRecord] = (),
+    ) -> None:
+        state = self._state = DomainState(domain, policy)
+        self._restored: list[tuple[Conversation, float | None, DeadlineKind | None]] = []
+        self._early: dict[str, Conversation] = {}
+        """By customer id, conversations restored before their customer (one of each)."""
+        state.bot_health = {bot.bot_id: bot for bot in bots}
+        for record in agents:
+            agent = Agent(record.agent_id)
+            set_profile(state, agent, record.name, record.skills, record.queues, record.capacity)
+            agent.presence = record.presence
+            agent.idle_since = dict(record.idle_since)
+            agent.missed_offers = record.missed_offers
+            agent.schedule = record.schedule
+            agent.pace_due = record.pace_due
+            agent.shift_due = record.shift_due
+            for due, kind in (
+                (record.pace_due, AgentDeadlineKind.PACE),
+                (record.shift_due, AgentDeadlineKind.SHIFT),
+            ):
+                if due is not None:
+                    heapq.heappush(state.agent_deadlines, (due, agent.agent_id, kind))
+            state.agents[agent.agent_id] = agent
+
+    def add_customers(
+        self, customers: Iterable[CustomerRecord], identities: Iterable[IdentityRecord] = ()
+    ) -> None:
+        """Customers with all their identity links (``remember``: a link is taken with the
+        profiles of the same call)."""
+        state = self._state
+        early = self._early
+        remember(state, customers, identities, early)
+        if not early:
+            return
+        resident = state.customers
+        for restored, _, _ in self._restored:
+            customer = resident.get(restored.customer_id)
+            if customer is not None and restored.customer_id is not customer.customer_id:
+                restored.customer_id = customer.customer_id  # a customer's other conversation
+        self._early = {key: c for key, c in early.items() if key not in resident}
+
+    def add_conversations(self, records: Iterable[ConversationRecord]) -> None:
+        state = self._state
+        compiled = state.compiled
+        restored = self._restored
+        customers = state.customers
+        early = self._early
+        for record_ in records:
+            if record_.status is _CLOSED:
+                continue
+            queue = compiled.queues.get(record_.queue) or compiled.queues[compiled.default_queue]
+            # One copy of the customer's id and of the instant both hold, as in a live
+            # state (``remember`` shares them with a customer that comes later).
+            customer = customers.get(record_.customer_id)
+            conversation = Conversation(
+                record_.conversation_id,
+                record_.channel,
+                state.interned.setdefault(record_.endpoint, record_.endpoint),
+                record_.customer_address,
+                record_.customer_id if customer is None else customer.customer_id,
+                record_.conversation_key,
+                queue,
+                record_.priority,
+                _same_instant(
+                    record_.opened_at, None if customer is None else customer.last_handled_at
+                ),
+                record_.status,
+            )
+            if customer is None:
+                early.setdefault(conversation.customer_id, conversation)
+            _restore_conversation(state, conversation, record_)
+            state.conversations[conversation.conversation_id] = conversation
+            state.by_key[conversation.key] = conversation
+            # Only what ``finish`` needs: the decoded records can go as the load ends.
+            due = _same_instant(
+                _same_instant(record_.deadline, conversation.step_until),
+                conversation.snoozed_until,
+            )
+            restored.append((conversation, due, record_.deadline_kind))
+
+    def finish(self) -> DomainState:
+        """The restored domain (call once, after every part)."""
+        state = self._state
+        for agent in state.agents.values():
+            for channel in sorted(set(agent.capacity) | set(agent.load)):
+                state.reindex(agent, channel)
+        for conversation, deadline, deadline_kind in self._restored:
+            if conversation.status is _WAITING:
+                enqueue(state, conversation)
+            state.schedule(conversation, deadline, deadline_kind)
+            push_window(state, conversation)
+        self._restored = []
+        self._early = {}
+        state.rematch_at = 0.0
+        return state
 
 
 def reconfigure(state: DomainState, policy: DomainPolicy, now: float) -> DomainState:

@@ -19,10 +19,10 @@ property test runs every input against a state that holds only this and compares
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from router.engine.records import CustomerRecord, IdentityRecord
-from router.engine.state import Customer, DomainState
+from router.engine.state import Conversation, Customer, DomainState
 from schemas.limits import CustomerId
 
 _NAMING_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
@@ -59,27 +59,41 @@ def _naming_fields(kind: type) -> tuple[tuple[str, bool], ...]:
 
 
 def remember(
-    state: DomainState, customers: Iterable[CustomerRecord], links: Iterable[IdentityRecord]
+    state: DomainState,
+    customers: Iterable[CustomerRecord],
+    links: Iterable[IdentityRecord],
+    opened: Mapping[str, Conversation] | None = None,
 ) -> None:
     """Put stored profiles and their identity links in memory. A profile that is in
-    memory already is ahead of (or equal to) its stored record: it stays as it is."""
+    memory already is ahead of (or equal to) its stored record: it stays as it is.
+
+    ``opened``: by customer id, open conversations restored before their customers
+    (``Restoration``), whose id string and opening instant a profile then shares, as it
+    would with a conversation restored after it."""
     resident = state.customers
     fresh: set[str] = set()
     for record in customers:
         if record.customer_id in resident:
             continue
-        customer = Customer(record.customer_id)
+        conversation = None if opened is None else opened.get(record.customer_id)
+        handled = record.last_handled_at
+        if conversation is None:
+            customer = Customer(record.customer_id)
+        else:
+            customer = Customer(conversation.customer_id)
+            if handled and handled == conversation.opened_at:  # zeros alone: 0.0 == -0.0
+                handled = conversation.opened_at
         customer.owner_agent_id = _agent_id(state, record.owner_agent_id)
         customer.last_agent_id = _agent_id(state, record.last_agent_id)
-        customer.last_handled_at = record.last_handled_at
+        customer.last_handled_at = handled
         customer.expectation = record.expectation
         if record.affinity:
             customer.affinity = [
                 (entry.rank, _agent_id(state, entry.agent_id) or entry.agent_id)
                 for entry in record.affinity
             ]
-        resident[record.customer_id] = customer
-        fresh.add(record.customer_id)
+        resident[customer.customer_id] = customer
+        fresh.add(customer.customer_id)
     for link in links:
         owner = resident.get(link.customer_id)
         if owner is None:

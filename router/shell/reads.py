@@ -1,5 +1,5 @@
 """What the router reads from PostgreSQL besides its batches' writes: a partition's
-domains when it takes them over (``load_domains``), and what a batch needs before it
+domains when it takes them over (``restore_domains``), and what a batch needs before it
 applies: the keys of its sealed records that it lacks (``before_decoding``; rarely any, as
 spares are read ahead), then which of its messages are stored already and the stored
 customers it names (``before_applying``, for ``router.shell.residents``): one query each."""
@@ -7,9 +7,8 @@ customers it names (``before_applying``, for ``router.shell.residents``): one qu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Generic, NamedTuple, TypeVar
 
 import asyncpg
 import msgspec
@@ -21,7 +20,10 @@ from router.engine import (
     ConversationActivity,
     ConversationRecord,
     CustomerRecord,
+    DomainPolicy,
+    DomainState,
     IdentityRecord,
+    Restoration,
     with_activity,
 )
 from runtime.db import HeldConnection, json_rows, rows_of
@@ -50,13 +52,6 @@ class RecordPages(Generic[R]):
         for page in self._pages:
             yield from self._decode(page)
 
-    def __bool__(self) -> bool:
-        return bool(self._pages)
-
-
-def _no_records() -> RecordPages[Any]:
-    return RecordPages(msgspec.json.Decoder(list[Any]).decode, [])
-
 
 _decode_conversations = msgspec.json.Decoder(
     list[tuple[ConversationRecord, ConversationActivity | None]]
@@ -67,15 +62,6 @@ def _conversations(page: bytes) -> Iterator[ConversationRecord]:
     """A page of (record, activity) pairs as the conversations' current records."""
     for record, activity in _decode_conversations(page):
         yield with_activity(record, activity)
-
-
-@dataclass(slots=True)
-class DomainSnapshot:
-    agents: RecordPages[AgentRecord] = field(default_factory=_no_records)
-    conversations: RecordPages[ConversationRecord] = field(default_factory=_no_records)
-    customers: RecordPages[CustomerRecord] = field(default_factory=_no_records)
-    identities: RecordPages[IdentityRecord] = field(default_factory=_no_records)
-    bots: RecordPages[BotRecord] = field(default_factory=_no_records)
 
 
 _OF_OPEN_WORK = """(
@@ -95,84 +81,185 @@ is read when an input names it (``load_customers``)."""
 LOAD_PAGE = 2_000
 """Records per page of a partition load (``RecordPages``)."""
 
-_WITH_ACTIVITY = """(
-    SELECT c.domain, c.status, c.record, a.activity FROM conversations c
-    LEFT JOIN conversation_activity a USING (domain, conversation_id)
-)"""
-"""Open conversations' records with their latest activity (migration 0027)."""
+PAGES_AHEAD = 2
+"""Pages of open conversations read ahead of their restore: a takeover's read holds this
+many at most, whatever the size of the partition."""
 
 _LOAD_QUERY = """
 SELECT domain, convert_to(json_agg(record)::text, 'UTF8') AS records FROM (
     SELECT t.domain, {record} AS record, (row_number() OVER (PARTITION BY t.domain) - 1) / $2 AS page
-    FROM {table} t WHERE t.domain = ANY($1::text[]) {where}
+    FROM {table} t WHERE t.domain = ANY($1::text[])
 ) paged GROUP BY domain, page
 """
 
+_OPEN_CONVERSATIONS = """
+SELECT c.domain, convert_to(json_build_array(c.record, a.activity)::text, 'UTF8') AS record
+FROM conversations c LEFT JOIN conversation_activity a USING (domain, conversation_id)
+WHERE c.domain = ANY($1::text[]) AND c.status <> 'closed'
+"""
+"""Open conversations' records with their latest activity (migration 0027), a row each:
+merged by the router (``with_activity``), not by PostgreSQL, whose jsonb merge costs
+about 20 µs a row."""
 
-async def load_domains(pool: asyncpg.Pool, domains: list[str]) -> dict[str, DomainSnapshot]:
-    """The latest snapshots of the domains' agents, open conversations and their
-    customers with the customers' identity links, and the bots' health.
 
-    Each table comes back as JSON arrays of ``LOAD_PAGE`` records, decoded a page at a
-    time as ``restore`` goes through them (``RecordPages``); the five load in parallel on
-    their own connections. Call this only once the partitions' leases are committed (no
-    previous owner can write any more).
+async def _read_pages(
+    conn: asyncpg.Connection,
+    domains: list[str],
+    table: str,
+    decode: Callable[[bytes], Iterable[R]],
+    *,
+    source: str | None = None,
+    record: str = "t.record",
+) -> dict[str, RecordPages[R]]:
+    """A table's records of the domains, as pages of JSON per domain."""
+    query = _LOAD_QUERY.format(table=source or table, record=record)
+    async with conn.transaction():
+        # Compiling these plans takes longer than running them (1.2 s, measured).
+        await conn.execute("SET LOCAL jit = off")
+        rows = await conn.fetch(query, domains, LOAD_PAGE)
+    pages: dict[str, list[bytes]] = {}
+    for row in rows:
+        pages.setdefault(row["domain"], []).append(row["records"])
+    return {domain: RecordPages(decode, found) for domain, found in pages.items()}
+
+
+async def read_open_conversations(
+    conn: asyncpg.Connection,
+    domains: list[str],
+    take: Callable[[str, RecordPages[ConversationRecord]], Awaitable[None]],
+) -> None:
+    """The domains' open conversations, current (``with_activity``), handed to ``take``
+    as they arrive: up to ``LOAD_PAGE`` of one domain at a time, decoded as iterated.
+
+    Read from a cursor, so PostgreSQL reads the next rows while ``take``'s consumer
+    restores those before (read whole, a takeover waited for PostgreSQL, then for the
+    restore)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL jit = off")
+        cursor = await conn.cursor(_OPEN_CONVERSATIONS, domains)
+        while rows := await cursor.fetch(LOAD_PAGE):
+            by_domain: dict[str, list[bytes]] = {}
+            for domain, record in rows:
+                by_domain.setdefault(domain, []).append(record)
+            del rows
+            for domain, records in by_domain.items():
+                await take(domain, RecordPages(_conversations, [b"[" + b",".join(records) + b"]"]))
+
+
+class _Customers(NamedTuple):
+    found: dict[str, RecordPages[CustomerRecord]]
+
+
+class _Identities(NamedTuple):
+    found: dict[str, RecordPages[IdentityRecord]]
+
+
+class _Conversations(NamedTuple):
+    domain: str
+    records: RecordPages[ConversationRecord]
+
+
+class _Done(NamedTuple):
+    failure: Exception | None
+
+
+async def restore_domains(
+    pool: asyncpg.Pool, domains: list[str], policies: Mapping[str, DomainPolicy]
+) -> dict[str, DomainState]:
+    """The domains restored from their latest snapshots: agents, bots' health, open
+    conversations, and the open conversations' customers with their identity links.
+
+    The agents and bots come first (the other records refer to them). Then the open
+    conversations are restored as they arrive (``read_open_conversations``, read at most
+    ``PAGES_AHEAD`` pages ahead), while the customers and their links load beside them,
+    each on a connection of its own, and are restored once both are in. Call this only
+    once the partitions' leases are committed (no previous owner can write any more).
     """
-    snapshots = {domain: DomainSnapshot() for domain in domains}
-    # The pages reach ``tables`` rather than the gather's result: the finished gather
-    # stays referenced by the loop's handle that resumed this coroutine until the caller
-    # next awaits, which is after the whole restore, and its result would keep every page
-    # alive past the load's ``malloc_trim`` (a third of the router's memory, measured).
-    tables: dict[str, dict[str, RecordPages[Any]]] = {}
+    async with pool.acquire() as conn:
+        agents = await _read_pages(conn, domains, "agents", _decode_agents)
+        bots = await _read_pages(conn, domains, "bot_health", _decode_bots)
+    restorations = {
+        domain: Restoration(domain, policies[domain], agents.get(domain, ()), bots.get(domain, ()))
+        for domain in domains
+    }
+    del agents, bots
+    parts: asyncio.Queue[_Conversations | _Customers | _Identities | _Done]
+    parts = asyncio.Queue(PAGES_AHEAD)
 
-    async def load(
-        table: str,
-        decode: Callable[[bytes], Iterable[Any]],
-        *,
-        source: str | None = None,
-        where: str = "",
-        record: str = "t.record",
-    ) -> None:
-        query = _LOAD_QUERY.format(table=source or table, where=where, record=record)
-        async with pool.acquire() as conn, conn.transaction():
-            # Compiling these plans takes longer than running them (1.2 s, measured).
-            await conn.execute("SET LOCAL jit = off")
-            rows = await conn.fetch(query, domains, LOAD_PAGE)
-        pages: dict[str, list[bytes]] = {}
-        for row in rows:
-            pages.setdefault(row["domain"], []).append(row["records"])
-        tables[table] = {domain: RecordPages(decode, found) for domain, found in pages.items()}
+    async def conversations() -> None:
+        async def take(domain: str, records: RecordPages[ConversationRecord]) -> None:
+            await parts.put(_Conversations(domain, records))
 
-    await asyncio.gather(
-        load("agents", msgspec.json.Decoder(list[AgentRecord]).decode),
-        load(
-            "conversations",
-            _conversations,
-            source=_WITH_ACTIVITY,
-            where="AND t.status <> 'closed'",
-            # Merged here, not by PostgreSQL: its jsonb merge costs about 20 µs a row.
-            record="json_build_array(t.record, t.activity)",
-        ),
-        load(
-            "customers",
-            msgspec.json.Decoder(list[CustomerRecord]).decode,
-            source=_OF_OPEN_WORK.format(table="customers"),
-        ),
-        load(
-            "customer_identities",
-            msgspec.json.Decoder(list[IdentityRecord]).decode,
-            source=_OF_OPEN_WORK.format(table="customer_identities"),
-            record=_LINK_RECORD.replace("i.", "t."),
-        ),
-        load("bot_health", msgspec.json.Decoder(list[BotRecord]).decode),
-    )
-    for domain, snapshot in snapshots.items():
-        snapshot.agents = tables["agents"].get(domain, snapshot.agents)
-        snapshot.conversations = tables["conversations"].get(domain, snapshot.conversations)
-        snapshot.customers = tables["customers"].get(domain, snapshot.customers)
-        snapshot.identities = tables["customer_identities"].get(domain, snapshot.identities)
-        snapshot.bots = tables["bot_health"].get(domain, snapshot.bots)
-    return snapshots
+        async with pool.acquire() as conn:
+            await read_open_conversations(conn, domains, take)
+
+    async def customers() -> None:
+        async with pool.acquire() as conn:
+            found = await _read_pages(
+                conn,
+                domains,
+                "customers",
+                _decode_customers,
+                source=_OF_OPEN_WORK.format(table="customers"),
+            )
+        await parts.put(_Customers(found))
+
+    async def identities() -> None:
+        async with pool.acquire() as conn:
+            found = await _read_pages(
+                conn,
+                domains,
+                "customer_identities",
+                _decode_identities,
+                source=_OF_OPEN_WORK.format(table="customer_identities"),
+                record=_LINK_RECORD.replace("i.", "t."),
+            )
+        await parts.put(_Identities(found))
+
+    async def reporting(read: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await read()
+        except Exception as failure:  # raised by the restore, which stops the others
+            await parts.put(_Done(failure))
+        else:
+            await parts.put(_Done(None))
+
+    readers = [
+        asyncio.create_task(reporting(read)) for read in (conversations, customers, identities)
+    ]
+    try:
+        reading = len(readers)
+        profiles: dict[str, RecordPages[CustomerRecord]] | None = None
+        links: dict[str, RecordPages[IdentityRecord]] | None = None
+        while reading:
+            part = await parts.get()
+            if isinstance(part, _Conversations):
+                restorations[part.domain].add_conversations(part.records)
+            elif isinstance(part, _Customers):
+                profiles = part.found
+            elif isinstance(part, _Identities):
+                links = part.found
+            elif part.failure is not None:
+                raise part.failure
+            else:
+                reading -= 1
+            del part  # its page, once restored
+            if profiles is not None and links is not None:
+                # Together: ``remember`` takes a profile's links in the call that has it.
+                for domain, restoration in restorations.items():
+                    restoration.add_customers(profiles.get(domain, ()), links.get(domain, ()))
+                profiles = links = None
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    return {domain: restoration.finish() for domain, restoration in restorations.items()}
+
+
+_decode_agents = msgspec.json.Decoder(list[AgentRecord]).decode
+_decode_bots = msgspec.json.Decoder(list[BotRecord]).decode
+_decode_customers = msgspec.json.Decoder(list[CustomerRecord]).decode
+_decode_identities = msgspec.json.Decoder(list[IdentityRecord]).decode
 
 
 class StoredCustomer(msgspec.Struct, frozen=True):

@@ -12,7 +12,8 @@ the database). ``PartitionLoader.load`` reads, in this order:
    folds the domains' saved activities into their records (``fold_activities``),
    so that such a router, taking the partitions later, restores them whole;
 2. the stored input offsets, and the outbox rows not deleted yet (to publish again);
-3. the domains' agents, open conversations and customers, restored into engine states;
+3. the domains' agents, open conversations and customers, restored into engine states
+   (the conversations as they arrive, while PostgreSQL reads the rest);
 4. the stored offsets checked against the partitions' ends: a broker that lost its log
    restarts them from the beginning, with a warning, and the corrected offsets are stored.
 
@@ -35,7 +36,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from router.engine import DomainPolicy, DomainState, new_state, restore
+from router.engine import DomainPolicy, DomainState
 from router.shell import reads, store
 from runtime import kafka
 from runtime.config import ServiceConfig
@@ -182,24 +183,7 @@ class PartitionLoader:
             unpublished = await store.unpublished(conn, numbers)
         # Step 3
         with _collector_paused():
-            snapshots = await reads.load_domains(self._pool, domains)
-            states = {
-                name: (
-                    restore(
-                        name,
-                        self.policies[name],
-                        snap.agents,
-                        snap.conversations,
-                        snap.customers,
-                        snap.identities,
-                        snap.bots,
-                    )
-                    if snap.agents or snap.conversations or snap.customers or snap.bots
-                    else new_state(name, self.policies[name])
-                )
-                for name, snap in snapshots.items()
-            }
-            del snapshots
+            states = await reads.restore_domains(self._pool, domains, self.policies)
         self.leases = leases
         # Step 4
         positions = await self._validated_positions(consumer, assigned, offsets)

@@ -40,6 +40,7 @@ from router.engine import (
     QueueMode,
     QueuePolicy,
     ReplyWindowPolicy,
+    Restoration,
     Returning,
     SaveActivity,
     SaveAgent,
@@ -562,16 +563,19 @@ class Store:
         profile with all its links); no other history."""
         open_ids = {record.customer_id for record in self.conversations.values()}
         # Copies: the records share mutable parts with the live state and ``revived``,
-        # which PostgreSQL's would not.
-        state = restore(
-            DOMAIN,
-            policy,
-            [copy.deepcopy(a) for a in self.agents.values()],
-            [copy.deepcopy(c) for c in self.conversations.values()],
+        # which PostgreSQL's would not. In parts, as a takeover restores them: some
+        # conversations before the customers arrive, the rest after.
+        conversations = [copy.deepcopy(c) for c in self.conversations.values()]
+        restoration = Restoration(
+            DOMAIN, policy, [copy.deepcopy(a) for a in self.agents.values()], self.bots.values()
+        )
+        restoration.add_conversations(conversations[: len(conversations) // 2])
+        restoration.add_customers(
             [c for c in self.customers.values() if c.customer_id in open_ids],
             [link for link in self.identities.values() if link.customer_id in open_ids],
-            self.bots.values(),
         )
+        restoration.add_conversations(conversations[len(conversations) // 2 :])
+        state = restoration.finish()
         named = customers_named(event) if event is not None else []
         profiles = {self.identities[i].customer_id if i in self.identities else i for i in named}
         remember(

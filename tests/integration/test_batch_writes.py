@@ -6,6 +6,9 @@ nothing at all (fencing)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
+
 import asyncpg
 import msgspec
 import pytest
@@ -18,9 +21,10 @@ from router.engine import (
     apply,
     conversation_record,
     new_state,
+    snapshot,
 )
-from router.shell import recovery, store
-from router.shell.reads import load_domains
+from router.shell import reads, recovery, store
+from router.shell.reads import read_open_conversations
 from runtime.db import JoinedStatement
 from schemas import AgentReplied, Channel, ConversationCloseRequested, Presence, RoutingEvent
 from tests.engine.builders import DOMAIN, T0, message, presence, registered
@@ -155,10 +159,7 @@ async def test_a_message_that_changes_only_the_activity_writes_only_it(
             assert decode(after["current"]) == expected  # PostgreSQL's merge, for readers
 
             # A takeover restores the current records (the router merges them itself).
-            loaded = {
-                r.conversation_id: r
-                for r in (await load_domains(pool, [DOMAIN]))[DOMAIN].conversations
-            }
+            loaded = await open_records(pool)
             assert loaded[first] == expected
             assert loaded[other] == conversation_record(state.conversations[other])
 
@@ -177,10 +178,7 @@ async def test_a_message_that_changes_only_the_activity_writes_only_it(
                 == conversation_record(state.conversations[first])
             )
             assert (whole.message_count, whole.last_agent_reply_at) == (2, T0 + 40)
-            loaded = {
-                r.conversation_id: r
-                for r in (await load_domains(pool, [DOMAIN]))[DOMAIN].conversations
-            }
+            loaded = await open_records(pool)
             assert loaded[first] == whole
 
             # Closing it deletes its activity row.
@@ -343,3 +341,72 @@ async def test_folding_puts_each_later_activity_into_its_record_and_drops_the_ro
         assert await recovery.fold_activities(conn, [DOMAIN]) == 0
     finally:
         await conn.close()
+
+
+async def open_records(pool: asyncpg.Pool) -> dict[str, ConversationRecord]:
+    """The open conversations' records as a takeover reads them."""
+    loaded: dict[str, ConversationRecord] = {}
+
+    async def take(domain: str, records: Iterable[ConversationRecord]) -> None:
+        assert domain == DOMAIN
+        loaded.update((record.conversation_id, record) for record in records)
+
+    async with pool.acquire() as conn:
+        await read_open_conversations(conn, [DOMAIN], take)
+    return loaded
+
+
+async def test_a_takeover_restores_each_domain_as_it_was_from_pages_as_they_arrive(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of three conversations, one read ahead, over one connection: the conversations
+    # stream in several parts, and the customers can only be read after the last of them.
+    monkeypatch.setattr(reads, "LOAD_PAGE", 3)
+    monkeypatch.setattr(reads, "PAGES_AHEAD", 1)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        state = new_state(DOMAIN, DomainPolicy())
+        batch = Batch(state)
+        batch.apply(registered("ann", capacity={Channel.SMS: 4}))
+        batch.apply(presence("ann", Presence.ONLINE))
+        for n in range(8):  # four assigned to ann, four waiting
+            batch.apply(message(f"k{n}", customer=f"c{n}"), T0 + n)
+        follow = Batch(state)
+        for n in range(0, 8, 2):  # activity rows beside some of the records
+            follow.apply(message(f"k{n}", customer=f"c{n}", message_id=f"again-{n}"), T0 + 20 + n)
+        assert follow.writes.activities
+        async with pool.acquire() as conn:
+            leases = await store.acquire_leases(conn, GROUP, [0], "me")
+            await store.write_batch(conn, GROUP, leases, batch.writes)
+            await store.write_batch(conn, GROUP, leases, follow.writes)
+
+        restored = await reads.restore_domains(
+            pool, [DOMAIN, "quiet"], {DOMAIN: DomainPolicy(), "quiet": DomainPolicy()}
+        )
+
+        assert snapshot(restored[DOMAIN]) == snapshot(state)
+        assert snapshot(restored["quiet"]) == ([], [], [])
+        # and it decides as the live state does
+        ann_leaves = presence("ann", Presence.OFFLINE)
+        assert apply(restored[DOMAIN], ann_leaves, T0 + 60) == apply(state, ann_leaves, T0 + 60)
+        assert pool.get_idle_size() == 1
+    finally:
+        await pool.close()
+
+
+async def test_a_read_that_fails_fails_the_takeover_and_leaves_no_reader_behind(
+    database_url: str,
+) -> None:
+    pool = await asyncpg.create_pool(database_url, min_size=3, max_size=3)
+    assert pool is not None
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("ALTER TABLE customer_identities RENAME TO gone")
+        running = asyncio.all_tasks()
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await reads.restore_domains(pool, [DOMAIN], {DOMAIN: DomainPolicy()})
+        assert asyncio.all_tasks() <= running
+        assert pool.get_idle_size() == 3
+    finally:
+        await pool.close()

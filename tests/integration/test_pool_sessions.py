@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.shell.reads import load_domains
+from router.engine import DomainPolicy
+from router.shell.reads import restore_domains
 from runtime import db
 from runtime.retention import RetentionJobConfig, run_pass
 
@@ -40,7 +41,7 @@ async def test_the_takeover_load_and_retention_leave_their_connection_as_they_fo
     try:
         async with pool.acquire() as conn:
             before = await conn.fetch("SELECT name, setting FROM pg_settings ORDER BY name")
-        await load_domains(pool, ["a-domain"])
+        await restore_domains(pool, ["a-domain"], {"a-domain": DomainPolicy()})
         await run_pass(pool, {}, RetentionJobConfig(), actor="test")
         async with pool.acquire() as conn:
             assert await conn.fetch("SELECT name, setting FROM pg_settings ORDER BY name") == before
