@@ -21,6 +21,7 @@ from router.engine import (
     InactivityPolicy,
     QueueMode,
     QueuePolicy,
+    Restoration,
     SaveAgent,
     SaveAssignment,
     SaveConversation,
@@ -366,21 +367,30 @@ def test_records_round_trip_through_json() -> None:
     assert conversations[0].assignment is not None
 
 
-def restored_from_json(state: DomainState) -> DomainState:
+def restored_from_json(state: DomainState, *, customers_first: bool = True) -> DomainState:
     """``state`` restored from its records as a load reads them, decoded from JSON: every
-    field of a record has a float of its own."""
+    field of a record has a float of its own. A takeover may restore the conversations
+    before their customers arrive (``Restoration``)."""
     agents, conversations, customers = (
         [msgspec.json.decode(msgspec.json.encode(record), type=type(record)) for record in kind]
         for kind in snapshot(state)
     )
-    return restore(DOMAIN, state.policy, agents, conversations, customers)
+    if customers_first:
+        return restore(DOMAIN, state.policy, agents, conversations, customers)
+    restoration = Restoration(DOMAIN, state.policy, agents)
+    restoration.add_conversations(conversations)
+    restoration.add_customers(customers)
+    return restoration.finish()
 
 
-def test_a_restore_holds_one_float_per_instant_as_the_live_state_does() -> None:
+@pytest.mark.parametrize("customers_first", [True, False])
+def test_a_restore_holds_one_float_and_id_per_instant_and_customer_as_the_live_state_does(
+    customers_first: bool,
+) -> None:
     state = domain([agent("ann")])
     msg = message("k1", customer="x")
     apply(state, msg, T0 + 0.5)  # opened, assigned and handled at one instant
-    revived = restored_from_json(state)
+    revived = restored_from_json(state, customers_first=customers_first)
 
     def instants(restored: DomainState) -> set[int]:
         held = restored.conversations[msg.id]
@@ -400,6 +410,8 @@ def test_a_restore_holds_one_float_per_instant_as_the_live_state_does() -> None:
 
     assert snapshot(revived) == snapshot(state)
     assert len(instants(revived)) == len(instants(state)) == 1
+    held = revived.conversations[msg.id]
+    assert held.customer_id is revived.customers["x"].customer_id
 
 
 def test_a_restored_hold_ends_its_step_and_its_deadline_at_one_instant() -> None:
