@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 import msgspec
@@ -193,39 +193,43 @@ async def restore_domains(
         async with pool.acquire() as conn:
             await read_open_conversations(conn, domains, take)
 
-    async def customers() -> None:
+    async def of_open_work(
+        table: str,
+        decode: Callable[[bytes], Iterable[Any]],
+        as_part: Callable[[dict[str, RecordPages[Any]]], _Customers | _Identities],
+        record: str = "t.record",
+    ) -> None:
         async with pool.acquire() as conn:
             found = await _read_pages(
                 conn,
                 domains,
-                "customers",
-                _decode_customers,
-                source=_OF_OPEN_WORK.format(table="customers"),
+                table,
+                decode,
+                source=_OF_OPEN_WORK.format(table=table),
+                record=record,
             )
-        await parts.put(_Customers(found))
+        await parts.put(as_part(found))
 
-    async def identities() -> None:
-        async with pool.acquire() as conn:
-            found = await _read_pages(
-                conn,
-                domains,
-                "customer_identities",
-                _decode_identities,
-                source=_OF_OPEN_WORK.format(table="customer_identities"),
-                record=_LINK_RECORD.replace("i.", "t."),
-            )
-        await parts.put(_Identities(found))
-
-    async def reporting(read: Callable[[], Awaitable[None]]) -> None:
+    async def reporting(read: Awaitable[None]) -> None:
         try:
-            await read()
+            await read
         except Exception as failure:  # raised by the restore, which stops the others
             await parts.put(_Done(failure))
         else:
             await parts.put(_Done(None))
 
     readers = [
-        asyncio.create_task(reporting(read)) for read in (conversations, customers, identities)
+        asyncio.create_task(reporting(read))
+        for read in (
+            conversations(),
+            of_open_work("customers", _decode_customers, _Customers),
+            of_open_work(
+                "customer_identities",
+                _decode_identities,
+                _Identities,
+                record=_LINK_RECORD.replace("i.", "t."),
+            ),
+        )
     ]
     try:
         reading = len(readers)
