@@ -20,6 +20,7 @@ from router.engine import (
     EngineInput,
     apply,
     conversation_record,
+    identity_links,
     new_state,
     snapshot,
 )
@@ -27,7 +28,7 @@ from router.shell import reads, recovery, store
 from router.shell.reads import read_open_conversations
 from runtime.db import JoinedStatement
 from schemas import AgentReplied, Channel, ConversationCloseRequested, Presence, RoutingEvent
-from tests.engine.builders import DOMAIN, T0, message, presence, registered
+from tests.engine.builders import DOMAIN, T0, linked, message, presence, registered
 from tests.shell.test_intake import collecting_intake
 
 pytestmark = pytest.mark.integration
@@ -372,6 +373,9 @@ async def test_a_takeover_restores_each_domain_as_it_was_from_pages_as_they_arri
         batch.apply(presence("ann", Presence.ONLINE))
         for n in range(8):  # four assigned to ann, four waiting
             batch.apply(message(f"k{n}", customer=f"c{n}"), T0 + n)
+        for customer, identity in (("c1", "email:one"), ("c1", "tel:+15550001"), ("c6", "x:6")):
+            batch.apply(linked(customer, identity), T0 + 10)
+        assert len(identity_links(state)) == 3
         follow = Batch(state)
         for n in range(0, 8, 2):  # activity rows beside some of the records
             follow.apply(message(f"k{n}", customer=f"c{n}", message_id=f"again-{n}"), T0 + 20 + n)
@@ -386,6 +390,7 @@ async def test_a_takeover_restores_each_domain_as_it_was_from_pages_as_they_arri
         )
 
         assert snapshot(restored[DOMAIN]) == snapshot(state)
+        assert identity_links(restored[DOMAIN]) == identity_links(state)
         assert snapshot(restored["quiet"]) == ([], [], [])
         # and it decides as the live state does
         ann_leaves = presence("ann", Presence.OFFLINE)
