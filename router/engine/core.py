@@ -353,9 +353,10 @@ def restore(
 
 class Restoration:
     """``restore`` in parts: the agents and bots first, then the customers with their
-    identity links and the open conversations, in either order and the conversations in
-    as many parts as they come, then ``finish``. A takeover restores the conversations
-    read so far while PostgreSQL reads the rest (``router.shell.recovery``)."""
+    identity links and the open conversations, in either order and each in as many parts
+    as they come (a profile with all its links in one part), then ``finish``. A takeover
+    restores the conversations read so far while PostgreSQL reads the rest
+    (``router.shell.recovery``)."""
 
     __slots__ = ("_early", "_restored", "_state")
 
@@ -392,18 +393,8 @@ class Restoration:
         self, customers: Iterable[CustomerRecord], identities: Iterable[IdentityRecord] = ()
     ) -> None:
         """Customers with all their identity links (``remember``: a link is taken with the
-        profiles of the same call)."""
-        state = self._state
-        early = self._early
-        remember(state, customers, identities, early)
-        if not early:
-            return
-        resident = state.customers
-        for restored, _, _ in self._restored:
-            customer = resident.get(restored.customer_id)
-            if customer is not None and restored.customer_id is not customer.customer_id:
-                restored.customer_id = customer.customer_id  # a customer's other conversation
-        self._early = {key: c for key, c in early.items() if key not in resident}
+        profiles of the same call), in as many parts as come."""
+        remember(self._state, customers, identities, self._early)
 
     def add_conversations(self, records: Iterable[ConversationRecord]) -> None:
         state = self._state
@@ -450,7 +441,13 @@ class Restoration:
         for agent in state.agents.values():
             for channel in sorted(set(agent.capacity) | set(agent.load)):
                 state.reindex(agent, channel)
+        customers = state.customers
         for conversation, deadline, deadline_kind in self._restored:
+            customer = customers.get(conversation.customer_id)
+            if customer is not None and conversation.customer_id is not customer.customer_id:
+                # A customer's other conversations restored before it (``remember`` shared
+                # its id with one of them), or a customer with links and no record.
+                conversation.customer_id = customer.customer_id
             if conversation.status is _WAITING:
                 enqueue(state, conversation)
             state.schedule(conversation, deadline, deadline_kind)

@@ -570,10 +570,15 @@ class Store:
             DOMAIN, policy, [copy.deepcopy(a) for a in self.agents.values()], self.bots.values()
         )
         restoration.add_conversations(conversations[: len(conversations) // 2])
-        restoration.add_customers(
-            [c for c in self.customers.values() if c.customer_id in open_ids],
-            [link for link in self.identities.values() if link.customer_id in open_ids],
-        )
+        # The customers in two parts too, each profile with its links, and the links of
+        # profiles without a record last (``router.shell.reads``).
+        profiles = [c for c in self.customers.values() if c.customer_id in open_ids]
+        links = [link for link in self.identities.values() if link.customer_id in open_ids]
+        for part in (profiles[: len(profiles) // 2], profiles[len(profiles) // 2 :]):
+            ids = {c.customer_id for c in part}
+            restoration.add_customers(part, [link for link in links if link.customer_id in ids])
+        with_record = {c.customer_id for c in profiles}
+        restoration.add_customers((), [lk for lk in links if lk.customer_id not in with_record])
         restoration.add_conversations(conversations[len(conversations) // 2 :])
         state = restoration.finish()
         named = customers_named(event) if event is not None else []

@@ -373,9 +373,14 @@ async def test_a_takeover_restores_each_domain_as_it_was_from_pages_as_they_arri
         batch.apply(presence("ann", Presence.ONLINE))
         for n in range(8):  # four assigned to ann, four waiting
             batch.apply(message(f"k{n}", customer=f"c{n}"), T0 + n)
-        for customer, identity in (("c1", "email:one"), ("c1", "tel:+15550001"), ("c6", "x:6")):
+        for customer, identity in (
+            ("c1", "email:one"),
+            ("c1", "tel:+15550001"),
+            ("c6", "x:6"),
+            ("c7", "x:7"),
+        ):
             batch.apply(linked(customer, identity), T0 + 10)
-        assert len(identity_links(state)) == 3
+        assert len(identity_links(state)) == 4
         follow = Batch(state)
         for n in range(0, 8, 2):  # activity rows beside some of the records
             follow.apply(message(f"k{n}", customer=f"c{n}", message_id=f"again-{n}"), T0 + 20 + n)
@@ -384,6 +389,10 @@ async def test_a_takeover_restores_each_domain_as_it_was_from_pages_as_they_arri
             leases = await store.acquire_leases(conn, GROUP, [0], "me")
             await store.write_batch(conn, GROUP, leases, batch.writes)
             await store.write_batch(conn, GROUP, leases, follow.writes)
+            # A profile with links and no record of its own (``remember``): c7's record
+            # holds nothing but its id, so the restore must bring the same profile back.
+            deleted = "DELETE FROM customers WHERE domain = $1 AND customer_id = 'c7'"
+            assert await conn.execute(deleted, DOMAIN) == "DELETE 1"
 
         restored = await reads.restore_domains(
             pool, [DOMAIN, "quiet"], {DOMAIN: DomainPolicy(), "quiet": DomainPolicy()}
