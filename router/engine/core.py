@@ -58,7 +58,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from math import copysign
-from typing import assert_never, overload
+from typing import assert_never
 
 import msgspec
 
@@ -105,7 +105,7 @@ from router.engine.residency import remember
 from router.engine.routing import enqueue, finish
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.snooze import on_snooze
-from router.engine.state import Agent, Conversation, DomainState, WindowState
+from router.engine.state import Agent, Conversation, DomainState, WindowState, same_instant
 from router.engine.windows import next_window, push_window, tick_windows
 from schemas import (
     AgentRegistered,
@@ -418,7 +418,7 @@ class Restoration:
                 record_.conversation_key,
                 queue,
                 record_.priority,
-                _same_instant(
+                same_instant(
                     record_.opened_at, None if customer is None else customer.last_handled_at
                 ),
                 record_.status,
@@ -429,8 +429,8 @@ class Restoration:
             state.conversations[conversation.conversation_id] = conversation
             state.by_key[conversation.key] = conversation
             # Only what ``finish`` needs: the decoded records can go as the load ends.
-            due = _same_instant(
-                _same_instant(record_.deadline, conversation.step_until),
+            due = same_instant(
+                same_instant(record_.deadline, conversation.step_until),
                 conversation.snoozed_until,
             )
             restored.append((conversation, due, record_.deadline_kind))
@@ -517,15 +517,15 @@ def _restore_conversation(
         index = 0  # the step left the config: start the ladder over
     conversation.step_index = index
     conversation.fell_back = record.fell_back
-    waiting_since = _same_instant(record.waiting_since, conversation.opened_at)
-    customer_at = _same_instant(record.last_customer_message_at, waiting_since)
+    waiting_since = same_instant(record.waiting_since, conversation.opened_at)
+    customer_at = same_instant(record.last_customer_message_at, waiting_since)
     reply_at = record.last_agent_reply_at
-    activity_at = _same_instant(record.last_activity_at, customer_at)
+    activity_at = same_instant(record.last_activity_at, customer_at)
     conversation.waiting_since = waiting_since
     conversation.last_customer_message_at = customer_at
     conversation.last_agent_reply_at = reply_at
-    conversation.first_response_at = _same_instant(record.first_response_at, reply_at)
-    conversation.last_activity_at = _same_instant(activity_at, reply_at)
+    conversation.first_response_at = same_instant(record.first_response_at, reply_at)
+    conversation.last_activity_at = same_instant(activity_at, reply_at)
     conversation.step_until = record.step_until
     conversation.passed_over = dict(record.passed_over) or None
     conversation.assignment = _shared_assignment(conversation, record.assignment)
@@ -565,18 +565,6 @@ def _restore_conversation(
         holder.queue_load[key] = holder.queue_load.get(key, 0) + 1
 
 
-@overload
-def _same_instant(value: float, known: float | None) -> float: ...
-@overload
-def _same_instant(value: float | None, known: float | None) -> float | None: ...
-def _same_instant(value: float | None, known: float | None) -> float | None:
-    """``known`` when it is the same instant as ``value`` (else ``value``): a restored
-    conversation holds one float per instant its record repeats, as a live one does (an
-    event stamps every field it sets with the one ``now``), instead of one per field.
-    Zeros are left alone (``0.0 == -0.0``)."""
-    return value if not value or known is None or value != known else known
-
-
 def _shared_agent_id(state: DomainState, agent_id: str | None) -> str | None:
     """The agent's own id string, where the agent is known: a restored domain holds one
     copy of each agent id, as a live one does."""
@@ -596,7 +584,7 @@ def _shared_assignment(
     candidates = assignment.candidates
     if candidates == holder.chosen:
         candidates = holder.chosen
-    offered_at = _same_instant(assignment.offered_at, conversation.last_activity_at)
+    offered_at = same_instant(assignment.offered_at, conversation.last_activity_at)
     return msgspec.structs.replace(
         assignment,
         conversation_id=conversation.conversation_id,
@@ -610,7 +598,7 @@ def _shared_assignment(
         if assignment.waited_seconds == 0.0 and copysign(1.0, assignment.waited_seconds) > 0
         else assignment.waited_seconds,
         offered_at=offered_at,
-        accepted_at=_same_instant(assignment.accepted_at, offered_at),
+        accepted_at=same_instant(assignment.accepted_at, offered_at),
     )
 
 

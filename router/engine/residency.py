@@ -22,7 +22,7 @@ import typing
 from collections.abc import Iterable, Mapping
 
 from router.engine.records import CustomerRecord, IdentityRecord
-from router.engine.state import Conversation, Customer, DomainState
+from router.engine.state import Conversation, Customer, DomainState, same_instant
 from schemas.limits import CustomerId
 
 _NAMING_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
@@ -76,16 +76,14 @@ def remember(
         if record.customer_id in resident:
             continue
         conversation = None if opened is None else opened.get(record.customer_id)
-        handled = record.last_handled_at
         if conversation is None:
             customer = Customer(record.customer_id)
+            customer.last_handled_at = record.last_handled_at
         else:
             customer = Customer(conversation.customer_id)
-            if handled and handled == conversation.opened_at:  # zeros alone: 0.0 == -0.0
-                handled = conversation.opened_at
+            customer.last_handled_at = same_instant(record.last_handled_at, conversation.opened_at)
         customer.owner_agent_id = _agent_id(state, record.owner_agent_id)
         customer.last_agent_id = _agent_id(state, record.last_agent_id)
-        customer.last_handled_at = handled
         customer.expectation = record.expectation
         if record.affinity:
             customer.affinity = [

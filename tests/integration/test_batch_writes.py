@@ -1,8 +1,8 @@
 """``router.shell.store.write_batch`` against PostgreSQL: a batch's rows land in one
 transaction (most of them as the parts of one joined statement), the outbox rows come back
 in commit order, acknowledged rows are deleted, a conversation's activity is written
-alone and read back merged, and a router whose partition another router took writes
-nothing at all (fencing)."""
+alone and read back merged, a router whose partition another router took writes
+nothing at all (fencing), and a takeover restores what was written, page by page."""
 
 from __future__ import annotations
 
