@@ -37,8 +37,9 @@ R = TypeVar("R")
 class RecordPages(Generic[R]):
     """Stored records as pages of JSON, decoded a page at a time as they are iterated.
 
-    A load then holds at most one page of decoded records beside the state it builds, and
-    the state keeps nothing of the pages it was built from: the memory a takeover leaves
+    A load then holds at most one page of decoded records beside the state it builds (the
+    identity links excepted: ``_restore_customers`` holds them, by customer, until their
+    profile's page comes), and the state keeps nothing of the pages it was built from: the memory a takeover leaves
     behind is the state's, not the records' (decoding everything first left their memory
     in use for good, a third of the router's resident memory, measured)."""
 
