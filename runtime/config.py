@@ -98,6 +98,15 @@ class DatabaseConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Connections kept open in the pool."""
     pool_max_size: int = 10
     """Connections the pool may open."""
+    dead_connection_seconds: int = 30
+    """A pool connection whose server's host has answered nothing for this long is closed
+    (TCP keepalive and ``TCP_USER_TIMEOUT``): a server gone without closing its
+    connections (a failover, a host lost) holds none of the pool's connections until the
+    system's TCP gives up, which takes about 15 minutes. 0 leaves the system's settings."""
+
+    def __post_init__(self) -> None:
+        if self.dead_connection_seconds and not 2 <= self.dead_connection_seconds <= 3600:
+            raise ValueError("must be 0 or between 2 and 3600 (dead_connection_seconds)")
 
 
 class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

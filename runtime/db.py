@@ -8,7 +8,9 @@ apply each one exactly once.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import msgspec
 import structlog
+
+from runtime.config import DatabaseConfig
 
 log = structlog.get_logger(__name__)
 
@@ -340,8 +344,56 @@ def _usable(conn: asyncpg.Connection) -> bool:
         return False
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, reset=keep_session)
+DEAD_CONNECTION_SECONDS = DatabaseConfig().dead_connection_seconds
+
+
+def close_when_dead(conn: asyncpg.Connection, seconds: int) -> None:
+    """Have the system close ``conn`` once its server's host has answered nothing for about
+    ``seconds``, whether a statement's bytes wait to be acknowledged (``TCP_USER_TIMEOUT``)
+    or its result is awaited on an idle socket (keepalive probes every ``seconds`` / 6,
+    from ``seconds`` / 3 of silence). A server that is merely slow or busy still answers
+    them: its system acknowledges what it is sent.
+
+    Without it, a statement on a connection to a server gone without a word (a failover,
+    a host lost) waits for the system's TCP to give up, about 15 minutes, and so do
+    asyncpg's pool and the caller that gave the connection back."""
+    # asyncpg gives no public way to the socket (its own TCP_NODELAY is set like this).
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the server's host is this one
+    idle = max(1, seconds // 3)
+    interval = max(1, seconds // 6)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    options = (
+        # macOS names the idle time TCP_KEEPALIVE and has no TCP_USER_TIMEOUT.
+        (getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None)), idle),
+        (getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (getattr(socket, "TCP_KEEPCNT", None), max(1, math.ceil((seconds - idle) / interval))),
+        (getattr(socket, "TCP_USER_TIMEOUT", None), seconds * 1000),
+    )
+    for option, value in options:
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    dead_connection_seconds: int = DEAD_CONNECTION_SECONDS,
+) -> asyncpg.Pool:
+    """A pool of connections to ``url``, each closed by the system once its server has
+    answered nothing for ``dead_connection_seconds`` (0: the system's settings)."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        if dead_connection_seconds:
+            close_when_dead(conn, dead_connection_seconds)
+
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, reset=keep_session, init=init
+    )
     assert pool is not None
     return pool
 

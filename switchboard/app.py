@@ -267,11 +267,17 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         config.database.url,
         min_size=config.database.pool_min_size,
         max_size=config.database.pool_max_size,
+        dead_connection_seconds=config.database.dead_connection_seconds,
     )
     app[DB_POOL] = pool
     # A pool of its own: publishing, which needs a key, happens while a request holds a
     # connection of the main pool; sharing it, a burst of requests would starve.
-    keys_pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
+    keys_pool = await db.create_pool(
+        config.database.url,
+        min_size=1,
+        max_size=2,
+        dead_connection_seconds=config.database.dead_connection_seconds,
+    )
     keys = app[TOPIC_KEYS] = TopicKeys(keys_pool, cache_seconds=config.kafka.key_cache_seconds)
     app[METRICS].topic_keys_cached.set_function(lambda: keys.cached)
     if not config.kafka.seal_personal_data:

@@ -46,6 +46,7 @@ def test_environment_variables_override_the_file() -> None:
             "background_fetch_max_wait_ms",
         ),
         ("[domains.a]\n[http]\nprot = 1\n", {}, "http"),
+        ("[domains.a]\n[database]\ndead_connection_seconds = 1\n", {}, "dead_connection_seconds"),
         ("[domains.a]\n", {"SWITCHBOARD_PORT": "eighty"}, "http.port"),
         ("[domains.a]\n", {"SWITCHBOARD_LOG_FORMAT": "xml"}, "log_format"),
         ("[kafka]\n", {}, "domains"),
