@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from adapters.base import AdapterError
+from schemas.identity import is_whatsapp_user_id
 from schemas.limits import (
     LIST_MAX,
     PLAUSIBLE_PAST_SECONDS,
@@ -610,8 +611,13 @@ class ChannelsConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
         """The domain's customer id for a channel identity.
 
         Phone channels share ``phone:+E164`` in the domains that link them; every other
-        identity is channel-scoped (``telegram:123``, ``email:ann@example.com``).
+        identity is channel-scoped (``telegram:123``, ``email:ann@example.com``), a
+        WhatsApp user known only by a business-scoped user id too (``whatsapp:US.1349…``).
         """
-        if channel in PHONE_CHANNELS and domain in self.phone_identity_domains:
+        if (
+            channel in PHONE_CHANNELS
+            and domain in self.phone_identity_domains
+            and not is_whatsapp_user_id(address)
+        ):
             return f"phone:{address}"
         return f"{channel}:{address}"

@@ -116,6 +116,7 @@ from schemas import (
     MessageChange,
     MessageReceived,
 )
+from schemas.identity import is_whatsapp_user_id
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_RECEIVED = "EVENT_RECEIVED"
@@ -346,6 +347,20 @@ def _changed_message(change: _Change, domain: str) -> str:
     return change.target
 
 
+def _wa_sender(msg: WaMessage, domain: str) -> str:
+    """The customer's address: their phone number (E.164) when WhatsApp gives it, else
+    their business-scoped user id (a user with a username may write without their number:
+    ``schemas.identity``). Replies go to whichever it is (``adapters.meta_send``)."""
+    if msg.from_:
+        return e164(msg.from_)
+    if msg.from_user_id is not None and is_whatsapp_user_id(msg.from_user_id):
+        return msg.from_user_id
+    raise Unusable(
+        "the message names neither its sender's number nor a business-scoped user id",
+        domain=domain,
+    )
+
+
 def _whatsapp(
     config: ChannelsConfig, change: Change, now: float, out: Normalized, where: str
 ) -> bool:
@@ -357,7 +372,6 @@ def _whatsapp(
         return False
     for index, msg in enumerate(value.messages):
         place = f"{where}.messages[{index}]"
-        customer = e164(msg.from_)
         sent_at = _seconds(msg.timestamp)
         edit = _wa_change(msg)
         if edit is not None:
@@ -368,7 +382,7 @@ def _whatsapp(
                         endpoint,
                         channel=Channel.WHATSAPP,
                         endpoint_key=number_id,
-                        customer_address=customer,
+                        customer_address=_wa_sender(msg, endpoint.domain),
                         provider_message_id=_changed_message(edit, endpoint.domain),
                         change=edit.change,
                         change_id=edit.change_id,
@@ -389,7 +403,7 @@ def _whatsapp(
                     endpoint,
                     channel=Channel.WHATSAPP,
                     endpoint_key=number_id,
-                    customer_address=customer,
+                    customer_address=_wa_sender(msg, endpoint.domain),
                     provider_message_id=msg.id,
                     received_at=now,
                     sent_at=sent_at,

@@ -104,7 +104,11 @@ class WaRevoke(_S, frozen=True, kw_only=True):
 
 
 class WaMessage(_S, frozen=True, kw_only=True):
-    from_: str = msgspec.field(name="from")
+    from_: str | None = msgspec.field(default=None, name="from")
+    """The sender's phone number (``wa_id``): absent when WhatsApp withholds it from a user
+    who adopted a username."""
+    from_user_id: str | None = None
+    """The sender's business-scoped user id (BSUID), on every message since April 2026."""
     id: str
     timestamp: str
     type: str = "text"

@@ -30,6 +30,7 @@ from schemas import (
     ReplyRequested,
     TemplateUse,
 )
+from schemas.identity import is_whatsapp_user_id
 
 
 def _whatsapp_buttons_fit(body: str, options: Sequence[str]) -> bool:
@@ -163,10 +164,13 @@ def whatsapp_request(
         raise EgressUnroutable(reply.endpoint)
     url = f"{cfg.graph_api_base_url.rstrip('/')}/{cfg.graph_api_version}/{number.phone_number_id}/messages"
     headers = {"Authorization": f"Bearer {resolve_secret(number.access_token_env, environ)}"}
+    address = reply.customer_address
     envelope = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": reply.customer_address.lstrip("+"),
+        # A user known only by a business-scoped user id gets it as ``recipient``
+        # (``schemas.identity``); ``to`` is for phone numbers.
+        **({"recipient": address} if is_whatsapp_user_id(address) else {"to": address.lstrip("+")}),
     }
 
     def call(content: Mapping[str, Any], then: tuple[ProviderRequest, ...]) -> ProviderRequest:

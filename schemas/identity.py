@@ -9,6 +9,12 @@ profile's id is the identity it started from, and linking adds others to it.
 ``normalize_identity`` is the one spelling rule, used by the API for what clients send
 (adapters already emit this form): kinds in lower case, email addresses in lower case,
 phone numbers in E.164.
+
+A WhatsApp user who adopted a username may write without their phone number: WhatsApp
+then names them only by a *business-scoped user id* (BSUID: a country code, a period and
+up to 128 letters and digits, ``US.13491208655302741918``; a parent BSUID has ``ENT.``
+after the country code). Such an address is ``whatsapp:<BSUID>`` in every domain, never
+``phone:``: it is no phone number, and no other channel knows it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ IDENTITY_KINDS = frozenset(
 """``external``: an id in the platform's own CRM (``external:crm-123``)."""
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_WHATSAPP_USER_ID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
+
+
+def is_whatsapp_user_id(address: str) -> bool:
+    """``address`` is a WhatsApp business-scoped user id (a BSUID or a parent BSUID)."""
+    return _WHATSAPP_USER_ID.fullmatch(address) is not None
+
+
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 
 
@@ -50,10 +64,15 @@ def normalize_identity(text: str) -> str:
     if not value:
         raise UnusableValue("the identity's value is empty")
     checked_identifier("identity", value, ADDRESS_MAX)
-    if kind in PHONE_KINDS:
+    if kind == "whatsapp" and is_whatsapp_user_id(value):
+        pass
+    elif kind in PHONE_KINDS:
         digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
         if not _E164.fullmatch(digits):
-            raise UnusableValue(f"a {kind} identity is an E.164 number: + and 7 to 15 digits")
+            raise UnusableValue(
+                f"a {kind} identity is an E.164 number: + and 7 to 15 digits"
+                + (", or a business-scoped user id" if kind == "whatsapp" else "")
+            )
         value = digits
     elif kind == "email":
         if not _EMAIL.fullmatch(value):

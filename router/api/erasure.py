@@ -44,7 +44,7 @@ from runtime.appkeys import DB_POOL
 from runtime.db import DATABASE_ERRORS
 from runtime.erasures import request_erasure
 from schemas import CustomerEraseRequested
-from schemas.identity import PHONE_KINDS, normalize_identity
+from schemas.identity import PHONE_KINDS, is_whatsapp_user_id, normalize_identity
 from schemas.limits import CUSTOMER_ID_MAX, EVENT_ID_MAX, UnusableValue
 
 
@@ -60,9 +60,10 @@ class Erasure(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def named_identities(identity: str) -> list[str]:
-    """The identities a request names: a phone number's on every phone channel."""
+    """The identities a request names: a phone number's on every phone channel (a
+    WhatsApp business-scoped user id is no phone number: its own alone)."""
     kind, _, value = identity.partition(":")
-    if kind not in PHONE_KINDS:
+    if kind not in PHONE_KINDS or is_whatsapp_user_id(value):
         return [identity]
     return [identity, *(f"{other}:{value}" for other in sorted(PHONE_KINDS - {kind}))]
 

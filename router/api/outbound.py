@@ -17,8 +17,8 @@ Rules, in the order they are checked (a refused message is not sent, and counted
 1. Idempotency: a ``client_key`` already used in the domain answers the first send's
    record (200, ``duplicate: true``) and sends nothing; twice in one batch: 400.
 2. The message: ``from`` is an endpoint of the domain on the channel (or left out when
-   the domain has one), ``to`` an address of the channel (E.164 for sms and whatsapp, an
-   email address in lower case, a web chat session id or ``user:<id>``); ``text`` within
+   the domain has one), ``to`` an address of the channel (E.164 for sms and whatsapp, or a
+   WhatsApp business-scoped user id, an email address in lower case, a web chat session id or ``user:<id>``); ``text`` within
    the channel's limit, or a ``template`` of the domain's registry for the channel (and
    language: 400 ``unknown_template``) filled with its parameters (400 with the reason);
    ``subject`` on email only (400).
@@ -77,7 +77,7 @@ from schemas import (
     NotificationRequested,
     TemplateUse,
 )
-from schemas.identity import normalize_identity
+from schemas.identity import is_whatsapp_user_id, normalize_identity
 from schemas.limits import (
     ADDRESS_MAX,
     CHANNEL_TEXT_MAX,
@@ -147,12 +147,15 @@ def channel_address(channel: Channel, value: str) -> str:
     """``value`` spelled as the channel's adapter spells a customer's address;
     ``UnusableValue`` says why it is none."""
     value = value.strip()
+    if channel is Channel.WHATSAPP and is_whatsapp_user_id(value):
+        return value  # a user known only by a business-scoped user id (``schemas.identity``)
     if channel in (Channel.SMS, Channel.WHATSAPP):
         try:
             return normalize_identity(f"phone:{value}").partition(":")[2]
         except UnusableValue:
             raise UnusableValue(
                 f"a {channel} address is an E.164 number: + and 7 to 15 digits"
+                + (", or a business-scoped user id" if channel is Channel.WHATSAPP else "")
             ) from None
     if channel is Channel.EMAIL:
         try:

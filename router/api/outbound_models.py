@@ -114,9 +114,9 @@ class SendIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     id, an Instagram account id, a bot name, an email address, or ``webchat``. May be
     left out when the domain has one endpoint on the channel."""
     to: Annotated[str, msgspec.Meta(min_length=1, max_length=CUSTOMER_ID_MAX, pattern=NO_CONTROLS)]
-    """The customer's address: an E.164 number (sms, whatsapp), a PSID (messenger,
-    instagram), a chat id (telegram), an email address, a web chat session id or
-    ``user:<id>`` (a signed-in web chat visitor)."""
+    """The customer's address: an E.164 number (sms, whatsapp) or a business-scoped user id
+    (whatsapp), a PSID (messenger, instagram), a chat id (telegram), an email address, a
+    web chat session id or ``user:<id>`` (a signed-in web chat visitor)."""
     text: Annotated[str, msgspec.Meta(max_length=REPLY_TEXT_MAX)] = ""
     template: TemplateIn | None = None
     subject: Annotated[str, msgspec.Meta(max_length=SUBJECT_MAX)] | None = None
@@ -368,8 +368,9 @@ _CHANNEL = parameter(
 _ADDRESS = parameter(
     "path",
     "address",
-    "The customer's address on the channel: an E.164 number (sms, whatsapp), an email "
-    "address, a PSID, a chat id or a web chat session id",
+    "The customer's address on the channel: an E.164 number (sms, whatsapp), a "
+    "business-scoped user id (whatsapp), an email address, a PSID, a chat id or a web "
+    "chat session id",
     {"type": "string", "pattern": NO_CONTROLS, "minLength": 1, "maxLength": ADDRESS_MAX},
 )
 _PAGE = parameter(

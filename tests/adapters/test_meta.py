@@ -585,6 +585,24 @@ async def test_a_whatsapp_image_goes_by_link_with_the_text_as_its_caption(
     }
 
 
+async def test_a_whatsapp_user_known_only_by_a_business_scoped_id_is_sent_to_as_recipient(
+    graph: tuple[FakeProviders, Egress],
+) -> None:
+    fake, _ = graph
+    bsuid = "US.13491208655302741918"
+    message = reply(Channel.WHATSAPP, WA_NUMBER_ID, bsuid, attachments=(IMAGE,))
+    [body] = await sent(graph, message)
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "recipient": bsuid,  # Meta: ``to`` is a phone number, and would win over it
+        "type": "image",
+        "image": {"link": IMAGE.url, "caption": "Here is your label."},
+        "biz_opaque_callback_data": "out-media-1",
+    }
+    assert fake.delivered[-1].to == bsuid
+
+
 async def test_a_whatsapp_document_keeps_its_file_name_and_each_media_is_a_message(
     graph: tuple[FakeProviders, Egress],
 ) -> None:

@@ -71,6 +71,9 @@ def test_a_phone_number_is_named_on_every_phone_channel() -> None:
         f"{kind}:+14155552671" for kind in ("sms", "phone", "whatsapp", "rcs", "viber")
     }
     assert named_identities("email:ann@example.org") == ["email:ann@example.org"]
+    # A WhatsApp business-scoped user id is no phone number: no other channel has it.
+    bsuid = "whatsapp:US.13491208655302741918"
+    assert named_identities(bsuid) == [bsuid]
 
 
 def test_dead_letters_are_searched_for_every_spelling_of_an_address() -> None:

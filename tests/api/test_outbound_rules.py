@@ -125,6 +125,21 @@ def test_addresses_and_endpoints_are_spelled_as_the_adapters_spell_them() -> Non
     assert (user.address, user.customer_id) == (None, "user:42")
 
 
+def test_a_whatsapp_user_may_be_named_by_their_business_scoped_user_id() -> None:
+    bsuid = "US.13491208655302741918"
+    item = _draft(channel="whatsapp", to=bsuid, **{"from": WA_ID})
+    assert (item.address, item.customer_id) == (bsuid, f"whatsapp:{bsuid}")
+    parent = "US.ENT.11815799212886844830"
+    assert _draft(channel="whatsapp", to=parent, **{"from": WA_ID}).address == parent
+    # Only WhatsApp has them: on SMS it is no address.
+    assert _refusal(to=bsuid)[0] == 400
+    assert _refusal(channel="whatsapp", to="us.1349", **{"from": WA_ID}) == (
+        400,
+        "to: a whatsapp address is an E.164 number: + and 7 to 15 digits,"
+        " or a business-scoped user id",
+    )
+
+
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [

@@ -323,3 +323,142 @@ async def test_a_messenger_read_watermark_marks_the_replies_sent_before_it_read(
             assert status == "sent"
     finally:
         await pool.close()
+
+
+WA_NUMBER_ID = "106540352242922"
+WA_TOKEN = "e2e-whatsapp-access-token"
+BSUID = "US.13491208655302741918"
+
+
+async def _whatsapp(service: Service, value: dict[str, Any]) -> None:
+    """A signed WhatsApp Cloud API notification of one ``messages`` change."""
+    note = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+    }
+    body = msgspec.json.encode(note)
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    async with service.session.post(
+        service.url("/webhooks/meta"),
+        data=body,
+        headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
+    ) as resp:
+        assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
+
+
+async def test_a_whatsapp_user_with_a_username_and_no_number_is_routed_answered_and_reached(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    """A user who adopted a username writes without their number (only ``from_user_id``,
+    their business-scoped user id); the reply goes to that id as ``recipient``; the
+    delivered status, which names them by ``recipient_user_id`` alone, marks it delivered."""
+    fake, base = provider
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "phone_identity_domains": ["acme"],
+                "meta": {
+                    "graph_api_base_url": base,
+                    "whatsapp": [
+                        {
+                            "phone_number_id": WA_NUMBER_ID,
+                            "domain": "acme",
+                            "access_token_env": "WA_TOKEN",
+                        }
+                    ],
+                },
+            }
+        },
+    )
+    metadata = {"display_phone_number": "15550783881", "phone_number_id": WA_NUMBER_ID}
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with (
+            running_service(config, {**ENVIRON, "WA_TOKEN": WA_TOKEN}) as service,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
+            await _whatsapp(
+                service,
+                {
+                    "messaging_product": "whatsapp",
+                    "metadata": metadata,
+                    "contacts": [
+                        {"profile": {"name": "Sheena", "username": "@sheena"}, "user_id": BSUID}
+                    ],
+                    "messages": [
+                        {
+                            "from_user_id": BSUID,
+                            "id": "wamid.username-1",
+                            "timestamp": str(int(time.time())),
+                            "type": "text",
+                            "text": {"body": "Is my order on its way?"},
+                        }
+                    ],
+                },
+            )
+            records = await routing.wait_for(
+                lambda rs: any(
+                    isinstance(e, ConversationAssigned) for e in _decoded(rs, ROUTING_DECODER)
+                )
+            )
+            assigned = next(
+                e for e in _decoded(records, ROUTING_DECODER) if isinstance(e, ConversationAssigned)
+            )
+            assert (assigned.agent_id, assigned.customer_id) == ("ann", f"whatsapp:{BSUID}")
+
+            reply_url = service.url(
+                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
+            )
+            async with service.session.post(
+                reply_url, json={"text": "It arrives today."}, headers=ADMIN
+            ) as r:
+                assert r.status == 202, await r.text()
+                reply_id = (await r.json())["reply_id"]
+            sent_id = await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT provider_message_id FROM outbound_messages"
+                    " WHERE outbound_id = $1 AND status = 'sent'",
+                    reply_id,
+                ),
+                timeout=20,
+                what="the reply sent",
+            )
+            [request] = fake.requests
+            assert (request.status, request.path, request.auth) == (
+                200,
+                f"/v23.0/{WA_NUMBER_ID}/messages",
+                f"Bearer {WA_TOKEN}",
+            )
+            assert request.json["recipient"] == BSUID
+            assert "to" not in request.json
+            assert request.json["text"] == {"body": "It arrives today.", "preview_url": False}
+
+            await _whatsapp(
+                service,
+                {
+                    "messaging_product": "whatsapp",
+                    "metadata": metadata,
+                    "contacts": [{"user_id": BSUID}],
+                    "statuses": [
+                        {
+                            "id": sent_id,
+                            "status": "delivered",
+                            "timestamp": str(int(time.time())),
+                            "recipient_user_id": BSUID,
+                            "biz_opaque_callback_data": reply_id,
+                        }
+                    ],
+                },
+            )
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT status = 'delivered' FROM outbound_messages WHERE outbound_id = $1",
+                    reply_id,
+                ),
+                what="the reply delivered",
+            )
+    finally:
+        await pool.close()

@@ -138,7 +138,9 @@ class FakeProviders:
             provider="whatsapp" if whatsapp else "send_api",
             path=request.path,
             sender=request.match_info["number"],
-            to=str(body.get("to", "") if whatsapp else (recipient or {}).get("id", "")),
+            to=str(
+                (body.get("to") or recipient or "") if whatsapp else (recipient or {}).get("id", "")
+            ),
             at=time.time(),
             status=status,
             auth=request.headers.get("Authorization", ""),
@@ -160,10 +162,12 @@ class FakeProviders:
             mid = f"m_{len(self.delivered):024d}"
             return web.json_response({"recipient_id": received.to, "message_id": mid})
         wamid = f"wamid.{len(self.delivered):024d}"
+        # Sent to a business-scoped user id, the contact is named by it, not by a number.
+        named = "wa_id" if body.get("to") else "user_id"
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": received.to, "wa_id": received.to}],
+                "contacts": [{"input": received.to, named: received.to}],
                 "messages": [{"id": wamid}],
             }
         )
@@ -221,8 +225,11 @@ def _cloud_media(kind: str, media: dict[str, Any], *, header: bool = False) -> s
 def _cloud_api_refusal(body: dict[str, Any]) -> str | None:
     """What the Cloud API refuses in a ``messages`` body (None: nothing)."""
     kind = body.get("type", "text")
-    if not _text(body.get("to"), 32):
-        return "to is required"
+    # ``to`` a phone number, or ``recipient`` a business-scoped user id; ``to`` wins.
+    if not _text(body.get("to"), 32) and not (
+        "to" not in body and _text(body.get("recipient"), 140)
+    ):
+        return "to or recipient is required"
     if kind not in WHATSAPP_TYPES or not isinstance(body.get(kind), dict):
         return f"a {kind!r} message needs its {kind!r} object"
     content: dict[str, Any] = body[kind]

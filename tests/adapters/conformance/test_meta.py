@@ -9,6 +9,11 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
 - WhatsApp: https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages
   (text, image, video, audio, document, sticker, location, contacts, interactive, button,
   reaction, unsupported, errors, status), with the example values of its parameter tables;
+  https://developers.facebook.com/documentation/business-messaging/whatsapp/business-scoped-user-ids
+  (``contacts[].user_id``, ``messages[].from_user_id`` and ``statuses[].recipient_user_id``
+  on every webhook since April 2026; ``from`` and ``wa_id`` withheld for a user with a
+  username whose number WhatsApp does not share; ``recipient`` instead of ``to`` to send
+  to a business-scoped user id);
 - Messenger: https://developers.facebook.com/docs/messenger-platform/reference/webhook-events
   (messages, message_reactions, message_reads, message_deliveries, messaging_postbacks,
   message_echoes, message_edits);
@@ -217,6 +222,8 @@ def kind(event: InboundEvent) -> str:
 
 EXPECTED: dict[str, list[str]] = {
     "wa_text": ["message"],
+    "wa_text_user_id": ["message"],
+    "wa_text_username": ["message"],
     "wa_text_reply": ["message"],
     "wa_image": ["message"],
     "wa_video": ["message"],
@@ -236,6 +243,7 @@ EXPECTED: dict[str, list[str]] = {
     "wa_errors": [],  # an account-level error, about no message
     "wa_status_sent": ["sent:sent"],
     "wa_status_delivered": ["delivered:delivered"],
+    "wa_status_delivered_user_id": ["delivered:delivered"],
     "wa_status_read": ["read:read"],
     "wa_status_played": ["read:played"],
     "wa_status_failed": ["failed:failed"],
@@ -273,6 +281,64 @@ async def test_every_documented_shape_is_accepted(hook: Harness, name: str) -> N
     assert await post(hook, body, signature(body)) == (200, "EVENT_RECEIVED")
     assert hook.publisher.dead_letters == []
     assert [kind(e) for e in hook.publisher.events] == EXPECTED[name]
+
+
+# -- WhatsApp: users with a username, known by their business-scoped user id -------------
+
+BSUID = "US.13491208655302741918"
+
+
+def test_a_whatsapp_user_whose_number_is_given_is_known_by_it_as_before() -> None:
+    with_id: MessageReceived = one("wa_text_user_id")
+    before: MessageReceived = one("wa_text")
+    assert (with_id.customer_address, with_id.customer_id, with_id.conversation_key) == (
+        before.customer_address,
+        before.customer_id,
+        before.conversation_key,
+    )
+    assert with_id.customer_id == "phone:+16505551234"  # this domain links phone channels
+
+
+def test_a_whatsapp_user_without_a_number_is_known_by_their_business_scoped_user_id() -> None:
+    message: MessageReceived = one("wa_text_username")
+    assert message.customer_address == BSUID
+    # No phone number: the identity stays WhatsApp's, though the domain links phone channels.
+    assert message.customer_id == f"whatsapp:{BSUID}"
+    assert message.conversation_key == f"whatsapp:106540352242922:{BSUID}"
+    assert message.text == "Does it come in another color?"
+
+
+def _without_number(sender: dict[str, Any]) -> bytes:
+    payload = json.loads(fixture("wa_text_username"))
+    [message] = payload["entry"][0]["changes"][0]["value"]["messages"]
+    del message["from_user_id"]
+    message.update(sender)
+    second = {**message, "id": "wamid.second", "from_user_id": BSUID}
+    payload["entry"][0]["changes"][0]["value"]["messages"].append(second)
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        {},
+        {"from": ""},
+        {"from_user_id": ""},
+        {"from_user_id": "US." + "1" * 129},
+        {"from_user_id": "US.1349\u00001"},
+        {"from_user_id": "not an id"},
+    ],
+    ids=["none", "empty-from", "empty-id", "long-id", "nul", "not-an-id"],
+)
+def test_a_whatsapp_message_naming_no_usable_sender_is_set_aside_alone(
+    sender: dict[str, Any],
+) -> None:
+    out = meta.parse_webhook(_without_number(sender), CHANNELS, NOW)
+    [aside] = out.set_aside
+    assert "neither its sender's number nor a business-scoped user id" in aside.reason
+    [kept] = out.events
+    assert isinstance(kept, MessageReceived)
+    assert kept.customer_address == BSUID
 
 
 # -- WhatsApp: every provider reference kept ----------------------------------------------
