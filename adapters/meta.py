@@ -361,6 +361,16 @@ def _wa_sender(msg: WaMessage, domain: str) -> str:
     )
 
 
+def _wa_user_id_beside_number(msg: WaMessage) -> str | None:
+    """The sender's business-scoped user id when the number is their address: the router
+    links it to them, so that their messages without the number (once they adopt a
+    username) reach the same customer. One that is not well formed is left out."""
+    user_id = msg.from_user_id
+    if msg.from_ and user_id is not None and is_whatsapp_user_id(user_id):
+        return user_id
+    return None
+
+
 def _whatsapp(
     config: ChannelsConfig, change: Change, now: float, out: Normalized, where: str
 ) -> bool:
@@ -413,6 +423,7 @@ def _whatsapp(
                     contacts=content.contacts,
                     in_reply_to=msg.context.id if msg.context is not None else None,
                     reply_window=META_REPLY_WINDOW_SECONDS,
+                    other_address=_wa_user_id_beside_number(msg),
                 )
             )
     for index, st in enumerate(value.statuses):

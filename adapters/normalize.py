@@ -292,8 +292,13 @@ def message_received(
     location: Location | None = None,
     contacts: tuple[Contact, ...] = (),
     in_reply_to: str | None = None,
+    other_address: str | None = None,
 ) -> MessageReceived:
     """One normalized customer message with its stable id and identities derived.
+
+    ``other_address``: a second address the provider gives the sender on the channel
+    (WhatsApp's business-scoped user id beside the number); its identity becomes
+    ``other_identity``, which the router links to the customer.
 
     ``sent_at`` is the provider's time of the message (``plausible_time``);
     ``provider_consent`` what the provider says the message does to the customer's consent
@@ -308,6 +313,14 @@ def message_received(
         )
         checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
         usable = tuple(usable_attachment(a) for a in attachments[:ATTACHMENTS_MAX])
+        other_identity = None
+        if other_address is not None:
+            checked_identifier("customer address", other_address, ADDRESS_MAX)
+            other_identity = checked_identifier(
+                "customer id",
+                config.customer_id(domain, channel.value, other_address),
+                CUSTOMER_ID_MAX,
+            )
     except UnusableValue as exc:
         raise Unusable(str(exc), domain=domain) from None
     occurred_at = plausible_time(sent_at, received_at)
@@ -335,6 +348,7 @@ def message_received(
         location=None if location is None else usable_location(location),
         contacts=tuple(usable_contact(c) for c in contacts[:CONTACTS_MAX]),
         in_reply_to=_optional_identifier(in_reply_to, PROVIDER_MESSAGE_ID_MAX),
+        other_identity=None if other_identity == customer_id else other_identity,
     )
 
 

@@ -58,6 +58,7 @@ FIELDS: Final[Mapping[str, Holds]] = {
     "MessageReceived.attributes": ATTRIBUTES,
     "MessageReceived.reply_window_ends_at": NONE,
     "MessageReceived.known_customer_id": CUSTOMER_IDENTITY,
+    "MessageReceived.other_identity": CUSTOMER_IDENTITY,
     "MessageReceived.consent": NONE,
     "MessageReceived.consent_source": NONE,
     "DeliveryStatusChanged.channel": NONE,

@@ -80,6 +80,11 @@ class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     """The customer profile the domain's identity lookup (the platform's CRM) says
     ``customer_id`` belongs to: the router links the identity to it first, unless the
     identity is linked already (a link made through the API wins)."""
+    other_identity: CustomerId | None = None
+    """Another identity the provider gives the sender in the same message (WhatsApp's
+    business-scoped user id beside the phone number, ``whatsapp:<BSUID>``): the router
+    links it to the customer of ``customer_id`` unless it is linked already, so that the
+    person's messages under it alone (a username hiding the number) reach that customer."""
     consent: Consent | None = None
     """The message changes the customer's consent on this channel address: an opt-out
     or opt-in keyword (the domain's ``outbound`` keywords) or the provider's signal."""

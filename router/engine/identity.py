@@ -56,15 +56,18 @@ def on_link(call: Call, event: CustomerLinkRequested) -> None:
     complete(call, event.id)
 
 
-def link_from_lookup(call: Call, identity: str, known_customer_id: str) -> None:
-    """A message's identity lookup names its customer: link the identity to it, unless the
-    identity is linked already (an explicit link wins over the lookup)."""
+def link_from_lookup(
+    call: Call, identity: str, known_customer_id: str, source: str = "lookup"
+) -> None:
+    """A message names the customer of ``identity``: its identity lookup (``lookup``), or
+    its provider, which gives the sender a second identity (``provider``). Link the
+    identity to that customer, unless it is linked already (an explicit link wins)."""
     state = call.state
     if identity in state.identities:
         return
     target = state.customer_of(known_customer_id)
     if target != identity:
-        _link_or_merge(call, identity, target, "lookup")
+        _link_or_merge(call, identity, target, source)
 
 
 def _link_or_merge(call: Call, identity: str, target: str, source: str) -> None:

@@ -53,6 +53,9 @@ def fast_path(state: DomainState, message: MessageReceived, now: float) -> list[
     known = message.known_customer_id
     if known is not None and known != conversation.customer_id:
         return None  # a lookup names another customer: the general path may link them
+    other = message.other_identity
+    if other is not None and other not in state.identities and other != conversation.customer_id:
+        return None  # a second identity to link: the general path links it
     owner = conversation.owner
     if owner is None or owner.presence is not _ONLINE:
         return None
@@ -97,6 +100,8 @@ def on_message(call: Call, message: MessageReceived) -> None:
     now = call.now
     if message.known_customer_id is not None:
         link_from_lookup(call, message.customer_id, message.known_customer_id)
+    if message.other_identity is not None:
+        link_from_lookup(call, message.other_identity, message.customer_id, "provider")
     conversation = state.by_key.get(message.conversation_key)
     customer_id = state.customer_of(message.customer_id)
     if message.consent is not None:

@@ -13,12 +13,14 @@ from router.engine import (
     snapshot,
     tick,
 )
+from router.engine.residency import customers_named
 from schemas import (
     Channel,
     CommandRejected,
     ConversationSnoozed,
     ConversationUpdated,
     CustomerLinked,
+    CustomerMerged,
     Presence,
 )
 from tests.engine.builders import (
@@ -148,6 +150,57 @@ def test_a_lookup_hint_links_the_identity_before_routing() -> None:
     other = message("k3", customer="sms:+14155550100", known_customer_id="external:crm-7")
     apply(state, other, T0 + 4)
     assert state.conversations[other.id].customer_id == "external:crm-42"
+
+
+# -- a second identity the provider gives the sender (WhatsApp's business-scoped user id) ---
+
+PHONE, BSUID = "phone:+14155550100", "whatsapp:US.13491208655302741918"
+
+
+def test_the_providers_second_identity_is_linked_and_finds_the_customer_alone() -> None:
+    state = domain([agent("ann"), agent("bob")], policy=one_step())
+    first = message("k-phone", customer=PHONE, other_identity=BSUID)
+    effects = apply(state, first, T0)
+    assert assigned_to(effects) == "ann"
+    [link] = emitted(effects, CustomerLinked)
+    assert (link.customer_id, link.identity, link.source) == (PHONE, BSUID, "provider")
+    apply(state, close(first.id, "ann"), T0 + 1)
+    # The number hidden behind a username: the same person, the agent who served them.
+    alone = message("k-bsuid", customer=BSUID)
+    assert assignment(apply(state, alone, T0 + 2)) == (alone.id, "ann", "preferred")
+    assert state.conversations[alone.id].customer_id == PHONE
+    # Named again beside the number, it is linked already: nothing more happens.
+    again = message("k-phone", customer=PHONE, other_identity=BSUID)
+    assert emitted(apply(state, again, T0 + 3), CustomerLinked) == []
+
+
+def test_a_second_identity_with_a_history_of_its_own_is_merged_into_the_customer() -> None:
+    state = domain([agent("ann"), agent("bob")], policy=one_step())
+    alone = message("k-bsuid", customer=BSUID)
+    assert assigned_to(apply(state, alone, T0)) == "ann"
+    # Later the number comes too: the profile begun under the user id joins the number's.
+    both = message("k-phone", customer=PHONE, other_identity=BSUID)
+    effects = apply(state, both, T0 + 1)
+    [merged] = emitted(effects, CustomerMerged)
+    assert (merged.customer_id, merged.merged_customer_id) == (PHONE, BSUID)
+    assert state.conversations[alone.id].customer_id == PHONE
+    assert assignment(effects) == (both.id, "ann", "preferred")
+
+
+def test_a_batch_loads_the_customer_of_the_second_identity_too() -> None:
+    # The router reads the customers a batch names before the engine applies it.
+    both = message("k-phone", customer=PHONE, other_identity=BSUID)
+    assert customers_named(both) == [PHONE, BSUID]
+
+
+def test_a_second_identity_linked_to_someone_else_stays_theirs() -> None:
+    state = domain([agent("ann")], policy=one_step())
+    apply(state, message("k1", customer="external:crm-7", known_customer_id=None), T0)
+    apply(state, message("k2", customer=BSUID, known_customer_id="external:crm-7"), T0)
+    both = message("k-phone", customer=PHONE, other_identity=BSUID)
+    assert emitted(apply(state, both, T0 + 1), CustomerLinked) == []
+    assert state.customer_of(BSUID) == "external:crm-7"
+    assert state.conversations[both.id].customer_id == PHONE
 
 
 # -- snooze ---------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ from tests.engine.test_properties import Step, capacities, op, policy_variant, r
 WINDOWS = (None, None, -5.0, 100.0, 5000.0)
 """Reply window of a follow-up message: none, or closing this long after ``now``."""
 
-follow_up = st.tuples(st.just("follow-up"), st.integers(0, 7), st.sampled_from(WINDOWS))
+follow_up = st.tuples(
+    st.just("follow-up"), st.integers(0, 7), st.sampled_from(WINDOWS), st.booleans()
+)
 operation = st.integers(0, 2).flatmap(lambda n: follow_up if n == 0 else op)
 """The property suite's operations, and (a third of the draws) follow-ups to the
 conversations the fast path takes."""
@@ -127,7 +129,7 @@ def test_the_fast_path_and_the_general_path_have_equal_effects(
         owned = answered_by_fast_path(fast)
         if not owned:
             continue
-        index, window = operation[1], operation[2]
+        index, window, named_twice = operation[1], operation[2], operation[3]
         assert isinstance(index, int)
         conversation = owned[index % len(owned)]
         follow = message(
@@ -135,6 +137,8 @@ def test_the_fast_path_and_the_general_path_have_equal_effects(
             customer=conversation.customer_id,
             channel=conversation.channel,
             reply_window_ends_at=None if window is None else now + float(str(window)),
+            # The provider's second identity, when it is the customer's own: nothing to link.
+            other_identity=conversation.customer_id if named_twice else None,
         )
         previous = conversation_record(conversation)
         effects = fast_path(fast, follow, now)
@@ -162,3 +166,14 @@ def test_apply_takes_the_fast_path_for_an_assigned_conversation_with_its_owner_o
     assert answer is not None
     assert apply(twin, follow, T0 + 1) == answer
     assert any(isinstance(effect, SaveActivity) for effect in answer)
+
+
+def test_a_second_identity_to_link_takes_the_general_path_once() -> None:
+    state = domain([agent("ann")])
+    apply(state, message("k", customer="phone:+14155550100"), T0)
+    named = message("k", customer="phone:+14155550100", other_identity="whatsapp:US.1349")
+    assert fast_path(state, named, T0 + 1) is None  # the general path links it
+    apply(state, named, T0 + 1)
+    assert state.customer_of("whatsapp:US.1349") == "phone:+14155550100"
+    again = message("k", customer="phone:+14155550100", other_identity="whatsapp:US.1349")
+    assert fast_path(state, again, T0 + 2) is not None

@@ -346,12 +346,14 @@ async def _whatsapp(service: Service, value: dict[str, Any]) -> None:
         assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
 
 
-async def test_a_whatsapp_user_with_a_username_and_no_number_is_routed_answered_and_reached(
+async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_and_is_reached(
     infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
 ) -> None:
-    """A user who adopted a username writes without their number (only ``from_user_id``,
-    their business-scoped user id); the reply goes to that id as ``recipient``; the
-    delivered status, which names them by ``recipient_user_id`` alone, marks it delivered."""
+    """A user first writes with their number and their business-scoped user id
+    (``from_user_id``): the id is linked to the number's customer. Having adopted a
+    username, they write with the id alone: a conversation of the same customer, for the
+    agent who served them; the reply goes to the id as ``recipient``; the delivered status,
+    which names them by ``recipient_user_id`` alone, marks it delivered."""
     fake, base = provider
     config = make_config(
         infrastructure.bootstrap_servers,
@@ -380,6 +382,53 @@ async def test_a_whatsapp_user_with_a_username_and_no_number_is_routed_answered_
             TopicReader(config, "conversations.routing") as routing,
         ):
             await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
+            await service.online_agent("bob", {"whatsapp": 2}, ADMIN)
+
+            def text(message_id: str, body: str, **sender: str) -> dict[str, Any]:
+                return {
+                    **sender,
+                    "id": message_id,
+                    "timestamp": str(int(time.time())),
+                    "type": "text",
+                    "text": {"body": body},
+                }
+
+            async def assignments(count: int) -> list[ConversationAssigned]:
+                def found(records: list[Any]) -> list[ConversationAssigned]:
+                    events = _decoded(records, ROUTING_DECODER)
+                    return [e for e in events if isinstance(e, ConversationAssigned)]
+
+                return found(await routing.wait_for(lambda rs: len(found(rs)) >= count))
+
+            # 1. With the number: the number's customer, the user id linked to it.
+            await _whatsapp(
+                service,
+                {
+                    "messaging_product": "whatsapp",
+                    "metadata": metadata,
+                    "contacts": [
+                        {"profile": {"name": "Sheena"}, "wa_id": "16505551234", "user_id": BSUID}
+                    ],
+                    "messages": [
+                        text(
+                            "wamid.number-1", "Hello", **{"from": "16505551234"}, from_user_id=BSUID
+                        )
+                    ],
+                },
+            )
+            [first] = await assignments(1)
+            assert first.customer_id == "phone:+16505551234"
+            linked = await wait_until(
+                lambda: pool.fetchrow(
+                    "SELECT customer_id, source FROM customer_identities"
+                    " WHERE domain = 'acme' AND identity = $1",
+                    f"whatsapp:{BSUID}",
+                ),
+                what="the user id linked",
+            )
+            assert tuple(linked) == ("phone:+16505551234", "provider")
+
+            # 2. A username hides the number: the id alone, the same customer and agent.
             await _whatsapp(
                 service,
                 {
@@ -389,25 +438,13 @@ async def test_a_whatsapp_user_with_a_username_and_no_number_is_routed_answered_
                         {"profile": {"name": "Sheena", "username": "@sheena"}, "user_id": BSUID}
                     ],
                     "messages": [
-                        {
-                            "from_user_id": BSUID,
-                            "id": "wamid.username-1",
-                            "timestamp": str(int(time.time())),
-                            "type": "text",
-                            "text": {"body": "Is my order on its way?"},
-                        }
+                        text("wamid.username-1", "Is my order on its way?", from_user_id=BSUID)
                     ],
                 },
             )
-            records = await routing.wait_for(
-                lambda rs: any(
-                    isinstance(e, ConversationAssigned) for e in _decoded(rs, ROUTING_DECODER)
-                )
-            )
-            assigned = next(
-                e for e in _decoded(records, ROUTING_DECODER) if isinstance(e, ConversationAssigned)
-            )
-            assert (assigned.agent_id, assigned.customer_id) == ("ann", f"whatsapp:{BSUID}")
+            assigned = (await assignments(2))[1]
+            assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
+            assert assigned.conversation_id != first.conversation_id
 
             reply_url = service.url(
                 f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"

@@ -297,6 +297,17 @@ def test_a_whatsapp_user_whose_number_is_given_is_known_by_it_as_before() -> Non
         before.conversation_key,
     )
     assert with_id.customer_id == "phone:+16505551234"  # this domain links phone channels
+    # The user id comes along, for the router to link to the number's customer.
+    assert (with_id.other_identity, before.other_identity) == (f"whatsapp:{BSUID}", None)
+
+
+def test_a_malformed_user_id_beside_the_number_is_left_out() -> None:
+    payload = json.loads(fixture("wa_text_user_id"))
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"] = "x\u0000y"
+    out = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW)
+    [message] = out.events
+    assert isinstance(message, MessageReceived)
+    assert (message.customer_id, message.other_identity) == ("phone:+16505551234", None)
 
 
 def test_a_whatsapp_user_without_a_number_is_known_by_their_business_scoped_user_id() -> None:
@@ -305,6 +316,7 @@ def test_a_whatsapp_user_without_a_number_is_known_by_their_business_scoped_user
     # No phone number: the identity stays WhatsApp's, though the domain links phone channels.
     assert message.customer_id == f"whatsapp:{BSUID}"
     assert message.conversation_key == f"whatsapp:106540352242922:{BSUID}"
+    assert message.other_identity is None
     assert message.text == "Does it come in another color?"
 
 
