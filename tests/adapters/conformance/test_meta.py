@@ -320,6 +320,17 @@ def test_a_whatsapp_user_without_a_number_is_known_by_their_business_scoped_user
     assert message.text == "Does it come in another color?"
 
 
+def test_a_reaction_without_a_number_changes_the_message_in_the_users_conversation() -> None:
+    payload = json.loads(fixture("wa_reaction"))
+    [message] = payload["entry"][0]["changes"][0]["value"]["messages"]
+    del message["from"]
+    message["from_user_id"] = BSUID
+    [change] = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW).events
+    assert isinstance(change, MessageChanged)
+    assert (change.customer_address, change.customer_id) == (BSUID, f"whatsapp:{BSUID}")
+    assert change.conversation_key == f"whatsapp:106540352242922:{BSUID}"
+
+
 def _without_number(sender: dict[str, Any]) -> bytes:
     payload = json.loads(fixture("wa_text_username"))
     [message] = payload["entry"][0]["changes"][0]["value"]["messages"]
