@@ -186,9 +186,10 @@ UPDATE outbound_messages SET status = 'queued', lease_until = NULL, updated_at =
 WHERE domain = $1 AND outbound_id = ANY($2::text[]) AND status = 'sending'
 """
 
+# As the API's check (``router.api.outbound``): on WhatsApp, any address of the customer.
 _OPTED_OUT = """
-SELECT address FROM consents
-WHERE domain = $1 AND channel = $2 AND address = ANY($3::text[]) AND consent = 'opt_out'
+SELECT a.address FROM unnest($3::text[], $4::text[]) AS a(address, customer_id)
+WHERE switchboard_opted_out($1, $2, a.address, a.customer_id)
 """
 
 _REFUSE = """
@@ -587,11 +588,15 @@ class OutboundSender:
                     notifications.append((_NOTIFICATION.decode(row.request or b""), row.attempts))
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     await self._record_unreadable(sender, row.outbound_id)
-            addresses = list({n.customer_address for n, _ in notifications})
+            named = dict.fromkeys((n.customer_address, n.customer_id) for n, _ in notifications)
             opted_out = {
                 row["address"]
                 for row in await self._pool.fetch(
-                    _OPTED_OUT, sender.domain, sender.channel, addresses
+                    _OPTED_OUT,
+                    sender.domain,
+                    sender.channel,
+                    [address for address, _ in named],
+                    [customer_id for _, customer_id in named],
                 )
             }
             if opted_out:

@@ -26,7 +26,8 @@ Rules, in the order they are checked (a refused message is not sent, and counted
    ``sender`` mode needs the sending agent, ``queue`` mode a queue of the domain, and a
    named agent must be known (400).
 4. Consent: an address whose consent is ``opt_out`` (``consents``) is refused, 409
-   ``opted_out``.
+   ``opted_out``; on WhatsApp the latest consent of any WhatsApp address of the customer
+   decides (their number and their business-scoped user id are one account).
 5. Windows, from the latest conversation of the customer on that endpoint: WhatsApp
    takes free-form text while the customer's 24 h window is open, else a template
    (409 ``template_required``). Messenger and Instagram take free-form text within
@@ -348,10 +349,12 @@ CROSS JOIN LATERAL (
     ORDER BY c.opened_at DESC LIMIT 1
 ) c
 """
+# ``switchboard_opted_out`` (migration 0029): the address's own consent, or on WhatsApp
+# the latest of any WhatsApp address of the customer (their number, their user id).
 _OPTED_OUT = """
-SELECT t.i FROM unnest($2::int[], $3::text[], $4::text[]) AS t(i, channel, address)
-JOIN consents c ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
-WHERE c.consent = 'opt_out'
+SELECT t.i FROM unnest($2::int[], $3::text[], $4::text[], $5::text[])
+    AS t(i, channel, address, customer_id)
+WHERE switchboard_opted_out($1, t.channel, t.address, t.customer_id)
 """
 
 
@@ -398,6 +401,7 @@ async def _check_database(
             [d.index for d in addressed],
             [d.channel.value for d in addressed],
             [d.address for d in addressed],
+            [d.customer_id for d in addressed],
         )
         opted_out = {row["i"] for row in rows}
     passed = []

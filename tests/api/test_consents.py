@@ -4,8 +4,10 @@ do what."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
+from adapters import outbound_sender
 from tests.api.test_outbound import CUSTOMER, OUTBOUND, WA_ID, outbound_api
 from tests.conftest import Infrastructure
 
@@ -111,3 +113,90 @@ async def test_consent_paths_are_checked(infrastructure: Infrastructure, databas
         )
         assert status == 400, answer
         assert (await api.call("GET", CONSENT, "globex"))[0] == 403
+
+
+async def test_a_whatsapp_user_is_one_account_under_their_number_and_their_user_id(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """WhatsApp names a user with a username by a business-scoped user id: the same account
+    as their number (the router links the two: ``other_identity``). A STOP under either
+    stops business-started WhatsApp messages to both; the latest change decides."""
+    bsuid = "US.13491208655302741918"
+    template = {"name": "delivery_update", "language": "fr", "parameters": ["Ann", "C-3"]}
+
+    def whatsapp(to: str) -> dict[str, object]:
+        return {"channel": "whatsapp", "from": WA_ID, "to": to, "template": template}
+
+    async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
+        status, answer = await api.call(
+            "POST",
+            f"/v1/domains/acme/customers/phone:{CUSTOMER}/identities",
+            json={"identity": f"whatsapp:{bsuid}"},
+        )
+        assert (status, answer["status"]) == (202, "completed"), answer
+        under_id = f"/v1/domains/acme/consents/whatsapp/{bsuid}"
+        status, answer = await api.call("PUT", under_id, json={"consent": "opt_out"})
+        assert (status, answer["status"]) == (202, "completed"), answer
+
+        for to in (bsuid, CUSTOMER):
+            status, answer = await api.call("POST", OUTBOUND, json=whatsapp(to))
+            assert (status, answer) == (409, {"error": "opted_out"}), to
+        # Per channel still: SMS to the number is not WhatsApp's to refuse.
+        sms = {"channel": "sms", "to": CUSTOMER, "text": "Your parcel is here."}
+        assert (await api.call("POST", OUTBOUND, json=sms))[0] == 202
+
+        # A later START under the number: the latest change decides for the account.
+        under_number = f"/v1/domains/acme/consents/whatsapp/{CUSTOMER}"
+        status, answer = await api.call("PUT", under_number, json={"consent": "opt_in"})
+        assert (status, answer["status"]) == (202, "completed"), answer
+        for to in (bsuid, CUSTOMER):
+            status, answer = await api.call("POST", OUTBOUND, json=whatsapp(to))
+            assert status == 202, (to, answer)
+
+        # Someone else's user id opting out changes nothing for this customer.
+        stranger = "/v1/domains/acme/consents/whatsapp/GB.99"
+        assert (await api.call("PUT", stranger, json={"consent": "opt_out"}))[0] == 202
+        assert (await api.call("POST", OUTBOUND, json=whatsapp(CUSTOMER)))[0] == 202
+
+
+async def test_the_sender_checks_the_whatsapp_account_as_the_api_does(database_url: str) -> None:
+    """The outbound sender checks consent again just before sending (``_OPTED_OUT``): the
+    same rule, on the rows as the router writes them (a consent names the customer it was
+    recorded for, an identity linked to a customer names that customer)."""
+    bsuid = "US.13491208655302741918"
+    phone = f"phone:{CUSTOMER}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
+            f"whatsapp:{bsuid}",
+            phone,
+        )
+        await conn.execute(
+            "INSERT INTO consents VALUES ('acme', 'whatsapp', $1, $2, 'opt_out', 'keyword',"
+            " now() - interval '1 minute')",
+            bsuid,
+            f"whatsapp:{bsuid}",
+        )
+
+        async def opted_out(channel: str, *named: tuple[str, str]) -> set[str]:
+            rows = await conn.fetch(
+                outbound_sender._OPTED_OUT,
+                "acme",
+                channel,
+                [address for address, _ in named],
+                [customer for _, customer in named],
+            )
+            return {row["address"] for row in rows}
+
+        stranger = ("+14155550000", "phone:+14155550000")
+        assert await opted_out("whatsapp", (CUSTOMER, phone), stranger) == {CUSTOMER}
+        assert await opted_out("sms", (CUSTOMER, phone)) == set()
+        await conn.execute(
+            "INSERT INTO consents VALUES ('acme', 'whatsapp', $1, $2, 'opt_in', 'keyword', now())",
+            CUSTOMER,
+            phone,
+        )
+        assert await opted_out("whatsapp", (CUSTOMER, phone), (bsuid, f"whatsapp:{bsuid}")) == set()
+    finally:
+        await conn.close()
