@@ -90,6 +90,11 @@ async def _notify(
             }
         ],
     }
+    await _signed(service, note)
+
+
+async def _signed(service: Service, note: dict[str, Any]) -> None:
+    """``note`` posted to the Meta webhook, signed with the app secret, and accepted."""
     body = msgspec.json.encode(note)
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     async with service.session.post(
@@ -98,6 +103,26 @@ async def _notify(
         headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
     ) as resp:
         assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
+
+
+async def _reply(
+    service: Service, pool: asyncpg.Pool, conversation_id: str, reply: dict[str, Any]
+) -> tuple[str, str]:
+    """An admin's reply to the conversation, once sent: our id and the provider's."""
+    url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
+    async with service.session.post(url, json=reply, headers=ADMIN) as r:
+        assert r.status == 202, await r.text()
+        reply_id: str = (await r.json())["reply_id"]
+    sent_id: str = await wait_until(
+        lambda: pool.fetchval(
+            "SELECT provider_message_id FROM outbound_messages"
+            " WHERE outbound_id = $1 AND status = 'sent'",
+            reply_id,
+        ),
+        timeout=20,
+        what="the reply sent",
+    )
+    return reply_id, sent_id
 
 
 def _decoded(records: list[Any], decoder: Any) -> list[Any]:
@@ -127,7 +152,6 @@ async def test_an_instagram_image_in_an_image_reply_out_and_the_customer_reading
             TopicReader(config, "conversations.inbound") as inbound,
             TopicReader(config, "conversations.routing") as routing,
         ):
-            http = service.session
             await service.online_agent("ann", {"instagram": 2}, ADMIN)
 
             # 1. The customer's message with an image keeps the URL Meta sent.
@@ -160,25 +184,11 @@ async def test_an_instagram_image_in_an_image_reply_out_and_the_customer_reading
             assert msgspec.json.decode(stored, type=tuple[Attachment, ...]) == message.attachments
 
             # 2. ann answers with text and an image: two Send API messages, the text first.
-            reply_url = service.url(
-                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
-            )
             reply = {
                 "text": "This chart shows the sizes.",
                 "attachments": [{"url": OUR_IMAGE, "content_type": "image/png"}],
             }
-            async with http.post(reply_url, json=reply, headers=ADMIN) as r:
-                assert r.status == 202, await r.text()
-                reply_id = (await r.json())["reply_id"]
-            sent_id = await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT provider_message_id FROM outbound_messages"
-                    " WHERE outbound_id = $1 AND status = 'sent'",
-                    reply_id,
-                ),
-                timeout=20,
-                what="the reply sent",
-            )
+            reply_id, sent_id = await _reply(service, pool, assigned.conversation_id, reply)
             assert [(r.status, r.path, r.auth) for r in fake.requests] == [
                 (200, f"/v23.0/{IG_ID}/messages", f"Bearer {TOKEN}")
             ] * 2
@@ -336,14 +346,7 @@ async def _whatsapp(service: Service, value: dict[str, Any]) -> None:
         "object": "whatsapp_business_account",
         "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
     }
-    body = msgspec.json.encode(note)
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    async with service.session.post(
-        service.url("/webhooks/meta"),
-        data=body,
-        headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"},
-    ) as resp:
-        assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
+    await _signed(service, note)
 
 
 async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_and_is_reached(
@@ -446,22 +449,8 @@ async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_an
             assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
             assert assigned.conversation_id != first.conversation_id
 
-            reply_url = service.url(
-                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
-            )
-            async with service.session.post(
-                reply_url, json={"text": "It arrives today."}, headers=ADMIN
-            ) as r:
-                assert r.status == 202, await r.text()
-                reply_id = (await r.json())["reply_id"]
-            sent_id = await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT provider_message_id FROM outbound_messages"
-                    " WHERE outbound_id = $1 AND status = 'sent'",
-                    reply_id,
-                ),
-                timeout=20,
-                what="the reply sent",
+            reply_id, sent_id = await _reply(
+                service, pool, assigned.conversation_id, {"text": "It arrives today."}
             )
             [request] = fake.requests
             assert (request.status, request.path, request.auth) == (
