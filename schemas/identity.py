@@ -41,15 +41,13 @@ IDENTITY_KINDS = frozenset(
 """``external``: an id in the platform's own CRM (``external:crm-123``)."""
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _WHATSAPP_USER_ID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
 
 
 def is_whatsapp_user_id(address: str) -> bool:
     """``address`` is a WhatsApp business-scoped user id (a BSUID or a parent BSUID)."""
     return _WHATSAPP_USER_ID.fullmatch(address) is not None
-
-
-_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 
 
 def normalize_identity(text: str) -> str:
@@ -64,9 +62,7 @@ def normalize_identity(text: str) -> str:
     if not value:
         raise UnusableValue("the identity's value is empty")
     checked_identifier("identity", value, ADDRESS_MAX)
-    if kind == "whatsapp" and is_whatsapp_user_id(value):
-        pass
-    elif kind in PHONE_KINDS:
+    if kind in PHONE_KINDS and not (kind == "whatsapp" and is_whatsapp_user_id(value)):
         digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
         if not _E164.fullmatch(digits):
             raise UnusableValue(

@@ -18,10 +18,10 @@ Rules, in the order they are checked (a refused message is not sent, and counted
    record (200, ``duplicate: true``) and sends nothing; twice in one batch: 400.
 2. The message: ``from`` is an endpoint of the domain on the channel (or left out when
    the domain has one), ``to`` an address of the channel (E.164 for sms and whatsapp, or a
-   WhatsApp business-scoped user id, an email address in lower case, a web chat session id or ``user:<id>``); ``text`` within
-   the channel's limit, or a ``template`` of the domain's registry for the channel (and
-   language: 400 ``unknown_template``) filled with its parameters (400 with the reason);
-   ``subject`` on email only (400).
+   WhatsApp business-scoped user id, an email address in lower case, a web chat session
+   id or ``user:<id>``); ``text`` within the channel's limit, or a ``template`` of the
+   domain's registry for the channel (and language: 400 ``unknown_template``) filled with
+   its parameters (400 with the reason); ``subject`` on email only (400).
 3. The answerer: an agent token sends as itself (403 when it names another agent);
    ``sender`` mode needs the sending agent, ``queue`` mode a queue of the domain, and a
    named agent must be known (400).

@@ -56,7 +56,7 @@ def on_link(call: Call, event: CustomerLinkRequested) -> None:
     complete(call, event.id)
 
 
-def link_from_lookup(
+def link_unless_linked(
     call: Call, identity: str, known_customer_id: str, source: str = "lookup"
 ) -> None:
     """A message names the customer of ``identity``: its identity lookup (``lookup``), or

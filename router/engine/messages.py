@@ -15,7 +15,7 @@ from router.engine.deadlines import wake
 from router.engine.effects import Effect, Emit, SaveActivity, SaveMessage
 from router.engine.errors import EngineError
 from router.engine.events import conversation_event
-from router.engine.identity import link_from_lookup
+from router.engine.identity import link_unless_linked
 from router.engine.outbound import (
     answered_expectation,
     answering_queue,
@@ -99,9 +99,9 @@ def on_message(call: Call, message: MessageReceived) -> None:
     state = call.state
     now = call.now
     if message.known_customer_id is not None:
-        link_from_lookup(call, message.customer_id, message.known_customer_id)
+        link_unless_linked(call, message.customer_id, message.known_customer_id)
     if message.other_identity is not None:
-        link_from_lookup(call, message.other_identity, message.customer_id, "provider")
+        link_unless_linked(call, message.other_identity, message.customer_id, "provider")
     conversation = state.by_key.get(message.conversation_key)
     customer_id = state.customer_of(message.customer_id)
     if message.consent is not None:
