@@ -68,7 +68,7 @@ from adapters.provider_api import Outbound
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
-from runtime.outbound import OutboundConfig, Rate
+from runtime.outbound import OPTED_OUT, OutboundConfig, Rate
 from schemas import Channel, DeliveryStatus, DeliveryStatusChanged, NotificationRequested
 from schemas.common import Event
 
@@ -184,12 +184,6 @@ WHERE domain = $1 AND outbound_id = ANY($2::text[]) AND status = 'sending'
 _RELEASE = """
 UPDATE outbound_messages SET status = 'queued', lease_until = NULL, updated_at = now()
 WHERE domain = $1 AND outbound_id = ANY($2::text[]) AND status = 'sending'
-"""
-
-# As the API's check (``router.api.outbound``): on WhatsApp, any address of the customer.
-_OPTED_OUT = """
-SELECT a.address FROM unnest($3::text[], $4::text[]) AS a(address, customer_id)
-WHERE switchboard_opted_out($1, $2, a.address, a.customer_id)
 """
 
 _REFUSE = """
@@ -588,13 +582,16 @@ class OutboundSender:
                     notifications.append((_NOTIFICATION.decode(row.request or b""), row.attempts))
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     await self._record_unreadable(sender, row.outbound_id)
-            named = dict.fromkeys((n.customer_address, n.customer_id) for n, _ in notifications)
+            named = list(
+                dict.fromkeys((n.customer_address, n.customer_id) for n, _ in notifications)
+            )
             opted_out = {
-                row["address"]
+                named[row["i"]][0]
                 for row in await self._pool.fetch(
-                    _OPTED_OUT,
+                    OPTED_OUT,
                     sender.domain,
-                    sender.channel,
+                    list(range(len(named))),
+                    [sender.channel] * len(named),
                     [address for address, _ in named],
                     [customer_id for _, customer_id in named],
                 )

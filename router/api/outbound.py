@@ -27,7 +27,7 @@ Rules, in the order they are checked (a refused message is not sent, and counted
    named agent must be known (400).
 4. Consent: an address whose consent is ``opt_out`` (``consents``) is refused, 409
    ``opted_out``; on WhatsApp the latest consent of any WhatsApp address of the customer
-   decides (their number and their business-scoped user id are one account).
+   decides (``runtime.outbound.OPTED_OUT``).
 5. Windows, from the latest conversation of the customer on that endpoint: WhatsApp
    takes free-form text while the customer's 24 h window is open, else a template
    (409 ``template_required``). Messenger and Instagram take free-form text within
@@ -68,7 +68,7 @@ from router.engine import ConversationRecord
 from runtime import audit
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, METRICS, OUTBOUND_PUBLISHER
 from runtime.kafka import BrokerUnavailable
-from runtime.outbound import TemplateRefused, fill_template
+from runtime.outbound import OPTED_OUT, TemplateRefused, fill_template
 from schemas import (
     Answerer,
     AnswerMode,
@@ -349,13 +349,6 @@ CROSS JOIN LATERAL (
     ORDER BY c.opened_at DESC LIMIT 1
 ) c
 """
-# ``switchboard_opted_out`` (migration 0029): the address's own consent, or on WhatsApp
-# the latest of any WhatsApp address of the customer (their number, their user id).
-_OPTED_OUT = """
-SELECT t.i FROM unnest($2::int[], $3::text[], $4::text[], $5::text[])
-    AS t(i, channel, address, customer_id)
-WHERE switchboard_opted_out($1, t.channel, t.address, t.customer_id)
-"""
 
 
 async def _existing(
@@ -396,7 +389,7 @@ async def _check_database(
     opted_out: set[int] = set()
     if addressed:
         rows = await conn.fetch(
-            _OPTED_OUT,
+            OPTED_OUT,
             domain,
             [d.index for d in addressed],
             [d.channel.value for d in addressed],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from adapters import outbound_sender
+from runtime.outbound import OPTED_OUT
 from tests.api.test_outbound import CUSTOMER, OUTBOUND, WA_ID, outbound_api
 from tests.conftest import Infrastructure
 
@@ -159,9 +159,11 @@ async def test_a_whatsapp_user_is_one_account_under_their_number_and_their_user_
         assert (await api.call("POST", OUTBOUND, json=whatsapp(CUSTOMER)))[0] == 202
 
 
-async def test_the_sender_checks_the_whatsapp_account_as_the_api_does(database_url: str) -> None:
-    """The outbound sender checks consent again just before sending (``_OPTED_OUT``): the
-    same rule, on the rows as the router writes them (a consent names the customer it was
+async def test_the_consent_query_takes_the_latest_change_of_the_whatsapp_account(
+    database_url: str,
+) -> None:
+    """The outbound sender checks consent again just before sending (``OPTED_OUT``, the
+    API's query too): on the rows as the router writes them (a consent names the customer it was
     recorded for, an identity linked to a customer names that customer)."""
     bsuid = "US.13491208655302741918"
     phone = f"phone:{CUSTOMER}"
@@ -181,13 +183,14 @@ async def test_the_sender_checks_the_whatsapp_account_as_the_api_does(database_u
 
         async def opted_out(channel: str, *named: tuple[str, str]) -> set[str]:
             rows = await conn.fetch(
-                outbound_sender._OPTED_OUT,
+                OPTED_OUT,
                 "acme",
-                channel,
+                list(range(len(named))),
+                [channel] * len(named),
                 [address for address, _ in named],
                 [customer for _, customer in named],
             )
-            return {row["address"] for row in rows}
+            return {named[row["i"]][0] for row in rows}
 
         stranger = ("+14155550000", "phone:+14155550000")
         assert await opted_out("whatsapp", (CUSTOMER, phone), stranger) == {CUSTOMER}
