@@ -100,12 +100,13 @@ from router.engine.records import (
     CustomerRecord,
     DeadlineKind,
     IdentityRecord,
+    same_instant,
 )
 from router.engine.residency import remember
 from router.engine.routing import enqueue, finish
 from router.engine.snapshots import agent_record, conversation_record, customer_record
 from router.engine.snooze import on_snooze
-from router.engine.state import Agent, Conversation, DomainState, WindowState, same_instant
+from router.engine.state import Agent, Conversation, DomainState, WindowState
 from router.engine.windows import next_window, push_window, tick_windows
 from schemas import (
     AgentRegistered,

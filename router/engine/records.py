@@ -12,6 +12,7 @@ conversation snapshot, say) until the batch is written.
 from __future__ import annotations
 
 import enum
+from typing import overload
 
 import msgspec
 
@@ -294,3 +295,15 @@ class AffinityEntry(msgspec.Struct, frozen=True, kw_only=True, array_like=True, 
 
     agent_id: str
     rank: float
+
+
+@overload
+def same_instant(value: float, known: float | None) -> float: ...
+@overload
+def same_instant(value: float | None, known: float | None) -> float | None: ...
+def same_instant(value: float | None, known: float | None) -> float | None:
+    """``known`` when it is the same instant as ``value`` (else ``value``): a restored
+    conversation holds one float per instant its record repeats, as a live one does (an
+    event stamps every field it sets with the one ``now``), instead of one per field.
+    Zeros are left alone (``0.0 == -0.0``)."""
+    return value if not value or known is None or value != known else known

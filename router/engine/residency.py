@@ -21,8 +21,8 @@ from __future__ import annotations
 import typing
 from collections.abc import Iterable, Mapping
 
-from router.engine.records import CustomerRecord, IdentityRecord
-from router.engine.state import Conversation, Customer, DomainState, same_instant
+from router.engine.records import CustomerRecord, IdentityRecord, same_instant
+from router.engine.state import Conversation, Customer, DomainState
 from schemas.limits import CustomerId
 
 _NAMING_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}

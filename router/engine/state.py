@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Callable
-from typing import TypeVar, overload
+from typing import TypeVar
 
 from router.engine.calendar import CompiledCalendar
 from router.engine.lines import WaitEntry, WaitLine
@@ -789,15 +789,3 @@ def window_due(conversation: Conversation, urgent_within: float | None) -> float
 def _deadline_order(conversation: Conversation) -> tuple[float, str]:
     assert conversation.deadline is not None
     return (conversation.deadline, conversation.conversation_id)
-
-
-@overload
-def same_instant(value: float, known: float | None) -> float: ...
-@overload
-def same_instant(value: float | None, known: float | None) -> float | None: ...
-def same_instant(value: float | None, known: float | None) -> float | None:
-    """``known`` when it is the same instant as ``value`` (else ``value``): a restored
-    conversation holds one float per instant its record repeats, as a live one does (an
-    event stamps every field it sets with the one ``now``), instead of one per field.
-    Zeros are left alone (``0.0 == -0.0``)."""
-    return value if not value or known is None or value != known else known
