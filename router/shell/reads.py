@@ -39,9 +39,10 @@ class RecordPages(Generic[R]):
 
     A load then holds at most one page of decoded records beside the state it builds (the
     identity links excepted: ``_restore_customers`` holds them, by customer, until their
-    profile's page comes), and the state keeps nothing of the pages it was built from: the memory a takeover leaves
-    behind is the state's, not the records' (decoding everything first left their memory
-    in use for good, a third of the router's resident memory, measured)."""
+    profile's page comes), and the state keeps nothing of the pages it was built from:
+    the memory a takeover leaves behind is the state's, not the records' (decoding
+    everything first left their memory in use for good, a third of the router's resident
+    memory, measured)."""
 
     __slots__ = ("_decode", "_pages")
 
