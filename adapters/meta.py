@@ -44,8 +44,15 @@ Instagram messaging items):
   in it up to then (a ``delivery`` with a watermark and no ``mids`` is not reported: a
   delivery without a read says less than the read that follows). Postbacks are
   messages (their title as text). Echoes: below. Referrals, opt-ins, typing, account
-  linking, handovers, WhatsApp ``unsupported``, ``system``, ``order`` and account-level
-  changes are recognised and not routed.
+  linking, handovers, WhatsApp ``unsupported``, ``order``, ``system`` messages other
+  than the two below, and account-level changes are recognised and not routed;
+- a WhatsApp ``system`` message ``user_changed_number`` (``system.wa_id``, the new number,
+  and ``system.user_id``, the new business-scoped user id) or ``user_changed_user_id``
+  (``system.user_id``) → one ``IdentityChanged`` per new address, for the customer of the
+  address the message comes from (``from``, else ``system.previous_user_id``, else
+  ``from_user_id``): the router links it to them, so that their messages from it reach
+  the agent who served them. The message's ``body`` (their profile name and both numbers)
+  is not read.
 
 Echoes (``message.is_echo``: a message the page or Instagram account sent, to the
 customer who is the echo's ``recipient``) tell who sent it by ``message.app_id``. With
@@ -93,6 +100,7 @@ from adapters.meta_payloads import (
     WaEdited,
     WaMedia,
     WaMessage,
+    WaSystem,
     WaValue,
 )
 from adapters.normalize import (
@@ -102,6 +110,7 @@ from adapters.normalize import (
     delivery_status_changed,
     e164,
     find_endpoint,
+    identity_changed,
     message_changed,
     message_received,
     read_through,
@@ -112,6 +121,7 @@ from schemas import (
     Contact,
     DeliveryStatus,
     HumanReplied,
+    IdentityChanged,
     Location,
     MessageChange,
     MessageReceived,
@@ -371,6 +381,64 @@ def _wa_user_id_beside_number(msg: WaMessage) -> str | None:
     return None
 
 
+_IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
+
+
+def _wa_new_addresses(system: WaSystem) -> list[str]:
+    """The addresses a ``system`` message says the user now has: the new number, then the
+    new business-scoped user id. A value that is neither (empty, not an id) is left out."""
+    addresses = []
+    if system.type == "user_changed_number" and system.wa_id:
+        addresses.append(e164(system.wa_id))
+    if system.user_id is not None and is_whatsapp_user_id(system.user_id):
+        addresses.append(system.user_id)
+    return addresses
+
+
+def _wa_previous_address(msg: WaMessage, system: WaSystem, domain: str) -> str:
+    """The address the user had: their number when the message gives it, else the
+    business-scoped user id they had."""
+    if msg.from_:
+        return e164(msg.from_)
+    for user_id in (system.previous_user_id, msg.from_user_id):
+        if user_id is not None and is_whatsapp_user_id(user_id):
+            return user_id
+    raise Unusable("the notice names neither the user's number nor their former id", domain=domain)
+
+
+def _wa_identity_changes(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    number_id: str,
+    msg: WaMessage,
+    system: WaSystem,
+    now: float,
+) -> list[IdentityChanged]:
+    """The ``IdentityChanged`` events of a ``system`` message (none for other notices)."""
+    if system.type not in _IDENTITY_CHANGES:
+        return []
+    new_addresses = _wa_new_addresses(system)
+    if not new_addresses:
+        raise Unusable(f"{system.type} without a usable new address", domain=endpoint.domain)
+    previous = _wa_previous_address(msg, system, endpoint.domain)
+    changes = (
+        identity_changed(
+            config,
+            endpoint,
+            channel=Channel.WHATSAPP,
+            endpoint_key=number_id,
+            customer_address=previous,
+            new_address=address,
+            provider_message_id=msg.id,
+            provider_status=system.type,
+            received_at=now,
+            sent_at=_seconds(msg.timestamp),
+        )
+        for address in new_addresses
+    )
+    return [change for change in changes if change is not None]
+
+
 def _whatsapp(
     config: ChannelsConfig, change: Change, now: float, out: Normalized, where: str
 ) -> bool:
@@ -382,6 +450,12 @@ def _whatsapp(
         return False
     for index, msg in enumerate(value.messages):
         place = f"{where}.messages[{index}]"
+        if msg.type == "system" and msg.system is not None:
+            with out.setting_aside(place):
+                out.events.extend(
+                    _wa_identity_changes(config, endpoint, number_id, msg, msg.system, now)
+                )
+            continue
         sent_at = _seconds(msg.timestamp)
         edit = _wa_change(msg)
         if edit is not None:

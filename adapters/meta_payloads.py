@@ -103,6 +103,20 @@ class WaRevoke(_S, frozen=True, kw_only=True):
     original_message_id: str = ""
 
 
+class WaSystem(_S, frozen=True, kw_only=True):
+    """A ``system`` message: WhatsApp's notice that a user's number or business-scoped
+    user id changed. Its ``body`` (the user's profile name and both numbers, in prose) is
+    not read."""
+
+    type: str = ""
+    wa_id: str | None = None
+    """The user's new number (``user_changed_number``)."""
+    user_id: str | None = None
+    """The user's new business-scoped user id."""
+    previous_user_id: str | None = None
+    """The business-scoped user id they had."""
+
+
 class WaMessage(_S, frozen=True, kw_only=True):
     from_: str | None = msgspec.field(default=None, name="from")
     """The sender's phone number (``wa_id``): absent when WhatsApp withholds it from a user
@@ -126,6 +140,7 @@ class WaMessage(_S, frozen=True, kw_only=True):
     reaction: WaReaction | None = None
     edit: WaEdit | None = None
     revoke: WaRevoke | None = None
+    system: WaSystem | None = None
 
 
 class WaError(_S, frozen=True, kw_only=True):

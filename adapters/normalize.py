@@ -27,6 +27,7 @@ from schemas import (
     Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
+    IdentityChanged,
     Location,
     MessageChange,
     MessageChanged,
@@ -384,6 +385,50 @@ def consent_reported(
         customer_address=customer_address,
         customer_id=customer_id,
         consent=consent,
+        provider_status=provider_status,
+    )
+
+
+def identity_changed(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    *,
+    channel: Channel,
+    endpoint_key: str,
+    customer_address: str,
+    new_address: str,
+    provider_message_id: str,
+    provider_status: str,
+    received_at: float,
+    sent_at: float | None = None,
+) -> IdentityChanged | None:
+    """A provider's notice that the customer of ``customer_address`` now also has
+    ``new_address`` on the channel, with its stable id (one per notice and new address);
+    identities are derived as ``message_received`` derives them. None when both addresses
+    are one identity (nothing to link). Raises ``Unusable`` like it."""
+    domain = endpoint.domain
+    try:
+        customer_id, _ = _identities(config, domain, channel, endpoint_key, customer_address, None)
+        checked_identifier("customer address", new_address, ADDRESS_MAX)
+        identity = checked_identifier(
+            "customer id", config.customer_id(domain, channel.value, new_address), CUSTOMER_ID_MAX
+        )
+        checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
+        checked_identifier("provider status", provider_status, CODE_MAX)
+    except UnusableValue as exc:
+        raise Unusable(str(exc), domain=domain) from None
+    if identity == customer_id:
+        return None
+    return IdentityChanged(
+        id=inbound_event_id(domain, channel.value, f"{provider_message_id}/identity/{identity}"),
+        domain=domain,
+        occurred_at=plausible_time(sent_at, received_at),
+        channel=channel,
+        endpoint=endpoint_key,
+        customer_address=customer_address,
+        customer_id=customer_id,
+        identity=identity,
+        provider_message_id=provider_message_id,
         provider_status=provider_status,
     )
 

@@ -140,6 +140,27 @@ class ConsentReported(Event, frozen=True, kw_only=True, tag="consent.reported"):
     ``spamreport``, ``UNSUBSCRIBE`` …)."""
 
 
+class IdentityChanged(Event, frozen=True, kw_only=True, tag="identity.changed"):
+    """A provider reported that the customer of ``customer_id`` now has another address on
+    the channel: WhatsApp's ``system`` messages ``user_changed_number`` (a new number, and
+    with it a new business-scoped user id) and ``user_changed_user_id`` (a new
+    business-scoped user id). ``identity`` is the new address's identity (one event per
+    new address): the router links it to the customer, unless it is linked already or has
+    a history of its own (a number someone else used before is not merged silently)."""
+
+    channel: Channel
+    endpoint: Endpoint
+    customer_address: Address
+    """The address the customer had: the one the provider names as the sender."""
+    customer_id: CustomerId
+    identity: CustomerId
+    """The identity of the new address (``whatsapp:+…``, ``phone:+…``, ``whatsapp:<BSUID>``)."""
+    provider_message_id: ProviderMessageId
+    """The provider's id of the notice (WhatsApp's ``system`` message id)."""
+    provider_status: Code
+    """The provider's own name of the change (``user_changed_number``, …)."""
+
+
 class MessageChange(enum.StrEnum):
     """What a customer did to a message already sent."""
 
@@ -184,7 +205,12 @@ class HumanReplied(Event, frozen=True, kw_only=True, tag="message.human_replied"
 
 
 InboundEvent = (
-    MessageReceived | DeliveryStatusChanged | HumanReplied | MessageChanged | ConsentReported
+    MessageReceived
+    | DeliveryStatusChanged
+    | HumanReplied
+    | MessageChanged
+    | ConsentReported
+    | IdentityChanged
 )
 
 INBOUND_DECODER: msgspec.json.Decoder[InboundEvent] = msgspec.json.Decoder(InboundEvent)

@@ -86,7 +86,7 @@ from router.engine.deadlines import FIRE
 from router.engine.effects import Effect
 from router.engine.erasure import CustomerErasure, on_erase
 from router.engine.errors import EngineError
-from router.engine.identity import on_link, on_merge, on_unlink
+from router.engine.identity import on_identity_changed, on_link, on_merge, on_unlink
 from router.engine.messages import fast_path, on_message, on_message_changed
 from router.engine.outbound import on_consent_reported, on_notified
 from router.engine.policy import DomainPolicy
@@ -132,6 +132,7 @@ from schemas import (
     CustomerOwnerSet,
     CustomerUnlinkRequested,
     HumanReplied,
+    IdentityChanged,
     MessageChanged,
     MessageReceived,
     PresenceChanged,
@@ -160,6 +161,7 @@ EngineInput = (
     | HumanReplied
     | MessageChanged
     | ConsentReported
+    | IdentityChanged
     | BotReplied
     | BotHandoffRequested
     | BotResolved
@@ -243,6 +245,8 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
             on_message_changed(call, event)
         case ConsentReported():
             on_consent_reported(call, event)
+        case IdentityChanged():
+            on_identity_changed(call, event)
         case BotReplied() | BotHandoffRequested() | BotResolved() | BotFailed():
             on_bot_answer(call, event)
         case CustomerErasure():

@@ -16,6 +16,12 @@ affinity follow the person, whichever address they write from.
   explicit owner (the surviving one's first), last agent (the more recent), affinity
   (scores added) and open conversations, which now name the surviving customer. The
   merged id becomes one of its identities. ``customer.merged`` tells other systems.
+- **A provider's report** that the customer has a new address (``identity.changed``:
+  WhatsApp's notice of a changed number or business-scoped user id) links the new
+  identity to them, so that their messages from it reach the agent who served them. It
+  is not a command: an identity linked already, or with a history of its own (a number
+  that served someone else before), is left as it is; linking that is a person's
+  decision (a link through the API merges it).
 - **Unlink** (``customer.unlink_requested``) detaches a linked identity: its next
   conversation starts a profile of its own; open conversations finish as they are, and
   what the profile learned (last agent, affinity) stays with the profile. A profile's own
@@ -39,6 +45,7 @@ from schemas import (
     CustomerMerged,
     CustomerMergeRequested,
     CustomerUnlinkRequested,
+    IdentityChanged,
 )
 
 
@@ -68,6 +75,16 @@ def link_unless_linked(
     target = state.customer_of(known_customer_id)
     if target != identity:
         _link_or_merge(call, identity, target, source)
+
+
+def on_identity_changed(call: Call, event: IdentityChanged) -> None:
+    state = call.state
+    identity = event.identity
+    target = state.customer_of(event.customer_id)
+    if identity == target or identity in state.identities or _has_history(call, identity):
+        return
+    _link(call, identity, target, "provider")
+    _emit_linked(call, target, identity, "provider", linked=True)
 
 
 def _link_or_merge(call: Call, identity: str, target: str, source: str) -> None:

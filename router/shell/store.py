@@ -53,6 +53,7 @@ from schemas import (
     AgentEvent,
     ConsentReported,
     HumanReplied,
+    IdentityChanged,
     MessageChanged,
     MessageReceived,
     ReplyRequested,
@@ -129,7 +130,7 @@ _encode_events = msgspec.msgpack.Encoder().encode
 _decode_events = msgspec.msgpack.Decoder(list[OutboxEvent]).decode
 
 
-RecordedEvent = AgentEvent | HumanReplied | MessageChanged | ConsentReported
+RecordedEvent = AgentEvent | HumanReplied | MessageChanged | ConsentReported | IdentityChanged
 """The inputs besides customer messages, in the ``agent_events`` log (``switchboard replay``)."""
 RECORDED_DECODER: msgspec.json.Decoder[RecordedEvent] = msgspec.json.Decoder(RecordedEvent)
 

@@ -42,6 +42,7 @@ from schemas import (
     CustomerNotified,
     CustomerOwnerSet,
     CustomerUnlinkRequested,
+    IdentityChanged,
     MessageReceived,
     Presence,
     PresenceChanged,
@@ -350,6 +351,22 @@ def erased(*identities: str, conversation_ids: tuple[str, ...] = ()) -> Customer
 def linked(customer: str, identity: str) -> CustomerLinkRequested:
     return CustomerLinkRequested(
         id=next_id("link"), domain=DOMAIN, occurred_at=T0, customer_id=customer, identity=identity
+    )
+
+
+def identity_changed(customer: str, identity: str) -> IdentityChanged:
+    """A provider's notice that ``customer`` now also has ``identity`` (WhatsApp's)."""
+    return IdentityChanged(
+        id=next_id("changed"),
+        domain=DOMAIN,
+        occurred_at=T0,
+        channel=Channel.WHATSAPP,
+        endpoint="+15550000000",
+        customer_address=f"addr:{customer}",
+        customer_id=customer,
+        identity=identity,
+        provider_message_id=next_id("pm"),
+        provider_status="user_changed_number",
     )
 
 

@@ -34,6 +34,7 @@ from tests.engine.builders import (
     declined,
     domain,
     emitted,
+    identity_changed,
     ladder_policy,
     linked,
     merged,
@@ -47,7 +48,7 @@ from tests.engine.builders import (
 SMS = "sms:+14155550100"
 EMAIL = "email:ann@example.com"
 CHAT = "user:42"
-CHANNELS = {Channel.SMS: 2, Channel.EMAIL: 5, Channel.WEBCHAT: 2}
+CHANNELS = {Channel.SMS: 2, Channel.EMAIL: 5, Channel.WEBCHAT: 2, Channel.WHATSAPP: 2}
 
 
 def rejected(effects: object) -> list[str]:
@@ -149,6 +150,75 @@ def test_identity_links_survive_a_restore() -> None:
     assert identity_links(revived) == identity_links(state)
     assert revived.customers[SMS].identities == [EMAIL, CHAT]
     assert revived.customer_of(CHAT) == SMS
+
+
+# -- a provider's notice of a new address -------------------------------------------------
+
+OLD_NUMBER = "whatsapp:+16505551234"
+NEW_NUMBER = "whatsapp:+12195555358"
+
+
+def test_a_customers_new_number_reaches_the_agent_who_served_them() -> None:
+    state = domain([agent("ann", capacity=CHANNELS), agent("bob", capacity=CHANNELS)])
+    first = message("old-thread", customer=OLD_NUMBER, channel=Channel.WHATSAPP)
+    assert assigned_to(apply(state, first, T0)) == "ann"
+    apply(state, close(first.id, "ann"), T0 + 60)
+    effects = apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 61)
+    [link] = emitted(effects, CustomerLinked)
+    assert (link.customer_id, link.identity, link.linked, link.source) == (
+        OLD_NUMBER,
+        NEW_NUMBER,
+        True,
+        "provider",
+    )
+    assert [e.record.customer_id for e in effects if isinstance(e, SaveIdentity)] == [OLD_NUMBER]
+    assert not emitted(effects, CommandCompleted)  # a report, not a command
+    later = message("new-thread", customer=NEW_NUMBER, channel=Channel.WHATSAPP)
+    effects = apply(state, later, T0 + 120)
+    # bob is the less busy one, but the person is ann's customer
+    assert assignment(effects) == (later.id, "ann", "preferred")
+    assert state.conversations[later.id].customer_id == OLD_NUMBER
+
+
+def test_a_notice_of_a_linked_customers_address_links_to_their_profile() -> None:
+    state = domain([agent("ann", capacity=CHANNELS)])
+    apply(state, linked(SMS, OLD_NUMBER), T0)
+    effects = apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 1)
+    assert [(e.customer_id, e.identity) for e in emitted(effects, CustomerLinked)] == [
+        (SMS, NEW_NUMBER)
+    ]
+    assert state.customer_of(NEW_NUMBER) == SMS
+    # Meta's retry of the notice changes nothing more.
+    assert apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 2) == []
+
+
+def test_a_notice_naming_the_customers_own_profile_changes_nothing() -> None:
+    state = domain([agent("ann", capacity=CHANNELS)])
+    apply(state, linked(NEW_NUMBER, OLD_NUMBER), T0)
+    assert apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 1) == []
+    assert apply(state, identity_changed(NEW_NUMBER, NEW_NUMBER), T0 + 2) == []
+    assert NEW_NUMBER not in state.identities
+
+
+def test_a_new_address_linked_to_someone_else_stays_theirs() -> None:
+    state = domain([agent("ann", capacity=CHANNELS)])
+    apply(state, linked(SMS, NEW_NUMBER), T0)
+    assert apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 1) == []
+    assert state.customer_of(NEW_NUMBER) == SMS
+
+
+def test_a_new_address_with_a_history_of_its_own_is_not_merged() -> None:
+    state = domain([agent("ann", capacity=CHANNELS), agent("bob", capacity=CHANNELS)])
+    old = message("old-thread", customer=OLD_NUMBER, channel=Channel.WHATSAPP)
+    assert assigned_to(apply(state, old, T0)) == "ann"
+    # The number served someone else before it was this customer's.
+    earlier = message("earlier-thread", customer=NEW_NUMBER, channel=Channel.WHATSAPP)
+    assert assigned_to(apply(state, earlier, T0 + 1)) == "bob"
+    apply(state, close(earlier.id, "bob"), T0 + 2)
+    assert apply(state, identity_changed(OLD_NUMBER, NEW_NUMBER), T0 + 3) == []
+    assert state.customer_of(NEW_NUMBER) == NEW_NUMBER
+    assert state.customers[NEW_NUMBER].last_agent_id == "bob"
+    assert NEW_NUMBER not in state.identities
 
 
 # -- declined offers ---------------------------------------------------------------------

@@ -91,6 +91,7 @@ from tests.engine.builders import (
     emitted,
     erased,
     examples,
+    identity_changed,
     linked,
     merged,
     message,
@@ -222,7 +223,7 @@ op = st.one_of(
     ),
     st.tuples(st.just("erase"), st.integers(0, len(IDENTITIES) - 1)),
     st.tuples(
-        st.sampled_from(("link", "unlink", "merge")),
+        st.sampled_from(("link", "unlink", "merge", "changed")),
         st.integers(0, len(IDENTITIES) - 1),
         st.integers(0, len(IDENTITIES) - 1),
     ),
@@ -358,11 +359,16 @@ def resolve(state: DomainState, operation: tuple[object, ...], now: float) -> St
         named = operation[1]
         assert isinstance(named, int)
         return erased(IDENTITIES[named]), now
-    if kind in ("link", "unlink", "merge"):
+    if kind in ("link", "unlink", "merge", "changed"):
         first, second = operation[1], operation[2]
         assert isinstance(first, int)
         assert isinstance(second, int)
-        build = {"link": linked, "unlink": unlinked, "merge": merged}[str(kind)]
+        build = {
+            "link": linked,
+            "unlink": unlinked,
+            "merge": merged,
+            "changed": identity_changed,
+        }[str(kind)]
         return build(IDENTITIES[first], IDENTITIES[second]), now
     if kind == "notify":
         _, customer, mode, agent, queue, window = operation

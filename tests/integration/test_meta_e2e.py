@@ -488,3 +488,136 @@ async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_an
             )
     finally:
         await pool.close()
+
+
+NEW_BSUID = "US.10000384916574829356"
+
+
+async def test_a_whatsapp_user_who_changes_their_number_stays_the_same_customer(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    """A user writes from their number, then changes it: WhatsApp's ``system`` notice
+    (``user_changed_number``) names the new number and the new business-scoped user id.
+    Both are linked to the customer, so the first message from the new number is the same
+    customer's, for the agent who served them, and the reply goes to the new number."""
+    fake, base = provider
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "phone_identity_domains": ["acme"],
+                "meta": {
+                    "graph_api_base_url": base,
+                    "whatsapp": [
+                        {
+                            "phone_number_id": WA_NUMBER_ID,
+                            "domain": "acme",
+                            "access_token_env": "WA_TOKEN",
+                        }
+                    ],
+                },
+            }
+        },
+    )
+    metadata = {"display_phone_number": "15550783881", "phone_number_id": WA_NUMBER_ID}
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with (
+            running_service(config, {**ENVIRON, "WA_TOKEN": WA_TOKEN}) as service,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
+            await service.online_agent("bob", {"whatsapp": 2}, ADMIN)
+
+            async def assignments(count: int) -> list[ConversationAssigned]:
+                def found(records: list[Any]) -> list[ConversationAssigned]:
+                    events = _decoded(records, ROUTING_DECODER)
+                    return [e for e in events if isinstance(e, ConversationAssigned)]
+
+                return found(await routing.wait_for(lambda rs: len(found(rs)) >= count))
+
+            def message(message_id: str, body: str, number: str, user_id: str) -> dict[str, Any]:
+                return {
+                    "messaging_product": "whatsapp",
+                    "metadata": metadata,
+                    "contacts": [
+                        {"profile": {"name": "Sheena"}, "wa_id": number, "user_id": user_id}
+                    ],
+                    "messages": [
+                        {
+                            "from": number,
+                            "from_user_id": user_id,
+                            "id": message_id,
+                            "timestamp": str(int(time.time())),
+                            "type": "text",
+                            "text": {"body": body},
+                        }
+                    ],
+                }
+
+            await _whatsapp(service, message("wamid.old-1", "Hello", "16505551234", BSUID))
+            [first] = await assignments(1)
+            assert first.customer_id == "phone:+16505551234"
+
+            await _whatsapp(
+                service,
+                {
+                    "messaging_product": "whatsapp",
+                    "metadata": metadata,
+                    "messages": [
+                        {
+                            "from": "16505551234",
+                            "id": "wamid.system-1",
+                            "timestamp": str(int(time.time())),
+                            "type": "system",
+                            "system": {
+                                "body": "User Sheena changed from 16505551234 to 12195555358",
+                                "wa_id": "12195555358",
+                                "user_id": NEW_BSUID,
+                                "previous_user_id": BSUID,
+                                "type": "user_changed_number",
+                            },
+                        }
+                    ],
+                },
+            )
+
+            new_identities = ["phone:+12195555358", f"whatsapp:{NEW_BSUID}"]
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 2 FROM customer_identities"
+                    " WHERE domain = 'acme' AND identity = ANY($1::text[])",
+                    new_identities,
+                ),
+                what="the new number and id linked",
+            )
+            rows = await pool.fetch(
+                "SELECT identity, customer_id, source FROM customer_identities"
+                " WHERE domain = 'acme' AND identity = ANY($1::text[]) ORDER BY identity",
+                new_identities,
+            )
+            assert [tuple(r) for r in rows] == [
+                ("phone:+12195555358", "phone:+16505551234", "provider"),
+                (f"whatsapp:{NEW_BSUID}", "phone:+16505551234", "provider"),
+            ]
+            # The notice is in the log `switchboard replay` reads.
+            assert (
+                await pool.fetchval(
+                    "SELECT count(*) FROM agent_events WHERE domain = 'acme' AND type = $1",
+                    "identity.changed",
+                )
+                == 2
+            )
+
+            await _whatsapp(
+                service, message("wamid.new-1", "It's me again", "12195555358", NEW_BSUID)
+            )
+            assigned = (await assignments(2))[1]
+            assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
+
+            await _reply(service, pool, assigned.conversation_id, {"text": "Welcome back."})
+            [request] = fake.requests
+            assert request.json["to"] == "12195555358"
+    finally:
+        await pool.close()

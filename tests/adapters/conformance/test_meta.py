@@ -14,6 +14,10 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
   on every webhook since April 2026; ``from`` and ``wa_id`` withheld for a user with a
   username whose number WhatsApp does not share; ``recipient`` instead of ``to`` to send
   to a business-scoped user id);
+  https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/system
+  and the platform's changelog of Aug 11, 2026 (``system`` messages ``user_changed_number``
+  and ``user_changed_user_id``: the new ``wa_id`` and ``user_id``, the ``previous_user_id``;
+  no ``contacts`` array);
 - Messenger: https://developers.facebook.com/docs/messenger-platform/reference/webhook-events
   (messages, message_reactions, message_reads, message_deliveries, messaging_postbacks,
   message_echoes, message_edits);
@@ -48,6 +52,7 @@ from schemas import (
     DeliveryStatus,
     DeliveryStatusChanged,
     HumanReplied,
+    IdentityChanged,
     InboundEvent,
     Location,
     MessageChange,
@@ -217,6 +222,8 @@ def kind(event: InboundEvent) -> str:
             return f"{status.value}:{word}"
         case HumanReplied():
             return "human_replied"
+        case IdentityChanged(provider_status=word):
+            return f"identity:{word}"
     raise AssertionError(event)
 
 
@@ -239,6 +246,8 @@ EXPECTED: dict[str, list[str]] = {
     "wa_reaction_removed": ["unreacted"],
     "wa_edit": ["edited"],
     "wa_revoke": ["deleted"],
+    "wa_system_user_changed_number": ["identity:user_changed_number"] * 2,  # number and id
+    "wa_system_user_changed_user_id": ["identity:user_changed_user_id"],
     "wa_unsupported": [],  # nothing an agent can read: Meta could not deliver it either
     "wa_errors": [],  # an account-level error, about no message
     "wa_status_sent": ["sent:sent"],
@@ -362,6 +371,121 @@ def test_a_whatsapp_message_naming_no_usable_sender_is_set_aside_alone(
     [kept] = out.events
     assert isinstance(kept, MessageReceived)
     assert kept.customer_address == BSUID
+
+
+# -- WhatsApp: a user's new number or id is theirs ------------------------------------------
+
+NEW_BSUID = "US.10000384916574829356"
+
+
+def _system(name: str, **changes: Any) -> bytes:
+    payload = json.loads(fixture(name))
+    [message] = payload["entry"][0]["changes"][0]["value"]["messages"]
+    for key, value in changes.items():
+        if value is None:
+            message["system"].pop(key, None)
+            message.pop(key, None)
+        elif key in ("from", "from_user_id", "id"):
+            message[key] = value
+        else:
+            message["system"][key] = value
+    return json.dumps(payload).encode()
+
+
+def test_a_changed_number_names_the_new_number_and_the_new_id_for_the_customer() -> None:
+    number, user_id = parsed("wa_system_user_changed_number")
+    assert isinstance(number, IdentityChanged)
+    assert isinstance(user_id, IdentityChanged)
+    for change in (number, user_id):
+        assert (change.customer_address, change.customer_id) == (
+            "+16505551234",
+            "phone:+16505551234",
+        )
+        assert change.channel is Channel.WHATSAPP
+        assert change.endpoint == "106540352242922"
+        assert change.provider_status == "user_changed_number"
+        assert change.occurred_at == NOW  # the documented time is not believable at NOW
+    # This domain links phone channels: the new number is the customer's on SMS too.
+    assert number.identity == "phone:+12195555358"
+    assert user_id.identity == f"whatsapp:{NEW_BSUID}"
+    assert number.id != user_id.id
+    # Meta's retry of the notice yields the same events.
+    assert [e.id for e in parsed("wa_system_user_changed_number")] == [number.id, user_id.id]
+
+
+def test_the_notice_carries_neither_the_profile_name_nor_its_prose() -> None:
+    for name in ("wa_system_user_changed_number", "wa_system_user_changed_user_id"):
+        for event in parsed(name):
+            encoded = msgspec.json.encode(event)
+            assert b"Sheena" not in encoded
+            assert b"changed from" not in encoded
+
+
+def test_a_changed_id_without_a_number_is_known_by_the_former_id() -> None:
+    change: IdentityChanged = one("wa_system_user_changed_user_id")
+    assert (change.customer_address, change.customer_id) == (BSUID, f"whatsapp:{BSUID}")
+    assert change.identity == f"whatsapp:{NEW_BSUID}"
+    assert change.provider_status == "user_changed_user_id"
+
+
+def test_a_changed_id_with_the_number_is_the_numbers_customer() -> None:
+    body = _system("wa_system_user_changed_user_id", **{"from": "16505551234"})
+    [change] = meta.parse_webhook(body, CHANNELS, NOW).events
+    assert isinstance(change, IdentityChanged)
+    assert (change.customer_id, change.identity) == ("phone:+16505551234", f"whatsapp:{NEW_BSUID}")
+
+
+def test_without_the_previous_id_the_senders_id_names_the_customer() -> None:
+    body = _system("wa_system_user_changed_user_id", previous_user_id=None, from_user_id=BSUID)
+    [change] = meta.parse_webhook(body, CHANNELS, NOW).events
+    assert isinstance(change, IdentityChanged)
+    assert change.customer_id == f"whatsapp:{BSUID}"
+
+
+def test_a_changed_number_without_a_usable_id_still_names_the_new_number() -> None:
+    body = _system("wa_system_user_changed_number", user_id="not an id")
+    [change] = meta.parse_webhook(body, CHANNELS, NOW).events
+    assert isinstance(change, IdentityChanged)
+    assert change.identity == "phone:+12195555358"
+
+
+def test_a_notice_naming_the_address_the_user_has_changes_nothing() -> None:
+    body = _system("wa_system_user_changed_number", wa_id="16505551234", user_id=None)
+    out = meta.parse_webhook(body, CHANNELS, NOW)
+    assert (out.events, out.set_aside) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"wa_id": None, "user_id": None}, "without a usable new address"),
+        ({"wa_id": "", "user_id": "US.1349\u00001"}, "without a usable new address"),
+        ({"from": None, "previous_user_id": None}, "neither the user's number nor"),
+        ({"from": "", "previous_user_id": "nope"}, "neither the user's number nor"),
+        ({"wa_id": "1" * 1000}, "customer address"),
+    ],
+    ids=["no-new-address", "unusable-new-address", "no-old-address", "unusable-old", "long"],
+)
+def test_a_notice_that_cannot_be_carried_is_set_aside_alone(
+    changes: dict[str, Any], reason: str
+) -> None:
+    body = _system("wa_system_user_changed_number", **changes)
+    payload = json.loads(body)
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["messages"].append(
+        json.loads(fixture("wa_text"))["entry"][0]["changes"][0]["value"]["messages"][0]
+    )
+    out = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW)
+    [aside] = out.set_aside
+    assert aside.reason.startswith("entry[0].changes[0].messages[0]: ")
+    assert reason in aside.reason
+    assert [type(e) for e in out.events] == [MessageReceived]
+
+
+def test_other_system_notices_are_not_routed() -> None:
+    body = _system("wa_system_user_changed_number", type="customer_identity_changed")
+    out = meta.parse_webhook(body, CHANNELS, NOW)
+    assert (out.events, out.set_aside) == ([], [])
 
 
 # -- WhatsApp: every provider reference kept ----------------------------------------------
