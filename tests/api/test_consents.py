@@ -203,3 +203,30 @@ async def test_the_consent_query_takes_the_latest_change_of_the_whatsapp_account
         assert await opted_out("whatsapp", (CUSTOMER, phone), (bsuid, f"whatsapp:{bsuid}")) == set()
     finally:
         await conn.close()
+
+
+async def test_an_opt_out_under_a_former_number_holds_for_the_new_one(database_url: str) -> None:
+    """A user who changed their number (WhatsApp's ``user_changed_number``): the router
+    links the new number to the customer (``identity.changed``), so the opt-out given
+    under the former number still stops business-started WhatsApp messages to the new
+    one, on the rows as the router writes them."""
+    former, new = CUSTOMER, "+12195555358"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
+            f"phone:{new}",
+            f"phone:{former}",
+        )
+        await conn.execute(
+            "INSERT INTO consents VALUES ('acme', 'whatsapp', $1, $2, 'opt_out', 'keyword', now())",
+            former,
+            f"phone:{former}",
+        )
+        rows = await conn.fetch(
+            OPTED_OUT, "acme", [0, 1], ["whatsapp", "sms"], [new, new], [f"phone:{new}"] * 2
+        )
+        # WhatsApp's account decides on WhatsApp; SMS consent stays per address.
+        assert [row["i"] for row in rows] == [0]
+    finally:
+        await conn.close()
