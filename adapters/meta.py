@@ -60,7 +60,11 @@ customer who is the echo's ``recipient``) tell who sent it by ``message.app_id``
 Business Suite, the Instagram app), is a person answering outside Switchboard: it becomes
 ``HumanReplied`` with the customer identity and conversation key the customer's own
 messages get (a bot that owns the conversation hands it to people). Echoes of our app's
-own sends, and every echo while ``meta.app_id`` is unset, are dropped.
+own sends, and every echo while ``meta.app_id`` is unset, are dropped. WhatsApp's
+``smb_message_echoes`` (a number also used in the WhatsApp Business app) are the
+business's messages from the app or a linked device, never from the Cloud API: each one
+to a user becomes ``HumanReplied`` likewise, without ``meta.app_id``; echoes of an edit,
+a deletion or a reaction answer nothing and are dropped.
 
 WhatsApp's ``user_preferences`` change (a user stopped or resumed marketing messages in
 the app's "Offers and announcements" setting) is not normalized yet: it carries no
@@ -97,6 +101,7 @@ from adapters.meta_payloads import (
     Notification,
     NotifiedObject,
     WaContactCard,
+    WaEcho,
     WaEdited,
     WaMedia,
     WaMessage,
@@ -382,6 +387,19 @@ def _wa_user_id_beside_number(msg: WaMessage) -> str | None:
 
 
 _IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
+_WA_FIELDS = frozenset({"messages", "smb_message_echoes"})
+"""The WhatsApp webhook fields that carry customers' conversations."""
+_NOT_ANSWERS = frozenset({"edit", "revoke", "reaction"})
+"""Echoes of a business's change to a message it sent, not an answer."""
+
+
+def _wa_echo_recipient(echo: WaEcho, domain: str) -> str:
+    """The customer an echo went to, as their own messages name them."""
+    if echo.to:
+        return e164(echo.to)
+    if echo.to_user_id is not None and is_whatsapp_user_id(echo.to_user_id):
+        return echo.to_user_id
+    raise Unusable("the echo names neither the user's number nor their id", domain=domain)
 
 
 def _wa_new_addresses(system: WaSystem) -> list[str]:
@@ -442,7 +460,8 @@ def _wa_identity_changes(
 def _whatsapp(
     config: ChannelsConfig, change: Change, now: float, out: Normalized, where: str
 ) -> bool:
-    """Collect the events of one WhatsApp ``messages`` change; False if its number is unknown."""
+    """Collect the events of one WhatsApp ``messages`` or ``smb_message_echoes`` change;
+    False if its number is unknown."""
     value = decode_json(change.value, WaValue, "WhatsApp change")
     number_id = value.metadata.phone_number_id
     endpoint = find_endpoint(config.meta.whatsapp, number_id, "phone_number_id")
@@ -500,6 +519,21 @@ def _whatsapp(
                     other_address=_wa_user_id_beside_number(msg),
                 )
             )
+    for index, echo in enumerate(value.message_echoes):
+        if echo.type in _NOT_ANSWERS:
+            continue
+        with out.setting_aside(f"{where}.message_echoes[{index}]"):
+            as_customers = message_received(
+                config,
+                endpoint,
+                channel=Channel.WHATSAPP,
+                endpoint_key=number_id,
+                customer_address=_wa_echo_recipient(echo, endpoint.domain),
+                provider_message_id=echo.id,
+                received_at=now,
+                sent_at=_seconds(echo.timestamp),
+            )
+            out.events.append(human_replied(as_customers))
     for index, st in enumerate(value.statuses):
         mapped = WHATSAPP_STATUS_MAP.get(st.status)
         if mapped is None:
@@ -729,7 +763,7 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized
     for e, entry in enumerate(note.entry):
         if note.object == "whatsapp_business_account":
             for c, change in enumerate(entry.changes):
-                if change.field == "messages":
+                if change.field in _WA_FIELDS:
                     known |= _whatsapp(config, change, now, out, f"entry[{e}].changes[{c}]")
             continue
         endpoint: Endpoint | None
@@ -750,7 +784,7 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized
             )
     if note.entry and not known and not out.events:
         if note.object == "whatsapp_business_account" and not any(
-            c.field == "messages" for e in note.entry for c in e.changes
+            c.field in _WA_FIELDS for e in note.entry for c in e.changes
         ):
             return out  # account-level changes (templates, quality): nothing to route
         raise BadRequest("no entry of this notification is configured in [channels]", status=404)

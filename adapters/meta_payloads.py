@@ -143,6 +143,21 @@ class WaMessage(_S, frozen=True, kw_only=True):
     system: WaSystem | None = None
 
 
+class WaEcho(_S, frozen=True, kw_only=True):
+    """A message the business sent from the WhatsApp Business app or a linked device
+    (``smb_message_echoes``: a number also on the app, Meta's "coexistence"); never one
+    sent through the Cloud API. Its content is not read."""
+
+    to: str | None = None
+    """The user's number."""
+    to_user_id: str | None = None
+    """The user's business-scoped user id, when the echo names one."""
+    id: str
+    timestamp: str | int
+    """Unix seconds: a number in Meta's reference of this webhook, a string in the others'."""
+    type: str = "text"
+
+
 class WaError(_S, frozen=True, kw_only=True):
     code: int | str | None = None
 
@@ -167,6 +182,7 @@ class WaValue(_S, frozen=True, kw_only=True):
     metadata: WaMetadata
     messages: list[WaMessage] = []
     statuses: list[WaStatus] = []
+    message_echoes: list[WaEcho] = []
 
 
 class Change(_S, frozen=True, kw_only=True):

@@ -18,6 +18,9 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
   and the platform's changelog of Aug 11, 2026 (``system`` messages ``user_changed_number``
   and ``user_changed_user_id``: the new ``wa_id`` and ``user_id``, the ``previous_user_id``;
   no ``contacts`` array);
+  https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/smb_message_echoes
+  (``message_echoes``: what a business sends from the WhatsApp Business app or a linked
+  device, for a number also on the Cloud API);
 - Messenger: https://developers.facebook.com/docs/messenger-platform/reference/webhook-events
   (messages, message_reactions, message_reads, message_deliveries, messaging_postbacks,
   message_echoes, message_edits);
@@ -44,6 +47,7 @@ import msgspec
 import pytest
 
 from adapters import meta, meta_catalog
+from adapters.base import BadRequest
 from adapters.media import MediaRefused, check_attachments
 from schemas import (
     Attachment,
@@ -246,6 +250,7 @@ EXPECTED: dict[str, list[str]] = {
     "wa_reaction_removed": ["unreacted"],
     "wa_edit": ["edited"],
     "wa_revoke": ["deleted"],
+    "wa_smb_message_echo": ["human_replied"],  # the business answered from the app
     "wa_system_user_changed_number": ["identity:user_changed_number"] * 2,  # number and id
     "wa_system_user_changed_user_id": ["identity:user_changed_user_id"],
     "wa_unsupported": [],  # nothing an agent can read: Meta could not deliver it either
@@ -486,6 +491,70 @@ def test_other_system_notices_are_not_routed() -> None:
     body = _system("wa_system_user_changed_number", type="customer_identity_changed")
     out = meta.parse_webhook(body, CHANNELS, NOW)
     assert (out.events, out.set_aside) == ([], [])
+
+
+# -- WhatsApp: a person answering from the WhatsApp Business app ---------------------------
+
+
+def test_an_answer_from_the_whatsapp_business_app_is_a_person_replying() -> None:
+    """The echo names the user as their own messages do, so it reaches their conversation
+    (a bot that owns it hands it to people), without ``meta.app_id``: no echo of this
+    webhook is a Cloud API send."""
+    echo: HumanReplied = one("wa_smb_message_echo")
+    own: MessageReceived = one("wa_text")
+    assert (echo.customer_address, echo.customer_id, echo.conversation_key) == (
+        own.customer_address,
+        own.customer_id,
+        own.conversation_key,
+    )
+    assert (echo.channel, echo.endpoint) == (Channel.WHATSAPP, "106540352242922")
+    assert echo.provider_message_id == WAMID
+    assert echo.id != own.id  # the echo's own id, not the customer message's
+    assert b"quest" not in msgspec.json.encode(echo)  # the business's text is not carried
+
+
+def _echo(**changes: Any) -> bytes:
+    payload = json.loads(fixture("wa_smb_message_echo"))
+    [echo] = payload["entry"][0]["changes"][0]["value"]["message_echoes"]
+    for key, value in changes.items():
+        if value is None:
+            echo.pop(key, None)
+        else:
+            echo[key] = value
+    return json.dumps(payload).encode()
+
+
+def test_an_echo_naming_the_user_by_their_id_reaches_their_conversation() -> None:
+    [echo] = meta.parse_webhook(_echo(to=None, to_user_id=BSUID), CHANNELS, NOW).events
+    assert isinstance(echo, HumanReplied)
+    assert (echo.customer_id, echo.conversation_key) == (
+        f"whatsapp:{BSUID}",
+        f"whatsapp:106540352242922:{BSUID}",
+    )
+
+
+@pytest.mark.parametrize("kind", ["edit", "revoke", "reaction"])
+def test_an_echo_of_a_change_to_a_sent_message_answers_nothing(kind: str) -> None:
+    out = meta.parse_webhook(_echo(type=kind), CHANNELS, NOW)
+    assert (out.events, out.set_aside) == ([], [])
+
+
+def test_an_echo_naming_no_user_is_set_aside_alone() -> None:
+    payload = json.loads(_echo(to=None))
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["message_echoes"].append({**value["message_echoes"][0], "to": "+16505551234"})
+    out = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW)
+    [aside] = out.set_aside
+    assert aside.reason.startswith("entry[0].changes[0].message_echoes[0]: ")
+    assert [type(e) for e in out.events] == [HumanReplied]
+
+
+def test_echoes_of_a_number_not_configured_are_skipped() -> None:
+    payload = json.loads(fixture("wa_smb_message_echo"))
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    with pytest.raises(BadRequest) as refused:
+        meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW)
+    assert refused.value.status == 404
 
 
 # -- WhatsApp: every provider reference kept ----------------------------------------------
