@@ -262,16 +262,22 @@ def _identities(
     carried): the one derivation every customer event shares, so a message, a change to
     it and a consent report of the same person find the same customer and conversation."""
     checked_identifier("endpoint", endpoint_key, ENDPOINT_MAX)
-    checked_identifier("customer address", customer_address, ADDRESS_MAX)
-    customer_id = checked_identifier(
-        "customer id", config.customer_id(domain, channel.value, customer_address), CUSTOMER_ID_MAX
-    )
+    customer_id = _identity_of(config, domain, channel, customer_address)
     key = checked_identifier(
         "conversation key",
         conversation_key or f"{channel.value}:{endpoint_key}:{customer_address}",
         CONVERSATION_KEY_MAX,
     )
     return customer_id, key
+
+
+def _identity_of(config: ChannelsConfig, domain: str, channel: Channel, address: str) -> str:
+    """The customer identity of an address on the channel (raises ``UnusableValue`` when
+    the address or the identity cannot be carried)."""
+    checked_identifier("customer address", address, ADDRESS_MAX)
+    return checked_identifier(
+        "customer id", config.customer_id(domain, channel.value, address), CUSTOMER_ID_MAX
+    )
 
 
 def message_received(
@@ -314,14 +320,9 @@ def message_received(
         )
         checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
         usable = tuple(usable_attachment(a) for a in attachments[:ATTACHMENTS_MAX])
-        other_identity = None
-        if other_address is not None:
-            checked_identifier("customer address", other_address, ADDRESS_MAX)
-            other_identity = checked_identifier(
-                "customer id",
-                config.customer_id(domain, channel.value, other_address),
-                CUSTOMER_ID_MAX,
-            )
+        other_identity = (
+            None if other_address is None else _identity_of(config, domain, channel, other_address)
+        )
     except UnusableValue as exc:
         raise Unusable(str(exc), domain=domain) from None
     occurred_at = plausible_time(sent_at, received_at)
@@ -409,10 +410,7 @@ def identity_changed(
     domain = endpoint.domain
     try:
         customer_id, _ = _identities(config, domain, channel, endpoint_key, customer_address, None)
-        checked_identifier("customer address", new_address, ADDRESS_MAX)
-        identity = checked_identifier(
-            "customer id", config.customer_id(domain, channel.value, new_address), CUSTOMER_ID_MAX
-        )
+        identity = _identity_of(config, domain, channel, new_address)
         checked_identifier("provider message id", provider_message_id, PROVIDER_MESSAGE_ID_MAX)
         checked_identifier("provider status", provider_status, CODE_MAX)
     except UnusableValue as exc:

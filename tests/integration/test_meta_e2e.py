@@ -13,9 +13,11 @@ https://developers.facebook.com/docs/instagram-platform/instagram-api-with-insta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -31,6 +33,7 @@ from schemas import (
     MessageRouted,
     OutboundStatusChanged,
 )
+from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.support import (
     Service,
@@ -338,6 +341,53 @@ async def test_a_messenger_read_watermark_marks_the_replies_sent_before_it_read(
 WA_NUMBER_ID = "106540352242922"
 WA_TOKEN = "e2e-whatsapp-access-token"
 BSUID = "US.13491208655302741918"
+METADATA = {"display_phone_number": "15550783881", "phone_number_id": WA_NUMBER_ID}
+
+
+def _whatsapp_config(infrastructure: Infrastructure, database_url: str, graph: str) -> Config:
+    """A WhatsApp number of ``acme``, whose phone channels share an identity, sending to
+    the Graph stand-in at ``graph``."""
+    whatsapp = {"phone_number_id": WA_NUMBER_ID, "domain": "acme", "access_token_env": "WA_TOKEN"}
+    return make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "phone_identity_domains": ["acme"],
+                "meta": {"graph_api_base_url": graph, "whatsapp": [whatsapp]},
+            }
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def _whatsapp_service(
+    infrastructure: Infrastructure, database_url: str, graph: str
+) -> AsyncIterator[tuple[Service, TopicReader, asyncpg.Pool]]:
+    """The service with ``_whatsapp_config``, ann and bob online for WhatsApp, a reader of
+    the routing topic and a pool on its database."""
+    config = _whatsapp_config(infrastructure, database_url, graph)
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with (
+            running_service(config, {**ENVIRON, "WA_TOKEN": WA_TOKEN}) as service,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
+            await service.online_agent("bob", {"whatsapp": 2}, ADMIN)
+            yield service, routing, pool
+    finally:
+        await pool.close()
+
+
+async def _assignments(routing: TopicReader, count: int) -> list[ConversationAssigned]:
+    """The first ``count`` assignments on the routing topic, once there."""
+
+    def found(records: list[Any]) -> list[ConversationAssigned]:
+        events = _decoded(records, ROUTING_DECODER)
+        return [e for e in events if isinstance(e, ConversationAssigned)]
+
+    return found(await routing.wait_for(lambda rs: len(found(rs)) >= count))
 
 
 async def _whatsapp(service: Service, value: dict[str, Any]) -> None:
@@ -358,136 +408,98 @@ async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_an
     agent who served them; the reply goes to the id as ``recipient``; the delivered status,
     which names them by ``recipient_user_id`` alone, marks it delivered."""
     fake, base = provider
-    config = make_config(
-        infrastructure.bootstrap_servers,
-        database_url,
-        {
-            "channels": {
-                "phone_identity_domains": ["acme"],
-                "meta": {
-                    "graph_api_base_url": base,
-                    "whatsapp": [
-                        {
-                            "phone_number_id": WA_NUMBER_ID,
-                            "domain": "acme",
-                            "access_token_env": "WA_TOKEN",
-                        }
-                    ],
-                },
+    async with _whatsapp_service(infrastructure, database_url, base) as (service, routing, pool):
+
+        def text(message_id: str, body: str, **sender: str) -> dict[str, Any]:
+            return {
+                **sender,
+                "id": message_id,
+                "timestamp": str(int(time.time())),
+                "type": "text",
+                "text": {"body": body},
             }
-        },
-    )
-    metadata = {"display_phone_number": "15550783881", "phone_number_id": WA_NUMBER_ID}
-    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        async with (
-            running_service(config, {**ENVIRON, "WA_TOKEN": WA_TOKEN}) as service,
-            TopicReader(config, "conversations.routing") as routing,
-        ):
-            await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
-            await service.online_agent("bob", {"whatsapp": 2}, ADMIN)
 
-            def text(message_id: str, body: str, **sender: str) -> dict[str, Any]:
-                return {
-                    **sender,
-                    "id": message_id,
-                    "timestamp": str(int(time.time())),
-                    "type": "text",
-                    "text": {"body": body},
-                }
+        # 1. With the number: the number's customer, the user id linked to it.
+        await _whatsapp(
+            service,
+            {
+                "messaging_product": "whatsapp",
+                "metadata": METADATA,
+                "contacts": [
+                    {"profile": {"name": "Sheena"}, "wa_id": "16505551234", "user_id": BSUID}
+                ],
+                "messages": [
+                    text("wamid.number-1", "Hello", **{"from": "16505551234"}, from_user_id=BSUID)
+                ],
+            },
+        )
+        [first] = await _assignments(routing, 1)
+        assert first.customer_id == "phone:+16505551234"
+        linked = await wait_until(
+            lambda: pool.fetchrow(
+                "SELECT customer_id, source FROM customer_identities"
+                " WHERE domain = 'acme' AND identity = $1",
+                f"whatsapp:{BSUID}",
+            ),
+            what="the user id linked",
+        )
+        assert tuple(linked) == ("phone:+16505551234", "provider")
 
-            async def assignments(count: int) -> list[ConversationAssigned]:
-                def found(records: list[Any]) -> list[ConversationAssigned]:
-                    events = _decoded(records, ROUTING_DECODER)
-                    return [e for e in events if isinstance(e, ConversationAssigned)]
+        # 2. A username hides the number: the id alone, the same customer and agent.
+        await _whatsapp(
+            service,
+            {
+                "messaging_product": "whatsapp",
+                "metadata": METADATA,
+                "contacts": [
+                    {"profile": {"name": "Sheena", "username": "@sheena"}, "user_id": BSUID}
+                ],
+                "messages": [
+                    text("wamid.username-1", "Is my order on its way?", from_user_id=BSUID)
+                ],
+            },
+        )
+        assigned = (await _assignments(routing, 2))[1]
+        assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
+        assert assigned.conversation_id != first.conversation_id
 
-                return found(await routing.wait_for(lambda rs: len(found(rs)) >= count))
+        reply_id, sent_id = await _reply(
+            service, pool, assigned.conversation_id, {"text": "It arrives today."}
+        )
+        [request] = fake.requests
+        assert (request.status, request.path, request.auth) == (
+            200,
+            f"/v23.0/{WA_NUMBER_ID}/messages",
+            f"Bearer {WA_TOKEN}",
+        )
+        assert request.json["recipient"] == BSUID
+        assert "to" not in request.json
+        assert request.json["text"] == {"body": "It arrives today.", "preview_url": False}
 
-            # 1. With the number: the number's customer, the user id linked to it.
-            await _whatsapp(
-                service,
-                {
-                    "messaging_product": "whatsapp",
-                    "metadata": metadata,
-                    "contacts": [
-                        {"profile": {"name": "Sheena"}, "wa_id": "16505551234", "user_id": BSUID}
-                    ],
-                    "messages": [
-                        text(
-                            "wamid.number-1", "Hello", **{"from": "16505551234"}, from_user_id=BSUID
-                        )
-                    ],
-                },
-            )
-            [first] = await assignments(1)
-            assert first.customer_id == "phone:+16505551234"
-            linked = await wait_until(
-                lambda: pool.fetchrow(
-                    "SELECT customer_id, source FROM customer_identities"
-                    " WHERE domain = 'acme' AND identity = $1",
-                    f"whatsapp:{BSUID}",
-                ),
-                what="the user id linked",
-            )
-            assert tuple(linked) == ("phone:+16505551234", "provider")
-
-            # 2. A username hides the number: the id alone, the same customer and agent.
-            await _whatsapp(
-                service,
-                {
-                    "messaging_product": "whatsapp",
-                    "metadata": metadata,
-                    "contacts": [
-                        {"profile": {"name": "Sheena", "username": "@sheena"}, "user_id": BSUID}
-                    ],
-                    "messages": [
-                        text("wamid.username-1", "Is my order on its way?", from_user_id=BSUID)
-                    ],
-                },
-            )
-            assigned = (await assignments(2))[1]
-            assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
-            assert assigned.conversation_id != first.conversation_id
-
-            reply_id, sent_id = await _reply(
-                service, pool, assigned.conversation_id, {"text": "It arrives today."}
-            )
-            [request] = fake.requests
-            assert (request.status, request.path, request.auth) == (
-                200,
-                f"/v23.0/{WA_NUMBER_ID}/messages",
-                f"Bearer {WA_TOKEN}",
-            )
-            assert request.json["recipient"] == BSUID
-            assert "to" not in request.json
-            assert request.json["text"] == {"body": "It arrives today.", "preview_url": False}
-
-            await _whatsapp(
-                service,
-                {
-                    "messaging_product": "whatsapp",
-                    "metadata": metadata,
-                    "contacts": [{"user_id": BSUID}],
-                    "statuses": [
-                        {
-                            "id": sent_id,
-                            "status": "delivered",
-                            "timestamp": str(int(time.time())),
-                            "recipient_user_id": BSUID,
-                            "biz_opaque_callback_data": reply_id,
-                        }
-                    ],
-                },
-            )
-            await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT status = 'delivered' FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
-                ),
-                what="the reply delivered",
-            )
-    finally:
-        await pool.close()
+        await _whatsapp(
+            service,
+            {
+                "messaging_product": "whatsapp",
+                "metadata": METADATA,
+                "contacts": [{"user_id": BSUID}],
+                "statuses": [
+                    {
+                        "id": sent_id,
+                        "status": "delivered",
+                        "timestamp": str(int(time.time())),
+                        "recipient_user_id": BSUID,
+                        "biz_opaque_callback_data": reply_id,
+                    }
+                ],
+            },
+        )
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT status = 'delivered' FROM outbound_messages WHERE outbound_id = $1",
+                reply_id,
+            ),
+            what="the reply delivered",
+        )
 
 
 NEW_BSUID = "US.10000384916574829356"
@@ -501,123 +513,83 @@ async def test_a_whatsapp_user_who_changes_their_number_stays_the_same_customer(
     Both are linked to the customer, so the first message from the new number is the same
     customer's, for the agent who served them, and the reply goes to the new number."""
     fake, base = provider
-    config = make_config(
-        infrastructure.bootstrap_servers,
-        database_url,
-        {
-            "channels": {
-                "phone_identity_domains": ["acme"],
-                "meta": {
-                    "graph_api_base_url": base,
-                    "whatsapp": [
-                        {
-                            "phone_number_id": WA_NUMBER_ID,
-                            "domain": "acme",
-                            "access_token_env": "WA_TOKEN",
-                        }
-                    ],
-                },
+    async with _whatsapp_service(infrastructure, database_url, base) as (service, routing, pool):
+
+        def message(message_id: str, body: str, number: str, user_id: str) -> dict[str, Any]:
+            return {
+                "messaging_product": "whatsapp",
+                "metadata": METADATA,
+                "contacts": [{"profile": {"name": "Sheena"}, "wa_id": number, "user_id": user_id}],
+                "messages": [
+                    {
+                        "from": number,
+                        "from_user_id": user_id,
+                        "id": message_id,
+                        "timestamp": str(int(time.time())),
+                        "type": "text",
+                        "text": {"body": body},
+                    }
+                ],
             }
-        },
-    )
-    metadata = {"display_phone_number": "15550783881", "phone_number_id": WA_NUMBER_ID}
-    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        async with (
-            running_service(config, {**ENVIRON, "WA_TOKEN": WA_TOKEN}) as service,
-            TopicReader(config, "conversations.routing") as routing,
-        ):
-            await service.online_agent("ann", {"whatsapp": 2}, ADMIN)
-            await service.online_agent("bob", {"whatsapp": 2}, ADMIN)
 
-            async def assignments(count: int) -> list[ConversationAssigned]:
-                def found(records: list[Any]) -> list[ConversationAssigned]:
-                    events = _decoded(records, ROUTING_DECODER)
-                    return [e for e in events if isinstance(e, ConversationAssigned)]
+        await _whatsapp(service, message("wamid.old-1", "Hello", "16505551234", BSUID))
+        [first] = await _assignments(routing, 1)
+        assert first.customer_id == "phone:+16505551234"
 
-                return found(await routing.wait_for(lambda rs: len(found(rs)) >= count))
+        await _whatsapp(
+            service,
+            {
+                "messaging_product": "whatsapp",
+                "metadata": METADATA,
+                "messages": [
+                    {
+                        "from": "16505551234",
+                        "id": "wamid.system-1",
+                        "timestamp": str(int(time.time())),
+                        "type": "system",
+                        "system": {
+                            "body": "User Sheena changed from 16505551234 to 12195555358",
+                            "wa_id": "12195555358",
+                            "user_id": NEW_BSUID,
+                            "previous_user_id": BSUID,
+                            "type": "user_changed_number",
+                        },
+                    }
+                ],
+            },
+        )
 
-            def message(message_id: str, body: str, number: str, user_id: str) -> dict[str, Any]:
-                return {
-                    "messaging_product": "whatsapp",
-                    "metadata": metadata,
-                    "contacts": [
-                        {"profile": {"name": "Sheena"}, "wa_id": number, "user_id": user_id}
-                    ],
-                    "messages": [
-                        {
-                            "from": number,
-                            "from_user_id": user_id,
-                            "id": message_id,
-                            "timestamp": str(int(time.time())),
-                            "type": "text",
-                            "text": {"body": body},
-                        }
-                    ],
-                }
-
-            await _whatsapp(service, message("wamid.old-1", "Hello", "16505551234", BSUID))
-            [first] = await assignments(1)
-            assert first.customer_id == "phone:+16505551234"
-
-            await _whatsapp(
-                service,
-                {
-                    "messaging_product": "whatsapp",
-                    "metadata": metadata,
-                    "messages": [
-                        {
-                            "from": "16505551234",
-                            "id": "wamid.system-1",
-                            "timestamp": str(int(time.time())),
-                            "type": "system",
-                            "system": {
-                                "body": "User Sheena changed from 16505551234 to 12195555358",
-                                "wa_id": "12195555358",
-                                "user_id": NEW_BSUID,
-                                "previous_user_id": BSUID,
-                                "type": "user_changed_number",
-                            },
-                        }
-                    ],
-                },
-            )
-
-            new_identities = ["phone:+12195555358", f"whatsapp:{NEW_BSUID}"]
-            await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT count(*) = 2 FROM customer_identities"
-                    " WHERE domain = 'acme' AND identity = ANY($1::text[])",
-                    new_identities,
-                ),
-                what="the new number and id linked",
-            )
-            rows = await pool.fetch(
-                "SELECT identity, customer_id, source FROM customer_identities"
-                " WHERE domain = 'acme' AND identity = ANY($1::text[]) ORDER BY identity",
+        new_identities = ["phone:+12195555358", f"whatsapp:{NEW_BSUID}"]
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT count(*) = 2 FROM customer_identities"
+                " WHERE domain = 'acme' AND identity = ANY($1::text[])",
                 new_identities,
+            ),
+            what="the new number and id linked",
+        )
+        rows = await pool.fetch(
+            "SELECT identity, customer_id, source FROM customer_identities"
+            " WHERE domain = 'acme' AND identity = ANY($1::text[]) ORDER BY identity",
+            new_identities,
+        )
+        assert [tuple(r) for r in rows] == [
+            ("phone:+12195555358", "phone:+16505551234", "provider"),
+            (f"whatsapp:{NEW_BSUID}", "phone:+16505551234", "provider"),
+        ]
+        # The notice is in the log `switchboard replay` reads.
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM agent_events WHERE domain = 'acme' AND type = $1",
+                "identity.changed",
             )
-            assert [tuple(r) for r in rows] == [
-                ("phone:+12195555358", "phone:+16505551234", "provider"),
-                (f"whatsapp:{NEW_BSUID}", "phone:+16505551234", "provider"),
-            ]
-            # The notice is in the log `switchboard replay` reads.
-            assert (
-                await pool.fetchval(
-                    "SELECT count(*) FROM agent_events WHERE domain = 'acme' AND type = $1",
-                    "identity.changed",
-                )
-                == 2
-            )
+            == 2
+        )
 
-            await _whatsapp(
-                service, message("wamid.new-1", "It's me again", "12195555358", NEW_BSUID)
-            )
-            assigned = (await assignments(2))[1]
-            assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
+        await _whatsapp(service, message("wamid.new-1", "It's me again", "12195555358", NEW_BSUID))
+        assigned = (await _assignments(routing, 2))[1]
+        assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
 
-            await _reply(service, pool, assigned.conversation_id, {"text": "Welcome back."})
-            [request] = fake.requests
-            assert request.json["to"] == "12195555358"
-    finally:
-        await pool.close()
+        await _reply(service, pool, assigned.conversation_id, {"text": "Welcome back."})
+        [request] = fake.requests
+        assert request.json["to"] == "12195555358"
