@@ -8,8 +8,9 @@ process runs this sender; they share the work and the rates through PostgreSQL a
 Every second, ``_discover``:
 1. counts the pending rows per sender (domain, channel, endpoint) for the
    ``outbound_pending`` gauge, and which of them can be sent now;
-2. marks ``cancelled`` the queued rows of cancelled campaigns (and returns to ``queued``
-   the expired claims of paused ones);
+2. marks ``cancelled`` the queued rows of cancelled campaigns, their statuses owed to the
+   router like a send's (step 6), and returns to ``queued`` the expired claims of paused
+   ones;
 3. starts a drain for every sender with rows to send that has none running here.
 
 A drain (``_drain``) repeats, oldest rows first:
@@ -18,9 +19,9 @@ A drain (``_drain``) repeats, oldest rows first:
 2. claim that many rows (``FOR UPDATE SKIP LOCKED``): ``sending``, ``lease_until`` =
    now + ``LEASE_SECONDS``, renewed while this process works on them; tokens it could not
    use are given back;
-3. re-check consent: an address opted out since the API accepted the row → ``refused``
-   (paused and cancelled campaigns were checked by the claim itself: their rows are not
-   claimed);
+3. re-check consent: an address opted out since the API accepted the row → ``refused``,
+   reported like a send (step 6; paused and cancelled campaigns were checked by the claim
+   itself: their rows are not claimed);
 4. send each row through ``adapters.egress`` (the same provider requests as replies, with
    templates and tags; retries with backoff; a provider 429 also puts the sender's bucket
    in debt for every process, ``outbound_throttled{limit="provider"}``); rows to one
@@ -32,7 +33,9 @@ A drain (``_drain``) repeats, oldest rows first:
 6. publish a ``delivery.status`` (``DeliveryStatusChanged`` with ``outbound_id``) on
    ``conversations.inbound`` (the router emits ``outbound.status_changed``), then clear the
    flag; a flag left by a process that died is published by another after
-   ``REPORT_AFTER_SECONDS`` (same event id: consumers drop the duplicate).
+   ``REPORT_AFTER_SECONDS`` (same event id: consumers drop the duplicate), and so are the
+   flags of a cancelled campaign's messages (set by the cancel, here or in the API), in
+   batches of ``REPORT_BATCH``.
 
 Restarts: SIGTERM finishes the sends under way and gives back the claimed rows not
 started. A process that dies holds its claims until their lease expires
@@ -93,7 +96,8 @@ PROVIDER_PAUSE_SECONDS = 1.0
 PROVIDER_PAUSE_MAX = 60.0
 REPORT_EVERY = 0.2
 REPORT_AFTER_SECONDS = 10.0
-"""An unreported status older than this was left by a process that died: publish it."""
+"""An unreported status older than this was left by a process that died, or is a cancelled
+campaign's message's: publish it."""
 REPORT_BATCH = 500
 ABANDONED_AFTER_SECONDS = 600.0
 """An ``accepted`` row older than this was left by an API process that died before it
@@ -101,6 +105,10 @@ answered (before setting it ``queued``): it is deleted, so the client, who got n
 retries with its ``client_key`` as a new send."""
 FORGET_ABANDONED_EVERY = 60.0
 
+_SENDERS_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.REFUSED, DeliveryStatus.CANCELLED}
+)
+"""The statuses the sender reports itself (the provider reports the later ones)."""
 _STATUS_EVENT_IDS = uuid.UUID("0b1c3a52-5d0e-4d55-9b7e-2f5b8c1d7e40")
 _NOTIFICATION = msgspec.json.Decoder(NotificationRequested)
 
@@ -124,7 +132,7 @@ GROUP BY o.domain, o.channel, o.endpoint
 _CANCEL = """
 WITH cancelled AS (
     UPDATE outbound_messages o
-    SET status = 'cancelled', lease_until = NULL, updated_at = now()
+    SET status = 'cancelled', lease_until = NULL, status_unreported = true, updated_at = now()
     FROM campaigns c
     WHERE c.status = 'cancelled' AND o.domain = c.domain AND o.campaign_id = c.campaign_id
       AND o.kind = 'notification'
@@ -190,12 +198,14 @@ _REFUSE = """
 WITH refused AS (
     UPDATE outbound_messages
     SET status = 'refused', error = 'the customer opted out', lease_until = NULL,
-        updated_at = now()
+        status_unreported = true, updated_at = now()
     WHERE domain = $1 AND outbound_id = ANY($2::text[]) AND status = 'sending'
     RETURNING domain, outbound_id
+), history AS (
+    UPDATE messages m SET status = 'refused' FROM refused r
+    WHERE m.domain = r.domain AND m.message_id = r.outbound_id
 )
-UPDATE messages m SET status = 'refused' FROM refused r
-WHERE m.domain = r.domain AND m.message_id = r.outbound_id
+SELECT outbound_id FROM refused
 """
 
 _RECORD = """
@@ -304,12 +314,13 @@ class StatusReports:
             log.warning("outbound_status_report_failed", error=type(error).__name__)
             self._owed = owed + self._owed
 
-    async def take_over_stale(self) -> None:
-        """Statuses a process that died recorded but did not publish."""
+    async def take_over_stale(self) -> int:
+        """Statuses recorded but not published: by a process that died, or of the messages
+        of a cancelled campaign (published in batches, not at once); how many rows."""
         rows = await self._pool.fetch(_STALE_REPORTS, REPORT_AFTER_SECONDS, REPORT_BATCH)
         for row in rows:
             status = row["status"]
-            if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED):
+            if status in _SENDERS_STATUSES:
                 self.add(
                     StatusReport(
                         domain=row["domain"],
@@ -320,11 +331,12 @@ class StatusReports:
                     )
                 )
         # A later status (delivered, read) was reported by the provider: nothing to add.
-        later = [r for r in rows if r["status"] not in (DeliveryStatus.SENT, DeliveryStatus.FAILED)]
+        later = [r for r in rows if r["status"] not in _SENDERS_STATUSES]
         if later:
             await self._pool.execute(
                 _REPORTED, [r["domain"] for r in later], [r["outbound_id"] for r in later]
             )
+        return len(rows)
 
 
 async def webchat_notification_sent(
@@ -691,12 +703,23 @@ class OutboundSender:
 
     async def _refuse(self, sender: Sender, outbound_ids: list[str]) -> None:
         """Step 3: opted out since the API accepted them."""
-        await self._pool.execute(_REFUSE, sender.domain, outbound_ids)
+        refused = [
+            row["outbound_id"]
+            for row in await self._pool.fetch(_REFUSE, sender.domain, outbound_ids)
+        ]
+        for outbound_id in refused:
+            self._reports.add(
+                StatusReport(
+                    domain=sender.domain,
+                    outbound_id=outbound_id,
+                    channel=Channel(sender.channel),
+                    status=DeliveryStatus.REFUSED,
+                    error_code="opted_out",
+                )
+            )
         sends = self._metrics.for_domain(sender.domain)
-        sends.counter(self._metrics.outbound_sends, sender.channel, "refused").inc(
-            len(outbound_ids)
-        )
-        log.info("notifications_refused", domain=sender.domain, count=len(outbound_ids))
+        sends.counter(self._metrics.outbound_sends, sender.channel, "refused").inc(len(refused))
+        log.info("notifications_refused", domain=sender.domain, count=len(refused))
 
     async def _provider_throttled(self, message: Outbound, retry_after: float | None) -> None:
         """A provider said "slow down": every process's claims for this sender wait."""
@@ -727,9 +750,11 @@ class OutboundSender:
         while True:
             await asyncio.sleep(REPORT_EVERY)
             if time.monotonic() - last_take_over >= DISCOVER_EVERY:
-                last_take_over = time.monotonic()
                 try:
-                    await self._reports.take_over_stale()
+                    # A full batch: more are waiting (a cancelled campaign's), taken next tick.
+                    if await self._reports.take_over_stale() < REPORT_BATCH:
+                        last_take_over = time.monotonic()
                 except DATABASE_ERRORS as error:
+                    last_take_over = time.monotonic()
                     log.warning("outbound_status_take_over_failed", error=type(error).__name__)
             await self._reports.flush()

@@ -100,6 +100,10 @@ class DeliveryStatus(enum.StrEnum):
     UNDELIVERED = "undelivered"
     """The provider accepted it but could not deliver it (carrier refusal, unreachable)."""
     FAILED = "failed"
+    REFUSED = "refused"
+    """A business-started message never sent: the address opted out after it was accepted."""
+    CANCELLED = "cancelled"
+    """A business-started message never sent: its campaign was cancelled first."""
 
 
 class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.status"):

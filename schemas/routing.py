@@ -356,8 +356,10 @@ class CustomerConsentChanged(Event, frozen=True, kw_only=True, tag="customer.con
 
 
 class OutboundStatusChanged(Event, frozen=True, kw_only=True, tag="outbound.status_changed"):
-    """What became of a message we sent: egress's send (``sent``, ``failed``) and the
-    provider's later reports (``delivered``, ``read``, ``undelivered``, ``failed``)."""
+    """What became of a message we sent: egress's send (``sent``, ``failed``), the
+    provider's later reports (``delivered``, ``read``, ``undelivered``, ``failed``), and a
+    business-started message never sent (``refused``: the address opted out after it was
+    accepted; ``cancelled``: its campaign was cancelled first)."""
 
     channel: Channel
     provider_message_id: ProviderMessageId

@@ -101,7 +101,7 @@ WHERE domain = $1 AND campaign_id = ANY($2::text[]) GROUP BY campaign_id, status
 """
 _CANCEL_MESSAGES = """
 WITH cancelled AS (
-    UPDATE outbound_messages SET status = 'cancelled', updated_at = now()
+    UPDATE outbound_messages SET status = 'cancelled', status_unreported = true, updated_at = now()
     WHERE domain = $1 AND campaign_id = $2 AND status IN ('accepted', 'queued')
     RETURNING outbound_id
 ), history AS (

@@ -391,7 +391,8 @@ STATUS_RANK: dict[str, int] = {
     "read": 4,
 }
 """How far a sent message got: a status report moves it forward only (a late ``sent``
-after ``delivered`` changes nothing). Refused and cancelled messages were never sent."""
+after ``delivered`` changes nothing). Refused and cancelled messages were never sent: any
+other status ranks above every one here, so their rows keep it."""
 
 _RANK_SQL = (
     "CASE {} " + " ".join(f"WHEN '{k}' THEN {v}" for k, v in STATUS_RANK.items()) + " ELSE 9 END"

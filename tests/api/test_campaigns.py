@@ -256,6 +256,10 @@ async def test_a_campaign_pauses_resumes_cancels_and_is_listed(
             " ON o.domain = m.domain AND o.outbound_id = m.message_id WHERE o.campaign_id = 'first'"
         )
         assert {r["status"] for r in history} == {"cancelled"}
+        # Owed to the event stream: the adapters' sender publishes them (outbound.status_changed).
+        assert await api.pool.fetchval(
+            "SELECT bool_and(status_unreported) FROM outbound_messages WHERE campaign_id = 'first'"
+        )
         status, answer = await api.call("POST", first + "/resume")
         assert (status, answer) == (409, {"error": "campaign_cancelled"})
         status, answer = await api.call(

@@ -18,15 +18,18 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
+from adapters import outbound_sender
 from adapters.outbound_sender import ABANDONED_AFTER_SECONDS
 from schemas import (
     INBOUND_DECODER,
+    ROUTING_DECODER,
     Answerer,
     Channel,
     DeliveryStatus,
     DeliveryStatusChanged,
     MessageTag,
     NotificationRequested,
+    OutboundStatusChanged,
     TemplateUse,
     topics,
 )
@@ -294,9 +297,20 @@ def _statuses(records: list[Any]) -> list[DeliveryStatusChanged]:
     return [event for event in decoded if isinstance(event, DeliveryStatusChanged)]
 
 
+def _outcomes(records: list[Any]) -> dict[str, OutboundStatusChanged]:
+    """The ``outbound.status_changed`` events on the routing topic, by outbound id."""
+    decoded = (ROUTING_DECODER.decode(record.value) for record in records)
+    return {
+        event.outbound_id: event
+        for event in decoded
+        if isinstance(event, OutboundStatusChanged) and event.outbound_id is not None
+    }
+
+
 async def test_an_address_that_opted_out_meanwhile_is_refused(
     infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
 ) -> None:
+    """Refused, and said so on the event stream (``outbound.status_changed``)."""
     fake, base = provider
     config = service_config(infrastructure, database_url, base)
     conn = await asyncpg.connect(database_url)
@@ -304,10 +318,24 @@ async def test_an_address_that_opted_out_meanwhile_is_refused(
         await opt_out(conn, "sms", "+14155550001")
         stopped = await queue_notification(conn, "+14155550001")  # older: claimed first
         kept = await queue_notification(conn, "+14155550002")
-        async with running_service(config, ENVIRON) as service:
+        async with (
+            running_service(config, ENVIRON) as service,
+            TopicReader(config, topics.ROUTING) as routing,
+        ):
             await wait_until(lambda: all_in(conn, "sent", kept), timeout=30, what="sent")
             assert await statuses(conn, stopped) == ["refused"]
             assert sends(service.metrics.registry, "sms", "refused") == 1
+            outcomes = _outcomes(
+                await routing.wait_for(lambda rs: {stopped, kept} <= _outcomes(rs).keys())
+            )
+            refused = outcomes[stopped]
+            assert (refused.status, refused.error_code, refused.channel) == (
+                DeliveryStatus.REFUSED,
+                "opted_out",
+                Channel.SMS,
+            )
+            assert outcomes[kept].status is DeliveryStatus.SENT
+            assert await statuses(conn, stopped) == ["refused"]  # the report moved nothing
         assert fake.delivered_to() == {"+14155550002": 1}
     finally:
         await conn.close()
@@ -341,8 +369,14 @@ async def test_a_paused_campaign_waits_and_resumes(
 
 
 async def test_a_cancelled_campaign_s_messages_are_cancelled(
-    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+    infrastructure: Infrastructure,
+    database_url: str,
+    provider: tuple[FakeProviders, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Cancelled, and said so on the event stream once the flags are old enough to take
+    (``REPORT_AFTER_SECONDS``, shortened here)."""
+    monkeypatch.setattr(outbound_sender, "REPORT_AFTER_SECONDS", 1.0)
     fake, base = provider
     config = service_config(infrastructure, database_url, base)
     conn = await asyncpg.connect(database_url)
@@ -352,11 +386,24 @@ async def test_a_cancelled_campaign_s_messages_are_cancelled(
             await queue_notification(conn, f"+1415555040{n}", campaign_id="autumn")
             for n in range(2)
         ]
-        async with running_service(config, ENVIRON) as service:
+        async with (
+            running_service(config, ENVIRON) as service,
+            TopicReader(config, topics.ROUTING) as routing,
+        ):
             await wait_until(
                 lambda: all_in(conn, "cancelled", *cancelled), timeout=30, what="cancelled"
             )
             assert sends(service.metrics.registry, "sms", "cancelled") == 2
+            outcomes = _outcomes(
+                await routing.wait_for(lambda rs: set(cancelled) <= _outcomes(rs).keys())
+            )
+            assert [outcomes[c].status for c in cancelled] == [DeliveryStatus.CANCELLED] * 2
+            await wait_until(
+                lambda: conn.fetchval(
+                    "SELECT NOT bool_or(status_unreported) FROM outbound_messages"
+                ),
+                what="the flags cleared",
+            )
         assert fake.requests == []
     finally:
         await conn.close()
