@@ -459,6 +459,11 @@ def _urls_on_path(config: ChannelsConfig, path: str) -> list[tuple[str, urllib.p
     return _UrlIndex.by_path.get(path, [])
 
 
+def is_configured_path(config: ChannelsConfig, path: str) -> bool:
+    """Whether a URL of the configuration has this path (one lookup in the cached index)."""
+    return bool(_urls_on_path(config, path))
+
+
 def signature_url(public_url: str | None, request_url: str, path_qs: str) -> str:
     """The URL Twilio signed without configured URLs: the public base URL + our path and
     query, else what we saw."""

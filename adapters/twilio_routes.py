@@ -2,15 +2,18 @@
 the path of every URL configured for Twilio (``adapters.twilio`` says which URL is
 verified on each).
 
-Routes are made when the service starts: a URL with a new path added to the
-configuration later is verified at once on a path already served, and needs a restart to
-be served on a new one. Every request follows ``adapters.webhook_serving.serve``'s steps; the
-answer is an empty TwiML ``<Response/>``.
+Routes are made when the service starts, for the paths configured then. A URL added to
+the configuration later is served at once all the same: on a path already routed its
+request is verified against it, and on a new path ``late_paths`` hands the request that
+no route took to the same handler. Every request follows
+``adapters.webhook_serving.serve``'s steps; the answer is an empty TwiML ``<Response/>``.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from aiohttp.web_urldispatcher import MatchInfoError
 
 from adapters import twilio
 from adapters.base import BadRequest, Normalized
@@ -41,6 +44,27 @@ def routes(ctx: WebhookContext) -> list[web.RouteDef]:
     configured URL's path, all with one handler (a form says what it is)."""
     handler = _handler(ctx)
     return [web.post(path, handler) for path in twilio.served_paths(ctx.channels)]
+
+
+def late_paths(ctx: WebhookContext) -> Middleware:
+    """A middleware serving the paths of Twilio URLs configured since the routes were
+    made: a ``POST`` no route took (aiohttp's 404) on such a path goes to the Twilio
+    handler. Every other request passes through as it came."""
+    twilio_handler = _handler(ctx)
+
+    @web.middleware  # aiohttp passes the next handler by this name: ``handler``
+    async def serve_late_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+        unmatched = request.match_info
+        if (
+            isinstance(unmatched, MatchInfoError)
+            and unmatched.http_exception.status == 404
+            and request.method == "POST"
+            and twilio.is_configured_path(ctx.channels, request.path)
+        ):
+            return await twilio_handler(request)
+        return await handler(request)
+
+    return serve_late_paths
 
 
 def _handler(ctx: WebhookContext) -> Handler:

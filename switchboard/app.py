@@ -20,6 +20,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from adapters import twilio_routes
 from adapters.bot_answers import BotAnswerForwarder
 from adapters.bots import BotBridge
 from adapters.egress import EgressEnviron
@@ -146,6 +147,7 @@ def build_app(
         outbounds = _outbounds(config.document())
         context, routes = _adapter_routes(app, config, webchats, outbounds)
         app.router.add_routes(routes)
+        app.middlewares.append(twilio_routes.late_paths(context))
 
         def reconfigure_adapters(document: ControlDocument, version: int) -> None:
             context.channels = document.channels

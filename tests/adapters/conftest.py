@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from adapters import twilio_routes
 from adapters.config import ChannelsConfig
 from adapters.webchat import WebchatConfig, WebchatHub, socket_session
 from adapters.webhooks import WebhookContext, refuse_encoded_bodies, webhook_routes
@@ -220,7 +221,8 @@ async def start_harness(
         outbound=outbound or {},
         log_limit=log_limit or RateLimit(),
     )
-    app = web.Application(middlewares=[refuse_encoded_bodies])  # as switchboard.app does
+    # as switchboard.app does
+    app = web.Application(middlewares=[refuse_encoded_bodies, twilio_routes.late_paths(ctx)])
     app.add_routes(webhook_routes(ctx))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
