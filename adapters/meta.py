@@ -67,8 +67,9 @@ to a user becomes ``HumanReplied`` likewise, without ``meta.app_id``; echoes of 
 a deletion or a reaction answer nothing and are dropped.
 
 WhatsApp's ``user_preferences`` change (a user stopped or resumed marketing messages in
-the app's "Offers and announcements" setting) is not normalized yet: it carries no
-message, and no inbound event carries a consent on its own. Until one does, such a
+the app's "Offers and announcements" setting) is not normalized yet: it concerns marketing
+messages alone, while a consent (``ConsentReported``) covers every business-started
+message, and recorded as one it would also stop the user's utility messages. Such a
 notification is answered 200 and dropped like other account-level changes; opt-out
 keywords in a WhatsApp message are recognised as on SMS (``adapters.consent``).
 
