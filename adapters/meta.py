@@ -27,7 +27,8 @@ Instagram messaging items):
   Messenger/Instagram attachment keeps its ``payload.url`` as ``url`` (a sticker its
   ``sticker_id`` as ``media_id``). WhatsApp ``location`` and Messenger's legacy location
   attachment → ``location``; WhatsApp ``contacts`` → ``contacts``; an interactive or
-  template button reply → its title as text; WhatsApp ``context.id`` and Messenger/
+  template button reply → its title as text; a WhatsApp ``order`` (products from the
+  business's catalog) → its text and items as text; WhatsApp ``context.id`` and Messenger/
   Instagram ``reply_to.mid`` → ``in_reply_to``;
 - a reaction (WhatsApp ``reaction``, an empty or absent emoji removing it; Messenger/
   Instagram ``reaction`` with ``react``/``unreact``), an edit (WhatsApp ``edit``,
@@ -44,8 +45,8 @@ Instagram messaging items):
   in it up to then (a ``delivery`` with a watermark and no ``mids`` is not reported: a
   delivery without a read says less than the read that follows). Postbacks are
   messages (their title as text). Echoes: below. Referrals, opt-ins, typing, account
-  linking, handovers, WhatsApp ``unsupported``, ``order``, ``system`` messages other
-  than the two below, and account-level changes are recognised and not routed;
+  linking, handovers, WhatsApp ``unsupported``, ``system`` messages other than the two
+  below, and account-level changes are recognised and not routed;
 - a WhatsApp ``system`` message ``user_changed_number`` (``system.wa_id``, the new number,
   and ``system.user_id``, the new business-scoped user id) or ``user_changed_user_id``
   (``system.user_id``) → one ``IdentityChanged`` per new address, for the customer of the
@@ -106,6 +107,7 @@ from adapters.meta_payloads import (
     WaEdited,
     WaMedia,
     WaMessage,
+    WaOrder,
     WaSystem,
     WaValue,
 )
@@ -314,9 +316,22 @@ def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content
     if msg.type == "interactive" and msg.interactive is not None:
         reply = msg.interactive.button_reply or msg.interactive.list_reply
         return _Content(text=reply.title if reply else "")
-    # reaction, edit, revoke: changes (``_wa_change``); unsupported, system, order,
+    if msg.type == "order" and msg.order is not None:
+        return _Content(text=_order_text(msg.order))
+    # reaction, edit, revoke: changes (``_wa_change``); unsupported, system,
     # request_welcome, ephemeral: nothing for an agent.
     return None
+
+
+def _order_text(order: WaOrder) -> str:
+    """An order as an agent reads it: ``[order] 2 x di9ozbzfi4 at 7.99 USD, ... Love
+    these!`` (each item as the catalog names it; the text is cut at the channel's maximum)."""
+    items = ", ".join(
+        f"{item.quantity} x {item.product_retailer_id} at {item.item_price} {item.currency}".strip()
+        for item in order.product_items
+    )
+    said = f"{items}. {order.text}" if items and order.text else items or order.text
+    return f"[order] {said}".strip()
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,22 @@ class WaInteractive(_S, frozen=True, kw_only=True):
     list_reply: WaReply | None = None
 
 
+class WaProductItem(_S, frozen=True, kw_only=True):
+    product_retailer_id: str = ""
+    quantity: int | float | str = ""
+    item_price: int | float | str = ""
+    currency: str = ""
+
+
+class WaOrder(_S, frozen=True, kw_only=True):
+    """A customer's order from the business's catalog (a catalog, single- or
+    multi-product message)."""
+
+    catalog_id: str = ""
+    text: str = ""
+    product_items: list[WaProductItem] = []
+
+
 class WaReaction(_S, frozen=True, kw_only=True):
     message_id: str = ""
     emoji: str | None = None
@@ -141,6 +157,7 @@ class WaMessage(_S, frozen=True, kw_only=True):
     edit: WaEdit | None = None
     revoke: WaRevoke | None = None
     system: WaSystem | None = None
+    order: WaOrder | None = None
 
 
 class WaEcho(_S, frozen=True, kw_only=True):

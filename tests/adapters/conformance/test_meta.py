@@ -8,7 +8,8 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
   ``hub.verify_token``, ``hub.challenge``);
 - WhatsApp: https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages
   (text, image, video, audio, document, sticker, location, contacts, interactive, button,
-  reaction, unsupported, errors, status), with the example values of its parameter tables;
+  reaction, order, unsupported, errors, status), with the example values of its parameter
+  tables;
   https://developers.facebook.com/documentation/business-messaging/whatsapp/business-scoped-user-ids
   (``contacts[].user_id``, ``messages[].from_user_id`` and ``statuses[].recipient_user_id``
   on every webhook since April 2026; ``from`` and ``wa_id`` withheld for a user with a
@@ -250,6 +251,7 @@ EXPECTED: dict[str, list[str]] = {
     "wa_reaction_removed": ["unreacted"],
     "wa_edit": ["edited"],
     "wa_revoke": ["deleted"],
+    "wa_order": ["message"],  # a customer's order from the catalog, for an agent
     "wa_smb_message_echo": ["human_replied"],  # the business answered from the app
     "wa_system_user_changed_number": ["identity:user_changed_number"] * 2,  # number and id
     "wa_system_user_changed_user_id": ["identity:user_changed_user_id"],
@@ -491,6 +493,41 @@ def test_other_system_notices_are_not_routed() -> None:
     body = _system("wa_system_user_changed_number", type="customer_identity_changed")
     out = meta.parse_webhook(body, CHANNELS, NOW)
     assert (out.events, out.set_aside) == ([], [])
+
+
+# -- WhatsApp: an order from the catalog -----------------------------------------------------
+
+
+def test_an_order_reaches_an_agent_with_its_items_and_text() -> None:
+    order: MessageReceived = one("wa_order")
+    assert order.text == "[order] 2 x di9ozbzfi4 at 7.99 USD. Love these!"
+    assert (order.customer_id, order.provider_message_id) == ("phone:+16505551234", WAMID)
+    assert order.reply_window_ends_at is not None  # the customer wrote: a window opens
+
+
+def _order(**order: Any) -> MessageReceived:
+    payload = json.loads(fixture("wa_order"))
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["order"] = order
+    [message] = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW).events
+    assert isinstance(message, MessageReceived)
+    return message
+
+
+def test_an_order_of_several_items_lists_each_and_may_have_no_text() -> None:
+    items = [
+        {"product_retailer_id": "a1", "quantity": 1, "item_price": 10, "currency": "EUR"},
+        {"product_retailer_id": "b2", "quantity": 3, "item_price": 2.5, "currency": "EUR"},
+    ]
+    assert _order(product_items=items).text == "[order] 1 x a1 at 10 EUR, 3 x b2 at 2.5 EUR"
+    assert _order(text="Just this", product_items=[]).text == "[order] Just this"
+    assert _order().text == "[order]"
+
+
+def test_an_order_too_long_for_whatsapp_is_cut_at_its_maximum() -> None:
+    item = {"product_retailer_id": "x" * 90, "quantity": 1, "item_price": 1, "currency": "USD"}
+    text = _order(product_items=[item] * 100).text
+    assert len(text) == 4096
+    assert text.endswith("…")
 
 
 # -- WhatsApp: a person answering from the WhatsApp Business app ---------------------------
