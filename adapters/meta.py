@@ -27,7 +27,8 @@ Instagram messaging items):
   Messenger/Instagram attachment keeps its ``payload.url`` as ``url`` (a sticker its
   ``sticker_id`` as ``media_id``). WhatsApp ``location`` and Messenger's legacy location
   attachment → ``location``; WhatsApp ``contacts`` → ``contacts``; an interactive or
-  template button reply → its title as text; a WhatsApp ``order`` (products from the
+  template button reply → its title as text; a completed WhatsApp Flow (``nfm_reply``) →
+  its fields as text; a WhatsApp ``order`` (products from the
   business's catalog) → its text and items as text; WhatsApp ``context.id`` and Messenger/
   Instagram ``reply_to.mid`` → ``in_reply_to``;
 - a reaction (WhatsApp ``reaction``, an empty or absent emoji removing it; Messenger/
@@ -86,6 +87,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import msgspec
+
 from adapters.base import (
     BadRequest,
     Normalized,
@@ -105,6 +108,7 @@ from adapters.meta_payloads import (
     WaContactCard,
     WaEcho,
     WaEdited,
+    WaFlowReply,
     WaMedia,
     WaMessage,
     WaOrder,
@@ -314,6 +318,8 @@ def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content
     if msg.type == "button" and msg.button is not None:
         return _Content(text=msg.button.text)
     if msg.type == "interactive" and msg.interactive is not None:
+        if msg.interactive.nfm_reply is not None:
+            return _Content(text=_flow_text(msg.interactive.nfm_reply))
         reply = msg.interactive.button_reply or msg.interactive.list_reply
         return _Content(text=reply.title if reply else "")
     if msg.type == "order" and msg.order is not None:
@@ -321,6 +327,24 @@ def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content
     # reaction, edit, revoke: changes (``_wa_change``); unsupported, system,
     # request_welcome, ephemeral: nothing for an agent.
     return None
+
+
+def _flow_text(reply: WaFlowReply) -> str:
+    """A completed Flow as an agent reads it: ``[form] date: 2026-12-08, seats: 2`` (its
+    fields in order, the business's ``flow_token`` left out; a value that is no text or
+    number as JSON). A response that is no JSON object gives ``[form]`` and its body."""
+    try:
+        fields = msgspec.json.decode(reply.response_json)
+    except (msgspec.DecodeError, RecursionError):
+        fields = None
+    if not isinstance(fields, dict):
+        return f"[form] {reply.body}".strip()
+    parts = [
+        f"{name}: {value if isinstance(value, str) else msgspec.json.encode(value).decode()}"
+        for name, value in fields.items()
+        if name != "flow_token"
+    ]
+    return f"[form] {', '.join(parts)}".strip()
 
 
 def _order_text(order: WaOrder) -> str:

@@ -90,8 +90,8 @@ DECLARATIONS = (
         outbound="Cloud API POST /{phone-number-id}/messages",
         media_in=(
             "image, video, audio and voice notes, document, sticker (Meta's media id,"
-            " SHA-256, MIME type, caption and file name kept), location, contacts; an order"
-            " from the catalog as text"
+            " SHA-256, MIME type, caption and file name kept), location, contacts; a completed"
+            " Flow's fields and an order from the catalog as text"
         ),
         media_out=(
             "by link, one message each: image (JPEG, PNG ≤ 5 MB), video (MP4, 3GPP ≤ 16 MB),"

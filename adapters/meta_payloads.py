@@ -69,10 +69,20 @@ class WaReply(_S, frozen=True, kw_only=True):
     title: str = ""
 
 
+class WaFlowReply(_S, frozen=True, kw_only=True):
+    """A WhatsApp Flow the customer completed (``nfm_reply``)."""
+
+    name: str = ""
+    body: str = ""
+    response_json: str = ""
+    """The Flow's fields as a JSON object (its ``flow_token`` among them)."""
+
+
 class WaInteractive(_S, frozen=True, kw_only=True):
     type: str = ""
     button_reply: WaReply | None = None
     list_reply: WaReply | None = None
+    nfm_reply: WaFlowReply | None = None
 
 
 class WaProductItem(_S, frozen=True, kw_only=True):

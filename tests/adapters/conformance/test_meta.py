@@ -19,6 +19,8 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
   and the platform's changelog of Aug 11, 2026 (``system`` messages ``user_changed_number``
   and ``user_changed_user_id``: the new ``wa_id`` and ``user_id``, the ``previous_user_id``;
   no ``contacts`` array);
+  https://developers.facebook.com/documentation/business-messaging/whatsapp/flows/guides/flowswebhooks
+  (a completed Flow: ``interactive`` ``nfm_reply`` with its fields in ``response_json``);
   https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/smb_message_echoes
   (``message_echoes``: what a business sends from the WhatsApp Business app or a linked
   device, for a number also on the Cloud API);
@@ -251,6 +253,7 @@ EXPECTED: dict[str, list[str]] = {
     "wa_reaction_removed": ["unreacted"],
     "wa_edit": ["edited"],
     "wa_revoke": ["deleted"],
+    "wa_interactive_flow_reply": ["message"],  # a completed WhatsApp Flow
     "wa_order": ["message"],  # a customer's order from the catalog, for an agent
     "wa_smb_message_echo": ["human_replied"],  # the business answered from the app
     "wa_system_user_changed_number": ["identity:user_changed_number"] * 2,  # number and id
@@ -493,6 +496,39 @@ def test_other_system_notices_are_not_routed() -> None:
     body = _system("wa_system_user_changed_number", type="customer_identity_changed")
     out = meta.parse_webhook(body, CHANNELS, NOW)
     assert (out.events, out.set_aside) == ([], [])
+
+
+# -- WhatsApp: a completed Flow ---------------------------------------------------------------
+
+
+def test_a_completed_flow_reaches_an_agent_with_its_fields() -> None:
+    form: MessageReceived = one("wa_interactive_flow_reply")
+    assert form.text == (
+        '[form] appointment_date: 2026-12-08, party_size: 2, services: ["haircut","colour"]'
+    )
+    assert "appointment-7f3a" not in form.text  # the business's flow token stays out
+    assert form.in_reply_to == "gBGGEiRVVgBPAgm7FUgc73noXjo"  # the Flow message it answers
+
+
+@pytest.mark.parametrize(
+    ("response_json", "text"),
+    [
+        ("not json", "[form] Sent"),
+        ("[1, 2]", "[form] Sent"),
+        ('{"flow_token": "t"}', "[form]"),
+        ("[" * 100_000 + "]" * 100_000, "[form] Sent"),
+    ],
+    ids=["not-json", "not-an-object", "token-only", "deep"],
+)
+def test_a_flow_response_that_is_no_object_of_fields_still_reaches_an_agent(
+    response_json: str, text: str
+) -> None:
+    payload = json.loads(fixture("wa_interactive_flow_reply"))
+    [message] = payload["entry"][0]["changes"][0]["value"]["messages"]
+    message["interactive"]["nfm_reply"]["response_json"] = response_json
+    [form] = meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW).events
+    assert isinstance(form, MessageReceived)
+    assert form.text == text
 
 
 # -- WhatsApp: an order from the catalog -----------------------------------------------------
