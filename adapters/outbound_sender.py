@@ -109,6 +109,8 @@ _SENDERS_STATUSES = frozenset(
     {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.REFUSED, DeliveryStatus.CANCELLED}
 )
 """The statuses the sender reports itself (the provider reports the later ones)."""
+OPTED_OUT_CODE = "opted_out"
+"""The ``error_code`` of a ``refused`` status: the address opted out since it was accepted."""
 _STATUS_EVENT_IDS = uuid.UUID("0b1c3a52-5d0e-4d55-9b7e-2f5b8c1d7e40")
 _NOTIFICATION = msgspec.json.Decoder(NotificationRequested)
 
@@ -328,6 +330,7 @@ class StatusReports:
                         channel=Channel(row["channel"]),
                         status=DeliveryStatus(status),
                         provider_message_id=row["provider_message_id"],
+                        error_code=OPTED_OUT_CODE if status == DeliveryStatus.REFUSED else None,
                     )
                 )
         # A later status (delivered, read) was reported by the provider: nothing to add.
@@ -714,7 +717,7 @@ class OutboundSender:
                     outbound_id=outbound_id,
                     channel=Channel(sender.channel),
                     status=DeliveryStatus.REFUSED,
-                    error_code="opted_out",
+                    error_code=OPTED_OUT_CODE,
                 )
             )
         sends = self._metrics.for_domain(sender.domain)

@@ -555,3 +555,45 @@ async def test_a_sender_killed_mid_campaign_is_replaced_and_twilio_drops_the_rep
     finally:
         await conn.close()
         await server.close()
+
+
+class _Published:
+    """The broker's side of ``StatusReports``, kept: what it was asked to publish."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish(self, events: Any) -> None:
+        self.events.extend(events)
+
+
+async def test_statuses_left_unreported_are_taken_over_as_they_were_recorded(
+    database_url: str,
+) -> None:
+    """A refused message whose report a process that died never published (and a sent
+    one) is published by another process as the first would have: ``refused`` with its
+    ``opted_out`` code; the flags are cleared once it is."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            refused = await queue_notification(conn, "+14155550501")
+            sent = await queue_notification(conn, "+14155550502")
+            await conn.execute(
+                "UPDATE outbound_messages SET status = CASE outbound_id WHEN $1 THEN 'refused'"
+                " ELSE 'sent' END, status_unreported = true,"
+                " updated_at = now() - interval '1 minute'",
+                refused,
+            )
+        published = _Published()
+        reports = outbound_sender.StatusReports(pool, published)
+        assert await reports.take_over_stale() == 2
+        await reports.flush()
+        by_id = {event.outbound_id: event for event in published.events}
+        assert (by_id[refused].status, by_id[refused].error_code) == (
+            DeliveryStatus.REFUSED,
+            "opted_out",
+        )
+        assert (by_id[sent].status, by_id[sent].error_code) == (DeliveryStatus.SENT, None)
+        assert not await pool.fetchval("SELECT bool_or(status_unreported) FROM outbound_messages")
+    finally:
+        await pool.close()
