@@ -307,6 +307,8 @@ async def serve(
             domains=domains,
             messages=len(messages),
             statuses=len(statuses),
+            # Changes to messages, consent reports, new addresses, a person's replies.
+            other_events=len(events) - len(messages) - len(statuses),
             consents=consents(events),
             set_aside=len(letters),
             **({"suppressed": suppressed} if suppressed else {}),

@@ -148,6 +148,7 @@ async def test_the_webhook_line_comes_ten_times_a_minute_then_says_how_many_were
         "domains": ["acme"],
         "messages": 1,
         "statuses": 0,
+        "other_events": 0,
         "consents": 0,
         "set_aside": 0,
         "level": "info",

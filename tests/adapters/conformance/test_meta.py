@@ -67,6 +67,7 @@ from schemas import (
     MessageReceived,
 )
 from tests.adapters.conftest import CHANNELS, ENVIRON, NOW, Harness
+from tests.logcapture import captured_logs, lines_of
 
 PATH = "/webhooks/meta"
 SECRET = ENVIRON["META_APP_SECRET"]
@@ -421,6 +422,19 @@ def test_a_changed_number_names_the_new_number_and_the_new_id_for_the_customer()
     assert number.id != user_id.id
     # Meta's retry of the notice yields the same events.
     assert [e.id for e in parsed("wa_system_user_changed_number")] == [number.id, user_id.id]
+
+
+async def test_the_webhook_line_counts_the_notices_events_and_quotes_nothing(
+    hook: Harness,
+) -> None:
+    body = fixture("wa_system_user_changed_number")
+    with captured_logs([]) as buffer:
+        assert await post(hook, body, signature(body)) == (200, "EVENT_RECEIVED")
+    [line] = [line for line in lines_of(buffer) if line["event"] == "webhook"]
+    assert (line["messages"], line["statuses"], line["other_events"]) == (0, 0, 2)
+    logged = buffer.getvalue()
+    for personal in ("Sheena", "16505551234", "12195555358", NEW_BSUID, BSUID):
+        assert personal not in logged
 
 
 def test_the_notice_carries_neither_the_profile_name_nor_its_prose() -> None:
