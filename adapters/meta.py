@@ -28,9 +28,9 @@ Instagram messaging items):
   ``sticker_id`` as ``media_id``). WhatsApp ``location`` and Messenger's legacy location
   attachment → ``location``; WhatsApp ``contacts`` → ``contacts``; an interactive or
   template button reply → its title as text; a completed WhatsApp Flow (``nfm_reply``) →
-  its fields as text; a WhatsApp ``order`` (products from the
-  business's catalog) → its text and items as text; WhatsApp ``context.id`` and Messenger/
-  Instagram ``reply_to.mid`` → ``in_reply_to``;
+  its fields as text; a WhatsApp ``order`` (products from the business's catalog) → its
+  items and words as text; WhatsApp ``context.id`` and Messenger/Instagram
+  ``reply_to.mid`` → ``in_reply_to``;
 - a reaction (WhatsApp ``reaction``, an empty or absent emoji removing it; Messenger/
   Instagram ``reaction`` with ``react``/``unreact``), an edit (WhatsApp ``edit``,
   Messenger/Instagram ``message_edit``) or a deletion (WhatsApp ``revoke``, Instagram
@@ -348,8 +348,9 @@ def _flow_text(reply: WaFlowReply) -> str:
 
 
 def _order_text(order: WaOrder) -> str:
-    """An order as an agent reads it: ``[order] 2 x di9ozbzfi4 at 7.99 USD, ... Love
-    these!`` (each item as the catalog names it; the text is cut at the channel's maximum)."""
+    """An order as an agent reads it: ``[order] 2 x di9ozbzfi4 at 7.99 USD, 1 x … . Love
+    these!`` (each item as the catalog names it, then the customer's words; the text is
+    cut at the channel's maximum)."""
     items = ", ".join(
         f"{item.quantity} x {item.product_retailer_id} at {item.item_price} {item.currency}".strip()
         for item in order.product_items
