@@ -50,11 +50,11 @@ Instagram messaging items):
   below, and account-level changes are recognised and not routed;
 - a WhatsApp ``system`` message ``user_changed_number`` (``system.wa_id``, the new number,
   and ``system.user_id``, the new business-scoped user id) or ``user_changed_user_id``
-  (``system.user_id``) → one ``IdentityChanged`` per new address, for the customer of the
-  address the message comes from (``from``, else ``system.previous_user_id``, else
-  ``from_user_id``): the router links it to them, so that their messages from it reach
-  the agent who served them. The message's ``body`` (their profile name and both numbers)
-  is not read.
+  (``system.user_id``) → one ``IdentityChanged`` per new address
+  (``adapters.meta_whatsapp``), for the customer of the address the message comes from
+  (``from``, else ``system.previous_user_id``, else ``from_user_id``): the router links
+  it to them, so that their messages from it reach the agent who served them. The
+  message's ``body`` (their profile name and both numbers) is not read.
 
 Echoes (``message.is_echo``: a message the page or Instagram account sent, to the
 customer who is the echo's ``recipient``) tell who sent it by ``message.app_id``. With
@@ -87,8 +87,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import msgspec
-
 from adapters.base import (
     BadRequest,
     Normalized,
@@ -106,15 +104,12 @@ from adapters.meta_payloads import (
     Notification,
     NotifiedObject,
     WaContactCard,
-    WaEcho,
     WaEdited,
-    WaFlowReply,
     WaMedia,
     WaMessage,
-    WaOrder,
-    WaSystem,
     WaValue,
 )
+from adapters.meta_whatsapp import echo_recipient, flow_text, identity_changes, order_text
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
@@ -122,7 +117,6 @@ from adapters.normalize import (
     delivery_status_changed,
     e164,
     find_endpoint,
-    identity_changed,
     message_changed,
     message_received,
     read_through,
@@ -133,7 +127,6 @@ from schemas import (
     Contact,
     DeliveryStatus,
     HumanReplied,
-    IdentityChanged,
     Location,
     MessageChange,
     MessageReceived,
@@ -319,44 +312,14 @@ def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content
         return _Content(text=msg.button.text)
     if msg.type == "interactive" and msg.interactive is not None:
         if msg.interactive.nfm_reply is not None:
-            return _Content(text=_flow_text(msg.interactive.nfm_reply))
+            return _Content(text=flow_text(msg.interactive.nfm_reply))
         reply = msg.interactive.button_reply or msg.interactive.list_reply
         return _Content(text=reply.title if reply else "")
     if msg.type == "order" and msg.order is not None:
-        return _Content(text=_order_text(msg.order))
+        return _Content(text=order_text(msg.order))
     # reaction, edit, revoke: changes (``_wa_change``); unsupported, system,
     # request_welcome, ephemeral: nothing for an agent.
     return None
-
-
-def _flow_text(reply: WaFlowReply) -> str:
-    """A completed Flow as an agent reads it: ``[form] date: 2026-12-08, seats: 2`` (its
-    fields in order, the business's ``flow_token`` left out; a value that is no text or
-    number as JSON). A response that is no JSON object gives ``[form]`` and its body."""
-    try:
-        fields = msgspec.json.decode(reply.response_json)
-    except (msgspec.DecodeError, RecursionError):
-        fields = None
-    if not isinstance(fields, dict):
-        return f"[form] {reply.body}".strip()
-    parts = [
-        f"{name}: {value if isinstance(value, str) else msgspec.json.encode(value).decode()}"
-        for name, value in fields.items()
-        if name != "flow_token"
-    ]
-    return f"[form] {', '.join(parts)}".strip()
-
-
-def _order_text(order: WaOrder) -> str:
-    """An order as an agent reads it: ``[order] 2 x di9ozbzfi4 at 7.99 USD, 1 x … . Love
-    these!`` (each item as the catalog names it, then the customer's words; the text is
-    cut at the channel's maximum)."""
-    items = ", ".join(
-        f"{item.quantity} x {item.product_retailer_id} at {item.item_price} {item.currency}".strip()
-        for item in order.product_items
-    )
-    said = f"{items}. {order.text}" if items and order.text else items or order.text
-    return f"[order] {said}".strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,75 +390,10 @@ def _wa_user_id_beside_number(msg: WaMessage) -> str | None:
     return None
 
 
-_IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
 _WA_FIELDS = frozenset({"messages", "smb_message_echoes"})
 """The WhatsApp webhook fields that carry customers' conversations."""
 _NOT_ANSWERS = frozenset({"edit", "revoke", "reaction"})
 """Echoes of a business's change to a message it sent, not an answer."""
-
-
-def _wa_echo_recipient(echo: WaEcho, domain: str) -> str:
-    """The customer an echo went to, as their own messages name them."""
-    if echo.to:
-        return e164(echo.to)
-    if echo.to_user_id is not None and is_whatsapp_user_id(echo.to_user_id):
-        return echo.to_user_id
-    raise Unusable("the echo names neither the user's number nor their id", domain=domain)
-
-
-def _wa_new_addresses(system: WaSystem) -> list[str]:
-    """The addresses a ``system`` message says the user now has: the new number, then the
-    new business-scoped user id. A value that is neither (empty, not an id) is left out."""
-    addresses = []
-    if system.type == "user_changed_number" and system.wa_id:
-        addresses.append(e164(system.wa_id))
-    if system.user_id is not None and is_whatsapp_user_id(system.user_id):
-        addresses.append(system.user_id)
-    return addresses
-
-
-def _wa_previous_address(msg: WaMessage, system: WaSystem, domain: str) -> str:
-    """The address the user had: their number when the message gives it, else the
-    business-scoped user id they had."""
-    if msg.from_:
-        return e164(msg.from_)
-    for user_id in (system.previous_user_id, msg.from_user_id):
-        if user_id is not None and is_whatsapp_user_id(user_id):
-            return user_id
-    raise Unusable("the notice names neither the user's number nor their former id", domain=domain)
-
-
-def _wa_identity_changes(
-    config: ChannelsConfig,
-    endpoint: Endpoint,
-    number_id: str,
-    msg: WaMessage,
-    system: WaSystem,
-    now: float,
-) -> list[IdentityChanged]:
-    """The ``IdentityChanged`` events of a ``system`` message (none for other notices)."""
-    if system.type not in _IDENTITY_CHANGES:
-        return []
-    new_addresses = _wa_new_addresses(system)
-    if not new_addresses:
-        raise Unusable(f"{system.type} without a usable new address", domain=endpoint.domain)
-    previous = _wa_previous_address(msg, system, endpoint.domain)
-    changes = (
-        identity_changed(
-            config,
-            endpoint,
-            channel=Channel.WHATSAPP,
-            endpoint_key=number_id,
-            customer_address=previous,
-            new_address=address,
-            provider_message_id=msg.id,
-            provider_status=system.type,
-            received_at=now,
-            sent_at=_seconds(msg.timestamp),
-        )
-        for address in new_addresses
-    )
-    return [change for change in changes if change is not None]
 
 
 def _whatsapp(
@@ -510,13 +408,13 @@ def _whatsapp(
         return False
     for index, msg in enumerate(value.messages):
         place = f"{where}.messages[{index}]"
+        sent_at = _seconds(msg.timestamp)
         if msg.type == "system" and msg.system is not None:
             with out.setting_aside(place):
                 out.events.extend(
-                    _wa_identity_changes(config, endpoint, number_id, msg, msg.system, now)
+                    identity_changes(config, endpoint, number_id, msg, msg.system, now, sent_at)
                 )
             continue
-        sent_at = _seconds(msg.timestamp)
         edit = _wa_change(msg)
         if edit is not None:
             with out.setting_aside(place):
@@ -569,7 +467,7 @@ def _whatsapp(
                 endpoint,
                 channel=Channel.WHATSAPP,
                 endpoint_key=number_id,
-                customer_address=_wa_echo_recipient(echo, endpoint.domain),
+                customer_address=echo_recipient(echo, endpoint.domain),
                 provider_message_id=echo.id,
                 received_at=now,
                 sent_at=_seconds(echo.timestamp),

@@ -34,6 +34,7 @@ from schemas import (
     topics,
 )
 from switchboard.config import Config
+from tests.adapters.conftest import RecordingPublisher
 from tests.conftest import Infrastructure
 from tests.support import (
     RouterProcess,
@@ -557,16 +558,6 @@ async def test_a_sender_killed_mid_campaign_is_replaced_and_twilio_drops_the_rep
         await server.close()
 
 
-class _Published:
-    """The broker's side of ``StatusReports``, kept: what it was asked to publish."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    async def publish(self, events: Any) -> None:
-        self.events.extend(events)
-
-
 async def test_statuses_left_unreported_are_taken_over_as_they_were_recorded(
     database_url: str,
 ) -> None:
@@ -584,7 +575,7 @@ async def test_statuses_left_unreported_are_taken_over_as_they_were_recorded(
                 " updated_at = now() - interval '1 minute'",
                 refused,
             )
-        published = _Published()
+        published = RecordingPublisher()
         reports = outbound_sender.StatusReports(pool, published)
         assert await reports.take_over_stale() == 2
         await reports.flush()
