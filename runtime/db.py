@@ -7,11 +7,12 @@ apply each one exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -327,6 +328,25 @@ class _HeldUse:
         if error is not None or holder._give_back:
             holder._held, holder._give_back = None, False
             await holder.pool.release(conn)
+
+
+@contextlib.asynccontextmanager
+async def given_back(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """``pool.acquire()`` for a task that may be cancelled: the task ends only once its
+    connection is back in the pool. asyncpg gives a connection back under
+    ``asyncio.shield``, so a task cancelled while giving it back ends at once while the
+    release goes on behind it (a caller that cancels its readers and returns would leave
+    that release running)."""
+    conn = await pool.acquire()
+    try:
+        yield conn
+    finally:
+        release = asyncio.ensure_future(pool.release(conn))
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            await release
+            raise
 
 
 def held_connections(pool: asyncpg.Pool, count: int) -> list[HeldConnection]:

@@ -206,3 +206,41 @@ async def test_uses_that_start_together_never_share_a_connection(database_url: s
         first_pid, second_pid, third_pid = await asyncio.gather(first(), second(), third())
         assert second_pid not in (first_pid, third_pid)  # the first's may serve the third
         assert pool.get_idle_size() == pool.get_size() - 1  # one kept, the others back
+
+
+@pytest.mark.parametrize("given_back", [True, False], ids=["given_back", "pool.acquire"])
+async def test_a_task_cancelled_while_giving_its_connection_back_ends_once_it_is_back(
+    database_url: str, given_back: bool
+) -> None:
+    """``db.given_back``: cancelled while the pool resets its connection (held here until
+    ``reset_may_end``), the task ends only once the connection is back. With
+    ``pool.acquire()`` the task ends at once and the release goes on without it, which
+    is why readers that may be cancelled use ``given_back``."""
+    resetting, reset_may_end = asyncio.Event(), asyncio.Event()
+
+    async def slow_reset(conn: asyncpg.Connection) -> None:
+        resetting.set()
+        await reset_may_end.wait()
+
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1, reset=slow_reset)
+    assert pool is not None
+    try:
+
+        async def reader() -> None:
+            uses = db.given_back(pool) if given_back else pool.acquire()
+            async with uses as conn:
+                await conn.fetchval("SELECT 1")
+
+        task = asyncio.create_task(reader())
+        await asyncio.wait_for(resetting.wait(), 10)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        assert task.done() is not given_back
+        reset_may_end.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if given_back:
+            assert pool.get_idle_size() == 1  # back before the task ended
+    finally:
+        reset_may_end.set()
+        await asyncio.wait_for(pool.close(), 10)

@@ -26,7 +26,7 @@ from router.engine import (
     Restoration,
     with_activity,
 )
-from runtime.db import HeldConnection, json_rows, rows_of
+from runtime.db import HeldConnection, given_back, json_rows, rows_of
 from runtime.sealing import KEYS_FOR_OPENING, SealingKey, TopicKeys
 from schemas import MessageReceived
 from schemas.cloudevents import type_name
@@ -196,7 +196,7 @@ async def restore_domains(
         async def take(domain: str, records: RecordPages[ConversationRecord]) -> None:
             await parts.put(_Conversations(domain, records))
 
-        async with pool.acquire() as conn:
+        async with given_back(pool) as conn:
             await read_open_conversations(conn, domains, take)
 
     async def of_open_work(
@@ -205,7 +205,7 @@ async def restore_domains(
         as_part: Callable[[dict[str, RecordPages[Any]]], _Customers | _Identities],
         record: str = "t.record",
     ) -> None:
-        async with pool.acquire() as conn:
+        async with given_back(pool) as conn:
             found = await _read_pages(
                 conn,
                 domains,
