@@ -294,6 +294,10 @@ class TelegramConfig(_Section, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def __post_init__(self) -> None:
         _unique([b.name for b in self.bots], "telegram.bots")
+        for index, bot in enumerate(self.bots):
+            # A business chat's endpoint is ``{bot}/{connection}`` (``adapters.telegram``).
+            if not bot.name or "/" in bot.name:
+                raise ValueError(f"telegram.bots[{index}].name: a bot name is not empty, no /")
 
 
 class EmailAddress(_Routed, frozen=True, kw_only=True, forbid_unknown_fields=True):

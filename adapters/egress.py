@@ -232,7 +232,8 @@ def telegram_request(
     """The Bot API calls of ``adapters.telegram.reply_calls``: the first, the rest as
     ``then``; ``MediaRefused`` when an attachment breaks Telegram's limits."""
     cfg = channels.telegram
-    bot = find_endpoint(cfg.bots, reply.endpoint, "name")
+    name, connection = telegram_adapter.endpoint_parts(reply.endpoint)
+    bot = find_endpoint(cfg.bots, name, "name")
     if bot is None:
         raise EgressUnroutable(reply.endpoint)
     token = resolve_secret(bot.bot_token_env, environ)
@@ -240,11 +241,17 @@ def telegram_request(
 
     def message_id(body: Any) -> str | None:
         mid = answer_text(body, "result", "message_id")
-        return None if mid is None else telegram_adapter.message_key(bot.name, chat, mid)
+        return None if mid is None else telegram_adapter.message_key(reply.endpoint, chat, mid)
 
     location = reply.location if isinstance(reply, ReplyRequested) else None
     calls = telegram_adapter.reply_calls(
-        bot.name, chat, reply.text, reply.attachments, location, quick_replies(reply)
+        bot.name,
+        chat,
+        reply.text,
+        reply.attachments,
+        location,
+        quick_replies(reply),
+        business_connection=connection,
     )
     base = f"{cfg.api_base_url.rstrip('/')}/bot{token}"
     first, *rest = [

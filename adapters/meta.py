@@ -94,7 +94,6 @@ from adapters.base import (
     Unusable,
     constant_time_equal,
     hmac_hex,
-    inbound_event_id,
 )
 from adapters.config import ChannelsConfig, MetaConfig
 from adapters.meta_payloads import (
@@ -117,6 +116,7 @@ from adapters.normalize import (
     delivery_status_changed,
     e164,
     find_endpoint,
+    human_replied,
     message_changed,
     message_received,
     read_through,
@@ -126,7 +126,6 @@ from schemas import (
     Channel,
     Contact,
     DeliveryStatus,
-    HumanReplied,
     Location,
     MessageChange,
     MessageReceived,
@@ -501,24 +500,6 @@ def sent_by_a_person(meta: MetaConfig, echo: MsgMessage) -> bool:
     if meta.app_id is None:
         return False
     return echo.app_id is None or str(echo.app_id) != meta.app_id
-
-
-def human_replied(as_customers: MessageReceived) -> HumanReplied:
-    """A person's answer, from the echo read as if the customer had sent it
-    (``as_customers``): the customer's address, id and conversation key are exactly those
-    of the customer's own messages. Its id is the echo's own (``<mid>/echo``)."""
-    m = as_customers
-    return HumanReplied(
-        id=inbound_event_id(m.domain, m.channel.value, f"{m.provider_message_id}/echo"),
-        domain=m.domain,
-        occurred_at=m.occurred_at,
-        channel=m.channel,
-        endpoint=m.endpoint,
-        customer_address=m.customer_address,
-        customer_id=m.customer_id,
-        conversation_key=m.conversation_key,
-        provider_message_id=m.provider_message_id,
-    )
 
 
 def _send_api_content(msg: MsgMessage) -> _Content:

@@ -27,6 +27,7 @@ from schemas import (
     Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
+    HumanReplied,
     IdentityChanged,
     Location,
     MessageChange,
@@ -351,6 +352,25 @@ def message_received(
         contacts=tuple(usable_contact(c) for c in contacts[:CONTACTS_MAX]),
         in_reply_to=_optional_identifier(in_reply_to, PROVIDER_MESSAGE_ID_MAX),
         other_identity=None if other_identity == customer_id else other_identity,
+    )
+
+
+def human_replied(as_customers: MessageReceived) -> HumanReplied:
+    """A person's answer, from the echo read as if the customer had sent it
+    (``as_customers``): the customer's address, id and conversation key are exactly those
+    of the customer's own messages. Its id is the echo's own (``<mid>/echo``). Meta's echoes
+    and a Telegram business account's own messages are read so."""
+    m = as_customers
+    return HumanReplied(
+        id=inbound_event_id(m.domain, m.channel.value, f"{m.provider_message_id}/echo"),
+        domain=m.domain,
+        occurred_at=m.occurred_at,
+        channel=m.channel,
+        endpoint=m.endpoint,
+        customer_address=m.customer_address,
+        customer_id=m.customer_id,
+        conversation_key=m.conversation_key,
+        provider_message_id=m.provider_message_id,
     )
 
 

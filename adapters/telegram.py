@@ -25,11 +25,23 @@ Each POST is one ``Update`` with exactly one optional field set
   (``unreacted``) and per reaction added (``reacted``): ``old_reaction`` against
   ``new_reaction``. Telegram sends it only to a bot whose ``allowed_updates`` name
   ``message_reaction``.
+- A business account's chats (Telegram Business: a Premium user connects the bot, which
+  then reads and answers their private chats): ``business_message`` from the customer
+  becomes a ``MessageReceived`` as above; one the business account wrote itself (from
+  the Telegram app: ``from`` is not the chat's user) becomes a ``HumanReplied``, so a bot
+  that owns the conversation hands it to people; one a bot sent on the account's behalf
+  (``sender_business_bot``, our own replies among them) is not routed.
+  ``edited_business_message`` from the customer becomes a ``MessageChanged`` ``edited``;
+  ``deleted_business_messages`` one ``deleted`` per message id (the first
+  ``DELETED_IDS_MAX``). Such a chat is independent of any chat with the bot itself, even
+  with the same user: its endpoint is ``{bot}/{business_connection_id}``
+  (``business_endpoint``), so its conversation, message ids and replies are its own,
+  while the customer (``telegram:{chat id}``) is the same person either way. A reply
+  names the connection in every call (``business_connection_id``).
 - Every other kind (channel posts, callback and inline queries, polls, membership,
-  payments, reaction counts, business connections …) is recognised and not routed.
-Telegram does not tell a bot that a user deleted a message (only a bot connected to a
-business account gets ``deleted_business_messages``, which is not routed), and reports
-no delivery or read status to bots.
+  payments, reaction counts, business connections themselves …) is recognised and not
+  routed. Telegram does not tell a bot that a user deleted a message in its own chats,
+  and reports no delivery or read status to bots.
 
 Files: a file's URL (``getFile``) holds the bot token, so it is never stored. An
 attachment's ``url`` is our reference ``tg-file:{bot}/{file_id}``; its ``media_id`` is
@@ -52,12 +64,13 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import ChannelDeclaration, SignatureRejected, constant_time_equal
+from adapters.base import ChannelDeclaration, SignatureRejected, Unusable, constant_time_equal
 from adapters.config import ChannelsConfig, TelegramBot
 from adapters.media import MediaLimits, MediaRule, check_attachments
 from adapters.normalize import (
     decode_json,
     find_endpoint,
+    human_replied,
     message_changed,
     message_received,
     unknown_endpoint,
@@ -76,6 +89,10 @@ CAPTION_MAX = 1024
 """Characters of a caption (UTF-16 code units, as Telegram counts them)."""
 VCARD_MAX = 4096
 """Characters of a contact's vCard read (Telegram sends at most 2,048 bytes)."""
+BUSINESS_CONNECTION_MAX = 128
+"""Characters of a ``business_connection_id`` (an opaque id; longer is set aside)."""
+DELETED_IDS_MAX = 1000
+"""Message ids of one ``deleted_business_messages`` routed as deletions; the rest are not."""
 _MB = 1024 * 1024
 
 MEDIA_LIMITS = MediaLimits(
@@ -111,9 +128,11 @@ DECLARATION = ChannelDeclaration(
     provider="Telegram Bot API",
     channels=("telegram",),
     inbound="POST /webhooks/telegram/{bot}: messages, edits, reactions (Telegram does not"
-    " tell bots of deletions)",
+    " tell bots of deletions); the chats of a business account connected to the bot:"
+    " messages, edits, deletions, the account's own messages as a person's replies",
     outbound="Bot API sendMessage; sendPhoto, sendAnimation, sendVideo, sendVoice, sendAudio,"
-    " sendDocument by URL; sendVenue / sendLocation",
+    " sendDocument by URL; sendVenue / sendLocation; in a business account's chats, on its"
+    " behalf (business_connection_id)",
     media_in="photo (largest size), document, audio, voice, video, video note, animation,"
     " sticker (file_id, caption, file name, MIME type, size); location, venue, contact;"
     " reply_to_message",
@@ -218,6 +237,15 @@ class Message(_S, frozen=True, kw_only=True):
     venue: Venue | None = None
     contact: TgContact | None = None
     reply_to_message: Replied | None = None
+    business_connection_id: str | None = None
+    sender_business_bot: User | None = None
+    """The bot that sent a business account's message on its behalf."""
+
+
+class BusinessMessagesDeleted(_S, frozen=True, kw_only=True):
+    business_connection_id: str
+    chat: Chat
+    message_ids: list[int] = []
 
 
 class ReactionType(_S, frozen=True, kw_only=True):
@@ -242,6 +270,9 @@ class Update(_S, frozen=True, kw_only=True):
     message: Message | None = None
     edited_message: Message | None = None
     message_reaction: MessageReactionUpdated | None = None
+    business_message: Message | None = None
+    edited_business_message: Message | None = None
+    deleted_business_messages: BusinessMessagesDeleted | None = None
 
 
 def verify_secret(expected: str, given: str | None) -> None:
@@ -264,9 +295,22 @@ def file_reference(bot: str, file_id: str) -> str:
     return f"tg-file:{bot}/{file_id}"
 
 
-def message_key(bot: str, chat: int | str, message_id: int | str) -> str:
-    """A message's provider id: ``message_id`` is unique within one bot's chat only."""
-    return f"{bot}:{chat}:{message_id}"
+def business_endpoint(bot: str, connection: str) -> str:
+    """The endpoint of a business account's chats, reached through ``bot``'s connection
+    (bot names hold no ``/``: they are a path segment of the webhook's URL)."""
+    return f"{bot}/{connection}"
+
+
+def endpoint_parts(endpoint: str) -> tuple[str, str | None]:
+    """The bot and the business connection (None: the bot's own chats) of an endpoint."""
+    bot, _, connection = endpoint.partition("/")
+    return bot, connection or None
+
+
+def message_key(endpoint: str, chat: int | str, message_id: int | str) -> str:
+    """A message's provider id: ``message_id`` is unique within one chat of one endpoint
+    only (a bot's own chat, or a business account's chat with the same user)."""
+    return f"{endpoint}:{chat}:{message_id}"
 
 
 def _sticker_type(sticker: File) -> str:
@@ -378,16 +422,79 @@ def parse_update(
     """Normalize a verified Update into events; ``now`` is the time we received it."""
     update = decode_json(body, Update, "Telegram update")
     if update.message is not None:
-        return _message(update.message, bot, config, now)
+        return _message(update.message, bot, config, now, bot.name)
     if update.edited_message is not None:
-        return _edit(update.update_id, update.edited_message, bot, config, now)
+        return _edit(update.update_id, update.edited_message, bot, config, now, bot.name)
     if update.message_reaction is not None:
         return _reactions(update.update_id, update.message_reaction, bot, config, now)
+    if update.business_message is not None:
+        return _business_message(update.business_message, bot, config, now)
+    if update.edited_business_message is not None:
+        edited = update.edited_business_message
+        if not _from_the_customer(edited):
+            return []
+        endpoint_key = _business_endpoint(bot, edited.business_connection_id)
+        return _edit(update.update_id, edited, bot, config, now, endpoint_key)
+    if update.deleted_business_messages is not None:
+        return _deletions(update.update_id, update.deleted_business_messages, bot, config, now)
     return []
 
 
-def _message(
+def _business_endpoint(bot: TelegramBot, connection: str | None) -> str:
+    """The endpoint of a business chat's update (``Unusable`` without a usable
+    connection: nothing could answer it)."""
+    if not connection or len(connection) > BUSINESS_CONNECTION_MAX:
+        raise Unusable(
+            f"business_connection_id is not 1 to {BUSINESS_CONNECTION_MAX} characters",
+            domain=bot.domain,
+        )
+    return business_endpoint(bot.name, connection)
+
+
+def _from_the_customer(msg: Message) -> bool:
+    """A business chat's message written by its customer: a private chat's own user,
+    not the business account nor a bot on its behalf."""
+    sender = msg.from_
+    return (
+        msg.sender_business_bot is None
+        and msg.chat.kind == "private"
+        and sender is not None
+        and sender.id == msg.chat.id
+    )
+
+
+def _business_message(
     msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float
+) -> list[InboundEvent]:
+    if msg.sender_business_bot is not None or msg.chat.kind != "private":
+        return []  # a bot's message on the account's behalf (ours among them)
+    endpoint_key = _business_endpoint(bot, msg.business_connection_id)
+    if _from_the_customer(msg):
+        return _message(msg, bot, config, now, endpoint_key)
+    if not _has_content(msg):
+        return []  # the account's service messages: pins, themes …
+    chat = str(msg.chat.id)
+    as_customers = message_received(
+        config,
+        bot,
+        channel=Channel.TELEGRAM,
+        endpoint_key=endpoint_key,
+        customer_address=chat,
+        provider_message_id=message_key(endpoint_key, chat, msg.message_id),
+        received_at=now,
+        sent_at=msg.date,
+    )
+    return [human_replied(as_customers)]
+
+
+def _has_content(msg: Message) -> bool:
+    files = (msg.document, msg.video, msg.audio, msg.voice, msg.video_note, msg.animation)
+    places = (msg.sticker, msg.location, msg.venue, msg.contact)
+    return bool(msg.text or msg.caption or msg.photo or any(files) or any(places))
+
+
+def _message(
+    msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float, endpoint_key: str
 ) -> list[InboundEvent]:
     if not _routed(bot, msg.chat, msg.from_):
         return []
@@ -399,15 +506,15 @@ def _message(
         return []  # service messages: joins, pins, titles …
     chat = str(msg.chat.id)
     replied = msg.reply_to_message
-    in_reply_to = None if replied is None else message_key(bot.name, chat, replied.message_id)
+    in_reply_to = None if replied is None else message_key(endpoint_key, chat, replied.message_id)
     return [
         message_received(
             config,
             bot,
             channel=Channel.TELEGRAM,
-            endpoint_key=bot.name,
+            endpoint_key=endpoint_key,
             customer_address=chat,
-            provider_message_id=message_key(bot.name, chat, msg.message_id),
+            provider_message_id=message_key(endpoint_key, chat, msg.message_id),
             received_at=now,
             sent_at=msg.date,
             text=text,
@@ -420,7 +527,12 @@ def _message(
 
 
 def _edit(
-    update_id: int, msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float
+    update_id: int,
+    msg: Message,
+    bot: TelegramBot,
+    config: ChannelsConfig,
+    now: float,
+    endpoint_key: str,
 ) -> list[InboundEvent]:
     text = msg.text if msg.text is not None else msg.caption
     if text is None or not _routed(bot, msg.chat, msg.from_):
@@ -431,15 +543,43 @@ def _edit(
             config,
             bot,
             channel=Channel.TELEGRAM,
-            endpoint_key=bot.name,
+            endpoint_key=endpoint_key,
             customer_address=chat,
-            provider_message_id=message_key(bot.name, chat, msg.message_id),
+            provider_message_id=message_key(endpoint_key, chat, msg.message_id),
             change=MessageChange.EDITED,
             change_id=f"{bot.name}:{update_id}",
             received_at=now,
             sent_at=msg.edit_date or msg.date,
             text=text,
         )
+    ]
+
+
+def _deletions(
+    update_id: int,
+    deleted: BusinessMessagesDeleted,
+    bot: TelegramBot,
+    config: ChannelsConfig,
+    now: float,
+) -> list[InboundEvent]:
+    """Messages deleted in a business chat, by either side (Telegram does not say which)."""
+    if deleted.chat.kind != "private":
+        return []
+    endpoint_key = _business_endpoint(bot, deleted.business_connection_id)
+    chat = str(deleted.chat.id)
+    return [
+        message_changed(
+            config,
+            bot,
+            channel=Channel.TELEGRAM,
+            endpoint_key=endpoint_key,
+            customer_address=chat,
+            provider_message_id=message_key(endpoint_key, chat, message_id),
+            change=MessageChange.DELETED,
+            change_id=f"{bot.name}:{update_id}:{number}",
+            received_at=now,
+        )
+        for number, message_id in enumerate(deleted.message_ids[:DELETED_IDS_MAX])
     ]
 
 
@@ -510,9 +650,12 @@ def reply_calls(
     attachments: Sequence[Attachment],
     location: Location | None,
     options: Sequence[str],
+    *,
+    business_connection: str | None = None,
 ) -> list[Call]:
-    """The Bot API calls that send a reply, in order (the module docstring); raises
-    ``MediaRefused`` when an attachment breaks ``MEDIA_LIMITS``."""
+    """The Bot API calls that send a reply, in order (the module docstring), each through
+    the business connection when one is named; raises ``MediaRefused`` when an attachment
+    breaks ``MEDIA_LIMITS``."""
     checked = check_attachments(attachments, MEDIA_LIMITS)
     calls: list[Call] = []
     caption = text if checked and text and caption_fits(text) else None
@@ -541,4 +684,7 @@ def reply_calls(
             "one_time_keyboard": True,
             "resize_keyboard": True,
         }
+    if business_connection is not None:
+        for _method, params in calls:
+            params["business_connection_id"] = business_connection
     return calls

@@ -107,11 +107,11 @@ from adapters.base import (
 )
 from adapters.config import ChannelsConfig, XAccount, XConfig, resolve_secret
 from adapters.media import MediaLimits, MediaRefused, MediaRule, check_attachments, media_type
-from adapters.meta import human_replied
 from adapters.normalize import (
     decode_json,
     delivery_status_changed,
     find_endpoint,
+    human_replied,
     message_received,
     unknown_endpoint,
 )

@@ -64,6 +64,9 @@ def test_resolve_secret_names_the_missing_variable() -> None:
             {"telegram": {"bots": [{"name": "b", "domain": "a"}, {"name": "b", "domain": "c"}]}},
             "listed twice",
         ),
+        # A business chat's endpoint is {bot}/{connection}: a bot's name holds no /.
+        ({"telegram": {"bots": [{"name": "a/b", "domain": "a"}]}}, "no /"),
+        ({"telegram": {"bots": [{"name": "", "domain": "a"}]}}, "not empty"),
         (
             {
                 "email": {

@@ -376,12 +376,34 @@ telegram_file = st.fixed_dictionaries(
             "text": json_text,
             "caption": json_text,
             "document": telegram_file,
+            "business_connection_id": json_text,
+            "from": st.fixed_dictionaries({"id": hostile_int}),
+        }
+    ),
+    kind=st.sampled_from(["message", "business_message", "edited_business_message"]),
+    from_the_chat=st.booleans(),
+    deleted=st.fixed_dictionaries(
+        {
+            "business_connection_id": json_text,
+            "chat": st.fixed_dictionaries({"id": hostile_int, "type": st.just("private")}),
+            "message_ids": st.lists(hostile_int, max_size=5),
         }
     ),
     deep=depth,
 )
-async def test_telegram(target: Harness, message: dict[str, Any], deep: int) -> None:
-    body = json_body({"update_id": 1, "message": message}, deep)
+async def test_telegram(
+    target: Harness,
+    message: dict[str, Any],
+    kind: str,
+    from_the_chat: bool,
+    deleted: dict[str, Any],
+    deep: int,
+) -> None:
+    if from_the_chat:  # a business chat's customer, else the account itself
+        message["from"] = {"id": message["chat"]["id"]}
+    body = json_body({"update_id": 1, kind: message}, deep)
+    await post(target, "/webhooks/telegram/acme_support_bot", body, TELEGRAM_SECRET)
+    body = json_body({"update_id": 2, "deleted_business_messages": deleted}, deep)
     await post(target, "/webhooks/telegram/acme_support_bot", body, TELEGRAM_SECRET)
 
 

@@ -15,7 +15,10 @@
 - ``sendLocation``: ``latitude`` in -90..90 and ``longitude`` in -180..180, numbers;
   ``sendVenue`` also ``title`` and ``address``;
 - ``reply_markup``, when given, a ``ReplyKeyboardMarkup``: ``keyboard``, an array of
-  arrays of buttons, each with ``text``.
+  arrays of buttons, each with ``text``;
+- ``business_connection_id``, when given, a connection of the bot's (Bot API 7.2: the
+  message goes out on behalf of the connected business account): an unknown one is 400
+  ``business connection not found``.
 Answers ``{"ok": true, "result": Message}`` with a new ``message_id``; errors as
 ``{"ok": false, "error_code": …, "description": …}``.
 """
@@ -57,6 +60,8 @@ class Call:
 class FakeBotApi:
     tokens: frozenset[str]
     """Bot tokens this API knows."""
+    business_connections: frozenset[str] = frozenset()
+    """Business connections of the bots (any of them, for this stand-in)."""
     calls: list[Call] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(500))
@@ -84,6 +89,13 @@ class FakeBotApi:
         if not isinstance(params, dict):
             return self._error(400, "Bad Request: parameters must be an object")
         problem = _problem(method, params)
+        connection = params.get("business_connection_id")
+        if (
+            problem is None
+            and connection is not None
+            and connection not in self.business_connections
+        ):
+            problem = "business connection not found"
         if problem is not None:
             return self._error(400, f"Bad Request: {problem}")
         message_id = next(self._ids)

@@ -156,3 +156,116 @@ async def test_a_photo_in_and_a_photo_reply_out(
                 await conn.close()
     finally:
         await bot_api.close()
+
+
+CONNECTION = "AQADxyz-Biz_Conn1"
+BUSINESS = f"{BOT}/{CONNECTION}"
+
+
+def _text_update(update_id: int, kind: str, message_id: int, text: str) -> dict[str, Any]:
+    """A customer's text, in the bot's own chat (``message``) or in the chat of the
+    business account the bot is connected to (``business_message``, Bot API 7.2)."""
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": {"id": CHAT, "type": "private", "first_name": "Ann"},
+        "from": {"id": CHAT, "is_bot": False, "first_name": "Ann"},
+        "text": text,
+    }
+    if kind == "business_message":
+        message["business_connection_id"] = CONNECTION
+    return {"update_id": update_id, kind: message}
+
+
+async def test_a_business_accounts_chat_is_routed_and_answered_through_its_connection(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """The customer wrote to the bot before; their message to the business account the
+    bot is connected to is a conversation of its own, assigned to the agent who served
+    them (of two online), and the reply goes out on the account's behalf."""
+    fake = FakeBotApi(tokens=frozenset({TOKEN}), business_connections=frozenset({CONNECTION}))
+    bot_api = TestServer(fake.app(), host="127.0.0.1")
+    await bot_api.start_server()
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "telegram": {
+                    "api_base_url": str(bot_api.make_url("")).rstrip("/"),
+                    "bots": [{"name": BOT, "domain": "acme"}],
+                }
+            }
+        },
+    )
+    environ = {
+        "TELEGRAM_SECRET_TOKEN": SECRET,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "SWITCHBOARD_ADMIN_TOKEN": "telegram-admin",
+    }
+    try:
+        async with (
+            running_service(config, environ) as service,
+            TopicReader(config, "conversations.routing") as routing,
+        ):
+            http = service.session
+            await service.online_agent("ann", {"telegram": 2}, ADMIN)
+            await service.online_agent("bob", {"telegram": 2}, ADMIN)
+
+            async def post(update: dict[str, Any]) -> None:
+                async with http.post(
+                    service.url(f"/webhooks/telegram/{BOT}"),
+                    json=update,
+                    headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                ) as r:
+                    assert r.status == 200, await r.text()
+
+            async def assignments(n: int) -> list[ConversationAssigned] | None:
+                events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
+                found = [e for e in events if isinstance(e, ConversationAssigned)]
+                return found if len(found) >= n else None
+
+            await post(_text_update(912000010, "message", 1400, "hello bot"))
+            [with_bot] = await wait_until(lambda: assignments(1), what="the bot chat's")
+            await post(_text_update(912000011, "business_message", 1400, "hello shop"))
+            _, with_business = await wait_until(lambda: assignments(2), what="the business chat's")
+            assert with_business.conversation_id != with_bot.conversation_id
+            assert with_business.agent_id == with_bot.agent_id
+            assert with_business.preferred_agent_id == with_bot.agent_id
+            assert with_business.customer_id == with_bot.customer_id == f"telegram:{CHAT}"
+
+            conn = await asyncpg.connect(database_url)
+            try:
+                endpoint = await conn.fetchval(
+                    "SELECT record->>'endpoint' FROM conversations WHERE conversation_id = $1",
+                    with_business.conversation_id,
+                )
+                assert endpoint == BUSINESS
+                async with http.post(
+                    service.url(
+                        f"/v1/domains/acme/conversations/{with_business.conversation_id}/reply"
+                    ),
+                    json={"text": "Your parcel left today."},
+                    headers=ADMIN,
+                ) as r:
+                    assert r.status == 202, await r.text()
+                    reply_id = (await r.json())["reply_id"]
+                await reply_sent(conn, reply_id)
+                assert fake.refused == []
+                [call] = fake.calls
+                assert (call.method, call.params) == (
+                    "sendMessage",
+                    {
+                        "chat_id": str(CHAT),
+                        "text": "Your parcel left today.",
+                        "business_connection_id": CONNECTION,
+                    },
+                )
+                assert await conn.fetchval(
+                    "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
+                    reply_id,
+                ) == (f"{BUSINESS}:{CHAT}:{call.message_id}")
+            finally:
+                await conn.close()
+    finally:
+        await bot_api.close()

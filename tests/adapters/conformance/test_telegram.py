@@ -15,7 +15,15 @@ Documentation the fixtures (``tests/adapters/fixtures/telegram/``) come from:
   (with the ``document`` twin the reference says is set beside it), ``message_sticker``,
   ``message_location``, ``message_venue`` (with its ``location`` twin),
   ``message_contact``, ``message_reaction``, ``message_reaction_count``, ``channel_post``,
-  ``my_chat_member`` are built field by field from it, around the examples' chat.
+  ``my_chat_member`` are built field by field from it, around the examples' chat;
+- the same reference's business parts (Bot API 7.2: Update's ``business_connection``,
+  ``business_message``, ``edited_business_message``, ``deleted_business_messages``;
+  Message's ``business_connection_id`` and ``sender_business_bot``; BusinessConnection,
+  BusinessMessagesDeleted), likewise built around the examples' chat:
+  ``business_message`` (the customer's), ``business_message_from_business`` (the account
+  owner's, from the Telegram app), ``business_message_by_bot`` (sent by the bot on the
+  account's behalf), ``edited_business_message``, ``deleted_business_messages``,
+  ``business_connection``.
 
 Authenticity (https://core.telegram.org/bots/api#setwebhook): the ``secret_token`` given
 to ``setWebhook`` comes back in ``X-Telegram-Bot-Api-Secret-Token``. Telegram signs
@@ -51,6 +59,7 @@ from schemas import (
     Attachment,
     Channel,
     Contact,
+    HumanReplied,
     Location,
     MessageChange,
     MessageChanged,
@@ -73,6 +82,9 @@ PATH = f"/webhooks/telegram/{BOT}"
 SECRET = {telegram.SECRET_HEADER: ENVIRON["TELEGRAM_SECRET_TOKEN"]}
 TOKEN = ENVIRON["TELEGRAM_BOT_TOKEN"]
 CHAT = "1111111"
+CONNECTION = "AQADxyz-Biz_Conn1"
+BUSINESS = f"{BOT}/{CONNECTION}"
+"""The endpoint of the business account's chats reached through the bot."""
 
 #: Every fixture and what it becomes: a customer message, a change, or nothing.
 OUTCOMES = {
@@ -101,6 +113,12 @@ OUTCOMES = {
     "message_reaction_count": "ignored",  # anonymous counts in a channel: nobody to route
     "channel_post": "ignored",
     "my_chat_member": "ignored",
+    "business_message": "message",
+    "business_message_from_business": "human",
+    "business_message_by_bot": "ignored",  # our own replies come back so
+    "edited_business_message": "changed",
+    "deleted_business_messages": "changed",
+    "business_connection": "ignored",
 }
 
 
@@ -198,6 +216,8 @@ async def test_each_documented_update_is_routed_or_deliberately_ignored(
         case "changed":
             assert events
             assert all(isinstance(e, MessageChanged) for e in events)
+        case "human":
+            assert [type(e) for e in events] == [HumanReplied]
         case _:
             assert events == []
             assert hook.count("telegram", "ignored") == 1
@@ -325,12 +345,123 @@ async def test_a_reaction_changed_is_one_change_per_reaction(hook: Harness) -> N
     assert len({c.id for c in changes}) == 3
 
 
+# --- A business account's chats --------------------------------------------------------
+
+
+async def post(hook: Harness, update: Any) -> None:
+    response = await hook.client.post(PATH, json=update, headers=SECRET)
+    assert response.status == 200
+
+
+async def test_a_business_chat_is_its_own_conversation_of_the_same_customer(
+    hook: Harness,
+) -> None:
+    await post(hook, fixture("message_text"))
+    await post(hook, fixture("business_message"))
+    with_bot, with_business = hook.publisher.messages
+    assert (with_business.endpoint, with_business.customer_address) == (BUSINESS, CHAT)
+    assert with_business.text == "Is my order shipped?"
+    assert with_business.customer_id == with_bot.customer_id == f"telegram:{CHAT}"
+    assert with_business.conversation_key == f"telegram:{BUSINESS}:{CHAT}"
+    assert with_business.conversation_key != with_bot.conversation_key
+    assert with_business.provider_message_id == f"{BUSINESS}:{CHAT}:3001"
+
+
+async def test_the_same_message_id_in_both_chats_is_two_messages(hook: Harness) -> None:
+    # Telegram numbers a business chat's messages apart from the bot's own chat.
+    update = fixture("business_message")
+    update["business_message"]["message_id"] = 1365
+    await post(hook, fixture("message_text"))
+    await post(hook, update)
+    with_bot, with_business = hook.publisher.messages
+    assert with_bot.id != with_business.id
+
+
+async def test_the_business_accounts_own_message_is_a_persons_reply(hook: Harness) -> None:
+    await post(hook, fixture("business_message"))
+    await post(hook, fixture("business_message_from_business"))
+    [customers] = hook.publisher.messages
+    [reply] = [e for e in hook.publisher.events if isinstance(e, HumanReplied)]
+    assert (reply.endpoint, reply.customer_address) == (BUSINESS, CHAT)
+    assert (reply.customer_id, reply.conversation_key) == (
+        customers.customer_id,
+        customers.conversation_key,
+    )
+    assert reply.provider_message_id == f"{BUSINESS}:{CHAT}:3002"
+
+
+async def test_the_business_accounts_service_messages_are_not_routed(hook: Harness) -> None:
+    update = fixture("business_message_from_business")
+    del update["business_message"]["text"]
+    update["business_message"]["pinned_message"] = {"message_id": 3001, "date": 1441647000}
+    await post(hook, update)
+    assert hook.publisher.events == []
+
+
+async def test_an_edit_and_deletions_in_a_business_chat(hook: Harness) -> None:
+    await post(hook, fixture("edited_business_message"))
+    await post(hook, fixture("deleted_business_messages"))
+    edit, *deletions = hook.publisher.events
+    assert isinstance(edit, MessageChanged)
+    assert (edit.change, edit.text) == (MessageChange.EDITED, "Is my order 1234 shipped?")
+    assert (edit.endpoint, edit.provider_message_id) == (BUSINESS, f"{BUSINESS}:{CHAT}:3001")
+    assert [
+        (d.change, d.provider_message_id) for d in deletions if isinstance(d, MessageChanged)
+    ] == [
+        (MessageChange.DELETED, f"{BUSINESS}:{CHAT}:3001"),
+        (MessageChange.DELETED, f"{BUSINESS}:{CHAT}:3002"),
+    ]
+    assert {d.conversation_key for d in deletions} == {f"telegram:{BUSINESS}:{CHAT}"}
+    assert len({e.id for e in hook.publisher.events}) == 3
+
+
+async def test_deletions_past_the_bound_are_not_routed(hook: Harness) -> None:
+    update = fixture("deleted_business_messages")
+    update["deleted_business_messages"]["message_ids"] = list(range(1, 5001))
+    await post(hook, update)
+    assert len(hook.publisher.events) == telegram.DELETED_IDS_MAX
+
+
+@pytest.mark.parametrize(
+    ("edit", "routed"),
+    [
+        (lambda m: m.update(business_connection_id="x" * telegram.BUSINESS_CONNECTION_MAX), True),
+        (lambda m: m.pop("business_connection_id"), False),
+        (lambda m: m.update(business_connection_id=""), False),
+        (
+            lambda m: m.update(business_connection_id="x" * (telegram.BUSINESS_CONNECTION_MAX + 1)),
+            False,
+        ),
+        (lambda m: m.update(business_connection_id="conn\x00"), False),
+    ],
+    ids=["longest", "missing", "empty", "too-long", "nul"],
+)
+async def test_a_business_message_without_a_usable_connection_is_set_aside(
+    hook: Harness, edit: Any, routed: bool
+) -> None:
+    update = fixture("business_message")
+    edit(update["business_message"])
+    await post(hook, update)
+    assert len(hook.publisher.messages) == int(routed)
+    assert len(hook.publisher.dead_letters) == int(not routed)
+
+
+async def test_the_business_accounts_edits_are_not_routed(hook: Harness) -> None:
+    update = fixture("edited_business_message")
+    update["edited_business_message"]["from"] = fixture("business_message_from_business")[
+        "business_message"
+    ]["from"]
+    await post(hook, update)
+    assert hook.publisher.events == []
+    assert hook.publisher.dead_letters == []
+
+
 # --- Replies ---------------------------------------------------------------------------
 
 
 @pytest.fixture
 async def bot_api() -> AsyncIterator[tuple[FakeBotApi, Egress]]:
-    fake = FakeBotApi(tokens=frozenset({TOKEN}))
+    fake = FakeBotApi(tokens=frozenset({TOKEN}), business_connections=frozenset({CONNECTION}))
     server = TestServer(fake.app(), host="127.0.0.1")
     await server.start_server()
     base = str(server.make_url("")).rstrip("/")
@@ -365,7 +496,7 @@ def reply(**kw: Any) -> ReplyRequested:
         conversation_id="conv-1",
         agent_id="ann",
         channel=Channel.TELEGRAM,
-        endpoint=BOT,
+        endpoint=kw.pop("endpoint", BOT),
         customer_address=CHAT,
         **kw,
     )
@@ -485,6 +616,52 @@ async def test_a_later_call_refused_fails_the_send_in_part(
     assert result.error == "sent in part: Bad Request: wrong remote file identifier specified"
     [photo] = fake.calls
     assert result.provider_message_id == f"{BOT}:{CHAT}:{photo.message_id}"
+
+
+async def test_a_reply_in_a_business_chat_goes_through_its_connection(
+    bot_api: tuple[FakeBotApi, Egress],
+) -> None:
+    fake, egress = bot_api
+    result = await egress.send(
+        reply(endpoint=BUSINESS, text="Shipped today", attachments=(PHOTO,), quick_replies=("OK",))
+    )
+    assert (result.outcome, result.attempts) == (SendOutcome.SENT, 1)
+    [call] = fake.calls
+    assert (call.token, call.method) == (TOKEN, "sendPhoto")
+    assert call.params["business_connection_id"] == CONNECTION
+    assert (call.params["chat_id"], call.params["caption"]) == (CHAT, "Shipped today")
+    assert result.provider_message_id == f"{BUSINESS}:{CHAT}:{call.message_id}"
+    place = Location(latitude=1.5, longitude=-2.25)
+    long_text = "a" * 1100  # longer than a caption: a message of its own
+    await egress.send(
+        reply(
+            id="out-tg-2", endpoint=BUSINESS, text=long_text, attachments=(PHOTO,), location=place
+        )
+    )
+    assert [(c.method, c.params["business_connection_id"]) for c in fake.calls[1:]] == [
+        ("sendMessage", CONNECTION),
+        ("sendPhoto", CONNECTION),
+        ("sendLocation", CONNECTION),
+    ]
+
+
+async def test_a_reply_through_a_connection_gone_fails(
+    bot_api: tuple[FakeBotApi, Egress],
+) -> None:
+    fake, egress = bot_api
+    result = await egress.send(reply(endpoint=f"{BOT}/AQAD-disconnected", text="hello"))
+    assert result.outcome is SendOutcome.FAILED
+    assert result.error == "Bad Request: business connection not found"
+    assert fake.calls == []
+
+
+async def test_a_reply_from_an_unknown_bots_business_chat_is_unroutable(
+    bot_api: tuple[FakeBotApi, Egress],
+) -> None:
+    fake, egress = bot_api
+    result = await egress.send(reply(endpoint=f"another_bot/{CONNECTION}", text="hello"))
+    assert result.outcome is SendOutcome.FAILED
+    assert fake.calls == []
 
 
 def test_the_caption_limit_counts_utf16_code_units() -> None:
