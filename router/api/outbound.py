@@ -30,7 +30,9 @@ Rules, in the order they are checked (a refused message is not sent, and counted
    decides (``runtime.outbound.OPTED_OUT``).
 5. Windows, from the latest conversation of the customer on that endpoint: WhatsApp
    takes free-form text while the customer's 24 h window is open, else a template
-   (409 ``template_required``). Messenger and Instagram take free-form text within
+   (409 ``template_required``); the window is the user's whichever of their WhatsApp
+   addresses they wrote from (their number, their business-scoped user id: one account,
+   as for consent). Messenger and Instagram take free-form text within
    24 h of the customer's last message; up to 7 days from a human agent, sent with
    Meta's ``HUMAN_AGENT`` tag; else 409 ``outside_messaging_window``. Telegram and web
    chat reach only a customer who wrote before (409 ``unknown_recipient``). SMS and email
@@ -333,7 +335,8 @@ WHERE domain = $1 AND client_key = ANY($2::text[])
 _AGENTS = "SELECT agent_id FROM agents WHERE domain = $1 AND agent_id = ANY($2::text[])"
 # The latest conversation of each (identity, channel, endpoint, address): conversations
 # carry the customer's profile id, which is the identity itself or the profile it is
-# linked to. A null address: any (a web chat user's sessions).
+# linked to. A null address: any (a web chat user's sessions, a WhatsApp user's number
+# and business-scoped user id).
 _LATEST = """
 SELECT t.i, c.record FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::text[])
     AS t(i, identity, channel, endpoint, address)
@@ -379,7 +382,7 @@ async def _check_database(
             [d.customer_id for d in wanted],
             [d.channel.value for d in wanted],
             [d.endpoint for d in wanted],
-            [d.address for d in wanted],
+            [None if d.channel is Channel.WHATSAPP else d.address for d in wanted],
         )
         records = {row["i"]: _conversation.decode(row["record"]) for row in rows}
     for item in drafts:

@@ -101,9 +101,11 @@ async def customer_writes(
     *,
     window_ends_at: float | None = None,
     text: str = "hello",
+    other_address: str | None = None,
 ) -> str:
-    """The customer ``address`` writes to ``endpoint`` (as its adapter reports it); the
-    conversation's id once the router stored it."""
+    """The customer ``address`` writes to ``endpoint`` (as its adapter reports it, with
+    the second address it names: a WhatsApp user's business-scoped user id beside their
+    number); the conversation's id once the router stored it."""
     config = api.service.config
     if channel is Channel.WEBCHAT:
         customer_id, key = f"webchat:{address}", f"webchat:{address}"
@@ -122,6 +124,11 @@ async def customer_writes(
         provider_message_id=uuid.uuid4().hex,
         text=text,
         reply_window_ends_at=window_ends_at,
+        other_identity=(
+            None
+            if other_address is None
+            else config.channels.customer_id("acme", channel.value, other_address)
+        ),
     )
     await api.service.app[INBOUND_PUBLISHER].publish([message])
 
@@ -412,6 +419,39 @@ async def test_windows_and_known_customers_through_the_router(
         assert status == 202, mail
         row, _ = await rows(api, mail["outbound_id"])
         assert (row["customer_id"], requested(row).subject) == ("email:ann@example.com", "Hi")
+
+
+async def test_a_whatsapp_users_window_is_open_under_either_of_their_addresses(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """A user wrote days ago from their number (naming their business-scoped user id
+    beside it), and an hour ago under the id alone (a username hides the number): free-form
+    text may go to either address; not to another user's number."""
+    bsuid = "US.13491208655302741918"
+    async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
+        now = time.time()
+        await customer_writes(
+            api,
+            Channel.WHATSAPP,
+            WA_ID,
+            CUSTOMER,
+            window_ends_at=now - 3 * 86400,
+            other_address=bsuid,
+        )
+        await customer_writes(api, Channel.WHATSAPP, WA_ID, bsuid, window_ends_at=now + 23 * 3600)
+        stranger = "+14155550199"
+        await customer_writes(
+            api, Channel.WHATSAPP, WA_ID, stranger, window_ends_at=now - 3 * 86400
+        )
+        for to in (CUSTOMER, bsuid):
+            text = {"channel": "whatsapp", "from": WA_ID, "to": to, "text": "Any news?"}
+            status, sent = await api.call("POST", OUTBOUND, json=text)
+            assert status == 202, sent
+            row, _ = await rows(api, sent["outbound_id"])
+            assert requested(row).customer_address == to
+        text = {"channel": "whatsapp", "from": WA_ID, "to": stranger, "text": "Any news?"}
+        status, answer = await api.call("POST", OUTBOUND, json=text)
+        assert (status, answer["error"]) == (409, "template_required")
 
 
 async def test_the_reply_api_sends_a_template_or_a_tagged_reply_once_the_window_closed(
