@@ -41,16 +41,25 @@ class EmbeddedError(RuntimeError):
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 """Where Linux keeps the range it picks ports from for ``bind(0)`` and outgoing connections."""
 LOWEST_PICKED_PORT = 20_000
+PORT_SLICES = 8
+"""Processes choose from slices of the range by their process id (``free_port``)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing holds now, below the range the kernel hands out for port 0 and
     outgoing connections. The caller binds it later; a port from that range could be
     handed to any other ``bind(0)`` in between (another test's server, say), and a client
-    of ours would then talk to it."""
+    of ours would then talk to it. Another process choosing at the same time (a second
+    test worker) could pick the same port before either binds it: each process draws
+    from its own slice of the range first (by its process id), so two rarely meet."""
     below = _ephemeral_low()
-    for _ in range(200):
-        port = random.randrange(LOWEST_PICKED_PORT, below)
+    width = (below - LOWEST_PICKED_PORT) // PORT_SLICES
+    start = LOWEST_PICKED_PORT + (os.getpid() % PORT_SLICES) * width
+    for attempt in range(200):
+        if attempt < 100:
+            port = random.randrange(start, start + width)
+        else:
+            port = random.randrange(LOWEST_PICKED_PORT, below)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))

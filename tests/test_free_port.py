@@ -67,3 +67,23 @@ def test_without_the_kernels_range_the_linux_default_is_assumed(
 ) -> None:
     monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", tmp_path / "absent")
     assert all(LOWEST_PICKED_PORT <= free_port() < 32_768 for _ in range(20))
+
+
+def test_two_processes_choose_from_different_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test workers choosing at the same time, each before binding: their first draws come
+    from slices of their own, so neither can take the other's port meanwhile."""
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("36000\t60999\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", ranges)
+    chosen = {}
+    for pid in (4100, 4101):
+        monkeypatch.setattr(embedded.os, "getpid", lambda pid=pid: pid)
+        chosen[pid] = {free_port() for _ in range(30)}
+    monkeypatch.undo()
+    width = (36_000 - LOWEST_PICKED_PORT) // embedded.PORT_SLICES
+    for pid, ports in chosen.items():
+        start = LOWEST_PICKED_PORT + (pid % embedded.PORT_SLICES) * width
+        assert all(start <= port < start + width for port in ports), (pid, ports)
+    assert not chosen[4100] & chosen[4101]

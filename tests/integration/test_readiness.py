@@ -111,12 +111,25 @@ async def test_a_router_whose_database_stops_answering_names_its_stalled_partiti
             service.app[READINESS].stall_seconds = 2.0  # 30 s in production
             await traffic.register_agents()
             await traffic.send_messages(5)
+            # The router holds the partition and has stored what it read: a partition still
+            # being taken over when the database stops answering is no stalled one.
+            direct = await asyncpg.connect(database_url)
+            try:
+
+                async def stored() -> bool:
+                    return bool(await direct.fetchval("SELECT count(*) FROM messages") == 5)
+
+                await wait_until(stored, timeout=30, what="the first messages stored")
+            finally:
+                await direct.close()
             proxy.hang()  # connections stay open, nothing answers: no error is ever raised
             try:
                 await traffic.send_messages(5)
                 reports: list[dict[str, Any]] = []
 
                 async def stalled() -> bool:
+                    # Input keeps coming beyond what the stuck loop took in.
+                    await traffic.send_messages(1)
                     status, body = await _readyz(service)
                     reports.append(body)
                     problems = body.get("problems", {})
