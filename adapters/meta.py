@@ -69,11 +69,12 @@ to a user becomes ``HumanReplied`` likewise, without ``meta.app_id``; echoes of 
 a deletion or a reaction answer nothing and are dropped.
 
 WhatsApp's ``user_preferences`` change (a user stopped or resumed marketing messages in
-the app's "Offers and announcements" setting) is not normalized yet: it concerns marketing
-messages alone, while a consent (``ConsentReported``) covers every business-started
-message, and recorded as one it would also stop the user's utility messages. Such a
-notification is answered 200 and dropped like other account-level changes; opt-out
-keywords in a WhatsApp message are recognised as on SMS (``adapters.consent``).
+the app's "Offers and announcements" setting: ``category`` ``marketing_messages``,
+``value`` ``stop`` or ``resume``) becomes a ``ConsentReported`` of scope ``marketing``
+(``opt_out`` or ``opt_in``) for the user's number, else their business-scoped user id: it
+stops marketing templates alone, while utility and authentication messages still go.
+Another category or value is not routed. Opt-out keywords in a WhatsApp message are
+recognised as on SMS (``adapters.consent``) and cover every business-started message.
 
 Replies go out through ``adapters.egress`` (``whatsapp_request``, ``messenger_request``,
 ``instagram_request``), their attachments checked first against the limits of
@@ -108,7 +109,13 @@ from adapters.meta_payloads import (
     WaMessage,
     WaValue,
 )
-from adapters.meta_whatsapp import echo_recipient, flow_text, identity_changes, order_text
+from adapters.meta_whatsapp import (
+    echo_recipient,
+    flow_text,
+    identity_changes,
+    marketing_consent,
+    order_text,
+)
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
@@ -389,8 +396,8 @@ def _wa_user_id_beside_number(msg: WaMessage) -> str | None:
     return None
 
 
-_WA_FIELDS = frozenset({"messages", "smb_message_echoes"})
-"""The WhatsApp webhook fields that carry customers' conversations."""
+_WA_FIELDS = frozenset({"messages", "smb_message_echoes", "user_preferences"})
+"""The WhatsApp webhook fields that carry customers' conversations and consent."""
 _NOT_ANSWERS = frozenset({"edit", "revoke", "reaction"})
 """Echoes of a business's change to a message it sent, not an answer."""
 
@@ -472,6 +479,13 @@ def _whatsapp(
                 sent_at=_seconds(echo.timestamp),
             )
             out.events.append(human_replied(as_customers))
+    for index, preference in enumerate(value.user_preferences):
+        with out.setting_aside(f"{where}.user_preferences[{index}]"):
+            report = marketing_consent(
+                config, endpoint, number_id, preference, now, _seconds(preference.timestamp)
+            )
+            if report is not None:
+                out.events.append(report)
     for index, st in enumerate(value.statuses):
         mapped = WHATSAPP_STATUS_MAP.get(st.status)
         if mapped is None:

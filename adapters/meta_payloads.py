@@ -199,6 +199,19 @@ class WaStatus(_S, frozen=True, kw_only=True):
     """What the send request carried in the same field: egress puts our outbound id there."""
 
 
+class WaPreference(_S, frozen=True, kw_only=True):
+    """A user's change to what the business may send them (``user_preferences``): Meta
+    reports ``category`` ``marketing_messages`` with ``value`` ``stop`` or ``resume``."""
+
+    wa_id: str | None = None
+    """The user's number."""
+    user_id: str | None = None
+    """The user's business-scoped user id, when the change names one."""
+    category: str = ""
+    value: str = ""
+    timestamp: str | int | None = None
+
+
 class WaMetadata(_S, frozen=True, kw_only=True):
     phone_number_id: str
     display_phone_number: str | None = None
@@ -210,6 +223,7 @@ class WaValue(_S, frozen=True, kw_only=True):
     messages: list[WaMessage] = []
     statuses: list[WaStatus] = []
     message_echoes: list[WaEcho] = []
+    user_preferences: list[WaPreference] = []
 
 
 class Change(_S, frozen=True, kw_only=True):

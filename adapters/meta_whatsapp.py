@@ -2,7 +2,9 @@
 ``adapters.meta``: a completed Flow's fields and an order as the text an agent reads, the
 customer a business's echo went to (``smb_message_echoes``), and the new addresses a
 ``system`` notice gives a user (``user_changed_number``, ``user_changed_user_id``) as
-``IdentityChanged`` events. ``adapters.meta``'s docstring says what becomes of each."""
+``IdentityChanged`` events, and a user stopping or resuming marketing messages
+(``user_preferences``) as a ``ConsentReported`` of scope ``marketing``. ``adapters.meta``'s
+docstring says what becomes of each."""
 
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ import msgspec
 
 from adapters.base import Unusable
 from adapters.config import ChannelsConfig
-from adapters.meta_payloads import WaEcho, WaFlowReply, WaMessage, WaOrder, WaSystem
-from adapters.normalize import Endpoint, e164, identity_changed
-from schemas import Channel, IdentityChanged
+from adapters.meta_payloads import (
+    WaEcho,
+    WaFlowReply,
+    WaMessage,
+    WaOrder,
+    WaPreference,
+    WaSystem,
+)
+from adapters.normalize import Endpoint, consent_reported, e164, identity_changed
+from schemas import Channel, Consent, ConsentReported, ConsentScope, IdentityChanged
 from schemas.identity import is_whatsapp_user_id
 
 _IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
+_MARKETING_CONSENTS = {"stop": Consent.OPT_OUT, "resume": Consent.OPT_IN}
+"""``user_preferences`` values of the category ``marketing_messages``."""
 
 
 def flow_text(reply: WaFlowReply) -> str:
@@ -48,13 +59,50 @@ def order_text(order: WaOrder) -> str:
     return f"[order] {said}".strip()
 
 
+def _user_address(number: str | None, user_id: str | None, domain: str, what: str) -> str:
+    """A user as their own messages name them: their number (E.164) when given, else their
+    business-scoped user id; ``Unusable`` when ``what`` names neither."""
+    if number:
+        return e164(number)
+    if user_id is not None and is_whatsapp_user_id(user_id):
+        return user_id
+    raise Unusable(f"{what} names neither the user's number nor their id", domain=domain)
+
+
 def echo_recipient(echo: WaEcho, domain: str) -> str:
     """The customer an echo went to, as their own messages name them."""
-    if echo.to:
-        return e164(echo.to)
-    if echo.to_user_id is not None and is_whatsapp_user_id(echo.to_user_id):
-        return echo.to_user_id
-    raise Unusable("the echo names neither the user's number nor their id", domain=domain)
+    return _user_address(echo.to, echo.to_user_id, domain, "the echo")
+
+
+def marketing_consent(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    number_id: str,
+    preference: WaPreference,
+    now: float,
+    sent_at: float | None,
+) -> ConsentReported | None:
+    """A user stopping (``opt_out``) or resuming (``opt_in``) marketing messages, of scope
+    ``marketing``; None for another category or value. Its id follows the user, the
+    change's time and the consent, so Meta's retry is the same event."""
+    consent = _MARKETING_CONSENTS.get(preference.value)
+    if preference.category != "marketing_messages" or consent is None:
+        return None
+    domain = endpoint.domain
+    address = _user_address(preference.wa_id, preference.user_id, domain, "the preference")
+    return consent_reported(
+        config,
+        endpoint,
+        channel=Channel.WHATSAPP,
+        endpoint_key=number_id,
+        customer_address=address,
+        consent=consent,
+        provider_status=preference.value,
+        report_id=f"{number_id}:{address}:{preference.timestamp}:marketing",
+        received_at=now,
+        sent_at=sent_at,
+        scope=ConsentScope.MARKETING,
+    )
 
 
 def _new_addresses(system: WaSystem) -> list[str]:

@@ -24,6 +24,7 @@ from schemas import (
     Channel,
     Consent,
     ConsentReported,
+    ConsentScope,
     Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
@@ -386,10 +387,11 @@ def consent_reported(
     report_id: str,
     received_at: float,
     sent_at: float | None = None,
+    scope: ConsentScope = ConsentScope.ALL,
 ) -> ConsentReported:
     """A provider's report of a customer's consent outside a message, with its stable id
-    (one per ``report_id``, the provider's id of the report); identities are derived as
-    ``message_received`` derives them. Raises ``Unusable`` like it."""
+    (one per ``report_id``, the provider's id of the report, and consent); identities are
+    derived as ``message_received`` derives them. Raises ``Unusable`` like it."""
     domain = endpoint.domain
     try:
         customer_id, _ = _identities(config, domain, channel, endpoint_key, customer_address, None)
@@ -407,6 +409,7 @@ def consent_reported(
         customer_id=customer_id,
         consent=consent,
         provider_status=provider_status,
+        scope=scope,
     )
 
 

@@ -71,7 +71,7 @@ from adapters.provider_api import Outbound
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
 from runtime.metrics import Metrics
-from runtime.outbound import OPTED_OUT, OutboundConfig, Rate
+from runtime.outbound import OPTED_OUT, OutboundConfig, Rate, is_marketing
 from schemas import Channel, DeliveryStatus, DeliveryStatusChanged, NotificationRequested
 from schemas.common import Event
 
@@ -113,6 +113,13 @@ OPTED_OUT_CODE = "opted_out"
 """The ``error_code`` of a ``refused`` status: the address opted out since it was accepted."""
 _STATUS_EVENT_IDS = uuid.UUID("0b1c3a52-5d0e-4d55-9b7e-2f5b8c1d7e40")
 _NOTIFICATION = msgspec.json.Decoder(NotificationRequested)
+
+
+def _consent_key(notification: NotificationRequested) -> tuple[str, str, bool]:
+    """What a notification's consent depends on: its address, customer and whether it is
+    a marketing template (``runtime.outbound.OPTED_OUT``)."""
+    n = notification
+    return n.customer_address, n.customer_id, is_marketing(n.template)
 
 
 class StatusPublisher(Protocol):
@@ -597,25 +604,24 @@ class OutboundSender:
                     notifications.append((_NOTIFICATION.decode(row.request or b""), row.attempts))
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     await self._record_unreadable(sender, row.outbound_id)
-            named = list(
-                dict.fromkeys((n.customer_address, n.customer_id) for n, _ in notifications)
-            )
+            named = list(dict.fromkeys(_consent_key(n) for n, _ in notifications))
             opted_out = {
-                named[row["i"]][0]
+                named[row["i"]]
                 for row in await self._pool.fetch(
                     OPTED_OUT,
                     sender.domain,
                     list(range(len(named))),
                     [sender.channel] * len(named),
-                    [address for address, _ in named],
-                    [customer_id for _, customer_id in named],
+                    [address for address, _, _ in named],
+                    [customer_id for _, customer_id, _ in named],
+                    [marketing for _, _, marketing in named],
                 )
             }
             if opted_out:
-                refused = [n.id for n, _ in notifications if n.customer_address in opted_out]
+                refused = [n.id for n, _ in notifications if _consent_key(n) in opted_out]
                 await self._refuse(sender, refused)
                 await self._give_back(sender, rate, config.domain_rate, len(refused))
-                notifications = [p for p in notifications if p[0].customer_address not in opted_out]
+                notifications = [p for p in notifications if _consent_key(p[0]) not in opted_out]
             by_address: dict[str, list[tuple[NotificationRequested, int]]] = defaultdict(list)
             for pair in notifications:
                 by_address[pair[0].customer_address].append(pair)

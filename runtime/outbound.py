@@ -78,37 +78,48 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([1-9][0-9]?)\s*\}\}")
 
 OPTED_OUT = """
 WITH t AS (
-    SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[])
-        AS t(i, channel, address, customer_id)
+    SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
+        AS t(i, channel, address, customer_id, marketing)
 ), own AS (
-    SELECT t.i, c.consent, c.changed_at FROM t
+    SELECT t.i, c.scope, c.consent, c.changed_at FROM t
     JOIN consents c ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
+    WHERE c.scope = 'all' OR t.marketing
 ), profile AS (
-    SELECT t.i, coalesce(ci.customer_id, t.customer_id) AS id FROM t
+    SELECT t.i, t.marketing, coalesce(ci.customer_id, t.customer_id) AS id FROM t
     LEFT JOIN customer_identities ci ON ci.domain = $1 AND ci.identity = t.customer_id
     WHERE t.channel = 'whatsapp'
 ), named AS (
-    SELECT i, id AS identity FROM profile
+    SELECT i, marketing, id AS identity FROM profile
     UNION
-    SELECT p.i, ci.identity FROM profile p
+    SELECT p.i, p.marketing, ci.identity FROM profile p
     JOIN customer_identities ci ON ci.domain = $1 AND ci.customer_id = p.id
 ), theirs AS (
-    SELECT n.i, c.consent, c.changed_at FROM named n
+    SELECT n.i, c.scope, c.consent, c.changed_at FROM named n
     JOIN consents c ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
+    WHERE c.scope = 'all' OR n.marketing
 )
-SELECT i FROM (
-    SELECT DISTINCT ON (i) i, consent FROM (SELECT * FROM own UNION ALL SELECT * FROM theirs) x
-    ORDER BY i, changed_at DESC
+SELECT DISTINCT i FROM (
+    SELECT DISTINCT ON (i, scope) i, consent FROM (
+        SELECT * FROM own UNION ALL SELECT * FROM theirs
+    ) x
+    ORDER BY i, scope, changed_at DESC
 ) latest
 WHERE consent = 'opt_out'
 """
 """Which business-started messages go to an address that opted out: ``$1`` the domain,
-``$2`` to ``$5`` each message's position, channel, address and customer id. An address's
-own latest consent decides; on WhatsApp the latest change under any WhatsApp address of
-the customer (the customer's id and every identity linked to it) decides, since a user's
-number and their business-scoped user id are one account (``schemas.identity``). Checked
-when a message is asked for (``router.api.outbound``) and again before it is sent
+``$2`` to ``$6`` each message's position, channel, address, customer id and whether it is
+a marketing template. An address's own latest consent of each scope decides: the ``all``
+scope for every message, the ``marketing`` scope for marketing templates too; refused
+when either latest is an opt-out. On WhatsApp the latest change under any WhatsApp address
+of the customer (the customer's id and every identity linked to it) decides, since a
+user's number and their business-scoped user id are one account (``schemas.identity``).
+Checked when a message is asked for (``router.api.outbound``) and again before it is sent
 (``adapters.outbound_sender``)."""
+
+
+def is_marketing(template: TemplateUse | None) -> bool:
+    """Whether a business-started message falls under a ``marketing`` consent as well."""
+    return template is not None and template.category is TemplateCategory.MARKETING
 
 
 class Rate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

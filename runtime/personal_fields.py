@@ -74,6 +74,7 @@ FIELDS: Final[Mapping[str, Holds]] = {
     "ConsentReported.customer_address": CUSTOMER_IDENTITY,
     "ConsentReported.customer_id": CUSTOMER_IDENTITY,
     "ConsentReported.consent": NONE,
+    "ConsentReported.scope": NONE,
     "ConsentReported.provider_status": NONE,
     "IdentityChanged.channel": NONE,
     "IdentityChanged.endpoint": NONE,
@@ -157,6 +158,7 @@ FIELDS: Final[Mapping[str, Holds]] = {
     "CustomerConsentRequested.customer_address": CUSTOMER_IDENTITY,
     "CustomerConsentRequested.customer_id": CUSTOMER_IDENTITY,
     "CustomerConsentRequested.consent": NONE,
+    "CustomerConsentRequested.scope": NONE,
     "CustomerConsentRequested.agent_id": AGENT_IDENTITY,
     "CustomerConsentRequested.note": CUSTOMER_CONTENT.because(
         "An admin's words about the customer's consent (a signed form, a call)."
@@ -308,6 +310,7 @@ FIELDS: Final[Mapping[str, Holds]] = {
     "CustomerConsentChanged.channel": NONE,
     "CustomerConsentChanged.customer_address": CUSTOMER_IDENTITY,
     "CustomerConsentChanged.consent": NONE,
+    "CustomerConsentChanged.scope": NONE,
     "CustomerConsentChanged.source": NONE,
     "CustomerConsentChanged.message_id": NONE,
     "OutboundStatusChanged.channel": NONE,

@@ -16,7 +16,7 @@ import msgspec
 
 from schemas.bots import BotFailed, BotHandoffRequested, BotReplied, BotResolved
 from schemas.common import Channel, Event, Presence
-from schemas.inbound import Consent
+from schemas.inbound import Consent, ConsentScope
 from schemas.limits import (
     LIST_MAX,
     SCHEDULE_MAX,
@@ -232,6 +232,7 @@ class CustomerConsentRequested(Event, frozen=True, kw_only=True, tag="customer.c
     agent_id: AgentId | None = None
     """Who recorded it (None: an admin token)."""
     note: Code | None = None
+    scope: ConsentScope = ConsentScope.ALL
 
 
 class ConversationTakeoverRequested(

@@ -38,6 +38,16 @@ class Consent(enum.StrEnum):
     """START, UNSTOP, … : business-started messages may be sent again."""
 
 
+class ConsentScope(enum.StrEnum):
+    """Which business-started messages a consent covers."""
+
+    ALL = "all"
+    """Every one: a STOP keyword, an unsubscribe link, a form."""
+    MARKETING = "marketing"
+    """Marketing templates alone (WhatsApp's "Offers and announcements" setting); utility
+    and authentication messages still go."""
+
+
 class MessageReceived(Event, frozen=True, kw_only=True, tag="message.received"):
     """A customer wrote to us on some channel.
 
@@ -131,8 +141,9 @@ class DeliveryStatusChanged(Event, frozen=True, kw_only=True, tag="delivery.stat
 class ConsentReported(Event, frozen=True, kw_only=True, tag="consent.reported"):
     """A provider reported a customer's consent on one channel address outside any
     message of theirs: an email's unsubscribe link or a spam complaint (Mailgun,
-    SendGrid), an RCS user's unsubscribe or subscribe (RBM). Recorded as a message's
-    opt-out or opt-in keyword would be (``source`` ``provider``)."""
+    SendGrid), an RCS user's unsubscribe or subscribe (RBM), a WhatsApp user stopping or
+    resuming marketing messages (``scope`` ``marketing``). Recorded as a message's opt-out
+    or opt-in keyword would be (``source`` ``provider``)."""
 
     channel: Channel
     endpoint: Endpoint
@@ -141,7 +152,8 @@ class ConsentReported(Event, frozen=True, kw_only=True, tag="consent.reported"):
     consent: Consent
     provider_status: Code
     """The provider's own name of what happened (``unsubscribed``, ``complained``,
-    ``spamreport``, ``UNSUBSCRIBE`` …)."""
+    ``spamreport``, ``UNSUBSCRIBE``, WhatsApp's ``stop`` and ``resume`` …)."""
+    scope: ConsentScope = ConsentScope.ALL
 
 
 class IdentityChanged(Event, frozen=True, kw_only=True, tag="identity.changed"):

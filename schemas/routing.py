@@ -13,7 +13,7 @@ import msgspec
 
 from schemas.bots import BotHandoff, Handoff, HandoffReason
 from schemas.common import Attachments, Channel, Event, Strategy
-from schemas.inbound import Consent, DeliveryStatus, MessageChange
+from schemas.inbound import Consent, ConsentScope, DeliveryStatus, MessageChange
 from schemas.limits import (
     ERASED_CONVERSATIONS_MAX,
     Address,
@@ -353,6 +353,8 @@ class CustomerConsentChanged(Event, frozen=True, kw_only=True, tag="customer.con
     """``keyword`` (the customer's message), ``provider`` (its own opt-out signal), ``api``."""
     message_id: EventId | None = None
     """The customer's message that said so."""
+    scope: ConsentScope = ConsentScope.ALL
+    """Every business-started message, or marketing templates alone."""
 
 
 class OutboundStatusChanged(Event, frozen=True, kw_only=True, tag="outbound.status_changed"):

@@ -600,13 +600,17 @@ class CuttableProxy:
             await self._server.wait_closed()
 
 
-async def opt_out(db: asyncpg.Connection | asyncpg.Pool, channel: str, address: str) -> None:
+async def opt_out(
+    db: asyncpg.Connection | asyncpg.Pool, channel: str, address: str, scope: str = "all"
+) -> None:
     """``address`` opted out on ``channel`` in domain acme, as the router records a STOP
-    (``consents``); its customer id is the phone identity."""
+    (``consents``; with ``scope`` ``marketing``, WhatsApp's marketing stop); its customer
+    id is the phone identity."""
     await db.execute(
         "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-        " changed_at) VALUES ('acme', $1, $2, $3, 'opt_out', 'keyword', now())",
+        " changed_at, scope) VALUES ('acme', $1, $2, $3, 'opt_out', 'keyword', now(), $4)",
         channel,
         address,
         f"phone:{address}",
+        scope,
     )

@@ -1,10 +1,13 @@
 """Customers' consent to business-started messages, per channel address.
 
-- ``GET /v1/domains/{d}/consents/{channel}/{address}``: the address's current consent
-  (``opt_in`` when nothing was ever recorded). Any token of the domain: an agent checks
-  before sending.
-- ``PUT …/consents/{channel}/{address}`` ``{"consent": "opt_out" | "opt_in", "note"?}``
-  (admin): records the customer's answer given another way (a signed form, a call). The
+- ``GET /v1/domains/{d}/consents/{channel}/{address}``: the address's current consent to
+  every business-started message, and to marketing templates (``marketing``; ``opt_in``
+  when nothing was ever recorded). Any token of the domain: an agent checks before
+  sending.
+- ``PUT …/consents/{channel}/{address}`` ``{"consent": "opt_out" | "opt_in", "note"?,
+  "scope"?: "all" | "marketing"}`` (admin): records the customer's answer given another
+  way (a signed form, a call), for every business-started message or, with ``scope``
+  ``marketing``, for marketing templates alone. The
   router applies it as it applies the customer's own STOP or START
   (``customer.consent_requested``, answered with its verdict: ``run_command``), and
   writes ``consents`` and ``consent_changes``; audited as ``customer.consent.set`` with
@@ -49,7 +52,7 @@ from router.api.routes import (
 )
 from runtime import audit
 from runtime.appkeys import DB_POOL
-from schemas import Channel, Consent, CustomerConsentRequested
+from schemas import Channel, Consent, ConsentScope, CustomerConsentRequested
 from schemas.limits import UnusableValue
 
 _CHANNELS = ", ".join(Channel)
@@ -70,31 +73,26 @@ async def get_consent(request: web.Request) -> web.Response:
     domain, _ = await enter(request)
     channel, address = _address(request)
     async with request.app[DB_POOL].acquire() as conn:
-        row = await conn.fetchrow(
-            "SELECT consent, source, customer_id, changed_at FROM consents"
+        rows = await conn.fetch(
+            "SELECT scope, consent, source, customer_id, changed_at FROM consents"
             " WHERE domain = $1 AND channel = $2 AND address = $3",
             domain,
             channel.value,
             address,
         )
-    if row is None:
-        view = ConsentView(
-            channel=channel,
-            address=address,
-            consent=Consent.OPT_IN,
-            source=None,
-            customer_id=None,
-            changed_at=None,
-        )
-    else:
-        view = ConsentView(
-            channel=channel,
-            address=address,
-            consent=Consent(row["consent"]),
-            source=row["source"],
-            customer_id=row["customer_id"],
-            changed_at=row["changed_at"].timestamp(),
-        )
+    by_scope = {ConsentScope(row["scope"]): row for row in rows}
+    every, marketing = by_scope.get(ConsentScope.ALL), by_scope.get(ConsentScope.MARKETING)
+    view = ConsentView(
+        channel=channel,
+        address=address,
+        consent=Consent.OPT_IN if every is None else Consent(every["consent"]),
+        source=None if every is None else every["source"],
+        customer_id=None if every is None else every["customer_id"],
+        changed_at=None if every is None else every["changed_at"].timestamp(),
+        marketing=Consent.OPT_IN if marketing is None else Consent(marketing["consent"]),
+        marketing_source=None if marketing is None else marketing["source"],
+        marketing_changed_at=None if marketing is None else marketing["changed_at"].timestamp(),
+    )
     return respond(view)
 
 
@@ -113,6 +111,7 @@ async def put_consent(request: web.Request) -> web.Response:
         consent=body.consent,
         agent_id=None,
         note=body.note,
+        scope=body.scope,
     )
 
     async def record(conn: asyncpg.Connection) -> None:
@@ -126,6 +125,7 @@ async def put_consent(request: web.Request) -> web.Response:
                 "event_id": event.id,
                 "channel": channel.value,
                 "consent": body.consent.value,
+                "scope": body.scope.value,
                 "note": body.note,
             },
         )
@@ -134,7 +134,7 @@ async def put_consent(request: web.Request) -> web.Response:
 
 
 _CHANGES = """
-SELECT change_id, consent, source, customer_id, message_id, actor, changed_at
+SELECT change_id, consent, scope, source, customer_id, message_id, actor, changed_at
 FROM consent_changes WHERE domain = $1 AND channel = $2 AND address = $3
 """
 
@@ -158,6 +158,7 @@ async def get_changes(request: web.Request) -> web.Response:
         ConsentChange(
             change_id=row["change_id"],
             consent=Consent(row["consent"]),
+            scope=ConsentScope(row["scope"]),
             source=row["source"],
             customer_id=row["customer_id"],
             message_id=row["message_id"],

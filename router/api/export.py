@@ -199,6 +199,7 @@ class ExportConsent(msgspec.Struct, frozen=True, kw_only=True):
     address: str
     customer_id: str
     consent: str
+    scope: str
     source: str
     changed_at: float
 
@@ -209,6 +210,7 @@ class ExportConsentChange(msgspec.Struct, frozen=True, kw_only=True):
     address: str
     customer_id: str
     consent: str
+    scope: str
     source: str
     message_id: str | None
     actor: str | None
@@ -295,12 +297,13 @@ WHERE o.domain = $1 AND o.kind = 'notification' AND o.customer_id = ANY($2::text
 ORDER BY o.created_at, o.outbound_id
 """  # noqa: S608 -- fixed text
 _CONSENTS = """
-SELECT channel, address, customer_id, consent, source, changed_at FROM consents
+SELECT channel, address, customer_id, consent, scope, source, changed_at FROM consents
 WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
-ORDER BY channel, address
+ORDER BY channel, address, scope
 """
 _CONSENT_CHANGES = """
-SELECT change_id, channel, address, customer_id, consent, source, message_id, actor, changed_at
+SELECT change_id, channel, address, customer_id, consent, scope, source, message_id, actor,
+    changed_at
 FROM consent_changes
 WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
 ORDER BY changed_at, change_id

@@ -26,8 +26,9 @@ Rules, in the order they are checked (a refused message is not sent, and counted
    ``sender`` mode needs the sending agent, ``queue`` mode a queue of the domain, and a
    named agent must be known (400).
 4. Consent: an address whose consent is ``opt_out`` (``consents``) is refused, 409
-   ``opted_out``; on WhatsApp the latest consent of any WhatsApp address of the customer
-   decides (``runtime.outbound.OPTED_OUT``).
+   ``opted_out``, and a marketing template also when its marketing consent is; on
+   WhatsApp the latest consent of any WhatsApp address of the customer decides
+   (``runtime.outbound.OPTED_OUT``).
 5. Windows, from the latest conversation of the customer on that endpoint: WhatsApp
    takes free-form text while the customer's 24 h window is open, else a template
    (409 ``template_required``); the window is the user's whichever of their WhatsApp
@@ -70,7 +71,7 @@ from router.engine import ConversationRecord
 from runtime import audit
 from runtime.appkeys import AGENT_PUBLISHER, DB_POOL, METRICS, OUTBOUND_PUBLISHER
 from runtime.kafka import BrokerUnavailable
-from runtime.outbound import OPTED_OUT, TemplateRefused, fill_template
+from runtime.outbound import OPTED_OUT, TemplateRefused, fill_template, is_marketing
 from schemas import (
     Answerer,
     AnswerMode,
@@ -398,6 +399,7 @@ async def _check_database(
             [d.channel.value for d in addressed],
             [d.address for d in addressed],
             [d.customer_id for d in addressed],
+            [is_marketing(d.template) for d in addressed],
         )
         opted_out = {row["i"] for row in rows}
     passed = []

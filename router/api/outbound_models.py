@@ -19,7 +19,7 @@ from router.api import models
 from router.api.models import NO_CONTROLS, Accepted, AttachmentIn
 from router.api.operation import DOMAIN_PARAMETER, Operation, parameter
 from runtime.outbound import OutboundConfig
-from schemas import AnswerMode, Channel, Consent
+from schemas import AnswerMode, Channel, Consent, ConsentScope
 from schemas.limits import (
     ADDRESS_MAX,
     AGENT_ID_MAX,
@@ -292,22 +292,31 @@ class ConsentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     consent: Consent
     note: Note | None = None
     """Why, as a code (``signed_form``, ``phone_call``): kept in the audit log."""
+    scope: ConsentScope = ConsentScope.ALL
+    """``all``: every business-started message; ``marketing``: marketing templates alone."""
 
 
 class ConsentView(msgspec.Struct, frozen=True, kw_only=True):
     channel: Channel
     address: str
     consent: Consent
-    """``opt_in`` when nothing was ever recorded."""
+    """Every business-started message (scope ``all``); ``opt_in`` when nothing was ever
+    recorded."""
     source: str | None
     """``keyword``, ``provider`` or ``api``; null when nothing was recorded."""
     customer_id: str | None
     changed_at: float | None
+    marketing: Consent = Consent.OPT_IN
+    """Marketing templates (scope ``marketing``): they go only when both this and
+    ``consent`` are ``opt_in``."""
+    marketing_source: str | None = None
+    marketing_changed_at: float | None = None
 
 
 class ConsentChange(msgspec.Struct, frozen=True, kw_only=True):
     change_id: str
     consent: Consent
+    scope: ConsentScope
     source: str
     customer_id: str
     message_id: str | None

@@ -274,5 +274,6 @@ def on_consent_requested(call: Call, event: CustomerConsentRequested) -> None:
         source="api",
         message_id=None,
         actor=event.agent_id,
+        scope=event.scope,
     )
     complete(call, event.id)

@@ -18,7 +18,9 @@ Rules:
    records it: ``customer.consent_changed`` and a consent row. It opens no conversation
    on its own (a STOP needs no agent); in an open conversation it is filed like any
    message. ``customer.consent_requested`` (an admin, ``commands.on_consent_requested``)
-   records one the same way.
+   and ``consent.reported`` (a provider's report) record one the same way. A consent
+   covers every business-started message, or marketing templates alone (its ``scope``):
+   one consent row per address and scope.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from schemas import (
     Channel,
     Consent,
     ConsentReported,
+    ConsentScope,
     CustomerConsentChanged,
     CustomerNotified,
     MessageReceived,
@@ -141,6 +144,7 @@ def on_consent_reported(call: Call, report: ConsentReported) -> None:
         source="provider",
         message_id=None,
         actor=None,
+        scope=report.scope,
     )
 
 
@@ -154,6 +158,7 @@ def record_consent(
     source: str,
     message_id: str | None,
     actor: str | None,
+    scope: ConsentScope = ConsentScope.ALL,
 ) -> None:
     change = CustomerConsentChanged(
         id=call.new_id(),
@@ -165,6 +170,7 @@ def record_consent(
         consent=consent,
         source=source,
         message_id=message_id,
+        scope=scope,
     )
     call.emit(change)
     call.effects.append(SaveConsent(change, actor))

@@ -432,10 +432,10 @@ WHERE o.channel = u.ch AND o.provider_message_id = u.pid
 """  # noqa: S608 -- fixed text
 
 _UPSERT_CONSENTS = """
-INSERT INTO consents (domain, channel, address, customer_id, consent, source, changed_at)
+INSERT INTO consents (domain, channel, address, customer_id, consent, source, changed_at, scope)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[])
-ON CONFLICT (domain, channel, address) DO UPDATE SET
+    $7::timestamptz[], $8::text[])
+ON CONFLICT (domain, channel, address, scope) DO UPDATE SET
     customer_id = EXCLUDED.customer_id, consent = EXCLUDED.consent, source = EXCLUDED.source,
     changed_at = EXCLUDED.changed_at
 WHERE consents.changed_at <= EXCLUDED.changed_at
@@ -443,9 +443,9 @@ WHERE consents.changed_at <= EXCLUDED.changed_at
 
 _INSERT_CONSENT_CHANGES = """
 INSERT INTO consent_changes (domain, change_id, channel, address, customer_id, consent, source,
-    message_id, actor, changed_at)
+    message_id, actor, changed_at, scope)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::text[], $10::timestamptz[])
+    $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[])
 ON CONFLICT DO NOTHING
 """
 
@@ -712,10 +712,9 @@ async def _write_deliveries(
 
 
 async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) -> None:
-    latest: dict[tuple[str, str, str], SaveConsent] = {}
-    for item in saved:
-        change = item.change
-        latest[(change.domain, str(change.channel), change.customer_address)] = item
+    # An upsert changes a row once a statement: the last change of each address and scope.
+    changes = [(item.change, item.actor) for item in saved]
+    latest = {(c.domain, c.channel, c.customer_address, c.scope): c for c, _ in changes}
     await conn.execute(
         _UPSERT_CONSENTS,
         *column_arrays(
@@ -728,10 +727,11 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
                     str(c.consent),
                     c.source,
                     _timestamp(c.occurred_at),
+                    str(c.scope),
                 )
-                for c in (item.change for item in latest.values())
+                for c in latest.values()
             ),
-            7,
+            8,
         ),
     )
     await conn.execute(
@@ -747,13 +747,13 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
                     str(c.consent),
                     c.source,
                     c.message_id,
-                    item.actor,
+                    actor,
                     _timestamp(c.occurred_at),
+                    str(c.scope),
                 )
-                for item in saved
-                for c in (item.change,)
+                for c, actor in changes
             ),
-            10,
+            11,
         ),
     )
 

@@ -18,7 +18,7 @@ import pytest
 from adapters import twilio
 from adapters.consent import message_consent, with_consent
 from runtime.outbound import OutboundConfig
-from schemas import Channel, Consent, MessageReceived
+from schemas import Channel, Consent, ConsentReported, ConsentScope, MessageReceived
 from tests.adapters.conftest import CHANNELS, NOW, Harness, start_harness
 from tests.adapters.test_meta import PAGE_ID, page_notification, signed, wa_notification, wa_value
 from tests.adapters.test_meta import PATH as META_PATH
@@ -265,33 +265,71 @@ async def test_telegram_keywords_count_where_the_domain_lists_telegram(
     assert (listed.channel, listed.consent) == (Channel.TELEGRAM, Consent.OPT_OUT)
 
 
-async def test_a_whatsapp_user_preferences_change_is_accepted_and_publishes_nothing(
-    hook: Harness,
-) -> None:
-    """The marketing opt-out of WhatsApp's settings carries no message: no event may carry
-    it yet (``adapters.meta``), and Meta must not retry it."""
+def _preferences(*preferences: dict[str, object]) -> dict[str, object]:
+    """A ``user_preferences`` notification as Meta's reference gives it."""
     value = {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
         "contacts": [{"wa_id": "16505551234"}],
-        "user_preferences": [
-            {
-                "wa_id": "16505551234",
-                "detail": "User requested to stop marketing messages",
-                "category": "marketing_messages",
-                "value": "stop",
-                "timestamp": 1731705721,
-            }
-        ],
+        "user_preferences": list(preferences),
     }
-    payload = {
+    return {
         "object": "whatsapp_business_account",
         "entry": [
             {"id": "102290129340398", "changes": [{"value": value, "field": "user_preferences"}]}
         ],
     }
-    body, headers = signed(payload)
-    response = await hook.client.post(META_PATH, data=body, headers=headers)
-    assert response.status == 200
-    assert hook.publisher.batches == []
-    assert hook.count("meta", "ignored") == 1
+
+
+def _preference(value: str, **fields: object) -> dict[str, object]:
+    return {
+        "wa_id": "16505551234",
+        "detail": f"User requested to {value} marketing messages",
+        "category": "marketing_messages",
+        "value": value,
+        "timestamp": 1699999700,  # a little before the tests' clock
+        **fields,
+    }
+
+
+async def test_a_whatsapp_user_stopping_marketing_is_a_marketing_consent(hook: Harness) -> None:
+    """WhatsApp's "Offers and announcements" setting: marketing templates alone stop."""
+    for value in ("stop", "stop", "resume"):  # Meta's retry, then the user changes their mind
+        body, headers = signed(_preferences(_preference(value)))
+        assert (await hook.client.post(META_PATH, data=body, headers=headers)).status == 200
+    stop, again, resume = hook.publisher.events
+    assert isinstance(stop, ConsentReported)
+    assert isinstance(resume, ConsentReported)
+    assert (stop.channel, stop.endpoint, stop.customer_address) == (
+        Channel.WHATSAPP,
+        "106540352242922",
+        "+16505551234",
+    )
+    assert stop.customer_id == "phone:+16505551234"  # this domain links phone channels
+    assert (stop.consent, stop.scope, stop.provider_status) == (
+        Consent.OPT_OUT,
+        ConsentScope.MARKETING,
+        "stop",
+    )
+    assert (resume.consent, resume.scope) == (Consent.OPT_IN, ConsentScope.MARKETING)
+    assert again.id == stop.id != resume.id
+    assert stop.occurred_at == 1699999700
+
+
+async def test_a_user_known_by_their_id_alone_and_other_preferences(hook: Harness) -> None:
+    bsuid = "US.13491208655302741918"
+    body, headers = signed(
+        _preferences(
+            _preference("stop", wa_id=None, user_id=bsuid),
+            _preference("stop", category="utility_messages"),  # none Meta documents
+            _preference("pause"),
+            _preference("stop", wa_id=None),  # names no user: set aside alone
+        )
+    )
+    assert (await hook.client.post(META_PATH, data=body, headers=headers)).status == 200
+    [report] = hook.publisher.events
+    assert isinstance(report, ConsentReported)
+    assert (report.customer_address, report.customer_id) == (bsuid, f"whatsapp:{bsuid}")
+    assert (report.consent, report.scope) == (Consent.OPT_OUT, ConsentScope.MARKETING)
+    [letter] = hook.publisher.dead_letters
+    assert "names neither the user's number nor their id" in letter.reason

@@ -4,12 +4,18 @@ do what."""
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import asyncpg
 import pytest
 
+from runtime.appkeys import INBOUND_PUBLISHER
 from runtime.outbound import OPTED_OUT
+from schemas import Channel, Consent, ConsentReported, ConsentScope
 from tests.api.test_outbound import CUSTOMER, OUTBOUND, WA_ID, outbound_api
 from tests.conftest import Infrastructure
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -30,6 +36,9 @@ async def test_an_admin_records_consent_and_sends_follow_it(
                 "source": None,
                 "customer_id": None,
                 "changed_at": None,
+                "marketing": "opt_in",
+                "marketing_source": None,
+                "marketing_changed_at": None,
             },
         )
         status, answer = await api.call("PUT", CONSENT, "ann", json={"consent": "opt_out"})
@@ -189,6 +198,7 @@ async def test_the_consent_query_takes_the_latest_change_of_the_whatsapp_account
                 [channel] * len(named),
                 [address for address, _ in named],
                 [customer for _, customer in named],
+                [False] * len(named),
             )
             return {named[row["i"]][0] for row in rows}
 
@@ -224,9 +234,141 @@ async def test_an_opt_out_under_a_former_number_holds_for_the_new_one(database_u
             f"phone:{former}",
         )
         rows = await conn.fetch(
-            OPTED_OUT, "acme", [0, 1], ["whatsapp", "sms"], [new, new], [f"phone:{new}"] * 2
+            OPTED_OUT,
+            "acme",
+            [0, 1],
+            ["whatsapp", "sms"],
+            [new, new],
+            [f"phone:{new}"] * 2,
+            [False, False],
         )
         # WhatsApp's account decides on WhatsApp; SMS consent stays per address.
         assert [row["i"] for row in rows] == [0]
     finally:
         await conn.close()
+
+
+async def test_a_marketing_stop_holds_for_marketing_templates_alone(database_url: str) -> None:
+    """WhatsApp's "Offers and announcements" stop (scope ``marketing``) refuses marketing
+    templates, under either of the user's addresses; a STOP (scope ``all``) refuses every
+    message. Each scope's latest change decides for itself: a START does not resume
+    marketing, a marketing resume does not undo a STOP."""
+    bsuid = "US.13491208655302741918"
+    phone = f"phone:{CUSTOMER}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
+            f"whatsapp:{bsuid}",
+            phone,
+        )
+
+        async def consent(address: str, customer: str, value: str, scope: str) -> None:
+            await conn.execute(
+                "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
+                " changed_at, scope) VALUES ('acme', 'whatsapp', $1, $2, $3, 'provider',"
+                " clock_timestamp(), $4)"
+                " ON CONFLICT (domain, channel, address, scope) DO UPDATE SET"
+                " consent = EXCLUDED.consent, changed_at = EXCLUDED.changed_at",
+                address,
+                customer,
+                value,
+                scope,
+            )
+
+        async def refused() -> list[tuple[str, bool]]:
+            sends = [(to, marketing) for to in (CUSTOMER, bsuid) for marketing in (False, True)]
+            rows = await conn.fetch(
+                OPTED_OUT,
+                "acme",
+                list(range(len(sends))),
+                ["whatsapp"] * len(sends),
+                [to for to, _ in sends],
+                [phone if to == CUSTOMER else f"whatsapp:{bsuid}" for to, _ in sends],
+                [marketing for _, marketing in sends],
+            )
+            return sorted(sends[row["i"]] for row in rows)
+
+        await consent(bsuid, f"whatsapp:{bsuid}", "opt_out", "marketing")
+        assert await refused() == [(CUSTOMER, True), (bsuid, True)]
+        await consent(CUSTOMER, phone, "opt_in", "all")  # a START resumes no marketing
+        assert await refused() == [(CUSTOMER, True), (bsuid, True)]
+        await consent(CUSTOMER, phone, "opt_out", "all")  # a STOP: nothing goes
+        assert await refused() == [
+            (CUSTOMER, False),
+            (CUSTOMER, True),
+            (bsuid, False),
+            (bsuid, True),
+        ]
+        await consent(bsuid, f"whatsapp:{bsuid}", "opt_in", "marketing")  # resume, still STOP
+        assert await refused() == [
+            (CUSTOMER, False),
+            (CUSTOMER, True),
+            (bsuid, False),
+            (bsuid, True),
+        ]
+        await consent(CUSTOMER, phone, "opt_in", "all")
+        assert await refused() == []
+    finally:
+        await conn.close()
+
+
+async def test_marketing_consent_through_the_service(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """WhatsApp reports a user stopping marketing messages (``consent.reported``, scope
+    ``marketing``): the router records it apart from their consent to every message; a
+    marketing template is refused and a utility one still goes; an admin records the
+    resume the same way (``scope`` in the ``PUT``)."""
+    marketing = {"name": "spring_sale", "language": "en", "parameters": ["20%"]}
+    utility = {"name": "delivery_update", "language": "fr", "parameters": ["Ann", "C-3"]}
+
+    def whatsapp(template: dict[str, object]) -> dict[str, object]:
+        return {"channel": "whatsapp", "from": WA_ID, "to": CUSTOMER, "template": template}
+
+    consent = f"/v1/domains/acme/consents/whatsapp/{CUSTOMER}"
+    async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
+        report = ConsentReported(
+            id=str(uuid.uuid4()),
+            domain="acme",
+            occurred_at=time.time(),
+            channel=Channel.WHATSAPP,
+            endpoint=WA_ID,
+            customer_address=CUSTOMER,
+            customer_id=f"phone:{CUSTOMER}",
+            consent=Consent.OPT_OUT,
+            provider_status="stop",
+            scope=ConsentScope.MARKETING,
+        )
+        await api.service.app[INBOUND_PUBLISHER].publish([report])
+
+        async def recorded() -> dict[str, object] | None:
+            status, view = await api.call("GET", consent)
+            assert status == 200, view
+            return view if view["marketing"] == "opt_out" else None
+
+        view = await wait_until(recorded, timeout=20, what="the marketing stop")
+        assert (view["consent"], view["marketing_source"]) == ("opt_in", "provider")
+        assert view["source"] is None
+        status, answer = await api.call("POST", OUTBOUND, json=whatsapp(marketing))
+        assert (status, answer) == (409, {"error": "opted_out"})
+        status, answer = await api.call("POST", OUTBOUND, json=whatsapp(utility))
+        assert status == 202, answer
+
+        status, answer = await api.call(
+            "PUT", consent, json={"consent": "opt_in", "scope": "marketing", "note": "web_form"}
+        )
+        assert (status, answer["status"]) == (202, "completed"), answer
+        status, view = await api.call("GET", consent)
+        assert (view["marketing"], view["marketing_source"]) == ("opt_in", "api")
+        status, answer = await api.call("POST", OUTBOUND, json=whatsapp(marketing))
+        assert status == 202, answer
+        status, page = await api.call("GET", consent + "/changes")
+        assert [(c["consent"], c["scope"], c["source"]) for c in page["changes"]] == [
+            ("opt_in", "marketing", "api"),
+            ("opt_out", "marketing", "provider"),
+        ]
+        status, answer = await api.call(
+            "PUT", consent, json={"consent": "opt_out", "scope": "promotions"}
+        )
+        assert status == 400, answer

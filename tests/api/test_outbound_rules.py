@@ -38,6 +38,13 @@ TEMPLATES: list[dict[str, Any]] = [
         "body": "Bonjour {{1}}, votre commande {{2}} arrive aujourd'hui.",
     },
     {
+        "name": "spring_sale",
+        "language": "en",
+        "channel": "whatsapp",
+        "category": "marketing",
+        "body": "Spring sale: {{1}} off everything until Sunday.",
+    },
+    {
         "name": "reminder",
         "language": "en",
         "channel": "sms",

@@ -30,6 +30,7 @@ from schemas import (
     MessageTag,
     NotificationRequested,
     OutboundStatusChanged,
+    TemplateCategory,
     TemplateUse,
     topics,
 )
@@ -338,6 +339,43 @@ async def test_an_address_that_opted_out_meanwhile_is_refused(
             assert outcomes[kept].status is DeliveryStatus.SENT
             assert await statuses(conn, stopped) == ["refused"]  # the report moved nothing
         assert fake.delivered_to() == {"+14155550002": 1}
+    finally:
+        await conn.close()
+
+
+async def test_a_marketing_stop_meanwhile_refuses_marketing_templates_alone(
+    infrastructure: Infrastructure, database_url: str, provider: tuple[FakeProviders, str]
+) -> None:
+    """WhatsApp's marketing stop (scope ``marketing``) recorded after both were accepted:
+    the marketing template is refused before it is sent, the utility one goes."""
+    fake, base = provider
+    config = service_config(infrastructure, database_url, base)
+    address = "+14155552671"
+
+    def template(name: str, category: TemplateCategory) -> TemplateUse:
+        return TemplateUse(
+            name=name, language="en", provider_template=name, category=category, parameters=()
+        )
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await opt_out(conn, "whatsapp", address, scope="marketing")
+        queued = {
+            category: await queue_notification(
+                conn,
+                address,
+                channel=Channel.WHATSAPP,
+                endpoint=WA_NUMBER_ID,
+                text=f"A {category} message",
+                template=template(f"{category}_update", category),
+            )
+            for category in (TemplateCategory.MARKETING, TemplateCategory.UTILITY)
+        }
+        async with running_service(config, ENVIRON):
+            sent = queued[TemplateCategory.UTILITY]
+            await wait_until(lambda: all_in(conn, "sent", sent), timeout=30, what="sent")
+            assert await statuses(conn, queued[TemplateCategory.MARKETING]) == ["refused"]
+        assert fake.delivered_to() == {address.lstrip("+"): 1}  # WhatsApp's spelling
     finally:
         await conn.close()
 

@@ -173,21 +173,22 @@ def _message_status(body: Any) -> bool:
 
 
 def _never_recorded(body: Any) -> bool:
-    """``{"consent": "opt_in", "source": null, …} when never recorded``"""
+    """``{"consent": "opt_in", "source": null, …, "marketing": "opt_in", …} when never
+    recorded``"""
     return (body["channel"], body["address"], body["consent"], body["source"]) == (
         "sms",
         CUSTOMER,
         "opt_in",
         None,
-    ) and body["changed_at"] is None
+    ) and (body["changed_at"], body["marketing"]) == (None, "opt_in")
 
 
 def _changes(body: Any) -> bool:
-    """Newest first: consent, source (keyword, provider, api), when."""
+    """Newest first: consent, scope, source (keyword, provider, api), when."""
     [change] = body["changes"]
     return (
         body["next_cursor"] is None
-        and (change["consent"], change["source"]) == ("opt_out", "api")
+        and (change["consent"], change["scope"], change["source"]) == ("opt_out", "all", "api")
         and isinstance(change["changed_at"], float)
     )
 
@@ -215,6 +216,9 @@ CHECKS: dict[str, Callable[[Outcome], Any]] = {
     r"^curl \$A/consents/sms/\+14155552671 -H ": _status(200, _never_recorded),
     # "answers with its verdict (202 completed, or pending)"
     r"^curl -X PUT \$A/consents/sms/\+14155552671 ": _status(
+        202, lambda body: body["status"] == "completed" and bool(body["event_id"])
+    ),
+    r"^curl -X PUT \$A/consents/whatsapp/\+14155552671 .*\"marketing\"": _status(
         202, lambda body: body["status"] == "completed" and bool(body["event_id"])
     ),
     r"^curl \$A/consents/sms/\+14155552671/changes ": _status(200, _changes),

@@ -24,6 +24,11 @@ Documentation the fixtures (``tests/adapters/fixtures/meta/``) and rules are tak
   https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/smb_message_echoes
   (``message_echoes``: what a business sends from the WhatsApp Business app or a linked
   device, for a number also on the Cloud API);
+  https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/user_preferences
+  (a user stops or resumes marketing messages: ``category`` ``marketing_messages``,
+  ``value`` ``stop`` or ``resume``; ``wa_user_preferences_resume`` is the reference's
+  example, ``wa_user_preferences_stop`` the same user stopping, with a business-scoped user
+  id beside the number);
 - Messenger: https://developers.facebook.com/docs/messenger-platform/reference/webhook-events
   (messages, message_reactions, message_reads, message_deliveries, messaging_postbacks,
   message_echoes, message_edits);
@@ -55,6 +60,7 @@ from adapters.media import MediaRefused, check_attachments
 from schemas import (
     Attachment,
     Channel,
+    ConsentReported,
     Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
@@ -232,6 +238,8 @@ def kind(event: InboundEvent) -> str:
             return "human_replied"
         case IdentityChanged(provider_status=word):
             return f"identity:{word}"
+        case ConsentReported(consent=consent, scope=scope):
+            return f"{scope.value}:{consent.value}"
     raise AssertionError(event)
 
 
@@ -259,6 +267,8 @@ EXPECTED: dict[str, list[str]] = {
     "wa_smb_message_echo": ["human_replied"],  # the business answered from the app
     "wa_system_user_changed_number": ["identity:user_changed_number"] * 2,  # number and id
     "wa_system_user_changed_user_id": ["identity:user_changed_user_id"],
+    "wa_user_preferences_stop": ["marketing:opt_out"],
+    "wa_user_preferences_resume": ["marketing:opt_in"],
     "wa_unsupported": [],  # nothing an agent can read: Meta could not deliver it either
     "wa_errors": [],  # an account-level error, about no message
     "wa_status_sent": ["sent:sent"],
