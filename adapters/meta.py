@@ -73,8 +73,11 @@ the app's "Offers and announcements" setting: ``category`` ``marketing_messages`
 ``value`` ``stop`` or ``resume``) becomes a ``ConsentReported`` of scope ``marketing``
 (``opt_out`` or ``opt_in``) for the user's number, else their business-scoped user id: it
 stops marketing templates alone, while utility and authentication messages still go.
-Another category or value is not routed. Opt-out keywords in a WhatsApp message are
-recognised as on SMS (``adapters.consent``) and cover every business-started message.
+Another category or value is not routed. A send Meta failed with its error ``131050``
+(the user stopped marketing messages) records the same ``opt_out`` besides its status, so
+the stop is known without the ``user_preferences`` field. Opt-out keywords in a WhatsApp
+message are recognised as on SMS (``adapters.consent``) and cover every business-started
+message.
 
 Replies go out through ``adapters.egress`` (``whatsapp_request``, ``messenger_request``,
 ``instagram_request``), their attachments checked first against the limits of
@@ -110,10 +113,12 @@ from adapters.meta_payloads import (
     WaValue,
 )
 from adapters.meta_whatsapp import (
+    MARKETING_STOPPED,
     echo_recipient,
     flow_text,
     identity_changes,
     marketing_consent,
+    marketing_stop_of,
     order_text,
 )
 from adapters.normalize import (
@@ -505,6 +510,11 @@ def _whatsapp(
                     outbound_id=st.biz_opaque_callback_data,
                 )
             )
+        if st.status == "failed" and str(code) == MARKETING_STOPPED:
+            with out.setting_aside(f"{where}.statuses[{index}].errors[0]"):
+                out.events.append(
+                    marketing_stop_of(config, endpoint, number_id, st, now, _seconds(st.timestamp))
+                )
     return True
 
 

@@ -194,6 +194,8 @@ class WaStatus(_S, frozen=True, kw_only=True):
     status: str
     timestamp: str
     recipient_id: str | None = None
+    recipient_user_id: str | None = None
+    """The user's business-scoped user id, when the status names one."""
     errors: list[WaError] = []
     biz_opaque_callback_data: str | None = None
     """What the send request carried in the same field: egress puts our outbound id there."""

@@ -18,6 +18,7 @@ from adapters.meta_payloads import (
     WaMessage,
     WaOrder,
     WaPreference,
+    WaStatus,
     WaSystem,
 )
 from adapters.normalize import Endpoint, consent_reported, e164, identity_changed
@@ -27,6 +28,9 @@ from schemas.identity import is_whatsapp_user_id
 _IDENTITY_CHANGES = frozenset({"user_changed_number", "user_changed_user_id"})
 _MARKETING_CONSENTS = {"stop": Consent.OPT_OUT, "resume": Consent.OPT_IN}
 """``user_preferences`` values of the category ``marketing_messages``."""
+MARKETING_STOPPED = "131050"
+"""Meta's error of a send failed because "this recipient has chosen to stop receiving
+marketing messages on WhatsApp from your business"."""
 
 
 def flow_text(reply: WaFlowReply) -> str:
@@ -99,6 +103,34 @@ def marketing_consent(
         consent=consent,
         provider_status=preference.value,
         report_id=f"{number_id}:{address}:{preference.timestamp}:marketing",
+        received_at=now,
+        sent_at=sent_at,
+        scope=ConsentScope.MARKETING,
+    )
+
+
+def marketing_stop_of(
+    config: ChannelsConfig,
+    endpoint: Endpoint,
+    number_id: str,
+    status: WaStatus,
+    now: float,
+    sent_at: float | None,
+) -> ConsentReported:
+    """The marketing stop a send failed with ``MARKETING_STOPPED`` tells of: an ``opt_out``
+    of scope ``marketing`` for its recipient, at the failure's time (a resume reported
+    since is later, and stays)."""
+    domain = endpoint.domain
+    address = _user_address(status.recipient_id, status.recipient_user_id, domain, "the status")
+    return consent_reported(
+        config,
+        endpoint,
+        channel=Channel.WHATSAPP,
+        endpoint_key=number_id,
+        customer_address=address,
+        consent=Consent.OPT_OUT,
+        provider_status=MARKETING_STOPPED,
+        report_id=f"{status.id}/{MARKETING_STOPPED}",
         received_at=now,
         sent_at=sent_at,
         scope=ConsentScope.MARKETING,

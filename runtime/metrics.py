@@ -263,9 +263,9 @@ class Metrics:
         )
         self.consent_changes = Counter(
             "switchboard_consent_changes_total",
-            "Customers' opt-outs and opt-ins recorded, by channel, consent and source"
-            " (keyword, provider, api).",
-            ["domain", "channel", "consent", "source"],
+            "Customers' opt-outs and opt-ins recorded, by channel, consent, source"
+            " (keyword, provider, api) and scope (all, marketing).",
+            ["domain", "channel", "consent", "source", "scope"],
             registry=r,
         )
         self.delivery_statuses = Counter(

@@ -178,13 +178,18 @@ def observe_routing_event(metrics: Metrics, event: RoutingEvent) -> None:
             )
         case CustomerConsentChanged():
             m.counter(
-                metrics.consent_changes, str(event.channel), str(event.consent), event.source
+                metrics.consent_changes,
+                str(event.channel),
+                str(event.consent),
+                event.source,
+                str(event.scope),
             ).inc()
             log.info(
                 "consent_changed",
                 domain=event.domain,
                 consent=str(event.consent),
                 source=event.source,
+                scope=str(event.scope),
             )
         case (
             ConversationQueued()

@@ -349,6 +349,14 @@ async def test_marketing_consent_through_the_service(
 
         view = await wait_until(recorded, timeout=20, what="the marketing stop")
         assert (view["consent"], view["marketing_source"]) == ("opt_in", "provider")
+        labels = {"channel": "whatsapp", "consent": "opt_out", "source": "provider"}
+        registry = api.service.metrics.registry
+        assert [
+            registry.get_sample_value(
+                "switchboard_consent_changes_total", {"domain": "acme", **labels, "scope": scope}
+            )
+            for scope in ("marketing", "all")
+        ] == [1.0, None]
         assert view["source"] is None
         status, answer = await api.call("POST", OUTBOUND, json=whatsapp(marketing))
         assert (status, answer) == (409, {"error": "opted_out"})

@@ -60,7 +60,9 @@ from adapters.media import MediaRefused, check_attachments
 from schemas import (
     Attachment,
     Channel,
+    Consent,
     ConsentReported,
+    ConsentScope,
     Contact,
     DeliveryStatus,
     DeliveryStatusChanged,
@@ -276,7 +278,7 @@ EXPECTED: dict[str, list[str]] = {
     "wa_status_delivered_user_id": ["delivered:delivered"],
     "wa_status_read": ["read:read"],
     "wa_status_played": ["read:played"],
-    "wa_status_failed": ["failed:failed"],
+    "wa_status_failed": ["failed:failed", "marketing:opt_out"],  # error 131050: a stop
     "messenger_message": ["message"],
     "messenger_message_reply": ["message"],
     "messenger_message_attachments": ["message"],
@@ -786,10 +788,57 @@ def test_the_whatsapp_status_map_is_total_over_the_documented_statuses() -> None
 def test_each_whatsapp_status_keeps_its_word_error_code_and_outbound_id(
     name: str, status: DeliveryStatus, error: str | None, outbound: str | None
 ) -> None:
-    report: DeliveryStatusChanged = one(name)
+    report, *_ = parsed(name)
+    assert isinstance(report, DeliveryStatusChanged)
     assert report.provider_message_id == OUT_WAMID
     assert report.provider_status == name.removeprefix("wa_status_")
     assert (report.status, report.error_code, report.outbound_id) == (status, error, outbound)
+
+
+def test_a_send_failed_for_a_marketing_stop_records_the_stop() -> None:
+    """Meta's example of a failed status is error 131050: the user stopped marketing
+    messages. Besides the status, their marketing opt-out, as ``user_preferences`` would
+    report it (the stop is known even without that webhook field)."""
+    status, stop = parsed("wa_status_failed")
+    assert isinstance(status, DeliveryStatusChanged)
+    assert isinstance(stop, ConsentReported)
+    assert (stop.channel, stop.endpoint, stop.customer_address) == (
+        Channel.WHATSAPP,
+        "106540352242922",
+        "+16505551234",
+    )
+    assert (stop.consent, stop.scope, stop.provider_status) == (
+        Consent.OPT_OUT,
+        ConsentScope.MARKETING,
+        "131050",
+    )
+    assert stop.id != status.id
+
+
+def _failed(**changes: Any) -> bytes:
+    payload = json.loads(fixture("wa_status_failed"))
+    [status] = payload["entry"][0]["changes"][0]["value"]["statuses"]
+    for key, value in changes.items():
+        if value is None:
+            status.pop(key)
+        else:
+            status[key] = value
+    return json.dumps(payload).encode()
+
+
+def test_other_failures_and_a_stop_naming_no_recipient() -> None:
+    other = _failed(errors=[{"code": 131026, "title": "Message undeliverable"}])
+    [status] = meta.parse_webhook(other, CHANNELS, NOW).events
+    assert isinstance(status, DeliveryStatusChanged)
+    by_id = meta.parse_webhook(
+        _failed(recipient_id=None, recipient_user_id=BSUID), CHANNELS, NOW
+    ).events
+    assert [type(e) for e in by_id] == [DeliveryStatusChanged, ConsentReported]
+    assert by_id[1].customer_address == BSUID
+    nobody = meta.parse_webhook(_failed(recipient_id=None), CHANNELS, NOW)
+    assert [type(e) for e in nobody.events] == [DeliveryStatusChanged]  # the status still counts
+    [aside] = nobody.set_aside
+    assert "statuses[0].errors[0]" in aside.reason
 
 
 def test_read_and_played_of_one_message_are_two_events() -> None:
