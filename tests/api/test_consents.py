@@ -168,21 +168,30 @@ async def test_a_whatsapp_user_is_one_account_under_their_number_and_their_user_
         assert (await api.call("POST", OUTBOUND, json=whatsapp(CUSTOMER)))[0] == 202
 
 
+BSUID = "US.13491208655302741918"
+
+
+async def _with_linked_user_id(database_url: str) -> asyncpg.Connection:
+    """A connection to a database where the WhatsApp user id ``BSUID`` is linked to the
+    customer of ``CUSTOMER``'s number, as the router links it."""
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(
+        "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
+        f"whatsapp:{BSUID}",
+        f"phone:{CUSTOMER}",
+    )
+    return conn
+
+
 async def test_the_consent_query_takes_the_latest_change_of_the_whatsapp_account(
     database_url: str,
 ) -> None:
     """The outbound sender checks consent again just before sending (``OPTED_OUT``, the
     API's query too): on the rows as the router writes them (a consent names the customer it was
     recorded for, an identity linked to a customer names that customer)."""
-    bsuid = "US.13491208655302741918"
-    phone = f"phone:{CUSTOMER}"
-    conn = await asyncpg.connect(database_url)
+    bsuid, phone = BSUID, f"phone:{CUSTOMER}"
+    conn = await _with_linked_user_id(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
-            f"whatsapp:{bsuid}",
-            phone,
-        )
         await conn.execute(
             "INSERT INTO consents VALUES ('acme', 'whatsapp', $1, $2, 'opt_out', 'keyword',"
             " now() - interval '1 minute')",
@@ -253,15 +262,9 @@ async def test_a_marketing_stop_holds_for_marketing_templates_alone(database_url
     templates, under either of the user's addresses; a STOP (scope ``all``) refuses every
     message. Each scope's latest change decides for itself: a START does not resume
     marketing, a marketing resume does not undo a STOP."""
-    bsuid = "US.13491208655302741918"
-    phone = f"phone:{CUSTOMER}"
-    conn = await asyncpg.connect(database_url)
+    bsuid, phone = BSUID, f"phone:{CUSTOMER}"
+    conn = await _with_linked_user_id(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO customer_identities VALUES ('acme', $1, $2, 'provider', now())",
-            f"whatsapp:{bsuid}",
-            phone,
-        )
 
         async def consent(address: str, customer: str, value: str, scope: str) -> None:
             await conn.execute(

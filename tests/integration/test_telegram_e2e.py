@@ -7,7 +7,9 @@ the Bot API documents them). Telegram reports no delivery status to bots: the re
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -21,6 +23,7 @@ from schemas import (
     MessageReceived,
     MessageRouted,
 )
+from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.fakes.telegram import FakeBotApi
 from tests.support import TopicReader, make_config, reply_sent, running_service, wait_until
@@ -31,6 +34,36 @@ SECRET = "e2e-telegram-secret_token"
 CHAT = 1111111
 ADMIN = {"Authorization": "Bearer telegram-admin"}
 FILE_ID = "AgACAgQAAxkBAAIBZ2X-large"
+ENVIRON = {
+    "TELEGRAM_SECRET_TOKEN": SECRET,
+    "TELEGRAM_BOT_TOKEN": TOKEN,
+    "SWITCHBOARD_ADMIN_TOKEN": "telegram-admin",
+}
+
+
+@contextlib.asynccontextmanager
+async def _telegram_config(
+    infrastructure: Infrastructure, database_url: str, fake: FakeBotApi
+) -> AsyncIterator[Config]:
+    """The configuration of ``BOT`` for ``acme``, sending to ``fake`` served on loopback
+    while it is open."""
+    bot_api = TestServer(fake.app(), host="127.0.0.1")
+    await bot_api.start_server()
+    try:
+        yield make_config(
+            infrastructure.bootstrap_servers,
+            database_url,
+            {
+                "channels": {
+                    "telegram": {
+                        "api_base_url": str(bot_api.make_url("")).rstrip("/"),
+                        "bots": [{"name": BOT, "domain": "acme"}],
+                    }
+                }
+            },
+        )
+    finally:
+        await bot_api.close()
 
 
 def _photo_update() -> dict[str, Any]:
@@ -67,95 +100,74 @@ async def test_a_photo_in_and_a_photo_reply_out(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
     fake = FakeBotApi(tokens=frozenset({TOKEN}))
-    bot_api = TestServer(fake.app(), host="127.0.0.1")
-    await bot_api.start_server()
-    config = make_config(
-        infrastructure.bootstrap_servers,
-        database_url,
-        {
-            "channels": {
-                "telegram": {
-                    "api_base_url": str(bot_api.make_url("")).rstrip("/"),
-                    "bots": [{"name": BOT, "domain": "acme"}],
-                }
+    async with (
+        _telegram_config(infrastructure, database_url, fake) as config,
+        running_service(config, ENVIRON) as service,
+        TopicReader(config, "conversations.routing") as routing,
+        TopicReader(config, "conversations.inbound") as inbound,
+    ):
+        http = service.session
+        await service.online_agent("ann", {"telegram": 2}, ADMIN)
+        conn = await asyncpg.connect(database_url)
+        try:
+            async with http.post(
+                service.url(f"/webhooks/telegram/{BOT}"),
+                json=_photo_update(),
+                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+            ) as r:
+                assert r.status == 200, await r.text()
+
+            async def assigned() -> tuple[ConversationAssigned, MessageRouted] | None:
+                events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
+                found = [e for e in events if isinstance(e, ConversationAssigned)]
+                routed = [e for e in events if isinstance(e, MessageRouted)]
+                return (found[0], routed[0]) if found and routed else None
+
+            assignment, routed = await wait_until(assigned, what="assignment")
+            assert assignment.agent_id == "ann"
+            assert routed.provider_message_id == f"{BOT}:{CHAT}:1366"
+
+            # The message the routing event names keeps Telegram's file_id beside ours.
+            records = await inbound.wait_for(lambda rs: len(rs) >= 1)
+            [message] = [INBOUND_DECODER.decode(r.value) for r in records]
+            assert isinstance(message, MessageReceived)
+            assert message.id == routed.message_id
+            [photo] = message.attachments
+            assert (photo.url, photo.media_id) == (f"tg-file:{BOT}/{FILE_ID}", FILE_ID)
+            assert photo.caption == "The box arrived like this"
+            stored = await conn.fetchval(
+                "SELECT attachments::text FROM messages WHERE message_id = $1",
+                routed.message_id,
+            )
+            assert msgspec.json.decode(stored)[0]["media_id"] == FILE_ID
+
+            reply_url = service.url(
+                f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
+            )
+            label = {"url": "https://cdn.example.com/return-label.png"}
+            async with http.post(
+                reply_url,
+                json={"text": "Sorry! Here is your return label.", "attachments": [label]},
+                headers=ADMIN,
+            ) as r:
+                assert r.status == 202, await r.text()
+                reply_id = (await r.json())["reply_id"]
+
+            await reply_sent(conn, reply_id)
+            assert fake.refused == []
+            [call] = fake.calls
+            assert (call.token, call.method) == (TOKEN, "sendPhoto")
+            assert call.params == {
+                "chat_id": str(CHAT),
+                "photo": "https://cdn.example.com/return-label.png",
+                "caption": "Sorry! Here is your return label.",
             }
-        },
-    )
-    environ = {
-        "TELEGRAM_SECRET_TOKEN": SECRET,
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "SWITCHBOARD_ADMIN_TOKEN": "telegram-admin",
-    }
-    try:
-        async with (
-            running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
-            TopicReader(config, "conversations.inbound") as inbound,
-        ):
-            http = service.session
-            await service.online_agent("ann", {"telegram": 2}, ADMIN)
-            conn = await asyncpg.connect(database_url)
-            try:
-                async with http.post(
-                    service.url(f"/webhooks/telegram/{BOT}"),
-                    json=_photo_update(),
-                    headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
-                ) as r:
-                    assert r.status == 200, await r.text()
-
-                async def assigned() -> tuple[ConversationAssigned, MessageRouted] | None:
-                    events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
-                    found = [e for e in events if isinstance(e, ConversationAssigned)]
-                    routed = [e for e in events if isinstance(e, MessageRouted)]
-                    return (found[0], routed[0]) if found and routed else None
-
-                assignment, routed = await wait_until(assigned, what="assignment")
-                assert assignment.agent_id == "ann"
-                assert routed.provider_message_id == f"{BOT}:{CHAT}:1366"
-
-                # The message the routing event names keeps Telegram's file_id beside ours.
-                records = await inbound.wait_for(lambda rs: len(rs) >= 1)
-                [message] = [INBOUND_DECODER.decode(r.value) for r in records]
-                assert isinstance(message, MessageReceived)
-                assert message.id == routed.message_id
-                [photo] = message.attachments
-                assert (photo.url, photo.media_id) == (f"tg-file:{BOT}/{FILE_ID}", FILE_ID)
-                assert photo.caption == "The box arrived like this"
-                stored = await conn.fetchval(
-                    "SELECT attachments::text FROM messages WHERE message_id = $1",
-                    routed.message_id,
-                )
-                assert msgspec.json.decode(stored)[0]["media_id"] == FILE_ID
-
-                reply_url = service.url(
-                    f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
-                )
-                label = {"url": "https://cdn.example.com/return-label.png"}
-                async with http.post(
-                    reply_url,
-                    json={"text": "Sorry! Here is your return label.", "attachments": [label]},
-                    headers=ADMIN,
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-
-                await reply_sent(conn, reply_id)
-                assert fake.refused == []
-                [call] = fake.calls
-                assert (call.token, call.method) == (TOKEN, "sendPhoto")
-                assert call.params == {
-                    "chat_id": str(CHAT),
-                    "photo": "https://cdn.example.com/return-label.png",
-                    "caption": "Sorry! Here is your return label.",
-                }
-                assert await conn.fetchval(
-                    "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
-                ) == (f"{BOT}:{CHAT}:{call.message_id}")
-            finally:
-                await conn.close()
-    finally:
-        await bot_api.close()
+            assert await conn.fetchval(
+                "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
+                reply_id,
+            ) == (f"{BOT}:{CHAT}:{call.message_id}")
+        finally:
+            await conn.close()
 
 
 CONNECTION = "AQADxyz-Biz_Conn1"
@@ -184,88 +196,67 @@ async def test_a_business_accounts_chat_is_routed_and_answered_through_its_conne
     bot is connected to is a conversation of its own, assigned to the agent who served
     them (of two online), and the reply goes out on the account's behalf."""
     fake = FakeBotApi(tokens=frozenset({TOKEN}), business_connections=frozenset({CONNECTION}))
-    bot_api = TestServer(fake.app(), host="127.0.0.1")
-    await bot_api.start_server()
-    config = make_config(
-        infrastructure.bootstrap_servers,
-        database_url,
-        {
-            "channels": {
-                "telegram": {
-                    "api_base_url": str(bot_api.make_url("")).rstrip("/"),
-                    "bots": [{"name": BOT, "domain": "acme"}],
-                }
-            }
-        },
-    )
-    environ = {
-        "TELEGRAM_SECRET_TOKEN": SECRET,
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "SWITCHBOARD_ADMIN_TOKEN": "telegram-admin",
-    }
-    try:
-        async with (
-            running_service(config, environ) as service,
-            TopicReader(config, "conversations.routing") as routing,
-        ):
-            http = service.session
-            await service.online_agent("ann", {"telegram": 2}, ADMIN)
-            await service.online_agent("bob", {"telegram": 2}, ADMIN)
+    async with (
+        _telegram_config(infrastructure, database_url, fake) as config,
+        running_service(config, ENVIRON) as service,
+        TopicReader(config, "conversations.routing") as routing,
+    ):
+        http = service.session
+        await service.online_agent("ann", {"telegram": 2}, ADMIN)
+        await service.online_agent("bob", {"telegram": 2}, ADMIN)
 
-            async def post(update: dict[str, Any]) -> None:
-                async with http.post(
-                    service.url(f"/webhooks/telegram/{BOT}"),
-                    json=update,
-                    headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
-                ) as r:
-                    assert r.status == 200, await r.text()
+        async def post(update: dict[str, Any]) -> None:
+            async with http.post(
+                service.url(f"/webhooks/telegram/{BOT}"),
+                json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+            ) as r:
+                assert r.status == 200, await r.text()
 
-            async def assignments(n: int) -> list[ConversationAssigned] | None:
-                events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
-                found = [e for e in events if isinstance(e, ConversationAssigned)]
-                return found if len(found) >= n else None
+        async def assignments(n: int) -> list[ConversationAssigned] | None:
+            events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
+            found = [e for e in events if isinstance(e, ConversationAssigned)]
+            return found if len(found) >= n else None
 
-            await post(_text_update(912000010, "message", 1400, "hello bot"))
-            [with_bot] = await wait_until(lambda: assignments(1), what="the bot chat's")
-            await post(_text_update(912000011, "business_message", 1400, "hello shop"))
-            _, with_business = await wait_until(lambda: assignments(2), what="the business chat's")
-            assert with_business.conversation_id != with_bot.conversation_id
-            assert with_business.agent_id == with_bot.agent_id
-            assert with_business.preferred_agent_id == with_bot.agent_id
-            assert with_business.customer_id == with_bot.customer_id == f"telegram:{CHAT}"
+        await post(_text_update(912000010, "message", 1400, "hello bot"))
+        [with_bot] = await wait_until(lambda: assignments(1), what="the bot chat's")
+        await post(_text_update(912000011, "business_message", 1400, "hello shop"))
+        _, with_business = await wait_until(lambda: assignments(2), what="the business chat's")
+        assert with_business.conversation_id != with_bot.conversation_id
+        assert with_business.agent_id == with_bot.agent_id
+        assert with_business.preferred_agent_id == with_bot.agent_id
+        assert with_business.customer_id == with_bot.customer_id == f"telegram:{CHAT}"
 
-            conn = await asyncpg.connect(database_url)
-            try:
-                endpoint = await conn.fetchval(
-                    "SELECT record->>'endpoint' FROM conversations WHERE conversation_id = $1",
-                    with_business.conversation_id,
-                )
-                assert endpoint == BUSINESS
-                async with http.post(
-                    service.url(
-                        f"/v1/domains/acme/conversations/{with_business.conversation_id}/reply"
-                    ),
-                    json={"text": "Your parcel left today."},
-                    headers=ADMIN,
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-                await reply_sent(conn, reply_id)
-                assert fake.refused == []
-                [call] = fake.calls
-                assert (call.method, call.params) == (
-                    "sendMessage",
-                    {
-                        "chat_id": str(CHAT),
-                        "text": "Your parcel left today.",
-                        "business_connection_id": CONNECTION,
-                    },
-                )
-                assert await conn.fetchval(
-                    "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
-                ) == (f"{BUSINESS}:{CHAT}:{call.message_id}")
-            finally:
-                await conn.close()
-    finally:
-        await bot_api.close()
+        conn = await asyncpg.connect(database_url)
+        try:
+            endpoint = await conn.fetchval(
+                "SELECT record->>'endpoint' FROM conversations WHERE conversation_id = $1",
+                with_business.conversation_id,
+            )
+            assert endpoint == BUSINESS
+            async with http.post(
+                service.url(
+                    f"/v1/domains/acme/conversations/{with_business.conversation_id}/reply"
+                ),
+                json={"text": "Your parcel left today."},
+                headers=ADMIN,
+            ) as r:
+                assert r.status == 202, await r.text()
+                reply_id = (await r.json())["reply_id"]
+            await reply_sent(conn, reply_id)
+            assert fake.refused == []
+            [call] = fake.calls
+            assert (call.method, call.params) == (
+                "sendMessage",
+                {
+                    "chat_id": str(CHAT),
+                    "text": "Your parcel left today.",
+                    "business_connection_id": CONNECTION,
+                },
+            )
+            assert await conn.fetchval(
+                "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
+                reply_id,
+            ) == (f"{BUSINESS}:{CHAT}:{call.message_id}")
+        finally:
+            await conn.close()
