@@ -35,12 +35,12 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 import msgspec
 
-from schemas import Channel, Consent, TemplateCategory, TemplateUse
+from schemas import Channel, Consent, ConsentScope, TemplateCategory, TemplateUse
 from schemas.limits import (
     ANSWER_WINDOW_MAX,
     CHANNEL_TEXT_MAX,
@@ -76,13 +76,25 @@ an agent."""
 _PLACEHOLDER = re.compile(r"\{\{\s*([1-9][0-9]?)\s*\}\}")
 
 
+CONSENT_TABLES: Mapping[ConsentScope, str] = {
+    ConsentScope.ALL: "consents",
+    ConsentScope.MARKETING: "marketing_consents",
+}
+"""The table of each scope's current consents (migration 0030)."""
+
 OPTED_OUT = """
-WITH t AS (
+WITH scoped AS (
+    SELECT 'all' AS scope, domain, channel, address, customer_id, consent, changed_at
+    FROM consents
+    UNION ALL
+    SELECT 'marketing', domain, channel, address, customer_id, consent, changed_at
+    FROM marketing_consents
+), t AS (
     SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
         AS t(i, channel, address, customer_id, marketing)
 ), own AS (
     SELECT t.i, c.scope, c.consent, c.changed_at FROM t
-    JOIN consents c ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
+    JOIN scoped c ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
     WHERE c.scope = 'all' OR t.marketing
 ), profile AS (
     SELECT t.i, t.marketing, coalesce(ci.customer_id, t.customer_id) AS id FROM t
@@ -95,7 +107,7 @@ WITH t AS (
     JOIN customer_identities ci ON ci.domain = $1 AND ci.customer_id = p.id
 ), theirs AS (
     SELECT n.i, c.scope, c.consent, c.changed_at FROM named n
-    JOIN consents c ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
+    JOIN scoped c ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
     WHERE c.scope = 'all' OR n.marketing
 )
 SELECT DISTINCT i FROM (

@@ -23,8 +23,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from runtime import db
 from runtime.appkeys import TASK_FAILURES
 from runtime.metrics import Metrics
+from runtime.outbound import CONSENT_TABLES
 from runtime.sealing import TopicKeys, with_value
-from schemas import ROUTING_DECODER, Channel, ConversationAssigned, MessageReceived
+from schemas import (
+    ROUTING_DECODER,
+    Channel,
+    ConsentScope,
+    ConversationAssigned,
+    MessageReceived,
+)
 from switchboard import cli
 from switchboard.app import Role, build_app
 from switchboard.cli import prepare
@@ -604,13 +611,13 @@ async def opt_out(
     db: asyncpg.Connection | asyncpg.Pool, channel: str, address: str, scope: str = "all"
 ) -> None:
     """``address`` opted out on ``channel`` in domain acme, as the router records a STOP
-    (``consents``; with ``scope`` ``marketing``, WhatsApp's marketing stop); its customer
-    id is the phone identity."""
+    (``consents``; with ``scope`` ``marketing``, WhatsApp's marketing stop:
+    ``marketing_consents``); its customer id is the phone identity."""
+    table = CONSENT_TABLES[ConsentScope(scope)]
     await db.execute(
-        "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-        " changed_at, scope) VALUES ('acme', $1, $2, $3, 'opt_out', 'keyword', now(), $4)",
+        f"INSERT INTO {table} (domain, channel, address, customer_id, consent, source,"  # noqa: S608 (a constant)
+        " changed_at) VALUES ('acme', $1, $2, $3, 'opt_out', 'keyword', now())",
         channel,
         address,
         f"phone:{address}",
-        scope,
     )

@@ -69,17 +69,21 @@ def _address(request: web.Request) -> tuple[Channel, str]:
         raise bad_request(f"address: {error}") from None
 
 
+_CURRENT = """
+SELECT 'all' AS scope, consent, source, customer_id, changed_at FROM consents
+WHERE domain = $1 AND channel = $2 AND address = $3
+UNION ALL
+SELECT 'marketing', consent, source, customer_id, changed_at FROM marketing_consents
+WHERE domain = $1 AND channel = $2 AND address = $3
+"""
+"""The address's current consent of each scope (``runtime.outbound.CONSENT_TABLES``)."""
+
+
 async def get_consent(request: web.Request) -> web.Response:
     domain, _ = await enter(request)
     channel, address = _address(request)
     async with request.app[DB_POOL].acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT scope, consent, source, customer_id, changed_at FROM consents"
-            " WHERE domain = $1 AND channel = $2 AND address = $3",
-            domain,
-            channel.value,
-            address,
-        )
+        rows = await conn.fetch(_CURRENT, domain, channel.value, address)
     by_scope = {ConsentScope(row["scope"]): row for row in rows}
     every, marketing = by_scope.get(ConsentScope.ALL), by_scope.get(ConsentScope.MARKETING)
     view = ConsentView(

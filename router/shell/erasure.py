@@ -54,6 +54,7 @@ ERASED: Final = frozenset(
         "customers",
         "customer_identities",
         "consents",
+        "marketing_consents",
         "consent_changes",
         "agent_events",
         "dead_letters",
@@ -147,9 +148,18 @@ DELETE FROM customer_identities
 WHERE domain = $1 AND (identity = ANY($2::text[]) OR customer_id = ANY($2::text[]))
 """
 _DELETE_CONSENTS = """
-DELETE FROM consents
-WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
+WITH every AS (
+    DELETE FROM consents
+    WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
+    RETURNING 1
+), marketing AS (
+    DELETE FROM marketing_consents
+    WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM every) + (SELECT count(*) FROM marketing)
 """
+"""The consents of every scope (``runtime.outbound.CONSENT_TABLES``): how many."""
 _DELETE_CONSENT_CHANGES = """
 DELETE FROM consent_changes
 WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
@@ -210,7 +220,7 @@ async def erase(
         "identities": _count(await conn.execute(_DELETE_IDENTITIES, domain, ids)),
         "consents": 0
         if keep_consents
-        else _count(await conn.execute(_DELETE_CONSENTS, domain, ids, mail)),
+        else int(await conn.fetchval(_DELETE_CONSENTS, domain, ids, mail)),
         "consent_changes": 0
         if keep_consents
         else _count(await conn.execute(_DELETE_CONSENT_CHANGES, domain, ids, mail)),

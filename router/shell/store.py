@@ -49,6 +49,7 @@ from router.engine import (
 from router.shell.erasure import erase
 from runtime.db import JoinedStatement, column_arrays, document_rows, json_rows, rows_of
 from runtime.dead_letters import INSERT_RECORD, DeadRecord
+from runtime.outbound import CONSENT_TABLES
 from schemas import (
     AgentEvent,
     ConsentReported,
@@ -432,14 +433,15 @@ WHERE o.channel = u.ch AND o.provider_message_id = u.pid
 """  # noqa: S608 -- fixed text
 
 _UPSERT_CONSENTS = """
-INSERT INTO consents (domain, channel, address, customer_id, consent, source, changed_at, scope)
+INSERT INTO {0} AS c (domain, channel, address, customer_id, consent, source, changed_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[], $8::text[])
-ON CONFLICT (domain, channel, address, scope) DO UPDATE SET
+    $7::timestamptz[])
+ON CONFLICT (domain, channel, address) DO UPDATE SET
     customer_id = EXCLUDED.customer_id, consent = EXCLUDED.consent, source = EXCLUDED.source,
     changed_at = EXCLUDED.changed_at
-WHERE consents.changed_at <= EXCLUDED.changed_at
+WHERE c.changed_at <= EXCLUDED.changed_at
 """
+"""Into the table of the consents' scope (``runtime.outbound.CONSENT_TABLES``)."""
 
 _INSERT_CONSENT_CHANGES = """
 INSERT INTO consent_changes (domain, change_id, channel, address, customer_id, consent, source,
@@ -715,25 +717,22 @@ async def _write_consents(conn: asyncpg.Connection, saved: list[SaveConsent]) ->
     # An upsert changes a row once a statement: the last change of each address and scope.
     changes = [(item.change, item.actor) for item in saved]
     latest = {(c.domain, c.channel, c.customer_address, c.scope): c for c, _ in changes}
-    await conn.execute(
-        _UPSERT_CONSENTS,
-        *column_arrays(
+    for scope, table in CONSENT_TABLES.items():
+        rows = [
             (
-                (
-                    c.domain,
-                    str(c.channel),
-                    c.customer_address,
-                    c.customer_id,
-                    str(c.consent),
-                    c.source,
-                    _timestamp(c.occurred_at),
-                    str(c.scope),
-                )
-                for c in latest.values()
-            ),
-            8,
-        ),
-    )
+                c.domain,
+                str(c.channel),
+                c.customer_address,
+                c.customer_id,
+                str(c.consent),
+                c.source,
+                _timestamp(c.occurred_at),
+            )
+            for c in latest.values()
+            if c.scope is scope
+        ]
+        if rows:
+            await conn.execute(_UPSERT_CONSENTS.format(table), *column_arrays(rows, 7))
     await conn.execute(
         _INSERT_CONSENT_CHANGES,
         *column_arrays(

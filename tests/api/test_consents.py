@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from runtime.appkeys import INBOUND_PUBLISHER
-from runtime.outbound import OPTED_OUT
+from runtime.outbound import CONSENT_TABLES, OPTED_OUT
 from schemas import Channel, Consent, ConsentReported, ConsentScope
 from tests.api.test_outbound import CUSTOMER, OUTBOUND, WA_ID, outbound_api
 from tests.conftest import Infrastructure
@@ -267,16 +268,16 @@ async def test_a_marketing_stop_holds_for_marketing_templates_alone(database_url
     try:
 
         async def consent(address: str, customer: str, value: str, scope: str) -> None:
+            table = CONSENT_TABLES[ConsentScope(scope)]
             await conn.execute(
-                "INSERT INTO consents (domain, channel, address, customer_id, consent, source,"
-                " changed_at, scope) VALUES ('acme', 'whatsapp', $1, $2, $3, 'provider',"
-                " clock_timestamp(), $4)"
-                " ON CONFLICT (domain, channel, address, scope) DO UPDATE SET"
+                f"INSERT INTO {table} (domain, channel, address, customer_id, consent, source,"  # noqa: S608 (a constant)
+                " changed_at) VALUES ('acme', 'whatsapp', $1, $2, $3, 'provider',"
+                " clock_timestamp())"
+                " ON CONFLICT (domain, channel, address) DO UPDATE SET"
                 " consent = EXCLUDED.consent, changed_at = EXCLUDED.changed_at",
                 address,
                 customer,
                 value,
-                scope,
             )
 
         async def refused() -> list[tuple[str, bool]]:
@@ -383,3 +384,46 @@ async def test_marketing_consent_through_the_service(
             "PUT", consent, json={"consent": "opt_out", "scope": "promotions"}
         )
         assert status == 400, answer
+
+
+BEFORE_0030 = """
+INSERT INTO consents (domain, channel, address, customer_id, consent, source, changed_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[])
+ON CONFLICT (domain, channel, address) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, consent = EXCLUDED.consent, source = EXCLUDED.source,
+    changed_at = EXCLUDED.changed_at
+WHERE consents.changed_at <= EXCLUDED.changed_at
+"""
+"""How a router of the version before migration 0030 writes consents."""
+
+
+async def test_a_router_of_the_version_before_marketing_consents_writes_as_it_did(
+    database_url: str,
+) -> None:
+    """Migrations expand the schema (README, *Upgrading*): while the routers roll, one of
+    the previous version records a STOP on the new schema, and a marketing stop beside it
+    changes nothing of it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for consent in ("opt_out", "opt_in"):
+            await conn.execute(
+                BEFORE_0030,
+                ["acme"],
+                ["whatsapp"],
+                [CUSTOMER],
+                [f"phone:{CUSTOMER}"],
+                [consent],
+                ["keyword"],
+                [datetime.now(UTC)],
+            )
+        await conn.execute(
+            "INSERT INTO marketing_consents VALUES ('acme', 'whatsapp', $1, $2, 'opt_out',"
+            " 'provider', now())",
+            CUSTOMER,
+            f"phone:{CUSTOMER}",
+        )
+        rows = await conn.fetch("SELECT consent FROM consents WHERE address = $1", CUSTOMER)
+        assert [row["consent"] for row in rows] == ["opt_in"]
+    finally:
+        await conn.close()

@@ -108,7 +108,12 @@ def test_dead_letters_are_searched_for_every_spelling_of_an_address() -> None:
         (
             erasure._DELETE_CONSENTS,
             ("acme", ["sms:+1"], ["+1"]),
-            ("consents_by_customer", "consents_by_address"),
+            (
+                "consents_by_customer",
+                "consents_by_address",
+                "marketing_consents_by_customer",
+                "marketing_consents_by_address",
+            ),
         ),
         (
             erasure._DELETE_CONSENT_CHANGES,
@@ -171,7 +176,11 @@ async def _populate(conn: asyncpg.Connection) -> None:
         " FROM generate_series(1, $1) i",
         n,
     )
-    for table, extra in (("consents", ""), ("consent_changes", "change_id, ")):
+    for table, extra in (
+        ("consents", ""),
+        ("marketing_consents", ""),
+        ("consent_changes", "change_id, "),
+    ):
         values = "'ch' || i, " if extra else ""
         await conn.execute(
             f"INSERT INTO {table} (domain, {extra}channel, address, customer_id, consent,"  # noqa: S608
@@ -359,9 +368,9 @@ async def test_an_erased_customer_is_nowhere_and_everyone_else_is_routed(
         assert erased["messages"] == 4  # three from them and the reply
         assert erased["customers"] == 1
         assert erased["identities"] == 2  # the email and web chat links
-        assert erased["consents"] == 1
-        assert erased["consent_changes"] == 1
-        assert erased["replay_log"] >= 3  # two links, the consent command
+        assert erased["consents"] == 2  # the SMS opt-out, the WhatsApp marketing stop
+        assert erased["consent_changes"] == 2
+        assert erased["replay_log"] >= 4  # two links, the two consent commands
         assert erased["outbound_messages"] >= 1
 
         # no table holds anything of them; the other customer is whole

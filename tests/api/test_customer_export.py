@@ -120,6 +120,12 @@ async def person_on_three_channels(api: Api, reader: TopicReader) -> dict[str, s
     assert status == 202, body
     reply_id = body["reply_id"]
     await _set_consent(api, PHONE)
+    status, body = await api.call(  # and a stop of WhatsApp's marketing messages
+        "PUT",
+        f"{ACME}/consents/whatsapp/{PHONE}",
+        json={"consent": "opt_out", "scope": "marketing"},
+    )
+    assert status == 202, body
 
     # Someone else, alongside: a message, an owner (an audit entry) and a consent.
     other = await api.customer_writes("other-browser", "o1", OTHER_TEXT)
@@ -134,10 +140,12 @@ async def person_on_three_channels(api: Api, reader: TopicReader) -> dict[str, s
     await _set_consent(api, OTHER_PHONE)
     await wait_until(
         lambda: api.pool.fetchval(
-            "SELECT count(*) = 2 FROM consents WHERE domain = 'acme' AND address = ANY($1::text[])",
+            "SELECT (SELECT count(*) FROM consents WHERE address = ANY($1::text[])) = 2"
+            " AND EXISTS (SELECT 1 FROM marketing_consents WHERE address = $2)",
             [PHONE, OTHER_PHONE],
+            PHONE,
         ),
-        what="both consents",
+        what="the consents",
     )
     await wait_until(
         lambda: api.pool.fetchval("SELECT 1 FROM messages WHERE message_id = $1", reply_id),
@@ -193,8 +201,13 @@ async def test_the_export_holds_the_whole_person_and_nobody_else(
         (outbound,) = conversations[scene["webchat"]]["outbound"]
         assert (outbound["outbound_id"], outbound["agent_id"]) == (scene["reply"], "bob")
         assert outbound["status"]
-        assert [(c["address"], c["consent"]) for c in export["consents"]] == [(PHONE, "opt_out")]
-        assert [c["address"] for c in export["consent_changes"]] == [PHONE]
+        assert [
+            (c["channel"], c["address"], c["consent"], c["scope"]) for c in export["consents"]
+        ] == [
+            ("sms", PHONE, "opt_out", "all"),
+            ("whatsapp", PHONE, "opt_out", "marketing"),
+        ]
+        assert [c["address"] for c in export["consent_changes"]] == [PHONE, PHONE]
         actions = [entry["action"] for entry in export["audit"]]
         assert actions.count("customer.identity.link") == 2
         assert {"customer.consent.set", "customer.export"} <= set(actions)

@@ -1,7 +1,7 @@
 """WhatsApp's marketing stop end to end: a user stops marketing messages in WhatsApp's
 "Offers and announcements" setting, and Meta's signed ``user_preferences`` notification
-comes in → the router records an ``opt_out`` of scope ``marketing`` (``consents``, source
-``provider``) → a marketing template to them is refused ``opted_out`` while a utility
+comes in → the router records an ``opt_out`` of scope ``marketing``
+(``marketing_consents``, source ``provider``) → a marketing template to them is refused ``opted_out`` while a utility
 template still goes out through the Cloud API stand-in → they resume, and the marketing
 template goes too. A send Meta fails with its error ``131050`` records the same stop."""
 
@@ -118,8 +118,8 @@ async def _send(service: Service, template: str, parameter: str) -> tuple[int, A
 
 async def _marketing(pool: asyncpg.Pool, expected: str) -> bool:
     consent = await pool.fetchval(
-        "SELECT consent FROM consents WHERE domain = 'acme' AND channel = 'whatsapp'"
-        " AND address = $1 AND scope = 'marketing'",
+        "SELECT consent FROM marketing_consents WHERE domain = 'acme' AND channel = 'whatsapp'"
+        " AND address = $1",
         USER,
     )
     return bool(consent == expected)
@@ -147,12 +147,7 @@ async def test_a_marketing_stop_refuses_marketing_templates_until_the_user_resum
             now = int(time.time())
             await _preference(service, "stop", now - 60)
             await wait_until(lambda: _marketing(pool, "opt_out"), timeout=20, what="the stop")
-            assert (
-                await pool.fetchval(
-                    "SELECT count(*) FROM consents WHERE domain = 'acme' AND scope = 'all'"
-                )
-                == 0
-            )
+            assert await pool.fetchval("SELECT count(*) FROM consents WHERE domain = 'acme'") == 0
             assert await _send(service, "spring_sale", "20%") == (409, {"error": "opted_out"})
             status, sent = await _send(service, "delivery_update", "A-1042")
             assert status == 202, sent
