@@ -33,6 +33,7 @@ ALLOWED_LABELS = {
     "limit",  # sender, domain, provider
     "consent",  # opt_out, opt_in
     "source",  # keyword, provider, api
+    "scope",  # a consent's: all, marketing
     "bot",  # a domain's configured bots (at most 50 each; "other" under domain="other")
     "kind",  # retention: the tables it changes (runtime.retention, eight)
     "action",  # retention: emptied, deleted
