@@ -83,7 +83,7 @@ CONSENT_TABLES: Mapping[ConsentScope, str] = {
 """The table of each scope's current consents (migration 0030)."""
 
 OPTED_OUT = """
-WITH scoped AS (
+WITH scoped AS NOT MATERIALIZED (
     SELECT 'all' AS scope, domain, channel, address, customer_id, consent, changed_at
     FROM consents
     UNION ALL
@@ -126,7 +126,8 @@ when either latest is an opt-out. On WhatsApp the latest change under any WhatsA
 of the customer (the customer's id and every identity linked to it) decides, since a
 user's number and their business-scoped user id are one account (``schemas.identity``).
 Checked when a message is asked for (``router.api.outbound``) and again before it is sent
-(``adapters.outbound_sender``)."""
+(``adapters.outbound_sender``). ``scoped`` is ``NOT MATERIALIZED``: referenced twice, it
+would otherwise be read whole, both tables, at every check, instead of by index."""
 
 
 def is_marketing(template: TemplateUse | None) -> bool:
