@@ -80,21 +80,17 @@ CONSENT_TABLES: Mapping[ConsentScope, str] = {
     ConsentScope.ALL: "consents",
     ConsentScope.MARKETING: "marketing_consents",
 }
-"""The table of each scope's current consents (migration 0030)."""
+"""The table of each scope's current consents (migration 0030), which the router writes;
+readers read both through the view ``scoped_consents``."""
 
 OPTED_OUT = """
-WITH scoped AS NOT MATERIALIZED (
-    SELECT 'all' AS scope, domain, channel, address, customer_id, consent, changed_at
-    FROM consents
-    UNION ALL
-    SELECT 'marketing', domain, channel, address, customer_id, consent, changed_at
-    FROM marketing_consents
-), t AS (
+WITH t AS (
     SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
         AS t(i, channel, address, customer_id, marketing)
 ), own AS (
     SELECT t.i, c.scope, c.consent, c.changed_at FROM t
-    JOIN scoped c ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
+    JOIN scoped_consents c
+        ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
     WHERE c.scope = 'all' OR t.marketing
 ), profile AS (
     SELECT t.i, t.marketing, coalesce(ci.customer_id, t.customer_id) AS id FROM t
@@ -107,7 +103,8 @@ WITH scoped AS NOT MATERIALIZED (
     JOIN customer_identities ci ON ci.domain = $1 AND ci.customer_id = p.id
 ), theirs AS (
     SELECT n.i, c.scope, c.consent, c.changed_at FROM named n
-    JOIN scoped c ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
+    JOIN scoped_consents c
+        ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
     WHERE c.scope = 'all' OR n.marketing
 )
 SELECT DISTINCT i FROM (
@@ -126,8 +123,7 @@ when either latest is an opt-out. On WhatsApp the latest change under any WhatsA
 of the customer (the customer's id and every identity linked to it) decides, since a
 user's number and their business-scoped user id are one account (``schemas.identity``).
 Checked when a message is asked for (``router.api.outbound``) and again before it is sent
-(``adapters.outbound_sender``). ``scoped`` is ``NOT MATERIALIZED``: referenced twice, it
-would otherwise be read whole, both tables, at every check, instead of by index."""
+(``adapters.outbound_sender``)."""
 
 
 def is_marketing(template: TemplateUse | None) -> bool:

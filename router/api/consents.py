@@ -70,13 +70,10 @@ def _address(request: web.Request) -> tuple[Channel, str]:
 
 
 _CURRENT = """
-SELECT 'all' AS scope, consent, source, customer_id, changed_at FROM consents
-WHERE domain = $1 AND channel = $2 AND address = $3
-UNION ALL
-SELECT 'marketing', consent, source, customer_id, changed_at FROM marketing_consents
+SELECT scope, consent, source, customer_id, changed_at FROM scoped_consents
 WHERE domain = $1 AND channel = $2 AND address = $3
 """
-"""The address's current consent of each scope (``runtime.outbound.CONSENT_TABLES``)."""
+"""The address's current consent of each scope."""
 
 
 async def get_consent(request: web.Request) -> web.Response:

@@ -298,11 +298,7 @@ WHERE o.domain = $1 AND o.kind = 'notification' AND o.customer_id = ANY($2::text
 ORDER BY o.created_at, o.outbound_id
 """  # noqa: S608 -- fixed text
 _CONSENTS = """
-SELECT channel, address, customer_id, consent, scope, source, changed_at FROM (
-    SELECT 'all' AS scope, * FROM consents
-    UNION ALL
-    SELECT 'marketing' AS scope, * FROM marketing_consents
-) c
+SELECT channel, address, customer_id, consent, scope, source, changed_at FROM scoped_consents
 WHERE domain = $1 AND (customer_id = ANY($2::text[]) OR address = ANY($3::text[]))
 ORDER BY channel, address, scope
 """

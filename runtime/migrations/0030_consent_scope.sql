@@ -16,4 +16,12 @@ CREATE TABLE marketing_consents (
 );
 CREATE INDEX marketing_consents_by_customer ON marketing_consents (domain, customer_id);
 CREATE INDEX marketing_consents_by_address ON marketing_consents (domain, address);
+-- Every current consent with its scope, for the readers (a plain view: a query that names
+-- it reads both tables by their indexes).
+CREATE VIEW scoped_consents AS
+    SELECT 'all' AS scope, domain, channel, address, customer_id, consent, source, changed_at
+    FROM consents
+    UNION ALL
+    SELECT 'marketing', domain, channel, address, customer_id, consent, source, changed_at
+    FROM marketing_consents;
 ALTER TABLE consent_changes ADD COLUMN scope text NOT NULL DEFAULT 'all';
