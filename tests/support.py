@@ -310,6 +310,31 @@ async def reply_sent(conn: asyncpg.Connection | asyncpg.Pool, outbound_id: str) 
     )
 
 
+async def sent_reply(
+    service: Service,
+    db: asyncpg.Connection | asyncpg.Pool,
+    conversation_id: str,
+    reply: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> tuple[str, str]:
+    """A reply to ``acme``'s conversation through the API (``headers`` authorise it), once
+    the egress sent it: our outbound id and the provider's message id."""
+    url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
+    async with service.session.post(url, json=reply, headers=headers) as response:
+        assert response.status == 202, await response.text()
+        reply_id: str = (await response.json())["reply_id"]
+    sent_id: str = await wait_until(
+        lambda: db.fetchval(
+            "SELECT provider_message_id FROM outbound_messages"
+            " WHERE outbound_id = $1 AND status = 'sent'",
+            reply_id,
+        ),
+        timeout=20,
+        what="the reply sent",
+    )
+    return reply_id, sent_id
+
+
 R = TypeVar("R")
 
 

@@ -22,7 +22,7 @@ from tests.integration.test_meta_e2e import (
     WA_TOKEN,
     _signed,
 )
-from tests.support import Service, make_config, running_service, wait_until
+from tests.support import Service, make_config, reply_sent, running_service, wait_until
 from tools.bench.providers import FakeProviders
 
 pytestmark = pytest.mark.integration
@@ -151,14 +151,7 @@ async def test_a_marketing_stop_refuses_marketing_templates_until_the_user_resum
             assert await _send(service, "spring_sale", "20%") == (409, {"error": "opted_out"})
             status, sent = await _send(service, "delivery_update", "A-1042")
             assert status == 202, sent
-            await wait_until(
-                lambda: pool.fetchval(
-                    "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                    sent["outbound_id"],
-                ),
-                timeout=30,
-                what="the utility template sent",
-            )
+            await reply_sent(pool, sent["outbound_id"])
             assert fake.delivered_to() == {USER.lstrip("+"): 1}
 
             await _preference(service, "resume", now - 30)

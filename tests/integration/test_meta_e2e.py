@@ -41,6 +41,7 @@ from tests.support import (
     make_config,
     reply_sent,
     running_service,
+    sent_reply,
     wait_until,
 )
 from tools.bench.providers import FakeProviders
@@ -108,26 +109,6 @@ async def _signed(service: Service, note: dict[str, Any]) -> None:
         assert (resp.status, await resp.text()) == (200, "EVENT_RECEIVED")
 
 
-async def _reply(
-    service: Service, pool: asyncpg.Pool, conversation_id: str, reply: dict[str, Any]
-) -> tuple[str, str]:
-    """An admin's reply to the conversation, once sent: our id and the provider's."""
-    url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
-    async with service.session.post(url, json=reply, headers=ADMIN) as r:
-        assert r.status == 202, await r.text()
-        reply_id: str = (await r.json())["reply_id"]
-    sent_id: str = await wait_until(
-        lambda: pool.fetchval(
-            "SELECT provider_message_id FROM outbound_messages"
-            " WHERE outbound_id = $1 AND status = 'sent'",
-            reply_id,
-        ),
-        timeout=20,
-        what="the reply sent",
-    )
-    return reply_id, sent_id
-
-
 def _decoded(records: list[Any], decoder: Any) -> list[Any]:
     return [decoder.decode(record.value) for record in records]
 
@@ -191,7 +172,9 @@ async def test_an_instagram_image_in_an_image_reply_out_and_the_customer_reading
                 "text": "This chart shows the sizes.",
                 "attachments": [{"url": OUR_IMAGE, "content_type": "image/png"}],
             }
-            reply_id, sent_id = await _reply(service, pool, assigned.conversation_id, reply)
+            reply_id, sent_id = await sent_reply(
+                service, pool, assigned.conversation_id, reply, ADMIN
+            )
             assert [(r.status, r.path, r.auth) for r in fake.requests] == [
                 (200, f"/v23.0/{IG_ID}/messages", f"Bearer {TOKEN}")
             ] * 2
@@ -463,8 +446,8 @@ async def test_a_whatsapp_user_who_hides_their_number_stays_the_same_customer_an
         assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
         assert assigned.conversation_id != first.conversation_id
 
-        reply_id, sent_id = await _reply(
-            service, pool, assigned.conversation_id, {"text": "It arrives today."}
+        reply_id, sent_id = await sent_reply(
+            service, pool, assigned.conversation_id, {"text": "It arrives today."}, ADMIN
         )
         [request] = fake.requests
         assert (request.status, request.path, request.auth) == (
@@ -590,6 +573,6 @@ async def test_a_whatsapp_user_who_changes_their_number_stays_the_same_customer(
         assigned = (await _assignments(routing, 2))[1]
         assert (assigned.agent_id, assigned.customer_id) == (first.agent_id, first.customer_id)
 
-        await _reply(service, pool, assigned.conversation_id, {"text": "Welcome back."})
+        await sent_reply(service, pool, assigned.conversation_id, {"text": "Welcome back."}, ADMIN)
         [request] = fake.requests
         assert request.json["to"] == "12195555358"

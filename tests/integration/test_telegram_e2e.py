@@ -26,7 +26,7 @@ from schemas import (
 from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.fakes.telegram import FakeBotApi
-from tests.support import TopicReader, make_config, reply_sent, running_service, wait_until
+from tests.support import TopicReader, make_config, running_service, sent_reply, wait_until
 
 BOT = "acme_support_bot"
 TOKEN = "7000000001:AAE2e-telegram-bot-token"
@@ -141,19 +141,9 @@ async def test_a_photo_in_and_a_photo_reply_out(
             )
             assert msgspec.json.decode(stored)[0]["media_id"] == FILE_ID
 
-            reply_url = service.url(
-                f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
-            )
             label = {"url": "https://cdn.example.com/return-label.png"}
-            async with http.post(
-                reply_url,
-                json={"text": "Sorry! Here is your return label.", "attachments": [label]},
-                headers=ADMIN,
-            ) as r:
-                assert r.status == 202, await r.text()
-                reply_id = (await r.json())["reply_id"]
-
-            await reply_sent(conn, reply_id)
+            reply = {"text": "Sorry! Here is your return label.", "attachments": [label]}
+            _, sent_id = await sent_reply(service, conn, assignment.conversation_id, reply, ADMIN)
             assert fake.refused == []
             [call] = fake.calls
             assert (call.token, call.method) == (TOKEN, "sendPhoto")
@@ -162,10 +152,7 @@ async def test_a_photo_in_and_a_photo_reply_out(
                 "photo": "https://cdn.example.com/return-label.png",
                 "caption": "Sorry! Here is your return label.",
             }
-            assert await conn.fetchval(
-                "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                reply_id,
-            ) == (f"{BOT}:{CHAT}:{call.message_id}")
+            assert sent_id == f"{BOT}:{CHAT}:{call.message_id}"
         finally:
             await conn.close()
 
@@ -234,16 +221,13 @@ async def test_a_business_accounts_chat_is_routed_and_answered_through_its_conne
                 with_business.conversation_id,
             )
             assert endpoint == BUSINESS
-            async with http.post(
-                service.url(
-                    f"/v1/domains/acme/conversations/{with_business.conversation_id}/reply"
-                ),
-                json={"text": "Your parcel left today."},
-                headers=ADMIN,
-            ) as r:
-                assert r.status == 202, await r.text()
-                reply_id = (await r.json())["reply_id"]
-            await reply_sent(conn, reply_id)
+            _, sent_id = await sent_reply(
+                service,
+                conn,
+                with_business.conversation_id,
+                {"text": "Your parcel left today."},
+                ADMIN,
+            )
             assert fake.refused == []
             [call] = fake.calls
             assert (call.method, call.params) == (
@@ -254,9 +238,6 @@ async def test_a_business_accounts_chat_is_routed_and_answered_through_its_conne
                     "business_connection_id": CONNECTION,
                 },
             )
-            assert await conn.fetchval(
-                "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                reply_id,
-            ) == (f"{BUSINESS}:{CHAT}:{call.message_id}")
+            assert sent_id == f"{BUSINESS}:{CHAT}:{call.message_id}"
         finally:
             await conn.close()
