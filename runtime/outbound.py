@@ -83,12 +83,12 @@ CONSENT_TABLES: Mapping[ConsentScope, str] = {
 """The table of each scope's current consents (migration 0030), which the router writes;
 readers read both through the view ``scoped_consents``."""
 
-OPTED_OUT = """
+LATEST_CONSENTS = """
 WITH t AS (
     SELECT * FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
         AS t(i, channel, address, customer_id, marketing)
 ), own AS (
-    SELECT t.i, c.scope, c.consent, c.changed_at FROM t
+    SELECT t.i, c.scope, c.consent, c.source, c.address, c.customer_id, c.changed_at FROM t
     JOIN scoped_consents c
         ON c.domain = $1 AND c.channel = t.channel AND c.address = t.address
     WHERE c.scope = 'all' OR t.marketing
@@ -102,28 +102,31 @@ WITH t AS (
     SELECT p.i, p.marketing, ci.identity FROM profile p
     JOIN customer_identities ci ON ci.domain = $1 AND ci.customer_id = p.id
 ), theirs AS (
-    SELECT n.i, c.scope, c.consent, c.changed_at FROM named n
+    SELECT n.i, c.scope, c.consent, c.source, c.address, c.customer_id, c.changed_at
+    FROM named n
     JOIN scoped_consents c
         ON c.domain = $1 AND c.channel = 'whatsapp' AND c.customer_id = n.identity
     WHERE c.scope = 'all' OR n.marketing
 )
-SELECT DISTINCT i FROM (
-    SELECT DISTINCT ON (i, scope) i, consent FROM (
-        SELECT * FROM own UNION ALL SELECT * FROM theirs
-    ) x
-    ORDER BY i, scope, changed_at DESC
-) latest
-WHERE consent = 'opt_out'
+SELECT DISTINCT ON (i, scope) i, scope, consent, source, address, customer_id, changed_at
+FROM (SELECT * FROM own UNION ALL SELECT * FROM theirs) x
+ORDER BY i, scope, changed_at DESC, address
 """
-"""Which business-started messages go to an address that opted out: ``$1`` the domain,
-``$2`` to ``$6`` each message's position, channel, address, customer id and whether it is
-a marketing template. An address's own latest consent of each scope decides: the ``all``
-scope for every message, the ``marketing`` scope for marketing templates too; refused
-when either latest is an opt-out. On WhatsApp the latest change under any WhatsApp address
-of the customer (the customer's id and every identity linked to it) decides, since a
-user's number and their business-scoped user id are one account (``schemas.identity``).
+"""The consent that decides for each business-started message: ``$1`` the domain, ``$2``
+to ``$6`` each message's position, channel, address, customer id and whether it is a
+marketing template; a row per position and scope that has one (the ``marketing`` scope
+only for marketing templates), with the address it was recorded under. An address's own
+latest change of each scope decides. On WhatsApp the latest change under any WhatsApp
+address of the customer (the customer's id and every identity linked to it) decides,
+since a user's number and their business-scoped user id are one account
+(``schemas.identity``)."""
+
+OPTED_OUT = f"SELECT DISTINCT i FROM ({LATEST_CONSENTS}) latest WHERE consent = 'opt_out'"  # noqa: S608 -- fixed text
+"""Which business-started messages go to an address that opted out (the parameters of
+``LATEST_CONSENTS``): refused when the deciding change of either scope is an opt-out, the
+``all`` scope for every message, the ``marketing`` scope for marketing templates too.
 Checked when a message is asked for (``router.api.outbound``) and again before it is sent
-(``adapters.outbound_sender``)."""
+(``adapters.outbound_sender``); the consent API shows the same (``router.api.consents``)."""
 
 
 def is_marketing(template: TemplateUse | None) -> bool:

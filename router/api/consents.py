@@ -2,8 +2,10 @@
 
 - ``GET /v1/domains/{d}/consents/{channel}/{address}``: the address's current consent to
   every business-started message, and to marketing templates (``marketing``; ``opt_in``
-  when nothing was ever recorded). Any token of the domain: an agent checks before
-  sending.
+  when nothing was ever recorded), as sends are checked against it
+  (``runtime.outbound.LATEST_CONSENTS``): on WhatsApp the latest change under any of the
+  customer's WhatsApp addresses, named by ``changed_under``. Any token of the domain: an
+  agent checks before sending.
 - ``PUT …/consents/{channel}/{address}`` ``{"consent": "opt_out" | "opt_in", "note"?,
   "scope"?: "all" | "marketing"}`` (admin): records the customer's answer given another
   way (a signed form, a call), for every business-started message or, with ``scope``
@@ -13,7 +15,8 @@
   writes ``consents`` and ``consent_changes``; audited as ``customer.consent.set`` with
   the customer's digest.
 - ``GET …/consents/{channel}/{address}/changes`` (admin): the address's audit trail,
-  newest first, paged by ``cursor``.
+  newest first, paged by ``cursor`` (a change recorded under another of a WhatsApp
+  customer's addresses is in that address's trail).
 
 The address is spelled as for a send (``router.api.outbound.channel_address``): an E.164
 number for sms and whatsapp (the path's ``+`` is a plus, not a space), an email address
@@ -52,6 +55,7 @@ from router.api.routes import (
 )
 from runtime import audit
 from runtime.appkeys import DB_POOL
+from runtime.outbound import LATEST_CONSENTS
 from schemas import Channel, Consent, ConsentScope, CustomerConsentRequested
 from schemas.limits import UnusableValue
 
@@ -69,18 +73,15 @@ def _address(request: web.Request) -> tuple[Channel, str]:
         raise bad_request(f"address: {error}") from None
 
 
-_CURRENT = """
-SELECT scope, consent, source, customer_id, changed_at FROM scoped_consents
-WHERE domain = $1 AND channel = $2 AND address = $3
-"""
-"""The address's current consent of each scope."""
-
-
 async def get_consent(request: web.Request) -> web.Response:
     domain, _ = await enter(request)
     channel, address = _address(request)
+    outbound = request.app[API].outbound.get(domain) or DomainOutbound()
+    customer_id = outbound.customer_id(channel.value, address)
     async with request.app[DB_POOL].acquire() as conn:
-        rows = await conn.fetch(_CURRENT, domain, channel.value, address)
+        rows = await conn.fetch(
+            LATEST_CONSENTS, domain, [0], [channel.value], [address], [customer_id], [True]
+        )
     by_scope = {ConsentScope(row["scope"]): row for row in rows}
     every, marketing = by_scope.get(ConsentScope.ALL), by_scope.get(ConsentScope.MARKETING)
     view = ConsentView(
@@ -90,9 +91,11 @@ async def get_consent(request: web.Request) -> web.Response:
         source=None if every is None else every["source"],
         customer_id=None if every is None else every["customer_id"],
         changed_at=None if every is None else every["changed_at"].timestamp(),
+        changed_under=None if every is None else every["address"],
         marketing=Consent.OPT_IN if marketing is None else Consent(marketing["consent"]),
         marketing_source=None if marketing is None else marketing["source"],
         marketing_changed_at=None if marketing is None else marketing["changed_at"].timestamp(),
+        marketing_changed_under=None if marketing is None else marketing["address"],
     )
     return respond(view)
 

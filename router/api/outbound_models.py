@@ -306,11 +306,16 @@ class ConsentView(msgspec.Struct, frozen=True, kw_only=True):
     """``keyword``, ``provider`` or ``api``; null when nothing was recorded."""
     customer_id: str | None
     changed_at: float | None
+    changed_under: str | None = None
+    """The address the deciding change was recorded under: this one, or on WhatsApp
+    another address of the same customer (their number, their business-scoped user id:
+    one account); null when nothing was recorded."""
     marketing: Consent = Consent.OPT_IN
     """Marketing templates (scope ``marketing``): they go only when both this and
     ``consent`` are ``opt_in``."""
     marketing_source: str | None = None
     marketing_changed_at: float | None = None
+    marketing_changed_under: str | None = None
 
 
 class ConsentChange(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,9 +37,11 @@ async def test_an_admin_records_consent_and_sends_follow_it(
                 "source": None,
                 "customer_id": None,
                 "changed_at": None,
+                "changed_under": None,
                 "marketing": "opt_in",
                 "marketing_source": None,
                 "marketing_changed_at": None,
+                "marketing_changed_under": None,
             },
         )
         status, answer = await api.call("PUT", CONSENT, "ann", json={"consent": "opt_out"})
@@ -130,7 +132,8 @@ async def test_a_whatsapp_user_is_one_account_under_their_number_and_their_user_
 ) -> None:
     """WhatsApp names a user with a username by a business-scoped user id: the same account
     as their number (the router links the two: ``other_identity``). A STOP under either
-    stops business-started WhatsApp messages to both; the latest change decides."""
+    stops business-started WhatsApp messages to both; the latest change decides, and the
+    consent read under either address is the one sends are checked against."""
     bsuid = "US.13491208655302741918"
     template = {"name": "delivery_update", "language": "fr", "parameters": ["Ann", "C-3"]}
 
@@ -151,22 +154,37 @@ async def test_a_whatsapp_user_is_one_account_under_their_number_and_their_user_
         for to in (bsuid, CUSTOMER):
             status, answer = await api.call("POST", OUTBOUND, json=whatsapp(to))
             assert (status, answer) == (409, {"error": "opted_out"}), to
+        under_number = f"/v1/domains/acme/consents/whatsapp/{CUSTOMER}"
+        for path in (under_id, under_number):
+            status, view = await api.call("GET", path)
+            assert status == 200, view
+            assert (view["consent"], view["source"]) == ("opt_out", "api"), path
+            assert (view["changed_under"], view["customer_id"]) == (bsuid, f"phone:{CUSTOMER}")
+            assert (view["marketing"], view["marketing_changed_under"]) == ("opt_in", None)
+        status, page = await api.call("GET", under_number + "/changes")
+        assert page["changes"] == [], page  # the trail stays the address's own
         # Per channel still: SMS to the number is not WhatsApp's to refuse.
         sms = {"channel": "sms", "to": CUSTOMER, "text": "Your parcel is here."}
         assert (await api.call("POST", OUTBOUND, json=sms))[0] == 202
 
         # A later START under the number: the latest change decides for the account.
-        under_number = f"/v1/domains/acme/consents/whatsapp/{CUSTOMER}"
         status, answer = await api.call("PUT", under_number, json={"consent": "opt_in"})
         assert (status, answer["status"]) == (202, "completed"), answer
         for to in (bsuid, CUSTOMER):
             status, answer = await api.call("POST", OUTBOUND, json=whatsapp(to))
             assert status == 202, (to, answer)
+        for path in (under_id, under_number):
+            status, view = await api.call("GET", path)
+            assert (view["consent"], view["changed_under"]) == ("opt_in", CUSTOMER), path
 
         # Someone else's user id opting out changes nothing for this customer.
         stranger = "/v1/domains/acme/consents/whatsapp/GB.99"
         assert (await api.call("PUT", stranger, json={"consent": "opt_out"}))[0] == 202
         assert (await api.call("POST", OUTBOUND, json=whatsapp(CUSTOMER)))[0] == 202
+        status, view = await api.call("GET", under_number)
+        assert (view["consent"], view["changed_under"]) == ("opt_in", CUSTOMER)
+        status, view = await api.call("GET", stranger)
+        assert (view["consent"], view["changed_under"]) == ("opt_out", "GB.99")
 
 
 BSUID = "US.13491208655302741918"
