@@ -37,7 +37,10 @@ Each POST is one ``Update`` with exactly one optional field set
   with the same user: its endpoint is ``{bot}/{business_connection_id}``
   (``business_endpoint``), so its conversation, message ids and replies are its own,
   while the customer (``telegram:{chat id}``) is the same person either way. A reply
-  names the connection in every call (``business_connection_id``).
+  names the connection in every call (``business_connection_id``). A business bot may
+  answer only chats "that had incoming messages in the last 24 hours" (the Bot API's
+  ``BusinessBotRights.can_reply``), so a business chat's message carries that reply
+  window (``BUSINESS_REPLY_WINDOW``), as WhatsApp's do; the bot's own chats have none.
 - Every other kind (channel posts, callback and inline queries, polls, membership,
   payments, reaction counts, business connections themselves …) is recognised and not
   routed. Telegram does not tell a bot that a user deleted a message in its own chats,
@@ -93,6 +96,8 @@ BUSINESS_CONNECTION_MAX = 128
 """Characters of a ``business_connection_id`` (an opaque id; longer is set aside)."""
 DELETED_IDS_MAX = 1000
 """Message ids of one ``deleted_business_messages`` routed as deletions; the rest are not."""
+BUSINESS_REPLY_WINDOW = 24 * 3600.0
+"""Seconds after the customer's message within which a business bot may answer the chat."""
 _MB = 1024 * 1024
 
 MEDIA_LIMITS = MediaLimits(
@@ -470,7 +475,7 @@ def _business_message(
         return []  # a bot's message on the account's behalf (ours among them)
     endpoint_key = _business_endpoint(bot, msg.business_connection_id)
     if _from_the_customer(msg):
-        return _message(msg, bot, config, now, endpoint_key)
+        return _message(msg, bot, config, now, endpoint_key, BUSINESS_REPLY_WINDOW)
     if not _has_content(msg):
         return []  # the account's service messages: pins, themes …
     chat = str(msg.chat.id)
@@ -494,7 +499,12 @@ def _has_content(msg: Message) -> bool:
 
 
 def _message(
-    msg: Message, bot: TelegramBot, config: ChannelsConfig, now: float, endpoint_key: str
+    msg: Message,
+    bot: TelegramBot,
+    config: ChannelsConfig,
+    now: float,
+    endpoint_key: str,
+    reply_window: float | None = None,
 ) -> list[InboundEvent]:
     if not _routed(bot, msg.chat, msg.from_):
         return []
@@ -522,6 +532,7 @@ def _message(
             location=location,
             contacts=contacts,
             in_reply_to=in_reply_to,
+            reply_window=reply_window,
         )
     ]
 

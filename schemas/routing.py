@@ -179,8 +179,10 @@ class MessageChangeRouted(
 class ConversationReplyWindowClosed(
     ConversationEvent, frozen=True, kw_only=True, tag="conversation.reply_window_closed"
 ):
-    """The provider's free-form reply window closed (WhatsApp, Meta: 24 h after the
-    customer's last message): replies now need an approved template."""
+    """The provider's free-form reply window closed (WhatsApp, Meta, a Telegram business
+    chat: 24 h after the customer's last message): replies now need an approved template
+    (WhatsApp), a person's tagged answer (Messenger, Instagram), or none can go (a
+    Telegram business chat)."""
 
     reply_window_ends_at: float
     status: str

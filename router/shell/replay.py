@@ -12,7 +12,8 @@ configuration API's dry run both measure with ``simulate``.
 Approximations: agent replies and closes are replayed as recorded, even if the policy
 routed the conversation to someone else (a command by an agent who is no longer the owner
 is refused, as it would be live); provider reply windows are not stored, so WhatsApp,
-Messenger and Instagram messages get the 24 h window from their ``occurred_at``.
+Messenger and Instagram messages, and those of any conversation whose record has a window
+(a Telegram business chat's), get the 24 h window from their ``occurred_at``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ async def load_recording(
         record = msgspec.json.decode(row["record"], type=ConversationRecord)
         channel = Channel(row["channel"])
         occurred = row["occurred_at"].timestamp()
+        windowed = channel in WINDOWED or record.reply_window_ends_at is not None
         message = MessageReceived(
             id=row["message_id"],
             domain=domain,
@@ -140,7 +142,7 @@ async def load_recording(
             text=row["text"],
             queue=record.queue,
             priority=record.priority,
-            reply_window_ends_at=occurred + REPLY_WINDOW if channel in WINDOWED else None,
+            reply_window_ends_at=occurred + REPLY_WINDOW if windowed else None,
         )
         out.append(Recorded(row["created_at"].timestamp(), 1, occurred, message))
     out.sort()

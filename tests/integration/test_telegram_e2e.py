@@ -8,6 +8,7 @@ the Bot API documents them). Telegram reports no delivery status to bots: the re
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,10 +17,12 @@ import asyncpg
 import msgspec
 from aiohttp.test_utils import TestServer
 
+from router.shell.replay import load_recording
 from schemas import (
     INBOUND_DECODER,
     ROUTING_DECODER,
     ConversationAssigned,
+    ConversationReplyWindowClosed,
     MessageReceived,
     MessageRouted,
 )
@@ -161,12 +164,15 @@ CONNECTION = "AQADxyz-Biz_Conn1"
 BUSINESS = f"{BOT}/{CONNECTION}"
 
 
-def _text_update(update_id: int, kind: str, message_id: int, text: str) -> dict[str, Any]:
+def _text_update(
+    update_id: int, kind: str, message_id: int, text: str, date: int | None = None
+) -> dict[str, Any]:
     """A customer's text, in the bot's own chat (``message``) or in the chat of the
-    business account the bot is connected to (``business_message``, Bot API 7.2)."""
+    business account the bot is connected to (``business_message``, Bot API 7.2), sent
+    at ``date`` (now when None)."""
     message: dict[str, Any] = {
         "message_id": message_id,
-        "date": int(time.time()),
+        "date": int(time.time()) if date is None else date,
         "chat": {"id": CHAT, "type": "private", "first_name": "Ann"},
         "from": {"id": CHAT, "is_bot": False, "first_name": "Ann"},
         "text": text,
@@ -241,3 +247,69 @@ async def test_a_business_accounts_chat_is_routed_and_answered_through_its_conne
             assert sent_id == f"{BUSINESS}:{CHAT}:{call.message_id}"
         finally:
             await conn.close()
+
+
+async def test_a_business_chat_past_telegrams_24_hours_takes_no_reply(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """A business bot may answer only chats with an incoming message in the last 24 hours.
+    A business chat's message written 24 hours less a few seconds ago: its window closes
+    (``conversation.reply_window_closed``, with its owner) and a reply is refused, 409,
+    before any call to Telegram; the bot's own chat, as old, is still answered."""
+    fake = FakeBotApi(tokens=frozenset({TOKEN}), business_connections=frozenset({CONNECTION}))
+    async with (
+        _telegram_config(infrastructure, database_url, fake) as config,
+        running_service(config, ENVIRON) as service,
+        TopicReader(config, "conversations.routing") as routing,
+    ):
+        http = service.session
+        await service.online_agent("ann", {"telegram": 2}, ADMIN)
+        sent = int(time.time()) - 24 * 3600 + 8
+        for update in (
+            _text_update(912000020, "business_message", 1500, "still there?", sent),
+            _text_update(912000021, "message", 1501, "and here?", sent),
+        ):
+            async with http.post(
+                service.url(f"/webhooks/telegram/{BOT}"),
+                json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+            ) as r:
+                assert r.status == 200, await r.text()
+        events: list[Any] = []
+
+        async def closed() -> ConversationReplyWindowClosed | None:
+            events.extend(ROUTING_DECODER.decode(r.value) for r in await routing.poll())
+            found = [e for e in events if isinstance(e, ConversationReplyWindowClosed)]
+            return found[0] if found else None
+
+        window = await wait_until(closed, timeout=30, what="the business chat's window closed")
+        assigned = {e.conversation_id: e for e in events if isinstance(e, ConversationAssigned)}
+        business = assigned[window.conversation_id]
+        [own_chat] = [c for c in assigned if c != window.conversation_id]
+        assert (window.reply_window_ends_at, window.agent_id) == (sent + 24 * 3600.0, "ann")
+        assert business.agent_id == "ann"
+
+        reply = service.url(f"/v1/domains/acme/conversations/{window.conversation_id}/reply")
+        async with http.post(reply, json={"text": "Sorry for the wait."}, headers=ADMIN) as r:
+            assert (r.status, await r.json()) == (409, {"error": "reply_window_closed"})
+        conn = await asyncpg.connect(database_url)
+        try:
+            await sent_reply(service, conn, own_chat, {"text": "Here we are."}, ADMIN)
+            # A replay (``switchboard replay``) gives the business chat's messages the window.
+            recording = await load_recording(
+                conn, "acme", dt.datetime.fromtimestamp(0, dt.UTC), dt.datetime.now(dt.UTC)
+            )
+        finally:
+            await conn.close()
+        replayed = {
+            r.event.conversation_key: r.event.reply_window_ends_at
+            for r in recording
+            if isinstance(r.event, MessageReceived)
+        }
+        assert replayed == {
+            f"telegram:{BUSINESS}:{CHAT}": sent + 24 * 3600.0,
+            f"telegram:{BOT}:{CHAT}": None,
+        }
+        [call] = fake.calls
+        assert (call.method, call.params["text"]) == ("sendMessage", "Here we are.")
+        assert "business_connection_id" not in call.params

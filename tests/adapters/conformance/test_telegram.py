@@ -367,6 +367,20 @@ async def test_a_business_chat_is_its_own_conversation_of_the_same_customer(
     assert with_business.provider_message_id == f"{BUSINESS}:{CHAT}:3001"
 
 
+async def test_a_business_chat_can_be_answered_for_24_hours(hook: Harness) -> None:
+    """A business bot may answer only chats "that had incoming messages in the last 24
+    hours" (``BusinessBotRights.can_reply``): the customer's message carries that window,
+    from the message's time; the bot's own chats have none."""
+    await post(hook, fixture("message_text"))
+    update = fixture("business_message")
+    update["business_message"]["date"] = int(NOW) - 600
+    await post(hook, update)
+    with_bot, with_business = hook.publisher.messages
+    assert with_bot.reply_window_ends_at is None
+    assert with_business.reply_window_ends_at == with_business.occurred_at + 24 * 3600
+    assert with_business.occurred_at == NOW - 600
+
+
 async def test_the_same_message_id_in_both_chats_is_two_messages(hook: Harness) -> None:
     # Telegram numbers a business chat's messages apart from the bot's own chat.
     update = fixture("business_message")
