@@ -16,7 +16,14 @@ from twilio.request_validator import RequestValidator
 from switchboard.app import EGRESS_WORKER
 from switchboard.config import Config
 from tests.conftest import Infrastructure
-from tests.support import Service, make_config, reply_sent, running_service, wait_until
+from tests.support import (
+    Service,
+    make_config,
+    reply_sent,
+    running_service,
+    sent_reply,
+    wait_until,
+)
 from tools.bench.providers import FakeProviders
 
 TOKEN = "twilio-test-auth-token"
@@ -93,14 +100,9 @@ async def test_an_sms_reply_is_sent_through_twilio_and_its_delivery_recorded(
             conn = await asyncpg.connect(database_url)
             try:
                 conversation_id = await _conversation_of_ann(service, conn)
-                reply_url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
-                async with http.post(
-                    reply_url, json={"text": "Yes, it left today."}, headers=ADMIN
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-
-                await reply_sent(conn, reply_id)
+                reply_id, _ = await sent_reply(
+                    service, conn, conversation_id, {"text": "Yes, it left today."}, ADMIN
+                )
                 row = await conn.fetchrow(
                     "SELECT provider_message_id, attempts, channel FROM outbound_messages"
                     " WHERE outbound_id = $1",

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.mailgun import FakeMailgun
-from tests.support import Feed, make_config, reply_sent, running_service, wait_until
+from tests.support import Feed, make_config, running_service, sent_reply, wait_until
 
 SIGNING_KEY = "e2e-mailgun-signing-key"
 API_KEY = "e2e-mailgun-api-key"
@@ -122,23 +122,18 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                 assignment = await routing.first(ConversationAssigned)
                 assert assignment.agent_id == "ann"
 
-                reply_url = service.url(
-                    f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
-                )
                 label = {"url": f"{base}/files/return-label.pdf", "filename": "label.pdf"}
-                async with http.post(
-                    reply_url,
-                    json={
+                reply_id, message_id = await sent_reply(
+                    service,
+                    conn,
+                    assignment.conversation_id,
+                    {
                         "text": "Print the label attached.",
                         "subject": "Re: Return my order",
                         "attachments": [label],
                     },
-                    headers=ADMIN,
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-
-                await reply_sent(conn, reply_id)
+                    ADMIN,
+                )
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.domain == "acme.example"
@@ -155,10 +150,6 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                     "label.pdf",
                     "application/pdf",
                     LABEL,
-                )
-                message_id = await conn.fetchval(
-                    "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
                 )
                 assert message_id == f"{reply_id}@acme.example"
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.rbm import FakeRbm
-from tests.support import Feed, make_config, reply_sent, running_service, wait_until
+from tests.support import Feed, make_config, running_service, sent_reply, wait_until
 
 CLIENT_TOKEN = "rbm-e2e-client-token"
 CLIENT_EMAIL = "rbm-agent@rbm-e2e.iam.gserviceaccount.com"
@@ -125,26 +125,15 @@ async def test_an_rcs_reply_goes_out_through_rbm_and_its_read_event_comes_back(
                 )
                 assert dict(conversation) == {"channel": "rcs", "customer_id": f"phone:{CUSTOMER}"}
 
-                reply_url = service.url(
-                    f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
-                )
                 place = {"latitude": 48.8584, "longitude": 2.2945, "name": "Pickup point"}
-                async with http.post(
-                    reply_url,
-                    json={"text": "It waits at the pickup point.", "location": place},
-                    headers=ADMIN,
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-
-                await reply_sent(conn, reply_id)
-                assert (
-                    await conn.fetchval(
-                        "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    )
-                    == reply_id
+                reply_id, message_id = await sent_reply(
+                    service,
+                    conn,
+                    assignment.conversation_id,
+                    {"text": "It waits at the pickup point.", "location": place},
+                    ADMIN,
                 )
+                assert message_id == reply_id
                 assert fake.refused == []
                 [grant] = fake.grants
                 assert grant["iss"] == CLIENT_EMAIL

@@ -26,7 +26,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.support import Feed, make_config, reply_sent, running_service, wait_until
+from tests.support import Feed, make_config, running_service, sent_reply, wait_until
 
 API_KEY = "SG.e2e-api-key"
 OUR = "support@acme.example"
@@ -138,24 +138,22 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                 }
 
                 # 2. The agent's reply, with a file, through the API → Mail Send.
-                reply_url = service.url(f"/v1/domains/acme/conversations/{conversation_id}/reply")
                 label = {
                     "url": f"{base}/files/label.pdf",
                     "content_type": "application/pdf",
                     "filename": "label.pdf",
                 }
-                async with http.post(
-                    reply_url,
-                    json={
+                reply_id, message_id = await sent_reply(
+                    service,
+                    conn,
+                    conversation_id,
+                    {
                         "text": "It left today; the return label is attached.",
                         "subject": "Re: Order 1234",
                         "attachments": [label],
                     },
-                    headers=ADMIN,
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-                await reply_sent(conn, reply_id)
+                    ADMIN,
+                )
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.headers["Authorization"] == f"Bearer {API_KEY}"
@@ -188,13 +186,7 @@ async def test_an_email_reply_goes_out_through_sendgrid_and_its_delivery_comes_b
                     ],
                 }
                 assert sent.json == expected
-                assert (
-                    await conn.fetchval(
-                        "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    )
-                    == sent.message_id
-                )
+                assert message_id == sent.message_id
 
                 # 3. SendGrid's signed ``delivered`` event, our custom args on it.
                 events = json.dumps(

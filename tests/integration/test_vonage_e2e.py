@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from schemas import ROUTING_DECODER, ConversationAssigned, DeliveryStatus, OutboundStatusChanged
 from tests.conftest import Infrastructure
 from tests.fakes.vonage import FakeVonage
-from tests.support import Feed, make_config, reply_sent, running_service, wait_until
+from tests.support import Feed, make_config, running_service, sent_reply, wait_until
 
 SECRET = "vonage-e2e-signature-secret-0123456789"
 API_KEY = "abcd1234"
@@ -125,16 +125,13 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
                 )
                 assert dict(conversation) == {"channel": "sms", "customer_id": f"phone:+{CUSTOMER}"}
 
-                reply_url = service.url(
-                    f"/v1/domains/acme/conversations/{assignment.conversation_id}/reply"
+                reply_id, message_id = await sent_reply(
+                    service,
+                    conn,
+                    assignment.conversation_id,
+                    {"text": "Yes, it left today."},
+                    ADMIN,
                 )
-                async with http.post(
-                    reply_url, json={"text": "Yes, it left today."}, headers=ADMIN
-                ) as r:
-                    assert r.status == 202, await r.text()
-                    reply_id = (await r.json())["reply_id"]
-
-                await reply_sent(conn, reply_id)
                 assert fake.refused == []
                 [sent] = fake.sent
                 assert sent.body == {
@@ -146,13 +143,7 @@ async def test_an_sms_reply_goes_out_through_the_messages_api_and_its_status_com
                     "client_ref": reply_id,
                 }
                 assert sent.claims["application_id"] == APPLICATION_ID
-                assert (
-                    await conn.fetchval(
-                        "SELECT provider_message_id FROM outbound_messages WHERE outbound_id = $1",
-                        reply_id,
-                    )
-                    == sent.message_uuid
-                )
+                assert message_id == sent.message_uuid
 
                 # Vonage's signed status of the reply, naming our client_ref.
                 await _webhook(

@@ -29,7 +29,7 @@ from schemas import (
 )
 from tests.conftest import Infrastructure
 from tests.fakes.x import FakeX
-from tests.support import TopicReader, make_config, running_service, wait_until
+from tests.support import TopicReader, make_config, running_service, sent_reply, wait_until
 
 CONSUMER_KEY = "x-e2e-consumer-key"
 CONSUMER_SECRET = "x-e2e-consumer-secret"
@@ -147,24 +147,11 @@ async def test_an_x_dm_is_answered_through_x_and_its_read_mark_recorded(
             assert routed.conversation_id == assigned.conversation_id
 
             # 2. ann answers with an image: uploaded to X, then sent as a signed v2 DM.
-            reply_url = service.url(
-                f"/v1/domains/acme/conversations/{assigned.conversation_id}/reply"
-            )
             reply = {
                 "text": "It left today, here is the receipt.",
                 "attachments": [{"url": f"{base}/files/receipt.png", "content_type": "image/png"}],
             }
-            async with http.post(reply_url, json=reply, headers=ADMIN) as r:
-                assert r.status == 202, await r.text()
-                reply_id = (await r.json())["reply_id"]
-            await wait_until(
-                lambda: conn.fetchval(
-                    "SELECT status = 'sent' FROM outbound_messages WHERE outbound_id = $1",
-                    reply_id,
-                ),
-                timeout=30,
-                what="the reply sent",
-            )
+            reply_id, _ = await sent_reply(service, conn, assigned.conversation_id, reply, ADMIN)
             assert fake.refused == []
             [upload] = fake.uploads.values()
             assert (upload.media_category, upload.content, upload.owner) == (
