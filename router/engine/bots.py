@@ -100,10 +100,12 @@ def bot_first(
     message: MessageReceived,
     answered: ExpectationRecord | None,
 ) -> bool:
-    """Rule 1: a new conversation goes to its queue's bot. False: route it as usual."""
+    """Rule 1: a new conversation goes to its queue's bot. False: route it as usual. One
+    that answers a business-started message within its answer window goes to the
+    message's answerer instead; after the window, as any other."""
     state = call.state
     queue = conversation.queue
-    if queue.bot is None or answered is not None:
+    if queue.bot is None or (answered is not None and call.now <= answered.until):
         return False
     bot = state.compiled.bots.get(queue.bot)
     if bot is None or _is_down(state, bot.bot_id, call.now):

@@ -49,6 +49,7 @@ from tests.engine.builders import (
     event_types,
     message,
     next_id,
+    notified,
     presence,
     registered,
     run,
@@ -386,3 +387,18 @@ def test_a_bot_that_keeps_failing_is_skipped_until_retry_after_then_tried_again(
     assert [(s.available, s.failures) for s in emitted(effects, BotStatusChanged)] == [(True, 0)]
     assert BOT not in state.bot_health
     assert any(isinstance(e, SaveBot) and e.record is None for e in effects)
+
+
+def test_a_reply_to_a_business_started_message_goes_to_the_bot_only_after_its_window() -> None:
+    """Within the notification's answer window its answerer takes the reply, not the bot;
+    after it, the reply is routed as the queue routes: to its bot."""
+    for answered_at, owner in ((T0 + 600, "a1"), (T0 + 2 * 3600, None)):
+        state = with_agents(bot_policy(), ("a1", ()), ("a2", ()))
+        run(state, [notified("c1", "notice-1", agent_id="a1", until=T0 + 3600)])
+        effects = run(state, [message("k1", customer="c1")], answered_at)
+        record = conversation(state, "notice-1")
+        assert record is not None
+        assert record.owner_agent_id == owner, answered_at
+        routed = emitted(effects, MessageRouted)
+        assert [r.answers_outbound_id for r in routed] == ["out-notice-1"]
+        assert [r.bot_id for r in routed] == [None if owner else BOT]
