@@ -259,7 +259,8 @@ def apply_general(state: DomainState, event: EngineInput, now: float) -> list[Ef
 def tick(state: DomainState, now: float) -> list[Effect]:
     """Fire every deadline due at or before ``now``: agents' pacing and shift deadlines
     (due, agent id), then reply windows (due, conversation id), then conversations'
-    deadlines (oldest first, then conversation id); again until none is left."""
+    deadlines (earliest first, then the longest waiting, then conversation id); again
+    until none is left."""
     effects: list[Effect] = []
     if state.rematch_at is not None and state.rematch_at <= now:
         state.rematch_at = None

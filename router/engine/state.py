@@ -735,8 +735,8 @@ class DomainState:
         return conversation is not None and conversation.heap_due == entry[0]
 
     def pop_due(self, now: float) -> list[Conversation]:
-        """Conversations whose real deadline is at or before ``now``, in (deadline, id)
-        order; early entries are pushed back at their real deadline."""
+        """Conversations whose real deadline is at or before ``now``, in (deadline, waiting
+        since, id) order; early entries are pushed back at their real deadline."""
         heap = self.deadlines
         conversations = self.conversations
         due: list[Conversation] = []
@@ -786,6 +786,9 @@ def window_due(conversation: Conversation, urgent_within: float | None) -> float
     return ends_at
 
 
-def _deadline_order(conversation: Conversation) -> tuple[float, str]:
+def _deadline_order(conversation: Conversation) -> tuple[float, float, str]:
+    """Deadlines due together fire longest-waiting first: conversations held until their
+    queue opens share the opening as their deadline, and an agent free at the opening
+    takes the one that waited longest."""
     assert conversation.deadline is not None
-    return (conversation.deadline, conversation.conversation_id)
+    return (conversation.deadline, conversation.waiting_since, conversation.conversation_id)

@@ -28,6 +28,7 @@ from schemas import (
 )
 from tests.engine.builders import (
     DOMAIN,
+    close,
     emitted,
     message,
     owner_set,
@@ -87,6 +88,26 @@ def test_a_holiday_holds_the_conversation_until_the_queue_opens_and_says_when() 
     (assigned,) = emitted(tick(state, opens), ConversationAssigned)
     assert assigned.agent_id == "ann"
     assert assigned.waited_seconds == opens - christmas  # counted from its arrival
+
+
+def test_at_the_opening_the_longest_waiting_goes_first() -> None:
+    """Held conversations share the opening as their deadline; a conversation's id is its
+    first message's (a hash, in no order of time), so the one free agent must get the
+    one that waited longest, and the rest wait on the line in arrival order."""
+    state = new_state(DOMAIN, policy(after_hours="hold"))
+    evening = at("2026-12-01T20:00:00")
+    online(state, "ann", evening)
+    arrivals = ["m-5", "m-9", "m-1", "m-7", "m-3"]  # ids in no order of arrival
+    for minute, message_id in enumerate(arrivals):
+        apply(state, message(f"k-{message_id}", message_id=message_id), evening + 60 * minute)
+    opens = at("2026-12-02T09:00:00")
+    (assigned,) = emitted(tick(state, opens), ConversationAssigned)
+    served = [assigned.conversation_id]
+    while len(served) < len(arrivals):  # ann closes each; the line gives her the next
+        effects = apply(state, close(served[-1], "ann"), opens + 60 * len(served))
+        (assigned,) = emitted(effects, ConversationAssigned)
+        served.append(assigned.conversation_id)
+    assert served == arrivals
 
 
 def test_hold_is_silent() -> None:
