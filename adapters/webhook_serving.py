@@ -283,8 +283,6 @@ async def serve(
             await _release(ctx, nonce)
     for msg in messages:
         m.for_domain(msg.domain).counter(m.inbound_messages, msg.channel.value).inc()
-    for st in statuses:
-        m.child(m.delivery_statuses, st.channel.value, st.status.value).inc()
     if letters:
         outcome = "dead_lettered"
         log.warning(

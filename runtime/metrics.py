@@ -270,7 +270,8 @@ class Metrics:
         )
         self.delivery_statuses = Counter(
             "switchboard_delivery_status_updates_total",
-            "Delivery status callbacks received from providers.",
+            "Delivery statuses the router applied (providers' callbacks, the sender's own"
+            " reports).",
             ["channel", "status"],
             registry=r,
         )

@@ -363,7 +363,12 @@ def test_a_delivery_status_updates_the_outbound_row_and_skips_the_engine() -> No
     state = domain([agent("ann")])
     before = snapshot(state)
     status = delivery(DeliveryStatus.FAILED)
-    batch = run(new_intake(state), [record(status, 0)])
+    metrics = Metrics()
+    batch = run(new_intake(state, metrics=metrics), [record(status, 0)])
+    counted = value(
+        metrics, "switchboard_delivery_status_updates_total", channel="sms", status="failed"
+    )
+    assert counted == 1
     assert batch.writes.delivery_statuses == {
         ("", "sms", status.provider_message_id): store.DeliveryUpdate(
             status="failed", error="", provider_message_id=status.provider_message_id
