@@ -15,7 +15,8 @@ Every second, ``_discover``:
 
 A drain (``_drain``) repeats, oldest rows first:
 1. take tokens: the sender's bucket (``OutboundConfig.rate(channel)``), then the domain's
-   (``domain_rate``), one UPDATE each (``adapters.pacing``); none: wait for the next ones;
+   (``domain_rate``), one short transaction each (``adapters.pacing``); none: wait for
+   the next ones;
 2. claim that many rows (``FOR UPDATE SKIP LOCKED``): ``sending``, ``lease_until`` =
    now + ``LEASE_SECONDS``, renewed while this process works on them; tokens it could not
    use are given back;

@@ -98,7 +98,7 @@ DECLARATION = ChannelDeclaration(
     media_out="attachments by URL, passed to the widget as given",
     statuses="— (a reply is on the socket or kept for the next connection)",
     read_receipts="—",
-    quick_replies="buttons in the widget (`quick_replies` on the socket's reply)",
+    quick_replies="`quick_replies` on the socket's reply (the bundled widget does not draw them yet)",
     signature="session token signed by the domain's secret; signed-in users by HMAC-SHA256 (`user_hash`) or a signed login",
     replay_protection="`message_id` is an idempotency key: a message sent twice is routed once",
 )

@@ -178,7 +178,7 @@ class Metrics:
         # Adapters (ingress and egress)
         self.webhook_requests = Counter(
             "switchboard_webhook_requests_total",
-            "Webhook requests by provider and outcome (accepted, duplicate, ignored, "
+            "Webhook requests by provider and outcome (accepted, ignored, "
             "dead_lettered, bad_request, bad_signature, replayed, too_large, unavailable).",
             ["provider", "outcome"],
             registry=r,
