@@ -96,13 +96,17 @@ class PostgresSentLedger:
         )
 
     async def record(self, result: SendResult) -> None:
+        """The send's outcome on the reply's row, unless a provider's status report got
+        there first (a ``delivered`` that arrived before this write): statuses only move
+        forward (``router.shell.store.STATUS_RANK``)."""
         self._domains.pop(result.outbound_id, None)
         if result.outcome is SendOutcome.DUPLICATE:
             return
         await self._pool.execute(
             "UPDATE outbound_messages SET status = $3, provider_message_id = $4,"
             " attempts = attempts + $5, error = $6, updated_at = now()"
-            " WHERE domain = $1 AND outbound_id = $2",
+            " WHERE domain = $1 AND outbound_id = $2"
+            " AND status IN ('queued', 'sending', 'failed')",
             result.domain,
             result.outbound_id,
             str(result.outcome),

@@ -25,7 +25,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.egress import Egress, InMemorySentLedger, RetryPolicy, SendOutcome, SentLedger
+from adapters.egress import (
+    Egress,
+    InMemorySentLedger,
+    RetryPolicy,
+    SendOutcome,
+    SendResult,
+    SentLedger,
+)
 from adapters.egress_worker import PostgresSentLedger
 from adapters.webchat import WebchatConfig, WebchatHub
 from runtime.metrics import Metrics
@@ -358,3 +365,39 @@ async def test_the_ledger_row_of_a_bot_reply_names_the_bot_and_no_agent(
         ("out-ann-1", "ann", None, "sent", "m_sent"),
         ("out-bot-1", None, "helper", "sent", "m_sent"),
     ]
+
+
+async def test_a_status_report_that_came_first_is_not_taken_back(database_url: str) -> None:
+    """The provider's ``delivered`` may be applied between the send and the egress's record
+    of it (a callback faster than our write): the row keeps ``delivered``; a send that
+    failed before is recorded again when retried."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        ledger = PostgresSentLedger(pool)
+        for outbound_id, before, after in (
+            ("out-bot-fast", "delivered", "delivered"),
+            ("out-bot-retried", "failed", "sent"),
+        ):
+            reply = bot_reply(Channel.MESSENGER, PAGE, PSID, id=outbound_id)
+            await ledger.prepare(reply)
+            await pool.execute(
+                "UPDATE outbound_messages SET status = $1 WHERE outbound_id = $2",
+                before,
+                outbound_id,
+            )
+            await ledger.record(
+                SendResult(
+                    outbound_id=outbound_id,
+                    domain="acme",
+                    channel=Channel.MESSENGER,
+                    outcome=SendOutcome.SENT,
+                    provider_message_id="m_1",
+                    attempts=1,
+                )
+            )
+            status = await pool.fetchval(
+                "SELECT status FROM outbound_messages WHERE outbound_id = $1", outbound_id
+            )
+            assert status == after, outbound_id
+    finally:
+        await pool.close()
