@@ -10,12 +10,12 @@ surrogate replaced by U+FFFD (``__post_init__``).
 from __future__ import annotations
 
 import enum
-import zoneinfo
 from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from router.engine import time_zone
 from schemas import AgentSchedule, Attachment, BotHandoff, Channel, Location, Presence
 from schemas.limits import (
     AGENT_ID_MAX,
@@ -86,8 +86,8 @@ class AgentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         if self.schedule is not None:
             zone = self.schedule.timezone
             try:
-                zoneinfo.ZoneInfo(zone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                time_zone(zone)
+            except ValueError:
                 raise ValueError(f"unknown time zone {zone!r}") from None
 
 

@@ -19,7 +19,7 @@ _DAY = dt.timedelta(days=1)
 def _zone(name: str) -> dt.tzinfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America", a directory
         return dt.UTC
 
 

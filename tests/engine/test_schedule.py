@@ -28,6 +28,14 @@ def test_hours_are_read_in_the_schedules_time_zone() -> None:
     assert on_shift(paris, MONDAY + 16 * HOUR) == (False, MONDAY + WEEK + 8.5 * HOUR)
 
 
+def test_a_name_that_is_no_zone_is_read_as_utc() -> None:
+    """The API refuses such a name; a schedule that comes with one anyway (a directory of
+    the tz database, a made-up name) must not stop the engine."""
+    for zone in ("America", "Mars/Olympus"):
+        odd = schedule((0, "09:30", "17:00"), timezone=zone)
+        assert on_shift(odd, MONDAY) == (False, MONDAY + 9.5 * HOUR)
+
+
 def test_a_shift_that_ends_at_or_before_its_start_ends_the_next_day() -> None:
     night = schedule((0, "22:00", "06:00"))
     assert on_shift(night, MONDAY + 23 * HOUR) == (True, MONDAY + 30 * HOUR)
