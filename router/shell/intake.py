@@ -17,7 +17,9 @@ Rules, per record of a fetch:
    routed from another partition, its producer having keyed it otherwise). The batch goes
    on without it.
 3. Records apply in order per partition: by broker timestamp, agent events before
-   inbound records of the same millisecond, then by offset.
+   inbound records of the same millisecond, then by offset. Within one topic's partition
+   they never apply out of offset order: a record stamped earlier than one before it (the
+   clocks of two producers differ) counts as stamped at that one's time.
 4. A customer message whose id is already stored, being written, or earlier in the batch
    is a provider retry: dropped before the engine. A delivery status updates the outbound
    message's row and never reaches the engine.
@@ -326,7 +328,9 @@ class Intake:
             )
             records = in_sequence
             decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
+            stamped = 0
             for record in records:
+                stamped = max(stamped, record.timestamp)
                 value = record.value or b""
                 key_id = next(key_ids)
                 try:
@@ -356,7 +360,7 @@ class Intake:
                     messages.append((event.domain, event.id))
                 elif isinstance(event, CustomerEraseRequested):
                     batch.erasures.append((event.domain, event.id))
-                decoded.append(Decoded(number, topic, record.offset, record.timestamp, event))
+                decoded.append(Decoded(number, topic, record.offset, stamped, event))
             writes.offsets[(topic, number)] = records[-1].offset + 1
         agents = self._agents
         decoded.sort(key=lambda d: (d.partition, d.timestamp, d.topic != agents, d.offset))

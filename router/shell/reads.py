@@ -383,7 +383,10 @@ def messages_named(
     fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], inbound: str
 ) -> list[tuple[str, str]]:
     """The (domain, message id) of each customer message of ``inbound`` in a fetched batch,
-    as its record's key and CloudEvents headers name it, before its record is opened."""
+    as its record's key and CloudEvents headers name it, before its record is opened. A
+    record whose key or id no column can hold (not UTF-8, a NUL) names none: its body is
+    set aside when it is decoded, and a query carrying it would fail the whole batch, again
+    at every read."""
     named: list[tuple[str, str]] = []
     for tp, records in fetched.items():
         if tp.topic != inbound:
@@ -398,9 +401,12 @@ def messages_named(
                 elif name == "ce_id":
                     event_id = value
             if event_type == _MESSAGE_TYPE and event_id:
-                named.append(
-                    (record.key.decode(errors="replace"), event_id.decode(errors="replace"))
-                )
+                try:
+                    pair = (record.key.decode(), event_id.decode())
+                except UnicodeDecodeError:
+                    continue
+                if "\x00" not in pair[0] and "\x00" not in pair[1]:
+                    named.append(pair)
     return named
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import msgspec
 import pytest
+from aiokafka import TopicPartition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -51,6 +52,7 @@ from router.shell.intake import (
     holds_nul,
     poison_reason,
 )
+from router.shell.reads import messages_named
 from runtime.metrics import Metrics
 from schemas import (
     ROUTING_DECODER,
@@ -63,6 +65,7 @@ from schemas import (
     Presence,
     topics,
 )
+from schemas.cloudevents import type_name
 from schemas.common import Event
 from tests.engine.builders import (
     DOMAIN,
@@ -333,13 +336,15 @@ def test_agent_events_apply_before_inbound_records_of_the_same_millisecond() -> 
         record(message("k1"), 0, timestamp=10),
         record(message("k2"), 1, timestamp=20),
         record(presence("ann", Presence.AWAY), 0, timestamp=20),
+        # stamped before the record ahead of it (another producer's clock): it keeps its
+        # place after it, at that one's time
         record(presence("ann", Presence.ONLINE), 1, timestamp=5),
     ]
     batch = run(intake, records)
     assert [(item.topic, item.offset) for item in batch.decoded] == [
-        (AGENTS, 1),
         (INBOUND, 0),
         (AGENTS, 0),
+        (AGENTS, 1),
         (INBOUND, 1),
     ]
 
@@ -357,6 +362,18 @@ def test_a_provider_retry_is_dropped_whether_stored_or_earlier_in_the_batch() ->
     duplicates = {"domain": DOMAIN, "channel": "sms"}
     assert value(metrics, "switchboard_duplicate_messages_total", **duplicates) == 2
     assert batch.writes.offsets == {(INBOUND, 0): 3}
+
+
+def test_a_record_naming_an_id_no_column_can_hold_names_no_stored_message() -> None:
+    """The ids a batch's headers name are looked up before the records are opened: one
+    with a NUL or not UTF-8 would fail that query, and the batch with it, at every read
+    (its record is set aside when decoded)."""
+    kind = ("ce_type", type_name(MessageReceived).encode())
+    records = [
+        record(b"{}", offset, headers=(kind, ("ce_id", event_id)))
+        for offset, event_id in enumerate((b"m-1", b"m\x00-2", b"\xff-3"))
+    ]
+    assert messages_named({TopicPartition(INBOUND, 0): records}, INBOUND) == [(DOMAIN, "m-1")]
 
 
 def test_a_delivery_status_updates_the_outbound_row_and_skips_the_engine() -> None:
@@ -724,6 +741,27 @@ def test_an_erasure_ends_its_batch_and_the_rest_is_read_again() -> None:
     assert [(item.topic, item.offset) for item in rest.decoded] == [(INBOUND, 1), (AGENTS, 1)]
     assert dead(rest)[0][0] == 2
     assert not rest.writes.erasures
+
+
+def test_an_erasure_stamped_before_the_record_ahead_of_it_still_applies_in_turn() -> None:
+    """Two producers' clocks differ: a record stamped later than the erasure after it on
+    the same partition. Ordered by stamp alone, the erasure applied first and ended the
+    batch before that record, which the next read put first again: the partition went
+    round for ever. Within a topic's partition, offsets decide."""
+    intake = new_intake(domain([agent("ann")]))
+    erase = CustomerEraseRequested(id=next_id("erase"), domain=DOMAIN, occurred_at=T0)
+    records = [
+        record(presence("ann", Presence.AWAY), 0, timestamp=100),
+        record(presence("ann", Presence.ONLINE), 1, timestamp=1170),
+        record(erase, 2, timestamp=1150),
+    ]
+    batch = intake.decode(fetched(records))
+    request = ErasureRequest(("sms:+14155550100",), ())
+    for _ in intake.apply_events(batch, T0, set(), {erase.id: request}):
+        pass
+    assert [item.offset for item in batch.decoded] == [0, 1, 2]
+    assert batch.writes.offsets == {(AGENTS, 0): 3}
+    assert not batch.rewinds
 
 
 def test_an_erasure_whose_row_is_gone_applies_naming_no_one() -> None:
