@@ -89,12 +89,18 @@ def withdraw_offer(
 
 
 def _everyone_passed(call: Call, conversation: Conversation, passed: dict[str, str]) -> bool:
-    """Every agent of the step's pool who suits the conversation has passed it over."""
+    """Every agent of the step's pool who could take the conversation now (online, serving
+    its channel, suiting it) has passed it over. One who serves another channel, or is
+    away or offline, is no one to wait for: counting them held it for good."""
     pool = conversation.queue.steps[conversation.step_index].pool
+    channel = conversation.channel
     return all(
         agent.agent_id in passed
         for agent in call.state.agents.values()
-        if pool in agent.pools and agent.suits(conversation)
+        if pool in agent.pools
+        and agent.presence is Presence.ONLINE
+        and agent.capacity.get(channel, 0) > 0
+        and agent.suits(conversation)
     )
 
 

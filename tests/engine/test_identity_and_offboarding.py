@@ -255,6 +255,25 @@ def test_once_everyone_at_a_step_that_never_ends_declined_a_new_round_starts() -
     assert state.conversations[msg.id].passed_over is None
 
 
+def test_agents_who_cannot_take_it_now_do_not_hold_the_new_round() -> None:
+    """An agent of the pool who serves only email, or who is offline, is no one the
+    conversation waits for: once everyone who could take it declined, a new round."""
+    policy = ladder_policy(mode=QueueMode.OFFER, skilled_wait=None)
+    state = domain(
+        [
+            agent("ann", skills=["english"]),
+            agent("eve", skills=["english"], capacity={Channel.EMAIL: 3}),
+            agent("olga", skills=["english"], presence=Presence.OFFLINE),
+        ],
+        policy=policy,
+    )
+    msg = message("k1", customer="new-customer")
+    apply(state, msg, T0)
+    effects = apply(state, declined(msg.id, "ann"), T0 + 1)
+    assert [o.agent_id for o in emitted(effects, ConversationOffered)] == ["ann"]
+    assert state.conversations[msg.id].passed_over is None
+
+
 def test_only_the_agent_offered_a_conversation_may_decline_it() -> None:
     policy = ladder_policy(mode=QueueMode.OFFER)
     state = domain(
