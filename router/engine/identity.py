@@ -202,6 +202,11 @@ def _merge(call: Call, target: str, merged: str, source: str) -> None:
 def _combine(call: Call, into: Customer, gone: Customer) -> None:
     if into.owner_agent_id is None:
         into.owner_agent_id = gone.owner_agent_id
+    # A business-started message to the merged profile is still answered: its reply (the
+    # very message whose identity lookup merges them, often) finds it on the survivor.
+    kept, theirs = into.expectation, gone.expectation
+    if theirs is not None and (kept is None or theirs.remember_until > kept.remember_until):
+        into.expectation = theirs
     if gone.last_handled_at is not None and (
         into.last_handled_at is None or gone.last_handled_at > into.last_handled_at
     ):

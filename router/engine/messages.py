@@ -117,11 +117,12 @@ def on_message(call: Call, message: MessageReceived) -> None:
         customer = state.customers.get(customer_id)
         if customer is not None and customer.expectation is not None:
             forget_expectation(call, customer)  # here only: the fast path never opens one
-        queue = compiled.queues.get(
-            answering_queue(answered, now) or message.queue or compiled.default_queue
-        )
+        queues = compiled.queues
+        # A queue the domain no longer has is passed over: the answerer's, then the
+        # message's, then the default.
+        queue = queues.get(answering_queue(answered, now) or "") or queues.get(message.queue or "")
         if queue is None:
-            queue = compiled.queues[compiled.default_queue]
+            queue = queues[compiled.default_queue]
         endpoint = state.interned.setdefault(message.endpoint, message.endpoint)
         conversation = Conversation(
             message.id if answered is None else answered.conversation_id,

@@ -127,6 +127,21 @@ def test_an_unknown_queue_is_ignored() -> None:
     apply(state, notified(AnswerMode.QUEUE, agent_id=None, queue="gone"), T0)
     apply(state, reply(), T0 + 60)  # type: ignore[arg-type]
     assert state.conversations["notice-1"].queue.name == "support"
+    # the message's own queue (its endpoint's) comes before the default
+    state = domain([agent("ann")], policy=ladder_policy())
+    apply(state, notified(AnswerMode.QUEUE, agent_id=None, queue="gone"), T0)
+    apply(state, reply(queue="billing"), T0 + 60)  # type: ignore[arg-type]
+    assert state.conversations["notice-1"].queue.name == "billing"
+
+
+def test_a_reply_whose_identity_lookup_merges_the_profile_still_answers_the_notice() -> None:
+    """The reply names the customer's CRM identity (``known_customer_id``): the notified
+    profile is merged into it, and the notice goes with it."""
+    state = domain([agent("ann", busy=False), agent("bob")])
+    apply(state, notified(), T0)
+    effects = apply(state, reply(known_customer_id="user:42"), T0 + 600)  # type: ignore[arg-type]
+    assert assignment(effects) == ("notice-1", "ann", "preferred")
+    assert [r.answers_outbound_id for r in emitted(effects, MessageRouted)] == ["out-notice-1"]
 
 
 def test_last_owner_mode_routes_to_the_customers_last_agent() -> None:
