@@ -74,7 +74,7 @@ def on_agent_registered(call: Call, event: AgentRegistered) -> None:
         agent = state.agents[event.agent_id] = Agent(event.agent_id)
     set_profile(state, agent, event.name, event.skills, event.queues, event.capacity)
     agent.schedule = event.schedule
-    _schedule_shift(state, agent, call.now)
+    schedule_shift(state, agent, call.now)
     for channel in agent.capacity:
         agent.idle_since.setdefault(channel, call.now)
     for channel in sorted(set(agent.capacity) | set(agent.version)):
@@ -238,7 +238,7 @@ def _pace_next(call: Call, agent: Agent) -> None:
         _drain_all(call, agent)
 
 
-def _schedule_shift(state: DomainState, agent: Agent, now: float) -> None:
+def schedule_shift(state: DomainState, agent: Agent, now: float) -> None:
     """Re-homing at shift end needs the next boundary of the agent's schedule."""
     agent.shift_due = None
     if agent.schedule is None or state.policy.on_shift_end is not ShiftEnd.REHOME:
@@ -262,8 +262,8 @@ def _fire_shift(call: Call, agent: Agent) -> None:
     state = call.state
     schedule = agent.schedule
     call.agents[agent.agent_id] = agent
-    if schedule is None:
-        agent.shift_due = None
+    if schedule is None or state.policy.on_shift_end is not ShiftEnd.REHOME:
+        agent.shift_due = None  # the policy changed since the deadline was set
         return
     working, _ = on_shift(schedule, call.now)
     if not working:
@@ -279,7 +279,9 @@ def _fire_shift(call: Call, agent: Agent) -> None:
         )
         for conversation in owned:
             _rehome(call, conversation, agent, "shift_ended")
-    _schedule_shift(state, agent, call.now)
+        # The slots they freed are not theirs to fill again at once: their shift is over.
+        call.drain[:] = [(other, channel) for other, channel in call.drain if other is not agent]
+    schedule_shift(state, agent, call.now)
 
 
 def _conversation_id(conversation: Conversation) -> str:

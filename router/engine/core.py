@@ -69,6 +69,7 @@ from router.engine.agents import (
     on_agent_replied,
     on_customer_owner_set,
     on_presence_changed,
+    schedule_shift,
     set_profile,
     tick_agents,
 )
@@ -484,6 +485,10 @@ def reconfigure(state: DomainState, policy: DomainPolicy, now: float) -> DomainS
     rebuilt.identities = state.identities
     rebuilt.bot_health = state.bot_health
     rebuilt.rematch_at = now
+    if policy.on_shift_end is not state.policy.on_shift_end:
+        # Shift ends start or stop mattering: each schedule's next boundary, or none.
+        for agent_id in sorted(rebuilt.agents):
+            schedule_shift(rebuilt, rebuilt.agents[agent_id], now)
     return rebuilt
 
 

@@ -17,6 +17,7 @@ from router.engine import (
     ShiftEnd,
     apply,
     line_position,
+    reconfigure,
     restore,
     snapshot,
     tick,
@@ -277,6 +278,46 @@ def test_shift_end_rehomes_only_conversations_waiting_on_the_business() -> None:
     assert moved == {ids[0]: "bob", ids[2]: "bob"}
     assert conversation(state, ids[1]).owner_agent_id == "ann"  # type: ignore[union-attr]
     assert {f.reason for f in emitted(effects, ConversationFallback)} == {"shift_ended"}
+
+
+def test_an_agent_whose_shift_ended_is_not_handed_a_waiting_conversation_instead() -> None:
+    """Re-homing frees the agent's slot; the conversation waiting in line does not take
+    it: their shift is over."""
+    policy = DomainPolicy(on_shift_end=ShiftEnd.REHOME)
+    monday_9 = dt.datetime(2023, 11, 13, 9, tzinfo=dt.UTC).timestamp()
+    state = domain([agent("bob", presence=Presence.OFFLINE)], policy=policy, now=monday_9)
+    apply(state, scheduled("ann"), monday_9)  # one SMS slot
+    apply(state, presence("ann", Presence.ONLINE), monday_9)
+    first, second = message("k1", customer="c1"), message("k2", customer="c2")
+    apply(state, first, monday_9 + 1)
+    apply(state, second, monday_9 + 2)  # waits: ann is full, bob offline
+    effects = tick(state, monday_9 + 8 * 3600)
+    assert emitted(effects, ConversationAssigned) == []
+    assert {f.conversation_id for f in emitted(effects, ConversationFallback)} == {first.id}
+    assert conversation(state, second.id).status is ConversationStatus.WAITING  # type: ignore[union-attr]
+
+
+def test_a_new_policy_starts_or_stops_re_homing_at_shift_end() -> None:
+    monday_9 = dt.datetime(2023, 11, 13, 9, tzinfo=dt.UTC).timestamp()
+    for before, after, rehomed in (
+        (ShiftEnd.KEEP, ShiftEnd.REHOME, True),
+        (ShiftEnd.REHOME, ShiftEnd.KEEP, False),
+    ):
+        state = domain(
+            [agent("bob", capacity={Channel.SMS: 3})],
+            policy=DomainPolicy(on_shift_end=before),
+            now=monday_9,
+        )
+        apply(state, scheduled("ann"), monday_9)
+        apply(state, presence("ann", Presence.ONLINE), monday_9)
+        apply(state, presence("bob", Presence.AWAY), monday_9)
+        apply(state, message("k1", customer="c1"), monday_9 + 1)  # ann's
+        apply(state, presence("bob", Presence.ONLINE), monday_9 + 2)
+        state = reconfigure(state, DomainPolicy(on_shift_end=after), monday_9 + 3)
+        tick(state, monday_9 + 3)
+        effects = tick(state, monday_9 + 8 * 3600)
+        moved = [a.agent_id for a in emitted(effects, ConversationAssigned)]
+        assert moved == (["bob"] if rehomed else []), (before, after)
 
 
 @settings(max_examples=examples(60), deadline=None)
