@@ -297,11 +297,15 @@ async def put_config(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _int_param(request: web.Request, name: str, default: int | None, high: int) -> int | None:
-    raw = request.query.get(name) if name in request.query else request.match_info.get(name)
+def _int_param(
+    request: web.Request, name: str, default: int | None, high: int, *, in_path: bool = False
+) -> int | None:
+    """A positive integer of the query (of the path with ``in_path``: a query of the same
+    name does not override it), written in ASCII digits ("²" is a digit to ``isdigit``)."""
+    raw = request.match_info.get(name) if in_path else request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 18 or not 1 <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or not 1 <= int(raw) <= high:
         raise _Refused(400, f"{name} must be an integer from 1 to {high}")
     return int(raw)
 
@@ -324,7 +328,7 @@ async def list_config_versions(request: web.Request) -> web.StreamResponse:
 @_handler
 async def get_config_version(request: web.Request) -> web.StreamResponse:
     await _platform(request)
-    number = _int_param(request, "version", None, VERSION_MAX)
+    number = _int_param(request, "version", None, VERSION_MAX, in_path=True)
     assert number is not None
     async with request.app[DB_POOL].acquire() as conn:
         detail = await store.get_version(conn, number)
@@ -337,7 +341,7 @@ async def get_config_version(request: web.Request) -> web.StreamResponse:
 async def restore_config_version(request: web.Request) -> web.StreamResponse:
     """A new version holding version N's document: a rollback that keeps the history."""
     principal = await _platform(request)
-    number = _int_param(request, "version", None, VERSION_MAX)
+    number = _int_param(request, "version", None, VERSION_MAX, in_path=True)
     assert number is not None
     async with request.app[DB_POOL].acquire() as conn:
         detail = await store.get_version(conn, number)

@@ -126,6 +126,12 @@ async def test_versions_etags_and_conditional_writes(
         assert page["versions"][0]["domains"] == ["acme"]
         status, detail, _ = await platform.call("GET", "/v1/config/versions/3")
         assert detail["diff"][0]["path"] == "domains.acme.routing.queues.vip.offer_timeout"
+        # the path names the version; digits that are not ASCII are no number
+        status, detail, _ = await platform.call("GET", "/v1/config/versions/3?version=2")
+        assert (status, detail["version"]) == (200, 3)
+        for path in ("/v1/config/versions/%C2%B2", "/v1/config/versions?limit=%C2%B2"):
+            status, body, _ = await platform.call("GET", path)
+            assert status == 400, (path, body)
         status, domain_page, _ = await admin.call("GET", "/v1/domains/acme/config/versions")
         assert [v["version"] for v in domain_page["versions"]] == [3, 2, 1]
 
