@@ -106,6 +106,8 @@ class PlanningJobs:
     """The jobs this process runs (``app[PLANNING_JOBS]``)."""
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    starting: int = 0
+    """Starts between their check and their task (each awaits the database meanwhile)."""
 
     async def start(
         self,
@@ -118,7 +120,7 @@ class PlanningJobs:
     ) -> PlanningJob:
         """Record the job and run ``work`` in the background; 429 when this process runs
         ``RUNNING_MAX`` already."""
-        if len(self.tasks) >= RUNNING_MAX:
+        if len(self.tasks) + self.starting >= RUNNING_MAX:
             raise web.HTTPTooManyRequests(
                 text=msgspec.json.encode(
                     {"error": f"{RUNNING_MAX} planning jobs are running here; retry later"}
@@ -127,11 +129,15 @@ class PlanningJobs:
                 headers={"Retry-After": "10"},
             )
         job_id = str(uuid.uuid4())
-        async with pool.acquire() as conn:
-            await conn.execute(_PURGE, KEPT_DAYS)
-            await conn.execute(
-                _INSERT, domain, job_id, kind, msgspec.json.encode(request).decode(), actor
-            )
+        self.starting += 1
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(_PURGE, KEPT_DAYS)
+                await conn.execute(
+                    _INSERT, domain, job_id, kind, msgspec.json.encode(request).decode(), actor
+                )
+        finally:
+            self.starting -= 1
         task = asyncio.create_task(_run(pool, domain, job_id, work), name=f"planning-{job_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

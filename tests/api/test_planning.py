@@ -3,11 +3,16 @@ staffing what-ifs and searches as jobs with progress, and the workload back-fill
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import msgspec
 import pytest
+from aiohttp import web
 
+from router.api.planning_jobs import RUNNING_MAX, PlanningJobs, Report
 from tests.api.support import Api, api_service
 from tests.conftest import Infrastructure
 from tests.integration.workload_history import History, at
@@ -221,3 +226,33 @@ async def test_the_backfill_measures_recorded_history_as_a_job(
             "SELECT sum(arrivals) FROM workload_intervals WHERE domain = 'acme'"
         )
         assert arrivals == 1
+
+
+async def test_starts_at_once_are_held_to_the_running_bound(database_url: str) -> None:
+    """Each start checks the bound, then awaits the database: starts at the same moment
+    all passed the check (six ran with a bound of two). The bound counts them."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=8)
+    jobs = PlanningJobs()
+    release = asyncio.Event()
+
+    async def work(report: Report) -> bytes:
+        await release.wait()
+        return b"{}"
+
+    async def start() -> int:
+        request = msgspec.Struct()
+        try:
+            await jobs.start(pool, "acme", "staffing", "test", request, work)
+        except web.HTTPTooManyRequests:
+            return 429
+        return 202
+
+    try:
+        answers = await asyncio.gather(*(start() for _ in range(6)))
+        assert sorted(answers) == [202] * RUNNING_MAX + [429] * (6 - RUNNING_MAX)
+        assert len(jobs.tasks) == RUNNING_MAX
+    finally:
+        release.set()
+        await jobs.stop()
+        await pool.execute("DELETE FROM planning_jobs WHERE domain = 'acme'")
+        await pool.close()
