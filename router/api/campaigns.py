@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +32,8 @@ import msgspec
 from aiohttp import web
 
 from router.api.auth import forbidden
+from router.api.desktop import digest
+from router.api.desktop_models import Micros
 from router.api.models import ErrorBody
 from router.api.outbound_models import (
     CURSOR_MAX,
@@ -55,7 +56,7 @@ from router.api.routes import (
 from runtime import audit
 from runtime.appkeys import DB_POOL
 from schemas import Channel
-from schemas.limits import CAMPAIGN_ID_MAX, EVENT_ID_MAX
+from schemas.limits import CAMPAIGN_ID_MAX, EVENT_ID_MAX, is_identifier
 
 CAMPAIGN_STATUSES = ("running", "paused", "cancelled")
 _CAMPAIGN_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{CAMPAIGN_ID_MAX}}}")
@@ -66,14 +67,10 @@ _MICROSECOND = timedelta(microseconds=1)
 # -- cursors ------------------------------------------------------------------------
 
 
-def _digest(*parts: object) -> str:
-    return hashlib.blake2b(msgspec.json.encode(parts), digest_size=8).hexdigest()
-
-
 def encode_cursor(scope: str, at: datetime, key: str) -> str:
     """A cursor after the entry ``(at, key)`` of the listing ``scope``."""
     micros = (at - _EPOCH) // _MICROSECOND
-    raw = msgspec.json.encode((micros, key, _digest(scope, micros, key)))
+    raw = msgspec.json.encode((micros, key, digest(scope, micros, key)))
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -84,10 +81,11 @@ def decode_cursor(raw: str, scope: str) -> tuple[datetime, str]:
         raise refused
     try:
         data = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        micros, key, check = msgspec.json.decode(data, type=tuple[int, str, str])
-    except (binascii.Error, msgspec.DecodeError):
+        micros, key, check = msgspec.json.decode(data, type=tuple[Micros, str, str])
+    except (binascii.Error, msgspec.DecodeError):  # ValidationError is a DecodeError
         raise refused from None
-    if check != _digest(scope, micros, key) or not 0 <= micros < 2**62:
+    # The check is no secret: a cursor made by hand must still hold a storable position.
+    if check != digest(scope, micros, key) or not is_identifier(key, CURSOR_MAX):
         raise refused
     return _EPOCH + micros * _MICROSECOND, key
 

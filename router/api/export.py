@@ -48,7 +48,7 @@ from router.api.desktop import (
     readable_customer,
     refused_cursor,
 )
-from router.api.desktop_models import CustomerIdentity
+from router.api.desktop_models import CustomerIdentity, Micros
 from router.api.models import epoch
 from router.api.routes import (
     customer_target,
@@ -118,7 +118,7 @@ class ExportCursor(msgspec.Struct, frozen=True, array_like=True):
     """What an export's ``cursor`` holds: after which conversation the page starts."""
 
     version: Literal[1]
-    at: int
+    at: Micros
     """The last conversation's ``opened_at`` (microseconds since the epoch)."""
     conversation_id: Annotated[str, msgspec.Meta(min_length=1, max_length=CONVERSATION_ID_MAX)]
     check: str
