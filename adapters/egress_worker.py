@@ -55,6 +55,7 @@ from runtime.db import DATABASE_ERRORS
 from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
+from runtime.tasks import all_finished
 from schemas import OUTBOUND_DECODER, Channel, NotificationRequested, ReplyRequested, topics
 
 log = structlog.get_logger(__name__)
@@ -248,7 +249,10 @@ class EgressWorker:
                         continue
                     await egress.send(reply)
 
-        await asyncio.gather(*(deliver(replies) for replies in by_conversation.values()))
+        # Every conversation's sends finish before a failure is raised: the batch is then
+        # read again, and a send still running (in its retry back-off) would be made twice
+        # where the provider takes no idempotency key.
+        await all_finished(deliver(replies) for replies in by_conversation.values())
 
     async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         letter = DeadRecord.read(record, reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import structlog
@@ -140,3 +140,13 @@ async def run_every(
             await once()
         except DATABASE_ERRORS as error:
             failed(error)
+
+
+async def all_finished(works: Iterable[Awaitable[None]]) -> None:
+    """Await every one of ``works`` to its end, then raise the first failure. ``gather``
+    raises at the first and leaves the others running: work that the caller then does
+    again (a batch read again after an error) would run twice."""
+    outcomes = await asyncio.gather(*works, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
