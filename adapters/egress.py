@@ -263,10 +263,6 @@ def telegram_request(
     return dataclasses.replace(first, then=tuple(rest))
 
 
-def _angle(message_id: str) -> str:
-    return message_id if message_id.startswith("<") else f"<{message_id}>"
-
-
 def mailgun_request(
     reply: Outbound, channels: ChannelsConfig, environ: Mapping[str, str]
 ) -> ProviderRequest:
@@ -294,9 +290,7 @@ def mailgun_request(
         (f"v:{email_adapter.OUTBOUND_ID_VARIABLE}", reply.id),
         (f"v:{email_adapter.DOMAIN_VARIABLE}", reply.domain),
     ]
-    in_reply_to = reply.in_reply_to if isinstance(reply, ReplyRequested) else None
-    if in_reply_to:
-        form += [("h:In-Reply-To", _angle(in_reply_to)), ("h:References", _angle(in_reply_to))]
+    form += [(f"h:{name}", value) for name, value in email_adapter.threading_headers(reply).items()]
 
     def message_id(body: Any) -> str | None:
         mid = answer_text(body, "id")

@@ -83,6 +83,9 @@ from schemas import (
     ConsentReported,
     DeliveryStatus,
     InboundEvent,
+    NotificationRequested,
+    ReplyRequested,
+    email_conversation_key,
 )
 from schemas.limits import (
     ATTACHMENTS_MAX,
@@ -382,6 +385,27 @@ def thread_root(message_id: str, in_reply_to: str | None, references: str | None
     return message_id
 
 
+def threading_headers(reply: ReplyRequested | NotificationRequested) -> dict[str, str]:
+    """``In-Reply-To`` and ``References`` of a reply we send: ``References`` names the
+    thread's root, then the message answered (RFC 5322 3.6.4, the ids between them left
+    out), so the customer's answer keeps the root first and stays in the conversation
+    (``thread_root``); a reply with neither has none."""
+    if not isinstance(reply, ReplyRequested):
+        return {}
+    answered, root = reply.in_reply_to, reply.thread_root
+    chain = [i for i in dict.fromkeys((root, answered)) if i]
+    if not chain:
+        return {}
+    return {
+        "In-Reply-To": _angle(answered or chain[-1]),
+        "References": " ".join(_angle(i) for i in chain),
+    }
+
+
+def _angle(message_id: str) -> str:
+    return message_id if message_id.startswith("<") else f"<{message_id}>"
+
+
 def _headers(fields: dict[str, str]) -> dict[str, str]:
     """MIME headers by lower-case name: ``message-headers`` JSON, then top-level fields."""
     out: dict[str, str] = {}
@@ -570,7 +594,7 @@ def parse_mailgun(form: Form, config: ChannelsConfig, now: float) -> list[Inboun
             text=body,
             attachments=tuple(attachments),
             subject=subject,
-            conversation_key=f"email:{our_address}:{root}",
+            conversation_key=email_conversation_key(our_address, root),
             in_reply_to=answered[0] if answered else None,
         )
     ]

@@ -145,7 +145,7 @@ from schemas import (
     ConsentReported,
     DeliveryStatus,
     InboundEvent,
-    ReplyRequested,
+    email_conversation_key,
 )
 from schemas.limits import (
     ATTACHMENTS_MAX,
@@ -366,7 +366,7 @@ def parse_inbound(
             text=body,
             attachments=attachments,
             subject=subject,
-            conversation_key=f"email:{our_address}:{root}",
+            conversation_key=email_conversation_key(our_address, root),
             in_reply_to=answered[0] if answered else None,
         )
     ]
@@ -642,10 +642,6 @@ def owns(reply: Outbound, channels: ChannelsConfig) -> bool:
     return sending_address(reply, channels) is not None
 
 
-def _angle(message_id: str) -> str:
-    return message_id if message_id.startswith("<") else f"<{message_id}>"
-
-
 def _with_attachments(
     request: ProviderRequest,
     checked: Sequence[tuple[Attachment, MediaRule]],
@@ -689,10 +685,8 @@ def sendgrid_request(
     checked = check_attachments(reply.attachments, MEDIA_LIMITS)
     key = resolve_secret(cfg.api_key_env, environ)
     sending_domain = address.sending_domain or address.address.rpartition("@")[2]
-    in_reply_to = reply.in_reply_to if isinstance(reply, ReplyRequested) else None
-    headers = {"Message-ID": f"<{reply.id}@{sending_domain}>"}
-    if in_reply_to:
-        headers |= {"In-Reply-To": _angle(in_reply_to), "References": _angle(in_reply_to)}
+    threading = email_adapter.threading_headers(reply)
+    headers = {"Message-ID": f"<{reply.id}@{sending_domain}>"} | threading
     request = ProviderRequest(
         provider=PROVIDER,
         url=f"{cfg.api_base_url.rstrip('/')}/v3/mail/send",
@@ -700,7 +694,7 @@ def sendgrid_request(
         json={
             "personalizations": [{"to": [{"email": reply.customer_address}]}],
             "from": {"email": address.address},
-            "subject": reply.subject or (REPLY_SUBJECT if in_reply_to else NO_SUBJECT),
+            "subject": reply.subject or (REPLY_SUBJECT if threading else NO_SUBJECT),
             "content": [{"type": "text/plain", "value": email_text(reply)}],
             "headers": headers,
             "custom_args": {OUTBOUND_ID_ARG: reply.id, ENDPOINT_ARG: address.address},

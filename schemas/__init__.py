@@ -75,6 +75,8 @@ from schemas.outbound import (
     ReplyRequested,
     TemplateCategory,
     TemplateUse,
+    email_conversation_key,
+    email_thread_root,
 )
 from schemas.routing import (
     ROUTING_DECODER,
@@ -196,5 +198,7 @@ __all__ = [
     "TemplateCategory",
     "TemplateUse",
     "decode_headers",
+    "email_conversation_key",
+    "email_thread_root",
     "encode_headers",
 ]

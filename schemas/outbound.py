@@ -112,6 +112,10 @@ class ReplyRequested(Event, frozen=True, kw_only=True, tag="reply.requested"):
     subject: Subject | None = None
     in_reply_to: ProviderMessageId | None = None
     """Provider message id being answered (email threading headers)."""
+    thread_root: ProviderMessageId | None = None
+    """Email: the first Message-ID of the conversation's thread (``email_thread_root``),
+    which the reply's ``References`` starts with, so the customer's answer to it stays in
+    the conversation."""
     template: TemplateUse | None = None
     """Send this template instead of ``text`` (the free-form window has closed)."""
     message_tag: MessageTag | None = None
@@ -163,3 +167,16 @@ class NotificationRequested(Event, frozen=True, kw_only=True, tag="notification.
 OutboundEvent = ReplyRequested | NotificationRequested
 
 OUTBOUND_DECODER: msgspec.json.Decoder[OutboundEvent] = msgspec.json.Decoder(OutboundEvent)
+
+
+def email_conversation_key(our_address: str, root: str) -> str:
+    """The conversation of an email thread: our address and the thread's first Message-ID."""
+    return f"email:{our_address}:{root}"
+
+
+def email_thread_root(channel: Channel, endpoint: str, conversation_key: str) -> str | None:
+    """The thread root an email conversation's key names (None: not an email thread)."""
+    prefix = email_conversation_key(endpoint, "")
+    if channel is not Channel.EMAIL or not conversation_key.startswith(prefix):
+        return None
+    return conversation_key[len(prefix) :] or None

@@ -72,6 +72,7 @@ from schemas import (
     MessageTag,
     ReplyRequested,
     TemplateUse,
+    email_thread_root,
 )
 from schemas.limits import CONVERSATION_ID_MAX
 
@@ -204,6 +205,7 @@ async def post_reply(request: web.Request) -> web.Response:
             attachments=attachments,
             subject=body.subject,
             in_reply_to=in_reply_to,
+            thread_root=email_thread_root(record.channel, record.endpoint, record.conversation_key),
             template=template,
             message_tag=tag,
             location=body.location,

@@ -80,6 +80,7 @@ from schemas import (
     Presence,
     ReplyRequested,
     Strategy,
+    email_thread_root,
 )
 from schemas.limits import ATTRIBUTES_MAX, keyword_form
 
@@ -362,6 +363,9 @@ def _send(
                 attachments=() if reply is None else reply.attachments,
                 quick_replies=() if reply is None else reply.quick_replies,
                 in_reply_to=answer.in_reply_to,
+                thread_root=email_thread_root(
+                    conversation.channel, conversation.endpoint, conversation.key
+                ),
             )
         )
     )

@@ -59,7 +59,13 @@ from router.planning.eta import (
     pool_rate,
 )
 from runtime.metrics import Metrics
-from schemas import ConversationAssigned, ConversationQueued, ReplyRequested, Strategy
+from schemas import (
+    ConversationAssigned,
+    ConversationQueued,
+    ReplyRequested,
+    Strategy,
+    email_thread_root,
+)
 
 EPISODES_MAX = 100_000
 """Waiting episodes remembered (predictions to measure, notices sent)."""
@@ -270,6 +276,9 @@ class WaitEstimates:
             customer_address=conversation.customer_address,
             text=text,
             notice=NOTICE,
+            thread_root=email_thread_root(
+                conversation.channel, conversation.endpoint, conversation.key
+            ),
         )
 
 

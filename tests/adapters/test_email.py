@@ -12,7 +12,13 @@ from adapters import email, sendgrid_inbound
 from adapters.base import BadRequest, hmac_hex, inbound_event_id
 from adapters.config import MAILGUN_MAX_AGE_SECONDS, MailgunConfig
 from adapters.provider_api import location_text
-from schemas import Channel, Location
+from schemas import (
+    Channel,
+    Location,
+    ReplyRequested,
+    email_conversation_key,
+    email_thread_root,
+)
 from schemas.limits import NONCE_MAX
 from tests.adapters.conftest import ENVIRON, NOW, Harness
 
@@ -296,3 +302,49 @@ def test_a_boundary_behind_a_nested_comment_is_a_400() -> None:
     content_type = "multipart/form-data; boundary=b " + NESTED.decode()
     with pytest.raises(BadRequest, match="boundary"):
         email.split_form(b"--b--\r\n", content_type)
+
+
+def _reply(in_reply_to: str | None, thread_root: str | None) -> ReplyRequested:
+    return ReplyRequested(
+        id="out-1",
+        domain="acme",
+        occurred_at=NOW,
+        conversation_id="c-1",
+        channel=Channel.EMAIL,
+        endpoint="support@acme.example",
+        customer_address="ann@example.org",
+        agent_id="ann",
+        text="On it.",
+        in_reply_to=in_reply_to,
+        thread_root=thread_root,
+    )
+
+
+@pytest.mark.parametrize(
+    ("in_reply_to", "thread_root", "headers"),
+    [
+        ("m2@x", "m1@x", {"In-Reply-To": "<m2@x>", "References": "<m1@x> <m2@x>"}),
+        ("m1@x", "m1@x", {"In-Reply-To": "<m1@x>", "References": "<m1@x>"}),
+        ("m1@x", None, {"In-Reply-To": "<m1@x>", "References": "<m1@x>"}),
+        (None, "m1@x", {"In-Reply-To": "<m1@x>", "References": "<m1@x>"}),
+        (None, None, {}),
+    ],
+)
+def test_a_reply_names_the_thread_root_first_then_the_mail_it_answers(
+    in_reply_to: str | None, thread_root: str | None, headers: dict[str, str]
+) -> None:
+    assert email.threading_headers(_reply(in_reply_to, thread_root)) == headers
+
+
+def test_the_customers_answer_to_our_second_reply_keeps_the_thread_root() -> None:
+    """RFC 5322: the answer's References are ours, then our id; its root is their first."""
+    ours = email.threading_headers(_reply("m2@x", "m1@x"))["References"]
+    answer = f"{ours} <r2@acme.example>"
+    assert email.thread_root("<m3@x>", "<r2@acme.example>", answer) == "m1@x"
+
+
+def test_the_thread_root_is_read_from_an_email_conversations_key() -> None:
+    key = email_conversation_key("support@acme.example", "m1@x")
+    assert email_thread_root(Channel.EMAIL, "support@acme.example", key) == "m1@x"
+    assert email_thread_root(Channel.EMAIL, "other@acme.example", key) is None
+    assert email_thread_root(Channel.SMS, "support@acme.example", key) is None

@@ -35,19 +35,26 @@ def _signature() -> dict[str, str]:
     return {"timestamp": timestamp, "token": token, "signature": mac.hexdigest()}
 
 
-def _customer_mail() -> dict[str, str]:
-    """A forward() route POST of the customer's first mail (parsed, url-encoded)."""
-    return {
+def _customer_mail(
+    message_id: str = "<CAF=first-1@mail.example.org>", answers: str | None = None
+) -> dict[str, str]:
+    """A forward() route POST of the customer's mail (parsed, url-encoded): the first, or,
+    ``answers`` naming our reply's headers, an answer to it as mail clients write one
+    (``In-Reply-To`` our reply, ``References`` its ``References`` and its id)."""
+    mail = {
         "recipient": OURS,
         "sender": CUSTOMER,
         "from": f"Ann Customer <{CUSTOMER}>",
         "subject": "Return my order",
         "body-plain": "The box arrived crushed. How do I return it?",
         "stripped-text": "The box arrived crushed. How do I return it?",
-        "Message-Id": "<CAF=first-1@mail.example.org>",
+        "Message-Id": message_id,
         "attachment-count": "0",
         **_signature(),
     }
+    if answers is not None:
+        mail |= {"In-Reply-To": answers.split()[-1], "References": answers}
+    return mail
 
 
 def _delivered(message_id: str, outbound_id: str) -> dict[str, Any]:
@@ -178,3 +185,81 @@ async def test_an_email_reply_with_an_attachment_and_its_delivery(
                 await conn.close()
     finally:
         await mailgun.close()
+
+
+async def test_a_thread_of_three_mails_stays_one_conversation(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """Each of our replies names the thread's first mail first in ``References``, so the
+    customer's third mail, which answers our second reply, still has it as its root: one
+    conversation, not a new one from the second exchange on."""
+    fake = FakeMailgun(api_key=API_KEY)
+    mailgun = TestServer(fake.app(), host="127.0.0.1")
+    await mailgun.start_server()
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "channels": {
+                "email": {
+                    "mailgun": {"api_base_url": str(mailgun.make_url("")).rstrip("/")},
+                    "addresses": [{"address": OURS, "domain": "acme"}],
+                }
+            }
+        },
+    )
+    environ = {
+        "MAILGUN_SIGNING_KEY": SIGNING_KEY,
+        "MAILGUN_API_KEY": API_KEY,
+        "SWITCHBOARD_ADMIN_TOKEN": "mailgun-admin",
+    }
+    first, second, third = (f"<CAF=thread-{n}@mail.example.org>" for n in (1, 2, 3))
+    try:
+        async with running_service(config, environ) as service:
+            http = service.session
+            await service.online_agent("ann", {"email": 2}, ADMIN)
+            conn = await asyncpg.connect(database_url)
+            try:
+                route = service.url("/webhooks/email/mailgun")
+
+                async def customer_writes(mail: dict[str, str], count: int) -> str:
+                    async with http.post(route, data=mail) as r:
+                        assert r.status == 200, await r.text()
+                    rows = await wait_until(
+                        lambda: _conversations_of_messages(conn, count),
+                        what=f"{count} customer mails stored",
+                    )
+                    return rows[-1]
+
+                conversation = await customer_writes(_customer_mail(first), 1)
+                references = []
+                for mail_id, count in ((second, 2), (third, 3)):
+                    await wait_until(
+                        lambda: conn.fetchval(
+                            "SELECT owner_agent_id IS NOT NULL FROM conversations"
+                            " WHERE conversation_id = $1",
+                            conversation,
+                        ),
+                        what="the conversation assigned",
+                    )
+                    await sent_reply(service, conn, conversation, {"text": "On it."}, ADMIN)
+                    [ours] = fake.sent[-1].fields["h:References"]
+                    references.append(ours)
+                    our_id = fake.sent[-1].fields["h:Message-Id"][0]
+                    answered = await customer_writes(
+                        _customer_mail(mail_id, f"{ours} {our_id}"), count
+                    )
+                    assert answered == conversation, f"mail {count} opened another conversation"
+                assert references == [first, f"{first} {second}"]
+            finally:
+                await conn.close()
+    finally:
+        await mailgun.close()
+
+
+async def _conversations_of_messages(conn: asyncpg.Connection, count: int) -> list[str] | None:
+    """The conversation of each customer mail stored, oldest first, once ``count`` are."""
+    rows = await conn.fetch(
+        "SELECT conversation_id FROM messages WHERE direction = 'inbound' ORDER BY occurred_at"
+    )
+    return [row[0] for row in rows] if len(rows) >= count else None
