@@ -711,23 +711,37 @@ async def get_endpoint(request: web.Request) -> web.StreamResponse:
     return _read(request, _endpoint_of(domain, kind, key)(document), f"{kind.name} endpoint")
 
 
+_BODY_FIELDS = frozenset(EndpointSettings.__struct_fields__)
+"""The settings ``PUT …/channels/{kind}/{key}`` replaces."""
+
+
 @_handler
 async def put_endpoint(request: web.Request) -> web.StreamResponse:
     domain, principal = await _admin(request)
     kind = _kind(request)
     key = _key(request, kind)
     body = await _body(request, EndpointSettings, _api_limit(request))
-    settings = to_builtins(body)
-    settings.update({"domain": domain, kind.key_field: request.match_info["key"]})
-    try:
-        value = msgspec.convert(settings, kind.type)
-    except msgspec.ValidationError as error:
-        raise _Refused(400, f"invalid body: {error}") from None
+    named = {"domain": domain, kind.key_field: request.match_info["key"]}
+
+    def edit(document: ControlDocument) -> ControlDocument:
+        settings: dict[str, Any] = {}
+        for item in kind.items(document.channels):
+            if kind.key_of(item) == key:
+                # What the body cannot name stays as it is (EndpointSettings).
+                kept = to_builtins(item).items()
+                settings = {name: value for name, value in kept if name not in _BODY_FIELDS}
+                break
+        try:
+            value = msgspec.convert(settings | to_builtins(body) | named, kind.type)
+        except msgspec.ValidationError as error:
+            raise _Refused(400, f"invalid body: {error}") from None
+        return _with_endpoint(document, domain, kind, key, value)
+
     return await _change(
         request,
         principal,
         resource=_endpoint_of(domain, kind, key),
-        edit=lambda document: _with_endpoint(document, domain, kind, key, value),
+        edit=edit,
         action="config.endpoint.put",
         domain=domain,
         target=f"{kind.name} endpoint",

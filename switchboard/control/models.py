@@ -50,7 +50,10 @@ class EndpointSettings(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
     """Body of ``PUT …/channels/{kind}/{key}``: the domain and the key come from the path;
-    a field the kind does not have is refused."""
+    a field the kind does not have is refused. These fields are replaced (an absent one
+    takes its default); an existing endpoint's settings the body cannot name (its
+    ``priority``, ``skills``, ``language``, ``attributes``, a Twilio number's URLs, an
+    email address's ``provider`` …) keep their value."""
 
     queue: QueueName | None = None
     """Queue of its conversations; default: the domain's default queue."""
@@ -60,6 +63,10 @@ class EndpointSettings(
     """``telegram``: the variable holding the webhook's ``secret_token``."""
     bot_token_env: EnvName | None = None
     """``telegram``: the variable holding the bot token."""
+    access_token_secret_env: EnvName | None = None
+    """``x``: the variable holding the access token's secret."""
+    client_token_env: EnvName | None = None
+    """``rbm``: the variable holding the client token of the agent's own webhook."""
     allow_groups: bool | None = None
     """``telegram``: also route group chats."""
     sending_domain: Annotated[str, msgspec.Meta(max_length=253)] | None = None

@@ -594,3 +594,37 @@ async def test_a_stored_version_this_release_cannot_read_is_replaced_at_start(
             assert status == 409
     [line] = [line for line in lines_of(buffer) if line["event"] == "config_version_unreadable"]
     assert (line["level"], line["version"]) == ("error", 3)
+
+
+async def test_an_endpoints_put_keeps_the_settings_its_body_cannot_name(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """A PUT of a queue on a number set up in the file with a priority and skills: the
+    queue changes, the priority and skills stay (the body has no field for them)."""
+    number = {"number": "+15005550006", "domain": "acme", "priority": 5, "skills": ["billing"]}
+    config = make_config(
+        infrastructure.bootstrap_servers,
+        database_url,
+        {
+            "domains": {"acme": {"routing": {"queues": {"default": {}, "vip": {}}}}},
+            "channels": {"twilio": {"numbers": [number]}},
+        },
+    )
+    async with running_service(config, {"SWITCHBOARD_ADMIN_TOKEN": PLATFORM}) as service:
+        platform = Api(service, PLATFORM)
+        path = "/v1/domains/acme/channels/twilio/+15005550006"
+        status, body = await put(platform, path, {"queue": "vip"})
+        assert status == 200, body
+        status, endpoint, _ = await platform.call("GET", path)
+        settings = endpoint["settings"]
+        assert (settings["queue"], settings["priority"], settings["skills"]) == (
+            "vip",
+            5,
+            ["billing"],
+        )
+        # the body's own fields are replaced: left out, the queue is the default again
+        status, body = await put(platform, path, {})
+        assert status == 200, body
+        _, endpoint, _ = await platform.call("GET", path)
+        assert endpoint["settings"]["queue"] is None
+        assert endpoint["settings"]["priority"] == 5
