@@ -418,7 +418,8 @@ class Metrics:
         )
         self.offset_resets = Counter(
             "switchboard_offset_resets_total",
-            "Stored offsets found beyond a partition's end (a broker that lost its log).",
+            "Stored offsets found beyond a partition's end (a broker that lost its log), or"
+            " before its first record (deleted by retention before the router read them).",
             ["topic"],
             registry=r,
         )

@@ -210,7 +210,12 @@ class PartitionLoader:
         offsets: dict[tuple[str, int], int],
     ) -> dict[TopicPartition, int | None]:
         """Stored offsets, except those past the partition's end (a broker that lost its log):
-        those restart from the beginning, with a warning."""
+        those restart from the beginning, with a warning; and those before the partition's
+        first record (retention deleted records the router never read: it was stopped for
+        longer than the topic keeps them, or its database was restored from an old backup):
+        those continue from the first record, with a warning, since the consumer resets
+        there by itself and the router would otherwise rewind to the missing offset at every
+        fetch."""
         positions: dict[TopicPartition, int | None] = {
             tp: offsets.get((tp.topic, tp.partition)) for tp in assigned
         }
@@ -218,9 +223,22 @@ class PartitionLoader:
         if not stored:
             return positions
         ends = await consumer.end_offsets(stored)
+        starts = await consumer.beginning_offsets(stored)
         for tp in stored:
             offset = positions[tp]
             assert offset is not None
+            if offset < starts[tp]:
+                log.warning(
+                    "stored_offset_before_partition_start",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    stored=offset,
+                    start=starts[tp],
+                    action="continue from the first record",
+                )
+                self._metrics.offset_resets.labels(tp.topic).inc()
+                positions[tp] = starts[tp]
+                continue
             if offset <= ends[tp]:
                 continue
             true_end = await self._probe_end(tp, ends[tp])
