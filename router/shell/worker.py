@@ -168,6 +168,9 @@ class RouterWorker:
         """Input made under a version the loop has not applied yet, paused for it."""
         self.problem: str | None = "starting"
         """Why the router is not ready, or None when it is."""
+        self._load_failure: BaseException | None = None
+        """An error loading assigned partitions that retrying cannot mend (the group
+        coordinator swallows what the listener raises): the loop raises it."""
         self.last_load_started: float | None = None
         """``perf_counter`` when the latest partition load began (takeover timing)."""
         self.first_applied_after_load: float | None = None
@@ -256,6 +259,8 @@ class RouterWorker:
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
         """Steps 1 to 4 of the module docstring for one batch (3 and 4 go on in tasks)."""
+        if self._load_failure is not None:
+            raise self._load_failure
         if self._outbox.has_pending:
             # Step 4, again: what the broker refused goes out before anything new comes in.
             async with self._lock:
@@ -691,11 +696,22 @@ class RouterWorker:
                 try:
                     await self._load(consumer, numbers, assigned)
                     break
-                except _DATABASE_ERRORS as error:
-                    self.problem = f"database: {type(error).__name__}"
+                except (*_DATABASE_ERRORS, KafkaError) as error:
+                    source = "broker" if isinstance(error, KafkaError) else "database"
+                    self.problem = f"{source}: {type(error).__name__}"
                     log.warning("partition_load_failed", error=type(error).__name__)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+                except Exception as error:
+                    # Not the broker's or the database's passing failure: partitions left
+                    # assigned and unloaded would drop their records unseen, so the
+                    # process stops (its supervisor starts it again).
+                    self.problem = f"partition load failed: {type(error).__name__}"
+                    self._load_failure = error
+                    log.error(
+                        "partition_load_failed", error=type(error).__name__, partitions=numbers
+                    )
+                    return
             self._joined = True
             self.problem = None
             log.info("partitions_assigned", partitions=numbers)
