@@ -104,7 +104,13 @@ from schemas import (
 log = structlog.get_logger()
 
 #: Graph API error codes that mean "slow down" even when the HTTP status is 400/403.
-GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048, 131056})
+GRAPH_THROTTLING_CODES = frozenset({4, 17, 32, 613, 80007, 130429, 131048})
+PAIR_RATE_LIMIT = 131056
+"""WhatsApp's "pair rate limit": too many messages from the number to this one recipient.
+Other recipients are not held back, so it slows no sender down; the message is tried
+again after ``PAIR_RATE_WAIT`` seconds."""
+PAIR_RATE_WAIT = 6.0
+"""Meta: about one message every 6 seconds to the same user."""
 MAX_ERROR_CHARS = 300
 
 
@@ -444,9 +450,21 @@ def _throttling(status: int, body: Any) -> bool:
 
 
 def _retryable(status: int, body: Any) -> bool:
-    if status >= 500 or _throttling(status, body):
+    if status >= 500 or _throttling(status, body) or _pair_rate_limited(body):
         return True
     return answer_text(body, "error", "is_transient") == "True"
+
+
+def _pair_rate_limited(body: Any) -> bool:
+    return answer_text(body, "error", "code") == str(PAIR_RATE_LIMIT)
+
+
+def rate_limit_reset(value: str | None, now: float) -> float | None:
+    """Seconds until ``x-rate-limit-reset`` (X's 429: the Unix time its window reopens,
+    and no ``Retry-After``)."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 12:
+        return None
+    return max(0.0, int(value) - now)
 
 
 Throttled = Callable[[Outbound, float | None], Awaitable[None]]
@@ -591,6 +609,9 @@ class Egress:
                     status = resp.status
                     raw = await resp.read()
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    if retry_after is None and status == 429:
+                        reset = resp.headers.get("x-rate-limit-reset")
+                        retry_after = rate_limit_reset(reset, time.time())
                     header_id = (
                         resp.headers.get(req.message_id_header) if req.message_id_header else None
                     )
@@ -619,6 +640,8 @@ class Egress:
                 if retry_after is None:
                     after = answer_text(body, "parameters", "retry_after")  # Telegram's 429 body
                     retry_after = float(after) if after and after.isdigit() else None
+                if retry_after is None and _pair_rate_limited(body):
+                    retry_after = PAIR_RATE_WAIT
                 throttled = _throttling(status, body)
                 if throttled and self.on_throttled is not None:
                     await self.on_throttled(reply, retry_after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -329,6 +330,39 @@ async def test_graph_throttling_error_is_retried(
     fake.ok_body = {"message_id": "m_ok"}
     result = await rig.egress.send(reply(Channel.MESSENGER, "1234567890", "6783125368444163"))
     assert (result.outcome, result.attempts) == (SendOutcome.SENT, 2)
+
+
+async def test_a_429_without_retry_after_waits_for_xs_rate_limit_reset(
+    rig: Rig, provider: tuple[FakeProvider, str]
+) -> None:
+    """X answers 429 with ``x-rate-limit-reset`` (when its window reopens), no
+    ``Retry-After``: the wait is until then (capped), not the back-off's."""
+    fake, _ = provider
+    reset = str(int(time.time()) + 600)
+    fake.script = [(429, {"title": "Too Many Requests"}, {"x-rate-limit-reset": reset})]
+    fake.ok_body = {"sid": "SMok"}
+    assert (await rig.egress.send(SMS)).outcome is SendOutcome.SENT
+    assert rig.sleeps == [2.0]
+
+
+async def test_whatsapps_pair_rate_limit_waits_and_slows_no_sender(
+    rig: Rig, provider: tuple[FakeProvider, str]
+) -> None:
+    """131056: too many messages to this one user. Other customers of the number are not
+    held back (no "slow down" for the sender); this one is tried again a while later."""
+    fake, _ = provider
+    error = {"message": "(#131056) (Business Account, Consumer Account) pair rate limit hit"}
+    fake.script = [(400, {"error": error | {"code": 131056}}, {})]
+    fake.ok_body = {"messages": [{"id": "wamid.ok"}]}
+    slowed: list[float | None] = []
+
+    async def throttled(_: Any, retry_after: float | None) -> None:
+        slowed.append(retry_after)
+
+    rig.egress.on_throttled = throttled
+    result = await rig.egress.send(reply(Channel.WHATSAPP, "106540352242922", "+16505551234"))
+    assert (result.outcome, result.attempts) == (SendOutcome.SENT, 2)
+    assert (rig.sleeps, slowed) == ([2.0], [])
 
 
 async def test_permanent_400_is_not_retried(rig: Rig, provider: tuple[FakeProvider, str]) -> None:
