@@ -19,7 +19,7 @@ from router.engine.effects import DropAgent, Effect
 from router.engine.lifecycle import set_status
 from router.engine.policy import ShiftEnd
 from router.engine.records import AgentDeadlineKind, ConversationStatus
-from router.engine.routing import fall_back, finish, take_one
+from router.engine.routing import fall_back, finish, take_held, take_one
 from router.engine.schedule import on_shift
 from router.engine.state import (
     COMPACT_SLACK,
@@ -224,17 +224,17 @@ def _pace_next(call: Call, agent: Agent) -> None:
     agent.pace_due = None
     _reindex_all(state, agent)
     call.agents[agent.agent_id] = agent
-    handed = False
-    for channel in sorted(agent.capacity):
-        if agent.has_slot(channel) and take_one(call, agent, channel):
-            handed = True
-            break
+    channels = [channel for channel in sorted(agent.capacity) if agent.has_slot(channel)]
+    # What is held for them first, on any channel (rule 3), then their pools' lines.
+    handed = any(take_held(call, agent, channel) for channel in channels) or any(
+        take_one(call, agent, channel) for channel in channels
+    )
     pace = state.policy.login_pace
     if handed and pace is not None:
         agent.pace_due = due = call.now + pace
         _push_agent_deadline(state, (due, agent.agent_id, AgentDeadlineKind.PACE))
         _reindex_all(state, agent)
-    elif not handed:
+    else:  # nothing to pace (any more: a new policy without it), or nothing waiting
         _drain_all(call, agent)
 
 

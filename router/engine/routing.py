@@ -338,12 +338,19 @@ def _drain(call: Call) -> None:
             pass
 
 
+def take_held(call: Call, agent: Agent, channel: Channel) -> bool:
+    """Hand the agent (who has a free slot) the first conversation held for them, if any."""
+    found = call.state.first_waiting(agent.held.get(channel), agent)
+    if found is None:
+        return False
+    hand_to(call, found[1], agent, Strategy.PREFERRED)
+    return True
+
+
 def take_one(call: Call, agent: Agent, channel: Channel) -> bool:
     """Hand the agent (who has a free slot) one waiting conversation, if any."""
     state = call.state
-    found = state.first_waiting(agent.held.get(channel), agent)
-    if found is not None:
-        hand_to(call, found[1], agent, Strategy.PREFERRED)
+    if take_held(call, agent, channel):
         return True
     best: tuple[WaitEntry, Conversation] | None = None
     for pool in agent.pools:

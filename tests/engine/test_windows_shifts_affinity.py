@@ -34,6 +34,7 @@ from schemas import (
     ConversationReplyWindowClosed,
     Presence,
     ShiftInterval,
+    Strategy,
 )
 from tests.engine.builders import (
     DOMAIN,
@@ -45,6 +46,7 @@ from tests.engine.builders import (
     emitted,
     examples,
     message,
+    owner_set,
     presence,
     registered,
     replied,
@@ -394,6 +396,34 @@ def test_without_pacing_a_login_takes_the_backlog_at_once() -> None:
     assert (
         len(emitted(apply(state, presence("ann", Presence.ONLINE), T0), ConversationAssigned)) == 3
     )
+
+
+def test_a_paced_login_takes_what_is_held_for_the_agent_first() -> None:
+    """The conversation held for the agent (their customer's, on web chat) before the
+    queue's line (on email, a channel whose name sorts first)."""
+    state = domain([], policy=DomainPolicy(login_pace=60))
+    apply(state, registered("ann", capacity={Channel.EMAIL: 1, Channel.WEBCHAT: 1}), T0)
+    apply(state, owner_set("c1", "ann"), T0)
+    held = message("k1", customer="c1", channel=Channel.WEBCHAT)
+    apply(state, held, T0)
+    apply(state, message("k2", customer="c2", channel=Channel.EMAIL), T0)
+    effects = apply(state, presence("ann", Presence.ONLINE), T0 + 5)
+    assert [(a.conversation_id, a.strategy) for a in emitted(effects, ConversationAssigned)] == [
+        (held.id, Strategy.PREFERRED)
+    ]
+
+
+def test_pacing_removed_mid_interval_hands_the_rest_at_its_end() -> None:
+    state = domain([], policy=DomainPolicy(login_pace=60))
+    apply(state, registered("ann", capacity={Channel.SMS: 3}), T0)
+    for i in range(3):
+        apply(state, message(f"k{i}", customer=f"c{i}"), T0)
+    assert (
+        len(emitted(apply(state, presence("ann", Presence.ONLINE), T0), ConversationAssigned)) == 1
+    )
+    state = reconfigure(state, DomainPolicy(), T0 + 10)
+    tick(state, T0 + 10)
+    assert len(emitted(tick(state, T0 + 60), ConversationAssigned)) == 2
 
 
 # -- affinity -----------------------------------------------------------------------
