@@ -122,7 +122,7 @@ def _fire_opens(call: Call, conversation: Conversation) -> None:
 
 def _fire_snooze(call: Call, conversation: Conversation) -> None:
     """A snooze's time came: back to the owner if they may take it, else routed with them
-    as the preferred agent (rule 3)."""
+    as its last owner (``reclaim``)."""
     owner = conversation.owner
     if conversation.status is not _IDLE or owner is None:
         raise EngineError(f"snooze of {conversation.status} {conversation.conversation_id}")

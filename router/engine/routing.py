@@ -114,7 +114,8 @@ def _preferred_agent(
 
 def reclaim(call: Call, conversation: Conversation) -> None:
     """An idle conversation needs its owner again: they take its slot back when they may,
-    else it is routed with them as the preferred agent (rule 3)."""
+    else it is routed with them as its last owner (rule 3: the customer's explicit owner,
+    if any, comes before them)."""
     owner = conversation.owner
     assert owner is not None
     if owner.may_take(conversation):

@@ -3,7 +3,8 @@
 A snoozed conversation is ``idle`` with ``snoozed_until`` set and a ``snooze`` deadline
 at that time (which replaces its inactivity deadlines: it does not auto-close while
 snoozed). It comes back when the deadline fires — to its owner if they may take it, else
-through routing with the owner as preferred agent — or earlier when the customer writes
+through routing with the owner as its last owner (the customer's explicit owner comes
+first: ``routing.reclaim``) — or earlier when the customer writes
 (the idle rules then apply). Leaving ``idle`` any other way (transfer, close, shift end)
 ends the snooze. ``conversation.snoozed`` says so both ways (``until`` None: back). The
 coming back is ``router.engine.deadlines`` (``wake``).
