@@ -39,7 +39,8 @@ class CandidateNote(msgspec.Struct, frozen=True, kw_only=True):
 
     agent_id: AgentId
     reason: str
-    """``at_capacity``, ``away``, ``offline``, ``missing_skill``, ``offer_missed``,
+    """``at_capacity``, ``away``, ``offline``, ``missing_skill``, ``at_queue_limit`` (the
+    queue's ``max_per_agent``), ``paced`` (login pacing), ``offer_missed``,
     ``not_in_queue``, ``no_channel``, or ``chosen``."""
 
 

@@ -45,12 +45,13 @@ def candidates(
         return chosen.chosen
     passed = passed or {}
     notes: list[CandidateNote] = []
-    channel = conversation.channel
     if preferred_id is not None and preferred_id != chosen.agent_id:
         reason = passed.get(preferred_id)
         if reason is None:
             preferred = state.agents.get(preferred_id)
-            reason = "unknown_agent" if preferred is None else preferred.unavailable_reason(channel)
+            reason = (
+                "unknown_agent" if preferred is None else _passed_reason(preferred, conversation)
+            )
         notes.append(CandidateNote(agent_id=preferred_id, reason=reason))
     for agent_id in sorted(passed):
         if len(notes) >= MAX_CANDIDATES - 1:
@@ -59,6 +60,21 @@ def candidates(
             notes.append(CandidateNote(agent_id=agent_id, reason=passed[agent_id]))
     notes.append(CandidateNote(agent_id=chosen.agent_id, reason="chosen"))
     return tuple(notes)
+
+
+def _passed_reason(agent: Agent, conversation: Conversation) -> str:
+    """Why the preferred agent did not take the conversation: no slot on its channel, or,
+    with one, a skill it needs, the queue's ``max_per_agent``, or login pacing."""
+    reason = agent.unavailable_reason(conversation.channel)
+    if reason != "chosen":
+        return reason
+    if not conversation.required <= agent.skill_set:
+        return "missing_skill"
+    if not agent.under_limit(conversation):
+        return "at_queue_limit"
+    if agent.pace_due is not None:
+        return "paced"
+    return reason
 
 
 def hand_to(call: Call, conversation: Conversation, agent: Agent, strategy: Strategy) -> None:

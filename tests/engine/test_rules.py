@@ -207,6 +207,22 @@ def test_a_preferred_agent_who_comes_online_in_time_gets_the_conversation() -> N
     )
 
 
+def test_a_preferred_agent_passed_over_for_a_skill_is_noted_so() -> None:
+    """They had a free slot: the note says what they lacked, not ``chosen``."""
+    state = domain(
+        [agent("ann", skills=["english"]), agent("bob", skills=["french"])],
+        preferred={"cust-1": "ann"},
+    )
+    msg = message("k1", skills=("french",))
+    effects = apply(state, msg, T0)
+    assert assignment(effects) == (msg.id, "bob", "fallback")
+    notes = emitted(effects, ConversationAssigned)[0].candidates
+    assert notes == (
+        CandidateNote(agent_id="ann", reason="missing_skill"),
+        CandidateNote(agent_id="bob", reason="chosen"),
+    )
+
+
 def test_does_not_wait_for_a_preferred_agent_without_the_channel() -> None:
     state = domain(
         [agent("ann", capacity={Channel.EMAIL: 5}), agent("bob")], preferred={"cust-1": "ann"}
