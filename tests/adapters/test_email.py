@@ -21,6 +21,7 @@ from schemas import (
 )
 from schemas.limits import NONCE_MAX
 from tests.adapters.conftest import ENVIRON, NOW, Harness
+from tests.adapters.test_egress import reply
 
 PATH = "/webhooks/email/mailgun"
 KEY = ENVIRON["MAILGUN_SIGNING_KEY"]
@@ -305,16 +306,10 @@ def test_a_boundary_behind_a_nested_comment_is_a_400() -> None:
 
 
 def _reply(in_reply_to: str | None, thread_root: str | None) -> ReplyRequested:
-    return ReplyRequested(
-        id="out-1",
-        domain="acme",
-        occurred_at=NOW,
-        conversation_id="c-1",
-        channel=Channel.EMAIL,
-        endpoint="support@acme.example",
-        customer_address="ann@example.org",
-        agent_id="ann",
-        text="On it.",
+    return reply(
+        Channel.EMAIL,
+        "support@acme.example",
+        "ann@example.org",
         in_reply_to=in_reply_to,
         thread_root=thread_root,
     )

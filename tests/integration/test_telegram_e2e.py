@@ -29,7 +29,14 @@ from schemas import (
 from switchboard.config import Config
 from tests.conftest import Infrastructure
 from tests.fakes.telegram import FakeBotApi
-from tests.support import TopicReader, make_config, running_service, sent_reply, wait_until
+from tests.support import (
+    Service,
+    TopicReader,
+    make_config,
+    running_service,
+    sent_reply,
+    wait_until,
+)
 
 BOT = "acme_support_bot"
 TOKEN = "7000000001:AAE2e-telegram-bot-token"
@@ -109,16 +116,10 @@ async def test_a_photo_in_and_a_photo_reply_out(
         TopicReader(config, "conversations.routing") as routing,
         TopicReader(config, "conversations.inbound") as inbound,
     ):
-        http = service.session
         await service.online_agent("ann", {"telegram": 2}, ADMIN)
         conn = await asyncpg.connect(database_url)
         try:
-            async with http.post(
-                service.url(f"/webhooks/telegram/{BOT}"),
-                json=_photo_update(),
-                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
-            ) as r:
-                assert r.status == 200, await r.text()
+            await _post_update(service, _photo_update())
 
             async def assigned() -> tuple[ConversationAssigned, MessageRouted] | None:
                 events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
@@ -160,6 +161,16 @@ async def test_a_photo_in_and_a_photo_reply_out(
             await conn.close()
 
 
+async def _post_update(service: Service, update: dict[str, Any]) -> None:
+    """``update`` to ``BOT``'s webhook, as Telegram sends it (with the secret token)."""
+    async with service.session.post(
+        service.url(f"/webhooks/telegram/{BOT}"),
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+    ) as r:
+        assert r.status == 200, await r.text()
+
+
 CONNECTION = "AQADxyz-Biz_Conn1"
 BUSINESS = f"{BOT}/{CONNECTION}"
 
@@ -194,26 +205,17 @@ async def test_a_business_accounts_chat_is_routed_and_answered_through_its_conne
         running_service(config, ENVIRON) as service,
         TopicReader(config, "conversations.routing") as routing,
     ):
-        http = service.session
         await service.online_agent("ann", {"telegram": 2}, ADMIN)
         await service.online_agent("bob", {"telegram": 2}, ADMIN)
-
-        async def post(update: dict[str, Any]) -> None:
-            async with http.post(
-                service.url(f"/webhooks/telegram/{BOT}"),
-                json=update,
-                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
-            ) as r:
-                assert r.status == 200, await r.text()
 
         async def assignments(n: int) -> list[ConversationAssigned] | None:
             events = [ROUTING_DECODER.decode(r.value) for r in await routing.poll()]
             found = [e for e in events if isinstance(e, ConversationAssigned)]
             return found if len(found) >= n else None
 
-        await post(_text_update(912000010, "message", 1400, "hello bot"))
+        await _post_update(service, _text_update(912000010, "message", 1400, "hello bot"))
         [with_bot] = await wait_until(lambda: assignments(1), what="the bot chat's")
-        await post(_text_update(912000011, "business_message", 1400, "hello shop"))
+        await _post_update(service, _text_update(912000011, "business_message", 1400, "hello shop"))
         _, with_business = await wait_until(lambda: assignments(2), what="the business chat's")
         assert with_business.conversation_id != with_bot.conversation_id
         assert with_business.agent_id == with_bot.agent_id
@@ -269,12 +271,7 @@ async def test_a_business_chat_past_telegrams_24_hours_takes_no_reply(
             _text_update(912000020, "business_message", 1500, "still there?", sent),
             _text_update(912000021, "message", 1501, "and here?", sent),
         ):
-            async with http.post(
-                service.url(f"/webhooks/telegram/{BOT}"),
-                json=update,
-                headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
-            ) as r:
-                assert r.status == 200, await r.text()
+            await _post_update(service, update)
         events: list[Any] = []
 
         async def closed() -> ConversationReplyWindowClosed | None:
