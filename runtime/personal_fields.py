@@ -342,6 +342,7 @@ FIELDS: Final[Mapping[str, Holds]] = {
     "ReplyRequested.text": CUSTOMER_CONTENT,
     "ReplyRequested.subject": CUSTOMER_CONTENT,
     "ReplyRequested.in_reply_to": PROVIDER_ID,
+    "ReplyRequested.thread_root": PROVIDER_ID,
     "ReplyRequested.message_tag": NONE,
     "ReplyRequested.bot_id": NONE,
     "ReplyRequested.notice": NONE,
