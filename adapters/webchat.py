@@ -89,6 +89,11 @@ from schemas.limits import (
 
 log = structlog.get_logger(__name__)
 
+REPLY_BACKLOG_MAX = 1000
+"""Replies one session may have kept while its visitor is away."""
+REPLY_BACKLOG_SECONDS_MAX = 86_400.0
+"""Longest a kept reply may be kept."""
+
 DECLARATION = ChannelDeclaration(
     provider="Switchboard web chat",
     channels=("webchat",),
@@ -128,10 +133,12 @@ class WebchatConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     at most 255 characters; ``*`` is refused. Empty: no cross-site page may."""
     max_text_chars: Annotated[int, msgspec.Meta(ge=1, le=TEXT_MAX)] = 4000
     """Longest message text accepted."""
-    reply_backlog: int = 50
-    """Replies kept per session for a visitor who is not connected."""
-    reply_backlog_seconds: float = 3600.0
-    """How long such replies are kept."""
+    reply_backlog: Annotated[int, msgspec.Meta(ge=0, le=REPLY_BACKLOG_MAX)] = 50
+    """Replies kept per session for a visitor who is not connected (0 to 1,000)."""
+    reply_backlog_seconds: Annotated[float, msgspec.Meta(ge=0, le=REPLY_BACKLOG_SECONDS_MAX)] = (
+        3600.0
+    )
+    """How long such replies are kept (0 to 86,400 seconds)."""
     prechat: Annotated[tuple[PrechatField, ...], msgspec.Meta(max_length=PRECHAT_FIELDS_MAX)] = ()
     """The pre-chat form (at most 10 fields) the widget shows before the first message;
     the answers become the conversation's routing context (``adapters.webchat_prechat``)."""
@@ -281,6 +288,7 @@ class WebchatHub:
         """(domain, customer id ``user:<id>``) → its sessions with a socket here, and how
         many sockets each has."""
         self._backlog: OrderedDict[tuple[str, str], deque[tuple[float, bytes]]] = OrderedDict()
+        """Replies kept per session, (expiry time, frame); the session kept for last, last."""
         self._clock = clock
         self._max_sessions = max_sessions
 
@@ -345,12 +353,23 @@ class WebchatHub:
             except (ConnectionError, RuntimeError):
                 continue
         if not sent:
+            now = self._clock()
             backlog = self._backlog.setdefault(key, deque(maxlen=config.reply_backlog))
-            backlog.append((self._clock(), payload))
+            backlog.append((now + config.reply_backlog_seconds, payload))
             self._backlog.move_to_end(key)
             while len(self._backlog) > self._max_sessions:
                 self._backlog.popitem(last=False)
+            self._drop_expired(now)
         return sent
+
+    def _drop_expired(self, now: float) -> None:
+        """Forget the sessions, least recently kept for first, whose every kept reply has
+        expired (``reply_backlog_seconds``): not only when their visitor comes back."""
+        while self._backlog:
+            oldest = next(iter(self._backlog.values()))
+            if oldest and oldest[-1][0] > now:
+                return
+            self._backlog.popitem(last=False)
 
     async def attach(
         self,
@@ -368,10 +387,11 @@ class WebchatHub:
         if customer_id is not None:
             sessions = self._users.setdefault((domain, customer_id), {})
             sessions[session_id] = sessions.get(session_id, 0) + 1
-        horizon = self._clock() - config.reply_backlog_seconds
-        for at, payload in self._backlog.pop(key, deque()):
-            if at >= horizon:
+        now = self._clock()
+        for expires_at, payload in self._backlog.pop(key, deque()):
+            if expires_at > now:
                 await ws.send_str(payload.decode())
+        self._drop_expired(now)
 
     def detach(
         self,

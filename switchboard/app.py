@@ -130,6 +130,9 @@ def build_app(
     app.router.add_get("/metrics", make_aiohttp_handler(app[METRICS].registry))
     if Role.ADAPTERS in roles:
         app[WEBCHAT_HUB] = WebchatHub()
+        # Open sockets are request handlers: aiohttp waits for them before its cleanups,
+        # so they are told to go (1001) when the shutdown starts, not after its grace.
+        app.on_shutdown.append(_close_webchat_sockets)
         webchats = _webchats(config.document())
         app.cleanup_ctx.append(functools.partial(_webchat_replies, config, webchats))
         app.cleanup_ctx.append(functools.partial(_egress, config))
@@ -317,6 +320,10 @@ def _task(
 
 async def _ask_stops(app: web.Application) -> None:
     app[STOPS].ask_all()
+
+
+async def _close_webchat_sockets(app: web.Application) -> None:
+    await app[WEBCHAT_HUB].close_all()
 
 
 async def _producer(app: web.Application) -> AsyncIterator[None]:

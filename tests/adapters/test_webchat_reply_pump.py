@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -79,3 +80,25 @@ async def test_the_pump_is_paused_while_no_domain_has_web_chat_and_reads_on_afte
         await consumer.stop()
         await producer.stop()
         await pool.close()
+
+
+async def test_kept_replies_expire_without_their_visitor_coming_back() -> None:
+    """A reply kept for a visitor who never comes back is gone once
+    ``reply_backlog_seconds`` have passed, not only when they reconnect (what an erasure
+    and the memory bound count on)."""
+    now = [1_000.0]
+    hub = WebchatHub(clock=lambda: now[0])
+    config = WebchatConfig(enabled=True, reply_backlog_seconds=60)
+    away = msgspec.structs.replace(reply(), customer_address="session-away-1")
+    assert not await hub.deliver(away, config)
+    assert list(hub._backlog) == [("acme", "session-away-1")]
+    now[0] += 61
+    later = msgspec.structs.replace(reply(), customer_address="session-later-2")
+    assert not await hub.deliver(later, config)
+    assert list(hub._backlog) == [("acme", "session-later-2")]
+
+
+def test_a_reply_backlog_beyond_its_bounds_is_refused() -> None:
+    for settings in ({"reply_backlog": -1}, {"reply_backlog_seconds": 10**9}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(settings, WebchatConfig)

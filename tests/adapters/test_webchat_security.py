@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -312,3 +313,26 @@ async def test_the_widget_script_is_served_cacheable_and_typed(service: Service)
         assert r.status == 304
     async with service.session.get(service.url("/v1/domains/nowhere/webchat/widget.js")) as r:
         assert r.status == 404
+
+
+async def test_a_stopping_service_closes_open_sockets_at_once(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """A visitor's open socket is a request handler aiohttp waits for before its cleanups:
+    the hub tells it to go (1001) when the shutdown starts, so stopping takes seconds,
+    not the handlers' grace of about a minute (past a pod's 30 s before SIGKILL)."""
+    config = make_config(infrastructure.bootstrap_servers, database_url, DOMAINS)
+    async with contextlib.AsyncExitStack() as stack:
+        service = await stack.enter_async_context(running_service(config, SECRETS))
+        status, session, _ = await post(service, "/v1/domains/acme/webchat/sessions", {})
+        assert status == 201, session
+        path = f"/v1/domains/acme/webchat/sessions/{session['session_id']}/socket"
+        async with aiohttp.ClientSession() as visitor:
+            ws = await visitor.ws_connect(service.url(path), params={"token": session["token"]})
+            started = time.monotonic()
+            await stack.aclose()  # the service stops, the visitor still connected
+            stopped = time.monotonic() - started
+            frame = await ws.receive(timeout=5)
+            await ws.close()
+    assert stopped < 20, stopped
+    assert (frame.type, frame.data) == (aiohttp.WSMsgType.CLOSE, 1001)
