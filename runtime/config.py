@@ -8,6 +8,7 @@ the environment.
 from __future__ import annotations
 
 import enum
+from typing import Annotated
 
 import msgspec
 
@@ -16,6 +17,9 @@ from runtime.callbacks import ALLOWED_BY_DEFAULT, parse_networks
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key and the problem."""
+
+
+LOG_LEVEL = r"(?i)^(debug|info|warning|error|critical)$"
 
 
 class LogFormat(enum.StrEnum):
@@ -184,8 +188,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """The addresses bot webhooks and identity lookups may connect to."""
     log_format: LogFormat | None = None
     """``json`` or ``console`` (env ``SWITCHBOARD_LOG_FORMAT``); default: console in a terminal."""
-    log_level: str = "INFO"
-    """Log level of Switchboard's own loggers."""
+    log_level: Annotated[str, msgspec.Meta(pattern=LOG_LEVEL)] = "INFO"
+    """Log level of Switchboard's own loggers: ``DEBUG``, ``INFO``, ``WARNING``, ``ERROR`` or
+    ``CRITICAL``, in any case."""
     log_digest_key_env: str = "SWITCHBOARD_LOG_DIGEST_KEY"
     """Variable holding the key of the customer digests in logs and the audit log (``h:…``):
     the same in every process, one customer's digest is the same everywhere and across

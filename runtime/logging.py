@@ -624,7 +624,7 @@ def configure(
     ]
     structlog.configure(
         processors=_active.processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # One write per line (PrintLogger writes the newline apart, and library lines could
         # land in between).
         logger_factory=structlog.WriteLoggerFactory(_active),  # type: ignore[arg-type] # a file-like forwarder

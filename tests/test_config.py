@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
+from runtime import logging
 from switchboard.config import ConfigError, load_config
+from tests.logcapture import captured_logs
 
 
 def test_the_packaged_defaults_give_one_domain_with_web_chat() -> None:
@@ -49,6 +52,7 @@ def test_environment_variables_override_the_file() -> None:
         ("[domains.a]\n[database]\ndead_connection_seconds = 1\n", {}, "dead_connection_seconds"),
         ("[domains.a]\n", {"SWITCHBOARD_PORT": "eighty"}, "http.port"),
         ("[domains.a]\n", {"SWITCHBOARD_LOG_FORMAT": "xml"}, "log_format"),
+        ("[domains.a]\n", {"SWITCHBOARD_LOG_LEVEL": "verbose"}, "log_level"),
         ("[kafka]\n", {}, "domains"),
         ("[domains.a.webchat]\nenabeld = true\n", {}, "domains.a.webchat"),
     ],
@@ -70,3 +74,15 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
     broken.write_text("[domains\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config({}, broken)
+
+
+def test_a_log_level_is_read_in_any_case(tmp_path: Path) -> None:
+    """``debug`` as well as ``DEBUG``: the logger factory took only the upper-case names
+    (``getLevelName("debug")`` is "Level debug", and start-up died on it)."""
+    path = tmp_path / "switchboard.toml"
+    path.write_text("[domains.a]\n")
+    config = load_config({"SWITCHBOARD_LOG_LEVEL": "debug"}, path)
+    with captured_logs([]) as buffer:
+        logging.configure("json", config.log_level, stream=buffer)
+        structlog.get_logger("switchboard.test").debug("seen_at_debug")
+    assert "seen_at_debug" in buffer.getvalue()
