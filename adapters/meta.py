@@ -90,6 +90,9 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+
+import msgspec
 
 from adapters.base import (
     BadRequest,
@@ -412,7 +415,7 @@ def _whatsapp(
 ) -> bool:
     """Collect the events of one WhatsApp ``messages`` or ``smb_message_echoes`` change;
     False if its number is unknown."""
-    value = decode_json(change.value, WaValue, "WhatsApp change")
+    value = _item(change.value, WaValue, "WhatsApp change")
     number_id = value.metadata.phone_number_id
     endpoint = find_endpoint(config.meta.whatsapp, number_id, "phone_number_id")
     if endpoint is None:
@@ -698,6 +701,17 @@ def _messaging(
     # optin, referral, typing, account linking, handover …: not routed.
 
 
+T = TypeVar("T")
+
+
+def _item(raw: msgspec.Raw, type_: type[T], what: str) -> T:
+    """One item of a notification, or ``Unusable``: set aside alone, with its place."""
+    try:
+        return decode_json(raw, type_, what)
+    except BadRequest as malformed:
+        raise Unusable(malformed.reason) from None
+
+
 def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized:
     """Normalize a verified Meta notification into events (possibly none) and the items
     set aside."""
@@ -708,7 +722,9 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized
         if note.object == "whatsapp_business_account":
             for c, change in enumerate(entry.changes):
                 if change.field in _WA_FIELDS:
-                    known |= _whatsapp(config, change, now, out, f"entry[{e}].changes[{c}]")
+                    where = f"entry[{e}].changes[{c}]"
+                    with out.setting_aside(where):
+                        known |= _whatsapp(config, change, now, out, where)
             continue
         endpoint: Endpoint | None
         if note.object == "page":
@@ -722,11 +738,13 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized
         if endpoint is None:
             continue
         known = True
-        for i, item in enumerate(entry.messaging):
-            _messaging(
-                config, channel, endpoint, entry.id, item, now, out, f"entry[{e}].messaging[{i}]"
-            )
-    if note.entry and not known and not out.events:
+        for i, raw in enumerate(entry.messaging):
+            where = f"entry[{e}].messaging[{i}]"
+            with out.setting_aside(where):
+                item = _item(raw, Messaging, "messaging item")
+                if item.sender.id:  # else a plugin's user_ref: nobody to route
+                    _messaging(config, channel, endpoint, entry.id, item, now, out, where)
+    if note.entry and not known and not out.events and not out.set_aside:
         if note.object == "whatsapp_business_account" and not any(
             c.field in _WA_FIELDS for e in note.entry for c in e.changes
         ):

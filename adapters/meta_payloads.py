@@ -234,7 +234,8 @@ class Change(_S, frozen=True, kw_only=True):
 
 
 class Party(_S, frozen=True, kw_only=True):
-    id: str
+    id: str = ""
+    """Empty for a sender Meta names otherwise (a plugin's ``user_ref``): not routed."""
 
 
 class Coordinates(_S, frozen=True, kw_only=True):
@@ -303,9 +304,11 @@ class MsgEdit(_S, frozen=True, kw_only=True):
 
 
 class Messaging(_S, frozen=True, kw_only=True):
-    sender: Party
-    recipient: Party
-    timestamp: int | None = None
+    sender: Party = Party()
+    recipient: Party = Party()
+    timestamp: int | str | None = None
+    """Milliseconds; Meta's references write some as strings ("All JSON properties in a
+    webhook notification are strings")."""
     message: MsgMessage | None = None
     postback: MsgPostback | None = None
     delivery: MsgDelivery | None = None
@@ -318,7 +321,9 @@ class Entry(_S, frozen=True, kw_only=True):
     id: str
     time: int | None = None
     changes: list[Change] = []
-    messaging: list[Messaging] = []
+    messaging: list[msgspec.Raw] = []
+    """Each item decoded on its own (``Messaging``): one Meta shapes otherwise is set aside
+    alone, the notification's others go on."""
 
 
 class Notification(_S, frozen=True, kw_only=True):

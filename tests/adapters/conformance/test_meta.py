@@ -1126,3 +1126,30 @@ def test_media_each_channel_sends(limits: Any, attachment: Attachment, kind: str
 def test_media_a_channel_refuses(limits: Any, attachment: Attachment, reason: str) -> None:
     with pytest.raises(MediaRefused, match=reason):
         check_attachments([attachment], limits)
+
+
+def test_an_item_meta_shapes_otherwise_is_set_aside_alone() -> None:
+    """Meta's references write some timestamps as strings and name a plugin's sender by
+    ``user_ref`` alone: such items cost nothing to the notification's others (until now
+    the whole notification was set aside). One that cannot be read at all is set aside by
+    its place, the others routed."""
+    body = json.loads(fixture("messenger_postback"))
+    [good] = body["entry"][0]["messaging"]
+    as_string = {**good, "timestamp": str(good["timestamp"])}
+    plugin = {**good, "sender": {"user_ref": "plugin-user-1"}}
+    unreadable = {**good, "postback": 5}
+    body["entry"][0]["messaging"] = [plugin, unreadable, as_string]
+    out = meta.parse_webhook(json.dumps(body).encode(), CHANNELS, NOW)
+    [message] = out.events
+    assert message.text == "Talk to a person"
+    assert [u.reason.split(":")[0] for u in out.set_aside] == ["entry[0].messaging[1]"]
+
+
+def test_an_unreadable_whatsapp_change_costs_the_others_nothing() -> None:
+    body = json.loads(fixture("wa_text"))
+    [change] = body["entry"][0]["changes"]
+    broken = {**change, "value": {**change["value"], "messages": 5}}
+    body["entry"][0]["changes"] = [broken, change]
+    out = meta.parse_webhook(json.dumps(body).encode(), CHANNELS, NOW)
+    assert len(out.events) == 1
+    assert [u.reason.split(":")[0] for u in out.set_aside] == ["entry[0].changes[0]"]
