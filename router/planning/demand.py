@@ -13,7 +13,8 @@ history's sums (``HandlingHistory``; see ``runtime.workload`` for how each is me
 - ``patience_seconds``: ``wait_seconds_sum / abandoned``, the time served customers
   waited per customer who gave up, the usual estimate of an exponential patience
   (abandonments over time spent waiting), biased long because the waits of those who gave
-  up are not measured; None (nobody gives up) without abandonments;
+  up are not measured; None (nobody gives up) without abandonments, or when it is longer
+  than ``SECONDS_MAX`` (a long history with a rare abandonment: as good as nobody);
 - ``returning_share``: the share of the stream's conversations whose customer had an
   earlier conversation in the domain.
 
@@ -27,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 
 from router.planning.forecast import Backtest, backtest, forecast
-from router.planning.staffing import Demand, DemandStream, Seconds, Share
+from router.planning.staffing import SECONDS_MAX, Demand, DemandStream, Seconds, Share
 from schemas import Channel
 
 DEFAULT_HOLDING_SECONDS = 900.0
@@ -88,6 +89,10 @@ def stream_of(
         if history.abandoned and history.wait_seconds_sum > 0
         else None
     )
+    if patience is not None and patience > SECONDS_MAX:
+        patience = None
+    # Measured figures are kept within what a stream takes (a conversation held for weeks).
+    holding, first_reply = min(holding, SECONDS_MAX), min(first_reply, SECONDS_MAX)
     return msgspec.convert(
         {
             "queue": history.queue,

@@ -56,6 +56,20 @@ def test_without_measurements_the_defaults_hold_and_nobody_gives_up() -> None:
     assert stream.patience_seconds is None
 
 
+def test_a_rare_abandonment_in_a_long_history_is_as_good_as_none() -> None:
+    """Eight weeks of 5 an hour waiting 400 s on average, one customer gave up: the
+    estimate (31 days) is past what a stream takes, and the run failed on it."""
+    served = 8 * 7 * 24 * 5
+    history = measured(
+        assigned=served,
+        conversation_seconds=served * 600.0,
+        abandoned=1,
+        wait_seconds_sum=served * 400.0,
+    )
+    (stream,) = recorded_demand([history], start=0, intervals=1, interval_seconds=HOUR).streams
+    assert stream.patience_seconds is None
+
+
 def test_overrides_replace_what_was_measured() -> None:
     overrides = HandlingOverrides(holding_seconds=120.0, patience_seconds=90.0, returning_share=1.0)
     (stream,) = recorded_demand(
