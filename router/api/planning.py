@@ -69,7 +69,7 @@ from router.planning.search import required_staffing
 from router.planning.shifts import staffed_from_shifts
 from router.planning.staffing import AgentGroup, Roster, simulate, staffed_as
 from runtime.appkeys import DB_POOL
-from runtime.workload import WAIT_LIMITS, backfill, figures, history_start
+from runtime.workload import FIGURES_MAX_SPAN, WAIT_LIMITS, backfill, figures, history_start
 from schemas import Channel
 from schemas.limits import QUEUE_MAX
 
@@ -93,6 +93,18 @@ FROM conversations c
 WHERE c.domain = $1 AND c.opened_at >= $2 AND c.opened_at < $3
 GROUP BY 1, 2
 """
+
+
+def forecast_window(now: int, weeks: int) -> tuple[int, datetime]:
+    """Where the charted week starts, and where the history read for the forecast starts:
+    ``weeks`` before the charted week, within what one read takes (52 weeks of history
+    and the week charted are more than a year: a read of them was refused, a 500)."""
+    chart_start = now - int(WEEK.total_seconds())
+    history_start_at = max(
+        datetime.fromtimestamp(chart_start, UTC) - weeks * WEEK,
+        datetime.fromtimestamp(now, UTC) - FIGURES_MAX_SPAN,
+    )
+    return chart_start, history_start_at
 
 
 def domain_time_zone(policy: DomainPolicy) -> str:
@@ -270,8 +282,7 @@ async def get_forecast(request: web.Request) -> web.Response:
         raise bad_request(str(error)) from None
     queue, channel = _filter(request, "queue"), _filter(request, "channel")
     now = _aligned(time.time(), interval)
-    chart_start = now - int(WEEK.total_seconds())
-    history_start_at = datetime.fromtimestamp(chart_start, UTC) - weeks * WEEK
+    chart_start, history_start_at = forecast_window(now, weeks)
     async with request.app[DB_POOL].acquire() as conn:
         histories = await load_histories(
             conn,

@@ -12,7 +12,10 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from router.api.planning import forecast_window
 from router.api.planning_jobs import RUNNING_MAX, PlanningJobs, Report
+from router.api.planning_models import HISTORY_WEEKS_MAX
+from runtime.workload import FIGURES_MAX_SPAN
 from tests.api.support import Api, api_service
 from tests.conftest import Infrastructure
 from tests.integration.workload_history import History, at
@@ -256,3 +259,14 @@ async def test_starts_at_once_are_held_to_the_running_bound(database_url: str) -
         await jobs.stop()
         await pool.execute("DELETE FROM planning_jobs WHERE domain = 'acme'")
         await pool.close()
+
+
+def test_the_longest_forecast_history_is_one_read() -> None:
+    """52 weeks of history and the week charted: the read is held to what one read takes
+    (``FIGURES_MAX_SPAN``), the history's start moved up, the chart's kept."""
+    now = int(datetime(2026, 12, 7, tzinfo=UTC).timestamp())
+    chart_start, history_start = forecast_window(now, HISTORY_WEEKS_MAX)
+    assert chart_start == now - 7 * 86400
+    assert datetime.fromtimestamp(now, UTC) - history_start == FIGURES_MAX_SPAN
+    _, short = forecast_window(now, 8)
+    assert datetime.fromtimestamp(chart_start, UTC) - short == timedelta(weeks=8)
