@@ -41,6 +41,7 @@ are cleaned text, cut at their maximum.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -89,6 +90,10 @@ from schemas.limits import (
 
 log = structlog.get_logger(__name__)
 
+SEND_SECONDS = 5.0
+"""Longest one frame may take to leave: a visitor whose socket takes longer is not reading
+(its buffers are full), and is cut off, the reply kept, rather than holding every other
+visitor's replies behind it."""
 REPLY_BACKLOG_MAX = 1000
 """Replies one session may have kept while its visitor is away."""
 REPLY_BACKLOG_SECONDS_MAX = 86_400.0
@@ -287,6 +292,8 @@ class WebchatHub:
         self._users: dict[tuple[str, str], dict[str, int]] = {}
         """(domain, customer id ``user:<id>``) → its sessions with a socket here, and how
         many sockets each has."""
+        self._aborts: dict[web.WebSocketResponse, Callable[[], None]] = {}
+        """How to drop each socket's connection at once (its request's transport)."""
         self._backlog: OrderedDict[tuple[str, str], deque[tuple[float, bytes]]] = OrderedDict()
         """Replies kept per session, (expiry time, frame); the session kept for last, last."""
         self._clock = clock
@@ -348,8 +355,13 @@ class WebchatHub:
         sent = False
         for ws in sockets:
             try:
-                await ws.send_str(payload.decode())
+                async with asyncio.timeout(SEND_SECONDS):
+                    await ws.send_str(payload.decode())
                 sent = True
+            except TimeoutError:
+                abort = self._aborts.pop(ws, None)
+                if abort is not None:
+                    abort()  # its handler ends, and detaches it
             except (ConnectionError, RuntimeError):
                 continue
         if not sent:
@@ -379,11 +391,15 @@ class WebchatHub:
         config: WebchatConfig,
         *,
         customer_id: str | None = None,
+        abort: Callable[[], None] | None = None,
     ) -> None:
         """Hold ``ws`` for the session (of the signed-in customer ``customer_id``, if
-        any) and send it what was kept for the session."""
+        any) and send it what was kept for the session. ``abort`` drops its connection
+        (``SEND_SECONDS``)."""
         key = (domain, session_id)
         self._sockets.setdefault(key, set()).add(ws)
+        if abort is not None:
+            self._aborts[ws] = abort
         if customer_id is not None:
             sessions = self._users.setdefault((domain, customer_id), {})
             sessions[session_id] = sessions.get(session_id, 0) + 1
@@ -402,6 +418,7 @@ class WebchatHub:
         customer_id: str | None = None,
     ) -> None:
         key = (domain, session_id)
+        self._aborts.pop(ws, None)
         sockets = self._sockets.get(key)
         if sockets is not None:
             sockets.discard(ws)
@@ -420,9 +437,16 @@ class WebchatHub:
     async def close_all(self) -> None:
         for sockets in list(self._sockets.values()):
             for ws in list(sockets):
-                await ws.close(code=1001, message=b"server shutting down")
+                try:
+                    async with asyncio.timeout(SEND_SECONDS):
+                        await ws.close(code=1001, message=b"server shutting down")
+                except TimeoutError:  # not reading: not even the close frame leaves
+                    abort = self._aborts.get(ws)
+                    if abort is not None:
+                        abort()
         self._sockets.clear()
         self._users.clear()
+        self._aborts.clear()
 
 
 SOCKET_PROTOCOL = "switchboard.webchat.v1"
@@ -451,7 +475,9 @@ async def socket_session(
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096, protocols=(SOCKET_PROTOCOL,))
     await ws.prepare(request)
     try:
-        await hub.attach(domain, session_id, ws, config, customer_id=customer_id)
+        transport = request.transport
+        abort = None if transport is None else transport.abort
+        await hub.attach(domain, session_id, ws, config, customer_id=customer_id, abort=abort)
         async for message in ws:
             if message.type == WSMsgType.TEXT and message.data == "ping":
                 await ws.send_str('{"type":"pong"}')

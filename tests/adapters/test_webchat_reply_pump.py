@@ -5,14 +5,19 @@ and once one has, replies published meanwhile reach the hub."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 import uuid
 
 import msgspec
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 
-from adapters.webchat import WebchatConfig, WebchatHub
+from adapters import webchat
+from adapters.webchat import WebchatConfig, WebchatHub, socket_session
 from adapters.webchat_routes import reply_pump
 from runtime import db, kafka
 from runtime.sealing import TopicKeys
@@ -102,3 +107,44 @@ def test_a_reply_backlog_beyond_its_bounds_is_refused() -> None:
     for settings in ({"reply_backlog": -1}, {"reply_backlog_seconds": 10**9}):
         with pytest.raises(msgspec.ValidationError):
             msgspec.convert(settings, WebchatConfig)
+
+
+async def test_a_visitor_who_stops_reading_does_not_hold_back_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket whose visitor reads nothing fills its buffers and then blocks every send
+    to it: the hub cuts it off (keeping the reply), so the next visitor's reply goes."""
+    monkeypatch.setattr(webchat, "SEND_SECONDS", 0.5)
+    hub, config = WebchatHub(), WebchatConfig(enabled=True)
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        return await socket_session(request, hub, "acme", request.query["session"], config)
+
+    app = web.Application()
+    app.router.add_get("/socket", socket)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        # A WebSocket handshake by hand, then nothing read.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /socket?session=stuck-0001 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        await wait_until(lambda: hub.connected("acme", "stuck-0001") == 1, what="attached")
+        big = msgspec.structs.replace(reply(), customer_address="stuck-0001", text="x" * 4000)
+        started = time.monotonic()
+        while hub.connected("acme", "stuck-0001"):
+            await hub.deliver(big, config)
+            await asyncio.sleep(0)  # as the pump's reads do: the cut-off handler ends
+            assert time.monotonic() - started < 60, "the socket never blocked"
+        other = msgspec.structs.replace(reply(), customer_address=SESSION)
+        started = time.monotonic()
+        assert not await hub.deliver(other, config)  # no socket: kept at once
+        assert time.monotonic() - started < 0.5
+        writer.close()
+    finally:
+        await server.close()
