@@ -330,7 +330,8 @@ class Intake:
             decoder = INBOUND_DECODER if topic == self._inbound else AGENT_EVENT_DECODER
             stamped = 0
             for record in records:
-                stamped = max(stamped, record.timestamp)
+                if record.timestamp > stamped:
+                    stamped = record.timestamp
                 value = record.value or b""
                 key_id = next(key_ids)
                 try:
