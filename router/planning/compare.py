@@ -43,7 +43,8 @@ class ErlangInterval(msgspec.Struct, frozen=True, kw_only=True):
     """The same with abandonment (None without a patience)."""
     scheduled: int
     erlang_c_service_level: float | None
-    """What Erlang C promises for ``scheduled`` agents."""
+    """What Erlang C promises for ``scheduled`` agents (None beyond what the formulas take:
+    more than 10,000 Erlangs offered)."""
     erlang_a_service_level: float | None
 
 
@@ -82,25 +83,31 @@ def side_by_side(
             if patience is None
             else _agents_a(rate, handle, patience, target.within_seconds, share, concurrency)
         )
-        c_level = erlang_c(
-            agents,
-            arrival_rate_per_second=rate,
-            handle_seconds=handle,
-            target_seconds=target.within_seconds,
-            concurrency=concurrency,
-        ).service_level
-        a_level = (
-            None
-            if patience is None
-            else erlang_a(
+        try:
+            c_level: float | None = erlang_c(
                 agents,
                 arrival_rate_per_second=rate,
                 handle_seconds=handle,
-                patience_seconds=patience,
                 target_seconds=target.within_seconds,
                 concurrency=concurrency,
             ).service_level
-        )
+        except ValueError:  # beyond what the formulas take (as _agents_c): no figure
+            c_level = None
+        try:
+            a_level = (
+                None
+                if patience is None
+                else erlang_a(
+                    agents,
+                    arrival_rate_per_second=rate,
+                    handle_seconds=handle,
+                    patience_seconds=patience,
+                    target_seconds=target.within_seconds,
+                    concurrency=concurrency,
+                ).service_level
+            )
+        except ValueError:
+            a_level = None
         rows.append(
             ErlangInterval(
                 start=start,
@@ -111,7 +118,7 @@ def side_by_side(
                 erlang_c_agents=c_agents,
                 erlang_a_agents=a_agents,
                 scheduled=agents,
-                erlang_c_service_level=round(c_level, 4),
+                erlang_c_service_level=None if c_level is None else round(c_level, 4),
                 erlang_a_service_level=None if a_level is None else round(a_level, 4),
             )
         )

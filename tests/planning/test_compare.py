@@ -64,3 +64,26 @@ def test_streams_pool_by_arrivals_and_channels_the_group_lacks_are_left_out() ->
     assert row.patience_seconds == 120.0  # only the streams with a patience
     assert row.erlang_a_agents is not None
     assert row.erlang_a_service_level is not None
+
+
+def test_traffic_beyond_the_formulas_gives_no_figure_rather_than_failing_the_run() -> None:
+    """120 email conversations an hour held four days each: 11,520 Erlangs, beyond what
+    the formulas take. The simulation ran; the comparison says nothing for that interval
+    (it raised, and failed the whole job after the simulation)."""
+    demand = Demand(
+        start=0,
+        interval_seconds=3600,
+        streams=(
+            DemandStream(
+                queue="default",
+                channel=Channel.EMAIL,
+                arrivals=(120.0,),
+                holding_seconds=4 * 86400,
+                patience_seconds=3600,
+            ),
+        ),
+    )
+    group = AgentGroup(name="a", capacity={Channel.EMAIL: 1})
+    (busy,) = side_by_side(demand, group, TARGET, [10])
+    assert (busy.erlang_c_service_level, busy.erlang_a_service_level) == (None, None)
+    assert (busy.erlang_c_agents, busy.erlang_a_agents) == (None, None)
