@@ -404,9 +404,19 @@ class WebchatHub:
             sessions = self._users.setdefault((domain, customer_id), {})
             sessions[session_id] = sessions.get(session_id, 0) + 1
         now = self._clock()
-        for expires_at, payload in self._backlog.pop(key, deque()):
+        kept = self._backlog.pop(key, deque())
+        while kept:
+            expires_at, payload = kept[0]
             if expires_at > now:
-                await ws.send_str(payload.decode())
+                try:
+                    await ws.send_str(payload.decode())
+                except (ConnectionError, RuntimeError):
+                    # The socket went while catching up: what it did not get waits for
+                    # the next connection.
+                    later = self._backlog.get(key, ())
+                    self._backlog[key] = deque([*kept, *later], maxlen=kept.maxlen)
+                    raise
+            kept.popleft()
         self._drop_expired(now)
 
     def detach(

@@ -148,3 +148,31 @@ async def test_a_visitor_who_stops_reading_does_not_hold_back_the_others(
         writer.close()
     finally:
         await server.close()
+
+
+async def test_kept_replies_a_socket_did_not_get_wait_for_the_next_one() -> None:
+    """The socket goes while the kept replies are sent on connecting: those it did not
+    get are kept again (they were all dropped)."""
+
+    class Leaving:
+        closed = False
+
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def send_str(self, text: str) -> None:
+            if self.got:
+                raise ConnectionResetError("the visitor left")
+            self.got.append(text)
+
+    hub, config = WebchatHub(), WebchatConfig(enabled=True)
+    texts = [f"reply {n}" for n in range(3)]
+    for text in texts:
+        assert not await hub.deliver(msgspec.structs.replace(reply(), text=text), config)
+    leaving = Leaving()
+    with pytest.raises(ConnectionResetError):
+        await hub.attach("acme", SESSION, leaving, config)  # type: ignore[arg-type]
+    hub.detach("acme", SESSION, leaving)  # type: ignore[arg-type]
+    assert [msgspec.json.decode(t)["text"] for t in leaving.got] == texts[:1]
+    frames = await frames_on_connect(hub, config, SESSION, 2)
+    assert [frame["text"] for frame in frames] == texts[1:]
