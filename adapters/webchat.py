@@ -90,6 +90,8 @@ from schemas.limits import (
 
 log = structlog.get_logger(__name__)
 
+TOKEN_EXPIRED = 4001
+"""The close code of a socket whose session token expired while it was open."""
 SEND_SECONDS = 5.0
 """Longest one frame may take to leave: a visitor whose socket takes longer is not reading
 (its buffers are full), and is cut off, the reply kept, rather than holding every other
@@ -477,22 +479,30 @@ async def socket_session(
     config: WebchatConfig,
     *,
     customer_id: str | None = None,
+    expires_at: float | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.WebSocketResponse:
-    """Serve one visitor's WebSocket until either side closes it (the session's token
-    was verified by the caller; ``customer_id`` is its signed-in user's, if any). A
-    client that offered subprotocols gets ``SOCKET_PROTOCOL`` (the caller checked it was
-    among them)."""
+    """Serve one visitor's WebSocket until either side closes it, or its token expires
+    (``expires_at``: closed with ``TOKEN_EXPIRED``, and the visitor connects again with
+    the token it refreshed meanwhile). The session's token was verified by the caller;
+    ``customer_id`` is its signed-in user's, if any. A client that offered subprotocols
+    gets ``SOCKET_PROTOCOL`` (the caller checked it was among them)."""
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=4096, protocols=(SOCKET_PROTOCOL,))
     await ws.prepare(request)
     try:
         transport = request.transport
         abort = None if transport is None else transport.abort
         await hub.attach(domain, session_id, ws, config, customer_id=customer_id, abort=abort)
-        async for message in ws:
-            if message.type == WSMsgType.TEXT and message.data == "ping":
-                await ws.send_str('{"type":"pong"}')
-            elif message.type == WSMsgType.ERROR:
-                break
+        left = None if expires_at is None else max(0.0, expires_at - clock())
+        try:
+            async with asyncio.timeout(left):
+                async for message in ws:
+                    if message.type == WSMsgType.TEXT and message.data == "ping":
+                        await ws.send_str('{"type":"pong"}')
+                    elif message.type == WSMsgType.ERROR:
+                        break
+        except TimeoutError:
+            await ws.close(code=TOKEN_EXPIRED, message=b"session token expired")
     finally:
         hub.detach(domain, session_id, ws, customer_id=customer_id)
     return ws

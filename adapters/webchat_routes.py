@@ -371,7 +371,14 @@ class _Routes:
         except Unconfigured:
             return json_error(503, "web chat not configured")
         return await socket_session(
-            request, self.hub, domain, session_id, config, customer_id=claims.customer_id
+            request,
+            self.hub,
+            domain,
+            session_id,
+            config,
+            customer_id=claims.customer_id,
+            expires_at=claims.expires_at,
+            clock=self.clock,
         )
 
     # -- the widget and preflights -------------------------------------------------------

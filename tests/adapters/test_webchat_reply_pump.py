@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
@@ -176,3 +177,28 @@ async def test_kept_replies_a_socket_did_not_get_wait_for_the_next_one() -> None
     assert [msgspec.json.decode(t)["text"] for t in leaving.got] == texts[:1]
     frames = await frames_on_connect(hub, config, SESSION, 2)
     assert [frame["text"] for frame in frames] == texts[1:]
+
+
+async def test_a_socket_is_closed_when_its_token_expires() -> None:
+    """The token was checked when the socket opened; the socket ends with it (4001), and
+    the visitor connects again with the token it refreshed meanwhile."""
+    hub, config = WebchatHub(), WebchatConfig(enabled=True)
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        expires_at = time.time() + 0.5
+        return await socket_session(request, hub, "acme", SESSION, config, expires_at=expires_at)
+
+    app = web.Application()
+    app.router.add_get("/socket", socket)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(server.make_url("/socket")) as ws,
+        ):
+            frame = await ws.receive(timeout=10)
+        assert (frame.type, frame.data) == (aiohttp.WSMsgType.CLOSE, webchat.TOKEN_EXPIRED)
+        await wait_until(lambda: hub.connected("acme", SESSION) == 0, what="detached")
+    finally:
+        await server.close()
