@@ -252,11 +252,23 @@ def chart(
     series: Mapping[int, float], start: int, past: int, ahead: int, interval: int, zone: str
 ) -> Chart:
     """A series' ``past`` measured intervals from ``start`` beside their forecast fitted
-    on the history before them, then ``ahead`` intervals forecast; and the error on the
-    history's last week held out (None with a week or less of history)."""
-    before = {at: value for at, value in series.items() if at < start}
+    on the history before them, then ``ahead`` intervals forecast from all of it, as a
+    staffing run and ``switchboard forecast`` fit them (the past week included); and the
+    error on the history's last week held out (None with a week or less of history)."""
+    now = start + past * interval
+    fitted = forecast(
+        {at: value for at, value in series.items() if at < start},
+        interval_seconds=interval,
+        tz=zone,
+        start=start,
+        intervals=past,
+    )
     predicted = forecast(
-        before, interval_seconds=interval, tz=zone, start=start, intervals=past + ahead
+        {at: value for at, value in series.items() if at < now},
+        interval_seconds=interval,
+        tz=zone,
+        start=now,
+        intervals=ahead,
     )
     measured = None
     if series and max(series) - min(series) >= WEEK.total_seconds():
@@ -265,7 +277,7 @@ def chart(
         model=predicted.model,
         backtest=measured,
         actual=tuple(series.get(start + i * interval, 0.0) for i in range(past)),
-        forecast=tuple(round(value, 3) for value in predicted.values),
+        forecast=tuple(round(value, 3) for value in (*fitted.values, *predicted.values)),
     )
 
 

@@ -105,12 +105,14 @@ class ForecastStream(msgspec.Struct, frozen=True, kw_only=True):
     queue: str
     channel: Channel
     model: str
+    """The model of the coming days' forecast."""
     backtest: Backtest | None
     """The error on the last week of history held out (MAPE, WAPE), None with a week or less."""
     actual: tuple[float, ...]
     """Measured arrivals of each interval of the chart that is past."""
     forecast: tuple[float, ...]
-    """The forecast of each interval of the chart, the past ones fitted without them."""
+    """The forecast of each interval of the chart: the past ones fitted on the history
+    before them, the coming ones on all of it (the past week included)."""
     handling_backtest: Backtest | None = None
     """The same for the workload: seconds people actively worked per interval."""
     handling_actual: tuple[float, ...] = ()
@@ -119,7 +121,8 @@ class ForecastStream(msgspec.Struct, frozen=True, kw_only=True):
 
 class ForecastView(msgspec.Struct, frozen=True, kw_only=True):
     """Arrivals and workload per interval: the last week measured and forecast (fitted on
-    the weeks before it), then the coming days forecast."""
+    the weeks before it), then the coming days forecast (fitted on every week, the last
+    one included)."""
 
     domain: str
     time_zone: str

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from router.api.planning import forecast_window
+from router.api.planning import chart, forecast_window
 from router.api.planning_jobs import RUNNING_MAX, PlanningJobs, Report
 from router.api.planning_models import HISTORY_WEEKS_MAX
 from runtime.workload import FIGURES_MAX_SPAN
@@ -270,3 +270,16 @@ def test_the_longest_forecast_history_is_one_read() -> None:
     assert datetime.fromtimestamp(now, UTC) - history_start == FIGURES_MAX_SPAN
     _, short = forecast_window(now, 8)
     assert datetime.fromtimestamp(chart_start, UTC) - short == timedelta(weeks=8)
+
+
+def test_the_coming_days_are_forecast_from_the_week_just_measured_too() -> None:
+    """Eight weeks at 10 an hour, then a week at 20: the week charted is fitted on the
+    weeks before it (10), the coming days on every week (above 10, as a staffing run and
+    ``switchboard forecast`` see them; they were 10, fitted a week ago)."""
+    hour, start = 3600, 9 * 7 * 24 * 3600
+    series = {at: 10.0 for at in range(0, start - 7 * 24 * hour, hour)}
+    series |= {at: 20.0 for at in range(start - 7 * 24 * hour, start, hour)}
+    week = 7 * 24
+    charted = chart(series, start - week * hour, week, 24, hour, "UTC")
+    assert sum(charted.forecast[:week]) / week == pytest.approx(10.0, abs=0.5)
+    assert sum(charted.forecast[week:]) / 24 > 12.0
