@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -236,24 +237,35 @@ async def hook() -> AsyncIterator[Harness]:
     await harness.client.close()
 
 
-async def frames_on_connect(
-    hub: WebchatHub, config: WebchatConfig, session_id: str, count: int
-) -> list[dict[str, Any]]:
-    """The first ``count`` frames a visitor's socket of ``acme`` receives when it connects
-    to ``hub`` (what the hub kept for the session)."""
+@contextlib.asynccontextmanager
+async def served_socket(
+    hub: WebchatHub, config: WebchatConfig, session_id: str | None = None, **options: Any
+) -> AsyncIterator[TestServer]:
+    """A server of visitors' sockets of ``acme`` on ``/socket`` (the session ``session_id``,
+    else the query's ``session``), ``socket_session`` given ``options``."""
 
     async def socket(request: web.Request) -> web.WebSocketResponse:
-        return await socket_session(request, hub, "acme", session_id, config)
+        session = session_id or request.query["session"]
+        return await socket_session(request, hub, "acme", session, config, **options)
 
     app = web.Application()
     app.router.add_get("/socket", socket)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(server.make_url("/socket")) as ws,
-        ):
-            return [msgspec.json.decode(await ws.receive_str(timeout=15)) for _ in range(count)]
+        yield server
     finally:
         await server.close()
+
+
+async def frames_on_connect(
+    hub: WebchatHub, config: WebchatConfig, session_id: str, count: int
+) -> list[dict[str, Any]]:
+    """The first ``count`` frames a visitor's socket of ``acme`` receives when it connects
+    to ``hub`` (what the hub kept for the session)."""
+    async with (
+        served_socket(hub, config, session_id) as server,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(server.make_url("/socket")) as ws,
+    ):
+        return [msgspec.json.decode(await ws.receive_str(timeout=15)) for _ in range(count)]

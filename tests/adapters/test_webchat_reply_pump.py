@@ -13,17 +13,15 @@ import uuid
 import aiohttp
 import msgspec
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 
 from adapters import webchat
-from adapters.webchat import WebchatConfig, WebchatHub, socket_session
+from adapters.webchat import WebchatConfig, WebchatHub
 from adapters.webchat_routes import reply_pump
 from runtime import db, kafka
 from runtime.sealing import TopicKeys
 from schemas import Channel, ReplyRequested, topics
-from tests.adapters.conftest import frames_on_connect
+from tests.adapters.conftest import frames_on_connect, served_socket
 from tests.conftest import Infrastructure
 from tests.support import make_config, wait_until
 
@@ -117,15 +115,7 @@ async def test_a_visitor_who_stops_reading_does_not_hold_back_the_others(
     to it: the hub cuts it off (keeping the reply), so the next visitor's reply goes."""
     monkeypatch.setattr(webchat, "SEND_SECONDS", 0.5)
     hub, config = WebchatHub(), WebchatConfig(enabled=True)
-
-    async def socket(request: web.Request) -> web.WebSocketResponse:
-        return await socket_session(request, hub, "acme", request.query["session"], config)
-
-    app = web.Application()
-    app.router.add_get("/socket", socket)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
+    async with served_socket(hub, config) as server:
         # A WebSocket handshake by hand, then nothing read.
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         key = base64.b64encode(os.urandom(16)).decode()
@@ -147,8 +137,6 @@ async def test_a_visitor_who_stops_reading_does_not_hold_back_the_others(
         assert not await hub.deliver(other, config)  # no socket: kept at once
         assert time.monotonic() - started < 0.5
         writer.close()
-    finally:
-        await server.close()
 
 
 async def test_kept_replies_a_socket_did_not_get_wait_for_the_next_one() -> None:
@@ -183,16 +171,7 @@ async def test_a_socket_is_closed_when_its_token_expires() -> None:
     """The token was checked when the socket opened; the socket ends with it (4001), and
     the visitor connects again with the token it refreshed meanwhile."""
     hub, config = WebchatHub(), WebchatConfig(enabled=True)
-
-    async def socket(request: web.Request) -> web.WebSocketResponse:
-        expires_at = time.time() + 0.5
-        return await socket_session(request, hub, "acme", SESSION, config, expires_at=expires_at)
-
-    app = web.Application()
-    app.router.add_get("/socket", socket)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
+    async with served_socket(hub, config, SESSION, expires_at=time.time() + 0.5) as server:
         async with (
             aiohttp.ClientSession() as session,
             session.ws_connect(server.make_url("/socket")) as ws,
@@ -200,5 +179,3 @@ async def test_a_socket_is_closed_when_its_token_expires() -> None:
             frame = await ws.receive(timeout=10)
         assert (frame.type, frame.data) == (aiohttp.WSMsgType.CLOSE, webchat.TOKEN_EXPIRED)
         await wait_until(lambda: hub.connected("acme", SESSION) == 0, what="detached")
-    finally:
-        await server.close()
