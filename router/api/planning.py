@@ -64,7 +64,7 @@ from router.planning.demand import (
     forecast_demand,
     recorded_demand,
 )
-from router.planning.forecast import Backtest, backtest, forecast
+from router.planning.forecast import Backtest, Forecast, backtest, forecast
 from router.planning.search import required_staffing
 from router.planning.shifts import staffed_from_shifts
 from router.planning.staffing import AgentGroup, Roster, simulate, staffed_as
@@ -255,21 +255,15 @@ def chart(
     on the history before them, then ``ahead`` intervals forecast from all of it, as a
     staffing run and ``switchboard forecast`` fit them (the past week included); and the
     error on the history's last week held out (None with a week or less of history)."""
-    now = start + past * interval
-    fitted = forecast(
-        {at: value for at, value in series.items() if at < start},
-        interval_seconds=interval,
-        tz=zone,
-        start=start,
-        intervals=past,
-    )
-    predicted = forecast(
-        {at: value for at, value in series.items() if at < now},
-        interval_seconds=interval,
-        tz=zone,
-        start=now,
-        intervals=ahead,
-    )
+
+    def fitted_before(first: int, intervals: int) -> Forecast:
+        history = {at: value for at, value in series.items() if at < first}
+        return forecast(
+            history, interval_seconds=interval, tz=zone, start=first, intervals=intervals
+        )
+
+    fitted = fitted_before(start, past)
+    predicted = fitted_before(start + past * interval, ahead)
     measured = None
     if series and max(series) - min(series) >= WEEK.total_seconds():
         measured = backtest(series, interval_seconds=interval, tz=zone)
