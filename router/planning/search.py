@@ -14,7 +14,8 @@ as scheduled) over the simulation of ``router.planning.staffing``, on the same c
    smaller count left an earlier interval's late arrivals waiting) are raised by one until
    every interval meets.
 3. **Trim.** Each interval in turn is tried with one agent fewer, continuing a copy of the
-   replay at its start to the end of the run; kept when every interval still meets.
+   replay at its start to the end of the run; kept when every interval still meets, and
+   tried again one fewer, until the next one misses.
 
 So the result, replayed, meets the target in every interval, and one agent fewer in any
 interval misses it somewhere (``infeasible`` lists intervals ``max_agents`` could not meet;
@@ -194,16 +195,19 @@ class _Search:
         self._staff(reference, self.counts)
         for interval in range(self.intervals):
             reference.run_until(self._boundary(interval))
-            if self.counts[interval] > 0 and interval not in self.infeasible:
+            # One agent fewer at a time, while every interval still meets the target: the
+            # bisections may leave more than one too many.
+            while self.counts[interval] > 0 and interval not in self.infeasible:
                 fewer = list(self.counts)
                 fewer[interval] -= 1
                 self.simulations += 1
                 trial = copy.deepcopy(reference)
                 self._staff(trial, fewer)
                 trial.run_until(trial.end)
-                if self._all_met(trial):
-                    self.counts = fewer
-                    self._staff(reference, fewer)
+                if not self._all_met(trial):
+                    break
+                self.counts = fewer
+                self._staff(reference, fewer)
             self._step(self.intervals + interval + 1)
         reference.run_until(reference.end)
         return reference

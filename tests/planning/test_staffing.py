@@ -218,3 +218,29 @@ def test_the_live_wait_estimates_calibration_on_a_simulated_day() -> None:
     assert abs(report.wait_estimate_bias_seconds) < 30
     busiest = max(report.intervals, key=lambda outcome: outcome.wait_estimates)
     assert busiest.wait_estimate_median_error_seconds is not None
+
+
+def test_the_trim_takes_away_as_many_agents_as_the_target_allows() -> None:
+    """A burst of 80 in a quarter hour, one conversation an agent: the bisections leave
+    several agents too many there, and one agent taken away at a time left one fewer still
+    meeting the target (19 where 14 meet it)."""
+    stream = DemandStream(
+        queue="default",
+        channel=Channel.WEBCHAT,
+        arrivals=(0.0, 80.0, 5.0),
+        holding_seconds=600.0,
+        patience_seconds=900.0,
+        returning_share=0.0,
+    )
+    demand = Demand(start=START, interval_seconds=900, streams=(stream,))
+    target = ServiceTarget(within_seconds=900, share=0.8)
+    search = required_staffing("acme", DomainPolicy(), demand, team((), 1), target, seed=52)
+    assert all(outcome.met for outcome in search.report.intervals)
+    for interval, count in enumerate(search.staffed):
+        if count == 0:
+            continue
+        fewer = list(search.staffed)
+        fewer[interval] -= 1
+        roster = Roster(groups=(team(tuple(fewer), 1),))
+        trial = simulate("acme", DomainPolicy(), demand, roster, target, seed=52)
+        assert not all(outcome.met for outcome in trial.intervals), (interval, search.staffed)
