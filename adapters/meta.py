@@ -90,9 +90,6 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
-
-import msgspec
 
 from adapters.base import (
     BadRequest,
@@ -127,6 +124,7 @@ from adapters.meta_whatsapp import (
 from adapters.normalize import (
     META_REPLY_WINDOW_SECONDS,
     Endpoint,
+    decode_item,
     decode_json,
     delivery_status_changed,
     e164,
@@ -415,7 +413,7 @@ def _whatsapp(
 ) -> bool:
     """Collect the events of one WhatsApp ``messages`` or ``smb_message_echoes`` change;
     False if its number is unknown."""
-    value = _item(change.value, WaValue, "WhatsApp change")
+    value = decode_item(change.value, WaValue, "WhatsApp change")
     number_id = value.metadata.phone_number_id
     endpoint = find_endpoint(config.meta.whatsapp, number_id, "phone_number_id")
     if endpoint is None:
@@ -701,17 +699,6 @@ def _messaging(
     # optin, referral, typing, account linking, handover …: not routed.
 
 
-T = TypeVar("T")
-
-
-def _item(raw: msgspec.Raw, type_: type[T], what: str) -> T:
-    """One item of a notification, or ``Unusable``: set aside alone, with its place."""
-    try:
-        return decode_json(raw, type_, what)
-    except BadRequest as malformed:
-        raise Unusable(malformed.reason) from None
-
-
 def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized:
     """Normalize a verified Meta notification into events (possibly none) and the items
     set aside."""
@@ -741,7 +728,7 @@ def parse_webhook(body: bytes, config: ChannelsConfig, now: float) -> Normalized
         for i, raw in enumerate(entry.messaging):
             where = f"entry[{e}].messaging[{i}]"
             with out.setting_aside(where):
-                item = _item(raw, Messaging, "messaging item")
+                item = decode_item(raw, Messaging, "messaging item")
                 if item.sender.id:  # else a plugin's user_ref: nobody to route
                     _messaging(config, channel, endpoint, entry.id, item, now, out, where)
     if note.entry and not known and not out.events and not out.set_aside:

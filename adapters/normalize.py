@@ -126,6 +126,19 @@ def decode_json(body: bytes, type_: type[T], what: str) -> T:
         raise BadRequest(f"malformed {what}: nested too deeply") from None
 
 
+ITEM_REASON_MAX = 300
+"""Characters of a malformed item's reason kept (msgspec's, which quotes no value)."""
+
+
+def decode_item(raw: bytes, type_: type[T], what: str) -> T:
+    """One item of a signed request, decoded on its own: one that cannot be read is
+    ``Unusable``, set aside alone while the request's other items go on."""
+    try:
+        return decode_json(raw, type_, what)
+    except BadRequest as malformed:
+        raise Unusable(malformed.reason[:ITEM_REASON_MAX]) from None
+
+
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     """Decode an ``application/x-www-form-urlencoded`` body, keeping repeated keys: what
     ``urllib.parse.parse_qsl`` gives with blank values kept and strict UTF-8, but

@@ -111,6 +111,7 @@ from adapters.config import (
 from adapters.media import EVERY_MEDIA_TYPE, MediaLimits, MediaRule, check_attachments, media_type
 from adapters.normalize import (
     consent_reported,
+    decode_item,
     decode_json,
     delivery_status_changed,
     message_received,
@@ -477,10 +478,7 @@ def _seconds(value: float | str | None) -> float | None:
 
 
 def _event(raw: msgspec.Raw, config: ChannelsConfig, now: float) -> list[InboundEvent]:
-    try:
-        event = decode_json(bytes(raw), _Event, "event")
-    except BadRequest as malformed:
-        raise Unusable(malformed.reason[:300]) from None
+    event = decode_item(bytes(raw), _Event, "event")
     if not event.endpoint:
         return []  # not sent by Switchboard
     endpoint = _address(config, event.endpoint)
