@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import os
 import pwd
 import random
@@ -45,19 +46,26 @@ PORT_SLICES = 8
 """Processes choose from slices of the range by their process id (``free_port``)."""
 
 
+_turns = itertools.count(random.randrange(1 << 20))
+"""This process's walk through its slice: a port it handed out is not drawn again until
+the walk has been round the whole slice."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing holds now, below the range the kernel hands out for port 0 and
     outgoing connections. The caller binds it later; a port from that range could be
     handed to any other ``bind(0)`` in between (another test's server, say), and a client
-    of ours would then talk to it. Another process choosing at the same time (a second
-    test worker) could pick the same port before either binds it: each process draws
-    from its own slice of the range first (by its process id), so two rarely meet."""
+    of ours would then talk to it. Between the choice and the bind nothing holds the port,
+    so a second choice must not fall on it: one process takes the ports of its slice in
+    turn rather than at random (a test chose a bot's port, then the service's, and drew
+    the same one). Another process choosing at the same time (a second test worker) draws
+    from its own slice (by its process id), so two rarely meet."""
     below = _ephemeral_low()
     width = (below - LOWEST_PICKED_PORT) // PORT_SLICES
     start = LOWEST_PICKED_PORT + (os.getpid() % PORT_SLICES) * width
     for attempt in range(200):
         if attempt < 100:
-            port = random.randrange(start, start + width)
+            port = start + next(_turns) % width
         else:
             port = random.randrange(LOWEST_PICKED_PORT, below)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

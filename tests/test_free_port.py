@@ -87,3 +87,18 @@ def test_two_processes_choose_from_different_slices(
         start = LOWEST_PICKED_PORT + (pid % embedded.PORT_SLICES) * width
         assert all(start <= port < start + width for port in ports), (pid, ports)
     assert not chosen[4100] & chosen[4101]
+
+
+def test_one_process_gives_no_port_twice_before_walking_its_whole_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test chooses a bot's port, then the service's, binding neither yet: the second
+    choice must not be the first. 200 choices from a slice of 1,125 ports: drawn at random,
+    two would meet all but certainly; walked in turn, none can, even with every other port
+    of the slice held by someone else (another test worker)."""
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("29000\t60999\n")
+    monkeypatch.setattr(embedded, "EPHEMERAL_PORTS", ranges)
+    monkeypatch.setattr(embedded.os, "getpid", lambda: embedded.PORT_SLICES - 1)
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports), sorted(ports)
