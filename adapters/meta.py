@@ -45,9 +45,12 @@ Instagram messaging items):
   conversation (``normalize.read_through``), which the router applies to every reply sent
   in it up to then (a ``delivery`` with a watermark and no ``mids`` is not reported: a
   delivery without a read says less than the read that follows). Postbacks are
-  messages (their title as text). Echoes: below. Referrals, opt-ins, typing, account
-  linking, handovers, WhatsApp ``unsupported``, ``system`` messages other than the two
-  below, and account-level changes are recognised and not routed;
+  messages (their title as text). An unsupported message (WhatsApp ``unsupported``,
+  Messenger/Instagram ``is_unsupported``: a poll, a GIF, a first message WhatsApp could
+  not make available) is a message without content, so that a person answers; WhatsApp's
+  unsupported edits, reactions, pins, keep-in-chat and poll votes are not routed. Echoes:
+  below. Referrals, opt-ins, typing, account linking, handovers, ``system`` messages
+  other than the two below, and account-level changes are recognised and not routed;
 - a WhatsApp ``system`` message ``user_changed_number`` (``system.wa_id``, the new number,
   and ``system.user_id``, the new business-scoped user id) or ``user_changed_user_id``
   (``system.user_id``) → one ``IdentityChanged`` per new address
@@ -240,6 +243,12 @@ def _seconds(raw: str | int | None, *, millis: bool = False) -> float | None:
 
 
 _WA_MEDIA = ("image", "video", "audio", "document", "sticker")
+_WA_UNSUPPORTED_CHANGES = frozenset({"edit", "reaction", "pin", "keep_in_chat", "poll_update"})
+"""Unsupported kinds that act on another message or the chat rather than say something
+new: not routed. Any other unsupported message (a poll, a GIF, a message WhatsApp could not
+make available, error 131060: often a customer's first message from an ad to a number also
+on the WhatsApp Business app) is a person writing, routed without content so that someone
+answers and asks for it again."""
 
 
 def media_reference(config: ChannelsConfig, media_id: str) -> str:
@@ -329,8 +338,11 @@ def _wa_content(config: ChannelsConfig, msg: WaMessage, domain: str) -> _Content
         return _Content(text=reply.title if reply else "")
     if msg.type == "order" and msg.order is not None:
         return _Content(text=order_text(msg.order))
-    # reaction, edit, revoke: changes (``_wa_change``); unsupported, system,
-    # request_welcome, ephemeral: nothing for an agent.
+    if msg.type in ("unsupported", "unknown"):
+        kind = msg.unsupported.type if msg.unsupported is not None else None
+        return None if kind in _WA_UNSUPPORTED_CHANGES else _Content(text="")
+    # reaction, edit, revoke: changes (``_wa_change``); system, request_welcome,
+    # ephemeral: nothing for an agent.
     return None
 
 
@@ -634,7 +646,7 @@ def _messaging(
                     out.events.append(human_replied(echo))
             return
         content = _send_api_content(msg)
-        if msg.is_unsupported or not (content.text or content.attachments or content.location):
+        if not (msg.is_unsupported or content.text or content.attachments or content.location):
             return
         with out.setting_aside(where):
             out.events.append(

@@ -143,6 +143,12 @@ class WaSystem(_S, frozen=True, kw_only=True):
     """The business-scoped user id they had."""
 
 
+class WaUnsupported(_S, frozen=True, kw_only=True):
+    type: str | None = None
+    """What the user sent that the Cloud API does not carry (``poll_creation``, ``gif``,
+    ``edit``, ``reaction``, …)."""
+
+
 class WaMessage(_S, frozen=True, kw_only=True):
     from_: str | None = msgspec.field(default=None, name="from")
     """The sender's phone number (``wa_id``): absent when WhatsApp withholds it from a user
@@ -168,6 +174,7 @@ class WaMessage(_S, frozen=True, kw_only=True):
     revoke: WaRevoke | None = None
     system: WaSystem | None = None
     order: WaOrder | None = None
+    unsupported: WaUnsupported | None = None
 
 
 class WaEcho(_S, frozen=True, kw_only=True):

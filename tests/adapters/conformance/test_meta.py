@@ -271,7 +271,9 @@ EXPECTED: dict[str, list[str]] = {
     "wa_system_user_changed_user_id": ["identity:user_changed_user_id"],
     "wa_user_preferences_stop": ["marketing:opt_out"],
     "wa_user_preferences_resume": ["marketing:opt_in"],
-    "wa_unsupported": [],  # nothing an agent can read: Meta could not deliver it either
+    "wa_unsupported": [],  # an edit WhatsApp does not carry: it changes, it says nothing new
+    "wa_unsupported_poll": ["message"],  # a poll: someone wrote, without content
+    "wa_unsupported_unavailable": ["message"],  # 131060: a first message from an ad
     "wa_errors": [],  # an account-level error, about no message
     "wa_status_sent": ["sent:sent"],
     "wa_status_delivered": ["delivered:delivered"],
@@ -300,6 +302,7 @@ EXPECTED: dict[str, list[str]] = {
     "instagram_message_deleted": ["deleted"],
     "instagram_echo": [],
     "instagram_postback": ["message"],
+    "instagram_message_unsupported": ["message"],
 }
 
 
@@ -590,6 +593,29 @@ def test_an_order_too_long_for_whatsapp_is_cut_at_its_maximum() -> None:
     text = _order(product_items=[item] * 100).text
     assert len(text) == 4096
     assert text.endswith("…")
+
+
+# -- unsupported messages: someone wrote what the API does not carry ------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["wa_unsupported_poll", "wa_unsupported_unavailable", "instagram_message_unsupported"]
+)
+def test_an_unsupported_message_reaches_an_agent_without_content(name: str) -> None:
+    """A poll, a GIF, or a first message WhatsApp could not make available (131060: often a
+    customer tapping an ad to a number also on the WhatsApp Business app): a person wrote
+    and waits for an answer, so it is routed, empty, for someone to ask for it again."""
+    message: MessageReceived = one(name)
+    assert (message.text, message.attachments, message.location) == ("", (), None)
+    assert message.provider_message_id.startswith(("wamid.", "aWdf"))
+    assert message.reply_window_ends_at is not None  # the customer wrote: a window opens
+
+
+@pytest.mark.parametrize("kind", ["edit", "reaction", "pin", "keep_in_chat", "poll_update"])
+def test_an_unsupported_change_to_another_message_is_not_routed(kind: str) -> None:
+    payload = json.loads(fixture("wa_unsupported"))
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["unsupported"] = {"type": kind}
+    assert meta.parse_webhook(json.dumps(payload).encode(), CHANNELS, NOW).events == []
 
 
 # -- WhatsApp: a person answering from the WhatsApp Business app ---------------------------
