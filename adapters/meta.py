@@ -47,7 +47,9 @@ Instagram messaging items):
   delivery without a read says less than the read that follows). Postbacks are
   messages (their title as text). An unsupported message (WhatsApp ``unsupported``,
   Messenger/Instagram ``is_unsupported``: a poll, a GIF, a first message WhatsApp could
-  not make available) is a message without content, so that a person answers; WhatsApp's
+  not make available; a Messenger/Instagram attachment without a URL, such as a
+  ``fallback`` share without payload) is a message without content, so that a person
+  answers; a ``fallback`` link's URL is its ``payload.url``, else its own ``url``; WhatsApp's
   unsupported edits, reactions, pins, keep-in-chat and poll votes are not routed. Echoes:
   below. Referrals, opt-ins, typing, account linking, handovers, ``system`` messages
   other than the two below, and account-level changes are recognised and not routed;
@@ -552,12 +554,13 @@ def _send_api_content(msg: MsgMessage) -> _Content:
                 coordinates.lat, coordinates.long, item.title, None, item.url
             )
             continue
-        if payload is None or not payload.url:
+        url = (payload.url if payload is not None else None) or item.url
+        if not url:
             continue
-        sticker = payload.sticker_id
+        sticker = payload.sticker_id if payload is not None else None
         attachments.append(
             Attachment(
-                url=payload.url,
+                url=url,
                 content_type=item.type,
                 media_id=None if sticker is None else str(sticker),
             )
@@ -646,7 +649,9 @@ def _messaging(
                     out.events.append(human_replied(echo))
             return
         content = _send_api_content(msg)
-        if not (msg.is_unsupported or content.text or content.attachments or content.location):
+        # Something shared without a link (a fallback without payload, a booking) is
+        # still a person writing: routed without content, as an unsupported message is.
+        if not (msg.is_unsupported or msg.attachments or content.text or content.location):
             return
         with out.setting_aside(where):
             out.events.append(

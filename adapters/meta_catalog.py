@@ -110,7 +110,10 @@ DECLARATIONS = (
         channels=(Channel.MESSENGER.value,),
         inbound="POST /webhooks/meta (GET: subscription handshake)",
         outbound="Send API POST /me/messages",
-        media_in="image, video, audio, file, sticker (the attachment URL as Meta sent it)",
+        media_in=(
+            "image, video, audio, file, sticker, a shared link (`fallback`): the attachment"
+            " URL as Meta sent it"
+        ),
         media_out="image, video, audio, file by URL (≤ 25 MB), one message each after the text",
         statuses="delivered (message_deliveries naming the messages)",
         read_receipts=(

@@ -285,6 +285,8 @@ EXPECTED: dict[str, list[str]] = {
     "messenger_message_reply": ["message"],
     "messenger_message_attachments": ["message"],
     "messenger_message_sticker": ["message"],
+    "messenger_message_fallback": ["message"],  # a shared link
+    "messenger_message_fallback_unsupported_share": ["message"],  # a share without payload
     "messenger_reaction": ["reacted"],
     "messenger_unreaction": ["unreacted"],
     "messenger_read": [],  # the docs' watermark (2016) is no believable time: nothing read
@@ -599,7 +601,13 @@ def test_an_order_too_long_for_whatsapp_is_cut_at_its_maximum() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["wa_unsupported_poll", "wa_unsupported_unavailable", "instagram_message_unsupported"]
+    "name",
+    [
+        "wa_unsupported_poll",
+        "wa_unsupported_unavailable",
+        "instagram_message_unsupported",
+        "messenger_message_fallback_unsupported_share",
+    ],
 )
 def test_an_unsupported_message_reaches_an_agent_without_content(name: str) -> None:
     """A poll, a GIF, or a first message WhatsApp could not make available (131060: often a
@@ -607,8 +615,18 @@ def test_an_unsupported_message_reaches_an_agent_without_content(name: str) -> N
     and waits for an answer, so it is routed, empty, for someone to ask for it again."""
     message: MessageReceived = one(name)
     assert (message.text, message.attachments, message.location) == ("", (), None)
-    assert message.provider_message_id.startswith(("wamid.", "aWdf"))
+    assert f'"{message.provider_message_id}"'.encode() in fixture(name)
     assert message.reply_window_ends_at is not None  # the customer wrote: a window opens
+
+
+def test_a_shared_link_keeps_its_url_and_a_share_without_one_is_routed_empty() -> None:
+    link: MessageReceived = one("messenger_message_fallback")
+    assert link.text == "look at this https://example.com/offer"
+    assert [(a.url, a.content_type) for a in link.attachments] == [
+        ("https://l.facebook.com/l.php?u=https%3A%2F%2Fexample.com%2Foffer", "fallback")
+    ]
+    share: MessageReceived = one("messenger_message_fallback_unsupported_share")
+    assert (share.text, share.attachments) == ("", ())
 
 
 @pytest.mark.parametrize("kind", ["edit", "reaction", "pin", "keep_in_chat", "poll_update"])
