@@ -571,7 +571,7 @@ def _parse(ctx: WebhookContext) -> Handler:
 
             return parse_signed(parse, nonce=None if verified is None else verified.nonce)
 
-        return await serve(ctx, PROVIDER, request, work, _ok)
+        return await serve(ctx, PROVIDER, request, work, _ok, body_limit=ctx.max_email_body_bytes)
 
     return handle
 

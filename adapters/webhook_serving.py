@@ -1,8 +1,9 @@
 """The provider webhooks as aiohttp routes: read (bounded), verify, normalize, publish, answer.
 
 Every request follows the same steps:
-1. read the raw body, refusing more than ``max_body_bytes`` (413) and any body with a
-   ``Content-Encoding`` (415, see ``refuse_encoded_bodies``);
+1. read the raw body, refusing more than ``max_body_bytes`` (inbound mail:
+   ``max_email_body_bytes``) (413) and any body with a ``Content-Encoding`` (415, see
+   ``refuse_encoded_bodies``);
 2. verify the provider's signature or secret (401 missing, 403 wrong; 503 when our secret
    is unset, 404 when no endpoint of the provider is configured at all);
 3. normalize into ``schemas`` events. A request refused before its signature is verified
@@ -97,6 +98,8 @@ class WebhookContext:
     metrics: Metrics
     public_url: str | None = None
     max_body_bytes: int = 1024 * 1024
+    max_email_body_bytes: int = 32 * 1024 * 1024
+    """Inbound mail (``body_limit`` of its routes): whole mails with their attachments."""
     clock: Callable[[], float] = field(default=time.time)
     lookups: IdentityLookups | None = None
     """The domains' identity lookups (None: none at all)."""
@@ -219,12 +222,14 @@ async def serve(
     ok: Callable[[], web.Response],
     *,
     empty_outcome: str = "ignored",
+    body_limit: int | None = None,
 ) -> web.Response:
-    """Steps 1-5 of the module docstring for one request."""
+    """Steps 1-5 of the module docstring for one request; the body is read up to
+    ``body_limit`` (``ctx.max_body_bytes`` when None)."""
     m = ctx.metrics
     try:
         # Steps 1-3
-        body = await read_body(request, ctx.max_body_bytes)
+        body = await read_body(request, body_limit or ctx.max_body_bytes)
         normalized = work(body)
     except BodyTooLarge as exc:
         return _refused(ctx, provider, "too_large", exc)

@@ -108,7 +108,14 @@ def _email(ctx: WebhookContext) -> Handler:
                 nonce=nonce,
             )
 
-        return await serve(ctx, provider, request, work, lambda: web.Response(text="ok"))
+        return await serve(
+            ctx,
+            provider,
+            request,
+            work,
+            lambda: web.Response(text="ok"),
+            body_limit=ctx.max_email_body_bytes,
+        )
 
     return handle
 

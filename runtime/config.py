@@ -122,6 +122,10 @@ class HttpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """The URL providers call, for signature checks behind proxies (env ``SWITCHBOARD_PUBLIC_URL``)."""
     max_body_bytes: int = 1024 * 1024
     """Largest request body accepted; larger ones get 413."""
+    max_email_body_bytes: int = 32 * 1024 * 1024
+    """Largest inbound mail a provider posts (Mailgun's routes, SendGrid's Inbound Parse):
+    the whole mail, attachments included (Mailgun takes mails of up to 25 MB, SendGrid of
+    up to 30 MB); larger ones get 413."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -548,6 +548,7 @@ def _adapter_routes(
         metrics=app[METRICS],
         public_url=config.http.public_url,
         max_body_bytes=config.http.max_body_bytes,
+        max_email_body_bytes=config.http.max_email_body_bytes,
         lookups=app[IDENTITY_LOOKUPS],
         outbound=outbounds,
     )

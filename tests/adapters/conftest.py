@@ -204,6 +204,7 @@ async def start_harness(
     environ: Mapping[str, str] = ENVIRON,
     public_url: str | None = PUBLIC_URL,
     max_body_bytes: int = 256 * 1024,
+    max_email_body_bytes: int | None = None,
     outbound: Mapping[str, OutboundConfig] | None = None,
     log_limit: RateLimit | None = None,
 ) -> Harness:
@@ -219,6 +220,7 @@ async def start_harness(
         public_url=public_url,
         max_body_bytes=max_body_bytes,
         clock=lambda: NOW,
+        **({} if max_email_body_bytes is None else {"max_email_body_bytes": max_email_body_bytes}),
         outbound=outbound or {},
         log_limit=log_limit or RateLimit(),
     )

@@ -20,7 +20,7 @@ from schemas import (
     email_thread_root,
 )
 from schemas.limits import NONCE_MAX
-from tests.adapters.conftest import ENVIRON, NOW, Harness
+from tests.adapters.conftest import ENVIRON, NOW, Harness, start_harness
 from tests.adapters.test_egress import reply
 
 PATH = "/webhooks/email/mailgun"
@@ -105,6 +105,38 @@ async def test_multipart_with_an_attachment(hook: Harness) -> None:
         "application/pdf",
         12,
     )
+
+
+def forwarded_with(attachment: bytes) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    for name, value in mailgun_post(**{"attachment-count": "1"}).items():
+        form.add_field(name, value)
+    form.add_field(
+        "attachment-1", io.BytesIO(attachment), filename="scan.pdf", content_type="application/pdf"
+    )
+    return form
+
+
+async def test_a_mail_with_a_scan_of_some_megabytes_is_taken(hook: Harness) -> None:
+    """Mailgun posts the whole mail (up to 25 MB): a 5 MB attachment, far over the limit of
+    other webhooks' bodies, is read, its mail routed; Mailgun would retry a 413 for 8 hours,
+    then drop the mail."""
+    scan = b"%PDF-1.4 " + b"0" * (5 * 1024 * 1024)
+    resp = await hook.client.post(PATH, data=forwarded_with(scan))
+    assert resp.status == 200
+    [msg] = hook.publisher.messages
+    [att] = msg.attachments
+    assert (att.filename, att.size_bytes) == ("scan.pdf", len(scan))
+
+
+async def test_a_mail_over_the_email_body_limit_is_413() -> None:
+    harness = await start_harness(max_email_body_bytes=1024 * 1024)
+    try:
+        resp = await harness.client.post(PATH, data=forwarded_with(b"0" * (2 * 1024 * 1024)))
+        assert resp.status == 413
+        assert harness.publisher.batches == []
+    finally:
+        await harness.client.close()
 
 
 async def test_store_notify_attachments_keep_their_urls(hook: Harness) -> None:

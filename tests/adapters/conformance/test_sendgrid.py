@@ -956,6 +956,28 @@ async def test_the_envelope_recipient_picks_our_address(hook: Harness) -> None:
     assert msg.endpoint == OUR
 
 
+async def test_a_mail_with_an_attachment_of_some_megabytes_is_taken(hook: Harness) -> None:
+    """Inbound Parse posts the whole mail (SendGrid takes up to 30 MB), attachments included:
+    one of 5 MB, over the other webhooks' body limit, is read and its mail routed."""
+    scan = b"%PDF-1.4 " + b"0" * (5 * 1024 * 1024)
+    body = form(
+        [
+            ("headers", mail_headers()),
+            ("to", OUR),
+            ("from", "Ann Customer <Ann@Example.org>"),
+            ("text", "The scan you asked for."),
+            ("envelope", json.dumps({"to": [OUR], "from": "ann@example.org"})),
+            ("attachments", "1"),
+            ("attachment-info", json.dumps({"attachment1": {"filename": "scan.pdf"}})),
+        ],
+        [("attachment1", "scan.pdf", "application/pdf", scan)],
+    )
+    assert (await post_parse(hook, body)).status == 200
+    [msg] = hook.publisher.messages
+    [att] = msg.attachments
+    assert (att.filename, att.size_bytes) == ("scan.pdf", len(scan))
+
+
 async def test_mail_to_no_address_of_ours_is_set_aside(hook: Harness) -> None:
     body = form([("to", "nobody@elsewhere.example"), ("from", "ann@example.org"), ("text", "hi")])
     reason = await hook.set_aside(await post_parse(hook, body), "sendgrid")
