@@ -41,12 +41,11 @@ A drain (``_drain``) repeats, oldest rows first:
 Restarts: SIGTERM finishes the sends under way and gives back the claimed rows not
 started. A process that dies holds its claims until their lease expires
 (``LEASE_SECONDS``), then another process sends them again: a row claimed but not recorded
-may have reached the provider. Twilio (``I-Twilio-Idempotency-Token``) and Mailgun
-(``Message-Id``) drop that second request, so the customer gets the message once. WhatsApp
-Cloud API, Messenger, Instagram and Telegram take no idempotency key: a message whose
-provider call completed in the last moments before the crash (the request reached the
-provider, the answer was not recorded) is sent twice there. That window is one provider
-call per message in flight at the moment of the crash; nothing is lost.
+may have reached the provider. RBM drops that second request (``messageId``, the row's
+id). Twilio, Mailgun, the WhatsApp Cloud API, Messenger, Instagram and Telegram take no
+idempotency key: a claimed row whose provider call reached the provider before the crash
+(its answer not recorded) is sent twice there. Only the rows claimed at the moment of the
+crash can be: a row recorded as sent is never sent again; nothing is lost.
 """
 
 from __future__ import annotations

@@ -96,8 +96,10 @@ def main() -> int:
             figures["campaign_duplicates"] == figures["campaign_losses"] == 0,
         ),
         (
-            "campaign with a restart: no duplicate, no loss",
-            figures["campaign_restart_duplicates"] == figures["campaign_restart_losses"] == 0,
+            "campaign with a restart: no loss, duplicates only of claims under way at the kill",
+            figures["campaign_restart_losses"]
+            == figures["campaign_restart_duplicates_of_unclaimed"]
+            == 0,
         ),
     ]
     print("\n== targets")

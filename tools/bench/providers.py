@@ -3,9 +3,9 @@ WhatsApp Cloud API, as far as egress uses them, in their real request and answer
 
 - Twilio: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``, form-encoded (``From``,
   ``To``, ``Body`` or ``ContentSid`` + ``ContentVariables``, ``MediaUrl``), basic auth;
-  201 with the message resource (``sid``, ``status``). A request repeating an
-  ``I-Twilio-Idempotency-Token`` already accepted gets the first message back and sends
-  nothing: what the token is for.
+  201 with the message resource (``sid``, ``status``). No idempotency key, as Twilio
+  documents for a message's ``POST``: every accepted request is a message the customer
+  receives.
 - WhatsApp Cloud API: ``POST /{version}/{phone_number_id}/messages``, JSON, bearer token;
   200 with ``messages[0].id`` (a ``wamid``). No idempotency key: every accepted request is
   a message the customer receives.
@@ -59,7 +59,6 @@ class Received:
     account: str | None = None
     form: dict[str, str] = field(default_factory=dict)
     json: Any = None
-    idempotency: str | None = None
 
 
 class FakeProviders:
@@ -78,7 +77,6 @@ class FakeProviders:
         self._twilio_sid = twilio_sid or (lambda n: f"SM{n:032x}")
         self.requests: list[Received] = []
         self.delivered: list[Received] = []
-        self._by_token: dict[str, str] = {}
         self.app = web.Application()
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.twilio)
         self.app.router.add_post("/{version}/{number}/messages", self.graph)
@@ -98,7 +96,6 @@ class FakeProviders:
 
     async def twilio(self, request: web.Request) -> web.Response:
         form = {key: str(value) for key, value in (await request.post()).items()}
-        token = request.headers.get("I-Twilio-Idempotency-Token")
         status = 429 if self._throttle() else 201
         received = Received(
             provider="twilio",
@@ -110,19 +107,13 @@ class FakeProviders:
             auth=request.headers.get("Authorization", ""),
             account=request.match_info["sid"],
             form=form,
-            idempotency=token,
         )
         self.requests.append(received)
         if status == 429:
             body = {"code": 20429, "message": "Too Many Requests", "status": 429}
             return web.json_response(body, status=429, headers=self._headers())
-        if token is not None and token in self._by_token:
-            sid = self._by_token[token]
-        else:
-            sid = self._twilio_sid(len(self.delivered))
-            self.delivered.append(received)
-            if token is not None:
-                self._by_token[token] = sid
+        sid = self._twilio_sid(len(self.delivered))
+        self.delivered.append(received)
         await asyncio.sleep(self.delay)
         return web.json_response({"sid": sid, "status": "queued", "to": received.to}, status=201)
 
