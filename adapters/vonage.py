@@ -264,7 +264,8 @@ def _media_id(url: str) -> str | None:
 
 def _attachment(kind: str, url: str | None, name: str | None, caption: str | None) -> Attachment:
     if not url:
-        raise BadRequest(f"{kind} without a url")
+        # A content item's type is the provider's word, any text: named only when ours.
+        raise BadRequest(f"{kind if kind in _MEDIA_KINDS else 'a content item'} without a url")
     return Attachment(
         url=url,
         content_type=_IMPLIED_TYPES.get(kind),

@@ -160,9 +160,18 @@ Work = Callable[[bytes], Normalized]
 
 REASONS_NAMED = 5
 """Distinct reasons a dead letter of several items names, the most frequent first."""
-_QUOTED = re.compile(r"(?<!\w)'[^']*'(?!\w)|(?<!\w)\"[^\"]*\"(?!\w)")
-"""What a reason quotes (``'Ann'``, not the apostrophe of ``the DM's``): the values a log
-line or a dead letter's reason leaves out."""
+_QUOTED = re.compile(
+    r"(?<!\w)'(?:[^'\\]|\\.|'(?=\w))*(?:'(?!\w)|\\?$)"
+    r"|(?<!\w)\"(?:[^\"\\]|\\.|\"(?=\w))*(?:\"(?!\w)|\\?$)"
+)
+"""What a reason quotes (``'Ann'``, not the apostrophe of ``the DM's``), escaped quotes
+and quotes inside a word within included (``repr`` writes ``'Jo "J" O\\'Roe'``), and an
+opening quote never closed (to the end)."""
+
+
+def without_values(reason: str) -> str:
+    """``reason`` as a log line or a dead letter may hold it: what it quotes left out."""
+    return _QUOTED.sub("…", reason)
 
 
 def dead_letters(
@@ -177,7 +186,7 @@ def dead_letters(
     for unusable in set_aside:
         # A reason never quotes a value (a parser's message may: "unknown value 'Ann'"),
         # as a refusal's log line does not.
-        reason = _QUOTED.sub("…", unusable.reason)
+        reason = without_values(unusable.reason)
         reasons.setdefault(unusable.domain, collections.Counter())[reason] += 1
     return [
         DeadLetter(
@@ -347,7 +356,7 @@ def _refused(ctx: WebhookContext, provider: str, outcome: str, exc: BadRequest) 
         provider=provider,
         outcome=outcome,
         status=exc.status,
-        reason=_QUOTED.sub("…", exc.reason.split(":", 1)[0])[:120],
+        reason=without_values(exc.reason.split(":", 1)[0])[:120],
     )
     return error_response(exc.status, exc.reason)
 
@@ -363,6 +372,7 @@ def parse_signed(
     except Unusable as unusable:
         return Normalized(events=[], set_aside=[unusable], nonce=nonce)
     except BadRequest as malformed:
-        unreadable = Unusable(malformed.reason[:500], domain=domain)
+        # Cut once its values are out: cut first, a long value would lose its closing quote.
+        unreadable = Unusable(without_values(malformed.reason)[:500], domain=domain)
         return Normalized(events=[], set_aside=[unreadable], nonce=nonce)
     return normalized if nonce is None else dataclasses.replace(normalized, nonce=nonce)

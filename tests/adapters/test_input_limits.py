@@ -23,6 +23,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twilio.request_validator import (  # type: ignore[import-untyped]  # twilio ships no types
     RequestValidator,
 )
@@ -30,6 +32,7 @@ from yarl import URL
 
 from adapters import rbm, sendgrid, vonage, x_dm
 from adapters.base import hmac_hex
+from adapters.webhook_serving import without_values
 from schemas import INBOUND_DECODER, MessageReceived, encode_headers
 from schemas.limits import ADDRESS_MAX, CHANNEL_TEXT_MAX, PLAUSIBLE_PAST_SECONDS, SUBJECT_MAX
 from tests.adapters.conftest import (
@@ -793,9 +796,9 @@ async def test_a_body_with_a_content_encoding_is_415_on_every_new_route(
 
 
 async def test_a_sendgrid_mail_larger_than_the_body_limit_is_413() -> None:
-    """Inbound Parse posts the whole mail, attachments included: ``max_body_bytes`` bounds
-    it (``http.max_body_bytes``, 1 MiB by default)."""
-    harness = await start_harness(max_body_bytes=4096)
+    """Inbound Parse posts the whole mail, attachments included: ``max_email_body_bytes``
+    bounds it (``http.max_email_body_bytes``, 32 MiB by default)."""
+    harness = await start_harness(max_email_body_bytes=4096)
     try:
         body, headers = sendgrid_parse(attachment1=b"x" * 5000)
         resp = await harness.client.post(sendgrid.PARSE_PATH, data=body, headers=headers)
@@ -956,3 +959,45 @@ async def test_a_twilio_json_body_that_is_not_the_signed_one_is_403(hook: Harnes
     resp = await hook.client.post(path, data=body + b" ", headers=headers)
     assert resp.status == 403
     assert hook.publisher.batches == []
+
+
+# -- a dead letter's reason names what was wrong, never the value ---------------------------
+
+PERSON = 'Jane "JR" O\'Roe +14155550123 jane.roe@example.com'
+
+
+def _without_the_person(text: str) -> bool:
+    return not any(part in text for part in ("Jane", "Roe", "4155550123", "example.com"))
+
+
+@given(value=st.text(min_size=1), cut=st.integers(min_value=0))
+def test_a_quoted_value_is_left_out_whole_or_cut(value: str, cut: int) -> None:
+    """``repr`` quotes with either quote, escaping the one it uses; a reason cut in the
+    middle of its value (at 500 characters) has no closing quote."""
+    reason = f"unknown value {value!r}"
+    assert without_values(reason) == "unknown value …"
+    assert without_values(reason[: len("unknown value ") + 1 + cut]) == "unknown value …"
+
+
+@pytest.mark.parametrize("padding", [0, 600])
+async def test_a_signed_meta_object_we_do_not_know_is_set_aside_without_its_value(
+    hook: Harness, padding: int
+) -> None:
+    body, headers = signed({"object": PERSON + " " + "x" * padding, "entry": [{"id": "1"}]})
+    resp = await hook.client.post(META, data=body, headers=headers)
+    assert resp.status == 200
+    [letter] = hook.publisher.dead_letters
+    assert letter.reason.startswith("unsupported object")
+    assert _without_the_person(letter.reason), letter.reason
+
+
+async def test_a_vonage_content_item_of_the_senders_own_type_is_not_named(
+    hook: Harness,
+) -> None:
+    body = msgspec.json.encode(
+        vonage_message(message_type="content", content=[{"type": PERSON}], text=None)
+    )
+    resp = await hook.client.post(vonage.INBOUND_PATH, data=body, headers=vonage_signed(body))
+    assert resp.status == 200
+    [letter] = hook.publisher.dead_letters
+    assert letter.reason == "a content item without a url"
