@@ -40,7 +40,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
-from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord
+from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord, invalid
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
 from schemas import BOT_EVENT_DECODER, topics
@@ -161,7 +161,7 @@ def _refusal(record: ConsumerRecord[bytes, bytes], value: bytes) -> str | None:
     try:
         answer = BOT_EVENT_DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        return f"invalid: {error}"
+        return invalid(error)
     if domain_of_key(record.key) != answer.domain:
         return "invalid: the record's key is not its domain"
     return None

@@ -52,7 +52,7 @@ from adapters.outbound_sender import StatusPublisher, StatusReports, webchat_not
 from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
-from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord
+from runtime.dead_letters import INSERT_RECORD, UNOPENABLE, DeadRecord, invalid
 from runtime.metrics import Metrics
 from runtime.sealing import TopicKeys
 from runtime.tasks import all_finished
@@ -221,7 +221,7 @@ class EgressWorker:
             try:
                 reply = OUTBOUND_DECODER.decode(value)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                await self._dead_letter(record, f"invalid: {error}")
+                await self._dead_letter(record, invalid(error))
                 continue
             if isinstance(reply, NotificationRequested):
                 if reply.channel is Channel.WEBCHAT:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,7 +72,7 @@ from adapters.consent import consents, with_consent
 from adapters.lookup import IdentityLookups
 from runtime.http_errors import json_error, read_limited
 from runtime.kafka import BrokerUnavailable, DeadLetter, KeysUnavailable
-from runtime.logging import RateLimit
+from runtime.logging import RateLimit, without_values
 from runtime.metrics import Metrics
 from runtime.outbound import OutboundConfig
 from schemas import DeliveryStatusChanged, MessageReceived
@@ -160,18 +159,6 @@ Work = Callable[[bytes], Normalized]
 
 REASONS_NAMED = 5
 """Distinct reasons a dead letter of several items names, the most frequent first."""
-_QUOTED = re.compile(
-    r"(?<!\w)'(?:[^'\\]|\\.|'(?=\w))*(?:'(?!\w)|\\?$)"
-    r"|(?<!\w)\"(?:[^\"\\]|\\.|\"(?=\w))*(?:\"(?!\w)|\\?$)"
-)
-"""What a reason quotes (``'Ann'``, not the apostrophe of ``the DM's``), escaped quotes
-and quotes inside a word within included (``repr`` writes ``'Jo "J" O\\'Roe'``), and an
-opening quote never closed (to the end)."""
-
-
-def without_values(reason: str) -> str:
-    """``reason`` as a log line or a dead letter may hold it: what it quotes left out."""
-    return _QUOTED.sub("…", reason)
 
 
 def dead_letters(

@@ -39,6 +39,7 @@ from runtime import kafka
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
 from runtime.kafka import BrokerUnavailable
+from runtime.logging import without_values
 from runtime.sealing import SEALED_WITH, SealingKey, Unreadable, open_value, sealed_with
 from schemas import topics
 from schemas.limits import domain_of_key
@@ -201,6 +202,12 @@ INSERT_RECORD = (
     " WHERE source IS NOT NULL DO NOTHING"
 )
 """Stores a ``DeadRecord`` (its ``row()``); a letter with a ``source`` is stored once."""
+
+
+def invalid(error: Exception) -> str:
+    """The reason of a record our decoder refused: its error without the values it quotes
+    (msgspec names an unknown enum value: ``Invalid enum value 'Ann'``)."""
+    return f"invalid: {without_values(str(error))}"
 
 
 @dataclass(frozen=True, slots=True)

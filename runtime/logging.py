@@ -145,6 +145,20 @@ _API_TOKEN = re.compile(r"sbt_[A-Za-z0-9_-]+")
 _QUERY = re.compile(r"\?(?<=[\w/%.-]\?)(?=[^\s\"'<>]*=)[^\s\"'<>]*")
 
 
+_QUOTED = re.compile(
+    r"(?<!\w)'(?:[^'\\]|\\.|'(?=\w))*(?:'(?!\w)|\\?$)"
+    r"|(?<!\w)\"(?:[^\"\\]|\\.|\"(?=\w))*(?:\"(?!\w)|\\?$)"
+)
+"""What a reason quotes (``'Ann'``, not the apostrophe of ``the DM's``), escaped quotes
+and quotes inside a word within included (``repr`` writes ``'Jo "J" O\\'Roe'``), and an
+opening quote never closed (to the end)."""
+
+
+def without_values(reason: str) -> str:
+    """``reason`` as a log line or a dead letter may hold it: what it quotes left out."""
+    return _QUOTED.sub("…", reason)
+
+
 def fingerprint(value: object) -> str:
     """A stable tag so the same customer can be followed across log lines, keyed
     (``configure``'s ``digest_key``): without the key it cannot be reversed, not even for a

@@ -75,7 +75,7 @@ from router.shell.observe import (
     observe_saved_assignment,
 )
 from router.shell.waits import WaitEstimates
-from runtime.dead_letters import DeadRecord
+from runtime.dead_letters import DeadRecord, invalid
 from runtime.metrics import Metrics
 from runtime.sealing import SealingKey, Unreadable, open_value, sealed_with, sealing_subject
 from schemas import (
@@ -342,7 +342,7 @@ class Intake:
                 try:
                     event: Event = decoder.decode(value)
                 except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                    self.dead_letter(writes, record, f"invalid: {error}")
+                    self.dead_letter(writes, record, invalid(error))
                     continue
                 except RecursionError:
                     self.dead_letter(writes, record, "invalid: nested too deeply")

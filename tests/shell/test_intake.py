@@ -255,6 +255,11 @@ def test_records_of_a_partition_not_owned_are_left_to_its_owner() -> None:
         pytest.param(b"[" * 5000 + b"]" * 5000, "invalid: ", id="nested"),
         pytest.param(with_nul(message()), NUL_REASON, id="nul"),
         pytest.param(
+            msgspec.json.encode(message()).replace(b'"sms"', b'"Ann +14155550123"'),
+            "invalid: Invalid enum value … - at `$.channel`",
+            id="value_left_out",
+        ),
+        pytest.param(
             msgspec.json.encode(msgspec.structs.replace(message(), domain="elsewhere")),
             "unknown domain 'elsewhere'",
             id="unknown_domain",
