@@ -143,6 +143,13 @@ CHANNEL_TEXT_MAX: dict[str, int] = {
 """Longest message text per channel (by ``Channel`` value): what the provider itself
 sends at most. Provider webhooks cut longer text there (see ``clean_text``)."""
 
+PROVIDER_TEXT_MAX: dict[tuple[str, str], int] = {
+    ("twilio", "whatsapp"): 1_600,  # Twilio's Body, on every channel (error 21617)
+    ("vonage", "messenger"): 640,  # Vonage Messages API, Messenger text
+}
+"""Where the provider an endpoint is on takes less text than its channel's own maximum
+(``CHANNEL_TEXT_MAX``): by (endpoint kind, ``Channel`` value)."""
+
 EPOCH_MAX = 253_402_300_799.0
 """9999-12-31T23:59:59Z: the last second Python's datetime (and so CloudEvents' ``time``)
 can represent."""

@@ -66,6 +66,7 @@ from runtime.workload_job import WorkloadJob
 from schemas import topics
 from schemas.bot_webhook import BotWebhook
 from schemas.common import Channel, Event
+from schemas.limits import PROVIDER_TEXT_MAX
 from switchboard.config import Config, ControlDocument
 from switchboard.control.api import setup_control
 from switchboard.control.document import iter_endpoints
@@ -211,9 +212,13 @@ def _api_outbound(document: ControlDocument) -> dict[str, DomainOutbound]:
     """What the API needs of each domain to send business-started messages: its endpoints
     by channel, its ``outbound`` section and the adapters' customer-id rule."""
     endpoints: dict[str, dict[Channel, set[str]]] = {name: {} for name in document.domains}
+    text_max: dict[str, dict[tuple[Channel, str], int]] = {}
     for endpoint in iter_endpoints(document.channels):
         for channel in _ENDPOINT_CHANNELS[endpoint.kind.name]:
             endpoints.setdefault(endpoint.domain, {}).setdefault(channel, set()).add(endpoint.key)
+            longest = PROVIDER_TEXT_MAX.get((endpoint.kind.name, channel.value))
+            if longest is not None:
+                text_max.setdefault(endpoint.domain, {})[(channel, endpoint.key)] = longest
     for name, domain in document.domains.items():
         if domain.webchat.enabled:
             endpoints[name][Channel.WEBCHAT] = {"webchat"}
@@ -222,6 +227,7 @@ def _api_outbound(document: ControlDocument) -> dict[str, DomainOutbound]:
             config=domain.outbound,
             endpoints={c: frozenset(keys) for c, keys in endpoints[name].items()},
             customer_id=functools.partial(document.channels.customer_id, name),
+            text_max=text_max.get(name, {}),
         )
         for name, domain in document.domains.items()
     }

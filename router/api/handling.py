@@ -166,12 +166,15 @@ async def post_reply(request: web.Request) -> web.Response:
             return respond(ErrorBody(error="bot_owned"), status=409)
         template: TemplateUse | None = None
         text = body.text
+        outbound = request.app[API].outbound.get(domain) or DomainOutbound()
         if body.template is not None:
-            outbound = request.app[API].outbound.get(domain) or DomainOutbound()
             found = filled(outbound, record.channel, body.template)
             if isinstance(found, Refusal):
                 raise bad_request(found.reason)
             template, text = found
+        elif len(text) > (longest := outbound.longest_text(record.channel, record.endpoint)):
+            # The provider would refuse it: the agent shortens it now, not after a failure.
+            raise bad_request(f"text is longer than {longest} characters")
         tag = _window_tag(record, template, time.time())
         if isinstance(tag, ErrorBody):
             # The provider would refuse the message: say so now rather than fail at the

@@ -84,7 +84,6 @@ from schemas import (
 from schemas.identity import is_whatsapp_user_id, normalize_identity
 from schemas.limits import (
     ADDRESS_MAX,
-    CHANNEL_TEXT_MAX,
     UnusableValue,
     checked_identifier,
 )
@@ -195,7 +194,9 @@ def _endpoint(send: SendIn, outbound: DomainOutbound) -> str | Refusal:
     return key
 
 
-def _content(send: SendIn, outbound: DomainOutbound) -> tuple[TemplateUse | None, str] | Refusal:
+def _content(
+    send: SendIn, outbound: DomainOutbound, endpoint: str
+) -> tuple[TemplateUse | None, str] | Refusal:
     """Rule 2's text or template."""
     channel = send.channel
     if send.subject is not None and channel is not Channel.EMAIL:
@@ -203,8 +204,9 @@ def _content(send: SendIn, outbound: DomainOutbound) -> tuple[TemplateUse | None
     if send.template is None:
         if not send.text.strip() and not send.attachments:
             return Refusal(400, "a message needs text, a template or attachments")
-        if len(send.text) > CHANNEL_TEXT_MAX[channel]:
-            return Refusal(400, f"text is longer than {CHANNEL_TEXT_MAX[channel]} characters")
+        longest = outbound.longest_text(channel, endpoint)
+        if len(send.text) > longest:
+            return Refusal(400, f"text is longer than {longest} characters")
         return None, send.text
     if send.text:
         return Refusal(400, "give text or a template, not both")
@@ -273,7 +275,7 @@ def draft(index: int, send: SendIn, sender: Sender) -> Draft | Refusal:
         except UnusableValue as error:
             return Refusal(400, f"to: {error}")
         customer_id = sender.outbound.customer_id(send.channel.value, address)
-    content = _content(send, sender.outbound)
+    content = _content(send, sender.outbound, endpoint)
     if isinstance(content, Refusal):
         return content
     answerer = _answerer(send, sender)

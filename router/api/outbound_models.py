@@ -24,6 +24,7 @@ from schemas.limits import (
     ADDRESS_MAX,
     AGENT_ID_MAX,
     ANSWER_WINDOW_MAX,
+    CHANNEL_TEXT_MAX,
     CUSTOMER_ID_MAX,
     ENDPOINT_MAX,
     EVENT_ID_MAX,
@@ -356,6 +357,13 @@ class DomainOutbound:
     )
     """(channel, address) -> the customer id the channel's adapter puts on the address's
     messages (``sms:+1…``, ``phone:+1…``, ``email:…``)."""
+    text_max: Mapping[tuple[Channel, str], int] = field(default_factory=dict)
+    """(channel, endpoint) -> the longest text its provider takes, where that is less than
+    the channel's own (``schemas.limits.PROVIDER_TEXT_MAX``)."""
+
+    def longest_text(self, channel: Channel, endpoint: str) -> int:
+        """The longest text a message from ``endpoint`` on ``channel`` may have."""
+        return self.text_max.get((channel, endpoint), CHANNEL_TEXT_MAX[channel])
 
 
 # -- the OpenAPI operations (``router.api.openapi`` lists them with its own) ---------

@@ -454,6 +454,37 @@ async def test_a_whatsapp_users_window_is_open_under_either_of_their_addresses(
         assert (status, answer["error"]) == (409, "template_required")
 
 
+async def test_text_longer_than_the_endpoints_provider_takes_is_refused_before_sending(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """WhatsApp through Twilio takes a Body of 1,600 characters (error 21617 beyond), the
+    Cloud API 4,096: a longer text is a 400 from the API, for a business-started message
+    and for an agent's reply, instead of a failed send later."""
+    async with outbound_api(infrastructure.bootstrap_servers, database_url) as api:
+        await api.register("ann", capacity={"whatsapp": 2})
+        long = "x" * 1601
+        send = {"channel": "whatsapp", "to": CUSTOMER, "text": long}
+        status, answer = await api.call("POST", OUTBOUND, json={**send, "from": SMS_NUMBER})
+        assert (status, answer) == (400, {"error": "text is longer than 1600 characters"})
+        status, answer = await api.call("POST", OUTBOUND, json={**send, "from": WA_ID})
+        assert (status, answer) == (409, {"error": "template_required"})  # the length is fine
+
+        conversation = await customer_writes(
+            api, Channel.WHATSAPP, SMS_NUMBER, CUSTOMER, window_ends_at=time.time() + 3600
+        )
+        owner = "SELECT owner_agent_id FROM conversations WHERE conversation_id = $1"
+        await wait_until(
+            lambda: api.pool.fetchval(owner, conversation), what="ann owns the conversation"
+        )
+        reply = f"/v1/domains/acme/conversations/{conversation}/reply"
+        status, answer = await api.call("POST", reply, "ann", json={"text": long})
+        assert (status, answer["error"]) == (400, "text is longer than 1600 characters")
+        status, _ = await api.call("POST", reply, "ann", json={"text": long[:1600]})
+        assert status == 202
+        # Only that reply was written: nothing of the refused ones.
+        assert await api.pool.fetchval("SELECT count(*) FROM outbound_messages") == 1
+
+
 async def test_the_reply_api_sends_a_template_or_a_tagged_reply_once_the_window_closed(
     infrastructure: Infrastructure, database_url: str
 ) -> None:
