@@ -91,7 +91,9 @@ class BotAnswerForwarder:
             while not self._stopping.is_set():
                 self._pause_or_resume(consumer)
                 try:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=BATCH_MAX)
+                    batch = await kafka.fetch(
+                        consumer, self._stopping, timeout_ms=500, max_records=BATCH_MAX
+                    )
                     if not batch:
                         continue
                     await self._forward(batch)

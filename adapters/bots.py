@@ -404,7 +404,7 @@ class BotBridge:
         self._pause_or_resume(consumer)
         # Step 1
         try:
-            batch = await consumer.getmany(timeout_ms=500, max_records=200)
+            batch = await kafka.fetch(consumer, self._stopping, timeout_ms=500, max_records=200)
         except KafkaError as error:
             log.warning("bot_bridge_fetch_failed", error=type(error).__name__)
             await asyncio.sleep(1)

@@ -183,8 +183,11 @@ class EgressWorker:
                                 await kafka.rest(consumer, rest_seconds, self._stopping)
                             finally:
                                 self._resting = False
-                        batch = await consumer.getmany(
-                            timeout_ms=kafka.RESTED_READ_MS if quiet else 500, max_records=200
+                        batch = await kafka.fetch(
+                            consumer,
+                            self._stopping,
+                            timeout_ms=kafka.RESTED_READ_MS if quiet else 500,
+                            max_records=200,
                         )
                     except KafkaError as error:
                         log.warning("egress_fetch_failed", error=type(error).__name__)

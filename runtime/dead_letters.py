@@ -366,7 +366,9 @@ class DeadLetterRecorder:
         try:
             while not self._stopping.is_set():
                 try:
-                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    batch = await kafka.fetch(
+                        consumer, self._stopping, timeout_ms=500, max_records=500
+                    )
                 except KafkaError as error:
                     log.warning("dead_letter_fetch_failed", error=type(error).__name__)
                     await asyncio.sleep(1)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from runtime.config import ServiceConfig
 from runtime.db import DATABASE_ERRORS
@@ -187,6 +188,39 @@ def group_consumer(
 
 RESTED_READ_MS = 100
 """How long a consumer back from ``rest`` reads before it may rest again: a few fetches."""
+
+
+Fetched = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+
+
+async def fetch(
+    consumer: AIOKafkaConsumer,
+    stopping: asyncio.Event,
+    *,
+    timeout_ms: int,
+    max_records: int | None = None,
+) -> Fetched:
+    """``consumer.getmany``, given up (nothing fetched) once ``stopping`` is set.
+
+    While its group rebalances, a group consumer's ``getmany`` waits for the new assignment
+    whatever its timeout: until every member has rejoined, up to the group's rebalance
+    timeout (aiokafka's ``max_poll_interval_ms``, 5 minutes). A process asked to stop then
+    (a deploy stopping several adapters at once) waited for that, past its grace period.
+    The stop ends the wait; the consumer is stopped next (``stop_consumer``)."""
+    fetching: asyncio.Future[Fetched] = asyncio.ensure_future(
+        consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    )
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((fetching, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if fetching.done():
+        return fetching.result()
+    fetching.cancel()
+    with contextlib.suppress(asyncio.CancelledError, KafkaError):
+        await fetching
+    return {}
 
 
 async def rest(consumer: AIOKafkaConsumer, seconds: float, wake: asyncio.Event) -> None:

@@ -57,6 +57,43 @@ async def test_a_consumer_whose_broker_stopped_answering_is_given_up(
         broker.stop()
 
 
+async def test_a_fetch_waiting_for_a_rebalance_ends_when_the_loop_is_asked_to_stop(
+    tmp_path: Path,
+) -> None:
+    """While its group rebalances, ``getmany`` waits for the new assignment whatever its
+    timeout (up to the rebalance timeout, 5 minutes: seen in a restart of three adapters,
+    a recorder that did not stop in 30 s). ``kafka.fetch`` gives the wait up on the stop."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    assert broker.pid is not None
+    frozen = False
+    try:
+        config = make_config(broker.bootstrap_servers, "postgresql://unused/unused")
+        await kafka.ensure_topics(config, {})
+        topic = config.topic(topics.OUTBOUND)
+        consumer = kafka.group_consumer(config, {}, "rebalancing", topic)
+        await consumer.start()
+        stopping = asyncio.Event()
+        for _ in range(100):
+            await kafka.fetch(consumer, stopping, timeout_ms=100)
+            if consumer.assignment():
+                break
+        assert consumer.assignment(), "the consumer never joined its group"
+        # A rejoin the broker does not answer (frozen): the fetch waits on it.
+        os.kill(broker.pid, signal.SIGSTOP)
+        frozen = True
+        consumer.subscribe([topic, config.topic(topics.DLQ)])
+        fetching = asyncio.create_task(kafka.fetch(consumer, stopping, timeout_ms=100))
+        await asyncio.sleep(1.0)
+        assert not fetching.done(), "the premise: the fetch waits for the rebalance"
+        stopping.set()
+        assert await asyncio.wait_for(fetching, 5) == {}
+    finally:
+        if frozen:
+            os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+
+
 async def test_the_background_tasks_are_asked_to_stop_together() -> None:
     """Each task takes a while to wind down once asked; asked together, the second has
     finished by the time the first is waited for, where one at a time it would only then
