@@ -410,6 +410,7 @@ def run_staffing(
             progress=report,
         )
         outcome, simulations, infeasible = search.report, search.simulations, search.infeasible
+        simulated = search.simulated_seconds
         sized = staffed_as(searched, search.staffed)
         groups = [*groups, sized]
     else:
@@ -418,6 +419,7 @@ def run_staffing(
             domain, policy, demand, Roster(groups=tuple(groups)), body.target, seed=body.seed
         )
         simulations, infeasible, sized = 1, (), groups[0]
+        simulated = outcome.simulated_seconds
         report(1, 1)
     elapsed = max(time.perf_counter() - began, 1e-9)
     result = StaffingResult(
@@ -429,7 +431,7 @@ def run_staffing(
         report=outcome,
         erlang=side_by_side(demand, sized, body.target, sized.staffed),
         simulations=simulations,
-        simulated_seconds_per_second=round(outcome.simulated_seconds * simulations / elapsed, 1),
+        simulated_seconds_per_second=round(simulated / elapsed, 1),
     )
     return msgspec.json.encode(result)
 

@@ -20,8 +20,7 @@ as scheduled) over the simulation of ``router.planning.staffing``, on the same c
 So the result, replayed, meets the target in every interval, and one agent fewer in any
 interval misses it somewhere (``infeasible`` lists intervals ``max_agents`` could not meet;
 they keep ``max_agents``). Cost, measured on this repository's 2-core machine: a day of
-24 hourly intervals and about 1,800 conversations takes about 100 simulations and a few
-seconds.
+24 hourly intervals takes a few dozen simulations and a few seconds (``make bench``'s: 49).
 """
 
 from __future__ import annotations
@@ -59,6 +58,9 @@ class StaffingSearch(msgspec.Struct, frozen=True, kw_only=True):
     """Intervals not met even with ``max_agents`` (they keep ``max_agents``)."""
     report: StaffingReport
     simulations: int
+    simulated_seconds: float
+    """Simulated time played in all, over every simulation (most play part of the run:
+    from an interval's start to a few intervals on)."""
 
 
 def required_staffing(
@@ -105,6 +107,7 @@ class _Search:
         self.counts = [0] * self.intervals
         self.infeasible: set[int] = set()
         self.simulations = 0
+        self.simulated_seconds = 0.0
         self.judged = math.ceil(target.within_seconds / demand.interval_seconds)
 
     def run(self) -> StaffingSearch:
@@ -116,6 +119,7 @@ class _Search:
             infeasible=tuple(sorted(self.infeasible)),
             report=final.report(),
             simulations=self.simulations,
+            simulated_seconds=self.simulated_seconds,
         )
 
     # the pieces
@@ -137,11 +141,17 @@ class _Search:
         if self.progress is not None:
             self.progress(done, self.intervals * 2)
 
+    def _play(self, run: Run, until: float) -> None:
+        """``run.run_until(until)``, counted in ``simulated_seconds``."""
+        began = run.now
+        run.run_until(until)
+        self.simulated_seconds += run.now - began
+
     def _meets_from(self, base: Run, interval: int, count: int) -> bool:
         self.simulations += 1
         candidate = copy.deepcopy(base)
         self._staff(candidate, [*self.counts[:interval], *[count] * (self.intervals - interval)])
-        candidate.run_until(self._boundary(interval + 1 + self.judged))
+        self._play(candidate, self._boundary(interval + 1 + self.judged))
         first = max(0, interval - self.judged)
         earlier = range(first, interval)
         return candidate.met(interval) and all(
@@ -165,14 +175,14 @@ class _Search:
                     low = middle + 1
             self.counts[interval] = high
             self._staff(base, [*self.counts[:interval], *[high] * (self.intervals - interval)])
-            base.run_until(self._boundary(interval + 1))
+            self._play(base, self._boundary(interval + 1))
             self._step(interval + 1)
 
     def _replay(self, counts: Sequence[int]) -> Run:
         self.simulations += 1
         run = self._fresh()
         self._staff(run, counts)
-        run.run_until(run.end)
+        self._play(run, run.end)
         return run
 
     def _all_met(self, run: Run) -> bool:
@@ -194,7 +204,7 @@ class _Search:
         reference = self._fresh()
         self._staff(reference, self.counts)
         for interval in range(self.intervals):
-            reference.run_until(self._boundary(interval))
+            self._play(reference, self._boundary(interval))
             # One agent fewer at a time, while every interval still meets the target: the
             # bisections may leave more than one too many.
             while self.counts[interval] > 0 and interval not in self.infeasible:
@@ -203,11 +213,11 @@ class _Search:
                 self.simulations += 1
                 trial = copy.deepcopy(reference)
                 self._staff(trial, fewer)
-                trial.run_until(trial.end)
+                self._play(trial, trial.end)
                 if not self._all_met(trial):
                     break
                 self.counts = fewer
                 self._staff(reference, fewer)
             self._step(self.intervals + interval + 1)
-        reference.run_until(reference.end)
+        self._play(reference, reference.end)
         return reference

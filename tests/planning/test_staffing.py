@@ -147,6 +147,17 @@ def test_the_recommended_roster_meets_the_target_and_one_agent_fewer_does_not() 
         assert not all(outcome.met for outcome in trial.intervals), interval
 
 
+def test_the_search_counts_the_simulated_time_it_played() -> None:
+    """Most of the search's simulations play a few intervals, not the whole run: its
+    simulated time is what its runs played, far less than a whole run per simulation
+    (counted so, ``simulated_seconds_per_second`` claimed several times the speed)."""
+    demand = chat_demand()
+    span = demand.intervals * demand.interval_seconds
+    search = required_staffing("acme", DomainPolicy(), demand, team(()), TARGET, seed=3)
+    assert search.simulated_seconds >= 2 * span  # a replay and the trim's reference, at least
+    assert search.simulated_seconds < search.simulations * span / 2
+
+
 def test_an_interval_no_team_can_meet_is_reported_not_hidden() -> None:
     demand = chat_demand(arrivals=(2000.0, 0.0, 5.0), patience_seconds=300.0)
     search = required_staffing(
