@@ -24,7 +24,7 @@ import asyncpg
 import msgspec
 
 from router.engine import DomainPolicy
-from router.shell.replay import Kpis, load_recording, recorded_kpis, simulate
+from router.shell.replay import Kpis, load_recording, recorded_kpis, simulate, sla_targets
 from switchboard.control import store as config_store
 from tools.progress import TerminalProgress
 
@@ -118,7 +118,7 @@ async def replay(
         recorded = await recorded_kpis(conn, domain, start, end)
     finally:
         await conn.close()
-    sla = dict(candidate.first_response_sla or baseline.first_response_sla)
+    sla = sla_targets(candidate, baseline)
     first = start.timestamp()
     last = end.timestamp()
     if recording:

@@ -19,7 +19,7 @@ Messenger and Instagram messages, and those of any conversation whose record has
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -63,6 +63,34 @@ class Recorded:
     order: int
     seq: float
     event: EngineInput = field(compare=False)
+
+
+@dataclass(frozen=True)
+class SlaTargets:
+    """The first-response targets a replay counts breaches against, by channel: a queue's
+    own where it sets one, else the domain's (as the live router counts
+    ``switchboard_sla_breaches_total``). Both policies of a comparison are measured
+    against the same targets (``sla_targets``), or their breaches could not be compared."""
+
+    domain: Mapping[Channel, float] = field(default_factory=dict)
+    queues: Mapping[str, Mapping[Channel, float]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.domain) or any(self.queues.values())
+
+    def of(self, queue: str, channel: Channel) -> float | None:
+        own = self.queues.get(queue, {})
+        return own.get(channel, self.domain.get(channel))
+
+
+def sla_targets(candidate: DomainPolicy, baseline: DomainPolicy) -> SlaTargets:
+    """The candidate's targets, or the baseline's when the candidate sets none."""
+
+    def of(policy: DomainPolicy) -> SlaTargets:
+        queues = {name: dict(q.first_response_sla) for name, q in policy.queues.items()}
+        return SlaTargets(dict(policy.first_response_sla), queues)
+
+    return of(candidate) or of(baseline)
 
 
 @dataclass
@@ -174,7 +202,7 @@ def simulate(
     recording: Sequence[Recorded],
     start: float,
     end: float,
-    sla: dict[Channel, float],
+    sla: SlaTargets,
     progress: Callable[[int, int], None] | None = None,
 ) -> Kpis:
     """Feed the recording to a fresh engine under ``policy``; measure from ``start``.
@@ -197,7 +225,7 @@ def simulate(
                 if event.preferred_agent_id is not None:
                     kpis.with_preferred += 1
                     kpis.preferred_hits += event.strategy is Strategy.PREFERRED
-                target = sla.get(event.channel)
+                target = sla.of(event.queue, event.channel)
                 waited = event.waited_seconds
                 queue = state.compiled.queues.get(event.queue)
                 if queue is not None and queue.calendar is not None:

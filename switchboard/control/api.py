@@ -38,7 +38,7 @@ from router.api.openapi import EXTRA_OPERATIONS
 from router.api.planning_jobs import PLANNING_JOBS, Report
 from router.api.routes import API
 from router.engine import BusinessCalendar, DomainPolicy, QueuePolicy
-from router.shell.replay import Kpis, Recorded, load_recording, simulate
+from router.shell.replay import Kpis, Recorded, load_recording, simulate, sla_targets
 from runtime.appkeys import CONFIG, DB_POOL
 from runtime.audit import record_action
 from runtime.callbacks import AllowedAddresses
@@ -495,7 +495,7 @@ async def _dry_run(request: web.Request) -> web.StreamResponse:
         raise _Refused(400, f"more than {DRY_RUN_MAX_INPUTS} recorded inputs: narrow the window")
     assert candidate is not None
     baseline = current.routing
-    sla = dict(candidate.first_response_sla or baseline.first_response_sla)
+    sla = sla_targets(candidate, baseline)
     last = min(end, recording[-1].at + 86_400.0) if recording else end
 
     def replay(report: Report | None) -> DryRunView:
