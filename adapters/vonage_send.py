@@ -137,6 +137,14 @@ _CAPTIONED: dict[Channel, frozenset[str]] = {
     Channel.VIBER: frozenset({"image"}),
     Channel.SMS: frozenset({"image", "vcard", "audio", "video", "file"}),
 }
+_CAPTION_MAX: dict[Channel, int] = {
+    Channel.WHATSAPP: 3000,
+    Channel.MESSENGER: 0,
+    Channel.VIBER: 1000,
+    Channel.SMS: 3000,  # MMS
+}
+"""The longest caption Vonage's Messages API takes (its SDK's models); a longer text goes
+as a text message with the media's link."""
 _VONAGE_CHANNEL = {
     Channel.SMS: "sms",
     Channel.WHATSAPP: "whatsapp",
@@ -251,7 +259,8 @@ def _message(reply: Outbound) -> dict[str, Any]:
     if checked:
         attachment, rule = checked[0]
         caption = with_numbered_options(text, options)
-        if location is None and (not caption or rule.kind in _CAPTIONED[channel]):
+        fits = rule.kind in _CAPTIONED[channel] and len(caption) <= _CAPTION_MAX[channel]
+        if location is None and (not caption or fits):
             return _media_message(channel, attachment, rule.kind, caption)
     if channel is Channel.WHATSAPP and location is not None and not (text or checked or options):
         place: dict[str, Any] = {"latitude": location.latitude, "longitude": location.longitude}

@@ -1001,6 +1001,22 @@ def test_whatsapp_image_with_caption_and_file_with_name() -> None:
     )
 
 
+@pytest.mark.parametrize(("channel", "longest"), [(Channel.WHATSAPP, 3000), (Channel.SMS, 3000)])
+def test_text_longer_than_a_caption_goes_as_a_text_with_the_link(
+    channel: Channel, longest: int
+) -> None:
+    """Vonage's models take captions of up to 3,000 characters (WhatsApp, MMS): a longer
+    text is sent as text, the image as its link, rather than refused by Vonage."""
+    image = Attachment(url="https://cdn.example/a.jpg", content_type="image/jpeg")
+    body = send_body(reply(channel, text="x" * longest, attachments=(image,)))
+    assert (body["message_type"], len(body["image"]["caption"])) == ("image", longest)
+    body = send_body(reply(channel, text="x" * (longest + 1), attachments=(image,)))
+    assert (body["message_type"], body["text"]) == (
+        "text",
+        "x" * (longest + 1) + "\nhttps://cdn.example/a.jpg",
+    )
+
+
 def test_text_beside_media_without_a_caption_goes_as_a_link() -> None:
     audio = Attachment(url="https://cdn.example/v.ogg", content_type="audio/ogg")
     body = send_body(reply(Channel.WHATSAPP, attachments=(audio,)))
