@@ -92,6 +92,7 @@ from adapters.provider_api import (
     location_text,
     multipart_form_data,
     quick_replies,
+    split_text,
     upload_name,
     with_numbered_options,
 )
@@ -195,6 +196,7 @@ def twilio_request(
     whatsapp = reply.channel is Channel.WHATSAPP
     prefix = WHATSAPP_PREFIX if whatsapp else ""
     form = [("From", prefix + reply.endpoint), ("To", prefix + reply.customer_address)]
+    rest: list[str] = []
     if reply.template is not None:
         # A Content template: its SID and the values of its numbered variables, no Body.
         variables = {str(n): value for n, value in enumerate(reply.template.parameters, 1)}
@@ -212,14 +214,19 @@ def twilio_request(
             text = text or place.name or place.address or f"{place.latitude},{place.longitude}"
         elif place is not None:
             text = "\n\n".join(t for t in (text, location_text(place)) if t)
-        form.append(("Body", with_numbered_options(text, quick_replies(reply))))
+        # A place or numbered answers may take the text past Twilio's Body (1,600
+        # characters, error 21617): the rest follows in further messages.
+        first, *rest = split_text(
+            with_numbered_options(text, quick_replies(reply)), twilio.BODY_MAX
+        )
+        form.append(("Body", first))
         form += [("MediaUrl", a.url) for a in reply.attachments]
     callback = twilio.status_callback(
         channels, reply.endpoint, reply.id, environ.get(twilio.PUBLIC_URL_ENV)
     )
     if callback:
         form.append(("StatusCallback", callback))
-    return ProviderRequest(
+    request = ProviderRequest(
         provider="twilio",
         url=f"{cfg.api_base_url.rstrip('/')}/2010-04-01/Accounts/{cfg.account_sid}/Messages.json",
         headers={
@@ -230,6 +237,11 @@ def twilio_request(
         form=form,
         message_id=lambda body: answer_text(body, "sid"),
     )
+    if not rest:
+        return request
+    # The message's statuses are its first part's: the others report none.
+    then = [dataclasses.replace(request, form=[*form[:2], ("Body", part)]) for part in rest]
+    return dataclasses.replace(request, then=tuple(then))
 
 
 def telegram_request(

@@ -136,6 +136,24 @@ def with_numbered_options(text: str, options: Sequence[str]) -> str:
     return f"{text}\n\n{listed}" if text else listed
 
 
+def split_text(text: str, longest: int) -> list[str]:
+    """``text`` in parts of at most ``longest`` characters, for a provider that takes no
+    longer text in one message: each cut at the last line break, else space, in the second
+    half of its part (the break itself dropped), else where the part is full."""
+    parts: list[str] = []
+    while len(text) > longest:
+        window = text[: longest + 1]
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        if cut < longest // 2:
+            parts.append(text[:longest])
+            text = text[longest:]
+        else:
+            parts.append(text[:cut])
+            text = text[cut + 1 :]
+    parts.append(text)
+    return parts
+
+
 ATTACHMENT_FETCH_SECONDS = 60.0
 """How long fetching one attachment to upload may take (redirects included)."""
 

@@ -75,11 +75,14 @@ from adapters.normalize import (
     unknown_endpoint,
 )
 from schemas import Attachment, Channel, Consent, DeliveryStatus, InboundEvent, Location
+from schemas.limits import CHANNEL_TEXT_MAX
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
+BODY_MAX = CHANNEL_TEXT_MAX["sms"]
+"""The longest ``Body`` of one message, on every channel (error 21617 beyond)."""
 """Twilio delivers at most 10 media items per message."""
 SMS_PATH = "/webhooks/twilio/sms"
 """Incoming messages (and, as before, status callbacks)."""

@@ -13,6 +13,8 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.config import ChannelsConfig
 from adapters.egress import (
@@ -22,8 +24,9 @@ from adapters.egress import (
     SendOutcome,
     parse_retry_after,
 )
+from adapters.provider_api import split_text
 from runtime.metrics import Metrics
-from schemas import Attachment, Channel, ReplyRequested
+from schemas import Attachment, Channel, Location, ReplyRequested
 from tests.adapters.conftest import CHANNELS, ENVIRON
 
 
@@ -248,6 +251,45 @@ async def test_mailgun_threads_the_reply(rig: Rig, provider: tuple[FakeProvider,
     assert req.form["h:In-Reply-To"] == ["<CAF=reply-2@mail.example.org>"]
     assert req.form["h:References"] == ["<CAF=reply-2@mail.example.org>"]
     assert req.form["h:Message-Id"] == ["<out-0001@acme.example>"]
+
+
+async def test_a_twilio_body_past_1600_characters_goes_on_in_a_second_message(
+    rig: Rig, provider: tuple[FakeProvider, str]
+) -> None:
+    """A place written after the text can take it past Twilio's Body (error 21617): the rest
+    follows in a message of its own, without the media or a status callback of its own."""
+    fake, _ = provider
+    fake.ok_body = {"sid": "SMfirst", "status": "queued"}
+    place = Location(latitude=37.7955, longitude=-122.3937, name="Ferry Building")
+    sms = reply(
+        Channel.SMS,
+        "+14155550100",
+        "+14155552671",
+        text="word " * 318,
+        location=place,
+        attachments=(Attachment(url="https://cdn.example.com/map.png"),),
+    )
+    result = await rig.egress.send(sms)
+    assert (result.outcome, result.provider_message_id) == (SendOutcome.SENT, "SMfirst")
+    first, second = fake.seen
+    assert len(first.form["Body"][0]) <= 1600
+    assert first.form["MediaUrl"] == ["https://cdn.example.com/map.png"]
+    assert second.form.keys() == {"From", "To", "Body"}
+    # Cut at a space, which the parts leave out.
+    assert "Ferry Building" in first.form["Body"][0] + " " + second.form["Body"][0]
+
+
+@given(text=st.text(alphabet="ab \n", max_size=400), longest=st.integers(2, 60))
+def test_a_split_text_loses_nothing_but_the_breaks_it_cuts_at(text: str, longest: int) -> None:
+    parts = split_text(text, longest)
+    assert all(len(part) <= longest for part in parts)
+
+    def letters(value: str) -> str:
+        return value.replace(" ", "").replace("\n", "")
+
+    assert letters("".join(parts)) == letters(text)
+    if max(map(len, text.split()), default=0) < longest // 2:
+        assert " ".join(parts).split() == text.split()  # no word cut in two
 
 
 async def test_429_then_success_honours_retry_after(
