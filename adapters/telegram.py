@@ -78,6 +78,7 @@ from adapters.normalize import (
     message_received,
     unknown_endpoint,
 )
+from adapters.provider_api import split_text
 from schemas import (
     Attachment,
     Channel,
@@ -90,6 +91,8 @@ from schemas import (
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 CAPTION_MAX = 1024
 """Characters of a caption (UTF-16 code units, as Telegram counts them)."""
+MESSAGE_TEXT_MAX = 4096
+"""Characters of a message's text (UTF-16 code units, as Telegram counts them)."""
 VCARD_MAX = 4096
 """Characters of a contact's vCard read (Telegram sends at most 2,048 bytes)."""
 BUSINESS_CONNECTION_MAX = 128
@@ -671,7 +674,12 @@ def reply_calls(
     calls: list[Call] = []
     caption = text if checked and text and caption_fits(text) else None
     if (text and caption is None) or not (checked or location):
-        calls.append(("sendMessage", {"chat_id": chat, "text": text}))
+        # A bot's answer may be longer than a message's text (4,096 characters): the rest
+        # goes on in further messages.
+        # Telegram counts UTF-16 code units: a text beyond the BMP is cut at half as many.
+        longest = MESSAGE_TEXT_MAX if max(text, default="\0") <= "\uffff" else MESSAGE_TEXT_MAX // 2
+        for part in split_text(text, longest):
+            calls.append(("sendMessage", {"chat_id": chat, "text": part}))
     for number, (attachment, rule) in enumerate(checked):
         method, parameter = SEND_METHODS[rule.kind]
         params: dict[str, Any] = {"chat_id": chat, parameter: _file(attachment, bot)}

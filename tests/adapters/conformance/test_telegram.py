@@ -620,6 +620,22 @@ async def test_media_beyond_telegrams_limits_fail_before_any_call(
         telegram.reply_calls(BOT, CHAT, "here", attachments, None, ())
 
 
+@pytest.mark.parametrize(("word", "parts"), [("answer ", 2), ("\U0001f600 ", 3)])
+async def test_a_text_longer_than_a_message_goes_on_in_further_messages(
+    bot_api: tuple[FakeBotApi, Egress], word: str, parts: int
+) -> None:
+    """A bot's answer may be longer than Telegram's 4,096 characters (UTF-16 code units:
+    an emoji counts two), which refuses it whole ("message is too long")."""
+    fake, egress = bot_api
+    text = word * (5000 // len(word))
+    result = await egress.send(reply(text=text, quick_replies=("OK",)))
+    assert result.outcome is SendOutcome.SENT, result.error
+    assert [call.method for call in fake.calls] == ["sendMessage"] * parts
+    assert " ".join(call.params["text"] for call in fake.calls).split() == text.split()
+    assert "reply_markup" in fake.calls[0].params
+    assert result.provider_message_id == f"{BOT}:{CHAT}:{fake.calls[0].message_id}"
+
+
 async def test_a_later_call_refused_fails_the_send_in_part(
     bot_api: tuple[FakeBotApi, Egress],
 ) -> None:
