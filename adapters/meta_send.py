@@ -21,6 +21,7 @@ from adapters.provider_api import (
     answer_text,
     location_text,
     quick_replies,
+    split_text,
     with_numbered_options,
 )
 from schemas import (
@@ -31,6 +32,7 @@ from schemas import (
     TemplateUse,
 )
 from schemas.identity import is_whatsapp_user_id
+from schemas.limits import CHANNEL_TEXT_MAX
 
 
 def _whatsapp_buttons_fit(body: str, options: Sequence[str]) -> bool:
@@ -138,7 +140,8 @@ def _whatsapp_content(reply: Outbound) -> list[dict[str, Any]]:
         (first, rule), media = media[0], media[1:]
         parts.append(_whatsapp_media(first, rule, caption=text))
     elif text or not (media or tail):
-        parts.append(_whatsapp_text(text))
+        # Longer than a text message (a bot's answer): the rest in further messages.
+        parts += [_whatsapp_text(part) for part in split_text(text, CHANNEL_TEXT_MAX["whatsapp"])]
     parts += [_whatsapp_media(a, rule) for a, rule in media]
     return [*parts, *tail]
 
@@ -204,7 +207,10 @@ def _send_api_messages(reply: Outbound, limits: MediaLimits) -> list[dict[str, A
     media = check_attachments(reply.attachments, limits)
     place = _place(reply)
     text = "\n".join(p for p in (reply.text, location_text(place) if place else "") if p)
-    messages: list[dict[str, Any]] = [{"text": text}] if text or not media else []
+    longest = CHANNEL_TEXT_MAX[reply.channel.value]
+    messages: list[dict[str, Any]] = (
+        [{"text": part} for part in split_text(text, longest)] if text or not media else []
+    )
     messages += [
         {"attachment": {"type": rule.kind, "payload": {"url": a.url, "is_reusable": False}}}
         for a, rule in media

@@ -693,6 +693,33 @@ async def test_messenger_sends_the_text_then_one_message_an_attachment(
     assert {r.path for r in fake.requests} == {"/v23.0/me/messages"}
 
 
+@pytest.mark.parametrize(
+    ("channel", "endpoint", "customer", "longest"),
+    [
+        (Channel.WHATSAPP, WA_NUMBER_ID, WA_CUSTOMER, 4096),
+        (Channel.MESSENGER, PAGE_ID, PSID, 2000),
+        (Channel.INSTAGRAM, IG_ID, IGSID, 1000),
+    ],
+)
+async def test_a_text_longer_than_a_message_goes_on_in_further_messages(
+    graph: tuple[FakeProviders, Egress],
+    channel: Channel,
+    endpoint: str,
+    customer: str,
+    longest: int,
+) -> None:
+    """A bot's answer may be longer than one message's text: the rest follows."""
+    text = "answer " * (longest * 3 // 2 // 7)
+    bot = reply(channel, endpoint, customer, text=text, agent_id=None, bot_id="helper")
+    bodies = await sent(graph, bot)
+    texts = [
+        b["text"]["body"] if channel is Channel.WHATSAPP else b["message"]["text"] for b in bodies
+    ]
+    assert len(texts) == 2
+    assert all(len(part) <= longest for part in texts)
+    assert " ".join(texts).split() == text.split()
+
+
 async def test_instagram_sends_an_attachment_alone_and_refuses_what_it_cannot_show(
     graph: tuple[FakeProviders, Egress],
 ) -> None:
