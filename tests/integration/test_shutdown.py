@@ -6,12 +6,15 @@ once (``runtime.tasks.Stops``), so that their waits overlap instead of adding up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from runtime import kafka
 from runtime.tasks import Stops, TaskFailures, background
@@ -21,9 +24,11 @@ from tests.logcapture import captured_logs, lines_of
 from tests.support import make_config
 
 
-async def test_a_consumer_whose_broker_stopped_answering_is_given_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def rejoining_unanswered(tmp_path: Path, group: str) -> AsyncIterator[AIOKafkaConsumer]:
+    """A group consumer that joined its group on a broker of its own, then must join again
+    (here for a subscription that changed; in a restart, for members that came and went)
+    while the broker, frozen, answers nothing."""
     broker = EmbeddedBroker(tmp_path / "broker")
     broker.start()
     assert broker.pid is not None
@@ -32,29 +37,34 @@ async def test_a_consumer_whose_broker_stopped_answering_is_given_up(
         config = make_config(broker.bootstrap_servers, "postgresql://unused/unused")
         await kafka.ensure_topics(config, {})
         topic = config.topic(topics.OUTBOUND)
-        consumer = kafka.group_consumer(config, {}, "shutdown", topic)
+        consumer = kafka.group_consumer(config, {}, group, topic)
         await consumer.start()
         for _ in range(100):
             await consumer.getmany(timeout_ms=100)
             if consumer.assignment():
                 break
         assert consumer.assignment(), "the consumer never joined its group"
-        # The broker stops answering while the consumer joins its group again (here for a
-        # subscription that changed; in a restart, for members that came and went): the
-        # stop waits for the join to be answered.
         os.kill(broker.pid, signal.SIGSTOP)
         frozen = True
         consumer.subscribe([topic, config.topic(topics.DLQ)])
+        yield consumer
+    finally:
+        if frozen:
+            os.kill(broker.pid, signal.SIGCONT)
+        broker.stop()
+
+
+async def test_a_consumer_whose_broker_stopped_answering_is_given_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with rejoining_unanswered(tmp_path, "shutdown") as consumer:
+        # The stop waits for the join to be answered.
         await asyncio.sleep(0.5)
         monkeypatch.setattr(kafka, "CONSUMER_STOP_SECONDS", 1.0)
         started = time.monotonic()
         await asyncio.wait_for(kafka.stop_consumer(consumer, name="shutdown-test"), 30)
         # It waited the bound out: the stop itself was stuck, and was given up.
         assert time.monotonic() - started >= 1.0
-    finally:
-        if frozen:
-            os.kill(broker.pid, signal.SIGCONT)
-        broker.stop()
 
 
 async def test_a_fetch_waiting_for_a_rebalance_ends_when_the_loop_is_asked_to_stop(
@@ -63,35 +73,13 @@ async def test_a_fetch_waiting_for_a_rebalance_ends_when_the_loop_is_asked_to_st
     """While its group rebalances, ``getmany`` waits for the new assignment whatever its
     timeout (up to the rebalance timeout, 5 minutes: seen in a restart of three adapters,
     a recorder that did not stop in 30 s). ``kafka.fetch`` gives the wait up on the stop."""
-    broker = EmbeddedBroker(tmp_path / "broker")
-    broker.start()
-    assert broker.pid is not None
-    frozen = False
-    try:
-        config = make_config(broker.bootstrap_servers, "postgresql://unused/unused")
-        await kafka.ensure_topics(config, {})
-        topic = config.topic(topics.OUTBOUND)
-        consumer = kafka.group_consumer(config, {}, "rebalancing", topic)
-        await consumer.start()
+    async with rejoining_unanswered(tmp_path, "rebalancing") as consumer:
         stopping = asyncio.Event()
-        for _ in range(100):
-            await kafka.fetch(consumer, stopping, timeout_ms=100)
-            if consumer.assignment():
-                break
-        assert consumer.assignment(), "the consumer never joined its group"
-        # A rejoin the broker does not answer (frozen): the fetch waits on it.
-        os.kill(broker.pid, signal.SIGSTOP)
-        frozen = True
-        consumer.subscribe([topic, config.topic(topics.DLQ)])
         fetching = asyncio.create_task(kafka.fetch(consumer, stopping, timeout_ms=100))
         await asyncio.sleep(1.0)
         assert not fetching.done(), "the premise: the fetch waits for the rebalance"
         stopping.set()
         assert await asyncio.wait_for(fetching, 5) == {}
-    finally:
-        if frozen:
-            os.kill(broker.pid, signal.SIGCONT)
-        broker.stop()
 
 
 async def test_the_background_tasks_are_asked_to_stop_together() -> None:
