@@ -39,12 +39,13 @@ message, which reaches the bot like any other:
 - SMS, Twilio WhatsApp and email: the answers listed after the text, numbered ("1. Yes");
 - a template (the free-form window is closed) is sent without them.
 
-Idempotency beyond the ledger: RBM takes the reply id as its ``messageId`` and refuses it
-twice. Twilio, Mailgun, WhatsApp, Messenger, Instagram and Telegram take no idempotency
+Idempotency beyond the ledger: RBM takes the reply id as its ``messageId`` and ignores a
+second message with it. Twilio, Mailgun, WhatsApp, Messenger, Instagram and Telegram take no idempotency
 key (Twilio says so of a message's ``POST``: retried after a lost response, it can be sent
 twice), so a retry after a lost response can duplicate there. Mailgun's mail carries a
-``Message-Id`` built from the reply id, and WhatsApp's send the id in
-``biz_opaque_callback_data``: they name the message, they do not stop a second send. Attachments travel as media on Twilio; on Telegram by URL, one call each
+``Message-Id`` built from the reply id, and a WhatsApp send the id in
+``biz_opaque_callback_data``: they name the message, they do not stop a second send.
+Attachments travel as media on Twilio; on Telegram by URL, one call each
 (``adapters.telegram.reply_calls``); on Mailgun fetched and uploaded (``prepare``); on
 WhatsApp, Messenger and Instagram by URL, one message each (``then``; WhatsApp's first
 media takes the text as caption where its kind allows, the Send API's follow the text),

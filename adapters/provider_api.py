@@ -138,8 +138,8 @@ def with_numbered_options(text: str, options: Sequence[str]) -> str:
 
 def split_text(text: str, longest: int) -> list[str]:
     """``text`` in parts of at most ``longest`` characters, for a provider that takes no
-    longer text in one message: each cut at the last line break, else space, in the second
-    half of its part (the break itself dropped), else where the part is full."""
+    longer text in one message: each cut at its last line break or space, when that is in
+    the part's second half (the break itself dropped), else where the part is full."""
     parts: list[str] = []
     while len(text) > longest:
         window = text[: longest + 1]

@@ -674,10 +674,11 @@ def reply_calls(
     calls: list[Call] = []
     caption = text if checked and text and caption_fits(text) else None
     if (text and caption is None) or not (checked or location):
-        # A bot's answer may be longer than a message's text (4,096 characters): the rest
-        # goes on in further messages.
-        # Telegram counts UTF-16 code units: a text beyond the BMP is cut at half as many.
-        longest = MESSAGE_TEXT_MAX if max(text, default="\0") <= "\uffff" else MESSAGE_TEXT_MAX // 2
+        # A bot's answer may be longer than a message's text: the rest goes on in further
+        # messages. Telegram counts UTF-16 code units, so a text holding characters beyond
+        # the BMP (two units each) is cut at half as many characters.
+        beyond_bmp = max(text, default="\0") > "\uffff"
+        longest = MESSAGE_TEXT_MAX // 2 if beyond_bmp else MESSAGE_TEXT_MAX
         for part in split_text(text, longest):
             calls.append(("sendMessage", {"chat_id": chat, "text": part}))
     for number, (attachment, rule) in enumerate(checked):

@@ -81,9 +81,9 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 SIGNATURE_SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 WHATSAPP_PREFIX = "whatsapp:"
 MAX_MEDIA = 10
+"""Twilio delivers at most 10 media items per message."""
 BODY_MAX = CHANNEL_TEXT_MAX["sms"]
 """The longest ``Body`` of one message, on every channel (error 21617 beyond)."""
-"""Twilio delivers at most 10 media items per message."""
 SMS_PATH = "/webhooks/twilio/sms"
 """Incoming messages (and, as before, status callbacks)."""
 STATUS_PATH = "/webhooks/twilio/status"
