@@ -214,10 +214,13 @@ async def fetch(
     try:
         await asyncio.wait((fetching, stopped), return_when=asyncio.FIRST_COMPLETED)
     finally:
+        # Also when the caller is cancelled: no fetch outlives its wait.
         stopped.cancel()
-    if fetching.done():
+        given_up = not fetching.done()
+        if given_up:
+            fetching.cancel()
+    if not given_up:
         return fetching.result()
-    fetching.cancel()
     with contextlib.suppress(asyncio.CancelledError, KafkaError):
         await fetching
     return {}
