@@ -28,6 +28,8 @@ from adapters.provider_api import split_text
 from runtime.metrics import Metrics
 from schemas import Attachment, Channel, Location, ReplyRequested
 from tests.adapters.conftest import CHANNELS, ENVIRON
+from tests.fakes.twilio import FakeTwilio
+from tools.bench.providers import FakeProviders
 
 
 @dataclass
@@ -125,7 +127,7 @@ def reply(channel: Channel, endpoint: str, customer: str, **kw: Any) -> ReplyReq
         domain="acme",
         occurred_at=1_700_000_000.0,
         conversation_id="conv-1",
-        agent_id="ann",
+        agent_id=kw.pop("agent_id", "ann"),
         channel=channel,
         endpoint=endpoint,
         customer_address=customer,
@@ -277,6 +279,40 @@ async def test_a_twilio_body_past_1600_characters_goes_on_in_a_second_message(
     assert second.form.keys() == {"From", "To", "Body"}
     # Cut at a space, which the parts leave out.
     assert "Ferry Building" in first.form["Body"][0] + " " + second.form["Body"][0]
+
+
+async def test_twilios_stand_in_takes_every_part_of_a_long_whatsapp_answer() -> None:
+    """Against the stand-in that refuses as Twilio does (21617 past 1,600 characters): a
+    bot's answer with its numbered choices, 2,000 characters in all, arrives in two."""
+    fake = FakeTwilio(CHANNELS.twilio.account_sid, ENVIRON["TWILIO_AUTH_TOKEN"], FakeProviders())
+    server = TestServer(fake.app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            egress = Egress(
+                channels=pointed_at(str(server.make_url("")).rstrip("/")),
+                environ=ENVIRON,
+                session=session,
+                metrics=Metrics(),
+                ledger=InMemorySentLedger(),
+            )
+            answer = reply(
+                Channel.WHATSAPP,
+                "+14155550100",
+                "+14155552671",
+                agent_id=None,
+                bot_id="helper",
+                text="choose " * 280,
+                quick_replies=("Yes", "No"),
+            )
+            result = await egress.send(answer)
+        assert result.outcome is SendOutcome.SENT, result.error
+        assert fake.refused == []
+        bodies = [message.form["Body"] for message in fake.providers.delivered]
+        assert len(bodies) == 2
+        assert bodies[1].endswith("1. Yes\n2. No")
+    finally:
+        await server.close()
 
 
 @given(text=st.text(alphabet="ab \n", max_size=400), longest=st.integers(2, 60))

@@ -5,10 +5,10 @@ calls a message's ``StatusCallback`` back as Twilio would, signed.
 ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``, form-encoded: HTTP basic auth
 with the path's Account SID and the Auth Token (401, code 20003, otherwise); ``To``
 required (21604); ``From`` or ``MessagingServiceSid`` (21603); ``Body``, ``MediaUrl`` or
-``ContentSid`` (21602); each ``MediaUrl`` an absolute http(s) URL, at most 10, and 1 on
-WhatsApp (21620, 21623); ``StatusCallback`` an absolute http(s) URL (21609);
-``PersistentAction`` only ``geo:…`` on WhatsApp. Twilio's error body:
-``{"code", "message", "more_info", "status"}``.
+``ContentSid`` (21602), a ``Body`` of at most 1,600 characters (21617); each
+``MediaUrl`` an absolute http(s) URL, at most 10, and 1 on WhatsApp (21620, 21623);
+``StatusCallback`` an absolute http(s) URL (21609); ``PersistentAction`` only ``geo:…``
+on WhatsApp. Twilio's error body: ``{"code", "message", "more_info", "status"}``.
 
 Sources: twilio.com/docs/messaging/api/message-resource (create parameters),
 twilio.com/docs/api/errors (the codes), twilio.com/docs/usage/webhooks/webhooks-security
@@ -103,6 +103,10 @@ class FakeTwilio:
         media = [str(m) for m in form.getall("MediaUrl", [])]
         if not form.get("Body") and not media and not form.get("ContentSid"):
             return self._error(400, 21602, "Message body is required.")
+        if len(str(form.get("Body", ""))) > 1600:
+            return self._error(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
         if any(not _absolute(url) for url in media) or len(media) > 10:
             return self._error(400, 21620, "Invalid media URL(s)")
         whatsapp = str(to).startswith(WHATSAPP)
