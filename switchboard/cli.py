@@ -110,8 +110,10 @@ def service_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int
             "adapters": frozenset({Role.ADAPTERS}),
         }[args.command]
         embedded = args.command == "run"
+        # A broker started here starts empty (its log is in memory).
+        empty_broker = embedded and not config.kafka.bootstrap_servers
         with infrastructure(config, embedded=embedded) as resolved:
-            failed = asyncio.run(serve(resolved, environ, roles))
+            failed = asyncio.run(serve(resolved, environ, roles, empty_broker=empty_broker))
         if failed:
             print(
                 f"switchboard: stopped: {', '.join(failed)} failed"
@@ -159,14 +161,30 @@ def infrastructure(config: Config, *, embedded: bool) -> Iterator[Config]:
         )
 
 
-async def prepare(config: Config, environ: Mapping[str, str]) -> Version:
+async def prepare(
+    config: Config, environ: Mapping[str, str], *, empty_broker: bool = False
+) -> Version:
     """Database, migrations, topics: everything the service needs to exist; and the
-    current runtime configuration version (the file's, when it changed since last read)."""
+    current runtime configuration version (the file's, when it changed since last read).
+
+    With ``empty_broker`` (the embedded broker just started, its topics empty), the
+    router's stored offsets are forgotten first: they count records of the broker's last
+    run. Kept, they are taken for positions in the new topics as soon as those hold as
+    many records (webhooks are accepted while the router starts), and the router skipped
+    everything before them."""
     assert config.database.url
     await db.ensure_database(config.database.url)
     await db.migrate_url(config.database.url)
     conn = await asyncpg.connect(config.database.url)
     try:
+        if empty_broker:
+            forgotten = await conn.fetchval(
+                "WITH gone AS (DELETE FROM router_offsets WHERE consumer_group = $1"
+                " RETURNING 1) SELECT count(*) FROM gone",
+                config.kafka.consumer_group,
+            )
+            if forgotten:
+                log.warning("embedded_broker_offsets_forgotten", offsets=forgotten)
         version = await config_store.seed_from_file(conn, config.document())
     finally:
         await conn.close()
@@ -174,10 +192,16 @@ async def prepare(config: Config, environ: Mapping[str, str]) -> Version:
     return version
 
 
-async def serve(config: Config, environ: Mapping[str, str], roles: frozenset[Role]) -> list[str]:
+async def serve(
+    config: Config,
+    environ: Mapping[str, str],
+    roles: frozenset[Role],
+    *,
+    empty_broker: bool = False,
+) -> list[str]:
     """Serve until SIGTERM or SIGINT, or until a background task fails; the names of those
     that failed (``runtime.tasks.TaskFailures``)."""
-    version = await prepare(config, environ)
+    version = await prepare(config, environ, empty_broker=empty_broker)
     config = config.with_document(version.document)
     app = build_app(config, environ, roles=roles, config_version=version.version)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -376,6 +376,49 @@ async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over
         broker.stop()
 
 
+async def test_a_broker_that_lost_its_log_and_filled_again_before_the_router_read_is_read_whole(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``switchboard run`` starts its embedded broker empty and takes webhooks while its
+    router starts: the new topic can hold more records than the old stored offset before
+    the router reads, and that offset then looks valid. The offsets of an embedded broker's
+    last run are forgotten when it starts (``prepare(empty_broker=True)``), so the router
+    reads the new topic from its first record."""
+    broker = EmbeddedBroker(tmp_path / "broker")
+    broker.start()
+    try:
+        config = make_config(broker.bootstrap_servers, database_url, {"kafka": {"partitions": 1}})
+        async with (
+            running_service(config),
+            Traffic(config, ["acme"], agents_per_domain=2) as traffic,
+        ):
+            await traffic.register_agents()
+            await traffic.send_messages(20)
+            conn = await asyncpg.connect(database_url)
+            try:
+                await _all_stored(conn, traffic)
+            finally:
+                await conn.close()
+        broker.stop()
+        broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # same address, empty log
+        broker.start()
+        await prepare(config, {}, empty_broker=True)
+        async with Traffic(config, ["acme"], seed=8) as traffic2:
+            await traffic2.send_messages(60)  # past every offset stored before
+        async with running_service(config):
+            conn = await asyncpg.connect(database_url)
+            try:
+                await wait_until(
+                    lambda: _count_is(conn, len(traffic.sent) + 60),
+                    timeout=30,
+                    what="every message of the new topic routed",
+                )
+            finally:
+                await conn.close()
+    finally:
+        broker.stop()
+
+
 async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
     return bool(await conn.fetchval("SELECT count(*) FROM messages") == expected)
 
