@@ -35,6 +35,11 @@ from switchboard.embedded import EmbeddedError, missing_services
 
 log = structlog.get_logger("switchboard")
 
+HTTP_SHUTDOWN_SECONDS = 10.0
+"""How long requests under way may take once a stop is asked (a webhook waits at most 5 s
+for the broker) before their connections are closed: a client holding a body open, which
+the server waits up to 60 s for, kept a process past its deployment's 30 s grace."""
+
 EMBEDDED_DATABASE = "switchboard"
 LISTENING = "Switchboard is up"
 """How the banner begins: printed once the HTTP port is bound, and not before."""
@@ -206,7 +211,9 @@ async def serve(
     app = build_app(config, environ, roles=roles, config_version=version.version)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.http.host, config.http.port)
+    site = web.TCPSite(
+        runner, config.http.host, config.http.port, shutdown_timeout=HTTP_SHUTDOWN_SECONDS
+    )
     try:
         await site.start()
     except OSError as error:
