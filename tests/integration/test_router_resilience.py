@@ -4,8 +4,10 @@ database outage, poison records, and a broker that lost its log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -327,9 +329,14 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_processing_goes_on
         assert "switchboard_dead_letters_total" in scrape
 
 
-async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over(
-    database_url: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def broker_lost_its_log(
+    database_url: str, tmp_path: Path, messages: int
+) -> AsyncIterator[tuple[Config, Traffic]]:
+    """A router ran on a broker of its own and stored ``messages`` messages; the broker is
+    then restarted at the same address with an empty log (as the embedded one always
+    does), PostgreSQL keeping the router's offsets. Yields the configuration and the
+    first run's traffic."""
     broker = EmbeddedBroker(tmp_path / "broker")
     broker.start()
     try:
@@ -339,7 +346,7 @@ async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over
             Traffic(config, ["acme"], agents_per_domain=2) as traffic,
         ):
             await traffic.register_agents()
-            await traffic.send_messages(30)
+            await traffic.send_messages(messages)
             conn = await asyncpg.connect(database_url)
             try:
                 await _all_stored(conn, traffic)
@@ -348,32 +355,39 @@ async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over
         broker.stop()
         broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # same address, empty log
         broker.start()
-        async with (
-            running_service(config) as service,
-            Traffic(config, ["acme"], seed=8) as traffic2,
-        ):
-            await traffic2.send_messages(3)
-            conn = await asyncpg.connect(database_url)
-            try:
-                await wait_until(
-                    lambda: conn.fetchval("SELECT count(*) FROM messages"),
-                    what="messages",
-                )
-                await wait_until(
-                    lambda: _count_is(conn, len(traffic.sent) + 3),
-                    timeout=30,
-                    what="new messages routed",
-                )
-            finally:
-                await conn.close()
-            async with service.session.get(service.url("/metrics")) as r:
-                scrape = await r.text()
-            assert any(
-                line.startswith("switchboard_offset_resets_total") and not line.endswith(" 0.0")
-                for line in scrape.splitlines()
-            )
+        yield config, traffic
     finally:
         broker.stop()
+
+
+async def test_a_broker_that_lost_its_log_is_detected_and_the_router_starts_over(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with (
+        broker_lost_its_log(database_url, tmp_path, 30) as (config, traffic),
+        running_service(config) as service,
+        Traffic(config, ["acme"], seed=8) as traffic2,
+    ):
+        await traffic2.send_messages(3)
+        conn = await asyncpg.connect(database_url)
+        try:
+            await wait_until(
+                lambda: conn.fetchval("SELECT count(*) FROM messages"),
+                what="messages",
+            )
+            await wait_until(
+                lambda: _count_is(conn, len(traffic.sent) + 3),
+                timeout=30,
+                what="new messages routed",
+            )
+        finally:
+            await conn.close()
+        async with service.session.get(service.url("/metrics")) as r:
+            scrape = await r.text()
+        assert any(
+            line.startswith("switchboard_offset_resets_total") and not line.endswith(" 0.0")
+            for line in scrape.splitlines()
+        )
 
 
 async def test_a_broker_that_lost_its_log_and_filled_again_before_the_router_read_is_read_whole(
@@ -384,24 +398,7 @@ async def test_a_broker_that_lost_its_log_and_filled_again_before_the_router_rea
     the router reads, and that offset then looks valid. The offsets of an embedded broker's
     last run are forgotten when it starts (``prepare(empty_broker=True)``), so the router
     reads the new topic from its first record."""
-    broker = EmbeddedBroker(tmp_path / "broker")
-    broker.start()
-    try:
-        config = make_config(broker.bootstrap_servers, database_url, {"kafka": {"partitions": 1}})
-        async with (
-            running_service(config),
-            Traffic(config, ["acme"], agents_per_domain=2) as traffic,
-        ):
-            await traffic.register_agents()
-            await traffic.send_messages(20)
-            conn = await asyncpg.connect(database_url)
-            try:
-                await _all_stored(conn, traffic)
-            finally:
-                await conn.close()
-        broker.stop()
-        broker = EmbeddedBroker(tmp_path / "broker", port=broker.port)  # same address, empty log
-        broker.start()
+    async with broker_lost_its_log(database_url, tmp_path, 20) as (config, traffic):
         await prepare(config, {}, empty_broker=True)
         async with Traffic(config, ["acme"], seed=8) as traffic2:
             await traffic2.send_messages(60)  # past every offset stored before
@@ -415,8 +412,6 @@ async def test_a_broker_that_lost_its_log_and_filled_again_before_the_router_rea
                 )
             finally:
                 await conn.close()
-    finally:
-        broker.stop()
 
 
 async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
