@@ -102,9 +102,12 @@ def build_app(
     roles: frozenset[Role] = frozenset(Role),
     metrics: Metrics | None = None,
     config_version: int = 0,
+    log_dies_with_broker: bool = False,
 ) -> web.Application:
     """The service's application; ``config`` holds configuration version ``config_version``
-    (0: the file's, not stored yet), and newer versions are applied as they come."""
+    (0: the file's, not stored yet), and newer versions are applied as they come. With
+    ``log_dies_with_broker`` (``switchboard run``'s embedded broker), the router reads its
+    partitions to their ends before it stops (``RouterWorker``'s ``drain_on_stop``)."""
     app = web.Application(
         client_max_size=config.http.max_body_bytes, middlewares=[refuse_encoded_bodies]
     )
@@ -171,7 +174,7 @@ def build_app(
 
         live.subscribe(reconfigure_adapters)
     if Role.ROUTER in roles:
-        app.cleanup_ctx.append(functools.partial(_router_worker, config))
+        app.cleanup_ctx.append(functools.partial(_router_worker, config, log_dies_with_broker))
         app.cleanup_ctx.append(functools.partial(_retention, config))
         if config.workload.enabled:
             app.cleanup_ctx.append(functools.partial(_workload, config))
@@ -379,7 +382,9 @@ async def _config_follower(app: web.Application) -> AsyncIterator[None]:
     await kafka.stop_consumer(consumer, name="config-follower")
 
 
-async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[None]:
+async def _router_worker(
+    config: Config, drain_on_stop: bool, app: web.Application
+) -> AsyncIterator[None]:
     live = app[LIVE_CONFIG]
     worker = RouterWorker(
         app[CONFIG],
@@ -391,6 +396,7 @@ async def _router_worker(config: Config, app: web.Application) -> AsyncIterator[
         config_version=live.version,
         keys=app[TOPIC_KEYS],
         router_config=config.router,
+        drain_on_stop=drain_on_stop,
     )
     app[ROUTER_WORKER] = worker
     app[METRICS].router_gathering.set_function(lambda: float(worker.gathering.active))

@@ -208,7 +208,13 @@ async def serve(
     that failed (``runtime.tasks.TaskFailures``)."""
     version = await prepare(config, environ, empty_broker=empty_broker)
     config = config.with_document(version.document)
-    app = build_app(config, environ, roles=roles, config_version=version.version)
+    app = build_app(
+        config,
+        environ,
+        roles=roles,
+        config_version=version.version,
+        log_dies_with_broker=empty_broker,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(

@@ -210,6 +210,8 @@ async def running_service(
     config: Config,
     environ: Mapping[str, str] | None = None,
     roles: frozenset[Role] = frozenset(Role),
+    *,
+    log_dies_with_broker: bool = False,
 ) -> AsyncIterator[Service]:
     environ = dict(environ or {})
     version = await prepare(config, environ)
@@ -220,6 +222,7 @@ async def running_service(
         roles=roles,
         metrics=metrics,
         config_version=version.version,
+        log_dies_with_broker=log_dies_with_broker,
     )
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()

@@ -71,6 +71,9 @@ from schemas import topics
 
 log = structlog.get_logger(__name__)
 
+DRAIN_SECONDS = 10.0
+"""How long a router draining its partitions on stop (``drain_on_stop``) reads at most."""
+
 _DATABASE_ERRORS = (*db.DATABASE_ERRORS, store.FencedOut)
 _DATA_ERRORS = (
     asyncpg.DataError,  # text PostgreSQL cannot hold, numbers out of range, bad encoding
@@ -99,8 +102,13 @@ class RouterWorker:
         config_version: int = 0,
         keys: TopicKeys | None = None,
         router_config: RouterConfig = DEFAULT_ROUTER_CONFIG,
+        drain_on_stop: bool = False,
     ) -> None:
         self._config = config
+        self._drain_on_stop = drain_on_stop
+        """Asked to stop, read what the partitions hold first (``DRAIN_SECONDS`` at most):
+        for a broker whose log dies with it (the embedded one of ``switchboard run``),
+        where what is left unread when it stops is lost."""
         self._keys = keys or TopicKeys(pool, cache_seconds=config.kafka.key_cache_seconds)
         self._environ = environ
         self._pool = pool
@@ -231,6 +239,8 @@ class RouterWorker:
         try:
             while not self._stopping.is_set():
                 await self._step(consumer)
+            if self._drain_on_stop:
+                await self._drain(consumer)
         finally:
             if self._gauging is not None:
                 self._gauging.cancel()
@@ -246,6 +256,21 @@ class RouterWorker:
             self._intake.partitions.clear()
             self._metrics.partitions_owned.set(0)
             log.info("router_stopped")
+
+    async def _drain(self, consumer: AIOKafkaConsumer) -> None:
+        """Batches until the owned partitions are read to their high-water marks (one at
+        least: a fetch brings them up to date), or ``DRAIN_SECONDS`` have passed."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while True:
+            await self._step(consumer)
+            unread = [
+                tp
+                for tp, expected in self._intake.expected.items()
+                if (consumer.highwater(tp) or 0) > (expected or 0)
+            ]
+            if not unread or time.monotonic() >= deadline:
+                log.info("router_drained", unread_partitions=len(unread))
+                return
 
     def _group_reads_activity(self, every_router: bool) -> None:
         """At each assignment, before its partitions load: whether every router of the

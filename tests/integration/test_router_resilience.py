@@ -33,6 +33,7 @@ from schemas import (
     MessageRouted,
     topics,
 )
+from switchboard.app import ROUTER_WORKER
 from switchboard.cli import prepare
 from switchboard.config import Config
 from switchboard.embedded import EmbeddedBroker
@@ -412,6 +413,27 @@ async def test_a_broker_that_lost_its_log_and_filled_again_before_the_router_rea
                 )
             finally:
                 await conn.close()
+
+
+async def test_a_router_whose_broker_loses_its_log_reads_its_partitions_out_before_it_stops(
+    infrastructure: Infrastructure, database_url: str
+) -> None:
+    """``switchboard run``'s embedded broker keeps its log in memory: what the router has
+    not read when the process stops is lost with it. Asked to stop, such a router reads
+    its partitions to their ends first: a backlog it is asked to stop in is stored whole."""
+    config = make_config(
+        infrastructure.bootstrap_servers, database_url, {"kafka": {"partitions": 1}}
+    )
+    await prepare(config, {})
+    async with Traffic(config, ["acme"], agents_per_domain=2) as traffic:
+        await traffic.send_messages(20_000)
+    async with running_service(config, log_dies_with_broker=True) as service:
+        service.app[ROUTER_WORKER].stop()  # at once: the router has read little of it
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM messages") == 20_000
+    finally:
+        await conn.close()
 
 
 async def _count_is(conn: asyncpg.Connection, expected: int) -> bool:
