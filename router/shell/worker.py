@@ -218,7 +218,8 @@ class RouterWorker:
         return sorted(waiting)
 
     async def run(self) -> None:
-        """Consume until ``stop()``; then finish the batch, flush, and leave the group."""
+        """Consume until ``stop()`` (with ``drain_on_stop``, then on to the partitions'
+        ends); then finish the batch, flush, and leave the group."""
         kafka_config = self._config.kafka
         consumer = AIOKafkaConsumer(
             **kafka.client_options(self._config, self._environ),
