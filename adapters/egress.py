@@ -196,7 +196,8 @@ def twilio_request(
     cfg = channels.twilio
     whatsapp = reply.channel is Channel.WHATSAPP
     prefix = WHATSAPP_PREFIX if whatsapp else ""
-    form = [("From", prefix + reply.endpoint), ("To", prefix + reply.customer_address)]
+    addressed = [("From", prefix + reply.endpoint), ("To", prefix + reply.customer_address)]
+    form = list(addressed)
     rest: list[str] = []
     if reply.template is not None:
         # A Content template: its SID and the values of its numbered variables, no Body.
@@ -241,7 +242,7 @@ def twilio_request(
     if not rest:
         return request
     # The message's statuses are its first part's: the others report none.
-    then = [dataclasses.replace(request, form=[*form[:2], ("Body", part)]) for part in rest]
+    then = [dataclasses.replace(request, form=[*addressed, ("Body", part)]) for part in rest]
     return dataclasses.replace(request, then=tuple(then))
 
 

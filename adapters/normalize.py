@@ -127,7 +127,8 @@ def decode_json(body: bytes, type_: type[T], what: str) -> T:
 
 
 ITEM_REASON_MAX = 300
-"""Characters of a malformed item's reason kept (msgspec's, which quotes no value)."""
+"""Characters of a malformed item's reason kept (msgspec's; the values it may quote are
+left out when it is set aside: ``runtime.logging.without_values``)."""
 
 
 def decode_item(raw: bytes, type_: type[T], what: str) -> T:

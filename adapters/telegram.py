@@ -87,11 +87,12 @@ from schemas import (
     Location,
     MessageChange,
 )
+from schemas.limits import CHANNEL_TEXT_MAX
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 CAPTION_MAX = 1024
 """Characters of a caption (UTF-16 code units, as Telegram counts them)."""
-MESSAGE_TEXT_MAX = 4096
+MESSAGE_TEXT_MAX = CHANNEL_TEXT_MAX["telegram"]
 """Characters of a message's text (UTF-16 code units, as Telegram counts them)."""
 VCARD_MAX = 4096
 """Characters of a contact's vCard read (Telegram sends at most 2,048 bytes)."""

@@ -144,7 +144,7 @@ CHANNEL_TEXT_MAX: dict[str, int] = {
 sends at most. Provider webhooks cut longer text there (see ``clean_text``)."""
 
 PROVIDER_TEXT_MAX: dict[tuple[str, str], int] = {
-    ("twilio", "whatsapp"): 1_600,  # Twilio's Body, on every channel (error 21617)
+    ("twilio", "whatsapp"): CHANNEL_TEXT_MAX["sms"],  # Twilio's Body on every channel (21617)
     ("vonage", "messenger"): 640,  # Vonage Messages API, Messenger text
 }
 """Where the provider an endpoint is on takes less text than its channel's own maximum

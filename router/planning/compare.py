@@ -83,31 +83,12 @@ def side_by_side(
             if patience is None
             else _agents_a(rate, handle, patience, target.within_seconds, share, concurrency)
         )
-        try:
-            c_level: float | None = erlang_c(
-                agents,
-                arrival_rate_per_second=rate,
-                handle_seconds=handle,
-                target_seconds=target.within_seconds,
-                concurrency=concurrency,
-            ).service_level
-        except ValueError:  # beyond what the formulas take (as _agents_c): no figure
-            c_level = None
-        try:
-            a_level = (
-                None
-                if patience is None
-                else erlang_a(
-                    agents,
-                    arrival_rate_per_second=rate,
-                    handle_seconds=handle,
-                    patience_seconds=patience,
-                    target_seconds=target.within_seconds,
-                    concurrency=concurrency,
-                ).service_level
-            )
-        except ValueError:
-            a_level = None
+        c_level = _level_c(agents, rate, handle, target.within_seconds, concurrency)
+        a_level = (
+            None
+            if patience is None
+            else _level_a(agents, rate, handle, patience, target.within_seconds, concurrency)
+        )
         rows.append(
             ErlangInterval(
                 start=start,
@@ -138,6 +119,39 @@ def _quiet(start: float, agents: int) -> ErlangInterval:
         erlang_c_service_level=None,
         erlang_a_service_level=None,
     )
+
+
+def _level_c(
+    agents: int, rate: float, handle: float, within: float, concurrency: int
+) -> float | None:
+    """Erlang C's service level for ``agents``; None beyond what the formula takes."""
+    try:
+        return erlang_c(
+            agents,
+            arrival_rate_per_second=rate,
+            handle_seconds=handle,
+            target_seconds=within,
+            concurrency=concurrency,
+        ).service_level
+    except ValueError:
+        return None
+
+
+def _level_a(
+    agents: int, rate: float, handle: float, patience: float, within: float, concurrency: int
+) -> float | None:
+    """Erlang A's service level for ``agents``; None beyond what the formula takes."""
+    try:
+        return erlang_a(
+            agents,
+            arrival_rate_per_second=rate,
+            handle_seconds=handle,
+            patience_seconds=patience,
+            target_seconds=within,
+            concurrency=concurrency,
+        ).service_level
+    except ValueError:
+        return None
 
 
 def _agents_c(
