@@ -45,6 +45,7 @@ from tests.support import (
     running_service,
     wait_until,
 )
+from tools.bench.campaign_bench import claims_under_way
 from tools.bench.providers import FakeProviders
 
 pytestmark = pytest.mark.integration
@@ -573,12 +574,7 @@ async def test_a_sender_killed_mid_campaign_is_replaced_and_only_its_claims_go_a
             await wait_until(lambda: len(fake.delivered) >= 10, timeout=30, what="10 sent")
         finally:
             first.kill()
-        claimed = {
-            row["customer_id"].removeprefix("phone:")
-            for row in await conn.fetch(
-                "SELECT customer_id FROM outbound_messages WHERE status = 'sending'"
-            )
-        }
+        claimed = await claims_under_way(database_url)
         assert claimed  # the premise: it died with claims under way
 
         second = RouterProcess(raw, tmp_path, "adapters2", role="adapters", environ=ENVIRON)
